@@ -1,0 +1,81 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+)
+
+var (
+	errBadJSON      = errors.New("api: malformed JSON")
+	errUnknownField = errors.New("api: unknown field")
+	errBodyTooLarge = errors.New("api: request body too large")
+	errContentType  = errors.New("api: unsupported content type")
+	errBadPath      = errors.New("api: invalid path parameter")
+)
+
+// decodeJSON reads one JSON object from the body (bounded by the
+// server's limit) into v, refusing unknown fields and trailing data.
+func decodeJSON(r *http.Request, v any) error {
+	if err := checkContentType(r.Header.Get("Content-Type"), "application/json"); err != nil {
+		return err
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, mbe.Limit)
+		}
+		return fmt.Errorf("%w: reading body: %v", errBadJSON, err)
+	}
+	return DecodeStrict(body, v)
+}
+
+// DecodeStrict decodes exactly one JSON object from b into v. Unknown
+// fields, trailing data, and non-object documents are refused.
+func DecodeStrict(b []byte, v any) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return fmt.Errorf("%w: the body must be a JSON object", errBadJSON)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if strings.HasPrefix(err.Error(), "json: unknown field") {
+			return fmt.Errorf("%w: %s", errUnknownField, strings.TrimPrefix(err.Error(), "json: "))
+		}
+		return fmt.Errorf("%w: %s", errBadJSON, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the JSON object", errBadJSON)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the JSON object", errBadJSON)
+	}
+	return nil
+}
+
+func checkContentType(got, want string) error {
+	mt, _, err := mime.ParseMediaType(got)
+	if err != nil || mt != want {
+		return fmt.Errorf("%w: Content-Type must be %s, got %q", errContentType, want, got)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeProblem(w, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,133 @@
+package api
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"net/http"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/credfile"
+)
+
+// svidAnswer is the body of every answer that carries an X509-SVID.
+type svidAnswer struct {
+	SPIFFEID  string `json:"spiffe_id"`
+	X509SVID  string `json:"x509_svid"`
+	ExpiresAt string `json:"expires_at"`
+	Bundles   any    `json:"bundles"`
+}
+
+func (s *Server) svidAnswer(svid *ca.X509SVID) svidAnswer {
+	return svidAnswer{
+		SPIFFEID:  svid.ID.String(),
+		X509SVID:  string(credfile.EncodeCertsPEM(svid.Certificates)),
+		ExpiresAt: svid.ExpiresAt.UTC().Format(time.RFC3339),
+		Bundles:   s.a.BundlesJSON(),
+	}
+}
+
+func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		TTLSeconds int64 `json:"ttl_seconds"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if req.TTLSeconds < 0 || req.TTLSeconds > int64(attest.MaxJoinTokenTTL/time.Second) {
+		writeError(w, r, s.log, fmt.Errorf("%w: ttl_seconds must be between 0 (default) and %d", attest.ErrTokenTTL, int64(attest.MaxJoinTokenTTL/time.Second)))
+		return
+	}
+	secret, rec, err := s.a.CreateJoinToken(r.Context(), callerOf(r), time.Duration(req.TTLSeconds)*time.Second)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{
+		"token": secret, "id": rec.ID, "expires_at": rec.ExpiresAt.UTC().Format(time.RFC3339),
+		"node_id": rec.NodeID(s.a.TrustDomain()).String(),
+	})
+}
+
+func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Token string `json:"token"`
+		CSR   string `json:"csr"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	svid, err := s.a.JoinNode(r.Context(), req.Token, []byte(req.CSR))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.metrics.issued.WithLabelValues("x509", "node").Inc()
+	writeJSON(w, http.StatusOK, s.svidAnswer(svid))
+}
+
+func (s *Server) svidX509(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		SPIFFEID string `json:"spiffe_id"`
+		CSR      string `json:"csr"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	svid, err := s.a.MintX509(r.Context(), callerOf(r), req.SPIFFEID, []byte(req.CSR))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.metrics.issued.WithLabelValues("x509", s.a.RoleOf(svid.ID).String()).Inc()
+	writeJSON(w, http.StatusOK, s.svidAnswer(svid))
+}
+
+func (s *Server) svidJWT(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Audience []string `json:"audience"`
+		SPIFFEID string   `json:"spiffe_id"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	svid, err := s.a.MintJWT(r.Context(), callerOf(r), req.SPIFFEID, req.Audience)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.metrics.issued.WithLabelValues("jwt", "agent").Inc()
+	writeJSON(w, http.StatusOK, map[string]string{
+		"spiffe_id": svid.ID.String(), "token": svid.Token, "expires_at": svid.ExpiresAt.UTC().Format(time.RFC3339),
+	})
+}
+
+// jwks serves the JWT authorities as a plain JWKS for JWT verifiers that
+// do not speak SPIFFE bundles.
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
+	for kid, pub := range s.a.Bundle().JWTAuthorities() {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: pub, KeyID: kid, Use: "sig", Algorithm: ca.JWTAlgorithm(pub)})
+	}
+	slices.SortFunc(set.Keys, func(a, b jose.JSONWebKey) int { return strings.Compare(a.KeyID, b.KeyID) })
+	w.Header().Set("Cache-Control", "max-age=60")
+	writeJSON(w, http.StatusOK, set)
+}
+
+func (s *Server) caStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.a.CAStatus(callerOf(r))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+

@@ -1,0 +1,50 @@
+package api
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus metrics, in a private registry.
+type metrics struct {
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	issued     *prometheus.CounterVec
+	tlsRefused prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mandate_http_requests_total", Help: "HTTP requests by route pattern and status code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mandate_http_request_duration_seconds", Help: "HTTP request latency by route pattern.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"route"}),
+		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mandate_svids_issued_total", Help: "SVIDs issued, by kind (x509, jwt) and holder role.",
+		}, []string{"kind", "role"}),
+		tlsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mandate_tls_client_certificates_refused_total", Help: "TLS handshakes refused for an invalid client X509-SVID.",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.issued, m.tlsRefused,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observe(route string, code int, d time.Duration) {
+	if route == "" {
+		route = "unmatched"
+	}
+	if code == 0 {
+		code = 200
+	}
+	m.requests.WithLabelValues(route, itoa(code)).Inc()
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}

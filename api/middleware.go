@@ -1,0 +1,91 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/authority"
+)
+
+type callerKey struct{}
+
+// callerOf returns the authenticated client of r, or nil for a public
+// request.
+func callerOf(r *http.Request) *authority.Caller {
+	c, _ := r.Context().Value(callerKey{}).(*authority.Caller)
+	return c
+}
+
+// statusWriter records the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// middleware wraps every request: panic recovery, body limit, timeout,
+// client identity, metrics.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
+				if sw.status == 0 {
+					writeProblem(sw, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500})
+				}
+			}
+			s.metrics.observe(r.Pattern, sw.status, time.Since(start))
+		}()
+		r.Body = http.MaxBytesReader(sw, r.Body, s.maxBody)
+		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		defer cancel()
+		c, err := s.authenticate(r)
+		if err != nil {
+			writeError(sw, r, s.log, err)
+			return
+		}
+		if c != nil {
+			ctx = context.WithValue(ctx, callerKey{}, c)
+		}
+		next.ServeHTTP(sw, r.WithContext(ctx))
+	})
+}
+
+// authenticate returns the caller whose X509-SVID was verified during the
+// handshake, refusing one that has expired since.
+func (s *Server) authenticate(r *http.Request) (*authority.Caller, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, nil
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	if now := s.a.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return nil, fmt.Errorf("%w: the client certificate is not valid now", authority.ErrUnauthenticated)
+	}
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", authority.ErrUnauthenticated, err)
+	}
+	return &authority.Caller{ID: id, Cert: leaf}, nil
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

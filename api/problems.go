@@ -1,0 +1,97 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/registry"
+)
+
+// ProblemBase prefixes every problem type URI.
+const ProblemBase = "https://mandate.dev/problems/"
+
+// Problem is an RFC 9457 problem details object.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// problemKind is one row of the table: what an error means to a client.
+type problemKind struct {
+	err    error
+	status int
+	name   string
+	title  string
+}
+
+// problemTable maps the errors flows return to problem types. The first
+// row whose error matches (errors.Is) wins. Types are stable: clients
+// branch on them.
+var problemTable = []problemKind{
+	{attest.ErrTokenUsed, http.StatusForbidden, "join-token-used", "Join token already used"},
+	{attest.ErrTokenExpired, http.StatusForbidden, "join-token-expired", "Join token expired"},
+	{attest.ErrTokenUnknown, http.StatusForbidden, "join-token-unknown", "Join token unknown"},
+	{attest.ErrTokenTTL, http.StatusBadRequest, "invalid-ttl", "TTL out of range"},
+	{registry.ErrBanned, http.StatusForbidden, "node-banned", "Node is banned"},
+	{registry.ErrNotHosted, http.StatusForbidden, "agent-not-allowed-on-node", "Agent not allowed on this node"},
+	{registry.ErrAlreadyExists, http.StatusConflict, "already-exists", "Already exists"},
+	{registry.ErrInvalid, http.StatusBadRequest, "invalid-registration", "Invalid registration"},
+	{authority.ErrAgentNotRegistered, http.StatusForbidden, "agent-not-registered", "Agent not registered"},
+	{authority.ErrNodeUnknown, http.StatusForbidden, "node-not-attested", "Node not attested"},
+	{authority.ErrForbidden, http.StatusForbidden, "forbidden", "Forbidden"},
+	{authority.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated", "Client certificate required"},
+	{registry.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},
+	{authority.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},
+	{authority.ErrInvalidRequest, http.StatusBadRequest, "invalid-request", "Invalid request"},
+	{authority.ErrFederation, http.StatusBadRequest, "invalid-federation", "Invalid federation relationship"},
+	{ca.ErrWeakKey, http.StatusBadRequest, "weak-key", "Key too weak"},
+	{ca.ErrUnsupportedKey, http.StatusBadRequest, "unsupported-key", "Unsupported key type"},
+	{ca.ErrInvalidCSR, http.StatusBadRequest, "invalid-csr", "Invalid CSR"},
+	{ca.ErrCSRIdentity, http.StatusBadRequest, "csr-identity-mismatch", "CSR names another identity"},
+	{ca.ErrInvalidParams, http.StatusBadRequest, "invalid-request", "Invalid request"},
+	{errBadJSON, http.StatusBadRequest, "malformed-json", "Malformed JSON"},
+	{errUnknownField, http.StatusBadRequest, "unknown-field", "Unknown field"},
+	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large"},
+	{errContentType, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type"},
+	{errBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", "Request timed out"},
+}
+
+// writeError answers err as problem+json. Errors not in the table are the
+// server's fault: logged, and answered 500 without their text.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	for _, k := range problemTable {
+		if errors.Is(err, k.err) {
+			writeProblem(w, Problem{Type: ProblemBase + k.name, Title: k.title, Status: k.status, Detail: err.Error()})
+			return
+		}
+	}
+	log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeProblem(w, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: http.StatusInternalServerError,
+		Detail: "the server failed to answer; the error is in its log"})
+}
+
+func writeProblem(w http.ResponseWriter, p Problem) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeProblem(w, Problem{Type: ProblemBase + "not-found", Title: "Not found", Status: http.StatusNotFound,
+		Detail: "no such endpoint: " + r.Method + " " + r.URL.Path})
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	writeProblem(w, Problem{Type: ProblemBase + "method-not-allowed", Title: "Method not allowed", Status: http.StatusMethodNotAllowed,
+		Detail: "method " + r.Method + " is not allowed on " + r.URL.Path})
+}

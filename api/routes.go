@@ -1,0 +1,66 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/federation"
+)
+
+// routes registers every endpoint. Each path also gets a method-less
+// fallback so a wrong method is answered with a 405 problem, and "/"
+// answers unknown paths with a 404 problem.
+func (s *Server) routes() (*http.ServeMux, error) {
+	bundleHandler, err := federation.NewHandler(s.a.TrustDomain(), s.a)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	paths := map[string]bool{}
+	handle := func(pattern string, h http.HandlerFunc) {
+		mux.HandleFunc(pattern, h)
+		_, path, _ := strings.Cut(pattern, " ")
+		if !paths[path] {
+			paths[path] = true
+			mux.HandleFunc(path, methodNotAllowed)
+		}
+	}
+	handle("GET /healthz", s.healthz)
+	handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP)
+	handle("GET /v1/bundle", bundleHandler.ServeHTTP)
+	handle("GET /.well-known/jwks.json", s.jwks)
+
+	handle("POST /v1/admin/join-tokens", s.createJoinToken)
+	handle("POST /v1/admin/agents", s.createAgent)
+	handle("GET /v1/admin/agents", s.listAgents)
+	handle("GET /v1/admin/agents/{id}", s.getAgent)
+	handle("PUT /v1/admin/agents/{id}", s.updateAgent)
+	handle("DELETE /v1/admin/agents/{id}", s.deleteAgent)
+	handle("GET /v1/admin/nodes", s.listNodes)
+	handle("POST /v1/admin/nodes/{id}/ban", s.banNode)
+	handle("POST /v1/admin/federations", s.addFederation)
+	handle("GET /v1/admin/federations", s.listFederations)
+	handle("DELETE /v1/admin/federations/{td}", s.deleteFederation)
+	handle("GET /v1/admin/ca", s.caStatus)
+
+	handle("POST /v1/nodes/join", s.join)
+	handle("POST /v1/svid/x509", s.svidX509)
+	handle("POST /v1/svid/jwt", s.svidJWT)
+	mux.HandleFunc("/", notFound)
+	return mux, nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.a.TrustDomain().String()})
+}
+
+// BundleHandler serves only the SPIFFE bundle endpoint, at every path, for
+// a second listener with a Web PKI certificate (https_web profile).
+func (s *Server) BundleHandler() http.Handler {
+	h, err := federation.NewHandler(s.a.TrustDomain(), s.a)
+	if err != nil {
+		return http.HandlerFunc(notFound)
+	}
+	return h
+}

@@ -1,0 +1,159 @@
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/authority"
+)
+
+// requestTimeout bounds the work one request may cause.
+const requestTimeout = 10 * time.Second
+
+// Server serves the authority's HTTPS API. The cached server certificate is
+// guarded by certMu; everything else is set in New and read-only after.
+type Server struct {
+	a       *authority.Authority
+	log     *slog.Logger
+	handler http.Handler
+	metrics *metrics
+	maxBody int64
+
+	certMu sync.Mutex
+	cert   *tls.Certificate
+	certAt time.Time // when cert must be replaced
+}
+
+// New builds the API server for a.
+func New(a *authority.Authority) (*Server, error) {
+	s := &Server{a: a, log: a.Logger().With("component", "api"), maxBody: a.Config().HTTP.MaxBodyBytes}
+	s.metrics = newMetrics()
+	mux, err := s.routes()
+	if err != nil {
+		return nil, err
+	}
+	s.handler = s.middleware(mux)
+	return s, nil
+}
+
+// Handler is the API's HTTP handler (it expects TLS connections made with
+// TLSConfig, and treats requests without a client certificate as public).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Registry is the server's private Prometheus registry.
+func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
+
+// TLSConfig is the listener's TLS configuration: TLS 1.3 only, the
+// authority's own X509-SVID as server certificate, and an optional client
+// X509-SVID verified against the bundles the authority holds.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ClientAuth: tls.RequestClientCert,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.serverCert(context.Background())
+		},
+		VerifyPeerCertificate: s.verifyClient,
+	}
+}
+
+// verifyClient checks a client certificate chain, if one was sent, as an
+// X509-SVID of a trust domain whose bundle the authority holds.
+func (s *Server) verifyClient(raw [][]byte, _ [][]*x509.Certificate) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if len(raw) > 8 {
+		return errors.New("client certificate chain too long")
+	}
+	certs := make([]*x509.Certificate, 0, len(raw))
+	for _, der := range raw {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("client certificate: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	_, _, err := x509svid.Verify(certs, s.a)
+	if err != nil {
+		s.metrics.tlsRefused.Inc()
+	}
+	return err
+}
+
+// serverCert returns the authority's TLS certificate, minting a new one
+// when half of the current one's life has passed.
+func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
+	s.certMu.Lock()
+	defer s.certMu.Unlock()
+	now := s.a.Now()
+	if s.cert != nil && now.Before(s.certAt) {
+		return s.cert, nil
+	}
+	svid, key, err := s.a.MintServerSVID(ctx, s.dnsNames())
+	if err != nil {
+		if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
+			s.log.Error("renew server certificate", "err", err)
+			return s.cert, nil
+		}
+		return nil, err
+	}
+	cert := &tls.Certificate{PrivateKey: key, Leaf: svid.Certificates[0]}
+	for _, c := range svid.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	s.cert = cert
+	s.certAt = now.Add(svid.ExpiresAt.Sub(now) / 2)
+	return cert, nil
+}
+
+func (s *Server) dnsNames() []string {
+	names := []string{"localhost"}
+	if host, _, err := net.SplitHostPort(s.a.Config().Listen); err == nil && host != "" && net.ParseIP(host) == nil {
+		names = append(names, host)
+	}
+	return names
+}
+
+// Serve answers HTTPS on ln until ctx is done, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hc := s.a.Config().HTTP
+	srv := &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       hc.ReadTimeout.D(),
+		WriteTimeout:      hc.WriteTimeout.D(),
+		IdleTimeout:       hc.IdleTimeout.D(),
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+

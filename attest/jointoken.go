@@ -1,0 +1,153 @@
+package attest
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/store"
+)
+
+// BucketJoinTokens holds join-token records keyed by the secret's SHA-256.
+const BucketJoinTokens = "join_tokens"
+
+// MethodJoinToken names the join-token attestation method in node records
+// and node SPIFFE IDs.
+const MethodJoinToken = "join"
+
+// Token lifetime bounds.
+const (
+	DefaultJoinTokenTTL = 10 * time.Minute
+	MaxJoinTokenTTL     = 7 * 24 * time.Hour
+	maxSecretLen        = 128
+)
+
+// Errors a caller branches on. None of them carries the secret.
+var (
+	ErrTokenUnknown = errors.New("attest: join token unknown")
+	ErrTokenUsed    = errors.New("attest: join token already used")
+	ErrTokenExpired = errors.New("attest: join token expired")
+	ErrTokenTTL     = errors.New("attest: join token ttl out of range")
+)
+
+// JoinToken is the stored record of a join token (never the secret).
+type JoinToken struct {
+	ID        string    `json:"id"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UsedAt    time.Time `json:"used_at,omitzero"`
+	UsedBy    string    `json:"used_by,omitempty"`
+}
+
+// NodeID is the SPIFFE ID of the node that joins with this token.
+func (t *JoinToken) NodeID(td spiffeid.TrustDomain) spiffeid.ID {
+	id, err := spiffeid.FromSegments(td, "node", MethodJoinToken, t.ID)
+	if err != nil { // t.ID is hex, so this cannot happen
+		panic("attest: join token id is not a path segment: " + err.Error())
+	}
+	return id
+}
+
+// NewJoinToken creates a token: the secret to hand to the host, and the
+// record to store with PutJoinToken.
+func NewJoinToken(now time.Time, ttl time.Duration, createdBy string) (secret string, rec *JoinToken, err error) {
+	if ttl == 0 {
+		ttl = DefaultJoinTokenTTL
+	}
+	if ttl < time.Second || ttl > MaxJoinTokenTTL {
+		return "", nil, fmt.Errorf("%w: must be between 1s and %s", ErrTokenTTL, MaxJoinTokenTTL)
+	}
+	var raw [32]byte
+	var id [8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", nil, fmt.Errorf("attest: generate join token: %w", err)
+	}
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", nil, fmt.Errorf("attest: generate join token id: %w", err)
+	}
+	rec = &JoinToken{ID: hex.EncodeToString(id[:]), CreatedAt: now, CreatedBy: createdBy, ExpiresAt: now.Add(ttl)}
+	return base64.RawURLEncoding.EncodeToString(raw[:]), rec, nil
+}
+
+func tokenKey(secret string) []byte {
+	sum := sha256.Sum256([]byte(secret))
+	return sum[:]
+}
+
+// PutJoinToken stores the record of a new token.
+func PutJoinToken(tx store.Tx, secret string, rec *JoinToken) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("attest: encode join token: %w", err)
+	}
+	return tx.Put(BucketJoinTokens, tokenKey(secret), b)
+}
+
+// ConsumeJoinToken marks the token used by nodeID-to-be and returns its
+// record. It fails with ErrTokenUnknown, ErrTokenUsed or ErrTokenExpired.
+// The caller must run it inside an Update transaction together with the
+// node's creation, so that a failure later in the join keeps the token.
+func ConsumeJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now time.Time) (*JoinToken, error) {
+	if secret == "" || len(secret) > maxSecretLen {
+		return nil, ErrTokenUnknown
+	}
+	key := tokenKey(secret)
+	b, err := tx.Get(BucketJoinTokens, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrTokenUnknown
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attest: read join token: %w", err)
+	}
+	rec := new(JoinToken)
+	if err := json.Unmarshal(b, rec); err != nil {
+		return nil, fmt.Errorf("attest: decode join token: %w", err)
+	}
+	if err := checkUsable(rec, now); err != nil {
+		return rec, err
+	}
+	rec.UsedAt, rec.UsedBy = now, rec.NodeID(td).String()
+	return rec, PutJoinToken(tx, secret, rec)
+}
+
+func checkUsable(rec *JoinToken, now time.Time) error {
+	if !rec.UsedAt.IsZero() {
+		return fmt.Errorf("%w (token %s, at %s)", ErrTokenUsed, rec.ID, rec.UsedAt.Format(time.RFC3339))
+	}
+	if !now.Before(rec.ExpiresAt) {
+		return fmt.Errorf("%w (token %s, at %s)", ErrTokenExpired, rec.ID, rec.ExpiresAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// PruneJoinTokens deletes records of tokens that expired before cutoff and
+// reports how many it removed. Used tokens are kept until then as well, so
+// a replay is told "used" rather than "unknown".
+func PruneJoinTokens(tx store.Tx, cutoff time.Time) (int, error) {
+	var stale [][]byte
+	err := tx.Scan(BucketJoinTokens, nil, nil, func(k, v []byte) error {
+		var rec JoinToken
+		if err := json.Unmarshal(v, &rec); err != nil || rec.ExpiresAt.Before(cutoff) {
+			stale = append(stale, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range stale {
+		if err := tx.Delete(BucketJoinTokens, k); err != nil {
+			return 0, err
+		}
+	}
+	return len(stale), nil
+}
+

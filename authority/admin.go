@@ -1,0 +1,127 @@
+package authority
+
+import (
+	"context"
+	"fmt"
+
+	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
+)
+
+// CreateAgent validates and stores a new agent registration.
+func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Agent) (*registry.Agent, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	if err := ag.Validate(a.td); err != nil {
+		return nil, err
+	}
+	ag.ID = registry.NewID()
+	ag.CreatedAt = a.now().UTC()
+	ag.UpdatedAt = ag.CreatedAt
+	if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) }); err != nil {
+		return nil, err
+	}
+	a.log.InfoContext(ctx, "agent registered", "id", ag.ID, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
+	return ag, nil
+}
+
+// UpdateAgent replaces registration id.
+func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *registry.Agent) (*registry.Agent, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	if ag.ID != "" && ag.ID != id {
+		return nil, fmt.Errorf("%w: id in body %q differs from the path's %q", ErrInvalidRequest, ag.ID, id)
+	}
+	if err := ag.Validate(a.td); err != nil {
+		return nil, err
+	}
+	ag.ID, ag.UpdatedAt = id, a.now().UTC()
+	if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.UpdateAgent(tx, ag) }); err != nil {
+		return nil, err
+	}
+	a.log.InfoContext(ctx, "agent updated", "id", id, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
+	return ag, nil
+}
+
+// DeleteAgent removes registration id.
+func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return err
+	}
+	var ag *registry.Agent
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		ag, err = registry.DeleteAgent(tx, id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	a.log.InfoContext(ctx, "agent deleted", "id", id, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
+	return nil
+}
+
+// GetAgent returns registration id.
+func (a *Authority) GetAgent(ctx context.Context, c *Caller, id string) (*registry.Agent, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	var ag *registry.Agent
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		ag, err = registry.GetAgent(tx, id)
+		return err
+	})
+	return ag, err
+}
+
+// ListAgents returns every registration.
+func (a *Authority) ListAgents(ctx context.Context, c *Caller) ([]*registry.Agent, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	var out []*registry.Agent
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = registry.ListAgents(tx)
+		return err
+	})
+	return out, err
+}
+
+// ListNodes returns every attested node.
+func (a *Authority) ListNodes(ctx context.Context, c *Caller) ([]*registry.Node, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	var out []*registry.Node
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = registry.ListNodes(tx)
+		return err
+	})
+	return out, err
+}
+
+// BanNode bans a node: it and the agents it hosts get no more credentials.
+func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason string) (*registry.Node, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	if len(reason) > registry.MaxStringLen {
+		return nil, fmt.Errorf("%w: reason is at most %d bytes", ErrInvalidRequest, registry.MaxStringLen)
+	}
+	var n *registry.Node
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = registry.BanNode(tx, nodeID, reason, a.now().UTC())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.log.WarnContext(ctx, "node banned", "spiffe_id", nodeID, "reason", reason, "by", c.ID.String())
+	return n, nil
+}

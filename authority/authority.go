@@ -1,0 +1,193 @@
+package authority
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/ca/federation"
+	"mandate.dev/mandate/store"
+	"mandate.dev/mandate/store/bolt"
+)
+
+// Authority is one running trust-domain authority: its store, CA and
+// federation manager, and the flows over them. It is safe for concurrent
+// use. bundles is replaced whenever the CA or a federated bundle changes.
+type Authority struct {
+	cfg    Config
+	td     spiffeid.TrustDomain
+	log    *slog.Logger
+	now    func() time.Time
+	store  store.Store
+	ca     *ca.CA
+	fed    *federation.Manager
+	admins map[string]bool
+
+	bundleMu sync.Mutex // serializes rebuilds of bundles
+	bundles  atomic.Pointer[bundleSet]
+}
+
+// Options are the dependencies an Authority takes besides its Config.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// New opens (or creates) the authority's state under cfg.DataDir. cfg must
+// have defaults set and be valid.
+func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
+	a := &Authority{cfg: cfg, log: opts.Logger, now: opts.Now}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	a.td = spiffeid.RequireTrustDomainFromString(cfg.TrustDomain)
+	a.admins = map[string]bool{AdminID(a.td).String(): true}
+	for _, id := range cfg.Admins {
+		a.admins[id] = true
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("authority: data dir: %w", err)
+	}
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, "mandate.db"), bolt.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("authority: %w", err)
+	}
+	a.store = st
+	if err := a.init(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Authority) init(ctx context.Context) error {
+	if err := a.openCA(ctx); err != nil {
+		return err
+	}
+	if err := a.openFederation(ctx); err != nil {
+		return err
+	}
+	a.refreshBundles()
+	return nil
+}
+
+// AdminID is the bootstrap admin's SPIFFE ID.
+func AdminID(td spiffeid.TrustDomain) spiffeid.ID {
+	return spiffeid.RequireFromSegments(td, "mandate", "admin")
+}
+
+// ServerID is the authority's own SPIFFE ID, carried by its TLS certificate.
+func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
+	return spiffeid.RequireFromSegments(td, "mandate", "server")
+}
+
+// TrustDomain is the authority's trust domain.
+func (a *Authority) TrustDomain() spiffeid.TrustDomain { return a.td }
+
+// Config is the configuration the authority runs with.
+func (a *Authority) Config() Config { return a.cfg }
+
+// CA is the authority's certificate authority.
+func (a *Authority) CA() *ca.CA { return a.ca }
+
+// Federation is the authority's federation manager.
+func (a *Authority) Federation() *federation.Manager { return a.fed }
+
+// Logger is the authority's logger.
+func (a *Authority) Logger() *slog.Logger { return a.log }
+
+// Now is the authority's clock.
+func (a *Authority) Now() time.Time { return a.now() }
+
+// Run keeps the CA rotating, federated bundles fresh, the admin credential
+// current and stale join tokens pruned, until ctx is done.
+func (a *Authority) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.ca.Run(ctx) })
+	g.Go(func() error { return a.fed.Run(ctx) })
+	g.Go(func() error { return a.maintain(ctx) })
+	g.Go(func() error { return a.watchBundles(ctx) })
+	return g.Wait()
+}
+
+// watchBundles rebuilds the bundle snapshot after every CA change, and
+// every few seconds to pick up federated bundles the manager has made
+// visible since its OnUpdate hook ran.
+func (a *Authority) watchBundles(ctx context.Context) error {
+	changed, cancel := a.ca.Subscribe()
+	defer cancel()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-t.C:
+		}
+		a.refreshBundles()
+	}
+}
+
+func (a *Authority) maintain(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if err := a.WriteAdminCredential(ctx, false); err != nil {
+			a.log.Error("refresh admin credential", "err", err)
+		}
+		a.pruneJoinTokens(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Close releases the store. Call it after Run has returned.
+func (a *Authority) Close() error { return a.store.Close() }
+
+// storeJournal keeps the CA's state document in the store.
+type storeJournal struct{ st store.Store }
+
+var caStateKey = []byte("state")
+
+func (j storeJournal) Load(ctx context.Context) ([]byte, error) {
+	var b []byte
+	err := j.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		b, err = tx.Get("ca", caStateKey)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+	return b, err
+}
+
+func (j storeJournal) Save(ctx context.Context, state []byte) error {
+	return j.st.Update(ctx, func(tx store.Tx) error { return tx.Put("ca", caStateKey, state) })
+}
+
+func decodeRecord(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("authority: decode record: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,103 @@
+package authority
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// bundleSet is an immutable snapshot of every bundle this authority hands
+// out: its own and those of federated trust domains, with their JSON
+// encoding computed once.
+type bundleSet struct {
+	own     *spiffebundle.Bundle
+	byTD    map[spiffeid.TrustDomain]*spiffebundle.Bundle
+	json    json.RawMessage // {"<td>": <SPIFFE bundle>, ...}
+	ownJSON []byte          // this trust domain's SPIFFE bundle document
+}
+
+// refreshBundles rebuilds the snapshot from the CA and the federation
+// manager. It is called whenever either changes.
+func (a *Authority) refreshBundles() { a.refreshBundlesWith(spiffeid.TrustDomain{}, nil) }
+
+// refreshBundlesWith is refreshBundles with one federated bundle taken from
+// the argument instead of the manager (which publishes it only after its
+// OnUpdate hook, the caller, returns).
+func (a *Authority) refreshBundlesWith(td spiffeid.TrustDomain, fresh *spiffebundle.Bundle) {
+	a.bundleMu.Lock()
+	defer a.bundleMu.Unlock()
+	set := &bundleSet{own: a.ca.Bundle(), byTD: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
+	set.byTD[a.td] = set.own
+	if a.fed != nil {
+		for _, b := range a.fed.Bundles() {
+			if b.TrustDomain() != a.td {
+				set.byTD[b.TrustDomain()] = b
+			}
+		}
+	}
+	if fresh != nil {
+		set.byTD[td] = fresh
+	}
+	docs := map[string]json.RawMessage{}
+	for td, b := range set.byTD {
+		doc, err := b.Marshal()
+		if err != nil {
+			a.log.Error("encode bundle", "trust_domain", td.String(), "err", err)
+			continue
+		}
+		docs[td.String()] = doc
+		if td == a.td {
+			set.ownJSON = doc
+		}
+	}
+	set.json, _ = json.Marshal(docs)
+	a.bundles.Store(set)
+}
+
+// BundlesJSON is the "bundles" member of every answer that carries an
+// SVID: this trust domain's bundle and every federated one.
+func (a *Authority) BundlesJSON() json.RawMessage { return a.bundles.Load().json }
+
+// BundleJSON is this trust domain's SPIFFE bundle document.
+func (a *Authority) BundleJSON() []byte { return a.bundles.Load().ownJSON }
+
+// Bundle is this trust domain's SPIFFE bundle (do not modify).
+func (a *Authority) Bundle() *spiffebundle.Bundle { return a.bundles.Load().own }
+
+// GetBundleForTrustDomain implements spiffebundle.Source over the snapshot.
+func (a *Authority) GetBundleForTrustDomain(td spiffeid.TrustDomain) (*spiffebundle.Bundle, error) {
+	if b, ok := a.bundles.Load().byTD[td]; ok {
+		return b, nil
+	}
+	return nil, fmt.Errorf("%w: no bundle for trust domain %q", ErrNotFound, td)
+}
+
+// TrustedTrustDomains lists the trust domains whose bundles are held, sorted.
+func (a *Authority) TrustedTrustDomains() []string {
+	var out []string
+	for td := range a.bundles.Load().byTD {
+		out = append(out, td.String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// X509Authorities is this trust domain's X.509 roots.
+func (a *Authority) X509Authorities() []*x509.Certificate {
+	return a.bundles.Load().own.X509Authorities()
+}
+
+// GetX509BundleForTrustDomain implements x509bundle.Source over the
+// snapshot, so client X509-SVIDs can be verified with x509svid.Verify.
+func (a *Authority) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	b, err := a.GetBundleForTrustDomain(td)
+	if err != nil {
+		return nil, err
+	}
+	return b.X509Bundle(), nil
+}

@@ -1,0 +1,63 @@
+package authority
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/credfile"
+)
+
+// openCA opens the CA with its keys in <data dir>/keys and its state in
+// the store, creating both on first start.
+func (a *Authority) openCA(ctx context.Context) error {
+	km, err := ca.NewDiskKeyManager(filepath.Join(a.cfg.DataDir, "keys"))
+	if err != nil {
+		return err
+	}
+	cc := a.cfg.CA
+	cfg := ca.Config{
+		TrustDomain: a.td,
+		KeyManager:  km,
+		Journal:     storeJournal{a.store},
+		KeyType:     ca.KeyType(cc.KeyType),
+		CATTL:       cc.CATTL.D(),
+		JWTKeyTTL:   cc.JWTKeyTTL.D(),
+		X509SVIDTTL: cc.X509SVIDTTL.D(),
+		JWTSVIDTTL:  cc.JWTSVIDTTL.D(),
+		RefreshHint: a.cfg.Federation.BundleRefreshHint.D(),
+		Now:         a.now,
+		Logger:      a.log.With("component", "ca"),
+	}
+	if cc.UpstreamCertFile != "" {
+		if cfg.Upstream, err = loadUpstream(cc.UpstreamCertFile, cc.UpstreamKeyFile); err != nil {
+			return err
+		}
+	}
+	if a.ca, err = ca.New(ctx, cfg); err != nil {
+		return fmt.Errorf("authority: %w", err)
+	}
+	return nil
+}
+
+func loadUpstream(certFile, keyFile string) (*ca.Upstream, error) {
+	cb, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca.upstream_cert_file: %w", err)
+	}
+	chain, err := credfile.ParseCertsPEM(cb)
+	if err != nil {
+		return nil, fmt.Errorf("ca.upstream_cert_file %s: %w", certFile, err)
+	}
+	kb, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca.upstream_key_file: %w", err)
+	}
+	key, err := credfile.ParseKeyPEM(kb)
+	if err != nil {
+		return nil, fmt.Errorf("ca.upstream_key_file %s: %w", keyFile, err)
+	}
+	return &ca.Upstream{Chain: chain, Signer: key}, nil
+}

@@ -1,0 +1,86 @@
+package authority
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Role is what a caller may do, derived from its SPIFFE ID.
+type Role int
+
+// Roles, from none (public) up.
+const (
+	RoleNone Role = iota
+	RoleAgent
+	RoleNode
+	RoleAdmin
+)
+
+func (r Role) String() string {
+	return [...]string{"none", "agent", "node", "admin"}[r]
+}
+
+// Caller is an authenticated client: the SPIFFE ID of the X509-SVID it
+// presented over mTLS, and that certificate.
+type Caller struct {
+	ID   spiffeid.ID
+	Cert *x509.Certificate
+}
+
+// hostNodePrefix starts the Subject organizational unit that Mandate puts
+// in agent X509-SVIDs: "mandate-host-node=<node SPIFFE ID>", the node the
+// SVID was issued to. It lets an agent renew by itself while the authority
+// still checks that its host is attested, unbanned and allowed. (The
+// SPIFFE X509-SVID spec leaves the Subject free; the identity is only ever
+// the URI SAN.)
+const hostNodePrefix = "mandate-host-node="
+
+// hostNodeSubject is the Subject of an agent SVID issued to node.
+func hostNodeSubject(node spiffeid.ID) pkix.Name {
+	return pkix.Name{Organization: []string{"Mandate"}, OrganizationalUnit: []string{hostNodePrefix + node.String()}}
+}
+
+// HostNode returns the node SPIFFE ID recorded in an agent X509-SVID.
+func HostNode(cert *x509.Certificate) (spiffeid.ID, error) {
+	for _, ou := range cert.Subject.OrganizationalUnit {
+		if s, ok := strings.CutPrefix(ou, hostNodePrefix); ok {
+			return spiffeid.FromString(s)
+		}
+	}
+	return spiffeid.ID{}, fmt.Errorf("%w: the SVID does not name its host node", ErrForbidden)
+}
+
+// RoleOf returns the role of a caller's SPIFFE ID in this authority.
+func (a *Authority) RoleOf(id spiffeid.ID) Role {
+	if id.IsZero() {
+		return RoleNone
+	}
+	if a.admins[id.String()] {
+		return RoleAdmin
+	}
+	if id.TrustDomain() != a.td {
+		return RoleNone
+	}
+	switch {
+	case strings.HasPrefix(id.Path(), "/node/"):
+		return RoleNode
+	case strings.HasPrefix(id.Path(), "/agent/"):
+		return RoleAgent
+	}
+	return RoleNone
+}
+
+// require returns ErrUnauthenticated or ErrForbidden unless c has role r.
+func (a *Authority) require(c *Caller, r Role) error {
+	if c == nil || c.ID.IsZero() {
+		return ErrUnauthenticated
+	}
+	if got := a.RoleOf(c.ID); got != r {
+		return fmt.Errorf("%w: %s has role %s; this needs %s", ErrForbidden, c.ID, got, r)
+	}
+	return nil
+}

@@ -1,0 +1,240 @@
+package authority
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultTrustDomain is the trust domain of an authority started with no
+// configuration. It is meant for development only.
+const DefaultTrustDomain = "mandate.localhost"
+
+// Config is the whole configuration of an authority: the YAML file given
+// with --config, overridden by flags. Its comments are the manual; every
+// zero value means "the default", and every default works on 127.0.0.1.
+type Config struct {
+	// TrustDomain is this authority's SPIFFE trust domain
+	// (default mandate.localhost).
+	TrustDomain string `yaml:"trust_domain"`
+	// Listen is the HTTPS listener address (default 127.0.0.1:8443).
+	Listen string `yaml:"listen"`
+	// DataDir holds the store, keys and the admin credential
+	// (default ./mandate-data).
+	DataDir string `yaml:"data_dir"`
+	// LogLevel is debug, info, warn or error (default info).
+	LogLevel string `yaml:"log_level"`
+	// Admins are SPIFFE IDs with the admin role, besides the bootstrap
+	// admin spiffe://<trust domain>/mandate/admin.
+	Admins []string `yaml:"admins"`
+	// CA configures keys, lifetimes and an optional upstream CA.
+	CA CAConfig `yaml:"ca"`
+	// Federation configures federated trust domains and the bundle endpoint.
+	Federation FederationConfig `yaml:"federation"`
+	// HTTP bounds what one client may ask of the server.
+	HTTP HTTPConfig `yaml:"http"`
+}
+
+// CAConfig configures the certificate authority.
+type CAConfig struct {
+	// KeyType of CA and JWT signing keys: ec-p256 (default) or ec-p384.
+	KeyType string `yaml:"key_type"`
+	// CATTL is the X.509 CA lifetime (default 24h); the next CA is prepared
+	// at 1/2 and activated at 5/6 of it.
+	CATTL Duration `yaml:"ca_ttl"`
+	// JWTKeyTTL is the JWT signing key lifetime (default 24h).
+	JWTKeyTTL Duration `yaml:"jwt_key_ttl"`
+	// X509SVIDTTL is the default X509-SVID lifetime (default 1h).
+	X509SVIDTTL Duration `yaml:"x509_svid_ttl"`
+	// JWTSVIDTTL is the default JWT-SVID lifetime (default 5m).
+	JWTSVIDTTL Duration `yaml:"jwt_svid_ttl"`
+	// UpstreamCertFile and UpstreamKeyFile name an existing CA (PEM
+	// certificate chain, signing certificate first, and its PEM private
+	// key). When set, Mandate's CA is an intermediate under it.
+	UpstreamCertFile string `yaml:"upstream_cert_file"`
+	UpstreamKeyFile  string `yaml:"upstream_key_file"`
+}
+
+// FederationConfig configures federation with other trust domains.
+type FederationConfig struct {
+	// BundleRefreshHint is the spiffe_refresh_hint this authority puts in
+	// its own bundle (default 5m).
+	BundleRefreshHint Duration `yaml:"bundle_refresh_hint"`
+	// WebRootsFile is a PEM file of roots for https_web peers (default:
+	// the system roots).
+	WebRootsFile string `yaml:"web_roots_file"`
+	// WebListen, WebCertFile and WebKeyFile, when set, serve the bundle
+	// endpoint a second time with a Web PKI certificate (the https_web
+	// profile), at https://<WebListen>/.
+	WebListen   string `yaml:"web_listen"`
+	WebCertFile string `yaml:"web_cert_file"`
+	WebKeyFile  string `yaml:"web_key_file"`
+	// TrustDomains are federation relationships set by configuration. They
+	// are added to (never remove) those made through the admin API.
+	TrustDomains []FederatedTrustDomain `yaml:"trust_domains"`
+}
+
+// FederatedTrustDomain is one federation relationship.
+type FederatedTrustDomain struct {
+	TrustDomain       string `yaml:"trust_domain"`
+	BundleEndpointURL string `yaml:"bundle_endpoint_url"`
+	// Profile is https_spiffe (default) or https_web.
+	Profile string `yaml:"profile"`
+	// EndpointSPIFFEID is the SPIFFE ID of the peer's bundle endpoint
+	// (https_spiffe; default spiffe://<trust domain>/mandate/server).
+	EndpointSPIFFEID string `yaml:"endpoint_spiffe_id"`
+	// BundleFile is the peer's SPIFFE bundle (JSON), needed once to
+	// authenticate an https_spiffe endpoint.
+	BundleFile string `yaml:"bundle_file"`
+}
+
+// HTTPConfig bounds requests.
+type HTTPConfig struct {
+	// MaxBodyBytes caps request bodies (default 64 KiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// ReadTimeout, WriteTimeout and IdleTimeout of the server (defaults
+	// 10s, 15s, 120s).
+	ReadTimeout  Duration `yaml:"read_timeout"`
+	WriteTimeout Duration `yaml:"write_timeout"`
+	IdleTimeout  Duration `yaml:"idle_timeout"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s").
+type Duration time.Duration
+
+// UnmarshalYAML reads a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 90s or 24h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// LoadConfigFile reads a YAML config file. Unknown keys are errors.
+func LoadConfigFile(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	cfg := new(Config)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// SetDefaults fills zero values with defaults.
+func (c *Config) SetDefaults() {
+	setDefault(&c.TrustDomain, DefaultTrustDomain)
+	setDefault(&c.Listen, "127.0.0.1:8443")
+	setDefault(&c.DataDir, "mandate-data")
+	setDefault(&c.LogLevel, "info")
+	setDefault(&c.CA.KeyType, "ec-p256")
+	setDefault(&c.CA.CATTL, Duration(24*time.Hour))
+	setDefault(&c.CA.JWTKeyTTL, Duration(24*time.Hour))
+	setDefault(&c.CA.X509SVIDTTL, Duration(time.Hour))
+	setDefault(&c.CA.JWTSVIDTTL, Duration(5*time.Minute))
+	setDefault(&c.Federation.BundleRefreshHint, Duration(5*time.Minute))
+	setDefault(&c.HTTP.MaxBodyBytes, 64<<10)
+	setDefault(&c.HTTP.ReadTimeout, Duration(10*time.Second))
+	setDefault(&c.HTTP.WriteTimeout, Duration(15*time.Second))
+	setDefault(&c.HTTP.IdleTimeout, Duration(120*time.Second))
+	for i := range c.Federation.TrustDomains {
+		setDefault(&c.Federation.TrustDomains[i].Profile, "https_spiffe")
+	}
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// Validate reports the first problem in c, in words an operator can act on.
+func (c *Config) Validate() error {
+	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
+		return fmt.Errorf("trust_domain %q: %v", c.TrustDomain, err)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen %q: %v", c.Listen, err)
+	}
+	if !map[string]bool{"debug": true, "info": true, "warn": true, "error": true}[strings.ToLower(c.LogLevel)] {
+		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	for _, a := range c.Admins {
+		if _, err := spiffeid.FromString(a); err != nil {
+			return fmt.Errorf("admins: %q: %v", a, err)
+		}
+	}
+	if err := c.CA.validate(); err != nil {
+		return err
+	}
+	if err := c.Federation.validate(); err != nil {
+		return err
+	}
+	return c.HTTP.validate()
+}
+
+func (c *CAConfig) validate() error {
+	if c.KeyType != "ec-p256" && c.KeyType != "ec-p384" {
+		return fmt.Errorf("ca.key_type %q: want ec-p256 or ec-p384", c.KeyType)
+	}
+	for name, d := range map[string]Duration{"ca.ca_ttl": c.CATTL, "ca.jwt_key_ttl": c.JWTKeyTTL, "ca.x509_svid_ttl": c.X509SVIDTTL, "ca.jwt_svid_ttl": c.JWTSVIDTTL} {
+		if d.D() < time.Minute {
+			return fmt.Errorf("%s %s: must be at least 1m", name, d.D())
+		}
+	}
+	if c.X509SVIDTTL.D() > c.CATTL.D()/2 {
+		return fmt.Errorf("ca.x509_svid_ttl %s: must be at most half of ca.ca_ttl (%s)", c.X509SVIDTTL.D(), c.CATTL.D())
+	}
+	if c.JWTSVIDTTL.D() > c.JWTKeyTTL.D()/2 {
+		return fmt.Errorf("ca.jwt_svid_ttl %s: must be at most half of ca.jwt_key_ttl (%s)", c.JWTSVIDTTL.D(), c.JWTKeyTTL.D())
+	}
+	if (c.UpstreamCertFile == "") != (c.UpstreamKeyFile == "") {
+		return errors.New("ca: upstream_cert_file and upstream_key_file must be set together")
+	}
+	return nil
+}
+
+func (f *FederationConfig) validate() error {
+	if (f.WebListen == "") != (f.WebCertFile == "") || (f.WebCertFile == "") != (f.WebKeyFile == "") {
+		return errors.New("federation: web_listen, web_cert_file and web_key_file must be set together")
+	}
+	seen := map[string]bool{}
+	for _, t := range f.TrustDomains {
+		if seen[t.TrustDomain] {
+			return fmt.Errorf("federation.trust_domains: %q listed twice", t.TrustDomain)
+		}
+		seen[t.TrustDomain] = true
+		if _, err := spiffeid.TrustDomainFromString(t.TrustDomain); err != nil {
+			return fmt.Errorf("federation.trust_domains: %q: %v", t.TrustDomain, err)
+		}
+		if t.BundleEndpointURL == "" {
+			return fmt.Errorf("federation.trust_domains: %q: bundle_endpoint_url is required", t.TrustDomain)
+		}
+	}
+	return nil
+}
+
+func (h *HTTPConfig) validate() error {
+	if h.MaxBodyBytes < 1024 || h.MaxBodyBytes > 16<<20 {
+		return fmt.Errorf("http.max_body_bytes %d: must be between 1024 and 16777216", h.MaxBodyBytes)
+	}
+	return nil
+}

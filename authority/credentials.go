@@ -1,0 +1,104 @@
+package authority
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/credfile"
+)
+
+// adminCredentialTTL is the lifetime asked for the bootstrap admin
+// credential; the CA caps it at its own expiry. It is renewed while the
+// server runs once half of it has passed.
+const adminCredentialTTL = 12 * time.Hour
+
+// AdminPaths returns where the bootstrap admin credential lives in dataDir:
+// <data dir>/admin/svid.pem, svid.key (0600) and bundle.pem.
+func AdminPaths(dataDir string) credfile.Paths {
+	return credfile.In(filepath.Join(dataDir, "admin"))
+}
+
+// WriteAdminCredential writes the bootstrap admin X509-SVID, its key and
+// the trust bundle into <data dir>/admin. Unless force is set, a
+// certificate with more than half its life left is kept, but the bundle
+// file is always brought up to date.
+func (a *Authority) WriteAdminCredential(ctx context.Context, force bool) error {
+	p := AdminPaths(a.cfg.DataDir)
+	if err := os.MkdirAll(filepath.Dir(p.Cert), 0o700); err != nil {
+		return fmt.Errorf("authority: admin credential: %w", err)
+	}
+	if err := credfile.WriteFileAtomic(p.Bundle, credfile.EncodeCertsPEM(a.ca.X509Authorities()), 0o644); err != nil {
+		return err
+	}
+	if !force && a.credentialFresh(p.Cert) {
+		return nil
+	}
+	key, err := loadOrCreateKey(p.Key)
+	if err != nil {
+		return err
+	}
+	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: AdminID(a.td), PublicKey: key.Public(), TTL: adminCredentialTTL})
+	if err != nil {
+		return fmt.Errorf("authority: mint admin credential: %w", err)
+	}
+	if err := credfile.WriteFileAtomic(p.Cert, credfile.EncodeCertsPEM(svid.Certificates), 0o644); err != nil {
+		return err
+	}
+	a.log.Info("wrote admin credential", "spiffe_id", AdminID(a.td).String(), "expires_at", svid.ExpiresAt.Format(time.RFC3339), "path", p.Cert)
+	return nil
+}
+
+func (a *Authority) credentialFresh(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	certs, err := credfile.ParseCertsPEM(b)
+	if err != nil {
+		return false
+	}
+	leaf, now := certs[0], a.now()
+	half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	return now.Before(half) && a.chainsToBundle(certs)
+}
+
+func (a *Authority) chainsToBundle(certs []*x509.Certificate) bool {
+	roots := x509.NewCertPool()
+	for _, c := range a.ca.X509Authorities() {
+		roots.AddCert(c)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: a.now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
+}
+
+func loadOrCreateKey(path string) (crypto.Signer, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return credfile.ParseKeyPEM(b)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("authority: read key: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("authority: generate key: %w", err)
+	}
+	b, err := credfile.EncodeKeyPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	return key, credfile.WriteFileAtomic(path, b, 0o600)
+}

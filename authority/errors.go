@@ -1,0 +1,14 @@
+package authority
+
+import "errors"
+
+// Errors a caller (the API layer) branches on.
+var (
+	ErrUnauthenticated    = errors.New("authority: no client identity")
+	ErrForbidden          = errors.New("authority: forbidden")
+	ErrAgentNotRegistered = errors.New("authority: agent not registered")
+	ErrNodeUnknown        = errors.New("authority: node not attested")
+	ErrNotFound           = errors.New("authority: not found")
+	ErrInvalidRequest     = errors.New("authority: invalid request")
+	ErrFederation         = errors.New("authority: invalid federation relationship")
+)

@@ -1,0 +1,290 @@
+package authority
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/ca/federation"
+	"mandate.dev/mandate/store"
+)
+
+// bucketFederations holds one Federation record per federated trust domain.
+const bucketFederations = "federations"
+
+// Federation is a persisted federation relationship and the peer's
+// last-known bundle.
+type Federation struct {
+	TrustDomain       string          `json:"trust_domain"`
+	BundleEndpointURL string          `json:"bundle_endpoint_url"`
+	Profile           string          `json:"profile"`
+	EndpointSPIFFEID  string          `json:"endpoint_spiffe_id,omitempty"`
+	Bundle            json.RawMessage `json:"bundle,omitempty"`
+	CreatedAt         time.Time       `json:"created_at"`
+}
+
+// FederationStatus is a relationship with its refresh state, as the admin
+// API shows it.
+type FederationStatus struct {
+	Federation
+	BundleSequence *uint64    `json:"bundle_sequence,omitempty"`
+	LastRefresh    *time.Time `json:"last_refresh,omitempty"`
+	LastError      string     `json:"last_error,omitempty"`
+	NextRefresh    *time.Time `json:"next_refresh,omitempty"`
+}
+
+func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bundle, error) {
+	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+	if err != nil {
+		return federation.Relationship{}, nil, fmt.Errorf("%w: trust_domain %q: %v", ErrFederation, f.TrustDomain, err)
+	}
+	if f.Profile == "" {
+		f.Profile = string(federation.ProfileHTTPSSPIFFE)
+	}
+	rel := federation.Relationship{TrustDomain: td, BundleEndpointURL: f.BundleEndpointURL, Profile: federation.Profile(f.Profile)}
+	if rel.Profile == federation.ProfileHTTPSSPIFFE && f.EndpointSPIFFEID == "" {
+		f.EndpointSPIFFEID = ServerID(td).String()
+	}
+	if f.EndpointSPIFFEID != "" {
+		if rel.EndpointSPIFFEID, err = spiffeid.FromString(f.EndpointSPIFFEID); err != nil {
+			return rel, nil, fmt.Errorf("%w: endpoint_spiffe_id %q: %v", ErrFederation, f.EndpointSPIFFEID, err)
+		}
+	}
+	if err := rel.Validate(); err != nil {
+		return rel, nil, fmt.Errorf("%w: %v", ErrFederation, err)
+	}
+	var b *spiffebundle.Bundle
+	if len(f.Bundle) > 0 {
+		if b, err = spiffebundle.Parse(td, f.Bundle); err != nil {
+			return rel, nil, fmt.Errorf("%w: bundle: %v", ErrFederation, err)
+		}
+	}
+	return rel, b, nil
+}
+
+func (a *Authority) openFederation(ctx context.Context) error {
+	cfg := federation.Config{
+		LocalBundle: a.ca.Bundle,
+		OnUpdate:    a.saveFederatedBundle,
+		Now:         a.now,
+		Logger:      a.log.With("component", "federation"),
+	}
+	if a.cfg.Federation.WebRootsFile != "" {
+		pool, err := loadPool(a.cfg.Federation.WebRootsFile)
+		if err != nil {
+			return err
+		}
+		cfg.WebRoots = pool
+	}
+	a.fed = federation.NewManager(cfg)
+	stored, err := a.loadFederations(ctx)
+	if err != nil {
+		return err
+	}
+	for _, f := range stored {
+		rel, b, err := f.relationship()
+		if err == nil {
+			err = a.fed.Set(rel, b)
+		}
+		if err != nil {
+			return fmt.Errorf("authority: stored federation %q: %w", f.TrustDomain, err)
+		}
+	}
+	return a.configuredFederations(ctx, stored)
+}
+
+// configuredFederations adds relationships from the config file that are
+// not already stored.
+func (a *Authority) configuredFederations(ctx context.Context, stored []*Federation) error {
+	have := map[string]bool{}
+	for _, f := range stored {
+		have[f.TrustDomain] = true
+	}
+	for _, t := range a.cfg.Federation.TrustDomains {
+		if have[t.TrustDomain] {
+			continue
+		}
+		f := &Federation{TrustDomain: t.TrustDomain, BundleEndpointURL: t.BundleEndpointURL, Profile: t.Profile, EndpointSPIFFEID: t.EndpointSPIFFEID}
+		if t.BundleFile != "" {
+			b, err := os.ReadFile(t.BundleFile)
+			if err != nil {
+				return fmt.Errorf("federation %q: bundle_file: %w", t.TrustDomain, err)
+			}
+			f.Bundle = b
+		}
+		if _, err := a.addFederation(ctx, f); err != nil {
+			return fmt.Errorf("federation %q: %w", t.TrustDomain, err)
+		}
+	}
+	return nil
+}
+
+func loadPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("federation.web_roots_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("federation.web_roots_file %s: no PEM certificates", path)
+	}
+	return pool, nil
+}
+
+func (a *Authority) loadFederations(ctx context.Context) ([]*Federation, error) {
+	var out []*Federation
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		return tx.Scan(bucketFederations, nil, nil, func(_, v []byte) error {
+			f := new(Federation)
+			if err := decodeRecord(v, f); err != nil {
+				return err
+			}
+			out = append(out, f)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// saveFederatedBundle persists a freshly fetched peer bundle; it is the
+// federation manager's OnUpdate hook.
+func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
+	doc, err := b.Marshal()
+	if err != nil {
+		return err
+	}
+	err = a.store.Update(ctx, func(tx store.Tx) error {
+		v, err := tx.Get(bucketFederations, []byte(td.String()))
+		if err != nil {
+			return err
+		}
+		f := new(Federation)
+		if err := decodeRecord(v, f); err != nil {
+			return err
+		}
+		f.Bundle = doc
+		return putRecord(tx, bucketFederations, td.String(), f)
+	})
+	if err != nil {
+		return err
+	}
+	a.refreshBundlesWith(td, b)
+	return nil
+}
+
+func putRecord(tx store.Tx, bucket, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("authority: encode record: %w", err)
+	}
+	return tx.Put(bucket, []byte(key), b)
+}
+
+// AddFederation creates or replaces a federation relationship. When the
+// relationship carries no bundle, the peer's bundle is fetched now (an
+// https_spiffe endpoint in the peer's own trust domain needs the bundle).
+func (a *Authority) AddFederation(ctx context.Context, c *Caller, f *Federation) (*Federation, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	f, err := a.addFederation(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	a.log.InfoContext(ctx, "federation added", "trust_domain", f.TrustDomain, "url", f.BundleEndpointURL, "by", c.ID.String())
+	return f, nil
+}
+
+func (a *Authority) addFederation(ctx context.Context, f *Federation) (*Federation, error) {
+	rel, b, err := f.relationship()
+	if err != nil {
+		return nil, err
+	}
+	if rel.TrustDomain == a.td {
+		return nil, fmt.Errorf("%w: cannot federate with the own trust domain", ErrFederation)
+	}
+	f.CreatedAt = a.now().UTC()
+	err = a.store.Update(ctx, func(tx store.Tx) error { return putRecord(tx, bucketFederations, f.TrustDomain, f) })
+	if err != nil {
+		return nil, err
+	}
+	if err := a.fed.Set(rel, b); err != nil {
+		_ = a.store.Update(ctx, func(tx store.Tx) error { return tx.Delete(bucketFederations, []byte(f.TrustDomain)) })
+		return nil, fmt.Errorf("%w: %v", ErrFederation, err)
+	}
+	a.refreshBundles()
+	return f, nil
+}
+
+// ListFederations returns every relationship with its refresh status.
+func (a *Authority) ListFederations(ctx context.Context, c *Caller) ([]FederationStatus, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	stored, err := a.loadFederations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []FederationStatus{}
+	for _, f := range stored {
+		out = append(out, a.federationStatus(f))
+	}
+	return out, nil
+}
+
+func (a *Authority) federationStatus(f *Federation) FederationStatus {
+	fs := FederationStatus{Federation: *f}
+	fs.Bundle = nil
+	if b, ok := a.fed.Bundle(spiffeid.RequireTrustDomainFromString(f.TrustDomain)); ok {
+		fs.Bundle, _ = b.Marshal()
+	}
+	st, ok := a.fed.Status(spiffeid.RequireTrustDomainFromString(f.TrustDomain))
+	if !ok {
+		return fs
+	}
+	if st.HasSequence {
+		fs.BundleSequence = &st.Sequence
+	}
+	if !st.LastSuccess.IsZero() {
+		fs.LastRefresh = &st.LastSuccess
+	}
+	if !st.NextRefresh.IsZero() {
+		fs.NextRefresh = &st.NextRefresh
+	}
+	fs.LastError = st.LastError
+	return fs
+}
+
+// DeleteFederation ends the relationship with td; its bundle stops being
+// handed out at once.
+func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) error {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return err
+	}
+	tdID, err := spiffeid.TrustDomainFromString(td)
+	if err != nil {
+		return fmt.Errorf("%w: trust domain %q: %v", ErrInvalidRequest, td, err)
+	}
+	err = a.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Get(bucketFederations, []byte(td)); errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: no federation with %q", ErrNotFound, td)
+		} else if err != nil {
+			return err
+		}
+		return tx.Delete(bucketFederations, []byte(td))
+	})
+	if err != nil {
+		return err
+	}
+	a.fed.Remove(tdID)
+	a.refreshBundles()
+	a.log.InfoContext(ctx, "federation deleted", "trust_domain", td, "by", c.ID.String())
+	return nil
+}

@@ -1,0 +1,74 @@
+package authority
+
+import (
+	"context"
+	"time"
+
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
+)
+
+// CreateJoinToken makes a single-use join token valid for ttl (0: the
+// default). It returns the secret, which is never stored.
+func (a *Authority) CreateJoinToken(ctx context.Context, c *Caller, ttl time.Duration) (string, *attest.JoinToken, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return "", nil, err
+	}
+	secret, rec, err := attest.NewJoinToken(a.now(), ttl, c.ID.String())
+	if err != nil {
+		return "", nil, err
+	}
+	err = a.store.Update(ctx, func(tx store.Tx) error { return attest.PutJoinToken(tx, secret, rec) })
+	if err != nil {
+		return "", nil, err
+	}
+	a.log.InfoContext(ctx, "join token created", "token_id", rec.ID, "by", c.ID.String(), "expires_at", rec.ExpiresAt)
+	return secret, rec, nil
+}
+
+// JoinNode trades a join token and a CSR for a node X509-SVID. The token
+// is consumed and the node recorded in the same transaction that
+// acknowledges the SVID; on any failure the token stays usable.
+func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) (*ca.X509SVID, error) {
+	now := a.now()
+	var svid *ca.X509SVID
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		rec, err := attest.ConsumeJoinToken(tx, secret, a.td, now)
+		if err != nil {
+			return err
+		}
+		nodeID := rec.NodeID(a.td)
+		pub, err := ca.ParseCSR(csrPEM, nodeID)
+		if err != nil {
+			return err
+		}
+		svid, err = a.ca.MintX509SVID(ctx, ca.X509Params{ID: nodeID, PublicKey: pub})
+		if err != nil {
+			return err
+		}
+		return registry.PutNode(tx, &registry.Node{
+			SPIFFEID: nodeID.String(), AttestationMethod: attest.MethodJoinToken, Level: registry.LevelToken,
+			Selectors:  []string{"attestation:" + attest.MethodJoinToken, "level:" + registry.LevelToken},
+			AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
+		})
+	})
+	if err != nil {
+		a.log.InfoContext(ctx, "join refused", "err", err)
+		return nil, err
+	}
+	a.log.InfoContext(ctx, "node joined", "spiffe_id", svid.ID.String(), "serial", svid.SerialNumber.Text(16))
+	return svid, nil
+}
+
+func (a *Authority) pruneJoinTokens(ctx context.Context) {
+	cutoff := a.now().Add(-24 * time.Hour)
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		_, err := attest.PruneJoinTokens(tx, cutoff)
+		return err
+	})
+	if err != nil {
+		a.log.Error("prune join tokens", "err", err)
+	}
+}

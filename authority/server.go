@@ -1,0 +1,43 @@
+package authority
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
+	"net"
+
+	"mandate.dev/mandate/ca"
+)
+
+// MintServerSVID issues the authority's own TLS certificate, the X509-SVID
+// spiffe://<td>/mandate/server, with a fresh key. Its DNS names and IP
+// addresses let plain HTTPS clients (curl --cacert bundle.pem) connect too.
+func (a *Authority) MintServerSVID(ctx context.Context, dnsNames []string) (*ca.X509SVID, crypto.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("authority: server key: %w", err)
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if host, _, err := net.SplitHostPort(a.cfg.Listen); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
+			ips = append(ips, ip)
+		}
+	}
+	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: ServerID(a.td), PublicKey: key.Public(), DNSNames: dnsNames, IPAddresses: ips})
+	if err != nil {
+		return nil, nil, fmt.Errorf("authority: server certificate: %w", err)
+	}
+	return svid, key, nil
+}
+
+// CAStatus lists the CA's authorities (X.509 CAs and JWT keys) with their
+// states, for admins.
+func (a *Authority) CAStatus(c *Caller) (any, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	return map[string]any{"trust_domain": a.td.String(), "authorities": a.ca.Status()}, nil
+}

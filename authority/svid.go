@@ -1,0 +1,135 @@
+package authority
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
+)
+
+// MintX509 issues an X509-SVID for spiffeID to the caller:
+//   - a node, for an agent registered to it, or for itself (renewal);
+//   - an agent, for itself (renewal), checked against the node that hosts
+//     it as recorded in its current SVID.
+//
+// The CSR proves possession of the key only; the authority decides the
+// certificate's contents.
+func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, csrPEM []byte) (*ca.X509SVID, error) {
+	id, err := parseID(spiffeID)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ca.ParseCSR(csrPEM, id)
+	if err != nil {
+		return nil, err
+	}
+	if c != nil && c.ID == id && a.RoleOf(id) == RoleNode {
+		return a.renewNode(ctx, id, pub)
+	}
+	agent, node, err := a.authorizeAgent(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	nodeID := spiffeid.RequireFromString(node.SPIFFEID)
+	return a.ca.MintX509SVID(ctx, ca.X509Params{ID: id, PublicKey: pub, TTL: agent.X509TTL(), Subject: hostNodeSubject(nodeID)})
+}
+
+// MintJWT issues a JWT-SVID for the given audience. An agent asks for
+// itself (spiffeID empty or its own); a node asks for an agent it hosts.
+func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, audience []string) (*ca.JWTSVID, error) {
+	if spiffeID == "" && c != nil {
+		spiffeID = c.ID.String()
+	}
+	id, err := parseID(spiffeID)
+	if err != nil {
+		return nil, err
+	}
+	agent, _, err := a.authorizeAgent(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	return a.ca.MintJWTSVID(ctx, ca.JWTParams{ID: id, Audience: audience, TTL: agent.JWTTTL()})
+}
+
+func parseID(s string) (spiffeid.ID, error) {
+	if s == "" {
+		return spiffeid.ID{}, fmt.Errorf("%w: spiffe_id is required", ErrInvalidRequest)
+	}
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, s, err)
+	}
+	return id, nil
+}
+
+// authorizeAgent checks that caller c may obtain credentials for agent id
+// and returns the registration and the hosting node.
+func (a *Authority) authorizeAgent(ctx context.Context, c *Caller, id spiffeid.ID) (*registry.Agent, *registry.Node, error) {
+	if c == nil || c.ID.IsZero() {
+		return nil, nil, ErrUnauthenticated
+	}
+	var nodeID spiffeid.ID
+	switch a.RoleOf(c.ID) {
+	case RoleNode:
+		nodeID = c.ID
+	case RoleAgent:
+		if c.ID != id {
+			return nil, nil, fmt.Errorf("%w: agent %s may only obtain its own SVIDs, not %s", ErrForbidden, c.ID, id)
+		}
+		host, err := HostNode(c.Cert)
+		if err != nil {
+			return nil, nil, err
+		}
+		nodeID = host
+	default:
+		return nil, nil, fmt.Errorf("%w: %s is neither a node nor an agent of %s", ErrForbidden, c.ID, a.td)
+	}
+	if err := registry.CheckAgentID(a.td, id); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrAgentNotRegistered, err)
+	}
+	return a.lookupHosting(ctx, id, nodeID)
+}
+
+func (a *Authority) lookupHosting(ctx context.Context, id, nodeID spiffeid.ID) (*registry.Agent, *registry.Node, error) {
+	var agent *registry.Agent
+	var node *registry.Node
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		if agent, err = registry.AgentBySPIFFEID(tx, id.String()); err != nil {
+			return fmt.Errorf("%w: %s", ErrAgentNotRegistered, id)
+		}
+		if node, err = registry.GetNode(tx, nodeID.String()); err != nil {
+			return fmt.Errorf("%w: %s", ErrNodeUnknown, nodeID)
+		}
+		return registry.CheckHosting(agent, node)
+	})
+	return agent, node, err
+}
+
+func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey) (*ca.X509SVID, error) {
+	var svid *ca.X509SVID
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		node, err := registry.GetNode(tx, id.String())
+		if err != nil {
+			return fmt.Errorf("%w: %s", ErrNodeUnknown, id)
+		}
+		if node.Banned {
+			return fmt.Errorf("%w: %s", registry.ErrBanned, id)
+		}
+		if node.Level == registry.LevelHardware {
+			return fmt.Errorf("%w: a hardware-attested node renews through attestation", ErrForbidden)
+		}
+		svid, err = a.ca.MintX509SVID(ctx, ca.X509Params{ID: id, PublicKey: pub})
+		if err != nil {
+			return err
+		}
+		node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
+		return registry.PutNode(tx, node)
+	})
+	return svid, err
+}

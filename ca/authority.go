@@ -1,0 +1,242 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// Kind is the kind of an authority.
+type Kind string
+
+// Authority kinds.
+const (
+	KindX509 Kind = "x509" // an X.509 CA certificate and key
+	KindJWT  Kind = "jwt"  // a JWT-SVID signing key
+)
+
+// State is the rotation state of an authority.
+type State string
+
+// Authority states. An authority is created prepared, becomes active, then
+// old, and is pruned after it expires.
+const (
+	// StatePrepared: published in the bundle, signs nothing yet.
+	StatePrepared State = "prepared"
+	// StateActive: signs everything that is minted. One per kind.
+	StateActive State = "active"
+	// StateOld: signs nothing; stays in the bundle until it expires.
+	StateOld State = "old"
+)
+
+// AuthorityInfo describes one authority for administrative display.
+type AuthorityInfo struct {
+	// ID is the public identifier: the hex Subject Key ID of an X.509 CA
+	// certificate, or the JWT "kid" of a JWT key.
+	ID        string    `json:"id"`
+	Kind      Kind      `json:"kind"`
+	State     State     `json:"state"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	// KeyID is the KeyManager id of the private key.
+	KeyID string `json:"key_id"`
+	// Upstream is true for X.509 CAs signed by the configured upstream.
+	Upstream bool `json:"upstream,omitempty"`
+}
+
+const (
+	// backdate is subtracted from NotBefore to tolerate clock skew.
+	backdate = 10 * time.Second
+	// jwtLeeway is how long a JWT key stays in the bundle after its expiry,
+	// matching the default exp leeway of common JWT validators
+	// (go-jose's jwt.DefaultLeeway).
+	jwtLeeway = time.Minute
+	// minAuthorityLifetime is the shortest X.509 CA the CA will create
+	// when the upstream certificate is about to expire.
+	minAuthorityLifetime = time.Minute
+)
+
+// authority is one X.509 CA or JWT key. Values are immutable once
+// published in a caState: transitions copy (see withState).
+type authority struct {
+	kind      Kind
+	id        string
+	keyID     string
+	state     State
+	notBefore time.Time
+	notAfter  time.Time
+	publicKey crypto.PublicKey
+
+	// X.509 only.
+	cert          *x509.Certificate   // our CA certificate
+	intermediates []*x509.Certificate // upstream certificates between cert and root
+	root          *x509.Certificate   // trust anchor for the bundle (cert itself when self-signed)
+
+	// signer is the private key; nil for old authorities loaded from the
+	// journal (they never sign again).
+	signer crypto.Signer
+}
+
+func (a *authority) withState(s State) *authority {
+	b := *a
+	b.state = s
+	return &b
+}
+
+// at returns the instant when num/den of the authority's lifetime has
+// elapsed.
+func (a *authority) at(num, den int64) time.Time {
+	life := a.notAfter.Sub(a.notBefore)
+	return a.notBefore.Add(time.Duration(int64(life) / den * num))
+}
+
+// pruneAfter is the instant after which the authority leaves the bundle.
+// Everything it signed has expired by then.
+func (a *authority) pruneAfter() time.Time {
+	if a.kind == KindJWT {
+		return a.notAfter.Add(jwtLeeway)
+	}
+	return a.notAfter
+}
+
+func (a *authority) info() AuthorityInfo {
+	return AuthorityInfo{
+		ID:        a.id,
+		Kind:      a.kind,
+		State:     a.state,
+		NotBefore: a.notBefore,
+		NotAfter:  a.notAfter,
+		KeyID:     a.keyID,
+		Upstream:  a.kind == KindX509 && !a.root.Equal(a.cert),
+	}
+}
+
+// newAuthority generates a key and creates a prepared authority of kind.
+// On failure the generated key is deleted again.
+func (c *CA) newAuthority(ctx context.Context, kind Kind, now time.Time) (*authority, error) {
+	keyID := newKeyID(kind)
+	signer, err := c.km.GenerateKey(ctx, keyID, c.cfg.KeyType)
+	if err != nil {
+		return nil, fmt.Errorf("ca: generate %s authority key: %w", kind, err)
+	}
+	var a *authority
+	if err = checkAuthorityKey(signer.Public()); err == nil {
+		if kind == KindX509 {
+			a, err = c.signX509Authority(keyID, signer, now)
+		} else {
+			a, err = newJWTAuthority(keyID, signer, now, c.cfg.JWTKeyTTL)
+		}
+	}
+	if err != nil {
+		c.deleteKeys(ctx, []string{keyID})
+		return nil, err
+	}
+	return a, nil
+}
+
+// signX509Authority creates the CA certificate for signer: self-signed, or
+// an intermediate signed by the upstream and never outliving it.
+func (c *CA) signX509Authority(keyID string, signer crypto.Signer, now time.Time) (*authority, error) {
+	serial := randomSerial()
+	subject := c.cfg.Subject
+	subject.SerialNumber = serial.String()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               subject,
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(c.cfg.CATTL),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		URIs:                  []*url.URL{c.td.ID().URL()},
+	}
+	parent, parentSigner := tmpl, signer
+	var intermediates []*x509.Certificate
+	var root *x509.Certificate
+	if up := c.cfg.Upstream; up != nil {
+		if limit := up.notAfter(); tmpl.NotAfter.After(limit) {
+			tmpl.NotAfter = limit
+		}
+		if tmpl.NotAfter.Sub(now) < minAuthorityLifetime {
+			return nil, fmt.Errorf("ca: upstream chain expires at %s, too soon to sign a new CA", up.notAfter().UTC())
+		}
+		parent, parentSigner = up.Chain[0], up.Signer
+		intermediates = append(intermediates, up.Chain[:len(up.Chain)-1]...)
+		root = up.Chain[len(up.Chain)-1]
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, signer.Public(), parentSigner)
+	if err != nil {
+		return nil, fmt.Errorf("ca: create x509 ca certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca: parse new x509 ca certificate: %w", err)
+	}
+	if root == nil {
+		root = cert
+	}
+	return &authority{
+		kind:          KindX509,
+		id:            hex.EncodeToString(cert.SubjectKeyId),
+		keyID:         keyID,
+		state:         StatePrepared,
+		notBefore:     cert.NotBefore,
+		notAfter:      cert.NotAfter,
+		publicKey:     cert.PublicKey,
+		cert:          cert,
+		intermediates: intermediates,
+		root:          root,
+		signer:        signer,
+	}, nil
+}
+
+func newJWTAuthority(keyID string, signer crypto.Signer, now time.Time, ttl time.Duration) (*authority, error) {
+	pub := signer.Public()
+	kid, err := jwkThumbprint(pub)
+	if err != nil {
+		return nil, err
+	}
+	return &authority{
+		kind:      KindJWT,
+		id:        kid,
+		keyID:     keyID,
+		state:     StatePrepared,
+		notBefore: now.UTC().Truncate(time.Second),
+		notAfter:  now.Add(ttl).UTC().Truncate(time.Second),
+		publicKey: pub,
+		signer:    signer,
+	}, nil
+}
+
+// jwkThumbprint derives the JWT key id: the RFC 7638 SHA-256 thumbprint of
+// the public key, base64url-encoded.
+func jwkThumbprint(pub crypto.PublicKey) (string, error) {
+	jwk := jose.JSONWebKey{Key: pub}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("ca: jwk thumbprint: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(tp), nil
+}
+
+// deleteKeys deletes keys best-effort, logging failures (an orphaned key
+// file is harmless; a failed rotation is not).
+func (c *CA) deleteKeys(ctx context.Context, keyIDs []string) {
+	for _, id := range keyIDs {
+		err := c.km.DeleteKey(context.WithoutCancel(ctx), id)
+		if err != nil && !errors.Is(err, ErrKeyNotFound) {
+			c.log.Warn("ca: delete key failed", "key_id", id, "err", err)
+		}
+	}
+}

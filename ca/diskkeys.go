@@ -1,0 +1,261 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+const (
+	keyDirMode  = 0o700
+	keyFileMode = 0o600
+	keyFileExt  = ".pem"
+	tmpPrefix   = ".tmp-"
+)
+
+// DiskKeyManager is a KeyManager that keeps each key as one PKCS#8 PEM file
+// (mode 0600) in a directory (mode 0700). Files are written atomically:
+// temporary file, fsync, rename, fsync of the directory.
+//
+// Loaded keys are cached in memory. Errors name key ids and paths, never
+// key material.
+type DiskKeyManager struct {
+	dir string
+
+	// mu guards cache and serializes file creation and removal, so that
+	// GenerateKey's existence check and rename are atomic within the
+	// process. (Sharing a directory between processes is not supported.)
+	mu    sync.Mutex
+	cache map[string]crypto.Signer
+}
+
+var _ KeyManager = (*DiskKeyManager)(nil)
+
+// NewDiskKeyManager opens the key directory dir, creating it with mode
+// 0700 if needed. An existing directory that group or others can access is
+// restricted to 0700 (an error if that fails). Temporary files left by an
+// interrupted write are removed.
+func NewDiskKeyManager(dir string) (*DiskKeyManager, error) {
+	if dir == "" {
+		return nil, errors.New("ca: key directory is required")
+	}
+	if err := os.MkdirAll(dir, keyDirMode); err != nil {
+		return nil, fmt.Errorf("ca: create key directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("ca: key directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("ca: key directory %s is not a directory", dir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		// A pre-existing directory open to group or others is tightened.
+		if err := os.Chmod(dir, keyDirMode); err != nil {
+			return nil, fmt.Errorf("ca: key directory %s has mode %#o and cannot be restricted to %#o: %w", dir, perm, keyDirMode, err)
+		}
+	}
+	if err := removeTempFiles(dir); err != nil {
+		return nil, err
+	}
+	return &DiskKeyManager{dir: dir, cache: make(map[string]crypto.Signer)}, nil
+}
+
+// Dir returns the key directory.
+func (m *DiskKeyManager) Dir() string { return m.dir }
+
+// GenerateKey implements KeyManager.
+func (m *DiskKeyManager) GenerateKey(ctx context.Context, id string, kt KeyType) (crypto.Signer, error) {
+	if err := ValidateKeyID(id); err != nil {
+		return nil, err
+	}
+	curve, err := kt.curve()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	path := m.path(id)
+	if _, err := os.Lstat(path); err == nil {
+		return nil, fmt.Errorf("ca: key %q already exists", id)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("ca: key %q: %w", id, err)
+	}
+	key, err := ecdsa.GenerateKey(curve, rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("ca: generate key %q: %w", id, err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("ca: encode key %q failed", id)
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	clear(der)
+	defer clear(pemBytes)
+	if err := writeFileAtomic(m.dir, id+keyFileExt, pemBytes); err != nil {
+		return nil, fmt.Errorf("ca: write key %q: %w", id, err)
+	}
+	m.cache[id] = key
+	return key, nil
+}
+
+// GetKey implements KeyManager. It refuses key files that group or others
+// can access.
+func (m *DiskKeyManager) GetKey(ctx context.Context, id string) (crypto.Signer, error) {
+	if err := ValidateKeyID(id); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.cache[id]; ok {
+		return s, nil
+	}
+	s, err := m.readKey(id)
+	if err != nil {
+		return nil, err
+	}
+	m.cache[id] = s
+	return s, nil
+}
+
+// DeleteKey implements KeyManager. The removal is durable (the directory
+// is fsynced) before it returns.
+func (m *DiskKeyManager) DeleteKey(ctx context.Context, id string) error {
+	if err := ValidateKeyID(id); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.cache, id)
+	if err := os.Remove(m.path(id)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: %q", ErrKeyNotFound, id)
+		}
+		return fmt.Errorf("ca: delete key %q: %w", id, err)
+	}
+	if err := syncDir(m.dir); err != nil {
+		return fmt.Errorf("ca: delete key %q: %w", id, err)
+	}
+	return nil
+}
+
+func (m *DiskKeyManager) path(id string) string {
+	return filepath.Join(m.dir, id+keyFileExt)
+}
+
+// readKey loads and parses a key file. Parse errors are reported without
+// their details so no fragment of the file can leak into an error.
+func (m *DiskKeyManager) readKey(id string) (crypto.Signer, error) {
+	path := m.path(id)
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %q", ErrKeyNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: key %q: %w", id, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("ca: key file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("ca: key file %s has mode %#o, want %#o", path, perm, keyFileMode)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ca: read key %q: %w", id, err)
+	}
+	defer clear(data)
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("ca: key file %s is not a PKCS#8 PEM file", path)
+	}
+	defer clear(block.Bytes)
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("ca: key file %s: malformed PKCS#8 key", path)
+	}
+	s, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("ca: key file %s: key type %T cannot sign", path, key)
+	}
+	return s, nil
+}
+
+// writeFileAtomic writes data to dir/name with mode 0600 such that after a
+// crash the file either does not exist or is complete and durable.
+func writeFileAtomic(dir, name string, data []byte) (err error) {
+	f, err := os.CreateTemp(dir, tmpPrefix+name+"-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(keyFileMode); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func removeTempFiles(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("ca: read key directory: %w", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tmpPrefix) && e.Type().IsRegular() {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("ca: remove stale temporary file: %w", err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+// Package federation keeps the SPIFFE bundles of federated trust domains
+// fresh by fetching them from their SPIFFE bundle endpoints, as described
+// by the SPIFFE Federation specification, using go-spiffe's
+// federation.FetchBundle.
+//
+// A Manager holds one Relationship per federated trust domain and its
+// last-known bundle. Run refreshes each relationship in the background;
+// Refresh fetches one on demand.
+//
+// # Authentication
+//
+// With ProfileHTTPSSPIFFE the endpoint server must present an X.509-SVID for
+// exactly Relationship.EndpointSPIFFEID that chains to the bundle of that
+// ID's trust domain, taken from the combined source (CombinedSource): the
+// peer's own last-known bundle in the usual case, the local bundle
+// (Config.LocalBundle) when the endpoint ID is in the local trust domain.
+// This is why Set requires an initial bundle with X.509 authorities for an
+// endpoint ID in the peer's own trust domain (obtained out of band), and why
+// a fetched bundle without X.509 authorities is never accepted for such a
+// relationship: it could not authenticate the next fetch. With
+// ProfileHTTPSWeb the server is verified against Config.WebRoots (system
+// roots if nil) and the URL's host name.
+//
+// # Guarantees
+//
+//   - A fetched bundle is always parsed as the relationship's trust domain,
+//     so it can never be installed for another one.
+//   - A bundle becomes visible only after Config.OnUpdate (if set) returned
+//     nil for it; otherwise the previous bundle stays. OnUpdate is only
+//     called when the content changed.
+//   - A failing peer does not lose us its trust: on any error (network, TLS,
+//     parse, empty bundle, OnUpdate) the last-known bundle keeps being
+//     served, the error is recorded in Status, and the refresh is retried
+//     with exponential backoff (Config.RetryBackoff doubling, capped at
+//     Config.DefaultRefresh). A fetched bundle with no authorities at all
+//     is refused.
+//   - Refresh intervals follow the bundle's spiffe_refresh_hint clamped to
+//     [Config.MinRefresh, Config.MaxRefresh], or Config.DefaultRefresh when
+//     the bundle has no hint.
+//   - A fetched bundle whose spiffe_sequence is lower than the held one's is
+//     accepted, with a warning logged. As in SPIRE, the peer is the
+//     authority on its current bundle (it may have restored from backup or
+//     rebuilt its state), and the fetch is authenticated; refusing it would
+//     pin us to keys the peer may have withdrawn.
+//   - Refreshes of one relationship never overlap; when Set or Remove
+//     returns, no refresh or OnUpdate call for the replaced or removed
+//     relationship is in progress, and none will start.
+//   - All methods are safe for concurrent use. Bundles handed out
+//     (Bundle, Bundles, the bundle sources, OnUpdate) are clones.
+//
+// Limitation inherited from FetchBundle: the response body size is not
+// limited (the fetch is bounded in time by Config.FetchTimeout) and the HTTP
+// status code is not checked separately (a non-bundle body fails to parse).
+package federation

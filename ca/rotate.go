@@ -1,0 +1,182 @@
+package ca
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Rotation schedule, as fractions of the active authority's lifetime.
+const (
+	prepareNum, prepareDen   = 1, 2 // prepare the next authority at 1/2
+	activateNum, activateDen = 5, 6 // activate it at 5/6
+)
+
+// transition accumulates the effects of one rotation step.
+type transition struct {
+	created []string // keys generated in this step; deleted if the step fails
+	pruned  []string // keys to delete once the step is saved
+	events  []rotationEvent
+}
+
+type rotationEvent struct {
+	what string
+	a    *authority
+}
+
+func (tx *transition) add(what string, a *authority) {
+	tx.events = append(tx.events, rotationEvent{what, a})
+}
+
+// Rotate performs one rotation step for the X.509 CA and the JWT key at
+// the time given by Config.Now:
+//
+//   - no active authority, or it has expired: activate the prepared one,
+//     or create one and activate it at once (bootstrap, long downtime);
+//   - the active authority is past 1/2 of its lifetime and nothing is
+//     prepared: create the next authority as prepared (it is published in
+//     the bundle immediately but signs nothing);
+//   - it is past 5/6 and one is prepared: the prepared one becomes active
+//     and the active one old. An authority prepared in a step is never
+//     activated in the same step (unless the active one expired);
+//   - old and prepared authorities past their expiry are removed from the
+//     bundle and their keys deleted (JWT keys one minute later, to cover
+//     validators' exp leeway).
+//
+// A changed state is saved to the Journal before it takes effect; if the
+// save fails nothing changes and keys generated during the step are
+// deleted again. Rotate reports whether the state changed.
+func (c *CA) Rotate(ctx context.Context) (changed bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rotateLocked(ctx)
+}
+
+func (c *CA) rotateLocked(ctx context.Context) (bool, error) {
+	now := c.now()
+	next := c.st.clone()
+	var tx transition
+	for _, kind := range []Kind{KindX509, KindJWT} {
+		if err := c.advance(ctx, next, kind, now, &tx); err != nil {
+			c.deleteKeys(ctx, tx.created)
+			return false, err
+		}
+		prune(next, kind, now, &tx)
+	}
+	if len(tx.events) == 0 {
+		return false, nil
+	}
+	if err := c.commit(ctx, next); err != nil {
+		c.deleteKeys(ctx, tx.created)
+		return false, err
+	}
+	c.deleteKeys(ctx, tx.pruned)
+	for _, e := range tx.events {
+		c.log.Info("ca: authority "+e.what, "kind", e.a.kind, "id", e.a.id,
+			"key_id", e.a.keyID, "not_after", e.a.notAfter)
+	}
+	c.notify()
+	return true, nil
+}
+
+// advance applies at most one state transition for kind.
+func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time, tx *transition) error {
+	active, prepared := st.find(kind)
+	switch {
+	case active == nil || !now.Before(active.notAfter):
+		return c.activateNow(ctx, st, kind, active, prepared, now, tx)
+	case prepared == nil && !now.Before(active.at(prepareNum, prepareDen)):
+		a, err := c.newAuthority(ctx, kind, now)
+		if err != nil {
+			return err
+		}
+		tx.created = append(tx.created, a.keyID)
+		st.auths = append(st.auths, a)
+		tx.add("prepared", a)
+	case prepared != nil && !now.Before(active.at(activateNum, activateDen)):
+		st.replace(active, active.withState(StateOld))
+		st.replace(prepared, prepared.withState(StateActive))
+		tx.add("activated", prepared)
+	}
+	return nil
+}
+
+// activateNow handles a missing or expired active authority: the prepared
+// one (if still valid) is activated, otherwise a new one is created and
+// activated immediately.
+func (c *CA) activateNow(ctx context.Context, st *caState, kind Kind, active, prepared *authority, now time.Time, tx *transition) error {
+	if active != nil {
+		c.log.Warn("ca: active authority expired; was rotation running?", "kind", kind, "id", active.id)
+		st.replace(active, active.withState(StateOld))
+	}
+	if prepared != nil && !now.Before(prepared.notAfter) {
+		st.replace(prepared, prepared.withState(StateOld))
+		prepared = nil
+	}
+	if prepared == nil {
+		a, err := c.newAuthority(ctx, kind, now)
+		if err != nil {
+			return err
+		}
+		tx.created = append(tx.created, a.keyID)
+		st.auths = append(st.auths, a)
+		prepared = a
+	}
+	st.replace(prepared, prepared.withState(StateActive))
+	tx.add("activated", prepared)
+	return nil
+}
+
+// prune removes non-active authorities of kind whose pruneAfter has
+// passed.
+func prune(st *caState, kind Kind, now time.Time, tx *transition) {
+	st.auths = slices.DeleteFunc(st.auths, func(a *authority) bool {
+		if a.kind != kind || a.state == StateActive || !now.After(a.pruneAfter()) {
+			return false
+		}
+		tx.pruned = append(tx.pruned, a.keyID)
+		tx.add("pruned", a)
+		return true
+	})
+}
+
+// commit assigns the bundle sequence number, saves next to the Journal and
+// then installs it.
+func (c *CA) commit(ctx context.Context, next *caState) error {
+	next.seq = c.st.seq
+	if !bundleContentEqual(c.buildBundle(next), c.view.Load().bundle) {
+		next.seq++
+	}
+	v, err := c.buildView(next)
+	if err != nil {
+		return err
+	}
+	data, err := encodeState(c.td, next)
+	if err != nil {
+		return err
+	}
+	if err := c.journal.Save(ctx, data); err != nil {
+		return fmt.Errorf("ca: save state: %w", err)
+	}
+	c.st = next
+	c.view.Store(v)
+	return nil
+}
+
+// Run calls Rotate every Config.RotationInterval until ctx is done, then
+// returns nil. Rotation errors are logged and retried at the next tick.
+func (c *CA) Run(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.RotationInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := c.Rotate(ctx); err != nil && ctx.Err() == nil {
+				c.log.Error("ca: rotation failed", "err", err)
+			}
+		}
+	}
+}

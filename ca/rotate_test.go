@@ -1,0 +1,305 @@
+package ca_test
+
+import (
+	"context"
+	"crypto/elliptic"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/ca"
+)
+
+func rotationConfig(clk *fakeClock) func(*ca.Config) {
+	return func(cfg *ca.Config) {
+		cfg.Now = clk.Now
+		cfg.CATTL = time.Hour
+		cfg.JWTKeyTTL = time.Hour
+		cfg.X509SVIDTTL = 20 * time.Minute
+		cfg.JWTSVIDTTL = 5 * time.Minute
+		cfg.RefreshHint = 5 * time.Minute
+	}
+}
+
+type mintedX509 struct {
+	svid   *ca.X509SVID
+	issuer string
+}
+
+type mintedJWT struct {
+	svid *ca.JWTSVID
+}
+
+// TestRotationKeepsEverySVIDVerifiable steps an injected clock minute by
+// minute through five hours (about six rotations of each kind), rotating
+// and minting at every step, and checks the rotation invariants at every
+// instant.
+func TestRotationKeepsEverySVIDVerifiable(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	c, env := newTestCA(t, rotationConfig(clk))
+	aud := []string{"spiffe://example.org/db"}
+	leafKey := ecKey(t, elliptic.P256())
+
+	firstSeen := map[string]time.Time{} // authority id -> first instant in a served bundle
+	observe := func(b *spiffebundle.Bundle, now time.Time) {
+		for _, id := range authorityIDs(b) {
+			if _, ok := firstSeen[id]; !ok {
+				firstSeen[id] = now
+			}
+		}
+	}
+	prev := c.Bundle()
+	observe(prev, clk.Now())
+	var x509s []mintedX509
+	var jwts []mintedJWT
+	for step := 1; step <= 5*60; step++ {
+		clk.Add(time.Minute)
+		now := clk.Now()
+		changed, err := c.Rotate(ctx)
+		if err != nil {
+			t.Fatalf("step %d: Rotate: %v", step, err)
+		}
+		b := c.Bundle()
+		checkSequence(t, step, prev, b, changed)
+		observe(b, now)
+		checkStatus(t, step, c.Status(), now)
+
+		x, err := c.MintX509SVID(ctx, ca.X509Params{ID: testID, PublicKey: leafKey.Public()})
+		if err != nil {
+			t.Fatalf("step %d: MintX509SVID: %v", step, err)
+		}
+		issuer := hex.EncodeToString(x.Certificates[0].AuthorityKeyId)
+		checkPublishedBefore(t, step, firstSeen, issuer, now)
+		x509s = append(x509s, mintedX509{x, issuer})
+
+		j, err := c.MintJWTSVID(ctx, ca.JWTParams{ID: testID, Audience: aud})
+		if err != nil {
+			t.Fatalf("step %d: MintJWTSVID: %v", step, err)
+		}
+		checkPublishedBefore(t, step, firstSeen, j.KeyID, now)
+		jwts = append(jwts, mintedJWT{j})
+
+		for i, m := range x509s {
+			if now.After(m.svid.ExpiresAt) {
+				continue
+			}
+			if _, _, err := x509svid.Verify(m.svid.Certificates, b, x509svid.WithTime(now)); err != nil {
+				t.Fatalf("step %d: x509-svid %d (issuer %s) unexpired but does not verify: %v", step, i, m.issuer, err)
+			}
+		}
+		for i, m := range jwts {
+			if now.After(m.svid.ExpiresAt) {
+				continue
+			}
+			if _, err := verifyJWTAt(m.svid.Token, b, aud, now); err != nil {
+				t.Fatalf("step %d: jwt-svid %d (kid %s) unexpired but does not verify: %v", step, i, m.svid.KeyID, err)
+			}
+		}
+		if files := keyFiles(t, env.keyDir); len(files) != len(c.Status()) {
+			t.Fatalf("step %d: %d key files for %d authorities", step, len(files), len(c.Status()))
+		}
+		prev = b
+	}
+	current := map[string]bool{}
+	for _, id := range authorityIDs(c.Bundle()) {
+		current[id] = true
+	}
+	pruned := 0
+	for id := range firstSeen {
+		if !current[id] {
+			pruned++
+		}
+	}
+	if len(firstSeen) < 12 || pruned < 8 {
+		t.Errorf("saw %d authorities and %d pruned; expected several rotations of each kind", len(firstSeen), pruned)
+	}
+}
+
+// checkSequence: the sequence number increases by exactly one when the
+// bundle's authorities change and stays put otherwise.
+func checkSequence(t *testing.T, step int, prev, b *spiffebundle.Bundle, changed bool) {
+	t.Helper()
+	ps, s := seqOf(t, prev), seqOf(t, b)
+	if sameAuthorities(prev, b) {
+		if s != ps {
+			t.Fatalf("step %d: sequence %d -> %d without an authority change", step, ps, s)
+		}
+		return
+	}
+	if s != ps+1 {
+		t.Fatalf("step %d: authorities changed but sequence %d -> %d", step, ps, s)
+	}
+	if !changed {
+		t.Fatalf("step %d: bundle changed but Rotate reported no change", step)
+	}
+}
+
+// checkPublishedBefore: an authority signs only after it has been in the
+// served bundle for at least the refresh hint (bootstrap authorities
+// excepted).
+func checkPublishedBefore(t *testing.T, step int, firstSeen map[string]time.Time, id string, now time.Time) {
+	t.Helper()
+	seen, ok := firstSeen[id]
+	switch {
+	case !ok:
+		t.Fatalf("step %d: authority %s signed but was never in the bundle", step, id)
+	case seen.Equal(testStart):
+		// bootstrap authority
+	case now.Sub(seen) < 5*time.Minute:
+		t.Fatalf("step %d: authority %s signs %s after first being published", step, id, now.Sub(seen))
+	}
+}
+
+// checkStatus: exactly one active authority per kind, at most one
+// prepared, and nothing in the bundle beyond its prune point.
+func checkStatus(t *testing.T, step int, st []ca.AuthorityInfo, now time.Time) {
+	t.Helper()
+	count := map[ca.Kind]map[ca.State]int{ca.KindX509: {}, ca.KindJWT: {}}
+	for _, a := range st {
+		count[a.Kind][a.State]++
+		limit := a.NotAfter
+		if a.Kind == ca.KindJWT {
+			limit = limit.Add(time.Minute)
+		}
+		if now.After(limit) {
+			t.Fatalf("step %d: %s authority %s expired at %s but is still listed", step, a.Kind, a.ID, a.NotAfter)
+		}
+	}
+	for kind, states := range count {
+		if states[ca.StateActive] != 1 || states[ca.StatePrepared] > 1 {
+			t.Fatalf("step %d: %s states %v", step, kind, states)
+		}
+	}
+}
+
+func TestRotationSchedule(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	c, _ := newTestCA(t, rotationConfig(clk))
+	states := func() map[ca.Kind][]ca.State {
+		m := map[ca.Kind][]ca.State{}
+		for _, a := range c.Status() {
+			m[a.Kind] = append(m[a.Kind], a.State)
+		}
+		return m
+	}
+	steps := []struct {
+		at   time.Duration
+		want []ca.State
+	}{
+		{29 * time.Minute, []ca.State{ca.StateActive}},
+		{31 * time.Minute, []ca.State{ca.StateActive, ca.StatePrepared}},
+		{49 * time.Minute, []ca.State{ca.StateActive, ca.StatePrepared}},
+		{51 * time.Minute, []ca.State{ca.StateOld, ca.StateActive}},
+		{58 * time.Minute, []ca.State{ca.StateOld, ca.StateActive}},
+		// first authority expired and pruned; the second is past 1/2
+		{62 * time.Minute, []ca.State{ca.StateActive, ca.StatePrepared}},
+		{82 * time.Minute, []ca.State{ca.StateOld, ca.StateActive}},
+	}
+	elapsed := time.Duration(0)
+	for _, s := range steps {
+		clk.Add(s.at - elapsed)
+		elapsed = s.at
+		if _, err := c.Rotate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for kind, got := range states() {
+			if !equalStates(got, s.want) {
+				t.Errorf("at +%s: %s states = %v, want %v", s.at, kind, got, s.want)
+			}
+		}
+	}
+}
+
+func equalStates(a, b []ca.State) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// failingJournal fails Save while fail is set.
+type failingJournal struct {
+	ca.Journal
+	mu   sync.Mutex
+	fail bool
+}
+
+func (j *failingJournal) setFail(v bool) { j.mu.Lock(); j.fail = v; j.mu.Unlock() }
+
+func (j *failingJournal) Save(ctx context.Context, data []byte) error {
+	j.mu.Lock()
+	fail := j.fail
+	j.mu.Unlock()
+	if fail {
+		return errors.New("disk full")
+	}
+	return j.Journal.Save(ctx, data)
+}
+
+func TestRotateSaveFailureChangesNothing(t *testing.T) {
+	clk := newFakeClock(testStart)
+	j := &failingJournal{Journal: ca.NewMemoryJournal()}
+	c, env := newTestCA(t, func(cfg *ca.Config) {
+		rotationConfig(clk)(cfg)
+		cfg.Journal = j
+	})
+	before, filesBefore := c.Bundle(), keyFiles(t, env.keyDir)
+	clk.Add(31 * time.Minute)
+	j.setFail(true)
+	changed, err := c.Rotate(context.Background())
+	if err == nil || changed {
+		t.Fatalf("Rotate = %v, %v; want an error", changed, err)
+	}
+	if !c.Bundle().Equal(before) || len(c.Status()) != 2 {
+		t.Error("state changed although the journal save failed")
+	}
+	if files := keyFiles(t, env.keyDir); len(files) != len(filesBefore) {
+		t.Errorf("keys generated for the failed step were not deleted: %v", files)
+	}
+	j.setFail(false)
+	if changed, err := c.Rotate(context.Background()); err != nil || !changed {
+		t.Fatalf("Rotate after recovery = %v, %v", changed, err)
+	}
+	if seqOf(t, c.Bundle()) != seqOf(t, before)+1 {
+		t.Error("sequence did not advance by one")
+	}
+}
+
+func TestRotateAfterDowntime(t *testing.T) {
+	clk := newFakeClock(testStart)
+	env := newEnv(t, rotationConfig(clk))
+	c := env.newCA(t)
+	old := c.Bundle()
+	clk.Add(3 * time.Hour) // everything expired while the server was down
+	c = env.newCA(t)
+	b := c.Bundle()
+	if seqOf(t, b) != seqOf(t, old)+1 {
+		t.Errorf("sequence = %d, want %d", seqOf(t, b), seqOf(t, old)+1)
+	}
+	for _, cert := range b.X509Authorities() {
+		if clk.Now().After(cert.NotAfter) {
+			t.Error("expired CA still in the bundle")
+		}
+	}
+	if st := c.Status(); len(st) != 2 {
+		t.Errorf("status = %+v, want one fresh active authority per kind", st)
+	}
+	if files := keyFiles(t, env.keyDir); len(files) != 2 {
+		t.Errorf("expired keys not deleted: %v", files)
+	}
+	if _, err := c.MintX509SVID(context.Background(), ca.X509Params{ID: testID, PublicKey: ecKey(t, elliptic.P256()).Public()}); err != nil {
+		t.Fatal(err)
+	}
+}

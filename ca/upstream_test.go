@@ -1,0 +1,165 @@
+package ca_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/ca"
+)
+
+func spiffebundleParse(data []byte) (*spiffebundle.Bundle, error) {
+	return spiffebundle.Parse(testTD, data)
+}
+
+func newUpstreamRoot(t testing.TB, notBefore time.Time, ttl time.Duration) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	key := ecKey(t, elliptic.P384())
+	tmpl := &x509.Certificate{
+		SerialNumber:          bigOne(),
+		Subject:               pkix.Name{CommonName: "Upstream Root"},
+		NotBefore:             notBefore,
+		NotAfter:              notBefore.Add(ttl),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	return createCert(t, tmpl, tmpl, key.Public(), key), key
+}
+
+func newUpstreamIntermediate(t testing.TB, parent *x509.Certificate, parentKey crypto.Signer, notBefore time.Time, ttl time.Duration, pathLenZero bool) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	key := ecKey(t, elliptic.P256())
+	tmpl := &x509.Certificate{
+		SerialNumber:          bigOne(),
+		Subject:               pkix.Name{CommonName: "Upstream Intermediate"},
+		NotBefore:             notBefore,
+		NotAfter:              notBefore.Add(ttl),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        pathLenZero,
+		MaxPathLen:            -1,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	if pathLenZero {
+		tmpl.MaxPathLen = 0
+	}
+	return createCert(t, tmpl, parent, key.Public(), parentKey), key
+}
+
+func createCert(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+func TestUpstreamCA(t *testing.T) {
+	now := time.Now()
+	root, rootKey := newUpstreamRoot(t, now.Add(-time.Hour), 72*time.Hour)
+	inter, interKey := newUpstreamIntermediate(t, root, rootKey, now.Add(-time.Hour), 3*time.Hour, false)
+	tests := []struct {
+		name      string
+		upstream  *ca.Upstream
+		wantChain []*x509.Certificate // after the leaf and our CA
+		limit     time.Time
+	}{
+		{"root signs", &ca.Upstream{Chain: []*x509.Certificate{root}, Signer: rootKey}, nil, root.NotAfter},
+		{"intermediate signs", &ca.Upstream{Chain: []*x509.Certificate{inter, root}, Signer: interKey}, []*x509.Certificate{inter}, inter.NotAfter},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _ := newTestCA(t, func(cfg *ca.Config) { cfg.Upstream = tt.upstream })
+			b := c.Bundle()
+			if auths := b.X509Authorities(); len(auths) != 1 || !auths[0].Equal(root) {
+				t.Fatalf("bundle x509 authorities should be exactly the upstream root")
+			}
+			key := ecKey(t, elliptic.P256())
+			svid, err := c.MintX509SVID(context.Background(), ca.X509Params{ID: testID, PublicKey: key.Public()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, chains, err := x509svid.Verify(svid.Certificates, b); err != nil || len(chains) == 0 {
+				t.Fatalf("x509svid.Verify: %v", err)
+			}
+			keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+			if _, err := x509svid.ParseRaw(chainDER(svid.Certificates), keyDER); err != nil {
+				t.Errorf("x509svid.ParseRaw: %v", err)
+			}
+			if got, want := len(svid.Certificates), 2+len(tt.wantChain); got != want {
+				t.Fatalf("chain length = %d, want %d", got, want)
+			}
+			for i, want := range tt.wantChain {
+				if !svid.Certificates[2+i].Equal(want) {
+					t.Errorf("chain[%d] is not the upstream intermediate", 2+i)
+				}
+			}
+			ours := svid.Certificates[1]
+			if ours.NotAfter.After(tt.limit) {
+				t.Errorf("our CA expires %s, after the upstream %s", ours.NotAfter, tt.limit)
+			}
+			if err := ours.CheckSignatureFrom(tt.upstream.Chain[0]); err != nil {
+				t.Errorf("our CA is not signed by the upstream: %v", err)
+			}
+			if st := c.Status(); !st[0].Upstream {
+				t.Errorf("status does not flag the upstream-signed CA: %+v", st[0])
+			}
+		})
+	}
+}
+
+func TestUpstreamRotationKeepsRootBundle(t *testing.T) {
+	clk := newFakeClock(time.Now().Truncate(time.Second))
+	root, rootKey := newUpstreamRoot(t, clk.Now().Add(-time.Hour), 72*time.Hour)
+	inter, interKey := newUpstreamIntermediate(t, root, rootKey, clk.Now().Add(-time.Hour), 24*time.Hour, false)
+	c, _ := newTestCA(t, func(cfg *ca.Config) {
+		cfg.Now = clk.Now
+		cfg.CATTL = time.Hour
+		cfg.X509SVIDTTL = 10 * time.Minute
+		cfg.Upstream = &ca.Upstream{Chain: []*x509.Certificate{inter, root}, Signer: interKey}
+	})
+	key := ecKey(t, elliptic.P256())
+	var svids []*ca.X509SVID
+	cas := map[string]bool{}
+	for step := 0; step < 4*60; step++ {
+		clk.Add(time.Minute)
+		if _, err := c.Rotate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b := c.Bundle()
+		if auths := b.X509Authorities(); len(auths) != 1 || !auths[0].Equal(root) {
+			t.Fatalf("step %d: bundle x509 authorities are not just the upstream root", step)
+		}
+		svid, err := c.MintX509SVID(context.Background(), ca.X509Params{ID: testID, PublicKey: key.Public()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cas[string(svid.Certificates[1].Raw)] = true
+		svids = append(svids, svid)
+		for _, s := range svids {
+			if clk.Now().After(s.ExpiresAt) {
+				continue
+			}
+			if _, _, err := x509svid.Verify(s.Certificates, b, x509svid.WithTime(clk.Now())); err != nil {
+				t.Fatalf("step %d: unexpired svid no longer verifies: %v", step, err)
+			}
+		}
+	}
+	if len(cas) < 4 {
+		t.Errorf("only %d intermediates used over 4h with a 1h CA ttl", len(cas))
+	}
+}

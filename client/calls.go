@@ -1,0 +1,243 @@
+package client
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// JoinToken is the answer to CreateJoinToken.
+type JoinToken struct {
+	Token     string    `json:"token"`
+	ID        string    `json:"id"`
+	NodeID    string    `json:"node_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CreateJoinToken asks for a single-use join token (admin).
+func (c *Client) CreateJoinToken(ctx context.Context, ttl time.Duration) (*JoinToken, error) {
+	out := new(JoinToken)
+	return out, c.Do(ctx, http.MethodPost, "/v1/admin/join-tokens", map[string]int64{"ttl_seconds": int64(ttl / time.Second)}, out)
+}
+
+// Accountability names who answers for an agent.
+type Accountability struct {
+	Operator         string `json:"operator"`
+	ModelProvider    string `json:"model_provider"`
+	Model            string `json:"model"`
+	ResponsibleParty string `json:"responsible_party"`
+}
+
+// Agent is an agent registration.
+type Agent struct {
+	ID             string         `json:"id,omitempty"`
+	SPIFFEID       string         `json:"spiffe_id"`
+	NodeIDs        []string       `json:"node_ids"`
+	Selectors      []string       `json:"selectors"`
+	X509TTLSeconds int64          `json:"x509_ttl_seconds"`
+	JWTTTLSeconds  int64          `json:"jwt_ttl_seconds"`
+	Scopes         []string       `json:"scopes"`
+	Accountability Accountability `json:"accountability"`
+	CreatedAt      *time.Time     `json:"created_at,omitempty"`
+	UpdatedAt      *time.Time     `json:"updated_at,omitempty"`
+}
+
+// CreateAgent registers an agent (admin).
+func (c *Client) CreateAgent(ctx context.Context, a *Agent) (*Agent, error) {
+	out := new(Agent)
+	return out, c.Do(ctx, http.MethodPost, "/v1/admin/agents", a, out)
+}
+
+// UpdateAgent replaces a registration (admin).
+func (c *Client) UpdateAgent(ctx context.Context, id string, a *Agent) (*Agent, error) {
+	out := new(Agent)
+	return out, c.Do(ctx, http.MethodPut, "/v1/admin/agents/"+url.PathEscape(id), a, out)
+}
+
+// GetAgent returns a registration (admin).
+func (c *Client) GetAgent(ctx context.Context, id string) (*Agent, error) {
+	out := new(Agent)
+	return out, c.Do(ctx, http.MethodGet, "/v1/admin/agents/"+url.PathEscape(id), nil, out)
+}
+
+// DeleteAgent removes a registration (admin).
+func (c *Client) DeleteAgent(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/admin/agents/"+url.PathEscape(id), nil, nil)
+}
+
+// ListAgents lists registrations (admin).
+func (c *Client) ListAgents(ctx context.Context) ([]Agent, error) {
+	var out struct{ Agents []Agent }
+	return out.Agents, c.Do(ctx, http.MethodGet, "/v1/admin/agents", nil, &out)
+}
+
+// Node is an attested node as the admin API shows it.
+type Node struct {
+	SPIFFEID          string    `json:"spiffe_id"`
+	AttestationMethod string    `json:"attestation_method"`
+	Level             string    `json:"level"`
+	Selectors         []string  `json:"selectors"`
+	AttestedAt        time.Time `json:"attested_at"`
+	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
+	Banned            bool      `json:"banned"`
+	BanReason         string    `json:"ban_reason"`
+}
+
+// ListNodes lists attested nodes (admin).
+func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
+	var out struct{ Nodes []Node }
+	return out.Nodes, c.Do(ctx, http.MethodGet, "/v1/admin/nodes", nil, &out)
+}
+
+// BanNode bans a node (admin).
+func (c *Client) BanNode(ctx context.Context, nodeID, reason string) (*Node, error) {
+	out := new(Node)
+	return out, c.Do(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(nodeID)+"/ban", map[string]string{"reason": reason}, out)
+}
+
+// Federation is a federation relationship.
+type Federation struct {
+	TrustDomain       string          `json:"trust_domain"`
+	BundleEndpointURL string          `json:"bundle_endpoint_url"`
+	Profile           string          `json:"profile,omitempty"`
+	EndpointSPIFFEID  string          `json:"endpoint_spiffe_id,omitempty"`
+	Bundle            json.RawMessage `json:"bundle,omitempty"`
+	BundleSequence    *uint64         `json:"bundle_sequence,omitempty"`
+	LastRefresh       *time.Time      `json:"last_refresh,omitempty"`
+	LastError         string          `json:"last_error,omitempty"`
+	NextRefresh       *time.Time      `json:"next_refresh,omitempty"`
+}
+
+// AddFederation creates a federation relationship (admin).
+func (c *Client) AddFederation(ctx context.Context, f *Federation) (*Federation, error) {
+	out := new(Federation)
+	return out, c.Do(ctx, http.MethodPost, "/v1/admin/federations", f, out)
+}
+
+// ListFederations lists federation relationships (admin).
+func (c *Client) ListFederations(ctx context.Context) ([]Federation, error) {
+	var out struct{ Federations []Federation }
+	return out.Federations, c.Do(ctx, http.MethodGet, "/v1/admin/federations", nil, &out)
+}
+
+// DeleteFederation ends a federation relationship (admin).
+func (c *Client) DeleteFederation(ctx context.Context, td string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/admin/federations/"+url.PathEscape(td), nil, nil)
+}
+
+// SVIDAnswer is what the authority answers with an X509-SVID.
+type SVIDAnswer struct {
+	SPIFFEID  string                     `json:"spiffe_id"`
+	X509SVID  string                     `json:"x509_svid"`
+	ExpiresAt time.Time                  `json:"expires_at"`
+	Bundles   map[string]json.RawMessage `json:"bundles"`
+}
+
+// Certificates parses the SVID chain.
+func (a *SVIDAnswer) Certificates() ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := []byte(a.X509SVID)
+	for {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("client: svid: %w", err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("client: answer carries no certificate")
+	}
+	return out, nil
+}
+
+// ParseBundles parses the SPIFFE bundles of the answer.
+func (a *SVIDAnswer) ParseBundles() (map[spiffeid.TrustDomain]*spiffebundle.Bundle, error) {
+	return ParseBundles(a.Bundles)
+}
+
+// ParseBundles parses a "bundles" object: trust domain → SPIFFE bundle.
+func ParseBundles(m map[string]json.RawMessage) (map[spiffeid.TrustDomain]*spiffebundle.Bundle, error) {
+	out := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
+	for name, doc := range m {
+		td, err := spiffeid.TrustDomainFromString(name)
+		if err != nil {
+			return nil, fmt.Errorf("client: bundles: %w", err)
+		}
+		b, err := spiffebundle.Parse(td, doc)
+		if err != nil {
+			return nil, fmt.Errorf("client: bundles: %s: %w", name, err)
+		}
+		out[td] = b
+	}
+	return out, nil
+}
+
+// NewKeyAndCSR makes a P-256 key and a CSR for it (no SANs: the authority
+// decides the identity).
+func NewKeyAndCSR() (crypto.Signer, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := CSRFor(key, spiffeid.ID{})
+	return key, csr, err
+}
+
+// CSRFor makes a PEM CSR for key, naming id as URI SAN when it is set.
+func CSRFor(key crypto.Signer, id spiffeid.ID) ([]byte, error) {
+	tpl := &x509.CertificateRequest{}
+	if !id.IsZero() {
+		tpl.URIs = append(tpl.URIs, id.URL())
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tpl, key)
+	if err != nil {
+		return nil, fmt.Errorf("client: csr: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// Join trades a join token and a CSR for a node X509-SVID (public).
+func (c *Client) Join(ctx context.Context, token string, csrPEM []byte) (*SVIDAnswer, error) {
+	out := new(SVIDAnswer)
+	return out, c.Do(ctx, http.MethodPost, "/v1/nodes/join", map[string]string{"token": token, "csr": string(csrPEM)}, out)
+}
+
+// X509SVID asks for an X509-SVID for spiffeID (node for a hosted agent,
+// agent or node for itself).
+func (c *Client) X509SVID(ctx context.Context, spiffeID string, csrPEM []byte) (*SVIDAnswer, error) {
+	out := new(SVIDAnswer)
+	return out, c.Do(ctx, http.MethodPost, "/v1/svid/x509", map[string]string{"spiffe_id": spiffeID, "csr": string(csrPEM)}, out)
+}
+
+// JWTAnswer is what the authority answers with a JWT-SVID.
+type JWTAnswer struct {
+	SPIFFEID  string    `json:"spiffe_id"`
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// JWTSVID asks for a JWT-SVID for audience (spiffeID empty: the caller).
+func (c *Client) JWTSVID(ctx context.Context, spiffeID string, audience []string) (*JWTAnswer, error) {
+	out := new(JWTAnswer)
+	req := map[string]any{"audience": audience}
+	if spiffeID != "" {
+		req["spiffe_id"] = spiffeID
+	}
+	return out, c.Do(ctx, http.MethodPost, "/v1/svid/jwt", req, out)
+}

@@ -1,0 +1,170 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// DefaultServer is the address of an authority started with no flags.
+const DefaultServer = "https://127.0.0.1:8443"
+
+// maxAnswer bounds the size of an answer the client reads.
+const maxAnswer = 4 << 20
+
+// Problem is an RFC 9457 error answer.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+}
+
+func (p *Problem) Error() string {
+	return fmt.Sprintf("%d %s: %s (%s)", p.Status, p.Title, p.Detail, p.Type)
+}
+
+// Name is the last segment of the problem type, e.g. "join-token-used".
+func (p *Problem) Name() string { return p.Type[strings.LastIndex(p.Type, "/")+1:] }
+
+// Config says whom to talk to and as whom.
+type Config struct {
+	// Server is the base URL (default DefaultServer).
+	Server string
+	// TrustDomain of the authority. Default: that of SVID, else the URI SAN
+	// of the first bundle root.
+	TrustDomain spiffeid.TrustDomain
+	// Bundle are the trust domain's X.509 roots (required).
+	Bundle []*x509.Certificate
+	// SVID and Key, when set, authenticate the client (mTLS).
+	SVID []*x509.Certificate
+	Key  crypto.Signer
+	// MaxConns bounds idle keep-alive connections (default 16).
+	MaxConns int
+	// Timeout bounds each call (default 30s).
+	Timeout time.Duration
+}
+
+// Client calls one authority. It is safe for concurrent use.
+type Client struct {
+	base string
+	td   spiffeid.TrustDomain
+	http *http.Client
+}
+
+// New returns a client for cfg.
+func New(cfg Config) (*Client, error) {
+	if cfg.Server == "" {
+		cfg.Server = DefaultServer
+	}
+	if len(cfg.Bundle) == 0 {
+		return nil, errors.New("client: a trust bundle is required to authenticate the server")
+	}
+	td, err := trustDomain(cfg)
+	if err != nil {
+		return nil, err
+	}
+	bundle := x509bundle.FromX509Authorities(td, cfg.Bundle)
+	authz := tlsconfig.AuthorizeID(spiffeid.RequireFromSegments(td, "mandate", "server"))
+	tlsCfg := tlsconfig.TLSClientConfig(bundle, authz)
+	if len(cfg.SVID) > 0 {
+		id, err := x509svid.IDFromCert(cfg.SVID[0])
+		if err != nil {
+			return nil, fmt.Errorf("client: svid: %w", err)
+		}
+		svid := &x509svid.SVID{ID: id, Certificates: cfg.SVID, PrivateKey: cfg.Key}
+		tlsCfg = tlsconfig.MTLSClientConfig(svid, bundle, authz)
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 16
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	tr := &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConns: cfg.MaxConns, MaxIdleConnsPerHost: cfg.MaxConns,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ForceAttemptHTTP2: false}
+	return &Client{base: strings.TrimRight(cfg.Server, "/"), td: td, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
+}
+
+func trustDomain(cfg Config) (spiffeid.TrustDomain, error) {
+	if !cfg.TrustDomain.IsZero() {
+		return cfg.TrustDomain, nil
+	}
+	if len(cfg.SVID) > 0 {
+		if id, err := x509svid.IDFromCert(cfg.SVID[0]); err == nil {
+			return id.TrustDomain(), nil
+		}
+	}
+	for _, u := range cfg.Bundle[0].URIs {
+		if td, err := spiffeid.TrustDomainFromURI(u); err == nil {
+			return td, nil
+		}
+	}
+	return spiffeid.TrustDomain{}, errors.New("client: cannot tell the trust domain: give it explicitly")
+}
+
+// TrustDomain is the authority's trust domain.
+func (c *Client) TrustDomain() spiffeid.TrustDomain { return c.td }
+
+// CloseIdle closes idle keep-alive connections.
+func (c *Client) CloseIdle() { c.http.CloseIdleConnections() }
+
+// Do sends a JSON request (body nil for none) and decodes a JSON answer
+// into out (nil to discard). A non-2xx answer is returned as *Problem.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("client: encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return fmt.Errorf("client: %s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		return problemFrom(resp.StatusCode, b)
+	}
+	if out == nil || len(b) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func problemFrom(status int, b []byte) error {
+	p := &Problem{}
+	if err := json.Unmarshal(b, p); err != nil || p.Type == "" {
+		return &Problem{Type: "about:blank", Status: status, Title: http.StatusText(status), Detail: string(bytes.TrimSpace(b))}
+	}
+	return p
+}

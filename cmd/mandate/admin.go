@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"mandate.dev/mandate/client"
+)
+
+const adminUsage = `Usage: mandate admin <command> [flags]
+
+Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
+  join-token create [--ttl 10m]
+  agent create --spiffe-id ID [--node-id ID]... [--selector S]... [--scope S]...
+               [--x509-ttl D] [--jwt-ttl D] [--operator O] [--model-provider P]
+               [--model M] [--responsible-party R]
+  agent update ID (same flags as create; replaces the registration)
+  agent list | agent show ID | agent delete ID
+  node list | node ban NODE_SPIFFE_ID [--reason R]
+  federation add --trust-domain TD --url URL [--profile https_spiffe|https_web]
+                 [--endpoint-spiffe-id ID] [--bundle-file FILE]
+  federation list | federation delete TD
+
+Answers are printed as JSON.
+`
+
+type adminCmd func(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) error
+
+func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmds := map[string]adminCmd{
+		"join-token create": adminJoinToken,
+		"agent create":      adminAgentCreate, "agent update": adminAgentUpdate,
+		"agent list": adminAgentList, "agent show": adminAgentShow, "agent delete": adminAgentDelete,
+		"node list": adminNodeList, "node ban": adminNodeBan,
+		"federation add": adminFedAdd, "federation list": adminFedList, "federation delete": adminFedDelete,
+	}
+	if len(args) < 2 {
+		fmt.Fprint(stderr, adminUsage)
+		return usagef("admin: missing command")
+	}
+	cmd, ok := cmds[args[0]+" "+args[1]]
+	if !ok {
+		fmt.Fprint(stderr, adminUsage)
+		return usagef("admin: unknown command %q", args[0]+" "+args[1])
+	}
+	adminFlags = adminFlagValues{}
+	fs := newFlagSet("admin "+args[0]+" "+args[1], "admin "+args[0]+" "+args[1]+" [flags]", stderr)
+	var cf clientFlags
+	var dataDir string
+	fs.StringVar(&dataDir, "data-dir", "mandate-data", "the authority's data directory (for the admin credential)")
+	cf.register(fs, "", "admin credential directory (default <data-dir>/admin)")
+	adminFlagSpec(args[0]+" "+args[1], fs)
+	rest, err := splitFlags(fs, args[2:])
+	if err != nil {
+		return err
+	}
+	if cf.creds == "" {
+		cf.creds = filepath.Join(dataDir, "admin")
+	}
+	c, err := cf.dial(true)
+	if err != nil {
+		return err
+	}
+	return cmd(ctx, c, rest, stdout, stderr)
+}
+
+// adminFlags holds the per-command flags, registered on the shared set.
+type adminFlagValues struct {
+	ttl                                       time.Duration
+	spiffeID                                  string
+	nodeIDs, selectors, scopes                stringList
+	x509TTL, jwtTTL                           time.Duration
+	operator, modelProvider, model, respParty string
+	reason, trustDomain, url, profile, epID   string
+	bundleFile                                string
+}
+
+var adminFlags adminFlagValues
+
+func adminFlagSpec(cmd string, fs *flag.FlagSet) {
+	f := &adminFlags
+	switch cmd {
+	case "join-token create":
+		fs.DurationVar(&f.ttl, "ttl", 10*time.Minute, "token lifetime")
+	case "agent create", "agent update":
+		fs.StringVar(&f.spiffeID, "spiffe-id", "", "agent SPIFFE ID: spiffe://<td>/agent/<name> (required)")
+		fs.Var(&f.nodeIDs, "node-id", "SPIFFE ID of a node that may host the agent (repeatable)")
+		fs.Var(&f.selectors, "selector", "node selector the host must carry, e.g. level:token (repeatable)")
+		fs.Var(&f.scopes, "scope", "scope the agent may hold (repeatable)")
+		fs.DurationVar(&f.x509TTL, "x509-ttl", 0, "X509-SVID lifetime (default: the authority's)")
+		fs.DurationVar(&f.jwtTTL, "jwt-ttl", 0, "JWT-SVID lifetime (default: the authority's)")
+		fs.StringVar(&f.operator, "operator", "", "accountable operator (team or org unit)")
+		fs.StringVar(&f.modelProvider, "model-provider", "", "model provider")
+		fs.StringVar(&f.model, "model", "", "model")
+		fs.StringVar(&f.respParty, "responsible-party", "", "responsible party (contact)")
+	case "node ban":
+		fs.StringVar(&f.reason, "reason", "", "why the node is banned")
+	case "federation add":
+		fs.StringVar(&f.trustDomain, "trust-domain", "", "federated trust domain (required)")
+		fs.StringVar(&f.url, "url", "", "its bundle endpoint URL (required)")
+		fs.StringVar(&f.profile, "profile", "https_spiffe", "https_spiffe or https_web")
+		fs.StringVar(&f.epID, "endpoint-spiffe-id", "", "endpoint SPIFFE ID (https_spiffe; default spiffe://<td>/mandate/server)")
+		fs.StringVar(&f.bundleFile, "bundle-file", "", "peer's SPIFFE bundle (JSON) to authenticate the endpoint the first time")
+	}
+}
+
+// splitFlags parses flags that may come before or after positional
+// arguments, returning the positional ones.
+func splitFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func oneArg(args []string, what string) (string, error) {
+	if len(args) != 1 {
+		return "", usagef("want exactly one argument: %s", what)
+	}
+	return args[0], nil
+}
+
+func adminJoinToken(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+	t, err := c.CreateJoinToken(ctx, adminFlags.ttl)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, t)
+}
+
+func agentFromFlags() (*client.Agent, error) {
+	f := &adminFlags
+	if f.spiffeID == "" {
+		return nil, usagef("--spiffe-id is required")
+	}
+	return &client.Agent{
+		SPIFFEID: f.spiffeID, NodeIDs: f.nodeIDs, Selectors: f.selectors, Scopes: f.scopes,
+		X509TTLSeconds: int64(f.x509TTL / time.Second), JWTTTLSeconds: int64(f.jwtTTL / time.Second),
+		Accountability: client.Accountability{Operator: f.operator, ModelProvider: f.modelProvider, Model: f.model, ResponsibleParty: f.respParty},
+	}, nil
+}
+
+func adminAgentCreate(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+	a, err := agentFromFlags()
+	if err != nil {
+		return err
+	}
+	out, err := c.CreateAgent(ctx, a)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func adminAgentUpdate(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+	id, err := oneArg(args, "the registration id")
+	if err != nil {
+		return err
+	}
+	a, err := agentFromFlags()
+	if err != nil {
+		return err
+	}
+	out, err := c.UpdateAgent(ctx, id, a)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func adminAgentList(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+	out, err := c.ListAgents(ctx)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]any{"agents": out})
+}
+
+func adminAgentShow(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+	id, err := oneArg(args, "the registration id")
+	if err != nil {
+		return err
+	}
+	out, err := c.GetAgent(ctx, id)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func adminAgentDelete(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+	id, err := oneArg(args, "the registration id")
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteAgent(ctx, id); err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]string{"deleted": id})
+}
+
+func adminNodeList(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+	out, err := c.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]any{"nodes": out})
+}
+
+func adminNodeBan(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+	id, err := oneArg(args, "the node's SPIFFE ID")
+	if err != nil {
+		return err
+	}
+	out, err := c.BanNode(ctx, id, adminFlags.reason)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func adminFedAdd(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+	f := &adminFlags
+	if f.trustDomain == "" || f.url == "" {
+		return usagef("--trust-domain and --url are required")
+	}
+	fed := &client.Federation{TrustDomain: f.trustDomain, BundleEndpointURL: f.url, Profile: f.profile, EndpointSPIFFEID: f.epID}
+	if f.bundleFile != "" {
+		b, err := os.ReadFile(f.bundleFile)
+		if err != nil {
+			return err
+		}
+		if !json.Valid(b) {
+			return fmt.Errorf("%s: not a JSON SPIFFE bundle", f.bundleFile)
+		}
+		fed.Bundle = b
+	}
+	out, err := c.AddFederation(ctx, fed)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func adminFedList(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+	out, err := c.ListFederations(ctx)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]any{"federations": out})
+}
+
+func adminFedDelete(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+	td, err := oneArg(args, "the trust domain")
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteFederation(ctx, td); err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]string{"deleted": td})
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
+)
+
+// benchResult is one measured run.
+type benchResult struct {
+	kind     string
+	ops      int
+	errors   int
+	elapsed  time.Duration
+	p50, p99 time.Duration
+	firstErr error
+}
+
+func (r benchResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "issue" {
+		fmt.Fprintln(stderr, "Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]")
+		return usagef("bench: want issue")
+	}
+	fs := newFlagSet("bench issue", "bench issue [flags]", stderr)
+	var cf clientFlags
+	var dataDir, kind string
+	var conc int
+	var dur time.Duration
+	fs.StringVar(&dataDir, "data-dir", "mandate-data", "the authority's data directory (admin credential, to set up a bench node and agent)")
+	cf.register(fs, "", "admin credential directory (default <data-dir>/admin)")
+	fs.StringVar(&kind, "kind", "both", "x509, jwt or both")
+	fs.IntVar(&conc, "concurrency", 16, "concurrent requests in flight (each on its own keep-alive connection)")
+	fs.DurationVar(&dur, "duration", 10*time.Second, "how long to measure each kind")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if conc < 1 || conc > 1024 {
+		return usagef("--concurrency must be 1..1024")
+	}
+	if kind != "x509" && kind != "jwt" && kind != "both" {
+		return usagef("--kind must be x509, jwt or both")
+	}
+	if cf.creds == "" {
+		cf.creds = filepath.Join(dataDir, "admin")
+	}
+	setup, err := benchSetup(ctx, cf, conc)
+	if err != nil {
+		return fmt.Errorf("bench setup: %w", err)
+	}
+	defer setup.cleanup(context.WithoutCancel(ctx))
+	var results []benchResult
+	for _, k := range []string{"x509", "jwt"} {
+		if kind == k || kind == "both" {
+			r, err := setup.run(ctx, k, conc, dur)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
+	}
+	printBench(stdout, results, conc, dur)
+	return nil
+}
+
+// benchEnv is a node credential hosting one bench agent.
+type benchEnv struct {
+	admin, node *client.Client
+	agentID     string
+	regID       string
+	csrs        [][]byte
+}
+
+func benchSetup(ctx context.Context, cf clientFlags, conc int) (*benchEnv, error) {
+	admin, err := cf.dial(true)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := admin.CreateJoinToken(ctx, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	nodeKey, csr, err := client.NewKeyAndCSR()
+	if err != nil {
+		return nil, err
+	}
+	joinCfg := cf
+	joinCfg.bundle = filepath.Join(cf.creds, "bundle.pem")
+	pub, err := joinCfg.dial(false)
+	if err != nil {
+		return nil, err
+	}
+	ans, err := pub.Join(ctx, tok.Token, csr)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := ans.Certificates()
+	if err != nil {
+		return nil, err
+	}
+	env := &benchEnv{admin: admin, agentID: fmt.Sprintf("spiffe://%s/agent/bench-%s", admin.TrustDomain(), tok.ID)}
+	reg, err := admin.CreateAgent(ctx, &client.Agent{SPIFFEID: env.agentID, NodeIDs: []string{ans.SPIFFEID}})
+	if err != nil {
+		return nil, err
+	}
+	env.regID = reg.ID
+	bundle, err := benchBundle(cf)
+	if err != nil {
+		return nil, err
+	}
+	env.node, err = client.New(client.Config{Server: cf.server, SVID: chain, Key: nodeKey, Bundle: bundle, MaxConns: conc})
+	if err != nil {
+		return nil, err
+	}
+	return env, env.makeCSRs(conc)
+}
+
+func benchBundle(cf clientFlags) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(filepath.Join(cf.creds, "bundle.pem"))
+	if err != nil {
+		return nil, err
+	}
+	return credfile.ParseCertsPEM(b)
+}
+
+// makeCSRs prepares one agent CSR per worker: the bench measures the
+// authority, not the client's key generation.
+func (e *benchEnv) makeCSRs(n int) error {
+	for range n {
+		_, csr, err := client.NewKeyAndCSR()
+		if err != nil {
+			return err
+		}
+		e.csrs = append(e.csrs, csr)
+	}
+	return nil
+}
+
+func (e *benchEnv) cleanup(ctx context.Context) {
+	if e.regID != "" {
+		_ = e.admin.DeleteAgent(ctx, e.regID)
+	}
+}
+
+func (e *benchEnv) run(ctx context.Context, kind string, conc int, dur time.Duration) (benchResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, dur)
+	defer cancel()
+	var mu sync.Mutex
+	var lat []time.Duration
+	res := benchResult{kind: kind}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Go(func() {
+			own, errs, first := e.worker(ctx, kind, w)
+			mu.Lock()
+			defer mu.Unlock()
+			lat = append(lat, own...)
+			res.errors += errs
+			if res.firstErr == nil {
+				res.firstErr = first
+			}
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.ops = len(lat)
+	if res.ops == 0 {
+		return res, fmt.Errorf("bench %s: no request succeeded: %v", kind, res.firstErr)
+	}
+	slices.Sort(lat)
+	res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	return res, nil
+}
+
+func (e *benchEnv) worker(ctx context.Context, kind string, w int) (lat []time.Duration, errs int, first error) {
+	aud := []string{"bench"}
+	for ctx.Err() == nil {
+		t := time.Now()
+		var err error
+		if kind == "x509" {
+			_, err = e.node.X509SVID(ctx, e.agentID, e.csrs[w])
+		} else {
+			_, err = e.node.JWTSVID(ctx, e.agentID, aud)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				errs++
+				if first == nil {
+					first = err
+				}
+			}
+			continue
+		}
+		lat = append(lat, time.Since(t))
+	}
+	return lat, errs, first
+}
+
+// rawECDSA measures single-goroutine P-256 sign and verify on this machine.
+func rawECDSA(d time.Duration) (signPerSec, verifyPerSec float64) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	digest := sha256.Sum256([]byte("mandate bench"))
+	sig, _ := ecdsa.SignASN1(rand.Reader, key, digest[:])
+	n, start := 0, time.Now()
+	for time.Since(start) < d {
+		_, _ = ecdsa.SignASN1(rand.Reader, key, digest[:])
+		n++
+	}
+	signPerSec = float64(n) / time.Since(start).Seconds()
+	n, start = 0, time.Now()
+	for time.Since(start) < d {
+		ecdsa.VerifyASN1(&key.PublicKey, digest[:], sig)
+		n++
+	}
+	return signPerSec, float64(n) / time.Since(start).Seconds()
+}
+
+func printBench(w io.Writer, results []benchResult, conc int, dur time.Duration) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "kind\tconcurrency\tduration\tops\tops/s\tp50\tp99\terrors")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s-svid\t%d\t%s\t%d\t%.0f\t%s\t%s\t%d\n", r.kind, conc, dur, r.ops, r.opsPerSec(),
+			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+	}
+	tw.Flush()
+	sign, verify := rawECDSA(time.Second)
+	fmt.Fprintf(w, "raw crypto/ecdsa P-256, one goroutine, this machine: sign %.0f/s (%.1fµs), verify %.0f/s (%.1fµs)\n",
+		sign, 1e6/sign, verify, 1e6/verify)
+	for _, r := range results {
+		fmt.Fprintf(w, "%s-svid issuance ÷ raw sign = %.3f\n", r.kind, r.opsPerSec()/sign)
+		if r.firstErr != nil {
+			fmt.Fprintf(w, "first %s error: %v\n", r.kind, r.firstErr)
+		}
+	}
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "show" {
+		fmt.Fprintln(stderr, "Usage: mandate bundle show [--server URL] [--bundle FILE]")
+		return usagef("bundle: want show")
+	}
+	fs := newFlagSet("bundle show", "bundle show [flags]", stderr)
+	var cf clientFlags
+	cf.register(fs, "", "unused")
+	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if _, err := os.Stat(cf.bundle); err != nil {
+		return fmt.Errorf("trust bundle: %w", err)
+	}
+	c, err := cf.dial(false)
+	if err != nil {
+		return err
+	}
+	var doc json.RawMessage
+	if err := c.Do(ctx, http.MethodGet, "/v1/bundle", nil, &doc); err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, doc, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = stdout.Write(out.Bytes())
+	return err
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
+)
+
+// clientFlags say which authority to call and with which credential.
+type clientFlags struct {
+	server, trustDomain string
+	creds               string // a credential directory (svid.pem, svid.key, bundle.pem)
+	bundle              string // PEM roots, when there is no credential (join)
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet, defaultCreds, credsHelp string) {
+	fs.StringVar(&c.server, "server", client.DefaultServer, "authority URL")
+	fs.StringVar(&c.trustDomain, "trust-domain", "", "authority's trust domain (default: from the credential or bundle)")
+	fs.StringVar(&c.creds, "creds", defaultCreds, credsHelp)
+}
+
+// dial builds a client from the flags: mTLS with the credential in creds,
+// or server-authenticated TLS only when withCert is false.
+func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
+	cfg := client.Config{Server: c.server}
+	if c.trustDomain != "" {
+		td, err := spiffeid.TrustDomainFromString(c.trustDomain)
+		if err != nil {
+			return nil, usagef("--trust-domain: %v", err)
+		}
+		cfg.TrustDomain = td
+	}
+	if withCert {
+		chain, key, bundle, err := credfile.Load(credfile.In(c.creds))
+		if err != nil {
+			return nil, fmt.Errorf("load credential from %s: %w", c.creds, err)
+		}
+		cfg.SVID, cfg.Key, cfg.Bundle = chain, key, bundle
+		return client.New(cfg)
+	}
+	path := c.bundle
+	if path == "" {
+		path = credfile.In(c.creds).Bundle
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("trust bundle: %w", err)
+	}
+	if cfg.Bundle, err = credfile.ParseCertsPEM(b); err != nil {
+		return nil, fmt.Errorf("trust bundle %s: %w", path, err)
+	}
+	return client.New(cfg)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

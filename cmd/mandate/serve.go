@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"mandate.dev/mandate/api"
+	"mandate.dev/mandate/authority"
+)
+
+const serveHelp = `
+Configuration file (--config, YAML; flags override it; unknown keys are errors):
+
+  trust_domain: mandate.localhost   # SPIFFE trust domain of this authority
+  listen: 127.0.0.1:8443            # HTTPS listener (TLS 1.3 only)
+  data_dir: ./mandate-data          # store, keys (0600), admin credential
+  log_level: info                   # debug, info, warn, error
+  admins: [spiffe://<td>/team/ops]  # more admin SPIFFE IDs (besides .../mandate/admin)
+  ca:
+    key_type: ec-p256               # or ec-p384; CA and JWT signing keys
+    ca_ttl: 24h                     # X.509 CA lifetime (next prepared at 1/2, active at 5/6)
+    jwt_key_ttl: 24h                # JWT signing key lifetime
+    x509_svid_ttl: 1h               # default X509-SVID lifetime (at most ca_ttl/2)
+    jwt_svid_ttl: 5m                # default JWT-SVID lifetime (at most jwt_key_ttl/2)
+    upstream_cert_file: ""          # PEM chain of an existing CA (signing cert first)
+    upstream_key_file: ""           # its PEM private key; SVIDs then chain to it
+  federation:
+    bundle_refresh_hint: 5m         # spiffe_refresh_hint of this authority's bundle
+    web_roots_file: ""              # PEM roots for https_web peers (default: system roots)
+    web_listen: ""                  # serve the bundle endpoint also with a Web PKI cert
+    web_cert_file: ""               #   (https_web profile) at https://<web_listen>/
+    web_key_file: ""
+    trust_domains:                  # federation relationships (also: mandate admin federation)
+      - trust_domain: org-b.example
+        bundle_endpoint_url: https://mandate.org-b.example:8443/v1/bundle
+        profile: https_spiffe       # or https_web
+        endpoint_spiffe_id: spiffe://org-b.example/mandate/server
+        bundle_file: org-b.bundle.json   # peer's SPIFFE bundle, to authenticate it the first time
+  http:
+    max_body_bytes: 65536
+    read_timeout: 10s
+    write_timeout: 15s
+    idle_timeout: 120s
+`
+
+// serveFlags are the flags of mandate serve; each overrides its config key.
+type serveFlags struct {
+	config, trustDomain, listen, dataDir, logLevel string
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "serve [flags]", stderr)
+	var f serveFlags
+	fs.StringVar(&f.config, "config", "", "YAML configuration file (see below)")
+	fs.StringVar(&f.trustDomain, "trust-domain", "", "trust domain (default "+authority.DefaultTrustDomain+")")
+	fs.StringVar(&f.listen, "listen", "", "HTTPS listen address (default 127.0.0.1:8443)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (default ./mandate-data)")
+	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	usage := fs.Usage
+	fs.Usage = func() { usage(); fmt.Fprint(stderr, serveHelp) }
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadServeConfig(fs, f)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, stdout, stderr)
+}
+
+func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
+	cfg := &authority.Config{}
+	if f.config != "" {
+		var err error
+		if cfg, err = authority.LoadConfigFile(f.config); err != nil {
+			return authority.Config{}, err
+		}
+	}
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "trust-domain":
+			cfg.TrustDomain = f.trustDomain
+		case "listen":
+			cfg.Listen = f.listen
+		case "data-dir":
+			cfg.DataDir = f.dataDir
+		case "log-level":
+			cfg.LogLevel = f.logLevel
+		}
+	})
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return authority.Config{}, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return *cfg, nil
+}
+
+func newLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) error {
+	log := newLogger(cfg.LogLevel, stderr)
+	a, err := authority.New(ctx, cfg, authority.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := a.WriteAdminCredential(ctx, false); err != nil {
+		return err
+	}
+	srv, err := api.New(a)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	printNextSteps(stdout, a, ln.Addr().String())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.Run(gctx) })
+	g.Go(func() error { return srv.Serve(gctx, ln) })
+	if cfg.Federation.WebListen != "" {
+		g.Go(func() error { return serveWebBundle(gctx, cfg, srv) })
+	}
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// serveWebBundle serves the bundle endpoint with a Web PKI certificate
+// (https_web profile).
+func serveWebBundle(ctx context.Context, cfg authority.Config, srv *api.Server) error {
+	cert, err := tls.LoadX509KeyPair(cfg.Federation.WebCertFile, cfg.Federation.WebKeyFile)
+	if err != nil {
+		return fmt.Errorf("federation web bundle endpoint: %w", err)
+	}
+	hs := &http.Server{
+		Addr:              cfg.Federation.WebListen,
+		Handler:           srv.BundleHandler(),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	if err := hs.ListenAndServeTLS("", ""); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func printNextSteps(w io.Writer, a *authority.Authority, addr string) {
+	cfg := a.Config()
+	p := authority.AdminPaths(cfg.DataDir)
+	server := "https://" + addr
+	flags := ""
+	if addr != "127.0.0.1:8443" {
+		flags = " --server " + server
+	}
+	if cfg.DataDir != "mandate-data" {
+		flags += " --data-dir " + cfg.DataDir
+	}
+	fmt.Fprintf(w, `Mandate authority for trust domain %s is serving on %s
+  admin credential: %s (key %s)
+  trust bundle:     %s
+
+Next steps:
+  mandate admin join-token create%s
+  mandate node join --token <token>%s --bundle %s
+  mandate admin agent create --spiffe-id spiffe://%s/agent/hello --node-id <node id>%s
+  mandate svid x509 --spiffe-id spiffe://%s/agent/hello%s
+  mandate svid jwt --spiffe-id spiffe://%s/agent/hello --audience example%s
+  mandate bundle show%s
+`, a.TrustDomain(), server, p.Cert, p.Key, p.Bundle, flags, serverFlag(addr), p.Bundle,
+		a.TrustDomain(), flags, a.TrustDomain(), serverFlag(addr), a.TrustDomain(), serverFlag(addr), flags)
+}
+
+func serverFlag(addr string) string {
+	if addr == "127.0.0.1:8443" {
+		return ""
+	}
+	return " --server https://" + addr
+}

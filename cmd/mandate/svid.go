@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/client"
+)
+
+func runSVID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "x509" && args[0] != "jwt") {
+		fmt.Fprintln(stderr, "Usage: mandate svid x509|jwt [flags]   (-h for the flags)")
+		return usagef("svid: want x509 or jwt")
+	}
+	if args[0] == "x509" {
+		return svidX509(ctx, args[1:], stdout, stderr)
+	}
+	return svidJWT(ctx, args[1:], stdout, stderr)
+}
+
+func svidX509(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("svid x509", "svid x509 --spiffe-id ID [flags]", stderr)
+	var cf clientFlags
+	var id, out string
+	cf.register(fs, "mandate-node", "credential to authenticate with: a node's (for an agent it hosts) or the agent's own (renewal)")
+	fs.StringVar(&id, "spiffe-id", "", "SPIFFE ID to obtain (required)")
+	fs.StringVar(&out, "out", "mandate-agent", "directory for the new credential (svid.pem, svid.key 0600, bundle.pem, bundles.json)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if id == "" {
+		return usagef("--spiffe-id is required")
+	}
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		return usagef("--spiffe-id: %v", err)
+	}
+	c, err := cf.dial(true)
+	if err != nil {
+		return err
+	}
+	key, _, err := client.NewKeyAndCSR()
+	if err != nil {
+		return err
+	}
+	csr, err := client.CSRFor(key, sid)
+	if err != nil {
+		return err
+	}
+	ans, err := c.X509SVID(ctx, id, csr)
+	if err != nil {
+		return err
+	}
+	if err := saveAnswer(out, ans, key, c.TrustDomain()); err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})
+}
+
+func svidJWT(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("svid jwt", "svid jwt --audience AUD [flags]", stderr)
+	var cf clientFlags
+	var id string
+	var aud stringList
+	var asJSON bool
+	cf.register(fs, "mandate-node", "credential to authenticate with: a node's (with --spiffe-id of an agent it hosts) or an agent's")
+	fs.StringVar(&id, "spiffe-id", "", "agent SPIFFE ID (default: the credential's own)")
+	fs.Var(&aud, "audience", "audience of the token (repeatable, at least one)")
+	fs.BoolVar(&asJSON, "json", false, "print the whole answer as JSON instead of the token alone")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if len(aud) == 0 {
+		return usagef("--audience is required")
+	}
+	c, err := cf.dial(true)
+	if err != nil {
+		return err
+	}
+	ans, err := c.JWTSVID(ctx, id, aud)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(stdout, ans)
+	}
+	_, err = fmt.Fprintln(stdout, ans.Token)
+	return err
+}

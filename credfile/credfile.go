@@ -1,0 +1,170 @@
+package credfile
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// EncodeCertsPEM encodes certificates as concatenated PEM blocks.
+func EncodeCertsPEM(certs []*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
+
+// ParseCertsPEM decodes one or more PEM certificates.
+func ParseCertsPEM(b []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse certificate: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return certs, nil
+}
+
+// EncodeKeyPEM encodes a private key as PKCS#8 PEM.
+func EncodeKeyPEM(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode private key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParseKeyPEM decodes a PKCS#8 (or SEC 1 / PKCS#1) PEM private key.
+func ParseKeyPEM(b []byte) (crypto.Signer, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("no PEM private key found")
+	}
+	var k any
+	var err error
+	switch blk.Type {
+	case "EC PRIVATE KEY":
+		k, err = x509.ParseECPrivateKey(blk.Bytes)
+	case "RSA PRIVATE KEY":
+		k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+	default:
+		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	}
+	if err != nil {
+		return nil, errors.New("parse private key: malformed key") // never echo key bytes
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("parse private key: not a signing key")
+	}
+	return s, nil
+}
+
+// WriteFileAtomic writes b to path through a temporary file in the same
+// directory, fsyncs it and renames it into place, so a crash leaves either
+// the old or the new content.
+func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Paths are the three files of a credential in one directory.
+type Paths struct{ Cert, Key, Bundle string }
+
+// In returns the conventional paths in dir: svid.pem, svid.key, bundle.pem.
+func In(dir string) Paths {
+	return Paths{Cert: filepath.Join(dir, "svid.pem"), Key: filepath.Join(dir, "svid.key"), Bundle: filepath.Join(dir, "bundle.pem")}
+}
+
+// Write stores a credential: the chain, the key (0600) and the bundle,
+// creating dir (0700) if needed. The key is written first, so a cert file
+// never names a key that is not on disk.
+func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509.Certificate) error {
+	if err := os.MkdirAll(filepath.Dir(p.Cert), 0o700); err != nil {
+		return fmt.Errorf("credfile: %w", err)
+	}
+	if key != nil {
+		kb, err := EncodeKeyPEM(key)
+		if err != nil {
+			return err
+		}
+		if err := WriteFileAtomic(p.Key, kb, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := WriteFileAtomic(p.Cert, EncodeCertsPEM(chain), 0o644); err != nil {
+		return err
+	}
+	return WriteFileAtomic(p.Bundle, EncodeCertsPEM(bundle), 0o644)
+}
+
+// Load reads a credential written by Write.
+func Load(p Paths) (chain []*x509.Certificate, key crypto.Signer, bundle []*x509.Certificate, err error) {
+	cb, err := os.ReadFile(p.Cert)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("credfile: %w", err)
+	}
+	if chain, err = ParseCertsPEM(cb); err != nil {
+		return nil, nil, nil, fmt.Errorf("credfile: %s: %w", p.Cert, err)
+	}
+	kb, err := os.ReadFile(p.Key)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("credfile: %w", err)
+	}
+	if key, err = ParseKeyPEM(kb); err != nil {
+		return nil, nil, nil, fmt.Errorf("credfile: %s: %w", p.Key, err)
+	}
+	bb, err := os.ReadFile(p.Bundle)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("credfile: %w", err)
+	}
+	if bundle, err = ParseCertsPEM(bb); err != nil {
+		return nil, nil, nil, fmt.Errorf("credfile: %s: %w", p.Bundle, err)
+	}
+	return chain, key, bundle, nil
+}

@@ -1,0 +1,276 @@
+package registry
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/store"
+)
+
+// Buckets used by the registry.
+const (
+	BucketAgents    = "agents"
+	BucketAgentByID = "agents_by_spiffe_id"
+	BucketNodes     = "nodes"
+)
+
+// Limits on registration contents, so that one record stays small.
+const (
+	MaxListLen    = 64
+	MaxStringLen  = 256
+	MaxTTLSeconds = 30 * 24 * 3600
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound      = errors.New("registry: not found")
+	ErrAlreadyExists = errors.New("registry: already exists")
+	ErrInvalid       = errors.New("registry: invalid registration")
+)
+
+// Accountability names who answers for an agent. The fields travel into
+// every audit entry about the agent.
+type Accountability struct {
+	Operator         string `json:"operator"`
+	ModelProvider    string `json:"model_provider"`
+	Model            string `json:"model"`
+	ResponsibleParty string `json:"responsible_party"`
+}
+
+// Agent is a registration: which SPIFFE ID an agent gets, where it may run
+// and for how long its SVIDs live.
+type Agent struct {
+	ID             string         `json:"id"`
+	SPIFFEID       string         `json:"spiffe_id"`
+	NodeIDs        []string       `json:"node_ids"`
+	Selectors      []string       `json:"selectors"`
+	X509TTLSeconds int64          `json:"x509_ttl_seconds"`
+	JWTTTLSeconds  int64          `json:"jwt_ttl_seconds"`
+	Scopes         []string       `json:"scopes"`
+	Accountability Accountability `json:"accountability"`
+	CreatedAt      time.Time      `json:"created_at"`
+	UpdatedAt      time.Time      `json:"updated_at"`
+}
+
+// X509TTL is the registration's X509-SVID lifetime (0: the CA default).
+func (a *Agent) X509TTL() time.Duration { return time.Duration(a.X509TTLSeconds) * time.Second }
+
+// JWTTTL is the registration's JWT-SVID lifetime (0: the CA default).
+func (a *Agent) JWTTTL() time.Duration { return time.Duration(a.JWTTTLSeconds) * time.Second }
+
+// Validate checks the registration for trust domain td and normalises its
+// lists (nil becomes empty, sorted, duplicates removed).
+func (a *Agent) Validate(td spiffeid.TrustDomain) error {
+	id, err := spiffeid.FromString(a.SPIFFEID)
+	if err != nil {
+		return fmt.Errorf("%w: spiffe_id: %v", ErrInvalid, err)
+	}
+	if err := CheckAgentID(td, id); err != nil {
+		return err
+	}
+	if err := checkNodeIDs(td, a.NodeIDs); err != nil {
+		return err
+	}
+	if err := checkTTLs(a.X509TTLSeconds, a.JWTTTLSeconds); err != nil {
+		return err
+	}
+	for name, list := range map[string][]string{"selectors": a.Selectors, "scopes": a.Scopes} {
+		if err := checkStrings(name, list); err != nil {
+			return err
+		}
+	}
+	if err := checkAccountability(a.Accountability); err != nil {
+		return err
+	}
+	a.NodeIDs, a.Selectors, a.Scopes = normalise(a.NodeIDs), normalise(a.Selectors), normalise(a.Scopes)
+	return nil
+}
+
+// CheckAgentID reports whether id is an agent ID of trust domain td:
+// spiffe://<td>/agent/<name>, name one or more path segments.
+func CheckAgentID(td spiffeid.TrustDomain, id spiffeid.ID) error {
+	if id.TrustDomain() != td {
+		return fmt.Errorf("%w: spiffe_id %q is not in trust domain %q", ErrInvalid, id, td)
+	}
+	if !strings.HasPrefix(id.Path(), "/agent/") {
+		return fmt.Errorf("%w: spiffe_id %q must be spiffe://%s/agent/<name>", ErrInvalid, id, td)
+	}
+	return nil
+}
+
+func checkNodeIDs(td spiffeid.TrustDomain, ids []string) error {
+	if len(ids) > MaxListLen {
+		return fmt.Errorf("%w: node_ids: more than %d entries", ErrInvalid, MaxListLen)
+	}
+	for _, s := range ids {
+		id, err := spiffeid.FromString(s)
+		if err != nil {
+			return fmt.Errorf("%w: node_ids: %q: %v", ErrInvalid, s, err)
+		}
+		if id.TrustDomain() != td || !strings.HasPrefix(id.Path(), "/node/") {
+			return fmt.Errorf("%w: node_ids: %q is not a node of trust domain %q", ErrInvalid, s, td)
+		}
+	}
+	return nil
+}
+
+func checkTTLs(x509TTL, jwtTTL int64) error {
+	for name, v := range map[string]int64{"x509_ttl_seconds": x509TTL, "jwt_ttl_seconds": jwtTTL} {
+		if v < 0 || v > MaxTTLSeconds {
+			return fmt.Errorf("%w: %s must be between 0 (default) and %d", ErrInvalid, name, MaxTTLSeconds)
+		}
+	}
+	return nil
+}
+
+func checkStrings(name string, list []string) error {
+	if len(list) > MaxListLen {
+		return fmt.Errorf("%w: %s: more than %d entries", ErrInvalid, name, MaxListLen)
+	}
+	for _, s := range list {
+		if s == "" || len(s) > MaxStringLen {
+			return fmt.Errorf("%w: %s: entries must be 1 to %d bytes", ErrInvalid, name, MaxStringLen)
+		}
+	}
+	return nil
+}
+
+func checkAccountability(acc Accountability) error {
+	for _, s := range []string{acc.Operator, acc.ModelProvider, acc.Model, acc.ResponsibleParty} {
+		if len(s) > MaxStringLen {
+			return fmt.Errorf("%w: accountability fields are at most %d bytes", ErrInvalid, MaxStringLen)
+		}
+	}
+	return nil
+}
+
+func normalise(list []string) []string {
+	out := slices.Clone(list)
+	if out == nil {
+		out = []string{}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// NewID returns a random registration or record identifier (32 hex digits).
+func NewID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("registry: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// CreateAgent stores a new, validated registration. It fails with
+// ErrAlreadyExists when the SPIFFE ID is already registered.
+func CreateAgent(tx store.Tx, a *Agent) error {
+	if _, err := tx.Get(BucketAgentByID, []byte(a.SPIFFEID)); err == nil {
+		return fmt.Errorf("%w: an agent with spiffe_id %q is registered", ErrAlreadyExists, a.SPIFFEID)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err := tx.Put(BucketAgentByID, []byte(a.SPIFFEID), []byte(a.ID)); err != nil {
+		return err
+	}
+	return putJSON(tx, BucketAgents, a.ID, a)
+}
+
+// UpdateAgent replaces registration a.ID, keeping its creation time.
+func UpdateAgent(tx store.Tx, a *Agent) error {
+	old, err := GetAgent(tx, a.ID)
+	if err != nil {
+		return err
+	}
+	if old.SPIFFEID != a.SPIFFEID {
+		if err := tx.Delete(BucketAgentByID, []byte(old.SPIFFEID)); err != nil {
+			return err
+		}
+		if err := CreateAgent(tx, a); err != nil {
+			return err
+		}
+	}
+	a.CreatedAt = old.CreatedAt
+	return putJSON(tx, BucketAgents, a.ID, a)
+}
+
+// DeleteAgent removes registration id.
+func DeleteAgent(tx store.Tx, id string) (*Agent, error) {
+	a, err := GetAgent(tx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Delete(BucketAgentByID, []byte(a.SPIFFEID)); err != nil {
+		return nil, err
+	}
+	return a, tx.Delete(BucketAgents, []byte(id))
+}
+
+// GetAgent returns registration id.
+func GetAgent(tx store.Tx, id string) (*Agent, error) {
+	var a Agent
+	if err := getJSON(tx, BucketAgents, id, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// AgentBySPIFFEID returns the registration of a SPIFFE ID.
+func AgentBySPIFFEID(tx store.Tx, spiffeID string) (*Agent, error) {
+	id, err := tx.Get(BucketAgentByID, []byte(spiffeID))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w: no agent registered as %q", ErrNotFound, spiffeID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return GetAgent(tx, string(id))
+}
+
+// ListAgents returns every registration, ordered by SPIFFE ID.
+func ListAgents(tx store.Tx) ([]*Agent, error) {
+	out := []*Agent{}
+	err := tx.Scan(BucketAgentByID, nil, nil, func(_, id []byte) error {
+		a, err := GetAgent(tx, string(id))
+		if err != nil {
+			return err
+		}
+		out = append(out, a)
+		return nil
+	})
+	return out, err
+}
+
+func putJSON(tx store.Tx, bucket, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("registry: encode %s record: %w", bucket, err)
+	}
+	return tx.Put(bucket, []byte(key), b)
+}
+
+func getJSON(tx store.Tx, bucket, key string, v any) error {
+	b, err := tx.Get(bucket, []byte(key))
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %s %q", ErrNotFound, strings.TrimSuffix(bucket, "s"), key)
+	}
+	if err != nil {
+		return err
+	}
+	return decodeJSON(b, v)
+}
+
+func decodeJSON(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("registry: decode record: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,110 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"mandate.dev/mandate/store"
+)
+
+// Attestation levels of a node.
+const (
+	LevelToken    = "token"
+	LevelHardware = "hardware"
+)
+
+// ErrBanned is returned when a banned node asks for anything.
+var ErrBanned = errors.New("registry: node is banned")
+
+// ErrNotHosted is returned when an agent may not run on a node.
+var ErrNotHosted = errors.New("registry: agent is not allowed on this node")
+
+// Node is an attested host.
+type Node struct {
+	SPIFFEID          string    `json:"spiffe_id"`
+	AttestationMethod string    `json:"attestation_method"`
+	Level             string    `json:"level"`
+	Selectors         []string  `json:"selectors"`
+	AttestedAt        time.Time `json:"attested_at"`
+	SVIDSerial        string    `json:"svid_serial,omitempty"`
+	SVIDExpiresAt     time.Time `json:"svid_expires_at,omitzero"`
+	Banned            bool      `json:"banned"`
+	BannedAt          time.Time `json:"banned_at,omitzero"`
+	BanReason         string    `json:"ban_reason,omitempty"`
+}
+
+// PutNode stores n, keeping a ban that is already recorded.
+func PutNode(tx store.Tx, n *Node) error {
+	if old, err := GetNode(tx, n.SPIFFEID); err == nil && old.Banned {
+		n.Banned, n.BannedAt, n.BanReason = true, old.BannedAt, old.BanReason
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	n.Selectors = normalise(n.Selectors)
+	return putJSON(tx, BucketNodes, n.SPIFFEID, n)
+}
+
+// GetNode returns the node with the given SPIFFE ID.
+func GetNode(tx store.Tx, spiffeID string) (*Node, error) {
+	var n Node
+	if err := getJSON(tx, BucketNodes, spiffeID, &n); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+// ListNodes returns every node, ordered by SPIFFE ID.
+func ListNodes(tx store.Tx) ([]*Node, error) {
+	out := []*Node{}
+	err := tx.Scan(BucketNodes, nil, nil, func(_, v []byte) error {
+		n := new(Node)
+		if err := decodeJSON(v, n); err != nil {
+			return err
+		}
+		out = append(out, n)
+		return nil
+	})
+	return out, err
+}
+
+// BanNode marks a node banned. Banning a banned node keeps the first ban.
+func BanNode(tx store.Tx, spiffeID, reason string, now time.Time) (*Node, error) {
+	n, err := GetNode(tx, spiffeID)
+	if err != nil {
+		return nil, err
+	}
+	if !n.Banned {
+		n.Banned, n.BannedAt, n.BanReason = true, now, reason
+		if err := putJSON(tx, BucketNodes, n.SPIFFEID, n); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// CheckHosting reports whether agent a may receive credentials on node n:
+// the node is not banned, and it is listed in the registration's node_ids,
+// or the registration has selectors and the node carries all of them.
+func CheckHosting(a *Agent, n *Node) error {
+	if n.Banned {
+		return fmt.Errorf("%w: %s", ErrBanned, n.SPIFFEID)
+	}
+	if slices.Contains(a.NodeIDs, n.SPIFFEID) {
+		return nil
+	}
+	if len(a.Selectors) > 0 && hasAll(n.Selectors, a.Selectors) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s may not host %s", ErrNotHosted, n.SPIFFEID, a.SPIFFEID)
+}
+
+func hasAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,165 @@
+package bolt
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"mandate.dev/mandate/store"
+	"mandate.dev/mandate/store/storetest"
+)
+
+// mustOpen opens path, failing t on error. The caller closes the store.
+func mustOpen(t testing.TB, path string) *Store {
+	t.Helper()
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open(%q) = %v, want nil", path, err)
+	}
+	return s
+}
+
+// openTemp opens a new store in t's temporary directory, closed when t
+// ends.
+func openTemp(t testing.TB) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	s := mustOpen(t, path)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close() = %v, want nil", err)
+		}
+	})
+	return s, path
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) (store.Store, func() store.Store) {
+		path := filepath.Join(t.TempDir(), "mandate.db")
+		reopen := func() store.Store { return mustOpen(t, path) }
+		return mustOpen(t, path), reopen
+	})
+}
+
+func TestFileMode(t *testing.T) {
+	_, path := openTemp(t)
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Mode().Perm(); got != 0o600 {
+		t.Errorf("mode of %s = %v, want %v", path, got, fs.FileMode(0o600))
+	}
+}
+
+func TestOpenLocked(t *testing.T) {
+	_, path := openTemp(t)
+	const timeout = 200 * time.Millisecond
+	begin := time.Now()
+	s, err := Open(path, Options{Timeout: timeout})
+	elapsed := time.Since(begin)
+	if err == nil {
+		s.Close()
+		t.Fatalf("second Open(%q) = nil, want %v", path, ErrLocked)
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Errorf("second Open(%q) = %v, want %v", path, err, ErrLocked)
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Errorf("second Open(%q) error %q does not name the file", path, err)
+	}
+	if elapsed < timeout/2 || elapsed > timeout+2*time.Second {
+		t.Errorf("second Open(%q) failed after %v, want about %v", path, elapsed, timeout)
+	}
+}
+
+func TestOpenAfterClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	s := mustOpen(t, path)
+	if err := s.Update(t.Context(), func(tx store.Tx) error {
+		return tx.Put("b", []byte("k"), []byte("v"))
+	}); err != nil {
+		t.Fatalf("Update(Put) = %v, want nil", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() = %v, want nil", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close() = %v, want nil", err)
+	}
+
+	s = mustOpen(t, path) // the lock was released
+	defer s.Close()
+	err := s.View(t.Context(), func(tx store.Tx) error {
+		got, err := tx.Get("b", []byte("k"))
+		if err != nil || string(got) != "v" {
+			t.Errorf("Get(%q) after reopen = %q, %v, want %q, nil", "k", got, err, "v")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("View() = %v, want nil", err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.db")
+	if err := os.WriteFile(garbage, []byte(strings.Repeat("not a bbolt file ", 1000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		path string
+	}{
+		{"missing parent directory", filepath.Join(dir, "missing", "mandate.db")},
+		{"not a bbolt file", garbage},
+		{"directory", dir},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(tc.path, Options{Timeout: 100 * time.Millisecond})
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%q) = nil, want error", tc.path)
+			}
+			if !strings.HasPrefix(err.Error(), "store/bolt: ") || errors.Is(err, ErrLocked) {
+				t.Errorf("Open(%q) = %v, want a store/bolt error other than %v", tc.path, err, ErrLocked)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Open created the missing parent directory: Stat = %v", err)
+	}
+}
+
+func TestTxAfterCallback(t *testing.T) {
+	s, _ := openTemp(t)
+	var leaked store.Tx
+	if err := s.Update(t.Context(), func(tx store.Tx) error {
+		leaked = tx
+		return nil
+	}); err != nil {
+		t.Fatalf("Update() = %v, want nil", err)
+	}
+	if err := leaked.Put("b", []byte("k"), []byte("v")); err == nil {
+		t.Errorf("Put on a Tx after its callback returned = nil, want error")
+	}
+	if _, err := leaked.Get("b", []byte("k")); err == nil {
+		t.Errorf("Get on a Tx after its callback returned = nil, want error")
+	}
+}
+
+func TestEmptyBucketName(t *testing.T) {
+	s, _ := openTemp(t)
+	err := s.Update(t.Context(), func(tx store.Tx) error {
+		return tx.Put("", []byte("k"), []byte("v"))
+	})
+	if err == nil {
+		t.Errorf("Put(%q, %q) = nil, want error", "", "k")
+	}
+}

@@ -1,0 +1,66 @@
+package store
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotFound is returned by Tx.Get when the key does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrReadOnly is returned by mutating Tx methods inside View.
+var ErrReadOnly = errors.New("store: read-only transaction")
+
+// ErrStopScan may be returned by a Scan callback to end the scan early;
+// Scan then returns nil.
+var ErrStopScan = errors.New("store: stop scan")
+
+// Store is the authority's whole persistent state: named buckets of
+// byte keys and values, read and written only inside transactions.
+//
+// Implementations must be safe for concurrent use by many goroutines.
+type Store interface {
+	// View runs fn in a read-only transaction that sees one consistent
+	// snapshot. Mutating calls on its Tx return ErrReadOnly.
+	View(ctx context.Context, fn func(Tx) error) error
+
+	// Update runs fn in a read-write transaction. When Update returns nil,
+	// every write fn made is durable (on stable storage, e.g. fsynced).
+	// When fn returns an error, nothing it wrote is kept and Update returns
+	// that error (wrapped or as is, so errors.Is works).
+	//
+	// fn may be called more than once (an implementation may retry on a
+	// serialization conflict), so it must have no effects outside the Tx
+	// other than on values it recomputes on each call.
+	Update(ctx context.Context, fn func(Tx) error) error
+
+	// Close releases the store. Calls after Close fail.
+	Close() error
+}
+
+// Tx is one transaction. It is only valid inside the View or Update
+// callback that received it and must not be used from other goroutines.
+// Buckets are created on first write; reading a bucket that has never been
+// written behaves as reading an empty bucket.
+type Tx interface {
+	// Get returns a copy of the value stored under key, or ErrNotFound.
+	Get(bucket string, key []byte) ([]byte, error)
+
+	// Put stores value under key, replacing any earlier value. Empty keys
+	// are refused. The store keeps its own copy of key and value.
+	Put(bucket string, key, value []byte) error
+
+	// Delete removes key. Deleting an absent key is not an error.
+	Delete(bucket string, key []byte) error
+
+	// Scan calls fn for every key that starts with prefix, in ascending
+	// byte order, beginning at the first key >= start (a nil start, or one
+	// below prefix, begins at prefix). key and value are copies fn may keep.
+	// An error from fn ends the scan and is returned, except ErrStopScan,
+	// which ends it with nil.
+	Scan(bucket string, prefix, start []byte, fn func(key, value []byte) error) error
+
+	// NextSequence returns the next value of the bucket's counter: 1, 2, 3...
+	// Within an Update it is undone with the transaction if fn fails.
+	NextSequence(bucket string) (uint64, error)
+}
