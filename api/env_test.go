@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +30,8 @@ type env struct {
 	admin   *client.Client
 	bundle  []*x509.Certificate
 	dataDir string
+	skew    *atomic.Int64 // nanoseconds added to the authority's clock
+	stop    func()        // stops the authority (idempotent; also at cleanup)
 }
 
 // start runs an authority for td until the test ends.
@@ -42,7 +46,9 @@ func start(t *testing.T, td string, mutate ...func(*authority.Config)) *env {
 		t.Fatalf("Validate() = %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := authority.New(ctx, cfg, authority.Options{})
+	skew := new(atomic.Int64)
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	a, err := authority.New(ctx, cfg, authority.Options{Now: now})
 	if err != nil {
 		t.Fatalf("authority.New() = %v", err)
 	}
@@ -60,16 +66,20 @@ func start(t *testing.T, td string, mutate ...func(*authority.Config)) *env {
 	done := make(chan error, 2)
 	go func() { done <- a.Run(ctx) }()
 	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		for range 2 {
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("authority stopped with %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			for range 2 {
+				if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+					t.Errorf("authority stopped with %v", err)
+				}
 			}
-		}
-		a.Close()
-	})
-	e := &env{t: t, td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String(), dataDir: cfg.DataDir}
+			a.Close()
+		})
+	}
+	t.Cleanup(stop)
+	e := &env{stop: stop, t: t, td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String(), dataDir: cfg.DataDir, skew: skew}
 	chain, key, bundle, err := credfile.Load(authority.AdminPaths(cfg.DataDir))
 	if err != nil {
 		t.Fatalf("load admin credential: %v", err)

@@ -1,0 +1,194 @@
+package api_test
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/client"
+)
+
+// federate makes e federate with peer over the https_spiffe profile,
+// bootstrapped with the peer's bundle.
+func (e *env) federate(peer *env) {
+	e.t.Helper()
+	doc, err := peer.fetchBundle().Marshal()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_, err = e.admin.AddFederation(ctxT(e.t), &client.Federation{
+		TrustDomain: peer.td.String(), BundleEndpointURL: peer.url + "/v1/bundle", Profile: "https_spiffe", Bundle: doc,
+	})
+	if err != nil {
+		e.t.Fatalf("AddFederation(%s) = %v", peer.td, err)
+	}
+}
+
+// bundleSet turns the bundles of an SVID answer into a go-spiffe source.
+func bundleSet(t *testing.T, ans *client.SVIDAnswer) *spiffebundle.Set {
+	t.Helper()
+	m, err := ans.ParseBundles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := spiffebundle.NewSet()
+	for _, b := range m {
+		set.Add(b)
+	}
+	return set
+}
+
+func svidOf(id identity) *x509svid.SVID {
+	return &x509svid.SVID{ID: id.id, Certificates: id.chain, PrivateKey: id.key}
+}
+
+// TestFederatedAgentsMTLS starts org-a and org-b, federates them, and has
+// an org-a agent and an org-b agent complete an mTLS handshake using only
+// what their authorities handed them.
+func TestFederatedAgentsMTLS(t *testing.T) {
+	a, b := start(t, "org-a.example"), start(t, "org-b.example")
+	a.federate(b)
+	b.federate(a)
+	nodeA, nodeB := a.joinNode(), b.joinNode()
+	alice := a.agentSVID(nodeA, a.registerAgent("alice", nodeA.id))
+	bob := b.agentSVID(nodeB, b.registerAgent("bob", nodeB.id))
+	for _, id := range []identity{alice, bob} {
+		if len(id.ans.Bundles) != 2 {
+			t.Fatalf("%s got bundles for %d trust domains, want 2 (own and federated)", id.id, len(id.ans.Bundles))
+		}
+	}
+
+	ctx := ctxT(t)
+	ln, err := spiffetls.ListenWithMode(ctx, "tcp", "127.0.0.1:0",
+		spiffetls.MTLSServerWithRawConfig(tlsconfig.AuthorizeID(bob.id), svidOf(alice), bundleSet(t, alice.ans)))
+	if err != nil {
+		t.Fatalf("spiffetls.Listen() = %v", err)
+	}
+	defer ln.Close()
+	greeting := "hello from " + alice.id.String()
+	go func() { // alice answers every connection with a greeting
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(conn, greeting)
+			conn.Close()
+		}
+	}()
+	conn, err := spiffetls.DialWithMode(ctx, "tcp", ln.Addr().String(),
+		spiffetls.MTLSClientWithRawConfig(tlsconfig.AuthorizeID(alice.id), svidOf(bob), bundleSet(t, bob.ans)))
+	if err != nil {
+		t.Fatalf("spiffetls.Dial() = %v", err)
+	}
+	defer conn.Close()
+	msg, err := io.ReadAll(conn)
+	if err != nil || string(msg) != greeting {
+		t.Errorf("read %q, %v; want %q", msg, err, greeting)
+	}
+	peer, err := spiffetls.PeerIDFromConn(conn)
+	if err != nil || peer != alice.id {
+		t.Errorf("PeerIDFromConn() = %v, %v; want %s", peer, err, alice.id)
+	}
+
+	// An agent of a trust domain neither side federates with cannot
+	// complete the handshake.
+	a2 := start(t, "org-c.example")
+	nodeC := a2.joinNode()
+	carol := a2.agentSVID(nodeC, a2.registerAgent("carol", nodeC.id))
+	c, err := spiffetls.DialWithMode(ctx, "tcp", ln.Addr().String(),
+		spiffetls.MTLSClientWithRawConfig(tlsconfig.AuthorizeAny(), svidOf(carol), bundleSet(t, carol.ans)))
+	if err == nil {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		msg, err := io.ReadAll(c) // TLS 1.3: the server's refusal arrives after the client's handshake
+		c.Close()
+		if err == nil || string(msg) == greeting {
+			t.Errorf("unfederated agent read %q, %v; want the handshake refused", msg, err)
+		}
+	}
+}
+
+// TestFederationPersistsAndRefreshes checks that the peer's bundle is
+// fetched from its endpoint, that the relationship survives a restart,
+// and that a peer being down keeps the last bundle in use.
+func TestFederationPersistsAndRefreshes(t *testing.T) {
+	b := start(t, "org-b.example")
+	dataDir := t.TempDir()
+	a := start(t, "org-a.example", func(c *authority.Config) { c.DataDir = dataDir })
+	a.federate(b)
+	waitRefreshed(t, a, b.td)
+
+	a.stop()
+	b.stop()
+	a = start(t, "org-a.example", func(c *authority.Config) { c.DataDir = dataDir })
+	feds, err := a.admin.ListFederations(ctxT(t))
+	if err != nil || len(feds) != 1 || feds[0].TrustDomain != b.td.String() {
+		t.Fatalf("ListFederations() after restart = %+v, %v; want the org-b relationship", feds, err)
+	}
+	// org-b is down, yet its last bundle is still handed to agents.
+	node := a.joinNode()
+	agent := a.agentSVID(node, a.registerAgent("alice", node.id))
+	if _, ok := agent.ans.Bundles[b.td.String()]; !ok {
+		t.Errorf("bundles after restart with peer down = %v, want org-b's", agent.ans.Bundles)
+	}
+	if err := a.admin.DeleteFederation(ctxT(t), b.td.String()); err != nil {
+		t.Fatalf("DeleteFederation() = %v", err)
+	}
+	agent = a.agentSVID(node, spiffeid.RequireFromSegments(a.td, "agent", "alice").String())
+	if _, ok := agent.ans.Bundles[b.td.String()]; ok {
+		t.Error("bundles after DeleteFederation still carry org-b's")
+	}
+}
+
+func TestFederationRefusals(t *testing.T) {
+	a, b := start(t, "org-a.example"), start(t, "org-b.example")
+	ctx := ctxT(t)
+	tests := []struct {
+		name string
+		f    client.Federation
+	}{
+		{"https_spiffe without bundle", client.Federation{TrustDomain: b.td.String(), BundleEndpointURL: b.url + "/v1/bundle"}},
+		{"plain http", client.Federation{TrustDomain: b.td.String(), BundleEndpointURL: "http://127.0.0.1:1/v1/bundle", Profile: "https_web"}},
+		{"unknown profile", client.Federation{TrustDomain: b.td.String(), BundleEndpointURL: b.url, Profile: "ftp"}},
+		{"own trust domain", client.Federation{TrustDomain: a.td.String(), BundleEndpointURL: b.url, Profile: "https_web"}},
+		{"bad trust domain", client.Federation{TrustDomain: "Not A Domain", BundleEndpointURL: b.url, Profile: "https_web"}},
+		{"garbage bundle", client.Federation{TrustDomain: b.td.String(), BundleEndpointURL: b.url, Bundle: []byte(`{"keys":"x"}`)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := a.admin.AddFederation(ctx, &tt.f)
+			if got := problemName(err); got != "invalid-federation" {
+				t.Errorf("AddFederation() = %v, want problem invalid-federation", err)
+			}
+		})
+	}
+	if feds, err := a.admin.ListFederations(ctx); err != nil || len(feds) != 0 {
+		t.Errorf("ListFederations() = %d, %v; want none after refusals", len(feds), err)
+	}
+}
+
+// waitRefreshed polls until e has fetched td's bundle from its endpoint.
+func waitRefreshed(t *testing.T, e *env, td spiffeid.TrustDomain) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		feds, err := e.admin.ListFederations(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range feds {
+			if f.TrustDomain == td.String() && f.LastRefresh != nil {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never fetched the bundle of %s", e.td, td)
+}

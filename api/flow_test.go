@@ -1,0 +1,218 @@
+package api_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/client"
+)
+
+// TestIssuanceValidatesWithGoSPIFFE runs the quickstart through the real
+// API and validates everything issued with go-spiffe against the bundle
+// fetched from the bundle endpoint.
+func TestIssuanceValidatesWithGoSPIFFE(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	node := e.joinNode()
+	agentID := e.registerAgent("hello", node.id)
+	agent := e.agentSVID(node, agentID)
+	bundle := e.fetchBundle()
+
+	for name, id := range map[string]identity{"node": node, "agent": agent} {
+		got, _, err := x509svid.Verify(id.chain, bundle)
+		if err != nil {
+			t.Fatalf("x509svid.Verify(%s SVID) = %v", name, err)
+		}
+		if got != id.id {
+			t.Errorf("x509svid.Verify(%s SVID) ID = %s, want %s", name, got, id.id)
+		}
+	}
+	if agent.id.String() != agentID {
+		t.Errorf("agent SVID ID = %s, want %s", agent.id, agentID)
+	}
+	if _, ok := agent.ans.Bundles[e.td.String()]; !ok {
+		t.Errorf("SVID answer bundles = %v, want one for %s", agent.ans.Bundles, e.td)
+	}
+
+	// The agent renews by itself, then asks for JWT-SVIDs.
+	agentClient := e.client(agent.chain, agent.key)
+	renewed := e.agentSVIDWith(agentClient, agentID)
+	if _, _, err := x509svid.Verify(renewed.chain, bundle); err != nil {
+		t.Errorf("x509svid.Verify(renewed) = %v", err)
+	}
+	jwtAns, err := agentClient.JWTSVID(ctx, "", []string{"api.example", "other"})
+	if err != nil {
+		t.Fatalf("JWTSVID() = %v", err)
+	}
+	svid, err := jwtsvid.ParseAndValidate(jwtAns.Token, bundle, []string{"api.example"})
+	if err != nil {
+		t.Fatalf("jwtsvid.ParseAndValidate() = %v", err)
+	}
+	if svid.ID.String() != agentID {
+		t.Errorf("JWT-SVID sub = %s, want %s", svid.ID, agentID)
+	}
+	if _, err := jwtsvid.ParseAndValidate(jwtAns.Token, bundle, []string{"elsewhere"}); err == nil {
+		t.Error("jwtsvid.ParseAndValidate(wrong audience) = nil, want error")
+	}
+
+	// The node asks for a JWT-SVID on behalf of the agent it hosts.
+	nodeJWT, err := e.client(node.chain, node.key).JWTSVID(ctx, agentID, []string{"api.example"})
+	if err != nil {
+		t.Fatalf("node JWTSVID() = %v", err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(nodeJWT.Token, bundle, []string{"api.example"}); err != nil {
+		t.Errorf("jwtsvid.ParseAndValidate(node-fetched token) = %v", err)
+	}
+}
+
+// agentSVIDWith has c (the agent itself) renew its X509-SVID.
+func (e *env) agentSVIDWith(c *client.Client, agentID string) identity {
+	e.t.Helper()
+	key, _, err := client.NewKeyAndCSR()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	csr, err := client.CSRFor(key, spiffeid.RequireFromString(agentID))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ans, err := c.X509SVID(ctxT(e.t), agentID, csr)
+	if err != nil {
+		e.t.Fatalf("X509SVID(renewal) = %v", err)
+	}
+	return e.identity(ans, key)
+}
+
+// problemName returns the problem type name of err, or "" if err is not a
+// problem answer.
+func problemName(err error) string {
+	var p *client.Problem
+	if errors.As(err, &p) {
+		return p.Name()
+	}
+	return ""
+}
+
+func TestJoinTokenRefusals(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	public := e.client(nil, nil)
+	_, csr, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	used, err := e.admin.CreateJoinToken(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := public.Join(ctx, used.Token, csr); err != nil {
+		t.Fatalf("first Join() = %v", err)
+	}
+	expiring, err := e.admin.CreateJoinToken(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.skew.Store(int64(2 * time.Minute))
+	defer e.skew.Store(0)
+	tests := []struct {
+		name, token, want string
+	}{
+		{"replayed", used.Token, "join-token-used"},
+		{"expired", expiring.Token, "join-token-expired"},
+		{"unknown", "not-a-token", "join-token-unknown"},
+		{"empty", "", "join-token-unknown"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := public.Join(ctx, tt.token, csr)
+			if got := problemName(err); got != tt.want {
+				t.Errorf("Join(%s token) = %v, want problem %s", tt.name, err, tt.want)
+			}
+		})
+	}
+	nodes, err := e.admin.ListNodes(ctx)
+	if err != nil || len(nodes) != 1 {
+		t.Errorf("ListNodes() = %d nodes, %v; want 1 (refused joins record nothing)", len(nodes), err)
+	}
+}
+
+func TestIssuanceRefusals(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	node, other := e.joinNode(), e.joinNode()
+	hello := e.registerAgent("hello", node.id)
+	elsewhere := e.registerAgent("elsewhere", other.id)
+	agent := e.agentSVID(node, hello)
+	nodeC, agentC := e.client(node.chain, node.key), e.client(agent.chain, agent.key)
+	unregistered := spiffeid.RequireFromSegments(e.td, "agent", "ghost").String()
+
+	x509 := func(c *client.Client, id string) error {
+		key, _, err := client.NewKeyAndCSR()
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := client.CSRFor(key, spiffeid.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.X509SVID(ctx, id, csr)
+		return err
+	}
+	jwt := func(c *client.Client, id string) error {
+		_, err := c.JWTSVID(ctx, id, []string{"aud"})
+		return err
+	}
+	tests := []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"x509 unregistered agent", func() error { return x509(nodeC, unregistered) }, "agent-not-registered"},
+		{"x509 agent of another node", func() error { return x509(nodeC, elsewhere) }, "agent-not-allowed-on-node"},
+		{"x509 agent asks for another agent", func() error { return x509(agentC, elsewhere) }, "forbidden"},
+		{"x509 without client certificate", func() error { return x509(e.client(nil, nil), hello) }, "unauthenticated"},
+		{"x509 admin is not a node", func() error { return x509(e.admin, hello) }, "forbidden"},
+		{"x509 other trust domain", func() error { return x509(nodeC, "spiffe://org-b.example/agent/hello") }, "agent-not-registered"},
+		{"x509 not an agent id", func() error { return x509(nodeC, spiffeid.RequireFromSegments(e.td, "mandate", "admin").String()) }, "agent-not-registered"},
+		{"x509 malformed id", func() error { return x509(nodeC, "not a spiffe id") }, "invalid-request"},
+		{"jwt unregistered agent", func() error { return jwt(nodeC, unregistered) }, "agent-not-registered"},
+		{"jwt agent of another node", func() error { return jwt(nodeC, elsewhere) }, "agent-not-allowed-on-node"},
+		{"jwt agent asks for another", func() error { return jwt(agentC, elsewhere) }, "forbidden"},
+		{"jwt without audience", func() error { _, err := agentC.JWTSVID(ctx, "", nil); return err }, "invalid-request"},
+		{"admin call by a node", func() error { _, err := nodeC.ListAgents(ctx); return err }, "forbidden"},
+		{"admin call by an agent", func() error { _, err := agentC.CreateJoinToken(ctx, time.Minute); return err }, "forbidden"},
+		{"admin call without certificate", func() error { _, err := e.client(nil, nil).ListNodes(ctx); return err }, "unauthenticated"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := problemName(tt.call()); got != tt.want {
+				t.Errorf("got problem %q, want %q", got, tt.want)
+			}
+		})
+	}
+
+	// Banning the node stops credentials for the node and its agents,
+	// including the agent renewing by itself.
+	if _, err := e.admin.BanNode(ctx, node.id.String(), "compromised"); err != nil {
+		t.Fatalf("BanNode() = %v", err)
+	}
+	for name, call := range map[string]func() error{
+		"node x509 for agent": func() error { return x509(nodeC, hello) },
+		"node jwt for agent":  func() error { return jwt(nodeC, hello) },
+		"agent renews x509":   func() error { return x509(agentC, hello) },
+		"agent jwt":           func() error { return jwt(agentC, "") },
+		"node renews itself":  func() error { return x509(nodeC, node.id.String()) },
+	} {
+		if got := problemName(call()); got != "node-banned" {
+			t.Errorf("after ban, %s: problem %q, want node-banned", name, got)
+		}
+	}
+	if err := x509(e.client(other.chain, other.key), elsewhere); err != nil {
+		t.Errorf("unbanned node's agent: %v, want success", err)
+	}
+}

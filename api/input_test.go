@@ -1,0 +1,171 @@
+package api_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/credfile"
+)
+
+// rawClient is a plain HTTP client presenting chain/key (or no
+// certificate when chain is nil), for requests the typed client would
+// never send.
+func (e *env) rawClient(chain []*x509.Certificate, key crypto.Signer) *http.Client {
+	bundle := x509bundle.FromX509Authorities(e.td, e.bundle)
+	authz := tlsconfig.AuthorizeID(authority.ServerID(e.td))
+	cfg := tlsconfig.TLSClientConfig(bundle, authz)
+	if chain != nil {
+		svid := &x509svid.SVID{ID: spiffeid.RequireFromString(chain[0].URIs[0].String()), Certificates: chain, PrivateKey: key}
+		cfg = tlsconfig.MTLSClientConfig(svid, bundle, authz)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+	e.t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+func (e *env) adminRaw() *http.Client {
+	chain, key, _, err := credfile.Load(authority.AdminPaths(e.dataDir))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.rawClient(chain, key)
+}
+
+func csrPEM(t *testing.T, key crypto.Signer, tpl *x509.CertificateRequest) string {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, tpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
+
+func mustJSON(t *testing.T, v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestBadInputGetsAProblem sends malformed and hostile requests and checks
+// each gets its 4xx problem+json answer and changes nothing.
+func TestBadInputGetsAProblem(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	node := e.joinNode()
+	agentID := e.registerAgent("hello", node.id)
+	tok, err := e.admin.CreateJoinToken(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	rsa1024, _ := rsa.GenerateKey(rand.Reader, 1024)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	agentURL, _ := url.Parse(agentID)
+	otherURL, _ := url.Parse(spiffeid.RequireFromSegments(e.td, "agent", "other").String())
+	goodCSR := csrPEM(t, p256, &x509.CertificateRequest{})
+	x509Req := func(csr string) string { return mustJSON(t, map[string]string{"spiffe_id": agentID, "csr": csr}) }
+	joinReq := func(csr string) string { return mustJSON(t, map[string]string{"token": tok.Token, "csr": csr}) }
+	blk, _ := pem.Decode([]byte(goodCSR))
+	blk.Bytes[len(blk.Bytes)-2] ^= 0xff // inside the signature
+	garbledCSR := string(pem.EncodeToMemory(blk))
+
+	admin, nodeC, public := e.adminRaw(), e.rawClient(node.chain, node.key), e.rawClient(nil, nil)
+	tests := []struct {
+		name         string
+		c            *http.Client
+		method, path string
+		ctype, body  string
+		status       int
+		problem      string
+	}{
+		{"malformed json", admin, "POST", "/v1/admin/agents", "application/json", `{"spiffe_id":`, 400, "malformed-json"},
+		{"json array", admin, "POST", "/v1/admin/join-tokens", "application/json", `[1,2]`, 400, "malformed-json"},
+		{"trailing data", admin, "POST", "/v1/admin/join-tokens", "application/json", `{"ttl_seconds":5}{}`, 400, "malformed-json"},
+		{"unknown field", admin, "POST", "/v1/admin/join-tokens", "application/json", `{"ttl":5}`, 400, "unknown-field"},
+		{"wrong type", admin, "POST", "/v1/admin/join-tokens", "application/json", `{"ttl_seconds":"5"}`, 400, "malformed-json"},
+		{"wrong content type", admin, "POST", "/v1/admin/join-tokens", "text/plain", `{}`, 415, "unsupported-media-type"},
+		{"no content type", admin, "POST", "/v1/admin/join-tokens", "", `{}`, 415, "unsupported-media-type"},
+		{"body too large", admin, "POST", "/v1/admin/agents", "application/json", `{"spiffe_id":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "body-too-large"},
+		{"negative ttl", admin, "POST", "/v1/admin/join-tokens", "application/json", `{"ttl_seconds":-1}`, 400, "invalid-ttl"},
+		{"huge ttl", admin, "POST", "/v1/admin/join-tokens", "application/json", `{"ttl_seconds":9223372036854775807}`, 400, "invalid-ttl"},
+		{"agent in other trust domain", admin, "POST", "/v1/admin/agents", "application/json", `{"spiffe_id":"spiffe://evil.example/agent/x"}`, 400, "invalid-registration"},
+		{"duplicate agent", admin, "POST", "/v1/admin/agents", "application/json", mustJSON(t, map[string]string{"spiffe_id": agentID}), 409, "already-exists"},
+		{"unknown agent", admin, "GET", "/v1/admin/agents/nope", "", "", 404, "not-found"},
+		{"ban unknown node", admin, "POST", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/x") + "/ban", "application/json", `{}`, 404, "not-found"},
+		{"unknown path", public, "GET", "/v1/nope", "", "", 404, "not-found"},
+		{"wrong method", public, "DELETE", "/v1/bundle", "", "", 405, "method-not-allowed"},
+		{"malformed csr", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req("not a csr"), 400, "invalid-csr"},
+		{"garbled csr", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(garbledCSR), 400, "invalid-csr"},
+		{"csr for another id", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(csrPEM(t, p256, &x509.CertificateRequest{URIs: []*url.URL{otherURL}})), 400, "csr-identity-mismatch"},
+		{"csr with dns san", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(csrPEM(t, p256, &x509.CertificateRequest{URIs: []*url.URL{agentURL}, DNSNames: []string{"evil.example"}})), 400, "csr-identity-mismatch"},
+		{"weak rsa key", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(csrPEM(t, rsa1024, &x509.CertificateRequest{})), 400, "weak-key"},
+		{"p224 key", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(csrPEM(t, p224, &x509.CertificateRequest{})), 400, "unsupported-key"},
+		{"ed25519 key", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(csrPEM(t, edKey, &x509.CertificateRequest{})), 400, "unsupported-key"},
+		{"join with malformed csr", public, "POST", "/v1/nodes/join", "application/json", joinReq("garbage"), 400, "invalid-csr"},
+		{"join csr naming an agent", public, "POST", "/v1/nodes/join", "application/json", joinReq(csrPEM(t, p256, &x509.CertificateRequest{URIs: []*url.URL{agentURL}})), 400, "csr-identity-mismatch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(ctx, tt.method, e.url+tt.path, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.ctype != "" {
+				req.Header.Set("Content-Type", tt.ctype)
+			}
+			resp, err := tt.c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Errorf("status = %d, want %d; body %s", resp.StatusCode, tt.status, body)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+				t.Errorf("Content-Type = %q, want application/problem+json", ct)
+			}
+			var p struct {
+				Type, Title, Detail string
+				Status              int
+			}
+			if err := json.NewDecoder(bytes.NewReader(body)).Decode(&p); err != nil {
+				t.Fatalf("problem body %q: %v", body, err)
+			}
+			if want := "https://mandate.dev/problems/" + tt.problem; p.Type != want || p.Status != tt.status || p.Title == "" || p.Detail == "" {
+				t.Errorf("problem = %+v, want type %s status %d with title and detail", p, want, tt.status)
+			}
+		})
+	}
+
+	// The join token survived every refused join: it still works once.
+	if _, err := e.client(nil, nil).Join(ctx, tok.Token, []byte(goodCSR)); err != nil {
+		t.Errorf("Join() after refused attempts = %v, want success", err)
+	}
+	agents, err := e.admin.ListAgents(ctx)
+	if err != nil || len(agents) != 1 {
+		t.Errorf("ListAgents() = %d agents, %v; want 1 (refused requests change nothing)", len(agents), err)
+	}
+}

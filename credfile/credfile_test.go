@@ -1,0 +1,474 @@
+package credfile_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"mandate.dev/mandate/credfile"
+)
+
+func ecKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// selfSigned returns a self-signed certificate with the given common name.
+func selfSigned(t *testing.T, cn string) *x509.Certificate {
+	t.Helper()
+	k := ecKey(t)
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func sameCerts(a, b []*x509.Certificate) bool {
+	return slices.EqualFunc(a, b, func(x, y *x509.Certificate) bool { return x.Equal(y) })
+}
+
+func mode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestWriteLoadRoundTrip(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []struct {
+		name string
+		key  crypto.Signer
+	}{
+		{"ecdsa", ecKey(t)},
+		{"rsa", rsaKey},
+		{"ed25519", edKey},
+	}
+	for _, k := range keys {
+		t.Run(k.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "a", "creds")
+			p := credfile.In(dir)
+			chain := []*x509.Certificate{selfSigned(t, "leaf"), selfSigned(t, "intermediate")}
+			bundle := []*x509.Certificate{selfSigned(t, "root1"), selfSigned(t, "root2")}
+			if err := credfile.Write(p, chain, k.key, bundle); err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+			gotChain, gotKey, gotBundle, err := credfile.Load(p)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if !sameCerts(gotChain, chain) {
+				t.Errorf("chain differs after round trip")
+			}
+			if !sameCerts(gotBundle, bundle) {
+				t.Errorf("bundle differs after round trip")
+			}
+			type equaler interface{ Equal(crypto.PrivateKey) bool }
+			if !k.key.(equaler).Equal(gotKey) {
+				t.Errorf("key differs after round trip")
+			}
+			if got := dirNames(t, dir); !slices.Equal(got, []string{"bundle.pem", "svid.key", "svid.pem"}) {
+				t.Errorf("directory holds %q, want exactly the three credential files", got)
+			}
+		})
+	}
+}
+
+func TestIn(t *testing.T) {
+	p := credfile.In("/x/y")
+	if p.Cert != "/x/y/svid.pem" || p.Key != "/x/y/svid.key" || p.Bundle != "/x/y/bundle.pem" {
+		t.Errorf("In = %+v", p)
+	}
+}
+
+func TestWriteModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new", "creds")
+	p := credfile.In(dir)
+	cert := selfSigned(t, "leaf")
+	if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path string
+		want os.FileMode
+	}{
+		{dir, 0o700},
+		{filepath.Dir(dir), 0o700},
+		{p.Key, 0o600},
+		{p.Cert, 0o644},
+		{p.Bundle, 0o644},
+	}
+	for _, tt := range tests {
+		if got := mode(t, tt.path); got != tt.want {
+			t.Errorf("mode of %s = %v, want %v", tt.path, got, tt.want)
+		}
+	}
+}
+
+func TestWriteTightensExistingKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	p := credfile.In(dir)
+	if err := os.WriteFile(p.Key, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cert := selfSigned(t, "leaf")
+	if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mode(t, p.Key); got != 0o600 {
+		t.Errorf("key mode after overwriting a 0644 file = %v, want 0600", got)
+	}
+}
+
+func TestWriteNilKeyKeepsExistingKey(t *testing.T) {
+	dir := t.TempDir()
+	p := credfile.In(dir)
+	key := ecKey(t)
+	cert := selfSigned(t, "leaf")
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	cert2 := selfSigned(t, "leaf2")
+	if err := credfile.Write(p, []*x509.Certificate{cert2}, nil, []*x509.Certificate{cert2}); err != nil {
+		t.Fatal(err)
+	}
+	chain, got, _, err := credfile.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !key.Equal(got) || !chain[0].Equal(cert2) {
+		t.Errorf("after Write with a nil key: key kept = %v, new cert = %v", key.Equal(got), chain[0].Equal(cert2))
+	}
+}
+
+func TestWriteFileAtomic(t *testing.T) {
+	t.Run("replaces content and leaves no temporary file", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "f.pem")
+		for i, content := range []string{"first", "second, longer content", "3"} {
+			if err := credfile.WriteFileAtomic(path, []byte(content), 0o640); err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil || string(got) != content {
+				t.Fatalf("after write %d: %q, %v; want %q", i, got, err, content)
+			}
+			if names := dirNames(t, dir); !slices.Equal(names, []string{"f.pem"}) {
+				t.Fatalf("after write %d directory holds %q", i, names)
+			}
+			if m := mode(t, path); m != 0o640 {
+				t.Errorf("mode = %v, want 0640", m)
+			}
+		}
+	})
+	t.Run("failed rename leaves no temporary file", func(t *testing.T) {
+		dir := t.TempDir()
+		target := filepath.Join(dir, "occupied")
+		if err := os.Mkdir(target, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(target, "x"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := credfile.WriteFileAtomic(target, []byte("data"), 0o600); err == nil {
+			t.Fatal("WriteFileAtomic onto a non-empty directory succeeded")
+		}
+		if names := dirNames(t, dir); !slices.Equal(names, []string{"occupied"}) {
+			t.Errorf("directory holds %q after a failed write, want only the original entry", names)
+		}
+	})
+	t.Run("missing directory", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "missing", "f")
+		if err := credfile.WriteFileAtomic(path, []byte("x"), 0o600); err == nil {
+			t.Fatal("WriteFileAtomic into a missing directory succeeded")
+		}
+	})
+}
+
+func TestParseCertsPEM(t *testing.T) {
+	c1, c2 := selfSigned(t, "one"), selfSigned(t, "two")
+	keyPEM, err := credfile.EncodeKeyPEM(ecKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := credfile.EncodeCertsPEM([]*x509.Certificate{c1, c2})
+	badCert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{0x30, 0x03, 0x02, 0x01, 0x01}})
+
+	tests := []struct {
+		name    string
+		in      []byte
+		want    int // certificates; -1: error
+		errText string
+	}{
+		{"two certificates", two, 2, ""},
+		{"other blocks skipped", slices.Concat(keyPEM, two), 2, ""},
+		{"text around blocks", slices.Concat([]byte("# comment\n"), two, []byte("trailing junk")), 2, ""},
+		{"empty", nil, -1, "no PEM certificate"},
+		{"whitespace", []byte("\n\n  \n"), -1, "no PEM certificate"},
+		{"garbage", []byte("not pem at all"), -1, "no PEM certificate"},
+		{"only a key", keyPEM, -1, "no PEM certificate"},
+		{"malformed certificate", badCert, -1, "parse certificate"},
+		{"good then malformed", slices.Concat(two, badCert), -1, "parse certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			certs, err := credfile.ParseCertsPEM(tt.in)
+			if tt.want < 0 {
+				if err == nil || !strings.Contains(err.Error(), tt.errText) {
+					t.Fatalf("ParseCertsPEM = %d certs, %v; want error containing %q", len(certs), err, tt.errText)
+				}
+				if certs != nil {
+					t.Errorf("ParseCertsPEM returned certificates with its error")
+				}
+				return
+			}
+			if err != nil || len(certs) != tt.want {
+				t.Fatalf("ParseCertsPEM = %d certs, %v; want %d", len(certs), err, tt.want)
+			}
+			if !certs[0].Equal(c1) || !certs[1].Equal(c2) {
+				t.Errorf("certificates out of order")
+			}
+		})
+	}
+}
+
+func TestParseKeyPEM(t *testing.T) {
+	ec := ecKey(t)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := credfile.EncodeKeyPEM(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec1DER, err := x509.MarshalECPrivateKey(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xKey, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xDER, err := x509.MarshalPKCS8PrivateKey(xKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(typ string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}) }
+
+	good := []struct {
+		name string
+		in   []byte
+		want crypto.Signer
+	}{
+		{"pkcs8", pkcs8, ec},
+		{"sec1", block("EC PRIVATE KEY", sec1DER), ec},
+		{"pkcs1", block("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rsaKey)), rsaKey},
+	}
+	for _, tt := range good {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := credfile.ParseKeyPEM(tt.in)
+			if err != nil {
+				t.Fatalf("ParseKeyPEM = %v", err)
+			}
+			if !tt.want.(interface{ Equal(crypto.PrivateKey) bool }).Equal(got) {
+				t.Errorf("ParseKeyPEM returned another key")
+			}
+		})
+	}
+
+	bad := []struct {
+		name    string
+		in      []byte
+		errText string
+	}{
+		{"empty", nil, "no PEM private key"},
+		{"garbage", []byte("garbage"), "no PEM private key"},
+		{"truncated pkcs8", block("PRIVATE KEY", mustDER(t, pkcs8)[:40]), "malformed key"},
+		{"sec1 labelled pkcs8", block("PRIVATE KEY", sec1DER), "malformed key"},
+		{"pkcs8 labelled sec1", block("EC PRIVATE KEY", mustDER(t, pkcs8)), "malformed key"},
+		{"flipped bytes", block("PRIVATE KEY", flip(mustDER(t, pkcs8))), "malformed key"},
+		{"x25519 is not a signing key", block("PRIVATE KEY", xDER), "not a signing key"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			k, err := credfile.ParseKeyPEM(tt.in)
+			if err == nil || k != nil {
+				t.Fatalf("ParseKeyPEM = %v, %v; want an error", k, err)
+			}
+			if !strings.Contains(err.Error(), tt.errText) {
+				t.Errorf("error %q does not contain %q", err, tt.errText)
+			}
+			assertNoKeyMaterial(t, err.Error(), tt.in)
+		})
+	}
+}
+
+func mustDER(t *testing.T, pemBytes []byte) []byte {
+	t.Helper()
+	b, _ := pem.Decode(pemBytes)
+	if b == nil {
+		t.Fatal("no PEM block")
+	}
+	return b.Bytes
+}
+
+func flip(b []byte) []byte {
+	out := bytes.Clone(b)
+	for i := 8; i < len(out); i += 3 {
+		out[i] ^= 0xff
+	}
+	return out
+}
+
+// assertNoKeyMaterial fails if msg contains any 8-byte run of the key's DER
+// bytes in raw, hex or base64 form, or a line of its PEM body.
+func assertNoKeyMaterial(t *testing.T, msg string, pemBytes []byte) {
+	t.Helper()
+	var der []byte
+	if b, _ := pem.Decode(pemBytes); b != nil {
+		der = b.Bytes
+	}
+	for i := 0; i+8 <= len(der); i++ {
+		w := der[i : i+8]
+		for _, form := range []string{string(w), hex.EncodeToString(w), strings.ToUpper(hex.EncodeToString(w))} {
+			if strings.Contains(msg, form) {
+				t.Fatalf("error %q contains key bytes at offset %d", msg, i)
+			}
+		}
+	}
+	for line := range strings.Lines(string(pemBytes)) {
+		line = strings.TrimSpace(line)
+		if len(line) >= 8 && !strings.HasPrefix(line, "-----") && strings.Contains(msg, line[:8]) {
+			t.Fatalf("error %q contains PEM body text %q", msg, line[:8])
+		}
+	}
+	if len(der) >= 6 && strings.Contains(msg, base64.StdEncoding.EncodeToString(der[:6])) {
+		t.Fatalf("error %q contains base64 key bytes", msg)
+	}
+}
+
+func TestLoadErrorsDoNotLeakKey(t *testing.T) {
+	dir := t.TempDir()
+	p := credfile.In(dir)
+	cert := selfSigned(t, "leaf")
+	if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	kb, err := os.ReadFile(p.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der := mustDER(t, kb)
+	corrupt := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der[:len(der)-5]})
+	if err := os.WriteFile(p.Key, corrupt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err = credfile.Load(p)
+	if err == nil {
+		t.Fatal("Load with a corrupt key succeeded")
+	}
+	if !strings.Contains(err.Error(), p.Key) {
+		t.Errorf("error %q does not name the key file", err)
+	}
+	assertNoKeyMaterial(t, err.Error(), corrupt)
+}
+
+func TestLoadErrors(t *testing.T) {
+	cert := selfSigned(t, "leaf")
+	tests := []struct {
+		name   string
+		damage func(p credfile.Paths) error
+		names  func(p credfile.Paths) string
+	}{
+		{"missing cert", func(p credfile.Paths) error { return os.Remove(p.Cert) }, func(p credfile.Paths) string { return p.Cert }},
+		{"missing key", func(p credfile.Paths) error { return os.Remove(p.Key) }, func(p credfile.Paths) string { return p.Key }},
+		{"missing bundle", func(p credfile.Paths) error { return os.Remove(p.Bundle) }, func(p credfile.Paths) string { return p.Bundle }},
+		{"empty cert", func(p credfile.Paths) error { return os.WriteFile(p.Cert, nil, 0o644) }, func(p credfile.Paths) string { return p.Cert }},
+		{"empty bundle", func(p credfile.Paths) error { return os.WriteFile(p.Bundle, nil, 0o644) }, func(p credfile.Paths) string { return p.Bundle }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := credfile.In(t.TempDir())
+			if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.damage(p); err != nil {
+				t.Fatal(err)
+			}
+			chain, key, bundle, err := credfile.Load(p)
+			if err == nil {
+				t.Fatal("Load succeeded")
+			}
+			if chain != nil || key != nil || bundle != nil {
+				t.Errorf("Load returned values with its error")
+			}
+			if !strings.Contains(err.Error(), tt.names(p)) {
+				t.Errorf("error %q does not name %s", err, tt.names(p))
+			}
+		})
+	}
+}
+
+func TestEncodeCertsPEMEmpty(t *testing.T) {
+	if b := credfile.EncodeCertsPEM(nil); len(b) != 0 {
+		t.Errorf("EncodeCertsPEM(nil) = %q, want empty", b)
+	}
+}
