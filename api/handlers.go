@@ -2,9 +2,9 @@ package api
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
-	"net/http"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -130,4 +130,3 @@ func (s *Server) caStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, st)
 }
-

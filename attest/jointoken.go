@@ -150,4 +150,3 @@ func PruneJoinTokens(tx store.Tx, cutoff time.Time) (int, error) {
 	}
 	return len(stale), nil
 }
-
