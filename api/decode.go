@@ -39,7 +39,7 @@ func decodeJSON(r *http.Request, v any) error {
 // DecodeStrict decodes exactly one JSON object from b into v. Unknown
 // fields, trailing data, and non-object documents are refused.
 func DecodeStrict(b []byte, v any) error {
-	b = bytes.TrimSpace(b)
+	b = bytes.Trim(b, " \t\r\n") // JSON whitespace only (RFC 8259 §2)
 	if len(b) == 0 || b[0] != '{' {
 		return fmt.Errorf("%w: the body must be a JSON object", errBadJSON)
 	}

@@ -23,7 +23,7 @@ import (
 
 // env is one running authority on 127.0.0.1 with an admin client.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	td      spiffeid.TrustDomain
 	a       *authority.Authority
 	url     string
@@ -35,7 +35,7 @@ type env struct {
 }
 
 // start runs an authority for td until the test ends.
-func start(t *testing.T, td string, mutate ...func(*authority.Config)) *env {
+func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 	t.Helper()
 	cfg := authority.Config{TrustDomain: td, DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
 	for _, m := range mutate {
@@ -100,7 +100,7 @@ func (e *env) client(chain []*x509.Certificate, key crypto.Signer) *client.Clien
 	return c
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx

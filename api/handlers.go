@@ -48,9 +48,13 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	nodeID, err := rec.NodeID(s.a.TrustDomain())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	writeJSON(w, http.StatusCreated, map[string]string{
-		"token": secret, "id": rec.ID, "expires_at": rec.ExpiresAt.UTC().Format(time.RFC3339),
-		"node_id": rec.NodeID(s.a.TrustDomain()).String(),
+		"token": secret, "id": rec.ID, "expires_at": rec.ExpiresAt.UTC().Format(time.RFC3339), "node_id": nodeID.String(),
 	})
 }
 

@@ -48,12 +48,12 @@ type JoinToken struct {
 }
 
 // NodeID is the SPIFFE ID of the node that joins with this token.
-func (t *JoinToken) NodeID(td spiffeid.TrustDomain) spiffeid.ID {
+func (t *JoinToken) NodeID(td spiffeid.TrustDomain) (spiffeid.ID, error) {
 	id, err := spiffeid.FromSegments(td, "node", MethodJoinToken, t.ID)
-	if err != nil { // t.ID is hex, so this cannot happen
-		panic("attest: join token id is not a path segment: " + err.Error())
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("attest: join token %q: node id: %w", t.ID, err)
 	}
-	return id
+	return id, nil
 }
 
 // NewJoinToken creates a token: the secret to hand to the host, and the
@@ -114,7 +114,11 @@ func ConsumeJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now t
 	if err := checkUsable(rec, now); err != nil {
 		return rec, err
 	}
-	rec.UsedAt, rec.UsedBy = now, rec.NodeID(td).String()
+	nodeID, err := rec.NodeID(td)
+	if err != nil {
+		return nil, err
+	}
+	rec.UsedAt, rec.UsedBy = now, nodeID.String()
 	return rec, PutJoinToken(tx, secret, rec)
 }
 

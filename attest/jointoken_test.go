@@ -170,8 +170,14 @@ func TestSecretNeverInRecord(t *testing.T) {
 
 func TestNodeID(t *testing.T) {
 	rec := &attest.JoinToken{ID: "0123456789abcdef"}
-	if got, want := rec.NodeID(td).String(), "spiffe://example.org/node/join/0123456789abcdef"; got != want {
-		t.Errorf("NodeID = %s, want %s", got, want)
+	got, err := rec.NodeID(td)
+	if want := "spiffe://example.org/node/join/0123456789abcdef"; err != nil || got.String() != want {
+		t.Errorf("NodeID = %s, %v; want %s", got, err, want)
+	}
+	for _, bad := range []string{"", "a/b", ".."} {
+		if _, err := (&attest.JoinToken{ID: bad}).NodeID(td); err == nil {
+			t.Errorf("NodeID(id %q) = nil error, want an error", bad)
+		}
 	}
 }
 
@@ -197,8 +203,8 @@ func TestConsumeJoinToken(t *testing.T) {
 		if got.ID != rec.ID || !got.UsedAt.Equal(now) || got.UsedBy != wantNode {
 			t.Errorf("consumed record = %+v, want used at %v by %s", got, now, wantNode)
 		}
-		if id := got.NodeID(td).String(); id != wantNode {
-			t.Errorf("NodeID = %s, want %s", id, wantNode)
+		if id, err := got.NodeID(td); err != nil || id.String() != wantNode {
+			t.Errorf("NodeID = %s, %v; want %s", id, err, wantNode)
 		}
 	})
 

@@ -19,7 +19,9 @@ func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Age
 	ag.ID = registry.NewID()
 	ag.CreatedAt = a.now().UTC()
 	ag.UpdatedAt = ag.CreatedAt
-	if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) }); err != nil {
+	err := a.store.Update(ctx, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) })
+	a.hosting.invalidate()
+	if err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "agent registered", "id", ag.ID, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
@@ -38,7 +40,9 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 		return nil, err
 	}
 	ag.ID, ag.UpdatedAt = id, a.now().UTC()
-	if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.UpdateAgent(tx, ag) }); err != nil {
+	err := a.store.Update(ctx, func(tx store.Tx) error { return registry.UpdateAgent(tx, ag) })
+	a.hosting.invalidate()
+	if err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "agent updated", "id", id, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
@@ -56,6 +60,7 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error
 		ag, err = registry.DeleteAgent(tx, id)
 		return err
 	})
+	a.hosting.invalidate()
 	if err != nil {
 		return err
 	}
@@ -119,6 +124,7 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 		n, err = registry.BanNode(tx, nodeID, reason, a.now().UTC())
 		return err
 	})
+	a.hosting.invalidate()
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,8 @@ type Authority struct {
 	fed    *federation.Manager
 	admins map[string]bool
 
+	hosting hostingCache
+
 	bundleMu sync.Mutex // serializes rebuilds of bundles
 	bundles  atomic.Pointer[bundleSet]
 }

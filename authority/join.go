@@ -39,7 +39,10 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 		if err != nil {
 			return err
 		}
-		nodeID := rec.NodeID(a.td)
+		nodeID, err := rec.NodeID(a.td)
+		if err != nil {
+			return err
+		}
 		pub, err := ca.ParseCSR(csrPEM, nodeID)
 		if err != nil {
 			return err
@@ -54,6 +57,7 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 			AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
 		})
 	})
+	a.hosting.invalidate()
 	if err != nil {
 		a.log.InfoContext(ctx, "join refused", "err", err)
 		return nil, err

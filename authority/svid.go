@@ -96,6 +96,12 @@ func (a *Authority) authorizeAgent(ctx context.Context, c *Caller, id spiffeid.I
 }
 
 func (a *Authority) lookupHosting(ctx context.Context, id, nodeID spiffeid.ID) (*registry.Agent, *registry.Node, error) {
+	key := hostingKey{agent: id.String(), node: nodeID.String()}
+	now := a.now()
+	cached, gen, ok := a.hosting.get(key, now)
+	if ok {
+		return cached.agent, cached.node, nil
+	}
 	var agent *registry.Agent
 	var node *registry.Node
 	err := a.store.View(ctx, func(tx store.Tx) error {
@@ -108,7 +114,11 @@ func (a *Authority) lookupHosting(ctx context.Context, id, nodeID spiffeid.ID) (
 		}
 		return registry.CheckHosting(agent, node)
 	})
-	return agent, node, err
+	if err != nil {
+		return nil, nil, err
+	}
+	a.hosting.put(key, gen, hostingEntry{agent: agent, node: node, expires: now.Add(hostingCacheTTL)})
+	return agent, node, nil
 }
 
 func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey) (*ca.X509SVID, error) {
@@ -131,5 +141,6 @@ func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.Pu
 		node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
 		return registry.PutNode(tx, node)
 	})
+	a.hosting.invalidate()
 	return svid, err
 }

@@ -122,8 +122,9 @@ func In(dir string) Paths {
 }
 
 // Write stores a credential: the chain, the key (0600) and the bundle,
-// creating dir (0700) if needed. The key is written first, so a cert file
-// never names a key that is not on disk.
+// creating dir (0700) if needed. Each file is replaced atomically, but not
+// the three together: Load refuses a key that does not match the
+// certificate, which is what a crash between two renames would leave.
 func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509.Certificate) error {
 	if err := os.MkdirAll(filepath.Dir(p.Cert), 0o700); err != nil {
 		return fmt.Errorf("credfile: %w", err)
@@ -158,6 +159,9 @@ func Load(p Paths) (chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 	}
 	if key, err = ParseKeyPEM(kb); err != nil {
 		return nil, nil, nil, fmt.Errorf("credfile: %s: %w", p.Key, err)
+	}
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(chain[0].PublicKey) {
+		return nil, nil, nil, fmt.Errorf("credfile: %s does not hold the key of the certificate in %s (a write was interrupted? fetch the credential again)", p.Key, p.Cert)
 	}
 	bb, err := os.ReadFile(p.Bundle)
 	if err != nil {

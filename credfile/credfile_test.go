@@ -37,7 +37,12 @@ func ecKey(t *testing.T) *ecdsa.PrivateKey {
 // selfSigned returns a self-signed certificate with the given common name.
 func selfSigned(t *testing.T, cn string) *x509.Certificate {
 	t.Helper()
-	k := ecKey(t)
+	return selfSignedWith(t, cn, ecKey(t))
+}
+
+// selfSignedWith returns a self-signed certificate for key k.
+func selfSignedWith(t *testing.T, cn string, k crypto.Signer) *x509.Certificate {
+	t.Helper()
 	tpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: cn},
@@ -102,7 +107,7 @@ func TestWriteLoadRoundTrip(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "a", "creds")
 			p := credfile.In(dir)
-			chain := []*x509.Certificate{selfSigned(t, "leaf"), selfSigned(t, "intermediate")}
+			chain := []*x509.Certificate{selfSignedWith(t, "leaf", k.key), selfSigned(t, "intermediate")}
 			bundle := []*x509.Certificate{selfSigned(t, "root1"), selfSigned(t, "root2")}
 			if err := credfile.Write(p, chain, k.key, bundle); err != nil {
 				t.Fatalf("Write: %v", err)
@@ -181,11 +186,11 @@ func TestWriteNilKeyKeepsExistingKey(t *testing.T) {
 	dir := t.TempDir()
 	p := credfile.In(dir)
 	key := ecKey(t)
-	cert := selfSigned(t, "leaf")
+	cert := selfSignedWith(t, "leaf", key)
 	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
 		t.Fatal(err)
 	}
-	cert2 := selfSigned(t, "leaf2")
+	cert2 := selfSignedWith(t, "leaf2", key)
 	if err := credfile.Write(p, []*x509.Certificate{cert2}, nil, []*x509.Certificate{cert2}); err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +437,8 @@ func TestLoadErrorsDoNotLeakKey(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
-	cert := selfSigned(t, "leaf")
+	key := ecKey(t)
+	cert := selfSignedWith(t, "leaf", key)
 	tests := []struct {
 		name   string
 		damage func(p credfile.Paths) error
@@ -447,7 +453,7 @@ func TestLoadErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := credfile.In(t.TempDir())
-			if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+			if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
 				t.Fatal(err)
 			}
 			if err := tt.damage(p); err != nil {
@@ -464,6 +470,17 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("error %q does not name %s", err, tt.names(p))
 			}
 		})
+	}
+}
+
+func TestLoadRefusesMismatchedKey(t *testing.T) {
+	p := credfile.In(t.TempDir())
+	cert := selfSigned(t, "leaf")
+	if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := credfile.Load(p); err == nil || !strings.Contains(err.Error(), "does not hold the key") {
+		t.Errorf("Load(key of another certificate) = %v, want a mismatch error", err)
 	}
 }
 

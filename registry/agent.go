@@ -173,15 +173,29 @@ func NewID() string {
 // CreateAgent stores a new, validated registration. It fails with
 // ErrAlreadyExists when the SPIFFE ID is already registered.
 func CreateAgent(tx store.Tx, a *Agent) error {
+	if a.ID == "" {
+		return fmt.Errorf("%w: registration id is empty", ErrInvalid)
+	}
+	if _, err := tx.Get(BucketAgents, []byte(a.ID)); err == nil {
+		return fmt.Errorf("%w: a registration with id %q exists", ErrAlreadyExists, a.ID)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err := claimSPIFFEID(tx, a); err != nil {
+		return err
+	}
+	return putJSON(tx, BucketAgents, a.ID, a)
+}
+
+// claimSPIFFEID indexes a.SPIFFEID to a.ID, unless another registration
+// holds it.
+func claimSPIFFEID(tx store.Tx, a *Agent) error {
 	if _, err := tx.Get(BucketAgentByID, []byte(a.SPIFFEID)); err == nil {
 		return fmt.Errorf("%w: an agent with spiffe_id %q is registered", ErrAlreadyExists, a.SPIFFEID)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if err := tx.Put(BucketAgentByID, []byte(a.SPIFFEID), []byte(a.ID)); err != nil {
-		return err
-	}
-	return putJSON(tx, BucketAgents, a.ID, a)
+	return tx.Put(BucketAgentByID, []byte(a.SPIFFEID), []byte(a.ID))
 }
 
 // UpdateAgent replaces registration a.ID, keeping its creation time.
@@ -194,7 +208,7 @@ func UpdateAgent(tx store.Tx, a *Agent) error {
 		if err := tx.Delete(BucketAgentByID, []byte(old.SPIFFEID)); err != nil {
 			return err
 		}
-		if err := CreateAgent(tx, a); err != nil {
+		if err := claimSPIFFEID(tx, a); err != nil {
 			return err
 		}
 	}

@@ -59,6 +59,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cf.creds == "" {
 		cf.creds = filepath.Join(dataDir, "admin")
 	}
+	tuneGC()
 	setup, err := benchSetup(ctx, cf, conc)
 	if err != nil {
 		return fmt.Errorf("bench setup: %w", err)

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -111,7 +113,19 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
+// gcPercent is the GOGC the server runs with unless GOGC is set: its heap
+// is small and short-lived (one request's certificates and JSON), so
+// collecting less often buys issuance throughput for a few MiB of memory.
+const gcPercent = 400
+
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
+}
+
 func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) error {
+	tuneGC()
 	log := newLogger(cfg.LogLevel, stderr)
 	a, err := authority.New(ctx, cfg, authority.Options{Logger: log})
 	if err != nil {
