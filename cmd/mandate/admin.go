@@ -16,7 +16,7 @@ import (
 const adminUsage = `Usage: mandate admin <command> [flags]
 
 Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
-  join-token create [--ttl 10m]
+  join-token create [--ttl 10m] [--quiet]
   agent create --spiffe-id ID [--node-id ID]... [--selector S]... [--scope S]...
                [--x509-ttl D] [--jwt-ttl D] [--operator O] [--model-provider P]
                [--model M] [--responsible-party R]
@@ -72,6 +72,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // adminFlags holds the per-command flags, registered on the shared set.
 type adminFlagValues struct {
+	quiet                                     bool
 	ttl                                       time.Duration
 	spiffeID                                  string
 	nodeIDs, selectors, scopes                stringList
@@ -88,6 +89,7 @@ func adminFlagSpec(cmd string, fs *flag.FlagSet) {
 	switch cmd {
 	case "join-token create":
 		fs.DurationVar(&f.ttl, "ttl", 10*time.Minute, "token lifetime")
+		fs.BoolVar(&f.quiet, "quiet", false, "print only the token")
 	case "agent create", "agent update":
 		fs.StringVar(&f.spiffeID, "spiffe-id", "", "agent SPIFFE ID: spiffe://<td>/agent/<name> (required)")
 		fs.Var(&f.nodeIDs, "node-id", "SPIFFE ID of a node that may host the agent (repeatable)")
@@ -136,6 +138,10 @@ func oneArg(args []string, what string) (string, error) {
 func adminJoinToken(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
 	t, err := c.CreateJoinToken(ctx, adminFlags.ttl)
 	if err != nil {
+		return err
+	}
+	if adminFlags.quiet {
+		_, err = fmt.Fprintln(stdout, t.Token)
 		return err
 	}
 	return printJSON(stdout, t)

@@ -21,9 +21,18 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, defaultCreds, credsHelp string) {
-	fs.StringVar(&c.server, "server", client.DefaultServer, "authority URL")
+	fs.StringVar(&c.server, "server", defaultServer(), "authority URL (default from $MANDATE_SERVER, else "+client.DefaultServer+")")
 	fs.StringVar(&c.trustDomain, "trust-domain", "", "authority's trust domain (default: from the credential or bundle)")
 	fs.StringVar(&c.creds, "creds", defaultCreds, credsHelp)
+}
+
+// defaultServer is $MANDATE_SERVER, or the address of an authority started
+// with no flags.
+func defaultServer() string {
+	if s := os.Getenv("MANDATE_SERVER"); s != "" {
+		return s
+	}
+	return client.DefaultServer
 }
 
 // dial builds a client from the flags: mTLS with the credential in creds,

@@ -22,10 +22,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlagSet("node join", "node join --token TOKEN [flags]", stderr)
 	var cf clientFlags
 	var token, out string
+	var quiet bool
 	cf.register(fs, "", "unused for join")
 	fs.StringVar(&token, "token", "", "join token from 'mandate admin join-token create' (required)")
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
 	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json)")
+	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -45,6 +47,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if err := saveAnswer(out, ans, key, c.TrustDomain()); err != nil {
+		return err
+	}
+	if quiet {
+		_, err = fmt.Fprintln(stdout, ans.SPIFFEID)
 		return err
 	}
 	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})

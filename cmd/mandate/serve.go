@@ -25,7 +25,7 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
 
   trust_domain: mandate.localhost   # SPIFFE trust domain of this authority
   listen: 127.0.0.1:8443            # HTTPS listener (TLS 1.3 only)
-  data_dir: ./mandate-data          # store, keys (0600), admin credential
+  data_dir: ./mandate-data          # store (mandate.db), keys (0600), admin credential
   log_level: info                   # debug, info, warn, error
   admins: [spiffe://<td>/team/ops]  # more admin SPIFFE IDs (besides .../mandate/admin)
   ca:
