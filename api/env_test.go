@@ -32,6 +32,7 @@ type env struct {
 	dataDir string
 	skew    *atomic.Int64 // nanoseconds added to the authority's clock
 	stop    func()        // stops the authority (idempotent; also at cleanup)
+	srv     *api.Server
 }
 
 // start runs an authority for td until the test ends.
@@ -79,7 +80,7 @@ func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 		})
 	}
 	t.Cleanup(stop)
-	e := &env{stop: stop, t: t, td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String(), dataDir: cfg.DataDir, skew: skew}
+	e := &env{stop: stop, srv: srv, t: t, td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String(), dataDir: cfg.DataDir, skew: skew}
 	chain, key, bundle, err := credfile.Load(authority.AdminPaths(cfg.DataDir))
 	if err != nil {
 		t.Fatalf("load admin credential: %v", err)

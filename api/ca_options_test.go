@@ -1,0 +1,97 @@
+package api_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/credfile"
+)
+
+// TestUpstreamCA starts an authority under an existing organisation CA:
+// SVIDs chain to the upstream root, which is what the bundle carries.
+func TestUpstreamCA(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "Org A Root CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := x509.ParseCertificate(der)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "root.pem"), filepath.Join(dir, "root.key")
+	kb, _ := credfile.EncodeKeyPEM(key)
+	if err := os.WriteFile(certFile, credfile.EncodeCertsPEM([]*x509.Certificate{root}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.CA.UpstreamCertFile, c.CA.UpstreamKeyFile = certFile, keyFile
+	})
+	bundle := e.fetchBundle()
+	if auth := bundle.X509Authorities(); len(auth) != 1 || !auth[0].Equal(root) {
+		t.Fatalf("bundle X.509 authorities = %d certs, want the upstream root only", len(auth))
+	}
+	node := e.joinNode()
+	agent := e.agentSVID(node, e.registerAgent("hello", node.id))
+	if len(agent.chain) != 2 {
+		t.Errorf("agent SVID chain has %d certificates, want leaf and intermediate", len(agent.chain))
+	}
+	if _, _, err := x509svid.Verify(agent.chain, bundle); err != nil {
+		t.Errorf("x509svid.Verify(agent SVID under upstream) = %v", err)
+	}
+}
+
+// TestFederationHTTPSWebFromConfig federates through the config file with
+// the https_web profile: org-b's bundle endpoint is served with a Web PKI
+// certificate that org-a trusts through federation.web_roots_file.
+func TestFederationHTTPSWebFromConfig(t *testing.T) {
+	b := start(t, "org-b.example")
+	web := httptest.NewTLSServer(b.srv.BundleHandler())
+	defer web.Close()
+	roots := filepath.Join(t.TempDir(), "web-roots.pem")
+	if err := os.WriteFile(roots, credfile.EncodeCertsPEM([]*x509.Certificate{web.Certificate()}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, "org-a.example", func(c *authority.Config) {
+		c.Federation.WebRootsFile = roots
+		c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: web.URL + "/", Profile: "https_web"}}
+	})
+	waitRefreshed(t, a, b.td)
+	// The refreshed bundle reaches the snapshot handed to agents within
+	// a few seconds.
+	node := a.joinNode()
+	agentID := a.registerAgent("alice", node.id)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		agent := a.agentSVID(node, agentID)
+		if doc, ok := agent.ans.Bundles[b.td.String()]; ok && len(doc) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("org-b's bundle never reached org-a's SVID answers")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,90 @@
+package authority_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"mandate.dev/mandate/authority"
+)
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*authority.Config)
+		wantErr string // substring naming the key; "" for valid
+	}{
+		{"defaults", func(*authority.Config) {}, ""},
+		{"bad trust domain", func(c *authority.Config) { c.TrustDomain = "Bad Domain" }, "trust_domain"},
+		{"bad listen", func(c *authority.Config) { c.Listen = "nowhere" }, "listen"},
+		{"bad log level", func(c *authority.Config) { c.LogLevel = "loud" }, "log_level"},
+		{"bad admin", func(c *authority.Config) { c.Admins = []string{"not-an-id"} }, "admins"},
+		{"bad key type", func(c *authority.Config) { c.CA.KeyType = "rsa-512" }, "ca.key_type"},
+		{"tiny ca ttl", func(c *authority.Config) { c.CA.CATTL = authority.Duration(time.Second) }, "ca.ca_ttl"},
+		{"svid outlives half the ca", func(c *authority.Config) { c.CA.X509SVIDTTL = authority.Duration(20 * time.Hour) }, "ca.x509_svid_ttl"},
+		{"jwt svid outlives half the key", func(c *authority.Config) { c.CA.JWTSVIDTTL = authority.Duration(13 * time.Hour) }, "ca.jwt_svid_ttl"},
+		{"upstream cert without key", func(c *authority.Config) { c.CA.UpstreamCertFile = "ca.pem" }, "upstream"},
+		{"web listen without cert", func(c *authority.Config) { c.Federation.WebListen = "127.0.0.1:8444" }, "web_listen"},
+		{"federation twice", func(c *authority.Config) {
+			f := authority.FederatedTrustDomain{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle"}
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{f, f}
+		}, "listed twice"},
+		{"federation without url", func(c *authority.Config) {
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example"}}
+		}, "bundle_endpoint_url"},
+		{"tiny body limit", func(c *authority.Config) { c.HTTP.MaxBodyBytes = 10 }, "http.max_body_bytes"},
+		{"p384", func(c *authority.Config) { c.CA.KeyType = "ec-p384" }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c authority.Config
+			c.SetDefaults()
+			tt.mutate(&c)
+			err := c.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("Validate() = %v, want an error naming %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	tests := []struct {
+		name, yaml, wantErr string
+	}{
+		{"empty file", "", ""},
+		{"keys", "trust_domain: org-a.example\nca:\n  x509_svid_ttl: 30m\n", ""},
+		{"unknown key", "trust_domian: org-a.example\n", "trust_domian"},
+		{"bad duration", "ca:\n  ca_ttl: forever\n", "not a duration"},
+		{"not yaml", "{{{", "config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mandate.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := authority.LoadConfigFile(path)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("LoadConfigFile() = %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("LoadConfigFile() = %v", err)
+			}
+			if tt.name == "keys" && (c.TrustDomain != "org-a.example" || c.CA.X509SVIDTTL.D() != 30*time.Minute) {
+				t.Errorf("LoadConfigFile() = %+v, want trust domain and ttl set", c)
+			}
+		})
+	}
+	if _, err := authority.LoadConfigFile(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Error("LoadConfigFile(missing) = nil, want an error")
+	}
+}
