@@ -184,6 +184,8 @@ func TestIssuanceRefusals(t *testing.T) {
 		{"jwt agent of another node", func() error { return jwt(nodeC, elsewhere) }, "agent-not-allowed-on-node"},
 		{"jwt agent asks for another", func() error { return jwt(agentC, elsewhere) }, "forbidden"},
 		{"jwt without audience", func() error { _, err := agentC.JWTSVID(ctx, "", nil); return err }, "invalid-request"},
+		{"jwt empty audience", func() error { _, err := agentC.JWTSVID(ctx, "", []string{""}); return err }, "invalid-request"},
+		{"jwt too many audiences", func() error { _, err := agentC.JWTSVID(ctx, "", make([]string, 17)); return err }, "invalid-request"},
 		{"admin call by a node", func() error { _, err := nodeC.ListAgents(ctx); return err }, "forbidden"},
 		{"admin call by an agent", func() error { _, err := agentC.CreateJoinToken(ctx, time.Minute); return err }, "forbidden"},
 		{"admin call without certificate", func() error { _, err := e.client(nil, nil).ListNodes(ctx); return err }, "unauthenticated"},

@@ -20,6 +20,9 @@ import (
 // The CSR proves possession of the key only; the authority decides the
 // certificate's contents.
 func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, csrPEM []byte) (*ca.X509SVID, error) {
+	if c == nil || c.ID.IsZero() {
+		return nil, ErrUnauthenticated
+	}
 	id, err := parseID(spiffeID)
 	if err != nil {
 		return nil, err
@@ -28,7 +31,7 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 	if err != nil {
 		return nil, err
 	}
-	if c != nil && c.ID == id && a.RoleOf(id) == RoleNode {
+	if c.ID == id && a.RoleOf(id) == RoleNode {
 		return a.renewNode(ctx, id, pub)
 	}
 	agent, node, err := a.authorizeAgent(ctx, c, id)
@@ -42,7 +45,13 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 // MintJWT issues a JWT-SVID for the given audience. An agent asks for
 // itself (spiffeID empty or its own); a node asks for an agent it hosts.
 func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, audience []string) (*ca.JWTSVID, error) {
-	if spiffeID == "" && c != nil {
+	if c == nil || c.ID.IsZero() {
+		return nil, ErrUnauthenticated
+	}
+	if err := checkAudience(audience); err != nil {
+		return nil, err
+	}
+	if spiffeID == "" {
 		spiffeID = c.ID.String()
 	}
 	id, err := parseID(spiffeID)
@@ -54,6 +63,27 @@ func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, aud
 		return nil, err
 	}
 	return a.ca.MintJWTSVID(ctx, ca.JWTParams{ID: id, Audience: audience, TTL: agent.JWTTTL()})
+}
+
+// Audience bounds of a JWT-SVID request.
+const (
+	maxAudiences   = 16
+	maxAudienceLen = 512
+)
+
+func checkAudience(aud []string) error {
+	if len(aud) == 0 {
+		return fmt.Errorf("%w: audience is required", ErrInvalidRequest)
+	}
+	if len(aud) > maxAudiences {
+		return fmt.Errorf("%w: at most %d audiences", ErrInvalidRequest, maxAudiences)
+	}
+	for _, s := range aud {
+		if s == "" || len(s) > maxAudienceLen {
+			return fmt.Errorf("%w: each audience is 1 to %d bytes", ErrInvalidRequest, maxAudienceLen)
+		}
+	}
+	return nil
 }
 
 func parseID(s string) (spiffeid.ID, error) {
