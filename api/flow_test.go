@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"errors"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,5 +218,24 @@ func TestIssuanceRefusals(t *testing.T) {
 	}
 	if err := x509(e.client(other.chain, other.key), elsewhere); err != nil {
 		t.Errorf("unbanned node's agent: %v, want success", err)
+	}
+}
+
+// TestMetricsByRoute checks that /metrics labels requests with their route
+// pattern.
+func TestMetricsByRoute(t *testing.T) {
+	e := start(t, "org-a.example")
+	if _, err := e.admin.ListNodes(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.rawClient(nil, nil).Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	want := `mandate_http_requests_total{code="200",route="GET /v1/admin/nodes"} 1`
+	if !strings.Contains(string(text), want) {
+		t.Errorf("/metrics lacks %s", want)
 	}
 }

@@ -50,6 +50,15 @@ func (e *env) adminRaw() *http.Client {
 	return e.rawClient(chain, key)
 }
 
+// adminChain is the bootstrap admin's certificate chain.
+func (e *env) adminChain() []*x509.Certificate {
+	chain, _, _, err := credfile.Load(authority.AdminPaths(e.dataDir))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return chain
+}
+
 func csrPEM(t *testing.T, key crypto.Signer, tpl *x509.CertificateRequest) string {
 	t.Helper()
 	der, err := x509.CreateCertificateRequest(rand.Reader, tpl, key)

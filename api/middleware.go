@@ -47,6 +47,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		routed := r // the request the mux sees; it records the matched pattern there
 		defer func() {
 			if p := recover(); p != nil {
 				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
@@ -54,7 +55,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 					writeProblem(sw, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500})
 				}
 			}
-			s.metrics.observe(r.Pattern, sw.status, time.Since(start))
+			s.metrics.observe(routed.Pattern, sw.status, time.Since(start))
 		}()
 		r.Body = http.MaxBytesReader(sw, r.Body, s.maxBody)
 		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
@@ -67,7 +68,8 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if c != nil {
 			ctx = context.WithValue(ctx, callerKey{}, c)
 		}
-		next.ServeHTTP(sw, r.WithContext(ctx))
+		routed = r.WithContext(ctx)
+		next.ServeHTTP(sw, routed)
 	})
 }
 

@@ -1,7 +1,8 @@
 // Package federation keeps the SPIFFE bundles of federated trust domains
 // fresh by fetching them from their SPIFFE bundle endpoints, as described
-// by the SPIFFE Federation specification, using go-spiffe's
-// federation.FetchBundle.
+// by the SPIFFE Federation specification. A federated peer's endpoint is
+// hostile input, so the fetch is the package's own, bounded one (see
+// Bounds) rather than go-spiffe's federation.FetchBundle.
 //
 // A Manager holds one Relationship per federated trust domain and its
 // last-known bundle. Run refreshes each relationship in the background;
@@ -48,7 +49,22 @@
 //   - All methods are safe for concurrent use. Bundles handed out
 //     (Bundle, Bundles, the bundle sources, OnUpdate) are clones.
 //
-// Limitation inherited from FetchBundle: the response body size is not
-// limited (the fetch is bounded in time by Config.FetchTimeout) and the HTTP
-// status code is not checked separately (a non-bundle body fails to parse).
+// # Bounds
+//
+// Each fetch is a single GET of Relationship.BundleEndpointURL:
+//
+//   - It is bounded in time by Config.FetchTimeout as a whole: connecting,
+//     the TLS handshake (TLS 1.2 or later), the request and reading the body.
+//     A peer that stalls or trickles its answer fails the refresh.
+//   - Redirects are not followed; any status other than 200 is an error
+//     naming the status code.
+//   - The body is read up to Config.MaxBundleBytes (default 1 MiB); a larger
+//     one is refused ("exceeds n bytes") without being read further, and is
+//     never buffered whole. Response headers are limited to 64 KiB.
+//   - Errors never quote the response body; the text of a bundle parse
+//     error, which may quote parts of the document, is cut to 256 bytes.
+//   - Every fetch uses a fresh connection and TLS handshake (no keep-alive,
+//     no session resumption), closed before the fetch returns, so each
+//     https_spiffe fetch is authenticated against the bundles held at that
+//     moment and no connection or goroutine outlives a fetch.
 package federation

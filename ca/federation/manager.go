@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	spiffefed "github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Defaults applied by NewManager to zero (or negative) Config durations.
+// Defaults applied by NewManager to zero (or negative) Config durations;
+// see also DefaultMaxBundleBytes.
 const (
 	DefaultRefreshInterval = 5 * time.Minute
 	DefaultMinRefresh      = 10 * time.Second
@@ -36,8 +36,8 @@ var (
 	ErrAlreadyRunning = errors.New("federation: manager is already running")
 )
 
-// Config configures a Manager. The zero value is usable; zero durations get
-// the Default* values.
+// Config configures a Manager. The zero value is usable; zero durations and
+// a zero MaxBundleBytes get the Default* values.
 type Config struct {
 	// LocalBundle returns this authority's own bundle (nil if not yet
 	// available). It makes the local trust domain part of the combined
@@ -63,9 +63,14 @@ type Config struct {
 	// refresh; it doubles with each consecutive failure, capped at
 	// DefaultRefresh. Default 5s.
 	RetryBackoff time.Duration
-	// FetchTimeout bounds each fetch, and separately each OnUpdate call.
+	// FetchTimeout bounds each fetch (connecting, TLS handshake, request
+	// and reading the whole body), and separately each OnUpdate call.
 	// Default 10s.
 	FetchTimeout time.Duration
+	// MaxBundleBytes is the largest bundle document accepted from a bundle
+	// endpoint; a larger body is refused without being read further.
+	// Default DefaultMaxBundleBytes (1 MiB).
+	MaxBundleBytes int64
 	// OnUpdate, if set, is called with a newly fetched bundle whose content
 	// differs from the last-known one, before it becomes visible; it is
 	// meant to persist it. If it returns an error the old bundle is kept and
@@ -101,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FetchTimeout <= 0 {
 		c.FetchTimeout = DefaultFetchTimeout
+	}
+	if c.MaxBundleBytes <= 0 {
+		c.MaxBundleBytes = DefaultMaxBundleBytes
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -537,31 +545,9 @@ func (m *Manager) refresh(ctx context.Context, e *entry, onlyIfDue bool) error {
 	return nil
 }
 
-// fetch retrieves rel's bundle with the profile's authentication. The
-// returned bundle's trust domain is rel.TrustDomain (FetchBundle parses it
-// as such).
-func (m *Manager) fetch(ctx context.Context, rel Relationship) (*spiffebundle.Bundle, error) {
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.FetchTimeout)
-	defer cancel()
-	var opt spiffefed.FetchOption
-	switch rel.Profile {
-	case ProfileHTTPSSPIFFE:
-		opt = spiffefed.WithSPIFFEAuth(m.CombinedSource(), rel.EndpointSPIFFEID)
-	case ProfileHTTPSWeb:
-		opt = spiffefed.WithWebPKIRoots(m.cfg.WebRoots)
-	default: // unreachable: Set validates
-		return nil, fmt.Errorf("federation: %q: unknown bundle endpoint profile %q", rel.TrustDomain, rel.Profile)
-	}
-	b, err := spiffefed.FetchBundle(ctx, rel.TrustDomain, rel.BundleEndpointURL, opt)
-	if err != nil {
-		return nil, fmt.Errorf("federation: fetching bundle of %q from %s: %w", rel.TrustDomain, rel.BundleEndpointURL, err)
-	}
-	return b, nil
-}
-
 // checkFetched refuses bundles that would wipe out trust in the peer.
 func checkFetched(rel Relationship, b *spiffebundle.Bundle) error {
-	if b.TrustDomain() != rel.TrustDomain { // FetchBundle guarantees it; be explicit
+	if b.TrustDomain() != rel.TrustDomain { // fetch guarantees it; be explicit
 		return fmt.Errorf("federation: fetched bundle is for %q, not %q", b.TrustDomain(), rel.TrustDomain)
 	}
 	if b.Empty() {
