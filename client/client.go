@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -63,6 +64,7 @@ type Client struct {
 	base string
 	td   spiffeid.TrustDomain
 	http *http.Client
+	tls  *tls.Config
 }
 
 // New returns a client for cfg.
@@ -96,7 +98,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	tr := &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConns: cfg.MaxConns, MaxIdleConnsPerHost: cfg.MaxConns,
 		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ForceAttemptHTTP2: false}
-	return &Client{base: strings.TrimRight(cfg.Server, "/"), td: td, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
+	return &Client{base: strings.TrimRight(cfg.Server, "/"), td: td, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}, tls: tlsCfg}, nil
 }
 
 func trustDomain(cfg Config) (spiffeid.TrustDomain, error) {
@@ -115,6 +117,14 @@ func trustDomain(cfg Config) (spiffeid.TrustDomain, error) {
 	}
 	return spiffeid.TrustDomain{}, errors.New("client: cannot tell the trust domain: give it explicitly")
 }
+
+// TLSConfig is the client's TLS configuration (server authenticated as the
+// authority's X509-SVID; the client's own SVID when it has one), for
+// callers that open connections themselves. Do not modify it.
+func (c *Client) TLSConfig() *tls.Config { return c.tls }
+
+// Server is the base URL the client calls.
+func (c *Client) Server() string { return c.base }
 
 // TrustDomain is the authority's trust domain.
 func (c *Client) TrustDomain() spiffeid.TrustDomain { return c.td }

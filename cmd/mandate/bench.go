@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -207,10 +206,17 @@ func (e *benchEnv) worker(ctx context.Context, kind string, w int) (lat []time.D
 		b, _ := json.Marshal(map[string]string{"spiffe_id": e.agentID, "csr": string(e.csrs[w])})
 		path, body = "/v1/svid/x509", b
 	}
-	var buf bytes.Buffer
+	conn, err := newBenchConn(e.node.Server(), path, body, e.node.TLSConfig())
+	if err != nil {
+		return nil, 1, err
+	}
+	defer conn.close()
 	for n := 0; ctx.Err() == nil; n++ {
 		t := time.Now()
-		_, ans, err := e.node.Raw(ctx, "POST", path, body, &buf)
+		status, ans, err := conn.do(ctx)
+		if err == nil && status != 200 {
+			err = fmt.Errorf("bench: answer %d: %.300s", status, ans)
+		}
 		if err == nil && n%checkEvery == 0 {
 			err = e.check(kind, ans)
 		}
