@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// cli runs one mandate command in-process against the authority at url
+// whose data directory is under dir.
+func cli(t *testing.T, url, dir string, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t.Setenv("MANDATE_SERVER", url)
+	full := append([]string(nil), args...)
+	if len(args) > 0 && (args[0] == "admin" || args[0] == "bench") {
+		full = append(full, "--data-dir", filepath.Join(dir, "mandate-data"))
+	}
+	err := run(ctx, full, &out, &errOut)
+	return out.String(), err
+}
+
+func TestCLIAdminCommands(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+
+	token, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+	if err != nil {
+		t.Fatalf("join-token create: %v", err)
+	}
+	nodeID, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token), "--quiet", "--bundle", "mandate-data/admin/bundle.pem")
+	if err != nil {
+		t.Fatalf("node join: %v", err)
+	}
+	nodeID = strings.TrimSpace(nodeID)
+	out, err := cli(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--node-id", nodeID, "--scope", "read", "--x509-ttl", "30m")
+	if err != nil {
+		t.Fatalf("agent create: %v", err)
+	}
+	var reg struct {
+		ID             string   `json:"id"`
+		Scopes         []string `json:"scopes"`
+		X509TTLSeconds int64    `json:"x509_ttl_seconds"`
+	}
+	if err := json.Unmarshal([]byte(out), &reg); err != nil || reg.ID == "" || reg.X509TTLSeconds != 1800 {
+		t.Fatalf("agent create printed %s (%v)", out, err)
+	}
+	steps := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admin", "agent", "list"}, `"spiffe_id": "spiffe://mandate.localhost/agent/a1"`},
+		{[]string{"admin", "agent", "show", reg.ID}, `"read"`},
+		{[]string{"admin", "agent", "update", reg.ID, "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--node-id", nodeID, "--scope", "write"}, `"write"`},
+		{[]string{"svid", "x509", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--out", "agent"}, `"credential": "agent"`},
+		{[]string{"svid", "jwt", "--creds", "agent", "--audience", "x", "--json"}, `"token": "ey`},
+		{[]string{"admin", "node", "list"}, nodeID},
+		{[]string{"admin", "node", "ban", nodeID, "--reason", "test"}, `"banned": true`},
+		{[]string{"admin", "agent", "delete", reg.ID}, `"deleted"`},
+		{[]string{"admin", "federation", "list"}, `"federations": []`},
+		{[]string{"bundle", "show", "--bundle", "mandate-data/admin/bundle.pem"}, `"spiffe_sequence"`},
+	}
+	for _, s := range steps {
+		out, err := cli(t, url, dir, s.args...)
+		if err != nil || !strings.Contains(out, s.want) {
+			t.Errorf("mandate %s = %q, %v; want output containing %s", strings.Join(s.args, " "), out, err, s.want)
+		}
+	}
+	// After the ban, the node gets a problem, which the CLI reports as an error.
+	_, err = cli(t, url, dir, "svid", "jwt", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--audience", "x")
+	if err == nil || !strings.Contains(err.Error(), "problems/") {
+		t.Errorf("svid jwt from a banned node = %v, want a problem error", err)
+	}
+}
+
+func TestCLIUsageErrors(t *testing.T) {
+	tests := [][]string{
+		{},
+		{"frobnicate"},
+		{"admin"},
+		{"admin", "agent", "fly"},
+		{"admin", "agent", "create", "--no-such-flag"},
+		{"node"},
+		{"node", "join"},
+		{"svid", "x509"},
+		{"svid", "pem"},
+		{"svid", "jwt"},
+		{"bench", "issue", "--kind", "both", "--concurrency", "0"},
+		{"serve", "--listen"},
+	}
+	for _, args := range tests {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), args, &out, &errOut)
+		var ue usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("mandate %q = %v, want a usage error (exit 2)", args, err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"serve", "-h"}, &out, &errOut); !errors.Is(err, flag.ErrHelp) || !strings.Contains(errOut.String(), "trust_domain:") {
+		t.Errorf("mandate serve -h = %v, want help with the configuration reference", err)
+	}
+	if err := run(context.Background(), []string{"serve", "--trust-domain", "Bad Domain", "--data-dir", t.TempDir()}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "trust_domain") {
+		t.Errorf("mandate serve with a bad trust domain = %v, want a configuration error naming trust_domain", err)
+	}
+}
+
+func TestBenchIssue(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	out, err := cli(t, url, dir, "bench", "issue", "--duration", "300ms", "--concurrency", "2")
+	if err != nil {
+		t.Fatalf("bench issue: %v\n%s", err, out)
+	}
+	for _, want := range []string{"x509-svid", "jwt-svid", "raw crypto/ecdsa P-256", "issuance ÷ raw sign"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bench output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "error:") {
+		t.Errorf("bench reported errors:\n%s", out)
+	}
+	agents, err := cli(t, url, dir, "admin", "agent", "list")
+	if err != nil || !strings.Contains(agents, `"agents": []`) {
+		t.Errorf("after bench, agent list = %s, %v; want the bench agent removed", agents, err)
+	}
+}
