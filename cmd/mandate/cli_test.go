@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,6 +64,7 @@ func TestCLIAdminCommands(t *testing.T) {
 		{[]string{"admin", "agent", "update", reg.ID, "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--node-id", nodeID, "--scope", "write"}, `"write"`},
 		{[]string{"svid", "x509", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--out", "agent"}, `"credential": "agent"`},
 		{[]string{"svid", "jwt", "--creds", "agent", "--audience", "x", "--json"}, `"token": "ey`},
+		{[]string{"svid", "jwt", "--creds", "agent", "--audience", "x", "--out", "agent/token.jwt"}, ``},
 		{[]string{"admin", "node", "list"}, nodeID},
 		{[]string{"admin", "node", "ban", nodeID, "--reason", "test"}, `"banned": true`},
 		{[]string{"admin", "agent", "delete", reg.ID}, `"deleted"`},
@@ -74,6 +76,9 @@ func TestCLIAdminCommands(t *testing.T) {
 		if err != nil || !strings.Contains(out, s.want) {
 			t.Errorf("mandate %s = %q, %v; want output containing %s", strings.Join(s.args, " "), out, err, s.want)
 		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "agent", "token.jwt")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("svid jwt --out: %v, want a 0600 file", err)
 	}
 	// After the ban, the node gets a problem, which the CLI reports as an error.
 	_, err = cli(t, url, dir, "svid", "jwt", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--audience", "x")

@@ -8,6 +8,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
 )
 
 func runSVID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -66,10 +67,12 @@ func svidJWT(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var id string
 	var aud stringList
 	var asJSON bool
+	var outFile string
 	cf.register(fs, "mandate-node", "credential to authenticate with: a node's (with --spiffe-id of an agent it hosts) or an agent's")
 	fs.StringVar(&id, "spiffe-id", "", "agent SPIFFE ID (default: the credential's own)")
 	fs.Var(&aud, "audience", "audience of the token (repeatable, at least one)")
 	fs.BoolVar(&asJSON, "json", false, "print the whole answer as JSON instead of the token alone")
+	fs.StringVar(&outFile, "out", "", "write the token to this file (mode 0600) instead of printing it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -83,6 +86,9 @@ func svidJWT(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ans, err := c.JWTSVID(ctx, id, aud)
 	if err != nil {
 		return err
+	}
+	if outFile != "" {
+		return credfile.WriteFileAtomic(outFile, []byte(ans.Token+"\n"), 0o600)
 	}
 	if asJSON {
 		return printJSON(stdout, ans)
