@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"crypto/tls"
 	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -191,4 +193,92 @@ func waitRefreshed(t *testing.T, e *env, td spiffeid.TrustDomain) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s never fetched the bundle of %s", e.td, td)
+}
+
+// TestEndedTrustStopsOpenAndResumedConnections: an admin of a federated
+// trust domain loses access as soon as the federation ends — on its open
+// keep-alive connection and on a resumed TLS session alike.
+func TestEndedTrustStopsOpenAndResumedConnections(t *testing.T) {
+	b := start(t, "org-b.example")
+	ops := spiffeid.RequireFromSegments(b.td, "agent", "ops")
+	a := start(t, "org-a.example", func(c *authority.Config) { c.Admins = []string{ops.String()} })
+	a.federate(b)
+	nodeB := b.joinNode()
+	opsID := b.agentSVID(nodeB, b.registerAgent("ops", nodeB.id))
+
+	c := a.rawClient(opsID.chain, opsID.key)
+	tr := c.Transport.(*http.Transport)
+	tr.TLSClientConfig.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	resumed := false
+	get := func() (int, error) {
+		resp, err := c.Get(a.url + "/v1/admin/nodes")
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		resumed = resp.TLS.DidResume
+		return resp.StatusCode, nil
+	}
+	if code, err := get(); err != nil || code != 200 {
+		t.Fatalf("federated admin before: %d, %v; want 200", code, err)
+	}
+	tr.CloseIdleConnections()
+	if code, err := get(); err != nil || code != 200 { // a resumed session, still trusted
+		t.Fatalf("federated admin on a resumed session: %d, %v; want 200", code, err)
+	}
+	if !resumed {
+		t.Fatal("the client did not resume its TLS session; the test needs it to")
+	}
+	if err := a.admin.DeleteFederation(ctxT(t), b.td.String()); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := get(); err != nil || code != 401 {
+		t.Errorf("federated admin on an open connection after the federation ended: %d, %v; want 401", code, err)
+	}
+	tr.CloseIdleConnections()
+	if code, err := get(); err == nil {
+		t.Errorf("federated admin resuming a session after the federation ended: %d, want a refused handshake", code)
+	}
+}
+
+// TestFederationChangesKeepState: re-posting a relationship without its
+// bundle keeps the bundle (and the authority restarts fine), a refused
+// change leaves the existing relationship as it was, and "spiffe://x" and
+// "x" name one relationship.
+func TestFederationChangesKeepState(t *testing.T) {
+	b := start(t, "org-b.example")
+	dataDir := t.TempDir()
+	cfg := func(c *authority.Config) { c.DataDir = dataDir }
+	a := start(t, "org-a.example", cfg)
+	ctx := ctxT(t)
+	a.federate(b)
+	b.stop() // the peer is down from now on
+
+	again := &client.Federation{TrustDomain: "spiffe://org-b.example", BundleEndpointURL: b.url + "/v1/bundle", Profile: "https_spiffe", Bundle: []byte("null")}
+	if _, err := a.admin.AddFederation(ctx, again); err != nil {
+		t.Fatalf("AddFederation(same relationship, no bundle) = %v", err)
+	}
+	refused := &client.Federation{TrustDomain: "org-b.example", BundleEndpointURL: "http://insecure.example/", Profile: "https_web"}
+	if _, err := a.admin.AddFederation(ctx, refused); problemName(err) != "invalid-federation" {
+		t.Fatalf("AddFederation(plain http) = %v, want invalid-federation", err)
+	}
+	feds, err := a.admin.ListFederations(ctx)
+	if err != nil || len(feds) != 1 || feds[0].TrustDomain != "org-b.example" || feds[0].BundleEndpointURL != b.url+"/v1/bundle" || len(feds[0].Bundle) == 0 {
+		t.Fatalf("ListFederations() = %+v, %v; want the one org-b relationship, unchanged, with its bundle", feds, err)
+	}
+
+	a.stop()
+	a = start(t, "org-a.example", cfg)
+	node := a.joinNode()
+	agent := a.agentSVID(node, a.registerAgent("alice", node.id))
+	if _, ok := agent.ans.Bundles["org-b.example"]; !ok {
+		t.Errorf("after restart, bundles = %v, want org-b's", agent.ans.Bundles)
+	}
+	if err := a.admin.DeleteFederation(ctx, "spiffe://org-b.example"); err != nil {
+		t.Fatalf("DeleteFederation(spiffe://org-b.example) = %v", err)
+	}
+	if feds, err := a.admin.ListFederations(ctx); err != nil || len(feds) != 0 {
+		t.Errorf("ListFederations() after delete = %+v, %v; want none", feds, err)
+	}
 }

@@ -83,11 +83,32 @@ func (s *Server) authenticate(r *http.Request) (*authority.Caller, error) {
 	if now := s.a.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
 		return nil, fmt.Errorf("%w: the client certificate is not valid now", authority.ErrUnauthenticated)
 	}
+	if err := s.reverify(r); err != nil {
+		return nil, err
+	}
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", authority.ErrUnauthenticated, err)
 	}
 	return &authority.Caller{ID: id, Cert: leaf}, nil
+}
+
+// reverify verifies the connection's client chain again if the bundles
+// changed since it was last verified (see connAuth).
+func (s *Server) reverify(r *http.Request) error {
+	gen := s.a.BundleGeneration()
+	ca, _ := r.Context().Value(connAuthKey{}).(*connAuth)
+	if ca != nil && ca.gen.Load() == gen {
+		return nil
+	}
+	if err := s.verifyChain(r.TLS.PeerCertificates); err != nil {
+		s.metrics.tlsRefused.Inc()
+		return fmt.Errorf("%w: the client certificate no longer verifies: %v", authority.ErrUnauthenticated, err)
+	}
+	if ca != nil {
+		ca.gen.Store(gen)
+	}
+	return nil
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -63,6 +63,7 @@ var problemTable = []problemKind{
 	{errContentType, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type"},
 	{errBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", "Request timed out"},
+	{context.Canceled, http.StatusServiceUnavailable, "canceled", "Request canceled"}, // the client went away
 }
 
 // writeError answers err as problem+json. Errors not in the table are the

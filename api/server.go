@@ -5,11 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,32 +64,48 @@ func (s *Server) TLSConfig() *tls.Config {
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.serverCert(context.Background())
 		},
-		VerifyPeerCertificate: s.verifyClient,
+		// VerifyConnection, unlike VerifyPeerCertificate, also runs when a
+		// client resumes a TLS session, so a resumed session is checked
+		// against the bundles held now, not those of its first handshake.
+		VerifyConnection: s.verifyConnection,
 	}
 }
 
-// verifyClient checks a client certificate chain, if one was sent, as an
-// X509-SVID of a trust domain whose bundle the authority holds.
-func (s *Server) verifyClient(raw [][]byte, _ [][]*x509.Certificate) error {
-	if len(raw) == 0 {
+// maxClientChain bounds the client certificate chain.
+const maxClientChain = 8
+
+// verifyConnection checks the client certificate chain, if one was sent,
+// as an X509-SVID of a trust domain whose bundle the authority holds.
+func (s *Server) verifyConnection(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
 		return nil
 	}
-	if len(raw) > 8 {
+	if err := s.verifyChain(cs.PeerCertificates); err != nil {
+		s.metrics.tlsRefused.Inc()
+		return err
+	}
+	return nil
+}
+
+func (s *Server) verifyChain(certs []*x509.Certificate) error {
+	if len(certs) > maxClientChain {
 		return errors.New("client certificate chain too long")
 	}
-	certs := make([]*x509.Certificate, 0, len(raw))
-	for _, der := range raw {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return fmt.Errorf("client certificate: %w", err)
-		}
-		certs = append(certs, c)
-	}
 	_, _, err := x509svid.Verify(certs, s.a)
-	if err != nil {
-		s.metrics.tlsRefused.Inc()
-	}
 	return err
+}
+
+// connAuth is per-connection authentication state: the bundle generation
+// against which the connection's client certificate was last verified
+// (0: not yet). A keep-alive connection is re-verified when the bundles
+// change, so a root dropped from a bundle (a rotation, a federation ended)
+// stops authenticating connections that were opened before.
+type connAuth struct{ gen atomic.Uint64 }
+
+type connAuthKey struct{}
+
+func connContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connAuthKey{}, new(connAuth))
 }
 
 // serverCert returns the authority's TLS certificate, minting a new one
@@ -138,6 +154,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       hc.IdleTimeout.D(),
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext:       connContext,
 		// HTTP/1.1 only: every client of this API speaks it, and the
 		// authority keeps HTTP/2's larger attack surface (stream
 		// multiplexing, HPACK state) off its one listener.

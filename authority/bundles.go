@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 // out: its own and those of federated trust domains, with their JSON
 // encoding computed once.
 type bundleSet struct {
+	gen     uint64 // bumped whenever the content changes; never 0
 	own     *spiffebundle.Bundle
 	byTD    map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	json    json.RawMessage // {"<td>": <SPIFFE bundle>, ...}
@@ -55,9 +57,22 @@ func (a *Authority) refreshBundlesWith(td spiffeid.TrustDomain, fresh *spiffebun
 			set.ownJSON = doc
 		}
 	}
-	set.json, _ = json.Marshal(docs)
+	set.json, _ = json.Marshal(docs) // map keys sorted: equal content, equal bytes
+	set.gen = 1
+	if prev := a.bundles.Load(); prev != nil {
+		set.gen = prev.gen
+		if !bytes.Equal(prev.json, set.json) {
+			set.gen++
+		}
+	}
 	a.bundles.Store(set)
 }
+
+// BundleGeneration changes whenever any bundle the authority trusts
+// changes (a CA rotation, a federated peer's update, a relationship added
+// or removed). Verifications made against an older generation must be
+// made again.
+func (a *Authority) BundleGeneration() uint64 { return a.bundles.Load().gen }
 
 // BundlesJSON is the "bundles" member of every answer that carries an
 // SVID: this trust domain's bundle and every federated one.

@@ -45,6 +45,10 @@ func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bund
 	if err != nil {
 		return federation.Relationship{}, nil, fmt.Errorf("%w: trust_domain %q: %v", ErrFederation, f.TrustDomain, err)
 	}
+	f.TrustDomain = td.Name() // one spelling: "spiffe://x" and "x" are one relationship
+	if string(f.Bundle) == "null" {
+		f.Bundle = nil
+	}
 	if f.Profile == "" {
 		f.Profile = string(federation.ProfileHTTPSSPIFFE)
 	}
@@ -93,8 +97,8 @@ func (a *Authority) openFederation(ctx context.Context) error {
 		if err == nil {
 			err = a.fed.Set(rel, b)
 		}
-		if err != nil {
-			return fmt.Errorf("authority: stored federation %q: %w", f.TrustDomain, err)
+		if err != nil { // one bad record must not keep the authority down
+			a.log.Error("stored federation relationship not loaded; fix it with mandate admin federation add", "trust_domain", f.TrustDomain, "err", err)
 		}
 	}
 	return a.configuredFederations(ctx, stored)
@@ -108,7 +112,11 @@ func (a *Authority) configuredFederations(ctx context.Context, stored []*Federat
 		have[f.TrustDomain] = true
 	}
 	for _, t := range a.cfg.Federation.TrustDomains {
-		if have[t.TrustDomain] {
+		name := t.TrustDomain
+		if td, err := spiffeid.TrustDomainFromString(name); err == nil {
+			name = td.Name()
+		}
+		if have[name] {
 			continue
 		}
 		f := &Federation{TrustDomain: t.TrustDomain, BundleEndpointURL: t.BundleEndpointURL, Profile: t.Profile, EndpointSPIFFEID: t.EndpointSPIFFEID}
@@ -210,17 +218,50 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation) (*Federati
 	if rel.TrustDomain == a.td {
 		return nil, fmt.Errorf("%w: cannot federate with the own trust domain", ErrFederation)
 	}
+	if b == nil { // replacing a relationship keeps the bundle it holds
+		if held, ok := a.fed.Bundle(rel.TrustDomain); ok {
+			b = held
+			if f.Bundle, err = held.Marshal(); err != nil {
+				return nil, err
+			}
+		}
+	}
 	f.CreatedAt = a.now().UTC()
-	err = a.store.Update(ctx, func(tx store.Tx) error { return putRecord(tx, bucketFederations, f.TrustDomain, f) })
+	old, err := a.swapFederationRecord(ctx, f.TrustDomain, f)
 	if err != nil {
 		return nil, err
 	}
 	if err := a.fed.Set(rel, b); err != nil {
-		_ = a.store.Update(ctx, func(tx store.Tx) error { return tx.Delete(bucketFederations, []byte(f.TrustDomain)) })
+		// Put back what was stored: a refused change changes nothing.
+		if _, rerr := a.swapFederationRecord(ctx, f.TrustDomain, old); rerr != nil {
+			a.log.Error("restore federation record", "trust_domain", f.TrustDomain, "err", rerr)
+		}
 		return nil, fmt.Errorf("%w: %v", ErrFederation, err)
 	}
 	a.refreshBundles()
 	return f, nil
+}
+
+// swapFederationRecord stores f (nil: deletes) under td and returns the
+// record it replaced (nil if none).
+func (a *Authority) swapFederationRecord(ctx context.Context, td string, f *Federation) (*Federation, error) {
+	var old *Federation
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		old = nil
+		if v, err := tx.Get(bucketFederations, []byte(td)); err == nil {
+			old = new(Federation)
+			if err := decodeRecord(v, old); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if f == nil {
+			return tx.Delete(bucketFederations, []byte(td))
+		}
+		return putRecord(tx, bucketFederations, td, f)
+	})
+	return old, err
 }
 
 // ListFederations returns every relationship with its refresh status.
@@ -272,6 +313,7 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 	if err != nil {
 		return fmt.Errorf("%w: trust domain %q: %v", ErrInvalidRequest, td, err)
 	}
+	td = tdID.Name()
 	err = a.store.Update(ctx, func(tx store.Tx) error {
 		if _, err := tx.Get(bucketFederations, []byte(td)); errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: no federation with %q", ErrNotFound, td)

@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"crypto"
+	"errors"
 	"fmt"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -137,10 +138,10 @@ func (a *Authority) lookupHosting(ctx context.Context, id, nodeID spiffeid.ID) (
 	err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		if agent, err = registry.AgentBySPIFFEID(tx, id.String()); err != nil {
-			return fmt.Errorf("%w: %s", ErrAgentNotRegistered, id)
+			return notFoundAs(err, ErrAgentNotRegistered, id)
 		}
 		if node, err = registry.GetNode(tx, nodeID.String()); err != nil {
-			return fmt.Errorf("%w: %s", ErrNodeUnknown, nodeID)
+			return notFoundAs(err, ErrNodeUnknown, nodeID)
 		}
 		return registry.CheckHosting(agent, node)
 	})
@@ -156,7 +157,7 @@ func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.Pu
 	err := a.store.Update(ctx, func(tx store.Tx) error {
 		node, err := registry.GetNode(tx, id.String())
 		if err != nil {
-			return fmt.Errorf("%w: %s", ErrNodeUnknown, id)
+			return notFoundAs(err, ErrNodeUnknown, id)
 		}
 		if node.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, id)
@@ -173,4 +174,14 @@ func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.Pu
 	})
 	a.hosting.invalidate()
 	return svid, err
+}
+
+// notFoundAs turns a registry "not found" into the caller-facing sentinel
+// as; any other error (the store failing) is the server's own and is
+// returned wrapped, unchanged in kind.
+func notFoundAs(err, as error, id spiffeid.ID) error {
+	if errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w: %s", as, id)
+	}
+	return fmt.Errorf("authority: look up %s: %w", id, err)
 }

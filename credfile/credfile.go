@@ -123,25 +123,43 @@ func In(dir string) Paths {
 
 // Write stores a credential: the chain, the key (0600) and the bundle,
 // creating dir (0700) if needed. Each file is replaced atomically, but not
-// the three together: Load refuses a key that does not match the
-// certificate, which is what a crash between two renames would leave.
+// the three together; a crash between the key and the certificate leaves
+// the new key and the old certificate, and Load then uses the old key,
+// which Write kept as svid.key.prev until the certificate landed.
 func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509.Certificate) error {
 	if err := os.MkdirAll(filepath.Dir(p.Cert), 0o700); err != nil {
 		return fmt.Errorf("credfile: %w", err)
 	}
 	if key != nil {
-		kb, err := EncodeKeyPEM(key)
-		if err != nil {
-			return err
-		}
-		if err := WriteFileAtomic(p.Key, kb, 0o600); err != nil {
+		if err := replaceKey(p, key); err != nil {
 			return err
 		}
 	}
 	if err := WriteFileAtomic(p.Cert, EncodeCertsPEM(chain), 0o644); err != nil {
 		return err
 	}
+	_ = os.Remove(p.prevKey()) // the pair on disk matches again
 	return WriteFileAtomic(p.Bundle, EncodeCertsPEM(bundle), 0o644)
+}
+
+// prevKey is where Write keeps the replaced key until the new certificate
+// is in place.
+func (p Paths) prevKey() string { return p.Key + ".prev" }
+
+// replaceKey writes key, first keeping the current key file (if any) as
+// prevKey, so that a crash before the new certificate lands leaves a
+// loadable pair: the old certificate and its key.
+func replaceKey(p Paths, key crypto.Signer) error {
+	kb, err := EncodeKeyPEM(key)
+	if err != nil {
+		return err
+	}
+	if old, err := os.ReadFile(p.Key); err == nil {
+		if err := WriteFileAtomic(p.prevKey(), old, 0o600); err != nil {
+			return err
+		}
+	}
+	return WriteFileAtomic(p.Key, kb, 0o600)
 }
 
 // Load reads a credential written by Write.
@@ -153,15 +171,8 @@ func Load(p Paths) (chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 	if chain, err = ParseCertsPEM(cb); err != nil {
 		return nil, nil, nil, fmt.Errorf("credfile: %s: %w", p.Cert, err)
 	}
-	kb, err := os.ReadFile(p.Key)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("credfile: %w", err)
-	}
-	if key, err = ParseKeyPEM(kb); err != nil {
-		return nil, nil, nil, fmt.Errorf("credfile: %s: %w", p.Key, err)
-	}
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(chain[0].PublicKey) {
-		return nil, nil, nil, fmt.Errorf("credfile: %s does not hold the key of the certificate in %s (a write was interrupted? fetch the credential again)", p.Key, p.Cert)
+	if key, err = loadKeyFor(p, chain[0]); err != nil {
+		return nil, nil, nil, err
 	}
 	bb, err := os.ReadFile(p.Bundle)
 	if err != nil {
@@ -171,4 +182,31 @@ func Load(p Paths) (chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 		return nil, nil, nil, fmt.Errorf("credfile: %s: %w", p.Bundle, err)
 	}
 	return chain, key, bundle, nil
+}
+
+// loadKeyFor reads the key of leaf: the key file, or, when a Write was
+// interrupted between the key and the certificate, the key it replaced.
+func loadKeyFor(p Paths, leaf *x509.Certificate) (crypto.Signer, error) {
+	kb, err := os.ReadFile(p.Key)
+	if err != nil {
+		return nil, fmt.Errorf("credfile: %w", err)
+	}
+	key, err := ParseKeyPEM(kb)
+	if err != nil {
+		return nil, fmt.Errorf("credfile: %s: %w", p.Key, err)
+	}
+	if keyMatches(key, leaf) {
+		return key, nil
+	}
+	if pb, err := os.ReadFile(p.prevKey()); err == nil {
+		if prev, err := ParseKeyPEM(pb); err == nil && keyMatches(prev, leaf) {
+			return prev, nil
+		}
+	}
+	return nil, fmt.Errorf("credfile: %s does not hold the key of the certificate in %s (fetch the credential again)", p.Key, p.Cert)
+}
+
+func keyMatches(key crypto.Signer, leaf *x509.Certificate) bool {
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(leaf.PublicKey)
 }

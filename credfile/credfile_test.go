@@ -489,3 +489,42 @@ func TestEncodeCertsPEMEmpty(t *testing.T) {
 		t.Errorf("EncodeCertsPEM(nil) = %q, want empty", b)
 	}
 }
+
+// TestLoadAfterInterruptedRenewal simulates a crash after the new key was
+// written and before the new certificate: Load still returns a matching
+// pair, the old one.
+func TestLoadAfterInterruptedRenewal(t *testing.T) {
+	p := credfile.In(t.TempDir())
+	oldKey, newKey := ecKey(t), ecKey(t)
+	oldCert := selfSignedWith(t, "old", oldKey)
+	if err := credfile.Write(p, []*x509.Certificate{oldCert}, oldKey, []*x509.Certificate{oldCert}); err != nil {
+		t.Fatal(err)
+	}
+	// The first half of a renewal: what Write does before the certificate.
+	old, err := os.ReadFile(p.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := credfile.WriteFileAtomic(p.Key+".prev", old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := credfile.EncodeKeyPEM(newKey)
+	if err := credfile.WriteFileAtomic(p.Key, kb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	chain, key, _, err := credfile.Load(p)
+	if err != nil {
+		t.Fatalf("Load after an interrupted renewal = %v", err)
+	}
+	if !chain[0].Equal(oldCert) || !oldKey.Equal(key) {
+		t.Error("Load after an interrupted renewal did not return the old certificate with its key")
+	}
+	// A completed renewal leaves no .prev behind.
+	newCert := selfSignedWith(t, "new", newKey)
+	if err := credfile.Write(p, []*x509.Certificate{newCert}, newKey, []*x509.Certificate{newCert}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p.Key + ".prev"); !os.IsNotExist(err) {
+		t.Errorf("svid.key.prev after a completed Write: %v, want it removed", err)
+	}
+}

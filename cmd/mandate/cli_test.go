@@ -139,3 +139,50 @@ func TestBenchIssue(t *testing.T) {
 		t.Errorf("after bench, agent list = %s, %v; want the bench agent removed", agents, err)
 	}
 }
+
+// TestNextStepsRun runs the commands "mandate serve" prints, as printed,
+// against a server with a non-default address and data directory.
+func TestNextStepsRun(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", "state"}, &out, &errOut) }()
+	defer func() { cancel(); <-done }()
+	var steps []string
+	deadline := time.Now().Add(30 * time.Second)
+	for len(steps) == 0 && time.Now().Before(deadline) {
+		if i := strings.Index(out.String(), "Next steps"); i >= 0 && strings.Contains(out.String(), "mandate bundle show") {
+			for _, line := range strings.Split(out.String()[i:], "\n")[1:] {
+				if line = strings.TrimSpace(line); strings.HasPrefix(line, "mandate ") {
+					steps = append(steps, line)
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(steps) != 6 {
+		t.Fatalf("serve printed steps %q; log %s", steps, errOut.String())
+	}
+	t.Setenv("MANDATE_SERVER", "")
+	var token, nodeID string
+	for i, step := range steps {
+		step = strings.Replace(step, "<token>", token, 1)
+		step = strings.Replace(step, "<node spiffe id>", nodeID, 1)
+		args := strings.Fields(step)[1:]
+		if i < 2 {
+			args = append(args, "--quiet")
+		}
+		var o, e bytes.Buffer
+		if err := run(context.Background(), args, &o, &e); err != nil {
+			t.Fatalf("step %q: %v\n%s", step, err, e.String())
+		}
+		switch i {
+		case 0:
+			token = strings.TrimSpace(o.String())
+		case 1:
+			nodeID = strings.TrimSpace(o.String())
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
@@ -183,32 +184,26 @@ func serveWebBundle(ctx context.Context, cfg authority.Config, srv *api.Server) 
 func printNextSteps(w io.Writer, a *authority.Authority, addr string) {
 	cfg := a.Config()
 	p := authority.AdminPaths(cfg.DataDir)
-	server := "https://" + addr
-	flags := ""
+	server := ""
 	if addr != "127.0.0.1:8443" {
-		flags = " --server " + server
+		server = " --server https://" + addr
 	}
-	if cfg.DataDir != "mandate-data" {
-		flags += " --data-dir " + cfg.DataDir
+	admin := server
+	if filepath.Clean(cfg.DataDir) != "mandate-data" {
+		admin += " --data-dir " + cfg.DataDir
 	}
-	fmt.Fprintf(w, `Mandate authority for trust domain %s is serving on %s
+	bundle := server + " --bundle " + p.Bundle
+	agent := "spiffe://" + a.TrustDomain().String() + "/agent/hello"
+	fmt.Fprintf(w, `Mandate authority for trust domain %s is serving on https://%s
   admin credential: %s (key %s)
   trust bundle:     %s
 
-Next steps:
+Next steps (in another terminal, from this directory):
   mandate admin join-token create%s
-  mandate node join --token <token>%s --bundle %s
-  mandate admin agent create --spiffe-id spiffe://%s/agent/hello --node-id <node id>%s
-  mandate svid x509 --spiffe-id spiffe://%s/agent/hello%s
-  mandate svid jwt --spiffe-id spiffe://%s/agent/hello --audience example%s
+  mandate node join --token <token>%s
+  mandate admin agent create --spiffe-id %s --node-id <node spiffe id>%s
+  mandate svid x509 --spiffe-id %s%s
+  mandate svid jwt --creds mandate-agent --audience example%s
   mandate bundle show%s
-`, a.TrustDomain(), server, p.Cert, p.Key, p.Bundle, flags, serverFlag(addr), p.Bundle,
-		a.TrustDomain(), flags, a.TrustDomain(), serverFlag(addr), a.TrustDomain(), serverFlag(addr), flags)
-}
-
-func serverFlag(addr string) string {
-	if addr == "127.0.0.1:8443" {
-		return ""
-	}
-	return " --server https://" + addr
+`, a.TrustDomain(), addr, p.Cert, p.Key, p.Bundle, admin, bundle, agent, admin, agent, server, server, bundle)
 }
