@@ -148,7 +148,9 @@ func TestNextStepsRun(t *testing.T) {
 	var out, errOut syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", "state"}, &out, &errOut) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", "state"}, &out, &errOut)
+	}()
 	defer func() { cancel(); <-done }()
 	var steps []string
 	deadline := time.Now().Add(30 * time.Second)
