@@ -241,7 +241,7 @@ func TestFetchTimeout(t *testing.T) {
 		name  string
 		serve func(w http.ResponseWriter) // before stalling
 	}{
-		{"no answer", func(http.ResponseWriter) {}},
+		{"no answer", nil}, // takes the connection over and never writes an HTTP answer
 		{"headers then no body", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Length", fmt.Sprint(len(doc)))
 			w.WriteHeader(http.StatusOK)
@@ -256,6 +256,16 @@ func TestFetchTimeout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			release := make(chan struct{})
 			e := startEndpoint(t, caB.serverCert(t, endpointB), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.serve == nil {
+					conn, _, err := w.(http.Hijacker).Hijack()
+					if err != nil {
+						return
+					}
+					go func() { <-release; conn.Close() }()
+					_, _ = io.Copy(io.Discard, conn) // until the client hangs up
+					conn.Close()
+					return
+				}
 				tt.serve(w)
 				select { // stall until the client goes away (or the test ends)
 				case <-r.Context().Done():
