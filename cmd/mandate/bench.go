@@ -49,7 +49,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&kind, "kind", "both", "x509, jwt or both")
 	fs.IntVar(&conc, "concurrency", 16, "concurrent requests in flight (each on its own keep-alive connection)")
 	fs.DurationVar(&dur, "duration", 10*time.Second, "how long to measure each kind")
-	procs := fs.Int("procs", 1, "GOMAXPROCS of this load generator; 1 leaves the most CPU to an authority on the same machine")
+	procs := fs.Int("procs", 0, "GOMAXPROCS of this load generator (0: Go's default, every core)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
