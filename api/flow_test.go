@@ -1,12 +1,15 @@
 package api_test
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -272,5 +275,52 @@ func TestRestartKeepsState(t *testing.T) {
 	}
 	if _, err := e.client(nil, nil).Join(ctx, used.Token, csr); problemName(err) != "join-token-used" {
 		t.Errorf("Join(used token) after restart = %v, want join-token-used", err)
+	}
+}
+
+// TestPublicEndpoints checks the JWKS (a plain JWT verifier validates a
+// JWT-SVID with it), the health check and the admin CA status.
+func TestPublicEndpoints(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	node := e.joinNode()
+	agentID := e.registerAgent("hello", node.id)
+	ans, err := e.client(node.chain, node.key).JWTSVID(ctx, agentID, []string{"api.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set jose.JSONWebKeySet
+	if err := e.client(nil, nil).Do(ctx, "GET", "/.well-known/jwks.json", nil, &set); err != nil {
+		t.Fatalf("GET jwks = %v", err)
+	}
+	tok, err := jwt.ParseSigned(ans.Token, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := set.Key(tok.Headers[0].KeyID)
+	if len(keys) != 1 || keys[0].Use != "sig" || keys[0].Algorithm != "ES256" {
+		t.Fatalf("JWKS keys for kid %q = %+v, want one ES256 signing key", tok.Headers[0].KeyID, keys)
+	}
+	var claims jwt.Claims
+	if err := tok.Claims(keys[0].Key, &claims); err != nil {
+		t.Fatalf("verify JWT-SVID with the JWKS key: %v", err)
+	}
+	if err := claims.Validate(jwt.Expected{Subject: agentID, AnyAudience: jwt.Audience{"api.example"}, Time: time.Now()}); err != nil {
+		t.Errorf("JWT-SVID claims: %v", err)
+	}
+
+	var health map[string]string
+	if err := e.client(nil, nil).Do(ctx, "GET", "/healthz", nil, &health); err != nil || health["status"] != "ok" {
+		t.Errorf("GET /healthz = %v, %v; want status ok", health, err)
+	}
+	var st struct {
+		TrustDomain string            `json:"trust_domain"`
+		Authorities []json.RawMessage `json:"authorities"`
+	}
+	if err := e.admin.Do(ctx, "GET", "/v1/admin/ca", nil, &st); err != nil || st.TrustDomain != "org-a.example" || len(st.Authorities) != 2 {
+		t.Errorf("GET /v1/admin/ca = %+v, %v; want an X.509 CA and a JWT key", st, err)
+	}
+	if err := e.client(node.chain, node.key).Do(ctx, "GET", "/v1/admin/ca", nil, nil); problemName(err) != "forbidden" {
+		t.Errorf("GET /v1/admin/ca as a node = %v, want forbidden", err)
 	}
 }

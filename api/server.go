@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"mandate.dev/mandate/authority"
@@ -50,9 +49,6 @@ func New(a *authority.Authority) (*Server, error) {
 // Handler is the API's HTTP handler (it expects TLS connections made with
 // TLSConfig, and treats requests without a client certificate as public).
 func (s *Server) Handler() http.Handler { return s.handler }
-
-// Registry is the server's private Prometheus registry.
-func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
 
 // TLSConfig is the listener's TLS configuration: TLS 1.3 only, the
 // authority's own X509-SVID as server certificate, and an optional client

@@ -104,12 +104,6 @@ func (a *Authority) TrustDomain() spiffeid.TrustDomain { return a.td }
 // Config is the configuration the authority runs with.
 func (a *Authority) Config() Config { return a.cfg }
 
-// CA is the authority's certificate authority.
-func (a *Authority) CA() *ca.CA { return a.ca }
-
-// Federation is the authority's federation manager.
-func (a *Authority) Federation() *federation.Manager { return a.fed }
-
 // Logger is the authority's logger.
 func (a *Authority) Logger() *slog.Logger { return a.log }
 

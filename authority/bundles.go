@@ -2,10 +2,8 @@ package authority
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"sort"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -16,11 +14,10 @@ import (
 // out: its own and those of federated trust domains, with their JSON
 // encoding computed once.
 type bundleSet struct {
-	gen     uint64 // bumped whenever the content changes; never 0
-	own     *spiffebundle.Bundle
-	byTD    map[spiffeid.TrustDomain]*spiffebundle.Bundle
-	json    json.RawMessage // {"<td>": <SPIFFE bundle>, ...}
-	ownJSON []byte          // this trust domain's SPIFFE bundle document
+	gen  uint64 // bumped whenever the content changes; never 0
+	own  *spiffebundle.Bundle
+	byTD map[spiffeid.TrustDomain]*spiffebundle.Bundle
+	json json.RawMessage // {"<td>": <SPIFFE bundle>, ...}
 }
 
 // refreshBundles rebuilds the snapshot from the CA and the federation
@@ -53,9 +50,6 @@ func (a *Authority) refreshBundlesWith(td spiffeid.TrustDomain, fresh *spiffebun
 			continue
 		}
 		docs[td.String()] = doc
-		if td == a.td {
-			set.ownJSON = doc
-		}
 	}
 	set.json, _ = json.Marshal(docs) // map keys sorted: equal content, equal bytes
 	set.gen = 1
@@ -78,9 +72,6 @@ func (a *Authority) BundleGeneration() uint64 { return a.bundles.Load().gen }
 // SVID: this trust domain's bundle and every federated one.
 func (a *Authority) BundlesJSON() json.RawMessage { return a.bundles.Load().json }
 
-// BundleJSON is this trust domain's SPIFFE bundle document.
-func (a *Authority) BundleJSON() []byte { return a.bundles.Load().ownJSON }
-
 // Bundle is this trust domain's SPIFFE bundle (do not modify).
 func (a *Authority) Bundle() *spiffebundle.Bundle { return a.bundles.Load().own }
 
@@ -90,21 +81,6 @@ func (a *Authority) GetBundleForTrustDomain(td spiffeid.TrustDomain) (*spiffebun
 		return b, nil
 	}
 	return nil, fmt.Errorf("%w: no bundle for trust domain %q", ErrNotFound, td)
-}
-
-// TrustedTrustDomains lists the trust domains whose bundles are held, sorted.
-func (a *Authority) TrustedTrustDomains() []string {
-	var out []string
-	for td := range a.bundles.Load().byTD {
-		out = append(out, td.String())
-	}
-	sort.Strings(out)
-	return out
-}
-
-// X509Authorities is this trust domain's X.509 roots.
-func (a *Authority) X509Authorities() []*x509.Certificate {
-	return a.bundles.Load().own.X509Authorities()
 }
 
 // GetX509BundleForTrustDomain implements x509bundle.Source over the

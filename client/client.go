@@ -178,28 +178,3 @@ func problemFrom(status int, b []byte) error {
 	}
 	return p
 }
-
-// Raw sends a prepared JSON body and reads the whole answer into buf
-// (reused between calls), returning the status code and the answer bytes.
-// It is for load generators that must not spend their CPU decoding every
-// answer; everything else should use the typed calls.
-func (c *Client) Raw(ctx context.Context, method, path string, body []byte, buf *bytes.Buffer) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, fmt.Errorf("client: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("client: %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	buf.Reset()
-	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxAnswer)); err != nil {
-		return 0, nil, fmt.Errorf("client: %s %s: read answer: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		return resp.StatusCode, buf.Bytes(), problemFrom(resp.StatusCode, buf.Bytes())
-	}
-	return resp.StatusCode, buf.Bytes(), nil
-}

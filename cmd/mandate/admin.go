@@ -54,8 +54,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cf clientFlags
 	var dataDir string
 	fs.StringVar(&dataDir, "data-dir", "mandate-data", "the authority's data directory (for the admin credential)")
-	cf.register(fs, "", "admin credential directory (default <data-dir>/admin)")
 	adminFlagSpec(args[0]+" "+args[1], fs)
+	cf.register(fs, "", "admin credential directory (default <data-dir>/admin)")
 	rest, err := splitFlags(fs, args[2:])
 	if err != nil {
 		return err

@@ -3,14 +3,26 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"mandate.dev/mandate/credfile"
 )
 
 // cli runs one mandate command in-process against the authority at url
@@ -186,5 +198,97 @@ func TestNextStepsRun(t *testing.T) {
 		case 1:
 			nodeID = strings.TrimSpace(o.String())
 		}
+	}
+}
+
+// webCert writes a self-signed certificate for 127.0.0.1 and its key.
+func webCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	kb, _ := credfile.EncodeKeyPEM(key)
+	certFile, keyFile = filepath.Join(dir, "web.pem"), filepath.Join(dir, "web.key")
+	if err := os.WriteFile(certFile, credfile.EncodeCertsPEM([]*x509.Certificate{cert}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestCLIFederation federates two authorities with the CLI, the way the
+// README says, and serves org-b's bundle on a Web PKI listener too.
+func TestCLIFederation(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	certFile, keyFile, pool := webCert(t, dirB)
+	webAddr := freeAddr(t)
+	cfgB := filepath.Join(dirB, "mandate.yaml")
+	yml := fmt.Sprintf("trust_domain: org-b.example\nfederation:\n  web_listen: %s\n  web_cert_file: %s\n  web_key_file: %s\n", webAddr, certFile, keyFile)
+	if err := os.WriteFile(cfgB, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	urlB := startServe(t, dirB, "--config", cfgB)
+	urlA := startServe(t, dirA, "--trust-domain", "org-a.example")
+
+	doc, err := cli(t, urlB, dirB, "bundle", "show", "--bundle", filepath.Join(dirB, "mandate-data/admin/bundle.pem"))
+	if err != nil {
+		t.Fatalf("bundle show at org-b: %v", err)
+	}
+	bundleFile := filepath.Join(dirA, "org-b.bundle.json")
+	if err := os.WriteFile(bundleFile, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := cli(t, urlA, dirA, "admin", "federation", "add", "--trust-domain", "org-b.example", "--url", urlB+"/v1/bundle", "--bundle-file", bundleFile)
+	if err != nil || !strings.Contains(out, `"endpoint_spiffe_id": "spiffe://org-b.example/mandate/server"`) {
+		t.Fatalf("federation add = %s, %v", out, err)
+	}
+	if out, err := cli(t, urlA, dirA, "admin", "federation", "list"); err != nil || !strings.Contains(out, `"trust_domain": "org-b.example"`) {
+		t.Errorf("federation list = %s, %v", out, err)
+	}
+
+	// The https_web bundle endpoint answers with the same bundle.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var resp *http.Response
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if resp, err = hc.Get("https://" + webAddr + "/"); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("GET web bundle endpoint: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"spiffe_sequence"`) {
+		t.Errorf("web bundle endpoint = %d %s", resp.StatusCode, body)
+	}
+
+	if out, err := cli(t, urlA, dirA, "admin", "federation", "delete", "org-b.example"); err != nil || !strings.Contains(out, `"deleted"`) {
+		t.Errorf("federation delete = %s, %v", out, err)
+	}
+	if _, err := cli(t, urlA, dirA, "admin", "federation", "add", "--trust-domain", "org-b.example"); err == nil {
+		t.Error("federation add without --url succeeded")
 	}
 }
