@@ -324,3 +324,42 @@ func TestPublicEndpoints(t *testing.T) {
 		t.Errorf("GET /v1/admin/ca as a node = %v, want forbidden", err)
 	}
 }
+
+// TestNodeRenewsItself: a join-token node renews its own X509-SVID over
+// mTLS with its current one, and the node record follows.
+func TestNodeRenewsItself(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	node := e.joinNode()
+	key, _, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := client.CSRFor(key, node.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := e.client(node.chain, node.key).X509SVID(ctx, node.id.String(), csr)
+	if err != nil {
+		t.Fatalf("node renewal = %v", err)
+	}
+	renewed := e.identity(ans, key)
+	if renewed.id != node.id || renewed.chain[0].SerialNumber.Cmp(node.chain[0].SerialNumber) == 0 {
+		t.Fatalf("renewed SVID %s serial %s, want a new certificate for %s", renewed.id, renewed.chain[0].SerialNumber, node.id)
+	}
+	if _, _, err := x509svid.Verify(renewed.chain, e.fetchBundle()); err != nil {
+		t.Errorf("x509svid.Verify(renewed node SVID) = %v", err)
+	}
+	nodes, err := e.admin.ListNodes(ctx)
+	if err != nil || len(nodes) != 1 || !nodes[0].SVIDExpiresAt.Equal(renewed.chain[0].NotAfter) {
+		t.Errorf("node record after renewal = %+v, %v; want svid_expires_at %s", nodes, err, renewed.chain[0].NotAfter)
+	}
+	// Another node cannot renew this one.
+	other := e.joinNode()
+	if _, err := e.client(other.chain, other.key).X509SVID(ctx, node.id.String(), csr); problemName(err) != "forbidden" {
+		t.Errorf("a node renewing another node = %v, want forbidden", err)
+	}
+	if _, err := e.admin.X509SVID(ctx, node.id.String(), csr); problemName(err) != "forbidden" {
+		t.Errorf("the admin minting a node SVID = %v, want forbidden", err)
+	}
+}

@@ -32,7 +32,10 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 	if err != nil {
 		return nil, err
 	}
-	if c.ID == id && a.RoleOf(id) == RoleNode {
+	if a.RoleOf(id) == RoleNode {
+		if c.ID != id {
+			return nil, fmt.Errorf("%w: a node SVID is renewed only by that node", ErrForbidden)
+		}
 		return a.renewNode(ctx, id, pub)
 	}
 	agent, node, err := a.authorizeAgent(ctx, c, id)
