@@ -8,14 +8,17 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -176,5 +179,28 @@ func TestBadInputGetsAProblem(t *testing.T) {
 	agents, err := e.admin.ListAgents(ctx)
 	if err != nil || len(agents) != 1 {
 		t.Errorf("ListAgents() = %d agents, %v; want 1 (refused requests change nothing)", len(agents), err)
+	}
+}
+
+// TestSlowClientIsCut: a client that opens a connection and never finishes
+// its request headers is disconnected by the server's read timeout.
+func TestSlowClientIsCut(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) { c.HTTP.ReadTimeout = authority.Duration(time.Second) })
+	cfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(e.td, e.bundle), tlsconfig.AuthorizeID(authority.ServerID(e.td)))
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(e.url, "https://"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /v1/nodes/join HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a guard, not a measurement
+	b, err := io.ReadAll(conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the server kept a stalled request open: %v", err)
+	}
+	if strings.Contains(string(b), "200 OK") {
+		t.Errorf("stalled request answered %q", b)
 	}
 }

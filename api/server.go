@@ -144,7 +144,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		TLSConfig:         s.TLSConfig(),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: min(5*time.Second, hc.ReadTimeout.D()),
 		ReadTimeout:       hc.ReadTimeout.D(),
 		WriteTimeout:      hc.WriteTimeout.D(),
 		IdleTimeout:       hc.IdleTimeout.D(),

@@ -236,5 +236,10 @@ func (h *HTTPConfig) validate() error {
 	if h.MaxBodyBytes < 1024 || h.MaxBodyBytes > 16<<20 {
 		return fmt.Errorf("http.max_body_bytes %d: must be between 1024 and 16777216", h.MaxBodyBytes)
 	}
+	for name, d := range map[string]Duration{"http.read_timeout": h.ReadTimeout, "http.write_timeout": h.WriteTimeout, "http.idle_timeout": h.IdleTimeout} {
+		if d.D() < 100*time.Millisecond || d.D() > time.Hour {
+			return fmt.Errorf("%s %s: must be between 100ms and 1h", name, d.D())
+		}
+	}
 	return nil
 }
