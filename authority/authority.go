@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
@@ -36,8 +37,11 @@ type Authority struct {
 
 	hosting hostingCache
 
-	bundleMu sync.Mutex // serializes rebuilds of bundles
+	bundleMu sync.Mutex                                    // serializes rebuilds of bundles; guards pending
+	pending  map[spiffeid.TrustDomain]*spiffebundle.Bundle // fetched bundles the manager has not published yet
 	bundles  atomic.Pointer[bundleSet]
+
+	fedMu sync.Mutex // serializes federation changes (store record + manager)
 }
 
 // Options are the dependencies an Authority takes besides its Config.
@@ -50,7 +54,7 @@ type Options struct {
 // New opens (or creates) the authority's state under cfg.DataDir. cfg must
 // have defaults set and be valid.
 func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
-	a := &Authority{cfg: cfg, log: opts.Logger, now: opts.Now}
+	a := &Authority{cfg: cfg, log: opts.Logger, now: opts.Now, pending: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}

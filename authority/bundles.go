@@ -1,7 +1,6 @@
 package authority
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -24,26 +23,60 @@ type bundleSet struct {
 // manager. It is called whenever either changes.
 func (a *Authority) refreshBundles() { a.refreshBundlesWith(spiffeid.TrustDomain{}, nil) }
 
-// refreshBundlesWith is refreshBundles with one federated bundle taken from
-// the argument instead of the manager (which publishes it only after its
-// OnUpdate hook, the caller, returns).
+// refreshBundlesWith is refreshBundles with a freshly fetched federated
+// bundle that the manager publishes only after its OnUpdate hook (the
+// caller) returns. The bundle is kept as pending, and used instead of the
+// manager's copy until the manager holds it too, so that no rebuild in
+// between can bring back a bundle the peer has replaced.
 func (a *Authority) refreshBundlesWith(td spiffeid.TrustDomain, fresh *spiffebundle.Bundle) {
 	a.bundleMu.Lock()
 	defer a.bundleMu.Unlock()
+	if fresh != nil {
+		a.pending[td] = fresh
+	}
 	set := &bundleSet{own: a.ca.Bundle(), byTD: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
 	set.byTD[a.td] = set.own
-	if a.fed != nil {
-		for _, b := range a.fed.Bundles() {
-			if b.TrustDomain() != a.td {
-				set.byTD[b.TrustDomain()] = b
-			}
+	for _, b := range a.fed.Bundles() {
+		if b.TrustDomain() != a.td {
+			set.byTD[b.TrustDomain()] = b
 		}
 	}
-	if fresh != nil {
-		set.byTD[td] = fresh
+	federated := map[spiffeid.TrustDomain]bool{}
+	for _, r := range a.fed.Relationships() {
+		federated[r.TrustDomain] = true
 	}
+	for ptd, p := range a.pending {
+		held, ok := set.byTD[ptd]
+		switch {
+		case !federated[ptd]: // the relationship has ended
+			delete(a.pending, ptd)
+		case ok && held.Equal(p): // the manager has caught up
+			delete(a.pending, ptd)
+		default:
+			set.byTD[ptd] = p
+		}
+	}
+	set.json = a.encodeBundles(set.byTD)
+	set.gen = 1
+	if prev := a.bundles.Load(); prev != nil {
+		set.gen = prev.gen
+		if !sameBundles(prev.byTD, set.byTD) {
+			set.gen++
+		}
+	}
+	a.bundles.Store(set)
+}
+
+// dropPending forgets a fetched bundle not yet published by the manager.
+func (a *Authority) dropPending(td spiffeid.TrustDomain) {
+	a.bundleMu.Lock()
+	defer a.bundleMu.Unlock()
+	delete(a.pending, td)
+}
+
+func (a *Authority) encodeBundles(byTD map[spiffeid.TrustDomain]*spiffebundle.Bundle) json.RawMessage {
 	docs := map[string]json.RawMessage{}
-	for td, b := range set.byTD {
+	for td, b := range byTD {
 		doc, err := b.Marshal()
 		if err != nil {
 			a.log.Error("encode bundle", "trust_domain", td.String(), "err", err)
@@ -51,15 +84,22 @@ func (a *Authority) refreshBundlesWith(td spiffeid.TrustDomain, fresh *spiffebun
 		}
 		docs[td.String()] = doc
 	}
-	set.json, _ = json.Marshal(docs) // map keys sorted: equal content, equal bytes
-	set.gen = 1
-	if prev := a.bundles.Load(); prev != nil {
-		set.gen = prev.gen
-		if !bytes.Equal(prev.json, set.json) {
-			set.gen++
+	out, _ := json.Marshal(docs)
+	return out
+}
+
+// sameBundles reports whether two snapshots trust exactly the same
+// bundles (compared as bundles: JSON key order is not stable).
+func sameBundles(a, b map[spiffeid.TrustDomain]*spiffebundle.Bundle) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for td, x := range a {
+		if y, ok := b[td]; !ok || !x.Equal(y) {
+			return false
 		}
 	}
-	a.bundles.Store(set)
+	return true
 }
 
 // BundleGeneration changes whenever any bundle the authority trusts

@@ -170,6 +170,9 @@ func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDo
 	}
 	err = a.store.Update(ctx, func(tx store.Tx) error {
 		v, err := tx.Get(bucketFederations, []byte(td.String()))
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // being added (the add stores it) or just deleted
+		}
 		if err != nil {
 			return err
 		}
@@ -218,28 +221,46 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation) (*Federati
 	if rel.TrustDomain == a.td {
 		return nil, fmt.Errorf("%w: cannot federate with the own trust domain", ErrFederation)
 	}
-	if b == nil { // replacing a relationship keeps the bundle it holds
-		if held, ok := a.fed.Bundle(rel.TrustDomain); ok {
-			b = held
-			if f.Bundle, err = held.Marshal(); err != nil {
-				return nil, err
-			}
+	a.fedMu.Lock()
+	defer a.fedMu.Unlock()
+	prevRel, prevBundle, had := a.currentRelationship(rel.TrustDomain)
+	if b == nil && had { // replacing a relationship keeps the bundle it holds
+		b = prevBundle
+	}
+	if b != nil {
+		if f.Bundle, err = b.Marshal(); err != nil {
+			return nil, err
 		}
 	}
-	f.CreatedAt = a.now().UTC()
-	old, err := a.swapFederationRecord(ctx, f.TrustDomain, f)
-	if err != nil {
-		return nil, err
-	}
+	// The manager first (it validates, and cancels any refresh of the
+	// relationship being replaced), then the record; a failed write puts
+	// the manager back as it was.
 	if err := a.fed.Set(rel, b); err != nil {
-		// Put back what was stored: a refused change changes nothing.
-		if _, rerr := a.swapFederationRecord(ctx, f.TrustDomain, old); rerr != nil {
-			a.log.Error("restore federation record", "trust_domain", f.TrustDomain, "err", rerr)
-		}
 		return nil, fmt.Errorf("%w: %v", ErrFederation, err)
+	}
+	a.dropPending(rel.TrustDomain) // a fetch of the replaced relationship is void
+	f.CreatedAt = a.now().UTC()
+	if _, err := a.swapFederationRecord(context.WithoutCancel(ctx), f.TrustDomain, f); err != nil {
+		if had {
+			err = errors.Join(err, a.fed.Set(prevRel, prevBundle))
+		} else {
+			a.fed.Remove(rel.TrustDomain)
+		}
+		return nil, err
 	}
 	a.refreshBundles()
 	return f, nil
+}
+
+// currentRelationship returns the relationship the manager holds for td.
+func (a *Authority) currentRelationship(td spiffeid.TrustDomain) (federation.Relationship, *spiffebundle.Bundle, bool) {
+	for _, r := range a.fed.Relationships() {
+		if r.TrustDomain == td {
+			b, _ := a.fed.Bundle(td)
+			return r, b, true
+		}
+	}
+	return federation.Relationship{}, nil, false
 }
 
 // swapFederationRecord stores f (nil: deletes) under td and returns the
@@ -314,6 +335,8 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 		return fmt.Errorf("%w: trust domain %q: %v", ErrInvalidRequest, td, err)
 	}
 	td = tdID.Name()
+	a.fedMu.Lock()
+	defer a.fedMu.Unlock()
 	err = a.store.Update(ctx, func(tx store.Tx) error {
 		if _, err := tx.Get(bucketFederations, []byte(td)); errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: no federation with %q", ErrNotFound, td)

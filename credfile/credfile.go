@@ -146,15 +146,16 @@ func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 // is in place.
 func (p Paths) prevKey() string { return p.Key + ".prev" }
 
-// replaceKey writes key, first keeping the current key file (if any) as
-// prevKey, so that a crash before the new certificate lands leaves a
-// loadable pair: the old certificate and its key.
+// replaceKey writes key, first keeping the current key (when it matches
+// the certificate on disk) as prevKey, so that a crash before the new
+// certificate lands leaves a loadable pair: the old certificate and its
+// key, however many writes are interrupted in a row.
 func replaceKey(p Paths, key crypto.Signer) error {
 	kb, err := EncodeKeyPEM(key)
 	if err != nil {
 		return err
 	}
-	if old, err := os.ReadFile(p.Key); err == nil {
+	if old, ok := currentPairKey(p); ok {
 		if err := WriteFileAtomic(p.prevKey(), old, 0o600); err != nil {
 			return err
 		}
@@ -182,6 +183,29 @@ func Load(p Paths) (chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 		return nil, nil, nil, fmt.Errorf("credfile: %s: %w", p.Bundle, err)
 	}
 	return chain, key, bundle, nil
+}
+
+// currentPairKey returns the bytes of the key file when it holds the key
+// of the certificate on disk. After an interrupted write it does not (the
+// matching key is already in prevKey), and prevKey must then be kept.
+func currentPairKey(p Paths) ([]byte, bool) {
+	kb, err := os.ReadFile(p.Key)
+	if err != nil {
+		return nil, false
+	}
+	cb, err := os.ReadFile(p.Cert)
+	if err != nil {
+		return nil, false
+	}
+	chain, err := ParseCertsPEM(cb)
+	if err != nil {
+		return nil, false
+	}
+	key, err := ParseKeyPEM(kb)
+	if err != nil || !keyMatches(key, chain[0]) {
+		return nil, false
+	}
+	return kb, true
 }
 
 // loadKeyFor reads the key of leaf: the key file, or, when a Write was

@@ -226,6 +226,7 @@ func (e *benchEnv) worker(ctx context.Context, kind string, w int) (lat []time.D
 				if first == nil {
 					first = err
 				}
+				time.Sleep(10 * time.Millisecond) // do not spin on a server that is gone
 			}
 			continue
 		}

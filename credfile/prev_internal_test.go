@@ -1,0 +1,48 @@
+package credfile
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"math/big"
+	"testing"
+	"time"
+)
+
+func testPair(t *testing.T) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, k
+}
+
+// TestRepeatedInterruptedRenewals: renewals interrupted after the key and
+// before the certificate, several times in a row, still leave the last
+// complete pair loadable.
+func TestRepeatedInterruptedRenewals(t *testing.T) {
+	p := In(t.TempDir())
+	cert, key := testPair(t)
+	if err := Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_, next := testPair(t)
+		if err := replaceKey(p, next); err != nil { // the first half of Write, then a crash
+			t.Fatal(err)
+		}
+		chain, got, _, err := Load(p)
+		if err != nil || !chain[0].Equal(cert) || !keyMatches(got, cert) {
+			t.Fatalf("Load after an interrupted renewal = %v; want the last complete pair", err)
+		}
+	}
+}
