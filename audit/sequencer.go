@@ -1,0 +1,256 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+
+	"mandate.dev/mandate/store"
+)
+
+// errMoved is the error of a commit that found the stored log other than
+// the state it extends (another writer, or an earlier commit reported as
+// failed that persisted). The sequencer then re-reads the stored state.
+var errMoved = errors.New("the stored log changed under the sequencer")
+
+// batch is what one commit hands its waiters. It is read-only once
+// published.
+type batch struct {
+	size       uint64 // tree size after the batch
+	checkpoint []byte // signed, for size
+	// nodes holds the compact range before the batch and every node the
+	// batch created: all that inclusion proofs of its entries need.
+	nodes map[compact.NodeID][]byte
+}
+
+// nodeHash is a tree node to store.
+type nodeHash struct {
+	id   compact.NodeID
+	hash []byte
+}
+
+// Run sequences appends until ctx is done, then returns nil. Each round
+// takes every queued Append (up to Config.MaxBatch), writes the entries,
+// their tree nodes, index entries, the new tree state and a checkpoint
+// signed for the new size in one store Update, and then wakes the callers
+// with their receipts. A round starts as soon as the previous one has
+// returned.
+//
+// If the Update fails, every caller of the round gets the error, and the
+// sequencer re-reads the stored state before the next round, so that it
+// neither reuses nor skips an index. Run returns an error matching
+// ErrCorrupt (and stops appending) only if the stored state is
+// inconsistent or went backwards. Run must be called once.
+func (l *Log) Run(ctx context.Context) error {
+	if !l.started.CompareAndSwap(false, true) {
+		return errors.New("audit: Run called twice")
+	}
+	defer l.stop()
+	for {
+		reqs, ok := l.next(ctx)
+		if !ok {
+			return nil
+		}
+		// A round that has started finishes even if ctx ends meanwhile.
+		if err := l.round(context.WithoutCancel(ctx), reqs); err != nil {
+			return err
+		}
+	}
+}
+
+// stop refuses every queued request; Append refuses new ones.
+func (l *Log) stop() {
+	close(l.stopped)
+	for {
+		select {
+		case r := <-l.queue:
+			r.err = ErrClosed
+			close(r.done)
+		default:
+			return
+		}
+	}
+}
+
+// next waits for a request, then takes what else is queued, up to the
+// batch limits. ok is false when ctx is done.
+func (l *Log) next(ctx context.Context) (reqs []*request, ok bool) {
+	select {
+	case <-ctx.Done():
+		return nil, false
+	case r := <-l.queue:
+		reqs = append(reqs, r)
+	}
+	n := len(reqs[0].data)
+	for len(reqs) < l.cfg.MaxBatch && n < maxBatchBytes {
+		select {
+		case r := <-l.queue:
+			reqs = append(reqs, r)
+			n += len(r.data)
+		default:
+			return reqs, true
+		}
+	}
+	return reqs, true
+}
+
+// round commits reqs and wakes their callers. Its error is fatal to the
+// log.
+func (l *Log) round(ctx context.Context, reqs []*request) error {
+	reqs = dropDone(reqs)
+	if len(reqs) == 0 {
+		return nil
+	}
+	if l.stale {
+		if err := l.resync(ctx); err != nil {
+			fail(reqs, fmt.Errorf("audit: append: re-read the stored log: %w", err))
+			return fatal(err)
+		}
+	}
+	b, next, err := l.commit(ctx, reqs)
+	if err != nil {
+		fail(reqs, fmt.Errorf("audit: append: %w", err))
+		l.cfg.Logger.Warn("audit: commit failed; re-reading the stored log", "size", l.tree.size, "entries", len(reqs), "err", err)
+		l.stale = true
+		return fatal(l.resync(ctx))
+	}
+	l.tree = next
+	l.head.Store(&next)
+	first := next.size - uint64(len(reqs))
+	for i, r := range reqs {
+		r.index, r.batch = first+uint64(i), b
+		close(r.done)
+	}
+	return nil
+}
+
+// dropDone answers requests whose caller has given up and returns the
+// others.
+func dropDone(reqs []*request) []*request {
+	return slices.DeleteFunc(reqs, func(r *request) bool {
+		if err := r.ctx.Err(); err != nil {
+			r.err = fmt.Errorf("audit: append: %w", err)
+			close(r.done)
+			return true
+		}
+		return false
+	})
+}
+
+func fail(reqs []*request, err error) {
+	for _, r := range reqs {
+		r.err = err
+		close(r.done)
+	}
+}
+
+// fatal returns err if it is fatal to the log (ErrCorrupt), else nil.
+func fatal(err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	return nil
+}
+
+// resync replaces the in-memory state with the stored one, which must not
+// be behind it. Until it succeeds, rounds keep retrying it.
+func (l *Log) resync(ctx context.Context) error {
+	st, found, err := l.read(ctx)
+	if err != nil {
+		return err
+	}
+	if !found || st.size < l.tree.size {
+		return corrupt("stored tree size %d is below the last committed size %d", st.size, l.tree.size)
+	}
+	if st.size > l.tree.size {
+		l.cfg.Logger.Warn("audit: the stored log is ahead of the sequencer (a commit reported as failed persisted)", "size", l.tree.size, "stored_size", st.size)
+	}
+	l.tree, l.stale = st, false
+	l.head.Store(&st)
+	return nil
+}
+
+// commit appends reqs to a copy of the tree, signs the new checkpoint and
+// writes everything in one Update. l.tree is left untouched.
+func (l *Log) commit(ctx context.Context, reqs []*request) (*batch, treeState, error) {
+	base := l.tree
+	r, err := factory.NewRange(0, base.size, slices.Clone(base.hashes))
+	if err != nil {
+		return nil, treeState{}, err
+	}
+	b := &batch{nodes: make(map[compact.NodeID][]byte, 2*len(reqs)+len(base.hashes))}
+	for i, id := range compact.RangeNodes(0, base.size, nil) {
+		b.nodes[id] = base.hashes[i]
+	}
+	written := make([]nodeHash, 0, 2*len(reqs))
+	visit := func(id compact.NodeID, h []byte) {
+		b.nodes[id] = h
+		written = append(written, nodeHash{id, h})
+	}
+	for _, req := range reqs {
+		if err := r.Append(req.leaf, visit); err != nil {
+			return nil, treeState{}, err
+		}
+	}
+	next := treeState{size: r.End(), hashes: r.Hashes(), root: rootOf(r)}
+	if next.checkpoint, err = signCheckpoint(l.cfg.Origin, l.cfg.Signer, next.size, next.root); err != nil {
+		return nil, treeState{}, err
+	}
+	b.size, b.checkpoint = next.size, next.checkpoint
+	err = l.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		return l.write(tx, base, next, reqs, written)
+	})
+	if err != nil {
+		return nil, treeState{}, err
+	}
+	return b, next, nil
+}
+
+// write is the body of a commit's transaction. It only writes values
+// computed before, so running it again writes the same.
+func (l *Log) write(tx store.Tx, base, next treeState, reqs []*request, nodes []nodeHash) error {
+	cp, err := tx.Get(bucketState, keyCheckpoint)
+	if err != nil || !bytes.Equal(cp, base.checkpoint) {
+		return errors.Join(err, errMoved)
+	}
+	for i, r := range reqs {
+		index := base.size + uint64(i)
+		if err := tx.Put(bucketEntries, entryKey(index), r.data); err != nil {
+			return err
+		}
+		if l.cfg.Index != nil {
+			if err := l.cfg.Index(tx, index, r.entry); err != nil {
+				return fmt.Errorf("index entry %d: %w", index, err)
+			}
+		}
+	}
+	for _, n := range nodes {
+		if err := tx.Put(bucketNodes, nodeKey(n.id), n.hash); err != nil {
+			return err
+		}
+	}
+	return putState(tx, next)
+}
+
+// inclusionProof returns the inclusion proof of index for the batch's
+// tree size from the batch's nodes.
+func (b *batch) inclusionProof(index uint64) ([][]byte, error) {
+	p, err := proof.Inclusion(index, b.size)
+	if err != nil {
+		return nil, err
+	}
+	hashes := make([][]byte, len(p.IDs))
+	for i, id := range p.IDs {
+		h, ok := b.nodes[id]
+		if !ok {
+			return nil, fmt.Errorf("audit: tree node %d.%d not in the batch", id.Level, id.Index)
+		}
+		hashes[i] = h
+	}
+	return p.Rehash(hashes, hasher.HashChildren)
+}
