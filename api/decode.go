@@ -17,6 +17,7 @@ var (
 	errBodyTooLarge = errors.New("api: request body too large")
 	errContentType  = errors.New("api: unsupported content type")
 	errBadPath      = errors.New("api: invalid path parameter")
+	errBadQuery     = errors.New("api: invalid query parameter")
 )
 
 // decodeJSON reads one JSON object from the body (bounded by the

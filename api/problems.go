@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/registry"
@@ -62,6 +63,9 @@ var problemTable = []problemKind{
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large"},
 	{errContentType, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type"},
 	{errBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
+	{errBadQuery, http.StatusBadRequest, "invalid-request", "Invalid request"},
+	{audit.ErrIndexOutOfRange, http.StatusNotFound, "audit-entry-not-found", "No such audit entry"},
+	{audit.ErrTreeSize, http.StatusBadRequest, "invalid-tree-size", "Invalid tree size"},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", "Request timed out"},
 	{context.Canceled, http.StatusServiceUnavailable, "canceled", "Request canceled"}, // the client went away
 }

@@ -44,6 +44,10 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("DELETE /v1/admin/federations/{td}", s.deleteFederation)
 	handle("GET /v1/admin/ca", s.caStatus)
 
+	handle("GET /v1/audit/checkpoint", s.auditCheckpoint)
+	handle("GET /v1/audit/entries/{index}", s.auditEntry)
+	handle("GET /v1/audit/proofs/consistency", s.auditConsistency)
+
 	handle("POST /v1/nodes/join", s.join)
 	handle("POST /v1/svid/x509", s.svidX509)
 	handle("POST /v1/svid/jwt", s.svidJWT)

@@ -24,6 +24,9 @@ func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Age
 	if err != nil {
 		return nil, err
 	}
+	if _, err := a.record(ctx, agentEvent("agent.registered", c, ag)); err != nil {
+		return nil, err
+	}
 	a.log.InfoContext(ctx, "agent registered", "id", ag.ID, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
 	return ag, nil
 }
@@ -45,6 +48,9 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 	if err != nil {
 		return nil, err
 	}
+	if _, err := a.record(ctx, agentEvent("agent.updated", c, ag)); err != nil {
+		return nil, err
+	}
 	a.log.InfoContext(ctx, "agent updated", "id", id, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
 	return ag, nil
 }
@@ -62,6 +68,9 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error
 	})
 	a.hosting.invalidate()
 	if err != nil {
+		return err
+	}
+	if _, err := a.record(ctx, agentEvent("agent.deleted", c, ag)); err != nil {
 		return err
 	}
 	a.log.InfoContext(ctx, "agent deleted", "id", id, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
@@ -128,6 +137,18 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 	if err != nil {
 		return nil, err
 	}
+	if _, err := a.record(ctx, event{typ: "node.banned", actor: actorOf(c), subject: nodeID, details: map[string]any{"reason": reason}}); err != nil {
+		return nil, err
+	}
 	a.log.WarnContext(ctx, "node banned", "spiffe_id", nodeID, "reason", reason, "by", c.ID.String())
 	return n, nil
+}
+
+// agentEvent is the audit event of a registration change: the whole
+// registration, with its accountability as the accountable party.
+func agentEvent(typ string, c *Caller, ag *registry.Agent) event {
+	return event{typ: typ, actor: actorOf(c), subject: ag.SPIFFEID, parties: partyOf(ag), details: map[string]any{
+		"id": ag.ID, "node_ids": ag.NodeIDs, "selectors": ag.Selectors, "scopes": ag.Scopes,
+		"x509_ttl_seconds": ag.X509TTLSeconds, "jwt_ttl_seconds": ag.JWTTTLSeconds,
+	}}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/ca/federation"
 	"mandate.dev/mandate/store"
@@ -33,7 +34,11 @@ type Authority struct {
 	store  store.Store
 	ca     *ca.CA
 	fed    *federation.Manager
+	audit  *audit.Log
 	admins map[string]bool
+
+	auditVKey string
+	auditors  map[string]bool
 
 	hosting hostingCache
 
@@ -66,6 +71,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	for _, id := range cfg.Admins {
 		a.admins[id] = true
 	}
+	a.auditors = map[string]bool{}
+	for _, id := range cfg.Audit.Auditors {
+		a.auditors[id] = true
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("authority: data dir: %w", err)
 	}
@@ -83,6 +92,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 
 func (a *Authority) init(ctx context.Context) error {
 	if err := a.openCA(ctx); err != nil {
+		return err
+	}
+	if err := a.openAudit(ctx); err != nil {
 		return err
 	}
 	if err := a.openFederation(ctx); err != nil {
@@ -118,6 +130,8 @@ func (a *Authority) Now() time.Time { return a.now() }
 // current and stale join tokens pruned, until ctx is done.
 func (a *Authority) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.audit.Run(ctx) })
+	g.Go(func() error { return a.recordStart(ctx) })
 	g.Go(func() error { return a.ca.Run(ctx) })
 	g.Go(func() error { return a.fed.Run(ctx) })
 	g.Go(func() error { return a.maintain(ctx) })
@@ -138,6 +152,7 @@ func (a *Authority) watchBundles(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+			a.recordCAChange(ctx)
 		case <-t.C:
 		}
 		a.refreshBundles()

@@ -18,10 +18,11 @@ const (
 	RoleAgent
 	RoleNode
 	RoleAdmin
+	RoleAuditor
 )
 
 func (r Role) String() string {
-	return [...]string{"none", "agent", "node", "admin"}[r]
+	return [...]string{"none", "agent", "node", "admin", "auditor"}[r]
 }
 
 // Caller is an authenticated client: the SPIFFE ID of the X509-SVID it
@@ -61,6 +62,9 @@ func (a *Authority) RoleOf(id spiffeid.ID) Role {
 	}
 	if a.admins[id.String()] {
 		return RoleAdmin
+	}
+	if a.auditors[id.String()] {
+		return RoleAuditor
 	}
 	if id.TrustDomain() != a.td {
 		return RoleNone

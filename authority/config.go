@@ -40,6 +40,18 @@ type Config struct {
 	Federation FederationConfig `yaml:"federation"`
 	// HTTP bounds what one client may ask of the server.
 	HTTP HTTPConfig `yaml:"http"`
+	// Audit configures the audit log.
+	Audit AuditConfig `yaml:"audit"`
+}
+
+// AuditConfig configures the audit log.
+type AuditConfig struct {
+	// Auditors are SPIFFE IDs (of this or a federated trust domain) that
+	// may read the audit log; admins may too.
+	Auditors []string `yaml:"auditors"`
+	// Origin is the first line of every checkpoint (default
+	// "<trust domain>/audit"). It must never change over the log's life.
+	Origin string `yaml:"origin"`
 }
 
 // CAConfig configures the certificate authority.
@@ -180,6 +192,11 @@ func (c *Config) Validate() error {
 	for _, a := range c.Admins {
 		if _, err := spiffeid.FromString(a); err != nil {
 			return fmt.Errorf("admins: %q: %v", a, err)
+		}
+	}
+	for _, a := range c.Audit.Auditors {
+		if _, err := spiffeid.FromString(a); err != nil {
+			return fmt.Errorf("audit.auditors: %q: %v", a, err)
 		}
 	}
 	if err := c.CA.validate(); err != nil {

@@ -209,6 +209,11 @@ func (a *Authority) AddFederation(ctx context.Context, c *Caller, f *Federation)
 	if err != nil {
 		return nil, err
 	}
+	if _, err := a.record(ctx, event{typ: "federation.added", actor: actorOf(c), subject: f.TrustDomain, details: map[string]any{
+		"bundle_endpoint_url": f.BundleEndpointURL, "profile": f.Profile, "endpoint_spiffe_id": f.EndpointSPIFFEID,
+	}}); err != nil {
+		return nil, err
+	}
 	a.log.InfoContext(ctx, "federation added", "trust_domain", f.TrustDomain, "url", f.BundleEndpointURL, "by", c.ID.String())
 	return f, nil
 }
@@ -350,6 +355,9 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 	}
 	a.fed.Remove(tdID)
 	a.refreshBundles()
+	if _, err := a.record(ctx, event{typ: "federation.deleted", actor: actorOf(c), subject: td}); err != nil {
+		return err
+	}
 	a.log.InfoContext(ctx, "federation deleted", "trust_domain", td, "by", c.ID.String())
 	return nil
 }

@@ -24,6 +24,12 @@ func (a *Authority) CreateJoinToken(ctx context.Context, c *Caller, ttl time.Dur
 	if err != nil {
 		return "", nil, err
 	}
+	nodeID, _ := rec.NodeID(a.td)
+	if _, err := a.record(ctx, event{typ: "join_token.created", actor: actorOf(c), subject: rec.ID, details: map[string]any{
+		"token_id": rec.ID, "node_id": nodeID.String(), "expires_at": rec.ExpiresAt.UTC(),
+	}}); err != nil {
+		return "", nil, err
+	}
 	a.log.InfoContext(ctx, "join token created", "token_id", rec.ID, "by", c.ID.String(), "expires_at", rec.ExpiresAt)
 	return secret, rec, nil
 }
@@ -34,8 +40,12 @@ func (a *Authority) CreateJoinToken(ctx context.Context, c *Caller, ttl time.Dur
 func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) (*ca.X509SVID, error) {
 	now := a.now()
 	var svid *ca.X509SVID
+	tokenID := ""
 	err := a.store.Update(ctx, func(tx store.Tx) error {
 		rec, err := attest.ConsumeJoinToken(tx, secret, a.td, now)
+		if rec != nil {
+			tokenID = rec.ID
+		}
 		if err != nil {
 			return err
 		}
@@ -59,7 +69,18 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 	})
 	a.hosting.invalidate()
 	if err != nil {
-		a.log.InfoContext(ctx, "join refused", "err", err)
+		a.log.InfoContext(ctx, "join refused", "token_id", tokenID, "err", err)
+		if _, rerr := a.record(ctx, event{typ: "node.attestation_refused", subject: tokenID, details: map[string]any{
+			"method": attest.MethodJoinToken, "token_id": tokenID, "reason": err.Error(),
+		}}); rerr != nil {
+			a.log.ErrorContext(ctx, "audit a refused join", "err", rerr)
+		}
+		return nil, err
+	}
+	if _, err := a.record(ctx, event{typ: "node.attested", actor: svid.ID.String(), subject: svid.ID.String(), details: map[string]any{
+		"method": attest.MethodJoinToken, "level": registry.LevelToken, "token_id": tokenID,
+		"serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
+	}}); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "node joined", "spiffe_id", svid.ID.String(), "serial", svid.SerialNumber.Text(16))

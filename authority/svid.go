@@ -43,7 +43,18 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 		return nil, err
 	}
 	nodeID := spiffeid.RequireFromString(node.SPIFFEID)
-	return a.ca.MintX509SVID(ctx, ca.X509Params{ID: id, PublicKey: pub, TTL: agent.X509TTL(), Subject: hostNodeSubject(nodeID)})
+	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: id, PublicKey: pub, TTL: agent.X509TTL(), Subject: hostNodeSubject(nodeID)})
+	if err != nil {
+		return nil, err
+	}
+	_, err = a.record(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
+		"kind": "x509", "serial": svid.SerialNumber.Text(16), "node": node.SPIFFEID,
+		"ttl_seconds": int64(svid.ExpiresAt.Sub(svid.Certificates[0].NotBefore).Seconds()), "expires_at": svid.ExpiresAt.UTC(),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return svid, nil
 }
 
 // MintJWT issues a JWT-SVID for the given audience. An agent asks for
@@ -62,11 +73,21 @@ func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, aud
 	if err != nil {
 		return nil, err
 	}
-	agent, _, err := a.authorizeAgent(ctx, c, id)
+	agent, node, err := a.authorizeAgent(ctx, c, id)
 	if err != nil {
 		return nil, err
 	}
-	return a.ca.MintJWTSVID(ctx, ca.JWTParams{ID: id, Audience: audience, TTL: agent.JWTTTL()})
+	svid, err := a.ca.MintJWTSVID(ctx, ca.JWTParams{ID: id, Audience: audience, TTL: agent.JWTTTL()})
+	if err != nil {
+		return nil, err
+	}
+	_, err = a.record(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
+		"kind": "jwt", "audience": svid.Audience, "key_id": svid.KeyID, "node": node.SPIFFEID, "expires_at": svid.ExpiresAt.UTC(),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return svid, nil
 }
 
 // Audience bounds of a JWT-SVID request.
@@ -176,7 +197,16 @@ func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.Pu
 		return registry.PutNode(tx, node)
 	})
 	a.hosting.invalidate()
-	return svid, err
+	if err != nil {
+		return nil, err
+	}
+	_, err = a.record(ctx, event{typ: "svid.issued", actor: id.String(), subject: id.String(), details: map[string]any{
+		"kind": "x509", "serial": svid.SerialNumber.Text(16), "node": id.String(), "renewal": true, "expires_at": svid.ExpiresAt.UTC(),
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return svid, nil
 }
 
 // notFoundAs turns a registry "not found" into the caller-facing sentinel

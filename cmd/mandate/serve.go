@@ -49,6 +49,9 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
         profile: https_spiffe       # or https_web
         endpoint_spiffe_id: spiffe://org-b.example/mandate/server
         bundle_file: org-b.bundle.json   # peer's SPIFFE bundle, to authenticate it the first time
+  audit:
+    auditors: []                    # SPIFFE IDs (any trusted trust domain) that may read the audit log
+    origin: ""                      # checkpoint origin line (default <trust domain>/audit; never change it)
   http:
     max_body_bytes: 65536
     read_timeout: 10s
@@ -194,9 +197,11 @@ func printNextSteps(w io.Writer, a *authority.Authority, addr string) {
 	}
 	bundle := server + " --bundle " + p.Bundle
 	agent := "spiffe://" + a.TrustDomain().String() + "/agent/hello"
+	_, vkey := authority.AuditPaths(cfg.DataDir)
 	fmt.Fprintf(w, `Mandate authority for trust domain %s is serving on https://%s
   admin credential: %s (key %s)
   trust bundle:     %s
+  audit log key:    %s (%s)
 
 Next steps (in another terminal, from this directory):
   mandate admin join-token create%s
@@ -205,5 +210,5 @@ Next steps (in another terminal, from this directory):
   mandate svid x509 --spiffe-id %s%s
   mandate svid jwt --creds mandate-agent --audience example%s
   mandate bundle show%s
-`, a.TrustDomain(), addr, p.Cert, p.Key, p.Bundle, admin, bundle, agent, admin, agent, server, server, bundle)
+`, a.TrustDomain(), addr, p.Cert, p.Key, p.Bundle, a.AuditVerifierKey(), vkey, admin, bundle, agent, admin, agent, server, server, bundle)
 }

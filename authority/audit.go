@@ -1,0 +1,128 @@
+package authority
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/registry"
+)
+
+// AuditPaths are the audit log's key files under the data directory: the
+// signing key (0600, never printed) and the verifier key (note format,
+// public: auditors use it to check checkpoints).
+func AuditPaths(dataDir string) (key, vkey string) {
+	dir := filepath.Join(dataDir, "audit")
+	return filepath.Join(dir, "log.key"), filepath.Join(dir, "log.vkey")
+}
+
+// openAudit opens the audit log kept in the authority's store, creating its
+// signing key on first start and writing the verifier key next to it.
+func (a *Authority) openAudit(ctx context.Context) error {
+	origin := a.cfg.Audit.Origin
+	if origin == "" {
+		origin = audit.DefaultOrigin(a.td)
+	}
+	keyPath, vkeyPath := AuditPaths(a.cfg.DataDir)
+	signer, vkey, err := audit.LoadOrCreateSigner(keyPath, origin)
+	if err != nil {
+		return fmt.Errorf("authority: audit key: %w", err)
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		return fmt.Errorf("authority: audit verifier key: %w", err)
+	}
+	if old, err := os.ReadFile(vkeyPath); err != nil || string(old) != vkey+"\n" {
+		if err := credfile.WriteFileAtomic(vkeyPath, []byte(vkey+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	a.auditVKey = vkey
+	a.audit, err = audit.Open(ctx, audit.Config{Store: a.store, Origin: origin, Signer: signer, Verifier: verifier,
+		Logger: a.log.With("component", "audit")})
+	if err != nil {
+		return fmt.Errorf("authority: %w", err)
+	}
+	return nil
+}
+
+// AuditVerifierKey is the audit log's verifier key (note format).
+func (a *Authority) AuditVerifierKey() string { return a.auditVKey }
+
+// event is one audit entry in the making.
+type event struct {
+	typ, actor, subject string
+	parties             []audit.Party
+	details             map[string]any
+}
+
+// record appends an event to the audit log and waits until it is durable.
+// A flow that cannot record its event fails: nothing is handed out that the
+// log does not show.
+func (a *Authority) record(ctx context.Context, ev event) (audit.Receipt, error) {
+	e := audit.Entry{Time: a.now().UTC(), Type: ev.typ, Actor: ev.actor, Subject: ev.subject, Accountable: ev.parties}
+	if e.Actor == "" {
+		e.Actor = audit.ActorSystem
+	}
+	if len(ev.details) > 0 {
+		d, err := json.Marshal(ev.details)
+		if err != nil {
+			return audit.Receipt{}, fmt.Errorf("authority: audit details: %w", err)
+		}
+		e.Details = d
+	}
+	rc, err := a.audit.Append(ctx, e)
+	if err != nil {
+		return rc, fmt.Errorf("authority: audit %s: %w", ev.typ, err)
+	}
+	return rc, nil
+}
+
+// partyOf is the accountable party of an agent registration.
+func partyOf(ag *registry.Agent) []audit.Party {
+	id, err := spiffeid.FromString(ag.SPIFFEID)
+	if err != nil {
+		return nil
+	}
+	acc := ag.Accountability
+	return []audit.Party{{SPIFFEID: id, Operator: acc.Operator, ModelProvider: acc.ModelProvider, Model: acc.Model, ResponsibleParty: acc.ResponsibleParty}}
+}
+
+func actorOf(c *Caller) string {
+	if c == nil || c.ID.IsZero() {
+		return audit.ActorSystem
+	}
+	return c.ID.String()
+}
+
+// recordStart records that the authority started, with a digest of its
+// effective configuration, once the log runs.
+func (a *Authority) recordStart(ctx context.Context) error {
+	cfg, _ := json.Marshal(a.cfg)
+	sum := sha256.Sum256(cfg)
+	_, err := a.record(ctx, event{typ: "authority.started", subject: a.td.IDString(), details: map[string]any{
+		"config_sha256": hex.EncodeToString(sum[:]), "trust_domain": a.td.Name(),
+	}})
+	if err != nil && ctx.Err() == nil {
+		a.log.Error("audit the start", "err", err)
+	}
+	return nil
+}
+
+// recordCAChange records a change of the CA's authorities (a key prepared,
+// activated or retired).
+func (a *Authority) recordCAChange(ctx context.Context) {
+	_, err := a.record(ctx, event{typ: "ca.rotated", subject: a.td.IDString(), details: map[string]any{"authorities": a.ca.Status()}})
+	if err != nil && ctx.Err() == nil {
+		a.log.Error("audit a CA change", "err", err)
+	}
+}

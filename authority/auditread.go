@@ -1,0 +1,107 @@
+package authority
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"mandate.dev/mandate/audit"
+)
+
+// AuditEntry is one entry of the audit log with its inclusion proof, as the
+// audit API answers it.
+type AuditEntry struct {
+	Index          uint64          `json:"index"`
+	Entry          json.RawMessage `json:"entry"`
+	EntryB64       []byte          `json:"entry_b64"` // the exact stored bytes
+	LeafHash       string          `json:"leaf_hash"` // hex
+	TreeSize       uint64          `json:"tree_size"`
+	InclusionProof [][]byte        `json:"inclusion_proof"`
+	Checkpoint     string          `json:"checkpoint"`
+}
+
+// ConsistencyAnswer is a consistency proof between two tree sizes.
+type ConsistencyAnswer struct {
+	From  uint64   `json:"from"`
+	To    uint64   `json:"to"`
+	Proof [][]byte `json:"proof"`
+}
+
+// requireReader lets admins and auditors read the audit log.
+func (a *Authority) requireReader(c *Caller) error {
+	if c == nil || c.ID.IsZero() {
+		return ErrUnauthenticated
+	}
+	if r := a.RoleOf(c.ID); r != RoleAdmin && r != RoleAuditor {
+		return fmt.Errorf("%w: %s has role %s; reading the audit log needs admin or auditor", ErrForbidden, c.ID, r)
+	}
+	return nil
+}
+
+// AuditCheckpoint is the latest signed checkpoint (a C2SP tlog-checkpoint
+// note).
+func (a *Authority) AuditCheckpoint(c *Caller) ([]byte, error) {
+	if err := a.requireReader(c); err != nil {
+		return nil, err
+	}
+	return a.audit.Checkpoint(), nil
+}
+
+// checkpointSize is the tree size a signed checkpoint commits to (its
+// second line).
+func checkpointSize(cp []byte) (uint64, error) {
+	lines := bytes.SplitN(cp, []byte("\n"), 3)
+	if len(lines) < 3 {
+		return 0, fmt.Errorf("authority: malformed checkpoint")
+	}
+	return strconv.ParseUint(string(lines[1]), 10, 64)
+}
+
+// ReadAuditEntry returns entry index with its inclusion proof for tree size
+// treeSize, or, when treeSize is 0, for the latest checkpoint's size (then
+// the answer verifies against the checkpoint it carries).
+func (a *Authority) ReadAuditEntry(ctx context.Context, c *Caller, index, treeSize uint64) (*AuditEntry, error) {
+	if err := a.requireReader(c); err != nil {
+		return nil, err
+	}
+	cp := a.audit.Checkpoint()
+	size, err := checkpointSize(cp)
+	if err != nil {
+		return nil, err
+	}
+	if treeSize == 0 {
+		treeSize = size
+	}
+	if index >= treeSize {
+		return nil, fmt.Errorf("%w: index %d, tree size %d", audit.ErrIndexOutOfRange, index, treeSize)
+	}
+	proof, err := a.audit.InclusionProof(ctx, index, treeSize)
+	if err != nil {
+		return nil, err
+	}
+	b, err := a.audit.Entry(ctx, index)
+	if err != nil {
+		return nil, err
+	}
+	return &AuditEntry{Index: index, Entry: b, EntryB64: b, LeafHash: hex.EncodeToString(audit.LeafHash(b)),
+		TreeSize: treeSize, InclusionProof: proof, Checkpoint: string(cp)}, nil
+}
+
+// AuditConsistency returns the consistency proof between tree sizes from
+// and to.
+func (a *Authority) AuditConsistency(ctx context.Context, c *Caller, from, to uint64) (*ConsistencyAnswer, error) {
+	if err := a.requireReader(c); err != nil {
+		return nil, err
+	}
+	p, err := a.audit.ConsistencyProof(ctx, from, to)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		p = [][]byte{}
+	}
+	return &ConsistencyAnswer{From: from, To: to, Proof: p}, nil
+}
