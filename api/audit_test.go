@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/proof"
@@ -83,8 +84,16 @@ func TestAuditLogRecordsAndProves(t *testing.T) {
 	if _, err := e.client(agent.chain, agent.key).JWTSVID(ctx, "", []string{"api.example"}); err != nil {
 		t.Fatal(err)
 	}
+	tok, err := e.admin.CreateJoinToken(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, csr, _ := client.NewKeyAndCSR()
-	_, _ = e.client(nil, nil).Join(ctx, "no-such-token", csr) // refused, and recorded
+	if _, err := e.client(nil, nil).Join(ctx, tok.Token, csr); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = e.client(nil, nil).Join(ctx, tok.Token, csr)       // a replay: refused, and recorded
+	_, _ = e.client(nil, nil).Join(ctx, "no-such-token", csr) // a guess: refused, only logged
 
 	cp := e.auditCheckpoint(admin)
 	types := map[string]int{}
@@ -114,6 +123,9 @@ func TestAuditLogRecordsAndProves(t *testing.T) {
 		if types[want] == 0 {
 			t.Errorf("no %s entry in the log (have %v)", want, types)
 		}
+	}
+	if types["node.attestation_refused"] != 1 {
+		t.Errorf("%d node.attestation_refused entries, want 1 (the replay; not the guess)", types["node.attestation_refused"])
 	}
 	for _, ent := range issued {
 		if ent["subject"] != agentID {

@@ -70,10 +70,16 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 	a.hosting.invalidate()
 	if err != nil {
 		a.log.InfoContext(ctx, "join refused", "token_id", tokenID, "err", err)
-		if _, rerr := a.record(ctx, event{typ: "node.attestation_refused", subject: tokenID, details: map[string]any{
-			"method": attest.MethodJoinToken, "token_id": tokenID, "reason": err.Error(),
-		}}); rerr != nil {
-			a.log.ErrorContext(ctx, "audit a refused join", "err", rerr)
+		// A refusal is recorded when the token exists (used, expired, or
+		// presented with a bad CSR). Guesses at unknown tokens are only
+		// logged: anyone can send them, and the audit log must not be a
+		// disk anyone can fill.
+		if tokenID != "" {
+			if _, rerr := a.record(ctx, event{typ: "node.attestation_refused", subject: tokenID, details: map[string]any{
+				"method": attest.MethodJoinToken, "token_id": tokenID, "reason": err.Error(),
+			}}); rerr != nil {
+				a.log.ErrorContext(ctx, "audit a refused join", "err", rerr)
+			}
 		}
 		return nil, err
 	}
