@@ -178,3 +178,26 @@ func problemFrom(status int, b []byte) error {
 	}
 	return p
 }
+
+// GetRaw fetches path and returns the answer's bytes as they are (for
+// answers that are not JSON, such as a signed checkpoint). A non-2xx answer
+// is returned as *Problem.
+func (c *Client) GetRaw(ctx context.Context, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return nil, fmt.Errorf("client: GET %s: read answer: %w", path, err)
+	}
+	if resp.StatusCode >= 300 {
+		return nil, problemFrom(resp.StatusCode, b)
+	}
+	return b, nil
+}

@@ -22,6 +22,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/transparency-dev/formats/log"
+	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/credfile"
 )
 
@@ -34,7 +38,7 @@ func cli(t *testing.T, url, dir string, args ...string) (string, error) {
 	defer cancel()
 	t.Setenv("MANDATE_SERVER", url)
 	full := append([]string(nil), args...)
-	if len(args) > 0 && (args[0] == "admin" || args[0] == "bench") {
+	if len(args) > 0 && (args[0] == "admin" || args[0] == "bench" || args[0] == "audit") {
 		full = append(full, "--data-dir", filepath.Join(dir, "mandate-data"))
 	}
 	err := run(ctx, full, &out, &errOut)
@@ -113,6 +117,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"svid", "jwt"},
 		{"bench", "issue", "--kind", "both", "--concurrency", "0"},
 		{"serve", "--listen"},
+		{"audit"},
+		{"audit", "rewrite"},
 	}
 	for _, args := range tests {
 		var out, errOut bytes.Buffer
@@ -290,5 +296,56 @@ func TestCLIFederation(t *testing.T) {
 	}
 	if _, err := cli(t, urlA, dirA, "admin", "federation", "add", "--trust-domain", "org-b.example"); err == nil {
 		t.Error("federation add without --url succeeded")
+	}
+}
+
+// TestCLIAudit: an auditor verifies the log with the verifier key, shows an
+// entry with its proof checked, and catches a log that contradicts the
+// checkpoint it remembers.
+func TestCLIAudit(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	if out, err := cli(t, url, dir, "audit", "checkpoint"); err != nil || !strings.HasPrefix(out, "mandate.localhost/audit\n") {
+		t.Fatalf("audit checkpoint = %q, %v", out, err)
+	}
+	if out, err := cli(t, url, dir, "audit", "verify"); err != nil || !strings.Contains(out, "first checkpoint seen") {
+		t.Fatalf("audit verify (first) = %q, %v", out, err)
+	}
+	if _, err := cli(t, url, dir, "admin", "join-token", "create"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli(t, url, dir, "audit", "verify"); err != nil || !strings.Contains(out, "is consistent with the remembered size") {
+		t.Fatalf("audit verify (second) = %q, %v", out, err)
+	}
+	if out, err := cli(t, url, dir, "audit", "show", "1"); err != nil || !strings.Contains(out, "inclusion proof verified") {
+		t.Errorf("audit show 1 = %q, %v", out, err)
+	}
+	// A checkpoint signed with another key is refused.
+	_, otherVKey, err := note.GenerateKey(rand.Reader, "mandate.localhost/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "audit", "verify", "--vkey", otherVKey); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Errorf("audit verify with another verifier key = %v, want a signature error", err)
+	}
+	// A remembered checkpoint, validly signed by the log's key, for a
+	// history the log no longer has (as if it had been rewritten): a fork,
+	// shown with both checkpoints.
+	signer, _, err := audit.LoadOrCreateSigner(filepath.Join(dir, "mandate-data", "audit", "log.key"), "mandate.localhost/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := log.Checkpoint{Origin: "mandate.localhost/audit", Size: 1, Hash: bytes.Repeat([]byte{7}, 32)}
+	signed, err := note.Sign(&note.Note{Text: string(forged.Marshal())}, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("forged.state", signed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cli(t, url, dir, "audit", "verify", "--state", "forged.state")
+	if err == nil || !strings.Contains(err.Error(), "not consistent") || !strings.Contains(err.Error(), "remembered checkpoint") {
+		t.Errorf("audit verify against a rewritten history = %v, want a fork report with both checkpoints", err)
 	}
 }

@@ -20,6 +20,7 @@ Usage:
   mandate node join [flags]             join this host as a node with a join token
   mandate svid x509|jwt [flags]         obtain an X509-SVID or a JWT-SVID
   mandate bundle show [flags]           print the trust domain's SPIFFE bundle
+  mandate audit checkpoint|show|verify  read and verify the audit log
   mandate bench issue [flags]           measure SVID issuance against a running authority
   mandate version
 
@@ -65,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"svid":   runSVID,
 		"bundle": runBundle,
 		"bench":  runBench,
+		"audit":  runAudit,
 	}
 	switch args[0] {
 	case "version", "--version":
