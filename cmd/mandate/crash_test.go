@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
+)
+
+// serveProcess starts `mandate serve` as a real child process and returns
+// it with its URL once it serves.
+func serveProcess(t *testing.T, bin, dataDir, addr string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "--listen", addr, "--data-dir", dataDir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(out)
+	for lines.Scan() {
+		if m := servingRE.FindStringSubmatch(lines.Text()); m != nil {
+			go func() {
+				for lines.Scan() {
+				}
+			}()
+			return cmd, m[1]
+		}
+	}
+	t.Fatalf("serve exited before serving: %v", lines.Err())
+	return nil, ""
+}
+
+func adminClient(t *testing.T, url, dataDir string) *client.Client {
+	t.Helper()
+	chain, key, bundle, err := credfile.Load(credfile.In(filepath.Join(dataDir, "admin")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(client.Config{Server: url, SVID: chain, Key: key, Bundle: bundle, MaxConns: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func verifiedCheckpoint(t *testing.T, ctx context.Context, c *client.Client, v note.Verifier) (*log.Checkpoint, error) {
+	raw, err := c.GetRaw(ctx, "/v1/audit/checkpoint")
+	if err != nil {
+		return nil, err
+	}
+	n, err := note.Open(raw, note.VerifierList(v))
+	if err != nil {
+		t.Fatalf("checkpoint signature: %v", err)
+	}
+	cp := new(log.Checkpoint)
+	if _, err := cp.Unmarshal([]byte(n.Text)); err != nil {
+		t.Fatal(err)
+	}
+	return cp, nil
+}
+
+// TestCrashKeepsAcknowledgedEntries kills the authority (SIGKILL, a real
+// child process) while 32 writers are being answered, restarts it, and
+// checks that every acknowledged event is in the log and that the log is
+// consistent with every checkpoint handed out before the kill. It does so
+// at several kill points.
+func TestCrashKeepsAcknowledgedEntries(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mandate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dataDir := filepath.Join(dir, "data")
+	addr := freeAddr(t)
+	for round, killAfter := range []time.Duration{150 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond} {
+		cmd, url := serveProcess(t, bin, dataDir, addr)
+		vkey, err := os.ReadFile(filepath.Join(dataDir, "audit", "log.vkey"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := note.NewVerifier(strings.TrimSpace(string(vkey)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := adminClient(t, url, dataDir)
+		ctx, cancel := context.WithCancel(context.Background())
+		var mu sync.Mutex
+		acked := map[string]bool{} // token ids whose creation was answered
+		var seen []*log.Checkpoint
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					tok, err := c.CreateJoinToken(ctx, time.Minute)
+					if err != nil {
+						return // the server is gone
+					}
+					mu.Lock()
+					acked[tok.ID] = true
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if cp, err := verifiedCheckpoint(t, ctx, c, v); err == nil {
+					mu.Lock()
+					seen = append(seen, cp)
+					mu.Unlock()
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+		time.Sleep(killAfter)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		cancel()
+		wg.Wait()
+		c.CloseIdle()
+
+		restarted, url := serveProcess(t, bin, dataDir, addr)
+		c = adminClient(t, url, dataDir)
+		ctx = context.Background()
+		cp, err := verifiedCheckpoint(t, ctx, c, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inLog := map[string]bool{}
+		for i := range cp.Size {
+			var ans struct {
+				Entry json.RawMessage `json:"entry"`
+			}
+			if err := c.Do(ctx, "GET", fmt.Sprintf("/v1/audit/entries/%d", i), nil, &ans); err != nil {
+				t.Fatalf("round %d: entry %d: %v", round, i, err)
+			}
+			var e struct {
+				Type    string
+				Subject string
+			}
+			_ = json.Unmarshal(ans.Entry, &e)
+			if e.Type == "join_token.created" {
+				inLog[e.Subject] = true
+			}
+		}
+		missing := 0
+		for id := range acked {
+			if !inLog[id] {
+				missing++
+			}
+		}
+		if missing > 0 {
+			t.Errorf("round %d (kill after %s): %d of %d acknowledged join tokens missing from the log", round, killAfter, missing, len(acked))
+		}
+		for _, old := range seen {
+			var cons struct{ Proof [][]byte }
+			path := fmt.Sprintf("/v1/audit/proofs/consistency?from=%d&to=%d", old.Size, cp.Size)
+			if err := c.Do(ctx, "GET", path, nil, &cons); err != nil {
+				t.Fatalf("round %d: %s: %v", round, path, err)
+			}
+			if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old.Size, cp.Size, cons.Proof, old.Hash, cp.Hash); err != nil {
+				t.Errorf("round %d: checkpoint of size %d seen before the kill is not consistent with size %d after: %v", round, old.Size, cp.Size, err)
+			}
+		}
+		t.Logf("round %d: killed after %s with %d tokens acknowledged, %d checkpoints seen; log size %d after restart",
+			round, killAfter, len(acked), len(seen), cp.Size)
+		c.CloseIdle()
+		_ = restarted.Process.Signal(syscall.SIGTERM)
+		_ = restarted.Wait()
+	}
+}
