@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
@@ -26,9 +28,12 @@ const auditUsage = `Usage: mandate audit <command> [flags]
 Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
   checkpoint                 print the latest signed checkpoint
   show INDEX [--json]        print an entry after checking its inclusion proof
-  verify                     check the checkpoint's signature and that it is
+  verify [--full]            check the checkpoint's signature and that it is
                              consistent with the last one this auditor saw
-                             (kept in --state); fails loudly on a fork
+                             (kept in --state); fails loudly on a fork.
+                             --full also downloads every entry, recomputes
+                             the root and names the first entry that does
+                             not match
 
 Every check uses the log's verifier key (--vkey: the key, or a file holding
 it, default <data-dir>/audit/log.vkey) and code independent of the server:
@@ -39,7 +44,7 @@ golang.org/x/mod/sumdb/note and transparency-dev/merkle.
 type auditFlags struct {
 	cf                   clientFlags
 	dataDir, vkey, state string
-	asJSON               bool
+	asJSON, full         bool
 }
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -57,6 +62,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.vkey, "vkey", "", "the log's verifier key, or a file holding it (default <data-dir>/audit/log.vkey)")
 	fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified")
 	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+	fs.BoolVar(&f.full, "full", false, "verify: also download every entry, check each against the checkpoint and recompute the root")
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {
 		return err
@@ -179,6 +185,12 @@ func auditVerify(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	if err != nil {
 		return err
 	}
+	if f.full {
+		if err := verifyFull(ctx, c, cp); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "all %d entries match the signed root\n", cp.Size)
+	}
 	prevRaw, err := os.ReadFile(f.state)
 	if errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(w, "first checkpoint seen: size %d; remembered in %s\n", cp.Size, f.state)
@@ -208,4 +220,42 @@ func checkConsistent(ctx context.Context, c *client.Client, prev, cur *log.Check
 		return err
 	}
 	return proof.VerifyConsistency(rfc6962.DefaultHasher, prev.Size, cur.Size, ans.Proof, prev.Hash, cur.Hash)
+}
+
+// verifyFull downloads every entry of the tree the checkpoint signs,
+// recomputes the root from the entries alone (RFC 6962, with
+// transparency-dev/merkle's compact ranges) and compares it; on a mismatch
+// it names the first entry whose inclusion proof fails.
+func verifyFull(ctx context.Context, c *client.Client, cp *log.Checkpoint) error {
+	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	r := rf.NewEmptyRange(0)
+	var firstBad = -1
+	for i := range cp.Size {
+		var ans struct {
+			EntryB64       []byte   `json:"entry_b64"`
+			InclusionProof [][]byte `json:"inclusion_proof"`
+		}
+		path := fmt.Sprintf("/v1/audit/entries/%d?tree_size=%d", i, cp.Size)
+		if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
+			return fmt.Errorf("entry %d: %w", i, err)
+		}
+		leaf := rfc6962.DefaultHasher.HashLeaf(ans.EntryB64)
+		if err := r.Append(leaf, nil); err != nil {
+			return err
+		}
+		if firstBad < 0 && proof.VerifyInclusion(rfc6962.DefaultHasher, i, cp.Size, leaf, ans.InclusionProof, cp.Hash) != nil {
+			firstBad = int(i)
+		}
+	}
+	root, err := r.GetRootHash(nil)
+	if err != nil {
+		return err
+	}
+	if cp.Size == 0 {
+		root = rfc6962.DefaultHasher.EmptyRoot()
+	}
+	if firstBad >= 0 || !bytes.Equal(root, cp.Hash) {
+		return fmt.Errorf("audit: the entries do not hash to the signed root of size %d: first bad entry %d", cp.Size, firstBad)
+	}
+	return nil
 }

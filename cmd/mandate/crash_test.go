@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +22,8 @@ import (
 
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/store"
+	"mandate.dev/mandate/store/bolt"
 )
 
 // serveProcess starts `mandate serve` as a real child process and returns
@@ -189,4 +192,80 @@ func TestCrashKeepsAcknowledgedEntries(t *testing.T) {
 		_ = restarted.Process.Signal(syscall.SIGTERM)
 		_ = restarted.Wait()
 	}
+}
+
+// TestTamperedEntryIsNamed flips bytes of one stored entry in the
+// authority's bbolt file while it is stopped; `mandate audit verify --full`
+// then fails and names that entry.
+func TestTamperedEntryIsNamed(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", "mandate-data"}, &out, &errOut)
+	}()
+	url := waitServing(t, &out, done)
+	for range 5 {
+		if _, err := cli(t, url, dir, "admin", "join-token", "create"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o, err := cli(t, url, dir, "audit", "verify", "--full"); err != nil || !strings.Contains(o, "match the signed root") {
+		t.Fatalf("audit verify --full on an intact log = %q, %v", o, err)
+	}
+	cancel()
+	<-done
+
+	// Tamper with entry 2: same length, one byte changed.
+	db, err := bolt.Open(filepath.Join(dir, "mandate-data", "mandate.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte{0, 0, 0, 0, 0, 0, 0, 2}
+	err = db.Update(context.Background(), func(tx store.Tx) error {
+		b, err := tx.Get("audit_entries", key)
+		if err != nil {
+			return err
+		}
+		b[bytes.Index(b, []byte(`"type":"`))+8] ^= 0x01
+		return tx.Put("audit_entries", key, b)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	out, errOut = syncBuffer{}, syncBuffer{}
+	done = make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", "mandate-data"}, &out, &errOut)
+	}()
+	url = waitServing(t, &out, done)
+	_, err = cli(t, url, dir, "audit", "verify", "--full", "--state", "other.state")
+	if err == nil || !strings.Contains(err.Error(), "first bad entry 2") {
+		t.Errorf("audit verify --full on a tampered log = %v, want it to name entry 2", err)
+	}
+	cancel()
+	<-done
+}
+
+// waitServing waits for an in-process serve to print its URL.
+func waitServing(t *testing.T, out *syncBuffer, done chan error) string {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := servingRE.FindStringSubmatch(out.String()); m != nil {
+			return m[1]
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited: %v", err)
+		default:
+		}
+	}
+	t.Fatal("serve did not start")
+	return ""
 }
