@@ -35,9 +35,12 @@ type benchResult struct {
 func (r benchResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "audit" {
+		return runBenchAudit(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "issue" {
-		fmt.Fprintln(stderr, "Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]")
-		return usagef("bench: want issue")
+		fmt.Fprintln(stderr, "Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]\n       mandate bench audit [--concurrency 1,16,256,1024] [--duration 5s]")
+		return usagef("bench: want issue or audit")
 	}
 	fs := newFlagSet("bench issue", "bench issue [flags]", stderr)
 	var cf clientFlags

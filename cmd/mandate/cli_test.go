@@ -349,3 +349,16 @@ func TestCLIAudit(t *testing.T) {
 		t.Errorf("audit verify against a rewritten history = %v, want a fork report with both checkpoints", err)
 	}
 }
+
+func TestBenchAudit(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"bench", "audit", "--duration", "200ms", "--concurrency", "1,8", "--dir", t.TempDir()}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("bench audit: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{"writers", "raw bbolt group commit", "÷ raw bbolt group commit"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("bench audit output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
