@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,11 @@ const auditUsage = `Usage: mandate audit <command> [flags]
 Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
   checkpoint                 print the latest signed checkpoint
   show INDEX [--json]        print an entry after checking its inclusion proof
+  prove INDEX [--out FILE]   write the entry's offline proof (C2SP tlog-proof:
+                             the entry in "extra", its inclusion proof and the
+                             signed checkpoint)
+  check-proof FILE           verify an offline proof (no server needed) and
+                             print its entry
   verify [--full]            check the checkpoint's signature and that it is
                              consistent with the last one this auditor saw
                              (kept in --state); fails loudly on a fork.
@@ -44,12 +50,14 @@ golang.org/x/mod/sumdb/note and transparency-dev/merkle.
 type auditFlags struct {
 	cf                   clientFlags
 	dataDir, vkey, state string
+	out                  string
 	asJSON, full         bool
 }
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmds := map[string]func(context.Context, *auditFlags, *client.Client, note.Verifier, []string, io.Writer) error{
 		"checkpoint": auditCheckpointCmd, "show": auditShow, "verify": auditVerify,
+		"prove": auditProve, "check-proof": auditCheckProof,
 	}
 	if len(args) == 0 || cmds[args[0]] == nil {
 		fmt.Fprint(stderr, auditUsage)
@@ -62,6 +70,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.vkey, "vkey", "", "the log's verifier key, or a file holding it (default <data-dir>/audit/log.vkey)")
 	fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified")
 	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+	fs.StringVar(&f.out, "out", "", "prove: write the proof to this file instead of standard output")
 	fs.BoolVar(&f.full, "full", false, "verify: also download every entry, check each against the checkpoint and recompute the root")
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {
@@ -73,6 +82,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	v, err := loadVerifier(f)
 	if err != nil {
 		return err
+	}
+	if args[0] == "check-proof" { // offline: no server
+		return auditCheckProof(ctx, f, nil, v, rest, stdout)
 	}
 	c, err := f.cf.dial(true)
 	if err != nil {
@@ -134,40 +146,19 @@ func auditShow(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 	if err != nil {
 		return err
 	}
-	if _, err := strconv.ParseUint(idx, 10, 64); err != nil {
-		return usagef("INDEX must be an unsigned integer")
-	}
-	var ans struct {
-		Index          uint64          `json:"index"`
-		Entry          json.RawMessage `json:"entry"`
-		EntryB64       []byte          `json:"entry_b64"`
-		TreeSize       uint64          `json:"tree_size"`
-		InclusionProof [][]byte        `json:"inclusion_proof"`
-		Checkpoint     string          `json:"checkpoint"`
-	}
-	if err := c.Do(ctx, http.MethodGet, "/v1/audit/entries/"+idx, nil, &ans); err != nil {
-		return err
-	}
-	cp, err := openCheckpoint([]byte(ans.Checkpoint), v)
+	p, err := fetchProven(ctx, c, v, idx)
 	if err != nil {
 		return err
 	}
-	if cp.Size != ans.TreeSize {
-		return fmt.Errorf("entry %d: proof for tree size %d, checkpoint for %d", ans.Index, ans.TreeSize, cp.Size)
-	}
-	leaf := rfc6962.DefaultHasher.HashLeaf(ans.EntryB64)
-	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, ans.Index, cp.Size, leaf, ans.InclusionProof, cp.Hash); err != nil {
-		return fmt.Errorf("entry %d: inclusion proof does not verify against the signed checkpoint: %w", ans.Index, err)
-	}
 	if f.asJSON {
-		_, err = fmt.Fprintf(w, "%s\n", ans.EntryB64)
+		_, err = fmt.Fprintf(w, "%s\n", p.entry)
 		return err
 	}
 	var e map[string]any
-	if err := json.Unmarshal(ans.EntryB64, &e); err != nil {
+	if err := json.Unmarshal(p.entry, &e); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "entry %d of %d (inclusion proof verified)\n", ans.Index, cp.Size)
+	fmt.Fprintf(w, "entry %d of %d (inclusion proof verified)\n", p.index, p.cp.Size)
 	for _, k := range []string{"time", "type", "actor", "subject", "accountable", "details"} {
 		if val, ok := e[k]; ok {
 			b, _ := json.Marshal(val)
@@ -257,5 +248,139 @@ func verifyFull(ctx context.Context, c *client.Client, cp *log.Checkpoint) error
 	if firstBad >= 0 || !bytes.Equal(root, cp.Hash) {
 		return fmt.Errorf("audit: the entries do not hash to the signed root of size %d: first bad entry %d", cp.Size, firstBad)
 	}
+	return nil
+}
+
+// provenEntry is an entry with its inclusion proof, checked against a
+// signed checkpoint.
+type provenEntry struct {
+	index      uint64
+	entry      []byte
+	proof      [][]byte
+	checkpoint []byte
+	cp         *log.Checkpoint
+}
+
+func (p *provenEntry) verify(v note.Verifier) error {
+	cp, err := openCheckpoint(p.checkpoint, v)
+	if err != nil {
+		return err
+	}
+	p.cp = cp
+	leaf := rfc6962.DefaultHasher.HashLeaf(p.entry)
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, p.index, cp.Size, leaf, p.proof, cp.Hash); err != nil {
+		return fmt.Errorf("entry %d: inclusion proof does not verify against the signed checkpoint: %w", p.index, err)
+	}
+	return nil
+}
+
+func fetchProven(ctx context.Context, c *client.Client, v note.Verifier, idx string) (*provenEntry, error) {
+	if _, err := strconv.ParseUint(idx, 10, 64); err != nil {
+		return nil, usagef("INDEX must be an unsigned integer")
+	}
+	var ans struct {
+		Index          uint64   `json:"index"`
+		EntryB64       []byte   `json:"entry_b64"`
+		TreeSize       uint64   `json:"tree_size"`
+		InclusionProof [][]byte `json:"inclusion_proof"`
+		Checkpoint     string   `json:"checkpoint"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/audit/entries/"+idx, nil, &ans); err != nil {
+		return nil, err
+	}
+	p := &provenEntry{index: ans.Index, entry: ans.EntryB64, proof: ans.InclusionProof, checkpoint: []byte(ans.Checkpoint)}
+	if err := p.verify(v); err != nil {
+		return nil, err
+	}
+	if p.cp.Size != ans.TreeSize {
+		return nil, fmt.Errorf("entry %d: proof for tree size %d, checkpoint for %d", ans.Index, ans.TreeSize, p.cp.Size)
+	}
+	return p, nil
+}
+
+const tlogProofHeader = "c2sp.org/tlog-proof@v1"
+
+// marshalProof writes p in the C2SP tlog-proof format, the entry's bytes
+// as the "extra" data.
+func (p *provenEntry) marshalProof() []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\nextra %s\nindex %d\n", tlogProofHeader, base64.StdEncoding.EncodeToString(p.entry), p.index)
+	for _, h := range p.proof {
+		b.WriteString(base64.StdEncoding.EncodeToString(h) + "\n")
+	}
+	b.WriteString("\n")
+	b.Write(p.checkpoint)
+	return []byte(b.String())
+}
+
+// parseProof reads a tlog-proof written by marshalProof.
+func parseProof(data []byte) (*provenEntry, error) {
+	head, cp, ok := strings.Cut(string(data), "\n\n")
+	if !ok {
+		return nil, errors.New("proof: no blank line before the checkpoint")
+	}
+	lines := strings.Split(head, "\n")
+	if len(lines) < 3 || lines[0] != tlogProofHeader {
+		return nil, fmt.Errorf("proof: not a %s document", tlogProofHeader)
+	}
+	extra, ok := strings.CutPrefix(lines[1], "extra ")
+	if !ok {
+		return nil, errors.New("proof: no extra line (the entry)")
+	}
+	p := &provenEntry{checkpoint: []byte(cp)}
+	var err error
+	if p.entry, err = base64.StdEncoding.DecodeString(extra); err != nil {
+		return nil, fmt.Errorf("proof: extra: %w", err)
+	}
+	idx, ok := strings.CutPrefix(lines[2], "index ")
+	if !ok {
+		return nil, errors.New("proof: no index line")
+	}
+	if p.index, err = strconv.ParseUint(idx, 10, 64); err != nil {
+		return nil, fmt.Errorf("proof: index: %w", err)
+	}
+	for _, l := range lines[3:] {
+		h, err := base64.StdEncoding.DecodeString(l)
+		if err != nil || len(h) != 32 {
+			return nil, errors.New("proof: a proof line is not a base64 SHA-256 hash")
+		}
+		p.proof = append(p.proof, h)
+	}
+	return p, nil
+}
+
+func auditProve(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, args []string, w io.Writer) error {
+	idx, err := oneArg(args, "the entry index")
+	if err != nil {
+		return err
+	}
+	p, err := fetchProven(ctx, c, v, idx)
+	if err != nil {
+		return err
+	}
+	if f.out != "" {
+		return credfile.WriteFileAtomic(f.out, p.marshalProof(), 0o644)
+	}
+	_, err = w.Write(p.marshalProof())
+	return err
+}
+
+func auditCheckProof(_ context.Context, _ *auditFlags, _ *client.Client, v note.Verifier, args []string, w io.Writer) error {
+	file, err := oneArg(args, "the proof file")
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	p, err := parseProof(data)
+	if err != nil {
+		return err
+	}
+	if err := p.verify(v); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "entry %d is in the log of size %d (inclusion proof and checkpoint signature verified)\n%s\n", p.index, p.cp.Size, p.entry)
 	return nil
 }

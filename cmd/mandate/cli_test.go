@@ -321,6 +321,24 @@ func TestCLIAudit(t *testing.T) {
 	if out, err := cli(t, url, dir, "audit", "show", "1"); err != nil || !strings.Contains(out, "inclusion proof verified") {
 		t.Errorf("audit show 1 = %q, %v", out, err)
 	}
+	// An offline proof: written with prove, checked without the server.
+	if _, err := cli(t, url, dir, "audit", "prove", "1", "--out", "entry1.tlog-proof"); err != nil {
+		t.Fatalf("audit prove = %v", err)
+	}
+	if out, err := cli(t, "https://127.0.0.1:1", dir, "audit", "check-proof", "entry1.tlog-proof"); err != nil || !strings.Contains(out, "entry 1 is in the log") {
+		t.Errorf("audit check-proof = %q, %v", out, err)
+	}
+	proofText, _ := os.ReadFile("entry1.tlog-proof")
+	if !strings.HasPrefix(string(proofText), "c2sp.org/tlog-proof@v1\nextra ") {
+		t.Errorf("proof file does not start as a C2SP tlog-proof: %.60q", proofText)
+	}
+	tampered := strings.Replace(string(proofText), "extra e", "extra f", 1)
+	if err := os.WriteFile("bad.tlog-proof", []byte(tampered), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "audit", "check-proof", "bad.tlog-proof"); err == nil {
+		t.Error("audit check-proof accepted a proof whose entry was altered")
+	}
 	// A checkpoint signed with another key is refused.
 	_, otherVKey, err := note.GenerateKey(rand.Reader, "mandate.localhost/audit")
 	if err != nil {
