@@ -6,7 +6,9 @@
 //
 // The package knows nothing of HTTP. It keeps the log in a [store.Store];
 // callers append [Entry] values with [Log.Append] and read entries,
-// checkpoints and proofs with the Log's read methods.
+// checkpoints and proofs with the Log's read methods, find entries with
+// [Log.Search], and serve the C2SP tlog-tiles read path with
+// [Log.TileData].
 //
 // # Guarantees
 //
@@ -73,7 +75,8 @@
 // and '\' with a backslash; U+0008, U+0009, U+000A, U+000C, U+000D as \b,
 // \t, \n, \f, \r; other control characters below U+0020 as \u00xx with
 // lower-case hex; every other character as is (no HTML escaping). An
-// encoded entry is at most 64 KiB ([MaxEntrySize]).
+// encoded entry is at most 65,535 bytes ([MaxEntrySize]), so that its
+// length fits the 16-bit prefix of a tlog-tiles entry bundle.
 //
 // [Decode] accepts exactly these bytes: it refuses unknown fields, other
 // versions and any other spelling of the same content, so that for every b
@@ -101,6 +104,39 @@
 // ("<name>+<key hash>+<base64 key>") and is what verifiers need;
 // [LoadOrCreateSigner] keeps the signer key in a file of mode 0600.
 //
+// # Tiles
+//
+// [Log.TileData] serves the C2SP tlog-tiles read path
+// (https://c2sp.org/tlog-tiles) of the tree of the latest checkpoint:
+// hash tiles "tile/<L>/<N>[.p/<W>]" (height 8: up to 256 hashes of the
+// tree level 8·L, concatenated) and entry bundles
+// "tile/entries/<N>[.p/<W>]" (the entries N·256 on, each with a 2-byte
+// big-endian length). The checkpoint is [Log.Checkpoint]. Tiles are built
+// on request from the stored nodes and entries, so generic tlog tools and
+// witnesses (golang.org/x/mod/sumdb/tlog's TileHashReader, for one) can
+// verify the log without Mandate's API. A full tile never changes; a
+// partial tile of any width within the tree is served.
+//
+// # Search
+//
+// [Log.Search] finds entries by SPIFFE ID (as actor, as subject, or as an
+// accountable party), event type, time range, decision id and delegation
+// id, all given criteria together, in log order, a page at a time with a
+// cursor. Its indexes are written in the commit's transaction with the
+// entries: an entry is in them exactly when it is in the log, and a failed
+// batch leaves nothing. They cover the entries committed by this version
+// of the package on (the log is new in it; a log written before has no
+// index of its earlier entries, which Search then does not find).
+//
+// A search scans the index of its most selective exact criterion
+// (decision id or delegation id, then SPIFFE ID, then type) and checks the
+// other criteria on the entries. A time range alone uses the time index
+// when the range holds at most 100×Limit entries, and otherwise reads the
+// log in order, skipping the groups of 256 entries whose time span is
+// outside the range. Each call reads at most 10×Limit entries (Limit at
+// most [MaxSearchLimit]), and scans at most about 200×Limit index keys, so
+// a page may be short or empty and still have a cursor.
+//
 // # Storage
 //
 // The log uses these buckets of the store; nobody else may write them:
@@ -112,12 +148,30 @@
 //	                              (the compact range of [0, N))
 //	               "checkpoint" → the latest signed checkpoint (for size N)
 //
-// Each commit writes a batch's entries, its new nodes, any index entries
-// (Config.Index), the tree state and the checkpoint in one Update. The
-// Update callback first checks that the stored checkpoint is still the one
-// the batch extends, so a second writer on a shared store makes a commit
-// fail instead of forking the log; it writes only precomputed values, so a
-// store may retry it.
+// and the search indexes, whose values are empty and whose keys end with
+// the entry's 8-byte big-endian index, so that one value's keys are in log
+// order:
+//
+//	audit_idx_spiffe_id      <value> 0x00 <index>  actor; subject if a SPIFFE ID;
+//	                                               each accountable spiffe_id
+//	audit_idx_type           <value> 0x00 <index>
+//	audit_idx_decision_id    <value> 0x00 <index>  (if not empty)
+//	audit_idx_delegation_id  <value> 0x00 <index>  (if not empty)
+//	audit_idx_time           8-byte BE Unix nanoseconds <index>
+//	                         (clamped to 1970..2262)
+//	audit_idx_time_tiles     8-byte BE group (index / 256) → 8-byte BE min
+//	                         || 8-byte BE max Unix nanoseconds of its entries
+//
+// In <value>, the bytes 0x00 and 0x01 are written as 0x01 0x01 and 0x01
+// 0x02, so a value's keys are exactly those with prefix <value> 0x00.
+//
+// Each commit writes a batch's entries, their index keys (and any of
+// Config.Index), its new nodes, the tree state and the checkpoint in one
+// Update. The Update callback first checks that the stored checkpoint is
+// still the one the batch extends, so a second writer on a shared store
+// makes a commit fail instead of forking the log; it writes only values
+// computed before or read in the same transaction, so a store may retry
+// it.
 //
 // # Limits
 //

@@ -15,8 +15,10 @@ import (
 // one Decode accepts.
 const Version = 1
 
-// MaxEntrySize is the largest encoded entry, in bytes.
-const MaxEntrySize = 64 << 10
+// MaxEntrySize is the largest encoded entry, in bytes: 64 KiB less one
+// byte, so that every entry fits the 16-bit length of a tlog-tiles entry
+// bundle.
+const MaxEntrySize = 64<<10 - 1
 
 // MaxTypeLen is the longest event type, in bytes.
 const MaxTypeLen = 64

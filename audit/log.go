@@ -49,8 +49,9 @@ type Config struct {
 
 	// Index, if set, is called inside the commit's store transaction once
 	// for each entry of the batch, in index order, with the entry as Decode
-	// would return it, so that search indexes are written atomically with
-	// the entries. It must only use tx (the transaction may be retried, see
+	// would return it, so that a caller's own indexes are written
+	// atomically with the entries (the log's search indexes, see Search,
+	// are written regardless). It must only use tx (the transaction may be retried, see
 	// store.Store.Update), must not use buckets whose names start with
 	// "audit_" (they belong to the log), and should fail only on store
 	// errors: an error fails the whole batch, and every entry of it is
@@ -120,7 +121,7 @@ type request struct {
 	ctx   context.Context
 	data  []byte
 	leaf  []byte
-	entry Entry // as Decode would return it, for Config.Index
+	entry Entry // as Decode would return it, for the indexes
 	done  chan struct{}
 
 	// Set by Run before done is closed: on success index and batch, on

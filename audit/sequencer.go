@@ -212,7 +212,8 @@ func (l *Log) commit(ctx context.Context, reqs []*request) (*batch, treeState, e
 }
 
 // write is the body of a commit's transaction. It only writes values
-// computed before, so running it again writes the same.
+// computed before (or, for the time spans of the search index, read in the
+// same transaction), so running it again writes the same.
 func (l *Log) write(tx store.Tx, base, next treeState, reqs []*request, nodes []nodeHash) error {
 	cp, err := tx.Get(bucketState, keyCheckpoint)
 	if err != nil || !bytes.Equal(cp, base.checkpoint) {
@@ -223,11 +224,17 @@ func (l *Log) write(tx store.Tx, base, next treeState, reqs []*request, nodes []
 		if err := tx.Put(bucketEntries, entryKey(index), r.data); err != nil {
 			return err
 		}
+		if err := putIndexes(tx, index, r.entry); err != nil {
+			return fmt.Errorf("search index of entry %d: %w", index, err)
+		}
 		if l.cfg.Index != nil {
 			if err := l.cfg.Index(tx, index, r.entry); err != nil {
 				return fmt.Errorf("index entry %d: %w", index, err)
 			}
 		}
+	}
+	if err := putTimeSpans(tx, base.size, reqs); err != nil {
+		return fmt.Errorf("search index: %w", err)
 	}
 	for _, n := range nodes {
 		if err := tx.Put(bucketNodes, nodeKey(n.id), n.hash); err != nil {
