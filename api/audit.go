@@ -3,7 +3,13 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
+	"time"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/authority"
 )
 
 func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
@@ -57,4 +63,79 @@ func parseUint(v, name string) (uint64, error) {
 		return 0, fmt.Errorf("%w: %s must be an unsigned decimal integer", errBadQuery, name)
 	}
 	return n, nil
+}
+
+// searchAnswer is the body of GET /v1/audit/search.
+type searchAnswer struct {
+	Entries       []authority.AuditEntry `json:"entries"`
+	NextPageToken string                 `json:"next_page_token,omitempty"`
+}
+
+func (s *Server) auditSearch(w http.ResponseWriter, r *http.Request) {
+	q, err := parseQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	entries, next, err := s.a.SearchAudit(r.Context(), callerOf(r), q)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out := searchAnswer{Entries: entries}
+	if next != nil {
+		out.NextPageToken = strconv.FormatUint(*next, 10)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// parseQuery reads the search parameters. page_token is the cursor a
+// previous page returned.
+func parseQuery(v url.Values) (audit.Query, error) {
+	q := audit.Query{SPIFFEID: v.Get("spiffe_id"), Type: v.Get("type"), DecisionID: v.Get("decision_id"), DelegationID: v.Get("delegation_id")}
+	for name, t := range map[string]*time.Time{"since": &q.Since, "until": &q.Until} {
+		if s := v.Get(name); s != "" {
+			var err error
+			if *t, err = time.Parse(time.RFC3339Nano, s); err != nil {
+				return q, fmt.Errorf("%w: %s must be an RFC 3339 time", errBadQuery, name)
+			}
+		}
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return q, fmt.Errorf("%w: limit must be an integer", errBadQuery)
+		}
+		q.Limit = n
+	}
+	if s := v.Get("page_token"); s != "" {
+		n, err := parseUint(s, "page_token")
+		if err != nil {
+			return q, err
+		}
+		q.After, q.HasAfter = n, true
+	}
+	return q, nil
+}
+
+// tiles serves the C2SP tlog-tiles read path: /checkpoint and /tile/....
+func (s *Server) tiles(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimPrefix(r.URL.Path, "/")
+	b, err := s.a.AuditTile(r.Context(), callerOf(r), path)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	switch {
+	case path == "checkpoint":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+	case strings.Contains(path, ".p/"):
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+	default: // a full tile never changes
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	}
+	_, _ = w.Write(b)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
@@ -191,5 +192,174 @@ func TestFederatedAuditor(t *testing.T) {
 	cp := a.auditCheckpoint(c)
 	if cp.Size == 0 {
 		t.Error("federated auditor read an empty log; want the federation event at least")
+	}
+}
+
+// TestAuditSearch finds entries by SPIFFE ID and type, page by page; every
+// hit carries an inclusion proof that verifies.
+func TestAuditSearch(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	node := e.joinNode()
+	agentID := e.registerAgent("hello", node.id)
+	for range 3 {
+		e.agentSVID(node, agentID)
+	}
+	type page struct {
+		Entries       []auditEntryAnswer `json:"entries"`
+		NextPageToken string             `json:"next_page_token"`
+	}
+	search := func(q string) []auditEntryAnswer {
+		var all []auditEntryAnswer
+		token := ""
+		for range 100 {
+			var p page
+			path := "/v1/audit/search?" + q
+			if token != "" {
+				path += "&page_token=" + token
+			}
+			if err := e.admin.Do(ctx, "GET", path, nil, &p); err != nil {
+				t.Fatalf("GET %s = %v", path, err)
+			}
+			all = append(all, p.Entries...)
+			if token = p.NextPageToken; token == "" {
+				return all
+			}
+		}
+		t.Fatal("search did not end")
+		return nil
+	}
+	hits := search("spiffe_id=" + agentID + "&type=svid.issued&limit=1")
+	if len(hits) != 3 {
+		t.Fatalf("search for the agent's svid.issued entries found %d, want 3", len(hits))
+	}
+	for _, h := range hits {
+		var ent struct{ Type, Subject string }
+		_ = json.Unmarshal(h.Entry, &ent)
+		if ent.Type != "svid.issued" || ent.Subject != agentID {
+			t.Errorf("hit %d is %s about %s", h.Index, ent.Type, ent.Subject)
+		}
+		cp := e.auditCheckpointFrom(h.Checkpoint)
+		leaf := rfc6962.DefaultHasher.HashLeaf(h.EntryB64)
+		if err := proof.VerifyInclusion(rfc6962.DefaultHasher, h.Index, cp.Size, leaf, h.InclusionProof, cp.Hash); err != nil {
+			t.Errorf("hit %d: inclusion proof: %v", h.Index, err)
+		}
+	}
+	if all := search("spiffe_id=" + agentID); len(all) < 4 {
+		t.Errorf("search by SPIFFE ID found %d entries, want the registration and three issuances", len(all))
+	}
+	for q, want := range map[string]string{"limit=1000": "invalid-query", "since=yesterday": "invalid-request", "spiffe_id=not-an-id": "invalid-query", "page_token=x": "invalid-request"} {
+		if err := e.admin.Do(ctx, "GET", "/v1/audit/search?"+q, nil, nil); problemName(err) != want {
+			t.Errorf("search %s = %v, want %s", q, err, want)
+		}
+	}
+}
+
+// auditCheckpointFrom verifies a checkpoint note carried in an answer.
+func (e *env) auditCheckpointFrom(text string) *log.Checkpoint {
+	e.t.Helper()
+	_, vkeyPath := authority.AuditPaths(e.dataDir)
+	vkey, _ := os.ReadFile(vkeyPath)
+	v, err := note.NewVerifier(strings.TrimSpace(string(vkey)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	n, err := note.Open([]byte(text), note.VerifierList(v))
+	if err != nil {
+		e.t.Fatalf("checkpoint: %v", err)
+	}
+	cp := new(log.Checkpoint)
+	if _, err := cp.Unmarshal([]byte(n.Text)); err != nil {
+		e.t.Fatal(err)
+	}
+	return cp
+}
+
+// tileReader reads tlog tiles over the API, for golang.org/x/mod/sumdb/tlog.
+type tileReader struct {
+	e *env
+	c *http.Client
+}
+
+func (r tileReader) Height() int { return 8 }
+
+func (r tileReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
+	out := make([][]byte, len(tiles))
+	for i, tile := range tiles {
+		// x/mod writes the Go checksum database's paths (tile/8/L/N,
+		// tile/8/data/N); C2SP tlog-tiles has no height segment and calls
+		// the data tiles entries.
+		path := strings.Replace(strings.Replace(tile.Path(), "tile/8/data/", "tile/entries/", 1), "tile/8/", "tile/", 1)
+		resp, err := r.c.Get(r.e.url + "/" + path)
+		if err != nil {
+			return nil, err
+		}
+		out[i], _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return nil, fmt.Errorf("GET %s = %d %s", path, resp.StatusCode, out[i])
+		}
+	}
+	return out, nil
+}
+
+func (r tileReader) SaveTiles([]tlog.Tile, [][]byte) {}
+
+// TestTlogTilesReadPath reads the log the way generic tlog tools and
+// witnesses do (C2SP tlog-tiles), verified with golang.org/x/mod/sumdb/tlog;
+// public only when audit.public_read_path is set.
+func TestTlogTilesReadPath(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) { c.Audit.PublicReadPath = true })
+	for range 3 {
+		e.joinNode()
+	}
+	public := e.rawClient(nil, nil)
+	resp, err := public.Get(e.url + "/checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /checkpoint = %d %s", resp.StatusCode, body)
+	}
+	cp := e.auditCheckpointFrom(string(body))
+	var root tlog.Hash
+	copy(root[:], cp.Hash)
+	hr := tlog.TileHashReader(tlog.Tree{N: int64(cp.Size), Hash: root}, tileReader{e, public})
+	got, err := tlog.TreeHash(int64(cp.Size), hr)
+	if err != nil || got != root {
+		t.Fatalf("tlog.TreeHash over the served tiles = %v, %v; want the checkpoint's root", got, err)
+	}
+	bundle, err := tileReader{e, public}.ReadTiles([]tlog.Tile{{H: 8, L: -1, N: 0, W: int(cp.Size)}})
+	if err != nil {
+		t.Fatalf("entry bundle: %v", err)
+	}
+	data := bundle[0]
+	for i := int64(0); i < int64(cp.Size); i++ {
+		if len(data) < 2 {
+			t.Fatalf("entry bundle ends before entry %d", i)
+		}
+		n := int(data[0])<<8 | int(data[1])
+		entry := data[2 : 2+n]
+		data = data[2+n:]
+		p, err := tlog.ProveRecord(int64(cp.Size), i, hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, int64(cp.Size), root, i, tlog.RecordHash(entry)); err != nil {
+			t.Errorf("entry %d from the bundle: %v", i, err)
+		}
+	}
+	if resp, err := public.Get(e.url + "/tile/0/999"); err != nil || resp.StatusCode != 404 {
+		t.Errorf("GET a tile beyond the log = %v, %v; want 404", resp.StatusCode, err)
+	}
+
+	private := start(t, "org-b.example")
+	if err := private.client(nil, nil).Do(ctxT(t), "GET", "/checkpoint", nil, nil); problemName(err) != "unauthenticated" {
+		t.Errorf("anonymous GET /checkpoint without public_read_path = %v, want unauthenticated", err)
+	}
+	if _, err := private.admin.GetRaw(ctxT(t), "/checkpoint"); err != nil {
+		t.Errorf("admin GET /checkpoint = %v", err)
 	}
 }

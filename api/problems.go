@@ -66,6 +66,9 @@ var problemTable = []problemKind{
 	{errBadQuery, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{audit.ErrIndexOutOfRange, http.StatusNotFound, "audit-entry-not-found", "No such audit entry"},
 	{audit.ErrTreeSize, http.StatusBadRequest, "invalid-tree-size", "Invalid tree size"},
+	{audit.ErrBadQuery, http.StatusBadRequest, "invalid-query", "Invalid search query"},
+	{audit.ErrBadTilePath, http.StatusNotFound, "tile-not-found", "No such tile"},
+	{audit.ErrNoTile, http.StatusNotFound, "tile-not-found", "No such tile"},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", "Request timed out"},
 	{context.Canceled, http.StatusServiceUnavailable, "canceled", "Request canceled"}, // the client went away
 }

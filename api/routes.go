@@ -47,6 +47,9 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("GET /v1/audit/checkpoint", s.auditCheckpoint)
 	handle("GET /v1/audit/entries/{index}", s.auditEntry)
 	handle("GET /v1/audit/proofs/consistency", s.auditConsistency)
+	handle("GET /v1/audit/search", s.auditSearch)
+	handle("GET /checkpoint", s.tiles)
+	handle("GET /tile/", s.tiles)
 
 	handle("POST /v1/nodes/join", s.join)
 	handle("POST /v1/svid/x509", s.svidX509)

@@ -105,3 +105,40 @@ func (a *Authority) AuditConsistency(ctx context.Context, c *Caller, from, to ui
 	}
 	return &ConsistencyAnswer{From: from, To: to, Proof: p}, nil
 }
+
+// SearchAudit finds entries matching q, each with its inclusion proof for
+// the latest checkpoint; next is the cursor of the next page (nil when the
+// search is done).
+func (a *Authority) SearchAudit(ctx context.Context, c *Caller, q audit.Query) ([]AuditEntry, *uint64, error) {
+	if err := a.requireReader(c); err != nil {
+		return nil, nil, err
+	}
+	idx, next, err := a.audit.Search(ctx, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]AuditEntry, 0, len(idx))
+	for _, i := range idx {
+		e, err := a.ReadAuditEntry(ctx, c, i, 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, *e)
+	}
+	return out, next, nil
+}
+
+// AuditTile serves the C2SP tlog-tiles read path ("checkpoint",
+// "tile/..."): to auditors and admins, or to anyone when
+// audit.public_read_path is set.
+func (a *Authority) AuditTile(ctx context.Context, c *Caller, path string) ([]byte, error) {
+	if !a.cfg.Audit.PublicReadPath {
+		if err := a.requireReader(c); err != nil {
+			return nil, err
+		}
+	}
+	if path == "checkpoint" {
+		return a.audit.Checkpoint(), nil
+	}
+	return a.audit.TileData(ctx, path)
+}

@@ -52,6 +52,10 @@ type AuditConfig struct {
 	// Origin is the first line of every checkpoint (default
 	// "<trust domain>/audit"). It must never change over the log's life.
 	Origin string `yaml:"origin"`
+	// PublicReadPath serves the C2SP tlog-tiles read path (/checkpoint,
+	// /tile/...) to anyone, for witnesses and generic tlog tools; by
+	// default only auditors and admins may read it.
+	PublicReadPath bool `yaml:"public_read_path"`
 }
 
 // CAConfig configures the certificate authority.

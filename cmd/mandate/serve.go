@@ -52,6 +52,7 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
   audit:
     auditors: []                    # SPIFFE IDs (any trusted trust domain) that may read the audit log
     origin: ""                      # checkpoint origin line (default <trust domain>/audit; never change it)
+    public_read_path: false         # serve /checkpoint and /tile/... (C2SP tlog-tiles) to anyone
   http:
     max_body_bytes: 65536
     read_timeout: 10s
