@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,6 +29,10 @@ const auditUsage = `Usage: mandate audit <command> [flags]
 
 Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
   checkpoint                 print the latest signed checkpoint
+  tail [-n N] [--json]       print the last N entries (default 10), proofs checked
+  search [--spiffe-id ID] [--type T] [--since RFC3339] [--until RFC3339]
+         [--decision-id D] [--delegation-id D] [--limit N] [--json]
+                             print matching entries (all pages), proofs checked
   show INDEX [--json]        print an entry after checking its inclusion proof
   prove INDEX [--out FILE]   write the entry's offline proof (C2SP tlog-proof:
                              the entry in "extra", its inclusion proof and the
@@ -52,12 +57,18 @@ type auditFlags struct {
 	dataDir, vkey, state string
 	out                  string
 	asJSON, full         bool
+	n                    int
+	q                    struct {
+		spiffeID, typ, since, until, decision, delegation string
+		limit                                             int
+	}
 }
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmds := map[string]func(context.Context, *auditFlags, *client.Client, note.Verifier, []string, io.Writer) error{
 		"checkpoint": auditCheckpointCmd, "show": auditShow, "verify": auditVerify,
 		"prove": auditProve, "check-proof": auditCheckProof,
+		"tail": auditTail, "search": auditSearch,
 	}
 	if len(args) == 0 || cmds[args[0]] == nil {
 		fmt.Fprint(stderr, auditUsage)
@@ -70,6 +81,14 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.vkey, "vkey", "", "the log's verifier key, or a file holding it (default <data-dir>/audit/log.vkey)")
 	fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified")
 	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+	fs.IntVar(&f.n, "n", 10, "tail: how many entries")
+	fs.StringVar(&f.q.spiffeID, "spiffe-id", "", "search: SPIFFE ID as actor, subject or accountable party")
+	fs.StringVar(&f.q.typ, "type", "", "search: event type")
+	fs.StringVar(&f.q.since, "since", "", "search: from this time (RFC 3339)")
+	fs.StringVar(&f.q.until, "until", "", "search: before this time (RFC 3339)")
+	fs.StringVar(&f.q.decision, "decision-id", "", "search: decision id")
+	fs.StringVar(&f.q.delegation, "delegation-id", "", "search: delegation id")
+	fs.IntVar(&f.q.limit, "limit", 0, "search: at most this many entries (0: all)")
 	fs.StringVar(&f.out, "out", "", "prove: write the proof to this file instead of standard output")
 	fs.BoolVar(&f.full, "full", false, "verify: also download every entry, check each against the checkpoint and recompute the root")
 	rest, err := splitFlags(fs, args[1:])
@@ -383,4 +402,89 @@ func auditCheckProof(_ context.Context, _ *auditFlags, _ *client.Client, v note.
 	}
 	fmt.Fprintf(w, "entry %d is in the log of size %d (inclusion proof and checkpoint signature verified)\n%s\n", p.index, p.cp.Size, p.entry)
 	return nil
+}
+
+// printEntry prints a verified entry, human-readable or as its JSON.
+func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
+	if asJSON {
+		_, err := fmt.Fprintf(w, "%s\n", p.entry)
+		return err
+	}
+	var e map[string]any
+	if err := json.Unmarshal(p.entry, &e); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "#%d %v %v actor=%v subject=%v\n", p.index, e["time"], e["type"], e["actor"], e["subject"])
+	for _, k := range []string{"accountable", "decision_id", "delegation_id", "details"} {
+		if val, ok := e[k]; ok {
+			b, _ := json.Marshal(val)
+			fmt.Fprintf(w, "    %s: %s\n", k, b)
+		}
+	}
+	return nil
+}
+
+func auditTail(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, _ []string, w io.Writer) error {
+	_, cp, err := fetchCheckpoint(ctx, c, v)
+	if err != nil {
+		return err
+	}
+	if f.n < 1 {
+		return usagef("-n must be at least 1")
+	}
+	from := uint64(0)
+	if cp.Size > uint64(f.n) {
+		from = cp.Size - uint64(f.n)
+	}
+	for i := from; i < cp.Size; i++ {
+		p, err := fetchProven(ctx, c, v, strconv.FormatUint(i, 10))
+		if err != nil {
+			return err
+		}
+		if err := printEntry(w, p, f.asJSON); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, _ []string, w io.Writer) error {
+	q := url.Values{}
+	for k, val := range map[string]string{"spiffe_id": f.q.spiffeID, "type": f.q.typ, "since": f.q.since, "until": f.q.until,
+		"decision_id": f.q.decision, "delegation_id": f.q.delegation} {
+		if val != "" {
+			q.Set(k, val)
+		}
+	}
+	printed := 0
+	for {
+		var page struct {
+			Entries []struct {
+				Index          uint64   `json:"index"`
+				EntryB64       []byte   `json:"entry_b64"`
+				InclusionProof [][]byte `json:"inclusion_proof"`
+				Checkpoint     string   `json:"checkpoint"`
+			} `json:"entries"`
+			NextPageToken string `json:"next_page_token"`
+		}
+		if err := c.Do(ctx, http.MethodGet, "/v1/audit/search?"+q.Encode(), nil, &page); err != nil {
+			return err
+		}
+		for _, h := range page.Entries {
+			p := &provenEntry{index: h.Index, entry: h.EntryB64, proof: h.InclusionProof, checkpoint: []byte(h.Checkpoint)}
+			if err := p.verify(v); err != nil {
+				return err
+			}
+			if err := printEntry(w, p, f.asJSON); err != nil {
+				return err
+			}
+			if printed++; f.q.limit > 0 && printed >= f.q.limit {
+				return nil
+			}
+		}
+		if page.NextPageToken == "" {
+			return nil
+		}
+		q.Set("page_token", page.NextPageToken)
+	}
 }

@@ -321,6 +321,12 @@ func TestCLIAudit(t *testing.T) {
 	if out, err := cli(t, url, dir, "audit", "show", "1"); err != nil || !strings.Contains(out, "inclusion proof verified") {
 		t.Errorf("audit show 1 = %q, %v", out, err)
 	}
+	if out, err := cli(t, url, dir, "audit", "tail", "-n", "2"); err != nil || strings.Count(out, "\n#") != 1 || !strings.Contains(out, "join_token.created") {
+		t.Errorf("audit tail -n 2 = %q, %v", out, err)
+	}
+	if out, err := cli(t, url, dir, "audit", "search", "--type", "join_token.created", "--json"); err != nil || !strings.Contains(out, `"type":"join_token.created"`) {
+		t.Errorf("audit search --type join_token.created = %q, %v", out, err)
+	}
 	// An offline proof: written with prove, checked without the server.
 	if _, err := cli(t, url, dir, "audit", "prove", "1", "--out", "entry1.tlog-proof"); err != nil {
 		t.Fatalf("audit prove = %v", err)
