@@ -139,3 +139,11 @@ func (s *Server) tiles(w http.ResponseWriter, r *http.Request) {
 	}
 	_, _ = w.Write(b)
 }
+
+// auditVerifierKey serves the log's verifier key (note format). It is
+// public: it lets anyone check checkpoints, and an auditor should compare
+// it with the key obtained out of band (printed at start, log.vkey).
+func (s *Server) auditVerifierKey(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte(s.a.AuditVerifierKey() + "\n"))
+}

@@ -355,6 +355,17 @@ func TestTlogTilesReadPath(t *testing.T) {
 		t.Errorf("GET a tile beyond the log = %v, %v; want 404", resp.StatusCode, err)
 	}
 
+	vk, err := public.Get(e.url + "/v1/audit/verifier-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, _ := io.ReadAll(vk.Body)
+	vk.Body.Close()
+	_, vkeyPath := authority.AuditPaths(e.dataDir)
+	if onDisk, _ := os.ReadFile(vkeyPath); string(served) != string(onDisk) || !strings.HasPrefix(string(served), "org-a.example/audit+") {
+		t.Errorf("GET /v1/audit/verifier-key = %q, want log.vkey's %q", served, onDisk)
+	}
+
 	private := start(t, "org-b.example")
 	if err := private.client(nil, nil).Do(ctxT(t), "GET", "/checkpoint", nil, nil); problemName(err) != "unauthenticated" {
 		t.Errorf("anonymous GET /checkpoint without public_read_path = %v, want unauthenticated", err)

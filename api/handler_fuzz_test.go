@@ -64,7 +64,9 @@ func FuzzAuditReads(f *testing.F) {
 	h := e.srv.Handler()
 	for _, s := range []string{"entries/0", "entries/1?tree_size=2", "entries/18446744073709551615?tree_size=18446744073709551615",
 		"proofs/consistency?from=0&to=1", "proofs/consistency?from=2&to=1", "proofs/consistency?from=-1&to=x", "checkpoint",
-		"entries/%00", "proofs/consistency?from=1&from=2&to=3", "entries/1?tree_size=0"} {
+		"entries/%00", "proofs/consistency?from=1&from=2&to=3", "entries/1?tree_size=0",
+		"search?type=svid.issued&limit=3", "search?spiffe_id=spiffe://org-a.example/agent/x&since=2026-01-01T00:00:00Z&until=2025-01-01T00:00:00Z",
+		"search?limit=-1", "search?page_token=18446744073709551615", "search?decision_id=%ff%fe"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, tail string) {

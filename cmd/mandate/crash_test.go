@@ -269,3 +269,50 @@ func waitServing(t *testing.T, out *syncBuffer, done chan error) string {
 	t.Fatal("serve did not start")
 	return ""
 }
+
+// TestRolledBackLogIsCaught: the authority's store is rolled back to an
+// earlier copy; an auditor who remembers a later checkpoint is told, with
+// both checkpoints as evidence.
+func TestRolledBackLogIsCaught(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	serveIn := func() (string, context.CancelFunc, chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, errOut syncBuffer
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", "mandate-data"}, &out, &errOut)
+		}()
+		return waitServing(t, &out, done), cancel, done
+	}
+	url, stop, done := serveIn()
+	stop()
+	<-done
+	db := filepath.Join(dir, "mandate-data", "mandate.db")
+	early, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	url, stop, done = serveIn()
+	for range 3 {
+		if _, err := cli(t, url, dir, "admin", "join-token", "create"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cli(t, url, dir, "audit", "verify"); err != nil { // remembers the later checkpoint
+		t.Fatal(err)
+	}
+	stop()
+	<-done
+	if err := os.WriteFile(db, early, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	url, stop, done = serveIn()
+	defer func() { stop(); <-done }()
+	_, err = cli(t, url, dir, "audit", "verify")
+	if err == nil || !strings.Contains(err.Error(), "shrank") || !strings.Contains(err.Error(), "remembered checkpoint") {
+		t.Errorf("audit verify after a rollback = %v, want the shrink reported with both checkpoints", err)
+	}
+}
