@@ -128,6 +128,15 @@ func TestAuditLogRecordsAndProves(t *testing.T) {
 	if types["node.attestation_refused"] != 1 {
 		t.Errorf("%d node.attestation_refused entries, want 1 (the replay; not the guess)", types["node.attestation_refused"])
 	}
+	subjects := map[any]bool{}
+	for _, ent := range issued {
+		subjects[ent["subject"]] = true
+	}
+	for _, id := range []string{authority.AdminID(e.td).String(), authority.ServerID(e.td).String(), agentID} { // a node's own SVID is in node.attested
+		if !subjects[id] {
+			t.Errorf("no svid.issued entry for %s: every issuance is recorded", id)
+		}
+	}
 	for _, ent := range issued {
 		if ent["subject"] != agentID {
 			continue

@@ -53,6 +53,8 @@ func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 	if err != nil {
 		t.Fatalf("authority.New() = %v", err)
 	}
+	done := make(chan error, 2)
+	go func() { done <- a.Run(ctx) }()
 	if err := a.WriteAdminCredential(ctx, true); err != nil {
 		t.Fatalf("WriteAdminCredential() = %v", err)
 	}
@@ -64,8 +66,6 @@ func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 2)
-	go func() { done <- a.Run(ctx) }()
 	go func() { done <- srv.Serve(ctx, ln) }()
 	var once sync.Once
 	stop := func() {

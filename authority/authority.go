@@ -46,7 +46,8 @@ type Authority struct {
 	pending  map[spiffeid.TrustDomain]*spiffebundle.Bundle // fetched bundles the manager has not published yet
 	bundles  atomic.Pointer[bundleSet]
 
-	fedMu sync.Mutex // serializes federation changes (store record + manager)
+	fedMu  sync.Mutex // serializes federation changes (store record + manager)
+	credMu sync.Mutex // serializes writes of the admin credential files
 }
 
 // Options are the dependencies an Authority takes besides its Config.

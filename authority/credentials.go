@@ -31,8 +31,11 @@ func AdminPaths(dataDir string) credfile.Paths {
 // WriteAdminCredential writes the bootstrap admin X509-SVID, its key and
 // the trust bundle into <data dir>/admin. Unless force is set, a
 // certificate with more than half its life left is kept, but the bundle
-// file is always brought up to date.
+// file is always brought up to date. A new credential is recorded in the
+// audit log, so Run must be running.
 func (a *Authority) WriteAdminCredential(ctx context.Context, force bool) error {
+	a.credMu.Lock() // the maintenance loop and serve's start both write it
+	defer a.credMu.Unlock()
 	p := AdminPaths(a.cfg.DataDir)
 	if err := os.MkdirAll(filepath.Dir(p.Cert), 0o700); err != nil {
 		return fmt.Errorf("authority: admin credential: %w", err)
@@ -50,6 +53,11 @@ func (a *Authority) WriteAdminCredential(ctx context.Context, force bool) error 
 	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: AdminID(a.td), PublicKey: key.Public(), TTL: adminCredentialTTL})
 	if err != nil {
 		return fmt.Errorf("authority: mint admin credential: %w", err)
+	}
+	if _, err := a.record(ctx, event{typ: "svid.issued", subject: svid.ID.String(), details: map[string]any{
+		"kind": "x509", "purpose": "bootstrap admin credential", "serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
+	}}); err != nil {
+		return err
 	}
 	if err := credfile.WriteFileAtomic(p.Cert, credfile.EncodeCertsPEM(svid.Certificates), 0o644); err != nil {
 		return err

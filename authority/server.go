@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"time"
 
 	"mandate.dev/mandate/ca"
 )
@@ -29,6 +30,13 @@ func (a *Authority) MintServerSVID(ctx context.Context, dnsNames []string) (*ca.
 	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: ServerID(a.td), PublicKey: key.Public(), DNSNames: dnsNames, IPAddresses: ips})
 	if err != nil {
 		return nil, nil, fmt.Errorf("authority: server certificate: %w", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second) // minted during a handshake: never wait forever
+	defer cancel()
+	if _, err := a.record(rctx, event{typ: "svid.issued", subject: svid.ID.String(), details: map[string]any{
+		"kind": "x509", "purpose": "authority server certificate", "serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
+	}}); err != nil {
+		return nil, nil, err
 	}
 	return svid, key, nil
 }

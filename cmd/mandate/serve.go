@@ -137,20 +137,23 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 		return err
 	}
 	defer a.Close()
-	if err := a.WriteAdminCredential(ctx, false); err != nil {
-		return err
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return a.Run(gctx) }) // the audit log runs before anything is issued
+	abort := func(err error) error { stop(); _ = g.Wait(); return err }
+	if err := a.WriteAdminCredential(gctx, false); err != nil {
+		return abort(err)
 	}
 	srv, err := api.New(a)
 	if err != nil {
-		return err
+		return abort(err)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return abort(fmt.Errorf("listen: %w", err))
 	}
 	printNextSteps(stdout, a, ln.Addr().String())
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	if cfg.Federation.WebListen != "" {
 		g.Go(func() error { return serveWebBundle(gctx, cfg, srv) })
