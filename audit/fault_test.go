@@ -53,10 +53,13 @@ func (f *faultStore) once(x fault) {
 	})
 }
 
+// failNextViews makes n more Views fail. It adds to the failures still
+// pending: a caller is woken before the sequencer's re-read after a failed
+// commit, so that re-read may not have consumed its failure yet.
 func (f *faultStore) failNextViews(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.failViews = n
+	f.failViews += n
 }
 
 func (f *faultStore) View(ctx context.Context, fn func(store.Tx) error) error {
