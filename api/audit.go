@@ -135,7 +135,11 @@ func (s *Server) tiles(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
 	default: // a full tile never changes
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		scope := "private" // readable by auditors only: no shared cache may keep it
+		if s.a.Config().Audit.PublicReadPath {
+			scope = "public"
+		}
+		w.Header().Set("Cache-Control", scope+", max-age=31536000, immutable")
 	}
 	_, _ = w.Write(b)
 }

@@ -117,6 +117,7 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 	if err != nil {
 		if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
 			s.log.Error("renew server certificate", "err", err)
+			s.certAt = now.Add(time.Minute) // retry later, not on every handshake
 			return s.cert, nil
 		}
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/mod/sumdb/note"
@@ -41,22 +42,26 @@ func (a *Authority) openAudit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("authority: audit verifier key: %w", err)
 	}
+	a.audit, err = audit.Open(ctx, audit.Config{Store: a.store, Origin: origin, Signer: signer, Verifier: verifier,
+		Logger: a.log.With("component", "audit")})
+	if err != nil {
+		return fmt.Errorf("authority: %w", err)
+	}
+	// Published only once the stored log has verified with this key.
 	if old, err := os.ReadFile(vkeyPath); err != nil || string(old) != vkey+"\n" {
 		if err := credfile.WriteFileAtomic(vkeyPath, []byte(vkey+"\n"), 0o644); err != nil {
 			return err
 		}
 	}
 	a.auditVKey = vkey
-	a.audit, err = audit.Open(ctx, audit.Config{Store: a.store, Origin: origin, Signer: signer, Verifier: verifier,
-		Logger: a.log.With("component", "audit")})
-	if err != nil {
-		return fmt.Errorf("authority: %w", err)
-	}
 	return nil
 }
 
 // AuditVerifierKey is the audit log's verifier key (note format).
 func (a *Authority) AuditVerifierKey() string { return a.auditVKey }
+
+// recordTimeout bounds how long a flow waits for its event to be durable.
+const recordTimeout = 30 * time.Second
 
 // event is one audit entry in the making.
 type event struct {
@@ -80,7 +85,11 @@ func (a *Authority) record(ctx context.Context, ev event) (audit.Receipt, error)
 		}
 		e.Details = d
 	}
-	rc, err := a.audit.Append(ctx, e)
+	// The change this event reports may already be committed: recording
+	// must not be abandoned because the client went away.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	rc, err := a.audit.Append(rctx, e)
 	if err != nil {
 		return rc, fmt.Errorf("authority: audit %s: %w", ev.typ, err)
 	}

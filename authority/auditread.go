@@ -75,6 +75,9 @@ func (a *Authority) ReadAuditEntry(ctx context.Context, c *Caller, index, treeSi
 	if treeSize == 0 {
 		treeSize = size
 	}
+	if treeSize > size {
+		return nil, fmt.Errorf("%w: tree size %d is beyond the log's %d", audit.ErrTreeSize, treeSize, size)
+	}
 	if index >= treeSize {
 		return nil, fmt.Errorf("%w: index %d, tree size %d", audit.ErrIndexOutOfRange, index, treeSize)
 	}

@@ -48,6 +48,9 @@ type Authority struct {
 
 	fedMu  sync.Mutex // serializes federation changes (store record + manager)
 	credMu sync.Mutex // serializes writes of the admin credential files
+
+	refusedMu sync.Mutex      // guards refused
+	refused   map[string]bool // join tokens whose refusal is recorded
 }
 
 // Options are the dependencies an Authority takes besides its Config.

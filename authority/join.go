@@ -71,10 +71,10 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 	if err != nil {
 		a.log.InfoContext(ctx, "join refused", "token_id", tokenID, "err", err)
 		// A refusal is recorded when the token exists (used, expired, or
-		// presented with a bad CSR). Guesses at unknown tokens are only
-		// logged: anyone can send them, and the audit log must not be a
-		// disk anyone can fill.
-		if tokenID != "" {
+		// presented with a bad CSR), once per token. Guesses at unknown
+		// tokens and repeats are only logged: anyone can send them, and the
+		// audit log must not be a disk anyone can fill.
+		if tokenID != "" && a.firstRefusal(tokenID) {
 			if _, rerr := a.record(ctx, event{typ: "node.attestation_refused", subject: tokenID, details: map[string]any{
 				"method": attest.MethodJoinToken, "token_id": tokenID, "reason": err.Error(),
 			}}); rerr != nil {
@@ -102,4 +102,22 @@ func (a *Authority) pruneJoinTokens(ctx context.Context) {
 	if err != nil {
 		a.log.Error("prune join tokens", "err", err)
 	}
+}
+
+// maxRefusedTokens bounds the memory of tokens whose refusal was recorded.
+const maxRefusedTokens = 10000
+
+// firstRefusal reports whether no refusal of this token has been recorded
+// since the authority started, and remembers it.
+func (a *Authority) firstRefusal(tokenID string) bool {
+	a.refusedMu.Lock()
+	defer a.refusedMu.Unlock()
+	if a.refused[tokenID] {
+		return false
+	}
+	if a.refused == nil || len(a.refused) >= maxRefusedTokens {
+		a.refused = map[string]bool{}
+	}
+	a.refused[tokenID] = true
+	return true
 }

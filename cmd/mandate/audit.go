@@ -214,22 +214,30 @@ func auditVerify(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 		return fmt.Errorf("state %s: %w", f.state, err)
 	}
 	if err := checkConsistent(ctx, c, prev, cp); err != nil {
-		return fmt.Errorf("%w: %v\n--- remembered checkpoint ---\n%s--- served checkpoint ---\n%s", errFork, err, prevRaw, raw)
+		if !errors.Is(err, errFork) {
+			return err // could not check (the server or the network failed): not evidence of a fork
+		}
+		return fmt.Errorf("%w\n--- remembered checkpoint ---\n%s--- served checkpoint ---\n%s", err, prevRaw, raw)
 	}
 	fmt.Fprintf(w, "checkpoint size %d is consistent with the remembered size %d\n", cp.Size, prev.Size)
 	return credfile.WriteFileAtomic(f.state, raw, 0o600)
 }
 
+// checkConsistent proves cur consistent with prev. Evidence against it
+// wraps errFork; a failure to obtain the proof does not.
 func checkConsistent(ctx context.Context, c *client.Client, prev, cur *log.Checkpoint) error {
 	if cur.Size < prev.Size {
-		return fmt.Errorf("the log shrank from %d to %d entries", prev.Size, cur.Size)
+		return fmt.Errorf("%w: the log shrank from %d to %d entries", errFork, prev.Size, cur.Size)
 	}
 	var ans struct{ Proof [][]byte }
 	path := fmt.Sprintf("/v1/audit/proofs/consistency?from=%d&to=%d", prev.Size, cur.Size)
 	if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
-		return err
+		return fmt.Errorf("fetch the consistency proof: %w", err)
 	}
-	return proof.VerifyConsistency(rfc6962.DefaultHasher, prev.Size, cur.Size, ans.Proof, prev.Hash, cur.Hash)
+	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, prev.Size, cur.Size, ans.Proof, prev.Hash, cur.Hash); err != nil {
+		return fmt.Errorf("%w: %v", errFork, err)
+	}
+	return nil
 }
 
 // verifyFull downloads every entry of the tree the checkpoint signs,
@@ -306,6 +314,9 @@ func fetchProven(ctx context.Context, c *client.Client, v note.Verifier, idx str
 	}
 	if err := c.Do(ctx, http.MethodGet, "/v1/audit/entries/"+idx, nil, &ans); err != nil {
 		return nil, err
+	}
+	if strconv.FormatUint(ans.Index, 10) != idx {
+		return nil, fmt.Errorf("asked for entry %s, the server answered entry %d", idx, ans.Index)
 	}
 	p := &provenEntry{index: ans.Index, entry: ans.EntryB64, proof: ans.InclusionProof, checkpoint: []byte(ans.Checkpoint)}
 	if err := p.verify(v); err != nil {
@@ -440,6 +451,9 @@ func auditTail(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 		p, err := fetchProven(ctx, c, v, strconv.FormatUint(i, 10))
 		if err != nil {
 			return err
+		}
+		if p.cp.Size < cp.Size {
+			return fmt.Errorf("entry %d proven against a checkpoint of size %d, older than the one just fetched (%d)", i, p.cp.Size, cp.Size)
 		}
 		if err := printEntry(w, p, f.asJSON); err != nil {
 			return err

@@ -137,28 +137,42 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 		return err
 	}
 	defer a.Close()
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	g, gctx := errgroup.WithContext(runCtx)
-	g.Go(func() error { return a.Run(gctx) }) // the audit log runs before anything is issued
-	abort := func(err error) error { stop(); _ = g.Wait(); return err }
-	if err := a.WriteAdminCredential(gctx, false); err != nil {
-		return abort(err)
+	// The authority (and its audit log) runs before anything is issued and
+	// stops only after the listeners have finished their last requests, so
+	// every answered request's event is recorded.
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	runErr := make(chan error, 1)
+	go func() {
+		err := a.Run(runCtx)
+		if err != nil {
+			stopServing() // a failing authority stops serving
+		}
+		runErr <- err
+	}()
+	finish := func(err error) error {
+		stopRun()
+		return errors.Join(err, <-runErr)
+	}
+	if err := a.WriteAdminCredential(serveCtx, false); err != nil {
+		return finish(err)
 	}
 	srv, err := api.New(a)
 	if err != nil {
-		return abort(err)
+		return finish(err)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return abort(fmt.Errorf("listen: %w", err))
+		return finish(fmt.Errorf("listen: %w", err))
 	}
 	printNextSteps(stdout, a, ln.Addr().String())
+	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	if cfg.Federation.WebListen != "" {
 		g.Go(func() error { return serveWebBundle(gctx, cfg, srv) })
 	}
-	err = g.Wait()
+	err = finish(g.Wait())
 	log.Info("stopped")
 	return err
 }
