@@ -14,6 +14,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/credfile"
 )
 
 // keyFileMode and keyDirMode are the permissions of a signer key file and
@@ -127,47 +129,8 @@ func parseSignerKey(skey string) (note.Signer, string, error) {
 // never replaces an existing file: then it returns an error matching
 // fs.ErrExist. A crash leaves no partial file at path.
 func createFile(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, keyDirMode); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), keyDirMode); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := writeSynced(f, b); err != nil {
-		return err
-	}
-	if err := os.Link(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// writeSynced sets f's mode, writes b, fsyncs and closes f.
-func writeSynced(f *os.File, b []byte) error {
-	err := f.Chmod(keyFileMode)
-	if err == nil {
-		_, err = f.Write(b)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && runtime.GOOS != "windows" {
-		return err
-	}
-	return nil
+	return credfile.CreateFileAtomic(path, b, keyFileMode)
 }

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -40,8 +41,10 @@ func (a *Authority) WriteAdminCredential(ctx context.Context, force bool) error 
 	if err := os.MkdirAll(filepath.Dir(p.Cert), 0o700); err != nil {
 		return fmt.Errorf("authority: admin credential: %w", err)
 	}
-	if err := credfile.WriteFileAtomic(p.Bundle, credfile.EncodeCertsPEM(a.ca.X509Authorities()), 0o644); err != nil {
-		return err
+	if bundle := credfile.EncodeCertsPEM(a.ca.X509Authorities()); !fileHolds(p.Bundle, bundle) {
+		if err := credfile.WriteFileAtomic(p.Bundle, bundle, 0o644); err != nil {
+			return err
+		}
 	}
 	if !force && a.credentialFresh(p.Cert) {
 		return nil
@@ -109,4 +112,11 @@ func loadOrCreateKey(path string) (crypto.Signer, error) {
 		return nil, err
 	}
 	return key, credfile.WriteFileAtomic(path, b, 0o600)
+}
+
+// fileHolds reports whether the file at path holds exactly b (so the
+// once-a-minute refresh writes and fsyncs only when the bundle changed).
+func fileHolds(path string, b []byte) bool {
+	old, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(old, b)
 }

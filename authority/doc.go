@@ -10,7 +10,7 @@
 //   - No credential without attestation: an agent SVID is minted only for
 //     a registered agent, to an attested, unbanned node allowed to host it.
 //     An agent renewing by itself is checked against the node recorded in
-//     its current SVID (see HostNodeExtension), which must still be
+//     its current SVID (its Subject OU, see HostNode), which must still be
 //     attested, unbanned and allowed.
 //   - Every state change is durable before the flow returns success, and a
 //     failed flow changes nothing (one store transaction per flow).

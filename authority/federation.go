@@ -309,10 +309,15 @@ func (a *Authority) ListFederations(ctx context.Context, c *Caller) ([]Federatio
 func (a *Authority) federationStatus(f *Federation) FederationStatus {
 	fs := FederationStatus{Federation: *f}
 	fs.Bundle = nil
-	if b, ok := a.fed.Bundle(spiffeid.RequireTrustDomainFromString(f.TrustDomain)); ok {
+	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+	if err != nil { // a record the manager refused at start: shown, without status
+		fs.LastError = err.Error()
+		return fs
+	}
+	if b, ok := a.fed.Bundle(td); ok {
 		fs.Bundle, _ = b.Marshal()
 	}
-	st, ok := a.fed.Status(spiffeid.RequireTrustDomainFromString(f.TrustDomain))
+	st, ok := a.fed.Status(td)
 	if !ok {
 		return fs
 	}

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"mandate.dev/mandate/credfile"
 )
 
 const (
@@ -106,7 +108,7 @@ func (m *DiskKeyManager) GenerateKey(ctx context.Context, id string, kt KeyType)
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	clear(der)
 	defer clear(pemBytes)
-	if err := writeFileAtomic(m.dir, id+keyFileExt, pemBytes); err != nil {
+	if err := credfile.WriteFileAtomic(filepath.Join(m.dir, id+keyFileExt), pemBytes, keyFileMode); err != nil {
 		return nil, fmt.Errorf("ca: write key %q: %w", id, err)
 	}
 	m.cache[id] = key
@@ -153,7 +155,7 @@ func (m *DiskKeyManager) DeleteKey(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("ca: delete key %q: %w", id, err)
 	}
-	if err := syncDir(m.dir); err != nil {
+	if err := credfile.SyncDir(m.dir); err != nil {
 		return fmt.Errorf("ca: delete key %q: %w", id, err)
 	}
 	return nil
@@ -199,50 +201,6 @@ func (m *DiskKeyManager) readKey(id string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("ca: key file %s: key type %T cannot sign", path, key)
 	}
 	return s, nil
-}
-
-// writeFileAtomic writes data to dir/name with mode 0600 such that after a
-// crash the file either does not exist or is complete and durable.
-func writeFileAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, tmpPrefix+name+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(keyFileMode); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func removeTempFiles(dir string) error {

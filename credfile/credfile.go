@@ -79,38 +79,60 @@ func ParseKeyPEM(b []byte) (crypto.Signer, error) {
 }
 
 // WriteFileAtomic writes b to path through a temporary file in the same
-// directory, fsyncs it and renames it into place, so a crash leaves either
-// the old or the new content.
+// directory (named .tmp-<name>-*), fsyncs it and renames it into place, then
+// fsyncs the directory, so a crash leaves either the old or the new content.
 func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
+	return writeAtomic(path, b, mode, os.Rename)
+}
+
+// CreateFileAtomic is WriteFileAtomic for a file that must not exist yet:
+// it never replaces one (the error then matches fs.ErrExist).
+func CreateFileAtomic(path string, b []byte, mode os.FileMode) error {
+	return writeAtomic(path, b, mode, os.Link)
+}
+
+// writeAtomic writes a synced temporary file and publishes it at path with
+// publish (rename or link).
+func writeAtomic(path string, b []byte, mode os.FileMode, publish func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(b)
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	if err == nil {
+		err = publish(f.Name(), path)
 	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	if err == nil {
+		err = SyncDir(dir)
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// SyncDir fsyncs a directory, making renames and removals in it durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Paths are the three files of a credential in one directory.

@@ -169,22 +169,10 @@ func auditShow(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 	if err != nil {
 		return err
 	}
-	if f.asJSON {
-		_, err = fmt.Fprintf(w, "%s\n", p.entry)
-		return err
+	if !f.asJSON {
+		fmt.Fprintf(w, "entry %d of %d (inclusion proof verified)\n", p.index, p.cp.Size)
 	}
-	var e map[string]any
-	if err := json.Unmarshal(p.entry, &e); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "entry %d of %d (inclusion proof verified)\n", p.index, p.cp.Size)
-	for _, k := range []string{"time", "type", "actor", "subject", "accountable", "details"} {
-		if val, ok := e[k]; ok {
-			b, _ := json.Marshal(val)
-			fmt.Fprintf(w, "  %-12s %s\n", k+":", b)
-		}
-	}
-	return nil
+	return printEntry(w, p, f.asJSON)
 }
 
 // errFork is returned when the log's checkpoints contradict each other.

@@ -20,8 +20,9 @@ Usage:
   mandate node join [flags]             join this host as a node with a join token
   mandate svid x509|jwt [flags]         obtain an X509-SVID or a JWT-SVID
   mandate bundle show [flags]           print the trust domain's SPIFFE bundle
-  mandate audit checkpoint|show|verify  read and verify the audit log
-  mandate bench issue [flags]           measure SVID issuance against a running authority
+  mandate audit <command> [flags]       read and verify the audit log (checkpoint, tail, show,
+                                        search, verify, prove, check-proof)
+  mandate bench issue|audit [flags]     measure SVID issuance, or audit log appends
   mandate version
 
 Run "mandate <command> -h" for a command's flags.
