@@ -1,0 +1,585 @@
+package attest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"math/big"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// MethodTPM names TPM 2.0 attestation in node records and node SPIFFE IDs.
+const MethodTPM = "tpm"
+
+// DefaultChallengeTTL is how long a TPM challenge may be answered.
+const DefaultChallengeTTL = time.Minute
+
+// NumPCRs is the number of PCRs of a PC-client TPM's bank.
+const NumPCRs = 24
+
+// Errors of TPM attestation a caller branches on. Each says why a device
+// was refused; none carries a secret.
+var (
+	ErrTPMDisabled        = errors.New("attest: TPM attestation is not configured")
+	ErrEKUntrusted        = errors.New("attest: endorsement key not trusted")
+	ErrEKCertInvalid      = errors.New("attest: endorsement key certificate invalid")
+	ErrAKInvalid          = errors.New("attest: attestation key not acceptable")
+	ErrChallengeUnknown   = errors.New("attest: TPM challenge unknown")
+	ErrChallengeUsed      = errors.New("attest: TPM challenge already answered")
+	ErrChallengeExpired   = errors.New("attest: TPM challenge expired")
+	ErrTooManyChallenges  = errors.New("attest: too many open TPM challenges for this endorsement key")
+	ErrCredentialMismatch = errors.New("attest: activated credential does not match")
+	ErrQuoteInvalid       = errors.New("attest: quote is not a TPM-generated quote")
+	ErrQuoteSignature     = errors.New("attest: quote signature invalid")
+	ErrNonceMismatch      = errors.New("attest: quote is not over the challenge's nonce")
+	ErrPCRSelection       = errors.New("attest: quote covers other PCRs than asked")
+	ErrPCRDigest          = errors.New("attest: reported PCR values do not match the quote")
+	ErrPCRPolicy          = errors.New("attest: PCR values match no allowed profile")
+)
+
+// PCRProfile is a named set of golden PCR values (SHA-256 bank). PCRs not
+// listed are not checked.
+type PCRProfile struct {
+	Name   string
+	SHA256 map[int][]byte
+}
+
+// TPMConfig is the operator's trust in TPM devices.
+type TPMConfig struct {
+	// EKRoots are manufacturer CA certificates an EK certificate must chain
+	// to (intermediates may be listed too).
+	EKRoots []*x509.Certificate
+	// EKAllowlist holds hex SHA-256 digests of EK TPMT_PUBLIC bytes
+	// admitted without a certificate.
+	EKAllowlist []string
+	// Profiles are the PCR profiles known; Allowed names those a node may
+	// match to be admitted.
+	Profiles []PCRProfile
+	Allowed  []string
+	// ChallengeTTL bounds the time to answer a challenge (default
+	// DefaultChallengeTTL).
+	ChallengeTTL time.Duration
+	// MaxOpenChallenges bounds the unanswered, unexpired challenges of one
+	// EK (default 8).
+	MaxOpenChallenges int
+}
+
+// TPMVerifier checks TPM evidence against a TPMConfig. It is safe for
+// concurrent use and holds no state of its own: sessions live in the
+// store (see PutTPMSession).
+type TPMVerifier struct {
+	roots     *x509.CertPool
+	allow     map[string]bool
+	allowed   []PCRProfile // in the order configured
+	selection []int        // union of the allowed profiles' PCRs, ascending
+	ttl       time.Duration
+	maxOpen   int
+}
+
+// NewTPMVerifier validates cfg. A verifier with no allowed profile, or no
+// way to trust an EK, refuses every device with ErrTPMDisabled.
+func NewTPMVerifier(cfg TPMConfig) (*TPMVerifier, error) {
+	v := &TPMVerifier{allow: map[string]bool{}, ttl: cfg.ChallengeTTL, maxOpen: cfg.MaxOpenChallenges}
+	if v.ttl == 0 {
+		v.ttl = DefaultChallengeTTL
+	}
+	if v.maxOpen == 0 {
+		v.maxOpen = 8
+	}
+	if len(cfg.EKRoots) > 0 {
+		v.roots = x509.NewCertPool()
+		for _, c := range cfg.EKRoots {
+			v.roots.AddCert(c)
+		}
+	}
+	for _, h := range cfg.EKAllowlist {
+		h = strings.ToLower(strings.TrimSpace(h))
+		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+			return nil, fmt.Errorf("attest: ek_allowlist entry %q is not a hex SHA-256", h)
+		}
+		v.allow[h] = true
+	}
+	byName := map[string]PCRProfile{}
+	for _, p := range cfg.Profiles {
+		if p.Name == "" {
+			return nil, errors.New("attest: a PCR profile has no name")
+		}
+		if len(p.SHA256) == 0 {
+			return nil, fmt.Errorf("attest: PCR profile %q lists no PCR", p.Name)
+		}
+		for i, val := range p.SHA256 {
+			if i < 0 || i >= NumPCRs {
+				return nil, fmt.Errorf("attest: PCR profile %q: PCR %d out of range 0-%d", p.Name, i, NumPCRs-1)
+			}
+			if len(val) != sha256.Size {
+				return nil, fmt.Errorf("attest: PCR profile %q: PCR %d is %d bytes, want %d", p.Name, i, len(val), sha256.Size)
+			}
+		}
+		byName[p.Name] = p
+	}
+	sel := map[int]bool{}
+	for _, name := range cfg.Allowed {
+		p, ok := byName[name]
+		if !ok {
+			return nil, fmt.Errorf("attest: allowed profile %q is not defined", name)
+		}
+		v.allowed = append(v.allowed, p)
+		for i := range p.SHA256 {
+			sel[i] = true
+		}
+	}
+	v.selection = slices.Sorted(maps.Keys(sel))
+	return v, nil
+}
+
+// Enabled reports whether any device could be admitted.
+func (v *TPMVerifier) Enabled() bool {
+	return v != nil && len(v.allowed) > 0 && (v.roots != nil || len(v.allow) > 0)
+}
+
+// Selection is the PCRs (SHA-256 bank) every quote must cover.
+func (v *TPMVerifier) Selection() []int { return slices.Clone(v.selection) }
+
+// NodeID is the SPIFFE ID of the node whose EK is ek.
+func NodeID(td spiffeid.TrustDomain, ek *TPMPublic) (spiffeid.ID, error) {
+	return spiffeid.FromSegments(td, "node", MethodTPM, ek.SHA256Hex())
+}
+
+// EK is an endorsement key the verifier trusts, and why.
+type EK struct {
+	*TPMPublic
+	Trust string // "certificate" or "allowlist"
+}
+
+// CheckEK decodes an EK (TPM2B_PUBLIC) and decides whether to trust it: its
+// digest is on the allowlist, or certDER (optional) is a certificate for
+// this very key that chains to a configured manufacturer root.
+func (v *TPMVerifier) CheckEK(ekPublic, certDER []byte) (*EK, error) {
+	if !v.Enabled() {
+		return nil, ErrTPMDisabled
+	}
+	pub, err := ParseTPM2BPublic("ek_public", ekPublic)
+	if err != nil {
+		return nil, err
+	}
+	a := pub.Public.ObjectAttributes
+	if !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin || !a.Restricted || !a.Decrypt || a.SignEncrypt {
+		return nil, fmt.Errorf("%w: not an endorsement key: it must be a fixedTPM, fixedParent, restricted decryption key generated in the TPM", ErrEKUntrusted)
+	}
+	if _, err := tpm2.ImportEncapsulationKey(pub.Public); err != nil {
+		return nil, fmt.Errorf("%w: ek_public: cannot encrypt a credential to it: %v", ErrTPMMalformed, err)
+	}
+	var certKeyErr error
+	if len(certDER) > 0 {
+		certKeyErr = v.checkEKCert(pub, certDER)
+	}
+	if v.allow[pub.SHA256Hex()] {
+		// An allowlisted EK needs no certificate, but one that is sent
+		// must at least be for this key.
+		if certKeyErr != nil && errors.Is(certKeyErr, errCertOtherKey) {
+			return nil, certKeyErr
+		}
+		return &EK{TPMPublic: pub, Trust: "allowlist"}, nil
+	}
+	if len(certDER) == 0 {
+		return nil, fmt.Errorf("%w: EK %s is not on the allowlist and no EK certificate was sent", ErrEKUntrusted, pub.SHA256Hex())
+	}
+	if certKeyErr != nil {
+		return nil, certKeyErr
+	}
+	return &EK{TPMPublic: pub, Trust: "certificate"}, nil
+}
+
+var errCertOtherKey = fmt.Errorf("%w: the certificate is for another key", ErrEKCertInvalid)
+
+// oidSAN is the subjectAltName extension. TPM EK certificates carry it
+// critical with only a directoryName (TPM manufacturer, model, version,
+// per the TCG EK Credential Profile), which crypto/x509 leaves unhandled
+// and so refuses in Verify. Like SPIRE and step-ca, Mandate accepts it.
+var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+func (v *TPMVerifier) checkEKCert(ek *TPMPublic, der []byte) error {
+	if len(der) > 8<<10 {
+		return fmt.Errorf("%w: %d bytes", ErrEKCertInvalid, len(der))
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrEKCertInvalid, err)
+	}
+	if !samePublicKey(cert.PublicKey, ek.Key) {
+		return errCertOtherKey
+	}
+	if v.roots == nil {
+		return fmt.Errorf("%w: no EK CA roots are configured", ErrEKCertInvalid)
+	}
+	cert.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(cert.UnhandledCriticalExtensions),
+		func(o asn1.ObjectIdentifier) bool { return o.Equal(oidSAN) })
+	_, err = cert.Verify(x509.VerifyOptions{Roots: v.roots, Intermediates: v.roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrEKCertInvalid, err)
+	}
+	return nil
+}
+
+func samePublicKey(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	e, ok := a.(equaler)
+	return ok && e.Equal(b)
+}
+
+// AK is an attestation key that passed CheckAK.
+type AK struct {
+	*TPMPublic
+	name []byte
+}
+
+// CheckAK decodes an AK (TPM2B_PUBLIC) and checks, on the exact bytes
+// received, that it is a restricted signing key that never leaves its TPM
+// (fixedTPM, fixedParent, sensitiveDataOrigin), with an accepted
+// algorithm: ECDSA on P-256/P-384 or RSASSA/RSA-PSS, 2048 bits or more,
+// with SHA-256 or SHA-384, and a SHA-256 or SHA-384 name algorithm.
+func CheckAK(akPublic []byte) (*AK, error) {
+	pub, err := ParseTPM2BPublic("ak_public", akPublic)
+	if err != nil {
+		return nil, err
+	}
+	a := pub.Public.ObjectAttributes
+	switch {
+	case !a.Restricted || !a.SignEncrypt || a.Decrypt:
+		return nil, fmt.Errorf("%w: it must be a restricted signing key", ErrAKInvalid)
+	case !a.FixedTPM || !a.FixedParent:
+		return nil, fmt.Errorf("%w: it must be fixedTPM and fixedParent", ErrAKInvalid)
+	case !a.SensitiveDataOrigin:
+		return nil, fmt.Errorf("%w: it must be generated in the TPM (sensitiveDataOrigin)", ErrAKInvalid)
+	}
+	if _, err := akScheme(pub.Public); err != nil {
+		return nil, err
+	}
+	name, err := pub.Name()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrAKInvalid, err)
+	}
+	return &AK{TPMPublic: pub, name: name}, nil
+}
+
+// akScheme returns the AK's signing scheme and hash.
+func akScheme(pub *tpm2.TPMTPublic) (tpm2.TPMSSchemeHash, error) {
+	var scheme tpm2.TPMAlgID
+	var details *tpm2.TPMSSchemeHash
+	var err error
+	switch pub.Type {
+	case tpm2.TPMAlgECC:
+		parms, _ := pub.Parameters.ECCDetail()
+		scheme = parms.Scheme.Scheme
+		if scheme == tpm2.TPMAlgECDSA {
+			var d *tpm2.TPMSSigSchemeECDSA
+			d, err = parms.Scheme.Details.ECDSA()
+			details = (*tpm2.TPMSSchemeHash)(d)
+		}
+	case tpm2.TPMAlgRSA:
+		parms, _ := pub.Parameters.RSADetail()
+		scheme = parms.Scheme.Scheme
+		switch scheme {
+		case tpm2.TPMAlgRSASSA:
+			var d *tpm2.TPMSSigSchemeRSASSA
+			d, err = parms.Scheme.Details.RSASSA()
+			details = (*tpm2.TPMSSchemeHash)(d)
+		case tpm2.TPMAlgRSAPSS:
+			var d *tpm2.TPMSSigSchemeRSAPSS
+			d, err = parms.Scheme.Details.RSAPSS()
+			details = (*tpm2.TPMSSchemeHash)(d)
+		}
+	}
+	if details == nil || err != nil {
+		return tpm2.TPMSSchemeHash{}, fmt.Errorf("%w: signing scheme %#x (ECDSA, RSASSA and RSA-PSS accepted)", ErrAKInvalid, uint16(scheme))
+	}
+	if _, err := cryptoHash(details.HashAlg); err != nil {
+		return tpm2.TPMSSchemeHash{}, fmt.Errorf("%w: %v", ErrAKInvalid, err)
+	}
+	return tpm2.TPMSSchemeHash{HashAlg: details.HashAlg}, nil
+}
+
+// Challenge is what a device must answer: a credential only its TPM can
+// activate (for this EK and AK), and a nonce to quote.
+type Challenge struct {
+	Session        *TPMSession
+	CredentialBlob []byte // TPM2B_ID_OBJECT
+	EncryptedSecet []byte // TPM2B_ENCRYPTED_SECRET
+}
+
+// NewChallenge makes a credential for (ek, ak) around a fresh random
+// secret (TPM2_MakeCredential, computed here) and a fresh nonce. The
+// session returned keeps only the secret's digest; store it with
+// PutTPMSession. caller is the node renewing, or empty.
+func (v *TPMVerifier) NewChallenge(ek *EK, ak *AK, caller string, now time.Time) (*Challenge, error) {
+	secret := make([]byte, 32)
+	nonce := make([]byte, 32)
+	rnd := make([]byte, 16)
+	for _, b := range [][]byte{secret, nonce, rnd} {
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("attest: random: %w", err)
+		}
+	}
+	kem, err := tpm2.ImportEncapsulationKey(ek.Public)
+	if err != nil {
+		return nil, fmt.Errorf("%w: ek_public: %v", ErrTPMMalformed, err)
+	}
+	idObject, encSecret, err := tpm2.CreateCredential(rand.Reader, kem, ak.name, secret)
+	if err != nil {
+		return nil, fmt.Errorf("attest: make credential: %w", err)
+	}
+	ekHash := ek.SHA256Hex()
+	sum := sha256.Sum256(secret)
+	s := &TPMSession{
+		ID:         ekHash[:16] + hex.EncodeToString(rnd),
+		EKHash:     ekHash,
+		EKTrust:    ek.Trust,
+		AKPublic:   tpm2.Marshal(tpm2.TPM2BData{Buffer: ak.Raw}),
+		SecretHash: sum[:],
+		Nonce:      nonce,
+		PCRs:       v.Selection(),
+		Caller:     caller,
+		CreatedAt:  now,
+		ExpiresAt:  now.Add(v.ttl),
+	}
+	return &Challenge{
+		Session:        s,
+		CredentialBlob: tpm2.Marshal(tpm2.TPM2BData{Buffer: idObject}),
+		EncryptedSecet: tpm2.Marshal(tpm2.TPM2BData{Buffer: encSecret}),
+	}, nil
+}
+
+// Evidence is a device's answer to a challenge.
+type Evidence struct {
+	Secret    []byte            // the activated credential
+	Quote     []byte            // TPMS_ATTEST
+	Signature []byte            // TPMT_SIGNATURE
+	PCRs      map[string][]byte // SHA-256 bank: PCR index (decimal) → value
+}
+
+// Result is what an accepted attestation proved.
+type Result struct {
+	EKHash      string
+	EKTrust     string
+	Profile     string
+	QuoteDigest string // hex SHA-256 of the TPMS_ATTEST bytes
+	PCRs        map[int][]byte
+}
+
+// Verify checks ev against an open session: the secret proves the AK
+// lives in the EK's TPM; the quote is a TPM-generated TPMS_ATTEST of type
+// quote, signed by that AK, over the session's nonce and exactly the
+// session's PCRs, whose digest the reported values reproduce; and those
+// values match an allowed profile. It returns what it could establish
+// even when it fails (the quote digest, and the profile check's PCRs) so
+// that a refusal can be recorded with them.
+//
+// ErrPCRPolicy is the only refusal that comes after the device is proven:
+// everything before it says the evidence itself is bad.
+func (v *TPMVerifier) Verify(s *TPMSession, ev Evidence) (*Result, error) {
+	res := &Result{EKHash: s.EKHash, EKTrust: s.EKTrust}
+	if len(ev.Quote) > 0 && len(ev.Quote) <= maxAttestSize {
+		sum := sha256.Sum256(ev.Quote)
+		res.QuoteDigest = hex.EncodeToString(sum[:])
+	}
+	sum := sha256.Sum256(ev.Secret)
+	if subtle.ConstantTimeCompare(sum[:], s.SecretHash) != 1 {
+		return res, ErrCredentialMismatch
+	}
+	ak, err := s.ak()
+	if err != nil {
+		return res, err
+	}
+	attest, err := ParseAttest(ev.Quote)
+	if err != nil {
+		return res, err
+	}
+	sig, err := ParseSignature(ev.Signature)
+	if err != nil {
+		return res, err
+	}
+	if attest.Magic != tpm2.TPMGeneratedValue || attest.Type != tpm2.TPMSTAttestQuote {
+		return res, fmt.Errorf("%w: magic %#x, type %#x", ErrQuoteInvalid, uint32(attest.Magic), uint16(attest.Type))
+	}
+	hashAlg, err := verifySignature(ak, ev.Quote, sig)
+	if err != nil {
+		return res, err
+	}
+	if subtle.ConstantTimeCompare(attest.ExtraData.Buffer, s.Nonce) != 1 {
+		return res, ErrNonceMismatch
+	}
+	info, err := attest.Attested.Quote()
+	if err != nil {
+		return res, fmt.Errorf("%w: %v", ErrQuoteInvalid, err)
+	}
+	var selected []int
+	for _, sel := range info.PCRSelect.PCRSelections {
+		idx := pcrIndexes(sel.PCRSelect)
+		if len(idx) == 0 {
+			continue
+		}
+		if sel.Hash != tpm2.TPMAlgSHA256 || selected != nil {
+			return res, fmt.Errorf("%w: only the SHA-256 bank is asked", ErrPCRSelection)
+		}
+		selected = idx
+	}
+	if !slices.Equal(selected, s.PCRs) {
+		return res, fmt.Errorf("%w: quoted %v, asked %v", ErrPCRSelection, selected, s.PCRs)
+	}
+	values, err := parsePCRValues(ev.PCRs, s.PCRs)
+	if err != nil {
+		return res, err
+	}
+	res.PCRs = values
+	h, err := hashFor(hashAlg)
+	if err != nil {
+		return res, err
+	}
+	for _, i := range s.PCRs {
+		h.Write(values[i])
+	}
+	if !bytes.Equal(h.Sum(nil), info.PCRDigest.Buffer) {
+		return res, ErrPCRDigest
+	}
+	profile, err := v.match(values)
+	if err != nil {
+		return res, err
+	}
+	res.Profile = profile
+	return res, nil
+}
+
+// match returns the first allowed profile (in configured order) that the
+// values satisfy.
+func (v *TPMVerifier) match(values map[int][]byte) (string, error) {
+	var why []string
+	for _, p := range v.allowed {
+		var bad []string
+		for _, i := range slices.Sorted(maps.Keys(p.SHA256)) {
+			if !bytes.Equal(values[i], p.SHA256[i]) {
+				bad = append(bad, strconv.Itoa(i))
+			}
+		}
+		if len(bad) == 0 {
+			return p.Name, nil
+		}
+		why = append(why, fmt.Sprintf("%s: PCR %s differ", p.Name, strings.Join(bad, ",")))
+	}
+	return "", fmt.Errorf("%w (%s)", ErrPCRPolicy, strings.Join(why, "; "))
+}
+
+// parsePCRValues decodes the reported SHA-256 bank: exactly the PCRs
+// asked, each 32 bytes.
+func parsePCRValues(in map[string][]byte, want []int) (map[int][]byte, error) {
+	if len(in) != len(want) {
+		return nil, fmt.Errorf("%w: %d PCR values reported, %d asked", ErrPCRSelection, len(in), len(want))
+	}
+	out := make(map[int][]byte, len(in))
+	for k, val := range in {
+		i, err := strconv.Atoi(k)
+		if err != nil || strconv.Itoa(i) != k || !slices.Contains(want, i) {
+			return nil, fmt.Errorf("%w: PCR %q was not asked", ErrPCRSelection, k)
+		}
+		if len(val) != sha256.Size {
+			return nil, fmt.Errorf("%w: PCR %d value is %d bytes, want %d", ErrTPMMalformed, i, len(val), sha256.Size)
+		}
+		out[i] = val
+	}
+	return out, nil
+}
+
+// verifySignature checks sig over the exact quote bytes with the AK, in
+// the AK's own scheme, and returns the scheme's hash algorithm.
+func verifySignature(ak *TPMPublic, msg []byte, sig *tpm2.TPMTSignature) (tpm2.TPMIAlgHash, error) {
+	want, err := akScheme(ak.Public)
+	if err != nil {
+		return 0, err
+	}
+	var sigHash tpm2.TPMIAlgHash
+	var ok bool
+	switch key := ak.Key.(type) {
+	case *ecdsa.PublicKey:
+		s, err := sig.Signature.ECDSA()
+		if err != nil || sig.SigAlg != tpm2.TPMAlgECDSA {
+			return 0, fmt.Errorf("%w: not an ECDSA signature", ErrQuoteSignature)
+		}
+		sigHash = s.Hash
+		digest, err := digestOf(s.Hash, msg)
+		if err != nil {
+			return 0, err
+		}
+		r := new(big.Int).SetBytes(s.SignatureR.Buffer)
+		ss := new(big.Int).SetBytes(s.SignatureS.Buffer)
+		ok = ecdsa.Verify(key, digest, r, ss)
+	case *rsa.PublicKey:
+		var s *tpm2.TPMSSignatureRSA
+		switch sig.SigAlg {
+		case tpm2.TPMAlgRSASSA:
+			s, err = sig.Signature.RSASSA()
+		case tpm2.TPMAlgRSAPSS:
+			s, err = sig.Signature.RSAPSS()
+		default:
+			err = errors.New("scheme")
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%w: not an RSA signature", ErrQuoteSignature)
+		}
+		sigHash = s.Hash
+		digest, err := digestOf(s.Hash, msg)
+		if err != nil {
+			return 0, err
+		}
+		h, _ := cryptoHash(s.Hash)
+		if sig.SigAlg == tpm2.TPMAlgRSASSA {
+			ok = rsa.VerifyPKCS1v15(key, h, digest, s.Sig.Buffer) == nil
+		} else {
+			ok = rsa.VerifyPSS(key, h, digest, s.Sig.Buffer, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto}) == nil
+		}
+	default:
+		return 0, fmt.Errorf("%w: unsupported AK key", ErrAKInvalid)
+	}
+	if sigHash != want.HashAlg {
+		return 0, fmt.Errorf("%w: signed with hash %#x, the AK's scheme says %#x", ErrQuoteSignature, uint16(sigHash), uint16(want.HashAlg))
+	}
+	if !ok {
+		return 0, ErrQuoteSignature
+	}
+	return sigHash, nil
+}
+
+func digestOf(alg tpm2.TPMIAlgHash, msg []byte) ([]byte, error) {
+	h, err := hashFor(alg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrQuoteSignature, err)
+	}
+	h.Write(msg)
+	return h.Sum(nil), nil
+}
+
+// SortedPCRs formats PCR values as decimal index → hex, for records.
+func SortedPCRs(values map[int][]byte) map[string]string {
+	out := make(map[string]string, len(values))
+	keys := slices.Collect(maps.Keys(values))
+	sort.Ints(keys)
+	for _, i := range keys {
+		out[strconv.Itoa(i)] = hex.EncodeToString(values[i])
+	}
+	return out
+}

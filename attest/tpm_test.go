@@ -1,0 +1,135 @@
+package attest_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/attest/tpmdevice"
+)
+
+// openSim starts the simulator for one test (one at a time per process).
+func openSim(t *testing.T, seed int64) transport.TPMCloser {
+	t.Helper()
+	tpm, err := tpmdevice.OpenSimulator(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tpm.Close() })
+	return tpm
+}
+
+func openDevice(t *testing.T, tpm transport.TPM, ek string) *tpmdevice.Device {
+	t.Helper()
+	d, err := tpmdevice.Open(tpm, tpmdevice.Options{EK: ek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func ekHash(t *testing.T, d *tpmdevice.Device) string {
+	t.Helper()
+	p, err := attest.ParseTPM2BPublic("ek", d.EKPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.SHA256Hex()
+}
+
+// bootProfile reads the simulator's current PCRs as a profile.
+func bootProfile(t *testing.T, tpm transport.TPM, name string, pcrs ...int) attest.PCRProfile {
+	t.Helper()
+	vals, err := tpmdevice.ReadPCRs(tpm, pcrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return attest.PCRProfile{Name: name, SHA256: vals}
+}
+
+// answer runs the device side of a challenge.
+func answer(t *testing.T, tpm transport.TPM, d *tpmdevice.Device, ch *attest.Challenge) attest.Evidence {
+	t.Helper()
+	secret, err := d.Activate(ch.CredentialBlob, ch.EncryptedSecet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, sig, err := d.Quote(ch.Session.Nonce, ch.Session.PCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := tpmdevice.ReadPCRs(tpm, ch.Session.PCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs := map[string][]byte{}
+	for i, v := range vals {
+		pcrs[strconv.Itoa(i)] = v
+	}
+	return attest.Evidence{Secret: secret, Quote: q, Signature: sig, PCRs: pcrs}
+}
+
+func TestTPMProtocolWithSimulator(t *testing.T) {
+	for _, ekType := range []string{tpmdevice.EKRSA, tpmdevice.EKECC} {
+		t.Run(ekType, func(t *testing.T) {
+			tpm := openSim(t, 1)
+			d := openDevice(t, tpm, ekType)
+			prof := bootProfile(t, tpm, "edge-v1", 0, 1, 2, 3, 4, 5, 6, 7, 16)
+			v, err := attest.NewTPMVerifier(attest.TPMConfig{EKAllowlist: []string{ekHash(t, d)},
+				Profiles: []attest.PCRProfile{prof}, Allowed: []string{"edge-v1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ek, err := v.CheckEK(d.EKPublic(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ak, err := attest.CheckAK(d.AKPublic())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch, err := v.NewChallenge(ek, ak, "", time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := answer(t, tpm, d, ch)
+			res, err := v.Verify(ch.Session, ev)
+			if err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+			sum := sha256.Sum256(ev.Quote)
+			if res.Profile != "edge-v1" || res.EKHash != ekHash(t, d) || !bytes.Equal(mustHex(t, res.QuoteDigest), sum[:]) {
+				t.Fatalf("result %+v", res)
+			}
+
+			// Drift: one extend later the same evidence shape fails policy.
+			if err := tpmdevice.ExtendPCR(tpm, 7, bytes.Repeat([]byte{1}, 32)); err != nil {
+				t.Fatal(err)
+			}
+			ch2, err := v.NewChallenge(ek, ak, "", time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Verify(ch2.Session, answer(t, tpm, d, ch2)); !errors.Is(err, attest.ErrPCRPolicy) {
+				t.Fatalf("after drift: %v, want ErrPCRPolicy", err)
+			}
+		})
+	}
+}
+
+func mustHex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

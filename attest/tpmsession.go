@@ -1,0 +1,128 @@
+package attest
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"mandate.dev/mandate/store"
+)
+
+// BucketTPMSessions holds open and answered TPM challenges, keyed by
+// session id. A session id starts with the first 16 hex digits of its EK
+// hash, so the sessions of one EK are one key range.
+const BucketTPMSessions = "tpm_sessions"
+
+// TPMSession is the stored state of one challenge. It keeps the secret's
+// SHA-256, never the secret.
+type TPMSession struct {
+	ID         string    `json:"id"`
+	EKHash     string    `json:"ek_sha256"`
+	EKTrust    string    `json:"ek_trust"`
+	AKPublic   []byte    `json:"ak_public"` // TPM2B_PUBLIC
+	SecretHash []byte    `json:"secret_sha256"`
+	Nonce      []byte    `json:"nonce"`
+	PCRs       []int     `json:"pcrs"` // SHA-256 bank, ascending
+	Caller     string    `json:"caller,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	UsedAt     time.Time `json:"used_at,omitzero"`
+}
+
+func (s *TPMSession) ak() (*TPMPublic, error) {
+	ak, err := CheckAK(s.AKPublic)
+	if err != nil {
+		return nil, fmt.Errorf("attest: stored AK of session %s: %w", s.ID, err)
+	}
+	return ak.TPMPublic, nil
+}
+
+// maxSessionIDLen bounds a session id read from the network.
+const maxSessionIDLen = 64
+
+// PutTPMSession stores a new session, refusing it when its EK already has
+// max unanswered, unexpired sessions (ErrTooManyChallenges).
+func PutTPMSession(tx store.Tx, s *TPMSession, max int) error {
+	if max > 0 {
+		open := 0
+		prefix := []byte(s.ID[:16])
+		err := tx.Scan(BucketTPMSessions, prefix, nil, func(_, v []byte) error {
+			var o TPMSession
+			if json.Unmarshal(v, &o) == nil && o.UsedAt.IsZero() && s.CreatedAt.Before(o.ExpiresAt) && o.EKHash == s.EKHash {
+				open++
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("attest: count open TPM sessions: %w", err)
+		}
+		if open >= max {
+			return fmt.Errorf("%w (%d open; answer or let them expire)", ErrTooManyChallenges, open)
+		}
+	}
+	return putSession(tx, s)
+}
+
+func putSession(tx store.Tx, s *TPMSession) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("attest: encode TPM session: %w", err)
+	}
+	return tx.Put(BucketTPMSessions, []byte(s.ID), b)
+}
+
+// ConsumeTPMSession marks a session answered and returns it. It fails with
+// ErrChallengeUnknown, ErrChallengeUsed or ErrChallengeExpired. Run it in a
+// transaction of its own, committed before the evidence is checked: an
+// answer, right or wrong, uses the challenge up.
+func ConsumeTPMSession(tx store.Tx, id string, now time.Time) (*TPMSession, error) {
+	if id == "" || len(id) > maxSessionIDLen {
+		return nil, ErrChallengeUnknown
+	}
+	if _, err := hex.DecodeString(id); err != nil {
+		return nil, ErrChallengeUnknown
+	}
+	b, err := tx.Get(BucketTPMSessions, []byte(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrChallengeUnknown
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attest: read TPM session: %w", err)
+	}
+	s := new(TPMSession)
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("attest: decode TPM session: %w", err)
+	}
+	if !s.UsedAt.IsZero() {
+		return s, fmt.Errorf("%w (at %s)", ErrChallengeUsed, s.UsedAt.Format(time.RFC3339))
+	}
+	if !now.Before(s.ExpiresAt) {
+		return s, fmt.Errorf("%w (at %s)", ErrChallengeExpired, s.ExpiresAt.Format(time.RFC3339))
+	}
+	s.UsedAt = now
+	return s, putSession(tx, s)
+}
+
+// PruneTPMSessions deletes sessions that expired before cutoff. Answered
+// sessions are kept until then too, so that a replay is told "used".
+func PruneTPMSessions(tx store.Tx, cutoff time.Time) (int, error) {
+	var stale [][]byte
+	err := tx.Scan(BucketTPMSessions, nil, nil, func(k, v []byte) error {
+		var s TPMSession
+		if err := json.Unmarshal(v, &s); err != nil || s.ExpiresAt.Before(cutoff) {
+			stale = append(stale, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range stale {
+		if err := tx.Delete(BucketTPMSessions, k); err != nil {
+			return 0, err
+		}
+	}
+	return len(stale), nil
+}
