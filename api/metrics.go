@@ -9,11 +9,12 @@ import (
 
 // metrics are the server's Prometheus metrics, in a private registry.
 type metrics struct {
-	reg        *prometheus.Registry
-	requests   *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
-	issued     *prometheus.CounterVec
-	tlsRefused prometheus.Counter
+	reg          *prometheus.Registry
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	issued       *prometheus.CounterVec
+	attestations *prometheus.CounterVec
+	tlsRefused   prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -29,11 +30,14 @@ func newMetrics() *metrics {
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mandate_svids_issued_total", Help: "SVIDs issued, by kind (x509, jwt) and holder role.",
 		}, []string{"kind", "role"}),
+		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mandate_node_attestations_total", Help: "Node attestation answers, by method (tpm) and outcome (admitted, refused).",
+		}, []string{"method", "outcome"}),
 		tlsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mandate_tls_client_certificates_refused_total", Help: "TLS handshakes refused for an invalid client X509-SVID.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.issued, m.tlsRefused,
+	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.tlsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

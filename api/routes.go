@@ -53,6 +53,8 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("GET /tile/", s.tiles)
 
 	handle("POST /v1/nodes/join", s.join)
+	handle("POST /v1/nodes/attest/tpm/challenge", s.tpmChallenge)
+	handle("POST /v1/nodes/attest/tpm/verify", s.tpmVerify)
 	handle("POST /v1/svid/x509", s.svidX509)
 	handle("POST /v1/svid/jwt", s.svidJWT)
 	mux.HandleFunc("/", notFound)

@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -153,6 +154,9 @@ func NewTPMVerifier(cfg TPMConfig) (*TPMVerifier, error) {
 func (v *TPMVerifier) Enabled() bool {
 	return v != nil && len(v.allowed) > 0 && (v.roots != nil || len(v.allow) > 0)
 }
+
+// MaxOpenChallenges bounds the open challenges of one EK.
+func (v *TPMVerifier) MaxOpenChallenges() int { return v.maxOpen }
 
 // Selection is the PCRs (SHA-256 bank) every quote must cover.
 func (v *TPMVerifier) Selection() []int { return slices.Clone(v.selection) }
@@ -406,6 +410,14 @@ func (v *TPMVerifier) Verify(s *TPMSession, ev Evidence) (*Result, error) {
 	ak, err := s.ak()
 	if err != nil {
 		return res, err
+	}
+	// magic (4 bytes) and type (2 bytes) lead a TPMS_ATTEST: check them
+	// before decoding the rest, so a non-quote is named as such.
+	if len(ev.Quote) < 6 || binary.BigEndian.Uint32(ev.Quote) != uint32(tpm2.TPMGeneratedValue) {
+		return res, fmt.Errorf("%w: no TPM_GENERATED_VALUE magic", ErrQuoteInvalid)
+	}
+	if typ := binary.BigEndian.Uint16(ev.Quote[4:]); typ != uint16(tpm2.TPMSTAttestQuote) {
+		return res, fmt.Errorf("%w: attestation type %#x, not a quote (%#x)", ErrQuoteInvalid, typ, uint16(tpm2.TPMSTAttestQuote))
 	}
 	attest, err := ParseAttest(ev.Quote)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/ca/federation"
@@ -41,6 +42,7 @@ type Authority struct {
 	auditors  map[string]bool
 
 	hosting hostingCache
+	tpm     *attest.TPMVerifier
 
 	bundleMu sync.Mutex                                    // serializes rebuilds of bundles; guards pending
 	pending  map[spiffeid.TrustDomain]*spiffebundle.Bundle // fetched bundles the manager has not published yet
@@ -50,7 +52,7 @@ type Authority struct {
 	credMu sync.Mutex // serializes writes of the admin credential files
 
 	refusedMu sync.Mutex      // guards refused
-	refused   map[string]bool // join tokens whose refusal is recorded
+	refused   map[string]bool // join tokens, TPM sessions and EKs whose refusal is recorded
 }
 
 // Options are the dependencies an Authority takes besides its Config.
@@ -95,6 +97,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 }
 
 func (a *Authority) init(ctx context.Context) error {
+	if err := a.openTPM(); err != nil {
+		return err
+	}
 	if err := a.openCA(ctx); err != nil {
 		return err
 	}
@@ -171,6 +176,7 @@ func (a *Authority) maintain(ctx context.Context) error {
 			a.log.Error("refresh admin credential", "err", err)
 		}
 		a.pruneJoinTokens(ctx)
+		a.pruneTPMSessions(ctx)
 		select {
 		case <-ctx.Done():
 			return nil

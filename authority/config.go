@@ -1,16 +1,23 @@
 package authority
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
+
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/credfile"
 )
 
 // DefaultTrustDomain is the trust domain of an authority started with no
@@ -42,6 +49,39 @@ type Config struct {
 	HTTP HTTPConfig `yaml:"http"`
 	// Audit configures the audit log.
 	Audit AuditConfig `yaml:"audit"`
+	// Attestation configures node attestation methods besides join tokens.
+	Attestation AttestationConfig `yaml:"attestation"`
+}
+
+// AttestationConfig configures node attestation.
+type AttestationConfig struct {
+	// TPM configures TPM 2.0 attestation. It is off until an EK can be
+	// trusted (ek_ca_roots or ek_allowlist) and a profile is allowed.
+	TPM TPMConfig `yaml:"tpm"`
+}
+
+// TPMConfig configures TPM 2.0 attestation.
+type TPMConfig struct {
+	// EKCARoots are PEM files of TPM manufacturer CA certificates (roots
+	// and intermediates) that EK certificates must chain to.
+	EKCARoots []string `yaml:"ek_ca_roots"`
+	// EKAllowlist admits EKs without a certificate: hex SHA-256 of each
+	// EK's TPMT_PUBLIC bytes (`mandate node ek` prints it).
+	EKAllowlist []string `yaml:"ek_allowlist"`
+	// PCRProfiles are named golden PCR values; PCRs not listed are not
+	// checked (`mandate node pcrs` prints a device's current values).
+	PCRProfiles map[string]PCRProfileConfig `yaml:"pcr_profiles"`
+	// AllowedProfiles names the profiles a node may match to be admitted,
+	// tried in this order.
+	AllowedProfiles []string `yaml:"allowed_profiles"`
+	// ChallengeTTL is how long a device has to answer a challenge
+	// (default 1m).
+	ChallengeTTL Duration `yaml:"challenge_ttl"`
+}
+
+// PCRProfileConfig is one PCR profile: PCR index → hex SHA-256 bank value.
+type PCRProfileConfig struct {
+	SHA256 map[string]string `yaml:"sha256"`
 }
 
 // AuditConfig configures the audit log.
@@ -166,6 +206,7 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.CA.X509SVIDTTL, Duration(time.Hour))
 	setDefault(&c.CA.JWTSVIDTTL, Duration(5*time.Minute))
 	setDefault(&c.Federation.BundleRefreshHint, Duration(5*time.Minute))
+	setDefault(&c.Attestation.TPM.ChallengeTTL, Duration(attest.DefaultChallengeTTL))
 	setDefault(&c.HTTP.MaxBodyBytes, 64<<10)
 	setDefault(&c.HTTP.ReadTimeout, Duration(10*time.Second))
 	setDefault(&c.HTTP.WriteTimeout, Duration(15*time.Second))
@@ -207,6 +248,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Federation.validate(); err != nil {
+		return err
+	}
+	if _, err := c.Attestation.TPM.Load(); err != nil {
 		return err
 	}
 	return c.HTTP.validate()
@@ -263,4 +307,43 @@ func (h *HTTPConfig) validate() error {
 		}
 	}
 	return nil
+}
+
+// Load reads the EK roots and decodes the profiles into a verifier's
+// configuration, with errors naming the config key at fault.
+func (t *TPMConfig) Load() (attest.TPMConfig, error) {
+	out := attest.TPMConfig{EKAllowlist: t.EKAllowlist, Allowed: t.AllowedProfiles, ChallengeTTL: t.ChallengeTTL.D()}
+	if d := t.ChallengeTTL.D(); d != 0 && (d < time.Second || d > time.Hour) {
+		return out, fmt.Errorf("attestation.tpm.challenge_ttl %s: must be between 1s and 1h", d)
+	}
+	for _, f := range t.EKCARoots {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return out, fmt.Errorf("attestation.tpm.ek_ca_roots: %w", err)
+		}
+		certs, err := credfile.ParseCertsPEM(b)
+		if err != nil || len(certs) == 0 {
+			return out, fmt.Errorf("attestation.tpm.ek_ca_roots: %s: no PEM certificate (%v)", f, err)
+		}
+		out.EKRoots = append(out.EKRoots, certs...)
+	}
+	for _, name := range slices.Sorted(maps.Keys(t.PCRProfiles)) {
+		p := attest.PCRProfile{Name: name, SHA256: map[int][]byte{}}
+		for k, v := range t.PCRProfiles[name].SHA256 {
+			i, err := strconv.Atoi(k)
+			if err != nil {
+				return out, fmt.Errorf("attestation.tpm.pcr_profiles.%s: PCR %q is not a number", name, k)
+			}
+			val, err := hex.DecodeString(strings.TrimPrefix(strings.ToLower(v), "0x"))
+			if err != nil {
+				return out, fmt.Errorf("attestation.tpm.pcr_profiles.%s: PCR %d: %q is not hex", name, i, v)
+			}
+			p.SHA256[i] = val
+		}
+		out.Profiles = append(out.Profiles, p)
+	}
+	if _, err := attest.NewTPMVerifier(out); err != nil {
+		return out, fmt.Errorf("attestation.tpm: %w", err)
+	}
+	return out, nil
 }

@@ -50,8 +50,10 @@ type Agent struct {
 	JWTTTLSeconds  int64          `json:"jwt_ttl_seconds"`
 	Scopes         []string       `json:"scopes"`
 	Accountability Accountability `json:"accountability"`
-	CreatedAt      *time.Time     `json:"created_at,omitempty"`
-	UpdatedAt      *time.Time     `json:"updated_at,omitempty"`
+	// RequireHardwareAttestation admits only TPM-attested hosting nodes.
+	RequireHardwareAttestation bool       `json:"require_hardware_attestation"`
+	CreatedAt                  *time.Time `json:"created_at,omitempty"`
+	UpdatedAt                  *time.Time `json:"updated_at,omitempty"`
 }
 
 // CreateAgent registers an agent (admin).
@@ -91,8 +93,21 @@ type Node struct {
 	Selectors         []string  `json:"selectors"`
 	AttestedAt        time.Time `json:"attested_at"`
 	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
+	TPM               *NodeTPM  `json:"tpm,omitempty"`
+	Drifted           bool      `json:"drifted"`
+	DriftReason       string    `json:"drift_reason"`
 	Banned            bool      `json:"banned"`
 	BanReason         string    `json:"ban_reason"`
+}
+
+// NodeTPM is what a node's last TPM attestation proved.
+type NodeTPM struct {
+	EKSHA256    string            `json:"ek_sha256"`
+	EKTrust     string            `json:"ek_trust"`
+	Profile     string            `json:"profile"`
+	QuoteSHA256 string            `json:"quote_sha256"`
+	QuotedAt    time.Time         `json:"quoted_at"`
+	PCRs        map[string]string `json:"pcrs_sha256"`
 }
 
 // ListNodes lists attested nodes (admin).

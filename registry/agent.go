@@ -56,8 +56,11 @@ type Agent struct {
 	JWTTTLSeconds  int64          `json:"jwt_ttl_seconds"`
 	Scopes         []string       `json:"scopes"`
 	Accountability Accountability `json:"accountability"`
-	CreatedAt      time.Time      `json:"created_at"`
-	UpdatedAt      time.Time      `json:"updated_at"`
+	// RequireHardwareAttestation admits only hosting nodes attested with
+	// hardware (TPM), whatever node_ids or selectors say.
+	RequireHardwareAttestation bool      `json:"require_hardware_attestation"`
+	CreatedAt                  time.Time `json:"created_at"`
+	UpdatedAt                  time.Time `json:"updated_at"`
 }
 
 // X509TTL is the registration's X509-SVID lifetime (0: the CA default).

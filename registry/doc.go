@@ -7,6 +7,8 @@
 //     domain. Registrations are validated before they are written.
 //   - A node record exists only for a node that completed attestation; a
 //     banned node stays banned (the flag is never cleared by re-attestation).
+//   - A node whose re-attestation failed its PCR policy (drifted) hosts no
+//     agent until an attestation matches again.
 //   - Everything is read and written through store.Tx, so callers compose
 //     registry changes with other changes in one durable transaction.
 //

@@ -18,6 +18,10 @@ const (
 // ErrBanned is returned when a banned node asks for anything.
 var ErrBanned = errors.New("registry: node is banned")
 
+// ErrNodeDrifted is returned when a node's last attestation found its
+// measured state (PCRs) no longer matching an allowed profile.
+var ErrNodeDrifted = errors.New("registry: node failed re-attestation")
+
 // ErrNotHosted is returned when an agent may not run on a node.
 var ErrNotHosted = errors.New("registry: agent is not allowed on this node")
 
@@ -30,9 +34,39 @@ type Node struct {
 	AttestedAt        time.Time `json:"attested_at"`
 	SVIDSerial        string    `json:"svid_serial,omitempty"`
 	SVIDExpiresAt     time.Time `json:"svid_expires_at,omitzero"`
-	Banned            bool      `json:"banned"`
-	BannedAt          time.Time `json:"banned_at,omitzero"`
-	BanReason         string    `json:"ban_reason,omitempty"`
+	// TPM holds what the node's last successful TPM attestation proved.
+	TPM *TPMFacts `json:"tpm,omitempty"`
+	// Drifted is set when a re-attestation of this node failed its PCR
+	// policy; a later attestation that matches clears it.
+	Drifted     bool      `json:"drifted,omitempty"`
+	DriftedAt   time.Time `json:"drifted_at,omitzero"`
+	DriftReason string    `json:"drift_reason,omitempty"`
+	Banned      bool      `json:"banned"`
+	BannedAt    time.Time `json:"banned_at,omitzero"`
+	BanReason   string    `json:"ban_reason,omitempty"`
+}
+
+// TPMFacts are the facts of a TPM attestation.
+type TPMFacts struct {
+	EKSHA256    string            `json:"ek_sha256"`
+	EKTrust     string            `json:"ek_trust"` // certificate or allowlist
+	Profile     string            `json:"profile"`
+	QuoteSHA256 string            `json:"quote_sha256"`
+	QuotedAt    time.Time         `json:"quoted_at"`
+	PCRs        map[string]string `json:"pcrs_sha256"` // index → hex
+}
+
+// MarkDrifted records that node spiffeID failed re-attestation.
+func MarkDrifted(tx store.Tx, spiffeID, reason string, now time.Time) (*Node, error) {
+	n, err := GetNode(tx, spiffeID)
+	if err != nil {
+		return nil, err
+	}
+	if !n.Drifted {
+		n.Drifted, n.DriftedAt = true, now
+	}
+	n.DriftReason = reason
+	return n, putJSON(tx, BucketNodes, n.SPIFFEID, n)
 }
 
 // PutNode stores n, keeping a ban that is already recorded.
@@ -85,11 +119,19 @@ func BanNode(tx store.Tx, spiffeID, reason string, now time.Time) (*Node, error)
 }
 
 // CheckHosting reports whether agent a may receive credentials on node n:
-// the node is not banned, and it is listed in the registration's node_ids,
-// or the registration has selectors and the node carries all of them.
+// the node is not banned and has not drifted, it is hardware-attested if
+// the registration requires it, and it is listed in the registration's
+// node_ids, or the registration has selectors and the node carries all of
+// them.
 func CheckHosting(a *Agent, n *Node) error {
 	if n.Banned {
 		return fmt.Errorf("%w: %s", ErrBanned, n.SPIFFEID)
+	}
+	if n.Drifted {
+		return fmt.Errorf("%w: %s (%s)", ErrNodeDrifted, n.SPIFFEID, n.DriftReason)
+	}
+	if a.RequireHardwareAttestation && n.Level != LevelHardware {
+		return fmt.Errorf("%w: %s requires a hardware-attested node, %s is attested by %s", ErrNotHosted, a.SPIFFEID, n.SPIFFEID, n.Level)
 	}
 	if slices.Contains(a.NodeIDs, n.SPIFFEID) {
 		return nil

@@ -209,3 +209,19 @@ func ExtendPCR(tpm transport.TPM, i int, digest []byte) error {
 	}
 	return nil
 }
+
+// ReadPCRs reads PCRs of the SHA-256 bank of the device's TPM.
+func (d *Device) ReadPCRs(pcrs []int) (map[int][]byte, error) { return ReadPCRs(d.tpm, pcrs) }
+
+// CertifyAK has the AK certify itself over nonce (TPM2_Certify): a
+// TPM-signed TPMS_ATTEST of type certify, not a quote. Tests use it to
+// show that only quotes are accepted as quotes.
+func (d *Device) CertifyAK(nonce []byte) (attest, signature []byte, err error) {
+	ak := tpm2.AuthHandle{Handle: d.ak.ObjectHandle, Name: d.ak.Name, Auth: tpm2.PasswordAuth(nil)}
+	rsp, err := tpm2.Certify{ObjectHandle: ak, SignHandle: ak, QualifyingData: tpm2.TPM2BData{Buffer: nonce},
+		InScheme: tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull}}.Execute(d.tpm)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tpmdevice: certify: %w", err)
+	}
+	return bytes.Clone(rsp.CertifyInfo.Bytes()), tpm2.Marshal(rsp.Signature), nil
+}

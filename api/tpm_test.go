@@ -1,0 +1,660 @@
+package api_test
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/attest/tpmdevice"
+	"mandate.dev/mandate/attest/tpmtest"
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/client"
+)
+
+// edgePCRs is the PCR set of the tests' profile: firmware and boot (0-7)
+// and the debug PCR 16.
+var edgePCRs = []int{0, 1, 2, 3, 4, 5, 6, 7, 16}
+
+// tpmEnv is an authority with TPM attestation configured for one
+// simulated device.
+type tpmEnv struct {
+	*env
+	tpm transport.TPM
+	dev *tpmdevice.Device
+	mfr *tpmtest.CA
+}
+
+type tpmSetup struct {
+	ek        string // tpmdevice.EKRSA or EKECC
+	allowlist bool   // put the device's EK on the allowlist
+	certs     bool   // trust the test manufacturer CA
+	golden    func(map[int][]byte)
+}
+
+// startTPM starts a simulator (seed fixes the device), opens the device,
+// and an authority trusting it as setup says, with profile edge-v1 set
+// to the device's current PCRs.
+func startTPM(t *testing.T, seed int64, setup tpmSetup, mutate ...func(*authority.Config)) *tpmEnv {
+	t.Helper()
+	tpm, err := tpmdevice.OpenSimulator(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tpm.Close() })
+	dev, err := tpmdevice.Open(tpm, tpmdevice.Options{EK: setup.ek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	mfr, err := tpmtest.NewCA("Test TPM Maker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := dev.ReadPCRs(edgePCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if setup.golden != nil {
+		setup.golden(vals)
+	}
+	golden := map[string]string{}
+	for i, v := range vals {
+		golden[strconv.Itoa(i)] = hex.EncodeToString(v)
+	}
+	rootFile := filepath.Join(t.TempDir(), "ek-ca.pem")
+	if err := os.WriteFile(rootFile, mfr.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := start(t, "org-a.example", append([]func(*authority.Config){func(c *authority.Config) {
+		tc := &c.Attestation.TPM
+		if setup.allowlist {
+			tc.EKAllowlist = []string{ekHashOf(t, dev.EKPublic())}
+		}
+		if setup.certs {
+			tc.EKCARoots = []string{rootFile}
+		}
+		tc.PCRProfiles = map[string]authority.PCRProfileConfig{"edge-v1": {SHA256: golden}}
+		tc.AllowedProfiles = []string{"edge-v1"}
+	}}, mutate...)...)
+	return &tpmEnv{env: e, tpm: tpm, dev: dev, mfr: mfr}
+}
+
+func ekHashOf(t *testing.T, ekPublic []byte) string {
+	t.Helper()
+	p, err := attest.ParseTPM2BPublic("ek", ekPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.SHA256Hex()
+}
+
+func (te *tpmEnv) ekCert() []byte {
+	te.t.Helper()
+	p, err := attest.ParseTPM2BPublic("ek", te.dev.EKPublic())
+	if err != nil {
+		te.t.Fatal(err)
+	}
+	der, err := te.mfr.IssueEKCert(p.Key)
+	if err != nil {
+		te.t.Fatal(err)
+	}
+	return der
+}
+
+// attest runs the whole exchange as client c (nil: anonymous).
+func (te *tpmEnv) attest(c *client.Client, ekCert []byte) (identity, error) {
+	te.t.Helper()
+	if c == nil {
+		c = te.client(nil, nil)
+	}
+	key, csr, err := client.NewKeyAndCSR()
+	if err != nil {
+		te.t.Fatal(err)
+	}
+	ans, err := c.AttestTPM(ctxT(te.t), te.dev, ekCert, csr)
+	if err != nil {
+		return identity{}, err
+	}
+	return te.identity(ans, key), nil
+}
+
+// auditOf lists the details of audit entries of a type about subject.
+func (e *env) auditOf(typ, subject string) []map[string]any {
+	e.t.Helper()
+	var out struct {
+		Entries []struct {
+			Entry struct {
+				Type    string         `json:"type"`
+				Subject string         `json:"subject"`
+				Details map[string]any `json:"details"`
+			} `json:"entry"`
+		} `json:"entries"`
+	}
+	q := "/v1/audit/search?type=" + typ + "&limit=100"
+	if err := e.admin.Do(ctxT(e.t), http.MethodGet, q, nil, &out); err != nil {
+		e.t.Fatalf("audit search: %v", err)
+	}
+	var got []map[string]any
+	for _, en := range out.Entries {
+		if subject == "" || en.Entry.Subject == subject {
+			got = append(got, en.Entry.Details)
+		}
+	}
+	return got
+}
+
+func TestTPMAttestationFullFlow(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup tpmSetup
+		cert  bool
+		trust string
+	}{
+		{"rsa-ek-allowlist", tpmSetup{ek: tpmdevice.EKRSA, allowlist: true}, false, "allowlist"},
+		{"ecc-ek-allowlist", tpmSetup{ek: tpmdevice.EKECC, allowlist: true}, false, "allowlist"},
+		{"rsa-ek-certificate", tpmSetup{ek: tpmdevice.EKRSA, certs: true}, true, "certificate"},
+		{"ecc-ek-certificate", tpmSetup{ek: tpmdevice.EKECC, certs: true}, true, "certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			te := startTPM(t, 7, tc.setup)
+			var cert []byte
+			if tc.cert {
+				cert = te.ekCert()
+			}
+			node, err := te.attest(nil, cert)
+			if err != nil {
+				t.Fatalf("attest: %v", err)
+			}
+			wantID := spiffeid.RequireFromSegments(te.td, "node", "tpm", ekHashOf(t, te.dev.EKPublic()))
+			if node.id != wantID {
+				t.Fatalf("node id %s, want %s", node.id, wantID)
+			}
+			// The SVID is a valid X509-SVID of the trust domain (go-spiffe).
+			id, _, err := x509svid.Verify(node.chain, x509bundle.FromX509Authorities(te.td, te.bundle))
+			if err != nil || id != wantID {
+				t.Fatalf("x509svid.Verify = %v, %v", id, err)
+			}
+			nodes, err := te.admin.ListNodes(ctxT(t))
+			if err != nil || len(nodes) != 1 {
+				t.Fatalf("ListNodes = %v, %v", nodes, err)
+			}
+			n := nodes[0]
+			if n.Level != "hardware" || n.AttestationMethod != "tpm" || n.TPM == nil || n.TPM.Profile != "edge-v1" || n.TPM.EKTrust != tc.trust {
+				t.Fatalf("node record %+v (tpm %+v)", n, n.TPM)
+			}
+			for _, sel := range []string{"attestation:tpm", "level:hardware", "tpm:profile:edge-v1", "tpm:ek:" + n.TPM.EKSHA256} {
+				if !containsStr(n.Selectors, sel) {
+					t.Errorf("selectors %v lack %s", n.Selectors, sel)
+				}
+			}
+			// The audit log holds the attestation with its facts.
+			recs := te.auditOf("node.attested", wantID.String())
+			if len(recs) != 1 || recs[0]["profile"] != "edge-v1" || recs[0]["ek_sha256"] != n.TPM.EKSHA256 ||
+				recs[0]["quote_sha256"] != n.TPM.QuoteSHA256 || recs[0]["method"] != "tpm" {
+				t.Fatalf("audit node.attested = %v", recs)
+			}
+			// An agent registered to it gets an SVID through it.
+			agent := te.registerAgent("worker", node.id)
+			a := te.agentSVID(node, agent)
+			if a.id.String() != agent {
+				t.Fatalf("agent SVID for %s", a.id)
+			}
+		})
+	}
+}
+
+func containsStr(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestEKCertificateIsRefusedByPlainX509 shows why the critical SAN needs
+// handling: crypto/x509 alone refuses a real-shaped EK certificate.
+func TestEKCertificateIsRefusedByPlainX509(t *testing.T) {
+	te := startTPM(t, 7, tpmSetup{ek: tpmdevice.EKRSA, certs: true})
+	der := te.ekCert()
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(te.mfr.Cert)
+	_, err = cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	var unhandled x509.UnhandledCriticalExtension
+	if !errors.As(err, &unhandled) {
+		t.Fatalf("plain Verify = %v, want UnhandledCriticalExtension", err)
+	}
+	if _, err := te.attest(nil, der); err != nil {
+		t.Fatalf("attest with the EK certificate: %v", err)
+	}
+}
+
+// rawTPM posts a TPM request body as an anonymous client.
+func (te *tpmEnv) challenge(c *client.Client, ekPub, cert, akPub []byte) (*client.TPMChallenge, error) {
+	if c == nil {
+		c = te.client(nil, nil)
+	}
+	return c.RequestTPMChallenge(ctxT(te.t), ekPub, cert, akPub)
+}
+
+func TestTPMAttestationRefusals(t *testing.T) {
+	type evidenceMut func(te *tpmEnv, ch *client.TPMChallenge, ev *client.TPMEvidence)
+	csr := func(t *testing.T) []byte {
+		_, c, err := client.NewKeyAndCSR()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// Refusals at the challenge.
+	t.Run("challenge", func(t *testing.T) {
+		te := startTPM(t, 11, tpmSetup{ek: tpmdevice.EKECC, allowlist: false, certs: true})
+		other, err := tpmtest.NewCA("Other Maker")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ekKey, _ := attest.ParseTPM2BPublic("ek", te.dev.EKPublic())
+		foreignCert, err := other.IssueEKCert(ekKey.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unrestricted := tpmdevice.AKTemplate
+		unrestricted.ObjectAttributes.Restricted = false
+		notFixed := tpmdevice.AKTemplate
+		notFixed.ObjectAttributes.FixedTPM = false
+		notFixed.ObjectAttributes.FixedParent = false
+		akOf := func(tmpl tpm2.TPMTPublic) []byte {
+			rsp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tmpl)}.Execute(te.tpm)
+			if err != nil {
+				t.Fatalf("create AK variant: %v", err)
+			}
+			tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}.Execute(te.tpm)
+			return tpm2.Marshal(rsp.OutPublic)
+		}
+		for _, tc := range []struct {
+			name           string
+			ek, cert, ak   []byte
+			want           string
+			wantStatusCode int
+		}{
+			{"unknown EK", te.dev.EKPublic(), nil, te.dev.AKPublic(), "tpm-ek-untrusted", 403},
+			{"EK cert not chaining", te.dev.EKPublic(), foreignCert, te.dev.AKPublic(), "tpm-ek-cert-invalid", 403},
+			{"EK cert for another key", te.dev.EKPublic(), mustIssue(t, te.mfr), te.dev.AKPublic(), "tpm-ek-cert-invalid", 403},
+			{"unrestricted AK", te.dev.EKPublic(), te.ekCert(), akOf(unrestricted), "tpm-ak-invalid", 400},
+			{"AK not fixedTPM", te.dev.EKPublic(), te.ekCert(), akOf(notFixed), "tpm-ak-invalid", 400},
+			{"AK is the EK", te.dev.EKPublic(), te.ekCert(), te.dev.EKPublic(), "tpm-ak-invalid", 400},
+			{"garbage EK", []byte("garbage"), nil, te.dev.AKPublic(), "tpm-malformed", 400},
+			{"garbage AK", te.dev.EKPublic(), te.ekCert(), []byte{0, 3, 1, 2, 3}, "tpm-malformed", 400},
+			{"EK with trailing bytes", append(te.dev.EKPublic(), 0), te.ekCert(), te.dev.AKPublic(), "tpm-malformed", 400},
+			{"garbage cert", te.dev.EKPublic(), []byte("garbage"), te.dev.AKPublic(), "tpm-ek-cert-invalid", 403},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := te.challenge(nil, tc.ek, tc.cert, tc.ak)
+				var p *client.Problem
+				if !errors.As(err, &p) || p.Name() != tc.want || p.Status != tc.wantStatusCode {
+					t.Fatalf("challenge = %v, want %s (%d)", err, tc.want, tc.wantStatusCode)
+				}
+			})
+		}
+		// Not base64 at all.
+		for _, field := range []string{"ek_public", "ak_public", "ek_cert"} {
+			body := map[string]string{"ek_public": b64s(te.dev.EKPublic()), "ak_public": b64s(te.dev.AKPublic()), "ek_cert": b64s(te.ekCert())}
+			body[field] = "%%% not base64"
+			err := te.client(nil, nil).Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/challenge", body, nil)
+			if problemName(err) != "tpm-malformed" {
+				t.Errorf("%s not base64: %v", field, err)
+			}
+		}
+		if nodes, _ := te.admin.ListNodes(ctxT(t)); len(nodes) != 0 {
+			t.Fatalf("nodes after refusals: %+v", nodes)
+		}
+	})
+
+	// Refusals at the verify step, each on a fresh challenge.
+	te := startTPM(t, 12, tpmSetup{ek: tpmdevice.EKRSA, allowlist: true})
+	flipLast := func(b []byte) []byte { b = bytes.Clone(b); b[len(b)-1] ^= 1; return b }
+	for _, tc := range []struct {
+		name string
+		mut  evidenceMut
+		want string
+	}{
+		{"wrong secret", func(_ *tpmEnv, _ *client.TPMChallenge, ev *client.TPMEvidence) { ev.Secret = flipLast(ev.Secret) }, "tpm-credential-mismatch"},
+		{"wrong nonce", func(te *tpmEnv, ch *client.TPMChallenge, ev *client.TPMEvidence) {
+			ev.Quote, ev.Signature = te.quote(flipLast(ch.Nonce), ch.PCRSelection["sha256"])
+		}, "tpm-nonce-mismatch"},
+		{"other PCRs than asked", func(te *tpmEnv, ch *client.TPMChallenge, ev *client.TPMEvidence) {
+			ev.Quote, ev.Signature = te.quote(ch.Nonce, []int{0, 1, 2})
+		}, "tpm-pcr-selection-mismatch"},
+		{"PCR values not those quoted", func(_ *tpmEnv, _ *client.TPMChallenge, ev *client.TPMEvidence) {
+			ev.PCRs[7] = flipLast(ev.PCRs[7])
+		}, "tpm-pcr-digest-mismatch"},
+		{"missing PCR value", func(_ *tpmEnv, _ *client.TPMChallenge, ev *client.TPMEvidence) { delete(ev.PCRs, 16) }, "tpm-pcr-selection-mismatch"},
+		{"tampered quote", func(_ *tpmEnv, _ *client.TPMChallenge, ev *client.TPMEvidence) {
+			// A later clock: still a well-formed quote, no longer signed.
+			q, err := tpm2.Unmarshal[tpm2.TPMSAttest](ev.Quote)
+			if err != nil {
+				panic(err)
+			}
+			q.ClockInfo.Clock += 1000
+			ev.Quote = tpm2.Marshal(*q)
+		}, "tpm-quote-signature-invalid"},
+		{"tampered magic", func(_ *tpmEnv, _ *client.TPMChallenge, ev *client.TPMEvidence) {
+			ev.Quote = bytes.Clone(ev.Quote)
+			ev.Quote[0] ^= 1
+		}, "tpm-quote-invalid"},
+		{"not a quote", func(te *tpmEnv, ch *client.TPMChallenge, ev *client.TPMEvidence) {
+			ev.Quote, ev.Signature = te.certifyAK(ch.Nonce)
+		}, "tpm-quote-invalid"},
+		{"tampered signature", func(_ *tpmEnv, _ *client.TPMChallenge, ev *client.TPMEvidence) {
+			sig, _ := tpm2.Unmarshal[tpm2.TPMTSignature](ev.Signature)
+			ecc, _ := sig.Signature.ECDSA()
+			ecc.SignatureS.Buffer = flipLast(ecc.SignatureS.Buffer)
+			ev.Signature = tpm2.Marshal(*sig)
+		}, "tpm-quote-signature-invalid"},
+		{"garbage quote", func(_ *tpmEnv, _ *client.TPMChallenge, ev *client.TPMEvidence) {
+			ev.Quote = append([]byte{0xff, 0x54, 0x43, 0x47, 0x80, 0x18}, "garbage"...)
+		}, "tpm-malformed"},
+		{"garbage signature", func(_ *tpmEnv, _ *client.TPMChallenge, ev *client.TPMEvidence) { ev.Signature = []byte("garbage") }, "tpm-malformed"},
+		{"signature with trailing bytes", func(_ *tpmEnv, _ *client.TPMChallenge, ev *client.TPMEvidence) {
+			ev.Signature = append(bytes.Clone(ev.Signature), 0)
+		}, "tpm-malformed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, ev := te.answerFresh()
+			tc.mut(te, ch, &ev)
+			_, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t))
+			if problemName(err) != tc.want {
+				t.Fatalf("verify = %v, want %s", err, tc.want)
+			}
+		})
+	}
+
+	t.Run("credential for another AK", func(t *testing.T) {
+		// The challenge names an AK that is not the one the TPM holds:
+		// the TPM refuses to activate it, and no guess is accepted.
+		other := tpmdevice.AKTemplate
+		other.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+			X: tpm2.TPM2BECCParameter{Buffer: bytes.Repeat([]byte{1}, 32)}, Y: tpm2.TPM2BECCParameter{Buffer: make([]byte, 32)}})
+		rsp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(other)}.Execute(te.tpm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}.Execute(te.tpm)
+		ch, err := te.challenge(nil, te.dev.EKPublic(), nil, tpm2.Marshal(rsp.OutPublic))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := te.dev.Activate(ch.CredentialBlob, ch.EncryptedSecret); err == nil {
+			t.Fatal("the TPM activated a credential made for another AK")
+		}
+		ev := te.evidence(ch)
+		ev.Secret = make([]byte, 32)
+		_, err = te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t))
+		if problemName(err) != "tpm-credential-mismatch" {
+			t.Fatalf("verify = %v", err)
+		}
+	})
+
+	t.Run("replay", func(t *testing.T) {
+		ch, ev := te.answerFresh()
+		if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t)); err != nil {
+			t.Fatalf("first answer: %v", err)
+		}
+		_, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t))
+		if problemName(err) != "tpm-challenge-used" {
+			t.Fatalf("same session again = %v", err)
+		}
+		// The old quote on a new challenge: its nonce is stale.
+		ch2, ev2 := te.answerFresh()
+		ev2.Quote, ev2.Signature = ev.Quote, ev.Signature
+		_, err = te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch2.SessionID, ev2, csr(t))
+		if problemName(err) != "tpm-nonce-mismatch" {
+			t.Fatalf("old quote, new challenge = %v", err)
+		}
+	})
+
+	t.Run("expired challenge", func(t *testing.T) {
+		ch, ev := te.answerFresh()
+		te.skew.Add(int64(2 * time.Minute))
+		defer te.skew.Add(-int64(2 * time.Minute))
+		_, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t))
+		if problemName(err) != "tpm-challenge-expired" {
+			t.Fatalf("verify = %v", err)
+		}
+	})
+
+	t.Run("unknown session", func(t *testing.T) {
+		_, ev := te.answerFresh()
+		for _, id := range []string{"", "00", "zz", strings.Repeat("a", 1000)} {
+			_, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), id, ev, csr(t))
+			if problemName(err) != "tpm-challenge-unknown" {
+				t.Errorf("session %q: %v", id, err)
+			}
+		}
+	})
+
+	t.Run("garbage in every field", func(t *testing.T) {
+		ch, ev := te.answerFresh()
+		good := map[string]any{"session_id": ch.SessionID, "secret": b64s(ev.Secret), "quote": b64s(ev.Quote),
+			"signature": b64s(ev.Signature), "pcrs": map[string]any{"sha256": map[string]string{"0": strings.Repeat("00", 32)}}, "csr": string(csr(t))}
+		for _, field := range []string{"secret", "quote", "signature"} {
+			body := map[string]any{}
+			for k, v := range good {
+				body[k] = v
+			}
+			body[field] = "!!not base64!!"
+			err := te.client(nil, nil).Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/verify", body, nil)
+			if problemName(err) != "tpm-malformed" {
+				t.Errorf("%s: %v", field, err)
+			}
+		}
+		body := map[string]any{}
+		for k, v := range good {
+			body[k] = v
+		}
+		body["pcrs"] = map[string]any{"sha256": map[string]string{"0": "xyz"}}
+		if err := te.client(nil, nil).Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/verify", body, nil); problemName(err) != "tpm-malformed" {
+			t.Errorf("pcr not hex: %v", err)
+		}
+		body["pcrs"] = map[string]any{"sha1": map[string]string{"0": "00"}}
+		if err := te.client(nil, nil).Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/verify", body, nil); problemName(err) != "tpm-pcr-selection-mismatch" {
+			t.Errorf("sha1 bank: %v", err)
+		}
+	})
+
+	// One node was admitted (the replay test's first answer); every
+	// refusal after a challenge is in the audit log with its reason.
+	nodeID := spiffeid.RequireFromSegments(te.td, "node", "tpm", ekHashOf(t, te.dev.EKPublic())).String()
+	refusals := te.auditOf("node.attestation_refused", nodeID)
+	if len(refusals) < 14 {
+		t.Fatalf("%d refusals recorded, want at least 14", len(refusals))
+	}
+	for _, r := range refusals {
+		if r["reason"] == nil || r["ek_sha256"] == nil {
+			t.Fatalf("refusal record without reason or EK: %v", r)
+		}
+	}
+	if got := te.auditOf("node.attested", nodeID); len(got) != 1 {
+		t.Fatalf("%d attestations recorded, want 1", len(got))
+	}
+}
+
+func mustIssue(t *testing.T, ca *tpmtest.CA) []byte {
+	t.Helper()
+	// A certificate of the right maker for some other EK.
+	dev, err := attest.ParseTPM2BPublic("ek", mustEK(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := ca.IssueEKCert(dev.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// mustEK is the RSA EK public area of the TCG template with a made-up
+// modulus: a well-formed EK of no TPM here.
+func mustEK(t *testing.T) []byte {
+	t.Helper()
+	tmpl := tpm2.RSAEKTemplate
+	n := bytes.Repeat([]byte{0xc3}, 256)
+	tmpl.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: n})
+	return tpm2.Marshal(tpm2.New2B(tmpl))
+}
+
+func b64s(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// answerFresh asks a challenge for the device and answers it honestly.
+func (te *tpmEnv) answerFresh() (*client.TPMChallenge, client.TPMEvidence) {
+	te.t.Helper()
+	ch, err := te.challenge(nil, te.dev.EKPublic(), nil, te.dev.AKPublic())
+	if err != nil {
+		te.t.Fatalf("challenge: %v", err)
+	}
+	ev, err := client.Answer(te.dev, ch)
+	if err != nil {
+		te.t.Fatalf("answer: %v", err)
+	}
+	return ch, ev
+}
+
+// evidence is an honest quote and PCR values for ch, without a secret.
+func (te *tpmEnv) evidence(ch *client.TPMChallenge) client.TPMEvidence {
+	te.t.Helper()
+	q, sig := te.quote(ch.Nonce, ch.PCRSelection["sha256"])
+	vals, err := te.dev.ReadPCRs(ch.PCRSelection["sha256"])
+	if err != nil {
+		te.t.Fatal(err)
+	}
+	return client.TPMEvidence{Quote: q, Signature: sig, PCRs: vals}
+}
+
+func (te *tpmEnv) quote(nonce []byte, pcrs []int) ([]byte, []byte) {
+	te.t.Helper()
+	q, sig, err := te.dev.Quote(nonce, pcrs)
+	if err != nil {
+		te.t.Fatal(err)
+	}
+	return q, sig
+}
+
+// certifyAK has the AK certify itself over nonce: a genuine TPM-signed
+// TPMS_ATTEST, of type certify rather than quote.
+func (te *tpmEnv) certifyAK(nonce []byte) ([]byte, []byte) {
+	te.t.Helper()
+	q, sig, err := te.dev.CertifyAK(nonce)
+	if err != nil {
+		te.t.Fatal(err)
+	}
+	return q, sig
+}
+
+func TestTPMDriftStopsRenewalAndAgents(t *testing.T) {
+	te := startTPM(t, 21, tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
+	node, err := te.attest(nil, nil)
+	if err != nil {
+		t.Fatalf("attest: %v", err)
+	}
+	nodeClient := te.client(node.chain, node.key)
+	agent := te.registerAgent("edge-worker", node.id)
+	a := te.agentSVID(node, agent)
+
+	// Renewal over mTLS with a fresh quote, while the PCRs still match.
+	renewed, err := te.attest(nodeClient, nil)
+	if err != nil {
+		t.Fatalf("renewal: %v", err)
+	}
+	if renewed.id != node.id || renewed.chain[0].SerialNumber.Cmp(node.chain[0].SerialNumber) == 0 {
+		t.Fatalf("renewal gave %s serial %s", renewed.id, renewed.chain[0].SerialNumber)
+	}
+	// Renewal through /v1/svid/x509 without a quote is refused.
+	_, csr, _ := client.NewKeyAndCSR()
+	if _, err := nodeClient.X509SVID(ctxT(t), node.id.String(), csr); problemName(err) != "forbidden" {
+		t.Fatalf("renewal without a quote = %v", err)
+	}
+
+	// The boot state changes: PCR 7 (secure boot policy) is extended.
+	if err := tpmdevice.ExtendPCR(te.tpm, 7, bytes.Repeat([]byte{0xab}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.attest(nodeClient, nil); problemName(err) != "tpm-pcr-policy-mismatch" {
+		t.Fatalf("renewal after drift = %v, want tpm-pcr-policy-mismatch", err)
+	}
+	nodes, err := te.admin.ListNodes(ctxT(t))
+	if err != nil || len(nodes) != 1 || !nodes[0].Drifted {
+		t.Fatalf("node after drift: %+v, %v", nodes, err)
+	}
+	// Agents on it get nothing more: not through the node, not by renewing.
+	key, _, _ := client.NewKeyAndCSR()
+	acsr, _ := client.CSRFor(key, spiffeid.RequireFromString(agent))
+	if _, err := nodeClient.X509SVID(ctxT(t), agent, acsr); problemName(err) != "node-drifted" {
+		t.Fatalf("agent SVID through a drifted node = %v", err)
+	}
+	if _, err := te.client(a.chain, a.key).X509SVID(ctxT(t), agent, acsr); problemName(err) != "node-drifted" {
+		t.Fatalf("agent renewal on a drifted node = %v", err)
+	}
+	if _, err := nodeClient.JWTSVID(ctxT(t), agent, []string{"x"}); problemName(err) != "node-drifted" {
+		t.Fatalf("agent JWT through a drifted node = %v", err)
+	}
+	refusals := te.auditOf("node.attestation_refused", node.id.String())
+	if len(refusals) != 1 || refusals[0]["node_marked"] != "drifted" || refusals[0]["pcrs_sha256"] == nil {
+		t.Fatalf("drift record = %v", refusals)
+	}
+
+	// Another node's EK cannot renew this node, and this node cannot
+	// renew with a foreign EK.
+	if _, err := te.challenge(nodeClient, mustEK(t), nil, te.dev.AKPublic()); problemName(err) != "tpm-ek-untrusted" {
+		t.Fatalf("renewal with another EK = %v", err)
+	}
+}
+
+func TestAgentRequiringHardwareAttestation(t *testing.T) {
+	te := startTPM(t, 31, tpmSetup{ek: tpmdevice.EKRSA, allowlist: true})
+	hw, err := te.attest(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenNode := te.joinNode()
+	id := spiffeid.RequireFromSegments(te.td, "agent", "sensitive").String()
+	_, err = te.admin.CreateAgent(ctxT(t), &client.Agent{SPIFFEID: id, NodeIDs: []string{hw.id.String(), tokenNode.id.String()},
+		RequireHardwareAttestation: true, Accountability: client.Accountability{Operator: "team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.agentSVID(hw, id)
+	key, _, _ := client.NewKeyAndCSR()
+	acsr, _ := client.CSRFor(key, spiffeid.RequireFromString(id))
+	if _, err := te.client(tokenNode.chain, tokenNode.key).X509SVID(ctxT(t), id, acsr); problemName(err) != "agent-not-allowed-on-node" {
+		t.Fatalf("token-attested host = %v", err)
+	}
+}
+
+func TestTPMAttestationDisabledByDefault(t *testing.T) {
+	e := start(t, "org-a.example")
+	body := map[string]string{"ek_public": b64s(mustEK(t)), "ak_public": b64s(mustEK(t))}
+	err := e.client(nil, nil).Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/challenge", body, nil)
+	if problemName(err) != "tpm-attestation-disabled" {
+		t.Fatalf("challenge = %v", err)
+	}
+}

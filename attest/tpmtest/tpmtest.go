@@ -1,0 +1,86 @@
+// Package tpmtest provides what TPM attestation tests need besides the
+// simulator: a stand-in TPM manufacturer CA that issues EK certificates
+// shaped like real ones (empty subject, a critical subjectAltName holding
+// only a directoryName with the TCG TPM manufacturer, model and version
+// attributes, the tcg-kp-EKCertificate extended key usage).
+package tpmtest
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"math/big"
+	"time"
+)
+
+// TCG OIDs of the EK Credential Profile.
+var (
+	oidManufacturer = asn1.ObjectIdentifier{2, 23, 133, 2, 1}
+	oidModel        = asn1.ObjectIdentifier{2, 23, 133, 2, 2}
+	oidVersion      = asn1.ObjectIdentifier{2, 23, 133, 2, 3}
+	oidEKCertEKU    = asn1.ObjectIdentifier{2, 23, 133, 8, 1}
+	oidSAN          = asn1.ObjectIdentifier{2, 5, 29, 17}
+)
+
+// CA is a manufacturer CA.
+type CA struct {
+	Cert *x509.Certificate
+	key  crypto.Signer
+}
+
+// NewCA creates a manufacturer root CA.
+func NewCA(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{name}, CommonName: name + " EK Root CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, key: key}, nil
+}
+
+// PEM is the CA certificate in PEM, as an operator's ek_ca_roots file.
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+}
+
+// IssueEKCert issues a DER EK certificate for pub (an *rsa.PublicKey or
+// *ecdsa.PublicKey).
+func (ca *CA) IssueEKCert(pub crypto.PublicKey) ([]byte, error) {
+	dir, err := asn1.Marshal(pkix.RDNSequence{
+		{{Type: oidManufacturer, Value: "id:474F4F47"}},
+		{{Type: oidModel, Value: "mandate-test"}},
+		{{Type: oidVersion, Value: "id:00010002"}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	san, err := asn1.Marshal([]asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 4, IsCompound: true, Bytes: dir}})
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:           x509.KeyUsageKeyEncipherment,
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{oidEKCertEKU},
+		ExtraExtensions:    []pkix.Extension{{Id: oidSAN, Critical: true, Value: san}},
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
+}

@@ -1,0 +1,99 @@
+package client
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// TPMChallenge is the authority's challenge to a TPM device.
+type TPMChallenge struct {
+	SessionID       string           `json:"session_id"`
+	CredentialBlob  []byte           `json:"credential_blob"`  // TPM2B_ID_OBJECT
+	EncryptedSecret []byte           `json:"encrypted_secret"` // TPM2B_ENCRYPTED_SECRET
+	Nonce           []byte           `json:"nonce"`
+	PCRSelection    map[string][]int `json:"pcr_selection"`
+	ExpiresAt       time.Time        `json:"expires_at"`
+}
+
+// TPMEvidence answers a TPMChallenge.
+type TPMEvidence struct {
+	Secret    []byte         // the activated credential
+	Quote     []byte         // TPMS_ATTEST
+	Signature []byte         // TPMT_SIGNATURE
+	PCRs      map[int][]byte // SHA-256 bank
+}
+
+// RequestTPMChallenge starts a TPM attestation (or, over mTLS with a node
+// SVID, a renewal). ekPublic and akPublic are TPM2B_PUBLIC bytes, ekCert
+// DER (optional).
+func (c *Client) RequestTPMChallenge(ctx context.Context, ekPublic, ekCert, akPublic []byte) (*TPMChallenge, error) {
+	enc := base64.StdEncoding.EncodeToString
+	req := map[string]string{"ek_public": enc(ekPublic), "ak_public": enc(akPublic)}
+	if len(ekCert) > 0 {
+		req["ek_cert"] = enc(ekCert)
+	}
+	out := new(TPMChallenge)
+	return out, c.Do(ctx, http.MethodPost, "/v1/nodes/attest/tpm/challenge", req, out)
+}
+
+// AnswerTPMChallenge sends the evidence and a CSR for the node SVID.
+func (c *Client) AnswerTPMChallenge(ctx context.Context, sessionID string, ev TPMEvidence, csrPEM []byte) (*SVIDAnswer, error) {
+	enc := base64.StdEncoding.EncodeToString
+	pcrs := map[string]string{}
+	for i, v := range ev.PCRs {
+		pcrs[strconv.Itoa(i)] = hex.EncodeToString(v)
+	}
+	req := map[string]any{"session_id": sessionID, "secret": enc(ev.Secret), "quote": enc(ev.Quote),
+		"signature": enc(ev.Signature), "pcrs": map[string]any{"sha256": pcrs}, "csr": string(csrPEM)}
+	out := new(SVIDAnswer)
+	return out, c.Do(ctx, http.MethodPost, "/v1/nodes/attest/tpm/verify", req, out)
+}
+
+// TPM is what AttestTPM needs of a device (tpmdevice.Device has it).
+type TPM interface {
+	EKPublic() []byte
+	AKPublic() []byte
+	Activate(credentialBlob, encryptedSecret []byte) ([]byte, error)
+	Quote(nonce []byte, pcrs []int) (quote, signature []byte, err error)
+	ReadPCRs(pcrs []int) (map[int][]byte, error)
+}
+
+// AttestTPM runs the whole exchange with a device: challenge, credential
+// activation, quote of the PCRs asked, verify.
+func (c *Client) AttestTPM(ctx context.Context, dev TPM, ekCert, csrPEM []byte) (*SVIDAnswer, error) {
+	ch, err := c.RequestTPMChallenge(ctx, dev.EKPublic(), ekCert, dev.AKPublic())
+	if err != nil {
+		return nil, err
+	}
+	ev, err := Answer(dev, ch)
+	if err != nil {
+		return nil, err
+	}
+	return c.AnswerTPMChallenge(ctx, ch.SessionID, ev, csrPEM)
+}
+
+// Answer computes a device's evidence for a challenge.
+func Answer(dev TPM, ch *TPMChallenge) (TPMEvidence, error) {
+	pcrs, ok := ch.PCRSelection["sha256"]
+	if !ok || len(ch.PCRSelection) != 1 {
+		return TPMEvidence{}, fmt.Errorf("the challenge asks for PCR banks %v; this client quotes only sha256", ch.PCRSelection)
+	}
+	secret, err := dev.Activate(ch.CredentialBlob, ch.EncryptedSecret)
+	if err != nil {
+		return TPMEvidence{}, err
+	}
+	quote, sig, err := dev.Quote(ch.Nonce, pcrs)
+	if err != nil {
+		return TPMEvidence{}, err
+	}
+	vals, err := dev.ReadPCRs(pcrs)
+	if err != nil {
+		return TPMEvidence{}, err
+	}
+	return TPMEvidence{Secret: secret, Quote: quote, Signature: sig, PCRs: vals}, nil
+}
