@@ -72,7 +72,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // adminFlags holds the per-command flags, registered on the shared set.
 type adminFlagValues struct {
-	quiet                                     bool
+	quiet, requireHardware                    bool
 	ttl                                       time.Duration
 	spiffeID                                  string
 	nodeIDs, selectors, scopes                stringList
@@ -101,6 +101,7 @@ func adminFlagSpec(cmd string, fs *flag.FlagSet) {
 		fs.StringVar(&f.modelProvider, "model-provider", "", "model provider")
 		fs.StringVar(&f.model, "model", "", "model")
 		fs.StringVar(&f.respParty, "responsible-party", "", "responsible party (contact)")
+		fs.BoolVar(&f.requireHardware, "require-hardware-attestation", false, "admit only TPM-attested hosting nodes")
 	case "node ban":
 		fs.StringVar(&f.reason, "reason", "", "why the node is banned")
 	case "federation add":
@@ -155,7 +156,8 @@ func agentFromFlags() (*client.Agent, error) {
 	return &client.Agent{
 		SPIFFEID: f.spiffeID, NodeIDs: f.nodeIDs, Selectors: f.selectors, Scopes: f.scopes,
 		X509TTLSeconds: int64(f.x509TTL / time.Second), JWTTTLSeconds: int64(f.jwtTTL / time.Second),
-		Accountability: client.Accountability{Operator: f.operator, ModelProvider: f.modelProvider, Model: f.model, ResponsibleParty: f.respParty},
+		Accountability:             client.Accountability{Operator: f.operator, ModelProvider: f.modelProvider, Model: f.model, ResponsibleParty: f.respParty},
+		RequireHardwareAttestation: f.requireHardware,
 	}, nil
 }
 

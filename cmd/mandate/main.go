@@ -17,7 +17,8 @@ const usage = `mandate — trust and identity authority for AI agents
 Usage:
   mandate serve [flags]                 run the authority
   mandate admin <command> [flags]       manage join tokens, agents, nodes, federation
-  mandate node join [flags]             join this host as a node with a join token
+  mandate node join|attest|run [flags]  make this host a node: join token, or TPM 2.0 attestation
+  mandate node ek|pcrs [flags]          print a TPM's EK digest or PCR values for the configuration
   mandate svid x509|jwt [flags]         obtain an X509-SVID or a JWT-SVID
   mandate bundle show [flags]           print the trust domain's SPIFFE bundle
   mandate audit <command> [flags]       read and verify the audit log (checkpoint, tail, show,

@@ -14,11 +14,40 @@ import (
 	"mandate.dev/mandate/credfile"
 )
 
+const nodeUsage = `Usage:
+  mandate node join --token TOKEN [flags]   join this host with a join token (level token)
+  mandate node attest --tpm PATH [flags]    attest this host with its TPM 2.0 (level hardware), or
+                                            renew its TPM node SVID with a fresh quote
+  mandate node run --tpm PATH [flags]       attest, then renew with a fresh quote at half of each
+                                            SVID's lifetime, until stopped
+  mandate node ek --tpm PATH [flags]        print the EK digest (for attestation.tpm.ek_allowlist)
+  mandate node pcrs --tpm PATH [flags]      print the current PCRs as a pcr_profiles entry
+
+PATH is a TPM device such as /dev/tpmrm0, or "simulator" (development).
+`
+
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "join" {
-		fmt.Fprintln(stderr, "Usage: mandate node join --token TOKEN [--bundle FILE] [--out DIR] [--server URL]")
-		return usagef("node: unknown or missing command")
+	if len(args) == 0 {
+		fmt.Fprint(stderr, nodeUsage)
+		return usagef("node: missing command")
 	}
+	switch args[0] {
+	case "join":
+		return nodeJoin(ctx, args[1:], stdout, stderr)
+	case "attest":
+		return nodeAttest(ctx, args[1:], stdout, stderr, false)
+	case "run":
+		return nodeAttest(ctx, args[1:], stdout, stderr, true)
+	case "ek":
+		return nodeEK(ctx, args[1:], stdout, stderr)
+	case "pcrs":
+		return nodePCRs(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, nodeUsage)
+	return usagef("node: unknown command %q", args[0])
+}
+
+func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("node join", "node join --token TOKEN [flags]", stderr)
 	var cf clientFlags
 	var token, out string
@@ -28,7 +57,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
 	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json)")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if token == "" {

@@ -49,6 +49,15 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
         profile: https_spiffe       # or https_web
         endpoint_spiffe_id: spiffe://org-b.example/mandate/server
         bundle_file: org-b.bundle.json   # peer's SPIFFE bundle, to authenticate it the first time
+  attestation:
+    tpm:                            # TPM 2.0 node attestation; off until an EK can be trusted and a profile allowed
+      ek_ca_roots: [ek-ca.pem]      # PEM files of TPM manufacturer CAs (roots and intermediates)
+      ek_allowlist: [<hex>]         # EKs admitted without a certificate ('mandate node ek' prints one)
+      pcr_profiles:                 # golden SHA-256 PCR values ('mandate node pcrs' prints a device's)
+        edge-v1:
+          sha256: {"0": <hex>, "7": <hex>}   # PCRs not listed are not checked
+      allowed_profiles: [edge-v1]   # a node must match one of these, tried in order
+      challenge_ttl: 1m             # time a device has to answer a challenge
   audit:
     auditors: []                    # SPIFFE IDs (any trusted trust domain) that may read the audit log
     origin: ""                      # checkpoint origin line (default <trust domain>/audit; never change it)

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/attest/tpmdevice"
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
+)
+
+// tpmFlags choose and open the TPM of the node commands.
+type tpmFlags struct {
+	path, ek, out string
+	extend        intList
+}
+
+func (f *tpmFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.path, "tpm", "", `TPM device (e.g. /dev/tpmrm0), or "simulator" for development (required)`)
+	fs.StringVar(&f.ek, "ek", tpmdevice.EKRSA, "endorsement key type: rsa or ecc (the TCG reference templates)")
+	fs.StringVar(&f.out, "out", "mandate-node", "node credential directory (svid.pem, svid.key 0600, bundle.pem, bundles.json); the simulator keeps its seed here")
+	fs.Var(&f.extend, "simulator-extend-pcr", "simulator only: extend this PCR before attesting, as a changed boot would (repeatable)")
+}
+
+// open opens the TPM and its EK and AK. close releases both.
+func (f *tpmFlags) open() (dev *tpmdevice.Device, tpm transport.TPM, closeFn func(), err error) {
+	if f.path == "" {
+		return nil, nil, nil, usagef("--tpm is required (a device such as /dev/tpmrm0, or simulator)")
+	}
+	if len(f.extend) > 0 && f.path != tpmdevice.Simulator {
+		return nil, nil, nil, usagef("--simulator-extend-pcr works only with --tpm simulator")
+	}
+	seed := ""
+	if f.path == tpmdevice.Simulator {
+		if err := os.MkdirAll(f.out, 0o700); err != nil {
+			return nil, nil, nil, err
+		}
+		seed = filepath.Join(f.out, "tpm-simulator.seed")
+	}
+	t, err := tpmdevice.OpenTPM(f.path, seed)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, i := range f.extend {
+		if err := tpmdevice.ExtendPCR(t, i, make([]byte, 32)); err != nil {
+			t.Close()
+			return nil, nil, nil, err
+		}
+	}
+	d, err := tpmdevice.Open(t, tpmdevice.Options{EK: f.ek})
+	if err != nil {
+		t.Close()
+		return nil, nil, nil, err
+	}
+	return d, t, func() { d.Close(); t.Close() }, nil
+}
+
+// intList is a repeatable integer flag.
+type intList []int
+
+func (l *intList) String() string { return fmt.Sprint([]int(*l)) }
+func (l *intList) Set(s string) error {
+	i, err := strconv.Atoi(s)
+	if err != nil || i < 0 || i >= attest.NumPCRs {
+		return fmt.Errorf("PCR %q: want 0 to %d", s, attest.NumPCRs-1)
+	}
+	*l = append(*l, i)
+	return nil
+}
+
+// nodeAttest is "mandate node attest": one attestation, or a renewal
+// over mTLS when a valid TPM node credential is already in --out.
+func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, loop bool) error {
+	name := "node attest"
+	if loop {
+		name = "node run"
+	}
+	fs := newFlagSet(name, name+" --tpm PATH [flags]", stderr)
+	var tf tpmFlags
+	var cf clientFlags
+	var ekCertFile string
+	var quiet bool
+	tf.register(fs)
+	cf.register(fs, "", "unused: the node's credential is read from --out")
+	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time")
+	fs.StringVar(&ekCertFile, "ek-cert", "", "EK certificate (DER or PEM) from the TPM's manufacturer, if the authority trusts EKs by certificate")
+	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var ekCert []byte
+	if ekCertFile != "" {
+		b, err := os.ReadFile(ekCertFile)
+		if err != nil {
+			return fmt.Errorf("--ek-cert: %w", err)
+		}
+		if blk, _ := pem.Decode(b); blk != nil {
+			b = blk.Bytes
+		}
+		ekCert = b
+	}
+	dev, _, closeFn, err := tf.open()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	for {
+		ans, renewal, err := attestOnce(ctx, dev, &cf, tf.out, ekCert)
+		if !loop {
+			if err != nil {
+				return err
+			}
+			if quiet {
+				_, err = fmt.Fprintln(stdout, ans.SPIFFEID)
+				return err
+			}
+			return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": tf.out, "renewal": renewal})
+		}
+		wait := 30 * time.Second
+		if err != nil {
+			fmt.Fprintf(stderr, "%s attestation failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait, err)
+		} else {
+			wait = time.Until(ans.ExpiresAt) / 2
+			fmt.Fprintf(stderr, "%s attested %s (renewal %v); next quote in %s\n", time.Now().UTC().Format(time.RFC3339), ans.SPIFFEID, renewal, wait.Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// attestOnce runs the exchange: over mTLS with the node's current SVID if
+// it has a valid one from TPM attestation, else anonymously.
+func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte) (*client.SVIDAnswer, bool, error) {
+	renewal := hasTPMCredential(out)
+	cf.creds = out
+	c, err := cf.dial(renewal)
+	if err != nil {
+		return nil, false, err
+	}
+	defer c.CloseIdle()
+	key, csr, err := client.NewKeyAndCSR()
+	if err != nil {
+		return nil, false, err
+	}
+	ans, err := c.AttestTPM(ctx, dev, ekCert, csr)
+	if err != nil {
+		return nil, renewal, err
+	}
+	return ans, renewal, saveAnswer(out, ans, key, c.TrustDomain())
+}
+
+// hasTPMCredential reports whether dir holds an unexpired TPM node SVID.
+func hasTPMCredential(dir string) bool {
+	chain, _, _, err := credfile.Load(credfile.In(dir))
+	if err != nil || len(chain) == 0 {
+		return false
+	}
+	return time.Now().Before(chain[0].NotAfter) && isTPMNode(chain[0])
+}
+
+func isTPMNode(c *x509.Certificate) bool {
+	return len(c.URIs) == 1 && strings.HasPrefix(c.URIs[0].Path, "/node/"+attest.MethodTPM+"/")
+}
+
+// nodeEK is "mandate node ek": the EK digest an operator allowlists.
+func nodeEK(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("node ek", "node ek --tpm PATH [flags]", stderr)
+	var tf tpmFlags
+	var quiet bool
+	tf.register(fs)
+	fs.BoolVar(&quiet, "quiet", false, "print only the digest")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dev, _, closeFn, err := tf.open()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	ek, err := attest.ParseTPM2BPublic("ek_public", dev.EKPublic())
+	if err != nil {
+		return err
+	}
+	if quiet {
+		_, err = fmt.Fprintln(stdout, ek.SHA256Hex())
+		return err
+	}
+	return printJSON(stdout, map[string]any{"ek_sha256": ek.SHA256Hex(), "ek_type": tf.ek,
+		"ek_public": base64.StdEncoding.EncodeToString(dev.EKPublic()), "node_path": "/node/tpm/" + ek.SHA256Hex()})
+}
+
+// nodePCRs is "mandate node pcrs": the device's current PCR values as a
+// pcr_profiles entry of the authority's configuration.
+func nodePCRs(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("node pcrs", "node pcrs --tpm PATH [flags]", stderr)
+	var tf tpmFlags
+	var list, profile string
+	tf.register(fs)
+	fs.StringVar(&list, "pcrs", "0-7,16", "PCRs to read: comma-separated indexes and ranges")
+	fs.StringVar(&profile, "profile", "edge-v1", "profile name to print")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	pcrs, err := parsePCRList(list)
+	if err != nil {
+		return usagef("--pcrs: %v", err)
+	}
+	dev, _, closeFn, err := tf.open()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	vals, err := dev.ReadPCRs(pcrs)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# under attestation.tpm.pcr_profiles:\n%s:\n  sha256:\n", profile)
+	for _, i := range pcrs {
+		fmt.Fprintf(&b, "    %q: %s\n", strconv.Itoa(i), hex.EncodeToString(vals[i]))
+	}
+	_, err = io.WriteString(stdout, b.String())
+	return err
+}
+
+// parsePCRList reads "0-7,16" as [0 1 2 3 4 5 6 7 16].
+func parsePCRList(s string) ([]int, error) {
+	set := map[int]bool{}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a || b >= attest.NumPCRs {
+			return nil, fmt.Errorf("%q is not a PCR or range of PCRs 0-%d", part, attest.NumPCRs-1)
+		}
+		for i := a; i <= b; i++ {
+			set[i] = true
+		}
+	}
+	out := make([]int, 0, len(set))
+	for i := range set {
+		out = append(out, i)
+	}
+	slices.Sort(out)
+	if len(out) == 0 {
+		return nil, errors.New("no PCR")
+	}
+	return out, nil
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCLINodeTPMAttestation runs the operator's and the device's side
+// with the simulator: read the EK digest and the PCRs, configure the
+// authority with them, attest, renew with a fresh quote, then drift.
+func TestCLINodeTPMAttestation(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	ek, err := cli(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--quiet")
+	if err != nil {
+		t.Fatalf("node ek: %v", err)
+	}
+	ek = strings.TrimSpace(ek)
+	profile, err := cli(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--pcrs", "0-7,16", "--profile", "edge-v1")
+	if err != nil {
+		t.Fatalf("node pcrs: %v", err)
+	}
+	if strings.Count(profile, ": ") != 9 {
+		t.Fatalf("node pcrs printed:\n%s", profile)
+	}
+	var cfg strings.Builder
+	cfg.WriteString("attestation:\n  tpm:\n    ek_allowlist: [" + ek + "]\n    allowed_profiles: [edge-v1]\n    pcr_profiles:\n")
+	for _, line := range strings.Split(strings.TrimSpace(profile), "\n") {
+		cfg.WriteString("      " + line + "\n")
+	}
+	cfgFile := filepath.Join(dir, "mandate.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := startServe(t, dir, "--config", cfgFile)
+
+	attestJSON := func(extra ...string) (map[string]any, error) {
+		out, err := cli(t, url, dir, append([]string{"node", "attest", "--tpm", "simulator", "--ek", "ecc"}, extra...)...)
+		if err != nil {
+			return nil, err
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			t.Fatalf("node attest printed %q", out)
+		}
+		return m, nil
+	}
+	first, err := attestJSON()
+	if err != nil {
+		t.Fatalf("node attest: %v", err)
+	}
+	wantID := "spiffe://mandate.localhost/node/tpm/" + ek
+	if first["spiffe_id"] != wantID || first["renewal"] != false {
+		t.Fatalf("first attestation: %v", first)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "mandate-node", "svid.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("svid.key: %v %v", fi, err)
+	}
+	again, err := attestJSON()
+	if err != nil || again["renewal"] != true || again["spiffe_id"] != wantID {
+		t.Fatalf("renewal: %v, %v", again, err)
+	}
+	// A changed boot: the quote no longer matches, renewal is refused.
+	if _, err := attestJSON("--simulator-extend-pcr", "7"); err == nil || !strings.Contains(err.Error(), "tpm-pcr-policy-mismatch") {
+		t.Fatalf("renewal after a changed boot = %v", err)
+	}
+	nodes, err := cli(t, url, dir, "admin", "node", "list")
+	if err != nil || !strings.Contains(nodes, `"drifted": true`) {
+		t.Fatalf("node list after drift: %v\n%s", err, nodes)
+	}
+}
