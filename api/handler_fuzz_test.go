@@ -19,11 +19,14 @@ func FuzzAPIRequests(f *testing.F) {
 	agentID := e.registerAgent("hello", node.id)
 	adminChain := e.adminChain()
 	h := e.srv.Handler()
-	routes := []string{"/v1/nodes/join", "/v1/svid/x509", "/v1/svid/jwt", "/v1/admin/join-tokens", "/v1/admin/agents", "/v1/admin/federations"}
+	routes := []string{"/v1/nodes/join", "/v1/svid/x509", "/v1/svid/jwt", "/v1/admin/join-tokens", "/v1/admin/agents", "/v1/admin/federations",
+		"/v1/nodes/attest/tpm/challenge", "/v1/nodes/attest/tpm/verify"}
 	seeds := []string{
 		`{}`, `{"token":"x","csr":"y"}`, `{"spiffe_id":"` + agentID + `","csr":"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}`,
 		`{"audience":["a"],"spiffe_id":"` + agentID + `"}`, `{"ttl_seconds":1e300}`, `{"spiffe_id":"spiffe://org-a.example/agent/x","node_ids":["spiffe://org-a.example/node/join/1"],"x509_ttl_seconds":-5}`,
 		`{"trust_domain":"org-b.example","bundle_endpoint_url":"https://127.0.0.1:1/","bundle":{"keys":[{"kty":"EC"}]}}`,
+		`{"ek_public":"AAE=","ak_public":"AAE=","ek_cert":"MAA="}`,
+		`{"session_id":"00","secret":"AA==","quote":"/1RDR4AY","signature":"ABg=","pcrs":{"sha256":{"0":"00"}},"csr":""}`,
 		`[`, `null`, `"x"`, `{"a":`, "\x00", strings.Repeat("[", 10000),
 	}
 	for i, s := range seeds {
