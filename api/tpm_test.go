@@ -433,6 +433,30 @@ func TestTPMAttestationRefusals(t *testing.T) {
 		}
 	})
 
+	t.Run("concurrent answers to one challenge", func(t *testing.T) {
+		ch, ev := te.answerFresh()
+		const n = 8
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				_, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t))
+				errs <- err
+			}()
+		}
+		won := 0
+		for range n {
+			switch err := <-errs; {
+			case err == nil:
+				won++
+			case problemName(err) != "tpm-challenge-used":
+				t.Errorf("a losing answer = %v", err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("%d answers to one challenge were accepted, want 1", won)
+		}
+	})
+
 	t.Run("expired challenge", func(t *testing.T) {
 		ch, ev := te.answerFresh()
 		te.skew.Add(int64(2 * time.Minute))
@@ -482,7 +506,8 @@ func TestTPMAttestationRefusals(t *testing.T) {
 		}
 	})
 
-	// One node was admitted (the replay test's first answer); every
+	// Two answers were accepted (the replay test's first, and one of the
+	// concurrent ones); every
 	// refusal after a challenge is in the audit log with its reason.
 	nodeID := spiffeid.RequireFromSegments(te.td, "node", "tpm", ekHashOf(t, te.dev.EKPublic())).String()
 	refusals := te.auditOf("node.attestation_refused", nodeID)
@@ -494,8 +519,8 @@ func TestTPMAttestationRefusals(t *testing.T) {
 			t.Fatalf("refusal record without reason or EK: %v", r)
 		}
 	}
-	if got := te.auditOf("node.attested", nodeID); len(got) != 1 {
-		t.Fatalf("%d attestations recorded, want 1", len(got))
+	if got := te.auditOf("node.attested", nodeID); len(got) != 2 {
+		t.Fatalf("%d attestations recorded, want 2", len(got))
 	}
 }
 

@@ -26,7 +26,9 @@ type transcript struct {
 	ev      attest.Evidence
 }
 
-func newTranscript(f *testing.F, ek string) *transcript {
+func newTranscript(f *testing.F, ek string) *transcript { return newBenchTranscript(f, ek) }
+
+func newBenchTranscript(f testing.TB, ek string) *transcript {
 	f.Helper()
 	tpm, err := tpmdevice.OpenSimulator(3)
 	if err != nil {

@@ -73,11 +73,10 @@ func putSession(tx store.Tx, s *TPMSession) error {
 	return tx.Put(BucketTPMSessions, []byte(s.ID), b)
 }
 
-// ConsumeTPMSession marks a session answered and returns it. It fails with
-// ErrChallengeUnknown, ErrChallengeUsed or ErrChallengeExpired. Run it in a
-// transaction of its own, committed before the evidence is checked: an
-// answer, right or wrong, uses the challenge up.
-func ConsumeTPMSession(tx store.Tx, id string, now time.Time) (*TPMSession, error) {
+// GetTPMSession returns an open session without changing it. It fails
+// with ErrChallengeUnknown, ErrChallengeUsed or ErrChallengeExpired (the
+// last two with the session).
+func GetTPMSession(tx store.Tx, id string, now time.Time) (*TPMSession, error) {
 	if id == "" || len(id) > maxSessionIDLen {
 		return nil, ErrChallengeUnknown
 	}
@@ -100,6 +99,19 @@ func ConsumeTPMSession(tx store.Tx, id string, now time.Time) (*TPMSession, erro
 	}
 	if !now.Before(s.ExpiresAt) {
 		return s, fmt.Errorf("%w (at %s)", ErrChallengeExpired, s.ExpiresAt.Format(time.RFC3339))
+	}
+	return s, nil
+}
+
+// ConsumeTPMSession marks a session answered and returns it, failing as
+// GetTPMSession does. An answer, right or wrong, uses the challenge up:
+// the caller commits this with the answer's outcome (the node admitted,
+// or nothing else), and two answers to one challenge cannot both be
+// accepted.
+func ConsumeTPMSession(tx store.Tx, id string, now time.Time) (*TPMSession, error) {
+	s, err := GetTPMSession(tx, id, now)
+	if err != nil {
+		return s, err
 	}
 	s.UsedAt = now
 	return s, putSession(tx, s)

@@ -60,7 +60,9 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 	}
 	ak, err := attest.CheckAK(akPublic)
 	if err != nil {
-		a.refuseTPM(ctx, nodeID, "ak:"+ek.SHA256Hex(), err, map[string]any{"ek_sha256": ek.SHA256Hex(), "stage": "challenge"})
+		if a.firstRefusal("ak:" + ek.SHA256Hex()) {
+			a.refuseTPM(ctx, nodeID, err, map[string]any{"ek_sha256": ek.SHA256Hex(), "stage": "challenge"})
+		}
 		return nil, err
 	}
 	ch, err := a.tpm.NewChallenge(ek, ak, caller, a.now())
@@ -79,24 +81,26 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 	return ch, nil
 }
 
-// TPMVerify completes a TPM attestation: the session is used up first
-// (right or wrong, an answer is accepted once), then the evidence is
-// checked; on success the node is recorded with its hardware facts and
-// gets a node X509-SVID for the CSR's key. A renewal whose PCRs no longer
-// match an allowed profile marks the node drifted: it hosts no agent
-// until an attestation matches again. Every outcome after the session is
-// found is recorded in the audit log.
+// TPMVerify completes a TPM attestation. The evidence is checked outside
+// any transaction; then one transaction uses the session up and, on
+// success, records the node with its hardware facts and mints its node
+// X509-SVID for the CSR's key (two answers to one challenge cannot both
+// win). A failed answer uses the session up too. A renewal (or any
+// attestation of a known node) whose PCRs no longer match an allowed
+// profile marks the node drifted: it hosts no agent until an attestation
+// matches again. Every outcome after the session is found is recorded in
+// the audit log.
 func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, ev attest.Evidence, csrPEM []byte) (*ca.X509SVID, error) {
 	now := a.now()
 	var s *attest.TPMSession
-	err := a.store.Update(ctx, func(tx store.Tx) error {
+	err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		s, err = attest.ConsumeTPMSession(tx, sessionID, now)
+		s, err = attest.GetTPMSession(tx, sessionID, now)
 		return err
 	})
 	if err != nil {
 		if s != nil && a.firstRefusal("tpm:"+s.ID) {
-			a.refuseTPM(ctx, spiffeid.ID{}, "", err, map[string]any{"ek_sha256": s.EKHash, "session_id": s.ID, "stage": "verify"})
+			a.refuseTPM(ctx, spiffeid.ID{}, err, map[string]any{"ek_sha256": s.EKHash, "session_id": s.ID, "stage": "verify"})
 		} else {
 			a.log.InfoContext(ctx, "TPM verify refused", "err", err)
 		}
@@ -104,33 +108,25 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 	}
 	nodeID := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, s.EKHash)
 	details := map[string]any{"ek_sha256": s.EKHash, "ek_trust": s.EKTrust, "session_id": s.ID, "stage": "verify", "renewal": s.Caller != ""}
-	if s.Caller != "" && (c == nil || c.ID.String() != s.Caller) {
-		err := fmt.Errorf("%w: this challenge was issued to %s over mTLS; answer it with that SVID", ErrForbidden, s.Caller)
-		a.refuseTPM(ctx, nodeID, "", err, details)
-		return nil, err
+	res, err := a.checkTPMAnswer(c, s, nodeID, ev, csrPEM)
+	if res != nil && res.QuoteDigest != "" {
+		details["quote_sha256"] = res.QuoteDigest
 	}
-	pub, err := ca.ParseCSR(csrPEM, nodeID)
 	if err != nil {
-		a.refuseTPM(ctx, nodeID, "", err, details)
-		return nil, err
-	}
-	res, err := a.tpm.Verify(s, ev)
-	details["quote_sha256"] = res.QuoteDigest
-	if err != nil {
-		if len(res.PCRs) > 0 {
+		drifted := errors.Is(err, attest.ErrPCRPolicy)
+		if res != nil && len(res.PCRs) > 0 {
 			details["pcrs_sha256"] = attest.SortedPCRs(res.PCRs)
 		}
-		if errors.Is(err, attest.ErrPCRPolicy) {
-			// The device proved it is this TPM; its measured state moved.
-			a.markDrifted(ctx, nodeID, err, now, details)
+		if a.useUpTPMSession(ctx, s.ID, nodeID, drifted, err, now) {
+			details["node_marked"] = "drifted"
 		}
-		a.refuseTPM(ctx, nodeID, "", err, details)
+		a.refuseTPM(ctx, nodeID, err, details)
 		return nil, err
 	}
-	svid, err := a.admitTPMNode(ctx, nodeID, pub, res, now)
+	svid, err := a.admitTPMNode(ctx, s.ID, nodeID, res.key, res.Result, now)
 	if err != nil {
-		if errors.Is(err, registry.ErrBanned) {
-			a.refuseTPM(ctx, nodeID, "", err, details)
+		if errors.Is(err, registry.ErrBanned) || errors.Is(err, attest.ErrChallengeUsed) {
+			a.refuseTPM(ctx, nodeID, err, details)
 		}
 		return nil, err
 	}
@@ -146,12 +142,70 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 	return svid, nil
 }
 
-// admitTPMNode records the node's facts and mints its SVID in one
-// transaction. A matching attestation clears an earlier drift; a ban
-// stays.
-func (a *Authority) admitTPMNode(ctx context.Context, nodeID spiffeid.ID, pub crypto.PublicKey, res *attest.Result, now time.Time) (*ca.X509SVID, error) {
+// tpmAnswer is a checked answer: what it proved and the CSR's key.
+type tpmAnswer struct {
+	*attest.Result
+	key crypto.PublicKey
+}
+
+// checkTPMAnswer checks who answers, the CSR and the evidence. It touches
+// no state. The result is returned with an error too when the evidence
+// got far enough to have a quote digest or PCR values.
+func (a *Authority) checkTPMAnswer(c *Caller, s *attest.TPMSession, nodeID spiffeid.ID, ev attest.Evidence, csrPEM []byte) (*tpmAnswer, error) {
+	if s.Caller != "" && (c == nil || c.ID.String() != s.Caller) {
+		return nil, fmt.Errorf("%w: this challenge was issued to %s over mTLS; answer it with that SVID", ErrForbidden, s.Caller)
+	}
+	pub, err := ca.ParseCSR(csrPEM, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	res, err := a.tpm.Verify(s, ev)
+	return &tpmAnswer{Result: res, key: pub}, err
+}
+
+// useUpTPMSession marks a session answered after a refused answer, and
+// the node (if known) drifted if the refusal was its PCR policy. It
+// reports whether a node was marked.
+func (a *Authority) useUpTPMSession(ctx context.Context, id string, nodeID spiffeid.ID, drifted bool, why error, now time.Time) bool {
+	reason := why.Error()
+	if i := strings.Index(reason, "("); i > 0 {
+		reason = "PCRs no longer match an allowed profile " + reason[i:]
+	}
+	marked := false
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := attest.ConsumeTPMSession(tx, id, now); err != nil && !errors.Is(err, attest.ErrChallengeUsed) {
+			return err
+		}
+		if !drifted {
+			return nil
+		}
+		_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil
+		}
+		marked = err == nil
+		return err
+	})
+	if err != nil {
+		a.log.ErrorContext(ctx, "use up a TPM session", "session_id", id, "err", err)
+		return false
+	}
+	if marked {
+		a.hosting.invalidate()
+		a.log.WarnContext(ctx, "node drifted: its agents get no more credentials", "spiffe_id", nodeID.String(), "reason", reason)
+	}
+	return marked
+}
+
+// admitTPMNode uses the session up, records the node's facts and mints
+// its SVID in one transaction. A matching attestation clears an earlier
+// drift; a ban stays.
+func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID spiffeid.ID, pub crypto.PublicKey, res *attest.Result, now time.Time) (*ca.X509SVID, error) {
 	var svid *ca.X509SVID
 	err := a.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := attest.ConsumeTPMSession(tx, sessionID, now); err != nil {
+			return err
+		}
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
 		} else if err != nil && !errors.Is(err, registry.ErrNotFound) {
@@ -171,38 +225,17 @@ func (a *Authority) admitTPMNode(ctx context.Context, nodeID spiffeid.ID, pub cr
 				QuoteSHA256: res.QuoteDigest, QuotedAt: now, PCRs: attest.SortedPCRs(res.PCRs)},
 		})
 	})
+	if errors.Is(err, registry.ErrBanned) {
+		// Refused, but the answer still uses the challenge up.
+		_ = a.useUpTPMSession(ctx, sessionID, nodeID, false, err, now)
+	}
 	a.hosting.invalidate()
 	return svid, err
 }
 
-// markDrifted flags a known node whose quote no longer matches policy.
-func (a *Authority) markDrifted(ctx context.Context, nodeID spiffeid.ID, why error, now time.Time, details map[string]any) {
-	reason := why.Error()
-	if i := strings.Index(reason, "("); i > 0 {
-		reason = "PCRs no longer match an allowed profile " + reason[i:]
-	}
-	err := a.store.Update(ctx, func(tx store.Tx) error {
-		_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
-		return err
-	})
-	a.hosting.invalidate()
-	switch {
-	case err == nil:
-		details["node_marked"] = "drifted"
-		a.log.WarnContext(ctx, "node drifted: its agents get no more credentials", "spiffe_id", nodeID.String(), "reason", reason)
-	case errors.Is(err, registry.ErrNotFound):
-	default:
-		a.log.ErrorContext(ctx, "mark node drifted", "spiffe_id", nodeID.String(), "err", err)
-	}
-}
-
-// refuseTPM records a refused TPM attestation. With a non-empty once key,
-// only the first refusal under that key since start is recorded.
-func (a *Authority) refuseTPM(ctx context.Context, nodeID spiffeid.ID, once string, why error, details map[string]any) {
+// refuseTPM records a refused TPM attestation.
+func (a *Authority) refuseTPM(ctx context.Context, nodeID spiffeid.ID, why error, details map[string]any) {
 	a.log.InfoContext(ctx, "TPM attestation refused", "spiffe_id", nodeID.String(), "err", why)
-	if once != "" && !a.firstRefusal(once) {
-		return
-	}
 	d := map[string]any{"method": attest.MethodTPM, "reason": why.Error()}
 	for k, v := range details {
 		d[k] = v

@@ -38,9 +38,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "audit" {
 		return runBenchAudit(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "attest" {
+		return runBenchAttest(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "issue" {
-		fmt.Fprintln(stderr, "Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]\n       mandate bench audit [--concurrency 1,16,256,1024] [--duration 5s]")
-		return usagef("bench: want issue or audit")
+		fmt.Fprintln(stderr, "Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]\n       mandate bench audit [--concurrency 1,16,256,1024] [--duration 5s]\n       mandate bench attest [--concurrency 8] [--duration 5s] [--ek rsa,ecc]")
+		return usagef("bench: want issue, audit or attest")
 	}
 	fs := newFlagSet("bench issue", "bench issue [flags]", stderr)
 	var cf clientFlags

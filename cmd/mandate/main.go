@@ -23,7 +23,8 @@ Usage:
   mandate bundle show [flags]           print the trust domain's SPIFFE bundle
   mandate audit <command> [flags]       read and verify the audit log (checkpoint, tail, show,
                                         search, verify, prove, check-proof)
-  mandate bench issue|audit [flags]     measure SVID issuance, or audit log appends
+  mandate bench issue|audit|attest      measure SVID issuance, audit log appends, or TPM
+                                        attestation verification
   mandate version
 
 Run "mandate <command> -h" for a command's flags.
