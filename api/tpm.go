@@ -79,7 +79,7 @@ func (s *Server) tpmChallenge(w http.ResponseWriter, r *http.Request) {
 	}
 	enc := base64.StdEncoding.EncodeToString
 	writeJSON(w, http.StatusOK, tpmChallengeAnswer{
-		SessionID: ch.Session.ID, CredentialBlob: enc(ch.CredentialBlob), EncryptedSecret: enc(ch.EncryptedSecet),
+		SessionID: ch.Session.ID, CredentialBlob: enc(ch.CredentialBlob), EncryptedSecret: enc(ch.EncryptedSecret),
 		Nonce: enc(ch.Session.Nonce), PCRSelection: map[string][]int{"sha256": ch.Session.PCRs}, ExpiresAt: ch.Session.ExpiresAt.UTC(),
 	})
 }

@@ -136,21 +136,9 @@ func checkUsable(rec *JoinToken, now time.Time) error {
 // reports how many it removed. Used tokens are kept until then as well, so
 // a replay is told "used" rather than "unknown".
 func PruneJoinTokens(tx store.Tx, cutoff time.Time) (int, error) {
-	var stale [][]byte
-	err := tx.Scan(BucketJoinTokens, nil, nil, func(k, v []byte) error {
+	return pruneExpired(tx, BucketJoinTokens, cutoff, func(v []byte) (time.Time, error) {
 		var rec JoinToken
-		if err := json.Unmarshal(v, &rec); err != nil || rec.ExpiresAt.Before(cutoff) {
-			stale = append(stale, k)
-		}
-		return nil
+		err := json.Unmarshal(v, &rec)
+		return rec.ExpiresAt, err
 	})
-	if err != nil {
-		return 0, err
-	}
-	for _, k := range stale {
-		if err := tx.Delete(BucketJoinTokens, k); err != nil {
-			return 0, err
-		}
-	}
-	return len(stale), nil
 }

@@ -323,9 +323,9 @@ func akScheme(pub *tpm2.TPMTPublic) (tpm2.TPMSSchemeHash, error) {
 // Challenge is what a device must answer: a credential only its TPM can
 // activate (for this EK and AK), and a nonce to quote.
 type Challenge struct {
-	Session        *TPMSession
-	CredentialBlob []byte // TPM2B_ID_OBJECT
-	EncryptedSecet []byte // TPM2B_ENCRYPTED_SECRET
+	Session         *TPMSession
+	CredentialBlob  []byte // TPM2B_ID_OBJECT
+	EncryptedSecret []byte // TPM2B_ENCRYPTED_SECRET
 }
 
 // NewChallenge makes a credential for (ek, ak) around a fresh random
@@ -364,9 +364,9 @@ func (v *TPMVerifier) NewChallenge(ek *EK, ak *AK, caller string, now time.Time)
 		ExpiresAt:  now.Add(v.ttl),
 	}
 	return &Challenge{
-		Session:        s,
-		CredentialBlob: tpm2.Marshal(tpm2.TPM2BData{Buffer: idObject}),
-		EncryptedSecet: tpm2.Marshal(tpm2.TPM2BData{Buffer: encSecret}),
+		Session:         s,
+		CredentialBlob:  tpm2.Marshal(tpm2.TPM2BData{Buffer: idObject}),
+		EncryptedSecret: tpm2.Marshal(tpm2.TPM2BData{Buffer: encSecret}),
 	}, nil
 }
 

@@ -3,7 +3,6 @@ package attest_test
 import (
 	"bytes"
 	"crypto/x509"
-	"strconv"
 	"testing"
 	"time"
 
@@ -79,20 +78,8 @@ func newBenchTranscript(f testing.TB, ek string) *transcript {
 	if err != nil {
 		f.Fatal(err)
 	}
-	secret, err := d.Activate(ch.CredentialBlob, ch.EncryptedSecet)
-	if err != nil {
-		f.Fatal(err)
-	}
-	q, sig, err := d.Quote(ch.Session.Nonce, ch.Session.PCRs)
-	if err != nil {
-		f.Fatal(err)
-	}
-	pcrs := map[string][]byte{}
-	for i, val := range vals {
-		pcrs[strconv.Itoa(i)] = val
-	}
 	tr := &transcript{v: v, vCert: vCert, ekPub: d.EKPublic(), akPub: d.AKPublic(), ekCert: cert, session: *ch.Session,
-		ev: attest.Evidence{Secret: secret, Quote: q, Signature: sig, PCRs: pcrs}}
+		ev: answer(f, tpm, d, ch)}
 	if _, err := v.Verify(&tr.session, tr.ev); err != nil {
 		f.Fatalf("the honest transcript does not verify: %v", err)
 	}

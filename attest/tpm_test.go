@@ -56,9 +56,9 @@ func bootProfile(t *testing.T, tpm transport.TPM, name string, pcrs ...int) atte
 }
 
 // answer runs the device side of a challenge.
-func answer(t *testing.T, tpm transport.TPM, d *tpmdevice.Device, ch *attest.Challenge) attest.Evidence {
+func answer(t testing.TB, tpm transport.TPM, d *tpmdevice.Device, ch *attest.Challenge) attest.Evidence {
 	t.Helper()
-	secret, err := d.Activate(ch.CredentialBlob, ch.EncryptedSecet)
+	secret, err := d.Activate(ch.CredentialBlob, ch.EncryptedSecret)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,10 +120,19 @@ func ConsumeTPMSession(tx store.Tx, id string, now time.Time) (*TPMSession, erro
 // PruneTPMSessions deletes sessions that expired before cutoff. Answered
 // sessions are kept until then too, so that a replay is told "used".
 func PruneTPMSessions(tx store.Tx, cutoff time.Time) (int, error) {
-	var stale [][]byte
-	err := tx.Scan(BucketTPMSessions, nil, nil, func(k, v []byte) error {
+	return pruneExpired(tx, BucketTPMSessions, cutoff, func(v []byte) (time.Time, error) {
 		var s TPMSession
-		if err := json.Unmarshal(v, &s); err != nil || s.ExpiresAt.Before(cutoff) {
+		err := json.Unmarshal(v, &s)
+		return s.ExpiresAt, err
+	})
+}
+
+// pruneExpired deletes the records of bucket that expired before cutoff,
+// and those that do not decode.
+func pruneExpired(tx store.Tx, bucket string, cutoff time.Time, expiry func([]byte) (time.Time, error)) (int, error) {
+	var stale [][]byte
+	err := tx.Scan(bucket, nil, nil, func(k, v []byte) error {
+		if exp, err := expiry(v); err != nil || exp.Before(cutoff) {
 			stale = append(stale, k)
 		}
 		return nil
@@ -132,7 +141,7 @@ func PruneTPMSessions(tx store.Tx, cutoff time.Time) (int, error) {
 		return 0, err
 	}
 	for _, k := range stale {
-		if err := tx.Delete(BucketTPMSessions, k); err != nil {
+		if err := tx.Delete(bucket, k); err != nil {
 			return 0, err
 		}
 	}

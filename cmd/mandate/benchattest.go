@@ -130,7 +130,7 @@ func newAttestBench(ek string, n int) (*attestBench, error) {
 		if err != nil {
 			return nil, err
 		}
-		secret, err := dev.Activate(ch.CredentialBlob, ch.EncryptedSecet)
+		secret, err := dev.Activate(ch.CredentialBlob, ch.EncryptedSecret)
 		if err != nil {
 			return nil, err
 		}
