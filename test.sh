@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# The project's test command (CI runs exactly this): formatting, vet, then
-# every test with the race detector. Needs Go 1.26, gcc (cgo: the race
-# detector and the TPM simulator) and OpenSSL's headers (the TPM simulator
-# links libcrypto); installs libssl-dev with apt-get when it is missing and
-# it can. Modules come from the Go module proxy.
+# The project's test command (CI runs exactly this): formatting, vet, every
+# test with the race detector, then an interoperability check of TPM
+# attestation with another TPM 2.0 stack (tpm2-tools on swtpm).
+#
+# Needs Go 1.26 and gcc (cgo: the race detector and the TPM simulator),
+# OpenSSL's headers (the simulator links libcrypto), and for the interop
+# check tpm2-tools, swtpm, jq, xxd, openssl and curl. What is missing is
+# installed with apt-get when the script runs as root; otherwise it says
+# what to install. Modules come from the Go module proxy.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -f /usr/include/openssl/evp.h ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing libssl-dev (for the TPM simulator)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev) >/dev/null
-  else
-    echo "OpenSSL headers missing: install libssl-dev (the TPM simulator needs them)"; exit 1
+
+missing=()
+[ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
+for tool in tpm2_createek:tpm2-tools swtpm:swtpm jq:jq xxd:xxd openssl:openssl curl:curl; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "missing: ${missing[*]} (install these Debian packages, or run as root to have them installed)"; exit 1
   fi
+  echo "installing ${missing[*]}"
+  for attempt in 1 2 3; do
+    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/tmp/mandate-apt.log 2>&1; then
+      break
+    fi
+    [ "$attempt" = 3 ] && { cat /tmp/mandate-apt.log; exit 1; }
+    sleep 5
+  done
 fi
+
 unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then
   echo "gofmt needed on:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
 go test -race -count=1 ./...
+scripts/tpm2-tools-attest.sh
