@@ -92,7 +92,9 @@ func (s *Server) tpmVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, err := req.evidence()
 	if err != nil {
-		writeError(w, r, s.log, err)
+		// An unreadable answer uses the challenge up like any wrong one.
+		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
+		writeError(w, r, s.log, s.a.TPMAnswerUnreadable(r.Context(), req.SessionID, err))
 		return
 	}
 	svid, err := s.a.TPMVerify(r.Context(), callerOf(r), req.SessionID, ev, []byte(req.CSR))

@@ -278,6 +278,14 @@ func TestTPMAttestationRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The certified key in a public area other than the TCG template's
+		// (another auth policy): it would be another node ID.
+		area, err := tpm2.Unmarshal[tpm2.TPMTPublic](te.dev.EKPublic()[2:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		area.AuthPolicy = tpm2.TPM2BDigest{Buffer: bytes.Repeat([]byte{7}, 32)}
+		otherArea := tpm2.Marshal(tpm2.New2B(*area))
 		unrestricted := tpmdevice.AKTemplate
 		unrestricted.ObjectAttributes.Restricted = false
 		notFixed := tpmdevice.AKTemplate
@@ -307,6 +315,7 @@ func TestTPMAttestationRefusals(t *testing.T) {
 			{"garbage AK", te.dev.EKPublic(), te.ekCert(), []byte{0, 3, 1, 2, 3}, "tpm-malformed", 400},
 			{"EK with trailing bytes", append(te.dev.EKPublic(), 0), te.ekCert(), te.dev.AKPublic(), "tpm-malformed", 400},
 			{"garbage cert", te.dev.EKPublic(), []byte("garbage"), te.dev.AKPublic(), "tpm-ek-cert-invalid", 403},
+			{"certified key in another public area", otherArea, te.ekCert(), te.dev.AKPublic(), "tpm-ek-untrusted", 403},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				_, err := te.challenge(nil, tc.ek, tc.cert, tc.ak)
@@ -504,23 +513,71 @@ func TestTPMAttestationRefusals(t *testing.T) {
 		if err := te.client(nil, nil).Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/verify", body, nil); problemName(err) != "tpm-pcr-selection-mismatch" {
 			t.Errorf("sha1 bank: %v", err)
 		}
+		// The unreadable answer used the challenge up: the honest one is
+		// now a replay.
+		if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t)); problemName(err) != "tpm-challenge-used" {
+			t.Errorf("honest answer after an unreadable one = %v", err)
+		}
 	})
 
-	// Two answers were accepted (the replay test's first, and one of the
-	// concurrent ones); every
-	// refusal after a challenge is in the audit log with its reason.
+	t.Run("challenges asked in the device's name", func(t *testing.T) {
+		// Anyone may ask challenges for a public EK: beyond 8 open ones the
+		// oldest is dropped, never the device locked out.
+		var first *client.TPMChallenge
+		for i := range 12 {
+			ch, err := te.challenge(nil, te.dev.EKPublic(), nil, te.dev.AKPublic())
+			if err != nil {
+				t.Fatalf("challenge %d: %v", i, err)
+			}
+			if i == 0 {
+				first = ch
+			}
+		}
+		ch, ev := te.answerFresh()
+		if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t)); err != nil {
+			t.Fatalf("the device's own answer: %v", err)
+		}
+		if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), first.SessionID, ev, csr(t)); problemName(err) != "tpm-challenge-unknown" {
+			t.Fatalf("an evicted challenge = %v", err)
+		}
+	})
+
+	// Three answers were accepted (the replay test's first, one of the
+	// concurrent ones, the device's own among challenges asked in its
+	// name). Every refusal after the device proved its TPM (the
+	// secret matched: 12 of them above) is in the audit log with its
+	// reason; refusals anyone could cause (a wrong secret, a replay, an
+	// unreadable answer) are recorded once a minute per EK, with a count
+	// of those that were not.
 	nodeID := spiffeid.RequireFromSegments(te.td, "node", "tpm", ekHashOf(t, te.dev.EKPublic())).String()
 	refusals := te.auditOf("node.attestation_refused", nodeID)
-	if len(refusals) < 14 {
-		t.Fatalf("%d refusals recorded, want at least 14", len(refusals))
+	// Unproven: the wrong secret, and the expired answer (sent with the
+	// clock two minutes ahead, so a new minute for the limiter).
+	if len(refusals) != 14 {
+		for _, r := range refusals {
+			t.Log(r["reason"])
+		}
+		t.Errorf("%d refusals recorded, want 12 proven + 2 unproven", len(refusals))
 	}
 	for _, r := range refusals {
 		if r["reason"] == nil || r["ek_sha256"] == nil {
 			t.Fatalf("refusal record without reason or EK: %v", r)
 		}
 	}
-	if got := te.auditOf("node.attested", nodeID); len(got) != 2 {
-		t.Fatalf("%d attestations recorded, want 2", len(got))
+	if got := te.auditOf("node.attested", nodeID); len(got) != 3 {
+		t.Fatalf("%d attestations recorded, want 3", len(got))
+	}
+	te.skew.Add(int64(4 * time.Minute))
+	defer te.skew.Add(-int64(4 * time.Minute))
+	ch, ev := te.answerFresh()
+	ev.Secret = flipLast(ev.Secret)
+	if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t)); problemName(err) != "tpm-credential-mismatch" {
+		t.Fatalf("wrong secret = %v", err)
+	}
+	refusals = te.auditOf("node.attestation_refused", nodeID)
+	last := refusals[len(refusals)-1]
+	if n, _ := last["refusals_not_recorded"].(float64); len(refusals) != 15 || n < 3 {
+		t.Fatalf("after a minute: %d records, the last %v; want 15, counting at least 3 not recorded", len(refusals), last)
 	}
 }
 
@@ -651,6 +708,16 @@ func TestTPMDriftStopsRenewalAndAgents(t *testing.T) {
 	// renew with a foreign EK.
 	if _, err := te.challenge(nodeClient, mustEK(t), nil, te.dev.AKPublic()); problemName(err) != "tpm-ek-untrusted" {
 		t.Fatalf("renewal with another EK = %v", err)
+	}
+	// A node's own renewals are bounded: 8 open challenges at most.
+	for i := range 9 {
+		_, err := te.challenge(nodeClient, te.dev.EKPublic(), nil, te.dev.AKPublic())
+		if i < 8 && err != nil {
+			t.Fatalf("renewal challenge %d: %v", i, err)
+		}
+		if i == 8 && problemName(err) != "tpm-too-many-challenges" {
+			t.Fatalf("9th open renewal challenge = %v", err)
+		}
 	}
 }
 

@@ -1,10 +1,15 @@
 // Package attest decides whether a host has proven enough to become a node
 // of the trust domain.
 //
-// The first attestation method is the join token: an operator creates a
-// single-use secret with a lifetime, hands it to a host out of band, and
-// the host trades it (with a CSR) for a node X509-SVID
-// spiffe://<trust domain>/node/join/<token id>.
+// Join tokens: an operator creates a single-use secret with a lifetime,
+// hands it to a host out of band, and the host trades it (with a CSR) for
+// a node X509-SVID spiffe://<trust domain>/node/join/<token id>.
+//
+// TPM 2.0 (TPMVerifier, sessions): a host proves that its attestation key
+// (AK) lives in a TPM whose endorsement key (EK) the operator trusts, by
+// activating a credential made for that EK and AK, and quotes its PCRs
+// over a fresh nonce; it becomes spiffe://<trust domain>/node/tpm/<hex
+// SHA-256 of the EK's TPMT_PUBLIC>. docs/attestation.md is the protocol.
 //
 // Guarantees:
 //   - A join token is accepted at most once, and never after it expires.
@@ -12,4 +17,19 @@
 //     transaction, so two concurrent joins with one token cannot both win.
 //   - The secret itself is never stored: the store keeps its SHA-256, and
 //     only the token id (which is not secret) appears in records and logs.
+//     The same holds for a TPM challenge's secret.
+//   - TPM structures are decoded from the exact bytes received, which must
+//     be their canonical encoding with nothing trailing; names and digests
+//     are computed here from those bytes, never taken from the client.
+//   - Verify accepts evidence only if the activated secret matches, the
+//     quote is a TPM-generated TPMS_ATTEST of type quote signed by the AK
+//     in its own scheme over the session's nonce and exactly its PCRs,
+//     the reported values reproduce the quote's digest, and they match an
+//     allowed profile. Any failure is an error; nothing is admitted by
+//     default.
+//   - An EK trusted by certificate is the TCG default EK template apart
+//     from its key, so one certified key yields one node ID.
+//   - A TPM session is answered at most once (ConsumeTPMSession inside the
+//     caller's transaction) and never after it expires; sessions are
+//     stored, so a restart reopens neither a challenge nor a replay.
 package attest

@@ -78,7 +78,7 @@ type TPMConfig struct {
 	// DefaultChallengeTTL).
 	ChallengeTTL time.Duration
 	// MaxOpenChallenges bounds the unanswered, unexpired challenges of one
-	// EK (default 8).
+	// EK, of each kind (see PutTPMSession; default 8).
 	MaxOpenChallenges int
 }
 
@@ -101,7 +101,7 @@ func NewTPMVerifier(cfg TPMConfig) (*TPMVerifier, error) {
 	if v.ttl == 0 {
 		v.ttl = DefaultChallengeTTL
 	}
-	if v.maxOpen == 0 {
+	if v.maxOpen <= 0 {
 		v.maxOpen = 8
 	}
 	if len(cfg.EKRoots) > 0 {
@@ -187,8 +187,8 @@ func (v *TPMVerifier) CheckEK(ekPublic, certDER []byte) (*EK, error) {
 	if !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin || !a.Restricted || !a.Decrypt || a.SignEncrypt {
 		return nil, fmt.Errorf("%w: not an endorsement key: it must be a fixedTPM, fixedParent, restricted decryption key generated in the TPM", ErrEKUntrusted)
 	}
-	if _, err := tpm2.ImportEncapsulationKey(pub.Public); err != nil {
-		return nil, fmt.Errorf("%w: ek_public: cannot encrypt a credential to it: %v", ErrTPMMalformed, err)
+	if err := checkEKParams(pub.Public); err != nil {
+		return nil, err
 	}
 	var certKeyErr error
 	if len(certDER) > 0 {
@@ -208,7 +208,56 @@ func (v *TPMVerifier) CheckEK(ekPublic, certDER []byte) (*EK, error) {
 	if certKeyErr != nil {
 		return nil, certKeyErr
 	}
+	// A certificate names a key, not a public area: were any other field
+	// free, one TPM could present many public areas, hence many node IDs,
+	// for one certified key. So an EK trusted by certificate must be the
+	// TCG default template exactly, but for its key.
+	if !isTCGDefaultEK(pub) {
+		return nil, fmt.Errorf("%w: an EK trusted by certificate must be the TCG default EK template (RSA 2048 or ECC P-256, low range) apart from its key; allowlist other EKs by digest", ErrEKUntrusted)
+	}
 	return &EK{TPMPublic: pub, Trust: "certificate"}, nil
+}
+
+// checkEKParams refuses public areas no credential can be made for: a
+// name algorithm other than SHA-256 or SHA-384, or a symmetric scheme
+// other than AES-128 or AES-256 in CFB mode.
+func checkEKParams(pub *tpm2.TPMTPublic) error {
+	if pub.NameAlg != tpm2.TPMAlgSHA256 && pub.NameAlg != tpm2.TPMAlgSHA384 {
+		return fmt.Errorf("%w: EK name algorithm %#x (SHA-256 or SHA-384 accepted)", ErrTPMMalformed, uint16(pub.NameAlg))
+	}
+	var sym *tpm2.TPMTSymDefObject
+	if p, err := pub.Parameters.RSADetail(); err == nil {
+		sym = &p.Symmetric
+	} else if p, err := pub.Parameters.ECCDetail(); err == nil {
+		sym = &p.Symmetric
+	}
+	if sym == nil || sym.Algorithm != tpm2.TPMAlgAES {
+		return fmt.Errorf("%w: EK symmetric algorithm must be AES", ErrTPMMalformed)
+	}
+	bits, err1 := sym.KeyBits.AES()
+	mode, err2 := sym.Mode.AES()
+	if err1 != nil || err2 != nil || (*bits != 128 && *bits != 256) || *mode != tpm2.TPMAlgCFB {
+		return fmt.Errorf("%w: EK symmetric scheme must be AES-128 or AES-256 in CFB mode", ErrTPMMalformed)
+	}
+	if _, err := tpm2.ImportEncapsulationKey(pub); err != nil {
+		return fmt.Errorf("%w: ek_public: cannot encrypt a credential to it: %v", ErrTPMMalformed, err)
+	}
+	return nil
+}
+
+// isTCGDefaultEK reports whether pub is the TCG EK Credential Profile's
+// default (low range) RSA 2048 or ECC P-256 template with its own key.
+func isTCGDefaultEK(pub *TPMPublic) bool {
+	for _, tmpl := range []tpm2.TPMTPublic{tpm2.RSAEKTemplate, tpm2.ECCEKTemplate} {
+		if tmpl.Type != pub.Public.Type {
+			continue
+		}
+		tmpl.Unique = pub.Public.Unique
+		if bytes.Equal(tpm2.Marshal(tmpl), pub.Raw) {
+			return true
+		}
+	}
+	return false
 }
 
 var errCertOtherKey = fmt.Errorf("%w: the certificate is for another key", ErrEKCertInvalid)
@@ -283,41 +332,46 @@ func CheckAK(akPublic []byte) (*AK, error) {
 	return &AK{TPMPublic: pub, name: name}, nil
 }
 
+// sigScheme is an AK's signing scheme and its hash.
+type sigScheme struct {
+	scheme  tpm2.TPMAlgID
+	HashAlg tpm2.TPMIAlgHash
+}
+
 // akScheme returns the AK's signing scheme and hash.
-func akScheme(pub *tpm2.TPMTPublic) (tpm2.TPMSSchemeHash, error) {
+func akScheme(pub *tpm2.TPMTPublic) (sigScheme, error) {
 	var scheme tpm2.TPMAlgID
 	var details *tpm2.TPMSSchemeHash
-	var err error
 	switch pub.Type {
 	case tpm2.TPMAlgECC:
-		parms, _ := pub.Parameters.ECCDetail()
-		scheme = parms.Scheme.Scheme
-		if scheme == tpm2.TPMAlgECDSA {
-			var d *tpm2.TPMSSigSchemeECDSA
-			d, err = parms.Scheme.Details.ECDSA()
-			details = (*tpm2.TPMSSchemeHash)(d)
+		if parms, err := pub.Parameters.ECCDetail(); err == nil {
+			scheme = parms.Scheme.Scheme
+			if d, err := parms.Scheme.Details.ECDSA(); err == nil && scheme == tpm2.TPMAlgECDSA {
+				details = (*tpm2.TPMSSchemeHash)(d)
+			}
 		}
 	case tpm2.TPMAlgRSA:
-		parms, _ := pub.Parameters.RSADetail()
-		scheme = parms.Scheme.Scheme
-		switch scheme {
-		case tpm2.TPMAlgRSASSA:
-			var d *tpm2.TPMSSigSchemeRSASSA
-			d, err = parms.Scheme.Details.RSASSA()
-			details = (*tpm2.TPMSSchemeHash)(d)
-		case tpm2.TPMAlgRSAPSS:
-			var d *tpm2.TPMSSigSchemeRSAPSS
-			d, err = parms.Scheme.Details.RSAPSS()
-			details = (*tpm2.TPMSSchemeHash)(d)
+		if parms, err := pub.Parameters.RSADetail(); err == nil {
+			scheme = parms.Scheme.Scheme
+			switch scheme {
+			case tpm2.TPMAlgRSASSA:
+				if d, err := parms.Scheme.Details.RSASSA(); err == nil {
+					details = (*tpm2.TPMSSchemeHash)(d)
+				}
+			case tpm2.TPMAlgRSAPSS:
+				if d, err := parms.Scheme.Details.RSAPSS(); err == nil {
+					details = (*tpm2.TPMSSchemeHash)(d)
+				}
+			}
 		}
 	}
-	if details == nil || err != nil {
-		return tpm2.TPMSSchemeHash{}, fmt.Errorf("%w: signing scheme %#x (ECDSA, RSASSA and RSA-PSS accepted)", ErrAKInvalid, uint16(scheme))
+	if details == nil {
+		return sigScheme{}, fmt.Errorf("%w: signing scheme %#x (ECDSA, RSASSA and RSA-PSS accepted)", ErrAKInvalid, uint16(scheme))
 	}
 	if _, err := cryptoHash(details.HashAlg); err != nil {
-		return tpm2.TPMSSchemeHash{}, fmt.Errorf("%w: %v", ErrAKInvalid, err)
+		return sigScheme{}, fmt.Errorf("%w: %v", ErrAKInvalid, err)
 	}
-	return tpm2.TPMSSchemeHash{HashAlg: details.HashAlg}, nil
+	return sigScheme{scheme: scheme, HashAlg: details.HashAlg}, nil
 }
 
 // Challenge is what a device must answer: a credential only its TPM can
@@ -347,7 +401,7 @@ func (v *TPMVerifier) NewChallenge(ek *EK, ak *AK, caller string, now time.Time)
 	}
 	idObject, encSecret, err := tpm2.CreateCredential(rand.Reader, kem, ak.name, secret)
 	if err != nil {
-		return nil, fmt.Errorf("attest: make credential: %w", err)
+		return nil, fmt.Errorf("%w: ek_public: cannot make a credential for it: %v", ErrTPMMalformed, err)
 	}
 	ekHash := ek.SHA256Hex()
 	sum := sha256.Sum256(secret)
@@ -566,6 +620,9 @@ func verifySignature(ak *TPMPublic, msg []byte, sig *tpm2.TPMTSignature) (tpm2.T
 		}
 	default:
 		return 0, fmt.Errorf("%w: unsupported AK key", ErrAKInvalid)
+	}
+	if sig.SigAlg != want.scheme {
+		return 0, fmt.Errorf("%w: signature scheme %#x, the AK's is %#x", ErrQuoteSignature, uint16(sig.SigAlg), uint16(want.scheme))
 	}
 	if sigHash != want.HashAlg {
 		return 0, fmt.Errorf("%w: signed with hash %#x, the AK's scheme says %#x", ErrQuoteSignature, uint16(sigHash), uint16(want.HashAlg))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"mandate.dev/mandate/store"
@@ -42,24 +43,36 @@ func (s *TPMSession) ak() (*TPMPublic, error) {
 // maxSessionIDLen bounds a session id read from the network.
 const maxSessionIDLen = 64
 
-// PutTPMSession stores a new session, refusing it when its EK already has
-// max unanswered, unexpired sessions (ErrTooManyChallenges).
+// PutTPMSession stores a new session. One EK may have max open
+// (unanswered, unexpired) sessions of each kind: renewals (asked over
+// mTLS by the node itself) beyond that are refused with
+// ErrTooManyChallenges; first attestations (asked by anyone: an EK is
+// public) evict the oldest open one instead, so that nobody can lock a
+// device out by asking challenges in its name.
 func PutTPMSession(tx store.Tx, s *TPMSession, max int) error {
 	if max > 0 {
-		open := 0
+		var open []*TPMSession
 		prefix := []byte(s.ID[:16])
 		err := tx.Scan(BucketTPMSessions, prefix, nil, func(_, v []byte) error {
-			var o TPMSession
-			if json.Unmarshal(v, &o) == nil && o.UsedAt.IsZero() && s.CreatedAt.Before(o.ExpiresAt) && o.EKHash == s.EKHash {
-				open++
+			o := new(TPMSession)
+			if json.Unmarshal(v, o) == nil && o.UsedAt.IsZero() && s.CreatedAt.Before(o.ExpiresAt) &&
+				o.EKHash == s.EKHash && (o.Caller == "") == (s.Caller == "") {
+				open = append(open, o)
 			}
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("attest: count open TPM sessions: %w", err)
 		}
-		if open >= max {
-			return fmt.Errorf("%w (%d open; answer or let them expire)", ErrTooManyChallenges, open)
+		if len(open) >= max && s.Caller != "" {
+			return fmt.Errorf("%w (%d open; answer or let them expire)", ErrTooManyChallenges, len(open))
+		}
+		slices.SortFunc(open, func(a, b *TPMSession) int { return a.CreatedAt.Compare(b.CreatedAt) })
+		for len(open) >= max {
+			if err := tx.Delete(BucketTPMSessions, []byte(open[0].ID)); err != nil {
+				return err
+			}
+			open = open[1:]
 		}
 	}
 	return putSession(tx, s)

@@ -52,7 +52,8 @@ type Authority struct {
 	credMu sync.Mutex // serializes writes of the admin credential files
 
 	refusedMu sync.Mutex      // guards refused
-	refused   map[string]bool // join tokens, TPM sessions and EKs whose refusal is recorded
+	refused   map[string]bool // join tokens whose refusal is recorded
+	refusals  refusalLimiter  // TPM refusals recorded per EK
 }
 
 // Options are the dependencies an Authority takes besides its Config.

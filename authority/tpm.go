@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -60,9 +61,7 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 	}
 	ak, err := attest.CheckAK(akPublic)
 	if err != nil {
-		if a.firstRefusal("ak:" + ek.SHA256Hex()) {
-			a.refuseTPM(ctx, nodeID, err, map[string]any{"ek_sha256": ek.SHA256Hex(), "stage": "challenge"})
-		}
+		a.recordUnprovenRefusal(ctx, nodeID, err, map[string]any{"ek_sha256": ek.SHA256Hex(), "stage": "challenge"})
 		return nil, err
 	}
 	ch, err := a.tpm.NewChallenge(ek, ak, caller, a.now())
@@ -85,25 +84,17 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 // any transaction; then one transaction uses the session up and, on
 // success, records the node with its hardware facts and mints its node
 // X509-SVID for the CSR's key (two answers to one challenge cannot both
-// win). A failed answer uses the session up too. A renewal (or any
+// win). A refused answer uses the session up too. A renewal (or any
 // attestation of a known node) whose PCRs no longer match an allowed
 // profile marks the node drifted: it hosts no agent until an attestation
-// matches again. Every outcome after the session is found is recorded in
-// the audit log.
+// matches again. Outcomes are recorded in the audit log: every success and
+// every refusal after the device proved its TPM (the activated secret
+// matched); refusals before that, which anyone knowing a public EK could
+// cause, at most once a minute per EK (see refusalRecordInterval).
 func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, ev attest.Evidence, csrPEM []byte) (*ca.X509SVID, error) {
 	now := a.now()
-	var s *attest.TPMSession
-	err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		s, err = attest.GetTPMSession(tx, sessionID, now)
-		return err
-	})
+	s, err := a.openTPMSession(ctx, sessionID, now)
 	if err != nil {
-		if s != nil && a.firstRefusal("tpm:"+s.ID) {
-			a.refuseTPM(ctx, spiffeid.ID{}, err, map[string]any{"ek_sha256": s.EKHash, "session_id": s.ID, "stage": "verify"})
-		} else {
-			a.log.InfoContext(ctx, "TPM verify refused", "err", err)
-		}
 		return nil, err
 	}
 	nodeID := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, s.EKHash)
@@ -113,21 +104,23 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 		details["quote_sha256"] = res.QuoteDigest
 	}
 	if err != nil {
-		drifted := errors.Is(err, attest.ErrPCRPolicy)
 		if res != nil && len(res.PCRs) > 0 {
 			details["pcrs_sha256"] = attest.SortedPCRs(res.PCRs)
 		}
-		if a.useUpTPMSession(ctx, s.ID, nodeID, drifted, err, now) {
-			details["node_marked"] = "drifted"
-		}
-		a.refuseTPM(ctx, nodeID, err, details)
-		return nil, err
+		proven := res != nil && !errors.Is(err, attest.ErrCredentialMismatch)
+		return nil, a.refuseTPMAnswer(ctx, s, nodeID, err, proven, details, now)
 	}
 	svid, err := a.admitTPMNode(ctx, s.ID, nodeID, res.key, res.Result, now)
 	if err != nil {
-		if errors.Is(err, registry.ErrBanned) || errors.Is(err, attest.ErrChallengeUsed) {
-			a.refuseTPM(ctx, nodeID, err, details)
+		if !errors.Is(err, attest.ErrChallengeUsed) && !errors.Is(err, attest.ErrChallengeExpired) {
+			// Banned, or the server failed: the answer still uses the
+			// challenge up, and is recorded (the device proved its TPM).
+			if rerr := a.refuseTPMAnswer(ctx, s, nodeID, err, true, details, now); !errors.Is(rerr, err) {
+				return nil, errors.Join(err, rerr)
+			}
+			return nil, err
 		}
+		a.log.InfoContext(ctx, "TPM answer lost to another", "session_id", s.ID, "err", err)
 		return nil, err
 	}
 	details["profile"] = res.Profile
@@ -140,6 +133,117 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 	}
 	a.log.InfoContext(ctx, "TPM node attested", "spiffe_id", nodeID.String(), "profile", res.Profile, "renewal", s.Caller != "")
 	return svid, nil
+}
+
+// TPMAnswerUnreadable refuses an answer whose fields did not decode (bad
+// base64, bad hex, a bank not asked): like any refused answer, it uses the
+// session up. It returns why.
+func (a *Authority) TPMAnswerUnreadable(ctx context.Context, sessionID string, why error) error {
+	now := a.now()
+	s, err := a.openTPMSession(ctx, sessionID, now)
+	if err != nil {
+		return why
+	}
+	nodeID := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, s.EKHash)
+	details := map[string]any{"ek_sha256": s.EKHash, "ek_trust": s.EKTrust, "session_id": s.ID, "stage": "verify", "renewal": s.Caller != ""}
+	if err := a.refuseTPMAnswer(ctx, s, nodeID, why, false, details, now); !errors.Is(err, why) {
+		return err
+	}
+	return why
+}
+
+// openTPMSession reads an open session. A replayed or late answer is
+// recorded (rate-limited per EK); an unknown session only logged.
+func (a *Authority) openTPMSession(ctx context.Context, sessionID string, now time.Time) (*attest.TPMSession, error) {
+	var s *attest.TPMSession
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		s, err = attest.GetTPMSession(tx, sessionID, now)
+		return err
+	})
+	if err == nil {
+		return s, nil
+	}
+	if s != nil {
+		a.recordUnprovenRefusal(ctx, spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, s.EKHash), err,
+			map[string]any{"ek_sha256": s.EKHash, "session_id": s.ID, "stage": "verify"})
+	} else {
+		a.log.InfoContext(ctx, "TPM answer refused", "err", err)
+	}
+	return nil, err
+}
+
+// refuseTPMAnswer uses the session up after a refused answer (marking a
+// known node drifted if the refusal is its PCR policy), records the
+// refusal and returns why, or the store's error if the session could not
+// be used up.
+func (a *Authority) refuseTPMAnswer(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, why error, proven bool, details map[string]any, now time.Time) error {
+	marked, err := a.useUpTPMSession(ctx, s.ID, nodeID, errors.Is(why, attest.ErrPCRPolicy), why, now)
+	if err != nil {
+		return err
+	}
+	if marked {
+		details["node_marked"] = "drifted"
+	}
+	if proven {
+		a.refuseTPM(ctx, nodeID, why, details)
+	} else {
+		a.recordUnprovenRefusal(ctx, nodeID, why, details)
+	}
+	return why
+}
+
+// refusalRecordInterval is how often a refusal that proves nothing about
+// the device (a wrong secret, a replay, a malformed answer) is recorded
+// per EK. EK public areas are public, so anyone can cause these; between
+// two records they are logged and counted, and the next record carries
+// the count.
+const refusalRecordInterval = time.Minute
+
+// recordUnprovenRefusal records a refusal at most once per interval per
+// EK, with the number of refusals not recorded since the last one.
+func (a *Authority) recordUnprovenRefusal(ctx context.Context, nodeID spiffeid.ID, why error, details map[string]any) {
+	ok, skipped := a.refusals.allow(nodeID.String(), a.now())
+	if !ok {
+		a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
+		return
+	}
+	if skipped > 0 {
+		details["refusals_not_recorded"] = skipped
+	}
+	a.refuseTPM(ctx, nodeID, why, details)
+}
+
+// refusalLimiter remembers, per key, when a refusal was last recorded and
+// how many were skipped since. mu guards m; m is emptied when full.
+type refusalLimiter struct {
+	mu sync.Mutex
+	m  map[string]*refusalCount
+}
+
+type refusalCount struct {
+	last    time.Time
+	skipped int
+}
+
+func (l *refusalLimiter) allow(key string, now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil || len(l.m) >= maxRefusedTokens {
+		l.m = map[string]*refusalCount{}
+	}
+	c := l.m[key]
+	if c == nil {
+		l.m[key] = &refusalCount{last: now}
+		return true, 0
+	}
+	if now.Sub(c.last) < refusalRecordInterval {
+		c.skipped++
+		return false, 0
+	}
+	skipped := c.skipped
+	c.last, c.skipped = now, 0
+	return true, skipped
 }
 
 // tpmAnswer is a checked answer: what it proved and the CSR's key.
@@ -166,20 +270,21 @@ func (a *Authority) checkTPMAnswer(c *Caller, s *attest.TPMSession, nodeID spiff
 // useUpTPMSession marks a session answered after a refused answer, and
 // the node (if known) drifted if the refusal was its PCR policy. It
 // reports whether a node was marked.
-func (a *Authority) useUpTPMSession(ctx context.Context, id string, nodeID spiffeid.ID, drifted bool, why error, now time.Time) bool {
+func (a *Authority) useUpTPMSession(ctx context.Context, id string, nodeID spiffeid.ID, drifted bool, why error, now time.Time) (bool, error) {
 	reason := why.Error()
 	if i := strings.Index(reason, "("); i > 0 {
 		reason = "PCRs no longer match an allowed profile " + reason[i:]
 	}
 	marked := false
 	err := a.store.Update(ctx, func(tx store.Tx) error {
-		if _, err := attest.ConsumeTPMSession(tx, id, now); err != nil && !errors.Is(err, attest.ErrChallengeUsed) {
+		_, err := attest.ConsumeTPMSession(tx, id, now)
+		if err != nil && !errors.Is(err, attest.ErrChallengeUsed) && !errors.Is(err, attest.ErrChallengeExpired) {
 			return err
 		}
 		if !drifted {
 			return nil
 		}
-		_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
+		_, err = registry.MarkDrifted(tx, nodeID.String(), reason, now)
 		if errors.Is(err, registry.ErrNotFound) {
 			return nil
 		}
@@ -187,14 +292,13 @@ func (a *Authority) useUpTPMSession(ctx context.Context, id string, nodeID spiff
 		return err
 	})
 	if err != nil {
-		a.log.ErrorContext(ctx, "use up a TPM session", "session_id", id, "err", err)
-		return false
+		return false, fmt.Errorf("authority: use up TPM session %s: %w", id, err)
 	}
 	if marked {
 		a.hosting.invalidate()
 		a.log.WarnContext(ctx, "node drifted: its agents get no more credentials", "spiffe_id", nodeID.String(), "reason", reason)
 	}
-	return marked
+	return marked, nil
 }
 
 // admitTPMNode uses the session up, records the node's facts and mints
@@ -225,10 +329,6 @@ func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID s
 				QuoteSHA256: res.QuoteDigest, QuotedAt: now, PCRs: attest.SortedPCRs(res.PCRs)},
 		})
 	})
-	if errors.Is(err, registry.ErrBanned) {
-		// Refused, but the answer still uses the challenge up.
-		_ = a.useUpTPMSession(ctx, sessionID, nodeID, false, err, now)
-	}
 	a.hosting.invalidate()
 	return svid, err
 }
