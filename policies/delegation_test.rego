@@ -1,0 +1,97 @@
+package mandate.delegation_test
+
+import rego.v1
+
+import data.mandate.delegation
+
+td_data := {"trust_domain": "org-a.example", "federated_trust_domains": ["org-b.example"]}
+
+root := {
+	"delegator": {
+		"spiffe_id": "spiffe://org-a.example/agent/planner", "trust_domain": "org-a.example",
+		"scopes": ["calendar:read", "payments:write"], "host": {"level": "hardware"},
+	},
+	"delegatee": {"spiffe_id": "spiffe://org-b.example/agent/booker", "trust_domain": "org-b.example"},
+	"principal": "alice@example.com",
+	"scopes": ["calendar:read"],
+	"depth": 1,
+	"exp": 2000,
+	"chain": [],
+}
+
+decide(req) := d if {
+	d := delegation.decision with input as req with data.mandate.trust_domain as td_data.trust_domain
+		with data.mandate.federated_trust_domains as td_data.federated_trust_domains
+}
+
+test_root_hop_allowed if {
+	d := decide(root)
+	d.allow
+	d.reasons == []
+}
+
+test_unfederated_trust_domain if {
+	d := decide(object.union(root, {"delegatee": {"spiffe_id": "spiffe://org-c.example/agent/x", "trust_domain": "org-c.example"}}))
+	not d.allow
+	d.reasons == ["delegatee trust domain org-c.example is not federated with org-a.example"]
+}
+
+test_same_trust_domain_allowed if {
+	decide(object.union(root, {"delegatee": {"spiffe_id": "spiffe://org-a.example/agent/y", "trust_domain": "org-a.example", "host": {"level": "token"}}})).allow
+}
+
+test_scopes_must_be_granted if {
+	d := decide(object.union(root, {"scopes": ["calendar:read", "mail:send"]}))
+	not d.allow
+	d.reasons == ["scope \"mail:send\" is not granted to the delegator"]
+}
+
+test_sub_delegation_narrows_to_parent_scopes if {
+	hop := object.union(root, {"depth": 2, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000}, "scopes": ["payments:write"]})
+	d := decide(hop)
+	not d.allow
+	"scope \"payments:write\" is not granted to the delegator" in d.reasons
+}
+
+test_depth_bounded if {
+	d := decide(object.union(root, {"depth": 4, "parent": {"id": "d3", "scopes": ["calendar:read"], "exp": 3000}}))
+	not d.allow
+	d.reasons == ["chain depth 4 exceeds the maximum of 3"]
+}
+
+test_expiry_not_beyond_parent if {
+	d := decide(object.union(root, {"depth": 2, "exp": 5000, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000}}))
+	not d.allow
+	d.reasons == ["expiry 5000 is beyond the parent's 3000"]
+}
+
+test_sensitive_scope_needs_hardware_host if {
+	ok := object.union(root, {"scopes": ["payments:write"]})
+	decide(ok).allow
+	d := decide(object.union(ok, {"delegator": object.union(root.delegator, {"host": {"level": "token"}})}))
+	not d.allow
+	d.reasons == ["sensitive scopes [\"payments:write\"] need a hardware-attested host; the delegator's is token"]
+	d2 := decide(object.union(ok, {"delegatee": object.union(root.delegatee, {"host": {"level": "token"}})}))
+	d2.reasons == ["sensitive scopes [\"payments:write\"] need a hardware-attested host; the delegatee's is token"]
+}
+
+test_revoked_or_banned_anywhere_denies if {
+	d := decide(object.union(root, {"chain": [{"spiffe_id": "spiffe://org-a.example/agent/root", "revoked": true}]}))
+	d.reasons == ["spiffe://org-a.example/agent/root is revoked"]
+	d2 := decide(object.union(root, {"delegatee": object.union(root.delegatee, {"banned": true})}))
+	d2.reasons == ["spiffe://org-b.example/agent/booker is banned"]
+	d3 := decide(object.union(root, {"depth": 2, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000, "revoked": true}}))
+	d3.reasons == ["the parent delegation is revoked"]
+}
+
+test_every_reason_is_given if {
+	d := decide(object.union(root, {"scopes": ["x"], "depth": 9, "delegatee": {"spiffe_id": "spiffe://org-z.example/a", "trust_domain": "org-z.example", "revoked": true}}))
+	count(d.reasons) == 4
+}
+
+test_empty_request_denies if {
+	d := decide({})
+	not d.allow
+	"no delegator in the request" in d.reasons
+	"no delegatee in the request" in d.reasons
+}

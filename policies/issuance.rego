@@ -1,0 +1,51 @@
+# Issuance: may this node receive an SVID for this agent?
+#
+# Mandate asks data.mandate.issuance.decision before minting any agent
+# SVID, with input:
+#   kind:   "x509" or "jwt"
+#   caller: SPIFFE ID of the caller (the node, or the agent renewing)
+#   agent:  the registration: spiffe_id, scopes, selectors, node_ids,
+#           require_hardware_attestation, accountability
+#   node:   the hosting node: spiffe_id, attestation_method, level
+#           ("token" or "hardware"), selectors, banned, drifted, tpm
+#           (ek_sha256, profile, quoted_at, ...) for TPM nodes
+# The decision is {"allow": bool, "reasons": [strings]}; anything else,
+# an error or no answer is a deny.
+package mandate.issuance
+
+import rego.v1
+
+default allow := false
+
+allow if count(deny) == 0
+
+deny contains "no registered agent in the request" if not input.agent.spiffe_id
+
+deny contains "no hosting node in the request" if not input.node.spiffe_id
+
+deny contains msg if {
+	input.node.banned
+	msg := sprintf("node %s is banned", [input.node.spiffe_id])
+}
+
+deny contains msg if {
+	input.node.drifted
+	msg := sprintf("node %s failed re-attestation (drifted)", [input.node.spiffe_id])
+}
+
+deny contains msg if {
+	input.agent.require_hardware_attestation
+	input.node.level != "hardware"
+	msg := sprintf("agent %s requires a hardware-attested node; %s is attested by %s", [input.agent.spiffe_id, input.node.spiffe_id, input.node.level])
+}
+
+# An operator may require TPM nodes to match given PCR profiles
+# (data.mandate.config.issuance.tpm_profiles, optional).
+deny contains msg if {
+	input.node.level == "hardware"
+	profiles := data.mandate.config.issuance.tpm_profiles
+	not input.node.tpm.profile in profiles
+	msg := sprintf("node %s matched PCR profile %q, not one of %v", [input.node.spiffe_id, input.node.tpm.profile, profiles])
+}
+
+decision := {"allow": allow, "reasons": sort(deny)}

@@ -1,0 +1,50 @@
+package mandate.issuance_test
+
+import rego.v1
+
+import data.mandate.issuance
+
+token_node := {"spiffe_id": "spiffe://org-a.example/node/join/1", "level": "token", "banned": false, "drifted": false}
+
+tpm_node := {"spiffe_id": "spiffe://org-a.example/node/tpm/ab", "level": "hardware", "banned": false, "drifted": false, "tpm": {"profile": "edge-v1"}}
+
+agent := {"spiffe_id": "spiffe://org-a.example/agent/a", "require_hardware_attestation": false}
+
+test_allows_a_registered_agent_on_a_healthy_node if {
+	d := issuance.decision with input as {"kind": "x509", "agent": agent, "node": token_node}
+	d.allow
+	d.reasons == []
+}
+
+test_denies_a_banned_node if {
+	d := issuance.decision with input as {"agent": agent, "node": object.union(token_node, {"banned": true})}
+	not d.allow
+	d.reasons == ["node spiffe://org-a.example/node/join/1 is banned"]
+}
+
+test_denies_a_drifted_node if {
+	d := issuance.decision with input as {"agent": agent, "node": object.union(tpm_node, {"drifted": true})}
+	not d.allow
+	count(d.reasons) == 1
+}
+
+test_hardware_requirement if {
+	hw := object.union(agent, {"require_hardware_attestation": true})
+	not issuance.allow with input as {"agent": hw, "node": token_node}
+	issuance.allow with input as {"agent": hw, "node": tpm_node}
+}
+
+test_tpm_profiles_when_configured if {
+	not issuance.allow with input as {"agent": agent, "node": tpm_node}
+		with data.mandate.config.issuance.tpm_profiles as ["edge-v2"]
+	issuance.allow with input as {"agent": agent, "node": tpm_node}
+		with data.mandate.config.issuance.tpm_profiles as ["edge-v1", "edge-v2"]
+}
+
+test_missing_facts_deny if {
+	# Fail closed: what is not known is not allowed.
+	d := issuance.decision with input as {}
+	not d.allow
+	d.reasons == ["no hosting node in the request", "no registered agent in the request"]
+	not issuance.allow with input as {"agent": agent}
+}

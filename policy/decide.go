@@ -1,0 +1,105 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Decision points inside Mandate, and the document each asks.
+const (
+	PointIssuance   = "issuance"
+	PointDelegation = "delegation"
+)
+
+// DecisionPaths maps each decision point to its document: an object
+// {"allow": bool, "reasons": [string]}.
+var DecisionPaths = map[string]string{
+	PointIssuance:   "mandate/issuance/decision",
+	PointDelegation: "mandate/delegation/decision",
+}
+
+// Decision is the outcome of one of Mandate's own decision points.
+type Decision struct {
+	ID       string
+	Point    string
+	Path     string
+	Allow    bool
+	Reasons  []string
+	Revision string
+	EvalTime time.Time
+	Latency  time.Duration
+	// Err is set when the policy could not decide (an error, a timeout,
+	// an undefined or malformed decision): Allow is then false.
+	Err error
+}
+
+// Decide asks the decision point with input (any JSON-encodable value)
+// and fails closed: anything but a well-formed {"allow": true} is a deny.
+func (e *Engine) Decide(ctx context.Context, point string, input any) Decision {
+	start := time.Now()
+	d := Decision{ID: NewDecisionID(), Point: point, Path: DecisionPaths[point], Revision: e.Revision()}
+	defer func() { d.Latency = time.Since(start) }()
+	if d.Path == "" {
+		d.Err = fmt.Errorf("%w: unknown decision point %q", ErrEval, point)
+		return d.denied()
+	}
+	b, err := json.Marshal(input)
+	if err != nil {
+		d.Err = fmt.Errorf("%w: input: %v", ErrEval, err)
+		return d.denied()
+	}
+	in, err := ParseInput(b)
+	if err != nil {
+		d.Err = fmt.Errorf("%w: input: %v", ErrEval, err)
+		return d.denied()
+	}
+	res, err := e.Eval(ctx, d.Path, in, EvalOptions{})
+	if res != nil {
+		d.Revision, d.EvalTime = res.Revision, res.EvalTime
+	}
+	if err != nil {
+		d.Err = err
+		return d.denied()
+	}
+	if !res.Defined {
+		d.Err = fmt.Errorf("%w: data.%s is undefined", ErrEval, dotted(d.Path))
+		return d.denied()
+	}
+	obj, ok := res.Value.(map[string]any)
+	allow, isBool := obj["allow"].(bool)
+	if !ok || !isBool {
+		d.Err = fmt.Errorf("%w: data.%s is not {\"allow\": bool, \"reasons\": [...]}", ErrEval, dotted(d.Path))
+		return d.denied()
+	}
+	if rs, ok := obj["reasons"].([]any); ok {
+		for _, r := range rs {
+			if s, ok := r.(string); ok {
+				d.Reasons = append(d.Reasons, s)
+			}
+		}
+	}
+	d.Allow = allow && len(d.Reasons) == 0
+	if allow && len(d.Reasons) > 0 {
+		d.Reasons = append(d.Reasons, "the policy allowed with reasons to deny: denied")
+	}
+	d.Latency = time.Since(start)
+	return d
+}
+
+func (d Decision) denied() Decision {
+	d.Allow = false
+	d.Reasons = append(d.Reasons, "policy could not decide: "+d.Err.Error())
+	return d
+}
+
+func dotted(path string) string {
+	out := []byte(path)
+	for i, c := range out {
+		if c == '/' {
+			out[i] = '.'
+		}
+	}
+	return string(out)
+}

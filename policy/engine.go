@@ -1,0 +1,413 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tester"
+
+	"mandate.dev/mandate/policies"
+)
+
+// Errors callers branch on.
+var (
+	// ErrRejected: a policy set did not compile, or its tests failed. The
+	// error's text holds the compiler's (or the tests') messages.
+	ErrRejected = errors.New("policy: rejected")
+	// ErrEval: evaluation failed (a conflict, a builtin error, a timeout).
+	ErrEval = errors.New("policy: evaluation failed")
+	// ErrBadPath: a data path that names no document Mandate will evaluate.
+	ErrBadPath = errors.New("policy: invalid data path")
+)
+
+// DefaultTimeout bounds one evaluation.
+const DefaultTimeout = 100 * time.Millisecond
+
+// maxPrepared bounds the prepared queries kept per revision: paths come
+// from callers, and a query outside the cache is prepared for one use.
+const maxPrepared = 1024
+
+// Options configure an Engine.
+type Options struct {
+	// Dir is a policy directory replacing the embedded policies (*.rego,
+	// *_test.rego, data.json / data.yaml at any depth, as OPA loads them).
+	Dir string
+	// Timeout bounds one evaluation (default DefaultTimeout).
+	Timeout time.Duration
+	// Now is the clock evaluations see (time.now_ns; default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Engine evaluates Rego policies. It is safe for concurrent use; a reload
+// swaps in a whole new revision atomically, so an evaluation sees one
+// revision from start to end.
+type Engine struct {
+	opts Options
+	cur  atomic.Pointer[revision]
+
+	mu  sync.Mutex     // serializes reloads and data writes; guards dyn
+	dyn map[string]any // Mandate's own documents under data.mandate (kept across reloads)
+}
+
+// revision is one loaded, compiled and tested policy set.
+type revision struct {
+	id       string
+	files    []string
+	compiler *ast.Compiler
+	store    storage.Store
+	modules  map[string]*ast.Module
+
+	preparedMu sync.RWMutex
+	prepared   map[string]*rego.PreparedEvalQuery
+}
+
+// New loads the policies (the embedded ones unless opts.Dir is set),
+// compiles them and runs their tests; it fails with ErrRejected if either
+// fails.
+func New(ctx context.Context, opts Options) (*Engine, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{opts: opts, dyn: map[string]any{}}
+	rev, err := e.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.cur.Store(rev)
+	return e, nil
+}
+
+// Revision is the id of the active revision: the SHA-256 of every module
+// and data document loaded.
+func (e *Engine) Revision() string { return e.cur.Load().id }
+
+// Files lists the modules of the active revision.
+func (e *Engine) Files() []string { return slices.Clone(e.cur.Load().files) }
+
+// Reload re-reads the policies, and activates them if they compile and
+// their tests pass; otherwise the active revision stays and the error
+// (ErrRejected) says why. It returns the old and the new revision ids.
+func (e *Engine) Reload(ctx context.Context) (old, cur string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old = e.cur.Load().id
+	rev, err := e.loadLocked(ctx)
+	if err != nil {
+		return old, old, err
+	}
+	e.cur.Store(rev)
+	return old, rev.id, nil
+}
+
+func (e *Engine) load(ctx context.Context) (*revision, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.loadLocked(ctx)
+}
+
+// source is the file system the policies come from.
+func (e *Engine) source() (fs.FS, string) {
+	if e.opts.Dir != "" {
+		return os.DirFS(e.opts.Dir), e.opts.Dir
+	}
+	return policies.FS, "embedded policies"
+}
+
+func (e *Engine) loadLocked(ctx context.Context) (*revision, error) {
+	fsys, name := e.source()
+	res, err := loader.NewFileLoader().WithFS(fsys).WithRegoVersion(ast.RegoV1).All([]string{"."})
+	if err != nil {
+		return nil, fmt.Errorf("%w: load %s: %v", ErrRejected, name, err)
+	}
+	if len(res.Modules) == 0 {
+		return nil, fmt.Errorf("%w: %s holds no .rego module", ErrRejected, name)
+	}
+	modules := res.ParsedModules()
+	h := sha256.New()
+	var files []string
+	for _, k := range slices.Sorted(maps.Keys(res.Modules)) {
+		f := res.Modules[k]
+		files = append(files, f.Name)
+		fmt.Fprintf(h, "module %d %s\n", len(f.Name), f.Name)
+		h.Write(f.Raw)
+		h.Write([]byte{'\n'})
+	}
+	docs, err := json.Marshal(res.Documents) // keys sorted: a canonical form
+	if err != nil {
+		return nil, fmt.Errorf("%w: data: %v", ErrRejected, err)
+	}
+	fmt.Fprintf(h, "data %d\n", len(docs))
+	h.Write(docs)
+
+	compiler := ast.NewCompiler().WithStrict(false)
+	if compiler.Compile(modules); compiler.Failed() {
+		return nil, fmt.Errorf("%w: %s does not compile:\n%s", ErrRejected, name, formatErrors(compiler.Errors))
+	}
+	data := res.Documents
+	if data == nil {
+		data = map[string]any{}
+	}
+	mergeMandate(data, e.dyn)
+	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false))
+	rev := &revision{id: hex.EncodeToString(h.Sum(nil)), files: files, compiler: compiler, store: store,
+		modules: modules, prepared: map[string]*rego.PreparedEvalQuery{}}
+	if err := rev.test(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrRejected, name, err)
+	}
+	return rev, nil
+}
+
+// mergeMandate puts Mandate's own documents under data.mandate, next to
+// what the operator's data files put there.
+func mergeMandate(data, dyn map[string]any) {
+	m, _ := data["mandate"].(map[string]any)
+	if m == nil {
+		m = map[string]any{}
+		data["mandate"] = m
+	}
+	maps.Copy(m, dyn)
+}
+
+func formatErrors(errs ast.Errors) string {
+	var b strings.Builder
+	for _, e := range errs {
+		b.WriteString("  ")
+		b.WriteString(e.Error())
+		b.WriteByte('\n')
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// TestResult is one Rego test's outcome.
+type TestResult struct {
+	Package, Name string
+	Fail          bool
+	Error         string
+	Duration      time.Duration
+}
+
+// test runs the revision's Rego tests; any failure or error rejects it.
+func (r *revision) test(ctx context.Context) error {
+	results, err := r.runTests(ctx)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for _, t := range results {
+		switch {
+		case t.Error != "":
+			bad = append(bad, fmt.Sprintf("  %s.%s: error: %s", t.Package, t.Name, t.Error))
+		case t.Fail:
+			bad = append(bad, fmt.Sprintf("  %s.%s: FAIL", t.Package, t.Name))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%d of %d Rego tests fail:\n%s", len(bad), len(results), strings.Join(bad, "\n"))
+	}
+	return nil
+}
+
+func (r *revision) runTests(ctx context.Context) ([]TestResult, error) {
+	txn, err := r.store.NewTransaction(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.store.Abort(ctx, txn)
+	ch, err := tester.NewRunner().SetCompiler(r.compiler).SetStore(r.store).SetModules(r.modules).
+		SetTimeout(10*time.Second).RunTests(ctx, txn)
+	if err != nil {
+		return nil, fmt.Errorf("run Rego tests: %w", err)
+	}
+	var out []TestResult
+	for res := range ch {
+		t := TestResult{Package: strings.TrimPrefix(res.Package, "data."), Name: res.Name, Fail: res.Fail, Duration: res.Duration}
+		if res.Error != nil {
+			t.Error = res.Error.Error()
+		}
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b TestResult) int { return strings.Compare(a.Package+"."+a.Name, b.Package+"."+b.Name) })
+	return out, nil
+}
+
+// Test runs the Rego tests of the active revision.
+func (e *Engine) Test(ctx context.Context) ([]TestResult, error) {
+	return e.cur.Load().runTests(ctx)
+}
+
+// SetData sets one of Mandate's own documents, data.mandate.<key> (the
+// trust domain, federated trust domains, agents, nodes). It is kept
+// across reloads.
+func (e *Engine) SetData(ctx context.Context, key string, value any) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// Round-trip through JSON: the store holds JSON values only.
+	b, err := json.Marshal(value)
+	if err != nil {
+		return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
+	}
+	e.dyn[key] = v
+	return storage.WriteOne(ctx, e.cur.Load().store, storage.AddOp, storage.Path{"mandate", key}, v)
+}
+
+// EvalOptions are the per-evaluation options of the Data API.
+type EvalOptions struct {
+	Metrics bool
+}
+
+// Result is one evaluation.
+type Result struct {
+	Revision string
+	Defined  bool
+	Value    any // JSON-compatible (map[string]any, []any, json.Number...)
+	Metrics  map[string]any
+	EvalTime time.Time
+}
+
+// Eval evaluates the document at path (slash-separated, relative to data;
+// empty for the whole of data) with input (nil: no input).
+func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts EvalOptions) (*Result, error) {
+	rev := e.cur.Load()
+	q, err := rev.query(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.opts.Timeout)
+	defer cancel()
+	now := e.opts.Now()
+	evalOpts := []rego.EvalOption{rego.EvalTime(now)}
+	if input != nil {
+		evalOpts = append(evalOpts, rego.EvalParsedInput(input))
+	}
+	var m metrics.Metrics
+	if opts.Metrics {
+		m = metrics.New()
+		evalOpts = append(evalOpts, rego.EvalMetrics(m))
+	}
+	rs, err := q.Eval(ctx, evalOpts...)
+	res := &Result{Revision: rev.id, EvalTime: now}
+	if m != nil {
+		res.Metrics = m.All()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("%w: timed out after %s", ErrEval, e.opts.Timeout)
+		}
+		return res, fmt.Errorf("%w: %v", ErrEval, err)
+	}
+	if len(rs) > 0 && len(rs[0].Expressions) > 0 {
+		res.Defined, res.Value = true, rs[0].Expressions[0].Value
+	}
+	return res, nil
+}
+
+// query returns the prepared query for path, preparing it on first use.
+func (r *revision) query(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {
+	r.preparedMu.RLock()
+	q, ok := r.prepared[path]
+	r.preparedMu.RUnlock()
+	if ok {
+		return q, nil
+	}
+	ref, err := PathRef(path)
+	if err != nil {
+		return nil, err
+	}
+	pq, err := rego.New(rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
+		rego.Compiler(r.compiler), rego.Store(r.store)).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEval, err)
+	}
+	r.preparedMu.Lock()
+	defer r.preparedMu.Unlock()
+	if q, ok := r.prepared[path]; ok {
+		return q, nil
+	}
+	if len(r.prepared) < maxPrepared {
+		r.prepared[path] = &pq
+	}
+	return &pq, nil
+}
+
+// Limits of a data path.
+const (
+	maxPathLen      = 512
+	maxPathSegments = 32
+)
+
+// PathRef turns a slash-separated data path ("mandate/authz/allow") into
+// the reference data.mandate.authz.allow.
+func PathRef(path string) (ast.Ref, error) {
+	path = strings.Trim(path, "/")
+	ref := ast.Ref{ast.DefaultRootDocument}
+	if path == "" {
+		return ref, nil
+	}
+	if len(path) > maxPathLen {
+		return nil, fmt.Errorf("%w: longer than %d bytes", ErrBadPath, maxPathLen)
+	}
+	segs := strings.Split(path, "/")
+	if len(segs) > maxPathSegments {
+		return nil, fmt.Errorf("%w: more than %d segments", ErrBadPath, maxPathSegments)
+	}
+	for _, s := range segs {
+		if s == "" {
+			return nil, fmt.Errorf("%w: %q has an empty segment", ErrBadPath, path)
+		}
+		ref = append(ref, ast.StringTerm(s))
+	}
+	return ref, nil
+}
+
+// NewDecisionID returns a random decision id (UUID v4 form).
+func NewDecisionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// ParseInput decodes a JSON value into the form evaluation takes.
+func ParseInput(b []byte) (ast.Value, error) {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return ast.InterfaceToValue(v)
+}

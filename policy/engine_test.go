@@ -1,0 +1,141 @@
+package policy_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"mandate.dev/mandate/policy"
+)
+
+func newEngine(t *testing.T, opts policy.Options) *policy.Engine {
+	t.Helper()
+	e, err := policy.New(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("policy.New: %v", err)
+	}
+	return e
+}
+
+// TestShippedPolicies runs the embedded policies' Rego tests through
+// OPA's tester, as `mandate policy test` does.
+func TestShippedPolicies(t *testing.T) {
+	e := newEngine(t, policy.Options{})
+	results, err := e.Test(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) < 15 {
+		t.Fatalf("%d Rego tests found, want the shipped ones", len(results))
+	}
+	for _, r := range results {
+		if r.Fail || r.Error != "" {
+			t.Errorf("%s.%s failed: %s", r.Package, r.Name, r.Error)
+		}
+	}
+}
+
+func writePolicy(t *testing.T, dir, name, text string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReloadKeepsTheOldRevisionOnErrors(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, "authz.rego", "package authz\nimport rego.v1\ndefault allow := false\nallow if input.user == \"alice\"\n")
+	e := newEngine(t, policy.Options{Dir: dir})
+	rev1 := e.Revision()
+	ctx := context.Background()
+
+	for _, tc := range []struct{ name, file, text, want string }{
+		{"does not parse", "authz.rego", "package authz\nallow if {", "rego_parse_error"},
+		{"does not compile", "authz.rego", "package authz\nimport rego.v1\nallow if undefined_fn(1)\n", "does not compile"},
+		{"its test fails", "authz_test.rego", "package authz_test\nimport rego.v1\ntest_bob if data.authz.allow with input as {\"user\": \"bob\"}\n", "Rego tests fail"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old, _ := os.ReadFile(filepath.Join(dir, tc.file))
+			writePolicy(t, dir, tc.file, tc.text)
+			defer func() {
+				if old == nil {
+					os.Remove(filepath.Join(dir, tc.file))
+				} else {
+					writePolicy(t, dir, tc.file, string(old))
+				}
+			}()
+			o, n, err := e.Reload(ctx)
+			if !errors.Is(err, policy.ErrRejected) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Reload = %v, want ErrRejected saying %q", err, tc.want)
+			}
+			if o != rev1 || n != rev1 || e.Revision() != rev1 {
+				t.Fatalf("revision moved: %s → %s (active %s)", o, n, e.Revision())
+			}
+		})
+	}
+	writePolicy(t, dir, "authz.rego", "package authz\nimport rego.v1\ndefault allow := false\nallow if input.user in {\"alice\", \"bob\"}\n")
+	o, n, err := e.Reload(ctx)
+	if err != nil || o != rev1 || n == rev1 || e.Revision() != n {
+		t.Fatalf("Reload = %s → %s, %v", o, n, err)
+	}
+	in, _ := policy.ParseInput([]byte(`{"user":"bob"}`))
+	res, err := e.Eval(ctx, "authz/allow", in, policy.EvalOptions{})
+	if err != nil || res.Value != true || res.Revision != n {
+		t.Fatalf("Eval = %+v, %v", res, err)
+	}
+}
+
+func TestDecideFailsClosed(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, "mandate.rego", `package mandate.issuance
+import rego.v1
+decision := {"allow": true, "reasons": []} if input.ok
+decision := {"allow": "yes"} if input.weird
+decision := x if { input.conflict; x := {"allow": true, "reasons": []} }
+decision := x if { input.conflict; x := {"allow": false, "reasons": []} }
+decision := {"allow": count([x | some x in numbers.range(1, 100000000)]) > 0, "reasons": []} if input.slow
+`)
+	e := newEngine(t, policy.Options{Dir: dir, Timeout: 50 * time.Millisecond})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		input any
+		allow bool
+	}{
+		{"allowed", map[string]any{"ok": true}, true},
+		{"undefined", map[string]any{}, false},
+		{"malformed", map[string]any{"weird": true}, false},
+		{"conflict", map[string]any{"conflict": true}, false},
+		{"timeout", map[string]any{"slow": true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := e.Decide(ctx, policy.PointIssuance, tc.input)
+			if d.Allow != tc.allow || (!tc.allow && (d.Err == nil || len(d.Reasons) == 0)) || d.ID == "" || d.Revision != e.Revision() {
+				t.Fatalf("Decide = %+v", d)
+			}
+		})
+	}
+}
+
+func TestPathRef(t *testing.T) {
+	for _, tc := range []struct {
+		path, want string
+		ok         bool
+	}{
+		{"", "data", true},
+		{"a/b/c", `data.a.b.c`, true},
+		{"/a/b/", `data.a.b`, true},
+		{"a//b", "", false},
+		{"with space/x-y", `data["with space"]["x-y"]`, true},
+		{strings.Repeat("a/", 40), "", false},
+	} {
+		ref, err := policy.PathRef(tc.path)
+		if (err == nil) != tc.ok || (tc.ok && ref.String() != tc.want) {
+			t.Errorf("PathRef(%q) = %v, %v; want %s", tc.path, ref, err, tc.want)
+		}
+	}
+}
