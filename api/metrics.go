@@ -14,6 +14,7 @@ type metrics struct {
 	latency      *prometheus.HistogramVec
 	issued       *prometheus.CounterVec
 	attestations *prometheus.CounterVec
+	decisions    *prometheus.CounterVec
 	tlsRefused   prometheus.Counter
 }
 
@@ -33,11 +34,14 @@ func newMetrics() *metrics {
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mandate_node_attestations_total", Help: "Node attestation answers, by method (tpm) and outcome (admitted, refused).",
 		}, []string{"method", "outcome"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mandate_policy_decisions_total", Help: "Decision API answers, by API (data, authzen) and outcome (data: defined; authzen: decision).",
+		}, []string{"api", "outcome"}),
 		tlsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mandate_tls_client_certificates_refused_total", Help: "TLS handshakes refused for an invalid client X509-SVID.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.tlsRefused,
+	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.tlsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
 )
 
@@ -23,6 +24,10 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
+	// Reasons and DecisionID extend a policy deny: every reason the
+	// policy gave, and the decision's id in the audit log.
+	Reasons    []string `json:"reasons,omitempty"`
+	DecisionID string   `json:"decision_id,omitempty"`
 }
 
 // problemKind is one row of the table: what an error means to a client.
@@ -57,6 +62,9 @@ var problemTable = []problemKind{
 	{attest.ErrPCRSelection, http.StatusForbidden, "tpm-pcr-selection-mismatch", "Quote covers other PCRs than asked"},
 	{attest.ErrPCRDigest, http.StatusForbidden, "tpm-pcr-digest-mismatch", "Reported PCR values do not match the quote"},
 	{attest.ErrPCRPolicy, http.StatusForbidden, "tpm-pcr-policy-mismatch", "PCR values match no allowed profile"},
+	{authority.ErrPolicyDenied, http.StatusForbidden, "policy-denied", "Denied by policy"},
+	{policy.ErrRejected, http.StatusUnprocessableEntity, "policy-rejected", "Policy refused"},
+	{policy.ErrBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{registry.ErrBanned, http.StatusForbidden, "node-banned", "Node is banned"},
 	{registry.ErrNodeDrifted, http.StatusForbidden, "node-drifted", "Node failed re-attestation"},
 	{registry.ErrNotHosted, http.StatusForbidden, "agent-not-allowed-on-node", "Agent not allowed on this node"},
@@ -95,7 +103,12 @@ var problemTable = []problemKind{
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	for _, k := range problemTable {
 		if errors.Is(err, k.err) {
-			writeProblem(w, Problem{Type: ProblemBase + k.name, Title: k.title, Status: k.status, Detail: err.Error()})
+			p := Problem{Type: ProblemBase + k.name, Title: k.title, Status: k.status, Detail: err.Error()}
+			var denial *authority.PolicyDenial
+			if errors.As(err, &denial) {
+				p.Reasons, p.DecisionID = denial.Decision.Reasons, denial.Decision.ID
+			}
+			writeProblem(w, p)
 			return
 		}
 	}

@@ -52,6 +52,16 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("GET /checkpoint", s.tiles)
 	handle("GET /tile/", s.tiles)
 
+	handle("POST /v1/admin/policy/reload", s.policyReload)
+	handle("POST /v1/admin/policy/test", s.policyTest)
+	handle("GET /v1/admin/policy", s.policyStatus)
+	handle("POST /v1/data/{path...}", s.dataPost)
+	handle("GET /v1/data/{path...}", s.dataGet)
+	handle("POST /v1/data", s.dataPost)
+	handle("GET /v1/data", s.dataGet)
+	handle("POST /access/v1/evaluation", s.accessEvaluation)
+	handle("POST /access/v1/evaluations", s.accessEvaluations)
+
 	handle("POST /v1/nodes/join", s.join)
 	handle("POST /v1/nodes/attest/tpm/challenge", s.tpmChallenge)
 	handle("POST /v1/nodes/attest/tpm/verify", s.tpmVerify)

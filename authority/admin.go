@@ -20,7 +20,7 @@ func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Age
 	ag.CreatedAt = a.now().UTC()
 	ag.UpdatedAt = ag.CreatedAt
 	err := a.store.Update(ctx, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) })
-	a.hosting.invalidate()
+	a.registryChanged()
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +44,7 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 	}
 	ag.ID, ag.UpdatedAt = id, a.now().UTC()
 	err := a.store.Update(ctx, func(tx store.Tx) error { return registry.UpdateAgent(tx, ag) })
-	a.hosting.invalidate()
+	a.registryChanged()
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error
 		ag, err = registry.DeleteAgent(tx, id)
 		return err
 	})
-	a.hosting.invalidate()
+	a.registryChanged()
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 		n, err = registry.BanNode(tx, nodeID, reason, a.now().UTC())
 		return err
 	})
-	a.hosting.invalidate()
+	a.registryChanged()
 	if err != nil {
 		return nil, err
 	}

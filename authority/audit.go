@@ -68,13 +68,16 @@ type event struct {
 	typ, actor, subject string
 	parties             []audit.Party
 	details             map[string]any
+	// decisionID and policyRevision name the policy decision involved.
+	decisionID, policyRevision string
 }
 
 // record appends an event to the audit log and waits until it is durable.
 // A flow that cannot record its event fails: nothing is handed out that the
 // log does not show.
 func (a *Authority) record(ctx context.Context, ev event) (audit.Receipt, error) {
-	e := audit.Entry{Time: a.now().UTC(), Type: ev.typ, Actor: ev.actor, Subject: ev.subject, Accountable: ev.parties}
+	e := audit.Entry{Time: a.now().UTC(), Type: ev.typ, Actor: ev.actor, Subject: ev.subject, Accountable: ev.parties,
+		DecisionID: ev.decisionID, PolicyRevision: ev.policyRevision}
 	if e.Actor == "" {
 		e.Actor = audit.ActorSystem
 	}

@@ -20,6 +20,7 @@ import (
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/ca/federation"
+	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/store"
 	"mandate.dev/mandate/store/bolt"
 )
@@ -38,11 +39,16 @@ type Authority struct {
 	audit  *audit.Log
 	admins map[string]bool
 
-	auditVKey string
-	auditors  map[string]bool
+	auditVKey       string
+	auditors        map[string]bool
+	decisionCallers map[string]bool
 
 	hosting hostingCache
 	tpm     *attest.TPMVerifier
+
+	policy       *policy.Engine
+	policyDirty  atomic.Bool // the registry changed since data.mandate was built
+	policySyncMu sync.Mutex  // serializes rebuilds of data.mandate
 
 	bundleMu sync.Mutex                                    // serializes rebuilds of bundles; guards pending
 	pending  map[spiffeid.TrustDomain]*spiffebundle.Bundle // fetched bundles the manager has not published yet
@@ -78,6 +84,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	for _, id := range cfg.Admins {
 		a.admins[id] = true
 	}
+	a.decisionCallers = map[string]bool{}
+	for _, id := range cfg.Policy.DecisionCallers {
+		a.decisionCallers[id] = true
+	}
 	a.auditors = map[string]bool{}
 	for _, id := range cfg.Audit.Auditors {
 		a.auditors[id] = true
@@ -99,6 +109,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 
 func (a *Authority) init(ctx context.Context) error {
 	if err := a.openTPM(); err != nil {
+		return err
+	}
+	if err := a.openPolicy(ctx); err != nil {
 		return err
 	}
 	if err := a.openCA(ctx); err != nil {

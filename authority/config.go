@@ -51,6 +51,29 @@ type Config struct {
 	Audit AuditConfig `yaml:"audit"`
 	// Attestation configures node attestation methods besides join tokens.
 	Attestation AttestationConfig `yaml:"attestation"`
+	// Policy configures policy evaluation and the decision API.
+	Policy PolicyConfig `yaml:"policy"`
+}
+
+// PolicyConfig configures policy evaluation and the decision API.
+type PolicyConfig struct {
+	// Dir replaces the embedded policies with a directory (--policy-dir).
+	Dir string `yaml:"dir"`
+	// DecisionCallers may call the decision API (/v1/data, AuthZEN),
+	// besides admins: SPIFFE IDs of this or a federated trust domain.
+	DecisionCallers []string `yaml:"decision_callers"`
+	// CallerPaths restricts a decision caller to data path prefixes
+	// (SPIFFE ID → ["mandate/authz", ...]); a caller not listed may ask
+	// any path.
+	CallerPaths map[string][]string `yaml:"caller_paths"`
+	// EvalTimeout bounds one evaluation (default 100ms).
+	EvalTimeout Duration `yaml:"eval_timeout"`
+	// DecisionLogMask lists JSON pointers (/input/..., /result/...) erased
+	// from the audit record of API decisions, like OPA's decision-log masks.
+	DecisionLogMask []string `yaml:"decision_log_mask"`
+	// AuthZENPath is the document AuthZEN evaluations ask (default
+	// mandate/authzen/decision).
+	AuthZENPath string `yaml:"authzen_path"`
 }
 
 // AttestationConfig configures node attestation.
@@ -207,6 +230,8 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.CA.JWTSVIDTTL, Duration(5*time.Minute))
 	setDefault(&c.Federation.BundleRefreshHint, Duration(5*time.Minute))
 	setDefault(&c.Attestation.TPM.ChallengeTTL, Duration(attest.DefaultChallengeTTL))
+	setDefault(&c.Policy.EvalTimeout, Duration(100*time.Millisecond))
+	setDefault(&c.Policy.AuthZENPath, "mandate/authzen/decision")
 	setDefault(&c.HTTP.MaxBodyBytes, 64<<10)
 	setDefault(&c.HTTP.ReadTimeout, Duration(10*time.Second))
 	setDefault(&c.HTTP.WriteTimeout, Duration(15*time.Second))
@@ -251,6 +276,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if _, err := c.Attestation.TPM.Load(); err != nil {
+		return err
+	}
+	if err := c.Policy.validate(); err != nil {
 		return err
 	}
 	return c.HTTP.validate()
@@ -346,4 +374,29 @@ func (t *TPMConfig) Load() (attest.TPMConfig, error) {
 		return out, fmt.Errorf("attestation.tpm: %w", err)
 	}
 	return out, nil
+}
+
+func (p *PolicyConfig) validate() error {
+	for _, id := range p.DecisionCallers {
+		if _, err := spiffeid.FromString(id); err != nil {
+			return fmt.Errorf("policy.decision_callers: %q: %v", id, err)
+		}
+	}
+	for id, prefixes := range p.CallerPaths {
+		if _, err := spiffeid.FromString(id); err != nil {
+			return fmt.Errorf("policy.caller_paths: %q: %v", id, err)
+		}
+		if len(prefixes) == 0 {
+			return fmt.Errorf("policy.caller_paths: %q lists no path", id)
+		}
+	}
+	if d := p.EvalTimeout.D(); d < time.Millisecond || d > time.Minute {
+		return fmt.Errorf("policy.eval_timeout %s: must be between 1ms and 1m", d)
+	}
+	for _, m := range p.DecisionLogMask {
+		if !strings.HasPrefix(m, "/input") && !strings.HasPrefix(m, "/result") {
+			return fmt.Errorf("policy.decision_log_mask: %q: a JSON pointer under /input or /result", m)
+		}
+	}
+	return nil
 }

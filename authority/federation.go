@@ -253,6 +253,7 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation) (*Federati
 		}
 		return nil, err
 	}
+	a.policyDirty.Store(true)
 	a.refreshBundles()
 	return f, nil
 }
@@ -359,6 +360,7 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 		return err
 	}
 	a.fed.Remove(tdID)
+	a.policyDirty.Store(true)
 	a.refreshBundles()
 	if _, err := a.record(ctx, event{typ: "federation.deleted", actor: actorOf(c), subject: td}); err != nil {
 		return err

@@ -67,7 +67,7 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 			AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
 		})
 	})
-	a.hosting.invalidate()
+	a.registryChanged()
 	if err != nil {
 		a.log.InfoContext(ctx, "join refused", "token_id", tokenID, "err", err)
 		// A refusal is recorded when the token exists (used, expired, or

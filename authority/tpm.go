@@ -295,7 +295,7 @@ func (a *Authority) useUpTPMSession(ctx context.Context, id string, nodeID spiff
 		return false, fmt.Errorf("authority: use up TPM session %s: %w", id, err)
 	}
 	if marked {
-		a.hosting.invalidate()
+		a.registryChanged()
 		a.log.WarnContext(ctx, "node drifted: its agents get no more credentials", "spiffe_id", nodeID.String(), "reason", reason)
 	}
 	return marked, nil
@@ -329,7 +329,7 @@ func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID s
 				QuoteSHA256: res.QuoteDigest, QuotedAt: now, PCRs: attest.SortedPCRs(res.PCRs)},
 		})
 	})
-	a.hosting.invalidate()
+	a.registryChanged()
 	return svid, err
 }
 

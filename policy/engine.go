@@ -39,6 +39,8 @@ var (
 	ErrEval = errors.New("policy: evaluation failed")
 	// ErrBadPath: a data path that names no document Mandate will evaluate.
 	ErrBadPath = errors.New("policy: invalid data path")
+	// ErrTimeout: evaluation ran out of time (it matches ErrEval too).
+	ErrTimeout = fmt.Errorf("%w: timed out", ErrEval)
 )
 
 // DefaultTimeout bounds one evaluation.
@@ -323,9 +325,9 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return res, fmt.Errorf("%w: timed out after %s", ErrEval, e.opts.Timeout)
+			return res, fmt.Errorf("%w after %s: %w", ErrTimeout, e.opts.Timeout, err)
 		}
-		return res, fmt.Errorf("%w: %v", ErrEval, err)
+		return res, fmt.Errorf("%w: %w", ErrEval, err)
 	}
 	if len(rs) > 0 && len(rs[0].Expressions) > 0 {
 		res.Defined, res.Value = true, rs[0].Expressions[0].Value

@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -58,6 +60,13 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
           sha256: {"0": <hex>, "7": <hex>}   # PCRs not listed are not checked
       allowed_profiles: [edge-v1]   # a node must match one of these, tried in order
       challenge_ttl: 1m             # time a device has to answer a challenge
+  policy:
+    dir: ""                         # Rego policy directory replacing the embedded ones (--policy-dir)
+    decision_callers: []            # SPIFFE IDs (this or a federated trust domain) that may call /v1/data and AuthZEN
+    caller_paths: {}                # SPIFFE ID -> data path prefixes it may ask (unlisted callers: any path)
+    eval_timeout: 100ms             # bound of one evaluation
+    decision_log_mask: []           # JSON pointers (/input/..., /result/...) erased from recorded decisions
+    authzen_path: mandate/authzen/decision   # the document AuthZEN evaluations ask
   audit:
     auditors: []                    # SPIFFE IDs (any trusted trust domain) that may read the audit log
     origin: ""                      # checkpoint origin line (default <trust domain>/audit; never change it)
@@ -71,7 +80,7 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
 
 // serveFlags are the flags of mandate serve; each overrides its config key.
 type serveFlags struct {
-	config, trustDomain, listen, dataDir, logLevel string
+	config, trustDomain, listen, dataDir, logLevel, policyDir string
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -82,6 +91,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.listen, "listen", "", "HTTPS listen address (default 127.0.0.1:8443)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (default ./mandate-data)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fs.StringVar(&f.policyDir, "policy-dir", "", "Rego policy directory replacing the embedded policies/ (reloaded on SIGHUP)")
 	usage := fs.Usage
 	fs.Usage = func() { usage(); fmt.Fprint(stderr, serveHelp) }
 	if err := parseFlags(fs, args); err != nil {
@@ -112,6 +122,8 @@ func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
 			cfg.DataDir = f.dataDir
 		case "log-level":
 			cfg.LogLevel = f.logLevel
+		case "policy-dir":
+			cfg.Policy.Dir = f.policyDir
 		}
 	})
 	cfg.SetDefaults()
@@ -178,12 +190,33 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	printNextSteps(stdout, a, ln.Addr().String())
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
+	g.Go(func() error { reloadOnHUP(gctx, a, log); return nil })
 	if cfg.Federation.WebListen != "" {
 		g.Go(func() error { return serveWebBundle(gctx, cfg, srv) })
 	}
 	err = finish(g.Wait())
 	log.Info("stopped")
 	return err
+}
+
+// reloadOnHUP reloads the policies on SIGHUP, as `mandate policy reload`
+// does; a refused revision is logged and the active one stays.
+func reloadOnHUP(ctx context.Context, a *authority.Authority, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if rev, err := a.ReloadPolicyOnSignal(ctx); err != nil {
+				log.Error("SIGHUP: policy reload refused", "revision", rev, "err", err)
+			} else {
+				log.Info("SIGHUP: policy reloaded", "revision", rev)
+			}
+		}
+	}
 }
 
 // serveWebBundle serves the bundle endpoint with a Web PKI certificate

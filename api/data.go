@@ -1,0 +1,392 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/open-policy-agent/opa/v1/topdown"
+	opaversion "github.com/open-policy-agent/opa/v1/version"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/policy"
+)
+
+// The Data API answers as OPA v1 does, including its error shape
+// {"code", "message", "errors"?} and codes, so that a client written for
+// OPA works unchanged. These are OPA's codes.
+const (
+	opaInvalidParameter = "invalid_parameter"
+	opaInternal         = "internal_error"
+	opaUnauthorized     = "unauthorized"
+	opaEvalMessage      = "error(s) occurred while evaluating query"
+	opaInputMissing     = "'input' key missing from the request"
+)
+
+// opaError is OPA's error body.
+type opaError struct {
+	Code    string           `json:"code"`
+	Message string           `json:"message"`
+	Errors  []map[string]any `json:"errors,omitempty"`
+}
+
+func writeOPAError(w http.ResponseWriter, status int, code, msg string, errs ...map[string]any) {
+	b, _ := json.Marshal(opaError{Code: code, Message: msg, Errors: errs})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// dataAnswer is OPA's DataResponseV1.
+type dataAnswer struct {
+	DecisionID string          `json:"decision_id,omitempty"`
+	Result     *any            `json:"result,omitempty"`
+	Warning    *opaWarning     `json:"warning,omitempty"`
+	Metrics    map[string]any  `json:"metrics,omitempty"`
+	Provenance *dataProvenance `json:"provenance,omitempty"`
+}
+
+type opaWarning struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+type dataProvenance struct {
+	Version  string                       `json:"version"`
+	Revision string                       `json:"revision"`
+	Bundles  map[string]map[string]string `json:"bundles"`
+}
+
+// dataPost is POST /v1/data/{path...} (and /v1/data): {"input": ...}.
+func (s *Server) dataPost(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeOPAError(w, http.StatusRequestEntityTooLarge, opaInvalidParameter, fmt.Sprintf("request body too large: the limit is %d bytes", mbe.Limit))
+			return
+		}
+		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "reading the body: "+err.Error())
+		return
+	}
+	input, err := inputOfBody(body)
+	if err != nil {
+		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, err.Error())
+		return
+	}
+	s.answerData(w, r, input)
+}
+
+// dataGet is GET /v1/data/{path...}?input=<JSON>.
+func (s *Server) dataGet(w http.ResponseWriter, r *http.Request) {
+	var input json.RawMessage
+	if vals := r.URL.Query()["input"]; len(vals) > 0 {
+		in := []byte(vals[len(vals)-1])
+		if err := checkJSONValue(in); err != nil {
+			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "input parameter format is invalid: "+err.Error())
+			return
+		}
+		input = in
+	}
+	s.answerData(w, r, input)
+}
+
+// maxInputDepth bounds the nesting of an input document.
+const maxInputDepth = 64
+
+// inputOfBody reads OPA's request body: empty, or an object whose "input"
+// key (if present and not null) is the input. Other keys are ignored, as
+// OPA does.
+func inputOfBody(body []byte) (json.RawMessage, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, nil
+	}
+	if err := checkJSONValue(body); err != nil {
+		return nil, fmt.Errorf("body contains malformed input document: %v", err)
+	}
+	var req struct {
+		Input json.RawMessage `json:"input"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, fmt.Errorf("body contains malformed input document: %v", err)
+	}
+	if len(req.Input) == 0 || string(req.Input) == "null" {
+		return nil, nil
+	}
+	return req.Input, nil
+}
+
+// checkJSONValue refuses what is not one well-formed JSON value of valid
+// UTF-8 nested at most maxInputDepth deep.
+func checkJSONValue(b []byte) error {
+	if !utf8.Valid(b) {
+		return errors.New("invalid UTF-8")
+	}
+	if !json.Valid(b) {
+		var v any
+		err := json.Unmarshal(b, &v)
+		if err == nil {
+			err = errors.New("not one JSON value")
+		}
+		return err
+	}
+	depth, inString, escaped := 0, false, false
+	for _, c := range b {
+		switch {
+		case escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			if depth++; depth > maxInputDepth {
+				return fmt.Errorf("nested deeper than %d levels", maxInputDepth)
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return nil
+}
+
+func (s *Server) answerData(w http.ResponseWriter, r *http.Request, input json.RawMessage) {
+	q := authority.DataQuery{Path: r.PathValue("path"), Input: input, Metrics: boolParam(r, "metrics") || boolParam(r, "instrument")}
+	ans, err := s.a.QueryData(r.Context(), callerOf(r), q)
+	if err != nil {
+		s.writeDataError(w, r, err)
+		return
+	}
+	out := dataAnswer{DecisionID: ans.DecisionID, Metrics: ans.Metrics}
+	if ans.Defined {
+		v := ans.Value
+		out.Result = &v
+	}
+	if input == nil {
+		out.Warning = &opaWarning{Code: "api_usage_warning", Message: opaInputMissing}
+	}
+	if boolParam(r, "provenance") {
+		out.Provenance = &dataProvenance{Version: opaversion.Version, Revision: ans.Revision,
+			Bundles: map[string]map[string]string{"mandate": {"revision": ans.Revision}}}
+	}
+	s.metrics.decisions.WithLabelValues("data", strconv.FormatBool(ans.Defined)).Inc()
+	b, err := json.Marshal(out)
+	if err != nil {
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, "encoding the answer: "+err.Error())
+		return
+	}
+	if boolParam(r, "pretty") {
+		var buf bytes.Buffer
+		if json.Indent(&buf, b, "", "  ") == nil {
+			b = buf.Bytes()
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// writeDataError answers a Data API failure in OPA's shape.
+func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err error) {
+	var te *topdown.Error
+	switch {
+	case errors.Is(err, authority.ErrUnauthenticated):
+		writeOPAError(w, http.StatusUnauthorized, opaUnauthorized, "a client certificate (X509-SVID) is required")
+	case errors.Is(err, authority.ErrForbidden):
+		writeOPAError(w, http.StatusForbidden, opaUnauthorized, err.Error())
+	case errors.Is(err, policy.ErrBadPath), errors.Is(err, authority.ErrInvalidRequest):
+		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, err.Error())
+	case errors.Is(err, policy.ErrTimeout):
+		// Not OPA's (it has no evaluation timeout): a 4xx, since asking
+		// again with this input will time out again.
+		writeOPAError(w, http.StatusUnprocessableEntity, "evaluation_timeout", err.Error())
+	case errors.As(err, &te):
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
+			map[string]any{"code": te.Code, "message": te.Message, "location": te.Location})
+	case errors.Is(err, policy.ErrEval):
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage, map[string]any{"code": "eval_error", "message": err.Error()})
+	default:
+		s.log.ErrorContext(r.Context(), "decision failed", "path", r.URL.Path, "err", err)
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, "the server failed to answer; the error is in its log")
+	}
+}
+
+// boolParam reads an OPA boolean query parameter: present with no value,
+// or "true".
+func boolParam(r *http.Request, name string) bool {
+	vals, ok := r.URL.Query()[name]
+	if !ok {
+		return false
+	}
+	for _, v := range vals {
+		if v == "" || v == "true" {
+			return true
+		}
+	}
+	return false
+}
+
+// Limits of an AuthZEN batch.
+const maxEvaluations = 64
+
+// accessEvaluation is POST /access/v1/evaluation (OpenID AuthZEN
+// Authorization API 1.0).
+func (s *Server) accessEvaluation(w http.ResponseWriter, r *http.Request) {
+	var req authority.AccessRequest
+	if err := decodeJSONLoose(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if err := checkAccessRequest(req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out, err := s.a.EvaluateAccess(r.Context(), callerOf(r), []authority.AccessRequest{req})
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.metrics.decisions.WithLabelValues("authzen", strconv.FormatBool(out[0].Decision)).Inc()
+	writeJSON(w, http.StatusOK, out[0])
+}
+
+// accessEvaluations is POST /access/v1/evaluations: defaults at the top
+// level, completed by each item of "evaluations".
+func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		authority.AccessRequest
+		Evaluations []authority.AccessRequest `json:"evaluations"`
+		Options     json.RawMessage           `json:"options,omitempty"`
+	}
+	if err := decodeJSONLoose(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if len(req.Evaluations) > maxEvaluations {
+		writeError(w, r, s.log, fmt.Errorf("%w: at most %d evaluations per request", authority.ErrInvalidRequest, maxEvaluations))
+		return
+	}
+	items := req.Evaluations
+	if len(items) == 0 { // no evaluations: the top level is the one evaluation
+		items = []authority.AccessRequest{{}}
+	}
+	reqs := make([]authority.AccessRequest, len(items))
+	for i, it := range items {
+		reqs[i] = authority.AccessRequest{Subject: or(it.Subject, req.Subject), Action: or(it.Action, req.Action),
+			Resource: or(it.Resource, req.Resource), Context: or(it.Context, req.Context)}
+		if err := checkAccessRequest(reqs[i]); err != nil {
+			writeError(w, r, s.log, fmt.Errorf("evaluation %d: %w", i, err))
+			return
+		}
+	}
+	out, err := s.a.EvaluateAccess(r.Context(), callerOf(r), reqs)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	for _, d := range out {
+		s.metrics.decisions.WithLabelValues("authzen", strconv.FormatBool(d.Decision)).Inc()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"evaluations": out})
+}
+
+func or(a, b json.RawMessage) json.RawMessage {
+	if len(a) > 0 {
+		return a
+	}
+	return b
+}
+
+// checkAccessRequest requires subject, action and resource objects.
+func checkAccessRequest(r authority.AccessRequest) error {
+	for name, v := range map[string]json.RawMessage{"subject": r.Subject, "action": r.Action, "resource": r.Resource} {
+		if len(v) == 0 || v[0] != '{' {
+			return fmt.Errorf("%w: %s must be an object", authority.ErrInvalidRequest, name)
+		}
+	}
+	if len(r.Context) > 0 && r.Context[0] != '{' && string(r.Context) != "null" {
+		return fmt.Errorf("%w: context must be an object", authority.ErrInvalidRequest)
+	}
+	return nil
+}
+
+// decodeJSONLoose decodes a JSON object body that may carry fields this
+// server does not know (AuthZEN allows extensions), with the same limits
+// as decodeJSON.
+func decodeJSONLoose(r *http.Request, v any) error {
+	if err := checkContentType(r.Header.Get("Content-Type"), "application/json"); err != nil {
+		return err
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, mbe.Limit)
+		}
+		return fmt.Errorf("%w: reading body: %v", errBadJSON, err)
+	}
+	if err := checkJSONValue(body); err != nil {
+		return fmt.Errorf("%w: %v", errBadJSON, err)
+	}
+	if b := bytes.TrimSpace(body); len(b) == 0 || b[0] != '{' {
+		return fmt.Errorf("%w: the body must be a JSON object", errBadJSON)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%w: %v", errBadJSON, err)
+	}
+	return nil
+}
+
+// policyReload is POST /v1/admin/policy/reload.
+func (s *Server) policyReload(w http.ResponseWriter, r *http.Request) {
+	var req struct{}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	rev, err := s.a.ReloadPolicy(r.Context(), callerOf(r))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"revision": rev})
+}
+
+// policyStatus is GET /v1/admin/policy: the active revision and modules.
+func (s *Server) policyStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.a.PolicyStatus(r.Context(), callerOf(r))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// policyTest is POST /v1/admin/policy/test: run the active revision's
+// Rego tests.
+func (s *Server) policyTest(w http.ResponseWriter, r *http.Request) {
+	res, err := s.a.PolicyTests(r.Context(), callerOf(r))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	type result struct {
+		Package    string `json:"package"`
+		Name       string `json:"name"`
+		Pass       bool   `json:"pass"`
+		Error      string `json:"error,omitempty"`
+		DurationNS int64  `json:"duration_ns"`
+	}
+	out := []result{}
+	for _, t := range res {
+		out = append(out, result{Package: t.Package, Name: t.Name, Pass: !t.Fail && t.Error == "", Error: t.Error, DurationNS: t.Duration.Nanoseconds()})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"revision": s.a.PolicyRevision(), "tests": out})
+}

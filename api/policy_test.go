@@ -1,0 +1,298 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/policies"
+)
+
+// crossOrgPolicy is a ~40-line cross-organisation delegation policy, the
+// kind platforms ask about.
+const crossOrgPolicy = `package authz
+
+import rego.v1
+
+default allow := false
+
+trusted_orgs := {"org-a.example", "org-b.example"}
+
+allow if {
+	count(deny) == 0
+}
+
+deny contains "caller organisation is not trusted" if {
+	not input.caller.org in trusted_orgs
+}
+
+deny contains msg if {
+	some s in input.request.scopes
+	not s in input.delegation.scopes
+	msg := sprintf("scope %s not delegated", [s])
+}
+
+deny contains "delegation expired" if {
+	input.delegation.exp < input.now
+}
+
+deny contains "too deep" if {
+	count(input.delegation.chain) > 3
+}
+
+reasons := sort(deny)
+
+conflict := 1 if input.conflict
+
+conflict := 2 if input.conflict
+
+slow := count([x | some x in numbers.range(1, 100000000)]) if input.slow
+`
+
+// policyEnv is an authority with crossOrgPolicy loaded and an agent
+// "gateway" allowed to call the decision API.
+type policyEnv struct {
+	*env
+	gateway identity
+	dir     string
+}
+
+func startPolicy(t *testing.T, mutate ...func(*authority.Config)) *policyEnv {
+	t.Helper()
+	dir := t.TempDir()
+	// A policy directory replaces the embedded policies: start from them.
+	if err := os.CopyFS(dir, policies.FS); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(crossOrgPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gw := "spiffe://org-a.example/agent/gateway"
+	e := start(t, "org-a.example", append([]func(*authority.Config){func(c *authority.Config) {
+		c.Policy.Dir = dir
+		c.Policy.DecisionCallers = []string{gw}
+		c.Policy.DecisionLogMask = []string{"/input/secret"}
+		c.Policy.EvalTimeout = authority.Duration(200 * time.Millisecond)
+	}}, mutate...)...)
+	node := e.joinNode()
+	e.registerAgent("gateway", node.id)
+	return &policyEnv{env: e, gateway: e.agentSVID(node, gw), dir: dir}
+}
+
+var delegationInput = `{"input": {"caller": {"org": "org-b.example"}, "request": {"scopes": ["calendar:read"]},
+	"delegation": {"scopes": ["calendar:read", "mail:send"], "exp": 2000, "chain": ["a", "b"]}, "now": 1000, "secret": "hunter2"}}`
+
+// do sends a raw request as c and returns status and decoded body.
+func do(t *testing.T, c *client.Client, method, path, contentType string, body []byte) (int, map[string]any) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c.TLSConfig()}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctxT(t), method, c.Server()+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s %s: %d, body %q is not a JSON object", method, path, resp.StatusCode, b)
+	}
+	return resp.StatusCode, m
+}
+
+func TestDataAPIAnswersAsOPA(t *testing.T) {
+	pe := startPolicy(t)
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+
+	status, ans := do(t, gw, http.MethodPost, "/v1/data/authz/allow", "application/json", []byte(delegationInput))
+	if status != 200 || ans["result"] != true || ans["decision_id"] == "" || ans["warning"] != nil {
+		t.Fatalf("allow: %d %v", status, ans)
+	}
+	decisionID := ans["decision_id"].(string)
+	status, ans = do(t, gw, http.MethodPost, "/v1/data/authz", "application/json", []byte(delegationInput))
+	if doc, _ := ans["result"].(map[string]any); status != 200 || doc["allow"] != true || doc["reasons"] == nil {
+		t.Fatalf("the package document: %d %v", status, ans)
+	}
+
+	// An undefined document: 200 and no result key.
+	status, ans = do(t, gw, http.MethodPost, "/v1/data/authz/nothing/here", "application/json", []byte(delegationInput))
+	if _, has := ans["result"]; status != 200 || has || ans["decision_id"] == nil {
+		t.Fatalf("undefined: %d %v", status, ans)
+	}
+	// No input: evaluated, with OPA's warning.
+	status, ans = do(t, gw, http.MethodPost, "/v1/data/authz/allow", "application/json", nil)
+	if w, _ := ans["warning"].(map[string]any); status != 200 || ans["result"] == nil || w["code"] != "api_usage_warning" {
+		t.Fatalf("no input: %d %v", status, ans)
+	}
+	// GET with ?input=, ?metrics and ?provenance.
+	in := `{"caller":{"org":"org-c.example"},"request":{"scopes":[]},"delegation":{"scopes":[],"exp":1,"chain":[]},"now":5}`
+	status, ans = do(t, gw, http.MethodGet, "/v1/data/authz/reasons?metrics&provenance=true&input="+url.QueryEscape(in), "", nil)
+	prov, _ := ans["provenance"].(map[string]any)
+	if status != 200 || ans["metrics"] == nil || prov["revision"] != pe.a.PolicyRevision() {
+		t.Fatalf("GET: %d %v", status, ans)
+	}
+	if r, _ := ans["result"].([]any); len(r) != 2 {
+		t.Fatalf("GET reasons: %v", ans["result"])
+	}
+
+	// Errors in OPA's shape.
+	for _, tc := range []struct {
+		name, method, path, ct string
+		body                   []byte
+		status                 int
+		code                   string
+	}{
+		{"malformed JSON", "POST", "/v1/data/authz/allow", "application/json", []byte(`{"input": {`), 400, "invalid_parameter"},
+		{"invalid UTF-8", "POST", "/v1/data/authz/allow", "application/json", []byte("{\"input\": \"\xff\xfe\"}"), 400, "invalid_parameter"},
+		{"deeply nested", "POST", "/v1/data/authz/allow", "application/json", []byte(`{"input": ` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`), 400, "invalid_parameter"},
+		{"oversized", "POST", "/v1/data/authz/allow", "application/json", []byte(`{"input": "` + strings.Repeat("a", 70<<10) + `"}`), 413, "invalid_parameter"},
+		{"bad GET input", "GET", "/v1/data/authz/allow?input=%7B", "", nil, 400, "invalid_parameter"},
+		{"path too deep", "POST", "/v1/data/" + strings.Repeat("a/", 40) + "b", "application/json", nil, 400, "invalid_parameter"},
+		{"conflict in the policy", "POST", "/v1/data/authz/conflict", "application/json", []byte(`{"input": {"conflict": true}}`), 500, "internal_error"},
+		{"policy runs too long", "POST", "/v1/data/authz/slow", "application/json", []byte(`{"input": {"slow": true}}`), 422, "evaluation_timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, ans := do(t, gw, tc.method, tc.path, tc.ct, tc.body)
+			if status != tc.status || ans["code"] != tc.code || ans["message"] == "" {
+				t.Fatalf("%d %v, want %d %s", status, ans, tc.status, tc.code)
+			}
+		})
+	}
+	if _, ans := do(t, gw, "POST", "/v1/data/authz/conflict", "application/json", []byte(`{"input": {"conflict": true}}`)); ans["errors"] == nil {
+		t.Fatalf("an evaluation error lists its errors: %v", ans)
+	}
+
+	// Every decision is in the audit log, with the caller, the masked
+	// input, the result and the revision.
+	var found struct {
+		Entries []struct {
+			Entry struct {
+				Type           string         `json:"type"`
+				Actor          string         `json:"actor"`
+				DecisionID     string         `json:"decision_id"`
+				PolicyRevision string         `json:"policy_revision"`
+				Details        map[string]any `json:"details"`
+			} `json:"entry"`
+		} `json:"entries"`
+	}
+	if err := pe.admin.Do(ctxT(t), http.MethodGet, "/v1/audit/search?decision_id="+decisionID, nil, &found); err != nil || len(found.Entries) != 1 {
+		t.Fatalf("audit search by decision id: %v, %d entries", err, len(found.Entries))
+	}
+	rec := found.Entries[0].Entry
+	input, _ := rec.Details["input"].(map[string]any)
+	if rec.Type != "policy.decision" || rec.Actor != pe.gateway.id.String() || rec.PolicyRevision != pe.a.PolicyRevision() ||
+		rec.Details["result"] != true || rec.Details["path"] != "authz/allow" || input == nil || input["secret"] != nil ||
+		rec.Details["erased"] == nil {
+		t.Fatalf("decision record: %+v", rec)
+	}
+	if _, err := os.Stat(pe.dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDataAPICallers(t *testing.T) {
+	pe := startPolicy(t, func(c *authority.Config) {
+		c.Policy.CallerPaths = map[string][]string{"spiffe://org-a.example/agent/gateway": {"authz/allow"}}
+	})
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/allow", "application/json", []byte(delegationInput)); status != 200 || ans["result"] != true {
+		t.Fatalf("allowed path: %d %v", status, ans)
+	}
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/reasons", "application/json", []byte(delegationInput)); status != 403 || ans["code"] != "unauthorized" {
+		t.Fatalf("path outside caller_paths: %d %v", status, ans)
+	}
+	if status, ans := do(t, pe.client(nil, nil), "POST", "/v1/data/authz/allow", "application/json", nil); status != 401 || ans["code"] != "unauthorized" {
+		t.Fatalf("no client certificate: %d %v", status, ans)
+	}
+	node := pe.joinNode()
+	if status, _ := do(t, pe.client(node.chain, node.key), "POST", "/v1/data/authz/allow", "application/json", nil); status != 403 {
+		t.Fatalf("a node that is not a decision caller: %d", status)
+	}
+	if status, ans := do(t, pe.admin, "POST", "/v1/data/authz/reasons", "application/json", []byte(delegationInput)); status != 200 || ans["result"] == nil {
+		t.Fatalf("admin: %d %v", status, ans)
+	}
+}
+
+func TestAuthZEN(t *testing.T) {
+	pe := startPolicy(t)
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	// An agent with a scope, for the default authzen policy.
+	node := pe.joinNode()
+	reader := spiffeid.RequireFromSegments(pe.td, "agent", "reader").String()
+	if _, err := pe.admin.CreateAgent(ctxT(t), &client.Agent{SPIFFEID: reader, NodeIDs: []string{node.id.String()}, Scopes: []string{"calendar:read"}}); err != nil {
+		t.Fatal(err)
+	}
+	eval := func(action string) string {
+		return `{"subject": {"type": "agent", "id": "` + reader + `"}, "action": {"name": "` + action + `"}, "resource": {"type": "calendar", "id": "alice"}}`
+	}
+	status, ans := do(t, gw, "POST", "/access/v1/evaluation", "application/json", []byte(eval("calendar:read")))
+	if status != 200 || ans["decision"] != true {
+		t.Fatalf("evaluation: %d %v", status, ans)
+	}
+	status, ans = do(t, gw, "POST", "/access/v1/evaluation", "application/json", []byte(eval("calendar:write")))
+	if ctx, _ := ans["context"].(map[string]any); status != 200 || ans["decision"] != false || ctx["reason"] == nil || ctx["decision_id"] == nil {
+		t.Fatalf("evaluation denied: %d %v", status, ans)
+	}
+	batch := `{"subject": {"type": "agent", "id": "` + reader + `"}, "resource": {"type": "calendar", "id": "alice"},
+		"evaluations": [{"action": {"name": "calendar:read"}}, {"action": {"name": "calendar:write"}},
+		{"action": {"name": "calendar:read"}, "subject": {"type": "agent", "id": "spiffe://org-a.example/agent/nobody"}}]}`
+	status, ans = do(t, gw, "POST", "/access/v1/evaluations", "application/json", []byte(batch))
+	evs, _ := ans["evaluations"].([]any)
+	if status != 200 || len(evs) != 3 || evs[0].(map[string]any)["decision"] != true || evs[1].(map[string]any)["decision"] != false ||
+		evs[2].(map[string]any)["decision"] != false {
+		t.Fatalf("evaluations: %d %v", status, ans)
+	}
+	if status, ans := do(t, gw, "POST", "/access/v1/evaluation", "application/json", []byte(`{"subject": "x"}`)); status != 400 || ans["type"] == nil {
+		t.Fatalf("bad request: %d %v", status, ans)
+	}
+}
+
+func TestPolicyReload(t *testing.T) {
+	pe := startPolicy(t)
+	rev1 := pe.a.PolicyRevision()
+	reload := func() (int, map[string]any) {
+		return do(t, pe.admin, "POST", "/v1/admin/policy/reload", "application/json", []byte(`{}`))
+	}
+	// A broken policy is refused with the compiler's message; the old
+	// revision stays and keeps answering.
+	if err := os.WriteFile(filepath.Join(pe.dir, "broken.rego"), []byte("package broken\nallow if {"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	status, ans := reload()
+	if status != 422 || !strings.Contains(ans["detail"].(string), "rego_parse_error") || pe.a.PolicyRevision() != rev1 {
+		t.Fatalf("broken reload: %d %v", status, ans)
+	}
+	os.Remove(filepath.Join(pe.dir, "broken.rego"))
+	if err := os.WriteFile(filepath.Join(pe.dir, "extra.rego"), []byte("package extra\nimport rego.v1\nhello := \"world\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	status, ans = reload()
+	if status != 200 || ans["revision"] == rev1 || ans["revision"] != pe.a.PolicyRevision() {
+		t.Fatalf("reload: %d %v", status, ans)
+	}
+	changes := pe.auditOf("policy.changed", "")
+	if len(changes) != 1 || changes[0]["old_revision"] != rev1 || changes[0]["new_revision"] != ans["revision"] {
+		t.Fatalf("policy.changed records: %v", changes)
+	}
+	if status, _ := do(t, pe.client(pe.gateway.chain, pe.gateway.key), "POST", "/v1/admin/policy/reload", "application/json", []byte(`{}`)); status != 403 {
+		t.Fatalf("reload by a decision caller: %d", status)
+	}
+}

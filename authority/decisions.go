@@ -1,0 +1,266 @@
+package authority
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"mandate.dev/mandate/policy"
+)
+
+// DataQuery is one request of the OPA Data API.
+type DataQuery struct {
+	// Path is the document asked, slash-separated, relative to data.
+	Path string
+	// Input is the request's input as received (nil: none).
+	Input json.RawMessage
+	// Metrics asks for evaluation metrics in the answer.
+	Metrics bool
+}
+
+// DataAnswer is the outcome of a DataQuery, once its record is durable.
+type DataAnswer struct {
+	DecisionID string
+	*policy.Result
+}
+
+// mayDecide checks that c may ask the decision API about path.
+func (a *Authority) mayDecide(c *Caller, path string) error {
+	if c == nil || c.ID.IsZero() {
+		return ErrUnauthenticated
+	}
+	id := c.ID.String()
+	if a.RoleOf(c.ID) == RoleAdmin {
+		return nil
+	}
+	if !a.decisionCallers[id] {
+		return fmt.Errorf("%w: %s is not a decision caller (policy.decision_callers)", ErrForbidden, id)
+	}
+	prefixes, limited := a.cfg.Policy.CallerPaths[id]
+	if !limited {
+		return nil
+	}
+	p := strings.Trim(path, "/")
+	for _, pre := range prefixes {
+		pre = strings.Trim(pre, "/")
+		if p == pre || strings.HasPrefix(p, pre+"/") {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s may not ask data/%s (policy.caller_paths)", ErrForbidden, id, p)
+}
+
+// QueryData evaluates a Data API request for caller c and records the
+// decision (caller, path, input and result with the configured masks,
+// revision, latency) in the audit log before returning: the answer is
+// given only once its record is durable. An evaluation error is recorded
+// too, and returned (policy.ErrEval).
+func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*DataAnswer, error) {
+	if err := a.mayDecide(c, q.Path); err != nil {
+		return nil, err
+	}
+	if _, err := policy.PathRef(q.Path); err != nil {
+		return nil, err
+	}
+	var input ast.Value
+	if q.Input != nil {
+		var err error
+		if input, err = policy.ParseInput(q.Input); err != nil {
+			return nil, fmt.Errorf("%w: input: %v", ErrInvalidRequest, err)
+		}
+	}
+	if err := a.syncPolicyData(ctx); err != nil {
+		a.log.ErrorContext(ctx, "policy data", "err", err)
+	}
+	start := time.Now()
+	res, evalErr := a.policy.Eval(ctx, q.Path, input, policy.EvalOptions{Metrics: q.Metrics})
+	ans := &DataAnswer{DecisionID: policy.NewDecisionID(), Result: res}
+	if res == nil { // the query could not be prepared
+		ans.Result = &policy.Result{Revision: a.policy.Revision(), EvalTime: a.now()}
+	}
+	details := map[string]any{"api": "data", "path": strings.Trim(q.Path, "/"), "latency_us": time.Since(start).Microseconds(),
+		"eval_time": ans.EvalTime.UTC().Format(time.RFC3339Nano)}
+	a.maskInto(details, q.Input, ans.Result, evalErr)
+	if _, err := a.record(ctx, event{typ: "policy.decision", actor: actorOf(c), subject: "data/" + strings.Trim(q.Path, "/"),
+		details: details, decisionID: ans.DecisionID, policyRevision: ans.Revision}); err != nil {
+		return nil, err
+	}
+	if evalErr != nil {
+		return ans, evalErr
+	}
+	return ans, nil
+}
+
+// maskInto puts the input and the result of a decision into its record,
+// erasing what policy.decision_log_mask names and replacing an input too
+// large for an audit entry by its digest and size.
+func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res *policy.Result, evalErr error) {
+	var erased []string
+	if input == nil {
+		details["input_absent"] = true
+	} else {
+		in := input
+		if masks := a.masks("/input"); len(masks) > 0 {
+			var v any
+			if json.Unmarshal(input, &v) == nil {
+				v, erased = erase(v, masks, "/input", erased)
+				in, _ = json.Marshal(v)
+			}
+		}
+		if len(in) <= maxRecordedInput {
+			details["input"] = json.RawMessage(in)
+		} else {
+			sum := sha256.Sum256(input)
+			details["input_sha256"], details["input_bytes"] = hex.EncodeToString(sum[:]), len(input)
+		}
+	}
+	switch {
+	case evalErr != nil:
+		details["error"] = evalErr.Error()
+	case !res.Defined:
+		details["undefined"] = true
+	default:
+		v := res.Value
+		if masks := a.masks("/result"); len(masks) > 0 {
+			v, erased = erase(v, masks, "/result", erased)
+		}
+		if b, err := json.Marshal(v); err == nil && len(b) <= maxRecordedInput {
+			details["result"] = json.RawMessage(b)
+		} else {
+			sum := sha256.Sum256(b)
+			details["result_sha256"] = hex.EncodeToString(sum[:])
+		}
+	}
+	if len(erased) > 0 {
+		details["erased"] = erased
+	}
+}
+
+// masks returns the configured masks under root (/input or /result).
+func (a *Authority) masks(root string) []string {
+	var out []string
+	for _, m := range a.cfg.Policy.DecisionLogMask {
+		if m == root || strings.HasPrefix(m, root+"/") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// erase removes the JSON pointers in masks (each starting with root) from
+// v, a decoded JSON value, and appends those it erased to erased. The
+// whole value is erased (nil) if a mask is root itself.
+func erase(v any, masks []string, root string, erased []string) (any, []string) {
+	for _, m := range masks {
+		if m == root {
+			return nil, append(erased, m)
+		}
+		segs := strings.Split(strings.TrimPrefix(m, root+"/"), "/")
+		for i, s := range segs {
+			segs[i] = strings.ReplaceAll(strings.ReplaceAll(s, "~1", "/"), "~0", "~")
+		}
+		if eraseAt(v, segs) {
+			erased = append(erased, m)
+		}
+	}
+	return v, erased
+}
+
+func eraseAt(v any, segs []string) bool {
+	for len(segs) > 1 {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[segs[0]]
+		case []any:
+			i, err := strconv.Atoi(segs[0])
+			if err != nil || i < 0 || i >= len(x) {
+				return false
+			}
+			v = x[i]
+		default:
+			return false
+		}
+		segs = segs[1:]
+	}
+	if m, ok := v.(map[string]any); ok {
+		if _, ok := m[segs[0]]; ok {
+			delete(m, segs[0])
+			return true
+		}
+	}
+	return false
+}
+
+// AccessRequest is one OpenID AuthZEN evaluation: the subject, action,
+// resource and context objects, as received.
+type AccessRequest struct {
+	Subject  json.RawMessage `json:"subject"`
+	Action   json.RawMessage `json:"action"`
+	Resource json.RawMessage `json:"resource"`
+	Context  json.RawMessage `json:"context,omitempty"`
+}
+
+// AccessDecision is an AuthZEN answer.
+type AccessDecision struct {
+	Decision bool           `json:"decision"`
+	Context  map[string]any `json:"context,omitempty"`
+}
+
+// EvaluateAccess answers AuthZEN evaluations with the document named by
+// policy.authzen_path, each recorded before the answer. The policy's
+// answer is a boolean or {"decision": bool, "context": {...}}; anything
+// else (an error, undefined, another shape) is decision false, with the
+// reason in the context.
+func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []AccessRequest) ([]AccessDecision, error) {
+	path := a.cfg.Policy.AuthZENPath
+	if err := a.mayDecide(c, path); err != nil {
+		return nil, err
+	}
+	out := make([]AccessDecision, len(reqs))
+	for i, r := range reqs {
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return nil, fmt.Errorf("%w: evaluation %d: %v", ErrInvalidRequest, i, err)
+		}
+		ans, err := a.QueryData(ctx, c, DataQuery{Path: path, Input: raw})
+		switch {
+		case errors.Is(err, policy.ErrEval):
+			out[i] = AccessDecision{Context: map[string]any{"reason": "the policy could not decide: " + err.Error()}}
+		case err != nil:
+			return nil, err
+		default:
+			out[i] = accessDecision(ans.Result)
+		}
+		if out[i].Context == nil {
+			out[i].Context = map[string]any{}
+		}
+		out[i].Context["decision_id"] = ans.DecisionID
+	}
+	return out, nil
+}
+
+func accessDecision(res *policy.Result) AccessDecision {
+	if !res.Defined {
+		return AccessDecision{Context: map[string]any{"reason": "the policy has no decision for this request"}}
+	}
+	switch v := res.Value.(type) {
+	case bool:
+		return AccessDecision{Decision: v}
+	case map[string]any:
+		d, ok := v["decision"].(bool)
+		if !ok {
+			break
+		}
+		ctx, _ := v["context"].(map[string]any)
+		return AccessDecision{Decision: d, Context: ctx}
+	}
+	return AccessDecision{Context: map[string]any{"reason": "the policy's answer is not a decision"}}
+}

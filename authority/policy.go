@@ -1,0 +1,243 @@
+package authority
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/policy"
+	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
+)
+
+// ErrPolicyDenied is returned when a decision point denies; the error's
+// PolicyDenial carries the reasons.
+var ErrPolicyDenied = errors.New("authority: denied by policy")
+
+// PolicyDenial is a deny of one of Mandate's decision points.
+type PolicyDenial struct {
+	Decision policy.Decision
+}
+
+func (d *PolicyDenial) Error() string {
+	return fmt.Sprintf("%v: %s (decision %s)", ErrPolicyDenied, strings.Join(d.Decision.Reasons, "; "), d.Decision.ID)
+}
+
+func (d *PolicyDenial) Unwrap() error { return ErrPolicyDenied }
+
+// openPolicy loads the policies and Mandate's documents for them.
+func (a *Authority) openPolicy(ctx context.Context) error {
+	eng, err := policy.New(ctx, policy.Options{Dir: a.cfg.Policy.Dir, Timeout: a.cfg.Policy.EvalTimeout.D(), Now: a.now,
+		Logger: a.log.With("component", "policy")})
+	if err != nil {
+		return fmt.Errorf("authority: %w", err)
+	}
+	a.policy = eng
+	a.policyDirty.Store(true)
+	a.log.Info("policy loaded", "revision", eng.Revision(), "modules", len(eng.Files()))
+	return nil
+}
+
+// PolicyRevision is the active policy revision.
+func (a *Authority) PolicyRevision() string { return a.policy.Revision() }
+
+// registryChanged is called after every committed change of agents,
+// nodes or federation relationships: the hosting cache forgets, and the
+// policy documents are rebuilt before the next decision.
+func (a *Authority) registryChanged() {
+	a.hosting.invalidate()
+	a.policyDirty.Store(true)
+}
+
+// syncPolicyData rebuilds data.mandate.{trust_domain,
+// federated_trust_domains, agents, nodes} if the registry changed since.
+func (a *Authority) syncPolicyData(ctx context.Context) error {
+	if !a.policyDirty.Load() {
+		return nil
+	}
+	a.policySyncMu.Lock()
+	defer a.policySyncMu.Unlock()
+	if !a.policyDirty.Swap(false) {
+		return nil
+	}
+	agents := map[string]any{}
+	nodes := map[string]any{}
+	var feds []string
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		ags, err := registry.ListAgents(tx)
+		if err != nil {
+			return err
+		}
+		for _, ag := range ags {
+			agents[ag.SPIFFEID] = agentDoc(ag)
+		}
+		ns, err := registry.ListNodes(tx)
+		if err != nil {
+			return err
+		}
+		for _, n := range ns {
+			nodes[n.SPIFFEID] = nodeDoc(n)
+		}
+		return nil
+	})
+	if err == nil {
+		var recs []*Federation
+		if recs, err = a.loadFederations(ctx); err == nil {
+			for _, f := range recs {
+				feds = append(feds, f.TrustDomain)
+			}
+		}
+	}
+	if err != nil {
+		a.policyDirty.Store(true)
+		return fmt.Errorf("authority: policy data: %w", err)
+	}
+	slices.Sort(feds)
+	for k, v := range map[string]any{"trust_domain": a.td.Name(), "federated_trust_domains": feds, "agents": agents, "nodes": nodes} {
+		if err := a.policy.SetData(ctx, k, v); err != nil {
+			a.policyDirty.Store(true)
+			return err
+		}
+	}
+	return nil
+}
+
+// agentDoc is what policies see of a registration.
+func agentDoc(ag *registry.Agent) map[string]any {
+	return map[string]any{
+		"spiffe_id": ag.SPIFFEID, "scopes": nonNil(ag.Scopes), "selectors": nonNil(ag.Selectors), "node_ids": nonNil(ag.NodeIDs),
+		"require_hardware_attestation": ag.RequireHardwareAttestation,
+		"accountability": map[string]any{"operator": ag.Accountability.Operator, "model_provider": ag.Accountability.ModelProvider,
+			"model": ag.Accountability.Model, "responsible_party": ag.Accountability.ResponsibleParty},
+	}
+}
+
+// nodeDoc is what policies see of a node.
+func nodeDoc(n *registry.Node) map[string]any {
+	d := map[string]any{"spiffe_id": n.SPIFFEID, "attestation_method": n.AttestationMethod, "level": n.Level,
+		"selectors": nonNil(n.Selectors), "banned": n.Banned, "drifted": n.Drifted, "attested_at": n.AttestedAt.UTC().Format(time.RFC3339)}
+	if n.TPM != nil {
+		d["tpm"] = map[string]any{"ek_sha256": n.TPM.EKSHA256, "ek_trust": n.TPM.EKTrust, "profile": n.TPM.Profile,
+			"quoted_at": n.TPM.QuotedAt.UTC().Format(time.RFC3339), "pcrs_sha256": n.TPM.PCRs}
+	}
+	return d
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// decide asks a decision point; a deny (including a policy that cannot
+// decide) is recorded and returned as a *PolicyDenial. An allow is
+// returned for the caller to record with the event it allowed.
+func (a *Authority) decide(ctx context.Context, c *Caller, point string, subject string, parties []audit.Party, input any) (policy.Decision, error) {
+	if err := a.syncPolicyData(ctx); err != nil {
+		a.log.ErrorContext(ctx, "policy data", "err", err)
+		// Decide anyway on the documents held: a stale registry copy
+		// can only be older, and the flows check the registry themselves.
+	}
+	d := a.policy.Decide(ctx, point, input)
+	if d.Allow {
+		return d, nil
+	}
+	if d.Err != nil {
+		a.log.ErrorContext(ctx, "policy could not decide: denied", "point", point, "decision_id", d.ID, "err", d.Err)
+	}
+	if _, err := a.recordDecision(ctx, c, d, subject, parties, input); err != nil {
+		return d, err
+	}
+	return d, &PolicyDenial{Decision: d}
+}
+
+// recordDecision records one of Mandate's own decisions.
+func (a *Authority) recordDecision(ctx context.Context, c *Caller, d policy.Decision, subject string, parties []audit.Party, input any) (audit.Receipt, error) {
+	details := map[string]any{"point": d.Point, "path": d.Path, "allow": d.Allow, "reasons": nonNil(d.Reasons),
+		"eval_time": d.EvalTime.UTC().Format(time.RFC3339Nano), "latency_us": d.Latency.Microseconds()}
+	if b, err := json.Marshal(input); err == nil && len(b) <= maxRecordedInput {
+		details["input"] = json.RawMessage(b)
+	} else {
+		details["input_omitted"] = "larger than the audit entry allows"
+	}
+	return a.record(ctx, event{typ: "policy.decision", actor: actorOf(c), subject: subject, parties: parties, details: details,
+		decisionID: d.ID, policyRevision: d.Revision})
+}
+
+// maxRecordedInput bounds the input kept in a decision's audit entry;
+// beyond it, the entry says it was omitted.
+const maxRecordedInput = 48 << 10
+
+// issuanceInput is what the issuance decision point sees.
+func issuanceInput(kind string, c *Caller, ag *registry.Agent, n *registry.Node) map[string]any {
+	return map[string]any{"kind": kind, "caller": c.ID.String(), "agent": agentDoc(ag), "node": nodeDoc(n)}
+}
+
+// authorizeIssuance asks the issuance decision point whether node n may
+// receive a kind SVID for agent ag.
+func (a *Authority) authorizeIssuance(ctx context.Context, kind string, c *Caller, ag *registry.Agent, n *registry.Node) (policy.Decision, error) {
+	return a.decide(ctx, c, policy.PointIssuance, ag.SPIFFEID, partyOf(ag), issuanceInput(kind, c, ag, n))
+}
+
+// ReloadPolicy re-reads the policies; a revision that does not compile or
+// fails its tests is refused (policy.ErrRejected) and the active one
+// stays. Every change of revision is recorded.
+func (a *Authority) ReloadPolicy(ctx context.Context, c *Caller) (string, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return "", err
+	}
+	return a.reloadPolicy(ctx, c)
+}
+
+// ReloadPolicyOnSignal is ReloadPolicy on the operator's signal (SIGHUP):
+// the change is recorded with the system as its actor.
+func (a *Authority) ReloadPolicyOnSignal(ctx context.Context) (string, error) {
+	return a.reloadPolicy(ctx, nil)
+}
+
+func (a *Authority) reloadPolicy(ctx context.Context, c *Caller) (string, error) {
+	old, cur, err := a.policy.Reload(ctx)
+	if err != nil {
+		a.log.WarnContext(ctx, "policy reload refused; the active revision stays", "revision", old, "err", err)
+		return old, err
+	}
+	a.policyDirty.Store(true)
+	if old != cur {
+		if _, err := a.record(ctx, event{typ: "policy.changed", actor: actorOf(c), subject: a.td.IDString(), details: map[string]any{
+			"old_revision": old, "new_revision": cur, "modules": a.policy.Files(),
+		}}); err != nil {
+			return cur, err
+		}
+	}
+	a.log.InfoContext(ctx, "policy reloaded", "old_revision", old, "revision", cur)
+	return cur, nil
+}
+
+// PolicyTests runs the active revision's Rego tests.
+func (a *Authority) PolicyTests(ctx context.Context, c *Caller) ([]policy.TestResult, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	return a.policy.Test(ctx)
+}
+
+// PolicyStatus is the active policy revision and its modules.
+type PolicyStatus struct {
+	Revision string   `json:"revision"`
+	Modules  []string `json:"modules"`
+	Dir      string   `json:"dir,omitempty"` // empty: the embedded policies
+}
+
+// PolicyStatus reports the active revision (admin).
+func (a *Authority) PolicyStatus(ctx context.Context, c *Caller) (*PolicyStatus, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	return &PolicyStatus{Revision: a.policy.Revision(), Modules: a.policy.Files(), Dir: a.cfg.Policy.Dir}, nil
+}
