@@ -23,6 +23,7 @@ Usage:
   mandate bundle show [flags]           print the trust domain's SPIFFE bundle
   mandate audit <command> [flags]       read and verify the audit log (checkpoint, tail, show,
                                         search, verify, prove, check-proof)
+  mandate policy <command> [flags]      test, export, reload the Rego policies; show the revision
   mandate bench issue|audit|attest      measure SVID issuance, audit log appends, or TPM
                                         attestation verification
   mandate version
@@ -38,6 +39,10 @@ func main() {
 	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
+	}
+	var xe exitError
+	if errors.As(err, &xe) {
+		os.Exit(xe.code)
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
@@ -70,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"bundle": runBundle,
 		"bench":  runBench,
 		"audit":  runAudit,
+		"policy": runPolicy,
 	}
 	switch args[0] {
 	case "version", "--version":

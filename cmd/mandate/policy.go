@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"mandate.dev/mandate/policies"
+	"mandate.dev/mandate/policy"
+)
+
+const policyUsage = `Usage:
+  mandate policy test [--dir DIR]       run the Rego tests of the policies (the embedded ones, or DIR),
+                                        here, without a server; exit status 1 if any fails
+  mandate policy export --dir DIR       write the embedded policies to DIR, to start a --policy-dir from
+  mandate policy reload [flags]         have the running authority reload its policies (admin)
+  mandate policy status [flags]         the running authority's policy revision and modules (admin)
+`
+
+func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, policyUsage)
+		return usagef("policy: missing command")
+	}
+	switch args[0] {
+	case "test":
+		return policyTest(ctx, args[1:], stdout, stderr)
+	case "export":
+		return policyExport(args[1:], stdout, stderr)
+	case "reload", "status":
+		return policyRemote(ctx, args[0], args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, policyUsage)
+	return usagef("policy: unknown command %q", args[0])
+}
+
+func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("policy test", "policy test [--dir DIR]", stderr)
+	dir := fs.String("dir", "", "policy directory (default: the embedded policies)")
+	verbose := fs.Bool("v", false, "list every test, not only failures")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	// Loading runs the tests and refuses a failing revision: load with
+	// them, and report them one by one.
+	eng, err := policy.New(ctx, policy.Options{Dir: *dir, Timeout: 10 * time.Second})
+	if err != nil {
+		if errors.Is(err, policy.ErrRejected) {
+			fmt.Fprintln(stdout, err)
+			return exitError{1}
+		}
+		return err
+	}
+	results, err := eng.Test(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range results {
+		if *verbose {
+			status := "PASS"
+			if r.Fail || r.Error != "" {
+				status = "FAIL"
+			}
+			fmt.Fprintf(stdout, "%s.%s: %s (%s)\n", r.Package, r.Name, status, r.Duration.Round(time.Microsecond))
+		}
+	}
+	fmt.Fprintf(stdout, "PASS: %d/%d (revision %s)\n", len(results), len(results), eng.Revision())
+	return nil
+}
+
+func policyExport(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("policy export", "policy export --dir DIR", stderr)
+	dir := fs.String("dir", "", "directory to write the embedded policies to (required; must not hold them already)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return usagef("--dir is required")
+	}
+	entries, err := policies.FS.ReadDir(".")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join(*dir, e.Name())); err == nil {
+			return fmt.Errorf("%s already exists: not overwriting it", filepath.Join(*dir, e.Name()))
+		}
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.CopyFS(*dir, policies.FS); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		fmt.Fprintln(stdout, filepath.Join(*dir, e.Name()))
+	}
+	return nil
+}
+
+func policyRemote(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("policy "+cmd, "policy "+cmd+" [flags]", stderr)
+	var cf clientFlags
+	dataDir := fs.String("data-dir", "mandate-data", "the authority's data directory (for the admin credential)")
+	cf.register(fs, "", "admin credential directory (default <data-dir>/admin)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if cf.creds == "" {
+		cf.creds = filepath.Join(*dataDir, "admin")
+	}
+	c, err := cf.dial(true)
+	if err != nil {
+		return err
+	}
+	var out map[string]any
+	if cmd == "reload" {
+		err = c.Do(ctx, http.MethodPost, "/v1/admin/policy/reload", map[string]any{}, &out)
+	} else {
+		err = c.Do(ctx, http.MethodGet, "/v1/admin/policy", nil, &out)
+	}
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+// exitError ends the command with a status and no further message.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCLIPolicy: export the embedded policies, test them, serve them from
+// the directory, change them and reload.
+func TestCLIPolicy(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	pdir := filepath.Join(dir, "policies")
+	if _, err := cli(t, "", dir, "policy", "export", "--dir", pdir); err != nil {
+		t.Fatalf("policy export: %v", err)
+	}
+	out, err := cli(t, "", dir, "policy", "test", "--dir", pdir)
+	if err != nil || !strings.HasPrefix(out, "PASS: ") {
+		t.Fatalf("policy test: %v\n%s", err, out)
+	}
+	url := startServe(t, dir, "--policy-dir", pdir)
+	status := func() map[string]any {
+		s, err := cli(t, url, dir, "policy", "status", "--data-dir", filepath.Join(dir, "mandate-data"))
+		if err != nil {
+			t.Fatalf("policy status: %v", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	before := status()
+	if before["dir"] != pdir {
+		t.Fatalf("status: %v", before)
+	}
+	// A failing test in the directory: reload is refused, nothing changes.
+	bad := filepath.Join(pdir, "bad_test.rego")
+	if err := os.WriteFile(bad, []byte("package bad\nimport rego.v1\ntest_no if false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "policy", "reload", "--data-dir", filepath.Join(dir, "mandate-data")); err == nil || !strings.Contains(err.Error(), "policy-rejected") {
+		t.Fatalf("reload with a failing test = %v", err)
+	}
+	if _, err := cli(t, "", dir, "policy", "test", "--dir", pdir); !errors.As(err, new(exitError)) {
+		t.Fatalf("policy test with a failing test = %v", err)
+	}
+	os.Remove(bad)
+	if err := os.WriteFile(filepath.Join(pdir, "more.rego"), []byte("package more\nimport rego.v1\nx := 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "policy", "reload", "--data-dir", filepath.Join(dir, "mandate-data")); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if after := status(); after["revision"] == before["revision"] {
+		t.Fatalf("the revision did not change: %v", after)
+	}
+}
