@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"testing"
 
 	"mandate.dev/mandate/client"
@@ -45,5 +47,30 @@ func BenchmarkIssueOverHTTPS(b *testing.B) {
 				}
 			}
 		})
+	})
+}
+
+// BenchmarkDataAPIOverHTTPS measures decisions through the whole API
+// path (TLS 1.3 mTLS, keep-alive, durable audit record), client and
+// server in one process: `go test -bench DataAPI -cpu 2 ./api/`.
+func BenchmarkDataAPIOverHTTPS(b *testing.B) {
+	pe := startPolicyB(b)
+	c, err := client.New(client.Config{Server: pe.url, TrustDomain: pe.td, Bundle: pe.bundle, SVID: pe.gateway.chain, Key: pe.gateway.key, MaxConns: 64})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var body map[string]any
+	if err := json.Unmarshal([]byte(delegationInput), &body); err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			var out map[string]any
+			if err := c.Do(context.Background(), http.MethodPost, "/v1/data/authz/allow", body, &out); err != nil || out["result"] != true {
+				b.Errorf("%v %v", out, err)
+				return
+			}
+		}
 	})
 }

@@ -70,6 +70,11 @@ type policyEnv struct {
 
 func startPolicy(t *testing.T, mutate ...func(*authority.Config)) *policyEnv {
 	t.Helper()
+	return startPolicyB(t, mutate...)
+}
+
+func startPolicyB(t testing.TB, mutate ...func(*authority.Config)) *policyEnv {
+	t.Helper()
 	dir := t.TempDir()
 	// A policy directory replaces the embedded policies: start from them.
 	if err := os.CopyFS(dir, policies.FS); err != nil {

@@ -41,9 +41,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "attest" {
 		return runBenchAttest(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "decide" {
+		return runBenchDecide(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "issue" {
-		fmt.Fprintln(stderr, "Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]\n       mandate bench audit [--concurrency 1,16,256,1024] [--duration 5s]\n       mandate bench attest [--concurrency 8] [--duration 5s] [--ek rsa,ecc]")
-		return usagef("bench: want issue, audit or attest")
+		fmt.Fprintln(stderr, "Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]\n       mandate bench audit [--concurrency 1,16,256,1024] [--duration 5s]\n       mandate bench attest [--concurrency 8] [--duration 5s] [--ek rsa,ecc]\n       mandate bench decide [--concurrency 1,8,32] [--duration 5s] [--opa PATH]")
+		return usagef("bench: want issue, audit, attest or decide")
 	}
 	fs := newFlagSet("bench issue", "bench issue [flags]", stderr)
 	var cf clientFlags
@@ -171,6 +174,21 @@ func (e *benchEnv) cleanup(ctx context.Context) {
 }
 
 func (e *benchEnv) run(ctx context.Context, kind string, conc int, dur time.Duration) (benchResult, error) {
+	conn := func(w int) (*benchConn, error) {
+		path, body := "/v1/svid/jwt", []byte(fmt.Sprintf(`{"spiffe_id":%q,"audience":["bench"]}`, e.agentID))
+		if kind == "x509" {
+			b, _ := json.Marshal(map[string]string{"spiffe_id": e.agentID, "csr": string(e.csrs[w])})
+			path, body = "/v1/svid/x509", b
+		}
+		return newBenchConn(e.node.Server(), path, body, e.node.TLSConfig())
+	}
+	return load(ctx, kind, conc, dur, conn, func(ans []byte) error { return e.check(kind, ans) })
+}
+
+// load runs conc workers for dur, each sending the same request over its
+// own keep-alive connection as fast as answers come, and reports the
+// successful requests' latencies.
+func load(ctx context.Context, kind string, conc int, dur time.Duration, conn func(w int) (*benchConn, error), check func([]byte) error) (benchResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	var mu sync.Mutex
@@ -180,7 +198,7 @@ func (e *benchEnv) run(ctx context.Context, kind string, conc int, dur time.Dura
 	start := time.Now()
 	for w := range conc {
 		wg.Go(func() {
-			own, errs, first := e.worker(ctx, kind, w)
+			own, errs, first := loadWorker(ctx, w, conn, check)
 			mu.Lock()
 			defer mu.Unlock()
 			lat = append(lat, own...)
@@ -206,13 +224,8 @@ func (e *benchEnv) run(ctx context.Context, kind string, conc int, dur time.Dura
 // generator, which shares the machine, spends its CPU sending requests.
 const checkEvery = 64
 
-func (e *benchEnv) worker(ctx context.Context, kind string, w int) (lat []time.Duration, errs int, first error) {
-	path, body := "/v1/svid/jwt", []byte(fmt.Sprintf(`{"spiffe_id":%q,"audience":["bench"]}`, e.agentID))
-	if kind == "x509" {
-		b, _ := json.Marshal(map[string]string{"spiffe_id": e.agentID, "csr": string(e.csrs[w])})
-		path, body = "/v1/svid/x509", b
-	}
-	conn, err := newBenchConn(e.node.Server(), path, body, e.node.TLSConfig())
+func loadWorker(ctx context.Context, w int, newConn func(w int) (*benchConn, error), check func([]byte) error) (lat []time.Duration, errs int, first error) {
+	conn, err := newConn(w)
 	if err != nil {
 		return nil, 1, err
 	}
@@ -224,7 +237,7 @@ func (e *benchEnv) worker(ctx context.Context, kind string, w int) (lat []time.D
 			err = fmt.Errorf("bench: answer %d: %.300s", status, ans)
 		}
 		if err == nil && n%checkEvery == 0 {
-			err = e.check(kind, ans)
+			err = check(ans)
 		}
 		if err != nil {
 			if ctx.Err() == nil {

@@ -24,8 +24,9 @@ Usage:
   mandate audit <command> [flags]       read and verify the audit log (checkpoint, tail, show,
                                         search, verify, prove, check-proof)
   mandate policy <command> [flags]      test, export, reload the Rego policies; show the revision
-  mandate bench issue|audit|attest      measure SVID issuance, audit log appends, or TPM
-                                        attestation verification
+  mandate bench issue|audit|attest|decide
+                                        measure SVID issuance, audit log appends, TPM attestation
+                                        verification, or decisions side by side with opa run --server
   mandate version
 
 Run "mandate <command> -h" for a command's flags.
