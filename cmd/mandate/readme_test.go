@@ -36,7 +36,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-
 // startServe runs "mandate serve" in-process with dir as its data
 // directory's parent and returns the server URL.
 func startServe(t *testing.T, dir string, extra ...string) string {
