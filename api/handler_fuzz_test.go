@@ -20,13 +20,17 @@ func FuzzAPIRequests(f *testing.F) {
 	adminChain := e.adminChain()
 	h := e.srv.Handler()
 	routes := []string{"/v1/nodes/join", "/v1/svid/x509", "/v1/svid/jwt", "/v1/admin/join-tokens", "/v1/admin/agents", "/v1/admin/federations",
-		"/v1/nodes/attest/tpm/challenge", "/v1/nodes/attest/tpm/verify"}
+		"/v1/nodes/attest/tpm/challenge", "/v1/nodes/attest/tpm/verify",
+		"/v1/data/mandate/issuance/decision", "/v1/data", "/access/v1/evaluation", "/access/v1/evaluations", "/v1/admin/policy/reload"}
 	seeds := []string{
 		`{}`, `{"token":"x","csr":"y"}`, `{"spiffe_id":"` + agentID + `","csr":"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}`,
 		`{"audience":["a"],"spiffe_id":"` + agentID + `"}`, `{"ttl_seconds":1e300}`, `{"spiffe_id":"spiffe://org-a.example/agent/x","node_ids":["spiffe://org-a.example/node/join/1"],"x509_ttl_seconds":-5}`,
 		`{"trust_domain":"org-b.example","bundle_endpoint_url":"https://127.0.0.1:1/","bundle":{"keys":[{"kty":"EC"}]}}`,
 		`{"ek_public":"AAE=","ak_public":"AAE=","ek_cert":"MAA="}`,
 		`{"session_id":"00","secret":"AA==","quote":"/1RDR4AY","signature":"ABg=","pcrs":{"sha256":{"0":"00"}},"csr":""}`,
+		`{"input": {"agent": {"spiffe_id": "x"}, "node": {"banned": true}}}`, `{"input": null}`, "{\"input\": \"\xff\"}",
+		`{"subject": {"type": "agent", "id": "x"}, "action": {"name": "a"}, "resource": {"type": "r", "id": "1"}}`,
+		`{"subject": {"type": "agent", "id": "x"}, "evaluations": [{"action": {"name": "a"}, "resource": {}}]}`,
 		`[`, `null`, `"x"`, `{"a":`, "\x00", strings.Repeat("[", 10000),
 	}
 	for i, s := range seeds {
@@ -49,7 +53,13 @@ func FuzzAPIRequests(f *testing.F) {
 		if rec.Code >= 500 {
 			t.Fatalf("POST %s (%d bytes) as %d = %d: %s", path, len(body), who%3, rec.Code, rec.Body)
 		}
-		if rec.Code >= 400 {
+		if rec.Code >= 400 && strings.HasPrefix(path, "/v1/data") {
+			// The Data API answers errors as OPA does: {"code", "message"}.
+			var e struct{ Code, Message string }
+			if json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Code == "" || e.Message == "" {
+				t.Fatalf("POST %s = %d: %s, want OPA's error shape", path, rec.Code, rec.Body)
+			}
+		} else if rec.Code >= 400 {
 			var p struct{ Type string }
 			if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" || json.Unmarshal(rec.Body.Bytes(), &p) != nil || p.Type == "" {
 				t.Fatalf("POST %s = %d with %q: %s, want a problem document", path, rec.Code, ct, rec.Body)

@@ -139,3 +139,38 @@ func TestPathRef(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedDelegationDecision asks the shipped delegation policy
+// through Decide, with Mandate's documents set as the authority sets them.
+func TestShippedDelegationDecision(t *testing.T) {
+	e := newEngine(t, policy.Options{})
+	ctx := context.Background()
+	if err := e.SetData(ctx, "trust_domain", "org-a.example"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetData(ctx, "federated_trust_domains", []string{"org-b.example"}); err != nil {
+		t.Fatal(err)
+	}
+	hop := map[string]any{
+		"delegator": map[string]any{"spiffe_id": "spiffe://org-a.example/agent/p", "trust_domain": "org-a.example",
+			"scopes": []string{"calendar:read"}, "host": map[string]any{"level": "token"}},
+		"delegatee": map[string]any{"spiffe_id": "spiffe://org-b.example/agent/b", "trust_domain": "org-b.example"},
+		"principal": "alice", "scopes": []string{"calendar:read"}, "depth": 1, "exp": 100, "chain": []any{},
+	}
+	if d := e.Decide(ctx, policy.PointDelegation, hop); !d.Allow || d.Err != nil {
+		t.Fatalf("allowed hop: %+v", d)
+	}
+	hop["delegatee"] = map[string]any{"spiffe_id": "spiffe://org-c.example/agent/c", "trust_domain": "org-c.example"}
+	hop["depth"] = 5
+	d := e.Decide(ctx, policy.PointDelegation, hop)
+	if d.Allow || d.Err != nil || len(d.Reasons) != 2 {
+		t.Fatalf("denied hop: %+v", d)
+	}
+	// The documents survive a reload.
+	if _, _, err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(ctx, policy.PointDelegation, hop); len(d.Reasons) != 2 {
+		t.Fatalf("after reload: %+v", d)
+	}
+}
