@@ -24,6 +24,8 @@ type DataQuery struct {
 	Input json.RawMessage
 	// Metrics asks for evaluation metrics in the answer.
 	Metrics bool
+	// API names the API asked, for the record ("data" if empty).
+	API string
 }
 
 // DataAnswer is the outcome of a DataQuery, once its record is durable.
@@ -86,7 +88,11 @@ func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*Dat
 	if res == nil { // the query could not be prepared
 		ans.Result = &policy.Result{Revision: a.policy.Revision(), EvalTime: a.now()}
 	}
-	details := map[string]any{"api": "data", "path": strings.Trim(q.Path, "/"), "latency_us": time.Since(start).Microseconds(),
+	api := q.API
+	if api == "" {
+		api = "data"
+	}
+	details := map[string]any{"api": api, "path": strings.Trim(q.Path, "/"), "latency_us": time.Since(start).Microseconds(),
 		"eval_time": ans.EvalTime.UTC().Format(time.RFC3339Nano)}
 	a.maskInto(details, q.Input, ans.Result, evalErr)
 	if _, err := a.record(ctx, event{typ: "policy.decision", actor: actorOf(c), subject: "data/" + strings.Trim(q.Path, "/"),
@@ -230,7 +236,7 @@ func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []Access
 		if err != nil {
 			return nil, fmt.Errorf("%w: evaluation %d: %v", ErrInvalidRequest, i, err)
 		}
-		ans, err := a.QueryData(ctx, c, DataQuery{Path: path, Input: raw})
+		ans, err := a.QueryData(ctx, c, DataQuery{Path: path, Input: raw, API: "authzen"})
 		switch {
 		case errors.Is(err, policy.ErrEval):
 			out[i] = AccessDecision{Context: map[string]any{"reason": "the policy could not decide: " + err.Error()}}
