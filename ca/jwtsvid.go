@@ -91,11 +91,20 @@ func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 	if err != nil {
 		return nil, err
 	}
-	iss := c.view.Load().jwt
+	// The time first, then the view: an authority read after the time
+	// is at least as new as the time, so a rotation in between cannot
+	// make a current authority look expired.
 	now := c.now()
+	iss := c.view.Load().jwt
 	exp := earlierOf(now.Add(ttl), iss.notAfter).Unix()
 	if exp <= now.Unix() {
-		return nil, fmt.Errorf("%w: jwt key %s expired at %s", ErrAuthorityExpired, iss.kid, iss.notAfter)
+		// The view read may predate a rotation that happened since: read
+		// it again, with the time, before calling the key expired.
+		now = c.now()
+		iss = c.view.Load().jwt
+		if exp = earlierOf(now.Add(ttl), iss.notAfter).Unix(); exp <= now.Unix() {
+			return nil, fmt.Errorf("%w: jwt key %s expired at %s", ErrAuthorityExpired, iss.kid, iss.notAfter)
+		}
 	}
 	aud := slices.Clone(p.Audience)
 	payload, err := json.Marshal(svidClaims{Subject: p.ID.String(), Audience: aud, Expiry: exp, IssuedAt: now.Unix()})
@@ -118,8 +127,11 @@ func (c *CA) SignJWT(ctx context.Context, claims any, expiresAt time.Time) (toke
 	if err := ctx.Err(); err != nil {
 		return "", "", err
 	}
-	iss := c.view.Load().jwt
+	// The time first, then the view: an authority read after the time
+	// is at least as new as the time, so a rotation in between cannot
+	// make a current authority look expired.
 	now := c.now()
+	iss := c.view.Load().jwt
 	switch {
 	case !expiresAt.After(now):
 		return "", "", fmt.Errorf("%w: expiresAt %s is not in the future", ErrInvalidParams, expiresAt)

@@ -109,14 +109,23 @@ func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) 
 	if err := checkSANs(p.DNSNames, p.IPAddresses); err != nil {
 		return nil, err
 	}
+	// The time first, then the view: an authority read after the time
+	// is at least as new as the time, so a rotation in between cannot
+	// make a current authority look expired.
+	now := c.now()
 	iss := c.view.Load().x509
+	if !now.Before(iss.notAfter) {
+		// The view read may predate a rotation that happened since: read
+		// it again, with the time, before calling the authority expired.
+		now = c.now()
+		iss = c.view.Load().x509
+		if !now.Before(iss.notAfter) {
+			return nil, fmt.Errorf("%w: x509 ca %s expired at %s", ErrAuthorityExpired, iss.id, iss.notAfter)
+		}
+	}
 	subject, err := leafSubject(p.Subject, iss.leafSubject)
 	if err != nil {
 		return nil, err
-	}
-	now := c.now()
-	if !now.Before(iss.notAfter) {
-		return nil, fmt.Errorf("%w: x509 ca %s expired at %s", ErrAuthorityExpired, iss.id, iss.notAfter)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
