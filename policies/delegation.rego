@@ -27,83 +27,132 @@ default allow := false
 
 allow if count(deny) == 0
 
+default config := {}
+
 config := data.mandate.config.delegation
 
 # What the delegator may pass on: the parent hop's scopes below a root,
 # its own granted scopes at the root.
+default granted := null
+
 granted := input.parent.scopes if input.parent
 
 granted := input.delegator.scopes if not input.parent
+
+# Note: a builtin called on an undefined value is undefined, and so is
+# its negation: fields are read with object.get and a default, so that a
+# missing one is caught, not skipped.
+
+# The delegatee's trust domain: as given, or read from its SPIFFE ID.
+delegatee_td := input.delegatee.trust_domain
+
+delegatee_td := td if {
+	not input.delegatee.trust_domain
+	startswith(input.delegatee.spiffe_id, "spiffe://")
+	td := split(trim_prefix(input.delegatee.spiffe_id, "spiffe://"), "/")[0]
+}
+
+# Every rule below denies unless the facts it needs are there and well
+# formed: what is not known is not allowed.
 
 deny contains "no delegator in the request" if not input.delegator.spiffe_id
 
 deny contains "no delegatee in the request" if not input.delegatee.spiffe_id
 
-deny contains msg if {
-	td := input.delegatee.trust_domain
-	td != data.mandate.trust_domain
-	not td in data.mandate.federated_trust_domains
-	msg := sprintf("delegatee trust domain %s is not federated with %s", [td, data.mandate.trust_domain])
-}
+deny contains "the delegatee's trust domain is unknown" if not delegatee_td
+
+default federated_tds := []
+
+federated_tds := data.mandate.federated_trust_domains
+
+default this_td := "this trust domain"
+
+this_td := data.mandate.trust_domain
 
 deny contains msg if {
+	td := delegatee_td
+	td != this_td
+	not td in federated_tds
+	msg := sprintf("delegatee trust domain %v is not federated with %v", [td, this_td])
+}
+
+deny contains "scopes must be a non-empty list" if not is_array(object.get(input, "scopes", null))
+
+deny contains "scopes must be a non-empty list" if count(object.get(input, "scopes", [])) == 0
+
+deny contains "the delegator's granted scopes are unknown" if not is_array(granted)
+
+deny contains msg if {
+	is_array(granted)
 	some s in input.scopes
 	not s in granted
-	msg := sprintf("scope %q is not granted to the delegator", [s])
+	msg := sprintf("scope %v is not granted to the delegator", [s])
 }
 
-deny contains "no scopes asked" if count(input.scopes) == 0
+deny contains "chain depth must be a number of at least 1" if not is_number(object.get(input, "depth", null))
+
+deny contains "chain depth must be a number of at least 1" if input.depth < 1
+
+deny contains "a hop below the root needs its parent" if {
+	input.depth > 1
+	not input.parent
+}
+
+deny contains "the maximum chain depth is not configured" if not is_number(object.get(config, "max_depth", null))
 
 deny contains msg if {
 	input.depth > config.max_depth
-	msg := sprintf("chain depth %d exceeds the maximum of %d", [input.depth, config.max_depth])
+	msg := sprintf("chain depth %v exceeds the maximum of %v", [input.depth, config.max_depth])
 }
 
-deny contains "chain depth must be at least 1" if not input.depth >= 1
+deny contains "the expiry must be a number" if not is_number(object.get(input, "exp", null))
+
+deny contains "the parent's expiry must be a number" if {
+	input.parent
+	not is_number(object.get(input.parent, "exp", null))
+}
 
 deny contains msg if {
 	input.exp > input.parent.exp
-	msg := sprintf("expiry %d is beyond the parent's %d", [input.exp, input.parent.exp])
+	msg := sprintf("expiry %v is beyond the parent's %v", [input.exp, input.parent.exp])
 }
 
 sensitive contains s if {
 	some s in input.scopes
-	s in config.sensitive_scopes
+	s in object.get(config, "sensitive_scopes", [])
 }
 
 deny contains msg if {
 	count(sensitive) > 0
-	input.delegator.host.level != "hardware"
-	msg := sprintf("sensitive scopes %v need a hardware-attested host; the delegator's is %v", [sort(sensitive), object.get(input.delegator, ["host", "level"], "unknown")])
-}
-
-deny contains msg if {
-	count(sensitive) > 0
-	not input.delegator.host.level
-	msg := sprintf("sensitive scopes %v need a hardware-attested host; the delegator's is unknown", [sort(sensitive)])
+	level := object.get(input.delegator, ["host", "level"], "unknown")
+	level != "hardware"
+	msg := sprintf("sensitive scopes %v need a hardware-attested host; the delegator's is %v", [sort(sensitive), level])
 }
 
 deny contains msg if {
 	count(sensitive) > 0
 	input.delegatee.host
-	input.delegatee.host.level != "hardware"
-	msg := sprintf("sensitive scopes %v need a hardware-attested host; the delegatee's is %v", [sort(sensitive), input.delegatee.host.level])
+	level := object.get(input.delegatee, ["host", "level"], "unknown")
+	level != "hardware"
+	msg := sprintf("sensitive scopes %v need a hardware-attested host; the delegatee's is %v", [sort(sensitive), level])
 }
 
 parties contains p if some p in [input.delegator, input.delegatee]
 
-parties contains p if some p in input.chain
+parties contains p if some p in object.get(input, "chain", [])
+
+name(p) := object.get(p, "spiffe_id", object.get(p, "delegatee", "a party of the chain"))
 
 deny contains msg if {
 	some p in parties
 	p.revoked
-	msg := sprintf("%s is revoked", [p.spiffe_id])
+	msg := sprintf("%v is revoked", [name(p)])
 }
 
 deny contains msg if {
 	some p in parties
 	p.banned
-	msg := sprintf("%s is banned", [p.spiffe_id])
+	msg := sprintf("%v is banned", [name(p)])
 }
 
 deny contains "the parent delegation is revoked" if input.parent.revoked

@@ -25,18 +25,19 @@ deny contains "no hosting node in the request" if not input.node.spiffe_id
 
 deny contains msg if {
 	input.node.banned
-	msg := sprintf("node %s is banned", [input.node.spiffe_id])
+	msg := sprintf("node %v is banned", [input.node.spiffe_id])
 }
 
 deny contains msg if {
 	input.node.drifted
-	msg := sprintf("node %s failed re-attestation (drifted)", [input.node.spiffe_id])
+	msg := sprintf("node %v failed re-attestation (drifted)", [input.node.spiffe_id])
 }
 
 deny contains msg if {
 	input.agent.require_hardware_attestation
-	input.node.level != "hardware"
-	msg := sprintf("agent %s requires a hardware-attested node; %s is attested by %s", [input.agent.spiffe_id, input.node.spiffe_id, input.node.level])
+	level := object.get(input.node, "level", "unknown")
+	level != "hardware"
+	msg := sprintf("agent %v requires a hardware-attested node; %v is attested by %v", [input.agent.spiffe_id, input.node.spiffe_id, level])
 }
 
 # An operator may require TPM nodes to match given PCR profiles
@@ -44,8 +45,9 @@ deny contains msg if {
 deny contains msg if {
 	input.node.level == "hardware"
 	profiles := data.mandate.config.issuance.tpm_profiles
-	not input.node.tpm.profile in profiles
-	msg := sprintf("node %s matched PCR profile %q, not one of %v", [input.node.spiffe_id, input.node.tpm.profile, profiles])
+	profile := object.get(input.node, ["tpm", "profile"], "none")
+	not profile in profiles
+	msg := sprintf("node %v matched PCR profile %v, not one of %v", [input.node.spiffe_id, profile, profiles])
 }
 
 decision := {"allow": allow, "reasons": sort(deny)}

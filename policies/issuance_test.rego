@@ -34,6 +34,11 @@ test_hardware_requirement if {
 	issuance.allow with input as {"agent": hw, "node": tpm_node}
 }
 
+test_tpm_profiles_need_a_profile if {
+	not issuance.allow with input as {"agent": agent, "node": object.remove(tpm_node, ["tpm"])}
+		with data.mandate.config.issuance.tpm_profiles as ["edge-v1"]
+}
+
 test_tpm_profiles_when_configured if {
 	not issuance.allow with input as {"agent": agent, "node": tpm_node}
 		with data.mandate.config.issuance.tpm_profiles as ["edge-v2"]

@@ -163,14 +163,14 @@ func TestShippedDelegationDecision(t *testing.T) {
 	hop["delegatee"] = map[string]any{"spiffe_id": "spiffe://org-c.example/agent/c", "trust_domain": "org-c.example"}
 	hop["depth"] = 5
 	d := e.Decide(ctx, policy.PointDelegation, hop)
-	if d.Allow || d.Err != nil || len(d.Reasons) != 2 {
+	if d.Allow || d.Err != nil || len(d.Reasons) != 3 {
 		t.Fatalf("denied hop: %+v", d)
 	}
 	// The documents survive a reload.
 	if _, _, err := e.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if d := e.Decide(ctx, policy.PointDelegation, hop); len(d.Reasons) != 2 {
+	if d := e.Decide(ctx, policy.PointDelegation, hop); len(d.Reasons) != 3 {
 		t.Fatalf("after reload: %+v", d)
 	}
 }
