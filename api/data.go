@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -158,7 +159,10 @@ func checkJSONValue(b []byte) error {
 }
 
 func (s *Server) answerData(w http.ResponseWriter, r *http.Request, input json.RawMessage) {
-	q := authority.DataQuery{Path: r.PathValue("path"), Input: input, Metrics: boolParam(r, "metrics") || boolParam(r, "instrument")}
+	// The path as sent (still percent-encoded): "%2F" is a slash inside a
+	// key, not a separator, as in OPA.
+	q := authority.DataQuery{Path: strings.TrimPrefix(r.URL.EscapedPath(), "/v1/data"), Input: input,
+		Metrics: boolParam(r, "metrics") || boolParam(r, "instrument")}
 	ans, err := s.a.QueryData(r.Context(), callerOf(r), q)
 	if err != nil {
 		s.writeDataError(w, r, err)
@@ -169,7 +173,7 @@ func (s *Server) answerData(w http.ResponseWriter, r *http.Request, input json.R
 		v := ans.Value
 		out.Result = &v
 	}
-	if input == nil {
+	if input == nil && r.Method == http.MethodPost { // as OPA: GET without input is no misuse
 		out.Warning = &opaWarning{Code: "api_usage_warning", Message: opaInputMissing}
 	}
 	if boolParam(r, "provenance") {

@@ -58,6 +58,10 @@ conflict := 1 if input.conflict
 conflict := 2 if input.conflict
 
 slow := count([x | some x in numbers.range(1, 100000000)]) if input.slow
+
+echo := input.blob
+
+grant := {"allow": true, "token": "s3cret"}
 `
 
 // policyEnv is an authority with crossOrgPolicy loaded and an agent
@@ -87,7 +91,7 @@ func startPolicyB(t testing.TB, mutate ...func(*authority.Config)) *policyEnv {
 	e := start(t, "org-a.example", append([]func(*authority.Config){func(c *authority.Config) {
 		c.Policy.Dir = dir
 		c.Policy.DecisionCallers = []string{gw}
-		c.Policy.DecisionLogMask = []string{"/input/secret"}
+		c.Policy.DecisionLogMask = []string{"/input/secret", "/result/token"}
 		c.Policy.EvalTimeout = authority.Duration(200 * time.Millisecond)
 	}}, mutate...)...)
 	node := e.joinNode()
@@ -213,6 +217,57 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 	}
 }
 
+func TestDataAPIRecords(t *testing.T) {
+	pe := startPolicy(t)
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	// A mask erases from the record, not from the answer.
+	status, ans := do(t, gw, "POST", "/v1/data/authz/grant", "application/json", []byte(`{"input": {}}`))
+	if r, _ := ans["result"].(map[string]any); status != 200 || r["token"] != "s3cret" {
+		t.Fatalf("masked result in the answer: %d %v", status, ans)
+	}
+	rec := pe.decisionRecord(ans["decision_id"].(string))
+	if r, _ := rec["result"].(map[string]any); r == nil || r["token"] != nil || r["allow"] != true {
+		t.Fatalf("masked result in the record: %v", rec)
+	}
+	// An input and a result too large to keep whole: digests instead,
+	// and the decision is answered.
+	blob := strings.Repeat("x", 40<<10)
+	status, ans = do(t, gw, "POST", "/v1/data/authz/echo", "application/json", []byte(`{"input": {"blob": "`+blob+`"}}`))
+	if status != 200 || ans["result"] != blob {
+		t.Fatalf("large decision: %d", status)
+	}
+	rec = pe.decisionRecord(ans["decision_id"].(string))
+	if rec["input_sha256"] == nil && rec["result_sha256"] == nil {
+		t.Fatalf("large decision record: %v", rec)
+	}
+	// A path that is not UTF-8 is refused, not evaluated.
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/%ff", "application/json", nil); status != 400 || ans["code"] != "invalid_parameter" {
+		t.Fatalf("non-UTF-8 path: %d %v", status, ans)
+	}
+	// Agent SVIDs carry their issuance decision, input included.
+	for _, r := range pe.auditOf("svid.issued", pe.gateway.id.String()) {
+		if d, _ := r["decision"].(map[string]any); d == nil || d["allow"] != true || d["input"] == nil {
+			t.Fatalf("svid.issued without its decision: %v", r)
+		}
+	}
+}
+
+// decisionRecord returns the details of the decision's audit entry.
+func (pe *policyEnv) decisionRecord(id string) map[string]any {
+	pe.t.Helper()
+	var found struct {
+		Entries []struct {
+			Entry struct {
+				Details map[string]any `json:"details"`
+			} `json:"entry"`
+		} `json:"entries"`
+	}
+	if err := pe.admin.Do(ctxT(pe.t), http.MethodGet, "/v1/audit/search?decision_id="+id, nil, &found); err != nil || len(found.Entries) != 1 {
+		pe.t.Fatalf("audit search by decision id: %v, %d entries", err, len(found.Entries))
+	}
+	return found.Entries[0].Entry.Details
+}
+
 func TestDataAPICallers(t *testing.T) {
 	pe := startPolicy(t, func(c *authority.Config) {
 		c.Policy.CallerPaths = map[string][]string{"spiffe://org-a.example/agent/gateway": {"authz/allow"}}
@@ -233,6 +288,23 @@ func TestDataAPICallers(t *testing.T) {
 	}
 	if status, ans := do(t, pe.admin, "POST", "/v1/data/authz/reasons", "application/json", []byte(delegationInput)); status != 200 || ans["result"] == nil {
 		t.Fatalf("admin: %d %v", status, ans)
+	}
+	// The registry's raw documents: an admin may read them (a key with
+	// slashes is one %2F-encoded segment); a caller needs an explicit
+	// caller_paths prefix.
+	gwPath := "/v1/data/mandate/agents/" + url.PathEscape(pe.gateway.id.String())
+	if status, ans := do(t, pe.admin, "GET", gwPath, "", nil); status != 200 || ans["result"] == nil {
+		t.Fatalf("admin reads an agent document: %d %v", status, ans)
+	}
+	open := startPolicy(t)
+	gw2 := open.client(open.gateway.chain, open.gateway.key)
+	for _, p := range []string{"/v1/data", "/v1/data/mandate", "/v1/data/mandate/agents", gwPath, "/v1/data/mandate/nodes"} {
+		if status, _ := do(t, gw2, "GET", p, "", nil); status != 403 {
+			t.Errorf("a caller without caller_paths reads %s: %d", p, status)
+		}
+	}
+	if status, _ := do(t, gw2, "POST", "/v1/data/mandate/issuance/decision", "application/json", []byte(`{"input": {}}`)); status != 200 {
+		t.Errorf("a caller asks a decision document: %d", status)
 	}
 }
 

@@ -47,8 +47,9 @@ type Authority struct {
 	tpm     *attest.TPMVerifier
 
 	policy       *policy.Engine
-	policyDirty  atomic.Bool // the registry changed since data.mandate was built
-	policySyncMu sync.Mutex  // serializes rebuilds of data.mandate
+	policyGen    atomic.Uint64 // bumped by every registry change
+	policySynced atomic.Uint64 // the generation data.mandate reflects
+	policySyncMu sync.Mutex    // serializes rebuilds of data.mandate
 
 	bundleMu sync.Mutex                                    // serializes rebuilds of bundles; guards pending
 	pending  map[spiffeid.TrustDomain]*spiffebundle.Bundle // fetched bundles the manager has not published yet

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,8 +35,13 @@ type DataAnswer struct {
 	*policy.Result
 }
 
-// mayDecide checks that c may ask the decision API about path.
-func (a *Authority) mayDecide(c *Caller, path string) error {
+// mayDecide checks that c may ask the decision API about the document at
+// segs. Admins may ask anything. A decision caller listed in
+// policy.caller_paths may ask what its prefixes cover; one not listed may
+// ask anything but the registry's raw documents (data.mandate.agents and
+// .nodes, and the documents holding them: data and data.mandate), which
+// only an explicit prefix opens.
+func (a *Authority) mayDecide(c *Caller, segs []string) error {
 	if c == nil || c.ID.IsZero() {
 		return ErrUnauthenticated
 	}
@@ -48,16 +54,33 @@ func (a *Authority) mayDecide(c *Caller, path string) error {
 	}
 	prefixes, limited := a.cfg.Policy.CallerPaths[id]
 	if !limited {
+		if registryDocument(segs) {
+			return fmt.Errorf("%w: data/%s holds the registry; list it in policy.caller_paths for %s", ErrForbidden, policy.CanonicalPath(segs), id)
+		}
 		return nil
 	}
-	p := strings.Trim(path, "/")
 	for _, pre := range prefixes {
-		pre = strings.Trim(pre, "/")
-		if p == pre || strings.HasPrefix(p, pre+"/") {
+		ps, err := policy.PathSegments(pre)
+		if err == nil && len(ps) <= len(segs) && slices.Equal(ps, segs[:len(ps)]) {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %s may not ask data/%s (policy.caller_paths)", ErrForbidden, id, p)
+	return fmt.Errorf("%w: %s may not ask data/%s (policy.caller_paths)", ErrForbidden, id, policy.CanonicalPath(segs))
+}
+
+// registryDocument reports whether segs is, or holds, data.mandate.agents
+// or data.mandate.nodes.
+func registryDocument(segs []string) bool {
+	switch {
+	case len(segs) == 0:
+		return true
+	case segs[0] != "mandate":
+		return false
+	case len(segs) == 1:
+		return true
+	default:
+		return segs[1] == "agents" || segs[1] == "nodes"
+	}
 }
 
 // QueryData evaluates a Data API request for caller c and records the
@@ -66,24 +89,25 @@ func (a *Authority) mayDecide(c *Caller, path string) error {
 // given only once its record is durable. An evaluation error is recorded
 // too, and returned (policy.ErrEval).
 func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*DataAnswer, error) {
-	if err := a.mayDecide(c, q.Path); err != nil {
+	segs, err := policy.PathSegments(q.Path)
+	if err != nil {
 		return nil, err
 	}
-	if _, err := policy.PathRef(q.Path); err != nil {
+	path := policy.CanonicalPath(segs)
+	if err := a.mayDecide(c, segs); err != nil {
 		return nil, err
 	}
 	var input ast.Value
 	if q.Input != nil {
-		var err error
 		if input, err = policy.ParseInput(q.Input); err != nil {
 			return nil, fmt.Errorf("%w: input: %v", ErrInvalidRequest, err)
 		}
 	}
 	if err := a.syncPolicyData(ctx); err != nil {
-		a.log.ErrorContext(ctx, "policy data", "err", err)
+		return nil, err // the documents could be stale: no answer rather than a wrong one
 	}
 	start := time.Now()
-	res, evalErr := a.policy.Eval(ctx, q.Path, input, policy.EvalOptions{Metrics: q.Metrics})
+	res, evalErr := a.policy.Eval(ctx, path, input, policy.EvalOptions{Metrics: q.Metrics})
 	ans := &DataAnswer{DecisionID: policy.NewDecisionID(), Result: res}
 	if res == nil { // the query could not be prepared
 		ans.Result = &policy.Result{Revision: a.policy.Revision(), EvalTime: a.now()}
@@ -92,10 +116,10 @@ func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*Dat
 	if api == "" {
 		api = "data"
 	}
-	details := map[string]any{"api": api, "path": strings.Trim(q.Path, "/"), "latency_us": time.Since(start).Microseconds(),
+	details := map[string]any{"api": api, "path": path, "latency_us": time.Since(start).Microseconds(),
 		"eval_time": ans.EvalTime.UTC().Format(time.RFC3339Nano)}
 	a.maskInto(details, q.Input, ans.Result, evalErr)
-	if _, err := a.record(ctx, event{typ: "policy.decision", actor: actorOf(c), subject: "data/" + strings.Trim(q.Path, "/"),
+	if _, err := a.record(ctx, event{typ: "policy.decision", actor: actorOf(c), subject: "data/" + path,
 		details: details, decisionID: ans.DecisionID, policyRevision: ans.Revision}); err != nil {
 		return nil, err
 	}
@@ -121,12 +145,7 @@ func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res 
 				in, _ = json.Marshal(v)
 			}
 		}
-		if len(in) <= maxRecordedInput {
-			details["input"] = json.RawMessage(in)
-		} else {
-			sum := sha256.Sum256(input)
-			details["input_sha256"], details["input_bytes"] = hex.EncodeToString(sum[:]), len(input)
-		}
+		details["input"] = json.RawMessage(in)
 	}
 	switch {
 	case evalErr != nil:
@@ -134,19 +153,50 @@ func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res 
 	case !res.Defined:
 		details["undefined"] = true
 	default:
-		v := res.Value
+		b, err := json.Marshal(res.Value)
+		if err != nil {
+			details["result_unencodable"] = err.Error()
+			break
+		}
 		if masks := a.masks("/result"); len(masks) > 0 {
-			v, erased = erase(v, masks, "/result", erased)
+			var v any // a copy: the answer keeps what the record erases
+			if json.Unmarshal(b, &v) == nil {
+				v, erased = erase(v, masks, "/result", erased)
+				b, _ = json.Marshal(v)
+			}
 		}
-		if b, err := json.Marshal(v); err == nil && len(b) <= maxRecordedInput {
-			details["result"] = json.RawMessage(b)
-		} else {
-			sum := sha256.Sum256(b)
-			details["result_sha256"] = hex.EncodeToString(sum[:])
-		}
+		details["result"] = json.RawMessage(b)
 	}
 	if len(erased) > 0 {
 		details["erased"] = erased
+	}
+	fitRecord(details)
+}
+
+// maxRecordedDetails bounds a decision's details, leaving room in an
+// audit entry (audit.MaxEntrySize) for its other fields.
+const maxRecordedDetails = 56 << 10
+
+// fitRecord replaces the largest of input and result by its digest and
+// size until the details fit an audit entry.
+func fitRecord(details map[string]any) {
+	for {
+		b, err := json.Marshal(details)
+		if err != nil || len(b) <= maxRecordedDetails {
+			return
+		}
+		in, _ := details["input"].(json.RawMessage)
+		out, _ := details["result"].(json.RawMessage)
+		key, raw := "input", in
+		if len(out) > len(in) {
+			key, raw = "result", out
+		}
+		if raw == nil {
+			return
+		}
+		sum := sha256.Sum256(raw)
+		delete(details, key)
+		details[key+"_sha256"], details[key+"_bytes"] = hex.EncodeToString(sum[:]), len(raw)
 	}
 }
 
@@ -227,7 +277,11 @@ type AccessDecision struct {
 // reason in the context.
 func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []AccessRequest) ([]AccessDecision, error) {
 	path := a.cfg.Policy.AuthZENPath
-	if err := a.mayDecide(c, path); err != nil {
+	segs, err := policy.PathSegments(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.mayDecide(c, segs); err != nil {
 		return nil, err
 	}
 	out := make([]AccessDecision, len(reqs))

@@ -253,7 +253,7 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation) (*Federati
 		}
 		return nil, err
 	}
-	a.policyDirty.Store(true)
+	a.policyGen.Add(1)
 	a.refreshBundles()
 	return f, nil
 }
@@ -360,7 +360,7 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 		return err
 	}
 	a.fed.Remove(tdID)
-	a.policyDirty.Store(true)
+	a.policyGen.Add(1)
 	a.refreshBundles()
 	if _, err := a.record(ctx, event{typ: "federation.deleted", actor: actorOf(c), subject: td}); err != nil {
 		return err

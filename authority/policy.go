@@ -38,7 +38,7 @@ func (a *Authority) openPolicy(ctx context.Context) error {
 		return fmt.Errorf("authority: %w", err)
 	}
 	a.policy = eng
-	a.policyDirty.Store(true)
+	a.policyGen.Add(1)
 	a.log.Info("policy loaded", "revision", eng.Revision(), "modules", len(eng.Files()))
 	return nil
 }
@@ -51,18 +51,22 @@ func (a *Authority) PolicyRevision() string { return a.policy.Revision() }
 // policy documents are rebuilt before the next decision.
 func (a *Authority) registryChanged() {
 	a.hosting.invalidate()
-	a.policyDirty.Store(true)
+	a.policyGen.Add(1)
 }
 
 // syncPolicyData rebuilds data.mandate.{trust_domain,
-// federated_trust_domains, agents, nodes} if the registry changed since.
+// federated_trust_domains, agents, nodes} if the registry changed since
+// they were built. A caller that finds a rebuild running waits for it, so
+// no decision is made on documents older than the last change it could
+// see.
 func (a *Authority) syncPolicyData(ctx context.Context) error {
-	if !a.policyDirty.Load() {
+	if a.policySynced.Load() >= a.policyGen.Load() {
 		return nil
 	}
 	a.policySyncMu.Lock()
 	defer a.policySyncMu.Unlock()
-	if !a.policyDirty.Swap(false) {
+	want := a.policyGen.Load()
+	if a.policySynced.Load() >= want {
 		return nil
 	}
 	agents := map[string]any{}
@@ -94,16 +98,14 @@ func (a *Authority) syncPolicyData(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		a.policyDirty.Store(true)
 		return fmt.Errorf("authority: policy data: %w", err)
 	}
 	slices.Sort(feds)
-	for k, v := range map[string]any{"trust_domain": a.td.Name(), "federated_trust_domains": feds, "agents": agents, "nodes": nodes} {
-		if err := a.policy.SetData(ctx, k, v); err != nil {
-			a.policyDirty.Store(true)
-			return err
-		}
+	docs := map[string]any{"trust_domain": a.td.Name(), "federated_trust_domains": feds, "agents": agents, "nodes": nodes}
+	if err := a.policy.SetDocuments(ctx, docs); err != nil {
+		return fmt.Errorf("authority: policy data: %w", err)
 	}
+	a.policySynced.Store(want)
 	return nil
 }
 
@@ -139,12 +141,14 @@ func nonNil(s []string) []string {
 // decide) is recorded and returned as a *PolicyDenial. An allow is
 // returned for the caller to record with the event it allowed.
 func (a *Authority) decide(ctx context.Context, c *Caller, point string, subject string, parties []audit.Party, input any) (policy.Decision, error) {
+	var d policy.Decision
 	if err := a.syncPolicyData(ctx); err != nil {
-		a.log.ErrorContext(ctx, "policy data", "err", err)
-		// Decide anyway on the documents held: a stale registry copy
-		// can only be older, and the flows check the registry themselves.
+		// Fail closed: documents that could not be refreshed may be stale.
+		d = policy.Decision{ID: policy.NewDecisionID(), Point: point, Path: policy.DecisionPaths[point], Revision: a.policy.Revision(),
+			EvalTime: a.now(), Err: err, Reasons: []string{"policy could not decide: " + err.Error()}}
+	} else {
+		d = a.policy.Decide(ctx, point, input)
 	}
-	d := a.policy.Decide(ctx, point, input)
 	if d.Allow {
 		return d, nil
 	}
@@ -157,8 +161,16 @@ func (a *Authority) decide(ctx context.Context, c *Caller, point string, subject
 	return d, &PolicyDenial{Decision: d}
 }
 
-// recordDecision records one of Mandate's own decisions.
+// recordDecision records one of Mandate's own decisions on its own (a
+// deny, or an allow whose action then failed).
 func (a *Authority) recordDecision(ctx context.Context, c *Caller, d policy.Decision, subject string, parties []audit.Party, input any) (audit.Receipt, error) {
+	return a.record(ctx, event{typ: "policy.decision", actor: actorOf(c), subject: subject, parties: parties,
+		details: decisionDetails(d, input), decisionID: d.ID, policyRevision: d.Revision})
+}
+
+// decisionDetails is what the audit log keeps of one of Mandate's own
+// decisions: enough to replay it against its revision.
+func decisionDetails(d policy.Decision, input any) map[string]any {
 	details := map[string]any{"point": d.Point, "path": d.Path, "allow": d.Allow, "reasons": nonNil(d.Reasons),
 		"eval_time": d.EvalTime.UTC().Format(time.RFC3339Nano), "latency_us": d.Latency.Microseconds()}
 	if b, err := json.Marshal(input); err == nil && len(b) <= maxRecordedInput {
@@ -166,8 +178,7 @@ func (a *Authority) recordDecision(ctx context.Context, c *Caller, d policy.Deci
 	} else {
 		details["input_omitted"] = "larger than the audit entry allows"
 	}
-	return a.record(ctx, event{typ: "policy.decision", actor: actorOf(c), subject: subject, parties: parties, details: details,
-		decisionID: d.ID, policyRevision: d.Revision})
+	return details
 }
 
 // maxRecordedInput bounds the input kept in a decision's audit entry;
@@ -179,10 +190,34 @@ func issuanceInput(kind string, c *Caller, ag *registry.Agent, n *registry.Node)
 	return map[string]any{"kind": kind, "caller": c.ID.String(), "agent": agentDoc(ag), "node": nodeDoc(n)}
 }
 
+// issuance is an allowed issuance decision, to be recorded with the SVID
+// it allowed (or on its own if minting fails).
+type issuance struct {
+	decision policy.Decision
+	input    map[string]any
+}
+
 // authorizeIssuance asks the issuance decision point whether node n may
 // receive a kind SVID for agent ag.
-func (a *Authority) authorizeIssuance(ctx context.Context, kind string, c *Caller, ag *registry.Agent, n *registry.Node) (policy.Decision, error) {
-	return a.decide(ctx, c, policy.PointIssuance, ag.SPIFFEID, partyOf(ag), issuanceInput(kind, c, ag, n))
+func (a *Authority) authorizeIssuance(ctx context.Context, kind string, c *Caller, ag *registry.Agent, n *registry.Node) (*issuance, error) {
+	in := issuanceInput(kind, c, ag, n)
+	d, err := a.decide(ctx, c, policy.PointIssuance, ag.SPIFFEID, partyOf(ag), in)
+	if err != nil {
+		return nil, err
+	}
+	return &issuance{decision: d, input: in}, nil
+}
+
+// details are the decision's details for the svid.issued entry.
+func (is *issuance) details() map[string]any { return decisionDetails(is.decision, is.input) }
+
+// failed records the allow on its own when the SVID it allowed could not
+// be minted, and returns err.
+func (a *Authority) issuanceFailed(ctx context.Context, c *Caller, is *issuance, ag *registry.Agent, err error) error {
+	if _, rerr := a.recordDecision(ctx, c, is.decision, ag.SPIFFEID, partyOf(ag), is.input); rerr != nil {
+		a.log.ErrorContext(ctx, "audit an issuance decision", "err", rerr)
+	}
+	return err
 }
 
 // ReloadPolicy re-reads the policies; a revision that does not compile or
@@ -202,19 +237,21 @@ func (a *Authority) ReloadPolicyOnSignal(ctx context.Context) (string, error) {
 }
 
 func (a *Authority) reloadPolicy(ctx context.Context, c *Caller) (string, error) {
-	old, cur, err := a.policy.Reload(ctx)
+	// The change is recorded before the new revision answers anything.
+	old, cur, err := a.policy.Reload(ctx, func(old, cur string) error {
+		if old == cur {
+			return nil
+		}
+		_, err := a.record(ctx, event{typ: "policy.changed", actor: actorOf(c), subject: a.td.IDString(), details: map[string]any{
+			"old_revision": old, "new_revision": cur,
+		}})
+		return err
+	})
 	if err != nil {
 		a.log.WarnContext(ctx, "policy reload refused; the active revision stays", "revision", old, "err", err)
 		return old, err
 	}
-	a.policyDirty.Store(true)
-	if old != cur {
-		if _, err := a.record(ctx, event{typ: "policy.changed", actor: actorOf(c), subject: a.td.IDString(), details: map[string]any{
-			"old_revision": old, "new_revision": cur, "modules": a.policy.Files(),
-		}}); err != nil {
-			return cur, err
-		}
-	}
+	a.policyGen.Add(1)
 	a.log.InfoContext(ctx, "policy reloaded", "old_revision", old, "revision", cur)
 	return cur, nil
 }

@@ -42,19 +42,20 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 	if err != nil {
 		return nil, err
 	}
-	d, err := a.authorizeIssuance(ctx, "x509", c, agent, node)
+	is, err := a.authorizeIssuance(ctx, "x509", c, agent, node)
 	if err != nil {
 		return nil, err
 	}
 	nodeID := spiffeid.RequireFromString(node.SPIFFEID)
 	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: id, PublicKey: pub, TTL: agent.X509TTL(), Subject: hostNodeSubject(nodeID)})
 	if err != nil {
-		return nil, err
+		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
 	_, err = a.record(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "x509", "serial": svid.SerialNumber.Text(16), "node": node.SPIFFEID,
 		"ttl_seconds": int64(svid.ExpiresAt.Sub(svid.Certificates[0].NotBefore).Seconds()), "expires_at": svid.ExpiresAt.UTC(),
-	}, decisionID: d.ID, policyRevision: d.Revision})
+		"decision": is.details(),
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision})
 	if err != nil {
 		return nil, err
 	}
@@ -81,17 +82,18 @@ func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, aud
 	if err != nil {
 		return nil, err
 	}
-	d, err := a.authorizeIssuance(ctx, "jwt", c, agent, node)
+	is, err := a.authorizeIssuance(ctx, "jwt", c, agent, node)
 	if err != nil {
 		return nil, err
 	}
 	svid, err := a.ca.MintJWTSVID(ctx, ca.JWTParams{ID: id, Audience: audience, TTL: agent.JWTTTL()})
 	if err != nil {
-		return nil, err
+		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
 	_, err = a.record(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "jwt", "audience": svid.Audience, "key_id": svid.KeyID, "node": node.SPIFFEID, "expires_at": svid.ExpiresAt.UTC(),
-	}, decisionID: d.ID, policyRevision: d.Revision})
+		"decision": is.details(),
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision})
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +206,9 @@ func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.Pu
 		node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
 		return registry.PutNode(tx, node)
 	})
-	a.registryChanged()
+	// Only the SVID serial and expiry changed: the policy documents hold
+	// neither.
+	a.hosting.invalidate()
 	if err != nil {
 		return nil, err
 	}

@@ -33,14 +33,15 @@ type Decision struct {
 	// Err is set when the policy could not decide (an error, a timeout,
 	// an undefined or malformed decision): Allow is then false.
 	Err error
+
+	start time.Time
 }
 
 // Decide asks the decision point with input (any JSON-encodable value)
 // and fails closed: anything but a well-formed {"allow": true} is a deny.
 func (e *Engine) Decide(ctx context.Context, point string, input any) Decision {
 	start := time.Now()
-	d := Decision{ID: NewDecisionID(), Point: point, Path: DecisionPaths[point], Revision: e.Revision()}
-	defer func() { d.Latency = time.Since(start) }()
+	d := Decision{ID: NewDecisionID(), Point: point, Path: DecisionPaths[point], Revision: e.Revision(), start: start}
 	if d.Path == "" {
 		d.Err = fmt.Errorf("%w: unknown decision point %q", ErrEval, point)
 		return d.denied()
@@ -90,6 +91,9 @@ func (e *Engine) Decide(ctx context.Context, point string, input any) Decision {
 
 func (d Decision) denied() Decision {
 	d.Allow = false
+	if d.Latency == 0 && !d.start.IsZero() {
+		d.Latency = time.Since(d.start)
+	}
 	d.Reasons = append(d.Reasons, "policy could not decide: "+d.Err.Error())
 	return d
 }

@@ -12,12 +12,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
@@ -116,14 +118,21 @@ func (e *Engine) Files() []string { return slices.Clone(e.cur.Load().files) }
 
 // Reload re-reads the policies, and activates them if they compile and
 // their tests pass; otherwise the active revision stays and the error
-// (ErrRejected) says why. It returns the old and the new revision ids.
-func (e *Engine) Reload(ctx context.Context) (old, cur string, err error) {
+// (ErrRejected) says why. approve (if not nil) is called with the old and
+// the new revision ids before the new one is activated; if it fails,
+// nothing changes. Reload returns the old and the active revision ids.
+func (e *Engine) Reload(ctx context.Context, approve func(old, cur string) error) (old, cur string, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old = e.cur.Load().id
 	rev, err := e.loadLocked(ctx)
 	if err != nil {
 		return old, old, err
+	}
+	if approve != nil {
+		if err := approve(old, rev.id); err != nil {
+			return old, old, err
+		}
 	}
 	e.cur.Store(rev)
 	return old, rev.id, nil
@@ -269,19 +278,43 @@ func (e *Engine) Test(ctx context.Context) ([]TestResult, error) {
 // trust domain, federated trust domains, agents, nodes). It is kept
 // across reloads.
 func (e *Engine) SetData(ctx context.Context, key string, value any) error {
+	return e.SetDocuments(ctx, map[string]any{key: value})
+}
+
+// SetDocuments sets several of Mandate's own documents in one store
+// transaction: an evaluation sees all of them changed, or none.
+func (e *Engine) SetDocuments(ctx context.Context, docs map[string]any) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	// Round-trip through JSON: the store holds JSON values only.
-	b, err := json.Marshal(value)
+	vals := make(map[string]any, len(docs))
+	for key, value := range docs {
+		// Round-trip through JSON: the store holds JSON values only.
+		b, err := json.Marshal(value)
+		if err != nil {
+			return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
+		}
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
+		}
+		vals[key] = v
+	}
+	st := e.cur.Load().store
+	txn, err := st.NewTransaction(ctx, storage.WriteParams)
 	if err != nil {
-		return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
+		return fmt.Errorf("policy: data.mandate: %w", err)
 	}
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
+	for key, v := range vals {
+		if err := st.Write(ctx, txn, storage.AddOp, storage.Path{"mandate", key}, v); err != nil {
+			st.Abort(ctx, txn)
+			return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
+		}
 	}
-	e.dyn[key] = v
-	return storage.WriteOne(ctx, e.cur.Load().store, storage.AddOp, storage.Path{"mandate", key}, v)
+	if err := st.Commit(ctx, txn); err != nil {
+		return fmt.Errorf("policy: data.mandate: %w", err)
+	}
+	maps.Copy(e.dyn, vals)
+	return nil
 }
 
 // EvalOptions are the per-evaluation options of the Data API.
@@ -336,6 +369,8 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 }
 
 // query returns the prepared query for path, preparing it on first use.
+// Only paths that name rules are kept (keyed by their canonical
+// spelling): a caller cannot fill the cache with paths of nothing.
 func (r *revision) query(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {
 	r.preparedMu.RLock()
 	q, ok := r.prepared[path]
@@ -347,6 +382,15 @@ func (r *revision) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 	if err != nil {
 		return nil, err
 	}
+	key := CanonicalPath(refSegments(ref))
+	if key != path {
+		r.preparedMu.RLock()
+		q, ok := r.prepared[key]
+		r.preparedMu.RUnlock()
+		if ok {
+			return q, nil
+		}
+	}
 	pq, err := rego.New(rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.Compiler(r.compiler), rego.Store(r.store)).PrepareForEval(ctx)
 	if err != nil {
@@ -354,11 +398,11 @@ func (r *revision) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 	}
 	r.preparedMu.Lock()
 	defer r.preparedMu.Unlock()
-	if q, ok := r.prepared[path]; ok {
+	if q, ok := r.prepared[key]; ok {
 		return q, nil
 	}
-	if len(r.prepared) < maxPrepared {
-		r.prepared[path] = &pq
+	if len(r.prepared) < maxPrepared && len(r.compiler.GetRules(ref)) > 0 {
+		r.prepared[key] = &pq
 	}
 	return &pq, nil
 }
@@ -369,28 +413,66 @@ const (
 	maxPathSegments = 32
 )
 
-// PathRef turns a slash-separated data path ("mandate/authz/allow") into
-// the reference data.mandate.authz.allow.
-func PathRef(path string) (ast.Ref, error) {
-	path = strings.Trim(path, "/")
-	ref := ast.Ref{ast.DefaultRootDocument}
-	if path == "" {
-		return ref, nil
-	}
+// PathSegments splits a data path as the Data API takes it: segments
+// separated by "/", each percent-decoded ("%2F" is a slash within a key,
+// so that a key such as a SPIFFE ID can be addressed); empty segments are
+// skipped, as OPA skips them. Segments must be valid UTF-8.
+func PathSegments(path string) ([]string, error) {
 	if len(path) > maxPathLen {
 		return nil, fmt.Errorf("%w: longer than %d bytes", ErrBadPath, maxPathLen)
 	}
-	segs := strings.Split(path, "/")
+	var segs []string
+	for _, raw := range strings.Split(path, "/") {
+		if raw == "" {
+			continue
+		}
+		s, err := url.PathUnescape(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %v", ErrBadPath, raw, err)
+		}
+		if !utf8.ValidString(s) {
+			return nil, fmt.Errorf("%w: a segment is not valid UTF-8", ErrBadPath)
+		}
+		segs = append(segs, s)
+	}
 	if len(segs) > maxPathSegments {
 		return nil, fmt.Errorf("%w: more than %d segments", ErrBadPath, maxPathSegments)
 	}
+	return segs, nil
+}
+
+// CanonicalPath is the one spelling of a path: its segments, each
+// percent-encoded, joined by "/".
+func CanonicalPath(segs []string) string {
+	esc := make([]string, len(segs))
+	for i, s := range segs {
+		esc[i] = url.PathEscape(s)
+	}
+	return strings.Join(esc, "/")
+}
+
+// PathRef turns a data path ("mandate/authz/allow") into the reference
+// data.mandate.authz.allow (see PathSegments).
+func PathRef(path string) (ast.Ref, error) {
+	segs, err := PathSegments(path)
+	if err != nil {
+		return nil, err
+	}
+	ref := ast.Ref{ast.DefaultRootDocument}
 	for _, s := range segs {
-		if s == "" {
-			return nil, fmt.Errorf("%w: %q has an empty segment", ErrBadPath, path)
-		}
 		ref = append(ref, ast.StringTerm(s))
 	}
 	return ref, nil
+}
+
+func refSegments(ref ast.Ref) []string {
+	segs := make([]string, 0, len(ref)-1)
+	for _, t := range ref[1:] {
+		if s, ok := t.Value.(ast.String); ok {
+			segs = append(segs, string(s))
+		}
+	}
+	return segs
 }
 
 // NewDecisionID returns a random decision id (UUID v4 form).

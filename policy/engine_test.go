@@ -68,7 +68,7 @@ func TestReloadKeepsTheOldRevisionOnErrors(t *testing.T) {
 					writePolicy(t, dir, tc.file, string(old))
 				}
 			}()
-			o, n, err := e.Reload(ctx)
+			o, n, err := e.Reload(ctx, nil)
 			if !errors.Is(err, policy.ErrRejected) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Reload = %v, want ErrRejected saying %q", err, tc.want)
 			}
@@ -78,7 +78,7 @@ func TestReloadKeepsTheOldRevisionOnErrors(t *testing.T) {
 		})
 	}
 	writePolicy(t, dir, "authz.rego", "package authz\nimport rego.v1\ndefault allow := false\nallow if input.user in {\"alice\", \"bob\"}\n")
-	o, n, err := e.Reload(ctx)
+	o, n, err := e.Reload(ctx, nil)
 	if err != nil || o != rev1 || n == rev1 || e.Revision() != n {
 		t.Fatalf("Reload = %s → %s, %v", o, n, err)
 	}
@@ -129,7 +129,10 @@ func TestPathRef(t *testing.T) {
 		{"", "data", true},
 		{"a/b/c", `data.a.b.c`, true},
 		{"/a/b/", `data.a.b`, true},
-		{"a//b", "", false},
+		{"a//b", "data.a.b", true},
+		{"a/%2Fb/c%20d", `data.a["/b"]["c d"]`, true},
+		{"a/%ff", "", false},
+		{"a/%zz", "", false},
 		{"with space/x-y", `data["with space"]["x-y"]`, true},
 		{strings.Repeat("a/", 40), "", false},
 	} {
@@ -167,7 +170,7 @@ func TestShippedDelegationDecision(t *testing.T) {
 		t.Fatalf("denied hop: %+v", d)
 	}
 	// The documents survive a reload.
-	if _, _, err := e.Reload(ctx); err != nil {
+	if _, _, err := e.Reload(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	if d := e.Decide(ctx, policy.PointDelegation, hop); len(d.Reasons) != 3 {
