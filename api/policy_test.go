@@ -373,3 +373,41 @@ func TestPolicyReload(t *testing.T) {
 		t.Fatalf("reload by a decision caller: %d", status)
 	}
 }
+
+// TestDataAPIFederatedCaller: a platform agent of a federated
+// organisation asks org-a's decision API with its own org's SVID.
+func TestDataAPIFederatedCaller(t *testing.T) {
+	orgB := start(t, "org-b.example")
+	platform := "spiffe://org-b.example/agent/platform"
+	pe := startPolicy(t, func(c *authority.Config) {
+		c.Policy.DecisionCallers = append(c.Policy.DecisionCallers, platform)
+	})
+	node := orgB.joinNode()
+	orgB.registerAgent("platform", node.id)
+	caller := orgB.agentSVID(node, platform)
+	other := orgB.agentSVID(node, orgB.registerAgent("other", node.id))
+
+	asOrgB := func(id identity) *client.Client {
+		c, err := client.New(client.Config{Server: pe.url, TrustDomain: pe.td, Bundle: pe.bundle, SVID: id.chain, Key: id.key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.CloseIdle)
+		return c
+	}
+	// Before federation org-a does not trust org-b's SVIDs at all.
+	req, _ := http.NewRequest(http.MethodPost, pe.url+"/v1/data/authz/allow", strings.NewReader(delegationInput))
+	if resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: asOrgB(caller).TLSConfig()}}).Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("an unfederated caller was answered")
+		}
+	}
+	pe.federate(orgB)
+	if status, ans := do(t, asOrgB(caller), "POST", "/v1/data/authz/allow", "application/json", []byte(delegationInput)); status != 200 || ans["result"] != true {
+		t.Fatalf("federated decision caller: %d %v", status, ans)
+	}
+	if status, _ := do(t, asOrgB(other), "POST", "/v1/data/authz/allow", "application/json", []byte(delegationInput)); status != 403 {
+		t.Fatalf("a federated agent that is not a decision caller: %d", status)
+	}
+}

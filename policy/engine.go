@@ -320,6 +320,9 @@ func (e *Engine) SetDocuments(ctx context.Context, docs map[string]any) error {
 // EvalOptions are the per-evaluation options of the Data API.
 type EvalOptions struct {
 	Metrics bool
+	// Time replaces the clock for this evaluation (time.now_ns()): a
+	// recorded decision replays with its recorded eval_time.
+	Time time.Time
 }
 
 // Result is one evaluation.
@@ -341,7 +344,10 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.opts.Timeout)
 	defer cancel()
-	now := e.opts.Now()
+	now := opts.Time
+	if now.IsZero() {
+		now = e.opts.Now()
+	}
 	evalOpts := []rego.EvalOption{rego.EvalTime(now)}
 	if input != nil {
 		evalOpts = append(evalOpts, rego.EvalParsedInput(input))

@@ -177,3 +177,27 @@ func TestShippedDelegationDecision(t *testing.T) {
 		t.Fatalf("after reload: %+v", d)
 	}
 }
+
+// TestReplayWithRecordedTime: a decision that reads the clock gives the
+// same answer when evaluated again with its recorded evaluation time.
+func TestReplayWithRecordedTime(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, "t.rego", "package t\nimport rego.v1\nfresh if time.now_ns() < input.exp_ns\n")
+	clock := time.Unix(1000, 0)
+	e := newEngine(t, policy.Options{Dir: dir, Now: func() time.Time { return clock }})
+	ctx := context.Background()
+	in, _ := policy.ParseInput([]byte(`{"exp_ns": 1500000000000}`))
+	first, err := e.Eval(ctx, "t/fresh", in, policy.EvalOptions{})
+	if err != nil || first.Value != true {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	clock = time.Unix(2000, 0) // later: the decision would change...
+	if now, _ := e.Eval(ctx, "t/fresh", in, policy.EvalOptions{}); now.Defined {
+		t.Fatalf("now: %+v", now)
+	}
+	// ...but replayed at its recorded time, it does not.
+	again, err := e.Eval(ctx, "t/fresh", in, policy.EvalOptions{Time: first.EvalTime})
+	if err != nil || again.Value != true || !again.EvalTime.Equal(first.EvalTime) {
+		t.Fatalf("replay: %+v %v", again, err)
+	}
+}
