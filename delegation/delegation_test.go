@@ -1,0 +1,336 @@
+package delegation_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"math/big"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/delegation"
+)
+
+// org is a test authority: an X.509 CA for its agents' SVIDs and a JWT
+// key for its tokens, published in its SPIFFE bundle.
+type org struct {
+	td     spiffeid.TrustDomain
+	caCert *x509.Certificate
+	caKey  crypto.Signer
+	jwtKey crypto.Signer
+	kid    string
+	bundle *spiffebundle.Bundle
+}
+
+func newOrg(t testing.TB, name string) *org {
+	t.Helper()
+	o := &org{td: spiffeid.RequireTrustDomainFromString(name), kid: name + "-k1"}
+	o.caKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	o.jwtKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tdURI, _ := url.Parse(o.td.IDString())
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, URIs: []*url.URL{tdURI},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, o.caKey.Public(), o.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.caCert, _ = x509.ParseCertificate(der)
+	o.bundle = spiffebundle.New(o.td)
+	o.bundle.AddX509Authority(o.caCert)
+	if err := o.bundle.AddJWTAuthority(o.kid, o.jwtKey.Public()); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// agent is an X509-SVID of org o.
+type agent struct {
+	id    spiffeid.ID
+	chain []*x509.Certificate
+	key   crypto.Signer
+}
+
+func (o *org) agent(t testing.TB, name string) agent {
+	t.Helper()
+	id := spiffeid.RequireFromSegments(o.td, "agent", name)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(id.String())
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), URIs: []*url.URL{u},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, o.caCert, key.Public(), o.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return agent{id: id, chain: []*x509.Certificate{leaf}, key: key}
+}
+
+// SignJWT makes org a delegation.Signer.
+func (o *org) SignJWT(_ context.Context, claims any, _ time.Time) (string, string, error) {
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: o.jwtKey}, (&jose.SignerOptions{}).WithHeader("kid", o.kid).WithType("JWT"))
+	if err != nil {
+		return "", "", err
+	}
+	b, _ := json.Marshal(claims)
+	jws, err := s.Sign(b)
+	if err != nil {
+		return "", "", err
+	}
+	tok, err := jws.CompactSerialize()
+	return tok, o.kid, err
+}
+
+// hop issues a hop of o: from delegates scopes to to, below parent (nil
+// for a root with principal).
+func hop(t testing.TB, o *org, from, to agent, scopes []string, parent *delegation.Parent, parentClaims *delegation.Claims, mutate ...func(*delegation.Claims)) (string, *delegation.Claims) {
+	t.Helper()
+	now := time.Now()
+	c := &delegation.Claims{Issuer: o.td.IDString(), Subject: "alice@example.com", Audience: []string{to.id.String()},
+		IssuedAt: now.Unix(), Expiry: now.Add(10 * time.Minute).Unix(), ID: "d-" + to.id.Path() + "-" + o.td.Name(),
+		Scope: strings.Join(scopes, " "), Act: &delegation.Actor{Subject: to.id.String(), Actor: &delegation.Actor{Subject: from.id.String()}},
+		Hop: delegation.Hop{Delegator: from.id.String(), Delegatee: to.id.String(), Depth: 1, Purpose: "book travel"}}
+	if parent != nil {
+		c.Hop.Parent, c.Hop.Depth = parent, parentClaims.Hop.Depth+1
+		c.Act.Actor = parentClaims.Act
+		c.Subject = parentClaims.Subject
+	}
+	for _, m := range mutate {
+		m(c)
+	}
+	st := delegation.Statement{Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Principal: c.Subject, Scopes: c.Scopes(), Purpose: c.Hop.Purpose}
+	if c.Hop.Parent != nil {
+		st.Parent = c.Hop.Parent.ID
+	}
+	sig, err := delegation.SignStatement(st, from.key, from.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hop.DelegatorSignature == "" {
+		c.Hop.DelegatorSignature = sig
+	}
+	tok, err := delegation.Issue(context.Background(), o, c)
+	if err != nil {
+		t.Fatalf("Issue: %v", err)
+	}
+	return tok, c
+}
+
+func parentOf(tok string, c *delegation.Claims) *delegation.Parent {
+	return &delegation.Parent{Issuer: c.Issuer, ID: c.ID, LeafHash: "00", LogIndex: 7, Token: tok}
+}
+
+type world struct {
+	orgA, orgB *org
+	a, b, c, d agent
+	set        *spiffebundle.Set
+}
+
+func newWorld(t testing.TB) *world {
+	w := &world{orgA: newOrg(t, "org-a.example"), orgB: newOrg(t, "org-b.example")}
+	w.a, w.b = w.orgA.agent(t, "planner"), w.orgB.agent(t, "booker")
+	w.c, w.d = w.orgB.agent(t, "payer"), w.orgB.agent(t, "notifier")
+	w.set = spiffebundle.NewSet(w.orgA.bundle, w.orgB.bundle)
+	return w
+}
+
+// chain issues A→B (org-a), B→C (org-b), C→D (org-b).
+func (w *world) chain(t testing.TB) (tok string, claims []*delegation.Claims) {
+	t1, c1 := hop(t, w.orgA, w.a, w.b, []string{"calendar:read", "payments:write", "mail:send"}, nil, nil)
+	t2, c2 := hop(t, w.orgB, w.b, w.c, []string{"calendar:read", "payments:write"}, parentOf(t1, c1), c1)
+	t3, c3 := hop(t, w.orgB, w.c, w.d, []string{"calendar:read"}, parentOf(t2, c2), c2)
+	return t3, []*delegation.Claims{c1, c2, c3}
+}
+
+func TestCrossOrganisationChainVerifiesOffline(t *testing.T) {
+	w := newWorld(t)
+	tok, want := w.chain(t)
+	chain, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{Presenter: w.d.id, Audience: w.d.id.String()})
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if len(chain) != 3 {
+		t.Fatalf("%d hops, want 3", len(chain))
+	}
+	for i, c := range chain {
+		if c.ID != want[i].ID || c.Hop.Delegatee != want[i].Hop.Delegatee || c.Issuer != want[i].Issuer {
+			t.Errorf("hop %d = %+v, want %+v", i, c, want[i])
+		}
+	}
+	// RFC 8693: the current actor outermost, earlier actors nested.
+	last := chain[2]
+	if last.Act.Subject != w.d.id.String() || last.Act.Actor.Subject != w.c.id.String() ||
+		last.Act.Actor.Actor.Subject != w.b.id.String() || last.Act.Actor.Actor.Actor.Subject != w.a.id.String() {
+		t.Fatalf("act chain: %+v", last.Act)
+	}
+}
+
+func TestVerifyRefuses(t *testing.T) {
+	w := newWorld(t)
+	t1, c1 := hop(t, w.orgA, w.a, w.b, []string{"calendar:read", "payments:write"}, nil, nil)
+	good, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1)
+	mallory := w.orgB.agent(t, "mallory")
+	rogue := newOrg(t, "org-b.example") // same name, other keys
+
+	cases := []struct {
+		name string
+		tok  func() string
+		opts delegation.VerifyOptions
+		want error
+	}{
+		{"scope escalation", func() string {
+			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read", "mail:send"}, parentOf(t1, c1), c1)
+			return tok
+		}, delegation.VerifyOptions{}, delegation.ErrChain},
+		{"expiry beyond the parent's", func() string {
+			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) { c.Expiry = c1.Expiry + 60 })
+			return tok
+		}, delegation.VerifyOptions{}, delegation.ErrChain},
+		{"delegated by someone the parent was not given to", func() string {
+			tok, _ := hop(t, w.orgB, w.c, w.d, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) {
+				c.Act.Actor = &delegation.Actor{Subject: w.c.id.String(), Actor: c1.Act.Actor}
+			})
+			return tok
+		}, delegation.VerifyOptions{}, delegation.ErrChain},
+		{"parent link names another delegation", func() string {
+			p := parentOf(t1, c1)
+			p.ID = "someone-else"
+			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, p, c1)
+			return tok
+		}, delegation.VerifyOptions{}, delegation.ErrChain},
+		{"expired", func() string {
+			return good
+		}, delegation.VerifyOptions{Now: time.Now().Add(time.Hour)}, delegation.ErrExpired},
+		{"wrong audience", func() string { return good }, delegation.VerifyOptions{Audience: "spiffe://org-b.example/agent/other"}, delegation.ErrAudience},
+		{"presented by someone else", func() string { return good }, delegation.VerifyOptions{Presenter: mallory.id}, delegation.ErrNotHolder},
+		{"bound to another certificate", func() string {
+			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) {
+				c.Cnf = &delegation.Confirmation{X5tS256: delegation.Thumbprint(w.c.chain[0])}
+			})
+			return tok
+		}, delegation.VerifyOptions{Presenter: w.c.id, PresenterCert: mallory.chain[0]}, delegation.ErrNotHolder},
+		{"issuer not federated", func() string {
+			tok, _ := hop(t, newOrg(t, "org-z.example"), w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) {
+				c.Issuer = "spiffe://org-z.example"
+			})
+			return tok
+		}, delegation.VerifyOptions{}, delegation.ErrUntrustedIssuer},
+		{"re-signed by another key", func() string {
+			tok, _ := hop(t, rogue, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1)
+			return tok
+		}, delegation.VerifyOptions{}, delegation.ErrSignature},
+		{"forged claims", func() string {
+			parts := strings.Split(good, ".")
+			payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+			payload = []byte(strings.Replace(string(payload), "calendar:read", "payments:write", 1))
+			return parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2]
+		}, delegation.VerifyOptions{}, delegation.ErrSignature},
+		{"alg none", func() string {
+			parts := strings.Split(good, ".")
+			hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"org-b.example-k1"}`))
+			return hdr + "." + parts[1] + "."
+		}, delegation.VerifyOptions{}, delegation.ErrMalformed},
+		{"HS256 with the public key as secret", func() string {
+			parts := strings.Split(good, ".")
+			hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","kid":"org-b.example-k1"}`))
+			pub, _ := x509.MarshalPKIXPublicKey(w.orgB.jwtKey.Public())
+			mac := hmac.New(sha256.New, pub)
+			mac.Write([]byte(hdr + "." + parts[1]))
+			return hdr + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+		}, delegation.VerifyOptions{}, delegation.ErrMalformed},
+		{"delegator signature over another hop", func() string {
+			other, _ := delegation.SignStatement(delegation.Statement{Delegator: w.b.id.String(), Delegatee: w.c.id.String(),
+				Principal: "alice@example.com", Scopes: []string{"payments:write"}, Parent: c1.ID}, w.b.key, w.b.chain)
+			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) { c.Hop.DelegatorSignature = other })
+			return tok
+		}, delegation.VerifyOptions{}, delegation.ErrDelegatorSignature},
+		{"delegator signature by another agent", func() string {
+			st := delegation.Statement{Delegator: w.b.id.String(), Delegatee: w.c.id.String(), Principal: "alice@example.com",
+				Scopes: []string{"calendar:read"}, Parent: c1.ID, Purpose: "book travel"}
+			sig, _ := delegation.SignStatement(st, mallory.key, mallory.chain)
+			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) { c.Hop.DelegatorSignature = sig })
+			return tok
+		}, delegation.VerifyOptions{}, delegation.ErrDelegatorSignature},
+		{"garbage", func() string { return "not.a.token" }, delegation.VerifyOptions{}, delegation.ErrMalformed},
+		{"oversized", func() string { return strings.Repeat("a", delegation.MaxTokenSize+1) }, delegation.VerifyOptions{}, delegation.ErrMalformed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := delegation.Verify(tc.tok(), w.set, tc.opts)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Verify = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if _, err := delegation.Verify(good, w.set, delegation.VerifyOptions{Presenter: w.c.id, Audience: w.c.id.String()}); err != nil {
+		t.Fatalf("the good token: %v", err)
+	}
+}
+
+func TestIssueRefusesMalformedClaims(t *testing.T) {
+	w := newWorld(t)
+	for name, mutate := range map[string]func(*delegation.Claims){
+		"act.sub is not the delegatee": func(c *delegation.Claims) { c.Act.Subject = w.c.id.String() },
+		"depth without parent":         func(c *delegation.Claims) { c.Hop.Depth = 2 },
+		"no scope":                     func(c *delegation.Claims) { c.Scope = " " },
+		"exp before iat":               func(c *delegation.Claims) { c.Expiry = c.IssuedAt - 1 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := &delegation.Claims{Issuer: w.orgA.td.IDString(), Subject: "alice", Audience: []string{"x"}, IssuedAt: 100, Expiry: 200, ID: "d1",
+				Scope: "a", Act: &delegation.Actor{Subject: w.b.id.String(), Actor: &delegation.Actor{Subject: w.a.id.String()}},
+				Hop: delegation.Hop{Delegator: w.a.id.String(), Delegatee: w.b.id.String(), Depth: 1}}
+			mutate(c)
+			if _, err := delegation.Issue(context.Background(), w.orgA, c); !errors.Is(err, delegation.ErrMalformed) {
+				t.Fatalf("Issue = %v", err)
+			}
+		})
+	}
+}
+
+// BenchmarkVerifyChain is the offline verification of a 3-hop chain.
+func BenchmarkVerifyChain(b *testing.B) {
+	w := newWorld(b)
+	tok, _ := w.chain(b)
+	for b.Loop() {
+		if _, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{Presenter: w.d.id}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzVerify feeds arbitrary tokens to the verifier: no panic, and
+// nothing but the genuine token verifies.
+func FuzzVerify(f *testing.F) {
+	w := newWorld(f)
+	tok, _ := w.chain(f)
+	f.Add(tok)
+	f.Add("a.b.c")
+	f.Add("")
+	parts := strings.Split(tok, ".")
+	f.Add(parts[0] + "." + parts[1] + ".")
+	f.Fuzz(func(t *testing.T, s string) {
+		if _, err := delegation.Verify(s, w.set, delegation.VerifyOptions{}); err == nil && s != tok {
+			// ECDSA signatures are malleable (s and n-s): a different
+			// encoding of the same signed claims is not a forgery.
+			if strings.Split(s, ".")[1] != parts[1] {
+				t.Fatalf("verified a token with other claims")
+			}
+		}
+	})
+}

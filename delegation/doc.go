@@ -1,0 +1,27 @@
+// Package delegation is Mandate's delegation token: an RFC 8693-shaped
+// JWT, signed by the issuing authority, with which agent A lets agent B
+// act for a principal with some scopes, below the hop that gave A those
+// scopes, possibly issued by another organisation's authority. Verify is
+// an offline verifier any program can import.
+//
+// Guarantees of a token Verify accepts:
+//   - Every hop is signed by its issuer's JWT key, found by kid in that
+//     trust domain's SPIFFE bundle; only ES256, ES384, RS256 and PS256 are
+//     accepted ("none" and MACs never), and the key decides the algorithm.
+//   - Every hop carries its delegator's own signature over the hop (who,
+//     to whom, for whom, which scopes, below which parent), made with an
+//     X509-SVID of the delegator that go-spiffe validates against the
+//     delegator's trust domain bundle: an issuer alone cannot invent a
+//     delegation.
+//   - Each hop continues its parent, which it carries: same principal,
+//     depth + 1, the parent given to this hop's delegator, scopes a subset
+//     of the parent's, an expiry not beyond the parent's, and the RFC 8693
+//     act chain extending the parent's.
+//   - On the last hop: the audience asked, and the holder: the presenter's
+//     SPIFFE ID is the current actor (act.sub), and its certificate
+//     matches cnf.x5t#S256 when the token is bound to one (RFC 8705).
+//   - Sizes are bounded (MaxTokenSize, MaxDepth); no input panics.
+//
+// Revocation is not offline: a verifier asks each issuer's status
+// endpoint.
+package delegation

@@ -1,0 +1,224 @@
+package delegation
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Limits of what Verify reads.
+const (
+	// MaxTokenSize bounds a token, its ancestors included.
+	MaxTokenSize = 32 << 10
+	// MaxDepth bounds a chain.
+	MaxDepth = 8
+)
+
+// Token type names (RFC 8693 issued_token_type).
+const TokenType = "urn:ietf:params:oauth:token-type:jwt"
+
+// Actor is the RFC 8693 act claim: the current actor outermost, the
+// actors before it nested.
+type Actor struct {
+	Subject string `json:"sub"`
+	Actor   *Actor `json:"act,omitempty"`
+}
+
+// Confirmation is the RFC 8705 cnf claim: the SHA-256 thumbprint of the
+// certificate the token is bound to.
+type Confirmation struct {
+	X5tS256 string `json:"x5t#S256"`
+}
+
+// Parent links a hop to the hop above it: the parent's issuer, id and
+// audit log position, and the parent token itself, so that a chain is
+// verifiable offline from its last token.
+type Parent struct {
+	Issuer   string `json:"iss"`
+	ID       string `json:"jti"`
+	LeafHash string `json:"leaf_hash,omitempty"` // hex, the parent's audit entry
+	LogIndex uint64 `json:"log_index"`
+	Token    string `json:"token"`
+}
+
+// Hop is what a delegation token says of its own hop.
+type Hop struct {
+	Delegator string  `json:"delegator"`
+	Delegatee string  `json:"delegatee"`
+	Depth     int     `json:"depth"`
+	Purpose   string  `json:"purpose,omitempty"`
+	Parent    *Parent `json:"parent,omitempty"`
+	// DelegatorSignature is a compact JWS, made with the delegator's
+	// X509-SVID key (its chain in the x5c header), over the hop's
+	// Statement.
+	DelegatorSignature string `json:"delegator_sig"`
+}
+
+// Claims are a delegation token's claims: RFC 8693 shaped (iss, sub the
+// principal, act the actors, scope, aud, exp, iat, jti the delegation id,
+// cnf), and the hop.
+type Claims struct {
+	Issuer   string        `json:"iss"` // spiffe://<issuing trust domain>
+	Subject  string        `json:"sub"` // the principal
+	Audience []string      `json:"aud"`
+	Expiry   int64         `json:"exp"`
+	IssuedAt int64         `json:"iat"`
+	ID       string        `json:"jti"`
+	Scope    string        `json:"scope"`
+	Act      *Actor        `json:"act"`
+	Cnf      *Confirmation `json:"cnf,omitempty"`
+	Hop      Hop           `json:"mandate_hop"`
+}
+
+// Scopes are the claims' scopes.
+func (c *Claims) Scopes() []string { return strings.Fields(c.Scope) }
+
+// Statement is what a delegator signs for a hop: who delegates what to
+// whom, for whom, below which parent.
+type Statement struct {
+	Delegator string   `json:"delegator"`
+	Delegatee string   `json:"delegatee"`
+	Principal string   `json:"principal"`
+	Scopes    []string `json:"scopes"`
+	Parent    string   `json:"parent,omitempty"` // the parent delegation id
+	Purpose   string   `json:"purpose,omitempty"`
+}
+
+// bytes is the statement's one encoding: scopes sorted.
+func (s Statement) bytes() []byte {
+	s.Scopes = slices.Sorted(slices.Values(s.Scopes))
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// statement is the Statement a hop's claims say was signed.
+func (c *Claims) statement() Statement {
+	st := Statement{Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Principal: c.Subject, Scopes: c.Scopes(), Purpose: c.Hop.Purpose}
+	if c.Hop.Parent != nil {
+		st.Parent = c.Hop.Parent.ID
+	}
+	return st
+}
+
+// signatureAlgorithms are the JWS algorithms accepted anywhere in a
+// chain: never "none", never a MAC.
+var signatureAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.RS256, jose.PS256}
+
+// SignStatement is the delegator's side: it signs st with the key of its
+// X509-SVID, putting the SVID chain in the x5c header.
+func SignStatement(st Statement, key crypto.Signer, chain []*x509.Certificate) (string, error) {
+	alg, err := algorithmFor(key.Public())
+	if err != nil {
+		return "", err
+	}
+	x5c := make([]string, len(chain))
+	for i, c := range chain {
+		x5c[i] = base64.StdEncoding.EncodeToString(c.Raw)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key},
+		(&jose.SignerOptions{}).WithHeader("x5c", x5c).WithType("mandate-hop+jws"))
+	if err != nil {
+		return "", fmt.Errorf("delegation: sign the hop: %w", err)
+	}
+	jws, err := signer.Sign(st.bytes())
+	if err != nil {
+		return "", fmt.Errorf("delegation: sign the hop: %w", err)
+	}
+	return jws.CompactSerialize()
+}
+
+func algorithmFor(pub crypto.PublicKey) (jose.SignatureAlgorithm, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return jose.ES256, nil
+		case elliptic.P384():
+			return jose.ES384, nil
+		}
+	case *rsa.PublicKey:
+		if k.N.BitLen() >= 2048 {
+			return jose.RS256, nil
+		}
+	}
+	return "", errors.New("delegation: unsupported key (P-256, P-384 or RSA of 2048 bits or more)")
+}
+
+// Signer is what issues tokens: the authority's CA (ca.CA has it).
+type Signer interface {
+	SignJWT(ctx context.Context, claims any, expiresAt time.Time) (token, kid string, err error)
+}
+
+// Issue signs claims as a delegation token, after checking they are
+// well formed (an act chain that ends with the hop's actors, a depth
+// that follows the parent's).
+func Issue(ctx context.Context, s Signer, c *Claims) (string, error) {
+	if err := c.wellFormed(); err != nil {
+		return "", err
+	}
+	tok, _, err := s.SignJWT(ctx, c, time.Unix(c.Expiry, 0))
+	if err != nil {
+		return "", fmt.Errorf("delegation: sign: %w", err)
+	}
+	return tok, nil
+}
+
+// Thumbprint is the RFC 8705 x5t#S256 of a certificate.
+func Thumbprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// wellFormed checks what a token's claims must say of themselves.
+func (c *Claims) wellFormed() error {
+	switch {
+	case c.ID == "" || c.Subject == "" || c.Issuer == "":
+		return fmt.Errorf("%w: jti, sub and iss are required", ErrMalformed)
+	case len(c.Scopes()) == 0:
+		return fmt.Errorf("%w: no scope", ErrMalformed)
+	case c.Act == nil || c.Act.Subject != c.Hop.Delegatee:
+		return fmt.Errorf("%w: act.sub must be the delegatee", ErrMalformed)
+	case c.Act.Actor == nil || c.Act.Actor.Subject != c.Hop.Delegator:
+		return fmt.Errorf("%w: act.act.sub must be the delegator", ErrMalformed)
+	case c.Hop.Depth < 1 || c.Hop.Depth > MaxDepth:
+		return fmt.Errorf("%w: depth %d out of 1..%d", ErrMalformed, c.Hop.Depth, MaxDepth)
+	case (c.Hop.Parent == nil) != (c.Hop.Depth == 1):
+		return fmt.Errorf("%w: a root hop has depth 1 and no parent, and only a root hop", ErrMalformed)
+	case c.Expiry <= c.IssuedAt:
+		return fmt.Errorf("%w: exp must be after iat", ErrMalformed)
+	}
+	for _, id := range []string{c.Hop.Delegator, c.Hop.Delegatee} {
+		if _, err := spiffeid.FromString(id); err != nil {
+			return fmt.Errorf("%w: %q is not a SPIFFE ID", ErrMalformed, id)
+		}
+	}
+	if _, err := spiffeid.TrustDomainFromString(c.Issuer); err != nil {
+		return fmt.Errorf("%w: iss %q is not a trust domain", ErrMalformed, c.Issuer)
+	}
+	if depth := actDepth(c.Act); depth != c.Hop.Depth+1 {
+		return fmt.Errorf("%w: %d actors for a hop of depth %d", ErrMalformed, depth, c.Hop.Depth)
+	}
+	return nil
+}
+
+func actDepth(a *Actor) int {
+	n := 0
+	for ; a != nil; a = a.Actor {
+		n++
+	}
+	return n
+}

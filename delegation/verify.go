@@ -1,0 +1,260 @@
+package delegation
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// Errors a verifier branches on. Every error of Verify matches one.
+var (
+	ErrMalformed          = errors.New("delegation: malformed token")
+	ErrUntrustedIssuer    = errors.New("delegation: issuer not trusted")
+	ErrSignature          = errors.New("delegation: token signature invalid")
+	ErrExpired            = errors.New("delegation: token expired")
+	ErrAudience           = errors.New("delegation: token not for this audience")
+	ErrNotHolder          = errors.New("delegation: presenter is not the token's holder")
+	ErrDelegatorSignature = errors.New("delegation: delegator signature invalid")
+	ErrChain              = errors.New("delegation: chain is inconsistent")
+)
+
+// Bundles gives the SPIFFE bundle of a trust domain: this authority's and
+// every federated one's (spiffebundle.Set has it).
+type Bundles interface {
+	GetBundleForTrustDomain(spiffeid.TrustDomain) (*spiffebundle.Bundle, error)
+}
+
+// VerifyOptions say what the verifier expects of the last hop.
+type VerifyOptions struct {
+	// Now is the verification time (default time.Now()).
+	Now time.Time
+	// Leeway tolerates clock skew on exp and iat (default 30s).
+	Leeway time.Duration
+	// Audience, if set, must be in the last token's aud.
+	Audience string
+	// Presenter, if set, must be the last token's current actor (act.sub).
+	Presenter spiffeid.ID
+	// PresenterCert is the presenter's X509-SVID leaf; it must match the
+	// last token's cnf thumbprint, when the token has one.
+	PresenterCert *x509.Certificate
+}
+
+// Verify checks a delegation token offline and returns its chain, root
+// first: every hop's signature against its issuer's bundle (algorithms
+// ES256, ES384, RS256, PS256 only; the key found by kid), its expiry, its
+// delegator's signature over the hop (an X509-SVID of the delegator,
+// validated against the delegator's trust domain bundle), and each link
+// to its parent (same principal, depth + 1, scopes narrowing, expiry not
+// beyond the parent's, the actors continuing the parent's). On the last
+// hop it checks the audience and that the presenter is the holder.
+func Verify(token string, bundles Bundles, opts VerifyOptions) ([]*Claims, error) {
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	if opts.Leeway == 0 {
+		opts.Leeway = 30 * time.Second
+	}
+	if len(token) > MaxTokenSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrMalformed, MaxTokenSize)
+	}
+	chain, err := verifyChain(token, bundles, opts, 0)
+	if err != nil {
+		return nil, err
+	}
+	last := chain[len(chain)-1]
+	if opts.Audience != "" && !slices.Contains(last.Audience, opts.Audience) {
+		return nil, fmt.Errorf("%w: %q is not in %v", ErrAudience, opts.Audience, last.Audience)
+	}
+	if !opts.Presenter.IsZero() && opts.Presenter.String() != last.Act.Subject {
+		return nil, fmt.Errorf("%w: presented by %s, held by %s", ErrNotHolder, opts.Presenter, last.Act.Subject)
+	}
+	if last.Cnf != nil && (opts.PresenterCert == nil || Thumbprint(opts.PresenterCert) != last.Cnf.X5tS256) {
+		return nil, fmt.Errorf("%w: the token is bound to another certificate", ErrNotHolder)
+	}
+	return chain, nil
+}
+
+func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) ([]*Claims, error) {
+	if depth >= MaxDepth {
+		return nil, fmt.Errorf("%w: deeper than %d hops", ErrChain, MaxDepth)
+	}
+	c, err := verifyToken(token, bundles)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.wellFormed(); err != nil {
+		return nil, err
+	}
+	if opts.Now.After(time.Unix(c.Expiry, 0).Add(opts.Leeway)) {
+		return nil, fmt.Errorf("%w: %s (hop %s) expired at %s", ErrExpired, c.ID, c.Hop.Delegatee, time.Unix(c.Expiry, 0).UTC().Format(time.RFC3339))
+	}
+	if time.Unix(c.IssuedAt, 0).After(opts.Now.Add(opts.Leeway)) {
+		return nil, fmt.Errorf("%w: %s issued in the future", ErrMalformed, c.ID)
+	}
+	if err := verifyDelegatorSignature(c, bundles); err != nil {
+		return nil, err
+	}
+	if c.Hop.Parent == nil {
+		return []*Claims{c}, nil
+	}
+	chain, err := verifyChain(c.Hop.Parent.Token, bundles, opts, depth+1)
+	if err != nil {
+		return nil, fmt.Errorf("parent of %s: %w", c.ID, err)
+	}
+	if err := link(chain[len(chain)-1], c); err != nil {
+		return nil, err
+	}
+	return append(chain, c), nil
+}
+
+// link checks that c continues its parent p.
+func link(p, c *Claims) error {
+	switch {
+	case p.ID != c.Hop.Parent.ID || p.Issuer != c.Hop.Parent.Issuer:
+		return fmt.Errorf("%w: %s names parent %s of %s, the token is %s of %s", ErrChain, c.ID, c.Hop.Parent.ID, c.Hop.Parent.Issuer, p.ID, p.Issuer)
+	case p.Hop.Delegatee != c.Hop.Delegator:
+		return fmt.Errorf("%w: %s is delegated by %s, but the parent was given to %s", ErrChain, c.ID, c.Hop.Delegator, p.Hop.Delegatee)
+	case p.Subject != c.Subject:
+		return fmt.Errorf("%w: %s acts for %q, its parent for %q", ErrChain, c.ID, c.Subject, p.Subject)
+	case c.Hop.Depth != p.Hop.Depth+1:
+		return fmt.Errorf("%w: %s has depth %d under a parent of depth %d", ErrChain, c.ID, c.Hop.Depth, p.Hop.Depth)
+	case c.Expiry > p.Expiry:
+		return fmt.Errorf("%w: %s expires after its parent", ErrChain, c.ID)
+	case !reflect.DeepEqual(c.Act.Actor, p.Act):
+		return fmt.Errorf("%w: %s's actors do not continue its parent's", ErrChain, c.ID)
+	}
+	for _, s := range c.Scopes() {
+		if !slices.Contains(p.Scopes(), s) {
+			return fmt.Errorf("%w: %s has scope %q its parent does not", ErrChain, c.ID, s)
+		}
+	}
+	return nil
+}
+
+// verifyToken checks a token's signature with its issuer's JWT key and
+// returns its claims.
+func verifyToken(token string, bundles Bundles) (*Claims, error) {
+	jws, err := jose.ParseSignedCompact(token, signatureAlgorithms)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, fmt.Errorf("%w: %d signatures", ErrMalformed, len(jws.Signatures))
+	}
+	// The issuer, read before verifying, only chooses the key to verify
+	// with; the claims returned are decoded from the verified payload.
+	var unverified struct {
+		Issuer string `json:"iss"`
+	}
+	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &unverified); err != nil {
+		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+	}
+	td, err := spiffeid.TrustDomainFromString(unverified.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: iss %q: %v", ErrMalformed, unverified.Issuer, err)
+	}
+	b, err := bundles.GetBundleForTrustDomain(td)
+	if err != nil || b == nil {
+		return nil, fmt.Errorf("%w: no bundle for %s", ErrUntrustedIssuer, td)
+	}
+	kid := jws.Signatures[0].Header.KeyID
+	key, ok := b.FindJWTAuthority(kid)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s has no JWT key %q", ErrSignature, td, kid)
+	}
+	payload, err := jws.Verify(key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSignature, err)
+	}
+	c := new(Claims)
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+	}
+	return c, nil
+}
+
+// verifyDelegatorSignature checks the hop's delegator signature: a JWS
+// over the hop's statement, by an X509-SVID of the delegator.
+func verifyDelegatorSignature(c *Claims, bundles Bundles) error {
+	if c.Hop.DelegatorSignature == "" {
+		return fmt.Errorf("%w: %s carries none", ErrDelegatorSignature, c.ID)
+	}
+	jws, err := jose.ParseSignedCompact(c.Hop.DelegatorSignature, signatureAlgorithms)
+	if err != nil || len(jws.Signatures) != 1 {
+		return fmt.Errorf("%w: %s: not a JWS", ErrDelegatorSignature, c.ID)
+	}
+	delegator, err := spiffeid.FromString(c.Hop.Delegator)
+	if err != nil {
+		return fmt.Errorf("%w: delegator %q", ErrMalformed, c.Hop.Delegator)
+	}
+	b, err := bundles.GetBundleForTrustDomain(delegator.TrustDomain())
+	if err != nil || b == nil {
+		return fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
+	}
+	certs, err := x5c(c.Hop.DelegatorSignature)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrDelegatorSignature, c.ID, err)
+	}
+	// SPIFFE's own rules on the leaf and its chain (go-spiffe).
+	id, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(delegator.TrustDomain(), b.X509Authorities()))
+	if err != nil || id != delegator {
+		return fmt.Errorf("%w: %s: signed by %v, not the delegator %s (%v)", ErrDelegatorSignature, c.ID, id, delegator, err)
+	}
+	payload, err := jws.Verify(certs[0].PublicKey)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrDelegatorSignature, c.ID, err)
+	}
+	if !bytes.Equal(payload, c.statement().bytes()) {
+		return fmt.Errorf("%w: %s: the delegator signed another hop", ErrDelegatorSignature, c.ID)
+	}
+	return nil
+}
+
+// maxX5C bounds the certificates of a delegator signature's chain.
+const maxX5C = 4
+
+// x5c returns the certificates of a compact JWS's x5c header, leaf first.
+func x5c(compact string) ([]*x509.Certificate, error) {
+	hdr, _, ok := strings.Cut(compact, ".")
+	if !ok {
+		return nil, errors.New("not a compact JWS")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(hdr)
+	if err != nil {
+		return nil, errors.New("header is not base64url")
+	}
+	var h struct {
+		X5C []string `json:"x5c"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return nil, fmt.Errorf("header: %v", err)
+	}
+	if len(h.X5C) == 0 || len(h.X5C) > maxX5C {
+		return nil, fmt.Errorf("x5c holds %d certificates (1 to %d)", len(h.X5C), maxX5C)
+	}
+	certs := make([]*x509.Certificate, len(h.X5C))
+	for i, c := range h.X5C {
+		der, err := base64.StdEncoding.DecodeString(c)
+		if err != nil {
+			return nil, fmt.Errorf("x5c[%d] is not base64", i)
+		}
+		if certs[i], err = x509.ParseCertificate(der); err != nil {
+			return nil, fmt.Errorf("x5c[%d]: %v", i, err)
+		}
+	}
+	return certs, nil
+}
