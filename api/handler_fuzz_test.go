@@ -21,7 +21,8 @@ func FuzzAPIRequests(f *testing.F) {
 	h := e.srv.Handler()
 	routes := []string{"/v1/nodes/join", "/v1/svid/x509", "/v1/svid/jwt", "/v1/admin/join-tokens", "/v1/admin/agents", "/v1/admin/federations",
 		"/v1/nodes/attest/tpm/challenge", "/v1/nodes/attest/tpm/verify",
-		"/v1/data/mandate/issuance/decision", "/v1/data", "/access/v1/evaluation", "/access/v1/evaluations", "/v1/admin/policy/reload"}
+		"/v1/data/mandate/issuance/decision", "/v1/data", "/access/v1/evaluation", "/access/v1/evaluations", "/v1/admin/policy/reload",
+		"/v1/delegations", "/v1/admin/revocations"}
 	seeds := []string{
 		`{}`, `{"token":"x","csr":"y"}`, `{"spiffe_id":"` + agentID + `","csr":"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}`,
 		`{"audience":["a"],"spiffe_id":"` + agentID + `"}`, `{"ttl_seconds":1e300}`, `{"spiffe_id":"spiffe://org-a.example/agent/x","node_ids":["spiffe://org-a.example/node/join/1"],"x509_ttl_seconds":-5}`,
@@ -31,6 +32,9 @@ func FuzzAPIRequests(f *testing.F) {
 		`{"input": {"agent": {"spiffe_id": "x"}, "node": {"banned": true}}}`, `{"input": null}`, "{\"input\": \"\xff\"}",
 		`{"subject": {"type": "agent", "id": "x"}, "action": {"name": "a"}, "resource": {"type": "r", "id": "1"}}`,
 		`{"subject": {"type": "agent", "id": "x"}, "evaluations": [{"action": {"name": "a"}, "resource": {}}]}`,
+		`{"delegatee": "spiffe://org-a.example/agent/x", "scopes": ["a"], "principal": "p", "delegator_signature": "a.b.c"}`,
+		`{"delegatee": "spiffe://org-a.example/agent/x", "scopes": ["a"], "parent_token": "eyJhbGciOiJub25lIn0.e30.", "delegator_signature": "x"}`,
+		`{"delegation_id": "x", "reason": "r"}`, `{"spiffe_id": "spiffe://org-a.example/agent/x", "reason": "r"}`,
 		`[`, `null`, `"x"`, `{"a":`, "\x00", strings.Repeat("[", 10000),
 	}
 	for i, s := range seeds {

@@ -11,6 +11,7 @@ import (
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
 )
@@ -63,6 +64,14 @@ var problemTable = []problemKind{
 	{attest.ErrPCRDigest, http.StatusForbidden, "tpm-pcr-digest-mismatch", "Reported PCR values do not match the quote"},
 	{attest.ErrPCRPolicy, http.StatusForbidden, "tpm-pcr-policy-mismatch", "PCR values match no allowed profile"},
 	{authority.ErrPolicyDenied, http.StatusForbidden, "policy-denied", "Denied by policy"},
+	{delegation.ErrMalformed, http.StatusBadRequest, "delegation-token-malformed", "Malformed delegation token"},
+	{delegation.ErrUntrustedIssuer, http.StatusForbidden, "delegation-issuer-untrusted", "Delegation issuer not trusted"},
+	{delegation.ErrSignature, http.StatusForbidden, "delegation-signature-invalid", "Delegation token signature invalid"},
+	{delegation.ErrExpired, http.StatusForbidden, "delegation-expired", "Delegation expired"},
+	{delegation.ErrAudience, http.StatusForbidden, "delegation-wrong-audience", "Delegation token not for this audience"},
+	{delegation.ErrNotHolder, http.StatusForbidden, "delegation-not-holder", "Not the delegation token's holder"},
+	{delegation.ErrDelegatorSignature, http.StatusForbidden, "delegator-signature-invalid", "Delegator signature invalid"},
+	{delegation.ErrChain, http.StatusForbidden, "delegation-chain-invalid", "Delegation chain inconsistent"},
 	{policy.ErrRejected, http.StatusUnprocessableEntity, "policy-rejected", "Policy refused"},
 	{policy.ErrBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{registry.ErrBanned, http.StatusForbidden, "node-banned", "Node is banned"},

@@ -62,6 +62,10 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("POST /access/v1/evaluation", s.accessEvaluation)
 	handle("POST /access/v1/evaluations", s.accessEvaluations)
 
+	handle("POST /v1/delegations", s.delegate)
+	handle("GET /v1/delegations/{id}/status", s.delegationStatus)
+	handle("POST /v1/admin/revocations", s.revoke)
+
 	handle("POST /v1/nodes/join", s.join)
 	handle("POST /v1/nodes/attest/tpm/challenge", s.tpmChallenge)
 	handle("POST /v1/nodes/attest/tpm/verify", s.tpmVerify)

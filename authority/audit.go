@@ -68,8 +68,9 @@ type event struct {
 	typ, actor, subject string
 	parties             []audit.Party
 	details             map[string]any
-	// decisionID and policyRevision name the policy decision involved.
-	decisionID, policyRevision string
+	// decisionID and policyRevision name the policy decision involved;
+	// delegationID the delegation.
+	decisionID, policyRevision, delegationID string
 }
 
 // record appends an event to the audit log and waits until it is durable.
@@ -77,7 +78,7 @@ type event struct {
 // log does not show.
 func (a *Authority) record(ctx context.Context, ev event) (audit.Receipt, error) {
 	e := audit.Entry{Time: a.now().UTC(), Type: ev.typ, Actor: ev.actor, Subject: ev.subject, Accountable: ev.parties,
-		DecisionID: ev.decisionID, PolicyRevision: ev.policyRevision}
+		DecisionID: ev.decisionID, PolicyRevision: ev.policyRevision, DelegationID: ev.delegationID}
 	if e.Actor == "" {
 		e.Actor = audit.ActorSystem
 	}

@@ -32,6 +32,9 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail"`
+	// Reasons and DecisionID come with a policy deny.
+	Reasons    []string `json:"reasons"`
+	DecisionID string   `json:"decision_id"`
 }
 
 func (p *Problem) Error() string {

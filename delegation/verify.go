@@ -190,36 +190,45 @@ func verifyToken(token string, bundles Bundles) (*Claims, error) {
 // verifyDelegatorSignature checks the hop's delegator signature: a JWS
 // over the hop's statement, by an X509-SVID of the delegator.
 func verifyDelegatorSignature(c *Claims, bundles Bundles) error {
-	if c.Hop.DelegatorSignature == "" {
-		return fmt.Errorf("%w: %s carries none", ErrDelegatorSignature, c.ID)
+	if err := CheckStatementSignature(c.Hop.DelegatorSignature, c.statement(), bundles); err != nil {
+		return fmt.Errorf("%s: %w", c.ID, err)
 	}
-	jws, err := jose.ParseSignedCompact(c.Hop.DelegatorSignature, signatureAlgorithms)
+	return nil
+}
+
+// CheckStatementSignature checks that sig is st signed by an X509-SVID of
+// st.Delegator, valid in the delegator's trust domain bundle.
+func CheckStatementSignature(sig string, st Statement, bundles Bundles) error {
+	if sig == "" {
+		return fmt.Errorf("%w: none", ErrDelegatorSignature)
+	}
+	jws, err := jose.ParseSignedCompact(sig, signatureAlgorithms)
 	if err != nil || len(jws.Signatures) != 1 {
-		return fmt.Errorf("%w: %s: not a JWS", ErrDelegatorSignature, c.ID)
+		return fmt.Errorf("%w: not a JWS", ErrDelegatorSignature)
 	}
-	delegator, err := spiffeid.FromString(c.Hop.Delegator)
+	delegator, err := spiffeid.FromString(st.Delegator)
 	if err != nil {
-		return fmt.Errorf("%w: delegator %q", ErrMalformed, c.Hop.Delegator)
+		return fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
 	}
 	b, err := bundles.GetBundleForTrustDomain(delegator.TrustDomain())
 	if err != nil || b == nil {
 		return fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
 	}
-	certs, err := x5c(c.Hop.DelegatorSignature)
+	certs, err := x5c(sig)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrDelegatorSignature, c.ID, err)
+		return fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
 	// SPIFFE's own rules on the leaf and its chain (go-spiffe).
 	id, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(delegator.TrustDomain(), b.X509Authorities()))
 	if err != nil || id != delegator {
-		return fmt.Errorf("%w: %s: signed by %v, not the delegator %s (%v)", ErrDelegatorSignature, c.ID, id, delegator, err)
+		return fmt.Errorf("%w: signed by %v, not the delegator %s (%v)", ErrDelegatorSignature, id, delegator, err)
 	}
 	payload, err := jws.Verify(certs[0].PublicKey)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrDelegatorSignature, c.ID, err)
+		return fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
-	if !bytes.Equal(payload, c.statement().bytes()) {
-		return fmt.Errorf("%w: %s: the delegator signed another hop", ErrDelegatorSignature, c.ID)
+	if !bytes.Equal(payload, st.bytes()) {
+		return fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
 	}
 	return nil
 }

@@ -1,0 +1,120 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"time"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/delegation"
+)
+
+// hopAnswer is one hop of a chain, as answered (without the parent
+// token each hop carries).
+type hopAnswer struct {
+	ID        string    `json:"id"`
+	Issuer    string    `json:"iss"`
+	Delegator string    `json:"delegator"`
+	Delegatee string    `json:"delegatee"`
+	Principal string    `json:"principal"`
+	Scopes    []string  `json:"scopes"`
+	Depth     int       `json:"depth"`
+	Purpose   string    `json:"purpose,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Bound     bool      `json:"bound"`
+}
+
+func hopsOf(chain []*delegation.Claims) []hopAnswer {
+	out := make([]hopAnswer, len(chain))
+	for i, c := range chain {
+		out[i] = hopAnswer{ID: c.ID, Issuer: c.Issuer, Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Principal: c.Subject,
+			Scopes: c.Scopes(), Depth: c.Hop.Depth, Purpose: c.Hop.Purpose, ExpiresAt: time.Unix(c.Expiry, 0).UTC(), Bound: c.Cnf != nil}
+	}
+	return out
+}
+
+// delegate is POST /v1/delegations (an agent, the delegator).
+func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Delegatee          string   `json:"delegatee"`
+		DelegateeX509SVID  string   `json:"delegatee_x509_svid"`
+		Scopes             []string `json:"scopes"`
+		Principal          string   `json:"principal"`
+		ParentToken        string   `json:"parent_token"`
+		Purpose            string   `json:"purpose"`
+		TTLSeconds         int64    `json:"ttl_seconds"`
+		DelegatorSignature string   `json:"delegator_signature"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	dr := authority.DelegateRequest{Delegatee: req.Delegatee, Scopes: req.Scopes, Principal: req.Principal, ParentToken: req.ParentToken,
+		Purpose: req.Purpose, TTL: time.Duration(req.TTLSeconds) * time.Second, DelegatorSignature: req.DelegatorSignature}
+	if req.DelegateeX509SVID != "" {
+		certs, err := credfile.ParseCertsPEM([]byte(req.DelegateeX509SVID))
+		if err != nil {
+			writeError(w, r, s.log, errInvalid("delegatee_x509_svid: "+err.Error()))
+			return
+		}
+		dr.DelegateeSVID = certs
+	}
+	if req.TTLSeconds < 0 || req.TTLSeconds > int64(authority.MaxDelegationTTL/time.Second) {
+		writeError(w, r, s.log, errInvalid("ttl_seconds out of range"))
+		return
+	}
+	ans, err := s.a.Delegate(r.Context(), callerOf(r), dr)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	proof := make([]string, len(ans.Receipt.InclusionProof))
+	for i, h := range ans.Receipt.InclusionProof {
+		proof[i] = base64.StdEncoding.EncodeToString(h)
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{
+		"id": ans.ID, "token": ans.Token, "expires_at": ans.ExpiresAt.UTC(), "chain": hopsOf(ans.Chain),
+		"receipt": map[string]any{"index": ans.Receipt.Index, "leaf_hash": hexOf(ans.Receipt.LeafHash), "tree_size": ans.Receipt.TreeSize,
+			"checkpoint": string(ans.Receipt.Checkpoint), "inclusion_proof": proof},
+	})
+}
+
+// delegationStatus is GET /v1/delegations/{id}/status (public).
+func (s *Server) delegationStatus(w http.ResponseWriter, r *http.Request) {
+	rec, status, err := s.a.DelegationStatus(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out := map[string]any{"id": rec.ID, "status": status}
+	if !rec.RevokedAt.IsZero() {
+		out["revoked_at"], out["reason"] = rec.RevokedAt.UTC(), rec.Reason
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// revoke is POST /v1/admin/revocations.
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		DelegationID string `json:"delegation_id"`
+		SPIFFEID     string `json:"spiffe_id"`
+		Reason       string `json:"reason"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	ids, err := s.a.Revoke(r.Context(), callerOf(r), req.DelegationID, req.SPIFFEID, req.Reason)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"revoked": ids})
+}
+
+func errInvalid(msg string) error { return fmt.Errorf("%w: %s", authority.ErrInvalidRequest, msg) }
+
+func hexOf(b []byte) string { return hex.EncodeToString(b) }

@@ -1,0 +1,254 @@
+package api_test
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/delegation"
+)
+
+// agentWithScopes registers an agent with scopes on a new node and
+// returns its X509-SVID.
+func (e *env) agentWithScopes(name string, scopes ...string) identity {
+	e.t.Helper()
+	node := e.joinNode()
+	id := spiffeid.RequireFromSegments(e.td, "agent", name).String()
+	if _, err := e.admin.CreateAgent(ctxT(e.t), &client.Agent{SPIFFEID: id, NodeIDs: []string{node.id.String()}, Scopes: scopes,
+		Accountability: client.Accountability{Operator: "team-" + name, ModelProvider: "acme", Model: "m1", ResponsibleParty: name + "@" + e.td.Name()}}); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.agentSVID(node, id)
+}
+
+type delegateReq struct {
+	delegatee         identity
+	delegateeID       string // instead of delegatee, for IDs without an SVID here
+	scopes            []string
+	principal, parent string
+	bind              bool
+	signer            *identity // default: the delegator
+	noSig             bool
+}
+
+// delegate has from ask its authority e for a hop; it returns the token
+// or the problem.
+func (e *env) delegate(from identity, r delegateReq) (string, *client.Problem) {
+	e.t.Helper()
+	delegatee := r.delegateeID
+	if delegatee == "" {
+		delegatee = r.delegatee.id.String()
+	}
+	st := delegation.Statement{Delegator: from.id.String(), Delegatee: delegatee, Principal: r.principal, Scopes: r.scopes, Purpose: "book the offsite"}
+	if r.parent != "" {
+		// The delegator reads the principal and the parent's id from the
+		// parent token it holds.
+		if chain, err := delegation.Verify(r.parent, e.a, delegation.VerifyOptions{Presenter: from.id, PresenterCert: from.chain[0]}); err == nil {
+			st.Principal, st.Parent = chain[len(chain)-1].Subject, chain[len(chain)-1].ID
+		}
+	}
+	signer := from
+	if r.signer != nil {
+		signer = *r.signer
+	}
+	sig, err := delegation.SignStatement(st, signer.key, signer.chain)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	body := map[string]any{"delegatee": delegatee, "scopes": r.scopes, "purpose": "book the offsite"}
+	if !r.noSig {
+		body["delegator_signature"] = sig
+	}
+	if r.principal != "" {
+		body["principal"] = r.principal
+	}
+	if r.parent != "" {
+		body["parent_token"] = r.parent
+	}
+	if r.bind {
+		body["delegatee_x509_svid"] = string(credfile.EncodeCertsPEM(r.delegatee.chain))
+	}
+	var out struct {
+		ID      string `json:"id"`
+		Token   string `json:"token"`
+		Receipt struct {
+			Index      uint64 `json:"index"`
+			Checkpoint string `json:"checkpoint"`
+		} `json:"receipt"`
+	}
+	err = e.client(from.chain, from.key).Do(ctxT(e.t), http.MethodPost, "/v1/delegations", body, &out)
+	var p *client.Problem
+	if errors.As(err, &p) {
+		return "", p
+	}
+	if err != nil {
+		e.t.Fatalf("delegate: %v", err)
+	}
+	if out.Token == "" || out.ID == "" || out.Receipt.Checkpoint == "" {
+		e.t.Fatalf("delegate answered %+v", out)
+	}
+	return out.Token, nil
+}
+
+func TestCrossOrganisationDelegation(t *testing.T) {
+	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
+	orgA.federate(orgB)
+	orgB.federate(orgA)
+	planner := orgA.agentWithScopes("planner", "calendar:read", "mail:send", "payments:write")
+	booker := orgB.agentWithScopes("booker")
+	payer := orgB.agentWithScopes("payer")
+
+	// user → planner (org-a) → booker (org-b) → payer (org-b)
+	t1, p := orgA.delegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read", "mail:send"}, principal: "alice@org-a.example", bind: true})
+	if p != nil {
+		t.Fatalf("root hop: %v", p)
+	}
+	t2, p := orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1})
+	if p != nil {
+		t.Fatalf("cross-organisation hop: %v", p)
+	}
+	// Offline, with the bundles any party federated with both holds.
+	chain, err := delegation.Verify(t2, orgB.a, delegation.VerifyOptions{Presenter: payer.id, Audience: payer.id.String()})
+	if err != nil || len(chain) != 2 || chain[0].Issuer != "spiffe://org-a.example" || chain[1].Issuer != "spiffe://org-b.example" {
+		t.Fatalf("Verify = %v, %v", chain, err)
+	}
+	if chain[0].Cnf == nil || chain[0].Cnf.X5tS256 != delegation.Thumbprint(booker.chain[0]) {
+		t.Fatalf("the root hop is not bound to the booker's SVID: %+v", chain[0].Cnf)
+	}
+	// Each issuer recorded its own hop.
+	if got := orgA.auditOf("delegation.issued", booker.id.String()); len(got) != 1 || got[0]["delegation_id"] != chain[0].ID {
+		t.Fatalf("org-a's log: %v", got)
+	}
+	if got := orgB.auditOf("delegation.issued", payer.id.String()); len(got) != 1 || got[0]["parent_id"] != chain[0].ID {
+		t.Fatalf("org-b's log: %v", got)
+	}
+
+	// org-c trusts org-b, but org-b does not trust org-c.
+	orgC := start(t, "org-c.example")
+	orgC.federate(orgB)
+	stranger := orgC.agentWithScopes("stranger", "calendar:read")
+	foreign, p := orgC.delegate(stranger, delegateReq{delegateeID: booker.id.String(), scopes: []string{"calendar:read"}, principal: "eve"})
+	if p != nil {
+		t.Fatalf("org-c's hop to org-b: %v", p)
+	}
+
+	for _, tc := range []struct {
+		name string
+		do   func() *client.Problem
+		want string
+	}{
+		{"scope escalation", func() *client.Problem {
+			_, p := orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"payments:write"}, parent: t1})
+			return p
+		}, "policy-denied"},
+		{"delegatee not federated", func() *client.Problem {
+			_, p := orgA.delegate(planner, delegateReq{delegateeID: "spiffe://org-z.example/agent/x", scopes: []string{"calendar:read"}, principal: "alice"})
+			return p
+		}, "policy-denied"},
+		{"parent presented by someone else", func() *client.Problem {
+			_, p := orgB.delegate(payer, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, parent: t1})
+			return p
+		}, "delegation-not-holder"},
+		{"forged parent", func() *client.Problem {
+			parts := strings.Split(t1, ".")
+			forged := parts[0] + "." + parts[1][:len(parts[1])-4] + "AAAA." + parts[2]
+			_, p := orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: forged})
+			return p
+		}, ""},
+		{"parent from an issuer not trusted here", func() *client.Problem {
+			_, p := orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: foreign})
+			return p
+		}, "delegation-issuer-untrusted"},
+		{"delegator signature by another agent", func() *client.Problem {
+			_, p := orgA.delegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice", signer: &payer})
+			return p
+		}, "delegator-signature-invalid"},
+		{"no delegator signature", func() *client.Problem {
+			_, p := orgA.delegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice", noSig: true})
+			return p
+		}, "invalid-request"},
+		{"sensitive scope from a token-attested host", func() *client.Problem {
+			_, p := orgA.delegate(planner, delegateReq{delegatee: booker, scopes: []string{"payments:write"}, principal: "alice"})
+			return p
+		}, "policy-denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.do()
+			if p == nil || (tc.want != "" && p.Name() != tc.want) || p.Status < 400 || p.Status >= 500 {
+				t.Fatalf("problem = %+v, want %s", p, tc.want)
+			}
+			if p.Name() == "policy-denied" && (len(p.Reasons) == 0 || p.DecisionID == "") {
+				t.Fatalf("a deny without reasons: %+v", p)
+			}
+		})
+	}
+	// Denials are recorded with their reasons.
+	denied := orgB.auditOf("policy.decision", "")
+	if len(denied) == 0 {
+		t.Fatal("no denial recorded at org-b")
+	}
+}
+
+func TestRevocationCascades(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	c := e.agentWithScopes("c")
+	d := e.agentWithScopes("d")
+	t1, p := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+	if p != nil {
+		t.Fatal(p)
+	}
+	t2, p := e.delegate(b, delegateReq{delegatee: c, scopes: []string{"calendar:read"}, parent: t1})
+	if p != nil {
+		t.Fatal(p)
+	}
+	chain, err := delegation.Verify(t2, e.a, delegation.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func(id string) string {
+		var out struct{ Status string }
+		if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+id+"/status", nil, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Status
+	}
+	if status(chain[1].ID) != "active" {
+		t.Fatal("not active")
+	}
+	var out struct{ Revoked []string }
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": chain[0].ID, "reason": "task cancelled"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Revoked) != 2 || status(chain[0].ID) != "revoked" || status(chain[1].ID) != "revoked" {
+		t.Fatalf("revoked %v", out.Revoked)
+	}
+	// Below a revoked hop nothing more is issued.
+	if _, p := e.delegate(c, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, parent: t2}); p == nil || p.Name() != "policy-denied" {
+		t.Fatalf("below a revoked hop: %+v", p)
+	}
+	if got := e.auditOf("delegation.revoked", chain[0].ID); len(got) != 1 || got[0]["reason"] != "task cancelled" {
+		t.Fatalf("revocation record: %v", got)
+	}
+	// Revoking an agent revokes what it delegated and what was delegated to it.
+	t3, p := e.delegate(a, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, principal: "bob"})
+	if p != nil {
+		t.Fatal(p)
+	}
+	c3, _ := delegation.Verify(t3, e.a, delegation.VerifyOptions{})
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": d.id.String(), "reason": "compromised"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if status(c3[0].ID) != "revoked" {
+		t.Fatal("delegation to a revoked agent still active")
+	}
+	if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/nope/status", nil, nil); err == nil {
+		t.Fatal("unknown delegation has a status")
+	}
+}

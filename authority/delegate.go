@@ -1,0 +1,425 @@
+package authority
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/policy"
+	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
+)
+
+// Delegation lifetimes.
+const (
+	DefaultDelegationTTL = 10 * time.Minute
+	MaxDelegationTTL     = 24 * time.Hour
+	maxScopes            = 64
+	maxPrincipalLen      = 256
+)
+
+// DelegateRequest is a delegator's request for one hop.
+type DelegateRequest struct {
+	Delegatee string
+	// DelegateeSVID is the delegatee's current X509-SVID chain, when the
+	// delegator has it: the token is then bound to its leaf (cnf) and
+	// expires no later than it.
+	DelegateeSVID      []*x509.Certificate
+	Scopes             []string
+	Principal          string // a root hop's principal
+	ParentToken        string // a sub-delegation's parent token
+	Purpose            string
+	TTL                time.Duration
+	DelegatorSignature string
+}
+
+// DelegateAnswer is an issued hop.
+type DelegateAnswer struct {
+	ID        string
+	Token     string
+	ExpiresAt time.Time
+	Chain     []*delegation.Claims
+	Receipt   audit.Receipt
+}
+
+// Delegate issues one delegation hop: the caller (an agent of this trust
+// domain, the delegator) lets the delegatee act for the principal with
+// scopes, below the parent token if one is given (issued here or by a
+// federated authority, and presented by the caller, its holder). The flow
+// is authenticate → verify the parent → policy → sign → audit → answer:
+// the hop and its decision are durable in the audit log before the token
+// is returned; a deny returns the policy's reasons and is recorded too.
+func (a *Authority) Delegate(ctx context.Context, c *Caller, req DelegateRequest) (*DelegateAnswer, error) {
+	if err := a.require(c, RoleAgent); err != nil {
+		return nil, err
+	}
+	now := a.now()
+	delegatee, err := spiffeid.FromString(req.Delegatee)
+	if err != nil {
+		return nil, fmt.Errorf("%w: delegatee %q: %v", ErrInvalidRequest, req.Delegatee, err)
+	}
+	if err := checkDelegationInput(req); err != nil {
+		return nil, err
+	}
+	delegator, err := a.delegatorFacts(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+
+	// The parent: verified offline, presented by its holder, and not
+	// revoked here.
+	var chain []*delegation.Claims
+	var parent *delegation.Claims
+	principal, depth, granted := req.Principal, 1, delegator.scopes
+	if req.ParentToken != "" {
+		chain, err = delegation.Verify(req.ParentToken, a, delegation.VerifyOptions{Now: now, Presenter: c.ID, PresenterCert: c.Cert})
+		if err != nil {
+			return nil, err
+		}
+		parent = chain[len(chain)-1]
+		principal, depth, granted = parent.Subject, parent.Hop.Depth+1, parent.Scopes()
+	}
+
+	exp := now.Add(req.TTL)
+	if req.TTL == 0 {
+		exp = now.Add(DefaultDelegationTTL)
+		if parent != nil && time.Unix(parent.Expiry, 0).Before(exp) {
+			exp = time.Unix(parent.Expiry, 0)
+		}
+	}
+	var cnf *delegation.Confirmation
+	var delegateeHost map[string]any
+	if len(req.DelegateeSVID) > 0 {
+		id, _, err := x509svid.Verify(req.DelegateeSVID, a)
+		if err != nil || id != delegatee {
+			return nil, fmt.Errorf("%w: delegatee_x509_svid is not a valid X509-SVID of %s (%v)", ErrInvalidRequest, delegatee, err)
+		}
+		leaf := req.DelegateeSVID[0]
+		cnf = &delegation.Confirmation{X5tS256: delegation.Thumbprint(leaf)}
+		if leaf.NotAfter.Before(exp) {
+			exp = leaf.NotAfter
+		}
+		if delegatee.TrustDomain() == a.td {
+			if host, err := HostNode(leaf); err == nil {
+				delegateeHost = a.hostFacts(ctx, host)
+			}
+		}
+	}
+
+	// The delegator's own signature over the hop, before anything is
+	// decided on its behalf.
+	st := delegation.Statement{Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes,
+		Purpose: req.Purpose, Parent: parentID(parent)}
+	if err := delegation.CheckStatementSignature(req.DelegatorSignature, st, a); err != nil {
+		return nil, err
+	}
+	revoked, err := a.chainRevocations(ctx, chain, c.ID.String(), delegatee.String())
+	if err != nil {
+		return nil, err
+	}
+	id := delegation.NewID()
+	input := map[string]any{
+		"delegator": map[string]any{"spiffe_id": c.ID.String(), "trust_domain": a.td.Name(), "scopes": granted,
+			"host": delegator.host, "revoked": revoked[c.ID.String()], "banned": delegator.banned},
+		"delegatee": delegateeDoc(delegatee, delegateeHost, revoked[delegatee.String()]),
+		"principal": principal, "scopes": req.Scopes, "depth": depth, "exp": exp.Unix(), "purpose": req.Purpose,
+		"chain": chainDoc(chain, revoked),
+	}
+	if parent != nil {
+		input["parent"] = map[string]any{"id": parent.ID, "iss": parent.Issuer, "scopes": parent.Scopes(), "exp": parent.Expiry,
+			"revoked": revoked["delegation:"+parent.ID]}
+	}
+	parties := append(partyOf(delegator.reg), a.partyOfID(ctx, delegatee)...)
+	d, err := a.decide(ctx, c, policy.PointDelegation, delegatee.String(), parties, input)
+	if err != nil {
+		return nil, err
+	}
+
+	claims := &delegation.Claims{
+		Issuer: a.td.IDString(), Subject: principal, Audience: []string{delegatee.String()},
+		IssuedAt: now.Unix(), Expiry: exp.Unix(), ID: id, Scope: joinScopes(req.Scopes), Cnf: cnf,
+		Act: &delegation.Actor{Subject: delegatee.String(), Actor: &delegation.Actor{Subject: c.ID.String()}},
+		Hop: delegation.Hop{Delegator: c.ID.String(), Delegatee: delegatee.String(), Depth: depth, Purpose: req.Purpose,
+			DelegatorSignature: req.DelegatorSignature},
+	}
+	if parent != nil {
+		claims.Act.Actor = parent.Act
+		claims.Hop.Parent = &delegation.Parent{Issuer: parent.Issuer, ID: parent.ID, Token: req.ParentToken}
+		if rec, err := a.delegationRecord(ctx, parent.ID); err == nil && parent.Issuer == a.td.IDString() {
+			claims.Hop.Parent.LeafHash, claims.Hop.Parent.LogIndex = rec.LeafHash, rec.LogIndex
+		}
+	}
+	token, err := delegation.Issue(ctx, a.ca, claims)
+	if err != nil {
+		return nil, err
+	}
+
+	details := decisionDetails(d, input)
+	rc, err := a.record(ctx, event{typ: "delegation.issued", actor: c.ID.String(), subject: delegatee.String(), parties: parties,
+		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: map[string]any{
+			"delegation_id": id, "parent_id": parentID(parent), "parent_iss": parentIssuer(parent),
+			"delegator": c.ID.String(), "delegatee": delegatee.String(), "principal": principal, "scopes": req.Scopes,
+			"depth": depth, "purpose": req.Purpose, "expires_at": exp.UTC(), "bound": cnf != nil, "decision": details,
+		}})
+	if err != nil {
+		return nil, err
+	}
+	rec := &delegation.Record{ID: id, Issuer: a.td.IDString(), ParentID: parentID(parent), ParentIssuer: parentIssuer(parent),
+		Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes, Depth: depth,
+		Purpose: req.Purpose, IssuedAt: now, ExpiresAt: exp, DecisionID: d.ID, LogIndex: rc.Index, LeafHash: hex.EncodeToString(rc.LeafHash)}
+	if err := a.store.Update(ctx, func(tx store.Tx) error { return delegation.Put(tx, rec) }); err != nil {
+		return nil, err
+	}
+	a.log.InfoContext(ctx, "delegation issued", "id", id, "delegator", c.ID.String(), "delegatee", delegatee.String(), "depth", depth)
+	return &DelegateAnswer{ID: id, Token: token, ExpiresAt: exp, Chain: append(chain, claims), Receipt: rc}, nil
+}
+
+func checkDelegationInput(req DelegateRequest) error {
+	switch {
+	case (req.Principal == "") == (req.ParentToken == ""):
+		return fmt.Errorf("%w: give a principal (a root hop) or a parent_token (a sub-delegation), not both", ErrInvalidRequest)
+	case len(req.Principal) > maxPrincipalLen || len(req.Purpose) > maxPrincipalLen:
+		return fmt.Errorf("%w: principal and purpose are at most %d bytes", ErrInvalidRequest, maxPrincipalLen)
+	case len(req.Scopes) == 0 || len(req.Scopes) > maxScopes:
+		return fmt.Errorf("%w: 1 to %d scopes", ErrInvalidRequest, maxScopes)
+	case req.TTL < 0 || req.TTL > MaxDelegationTTL:
+		return fmt.Errorf("%w: ttl_seconds must be between 0 (default) and %d", ErrInvalidRequest, int(MaxDelegationTTL.Seconds()))
+	case req.DelegatorSignature == "":
+		return fmt.Errorf("%w: delegator_signature is required: without it a hop rests on the issuer's word alone", ErrInvalidRequest)
+	}
+	for _, s := range req.Scopes {
+		if s == "" || len(s) > registry.MaxStringLen || containsSpace(s) {
+			return fmt.Errorf("%w: a scope is 1 to %d bytes without spaces", ErrInvalidRequest, registry.MaxStringLen)
+		}
+	}
+	return nil
+}
+
+func containsSpace(s string) bool {
+	for _, r := range s {
+		if r == ' ' || r == '\t' || r == '\n' || r == '\r' {
+			return true
+		}
+	}
+	return false
+}
+
+func joinScopes(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += " "
+		}
+		out += v
+	}
+	return out
+}
+
+// delegatorInfo is what the policy is told of the delegator.
+type delegatorInfo struct {
+	reg    *registry.Agent
+	scopes []string
+	host   map[string]any
+	banned bool
+}
+
+// delegatorFacts reads the caller's registration and host node.
+func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorInfo, error) {
+	host, err := HostNode(c.Cert)
+	if err != nil {
+		return nil, err
+	}
+	var ag *registry.Agent
+	err = a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		if ag, err = registry.AgentBySPIFFEID(tx, c.ID.String()); err != nil {
+			return notFoundAs(err, ErrAgentNotRegistered, c.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	h := a.hostFacts(ctx, host)
+	banned, _ := h["banned"].(bool)
+	return &delegatorInfo{reg: ag, scopes: nonNil(ag.Scopes), host: h, banned: banned}, nil
+}
+
+// hostFacts is what the policy is told of an agent's host node.
+func (a *Authority) hostFacts(ctx context.Context, node spiffeid.ID) map[string]any {
+	var n *registry.Node
+	_ = a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = registry.GetNode(tx, node.String())
+		return err
+	})
+	if n == nil {
+		return map[string]any{"spiffe_id": node.String(), "level": "unknown"}
+	}
+	return map[string]any{"spiffe_id": n.SPIFFEID, "level": n.Level, "banned": n.Banned, "drifted": n.Drifted}
+}
+
+func delegateeDoc(id spiffeid.ID, host map[string]any, revoked bool) map[string]any {
+	d := map[string]any{"spiffe_id": id.String(), "trust_domain": id.TrustDomain().Name(), "revoked": revoked}
+	if host != nil {
+		d["host"] = host
+	}
+	return d
+}
+
+// chainDoc is what the policy is told of the parties above this hop.
+func chainDoc(chain []*delegation.Claims, revoked map[string]bool) []any {
+	out := []any{}
+	for _, c := range chain {
+		for _, p := range []string{c.Hop.Delegator, c.Hop.Delegatee} {
+			out = append(out, map[string]any{"spiffe_id": p, "revoked": revoked[p]})
+		}
+		out = append(out, map[string]any{"spiffe_id": "delegation " + c.ID, "revoked": revoked["delegation:"+c.ID]})
+	}
+	return out
+}
+
+// chainRevocations reports which parties (SPIFFE IDs) and which of the
+// chain's delegations ("delegation:<id>") were revoked here.
+func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Claims, ids ...string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, c := range chain {
+		ids = append(ids, c.Hop.Delegator, c.Hop.Delegatee)
+	}
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		for _, id := range ids {
+			r, err := delegation.IDRevoked(tx, id)
+			if err != nil {
+				return err
+			}
+			out[id] = r
+		}
+		for _, c := range chain {
+			if c.Issuer != a.td.IDString() {
+				continue // another authority's: asked at its status endpoint (not yet)
+			}
+			rec, err := delegation.Get(tx, c.ID)
+			if errors.Is(err, delegation.ErrNotFound) {
+				return fmt.Errorf("%w: %s claims to be issued here but is not known", delegation.ErrChain, c.ID)
+			}
+			if err != nil {
+				return err
+			}
+			out["delegation:"+c.ID] = !rec.RevokedAt.IsZero()
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (a *Authority) delegationRecord(ctx context.Context, id string) (*delegation.Record, error) {
+	var rec *delegation.Record
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		rec, err = delegation.Get(tx, id)
+		return err
+	})
+	return rec, err
+}
+
+// partyOfID is the accountable party of a local agent (none for others).
+func (a *Authority) partyOfID(ctx context.Context, id spiffeid.ID) []audit.Party {
+	if id.TrustDomain() != a.td {
+		return nil
+	}
+	var ag *registry.Agent
+	_ = a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		ag, err = registry.AgentBySPIFFEID(tx, id.String())
+		return err
+	})
+	if ag == nil {
+		return nil
+	}
+	return partyOf(ag)
+}
+
+func parentID(p *delegation.Claims) string {
+	if p == nil {
+		return ""
+	}
+	return p.ID
+}
+
+func parentIssuer(p *delegation.Claims) string {
+	if p == nil {
+		return ""
+	}
+	return p.Issuer
+}
+
+// DelegationStatus answers a delegation's status (public: a verifier or a
+// federated authority asks it).
+func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegation.Record, string, error) {
+	rec, err := a.delegationRecord(ctx, id)
+	if errors.Is(err, delegation.ErrNotFound) {
+		return nil, "", fmt.Errorf("%w: delegation %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return rec, rec.Status(a.now()), nil
+}
+
+// Revoke revokes a delegation (and every delegation below it) or a SPIFFE
+// ID (and every delegation made by or to it, and below). Admin only;
+// recorded with who and why.
+func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeID, reason string) ([]string, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	if (delegationID == "") == (spiffeID == "") {
+		return nil, fmt.Errorf("%w: give delegation_id or spiffe_id", ErrInvalidRequest)
+	}
+	if reason == "" || len(reason) > maxPrincipalLen {
+		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes is required", ErrInvalidRequest, maxPrincipalLen)
+	}
+	if spiffeID != "" {
+		if _, err := spiffeid.FromString(spiffeID); err != nil {
+			return nil, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, spiffeID, err)
+		}
+	}
+	now := a.now()
+	var revoked []string
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		if delegationID != "" {
+			revoked, err = delegation.Revoke(tx, delegationID, c.ID.String(), reason, now)
+			if errors.Is(err, delegation.ErrNotFound) {
+				return fmt.Errorf("%w: delegation %s", ErrNotFound, delegationID)
+			}
+			return err
+		}
+		revoked, err = delegation.RevokeID(tx, spiffeID, c.ID.String(), reason, now)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	revoked = nonNil(revoked)
+	slices.Sort(revoked)
+	subject := delegationID
+	if subject == "" {
+		subject = spiffeID
+	}
+	if _, err := a.record(ctx, event{typ: "delegation.revoked", actor: c.ID.String(), subject: subject, delegationID: delegationID,
+		details: map[string]any{"delegation_id": delegationID, "spiffe_id": spiffeID, "reason": reason, "revoked": revoked}}); err != nil {
+		return nil, err
+	}
+	a.log.InfoContext(ctx, "revoked", "delegation_id", delegationID, "spiffe_id", spiffeID, "revoked", len(revoked), "by", c.ID.String())
+	return revoked, nil
+}
