@@ -192,6 +192,22 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 	if len(denied) == 0 {
 		t.Fatal("no denial recorded at org-b")
 	}
+
+	// org-a revokes the root hop: org-b asks org-a before extending the
+	// chain, and refuses.
+	if err := orgA.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": chain[0].ID, "reason": "user withdrew"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, p = orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1})
+	if p == nil || p.Name() != "policy-denied" || !strings.Contains(strings.Join(p.Reasons, ";"), "parent delegation is revoked") {
+		t.Fatalf("below a hop revoked at another authority: %+v", p)
+	}
+	// An authority that cannot be asked: the chain is not extended.
+	orgA.stop()
+	_, p = orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1})
+	if p == nil || p.Name() != "delegation-status-unavailable" {
+		t.Fatalf("with the parent's issuer down: %+v", p)
+	}
 }
 
 func TestRevocationCascades(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -126,6 +127,13 @@ func (a *Authority) Delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil {
 		return nil, err
 	}
+	// Hops issued by other authorities: their issuers say whether they
+	// still hold (fail closed when one cannot be asked).
+	remote, err := a.remoteRevoked(ctx, chain)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(revoked, remote)
 	id := delegation.NewID()
 	input := map[string]any{
 		"delegator": map[string]any{"spiffe_id": c.ID.String(), "trust_domain": a.td.Name(), "scopes": granted,
@@ -305,7 +313,7 @@ func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Cl
 		}
 		for _, c := range chain {
 			if c.Issuer != a.td.IDString() {
-				continue // another authority's: asked at its status endpoint (not yet)
+				continue // another authority's: see remoteRevoked
 			}
 			rec, err := delegation.Get(tx, c.ID)
 			if errors.Is(err, delegation.ErrNotFound) {
