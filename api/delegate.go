@@ -118,3 +118,13 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 func errInvalid(msg string) error { return fmt.Errorf("%w: %s", authority.ErrInvalidRequest, msg) }
 
 func hexOf(b []byte) string { return hex.EncodeToString(b) }
+
+// auditChain is GET /v1/audit/chains/{id} (auditor or admin).
+func (s *Server) auditChain(w http.ResponseWriter, r *http.Request) {
+	hops, err := s.a.AuditChain(r.Context(), callerOf(r), r.PathValue("id"))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"hops": hops})
+}

@@ -193,6 +193,35 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 		t.Fatal("no denial recorded at org-b")
 	}
 
+	// The accountability chain, as org-b's auditor (an admin here) reads it:
+	// org-b's own hop with its log entry and proof, org-a's hop pointing at
+	// org-a's log.
+	var chainAns struct {
+		Hops []struct {
+			ID, Issuer, Delegator, Delegatee, Principal string
+			Decision                                    *struct{ ID, Result, PolicyRevision string }
+			Accountability                              map[string]map[string]any
+			Index                                       *uint64
+			LeafHash                                    string `json:"leaf_hash"`
+			Checkpoint                                  string
+			LogURL                                      string `json:"log_url"`
+		}
+	}
+	if err := orgB.admin.Do(ctxT(t), http.MethodGet, "/v1/audit/chains/"+chain[1].ID, nil, &chainAns); err != nil {
+		t.Fatal(err)
+	}
+	hops := chainAns.Hops
+	if len(hops) != 2 || hops[0].ID != chain[0].ID || hops[0].LogURL != orgA.url+"/v1/audit/chains/"+chain[0].ID || hops[0].Index != nil ||
+		hops[1].ID != chain[1].ID || hops[1].Index == nil || hops[1].Decision == nil || hops[1].Decision.Result != "allow" ||
+		hops[1].Accountability["delegatee"]["responsible_party"] != "payer@org-b.example" || hops[1].Principal != "alice@org-a.example" {
+		t.Fatalf("org-b's chain: %+v", hops)
+	}
+	var rootAns struct{ Hops []struct{ ID, Delegator string } }
+	if err := orgA.admin.Do(ctxT(t), http.MethodGet, "/v1/audit/chains/"+chain[0].ID, nil, &rootAns); err != nil || len(rootAns.Hops) != 1 ||
+		rootAns.Hops[0].Delegator != planner.id.String() {
+		t.Fatalf("org-a's chain: %+v %v", rootAns, err)
+	}
+
 	// org-a revokes the root hop: org-b asks org-a before extending the
 	// chain, and refuses.
 	if err := orgA.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": chain[0].ID, "reason": "user withdrew"}, nil); err != nil {

@@ -49,6 +49,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("GET /v1/audit/proofs/consistency", s.auditConsistency)
 	handle("GET /v1/audit/search", s.auditSearch)
 	handle("GET /v1/audit/verifier-key", s.auditVerifierKey)
+	handle("GET /v1/audit/chains/{id}", s.auditChain)
 	handle("GET /checkpoint", s.tiles)
 	handle("GET /tile/", s.tiles)
 

@@ -183,7 +183,8 @@ func (a *Authority) Delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	rec := &delegation.Record{ID: id, Issuer: a.td.IDString(), ParentID: parentID(parent), ParentIssuer: parentIssuer(parent),
 		Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes, Depth: depth,
-		Purpose: req.Purpose, IssuedAt: now, ExpiresAt: exp, DecisionID: d.ID, LogIndex: rc.Index, LeafHash: hex.EncodeToString(rc.LeafHash)}
+		Purpose: req.Purpose, IssuedAt: now, ExpiresAt: exp, DecisionID: d.ID, LogIndex: rc.Index, LeafHash: hex.EncodeToString(rc.LeafHash),
+		Ancestors: delegation.AncestorsOf(chain)}
 	if err := a.store.Update(ctx, func(tx store.Tx) error { return delegation.Put(tx, rec) }); err != nil {
 		return nil, err
 	}

@@ -48,6 +48,30 @@ type Record struct {
 	RevokedAt    time.Time `json:"revoked_at,omitzero"`
 	RevokedBy    string    `json:"revoked_by,omitempty"`
 	Reason       string    `json:"reason,omitempty"`
+	// Ancestors are the verified hops above this one, root first, as the
+	// parent token showed them when this hop was issued.
+	Ancestors []Ancestor `json:"ancestors,omitempty"`
+}
+
+// Ancestor is a hop above a delegation, as its verified token said.
+type Ancestor struct {
+	ID        string   `json:"id"`
+	Issuer    string   `json:"iss"`
+	Delegator string   `json:"delegator"`
+	Delegatee string   `json:"delegatee"`
+	Principal string   `json:"principal"`
+	Scopes    []string `json:"scopes"`
+	Depth     int      `json:"depth"`
+}
+
+// AncestorsOf summarizes a verified chain.
+func AncestorsOf(chain []*Claims) []Ancestor {
+	out := make([]Ancestor, len(chain))
+	for i, c := range chain {
+		out[i] = Ancestor{ID: c.ID, Issuer: c.Issuer, Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Principal: c.Subject,
+			Scopes: c.Scopes(), Depth: c.Hop.Depth}
+	}
+	return out
 }
 
 // Status is the record's status at now.

@@ -39,6 +39,12 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              signed checkpoint)
   check-proof FILE           verify an offline proof (no server needed) and
                              print its entry
+  chain ID [--verify] [--peer TD=ROOTS.pem,LOG.vkey ...]
+                             the accountability chain of a delegation: every
+                             hop from the principal down, each proven in its
+                             issuer's log (other authorities' logs followed
+                             with --peer), with the decision and the
+                             accountable parties of each hop
   verify [--full]            check the checkpoint's signature and that it is
                              consistent with the last one this auditor saw
                              (kept in --state); fails loudly on a fork.
@@ -56,7 +62,8 @@ type auditFlags struct {
 	cf                   clientFlags
 	dataDir, vkey, state string
 	out                  string
-	asJSON, full         bool
+	asJSON, full, verify bool
+	peers                stringList
 	n                    int
 	q                    struct {
 		spiffeID, typ, since, until, decision, delegation string
@@ -68,7 +75,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cmds := map[string]func(context.Context, *auditFlags, *client.Client, note.Verifier, []string, io.Writer) error{
 		"checkpoint": auditCheckpointCmd, "show": auditShow, "verify": auditVerify,
 		"prove": auditProve, "check-proof": auditCheckProof,
-		"tail": auditTail, "search": auditSearch,
+		"tail": auditTail, "search": auditSearch, "chain": auditChain,
 	}
 	if len(args) == 0 || cmds[args[0]] == nil {
 		fmt.Fprint(stderr, auditUsage)
@@ -91,6 +98,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&f.q.limit, "limit", 0, "search: at most this many entries (0: all)")
 	fs.StringVar(&f.out, "out", "", "prove: write the proof to this file instead of standard output")
 	fs.BoolVar(&f.full, "full", false, "verify: also download every entry, check each against the checkpoint and recompute the root")
+	fs.BoolVar(&f.verify, "verify", false, "chain: fail unless every hop is proven in its issuer's log")
+	fs.Var(&f.peers, "peer", "chain: another authority, TRUST_DOMAIN=ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {
 		return err

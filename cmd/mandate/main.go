@@ -22,8 +22,10 @@ Usage:
   mandate svid x509|jwt [flags]         obtain an X509-SVID or a JWT-SVID
   mandate bundle show [flags]           print the trust domain's SPIFFE bundle
   mandate audit <command> [flags]       read and verify the audit log (checkpoint, tail, show,
-                                        search, verify, prove, check-proof)
+                                        search, chain, verify, prove, check-proof)
   mandate policy <command> [flags]      test, export, reload the Rego policies; show the revision
+  mandate delegate request|verify       as an agent, delegate scopes to another agent; verify a
+                                        delegation token's chain offline
   mandate bench issue|audit|attest|decide
                                         measure SVID issuance, audit log appends, TPM attestation
                                         verification, or decisions side by side with opa run --server
@@ -69,14 +71,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usagef("no command given")
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"serve":  runServe,
-		"admin":  runAdmin,
-		"node":   runNode,
-		"svid":   runSVID,
-		"bundle": runBundle,
-		"bench":  runBench,
-		"audit":  runAudit,
-		"policy": runPolicy,
+		"serve":    runServe,
+		"admin":    runAdmin,
+		"node":     runNode,
+		"svid":     runSVID,
+		"bundle":   runBundle,
+		"bench":    runBench,
+		"audit":    runAudit,
+		"policy":   runPolicy,
+		"delegate": runDelegate,
 	}
 	switch args[0] {
 	case "version", "--version":

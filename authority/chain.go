@@ -1,0 +1,153 @@
+package authority
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/delegation"
+)
+
+// ChainHop is one hop of an accountability chain, as an auditor reads it.
+// A hop this authority issued carries its audit entry with an inclusion
+// proof against a signed checkpoint; a hop issued elsewhere carries what
+// the verified token said of it and LogURL, where its issuer answers.
+type ChainHop struct {
+	ID             string                    `json:"id"`
+	Issuer         string                    `json:"issuer"`
+	Delegator      string                    `json:"delegator"`
+	Delegatee      string                    `json:"delegatee"`
+	Principal      string                    `json:"principal"`
+	Scopes         []string                  `json:"scopes"`
+	Depth          int                       `json:"depth"`
+	Decision       *ChainDecision            `json:"decision,omitempty"`
+	Accountability map[string]map[string]any `json:"accountability,omitempty"` // "delegator", "delegatee"
+	Index          *uint64                   `json:"index,omitempty"`
+	LeafHash       string                    `json:"leaf_hash,omitempty"`
+	TreeSize       uint64                    `json:"tree_size,omitempty"`
+	InclusionProof [][]byte                  `json:"inclusion_proof,omitempty"`
+	Checkpoint     string                    `json:"checkpoint,omitempty"`
+	EntryB64       []byte                    `json:"entry_b64,omitempty"` // the exact logged bytes
+	LogURL         string                    `json:"log_url,omitempty"`
+}
+
+// ChainDecision is the policy decision of a hop.
+type ChainDecision struct {
+	ID             string   `json:"id"`
+	Result         string   `json:"result"` // allow
+	Reasons        []string `json:"reasons"`
+	PolicyRevision string   `json:"policy_revision"`
+}
+
+// AuditChain returns every hop from the principal down to delegation id,
+// root first (auditors and admins).
+func (a *Authority) AuditChain(ctx context.Context, c *Caller, id string) ([]ChainHop, error) {
+	if err := a.requireReader(c); err != nil {
+		return nil, err
+	}
+	rec, err := a.delegationRecord(ctx, id)
+	if errors.Is(err, delegation.ErrNotFound) {
+		return nil, fmt.Errorf("%w: delegation %s was not issued here", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var hops []ChainHop
+	for _, an := range rec.Ancestors {
+		h := ChainHop{ID: an.ID, Issuer: an.Issuer, Delegator: an.Delegator, Delegatee: an.Delegatee, Principal: an.Principal,
+			Scopes: an.Scopes, Depth: an.Depth}
+		if an.Issuer == a.td.IDString() {
+			if local, err := a.delegationRecord(ctx, an.ID); err == nil {
+				if err := a.withLogEntry(ctx, c, &h, local); err != nil {
+					return nil, err
+				}
+			}
+		} else {
+			h.LogURL = a.chainURL(ctx, an.Issuer, an.ID)
+		}
+		hops = append(hops, h)
+	}
+	h := ChainHop{ID: rec.ID, Issuer: rec.Issuer, Delegator: rec.Delegator, Delegatee: rec.Delegatee, Principal: rec.Principal,
+		Scopes: rec.Scopes, Depth: rec.Depth}
+	if err := a.withLogEntry(ctx, c, &h, rec); err != nil {
+		return nil, err
+	}
+	return append(hops, h), nil
+}
+
+// withLogEntry fills a hop from its audit entry and inclusion proof.
+func (a *Authority) withLogEntry(ctx context.Context, c *Caller, h *ChainHop, rec *delegation.Record) error {
+	e, err := a.ReadAuditEntry(ctx, c, rec.LogIndex, 0)
+	if err != nil {
+		return err
+	}
+	var entry struct {
+		Type           string `json:"type"`
+		DecisionID     string `json:"decision_id"`
+		PolicyRevision string `json:"policy_revision"`
+		DelegationID   string `json:"delegation_id"`
+		Accountable    []struct {
+			SPIFFEID         string `json:"spiffe_id"`
+			Operator         string `json:"operator"`
+			ModelProvider    string `json:"model_provider"`
+			Model            string `json:"model"`
+			ResponsibleParty string `json:"responsible_party"`
+		} `json:"accountable"`
+		Details struct {
+			Decision struct {
+				Allow   bool     `json:"allow"`
+				Reasons []string `json:"reasons"`
+			} `json:"decision"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal(e.Entry, &entry); err != nil || entry.DelegationID != rec.ID || entry.Type != "delegation.issued" {
+		return fmt.Errorf("authority: audit entry %d is not the issuance of delegation %s", rec.LogIndex, rec.ID)
+	}
+	idx := e.Index
+	h.Index, h.LeafHash, h.TreeSize, h.InclusionProof, h.Checkpoint, h.EntryB64 = &idx, e.LeafHash, e.TreeSize, e.InclusionProof, e.Checkpoint, e.EntryB64
+	result := "deny"
+	if entry.Details.Decision.Allow {
+		result = "allow"
+	}
+	h.Decision = &ChainDecision{ID: entry.DecisionID, Result: result, Reasons: nonNil(entry.Details.Decision.Reasons), PolicyRevision: entry.PolicyRevision}
+	h.Accountability = map[string]map[string]any{}
+	for _, p := range entry.Accountable {
+		role := ""
+		switch p.SPIFFEID {
+		case rec.Delegator:
+			role = "delegator"
+		case rec.Delegatee:
+			role = "delegatee"
+		default:
+			continue
+		}
+		h.Accountability[role] = map[string]any{"spiffe_id": p.SPIFFEID, "operator": p.Operator, "model_provider": p.ModelProvider,
+			"model": p.Model, "responsible_party": p.ResponsibleParty}
+	}
+	return nil
+}
+
+// chainURL is where the issuer iss answers the chain of delegation id:
+// the host of its bundle endpoint (https_spiffe federation).
+func (a *Authority) chainURL(ctx context.Context, iss, id string) string {
+	td, err := spiffeid.TrustDomainFromString(iss)
+	if err != nil {
+		return ""
+	}
+	recs, err := a.loadFederations(ctx)
+	if err != nil {
+		return ""
+	}
+	for _, f := range recs {
+		if f.TrustDomain == td.Name() && f.Profile == "https_spiffe" {
+			if u, err := url.Parse(f.BundleEndpointURL); err == nil {
+				return (&url.URL{Scheme: "https", Host: u.Host, Path: "/v1/audit/chains/" + url.PathEscape(id)}).String()
+			}
+		}
+	}
+	return ""
+}

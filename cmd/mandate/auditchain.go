@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
+)
+
+// chainHop is one hop of GET /v1/audit/chains/{id}.
+type chainHop struct {
+	ID             string                    `json:"id"`
+	Issuer         string                    `json:"issuer"`
+	Delegator      string                    `json:"delegator"`
+	Delegatee      string                    `json:"delegatee"`
+	Principal      string                    `json:"principal"`
+	Scopes         []string                  `json:"scopes"`
+	Depth          int                       `json:"depth"`
+	Decision       *chainDecision            `json:"decision"`
+	Accountability map[string]map[string]any `json:"accountability"`
+	Index          *uint64                   `json:"index"`
+	TreeSize       uint64                    `json:"tree_size"`
+	InclusionProof [][]byte                  `json:"inclusion_proof"`
+	Checkpoint     string                    `json:"checkpoint"`
+	EntryB64       []byte                    `json:"entry_b64"`
+	LogURL         string                    `json:"log_url"`
+
+	verifiedBy string // the log that proved it, once verified
+}
+
+type chainDecision struct {
+	ID             string   `json:"id"`
+	Result         string   `json:"result"`
+	Reasons        []string `json:"reasons"`
+	PolicyRevision string   `json:"policy_revision"`
+}
+
+// auditChain is "mandate audit chain ID": the accountability chain of a
+// delegation, every hop proven in its issuer's log (following the other
+// authorities' logs with --peer), printed as a tree.
+func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, args []string, w io.Writer) error {
+	id, err := oneArg(args, "the delegation id")
+	if err != nil {
+		return err
+	}
+	hops, err := fetchChain(ctx, c, "/v1/audit/chains/"+url.PathEscape(id))
+	if err != nil {
+		return err
+	}
+	peers, err := parsePeers(f.peers)
+	if err != nil {
+		return err
+	}
+	var unverified []string
+	for i := range hops {
+		h := &hops[i]
+		switch {
+		case h.Index != nil:
+			if err := verifyHop(h, v, c.TrustDomain().IDString()); err != nil {
+				return err
+			}
+		case h.LogURL != "":
+			if err := followHop(ctx, f, h, peers); err != nil {
+				if f.verify {
+					return err
+				}
+				unverified = append(unverified, fmt.Sprintf("%s (%v)", h.ID, err))
+			}
+		default:
+			unverified = append(unverified, h.ID+" (no log to ask)")
+		}
+	}
+	if f.asJSON {
+		if err := printJSON(w, map[string]any{"hops": hops, "unverified": unverified}); err != nil {
+			return err
+		}
+	} else {
+		printChain(w, hops)
+	}
+	if len(unverified) > 0 {
+		if f.verify {
+			return fmt.Errorf("not every hop is proven: %s", strings.Join(unverified, "; "))
+		}
+		fmt.Fprintf(w, "not proven: %s\n", strings.Join(unverified, "; "))
+	}
+	return nil
+}
+
+func fetchChain(ctx context.Context, c *client.Client, path string) ([]chainHop, error) {
+	var ans struct {
+		Hops []chainHop `json:"hops"`
+	}
+	if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
+		return nil, err
+	}
+	return ans.Hops, nil
+}
+
+// verifyHop checks a hop's log entry: its inclusion proof against the
+// checkpoint, the checkpoint's signature with the issuer's log key, and
+// that the entry is this hop's issuance, saying what the hop says.
+func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
+	if h.Issuer != issuer {
+		return fmt.Errorf("hop %s: issued by %s, proven by %s's log", h.ID, h.Issuer, issuer)
+	}
+	p := &provenEntry{index: *h.Index, entry: h.EntryB64, proof: h.InclusionProof, checkpoint: []byte(h.Checkpoint)}
+	if err := p.verify(v); err != nil {
+		return fmt.Errorf("hop %s: %w", h.ID, err)
+	}
+	var e struct {
+		Type         string `json:"type"`
+		DelegationID string `json:"delegation_id"`
+		DecisionID   string `json:"decision_id"`
+		Details      struct {
+			Delegator string   `json:"delegator"`
+			Delegatee string   `json:"delegatee"`
+			Principal string   `json:"principal"`
+			Scopes    []string `json:"scopes"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal(h.EntryB64, &e); err != nil || e.Type != "delegation.issued" || e.DelegationID != h.ID ||
+		e.Details.Delegator != h.Delegator || e.Details.Delegatee != h.Delegatee || e.Details.Principal != h.Principal ||
+		strings.Join(e.Details.Scopes, " ") != strings.Join(h.Scopes, " ") || (h.Decision != nil && h.Decision.ID != e.DecisionID) {
+		return fmt.Errorf("hop %s: the logged entry does not say what the chain says", h.ID)
+	}
+	h.verifiedBy = issuer
+	return nil
+}
+
+// peer is what an auditor needs of another authority: its bundle (to
+// authenticate its server) and its log's verifier key.
+type peer struct {
+	roots string // PEM file of its X.509 roots
+	vkey  note.Verifier
+}
+
+// parsePeers reads --peer TD=ROOTS_PEM,VKEY_FILE values.
+func parsePeers(vals []string) (map[string]peer, error) {
+	out := map[string]peer{}
+	for _, v := range vals {
+		td, rest, ok := strings.Cut(v, "=")
+		roots, vkeyFile, ok2 := strings.Cut(rest, ",")
+		if !ok || !ok2 {
+			return nil, usagef("--peer %q: want TRUST_DOMAIN=ROOTS.pem,LOG.vkey", v)
+		}
+		t, err := spiffeid.TrustDomainFromString(td)
+		if err != nil {
+			return nil, usagef("--peer %q: %v", v, err)
+		}
+		b, err := os.ReadFile(vkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--peer %s: %w", td, err)
+		}
+		vk, err := note.NewVerifier(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("--peer %s: verifier key: %w", td, err)
+		}
+		out[t.IDString()] = peer{roots: roots, vkey: vk}
+	}
+	return out, nil
+}
+
+// followHop asks the hop's issuer for it (with this auditor's credential,
+// which that authority must accept as an auditor's) and verifies it
+// against that issuer's log.
+func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string]peer) error {
+	p, ok := peers[h.Issuer]
+	if !ok {
+		return fmt.Errorf("no --peer for %s", h.Issuer)
+	}
+	u, err := url.Parse(h.LogURL)
+	if err != nil || u.Scheme != "https" {
+		return fmt.Errorf("log_url %q", h.LogURL)
+	}
+	chain, key, _, err := credfile.Load(credfile.In(f.cf.creds))
+	if err != nil {
+		return err
+	}
+	pem, err := os.ReadFile(p.roots)
+	if err != nil {
+		return err
+	}
+	roots, err := credfile.ParseCertsPEM(pem)
+	if err != nil {
+		return err
+	}
+	td, _ := spiffeid.TrustDomainFromString(h.Issuer)
+	c, err := client.New(client.Config{Server: "https://" + u.Host, TrustDomain: td, Bundle: roots, SVID: chain, Key: key})
+	if err != nil {
+		return err
+	}
+	defer c.CloseIdle()
+	theirs, err := fetchChain(ctx, c, u.EscapedPath())
+	if err != nil {
+		return fmt.Errorf("asking %s: %w", h.Issuer, err)
+	}
+	for i := range theirs {
+		t := &theirs[i]
+		if t.ID != h.ID {
+			continue
+		}
+		if t.Index == nil {
+			return errors.New("its issuer has no log entry for it")
+		}
+		if t.Delegator != h.Delegator || t.Delegatee != h.Delegatee || t.Principal != h.Principal {
+			return errors.New("its issuer's log says another hop than the token did")
+		}
+		if err := verifyHop(t, p.vkey, h.Issuer); err != nil {
+			return err
+		}
+		*h = *t
+		return nil
+	}
+	return errors.New("its issuer does not return it")
+}
+
+// printChain prints the chain as a tree, root first.
+func printChain(w io.Writer, hops []chainHop) {
+	if len(hops) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "on behalf of %s\n", hops[0].Principal)
+	for i, h := range hops {
+		indent := strings.Repeat("   ", i)
+		proof := "NOT PROVEN"
+		if h.verifiedBy != "" {
+			proof = fmt.Sprintf("proven in %s's log, entry %d", strings.TrimPrefix(h.verifiedBy, "spiffe://"), *h.Index)
+		}
+		fmt.Fprintf(w, "%s└─ %s → %s  [%s]\n", indent, h.Delegator, h.Delegatee, strings.Join(h.Scopes, " "))
+		fmt.Fprintf(w, "%s   delegation %s, issued by %s; %s\n", indent, h.ID, strings.TrimPrefix(h.Issuer, "spiffe://"), proof)
+		if d := h.Decision; d != nil {
+			fmt.Fprintf(w, "%s   decision %s: %s (policy revision %.12s)\n", indent, d.ID, d.Result, d.PolicyRevision)
+		}
+		for _, role := range []string{"delegator", "delegatee"} {
+			if a := h.Accountability[role]; a != nil {
+				model := fmt.Sprintf("%v/%v", a["model_provider"], a["model"])
+				if model == "/" {
+					model = "-"
+				}
+				fmt.Fprintf(w, "%s   %s accountable: operator %v, model %s, responsible %v\n", indent, role, a["operator"], model, a["responsible_party"])
+			}
+		}
+	}
+}

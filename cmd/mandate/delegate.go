@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/delegation"
+)
+
+const delegateUsage = `Usage:
+  mandate delegate request --creds AGENT_DIR --delegatee ID --scope S [--scope S ...]
+                           (--principal P | --parent TOKEN_FILE) [flags]
+        as the agent whose credential is in AGENT_DIR (the delegator), let the
+        delegatee act for the principal (a root hop) or below the parent token
+        it holds; prints the delegation and writes the token (--out)
+  mandate delegate verify TOKEN_FILE [--bundles FILE] [--presenter ID] [--audience A]
+        verify a delegation token's whole chain offline and print it
+`
+
+func runDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, delegateUsage)
+		return usagef("delegate: missing command")
+	}
+	switch args[0] {
+	case "request":
+		return delegateRequest(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return delegateVerify(args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, delegateUsage)
+	return usagef("delegate: unknown command %q", args[0])
+}
+
+func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("delegate request", "delegate request --creds AGENT_DIR --delegatee ID --scope S (--principal P | --parent FILE) [flags]", stderr)
+	var cf clientFlags
+	var delegatee, principal, parentFile, purpose, bindFile, out string
+	var scopes stringList
+	var ttl time.Duration
+	cf.register(fs, "mandate-agent", "the delegator agent's credential directory")
+	fs.StringVar(&delegatee, "delegatee", "", "SPIFFE ID of the agent that will act (required)")
+	fs.Var(&scopes, "scope", "a scope to delegate (repeatable; at least one)")
+	fs.StringVar(&principal, "principal", "", "on whose behalf (a root hop)")
+	fs.StringVar(&parentFile, "parent", "", "file holding the parent delegation token this agent holds (a sub-delegation)")
+	fs.StringVar(&purpose, "purpose", "", "what for, recorded with the hop")
+	fs.DurationVar(&ttl, "ttl", 0, "lifetime (default 10m, never beyond the parent's)")
+	fs.StringVar(&bindFile, "bind-svid", "", "the delegatee's current X509-SVID chain (PEM): the token is bound to it")
+	fs.StringVar(&out, "out", "delegation.jwt", "file to write the token to")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if delegatee == "" || len(scopes) == 0 || (principal == "") == (parentFile == "") {
+		return usagef("--delegatee, at least one --scope, and --principal or --parent are required")
+	}
+	chain, key, _, err := credfile.Load(credfile.In(cf.creds))
+	if err != nil {
+		return fmt.Errorf("delegator credential: %w", err)
+	}
+	me, err := spiffeIDOf(chain)
+	if err != nil {
+		return err
+	}
+	c, err := cf.dial(true)
+	if err != nil {
+		return err
+	}
+	body := map[string]any{"delegatee": delegatee, "scopes": []string(scopes), "purpose": purpose, "ttl_seconds": int64(ttl / time.Second)}
+	st := delegation.Statement{Delegator: me.String(), Delegatee: delegatee, Principal: principal, Scopes: scopes, Purpose: purpose}
+	if parentFile != "" {
+		b, err := os.ReadFile(parentFile)
+		if err != nil {
+			return err
+		}
+		parent := strings.TrimSpace(string(b))
+		body["parent_token"] = parent
+		// The statement names the parent's principal and id: read them
+		// from the token (the authority verifies it).
+		p, err := unverifiedClaims(parent)
+		if err != nil {
+			return fmt.Errorf("--parent: %w", err)
+		}
+		st.Principal, st.Parent = p.Subject, p.ID
+	} else {
+		body["principal"] = principal
+	}
+	if bindFile != "" {
+		b, err := os.ReadFile(bindFile)
+		if err != nil {
+			return err
+		}
+		body["delegatee_x509_svid"] = string(b)
+	}
+	sig, err := delegation.SignStatement(st, key, chain)
+	if err != nil {
+		return err
+	}
+	body["delegator_signature"] = sig
+	var ans struct {
+		ID        string          `json:"id"`
+		Token     string          `json:"token"`
+		ExpiresAt time.Time       `json:"expires_at"`
+		Chain     json.RawMessage `json:"chain"`
+		Receipt   struct {
+			Index uint64 `json:"index"`
+		} `json:"receipt"`
+	}
+	if err := c.Do(ctx, http.MethodPost, "/v1/delegations", body, &ans); err != nil {
+		return err
+	}
+	if err := credfile.WriteFileAtomic(out, []byte(ans.Token+"\n"), 0o600); err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]any{"id": ans.ID, "expires_at": ans.ExpiresAt, "token_file": out,
+		"audit_index": ans.Receipt.Index, "chain": ans.Chain})
+}
+
+func spiffeIDOf(chain []*x509.Certificate) (spiffeid.ID, error) {
+	if len(chain) == 0 || len(chain[0].URIs) != 1 {
+		return spiffeid.ID{}, fmt.Errorf("the credential is not an X509-SVID")
+	}
+	return spiffeid.FromURI(chain[0].URIs[0])
+}
+
+// unverifiedClaims reads a token's claims without checking it.
+func unverifiedClaims(token string) (*delegation.Claims, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("not a JWT")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, fmt.Errorf("not a JWT: %v", err)
+	}
+	c := new(delegation.Claims)
+	if err := json.Unmarshal(b, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func delegateVerify(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("delegate verify", "delegate verify TOKEN_FILE [flags]", stderr)
+	bundles := fs.String("bundles", filepath.Join("mandate-agent", "bundles.json"), "SPIFFE bundles of every trust domain to trust ({\"<td>\": <bundle>}, as in a credential directory's bundles.json)")
+	presenter := fs.String("presenter", "", "SPIFFE ID that presents the token (must be its holder)")
+	audience := fs.String("audience", "", "audience the token must be for")
+	rest, err := splitFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	file, err := oneArg(rest, "the token file")
+	if err != nil {
+		return err
+	}
+	tok, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(*bundles)
+	if err != nil {
+		return fmt.Errorf("--bundles: %w", err)
+	}
+	var docs map[string]json.RawMessage
+	if err := json.Unmarshal(b, &docs); err != nil {
+		return fmt.Errorf("--bundles %s: %w", *bundles, err)
+	}
+	m, err := client.ParseBundles(docs)
+	if err != nil {
+		return err
+	}
+	set := spiffebundle.NewSet()
+	for _, bd := range m {
+		set.Add(bd)
+	}
+	opts := delegation.VerifyOptions{Audience: *audience}
+	if *presenter != "" {
+		if opts.Presenter, err = spiffeid.FromString(*presenter); err != nil {
+			return usagef("--presenter: %v", err)
+		}
+	}
+	chain, err := delegation.Verify(strings.TrimSpace(string(tok)), set, opts)
+	if err != nil {
+		return err
+	}
+	type hop struct {
+		ID        string    `json:"id"`
+		Issuer    string    `json:"iss"`
+		Delegator string    `json:"delegator"`
+		Delegatee string    `json:"delegatee"`
+		Scopes    []string  `json:"scopes"`
+		ExpiresAt time.Time `json:"expires_at"`
+		Bound     bool      `json:"bound"`
+	}
+	out := []hop{}
+	for _, c := range chain {
+		out = append(out, hop{ID: c.ID, Issuer: c.Issuer, Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Scopes: c.Scopes(),
+			ExpiresAt: time.Unix(c.Expiry, 0).UTC(), Bound: c.Cnf != nil})
+	}
+	return printJSON(stdout, map[string]any{"valid": true, "principal": chain[0].Subject, "holder": chain[len(chain)-1].Act.Subject, "chain": out})
+}

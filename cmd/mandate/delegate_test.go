@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCLIDelegationChain: two organisations federate; org-a's planner
+// delegates to org-b's booker, who delegates on to org-b's payer; the
+// token verifies offline; org-b's auditor walks the chain into org-a's
+// log and proves every hop.
+func TestCLIDelegationChain(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	// org-a lets org-b's admin audit it (an auditor of a federated trust domain).
+	cfgA := filepath.Join(dirA, "mandate.yaml")
+	if err := os.WriteFile(cfgA, []byte("trust_domain: org-a.example\naudit:\n  auditors: [spiffe://org-b.example/mandate/admin]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	urlA := startServe(t, dirA, "--config", cfgA)
+	urlB := startServe(t, dirB, "--trust-domain", "org-b.example")
+	t.Chdir(dirA)
+	must := func(url, dir string, args ...string) string {
+		t.Helper()
+		out, err := cli(t, url, dir, args...)
+		if err != nil {
+			t.Fatalf("mandate %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	// Federate both ways.
+	for _, p := range []struct{ url, dir, peerURL, peerDir, peerTD string }{
+		{urlA, dirA, urlB, dirB, "org-b.example"}, {urlB, dirB, urlA, dirA, "org-a.example"},
+	} {
+		doc := must(p.peerURL, p.peerDir, "bundle", "show", "--bundle", filepath.Join(p.peerDir, "mandate-data/admin/bundle.pem"))
+		f := filepath.Join(p.dir, p.peerTD+".bundle.json")
+		if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		must(p.url, p.dir, "admin", "federation", "add", "--trust-domain", p.peerTD, "--url", p.peerURL+"/v1/bundle", "--bundle-file", f)
+	}
+	// An agent of each organisation, with its SVID in a directory.
+	agent := func(url, dir, td, name string, scopes ...string) string {
+		t.Helper()
+		tok := strings.TrimSpace(must(url, dir, "admin", "join-token", "create", "--quiet"))
+		node := filepath.Join(dir, name+"-node")
+		nodeID := strings.TrimSpace(must(url, dir, "node", "join", "--token", tok, "--quiet", "--out", node,
+			"--bundle", filepath.Join(dir, "mandate-data/admin/bundle.pem")))
+		id := "spiffe://" + td + "/agent/" + name
+		args := []string{"admin", "agent", "create", "--spiffe-id", id, "--node-id", nodeID, "--operator", "team-" + name, "--responsible-party", name + "@" + td}
+		for _, s := range scopes {
+			args = append(args, "--scope", s)
+		}
+		must(url, dir, args...)
+		creds := filepath.Join(dir, name)
+		must(url, dir, "svid", "x509", "--spiffe-id", id, "--creds", node, "--out", creds)
+		return creds
+	}
+	planner := agent(urlA, dirA, "org-a.example", "planner", "calendar:read", "mail:send")
+	booker := agent(urlB, dirB, "org-b.example", "booker")
+	payer := agent(urlB, dirB, "org-b.example", "payer")
+
+	t1 := filepath.Join(dirA, "t1.jwt")
+	must(urlA, dirA, "delegate", "request", "--creds", planner, "--delegatee", "spiffe://org-b.example/agent/booker",
+		"--scope", "calendar:read", "--scope", "mail:send", "--principal", "alice@org-a.example", "--purpose", "plan the offsite", "--out", t1)
+	t2 := filepath.Join(dirB, "t2.jwt")
+	out := must(urlB, dirB, "delegate", "request", "--creds", booker, "--delegatee", "spiffe://org-b.example/agent/payer",
+		"--scope", "calendar:read", "--parent", t1, "--out", t2)
+	var ans struct{ ID string }
+	if err := json.Unmarshal([]byte(out), &ans); err != nil || ans.ID == "" {
+		t.Fatalf("delegate request printed %s", out)
+	}
+	// Offline, with the payer's bundles (its own and the federated ones).
+	v := must("", dirB, "delegate", "verify", t2, "--bundles", filepath.Join(payer, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/payer")
+	if !strings.Contains(v, `"valid": true`) || !strings.Contains(v, `"principal": "alice@org-a.example"`) {
+		t.Fatalf("delegate verify: %s", v)
+	}
+	// org-b's auditor proves the chain in both logs.
+	peer := "org-a.example=" + filepath.Join(dirA, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey")
+	tree := must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
+	for _, want := range []string{"on behalf of alice@org-a.example", "proven in org-a.example's log", "proven in org-b.example's log",
+		"responsible planner@org-a.example", "responsible payer@org-b.example"} {
+		if !strings.Contains(tree, want) {
+			t.Fatalf("audit chain lacks %q:\n%s", want, tree)
+		}
+	}
+	// Without org-a's keys the chain cannot be proven end to end.
+	if out, err := cli(t, urlB, dirB, "audit", "chain", ans.ID, "--verify"); err == nil {
+		t.Fatalf("audit chain --verify without --peer passed:\n%s", out)
+	}
+}
