@@ -216,7 +216,9 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 		hops[1].Accountability["delegatee"]["responsible_party"] != "payer@org-b.example" || hops[1].Principal != "alice@org-a.example" {
 		t.Fatalf("org-b's chain: %+v", hops)
 	}
-	var rootAns struct{ Hops []struct{ ID, Delegator string } }
+	var rootAns struct {
+		Hops []struct{ ID, Delegator string }
+	}
 	if err := orgA.admin.Do(ctxT(t), http.MethodGet, "/v1/audit/chains/"+chain[0].ID, nil, &rootAns); err != nil || len(rootAns.Hops) != 1 ||
 		rootAns.Hops[0].Delegator != planner.id.String() {
 		t.Fatalf("org-a's chain: %+v %v", rootAns, err)
