@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -297,5 +299,108 @@ func TestRevocationCascades(t *testing.T) {
 	}
 	if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/nope/status", nil, nil); err == nil {
 		t.Fatal("unknown delegation has a status")
+	}
+}
+
+// exchange posts an RFC 8693 token exchange as from.
+func (e *env) exchange(from *identity, form url.Values) (int, map[string]any) {
+	e.t.Helper()
+	var c *client.Client
+	if from != nil {
+		c = e.client(from.chain, from.key)
+	} else {
+		c = e.client(nil, nil)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c.TLSConfig()}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.PostForm(e.url+"/v1/token", form)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, out
+}
+
+func TestTokenExchange(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read", "mail:send")
+	b := e.agentWithScopes("b")
+	c := e.agentWithScopes("c")
+	sign := func(from identity, st delegation.Statement) string {
+		sig, err := delegation.SignStatement(st, from.key, from.chain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sig
+	}
+	// Metadata (RFC 8414).
+	var md map[string]any
+	if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/.well-known/oauth-authorization-server", nil, &md); err != nil ||
+		md["token_endpoint"] != e.url+"/v1/token" || md["issuer"] != e.url {
+		t.Fatalf("metadata: %v %v", md, err)
+	}
+	// A root hop: the subject token is the principal.
+	jwt, err := e.client(a.chain, a.key).JWTSVID(ctxT(t), "", []string{e.td.IDString()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+		"actor_token": {jwt.Token}, "actor_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
+		"audience": {b.id.String()}, "scope": {"calendar:read mail:send"},
+		"delegator_signature": {sign(a, delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice", Scopes: []string{"calendar:read", "mail:send"}})}}
+	status, ans := e.exchange(&a, root)
+	if status != 200 || ans["issued_token_type"] != "urn:ietf:params:oauth:token-type:jwt" || ans["access_token"] == nil || ans["expires_in"] == nil {
+		t.Fatalf("root exchange: %d %v", status, ans)
+	}
+	parent := ans["access_token"].(string)
+	pc, err := delegation.Verify(parent, e.a, delegation.VerifyOptions{Presenter: b.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A sub-delegation: the subject token is the parent.
+	sub := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {parent}, "subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
+		"audience": {c.id.String()}, "scope": {"calendar:read"},
+		"delegator_signature": {sign(b, delegation.Statement{Delegator: b.id.String(), Delegatee: c.id.String(), Principal: "alice", Scopes: []string{"calendar:read"}, Parent: pc[0].ID})}}
+	if status, ans := e.exchange(&b, sub); status != 200 {
+		t.Fatalf("sub exchange: %d %v", status, ans)
+	}
+	// OAuth errors.
+	escalate := url.Values{}
+	for k, v := range sub {
+		escalate[k] = v
+	}
+	escalate.Set("scope", "payments:write")
+	escalate.Set("delegator_signature", sign(b, delegation.Statement{Delegator: b.id.String(), Delegatee: c.id.String(), Principal: "alice", Scopes: []string{"payments:write"}, Parent: pc[0].ID}))
+	for _, tc := range []struct {
+		name   string
+		from   *identity
+		form   url.Values
+		status int
+		code   string
+	}{
+		{"wrong grant", &a, url.Values{"grant_type": {"client_credentials"}}, 400, "unsupported_grant_type"},
+		{"no client certificate", nil, root, 401, "invalid_client"},
+		{"scope escalation", &b, escalate, 400, "invalid_scope"},
+		{"parent held by someone else", &c, sub, 400, "invalid_grant"},
+		{"actor token of someone else", &b, func() url.Values {
+			f := url.Values{}
+			for k, v := range root {
+				f[k] = v
+			}
+			return f
+		}(), 400, "invalid_request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, ans := e.exchange(tc.from, tc.form)
+			if status != tc.status || ans["error"] != tc.code || ans["error_description"] == "" {
+				t.Fatalf("%d %v, want %d %s", status, ans, tc.status, tc.code)
+			}
+		})
 	}
 }

@@ -64,6 +64,8 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("POST /access/v1/evaluations", s.accessEvaluations)
 
 	handle("POST /v1/delegations", s.delegate)
+	handle("POST /v1/token", s.tokenExchange)
+	handle("GET /.well-known/oauth-authorization-server", s.oauthMetadata)
 	handle("GET /v1/delegations/{id}/status", s.delegationStatus)
 	handle("POST /v1/admin/revocations", s.revoke)
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -131,4 +132,14 @@ func (a *Authority) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509b
 		return nil, err
 	}
 	return b.X509Bundle(), nil
+}
+
+// GetJWTBundleForTrustDomain implements jwtbundle.Source over the
+// snapshot, so JWT-SVIDs can be validated with jwtsvid.ParseAndValidate.
+func (a *Authority) GetJWTBundleForTrustDomain(td spiffeid.TrustDomain) (*jwtbundle.Bundle, error) {
+	b, err := a.GetBundleForTrustDomain(td)
+	if err != nil {
+		return nil, err
+	}
+	return b.JWTBundle(), nil
 }

@@ -1,0 +1,133 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/delegation"
+)
+
+// RFC 8693 names.
+const (
+	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	tokenTypeJWT       = "urn:ietf:params:oauth:token-type:jwt"
+	tokenTypeAccess    = "urn:ietf:params:oauth:token-type:access_token"
+	// tokenTypePrincipal is Mandate's subject token type for a root hop:
+	// the subject token is the principal's name, vouched for by the
+	// delegator's signature.
+	tokenTypePrincipal = "urn:mandate:params:oauth:token-type:principal"
+)
+
+// oauthError answers as RFC 6749 §5.2 says.
+func oauthError(w http.ResponseWriter, status int, code, desc string) {
+	b, _ := json.Marshal(map[string]string{"error": code, "error_description": desc})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// tokenExchange is POST /v1/token: RFC 8693 token exchange, form-encoded,
+// over mTLS as the delegator agent. subject_token is the parent
+// delegation token (types jwt or access_token) or, for a root hop, the
+// principal (type urn:mandate:params:oauth:token-type:principal);
+// audience is the delegatee's SPIFFE ID; scope the scopes;
+// actor_token, if given, a JWT-SVID of the caller for this trust domain;
+// delegator_signature (an extension parameter) the delegator's signature
+// of the hop.
+func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a form: "+err.Error())
+		return
+	}
+	f := r.PostForm
+	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "audience", "actor_token", "actor_token_type", "scope", "delegator_signature"} {
+		if len(f[k]) > 1 {
+			oauthError(w, http.StatusBadRequest, "invalid_request", k+" is given more than once")
+			return
+		}
+	}
+	if f.Get("grant_type") != grantTokenExchange {
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "only "+grantTokenExchange+" is supported")
+		return
+	}
+	c := callerOf(r)
+	if c == nil {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS)")
+		return
+	}
+	if at := f.Get("actor_token"); at != "" {
+		if f.Get("actor_token_type") != tokenTypeJWT {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "actor_token_type must be "+tokenTypeJWT+" (a JWT-SVID)")
+			return
+		}
+		svid, err := jwtsvid.ParseAndValidate(at, s.a, []string{s.a.TrustDomain().IDString()})
+		if err != nil || svid.ID != c.ID {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "actor_token is not a JWT-SVID of the authenticated caller for audience "+s.a.TrustDomain().IDString())
+			return
+		}
+	}
+	req := authority.DelegateRequest{Delegatee: f.Get("audience"), Scopes: strings.Fields(f.Get("scope")), Purpose: f.Get("purpose"),
+		DelegatorSignature: f.Get("delegator_signature")}
+	switch f.Get("subject_token_type") {
+	case tokenTypeJWT, tokenTypeAccess:
+		req.ParentToken = f.Get("subject_token")
+	case tokenTypePrincipal:
+		req.Principal = f.Get("subject_token")
+	default:
+		oauthError(w, http.StatusBadRequest, "invalid_request", "subject_token_type must be "+tokenTypeJWT+", "+tokenTypeAccess+" or "+tokenTypePrincipal)
+		return
+	}
+	ans, err := s.a.Delegate(r.Context(), c, req)
+	if err != nil {
+		status, code := http.StatusBadRequest, "invalid_request"
+		var denial *authority.PolicyDenial
+		switch {
+		case errors.As(err, &denial):
+			code = "invalid_scope"
+			err = errors.New(strings.Join(denial.Decision.Reasons, "; ") + " (decision " + denial.Decision.ID + ")")
+		case errors.Is(err, authority.ErrForbidden), errors.Is(err, authority.ErrUnauthenticated), errors.Is(err, authority.ErrAgentNotRegistered):
+			status, code = http.StatusUnauthorized, "invalid_client"
+		case errors.Is(err, delegation.ErrMalformed), errors.Is(err, delegation.ErrUntrustedIssuer), errors.Is(err, delegation.ErrSignature),
+			errors.Is(err, delegation.ErrExpired), errors.Is(err, delegation.ErrNotHolder), errors.Is(err, delegation.ErrChain):
+			code = "invalid_grant"
+		case errors.Is(err, authority.ErrInvalidRequest), errors.Is(err, delegation.ErrDelegatorSignature):
+		default:
+			writeError(w, r, s.log, err) // the server's own fault, or unavailable
+			return
+		}
+		oauthError(w, status, code, err.Error())
+		return
+	}
+	b, _ := json.Marshal(map[string]any{"access_token": ans.Token, "issued_token_type": tokenTypeJWT, "token_type": "Bearer",
+		"expires_in": int64(time.Until(ans.ExpiresAt).Seconds()), "scope": strings.Join(req.Scopes, " ")})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// oauthMetadata is GET /.well-known/oauth-authorization-server (RFC 8414).
+func (s *Server) oauthMetadata(w http.ResponseWriter, r *http.Request) {
+	base := (&url.URL{Scheme: "https", Host: r.Host}).String()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                base,
+		"token_endpoint":                        base + "/v1/token",
+		"jwks_uri":                              base + "/.well-known/jwks.json",
+		"grant_types_supported":                 []string{grantTokenExchange},
+		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
+		"tls_client_certificate_bound_access_tokens": true,
+		"mandate_subject_token_types_supported":      []string{tokenTypeJWT, tokenTypeAccess, tokenTypePrincipal},
+	})
+}
