@@ -26,9 +26,10 @@ Usage:
   mandate policy <command> [flags]      test, export, reload the Rego policies; show the revision
   mandate delegate request|verify       as an agent, delegate scopes to another agent; verify a
                                         delegation token's chain offline
-  mandate bench issue|audit|attest|decide
+  mandate bench issue|audit|attest|decide|delegate
                                         measure SVID issuance, audit log appends, TPM attestation
-                                        verification, or decisions side by side with opa run --server
+                                        verification, decisions side by side with opa run --server,
+                                        or delegations and offline chain verification
   mandate version
 
 Run "mandate <command> -h" for a command's flags.
