@@ -30,6 +30,9 @@ Usage:
                                         measure SVID issuance, audit log appends, TPM attestation
                                         verification, decisions side by side with opa run --server,
                                         or delegations and offline chain verification
+  mandate demo                          the whole story in one process: two organisations, a TPM
+                                        device, agents, a cross-organisation delegation chain, a
+                                        policy deny, an auditor's proof, a revocation
   mandate version
 
 Run "mandate <command> -h" for a command's flags.
@@ -81,6 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"audit":    runAudit,
 		"policy":   runPolicy,
 		"delegate": runDelegate,
+		"demo":     runDemo,
 	}
 	switch args[0] {
 	case "version", "--version":

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/api"
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/attest/tpmdevice"
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/delegation"
+)
+
+// runDemo is "mandate demo": the whole story in one process, printed
+// step by step.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("demo", "demo", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "mandate-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	step := func(format string, a ...any) { fmt.Fprintf(stdout, "\n== "+format+"\n", a...) }
+	say := func(format string, a ...any) { fmt.Fprintf(stdout, "   "+format+"\n", a...) }
+
+	// The edge device of org-a, with its TPM (the simulator here).
+	tpm, err := tpmdevice.OpenSimulator(42)
+	if err != nil {
+		return err
+	}
+	defer tpm.Close()
+	dev, err := tpmdevice.Open(tpm, tpmdevice.Options{EK: tpmdevice.EKECC})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	ek, err := attest.ParseTPM2BPublic("ek", dev.EKPublic())
+	if err != nil {
+		return err
+	}
+	pcrs := []int{0, 1, 2, 3, 4, 5, 6, 7, 16}
+	golden, err := dev.ReadPCRs(pcrs)
+	if err != nil {
+		return err
+	}
+
+	step("Two organisations start their authorities")
+	tpmCfg := authority.TPMConfig{EKAllowlist: []string{ek.SHA256Hex()}, AllowedProfiles: []string{"edge-v1"},
+		PCRProfiles: map[string]authority.PCRProfileConfig{"edge-v1": {SHA256: map[string]string{}}}}
+	for i, v := range golden {
+		tpmCfg.PCRProfiles["edge-v1"].SHA256[strconv.Itoa(i)] = hex.EncodeToString(v)
+	}
+	orgA, err := startDemoAuthority(ctx, tmp, "org-a.example", func(c *authority.Config) {
+		c.Attestation.TPM = tpmCfg
+		c.Audit.Auditors = []string{"spiffe://org-b.example/mandate/admin"}
+	})
+	if err != nil {
+		return err
+	}
+	defer orgA.stop()
+	orgB, err := startDemoAuthority(ctx, tmp, "org-b.example", func(c *authority.Config) {
+		c.Audit.Auditors = []string{"spiffe://org-a.example/mandate/admin"}
+	})
+	if err != nil {
+		return err
+	}
+	defer orgB.stop()
+	say("org-a.example at %s, org-b.example at %s", orgA.url, orgB.url)
+
+	step("They federate: each trusts the other's bundle, kept fresh from its endpoint")
+	for _, p := range [][2]*demoOrg{{orgA, orgB}, {orgB, orgA}} {
+		doc, err := p[1].a.Bundle().Marshal()
+		if err != nil {
+			return err
+		}
+		if _, err := p[0].admin.AddFederation(ctx, &client.Federation{TrustDomain: p[1].td.Name(), BundleEndpointURL: p[1].url + "/v1/bundle",
+			Profile: "https_spiffe", Bundle: doc}); err != nil {
+			return err
+		}
+	}
+	say("org-a ⇄ org-b")
+
+	step("org-a's edge device attests with its TPM: credential activation, a fresh quote of PCRs 0-7 and 16")
+	nodeKey, csr, err := client.NewKeyAndCSR()
+	if err != nil {
+		return err
+	}
+	nodeAns, err := orgA.public.AttestTPM(ctx, dev, nil, csr)
+	if err != nil {
+		return err
+	}
+	nodeChain, _ := nodeAns.Certificates()
+	tpmNode := demoID{id: spiffeid.RequireFromString(nodeAns.SPIFFEID), chain: nodeChain, key: nodeKey}
+	say("admitted as %s (level hardware, profile edge-v1)", tpmNode.id)
+
+	step("Agents are registered, with who answers for them, and get X509-SVIDs")
+	planner, err := orgA.agent(ctx, &tpmNode, "planner", []string{"calendar:read", "payments:write", "mail:send"}, "research", "alice@org-a.example")
+	if err != nil {
+		return err
+	}
+	booker, err := orgB.agent(ctx, nil, "booker", nil, "travel", "bob@org-b.example")
+	if err != nil {
+		return err
+	}
+	payer, err := orgB.agent(ctx, nil, "payer", nil, "finance", "carol@org-b.example")
+	if err != nil {
+		return err
+	}
+	for _, a := range []demoID{planner, booker, payer} {
+		say("%s", a.id)
+	}
+
+	step("alice's task is delegated: planner (org-a) → booker (org-b) → payer (org-b)")
+	t1, id1, err := orgA.delegate(ctx, planner, booker.id, []string{"calendar:read", "payments:write"}, "alice@org-a.example", "")
+	if err != nil {
+		return err
+	}
+	say("org-a issued %s: planner lets booker act for alice with [calendar:read payments:write]", id1)
+	t2, id2, err := orgB.delegate(ctx, booker, payer.id, []string{"calendar:read"}, "", t1)
+	if err != nil {
+		return err
+	}
+	say("org-b issued %s below it: booker lets payer read alice's calendar [calendar:read]", id2)
+	set := spiffebundle.NewSet(orgA.a.Bundle(), orgB.a.Bundle())
+	chain, err := delegation.Verify(t2, set, delegation.VerifyOptions{Presenter: payer.id, PresenterCert: payer.chain[0]})
+	if err != nil {
+		return fmt.Errorf("the payer's token does not verify: %w", err)
+	}
+	say("the payer's token verifies offline: %d hops, every issuer and every delegator signature checked", len(chain))
+
+	step("Over-broad delegations are denied by policy")
+	for _, scopes := range [][]string{{"mail:send"}, {"payments:write"}} {
+		_, _, err := orgB.delegate(ctx, booker, payer.id, scopes, "", t1)
+		var p *client.Problem
+		if !errors.As(err, &p) {
+			return fmt.Errorf("the delegation of %v was not denied: %v", scopes, err)
+		}
+		say("%v denied (%s): %s", scopes, p.Name(), strings.Join(p.Reasons, "; "))
+	}
+
+	step("An auditor of org-b reconstructs the chain and proves every hop in its issuer's log")
+	vkeys := map[string]note.Verifier{}
+	for _, o := range []*demoOrg{orgA, orgB} {
+		v, err := note.NewVerifier(o.a.AuditVerifierKey())
+		if err != nil {
+			return err
+		}
+		vkeys[o.td.IDString()] = v
+	}
+	hops, err := fetchChain(ctx, orgB.admin, "/v1/audit/chains/"+id2)
+	if err != nil {
+		return err
+	}
+	// org-a accepts org-b's auditor (audit.auditors): the same credential
+	// reads org-a's log.
+	auditorAtA, err := client.New(client.Config{Server: orgA.url, TrustDomain: orgA.td, Bundle: orgA.bundle, SVID: orgB.adminChain, Key: orgB.adminKey})
+	if err != nil {
+		return err
+	}
+	defer auditorAtA.CloseIdle()
+	for i := range hops {
+		h := &hops[i]
+		if h.Index == nil { // another authority's hop: ask it
+			theirs, err := fetchChain(ctx, auditorAtA, "/v1/audit/chains/"+h.ID)
+			if err != nil {
+				return err
+			}
+			*h = theirs[len(theirs)-1]
+		}
+		if err := verifyHop(h, vkeys[h.Issuer], h.Issuer); err != nil {
+			return err
+		}
+	}
+	printChain(stdout, hops)
+
+	step("org-a revokes the first hop: everything below it stops holding")
+	var rev struct{ Revoked []string }
+	if err := orgA.admin.Do(ctx, http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": id1, "reason": "alice cancelled the trip"}, &rev); err != nil {
+		return err
+	}
+	var st struct{ Status string }
+	if err := orgA.public.Do(ctx, http.MethodGet, "/v1/delegations/"+id1+"/status", nil, &st); err != nil {
+		return err
+	}
+	say("%s is %s at org-a", id1, st.Status)
+	_, _, err = orgB.delegate(ctx, booker, payer.id, []string{"calendar:read"}, "", t1)
+	var p *client.Problem
+	if !errors.As(err, &p) {
+		return fmt.Errorf("a revoked hop was extended (%v)", err)
+	}
+	say("org-b asked org-a before extending the chain, and refused: %s", strings.Join(p.Reasons, "; "))
+	say("a verifier of the payer's token asks each issuer; org-a answers: %s", st.Status)
+	fmt.Fprintln(stdout, "\nDone.")
+	return nil
+}
+
+// demoOrg is one organisation's authority, served on 127.0.0.1.
+type demoOrg struct {
+	td     spiffeid.TrustDomain
+	a      *authority.Authority
+	url    string
+	admin  *client.Client
+	public *client.Client
+	bundle []*x509.Certificate
+	stop   func()
+
+	adminChain []*x509.Certificate
+	adminKey   crypto.Signer
+}
+
+type demoID struct {
+	id    spiffeid.ID
+	chain []*x509.Certificate
+	key   crypto.Signer
+}
+
+func startDemoAuthority(ctx context.Context, tmp, td string, mutate func(*authority.Config)) (*demoOrg, error) {
+	cfg := authority.Config{TrustDomain: td, DataDir: tmp + "/" + td, Listen: "127.0.0.1:0", LogLevel: "error"}
+	mutate(&cfg)
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a, err := authority.New(runCtx, cfg, authority.Options{Logger: newLogger("error", io.Discard)})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	done := make(chan struct{}, 2)
+	go func() { _ = a.Run(runCtx); done <- struct{}{} }()
+	if err := a.WriteAdminCredential(runCtx, true); err != nil {
+		cancel()
+		return nil, err
+	}
+	srv, err := api.New(a)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go func() { _ = srv.Serve(runCtx, ln); done <- struct{}{} }()
+	o := &demoOrg{td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String()}
+	o.stop = func() { cancel(); <-done; <-done; a.Close() }
+	chain, key, bundle, err := credfile.Load(authority.AdminPaths(cfg.DataDir))
+	if err != nil {
+		o.stop()
+		return nil, err
+	}
+	o.bundle, o.adminChain, o.adminKey = bundle, chain, key
+	if o.admin, err = client.New(client.Config{Server: o.url, TrustDomain: o.td, Bundle: bundle, SVID: chain, Key: key}); err != nil {
+		o.stop()
+		return nil, err
+	}
+	if o.public, err = client.New(client.Config{Server: o.url, TrustDomain: o.td, Bundle: bundle}); err != nil {
+		o.stop()
+		return nil, err
+	}
+	return o, nil
+}
+
+// agent registers name on host (a new join-token node if nil) and returns
+// its X509-SVID.
+func (o *demoOrg) agent(ctx context.Context, host *demoID, name string, scopes []string, operator, responsible string) (demoID, error) {
+	if host == nil {
+		tok, err := o.admin.CreateJoinToken(ctx, time.Minute)
+		if err != nil {
+			return demoID{}, err
+		}
+		key, csr, err := client.NewKeyAndCSR()
+		if err != nil {
+			return demoID{}, err
+		}
+		ans, err := o.public.Join(ctx, tok.Token, csr)
+		if err != nil {
+			return demoID{}, err
+		}
+		chain, _ := ans.Certificates()
+		host = &demoID{id: spiffeid.RequireFromString(ans.SPIFFEID), chain: chain, key: key}
+	}
+	id := spiffeid.RequireFromSegments(o.td, "agent", name)
+	if _, err := o.admin.CreateAgent(ctx, &client.Agent{SPIFFEID: id.String(), NodeIDs: []string{host.id.String()}, Scopes: scopes,
+		Accountability: client.Accountability{Operator: operator, ModelProvider: "acme", Model: "acme-1", ResponsibleParty: responsible}}); err != nil {
+		return demoID{}, err
+	}
+	hc, err := client.New(client.Config{Server: o.url, TrustDomain: o.td, Bundle: o.bundle, SVID: host.chain, Key: host.key})
+	if err != nil {
+		return demoID{}, err
+	}
+	defer hc.CloseIdle()
+	key, _, err := client.NewKeyAndCSR()
+	if err != nil {
+		return demoID{}, err
+	}
+	csr, err := client.CSRFor(key, id)
+	if err != nil {
+		return demoID{}, err
+	}
+	ans, err := hc.X509SVID(ctx, id.String(), csr)
+	if err != nil {
+		return demoID{}, err
+	}
+	chain, _ := ans.Certificates()
+	return demoID{id: id, chain: chain, key: key}, nil
+}
+
+// delegate has from ask o for a hop to to, for principal or below parent.
+func (o *demoOrg) delegate(ctx context.Context, from demoID, to spiffeid.ID, scopes []string, principal, parent string) (string, string, error) {
+	st := delegation.Statement{Delegator: from.id.String(), Delegatee: to.String(), Principal: principal, Scopes: scopes}
+	body := map[string]any{"delegatee": to.String(), "scopes": scopes}
+	if parent != "" {
+		p, err := unverifiedClaims(parent)
+		if err != nil {
+			return "", "", err
+		}
+		st.Principal, st.Parent = p.Subject, p.ID
+		body["parent_token"] = parent
+	} else {
+		body["principal"] = principal
+	}
+	sig, err := delegation.SignStatement(st, from.key, from.chain)
+	if err != nil {
+		return "", "", err
+	}
+	body["delegator_signature"] = sig
+	c, err := client.New(client.Config{Server: o.url, TrustDomain: o.td, Bundle: o.bundle, SVID: from.chain, Key: from.key})
+	if err != nil {
+		return "", "", err
+	}
+	defer c.CloseIdle()
+	var ans struct{ ID, Token string }
+	if err := c.Do(ctx, http.MethodPost, "/v1/delegations", body, &ans); err != nil {
+		return "", "", err
+	}
+	return ans.Token, ans.ID, nil
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemo runs `mandate demo` and checks that every step happened.
+func TestDemo(t *testing.T) {
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := run(ctx, []string{"demo"}, &out, &errOut); err != nil {
+		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), errOut.String())
+	}
+	for _, want := range []string{
+		"(level hardware, profile edge-v1)",
+		"the payer's token verifies offline: 2 hops",
+		"[mail:send] denied (policy-denied): scope mail:send is not granted to the delegator",
+		"proven in org-a.example's log", "proven in org-b.example's log",
+		"responsible carol@org-b.example",
+		"is revoked at org-a", "org-b asked org-a before extending the chain, and refused",
+		"Done.",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
