@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,6 +27,8 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
   federation add --trust-domain TD --url URL [--profile https_spiffe|https_web]
                  [--endpoint-spiffe-id ID] [--bundle-file FILE]
   federation list | federation delete TD
+  revoke delegation ID --reason R     revoke a delegation and every delegation below it
+  revoke spiffe-id ID --reason R      revoke what an agent delegated or was delegated
 
 Answers are printed as JSON.
 `
@@ -39,6 +42,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"agent list": adminAgentList, "agent show": adminAgentShow, "agent delete": adminAgentDelete,
 		"node list": adminNodeList, "node ban": adminNodeBan,
 		"federation add": adminFedAdd, "federation list": adminFedList, "federation delete": adminFedDelete,
+		"revoke delegation": adminRevoke("delegation_id"), "revoke spiffe-id": adminRevoke("spiffe_id"),
 	}
 	if len(args) < 2 {
 		fmt.Fprint(stderr, adminUsage)
@@ -104,6 +108,8 @@ func adminFlagSpec(cmd string, fs *flag.FlagSet) {
 		fs.BoolVar(&f.requireHardware, "require-hardware-attestation", false, "admit only TPM-attested hosting nodes")
 	case "node ban":
 		fs.StringVar(&f.reason, "reason", "", "why the node is banned")
+	case "revoke delegation", "revoke spiffe-id":
+		fs.StringVar(&f.reason, "reason", "", "why (required; recorded)")
 	case "federation add":
 		fs.StringVar(&f.trustDomain, "trust-domain", "", "federated trust domain (required)")
 		fs.StringVar(&f.url, "url", "", "its bundle endpoint URL (required)")
@@ -238,6 +244,24 @@ func adminNodeBan(ctx context.Context, c *client.Client, args []string, stdout, 
 		return err
 	}
 	return printJSON(stdout, out)
+}
+
+// adminRevoke revokes a delegation or a SPIFFE ID (field names which).
+func adminRevoke(field string) adminCmd {
+	return func(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+		id, err := oneArg(args, "the delegation id or SPIFFE ID")
+		if err != nil {
+			return err
+		}
+		if adminFlags.reason == "" {
+			return usagef("--reason is required")
+		}
+		var out map[string]any
+		if err := c.Do(ctx, http.MethodPost, "/v1/admin/revocations", map[string]string{field: id, "reason": adminFlags.reason}, &out); err != nil {
+			return err
+		}
+		return printJSON(stdout, out)
+	}
 }
 
 func adminFedAdd(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {

@@ -86,6 +86,15 @@ func TestCLIDelegationChain(t *testing.T) {
 			t.Fatalf("audit chain lacks %q:\n%s", want, tree)
 		}
 	}
+	// org-a revokes the root hop from the command line.
+	var root struct{ Hops []struct{ ID string } }
+	_ = json.Unmarshal([]byte(must(urlB, dirB, "audit", "chain", ans.ID, "--json", "--peer", peer)), &root)
+	if len(root.Hops) != 2 {
+		t.Fatalf("chain --json: %+v", root)
+	}
+	if out := must(urlA, dirA, "admin", "revoke", "delegation", root.Hops[0].ID, "--reason", "cancelled"); !strings.Contains(out, root.Hops[0].ID) {
+		t.Fatalf("revoke: %s", out)
+	}
 	// Without org-a's keys the chain cannot be proven end to end.
 	if out, err := cli(t, urlB, dirB, "audit", "chain", ans.ID, "--verify"); err == nil {
 		t.Fatalf("audit chain --verify without --peer passed:\n%s", out)
