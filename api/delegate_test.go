@@ -7,9 +7,11 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
@@ -189,10 +191,20 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 			}
 		})
 	}
-	// Denials are recorded with their reasons.
-	denied := orgB.auditOf("policy.decision", "")
-	if len(denied) == 0 {
+	// Denials are recorded with their reasons, and so is every other
+	// refusal of an authenticated agent.
+	if denied := orgB.auditOf("policy.decision", ""); len(denied) == 0 {
 		t.Fatal("no denial recorded at org-b")
+	}
+	refused := orgB.auditOf("delegation.refused", "")
+	reasons := ""
+	for _, r := range refused {
+		reasons += r["reason"].(string) + "\n"
+	}
+	for _, want := range []string{"not the token's holder", "issuer not trusted", "malformed token"} {
+		if !strings.Contains(reasons, want) {
+			t.Errorf("no refusal recorded for %q in:\n%s", want, reasons)
+		}
 	}
 
 	// The accountability chain, as org-b's auditor (an admin here) reads it:
@@ -284,6 +296,45 @@ func TestRevocationCascades(t *testing.T) {
 	}
 	if got := e.auditOf("delegation.revoked", chain[0].ID); len(got) != 1 || got[0]["reason"] != "task cancelled" {
 		t.Fatalf("revocation record: %v", got)
+	}
+
+	// Depth: a → b → c → d is three hops; a fourth exceeds the shipped
+	// maximum of 3.
+	x1, _ := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "carol"})
+	x2, _ := e.delegate(b, delegateReq{delegatee: c, scopes: []string{"calendar:read"}, parent: x1})
+	x3, p := e.delegate(c, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, parent: x2})
+	if p != nil {
+		t.Fatalf("third hop: %v", p)
+	}
+	_, p = e.delegate(d, delegateReq{delegatee: a, scopes: []string{"calendar:read"}, parent: x3})
+	if p == nil || p.Name() != "policy-denied" || !strings.Contains(strings.Join(p.Reasons, ";"), "chain depth 4 exceeds the maximum of 3") {
+		t.Fatalf("fourth hop: %+v", p)
+	}
+
+	// An expired parent (10 minutes by default) is refused, and the
+	// refusal recorded.
+	e.skew.Add(int64(11 * time.Minute))
+	_, p = e.delegate(b, delegateReq{delegatee: c, scopes: []string{"calendar:read"}, parent: x1})
+	e.skew.Add(-int64(11 * time.Minute))
+	if p == nil || p.Name() != "delegation-expired" {
+		t.Fatalf("below an expired parent: %+v", p)
+	}
+	if got := e.auditOf("delegation.refused", c.id.String()); len(got) == 0 || !strings.Contains(got[len(got)-1]["reason"].(string), "expired") {
+		t.Fatalf("refusal record: %v", got)
+	}
+
+	// Revoking a node revokes what its agents delegated while on it.
+	y1, _ := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "dave"})
+	yc, _ := delegation.Verify(y1, e.a, delegation.VerifyOptions{})
+	host, err := authority.HostNode(a.chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": host.String(), "reason": "stolen device"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if status(yc[0].ID) != "revoked" {
+		t.Fatal("a delegation made on a revoked node is still active")
 	}
 	// Revoking an agent revokes what it delegated and what was delegated to it.
 	t3, p := e.delegate(a, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, principal: "bob"})

@@ -63,6 +63,22 @@ func (a *Authority) Delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err := a.require(c, RoleAgent); err != nil {
 		return nil, err
 	}
+	ans, err := a.delegate(ctx, c, req)
+	var denial *PolicyDenial
+	if err != nil && !errors.As(err, &denial) && !errors.Is(err, context.Canceled) {
+		// A policy deny is already recorded with its decision; every other
+		// refusal of an authenticated agent is recorded here.
+		if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: req.Delegatee, details: map[string]any{
+			"delegatee": req.Delegatee, "scopes": nonNil(req.Scopes), "principal": req.Principal, "has_parent": req.ParentToken != "",
+			"reason": err.Error(),
+		}}); rerr != nil {
+			a.log.ErrorContext(ctx, "audit a refused delegation", "err", rerr)
+		}
+	}
+	return ans, err
+}
+
+func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest) (*DelegateAnswer, error) {
 	now := a.now()
 	delegatee, err := spiffeid.FromString(req.Delegatee)
 	if err != nil {
@@ -184,7 +200,7 @@ func (a *Authority) Delegate(ctx context.Context, c *Caller, req DelegateRequest
 	rec := &delegation.Record{ID: id, Issuer: a.td.IDString(), ParentID: parentID(parent), ParentIssuer: parentIssuer(parent),
 		Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes, Depth: depth,
 		Purpose: req.Purpose, IssuedAt: now, ExpiresAt: exp, DecisionID: d.ID, LogIndex: rc.Index, LeafHash: hex.EncodeToString(rc.LeafHash),
-		Ancestors: delegation.AncestorsOf(chain)}
+		Ancestors: delegation.AncestorsOf(chain), DelegatorHost: delegator.hostID}
 	if err := a.store.Update(ctx, func(tx store.Tx) error { return delegation.Put(tx, rec) }); err != nil {
 		return nil, err
 	}
@@ -238,6 +254,7 @@ type delegatorInfo struct {
 	reg    *registry.Agent
 	scopes []string
 	host   map[string]any
+	hostID string
 	banned bool
 }
 
@@ -260,7 +277,7 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 	}
 	h := a.hostFacts(ctx, host)
 	banned, _ := h["banned"].(bool)
-	return &delegatorInfo{reg: ag, scopes: nonNil(ag.Scopes), host: h, banned: banned}, nil
+	return &delegatorInfo{reg: ag, scopes: nonNil(ag.Scopes), host: h, hostID: host.String(), banned: banned}, nil
 }
 
 // hostFacts is what the policy is told of an agent's host node.
@@ -385,8 +402,9 @@ func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegatio
 }
 
 // Revoke revokes a delegation (and every delegation below it) or a SPIFFE
-// ID (and every delegation made by or to it, and below). Admin only;
-// recorded with who and why.
+// ID: an agent (every delegation made by or to it, and below) or a node
+// (every delegation its agents made while hosted on it, and below).
+// Admin only; recorded with who and why.
 func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeID, reason string) ([]string, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err

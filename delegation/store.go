@@ -51,6 +51,8 @@ type Record struct {
 	// Ancestors are the verified hops above this one, root first, as the
 	// parent token showed them when this hop was issued.
 	Ancestors []Ancestor `json:"ancestors,omitempty"`
+	// DelegatorHost is the node that hosted the delegator.
+	DelegatorHost string `json:"delegator_host,omitempty"`
 }
 
 // Ancestor is a hop above a delegation, as its verified token said.
@@ -172,8 +174,9 @@ type Revocation struct {
 }
 
 // RevokeID records the revocation of a SPIFFE ID and revokes every
-// delegation this authority issued by or to it (and so everything below
-// them). It returns the delegation ids it revoked.
+// delegation this authority issued by or to it, or by an agent while it
+// was hosted on it (a node), and so everything below them. It returns the
+// delegation ids it revoked.
 func RevokeID(tx store.Tx, spiffeID, by, reason string, now time.Time) ([]string, error) {
 	b, err := json.Marshal(Revocation{SPIFFEID: spiffeID, RevokedAt: now, RevokedBy: by, Reason: reason})
 	if err != nil {
@@ -189,7 +192,7 @@ func RevokeID(tx store.Tx, spiffeID, by, reason string, now time.Time) ([]string
 	var direct []string
 	err = tx.Scan(BucketDelegations, nil, nil, func(_, v []byte) error {
 		var r Record
-		if json.Unmarshal(v, &r) == nil && (r.Delegator == spiffeID || r.Delegatee == spiffeID) {
+		if json.Unmarshal(v, &r) == nil && (r.Delegator == spiffeID || r.Delegatee == spiffeID || r.DelegatorHost == spiffeID) {
 			direct = append(direct, r.ID)
 		}
 		return nil
