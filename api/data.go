@@ -325,16 +325,9 @@ func checkAccessRequest(r authority.AccessRequest) error {
 // server does not know (AuthZEN allows extensions), with the same limits
 // as decodeJSON.
 func decodeJSONLoose(r *http.Request, v any) error {
-	if err := checkContentType(r.Header.Get("Content-Type"), "application/json"); err != nil {
-		return err
-	}
-	body, err := io.ReadAll(r.Body)
+	body, err := readJSONBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, mbe.Limit)
-		}
-		return fmt.Errorf("%w: reading body: %v", errBadJSON, err)
+		return err
 	}
 	if err := checkJSONValue(body); err != nil {
 		return fmt.Errorf("%w: %v", errBadJSON, err)

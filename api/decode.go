@@ -23,18 +23,28 @@ var (
 // decodeJSON reads one JSON object from the body (bounded by the
 // server's limit) into v, refusing unknown fields and trailing data.
 func decodeJSON(r *http.Request, v any) error {
-	if err := checkContentType(r.Header.Get("Content-Type"), "application/json"); err != nil {
+	body, err := readJSONBody(r)
+	if err != nil {
 		return err
+	}
+	return DecodeStrict(body, v)
+}
+
+// readJSONBody checks the content type and reads the body, within the
+// server's body limit.
+func readJSONBody(r *http.Request) ([]byte, error) {
+	if err := checkContentType(r.Header.Get("Content-Type"), "application/json"); err != nil {
+		return nil, err
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, mbe.Limit)
+			return nil, fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, mbe.Limit)
 		}
-		return fmt.Errorf("%w: reading body: %v", errBadJSON, err)
+		return nil, fmt.Errorf("%w: reading body: %v", errBadJSON, err)
 	}
-	return DecodeStrict(body, v)
+	return body, nil
 }
 
 // DecodeStrict decodes exactly one JSON object from b into v. Unknown
