@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
@@ -53,7 +54,7 @@ func (e *env) delegate(from identity, r delegateReq) (string, *client.Problem) {
 		// The delegator reads the principal and the parent's id from the
 		// parent token it holds.
 		if chain, err := delegation.Verify(r.parent, e.a, delegation.VerifyOptions{Presenter: from.id, PresenterCert: from.chain[0]}); err == nil {
-			st.Principal, st.Parent = chain[len(chain)-1].Subject, chain[len(chain)-1].ID
+			st.Principal, st.Parent, st.ParentIssuer = chain[len(chain)-1].Subject, chain[len(chain)-1].ID, chain[len(chain)-1].Issuer
 		}
 	}
 	signer := from
@@ -244,7 +245,7 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, p = orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1})
-	if p == nil || p.Name() != "policy-denied" || !strings.Contains(strings.Join(p.Reasons, ";"), "parent delegation is revoked") {
+	if p == nil || p.Name() != "delegation-revoked" || !strings.Contains(p.Detail, chain[0].ID) {
 		t.Fatalf("below a hop revoked at another authority: %+v", p)
 	}
 	// An authority that cannot be asked: the chain is not extended.
@@ -269,7 +270,7 @@ func TestRevocationCascades(t *testing.T) {
 	if p != nil {
 		t.Fatal(p)
 	}
-	chain, err := delegation.Verify(t2, e.a, delegation.VerifyOptions{})
+	chain, err := delegation.Verify(t2, e.a, delegation.VerifyOptions{AnyHolder: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +292,7 @@ func TestRevocationCascades(t *testing.T) {
 		t.Fatalf("revoked %v", out.Revoked)
 	}
 	// Below a revoked hop nothing more is issued.
-	if _, p := e.delegate(c, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, parent: t2}); p == nil || p.Name() != "policy-denied" {
+	if _, p := e.delegate(c, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, parent: t2}); p == nil || p.Name() != "delegation-revoked" {
 		t.Fatalf("below a revoked hop: %+v", p)
 	}
 	if got := e.auditOf("delegation.revoked", chain[0].ID); len(got) != 1 || got[0]["reason"] != "task cancelled" {
@@ -323,9 +324,25 @@ func TestRevocationCascades(t *testing.T) {
 		t.Fatalf("refusal record: %v", got)
 	}
 
+	// Revoking an agent revokes what it delegated and what was delegated to it.
+	t3, p := e.delegate(a, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, principal: "bob"})
+	if p != nil {
+		t.Fatal(p)
+	}
+	c3, _ := delegation.Verify(t3, e.a, delegation.VerifyOptions{AnyHolder: true})
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": d.id.String(), "reason": "compromised"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if status(c3[0].ID) != "revoked" {
+		t.Fatal("delegation to a revoked agent still active")
+	}
+	if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/nope/status", nil, nil); err == nil {
+		t.Fatal("unknown delegation has a status")
+	}
+
 	// Revoking a node revokes what its agents delegated while on it.
 	y1, _ := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "dave"})
-	yc, _ := delegation.Verify(y1, e.a, delegation.VerifyOptions{})
+	yc, _ := delegation.Verify(y1, e.a, delegation.VerifyOptions{AnyHolder: true})
 	host, err := authority.HostNode(a.chain[0])
 	if err != nil {
 		t.Fatal(err)
@@ -336,20 +353,9 @@ func TestRevocationCascades(t *testing.T) {
 	if status(yc[0].ID) != "revoked" {
 		t.Fatal("a delegation made on a revoked node is still active")
 	}
-	// Revoking an agent revokes what it delegated and what was delegated to it.
-	t3, p := e.delegate(a, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, principal: "bob"})
-	if p != nil {
-		t.Fatal(p)
-	}
-	c3, _ := delegation.Verify(t3, e.a, delegation.VerifyOptions{})
-	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": d.id.String(), "reason": "compromised"}, &out); err != nil {
-		t.Fatal(err)
-	}
-	if status(c3[0].ID) != "revoked" {
-		t.Fatal("delegation to a revoked agent still active")
-	}
-	if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/nope/status", nil, nil); err == nil {
-		t.Fatal("unknown delegation has a status")
+	// ...and no new one is issued to its agents.
+	if _, p := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "erin"}); p == nil || p.Name() != "delegation-revoked" {
+		t.Fatalf("delegation by an agent on a revoked node: %+v", p)
 	}
 }
 
@@ -404,20 +410,21 @@ func TestTokenExchange(t *testing.T) {
 		"actor_token": {jwt.Token}, "actor_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
 		"audience": {b.id.String()}, "scope": {"calendar:read mail:send"},
 		"delegator_signature": {sign(a, delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice", Scopes: []string{"calendar:read", "mail:send"}})}}
+	root.Set("delegatee_x509_svid", string(credfile.EncodeCertsPEM(b.chain)))
 	status, ans := e.exchange(&a, root)
 	if status != 200 || ans["issued_token_type"] != "urn:ietf:params:oauth:token-type:jwt" || ans["access_token"] == nil || ans["expires_in"] == nil {
 		t.Fatalf("root exchange: %d %v", status, ans)
 	}
 	parent := ans["access_token"].(string)
-	pc, err := delegation.Verify(parent, e.a, delegation.VerifyOptions{Presenter: b.id})
-	if err != nil {
-		t.Fatal(err)
+	pc, err := delegation.Verify(parent, e.a, delegation.VerifyOptions{Presenter: b.id, PresenterCert: b.chain[0]})
+	if err != nil || pc[0].Cnf == nil {
+		t.Fatalf("the exchanged token is not bound: %v", err)
 	}
 	// A sub-delegation: the subject token is the parent.
 	sub := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
 		"subject_token": {parent}, "subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
 		"audience": {c.id.String()}, "scope": {"calendar:read"},
-		"delegator_signature": {sign(b, delegation.Statement{Delegator: b.id.String(), Delegatee: c.id.String(), Principal: "alice", Scopes: []string{"calendar:read"}, Parent: pc[0].ID})}}
+		"delegator_signature": {sign(b, delegation.Statement{Delegator: b.id.String(), Delegatee: c.id.String(), Principal: "alice", Scopes: []string{"calendar:read"}, Parent: pc[0].ID, ParentIssuer: pc[0].Issuer})}}
 	if status, ans := e.exchange(&b, sub); status != 200 {
 		t.Fatalf("sub exchange: %d %v", status, ans)
 	}
@@ -427,7 +434,7 @@ func TestTokenExchange(t *testing.T) {
 		escalate[k] = v
 	}
 	escalate.Set("scope", "payments:write")
-	escalate.Set("delegator_signature", sign(b, delegation.Statement{Delegator: b.id.String(), Delegatee: c.id.String(), Principal: "alice", Scopes: []string{"payments:write"}, Parent: pc[0].ID}))
+	escalate.Set("delegator_signature", sign(b, delegation.Statement{Delegator: b.id.String(), Delegatee: c.id.String(), Principal: "alice", Scopes: []string{"payments:write"}, Parent: pc[0].ID, ParentIssuer: pc[0].Issuer}))
 	for _, tc := range []struct {
 		name   string
 		from   *identity
@@ -453,5 +460,29 @@ func TestTokenExchange(t *testing.T) {
 				t.Fatalf("%d %v, want %d %s", status, ans, tc.status, tc.code)
 			}
 		})
+	}
+}
+
+// TestDelegationTokensAreNotSVIDs: a delegation token names its principal
+// in sub; no JWT-SVID validator may take it for an SVID of that name.
+func TestDelegationTokensAreNotSVIDs(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	tok, p := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+	if p != nil {
+		t.Fatal(p)
+	}
+	if _, err := jwtsvid.ParseAndValidate(tok, e.a, []string{b.id.String()}); err == nil {
+		t.Fatal("a delegation token validated as a JWT-SVID")
+	}
+	for name, r := range map[string]delegateReq{
+		"a SPIFFE ID as principal":      {delegatee: b, scopes: []string{"calendar:read"}, principal: "spiffe://org-a.example/agent/admin-bot"},
+		"the trust domain as delegatee": {delegateeID: "spiffe://org-a.example", scopes: []string{"calendar:read"}, principal: "alice"},
+		"a node as delegatee":           {delegateeID: "spiffe://org-a.example/node/join/x", scopes: []string{"calendar:read"}, principal: "alice"},
+	} {
+		if _, p := e.delegate(a, r); p == nil || p.Name() != "invalid-request" {
+			t.Errorf("%s: %+v", name, p)
+		}
 	}
 }

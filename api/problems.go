@@ -72,6 +72,7 @@ var problemTable = []problemKind{
 	{delegation.ErrNotHolder, http.StatusForbidden, "delegation-not-holder", "Not the delegation token's holder"},
 	{delegation.ErrDelegatorSignature, http.StatusForbidden, "delegator-signature-invalid", "Delegator signature invalid"},
 	{delegation.ErrChain, http.StatusForbidden, "delegation-chain-invalid", "Delegation chain inconsistent"},
+	{authority.ErrDelegationRevoked, http.StatusForbidden, "delegation-revoked", "Revoked"},
 	{authority.ErrStatusUnavailable, http.StatusServiceUnavailable, "delegation-status-unavailable", "A parent's revocation status is unavailable"},
 	{policy.ErrRejected, http.StatusUnprocessableEntity, "policy-rejected", "Policy refused"},
 	{policy.ErrBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},

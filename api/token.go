@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
 )
 
@@ -41,7 +42,8 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 // audience is the delegatee's SPIFFE ID; scope the scopes;
 // actor_token, if given, a JWT-SVID of the caller for this trust domain;
 // delegator_signature (an extension parameter) the delegator's signature
-// of the hop.
+// of the hop; delegatee_x509_svid (another extension), the delegatee's
+// SVID chain in PEM, binds the token to it.
 func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
@@ -52,7 +54,8 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "audience", "actor_token", "actor_token_type", "scope", "delegator_signature"} {
+	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "audience", "actor_token", "actor_token_type", "scope",
+		"delegator_signature", "delegatee_x509_svid", "purpose"} {
 		if len(f[k]) > 1 {
 			oauthError(w, http.StatusBadRequest, "invalid_request", k+" is given more than once")
 			return
@@ -80,6 +83,14 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	}
 	req := authority.DelegateRequest{Delegatee: f.Get("audience"), Scopes: strings.Fields(f.Get("scope")), Purpose: f.Get("purpose"),
 		DelegatorSignature: f.Get("delegator_signature")}
+	if pem := f.Get("delegatee_x509_svid"); pem != "" {
+		certs, err := credfile.ParseCertsPEM([]byte(pem))
+		if err != nil {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "delegatee_x509_svid: "+err.Error())
+			return
+		}
+		req.DelegateeSVID = certs
+	}
 	switch f.Get("subject_token_type") {
 	case tokenTypeJWT, tokenTypeAccess:
 		req.ParentToken = f.Get("subject_token")
@@ -100,7 +111,8 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, authority.ErrForbidden), errors.Is(err, authority.ErrUnauthenticated), errors.Is(err, authority.ErrAgentNotRegistered):
 			status, code = http.StatusUnauthorized, "invalid_client"
 		case errors.Is(err, delegation.ErrMalformed), errors.Is(err, delegation.ErrUntrustedIssuer), errors.Is(err, delegation.ErrSignature),
-			errors.Is(err, delegation.ErrExpired), errors.Is(err, delegation.ErrNotHolder), errors.Is(err, delegation.ErrChain):
+			errors.Is(err, delegation.ErrExpired), errors.Is(err, delegation.ErrNotHolder), errors.Is(err, delegation.ErrChain),
+			errors.Is(err, authority.ErrDelegationRevoked):
 			code = "invalid_grant"
 		case errors.Is(err, authority.ErrInvalidRequest), errors.Is(err, delegation.ErrDelegatorSignature):
 		default:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -27,6 +28,11 @@ const (
 	maxScopes            = 64
 	maxPrincipalLen      = 256
 )
+
+// ErrDelegationRevoked is returned when a party of the hop (the delegator,
+// its host, the delegatee, a party above) or a hop of the chain above was
+// revoked.
+var ErrDelegationRevoked = errors.New("authority: revoked")
 
 // DelegateRequest is a delegator's request for one hop.
 type DelegateRequest struct {
@@ -68,9 +74,13 @@ func (a *Authority) Delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil && !errors.As(err, &denial) && !errors.Is(err, context.Canceled) {
 		// A policy deny is already recorded with its decision; every other
 		// refusal of an authenticated agent is recorded here.
-		if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: req.Delegatee, details: map[string]any{
-			"delegatee": req.Delegatee, "scopes": nonNil(req.Scopes), "principal": req.Principal, "has_parent": req.ParentToken != "",
-			"reason": err.Error(),
+		scopes := nonNil(req.Scopes)
+		if len(scopes) > maxScopes {
+			scopes = scopes[:maxScopes]
+		}
+		if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: clip(req.Delegatee), details: map[string]any{
+			"delegatee": clip(req.Delegatee), "scopes": clipAll(scopes), "principal": clip(req.Principal), "has_parent": req.ParentToken != "",
+			"reason": clip(err.Error()),
 		}}); rerr != nil {
 			a.log.ErrorContext(ctx, "audit a refused delegation", "err", rerr)
 		}
@@ -83,6 +93,11 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	delegatee, err := spiffeid.FromString(req.Delegatee)
 	if err != nil {
 		return nil, fmt.Errorf("%w: delegatee %q: %v", ErrInvalidRequest, req.Delegatee, err)
+	}
+	// A delegatee is a workload: never a trust domain itself, and in this
+	// trust domain an agent.
+	if delegatee.Path() == "" || (delegatee.TrustDomain() == a.td && registry.CheckAgentID(a.td, delegatee) != nil) {
+		return nil, fmt.Errorf("%w: delegatee %s is not an agent", ErrInvalidRequest, delegatee)
 	}
 	if err := checkDelegationInput(req); err != nil {
 		return nil, err
@@ -106,12 +121,18 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		principal, depth, granted = parent.Subject, parent.Hop.Depth+1, parent.Scopes()
 	}
 
-	exp := now.Add(req.TTL)
-	if req.TTL == 0 {
-		exp = now.Add(DefaultDelegationTTL)
-		if parent != nil && time.Unix(parent.Expiry, 0).Before(exp) {
-			exp = time.Unix(parent.Expiry, 0)
-		}
+	// The expiry: as asked (default 10 minutes), never beyond the parent's,
+	// the delegatee's bound SVID or the key that signs it.
+	ttl := req.TTL
+	if ttl == 0 {
+		ttl = DefaultDelegationTTL
+	}
+	exp := now.Add(ttl)
+	if parent != nil && time.Unix(parent.Expiry, 0).Before(exp) {
+		exp = time.Unix(parent.Expiry, 0)
+	}
+	if k := a.ca.JWTKeyNotAfter(); k.Before(exp) {
+		exp = k
 	}
 	var cnf *delegation.Confirmation
 	var delegateeHost map[string]any
@@ -131,15 +152,19 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 			}
 		}
 	}
+	if delegateeHost == nil && delegatee.TrustDomain() == a.td {
+		// No SVID given: the weakest node the delegatee may run on.
+		delegateeHost = a.registeredHostFacts(ctx, delegatee)
+	}
 
 	// The delegator's own signature over the hop, before anything is
 	// decided on its behalf.
 	st := delegation.Statement{Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes,
-		Purpose: req.Purpose, Parent: parentID(parent)}
-	if err := delegation.CheckStatementSignature(req.DelegatorSignature, st, a); err != nil {
+		Purpose: req.Purpose, Parent: parentID(parent), ParentIssuer: parentIssuer(parent)}
+	if err := delegation.CheckStatementSignature(req.DelegatorSignature, st, a, now); err != nil {
 		return nil, err
 	}
-	revoked, err := a.chainRevocations(ctx, chain, c.ID.String(), delegatee.String())
+	revoked, err := a.chainRevocations(ctx, chain, c.ID.String(), delegatee.String(), delegator.hostID)
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +175,12 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		return nil, err
 	}
 	maps.Copy(revoked, remote)
+	// Revocation is not left to the (replaceable) policy alone.
+	for k, r := range revoked {
+		if r {
+			return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, strings.TrimPrefix(k, "delegation:"))
+		}
+	}
 	id := delegation.NewID()
 	input := map[string]any{
 		"delegator": map[string]any{"spiffe_id": c.ID.String(), "trust_domain": a.td.Name(), "scopes": granted,
@@ -166,6 +197,13 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	d, err := a.decide(ctx, c, policy.PointDelegation, delegatee.String(), parties, input)
 	if err != nil {
 		return nil, err
+	}
+	// What no policy may allow: more than was granted, or beyond the
+	// parent's expiry.
+	for _, s := range req.Scopes {
+		if !slices.Contains(granted, s) {
+			return nil, fmt.Errorf("%w: scope %q was not granted to %s (the policy allowed it; refused anyway)", ErrForbidden, s, c.ID)
+		}
 	}
 
 	claims := &delegation.Claims{
@@ -214,6 +252,8 @@ func checkDelegationInput(req DelegateRequest) error {
 		return fmt.Errorf("%w: give a principal (a root hop) or a parent_token (a sub-delegation), not both", ErrInvalidRequest)
 	case len(req.Principal) > maxPrincipalLen || len(req.Purpose) > maxPrincipalLen:
 		return fmt.Errorf("%w: principal and purpose are at most %d bytes", ErrInvalidRequest, maxPrincipalLen)
+	case strings.HasPrefix(strings.ToLower(req.Principal), "spiffe://"):
+		return fmt.Errorf("%w: a principal is a person or an account, not a SPIFFE ID", ErrInvalidRequest)
 	case len(req.Scopes) == 0 || len(req.Scopes) > maxScopes:
 		return fmt.Errorf("%w: 1 to %d scopes", ErrInvalidRequest, maxScopes)
 	case req.TTL < 0 || req.TTL > MaxDelegationTTL:
@@ -229,6 +269,32 @@ func checkDelegationInput(req DelegateRequest) error {
 	return nil
 }
 
+// registeredHostFacts is what the policy is told of a local agent's host
+// when it did not present an SVID: the weakest of the nodes it may run on.
+func (a *Authority) registeredHostFacts(ctx context.Context, id spiffeid.ID) map[string]any {
+	var ag *registry.Agent
+	_ = a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		ag, err = registry.AgentBySPIFFEID(tx, id.String())
+		return err
+	})
+	if ag == nil || len(ag.NodeIDs) == 0 || len(ag.Selectors) > 0 {
+		return map[string]any{"level": "unknown"}
+	}
+	level := "hardware"
+	for _, n := range ag.NodeIDs {
+		nid, err := spiffeid.FromString(n)
+		if err != nil {
+			return map[string]any{"level": "unknown"}
+		}
+		f := a.hostFacts(ctx, nid)
+		if f["level"] != "hardware" {
+			level, _ = f["level"].(string)
+		}
+	}
+	return map[string]any{"level": level}
+}
+
 func containsSpace(s string) bool {
 	for _, r := range s {
 		if r == ' ' || r == '\t' || r == '\n' || r == '\r' {
@@ -236,6 +302,23 @@ func containsSpace(s string) bool {
 		}
 	}
 	return false
+}
+
+// clip bounds what a refusal record keeps of a caller's string.
+func clip(s string) string {
+	const max = 512
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}
+
+func clipAll(list []string) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = clip(s)
+	}
+	return out
 }
 
 func joinScopes(s []string) string {

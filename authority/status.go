@@ -75,7 +75,9 @@ func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f 
 		}
 	}
 	status := url.URL{Scheme: "https", Host: u.Host, Path: "/v1/delegations/" + url.PathEscape(id) + "/status"}
-	hc := &http.Client{Timeout: statusTimeout, Transport: &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(a, tlsconfig.AuthorizeID(serverID))}}
+	hc := &http.Client{Timeout: statusTimeout, Transport: &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(a, tlsconfig.AuthorizeID(serverID))},
+		// A status is answered, not redirected elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	defer hc.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()

@@ -38,7 +38,8 @@ type JWTSVID struct {
 // jwtIssuer is the active JWT key with its go-jose signer built once.
 type jwtIssuer struct {
 	kid      string
-	signer   jose.Signer // safe for concurrent use
+	signer   jose.Signer // typ "JWT"; safe for concurrent use
+	key      jose.SigningKey
 	notAfter time.Time
 }
 
@@ -63,11 +64,13 @@ func newJWTIssuer(a *authority) (*jwtIssuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: jwt signer: %w", err)
 	}
-	return &jwtIssuer{kid: a.id, signer: s, notAfter: a.notAfter}, nil
+	return &jwtIssuer{kid: a.id, signer: s, key: jose.SigningKey{Algorithm: op.alg, Key: op}, notAfter: a.notAfter}, nil
 }
 
-func (i *jwtIssuer) sign(payload []byte) (string, error) {
-	jws, err := i.signer.Sign(payload)
+func (i *jwtIssuer) sign(payload []byte) (string, error) { return i.signAs(i.signer, payload) }
+
+func (i *jwtIssuer) signAs(s jose.Signer, payload []byte) (string, error) {
+	jws, err := s.Sign(payload)
 	if err != nil {
 		return "", fmt.Errorf("ca: sign jwt: %w", err)
 	}
@@ -118,12 +121,18 @@ func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 	return &JWTSVID{Token: token, ID: p.ID, Audience: aud, ExpiresAt: time.Unix(exp, 0).UTC(), KeyID: iss.kid}, nil
 }
 
+// JWTKeyNotAfter is when the active JWT key expires: nothing it signs
+// may outlive it.
+func (c *CA) JWTKeyNotAfter() time.Time { return c.view.Load().jwt.notAfter }
+
 // SignJWT signs arbitrary claims (for example delegation tokens) with the
-// active JWT key, returning the compact token and the key id. It caps
-// nothing: claims must marshal to a JSON object that carries an "exp" not
-// after expiresAt, and expiresAt must be in the future and not beyond the
+// active JWT key and header typ, returning the compact token and the key
+// id. A typ other than "JWT" or "JOSE" keeps the token from being taken
+// for a JWT-SVID (go-spiffe refuses those types). It caps nothing: claims
+// must marshal to a JSON object that carries an "exp" not after
+// expiresAt, and expiresAt must be in the future and not beyond the
 // active key's expiry; otherwise the error wraps ErrInvalidParams.
-func (c *CA) SignJWT(ctx context.Context, claims any, expiresAt time.Time) (token string, kid string, err error) {
+func (c *CA) SignJWT(ctx context.Context, typ string, claims any, expiresAt time.Time) (token string, kid string, err error) {
 	if err := ctx.Err(); err != nil {
 		return "", "", err
 	}
@@ -145,7 +154,14 @@ func (c *CA) SignJWT(ctx context.Context, claims any, expiresAt time.Time) (toke
 	if err := checkExp(payload, expiresAt); err != nil {
 		return "", "", err
 	}
-	token, err = iss.sign(payload)
+	if typ == "" {
+		return "", "", fmt.Errorf("%w: a typ is required", ErrInvalidParams)
+	}
+	signer, err := jose.NewSigner(iss.key, (&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
+	if err != nil {
+		return "", "", fmt.Errorf("ca: jwt signer: %w", err)
+	}
+	token, err = iss.signAs(signer, payload)
 	if err != nil {
 		return "", "", err
 	}

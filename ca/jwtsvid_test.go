@@ -59,6 +59,11 @@ func TestMintJWTSVID(t *testing.T) {
 
 func checkJWTHeader(t *testing.T, token, kid string, alg jose.SignatureAlgorithm) {
 	t.Helper()
+	checkJWTHeaderTyp(t, token, kid, alg, "JWT")
+}
+
+func checkJWTHeaderTyp(t *testing.T, token, kid string, alg jose.SignatureAlgorithm, wantTyp string) {
+	t.Helper()
 	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{alg})
 	if err != nil {
 		t.Fatalf("parse: %v", err)
@@ -70,8 +75,8 @@ func checkJWTHeader(t *testing.T, token, kid string, alg jose.SignatureAlgorithm
 	if h.Algorithm != string(alg) {
 		t.Errorf("alg = %s, want %s", h.Algorithm, alg)
 	}
-	if typ := h.ExtraHeaders[jose.HeaderType]; typ != "JWT" {
-		t.Errorf("typ = %v, want JWT", typ)
+	if typ := h.ExtraHeaders[jose.HeaderType]; typ != wantTyp {
+		t.Errorf("typ = %v, want %s", typ, wantTyp)
 	}
 }
 
@@ -123,7 +128,7 @@ func TestSignJWT(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			token, kid, err := c.SignJWT(ctx, tt.claims, tt.expiresAt)
+			token, kid, err := c.SignJWT(ctx, "test+jwt", tt.claims, tt.expiresAt)
 			if tt.wantErr {
 				if !errors.Is(err, ca.ErrInvalidParams) {
 					t.Fatalf("err = %v, want ErrInvalidParams", err)
@@ -133,7 +138,7 @@ func TestSignJWT(t *testing.T) {
 			if err != nil {
 				t.Fatalf("SignJWT: %v", err)
 			}
-			checkJWTHeader(t, token, kid, jose.ES256)
+			checkJWTHeaderTyp(t, token, kid, jose.ES256, "test+jwt")
 			tok, _ := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
 			key, ok := c.Bundle().FindJWTAuthority(kid)
 			if !ok {

@@ -83,8 +83,8 @@ func (o *org) agent(t testing.TB, name string) agent {
 }
 
 // SignJWT makes org a delegation.Signer.
-func (o *org) SignJWT(_ context.Context, claims any, _ time.Time) (string, string, error) {
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: o.jwtKey}, (&jose.SignerOptions{}).WithHeader("kid", o.kid).WithType("JWT"))
+func (o *org) SignJWT(_ context.Context, typ string, claims any, _ time.Time) (string, string, error) {
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: o.jwtKey}, (&jose.SignerOptions{}).WithHeader("kid", o.kid).WithType(jose.ContentType(typ)))
 	if err != nil {
 		return "", "", err
 	}
@@ -116,7 +116,7 @@ func hop(t testing.TB, o *org, from, to agent, scopes []string, parent *delegati
 	}
 	st := delegation.Statement{Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Principal: c.Subject, Scopes: c.Scopes(), Purpose: c.Hop.Purpose}
 	if c.Hop.Parent != nil {
-		st.Parent = c.Hop.Parent.ID
+		st.Parent, st.ParentIssuer = c.Hop.Parent.ID, c.Hop.Parent.Issuer
 	}
 	sig, err := delegation.SignStatement(st, from.key, from.chain)
 	if err != nil {
@@ -197,23 +197,23 @@ func TestVerifyRefuses(t *testing.T) {
 		{"scope escalation", func() string {
 			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read", "mail:send"}, parentOf(t1, c1), c1)
 			return tok
-		}, delegation.VerifyOptions{}, delegation.ErrChain},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrChain},
 		{"expiry beyond the parent's", func() string {
 			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) { c.Expiry = c1.Expiry + 60 })
 			return tok
-		}, delegation.VerifyOptions{}, delegation.ErrChain},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrChain},
 		{"delegated by someone the parent was not given to", func() string {
 			tok, _ := hop(t, w.orgB, w.c, w.d, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) {
 				c.Act.Actor = &delegation.Actor{Subject: w.c.id.String(), Actor: c1.Act.Actor}
 			})
 			return tok
-		}, delegation.VerifyOptions{}, delegation.ErrChain},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrChain},
 		{"parent link names another delegation", func() string {
 			p := parentOf(t1, c1)
 			p.ID = "someone-else"
 			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, p, c1)
 			return tok
-		}, delegation.VerifyOptions{}, delegation.ErrChain},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrChain},
 		{"expired", func() string {
 			return good
 		}, delegation.VerifyOptions{Now: time.Now().Add(time.Hour)}, delegation.ErrExpired},
@@ -226,26 +226,44 @@ func TestVerifyRefuses(t *testing.T) {
 			return tok
 		}, delegation.VerifyOptions{Presenter: w.c.id, PresenterCert: mallory.chain[0]}, delegation.ErrNotHolder},
 		{"issuer not federated", func() string {
-			tok, _ := hop(t, newOrg(t, "org-z.example"), w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) {
-				c.Issuer = "spiffe://org-z.example"
-			})
+			orgZ := newOrg(t, "org-z.example")
+			tok, _ := hop(t, orgZ, orgZ.agent(t, "z"), w.c, []string{"calendar:read"}, nil, nil)
 			return tok
-		}, delegation.VerifyOptions{}, delegation.ErrUntrustedIssuer},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrUntrustedIssuer},
+		{"issued for another trust domain's agent", func() string {
+			// org-a (trusted) signs a hop whose delegator is org-b's.
+			_, c := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1)
+			c.Issuer = w.orgA.td.IDString()
+			tok, _, err := w.orgA.SignJWT(context.Background(), delegation.JWTType, c, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrChain},
+		{"a JWT-SVID-typed token", func() string {
+			_, c := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1)
+			tok, _, err := w.orgB.SignJWT(context.Background(), "JWT", c, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrMalformed},
+		{"no presenter given", func() string { return good }, delegation.VerifyOptions{}, delegation.ErrNotHolder},
 		{"re-signed by another key", func() string {
 			tok, _ := hop(t, rogue, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1)
 			return tok
-		}, delegation.VerifyOptions{}, delegation.ErrSignature},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrSignature},
 		{"forged claims", func() string {
 			parts := strings.Split(good, ".")
 			payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 			payload = []byte(strings.Replace(string(payload), "calendar:read", "payments:write", 1))
 			return parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2]
-		}, delegation.VerifyOptions{}, delegation.ErrSignature},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrSignature},
 		{"alg none", func() string {
 			parts := strings.Split(good, ".")
 			hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"org-b.example-k1"}`))
 			return hdr + "." + parts[1] + "."
-		}, delegation.VerifyOptions{}, delegation.ErrMalformed},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrMalformed},
 		{"HS256 with the public key as secret", func() string {
 			parts := strings.Split(good, ".")
 			hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","kid":"org-b.example-k1"}`))
@@ -253,22 +271,22 @@ func TestVerifyRefuses(t *testing.T) {
 			mac := hmac.New(sha256.New, pub)
 			mac.Write([]byte(hdr + "." + parts[1]))
 			return hdr + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
-		}, delegation.VerifyOptions{}, delegation.ErrMalformed},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrMalformed},
 		{"delegator signature over another hop", func() string {
 			other, _ := delegation.SignStatement(delegation.Statement{Delegator: w.b.id.String(), Delegatee: w.c.id.String(),
-				Principal: "alice@example.com", Scopes: []string{"payments:write"}, Parent: c1.ID}, w.b.key, w.b.chain)
+				Principal: "alice@example.com", Scopes: []string{"payments:write"}, Parent: c1.ID, ParentIssuer: c1.Issuer}, w.b.key, w.b.chain)
 			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) { c.Hop.DelegatorSignature = other })
 			return tok
-		}, delegation.VerifyOptions{}, delegation.ErrDelegatorSignature},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrDelegatorSignature},
 		{"delegator signature by another agent", func() string {
 			st := delegation.Statement{Delegator: w.b.id.String(), Delegatee: w.c.id.String(), Principal: "alice@example.com",
-				Scopes: []string{"calendar:read"}, Parent: c1.ID, Purpose: "book travel"}
+				Scopes: []string{"calendar:read"}, Parent: c1.ID, ParentIssuer: c1.Issuer, Purpose: "book travel"}
 			sig, _ := delegation.SignStatement(st, mallory.key, mallory.chain)
 			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) { c.Hop.DelegatorSignature = sig })
 			return tok
-		}, delegation.VerifyOptions{}, delegation.ErrDelegatorSignature},
-		{"garbage", func() string { return "not.a.token" }, delegation.VerifyOptions{}, delegation.ErrMalformed},
-		{"oversized", func() string { return strings.Repeat("a", delegation.MaxTokenSize+1) }, delegation.VerifyOptions{}, delegation.ErrMalformed},
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrDelegatorSignature},
+		{"garbage", func() string { return "not.a.token" }, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrMalformed},
+		{"oversized", func() string { return strings.Repeat("a", delegation.MaxTokenSize+1) }, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrMalformed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -325,7 +343,7 @@ func FuzzVerify(f *testing.F) {
 	parts := strings.Split(tok, ".")
 	f.Add(parts[0] + "." + parts[1] + ".")
 	f.Fuzz(func(t *testing.T, s string) {
-		if _, err := delegation.Verify(s, w.set, delegation.VerifyOptions{}); err == nil && s != tok {
+		if _, err := delegation.Verify(s, w.set, delegation.VerifyOptions{AnyHolder: true}); err == nil && s != tok {
 			// ECDSA signatures are malleable (s and n-s): a different
 			// encoding of the same signed claims is not a forgery.
 			if strings.Split(s, ".")[1] != parts[1] {

@@ -14,7 +14,7 @@ import (
 // Buckets of the delegations an authority issued.
 const (
 	BucketDelegations = "delegations"
-	BucketChildren    = "delegations_by_parent" // "<parent id>/<child id>" → ""
+	BucketChildren    = "delegations_by_parent" // "<parent iss> <parent id>/<child id>" → ""
 	BucketRevokedIDs  = "revoked_spiffe_ids"    // SPIFFE ID → Revocation
 )
 
@@ -105,10 +105,19 @@ func Put(tx store.Tx, r *Record) error {
 		return err
 	}
 	if r.ParentID != "" {
-		return tx.Put(BucketChildren, []byte(r.ParentID+"/"+r.ID), []byte{})
+		return tx.Put(BucketChildren, childKey(r.ParentIssuer, r.ParentID, r.ID), []byte{})
 	}
 	return nil
 }
+
+// childKey indexes a child under its parent's issuer and id: ids are
+// unique per issuer only.
+func childKey(parentIss, parentID, child string) []byte {
+	return []byte(parentIss + " " + parentID + "/" + child)
+}
+
+// maxRevoke bounds one revocation's cascade.
+const maxRevoke = 100000
 
 // Get returns the record of a delegation this authority issued.
 func Get(tx store.Tx, id string) (*Record, error) {
@@ -136,7 +145,11 @@ func Get(tx store.Tx, id string) (*Record, error) {
 func Revoke(tx store.Tx, id, by, reason string, now time.Time) ([]string, error) {
 	var revoked []string
 	queue := []string{id}
-	for len(queue) > 0 && len(revoked) < 100000 {
+	seen := map[string]bool{id: true}
+	for len(queue) > 0 {
+		if len(seen) > maxRevoke {
+			return nil, fmt.Errorf("delegation: revoking %s would revoke more than %d delegations at once", id, maxRevoke)
+		}
 		cur := queue[0]
 		queue = queue[1:]
 		r, err := Get(tx, cur)
@@ -153,8 +166,12 @@ func Revoke(tx store.Tx, id, by, reason string, now time.Time) ([]string, error)
 			}
 			revoked = append(revoked, cur)
 		}
-		err = tx.Scan(BucketChildren, []byte(cur+"/"), nil, func(k, _ []byte) error {
-			queue = append(queue, string(k[len(cur)+1:]))
+		prefix := childKey(r.Issuer, cur, "")
+		err = tx.Scan(BucketChildren, prefix, nil, func(k, _ []byte) error {
+			if child := string(k[len(prefix):]); !seen[child] {
+				seen[child] = true
+				queue = append(queue, child)
+			}
 			return nil
 		})
 		if err != nil {
@@ -201,10 +218,17 @@ func RevokeID(tx store.Tx, spiffeID, by, reason string, now time.Time) ([]string
 		return nil, err
 	}
 	var all []string
+	done := map[string]bool{}
 	for _, id := range direct {
+		if done[id] {
+			continue
+		}
 		ids, err := Revoke(tx, id, by, reason, now)
 		if err != nil {
 			return nil, err
+		}
+		for _, r := range ids {
+			done[r] = true
 		}
 		all = append(all, ids...)
 	}

@@ -31,6 +31,13 @@ const (
 // Token type names (RFC 8693 issued_token_type).
 const TokenType = "urn:ietf:params:oauth:token-type:jwt"
 
+// JWTType is the "typ" header of a delegation token: not "JWT", so that
+// no JWT-SVID validator takes one for a JWT-SVID of its principal.
+const JWTType = "mandate-delegation+jwt"
+
+// statementType is the "typ" header of a delegator's signature.
+const statementType = "mandate-hop+jws"
+
 // Actor is the RFC 8693 act claim: the current actor outermost, the
 // actors before it nested.
 type Actor struct {
@@ -90,12 +97,13 @@ func (c *Claims) Scopes() []string { return strings.Fields(c.Scope) }
 // Statement is what a delegator signs for a hop: who delegates what to
 // whom, for whom, below which parent.
 type Statement struct {
-	Delegator string   `json:"delegator"`
-	Delegatee string   `json:"delegatee"`
-	Principal string   `json:"principal"`
-	Scopes    []string `json:"scopes"`
-	Parent    string   `json:"parent,omitempty"` // the parent delegation id
-	Purpose   string   `json:"purpose,omitempty"`
+	Delegator    string   `json:"delegator"`
+	Delegatee    string   `json:"delegatee"`
+	Principal    string   `json:"principal"`
+	Scopes       []string `json:"scopes"`
+	Parent       string   `json:"parent,omitempty"`     // the parent delegation id
+	ParentIssuer string   `json:"parent_iss,omitempty"` // and its issuer
+	Purpose      string   `json:"purpose,omitempty"`
 }
 
 // bytes is the statement's one encoding: scopes sorted.
@@ -109,7 +117,7 @@ func (s Statement) bytes() []byte {
 func (c *Claims) statement() Statement {
 	st := Statement{Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Principal: c.Subject, Scopes: c.Scopes(), Purpose: c.Hop.Purpose}
 	if c.Hop.Parent != nil {
-		st.Parent = c.Hop.Parent.ID
+		st.Parent, st.ParentIssuer = c.Hop.Parent.ID, c.Hop.Parent.Issuer
 	}
 	return st
 }
@@ -130,7 +138,7 @@ func SignStatement(st Statement, key crypto.Signer, chain []*x509.Certificate) (
 		x5c[i] = base64.StdEncoding.EncodeToString(c.Raw)
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key},
-		(&jose.SignerOptions{}).WithHeader("x5c", x5c).WithType("mandate-hop+jws"))
+		(&jose.SignerOptions{}).WithHeader("x5c", x5c).WithType(statementType))
 	if err != nil {
 		return "", fmt.Errorf("delegation: sign the hop: %w", err)
 	}
@@ -160,7 +168,7 @@ func algorithmFor(pub crypto.PublicKey) (jose.SignatureAlgorithm, error) {
 
 // Signer is what issues tokens: the authority's CA (ca.CA has it).
 type Signer interface {
-	SignJWT(ctx context.Context, claims any, expiresAt time.Time) (token, kid string, err error)
+	SignJWT(ctx context.Context, typ string, claims any, expiresAt time.Time) (token, kid string, err error)
 }
 
 // Issue signs claims as a delegation token, after checking they are
@@ -170,7 +178,7 @@ func Issue(ctx context.Context, s Signer, c *Claims) (string, error) {
 	if err := c.wellFormed(); err != nil {
 		return "", err
 	}
-	tok, _, err := s.SignJWT(ctx, c, time.Unix(c.Expiry, 0))
+	tok, _, err := s.SignJWT(ctx, JWTType, c, time.Unix(c.Expiry, 0))
 	if err != nil {
 		return "", fmt.Errorf("delegation: sign: %w", err)
 	}
@@ -206,8 +214,14 @@ func (c *Claims) wellFormed() error {
 			return fmt.Errorf("%w: %q is not a SPIFFE ID", ErrMalformed, id)
 		}
 	}
-	if _, err := spiffeid.TrustDomainFromString(c.Issuer); err != nil {
+	td, err := spiffeid.TrustDomainFromString(c.Issuer)
+	if err != nil {
 		return fmt.Errorf("%w: iss %q is not a trust domain", ErrMalformed, c.Issuer)
+	}
+	// A hop is issued by its delegator's own authority: no authority
+	// speaks for another trust domain's agents.
+	if d := spiffeid.RequireFromString(c.Hop.Delegator); d.TrustDomain() != td {
+		return fmt.Errorf("%w: %s issued a hop of %s's agent %s", ErrChain, c.Issuer, d.TrustDomain(), d)
 	}
 	if depth := actDepth(c.Act); depth != c.Hop.Depth+1 {
 		return fmt.Errorf("%w: %d actors for a hop of depth %d", ErrMalformed, depth, c.Hop.Depth)

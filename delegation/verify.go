@@ -45,8 +45,12 @@ type VerifyOptions struct {
 	Leeway time.Duration
 	// Audience, if set, must be in the last token's aud.
 	Audience string
-	// Presenter, if set, must be the last token's current actor (act.sub).
+	// Presenter must be the last token's current actor (act.sub): a
+	// token is only ever used by its holder. Verify refuses to check a
+	// token without one unless AnyHolder is set (for a party that only
+	// inspects a chain and never acts on it).
 	Presenter spiffeid.ID
+	AnyHolder bool
 	// PresenterCert is the presenter's X509-SVID leaf; it must match the
 	// last token's cnf thumbprint, when the token has one.
 	PresenterCert *x509.Certificate
@@ -78,6 +82,9 @@ func Verify(token string, bundles Bundles, opts VerifyOptions) ([]*Claims, error
 	if opts.Audience != "" && !slices.Contains(last.Audience, opts.Audience) {
 		return nil, fmt.Errorf("%w: %q is not in %v", ErrAudience, opts.Audience, last.Audience)
 	}
+	if opts.Presenter.IsZero() && !opts.AnyHolder {
+		return nil, fmt.Errorf("%w: no presenter to check the holder against", ErrNotHolder)
+	}
 	if !opts.Presenter.IsZero() && opts.Presenter.String() != last.Act.Subject {
 		return nil, fmt.Errorf("%w: presented by %s, held by %s", ErrNotHolder, opts.Presenter, last.Act.Subject)
 	}
@@ -104,7 +111,7 @@ func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) (
 	if time.Unix(c.IssuedAt, 0).After(opts.Now.Add(opts.Leeway)) {
 		return nil, fmt.Errorf("%w: %s issued in the future", ErrMalformed, c.ID)
 	}
-	if err := verifyDelegatorSignature(c, bundles); err != nil {
+	if err := verifyDelegatorSignature(c, bundles, time.Unix(c.IssuedAt, 0)); err != nil {
 		return nil, err
 	}
 	if c.Hop.Parent == nil {
@@ -154,6 +161,9 @@ func verifyToken(token string, bundles Bundles) (*Claims, error) {
 	if len(jws.Signatures) != 1 {
 		return nil, fmt.Errorf("%w: %d signatures", ErrMalformed, len(jws.Signatures))
 	}
+	if typ, _ := jws.Signatures[0].Header.ExtraHeaders[jose.HeaderType].(string); typ != JWTType {
+		return nil, fmt.Errorf("%w: typ %q, not %q", ErrMalformed, typ, JWTType)
+	}
 	// The issuer, read before verifying, only chooses the key to verify
 	// with; the claims returned are decoded from the verified payload.
 	var unverified struct {
@@ -189,22 +199,25 @@ func verifyToken(token string, bundles Bundles) (*Claims, error) {
 
 // verifyDelegatorSignature checks the hop's delegator signature: a JWS
 // over the hop's statement, by an X509-SVID of the delegator.
-func verifyDelegatorSignature(c *Claims, bundles Bundles) error {
-	if err := CheckStatementSignature(c.Hop.DelegatorSignature, c.statement(), bundles); err != nil {
+func verifyDelegatorSignature(c *Claims, bundles Bundles, at time.Time) error {
+	if err := CheckStatementSignature(c.Hop.DelegatorSignature, c.statement(), bundles, at); err != nil {
 		return fmt.Errorf("%s: %w", c.ID, err)
 	}
 	return nil
 }
 
 // CheckStatementSignature checks that sig is st signed by an X509-SVID of
-// st.Delegator, valid in the delegator's trust domain bundle.
-func CheckStatementSignature(sig string, st Statement, bundles Bundles) error {
+// st.Delegator, valid at time at in the delegator's trust domain bundle.
+func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.Time) error {
 	if sig == "" {
 		return fmt.Errorf("%w: none", ErrDelegatorSignature)
 	}
 	jws, err := jose.ParseSignedCompact(sig, signatureAlgorithms)
 	if err != nil || len(jws.Signatures) != 1 {
 		return fmt.Errorf("%w: not a JWS", ErrDelegatorSignature)
+	}
+	if typ, _ := jws.Signatures[0].Header.ExtraHeaders[jose.HeaderType].(string); typ != statementType {
+		return fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, typ, statementType)
 	}
 	delegator, err := spiffeid.FromString(st.Delegator)
 	if err != nil {
@@ -219,7 +232,7 @@ func CheckStatementSignature(sig string, st Statement, bundles Bundles) error {
 		return fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
 	// SPIFFE's own rules on the leaf and its chain (go-spiffe).
-	id, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(delegator.TrustDomain(), b.X509Authorities()))
+	id, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(delegator.TrustDomain(), b.X509Authorities()), x509svid.WithTime(at))
 	if err != nil || id != delegator {
 		return fmt.Errorf("%w: signed by %v, not the delegator %s (%v)", ErrDelegatorSignature, id, delegator, err)
 	}

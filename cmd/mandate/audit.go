@@ -39,7 +39,7 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              signed checkpoint)
   check-proof FILE           verify an offline proof (no server needed) and
                              print its entry
-  chain ID [--verify] [--peer TD=ROOTS.pem,LOG.vkey ...]
+  chain ID [--verify] [--peer TD=https://HOST:PORT,ROOTS.pem,LOG.vkey ...]
                              the accountability chain of a delegation: every
                              hop from the principal down, each proven in its
                              issuer's log (other authorities' logs followed
@@ -99,7 +99,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.out, "out", "", "prove: write the proof to this file instead of standard output")
 	fs.BoolVar(&f.full, "full", false, "verify: also download every entry, check each against the checkpoint and recompute the root")
 	fs.BoolVar(&f.verify, "verify", false, "chain: fail unless every hop is proven in its issuer's log")
-	fs.Var(&f.peers, "peer", "chain: another authority, TRUST_DOMAIN=ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
+	fs.Var(&f.peers, "peer", "chain: another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {
 		return err

@@ -37,6 +37,8 @@ type chainHop struct {
 	LogURL         string                    `json:"log_url"`
 
 	verifiedBy string // the log that proved it, once verified
+	parentID   string // from the proven entry
+	parentIss  string
 }
 
 type chainDecision struct {
@@ -62,6 +64,9 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	if err != nil {
 		return err
 	}
+	if len(hops) == 0 {
+		return fmt.Errorf("the authority returned no hop for %s", id)
+	}
 	var unverified []string
 	for i := range hops {
 		h := &hops[i]
@@ -79,6 +84,11 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 			}
 		default:
 			unverified = append(unverified, h.ID+" (no log to ask)")
+		}
+	}
+	if len(unverified) == 0 {
+		if err := checkLinks(hops, id); err != nil {
+			return err
 		}
 	}
 	if f.asJSON {
@@ -119,40 +129,106 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 		return fmt.Errorf("hop %s: %w", h.ID, err)
 	}
 	var e struct {
-		Type         string `json:"type"`
-		DelegationID string `json:"delegation_id"`
-		DecisionID   string `json:"decision_id"`
-		Details      struct {
+		Type           string `json:"type"`
+		DelegationID   string `json:"delegation_id"`
+		DecisionID     string `json:"decision_id"`
+		PolicyRevision string `json:"policy_revision"`
+		Accountable    []struct {
+			SPIFFEID         string `json:"spiffe_id"`
+			Operator         string `json:"operator"`
+			ModelProvider    string `json:"model_provider"`
+			Model            string `json:"model"`
+			ResponsibleParty string `json:"responsible_party"`
+		} `json:"accountable"`
+		Details struct {
 			Delegator string   `json:"delegator"`
 			Delegatee string   `json:"delegatee"`
 			Principal string   `json:"principal"`
 			Scopes    []string `json:"scopes"`
+			Depth     int      `json:"depth"`
+			ParentID  string   `json:"parent_id"`
+			ParentIss string   `json:"parent_iss"`
+			Decision  struct {
+				Allow   bool     `json:"allow"`
+				Reasons []string `json:"reasons"`
+			} `json:"decision"`
 		} `json:"details"`
 	}
 	if err := json.Unmarshal(h.EntryB64, &e); err != nil || e.Type != "delegation.issued" || e.DelegationID != h.ID ||
 		e.Details.Delegator != h.Delegator || e.Details.Delegatee != h.Delegatee || e.Details.Principal != h.Principal ||
-		strings.Join(e.Details.Scopes, " ") != strings.Join(h.Scopes, " ") || (h.Decision != nil && h.Decision.ID != e.DecisionID) {
+		strings.Join(e.Details.Scopes, " ") != strings.Join(h.Scopes, " ") {
 		return fmt.Errorf("hop %s: the logged entry does not say what the chain says", h.ID)
+	}
+	// What is printed and linked comes from the proven entry, not from
+	// the server's account of it.
+	result := "deny"
+	if e.Details.Decision.Allow {
+		result = "allow"
+	}
+	h.Depth, h.parentID, h.parentIss = e.Details.Depth, e.Details.ParentID, e.Details.ParentIss
+	h.Decision = &chainDecision{ID: e.DecisionID, Result: result, Reasons: e.Details.Decision.Reasons, PolicyRevision: e.PolicyRevision}
+	h.Accountability = map[string]map[string]any{}
+	for _, p := range e.Accountable {
+		role := map[string]string{h.Delegator: "delegator", h.Delegatee: "delegatee"}[p.SPIFFEID]
+		if role != "" {
+			h.Accountability[role] = map[string]any{"spiffe_id": p.SPIFFEID, "operator": p.Operator, "model_provider": p.ModelProvider,
+				"model": p.Model, "responsible_party": p.ResponsibleParty}
+		}
 	}
 	h.verifiedBy = issuer
 	return nil
 }
 
-// peer is what an auditor needs of another authority: its bundle (to
-// authenticate its server) and its log's verifier key.
+// checkLinks checks that proven hops form one chain from the principal
+// down to id: a root first, each next hop logged as the child of the one
+// before, delegated by its delegatee, for the same principal, one level
+// deeper.
+func checkLinks(hops []chainHop, id string) error {
+	if last := hops[len(hops)-1]; last.ID != id {
+		return fmt.Errorf("the chain ends at %s, not at %s", last.ID, id)
+	}
+	for i, h := range hops {
+		if i == 0 {
+			if h.Depth != 1 || h.parentID != "" {
+				return fmt.Errorf("the chain does not start at a root hop (%s has depth %d, parent %q)", h.ID, h.Depth, h.parentID)
+			}
+			continue
+		}
+		p := hops[i-1]
+		switch {
+		case h.parentID != p.ID || h.parentIss != p.Issuer:
+			return fmt.Errorf("hop %s is logged below %s of %s, not below %s of %s", h.ID, h.parentID, h.parentIss, p.ID, p.Issuer)
+		case h.Delegator != p.Delegatee:
+			return fmt.Errorf("hop %s is delegated by %s, but %s was given to %s", h.ID, h.Delegator, p.ID, p.Delegatee)
+		case h.Principal != p.Principal:
+			return fmt.Errorf("hop %s acts for %q, its parent for %q", h.ID, h.Principal, p.Principal)
+		case h.Depth != p.Depth+1:
+			return fmt.Errorf("hop %s has depth %d below depth %d", h.ID, h.Depth, p.Depth)
+		}
+	}
+	return nil
+}
+
+// peer is what an auditor needs of another authority: where it answers,
+// its bundle (to authenticate its server) and its log's verifier key.
 type peer struct {
+	url   string
 	roots string // PEM file of its X.509 roots
 	vkey  note.Verifier
 }
 
-// parsePeers reads --peer TD=ROOTS_PEM,VKEY_FILE values.
+// parsePeers reads --peer TD=URL,ROOTS_PEM,VKEY_FILE values.
 func parsePeers(vals []string) (map[string]peer, error) {
 	out := map[string]peer{}
 	for _, v := range vals {
 		td, rest, ok := strings.Cut(v, "=")
-		roots, vkeyFile, ok2 := strings.Cut(rest, ",")
-		if !ok || !ok2 {
-			return nil, usagef("--peer %q: want TRUST_DOMAIN=ROOTS.pem,LOG.vkey", v)
+		parts := strings.Split(rest, ",")
+		if !ok || len(parts) != 3 {
+			return nil, usagef("--peer %q: want TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey", v)
+		}
+		base, roots, vkeyFile := parts[0], parts[1], parts[2]
+		if u, err := url.Parse(base); err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, usagef("--peer %q: %q is not an https URL", v, base)
 		}
 		t, err := spiffeid.TrustDomainFromString(td)
 		if err != nil {
@@ -166,7 +242,7 @@ func parsePeers(vals []string) (map[string]peer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--peer %s: verifier key: %w", td, err)
 		}
-		out[t.IDString()] = peer{roots: roots, vkey: vk}
+		out[t.IDString()] = peer{url: strings.TrimRight(base, "/"), roots: roots, vkey: vk}
 	}
 	return out, nil
 }
@@ -179,10 +255,8 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 	if !ok {
 		return fmt.Errorf("no --peer for %s", h.Issuer)
 	}
-	u, err := url.Parse(h.LogURL)
-	if err != nil || u.Scheme != "https" {
-		return fmt.Errorf("log_url %q", h.LogURL)
-	}
+	// The auditor's credential goes only where --peer says the issuer is,
+	// whatever log_url the first authority gave.
 	chain, key, _, err := credfile.Load(credfile.In(f.cf.creds))
 	if err != nil {
 		return err
@@ -196,12 +270,12 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 		return err
 	}
 	td, _ := spiffeid.TrustDomainFromString(h.Issuer)
-	c, err := client.New(client.Config{Server: "https://" + u.Host, TrustDomain: td, Bundle: roots, SVID: chain, Key: key})
+	c, err := client.New(client.Config{Server: p.url, TrustDomain: td, Bundle: roots, SVID: chain, Key: key})
 	if err != nil {
 		return err
 	}
 	defer c.CloseIdle()
-	theirs, err := fetchChain(ctx, c, u.EscapedPath())
+	theirs, err := fetchChain(ctx, c, "/v1/audit/chains/"+url.PathEscape(h.ID))
 	if err != nil {
 		return fmt.Errorf("asking %s: %w", h.Issuer, err)
 	}

@@ -196,6 +196,9 @@ func newDelegateWorld(ctx context.Context, url, adminCreds string) (*delegateWor
 // request is the body of a hop from agent i to agent j.
 func (w *delegateWorld) request(i, j int, principal, parent, parentID string) ([]byte, error) {
 	st := delegation.Statement{Delegator: w.ids[i].String(), Delegatee: w.ids[j].String(), Principal: principal, Scopes: []string{"calendar:read"}, Parent: parentID}
+	if parentID != "" {
+		st.ParentIssuer = w.ids[0].TrustDomain().IDString()
+	}
 	sig, err := delegation.SignStatement(st, w.keys[i], w.chains[i])
 	if err != nil {
 		return nil, err

@@ -27,7 +27,7 @@ const delegateUsage = `Usage:
         as the agent whose credential is in AGENT_DIR (the delegator), let the
         delegatee act for the principal (a root hop) or below the parent token
         it holds; prints the delegation and writes the token (--out)
-  mandate delegate verify TOKEN_FILE [--bundles FILE] [--presenter ID] [--audience A]
+  mandate delegate verify TOKEN_FILE --presenter ID [--presenter-cert PEM] [--bundles FILE] [--audience A]
         verify a delegation token's whole chain offline and print it
 `
 
@@ -94,7 +94,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 		if err != nil {
 			return fmt.Errorf("--parent: %w", err)
 		}
-		st.Principal, st.Parent = p.Subject, p.ID
+		st.Principal, st.Parent, st.ParentIssuer = p.Subject, p.ID, p.Issuer
 	} else {
 		body["principal"] = principal
 	}
@@ -156,7 +156,9 @@ func unverifiedClaims(token string) (*delegation.Claims, error) {
 func delegateVerify(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("delegate verify", "delegate verify TOKEN_FILE [flags]", stderr)
 	bundles := fs.String("bundles", filepath.Join("mandate-agent", "bundles.json"), "SPIFFE bundles of every trust domain to trust ({\"<td>\": <bundle>}, as in a credential directory's bundles.json)")
-	presenter := fs.String("presenter", "", "SPIFFE ID that presents the token (must be its holder)")
+	presenter := fs.String("presenter", "", "SPIFFE ID that presents the token: it must be its holder (required unless --any-holder)")
+	presenterCert := fs.String("presenter-cert", "", "the presenter's X509-SVID (PEM), for a token bound to a certificate")
+	anyHolder := fs.Bool("any-holder", false, "only inspect the chain: do not check who holds the token")
 	audience := fs.String("audience", "", "audience the token must be for")
 	rest, err := splitFlags(fs, args)
 	if err != nil {
@@ -186,11 +188,25 @@ func delegateVerify(args []string, stdout, stderr io.Writer) error {
 	for _, bd := range m {
 		set.Add(bd)
 	}
-	opts := delegation.VerifyOptions{Audience: *audience}
+	opts := delegation.VerifyOptions{Audience: *audience, AnyHolder: *anyHolder}
+	if *presenter == "" && !*anyHolder {
+		return usagef("--presenter is required (or --any-holder, to inspect a chain without using it)")
+	}
 	if *presenter != "" {
 		if opts.Presenter, err = spiffeid.FromString(*presenter); err != nil {
 			return usagef("--presenter: %v", err)
 		}
+	}
+	if *presenterCert != "" {
+		pem, err := os.ReadFile(*presenterCert)
+		if err != nil {
+			return err
+		}
+		certs, err := credfile.ParseCertsPEM(pem)
+		if err != nil {
+			return fmt.Errorf("--presenter-cert: %w", err)
+		}
+		opts.PresenterCert = certs[0]
 	}
 	chain, err := delegation.Verify(strings.TrimSpace(string(tok)), set, opts)
 	if err != nil {

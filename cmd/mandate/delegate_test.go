@@ -78,7 +78,7 @@ func TestCLIDelegationChain(t *testing.T) {
 		t.Fatalf("delegate verify: %s", v)
 	}
 	// org-b's auditor proves the chain in both logs.
-	peer := "org-a.example=" + filepath.Join(dirA, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey")
+	peer := "org-a.example=" + urlA + "," + filepath.Join(dirA, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey")
 	tree := must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
 	for _, want := range []string{"on behalf of alice@org-a.example", "proven in org-a.example's log", "proven in org-b.example's log",
 		"responsible planner@org-a.example", "responsible payer@org-b.example"} {

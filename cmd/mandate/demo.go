@@ -191,6 +191,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 	}
+	if err := checkLinks(hops, id2); err != nil {
+		return err
+	}
 	printChain(stdout, hops)
 
 	step("org-a revokes the first hop: everything below it stops holding")
@@ -208,7 +211,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if !errors.As(err, &p) {
 		return fmt.Errorf("a revoked hop was extended (%v)", err)
 	}
-	say("org-b asked org-a before extending the chain, and refused: %s", strings.Join(p.Reasons, "; "))
+	say("org-b asked org-a before extending the chain, and refused (%s): %s", p.Name(), p.Detail)
 	say("a verifier of the payer's token asks each issuer; org-a answers: %s", st.Status)
 	fmt.Fprintln(stdout, "\nDone.")
 	return nil
@@ -337,7 +340,7 @@ func (o *demoOrg) delegate(ctx context.Context, from demoID, to spiffeid.ID, sco
 		if err != nil {
 			return "", "", err
 		}
-		st.Principal, st.Parent = p.Subject, p.ID
+		st.Principal, st.Parent, st.ParentIssuer = p.Subject, p.ID, p.Issuer
 		body["parent_token"] = parent
 	} else {
 		body["principal"] = principal
