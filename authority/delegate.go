@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -226,20 +227,17 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 
 	details := decisionDetails(d, input)
+	// The hop's record is written by the audit log's index hook, in the
+	// transaction that makes its entry durable (see indexDelegation): no
+	// entry without its record, no record without its entry.
 	rc, err := a.record(ctx, event{typ: "delegation.issued", actor: c.ID.String(), subject: delegatee.String(), parties: parties,
 		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: map[string]any{
 			"delegation_id": id, "parent_id": parentID(parent), "parent_iss": parentIssuer(parent),
 			"delegator": c.ID.String(), "delegatee": delegatee.String(), "principal": principal, "scopes": req.Scopes,
 			"depth": depth, "purpose": req.Purpose, "expires_at": exp.UTC(), "bound": cnf != nil, "decision": details,
+			"ancestors": delegation.AncestorsOf(chain), "delegator_host": delegator.hostID,
 		}})
 	if err != nil {
-		return nil, err
-	}
-	rec := &delegation.Record{ID: id, Issuer: a.td.IDString(), ParentID: parentID(parent), ParentIssuer: parentIssuer(parent),
-		Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes, Depth: depth,
-		Purpose: req.Purpose, IssuedAt: now, ExpiresAt: exp, DecisionID: d.ID, LogIndex: rc.Index, LeafHash: hex.EncodeToString(rc.LeafHash),
-		Ancestors: delegation.AncestorsOf(chain), DelegatorHost: delegator.hostID}
-	if err := a.store.Update(ctx, func(tx store.Tx) error { return delegation.Put(tx, rec) }); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "delegation issued", "id", id, "delegator", c.ID.String(), "delegatee", delegatee.String(), "depth", depth)
@@ -532,4 +530,39 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 	}
 	a.log.InfoContext(ctx, "revoked", "delegation_id", delegationID, "spiffe_id", spiffeID, "revoked", len(revoked), "by", c.ID.String())
 	return revoked, nil
+}
+
+// indexDelegation is the audit log's index hook: inside the transaction
+// that makes a delegation.issued entry durable, it writes the hop's record
+// (with its log index and leaf hash), which status, revocation and chains
+// read.
+func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry) error {
+	if e.Type != "delegation.issued" {
+		return nil
+	}
+	var d struct {
+		ID            string                `json:"delegation_id"`
+		ParentID      string                `json:"parent_id"`
+		ParentIss     string                `json:"parent_iss"`
+		Delegator     string                `json:"delegator"`
+		Delegatee     string                `json:"delegatee"`
+		Principal     string                `json:"principal"`
+		Scopes        []string              `json:"scopes"`
+		Depth         int                   `json:"depth"`
+		Purpose       string                `json:"purpose"`
+		ExpiresAt     time.Time             `json:"expires_at"`
+		Ancestors     []delegation.Ancestor `json:"ancestors"`
+		DelegatorHost string                `json:"delegator_host"`
+	}
+	if err := json.Unmarshal(e.Details, &d); err != nil || d.ID == "" {
+		return fmt.Errorf("authority: delegation.issued entry %d: %v", index, err)
+	}
+	b, err := audit.Encode(e)
+	if err != nil {
+		return err
+	}
+	return delegation.Put(tx, &delegation.Record{ID: d.ID, Issuer: a.td.IDString(), ParentID: d.ParentID, ParentIssuer: d.ParentIss,
+		Delegator: d.Delegator, Delegatee: d.Delegatee, Principal: d.Principal, Scopes: d.Scopes, Depth: d.Depth, Purpose: d.Purpose,
+		IssuedAt: e.Time, ExpiresAt: d.ExpiresAt, DecisionID: e.DecisionID, LogIndex: index, LeafHash: hex.EncodeToString(audit.LeafHash(b)),
+		Ancestors: d.Ancestors, DelegatorHost: d.DelegatorHost})
 }
