@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -41,6 +42,20 @@ type jwtIssuer struct {
 	signer   jose.Signer // typ "JWT"; safe for concurrent use
 	key      jose.SigningKey
 	notAfter time.Time
+	typed    sync.Map // typ → jose.Signer, built on first use
+}
+
+// signerFor returns the issuer's signer with header typ.
+func (i *jwtIssuer) signerFor(typ string) (jose.Signer, error) {
+	if s, ok := i.typed.Load(typ); ok {
+		return s.(jose.Signer), nil
+	}
+	s, err := jose.NewSigner(i.key, (&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
+	if err != nil {
+		return nil, fmt.Errorf("ca: jwt signer: %w", err)
+	}
+	i.typed.Store(typ, s)
+	return s, nil
 }
 
 // svidClaims are the JWT-SVID claims, in a fixed struct so that encoding
@@ -157,9 +172,9 @@ func (c *CA) SignJWT(ctx context.Context, typ string, claims any, expiresAt time
 	if typ == "" {
 		return "", "", fmt.Errorf("%w: a typ is required", ErrInvalidParams)
 	}
-	signer, err := jose.NewSigner(iss.key, (&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
+	signer, err := iss.signerFor(typ)
 	if err != nil {
-		return "", "", fmt.Errorf("ca: jwt signer: %w", err)
+		return "", "", err
 	}
 	token, err = iss.signAs(signer, payload)
 	if err != nil {

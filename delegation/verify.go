@@ -2,6 +2,7 @@ package delegation
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -227,16 +229,11 @@ func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.
 	if err != nil || b == nil {
 		return fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
 	}
-	certs, err := x5c(sig)
+	leafKey, err := svids.verified(sig, b, delegator, at)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+		return err
 	}
-	// SPIFFE's own rules on the leaf and its chain (go-spiffe).
-	id, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(delegator.TrustDomain(), b.X509Authorities()), x509svid.WithTime(at))
-	if err != nil || id != delegator {
-		return fmt.Errorf("%w: signed by %v, not the delegator %s (%v)", ErrDelegatorSignature, id, delegator, err)
-	}
-	payload, err := jws.Verify(certs[0].PublicKey)
+	payload, err := jws.Verify(leafKey)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
@@ -279,4 +276,66 @@ func x5c(compact string) ([]*x509.Certificate, error) {
 		}
 	}
 	return certs, nil
+}
+
+// svids remembers delegator X509-SVID chains already validated: a
+// verifier that sees many hops by the same agents (and a chain's parents
+// again and again) validates each certificate chain once per bundle.
+var svids = &svidCache{m: map[svidKey]svidEntry{}}
+
+// maxCachedSVIDs bounds the cache; when full it is emptied.
+const maxCachedSVIDs = 4096
+
+type svidKey struct {
+	chain  [32]byte             // SHA-256 of the x5c header value
+	bundle *spiffebundle.Bundle // the bundle it was validated against
+}
+
+type svidEntry struct {
+	id                  spiffeid.ID
+	notBefore, notAfter time.Time
+	key                 any
+}
+
+// svidCache is guarded by mu.
+type svidCache struct {
+	mu sync.Mutex
+	m  map[svidKey]svidEntry
+}
+
+// verified returns the public key of the X509-SVID in sig's x5c header,
+// after checking (or recalling) that it is a valid X509-SVID of want in
+// bundle b, valid at at.
+func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.ID, at time.Time) (any, error) {
+	hdr, _, _ := strings.Cut(sig, ".")
+	k := svidKey{chain: sha256.Sum256([]byte(hdr)), bundle: b}
+	c.mu.Lock()
+	e, ok := c.m[k]
+	c.mu.Unlock()
+	if !ok {
+		certs, err := x5c(sig)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+		}
+		// SPIFFE's own rules on the leaf and its chain (go-spiffe), at a
+		// time the leaf is valid; the time asked is checked below.
+		id, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(b.TrustDomain(), b.X509Authorities()), x509svid.WithTime(at))
+		if err != nil {
+			return nil, fmt.Errorf("%w: not a valid X509-SVID of %s's trust domain (%v)", ErrDelegatorSignature, want, err)
+		}
+		e = svidEntry{id: id, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter, key: certs[0].PublicKey}
+		c.mu.Lock()
+		if len(c.m) >= maxCachedSVIDs {
+			c.m = map[svidKey]svidEntry{}
+		}
+		c.m[k] = e
+		c.mu.Unlock()
+	}
+	if e.id != want {
+		return nil, fmt.Errorf("%w: signed by %s, not the delegator %s", ErrDelegatorSignature, e.id, want)
+	}
+	if at.Before(e.notBefore) || at.After(e.notAfter) {
+		return nil, fmt.Errorf("%w: the delegator's SVID was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
+	}
+	return e.key, nil
 }
