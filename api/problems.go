@@ -73,6 +73,7 @@ var problemTable = []problemKind{
 	{delegation.ErrDelegatorSignature, http.StatusForbidden, "delegator-signature-invalid", "Delegator signature invalid"},
 	{delegation.ErrChain, http.StatusForbidden, "delegation-chain-invalid", "Delegation chain inconsistent"},
 	{authority.ErrDelegationRevoked, http.StatusForbidden, "delegation-revoked", "Revoked"},
+	{authority.ErrScopeNotGranted, http.StatusForbidden, "scope-not-granted", "Scope not granted"},
 	{authority.ErrStatusUnavailable, http.StatusServiceUnavailable, "delegation-status-unavailable", "A parent's revocation status is unavailable"},
 	{policy.ErrRejected, http.StatusUnprocessableEntity, "policy-rejected", "Policy refused"},
 	{policy.ErrBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},

@@ -18,7 +18,7 @@ import (
 // RFC 8693 names.
 const (
 	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
-	tokenTypeJWT       = "urn:ietf:params:oauth:token-type:jwt"
+	tokenTypeJWT       = delegation.TokenType
 	tokenTypeAccess    = "urn:ietf:params:oauth:token-type:access_token"
 	// tokenTypePrincipal is Mandate's subject token type for a root hop:
 	// the subject token is the principal's name, vouched for by the
@@ -108,11 +108,13 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		case errors.As(err, &denial):
 			code = "invalid_scope"
 			err = errors.New(strings.Join(denial.Decision.Reasons, "; ") + " (decision " + denial.Decision.ID + ")")
+		case errors.Is(err, authority.ErrScopeNotGranted):
+			code = "invalid_scope"
 		case errors.Is(err, authority.ErrForbidden), errors.Is(err, authority.ErrUnauthenticated), errors.Is(err, authority.ErrAgentNotRegistered):
 			status, code = http.StatusUnauthorized, "invalid_client"
 		case errors.Is(err, delegation.ErrMalformed), errors.Is(err, delegation.ErrUntrustedIssuer), errors.Is(err, delegation.ErrSignature),
 			errors.Is(err, delegation.ErrExpired), errors.Is(err, delegation.ErrNotHolder), errors.Is(err, delegation.ErrChain),
-			errors.Is(err, authority.ErrDelegationRevoked):
+			errors.Is(err, delegation.ErrAudience), errors.Is(err, authority.ErrDelegationRevoked):
 			code = "invalid_grant"
 		case errors.Is(err, authority.ErrInvalidRequest), errors.Is(err, delegation.ErrDelegatorSignature):
 		default:

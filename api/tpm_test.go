@@ -334,8 +334,8 @@ func TestTPMAttestationRefusals(t *testing.T) {
 				t.Errorf("%s not base64: %v", field, err)
 			}
 		}
-		if nodes, _ := te.admin.ListNodes(ctxT(t)); len(nodes) != 0 {
-			t.Fatalf("nodes after refusals: %+v", nodes)
+		if nodes, err := te.admin.ListNodes(ctxT(t)); err != nil || len(nodes) != 0 {
+			t.Fatalf("nodes after refusals: %+v, %v", nodes, err)
 		}
 	})
 

@@ -35,6 +35,10 @@ const (
 // revoked.
 var ErrDelegationRevoked = errors.New("authority: revoked")
 
+// ErrScopeNotGranted is returned for a scope beyond those granted to the
+// delegator, whatever the policy said.
+var ErrScopeNotGranted = errors.New("authority: scope not granted")
+
 // DelegateRequest is a delegator's request for one hop.
 type DelegateRequest struct {
 	Delegatee string
@@ -199,11 +203,11 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil {
 		return nil, err
 	}
-	// What no policy may allow: more than was granted, or beyond the
-	// parent's expiry.
+	// What no policy may allow: more than was granted (the expiry is
+	// capped above).
 	for _, s := range req.Scopes {
 		if !slices.Contains(granted, s) {
-			return nil, fmt.Errorf("%w: scope %q was not granted to %s (the policy allowed it; refused anyway)", ErrForbidden, s, c.ID)
+			return nil, fmt.Errorf("%w: %q to %s (the policy allowed it; refused anyway)", ErrScopeNotGranted, s, c.ID)
 		}
 	}
 

@@ -28,7 +28,8 @@ const (
 	MaxDepth = 8
 )
 
-// Token type names (RFC 8693 issued_token_type).
+// TokenType is a delegation token's RFC 8693 token type
+// (issued_token_type, subject_token_type).
 const TokenType = "urn:ietf:params:oauth:token-type:jwt"
 
 // JWTType is the "typ" header of a delegation token: not "JWT", so that

@@ -287,8 +287,8 @@ var svids = &svidCache{m: map[svidKey]svidEntry{}}
 const maxCachedSVIDs = 4096
 
 type svidKey struct {
-	chain  [32]byte             // SHA-256 of the x5c header value
-	bundle *spiffebundle.Bundle // the bundle it was validated against
+	chain [32]byte // SHA-256 of the JWS header holding the x5c chain
+	roots [32]byte // SHA-256 of the X.509 authorities it was validated against
 }
 
 type svidEntry struct {
@@ -308,7 +308,12 @@ type svidCache struct {
 // bundle b, valid at at.
 func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.ID, at time.Time) (any, error) {
 	hdr, _, _ := strings.Cut(sig, ".")
-	k := svidKey{chain: sha256.Sum256([]byte(hdr)), bundle: b}
+	roots := sha256.New()
+	for _, a := range b.X509Authorities() {
+		roots.Write(a.Raw)
+	}
+	k := svidKey{chain: sha256.Sum256([]byte(hdr))}
+	roots.Sum(k.roots[:0])
 	c.mu.Lock()
 	e, ok := c.m[k]
 	c.mu.Unlock()

@@ -3,17 +3,19 @@
 #
 # Mandate asks data.mandate.delegation.decision for every delegation hop,
 # with input:
-#   delegator:  {spiffe_id, trust_domain, scopes (what its registration
-#               grants), host: {level}, revoked, banned}
-#   delegatee:  {spiffe_id, trust_domain, host: {level} (when known: an
-#               agent of this trust domain), revoked, banned}
+#   delegator:  {spiffe_id, trust_domain, scopes (what it may pass on: its
+#               registration's, or the parent's), host: {spiffe_id, level,
+#               banned, drifted}, revoked, banned}
+#   delegatee:  {spiffe_id, trust_domain, host: {level, ...} (when known:
+#               an agent of this trust domain), revoked}
 #   principal:  on whose behalf (a string)
 #   scopes:     the scopes asked for
 #   depth:      1 for a root hop, parent's depth + 1 below
 #   exp:        requested expiry (seconds since the epoch)
-#   parent:     the parent hop, or absent for a root: {id, scopes, exp,
-#               revoked}
-#   chain:      every party of the hops above: [{spiffe_id, revoked, banned}]
+#   parent:     the parent hop, or absent for a root: {id, iss, scopes,
+#               exp, revoked}
+#   chain:      every party and hop above: [{spiffe_id, revoked}]
+#   purpose:    what for
 # and data:
 #   data.mandate.trust_domain, data.mandate.federated_trust_domains
 #   data.mandate.config.delegation.max_depth, .sensitive_scopes
@@ -156,5 +158,17 @@ deny contains msg if {
 }
 
 deny contains "the parent delegation is revoked" if input.parent.revoked
+
+deny contains msg if {
+	some who in ["delegator", "delegatee"]
+	input[who].host.drifted
+	msg := sprintf("the %s's host failed re-attestation", [who])
+}
+
+deny contains msg if {
+	some who in ["delegator", "delegatee"]
+	input[who].host.banned
+	msg := sprintf("the %s's host is banned", [who])
+}
 
 decision := {"allow": allow, "reasons": sort(deny)}

@@ -89,6 +89,13 @@ test_every_reason_is_given if {
 	count(d.reasons) == 5
 }
 
+test_drifted_or_banned_host_denies if {
+	d := decide(object.union(root, {"delegator": object.union(root.delegator, {"host": {"level": "hardware", "drifted": true}})}))
+	d.reasons == ["the delegator's host failed re-attestation"]
+	d2 := decide(object.union(root, {"delegatee": object.union(root.delegatee, {"host": {"level": "token", "banned": true}})}))
+	d2.reasons == ["the delegatee's host is banned"]
+}
+
 test_empty_request_denies if {
 	d := decide({})
 	not d.allow

@@ -11,9 +11,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d)
 SWTPM= SERVE=
 cleanup() {
-  [ -n "$SERVE" ] && kill "$SERVE" 2>/dev/null
-  [ -n "$SWTPM" ] && kill "$SWTPM" 2>/dev/null
-  wait 2>/dev/null
+  [ -n "$SERVE" ] && kill "$SERVE" 2>/dev/null || true
+  [ -n "$SWTPM" ] && kill "$SWTPM" 2>/dev/null || true
+  wait 2>/dev/null || true
   rm -rf "$W"
 }
 trap cleanup EXIT

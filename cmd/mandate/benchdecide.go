@@ -78,7 +78,7 @@ deny contains msg if {
 decision := {"allow": allow, "reasons": sort(deny)}
 `
 
-// benchDecideInput is the ~1.3 KB input sent with every decision.
+// benchDecideInput is the ~1.6 KB input sent with every decision.
 const benchDecideInput = `{"input": {
   "delegator": {"spiffe_id": "spiffe://org-a.example/agent/planner", "trust_domain": "org-a.example",
     "scopes": ["calendar:read", "calendar:write", "mail:send", "payments:write", "files:read"],
@@ -351,11 +351,18 @@ func findOPA(ctx context.Context, flagPath string, stderr io.Writer) (string, er
 	if want == "" {
 		return "", errors.New("bench: cannot tell the embedded OPA version; pass --opa")
 	}
-	gobin, err := exec.Command("go", "env", "GOPATH").Output()
+	dir, err := exec.Command("go", "env", "GOBIN").Output()
 	if err != nil {
-		return "", fmt.Errorf("bench: go env GOPATH: %w (pass --opa)", err)
+		return "", fmt.Errorf("bench: go env GOBIN: %w (pass --opa)", err)
 	}
-	bin := filepath.Join(strings.TrimSpace(string(gobin)), "bin", "opa")
+	if strings.TrimSpace(string(dir)) == "" {
+		gopath, err := exec.Command("go", "env", "GOPATH").Output()
+		if err != nil {
+			return "", fmt.Errorf("bench: go env GOPATH: %w (pass --opa)", err)
+		}
+		dir = []byte(filepath.Join(strings.TrimSpace(string(gopath)), "bin"))
+	}
+	bin := filepath.Join(strings.TrimSpace(string(dir)), "opa")
 	if out, err := exec.CommandContext(ctx, bin, "version").Output(); err == nil && strings.Contains(string(out), "Version: "+strings.TrimPrefix(want, "v")) {
 		return bin, nil
 	}

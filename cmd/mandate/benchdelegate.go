@@ -108,14 +108,12 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 // delegateWorld is a node with four agents on the bench server: a may
 // delegate calendar:read; b, c and d receive.
 type delegateWorld struct {
-	a, b, c    *client.Client
-	ids        [4]spiffeid.ID
-	keys       [4]crypto.Signer
-	chains     [4][]*x509.Certificate
-	set        *spiffebundle.Set
-	d          spiffeid.ID
-	serverURL  string
-	adminCreds string
+	a, b, c *client.Client
+	ids     [4]spiffeid.ID
+	keys    [4]crypto.Signer
+	chains  [4][]*x509.Certificate
+	set     *spiffebundle.Set
+	d       spiffeid.ID
 }
 
 func newDelegateWorld(ctx context.Context, url, adminCreds string) (*delegateWorld, error) {
@@ -151,7 +149,7 @@ func newDelegateWorld(ctx context.Context, url, adminCreds string) (*delegateWor
 	if err != nil {
 		return nil, err
 	}
-	w := &delegateWorld{serverURL: url, adminCreds: adminCreds}
+	w := &delegateWorld{}
 	var clients [4]*client.Client
 	for i, name := range []string{"bench-a", "bench-b", "bench-c", "bench-d"} {
 		id := spiffeid.RequireFromSegments(admin.TrustDomain(), "agent", name)
@@ -243,23 +241,30 @@ func benchVerify(ctx context.Context, tok string, set *spiffebundle.Set, holder 
 	deadline := time.Now().Add(dur)
 	var mu sync.Mutex
 	var lat []time.Duration
+	var firstErr error
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			var mine []time.Duration
-			for time.Now().Before(deadline) && ctx.Err() == nil {
+			var err error
+			for time.Now().Before(deadline) && ctx.Err() == nil && err == nil {
 				t := time.Now()
-				if _, err := delegation.Verify(tok, set, delegation.VerifyOptions{Presenter: holder}); err != nil {
-					return
+				if _, err = delegation.Verify(tok, set, delegation.VerifyOptions{Presenter: holder}); err == nil {
+					mine = append(mine, time.Since(t))
 				}
-				mine = append(mine, time.Since(t))
 			}
 			mu.Lock()
 			lat = append(lat, mine...)
+			if firstErr == nil {
+				firstErr = err
+			}
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
+	if firstErr != nil {
+		return 0, 0, fmt.Errorf("bench: a verification failed: %w", firstErr)
+	}
 	if len(lat) == 0 {
 		return 0, 0, fmt.Errorf("bench: no verification succeeded")
 	}

@@ -27,7 +27,7 @@ const delegateUsage = `Usage:
         as the agent whose credential is in AGENT_DIR (the delegator), let the
         delegatee act for the principal (a root hop) or below the parent token
         it holds; prints the delegation and writes the token (--out)
-  mandate delegate verify TOKEN_FILE --presenter ID [--presenter-cert PEM] [--bundles FILE] [--audience A]
+  mandate delegate verify TOKEN_FILE (--presenter ID [--presenter-cert PEM] | --any-holder) [--bundles FILE] [--audience A]
         verify a delegation token's whole chain offline and print it
 `
 

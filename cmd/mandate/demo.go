@@ -212,7 +212,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("a revoked hop was extended (%v)", err)
 	}
 	say("org-b asked org-a before extending the chain, and refused (%s): %s", p.Name(), p.Detail)
-	say("a verifier of the payer's token asks each issuer; org-a answers: %s", st.Status)
+	// A verifier of the payer's token asks each hop's issuer.
+	for _, h := range chain {
+		issuer := orgA
+		if h.Issuer == orgB.td.IDString() {
+			issuer = orgB
+		}
+		var hs struct{ Status string }
+		if err := issuer.public.Do(ctx, http.MethodGet, "/v1/delegations/"+h.ID+"/status", nil, &hs); err != nil {
+			return err
+		}
+		say("a verifier of the payer's token asks %s about hop %s: %s", strings.TrimPrefix(h.Issuer, "spiffe://"), h.ID, hs.Status)
+	}
 	fmt.Fprintln(stdout, "\nDone.")
 	return nil
 }
@@ -251,24 +262,38 @@ func startDemoAuthority(ctx context.Context, tmp, td string, mutate func(*author
 		return nil, err
 	}
 	done := make(chan struct{}, 2)
+	running := 1
 	go func() { _ = a.Run(runCtx); done <- struct{}{} }()
-	if err := a.WriteAdminCredential(runCtx, true); err != nil {
+	o := &demoOrg{td: a.TrustDomain(), a: a}
+	o.stop = func() {
 		cancel()
+		for range running {
+			<-done
+		}
+		for _, c := range []*client.Client{o.admin, o.public} {
+			if c != nil {
+				c.CloseIdle()
+			}
+		}
+		a.Close()
+	}
+	if err := a.WriteAdminCredential(runCtx, true); err != nil {
+		o.stop()
 		return nil, err
 	}
 	srv, err := api.New(a)
 	if err != nil {
-		cancel()
+		o.stop()
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		cancel()
+		o.stop()
 		return nil, err
 	}
+	running++
 	go func() { _ = srv.Serve(runCtx, ln); done <- struct{}{} }()
-	o := &demoOrg{td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String()}
-	o.stop = func() { cancel(); <-done; <-done; a.Close() }
+	o.url = "https://" + ln.Addr().String()
 	chain, key, bundle, err := credfile.Load(authority.AdminPaths(cfg.DataDir))
 	if err != nil {
 		o.stop()

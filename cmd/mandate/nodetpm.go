@@ -34,8 +34,8 @@ type tpmFlags struct {
 func (f *tpmFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.path, "tpm", "", `TPM device (e.g. /dev/tpmrm0), or "simulator" for development (required)`)
 	fs.StringVar(&f.ek, "ek", tpmdevice.EKRSA, "endorsement key type: rsa or ecc (the TCG reference templates)")
-	fs.StringVar(&f.out, "out", "mandate-node", "node credential directory (svid.pem, svid.key 0600, bundle.pem, bundles.json); the simulator keeps its seed here")
-	fs.Var(&f.extend, "simulator-extend-pcr", "simulator only: extend this PCR before attesting, as a changed boot would (repeatable)")
+	fs.StringVar(&f.out, "out", "mandate-node", "node directory: its credential (svid.pem, svid.key 0600, bundle.pem, bundles.json), and the simulator's seed")
+	fs.Var(&f.extend, "simulator-extend-pcr", "simulator only: extend this PCR first, as a changed boot would (repeatable)")
 }
 
 // open opens the TPM and its EK and AK. close releases both.
@@ -97,7 +97,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	var ekCertFile string
 	var quiet bool
 	tf.register(fs)
-	cf.register(fs, "", "unused: the node's credential is read from --out")
+	cf.register(fs, "", "ignored: a renewal authenticates with the credential in --out")
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time")
 	fs.StringVar(&ekCertFile, "ek-cert", "", "EK certificate (DER or PEM) from the TPM's manufacturer, if the authority trusts EKs by certificate")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")

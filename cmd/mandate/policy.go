@@ -60,14 +60,19 @@ func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	failed := 0
 	for _, r := range results {
-		if *verbose {
-			status := "PASS"
-			if r.Fail || r.Error != "" {
-				status = "FAIL"
-			}
-			fmt.Fprintf(stdout, "%s.%s: %s (%s)\n", r.Package, r.Name, status, r.Duration.Round(time.Microsecond))
+		status := "PASS"
+		if r.Fail || r.Error != "" {
+			status, failed = "FAIL", failed+1
 		}
+		if *verbose || status == "FAIL" {
+			fmt.Fprintf(stdout, "%s.%s: %s (%s) %s\n", r.Package, r.Name, status, r.Duration.Round(time.Microsecond), r.Error)
+		}
+	}
+	if failed > 0 {
+		fmt.Fprintf(stdout, "FAIL: %d/%d (revision %s)\n", failed, len(results), eng.Revision())
+		return exitError{1}
 	}
 	fmt.Fprintf(stdout, "PASS: %d/%d (revision %s)\n", len(results), len(results), eng.Revision())
 	return nil
