@@ -110,6 +110,9 @@ func hop(t testing.TB, o *org, from, to agent, scopes []string, parent *delegati
 		c.Hop.Parent, c.Hop.Depth = parent, parentClaims.Hop.Depth+1
 		c.Act.Actor = parentClaims.Act
 		c.Subject = parentClaims.Subject
+		// As an issuer does: never beyond the parent (the clock may have
+		// ticked into the next second since the parent was made).
+		c.Expiry = min(c.Expiry, parentClaims.Expiry)
 	}
 	for _, m := range mutate {
 		m(c)
