@@ -89,7 +89,7 @@ func (s *Server) delegationStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	out := map[string]any{"id": rec.ID, "status": status}
+	out := map[string]any{"id": rec.ID, "status": status, "log_index": rec.LogIndex, "leaf_hash": rec.LeafHash}
 	if !rec.RevokedAt.IsZero() {
 		out["revoked_at"], out["reason"] = rec.RevokedAt.UTC(), rec.Reason
 	}

@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -232,11 +233,33 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 		t.Fatalf("org-b's chain: %+v", hops)
 	}
 	var rootAns struct {
-		Hops []struct{ ID, Delegator string }
+		Hops []struct {
+			ID, Delegator string
+			Index         *uint64
+			LeafHash      string `json:"leaf_hash"`
+		}
 	}
 	if err := orgA.admin.Do(ctxT(t), http.MethodGet, "/v1/audit/chains/"+chain[0].ID, nil, &rootAns); err != nil || len(rootAns.Hops) != 1 ||
-		rootAns.Hops[0].Delegator != planner.id.String() {
+		rootAns.Hops[0].Delegator != planner.id.String() || rootAns.Hops[0].Index == nil {
 		t.Fatalf("org-a's chain: %+v %v", rootAns, err)
+	}
+	// org-b's hop points at the entry of its parent in org-a's log, as
+	// org-a's status endpoint told org-b: in the token and in org-b's log.
+	root := rootAns.Hops[0]
+	if l := chain[1].Hop.Parent; l.LogIndex != *root.Index || l.LeafHash != root.LeafHash {
+		t.Fatalf("the cross-organisation hop links to %d/%s, org-a logged its parent at %d/%s", l.LogIndex, l.LeafHash, *root.Index, root.LeafHash)
+	}
+	var status map[string]any
+	if err := orgB.admin.Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[0].ID+"/status", nil, &status); err == nil {
+		t.Fatalf("org-b answered the status of org-a's hop: %v", status)
+	}
+	if err := orgA.admin.Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[0].ID+"/status", nil, &status); err != nil ||
+		status["status"] != "active" || status["leaf_hash"] != root.LeafHash || status["log_index"] != float64(*root.Index) {
+		t.Fatalf("org-a's status of its hop: %v %v", status, err)
+	}
+	if got := orgB.auditOf("delegation.issued", payer.id.String()); len(got) != 1 ||
+		fmt.Sprint(got[0]["parent_link"]) != fmt.Sprint(map[string]any{"leaf_hash": root.LeafHash, "log_index": float64(*root.Index)}) {
+		t.Fatalf("org-b's log entry links its parent as %v", got[0]["parent_link"])
 	}
 
 	// org-a revokes the root hop: org-b asks org-a before extending the

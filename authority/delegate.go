@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -175,11 +174,13 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	// Hops issued by other authorities: their issuers say whether they
 	// still hold (fail closed when one cannot be asked).
-	remote, err := a.remoteRevoked(ctx, chain)
+	remote, err := a.remoteStatus(ctx, chain)
 	if err != nil {
 		return nil, err
 	}
-	maps.Copy(revoked, remote)
+	for id, h := range remote {
+		revoked["delegation:"+id] = h.Status != delegation.StatusActive
+	}
 	// Revocation is not left to the (replaceable) policy alone.
 	for k, r := range revoked {
 		if r {
@@ -221,8 +222,16 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if parent != nil {
 		claims.Act.Actor = parent.Act
 		claims.Hop.Parent = &delegation.Parent{Issuer: parent.Issuer, ID: parent.ID, Token: req.ParentToken}
-		if rec, err := a.delegationRecord(ctx, parent.ID); err == nil && parent.Issuer == a.td.IDString() {
+		// Where the parent is logged: in this log, or as its issuer said.
+		if parent.Issuer == a.td.IDString() {
+			rec, err := a.delegationRecord(ctx, parent.ID)
+			if err != nil {
+				return nil, fmt.Errorf("authority: the record of parent %s: %w", parent.ID, err)
+			}
 			claims.Hop.Parent.LeafHash, claims.Hop.Parent.LogIndex = rec.LeafHash, rec.LogIndex
+		} else {
+			h := remote[parent.ID]
+			claims.Hop.Parent.LeafHash, claims.Hop.Parent.LogIndex = h.LeafHash, h.LogIndex
 		}
 	}
 	token, err := delegation.Issue(ctx, a.ca, claims)
@@ -231,16 +240,22 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 
 	details := decisionDetails(d, input)
+	recDetails := map[string]any{
+		"delegation_id": id, "parent_id": parentID(parent), "parent_iss": parentIssuer(parent),
+		"delegator": c.ID.String(), "delegatee": delegatee.String(), "principal": principal, "scopes": req.Scopes,
+		"depth": depth, "purpose": req.Purpose, "expires_at": exp.UTC(), "bound": cnf != nil, "decision": details,
+		"ancestors": delegation.AncestorsOf(chain), "delegator_host": delegator.hostID,
+	}
+	if p := claims.Hop.Parent; p != nil {
+		// Where the parent is logged, so that an auditor links the two
+		// entries, not only the two ids.
+		recDetails["parent_link"] = map[string]any{"log_index": p.LogIndex, "leaf_hash": p.LeafHash}
+	}
 	// The hop's record is written by the audit log's index hook, in the
 	// transaction that makes its entry durable (see indexDelegation): no
 	// entry without its record, no record without its entry.
 	rc, err := a.record(ctx, event{typ: "delegation.issued", actor: c.ID.String(), subject: delegatee.String(), parties: parties,
-		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: map[string]any{
-			"delegation_id": id, "parent_id": parentID(parent), "parent_iss": parentIssuer(parent),
-			"delegator": c.ID.String(), "delegatee": delegatee.String(), "principal": principal, "scopes": req.Scopes,
-			"depth": depth, "purpose": req.Purpose, "expires_at": exp.UTC(), "bound": cnf != nil, "decision": details,
-			"ancestors": delegation.AncestorsOf(chain), "delegator_host": delegator.hostID,
-		}})
+		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: recDetails})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package authority
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,13 +25,21 @@ var ErrStatusUnavailable = errors.New("authority: delegation status unavailable"
 // statusTimeout bounds one status request to another authority.
 const statusTimeout = 5 * time.Second
 
-// remoteRevoked asks the issuer of each hop issued elsewhere for its
+// remoteHop is what a hop's issuer says of it at its status endpoint:
+// whether it still holds, and where its issuance is in that issuer's log.
+type remoteHop struct {
+	Status   string
+	LogIndex uint64
+	LeafHash string // hex
+}
+
+// remoteStatus asks the issuer of each hop issued elsewhere for its
 // status, at its status endpoint (https_spiffe federation: the API
 // listener of the peer's bundle endpoint, authenticated as
 // spiffe://<td>/mandate/server with the peer's federated bundle). It
-// returns the hops found revoked (or expired), keyed "delegation:<id>".
-func (a *Authority) remoteRevoked(ctx context.Context, chain []*delegation.Claims) (map[string]bool, error) {
-	out := map[string]bool{}
+// returns the answers by delegation id.
+func (a *Authority) remoteStatus(ctx context.Context, chain []*delegation.Claims) (map[string]remoteHop, error) {
+	out := map[string]remoteHop{}
 	var feds map[string]*Federation
 	for _, c := range chain {
 		if c.Issuer == a.td.IDString() {
@@ -54,24 +63,24 @@ func (a *Authority) remoteRevoked(ctx context.Context, chain []*delegation.Claim
 		if f == nil || f.Profile != "https_spiffe" {
 			return nil, fmt.Errorf("%w: %s is not federated with the https_spiffe profile, so its status endpoint is unknown", ErrStatusUnavailable, td)
 		}
-		status, err := a.fetchStatus(ctx, td, f, c.ID)
+		h, err := a.fetchStatus(ctx, td, f, c.ID)
 		if err != nil {
 			return nil, err
 		}
-		out["delegation:"+c.ID] = status != delegation.StatusActive
+		out[c.ID] = h
 	}
 	return out, nil
 }
 
-func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f *Federation, id string) (string, error) {
+func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f *Federation, id string) (remoteHop, error) {
 	u, err := url.Parse(f.BundleEndpointURL)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: bundle endpoint %q", ErrStatusUnavailable, td, f.BundleEndpointURL)
+		return remoteHop{}, fmt.Errorf("%w: %s: bundle endpoint %q", ErrStatusUnavailable, td, f.BundleEndpointURL)
 	}
 	serverID := ServerID(td)
 	if f.EndpointSPIFFEID != "" {
 		if serverID, err = spiffeid.FromString(f.EndpointSPIFFEID); err != nil {
-			return "", fmt.Errorf("%w: %s: endpoint SPIFFE ID: %v", ErrStatusUnavailable, td, err)
+			return remoteHop{}, fmt.Errorf("%w: %s: endpoint SPIFFE ID: %v", ErrStatusUnavailable, td, err)
 		}
 	}
 	status := url.URL{Scheme: "https", Host: u.Host, Path: "/v1/delegations/" + url.PathEscape(id) + "/status"}
@@ -83,20 +92,33 @@ func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f 
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, status.String(), nil)
 	if err != nil {
-		return "", err
+		return remoteHop{}, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrStatusUnavailable, td, err)
+		return remoteHop{}, fmt.Errorf("%w: %s: %v", ErrStatusUnavailable, td, err)
 	}
 	defer resp.Body.Close()
 	var out struct {
-		ID     string `json:"id"`
-		Status string `json:"status"`
+		ID       string  `json:"id"`
+		Status   string  `json:"status"`
+		LogIndex *uint64 `json:"log_index"`
+		LeafHash string  `json:"leaf_hash"`
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil || out.ID != id {
-		return "", fmt.Errorf("%w: %s answered %d for %s", ErrStatusUnavailable, td, resp.StatusCode, id)
+		return remoteHop{}, fmt.Errorf("%w: %s answered %d for %s", ErrStatusUnavailable, td, resp.StatusCode, id)
 	}
-	return out.Status, nil
+	// Where the hop is logged is part of the link written into the next
+	// hop: an answer without it does not extend the chain.
+	if out.LogIndex == nil || !isLeafHash(out.LeafHash) {
+		return remoteHop{}, fmt.Errorf("%w: %s did not say where %s is logged", ErrStatusUnavailable, td, id)
+	}
+	return remoteHop{Status: out.Status, LogIndex: *out.LogIndex, LeafHash: out.LeafHash}, nil
+}
+
+// isLeafHash reports whether s is a hex SHA-256 hash.
+func isLeafHash(s string) bool {
+	b, err := hex.DecodeString(s)
+	return err == nil && len(b) == 32
 }

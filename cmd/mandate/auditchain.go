@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/client"
@@ -39,6 +41,13 @@ type chainHop struct {
 	verifiedBy string // the log that proved it, once verified
 	parentID   string // from the proven entry
 	parentIss  string
+	parentLink *logLink
+}
+
+// logLink is where a hop's parent is logged, as the hop's entry says.
+type logLink struct {
+	LogIndex uint64 `json:"log_index"`
+	LeafHash string `json:"leaf_hash"`
 }
 
 type chainDecision struct {
@@ -148,6 +157,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 			Depth     int      `json:"depth"`
 			ParentID  string   `json:"parent_id"`
 			ParentIss string   `json:"parent_iss"`
+			ParentLnk *logLink `json:"parent_link"`
 			Decision  struct {
 				Allow   bool     `json:"allow"`
 				Reasons []string `json:"reasons"`
@@ -165,7 +175,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 	if e.Details.Decision.Allow {
 		result = "allow"
 	}
-	h.Depth, h.parentID, h.parentIss = e.Details.Depth, e.Details.ParentID, e.Details.ParentIss
+	h.Depth, h.parentID, h.parentIss, h.parentLink = e.Details.Depth, e.Details.ParentID, e.Details.ParentIss, e.Details.ParentLnk
 	h.Decision = &chainDecision{ID: e.DecisionID, Result: result, Reasons: e.Details.Decision.Reasons, PolicyRevision: e.PolicyRevision}
 	h.Accountability = map[string]map[string]any{}
 	for _, p := range e.Accountable {
@@ -181,8 +191,9 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 
 // checkLinks checks that proven hops form one chain from the principal
 // down to id: a root first, each next hop logged as the child of the one
-// before, delegated by its delegatee, for the same principal, one level
-// deeper.
+// before (its id, its issuer, and the index and leaf hash of the entry
+// proven for it), delegated by its delegatee, for the same principal, one
+// level deeper.
 func checkLinks(hops []chainHop, id string) error {
 	if last := hops[len(hops)-1]; last.ID != id {
 		return fmt.Errorf("the chain ends at %s, not at %s", last.ID, id)
@@ -198,6 +209,9 @@ func checkLinks(hops []chainHop, id string) error {
 		switch {
 		case h.parentID != p.ID || h.parentIss != p.Issuer:
 			return fmt.Errorf("hop %s is logged below %s of %s, not below %s of %s", h.ID, h.parentID, h.parentIss, p.ID, p.Issuer)
+		case h.parentLink == nil || p.Index == nil || h.parentLink.LogIndex != *p.Index ||
+			h.parentLink.LeafHash != hex.EncodeToString(rfc6962.DefaultHasher.HashLeaf(p.EntryB64)):
+			return fmt.Errorf("hop %s does not point at the log entry proven for its parent %s", h.ID, p.ID)
 		case h.Delegator != p.Delegatee:
 			return fmt.Errorf("hop %s is delegated by %s, but %s was given to %s", h.ID, h.Delegator, p.ID, p.Delegatee)
 		case h.Principal != p.Principal:
