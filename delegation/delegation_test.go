@@ -304,6 +304,76 @@ func TestVerifyRefuses(t *testing.T) {
 	}
 }
 
+// TestVerifiedTokenStopsVerifyingWhenItsKeyGoes: a token verified once is
+// remembered, but only for the key that verified it; a bundle that no
+// longer holds that key (rotated away, replaced, or its CA gone) no longer
+// verifies it.
+func TestVerifiedTokenStopsVerifyingWhenItsKeyGoes(t *testing.T) {
+	w := newWorld(t)
+	tok, _ := w.chain(t)
+	opts := delegation.VerifyOptions{Presenter: w.d.id}
+	if _, err := delegation.Verify(tok, w.set, opts); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	otherCA := newOrg(t, "org-b.example").caCert
+	orgB := func(x509Authority *x509.Certificate, jwtKey crypto.PublicKey) *spiffebundle.Set {
+		b := spiffebundle.New(w.orgB.td)
+		b.AddX509Authority(x509Authority)
+		if jwtKey != nil {
+			if err := b.AddJWTAuthority(w.orgB.kid, jwtKey); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return spiffebundle.NewSet(w.orgA.bundle, b)
+	}
+	for _, tc := range []struct {
+		name string
+		set  *spiffebundle.Set
+		want error
+	}{
+		{"the same kid, another key", orgB(w.orgB.caCert, other.Public()), delegation.ErrSignature},
+		{"the key removed", orgB(w.orgB.caCert, nil), delegation.ErrSignature},
+		{"the agents' CA replaced", orgB(otherCA, w.orgB.jwtKey.Public()), delegation.ErrDelegatorSignature},
+		{"the bundles it was verified with", w.set, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 2 { // the second time from whatever the first remembered
+				if _, err := delegation.Verify(tok, tc.set, opts); !errors.Is(err, tc.want) {
+					t.Fatalf("Verify = %v, want %v", err, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestVerifyHandsOutCopies: what a caller does to a verified chain does
+// not change what the next verification of the same token returns.
+func TestVerifyHandsOutCopies(t *testing.T) {
+	w := newWorld(t)
+	tok, _ := w.chain(t)
+	opts := delegation.VerifyOptions{Presenter: w.d.id}
+	var want []byte
+	for i := range 3 { // decoded, then recalled twice
+		chain, err := delegation.Verify(tok, w.set, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := json.Marshal(chain)
+		if i == 0 {
+			want = got
+		} else if string(got) != string(want) {
+			t.Fatalf("verification %d returned what the caller wrote into an earlier one:\n%s\nwant\n%s", i+1, got, want)
+		}
+		for _, c := range chain {
+			c.Subject, c.Audience[0], c.Act.Actor.Subject, c.Scope = "mallory", "x", "x", "everything"
+			if c.Hop.Parent != nil {
+				c.Hop.Parent.ID = "x"
+			}
+		}
+	}
+}
+
 func TestIssueRefusesMalformedClaims(t *testing.T) {
 	w := newWorld(t)
 	for name, mutate := range map[string]func(*delegation.Claims){
@@ -324,15 +394,45 @@ func TestIssueRefusesMalformedClaims(t *testing.T) {
 	}
 }
 
-// BenchmarkVerifyChain is the offline verification of a 3-hop chain.
+// BenchmarkVerifyChain is the offline verification of a 3-hop chain: the
+// same token again (as its holder presents it on every call), a new last
+// hop below known parents, and a chain none of whose hops was seen.
 func BenchmarkVerifyChain(b *testing.B) {
 	w := newWorld(b)
-	tok, _ := w.chain(b)
-	for b.Loop() {
-		if _, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{Presenter: w.d.id}); err != nil {
-			b.Fatal(err)
+	b.Run("same-token", func(b *testing.B) {
+		tok, _ := w.chain(b)
+		for b.Loop() {
+			if _, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{Presenter: w.d.id}); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("new-last-hop", func(b *testing.B) {
+		t1, c1 := hop(b, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil)
+		t2, c2 := hop(b, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1)
+		toks := make([]string, b.N)
+		for i := range toks {
+			toks[i], _ = hop(b, w.orgB, w.c, w.d, []string{"calendar:read"}, parentOf(t2, c2), c2)
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			if _, err := delegation.Verify(toks[i], w.set, delegation.VerifyOptions{Presenter: w.d.id}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("new-chain", func(b *testing.B) {
+		toks := make([]string, b.N)
+		for i := range toks {
+			toks[i], _ = w.chain(b)
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			if _, err := delegation.Verify(toks[i], w.set, delegation.VerifyOptions{Presenter: w.d.id}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // FuzzVerify feeds arbitrary tokens to the verifier: no panic, and

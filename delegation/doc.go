@@ -22,6 +22,15 @@
 //     matches cnf.x5t#S256 when the token is bound to one (RFC 8705).
 //   - Sizes are bounded (MaxTokenSize, MaxDepth); no input panics.
 //
+// A verifier remembers (bounded, per process) the tokens and delegator
+// signatures it has verified, by the SHA-256 of their bytes and of the
+// key that verified them, and does not verify those bytes with that key
+// again. Everything else is checked on every call: the key is still in
+// the current bundle, the delegator's SVID is valid in the current
+// bundle, the expiry, the links, the audience and the holder. Verify
+// hands out copies: what a caller does with the returned claims never
+// changes what the next call returns.
+//
 // Revocation is not offline: a verifier asks each issuer's status
 // endpoint.
 package delegation

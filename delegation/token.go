@@ -92,6 +92,29 @@ type Claims struct {
 	Hop      Hop           `json:"mandate_hop"`
 }
 
+// clone is a deep copy of c.
+func (c *Claims) clone() *Claims {
+	out := *c
+	out.Audience = slices.Clone(c.Audience)
+	out.Act = c.Act.clone()
+	if c.Cnf != nil {
+		cnf := *c.Cnf
+		out.Cnf = &cnf
+	}
+	if c.Hop.Parent != nil {
+		p := *c.Hop.Parent
+		out.Hop.Parent = &p
+	}
+	return &out
+}
+
+func (a *Actor) clone() *Actor {
+	if a == nil {
+		return nil
+	}
+	return &Actor{Subject: a.Subject, Actor: a.Actor.clone()}
+}
+
 // Scopes are the claims' scopes.
 func (c *Claims) Scopes() []string { return strings.Fields(c.Scope) }
 

@@ -154,49 +154,207 @@ func link(p, c *Claims) error {
 }
 
 // verifyToken checks a token's signature with its issuer's JWT key and
-// returns its claims.
+// returns its claims. The claims are decoded from the signed payload
+// before the signature is checked only to learn the issuer (which
+// chooses the key); they are returned only once the signature over those
+// exact bytes verifies. A token verified before is recalled, not decoded
+// and verified again, as long as its issuer's bundle still holds the key
+// that verified it.
 func verifyToken(token string, bundles Bundles) (*Claims, error) {
-	jws, err := jose.ParseSignedCompact(token, signatureAlgorithms)
+	digest := sha256.Sum256([]byte(token))
+	if e, ok := verifiedTokens.get(digest); ok {
+		if key, err := issuerKey(bundles, e.claims.Issuer, e.kid); err == nil && spkiHash(key) == e.key {
+			return e.claims.clone(), nil
+		}
+		// The key changed: verified anew (and refused) below.
+	}
+	hdr, payload, err := splitCompact(token)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if len(jws.Signatures) != 1 {
-		return nil, fmt.Errorf("%w: %d signatures", ErrMalformed, len(jws.Signatures))
+	if hdr.Type != JWTType {
+		return nil, fmt.Errorf("%w: typ %q, not %q", ErrMalformed, hdr.Type, JWTType)
 	}
-	if typ, _ := jws.Signatures[0].Header.ExtraHeaders[jose.HeaderType].(string); typ != JWTType {
-		return nil, fmt.Errorf("%w: typ %q, not %q", ErrMalformed, typ, JWTType)
-	}
-	// The issuer, read before verifying, only chooses the key to verify
-	// with; the claims returned are decoded from the verified payload.
-	var unverified struct {
-		Issuer string `json:"iss"`
-	}
-	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &unverified); err != nil {
+	c := new(Claims)
+	if err := json.NewDecoder(bytes.NewReader(payload)).Decode(c); err != nil {
 		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
 	}
-	td, err := spiffeid.TrustDomainFromString(unverified.Issuer)
+	key, err := issuerKey(bundles, c.Issuer, hdr.KeyID)
 	if err != nil {
-		return nil, fmt.Errorf("%w: iss %q: %v", ErrMalformed, unverified.Issuer, err)
+		return nil, err
+	}
+	if err := checkJWS(token, key, JWTType); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSignature, err)
+	}
+	verifiedTokens.put(digest, verifiedToken{claims: c.clone(), kid: hdr.KeyID, key: spkiHash(key)}, len(token))
+	return c, nil
+}
+
+// issuerKey is the JWT key kid of issuer's trust domain bundle.
+func issuerKey(bundles Bundles, issuer, kid string) (any, error) {
+	td, err := spiffeid.TrustDomainFromString(issuer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: iss %q: %v", ErrMalformed, issuer, err)
 	}
 	b, err := bundles.GetBundleForTrustDomain(td)
 	if err != nil || b == nil {
 		return nil, fmt.Errorf("%w: no bundle for %s", ErrUntrustedIssuer, td)
 	}
-	kid := jws.Signatures[0].Header.KeyID
 	key, ok := b.FindJWTAuthority(kid)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s has no JWT key %q", ErrSignature, td, kid)
 	}
-	payload, err := jws.Verify(key)
+	return key, nil
+}
+
+// spkiHash is the SHA-256 of a public key's SPKI (zero for a key that has
+// none, which verifies nothing).
+func spkiHash(key any) [32]byte {
+	spki, err := x509.MarshalPKIXPublicKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSignature, err)
+		return [32]byte{}
 	}
-	c := new(Claims)
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if err := dec.Decode(c); err != nil {
-		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+	return sha256.Sum256(spki)
+}
+
+// jwsHeader is what the verifiers read of a JWS protected header before
+// the signature is checked (go-jose checks the rest of it).
+type jwsHeader struct {
+	KeyID string `json:"kid"`
+	Type  string `json:"typ"`
+}
+
+// splitCompact decodes a compact JWS's header and payload.
+func splitCompact(compact string) (jwsHeader, []byte, error) {
+	var h jwsHeader
+	parts := strings.Split(compact, ".")
+	if len(parts) != 3 {
+		return h, nil, errors.New("not a compact JWS")
 	}
-	return c, nil
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(parts[0])
+	if err != nil {
+		return h, nil, errors.New("header is not base64url")
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return h, nil, fmt.Errorf("header: %v", err)
+	}
+	payload, err := base64.RawURLEncoding.Strict().DecodeString(parts[1])
+	if err != nil {
+		return h, nil, errors.New("payload is not base64url")
+	}
+	return h, payload, nil
+}
+
+// verifyJWS is checkJWS, unless these exact bytes were verified with
+// this key before.
+func verifyJWS(compact string, key any, typ string) error {
+	k := sigKey{jws: sha256.Sum256([]byte(compact)), key: spkiHash(key)}
+	if k.key == ([32]byte{}) {
+		return errors.New("unusable key")
+	}
+	if verifiedSigs.has(k) {
+		return nil
+	}
+	if err := checkJWS(compact, key, typ); err != nil {
+		return err
+	}
+	verifiedSigs.add(k)
+	return nil
+}
+
+// checkJWS checks compact's signature with key (go-jose: one signature,
+// an algorithm of signatureAlgorithms matching the key, header typ typ).
+func checkJWS(compact string, key any, typ string) error {
+	jws, err := jose.ParseSignedCompact(compact, signatureAlgorithms)
+	if err != nil {
+		return err
+	}
+	if len(jws.Signatures) != 1 {
+		return fmt.Errorf("%d signatures", len(jws.Signatures))
+	}
+	if t, _ := jws.Signatures[0].Header.ExtraHeaders[jose.HeaderType].(string); t != typ {
+		return fmt.Errorf("typ %q, not %q", t, typ)
+	}
+	_, err = jws.Verify(key)
+	return err
+}
+
+// verifiedTokens remembers the tokens already verified, by the SHA-256
+// of the token: their claims, and the key (kid and SPKI hash) that
+// verified them. A verifier that sees a token again (its holder presents
+// it on every call) or a chain's parents again (every hop below them
+// carries them) decodes and verifies each once. Every other check (the
+// key still in the bundle, expiry, the delegator's signature and SVID,
+// the links) is made every time.
+var verifiedTokens = &tokenMemo{m: map[[32]byte]verifiedToken{}}
+
+// maxVerifiedTokenBytes bounds the memo by the size of the tokens it
+// remembers; when full it is emptied.
+const maxVerifiedTokenBytes = 32 << 20
+
+type verifiedToken struct {
+	claims *Claims // never handed out: callers get clones
+	kid    string
+	key    [32]byte
+}
+
+// tokenMemo is guarded by mu.
+type tokenMemo struct {
+	mu    sync.Mutex
+	m     map[[32]byte]verifiedToken
+	bytes int
+}
+
+func (m *tokenMemo) get(k [32]byte) (verifiedToken, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.m[k]
+	return e, ok
+}
+
+func (m *tokenMemo) put(k [32]byte, e verifiedToken, size int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.bytes+size > maxVerifiedTokenBytes {
+		m.m, m.bytes = map[[32]byte]verifiedToken{}, 0
+	}
+	m.m[k] = e
+	m.bytes += size
+}
+
+// verifiedSigs remembers the signatures already verified, by the SHA-256
+// of the whole compact JWS and of the key's SPKI: a verifier that sees a
+// token again (its holder presents it on every call) or a chain's parents
+// again (every hop below them carries them) checks each signature once.
+// A key is looked up in the current bundle before the memo is asked, so a
+// key removed from a bundle stops verifying what it signed.
+var verifiedSigs = &sigMemo{m: map[sigKey]struct{}{}}
+
+// maxVerifiedSigs bounds the memo; when full it is emptied.
+const maxVerifiedSigs = 16384
+
+type sigKey struct{ jws, key [32]byte }
+
+// sigMemo is guarded by mu.
+type sigMemo struct {
+	mu sync.Mutex
+	m  map[sigKey]struct{}
+}
+
+func (m *sigMemo) has(k sigKey) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.m[k]
+	return ok
+}
+
+func (m *sigMemo) add(k sigKey) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.m) >= maxVerifiedSigs {
+		m.m = map[sigKey]struct{}{}
+	}
+	m.m[k] = struct{}{}
 }
 
 // verifyDelegatorSignature checks the hop's delegator signature: a JWS
@@ -214,12 +372,12 @@ func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.
 	if sig == "" {
 		return fmt.Errorf("%w: none", ErrDelegatorSignature)
 	}
-	jws, err := jose.ParseSignedCompact(sig, signatureAlgorithms)
-	if err != nil || len(jws.Signatures) != 1 {
-		return fmt.Errorf("%w: not a JWS", ErrDelegatorSignature)
+	hdr, payload, err := splitCompact(sig)
+	if err != nil {
+		return fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
 	}
-	if typ, _ := jws.Signatures[0].Header.ExtraHeaders[jose.HeaderType].(string); typ != statementType {
-		return fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, typ, statementType)
+	if hdr.Type != statementType {
+		return fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, hdr.Type, statementType)
 	}
 	delegator, err := spiffeid.FromString(st.Delegator)
 	if err != nil {
@@ -233,12 +391,11 @@ func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.
 	if err != nil {
 		return err
 	}
-	payload, err := jws.Verify(leafKey)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
-	}
 	if !bytes.Equal(payload, st.bytes()) {
 		return fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
+	}
+	if err := verifyJWS(sig, leafKey, statementType); err != nil {
+		return fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
 	return nil
 }

@@ -30,6 +30,7 @@ type benchResult struct {
 	elapsed  time.Duration
 	p50, p99 time.Duration
 	firstErr error
+	repeated int // requests sent again once every prepared one was sent
 }
 
 func (r benchResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
@@ -201,11 +202,12 @@ func load(ctx context.Context, kind string, conc int, dur time.Duration, conn fu
 	start := time.Now()
 	for w := range conc {
 		wg.Go(func() {
-			own, errs, first := loadWorker(ctx, w, conn, check)
+			own, errs, first, repeated := loadWorker(ctx, w, conn, check)
 			mu.Lock()
 			defer mu.Unlock()
 			lat = append(lat, own...)
 			res.errors += errs
+			res.repeated += repeated
 			if res.firstErr == nil {
 				res.firstErr = first
 			}
@@ -227,11 +229,12 @@ func load(ctx context.Context, kind string, conc int, dur time.Duration, conn fu
 // generator, which shares the machine, spends its CPU sending requests.
 const checkEvery = 64
 
-func loadWorker(ctx context.Context, w int, newConn func(w int) (*benchConn, error), check func([]byte) error) (lat []time.Duration, errs int, first error) {
+func loadWorker(ctx context.Context, w int, newConn func(w int) (*benchConn, error), check func([]byte) error) (lat []time.Duration, errs int, first error, repeated int) {
 	conn, err := newConn(w)
 	if err != nil {
-		return nil, 1, err
+		return nil, 1, err, 0
 	}
+	defer func() { repeated = conn.repeated() }()
 	defer conn.close()
 	for n := 0; ctx.Err() == nil; n++ {
 		t := time.Now()
@@ -254,7 +257,7 @@ func loadWorker(ctx context.Context, w int, newConn func(w int) (*benchConn, err
 		}
 		lat = append(lat, time.Since(t))
 	}
-	return lat, errs, first
+	return lat, errs, first, 0
 }
 
 // check decodes an answer and checks it carries an SVID for the agent.

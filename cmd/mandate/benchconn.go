@@ -22,7 +22,8 @@ import (
 type benchConn struct {
 	addr string
 	cfg  *tls.Config
-	req  []byte
+	reqs [][]byte // sent in turn
+	sent int
 	conn *tls.Conn
 	br   *bufio.Reader
 	body bytes.Buffer
@@ -30,18 +31,35 @@ type benchConn struct {
 
 // newBenchConn prepares a connection that POSTs body to server+path.
 func newBenchConn(server, path string, body []byte, cfg *tls.Config) (*benchConn, error) {
+	return newBenchConnBodies(server, path, [][]byte{body}, cfg)
+}
+
+// newBenchConnBodies prepares a connection that POSTs bodies in turn to
+// server+path (starting over after the last).
+func newBenchConnBodies(server, path string, bodies [][]byte, cfg *tls.Config) (*benchConn, error) {
 	u, err := url.Parse(server)
 	if err != nil {
 		return nil, err
+	}
+	if len(bodies) == 0 {
+		return nil, fmt.Errorf("bench: no request body")
 	}
 	addr := u.Host
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), "443")
 	}
-	head := "POST " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nContent-Type: application/json\r\nContent-Length: " +
-		strconv.Itoa(len(body)) + "\r\n\r\n"
-	return &benchConn{addr: addr, cfg: cfg, req: append([]byte(head), body...)}, nil
+	c := &benchConn{addr: addr, cfg: cfg}
+	for _, body := range bodies {
+		head := "POST " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nContent-Type: application/json\r\nContent-Length: " +
+			strconv.Itoa(len(body)) + "\r\n\r\n"
+		c.reqs = append(c.reqs, append([]byte(head), body...))
+	}
+	return c, nil
 }
+
+// repeated is how many requests were sent again after every body had
+// been sent once.
+func (c *benchConn) repeated() int { return max(0, c.sent-len(c.reqs)) }
 
 // do sends the request once and returns the answer's status and body (valid
 // until the next call). A broken connection is redialled on the next call.
@@ -72,7 +90,9 @@ func (c *benchConn) dial(ctx context.Context) error {
 
 func (c *benchConn) roundTrip() (int, error) {
 	_ = c.conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.conn.Write(c.req); err != nil {
+	req := c.reqs[c.sent%len(c.reqs)]
+	c.sent++
+	if _, err := c.conn.Write(req); err != nil {
 		return 0, fmt.Errorf("bench: write: %w", err)
 	}
 	resp, err := http.ReadResponse(c.br, nil)
