@@ -55,7 +55,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	}
 	f := r.PostForm
 	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "audience", "actor_token", "actor_token_type", "scope",
-		"delegator_signature", "delegatee_x509_svid", "purpose"} {
+		"delegator_signature", "delegatee_x509_svid", "purpose", "client_id"} {
 		if len(f[k]) > 1 {
 			oauthError(w, http.StatusBadRequest, "invalid_request", k+" is given more than once")
 			return
@@ -68,6 +68,12 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
 	if c == nil {
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS)")
+		return
+	}
+	// RFC 8705 tls_client_auth: a client_id, when one is sent, names the
+	// client the certificate authenticated.
+	if id := f.Get("client_id"); id != "" && id != c.ID.String() {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "client_id does not name the authenticated caller "+c.ID.String())
 		return
 	}
 	if at := f.Get("actor_token"); at != "" {

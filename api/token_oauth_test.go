@@ -1,0 +1,87 @@
+package api_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"mandate.dev/mandate/delegation"
+)
+
+// TestTokenExchangeWithAnOAuthClient: an unmodified OAuth 2.0 client
+// library (golang.org/x/oauth2) finds the token endpoint in the RFC 8414
+// metadata and exchanges tokens there (RFC 8693), authenticating with the
+// delegator's X509-SVID (RFC 8705 tls_client_auth, client_id in the
+// form); OAuth errors come back as the library's RetrieveError.
+func TestTokenExchangeWithAnOAuthClient(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read", "mail:send")
+	b := e.agentWithScopes("b")
+
+	var md struct {
+		Issuer        string   `json:"issuer"`
+		TokenEndpoint string   `json:"token_endpoint"`
+		AuthMethods   []string `json:"token_endpoint_auth_methods_supported"`
+		GrantTypes    []string `json:"grant_types_supported"`
+	}
+	if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/.well-known/oauth-authorization-server", nil, &md); err != nil {
+		t.Fatal(err)
+	}
+	if md.Issuer != e.url || len(md.AuthMethods) != 1 || md.AuthMethods[0] != "tls_client_auth" ||
+		len(md.GrantTypes) != 1 || md.GrantTypes[0] != "urn:ietf:params:oauth:grant-type:token-exchange" {
+		t.Fatalf("metadata: %+v", md)
+	}
+	// The library's HTTP client presents a's X509-SVID.
+	mtls := &http.Client{Transport: &http.Transport{TLSClientConfig: e.client(a.chain, a.key).TLSConfig()}}
+	t.Cleanup(mtls.CloseIdleConnections)
+	ctx := context.WithValue(ctxT(t), oauth2.HTTPClient, mtls)
+	exchange := func(clientID string, scopes ...string) (*oauth2.Token, error) {
+		sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice", Scopes: scopes}, a.key, a.chain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := clientcredentials.Config{ClientID: clientID, TokenURL: md.TokenEndpoint, Scopes: scopes, AuthStyle: oauth2.AuthStyleInParams,
+			EndpointParams: url.Values{
+				"grant_type":    {"urn:ietf:params:oauth:grant-type:token-exchange"},
+				"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+				"audience": {b.id.String()}, "delegator_signature": {sig},
+			}}
+		return cfg.Token(ctx)
+	}
+
+	tok, err := exchange(a.id.String(), "calendar:read")
+	if err != nil {
+		t.Fatalf("token exchange through golang.org/x/oauth2: %v", err)
+	}
+	if tok.Extra("issued_token_type") != "urn:ietf:params:oauth:token-type:jwt" || tok.Expiry.Before(time.Now()) || tok.Expiry.After(time.Now().Add(11*time.Minute)) {
+		t.Fatalf("token: type %v, expiry %v", tok.Extra("issued_token_type"), tok.Expiry)
+	}
+	chain, err := delegation.Verify(tok.AccessToken, e.a, delegation.VerifyOptions{Presenter: b.id, Audience: b.id.String()})
+	if err != nil || chain[0].Subject != "alice" || chain[0].Scope != "calendar:read" {
+		t.Fatalf("the exchanged token: %v %v", chain, err)
+	}
+
+	for _, tc := range []struct {
+		name     string
+		clientID string
+		scopes   []string
+		code     string
+	}{
+		{"a scope never granted", a.id.String(), []string{"payments:write"}, "invalid_scope"},
+		{"a client_id that is not the certificate's", b.id.String(), []string{"calendar:read"}, "invalid_client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := exchange(tc.clientID, tc.scopes...)
+			var re *oauth2.RetrieveError
+			if !errors.As(err, &re) || re.ErrorCode != tc.code {
+				t.Fatalf("error = %v, want the OAuth error %s", err, tc.code)
+			}
+		})
+	}
+}
