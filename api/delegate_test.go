@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,16 @@ type delegateReq struct {
 	bind              bool
 	signer            *identity // default: the delegator
 	noSig             bool
+}
+
+// mustDelegate is delegate for a hop that must be issued.
+func (e *env) mustDelegate(from identity, r delegateReq) string {
+	e.t.Helper()
+	tok, p := e.delegate(from, r)
+	if p != nil {
+		e.t.Fatalf("delegate: %+v", p)
+	}
+	return tok
 }
 
 // delegate has from ask its authority e for a hop; it returns the token
@@ -262,8 +273,25 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 		t.Fatalf("org-b's log entry links its parent as %v", got[0]["parent_link"])
 	}
 
+	// org-b's status of its hop follows the hop above it, at org-a.
+	statusAt := func(e *env, id string) (map[string]any, error) {
+		var st map[string]any
+		return st, e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+id+"/status", nil, &st)
+	}
+	if st, err := statusAt(orgB, chain[1].ID); err != nil || st["status"] != "active" {
+		t.Fatalf("org-b's hop before any revocation: %v %v", st, err)
+	}
+	// A second chain, for when org-a cannot be asked.
+	t1b := orgA.mustDelegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "bob@org-a.example"})
+	t2b := orgB.mustDelegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1b})
+	second, err := delegation.Verify(t2b, orgB.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// org-a revokes the root hop: org-b asks org-a before extending the
-	// chain, and refuses.
+	// chain, and refuses; org-b's own hop below it is revoked there too,
+	// durably, as soon as org-b learns it, recorded as org-b's revocation.
 	if err := orgA.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": chain[0].ID, "reason": "user withdrew"}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -271,11 +299,27 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 	if p == nil || p.Name() != "delegation-revoked" || !strings.Contains(p.Detail, chain[0].ID) {
 		t.Fatalf("below a hop revoked at another authority: %+v", p)
 	}
-	// An authority that cannot be asked: the chain is not extended.
+	if st, err := statusAt(orgB, chain[1].ID); err != nil || st["status"] != "revoked" || !strings.Contains(fmt.Sprint(st["reason"]), chain[0].ID) {
+		t.Fatalf("org-b's hop below org-a's revoked hop: %v %v", st, err)
+	}
+	if got := orgB.auditOf("delegation.revoked", chain[1].ID); len(got) != 1 || fmt.Sprint(got[0]["revoked"]) != fmt.Sprint([]any{chain[1].ID}) {
+		t.Fatalf("org-b's record of the revocation it learnt: %v", got)
+	}
+	// An authority that cannot be asked: the chain is not extended, and
+	// the status of a hop below one of its hops is not vouched for; a hop
+	// known revoked stays revoked.
 	orgA.stop()
 	_, p = orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1})
 	if p == nil || p.Name() != "delegation-status-unavailable" {
 		t.Fatalf("with the parent's issuer down: %+v", p)
+	}
+	var pe *client.Problem
+	orgB.skew.Add(int64(10 * time.Second)) // past what org-b remembers of org-a's answers
+	if st, err := statusAt(orgB, second[1].ID); !errors.As(err, &pe) || pe.Name() != "delegation-status-unavailable" {
+		t.Fatalf("status below a hop of an authority that is down: %v %v", st, err)
+	}
+	if st, err := statusAt(orgB, chain[1].ID); err != nil || st["status"] != "revoked" {
+		t.Fatalf("a hop known revoked, its parent's issuer down: %v %v", st, err)
 	}
 }
 
@@ -507,5 +551,37 @@ func TestDelegationTokensAreNotSVIDs(t *testing.T) {
 		if _, p := e.delegate(a, r); p == nil || p.Name() != "invalid-request" {
 			t.Errorf("%s: %+v", name, p)
 		}
+	}
+}
+
+// TestRevocationReachesHopsBelowAnotherAuthoritysHop: in a chain
+// org-a → org-b → org-a, revoking org-a's root revokes org-a's own hop
+// below org-b's, listed in the answer and the record, at once.
+func TestRevocationReachesHopsBelowAnotherAuthoritysHop(t *testing.T) {
+	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
+	orgA.federate(orgB)
+	orgB.federate(orgA)
+	planner := orgA.agentWithScopes("planner", "calendar:read")
+	booker := orgB.agentWithScopes("booker")
+	helper := orgA.agentWithScopes("helper")
+	worker := orgA.agentWithScopes("worker")
+	t1 := orgA.mustDelegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, parent: t1})
+	t3 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t2})
+	chain, err := delegation.Verify(t3, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil || len(chain) != 3 || chain[2].Issuer != "spiffe://org-a.example" {
+		t.Fatalf("chain: %v %v", chain, err)
+	}
+	var out struct{ Revoked []string }
+	if err := orgA.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": chain[0].ID, "reason": "withdrawn"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(out.Revoked, chain[2].ID) {
+		t.Fatalf("revoking %s revoked %v, not org-a's hop %s below org-b's", chain[0].ID, out.Revoked, chain[2].ID)
+	}
+	var st map[string]any
+	if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[2].ID+"/status", nil, &st); err != nil ||
+		st["status"] != "revoked" || st["reason"] != "withdrawn" {
+		t.Fatalf("status of org-a's hop below the revoked root: %v %v", st, err)
 	}
 }

@@ -74,7 +74,7 @@ var problemTable = []problemKind{
 	{delegation.ErrChain, http.StatusForbidden, "delegation-chain-invalid", "Delegation chain inconsistent"},
 	{authority.ErrDelegationRevoked, http.StatusForbidden, "delegation-revoked", "Revoked"},
 	{authority.ErrScopeNotGranted, http.StatusForbidden, "scope-not-granted", "Scope not granted"},
-	{authority.ErrStatusUnavailable, http.StatusServiceUnavailable, "delegation-status-unavailable", "A parent's revocation status is unavailable"},
+	{authority.ErrStatusUnavailable, http.StatusServiceUnavailable, "delegation-status-unavailable", "A hop's revocation status is unavailable"},
 	{policy.ErrRejected, http.StatusUnprocessableEntity, "policy-rejected", "Policy refused"},
 	{policy.ErrBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{registry.ErrBanned, http.StatusForbidden, "node-banned", "Node is banned"},

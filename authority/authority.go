@@ -61,6 +61,8 @@ type Authority struct {
 	refusedMu sync.Mutex      // guards refused
 	refused   map[string]bool // join tokens whose refusal is recorded
 	refusals  refusalLimiter  // TPM refusals recorded per EK
+
+	remote remoteStatuses // other authorities' answers on their hops
 }
 
 // Options are the dependencies an Authority takes besides its Config.

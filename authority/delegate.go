@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -26,7 +25,7 @@ const (
 	DefaultDelegationTTL = 10 * time.Minute
 	MaxDelegationTTL     = 24 * time.Hour
 	maxScopes            = 64
-	maxPrincipalLen      = 256
+	maxTextLen           = 256
 )
 
 // ErrDelegationRevoked is returned when a party of the hop (the delegator,
@@ -174,17 +173,19 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	// Hops issued by other authorities: their issuers say whether they
 	// still hold (fail closed when one cannot be asked).
-	remote, err := a.remoteStatus(ctx, chain)
+	remote, err := a.remoteStatus(ctx, refsOf(chain), 0)
 	if err != nil {
 		return nil, err
 	}
-	for id, h := range remote {
-		revoked["delegation:"+id] = h.Status != delegation.StatusActive
+	for r, h := range remote {
+		// Another authority speaks for its own hops only, and never
+		// clears what is known revoked here.
+		revoked[r.key()] = revoked[r.key()] || h.Status != delegation.StatusActive
 	}
 	// Revocation is not left to the (replaceable) policy alone.
 	for k, r := range revoked {
 		if r {
-			return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, strings.TrimPrefix(k, "delegation:"))
+			return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, k)
 		}
 	}
 	id := delegation.NewID()
@@ -197,7 +198,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	if parent != nil {
 		input["parent"] = map[string]any{"id": parent.ID, "iss": parent.Issuer, "scopes": parent.Scopes(), "exp": parent.Expiry,
-			"revoked": revoked["delegation:"+parent.ID]}
+			"revoked": revoked[hopRef{Issuer: parent.Issuer, ID: parent.ID}.key()]}
 	}
 	parties := append(partyOf(delegator.reg), a.partyOfID(ctx, delegatee)...)
 	d, err := a.decide(ctx, c, policy.PointDelegation, delegatee.String(), parties, input)
@@ -230,7 +231,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 			}
 			claims.Hop.Parent.LeafHash, claims.Hop.Parent.LogIndex = rec.LeafHash, rec.LogIndex
 		} else {
-			h := remote[parent.ID]
+			h := remote[hopRef{Issuer: parent.Issuer, ID: parent.ID}]
 			claims.Hop.Parent.LeafHash, claims.Hop.Parent.LogIndex = h.LeafHash, h.LogIndex
 		}
 	}
@@ -267,16 +268,19 @@ func checkDelegationInput(req DelegateRequest) error {
 	switch {
 	case (req.Principal == "") == (req.ParentToken == ""):
 		return fmt.Errorf("%w: give a principal (a root hop) or a parent_token (a sub-delegation), not both", ErrInvalidRequest)
-	case len(req.Principal) > maxPrincipalLen || len(req.Purpose) > maxPrincipalLen:
-		return fmt.Errorf("%w: principal and purpose are at most %d bytes", ErrInvalidRequest, maxPrincipalLen)
-	case strings.HasPrefix(strings.ToLower(req.Principal), "spiffe://"):
-		return fmt.Errorf("%w: a principal is a person or an account, not a SPIFFE ID", ErrInvalidRequest)
+	case len(req.Purpose) > maxTextLen:
+		return fmt.Errorf("%w: purpose is at most %d bytes", ErrInvalidRequest, maxTextLen)
 	case len(req.Scopes) == 0 || len(req.Scopes) > maxScopes:
 		return fmt.Errorf("%w: 1 to %d scopes", ErrInvalidRequest, maxScopes)
 	case req.TTL < 0 || req.TTL > MaxDelegationTTL:
 		return fmt.Errorf("%w: ttl_seconds must be between 0 (default) and %d", ErrInvalidRequest, int(MaxDelegationTTL.Seconds()))
 	case req.DelegatorSignature == "":
 		return fmt.Errorf("%w: delegator_signature is required: without it a hop rests on the issuer's word alone", ErrInvalidRequest)
+	}
+	if req.Principal != "" {
+		if err := delegation.CheckPrincipal(req.Principal); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		}
 	}
 	for _, s := range req.Scopes {
 		if s == "" || len(s) > registry.MaxStringLen || containsSpace(s) {
@@ -409,13 +413,14 @@ func chainDoc(chain []*delegation.Claims, revoked map[string]bool) []any {
 		for _, p := range []string{c.Hop.Delegator, c.Hop.Delegatee} {
 			out = append(out, map[string]any{"spiffe_id": p, "revoked": revoked[p]})
 		}
-		out = append(out, map[string]any{"spiffe_id": "delegation " + c.ID, "revoked": revoked["delegation:"+c.ID]})
+		k := hopRef{Issuer: c.Issuer, ID: c.ID}.key()
+		out = append(out, map[string]any{"spiffe_id": k, "revoked": revoked[k]})
 	}
 	return out
 }
 
 // chainRevocations reports which parties (SPIFFE IDs) and which of the
-// chain's delegations ("delegation:<id>") were revoked here.
+// chain's delegations issued here (hopRef.key) were revoked here.
 func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Claims, ids ...string) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, c := range chain {
@@ -431,7 +436,7 @@ func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Cl
 		}
 		for _, c := range chain {
 			if c.Issuer != a.td.IDString() {
-				continue // another authority's: see remoteRevoked
+				continue // another authority's: see remoteStatus
 			}
 			rec, err := delegation.Get(tx, c.ID)
 			if errors.Is(err, delegation.ErrNotFound) {
@@ -440,7 +445,7 @@ func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Cl
 			if err != nil {
 				return err
 			}
-			out["delegation:"+c.ID] = !rec.RevokedAt.IsZero()
+			out[hopRef{Issuer: c.Issuer, ID: c.ID}.key()] = !rec.RevokedAt.IsZero()
 		}
 		return nil
 	})
@@ -498,6 +503,25 @@ func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegatio
 	if err != nil {
 		return nil, "", err
 	}
+	if status := rec.Status(a.now()); status != delegation.StatusActive {
+		return rec, status, nil
+	}
+	// A hop holds only while every hop above it holds, wherever it was
+	// issued: one found revoked revokes this hop (and what is below it
+	// here) durably, recorded as this authority's own revocation.
+	above, err := a.revokedAbove(ctx, rec)
+	if err != nil {
+		return nil, "", err
+	}
+	if above == "" {
+		return rec, delegation.StatusActive, nil
+	}
+	if _, err := a.revoke(ctx, ServerID(a.td).String(), rec.ID, "", "the hop "+above+" above it was revoked"); err != nil {
+		return nil, "", err
+	}
+	if rec, err = a.delegationRecord(ctx, id); err != nil {
+		return nil, "", err
+	}
 	return rec, rec.Status(a.now()), nil
 }
 
@@ -512,26 +536,31 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 	if (delegationID == "") == (spiffeID == "") {
 		return nil, fmt.Errorf("%w: give delegation_id or spiffe_id", ErrInvalidRequest)
 	}
-	if reason == "" || len(reason) > maxPrincipalLen {
-		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes is required", ErrInvalidRequest, maxPrincipalLen)
+	if reason == "" || len(reason) > maxTextLen {
+		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes is required", ErrInvalidRequest, maxTextLen)
 	}
 	if spiffeID != "" {
 		if _, err := spiffeid.FromString(spiffeID); err != nil {
 			return nil, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, spiffeID, err)
 		}
 	}
+	return a.revoke(ctx, c.ID.String(), delegationID, spiffeID, reason)
+}
+
+// revoke revokes a delegation or a SPIFFE ID, by "by", and records it.
+func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reason string) ([]string, error) {
 	now := a.now()
 	var revoked []string
 	err := a.store.Update(ctx, func(tx store.Tx) error {
 		var err error
 		if delegationID != "" {
-			revoked, err = delegation.Revoke(tx, delegationID, c.ID.String(), reason, now)
+			revoked, err = delegation.Revoke(tx, delegationID, by, reason, now)
 			if errors.Is(err, delegation.ErrNotFound) {
 				return fmt.Errorf("%w: delegation %s", ErrNotFound, delegationID)
 			}
 			return err
 		}
-		revoked, err = delegation.RevokeID(tx, spiffeID, c.ID.String(), reason, now)
+		revoked, err = delegation.RevokeID(tx, spiffeID, by, reason, now)
 		return err
 	})
 	if err != nil {
@@ -543,11 +572,11 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 	if subject == "" {
 		subject = spiffeID
 	}
-	if _, err := a.record(ctx, event{typ: "delegation.revoked", actor: c.ID.String(), subject: subject, delegationID: delegationID,
+	if _, err := a.record(ctx, event{typ: "delegation.revoked", actor: by, subject: subject, delegationID: delegationID,
 		details: map[string]any{"delegation_id": delegationID, "spiffe_id": spiffeID, "reason": reason, "revoked": revoked}}); err != nil {
 		return nil, err
 	}
-	a.log.InfoContext(ctx, "revoked", "delegation_id", delegationID, "spiffe_id", spiffeID, "revoked", len(revoked), "by", c.ID.String())
+	a.log.InfoContext(ctx, "revoked", "delegation_id", delegationID, "spiffe_id", spiffeID, "revoked", len(revoked), "by", by)
 	return revoked, nil
 }
 
@@ -580,8 +609,55 @@ func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry) er
 	if err != nil {
 		return err
 	}
-	return delegation.Put(tx, &delegation.Record{ID: d.ID, Issuer: a.td.IDString(), ParentID: d.ParentID, ParentIssuer: d.ParentIss,
+	rec := &delegation.Record{ID: d.ID, Issuer: a.td.IDString(), ParentID: d.ParentID, ParentIssuer: d.ParentIss,
 		Delegator: d.Delegator, Delegatee: d.Delegatee, Principal: d.Principal, Scopes: d.Scopes, Depth: d.Depth, Purpose: d.Purpose,
 		IssuedAt: e.Time, ExpiresAt: d.ExpiresAt, DecisionID: e.DecisionID, LogIndex: index, LeafHash: hex.EncodeToString(audit.LeafHash(b)),
-		Ancestors: d.Ancestors, DelegatorHost: d.DelegatorHost})
+		Ancestors: d.Ancestors, DelegatorHost: d.DelegatorHost}
+	// A revocation committed after the flow checked the chain, and before
+	// this record exists, could not cascade to it: the record is born
+	// revoked instead.
+	why, err := revokedInTx(tx, a.td.IDString(), rec)
+	if err != nil {
+		return err
+	}
+	if why != "" {
+		rec.RevokedAt, rec.RevokedBy, rec.Reason = e.Time, ServerID(a.td).String(), why+" while the hop was being issued"
+	}
+	return delegation.Put(tx, rec)
+}
+
+// revokedInTx says what of a hop about to be recorded is revoked here: a
+// hop above it issued here, its delegator, its delegator's host, its
+// delegatee, or a party above ("" when nothing is).
+func revokedInTx(tx store.Tx, self string, rec *delegation.Record) (string, error) {
+	parties := []string{rec.Delegator, rec.Delegatee, rec.DelegatorHost}
+	for _, an := range rec.Ancestors {
+		parties = append(parties, an.Delegator, an.Delegatee)
+		if an.Issuer != self {
+			continue
+		}
+		r, err := delegation.Get(tx, an.ID)
+		if errors.Is(err, delegation.ErrNotFound) {
+			continue // the flow found it; nothing here to cascade from
+		}
+		if err != nil {
+			return "", err
+		}
+		if !r.RevokedAt.IsZero() {
+			return "the hop " + an.ID + " above it was revoked", nil
+		}
+	}
+	for _, p := range parties {
+		if p == "" {
+			continue
+		}
+		revoked, err := delegation.IDRevoked(tx, p)
+		if err != nil {
+			return "", err
+		}
+		if revoked {
+			return p + " was revoked", nil
+		}
+	}
+	return "", nil
 }

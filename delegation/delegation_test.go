@@ -39,12 +39,18 @@ type org struct {
 
 func newOrg(t testing.TB, name string) *org {
 	t.Helper()
+	return newOrgUntil(t, name, time.Now().Add(24*time.Hour))
+}
+
+// newOrgUntil is newOrg with a CA valid until caNotAfter.
+func newOrgUntil(t testing.TB, name string, caNotAfter time.Time) *org {
+	t.Helper()
 	o := &org{td: spiffeid.RequireTrustDomainFromString(name), kid: name + "-k1"}
 	o.caKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	o.jwtKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tdURI, _ := url.Parse(o.td.IDString())
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, URIs: []*url.URL{tdURI},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: caNotAfter, IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, o.caKey.Public(), o.caKey)
 	if err != nil {
@@ -381,6 +387,8 @@ func TestIssueRefusesMalformedClaims(t *testing.T) {
 		"depth without parent":         func(c *delegation.Claims) { c.Hop.Depth = 2 },
 		"no scope":                     func(c *delegation.Claims) { c.Scope = " " },
 		"exp before iat":               func(c *delegation.Claims) { c.Expiry = c.IssuedAt - 1 },
+		"a SPIFFE ID as principal":     func(c *delegation.Claims) { c.Subject = "Spiffe://org-a.example/agent/admin" },
+		"a principal with a newline":   func(c *delegation.Claims) { c.Subject = "alice\nbob" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := &delegation.Claims{Issuer: w.orgA.td.IDString(), Subject: "alice", Audience: []string{"x"}, IssuedAt: 100, Expiry: 200, ID: "d1",
@@ -391,6 +399,41 @@ func TestIssueRefusesMalformedClaims(t *testing.T) {
 				t.Fatalf("Issue = %v", err)
 			}
 		})
+	}
+}
+
+// TestDelegatorSignatureAfterItsCAExpired: a delegator signature whose
+// SVID chain was validated once is not accepted at a time its CA was no
+// longer valid, though its leaf still was.
+func TestDelegatorSignatureAfterItsCAExpired(t *testing.T) {
+	now := time.Now()
+	// The CA ends in 30 minutes, the agent's SVID in an hour.
+	o := newOrgUntil(t, "org-a.example", now.Add(30*time.Minute))
+	a := o.agent(t, "a")
+	st := delegation.Statement{Delegator: a.id.String(), Delegatee: "spiffe://org-a.example/agent/b", Principal: "alice", Scopes: []string{"x"}}
+	sig, err := delegation.SignStatement(st, a.key, a.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := spiffebundle.NewSet(o.bundle)
+	if err := delegation.CheckStatementSignature(sig, st, set, now); err != nil {
+		t.Fatalf("while the CA is valid: %v", err)
+	}
+	if err := delegation.CheckStatementSignature(sig, st, set, now.Add(45*time.Minute)); !errors.Is(err, delegation.ErrDelegatorSignature) {
+		t.Fatalf("after the CA expired, the leaf still valid: %v", err)
+	}
+}
+
+func TestCheckPrincipal(t *testing.T) {
+	for p, ok := range map[string]bool{
+		"alice@example.com": true, "user:42": true, "Zoë Müller": true,
+		"": false, strings.Repeat("a", delegation.MaxPrincipalLen+1): false,
+		" alice": false, "alice ": false, "a\x00b": false, "a\u0085b": false, "\xff": false,
+		"spiffe://org-a.example/agent/x": false, "SPIFFE://org-a.example": false, "spiffe:x": false,
+	} {
+		if err := delegation.CheckPrincipal(p); (err == nil) != ok {
+			t.Errorf("CheckPrincipal(%q) = %v, want ok=%v", p, err, ok)
+		}
 	}
 }
 

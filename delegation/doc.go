@@ -31,6 +31,7 @@
 // hands out copies: what a caller does with the returned claims never
 // changes what the next call returns.
 //
-// Revocation is not offline: a verifier asks each issuer's status
-// endpoint.
+// Revocation is not offline: a verifier asks the status endpoint of the
+// last hop's issuer, which answers for the hops above it too (asking
+// their issuers).
 package delegation

@@ -14,7 +14,7 @@ import (
 // Buckets of the delegations an authority issued.
 const (
 	BucketDelegations = "delegations"
-	BucketChildren    = "delegations_by_parent" // "<parent iss> <parent id>/<child id>" → ""
+	BucketChildren    = "delegations_by_parent" // "<ancestor iss> <ancestor id>/<descendant id>" → ""
 	BucketRevokedIDs  = "revoked_spiffe_ids"    // SPIFFE ID → Revocation
 )
 
@@ -94,8 +94,9 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Put stores a record and, if it has a parent, its place among the
-// parent's children.
+// Put stores a record and its place below its parent and below every
+// other hop above it: revoking a hop here reaches the hops issued here
+// below it even when a hop between was issued by another authority.
 func Put(tx store.Tx, r *Record) error {
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -105,7 +106,14 @@ func Put(tx store.Tx, r *Record) error {
 		return err
 	}
 	if r.ParentID != "" {
-		return tx.Put(BucketChildren, childKey(r.ParentIssuer, r.ParentID, r.ID), []byte{})
+		if err := tx.Put(BucketChildren, childKey(r.ParentIssuer, r.ParentID, r.ID), []byte{}); err != nil {
+			return err
+		}
+	}
+	for _, an := range r.Ancestors {
+		if err := tx.Put(BucketChildren, childKey(an.Issuer, an.ID, r.ID), []byte{}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -233,6 +235,9 @@ func (c *Claims) wellFormed() error {
 	case c.Expiry <= c.IssuedAt:
 		return fmt.Errorf("%w: exp must be after iat", ErrMalformed)
 	}
+	if err := CheckPrincipal(c.Subject); err != nil {
+		return fmt.Errorf("%w: sub: %v", ErrMalformed, err)
+	}
 	for _, id := range []string{c.Hop.Delegator, c.Hop.Delegatee} {
 		if _, err := spiffeid.FromString(id); err != nil {
 			return fmt.Errorf("%w: %q is not a SPIFFE ID", ErrMalformed, id)
@@ -249,6 +254,28 @@ func (c *Claims) wellFormed() error {
 	}
 	if depth := actDepth(c.Act); depth != c.Hop.Depth+1 {
 		return fmt.Errorf("%w: %d actors for a hop of depth %d", ErrMalformed, depth, c.Hop.Depth)
+	}
+	return nil
+}
+
+// MaxPrincipalLen bounds a principal.
+const MaxPrincipalLen = 256
+
+// CheckPrincipal checks a principal (sub: the person or account on whose
+// behalf): 1 to MaxPrincipalLen bytes of valid UTF-8, no control
+// characters, no leading or trailing space, and not a SPIFFE ID (a
+// workload is an actor, never a principal: a chain for "spiffe://..."
+// would read as that workload's own).
+func CheckPrincipal(p string) error {
+	switch {
+	case p == "" || len(p) > MaxPrincipalLen:
+		return fmt.Errorf("a principal is 1 to %d bytes", MaxPrincipalLen)
+	case !utf8.ValidString(p) || strings.TrimSpace(p) != p:
+		return errors.New("a principal is valid UTF-8 without leading or trailing space")
+	case strings.IndexFunc(p, unicode.IsControl) >= 0:
+		return errors.New("a principal has no control characters")
+	case strings.HasPrefix(strings.ToLower(p), "spiffe:"):
+		return errors.New("a principal is a person or an account, not a SPIFFE ID")
 	}
 	return nil
 }

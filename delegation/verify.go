@@ -126,6 +126,11 @@ func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) (
 	if err := link(chain[len(chain)-1], c); err != nil {
 		return nil, err
 	}
+	for _, p := range chain {
+		if p.Issuer == c.Issuer && p.ID == c.ID {
+			return nil, fmt.Errorf("%w: %s of %s appears twice in the chain", ErrChain, c.ID, c.Issuer)
+		}
+	}
 	return append(chain, c), nil
 }
 
@@ -481,11 +486,21 @@ func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.I
 		}
 		// SPIFFE's own rules on the leaf and its chain (go-spiffe), at a
 		// time the leaf is valid; the time asked is checked below.
-		id, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(b.TrustDomain(), b.X509Authorities()), x509svid.WithTime(at))
-		if err != nil {
+		id, verified, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(b.TrustDomain(), b.X509Authorities()), x509svid.WithTime(at))
+		if err != nil || len(verified) == 0 {
 			return nil, fmt.Errorf("%w: not a valid X509-SVID of %s's trust domain (%v)", ErrDelegatorSignature, want, err)
 		}
+		// Valid when every certificate of the verified chain (leaf,
+		// intermediates, root) is.
 		e = svidEntry{id: id, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter, key: certs[0].PublicKey}
+		for _, c := range verified[0] {
+			if c.NotBefore.After(e.notBefore) {
+				e.notBefore = c.NotBefore
+			}
+			if c.NotAfter.Before(e.notAfter) {
+				e.notAfter = c.NotAfter
+			}
+		}
 		c.mu.Lock()
 		if len(c.m) >= maxCachedSVIDs {
 			c.m = map[svidKey]svidEntry{}
@@ -497,7 +512,7 @@ func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.I
 		return nil, fmt.Errorf("%w: signed by %s, not the delegator %s", ErrDelegatorSignature, e.id, want)
 	}
 	if at.Before(e.notBefore) || at.After(e.notAfter) {
-		return nil, fmt.Errorf("%w: the delegator's SVID was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: the delegator's SVID (or a certificate of its chain) was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
 	}
 	return e.key, nil
 }

@@ -23,7 +23,7 @@ func TestDemo(t *testing.T) {
 		"proven in org-a.example's log", "proven in org-b.example's log",
 		"responsible carol@org-b.example",
 		"is revoked at org-a", "org-b asked org-a before extending the chain, and refused",
-		": revoked", ": active",
+		"asks org-b about its hop", "above it was revoked)",
 		"Done.",
 	} {
 		if !strings.Contains(out.String(), want) {
