@@ -3,17 +3,13 @@ package authority
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/store"
@@ -23,9 +19,6 @@ import (
 // federated authority's hop cannot be learned: the chain is not extended
 // on faith.
 var ErrStatusUnavailable = errors.New("authority: delegation status unavailable")
-
-// statusTimeout bounds one status request to another authority.
-const statusTimeout = 5 * time.Second
 
 // remoteHop is what a hop's issuer says of it at its status endpoint:
 // whether it still holds, and where its issuance is in that issuer's log.
@@ -55,8 +48,9 @@ func refsOf(chain []*delegation.Claims) []hopRef {
 // status, at its status endpoint (https_spiffe federation: the API
 // listener of the peer's bundle endpoint, authenticated as
 // spiffe://<td>/mandate/server with the peer's federated bundle), or
-// recalls an active answer younger than maxAge (0: always ask). A hop
-// that cannot be asked is an error: nothing is assumed of it.
+// recalls an active answer younger than maxAge (0: always ask, and
+// remember nothing). A hop that cannot be asked is an error: nothing is
+// assumed of it.
 func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time.Duration) (map[hopRef]remoteHop, error) {
 	out := map[hopRef]remoteHop{}
 	var feds map[string]*Federation
@@ -90,7 +84,9 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 		if err != nil {
 			return nil, err
 		}
-		a.remote.put(r, h, a.now())
+		if maxAge > 0 {
+			a.remote.put(r, h, a.now())
+		}
 		out[r] = h
 	}
 	return out, nil
@@ -190,31 +186,9 @@ func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f 
 			return remoteHop{}, fmt.Errorf("%w: %s: endpoint SPIFFE ID: %v", ErrStatusUnavailable, td, err)
 		}
 	}
-	status := url.URL{Scheme: "https", Host: u.Host, Path: "/v1/delegations/" + url.PathEscape(id) + "/status"}
-	hc := &http.Client{Timeout: statusTimeout, Transport: &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(a, tlsconfig.AuthorizeID(serverID))},
-		// A status is answered, not redirected elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	defer hc.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, status.String(), nil)
+	out, err := delegation.FetchStatus(ctx, a, "https://"+u.Host, serverID, id)
 	if err != nil {
-		return remoteHop{}, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return remoteHop{}, fmt.Errorf("%w: %s: %v", ErrStatusUnavailable, td, err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		ID       string  `json:"id"`
-		Status   string  `json:"status"`
-		LogIndex *uint64 `json:"log_index"`
-		LeafHash string  `json:"leaf_hash"`
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil || out.ID != id {
-		return remoteHop{}, fmt.Errorf("%w: %s answered %d for %s", ErrStatusUnavailable, td, resp.StatusCode, id)
+		return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
 	}
 	// Where the hop is logged is part of the link written into the next
 	// hop: an answer without it does not extend the chain.

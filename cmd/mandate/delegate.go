@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
@@ -27,8 +28,9 @@ const delegateUsage = `Usage:
         as the agent whose credential is in AGENT_DIR (the delegator), let the
         delegatee act for the principal (a root hop) or below the parent token
         it holds; prints the delegation and writes the token (--out)
-  mandate delegate verify TOKEN_FILE (--presenter ID [--presenter-cert PEM] | --any-holder) [--bundles FILE] [--audience A]
-        verify a delegation token's whole chain offline and print it
+  mandate delegate verify TOKEN_FILE (--presenter ID [--presenter-cert PEM] | --any-holder) [--bundles FILE] [--audience A] [--status URL]
+        verify a delegation token's whole chain offline and print it; with --status, also ask the
+        last hop's issuer whether the chain still holds
 `
 
 func runDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -40,7 +42,7 @@ func runDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	case "request":
 		return delegateRequest(ctx, args[1:], stdout, stderr)
 	case "verify":
-		return delegateVerify(args[1:], stdout, stderr)
+		return delegateVerify(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, delegateUsage)
 	return usagef("delegate: unknown command %q", args[0])
@@ -153,13 +155,14 @@ func unverifiedClaims(token string) (*delegation.Claims, error) {
 	return c, nil
 }
 
-func delegateVerify(args []string, stdout, stderr io.Writer) error {
+func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("delegate verify", "delegate verify TOKEN_FILE [flags]", stderr)
 	bundles := fs.String("bundles", filepath.Join("mandate-agent", "bundles.json"), "SPIFFE bundles of every trust domain to trust ({\"<td>\": <bundle>}, as in a credential directory's bundles.json)")
 	presenter := fs.String("presenter", "", "SPIFFE ID that presents the token: it must be its holder (required unless --any-holder)")
 	presenterCert := fs.String("presenter-cert", "", "the presenter's X509-SVID (PEM), for a token bound to a certificate")
 	anyHolder := fs.Bool("any-holder", false, "only inspect the chain: do not check who holds the token")
 	audience := fs.String("audience", "", "audience the token must be for")
+	status := fs.String("status", "", "also ask the last hop's issuer, at this https://HOST:PORT, whether the chain still holds (it answers for the hops above too; its server must present spiffe://<td>/mandate/server)")
 	rest, err := splitFlags(fs, args)
 	if err != nil {
 		return err
@@ -226,5 +229,22 @@ func delegateVerify(args []string, stdout, stderr io.Writer) error {
 		out = append(out, hop{ID: c.ID, Issuer: c.Issuer, Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Scopes: c.Scopes(),
 			ExpiresAt: time.Unix(c.Expiry, 0).UTC(), Bound: c.Cnf != nil})
 	}
-	return printJSON(stdout, map[string]any{"valid": true, "principal": chain[0].Subject, "holder": chain[len(chain)-1].Act.Subject, "chain": out})
+	ans := map[string]any{"valid": true, "principal": chain[0].Subject, "holder": chain[len(chain)-1].Act.Subject, "chain": out}
+	if *status != "" {
+		last := chain[len(chain)-1]
+		td, err := spiffeid.TrustDomainFromString(last.Issuer)
+		if err != nil {
+			return err
+		}
+		st, err := delegation.FetchStatus(ctx, set, *status, authority.ServerID(td), last.ID)
+		if err != nil {
+			return err
+		}
+		ans["status"] = st.Status
+		if st.Status != delegation.StatusActive {
+			_ = printJSON(stdout, map[string]any{"valid": false, "status": st.Status, "reason": st.Reason, "chain": out})
+			return fmt.Errorf("the chain no longer holds: %s %s (%s)", last.ID, st.Status, st.Reason)
+		}
+	}
+	return printJSON(stdout, ans)
 }

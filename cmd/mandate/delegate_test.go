@@ -77,6 +77,11 @@ func TestCLIDelegationChain(t *testing.T) {
 	if !strings.Contains(v, `"valid": true`) || !strings.Contains(v, `"principal": "alice@org-a.example"`) {
 		t.Fatalf("delegate verify: %s", v)
 	}
+	// Online too: the root hop at its issuer, org-a.
+	if v, err := cli(t, "", dirA, "delegate", "verify", t1, "--bundles", filepath.Join(booker, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/booker",
+		"--status", urlA); err != nil || !strings.Contains(v, `"status": "active"`) {
+		t.Fatalf("delegate verify --status: %v\n%s", err, v)
+	}
 	// org-b's auditor proves the chain in both logs.
 	peer := "org-a.example=" + urlA + "," + filepath.Join(dirA, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey")
 	tree := must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
@@ -94,6 +99,11 @@ func TestCLIDelegationChain(t *testing.T) {
 	}
 	if out := must(urlA, dirA, "admin", "revoke", "delegation", root.Hops[0].ID, "--reason", "cancelled"); !strings.Contains(out, root.Hops[0].ID) {
 		t.Fatalf("revoke: %s", out)
+	}
+	// org-b, asked about its own hop, answers for the root too.
+	if v, err := cli(t, "", dirB, "delegate", "verify", t2, "--bundles", filepath.Join(payer, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/payer",
+		"--status", urlB); err == nil || !strings.Contains(v, `"status": "revoked"`) || !strings.Contains(err.Error(), "no longer holds") {
+		t.Fatalf("delegate verify --status below a revoked root: %v\n%s", err, v)
 	}
 	// Without org-a's keys the chain cannot be proven end to end.
 	if out, err := cli(t, urlB, dirB, "audit", "chain", ans.ID, "--verify"); err == nil {

@@ -1,0 +1,75 @@
+package delegation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+)
+
+// ErrStatusUnknown is returned when an issuer could not tell a hop's
+// status: unreachable, not the issuer, or an answer that is not one.
+var ErrStatusUnknown = errors.New("delegation: status unknown")
+
+// StatusTimeout bounds one status request.
+const StatusTimeout = 5 * time.Second
+
+// StatusAnswer is an issuer's answer at GET /v1/delegations/{id}/status.
+type StatusAnswer struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"` // StatusActive, StatusRevoked or StatusExpired
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	Reason    string    `json:"reason,omitempty"`
+	LogIndex  *uint64   `json:"log_index"`
+	LeafHash  string    `json:"leaf_hash"` // hex
+}
+
+// FetchStatus asks the authority at base (https://host:port), whose
+// server must present an X509-SVID of server (spiffe://<td>/mandate/server
+// of the hop's issuer) valid in bundles, for the status of hop id. An
+// issuer answers for the hops above its own too. Redirects are not
+// followed; the answer is bounded; every failure matches
+// ErrStatusUnknown: a verifier treats it as "not known to hold".
+func FetchStatus(ctx context.Context, bundles x509bundle.Source, base string, server spiffeid.ID, id string) (*StatusAnswer, error) {
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("%w: %q is not an https URL", ErrStatusUnknown, base)
+	}
+	u.Path = strings.TrimRight(u.Path, "/") + "/v1/delegations/" + url.PathEscape(id) + "/status"
+	u.RawQuery, u.Fragment = "", ""
+	tr := &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server))}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Timeout: StatusTimeout, Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	ctx, cancel := context.WithTimeout(ctx, StatusTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStatusUnknown, err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrStatusUnknown, server.TrustDomain(), err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	var out StatusAnswer
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil || out.ID != id {
+		return nil, fmt.Errorf("%w: %s answered %d for %s", ErrStatusUnknown, server.TrustDomain(), resp.StatusCode, id)
+	}
+	switch out.Status {
+	case StatusActive, StatusRevoked, StatusExpired:
+	default:
+		return nil, fmt.Errorf("%w: %s answered status %q for %s", ErrStatusUnknown, server.TrustDomain(), out.Status, id)
+	}
+	return &out, nil
+}
