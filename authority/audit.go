@@ -43,7 +43,7 @@ func (a *Authority) openAudit(ctx context.Context) error {
 		return fmt.Errorf("authority: audit verifier key: %w", err)
 	}
 	a.audit, err = audit.Open(ctx, audit.Config{Store: a.store, Origin: origin, Signer: signer, Verifier: verifier,
-		Index: a.indexDelegation, Logger: a.log.With("component", "audit")})
+		Index: a.indexEntry, Logger: a.log.With("component", "audit")})
 	if err != nil {
 		return fmt.Errorf("authority: %w", err)
 	}

@@ -26,6 +26,9 @@ const (
 	MaxDelegationTTL     = 24 * time.Hour
 	maxScopes            = 64
 	maxTextLen           = 256
+	// maxDelegatorSignature bounds a delegator signature (a JWS whose x5c
+	// holds the delegator's SVID chain), which the hop's entry keeps.
+	maxDelegatorSignature = 16 << 10
 )
 
 // ErrDelegationRevoked is returned when a party of the hop (the delegator,
@@ -164,7 +167,21 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// decided on its behalf.
 	st := delegation.Statement{Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes,
 		Purpose: req.Purpose, Parent: parentID(parent), ParentIssuer: parentIssuer(parent)}
-	if err := delegation.CheckStatementSignature(req.DelegatorSignature, st, a, now); err != nil {
+	serial, err := delegation.VerifyStatement(req.DelegatorSignature, st, a, now)
+	if err != nil {
+		return nil, err
+	}
+	// The SVID it signed with is one this authority issued, and logged:
+	// the hop's entry names that entry, so that an auditor ties the
+	// delegator's signature to the log, long after its CA is gone.
+	var signerEntry uint64
+	if err := a.store.View(ctx, func(tx store.Tx) error {
+		signerEntry, err = svidEntryIndex(tx, serial)
+		return err
+	}); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: signed with an X509-SVID (serial %s) this authority has no record of issuing", delegation.ErrDelegatorSignature, serial)
+		}
 		return nil, err
 	}
 	revoked, err := a.chainRevocations(ctx, chain, c.ID.String(), delegatee.String(), delegator.hostID)
@@ -246,6 +263,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		"delegator": c.ID.String(), "delegatee": delegatee.String(), "principal": principal, "scopes": req.Scopes,
 		"depth": depth, "purpose": req.Purpose, "expires_at": exp.UTC(), "bound": cnf != nil, "decision": details,
 		"ancestors": delegation.AncestorsOf(chain), "delegator_host": delegator.hostID,
+		"delegator_signature": req.DelegatorSignature, "delegator_svid": map[string]any{"serial": serial, "log_index": signerEntry},
 	}
 	if p := claims.Hop.Parent; p != nil {
 		// Where the parent is logged, so that an auditor links the two
@@ -276,6 +294,8 @@ func checkDelegationInput(req DelegateRequest) error {
 		return fmt.Errorf("%w: ttl_seconds must be between 0 (default) and %d", ErrInvalidRequest, int(MaxDelegationTTL.Seconds()))
 	case req.DelegatorSignature == "":
 		return fmt.Errorf("%w: delegator_signature is required: without it a hop rests on the issuer's word alone", ErrInvalidRequest)
+	case len(req.DelegatorSignature) > maxDelegatorSignature:
+		return fmt.Errorf("%w: delegator_signature is at most %d bytes", ErrInvalidRequest, maxDelegatorSignature)
 	}
 	if req.Principal != "" {
 		if err := delegation.CheckPrincipal(req.Principal); err != nil {
@@ -580,14 +600,10 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 	return revoked, nil
 }
 
-// indexDelegation is the audit log's index hook: inside the transaction
-// that makes a delegation.issued entry durable, it writes the hop's record
-// (with its log index and leaf hash), which status, revocation and chains
-// read.
+// indexDelegation, in the transaction that makes a delegation.issued
+// entry durable, writes the hop's record (with its log index and leaf
+// hash), which status, revocation and chains read.
 func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry) error {
-	if e.Type != "delegation.issued" {
-		return nil
-	}
 	var d struct {
 		ID            string                `json:"delegation_id"`
 		ParentID      string                `json:"parent_id"`

@@ -374,35 +374,75 @@ func verifyDelegatorSignature(c *Claims, bundles Bundles, at time.Time) error {
 // CheckStatementSignature checks that sig is st signed by an X509-SVID of
 // st.Delegator, valid at time at in the delegator's trust domain bundle.
 func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.Time) error {
+	_, err := VerifyStatement(sig, st, bundles, at)
+	return err
+}
+
+// VerifyStatement is CheckStatementSignature, and returns the serial
+// number (hex, as its issuer records it) of the X509-SVID that signed.
+func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (serial string, err error) {
 	if sig == "" {
-		return fmt.Errorf("%w: none", ErrDelegatorSignature)
+		return "", fmt.Errorf("%w: none", ErrDelegatorSignature)
 	}
 	hdr, payload, err := splitCompact(sig)
 	if err != nil {
-		return fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
+		return "", fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
 	}
 	if hdr.Type != statementType {
-		return fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, hdr.Type, statementType)
+		return "", fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, hdr.Type, statementType)
 	}
 	delegator, err := spiffeid.FromString(st.Delegator)
 	if err != nil {
-		return fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
+		return "", fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
 	}
 	b, err := bundles.GetBundleForTrustDomain(delegator.TrustDomain())
 	if err != nil || b == nil {
-		return fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
+		return "", fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
 	}
-	leafKey, err := svids.verified(sig, b, delegator, at)
+	signer, err := svids.verified(sig, b, delegator, at)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !bytes.Equal(payload, st.bytes()) {
-		return fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
+		return "", fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
 	}
-	if err := verifyJWS(sig, leafKey, statementType); err != nil {
-		return fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+	if err := verifyJWS(sig, signer.key, statementType); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
-	return nil
+	return signer.serial, nil
+}
+
+// CheckStatementSignedBy checks that sig is st signed by the key of the
+// certificate first in its x5c header, a certificate with the SPIFFE ID
+// st.Delegator valid at time at, and returns that certificate's serial
+// number (hex). The certificate is not validated against any roots: an
+// auditor, long after the CA of the time left the bundle, checks instead
+// that the issuer's log records issuing an X509-SVID with that serial to
+// the delegator.
+func CheckStatementSignedBy(sig string, st Statement, at time.Time) (serial string, err error) {
+	_, payload, err := splitCompact(sig)
+	if err != nil {
+		return "", fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
+	}
+	certs, err := x5c(sig)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+	}
+	leaf := certs[0]
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil || id.String() != st.Delegator {
+		return "", fmt.Errorf("%w: signed by %v, not the delegator %s", ErrDelegatorSignature, id, st.Delegator)
+	}
+	if at.Before(leaf.NotBefore) || at.After(leaf.NotAfter) {
+		return "", fmt.Errorf("%w: the delegator's SVID was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
+	}
+	if !bytes.Equal(payload, st.bytes()) {
+		return "", fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
+	}
+	if err := checkJWS(sig, leaf.PublicKey, statementType); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+	}
+	return leaf.SerialNumber.Text(16), nil
 }
 
 // maxX5C bounds the certificates of a delegator signature's chain.
@@ -457,6 +497,7 @@ type svidEntry struct {
 	id                  spiffeid.ID
 	notBefore, notAfter time.Time
 	key                 any
+	serial              string // hex, as issuers record it
 }
 
 // svidCache is guarded by mu.
@@ -468,7 +509,7 @@ type svidCache struct {
 // verified returns the public key of the X509-SVID in sig's x5c header,
 // after checking (or recalling) that it is a valid X509-SVID of want in
 // bundle b, valid at at.
-func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.ID, at time.Time) (any, error) {
+func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.ID, at time.Time) (*svidEntry, error) {
 	hdr, _, _ := strings.Cut(sig, ".")
 	roots := sha256.New()
 	for _, a := range b.X509Authorities() {
@@ -492,7 +533,7 @@ func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.I
 		}
 		// Valid when every certificate of the verified chain (leaf,
 		// intermediates, root) is.
-		e = svidEntry{id: id, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter, key: certs[0].PublicKey}
+		e = svidEntry{id: id, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter, key: certs[0].PublicKey, serial: certs[0].SerialNumber.Text(16)}
 		for _, c := range verified[0] {
 			if c.NotBefore.After(e.notBefore) {
 				e.notBefore = c.NotBefore
@@ -514,5 +555,5 @@ func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.I
 	if at.Before(e.notBefore) || at.After(e.notAfter) {
 		return nil, fmt.Errorf("%w: the delegator's SVID (or a certificate of its chain) was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
 	}
-	return e.key, nil
+	return &e, nil
 }

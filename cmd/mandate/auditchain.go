@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -18,6 +20,7 @@ import (
 
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/delegation"
 )
 
 // chainHop is one hop of GET /v1/audit/chains/{id}.
@@ -42,6 +45,17 @@ type chainHop struct {
 	parentID   string // from the proven entry
 	parentIss  string
 	parentLink *logLink
+	purpose    string
+	entryTime  time.Time
+	signature  string     // the delegator's signature over the hop
+	signerSVID *svidEntry // where the SVID it signed with was logged
+	signedBy   string     // once the signature and that entry are verified
+}
+
+// svidEntry names the svid.issued entry of an X509-SVID.
+type svidEntry struct {
+	Serial   string `json:"serial"`
+	LogIndex uint64 `json:"log_index"`
 }
 
 // logLink is where a hop's parent is logged, as the hop's entry says.
@@ -82,6 +96,9 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 		switch {
 		case h.Index != nil:
 			if err := verifyHop(h, v, c.TrustDomain().IDString()); err != nil {
+				return err
+			}
+			if err := verifySigner(ctx, h, c, v); err != nil {
 				return err
 			}
 		case h.LogURL != "":
@@ -138,10 +155,11 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 		return fmt.Errorf("hop %s: %w", h.ID, err)
 	}
 	var e struct {
-		Type           string `json:"type"`
-		DelegationID   string `json:"delegation_id"`
-		DecisionID     string `json:"decision_id"`
-		PolicyRevision string `json:"policy_revision"`
+		Time           time.Time `json:"time"`
+		Type           string    `json:"type"`
+		DelegationID   string    `json:"delegation_id"`
+		DecisionID     string    `json:"decision_id"`
+		PolicyRevision string    `json:"policy_revision"`
 		Accountable    []struct {
 			SPIFFEID         string `json:"spiffe_id"`
 			Operator         string `json:"operator"`
@@ -150,15 +168,18 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 			ResponsibleParty string `json:"responsible_party"`
 		} `json:"accountable"`
 		Details struct {
-			Delegator string   `json:"delegator"`
-			Delegatee string   `json:"delegatee"`
-			Principal string   `json:"principal"`
-			Scopes    []string `json:"scopes"`
-			Depth     int      `json:"depth"`
-			ParentID  string   `json:"parent_id"`
-			ParentIss string   `json:"parent_iss"`
-			ParentLnk *logLink `json:"parent_link"`
-			Decision  struct {
+			Delegator  string     `json:"delegator"`
+			Delegatee  string     `json:"delegatee"`
+			Principal  string     `json:"principal"`
+			Scopes     []string   `json:"scopes"`
+			Depth      int        `json:"depth"`
+			ParentID   string     `json:"parent_id"`
+			ParentIss  string     `json:"parent_iss"`
+			ParentLnk  *logLink   `json:"parent_link"`
+			Purpose    string     `json:"purpose"`
+			Signature  string     `json:"delegator_signature"`
+			SignerSVID *svidEntry `json:"delegator_svid"`
+			Decision   struct {
 				Allow   bool     `json:"allow"`
 				Reasons []string `json:"reasons"`
 			} `json:"decision"`
@@ -176,6 +197,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 		result = "allow"
 	}
 	h.Depth, h.parentID, h.parentIss, h.parentLink = e.Details.Depth, e.Details.ParentID, e.Details.ParentIss, e.Details.ParentLnk
+	h.purpose, h.entryTime, h.signature, h.signerSVID = e.Details.Purpose, e.Time, e.Details.Signature, e.Details.SignerSVID
 	h.Decision = &chainDecision{ID: e.DecisionID, Result: result, Reasons: e.Details.Decision.Reasons, PolicyRevision: e.PolicyRevision}
 	h.Accountability = map[string]map[string]any{}
 	for _, p := range e.Accountable {
@@ -186,6 +208,44 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 		}
 	}
 	h.verifiedBy = issuer
+	return nil
+}
+
+// verifySigner checks a proven hop's delegator signature: over the hop
+// as its entry says it, by an X509-SVID of the delegator valid then,
+// whose issuance is an svid.issued entry of the same log (proven against
+// a checkpoint signed with v, asked of c, the hop's issuer) for the
+// delegator with that serial. No CA roots are needed: the log vouches
+// for the SVID.
+func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Verifier) error {
+	if h.signature == "" || h.signerSVID == nil {
+		return fmt.Errorf("hop %s: its entry has no delegator signature", h.ID)
+	}
+	st := delegation.Statement{Delegator: h.Delegator, Delegatee: h.Delegatee, Principal: h.Principal, Scopes: h.Scopes,
+		Parent: h.parentID, ParentIssuer: h.parentIss, Purpose: h.purpose}
+	serial, err := delegation.CheckStatementSignedBy(h.signature, st, h.entryTime)
+	if err != nil {
+		return fmt.Errorf("hop %s: %w", h.ID, err)
+	}
+	if serial != h.signerSVID.Serial {
+		return fmt.Errorf("hop %s: signed with the SVID %s, its entry names %s", h.ID, serial, h.signerSVID.Serial)
+	}
+	p, err := fetchProven(ctx, c, v, strconv.FormatUint(h.signerSVID.LogIndex, 10))
+	if err != nil {
+		return fmt.Errorf("hop %s: the entry of its delegator's SVID: %w", h.ID, err)
+	}
+	var e struct {
+		Type    string `json:"type"`
+		Subject string `json:"subject"`
+		Details struct {
+			Kind   string `json:"kind"`
+			Serial string `json:"serial"`
+		} `json:"details"`
+	}
+	if json.Unmarshal(p.entry, &e) != nil || e.Type != "svid.issued" || e.Subject != h.Delegator || e.Details.Kind != "x509" || e.Details.Serial != serial {
+		return fmt.Errorf("hop %s: log entry %d does not record issuing the X509-SVID %s to %s", h.ID, h.signerSVID.LogIndex, serial, h.Delegator)
+	}
+	h.signedBy = fmt.Sprintf("signed by the delegator's X509-SVID %s, issued in entry %d", serial, h.signerSVID.LogIndex)
 	return nil
 }
 
@@ -307,6 +367,9 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 		if err := verifyHop(t, p.vkey, h.Issuer); err != nil {
 			return err
 		}
+		if err := verifySigner(ctx, t, c, p.vkey); err != nil {
+			return err
+		}
 		*h = *t
 		return nil
 	}
@@ -327,6 +390,9 @@ func printChain(w io.Writer, hops []chainHop) {
 		}
 		fmt.Fprintf(w, "%s└─ %s → %s  [%s]\n", indent, h.Delegator, h.Delegatee, strings.Join(h.Scopes, " "))
 		fmt.Fprintf(w, "%s   delegation %s, issued by %s; %s\n", indent, h.ID, strings.TrimPrefix(h.Issuer, "spiffe://"), proof)
+		if h.signedBy != "" {
+			fmt.Fprintf(w, "%s   %s\n", indent, h.signedBy)
+		}
 		if d := h.Decision; d != nil {
 			fmt.Fprintf(w, "%s   decision %s: %s (policy revision %.12s)\n", indent, d.ID, d.Result, d.PolicyRevision)
 		}

@@ -1,11 +1,21 @@
 package main
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
+	"math/big"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/transparency-dev/merkle/rfc6962"
+
+	"mandate.dev/mandate/delegation"
 )
 
 // TestCheckLinks: an auditor accepts proven hops only when each names
@@ -47,5 +57,54 @@ func TestCheckLinks(t *testing.T) {
 	}
 	if err := checkLinks(good(), "d3"); err == nil {
 		t.Fatal("a chain ending at another hop than asked was accepted")
+	}
+}
+
+// TestVerifySignerRefuses: an auditor refuses a hop whose logged
+// delegator signature is not the delegator's, over that hop, with the
+// SVID the entry names, valid when the hop was logged (before asking the
+// log for that SVID's entry).
+func TestVerifySignerRefuses(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	svid := func(id string) []*x509.Certificate {
+		u, _ := url.Parse(id)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x2a), URIs: []*url.URL{u}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		return []*x509.Certificate{c}
+	}
+	const delegator = "spiffe://org-a.example/agent/a"
+	hop := func(signer string) *chainHop {
+		h := &chainHop{ID: "d1", Delegator: delegator, Delegatee: "spiffe://org-b.example/agent/b", Principal: "alice", Scopes: []string{"x"},
+			purpose: "p", entryTime: now, signerSVID: &svidEntry{Serial: "2a", LogIndex: 3}}
+		st := delegation.Statement{Delegator: h.Delegator, Delegatee: h.Delegatee, Principal: h.Principal, Scopes: h.Scopes, Purpose: h.purpose}
+		sig, err := delegation.SignStatement(st, key, svid(signer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.signature = sig
+		return h
+	}
+	for _, tc := range []struct {
+		name string
+		hop  func() *chainHop
+		want string
+	}{
+		{"no signature", func() *chainHop { h := hop(delegator); h.signature = ""; return h }, "no delegator signature"},
+		{"another principal than signed", func() *chainHop { h := hop(delegator); h.Principal = "eve"; return h }, "signed another hop"},
+		{"more scopes than signed", func() *chainHop { h := hop(delegator); h.Scopes = []string{"x", "y"}; return h }, "signed another hop"},
+		{"signed by another agent", func() *chainHop { return hop("spiffe://org-a.example/agent/z") }, "not the delegator"},
+		{"another SVID than the entry names", func() *chainHop { h := hop(delegator); h.signerSVID.Serial = "2b"; return h }, "its entry names 2b"},
+		{"logged when the SVID was not valid", func() *chainHop { h := hop(delegator); h.entryTime = now.Add(2 * time.Hour); return h }, "not valid at"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := verifySigner(context.Background(), tc.hop(), nil, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("verifySigner = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -85,6 +85,9 @@ func TestCLIDelegationChain(t *testing.T) {
 	// org-b's auditor proves the chain in both logs.
 	peer := "org-a.example=" + urlA + "," + filepath.Join(dirA, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey")
 	tree := must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
+	if n := strings.Count(tree, "signed by the delegator's X509-SVID"); n != 2 {
+		t.Fatalf("audit chain verified %d delegator signatures, want 2:\n%s", n, tree)
+	}
 	for _, want := range []string{"on behalf of alice@org-a.example", "proven in org-a.example's log", "proven in org-b.example's log",
 		"responsible planner@org-a.example", "responsible payer@org-b.example"} {
 		if !strings.Contains(tree, want) {
