@@ -76,6 +76,7 @@ type Options struct {
 // have defaults set and be valid.
 func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	a := &Authority{cfg: cfg, log: opts.Logger, now: opts.Now, pending: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
+	a.remote.sem = make(chan struct{}, maxRemoteFetches)
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}

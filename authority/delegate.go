@@ -2,12 +2,14 @@ package authority
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -26,6 +28,8 @@ const (
 	MaxDelegationTTL     = 24 * time.Hour
 	maxScopes            = 64
 	maxTextLen           = 256
+	// maxRecordedRevoked bounds the ids a delegation.revoked entry lists.
+	maxRecordedRevoked = 1000
 	// maxDelegatorSignature bounds a delegator signature (a JWS whose x5c
 	// holds the delegator's SVID chain), which the hop's entry keeps.
 	maxDelegatorSignature = 16 << 10
@@ -278,6 +282,13 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil {
 		return nil, err
 	}
+	// A revocation that committed while the hop was on its way is in its
+	// record (see indexDelegation): nothing revoked is handed out.
+	if rec, err := a.delegationRecord(ctx, id); err != nil {
+		return nil, err
+	} else if !rec.RevokedAt.IsZero() {
+		return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, rec.Reason)
+	}
 	a.log.InfoContext(ctx, "delegation issued", "id", id, "delegator", c.ID.String(), "delegatee", delegatee.String(), "depth", depth)
 	return &DelegateAnswer{ID: id, Token: token, ExpiresAt: exp, Chain: append(chain, claims), Receipt: rc}, nil
 }
@@ -529,14 +540,17 @@ func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegatio
 	// A hop holds only while every hop above it holds, wherever it was
 	// issued: one found revoked revokes this hop (and what is below it
 	// here) durably, recorded as this authority's own revocation.
-	above, err := a.revokedAbove(ctx, rec)
+	// Concurrent requests for the same hop share one check (and at most
+	// one revocation).
+	_, err, _ = a.remote.group.Do("hop "+id, func() (any, error) {
+		above, err := a.revokedAbove(ctx, rec)
+		if err != nil || above == "" {
+			return nil, err
+		}
+		_, err = a.revoke(ctx, ServerID(a.td).String(), rec.ID, "", clip("the hop "+above+" above it was revoked"))
+		return nil, err
+	})
 	if err != nil {
-		return nil, "", err
-	}
-	if above == "" {
-		return rec, delegation.StatusActive, nil
-	}
-	if _, err := a.revoke(ctx, ServerID(a.td).String(), rec.ID, "", "the hop "+above+" above it was revoked"); err != nil {
 		return nil, "", err
 	}
 	if rec, err = a.delegationRecord(ctx, id); err != nil {
@@ -588,12 +602,22 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 	}
 	revoked = nonNil(revoked)
 	slices.Sort(revoked)
+	if len(revoked) == 0 && by == ServerID(a.td).String() {
+		return revoked, nil // learnt again from a hop above: nothing new to record
+	}
 	subject := delegationID
 	if subject == "" {
 		subject = spiffeID
 	}
+	details := map[string]any{"delegation_id": delegationID, "spiffe_id": spiffeID, "reason": reason, "revoked": revoked, "revoked_count": len(revoked)}
+	if len(revoked) > maxRecordedRevoked {
+		// The entry names the first ones and the hash of them all (sorted,
+		// one per line).
+		sum := sha256.Sum256([]byte(strings.Join(revoked, "\n")))
+		details["revoked"], details["revoked_sha256"] = revoked[:maxRecordedRevoked], hex.EncodeToString(sum[:])
+	}
 	if _, err := a.record(ctx, event{typ: "delegation.revoked", actor: by, subject: subject, delegationID: delegationID,
-		details: map[string]any{"delegation_id": delegationID, "spiffe_id": spiffeID, "reason": reason, "revoked": revoked}}); err != nil {
+		details: details}); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "revoked", "delegation_id", delegationID, "spiffe_id", spiffeID, "revoked", len(revoked), "by", by)
@@ -634,7 +658,9 @@ func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry) er
 	// revoked instead.
 	why, err := revokedInTx(tx, a.td.IDString(), rec)
 	if err != nil {
-		return err
+		// Not failing the commit (and the other entries in it): the hop
+		// is not vouched for instead.
+		why = "its chain could not be checked (" + clip(err.Error()) + ")"
 	}
 	if why != "" {
 		rec.RevokedAt, rec.RevokedBy, rec.Reason = e.Time, ServerID(a.td).String(), why+" while the hop was being issued"

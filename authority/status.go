@@ -5,11 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/singleflight"
 
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/store"
@@ -47,10 +50,14 @@ func refsOf(chain []*delegation.Claims) []hopRef {
 // remoteStatus asks the issuer of each hop issued elsewhere for its
 // status, at its status endpoint (https_spiffe federation: the API
 // listener of the peer's bundle endpoint, authenticated as
-// spiffe://<td>/mandate/server with the peer's federated bundle), or
-// recalls an active answer younger than maxAge (0: always ask, and
-// remember nothing). A hop that cannot be asked is an error: nothing is
-// assumed of it.
+// spiffe://<td>/mandate/server with the peer's federated bundle). With
+// maxAge 0 (extending a chain) it always asks, and remembers nothing.
+// With maxAge > 0 (the public status endpoint) it relies on an active
+// answer asked for less than maxAge ago, on a failure less than
+// remoteFailureTTL ago, shares one request among concurrent callers for
+// the same hop, and asks at most maxRemoteFetches at once: public
+// requests cannot make it hammer another authority. A hop that cannot be
+// asked is an error: nothing is assumed of it.
 func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time.Duration) (map[hopRef]remoteHop, error) {
 	out := map[hopRef]remoteHop{}
 	var feds map[string]*Federation
@@ -58,10 +65,8 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 		if r.Issuer == a.td.IDString() {
 			continue
 		}
-		if h, ok := a.remote.get(r, a.now(), maxAge); ok {
-			out[r] = h
-			continue
-		}
+		// The federation first: a peer no longer federated is not
+		// answered for from memory.
 		if feds == nil {
 			recs, err := a.loadFederations(ctx)
 			if err != nil {
@@ -80,59 +85,118 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 		if f == nil || f.Profile != "https_spiffe" {
 			return nil, fmt.Errorf("%w: %s is not federated with the https_spiffe profile, so its status endpoint is unknown", ErrStatusUnavailable, td)
 		}
-		h, err := a.fetchStatus(ctx, td, f, r.ID)
+		if maxAge <= 0 {
+			if out[r], err = a.fetchStatus(ctx, td, f, r.ID); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if h, err, ok := a.remote.get(r, a.now(), maxAge); ok {
+			if err != nil {
+				return nil, err
+			}
+			out[r] = h
+			continue
+		}
+		v, err, _ := a.remote.group.Do(r.key(), func() (any, error) {
+			select {
+			case a.remote.sem <- struct{}{}:
+				defer func() { <-a.remote.sem }()
+			case <-ctx.Done():
+				return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, ctx.Err())
+			}
+			asked := a.now()
+			h, err := a.fetchStatus(ctx, td, f, r.ID)
+			a.remote.put(r, h, err, asked)
+			return h, err
+		})
 		if err != nil {
 			return nil, err
 		}
-		if maxAge > 0 {
-			a.remote.put(r, h, a.now())
-		}
-		out[r] = h
+		out[r] = v.(remoteHop)
 	}
 	return out, nil
 }
 
 // remoteStatusTTL is how long the status endpoint relies on another
-// authority's "active" for a hop above one of its own: it bounds how
-// often a public status request makes this authority ask another one.
-// Extending a chain always asks afresh.
+// authority's "active" for a hop above one of its own (counted from when
+// it asked): how late it can learn of a revocation there. Extending a
+// chain always asks afresh.
 const remoteStatusTTL = 5 * time.Second
+
+// remoteFailureTTL is how long the status endpoint answers 503 for a hop
+// whose issuer could not be asked, without asking again.
+const remoteFailureTTL = 2 * time.Second
 
 // maxRemoteStatuses bounds the remembered answers; when full they are
 // forgotten.
 const maxRemoteStatuses = 4096
 
-// remoteStatuses remembers other authorities' answers, guarded by mu.
+// maxRemoteFetches bounds the status endpoint's concurrent requests to
+// other authorities.
+const maxRemoteFetches = 16
+
+// remoteStatuses is what the authority keeps to ask other authorities:
+// their answers (guarded by mu), a client per issuer server, the requests
+// in flight.
 type remoteStatuses struct {
-	mu sync.Mutex
-	m  map[hopRef]rememberedHop
+	mu      sync.Mutex
+	m       map[hopRef]rememberedHop
+	clients map[spiffeid.ID]*http.Client
+	group   singleflight.Group
+	sem     chan struct{} // made by New, maxRemoteFetches slots
 }
 
 type rememberedHop struct {
 	hop remoteHop
-	at  time.Time
+	err error
+	at  time.Time // when it was asked
 }
 
-func (c *remoteStatuses) get(r hopRef, now time.Time, maxAge time.Duration) (remoteHop, bool) {
-	if maxAge <= 0 {
-		return remoteHop{}, false
-	}
+// get recalls an active answer asked for at most maxAge before now, or a
+// failure at most remoteFailureTTL before now.
+func (c *remoteStatuses) get(r hopRef, now time.Time, maxAge time.Duration) (remoteHop, error, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[r]
-	if !ok || e.hop.Status != delegation.StatusActive || now.Sub(e.at) > maxAge || now.Before(e.at) {
-		return remoteHop{}, false
+	switch {
+	case !ok || now.Before(e.at):
+		return remoteHop{}, nil, false
+	case e.err != nil:
+		return remoteHop{}, e.err, now.Sub(e.at) <= remoteFailureTTL
+	case e.hop.Status == delegation.StatusActive && now.Sub(e.at) <= maxAge:
+		return e.hop, nil, true
 	}
-	return e.hop, true
+	return remoteHop{}, nil, false
 }
 
-func (c *remoteStatuses) put(r hopRef, h remoteHop, now time.Time) {
+// put remembers an answer (or a failure) asked for at asked, unless what
+// is remembered was asked for later, or says the hop no longer holds.
+func (c *remoteStatuses) put(r hopRef, h remoteHop, err error, asked time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if old, ok := c.m[r]; ok && (old.at.After(asked) || old.err == nil && old.hop.Status != delegation.StatusActive) {
+		return
+	}
 	if c.m == nil || len(c.m) >= maxRemoteStatuses {
 		c.m = map[hopRef]rememberedHop{}
 	}
-	c.m[r] = rememberedHop{hop: h, at: now}
+	c.m[r] = rememberedHop{hop: h, err: err, at: asked}
+}
+
+// client is the status client for an issuer's server, made once.
+func (c *remoteStatuses) client(bundles x509bundle.Source, server spiffeid.ID) *http.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if hc, ok := c.clients[server]; ok {
+		return hc
+	}
+	if c.clients == nil || len(c.clients) >= maxRemoteStatuses {
+		c.clients = map[spiffeid.ID]*http.Client{}
+	}
+	hc := delegation.NewStatusClient(bundles, server)
+	c.clients[server] = hc
+	return hc
 }
 
 // revokedAbove names the first hop above rec (root first) that was
@@ -186,7 +250,7 @@ func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f 
 			return remoteHop{}, fmt.Errorf("%w: %s: endpoint SPIFFE ID: %v", ErrStatusUnavailable, td, err)
 		}
 	}
-	out, err := delegation.FetchStatus(ctx, a, "https://"+u.Host, serverID, id)
+	out, err := delegation.FetchStatus(ctx, a.remote.client(a, serverID), "https://"+u.Host, id)
 	if err != nil {
 		return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
 	}

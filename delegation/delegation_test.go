@@ -109,7 +109,7 @@ func hop(t testing.TB, o *org, from, to agent, scopes []string, parent *delegati
 	t.Helper()
 	now := time.Now()
 	c := &delegation.Claims{Issuer: o.td.IDString(), Subject: "alice@example.com", Audience: []string{to.id.String()},
-		IssuedAt: now.Unix(), Expiry: now.Add(10 * time.Minute).Unix(), ID: "d-" + to.id.Path() + "-" + o.td.Name(),
+		IssuedAt: now.Unix(), Expiry: now.Add(10 * time.Minute).Unix(), ID: "d-" + strings.ReplaceAll(to.id.Path(), "/", "_") + "-" + o.td.Name(),
 		Scope: strings.Join(scopes, " "), Act: &delegation.Actor{Subject: to.id.String(), Actor: &delegation.Actor{Subject: from.id.String()}},
 		Hop: delegation.Hop{Delegator: from.id.String(), Delegatee: to.id.String(), Depth: 1, Purpose: "book travel"}}
 	if parent != nil {
@@ -389,6 +389,10 @@ func TestIssueRefusesMalformedClaims(t *testing.T) {
 		"exp before iat":               func(c *delegation.Claims) { c.Expiry = c.IssuedAt - 1 },
 		"a SPIFFE ID as principal":     func(c *delegation.Claims) { c.Subject = "Spiffe://org-a.example/agent/admin" },
 		"a principal with a newline":   func(c *delegation.Claims) { c.Subject = "alice\nbob" },
+		"a jti with a slash":           func(c *delegation.Claims) { c.ID = "d1/x" },
+		"a jti too long":               func(c *delegation.Claims) { c.ID = strings.Repeat("a", delegation.MaxIDLen+1) },
+		"iss without its scheme":       func(c *delegation.Claims) { c.Issuer = "org-a.example" },
+		"iss with a path":              func(c *delegation.Claims) { c.Issuer = "spiffe://org-a.example/x" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := &delegation.Claims{Issuer: w.orgA.td.IDString(), Subject: "alice", Audience: []string{"x"}, IssuedAt: 100, Expiry: 200, ID: "d1",

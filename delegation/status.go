@@ -33,23 +33,27 @@ type StatusAnswer struct {
 	LeafHash  string    `json:"leaf_hash"` // hex
 }
 
-// FetchStatus asks the authority at base (https://host:port), whose
+// NewStatusClient is the HTTP client FetchStatus asks an issuer with: its
 // server must present an X509-SVID of server (spiffe://<td>/mandate/server
-// of the hop's issuer) valid in bundles, for the status of hop id. An
-// issuer answers for the hops above its own too. Redirects are not
-// followed; the answer is bounded; every failure matches
-// ErrStatusUnknown: a verifier treats it as "not known to hold".
-func FetchStatus(ctx context.Context, bundles x509bundle.Source, base string, server spiffeid.ID, id string) (*StatusAnswer, error) {
+// of the hop's issuer) valid in bundles; redirects are not followed. Keep
+// one per issuer: its connections are reused.
+func NewStatusClient(bundles x509bundle.Source, server spiffeid.ID) *http.Client {
+	return &http.Client{Timeout: StatusTimeout,
+		Transport:     &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server)), MaxIdleConnsPerHost: 4},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// FetchStatus asks the authority at base (https://host:port), with a
+// client of NewStatusClient, for the status of hop id. An issuer answers
+// for the hops above its own too. The answer is bounded; every failure
+// matches ErrStatusUnknown: a verifier treats it as "not known to hold".
+func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*StatusAnswer, error) {
 	u, err := url.Parse(base)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("%w: %q is not an https URL", ErrStatusUnknown, base)
 	}
 	u.Path = strings.TrimRight(u.Path, "/") + "/v1/delegations/" + url.PathEscape(id) + "/status"
 	u.RawQuery, u.Fragment = "", ""
-	tr := &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server))}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Timeout: StatusTimeout, Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	ctx, cancel := context.WithTimeout(ctx, StatusTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
@@ -58,18 +62,18 @@ func FetchStatus(ctx context.Context, bundles x509bundle.Source, base string, se
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrStatusUnknown, server.TrustDomain(), err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrStatusUnknown, u.Host, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
 	var out StatusAnswer
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil || out.ID != id {
-		return nil, fmt.Errorf("%w: %s answered %d for %s", ErrStatusUnknown, server.TrustDomain(), resp.StatusCode, id)
+		return nil, fmt.Errorf("%w: %s answered %d for %s", ErrStatusUnknown, u.Host, resp.StatusCode, id)
 	}
 	switch out.Status {
 	case StatusActive, StatusRevoked, StatusExpired:
 	default:
-		return nil, fmt.Errorf("%w: %s answered status %q for %s", ErrStatusUnknown, server.TrustDomain(), out.Status, id)
+		return nil, fmt.Errorf("%w: %s answered status %q for %s", ErrStatusUnknown, u.Host, out.Status, id)
 	}
 	return &out, nil
 }

@@ -14,7 +14,7 @@ import (
 // Buckets of the delegations an authority issued.
 const (
 	BucketDelegations = "delegations"
-	BucketChildren    = "delegations_by_parent" // "<ancestor iss> <ancestor id>/<descendant id>" → ""
+	BucketChildren    = "delegations_by_parent" // "<parent or local ancestor iss> <its id>/<descendant id>" → ""
 	BucketRevokedIDs  = "revoked_spiffe_ids"    // SPIFFE ID → Revocation
 )
 
@@ -95,8 +95,9 @@ func NewID() string {
 }
 
 // Put stores a record and its place below its parent and below every
-// other hop above it: revoking a hop here reaches the hops issued here
-// below it even when a hop between was issued by another authority.
+// other hop above it issued by the same authority: revoking a hop here
+// reaches the hops issued here below it even when a hop between was
+// issued by another authority.
 func Put(tx store.Tx, r *Record) error {
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -111,6 +112,9 @@ func Put(tx store.Tx, r *Record) error {
 		}
 	}
 	for _, an := range r.Ancestors {
+		if an.Issuer != r.Issuer || an.ID == r.ParentID {
+			continue // another authority's hop is revoked there; the parent is indexed above
+		}
 		if err := tx.Put(BucketChildren, childKey(an.Issuer, an.ID, r.ID), []byte{}); err != nil {
 			return err
 		}
@@ -129,7 +133,7 @@ const maxRevoke = 100000
 
 // Get returns the record of a delegation this authority issued.
 func Get(tx store.Tx, id string) (*Record, error) {
-	if id == "" || len(id) > 128 {
+	if !validID(id) {
 		return nil, ErrNotFound
 	}
 	b, err := tx.Get(BucketDelegations, []byte(id))

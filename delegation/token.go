@@ -243,9 +243,13 @@ func (c *Claims) wellFormed() error {
 			return fmt.Errorf("%w: %q is not a SPIFFE ID", ErrMalformed, id)
 		}
 	}
+	if !validID(c.ID) {
+		return fmt.Errorf("%w: jti is 1 to %d characters of A-Z a-z 0-9 . _ -", ErrMalformed, MaxIDLen)
+	}
 	td, err := spiffeid.TrustDomainFromString(c.Issuer)
-	if err != nil {
-		return fmt.Errorf("%w: iss %q is not a trust domain", ErrMalformed, c.Issuer)
+	if err != nil || c.Issuer != td.IDString() {
+		// One spelling only: spiffe://<trust domain>.
+		return fmt.Errorf("%w: iss %q is not spiffe://<trust domain>", ErrMalformed, c.Issuer)
 	}
 	// A hop is issued by its delegator's own authority: no authority
 	// speaks for another trust domain's agents.
@@ -256,6 +260,23 @@ func (c *Claims) wellFormed() error {
 		return fmt.Errorf("%w: %d actors for a hop of depth %d", ErrMalformed, depth, c.Hop.Depth)
 	}
 	return nil
+}
+
+// MaxIDLen bounds a delegation id (jti).
+const MaxIDLen = 128
+
+// validID reports whether id is a delegation id: 1 to MaxIDLen of
+// A-Z a-z 0-9 . _ - (ids name records and index keys).
+func validID(id string) bool {
+	if id == "" || len(id) > MaxIDLen {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // MaxPrincipalLen bounds a principal.

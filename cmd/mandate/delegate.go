@@ -236,7 +236,7 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return err
 		}
-		st, err := delegation.FetchStatus(ctx, set, *status, authority.ServerID(td), last.ID)
+		st, err := delegation.FetchStatus(ctx, delegation.NewStatusClient(set, authority.ServerID(td)), *status, last.ID)
 		if err != nil {
 			return err
 		}
