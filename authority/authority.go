@@ -63,6 +63,8 @@ type Authority struct {
 	refusals  refusalLimiter  // TPM refusals recorded per EK
 
 	remote remoteStatuses // other authorities' answers on their hops
+
+	bornRevoked sync.Map // delegation id → reason: hops recorded revoked as they were issued
 }
 
 // Options are the dependencies an Authority takes besides its Config.

@@ -280,14 +280,13 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	rc, err := a.record(ctx, event{typ: "delegation.issued", actor: c.ID.String(), subject: delegatee.String(), parties: parties,
 		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: recDetails})
 	if err != nil {
+		a.bornRevoked.Delete(id)
 		return nil, err
 	}
 	// A revocation that committed while the hop was on its way is in its
 	// record (see indexDelegation): nothing revoked is handed out.
-	if rec, err := a.delegationRecord(ctx, id); err != nil {
-		return nil, err
-	} else if !rec.RevokedAt.IsZero() {
-		return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, rec.Reason)
+	if why, revoked := a.bornRevoked.LoadAndDelete(id); revoked {
+		return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, why)
 	}
 	a.log.InfoContext(ctx, "delegation issued", "id", id, "delegator", c.ID.String(), "delegatee", delegatee.String(), "depth", depth)
 	return &DelegateAnswer{ID: id, Token: token, ExpiresAt: exp, Chain: append(chain, claims), Receipt: rc}, nil
@@ -664,6 +663,9 @@ func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry) er
 	}
 	if why != "" {
 		rec.RevokedAt, rec.RevokedBy, rec.Reason = e.Time, ServerID(a.td).String(), why+" while the hop was being issued"
+		// Told to the flow waiting for this entry, which deletes it
+		// (also when the commit fails).
+		a.bornRevoked.Store(rec.ID, rec.Reason)
 	}
 	return delegation.Put(tx, rec)
 }

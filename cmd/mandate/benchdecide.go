@@ -188,13 +188,19 @@ func runBenchDecide(ctx context.Context, args []string, stdout, stderr io.Writer
 
 // benchServer is a server process under load.
 type benchServer struct {
-	name string
-	url  string
-	tls  *tls.Config
-	cmd  *exec.Cmd
+	name    string
+	url     string
+	tls     *tls.Config
+	cmd     *exec.Cmd
+	stopped bool
 }
 
+// stop stops the server (again: nothing).
 func (s *benchServer) stop() {
+	if s.stopped {
+		return
+	}
+	s.stopped = true
 	if s.cmd != nil && s.cmd.Process != nil {
 		_ = s.cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})

@@ -89,10 +89,12 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	chains, err := w.freshChains(ctx, 400)
+	chains, err := w.freshChains(ctx, 1000)
 	if err != nil {
 		return err
 	}
+	// Offline means offline: the server is not competing for the cores.
+	srv.stop()
 	repeat, err := benchVerify(ctx, []string{same}, w.set, w.d, *dur)
 	if err != nil {
 		return err
