@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/topdown"
 	opaversion "github.com/open-policy-agent/opa/v1/version"
+	"go.yaml.in/yaml/v3"
 
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/policy"
@@ -76,6 +78,32 @@ func (s *Server) dataPost(w http.ResponseWriter, r *http.Request) {
 		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "reading the body: "+err.Error())
 		return
 	}
+	// As OPA: a gzip-compressed body (Content-Encoding: gzip), and a YAML
+	// one (a Content-Type naming yaml).
+	if enc := strings.TrimSpace(r.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
+		if !strings.EqualFold(enc, "gzip") {
+			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "unsupported Content-Encoding "+strconv.Quote(enc)+": gzip only")
+			return
+		}
+		if body, err = gunzip(body, s.maxBody); err != nil {
+			if errors.Is(err, errTooLarge) {
+				writeOPAError(w, http.StatusRequestEntityTooLarge, opaInvalidParameter, fmt.Sprintf("request body too large once decompressed: the limit is %d bytes", s.maxBody))
+				return
+			}
+			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "could not decompress the body: "+err.Error())
+			return
+		}
+	}
+	if strings.Contains(strings.ToLower(r.Header.Get("Content-Type")), "yaml") {
+		if body, err = yamlToJSON(body); err != nil {
+			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "body contains malformed input document: "+err.Error())
+			return
+		}
+		if int64(len(body)) > s.maxBody { // YAML aliases expand
+			writeOPAError(w, http.StatusRequestEntityTooLarge, opaInvalidParameter, fmt.Sprintf("request body too large read as JSON: the limit is %d bytes", s.maxBody))
+			return
+		}
+	}
 	input, err := inputOfBody(body)
 	if err != nil {
 		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, err.Error())
@@ -96,6 +124,89 @@ func (s *Server) dataGet(w http.ResponseWriter, r *http.Request) {
 		input = in
 	}
 	s.answerData(w, r, input)
+}
+
+// errTooLarge is a body larger than the limit once decompressed.
+var errTooLarge = errors.New("too large")
+
+// gunzip decompresses a gzip body of at most limit bytes.
+func gunzip(body []byte, limit int64) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer zr.Close()
+	out, err := io.ReadAll(io.LimitReader(zr, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(out)) > limit {
+		return nil, errTooLarge
+	}
+	return out, nil
+}
+
+// yamlToJSON reads a YAML body as OPA does (one document, read as JSON
+// would be: mappings with string keys). An empty body stays empty.
+func yamlToJSON(body []byte) ([]byte, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, nil
+	}
+	var v any
+	if err := yaml.Unmarshal(body, &v); err != nil {
+		return nil, err
+	}
+	v, err := jsonCompatible(v, 0)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+// jsonCompatible turns what YAML decodes into what JSON can hold: maps
+// with string keys (scalar keys written as strings, as OPA reads YAML),
+// nesting bounded.
+func jsonCompatible(v any, depth int) (any, error) {
+	if depth > maxInputDepth {
+		return nil, fmt.Errorf("nested deeper than %d", maxInputDepth)
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		return compatibleMap(x, func(k string) (string, error) { return k, nil }, depth)
+	case map[any]any:
+		return compatibleMap(x, func(k any) (string, error) {
+			switch k.(type) {
+			case string, int, int64, uint64, float64, bool, nil:
+				return fmt.Sprint(k), nil
+			}
+			return "", errors.New("a mapping key that is not a scalar")
+		}, depth)
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			c, err := jsonCompatible(e, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = c
+		}
+		return out, nil
+	}
+	return v, nil
+}
+
+func compatibleMap[K comparable](x map[K]any, key func(K) (string, error), depth int) (map[string]any, error) {
+	out := make(map[string]any, len(x))
+	for k, e := range x {
+		ks, err := key(k)
+		if err != nil {
+			return nil, err
+		}
+		if out[ks], err = jsonCompatible(e, depth+1); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // maxInputDepth bounds the nesting of an input document.

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -105,14 +106,22 @@ var delegationInput = `{"input": {"caller": {"org": "org-b.example"}, "request":
 // do sends a raw request as c and returns status and decoded body.
 func do(t *testing.T, c *client.Client, method, path, contentType string, body []byte) (int, map[string]any) {
 	t.Helper()
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c.TLSConfig()}}
+	return doWith(t, c, method, path, map[string]string{"Content-Type": contentType}, body)
+}
+
+// doWith is do with these request headers (empty values are not sent).
+func doWith(t *testing.T, c *client.Client, method, path string, headers map[string]string, body []byte) (int, map[string]any) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c.TLSConfig(), DisableCompression: true}}
 	defer hc.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctxT(t), method, c.Server()+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+	for k, v := range headers {
+		if v != "" {
+			req.Header.Set(k, v)
+		}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -160,6 +169,48 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 	}
 	if r, _ := ans["result"].([]any); len(r) != 2 {
 		t.Fatalf("GET reasons: %v", ans["result"])
+	}
+
+	// As OPA: a gzip-compressed body, a YAML body.
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		_, _ = zw.Write(b)
+		_ = zw.Close()
+		return buf.Bytes()
+	}
+	yamlInput := "input:\n  caller: {org: org-b.example}\n  request: {scopes: [calendar:read]}\n  delegation: {scopes: [calendar:read, mail:send], exp: 2000, chain: [a, b]}\n  now: 1000\n"
+	for _, tc := range []struct {
+		name    string
+		headers map[string]string
+		body    []byte
+	}{
+		{"gzip", map[string]string{"Content-Type": "application/json", "Content-Encoding": "gzip"}, gz([]byte(delegationInput))},
+		{"YAML", map[string]string{"Content-Type": "application/x-yaml"}, []byte(yamlInput)},
+		{"gzip YAML", map[string]string{"Content-Type": "application/yaml", "Content-Encoding": "gzip"}, gz([]byte(yamlInput))},
+	} {
+		if status, ans := doWith(t, gw, http.MethodPost, "/v1/data/authz/allow", tc.headers, tc.body); status != 200 || ans["result"] != true {
+			t.Fatalf("%s: %d %v", tc.name, status, ans)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		headers map[string]string
+		body    []byte
+		status  int
+	}{
+		{"not gzip", map[string]string{"Content-Encoding": "gzip"}, []byte(delegationInput), 400},
+		{"a gzip bomb", map[string]string{"Content-Encoding": "gzip"}, gz([]byte(`{"input": "` + strings.Repeat("a", 8<<20) + `"}`)), 413},
+		{"another encoding", map[string]string{"Content-Encoding": "br"}, []byte(delegationInput), 400},
+		{"malformed YAML", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input: [\n"), 400},
+		{"YAML mapping keys that are not scalars", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input:\n  1: a\n  [x]: b\n"), 400},
+		{"YAML aliases expanding past the limit", map[string]string{"Content-Type": "application/x-yaml"},
+			[]byte("a: &a [" + strings.Repeat(`"0123456789abcdef0123456789abcdef",`, 300) + "x]\ninput: [*a, *a, *a, *a, *a, *a, *a, *a]\n"), 413},
+		{"YAML nested too deep", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input: " + strings.Repeat("[", 100) + strings.Repeat("]", 100)), 400},
+	} {
+		if status, ans := doWith(t, gw, http.MethodPost, "/v1/data/authz/allow", tc.headers, tc.body); status != tc.status || ans["code"] != "invalid_parameter" {
+			t.Fatalf("%s: %d %v, want %d invalid_parameter", tc.name, status, ans, tc.status)
+		}
 	}
 
 	// Errors in OPA's shape.
