@@ -180,14 +180,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer auditorAtA.CloseIdle()
 	for i := range hops {
 		h := &hops[i]
+		issuerLog := orgB.admin
 		if h.Index == nil { // another authority's hop: ask it
-			theirs, err := fetchChain(ctx, auditorAtA, "/v1/audit/chains/"+h.ID)
+			issuerLog = auditorAtA
+			theirs, err := fetchChain(ctx, issuerLog, "/v1/audit/chains/"+h.ID)
 			if err != nil {
 				return err
 			}
 			*h = theirs[len(theirs)-1]
 		}
 		if err := verifyHop(h, vkeys[h.Issuer], h.Issuer); err != nil {
+			return err
+		}
+		if err := verifySigner(ctx, h, issuerLog, vkeys[h.Issuer]); err != nil {
 			return err
 		}
 	}

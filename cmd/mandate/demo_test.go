@@ -21,7 +21,7 @@ func TestDemo(t *testing.T) {
 		"the payer's token verifies offline: 2 hops",
 		"[mail:send] denied (policy-denied): scope mail:send is not granted to the delegator",
 		"proven in org-a.example's log", "proven in org-b.example's log",
-		"responsible carol@org-b.example",
+		"responsible carol@org-b.example", "signed by the delegator's X509-SVID",
 		"is revoked at org-a", "org-b asked org-a before extending the chain, and refused",
 		"asks org-b about its hop", "above it was revoked)",
 		"Done.",
