@@ -176,7 +176,7 @@ func jsonCompatible(v any, depth int) (any, error) {
 	case map[any]any:
 		return compatibleMap(x, func(k any) (string, error) {
 			switch k.(type) {
-			case string, int, int64, uint64, float64, bool, nil:
+			case string, int, int64, uint64, float64, bool:
 				return fmt.Sprint(k), nil
 			}
 			return "", errors.New("a mapping key that is not a scalar")

@@ -206,6 +206,7 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 		{"YAML mapping keys that are not scalars", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input:\n  1: a\n  [x]: b\n"), 400},
 		{"YAML aliases expanding past the limit", map[string]string{"Content-Type": "application/x-yaml"},
 			[]byte("a: &a [" + strings.Repeat(`"0123456789abcdef0123456789abcdef",`, 300) + "x]\ninput: [*a, *a, *a, *a, *a, *a, *a, *a]\n"), 413},
+		{"a YAML null key", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input:\n  ~: a\n"), 400},
 		{"YAML nested too deep", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input: " + strings.Repeat("[", 100) + strings.Repeat("]", 100)), 400},
 	} {
 		if status, ans := doWith(t, gw, http.MethodPost, "/v1/data/authz/allow", tc.headers, tc.body); status != tc.status || ans["code"] != "invalid_parameter" {

@@ -353,6 +353,35 @@ func TestVerifiedTokenStopsVerifyingWhenItsKeyGoes(t *testing.T) {
 	}
 }
 
+// TestBoundTokenHolder: a token bound to a certificate verifies for its
+// holder with that certificate, not without it nor with another; an
+// inspector (AnyHolder) without a certificate sees the chain, with one
+// the binding is checked.
+func TestBoundTokenHolder(t *testing.T) {
+	w := newWorld(t)
+	t1, c1 := hop(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil)
+	tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1, func(c *delegation.Claims) {
+		c.Cnf = &delegation.Confirmation{X5tS256: delegation.Thumbprint(w.c.chain[0])}
+	})
+	for _, tc := range []struct {
+		name string
+		opts delegation.VerifyOptions
+		ok   bool
+	}{
+		{"the holder with its certificate", delegation.VerifyOptions{Presenter: w.c.id, PresenterCert: w.c.chain[0]}, true},
+		{"the holder without a certificate", delegation.VerifyOptions{Presenter: w.c.id}, false},
+		{"the holder with another certificate", delegation.VerifyOptions{Presenter: w.c.id, PresenterCert: w.d.chain[0]}, false},
+		{"an inspector", delegation.VerifyOptions{AnyHolder: true}, true},
+		{"an inspector with another certificate", delegation.VerifyOptions{AnyHolder: true, PresenterCert: w.d.chain[0]}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := delegation.Verify(tok, w.set, tc.opts); (err == nil) != tc.ok {
+				t.Fatalf("Verify = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
 // TestVerifyHandsOutCopies: what a caller does to a verified chain does
 // not change what the next verification of the same token returns.
 func TestVerifyHandsOutCopies(t *testing.T) {

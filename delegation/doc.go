@@ -26,8 +26,9 @@
 // signatures it has verified, by the SHA-256 of their bytes and of the
 // key that verified them, and does not verify those bytes with that key
 // again. Everything else is checked on every call: the key is still in
-// the current bundle, the delegator's SVID is valid in the current
-// bundle, the expiry, the links, the audience and the holder. Verify
+// the current bundle, the delegator's SVID chains to the current bundle
+// and was valid (with every certificate of its chain) at the hop's iat,
+// the expiry, the links, the audience and the holder. Verify
 // hands out copies: what a caller does with the returned claims never
 // changes what the next call returns.
 //

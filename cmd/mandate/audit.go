@@ -43,8 +43,10 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              the accountability chain of a delegation: every
                              hop from the principal down, each proven in its
                              issuer's log (other authorities' logs followed
-                             with --peer), with the decision and the
-                             accountable parties of each hop
+                             with --peer), its links to the hop above, and
+                             each delegator's signature (by the SVID whose
+                             issuance that log proves), with the decision
+                             and the accountable parties of each hop
   verify [--full]            check the checkpoint's signature and that it is
                              consistent with the last one this auditor saw
                              (kept in --state); fails loudly on a fork.
@@ -81,7 +83,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stderr, auditUsage)
 		return usagef("audit: unknown or missing command")
 	}
-	fs := newFlagSet("audit "+args[0], "audit "+args[0]+" [flags]", stderr)
+	operand := map[string]string{"show": " INDEX", "prove": " INDEX", "check-proof": " FILE", "chain": " ID"}[args[0]]
+	fs := newFlagSet("audit "+args[0], "audit "+args[0]+operand+" [flags]", stderr)
 	f := &auditFlags{}
 	fs.StringVar(&f.dataDir, "data-dir", "mandate-data", "the authority's data directory (admin credential, verifier key)")
 	f.cf.register(fs, "", "auditor credential directory (default <data-dir>/admin)")
