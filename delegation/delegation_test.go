@@ -353,6 +353,65 @@ func TestVerifiedTokenStopsVerifyingWhenItsKeyGoes(t *testing.T) {
 	}
 }
 
+// TestStatementEncodings: a delegator may sign its statement in any JSON
+// encoding (key order, escapes), but nothing more, less or ambiguous.
+func TestStatementEncodings(t *testing.T) {
+	o := newOrg(t, "org-a.example")
+	a := o.agent(t, "a")
+	st := delegation.Statement{Delegator: a.id.String(), Delegatee: "spiffe://org-b.example/agent/b", Principal: "Ann & <Bob>",
+		Scopes: []string{"x", "y"}, Purpose: "p"}
+	sign := func(payload string) string {
+		x5c := []string{base64.StdEncoding.EncodeToString(a.chain[0].Raw)}
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: a.key}, (&jose.SignerOptions{}).WithHeader("x5c", x5c).WithType("mandate-hop+jws"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		jws, err := s.Sign([]byte(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := jws.CompactSerialize()
+		return out
+	}
+	d, e := `"delegator":"`+a.id.String()+`"`, `"delegatee":"spiffe://org-b.example/agent/b"`
+	for _, tc := range []struct {
+		name, payload string
+		ok            bool
+	}{
+		{"this package's encoding", "", true},
+		{"another key order, scopes in another order", `{"scopes":["y","x"],"purpose":"p",` + e + `,"principal":"Ann & <Bob>",` + d + `}`, true},
+		{"escaped characters, spaces", `{ ` + d + ` , ` + e + `, "principal": "Ann \u0026 \u003cBob\u003e", "scopes": ["x","y"], "purpose": "p" }`, true},
+		{"an unknown field", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","admin":true}`, false},
+		{"a key twice", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","principal":"eve","scopes":["x","y"],"purpose":"p"}`, false},
+		{"a key in another case", `{"Delegator":"` + a.id.String() + `",` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p"}`, false},
+		{"a null value", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":null}`, false},
+		{"a scope twice", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y","x"],"purpose":"p"}`, false},
+		{"another scope", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","z"],"purpose":"p"}`, false},
+		{"a missing field", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"]}`, false},
+		{"data after it", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p"} {}`, false},
+		{"scopes as a string", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":"x y","purpose":"p"}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sig := ""
+			if tc.payload == "" {
+				var err error
+				if sig, err = delegation.SignStatement(st, a.key, a.chain); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				sig = sign(tc.payload)
+			}
+			_, err := delegation.CheckStatementSignedBy(sig, st, time.Now())
+			if (err == nil) != tc.ok {
+				t.Fatalf("CheckStatementSignedBy = %v, want ok=%v", err, tc.ok)
+			}
+			if err := delegation.CheckStatementSignature(sig, st, spiffebundle.NewSet(o.bundle), time.Now()); (err == nil) != tc.ok {
+				t.Fatalf("CheckStatementSignature = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
 // TestBoundTokenHolder: a token bound to a certificate verifies for its
 // holder with that certificate, not without it nor with another; an
 // inspector (AnyHolder) without a certificate sees the chain, with one

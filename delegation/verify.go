@@ -406,8 +406,8 @@ func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 	if err != nil {
 		return "", err
 	}
-	if !bytes.Equal(payload, st.bytes()) {
-		return "", fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
+	if err := st.signedAs(payload); err != nil {
+		return "", err
 	}
 	if err := verifyJWS(sig, signer.key, statementType); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
@@ -439,8 +439,8 @@ func CheckStatementSignedBy(sig string, st Statement, at time.Time) (serial stri
 	if at.Before(leaf.NotBefore) || at.After(leaf.NotAfter) {
 		return "", fmt.Errorf("%w: the delegator's SVID was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
 	}
-	if !bytes.Equal(payload, st.bytes()) {
-		return "", fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
+	if err := st.signedAs(payload); err != nil {
+		return "", err
 	}
 	if err := checkJWS(sig, leaf.PublicKey, statementType); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
