@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs exactly this): formatting, vet, every
-# test with the race detector, then an interoperability check of TPM
-# attestation with another TPM 2.0 stack (tpm2-tools on swtpm).
+# test with the race detector, then two interoperability checks: TPM
+# attestation with another TPM 2.0 stack (tpm2-tools on swtpm), and a
+# delegation signed by an agent in another language (Python, jwcrypto).
 #
 # Needs Go 1.26 and gcc (cgo: the race detector and the TPM simulator),
 # OpenSSL's headers (the simulator links libcrypto), and for the interop
-# check tpm2-tools, swtpm, jq, xxd, openssl and curl. What is missing is
+# checks tpm2-tools, swtpm, jq, xxd, openssl, curl and python3-jwcrypto. What is missing is
 # installed with apt-get when the script runs as root; otherwise it says
 # what to install. Modules come from the Go module proxy.
 set -euo pipefail
@@ -16,6 +17,7 @@ missing=()
 for tool in tpm2_createek:tpm2-tools swtpm:swtpm jq:jq xxd:xxd openssl:openssl curl:curl; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
 done
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import jwcrypto' 2>/dev/null || missing+=(python3-jwcrypto)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "missing: ${missing[*]} (install these Debian packages, or run as root to have them installed)"; exit 1
@@ -36,4 +38,8 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 ./...
-scripts/tpm2-tools-attest.sh
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+go build -o "$bin/mandate" ./cmd/mandate
+scripts/tpm2-tools-attest.sh "$bin/mandate"
+scripts/python-delegate.sh "$bin/mandate"
