@@ -26,15 +26,8 @@ if [ -z "$MANDATE" ]; then
 fi
 cd "$W"
 
-"$MANDATE" serve --trust-domain py.example --data-dir data --listen 127.0.0.1:0 >serve.out 2>serve.log &
-SERVE=$!
-URL=
-for _ in $(seq 200); do
-  URL=$(grep -o 'is serving on https://[^ ]*' serve.out 2>/dev/null | cut -d' ' -f4 || true)
-  [ -n "$URL" ] && break
-  sleep 0.1
-done
-[ -n "$URL" ] || fail "the authority did not start"
+. "$ROOT/scripts/serve.sh"
+start_serve --trust-domain py.example --data-dir data || fail "the authority did not start"
 m() { "$MANDATE" "$@" --server "$URL"; }
 adm() { m "$@" --creds data/admin; }
 

@@ -53,15 +53,8 @@ tpm2_pcrread sha256:$PCRS -o golden.bin >/dev/null
   echo "        sha256:"
   i=0; for p in ${PCRS//,/ }; do echo "          \"$p\": $(pcr_hex golden.bin $i)"; i=$((i + 1)); done
 } >mandate.yaml
-"$MANDATE" serve --config mandate.yaml --data-dir data --listen 127.0.0.1:0 >serve.out 2>serve.log &
-SERVE=$!
-URL=
-for _ in $(seq 200); do
-  URL=$(grep -o 'is serving on https://[^ ]*' serve.out 2>/dev/null | cut -d' ' -f4 || true)
-  [ -n "$URL" ] && break
-  sleep 0.1
-done
-[ -n "$URL" ] || fail "the authority did not start"
+. "$ROOT/scripts/serve.sh"
+start_serve --config mandate.yaml --data-dir data || fail "the authority did not start"
 post() { curl -sS --cacert data/admin/bundle.pem -H 'Content-Type: application/json' --data @"$2" "$URL$1"; }
 
 attest() {
