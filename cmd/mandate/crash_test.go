@@ -22,6 +22,7 @@ import (
 
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/store"
 	"mandate.dev/mandate/store/bolt"
 )
@@ -51,6 +52,69 @@ func serveProcess(t *testing.T, bin, dataDir, addr string) (*exec.Cmd, string) {
 	}
 	t.Fatalf("serve exited before serving: %v", lines.Err())
 	return nil, ""
+}
+
+// loggedEntry is what the crash tests read of an entry.
+type loggedEntry struct {
+	Type         string `json:"type"`
+	Subject      string `json:"subject"`
+	DelegationID string `json:"delegation_id"`
+	leafHash     string
+}
+
+// logEntries reads the log's first size entries.
+func logEntries(t *testing.T, ctx context.Context, c *client.Client, size uint64) []loggedEntry {
+	t.Helper()
+	out := make([]loggedEntry, size)
+	for i := range size {
+		var ans struct {
+			Entry    json.RawMessage `json:"entry"`
+			LeafHash string          `json:"leaf_hash"`
+		}
+		if err := c.Do(ctx, "GET", fmt.Sprintf("/v1/audit/entries/%d", i), nil, &ans); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		_ = json.Unmarshal(ans.Entry, &out[i])
+		out[i].leafHash = ans.LeafHash
+	}
+	return out
+}
+
+// missingFrom counts the ids of acked that are not in logged.
+func missingFrom(acked, logged map[string]bool) int {
+	n := 0
+	for id := range acked {
+		if !logged[id] {
+			n++
+		}
+	}
+	return n
+}
+
+// buildMandate builds this command into a temporary directory, which it
+// returns with the binary's path.
+func buildMandate(t *testing.T) (dir, bin string) {
+	t.Helper()
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "mandate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir, bin
+}
+
+// logVerifier is the verifier of the log kept in dataDir.
+func logVerifier(t *testing.T, dataDir string) note.Verifier {
+	t.Helper()
+	vkey, err := os.ReadFile(filepath.Join(dataDir, "audit", "log.vkey"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(strings.TrimSpace(string(vkey)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func adminClient(t *testing.T, url, dataDir string) *client.Client {
@@ -88,23 +152,12 @@ func verifiedCheckpoint(t *testing.T, ctx context.Context, c *client.Client, v n
 // consistent with every checkpoint handed out before the kill. It does so
 // at several kill points.
 func TestCrashKeepsAcknowledgedEntries(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "mandate")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildMandate(t)
 	dataDir := filepath.Join(dir, "data")
 	addr := freeAddr(t)
 	for round, killAfter := range []time.Duration{150 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond} {
 		cmd, url := serveProcess(t, bin, dataDir, addr)
-		vkey, err := os.ReadFile(filepath.Join(dataDir, "audit", "log.vkey"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := note.NewVerifier(strings.TrimSpace(string(vkey)))
-		if err != nil {
-			t.Fatal(err)
-		}
+		v := logVerifier(t, dataDir)
 		c := adminClient(t, url, dataDir)
 		ctx, cancel := context.WithCancel(context.Background())
 		var mu sync.Mutex
@@ -151,29 +204,12 @@ func TestCrashKeepsAcknowledgedEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 		inLog := map[string]bool{}
-		for i := range cp.Size {
-			var ans struct {
-				Entry json.RawMessage `json:"entry"`
-			}
-			if err := c.Do(ctx, "GET", fmt.Sprintf("/v1/audit/entries/%d", i), nil, &ans); err != nil {
-				t.Fatalf("round %d: entry %d: %v", round, i, err)
-			}
-			var e struct {
-				Type    string
-				Subject string
-			}
-			_ = json.Unmarshal(ans.Entry, &e)
+		for _, e := range logEntries(t, ctx, c, cp.Size) {
 			if e.Type == "join_token.created" {
 				inLog[e.Subject] = true
 			}
 		}
-		missing := 0
-		for id := range acked {
-			if !inLog[id] {
-				missing++
-			}
-		}
-		if missing > 0 {
+		if missing := missingFrom(acked, inLog); missing > 0 {
 			t.Errorf("round %d (kill after %s): %d of %d acknowledged join tokens missing from the log", round, killAfter, missing, len(acked))
 		}
 		for _, old := range seen {
@@ -315,4 +351,104 @@ func TestRolledBackLogIsCaught(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "shrank") || !strings.Contains(err.Error(), "remembered checkpoint") {
 		t.Errorf("audit verify after a rollback = %v, want the shrink reported with both checkpoints", err)
 	}
+}
+
+// TestCrashKeepsDelegations kills a real `mandate serve` (SIGKILL) while
+// agents delegate; after a restart, every delegation whose token was
+// answered is in the log, and the log and the hops' records agree: each
+// delegation.issued entry has its record (the status endpoint answers it
+// with that entry's index and leaf hash), and no record lacks its entry.
+func TestCrashKeepsDelegations(t *testing.T) {
+	dir, bin := buildMandate(t)
+	dataDir := filepath.Join(dir, "data")
+	addr := freeAddr(t)
+	cmd, url := serveProcess(t, bin, dataDir, addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := newDelegateWorld(ctx, url, filepath.Join(dataDir, "admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	acked := map[string]bool{} // delegation ids whose token was answered
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				body, err := w.request(0, 1, "alice", "", "")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var raw map[string]any
+				_ = json.Unmarshal(body, &raw)
+				var ans struct{ ID, Token string }
+				if err := w.a.Do(ctx, "POST", "/v1/delegations", raw, &ans); err != nil {
+					return // the server is gone
+				}
+				mu.Lock()
+				acked[ans.ID] = true
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	cancel()
+	wg.Wait()
+
+	restarted, url := serveProcess(t, bin, dataDir, addr)
+	c := adminClient(t, url, dataDir)
+	bg := context.Background()
+	cp, err := verifiedCheckpoint(t, bg, c, logVerifier(t, dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inLog := map[string]bool{}
+	for i, e := range logEntries(t, bg, c, cp.Size) {
+		if e.Type != "delegation.issued" {
+			continue
+		}
+		inLog[e.DelegationID] = true
+		var st struct {
+			Status   string
+			LogIndex uint64 `json:"log_index"`
+			LeafHash string `json:"leaf_hash"`
+		}
+		if err := c.Do(bg, "GET", "/v1/delegations/"+e.DelegationID+"/status", nil, &st); err != nil || st.LogIndex != uint64(i) || st.LeafHash != e.leafHash {
+			t.Errorf("entry %d issued %s, its record: %+v, %v", i, e.DelegationID, st, err)
+		}
+	}
+	if missing := missingFrom(acked, inLog); missing > 0 || len(acked) == 0 {
+		t.Fatalf("%d of %d answered delegations are missing from the log", missing, len(acked))
+	}
+	// No record without its entry: the records the authority holds are
+	// exactly the logged ones.
+	c.CloseIdle()
+	_ = restarted.Process.Signal(syscall.SIGTERM)
+	_ = restarted.Wait()
+	db, err := bolt.Open(filepath.Join(dataDir, "mandate.db"), bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	records := 0
+	if err := db.View(bg, func(tx store.Tx) error {
+		return tx.Scan(delegation.BucketDelegations, nil, nil, func(k, _ []byte) error {
+			records++
+			if !inLog[string(k)] {
+				t.Errorf("record %s has no delegation.issued entry", k)
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if records != len(inLog) {
+		t.Errorf("%d records, %d delegation.issued entries", records, len(inLog))
+	}
+	t.Logf("killed with %d delegations answered; %d issued in the log of size %d after restart", len(acked), len(inLog), cp.Size)
 }
