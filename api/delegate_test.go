@@ -186,6 +186,10 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 			_, p := orgA.delegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice", signer: &payer})
 			return p
 		}, "delegator-signature-invalid"},
+		{"a scope named twice", func() *client.Problem {
+			_, p := orgA.delegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read", "calendar:read"}, principal: "alice"})
+			return p
+		}, "invalid-request"},
 		{"no delegator signature", func() *client.Problem {
 			_, p := orgA.delegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice", noSig: true})
 			return p

@@ -312,6 +312,9 @@ func checkDelegationInput(req DelegateRequest) error {
 			return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 		}
 	}
+	if len(slices.Compact(slices.Sorted(slices.Values(req.Scopes)))) != len(req.Scopes) {
+		return fmt.Errorf("%w: a scope is named twice", ErrInvalidRequest)
+	}
 	for _, s := range req.Scopes {
 		if s == "" || len(s) > registry.MaxStringLen || containsSpace(s) {
 			return fmt.Errorf("%w: a scope is 1 to %d bytes without spaces", ErrInvalidRequest, registry.MaxStringLen)

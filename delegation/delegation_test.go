@@ -478,6 +478,7 @@ func TestIssueRefusesMalformedClaims(t *testing.T) {
 		"a SPIFFE ID as principal":     func(c *delegation.Claims) { c.Subject = "Spiffe://org-a.example/agent/admin" },
 		"a principal with a newline":   func(c *delegation.Claims) { c.Subject = "alice\nbob" },
 		"a jti with a slash":           func(c *delegation.Claims) { c.ID = "d1/x" },
+		"a scope twice":                func(c *delegation.Claims) { c.Scope = "a b a" },
 		"a jti too long":               func(c *delegation.Claims) { c.ID = strings.Repeat("a", delegation.MaxIDLen+1) },
 		"iss without its scheme":       func(c *delegation.Claims) { c.Issuer = "org-a.example" },
 		"iss with a path":              func(c *delegation.Claims) { c.Issuer = "spiffe://org-a.example/x" },

@@ -224,6 +224,8 @@ func (c *Claims) wellFormed() error {
 		return fmt.Errorf("%w: jti, sub and iss are required", ErrMalformed)
 	case len(c.Scopes()) == 0:
 		return fmt.Errorf("%w: no scope", ErrMalformed)
+	case hasDuplicate(c.Scopes()):
+		return fmt.Errorf("%w: a scope twice", ErrMalformed)
 	case c.Act == nil || c.Act.Subject != c.Hop.Delegatee:
 		return fmt.Errorf("%w: act.sub must be the delegatee", ErrMalformed)
 	case c.Act.Actor == nil || c.Act.Actor.Subject != c.Hop.Delegator:
@@ -260,6 +262,12 @@ func (c *Claims) wellFormed() error {
 		return fmt.Errorf("%w: %d actors for a hop of depth %d", ErrMalformed, depth, c.Hop.Depth)
 	}
 	return nil
+}
+
+// hasDuplicate reports whether a value appears twice in list.
+func hasDuplicate(list []string) bool {
+	sorted := slices.Sorted(slices.Values(list))
+	return len(slices.Compact(sorted)) != len(list)
 }
 
 // MaxIDLen bounds a delegation id (jti).
