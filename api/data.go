@@ -68,6 +68,10 @@ type dataProvenance struct {
 
 // dataPost is POST /v1/data/{path...} (and /v1/data): {"input": ...}.
 func (s *Server) dataPost(w http.ResponseWriter, r *http.Request) {
+	if err := s.a.MayQueryData(callerOf(r), dataPath(r)); err != nil {
+		s.writeDataError(w, r, err)
+		return
+	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -95,12 +99,12 @@ func (s *Server) dataPost(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if strings.Contains(strings.ToLower(r.Header.Get("Content-Type")), "yaml") {
-		if body, err = yamlToJSON(body); err != nil {
+		if body, err = yamlToJSON(body, s.maxBody); err != nil {
+			if errors.Is(err, errTooLarge) { // YAML aliases expand
+				writeOPAError(w, http.StatusRequestEntityTooLarge, opaInvalidParameter, fmt.Sprintf("request body too large read as JSON: the limit is %d bytes", s.maxBody))
+				return
+			}
 			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "body contains malformed input document: "+err.Error())
-			return
-		}
-		if int64(len(body)) > s.maxBody { // YAML aliases expand
-			writeOPAError(w, http.StatusRequestEntityTooLarge, opaInvalidParameter, fmt.Sprintf("request body too large read as JSON: the limit is %d bytes", s.maxBody))
 			return
 		}
 	}
@@ -114,6 +118,10 @@ func (s *Server) dataPost(w http.ResponseWriter, r *http.Request) {
 
 // dataGet is GET /v1/data/{path...}?input=<JSON>.
 func (s *Server) dataGet(w http.ResponseWriter, r *http.Request) {
+	if err := s.a.MayQueryData(callerOf(r), dataPath(r)); err != nil {
+		s.writeDataError(w, r, err)
+		return
+	}
 	var input json.RawMessage
 	if vals := r.URL.Query()["input"]; len(vals) > 0 {
 		in := []byte(vals[len(vals)-1])
@@ -147,20 +155,77 @@ func gunzip(body []byte, limit int64) ([]byte, error) {
 }
 
 // yamlToJSON reads a YAML body as OPA does (one document, read as JSON
-// would be: mappings with string keys). An empty body stays empty.
-func yamlToJSON(body []byte) ([]byte, error) {
+// would be: mappings with string keys). An empty body stays empty. What
+// it expands to (aliases included) is held to limit bytes before any
+// value is built: errTooLarge.
+func yamlToJSON(body []byte, limit int64) ([]byte, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, nil
 	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(body, &doc); err != nil {
+		return nil, err
+	}
+	if _, err := yamlSize(&doc, map[*yaml.Node]int64{}, limit, 0); err != nil {
+		return nil, err
+	}
 	var v any
-	if err := yaml.Unmarshal(body, &v); err != nil {
+	if err := doc.Decode(&v); err != nil {
 		return nil, err
 	}
 	v, err := jsonCompatible(v, 0)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(v)
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	if int64(out.Len()) > limit+1 { // +1: Encode's newline
+		return nil, errTooLarge
+	}
+	return bytes.TrimSuffix(out.Bytes(), []byte("\n")), nil
+}
+
+// yamlSize is about the size, in bytes of JSON, of what n expands to
+// (each alias counted as what it names; each scalar as its text and a
+// few bytes of syntax), refused past limit (errTooLarge) or nested too
+// deep: bounded before anything is expanded.
+func yamlSize(n *yaml.Node, memo map[*yaml.Node]int64, limit int64, depth int) (int64, error) {
+	if depth > 2*maxInputDepth+4 { // a document, then mappings and aliases
+		return 0, fmt.Errorf("nested deeper than %d", maxInputDepth)
+	}
+	if size, ok := memo[n]; ok {
+		return size, nil
+	}
+	var size int64 = 2
+	switch n.Kind {
+	case yaml.AliasNode:
+		s, err := yamlSize(n.Alias, memo, limit, depth+1)
+		if err != nil {
+			return 0, err
+		}
+		size = s
+	case yaml.ScalarNode:
+		size += int64(len(n.Value))
+	default:
+		for _, c := range n.Content {
+			s, err := yamlSize(c, memo, limit, depth+1)
+			if err != nil {
+				return 0, err
+			}
+			if size += s; size > limit {
+				return 0, errTooLarge
+			}
+		}
+	}
+	if size > limit {
+		return 0, errTooLarge
+	}
+	memo[n] = size
+	return size, nil
 }
 
 // jsonCompatible turns what YAML decodes into what JSON can hold: maps
@@ -201,6 +266,9 @@ func compatibleMap[K comparable](x map[K]any, key func(K) (string, error), depth
 		ks, err := key(k)
 		if err != nil {
 			return nil, err
+		}
+		if _, dup := out[ks]; dup {
+			return nil, fmt.Errorf("two mapping keys read as %q", ks)
 		}
 		if out[ks], err = jsonCompatible(e, depth+1); err != nil {
 			return nil, err
@@ -269,10 +337,13 @@ func checkJSONValue(b []byte) error {
 	return nil
 }
 
+// dataPath is the document path asked, as sent (still percent-encoded).
+func dataPath(r *http.Request) string { return strings.TrimPrefix(r.URL.EscapedPath(), "/v1/data") }
+
 func (s *Server) answerData(w http.ResponseWriter, r *http.Request, input json.RawMessage) {
 	// The path as sent (still percent-encoded): "%2F" is a slash inside a
 	// key, not a separator, as in OPA.
-	q := authority.DataQuery{Path: strings.TrimPrefix(r.URL.EscapedPath(), "/v1/data"), Input: input,
+	q := authority.DataQuery{Path: dataPath(r), Input: input,
 		Metrics: boolParam(r, "metrics") || boolParam(r, "instrument")}
 	ans, err := s.a.QueryData(r.Context(), callerOf(r), q)
 	if err != nil {

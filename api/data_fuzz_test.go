@@ -41,7 +41,7 @@ func FuzzDataYAMLInput(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		js, err := yamlToJSON(body)
+		js, err := yamlToJSON(body, 1<<20)
 		if err != nil {
 			return
 		}

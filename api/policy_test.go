@@ -206,6 +206,9 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 		{"YAML mapping keys that are not scalars", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input:\n  1: a\n  [x]: b\n"), 400},
 		{"YAML aliases expanding past the limit", map[string]string{"Content-Type": "application/x-yaml"},
 			[]byte("a: &a [" + strings.Repeat(`"0123456789abcdef0123456789abcdef",`, 300) + "x]\ninput: [*a, *a, *a, *a, *a, *a, *a, *a]\n"), 413},
+		{"YAML aliases to a long string", map[string]string{"Content-Type": "application/x-yaml"},
+			[]byte("a: &a " + strings.Repeat("x", 20<<10) + "\ninput: [" + strings.Repeat("*a, ", 1000) + "*a]\n"), 413},
+		{"YAML keys read as the same string", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input: {1: int, 1.0: float}\n"), 400},
 		{"a YAML null key", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input:\n  ~: a\n"), 400},
 		{"YAML nested too deep", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input: " + strings.Repeat("[", 100) + strings.Repeat("]", 100)), 400},
 	} {
@@ -333,6 +336,13 @@ func TestDataAPICallers(t *testing.T) {
 	}
 	if status, ans := do(t, pe.client(nil, nil), "POST", "/v1/data/authz/allow", "application/json", nil); status != 401 || ans["code"] != "unauthorized" {
 		t.Fatalf("no client certificate: %d %v", status, ans)
+	}
+	// Refused before the body is read: whatever it holds.
+	if status, ans := doWith(t, pe.client(nil, nil), "POST", "/v1/data/authz/allow", map[string]string{"Content-Type": "application/yaml"}, []byte("input: [")); status != 401 || ans["code"] != "unauthorized" {
+		t.Fatalf("no client certificate, a malformed YAML body: %d %v", status, ans)
+	}
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/reasons", "application/json", []byte(`{"input": {`)); status != 403 || ans["code"] != "unauthorized" {
+		t.Fatalf("path outside caller_paths, a malformed body: %d %v", status, ans)
 	}
 	node := pe.joinNode()
 	if status, _ := do(t, pe.client(node.chain, node.key), "POST", "/v1/data/authz/allow", "application/json", nil); status != 403 {

@@ -88,6 +88,17 @@ func registryDocument(segs []string) bool {
 // revision, latency) in the audit log before returning: the answer is
 // given only once its record is durable. An evaluation error is recorded
 // too, and returned (policy.ErrEval).
+// MayQueryData says whether c may ask the Data API for the document at
+// path: checked before a request's body is read, so that only callers
+// allowed to ask make the server decode anything.
+func (a *Authority) MayQueryData(c *Caller, path string) error {
+	segs, err := policy.PathSegments(path)
+	if err != nil {
+		return err
+	}
+	return a.mayDecide(c, segs)
+}
+
 func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*DataAnswer, error) {
 	segs, err := policy.PathSegments(q.Path)
 	if err != nil {

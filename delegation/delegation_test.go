@@ -389,6 +389,8 @@ func TestStatementEncodings(t *testing.T) {
 		{"another scope", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","z"],"purpose":"p"}`, false},
 		{"a missing field", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"]}`, false},
 		{"data after it", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p"} {}`, false},
+		{"a null scope", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y",null],"purpose":"p"}`, false},
+		{"an unpaired surrogate", `{` + d + `,` + e + `,"principal":"Ann & <Bob>\udc00","scopes":["x","y"],"purpose":"p"}`, false},
 		{"scopes as a string", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":"x y","purpose":"p"}`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -432,6 +434,7 @@ func TestBoundTokenHolder(t *testing.T) {
 		{"the holder with another certificate", delegation.VerifyOptions{Presenter: w.c.id, PresenterCert: w.d.chain[0]}, false},
 		{"an inspector", delegation.VerifyOptions{AnyHolder: true}, true},
 		{"an inspector with another certificate", delegation.VerifyOptions{AnyHolder: true, PresenterCert: w.d.chain[0]}, false},
+		{"an inspector naming the holder, without its certificate", delegation.VerifyOptions{AnyHolder: true, Presenter: w.c.id}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := delegation.Verify(tok, w.set, tc.opts); (err == nil) != tc.ok {

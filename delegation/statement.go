@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
+	"unicode/utf8"
 )
 
 // statementOf reads what a delegator signed: a JSON object with the
@@ -39,11 +41,15 @@ func statementOf(payload []byte) (Statement, error) {
 			return st, err
 		}
 		if key == "scopes" {
-			if len(raw) == 0 || raw[0] != '[' {
+			var elems []json.RawMessage
+			if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &elems) != nil {
 				return st, errors.New("scopes is not an array")
 			}
-			if err := json.Unmarshal(raw, &st.Scopes); err != nil {
-				return st, fmt.Errorf("scopes: %v", err)
+			st.Scopes = make([]string, len(elems))
+			for i, e := range elems {
+				if err := readString(e, &st.Scopes[i]); err != nil {
+					return st, fmt.Errorf("scopes[%d]: %v", i, err)
+				}
 			}
 			continue
 		}
@@ -51,11 +57,8 @@ func statementOf(payload []byte) (Statement, error) {
 		if !ok {
 			return st, fmt.Errorf("unknown field %q", key)
 		}
-		if len(raw) == 0 || raw[0] != '"' {
-			return st, fmt.Errorf("%s is not a string", key)
-		}
-		if err := json.Unmarshal(raw, dst); err != nil {
-			return st, err
+		if err := readString(raw, dst); err != nil {
+			return st, fmt.Errorf("%s: %v", key, err)
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
@@ -65,6 +68,22 @@ func statementOf(payload []byte) (Statement, error) {
 		return st, errors.New("data after the object")
 	}
 	return st, nil
+}
+
+// readString reads a JSON string that holds text only: no invalid UTF-8
+// and no unpaired surrogate (which a reader turns into U+FFFD, so that
+// different signed bytes would read the same).
+func readString(raw json.RawMessage, dst *string) error {
+	if len(raw) == 0 || raw[0] != '"' || !utf8.Valid(raw) {
+		return errors.New("not a string of UTF-8 text")
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return err
+	}
+	if strings.ContainsRune(*dst, utf8.RuneError) {
+		return errors.New("an invalid or replacement character")
+	}
+	return nil
 }
 
 // signedAs checks that payload, what a delegator signed, says st:

@@ -35,3 +35,17 @@ func FuzzStatementOf(f *testing.F) {
 		}
 	})
 }
+
+// TestStatementTextOnly: strings of a signed statement are text: an
+// unpaired surrogate, invalid UTF-8 or U+FFFD (to which both read) is
+// refused, so that no two signed payloads read as one statement.
+func TestStatementTextOnly(t *testing.T) {
+	for _, p := range []string{`{"principal":"a\udc00"}`, `{"principal":"a\ud800b"}`, "{\"principal\":\"a\xffb\"}", `{"principal":"a\ufffd"}`, `{"scopes":["\udfff"]}`} {
+		if _, err := statementOf([]byte(p)); err == nil {
+			t.Errorf("statementOf(%q) accepted", p)
+		}
+	}
+	if _, err := statementOf([]byte(`{"principal":"a\u00e9\ud83d\ude00"}`)); err != nil {
+		t.Errorf("a valid surrogate pair refused: %v", err)
+	}
+}

@@ -50,8 +50,9 @@ type VerifyOptions struct {
 	// Presenter must be the last token's current actor (act.sub): a
 	// token is only ever used by its holder. Verify refuses to check a
 	// token without one unless AnyHolder is set (for a party that only
-	// inspects a chain and never acts on it: then neither the holder nor,
-	// unless PresenterCert is given, the certificate binding is checked).
+	// inspects a chain and never acts on it: then the holder is checked
+	// only if Presenter is given, and the certificate binding only if
+	// Presenter or PresenterCert is).
 	Presenter spiffeid.ID
 	AnyHolder bool
 	// PresenterCert is the presenter's X509-SVID leaf; it must match the
@@ -91,8 +92,9 @@ func Verify(token string, bundles Bundles, opts VerifyOptions) ([]*Claims, error
 	if !opts.Presenter.IsZero() && opts.Presenter.String() != last.Act.Subject {
 		return nil, fmt.Errorf("%w: presented by %s, held by %s", ErrNotHolder, opts.Presenter, last.Act.Subject)
 	}
-	// An inspector (AnyHolder) that gives no certificate checks no binding.
-	if last.Cnf != nil && !(opts.AnyHolder && opts.PresenterCert == nil) &&
+	// An inspector (AnyHolder) naming neither a presenter nor a
+	// certificate checks no binding.
+	if last.Cnf != nil && !(opts.AnyHolder && opts.Presenter.IsZero() && opts.PresenterCert == nil) &&
 		(opts.PresenterCert == nil || Thumbprint(opts.PresenterCert) != last.Cnf.X5tS256) {
 		return nil, fmt.Errorf("%w: the token is bound to another certificate", ErrNotHolder)
 	}

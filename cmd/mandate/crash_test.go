@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -371,6 +372,7 @@ func TestCrashKeepsDelegations(t *testing.T) {
 	}
 	var mu sync.Mutex
 	acked := map[string]bool{} // delegation ids whose token was answered
+	var killed atomic.Bool
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
@@ -384,6 +386,9 @@ func TestCrashKeepsDelegations(t *testing.T) {
 				_ = json.Unmarshal(body, &raw)
 				var ans struct{ ID, Token string }
 				if err := w.a.Do(ctx, "POST", "/v1/delegations", raw, &ans); err != nil {
+					if !killed.Load() {
+						t.Errorf("a delegation failed before the kill: %v", err)
+					}
 					return // the server is gone
 				}
 				mu.Lock()
@@ -393,6 +398,7 @@ func TestCrashKeepsDelegations(t *testing.T) {
 		})
 	}
 	time.Sleep(500 * time.Millisecond)
+	killed.Store(true)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -160,7 +160,7 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	bundles := fs.String("bundles", filepath.Join("mandate-agent", "bundles.json"), "SPIFFE bundles of every trust domain to trust ({\"<td>\": <bundle>}, as in a credential directory's bundles.json)")
 	presenter := fs.String("presenter", "", "SPIFFE ID that presents the token: it must be its holder (required unless --any-holder)")
 	presenterCert := fs.String("presenter-cert", "", "the presenter's X509-SVID (PEM), for a token bound to a certificate")
-	anyHolder := fs.Bool("any-holder", false, "only inspect the chain: do not check who holds the token (nor, without --presenter-cert, the certificate it is bound to)")
+	anyHolder := fs.Bool("any-holder", false, "only inspect the chain: do not check who holds the token, nor (unless --presenter or --presenter-cert is given) the certificate it is bound to")
 	audience := fs.String("audience", "", "audience the token must be for")
 	status := fs.String("status", "", "also ask the last hop's issuer, at this https://HOST:PORT, whether the chain still holds (it answers for the hops above too; its server must present spiffe://<td>/mandate/server)")
 	rest, err := splitFlags(fs, args)
