@@ -24,14 +24,27 @@ if [ -z "$MANDATE" ]; then
 fi
 cd "$W"
 
-# The device: a swtpm TPM, driven by tpm2-tools.
-PORT=$((20000 + RANDOM % 20000))
+# The device: a swtpm TPM, driven by tpm2-tools (on two free ports: a
+# port taken by something else makes swtpm exit, and another is tried).
 mkdir tpmstate
-swtpm socket --tpm2 --tpmstate dir=tpmstate --server type=tcp,port=$PORT,bindaddr=127.0.0.1 \
-  --ctrl type=tcp,port=$((PORT + 1)),bindaddr=127.0.0.1 --flags not-need-init,startup-clear >swtpm.log 2>&1 &
-SWTPM=$!
-export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$PORT"
-for _ in $(seq 50); do tpm2_getrandom 4 >/dev/null 2>&1 && break; sleep 0.1; done
+for attempt in 1 2 3 4 5; do
+  PORT=$((20000 + RANDOM % 20000))
+  swtpm socket --tpm2 --tpmstate dir=tpmstate --server type=tcp,port=$PORT,bindaddr=127.0.0.1 \
+    --ctrl type=tcp,port=$((PORT + 1)),bindaddr=127.0.0.1 --flags not-need-init,startup-clear >swtpm.log 2>&1 &
+  SWTPM=$!
+  export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$PORT"
+  up=
+  for _ in $(seq 50); do
+    tpm2_getrandom 4 >/dev/null 2>&1 && { up=1; break; }
+    kill -0 "$SWTPM" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$up" ] && break
+  kill "$SWTPM" 2>/dev/null || true
+  wait "$SWTPM" 2>/dev/null || true
+  SWTPM=
+  [ "$attempt" = 5 ] && fail "swtpm did not start"
+done
 tpm2_createek -c ek.ctx -G rsa -u ek.pub           # ek.pub: TPM2B_PUBLIC
 tpm2_flushcontext -t                                # no resource manager: keep the TPM's slots free
 tpm2_createak -C ek.ctx -c ak.ctx -G ecc -g sha256 -s ecdsa -u ak.pub -n ak.name >/dev/null
