@@ -584,19 +584,24 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 }
 
 // revoke revokes a delegation or a SPIFFE ID, by "by", and records it.
+//
+// The revocation is made by the audit log's index hook (indexRevocation),
+// in the commit that makes its delegation.revoked entry durable: no
+// revocation without its entry, no entry without its revocation. The
+// entry lists what is revoked, as read just before; what the commit
+// finds below it by then is revoked too.
 func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reason string) ([]string, error) {
-	now := a.now()
 	var revoked []string
-	err := a.store.Update(ctx, func(tx store.Tx) error {
+	err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		if delegationID != "" {
-			revoked, err = delegation.Revoke(tx, delegationID, by, reason, now)
+			revoked, err = delegation.RevokePreview(tx, delegationID)
 			if errors.Is(err, delegation.ErrNotFound) {
 				return fmt.Errorf("%w: delegation %s", ErrNotFound, delegationID)
 			}
 			return err
 		}
-		revoked, err = delegation.RevokeID(tx, spiffeID, by, reason, now)
+		revoked, err = delegation.RevokeIDPreview(tx, spiffeID)
 		return err
 	})
 	if err != nil {
@@ -624,6 +629,27 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 	}
 	a.log.InfoContext(ctx, "revoked", "delegation_id", delegationID, "spiffe_id", spiffeID, "revoked", len(revoked), "by", by)
 	return revoked, nil
+}
+
+// indexRevocation, in the transaction that makes a delegation.revoked
+// entry durable, revokes what it says: the delegation and every one
+// below it, or a SPIFFE ID and every delegation by, to or through it.
+func indexRevocation(tx store.Tx, e audit.Entry) error {
+	var d struct {
+		DelegationID string `json:"delegation_id"`
+		SPIFFEID     string `json:"spiffe_id"`
+		Reason       string `json:"reason"`
+	}
+	if err := json.Unmarshal(e.Details, &d); err != nil {
+		return fmt.Errorf("authority: delegation.revoked entry: %v", err)
+	}
+	var err error
+	if d.DelegationID != "" {
+		_, err = delegation.Revoke(tx, d.DelegationID, e.Actor, d.Reason, e.Time)
+	} else {
+		_, err = delegation.RevokeID(tx, d.SPIFFEID, e.Actor, d.Reason, e.Time)
+	}
+	return err
 }
 
 // indexDelegation, in the transaction that makes a delegation.issued

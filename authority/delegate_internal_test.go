@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,18 @@ import (
 	"mandate.dev/mandate/store/bolt"
 )
 
+// openStore is a bbolt store in a temporary directory, closed when the
+// test ends.
+func openStore(t *testing.T) *bolt.Store {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // TestRecordBornRevoked: a revocation that commits while a hop below it
 // is being issued (after the flow checked the chain, before the hop's
 // record exists) cannot cascade to the record; the record is written
@@ -19,11 +32,7 @@ import (
 // delegator, its host, the delegatee, or a party above.
 func TestRecordBornRevoked(t *testing.T) {
 	const self = "spiffe://org-a.example"
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	ctx := context.Background()
 	now := time.Now()
 	put := func(r *delegation.Record) {
@@ -87,5 +96,65 @@ func TestRecordBornRevoked(t *testing.T) {
 	})
 	if w := why(); !strings.Contains(w, "root above it was revoked") {
 		t.Fatalf("below a revoked hop issued here: %q", w)
+	}
+}
+
+// TestRevokePreviewIsRevoke: what a revocation's entry lists (read before
+// the commit) is what the commit revokes, for a delegation and for a
+// SPIFFE ID, and a preview changes nothing.
+func TestRevokePreviewIsRevoke(t *testing.T) {
+	const self = "spiffe://org-a.example"
+	st := openStore(t)
+	ctx := context.Background()
+	now := time.Now()
+	// root → a1 → a2, root → b1; x (another delegator), y below a1 by x's host.
+	recs := []*delegation.Record{
+		{ID: "root", Issuer: self, Delegator: self + "/agent/p", Delegatee: self + "/agent/q"},
+		{ID: "a1", Issuer: self, ParentID: "root", ParentIssuer: self, Delegator: self + "/agent/q", Delegatee: self + "/agent/r"},
+		{ID: "a2", Issuer: self, ParentID: "a1", ParentIssuer: self, Delegator: self + "/agent/r", Delegatee: self + "/agent/s"},
+		{ID: "b1", Issuer: self, ParentID: "root", ParentIssuer: self, Delegator: self + "/agent/q", Delegatee: self + "/agent/t"},
+		{ID: "x", Issuer: self, Delegator: self + "/agent/x", Delegatee: self + "/agent/r", DelegatorHost: self + "/node/n"},
+	}
+	for _, r := range recs {
+		r.ExpiresAt = now.Add(time.Hour)
+		if err := st.Update(ctx, func(tx store.Tx) error { return delegation.Put(tx, r) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		preview  func(tx store.Tx) ([]string, error)
+		revoke   func(tx store.Tx) ([]string, error)
+		expected []string
+	}{
+		{"a delegation", func(tx store.Tx) ([]string, error) { return delegation.RevokePreview(tx, "a1") },
+			func(tx store.Tx) ([]string, error) { return delegation.Revoke(tx, "a1", "admin", "test", now) }, []string{"a1", "a2"}},
+		{"an agent", func(tx store.Tx) ([]string, error) { return delegation.RevokeIDPreview(tx, self+"/agent/q") },
+			func(tx store.Tx) ([]string, error) {
+				return delegation.RevokeID(tx, self+"/agent/q", "admin", "test", now)
+			}, []string{"b1", "root"}},
+		{"a node", func(tx store.Tx) ([]string, error) { return delegation.RevokeIDPreview(tx, self+"/node/n") },
+			func(tx store.Tx) ([]string, error) {
+				return delegation.RevokeID(tx, self+"/node/n", "admin", "test", now)
+			}, []string{"x"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var preview, again, revoked []string
+			if err := st.View(ctx, func(tx store.Tx) (err error) { preview, err = tc.preview(tx); return }); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.View(ctx, func(tx store.Tx) (err error) { again, err = tc.preview(tx); return }); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Update(ctx, func(tx store.Tx) (err error) { revoked, err = tc.revoke(tx); return }); err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(preview)
+			slices.Sort(again)
+			slices.Sort(revoked)
+			if !slices.Equal(preview, tc.expected) || !slices.Equal(again, preview) || !slices.Equal(revoked, preview) {
+				t.Fatalf("preview %v (again %v), revoked %v, want %v", preview, again, revoked, tc.expected)
+			}
+		})
 	}
 }

@@ -22,6 +22,8 @@ func (a *Authority) indexEntry(tx store.Tx, index uint64, e audit.Entry) error {
 	switch e.Type {
 	case "delegation.issued":
 		return a.indexDelegation(tx, index, e)
+	case "delegation.revoked":
+		return indexRevocation(tx, e)
 	case "svid.issued":
 		return indexSVID(tx, index, e)
 	}

@@ -155,6 +155,20 @@ func Get(tx store.Tx, id string) (*Record, error) {
 // revocation), and returns the ids it revoked. Delegations issued below
 // them by other authorities learn it from this authority's status.
 func Revoke(tx store.Tx, id, by, reason string, now time.Time) ([]string, error) {
+	return revokeWalk(tx, id, func(r *Record) error {
+		r.RevokedAt, r.RevokedBy, r.Reason = now, by, reason
+		return Put(tx, r)
+	})
+}
+
+// RevokePreview returns the ids Revoke would revoke, changing nothing.
+func RevokePreview(tx store.Tx, id string) ([]string, error) {
+	return revokeWalk(tx, id, nil)
+}
+
+// revokeWalk visits id and every delegation below it issued here, calls
+// revoke (if any) on those not revoked yet, and returns their ids.
+func revokeWalk(tx store.Tx, id string, revoke func(*Record) error) ([]string, error) {
 	var revoked []string
 	queue := []string{id}
 	seen := map[string]bool{id: true}
@@ -172,9 +186,10 @@ func Revoke(tx store.Tx, id, by, reason string, now time.Time) ([]string, error)
 			return nil, err
 		}
 		if r.RevokedAt.IsZero() {
-			r.RevokedAt, r.RevokedBy, r.Reason = now, by, reason
-			if err := Put(tx, r); err != nil {
-				return nil, err
+			if revoke != nil {
+				if err := revoke(r); err != nil {
+					return nil, err
+				}
 			}
 			revoked = append(revoked, cur)
 		}
@@ -218,8 +233,20 @@ func RevokeID(tx store.Tx, spiffeID, by, reason string, now time.Time) ([]string
 	} else if err != nil {
 		return nil, err
 	}
+	return revokeIDWalk(tx, spiffeID, func(tx store.Tx, id string) ([]string, error) { return Revoke(tx, id, by, reason, now) })
+}
+
+// RevokeIDPreview returns the delegation ids RevokeID would revoke,
+// changing nothing.
+func RevokeIDPreview(tx store.Tx, spiffeID string) ([]string, error) {
+	return revokeIDWalk(tx, spiffeID, RevokePreview)
+}
+
+// revokeIDWalk applies revoke to every delegation issued here by or to
+// spiffeID, or by an agent while hosted on it.
+func revokeIDWalk(tx store.Tx, spiffeID string, revoke func(store.Tx, string) ([]string, error)) ([]string, error) {
 	var direct []string
-	err = tx.Scan(BucketDelegations, nil, nil, func(_, v []byte) error {
+	err := tx.Scan(BucketDelegations, nil, nil, func(_, v []byte) error {
 		var r Record
 		if json.Unmarshal(v, &r) == nil && (r.Delegator == spiffeID || r.Delegatee == spiffeID || r.DelegatorHost == spiffeID) {
 			direct = append(direct, r.ID)
@@ -235,14 +262,16 @@ func RevokeID(tx store.Tx, spiffeID, by, reason string, now time.Time) ([]string
 		if done[id] {
 			continue
 		}
-		ids, err := Revoke(tx, id, by, reason, now)
+		ids, err := revoke(tx, id)
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range ids {
-			done[r] = true
+			if !done[r] {
+				done[r] = true
+				all = append(all, r)
+			}
 		}
-		all = append(all, ids...)
 	}
 	return all, nil
 }
