@@ -141,6 +141,9 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 // oauthMetadata is GET /.well-known/oauth-authorization-server (RFC 8414).
 func (s *Server) oauthMetadata(w http.ResponseWriter, r *http.Request) {
 	base := (&url.URL{Scheme: "https", Host: r.Host}).String()
+	if pub := s.a.Config().HTTP.PublicURL; pub != "" {
+		base = strings.TrimSuffix(pub, "/")
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                base,
 		"token_endpoint":                        base + "/v1/token",

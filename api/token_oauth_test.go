@@ -11,6 +11,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/delegation"
 )
 
@@ -36,6 +37,13 @@ func TestTokenExchangeWithAnOAuthClient(t *testing.T) {
 	if md.Issuer != e.url || len(md.AuthMethods) != 1 || md.AuthMethods[0] != "tls_client_auth" ||
 		len(md.GrantTypes) != 1 || md.GrantTypes[0] != "urn:ietf:params:oauth:grant-type:token-exchange" {
 		t.Fatalf("metadata: %+v", md)
+	}
+	// Behind a name (http.public_url), the metadata names it, whatever Host the client sent.
+	pub := start(t, "org-z.example", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.org-z.example:8443/" })
+	var pmd map[string]any
+	if err := pub.client(nil, nil).Do(ctxT(t), http.MethodGet, "/.well-known/oauth-authorization-server", nil, &pmd); err != nil ||
+		pmd["issuer"] != "https://mandate.org-z.example:8443" || pmd["token_endpoint"] != "https://mandate.org-z.example:8443/v1/token" {
+		t.Fatalf("metadata with http.public_url: %v %v", pmd, err)
 	}
 	// The library's HTTP client presents a's X509-SVID.
 	mtls := &http.Client{Transport: &http.Transport{TLSClientConfig: e.client(a.chain, a.key).TLSConfig()}}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -183,6 +184,10 @@ type HTTPConfig struct {
 	ReadTimeout  Duration `yaml:"read_timeout"`
 	WriteTimeout Duration `yaml:"write_timeout"`
 	IdleTimeout  Duration `yaml:"idle_timeout"`
+	// PublicURL is the https URL clients reach the API at (behind a load
+	// balancer or a name); the OAuth metadata names it as its issuer and
+	// token endpoint. Empty: the scheme and Host the client used.
+	PublicURL string `yaml:"public_url"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s").
@@ -326,6 +331,12 @@ func (f *FederationConfig) validate() error {
 }
 
 func (h *HTTPConfig) validate() error {
+	if h.PublicURL != "" {
+		u, err := url.Parse(h.PublicURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("http.public_url %q: must be https://HOST[:PORT]", h.PublicURL)
+		}
+	}
 	if h.MaxBodyBytes < 1024 || h.MaxBodyBytes > 16<<20 {
 		return fmt.Errorf("http.max_body_bytes %d: must be between 1024 and 16777216", h.MaxBodyBytes)
 	}

@@ -35,6 +35,8 @@ func TestConfigValidate(t *testing.T) {
 			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example"}}
 		}, "bundle_endpoint_url"},
 		{"tiny body limit", func(c *authority.Config) { c.HTTP.MaxBodyBytes = 10 }, "http.max_body_bytes"},
+		{"public URL not https", func(c *authority.Config) { c.HTTP.PublicURL = "http://mandate.example" }, "http.public_url"},
+		{"public URL with a path", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example/api" }, "http.public_url"},
 		{"negative read timeout", func(c *authority.Config) { c.HTTP.ReadTimeout = authority.Duration(-time.Second) }, "http.read_timeout"},
 		{"no idle timeout", func(c *authority.Config) { c.HTTP.IdleTimeout = authority.Duration(time.Millisecond) }, "http.idle_timeout"},
 		{"p384", func(c *authority.Config) { c.CA.KeyType = "ec-p384" }, ""},

@@ -76,6 +76,7 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
     read_timeout: 10s
     write_timeout: 15s
     idle_timeout: 120s
+    public_url: ""                  # https URL clients reach the API at (OAuth metadata); default: the Host they used
 `
 
 // serveFlags are the flags of mandate serve; each overrides its config key.
