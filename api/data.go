@@ -337,6 +337,9 @@ func checkJSONValue(b []byte) error {
 	return nil
 }
 
+// isDataPath reports whether path is the Data API's.
+func isDataPath(path string) bool { return path == "/v1/data" || strings.HasPrefix(path, "/v1/data/") }
+
 // dataPath is the document path asked, as sent (still percent-encoded).
 func dataPath(r *http.Request) string { return strings.TrimPrefix(r.URL.EscapedPath(), "/v1/data") }
 
@@ -384,7 +387,11 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 	var te *topdown.Error
 	switch {
 	case errors.Is(err, authority.ErrUnauthenticated):
-		writeOPAError(w, http.StatusUnauthorized, opaUnauthorized, "a client certificate (X509-SVID) is required")
+		msg := "a client certificate (X509-SVID) is required"
+		if err != authority.ErrUnauthenticated {
+			msg = err.Error()
+		}
+		writeOPAError(w, http.StatusUnauthorized, opaUnauthorized, msg)
 	case errors.Is(err, authority.ErrForbidden):
 		writeOPAError(w, http.StatusForbidden, opaUnauthorized, err.Error())
 	case errors.Is(err, policy.ErrBadPath), errors.Is(err, authority.ErrInvalidRequest):

@@ -52,7 +52,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			if p := recover(); p != nil {
 				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
 				if sw.status == 0 {
-					writeProblem(sw, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500})
+					if isDataPath(r.URL.Path) {
+						writeOPAError(sw, http.StatusInternalServerError, opaInternal, "the server failed to answer; the error is in its log")
+					} else {
+						writeProblem(sw, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500})
+					}
 				}
 			}
 			s.metrics.observe(routed.Pattern, sw.status, time.Since(start))
@@ -62,7 +66,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		defer cancel()
 		c, err := s.authenticate(r)
 		if err != nil {
-			writeError(sw, r, s.log, err)
+			if isDataPath(r.URL.Path) { // the Data API answers in OPA's shape, even here
+				s.writeDataError(sw, r, err)
+			} else {
+				writeError(sw, r, s.log, err)
+			}
 			return
 		}
 		if c != nil {

@@ -3,9 +3,11 @@ package api_test
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -343,6 +345,18 @@ func TestDataAPICallers(t *testing.T) {
 	}
 	if status, ans := do(t, gw, "POST", "/v1/data/authz/reasons", "application/json", []byte(`{"input": {`)); status != 403 || ans["code"] != "unauthorized" {
 		t.Fatalf("path outside caller_paths, a malformed body: %d %v", status, ans)
+	}
+	// A client certificate that ran out after the handshake: refused
+	// before any handler, still in OPA's shape.
+	req := httptest.NewRequest(http.MethodPost, "/v1/data/authz/allow", strings.NewReader(delegationInput))
+	req.TLS = &tls.ConnectionState{PeerCertificates: pe.gateway.chain}
+	pe.skew.Add(int64(30 * 24 * time.Hour))
+	rec := httptest.NewRecorder()
+	pe.srv.Handler().ServeHTTP(rec, req)
+	pe.skew.Add(-int64(30 * 24 * time.Hour))
+	var oe struct{ Code, Message string }
+	if rec.Code != 401 || json.Unmarshal(rec.Body.Bytes(), &oe) != nil || oe.Code != "unauthorized" || !strings.Contains(oe.Message, "not valid now") {
+		t.Fatalf("an expired client certificate: %d %s", rec.Code, rec.Body)
 	}
 	node := pe.joinNode()
 	if status, _ := do(t, pe.client(node.chain, node.key), "POST", "/v1/data/authz/allow", "application/json", nil); status != 403 {
