@@ -15,13 +15,7 @@ import (
 // hopAnswer is one hop of a chain, as answered (without the parent
 // token each hop carries).
 type hopAnswer struct {
-	ID        string    `json:"id"`
-	Issuer    string    `json:"iss"`
-	Delegator string    `json:"delegator"`
-	Delegatee string    `json:"delegatee"`
-	Principal string    `json:"principal"`
-	Scopes    []string  `json:"scopes"`
-	Depth     int       `json:"depth"`
+	delegation.Ancestor
 	Purpose   string    `json:"purpose,omitempty"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Bound     bool      `json:"bound"`
@@ -29,9 +23,9 @@ type hopAnswer struct {
 
 func hopsOf(chain []*delegation.Claims) []hopAnswer {
 	out := make([]hopAnswer, len(chain))
-	for i, c := range chain {
-		out[i] = hopAnswer{ID: c.ID, Issuer: c.Issuer, Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Principal: c.Subject,
-			Scopes: c.Scopes(), Depth: c.Hop.Depth, Purpose: c.Hop.Purpose, ExpiresAt: time.Unix(c.Expiry, 0).UTC(), Bound: c.Cnf != nil}
+	for i, an := range delegation.AncestorsOf(chain) {
+		c := chain[i]
+		out[i] = hopAnswer{Ancestor: an, Purpose: c.Hop.Purpose, ExpiresAt: time.Unix(c.Expiry, 0).UTC(), Bound: c.Cnf != nil}
 	}
 	return out
 }

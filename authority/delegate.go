@@ -162,9 +162,14 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 			}
 		}
 	}
+	// A delegatee of this trust domain: its registration, read once.
+	var delegateeReg *registry.Agent
+	if delegatee.TrustDomain() == a.td {
+		delegateeReg = a.agentOf(ctx, delegatee)
+	}
 	if delegateeHost == nil && delegatee.TrustDomain() == a.td {
 		// No SVID given: the weakest node the delegatee may run on.
-		delegateeHost = a.registeredHostFacts(ctx, delegatee)
+		delegateeHost = a.registeredHostFacts(ctx, delegateeReg)
 	}
 
 	// The delegator's own signature over the hop, before anything is
@@ -221,7 +226,10 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		input["parent"] = map[string]any{"id": parent.ID, "iss": parent.Issuer, "scopes": parent.Scopes(), "exp": parent.Expiry,
 			"revoked": revoked[hopRef{Issuer: parent.Issuer, ID: parent.ID}.key()]}
 	}
-	parties := append(partyOf(delegator.reg), a.partyOfID(ctx, delegatee)...)
+	parties := partyOf(delegator.reg)
+	if delegateeReg != nil {
+		parties = append(parties, partyOf(delegateeReg)...)
+	}
 	d, err := a.decide(ctx, c, policy.PointDelegation, delegatee.String(), parties, input)
 	if err != nil {
 		return nil, err
@@ -323,15 +331,22 @@ func checkDelegationInput(req DelegateRequest) error {
 	return nil
 }
 
-// registeredHostFacts is what the policy is told of a local agent's host
-// when it did not present an SVID: the weakest of the nodes it may run on.
-func (a *Authority) registeredHostFacts(ctx context.Context, id spiffeid.ID) map[string]any {
+// agentOf is the registration of an agent of this trust domain (nil if
+// there is none).
+func (a *Authority) agentOf(ctx context.Context, id spiffeid.ID) *registry.Agent {
 	var ag *registry.Agent
 	_ = a.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		ag, err = registry.AgentBySPIFFEID(tx, id.String())
 		return err
 	})
+	return ag
+}
+
+// registeredHostFacts is what the policy is told of a local agent's host
+// when it did not present an SVID: the weakest of the nodes its
+// registration ag (nil: none) lets it run on.
+func (a *Authority) registeredHostFacts(ctx context.Context, ag *registry.Agent) map[string]any {
 	if ag == nil || len(ag.NodeIDs) == 0 || len(ag.Selectors) > 0 {
 		return map[string]any{"level": "unknown"}
 	}
@@ -493,23 +508,6 @@ func (a *Authority) delegationRecord(ctx context.Context, id string) (*delegatio
 		return err
 	})
 	return rec, err
-}
-
-// partyOfID is the accountable party of a local agent (none for others).
-func (a *Authority) partyOfID(ctx context.Context, id spiffeid.ID) []audit.Party {
-	if id.TrustDomain() != a.td {
-		return nil
-	}
-	var ag *registry.Agent
-	_ = a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		ag, err = registry.AgentBySPIFFEID(tx, id.String())
-		return err
-	})
-	if ag == nil {
-		return nil
-	}
-	return partyOf(ag)
 }
 
 func parentID(p *delegation.Claims) string {

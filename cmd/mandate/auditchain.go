@@ -18,28 +18,16 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
+	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
 )
 
-// chainHop is one hop of GET /v1/audit/chains/{id}.
+// chainHop is one hop of GET /v1/audit/chains/{id}, and what the
+// auditor proved of it.
 type chainHop struct {
-	ID             string                    `json:"id"`
-	Issuer         string                    `json:"issuer"`
-	Delegator      string                    `json:"delegator"`
-	Delegatee      string                    `json:"delegatee"`
-	Principal      string                    `json:"principal"`
-	Scopes         []string                  `json:"scopes"`
-	Depth          int                       `json:"depth"`
-	Decision       *chainDecision            `json:"decision"`
-	Accountability map[string]map[string]any `json:"accountability"`
-	Index          *uint64                   `json:"index"`
-	TreeSize       uint64                    `json:"tree_size"`
-	InclusionProof [][]byte                  `json:"inclusion_proof"`
-	Checkpoint     string                    `json:"checkpoint"`
-	EntryB64       []byte                    `json:"entry_b64"`
-	LogURL         string                    `json:"log_url"`
+	authority.ChainHop
 
 	verifiedBy string // the log that proved it, once verified
 	parentID   string // from the proven entry
@@ -62,13 +50,6 @@ type svidEntry struct {
 type logLink struct {
 	LogIndex uint64 `json:"log_index"`
 	LeafHash string `json:"leaf_hash"`
-}
-
-type chainDecision struct {
-	ID             string   `json:"id"`
-	Result         string   `json:"result"`
-	Reasons        []string `json:"reasons"`
-	PolicyRevision string   `json:"policy_revision"`
 }
 
 // auditChain is "mandate audit chain ID": the accountability chain of a
@@ -198,7 +179,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 	}
 	h.Depth, h.parentID, h.parentIss, h.parentLink = e.Details.Depth, e.Details.ParentID, e.Details.ParentIss, e.Details.ParentLnk
 	h.purpose, h.entryTime, h.signature, h.signerSVID = e.Details.Purpose, e.Time, e.Details.Signature, e.Details.SignerSVID
-	h.Decision = &chainDecision{ID: e.DecisionID, Result: result, Reasons: e.Details.Decision.Reasons, PolicyRevision: e.PolicyRevision}
+	h.Decision = &authority.ChainDecision{ID: e.DecisionID, Result: result, Reasons: e.Details.Decision.Reasons, PolicyRevision: e.PolicyRevision}
 	h.Accountability = map[string]map[string]any{}
 	for _, p := range e.Accountable {
 		role := map[string]string{h.Delegator: "delegator", h.Delegatee: "delegatee"}[p.SPIFFEID]

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -111,17 +112,49 @@ func benchSetup(ctx context.Context, cf clientFlags, conc int) (*benchEnv, error
 	if err != nil {
 		return nil, err
 	}
+	joinCfg := cf
+	joinCfg.bundle = filepath.Join(cf.creds, "bundle.pem")
+	pub, err := joinCfg.dial(false)
+	if err != nil {
+		return nil, err
+	}
+	n, err := joinNewNode(ctx, admin, pub)
+	if err != nil {
+		return nil, err
+	}
+	env := &benchEnv{admin: admin, agentID: fmt.Sprintf("spiffe://%s/agent/bench-%s", admin.TrustDomain(), n.tokenID)}
+	reg, err := admin.CreateAgent(ctx, &client.Agent{SPIFFEID: env.agentID, NodeIDs: []string{n.id}})
+	if err != nil {
+		return nil, err
+	}
+	env.regID = reg.ID
+	bundle, err := benchBundle(cf)
+	if err != nil {
+		return nil, err
+	}
+	env.node, err = client.New(client.Config{Server: cf.server, SVID: n.chain, Key: n.key, Bundle: bundle, MaxConns: conc})
+	if err != nil {
+		return nil, err
+	}
+	return env, env.makeCSRs(conc)
+}
+
+// joinedNode is a node joined with a fresh join token.
+type joinedNode struct {
+	id      string // its SPIFFE ID
+	tokenID string
+	chain   []*x509.Certificate
+	key     crypto.Signer
+}
+
+// joinNewNode has admin create a join token and joins a new node with it
+// through pub (a client of the same authority, with no credential).
+func joinNewNode(ctx context.Context, admin, pub *client.Client) (*joinedNode, error) {
 	tok, err := admin.CreateJoinToken(ctx, time.Minute)
 	if err != nil {
 		return nil, err
 	}
-	nodeKey, csr, err := client.NewKeyAndCSR()
-	if err != nil {
-		return nil, err
-	}
-	joinCfg := cf
-	joinCfg.bundle = filepath.Join(cf.creds, "bundle.pem")
-	pub, err := joinCfg.dial(false)
+	key, csr, err := client.NewKeyAndCSR()
 	if err != nil {
 		return nil, err
 	}
@@ -133,21 +166,7 @@ func benchSetup(ctx context.Context, cf clientFlags, conc int) (*benchEnv, error
 	if err != nil {
 		return nil, err
 	}
-	env := &benchEnv{admin: admin, agentID: fmt.Sprintf("spiffe://%s/agent/bench-%s", admin.TrustDomain(), tok.ID)}
-	reg, err := admin.CreateAgent(ctx, &client.Agent{SPIFFEID: env.agentID, NodeIDs: []string{ans.SPIFFEID}})
-	if err != nil {
-		return nil, err
-	}
-	env.regID = reg.ID
-	bundle, err := benchBundle(cf)
-	if err != nil {
-		return nil, err
-	}
-	env.node, err = client.New(client.Config{Server: cf.server, SVID: chain, Key: nodeKey, Bundle: bundle, MaxConns: conc})
-	if err != nil {
-		return nil, err
-	}
-	return env, env.makeCSRs(conc)
+	return &joinedNode{id: ans.SPIFFEID, tokenID: tok.ID, chain: chain, key: key}, nil
 }
 
 func benchBundle(cf clientFlags) ([]*x509.Certificate, error) {

@@ -160,27 +160,15 @@ func newDelegateWorld(ctx context.Context, url, adminCreds string) (*delegateWor
 	if err != nil {
 		return nil, err
 	}
-	tok, err := admin.CreateJoinToken(ctx, time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	nodeKey, csr, err := client.NewKeyAndCSR()
-	if err != nil {
-		return nil, err
-	}
 	pub, err := client.New(client.Config{Server: url, Bundle: bundle})
 	if err != nil {
 		return nil, err
 	}
-	nodeAns, err := pub.Join(ctx, tok.Token, csr)
+	joined, err := joinNewNode(ctx, admin, pub)
 	if err != nil {
 		return nil, err
 	}
-	nodeChain, err := nodeAns.Certificates()
-	if err != nil {
-		return nil, err
-	}
-	node, err := client.New(client.Config{Server: url, SVID: nodeChain, Key: nodeKey, Bundle: bundle})
+	node, err := client.New(client.Config{Server: url, SVID: joined.chain, Key: joined.key, Bundle: bundle})
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +180,7 @@ func newDelegateWorld(ctx context.Context, url, adminCreds string) (*delegateWor
 		if i == 0 {
 			scopes = []string{"calendar:read"}
 		}
-		if _, err := admin.CreateAgent(ctx, &client.Agent{SPIFFEID: id.String(), NodeIDs: []string{nodeAns.SPIFFEID}, Scopes: scopes}); err != nil {
+		if _, err := admin.CreateAgent(ctx, &client.Agent{SPIFFEID: id.String(), NodeIDs: []string{joined.id}, Scopes: scopes}); err != nil {
 			return nil, err
 		}
 		k, csr, err := client.NewKeyAndCSR()

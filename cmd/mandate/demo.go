@@ -13,7 +13,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -316,20 +315,11 @@ func startDemoAuthority(ctx context.Context, tmp, td string, mutate func(*author
 // its X509-SVID.
 func (o *demoOrg) agent(ctx context.Context, host *demoID, name string, scopes []string, operator, responsible string) (demoID, error) {
 	if host == nil {
-		tok, err := o.admin.CreateJoinToken(ctx, time.Minute)
+		n, err := joinNewNode(ctx, o.admin, o.public)
 		if err != nil {
 			return demoID{}, err
 		}
-		key, csr, err := client.NewKeyAndCSR()
-		if err != nil {
-			return demoID{}, err
-		}
-		ans, err := o.public.Join(ctx, tok.Token, csr)
-		if err != nil {
-			return demoID{}, err
-		}
-		chain, _ := ans.Certificates()
-		host = &demoID{id: spiffeid.RequireFromString(ans.SPIFFEID), chain: chain, key: key}
+		host = &demoID{id: spiffeid.RequireFromString(n.id), chain: n.chain, key: n.key}
 	}
 	id := spiffeid.RequireFromSegments(o.td, "agent", name)
 	if _, err := o.admin.CreateAgent(ctx, &client.Agent{SPIFFEID: id.String(), NodeIDs: []string{host.id.String()}, Scopes: scopes,
