@@ -542,16 +542,19 @@ func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegatio
 	// here) durably, recorded as this authority's own revocation.
 	// Concurrent requests for the same hop share one check (and at most
 	// one revocation).
-	_, err, _ = a.remote.group.Do("hop "+id, func() (any, error) {
+	revoked, err, _ := a.remote.group.Do("hop "+id, func() (any, error) {
 		above, err := a.revokedAbove(ctx, rec)
 		if err != nil || above == "" {
-			return nil, err
+			return false, err
 		}
-		_, err = a.revoke(ctx, ServerID(a.td).String(), rec.ID, "", clip("the hop "+above+" above it was revoked"))
-		return nil, err
+		_, err = a.revoke(ctx, ServerID(a.td).String(), rec.ID, "", clip("the hop "+above+" above it was revoked"), false)
+		return true, err
 	})
 	if err != nil {
 		return nil, "", err
+	}
+	if !revoked.(bool) {
+		return rec, delegation.StatusActive, nil
 	}
 	if rec, err = a.delegationRecord(ctx, id); err != nil {
 		return nil, "", err
@@ -578,7 +581,7 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 			return nil, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, spiffeID, err)
 		}
 	}
-	return a.revoke(ctx, c.ID.String(), delegationID, spiffeID, reason)
+	return a.revoke(ctx, c.ID.String(), delegationID, spiffeID, reason, true)
 }
 
 // revoke revokes a delegation or a SPIFFE ID, by "by", and records it.
@@ -588,7 +591,10 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 // revocation without its entry, no entry without its revocation. The
 // entry lists what is revoked, as read just before; what the commit
 // finds below it by then is revoked too.
-func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reason string) ([]string, error) {
+//
+// With recordNone false, a revocation that finds nothing left to revoke
+// (another request revoked it first) records nothing.
+func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reason string, recordNone bool) ([]string, error) {
 	var revoked []string
 	err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error
@@ -607,8 +613,8 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 	}
 	revoked = nonNil(revoked)
 	slices.Sort(revoked)
-	if len(revoked) == 0 && by == ServerID(a.td).String() {
-		return revoked, nil // learnt again from a hop above: nothing new to record
+	if len(revoked) == 0 && !recordNone {
+		return revoked, nil
 	}
 	subject := delegationID
 	if subject == "" {

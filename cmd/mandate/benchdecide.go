@@ -232,14 +232,19 @@ func (s *benchServer) cpu() time.Duration {
 
 var servingRE = regexp.MustCompile(`is serving on (https://\S+)`)
 
-// startMandateServer runs this binary's serve with the bench policies.
+// startMandateServer runs this binary's serve with the policies of pdir
+// (empty: the embedded ones).
 func startMandateServer(ctx context.Context, tmp, pdir string) (*benchServer, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	dataDir := filepath.Join(tmp, "mandate-data")
-	cmd := exec.CommandContext(ctx, self, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--policy-dir", pdir, "--log-level", "warn")
+	args := []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "warn"}
+	if pdir != "" {
+		args = append(args, "--policy-dir", pdir)
+	}
+	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

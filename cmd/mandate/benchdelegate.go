@@ -23,7 +23,6 @@ import (
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
-	"mandate.dev/mandate/policies"
 )
 
 func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -42,11 +41,7 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	pdir := filepath.Join(tmp, "policies")
-	if err := os.CopyFS(pdir, policies.FS); err != nil {
-		return err
-	}
-	srv, err := startMandateServer(ctx, tmp, pdir)
+	srv, err := startMandateServer(ctx, tmp, "")
 	if err != nil {
 		return err
 	}
