@@ -1,7 +1,6 @@
 package delegation
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -87,11 +86,11 @@ func (r *Record) Status(now time.Time) string {
 	return StatusActive
 }
 
-// NewID returns a new delegation id.
+// NewID returns a new delegation id: 32 hex digits of a [store.NewID],
+// so ids sort by the millisecond they were made in.
 func NewID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	id := store.NewID()
+	return hex.EncodeToString(id[:])
 }
 
 // Put stores a record and its place below its parent and below every

@@ -3,7 +3,6 @@ package policy
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -30,6 +29,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/tester"
 
 	"mandate.dev/mandate/policies"
+	"mandate.dev/mandate/store"
 )
 
 // Errors callers branch on.
@@ -481,12 +481,10 @@ func refSegments(ref ast.Ref) []string {
 	return segs
 }
 
-// NewDecisionID returns a random decision id (UUID v4 form).
+// NewDecisionID returns a new decision id: a UUIDv7 ([store.NewID]) in
+// its usual text form, so ids sort by the millisecond they were made in.
 func NewDecisionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
+	b := store.NewID()
 	h := hex.EncodeToString(b[:])
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -164,12 +163,11 @@ func normalise(list []string) []string {
 	return slices.Compact(out)
 }
 
-// NewID returns a random registration or record identifier (32 hex digits).
+// NewID returns a new registration or record identifier: 32 hex digits
+// of a [store.NewID], so identifiers sort by the millisecond they were
+// made in.
 func NewID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic("registry: crypto/rand failed: " + err.Error())
-	}
+	b := store.NewID()
 	return hex.EncodeToString(b[:])
 }
 
