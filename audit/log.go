@@ -49,14 +49,15 @@ type Config struct {
 
 	// Index, if set, is called inside the commit's store transaction once
 	// for each entry of the batch, in index order, with the entry as Decode
-	// would return it, so that a caller's own indexes are written
+	// would return it and its leaf hash (the RFC 6962 hash of its
+	// encoding, as its receipt gives it), so that a caller's own indexes are written
 	// atomically with the entries (the log's search indexes, see Search,
 	// are written regardless). It must only use tx (the transaction may be retried, see
 	// store.Store.Update), must not use buckets whose names start with
 	// "audit_" (they belong to the log), and should fail only on store
 	// errors: an error fails the whole batch, and every entry of it is
 	// refused.
-	Index func(tx store.Tx, index uint64, e Entry) error
+	Index func(tx store.Tx, index uint64, e Entry, leafHash []byte) error
 
 	// Logger receives warnings about failed commits. Nil discards them.
 	Logger *slog.Logger

@@ -270,21 +270,36 @@ func TestAppendAfterStop(t *testing.T) {
 }
 
 // TestIndexHook checks that Config.Index writes in the commit's
-// transaction, and that its failure fails the batch without a trace.
+// transaction with the leaf hash the receipt gives, and that its failure
+// fails the batch without a trace.
 func TestIndexHook(t *testing.T) {
 	s, _ := tempStore(t)
 	cfg := testConfig(s)
-	cfg.Index = func(tx store.Tx, index uint64, e Entry) error {
+	var mu sync.Mutex
+	leaves := map[uint64][]byte{}
+	cfg.Index = func(tx store.Tx, index uint64, e Entry, leafHash []byte) error {
 		if e.Subject == "spiffe://org-a.example/agent/a13" {
 			return errors.New("refused")
 		}
+		mu.Lock()
+		leaves[index] = bytes.Clone(leafHash)
+		mu.Unlock()
 		return tx.Put("test_by_subject", []byte(e.Subject), entryKey(index))
 	}
 	l := start(t, cfg)
 	for i := range 20 {
-		_, err := l.Append(t.Context(), testEntry(i, 0))
+		r, err := l.Append(t.Context(), testEntry(i, 0))
 		if (err != nil) != (i == 13) {
 			t.Fatalf("Append(%d) = %v, want an error only for 13", i, err)
+		}
+		if err != nil {
+			continue
+		}
+		mu.Lock()
+		got := leaves[r.Index]
+		mu.Unlock()
+		if !bytes.Equal(got, r.LeafHash) {
+			t.Errorf("entry %d: the index hook had leaf hash %x, the receipt says %x", r.Index, got, r.LeafHash)
 		}
 	}
 	if got := l.Size(); got != 19 {

@@ -494,7 +494,7 @@ func TestSearchWithIndexHook(t *testing.T) {
 	s, _ := tempStore(t)
 	cfg := testConfig(s)
 	calls := 0
-	cfg.Index = func(tx store.Tx, index uint64, e Entry) error {
+	cfg.Index = func(tx store.Tx, index uint64, e Entry, _ []byte) error {
 		calls++
 		return tx.Put("test_extra", entryKey(index), []byte(e.Type))
 	}

@@ -228,7 +228,7 @@ func (l *Log) write(tx store.Tx, base, next treeState, reqs []*request, nodes []
 			return fmt.Errorf("search index of entry %d: %w", index, err)
 		}
 		if l.cfg.Index != nil {
-			if err := l.cfg.Index(tx, index, r.entry); err != nil {
+			if err := l.cfg.Index(tx, index, r.entry, r.leaf); err != nil {
 				return fmt.Errorf("index entry %d: %w", index, err)
 			}
 		}

@@ -659,7 +659,7 @@ func indexRevocation(tx store.Tx, e audit.Entry) error {
 // indexDelegation, in the transaction that makes a delegation.issued
 // entry durable, writes the hop's record (with its log index and leaf
 // hash), which status, revocation and chains read.
-func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry) error {
+func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry, leafHash []byte) error {
 	var d struct {
 		ID            string                `json:"delegation_id"`
 		ParentID      string                `json:"parent_id"`
@@ -677,13 +677,9 @@ func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry) er
 	if err := json.Unmarshal(e.Details, &d); err != nil || d.ID == "" {
 		return fmt.Errorf("authority: delegation.issued entry %d: %v", index, err)
 	}
-	b, err := audit.Encode(e)
-	if err != nil {
-		return err
-	}
 	rec := &delegation.Record{ID: d.ID, Issuer: a.td.IDString(), ParentID: d.ParentID, ParentIssuer: d.ParentIss,
 		Delegator: d.Delegator, Delegatee: d.Delegatee, Principal: d.Principal, Scopes: d.Scopes, Depth: d.Depth, Purpose: d.Purpose,
-		IssuedAt: e.Time, ExpiresAt: d.ExpiresAt, DecisionID: e.DecisionID, LogIndex: index, LeafHash: hex.EncodeToString(audit.LeafHash(b)),
+		IssuedAt: e.Time, ExpiresAt: d.ExpiresAt, DecisionID: e.DecisionID, LogIndex: index, LeafHash: hex.EncodeToString(leafHash),
 		Ancestors: d.Ancestors, DelegatorHost: d.DelegatorHost}
 	// A revocation committed after the flow checked the chain, and before
 	// this record exists, could not cascade to it: the record is born

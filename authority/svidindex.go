@@ -18,10 +18,10 @@ const bucketSVIDSerials = "svids_by_serial" // serial (hex) → log index (8 byt
 // indexEntry is the audit log's index hook: inside the transaction that
 // makes an entry durable, it writes what status, revocation, chains and
 // hops read of it.
-func (a *Authority) indexEntry(tx store.Tx, index uint64, e audit.Entry) error {
+func (a *Authority) indexEntry(tx store.Tx, index uint64, e audit.Entry, leafHash []byte) error {
 	switch e.Type {
 	case "delegation.issued":
-		return a.indexDelegation(tx, index, e)
+		return a.indexDelegation(tx, index, e, leafHash)
 	case "delegation.revoked":
 		return indexRevocation(tx, e)
 	case "svid.issued":
