@@ -19,55 +19,67 @@ import (
 // package's encoding, only sign the same statement.
 func statementOf(payload []byte) (Statement, error) {
 	var st Statement
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return st, errors.New("not a JSON object")
-	}
 	fields := map[string]*string{"delegator": &st.Delegator, "delegatee": &st.Delegatee, "principal": &st.Principal,
 		"parent": &st.Parent, "parent_iss": &st.ParentIssuer, "purpose": &st.Purpose}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return st, err
-		}
-		key, _ := t.(string)
-		if seen[key] {
-			return st, fmt.Errorf("%q twice", key)
-		}
-		seen[key] = true
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return st, err
-		}
+	err := readObject(payload, func(key string, raw json.RawMessage) error {
 		if key == "scopes" {
 			var elems []json.RawMessage
 			if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &elems) != nil {
-				return st, errors.New("scopes is not an array")
+				return errors.New("scopes is not an array")
 			}
 			st.Scopes = make([]string, len(elems))
 			for i, e := range elems {
 				if err := readString(e, &st.Scopes[i]); err != nil {
-					return st, fmt.Errorf("scopes[%d]: %v", i, err)
+					return fmt.Errorf("scopes[%d]: %v", i, err)
 				}
 			}
-			continue
+			return nil
 		}
 		dst, ok := fields[key]
 		if !ok {
-			return st, fmt.Errorf("unknown field %q", key)
+			return fmt.Errorf("unknown field %q", key)
 		}
 		if err := readString(raw, dst); err != nil {
-			return st, fmt.Errorf("%s: %v", key, err)
+			return fmt.Errorf("%s: %v", key, err)
+		}
+		return nil
+	})
+	return st, err
+}
+
+// readObject reads a JSON object and nothing after it, calling member
+// with each name and raw value in turn; a name twice is an error.
+func readObject(b []byte, member func(name string, raw json.RawMessage) error) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return fmt.Errorf("%q twice", name)
+		}
+		seen[name] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return err
+		}
+		if err := member(name, raw); err != nil {
+			return err
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
-		return st, err
+		return err
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return st, errors.New("data after the object")
+		return errors.New("data after the object")
 	}
-	return st, nil
+	return nil
 }
 
 // readString reads a JSON string that holds text only: no invalid UTF-8

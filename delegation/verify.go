@@ -1,7 +1,6 @@
 package delegation
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -14,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -171,32 +169,31 @@ func link(p, c *Claims) error {
 // and verified again, as long as its issuer's bundle still holds the key
 // that verified it.
 func verifyToken(token string, bundles Bundles) (*Claims, error) {
-	digest := sha256.Sum256([]byte(token))
-	if e, ok := verifiedTokens.get(digest); ok {
-		if key, err := issuerKey(bundles, e.claims.Issuer, e.kid); err == nil && e.key != ([32]byte{}) && spkiHash(key) == e.key {
+	if e, ok := verifiedTokens.get(token); ok {
+		if key, err := issuerKey(bundles, e.claims.Issuer, e.kid); err == nil && e.key != ([32]byte{}) && keyHash(key) == e.key {
 			return e.claims.clone(), nil
 		}
 		// The key changed: verified anew (and refused) below.
 	}
-	hdr, payload, err := splitCompact(token)
+	j, err := parseCompact(token)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if hdr.Type != JWTType {
-		return nil, fmt.Errorf("%w: typ %q, not %q", ErrMalformed, hdr.Type, JWTType)
+	if j.header.Type != JWTType {
+		return nil, fmt.Errorf("%w: typ %q, not %q", ErrMalformed, j.header.Type, JWTType)
 	}
 	c := new(Claims)
-	if err := json.NewDecoder(bytes.NewReader(payload)).Decode(c); err != nil {
+	if err := json.Unmarshal(j.payload, c); err != nil {
 		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
 	}
-	key, err := issuerKey(bundles, c.Issuer, hdr.KeyID)
+	key, err := issuerKey(bundles, c.Issuer, j.header.KeyID)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkJWS(token, key, JWTType); err != nil {
+	if err := checkJWS(j, key, JWTType); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSignature, err)
 	}
-	verifiedTokens.put(digest, verifiedToken{claims: c.clone(), kid: hdr.KeyID, key: spkiHash(key)}, len(token))
+	verifiedTokens.put(token, verifiedToken{claims: c.clone(), kid: j.header.KeyID, key: keyHash(key)}, len(token))
 	return c, nil
 }
 
@@ -217,86 +214,14 @@ func issuerKey(bundles Bundles, issuer, kid string) (any, error) {
 	return key, nil
 }
 
-// spkiHash is the SHA-256 of a public key's SPKI (zero for a key that has
-// none, which verifies nothing).
-func spkiHash(key any) [32]byte {
-	spki, err := x509.MarshalPKIXPublicKey(key)
-	if err != nil {
-		return [32]byte{}
-	}
-	return sha256.Sum256(spki)
-}
-
-// jwsHeader is what the verifiers read of a JWS protected header before
-// the signature is checked (go-jose checks the rest of it).
-type jwsHeader struct {
-	KeyID string `json:"kid"`
-	Type  string `json:"typ"`
-}
-
-// splitCompact decodes a compact JWS's header and payload.
-func splitCompact(compact string) (jwsHeader, []byte, error) {
-	var h jwsHeader
-	parts := strings.Split(compact, ".")
-	if len(parts) != 3 {
-		return h, nil, errors.New("not a compact JWS")
-	}
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(parts[0])
-	if err != nil {
-		return h, nil, errors.New("header is not base64url")
-	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return h, nil, fmt.Errorf("header: %v", err)
-	}
-	payload, err := base64.RawURLEncoding.Strict().DecodeString(parts[1])
-	if err != nil {
-		return h, nil, errors.New("payload is not base64url")
-	}
-	return h, payload, nil
-}
-
-// verifyJWS is checkJWS, unless these exact bytes were verified with
-// this key before.
-func verifyJWS(compact string, key any, typ string) error {
-	k := sigKey{jws: sha256.Sum256([]byte(compact)), key: spkiHash(key)}
-	if k.key == ([32]byte{}) {
-		return errors.New("unusable key")
-	}
-	if verifiedSigs.has(k) {
-		return nil
-	}
-	if err := checkJWS(compact, key, typ); err != nil {
-		return err
-	}
-	verifiedSigs.add(k)
-	return nil
-}
-
-// checkJWS checks compact's signature with key (go-jose: one signature,
-// an algorithm of signatureAlgorithms matching the key, header typ typ).
-func checkJWS(compact string, key any, typ string) error {
-	jws, err := jose.ParseSignedCompact(compact, signatureAlgorithms)
-	if err != nil {
-		return err
-	}
-	if len(jws.Signatures) != 1 {
-		return fmt.Errorf("%d signatures", len(jws.Signatures))
-	}
-	if t, _ := jws.Signatures[0].Header.ExtraHeaders[jose.HeaderType].(string); t != typ {
-		return fmt.Errorf("typ %q, not %q", t, typ)
-	}
-	_, err = jws.Verify(key)
-	return err
-}
-
-// verifiedTokens remembers the tokens already verified, by the SHA-256
-// of the token: their claims, and the key (kid and SPKI hash) that
-// verified them. A verifier that sees a token again (its holder presents
+// verifiedTokens remembers the tokens already verified, by the token
+// itself: their claims, and the key (kid and key hash) that verified
+// them. A verifier that sees a token again (its holder presents
 // it on every call) or a chain's parents again (every hop below them
 // carries them) decodes and verifies each once. Every other check (the
 // key still in the bundle, expiry, the delegator's signature and SVID,
 // the links) is made every time.
-var verifiedTokens = &tokenMemo{m: map[[32]byte]verifiedToken{}}
+var verifiedTokens = &tokenMemo{m: map[string]verifiedToken{}}
 
 // maxVerifiedTokenBytes bounds the memo by the size of the tokens it
 // remembers; when full it is emptied.
@@ -311,22 +236,22 @@ type verifiedToken struct {
 // tokenMemo is guarded by mu.
 type tokenMemo struct {
 	mu    sync.Mutex
-	m     map[[32]byte]verifiedToken
+	m     map[string]verifiedToken
 	bytes int
 }
 
-func (m *tokenMemo) get(k [32]byte) (verifiedToken, bool) {
+func (m *tokenMemo) get(k string) (verifiedToken, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.m[k]
 	return e, ok
 }
 
-func (m *tokenMemo) put(k [32]byte, e verifiedToken, size int) {
+func (m *tokenMemo) put(k string, e verifiedToken, size int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.bytes+size > maxVerifiedTokenBytes {
-		m.m, m.bytes = map[[32]byte]verifiedToken{}, 0
+		m.m, m.bytes = map[string]verifiedToken{}, 0
 	}
 	m.m[k] = e
 	m.bytes += size
@@ -389,12 +314,12 @@ func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 	if sig == "" {
 		return "", fmt.Errorf("%w: none", ErrDelegatorSignature)
 	}
-	hdr, payload, err := splitCompact(sig)
+	j, err := parseCompact(sig)
 	if err != nil {
 		return "", fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
 	}
-	if hdr.Type != statementType {
-		return "", fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, hdr.Type, statementType)
+	if j.header.Type != statementType {
+		return "", fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, j.header.Type, statementType)
 	}
 	delegator, err := spiffeid.FromString(st.Delegator)
 	if err != nil {
@@ -404,14 +329,14 @@ func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 	if err != nil || b == nil {
 		return "", fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
 	}
-	signer, err := svids.verified(sig, b, delegator, at)
+	signer, err := svids.verified(j, b, delegator, at)
 	if err != nil {
 		return "", err
 	}
-	if err := st.signedAs(payload); err != nil {
+	if err := st.signedAs(j.payload); err != nil {
 		return "", err
 	}
-	if err := verifyJWS(sig, signer.key, statementType); err != nil {
+	if err := verifyJWS(j, signer.key, statementType); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
 	return signer.serial, nil
@@ -425,11 +350,11 @@ func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 // that the issuer's log records issuing an X509-SVID with that serial to
 // the delegator.
 func CheckStatementSignedBy(sig string, st Statement, at time.Time) (serial string, err error) {
-	_, payload, err := splitCompact(sig)
+	j, err := parseCompact(sig)
 	if err != nil {
 		return "", fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
 	}
-	certs, err := x5c(sig)
+	certs, err := x5c(j)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
@@ -441,10 +366,10 @@ func CheckStatementSignedBy(sig string, st Statement, at time.Time) (serial stri
 	if at.Before(leaf.NotBefore) || at.After(leaf.NotAfter) {
 		return "", fmt.Errorf("%w: the delegator's SVID was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
 	}
-	if err := st.signedAs(payload); err != nil {
+	if err := st.signedAs(j.payload); err != nil {
 		return "", err
 	}
-	if err := checkJWS(sig, leaf.PublicKey, statementType); err != nil {
+	if err := checkJWS(j, leaf.PublicKey, statementType); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
 	return leaf.SerialNumber.Text(16), nil
@@ -453,27 +378,13 @@ func CheckStatementSignedBy(sig string, st Statement, at time.Time) (serial stri
 // maxX5C bounds the certificates of a delegator signature's chain.
 const maxX5C = 4
 
-// x5c returns the certificates of a compact JWS's x5c header, leaf first.
-func x5c(compact string) ([]*x509.Certificate, error) {
-	hdr, _, ok := strings.Cut(compact, ".")
-	if !ok {
-		return nil, errors.New("not a compact JWS")
+// x5c returns the certificates of a JWS's x5c header, leaf first.
+func x5c(j *compactJWS) ([]*x509.Certificate, error) {
+	if n := len(j.header.X5C); n == 0 || n > maxX5C {
+		return nil, fmt.Errorf("x5c holds %d certificates (1 to %d)", n, maxX5C)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(hdr)
-	if err != nil {
-		return nil, errors.New("header is not base64url")
-	}
-	var h struct {
-		X5C []string `json:"x5c"`
-	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return nil, fmt.Errorf("header: %v", err)
-	}
-	if len(h.X5C) == 0 || len(h.X5C) > maxX5C {
-		return nil, fmt.Errorf("x5c holds %d certificates (1 to %d)", len(h.X5C), maxX5C)
-	}
-	certs := make([]*x509.Certificate, len(h.X5C))
-	for i, c := range h.X5C {
+	certs := make([]*x509.Certificate, len(j.header.X5C))
+	for i, c := range j.header.X5C {
 		der, err := base64.StdEncoding.DecodeString(c)
 		if err != nil {
 			return nil, fmt.Errorf("x5c[%d] is not base64", i)
@@ -514,8 +425,8 @@ type svidCache struct {
 // verified returns the public key of the X509-SVID in sig's x5c header,
 // after checking (or recalling) that it is a valid X509-SVID of want in
 // bundle b, valid at at.
-func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.ID, at time.Time) (*svidEntry, error) {
-	hdr, _, _ := strings.Cut(sig, ".")
+func (c *svidCache) verified(j *compactJWS, b *spiffebundle.Bundle, want spiffeid.ID, at time.Time) (*svidEntry, error) {
+	hdr, _, _ := strings.Cut(j.compact, ".")
 	roots := sha256.New()
 	for _, a := range b.X509Authorities() {
 		roots.Write(a.Raw)
@@ -526,7 +437,7 @@ func (c *svidCache) verified(sig string, b *spiffebundle.Bundle, want spiffeid.I
 	e, ok := c.m[k]
 	c.mu.Unlock()
 	if !ok {
-		certs, err := x5c(sig)
+		certs, err := x5c(j)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 		}

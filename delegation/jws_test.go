@@ -1,0 +1,143 @@
+package delegation
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"math/big"
+	"strings"
+	"testing"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// jwsKey is the P-256 key the JWS tests sign with.
+var jwsKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+
+// signRaw signs header and payload as given (no re-encoding) with ES256
+// under key, r and s each 32 bytes.
+func signRaw(t testing.TB, key *ecdsa.PrivateKey, header, payload string) string {
+	t.Helper()
+	in := base64.RawURLEncoding.EncodeToString([]byte(header)) + "." + base64.RawURLEncoding.EncodeToString([]byte(payload))
+	d := sha256.Sum256([]byte(in))
+	r, s, err := ecdsa.Sign(rand.Reader, key, d[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...)
+	return in + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// joseAccepts is the reference: what go-jose says of compact, with the
+// same algorithms and typ.
+func joseAccepts(compact string, key any, typ string) bool {
+	jws, err := jose.ParseSignedCompact(compact, signatureAlgorithms)
+	if err != nil || len(jws.Signatures) != 1 {
+		return false
+	}
+	if tt, _ := jws.Signatures[0].Header.ExtraHeaders[jose.HeaderType].(string); tt != typ {
+		return false
+	}
+	_, err = jws.Verify(key)
+	return err == nil
+}
+
+func parseAndCheck(compact string, key any, typ string) error {
+	j, err := parseCompact(compact)
+	if err != nil {
+		return err
+	}
+	return checkJWS(j, key, typ)
+}
+
+// TestCheckJWS checks the ECDSA verifier on what a verifier must refuse
+// and on what it must accept, each time against go-jose's answer.
+func TestCheckJWS(t *testing.T) {
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	good := signRaw(t, jwsKey, `{"alg":"ES256","typ":"t"}`, "payload")
+	hdr, rest, _ := strings.Cut(good, ".")
+	payload, sig, _ := strings.Cut(rest, ".")
+	rawSig, _ := base64.RawURLEncoding.DecodeString(sig)
+	// s replaced by n - s: the same signature in its other form.
+	n := elliptic.P256().Params().N
+	s := new(big.Int).SetBytes(rawSig[32:])
+	flipped := append(append([]byte{}, rawSig[:32]...), new(big.Int).Sub(n, s).FillBytes(make([]byte, 32))...)
+	for _, tc := range []struct {
+		name    string
+		compact string
+		key     any
+		ok      bool
+	}{
+		{"ES256", good, &jwsKey.PublicKey, true},
+		{"other members ignored", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","kid":"k","x5c":[],"zzz":{"a":[1]}}`, "p"), &jwsKey.PublicKey, true},
+		{"the other form of the same signature", hdr + "." + payload + "." + base64.RawURLEncoding.EncodeToString(flipped), &jwsKey.PublicKey, true},
+		{"another key", good, &other.PublicKey, false},
+		{"a P-384 key for ES256", good, &p384.PublicKey, false},
+		{"ES384 claimed over a P-256 key", signRaw(t, jwsKey, `{"alg":"ES384","typ":"t"}`, "p"), &jwsKey.PublicKey, false},
+		{"alg none", signRaw(t, jwsKey, `{"alg":"none","typ":"t"}`, "p"), &jwsKey.PublicKey, false},
+		{"HS256", signRaw(t, jwsKey, `{"alg":"HS256","typ":"t"}`, "p"), &jwsKey.PublicKey, false},
+		{"no alg", signRaw(t, jwsKey, `{"typ":"t"}`, "p"), &jwsKey.PublicKey, false},
+		{"alg in other case", signRaw(t, jwsKey, `{"ALG":"ES256","typ":"t"}`, "p"), &jwsKey.PublicKey, false},
+		{"typ in other case", signRaw(t, jwsKey, `{"alg":"ES256","TYP":"t"}`, "p"), &jwsKey.PublicKey, false},
+		{"another typ", signRaw(t, jwsKey, `{"alg":"ES256","typ":"u"}`, "p"), &jwsKey.PublicKey, false},
+		{"alg twice", signRaw(t, jwsKey, `{"alg":"HS256","typ":"t","alg":"ES256"}`, "p"), &jwsKey.PublicKey, false},
+		{"typ twice", signRaw(t, jwsKey, `{"alg":"ES256","typ":"u","typ":"t"}`, "p"), &jwsKey.PublicKey, false},
+		{"crit", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","crit":["exp"],"exp":1}`, "p"), &jwsKey.PublicKey, false},
+		{"b64 false", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","b64":false,"crit":["b64"]}`, "p"), &jwsKey.PublicKey, false},
+		{"alg not a string", signRaw(t, jwsKey, `{"alg":["ES256"],"typ":"t"}`, "p"), &jwsKey.PublicKey, false},
+		{"header not an object", signRaw(t, jwsKey, `["alg","ES256"]`, "p"), &jwsKey.PublicKey, false},
+		{"data after the header", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t"}{}`, "p"), &jwsKey.PublicKey, false},
+		{"signature cut short", hdr + "." + payload + "." + sig[:len(sig)-2], &jwsKey.PublicKey, false},
+		{"signature in DER", hdr + "." + payload + "." + base64.RawURLEncoding.EncodeToString(derSig(t, hdr+"."+payload)), &jwsKey.PublicKey, false},
+		{"payload changed", hdr + "." + base64.RawURLEncoding.EncodeToString([]byte("payloae")) + "." + sig, &jwsKey.PublicKey, false},
+		{"padded base64", hdr + "." + payload + "." + sig + "==", &jwsKey.PublicKey, false},
+		{"four segments", good + ".x", &jwsKey.PublicKey, false},
+		{"zero signature", hdr + "." + payload + "." + base64.RawURLEncoding.EncodeToString(make([]byte, 64)), &jwsKey.PublicKey, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := parseAndCheck(tc.compact, tc.key, "t")
+			if (err == nil) != tc.ok {
+				t.Errorf("checkJWS = %v, want ok %v", err, tc.ok)
+			}
+			if err == nil && !joseAccepts(tc.compact, tc.key, "t") {
+				t.Errorf("accepted what go-jose refuses")
+			}
+		})
+	}
+}
+
+func derSig(t *testing.T, in string) []byte {
+	d := sha256.Sum256([]byte(in))
+	b, err := ecdsa.SignASN1(rand.Reader, jwsKey, d[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// FuzzCheckJWS checks that the ECDSA verifier never accepts what go-jose,
+// the reference, refuses: any header, any payload, signed for real or
+// with the signature bytes given.
+func FuzzCheckJWS(f *testing.F) {
+	f.Add(`{"alg":"ES256","typ":"t"}`, "payload", true, []byte{})
+	f.Add(`{"alg":"ES256","typ":"t","kid":"k"}`, `{"sub":"x"}`, true, []byte{})
+	f.Add(`{"alg":"ES384","typ":"t"}`, "p", true, []byte{})
+	f.Add(`{"alg":"none","typ":"t"}`, "p", false, []byte{})
+	f.Add(`{"alg":"ES256","typ":"t","crit":["b64"],"b64":false}`, "p", true, []byte{})
+	f.Add(`{"alg":"ES256","typ":"t"}`, "p", false, make([]byte, 64))
+	f.Fuzz(func(t *testing.T, header, payload string, sign bool, sig []byte) {
+		compact := signRaw(t, jwsKey, header, payload)
+		if !sign {
+			in, _, _ := strings.Cut(compact, ".")
+			rest := strings.TrimPrefix(compact, in+".")
+			p, _, _ := strings.Cut(rest, ".")
+			compact = in + "." + p + "." + base64.RawURLEncoding.EncodeToString(sig)
+		}
+		if parseAndCheck(compact, &jwsKey.PublicKey, "t") == nil && !joseAccepts(compact, &jwsKey.PublicKey, "t") {
+			t.Fatalf("accepted %q, which go-jose refuses", compact)
+		}
+	})
+}
