@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // Decision points inside Mandate, and the document each asks.
@@ -46,12 +49,7 @@ func (e *Engine) Decide(ctx context.Context, point string, input any) Decision {
 		d.Err = fmt.Errorf("%w: unknown decision point %q", ErrEval, point)
 		return d.denied()
 	}
-	b, err := json.Marshal(input)
-	if err != nil {
-		d.Err = fmt.Errorf("%w: input: %v", ErrEval, err)
-		return d.denied()
-	}
-	in, err := ParseInput(b)
+	in, err := inputValue(input)
 	if err != nil {
 		d.Err = fmt.Errorf("%w: input: %v", ErrEval, err)
 		return d.denied()
@@ -106,4 +104,72 @@ func dotted(path string) string {
 		}
 	}
 	return string(out)
+}
+
+// inputValue is what evaluation takes of input: the value ParseInput
+// gives of input's JSON encoding, built without encoding the maps,
+// slices, strings and integers Mandate's decision points are asked with
+// (anything else, and any string that is not valid UTF-8, goes through
+// JSON).
+func inputValue(x any) (ast.Value, error) {
+	switch x := x.(type) {
+	case map[string]any:
+		if x == nil {
+			return ast.NullValue, nil
+		}
+		kvs := make([][2]*ast.Term, 0, len(x))
+		for k, v := range x {
+			if !utf8.ValidString(k) {
+				return viaJSON(x)
+			}
+			val, err := inputValue(v)
+			if err != nil {
+				return nil, err
+			}
+			kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), ast.NewTerm(val)})
+		}
+		return ast.NewObject(kvs...), nil
+	case []any:
+		if x == nil {
+			return ast.NullValue, nil
+		}
+		elems := make([]*ast.Term, len(x))
+		for i, v := range x {
+			val, err := inputValue(v)
+			if err != nil {
+				return nil, err
+			}
+			elems[i] = ast.NewTerm(val)
+		}
+		return ast.NewArray(elems...), nil
+	case []string:
+		if x == nil {
+			return ast.NullValue, nil
+		}
+		elems := make([]*ast.Term, len(x))
+		for i, v := range x {
+			if !utf8.ValidString(v) {
+				return viaJSON(x)
+			}
+			elems[i] = ast.StringTerm(v)
+		}
+		return ast.NewArray(elems...), nil
+	case string:
+		if !utf8.ValidString(x) {
+			return viaJSON(x)
+		}
+		return ast.String(x), nil
+	case nil, bool, int, int64:
+		return ast.InterfaceToValue(x)
+	}
+	return viaJSON(x)
+}
+
+// viaJSON is ParseInput of x's JSON encoding.
+func viaJSON(x any) (ast.Value, error) {
+	b, err := json.Marshal(x)
+	if err != nil {
+		return nil, err
+	}
+	return ParseInput(b)
 }
