@@ -130,30 +130,9 @@ func inputValue(x any) (ast.Value, error) {
 		}
 		return ast.NewObject(kvs...), nil
 	case []any:
-		if x == nil {
-			return ast.NullValue, nil
-		}
-		elems := make([]*ast.Term, len(x))
-		for i, v := range x {
-			val, err := inputValue(v)
-			if err != nil {
-				return nil, err
-			}
-			elems[i] = ast.NewTerm(val)
-		}
-		return ast.NewArray(elems...), nil
+		return arrayValue(x)
 	case []string:
-		if x == nil {
-			return ast.NullValue, nil
-		}
-		elems := make([]*ast.Term, len(x))
-		for i, v := range x {
-			if !utf8.ValidString(v) {
-				return viaJSON(x)
-			}
-			elems[i] = ast.StringTerm(v)
-		}
-		return ast.NewArray(elems...), nil
+		return arrayValue(x)
 	case string:
 		if !utf8.ValidString(x) {
 			return viaJSON(x)
@@ -163,6 +142,22 @@ func inputValue(x any) (ast.Value, error) {
 		return ast.InterfaceToValue(x)
 	}
 	return viaJSON(x)
+}
+
+// arrayValue is inputValue of a slice.
+func arrayValue[T any](xs []T) (ast.Value, error) {
+	if xs == nil {
+		return ast.NullValue, nil
+	}
+	elems := make([]*ast.Term, len(xs))
+	for i, v := range xs {
+		val, err := inputValue(v)
+		if err != nil {
+			return nil, err
+		}
+		elems[i] = ast.NewTerm(val)
+	}
+	return ast.NewArray(elems...), nil
 }
 
 // viaJSON is ParseInput of x's JSON encoding.
