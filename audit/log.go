@@ -50,7 +50,8 @@ type Config struct {
 	// Index, if set, is called inside the commit's store transaction once
 	// for each entry of the batch, in index order, with the entry as Decode
 	// would return it and its leaf hash (the RFC 6962 hash of its
-	// encoding, as its receipt gives it), so that a caller's own indexes are written
+	// encoding, as its receipt gives it; shared with the receipt: read
+	// only), so that a caller's own indexes are written
 	// atomically with the entries (the log's search indexes, see Search,
 	// are written regardless). It must only use tx (the transaction may be retried, see
 	// store.Store.Update), must not use buckets whose names start with

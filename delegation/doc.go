@@ -8,6 +8,9 @@
 //   - Every hop is signed by its issuer's JWT key, found by kid in that
 //     trust domain's SPIFFE bundle; only ES256, ES384, RS256 and PS256 are
 //     accepted ("none" and MACs never), and the key decides the algorithm.
+//     Protected headers are read strictly: no member name twice, no crit
+//     or b64. ECDSA signatures are checked with crypto/ecdsa over the
+//     signing input as received, RSA ones with go-jose.
 //   - Every hop carries its delegator's own signature over the hop (who,
 //     to whom, for whom, which scopes, below which parent), made with an
 //     X509-SVID of the delegator that go-spiffe validates against the
@@ -23,9 +26,9 @@
 //   - Sizes are bounded (MaxTokenSize, MaxDepth); no input panics.
 //
 // A verifier remembers (bounded, per process) the tokens and delegator
-// signatures it has verified, by the SHA-256 of their bytes and of the
-// key that verified them, and does not verify those bytes with that key
-// again. Everything else is checked on every call: the key is still in
+// signatures it has verified, by their bytes and the key that verified
+// them, and does not verify those bytes with that key again; and the
+// protected headers it has read, by their bytes. Everything else is checked on every call: the key is still in
 // the current bundle, the delegator's SVID chains to the current bundle
 // and was valid (with every certificate of its chain) at the hop's iat,
 // the expiry, the links, the audience and the holder. Verify

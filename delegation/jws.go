@@ -27,6 +27,9 @@ type compactJWS struct {
 	// the signature is over (RFC 7515 §5.2).
 	signingInput string
 	signature    []byte
+	// known is set when the header was read from the memo of headers
+	// of signatures that verified.
+	known bool
 }
 
 // jwsHeader is what the verifiers read of a JWS protected header.
@@ -34,7 +37,9 @@ type jwsHeader struct {
 	Alg   string
 	KeyID string
 	Type  string
-	X5C   []string
+	// Certs is the x5c chain, leaf first (shared by every JWS with the
+	// same header: read only).
+	Certs []*x509.Certificate
 }
 
 var b64url = base64.RawURLEncoding.Strict()
@@ -50,8 +55,14 @@ func parseCompact(compact string) (*compactJWS, error) {
 	}
 	j := &compactJWS{compact: compact, signingInput: compact[:len(h)+1+len(p)]}
 	var err error
-	if j.header, err = headers.read(h); err != nil {
-		return nil, err
+	if j.header, j.known = headers.get(h); !j.known {
+		raw, err := b64url.DecodeString(h)
+		if err != nil {
+			return nil, errors.New("header is not base64url")
+		}
+		if j.header, err = readHeader(raw); err != nil {
+			return nil, fmt.Errorf("header: %v", err)
+		}
 	}
 	if j.payload, err = b64url.DecodeString(p); err != nil {
 		return nil, errors.New("payload is not base64url")
@@ -62,14 +73,14 @@ func parseCompact(compact string) (*compactJWS, error) {
 	return j, nil
 }
 
-// headers remembers the protected headers already read, by their base64url
-// segment: a hop's statement header (its delegator's x5c chain) and its
-// issuer's token header are the same for many tokens.
+// headers remembers the protected headers of signatures that verified,
+// by their base64url segment: a hop's statement header (its delegator's
+// x5c chain) and its issuer's token header are the same for many tokens.
 var headers = &headerMemo{m: map[string]jwsHeader{}}
 
-// maxHeaderMemoBytes bounds the memo by the size of the segments it
-// remembers; when full it is emptied.
-const maxHeaderMemoBytes = 4 << 20
+// maxHeaderMemoBytes bounds the memo (its segments, and about twice as
+// much again for the parsed certificates); when full it is emptied.
+const maxHeaderMemoBytes = 8 << 20
 
 // headerMemo is guarded by mu.
 type headerMemo struct {
@@ -78,36 +89,37 @@ type headerMemo struct {
 	bytes int
 }
 
-// read returns the header of segment seg (its X5C shared: read only).
-func (m *headerMemo) read(seg string) (jwsHeader, error) {
-	m.mu.Lock()
-	h, ok := m.m[seg]
-	m.mu.Unlock()
-	if ok {
-		return h, nil
-	}
-	raw, err := b64url.DecodeString(seg)
-	if err != nil {
-		return h, errors.New("header is not base64url")
-	}
-	if h, err = readHeader(raw); err != nil {
-		return h, fmt.Errorf("header: %v", err)
-	}
+func (m *headerMemo) get(seg string) (jwsHeader, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.bytes+len(seg) > maxHeaderMemoBytes {
-		m.m, m.bytes = map[string]jwsHeader{}, 0
-	}
-	m.m[seg] = h
-	m.bytes += len(seg)
-	return h, nil
+	h, ok := m.m[seg]
+	return h, ok
 }
 
+// remember keeps j's header, once its signature has verified.
+func (m *headerMemo) remember(j *compactJWS) {
+	if j.known {
+		return
+	}
+	seg, _, _ := strings.Cut(j.compact, ".")
+	size := 3*len(seg) + 256
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.bytes+size > maxHeaderMemoBytes {
+		m.m, m.bytes = map[string]jwsHeader{}, 0
+	}
+	m.m[seg] = j.header
+	m.bytes += size
+}
+
+// maxX5C bounds the certificates of an x5c chain.
+const maxX5C = 4
+
 // readHeader reads a protected header strictly: a JSON object, no name
-// twice (RFC 7515 §4), alg, kid and typ strings and x5c an array of
-// strings when present, and no crit (this verifier understands no
-// extension, RFC 7515 §4.1.11) nor b64 (RFC 7797). Other members are
-// ignored.
+// twice (RFC 7515 §4), with alg, typ, and optionally kid (strings) and
+// x5c (1 to maxX5C base64 DER certificates), and nothing else: no crit
+// (this verifier understands no extension, RFC 7515 §4.1.11), no b64
+// (RFC 7797), no embedded jwk.
 func readHeader(raw []byte) (jwsHeader, error) {
 	var h jwsHeader
 	err := readObject(raw, func(name string, v json.RawMessage) error {
@@ -119,13 +131,26 @@ func readHeader(raw []byte) (jwsHeader, error) {
 		case "typ":
 			return readString(v, &h.Type)
 		case "x5c":
-			if len(v) == 0 || v[0] != '[' || json.Unmarshal(v, &h.X5C) != nil {
+			var x5c []string
+			if len(v) == 0 || v[0] != '[' || json.Unmarshal(v, &x5c) != nil {
 				return errors.New("x5c is not an array of strings")
 			}
-		case "crit", "b64":
-			return fmt.Errorf("%s is not supported", name)
+			if len(x5c) == 0 || len(x5c) > maxX5C {
+				return fmt.Errorf("x5c holds %d certificates (1 to %d)", len(x5c), maxX5C)
+			}
+			h.Certs = make([]*x509.Certificate, len(x5c))
+			for i, c := range x5c {
+				der, err := base64.StdEncoding.Strict().DecodeString(c)
+				if err != nil {
+					return fmt.Errorf("x5c[%d] is not base64", i)
+				}
+				if h.Certs[i], err = x509.ParseCertificate(der); err != nil {
+					return fmt.Errorf("x5c[%d]: %v", i, err)
+				}
+			}
+			return nil
 		}
-		return nil
+		return fmt.Errorf("member %q is not accepted", name)
 	})
 	return h, err
 }
@@ -139,10 +164,22 @@ func checkJWS(j *compactJWS, key any, typ string) error {
 	if j.header.Type != typ {
 		return fmt.Errorf("typ %q, not %q", j.header.Type, typ)
 	}
+	var err error
 	if k, ok := key.(*ecdsa.PublicKey); ok {
-		return j.checkECDSA(k)
+		err = j.checkECDSA(k)
+	} else {
+		err = checkJOSE(j.compact, key, typ)
 	}
-	jws, err := jose.ParseSignedCompact(j.compact, signatureAlgorithms)
+	if err == nil {
+		headers.remember(j)
+	}
+	return err
+}
+
+// checkJOSE checks compact's signature with go-jose: one signature, an
+// algorithm of signatureAlgorithms matching the key, header typ typ.
+func checkJOSE(compact string, key any, typ string) error {
+	jws, err := jose.ParseSignedCompact(compact, signatureAlgorithms)
 	if err != nil {
 		return err
 	}

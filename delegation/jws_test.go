@@ -5,16 +5,29 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 )
 
-// jwsKey is the P-256 key the JWS tests sign with.
-var jwsKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// jwsKey is the P-256 key the JWS tests sign with; certB64 a
+// self-signed certificate of it, base64 (as in x5c).
+var (
+	jwsKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certB64   = func() string {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &jwsKey.PublicKey, jwsKey)
+		if err != nil {
+			panic(err)
+		}
+		return base64.StdEncoding.EncodeToString(der)
+	}()
+)
 
 // signRaw signs header and payload as given (no re-encoding) with ES256
 // under key, r and s each 32 bytes.
@@ -72,7 +85,15 @@ func TestCheckJWS(t *testing.T) {
 		ok      bool
 	}{
 		{"ES256", good, &jwsKey.PublicKey, true},
-		{"other members ignored", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","kid":"k","x5c":[],"zzz":{"a":[1]}}`, "p"), &jwsKey.PublicKey, true},
+		{"kid and x5c", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","kid":"k","x5c":["`+certB64+`"]}`, "p"), &jwsKey.PublicKey, true},
+		{"another member", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","zzz":1}`, "p"), &jwsKey.PublicKey, false},
+		{"a number go-jose cannot read", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","zzz":1e400}`, "p"), &jwsKey.PublicKey, false},
+		{"nonce", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","nonce":1}`, "p"), &jwsKey.PublicKey, false},
+		{"embedded jwk", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","jwk":{"kty":"EC"}}`, "p"), &jwsKey.PublicKey, false},
+		{"empty x5c", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","x5c":[]}`, "p"), &jwsKey.PublicKey, false},
+		{"x5c not a certificate", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","x5c":["AAAA"]}`, "p"), &jwsKey.PublicKey, false},
+		{"x5c not base64", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","x5c":["not base64!"]}`, "p"), &jwsKey.PublicKey, false},
+		{"kid null", signRaw(t, jwsKey, `{"alg":"ES256","typ":"t","kid":null}`, "p"), &jwsKey.PublicKey, false},
 		{"the other form of the same signature", hdr + "." + payload + "." + base64.RawURLEncoding.EncodeToString(flipped), &jwsKey.PublicKey, true},
 		{"another key", good, &other.PublicKey, false},
 		{"a P-384 key for ES256", good, &p384.PublicKey, false},
@@ -128,6 +149,11 @@ func FuzzCheckJWS(f *testing.F) {
 	f.Add(`{"alg":"none","typ":"t"}`, "p", false, []byte{})
 	f.Add(`{"alg":"ES256","typ":"t","crit":["b64"],"b64":false}`, "p", true, []byte{})
 	f.Add(`{"alg":"ES256","typ":"t"}`, "p", false, make([]byte, 64))
+	f.Add(`{"alg":"ES256","typ":"t","x5c":["`+certB64+`"]}`, "p", true, []byte{})
+	f.Add(`{"alg":"ES256","typ":"t","x5c":["AAAA"]}`, "p", true, []byte{})
+	f.Add(`{"alg":"ES256","typ":"t","nonce":1}`, "p", true, []byte{})
+	f.Add(`{"alg":"ES256","typ":"t","jwk":{"kty":"EC"}}`, "p", true, []byte{})
+	f.Add(`{"alg":"ES256","typ":"t","zzz":1e400}`, "p", true, []byte{})
 	f.Fuzz(func(t *testing.T, header, payload string, sign bool, sig []byte) {
 		compact := signRaw(t, jwsKey, header, payload)
 		if !sign {
@@ -140,4 +166,29 @@ func FuzzCheckJWS(f *testing.F) {
 			t.Fatalf("accepted %q, which go-jose refuses", compact)
 		}
 	})
+}
+
+// TestHeaderMemo checks that a header is remembered only once a
+// signature under it has verified: a caller cannot fill the memo with
+// headers of its own.
+func TestHeaderMemo(t *testing.T) {
+	header := `{"alg":"ES256","typ":"memo-test"}`
+	seg := base64.RawURLEncoding.EncodeToString([]byte(header))
+	good := signRaw(t, jwsKey, header, "p")
+	bad := good[:strings.LastIndexByte(good, '.')+1] + base64.RawURLEncoding.EncodeToString(make([]byte, 64))
+	if parseAndCheck(bad, &jwsKey.PublicKey, "memo-test") == nil {
+		t.Fatal("a zero signature verified")
+	}
+	if _, ok := headers.get(seg); ok {
+		t.Fatal("the header of a signature that did not verify was remembered")
+	}
+	if err := parseAndCheck(good, &jwsKey.PublicKey, "memo-test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := headers.get(seg); !ok {
+		t.Fatal("the header of a signature that verified was not remembered")
+	}
+	if err := parseAndCheck(good, &jwsKey.PublicKey, "memo-test"); err != nil {
+		t.Fatalf("with the header remembered: %v", err)
+	}
 }

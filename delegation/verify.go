@@ -3,7 +3,6 @@ package delegation
 import (
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -193,7 +192,7 @@ func verifyToken(token string, bundles Bundles) (*Claims, error) {
 	if err := checkJWS(j, key, JWTType); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSignature, err)
 	}
-	verifiedTokens.put(token, verifiedToken{claims: c.clone(), kid: j.header.KeyID, key: keyHash(key)}, len(token))
+	verifiedTokens.put(token, verifiedToken{claims: c.clone(), kid: j.header.KeyID, key: keyHash(key)}, 2*len(token)+256)
 	return c, nil
 }
 
@@ -223,8 +222,10 @@ func issuerKey(bundles Bundles, issuer, kid string) (any, error) {
 // the links) is made every time.
 var verifiedTokens = &tokenMemo{m: map[string]verifiedToken{}}
 
-// maxVerifiedTokenBytes bounds the memo by the size of the tokens it
-// remembers; when full it is emptied.
+// maxVerifiedTokenBytes bounds the memo by the size of what it keeps of
+// each token (the token, and its claims, which hold its parent and its
+// delegator's signature: about twice the token); when full it is
+// emptied.
 const maxVerifiedTokenBytes = 32 << 20
 
 type verifiedToken struct {
@@ -258,7 +259,7 @@ func (m *tokenMemo) put(k string, e verifiedToken, size int) {
 }
 
 // verifiedSigs remembers the signatures already verified, by the SHA-256
-// of the whole compact JWS and of the key's SPKI: a verifier that sees a
+// of the whole compact JWS and the key's hash (keyHash): a verifier that sees a
 // token again (its holder presents it on every call) or a chain's parents
 // again (every hop below them carries them) checks each signature once.
 // A key is looked up in the current bundle before the memo is asked, so a
@@ -375,25 +376,12 @@ func CheckStatementSignedBy(sig string, st Statement, at time.Time) (serial stri
 	return leaf.SerialNumber.Text(16), nil
 }
 
-// maxX5C bounds the certificates of a delegator signature's chain.
-const maxX5C = 4
-
 // x5c returns the certificates of a JWS's x5c header, leaf first.
 func x5c(j *compactJWS) ([]*x509.Certificate, error) {
-	if n := len(j.header.X5C); n == 0 || n > maxX5C {
-		return nil, fmt.Errorf("x5c holds %d certificates (1 to %d)", n, maxX5C)
+	if len(j.header.Certs) == 0 {
+		return nil, errors.New("no x5c header")
 	}
-	certs := make([]*x509.Certificate, len(j.header.X5C))
-	for i, c := range j.header.X5C {
-		der, err := base64.StdEncoding.DecodeString(c)
-		if err != nil {
-			return nil, fmt.Errorf("x5c[%d] is not base64", i)
-		}
-		if certs[i], err = x509.ParseCertificate(der); err != nil {
-			return nil, fmt.Errorf("x5c[%d]: %v", i, err)
-		}
-	}
-	return certs, nil
+	return j.header.Certs, nil
 }
 
 // svids remembers delegator X509-SVID chains already validated: a

@@ -49,7 +49,7 @@ func (e *Engine) Decide(ctx context.Context, point string, input any) Decision {
 		d.Err = fmt.Errorf("%w: unknown decision point %q", ErrEval, point)
 		return d.denied()
 	}
-	in, err := inputValue(input)
+	in, err := inputValue(input, 0)
 	if err != nil {
 		d.Err = fmt.Errorf("%w: input: %v", ErrEval, err)
 		return d.denied()
@@ -111,7 +111,10 @@ func dotted(path string) string {
 // slices, strings and integers Mandate's decision points are asked with
 // (anything else, and any string that is not valid UTF-8, goes through
 // JSON).
-func inputValue(x any) (ast.Value, error) {
+func inputValue(x any, depth int) (ast.Value, error) {
+	if depth > maxInputDepth {
+		return viaJSON(x) // which refuses a cycle
+	}
 	switch x := x.(type) {
 	case map[string]any:
 		if x == nil {
@@ -122,7 +125,7 @@ func inputValue(x any) (ast.Value, error) {
 			if !utf8.ValidString(k) {
 				return viaJSON(x)
 			}
-			val, err := inputValue(v)
+			val, err := inputValue(v, depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -130,9 +133,9 @@ func inputValue(x any) (ast.Value, error) {
 		}
 		return ast.NewObject(kvs...), nil
 	case []any:
-		return arrayValue(x)
+		return arrayValue(x, depth)
 	case []string:
-		return arrayValue(x)
+		return arrayValue(x, depth)
 	case string:
 		if !utf8.ValidString(x) {
 			return viaJSON(x)
@@ -144,14 +147,18 @@ func inputValue(x any) (ast.Value, error) {
 	return viaJSON(x)
 }
 
+// maxInputDepth is how deep inputValue builds values itself; deeper, it
+// goes through JSON, which refuses a cycle instead of recursing forever.
+const maxInputDepth = 64
+
 // arrayValue is inputValue of a slice.
-func arrayValue[T any](xs []T) (ast.Value, error) {
+func arrayValue[T any](xs []T, depth int) (ast.Value, error) {
 	if xs == nil {
 		return ast.NullValue, nil
 	}
 	elems := make([]*ast.Term, len(xs))
 	for i, v := range xs {
-		val, err := inputValue(v)
+		val, err := inputValue(v, depth+1)
 		if err != nil {
 			return nil, err
 		}

@@ -28,13 +28,14 @@ func TestInputValue(t *testing.T) {
 		{"struct and time", map[string]any{"h": host{Level: "tpm", Seen: time.Unix(1700000000, 5).UTC()}}},
 		{"float", map[string]any{"f": 1.5, "big": 1e21}},
 		{"uint", map[string]any{"u": uint32(7)}},
+		{"deep", deep(100)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want, err := viaJSON(tc.in)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := inputValue(tc.in)
+			got, err := inputValue(tc.in, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -42,5 +43,23 @@ func TestInputValue(t *testing.T) {
 				t.Errorf("inputValue = %v, JSON gives %v", got, want)
 			}
 		})
+	}
+}
+
+func deep(n int) any {
+	var v any = "leaf"
+	for range n {
+		v = map[string]any{"a": []any{v}}
+	}
+	return v
+}
+
+// TestInputValueCycle checks that a cyclic input is an error, not a
+// crash.
+func TestInputValueCycle(t *testing.T) {
+	m := map[string]any{}
+	m["self"] = m
+	if _, err := inputValue(m, 0); err == nil {
+		t.Fatal("a cyclic input was accepted")
 	}
 }
