@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/asn1"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -36,26 +36,31 @@ type JWTSVID struct {
 	KeyID     string // the "kid" header: the signing key's id in the bundle
 }
 
-// jwtIssuer is the active JWT key with its go-jose signer built once.
+// jwtIssuer is the active JWT key, signing compact JWS.
 type jwtIssuer struct {
 	kid      string
-	signer   jose.Signer // typ "JWT"; safe for concurrent use
-	key      jose.SigningKey
+	signer   *ecSigner
 	notAfter time.Time
-	typed    sync.Map // typ → jose.Signer, built on first use
+	headers  sync.Map // typ → the base64url protected header, built on first use
 }
 
-// signerFor returns the issuer's signer with header typ.
-func (i *jwtIssuer) signerFor(typ string) (jose.Signer, error) {
-	if s, ok := i.typed.Load(typ); ok {
-		return s.(jose.Signer), nil
+// headerFor returns the base64url protected header {"alg","kid","typ"}
+// of the issuer's tokens of type typ.
+func (i *jwtIssuer) headerFor(typ string) (string, error) {
+	if h, ok := i.headers.Load(typ); ok {
+		return h.(string), nil
 	}
-	s, err := jose.NewSigner(i.key, (&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
+	b, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
+	}{i.signer.alg, i.kid, typ})
 	if err != nil {
-		return nil, fmt.Errorf("ca: jwt signer: %w", err)
+		return "", fmt.Errorf("ca: jwt header: %w", err)
 	}
-	i.typed.Store(typ, s)
-	return s, nil
+	h := base64.RawURLEncoding.EncodeToString(b)
+	i.headers.Store(typ, h)
+	return h, nil
 }
 
 // svidClaims are the JWT-SVID claims, in a fixed struct so that encoding
@@ -71,25 +76,31 @@ func newJWTIssuer(a *authority) (*jwtIssuer, error) {
 	if a.signer == nil {
 		return nil, fmt.Errorf("ca: jwt authority %s has no key", a.id)
 	}
-	op, err := newECOpaqueSigner(a.signer, a.id)
+	es, err := newECSigner(a.signer, a.id)
 	if err != nil {
 		return nil, err
 	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: op.alg, Key: op}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		return nil, fmt.Errorf("ca: jwt signer: %w", err)
-	}
-	return &jwtIssuer{kid: a.id, signer: s, key: jose.SigningKey{Algorithm: op.alg, Key: op}, notAfter: a.notAfter}, nil
+	return &jwtIssuer{kid: a.id, signer: es, notAfter: a.notAfter}, nil
 }
 
-func (i *jwtIssuer) sign(payload []byte) (string, error) { return i.signAs(i.signer, payload) }
-
-func (i *jwtIssuer) signAs(s jose.Signer, payload []byte) (string, error) {
-	jws, err := s.Sign(payload)
+// signAs returns the compact JWS (RFC 7515 §7.1) of payload with header
+// typ typ: header and payload base64url, then the signature over both.
+func (i *jwtIssuer) signAs(typ string, payload []byte) (string, error) {
+	hdr, err := i.headerFor(typ)
+	if err != nil {
+		return "", err
+	}
+	enc := base64.RawURLEncoding
+	buf := make([]byte, 0, len(hdr)+enc.EncodedLen(len(payload))+enc.EncodedLen(2*i.signer.size)+2)
+	buf = append(buf, hdr...)
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, payload)
+	sig, err := i.signer.sign(buf)
 	if err != nil {
 		return "", fmt.Errorf("ca: sign jwt: %w", err)
 	}
-	return jws.CompactSerialize()
+	buf = append(buf, '.')
+	return string(enc.AppendEncode(buf, sig)), nil
 }
 
 // MintJWTSVID issues a JWT-SVID signed by the active JWT key (ES256 for
@@ -129,7 +140,7 @@ func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: encode jwt claims: %w", err)
 	}
-	token, err := iss.sign(payload)
+	token, err := iss.signAs("JWT", payload)
 	if err != nil {
 		return nil, err
 	}
@@ -172,11 +183,7 @@ func (c *CA) SignJWT(ctx context.Context, typ string, claims any, expiresAt time
 	if typ == "" {
 		return "", "", fmt.Errorf("%w: a typ is required", ErrInvalidParams)
 	}
-	signer, err := iss.signerFor(typ)
-	if err != nil {
-		return "", "", err
-	}
-	token, err = iss.signAs(signer, payload)
+	token, err = iss.signAs(typ, payload)
 	if err != nil {
 		return "", "", err
 	}
@@ -202,46 +209,34 @@ func checkExp(payload []byte, expiresAt time.Time) error {
 	return nil
 }
 
-// ecOpaqueSigner adapts any ECDSA crypto.Signer (software key, HSM, KMS)
-// to go-jose, converting ASN.1 signatures to the JWS r||s form.
-type ecOpaqueSigner struct {
+// ecSigner signs JWS with any ECDSA crypto.Signer (software key, HSM,
+// KMS), converting its ASN.1 signatures to the JWS R || S form (RFC 7518
+// §3.4).
+type ecSigner struct {
 	signer crypto.Signer
-	jwk    *jose.JSONWebKey
-	alg    jose.SignatureAlgorithm
+	alg    string
 	hash   crypto.Hash
 	size   int // byte length of r and s
 }
 
-var _ jose.OpaqueSigner = (*ecOpaqueSigner)(nil)
-
-func newECOpaqueSigner(s crypto.Signer, kid string) (*ecOpaqueSigner, error) {
+func newECSigner(s crypto.Signer, kid string) (*ecSigner, error) {
 	pub, ok := s.Public().(*ecdsa.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("ca: jwt key %s is not an ecdsa key", kid)
 	}
-	op := &ecOpaqueSigner{signer: s}
 	switch pub.Curve {
 	case elliptic.P256():
-		op.alg, op.hash, op.size = jose.ES256, crypto.SHA256, 32
+		return &ecSigner{signer: s, alg: "ES256", hash: crypto.SHA256, size: 32}, nil
 	case elliptic.P384():
-		op.alg, op.hash, op.size = jose.ES384, crypto.SHA384, 48
-	default:
-		return nil, fmt.Errorf("ca: jwt key %s: unsupported curve %s", kid, curveName(pub.Curve))
+		return &ecSigner{signer: s, alg: "ES384", hash: crypto.SHA384, size: 48}, nil
 	}
-	op.jwk = &jose.JSONWebKey{Key: pub, KeyID: kid, Algorithm: string(op.alg), Use: "sig"}
-	return op, nil
+	return nil, fmt.Errorf("ca: jwt key %s: unsupported curve %s", kid, curveName(pub.Curve))
 }
 
-func (o *ecOpaqueSigner) Public() *jose.JSONWebKey { return o.jwk }
-
-func (o *ecOpaqueSigner) Algs() []jose.SignatureAlgorithm { return []jose.SignatureAlgorithm{o.alg} }
-
-func (o *ecOpaqueSigner) SignPayload(payload []byte, alg jose.SignatureAlgorithm) ([]byte, error) {
-	if alg != o.alg {
-		return nil, fmt.Errorf("ca: unexpected jws algorithm %s", alg)
-	}
+// sign returns the R || S signature of input.
+func (o *ecSigner) sign(input []byte) ([]byte, error) {
 	h := o.hash.New()
-	h.Write(payload)
+	h.Write(input)
 	der, err := o.signer.Sign(rand.Reader, h.Sum(nil), o.hash)
 	if err != nil {
 		return nil, err
