@@ -27,11 +27,12 @@
 //
 // A verifier remembers (bounded, per process) the tokens and delegator
 // signatures it has verified, by their bytes and the key that verified
-// them, and does not verify those bytes with that key again; and the
-// protected headers it has read, by their bytes. Everything else is checked on every call: the key is still in
-// the current bundle, the delegator's SVID chains to the current bundle
-// and was valid (with every certificate of its chain) at the hop's iat,
-// the expiry, the links, the audience and the holder. Verify
+// them, and does not verify those bytes with that key again; a token's
+// delegator signature, with its SVID chain, once for as long as the
+// delegator's trust domain has the same X.509 authorities; and the
+// protected headers of signatures that verified. Everything else is
+// checked on every call: the issuer's key is still in the current
+// bundle, the expiry, the links, the audience and the holder. Verify
 // hands out copies: what a caller does with the returned claims never
 // changes what the next call returns.
 //

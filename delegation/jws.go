@@ -221,9 +221,9 @@ func (j *compactJWS) checkECDSA(key *ecdsa.PublicKey) error {
 }
 
 // verifyJWS is checkJWS, unless these exact bytes were verified with
-// this key before.
-func verifyJWS(j *compactJWS, key any, typ string) error {
-	k := sigKey{jws: sha256.Sum256([]byte(j.compact)), key: keyHash(key)}
+// this key (whose keyHash is kh) before.
+func verifyJWS(j *compactJWS, key any, kh [32]byte, typ string) error {
+	k := sigKey{jws: sha256.Sum256([]byte(j.compact)), key: kh}
 	if k.key == ([32]byte{}) {
 		return errors.New("unusable key")
 	}

@@ -1,6 +1,7 @@
 package delegation
 
 import (
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
@@ -102,7 +103,7 @@ func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) (
 	if depth >= MaxDepth {
 		return nil, fmt.Errorf("%w: deeper than %d hops", ErrChain, MaxDepth)
 	}
-	c, err := verifyToken(token, bundles)
+	c, known, err := verifyToken(token, bundles)
 	if err != nil {
 		return nil, err
 	}
@@ -115,8 +116,14 @@ func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) (
 	if time.Unix(c.IssuedAt, 0).After(opts.Now.Add(opts.Leeway)) {
 		return nil, fmt.Errorf("%w: %s issued in the future", ErrMalformed, c.ID)
 	}
-	if err := verifyDelegatorSignature(c, bundles, time.Unix(c.IssuedAt, 0)); err != nil {
-		return nil, err
+	// The delegator's signature, unless it verified for these very bytes
+	// against the delegator's trust domain authorities as they are now.
+	if known == ([32]byte{}) || delegatorRoots(bundles, c.Hop.Delegator) != known {
+		roots, err := verifyDelegatorSignature(c, bundles, time.Unix(c.IssuedAt, 0))
+		if err != nil {
+			return nil, err
+		}
+		verifiedTokens.delegatorVerified(token, roots)
 	}
 	if c.Hop.Parent == nil {
 		return []*Claims{c}, nil
@@ -166,34 +173,41 @@ func link(p, c *Claims) error {
 // chooses the key); they are returned only once the signature over those
 // exact bytes verifies. A token verified before is recalled, not decoded
 // and verified again, as long as its issuer's bundle still holds the key
-// that verified it.
-func verifyToken(token string, bundles Bundles) (*Claims, error) {
+// that verified it; roots is then what its delegator's signature
+// verified against (see rootsOf; zero if it has not).
+func verifyToken(token string, bundles Bundles) (c *Claims, roots [32]byte, err error) {
 	if e, ok := verifiedTokens.get(token); ok {
-		if key, err := issuerKey(bundles, e.claims.Issuer, e.kid); err == nil && e.key != ([32]byte{}) && keyHash(key) == e.key {
-			return e.claims.clone(), nil
+		if key, err := issuerKey(bundles, e.claims.Issuer, e.kid); err == nil && sameKey(key, e.key) {
+			return e.claims.clone(), e.delegatorRoots, nil
 		}
 		// The key changed: verified anew (and refused) below.
 	}
 	j, err := parseCompact(token)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, roots, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if j.header.Type != JWTType {
-		return nil, fmt.Errorf("%w: typ %q, not %q", ErrMalformed, j.header.Type, JWTType)
+		return nil, roots, fmt.Errorf("%w: typ %q, not %q", ErrMalformed, j.header.Type, JWTType)
 	}
-	c := new(Claims)
+	c = new(Claims)
 	if err := json.Unmarshal(j.payload, c); err != nil {
-		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+		return nil, roots, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
 	}
 	key, err := issuerKey(bundles, c.Issuer, j.header.KeyID)
 	if err != nil {
-		return nil, err
+		return nil, roots, err
 	}
 	if err := checkJWS(j, key, JWTType); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrSignature, err)
+		return nil, roots, fmt.Errorf("%w: %v", ErrSignature, err)
 	}
-	verifiedTokens.put(token, verifiedToken{claims: c.clone(), kid: j.header.KeyID, key: keyHash(key)}, 2*len(token)+256)
-	return c, nil
+	verifiedTokens.put(token, verifiedToken{claims: c.clone(), kid: j.header.KeyID, key: key}, 2*len(token)+256)
+	return c, roots, nil
+}
+
+// sameKey reports whether a and b are the same public key.
+func sameKey(a, b any) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && b != nil && k.Equal(b)
 }
 
 // issuerKey is the JWT key kid of issuer's trust domain bundle.
@@ -214,12 +228,15 @@ func issuerKey(bundles Bundles, issuer, kid string) (any, error) {
 }
 
 // verifiedTokens remembers the tokens already verified, by the token
-// itself: their claims, and the key (kid and key hash) that verified
-// them. A verifier that sees a token again (its holder presents
-// it on every call) or a chain's parents again (every hop below them
-// carries them) decodes and verifies each once. Every other check (the
-// key still in the bundle, expiry, the delegator's signature and SVID,
-// the links) is made every time.
+// itself: their claims, the key (kid and key) that verified them, and
+// the X.509 authorities of the delegator's trust domain its delegator's
+// signature verified against. A verifier that sees a token again (its
+// holder presents it on every call) or a chain's parents again (every
+// hop below them carries them) decodes and verifies each once, and its
+// delegator's signature once for as long as those authorities are
+// unchanged (the signature and the SVID's validity at the token's iat
+// depend on nothing else). Every other check (the key still in the
+// bundle, expiry, the links) is made every time.
 var verifiedTokens = &tokenMemo{m: map[string]verifiedToken{}}
 
 // maxVerifiedTokenBytes bounds the memo by the size of what it keeps of
@@ -229,9 +246,10 @@ var verifiedTokens = &tokenMemo{m: map[string]verifiedToken{}}
 const maxVerifiedTokenBytes = 32 << 20
 
 type verifiedToken struct {
-	claims *Claims // never handed out: callers get clones
-	kid    string
-	key    [32]byte
+	claims         *Claims // never handed out: callers get clones
+	kid            string
+	key            any
+	delegatorRoots [32]byte // zero until the delegator's signature verified
 }
 
 // tokenMemo is guarded by mu.
@@ -246,6 +264,17 @@ func (m *tokenMemo) get(k string) (verifiedToken, bool) {
 	defer m.mu.Unlock()
 	e, ok := m.m[k]
 	return e, ok
+}
+
+// delegatorVerified notes that k's delegator signature verified against
+// roots.
+func (m *tokenMemo) delegatorVerified(k string, roots [32]byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.m[k]; ok {
+		e.delegatorRoots = roots
+		m.m[k] = e
+	}
 }
 
 func (m *tokenMemo) put(k string, e verifiedToken, size int) {
@@ -294,12 +323,40 @@ func (m *sigMemo) add(k sigKey) {
 }
 
 // verifyDelegatorSignature checks the hop's delegator signature: a JWS
-// over the hop's statement, by an X509-SVID of the delegator.
-func verifyDelegatorSignature(c *Claims, bundles Bundles, at time.Time) error {
-	if err := CheckStatementSignature(c.Hop.DelegatorSignature, c.statement(), bundles, at); err != nil {
-		return fmt.Errorf("%s: %w", c.ID, err)
+// over the hop's statement, by an X509-SVID of the delegator. It returns
+// rootsOf the bundle it verified against.
+func verifyDelegatorSignature(c *Claims, bundles Bundles, at time.Time) ([32]byte, error) {
+	_, roots, err := verifyStatement(c.Hop.DelegatorSignature, c.statement(), bundles, at)
+	if err != nil {
+		return roots, fmt.Errorf("%s: %w", c.ID, err)
 	}
-	return nil
+	return roots, nil
+}
+
+// rootsOf identifies a bundle's X.509 authorities: the SHA-256 of their
+// DER encodings, in order.
+func rootsOf(b *spiffebundle.Bundle) [32]byte {
+	h := sha256.New()
+	for _, a := range b.X509Authorities() {
+		h.Write(a.Raw)
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// delegatorRoots is rootsOf the bundle of delegator's trust domain
+// (zero when there is none).
+func delegatorRoots(bundles Bundles, delegator string) [32]byte {
+	id, err := spiffeid.FromString(delegator)
+	if err != nil {
+		return [32]byte{}
+	}
+	b, err := bundles.GetBundleForTrustDomain(id.TrustDomain())
+	if err != nil || b == nil {
+		return [32]byte{}
+	}
+	return rootsOf(b)
 }
 
 // CheckStatementSignature checks that sig is st signed by an X509-SVID of
@@ -312,35 +369,43 @@ func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.
 // VerifyStatement is CheckStatementSignature, and returns the serial
 // number (hex, as its issuer records it) of the X509-SVID that signed.
 func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (serial string, err error) {
+	serial, _, err = verifyStatement(sig, st, bundles, at)
+	return serial, err
+}
+
+// verifyStatement is VerifyStatement, and also returns rootsOf the
+// bundle the signer's SVID was validated against.
+func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (serial string, roots [32]byte, err error) {
 	if sig == "" {
-		return "", fmt.Errorf("%w: none", ErrDelegatorSignature)
+		return "", roots, fmt.Errorf("%w: none", ErrDelegatorSignature)
 	}
 	j, err := parseCompact(sig)
 	if err != nil {
-		return "", fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
+		return "", roots, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
 	}
 	if j.header.Type != statementType {
-		return "", fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, j.header.Type, statementType)
+		return "", roots, fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, j.header.Type, statementType)
 	}
 	delegator, err := spiffeid.FromString(st.Delegator)
 	if err != nil {
-		return "", fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
+		return "", roots, fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
 	}
 	b, err := bundles.GetBundleForTrustDomain(delegator.TrustDomain())
 	if err != nil || b == nil {
-		return "", fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
+		return "", roots, fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
 	}
-	signer, err := svids.verified(j, b, delegator, at)
+	roots = rootsOf(b)
+	signer, err := svids.verified(j, b, roots, delegator, at)
 	if err != nil {
-		return "", err
+		return "", roots, err
 	}
 	if err := st.signedAs(j.payload); err != nil {
-		return "", err
+		return "", roots, err
 	}
-	if err := verifyJWS(j, signer.key, statementType); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+	if err := verifyJWS(j, signer.key, signer.keyHash, statementType); err != nil {
+		return "", roots, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
-	return signer.serial, nil
+	return signer.serial, roots, nil
 }
 
 // CheckStatementSignedBy checks that sig is st signed by the key of the
@@ -401,6 +466,7 @@ type svidEntry struct {
 	id                  spiffeid.ID
 	notBefore, notAfter time.Time
 	key                 any
+	keyHash             [32]byte
 	serial              string // hex, as issuers record it
 }
 
@@ -413,14 +479,9 @@ type svidCache struct {
 // verified returns the public key of the X509-SVID in sig's x5c header,
 // after checking (or recalling) that it is a valid X509-SVID of want in
 // bundle b, valid at at.
-func (c *svidCache) verified(j *compactJWS, b *spiffebundle.Bundle, want spiffeid.ID, at time.Time) (*svidEntry, error) {
+func (c *svidCache) verified(j *compactJWS, b *spiffebundle.Bundle, roots [32]byte, want spiffeid.ID, at time.Time) (*svidEntry, error) {
 	hdr, _, _ := strings.Cut(j.compact, ".")
-	roots := sha256.New()
-	for _, a := range b.X509Authorities() {
-		roots.Write(a.Raw)
-	}
-	k := svidKey{chain: sha256.Sum256([]byte(hdr))}
-	roots.Sum(k.roots[:0])
+	k := svidKey{chain: sha256.Sum256([]byte(hdr)), roots: roots}
 	c.mu.Lock()
 	e, ok := c.m[k]
 	c.mu.Unlock()
@@ -437,7 +498,7 @@ func (c *svidCache) verified(j *compactJWS, b *spiffebundle.Bundle, want spiffei
 		}
 		// Valid when every certificate of the verified chain (leaf,
 		// intermediates, root) is.
-		e = svidEntry{id: id, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter, key: certs[0].PublicKey, serial: certs[0].SerialNumber.Text(16)}
+		e = svidEntry{id: id, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter, key: certs[0].PublicKey, keyHash: keyHash(certs[0].PublicKey), serial: certs[0].SerialNumber.Text(16)}
 		for _, c := range verified[0] {
 			if c.NotBefore.After(e.notBefore) {
 				e.notBefore = c.NotBefore
