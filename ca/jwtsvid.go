@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -38,11 +39,16 @@ type JWTSVID struct {
 
 // jwtIssuer is the active JWT key, signing compact JWS.
 type jwtIssuer struct {
-	kid      string
-	signer   *ecSigner
-	notAfter time.Time
-	headers  sync.Map // typ → the base64url protected header, built on first use
+	kid       string
+	signer    *ecSigner
+	notAfter  time.Time
+	headers   sync.Map // typ → the base64url protected header, built on first use
+	typesKept atomic.Int32
 }
+
+// maxHeaderTypes bounds the headers an issuer keeps (Mandate signs two
+// types); others are built each time.
+const maxHeaderTypes = 16
 
 // headerFor returns the base64url protected header {"alg","kid","typ"}
 // of the issuer's tokens of type typ.
@@ -59,7 +65,9 @@ func (i *jwtIssuer) headerFor(typ string) (string, error) {
 		return "", fmt.Errorf("ca: jwt header: %w", err)
 	}
 	h := base64.RawURLEncoding.EncodeToString(b)
-	i.headers.Store(typ, h)
+	if i.typesKept.Add(1) <= maxHeaderTypes {
+		i.headers.Store(typ, h)
+	}
 	return h, nil
 }
 

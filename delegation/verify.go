@@ -333,11 +333,11 @@ func verifyDelegatorSignature(c *Claims, bundles Bundles, at time.Time) ([32]byt
 	return roots, nil
 }
 
-// rootsOf identifies a bundle's X.509 authorities: the SHA-256 of their
-// DER encodings, in order.
-func rootsOf(b *spiffebundle.Bundle) [32]byte {
+// rootsOf identifies X.509 authorities: the SHA-256 of their DER
+// encodings, in order.
+func rootsOf(auths []*x509.Certificate) [32]byte {
 	h := sha256.New()
-	for _, a := range b.X509Authorities() {
+	for _, a := range auths {
 		h.Write(a.Raw)
 	}
 	var out [32]byte
@@ -356,7 +356,7 @@ func delegatorRoots(bundles Bundles, delegator string) [32]byte {
 	if err != nil || b == nil {
 		return [32]byte{}
 	}
-	return rootsOf(b)
+	return rootsOf(b.X509Authorities())
 }
 
 // CheckStatementSignature checks that sig is st signed by an X509-SVID of
@@ -394,8 +394,11 @@ func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 	if err != nil || b == nil {
 		return "", roots, fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
 	}
-	roots = rootsOf(b)
-	signer, err := svids.verified(j, b, roots, delegator, at)
+	// The authorities are read once: what the chain is validated against
+	// is what roots names, whatever happens to the bundle meanwhile.
+	auths := b.X509Authorities()
+	roots = rootsOf(auths)
+	signer, err := svids.verified(j, auths, roots, delegator, at)
 	if err != nil {
 		return "", roots, err
 	}
@@ -476,10 +479,11 @@ type svidCache struct {
 	m  map[svidKey]svidEntry
 }
 
-// verified returns the public key of the X509-SVID in sig's x5c header,
-// after checking (or recalling) that it is a valid X509-SVID of want in
-// bundle b, valid at at.
-func (c *svidCache) verified(j *compactJWS, b *spiffebundle.Bundle, roots [32]byte, want spiffeid.ID, at time.Time) (*svidEntry, error) {
+// verified returns the public key of the X509-SVID in j's x5c header,
+// after checking (or recalling) that it is a valid X509-SVID of want
+// under the X.509 authorities auths (of want's trust domain; roots is
+// rootsOf them), valid at at.
+func (c *svidCache) verified(j *compactJWS, auths []*x509.Certificate, roots [32]byte, want spiffeid.ID, at time.Time) (*svidEntry, error) {
 	hdr, _, _ := strings.Cut(j.compact, ".")
 	k := svidKey{chain: sha256.Sum256([]byte(hdr)), roots: roots}
 	c.mu.Lock()
@@ -492,7 +496,7 @@ func (c *svidCache) verified(j *compactJWS, b *spiffebundle.Bundle, roots [32]by
 		}
 		// SPIFFE's own rules on the leaf and its chain (go-spiffe), at a
 		// time the leaf is valid; the time asked is checked below.
-		id, verified, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(b.TrustDomain(), b.X509Authorities()), x509svid.WithTime(at))
+		id, verified, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(want.TrustDomain(), auths), x509svid.WithTime(at))
 		if err != nil || len(verified) == 0 {
 			return nil, fmt.Errorf("%w: not a valid X509-SVID of %s's trust domain (%v)", ErrDelegatorSignature, want, err)
 		}
