@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
-	"sync"
 
 	"github.com/go-jose/go-jose/v4"
 )
@@ -76,40 +75,20 @@ func parseCompact(compact string) (*compactJWS, error) {
 // headers remembers the protected headers of signatures that verified,
 // by their base64url segment: a hop's statement header (its delegator's
 // x5c chain) and its issuer's token header are the same for many tokens.
-var headers = &headerMemo{m: map[string]jwsHeader{}}
+var headers = newMemo[string, jwsHeader](maxHeaderMemoBytes)
 
-// maxHeaderMemoBytes bounds the memo (its segments, and about twice as
-// much again for the parsed certificates); when full it is emptied.
+// maxHeaderMemoBytes bounds the memo (see rememberHeader).
 const maxHeaderMemoBytes = 8 << 20
 
-// headerMemo is guarded by mu.
-type headerMemo struct {
-	mu    sync.Mutex
-	m     map[string]jwsHeader
-	bytes int
-}
-
-func (m *headerMemo) get(seg string) (jwsHeader, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	h, ok := m.m[seg]
-	return h, ok
-}
-
-// remember keeps j's header, once its signature has verified.
-func (m *headerMemo) remember(j *compactJWS) {
+// rememberHeader keeps j's header, once its signature has verified
+// (counting its segment, and about twice as much again for the parsed
+// certificates).
+func rememberHeader(j *compactJWS) {
 	if j.known {
 		return
 	}
 	seg, _, _ := strings.Cut(j.compact, ".")
-	size := 3*len(seg) + 256
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.bytes+size > maxHeaderMemoBytes {
-		m.m, m.bytes = map[string]jwsHeader{}, 0
-	}
-	m.m[seg] = j.header
-	m.bytes += size
+	headers.put(seg, j.header, 3*len(seg)+256)
 }
 
 // maxX5C bounds the certificates of an x5c chain.
@@ -171,7 +150,7 @@ func checkJWS(j *compactJWS, key any, typ string) error {
 		err = checkJOSE(j.compact, key, typ)
 	}
 	if err == nil {
-		headers.remember(j)
+		rememberHeader(j)
 	}
 	return err
 }
@@ -227,13 +206,13 @@ func verifyJWS(j *compactJWS, key any, kh [32]byte, typ string) error {
 	if k.key == ([32]byte{}) {
 		return errors.New("unusable key")
 	}
-	if verifiedSigs.has(k) {
+	if _, ok := verifiedSigs.get(k); ok {
 		return nil
 	}
 	if err := checkJWS(j, key, typ); err != nil {
 		return err
 	}
-	verifiedSigs.add(k)
+	verifiedSigs.put(k, struct{}{}, 1)
 	return nil
 }
 

@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -123,7 +122,7 @@ func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) (
 		if err != nil {
 			return nil, err
 		}
-		verifiedTokens.delegatorVerified(token, roots)
+		verifiedTokens.update(token, func(e *verifiedToken) { e.delegatorRoots = roots })
 	}
 	if c.Hop.Parent == nil {
 		return []*Claims{c}, nil
@@ -237,7 +236,7 @@ func issuerKey(bundles Bundles, issuer, kid string) (any, error) {
 // unchanged (the signature and the SVID's validity at the token's iat
 // depend on nothing else). Every other check (the key still in the
 // bundle, expiry, the links) is made every time.
-var verifiedTokens = &tokenMemo{m: map[string]verifiedToken{}}
+var verifiedTokens = newMemo[string, verifiedToken](maxVerifiedTokenBytes)
 
 // maxVerifiedTokenBytes bounds the memo by the size of what it keeps of
 // each token (the token, and its claims, which hold its parent and its
@@ -252,75 +251,18 @@ type verifiedToken struct {
 	delegatorRoots [32]byte // zero until the delegator's signature verified
 }
 
-// tokenMemo is guarded by mu.
-type tokenMemo struct {
-	mu    sync.Mutex
-	m     map[string]verifiedToken
-	bytes int
-}
-
-func (m *tokenMemo) get(k string) (verifiedToken, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e, ok := m.m[k]
-	return e, ok
-}
-
-// delegatorVerified notes that k's delegator signature verified against
-// roots.
-func (m *tokenMemo) delegatorVerified(k string, roots [32]byte) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e, ok := m.m[k]; ok {
-		e.delegatorRoots = roots
-		m.m[k] = e
-	}
-}
-
-func (m *tokenMemo) put(k string, e verifiedToken, size int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.bytes+size > maxVerifiedTokenBytes {
-		m.m, m.bytes = map[string]verifiedToken{}, 0
-	}
-	m.m[k] = e
-	m.bytes += size
-}
-
 // verifiedSigs remembers the signatures already verified, by the SHA-256
 // of the whole compact JWS and the key's hash (keyHash): a verifier that sees a
 // token again (its holder presents it on every call) or a chain's parents
 // again (every hop below them carries them) checks each signature once.
 // A key is looked up in the current bundle before the memo is asked, so a
 // key removed from a bundle stops verifying what it signed.
-var verifiedSigs = &sigMemo{m: map[sigKey]struct{}{}}
+var verifiedSigs = newMemo[sigKey, struct{}](maxVerifiedSigs)
 
-// maxVerifiedSigs bounds the memo; when full it is emptied.
+// maxVerifiedSigs bounds the memo (each signature counts one).
 const maxVerifiedSigs = 16384
 
 type sigKey struct{ jws, key [32]byte }
-
-// sigMemo is guarded by mu.
-type sigMemo struct {
-	mu sync.Mutex
-	m  map[sigKey]struct{}
-}
-
-func (m *sigMemo) has(k sigKey) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.m[k]
-	return ok
-}
-
-func (m *sigMemo) add(k sigKey) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.m) >= maxVerifiedSigs {
-		m.m = map[sigKey]struct{}{}
-	}
-	m.m[k] = struct{}{}
-}
 
 // verifyDelegatorSignature checks the hop's delegator signature: a JWS
 // over the hop's statement, by an X509-SVID of the delegator. It returns
@@ -398,7 +340,7 @@ func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 	// is what roots names, whatever happens to the bundle meanwhile.
 	auths := b.X509Authorities()
 	roots = rootsOf(auths)
-	signer, err := svids.verified(j, auths, roots, delegator, at)
+	signer, err := verifiedSVID(j, auths, roots, delegator, at)
 	if err != nil {
 		return "", roots, err
 	}
@@ -455,9 +397,9 @@ func x5c(j *compactJWS) ([]*x509.Certificate, error) {
 // svids remembers delegator X509-SVID chains already validated: a
 // verifier that sees many hops by the same agents (and a chain's parents
 // again and again) validates each certificate chain once per bundle.
-var svids = &svidCache{m: map[svidKey]svidEntry{}}
+var svids = newMemo[svidKey, svidEntry](maxCachedSVIDs)
 
-// maxCachedSVIDs bounds the cache; when full it is emptied.
+// maxCachedSVIDs bounds the memo (each chain counts one).
 const maxCachedSVIDs = 4096
 
 type svidKey struct {
@@ -473,22 +415,14 @@ type svidEntry struct {
 	serial              string // hex, as issuers record it
 }
 
-// svidCache is guarded by mu.
-type svidCache struct {
-	mu sync.Mutex
-	m  map[svidKey]svidEntry
-}
-
-// verified returns the public key of the X509-SVID in j's x5c header,
+// verifiedSVID returns the public key of the X509-SVID in j's x5c header,
 // after checking (or recalling) that it is a valid X509-SVID of want
 // under the X.509 authorities auths (of want's trust domain; roots is
 // rootsOf them), valid at at.
-func (c *svidCache) verified(j *compactJWS, auths []*x509.Certificate, roots [32]byte, want spiffeid.ID, at time.Time) (*svidEntry, error) {
+func verifiedSVID(j *compactJWS, auths []*x509.Certificate, roots [32]byte, want spiffeid.ID, at time.Time) (*svidEntry, error) {
 	hdr, _, _ := strings.Cut(j.compact, ".")
 	k := svidKey{chain: sha256.Sum256([]byte(hdr)), roots: roots}
-	c.mu.Lock()
-	e, ok := c.m[k]
-	c.mu.Unlock()
+	e, ok := svids.get(k)
 	if !ok {
 		certs, err := x5c(j)
 		if err != nil {
@@ -511,12 +445,7 @@ func (c *svidCache) verified(j *compactJWS, auths []*x509.Certificate, roots [32
 				e.notAfter = c.NotAfter
 			}
 		}
-		c.mu.Lock()
-		if len(c.m) >= maxCachedSVIDs {
-			c.m = map[svidKey]svidEntry{}
-		}
-		c.m[k] = e
-		c.mu.Unlock()
+		svids.put(k, e, 1)
 	}
 	if e.id != want {
 		return nil, fmt.Errorf("%w: signed by %s, not the delegator %s", ErrDelegatorSignature, e.id, want)
