@@ -2,13 +2,13 @@ package authority
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/delegation"
 )
 
@@ -85,49 +85,17 @@ func (a *Authority) withLogEntry(ctx context.Context, c *Caller, h *ChainHop, re
 	if err != nil {
 		return err
 	}
-	var entry struct {
-		Type           string `json:"type"`
-		DecisionID     string `json:"decision_id"`
-		PolicyRevision string `json:"policy_revision"`
-		DelegationID   string `json:"delegation_id"`
-		Accountable    []struct {
-			SPIFFEID         string `json:"spiffe_id"`
-			Operator         string `json:"operator"`
-			ModelProvider    string `json:"model_provider"`
-			Model            string `json:"model"`
-			ResponsibleParty string `json:"responsible_party"`
-		} `json:"accountable"`
-		Details struct {
-			Decision struct {
-				Allow   bool     `json:"allow"`
-				Reasons []string `json:"reasons"`
-			} `json:"decision"`
-		} `json:"details"`
+	entry, err := audit.Decode(e.Entry)
+	if err != nil || entry.DelegationID != rec.ID {
+		return fmt.Errorf("authority: audit entry %d is not the issuance of delegation %s", rec.LogIndex, rec.ID)
 	}
-	if err := json.Unmarshal(e.Entry, &entry); err != nil || entry.DelegationID != rec.ID || entry.Type != "delegation.issued" {
+	d, err := ReadIssued(entry)
+	if err != nil {
 		return fmt.Errorf("authority: audit entry %d is not the issuance of delegation %s", rec.LogIndex, rec.ID)
 	}
 	idx := e.Index
 	h.Index, h.LeafHash, h.TreeSize, h.InclusionProof, h.Checkpoint, h.EntryB64 = &idx, e.LeafHash, e.TreeSize, e.InclusionProof, e.Checkpoint, e.EntryB64
-	result := "deny"
-	if entry.Details.Decision.Allow {
-		result = "allow"
-	}
-	h.Decision = &ChainDecision{ID: entry.DecisionID, Result: result, Reasons: nonNil(entry.Details.Decision.Reasons), PolicyRevision: entry.PolicyRevision}
-	h.Accountability = map[string]map[string]any{}
-	for _, p := range entry.Accountable {
-		role := ""
-		switch p.SPIFFEID {
-		case rec.Delegator:
-			role = "delegator"
-		case rec.Delegatee:
-			role = "delegatee"
-		default:
-			continue
-		}
-		h.Accountability[role] = map[string]any{"spiffe_id": p.SPIFFEID, "operator": p.Operator, "model_provider": p.ModelProvider,
-			"model": p.Model, "responsible_party": p.ResponsibleParty}
-	}
+	h.Decision, h.Accountability = d.ChainView(entry)
 	return nil
 }
 

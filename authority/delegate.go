@@ -275,12 +275,12 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		"delegator": c.ID.String(), "delegatee": delegatee.String(), "principal": principal, "scopes": req.Scopes,
 		"depth": depth, "purpose": req.Purpose, "expires_at": exp.UTC(), "bound": cnf != nil, "decision": details,
 		"ancestors": delegation.AncestorsOf(chain), "delegator_host": delegator.hostID,
-		"delegator_signature": req.DelegatorSignature, "delegator_svid": map[string]any{"serial": serial, "log_index": signerEntry},
+		"delegator_signature": req.DelegatorSignature, "delegator_svid": SVIDEntry{Serial: serial, LogIndex: signerEntry},
 	}
 	if p := claims.Hop.Parent; p != nil {
 		// Where the parent is logged, so that an auditor links the two
 		// entries, not only the two ids.
-		recDetails["parent_link"] = map[string]any{"log_index": p.LogIndex, "leaf_hash": p.LeafHash}
+		recDetails["parent_link"] = LogLink{LogIndex: p.LogIndex, LeafHash: p.LeafHash}
 	}
 	// The hop's record is written by the audit log's index hook, in the
 	// transaction that makes its entry durable (see indexDelegation): no
@@ -660,24 +660,11 @@ func indexRevocation(tx store.Tx, e audit.Entry) error {
 // entry durable, writes the hop's record (with its log index and leaf
 // hash), which status, revocation and chains read.
 func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry, leafHash []byte) error {
-	var d struct {
-		ID            string                `json:"delegation_id"`
-		ParentID      string                `json:"parent_id"`
-		ParentIss     string                `json:"parent_iss"`
-		Delegator     string                `json:"delegator"`
-		Delegatee     string                `json:"delegatee"`
-		Principal     string                `json:"principal"`
-		Scopes        []string              `json:"scopes"`
-		Depth         int                   `json:"depth"`
-		Purpose       string                `json:"purpose"`
-		ExpiresAt     time.Time             `json:"expires_at"`
-		Ancestors     []delegation.Ancestor `json:"ancestors"`
-		DelegatorHost string                `json:"delegator_host"`
+	d, err := ReadIssued(e)
+	if err != nil {
+		return fmt.Errorf("authority: entry %d: %w", index, err)
 	}
-	if err := json.Unmarshal(e.Details, &d); err != nil || d.ID == "" {
-		return fmt.Errorf("authority: delegation.issued entry %d: %v", index, err)
-	}
-	rec := &delegation.Record{ID: d.ID, Issuer: a.td.IDString(), ParentID: d.ParentID, ParentIssuer: d.ParentIss,
+	rec := &delegation.Record{ID: d.ID, Issuer: a.td.IDString(), ParentID: d.ParentID, ParentIssuer: d.ParentIssuer,
 		Delegator: d.Delegator, Delegatee: d.Delegatee, Principal: d.Principal, Scopes: d.Scopes, Depth: d.Depth, Purpose: d.Purpose,
 		IssuedAt: e.Time, ExpiresAt: d.ExpiresAt, DecisionID: e.DecisionID, LogIndex: index, LeafHash: hex.EncodeToString(leafHash),
 		Ancestors: d.Ancestors, DelegatorHost: d.DelegatorHost}

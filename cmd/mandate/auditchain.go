@@ -18,6 +18,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
@@ -32,24 +33,12 @@ type chainHop struct {
 	verifiedBy string // the log that proved it, once verified
 	parentID   string // from the proven entry
 	parentIss  string
-	parentLink *logLink
+	parentLink *authority.LogLink
 	purpose    string
 	entryTime  time.Time
-	signature  string     // the delegator's signature over the hop
-	signerSVID *svidEntry // where the SVID it signed with was logged
-	signedBy   string     // once the signature and that entry are verified
-}
-
-// svidEntry names the svid.issued entry of an X509-SVID.
-type svidEntry struct {
-	Serial   string `json:"serial"`
-	LogIndex uint64 `json:"log_index"`
-}
-
-// logLink is where a hop's parent is logged, as the hop's entry says.
-type logLink struct {
-	LogIndex uint64 `json:"log_index"`
-	LeafHash string `json:"leaf_hash"`
+	signature  string               // the delegator's signature over the hop
+	signerSVID *authority.SVIDEntry // where the SVID it signed with was logged
+	signedBy   string               // once the signature and that entry are verified
 }
 
 // auditChain is "mandate audit chain ID": the accountability chain of a
@@ -135,59 +124,21 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 	if err := p.verify(v); err != nil {
 		return fmt.Errorf("hop %s: %w", h.ID, err)
 	}
-	var e struct {
-		Time           time.Time `json:"time"`
-		Type           string    `json:"type"`
-		DelegationID   string    `json:"delegation_id"`
-		DecisionID     string    `json:"decision_id"`
-		PolicyRevision string    `json:"policy_revision"`
-		Accountable    []struct {
-			SPIFFEID         string `json:"spiffe_id"`
-			Operator         string `json:"operator"`
-			ModelProvider    string `json:"model_provider"`
-			Model            string `json:"model"`
-			ResponsibleParty string `json:"responsible_party"`
-		} `json:"accountable"`
-		Details struct {
-			Delegator  string     `json:"delegator"`
-			Delegatee  string     `json:"delegatee"`
-			Principal  string     `json:"principal"`
-			Scopes     []string   `json:"scopes"`
-			Depth      int        `json:"depth"`
-			ParentID   string     `json:"parent_id"`
-			ParentIss  string     `json:"parent_iss"`
-			ParentLnk  *logLink   `json:"parent_link"`
-			Purpose    string     `json:"purpose"`
-			Signature  string     `json:"delegator_signature"`
-			SignerSVID *svidEntry `json:"delegator_svid"`
-			Decision   struct {
-				Allow   bool     `json:"allow"`
-				Reasons []string `json:"reasons"`
-			} `json:"decision"`
-		} `json:"details"`
+	// The proven bytes, read as the log's canonical encoding.
+	e, err := audit.Decode(h.EntryB64)
+	if err != nil || e.DelegationID != h.ID {
+		return fmt.Errorf("hop %s: the logged entry does not say what the chain says", h.ID)
 	}
-	if err := json.Unmarshal(h.EntryB64, &e); err != nil || e.Type != "delegation.issued" || e.DelegationID != h.ID ||
-		e.Details.Delegator != h.Delegator || e.Details.Delegatee != h.Delegatee || e.Details.Principal != h.Principal ||
-		strings.Join(e.Details.Scopes, " ") != strings.Join(h.Scopes, " ") {
+	d, err := authority.ReadIssued(e)
+	if err != nil || d.Delegator != h.Delegator || d.Delegatee != h.Delegatee || d.Principal != h.Principal ||
+		strings.Join(d.Scopes, " ") != strings.Join(h.Scopes, " ") {
 		return fmt.Errorf("hop %s: the logged entry does not say what the chain says", h.ID)
 	}
 	// What is printed and linked comes from the proven entry, not from
 	// the server's account of it.
-	result := "deny"
-	if e.Details.Decision.Allow {
-		result = "allow"
-	}
-	h.Depth, h.parentID, h.parentIss, h.parentLink = e.Details.Depth, e.Details.ParentID, e.Details.ParentIss, e.Details.ParentLnk
-	h.purpose, h.entryTime, h.signature, h.signerSVID = e.Details.Purpose, e.Time, e.Details.Signature, e.Details.SignerSVID
-	h.Decision = &authority.ChainDecision{ID: e.DecisionID, Result: result, Reasons: e.Details.Decision.Reasons, PolicyRevision: e.PolicyRevision}
-	h.Accountability = map[string]map[string]any{}
-	for _, p := range e.Accountable {
-		role := map[string]string{h.Delegator: "delegator", h.Delegatee: "delegatee"}[p.SPIFFEID]
-		if role != "" {
-			h.Accountability[role] = map[string]any{"spiffe_id": p.SPIFFEID, "operator": p.Operator, "model_provider": p.ModelProvider,
-				"model": p.Model, "responsible_party": p.ResponsibleParty}
-		}
-	}
+	h.Depth, h.parentID, h.parentIss, h.parentLink = d.Depth, d.ParentID, d.ParentIssuer, d.ParentLink
+	h.purpose, h.entryTime, h.signature, h.signerSVID = d.Purpose, e.Time, d.Signature, d.SignerSVID
+	h.Decision, h.Accountability = d.ChainView(e)
 	h.verifiedBy = issuer
 	return nil
 }

@@ -29,7 +29,7 @@ func TestCheckLinks(t *testing.T) {
 		return []chainHop{
 			{ChainHop: authority.ChainHop{ID: "d1", Issuer: "spiffe://org-a", Delegator: "a", Delegatee: "b", Principal: "alice", Depth: 1, Index: idx(4), EntryB64: []byte("entry-1")}},
 			{ChainHop: authority.ChainHop{ID: "d2", Issuer: "spiffe://org-b", Delegator: "b", Delegatee: "c", Principal: "alice", Depth: 2, Index: idx(9), EntryB64: []byte("entry-2")},
-				parentID: "d1", parentIss: "spiffe://org-a", parentLink: &logLink{LogIndex: 4, LeafHash: leafOf("entry-1")}},
+				parentID: "d1", parentIss: "spiffe://org-a", parentLink: &authority.LogLink{LogIndex: 4, LeafHash: leafOf("entry-1")}},
 		}
 	}
 	for _, tc := range []struct {
@@ -81,7 +81,7 @@ func TestVerifySignerRefuses(t *testing.T) {
 	const delegator = "spiffe://org-a.example/agent/a"
 	hop := func(signer string) *chainHop {
 		h := &chainHop{ChainHop: authority.ChainHop{ID: "d1", Delegator: delegator, Delegatee: "spiffe://org-b.example/agent/b", Principal: "alice", Scopes: []string{"x"}},
-			purpose: "p", entryTime: now, signerSVID: &svidEntry{Serial: "2a", LogIndex: 3}}
+			purpose: "p", entryTime: now, signerSVID: &authority.SVIDEntry{Serial: "2a", LogIndex: 3}}
 		st := delegation.Statement{Delegator: h.Delegator, Delegatee: h.Delegatee, Principal: h.Principal, Scopes: h.Scopes, Purpose: h.purpose}
 		sig, err := delegation.SignStatement(st, key, svid(signer))
 		if err != nil {

@@ -1,0 +1,86 @@
+package authority
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/delegation"
+)
+
+// IssuedDetails are the details of a delegation.issued audit entry, as
+// the delegation flow writes them and as the index hook, the chain
+// endpoint and auditors read them.
+type IssuedDetails struct {
+	ID            string                `json:"delegation_id"`
+	Delegator     string                `json:"delegator"`
+	Delegatee     string                `json:"delegatee"`
+	Principal     string                `json:"principal"`
+	Scopes        []string              `json:"scopes"`
+	Depth         int                   `json:"depth"`
+	Purpose       string                `json:"purpose"`
+	ExpiresAt     time.Time             `json:"expires_at"`
+	ParentID      string                `json:"parent_id"`
+	ParentIssuer  string                `json:"parent_iss"`
+	ParentLink    *LogLink              `json:"parent_link"`
+	Ancestors     []delegation.Ancestor `json:"ancestors"`
+	DelegatorHost string                `json:"delegator_host"`
+	// Signature is the delegator's signature over the hop; SignerSVID
+	// where the X509-SVID it was made with is logged.
+	Signature  string     `json:"delegator_signature"`
+	SignerSVID *SVIDEntry `json:"delegator_svid"`
+	Decision   struct {
+		Allow   bool     `json:"allow"`
+		Reasons []string `json:"reasons"`
+	} `json:"decision"`
+}
+
+// LogLink is where a hop's parent is logged.
+type LogLink struct {
+	LogIndex uint64 `json:"log_index"`
+	LeafHash string `json:"leaf_hash"` // hex
+}
+
+// SVIDEntry names the svid.issued entry of an X509-SVID.
+type SVIDEntry struct {
+	Serial   string `json:"serial"` // hex
+	LogIndex uint64 `json:"log_index"`
+}
+
+// ReadIssued reads the details of e, a delegation.issued entry.
+func ReadIssued(e audit.Entry) (*IssuedDetails, error) {
+	var d IssuedDetails
+	if e.Type != "delegation.issued" {
+		return nil, fmt.Errorf("authority: a %s entry, not delegation.issued", e.Type)
+	}
+	if err := json.Unmarshal(e.Details, &d); err != nil || d.ID == "" || d.ID != e.DelegationID {
+		return nil, fmt.Errorf("authority: delegation.issued entry of %q: unreadable details (%v)", e.DelegationID, err)
+	}
+	return &d, nil
+}
+
+// ChainView is what a chain shows of the hop e records (its details d):
+// the policy decision, and the accountable parties of its delegator and
+// delegatee.
+func (d *IssuedDetails) ChainView(e audit.Entry) (*ChainDecision, map[string]map[string]any) {
+	result := "deny"
+	if d.Decision.Allow {
+		result = "allow"
+	}
+	acc := map[string]map[string]any{}
+	for _, p := range e.Accountable {
+		role := ""
+		switch p.SPIFFEID.String() {
+		case d.Delegator:
+			role = "delegator"
+		case d.Delegatee:
+			role = "delegatee"
+		default:
+			continue
+		}
+		acc[role] = map[string]any{"spiffe_id": p.SPIFFEID.String(), "operator": p.Operator, "model_provider": p.ModelProvider,
+			"model": p.Model, "responsible_party": p.ResponsibleParty}
+	}
+	return &ChainDecision{ID: e.DecisionID, Result: result, Reasons: nonNil(d.Decision.Reasons), PolicyRevision: e.PolicyRevision}, acc
+}
