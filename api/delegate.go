@@ -12,24 +12,6 @@ import (
 	"mandate.dev/mandate/delegation"
 )
 
-// hopAnswer is one hop of a chain, as answered (without the parent
-// token each hop carries).
-type hopAnswer struct {
-	delegation.Ancestor
-	Purpose   string    `json:"purpose,omitempty"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Bound     bool      `json:"bound"`
-}
-
-func hopsOf(chain []*delegation.Claims) []hopAnswer {
-	out := make([]hopAnswer, len(chain))
-	for i, an := range delegation.AncestorsOf(chain) {
-		c := chain[i]
-		out[i] = hopAnswer{Ancestor: an, Purpose: c.Hop.Purpose, ExpiresAt: time.Unix(c.Expiry, 0).UTC(), Bound: c.Cnf != nil}
-	}
-	return out
-}
-
 // delegate is POST /v1/delegations (an agent, the delegator).
 func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
 	var req struct {
@@ -70,7 +52,7 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
 		proof[i] = base64.StdEncoding.EncodeToString(h)
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{
-		"id": ans.ID, "token": ans.Token, "expires_at": ans.ExpiresAt.UTC(), "chain": hopsOf(ans.Chain),
+		"id": ans.ID, "token": ans.Token, "expires_at": ans.ExpiresAt.UTC(), "chain": delegation.ViewsOf(ans.Chain),
 		"receipt": map[string]any{"index": ans.Receipt.Index, "leaf_hash": hexOf(ans.Receipt.LeafHash), "tree_size": ans.Receipt.TreeSize,
 			"checkpoint": string(ans.Receipt.Checkpoint), "inclusion_proof": proof},
 	})

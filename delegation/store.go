@@ -75,6 +75,25 @@ func AncestorsOf(chain []*Claims) []Ancestor {
 	return out
 }
 
+// HopView is one hop of a verified chain as it is shown (answered,
+// printed): the hop without the parent token it carries.
+type HopView struct {
+	Ancestor
+	Purpose   string    `json:"purpose,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Bound     bool      `json:"bound"` // to its holder's certificate (cnf)
+}
+
+// ViewsOf shows a verified chain.
+func ViewsOf(chain []*Claims) []HopView {
+	out := make([]HopView, len(chain))
+	for i, an := range AncestorsOf(chain) {
+		c := chain[i]
+		out[i] = HopView{Ancestor: an, Purpose: c.Hop.Purpose, ExpiresAt: time.Unix(c.Expiry, 0).UTC(), Bound: c.Cnf != nil}
+	}
+	return out
+}
+
 // Status is the record's status at now.
 func (r *Record) Status(now time.Time) string {
 	switch {

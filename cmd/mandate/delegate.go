@@ -215,20 +215,7 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	type hop struct {
-		ID        string    `json:"id"`
-		Issuer    string    `json:"iss"`
-		Delegator string    `json:"delegator"`
-		Delegatee string    `json:"delegatee"`
-		Scopes    []string  `json:"scopes"`
-		ExpiresAt time.Time `json:"expires_at"`
-		Bound     bool      `json:"bound"`
-	}
-	out := []hop{}
-	for _, c := range chain {
-		out = append(out, hop{ID: c.ID, Issuer: c.Issuer, Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Scopes: c.Scopes(),
-			ExpiresAt: time.Unix(c.Expiry, 0).UTC(), Bound: c.Cnf != nil})
-	}
+	out := delegation.ViewsOf(chain)
 	ans := map[string]any{"valid": true, "principal": chain[0].Subject, "holder": chain[len(chain)-1].Act.Subject, "chain": out}
 	if *status != "" {
 		last := chain[len(chain)-1]
