@@ -268,6 +268,17 @@ func TestVerifyRefuses(t *testing.T) {
 			payload = []byte(strings.Replace(string(payload), "calendar:read", "payments:write", 1))
 			return parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2]
 		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrSignature},
+		{"a claim twice, signed", func() string {
+			// Readers that keep the first and readers that keep the
+			// last would see different principals.
+			payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(good, ".")[1])
+			twice := json.RawMessage(`{"sub":"mallory",` + string(payload[1:]))
+			tok, _, err := w.orgB.SignJWT(context.Background(), delegation.JWTType, twice, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrMalformed},
 		{"alg none", func() string {
 			parts := strings.Split(good, ".")
 			hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"org-b.example-k1"}`))

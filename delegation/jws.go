@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"math/big"
 	"strings"
 
@@ -180,11 +181,9 @@ func (j *compactJWS) checkECDSA(key *ecdsa.PublicKey) error {
 	var size int
 	switch {
 	case j.header.Alg == string(jose.ES256) && key.Curve == elliptic.P256():
-		d := sha256.Sum256([]byte(j.signingInput))
-		digest, size = d[:], 32
+		digest, size = hashString(sha256.New(), j.signingInput), 32
 	case j.header.Alg == string(jose.ES384) && key.Curve == elliptic.P384():
-		d := sha512.Sum384([]byte(j.signingInput))
-		digest, size = d[:], 48
+		digest, size = hashString(sha512.New384(), j.signingInput), 48
 	default:
 		return fmt.Errorf("algorithm %q does not fit the key", j.header.Alg)
 	}
@@ -199,10 +198,24 @@ func (j *compactJWS) checkECDSA(key *ecdsa.PublicKey) error {
 	return nil
 }
 
+// hashString is the hash h of s, written through a small buffer: a
+// token with its parents inside is kilobytes, and copying it whole into a
+// new slice costs more than hashing it.
+func hashString(h hash.Hash, s string) []byte {
+	var buf [512]byte
+	for len(s) > 0 {
+		n := copy(buf[:], s)
+		h.Write(buf[:n])
+		s = s[n:]
+	}
+	return h.Sum(nil)
+}
+
 // verifyJWS is checkJWS, unless these exact bytes were verified with
 // this key (whose keyHash is kh) before.
 func verifyJWS(j *compactJWS, key any, kh [32]byte, typ string) error {
-	k := sigKey{jws: sha256.Sum256([]byte(j.compact)), key: kh}
+	k := sigKey{key: kh}
+	copy(k.jws[:], hashString(sha256.New(), j.compact))
 	if k.key == ([32]byte{}) {
 		return errors.New("unusable key")
 	}
