@@ -1,9 +1,10 @@
 package authority
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
+
+	json "github.com/go-json-experiment/json/v1"
 
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/delegation"

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/asn1"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -18,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	json "github.com/go-json-experiment/json/v1"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
