@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -241,6 +242,42 @@ func TestMetricsByRoute(t *testing.T) {
 	want := `mandate_http_requests_total{code="200",route="GET /v1/admin/nodes"} 1`
 	if !strings.Contains(string(text), want) {
 		t.Errorf("/metrics lacks %s", want)
+	}
+}
+
+// TestMetricsAuditCommits checks the audit log's counters: an audited
+// request adds one entry in one commit.
+func TestMetricsAuditCommits(t *testing.T) {
+	e := start(t, "org-a.example")
+	scrape := func() map[string]float64 {
+		resp, err := e.rawClient(nil, nil).Get(e.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		text, _ := io.ReadAll(resp.Body)
+		got := map[string]float64{}
+		for line := range strings.Lines(string(text)) {
+			name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+			if f, err := strconv.ParseFloat(v, 64); ok && err == nil && strings.HasPrefix(name, "mandate_audit_") {
+				got[name] = f
+			}
+		}
+		return got
+	}
+	before := scrape()
+	if _, err := e.admin.CreateJoinToken(ctxT(t), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	after := scrape()
+	if d := after["mandate_audit_entries_total"] - before["mandate_audit_entries_total"]; d != 1 {
+		t.Errorf("mandate_audit_entries_total grew by %v, want 1 (before %v, after %v)", d, before, after)
+	}
+	if d := after["mandate_audit_commits_total"] - before["mandate_audit_commits_total"]; d != 1 {
+		t.Errorf("mandate_audit_commits_total grew by %v, want 1", d)
+	}
+	if after["mandate_audit_commit_seconds_total"] <= before["mandate_audit_commit_seconds_total"] {
+		t.Errorf("mandate_audit_commit_seconds_total did not grow: %v, then %v", before, after)
 	}
 }
 

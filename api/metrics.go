@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"mandate.dev/mandate/audit"
 )
 
 // metrics are the server's Prometheus metrics, in a private registry.
@@ -44,6 +46,22 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.tlsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// auditCounters expose the audit log's group commits: entries per commit
+// and time per commit are the ratios of their rates.
+func auditCounters(stats func() audit.Stats) []prometheus.Collector {
+	counter := func(name, help string, v func(audit.Stats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return v(stats()) })
+	}
+	return []prometheus.Collector{
+		counter("mandate_audit_commits_total", "Audit log commits: store transactions, each made durable with a signed checkpoint.",
+			func(s audit.Stats) float64 { return float64(s.Commits) }),
+		counter("mandate_audit_entries_total", "Audit log entries appended.",
+			func(s audit.Stats) float64 { return float64(s.Entries) }),
+		counter("mandate_audit_commit_seconds_total", "Time spent in audit log commits.",
+			func(s audit.Stats) float64 { return s.CommitTime.Seconds() }),
+	}
 }
 
 func (m *metrics) observe(route string, code int, d time.Duration) {

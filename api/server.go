@@ -38,6 +38,7 @@ type Server struct {
 func New(a *authority.Authority) (*Server, error) {
 	s := &Server{a: a, log: a.Logger().With("component", "api"), maxBody: a.Config().HTTP.MaxBodyBytes}
 	s.metrics = newMetrics()
+	s.metrics.reg.MustRegister(auditCounters(a.AuditStats)...)
 	mux, err := s.routes()
 	if err != nil {
 		return nil, err

@@ -113,6 +113,9 @@ type Log struct {
 	// commit for readers. Its values are never modified.
 	head atomic.Pointer[treeState]
 
+	// Counted by Run after each successful commit (see Stats).
+	commits, entries, commitNanos atomic.Uint64
+
 	// Owned by the Run goroutine (and by Open before Run starts):
 	tree  treeState // the durable state the next batch extends
 	stale bool      // tree must be re-read from the store first

@@ -127,6 +127,10 @@ func TestConcurrentAppends(t *testing.T) {
 	if len(roots) < 2 {
 		t.Logf("only %d batch(es): no concurrency observed", len(roots))
 	}
+	// Every batch's receipts name its own checkpoint size.
+	if st := l.Stats(); st.Entries != writers*each || st.Commits != uint64(len(roots)) || st.CommitTime <= 0 {
+		t.Fatalf("Stats() = %+v, want %d entries in %d commits, and their time", st, writers*each, len(roots))
+	}
 
 	sizes := slices.Sorted(func(yield func(uint64) bool) {
 		for s := range roots {
@@ -507,6 +511,9 @@ func TestMaxBatch(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if st := l.Stats(); st.Commits != 32 || st.Entries != 32 {
+		t.Fatalf("Stats() = %+v, want 32 commits of one entry", st)
+	}
 }
 
 func TestAppendCanceled(t *testing.T) {

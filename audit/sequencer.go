@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -63,6 +64,19 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 }
 
+// Stats are a log's counters since Open.
+type Stats struct {
+	Commits    uint64        // store transactions that appended entries
+	Entries    uint64        // entries they appended
+	CommitTime time.Duration // spent in those rounds: writing, the fsyncs, signing the checkpoint
+}
+
+// Stats returns the log's counters: Entries/Commits is the mean group
+// commit, CommitTime/Commits its mean duration.
+func (l *Log) Stats() Stats {
+	return Stats{Commits: l.commits.Load(), Entries: l.entries.Load(), CommitTime: time.Duration(l.commitNanos.Load())}
+}
+
 // stop refuses every queued request; Append refuses new ones.
 func (l *Log) stop() {
 	close(l.stopped)
@@ -112,6 +126,7 @@ func (l *Log) round(ctx context.Context, reqs []*request) error {
 			return fatal(err)
 		}
 	}
+	start := time.Now()
 	b, next, err := l.commit(ctx, reqs)
 	if err != nil {
 		fail(reqs, fmt.Errorf("audit: append: %w", err))
@@ -121,6 +136,9 @@ func (l *Log) round(ctx context.Context, reqs []*request) error {
 	}
 	l.tree = next
 	l.head.Store(&next)
+	l.commits.Add(1)
+	l.entries.Add(uint64(len(reqs)))
+	l.commitNanos.Add(uint64(time.Since(start)))
 	first := next.size - uint64(len(reqs))
 	for i, r := range reqs {
 		r.index, r.batch = first+uint64(i), b

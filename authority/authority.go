@@ -152,6 +152,9 @@ func (a *Authority) Config() Config { return a.cfg }
 // Logger is the authority's logger.
 func (a *Authority) Logger() *slog.Logger { return a.log }
 
+// AuditStats are the audit log's counters since the authority started.
+func (a *Authority) AuditStats() audit.Stats { return a.audit.Stats() }
+
 // Now is the authority's clock.
 func (a *Authority) Now() time.Time { return a.now() }
 

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -58,6 +61,10 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
+	audit0, err := auditCounters(ctx, srv.url, w.a.TLSConfig())
+	if err != nil {
+		return err
+	}
 	cpu0 := srv.cpu()
 	res, err := load(ctx, "delegate", *conc, *dur, func(i int) (*benchConn, error) {
 		return newBenchConnBodies(srv.url, "/v1/delegations", bodies[i], w.a.TLSConfig())
@@ -72,6 +79,10 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	cpu := (srv.cpu() - cpu0) / time.Duration(max(res.ops, 1))
+	audit1, err := auditCounters(ctx, srv.url, w.a.TLSConfig())
+	if err != nil {
+		return err
+	}
 
 	// Offline, a 3-hop chain (a → b → c → d): the same token again (its
 	// holder presents it on every call), new last hops below parents
@@ -126,6 +137,10 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 			v.name, v.r.ops, v.r.opsPerSec(), v.r.p50.Round(time.Microsecond), v.r.p99.Round(time.Microsecond), verdict(v.r.opsPerSec() >= 10000))
 	}
 	tw.Flush()
+	if commits := audit1.commits - audit0.commits; commits > 0 {
+		fmt.Fprintf(stdout, "audit log during the delegations: %.1f entries per commit, %s per commit (mandate_audit_* on /metrics)\n",
+			(audit1.entries-audit0.entries)/commits, time.Duration((audit1.seconds-audit0.seconds)/commits*float64(time.Second)).Round(time.Microsecond))
+	}
 	if res.repeated > 0 {
 		fmt.Fprintf(stdout, "%d delegation requests were sent again (the prepared ones ran out)\n", res.repeated)
 	}
@@ -133,6 +148,45 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 		fmt.Fprintf(stdout, "%d errors; first: %v\n", res.errors, res.firstErr)
 	}
 	return nil
+}
+
+// auditStats are the audit log counters a server exposes on /metrics.
+type auditStats struct{ commits, entries, seconds float64 }
+
+// auditCounters reads the audit log counters from server's /metrics.
+func auditCounters(ctx context.Context, server string, cfg *tls.Config) (auditStats, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, server+"/metrics", nil)
+	if err != nil {
+		return auditStats{}, err
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return auditStats{}, fmt.Errorf("bench: read /metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	text, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return auditStats{}, fmt.Errorf("bench: read /metrics: status %d, %v", resp.StatusCode, err)
+	}
+	var st auditStats
+	for line := range strings.Lines(string(text)) {
+		name, v, _ := strings.Cut(strings.TrimSpace(line), " ")
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "mandate_audit_commits_total":
+			st.commits = f
+		case "mandate_audit_entries_total":
+			st.entries = f
+		case "mandate_audit_commit_seconds_total":
+			st.seconds = f
+		}
+	}
+	return st, nil
 }
 
 // delegateWorld is a node with four agents on the bench server: a may
