@@ -265,7 +265,11 @@ func TestMetricsAuditCommits(t *testing.T) {
 		}
 		return got
 	}
+	// The authority records its start on its own; wait for it.
 	before := scrape()
+	for deadline := time.Now().Add(10 * time.Second); before["mandate_audit_entries_total"] < 1 && time.Now().Before(deadline); before = scrape() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if _, err := e.admin.CreateJoinToken(ctxT(t), time.Minute); err != nil {
 		t.Fatal(err)
 	}

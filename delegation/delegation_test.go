@@ -279,6 +279,15 @@ func TestVerifyRefuses(t *testing.T) {
 			}
 			return tok
 		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrMalformed},
+		{"a claim twice in another case, signed", func() string {
+			payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(good, ".")[1])
+			twice := json.RawMessage(`{"SUB":"mallory",` + string(payload[1:]))
+			tok, _, err := w.orgB.SignJWT(context.Background(), delegation.JWTType, twice, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrMalformed},
 		{"alg none", func() string {
 			parts := strings.Split(good, ".")
 			hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"org-b.example-k1"}`))

@@ -203,15 +203,16 @@ func verifyToken(token string, bundles Bundles) (c *Claims, roots [32]byte, err 
 	return c, roots, nil
 }
 
-// claimsOf reads a token's claims with encoding/json/v2's semantics
-// (github.com/go-json-experiment/json mirrors it until Go 1.27): member
-// names match exactly, no name appears twice, and strings are valid
-// UTF-8, so that no two readers of the same signed bytes can see
-// different claims. It also reads a parent token inside the claims about
-// four times faster than encoding/json.
+// claimsOf reads a token's claims as encoding/json reads them (names
+// matched without regard to case), except that a name that appears
+// twice, in any case, or a string that is not UTF-8 is refused: readers
+// that keep the first value and readers that keep the last would see
+// different claims. It uses encoding/json/v2 (the module
+// github.com/go-json-experiment/json mirrors it until Go 1.27), which
+// also reads a parent token inside the claims about four times faster.
 func claimsOf(payload []byte) (*Claims, error) {
 	c := new(Claims)
-	if err := jsonv2.Unmarshal(payload, c); err != nil {
+	if err := jsonv2.Unmarshal(payload, c, jsonv2.MatchCaseInsensitiveNames(true)); err != nil {
 		return nil, err
 	}
 	return c, nil
