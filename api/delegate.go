@@ -30,16 +30,21 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
 	}
 	dr := authority.DelegateRequest{Delegatee: req.Delegatee, Scopes: req.Scopes, Principal: req.Principal, ParentToken: req.ParentToken,
 		Purpose: req.Purpose, TTL: time.Duration(req.TTLSeconds) * time.Second, DelegatorSignature: req.DelegatorSignature}
+	// Refusals of an authenticated agent are recorded, as Delegate
+	// records its own.
+	refuse := func(msg string) {
+		writeError(w, r, s.log, s.a.RefuseDelegation(r.Context(), callerOf(r), dr, errInvalid(msg)))
+	}
 	if req.DelegateeX509SVID != "" {
 		certs, err := credfile.ParseCertsPEM([]byte(req.DelegateeX509SVID))
 		if err != nil {
-			writeError(w, r, s.log, errInvalid("delegatee_x509_svid: "+err.Error()))
+			refuse("delegatee_x509_svid: " + err.Error())
 			return
 		}
 		dr.DelegateeSVID = certs
 	}
 	if req.TTLSeconds < 0 || req.TTLSeconds > int64(authority.MaxDelegationTTL/time.Second) {
-		writeError(w, r, s.log, errInvalid("ttl_seconds out of range"))
+		refuse("ttl_seconds out of range")
 		return
 	}
 	ans, err := s.a.Delegate(r.Context(), callerOf(r), dr)

@@ -527,21 +527,59 @@ func TestTokenExchange(t *testing.T) {
 		{"no client certificate", nil, root, 401, "invalid_client"},
 		{"scope escalation", &b, escalate, 400, "invalid_scope"},
 		{"parent held by someone else", &c, sub, 400, "invalid_grant"},
-		{"actor token of someone else", &b, func() url.Values {
-			f := url.Values{}
-			for k, v := range root {
-				f[k] = v
-			}
-			return f
-		}(), 400, "invalid_request"},
+		{"actor token of someone else", &b, with(root, nil), 400, "invalid_request"},
+		{"actor_token_type without an actor_token", &a, with(root, url.Values{"actor_token": nil}), 400, "invalid_request"},
+		{"two audiences", &a, with(root, url.Values{"audience": {b.id.String(), c.id.String()}}), 400, "invalid_target"},
+		{"an audience that is not a SPIFFE ID", &a, with(root, url.Values{"audience": {"https://api.example"}}), 400, "invalid_target"},
+		{"a resource indicator", &a, with(root, url.Values{"resource": {"https://elsewhere.example/api"}}), 400, "invalid_target"},
+		{"a token type not issued", &a, with(root, url.Values{"requested_token_type": {"urn:ietf:params:oauth:token-type:saml2"}}), 400, "invalid_request"},
+		{"a purpose that is not UTF-8, signed", &a, with(root, url.Values{"purpose": {"\xff\xfe"}, "delegator_signature": {sign(a, delegation.Statement{
+			Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice", Scopes: []string{"calendar:read", "mail:send"}, Purpose: "\xff\xfe"})}}),
+			400, "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			refused := len(e.auditOf("delegation.refused", ""))
 			status, ans := e.exchange(tc.from, tc.form)
 			if status != tc.status || ans["error"] != tc.code || ans["error_description"] == "" {
 				t.Fatalf("%d %v, want %d %s", status, ans, tc.status, tc.code)
 			}
+			// Every refusal of an authenticated agent is recorded (a
+			// policy deny, invalid_scope, with its decision instead).
+			if got := len(e.auditOf("delegation.refused", "")); tc.from != nil && tc.code != "unsupported_grant_type" && tc.code != "invalid_scope" && got != refused+1 {
+				t.Errorf("%d delegation.refused entries after the request, %d before; want one more", got, refused)
+			}
 		})
 	}
+	// Media types are case-insensitive (RFC 9110 §8.3.1).
+	req, _ := http.NewRequest(http.MethodPost, e.url+"/v1/token", strings.NewReader(root.Encode()))
+	req.Header.Set("Content-Type", "Application/X-WWW-Form-URLEncoded; charset=UTF-8")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: e.client(a.chain, a.key).TLSConfig()}}
+	defer hc.CloseIdleConnections()
+	if resp, err := hc.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("a form with its media type in capitals: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if rt, ok := md["response_types_supported"].([]any); !ok || len(rt) != 0 {
+		t.Errorf("metadata response_types_supported = %v, want [] (RFC 8414 §2)", md["response_types_supported"])
+	}
+}
+
+// with is a copy of form with the values of set (a nil value removes
+// the parameter).
+func with(form, set url.Values) url.Values {
+	f := url.Values{}
+	for k, v := range form {
+		f[k] = v
+	}
+	for k, v := range set {
+		if v == nil {
+			delete(f, k)
+		} else {
+			f[k] = v
+		}
+	}
+	return f
 }
 
 // TestDelegationTokensAreNotSVIDs: a delegation token names its principal

@@ -3,11 +3,13 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"mandate.dev/mandate/authority"
@@ -45,7 +47,7 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 // of the hop; delegatee_x509_svid (another extension), the delegatee's
 // SVID chain in PEM, binds the token to it.
 func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
 		return
 	}
@@ -54,8 +56,8 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "audience", "actor_token", "actor_token_type", "scope",
-		"delegator_signature", "delegatee_x509_svid", "purpose", "client_id"} {
+	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "actor_token", "actor_token_type", "scope",
+		"requested_token_type", "delegator_signature", "delegatee_x509_svid", "purpose", "client_id"} {
 		if len(f[k]) > 1 {
 			oauthError(w, http.StatusBadRequest, "invalid_request", k+" is given more than once")
 			return
@@ -70,41 +72,68 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS)")
 		return
 	}
-	// RFC 8705 tls_client_auth: a client_id, when one is sent, names the
-	// client the certificate authenticated.
-	if id := f.Get("client_id"); id != "" && id != c.ID.String() {
-		oauthError(w, http.StatusUnauthorized, "invalid_client", "client_id does not name the authenticated caller "+c.ID.String())
-		return
-	}
-	if at := f.Get("actor_token"); at != "" {
-		if f.Get("actor_token_type") != tokenTypeJWT {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "actor_token_type must be "+tokenTypeJWT+" (a JWT-SVID)")
-			return
-		}
-		svid, err := jwtsvid.ParseAndValidate(at, s.a, []string{s.a.TrustDomain().IDString()})
-		if err != nil || svid.ID != c.ID {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "actor_token is not a JWT-SVID of the authenticated caller for audience "+s.a.TrustDomain().IDString())
-			return
-		}
-	}
 	req := authority.DelegateRequest{Delegatee: f.Get("audience"), Scopes: strings.Fields(f.Get("scope")), Purpose: f.Get("purpose"),
 		DelegatorSignature: f.Get("delegator_signature")}
-	if pem := f.Get("delegatee_x509_svid"); pem != "" {
-		certs, err := credfile.ParseCertsPEM([]byte(pem))
-		if err != nil {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "delegatee_x509_svid: "+err.Error())
-			return
-		}
-		req.DelegateeSVID = certs
-	}
 	switch f.Get("subject_token_type") {
 	case tokenTypeJWT, tokenTypeAccess:
 		req.ParentToken = f.Get("subject_token")
 	case tokenTypePrincipal:
 		req.Principal = f.Get("subject_token")
-	default:
-		oauthError(w, http.StatusBadRequest, "invalid_request", "subject_token_type must be "+tokenTypeJWT+", "+tokenTypeAccess+" or "+tokenTypePrincipal)
+	}
+	// Refusals of an authenticated agent are recorded, as Delegate
+	// records its own.
+	refuse := func(status int, code, desc string) {
+		_ = s.a.RefuseDelegation(r.Context(), c, req, errors.New(code+": "+desc))
+		oauthError(w, status, code, desc)
+	}
+	// RFC 8705 tls_client_auth: a client_id, when one is sent, names the
+	// client the certificate authenticated.
+	if id := f.Get("client_id"); id != "" && id != c.ID.String() {
+		refuse(http.StatusUnauthorized, "invalid_client", "client_id does not name the authenticated caller "+c.ID.String())
 		return
+	}
+	// RFC 8693 §2.2.2: one delegatee per token, named by audience; no
+	// resource indicators.
+	if len(f["audience"]) != 1 || len(f["resource"]) > 0 {
+		refuse(http.StatusBadRequest, "invalid_target", "name exactly one delegatee, by its SPIFFE ID, in audience (and no resource)")
+		return
+	}
+	if _, err := spiffeid.FromString(req.Delegatee); err != nil {
+		refuse(http.StatusBadRequest, "invalid_target", "audience is not a SPIFFE ID: "+err.Error())
+		return
+	}
+	switch f.Get("requested_token_type") {
+	case "", tokenTypeJWT, tokenTypeAccess:
+	default:
+		refuse(http.StatusBadRequest, "invalid_request", "requested_token_type: only "+tokenTypeJWT+" (or "+tokenTypeAccess+", answered with one) is issued")
+		return
+	}
+	if f.Get("subject_token_type") != tokenTypeJWT && f.Get("subject_token_type") != tokenTypeAccess && f.Get("subject_token_type") != tokenTypePrincipal {
+		refuse(http.StatusBadRequest, "invalid_request", "subject_token_type must be "+tokenTypeJWT+", "+tokenTypeAccess+" or "+tokenTypePrincipal)
+		return
+	}
+	switch at := f.Get("actor_token"); {
+	case at == "" && f.Has("actor_token_type"):
+		// RFC 8693 §2.1: actor_token_type only with an actor_token.
+		refuse(http.StatusBadRequest, "invalid_request", "actor_token_type is given without an actor_token")
+		return
+	case at != "" && f.Get("actor_token_type") != tokenTypeJWT:
+		refuse(http.StatusBadRequest, "invalid_request", "actor_token_type must be "+tokenTypeJWT+" (a JWT-SVID)")
+		return
+	case at != "":
+		svid, err := jwtsvid.ParseAndValidate(at, s.a, []string{s.a.TrustDomain().IDString()})
+		if err != nil || svid.ID != c.ID {
+			refuse(http.StatusBadRequest, "invalid_request", "actor_token is not a JWT-SVID of the authenticated caller for audience "+s.a.TrustDomain().IDString())
+			return
+		}
+	}
+	if pem := f.Get("delegatee_x509_svid"); pem != "" {
+		certs, err := credfile.ParseCertsPEM([]byte(pem))
+		if err != nil {
+			refuse(http.StatusBadRequest, "invalid_request", "delegatee_x509_svid: "+err.Error())
+			return
+		}
+		req.DelegateeSVID = certs
 	}
 	ans, err := s.a.Delegate(r.Context(), c, req)
 	if err != nil {
@@ -151,6 +180,8 @@ func (s *Server) oauthMetadata(w http.ResponseWriter, r *http.Request) {
 		"grant_types_supported":                 []string{grantTokenExchange},
 		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
 		"tls_client_certificate_bound_access_tokens": true,
-		"mandate_subject_token_types_supported":      []string{tokenTypeJWT, tokenTypeAccess, tokenTypePrincipal},
+		// RFC 8414 §2 asks for it; there is no authorization endpoint.
+		"response_types_supported":              []string{},
+		"mandate_subject_token_types_supported": []string{tokenTypeJWT, tokenTypeAccess, tokenTypePrincipal},
 	})
 }

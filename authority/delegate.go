@@ -84,18 +84,36 @@ func (a *Authority) Delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil && !errors.As(err, &denial) && !errors.Is(err, context.Canceled) {
 		// A policy deny is already recorded with its decision; every other
 		// refusal of an authenticated agent is recorded here.
-		scopes := nonNil(req.Scopes)
-		if len(scopes) > maxScopes {
-			scopes = scopes[:maxScopes]
-		}
-		if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: clip(req.Delegatee), details: map[string]any{
-			"delegatee": clip(req.Delegatee), "scopes": clipAll(scopes), "principal": clip(req.Principal), "has_parent": req.ParentToken != "",
-			"reason": clip(err.Error()),
-		}}); rerr != nil {
-			a.log.ErrorContext(ctx, "audit a refused delegation", "err", rerr)
-		}
+		a.recordRefusal(ctx, c, req, err)
 	}
 	return ans, err
+}
+
+// RefuseDelegation records, as Delegate records its own refusals, a
+// delegation request of an agent of this trust domain that its
+// transport refused before calling Delegate (an actor token or a
+// certificate in the request that does not check out), and returns err.
+// It records nothing for a caller that is not such an agent.
+func (a *Authority) RefuseDelegation(ctx context.Context, c *Caller, req DelegateRequest, err error) error {
+	if a.require(c, RoleAgent) == nil {
+		a.recordRefusal(ctx, c, req, err)
+	}
+	return err
+}
+
+// recordRefusal writes the delegation.refused entry of req, refused
+// with err.
+func (a *Authority) recordRefusal(ctx context.Context, c *Caller, req DelegateRequest, err error) {
+	scopes := nonNil(req.Scopes)
+	if len(scopes) > maxScopes {
+		scopes = scopes[:maxScopes]
+	}
+	if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: clip(req.Delegatee), details: map[string]any{
+		"delegatee": clip(req.Delegatee), "scopes": clipAll(scopes), "principal": clip(req.Principal), "has_parent": req.ParentToken != "",
+		"reason": clip(err.Error()),
+	}}); rerr != nil {
+		a.log.ErrorContext(ctx, "audit a refused delegation", "err", rerr)
+	}
 }
 
 func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest) (*DelegateAnswer, error) {
@@ -320,12 +338,15 @@ func checkDelegationInput(req DelegateRequest) error {
 			return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 		}
 	}
+	if !delegation.IsText(req.Purpose) {
+		return fmt.Errorf("%w: purpose is UTF-8 text (no invalid bytes, no U+FFFD)", ErrInvalidRequest)
+	}
 	if len(slices.Compact(slices.Sorted(slices.Values(req.Scopes)))) != len(req.Scopes) {
 		return fmt.Errorf("%w: a scope is named twice", ErrInvalidRequest)
 	}
 	for _, s := range req.Scopes {
-		if s == "" || len(s) > registry.MaxStringLen || containsSpace(s) {
-			return fmt.Errorf("%w: a scope is 1 to %d bytes without spaces", ErrInvalidRequest, registry.MaxStringLen)
+		if s == "" || len(s) > registry.MaxStringLen || containsSpace(s) || !delegation.IsText(s) {
+			return fmt.Errorf("%w: a scope is 1 to %d bytes of UTF-8 text without spaces", ErrInvalidRequest, registry.MaxStringLen)
 		}
 	}
 	return nil

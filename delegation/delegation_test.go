@@ -432,6 +432,19 @@ func TestStatementEncodings(t *testing.T) {
 			}
 		})
 	}
+	// A string that is not text is written as U+FFFD, which no reader
+	// takes back as the statement: refused where the hop is issued too.
+	for _, purpose := range []string{"p\xff", "p\ufffd"} {
+		bad := st
+		bad.Purpose = purpose
+		sig, err := delegation.SignStatement(bad, a.key, a.chain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := delegation.CheckStatementSignedBy(sig, bad, time.Now()); !errors.Is(err, delegation.ErrDelegatorSignature) {
+			t.Errorf("purpose %q: CheckStatementSignedBy = %v, want ErrDelegatorSignature", purpose, err)
+		}
+	}
 }
 
 // TestBoundTokenHolder: a token bound to a certificate verifies for its
@@ -544,7 +557,7 @@ func TestCheckPrincipal(t *testing.T) {
 	for p, ok := range map[string]bool{
 		"alice@example.com": true, "user:42": true, "Zoë Müller": true,
 		"": false, strings.Repeat("a", delegation.MaxPrincipalLen+1): false,
-		" alice": false, "alice ": false, "a\x00b": false, "a\u0085b": false, "\xff": false,
+		" alice": false, "alice ": false, "a\x00b": false, "a\u0085b": false, "\xff": false, "a\ufffdb": false,
 		"spiffe://org-a.example/agent/x": false, "SPIFFE://org-a.example": false, "spiffe:x": false,
 	} {
 		if err := delegation.CheckPrincipal(p); (err == nil) != ok {

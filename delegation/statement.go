@@ -82,6 +82,13 @@ func readObject(b []byte, member func(name string, raw json.RawMessage) error) e
 	return nil
 }
 
+// IsText reports whether s is valid UTF-8 without U+FFFD (the character
+// a JSON writer puts in place of invalid bytes): what every string of a
+// delegator's statement must be.
+func IsText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, utf8.RuneError)
+}
+
 // readString reads a JSON string that holds text only: no invalid UTF-8
 // and no unpaired surrogate (which a reader turns into U+FFFD, so that
 // different signed bytes would read the same).
@@ -102,6 +109,14 @@ func readString(raw json.RawMessage, dst *string) error {
 // the same parties, principal, parent and purpose, the same set of
 // scopes (each once).
 func (st Statement) signedAs(payload []byte) error {
+	// A string that is not text would be written as U+FFFD, and read back
+	// (by statementOf, here and by every verifier) as not text: refused
+	// here too, or a hop would be issued that no verifier accepts.
+	for _, s := range append([]string{st.Delegator, st.Delegatee, st.Principal, st.Parent, st.ParentIssuer, st.Purpose}, st.Scopes...) {
+		if !IsText(s) {
+			return fmt.Errorf("%w: the statement holds a string that is not UTF-8 text (invalid bytes or U+FFFD)", ErrDelegatorSignature)
+		}
+	}
 	if bytes.Equal(payload, st.bytes()) {
 		return nil // this package's own encoding of st: nothing to read
 	}

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -299,8 +298,8 @@ func CheckPrincipal(p string) error {
 	switch {
 	case p == "" || len(p) > MaxPrincipalLen:
 		return fmt.Errorf("a principal is 1 to %d bytes", MaxPrincipalLen)
-	case !utf8.ValidString(p) || strings.TrimSpace(p) != p:
-		return errors.New("a principal is valid UTF-8 without leading or trailing space")
+	case !IsText(p) || strings.TrimSpace(p) != p:
+		return errors.New("a principal is valid UTF-8 (without U+FFFD) without leading or trailing space")
 	case strings.IndexFunc(p, unicode.IsControl) >= 0:
 		return errors.New("a principal has no control characters")
 	case strings.HasPrefix(strings.ToLower(p), "spiffe:"):
