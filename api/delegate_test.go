@@ -113,10 +113,17 @@ func (e *env) delegate(from identity, r delegateReq) (string, *client.Problem) {
 	return out.Token, nil
 }
 
-func TestCrossOrganisationDelegation(t *testing.T) {
-	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
+// federatedPair is two authorities, org-a and org-b, each federated with
+// the other.
+func federatedPair(t *testing.T) (orgA, orgB *env) {
+	orgA, orgB = start(t, "org-a.example"), start(t, "org-b.example")
 	orgA.federate(orgB)
 	orgB.federate(orgA)
+	return orgA, orgB
+}
+
+func TestCrossOrganisationDelegation(t *testing.T) {
+	orgA, orgB := federatedPair(t)
 	planner := orgA.agentWithScopes("planner", "calendar:read", "mail:send", "payments:write")
 	booker := orgB.agentWithScopes("booker")
 	payer := orgB.agentWithScopes("payer")
@@ -610,9 +617,7 @@ func TestDelegationTokensAreNotSVIDs(t *testing.T) {
 // org-a → org-b → org-a, revoking org-a's root revokes org-a's own hop
 // below org-b's, listed in the answer and the record, at once.
 func TestRevocationReachesHopsBelowAnotherAuthoritysHop(t *testing.T) {
-	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
-	orgA.federate(orgB)
-	orgB.federate(orgA)
+	orgA, orgB := federatedPair(t)
 	planner := orgA.agentWithScopes("planner", "calendar:read")
 	booker := orgB.agentWithScopes("booker")
 	helper := orgA.agentWithScopes("helper")
@@ -635,5 +640,34 @@ func TestRevocationReachesHopsBelowAnotherAuthoritysHop(t *testing.T) {
 	if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[2].ID+"/status", nil, &st); err != nil ||
 		st["status"] != "revoked" || st["reason"] != "withdrawn" {
 		t.Fatalf("status of org-a's hop below the revoked root: %v %v", st, err)
+	}
+}
+
+// TestRevokingAPartyAboveReachesHopsIssuedHere: org-b's hop booker →
+// helper, then org-a's helper → worker below it; revoking booker at
+// org-a revokes org-a's hop (booker is a party above it), in the answer
+// and in its status, as extending it is already refused.
+func TestRevokingAPartyAboveReachesHopsIssuedHere(t *testing.T) {
+	orgA, orgB := federatedPair(t)
+	booker := orgB.agentWithScopes("booker", "calendar:read")
+	helper := orgA.agentWithScopes("helper")
+	worker := orgA.agentWithScopes("worker")
+	t1 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t1})
+	chain, err := delegation.Verify(t2, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil || len(chain) != 2 {
+		t.Fatalf("chain: %v %v", chain, err)
+	}
+	var out struct{ Revoked []string }
+	if err := orgA.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": booker.id.String(), "reason": "compromised"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(out.Revoked, []string{chain[1].ID}) {
+		t.Fatalf("revoking %s revoked %v, want org-a's hop %s below its hop", booker.id, out.Revoked, chain[1].ID)
+	}
+	var st map[string]any
+	if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[1].ID+"/status", nil, &st); err != nil ||
+		st["status"] != "revoked" || st["reason"] != "compromised" {
+		t.Fatalf("status of org-a's hop below the revoked party's: %v %v", st, err)
 	}
 }

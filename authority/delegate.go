@@ -617,16 +617,18 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 // (another request revoked it first) records nothing.
 func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reason string, recordNone bool) ([]string, error) {
 	var revoked []string
+	var more bool
+	now := a.now()
 	err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		if delegationID != "" {
-			revoked, err = delegation.RevokePreview(tx, delegationID)
+			revoked, more, err = delegation.RevokePreview(tx, delegationID, now)
 			if errors.Is(err, delegation.ErrNotFound) {
 				return fmt.Errorf("%w: delegation %s", ErrNotFound, delegationID)
 			}
 			return err
 		}
-		revoked, err = delegation.RevokeIDPreview(tx, spiffeID)
+		revoked, more, err = delegation.RevokeIDPreview(tx, spiffeID, now)
 		return err
 	})
 	if err != nil {
@@ -642,6 +644,11 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 		subject = spiffeID
 	}
 	details := map[string]any{"delegation_id": delegationID, "spiffe_id": spiffeID, "reason": reason, "revoked": revoked, "revoked_count": len(revoked)}
+	if more {
+		// The rest below is revoked when next asked about (see
+		// delegation.Revoke).
+		details["more_below"] = true
+	}
 	if len(revoked) > maxRecordedRevoked {
 		// The entry names the first ones and the hash of them all (sorted,
 		// one per line).
@@ -670,9 +677,9 @@ func indexRevocation(tx store.Tx, e audit.Entry) error {
 	}
 	var err error
 	if d.DelegationID != "" {
-		_, err = delegation.Revoke(tx, d.DelegationID, e.Actor, d.Reason, e.Time)
+		_, _, err = delegation.Revoke(tx, d.DelegationID, e.Actor, d.Reason, e.Time)
 	} else {
-		_, err = delegation.RevokeID(tx, d.SPIFFEID, e.Actor, d.Reason, e.Time)
+		_, _, err = delegation.RevokeID(tx, d.SPIFFEID, e.Actor, d.Reason, e.Time)
 	}
 	return err
 }

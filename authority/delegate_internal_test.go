@@ -80,7 +80,7 @@ func TestRecordBornRevoked(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			revoke(func(tx store.Tx) error {
-				_, err := delegation.RevokeID(tx, tc.id, "admin", "test", now)
+				_, _, err := delegation.RevokeID(tx, tc.id, "admin", "test", now)
 				return err
 			})
 			if w := why(); !strings.Contains(w, tc.want) {
@@ -91,13 +91,16 @@ func TestRecordBornRevoked(t *testing.T) {
 		})
 	}
 	revoke(func(tx store.Tx) error {
-		_, err := delegation.Revoke(tx, "root", "admin", "test", now)
+		_, _, err := delegation.Revoke(tx, "root", "admin", "test", now)
 		return err
 	})
 	if w := why(); !strings.Contains(w, "root above it was revoked") {
 		t.Fatalf("below a revoked hop issued here: %q", w)
 	}
 }
+
+// ids drops a revocation's more flag.
+func ids(ids []string, _ bool, err error) ([]string, error) { return ids, err }
 
 // TestRevokePreviewIsRevoke: what a revocation's entry lists (read before
 // the commit) is what the commit revokes, for a delegation and for a
@@ -127,16 +130,18 @@ func TestRevokePreviewIsRevoke(t *testing.T) {
 		revoke   func(tx store.Tx) ([]string, error)
 		expected []string
 	}{
-		{"a delegation", func(tx store.Tx) ([]string, error) { return delegation.RevokePreview(tx, "a1") },
-			func(tx store.Tx) ([]string, error) { return delegation.Revoke(tx, "a1", "admin", "test", now) }, []string{"a1", "a2"}},
-		{"an agent", func(tx store.Tx) ([]string, error) { return delegation.RevokeIDPreview(tx, self+"/agent/q") },
+		{"a delegation", func(tx store.Tx) ([]string, error) { return ids(delegation.RevokePreview(tx, "a1", now)) },
+			func(tx store.Tx) ([]string, error) { return ids(delegation.Revoke(tx, "a1", "admin", "test", now)) }, []string{"a1", "a2"}},
+		{"an agent", func(tx store.Tx) ([]string, error) { return ids(delegation.RevokeIDPreview(tx, self+"/agent/q", now)) },
 			func(tx store.Tx) ([]string, error) {
-				return delegation.RevokeID(tx, self+"/agent/q", "admin", "test", now)
-			}, []string{"b1", "root"}},
-		{"a node", func(tx store.Tx) ([]string, error) { return delegation.RevokeIDPreview(tx, self+"/node/n") },
+				return ids(delegation.RevokeID(tx, self+"/agent/q", "admin", "test", now))
+			},
+			[]string{"b1", "root"}},
+		{"a node", func(tx store.Tx) ([]string, error) { return ids(delegation.RevokeIDPreview(tx, self+"/node/n", now)) },
 			func(tx store.Tx) ([]string, error) {
-				return delegation.RevokeID(tx, self+"/node/n", "admin", "test", now)
-			}, []string{"x"}},
+				return ids(delegation.RevokeID(tx, self+"/node/n", "admin", "test", now))
+			},
+			[]string{"x"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var preview, again, revoked []string

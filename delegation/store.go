@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"mandate.dev/mandate/store"
@@ -146,8 +147,9 @@ func childKey(parentIss, parentID, child string) []byte {
 	return []byte(parentIss + " " + parentID + "/" + child)
 }
 
-// maxRevoke bounds one revocation's cascade.
-const maxRevoke = 100000
+// maxRevoke bounds what one revocation marks revoked (a variable for
+// tests).
+var maxRevoke = 100000
 
 // Get returns the record of a delegation this authority issued.
 func Get(tx store.Tx, id string) (*Record, error) {
@@ -169,48 +171,60 @@ func Get(tx store.Tx, id string) (*Record, error) {
 }
 
 // Revoke marks the delegation id and every delegation below it that this
-// authority issued revoked (those already revoked keep their first
-// revocation), and returns the ids it revoked. Delegations issued below
-// them by other authorities learn it from this authority's status.
-func Revoke(tx store.Tx, id, by, reason string, now time.Time) ([]string, error) {
-	return revokeWalk(tx, id, func(r *Record) error {
+// authority issued revoked, and returns the ids it revoked. Delegations
+// issued below them by other authorities learn it from this authority's
+// status.
+//
+// The cascade passes over hops already revoked (everything below one was
+// revoked with it, or is born revoked), and over hops expired at now
+// (everything below one has expired too). It marks at most maxRevoke
+// hops; more reports that it stopped there. The hops left are revoked
+// all the same: a hop's status and every extension of a chain check the
+// hops above it, and a hop found below a revoked one is marked then.
+func Revoke(tx store.Tx, id, by, reason string, now time.Time) (ids []string, more bool, err error) {
+	return revokeWalk(tx, []string{id}, now, func(r *Record) error {
 		r.RevokedAt, r.RevokedBy, r.Reason = now, by, reason
 		return Put(tx, r)
 	})
 }
 
-// RevokePreview returns the ids Revoke would revoke, changing nothing.
-func RevokePreview(tx store.Tx, id string) ([]string, error) {
-	return revokeWalk(tx, id, nil)
+// RevokePreview returns what Revoke would revoke at now, changing
+// nothing.
+func RevokePreview(tx store.Tx, id string, now time.Time) (ids []string, more bool, err error) {
+	return revokeWalk(tx, []string{id}, now, nil)
 }
 
-// revokeWalk visits id and every delegation below it issued here, calls
-// revoke (if any) on those not revoked yet, and returns their ids.
-func revokeWalk(tx store.Tx, id string, revoke func(*Record) error) ([]string, error) {
-	var revoked []string
-	queue := []string{id}
-	seen := map[string]bool{id: true}
+// revokeWalk visits the delegations roots (each must exist) and every
+// delegation below them issued here, calls revoke (if any) on those to
+// revoke (see Revoke), and returns their ids.
+func revokeWalk(tx store.Tx, roots []string, now time.Time, revoke func(*Record) error) (revoked []string, more bool, err error) {
+	queue := slices.Clone(roots)
+	seen := map[string]bool{}
+	for _, id := range roots {
+		seen[id] = true
+	}
 	for len(queue) > 0 {
-		if len(seen) > maxRevoke {
-			return nil, fmt.Errorf("delegation: revoking %s would revoke more than %d delegations at once", id, maxRevoke)
-		}
 		cur := queue[0]
 		queue = queue[1:]
 		r, err := Get(tx, cur)
-		if errors.Is(err, ErrNotFound) && cur != id {
+		if errors.Is(err, ErrNotFound) && !slices.Contains(roots, cur) {
 			continue // a child index left by a record another version wrote
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		if r.RevokedAt.IsZero() {
-			if revoke != nil {
-				if err := revoke(r); err != nil {
-					return nil, err
-				}
+		if !r.RevokedAt.IsZero() || !now.Before(r.ExpiresAt) {
+			continue // and so is everything below it
+		}
+		if len(revoked) == maxRevoke {
+			return revoked, true, nil
+		}
+		if revoke != nil {
+			if err := revoke(r); err != nil {
+				return nil, false, err
 			}
-			revoked = append(revoked, cur)
 		}
+		revoked = append(revoked, cur)
 		prefix := childKey(r.Issuer, cur, "")
 		err = tx.Scan(BucketChildren, prefix, nil, func(k, _ []byte) error {
 			if child := string(k[len(prefix):]); !seen[child] {
@@ -220,10 +234,10 @@ func revokeWalk(tx store.Tx, id string, revoke func(*Record) error) ([]string, e
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return revoked, nil
+	return revoked, false, nil
 }
 
 // Revocation is the revocation of a SPIFFE ID (an agent or a node): no
@@ -236,62 +250,59 @@ type Revocation struct {
 }
 
 // RevokeID records the revocation of a SPIFFE ID and revokes every
-// delegation this authority issued by or to it, or by an agent while it
-// was hosted on it (a node), and so everything below them. It returns the
-// delegation ids it revoked.
-func RevokeID(tx store.Tx, spiffeID, by, reason string, now time.Time) ([]string, error) {
+// delegation this authority issued by or to it, by an agent while it was
+// hosted on it (a node), or below a hop it delegated or was delegated
+// (wherever that hop was issued), and so everything below them, as
+// Revoke does. It returns the delegation ids it revoked.
+func RevokeID(tx store.Tx, spiffeID, by, reason string, now time.Time) (ids []string, more bool, err error) {
 	b, err := json.Marshal(Revocation{SPIFFEID: spiffeID, RevokedAt: now, RevokedBy: by, Reason: reason})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if _, err := tx.Get(BucketRevokedIDs, []byte(spiffeID)); errors.Is(err, store.ErrNotFound) {
 		if err := tx.Put(BucketRevokedIDs, []byte(spiffeID), b); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	} else if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return revokeIDWalk(tx, spiffeID, func(tx store.Tx, id string) ([]string, error) { return Revoke(tx, id, by, reason, now) })
+	return revokeIDWalk(tx, spiffeID, now, func(r *Record) error {
+		r.RevokedAt, r.RevokedBy, r.Reason = now, by, reason
+		return Put(tx, r)
+	})
 }
 
-// RevokeIDPreview returns the delegation ids RevokeID would revoke,
-// changing nothing.
-func RevokeIDPreview(tx store.Tx, spiffeID string) ([]string, error) {
-	return revokeIDWalk(tx, spiffeID, RevokePreview)
+// RevokeIDPreview returns what RevokeID would revoke at now, changing
+// nothing.
+func RevokeIDPreview(tx store.Tx, spiffeID string, now time.Time) (ids []string, more bool, err error) {
+	return revokeIDWalk(tx, spiffeID, now, nil)
 }
 
-// revokeIDWalk applies revoke to every delegation issued here by or to
-// spiffeID, or by an agent while hosted on it.
-func revokeIDWalk(tx store.Tx, spiffeID string, revoke func(store.Tx, string) ([]string, error)) ([]string, error) {
+// revokeIDWalk walks, as revokeWalk does, from every delegation issued
+// here that spiffeID is a party of: its delegator, delegatee or the
+// delegator's host, or the delegator or delegatee of a hop above it.
+func revokeIDWalk(tx store.Tx, spiffeID string, now time.Time, revoke func(*Record) error) ([]string, bool, error) {
 	var direct []string
 	err := tx.Scan(BucketDelegations, nil, nil, func(_, v []byte) error {
 		var r Record
-		if json.Unmarshal(v, &r) == nil && (r.Delegator == spiffeID || r.Delegatee == spiffeID || r.DelegatorHost == spiffeID) {
+		if json.Unmarshal(v, &r) == nil && r.hasParty(spiffeID) {
 			direct = append(direct, r.ID)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var all []string
-	done := map[string]bool{}
-	for _, id := range direct {
-		if done[id] {
-			continue
-		}
-		ids, err := revoke(tx, id)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range ids {
-			if !done[r] {
-				done[r] = true
-				all = append(all, r)
-			}
-		}
+	return revokeWalk(tx, direct, now, revoke)
+}
+
+// hasParty reports whether id is a party of r: its delegator, delegatee
+// or the delegator's host, or the delegator or delegatee of a hop above.
+func (r *Record) hasParty(id string) bool {
+	if r.Delegator == id || r.Delegatee == id || r.DelegatorHost == id {
+		return true
 	}
-	return all, nil
+	return slices.ContainsFunc(r.Ancestors, func(an Ancestor) bool { return an.Delegator == id || an.Delegatee == id })
 }
 
 // IDRevoked reports whether a SPIFFE ID was revoked here.
