@@ -568,7 +568,7 @@ func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegatio
 		if err != nil || above == "" {
 			return false, err
 		}
-		_, err = a.revoke(ctx, ServerID(a.td).String(), rec.ID, "", clip("the hop "+above+" above it was revoked"), false)
+		_, err = a.revoke(ctx, ServerID(a.td).String(), rec.ID, "", clip(above), false)
 		return true, err
 	})
 	if err != nil {

@@ -163,3 +163,36 @@ func TestRevokePreviewIsRevoke(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusFindsRevokedParties: a hop whose record a cascade did not
+// mark (it stopped at its bound) but whose delegator is revoked here is
+// answered revoked, and marked so then.
+func TestStatusFindsRevokedParties(t *testing.T) {
+	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := New(ctx, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; a.Close() })
+	self := a.td.IDString()
+	rec := &delegation.Record{ID: "h1", Issuer: self, Delegator: self + "/agent/m", Delegatee: self + "/agent/w", ExpiresAt: time.Now().Add(time.Hour)}
+	if err := a.store.Update(ctx, func(tx store.Tx) error { return delegation.Put(tx, rec) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, status, err := a.DelegationStatus(ctx, "h1"); err != nil || status != delegation.StatusActive {
+		t.Fatalf("DelegationStatus = %q, %v; want active", status, err)
+	}
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return tx.Put(delegation.BucketRevokedIDs, []byte(self+"/agent/m"), []byte(`{}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, status, err := a.DelegationStatus(ctx, "h1")
+	if err != nil || status != delegation.StatusRevoked || !strings.Contains(got.Reason, "agent/m was revoked") {
+		t.Fatalf("DelegationStatus = %q (%+v), %v; want revoked, its delegator named", status, got, err)
+	}
+}

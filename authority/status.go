@@ -199,33 +199,29 @@ func (c *remoteStatuses) client(bundles x509bundle.Source, server spiffeid.ID) *
 	return hc
 }
 
-// revokedAbove names the first hop above rec (root first) that was
-// revoked: in this authority's records, or, for another authority's hop,
-// as that authority answers (an active answer younger than
-// remoteStatusTTL is relied on). It returns "" when every hop above
-// holds, and an error when one cannot be asked.
+// revokedAbove says why rec no longer holds, though its own record is
+// not revoked: a hop above it revoked (in this authority's records, or,
+// for another authority's hop, as that authority answers: an active
+// answer younger than remoteStatusTTL is relied on), or one of its
+// parties or the parties above revoked here (see revokedInTx; a cascade
+// that stopped at its bound leaves such hops to be found here). It
+// returns "" when everything holds, and an error when a hop above cannot
+// be asked.
 func (a *Authority) revokedAbove(ctx context.Context, rec *delegation.Record) (string, error) {
 	var foreign []hopRef
-	found := ""
+	why := ""
 	err := a.store.View(ctx, func(tx store.Tx) error {
 		for _, an := range rec.Ancestors {
 			if an.Issuer != a.td.IDString() {
 				foreign = append(foreign, hopRef{Issuer: an.Issuer, ID: an.ID})
-				continue
-			}
-			r, err := delegation.Get(tx, an.ID)
-			if err != nil {
-				return err
-			}
-			if !r.RevokedAt.IsZero() {
-				found = an.ID + " of " + an.Issuer
-				return nil
 			}
 		}
-		return nil
+		var err error
+		why, err = revokedInTx(tx, a.td.IDString(), rec)
+		return err
 	})
-	if err != nil || found != "" {
-		return found, err
+	if err != nil || why != "" {
+		return why, err
 	}
 	remote, err := a.remoteStatus(ctx, foreign, remoteStatusTTL)
 	if err != nil {
@@ -233,7 +229,7 @@ func (a *Authority) revokedAbove(ctx context.Context, rec *delegation.Record) (s
 	}
 	for _, r := range foreign {
 		if remote[r].Status == delegation.StatusRevoked {
-			return r.ID + " of " + r.Issuer, nil
+			return "the hop " + r.ID + " of " + r.Issuer + " above it was revoked", nil
 		}
 	}
 	return "", nil
