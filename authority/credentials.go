@@ -58,7 +58,7 @@ func (a *Authority) WriteAdminCredential(ctx context.Context, force bool) error 
 		return fmt.Errorf("authority: mint admin credential: %w", err)
 	}
 	if _, err := a.record(ctx, event{typ: "svid.issued", subject: svid.ID.String(), details: map[string]any{
-		"kind": "x509", "purpose": "bootstrap admin credential", "serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
+		"kind": "x509", "purpose": "bootstrap admin credential", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "expires_at": svid.ExpiresAt.UTC(),
 	}}); err != nil {
 		return err
 	}

@@ -1,6 +1,9 @@
 package authority
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -41,6 +44,13 @@ type IssuedDetails struct {
 type LogLink struct {
 	LogIndex uint64 `json:"log_index"`
 	LeafHash string `json:"leaf_hash"` // hex
+}
+
+// CertificateSHA256 is how an svid.issued entry names the certificate it
+// records: the hex SHA-256 of its DER, beside its serial.
+func CertificateSHA256(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 // SVIDEntry names the svid.issued entry of an X509-SVID.

@@ -34,7 +34,7 @@ func (a *Authority) MintServerSVID(ctx context.Context, dnsNames []string) (*ca.
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second) // minted during a handshake: never wait forever
 	defer cancel()
 	if _, err := a.record(rctx, event{typ: "svid.issued", subject: svid.ID.String(), details: map[string]any{
-		"kind": "x509", "purpose": "authority server certificate", "serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
+		"kind": "x509", "purpose": "authority server certificate", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "expires_at": svid.ExpiresAt.UTC(),
 	}}); err != nil {
 		return nil, nil, err
 	}

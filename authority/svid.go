@@ -52,7 +52,7 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
 	_, err = a.record(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
-		"kind": "x509", "serial": svid.SerialNumber.Text(16), "node": node.SPIFFEID,
+		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": node.SPIFFEID,
 		"ttl_seconds": int64(svid.ExpiresAt.Sub(svid.Certificates[0].NotBefore).Seconds()), "expires_at": svid.ExpiresAt.UTC(),
 		"decision": is.details(),
 	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision})
@@ -213,7 +213,7 @@ func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.Pu
 		return nil, err
 	}
 	_, err = a.record(ctx, event{typ: "svid.issued", actor: id.String(), subject: id.String(), details: map[string]any{
-		"kind": "x509", "serial": svid.SerialNumber.Text(16), "node": id.String(), "renewal": true, "expires_at": svid.ExpiresAt.UTC(),
+		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": id.String(), "renewal": true, "expires_at": svid.ExpiresAt.UTC(),
 	}})
 	if err != nil {
 		return nil, err

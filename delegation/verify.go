@@ -370,35 +370,35 @@ func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 
 // CheckStatementSignedBy checks that sig is st signed by the key of the
 // certificate first in its x5c header, a certificate with the SPIFFE ID
-// st.Delegator valid at time at, and returns that certificate's serial
-// number (hex). The certificate is not validated against any roots: an
-// auditor, long after the CA of the time left the bundle, checks instead
-// that the issuer's log records issuing an X509-SVID with that serial to
-// the delegator.
-func CheckStatementSignedBy(sig string, st Statement, at time.Time) (serial string, err error) {
+// st.Delegator valid at time at, and returns that certificate. The
+// certificate is not validated against any roots: an auditor, long after
+// the CA of the time left the bundle, checks instead that the issuer's
+// log records issuing this certificate (its serial and SHA-256) to the
+// delegator.
+func CheckStatementSignedBy(sig string, st Statement, at time.Time) (*x509.Certificate, error) {
 	j, err := parseCompact(sig)
 	if err != nil {
-		return "", fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
+		return nil, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
 	}
 	certs, err := x5c(j)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+		return nil, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
 	leaf := certs[0]
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil || id.String() != st.Delegator {
-		return "", fmt.Errorf("%w: signed by %v, not the delegator %s", ErrDelegatorSignature, id, st.Delegator)
+		return nil, fmt.Errorf("%w: signed by %v, not the delegator %s", ErrDelegatorSignature, id, st.Delegator)
 	}
 	if at.Before(leaf.NotBefore) || at.After(leaf.NotAfter) {
-		return "", fmt.Errorf("%w: the delegator's SVID was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: the delegator's SVID was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
 	}
 	if err := st.signedAs(j.payload); err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := checkJWS(j, leaf.PublicKey, statementType); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+		return nil, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
-	return leaf.SerialNumber.Text(16), nil
+	return leaf, nil
 }
 
 // x5c returns the certificates of a JWS's x5c header, leaf first.

@@ -160,6 +160,11 @@ func openCheckpoint(raw []byte, v note.Verifier) (*log.Checkpoint, error) {
 	if _, err := cp.Unmarshal([]byte(n.Text)); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
+	// The key names the log it signs for (its origin): a key that signed
+	// for several logs does not make one's checkpoint another's.
+	if cp.Origin != v.Name() {
+		return nil, fmt.Errorf("checkpoint of the log %q, not %q", cp.Origin, v.Name())
+	}
 	return cp, nil
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -10,11 +12,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
@@ -35,6 +39,7 @@ type chainHop struct {
 	parentIss  string
 	parentLink *authority.LogLink
 	purpose    string
+	expiresAt  time.Time
 	entryTime  time.Time
 	signature  string               // the delegator's signature over the hop
 	signerSVID *authority.SVIDEntry // where the SVID it signed with was logged
@@ -61,18 +66,19 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 		return fmt.Errorf("the authority returned no hop for %s", id)
 	}
 	var unverified []string
+	views := newLogViews()
 	for i := range hops {
 		h := &hops[i]
 		switch {
 		case h.Index != nil:
-			if err := verifyHop(h, v, c.TrustDomain().IDString()); err != nil {
+			if err := verifyHop(h, v, c.TrustDomain().IDString(), views.of(v, c)); err != nil {
 				return err
 			}
-			if err := verifySigner(ctx, h, c, v); err != nil {
+			if err := verifySigner(ctx, h, c, v, views.of(v, c)); err != nil {
 				return err
 			}
 		case h.LogURL != "":
-			if err := followHop(ctx, f, h, peers); err != nil {
+			if err := followHop(ctx, f, h, peers, views); err != nil {
 				if f.verify {
 					return err
 				}
@@ -86,6 +92,11 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 		if err := checkLinks(hops, id); err != nil {
 			return err
 		}
+	}
+	// Every log showed one history: the checkpoints it proved hops
+	// against are consistent with each other.
+	if err := views.check(ctx); err != nil {
+		return err
 	}
 	if f.asJSON {
 		if err := printJSON(w, map[string]any{"hops": hops, "unverified": unverified}); err != nil {
@@ -114,15 +125,21 @@ func fetchChain(ctx context.Context, c *client.Client, path string) ([]chainHop,
 }
 
 // verifyHop checks a hop's log entry: its inclusion proof against the
-// checkpoint, the checkpoint's signature with the issuer's log key, and
-// that the entry is this hop's issuance, saying what the hop says.
-func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
+// checkpoint, the checkpoint's signature with the issuer's log key
+// (seen, for the consistency of what the log shows), and that the entry
+// is this hop's issuance, saying what the hop says, by a delegator of
+// the issuer's own trust domain.
+func verifyHop(h *chainHop, v note.Verifier, issuer string, seen func(*log.Checkpoint)) error {
 	if h.Issuer != issuer {
 		return fmt.Errorf("hop %s: issued by %s, proven by %s's log", h.ID, h.Issuer, issuer)
 	}
 	p := &provenEntry{index: *h.Index, entry: h.EntryB64, proof: h.InclusionProof, checkpoint: []byte(h.Checkpoint)}
 	if err := p.verify(v); err != nil {
 		return fmt.Errorf("hop %s: %w", h.ID, err)
+	}
+	seen(p.cp)
+	if h.TreeSize != p.cp.Size || h.LeafHash != hex.EncodeToString(rfc6962.DefaultHasher.HashLeaf(h.EntryB64)) {
+		return fmt.Errorf("hop %s: its tree size or leaf hash is not the proven entry's", h.ID)
 	}
 	// The proven bytes, read as the log's canonical encoding.
 	e, err := audit.Decode(h.EntryB64)
@@ -131,13 +148,18 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 	}
 	d, err := authority.ReadIssued(e)
 	if err != nil || d.Delegator != h.Delegator || d.Delegatee != h.Delegatee || d.Principal != h.Principal ||
-		strings.Join(d.Scopes, " ") != strings.Join(h.Scopes, " ") {
+		!slices.Equal(d.Scopes, h.Scopes) {
 		return fmt.Errorf("hop %s: the logged entry does not say what the chain says", h.ID)
+	}
+	// An authority issues hops for its own agents only: a hop it logged
+	// for another trust domain's agent is not that agent's act.
+	if del, err := spiffeid.FromString(d.Delegator); err != nil || del.TrustDomain().IDString() != issuer {
+		return fmt.Errorf("hop %s: logged by %s for a delegator of another trust domain, %s", h.ID, issuer, d.Delegator)
 	}
 	// What is printed and linked comes from the proven entry, not from
 	// the server's account of it.
-	h.Depth, h.parentID, h.parentIss, h.parentLink = d.Depth, d.ParentID, d.ParentIssuer, d.ParentLink
-	h.purpose, h.entryTime, h.signature, h.signerSVID = d.Purpose, e.Time, d.Signature, d.SignerSVID
+	h.Scopes, h.Depth, h.parentID, h.parentIss, h.parentLink = d.Scopes, d.Depth, d.ParentID, d.ParentIssuer, d.ParentLink
+	h.purpose, h.expiresAt, h.entryTime, h.signature, h.signerSVID = d.Purpose, d.ExpiresAt, e.Time, d.Signature, d.SignerSVID
 	h.Decision, h.Accountability = d.ChainView(e)
 	h.verifiedBy = issuer
 	return nil
@@ -145,37 +167,45 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string) error {
 
 // verifySigner checks a proven hop's delegator signature: over the hop
 // as its entry says it, by an X509-SVID of the delegator valid then,
-// whose issuance is an svid.issued entry of the same log (proven against
-// a checkpoint signed with v, asked of c, the hop's issuer) for the
-// delegator with that serial. No CA roots are needed: the log vouches
-// for the SVID.
-func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Verifier) error {
+// whose issuance is an svid.issued entry logged before the hop's in the
+// same log (proven against a checkpoint signed with v, asked of c, the
+// hop's issuer) for the delegator, with that certificate's serial and
+// SHA-256. No CA roots are needed: the log vouches for the SVID.
+func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Verifier, seen func(*log.Checkpoint)) error {
 	if h.signature == "" || h.signerSVID == nil {
 		return fmt.Errorf("hop %s: its entry has no delegator signature", h.ID)
 	}
 	st := delegation.Statement{Delegator: h.Delegator, Delegatee: h.Delegatee, Principal: h.Principal, Scopes: h.Scopes,
 		Parent: h.parentID, ParentIssuer: h.parentIss, Purpose: h.purpose}
-	serial, err := delegation.CheckStatementSignedBy(h.signature, st, h.entryTime)
+	cert, err := delegation.CheckStatementSignedBy(h.signature, st, h.entryTime)
 	if err != nil {
 		return fmt.Errorf("hop %s: %w", h.ID, err)
 	}
+	serial := cert.SerialNumber.Text(16)
 	if serial != h.signerSVID.Serial {
 		return fmt.Errorf("hop %s: signed with the SVID %s, its entry names %s", h.ID, serial, h.signerSVID.Serial)
+	}
+	if h.signerSVID.LogIndex >= *h.Index {
+		return fmt.Errorf("hop %s: its delegator's SVID is logged at %d, not before the hop (%d)", h.ID, h.signerSVID.LogIndex, *h.Index)
 	}
 	p, err := fetchProven(ctx, c, v, strconv.FormatUint(h.signerSVID.LogIndex, 10))
 	if err != nil {
 		return fmt.Errorf("hop %s: the entry of its delegator's SVID: %w", h.ID, err)
 	}
+	seen(p.cp)
 	var e struct {
 		Type    string `json:"type"`
 		Subject string `json:"subject"`
 		Details struct {
 			Kind   string `json:"kind"`
 			Serial string `json:"serial"`
+			SHA256 string `json:"certificate_sha256"`
 		} `json:"details"`
 	}
-	if json.Unmarshal(p.entry, &e) != nil || e.Type != "svid.issued" || e.Subject != h.Delegator || e.Details.Kind != "x509" || e.Details.Serial != serial {
-		return fmt.Errorf("hop %s: log entry %d does not record issuing the X509-SVID %s to %s", h.ID, h.signerSVID.LogIndex, serial, h.Delegator)
+	if json.Unmarshal(p.entry, &e) != nil || e.Type != "svid.issued" || e.Subject != h.Delegator || e.Details.Kind != "x509" ||
+		e.Details.Serial != serial || e.Details.SHA256 != authority.CertificateSHA256(cert) {
+		return fmt.Errorf("hop %s: log entry %d does not record issuing the X509-SVID %s (SHA-256 %s) to %s",
+			h.ID, h.signerSVID.LogIndex, serial, authority.CertificateSHA256(cert), h.Delegator)
 	}
 	h.signedBy = fmt.Sprintf("signed by the delegator's X509-SVID %s, issued in entry %d", serial, h.signerSVID.LogIndex)
 	return nil
@@ -185,7 +215,7 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 // down to id: a root first, each next hop logged as the child of the one
 // before (its id, its issuer, and the index and leaf hash of the entry
 // proven for it), delegated by its delegatee, for the same principal, one
-// level deeper.
+// level deeper, with no scope its parent lacks and no later expiry.
 func checkLinks(hops []chainHop, id string) error {
 	if last := hops[len(hops)-1]; last.ID != id {
 		return fmt.Errorf("the chain ends at %s, not at %s", last.ID, id)
@@ -208,8 +238,57 @@ func checkLinks(hops []chainHop, id string) error {
 			return fmt.Errorf("hop %s is delegated by %s, but %s was given to %s", h.ID, h.Delegator, p.ID, p.Delegatee)
 		case h.Principal != p.Principal:
 			return fmt.Errorf("hop %s acts for %q, its parent for %q", h.ID, h.Principal, p.Principal)
-		case h.Depth != p.Depth+1:
-			return fmt.Errorf("hop %s has depth %d below depth %d", h.ID, h.Depth, p.Depth)
+		case h.Depth != p.Depth+1 || h.Depth > delegation.MaxDepth:
+			return fmt.Errorf("hop %s has depth %d below depth %d (at most %d)", h.ID, h.Depth, p.Depth, delegation.MaxDepth)
+		case h.expiresAt.After(p.expiresAt):
+			return fmt.Errorf("hop %s expires after its parent %s", h.ID, p.ID)
+		}
+		for _, s := range h.Scopes {
+			if !slices.Contains(p.Scopes, s) {
+				return fmt.Errorf("hop %s has the scope %q, which its parent %s does not", h.ID, s, p.ID)
+			}
+		}
+	}
+	return nil
+}
+
+// logViews are the checkpoints each log (by its key's name) showed
+// during one run, and where to ask it for consistency proofs.
+type logViews struct {
+	seen    map[string][]*log.Checkpoint
+	clients map[string]*client.Client
+}
+
+func newLogViews() *logViews {
+	return &logViews{seen: map[string][]*log.Checkpoint{}, clients: map[string]*client.Client{}}
+}
+
+// of records the checkpoints a log, verified with v and asked through c,
+// shows.
+func (lv *logViews) of(v note.Verifier, c *client.Client) func(*log.Checkpoint) {
+	return func(cp *log.Checkpoint) {
+		lv.seen[v.Name()] = append(lv.seen[v.Name()], cp)
+		lv.clients[v.Name()] = c
+	}
+}
+
+// check proves, for every log, the checkpoints it showed consistent with
+// each other (one history: the same root for the same size, and a
+// consistency proof between sizes); anything else is a fork.
+func (lv *logViews) check(ctx context.Context) error {
+	for name, cps := range lv.seen {
+		slices.SortFunc(cps, func(a, b *log.Checkpoint) int { return cmp.Compare(a.Size, b.Size) })
+		for i := 1; i < len(cps); i++ {
+			prev, cur := cps[i-1], cps[i]
+			if prev.Size == cur.Size {
+				if !bytes.Equal(prev.Hash, cur.Hash) {
+					return fmt.Errorf("%w: %s showed two roots for size %d", errFork, name, cur.Size)
+				}
+				continue
+			}
+			if err := checkConsistent(ctx, lv.clients[name], prev, cur); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
 		}
 	}
 	return nil
@@ -256,7 +335,7 @@ func parsePeers(vals []string) (map[string]peer, error) {
 // followHop asks the hop's issuer for it (with this auditor's credential,
 // which that authority must accept as an auditor's) and verifies it
 // against that issuer's log.
-func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string]peer) error {
+func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string]peer, views *logViews) error {
 	p, ok := peers[h.Issuer]
 	if !ok {
 		return fmt.Errorf("no --peer for %s", h.Issuer)
@@ -296,10 +375,10 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 		if t.Delegator != h.Delegator || t.Delegatee != h.Delegatee || t.Principal != h.Principal {
 			return errors.New("its issuer's log says another hop than the token did")
 		}
-		if err := verifyHop(t, p.vkey, h.Issuer); err != nil {
+		if err := verifyHop(t, p.vkey, h.Issuer, views.of(p.vkey, c)); err != nil {
 			return err
 		}
-		if err := verifySigner(ctx, t, c, p.vkey); err != nil {
+		if err := verifySigner(ctx, t, c, p.vkey, views.of(p.vkey, c)); err != nil {
 			return err
 		}
 		*h = *t

@@ -177,6 +177,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer auditorAtA.CloseIdle()
+	views := newLogViews()
 	for i := range hops {
 		h := &hops[i]
 		issuerLog := orgB.admin
@@ -188,14 +189,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 			*h = theirs[len(theirs)-1]
 		}
-		if err := verifyHop(h, vkeys[h.Issuer], h.Issuer); err != nil {
+		seen := views.of(vkeys[h.Issuer], issuerLog)
+		if err := verifyHop(h, vkeys[h.Issuer], h.Issuer, seen); err != nil {
 			return err
 		}
-		if err := verifySigner(ctx, h, issuerLog, vkeys[h.Issuer]); err != nil {
+		if err := verifySigner(ctx, h, issuerLog, vkeys[h.Issuer], seen); err != nil {
 			return err
 		}
 	}
 	if err := checkLinks(hops, id2); err != nil {
+		return err
+	}
+	if err := views.check(ctx); err != nil {
 		return err
 	}
 	printChain(stdout, hops)

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"github.com/transparency-dev/merkle/testonly"
+	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/delegation"
+)
+
+const tdA = "spiffe://org-a.example"
+
+// rlog is the log of an authority an auditor does not trust: it holds
+// the log key and writes whatever it likes, signing every checkpoint
+// with the key the auditor was given.
+type rlog struct {
+	t       *testing.T
+	tree    *testonly.Tree
+	entries [][]byte
+	signer  note.Signer
+	origin  string
+}
+
+func newRlog(t *testing.T, s note.Signer, origin string) *rlog {
+	return &rlog{t: t, tree: testonly.New(rfc6962.DefaultHasher), signer: s, origin: origin}
+}
+
+func (l *rlog) add(b []byte) uint64 {
+	l.entries = append(l.entries, b)
+	l.tree.AppendData(b)
+	return uint64(len(l.entries) - 1)
+}
+
+func (l *rlog) checkpoint(origin string) string {
+	if origin == "" {
+		origin = l.origin
+	}
+	cp := log.Checkpoint{Origin: origin, Size: l.tree.Size(), Hash: l.tree.Hash()}
+	n, err := note.Sign(&note.Note{Text: string(cp.Marshal())}, l.signer)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return string(n)
+}
+
+func (l *rlog) proven(i uint64) map[string]any {
+	p, err := l.tree.InclusionProof(i, l.tree.Size())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return map[string]any{"index": i, "entry_b64": l.entries[i], "leaf_hash": hex.EncodeToString(rfc6962.DefaultHasher.HashLeaf(l.entries[i])),
+		"tree_size": l.tree.Size(), "inclusion_proof": p, "checkpoint": l.checkpoint("")}
+}
+
+// selfSVID is a self-signed certificate naming id with this serial: no CA
+// issued it.
+func selfSVID(t *testing.T, id string, serial int64) (*ecdsa.PrivateKey, []*x509.Certificate) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(id)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), URIs: []*url.URL{u}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return key, []*x509.Certificate{c}
+}
+
+// hopExpiry is when every hop of these logs expires: no child after
+// its parent.
+var hopExpiry = time.Now().Add(time.Hour)
+
+type hopSpec struct {
+	id, delegator, delegatee, principal string
+	scopes                              []string
+	depth                               int
+	parent                              string
+	parentLink                          *authority.LogLink
+}
+
+// logHop logs, as the authority, an svid.issued entry for a certificate
+// it made (with its serial and SHA-256, unless reuse names another
+// certificate's), and a delegation.issued entry signed with it.
+func (l *rlog) logHop(h hopSpec, serial int64, reuse ...*x509.Certificate) uint64 {
+	t := l.t
+	key, chain := selfSVID(t, h.delegator, serial)
+	logged := chain[0]
+	if len(reuse) > 0 {
+		logged = reuse[0]
+	}
+	svidIdx := l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "svid.issued", Actor: audit.ActorSystem, Subject: h.delegator,
+		Details: json.RawMessage(fmt.Sprintf(`{"kind":"x509","serial":%q,"certificate_sha256":%q}`, logged.SerialNumber.Text(16), authority.CertificateSHA256(logged)))}))
+	st := delegation.Statement{Delegator: h.delegator, Delegatee: h.delegatee, Principal: h.principal, Scopes: h.scopes, Purpose: "p"}
+	if h.parent != "" {
+		st.Parent, st.ParentIssuer = h.parent, tdA
+	}
+	sig, err := delegation.SignStatement(st, key, chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := authority.IssuedDetails{ID: h.id, Delegator: h.delegator, Delegatee: h.delegatee, Principal: h.principal, Scopes: h.scopes,
+		Depth: h.depth, Purpose: "p", ExpiresAt: hopExpiry, ParentID: h.parent, ParentLink: h.parentLink,
+		Signature: sig, SignerSVID: &authority.SVIDEntry{Serial: chain[0].SerialNumber.Text(16), LogIndex: svidIdx}}
+	if h.parent != "" {
+		d.ParentIssuer = tdA
+	}
+	d.Decision.Allow = true
+	db, _ := json.Marshal(d)
+	party := func(id string) audit.Party {
+		return audit.Party{SPIFFEID: spiffeid.RequireFromString(id), Operator: "ops-of-" + id, ResponsibleParty: "someone"}
+	}
+	return l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "delegation.issued", Actor: h.delegator, Subject: h.delegatee,
+		Accountable: []audit.Party{party(h.delegator), party(h.delegatee)}, DecisionID: "dec-" + h.id, PolicyRevision: "rev1",
+		DelegationID: h.id, Details: db}))
+}
+
+func mustEncodeEntry(t *testing.T, e audit.Entry) []byte {
+	b, err := audit.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func hopAnswer(h hopSpec, p map[string]any) map[string]any {
+	m := map[string]any{"id": h.id, "issuer": tdA, "delegator": h.delegator, "delegatee": h.delegatee, "principal": h.principal,
+		"scopes": h.scopes, "depth": h.depth}
+	for k, v := range p {
+		m[k] = v
+	}
+	return m
+}
+
+// fakeAuthority serves the chain answer and /v1/audit/entries/N of a
+// (possibly different) view over TLS as spiffe://org-a.example/mandate/server.
+func fakeAuthority(t *testing.T, chain func() any, entries func(i uint64) map[string]any) *client.Client {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	td, _ := url.Parse(tdA)
+	caT := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{td}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caT, caT, caKey.Public(), caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sid, _ := url.Parse(tdA + "/mandate/server")
+	st := &x509.Certificate{SerialNumber: big.NewInt(2), URIs: []*url.URL{sid}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	sDER, _ := x509.CreateCertificate(rand.Reader, st, ca, srvKey.Public(), caKey)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/audit/chains/{id}", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(chain()) })
+	mux.HandleFunc("GET /v1/audit/entries/{i}", func(w http.ResponseWriter, r *http.Request) {
+		i, _ := strconv.ParseUint(r.PathValue("i"), 10, 64)
+		json.NewEncoder(w).Encode(entries(i))
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{sDER}, PrivateKey: srvKey}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	c, err := client.New(client.Config{Server: srv.URL, TrustDomain: spiffeid.RequireTrustDomainFromString("org-a.example"), Bundle: []*x509.Certificate{ca}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func keys(t *testing.T) (note.Signer, note.Verifier) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, "org-a.example/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := note.NewSigner(skey)
+	v, _ := note.NewVerifier(vkey)
+	return s, v
+}
+
+func leafHex(b []byte) string { return hex.EncodeToString(rfc6962.DefaultHasher.HashLeaf(b)) }
+
+// verifyAgainst runs mandate audit chain ID --verify against c, the log
+// key v, and returns its error and output.
+func verifyAgainst(t *testing.T, c *client.Client, v note.Verifier, id string, asJSON bool) (error, string) {
+	t.Helper()
+	var out bytes.Buffer
+	err := auditChain(context.Background(), &auditFlags{verify: true, asJSON: asJSON}, c, v, []string{id}, &out)
+	return err, out.String()
+}
+
+// TestAuditChainHostileLog: an auditor verifies a chain without trusting
+// the authority that serves it. A log that says what an honest one says
+// verifies; one that invents another trust domain's agent's act, backs a
+// signature with another certificate's entry, shows two histories,
+// widens a parent's scopes, or serves another log's checkpoint does not.
+func TestAuditChainHostileLog(t *testing.T) {
+	s, v := keys(t)
+	root := hopSpec{id: "d1", delegator: tdA + "/agent/a", delegatee: tdA + "/agent/b", principal: "alice", scopes: []string{"read"}, depth: 1}
+	childOf := func(l *rlog, r uint64, scopes ...string) hopSpec {
+		return hopSpec{id: "d2", delegator: tdA + "/agent/b", delegatee: tdA + "/agent/c", principal: "alice", scopes: scopes, depth: 2,
+			parent: "d1", parentLink: &authority.LogLink{LogIndex: r, LeafHash: leafHex(l.entries[r])}}
+	}
+	chainOf := func(l *rlog, hops ...hopSpec) func() any {
+		return func() any {
+			var out []any
+			for i, h := range hops {
+				out = append(out, hopAnswer(h, l.proven(uint64(2*i+1))))
+			}
+			return map[string]any{"hops": out}
+		}
+	}
+
+	t.Run("an honest log", func(t *testing.T) {
+		l := newRlog(t, s, "org-a.example/audit")
+		r := l.logHop(root, 0x10)
+		child := childOf(l, r, "read")
+		l.logHop(child, 0x11)
+		if err, out := verifyAgainst(t, fakeAuthority(t, chainOf(l, root, child), l.proven), v, "d2", false); err != nil {
+			t.Fatalf("verify: %v\n%s", err, out)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		make func(t *testing.T) (*client.Client, string)
+		want string
+	}{
+		{"another trust domain's agent delegating", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			h := hopSpec{id: "d1", delegator: "spiffe://org-b.example/agent/bob", delegatee: tdA + "/agent/mallory", principal: "alice@org-b",
+				scopes: []string{"payments.write"}, depth: 1}
+			l.logHop(h, 0x77)
+			return fakeAuthority(t, chainOf(l, h), l.proven), "d1"
+		}, "a delegator of another trust domain"},
+		{"a signature backed by another certificate's entry", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			_, genuine := selfSVID(t, root.delegator, 0x10) // same serial, another key
+			l.logHop(root, 0x10, genuine[0])
+			return fakeAuthority(t, chainOf(l, root), l.proven), "d1"
+		}, "does not record issuing"},
+		{"two histories", func(t *testing.T) (*client.Client, string) {
+			l1 := newRlog(t, s, "org-a.example/audit")
+			r := l1.logHop(root, 0x10)
+			child := childOf(l1, r, "read")
+			l2 := newRlog(t, s, "org-a.example/audit")
+			l2.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem}))
+			l2.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem, Subject: "x"}))
+			c2 := l2.logHop(child, 0x11)
+			for l1.tree.Size() < l2.tree.Size() {
+				l1.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "filler", Actor: audit.ActorSystem}))
+			}
+			return fakeAuthority(t, func() any {
+				return map[string]any{"hops": []any{hopAnswer(root, l1.proven(r)), hopAnswer(child, l2.proven(c2))}}
+			}, func(i uint64) map[string]any {
+				if i == 2 { // d2's SVID entry, in the second history
+					return l2.proven(i)
+				}
+				return l1.proven(i)
+			}), "d2"
+		}, "two roots for size"},
+		{"a child wider than its parent", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			r := l.logHop(root, 0x20)
+			child := childOf(l, r, "admin", "read")
+			l.logHop(child, 0x21)
+			return fakeAuthority(t, chainOf(l, root, child), l.proven), "d2"
+		}, `the scope "admin"`},
+		{"another log's checkpoint", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			i := l.logHop(root, 0x30)
+			return fakeAuthority(t, func() any {
+				p := l.proven(i)
+				p["checkpoint"] = l.checkpoint("some-other-log.example/audit")
+				return map[string]any{"hops": []any{hopAnswer(root, p)}}
+			}, l.proven), "d1"
+		}, "checkpoint of the log"},
+		{"a leaf hash the entry does not have", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			i := l.logHop(root, 0x30)
+			return fakeAuthority(t, func() any {
+				p := l.proven(i)
+				p["leaf_hash"] = strings.Repeat("ab", 32)
+				return map[string]any{"hops": []any{hopAnswer(root, p)}}
+			}, l.proven), "d1"
+		}, "tree size or leaf hash"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, id := tc.make(t)
+			if err, out := verifyAgainst(t, c, v, id, true); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("verify = %v, want %q\n%s", err, tc.want, out)
+			}
+		})
+	}
+}
