@@ -606,6 +606,8 @@ func TestDelegationTokensAreNotSVIDs(t *testing.T) {
 		"a SPIFFE ID as principal":      {delegatee: b, scopes: []string{"calendar:read"}, principal: "spiffe://org-a.example/agent/admin-bot"},
 		"the trust domain as delegatee": {delegateeID: "spiffe://org-a.example", scopes: []string{"calendar:read"}, principal: "alice"},
 		"a node as delegatee":           {delegateeID: "spiffe://org-a.example/node/join/x", scopes: []string{"calendar:read"}, principal: "alice"},
+		"an agent never registered":     {delegateeID: "spiffe://org-a.example/agent/never-registered", scopes: []string{"calendar:read"}, principal: "alice"},
+		"a scope with a Unicode space":  {delegatee: b, scopes: []string{"calendar:read\u00a0mail:send"}, principal: "alice"},
 	} {
 		if _, p := e.delegate(a, r); p == nil || p.Name() != "invalid-request" {
 			t.Errorf("%s: %+v", name, p)
@@ -669,5 +671,21 @@ func TestRevokingAPartyAboveReachesHopsIssuedHere(t *testing.T) {
 	if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[1].ID+"/status", nil, &st); err != nil ||
 		st["status"] != "revoked" || st["reason"] != "compromised" {
 		t.Fatalf("status of org-a's hop below the revoked party's: %v %v", st, err)
+	}
+}
+
+// TestDelegateeMustBeAnAgent: an administrator or auditor of this trust
+// domain, whatever its path, is not a delegatee.
+func TestDelegateeMustBeAnAgent(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.Admins = []string{"spiffe://org-a.example/agent/ops"}
+		c.Audit.Auditors = []string{"spiffe://org-a.example/agent/aud"}
+	})
+	a := e.agentWithScopes("planner", "calendar:read")
+	node := e.joinNode()
+	for _, id := range []string{e.registerAgent("ops", node.id), e.registerAgent("aud", node.id)} { // registered, too
+		if _, p := e.delegate(a, delegateReq{delegateeID: id, scopes: []string{"calendar:read"}, principal: "alice"}); p == nil || p.Name() != "invalid-request" {
+			t.Errorf("delegating to %s: %+v, want invalid-request", id, p)
+		}
 	}
 }

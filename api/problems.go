@@ -65,6 +65,7 @@ var problemTable = []problemKind{
 	{attest.ErrPCRPolicy, http.StatusForbidden, "tpm-pcr-policy-mismatch", "PCR values match no allowed profile"},
 	{authority.ErrPolicyDenied, http.StatusForbidden, "policy-denied", "Denied by policy"},
 	{delegation.ErrMalformed, http.StatusBadRequest, "delegation-token-malformed", "Malformed delegation token"},
+	{delegation.ErrTooLarge, http.StatusBadRequest, "delegation-chain-too-long", "Delegation chain too long for a token"},
 	{delegation.ErrUntrustedIssuer, http.StatusForbidden, "delegation-issuer-untrusted", "Delegation issuer not trusted"},
 	{delegation.ErrSignature, http.StatusForbidden, "delegation-signature-invalid", "Delegation token signature invalid"},
 	{delegation.ErrExpired, http.StatusForbidden, "delegation-expired", "Delegation expired"},

@@ -151,7 +151,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 			errors.Is(err, delegation.ErrExpired), errors.Is(err, delegation.ErrNotHolder), errors.Is(err, delegation.ErrChain),
 			errors.Is(err, delegation.ErrAudience), errors.Is(err, authority.ErrDelegationRevoked):
 			code = "invalid_grant"
-		case errors.Is(err, authority.ErrInvalidRequest), errors.Is(err, delegation.ErrDelegatorSignature):
+		case errors.Is(err, authority.ErrInvalidRequest), errors.Is(err, delegation.ErrDelegatorSignature), errors.Is(err, delegation.ErrTooLarge):
 		default:
 			writeError(w, r, s.log, err) // the server's own fault, or unavailable
 			return

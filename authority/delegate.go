@@ -185,6 +185,10 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if delegatee.TrustDomain() == a.td {
 		delegateeReg = a.agentOf(ctx, delegatee)
 	}
+	if delegatee.TrustDomain() == a.td && (delegateeReg == nil || a.RoleOf(delegatee) != RoleAgent) {
+		// Not an administrator or auditor either, whatever its path.
+		return nil, fmt.Errorf("%w: delegatee %s is not a registered agent of this trust domain", ErrInvalidRequest, delegatee)
+	}
 	if delegateeHost == nil && delegatee.TrustDomain() == a.td {
 		// No SVID given: the weakest node the delegatee may run on.
 		delegateeHost = a.registeredHostFacts(ctx, delegateeReg)
@@ -345,7 +349,7 @@ func checkDelegationInput(req DelegateRequest) error {
 		return fmt.Errorf("%w: a scope is named twice", ErrInvalidRequest)
 	}
 	for _, s := range req.Scopes {
-		if s == "" || len(s) > registry.MaxStringLen || containsSpace(s) || !delegation.IsText(s) {
+		if !registry.ValidScope(s) {
 			return fmt.Errorf("%w: a scope is 1 to %d bytes of UTF-8 text without spaces", ErrInvalidRequest, registry.MaxStringLen)
 		}
 	}
@@ -383,15 +387,6 @@ func (a *Authority) registeredHostFacts(ctx context.Context, ag *registry.Agent)
 		}
 	}
 	return map[string]any{"level": level}
-}
-
-func containsSpace(s string) bool {
-	for _, r := range s {
-		if r == ' ' || r == '\t' || r == '\n' || r == '\r' {
-			return true
-		}
-	}
-	return false
 }
 
 // clip bounds what a refusal record keeps of a caller's string.
@@ -514,7 +509,15 @@ func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Cl
 			if err != nil {
 				return err
 			}
-			out[hopRef{Issuer: c.Issuer, ID: c.ID}.key()] = !rec.RevokedAt.IsZero()
+			// A hop made on a revoked node holds no longer, marked or
+			// not (a cascade that stopped at its bound leaves some).
+			revoked := !rec.RevokedAt.IsZero()
+			if !revoked && rec.DelegatorHost != "" {
+				if revoked, err = delegation.IDRevoked(tx, rec.DelegatorHost); err != nil {
+					return err
+				}
+			}
+			out[hopRef{Issuer: c.Issuer, ID: c.ID}.key()] = revoked
 		}
 		return nil
 	})
@@ -733,6 +736,15 @@ func revokedInTx(tx store.Tx, self string, rec *delegation.Record) (string, erro
 		}
 		if !r.RevokedAt.IsZero() {
 			return "the hop " + an.ID + " above it was revoked", nil
+		}
+		if r.DelegatorHost != "" {
+			revoked, err := delegation.IDRevoked(tx, r.DelegatorHost)
+			if err != nil {
+				return "", err
+			}
+			if revoked {
+				return "the hop " + an.ID + " above it was made on " + r.DelegatorHost + ", which was revoked", nil
+			}
 		}
 	}
 	for _, p := range parties {

@@ -168,16 +168,8 @@ func TestRevokePreviewIsRevoke(t *testing.T) {
 // mark (it stopped at its bound) but whose delegator is revoked here is
 // answered revoked, and marked so then.
 func TestStatusFindsRevokedParties(t *testing.T) {
-	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
-	cfg.SetDefaults()
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; a.Close() })
+	a := startAuthority(t)
+	ctx := t.Context()
 	self := a.td.IDString()
 	rec := &delegation.Record{ID: "h1", Issuer: self, Delegator: self + "/agent/m", Delegatee: self + "/agent/w", ExpiresAt: time.Now().Add(time.Hour)}
 	if err := a.store.Update(ctx, func(tx store.Tx) error { return delegation.Put(tx, rec) }); err != nil {
@@ -194,5 +186,55 @@ func TestStatusFindsRevokedParties(t *testing.T) {
 	got, status, err := a.DelegationStatus(ctx, "h1")
 	if err != nil || status != delegation.StatusRevoked || !strings.Contains(got.Reason, "agent/m was revoked") {
 		t.Fatalf("DelegationStatus = %q (%+v), %v; want revoked, its delegator named", status, got, err)
+	}
+}
+
+// startAuthority is a running authority of org-a.example in a temporary
+// directory, stopped when the test ends.
+func startAuthority(t *testing.T) *Authority {
+	t.Helper()
+	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := New(ctx, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; a.Close() })
+	return a
+}
+
+// TestNodeRevocationLeftBehind: a hop made on a revoked node that the
+// node's cascade did not mark (it stopped at its bound) is not extended,
+// and a hop below it is answered revoked.
+func TestNodeRevocationLeftBehind(t *testing.T) {
+	a := startAuthority(t)
+	ctx := t.Context()
+	self := a.td.IDString()
+	node := self + "/node/n"
+	h1 := &delegation.Record{ID: "h1", Issuer: self, Delegator: self + "/agent/m", Delegatee: self + "/agent/w", DelegatorHost: node, ExpiresAt: time.Now().Add(time.Hour)}
+	h2 := &delegation.Record{ID: "h2", Issuer: self, ParentID: "h1", ParentIssuer: self, Delegator: self + "/agent/w", Delegatee: self + "/agent/z",
+		DelegatorHost: self + "/node/other", ExpiresAt: time.Now().Add(time.Hour),
+		Ancestors: []delegation.Ancestor{{ID: "h1", Issuer: self, Delegator: self + "/agent/m", Delegatee: self + "/agent/w"}}}
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		if err := delegation.Put(tx, h1); err != nil {
+			return err
+		}
+		if err := delegation.Put(tx, h2); err != nil {
+			return err
+		}
+		return tx.Put(delegation.BucketRevokedIDs, []byte(node), []byte(`{}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	chain := []*delegation.Claims{{Issuer: self, ID: "h1", Hop: delegation.Hop{Delegator: self + "/agent/m", Delegatee: self + "/agent/w"}}}
+	revoked, err := a.chainRevocations(ctx, chain, self+"/agent/w", self+"/agent/z", self+"/node/other")
+	if err != nil || !revoked[hopRef{Issuer: self, ID: "h1"}.key()] {
+		t.Fatalf("chainRevocations = %v, %v; want h1 revoked (made on the revoked node)", revoked, err)
+	}
+	if rec, status, err := a.DelegationStatus(ctx, "h2"); err != nil || status != delegation.StatusRevoked || !strings.Contains(rec.Reason, "node/n") {
+		t.Fatalf("DelegationStatus(h2) = %q (%+v), %v; want revoked, naming the node", status, rec, err)
 	}
 }

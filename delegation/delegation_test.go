@@ -107,6 +107,17 @@ func (o *org) SignJWT(_ context.Context, typ string, claims any, _ time.Time) (s
 // for a root with principal).
 func hop(t testing.TB, o *org, from, to agent, scopes []string, parent *delegation.Parent, parentClaims *delegation.Claims, mutate ...func(*delegation.Claims)) (string, *delegation.Claims) {
 	t.Helper()
+	c := hopClaims(t, o, from, to, scopes, parent, parentClaims, mutate...)
+	tok, err := delegation.Issue(context.Background(), o, c)
+	if err != nil {
+		t.Fatalf("Issue: %v", err)
+	}
+	return tok, c
+}
+
+// hopClaims are the claims hop issues, signed by the delegator.
+func hopClaims(t testing.TB, o *org, from, to agent, scopes []string, parent *delegation.Parent, parentClaims *delegation.Claims, mutate ...func(*delegation.Claims)) *delegation.Claims {
+	t.Helper()
 	now := time.Now()
 	c := &delegation.Claims{Issuer: o.td.IDString(), Subject: "alice@example.com", Audience: []string{to.id.String()},
 		IssuedAt: now.Unix(), Expiry: now.Add(10 * time.Minute).Unix(), ID: "d-" + strings.ReplaceAll(to.id.Path(), "/", "_") + "-" + o.td.Name(),
@@ -134,11 +145,7 @@ func hop(t testing.TB, o *org, from, to agent, scopes []string, parent *delegati
 	if c.Hop.DelegatorSignature == "" {
 		c.Hop.DelegatorSignature = sig
 	}
-	tok, err := delegation.Issue(context.Background(), o, c)
-	if err != nil {
-		t.Fatalf("Issue: %v", err)
-	}
-	return tok, c
+	return c
 }
 
 func parentOf(tok string, c *delegation.Claims) *delegation.Parent {
@@ -550,6 +557,42 @@ func TestDelegatorSignatureAfterItsCAExpired(t *testing.T) {
 	}
 	if err := delegation.CheckStatementSignature(sig, st, set, now.Add(45*time.Minute)); !errors.Is(err, delegation.ErrDelegatorSignature) {
 		t.Fatalf("after the CA expired, the leaf still valid: %v", err)
+	}
+}
+
+// TestClaimsReadAsEncodingJSON: a claim name is matched as encoding/json
+// matches it (strings.EqualFold): one that differs by more than case is
+// another claim, ignored, not a second spelling of it.
+func TestClaimsReadAsEncodingJSON(t *testing.T) {
+	w := newWorld(t)
+	good, c1 := hop(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil)
+	payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(good, ".")[1])
+	extra := json.RawMessage(`{"j_t_i":"other","mandate-hop":{"depth":3},` + string(payload[1:]))
+	tok, _, err := w.orgA.SignJWT(context.Background(), delegation.JWTType, extra, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var std delegation.Claims
+	if err := json.Unmarshal(extra, &std); err != nil {
+		t.Fatal(err)
+	}
+	chain, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil || chain[0].ID != c1.ID || chain[0].ID != std.ID || chain[0].Hop.Depth != std.Hop.Depth {
+		t.Fatalf("Verify = %v, %v; want the claims encoding/json reads (jti %s, depth %d)", chain, err, std.ID, std.Hop.Depth)
+	}
+}
+
+// TestIssueRefusesATokenTooLarge: a hop whose token, its parent inside,
+// would be larger than a verifier reads is not issued.
+func TestIssueRefusesATokenTooLarge(t *testing.T) {
+	w := newWorld(t)
+	_, c1 := hop(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil)
+	for _, size := range []int{1 << 10, delegation.MaxTokenSize} {
+		c := hopClaims(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(strings.Repeat("x", size), c1), c1)
+		tok, err := delegation.Issue(context.Background(), w.orgB, c)
+		if tooLarge := size == delegation.MaxTokenSize; tooLarge != errors.Is(err, delegation.ErrTooLarge) || (err == nil) == tooLarge {
+			t.Errorf("a parent of %d bytes: Issue = %d bytes, %v", size, len(tok), err)
+		}
 	}
 }
 

@@ -198,7 +198,8 @@ type Signer interface {
 
 // Issue signs claims as a delegation token, after checking they are
 // well formed (an act chain that ends with the hop's actors, a depth
-// that follows the parent's).
+// that follows the parent's). A token larger than MaxTokenSize, which
+// no verifier reads, is ErrTooLarge.
 func Issue(ctx context.Context, s Signer, c *Claims) (string, error) {
 	if err := c.wellFormed(); err != nil {
 		return "", err
@@ -206,6 +207,9 @@ func Issue(ctx context.Context, s Signer, c *Claims) (string, error) {
 	tok, _, err := s.SignJWT(ctx, JWTType, c, time.Unix(c.Expiry, 0))
 	if err != nil {
 		return "", fmt.Errorf("delegation: sign: %w", err)
+	}
+	if len(tok) > MaxTokenSize {
+		return "", fmt.Errorf("%w: the token, its %d ancestors inside, is %d bytes; at most %d are read", ErrTooLarge, c.Hop.Depth-1, len(tok), MaxTokenSize)
 	}
 	return tok, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -28,6 +29,9 @@ var (
 	ErrNotHolder          = errors.New("delegation: presenter is not the token's holder")
 	ErrDelegatorSignature = errors.New("delegation: delegator signature invalid")
 	ErrChain              = errors.New("delegation: chain is inconsistent")
+	// ErrTooLarge is Issue's refusal of a hop whose token, its ancestors
+	// inside, would exceed MaxTokenSize: no verifier would read it.
+	ErrTooLarge = errors.New("delegation: chain too long for a token")
 )
 
 // Bundles gives the SPIFFE bundle of a trust domain: this authority's and
@@ -204,7 +208,8 @@ func verifyToken(token string, bundles Bundles) (c *Claims, roots [32]byte, err 
 }
 
 // claimsOf reads a token's claims as encoding/json reads them (names
-// matched without regard to case), except that a name that appears
+// matched without regard to case, as strings.EqualFold matches them:
+// "j_t_i" is not "jti"), except that a name that appears
 // twice, in any case, or a string that is not UTF-8 is refused: readers
 // that keep the first value and readers that keep the last would see
 // different claims. It uses encoding/json/v2 (the module
@@ -212,7 +217,7 @@ func verifyToken(token string, bundles Bundles) (c *Claims, roots [32]byte, err 
 // also reads a parent token inside the claims about four times faster.
 func claimsOf(payload []byte) (*Claims, error) {
 	c := new(Claims)
-	if err := jsonv2.Unmarshal(payload, c, jsonv2.MatchCaseInsensitiveNames(true)); err != nil {
+	if err := jsonv2.Unmarshal(payload, c, jsonv2.MatchCaseInsensitiveNames(true), jsonv1.MatchCaseSensitiveDelimiter(true)); err != nil {
 		return nil, err
 	}
 	return c, nil

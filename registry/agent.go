@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	json "github.com/go-json-experiment/json/v1"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -89,6 +91,11 @@ func (a *Agent) Validate(td spiffeid.TrustDomain) error {
 			return err
 		}
 	}
+	for _, s := range a.Scopes {
+		if !ValidScope(s) {
+			return fmt.Errorf("%w: scopes: %q: a scope is UTF-8 text without spaces (a token lists its scopes space-separated)", ErrInvalid, s)
+		}
+	}
 	if err := checkAccountability(a.Accountability); err != nil {
 		return err
 	}
@@ -143,6 +150,15 @@ func checkStrings(name string, list []string) error {
 		}
 	}
 	return nil
+}
+
+// ValidScope reports whether s can be a scope: 1 to MaxStringLen bytes
+// of UTF-8 text (no U+FFFD) without any Unicode space, since an OAuth
+// scope parameter, and a delegation token's scope claim, separate scopes
+// with spaces.
+func ValidScope(s string) bool {
+	return s != "" && len(s) <= MaxStringLen && utf8.ValidString(s) && !strings.ContainsRune(s, utf8.RuneError) &&
+		strings.IndexFunc(s, unicode.IsSpace) < 0
 }
 
 func checkAccountability(acc Accountability) error {
