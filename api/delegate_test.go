@@ -1,9 +1,12 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -687,5 +690,82 @@ func TestDelegateeMustBeAnAgent(t *testing.T) {
 		if _, p := e.delegate(a, delegateReq{delegateeID: id, scopes: []string{"calendar:read"}, principal: "alice"}); p == nil || p.Name() != "invalid-request" {
 			t.Errorf("delegating to %s: %+v, want invalid-request", id, p)
 		}
+	}
+}
+
+// slowProxy forwards TCP connections to target (https://host:port),
+// holding each chunk of the request for delay (TLS passes through: the
+// peer's SVID still authenticates it), and returns its https URL.
+func slowProxy(t *testing.T, target string, delay time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", strings.TrimPrefix(target, "https://"))
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() {
+					buf := make([]byte, 32<<10)
+					for {
+						n, err := c.Read(buf)
+						if n > 0 {
+							time.Sleep(delay)
+							_, _ = u.Write(buf[:n])
+						}
+						if err != nil {
+							return
+						}
+					}
+				}()
+				_, _ = io.Copy(c, u)
+			}()
+		}
+	}()
+	return "https://" + ln.Addr().String()
+}
+
+// TestStatusNotFailedByAnAbandonedRequest: the status endpoint asks a
+// hop's issuer once for every caller asking meanwhile; a public caller
+// that hangs up before the answer does not make it a failure (503) for
+// the next.
+func TestStatusNotFailedByAnAbandonedRequest(t *testing.T) {
+	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
+	orgB.federate(orgA)
+	orgA.federateVia(orgB, slowProxy(t, orgB.url, 150*time.Millisecond))
+	booker := orgB.agentWithScopes("booker", "calendar:read")
+	helper := orgA.agentWithScopes("helper")
+	worker := orgA.agentWithScopes("worker")
+	t1 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t1})
+	chain, err := delegation.Verify(t2, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func(timeout time.Duration) int {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, orgA.url+"/v1/delegations/"+chain[1].ID+"/status", nil)
+		resp, err := orgA.rawClient(nil, nil).Do(req)
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode
+	}
+	status(100 * time.Millisecond) // asks, and hangs up before org-b answers
+	if got := status(10 * time.Second); got != http.StatusOK {
+		t.Fatalf("status right after an abandoned request: %d, want 200 (org-b answers)", got)
 	}
 }

@@ -19,14 +19,17 @@ import (
 
 // federate makes e federate with peer over the https_spiffe profile,
 // bootstrapped with the peer's bundle.
-func (e *env) federate(peer *env) {
+func (e *env) federate(peer *env) { e.federateVia(peer, peer.url) }
+
+// federateVia is federate with the peer reached at base (a proxy).
+func (e *env) federateVia(peer *env, base string) {
 	e.t.Helper()
 	doc, err := peer.fetchBundle().Marshal()
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	_, err = e.admin.AddFederation(ctxT(e.t), &client.Federation{
-		TrustDomain: peer.td.String(), BundleEndpointURL: peer.url + "/v1/bundle", Profile: "https_spiffe", Bundle: doc,
+		TrustDomain: peer.td.String(), BundleEndpointURL: base + "/v1/bundle", Profile: "https_spiffe", Bundle: doc,
 	})
 	if err != nil {
 		e.t.Fatalf("AddFederation(%s) = %v", peer.td, err)

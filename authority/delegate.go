@@ -566,16 +566,27 @@ func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegatio
 	// here) durably, recorded as this authority's own revocation.
 	// Concurrent requests for the same hop share one check (and at most
 	// one revocation).
-	revoked, err, _ := a.remote.group.Do("hop "+id, func() (any, error) {
-		above, err := a.revokedAbove(ctx, rec)
+	// The shared check runs on its own time, not the first caller's: a
+	// public caller that hangs up does not fail it for the others.
+	ch := a.remote.group.DoChan("hop "+id, func() (any, error) {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*delegation.StatusTimeout)
+		defer cancel()
+		above, err := a.revokedAbove(sctx, rec)
 		if err != nil || above == "" {
 			return false, err
 		}
-		_, err = a.revoke(ctx, ServerID(a.td).String(), rec.ID, "", clip(above), false)
+		_, err = a.revoke(sctx, ServerID(a.td).String(), rec.ID, "", clip(above), false)
 		return true, err
 	})
-	if err != nil {
-		return nil, "", err
+	var revoked any
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, "", res.Err
+		}
+		revoked = res.Val
+	case <-ctx.Done():
+		return nil, "", fmt.Errorf("%w: %v", ErrStatusUnavailable, ctx.Err())
 	}
 	if !revoked.(bool) {
 		return rec, delegation.StatusActive, nil

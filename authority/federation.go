@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -252,6 +253,17 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation) (*Federati
 			a.fed.Remove(rel.TrustDomain)
 		}
 		return nil, err
+	}
+	// A fetch that finished before the record was written found no
+	// record (or the replaced one) to save into: what the manager holds
+	// now is stored, so that a restart does not go back to an older
+	// bundle.
+	if _, cur, ok := a.currentRelationship(rel.TrustDomain); ok && cur != nil {
+		if doc, err := cur.Marshal(); err == nil && !bytes.Equal(doc, f.Bundle) {
+			if err := a.saveFederatedBundle(context.WithoutCancel(ctx), rel.TrustDomain, cur); err != nil {
+				a.log.WarnContext(ctx, "store the fetched bundle of a new federation", "trust_domain", f.TrustDomain, "err", err)
+			}
+		}
 	}
 	a.policyGen.Add(1)
 	a.refreshBundles()

@@ -98,22 +98,33 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 			out[r] = h
 			continue
 		}
-		v, err, _ := a.remote.group.Do(r.key(), func() (any, error) {
+		// The fetch is shared by every caller asking meanwhile, and
+		// remembered: it runs on its own time, not the first caller's (a
+		// public caller that hangs up must not make the answer a failure
+		// for the others).
+		ch := a.remote.group.DoChan(r.key(), func() (any, error) {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*delegation.StatusTimeout)
+			defer cancel()
 			select {
 			case a.remote.sem <- struct{}{}:
 				defer func() { <-a.remote.sem }()
-			case <-ctx.Done():
-				return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, ctx.Err())
+			case <-fctx.Done():
+				return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, fctx.Err())
 			}
 			asked := a.now()
-			h, err := a.fetchStatus(ctx, td, f, r.ID)
+			h, err := a.fetchStatus(fctx, td, f, r.ID)
 			a.remote.put(r, h, err, asked)
 			return h, err
 		})
-		if err != nil {
-			return nil, err
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				return nil, res.Err
+			}
+			out[r] = res.Val.(remoteHop)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", ErrStatusUnavailable, ctx.Err())
 		}
-		out[r] = v.(remoteHop)
 	}
 	return out, nil
 }

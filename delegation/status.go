@@ -35,11 +35,12 @@ type StatusAnswer struct {
 
 // NewStatusClient is the HTTP client FetchStatus asks an issuer with: its
 // server must present an X509-SVID of server (spiffe://<td>/mandate/server
-// of the hop's issuer) valid in bundles; redirects are not followed. Keep
-// one per issuer: its connections are reused.
+// of the hop's issuer) valid in bundles when the request is made (no
+// connection is kept: one made under a root since removed from bundles
+// is never used again); redirects are not followed.
 func NewStatusClient(bundles x509bundle.Source, server spiffeid.ID) *http.Client {
 	return &http.Client{Timeout: StatusTimeout,
-		Transport:     &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server)), MaxIdleConnsPerHost: 4},
+		Transport:     &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server)), DisableKeepAlives: true},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 

@@ -1,0 +1,78 @@
+package delegation_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/delegation"
+)
+
+func statusTestCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "root"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+		URIs: []*url.URL{{Scheme: "spiffe", Host: "org-b.example"}}}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, k
+}
+
+// TestStatusClientChecksEveryConnection: once org-b's root leaves the
+// bundle (say, it was compromised), a status client no longer believes
+// a server it connected to under that root, not even over a connection
+// it already has.
+func TestStatusClientChecksEveryConnection(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("org-b.example")
+	server := spiffeid.RequireFromPath(td, "/mandate/server")
+	oldRoot, oldKey := statusTestCA(t)
+	newRoot, _ := statusTestCA(t)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(server.String())
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, oldRoot, leafKey.Public(), oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		idx := uint64(1)
+		json.NewEncoder(w).Encode(delegation.StatusAnswer{ID: "hop1", Status: delegation.StatusActive, LogIndex: &idx, LeafHash: "00"})
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}}
+	srv.StartTLS()
+	defer srv.Close()
+
+	bundle := x509bundle.New(td)
+	bundle.AddX509Authority(oldRoot)
+	hc := delegation.NewStatusClient(bundle, server)
+	if _, err := delegation.FetchStatus(context.Background(), hc, srv.URL, "hop1"); err != nil {
+		t.Fatalf("first FetchStatus = %v", err)
+	}
+	// org-b rotates: the old root leaves the bundle.
+	bundle.SetX509Authorities([]*x509.Certificate{newRoot})
+	if st, err := delegation.FetchStatus(context.Background(), hc, srv.URL, "hop1"); err == nil {
+		t.Errorf("FetchStatus after the server's root left the bundle = %q, want a refused connection", st.Status)
+	}
+	// A fresh client refuses it, as it should.
+	if _, err := delegation.FetchStatus(context.Background(), delegation.NewStatusClient(bundle, server), srv.URL, "hop1"); err == nil {
+		t.Error("fresh client accepted")
+	}
+}
