@@ -738,12 +738,12 @@ func revokedInTx(tx store.Tx, self string, rec *delegation.Record) (string, erro
 		if an.Issuer != self {
 			continue
 		}
+		// A hop above issued here has its record here (the flow refuses
+		// a chain claiming otherwise): one missing is not "holds", and
+		// not this hop's "not found" either (%v: the store is at fault).
 		r, err := delegation.Get(tx, an.ID)
-		if errors.Is(err, delegation.ErrNotFound) {
-			continue // the flow found it; nothing here to cascade from
-		}
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("the hop %s above it: %v", an.ID, err)
 		}
 		if !r.RevokedAt.IsZero() {
 			return "the hop " + an.ID + " above it was revoked", nil

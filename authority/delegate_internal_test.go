@@ -238,3 +238,18 @@ func TestNodeRevocationLeftBehind(t *testing.T) {
 		t.Fatalf("DelegationStatus(h2) = %q (%+v), %v; want revoked, naming the node", status, rec, err)
 	}
 }
+
+// TestStatusOfAHopBelowAMissingRecord: a hop whose hop above, issued
+// here, has no record here is not answered active.
+func TestStatusOfAHopBelowAMissingRecord(t *testing.T) {
+	a := startAuthority(t)
+	self := a.td.IDString()
+	rec := &delegation.Record{ID: "h2", Issuer: self, ParentID: "gone", ParentIssuer: self, Delegator: self + "/agent/w", Delegatee: self + "/agent/z",
+		ExpiresAt: time.Now().Add(time.Hour), Ancestors: []delegation.Ancestor{{ID: "gone", Issuer: self, Delegator: self + "/agent/m", Delegatee: self + "/agent/w"}}}
+	if err := a.store.Update(t.Context(), func(tx store.Tx) error { return delegation.Put(tx, rec) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, status, err := a.DelegationStatus(t.Context(), "h2"); err == nil {
+		t.Fatalf("DelegationStatus = %q, want an error", status)
+	}
+}

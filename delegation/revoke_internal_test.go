@@ -19,11 +19,7 @@ func TestRevokeCascadeBounds(t *testing.T) {
 	const self = "spiffe://org-a.example"
 	defer func(n int) { maxRevoke = n }(maxRevoke)
 	maxRevoke = 3
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openTestStore(t)
 	ctx := context.Background()
 	now := time.Now()
 	rec := func(id, parent string, exp time.Time, revoked bool) *Record {
@@ -120,4 +116,48 @@ func TestRevokeCascadeBounds(t *testing.T) {
 	if !slices.Equal(revoked, []string{"under-a"}) {
 		t.Fatalf("RevokeID of a party above = %v, want [under-a]", revoked)
 	}
+}
+
+// TestRevokeReadBound: a cascade stops after maxRevokeRead records,
+// those it passes over included, and says so.
+func TestRevokeReadBound(t *testing.T) {
+	const self = "spiffe://org-a.example"
+	defer func(n int) { maxRevokeRead = n }(maxRevokeRead)
+	maxRevokeRead = 4
+	st := openTestStore(t)
+	now := time.Now()
+	if err := st.Update(t.Context(), func(tx store.Tx) error {
+		if err := Put(tx, &Record{ID: "root", Issuer: self, ExpiresAt: now.Add(time.Hour)}); err != nil {
+			return err
+		}
+		for _, id := range []string{"e1", "e2", "e3", "e4", "e5"} {
+			if err := Put(tx, &Record{ID: id, Issuer: self, ParentID: "root", ParentIssuer: self, ExpiresAt: now.Add(-time.Second)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.View(t.Context(), func(tx store.Tx) error {
+		ids, more, err := RevokePreview(tx, "root", now)
+		if err != nil || !slices.Equal(ids, []string{"root"}) || !more {
+			t.Errorf("RevokePreview = %v, more %v, %v; want [root], more", ids, more, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openTestStore is a bbolt store in a temporary directory, closed when
+// the test ends.
+func openTestStore(t *testing.T) *bolt.Store {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

@@ -147,9 +147,10 @@ func childKey(parentIss, parentID, child string) []byte {
 	return []byte(parentIss + " " + parentID + "/" + child)
 }
 
-// maxRevoke bounds what one revocation marks revoked (a variable for
+// maxRevoke bounds what one revocation marks revoked, and maxRevokeRead
+// the records it reads, those it passes over included (variables for
 // tests).
-var maxRevoke = 100000
+var maxRevoke, maxRevokeRead = 100000, 400000
 
 // Get returns the record of a delegation this authority issued.
 func Get(tx store.Tx, id string) (*Record, error) {
@@ -178,7 +179,8 @@ func Get(tx store.Tx, id string) (*Record, error) {
 // The cascade passes over hops already revoked (everything below one was
 // revoked with it, or is born revoked), and over hops expired at now
 // (everything below one has expired too). It marks at most maxRevoke
-// hops; more reports that it stopped there. The hops left are revoked
+// hops and reads at most maxRevokeRead records; more reports that it
+// stopped at either bound. The hops left are revoked
 // all the same: a hop's status and every extension of a chain check the
 // hops above it, and a hop found below a revoked one is marked then.
 func Revoke(tx store.Tx, id, by, reason string, now time.Time) (ids []string, more bool, err error) {
@@ -203,7 +205,10 @@ func revokeWalk(tx store.Tx, roots []string, now time.Time, revoke func(*Record)
 	for _, id := range roots {
 		seen[id] = true
 	}
-	for len(queue) > 0 {
+	for read := 0; len(queue) > 0; read++ {
+		if read == maxRevokeRead {
+			return revoked, true, nil
+		}
 		cur := queue[0]
 		queue = queue[1:]
 		r, err := Get(tx, cur)

@@ -40,13 +40,16 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
   check-proof FILE           verify an offline proof (no server needed) and
                              print its entry
   chain ID [--verify] [--peer TD=https://HOST:PORT,ROOTS.pem,LOG.vkey ...]
+           [--serial-only-svids]
                              the accountability chain of a delegation: every
                              hop from the principal down, each proven in its
                              issuer's log (other authorities' logs followed
                              with --peer), its links to the hop above, and
                              each delegator's signature (by the SVID whose
-                             issuance that log proves), with the decision
-                             and the accountable parties of each hop
+                             issuance, serial and SHA-256, that log proves
+                             before the hop), with the decision and the
+                             accountable parties of each hop; the
+                             checkpoints each log showed must agree
   verify [--full]            check the checkpoint's signature and that it is
                              consistent with the last one this auditor saw
                              (kept in --state); fails loudly on a fork.
@@ -65,6 +68,7 @@ type auditFlags struct {
 	dataDir, vkey, state string
 	out                  string
 	asJSON, full, verify bool
+	serialOnly           bool
 	peers                stringList
 	n                    int
 	q                    struct {
@@ -102,6 +106,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.out, "out", "", "prove: write the proof to this file instead of standard output")
 	fs.BoolVar(&f.full, "full", false, "verify: also download every entry, check each against the checkpoint and recompute the root")
 	fs.BoolVar(&f.verify, "verify", false, "chain: fail unless every hop is proven in its issuer's log")
+	fs.BoolVar(&f.serialOnly, "serial-only-svids", false, "chain: accept a delegator's svid.issued entry that names the certificate's serial but not its SHA-256 (logged by an authority before it recorded it), and say so for the hop")
 	fs.Var(&f.peers, "peer", "chain: another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {

@@ -74,7 +74,7 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 			if err := verifyHop(h, v, c.TrustDomain().IDString(), views.of(v, c)); err != nil {
 				return err
 			}
-			if err := verifySigner(ctx, h, c, v, views.of(v, c)); err != nil {
+			if err := verifySigner(ctx, h, c, v, views.of(v, c), f.serialOnly); err != nil {
 				return err
 			}
 		case h.LogURL != "":
@@ -171,7 +171,11 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string, seen func(*log.Check
 // same log (proven against a checkpoint signed with v, asked of c, the
 // hop's issuer) for the delegator, with that certificate's serial and
 // SHA-256. No CA roots are needed: the log vouches for the SVID.
-func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Verifier, seen func(*log.Checkpoint)) error {
+//
+// With serialOnly, an svid.issued entry without certificate_sha256 (as
+// logged before Mandate recorded it) is accepted by serial alone, and
+// the hop says so.
+func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Verifier, seen func(*log.Checkpoint), serialOnly bool) error {
 	if h.signature == "" || h.signerSVID == nil {
 		return fmt.Errorf("hop %s: its entry has no delegator signature", h.ID)
 	}
@@ -202,12 +206,15 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 			SHA256 string `json:"certificate_sha256"`
 		} `json:"details"`
 	}
-	if json.Unmarshal(p.entry, &e) != nil || e.Type != "svid.issued" || e.Subject != h.Delegator || e.Details.Kind != "x509" ||
-		e.Details.Serial != serial || e.Details.SHA256 != authority.CertificateSHA256(cert) {
-		return fmt.Errorf("hop %s: log entry %d does not record issuing the X509-SVID %s (SHA-256 %s) to %s",
-			h.ID, h.signerSVID.LogIndex, serial, authority.CertificateSHA256(cert), h.Delegator)
+	sum, legacy := authority.CertificateSHA256(cert), ""
+	if json.Unmarshal(p.entry, &e) == nil && e.Details.SHA256 == "" && serialOnly {
+		e.Details.SHA256, legacy = sum, " (the entry names its serial only)"
 	}
-	h.signedBy = fmt.Sprintf("signed by the delegator's X509-SVID %s, issued in entry %d", serial, h.signerSVID.LogIndex)
+	if e.Type != "svid.issued" || e.Subject != h.Delegator || e.Details.Kind != "x509" || e.Details.Serial != serial || e.Details.SHA256 != sum {
+		return fmt.Errorf("hop %s: log entry %d does not record issuing the X509-SVID %s (SHA-256 %s) to %s",
+			h.ID, h.signerSVID.LogIndex, serial, sum, h.Delegator)
+	}
+	h.signedBy = fmt.Sprintf("signed by the delegator's X509-SVID %s, issued in entry %d%s", serial, h.signerSVID.LogIndex, legacy)
 	return nil
 }
 
@@ -252,8 +259,8 @@ func checkLinks(hops []chainHop, id string) error {
 	return nil
 }
 
-// logViews are the checkpoints each log (by its key's name) showed
-// during one run, and where to ask it for consistency proofs.
+// logViews are the checkpoints each log (by its key: name and hash)
+// showed during one run, and where to ask it for consistency proofs.
 type logViews struct {
 	seen    map[string][]*log.Checkpoint
 	clients map[string]*client.Client
@@ -266,9 +273,10 @@ func newLogViews() *logViews {
 // of records the checkpoints a log, verified with v and asked through c,
 // shows.
 func (lv *logViews) of(v note.Verifier, c *client.Client) func(*log.Checkpoint) {
+	key := fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())
 	return func(cp *log.Checkpoint) {
-		lv.seen[v.Name()] = append(lv.seen[v.Name()], cp)
-		lv.clients[v.Name()] = c
+		lv.seen[key] = append(lv.seen[key], cp)
+		lv.clients[key] = c
 	}
 }
 
@@ -378,7 +386,7 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 		if err := verifyHop(t, p.vkey, h.Issuer, views.of(p.vkey, c)); err != nil {
 			return err
 		}
-		if err := verifySigner(ctx, t, c, p.vkey, views.of(p.vkey, c)); err != nil {
+		if err := verifySigner(ctx, t, c, p.vkey, views.of(p.vkey, c), f.serialOnly); err != nil {
 			return err
 		}
 		*h = *t

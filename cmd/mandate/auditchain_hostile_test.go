@@ -38,11 +38,12 @@ const tdA = "spiffe://org-a.example"
 // the log key and writes whatever it likes, signing every checkpoint
 // with the key the auditor was given.
 type rlog struct {
-	t       *testing.T
-	tree    *testonly.Tree
-	entries [][]byte
-	signer  note.Signer
-	origin  string
+	t          *testing.T
+	serialOnly bool // svid.issued entries without certificate_sha256, as older authorities log them
+	tree       *testonly.Tree
+	entries    [][]byte
+	signer     note.Signer
+	origin     string
 }
 
 func newRlog(t *testing.T, s note.Signer, origin string) *rlog {
@@ -112,8 +113,12 @@ func (l *rlog) logHop(h hopSpec, serial int64, reuse ...*x509.Certificate) uint6
 	if len(reuse) > 0 {
 		logged = reuse[0]
 	}
+	details := fmt.Sprintf(`{"kind":"x509","serial":%q,"certificate_sha256":%q}`, logged.SerialNumber.Text(16), authority.CertificateSHA256(logged))
+	if l.serialOnly {
+		details = fmt.Sprintf(`{"kind":"x509","serial":%q}`, logged.SerialNumber.Text(16))
+	}
 	svidIdx := l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "svid.issued", Actor: audit.ActorSystem, Subject: h.delegator,
-		Details: json.RawMessage(fmt.Sprintf(`{"kind":"x509","serial":%q,"certificate_sha256":%q}`, logged.SerialNumber.Text(16), authority.CertificateSHA256(logged)))}))
+		Details: json.RawMessage(details)}))
 	st := delegation.Statement{Delegator: h.delegator, Delegatee: h.delegatee, Principal: h.principal, Scopes: h.scopes, Purpose: "p"}
 	if h.parent != "" {
 		st.Parent, st.ParentIssuer = h.parent, tdA
@@ -200,11 +205,30 @@ func leafHex(b []byte) string { return hex.EncodeToString(rfc6962.DefaultHasher.
 
 // verifyAgainst runs mandate audit chain ID --verify against c, the log
 // key v, and returns its error and output.
-func verifyAgainst(t *testing.T, c *client.Client, v note.Verifier, id string, asJSON bool) (error, string) {
+func verifyAgainst(t *testing.T, c *client.Client, v note.Verifier, id string, asJSON bool, serialOnly ...bool) (error, string) {
 	t.Helper()
 	var out bytes.Buffer
-	err := auditChain(context.Background(), &auditFlags{verify: true, asJSON: asJSON}, c, v, []string{id}, &out)
+	err := auditChain(context.Background(), &auditFlags{verify: true, asJSON: asJSON, serialOnly: len(serialOnly) > 0 && serialOnly[0]}, c, v, []string{id}, &out)
 	return err, out.String()
+}
+
+// TestAuditChainSerialOnlySVIDEntries: a log whose svid.issued entries
+// name the serial only (as authorities logged them before they recorded
+// the certificate's SHA-256) is refused, unless --serial-only-svids
+// accepts it, and then the hop says so.
+func TestAuditChainSerialOnlySVIDEntries(t *testing.T) {
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	l.serialOnly = true
+	h := hopSpec{id: "d1", delegator: tdA + "/agent/a", delegatee: tdA + "/agent/b", principal: "alice", scopes: []string{"read"}, depth: 1}
+	i := l.logHop(h, 0x40)
+	c := fakeAuthority(t, func() any { return map[string]any{"hops": []any{hopAnswer(h, l.proven(i))}} }, l.proven)
+	if err, _ := verifyAgainst(t, c, v, "d1", false); err == nil || !strings.Contains(err.Error(), "does not record issuing") {
+		t.Fatalf("verify = %v, want refused", err)
+	}
+	if err, out := verifyAgainst(t, c, v, "d1", false, true); err != nil || !strings.Contains(out, "names its serial only") {
+		t.Fatalf("verify --serial-only-svids = %v\n%s", err, out)
+	}
 }
 
 // TestAuditChainHostileLog: an auditor verifies a chain without trusting

@@ -131,7 +131,7 @@ func TestVerifySignerRefuses(t *testing.T) {
 		{"an SVID logged after the hop", func() *chainHop { h := hop(delegator); h.Index = idx(3); return h }, "not before the hop"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := verifySigner(context.Background(), tc.hop(), nil, nil, func(*log.Checkpoint) {}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if err := verifySigner(context.Background(), tc.hop(), nil, nil, func(*log.Checkpoint) {}, false); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("verifySigner = %v, want %q", err, tc.want)
 			}
 		})
@@ -155,6 +155,18 @@ func TestLogViewsFork(t *testing.T) {
 	same.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)})
 	if err := same.check(context.Background()); err != nil {
 		t.Fatalf("one history: %v", err)
+	}
+	// Two logs whose keys share a name are two logs, not a fork.
+	_, vkey2, err := note.GenerateKey(rand.Reader, "org-a.example/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, _ := note.NewVerifier(vkey2)
+	two := newLogViews()
+	two.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)})
+	two.of(v2, nil)(&log.Checkpoint{Origin: v2.Name(), Size: 4, Hash: root(2)})
+	if err := two.check(context.Background()); err != nil {
+		t.Fatalf("two logs with keys of one name: %v", err)
 	}
 	forked := newLogViews()
 	forked.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)})

@@ -193,7 +193,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := verifyHop(h, vkeys[h.Issuer], h.Issuer, seen); err != nil {
 			return err
 		}
-		if err := verifySigner(ctx, h, issuerLog, vkeys[h.Issuer], seen); err != nil {
+		if err := verifySigner(ctx, h, issuerLog, vkeys[h.Issuer], seen, false); err != nil {
 			return err
 		}
 	}
