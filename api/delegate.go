@@ -44,7 +44,7 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
 		dr.DelegateeSVID = certs
 	}
 	if req.TTLSeconds < 0 || req.TTLSeconds > int64(authority.MaxDelegationTTL/time.Second) {
-		refuse("ttl_seconds out of range")
+		refuse(fmt.Sprintf("ttl_seconds must be between 0 (the default, %s) and %d", authority.DefaultDelegationTTL, int64(authority.MaxDelegationTTL/time.Second)))
 		return
 	}
 	ans, err := s.a.Delegate(r.Context(), callerOf(r), dr)

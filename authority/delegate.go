@@ -166,8 +166,11 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	var delegateeHost map[string]any
 	if len(req.DelegateeSVID) > 0 {
 		id, _, err := x509svid.Verify(req.DelegateeSVID, a)
-		if err != nil || id != delegatee {
+		switch {
+		case err != nil:
 			return nil, fmt.Errorf("%w: delegatee_x509_svid is not a valid X509-SVID of %s (%v)", ErrInvalidRequest, delegatee, err)
+		case id != delegatee:
+			return nil, fmt.Errorf("%w: delegatee_x509_svid is an X509-SVID of %s, not of the delegatee %s", ErrInvalidRequest, id, delegatee)
 		}
 		leaf := req.DelegateeSVID[0]
 		cnf = &delegation.Confirmation{X5tS256: delegation.Thumbprint(leaf)}
@@ -180,6 +183,8 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 			}
 		}
 	}
+	// The token says whole seconds (exp); so do the record and the answer.
+	exp = exp.Truncate(time.Second)
 	// A delegatee of this trust domain: its registration, read once.
 	var delegateeReg *registry.Agent
 	if delegatee.TrustDomain() == a.td {

@@ -44,6 +44,10 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"federation add": adminFedAdd, "federation list": adminFedList, "federation delete": adminFedDelete,
 		"revoke delegation": adminRevoke("delegation_id"), "revoke spiffe-id": adminRevoke("spiffe_id"),
 	}
+	// admin -h, and admin GROUP -h (admin revoke -h).
+	if helpAsked(args, adminUsage, stdout) || len(args) == 2 && cmds[args[0]+" "+args[1]] == nil && helpAsked(args[1:], adminUsage, stdout) {
+		return nil
+	}
 	if len(args) < 2 {
 		fmt.Fprint(stderr, adminUsage)
 		return usagef("admin: missing command")

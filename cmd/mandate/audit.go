@@ -83,6 +83,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"prove": auditProve, "check-proof": auditCheckProof,
 		"tail": auditTail, "search": auditSearch, "chain": auditChain,
 	}
+	if helpAsked(args, auditUsage, stdout) {
+		return nil
+	}
 	if len(args) == 0 || cmds[args[0]] == nil {
 		fmt.Fprint(stderr, auditUsage)
 		return usagef("audit: unknown or missing command")

@@ -128,6 +128,13 @@ func TestCLIUsageErrors(t *testing.T) {
 			t.Errorf("mandate %q = %v, want a usage error (exit 2)", args, err)
 		}
 	}
+	// A command group asked for help prints its usage and succeeds.
+	for _, args := range [][]string{{"delegate", "-h"}, {"admin", "--help"}, {"admin", "revoke", "-h"}, {"audit", "-h"}, {"node", "help"}, {"policy", "-h"}} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, &out, &errOut); err != nil || !strings.Contains(out.String(), "Usage") {
+			t.Errorf("mandate %q = %v, output %q; want its usage", args, err, out.String())
+		}
+	}
 	var out, errOut bytes.Buffer
 	if err := run(context.Background(), []string{"serve", "-h"}, &out, &errOut); !errors.Is(err, flag.ErrHelp) || !strings.Contains(errOut.String(), "trust_domain:") {
 		t.Errorf("mandate serve -h = %v, want help with the configuration reference", err)

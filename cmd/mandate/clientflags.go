@@ -21,7 +21,7 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, defaultCreds, credsHelp string) {
-	fs.StringVar(&c.server, "server", defaultServer(), "authority URL (default from $MANDATE_SERVER, else "+client.DefaultServer+")")
+	fs.StringVar(&c.server, "server", defaultServer(), "authority URL ($MANDATE_SERVER when set)")
 	if fs.Lookup("trust-domain") == nil { // "federation add --trust-domain" names the peer instead
 		fs.StringVar(&c.trustDomain, "trust-domain", "", "authority's trust domain (default: from the credential or bundle)")
 	}

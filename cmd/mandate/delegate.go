@@ -34,6 +34,9 @@ const delegateUsage = `Usage:
 `
 
 func runDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if helpAsked(args, delegateUsage, stdout) {
+		return nil
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, delegateUsage)
 		return usagef("delegate: missing command")
@@ -60,13 +63,16 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&principal, "principal", "", "on whose behalf (a root hop)")
 	fs.StringVar(&parentFile, "parent", "", "file holding the parent delegation token this agent holds (a sub-delegation)")
 	fs.StringVar(&purpose, "purpose", "", "what for, recorded with the hop")
-	fs.DurationVar(&ttl, "ttl", 0, "lifetime (default 10m, never beyond the parent's)")
+	fs.DurationVar(&ttl, "ttl", 0, "lifetime (default 10m, at most 24h, never beyond the parent's)")
 	fs.StringVar(&bindFile, "bind-svid", "", "the delegatee's current X509-SVID chain (PEM): the token is bound to it")
 	fs.StringVar(&out, "out", "delegation.jwt", "file to write the token to")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if delegatee == "" || len(scopes) == 0 || (principal == "") == (parentFile == "") {
+	switch {
+	case principal != "" && parentFile != "":
+		return usagef("give --principal (a root hop) or --parent (a sub-delegation), not both")
+	case delegatee == "" || len(scopes) == 0 || principal == "" && parentFile == "":
 		return usagef("--delegatee, at least one --scope, and --principal or --parent are required")
 	}
 	chain, key, _, err := credfile.Load(credfile.In(cf.creds))

@@ -16,7 +16,7 @@ const usage = `mandate — trust and identity authority for AI agents
 
 Usage:
   mandate serve [flags]                 run the authority
-  mandate admin <command> [flags]       manage join tokens, agents, nodes, federation
+  mandate admin <command> [flags]       manage join tokens, agents, nodes, federation, revocations
   mandate node join|attest|run [flags]  make this host a node: join token, or TPM 2.0 attestation
   mandate node ek|pcrs [flags]          print a TPM's EK digest or PCR values for the configuration
   mandate svid x509|jwt [flags]         obtain an X509-SVID or a JWT-SVID
@@ -100,6 +100,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usagef("unknown command %q", args[0])
 	}
 	return cmd(ctx, args[1:], stdout, stderr)
+}
+
+// helpAsked reports whether a command group was asked for its usage
+// (mandate GROUP -h, --help or help), which it prints to stdout.
+func helpAsked(args []string, usage string, stdout io.Writer) bool {
+	if len(args) == 0 || args[0] != "-h" && args[0] != "--help" && args[0] != "help" {
+		return false
+	}
+	fmt.Fprint(stdout, usage)
+	return true
 }
 
 // newFlagSet returns a flag set that reports errors instead of exiting.

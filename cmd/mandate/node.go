@@ -27,6 +27,9 @@ PATH is a TPM device such as /dev/tpmrm0, or "simulator" (development).
 `
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if helpAsked(args, nodeUsage, stdout) {
+		return nil
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, nodeUsage)
 		return usagef("node: missing command")

@@ -23,6 +23,9 @@ const policyUsage = `Usage:
 `
 
 func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if helpAsked(args, policyUsage, stdout) {
+		return nil
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, policyUsage)
 		return usagef("policy: missing command")
