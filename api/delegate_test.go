@@ -543,6 +543,7 @@ func TestTokenExchange(t *testing.T) {
 		{"an audience that is not a SPIFFE ID", &a, with(root, url.Values{"audience": {"https://api.example"}}), 400, "invalid_target"},
 		{"a resource indicator", &a, with(root, url.Values{"resource": {"https://elsewhere.example/api"}}), 400, "invalid_target"},
 		{"a token type not issued", &a, with(root, url.Values{"requested_token_type": {"urn:ietf:params:oauth:token-type:saml2"}}), 400, "invalid_request"},
+		{"a purpose with a terminal escape", &a, with(root, url.Values{"purpose": {"\x1b[31mred"}}), 400, "invalid_request"},
 		{"a purpose that is not UTF-8, signed", &a, with(root, url.Values{"purpose": {"\xff\xfe"}, "delegator_signature": {sign(a, delegation.Statement{
 			Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice", Scopes: []string{"calendar:read", "mail:send"}, Purpose: "\xff\xfe"})}}),
 			400, "invalid_request"},
@@ -559,6 +560,13 @@ func TestTokenExchange(t *testing.T) {
 				t.Errorf("%d delegation.refused entries after the request, %d before; want one more", got, refused)
 			}
 		})
+	}
+	// A body over the limit is 413 body-too-large, as everywhere.
+	big := with(root, url.Values{"purpose": {strings.Repeat("p", 70<<10)}})
+	if resp, err := e.rawClient(a.chain, a.key).PostForm(e.url+"/v1/token", big); err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a body over the limit: %v %v, want 413", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	// Media types are case-insensitive (RFC 9110 §8.3.1).
 	req, _ := http.NewRequest(http.MethodPost, e.url+"/v1/token", strings.NewReader(root.Encode()))
@@ -767,5 +775,22 @@ func TestStatusNotFailedByAnAbandonedRequest(t *testing.T) {
 	status(100 * time.Millisecond) // asks, and hangs up before org-b answers
 	if got := status(10 * time.Second); got != http.StatusOK {
 		t.Fatalf("status right after an abandoned request: %d, want 200 (org-b answers)", got)
+	}
+}
+
+// TestRevocationInput: a revocation's reason is text without control
+// characters (a status answer shows it), and its SPIFFE ID within the
+// SPIFFE specification's 2048 bytes.
+func TestRevocationInput(t *testing.T) {
+	e := start(t, "org-a.example")
+	for name, body := range map[string]map[string]string{
+		"a reason with a terminal escape": {"spiffe_id": "spiffe://org-a.example/agent/x", "reason": "\x1b]0;owned\x07"},
+		"a SPIFFE ID over 2048 bytes":     {"spiffe_id": "spiffe://org-a.example/agent/" + strings.Repeat("x", 33<<10), "reason": "r"},
+	} {
+		err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", body, nil)
+		var p *client.Problem
+		if !errors.As(err, &p) || p.Name() != "invalid-request" {
+			t.Errorf("%s: %v, want invalid-request", name, err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
@@ -52,6 +53,11 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, r, s.log, fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, mbe.Limit))
+			return
+		}
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a form: "+err.Error())
 		return
 	}

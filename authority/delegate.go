@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -347,8 +348,8 @@ func checkDelegationInput(req DelegateRequest) error {
 			return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 		}
 	}
-	if !delegation.IsText(req.Purpose) {
-		return fmt.Errorf("%w: purpose is UTF-8 text (no invalid bytes, no U+FFFD)", ErrInvalidRequest)
+	if !delegation.IsText(req.Purpose) || !plainText(req.Purpose) {
+		return fmt.Errorf("%w: purpose is UTF-8 text (no invalid bytes, no U+FFFD, no control characters)", ErrInvalidRequest)
 	}
 	if len(slices.Compact(slices.Sorted(slices.Values(req.Scopes)))) != len(req.Scopes) {
 		return fmt.Errorf("%w: a scope is named twice", ErrInvalidRequest)
@@ -393,6 +394,13 @@ func (a *Authority) registeredHostFacts(ctx context.Context, ag *registry.Agent)
 	}
 	return map[string]any{"level": level}
 }
+
+// maxSPIFFEIDLen is the SPIFFE ID specification's bound on an ID.
+const maxSPIFFEIDLen = 2048
+
+// plainText reports whether s has no control characters: what is shown
+// to people (a purpose, a reason) carries no terminal escapes.
+func plainText(s string) bool { return strings.IndexFunc(s, unicode.IsControl) < 0 }
 
 // clip bounds what a refusal record keeps of a caller's string.
 func clip(s string) string {
@@ -613,10 +621,15 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 	if (delegationID == "") == (spiffeID == "") {
 		return nil, fmt.Errorf("%w: give delegation_id or spiffe_id", ErrInvalidRequest)
 	}
-	if reason == "" || len(reason) > maxTextLen {
-		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes is required", ErrInvalidRequest, maxTextLen)
+	if reason == "" || len(reason) > maxTextLen || !plainText(reason) {
+		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes of text (no control characters) is required", ErrInvalidRequest, maxTextLen)
 	}
 	if spiffeID != "" {
+		// The SPIFFE ID spec's bound on an ID (2048 bytes) keeps the
+		// entry that records the revocation within an entry's size.
+		if len(spiffeID) > maxSPIFFEIDLen {
+			return nil, fmt.Errorf("%w: spiffe_id is at most %d bytes", ErrInvalidRequest, maxSPIFFEIDLen)
+		}
 		if _, err := spiffeid.FromString(spiffeID); err != nil {
 			return nil, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, spiffeID, err)
 		}

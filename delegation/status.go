@@ -2,7 +2,6 @@ package delegation
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +9,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -66,15 +67,35 @@ func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*Status
 		return nil, fmt.Errorf("%w: %s: %v", ErrStatusUnknown, u.Host, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
-	var out StatusAnswer
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil || out.ID != id {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxStatusAnswer))
+	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%w: %s answered %d for %s", ErrStatusUnknown, u.Host, resp.StatusCode, id)
 	}
-	switch out.Status {
-	case StatusActive, StatusRevoked, StatusExpired:
-	default:
-		return nil, fmt.Errorf("%w: %s answered status %q for %s", ErrStatusUnknown, u.Host, out.Status, id)
+	out, err := statusAnswerOf(body, id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s, for %s: %v", ErrStatusUnknown, u.Host, id, err)
 	}
-	return &out, nil
+	return out, nil
+}
+
+// maxStatusAnswer bounds what FetchStatus reads of an answer.
+const maxStatusAnswer = 16 << 10
+
+// statusAnswerOf reads an issuer's status answer for hop id: JSON with
+// no member twice, the hop asked about, a known status, and a reason of
+// text without control characters (it is printed).
+func statusAnswerOf(body []byte, id string) (*StatusAnswer, error) {
+	out := new(StatusAnswer)
+	if err := jsonv2.Unmarshal(body, out, asEncodingJSON); err != nil {
+		return nil, fmt.Errorf("unreadable answer: %v", err)
+	}
+	switch {
+	case out.ID != id:
+		return nil, fmt.Errorf("an answer for %q", out.ID)
+	case out.Status != StatusActive && out.Status != StatusRevoked && out.Status != StatusExpired:
+		return nil, fmt.Errorf("status %q", out.Status)
+	case !IsText(out.Reason) || strings.IndexFunc(out.Reason, unicode.IsControl) >= 0:
+		return nil, fmt.Errorf("a reason that is not plain text: %q", out.Reason)
+	}
+	return out, nil
 }

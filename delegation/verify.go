@@ -217,11 +217,16 @@ func verifyToken(token string, bundles Bundles) (c *Claims, roots [32]byte, err 
 // also reads a parent token inside the claims about four times faster.
 func claimsOf(payload []byte) (*Claims, error) {
 	c := new(Claims)
-	if err := jsonv2.Unmarshal(payload, c, jsonv2.MatchCaseInsensitiveNames(true), jsonv1.MatchCaseSensitiveDelimiter(true)); err != nil {
+	if err := jsonv2.Unmarshal(payload, c, asEncodingJSON); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
+
+// asEncodingJSON reads names as encoding/json matches them
+// (strings.EqualFold), with encoding/json/v2's refusal of a name twice
+// (here: twice in any case) and of invalid UTF-8.
+var asEncodingJSON = jsonv2.JoinOptions(jsonv2.MatchCaseInsensitiveNames(true), jsonv1.MatchCaseSensitiveDelimiter(true))
 
 // sameKey reports whether a and b are the same public key.
 func sameKey(a, b any) bool {
