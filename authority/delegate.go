@@ -165,6 +165,9 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	var cnf *delegation.Confirmation
 	var delegateeHost map[string]any
+	if len(req.DelegateeSVID) > maxDelegateeChain {
+		return nil, fmt.Errorf("%w: delegatee_x509_svid is at most %d certificates (the SVID and its intermediates)", ErrInvalidRequest, maxDelegateeChain)
+	}
 	if len(req.DelegateeSVID) > 0 {
 		id, _, err := x509svid.Verify(req.DelegateeSVID, a)
 		switch {
@@ -394,6 +397,9 @@ func (a *Authority) registeredHostFacts(ctx context.Context, ag *registry.Agent)
 	}
 	return map[string]any{"level": level}
 }
+
+// maxDelegateeChain bounds the certificates of a delegatee_x509_svid.
+const maxDelegateeChain = 8
 
 // maxSPIFFEIDLen is the SPIFFE ID specification's bound on an ID.
 const maxSPIFFEIDLen = 2048
