@@ -585,11 +585,7 @@ func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegatio
 	// here) durably, recorded as this authority's own revocation.
 	// Concurrent requests for the same hop share one check (and at most
 	// one revocation).
-	// The shared check runs on its own time, not the first caller's: a
-	// public caller that hangs up does not fail it for the others.
-	ch := a.remote.group.DoChan("hop "+id, func() (any, error) {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*delegation.StatusTimeout)
-		defer cancel()
+	revoked, err := a.remote.shared(ctx, "hop "+id, 3*delegation.StatusTimeout, func(sctx context.Context) (any, error) {
 		above, err := a.revokedAbove(sctx, rec)
 		if err != nil || above == "" {
 			return false, err
@@ -597,15 +593,8 @@ func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegatio
 		_, err = a.revoke(sctx, ServerID(a.td).String(), rec.ID, "", clip(above), false)
 		return true, err
 	})
-	var revoked any
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, "", res.Err
-		}
-		revoked = res.Val
-	case <-ctx.Done():
-		return nil, "", fmt.Errorf("%w: %v", ErrStatusUnavailable, ctx.Err())
+	if err != nil {
+		return nil, "", err
 	}
 	if !revoked.(bool) {
 		return rec, delegation.StatusActive, nil
@@ -627,7 +616,7 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 	if (delegationID == "") == (spiffeID == "") {
 		return nil, fmt.Errorf("%w: give delegation_id or spiffe_id", ErrInvalidRequest)
 	}
-	if reason == "" || len(reason) > maxTextLen || !plainText(reason) {
+	if reason == "" || len(reason) > maxTextLen || !plainText(reason) || !delegation.IsText(reason) {
 		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes of text (no control characters) is required", ErrInvalidRequest, maxTextLen)
 	}
 	if spiffeID != "" {

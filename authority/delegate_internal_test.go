@@ -253,3 +253,13 @@ func TestStatusOfAHopBelowAMissingRecord(t *testing.T) {
 		t.Fatalf("DelegationStatus = %q, want an error", status)
 	}
 }
+
+// TestSharedCheckSurvivesAPanic: a panic in work shared by status
+// callers is their error, not the end of the process.
+func TestSharedCheckSurvivesAPanic(t *testing.T) {
+	var c remoteStatuses
+	_, err := c.shared(t.Context(), "k", time.Second, func(context.Context) (any, error) { panic("boom") })
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("shared = %v, want the panic as an error", err)
+	}
+}

@@ -99,12 +99,8 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 			continue
 		}
 		// The fetch is shared by every caller asking meanwhile, and
-		// remembered: it runs on its own time, not the first caller's (a
-		// public caller that hangs up must not make the answer a failure
-		// for the others).
-		ch := a.remote.group.DoChan(r.key(), func() (any, error) {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*delegation.StatusTimeout)
-			defer cancel()
+		// remembered.
+		v, err := a.remote.shared(ctx, r.key(), 2*delegation.StatusTimeout, func(fctx context.Context) (any, error) {
 			select {
 			case a.remote.sem <- struct{}{}:
 				defer func() { <-a.remote.sem }()
@@ -116,15 +112,10 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 			a.remote.put(r, h, err, asked)
 			return h, err
 		})
-		select {
-		case res := <-ch:
-			if res.Err != nil {
-				return nil, res.Err
-			}
-			out[r] = res.Val.(remoteHop)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", ErrStatusUnavailable, ctx.Err())
+		if err != nil {
+			return nil, err
 		}
+		out[r] = v.(remoteHop)
 	}
 	return out, nil
 }
@@ -162,6 +153,30 @@ type rememberedHop struct {
 	hop remoteHop
 	err error
 	at  time.Time // when it was asked
+}
+
+// shared runs work once for every caller asking for key meanwhile. The
+// work runs on its own time (at most timeout), not the first caller's:
+// a public caller that hangs up must not make the answer a failure for
+// the others; a caller whose ctx ends stops waiting (unavailable). A
+// panic in work is the callers' error, not the process's end.
+func (c *remoteStatuses) shared(ctx context.Context, key string, timeout time.Duration, work func(context.Context) (any, error)) (any, error) {
+	ch := c.group.DoChan(key, func() (v any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				v, err = nil, fmt.Errorf("authority: %s: panic: %v", key, p)
+			}
+		}()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		return work(wctx)
+	})
+	select {
+	case res := <-ch:
+		return res.Val, res.Err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrStatusUnavailable, ctx.Err())
+	}
 }
 
 // get recalls an active answer asked for at most maxAge before now, or a

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -82,8 +83,10 @@ func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*Status
 const maxStatusAnswer = 16 << 10
 
 // statusAnswerOf reads an issuer's status answer for hop id: JSON with
-// no member twice, the hop asked about, a known status, and a reason of
-// text without control characters (it is printed).
+// no member twice, the hop asked about, a known status. A reason that is
+// not plain text (an older authority's, or a hostile one's) is kept
+// escaped, as a Go string literal: it is printed, and the revocation it
+// explains still counts.
 func statusAnswerOf(body []byte, id string) (*StatusAnswer, error) {
 	out := new(StatusAnswer)
 	if err := jsonv2.Unmarshal(body, out, asEncodingJSON); err != nil {
@@ -94,8 +97,9 @@ func statusAnswerOf(body []byte, id string) (*StatusAnswer, error) {
 		return nil, fmt.Errorf("an answer for %q", out.ID)
 	case out.Status != StatusActive && out.Status != StatusRevoked && out.Status != StatusExpired:
 		return nil, fmt.Errorf("status %q", out.Status)
-	case !IsText(out.Reason) || strings.IndexFunc(out.Reason, unicode.IsControl) >= 0:
-		return nil, fmt.Errorf("a reason that is not plain text: %q", out.Reason)
+	}
+	if !IsText(out.Reason) || strings.IndexFunc(out.Reason, unicode.IsControl) >= 0 {
+		out.Reason = strconv.Quote(out.Reason)
 	}
 	return out, nil
 }

@@ -207,7 +207,11 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 		} `json:"details"`
 	}
 	sum, legacy := authority.CertificateSHA256(cert), ""
-	if json.Unmarshal(p.entry, &e) == nil && e.Details.SHA256 == "" && serialOnly {
+	if json.Unmarshal(p.entry, &e) == nil && e.Details.SHA256 == "" {
+		if !serialOnly {
+			return fmt.Errorf("hop %s: log entry %d names the delegator's X509-SVID %s by serial only (an authority's entry from before it recorded certificate_sha256); --serial-only-svids accepts that, less strictly",
+				h.ID, h.signerSVID.LogIndex, serial)
+		}
 		e.Details.SHA256, legacy = sum, " (the entry names its serial only)"
 	}
 	if e.Type != "svid.issued" || e.Subject != h.Delegator || e.Details.Kind != "x509" || e.Details.Serial != serial || e.Details.SHA256 != sum {

@@ -223,7 +223,7 @@ func TestAuditChainSerialOnlySVIDEntries(t *testing.T) {
 	h := hopSpec{id: "d1", delegator: tdA + "/agent/a", delegatee: tdA + "/agent/b", principal: "alice", scopes: []string{"read"}, depth: 1}
 	i := l.logHop(h, 0x40)
 	c := fakeAuthority(t, func() any { return map[string]any{"hops": []any{hopAnswer(h, l.proven(i))}} }, l.proven)
-	if err, _ := verifyAgainst(t, c, v, "d1", false); err == nil || !strings.Contains(err.Error(), "does not record issuing") {
+	if err, _ := verifyAgainst(t, c, v, "d1", false); err == nil || !strings.Contains(err.Error(), "--serial-only-svids") {
 		t.Fatalf("verify = %v, want refused", err)
 	}
 	if err, out := verifyAgainst(t, c, v, "d1", false, true); err != nil || !strings.Contains(out, "names its serial only") {

@@ -36,6 +36,13 @@ type benchResult struct {
 
 func (r benchResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
 
+const benchUsage = `Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]
+       mandate bench audit [--concurrency 1,16,256,1024] [--duration 5s]
+       mandate bench attest [--concurrency 8] [--duration 5s] [--ek rsa,ecc]
+       mandate bench decide [--concurrency 1,8,32] [--duration 5s] [--opa PATH]
+       mandate bench delegate [--concurrency 16] [--duration 5s]
+`
+
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "audit" {
 		return runBenchAudit(ctx, args[1:], stdout, stderr)
@@ -49,8 +56,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "delegate" {
 		return runBenchDelegate(ctx, args[1:], stdout, stderr)
 	}
+	if helpAsked(args, benchUsage, stdout) {
+		return nil
+	}
 	if len(args) == 0 || args[0] != "issue" {
-		fmt.Fprintln(stderr, "Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]\n       mandate bench audit [--concurrency 1,16,256,1024] [--duration 5s]\n       mandate bench attest [--concurrency 8] [--duration 5s] [--ek rsa,ecc]\n       mandate bench decide [--concurrency 1,8,32] [--duration 5s] [--opa PATH]\n       mandate bench delegate [--concurrency 16] [--duration 5s]")
+		fmt.Fprint(stderr, benchUsage)
 		return usagef("bench: want issue, audit, attest, decide or delegate")
 	}
 	fs := newFlagSet("bench issue", "bench issue [flags]", stderr)

@@ -12,8 +12,12 @@ import (
 )
 
 func runSVID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const usage = "Usage: mandate svid x509|jwt [flags]   (mandate svid x509 -h for the flags)\n"
+	if helpAsked(args, usage, stdout) {
+		return nil
+	}
 	if len(args) == 0 || (args[0] != "x509" && args[0] != "jwt") {
-		fmt.Fprintln(stderr, "Usage: mandate svid x509|jwt [flags]   (-h for the flags)")
+		fmt.Fprint(stderr, usage)
 		return usagef("svid: want x509 or jwt")
 	}
 	if args[0] == "x509" {
