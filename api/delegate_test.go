@@ -544,6 +544,7 @@ func TestTokenExchange(t *testing.T) {
 		{"a resource indicator", &a, with(root, url.Values{"resource": {"https://elsewhere.example/api"}}), 400, "invalid_target"},
 		{"a token type not issued", &a, with(root, url.Values{"requested_token_type": {"urn:ietf:params:oauth:token-type:saml2"}}), 400, "invalid_request"},
 		{"a purpose with a terminal escape", &a, with(root, url.Values{"purpose": {"\x1b[31mred"}}), 400, "invalid_request"},
+		{"a purpose with a bidirectional override", &a, with(root, url.Values{"purpose": {"pay \u202egnp.exe"}}), 400, "invalid_request"},
 		{"a purpose that is not UTF-8, signed", &a, with(root, url.Values{"purpose": {"\xff\xfe"}, "delegator_signature": {sign(a, delegation.Statement{
 			Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice", Scopes: []string{"calendar:read", "mail:send"}, Purpose: "\xff\xfe"})}}),
 			400, "invalid_request"},

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -351,8 +350,8 @@ func checkDelegationInput(req DelegateRequest) error {
 			return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 		}
 	}
-	if !delegation.IsText(req.Purpose) || !plainText(req.Purpose) {
-		return fmt.Errorf("%w: purpose is UTF-8 text (no invalid bytes, no U+FFFD, no control characters)", ErrInvalidRequest)
+	if !delegation.IsPlainText(req.Purpose) {
+		return fmt.Errorf("%w: purpose is UTF-8 text (no invalid bytes, no U+FFFD, no control or format characters)", ErrInvalidRequest)
 	}
 	if len(slices.Compact(slices.Sorted(slices.Values(req.Scopes)))) != len(req.Scopes) {
 		return fmt.Errorf("%w: a scope is named twice", ErrInvalidRequest)
@@ -403,10 +402,6 @@ const maxDelegateeChain = 8
 
 // maxSPIFFEIDLen is the SPIFFE ID specification's bound on an ID.
 const maxSPIFFEIDLen = 2048
-
-// plainText reports whether s has no control characters: what is shown
-// to people (a purpose, a reason) carries no terminal escapes.
-func plainText(s string) bool { return strings.IndexFunc(s, unicode.IsControl) < 0 }
 
 // clip bounds what a refusal record keeps of a caller's string.
 func clip(s string) string {
@@ -616,8 +611,8 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 	if (delegationID == "") == (spiffeID == "") {
 		return nil, fmt.Errorf("%w: give delegation_id or spiffe_id", ErrInvalidRequest)
 	}
-	if reason == "" || len(reason) > maxTextLen || !plainText(reason) || !delegation.IsText(reason) {
-		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes of text (no control characters) is required", ErrInvalidRequest, maxTextLen)
+	if reason == "" || len(reason) > maxTextLen || !delegation.IsPlainText(reason) {
+		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes of text (no control or format characters, no U+FFFD) is required", ErrInvalidRequest, maxTextLen)
 	}
 	if spiffeID != "" {
 		// The SPIFFE ID spec's bound on an ID (2048 bytes) keeps the

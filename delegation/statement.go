@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -87,6 +88,13 @@ func readObject(b []byte, member func(name string, raw json.RawMessage) error) e
 // delegator's statement must be.
 func IsText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, utf8.RuneError)
+}
+
+// IsPlainText reports whether s is text (IsText) a person can be shown as
+// is: no control characters, and no format characters (bidirectional
+// overrides, zero-width characters) that make it read otherwise.
+func IsPlainText(s string) bool {
+	return IsText(s) && strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }) < 0
 }
 
 // readString reads a JSON string that holds text only: no invalid UTF-8

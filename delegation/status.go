@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -89,7 +89,9 @@ const maxStatusAnswer = 16 << 10
 // explains still counts.
 func statusAnswerOf(body []byte, id string) (*StatusAnswer, error) {
 	out := new(StatusAnswer)
-	if err := jsonv2.Unmarshal(body, out, asEncodingJSON); err != nil {
+	// Invalid UTF-8 is read too (as U+FFFD, in the reason then escaped):
+	// the answer's status counts whatever its reason says.
+	if err := jsonv2.Unmarshal(body, out, asEncodingJSON, jsontext.AllowInvalidUTF8(true)); err != nil {
 		return nil, fmt.Errorf("unreadable answer: %v", err)
 	}
 	switch {
@@ -98,8 +100,8 @@ func statusAnswerOf(body []byte, id string) (*StatusAnswer, error) {
 	case out.Status != StatusActive && out.Status != StatusRevoked && out.Status != StatusExpired:
 		return nil, fmt.Errorf("status %q", out.Status)
 	}
-	if !IsText(out.Reason) || strings.IndexFunc(out.Reason, unicode.IsControl) >= 0 {
-		out.Reason = strconv.Quote(out.Reason)
+	if !IsPlainText(out.Reason) {
+		out.Reason = strconv.QuoteToASCII(out.Reason)
 	}
 	return out, nil
 }

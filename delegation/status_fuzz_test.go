@@ -1,11 +1,6 @@
 package delegation
 
-import (
-	"strings"
-	"testing"
-	"unicode"
-	"unicode/utf8"
-)
+import "testing"
 
 // FuzzStatusAnswer feeds arbitrary answers to the reader of an issuer's
 // status answer: no panic, and only an answer for the hop asked about,
@@ -24,7 +19,7 @@ func FuzzStatusAnswer(f *testing.F) {
 			return
 		}
 		if out.ID != id || (out.Status != StatusActive && out.Status != StatusRevoked && out.Status != StatusExpired) ||
-			strings.IndexFunc(out.Reason, unicode.IsControl) >= 0 || !utf8.ValidString(out.Reason) {
+			!IsPlainText(out.Reason) {
 			t.Fatalf("accepted %q for %q: %+v", body, id, out)
 		}
 	})
@@ -46,6 +41,11 @@ func TestStatusAnswerOf(t *testing.T) {
 	} {
 		if _, err := statusAnswerOf([]byte(tc.body), "h1"); (err == nil) != tc.ok {
 			t.Errorf("statusAnswerOf(%s) = %v, want ok=%v", tc.body, err, tc.ok)
+		}
+	}
+	for _, body := range []string{`{"id":"h1","status":"revoked","reason":"a\ufffdb"}`, "{\"id\":\"h1\",\"status\":\"revoked\",\"reason\":\"a\xffb\"}"} {
+		if out, err := statusAnswerOf([]byte(body), "h1"); err != nil || out.Status != StatusRevoked || !IsText(out.Reason) {
+			t.Errorf("statusAnswerOf(%q) = %+v, %v; want revoked, the reason escaped to text", body, out, err)
 		}
 	}
 	out, err := statusAnswerOf([]byte(`{"id":"h1","status":"revoked","reason":"withdrawn\n\u001b[2J"}`), "h1")

@@ -207,7 +207,7 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 		} `json:"details"`
 	}
 	sum, legacy := authority.CertificateSHA256(cert), ""
-	if json.Unmarshal(p.entry, &e) == nil && e.Details.SHA256 == "" {
+	if json.Unmarshal(p.entry, &e) == nil && e.Details.SHA256 == "" && e.Type == "svid.issued" && e.Subject == h.Delegator && e.Details.Serial == serial {
 		if !serialOnly {
 			return fmt.Errorf("hop %s: log entry %d names the delegator's X509-SVID %s by serial only (an authority's entry from before it recorded certificate_sha256); --serial-only-svids accepts that, less strictly",
 				h.ID, h.signerSVID.LogIndex, serial)

@@ -236,7 +236,7 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		ans["status"] = st.Status
 		if st.Status != delegation.StatusActive {
 			_ = printJSON(stdout, map[string]any{"valid": false, "status": st.Status, "reason": st.Reason, "chain": out})
-			return fmt.Errorf("the chain no longer holds: %s %s (%q)", last.ID, st.Status, st.Reason)
+			return fmt.Errorf("the chain no longer holds: %s %s (%s)", last.ID, st.Status, st.Reason) // FetchStatus escapes a reason that is not plain text
 		}
 	}
 	return printJSON(stdout, ans)
