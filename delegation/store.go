@@ -201,9 +201,9 @@ func RevokePreview(tx store.Tx, id string, now time.Time) (ids []string, more bo
 // revoke (see Revoke), and returns their ids.
 func revokeWalk(tx store.Tx, roots []string, now time.Time, revoke func(*Record) error) (revoked []string, more bool, err error) {
 	queue := slices.Clone(roots)
-	seen := map[string]bool{}
+	seen, isRoot := map[string]bool{}, map[string]bool{}
 	for _, id := range roots {
-		seen[id] = true
+		seen[id], isRoot[id] = true, true
 	}
 	for read := 0; len(queue) > 0; read++ {
 		if read == maxRevokeRead {
@@ -212,7 +212,7 @@ func revokeWalk(tx store.Tx, roots []string, now time.Time, revoke func(*Record)
 		cur := queue[0]
 		queue = queue[1:]
 		r, err := Get(tx, cur)
-		if errors.Is(err, ErrNotFound) && !slices.Contains(roots, cur) {
+		if errors.Is(err, ErrNotFound) && !isRoot[cur] {
 			continue // a child index left by a record another version wrote
 		}
 		if err != nil {
