@@ -197,24 +197,25 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 		return fmt.Errorf("hop %s: the entry of its delegator's SVID: %w", h.ID, err)
 	}
 	seen(p.cp)
-	var e struct {
-		Type    string `json:"type"`
-		Subject string `json:"subject"`
-		Details struct {
-			Kind   string `json:"kind"`
-			Serial string `json:"serial"`
-			SHA256 string `json:"certificate_sha256"`
-		} `json:"details"`
+	// The proven bytes, read as the log's canonical encoding.
+	e, err := audit.Decode(p.entry)
+	if err != nil {
+		return fmt.Errorf("hop %s: log entry %d: %w", h.ID, h.signerSVID.LogIndex, err)
+	}
+	var d struct {
+		Kind   string `json:"kind"`
+		Serial string `json:"serial"`
+		SHA256 string `json:"certificate_sha256"`
 	}
 	sum, legacy := authority.CertificateSHA256(cert), ""
-	if json.Unmarshal(p.entry, &e) == nil && e.Details.SHA256 == "" && e.Type == "svid.issued" && e.Subject == h.Delegator && e.Details.Serial == serial {
+	if json.Unmarshal(e.Details, &d) == nil && d.SHA256 == "" && e.Type == "svid.issued" && e.Subject == h.Delegator && d.Serial == serial {
 		if !serialOnly {
 			return fmt.Errorf("hop %s: log entry %d names the delegator's X509-SVID %s by serial only (an authority's entry from before it recorded certificate_sha256); --serial-only-svids accepts that, less strictly",
 				h.ID, h.signerSVID.LogIndex, serial)
 		}
-		e.Details.SHA256, legacy = sum, " (the entry names its serial only)"
+		d.SHA256, legacy = sum, " (the entry names its serial only)"
 	}
-	if e.Type != "svid.issued" || e.Subject != h.Delegator || e.Details.Kind != "x509" || e.Details.Serial != serial || e.Details.SHA256 != sum {
+	if e.Type != "svid.issued" || e.Subject != h.Delegator || d.Kind != "x509" || d.Serial != serial || d.SHA256 != sum {
 		return fmt.Errorf("hop %s: log entry %d does not record issuing the X509-SVID %s (SHA-256 %s) to %s",
 			h.ID, h.signerSVID.LogIndex, serial, sum, h.Delegator)
 	}
