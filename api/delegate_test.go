@@ -657,12 +657,11 @@ func TestRevocationReachesHopsBelowAnotherAuthoritysHop(t *testing.T) {
 	}
 }
 
-// TestRevokingAPartyAboveReachesHopsIssuedHere: org-b's hop booker →
-// helper, then org-a's helper → worker below it; revoking booker at
-// org-a revokes org-a's hop (booker is a party above it), in the answer
-// and in its status, as extending it is already refused.
-func TestRevokingAPartyAboveReachesHopsIssuedHere(t *testing.T) {
-	orgA, orgB := federatedPair(t)
+// belowAnotherAuthority issues org-b's hop booker → helper, for alice,
+// and org-a's hop helper → worker below it; it returns booker and the
+// verified chain of the second hop.
+func belowAnotherAuthority(t *testing.T, orgA, orgB *env) (identity, []*delegation.Claims) {
+	t.Helper()
 	booker := orgB.agentWithScopes("booker", "calendar:read")
 	helper := orgA.agentWithScopes("helper")
 	worker := orgA.agentWithScopes("worker")
@@ -672,6 +671,16 @@ func TestRevokingAPartyAboveReachesHopsIssuedHere(t *testing.T) {
 	if err != nil || len(chain) != 2 {
 		t.Fatalf("chain: %v %v", chain, err)
 	}
+	return booker, chain
+}
+
+// TestRevokingAPartyAboveReachesHopsIssuedHere: org-b's hop booker →
+// helper, then org-a's helper → worker below it; revoking booker at
+// org-a revokes org-a's hop (booker is a party above it), in the answer
+// and in its status, as extending it is already refused.
+func TestRevokingAPartyAboveReachesHopsIssuedHere(t *testing.T) {
+	orgA, orgB := federatedPair(t)
+	booker, chain := belowAnotherAuthority(t, orgA, orgB)
 	var out struct{ Revoked []string }
 	if err := orgA.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": booker.id.String(), "reason": "compromised"}, &out); err != nil {
 		t.Fatal(err)
@@ -752,15 +761,7 @@ func TestStatusNotFailedByAnAbandonedRequest(t *testing.T) {
 	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
 	orgB.federate(orgA)
 	orgA.federateVia(orgB, slowProxy(t, orgB.url, 150*time.Millisecond))
-	booker := orgB.agentWithScopes("booker", "calendar:read")
-	helper := orgA.agentWithScopes("helper")
-	worker := orgA.agentWithScopes("worker")
-	t1 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, principal: "alice"})
-	t2 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t1})
-	chain, err := delegation.Verify(t2, orgA.a, delegation.VerifyOptions{AnyHolder: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, chain := belowAnotherAuthority(t, orgA, orgB)
 	status := func(timeout time.Duration) int {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()

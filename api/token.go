@@ -80,11 +80,12 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	}
 	req := authority.DelegateRequest{Delegatee: f.Get("audience"), Scopes: strings.Fields(f.Get("scope")), Purpose: f.Get("purpose"),
 		DelegatorSignature: f.Get("delegator_signature")}
-	switch f.Get("subject_token_type") {
-	case tokenTypeJWT, tokenTypeAccess:
-		req.ParentToken = f.Get("subject_token")
-	case tokenTypePrincipal:
-		req.Principal = f.Get("subject_token")
+	// The subject token is the parent token or, for a root hop, the
+	// principal; another type is refused below.
+	subject, knownSubject := map[string]*string{tokenTypeJWT: &req.ParentToken, tokenTypeAccess: &req.ParentToken,
+		tokenTypePrincipal: &req.Principal}[f.Get("subject_token_type")]
+	if knownSubject {
+		*subject = f.Get("subject_token")
 	}
 	// Refusals of an authenticated agent are recorded, as Delegate
 	// records its own.
@@ -114,7 +115,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "invalid_request", "requested_token_type: only "+tokenTypeJWT+" (or "+tokenTypeAccess+", answered with one) is issued")
 		return
 	}
-	if f.Get("subject_token_type") != tokenTypeJWT && f.Get("subject_token_type") != tokenTypeAccess && f.Get("subject_token_type") != tokenTypePrincipal {
+	if !knownSubject {
 		refuse(http.StatusBadRequest, "invalid_request", "subject_token_type must be "+tokenTypeJWT+", "+tokenTypeAccess+" or "+tokenTypePrincipal)
 		return
 	}

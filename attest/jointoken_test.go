@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,26 +14,12 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/store"
-	"mandate.dev/mandate/store/bolt"
+	"mandate.dev/mandate/store/bolt/bolttest"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
 var t0 = time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
-
-func openStore(t *testing.T) store.Store {
-	t.Helper()
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "mandate.db"), bolt.Options{})
-	if err != nil {
-		t.Fatalf("bolt.Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
-}
 
 // newToken creates and stores a token valid for ttl from t0.
 func newToken(t *testing.T, s store.Store, ttl time.Duration) (string, *attest.JoinToken) {
@@ -121,7 +106,7 @@ func TestNewJoinTokenUnique(t *testing.T) {
 }
 
 func TestSecretNeverInRecord(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	secret, rec := newToken(t, s, time.Hour)
 
 	check := func(what string, b []byte) {
@@ -182,7 +167,7 @@ func TestNodeID(t *testing.T) {
 }
 
 func TestConsumeJoinToken(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	secret, rec := newToken(t, s, time.Hour)
 
 	t.Run("unknown", func(t *testing.T) {
@@ -239,7 +224,7 @@ func TestConsumeJoinTokenExpiry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := openStore(t)
+			s := bolttest.Open(t)
 			secret, _ := newToken(t, s, time.Hour)
 			_, err := consume(s, secret, t0.Add(tt.at))
 			if tt.wantErr == nil && err != nil {
@@ -259,7 +244,7 @@ func TestConsumeJoinTokenExpiry(t *testing.T) {
 }
 
 func TestConsumeJoinTokenRollsBack(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	secret, _ := newToken(t, s, time.Hour)
 	errLater := errors.New("csr refused")
 
@@ -282,7 +267,7 @@ func TestConsumeJoinTokenRollsBack(t *testing.T) {
 }
 
 func TestConsumeJoinTokenConcurrent(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	secret, _ := newToken(t, s, time.Hour)
 
 	const n = 8
@@ -314,7 +299,7 @@ func TestConsumeJoinTokenConcurrent(t *testing.T) {
 }
 
 func TestPruneJoinTokens(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	expiredOld, _ := newToken(t, s, time.Minute)          // expires t0+1m
 	expiredUsed, _ := newToken(t, s, 2*time.Minute)       // expires t0+2m, used
 	boundary, _ := newToken(t, s, time.Hour)              // expires exactly at the cutoff
@@ -379,7 +364,7 @@ func TestPruneJoinTokens(t *testing.T) {
 }
 
 func TestPruneJoinTokensEmpty(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	err := s.Update(context.Background(), func(tx store.Tx) error {
 		n, err := attest.PruneJoinTokens(tx, t0)
 		if n != 0 {

@@ -2,7 +2,6 @@ package authority
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -10,20 +9,8 @@ import (
 
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/store"
-	"mandate.dev/mandate/store/bolt"
+	"mandate.dev/mandate/store/bolt/bolttest"
 )
-
-// openStore is a bbolt store in a temporary directory, closed when the
-// test ends.
-func openStore(t *testing.T) *bolt.Store {
-	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
 
 // TestRecordBornRevoked: a revocation that commits while a hop below it
 // is being issued (after the flow checked the chain, before the hop's
@@ -32,7 +19,7 @@ func openStore(t *testing.T) *bolt.Store {
 // delegator, its host, the delegatee, or a party above.
 func TestRecordBornRevoked(t *testing.T) {
 	const self = "spiffe://org-a.example"
-	st := openStore(t)
+	st := bolttest.Open(t)
 	ctx := context.Background()
 	now := time.Now()
 	put := func(r *delegation.Record) {
@@ -107,7 +94,7 @@ func ids(ids []string, _ bool, err error) ([]string, error) { return ids, err }
 // SPIFFE ID, and a preview changes nothing.
 func TestRevokePreviewIsRevoke(t *testing.T) {
 	const self = "spiffe://org-a.example"
-	st := openStore(t)
+	st := bolttest.Open(t)
 	ctx := context.Background()
 	now := time.Now()
 	// root → a1 → a2, root → b1; x (another delegator), y below a1 by x's host.

@@ -2,13 +2,12 @@ package delegation
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"mandate.dev/mandate/store"
-	"mandate.dev/mandate/store/bolt"
+	"mandate.dev/mandate/store/bolt/bolttest"
 )
 
 // TestRevokeCascadeBounds: a cascade passes over hops already revoked or
@@ -19,7 +18,7 @@ func TestRevokeCascadeBounds(t *testing.T) {
 	const self = "spiffe://org-a.example"
 	defer func(n int) { maxRevoke = n }(maxRevoke)
 	maxRevoke = 3
-	st := openTestStore(t)
+	st := bolttest.Open(t)
 	ctx := context.Background()
 	now := time.Now()
 	rec := func(id, parent string, exp time.Time, revoked bool) *Record {
@@ -124,7 +123,7 @@ func TestRevokeReadBound(t *testing.T) {
 	const self = "spiffe://org-a.example"
 	defer func(n int) { maxRevokeRead = n }(maxRevokeRead)
 	maxRevokeRead = 4
-	st := openTestStore(t)
+	st := bolttest.Open(t)
 	now := time.Now()
 	if err := st.Update(t.Context(), func(tx store.Tx) error {
 		if err := Put(tx, &Record{ID: "root", Issuer: self, ExpiresAt: now.Add(time.Hour)}); err != nil {
@@ -148,16 +147,4 @@ func TestRevokeReadBound(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// openTestStore is a bbolt store in a temporary directory, closed when
-// the test ends.
-func openTestStore(t *testing.T) *bolt.Store {
-	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
 }

@@ -3,7 +3,6 @@ package registry_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,26 +12,10 @@ import (
 
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
-	"mandate.dev/mandate/store/bolt"
+	"mandate.dev/mandate/store/bolt/bolttest"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
-
-// openStore opens a bolt store in t's temporary directory, closed when t
-// ends.
-func openStore(t *testing.T) store.Store {
-	t.Helper()
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "mandate.db"), bolt.Options{})
-	if err != nil {
-		t.Fatalf("bolt.Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
-}
 
 func update(t *testing.T, s store.Store, fn func(store.Tx) error) error {
 	t.Helper()
@@ -263,7 +246,7 @@ func sameAgent(t *testing.T, got, want *registry.Agent) {
 }
 
 func TestAgentCRUD(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	a := newAgent(t, "alpha", t0)
 
@@ -436,7 +419,7 @@ func TestAgentCRUD(t *testing.T) {
 }
 
 func TestAgentLookupsOnEmptyStore(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	view(t, s, func(tx store.Tx) error {
 		if _, err := registry.GetAgent(tx, "nope"); !errors.Is(err, registry.ErrNotFound) {
 			t.Errorf("GetAgent = %v, want ErrNotFound", err)
@@ -457,7 +440,7 @@ func TestAgentLookupsOnEmptyStore(t *testing.T) {
 }
 
 func TestCreateAgentInViewIsReadOnly(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	a := newAgent(t, "ro", time.Now())
 	err := s.View(context.Background(), func(tx store.Tx) error { return registry.CreateAgent(tx, a) })
 	if !errors.Is(err, store.ErrReadOnly) {

@@ -8,6 +8,7 @@ import (
 
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
+	"mandate.dev/mandate/store/bolt/bolttest"
 )
 
 const nodeA = "spiffe://example.org/node/join/aaaa"
@@ -34,7 +35,7 @@ func getNode(t *testing.T, s store.Store, id string) *registry.Node {
 }
 
 func TestPutGetNode(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	at := time.Date(2025, 5, 6, 7, 8, 9, 0, time.UTC)
 	putNode(t, s, &registry.Node{
 		SPIFFEID: nodeA, AttestationMethod: "join", Level: registry.LevelToken,
@@ -58,7 +59,7 @@ func TestPutGetNode(t *testing.T) {
 }
 
 func TestListNodesOrdered(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	ids := []string{"spiffe://example.org/node/c", "spiffe://example.org/node/a", "spiffe://example.org/node/b"}
 	for _, id := range ids {
 		putNode(t, s, &registry.Node{SPIFFEID: id})
@@ -81,7 +82,7 @@ func TestListNodesOrdered(t *testing.T) {
 }
 
 func TestBanNode(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	putNode(t, s, &registry.Node{SPIFFEID: nodeA, AttestedAt: t0})
 
@@ -126,7 +127,7 @@ func TestBanNode(t *testing.T) {
 }
 
 func TestPutNodeKeepsBan(t *testing.T) {
-	s := openStore(t)
+	s := bolttest.Open(t)
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	putNode(t, s, &registry.Node{SPIFFEID: nodeA, AttestedAt: t0})
 	if err := update(t, s, func(tx store.Tx) error {
