@@ -126,6 +126,9 @@ func (a *Authority) init(ctx context.Context) error {
 	if err := a.openAudit(ctx); err != nil {
 		return err
 	}
+	if err := a.indexDelegations(ctx); err != nil {
+		return err
+	}
 	if err := a.openFederation(ctx); err != nil {
 		return err
 	}

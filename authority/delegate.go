@@ -736,6 +736,23 @@ func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry, le
 	return delegation.Put(tx, rec)
 }
 
+// indexDelegations indexes by party the delegations a data directory
+// kept before it had that index (once; a new one starts indexed), so that
+// revoking an agent or a node reads its own hops, not every record.
+func (a *Authority) indexDelegations(ctx context.Context) error {
+	var n int
+	if err := a.store.Update(ctx, func(tx store.Tx) (err error) {
+		n, err = delegation.IndexParties(tx)
+		return err
+	}); err != nil {
+		return fmt.Errorf("authority: index delegations by party: %w", err)
+	}
+	if n > 0 {
+		a.log.Info("indexed the delegations kept by party", "records", n)
+	}
+	return nil
+}
+
 // revokedInTx says what of a hop about to be recorded is revoked here: a
 // hop above it issued here, its delegator, its delegator's host, its
 // delegatee, or a party above ("" when nothing is).

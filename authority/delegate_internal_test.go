@@ -2,6 +2,8 @@ package authority
 
 import (
 	"context"
+	"encoding/json"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/store"
+	"mandate.dev/mandate/store/bolt"
 	"mandate.dev/mandate/store/bolt/bolttest"
 )
 
@@ -248,5 +251,48 @@ func TestSharedCheckSurvivesAPanic(t *testing.T) {
 	_, err := c.shared(t.Context(), "k", time.Second, func(context.Context) (any, error) { panic("boom") })
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("shared = %v, want the panic as an error", err)
+	}
+}
+
+// TestOldDataDirIndexedByParty: the delegations a data directory kept
+// before the party index are indexed when the authority starts, so that
+// revoking an agent reads its own hops.
+func TestOldDataDirIndexedByParty(t *testing.T) {
+	const self = "spiffe://org-a.example"
+	dir := t.TempDir()
+	st, err := bolt.Open(filepath.Join(dir, "mandate.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := delegation.Record{ID: "old", Issuer: self, Delegator: self + "/agent/a", Delegatee: self + "/agent/b", ExpiresAt: time.Now().Add(time.Hour)}
+	b, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update(t.Context(), func(tx store.Tx) error { return tx.Put(delegation.BucketDelegations, []byte(old.ID), b) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := Config{TrustDomain: "org-a.example", DataDir: dir, Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	a, err := New(t.Context(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.store.View(t.Context(), func(tx store.Tx) error {
+		if ok, err := delegation.PartiesIndexed(tx); !ok || err != nil {
+			t.Errorf("PartiesIndexed = %v, %v; want true", ok, err)
+		}
+		ids, _, err := delegation.RevokeIDPreview(tx, self+"/agent/b", time.Now())
+		if err != nil || !slices.Equal(ids, []string{"old"}) {
+			t.Errorf("RevokeIDPreview = %v, %v; want [old]", ids, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

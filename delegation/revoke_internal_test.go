@@ -2,7 +2,10 @@ package delegation
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,11 +17,33 @@ import (
 // expired (and what is below them), so a tree of dead hops never makes a
 // hop or its parties unrevocable; beyond its bound it marks what it may,
 // says so, and still revokes the SPIFFE ID.
+//
+// It runs with the party index, and with the scan a data directory from
+// before the index uses until it is indexed.
 func TestRevokeCascadeBounds(t *testing.T) {
+	for _, indexed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "party index", false: "scan"}[indexed], func(t *testing.T) {
+			st := bolttest.Open(t)
+			if indexed {
+				indexParties(t, st)
+			}
+			testRevokeCascadeBounds(t, st)
+		})
+	}
+}
+
+// indexParties indexes st by party (a new authority's store is).
+func indexParties(t *testing.T, st store.Store) {
+	t.Helper()
+	if err := st.Update(t.Context(), func(tx store.Tx) error { _, err := IndexParties(tx); return err }); err != nil {
+		t.Fatalf("IndexParties: %v", err)
+	}
+}
+
+func testRevokeCascadeBounds(t *testing.T, st store.Store) {
 	const self = "spiffe://org-a.example"
 	defer func(n int) { maxRevoke = n }(maxRevoke)
 	maxRevoke = 3
-	st := bolttest.Open(t)
 	ctx := context.Background()
 	now := time.Now()
 	rec := func(id, parent string, exp time.Time, revoked bool) *Record {
@@ -146,5 +171,152 @@ func TestRevokeReadBound(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRevokeIDReadsLiveHops: revoking a party reads its hops that have
+// not expired, however many expired ones it has.
+func TestRevokeIDReadsLiveHops(t *testing.T) {
+	const self = "spiffe://org-a.example"
+	defer func(n int) { maxRevokeRead = n }(maxRevokeRead)
+	maxRevokeRead = 2
+	st := bolttest.Open(t)
+	indexParties(t, st)
+	now := time.Now()
+	if err := st.Update(t.Context(), func(tx store.Tx) error {
+		for i, id := range []string{"a-expired", "b-expired", "c-expired", "d-live", "e-expired", "f-live"} {
+			exp := now.Add(-time.Duration(i+1) * time.Second)
+			if strings.HasSuffix(id, "live") {
+				exp = now.Add(time.Hour)
+			}
+			if err := Put(tx, &Record{ID: id, Issuer: self, Delegator: self + "/agent/m", Delegatee: self + "/agent/w", ExpiresAt: exp}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var revoked []string
+	var more bool
+	if err := st.Update(t.Context(), func(tx store.Tx) (err error) {
+		revoked, more, err = RevokeID(tx, self+"/agent/w", "admin", "test", now)
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(revoked, []string{"d-live", "f-live"}) || more {
+		t.Fatalf("RevokeID = %v, more %v; want [d-live f-live], not more", revoked, more)
+	}
+}
+
+// TestIndexParties: records a store kept before the party index (put
+// without it) are indexed once, and are revoked the same before and
+// after.
+func TestIndexParties(t *testing.T) {
+	const self = "spiffe://org-a.example"
+	st := bolttest.Open(t)
+	now := time.Now()
+	old := []*Record{
+		{ID: "h1", Issuer: self, Delegator: self + "/agent/a", Delegatee: self + "/agent/b", DelegatorHost: self + "/node/n1", ExpiresAt: now.Add(time.Hour)},
+		{ID: "h2", Issuer: self, Delegator: self + "/agent/c", Delegatee: self + "/agent/d", ExpiresAt: now.Add(time.Hour),
+			Ancestors: []Ancestor{{ID: "far", Issuer: "spiffe://org-b.example", Delegator: "spiffe://org-b.example/agent/x", Delegatee: self + "/agent/c"}}},
+		{ID: "h3", Issuer: self, Delegator: self + "/agent/b", Delegatee: self + "/agent/d", DelegatorHost: self + "/node/n1", ExpiresAt: now.Add(time.Hour)},
+	}
+	if err := st.Update(t.Context(), func(tx store.Tx) error {
+		for _, r := range old {
+			b, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			if err := tx.Put(BucketDelegations, []byte(r.ID), b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]string{
+		self + "/node/n1": {"h1", "h3"}, "spiffe://org-b.example/agent/x": {"h2"}, self + "/agent/d": {"h2", "h3"},
+		self + "/agent/b": {"h1", "h3"}, self + "/agent/z": nil,
+	}
+	previews := func() map[string][]string {
+		got := map[string][]string{}
+		if err := st.View(t.Context(), func(tx store.Tx) error {
+			for id := range cases {
+				ids, _, err := RevokeIDPreview(tx, id, now)
+				if err != nil {
+					return err
+				}
+				slices.Sort(ids)
+				got[id] = ids
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for id, ids := range previews() {
+		if !slices.Equal(ids, cases[id]) {
+			t.Errorf("before indexing, RevokeIDPreview(%s) = %v, want %v", id, ids, cases[id])
+		}
+	}
+	for run, want := range []int{len(old), 0} {
+		var n int
+		if err := st.Update(t.Context(), func(tx store.Tx) (err error) { n, err = IndexParties(tx); return }); err != nil || n != want {
+			t.Fatalf("IndexParties, run %d = %d, %v; want %d", run+1, n, err, want)
+		}
+	}
+	for id, ids := range previews() {
+		if !slices.Equal(ids, cases[id]) {
+			t.Errorf("after indexing, RevokeIDPreview(%s) = %v, want %v", id, ids, cases[id])
+		}
+	}
+}
+
+// BenchmarkRevokeIDPreview: what revoking one agent reads, in a store of
+// 20,000 hops, 200 of them its own (29 live), with the party index
+// and with the scan of a data directory not indexed yet.
+func BenchmarkRevokeIDPreview(b *testing.B) {
+	const self = "spiffe://org-a.example"
+	now := time.Now()
+	for _, indexed := range []bool{true, false} {
+		b.Run(map[bool]string{true: "party index", false: "scan"}[indexed], func(b *testing.B) {
+			st := bolttest.Open(b)
+			if err := st.Update(b.Context(), func(tx store.Tx) error {
+				if indexed {
+					if _, err := IndexParties(tx); err != nil {
+						return err
+					}
+				}
+				for i := range 20000 {
+					exp := now.Add(-time.Hour)
+					if i%7 == 0 {
+						exp = now.Add(time.Hour)
+					}
+					r := &Record{ID: fmt.Sprintf("h%05d", i), Issuer: self, Delegator: fmt.Sprintf("%s/agent/a%d", self, i%100),
+						Delegatee: fmt.Sprintf("%s/agent/b%d", self, i%1000), DelegatorHost: self + "/node/n", ExpiresAt: exp}
+					if err := Put(tx, r); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if err := st.View(b.Context(), func(tx store.Tx) error {
+					ids, _, err := RevokeIDPreview(tx, self+"/agent/a0", now)
+					if err == nil && len(ids) != 29 {
+						err = fmt.Errorf("revoked %d hops, want 29", len(ids))
+					}
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

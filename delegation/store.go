@@ -1,11 +1,13 @@
 package delegation
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"mandate.dev/mandate/store"
@@ -16,7 +18,13 @@ const (
 	BucketDelegations = "delegations"
 	BucketChildren    = "delegations_by_parent" // "<parent or local ancestor iss> <its id>/<descendant id>" → ""
 	BucketRevokedIDs  = "revoked_spiffe_ids"    // SPIFFE ID → Revocation
+	// BucketParties indexes delegations by party, live ones last:
+	// "<party> 0x00 <expiry, Unix seconds, 8 bytes big-endian><id>" → "".
+	BucketParties = "delegations_by_party"
+	bucketMeta    = "delegations_meta" // keyPartyIndex → "1" once every record is in BucketParties
 )
+
+var keyPartyIndex = []byte("party_index")
 
 // Status values of a delegation.
 const (
@@ -125,6 +133,9 @@ func Put(tx store.Tx, r *Record) error {
 	if err := tx.Put(BucketDelegations, []byte(r.ID), b); err != nil {
 		return err
 	}
+	if err := putParties(tx, r); err != nil {
+		return err
+	}
 	if r.ParentID != "" {
 		if err := tx.Put(BucketChildren, childKey(r.ParentIssuer, r.ParentID, r.ID), []byte{}); err != nil {
 			return err
@@ -139,6 +150,80 @@ func Put(tx store.Tx, r *Record) error {
 		}
 	}
 	return nil
+}
+
+// putParties indexes r under each of its parties. Keys are the same each
+// time r is put (a revocation changes neither its parties nor its expiry).
+func putParties(tx store.Tx, r *Record) error {
+	for _, p := range r.parties() {
+		if err := tx.Put(BucketParties, partyKey(p, r.ExpiresAt, r.ID), []byte{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parties are the SPIFFE IDs hasParty matches, each once: the delegator,
+// the delegatee, the delegator's host and the delegator and delegatee of
+// every hop above. One holding a 0x00 byte (no SPIFFE ID does) is left
+// out of the index, and found by the scan that revokes it.
+func (r *Record) parties() []string {
+	ps := make([]string, 0, 3+2*len(r.Ancestors))
+	add := func(p string) {
+		if p != "" && strings.IndexByte(p, 0) < 0 && !slices.Contains(ps, p) {
+			ps = append(ps, p)
+		}
+	}
+	add(r.Delegator)
+	add(r.Delegatee)
+	add(r.DelegatorHost)
+	for _, an := range r.Ancestors {
+		add(an.Delegator)
+		add(an.Delegatee)
+	}
+	return ps
+}
+
+// partyKey is the key of delegation id, expiring at exp, in party's part
+// of BucketParties; partyKey(party, t, "") is where its hops live at t
+// begin.
+func partyKey(party string, exp time.Time, id string) []byte {
+	k := make([]byte, 0, len(party)+1+8+len(id))
+	k = append(append(k, party...), 0)
+	k = binary.BigEndian.AppendUint64(k, uint64(max(exp.Unix(), 0)))
+	return append(k, id...)
+}
+
+// IndexParties indexes, once, the records a store kept before it had
+// BucketParties; RevokeID scans every record until then. It returns how
+// many records it indexed.
+func IndexParties(tx store.Tx) (int, error) {
+	if done, err := PartiesIndexed(tx); done || err != nil {
+		return 0, err
+	}
+	n := 0
+	err := tx.Scan(BucketDelegations, nil, nil, func(k, v []byte) error {
+		var r Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("delegation: decode record %q: %w", k, err)
+		}
+		n++
+		return putParties(tx, &r)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, tx.Put(bucketMeta, keyPartyIndex, []byte("1"))
+}
+
+// PartiesIndexed reports whether every record is in BucketParties (if not,
+// RevokeID scans every record until IndexParties has run).
+func PartiesIndexed(tx store.Tx) (bool, error) {
+	_, err := tx.Get(bucketMeta, keyPartyIndex)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // childKey indexes a child under its parent's issuer and id: ids are
@@ -286,15 +371,32 @@ func RevokeIDPreview(tx store.Tx, spiffeID string, now time.Time) (ids []string,
 // revokeIDWalk walks, as revokeWalk does, from every delegation issued
 // here that spiffeID is a party of: its delegator, delegatee or the
 // delegator's host, or the delegator or delegatee of a hop above it.
+// Those expired before the second of now are not read: BucketParties
+// yields a party's hops from there on.
 func revokeIDWalk(tx store.Tx, spiffeID string, now time.Time, revoke func(*Record) error) ([]string, bool, error) {
+	indexed, err := PartiesIndexed(tx)
+	if err != nil {
+		return nil, false, err
+	}
 	var direct []string
-	err := tx.Scan(BucketDelegations, nil, nil, func(_, v []byte) error {
-		var r Record
-		if json.Unmarshal(v, &r) == nil && r.hasParty(spiffeID) {
-			direct = append(direct, r.ID)
-		}
-		return nil
-	})
+	if indexed && strings.IndexByte(spiffeID, 0) < 0 {
+		prefix := partyKey(spiffeID, time.Time{}, "")[:len(spiffeID)+1]
+		err = tx.Scan(BucketParties, prefix, partyKey(spiffeID, now, ""), func(k, _ []byte) error {
+			if len(k) <= len(prefix)+8 {
+				return fmt.Errorf("delegation: party index key %q is too short", k)
+			}
+			direct = append(direct, string(k[len(prefix)+8:]))
+			return nil
+		})
+	} else {
+		err = tx.Scan(BucketDelegations, nil, nil, func(_, v []byte) error {
+			var r Record
+			if json.Unmarshal(v, &r) == nil && r.hasParty(spiffeID) {
+				direct = append(direct, r.ID)
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, false, err
 	}
