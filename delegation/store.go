@@ -156,6 +156,9 @@ func Put(tx store.Tx, r *Record) error {
 // time r is put (a revocation changes neither its parties nor its expiry).
 func putParties(tx store.Tx, r *Record) error {
 	for _, p := range r.parties() {
+		if strings.IndexByte(p, 0) >= 0 {
+			continue // no SPIFFE ID holds one; RevokeID finds it by a scan
+		}
 		if err := tx.Put(BucketParties, partyKey(p, r.ExpiresAt, r.ID), []byte{}); err != nil {
 			return err
 		}
@@ -163,14 +166,13 @@ func putParties(tx store.Tx, r *Record) error {
 	return nil
 }
 
-// parties are the SPIFFE IDs hasParty matches, each once: the delegator,
-// the delegatee, the delegator's host and the delegator and delegatee of
-// every hop above. One holding a 0x00 byte (no SPIFFE ID does) is left
-// out of the index, and found by the scan that revokes it.
+// parties are the SPIFFE IDs revoking which revokes r, each once: its
+// delegator, its delegatee, the delegator's host and the delegator and
+// delegatee of every hop above.
 func (r *Record) parties() []string {
 	ps := make([]string, 0, 3+2*len(r.Ancestors))
 	add := func(p string) {
-		if p != "" && strings.IndexByte(p, 0) < 0 && !slices.Contains(ps, p) {
+		if p != "" && !slices.Contains(ps, p) {
 			ps = append(ps, p)
 		}
 	}
@@ -403,14 +405,8 @@ func revokeIDWalk(tx store.Tx, spiffeID string, now time.Time, revoke func(*Reco
 	return revokeWalk(tx, direct, now, revoke)
 }
 
-// hasParty reports whether id is a party of r: its delegator, delegatee
-// or the delegator's host, or the delegator or delegatee of a hop above.
-func (r *Record) hasParty(id string) bool {
-	if r.Delegator == id || r.Delegatee == id || r.DelegatorHost == id {
-		return true
-	}
-	return slices.ContainsFunc(r.Ancestors, func(an Ancestor) bool { return an.Delegator == id || an.Delegatee == id })
-}
+// hasParty reports whether id is one of r's parties.
+func (r *Record) hasParty(id string) bool { return slices.Contains(r.parties(), id) }
 
 // IDRevoked reports whether a SPIFFE ID was revoked here.
 func IDRevoked(tx store.Tx, spiffeID string) (bool, error) {
