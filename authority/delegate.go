@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -689,15 +688,10 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 // entry durable, revokes what it says: the delegation and every one
 // below it, or a SPIFFE ID and every delegation by, to or through it.
 func indexRevocation(tx store.Tx, e audit.Entry) error {
-	var d struct {
-		DelegationID string `json:"delegation_id"`
-		SPIFFEID     string `json:"spiffe_id"`
-		Reason       string `json:"reason"`
+	d, err := ReadRevoked(e)
+	if err != nil {
+		return err
 	}
-	if err := json.Unmarshal(e.Details, &d); err != nil {
-		return fmt.Errorf("authority: delegation.revoked entry: %v", err)
-	}
-	var err error
 	if d.DelegationID != "" {
 		_, _, err = delegation.Revoke(tx, d.DelegationID, e.Actor, d.Reason, e.Time)
 	} else {

@@ -71,6 +71,27 @@ func ReadIssued(e audit.Entry) (*IssuedDetails, error) {
 	return &d, nil
 }
 
+// RevokedDetails are what a delegation.revoked audit entry says was
+// revoked: a delegation (and what is below it), or a SPIFFE ID (and the
+// delegations it is a party of), and why.
+type RevokedDetails struct {
+	DelegationID string `json:"delegation_id"`
+	SPIFFEID     string `json:"spiffe_id"`
+	Reason       string `json:"reason"`
+}
+
+// ReadRevoked reads the details of e, a delegation.revoked entry.
+func ReadRevoked(e audit.Entry) (*RevokedDetails, error) {
+	var d RevokedDetails
+	if e.Type != "delegation.revoked" {
+		return nil, fmt.Errorf("authority: a %s entry, not delegation.revoked", e.Type)
+	}
+	if err := json.Unmarshal(e.Details, &d); err != nil || (d.DelegationID == "") == (d.SPIFFEID == "") {
+		return nil, fmt.Errorf("authority: delegation.revoked entry: unreadable details (%v)", err)
+	}
+	return &d, nil
+}
+
 // ChainView is what a chain shows of the hop e records (its details d):
 // the policy decision, and the accountable parties of its delegator and
 // delegatee.

@@ -49,7 +49,12 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              issuance, serial and SHA-256, that log proves
                              before the hop), with the decision and the
                              accountable parties of each hop; the
-                             checkpoints each log showed must agree
+                             checkpoints each log showed must agree. A hop
+                             revoked (itself, one of its parties at its
+                             issuer, or a hop above) is shown REVOKED with
+                             the delegation.revoked entry that proves it
+                             (found by each log's search: its absence is
+                             not proven)
   verify [--full]            check the checkpoint's signature and that it is
                              consistent with the last one this auditor saw
                              (kept in --state); fails loudly on a fork.
@@ -484,6 +489,23 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 		}
 	}
 	printed := 0
+	return searchProven(ctx, c, v, q, func(p *provenEntry) error {
+		if err := printEntry(w, p, f.asJSON); err != nil {
+			return err
+		}
+		if printed++; f.q.limit > 0 && printed >= f.q.limit {
+			return errStopSearch
+		}
+		return nil
+	})
+}
+
+// errStopSearch, from searchProven's fn, ends the search without error.
+var errStopSearch = errors.New("stop the search")
+
+// searchProven calls fn with every entry a search of c's log (q, every
+// page) finds, each proven against a checkpoint signed with v.
+func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.Values, fn func(*provenEntry) error) error {
 	for {
 		var page struct {
 			Entries []struct {
@@ -502,11 +524,10 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 			if err := p.verify(v); err != nil {
 				return err
 			}
-			if err := printEntry(w, p, f.asJSON); err != nil {
-				return err
-			}
-			if printed++; f.q.limit > 0 && printed >= f.q.limit {
+			if err := fn(p); errors.Is(err, errStopSearch) {
 				return nil
+			} else if err != nil {
+				return err
 			}
 		}
 		if page.NextPageToken == "" {

@@ -44,6 +44,29 @@ type chainHop struct {
 	signature  string               // the delegator's signature over the hop
 	signerSVID *authority.SVIDEntry // where the SVID it signed with was logged
 	signedBy   string               // once the signature and that entry are verified
+	host       string               // the node that hosted its delegator, from the proven entry
+
+	// Revoked is the revocation of this hop, or of one above it, that a
+	// proven delegation.revoked entry of its issuer's log (or of the
+	// issuer above) records.
+	Revoked *hopRevocation `json:"revoked,omitempty"`
+}
+
+// hopRevocation is a revocation an auditor proved, as it bears on a hop.
+type hopRevocation struct {
+	Of        string    `json:"of"`              // the delegation id or SPIFFE ID revoked
+	Above     string    `json:"above,omitempty"` // the hop above, revoked, that revokes this one
+	Log       string    `json:"log"`             // whose log proved it
+	Index     uint64    `json:"index"`           // the delegation.revoked entry
+	RevokedAt time.Time `json:"revoked_at"`
+	RevokedBy string    `json:"revoked_by"`
+	Reason    string    `json:"reason"`
+}
+
+// logAccess is how an auditor reads one authority's log.
+type logAccess struct {
+	c *client.Client
+	v note.Verifier
 }
 
 // auditChain is "mandate audit chain ID": the accountability chain of a
@@ -67,6 +90,7 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	}
 	var unverified []string
 	views := newLogViews()
+	logs := map[string]logAccess{c.TrustDomain().IDString(): {c, v}}
 	for i := range hops {
 		h := &hops[i]
 		switch {
@@ -78,7 +102,14 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 				return err
 			}
 		case h.LogURL != "":
-			if err := followHop(ctx, f, h, peers, views); err != nil {
+			pc, err := followHop(ctx, f, h, peers, views)
+			if pc != nil {
+				defer pc.c.CloseIdle()
+				if _, ok := logs[h.Issuer]; !ok {
+					logs[h.Issuer] = *pc
+				}
+			}
+			if err != nil {
 				if f.verify {
 					return err
 				}
@@ -92,6 +123,12 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 		if err := checkLinks(hops, id); err != nil {
 			return err
 		}
+	}
+	if err := findRevocations(ctx, hops, logs, views); err != nil {
+		if f.verify {
+			return err
+		}
+		unverified = append(unverified, err.Error())
 	}
 	// Every log showed one history: the checkpoints it proved hops
 	// against are consistent with each other.
@@ -160,6 +197,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string, seen func(*log.Check
 	// the server's account of it.
 	h.Scopes, h.Depth, h.parentID, h.parentIss, h.parentLink = d.Scopes, d.Depth, d.ParentID, d.ParentIssuer, d.ParentLink
 	h.purpose, h.expiresAt, h.entryTime, h.signature, h.signerSVID = d.Purpose, d.ExpiresAt, e.Time, d.Signature, d.SignerSVID
+	h.host = d.DelegatorHost
 	h.Decision, h.Accountability = d.ChainView(e)
 	h.verifiedBy = issuer
 	return nil
@@ -347,35 +385,36 @@ func parsePeers(vals []string) (map[string]peer, error) {
 
 // followHop asks the hop's issuer for it (with this auditor's credential,
 // which that authority must accept as an auditor's) and verifies it
-// against that issuer's log.
-func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string]peer, views *logViews) error {
+// against that issuer's log. It returns how it read that log (nil if it
+// could not connect), for the caller to close.
+func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string]peer, views *logViews) (*logAccess, error) {
 	p, ok := peers[h.Issuer]
 	if !ok {
-		return fmt.Errorf("no --peer for %s", h.Issuer)
+		return nil, fmt.Errorf("no --peer for %s", h.Issuer)
 	}
 	// The auditor's credential goes only where --peer says the issuer is,
 	// whatever log_url the first authority gave.
 	chain, key, _, err := credfile.Load(credfile.In(f.cf.creds))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pem, err := os.ReadFile(p.roots)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	roots, err := credfile.ParseCertsPEM(pem)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	td, _ := spiffeid.TrustDomainFromString(h.Issuer)
 	c, err := client.New(client.Config{Server: p.url, TrustDomain: td, Bundle: roots, SVID: chain, Key: key})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer c.CloseIdle()
+	acc := &logAccess{c, p.vkey}
 	theirs, err := fetchChain(ctx, c, "/v1/audit/chains/"+url.PathEscape(h.ID))
 	if err != nil {
-		return fmt.Errorf("asking %s: %w", h.Issuer, err)
+		return acc, fmt.Errorf("asking %s: %w", h.Issuer, err)
 	}
 	for i := range theirs {
 		t := &theirs[i]
@@ -383,21 +422,111 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 			continue
 		}
 		if t.Index == nil {
-			return errors.New("its issuer has no log entry for it")
+			return acc, errors.New("its issuer has no log entry for it")
 		}
 		if t.Delegator != h.Delegator || t.Delegatee != h.Delegatee || t.Principal != h.Principal {
-			return errors.New("its issuer's log says another hop than the token did")
+			return acc, errors.New("its issuer's log says another hop than the token did")
 		}
 		if err := verifyHop(t, p.vkey, h.Issuer, views.of(p.vkey, c)); err != nil {
-			return err
+			return acc, err
 		}
 		if err := verifySigner(ctx, t, c, p.vkey, views.of(p.vkey, c), f.serialOnly); err != nil {
-			return err
+			return acc, err
 		}
 		*h = *t
-		return nil
+		return acc, nil
 	}
-	return errors.New("its issuer does not return it")
+	return acc, errors.New("its issuer does not return it")
+}
+
+// maxRevocationEntries bounds the delegation.revoked entries an auditor
+// reads for one hop or party.
+const maxRevocationEntries = 1000
+
+// findRevocations looks, in the log of each proven hop's issuer, for
+// delegation.revoked entries that revoke it: of the hop itself, or of a
+// SPIFFE ID that is its party there (its delegator, its delegatee, its
+// delegator's host, or the delegator or delegatee of a hop above). Each
+// entry found is proven like the hops (views keeps its checkpoint); the
+// earliest is the hop's, and a hop below a revoked one is revoked with
+// it. A log's search is its authority's word: an entry it leaves out is
+// not found (only a revocation is proven, never its absence).
+func findRevocations(ctx context.Context, hops []chainHop, logs map[string]logAccess, views *logViews) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for k := range hops {
+		h := &hops[k]
+		acc, ok := logs[h.Issuer]
+		if h.verifiedBy == "" || !ok {
+			continue
+		}
+		asks := []url.Values{{"type": {"delegation.revoked"}, "delegation_id": {h.ID}}}
+		var parties []string
+		for _, p := range []string{h.Delegator, h.Delegatee, h.host} {
+			parties = appendNew(parties, p)
+		}
+		for _, above := range hops[:k] {
+			parties = appendNew(appendNew(parties, above.Delegator), above.Delegatee)
+		}
+		for _, p := range parties {
+			asks = append(asks, url.Values{"type": {"delegation.revoked"}, "spiffe_id": {p}})
+		}
+		for _, q := range asks {
+			asked, n := q.Get("delegation_id")+q.Get("spiffe_id"), 0
+			err := searchProven(ctx, acc.c, acc.v, q, func(p *provenEntry) error {
+				if n++; n > maxRevocationEntries {
+					return fmt.Errorf("more than %d delegation.revoked entries", maxRevocationEntries)
+				}
+				views.of(acc.v, acc.c)(p.cp)
+				e, err := audit.Decode(p.entry)
+				if err != nil {
+					return fmt.Errorf("log entry %d: %w", p.index, err)
+				}
+				d, err := authority.ReadRevoked(e)
+				if err != nil {
+					return fmt.Errorf("log entry %d: %w", p.index, err)
+				}
+				of := d.DelegationID
+				if of == "" {
+					of = d.SPIFFEID
+				}
+				if of != asked {
+					return nil // an entry that names it otherwise (as who revoked, say)
+				}
+				if h.Revoked == nil || e.Time.Before(h.Revoked.RevokedAt) {
+					h.Revoked = &hopRevocation{Of: of, Log: h.Issuer, Index: p.index, RevokedAt: e.Time, RevokedBy: e.Actor, Reason: d.Reason}
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("hop %s: revocations in %s's log: %w", h.ID, h.Issuer, err)
+			}
+		}
+	}
+	inheritRevocations(hops)
+	return nil
+}
+
+// inheritRevocations revokes what is below a revoked hop with it, unless
+// it was revoked earlier on its own.
+func inheritRevocations(hops []chainHop) {
+	for k := 1; k < len(hops); k++ {
+		if above := hops[k-1].Revoked; above != nil && (hops[k].Revoked == nil || above.RevokedAt.Before(hops[k].Revoked.RevokedAt)) {
+			r := *above
+			if r.Above == "" {
+				r.Above = hops[k-1].ID
+			}
+			hops[k].Revoked = &r
+		}
+	}
+}
+
+// appendNew appends s to list unless it is empty or there already.
+func appendNew(list []string, s string) []string {
+	if s == "" || slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
 }
 
 // printChain prints the chain as a tree, root first.
@@ -416,6 +545,20 @@ func printChain(w io.Writer, hops []chainHop) {
 		fmt.Fprintf(w, "%s   delegation %s, issued by %s; %s\n", indent, h.ID, strings.TrimPrefix(h.Issuer, "spiffe://"), proof)
 		if h.signedBy != "" {
 			fmt.Fprintf(w, "%s   %s\n", indent, h.signedBy)
+		}
+		if r := h.Revoked; r != nil {
+			of := r.Of
+			switch {
+			case r.Above != "":
+				of = "with the hop above, " + r.Above
+			case r.Of == h.ID:
+				of = "this hop"
+			}
+			if !h.expiresAt.IsZero() && !r.RevokedAt.Before(h.expiresAt) {
+				of += ", after it expired"
+			}
+			fmt.Fprintf(w, "%s   REVOKED at %s by %s: %q (%s; %s's log, entry %d)\n", indent, r.RevokedAt.UTC().Format(time.RFC3339),
+				r.RevokedBy, r.Reason, of, strings.TrimPrefix(r.Log, "spiffe://"), r.Index)
 		}
 		if d := h.Decision; d != nil {
 			fmt.Fprintf(w, "%s   decision %s: %s (policy revision %.12s)\n", indent, d.ID, d.Result, d.PolicyRevision)

@@ -160,9 +160,10 @@ func hopAnswer(h hopSpec, p map[string]any) map[string]any {
 	return m
 }
 
-// fakeAuthority serves the chain answer and /v1/audit/entries/N of a
-// (possibly different) view over TLS as spiffe://org-a.example/mandate/server.
-func fakeAuthority(t *testing.T, chain func() any, entries func(i uint64) map[string]any) *client.Client {
+// fakeAuthority serves the chain answer, /v1/audit/entries/N of a
+// (possibly different) view and, with search, /v1/audit/search (else no
+// entry is found) over TLS as spiffe://org-a.example/mandate/server.
+func fakeAuthority(t *testing.T, chain func() any, entries func(i uint64) map[string]any, search ...func(q url.Values) []any) *client.Client {
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	td, _ := url.Parse(tdA)
 	caT := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{td}, IsCA: true, BasicConstraintsValid: true,
@@ -179,6 +180,13 @@ func fakeAuthority(t *testing.T, chain func() any, entries func(i uint64) map[st
 	mux.HandleFunc("GET /v1/audit/entries/{i}", func(w http.ResponseWriter, r *http.Request) {
 		i, _ := strconv.ParseUint(r.PathValue("i"), 10, 64)
 		json.NewEncoder(w).Encode(entries(i))
+	})
+	mux.HandleFunc("GET /v1/audit/search", func(w http.ResponseWriter, r *http.Request) {
+		found := []any{}
+		if len(search) > 0 {
+			found = search[0](r.URL.Query())
+		}
+		json.NewEncoder(w).Encode(map[string]any{"entries": found})
 	})
 	srv := httptest.NewUnstartedServer(mux)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{sDER}, PrivateKey: srvKey}}}
@@ -258,8 +266,49 @@ func TestAuditChainHostileLog(t *testing.T) {
 		r := l.logHop(root, 0x10)
 		child := childOf(l, r, "read")
 		l.logHop(child, 0x11)
-		if err, out := verifyAgainst(t, fakeAuthority(t, chainOf(l, root, child), l.proven), v, "d2", false); err != nil {
+		err, out := verifyAgainst(t, fakeAuthority(t, chainOf(l, root, child), l.proven), v, "d2", false)
+		if err != nil || strings.Contains(out, "REVOKED") {
 			t.Fatalf("verify: %v\n%s", err, out)
+		}
+	})
+	// A revocation the log proves is shown on the hop it revokes and
+	// below; one of another hop, or one it cannot prove, is not.
+	revokedLog := func(t *testing.T) (*rlog, uint64, func() any) {
+		l := newRlog(t, s, "org-a.example/audit")
+		r := l.logHop(root, 0x10)
+		child := childOf(l, r, "read")
+		l.logHop(child, 0x11)
+		rev := func(id, spiffeID string) uint64 {
+			d, _ := json.Marshal(map[string]any{"delegation_id": id, "spiffe_id": spiffeID, "reason": "lost laptop", "revoked": []string{id}})
+			return l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "delegation.revoked", Actor: tdA + "/mandate/admin",
+				Subject: id + spiffeID, DelegationID: id, Details: d}))
+		}
+		rev("d9", "")
+		return l, rev("d1", ""), chainOf(l, root, child)
+	}
+	t.Run("a proven revocation", func(t *testing.T) {
+		l, i, chain := revokedLog(t)
+		c := fakeAuthority(t, chain, l.proven, func(q url.Values) []any {
+			if q.Get("delegation_id") == "" {
+				return []any{l.proven(i - 1)} // another hop's revocation, for a party
+			}
+			return []any{l.proven(i)}
+		})
+		err, out := verifyAgainst(t, c, v, "d2", false)
+		if err != nil || strings.Count(out, "REVOKED") != 2 || !strings.Contains(out, `"lost laptop" (this hop; org-a.example's log, entry 5)`) ||
+			!strings.Contains(out, `(with the hop above, d1; org-a.example's log, entry 5)`) || strings.Contains(out, "d9") {
+			t.Fatalf("verify = %v\n%s", err, out)
+		}
+	})
+	t.Run("a revocation without proof", func(t *testing.T) {
+		l, i, chain := revokedLog(t)
+		c := fakeAuthority(t, chain, l.proven, func(url.Values) []any {
+			p := l.proven(i)
+			p["index"] = i - 1
+			return []any{p}
+		})
+		if err, out := verifyAgainst(t, c, v, "d2", false); err == nil || !strings.Contains(err.Error(), "inclusion proof") {
+			t.Fatalf("verify = %v, want refused\n%s", err, out)
 		}
 	})
 	for _, tc := range []struct {

@@ -200,3 +200,41 @@ func TestOpenCheckpointOrigin(t *testing.T) {
 		t.Fatal("a checkpoint for another origin was accepted")
 	}
 }
+
+// TestInheritRevocations: a hop below a revoked one is revoked with it,
+// unless it was revoked earlier on its own; the hop named is the one
+// revoked, however far above.
+func TestInheritRevocations(t *testing.T) {
+	t0 := time.Now()
+	rev := func(of string, d time.Duration) *hopRevocation { return &hopRevocation{Of: of, RevokedAt: t0.Add(d)} }
+	hops := func(rs ...*hopRevocation) []chainHop {
+		out := make([]chainHop, len(rs))
+		for i, r := range rs {
+			out[i] = chainHop{ChainHop: authority.ChainHop{ID: fmt.Sprint("d", i+1)}, Revoked: r}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		in   []chainHop
+		want []string // of/above per hop, "" for none
+	}{
+		{"none", hops(nil, nil, nil), []string{"", "", ""}},
+		{"the root, for all below", hops(rev("d1", 0), nil, nil), []string{"d1/", "d1/d1", "d1/d1"}},
+		{"its own, earlier", hops(rev("d1", time.Minute), rev("spiffe://b", 0), nil), []string{"d1/", "spiffe://b/", "spiffe://b/d2"}},
+		{"its own, later", hops(rev("d1", 0), rev("spiffe://b", time.Minute)), []string{"d1/", "d1/d1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inheritRevocations(tc.in)
+			for i, h := range tc.in {
+				got := ""
+				if h.Revoked != nil {
+					got = h.Revoked.Of + "/" + h.Revoked.Above
+				}
+				if got != tc.want[i] {
+					t.Errorf("hop %d: %q, want %q", i+1, got, tc.want[i])
+				}
+			}
+		})
+	}
+}

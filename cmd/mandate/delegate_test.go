@@ -94,14 +94,29 @@ func TestCLIDelegationChain(t *testing.T) {
 			t.Fatalf("audit chain lacks %q:\n%s", want, tree)
 		}
 	}
-	// org-a revokes the root hop from the command line.
+	if strings.Contains(tree, "REVOKED") {
+		t.Fatalf("audit chain shows a revocation before any:\n%s", tree)
+	}
+	// org-b revokes the booker; then org-a revokes the root hop. The
+	// auditor proves each revocation in the log of the hop it revokes.
 	var root struct{ Hops []struct{ ID string } }
 	_ = json.Unmarshal([]byte(must(urlB, dirB, "audit", "chain", ans.ID, "--json", "--peer", peer)), &root)
 	if len(root.Hops) != 2 {
 		t.Fatalf("chain --json: %+v", root)
 	}
+	must(urlB, dirB, "admin", "revoke", "spiffe-id", "spiffe://org-b.example/agent/booker", "--reason", "compromised")
+	tree = must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
+	if n := strings.Count(tree, "REVOKED"); n != 1 ||
+		!strings.Contains(tree, `by spiffe://org-b.example/mandate/admin: "compromised" (spiffe://org-b.example/agent/booker; org-b.example's log, entry `) {
+		t.Fatalf("audit chain after revoking the booker at org-b:\n%s", tree)
+	}
 	if out := must(urlA, dirA, "admin", "revoke", "delegation", root.Hops[0].ID, "--reason", "cancelled"); !strings.Contains(out, root.Hops[0].ID) {
 		t.Fatalf("revoke: %s", out)
+	}
+	tree = must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
+	if n := strings.Count(tree, "REVOKED"); n != 2 || !strings.Contains(tree, `by spiffe://org-a.example/mandate/admin: "cancelled" (this hop; org-a.example's log, entry `) ||
+		!strings.Contains(tree, `"compromised" (spiffe://org-b.example/agent/booker; org-b.example's log`) {
+		t.Fatalf("audit chain after revoking the root too:\n%s", tree)
 	}
 	// org-b, asked about its own hop, answers for the root too.
 	if v, err := cli(t, "", dirB, "delegate", "verify", t2, "--bundles", filepath.Join(payer, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/payer",

@@ -229,6 +229,23 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	say("a verifier of the payer's token asks org-b about its hop %s: %s (%s)", last.ID, hs.Status, hs.Reason)
+	// The auditor proves the revocation in org-a's log.
+	logs := map[string]logAccess{orgA.td.IDString(): {auditorAtA, vkeys[orgA.td.IDString()]}, orgB.td.IDString(): {orgB.admin, vkeys[orgB.td.IDString()]}}
+	if err := findRevocations(ctx, hops, logs, views); err != nil {
+		return err
+	}
+	if err := views.check(ctx); err != nil {
+		return err
+	}
+	for _, h := range hops {
+		if r := h.Revoked; r == nil {
+			return fmt.Errorf("the auditor found no revocation of %s", h.ID)
+		} else if r.Above == "" {
+			say("the auditor proves it in %s's log, entry %d: %s revoked by %s (%q)", strings.TrimPrefix(r.Log, "spiffe://"), r.Index, h.ID, r.RevokedBy, r.Reason)
+		} else {
+			say("and shows %s revoked with the hop above", h.ID)
+		}
+	}
 	fmt.Fprintln(stdout, "\nDone.")
 	return nil
 }

@@ -23,6 +23,7 @@ func TestDemo(t *testing.T) {
 		"proven in org-a.example's log", "proven in org-b.example's log",
 		"responsible carol@org-b.example", "signed by the delegator's X509-SVID",
 		"is revoked at org-a", "org-b asked org-a before extending the chain, and refused",
+		"the auditor proves it in org-a.example's log, entry", "revoked with the hop above",
 		"asks org-b about its hop", "above it was revoked)",
 		"Done.",
 	} {
