@@ -734,15 +734,15 @@ func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry, le
 // kept before it had that index (once; a new one starts indexed), so that
 // revoking an agent or a node reads its own hops, not every record.
 func (a *Authority) indexDelegations(ctx context.Context) error {
-	var n int
+	var n, bad int
 	if err := a.store.Update(ctx, func(tx store.Tx) (err error) {
-		n, err = delegation.IndexParties(tx)
+		n, bad, err = delegation.IndexParties(tx)
 		return err
 	}); err != nil {
 		return fmt.Errorf("authority: index delegations by party: %w", err)
 	}
-	if n > 0 {
-		a.log.Info("indexed the delegations kept by party", "records", n)
+	if n > 0 || bad > 0 {
+		a.log.Info("indexed the delegations kept by party", "records", n, "unreadable", bad)
 	}
 	return nil
 }

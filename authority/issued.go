@@ -86,8 +86,11 @@ func ReadRevoked(e audit.Entry) (*RevokedDetails, error) {
 	if e.Type != "delegation.revoked" {
 		return nil, fmt.Errorf("authority: a %s entry, not delegation.revoked", e.Type)
 	}
-	if err := json.Unmarshal(e.Details, &d); err != nil || (d.DelegationID == "") == (d.SPIFFEID == "") {
+	if err := json.Unmarshal(e.Details, &d); err != nil {
 		return nil, fmt.Errorf("authority: delegation.revoked entry: unreadable details (%v)", err)
+	}
+	if (d.DelegationID == "") == (d.SPIFFEID == "") {
+		return nil, fmt.Errorf("authority: delegation.revoked entry: names %q and %q; want a delegation id or a SPIFFE ID", d.DelegationID, d.SPIFFEID)
 	}
 	return &d, nil
 }

@@ -35,7 +35,7 @@ func TestRevokeCascadeBounds(t *testing.T) {
 // indexParties indexes st by party (a new authority's store is).
 func indexParties(t *testing.T, st store.Store) {
 	t.Helper()
-	if err := st.Update(t.Context(), func(tx store.Tx) error { _, err := IndexParties(tx); return err }); err != nil {
+	if err := st.Update(t.Context(), func(tx store.Tx) error { _, _, err := IndexParties(tx); return err }); err != nil {
 		t.Fatalf("IndexParties: %v", err)
 	}
 }
@@ -263,10 +263,13 @@ func TestIndexParties(t *testing.T) {
 			t.Errorf("before indexing, RevokeIDPreview(%s) = %v, want %v", id, ids, cases[id])
 		}
 	}
-	for run, want := range []int{len(old), 0} {
-		var n int
-		if err := st.Update(t.Context(), func(tx store.Tx) (err error) { n, err = IndexParties(tx); return }); err != nil || n != want {
-			t.Fatalf("IndexParties, run %d = %d, %v; want %d", run+1, n, err, want)
+	if err := st.Update(t.Context(), func(tx store.Tx) error { return tx.Put(BucketDelegations, []byte("garbled"), []byte("{")) }); err != nil {
+		t.Fatal(err)
+	}
+	for run, want := range [][2]int{{len(old), 1}, {0, 0}} {
+		var n, bad int
+		if err := st.Update(t.Context(), func(tx store.Tx) (err error) { n, bad, err = IndexParties(tx); return }); err != nil || n != want[0] || bad != want[1] {
+			t.Fatalf("IndexParties, run %d = %d indexed, %d unreadable, %v; want %v", run+1, n, bad, err, want)
 		}
 	}
 	for id, ids := range previews() {
@@ -287,7 +290,7 @@ func BenchmarkRevokeIDPreview(b *testing.B) {
 			st := bolttest.Open(b)
 			if err := st.Update(b.Context(), func(tx store.Tx) error {
 				if indexed {
-					if _, err := IndexParties(tx); err != nil {
+					if _, _, err := IndexParties(tx); err != nil {
 						return err
 					}
 				}
@@ -318,5 +321,39 @@ func BenchmarkRevokeIDPreview(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestRevokeIDExpiryBoundary: the party index yields, as the scan does,
+// every hop that has not expired at now, to the nanosecond: those
+// expiring later in now's second included.
+func TestRevokeIDExpiryBoundary(t *testing.T) {
+	const self = "spiffe://org-a.example"
+	now := time.Unix(1_800_000_000, 700_000_000)
+	exps := map[string]time.Duration{"gone-1s": -time.Second, "gone-200ms": -200 * time.Millisecond, "now": 0,
+		"live-200ms": 200 * time.Millisecond, "live-500ms": 500 * time.Millisecond, "live-1s": time.Second}
+	for _, indexed := range []bool{true, false} {
+		st := bolttest.Open(t)
+		if indexed {
+			indexParties(t, st)
+		}
+		if err := st.Update(t.Context(), func(tx store.Tx) error {
+			for id, d := range exps {
+				if err := Put(tx, &Record{ID: id, Issuer: self, Delegator: self + "/agent/m", Delegatee: self + "/agent/w", ExpiresAt: now.Add(d)}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		if err := st.View(t.Context(), func(tx store.Tx) (err error) { ids, _, err = RevokeIDPreview(tx, self+"/agent/m", now); return }); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(ids)
+		if want := []string{"live-1s", "live-200ms", "live-500ms"}; !slices.Equal(ids, want) {
+			t.Errorf("indexed %v: RevokeIDPreview = %v, want %v", indexed, ids, want)
+		}
 	}
 }

@@ -198,24 +198,25 @@ func partyKey(party string, exp time.Time, id string) []byte {
 
 // IndexParties indexes, once, the records a store kept before it had
 // BucketParties; RevokeID scans every record until then. It returns how
-// many records it indexed.
-func IndexParties(tx store.Tx) (int, error) {
+// many records it indexed, and how many it could not read (as the scan,
+// it passes over them: no revocation reaches them either way).
+func IndexParties(tx store.Tx) (indexed, unreadable int, err error) {
 	if done, err := PartiesIndexed(tx); done || err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	n := 0
-	err := tx.Scan(BucketDelegations, nil, nil, func(k, v []byte) error {
+	err = tx.Scan(BucketDelegations, nil, nil, func(k, v []byte) error {
 		var r Record
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("delegation: decode record %q: %w", k, err)
+		if json.Unmarshal(v, &r) != nil {
+			unreadable++
+			return nil
 		}
-		n++
+		indexed++
 		return putParties(tx, &r)
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return n, tx.Put(bucketMeta, keyPartyIndex, []byte("1"))
+	return indexed, unreadable, tx.Put(bucketMeta, keyPartyIndex, []byte("1"))
 }
 
 // PartiesIndexed reports whether every record is in BucketParties (if not,

@@ -52,6 +52,14 @@ type chainHop struct {
 	Revoked *hopRevocation `json:"revoked,omitempty"`
 }
 
+// UnmarshalJSON reads a hop as an authority answers it. What the auditor
+// proves of it (Revoked, the unexported fields) is never read from an
+// answer: an authority cannot claim it.
+func (h *chainHop) UnmarshalJSON(b []byte) error {
+	*h = chainHop{}
+	return json.Unmarshal(b, &h.ChainHop)
+}
+
 // hopRevocation is a revocation an auditor proved, as it bears on a hop.
 type hopRevocation struct {
 	Of        string    `json:"of"`              // the delegation id or SPIFFE ID revoked
@@ -450,60 +458,73 @@ const maxRevocationEntries = 1000
 // entry found is proven like the hops (views keeps its checkpoint); the
 // earliest is the hop's, and a hop below a revoked one is revoked with
 // it. A log's search is its authority's word: an entry it leaves out is
-// not found (only a revocation is proven, never its absence).
+// not found (only a revocation is proven, never its absence). A hop whose
+// log fails to answer, or answers what it cannot prove, does not keep
+// the others from being looked up: the error names every such hop.
 func findRevocations(ctx context.Context, hops []chainHop, logs map[string]logAccess, views *logViews) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
+	var errs []error
 	for k := range hops {
 		h := &hops[k]
 		acc, ok := logs[h.Issuer]
 		if h.verifiedBy == "" || !ok {
 			continue
 		}
-		asks := []url.Values{{"type": {"delegation.revoked"}, "delegation_id": {h.ID}}}
-		var parties []string
-		for _, p := range []string{h.Delegator, h.Delegatee, h.host} {
-			parties = appendNew(parties, p)
-		}
-		for _, above := range hops[:k] {
-			parties = appendNew(appendNew(parties, above.Delegator), above.Delegatee)
-		}
-		for _, p := range parties {
-			asks = append(asks, url.Values{"type": {"delegation.revoked"}, "spiffe_id": {p}})
-		}
-		for _, q := range asks {
-			asked, n := q.Get("delegation_id")+q.Get("spiffe_id"), 0
-			err := searchProven(ctx, acc.c, acc.v, q, func(p *provenEntry) error {
-				if n++; n > maxRevocationEntries {
-					return fmt.Errorf("more than %d delegation.revoked entries", maxRevocationEntries)
-				}
-				views.of(acc.v, acc.c)(p.cp)
-				e, err := audit.Decode(p.entry)
-				if err != nil {
-					return fmt.Errorf("log entry %d: %w", p.index, err)
-				}
-				d, err := authority.ReadRevoked(e)
-				if err != nil {
-					return fmt.Errorf("log entry %d: %w", p.index, err)
-				}
-				of := d.DelegationID
-				if of == "" {
-					of = d.SPIFFEID
-				}
-				if of != asked {
-					return nil // an entry that names it otherwise (as who revoked, say)
-				}
-				if h.Revoked == nil || e.Time.Before(h.Revoked.RevokedAt) {
-					h.Revoked = &hopRevocation{Of: of, Log: h.Issuer, Index: p.index, RevokedAt: e.Time, RevokedBy: e.Actor, Reason: d.Reason}
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("hop %s: revocations in %s's log: %w", h.ID, h.Issuer, err)
-			}
+		if err := findHopRevocation(ctx, hops, k, acc, views); err != nil {
+			errs = append(errs, fmt.Errorf("hop %s: revocations in %s's log: %w", h.ID, h.Issuer, err))
 		}
 	}
 	inheritRevocations(hops)
+	return errors.Join(errs...)
+}
+
+// findHopRevocation looks for the revocations of hops[k] in its issuer's
+// log (acc), within a minute.
+func findHopRevocation(ctx context.Context, hops []chainHop, k int, acc logAccess, views *logViews) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	h := &hops[k]
+	asks := []url.Values{{"type": {"delegation.revoked"}, "delegation_id": {h.ID}}}
+	var parties []string
+	for _, p := range []string{h.Delegator, h.Delegatee, h.host} {
+		parties = appendNew(parties, p)
+	}
+	for _, above := range hops[:k] {
+		parties = appendNew(appendNew(parties, above.Delegator), above.Delegatee)
+	}
+	for _, p := range parties {
+		asks = append(asks, url.Values{"type": {"delegation.revoked"}, "spiffe_id": {p}})
+	}
+	for _, q := range asks {
+		asked, n := q.Get("delegation_id")+q.Get("spiffe_id"), 0
+		err := searchProven(ctx, acc.c, acc.v, q, func(p *provenEntry) error {
+			if n++; n > maxRevocationEntries {
+				return fmt.Errorf("more than %d delegation.revoked entries", maxRevocationEntries)
+			}
+			views.of(acc.v, acc.c)(p.cp)
+			e, err := audit.Decode(p.entry)
+			if err != nil {
+				return fmt.Errorf("log entry %d: %w", p.index, err)
+			}
+			d, err := authority.ReadRevoked(e)
+			if err != nil {
+				return fmt.Errorf("log entry %d: %w", p.index, err)
+			}
+			of := d.DelegationID
+			if of == "" {
+				of = d.SPIFFEID
+			}
+			if of != asked {
+				return nil // an entry that names it otherwise (as who revoked, say)
+			}
+			if h.Revoked == nil || e.Time.Before(h.Revoked.RevokedAt) {
+				h.Revoked = &hopRevocation{Of: of, Log: h.Issuer, Index: p.index, RevokedAt: e.Time, RevokedBy: e.Actor, Reason: d.Reason}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

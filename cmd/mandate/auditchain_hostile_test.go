@@ -300,6 +300,17 @@ func TestAuditChainHostileLog(t *testing.T) {
 			t.Fatalf("verify = %v\n%s", err, out)
 		}
 	})
+	t.Run("a revocation only the chain answer claims", func(t *testing.T) {
+		l, i, _ := revokedLog(t)
+		c := fakeAuthority(t, func() any {
+			hops := []any{hopAnswer(root, l.proven(1)), hopAnswer(childOf(l, 1, "read"), l.proven(3))}
+			hops[0].(map[string]any)["revoked"] = map[string]any{"of": "d1", "log": tdA, "index": i, "revoked_at": "2020-01-01T00:00:00Z", "reason": "forged"}
+			return map[string]any{"hops": hops}
+		}, l.proven)
+		if err, out := verifyAgainst(t, c, v, "d2", true); err != nil || strings.Contains(out, "forged") || strings.Contains(out, `"revoked"`) {
+			t.Fatalf("verify = %v\n%s", err, out)
+		}
+	})
 	t.Run("a revocation without proof", func(t *testing.T) {
 		l, i, chain := revokedLog(t)
 		c := fakeAuthority(t, chain, l.proven, func(url.Values) []any {
@@ -309,6 +320,31 @@ func TestAuditChainHostileLog(t *testing.T) {
 		})
 		if err, out := verifyAgainst(t, c, v, "d2", false); err == nil || !strings.Contains(err.Error(), "inclusion proof") {
 			t.Fatalf("verify = %v, want refused\n%s", err, out)
+		}
+	})
+	// A log whose search fails for one hop does not hide the proven
+	// revocation of another: without --verify both are printed.
+	t.Run("a failed search beside a proven revocation", func(t *testing.T) {
+		l, _, chain := revokedLog(t)
+		d, _ := json.Marshal(map[string]any{"delegation_id": "d2", "spiffe_id": "", "reason": "done", "revoked": []string{"d2"}})
+		i2 := l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "delegation.revoked", Actor: tdA + "/mandate/admin",
+			Subject: "d2", DelegationID: "d2", Details: d}))
+		c := fakeAuthority(t, chain, l.proven, func(q url.Values) []any {
+			switch q.Get("delegation_id") {
+			case "d1":
+				p := l.proven(i2)
+				p["index"] = 0
+				return []any{p}
+			case "d2":
+				return []any{l.proven(i2)}
+			}
+			return nil
+		})
+		var out bytes.Buffer
+		err := auditChain(context.Background(), &auditFlags{}, c, v, []string{"d2"}, &out)
+		if err != nil || !strings.Contains(out.String(), `"done" (this hop; org-a.example's log, entry 6)`) ||
+			!strings.Contains(out.String(), "not proven: hop d1: revocations in spiffe://org-a.example's log:") {
+			t.Fatalf("audit chain = %v\n%s", err, out.String())
 		}
 	})
 	for _, tc := range []struct {
