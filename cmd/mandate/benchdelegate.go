@@ -137,6 +137,12 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 			v.name, v.r.ops, v.r.opsPerSec(), v.r.p50.Round(time.Microsecond), v.r.p99.Round(time.Microsecond), verdict(v.r.opsPerSec() >= 10000))
 	}
 	tw.Flush()
+	if cpu > 0 {
+		// What the server's CPU alone allows: the ceiling with the load
+		// generator elsewhere and the cores never idle.
+		fmt.Fprintf(stdout, "at %s of server CPU per delegation, this machine's %d cores allow at most %.0f delegations/s, the load generator elsewhere (3,000/s on 2 cores needs at most 667µs)\n",
+			cpu.Round(time.Microsecond), runtime.NumCPU(), float64(runtime.NumCPU())*float64(time.Second)/float64(cpu))
+	}
 	if commits := audit1.commits - audit0.commits; commits > 0 {
 		fmt.Fprintf(stdout, "audit log during the delegations: %.1f entries per commit, %s per commit (mandate_audit_* on /metrics)\n",
 			(audit1.entries-audit0.entries)/commits, time.Duration((audit1.seconds-audit0.seconds)/commits*float64(time.Second)).Round(time.Microsecond))
