@@ -79,6 +79,7 @@ type Options struct {
 func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	a := &Authority{cfg: cfg, log: opts.Logger, now: opts.Now, pending: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
 	a.remote.sem = make(chan struct{}, maxRemoteFetches)
+	a.remote.life, a.remote.end = context.WithCancel(context.Background())
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -164,6 +165,8 @@ func (a *Authority) Now() time.Time { return a.now() }
 // Run keeps the CA rotating, federated bundles fresh, the admin credential
 // current and stale join tokens pruned, until ctx is done.
 func (a *Authority) Run(ctx context.Context) error {
+	// Work shared by status requests ends with the authority.
+	defer a.remote.end()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.audit.Run(ctx) })
 	g.Go(func() error { return a.recordStart(ctx) })
@@ -212,7 +215,10 @@ func (a *Authority) maintain(ctx context.Context) error {
 }
 
 // Close releases the store. Call it after Run has returned.
-func (a *Authority) Close() error { return a.store.Close() }
+func (a *Authority) Close() error {
+	a.remote.end()
+	return a.store.Close()
+}
 
 // storeJournal keeps the CA's state document in the store.
 type storeJournal struct{ st store.Store }

@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -251,6 +252,31 @@ func TestSharedCheckSurvivesAPanic(t *testing.T) {
 	_, err := c.shared(t.Context(), "k", time.Second, func(context.Context) (any, error) { panic("boom") })
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("shared = %v, want the panic as an error", err)
+	}
+}
+
+// TestSharedWorkEndsWithTheAuthority: work shared by status callers,
+// which runs detached from them, ends when the authority closes.
+func TestSharedWorkEndsWithTheAuthority(t *testing.T) {
+	a := startAuthority(t)
+	started, ended := make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := a.remote.shared(context.Background(), "k", time.Hour, func(ctx context.Context) (any, error) {
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		})
+		ended <- err
+	}()
+	<-started
+	a.remote.end() // as Close does
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("shared = %v, want canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("shared work outlived the authority")
 	}
 }
 

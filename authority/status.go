@@ -147,6 +147,10 @@ type remoteStatuses struct {
 	clients map[spiffeid.ID]*http.Client
 	group   singleflight.Group
 	sem     chan struct{} // made by New, maxRemoteFetches slots
+	// life ends (end, by Run's end or Close) shared work still running:
+	// it runs detached from its callers, not from the authority.
+	life context.Context
+	end  context.CancelFunc
 }
 
 type rememberedHop struct {
@@ -158,8 +162,9 @@ type rememberedHop struct {
 // shared runs work once for every caller asking for key meanwhile. The
 // work runs on its own time (at most timeout), not the first caller's:
 // a public caller that hangs up must not make the answer a failure for
-// the others; a caller whose ctx ends stops waiting (unavailable). A
-// panic in work is the callers' error, not the process's end.
+// the others; a caller whose ctx ends stops waiting (unavailable). It
+// ends with the authority (life). A panic in work is the callers' error,
+// not the process's end.
 func (c *remoteStatuses) shared(ctx context.Context, key string, timeout time.Duration, work func(context.Context) (any, error)) (any, error) {
 	ch := c.group.DoChan(key, func() (v any, err error) {
 		defer func() {
@@ -169,6 +174,9 @@ func (c *remoteStatuses) shared(ctx context.Context, key string, timeout time.Du
 		}()
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
+		if c.life != nil {
+			defer context.AfterFunc(c.life, cancel)()
+		}
 		return work(wctx)
 	})
 	select {
