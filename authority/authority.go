@@ -214,7 +214,8 @@ func (a *Authority) maintain(ctx context.Context) error {
 	}
 }
 
-// Close releases the store. Call it after Run has returned.
+// Close ends status work still shared by callers and releases the store.
+// Call it after Run has returned.
 func (a *Authority) Close() error {
 	a.remote.end()
 	return a.store.Close()
