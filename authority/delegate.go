@@ -734,6 +734,16 @@ func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry, le
 // kept before it had that index (once; a new one starts indexed), so that
 // revoking an agent or a node reads its own hops, not every record.
 func (a *Authority) indexDelegations(ctx context.Context) error {
+	var done bool
+	if err := a.store.View(ctx, func(tx store.Tx) (err error) {
+		done, err = delegation.PartiesIndexed(tx)
+		return err
+	}); err != nil {
+		return fmt.Errorf("authority: index delegations by party: %w", err)
+	}
+	if done {
+		return nil // no write transaction (and its fsync) at every start
+	}
 	var n, bad int
 	if err := a.store.Update(ctx, func(tx store.Tx) (err error) {
 		n, bad, err = delegation.IndexParties(tx)

@@ -126,11 +126,7 @@ func NewID() string {
 // reaches the hops issued here below it even when a hop between was
 // issued by another authority.
 func Put(tx store.Tx, r *Record) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("delegation: encode record: %w", err)
-	}
-	if err := tx.Put(BucketDelegations, []byte(r.ID), b); err != nil {
+	if err := putRecord(tx, r); err != nil {
 		return err
 	}
 	if err := putParties(tx, r); err != nil {
@@ -152,8 +148,26 @@ func Put(tx store.Tx, r *Record) error {
 	return nil
 }
 
-// putParties indexes r under each of its parties. Keys are the same each
-// time r is put (a revocation changes neither its parties nor its expiry).
+// putRecord writes r itself (not its place in the indexes).
+func putRecord(tx store.Tx, r *Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("delegation: encode record: %w", err)
+	}
+	return tx.Put(BucketDelegations, []byte(r.ID), b)
+}
+
+// markRevoked returns what a revocation does to each record it reaches:
+// it marks it revoked and writes it again. Its keys in the indexes (its
+// parent, its parties, its expiry) are unchanged, so they are not.
+func markRevoked(tx store.Tx, by, reason string, now time.Time) func(*Record) error {
+	return func(r *Record) error {
+		r.RevokedAt, r.RevokedBy, r.Reason = now, by, reason
+		return putRecord(tx, r)
+	}
+}
+
+// putParties indexes r under each of its parties.
 func putParties(tx store.Tx, r *Record) error {
 	for _, p := range r.parties() {
 		if strings.IndexByte(p, 0) >= 0 {
@@ -272,10 +286,7 @@ func Get(tx store.Tx, id string) (*Record, error) {
 // all the same: a hop's status and every extension of a chain check the
 // hops above it, and a hop found below a revoked one is marked then.
 func Revoke(tx store.Tx, id, by, reason string, now time.Time) (ids []string, more bool, err error) {
-	return revokeWalk(tx, []string{id}, now, func(r *Record) error {
-		r.RevokedAt, r.RevokedBy, r.Reason = now, by, reason
-		return Put(tx, r)
-	})
+	return revokeWalk(tx, []string{id}, now, markRevoked(tx, by, reason, now))
 }
 
 // RevokePreview returns what Revoke would revoke at now, changing
@@ -359,10 +370,7 @@ func RevokeID(tx store.Tx, spiffeID, by, reason string, now time.Time) (ids []st
 	} else if err != nil {
 		return nil, false, err
 	}
-	return revokeIDWalk(tx, spiffeID, now, func(r *Record) error {
-		r.RevokedAt, r.RevokedBy, r.Reason = now, by, reason
-		return Put(tx, r)
-	})
+	return revokeIDWalk(tx, spiffeID, now, markRevoked(tx, by, reason, now))
 }
 
 // RevokeIDPreview returns what RevokeID would revoke at now, changing
@@ -383,7 +391,7 @@ func revokeIDWalk(tx store.Tx, spiffeID string, now time.Time, revoke func(*Reco
 	}
 	var direct []string
 	if indexed && strings.IndexByte(spiffeID, 0) < 0 {
-		prefix := partyKey(spiffeID, time.Time{}, "")[:len(spiffeID)+1]
+		prefix := append([]byte(spiffeID), 0)
 		err = tx.Scan(BucketParties, prefix, partyKey(spiffeID, now, ""), func(k, _ []byte) error {
 			if len(k) <= len(prefix)+8 {
 				return fmt.Errorf("delegation: party index key %q is too short", k)

@@ -483,7 +483,8 @@ func findHopRevocation(ctx context.Context, hops []chainHop, k int, acc logAcces
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	h := &hops[k]
-	asks := []url.Values{{"type": {"delegation.revoked"}, "delegation_id": {h.ID}}}
+	// The search parameter and the value each lookup asks for.
+	asks := [][2]string{{"delegation_id", h.ID}}
 	var parties []string
 	for _, p := range []string{h.Delegator, h.Delegatee, h.host} {
 		parties = appendNew(parties, p)
@@ -492,15 +493,16 @@ func findHopRevocation(ctx context.Context, hops []chainHop, k int, acc logAcces
 		parties = appendNew(appendNew(parties, above.Delegator), above.Delegatee)
 	}
 	for _, p := range parties {
-		asks = append(asks, url.Values{"type": {"delegation.revoked"}, "spiffe_id": {p}})
+		asks = append(asks, [2]string{"spiffe_id", p})
 	}
-	for _, q := range asks {
-		asked, n := q.Get("delegation_id")+q.Get("spiffe_id"), 0
+	seen := views.of(acc.v, acc.c)
+	for _, ask := range asks {
+		q, asked, n := url.Values{"type": {"delegation.revoked"}, ask[0]: {ask[1]}}, ask[1], 0
 		err := searchProven(ctx, acc.c, acc.v, q, func(p *provenEntry) error {
 			if n++; n > maxRevocationEntries {
 				return fmt.Errorf("more than %d delegation.revoked entries", maxRevocationEntries)
 			}
-			views.of(acc.v, acc.c)(p.cp)
+			seen(p.cp)
 			e, err := audit.Decode(p.entry)
 			if err != nil {
 				return fmt.Errorf("log entry %d: %w", p.index, err)
