@@ -32,7 +32,9 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
   tail [-n N] [--json]       print the last N entries (default 10), proofs checked
   search [--spiffe-id ID] [--type T] [--since RFC3339] [--until RFC3339]
          [--decision-id D] [--delegation-id D] [--limit N] [--json]
-                             print matching entries (all pages), proofs checked
+                             print matching entries (all pages, in log order:
+                             a hit out of order or a page token given twice
+                             ends the search with an error), proofs checked
   show INDEX [--json]        print an entry after checking its inclusion proof
   prove INDEX [--out FILE]   write the entry's offline proof (C2SP tlog-proof:
                              the entry in "extra", its inclusion proof and the
@@ -503,9 +505,17 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 // errStopSearch, from searchProven's fn, ends the search without error.
 var errStopSearch = errors.New("stop the search")
 
+// errSearchOrder: a log's search answered out of log order or in a loop.
+var errSearchOrder = errors.New("audit search refused")
+
 // searchProven calls fn with every entry a search of c's log (q, every
-// page) finds, each proven against a checkpoint signed with v.
+// page) finds, each proven against a checkpoint signed with v. A log's
+// hits come in log order, page after page: an entry at or before one
+// already found, or a page token the log gave before, is refused, so a
+// log cannot replay hits or send the search round in a loop.
 func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.Values, fn func(*provenEntry) error) error {
+	var last *uint64
+	tokens := map[string]bool{}
 	for {
 		var page struct {
 			Entries []struct {
@@ -520,10 +530,14 @@ func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.
 			return err
 		}
 		for _, h := range page.Entries {
+			if last != nil && h.Index <= *last {
+				return fmt.Errorf("%w: the log's search found entry %d after entry %d (hits come in log order)", errSearchOrder, h.Index, *last)
+			}
 			p := &provenEntry{index: h.Index, entry: h.EntryB64, proof: h.InclusionProof, checkpoint: []byte(h.Checkpoint)}
 			if err := p.verify(v); err != nil {
 				return err
 			}
+			last = &h.Index
 			if err := fn(p); errors.Is(err, errStopSearch) {
 				return nil
 			} else if err != nil {
@@ -533,6 +547,10 @@ func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.
 		if page.NextPageToken == "" {
 			return nil
 		}
+		if tokens[page.NextPageToken] {
+			return fmt.Errorf("%w: the log's search gave page token %.64q again", errSearchOrder, page.NextPageToken)
+		}
+		tokens[page.NextPageToken] = true
 		q.Set("page_token", page.NextPageToken)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -160,6 +161,10 @@ func hopAnswer(h hopSpec, p map[string]any) map[string]any {
 	return m
 }
 
+// nextPage, last in what a fake search returns, is its page's
+// next_page_token.
+type nextPage string
+
 // fakeAuthority serves the chain answer, /v1/audit/entries/N of a
 // (possibly different) view and, with search, /v1/audit/search (else no
 // entry is found) over TLS as spiffe://org-a.example/mandate/server.
@@ -186,7 +191,13 @@ func fakeAuthority(t *testing.T, chain func() any, entries func(i uint64) map[st
 		if len(search) > 0 {
 			found = search[0](r.URL.Query())
 		}
-		json.NewEncoder(w).Encode(map[string]any{"entries": found})
+		page := map[string]any{"entries": found}
+		if n := len(found); n > 0 {
+			if next, ok := found[n-1].(nextPage); ok {
+				page["entries"], page["next_page_token"] = found[:n-1], string(next)
+			}
+		}
+		json.NewEncoder(w).Encode(page)
 	})
 	srv := httptest.NewUnstartedServer(mux)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{sDER}, PrivateKey: srvKey}}}
@@ -415,6 +426,53 @@ func TestAuditChainHostileLog(t *testing.T) {
 			c, id := tc.make(t)
 			if err, out := verifyAgainst(t, c, v, id, true); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("verify = %v, want %q\n%s", err, tc.want, out)
+			}
+		})
+	}
+}
+
+// TestAuditSearchHostileLog: a search follows its pages in log order and
+// ends: a log that finds an entry again, or out of order, or hands back
+// a page token it gave before, is refused instead of looping forever.
+func TestAuditSearchHostileLog(t *testing.T) {
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	for i := range 4 {
+		l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem, Subject: fmt.Sprint("s", i)}))
+	}
+	for _, tc := range []struct {
+		name  string
+		pages map[string][]any // by page_token
+		want  string           // in the error; "" for none
+	}{
+		{"pages in log order", map[string][]any{"": {l.proven(0), nextPage("a")}, "a": {nextPage("b")}, "b": {l.proven(2), l.proven(3)}}, ""},
+		{"an entry found again on the next page", map[string][]any{"": {l.proven(1), nextPage("a")}, "a": {l.proven(1)}}, "found entry 1 after entry 1"},
+		{"entries out of order", map[string][]any{"": {l.proven(2), l.proven(0)}}, "found entry 0 after entry 2"},
+		{"the same page again and again", map[string][]any{"": {l.proven(0), nextPage("a")}, "a": {nextPage("a")}}, `page token "a" again`},
+		{"two tokens taking turns", map[string][]any{"": {nextPage("a")}, "a": {nextPage("b")}, "b": {nextPage("a")}}, `page token "a" again`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			c := fakeAuthority(t, func() any { return nil }, l.proven, func(q url.Values) []any {
+				if calls++; calls > 10 {
+					t.Errorf("search called %d times", calls)
+					return nil
+				}
+				return tc.pages[q.Get("page_token")]
+			})
+			var found []uint64
+			err := searchProven(context.Background(), c, v, url.Values{"type": {"other.event"}}, func(p *provenEntry) error {
+				found = append(found, p.index)
+				return nil
+			})
+			if tc.want == "" {
+				if err != nil || fmt.Sprint(found) != "[0 2 3]" {
+					t.Fatalf("search = %v, %v; want entries [0 2 3]", found, err)
+				}
+				return
+			}
+			if !errors.Is(err, errSearchOrder) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("search = %v, %v; want refused: %s", found, err, tc.want)
 			}
 		})
 	}

@@ -322,16 +322,16 @@ func TestRolledBackLogIsCaught(t *testing.T) {
 		}()
 		return waitServing(t, &out, done), cancel, done
 	}
-	url, stop, done := serveIn()
-	stop()
-	<-done
+	_, stop0, done0 := serveIn()
+	stop0()
+	<-done0
 	db := filepath.Join(dir, "mandate-data", "mandate.db")
 	early, err := os.ReadFile(db)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	url, stop, done = serveIn()
+	url, stop, done := serveIn()
 	for range 3 {
 		if _, err := cli(t, url, dir, "admin", "join-token", "create"); err != nil {
 			t.Fatal(err)
