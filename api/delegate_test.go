@@ -796,3 +796,46 @@ func TestRevocationInput(t *testing.T) {
 		}
 	}
 }
+
+// TestDelegationBodyFloor: an authority whose http.max_body_bytes is set
+// low still takes the requests for the deepest hops of a chain it issues
+// (each carries its parent token), over JSON and the token endpoint;
+// other endpoints keep the configured limit.
+func TestDelegationBodyFloor(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) { c.HTTP.MaxBodyBytes = 1024 })
+	a, b, c, d := e.agentWithScopes("a", "calendar:read"), e.agentWithScopes("b"), e.agentWithScopes("c"), e.agentWithScopes("d")
+	t1 := e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice@org-a.example", bind: true})
+	t2 := e.mustDelegate(b, delegateReq{delegatee: c, scopes: []string{"calendar:read"}, parent: t1, bind: true})
+	if len(t2) <= 1024 {
+		t.Fatalf("a depth-2 token of %d bytes: the next request would fit the configured limit anyway", len(t2))
+	}
+	e.mustDelegate(c, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, parent: t2, bind: true})
+
+	// The same hop through the token endpoint.
+	pc, err := delegation.Verify(t2, e.a, delegation.VerifyOptions{Presenter: c.id, PresenterCert: c.chain[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := delegation.Statement{Delegator: c.id.String(), Delegatee: d.id.String(), Principal: "alice@org-a.example", Scopes: []string{"calendar:read"},
+		Parent: pc[1].ID, ParentIssuer: pc[1].Issuer}
+	sig, err := delegation.SignStatement(st, c.key, c.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {t2},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"}, "audience": {d.id.String()}, "scope": {"calendar:read"},
+		"delegator_signature": {sig}, "delegatee_x509_svid": {string(credfile.EncodeCertsPEM(d.chain))}}
+	if status, ans := e.exchange(&c, form); status != http.StatusOK {
+		t.Fatalf("a token exchange of %d bytes: %d %v", len(form.Encode()), status, ans)
+	}
+	// Over the floor, and another endpoint over the configured limit: 413.
+	big := map[string]any{"delegatee": d.id.String(), "scopes": []string{"calendar:read"}, "parent_token": t2, "purpose": strings.Repeat("p", 2*delegation.MaxTokenSize)}
+	var p *client.Problem
+	if err := e.client(c.chain, c.key).Do(ctxT(t), http.MethodPost, "/v1/delegations", big, nil); !errors.As(err, &p) || p.Status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a delegation request over the floor: %v, want 413", err)
+	}
+	agent := map[string]any{"spiffe_id": "spiffe://org-a.example/agent/" + strings.Repeat("x", 2048)}
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/agents", agent, nil); !errors.As(err, &p) || p.Status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("an admin request over the configured limit: %v, want 413", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/delegation"
 )
 
 type callerKey struct{}
@@ -61,7 +62,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			}
 			s.metrics.observe(routed.Pattern, sw.status, time.Since(start))
 		}()
-		r.Body = http.MaxBytesReader(sw, r.Body, s.maxBody)
+		r.Body = http.MaxBytesReader(sw, r.Body, s.bodyLimit(r))
 		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 		defer cancel()
 		c, err := s.authenticate(r)
@@ -79,6 +80,24 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		routed = r.WithContext(ctx)
 		next.ServeHTTP(sw, routed)
 	})
+}
+
+// delegationBodyBytes is the least a request for a delegation hop
+// (POST /v1/delegations, POST /v1/token) may carry, whatever
+// http.max_body_bytes says: its parent token and the delegator's
+// signature, which the hop's token holds together (at most
+// delegation.MaxTokenSize), and the delegatee's certificate chain. A
+// lower limit would refuse the deeper hops of a chain the authority
+// issues.
+const delegationBodyBytes = 2 * delegation.MaxTokenSize
+
+// bodyLimit is the body limit of r: http.max_body_bytes, and for the
+// delegation endpoints at least delegationBodyBytes.
+func (s *Server) bodyLimit(r *http.Request) int64 {
+	if r.Method == http.MethodPost && (r.URL.Path == "/v1/delegations" || r.URL.Path == "/v1/token") {
+		return max(s.maxBody, delegationBodyBytes)
+	}
+	return s.maxBody
 }
 
 // authenticate returns the caller whose X509-SVID was verified during the

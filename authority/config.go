@@ -177,7 +177,8 @@ type FederatedTrustDomain struct {
 
 // HTTPConfig bounds requests.
 type HTTPConfig struct {
-	// MaxBodyBytes caps request bodies (default 64 KiB).
+	// MaxBodyBytes caps request bodies (default 64 KiB; the API's
+	// delegation endpoints take at least 64 KiB whatever it says).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// ReadTimeout, WriteTimeout and IdleTimeout of the server (defaults
 	// 10s, 15s, 120s).

@@ -72,7 +72,7 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
     origin: ""                      # checkpoint origin line (default <trust domain>/audit; never change it)
     public_read_path: false         # serve /checkpoint and /tile/... (C2SP tlog-tiles) to anyone
   http:
-    max_body_bytes: 65536
+    max_body_bytes: 65536           # request body limit (the delegation endpoints take at least 65536)
     read_timeout: 10s
     write_timeout: 15s
     idle_timeout: 120s
