@@ -42,7 +42,7 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
   check-proof FILE           verify an offline proof (no server needed) and
                              print its entry
   chain ID [--verify] [--peer TD=https://HOST:PORT,ROOTS.pem,LOG.vkey ...]
-           [--serial-only-svids]
+           [--serial-only-svids] [--remember DIR]
                              the accountability chain of a delegation: every
                              hop from the principal down, each proven in its
                              issuer's log (other authorities' logs followed
@@ -51,7 +51,10 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              issuance, serial and SHA-256, that log proves
                              before the hop), with the decision and the
                              accountable parties of each hop; the
-                             checkpoints each log showed must agree. A hop
+                             checkpoints each log showed must agree, with
+                             each other and with the latest one an earlier
+                             run showed (kept in --remember, default
+                             mandate-audit.logs; "" keeps none). A hop
                              revoked (itself, one of its parties at its
                              issuer, or a hop above) is shown REVOKED with
                              the delegation.revoked entry that proves it
@@ -73,6 +76,7 @@ golang.org/x/mod/sumdb/note and transparency-dev/merkle.
 type auditFlags struct {
 	cf                   clientFlags
 	dataDir, vkey, state string
+	remember             string // chain: directory of each log's latest checkpoint
 	out                  string
 	asJSON, full, verify bool
 	serialOnly           bool
@@ -117,6 +121,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.full, "full", false, "verify: also download every entry, check each against the checkpoint and recompute the root")
 	fs.BoolVar(&f.verify, "verify", false, "chain: fail unless every hop is proven in its issuer's log")
 	fs.BoolVar(&f.serialOnly, "serial-only-svids", false, "chain: accept a delegator's svid.issued entry that names the certificate's serial but not its SHA-256 (logged by an authority before it recorded it), and say so for the hop")
+	fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "chain: directory keeping the latest checkpoint of each log the chain was proven in; a later run must prove each log consistent with it (empty: remember nothing)")
 	fs.Var(&f.peers, "peer", "chain: another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {

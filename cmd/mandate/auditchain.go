@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -139,9 +140,21 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 		unverified = append(unverified, err.Error())
 	}
 	// Every log showed one history: the checkpoints it proved hops
-	// against are consistent with each other.
+	// against are consistent with each other, and with the one this
+	// auditor remembers from an earlier run.
+	if f.remember != "" {
+		if err := views.recall(f.remember); err != nil {
+			return err
+		}
+	}
 	if err := views.check(ctx); err != nil {
 		return err
+	}
+	var kept []string
+	if f.remember != "" {
+		if kept, err = views.keep(f.remember); err != nil {
+			return err
+		}
 	}
 	if f.asJSON {
 		if err := printJSON(w, map[string]any{"hops": hops, "unverified": unverified}); err != nil {
@@ -149,6 +162,9 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 		}
 	} else {
 		printChain(w, hops)
+		if len(kept) > 0 {
+			fmt.Fprintf(w, "remembered in %s (a later run must prove these logs consistent with it): %s\n", f.remember, strings.Join(kept, ", "))
+		}
 	}
 	if len(unverified) > 0 {
 		if f.verify {
@@ -174,7 +190,7 @@ func fetchChain(ctx context.Context, c *client.Client, path string) ([]chainHop,
 // (seen, for the consistency of what the log shows), and that the entry
 // is this hop's issuance, saying what the hop says, by a delegator of
 // the issuer's own trust domain.
-func verifyHop(h *chainHop, v note.Verifier, issuer string, seen func(*log.Checkpoint)) error {
+func verifyHop(h *chainHop, v note.Verifier, issuer string, seen seenFunc) error {
 	if h.Issuer != issuer {
 		return fmt.Errorf("hop %s: issued by %s, proven by %s's log", h.ID, h.Issuer, issuer)
 	}
@@ -182,7 +198,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string, seen func(*log.Check
 	if err := p.verify(v); err != nil {
 		return fmt.Errorf("hop %s: %w", h.ID, err)
 	}
-	seen(p.cp)
+	seen(p.cp, p.checkpoint)
 	if h.TreeSize != p.cp.Size || h.LeafHash != hex.EncodeToString(rfc6962.DefaultHasher.HashLeaf(h.EntryB64)) {
 		return fmt.Errorf("hop %s: its tree size or leaf hash is not the proven entry's", h.ID)
 	}
@@ -221,7 +237,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string, seen func(*log.Check
 // With serialOnly, an svid.issued entry without certificate_sha256 (as
 // logged before Mandate recorded it) is accepted by serial alone, and
 // the hop says so.
-func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Verifier, seen func(*log.Checkpoint), serialOnly bool) error {
+func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Verifier, seen seenFunc, serialOnly bool) error {
 	if h.signature == "" || h.signerSVID == nil {
 		return fmt.Errorf("hop %s: its entry has no delegator signature", h.ID)
 	}
@@ -242,7 +258,7 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 	if err != nil {
 		return fmt.Errorf("hop %s: the entry of its delegator's SVID: %w", h.ID, err)
 	}
-	seen(p.cp)
+	seen(p.cp, p.checkpoint)
 	// The proven bytes, read as the log's canonical encoding.
 	e, err := audit.Decode(p.entry)
 	if err != nil {
@@ -311,42 +327,128 @@ func checkLinks(hops []chainHop, id string) error {
 }
 
 // logViews are the checkpoints each log (by its key: name and hash)
-// showed during one run, and where to ask it for consistency proofs.
+// showed during one run, and where to ask it for consistency proofs;
+// with a memory (recall, keep), also the latest one it showed in an
+// earlier run.
 type logViews struct {
-	seen    map[string][]*log.Checkpoint
-	clients map[string]*client.Client
+	seen      map[string][]*log.Checkpoint
+	clients   map[string]*client.Client
+	verifiers map[string]note.Verifier
+	latest    map[string]signedCheckpoint // the largest checkpoint each log showed
+	recalled  map[string]signedCheckpoint // the checkpoint remembered from an earlier run
+	files     map[string]string           // where it is remembered
 }
 
-func newLogViews() *logViews {
-	return &logViews{seen: map[string][]*log.Checkpoint{}, clients: map[string]*client.Client{}}
+// signedCheckpoint is a checkpoint and the signed note it was read from.
+type signedCheckpoint struct {
+	cp  *log.Checkpoint
+	raw []byte
 }
+
+// seenFunc records a checkpoint a log showed, verified, with the signed
+// note it was read from.
+type seenFunc func(cp *log.Checkpoint, raw []byte)
+
+func newLogViews() *logViews {
+	return &logViews{seen: map[string][]*log.Checkpoint{}, clients: map[string]*client.Client{}, verifiers: map[string]note.Verifier{},
+		latest: map[string]signedCheckpoint{}, recalled: map[string]signedCheckpoint{}, files: map[string]string{}}
+}
+
+// logKey names a log by its verifier key: its name and key hash.
+func logKey(v note.Verifier) string { return fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash()) }
 
 // of records the checkpoints a log, verified with v and asked through c,
 // shows.
-func (lv *logViews) of(v note.Verifier, c *client.Client) func(*log.Checkpoint) {
-	key := fmt.Sprintf("%s+%08x", v.Name(), v.KeyHash())
-	return func(cp *log.Checkpoint) {
+func (lv *logViews) of(v note.Verifier, c *client.Client) seenFunc {
+	key := logKey(v)
+	return func(cp *log.Checkpoint, raw []byte) {
 		lv.seen[key] = append(lv.seen[key], cp)
-		lv.clients[key] = c
+		lv.clients[key], lv.verifiers[key] = c, v
+		if l, ok := lv.latest[key]; !ok || cp.Size > l.cp.Size {
+			lv.latest[key] = signedCheckpoint{cp, raw}
+		}
 	}
 }
 
+// recall adds to the checkpoints of every log seen in this run the one
+// an earlier run kept in dir (see keep), so that check proves this run's
+// consistent with it.
+func (lv *logViews) recall(dir string) error {
+	for key, v := range lv.verifiers {
+		file := filepath.Join(dir, memoryFile(key))
+		lv.files[key] = file
+		raw, err := os.ReadFile(file)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		cp, err := openCheckpoint(raw, v)
+		if err != nil {
+			return fmt.Errorf("the checkpoint remembered in %s: %w", file, err)
+		}
+		lv.recalled[key] = signedCheckpoint{cp, raw}
+		lv.seen[key] = append(lv.seen[key], cp)
+	}
+	return nil
+}
+
+// keep writes, for every log recall looked up, the largest checkpoint it
+// showed in this run when that is larger than the one remembered, and
+// says what it wrote ("ORIGIN at size N"). Call it once check passed.
+func (lv *logViews) keep(dir string) ([]string, error) {
+	var kept []string
+	for key, file := range lv.files {
+		l, ok := lv.latest[key]
+		if r, had := lv.recalled[key]; !ok || had && l.cp.Size <= r.cp.Size {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return kept, err
+		}
+		if err := credfile.WriteFileAtomic(file, l.raw, 0o600); err != nil {
+			return kept, err
+		}
+		kept = append(kept, fmt.Sprintf("%s at size %d", l.cp.Origin, l.cp.Size))
+	}
+	slices.Sort(kept)
+	return kept, nil
+}
+
+// memoryFile is the file a log's checkpoint is remembered in, named
+// after its key (name and hash), every character outside [A-Za-z0-9.-]
+// replaced by _.
+func memoryFile(key string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '.' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, key)
+}
+
 // check proves, for every log, the checkpoints it showed consistent with
-// each other (one history: the same root for the same size, and a
-// consistency proof between sizes); anything else is a fork.
+// each other and with the one remembered from an earlier run (one
+// history: the same root for the same size, and a consistency proof
+// between sizes); anything else is a fork.
 func (lv *logViews) check(ctx context.Context) error {
 	for name, cps := range lv.seen {
 		slices.SortFunc(cps, func(a, b *log.Checkpoint) int { return cmp.Compare(a.Size, b.Size) })
+		where := name
+		if _, ok := lv.recalled[name]; ok {
+			where = fmt.Sprintf("%s (with the checkpoint remembered in %s)", name, lv.files[name])
+		}
 		for i := 1; i < len(cps); i++ {
 			prev, cur := cps[i-1], cps[i]
 			if prev.Size == cur.Size {
 				if !bytes.Equal(prev.Hash, cur.Hash) {
-					return fmt.Errorf("%w: %s showed two roots for size %d", errFork, name, cur.Size)
+					return fmt.Errorf("%w: %s showed two roots for size %d", errFork, where, cur.Size)
 				}
 				continue
 			}
 			if err := checkConsistent(ctx, lv.clients[name], prev, cur); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
+				return fmt.Errorf("%s: %w", where, err)
 			}
 		}
 	}
@@ -502,7 +604,7 @@ func findHopRevocation(ctx context.Context, hops []chainHop, k int, acc logAcces
 			if n++; n > maxRevocationEntries {
 				return fmt.Errorf("more than %d delegation.revoked entries", maxRevocationEntries)
 			}
-			seen(p.cp)
+			seen(p.cp, p.checkpoint)
 			e, err := audit.Decode(p.entry)
 			if err != nil {
 				return fmt.Errorf("log entry %d: %w", p.index, err)

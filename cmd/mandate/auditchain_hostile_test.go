@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -280,6 +282,41 @@ func TestAuditChainHostileLog(t *testing.T) {
 		err, out := verifyAgainst(t, fakeAuthority(t, chainOf(l, root, child), l.proven), v, "d2", false)
 		if err != nil || strings.Contains(out, "REVOKED") {
 			t.Fatalf("verify: %v\n%s", err, out)
+		}
+	})
+	// An auditor remembers each log's latest checkpoint: a later run
+	// that sees another history is a fork, and a remembered checkpoint
+	// that does not verify is refused.
+	t.Run("a history other than the one remembered", func(t *testing.T) {
+		mem := t.TempDir()
+		run := func(l *rlog) (error, string) {
+			var out bytes.Buffer
+			err := auditChain(context.Background(), &auditFlags{verify: true, remember: mem}, fakeAuthority(t, chainOf(l, root), l.proven), v, []string{"d1"}, &out)
+			return err, out.String()
+		}
+		filler := func(l *rlog, subject string) {
+			l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem, Subject: subject}))
+		}
+		l1 := newRlog(t, s, "org-a.example/audit")
+		l1.logHop(root, 0x10)
+		filler(l1, "x")
+		if err, out := run(l1); err != nil || !strings.Contains(out, "remembered in "+mem+" (a later run must prove these logs consistent with it): org-a.example/audit at size 3") {
+			t.Fatalf("first run: %v\n%s", err, out)
+		}
+		if err, out := run(l1); err != nil || strings.Contains(out, "remembered in") {
+			t.Fatalf("the same history again: %v\n%s", err, out)
+		}
+		l2 := newRlog(t, s, "org-a.example/audit")
+		l2.logHop(root, 0x10)
+		filler(l2, "y")
+		if err, out := run(l2); !errors.Is(err, errFork) || !strings.Contains(err.Error(), "two roots for size 3") || !strings.Contains(err.Error(), "remembered in "+mem) {
+			t.Fatalf("another history of the remembered size: %v, want a fork\n%s", err, out)
+		}
+		if err := os.WriteFile(filepath.Join(mem, memoryFile(logKey(v))), []byte("not a checkpoint\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err, out := run(l1); err == nil || !strings.Contains(err.Error(), "the checkpoint remembered in") {
+			t.Fatalf("a remembered checkpoint that does not verify: %v\n%s", err, out)
 		}
 	})
 	// A revocation the log proves is shown on the hop it revokes and

@@ -131,7 +131,7 @@ func TestVerifySignerRefuses(t *testing.T) {
 		{"an SVID logged after the hop", func() *chainHop { h := hop(delegator); h.Index = idx(3); return h }, "not before the hop"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := verifySigner(context.Background(), tc.hop(), nil, nil, func(*log.Checkpoint) {}, false); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if err := verifySigner(context.Background(), tc.hop(), nil, nil, func(*log.Checkpoint, []byte) {}, false); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("verifySigner = %v, want %q", err, tc.want)
 			}
 		})
@@ -151,8 +151,8 @@ func TestLogViewsFork(t *testing.T) {
 	}
 	root := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 	same := newLogViews()
-	same.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)})
-	same.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)})
+	same.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)}, nil)
+	same.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)}, nil)
 	if err := same.check(context.Background()); err != nil {
 		t.Fatalf("one history: %v", err)
 	}
@@ -163,14 +163,14 @@ func TestLogViewsFork(t *testing.T) {
 	}
 	v2, _ := note.NewVerifier(vkey2)
 	two := newLogViews()
-	two.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)})
-	two.of(v2, nil)(&log.Checkpoint{Origin: v2.Name(), Size: 4, Hash: root(2)})
+	two.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)}, nil)
+	two.of(v2, nil)(&log.Checkpoint{Origin: v2.Name(), Size: 4, Hash: root(2)}, nil)
 	if err := two.check(context.Background()); err != nil {
 		t.Fatalf("two logs with keys of one name: %v", err)
 	}
 	forked := newLogViews()
-	forked.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)})
-	forked.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(2)})
+	forked.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(1)}, nil)
+	forked.of(v, nil)(&log.Checkpoint{Origin: v.Name(), Size: 4, Hash: root(2)}, nil)
 	if err := forked.check(context.Background()); !errors.Is(err, errFork) {
 		t.Fatalf("two roots for one size: %v, want errFork", err)
 	}

@@ -97,6 +97,13 @@ func TestCLIDelegationChain(t *testing.T) {
 	if strings.Contains(tree, "REVOKED") {
 		t.Fatalf("audit chain shows a revocation before any:\n%s", tree)
 	}
+	// The auditor remembers both logs' latest checkpoints (in the working
+	// directory): every later run proves each log consistent with them.
+	if mem, err := os.ReadDir("mandate-audit.logs"); err != nil || len(mem) != 2 ||
+		!strings.Contains(tree, "remembered in mandate-audit.logs (a later run must prove these logs consistent with it): org-a.example/audit at size ") ||
+		!strings.Contains(tree, ", org-b.example/audit at size ") {
+		t.Fatalf("audit chain remembered %v (%v):\n%s", mem, err, tree)
+	}
 	// org-b revokes the booker; then org-a revokes the root hop. The
 	// auditor proves each revocation in the log of the hop it revokes.
 	var root struct{ Hops []struct{ ID string } }
@@ -114,6 +121,9 @@ func TestCLIDelegationChain(t *testing.T) {
 		t.Fatalf("revoke: %s", out)
 	}
 	tree = must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
+	if !strings.Contains(tree, "remembered in mandate-audit.logs") {
+		t.Fatalf("audit chain did not remember the logs that grew:\n%s", tree)
+	}
 	if n := strings.Count(tree, "REVOKED"); n != 2 || !strings.Contains(tree, `by spiffe://org-a.example/mandate/admin: "cancelled" (this hop; org-a.example's log, entry `) ||
 		!strings.Contains(tree, `"compromised" (spiffe://org-b.example/agent/booker; org-b.example's log`) {
 		t.Fatalf("audit chain after revoking the root too:\n%s", tree)
