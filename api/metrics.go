@@ -61,6 +61,8 @@ func auditCounters(stats func() audit.Stats) []prometheus.Collector {
 			func(s audit.Stats) float64 { return float64(s.Entries) }),
 		counter("mandate_audit_commit_seconds_total", "Time spent in audit log commits.",
 			func(s audit.Stats) float64 { return s.CommitTime.Seconds() }),
+		counter("mandate_audit_group_waits_total", "Audit log commits that waited for requests under way to record what they did (audit.group_commit_wait).",
+			func(s audit.Stats) float64 { return float64(s.GroupWaits) }),
 	}
 }
 

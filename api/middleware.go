@@ -77,6 +77,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if c != nil {
 			ctx = context.WithValue(ctx, callerKey{}, c)
 		}
+		// A request that changes something records it: the audit log's
+		// next commit may wait for it (group commit).
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			var end func()
+			ctx, end = s.a.ExpectAudit(ctx)
+			defer end()
+		}
 		routed = r.WithContext(ctx)
 		next.ServeHTTP(sw, routed)
 	})

@@ -25,8 +25,10 @@
 //     stored state and refuses to continue if it went backwards.
 //   - Group commit: one goroutine ([Log.Run]) takes whatever Appends are
 //     queued (up to Config.MaxBatch), commits them in one transaction and
-//     starts the next round as soon as that returns; there is no batching
-//     delay, so a lone writer waits for one fsync.
+//     starts the next round as soon as that returns. While work that said
+//     it is about to append ([Log.Expect]) has not yet, a round waits for
+//     it, up to Config.GroupWait, so that concurrent requests share a
+//     commit and its fsyncs; a lone writer waits for its own fsync only.
 //   - Failure: when a commit fails, every Append of its batch fails with the
 //     error and nothing of the batch is acknowledged; the next batch starts
 //     from the stored state, so no index is reused or skipped. (If the store

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -47,6 +48,11 @@ type Config struct {
 	// DefaultMaxBatch.
 	MaxBatch int
 
+	// GroupWait is the longest a commit waits, once it has taken every
+	// queued Append, for work that said it is about to append (see
+	// Log.Expect). Zero: a commit never waits.
+	GroupWait time.Duration
+
 	// Index, if set, is called inside the commit's store transaction once
 	// for each entry of the batch, in index order, with the entry as Decode
 	// would return it and its leaf hash (the RFC 6962 hash of its
@@ -76,6 +82,8 @@ func (c *Config) validate() error {
 			c.Verifier.Name(), c.Verifier.KeyHash(), c.Signer.Name(), c.Signer.KeyHash())
 	case c.MaxBatch < 0:
 		return fmt.Errorf("audit: config: MaxBatch %d is negative", c.MaxBatch)
+	case c.GroupWait < 0:
+		return fmt.Errorf("audit: config: GroupWait %v is negative", c.GroupWait)
 	}
 	if err := validateOrigin(c.Origin); err != nil {
 		return err
@@ -113,8 +121,14 @@ type Log struct {
 	// commit for readers. Its values are never modified.
 	head atomic.Pointer[treeState]
 
-	// Counted by Run after each successful commit (see Stats).
-	commits, entries, commitNanos atomic.Uint64
+	// expected counts the Expects not yet ended; nudge wakes a commit
+	// waiting for them when one ends.
+	expected atomic.Int64
+	nudge    chan struct{}
+
+	// Counted by Run after each successful commit, and when a round
+	// starts waiting for expected appends (see Stats).
+	commits, entries, commitNanos, groupWaits atomic.Uint64
 
 	// Owned by the Run goroutine (and by Open before Run starts):
 	tree  treeState // the durable state the next batch extends
@@ -128,6 +142,8 @@ type request struct {
 	leaf  []byte
 	entry Entry // as Decode would return it, for the indexes
 	done  chan struct{}
+	// expect is the expectation (Expect) this append ends, or nil.
+	expect *expectation
 
 	// Set by Run before done is closed: on success index and batch, on
 	// failure err.
@@ -158,6 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	l := &Log{
 		cfg:     cfg,
 		queue:   make(chan *request, cfg.MaxBatch),
+		nudge:   make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 	}
 	st, found, err := l.read(ctx)
@@ -218,9 +235,10 @@ func (l *Log) Append(ctx context.Context, e Entry) (Receipt, error) {
 	if err := ctx.Err(); err != nil {
 		return Receipt{}, fmt.Errorf("audit: append: %w", err)
 	}
-	r := &request{ctx: ctx, data: data, leaf: hasher.HashLeaf(data), entry: norm, done: make(chan struct{})}
+	r := &request{ctx: ctx, data: data, leaf: hasher.HashLeaf(data), entry: norm, done: make(chan struct{}), expect: l.expectationOf(ctx)}
 	select {
 	case l.queue <- r:
+		r.expect.end() // queued: no round waits for it any more
 	case <-ctx.Done():
 		return Receipt{}, fmt.Errorf("audit: append: %w", ctx.Err())
 	case <-l.stopped:

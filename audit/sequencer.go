@@ -69,12 +69,13 @@ type Stats struct {
 	Commits    uint64        // store transactions that appended entries
 	Entries    uint64        // entries they appended
 	CommitTime time.Duration // spent in those rounds: writing, the fsyncs, signing the checkpoint
+	GroupWaits uint64        // rounds that waited for appends under way (Expect) before committing
 }
 
 // Stats returns the log's counters: Entries/Commits is the mean group
 // commit, CommitTime/Commits its mean duration.
 func (l *Log) Stats() Stats {
-	return Stats{Commits: l.commits.Load(), Entries: l.entries.Load(), CommitTime: time.Duration(l.commitNanos.Load())}
+	return Stats{Commits: l.commits.Load(), Entries: l.entries.Load(), CommitTime: time.Duration(l.commitNanos.Load()), GroupWaits: l.groupWaits.Load()}
 }
 
 // stop refuses every queued request; Append refuses new ones.
@@ -92,21 +93,46 @@ func (l *Log) stop() {
 }
 
 // next waits for a request, then takes what else is queued, up to the
-// batch limits. ok is false when ctx is done.
+// batch limits; while work that said it is about to append (Expect) has
+// not, it waits for more, up to Config.GroupWait. ok is false when ctx
+// is done.
 func (l *Log) next(ctx context.Context) (reqs []*request, ok bool) {
 	select {
 	case <-ctx.Done():
 		return nil, false
 	case r := <-l.queue:
+		r.expect.finish()
 		reqs = append(reqs, r)
 	}
 	n := len(reqs[0].data)
+	var wait <-chan time.Time
 	for len(reqs) < l.cfg.MaxBatch && n < maxBatchBytes {
 		select {
 		case r := <-l.queue:
+			r.expect.finish()
 			reqs = append(reqs, r)
 			n += len(r.data)
+			continue
 		default:
+		}
+		if l.expected.Load() <= 0 {
+			return reqs, true
+		}
+		if wait == nil {
+			t := time.NewTimer(l.cfg.GroupWait)
+			defer t.Stop()
+			wait = t.C
+			l.groupWaits.Add(1)
+		}
+		select {
+		case r := <-l.queue:
+			r.expect.finish()
+			reqs = append(reqs, r)
+			n += len(r.data)
+		case <-l.nudge: // an expectation ended: look again
+		case <-wait:
+			return reqs, true
+		case <-ctx.Done():
 			return reqs, true
 		}
 	}

@@ -43,7 +43,7 @@ func (a *Authority) openAudit(ctx context.Context) error {
 		return fmt.Errorf("authority: audit verifier key: %w", err)
 	}
 	a.audit, err = audit.Open(ctx, audit.Config{Store: a.store, Origin: origin, Signer: signer, Verifier: verifier,
-		Index: a.indexEntry, Logger: a.log.With("component", "audit")})
+		Index: a.indexEntry, Logger: a.log.With("component", "audit"), GroupWait: a.cfg.Audit.groupCommitWait()})
 	if err != nil {
 		return fmt.Errorf("authority: %w", err)
 	}
@@ -138,4 +138,11 @@ func (a *Authority) recordCAChange(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		a.log.Error("audit a CA change", "err", err)
 	}
+}
+
+// ExpectAudit tells the audit log that the request ctx carries is about to
+// record what it does (see audit.Log.Expect); end must be called when it
+// is over.
+func (a *Authority) ExpectAudit(ctx context.Context) (context.Context, func()) {
+	return a.audit.Expect(ctx)
 }

@@ -120,6 +120,12 @@ type AuditConfig struct {
 	// /tile/...) to anyone, for witnesses and generic tlog tools; by
 	// default only auditors and admins may read it.
 	PublicReadPath bool `yaml:"public_read_path"`
+	// GroupCommitWait is the longest a commit of the log waits for the
+	// requests under way that are about to record what they did (every
+	// API request but GET and HEAD), so that one commit, and its fsyncs,
+	// takes them all (default 2ms; 0s: a commit never waits). A lone
+	// request waits for nothing.
+	GroupCommitWait *Duration `yaml:"group_commit_wait"`
 }
 
 // CAConfig configures the certificate authority.
@@ -223,6 +229,17 @@ func LoadConfigFile(path string) (*Config, error) {
 	return cfg, nil
 }
 
+// groupCommitWait is GroupCommitWait, or its default when it is not set.
+func (c AuditConfig) groupCommitWait() time.Duration {
+	if c.GroupCommitWait == nil {
+		return DefaultGroupCommitWait.D()
+	}
+	return c.GroupCommitWait.D()
+}
+
+// DefaultGroupCommitWait is audit.group_commit_wait when it is not set.
+const DefaultGroupCommitWait = Duration(2 * time.Millisecond)
+
 // SetDefaults fills zero values with defaults.
 func (c *Config) SetDefaults() {
 	setDefault(&c.TrustDomain, DefaultTrustDomain)
@@ -238,6 +255,10 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.Attestation.TPM.ChallengeTTL, Duration(attest.DefaultChallengeTTL))
 	setDefault(&c.Policy.EvalTimeout, Duration(100*time.Millisecond))
 	setDefault(&c.Policy.AuthZENPath, "mandate/authzen/decision")
+	if c.Audit.GroupCommitWait == nil {
+		d := DefaultGroupCommitWait
+		c.Audit.GroupCommitWait = &d
+	}
 	setDefault(&c.HTTP.MaxBodyBytes, 64<<10)
 	setDefault(&c.HTTP.ReadTimeout, Duration(10*time.Second))
 	setDefault(&c.HTTP.WriteTimeout, Duration(15*time.Second))
@@ -274,6 +295,9 @@ func (c *Config) Validate() error {
 		if _, err := spiffeid.FromString(a); err != nil {
 			return fmt.Errorf("audit.auditors: %q: %v", a, err)
 		}
+	}
+	if w := c.Audit.GroupCommitWait; w != nil && (*w < 0 || *w > Duration(100*time.Millisecond)) {
+		return fmt.Errorf("audit.group_commit_wait %v: must be between 0s and 100ms", w.D())
 	}
 	if err := c.CA.validate(); err != nil {
 		return err

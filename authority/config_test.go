@@ -40,6 +40,9 @@ func TestConfigValidate(t *testing.T) {
 		{"negative read timeout", func(c *authority.Config) { c.HTTP.ReadTimeout = authority.Duration(-time.Second) }, "http.read_timeout"},
 		{"no idle timeout", func(c *authority.Config) { c.HTTP.IdleTimeout = authority.Duration(time.Millisecond) }, "http.idle_timeout"},
 		{"p384", func(c *authority.Config) { c.CA.KeyType = "ec-p384" }, ""},
+		{"negative group commit wait", func(c *authority.Config) { d := authority.Duration(-time.Millisecond); c.Audit.GroupCommitWait = &d }, "audit.group_commit_wait"},
+		{"long group commit wait", func(c *authority.Config) { d := authority.Duration(time.Second); c.Audit.GroupCommitWait = &d }, "audit.group_commit_wait"},
+		{"no group commit wait", func(c *authority.Config) { d := authority.Duration(0); c.Audit.GroupCommitWait = &d }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,6 +90,22 @@ func TestLoadConfigFile(t *testing.T) {
 				t.Errorf("LoadConfigFile() = %+v, want trust domain and ttl set", c)
 			}
 		})
+	}
+	// audit.group_commit_wait: 0s turns the wait off; left out, it is the default.
+	for yaml, want := range map[string]time.Duration{"audit:\n  group_commit_wait: 0s\n": 0, "audit:\n  auditors: []\n": authority.DefaultGroupCommitWait.D(),
+		"audit:\n  group_commit_wait: 5ms\n": 5 * time.Millisecond} {
+		path := filepath.Join(t.TempDir(), "mandate.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := authority.LoadConfigFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDefaults()
+		if c.Audit.GroupCommitWait == nil || c.Audit.GroupCommitWait.D() != want {
+			t.Errorf("%q: group_commit_wait %v, want %v", yaml, c.Audit.GroupCommitWait, want)
+		}
 	}
 	if _, err := authority.LoadConfigFile(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
 		t.Error("LoadConfigFile(missing) = nil, want an error")
