@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"testing"
@@ -245,31 +247,41 @@ func TestMetricsByRoute(t *testing.T) {
 	}
 }
 
+// auditMetrics scrapes e's mandate_audit_* counters.
+func (e *env) auditMetrics() map[string]float64 {
+	t := e.t
+	resp, err := e.rawClient(nil, nil).Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	got := map[string]float64{}
+	for line := range strings.Lines(string(text)) {
+		name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if f, err := strconv.ParseFloat(v, 64); ok && err == nil && strings.HasPrefix(name, "mandate_audit_") {
+			got[name] = f
+		}
+	}
+	return got
+}
+
+// startedAudit waits until e has recorded its start (it does so on its
+// own) and returns its audit counters then.
+func (e *env) startedAudit() map[string]float64 {
+	before := e.auditMetrics()
+	for deadline := time.Now().Add(10 * time.Second); before["mandate_audit_entries_total"] < 1 && time.Now().Before(deadline); before = e.auditMetrics() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return before
+}
+
 // TestMetricsAuditCommits checks the audit log's counters: an audited
 // request adds one entry in one commit.
 func TestMetricsAuditCommits(t *testing.T) {
 	e := start(t, "org-a.example")
-	scrape := func() map[string]float64 {
-		resp, err := e.rawClient(nil, nil).Get(e.url + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		text, _ := io.ReadAll(resp.Body)
-		got := map[string]float64{}
-		for line := range strings.Lines(string(text)) {
-			name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
-			if f, err := strconv.ParseFloat(v, 64); ok && err == nil && strings.HasPrefix(name, "mandate_audit_") {
-				got[name] = f
-			}
-		}
-		return got
-	}
-	// The authority records its start on its own; wait for it.
-	before := scrape()
-	for deadline := time.Now().Add(10 * time.Second); before["mandate_audit_entries_total"] < 1 && time.Now().Before(deadline); before = scrape() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	scrape := e.auditMetrics
+	before := e.startedAudit()
 	if _, err := e.admin.CreateJoinToken(ctxT(t), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -282,6 +294,59 @@ func TestMetricsAuditCommits(t *testing.T) {
 	}
 	if after["mandate_audit_commit_seconds_total"] <= before["mandate_audit_commit_seconds_total"] {
 		t.Errorf("mandate_audit_commit_seconds_total did not grow: %v, then %v", before, after)
+	}
+}
+
+// TestGroupCommitWait: a commit waits for an authenticated request under
+// way (here one whose body has not all arrived) and not for an
+// anonymous one, which cannot hold every commit by sending slowly.
+func TestGroupCommitWait(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		d := authority.Duration(50 * time.Millisecond)
+		c.Audit.GroupCommitWait = &d
+	})
+	agent := e.agentWithScopes("slow", "calendar:read")
+	e.startedAudit()
+	for _, tc := range []struct {
+		name  string
+		c     *http.Client
+		path  string
+		waits bool
+	}{
+		{"anonymous", e.rawClient(nil, nil), "/v1/nodes/join", false},
+		{"an agent", e.rawClient(agent.chain, agent.key), "/v1/delegations", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A body that does not come: the request is in its handler
+			// once the server asks for the body (100 Continue).
+			body, w := io.Pipe()
+			defer w.CloseWithError(errors.New("gave up"))
+			reading := make(chan struct{})
+			ctx := httptrace.WithClientTrace(ctxT(t), &httptrace.ClientTrace{Got100Continue: func() { close(reading) }})
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+tc.path, body)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Expect", "100-continue")
+			tc.c.Transport.(*http.Transport).ExpectContinueTimeout = time.Minute
+			go func() {
+				if resp, err := tc.c.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			select {
+			case <-reading:
+			case <-ctx.Done():
+				t.Fatal("the server never asked for the body")
+			}
+			before := e.auditMetrics()
+			if _, err := e.admin.CreateJoinToken(ctxT(t), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			after := e.auditMetrics()
+			if waited := after["mandate_audit_group_waits_total"] > before["mandate_audit_group_waits_total"]; waited != tc.waits {
+				t.Fatalf("the commit waited: %v, want %v (group waits %v, then %v)", waited, tc.waits,
+					before["mandate_audit_group_waits_total"], after["mandate_audit_group_waits_total"])
+			}
+		})
 	}
 }
 
