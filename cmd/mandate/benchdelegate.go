@@ -144,8 +144,9 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 			cpu.Round(time.Microsecond), runtime.NumCPU(), float64(runtime.NumCPU())*float64(time.Second)/float64(cpu))
 	}
 	if commits := audit1.commits - audit0.commits; commits > 0 {
-		fmt.Fprintf(stdout, "audit log during the delegations: %.1f entries per commit, %s per commit (mandate_audit_* on /metrics)\n",
-			(audit1.entries-audit0.entries)/commits, time.Duration((audit1.seconds-audit0.seconds)/commits*float64(time.Second)).Round(time.Microsecond))
+		fmt.Fprintf(stdout, "audit log during the delegations: %.1f entries per commit, %s per commit, %.0f%% of the commits waited for requests under way (mandate_audit_* on /metrics)\n",
+			(audit1.entries-audit0.entries)/commits, time.Duration((audit1.seconds-audit0.seconds)/commits*float64(time.Second)).Round(time.Microsecond),
+			100*(audit1.waits-audit0.waits)/commits)
 	}
 	if res.repeated > 0 {
 		fmt.Fprintf(stdout, "%d delegation requests were sent again (the prepared ones ran out)\n", res.repeated)
@@ -157,7 +158,7 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 }
 
 // auditStats are the audit log counters a server exposes on /metrics.
-type auditStats struct{ commits, entries, seconds float64 }
+type auditStats struct{ commits, entries, seconds, waits float64 }
 
 // auditCounters reads the audit log counters from server's /metrics.
 func auditCounters(ctx context.Context, server string, cfg *tls.Config) (auditStats, error) {
@@ -190,6 +191,8 @@ func auditCounters(ctx context.Context, server string, cfg *tls.Config) (auditSt
 			st.entries = f
 		case "mandate_audit_commit_seconds_total":
 			st.seconds = f
+		case "mandate_audit_group_waits_total":
+			st.waits = f
 		}
 	}
 	return st, nil
