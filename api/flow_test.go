@@ -305,8 +305,16 @@ func TestGroupCommitWait(t *testing.T) {
 		d := authority.Duration(50 * time.Millisecond)
 		c.Audit.GroupCommitWait = &d
 	})
+	// One request at a time: each ends its own expectation, and no
+	// commit ever waits (nothing is left expected).
+	before := e.startedAudit()
 	agent := e.agentWithScopes("slow", "calendar:read")
-	e.startedAudit()
+	b := e.agentWithScopes("b")
+	e.mustDelegate(agent, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice@org-a.example"})
+	if after := e.auditMetrics(); after["mandate_audit_group_waits_total"] != before["mandate_audit_group_waits_total"] ||
+		after["mandate_audit_commits_total"] < before["mandate_audit_commits_total"]+3 {
+		t.Fatalf("requests one at a time: audit counters %v, then %v; want commits that never waited", before, after)
+	}
 	for _, tc := range []struct {
 		name  string
 		c     *http.Client

@@ -77,10 +77,10 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if c != nil {
 			ctx = context.WithValue(ctx, callerKey{}, c)
 		}
-		// A request that changes something records it: the audit log's
-		// next commit may wait for it (group commit). Only for a caller
-		// with an X509-SVID: an anonymous one sending its body slowly
-		// does not hold every commit.
+		// A request that may change something is about to record it:
+		// the audit log's next commit may wait for it (group commit).
+		// Only for a caller with an X509-SVID: an anonymous one sending
+		// its body slowly does not hold every commit.
 		if c != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
 			var end func()
 			ctx, end = s.a.ExpectAudit(ctx)

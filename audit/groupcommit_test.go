@@ -8,9 +8,17 @@ import (
 	"time"
 )
 
-// forever is a GroupWait no test outlives: a test that passes did not
-// wait it out.
+// forever is a GroupWait no test waits out: a test that passes did not
+// wait for it, and one that would have fails at its appends' deadline.
 const forever = time.Hour
+
+// appendCtx bounds an Append of these tests: longer than any honest
+// round, far shorter than forever.
+func appendCtx(t *testing.T, parent context.Context) context.Context {
+	ctx, cancel := context.WithTimeout(parent, 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // groupLog is a running log with GroupWait forever.
 func groupLog(t *testing.T) *running {
@@ -20,10 +28,13 @@ func groupLog(t *testing.T) *running {
 	return start(t, cfg)
 }
 
-// waitForGroupWaits yields until the log has started n group waits.
-func waitForGroupWaits(l *running, n uint64) {
-	for l.Stats().GroupWaits < n {
-		runtime.Gosched()
+// waitForWaiting yields until a round of l has started to wait for
+// expected appends.
+func waitForWaiting(t *testing.T, l *running) {
+	for deadline := time.Now().Add(30 * time.Second); l.waitsBegun.Load() == 0; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("no round waited for the expected append")
+		}
 	}
 }
 
@@ -36,23 +47,23 @@ func TestGroupCommitWaitsForExpectedAppends(t *testing.T) {
 	defer endB()
 	aDone := make(chan error, 1)
 	go func() {
-		_, err := l.Append(t.Context(), testEntry(0, 0))
+		_, err := l.Append(appendCtx(t, t.Context()), testEntry(0, 0))
 		aDone <- err
 	}()
-	waitForGroupWaits(l, 1) // the round holding A waits for B
+	waitForWaiting(t, l) // the round holding A waits for B
 	select {
 	case err := <-aDone:
 		t.Fatalf("A was answered (%v) while B, expected, had not appended", err)
 	default:
 	}
-	if _, err := l.Append(ctxB, testEntry(1, 0)); err != nil {
+	if _, err := l.Append(appendCtx(t, ctxB), testEntry(1, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-aDone; err != nil {
 		t.Fatal(err)
 	}
-	if st := l.Stats(); st.Commits != 1 || st.Entries != 2 {
-		t.Fatalf("stats %+v: want both entries in one commit", st)
+	if st := l.Stats(); st.Commits != 1 || st.Entries != 2 || st.GroupWaits != 1 {
+		t.Fatalf("stats %+v: want both entries in one commit, which waited", st)
 	}
 }
 
@@ -63,16 +74,16 @@ func TestGroupCommitEndWithoutAppend(t *testing.T) {
 	_, endB := l.Expect(t.Context())
 	aDone := make(chan error, 1)
 	go func() {
-		_, err := l.Append(t.Context(), testEntry(0, 0))
+		_, err := l.Append(appendCtx(t, t.Context()), testEntry(0, 0))
 		aDone <- err
 	}()
-	waitForGroupWaits(l, 1)
+	waitForWaiting(t, l)
 	endB()
 	endB() // again: nothing more
 	if err := <-aDone; err != nil {
 		t.Fatal(err)
 	}
-	if st := l.Stats(); st.Commits != 1 || st.Entries != 1 || l.expected.Load() != 0 {
+	if st := l.Stats(); st.Commits != 1 || st.Entries != 1 || st.GroupWaits != 1 || l.expected.Load() != 0 {
 		t.Fatalf("stats %+v, %d expected: want one commit of A and nothing expected", st, l.expected.Load())
 	}
 }
@@ -82,13 +93,13 @@ func TestGroupCommitEndWithoutAppend(t *testing.T) {
 func TestGroupCommitLoneWriter(t *testing.T) {
 	l := groupLog(t)
 	for i := range 3 {
-		ctx, end := l.Expect(context.WithoutCancel(t.Context()))
+		ctx, end := l.Expect(appendCtx(t, t.Context()))
 		if _, err := l.Append(ctx, testEntry(i, 0)); err != nil {
 			t.Fatal(err)
 		}
 		end()
 	}
-	if st := l.Stats(); st.Commits != 3 || st.GroupWaits != 0 {
+	if st := l.Stats(); st.Commits != 3 || st.GroupWaits != 0 || l.waitsBegun.Load() != 0 {
 		t.Fatalf("stats %+v: want three commits that waited for nothing", st)
 	}
 }
@@ -119,7 +130,7 @@ func TestGroupCommitConcurrent(t *testing.T) {
 	for w := range 16 {
 		wg.Go(func() {
 			for i := range 20 {
-				ctx, end := l.Expect(t.Context())
+				ctx, end := l.Expect(appendCtx(t, t.Context()))
 				if (w+i)%5 != 0 { // one in five ends without appending
 					if _, err := l.Append(ctx, testEntry(w*100+i, 0)); err != nil {
 						t.Error(err)

@@ -123,11 +123,11 @@ type Log struct {
 
 	// expected counts the Expects not yet ended; nudge wakes a commit
 	// waiting for them when one ends.
-	expected atomic.Int64
-	nudge    chan struct{}
+	expected   atomic.Int64
+	nudge      chan struct{}
+	waitsBegun atomic.Uint64 // rounds that started to wait for them (tests watch it)
 
-	// Counted by Run after each successful commit, and when a round
-	// starts waiting for expected appends (see Stats).
+	// Counted by Run after each successful commit (see Stats).
 	commits, entries, commitNanos, groupWaits atomic.Uint64
 
 	// Owned by the Run goroutine (and by Open before Run starts):

@@ -53,12 +53,12 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 	defer l.stop()
 	for {
-		reqs, ok := l.next(ctx)
+		reqs, waited, ok := l.next(ctx)
 		if !ok {
 			return nil
 		}
 		// A round that has started finishes even if ctx ends meanwhile.
-		if err := l.round(context.WithoutCancel(ctx), reqs); err != nil {
+		if err := l.round(context.WithoutCancel(ctx), reqs, waited); err != nil {
 			return err
 		}
 	}
@@ -69,7 +69,7 @@ type Stats struct {
 	Commits    uint64        // store transactions that appended entries
 	Entries    uint64        // entries they appended
 	CommitTime time.Duration // spent in those rounds: writing, the fsyncs, signing the checkpoint
-	GroupWaits uint64        // rounds that waited for appends under way (Expect) before committing
+	GroupWaits uint64        // of those commits, the ones that first waited for appends under way (Expect)
 }
 
 // Stats returns the log's counters: Entries/Commits is the mean group
@@ -94,12 +94,12 @@ func (l *Log) stop() {
 
 // next waits for a request, then takes what else is queued, up to the
 // batch limits; while work that said it is about to append (Expect) has
-// not, it waits for more, up to Config.GroupWait. ok is false when ctx
-// is done.
-func (l *Log) next(ctx context.Context) (reqs []*request, ok bool) {
+// not, it waits for more, up to Config.GroupWait (waited says it did).
+// ok is false when ctx is done.
+func (l *Log) next(ctx context.Context) (reqs []*request, waited, ok bool) {
 	select {
 	case <-ctx.Done():
-		return nil, false
+		return nil, false, false
 	case r := <-l.queue:
 		r.expect.finish()
 		reqs = append(reqs, r)
@@ -116,13 +116,13 @@ func (l *Log) next(ctx context.Context) (reqs []*request, ok bool) {
 		default:
 		}
 		if l.expected.Load() <= 0 {
-			return reqs, true
+			return reqs, wait != nil, true
 		}
 		if wait == nil {
 			t := time.NewTimer(l.cfg.GroupWait)
 			defer t.Stop()
 			wait = t.C
-			l.groupWaits.Add(1)
+			l.waitsBegun.Add(1)
 		}
 		select {
 		case r := <-l.queue:
@@ -131,17 +131,17 @@ func (l *Log) next(ctx context.Context) (reqs []*request, ok bool) {
 			n += len(r.data)
 		case <-l.nudge: // an expectation ended: look again
 		case <-wait:
-			return reqs, true
+			return reqs, true, true
 		case <-ctx.Done():
-			return reqs, true
+			return reqs, true, true
 		}
 	}
-	return reqs, true
+	return reqs, wait != nil, true
 }
 
 // round commits reqs and wakes their callers. Its error is fatal to the
 // log.
-func (l *Log) round(ctx context.Context, reqs []*request) error {
+func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	reqs = dropDone(reqs)
 	if len(reqs) == 0 {
 		return nil
@@ -165,6 +165,9 @@ func (l *Log) round(ctx context.Context, reqs []*request) error {
 	l.commits.Add(1)
 	l.entries.Add(uint64(len(reqs)))
 	l.commitNanos.Add(uint64(time.Since(start)))
+	if waited {
+		l.groupWaits.Add(1)
+	}
 	first := next.size - uint64(len(reqs))
 	for i, r := range reqs {
 		r.index, r.batch = first+uint64(i), b

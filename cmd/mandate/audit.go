@@ -510,17 +510,26 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 // errStopSearch, from searchProven's fn, ends the search without error.
 var errStopSearch = errors.New("stop the search")
 
-// errSearchOrder: a log's search answered out of log order or in a loop.
+// errSearchOrder: a log's search answered out of log order, in a loop,
+// or with no end in sight.
 var errSearchOrder = errors.New("audit search refused")
+
+// maxEmptyPages bounds the pages in a row without a hit a search
+// follows. A Mandate log reads up to 500 entries for a page (the default
+// limit of 50, ten entries read per hit): 10,000 such pages are five
+// million entries without one match.
+var maxEmptyPages = 10000
 
 // searchProven calls fn with every entry a search of c's log (q, every
 // page) finds, each proven against a checkpoint signed with v. A log's
 // hits come in log order, page after page: an entry at or before one
-// already found, or a page token the log gave before, is refused, so a
-// log cannot replay hits or send the search round in a loop.
+// already found is refused, so a log cannot replay hits; a page token it
+// gave since the last hit is refused, and so are more than
+// maxEmptyPages pages in a row without a hit, so it cannot keep the
+// search going round or on forever.
 func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.Values, fn func(*provenEntry) error) error {
 	var last *uint64
-	tokens := map[string]bool{}
+	tokens := map[string]bool{} // given since the last hit
 	for {
 		var page struct {
 			Entries []struct {
@@ -552,8 +561,14 @@ func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.
 		if page.NextPageToken == "" {
 			return nil
 		}
+		if len(page.Entries) > 0 {
+			clear(tokens)
+		}
 		if tokens[page.NextPageToken] {
 			return fmt.Errorf("%w: the log's search gave page token %.64q again", errSearchOrder, page.NextPageToken)
+		}
+		if len(tokens) >= maxEmptyPages {
+			return fmt.Errorf("%w: %d pages in a row without a hit; narrow the search (--type, --since, --until)", errSearchOrder, maxEmptyPages)
 		}
 		tokens[page.NextPageToken] = true
 		q.Set("page_token", page.NextPageToken)

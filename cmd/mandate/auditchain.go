@@ -144,26 +144,36 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	// auditor remembers from an earlier run.
 	if f.remember != "" {
 		if err := views.recall(f.remember); err != nil {
-			return err
+			return fmt.Errorf("%w (--remember \"\" remembers nothing)", err)
 		}
 	}
 	if err := views.check(ctx); err != nil {
 		return err
 	}
+	// What this run proved is printed even when it cannot be remembered.
 	var kept []string
+	var keepErr error
 	if f.remember != "" {
-		if kept, err = views.keep(f.remember); err != nil {
-			return err
-		}
+		kept, keepErr = views.keep(f.remember)
 	}
 	if f.asJSON {
-		if err := printJSON(w, map[string]any{"hops": hops, "unverified": unverified}); err != nil {
+		out := map[string]any{"hops": hops, "unverified": unverified}
+		if len(kept) > 0 {
+			out["remembered"] = kept
+		}
+		if keepErr != nil {
+			out["not_remembered"] = keepErr.Error()
+		}
+		if err := printJSON(w, out); err != nil {
 			return err
 		}
 	} else {
 		printChain(w, hops)
 		if len(kept) > 0 {
 			fmt.Fprintf(w, "remembered in %s (a later run must prove these logs consistent with it): %s\n", f.remember, strings.Join(kept, ", "))
+		}
+		if keepErr != nil {
+			fmt.Fprintf(w, "not remembered: %v\n", keepErr)
 		}
 	}
 	if len(unverified) > 0 {
@@ -395,14 +405,20 @@ func (lv *logViews) recall(dir string) error {
 }
 
 // keep writes, for every log recall looked up, the largest checkpoint it
-// showed in this run when that is larger than the one remembered, and
-// says what it wrote ("ORIGIN at size N"). Call it once check passed.
+// showed in this run when that is larger than the one remembered (then,
+// or now: another run may have written since), and says what it wrote
+// ("ORIGIN at size N"). Call it once check passed.
 func (lv *logViews) keep(dir string) ([]string, error) {
 	var kept []string
 	for key, file := range lv.files {
 		l, ok := lv.latest[key]
 		if r, had := lv.recalled[key]; !ok || had && l.cp.Size <= r.cp.Size {
 			continue
+		}
+		if raw, err := os.ReadFile(file); err == nil {
+			if now, err := openCheckpoint(raw, lv.verifiers[key]); err == nil && now.Size >= l.cp.Size {
+				continue
+			}
 		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return kept, err

@@ -318,6 +318,44 @@ func TestAuditChainHostileLog(t *testing.T) {
 		if err, out := run(l1); err == nil || !strings.Contains(err.Error(), "the checkpoint remembered in") {
 			t.Fatalf("a remembered checkpoint that does not verify: %v\n%s", err, out)
 		}
+		// A memory that cannot be written (here a link to nowhere) does
+		// not hide what the run proved.
+		mem = filepath.Join(t.TempDir(), "mem")
+		if err := os.Symlink(filepath.Join(t.TempDir(), "missing", "dir"), mem); err != nil {
+			t.Fatal(err)
+		}
+		if err, out := run(l1); err != nil || !strings.Contains(out, "proven in org-a.example's log") || !strings.Contains(out, "not remembered: ") {
+			t.Fatalf("a memory that cannot be written: %v\n%s", err, out)
+		}
+	})
+	// Two runs at once: the one that ends last does not put back a
+	// smaller checkpoint than the other remembered.
+	t.Run("a larger checkpoint remembered meanwhile", func(t *testing.T) {
+		l := newRlog(t, s, "org-a.example/audit")
+		l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem}))
+		small := []byte(l.checkpoint(""))
+		l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem, Subject: "x"}))
+		large := []byte(l.checkpoint(""))
+		cp, err := openCheckpoint(small, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		lv := newLogViews()
+		lv.of(v, nil)(cp, small)
+		if err := lv.recall(dir); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(dir, memoryFile(logKey(v)))
+		if err := os.WriteFile(file, large, 0o600); err != nil { // the other run
+			t.Fatal(err)
+		}
+		if kept, err := lv.keep(dir); err != nil || len(kept) != 0 {
+			t.Fatalf("keep = %v, %v; want nothing written", kept, err)
+		}
+		if got, _ := os.ReadFile(file); !bytes.Equal(got, large) {
+			t.Fatalf("remembered %q, want the larger checkpoint kept", got)
+		}
 	})
 	// A revocation the log proves is shown on the hop it revokes and
 	// below; one of another hop, or one it cannot prove, is not.
@@ -487,13 +525,21 @@ func TestAuditSearchHostileLog(t *testing.T) {
 		{"entries out of order", map[string][]any{"": {l.proven(2), l.proven(0)}}, "found entry 0 after entry 2"},
 		{"the same page again and again", map[string][]any{"": {l.proven(0), nextPage("a")}, "a": {nextPage("a")}}, `page token "a" again`},
 		{"two tokens taking turns", map[string][]any{"": {nextPage("a")}, "a": {nextPage("b")}, "b": {nextPage("a")}}, `page token "a" again`},
+		{"a token seen before a hit, again after it", map[string][]any{"": {nextPage("a")}, "a": {l.proven(1), nextPage("b")}, "b": {nextPage("a")}},
+			"found entry 1 after entry 1"},
+		{"a new token on every empty page", nil, "5 pages in a row without a hit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer func(n int) { maxEmptyPages = n }(maxEmptyPages)
+			maxEmptyPages = 5
 			calls := 0
 			c := fakeAuthority(t, func() any { return nil }, l.proven, func(q url.Values) []any {
 				if calls++; calls > 10 {
 					t.Errorf("search called %d times", calls)
 					return nil
+				}
+				if tc.pages == nil {
+					return []any{nextPage(fmt.Sprint("t", calls))}
 				}
 				return tc.pages[q.Get("page_token")]
 			})

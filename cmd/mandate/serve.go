@@ -71,7 +71,7 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
     auditors: []                    # SPIFFE IDs (any trusted trust domain) that may read the audit log
     origin: ""                      # checkpoint origin line (default <trust domain>/audit; never change it)
     public_read_path: false         # serve /checkpoint and /tile/... (C2SP tlog-tiles) to anyone
-    group_commit_wait: 2ms          # longest a commit waits for requests under way to record theirs (0s: never)
+    group_commit_wait: 2ms          # longest a commit waits for requests under way to record theirs (0s–100ms; 0s: never)
   http:
     max_body_bytes: 65536           # request body limit (the delegation endpoints take at least 65536)
     read_timeout: 10s
