@@ -145,3 +145,17 @@ func TestGroupCommitConcurrent(t *testing.T) {
 		t.Fatalf("stats %+v, %d expected: want %d entries in fewer commits, nothing expected", st, l.expected.Load(), 16*16)
 	}
 }
+
+// TestGroupCommitRefusedAppend: an append the log refuses (an entry it
+// cannot encode) ends its expectation: no round waits for it.
+func TestGroupCommitRefusedAppend(t *testing.T) {
+	l := groupLog(t)
+	ctx, end := l.Expect(t.Context())
+	defer end()
+	if _, err := l.Append(ctx, Entry{}); err == nil {
+		t.Fatal("Append of an empty entry: nil, want refused")
+	}
+	if n := l.expected.Load(); n != 0 {
+		t.Fatalf("%d appends expected after the refusal, want 0", n)
+	}
+}

@@ -228,20 +228,26 @@ func (l *Log) create(ctx context.Context) (treeState, error) {
 // log (a commit the store reported as failed may still have persisted,
 // and an entry whose ctx ends while it is being committed is committed).
 func (l *Log) Append(ctx context.Context, e Entry) (Receipt, error) {
+	// Queued or refused, no round waits for this append any more.
+	x := l.expectationOf(ctx)
 	data, norm, err := encode(e)
 	if err != nil {
+		x.end()
 		return Receipt{}, err
 	}
 	if err := ctx.Err(); err != nil {
+		x.end()
 		return Receipt{}, fmt.Errorf("audit: append: %w", err)
 	}
-	r := &request{ctx: ctx, data: data, leaf: hasher.HashLeaf(data), entry: norm, done: make(chan struct{}), expect: l.expectationOf(ctx)}
+	r := &request{ctx: ctx, data: data, leaf: hasher.HashLeaf(data), entry: norm, done: make(chan struct{}), expect: x}
 	select {
 	case l.queue <- r:
-		r.expect.end() // queued: no round waits for it any more
+		x.end()
 	case <-ctx.Done():
+		x.end()
 		return Receipt{}, fmt.Errorf("audit: append: %w", ctx.Err())
 	case <-l.stopped:
+		x.end()
 		return Receipt{}, ErrClosed
 	}
 	select {
