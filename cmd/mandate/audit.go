@@ -33,8 +33,9 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
   search [--spiffe-id ID] [--type T] [--since RFC3339] [--until RFC3339]
          [--decision-id D] [--delegation-id D] [--limit N] [--json]
                              print matching entries (all pages, in log order:
-                             a hit out of order or a page token given twice
-                             ends the search with an error), proofs checked
+                             a hit out of order, a page token given twice or
+                             10,000 pages in a row without a hit end the
+                             search with an error), proofs checked
   show INDEX [--json]        print an entry after checking its inclusion proof
   prove INDEX [--out FILE]   write the entry's offline proof (C2SP tlog-proof:
                              the entry in "extra", its inclusion proof and the
