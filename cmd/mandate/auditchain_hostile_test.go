@@ -225,12 +225,12 @@ func keys(t *testing.T) (note.Signer, note.Verifier) {
 func leafHex(b []byte) string { return hex.EncodeToString(rfc6962.DefaultHasher.HashLeaf(b)) }
 
 // verifyAgainst runs mandate audit chain ID --verify against c, the log
-// key v, and returns its error and output.
-func verifyAgainst(t *testing.T, c *client.Client, v note.Verifier, id string, asJSON bool, serialOnly ...bool) (error, string) {
+// key v, and returns its output and error.
+func verifyAgainst(t *testing.T, c *client.Client, v note.Verifier, id string, asJSON bool, serialOnly ...bool) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
 	err := auditChain(context.Background(), &auditFlags{verify: true, asJSON: asJSON, serialOnly: len(serialOnly) > 0 && serialOnly[0]}, c, v, []string{id}, &out)
-	return err, out.String()
+	return out.String(), err
 }
 
 // TestAuditChainSerialOnlySVIDEntries: a log whose svid.issued entries
@@ -244,10 +244,10 @@ func TestAuditChainSerialOnlySVIDEntries(t *testing.T) {
 	h := hopSpec{id: "d1", delegator: tdA + "/agent/a", delegatee: tdA + "/agent/b", principal: "alice", scopes: []string{"read"}, depth: 1}
 	i := l.logHop(h, 0x40)
 	c := fakeAuthority(t, func() any { return map[string]any{"hops": []any{hopAnswer(h, l.proven(i))}} }, l.proven)
-	if err, _ := verifyAgainst(t, c, v, "d1", false); err == nil || !strings.Contains(err.Error(), "--serial-only-svids") {
+	if _, err := verifyAgainst(t, c, v, "d1", false); err == nil || !strings.Contains(err.Error(), "--serial-only-svids") {
 		t.Fatalf("verify = %v, want refused", err)
 	}
-	if err, out := verifyAgainst(t, c, v, "d1", false, true); err != nil || !strings.Contains(out, "names its serial only") {
+	if out, err := verifyAgainst(t, c, v, "d1", false, true); err != nil || !strings.Contains(out, "names its serial only") {
 		t.Fatalf("verify --serial-only-svids = %v\n%s", err, out)
 	}
 }
@@ -279,7 +279,7 @@ func TestAuditChainHostileLog(t *testing.T) {
 		r := l.logHop(root, 0x10)
 		child := childOf(l, r, "read")
 		l.logHop(child, 0x11)
-		err, out := verifyAgainst(t, fakeAuthority(t, chainOf(l, root, child), l.proven), v, "d2", false)
+		out, err := verifyAgainst(t, fakeAuthority(t, chainOf(l, root, child), l.proven), v, "d2", false)
 		if err != nil || strings.Contains(out, "REVOKED") {
 			t.Fatalf("verify: %v\n%s", err, out)
 		}
@@ -289,10 +289,10 @@ func TestAuditChainHostileLog(t *testing.T) {
 	// that does not verify is refused.
 	t.Run("a history other than the one remembered", func(t *testing.T) {
 		mem := t.TempDir()
-		run := func(l *rlog) (error, string) {
+		run := func(l *rlog) (string, error) {
 			var out bytes.Buffer
 			err := auditChain(context.Background(), &auditFlags{verify: true, remember: mem}, fakeAuthority(t, chainOf(l, root), l.proven), v, []string{"d1"}, &out)
-			return err, out.String()
+			return out.String(), err
 		}
 		filler := func(l *rlog, subject string) {
 			l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem, Subject: subject}))
@@ -300,22 +300,22 @@ func TestAuditChainHostileLog(t *testing.T) {
 		l1 := newRlog(t, s, "org-a.example/audit")
 		l1.logHop(root, 0x10)
 		filler(l1, "x")
-		if err, out := run(l1); err != nil || !strings.Contains(out, "remembered in "+mem+" (a later run must prove these logs consistent with it): org-a.example/audit at size 3") {
+		if out, err := run(l1); err != nil || !strings.Contains(out, "remembered in "+mem+" (a later run must prove these logs consistent with it): org-a.example/audit at size 3") {
 			t.Fatalf("first run: %v\n%s", err, out)
 		}
-		if err, out := run(l1); err != nil || strings.Contains(out, "remembered in") {
+		if out, err := run(l1); err != nil || strings.Contains(out, "remembered in") {
 			t.Fatalf("the same history again: %v\n%s", err, out)
 		}
 		l2 := newRlog(t, s, "org-a.example/audit")
 		l2.logHop(root, 0x10)
 		filler(l2, "y")
-		if err, out := run(l2); !errors.Is(err, errFork) || !strings.Contains(err.Error(), "two roots for size 3") || !strings.Contains(err.Error(), "remembered in "+mem) {
+		if out, err := run(l2); !errors.Is(err, errFork) || !strings.Contains(err.Error(), "two roots for size 3") || !strings.Contains(err.Error(), "remembered in "+mem) {
 			t.Fatalf("another history of the remembered size: %v, want a fork\n%s", err, out)
 		}
 		if err := os.WriteFile(filepath.Join(mem, memoryFile(logKey(v))), []byte("not a checkpoint\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err, out := run(l1); err == nil || !strings.Contains(err.Error(), "the checkpoint remembered in") {
+		if out, err := run(l1); err == nil || !strings.Contains(err.Error(), "the checkpoint remembered in") {
 			t.Fatalf("a remembered checkpoint that does not verify: %v\n%s", err, out)
 		}
 		// A memory that cannot be written (here a link to nowhere) does
@@ -324,7 +324,7 @@ func TestAuditChainHostileLog(t *testing.T) {
 		if err := os.Symlink(filepath.Join(t.TempDir(), "missing", "dir"), mem); err != nil {
 			t.Fatal(err)
 		}
-		if err, out := run(l1); err != nil || !strings.Contains(out, "proven in org-a.example's log") || !strings.Contains(out, "not remembered: ") {
+		if out, err := run(l1); err != nil || !strings.Contains(out, "proven in org-a.example's log") || !strings.Contains(out, "not remembered: ") {
 			t.Fatalf("a memory that cannot be written: %v\n%s", err, out)
 		}
 	})
@@ -380,7 +380,7 @@ func TestAuditChainHostileLog(t *testing.T) {
 			}
 			return []any{l.proven(i)}
 		})
-		err, out := verifyAgainst(t, c, v, "d2", false)
+		out, err := verifyAgainst(t, c, v, "d2", false)
 		if err != nil || strings.Count(out, "REVOKED") != 2 || !strings.Contains(out, `"lost laptop" (this hop; org-a.example's log, entry 5)`) ||
 			!strings.Contains(out, `(with the hop above, d1; org-a.example's log, entry 5)`) || strings.Contains(out, "d9") {
 			t.Fatalf("verify = %v\n%s", err, out)
@@ -393,7 +393,7 @@ func TestAuditChainHostileLog(t *testing.T) {
 			hops[0].(map[string]any)["revoked"] = map[string]any{"of": "d1", "log": tdA, "index": i, "revoked_at": "2020-01-01T00:00:00Z", "reason": "forged"}
 			return map[string]any{"hops": hops}
 		}, l.proven)
-		if err, out := verifyAgainst(t, c, v, "d2", true); err != nil || strings.Contains(out, "forged") || strings.Contains(out, `"revoked"`) {
+		if out, err := verifyAgainst(t, c, v, "d2", true); err != nil || strings.Contains(out, "forged") || strings.Contains(out, `"revoked"`) {
 			t.Fatalf("verify = %v\n%s", err, out)
 		}
 	})
@@ -404,7 +404,7 @@ func TestAuditChainHostileLog(t *testing.T) {
 			p["index"] = i - 1
 			return []any{p}
 		})
-		if err, out := verifyAgainst(t, c, v, "d2", false); err == nil || !strings.Contains(err.Error(), "inclusion proof") {
+		if out, err := verifyAgainst(t, c, v, "d2", false); err == nil || !strings.Contains(err.Error(), "inclusion proof") {
 			t.Fatalf("verify = %v, want refused\n%s", err, out)
 		}
 	})
@@ -499,7 +499,7 @@ func TestAuditChainHostileLog(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, id := tc.make(t)
-			if err, out := verifyAgainst(t, c, v, id, true); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if out, err := verifyAgainst(t, c, v, id, true); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("verify = %v, want %q\n%s", err, tc.want, out)
 			}
 		})

@@ -231,7 +231,7 @@ func load(ctx context.Context, kind string, conc int, dur time.Duration, conn fu
 	start := time.Now()
 	for w := range conc {
 		wg.Go(func() {
-			own, errs, first, repeated := loadWorker(ctx, w, conn, check)
+			own, errs, repeated, first := loadWorker(ctx, w, conn, check)
 			mu.Lock()
 			defer mu.Unlock()
 			lat = append(lat, own...)
@@ -258,10 +258,10 @@ func load(ctx context.Context, kind string, conc int, dur time.Duration, conn fu
 // generator, which shares the machine, spends its CPU sending requests.
 const checkEvery = 64
 
-func loadWorker(ctx context.Context, w int, newConn func(w int) (*benchConn, error), check func([]byte) error) (lat []time.Duration, errs int, first error, repeated int) {
+func loadWorker(ctx context.Context, w int, newConn func(w int) (*benchConn, error), check func([]byte) error) (lat []time.Duration, errs, repeated int, first error) {
 	conn, err := newConn(w)
 	if err != nil {
-		return nil, 1, err, 0
+		return nil, 1, 0, err
 	}
 	defer func() { repeated = conn.repeated() }()
 	defer conn.close()
@@ -286,7 +286,7 @@ func loadWorker(ctx context.Context, w int, newConn func(w int) (*benchConn, err
 		}
 		lat = append(lat, time.Since(t))
 	}
-	return lat, errs, first, 0
+	return lat, errs, 0, first
 }
 
 // check decodes an answer and checks it carries an SVID for the agent.
