@@ -267,13 +267,14 @@ func (e *env) auditMetrics() map[string]float64 {
 }
 
 // startedAudit waits until e has recorded its start (it does so on its
-// own) and returns its audit counters then.
+// own, beside the requests) and returns its audit counters then.
 func (e *env) startedAudit() map[string]float64 {
-	before := e.auditMetrics()
-	for deadline := time.Now().Add(10 * time.Second); before["mandate_audit_entries_total"] < 1 && time.Now().Before(deadline); before = e.auditMetrics() {
-		time.Sleep(10 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); len(e.auditOf("authority.started", "")) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatal("the authority did not record its start")
+		}
 	}
-	return before
+	return e.auditMetrics()
 }
 
 // TestMetricsAuditCommits checks the audit log's counters: an audited

@@ -34,8 +34,9 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
          [--decision-id D] [--delegation-id D] [--limit N] [--json]
                              print matching entries (all pages, in log order:
                              a hit out of order, a page token given twice or
-                             10,000 pages in a row without a hit end the
-                             search with an error), proofs checked
+                             more pages in a row without a hit than the log
+                             has entries end the search with an error),
+                             proofs checked
   show INDEX [--json]        print an entry after checking its inclusion proof
   prove INDEX [--out FILE]   write the entry's offline proof (C2SP tlog-proof:
                              the entry in "extra", its inclusion proof and the
@@ -515,22 +516,18 @@ var errStopSearch = errors.New("stop the search")
 // or with no end in sight.
 var errSearchOrder = errors.New("audit search refused")
 
-// maxEmptyPages bounds the pages in a row without a hit a search
-// follows. A Mandate log reads up to 500 entries for a page (the default
-// limit of 50, ten entries read per hit): 10,000 such pages are five
-// million entries without one match.
-var maxEmptyPages = 10000
-
 // searchProven calls fn with every entry a search of c's log (q, every
 // page) finds, each proven against a checkpoint signed with v. A log's
 // hits come in log order, page after page: an entry at or before one
-// already found is refused, so a log cannot replay hits; a page token it
-// gave since the last hit is refused, and so are more than
-// maxEmptyPages pages in a row without a hit, so it cannot keep the
-// search going round or on forever.
+// already found is refused, so a log cannot replay hits. A page token it
+// gave since the last hit is refused, and so are more pages in a row
+// without a hit than the log has entries (its size as a checkpoint
+// signed with v says it; a log's search moves on at least one entry a
+// page), so it cannot keep the search going round or on forever.
 func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.Values, fn func(*provenEntry) error) error {
 	var last *uint64
 	tokens := map[string]bool{} // given since the last hit
+	var empty, size uint64      // pages in a row without a hit; the log's size, once asked
 	for {
 		var page struct {
 			Entries []struct {
@@ -564,12 +561,19 @@ func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.
 		}
 		if len(page.Entries) > 0 {
 			clear(tokens)
+			empty = 0
+		} else if empty++; empty > size {
+			// Ask how large the log is now (it may have grown).
+			_, cp, err := fetchCheckpoint(ctx, c, v)
+			if err != nil {
+				return err
+			}
+			if size = cp.Size; empty > size {
+				return fmt.Errorf("%w: the log's search gave %d pages in a row without a hit, more than the %d entries of the log", errSearchOrder, empty, size)
+			}
 		}
 		if tokens[page.NextPageToken] {
 			return fmt.Errorf("%w: the log's search gave page token %.64q again", errSearchOrder, page.NextPageToken)
-		}
-		if len(tokens) >= maxEmptyPages {
-			return fmt.Errorf("%w: %d pages in a row without a hit; narrow the search (--type, --since, --until)", errSearchOrder, maxEmptyPages)
 		}
 		tokens[page.NextPageToken] = true
 		q.Set("page_token", page.NextPageToken)

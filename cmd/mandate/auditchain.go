@@ -144,7 +144,7 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	// auditor remembers from an earlier run.
 	if f.remember != "" {
 		if err := views.recall(f.remember); err != nil {
-			return fmt.Errorf("%w (--remember \"\" remembers nothing)", err)
+			return err
 		}
 	}
 	if err := views.check(ctx); err != nil {
@@ -154,7 +154,9 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	var kept []string
 	var keepErr error
 	if f.remember != "" {
-		kept, keepErr = views.keep(f.remember)
+		if kept, keepErr = views.keep(f.remember); errors.Is(keepErr, errFork) {
+			return keepErr
+		}
 	}
 	if f.asJSON {
 		out := map[string]any{"hops": hops, "unverified": unverified}
@@ -392,7 +394,7 @@ func (lv *logViews) recall(dir string) error {
 			continue
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("%w (--remember \"\" remembers nothing)", err)
 		}
 		cp, err := openCheckpoint(raw, v)
 		if err != nil {
@@ -405,9 +407,12 @@ func (lv *logViews) recall(dir string) error {
 }
 
 // keep writes, for every log recall looked up, the largest checkpoint it
-// showed in this run when that is larger than the one remembered (then,
-// or now: another run may have written since), and says what it wrote
-// ("ORIGIN at size N"). Call it once check passed.
+// showed in this run when that is larger than the one remembered (when
+// recall read it, and again just before writing: another run may have
+// written since; two runs that write at the same moment can still leave
+// the smaller one), and says what it wrote ("ORIGIN at size N"). A
+// checkpoint found there for the same size with another root is a fork
+// (errFork). Call it once check passed.
 func (lv *logViews) keep(dir string) ([]string, error) {
 	var kept []string
 	for key, file := range lv.files {
@@ -417,6 +422,9 @@ func (lv *logViews) keep(dir string) ([]string, error) {
 		}
 		if raw, err := os.ReadFile(file); err == nil {
 			if now, err := openCheckpoint(raw, lv.verifiers[key]); err == nil && now.Size >= l.cp.Size {
+				if now.Size == l.cp.Size && !bytes.Equal(now.Hash, l.cp.Hash) {
+					return kept, fmt.Errorf("%w: %s remembered in %s has another root for size %d than this run was shown", errFork, key, file, now.Size)
+				}
 				continue
 			}
 		}

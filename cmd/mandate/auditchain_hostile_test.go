@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -184,6 +185,9 @@ func fakeAuthority(t *testing.T, chain func() any, entries func(i uint64) map[st
 	sDER, _ := x509.CreateCertificate(rand.Reader, st, ca, srvKey.Public(), caKey)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/audit/chains/{id}", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(chain()) })
+	mux.HandleFunc("GET /v1/audit/checkpoint", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, entries(0)["checkpoint"].(string))
+	})
 	mux.HandleFunc("GET /v1/audit/entries/{i}", func(w http.ResponseWriter, r *http.Request) {
 		i, _ := strconv.ParseUint(r.PathValue("i"), 10, 64)
 		json.NewEncoder(w).Encode(entries(i))
@@ -356,6 +360,15 @@ func TestAuditChainHostileLog(t *testing.T) {
 		if got, _ := os.ReadFile(file); !bytes.Equal(got, large) {
 			t.Fatalf("remembered %q, want the larger checkpoint kept", got)
 		}
+		// Another run remembered another root for the same size: a fork.
+		other := newRlog(t, s, "org-a.example/audit")
+		other.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem, Subject: "other"}))
+		if err := os.WriteFile(file, []byte(other.checkpoint("")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lv.keep(dir); !errors.Is(err, errFork) {
+			t.Fatalf("keep over another root for the same size = %v, want errFork", err)
+		}
 	})
 	// A revocation the log proves is shown on the hop it revokes and
 	// below; one of another hop, or one it cannot prove, is not.
@@ -527,11 +540,9 @@ func TestAuditSearchHostileLog(t *testing.T) {
 		{"two tokens taking turns", map[string][]any{"": {nextPage("a")}, "a": {nextPage("b")}, "b": {nextPage("a")}}, `page token "a" again`},
 		{"a token seen before a hit, again after it", map[string][]any{"": {nextPage("a")}, "a": {l.proven(1), nextPage("b")}, "b": {nextPage("a")}},
 			"found entry 1 after entry 1"},
-		{"a new token on every empty page", nil, "5 pages in a row without a hit"},
+		{"a new token on every empty page", nil, "5 pages in a row without a hit, more than the 4 entries of the log"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			defer func(n int) { maxEmptyPages = n }(maxEmptyPages)
-			maxEmptyPages = 5
 			calls := 0
 			c := fakeAuthority(t, func() any { return nil }, l.proven, func(q url.Values) []any {
 				if calls++; calls > 10 {
