@@ -154,7 +154,7 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	var kept []string
 	var keepErr error
 	if f.remember != "" {
-		if kept, keepErr = views.keep(f.remember); errors.Is(keepErr, errFork) {
+		if kept, keepErr = views.keep(); errors.Is(keepErr, errFork) {
 			return keepErr
 		}
 	}
@@ -347,8 +347,8 @@ type logViews struct {
 	clients   map[string]*client.Client
 	verifiers map[string]note.Verifier
 	latest    map[string]signedCheckpoint // the largest checkpoint each log showed
-	recalled  map[string]signedCheckpoint // the checkpoint remembered from an earlier run
-	files     map[string]string           // where it is remembered
+	recalled  map[string]*log.Checkpoint  // the one remembered from an earlier run
+	dir       string                      // where they are remembered ("": nowhere)
 }
 
 // signedCheckpoint is a checkpoint and the signed note it was read from.
@@ -363,7 +363,7 @@ type seenFunc func(cp *log.Checkpoint, raw []byte)
 
 func newLogViews() *logViews {
 	return &logViews{seen: map[string][]*log.Checkpoint{}, clients: map[string]*client.Client{}, verifiers: map[string]note.Verifier{},
-		latest: map[string]signedCheckpoint{}, recalled: map[string]signedCheckpoint{}, files: map[string]string{}}
+		latest: map[string]signedCheckpoint{}, recalled: map[string]*log.Checkpoint{}}
 }
 
 // logKey names a log by its verifier key: its name and key hash.
@@ -386,9 +386,9 @@ func (lv *logViews) of(v note.Verifier, c *client.Client) seenFunc {
 // an earlier run kept in dir (see keep), so that check proves this run's
 // consistent with it.
 func (lv *logViews) recall(dir string) error {
+	lv.dir = dir
 	for key, v := range lv.verifiers {
-		file := filepath.Join(dir, memoryFile(key))
-		lv.files[key] = file
+		file := lv.file(key)
 		raw, err := os.ReadFile(file)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
@@ -400,26 +400,29 @@ func (lv *logViews) recall(dir string) error {
 		if err != nil {
 			return fmt.Errorf("the checkpoint remembered in %s: %w", file, err)
 		}
-		lv.recalled[key] = signedCheckpoint{cp, raw}
+		lv.recalled[key] = cp
 		lv.seen[key] = append(lv.seen[key], cp)
 	}
 	return nil
 }
 
-// keep writes, for every log recall looked up, the largest checkpoint it
-// showed in this run when that is larger than the one remembered (when
-// recall read it, and again just before writing: another run may have
-// written since; two runs that write at the same moment can still leave
-// the smaller one), and says what it wrote ("ORIGIN at size N"). A
+// keep writes, in the directory recall read, the largest checkpoint each
+// log showed in this run when that is larger than the one remembered
+// (when recall read it, and again just before writing: another run may
+// have written since; two runs that write at the same moment can still
+// leave the smaller one), and says what it wrote ("ORIGIN at size N"). A
 // checkpoint found there for the same size with another root is a fork
 // (errFork). Call it once check passed.
-func (lv *logViews) keep(dir string) ([]string, error) {
+func (lv *logViews) keep() ([]string, error) {
 	var kept []string
-	for key, file := range lv.files {
-		l, ok := lv.latest[key]
-		if r, had := lv.recalled[key]; !ok || had && l.cp.Size <= r.cp.Size {
+	if lv.dir == "" {
+		return nil, nil // recall was not asked: nothing is remembered
+	}
+	for key, l := range lv.latest {
+		if r, had := lv.recalled[key]; had && l.cp.Size <= r.Size {
 			continue
 		}
+		file := lv.file(key)
 		if raw, err := os.ReadFile(file); err == nil {
 			if now, err := openCheckpoint(raw, lv.verifiers[key]); err == nil && now.Size >= l.cp.Size {
 				if now.Size == l.cp.Size && !bytes.Equal(now.Hash, l.cp.Hash) {
@@ -428,7 +431,7 @@ func (lv *logViews) keep(dir string) ([]string, error) {
 				continue
 			}
 		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		if err := os.MkdirAll(lv.dir, 0o700); err != nil {
 			return kept, err
 		}
 		if err := credfile.WriteFileAtomic(file, l.raw, 0o600); err != nil {
@@ -439,6 +442,9 @@ func (lv *logViews) keep(dir string) ([]string, error) {
 	slices.Sort(kept)
 	return kept, nil
 }
+
+// file is where the checkpoint of the log with key is remembered.
+func (lv *logViews) file(key string) string { return filepath.Join(lv.dir, memoryFile(key)) }
 
 // memoryFile is the file a log's checkpoint is remembered in, named
 // after its key (name and hash), every character outside [A-Za-z0-9.-]
@@ -461,7 +467,7 @@ func (lv *logViews) check(ctx context.Context) error {
 		slices.SortFunc(cps, func(a, b *log.Checkpoint) int { return cmp.Compare(a.Size, b.Size) })
 		where := name
 		if _, ok := lv.recalled[name]; ok {
-			where = fmt.Sprintf("%s (with the checkpoint remembered in %s)", name, lv.files[name])
+			where = fmt.Sprintf("%s (with the checkpoint remembered in %s)", name, lv.file(name))
 		}
 		for i := 1; i < len(cps); i++ {
 			prev, cur := cps[i-1], cps[i]

@@ -354,7 +354,7 @@ func TestAuditChainHostileLog(t *testing.T) {
 		if err := os.WriteFile(file, large, 0o600); err != nil { // the other run
 			t.Fatal(err)
 		}
-		if kept, err := lv.keep(dir); err != nil || len(kept) != 0 {
+		if kept, err := lv.keep(); err != nil || len(kept) != 0 {
 			t.Fatalf("keep = %v, %v; want nothing written", kept, err)
 		}
 		if got, _ := os.ReadFile(file); !bytes.Equal(got, large) {
@@ -366,7 +366,7 @@ func TestAuditChainHostileLog(t *testing.T) {
 		if err := os.WriteFile(file, []byte(other.checkpoint("")), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := lv.keep(dir); !errors.Is(err, errFork) {
+		if _, err := lv.keep(); !errors.Is(err, errFork) {
 			t.Fatalf("keep over another root for the same size = %v, want errFork", err)
 		}
 	})
