@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -37,8 +39,40 @@ type Problem struct {
 	DecisionID string   `json:"decision_id"`
 }
 
+// Error says what the authority answered, each field as Printable
+// shows it (an authority is not trusted to send plain text) and at most
+// maxShown bytes of it (an answer that was no problem document is its
+// detail).
 func (p *Problem) Error() string {
-	return fmt.Sprintf("%d %s: %s (%s)", p.Status, p.Title, p.Detail, p.Type)
+	return fmt.Sprintf("%d %s: %s (%s)", p.Status, shownField(p.Title), shownField(p.Detail), shownField(p.Type))
+}
+
+// maxShown bounds what Problem.Error shows of each field.
+const maxShown = 1024
+
+func shownField(s string) string {
+	if len(s) > maxShown {
+		cut := maxShown
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return Printable(s[:cut]) + "..."
+	}
+	return Printable(s)
+}
+
+// Printable is s as it may be shown on a terminal or in a line of a
+// log: as is when it is valid UTF-8 whose every character is printable
+// (strconv.IsPrint: no control characters, no format characters such as
+// bidirectional overrides or zero-width spaces), else quoted with those
+// escaped (strconv.Quote). Text an authority sends (a problem's detail,
+// a logged entry) can then neither start a line of its own, nor move the
+// cursor, nor hide what follows it.
+func Printable(s string) string {
+	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 // Name is the last segment of the problem type, e.g. "join-token-used".

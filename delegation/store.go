@@ -256,7 +256,7 @@ var maxRevoke, maxRevokeRead = 100000, 400000
 
 // Get returns the record of a delegation this authority issued.
 func Get(tx store.Tx, id string) (*Record, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, ErrNotFound
 	}
 	b, err := tx.Get(BucketDelegations, []byte(id))

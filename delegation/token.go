@@ -248,7 +248,7 @@ func (c *Claims) wellFormed() error {
 			return fmt.Errorf("%w: %q is not a SPIFFE ID", ErrMalformed, id)
 		}
 	}
-	if !validID(c.ID) {
+	if !ValidID(c.ID) {
 		return fmt.Errorf("%w: jti is 1 to %d characters of A-Z a-z 0-9 . _ -", ErrMalformed, MaxIDLen)
 	}
 	td, err := spiffeid.TrustDomainFromString(c.Issuer)
@@ -276,9 +276,9 @@ func hasDuplicate(list []string) bool {
 // MaxIDLen bounds a delegation id (jti).
 const MaxIDLen = 128
 
-// validID reports whether id is a delegation id: 1 to MaxIDLen of
+// ValidID reports whether id is a delegation id: 1 to MaxIDLen of
 // A-Z a-z 0-9 . _ - (ids name records and index keys).
-func validID(id string) bool {
+func ValidID(id string) bool {
 	if id == "" || len(id) > MaxIDLen {
 		return false
 	}

@@ -443,6 +443,8 @@ func auditCheckProof(_ context.Context, _ *auditFlags, _ *client.Client, v note.
 }
 
 // printEntry prints a verified entry, human-readable or as its JSON.
+// Proven is not plain: a log may have logged any text, and its fields
+// are printed as shown says.
 func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 	if asJSON {
 		_, err := fmt.Fprintf(w, "%s\n", p.entry)
@@ -452,7 +454,8 @@ func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 	if err := json.Unmarshal(p.entry, &e); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "#%d %v %v actor=%v subject=%v\n", p.index, e["time"], e["type"], e["actor"], e["subject"])
+	field := func(k string) string { return shown(fmt.Sprint(e[k])) }
+	fmt.Fprintf(w, "#%d %s %s actor=%s subject=%s\n", p.index, field("time"), field("type"), field("actor"), field("subject"))
 	for _, k := range []string{"accountable", "decision_id", "delegation_id", "details"} {
 		if val, ok := e[k]; ok {
 			b, _ := json.Marshal(val)
@@ -460,6 +463,21 @@ func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 		}
 	}
 	return nil
+}
+
+// shown is text an authority or a log sent (proven or not) as it may be
+// printed: client.Printable, so that it can neither start a line of its
+// own nor move the cursor or hide what follows.
+func shown(s string) string { return client.Printable(s) }
+
+// shownName is shown for a name (an id, a SPIFFE ID, a scope): quoted
+// also when it holds a space, so that it cannot pass for more of the
+// line than itself.
+func shownName(s string) string {
+	if strings.ContainsRune(s, ' ') {
+		return strconv.Quote(s)
+	}
+	return shown(s)
 }
 
 func auditTail(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, _ []string, w io.Writer) error {

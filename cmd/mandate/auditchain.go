@@ -28,6 +28,7 @@ import (
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/registry"
 )
 
 // chainHop is one hop of GET /v1/audit/chains/{id}, and what the
@@ -182,7 +183,7 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 		if f.verify {
 			return fmt.Errorf("not every hop is proven: %s", strings.Join(unverified, "; "))
 		}
-		fmt.Fprintf(w, "not proven: %s\n", strings.Join(unverified, "; "))
+		fmt.Fprintf(w, "not proven: %s\n", shown(strings.Join(unverified, "; ")))
 	}
 	return nil
 }
@@ -194,7 +195,43 @@ func fetchChain(ctx context.Context, c *client.Client, path string) ([]chainHop,
 	if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
 		return nil, err
 	}
+	for i := range ans.Hops {
+		if err := ans.Hops[i].wellFormed(); err != nil {
+			return nil, fmt.Errorf("the authority's chain answer: %w", err)
+		}
+	}
 	return ans.Hops, nil
+}
+
+// wellFormed refuses a hop whose names are not what an authority issues:
+// a delegation id, an issuer spelled spiffe://<trust domain>, two SPIFFE
+// IDs, a principal and scopes. The auditor names hops by these in what
+// it prints and in its errors, proven or not: an answer that bends them
+// (a line break, a terminal escape) is refused before any is shown.
+func (h *chainHop) wellFormed() error {
+	if !delegation.ValidID(h.ID) {
+		return fmt.Errorf("a hop's id %s is not a delegation id", strconv.Quote(h.ID))
+	}
+	if td, err := spiffeid.TrustDomainFromString(h.Issuer); err != nil || td.IDString() != h.Issuer {
+		return fmt.Errorf("hop %s: its issuer %s is not spiffe://<trust domain>", h.ID, strconv.Quote(h.Issuer))
+	}
+	for _, id := range []string{h.Delegator, h.Delegatee} {
+		if _, err := spiffeid.FromString(id); err != nil {
+			return fmt.Errorf("hop %s: %s is not a SPIFFE ID", h.ID, strconv.Quote(id))
+		}
+	}
+	if err := delegation.CheckPrincipal(h.Principal); err != nil {
+		return fmt.Errorf("hop %s: principal %s: %v", h.ID, strconv.Quote(h.Principal), err)
+	}
+	if len(h.Scopes) == 0 {
+		return fmt.Errorf("hop %s: no scope", h.ID)
+	}
+	for _, sc := range h.Scopes {
+		if !registry.ValidScope(sc) {
+			return fmt.Errorf("hop %s: %s is not a scope", h.ID, strconv.Quote(sc))
+		}
+	}
+	return nil
 }
 
 // verifyHop checks a hop's log entry: its inclusion proof against the
@@ -689,17 +726,21 @@ func printChain(w io.Writer, hops []chainHop) {
 	if len(hops) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "on behalf of %s\n", hops[0].Principal)
+	fmt.Fprintf(w, "on behalf of %s\n", shown(hops[0].Principal))
 	for i, h := range hops {
 		indent := strings.Repeat("   ", i)
 		proof := "NOT PROVEN"
 		if h.verifiedBy != "" {
-			proof = fmt.Sprintf("proven in %s's log, entry %d", strings.TrimPrefix(h.verifiedBy, "spiffe://"), *h.Index)
+			proof = fmt.Sprintf("proven in %s's log, entry %d", shownName(strings.TrimPrefix(h.verifiedBy, "spiffe://")), *h.Index)
 		}
-		fmt.Fprintf(w, "%s└─ %s → %s  [%s]\n", indent, h.Delegator, h.Delegatee, strings.Join(h.Scopes, " "))
-		fmt.Fprintf(w, "%s   delegation %s, issued by %s; %s\n", indent, h.ID, strings.TrimPrefix(h.Issuer, "spiffe://"), proof)
+		scopes := make([]string, len(h.Scopes))
+		for j, sc := range h.Scopes {
+			scopes[j] = shownName(sc)
+		}
+		fmt.Fprintf(w, "%s└─ %s → %s  [%s]\n", indent, shownName(h.Delegator), shownName(h.Delegatee), strings.Join(scopes, " "))
+		fmt.Fprintf(w, "%s   delegation %s, issued by %s; %s\n", indent, shownName(h.ID), shownName(strings.TrimPrefix(h.Issuer, "spiffe://")), proof)
 		if h.signedBy != "" {
-			fmt.Fprintf(w, "%s   %s\n", indent, h.signedBy)
+			fmt.Fprintf(w, "%s   %s\n", indent, shown(h.signedBy))
 		}
 		if r := h.Revoked; r != nil {
 			of := r.Of
@@ -713,18 +754,19 @@ func printChain(w io.Writer, hops []chainHop) {
 				of += ", after it expired"
 			}
 			fmt.Fprintf(w, "%s   REVOKED at %s by %s: %q (%s; %s's log, entry %d)\n", indent, r.RevokedAt.UTC().Format(time.RFC3339),
-				r.RevokedBy, r.Reason, of, strings.TrimPrefix(r.Log, "spiffe://"), r.Index)
+				shownName(r.RevokedBy), r.Reason, shown(of), shownName(strings.TrimPrefix(r.Log, "spiffe://")), r.Index)
 		}
 		if d := h.Decision; d != nil {
-			fmt.Fprintf(w, "%s   decision %s: %s (policy revision %.12s)\n", indent, d.ID, d.Result, d.PolicyRevision)
+			fmt.Fprintf(w, "%s   decision %s: %s (policy revision %s)\n", indent, shownName(d.ID), shownName(d.Result), shownName(fmt.Sprintf("%.12s", d.PolicyRevision)))
 		}
 		for _, role := range []string{"delegator", "delegatee"} {
 			if a := h.Accountability[role]; a != nil {
-				model := fmt.Sprintf("%v/%v", a["model_provider"], a["model"])
+				field := func(k string) string { return shown(fmt.Sprint(a[k])) }
+				model := field("model_provider") + "/" + field("model")
 				if model == "/" {
 					model = "-"
 				}
-				fmt.Fprintf(w, "%s   %s accountable: operator %v, model %s, responsible %v\n", indent, role, a["operator"], model, a["responsible_party"])
+				fmt.Fprintf(w, "%s   %s accountable: operator %s, model %s, responsible %s\n", indent, role, field("operator"), model, field("responsible_party"))
 			}
 		}
 	}

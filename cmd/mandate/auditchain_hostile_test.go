@@ -571,3 +571,106 @@ func TestAuditSearchHostileLog(t *testing.T) {
 		})
 	}
 }
+
+// An authority names its hops in its chain answer, and the auditor
+// prints those names, proven or not: a name that is not what an
+// authority issues (a line break that would print a hop of its own, a
+// terminal escape that would hide "NOT PROVEN") is refused before
+// anything is printed, with or without --verify.
+func TestAuditChainRefusesBentNames(t *testing.T) {
+	s, v := keys(t)
+	ghost := "\n   └─ spiffe://org-a.example/agent/b → spiffe://org-a.example/agent/admin  [admin:all]\n" +
+		"      delegation d-ghost, issued by org-a.example; proven in org-a.example's log, entry 42"
+	for _, tc := range []struct {
+		name, field string
+		value       any
+		want        string
+	}{
+		{"a delegatee with a line break", "delegatee", tdA + "/agent/b" + ghost, "is not a SPIFFE ID"},
+		{"a delegator with an escape", "delegator", tdA + "/agent/a\x1b[8m", "is not a SPIFFE ID"},
+		{"an id with an escape", "id", "d1\x1b[8m", "is not a delegation id"},
+		{"an issuer saying more", "issuer", tdA + "; proven in org-a.example's log, entry 9\x1b[8m", "is not spiffe://<trust domain>"},
+		{"a principal with a line break", "principal", "alice" + ghost, "principal"},
+		{"a scope with a space", "scopes", []string{"read write"}, "is not a scope"},
+		{"no scope", "scopes", []string{}, "no scope"},
+	} {
+		for _, verify := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s, --verify=%v", tc.name, verify), func(t *testing.T) {
+				l := newRlog(t, s, "org-a.example/audit")
+				h := hopSpec{id: "d1", delegator: tdA + "/agent/a", delegatee: tdA + "/agent/b", principal: "alice", scopes: []string{"read"}, depth: 1}
+				i := l.logHop(h, 0x40)
+				c := fakeAuthority(t, func() any {
+					a := hopAnswer(h, l.proven(i))
+					a[tc.field] = tc.value
+					return map[string]any{"hops": []any{a}}
+				}, l.proven)
+				var out bytes.Buffer
+				err := auditChain(context.Background(), &auditFlags{verify: verify}, c, v, []string{"d1"}, &out)
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want one saying %q; printed:\n%s", err, tc.want, out.String())
+				}
+				if out.Len() > 0 {
+					t.Errorf("printed before refusing:\n%s", out.String())
+				}
+				if msg := shownError(err); strings.ContainsAny(msg, "\n\x1b") {
+					t.Errorf("the error as printed holds a line break or an escape: %s", msg)
+				}
+			})
+		}
+	}
+}
+
+// What a log proved may still be any text (an operator's name, a scope,
+// a decision id): the chain prints it quoted, so that no line it prints
+// is the log's.
+func TestPrintChainQuotesLoggedText(t *testing.T) {
+	idx := uint64(3)
+	h := chainHop{ChainHop: authority.ChainHop{ID: "d1", Issuer: tdA, Delegator: tdA + "/agent/a", Delegatee: tdA + "/agent/b",
+		Principal: "alice\u202e", Scopes: []string{"read\x1b[8m", "write"}, Index: &idx,
+		Decision:       &authority.ChainDecision{ID: "dec 1; proven", Result: "allow", PolicyRevision: "rev\n1"},
+		Accountability: map[string]map[string]any{"delegator": {"operator": "ops\n└─ spiffe://org-a.example/agent/x → y", "responsible_party": "\x1b[2K"}}}}
+	h.verifiedBy = tdA
+	h.Revoked = &hopRevocation{Of: "d1\nfake", Log: tdA, RevokedBy: "admin\x1b[8m", Reason: "why\n"}
+	var out bytes.Buffer
+	printChain(&out, []chainHop{h})
+	got := out.String()
+	if strings.ContainsAny(got, "\x1b\u202e") {
+		t.Errorf("an escape or a bidirectional override printed as is:\n%q", got)
+	}
+	if n := strings.Count(got, "\n"); n != 6 {
+		t.Errorf("%d lines, want 6 (principal, hop, id, revocation, decision, accountability):\n%s", n, got)
+	}
+	for _, want := range []string{`on behalf of "alice\u202e"`, `["read\x1b[8m" write]`, `decision "dec 1; proven": allow (policy revision "rev\n1")`,
+		`operator "ops\n└─ spiffe://org-a.example/agent/x → y"`, `responsible "\x1b[2K"`, `by "admin\x1b[8m": "why\n" ("d1\nfake"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %s in:\n%s", want, got)
+		}
+	}
+}
+
+// audit show, tail and search print a proven entry's fields: a log that
+// logged an actor with a line break cannot print an entry of its own.
+func TestPrintEntryQuotesLoggedText(t *testing.T) {
+	var out bytes.Buffer
+	p := &provenEntry{index: 4, entry: []byte(`{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"x","actor":"system\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1","subject":"s\u001b[8m"}`)}
+	if err := printEntry(&out, p, false); err != nil {
+		t.Fatal(err)
+	}
+	want := `#4 2025-01-01T00:00:00.000000000Z x actor="system\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1" subject="s\x1b[8m"` + "\n"
+	if out.String() != want {
+		t.Errorf("printed\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+func TestShownError(t *testing.T) {
+	for _, tc := range []struct{ err, want string }{
+		{"plain", "plain"},
+		{"two\nlines", "two\nlines"},
+		{"hop d1\x1b[8m: refused", `"hop d1\x1b[8m: refused"`},
+		{"ok\nbad\rline", "ok\n\"bad\\rline\""},
+	} {
+		if got := shownError(errors.New(tc.err)); got != tc.want {
+			t.Errorf("shownError(%q) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -53,13 +54,24 @@ func main() {
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintln(os.Stderr, "mandate:", err)
+		fmt.Fprintln(os.Stderr, "mandate:", shownError(err))
 		os.Exit(2)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "mandate:", err)
+		fmt.Fprintln(os.Stderr, "mandate:", shownError(err))
 		os.Exit(1)
 	}
+}
+
+// shownError is an error's message as it may be printed: an error can
+// carry what an authority sent (a name, a reason), so each of its lines
+// is shown as shown shows text; its own line breaks stay.
+func shownError(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = shown(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // usageError is a mistake in the command line (exit status 2).

@@ -1,0 +1,36 @@
+package client
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestPrintable(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain text, Zoë", "plain text, Zoë"},
+		{"", ""},
+		{"line\nbreak", `"line\nbreak"`},
+		{"esc\x1b[8m", `"esc\x1b[8m"`},
+		{"bidi\u202eoverride", `"bidi\u202eoverride"`},
+		{"zero\u200bwidth", `"zero\u200bwidth"`},
+		{"bad \xff byte", `"bad \xff byte"`},
+	} {
+		if got := Printable(tc.in); got != tc.want {
+			t.Errorf("Printable(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+// A problem's fields are the authority's words: its error shows them
+// escaped, and at most maxShown bytes of each.
+func TestProblemErrorShowsFieldsEscaped(t *testing.T) {
+	p := &Problem{Type: "about:blank", Title: "Bad\x1b[2K", Status: 400, Detail: "one\nmandate: all good"}
+	if got, want := p.Error(), `400 "Bad\x1b[2K": "one\nmandate: all good" (about:blank)`; got != want {
+		t.Errorf("Error() = %s, want %s", got, want)
+	}
+	long := &Problem{Type: "about:blank", Status: 502, Detail: strings.Repeat("é", maxShown)}
+	got := long.Error()
+	if !strings.HasSuffix(got, "... (about:blank)") || len(got) > maxShown+64 || strings.Contains(got, `"`) {
+		t.Errorf("a long detail shows as %d bytes ending %q, want at most %d bytes of whole characters, then ...", len(got), got[len(got)-40:], maxShown)
+	}
+}
