@@ -541,6 +541,9 @@ func TestTokenExchange(t *testing.T) {
 		{"actor_token_type without an actor_token", &a, with(root, url.Values{"actor_token": nil}), 400, "invalid_request"},
 		{"two audiences", &a, with(root, url.Values{"audience": {b.id.String(), c.id.String()}}), 400, "invalid_target"},
 		{"an audience that is not a SPIFFE ID", &a, with(root, url.Values{"audience": {"https://api.example"}}), 400, "invalid_target"},
+		// The refusal's entry keeps text: the log takes no invalid UTF-8.
+		{"an audience that is not UTF-8", &a, with(root, url.Values{"audience": {"\xff"}}), 400, "invalid_target"},
+		{"an audience clipped in the middle of a character", &a, with(root, url.Values{"audience": {strings.Repeat("€", 200)}}), 400, "invalid_target"},
 		{"a resource indicator", &a, with(root, url.Values{"resource": {"https://elsewhere.example/api"}}), 400, "invalid_target"},
 		{"a token type not issued", &a, with(root, url.Values{"requested_token_type": {"urn:ietf:params:oauth:token-type:saml2"}}), 400, "invalid_request"},
 		{"a purpose with a terminal escape", &a, with(root, url.Values{"purpose": {"\x1b[31mred"}}), 400, "invalid_request"},

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -402,13 +403,21 @@ const maxDelegateeChain = 8
 // maxSPIFFEIDLen is the SPIFFE ID specification's bound on an ID.
 const maxSPIFFEIDLen = 2048
 
-// clip bounds what a refusal record keeps of a caller's string.
+// clip bounds what a refusal record keeps of a caller's string, as
+// text: invalid UTF-8 becomes U+FFFD, and a cut never splits a
+// character (the audit log takes text only, and a refusal it does not
+// take is a refusal not recorded).
 func clip(s string) string {
 	const max = 512
-	if len(s) > max {
-		return s[:max] + "…"
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= max {
+		return s
 	}
-	return s
+	cut := max
+	for !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func clipAll(list []string) []string {
