@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
 )
@@ -19,6 +20,9 @@ func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Age
 	ag.ID = registry.NewID()
 	ag.CreatedAt = a.now().UTC()
 	ag.UpdatedAt = ag.CreatedAt
+	if err := a.recordable(agentEvent("agent.registered", c, ag), registry.ErrInvalid); err != nil {
+		return nil, err
+	}
 	err := a.store.Update(ctx, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) })
 	a.registryChanged()
 	if err != nil {
@@ -43,6 +47,9 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 		return nil, err
 	}
 	ag.ID, ag.UpdatedAt = id, a.now().UTC()
+	if err := a.recordable(agentEvent("agent.updated", c, ag), registry.ErrInvalid); err != nil {
+		return nil, err
+	}
 	err := a.store.Update(ctx, func(tx store.Tx) error { return registry.UpdateAgent(tx, ag) })
 	a.registryChanged()
 	if err != nil {
@@ -124,20 +131,28 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
-	if len(reason) > registry.MaxStringLen {
-		return nil, fmt.Errorf("%w: reason is at most %d bytes", ErrInvalidRequest, registry.MaxStringLen)
+	if len(reason) > registry.MaxStringLen || !delegation.IsPlainText(reason) {
+		return nil, fmt.Errorf("%w: reason is at most %d bytes of text (no invalid UTF-8, no control or format characters)", ErrInvalidRequest, registry.MaxStringLen)
+	}
+	ev := event{typ: "node.banned", actor: actorOf(c), subject: nodeID, details: map[string]any{"reason": reason}}
+	if err := a.recordable(ev, ErrInvalidRequest); err != nil {
+		return nil, err
 	}
 	var n *registry.Node
+	var banned bool
 	err := a.store.Update(ctx, func(tx store.Tx) error {
 		var err error
-		n, err = registry.BanNode(tx, nodeID, reason, a.now().UTC())
+		n, banned, err = registry.BanNode(tx, nodeID, reason, a.now().UTC())
 		return err
 	})
 	a.registryChanged()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := a.record(ctx, event{typ: "node.banned", actor: actorOf(c), subject: nodeID, details: map[string]any{"reason": reason}}); err != nil {
+	if !banned {
+		return n, nil // banned before: that ban, and its entry, stand
+	}
+	if _, err := a.record(ctx, ev); err != nil {
 		return nil, err
 	}
 	a.log.WarnContext(ctx, "node banned", "spiffe_id", nodeID, "reason", reason, "by", c.ID.String())

@@ -77,17 +77,9 @@ type event struct {
 // A flow that cannot record its event fails: nothing is handed out that the
 // log does not show.
 func (a *Authority) record(ctx context.Context, ev event) (audit.Receipt, error) {
-	e := audit.Entry{Time: a.now().UTC(), Type: ev.typ, Actor: ev.actor, Subject: ev.subject, Accountable: ev.parties,
-		DecisionID: ev.decisionID, PolicyRevision: ev.policyRevision, DelegationID: ev.delegationID}
-	if e.Actor == "" {
-		e.Actor = audit.ActorSystem
-	}
-	if len(ev.details) > 0 {
-		d, err := json.Marshal(ev.details)
-		if err != nil {
-			return audit.Receipt{}, fmt.Errorf("authority: audit details: %w", err)
-		}
-		e.Details = d
+	e, err := a.entryOf(ev)
+	if err != nil {
+		return audit.Receipt{}, err
 	}
 	// The change this event reports may already be committed: recording
 	// must not be abandoned because the client went away.
@@ -98,6 +90,37 @@ func (a *Authority) record(ctx context.Context, ev event) (audit.Receipt, error)
 		return rc, fmt.Errorf("authority: audit %s: %w", ev.typ, err)
 	}
 	return rc, nil
+}
+
+// entryOf is the audit entry that records ev now.
+func (a *Authority) entryOf(ev event) (audit.Entry, error) {
+	e := audit.Entry{Time: a.now().UTC(), Type: ev.typ, Actor: ev.actor, Subject: ev.subject, Accountable: ev.parties,
+		DecisionID: ev.decisionID, PolicyRevision: ev.policyRevision, DelegationID: ev.delegationID}
+	if e.Actor == "" {
+		e.Actor = audit.ActorSystem
+	}
+	if len(ev.details) > 0 {
+		d, err := json.Marshal(ev.details)
+		if err != nil {
+			return e, fmt.Errorf("authority: audit details: %w", err)
+		}
+		e.Details = d
+	}
+	return e, nil
+}
+
+// recordable refuses, with invalid, a change whose event the audit log
+// would refuse (an entry larger than audit.MaxEntrySize, or not text),
+// before the change is made: made, it would never be logged.
+func (a *Authority) recordable(ev event, invalid error) error {
+	e, err := a.entryOf(ev)
+	if err == nil {
+		_, err = audit.Encode(e)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: the change's audit entry would be refused (%v)", invalid, err)
+	}
+	return nil
 }
 
 // partyOf is the accountable party of an agent registration.

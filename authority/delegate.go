@@ -400,9 +400,6 @@ func (a *Authority) registeredHostFacts(ctx context.Context, ag *registry.Agent)
 // maxDelegateeChain bounds the certificates of a delegatee_x509_svid.
 const maxDelegateeChain = 8
 
-// maxSPIFFEIDLen is the SPIFFE ID specification's bound on an ID.
-const maxSPIFFEIDLen = 2048
-
 // clip bounds what a refusal record keeps of a caller's string, as
 // text: invalid UTF-8 becomes U+FFFD, and a cut never splits a
 // character (the audit log takes text only, and a refusal it does not
@@ -625,8 +622,8 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 	if spiffeID != "" {
 		// The SPIFFE ID spec's bound on an ID (2048 bytes) keeps the
 		// entry that records the revocation within an entry's size.
-		if len(spiffeID) > maxSPIFFEIDLen {
-			return nil, fmt.Errorf("%w: spiffe_id is at most %d bytes", ErrInvalidRequest, maxSPIFFEIDLen)
+		if len(spiffeID) > registry.MaxSPIFFEIDLen {
+			return nil, fmt.Errorf("%w: spiffe_id is at most %d bytes", ErrInvalidRequest, registry.MaxSPIFFEIDLen)
 		}
 		if _, err := spiffeid.FromString(spiffeID); err != nil {
 			return nil, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, spiffeID, err)

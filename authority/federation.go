@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/ca/federation"
+	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
 )
 
@@ -42,6 +44,9 @@ type FederationStatus struct {
 }
 
 func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bundle, error) {
+	if len(strings.TrimPrefix(f.TrustDomain, "spiffe://")) > registry.MaxTrustDomainLen || len(f.EndpointSPIFFEID) > registry.MaxSPIFFEIDLen {
+		return federation.Relationship{}, nil, fmt.Errorf("%w: a trust domain is at most %d bytes, a SPIFFE ID %d", ErrFederation, registry.MaxTrustDomainLen, registry.MaxSPIFFEIDLen)
+	}
 	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
 	if err != nil {
 		return federation.Relationship{}, nil, fmt.Errorf("%w: trust_domain %q: %v", ErrFederation, f.TrustDomain, err)
@@ -206,17 +211,25 @@ func (a *Authority) AddFederation(ctx context.Context, c *Caller, f *Federation)
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
+	if err := a.recordable(federationAdded(c, f), ErrFederation); err != nil {
+		return nil, err
+	}
 	f, err := a.addFederation(ctx, f)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := a.record(ctx, event{typ: "federation.added", actor: actorOf(c), subject: f.TrustDomain, details: map[string]any{
-		"bundle_endpoint_url": f.BundleEndpointURL, "profile": f.Profile, "endpoint_spiffe_id": f.EndpointSPIFFEID,
-	}}); err != nil {
+	if _, err := a.record(ctx, federationAdded(c, f)); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "federation added", "trust_domain", f.TrustDomain, "url", f.BundleEndpointURL, "by", c.ID.String())
 	return f, nil
+}
+
+// federationAdded is the audit event of relationship f added.
+func federationAdded(c *Caller, f *Federation) event {
+	return event{typ: "federation.added", actor: actorOf(c), subject: f.TrustDomain, details: map[string]any{
+		"bundle_endpoint_url": f.BundleEndpointURL, "profile": f.Profile, "endpoint_spiffe_id": f.EndpointSPIFFEID,
+	}}
 }
 
 func (a *Authority) addFederation(ctx context.Context, f *Federation) (*Federation, error) {

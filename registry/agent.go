@@ -30,6 +30,13 @@ const (
 	MaxTTLSeconds = 30 * 24 * 3600
 )
 
+// The SPIFFE ID standard's bounds: an ID of at most 2048 bytes
+// (SPIFFE-ID §2.3), a trust domain name (a DNS name) of at most 255.
+const (
+	MaxSPIFFEIDLen    = 2048
+	MaxTrustDomainLen = 255
+)
+
 // Sentinel errors callers branch on.
 var (
 	ErrNotFound      = errors.New("registry: not found")
@@ -106,6 +113,9 @@ func (a *Agent) Validate(td spiffeid.TrustDomain) error {
 // CheckAgentID reports whether id is an agent ID of trust domain td:
 // spiffe://<td>/agent/<name>, name one or more path segments.
 func CheckAgentID(td spiffeid.TrustDomain, id spiffeid.ID) error {
+	if len(id.String()) > MaxSPIFFEIDLen {
+		return fmt.Errorf("%w: spiffe_id is at most %d bytes", ErrInvalid, MaxSPIFFEIDLen)
+	}
 	if id.TrustDomain() != td {
 		return fmt.Errorf("%w: spiffe_id %q is not in trust domain %q", ErrInvalid, id, td)
 	}
@@ -120,6 +130,9 @@ func checkNodeIDs(td spiffeid.TrustDomain, ids []string) error {
 		return fmt.Errorf("%w: node_ids: more than %d entries", ErrInvalid, MaxListLen)
 	}
 	for _, s := range ids {
+		if len(s) > MaxSPIFFEIDLen {
+			return fmt.Errorf("%w: node_ids: an id is at most %d bytes", ErrInvalid, MaxSPIFFEIDLen)
+		}
 		id, err := spiffeid.FromString(s)
 		if err != nil {
 			return fmt.Errorf("%w: node_ids: %q: %v", ErrInvalid, s, err)

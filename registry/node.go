@@ -103,19 +103,21 @@ func ListNodes(tx store.Tx) ([]*Node, error) {
 	return out, err
 }
 
-// BanNode marks a node banned. Banning a banned node keeps the first ban.
-func BanNode(tx store.Tx, spiffeID, reason string, now time.Time) (*Node, error) {
-	n, err := GetNode(tx, spiffeID)
+// BanNode marks a node banned, and says whether it did: banning a banned
+// node keeps the first ban (banned is false).
+func BanNode(tx store.Tx, spiffeID, reason string, now time.Time) (n *Node, banned bool, err error) {
+	n, err = GetNode(tx, spiffeID)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	if !n.Banned {
-		n.Banned, n.BannedAt, n.BanReason = true, now, reason
-		if err := putJSON(tx, BucketNodes, n.SPIFFEID, n); err != nil {
-			return nil, err
-		}
+	if n.Banned {
+		return n, false, nil
 	}
-	return n, nil
+	n.Banned, n.BannedAt, n.BanReason = true, now, reason
+	if err := putJSON(tx, BucketNodes, n.SPIFFEID, n); err != nil {
+		return nil, false, err
+	}
+	return n, true, nil
 }
 
 // CheckHosting reports whether agent a may receive credentials on node n:

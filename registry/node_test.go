@@ -86,39 +86,40 @@ func TestBanNode(t *testing.T) {
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	putNode(t, s, &registry.Node{SPIFFEID: nodeA, AttestedAt: t0})
 
-	ban := func(reason string, at time.Time) (*registry.Node, error) {
+	ban := func(reason string, at time.Time) (*registry.Node, bool, error) {
 		var n *registry.Node
+		var banned bool
 		err := update(t, s, func(tx store.Tx) error {
 			var err error
-			n, err = registry.BanNode(tx, nodeA, reason, at)
+			n, banned, err = registry.BanNode(tx, nodeA, reason, at)
 			return err
 		})
-		return n, err
+		return n, banned, err
 	}
 
 	t1 := t0.Add(time.Hour)
-	n, err := ban("compromised", t1)
+	n, banned, err := ban("compromised", t1)
 	if err != nil {
 		t.Fatalf("BanNode: %v", err)
 	}
-	if !n.Banned || n.BanReason != "compromised" || !n.BannedAt.Equal(t1) {
-		t.Errorf("BanNode returned %+v", n)
+	if !banned || !n.Banned || n.BanReason != "compromised" || !n.BannedAt.Equal(t1) {
+		t.Errorf("BanNode returned %+v, banned %v", n, banned)
 	}
 
-	// A second ban keeps the first one.
-	n, err = ban("again", t1.Add(time.Hour))
+	// A second ban keeps the first one, and says it banned nothing.
+	n, banned, err = ban("again", t1.Add(time.Hour))
 	if err != nil {
 		t.Fatalf("BanNode(again): %v", err)
 	}
-	if n.BanReason != "compromised" || !n.BannedAt.Equal(t1) {
-		t.Errorf("second BanNode = %+v, want the first ban kept", n)
+	if banned || n.BanReason != "compromised" || !n.BannedAt.Equal(t1) {
+		t.Errorf("second BanNode = %+v, banned %v; want the first ban kept", n, banned)
 	}
 	if got := getNode(t, s, nodeA); got.BanReason != "compromised" || !got.BannedAt.Equal(t1) {
 		t.Errorf("stored node after second ban = %+v", got)
 	}
 
 	err = update(t, s, func(tx store.Tx) error {
-		_, err := registry.BanNode(tx, "spiffe://example.org/node/unknown", "x", t1)
+		_, _, err := registry.BanNode(tx, "spiffe://example.org/node/unknown", "x", t1)
 		return err
 	})
 	if !errors.Is(err, registry.ErrNotFound) {
@@ -131,7 +132,7 @@ func TestPutNodeKeepsBan(t *testing.T) {
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	putNode(t, s, &registry.Node{SPIFFEID: nodeA, AttestedAt: t0})
 	if err := update(t, s, func(tx store.Tx) error {
-		_, err := registry.BanNode(tx, nodeA, "stolen", t0.Add(time.Minute))
+		_, _, err := registry.BanNode(tx, nodeA, "stolen", t0.Add(time.Minute))
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,115 @@
+package authority
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
+)
+
+func adminOf(t *testing.T, a *Authority) *Caller {
+	t.Helper()
+	for id := range a.admins {
+		return &Caller{ID: spiffeid.RequireFromString(id)}
+	}
+	t.Fatal("no administrator configured")
+	return nil
+}
+
+// entriesOf counts the audit entries of a type.
+func entriesOf(t *testing.T, a *Authority, typ string) int {
+	t.Helper()
+	got, _, err := a.SearchAudit(t.Context(), adminOf(t, a), audit.Query{Type: typ, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(got)
+}
+
+// A change whose audit entry the log would refuse is refused before it
+// is made: never made and left unlogged (an agent registered, then a 500
+// for its entry, its retry a 409).
+func TestChangesTheLogWouldRefuseAreNotMade(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	agentID := func(n int) string { return a.td.IDString() + "/agent/" + strings.Repeat("d", n) }
+	// 64 node ids of almost 2 KiB: each within the SPIFFE bound, the
+	// registration's entry far beyond audit.MaxEntrySize.
+	var nodes []string
+	for i := range registry.MaxListLen {
+		nodes = append(nodes, fmt.Sprintf("%s/node/join/%04d%s", a.td.IDString(), i, strings.Repeat("n", 1990)))
+	}
+	for _, tc := range []struct {
+		name string
+		ag   registry.Agent
+		want string
+	}{
+		{"an id beyond the SPIFFE bound", registry.Agent{SPIFFEID: agentID(32700)}, "at most 2048 bytes"},
+		{"a node id beyond the SPIFFE bound", registry.Agent{SPIFFEID: agentID(8), NodeIDs: []string{nodes[0] + strings.Repeat("n", 100)}}, "at most 2048 bytes"},
+		{"an entry beyond the log's bound", registry.Agent{SPIFFEID: agentID(8), NodeIDs: nodes}, "audit entry would be refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ag := tc.ag
+			if _, err := a.CreateAgent(ctx, admin, &ag); !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("CreateAgent = %v, want registry.ErrInvalid saying %q", err, tc.want)
+			}
+			if list, err := a.ListAgents(ctx, admin); err != nil || len(list) != 0 {
+				t.Fatalf("agents after the refusal: %d, %v; want none", len(list), err)
+			}
+		})
+	}
+	// An update is held to the same bound, and leaves the registration as
+	// it was.
+	ag := &registry.Agent{SPIFFEID: agentID(8)}
+	created, err := a.CreateAgent(ctx, admin, ag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := &registry.Agent{SPIFFEID: agentID(8), NodeIDs: nodes}
+	if _, err := a.UpdateAgent(ctx, admin, created.ID, big); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("UpdateAgent = %v, want registry.ErrInvalid", err)
+	}
+	if got, err := a.GetAgent(ctx, admin, created.ID); err != nil || len(got.NodeIDs) != 0 {
+		t.Fatalf("after the refused update: %+v, %v; want the registration unchanged", got, err)
+	}
+	if n := entriesOf(t, a, "agent.registered"); n != 1 {
+		t.Errorf("%d agent.registered entries, want 1", n)
+	}
+	// A federation whose trust domain is beyond its bound stores nothing.
+	long := strings.Repeat(strings.Repeat("a", 60)+".", 540) + "example"
+	if _, err := a.AddFederation(ctx, admin, &Federation{TrustDomain: long, BundleEndpointURL: "https://127.0.0.1:1"}); !errors.Is(err, ErrFederation) {
+		t.Fatalf("AddFederation(a %d-byte trust domain) = %v, want ErrFederation", len(long), err)
+	}
+}
+
+// Banning a banned node keeps the first ban, and logs nothing new: the
+// log says what was done. A reason is text.
+func TestBanTwiceLogsOnce(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	node := a.td.IDString() + "/node/join/n1"
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return registry.PutNode(tx, &registry.Node{SPIFFEID: node, AttestedAt: time.Now()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.BanNode(ctx, admin, node, "x\u202ey\x00"); !errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("BanNode(a reason with control and format characters) = %v, want ErrInvalidRequest", err)
+	}
+	for _, reason := range []string{"stolen", "again", ""} {
+		n, err := a.BanNode(ctx, admin, node, reason)
+		if err != nil || n.BanReason != "stolen" {
+			t.Fatalf("BanNode(%q) = %+v, %v; want the first ban", reason, n, err)
+		}
+	}
+	if n := entriesOf(t, a, "node.banned"); n != 1 {
+		t.Errorf("%d node.banned entries after three bans, want 1", n)
+	}
+}
