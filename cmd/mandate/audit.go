@@ -38,6 +38,13 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              has entries end the search with an error),
                              proofs checked
   show INDEX [--json]        print an entry after checking its inclusion proof
+                             (tail, search and show: the checkpoints the
+                             entries were proven against must be one
+                             history, with each other and with the one
+                             chain remembered in --remember, read and never
+                             written here; a fork fails, tail and show
+                             before printing anything, search after what it
+                             printed as it found it)
   prove INDEX [--out FILE]   write the entry's offline proof (C2SP tlog-proof:
                              the entry in "extra", its inclusion proof and the
                              signed checkpoint)
@@ -123,7 +130,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.full, "full", false, "verify: also download every entry, check each against the checkpoint and recompute the root")
 	fs.BoolVar(&f.verify, "verify", false, "chain: fail unless every hop is proven in its issuer's log")
 	fs.BoolVar(&f.serialOnly, "serial-only-svids", false, "chain: accept a delegator's svid.issued entry that names the certificate's serial but not its SHA-256 (logged by an authority before it recorded it), and say so for the hop")
-	fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "chain: directory keeping the latest checkpoint of each log the chain was proven in; a later run must prove each log consistent with it (empty: remember nothing)")
+	fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "chain: directory keeping the latest checkpoint of each log the chain was proven in; a later run must prove each log consistent with it (empty: remember nothing); show, tail, search: read it (never written) and prove the log consistent with it")
 	fs.Var(&f.peers, "peer", "chain: another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {
@@ -206,6 +213,11 @@ func auditShow(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 	}
 	p, err := fetchProven(ctx, c, v, idx)
 	if err != nil {
+		return err
+	}
+	views := newLogViews()
+	views.of(v, c)(p.cp, p.checkpoint)
+	if err := views.checkRecalled(ctx, f.remember); err != nil {
 		return err
 	}
 	if !f.asJSON {
@@ -481,17 +493,23 @@ func shownName(s string) string {
 }
 
 func auditTail(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, _ []string, w io.Writer) error {
-	_, cp, err := fetchCheckpoint(ctx, c, v)
-	if err != nil {
-		return err
-	}
 	if f.n < 1 {
 		return usagef("-n must be at least 1")
 	}
+	raw, cp, err := fetchCheckpoint(ctx, c, v)
+	if err != nil {
+		return err
+	}
+	views := newLogViews()
+	seen := views.of(v, c)
+	seen(cp, raw)
 	from := uint64(0)
 	if cp.Size > uint64(f.n) {
 		from = cp.Size - uint64(f.n)
 	}
+	// At most n entries: proven, and their checkpoints proven one
+	// history, before any is printed.
+	var proven []*provenEntry
 	for i := from; i < cp.Size; i++ {
 		p, err := fetchProven(ctx, c, v, strconv.FormatUint(i, 10))
 		if err != nil {
@@ -500,6 +518,13 @@ func auditTail(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 		if p.cp.Size < cp.Size {
 			return fmt.Errorf("entry %d proven against a checkpoint of size %d, older than the one just fetched (%d)", i, p.cp.Size, cp.Size)
 		}
+		seen(p.cp, p.checkpoint)
+		proven = append(proven, p)
+	}
+	if err := views.checkRecalled(ctx, f.remember); err != nil {
+		return err
+	}
+	for _, p := range proven {
 		if err := printEntry(w, p, f.asJSON); err != nil {
 			return err
 		}
@@ -515,8 +540,14 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 			q.Set(k, val)
 		}
 	}
+	// Printed as found (a search may find more than fits in memory); the
+	// checkpoints they were proven against are then proven one history,
+	// or the search fails.
 	printed := 0
-	return searchProven(ctx, c, v, q, func(p *provenEntry) error {
+	views := newLogViews()
+	seen := views.of(v, c)
+	if err := searchProven(ctx, c, v, q, func(p *provenEntry) error {
+		seen(p.cp, p.checkpoint)
 		if err := printEntry(w, p, f.asJSON); err != nil {
 			return err
 		}
@@ -524,7 +555,13 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 			return errStopSearch
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	if err := views.checkRecalled(ctx, f.remember); err != nil {
+		return fmt.Errorf("the entries printed above are not to be trusted: %w", err)
+	}
+	return nil
 }
 
 // errStopSearch, from searchProven's fn, ends the search without error.

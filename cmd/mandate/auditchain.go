@@ -143,12 +143,7 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	// Every log showed one history: the checkpoints it proved hops
 	// against are consistent with each other, and with the one this
 	// auditor remembers from an earlier run.
-	if f.remember != "" {
-		if err := views.recall(f.remember); err != nil {
-			return err
-		}
-	}
-	if err := views.check(ctx); err != nil {
+	if err := views.checkRecalled(ctx, f.remember); err != nil {
 		return err
 	}
 	// What this run proved is printed even when it cannot be remembered.
@@ -493,6 +488,18 @@ func memoryFile(key string) string {
 		}
 		return '_'
 	}, key)
+}
+
+// checkRecalled is check, with the checkpoint remembered in dir (when
+// not "") recalled first and nothing written: show, tail and search
+// read the memory audit chain keeps.
+func (lv *logViews) checkRecalled(ctx context.Context, dir string) error {
+	if dir != "" {
+		if err := lv.recall(dir); err != nil {
+			return err
+		}
+	}
+	return lv.check(ctx)
 }
 
 // check proves, for every log, the checkpoints it showed consistent with

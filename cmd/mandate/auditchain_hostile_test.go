@@ -674,3 +674,66 @@ func TestShownError(t *testing.T) {
 		}
 	}
 }
+
+// show, tail and search prove the checkpoints they were shown one
+// history, with each other and with the one audit chain remembered: a
+// log that shows this auditor another history (here: another entry 2
+// under the same size) is a fork, and tail and show print nothing of it.
+func TestShowTailSearchProveOneHistory(t *testing.T) {
+	s, v := keys(t)
+	honest, other := newRlog(t, s, "org-a.example/audit"), newRlog(t, s, "org-a.example/audit")
+	for i, l := range []*rlog{honest, other} {
+		for j := range 3 {
+			l.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(int64(1000+j), 0), Type: "x", Actor: audit.ActorSystem, Subject: fmt.Sprintf("s%d-%d", j, i*j)}))
+		}
+	}
+	// The checkpoint (entries(0)) from the honest view, entries 1 and 2
+	// from the other.
+	split := func(i uint64) map[string]any {
+		if i == 0 {
+			return honest.proven(i)
+		}
+		return other.proven(i)
+	}
+	mem := t.TempDir()
+	if err := os.WriteFile(filepath.Join(mem, memoryFile(logKey(v))), []byte(honest.checkpoint("")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		run     func(w io.Writer) error
+		printed bool // search prints what it finds as it goes
+	}{
+		{"tail, split between the checkpoint and the entries", func(w io.Writer) error {
+			return auditTail(ctx, &auditFlags{n: 2}, fakeAuthority(t, func() any { return nil }, split), v, nil, w)
+		}, false},
+		{"show, another history than the one remembered", func(w io.Writer) error {
+			return auditShow(ctx, &auditFlags{remember: mem}, fakeAuthority(t, func() any { return nil }, other.proven), v, []string{"2"}, w)
+		}, false},
+		{"search, hits of two histories", func(w io.Writer) error {
+			c := fakeAuthority(t, func() any { return nil }, other.proven, func(url.Values) []any { return []any{honest.proven(1), other.proven(2)} })
+			return auditSearch(ctx, &auditFlags{}, c, v, nil, w)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := tc.run(&out)
+			if !errors.Is(err, errFork) {
+				t.Fatalf("err = %v, want a fork", err)
+			}
+			if !tc.printed && out.Len() > 0 {
+				t.Errorf("printed before the fork was found:\n%s", out.String())
+			}
+		})
+	}
+	// One history, remembered or not, is printed.
+	var out bytes.Buffer
+	if err := auditShow(ctx, &auditFlags{remember: mem}, fakeAuthority(t, func() any { return nil }, honest.proven), v, []string{"2"}, &out); err != nil || !strings.Contains(out.String(), "subject=s2-0") {
+		t.Fatalf("show of the remembered history: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := auditTail(ctx, &auditFlags{n: 2}, fakeAuthority(t, func() any { return nil }, honest.proven), v, nil, &out); err != nil || strings.Count(out.String(), "\n") != 2 {
+		t.Fatalf("tail of one history: %v\n%s", err, out.String())
+	}
+}
