@@ -630,7 +630,7 @@ const maxRevocationEntries = 1000
 // findRevocations looks, in the log of each proven hop's issuer, for
 // delegation.revoked entries that revoke it: of the hop itself, or of a
 // SPIFFE ID that is its party there (its delegator, its delegatee, its
-// delegator's host, or the delegator or delegatee of a hop above). Each
+// delegator's host, or the delegator or delegatee of a proven hop above). Each
 // entry found is proven like the hops (views keeps its checkpoint); the
 // earliest is the hop's, and a hop below a revoked one is revoked with
 // it. A log's search is its authority's word: an entry it leaves out is
@@ -666,7 +666,11 @@ func findHopRevocation(ctx context.Context, hops []chainHop, k int, acc logAcces
 		parties = appendNew(parties, p)
 	}
 	for _, above := range hops[:k] {
-		parties = appendNew(appendNew(parties, above.Delegator), above.Delegatee)
+		// The parties of a hop above that is not proven are only the
+		// chain answer's word (without --verify, where it is printed).
+		if above.verifiedBy != "" {
+			parties = appendNew(appendNew(parties, above.Delegator), above.Delegatee)
+		}
 	}
 	for _, p := range parties {
 		asks = append(asks, [2]string{"spiffe_id", p})

@@ -421,6 +421,29 @@ func TestAuditChainHostileLog(t *testing.T) {
 			t.Fatalf("verify = %v, want refused\n%s", err, out)
 		}
 	})
+	// The parties of a hop above that is not proven are the chain
+	// answer's word: a revocation of one of them is not shown on the
+	// proven hop below (without --verify, where such a hop is printed).
+	t.Run("a revocation of a party only an unproven hop names", func(t *testing.T) {
+		l, _, _ := revokedLog(t)
+		z := tdA + "/agent/z"
+		d, _ := json.Marshal(map[string]any{"delegation_id": "", "spiffe_id": z, "reason": "fired", "revoked": []string{}})
+		iz := l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "delegation.revoked", Actor: tdA + "/mandate/admin", Subject: z, Details: d}))
+		c := fakeAuthority(t, func() any {
+			unproven := hopAnswer(hopSpec{id: "d1", delegator: z, delegatee: tdA + "/agent/b", principal: "alice", scopes: []string{"read"}, depth: 1}, nil)
+			return map[string]any{"hops": []any{unproven, hopAnswer(childOf(l, 1, "read"), l.proven(3))}}
+		}, l.proven, func(q url.Values) []any {
+			if q.Get("spiffe_id") == z {
+				return []any{l.proven(iz)}
+			}
+			return nil
+		})
+		var out bytes.Buffer
+		err := auditChain(context.Background(), &auditFlags{}, c, v, []string{"d2"}, &out)
+		if err != nil || strings.Contains(out.String(), "REVOKED") || !strings.Contains(out.String(), "not proven: d1 (no log to ask)") {
+			t.Fatalf("audit chain = %v\n%s", err, out.String())
+		}
+	})
 	// A log whose search fails for one hop does not hide the proven
 	// revocation of another: without --verify both are printed.
 	t.Run("a failed search beside a proven revocation", func(t *testing.T) {
