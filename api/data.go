@@ -26,6 +26,7 @@ import (
 const (
 	opaInvalidParameter = "invalid_parameter"
 	opaInternal         = "internal_error"
+	opaNotFound         = "resource_not_found"
 	opaUnauthorized     = "unauthorized"
 	opaEvalMessage      = "error(s) occurred while evaluating query"
 	opaInputMissing     = "'input' key missing from the request"

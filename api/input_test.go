@@ -127,6 +127,12 @@ func TestBadInputGetsAProblem(t *testing.T) {
 		{"unknown agent", admin, "GET", "/v1/admin/agents/nope", "", "", 404, "not-found"},
 		{"ban unknown node", admin, "POST", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/x") + "/ban", "application/json", `{}`, 404, "not-found"},
 		{"unknown path", public, "GET", "/v1/nope", "", "", 404, "not-found"},
+		// A path not in clean form is not redirected (text/html) to its
+		// cleaned form: it names no endpoint.
+		{"empty segment", admin, "GET", "/v1//admin/nodes", "", "", 404, "not-found"},
+		{"dot-dot segment", admin, "POST", "/v1/admin/../admin/agents", "application/json", `{}`, 404, "not-found"},
+		{"unencoded node id", admin, "POST", "/v1/admin/nodes/spiffe://org-a.example/node/join/x/ban", "application/json", `{}`, 404, "not-found"},
+		{"empty id", public, "GET", "/v1/delegations//status", "", "", 404, "not-found"},
 		{"wrong method", public, "DELETE", "/v1/bundle", "", "", 405, "method-not-allowed"},
 		{"malformed csr", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req("not a csr"), 400, "invalid-csr"},
 		{"garbled csr", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(garbledCSR), 400, "invalid-csr"},

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -62,6 +64,17 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			}
 			s.metrics.observe(routed.Pattern, sw.status, time.Since(start))
 		}()
+		// A path not in clean form names no endpoint: a 404 here, not
+		// the mux's redirect to a cleaned path (text/html, and for any
+		// method).
+		if !isCleanPath(r.URL.EscapedPath()) {
+			if isDataPath(r.URL.Path) {
+				writeOPAError(sw, http.StatusNotFound, opaNotFound, "the path is not in clean form (no empty, . or .. segments)")
+			} else {
+				notFound(sw, r)
+			}
+			return
+		}
 		r.Body = http.MaxBytesReader(sw, r.Body, s.bodyLimit(r))
 		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 		defer cancel()
@@ -89,6 +102,17 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		routed = r.WithContext(ctx)
 		next.ServeHTTP(sw, routed)
 	})
+}
+
+// isCleanPath reports whether p is a path the mux would serve as it is,
+// without redirecting to its cleaned form: absolute, without empty, .
+// or .. segments (a trailing slash kept).
+func isCleanPath(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // delegationBodyBytes is the least a request for a delegation hop

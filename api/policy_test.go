@@ -232,6 +232,7 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 		{"oversized", "POST", "/v1/data/authz/allow", "application/json", []byte(`{"input": "` + strings.Repeat("a", 70<<10) + `"}`), 413, "invalid_parameter"},
 		{"bad GET input", "GET", "/v1/data/authz/allow?input=%7B", "", nil, 400, "invalid_parameter"},
 		{"path too deep", "POST", "/v1/data/" + strings.Repeat("a/", 40) + "b", "application/json", nil, 400, "invalid_parameter"},
+		{"path not in clean form", "POST", "/v1/data/authz//allow", "application/json", []byte(`{"input": {}}`), 404, "resource_not_found"},
 		{"conflict in the policy", "POST", "/v1/data/authz/conflict", "application/json", []byte(`{"input": {"conflict": true}}`), 500, "internal_error"},
 		{"policy runs too long", "POST", "/v1/data/authz/slow", "application/json", []byte(`{"input": {"slow": true}}`), 422, "evaluation_timeout"},
 	} {
