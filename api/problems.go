@@ -111,19 +111,28 @@ var problemTable = []problemKind{
 	{context.Canceled, http.StatusServiceUnavailable, "canceled", "Request canceled"}, // the client went away
 }
 
+// problemOf is the row of the table err matches; none for the server's
+// own faults.
+func problemOf(err error) (problemKind, bool) {
+	for _, k := range problemTable {
+		if errors.Is(err, k.err) {
+			return k, true
+		}
+	}
+	return problemKind{}, false
+}
+
 // writeError answers err as problem+json. Errors not in the table are the
 // server's fault: logged, and answered 500 without their text.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	for _, k := range problemTable {
-		if errors.Is(err, k.err) {
-			p := Problem{Type: ProblemBase + k.name, Title: k.title, Status: k.status, Detail: err.Error()}
-			var denial *authority.PolicyDenial
-			if errors.As(err, &denial) {
-				p.Reasons, p.DecisionID = denial.Decision.Reasons, denial.Decision.ID
-			}
-			writeProblem(w, p)
-			return
+	if k, ok := problemOf(err); ok {
+		p := Problem{Type: ProblemBase + k.name, Title: k.title, Status: k.status, Detail: err.Error()}
+		var denial *authority.PolicyDenial
+		if errors.As(err, &denial) {
+			p.Reasons, p.DecisionID = denial.Decision.Reasons, denial.Decision.ID
 		}
+		writeProblem(w, p)
+		return
 	}
 	log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path, "err", err)
 	writeProblem(w, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: http.StatusInternalServerError,

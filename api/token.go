@@ -144,26 +144,11 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	}
 	ans, err := s.a.Delegate(r.Context(), c, req)
 	if err != nil {
-		status, code := http.StatusBadRequest, "invalid_request"
-		var denial *authority.PolicyDenial
-		switch {
-		case errors.As(err, &denial):
-			code = "invalid_scope"
-			err = errors.New(strings.Join(denial.Decision.Reasons, "; ") + " (decision " + denial.Decision.ID + ")")
-		case errors.Is(err, authority.ErrScopeNotGranted):
-			code = "invalid_scope"
-		case errors.Is(err, authority.ErrForbidden), errors.Is(err, authority.ErrUnauthenticated), errors.Is(err, authority.ErrAgentNotRegistered):
-			status, code = http.StatusUnauthorized, "invalid_client"
-		case errors.Is(err, delegation.ErrMalformed), errors.Is(err, delegation.ErrUntrustedIssuer), errors.Is(err, delegation.ErrSignature),
-			errors.Is(err, delegation.ErrExpired), errors.Is(err, delegation.ErrNotHolder), errors.Is(err, delegation.ErrChain),
-			errors.Is(err, delegation.ErrAudience), errors.Is(err, authority.ErrDelegationRevoked):
-			code = "invalid_grant"
-		case errors.Is(err, authority.ErrInvalidRequest), errors.Is(err, delegation.ErrDelegatorSignature), errors.Is(err, delegation.ErrTooLarge):
-		default:
+		if status, code, desc, ok := oauthErrorOf(err); ok {
+			oauthError(w, status, code, desc)
+		} else {
 			writeError(w, r, s.log, err) // the server's own fault, or unavailable
-			return
 		}
-		oauthError(w, status, code, err.Error())
 		return
 	}
 	b, _ := json.Marshal(map[string]any{"access_token": ans.Token, "issued_token_type": tokenTypeJWT, "token_type": "Bearer",
@@ -172,6 +157,40 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+}
+
+// oauthErrorOf is the RFC 6749 error (§5.2) a refused exchange answers
+// for err, or not ok for the server's own faults (and an unavailable
+// status), which are problem documents.
+func oauthErrorOf(err error) (status int, code, desc string, ok bool) {
+	status, code = http.StatusBadRequest, "invalid_request"
+	var denial *authority.PolicyDenial
+	switch {
+	case errors.As(err, &denial):
+		return status, "invalid_scope", strings.Join(denial.Decision.Reasons, "; ") + " (decision " + denial.Decision.ID + ")", true
+	case errors.Is(err, authority.ErrScopeNotGranted):
+		code = "invalid_scope"
+	case errors.Is(err, authority.ErrForbidden), errors.Is(err, authority.ErrUnauthenticated), errors.Is(err, authority.ErrAgentNotRegistered):
+		status, code = http.StatusUnauthorized, "invalid_client"
+	case errors.Is(err, delegation.ErrMalformed), errors.Is(err, delegation.ErrUntrustedIssuer), errors.Is(err, delegation.ErrSignature),
+		errors.Is(err, delegation.ErrExpired), errors.Is(err, delegation.ErrNotHolder), errors.Is(err, delegation.ErrChain),
+		errors.Is(err, delegation.ErrAudience), errors.Is(err, authority.ErrDelegationRevoked):
+		code = "invalid_grant"
+	case errors.Is(err, authority.ErrInvalidRequest), errors.Is(err, delegation.ErrDelegatorSignature), errors.Is(err, delegation.ErrTooLarge):
+	default:
+		// The caller's own fault, as the other endpoints answer it: not
+		// allowed (its node banned, drifted or not attested, say) is
+		// unauthorized_client; anything else it sent, invalid_request.
+		k, known := problemOf(err)
+		switch {
+		case known && (k.status == http.StatusUnauthorized || k.status == http.StatusForbidden):
+			code = "unauthorized_client"
+		case known && k.status < 500:
+		default:
+			return 0, "", "", false
+		}
+	}
+	return status, code, err.Error(), true
 }
 
 // oauthMetadata is GET /.well-known/oauth-authorization-server (RFC 8414).
