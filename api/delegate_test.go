@@ -45,6 +45,7 @@ type delegateReq struct {
 	bind              bool
 	signer            *identity // default: the delegator
 	noSig             bool
+	notAfter          int64 // the statement's not_after (0: none)
 }
 
 // mustDelegate is delegate for a hop that must be issued.
@@ -65,7 +66,8 @@ func (e *env) delegate(from identity, r delegateReq) (string, *client.Problem) {
 	if delegatee == "" {
 		delegatee = r.delegatee.id.String()
 	}
-	st := delegation.Statement{Delegator: from.id.String(), Delegatee: delegatee, Principal: r.principal, Scopes: r.scopes, Purpose: "book the offsite"}
+	st := delegation.Statement{Delegator: from.id.String(), Delegatee: delegatee, Principal: r.principal, Scopes: r.scopes, Purpose: "book the offsite",
+		NotAfter: r.notAfter}
 	if r.parent != "" {
 		// The delegator reads the principal and the parent's id from the
 		// parent token it holds.
@@ -840,5 +842,23 @@ func TestDelegationBodyFloor(t *testing.T) {
 	agent := map[string]any{"spiffe_id": "spiffe://org-a.example/agent/" + strings.Repeat("x", 2048)}
 	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/agents", agent, nil); !errors.As(err, &p) || p.Status != http.StatusRequestEntityTooLarge {
 		t.Fatalf("an admin request over the configured limit: %v, want 413", err)
+	}
+}
+
+// The issuer caps a hop's expiry at the not_after its delegator signed
+// (the default ten minutes would outlast it), and refuses a not_after
+// that has passed.
+func TestDelegationNotAfter(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	notAfter := time.Now().Add(2 * time.Minute).Unix()
+	tok := e.mustDelegate(a, delegateReq{delegatee: b, principal: "alice", scopes: []string{"calendar:read"}, notAfter: notAfter})
+	chain, err := delegation.Verify(tok, e.a, delegation.VerifyOptions{Presenter: b.id})
+	if err != nil || chain[0].Expiry != notAfter {
+		t.Fatalf("Verify = %v (exp %v), want the hop to expire at the signed not_after %d", err, chain, notAfter)
+	}
+	if _, p := e.delegate(a, delegateReq{delegatee: b, principal: "alice", scopes: []string{"calendar:read"}, notAfter: time.Now().Add(-time.Minute).Unix()}); p == nil || p.Name() != "invalid-request" {
+		t.Fatalf("a not_after that has passed: %v, want invalid-request", p)
 	}
 }

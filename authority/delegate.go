@@ -206,9 +206,16 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// decided on its behalf.
 	st := delegation.Statement{Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes,
 		Purpose: req.Purpose, Parent: parentID(parent), ParentIssuer: parentIssuer(parent)}
-	serial, err := delegation.VerifyStatement(req.DelegatorSignature, st, a, now)
+	serial, signed, err := delegation.VerifyStatement(req.DelegatorSignature, st, a, now)
 	if err != nil {
 		return nil, err
+	}
+	// No longer than the delegator signed for (verifiers hold the hop to
+	// it: beyond it, the token would not verify).
+	if signed.NotAfter != 0 && exp.Unix() > signed.NotAfter {
+		if exp = time.Unix(signed.NotAfter, 0); !exp.After(now) {
+			return nil, fmt.Errorf("%w: the not_after the delegator signed (%s) has passed", ErrInvalidRequest, exp.UTC().Format(time.RFC3339))
+		}
 	}
 	// The SVID it signed with is one this authority issued, and logged:
 	// the hop's entry names that entry, so that an auditor ties the

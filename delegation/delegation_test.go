@@ -419,6 +419,12 @@ func TestStatementEncodings(t *testing.T) {
 		{"a null scope", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y",null],"purpose":"p"}`, false},
 		{"an unpaired surrogate", `{` + d + `,` + e + `,"principal":"Ann & <Bob>\udc00","scopes":["x","y"],"purpose":"p"}`, false},
 		{"scopes as a string", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":"x y","purpose":"p"}`, false},
+		{"a not_after", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","not_after":4102444800}`, true},
+		{"a not_after as a string", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","not_after":"4102444800"}`, false},
+		{"a not_after with an exponent", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","not_after":4.1024448e9}`, false},
+		{"a not_after of 0", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","not_after":0}`, false},
+		{"a negative not_after", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","not_after":-1}`, false},
+		{"a not_after beyond the year 9999", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","not_after":253402300800}`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sig := ""
@@ -430,7 +436,7 @@ func TestStatementEncodings(t *testing.T) {
 			} else {
 				sig = sign(tc.payload)
 			}
-			_, err := delegation.CheckStatementSignedBy(sig, st, time.Now())
+			_, _, err := delegation.CheckStatementSignedBy(sig, st, time.Now())
 			if (err == nil) != tc.ok {
 				t.Fatalf("CheckStatementSignedBy = %v, want ok=%v", err, tc.ok)
 			}
@@ -448,7 +454,7 @@ func TestStatementEncodings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := delegation.CheckStatementSignedBy(sig, bad, time.Now()); !errors.Is(err, delegation.ErrDelegatorSignature) {
+		if _, _, err := delegation.CheckStatementSignedBy(sig, bad, time.Now()); !errors.Is(err, delegation.ErrDelegatorSignature) {
 			t.Errorf("purpose %q: CheckStatementSignedBy = %v, want ErrDelegatorSignature", purpose, err)
 		}
 	}
@@ -648,6 +654,39 @@ func BenchmarkVerifyChain(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A delegator may sign the latest expiry it allows its hop (not_after):
+// a hop its issuer made to last longer does not verify, one within it
+// does, and a hop whose delegator signed none rests on its issuer.
+func TestStatementNotAfter(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct {
+		name     string
+		notAfter func(exp int64) int64
+		ok       bool
+	}{
+		{"the hop expires at not_after", func(exp int64) int64 { return exp }, true},
+		{"the hop expires before not_after", func(exp int64) int64 { return exp + 60 }, true},
+		{"no not_after", func(int64) int64 { return 0 }, true},
+		{"its issuer made it last longer", func(exp int64) int64 { return exp - 60 }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, _ := hop(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil, func(c *delegation.Claims) {
+				st := delegation.Statement{Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Principal: c.Subject, Scopes: c.Scopes(),
+					Purpose: c.Hop.Purpose, NotAfter: tc.notAfter(c.Expiry)}
+				sig, err := delegation.SignStatement(st, w.a.key, w.a.chain)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Hop.DelegatorSignature = sig
+			})
+			_, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{Presenter: w.b.id})
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, delegation.ErrDelegatorSignature) {
+				t.Fatalf("Verify = %v, want ok=%v (or ErrDelegatorSignature)", err, tc.ok)
+			}
+		})
+	}
 }
 
 // FuzzVerify feeds arbitrary tokens to the verifier: no panic, and

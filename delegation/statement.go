@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -14,8 +15,9 @@ import (
 
 // statementOf reads what a delegator signed: a JSON object with the
 // Statement's fields (delegator, delegatee, principal, scopes, and
-// optionally parent, parent_iss, purpose) and nothing else, no key twice,
-// every value of its type, nothing after it. Any key order and any valid
+// optionally parent, parent_iss, purpose, not_after) and nothing else,
+// no key twice, every value of its type (not_after an integer from 1 to
+// MaxNotAfter, written as digits only), nothing after it. Any key order and any valid
 // JSON string encoding is accepted: a delegator need not reproduce this
 // package's encoding, only sign the same statement.
 func statementOf(payload []byte) (Statement, error) {
@@ -23,6 +25,14 @@ func statementOf(payload []byte) (Statement, error) {
 	fields := map[string]*string{"delegator": &st.Delegator, "delegatee": &st.Delegatee, "principal": &st.Principal,
 		"parent": &st.Parent, "parent_iss": &st.ParentIssuer, "purpose": &st.Purpose}
 	err := readObject(payload, func(key string, raw json.RawMessage) error {
+		if key == "not_after" {
+			n, err := strconv.ParseInt(string(raw), 10, 64)
+			if err != nil || n < 1 || n > MaxNotAfter || string(raw) != strconv.FormatInt(n, 10) {
+				return errors.New("not_after is not an integer from 1 to the year 9999, in digits")
+			}
+			st.NotAfter = n
+			return nil
+		}
 		if key == "scopes" {
 			var elems []json.RawMessage
 			if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &elems) != nil {
@@ -115,30 +125,33 @@ func readString(raw json.RawMessage, dst *string) error {
 
 // signedAs checks that payload, what a delegator signed, says st:
 // the same parties, principal, parent and purpose, the same set of
-// scopes (each once).
-func (st Statement) signedAs(payload []byte) error {
+// scopes (each once), and returns the statement as signed: with the
+// not_after the delegator put on the hop (st's own NotAfter, when not
+// 0, must be that one; when 0, any or none is the hop's).
+func (st Statement) signedAs(payload []byte) (Statement, error) {
 	// A string that is not text would be written as U+FFFD, and read back
 	// (by statementOf, here and by every verifier) as not text: refused
 	// here too, or a hop would be issued that no verifier accepts.
 	for _, s := range append([]string{st.Delegator, st.Delegatee, st.Principal, st.Parent, st.ParentIssuer, st.Purpose}, st.Scopes...) {
 		if !IsText(s) {
-			return fmt.Errorf("%w: the statement holds a string that is not UTF-8 text (invalid bytes or U+FFFD)", ErrDelegatorSignature)
+			return st, fmt.Errorf("%w: the statement holds a string that is not UTF-8 text (invalid bytes or U+FFFD)", ErrDelegatorSignature)
 		}
 	}
 	if bytes.Equal(payload, st.bytes()) {
-		return nil // this package's own encoding of st: nothing to read
+		return st, nil // this package's own encoding of st: nothing to read
 	}
 	got, err := statementOf(payload)
 	if err != nil {
-		return fmt.Errorf("%w: the signed statement: %v", ErrDelegatorSignature, err)
+		return st, fmt.Errorf("%w: the signed statement: %v", ErrDelegatorSignature, err)
 	}
 	if hasDuplicate(got.Scopes) {
-		return fmt.Errorf("%w: the signed statement names a scope twice", ErrDelegatorSignature)
+		return st, fmt.Errorf("%w: the signed statement names a scope twice", ErrDelegatorSignature)
 	}
 	sorted := slices.Sorted(slices.Values(got.Scopes))
 	if got.Delegator != st.Delegator || got.Delegatee != st.Delegatee || got.Principal != st.Principal || got.Parent != st.Parent ||
-		got.ParentIssuer != st.ParentIssuer || got.Purpose != st.Purpose || !slices.Equal(sorted, slices.Sorted(slices.Values(st.Scopes))) {
-		return fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
+		got.ParentIssuer != st.ParentIssuer || got.Purpose != st.Purpose || !slices.Equal(sorted, slices.Sorted(slices.Values(st.Scopes))) ||
+		st.NotAfter != 0 && got.NotAfter != st.NotAfter {
+		return st, fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
 	}
-	return nil
+	return got, nil
 }

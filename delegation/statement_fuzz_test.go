@@ -12,7 +12,9 @@ import (
 func FuzzStatementOf(f *testing.F) {
 	st := Statement{Delegator: "spiffe://a/agent/x", Delegatee: "spiffe://b/agent/y", Principal: "p", Scopes: []string{"s", "t"}, Parent: "d1", ParentIssuer: "spiffe://a"}
 	f.Add(st.bytes())
-	for _, s := range []string{`{}`, `[]`, `{"scopes":[1]}`, `{"delegator":"a","delegator":"b"}`, `{"scopes":null}`, `{"x":{}}`, `{"purpose":"\ud800"}`, `{} x`, `{`} {
+	st.NotAfter = 4102444800
+	f.Add(st.bytes())
+	for _, s := range []string{`{}`, `[]`, `{"not_after":1e3}`, `{"not_after":-0}`, `{"not_after":12345678901234567890}`, `{"scopes":[1]}`, `{"delegator":"a","delegator":"b"}`, `{"scopes":null}`, `{"x":{}}`, `{"purpose":"\ud800"}`, `{} x`, `{`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
@@ -29,7 +31,7 @@ func FuzzStatementOf(f *testing.F) {
 		}
 		a, _ := json.Marshal(again)
 		b, _ := json.Marshal(Statement{Delegator: got.Delegator, Delegatee: got.Delegatee, Principal: got.Principal, Scopes: slices.Sorted(slices.Values(got.Scopes)),
-			Parent: got.Parent, ParentIssuer: got.ParentIssuer, Purpose: got.Purpose})
+			Parent: got.Parent, ParentIssuer: got.ParentIssuer, Purpose: got.Purpose, NotAfter: got.NotAfter})
 		if string(a) != string(b) {
 			t.Fatalf("%q read as %s, its encoding back as %s", payload, b, a)
 		}

@@ -120,7 +120,8 @@ func (a *Actor) clone() *Actor {
 func (c *Claims) Scopes() []string { return strings.Fields(c.Scope) }
 
 // Statement is what a delegator signs for a hop: who delegates what to
-// whom, for whom, below which parent.
+// whom, for whom, below which parent, and (optionally) until when at
+// the latest.
 type Statement struct {
 	Delegator    string   `json:"delegator"`
 	Delegatee    string   `json:"delegatee"`
@@ -129,6 +130,24 @@ type Statement struct {
 	Parent       string   `json:"parent,omitempty"`     // the parent delegation id
 	ParentIssuer string   `json:"parent_iss,omitempty"` // and its issuer
 	Purpose      string   `json:"purpose,omitempty"`
+	// NotAfter, if not 0, is the latest expiry (Unix seconds) the
+	// delegator allows the hop: its issuer caps the token's exp there,
+	// and a verifier refuses a hop that expires later. Without it the
+	// expiry is the issuer's word alone.
+	NotAfter int64 `json:"not_after,omitempty"`
+}
+
+// MaxNotAfter bounds a statement's not_after (the year 9999), so that
+// it is a time every reader reads alike.
+const MaxNotAfter = 253402300799
+
+// allows checks a hop expiring at exp against the limit its delegator
+// signed (st, as signed).
+func (st Statement) allows(exp int64) error {
+	if st.NotAfter != 0 && exp > st.NotAfter {
+		return fmt.Errorf("%w: the hop expires at %d, after the not_after %d its delegator signed", ErrDelegatorSignature, exp, st.NotAfter)
+	}
+	return nil
 }
 
 // bytes is the statement's one encoding: scopes sorted.

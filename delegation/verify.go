@@ -290,10 +290,14 @@ const maxVerifiedSigs = 16384
 type sigKey struct{ jws, key [32]byte }
 
 // verifyDelegatorSignature checks the hop's delegator signature: a JWS
-// over the hop's statement, by an X509-SVID of the delegator. It returns
+// over the hop's statement, by an X509-SVID of the delegator, and that
+// the hop expires within the not_after it signed, if any. It returns
 // rootsOf the bundle it verified against.
 func verifyDelegatorSignature(c *Claims, bundles Bundles, at time.Time) ([32]byte, error) {
-	_, roots, err := verifyStatement(c.Hop.DelegatorSignature, c.statement(), bundles, at)
+	_, roots, signed, err := verifyStatement(c.Hop.DelegatorSignature, c.statement(), bundles, at)
+	if err == nil {
+		err = signed.allows(c.Expiry)
+	}
 	if err != nil {
 		return roots, fmt.Errorf("%s: %w", c.ID, err)
 	}
@@ -329,37 +333,39 @@ func delegatorRoots(bundles Bundles, delegator string) [32]byte {
 // CheckStatementSignature checks that sig is st signed by an X509-SVID of
 // st.Delegator, valid at time at in the delegator's trust domain bundle.
 func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.Time) error {
-	_, err := VerifyStatement(sig, st, bundles, at)
+	_, _, err := VerifyStatement(sig, st, bundles, at)
 	return err
 }
 
 // VerifyStatement is CheckStatementSignature, and returns the serial
-// number (hex, as its issuer records it) of the X509-SVID that signed.
-func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (serial string, err error) {
-	serial, _, err = verifyStatement(sig, st, bundles, at)
-	return serial, err
+// number (hex, as its issuer records it) of the X509-SVID that signed,
+// and the statement as signed (with the not_after the delegator put on
+// the hop, if any: an issuer caps the hop's expiry there).
+func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (serial string, signed Statement, err error) {
+	serial, _, signed, err = verifyStatement(sig, st, bundles, at)
+	return serial, signed, err
 }
 
 // verifyStatement is VerifyStatement, and also returns rootsOf the
 // bundle the signer's SVID was validated against.
-func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (serial string, roots [32]byte, err error) {
+func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (serial string, roots [32]byte, signed Statement, err error) {
 	if sig == "" {
-		return "", roots, fmt.Errorf("%w: none", ErrDelegatorSignature)
+		return "", roots, st, fmt.Errorf("%w: none", ErrDelegatorSignature)
 	}
 	j, err := parseCompact(sig)
 	if err != nil {
-		return "", roots, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
+		return "", roots, st, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
 	}
 	if j.header.Type != statementType {
-		return "", roots, fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, j.header.Type, statementType)
+		return "", roots, st, fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, j.header.Type, statementType)
 	}
 	delegator, err := spiffeid.FromString(st.Delegator)
 	if err != nil {
-		return "", roots, fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
+		return "", roots, st, fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
 	}
 	b, err := bundles.GetBundleForTrustDomain(delegator.TrustDomain())
 	if err != nil || b == nil {
-		return "", roots, fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
+		return "", roots, st, fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
 	}
 	// The authorities are read once: what the chain is validated against
 	// is what roots names, whatever happens to the bundle meanwhile.
@@ -367,48 +373,51 @@ func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 	roots = rootsOf(auths)
 	signer, err := verifiedSVID(j, auths, roots, delegator, at)
 	if err != nil {
-		return "", roots, err
+		return "", roots, st, err
 	}
-	if err := st.signedAs(j.payload); err != nil {
-		return "", roots, err
+	signed, err = st.signedAs(j.payload)
+	if err != nil {
+		return "", roots, st, err
 	}
 	if err := verifyJWS(j, signer.key, signer.keyHash, statementType); err != nil {
-		return "", roots, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+		return "", roots, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
-	return signer.serial, roots, nil
+	return signer.serial, roots, signed, nil
 }
 
 // CheckStatementSignedBy checks that sig is st signed by the key of the
 // certificate first in its x5c header, a certificate with the SPIFFE ID
-// st.Delegator valid at time at, and returns that certificate. The
+// st.Delegator valid at time at, and returns that certificate and the
+// statement as signed (with its not_after, if any). The
 // certificate is not validated against any roots: an auditor, long after
 // the CA of the time left the bundle, checks instead that the issuer's
 // log records issuing this certificate (its serial and SHA-256) to the
 // delegator.
-func CheckStatementSignedBy(sig string, st Statement, at time.Time) (*x509.Certificate, error) {
+func CheckStatementSignedBy(sig string, st Statement, at time.Time) (*x509.Certificate, Statement, error) {
 	j, err := parseCompact(sig)
 	if err != nil {
-		return nil, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
+		return nil, st, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
 	}
 	certs, err := x5c(j)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+		return nil, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
 	leaf := certs[0]
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil || id.String() != st.Delegator {
-		return nil, fmt.Errorf("%w: signed by %v, not the delegator %s", ErrDelegatorSignature, id, st.Delegator)
+		return nil, st, fmt.Errorf("%w: signed by %v, not the delegator %s", ErrDelegatorSignature, id, st.Delegator)
 	}
 	if at.Before(leaf.NotBefore) || at.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("%w: the delegator's SVID was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
+		return nil, st, fmt.Errorf("%w: the delegator's SVID was not valid at %s", ErrDelegatorSignature, at.UTC().Format(time.RFC3339))
 	}
-	if err := st.signedAs(j.payload); err != nil {
-		return nil, err
+	signed, err := st.signedAs(j.payload)
+	if err != nil {
+		return nil, st, err
 	}
 	if err := checkJWS(j, leaf.PublicKey, statementType); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+		return nil, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
-	return leaf, nil
+	return leaf, signed, nil
 }
 
 // x5c returns the certificates of a JWS's x5c header, leaf first.

@@ -41,7 +41,8 @@ m svid x509 --spiffe-id "$A" --creds node --out planner >/dev/null
 m svid x509 --spiffe-id "$B" --creds node --out booker >/dev/null
 
 # The planner, in Python: sign the hop statement (Python's key order and
-# separators, not Go's) with its SVID key, x5c its chain.
+# separators, not Go's) with its SVID key, x5c its chain; a fifth
+# argument is the statement's not_after (Unix seconds).
 sign() {
   "$PY" - "$@" <<'PY'
 import base64, json, re, sys
@@ -53,6 +54,8 @@ chain = [base64.b64encode(base64.b64decode("".join(b.split()))).decode()
          for b in re.findall(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", pem, re.S)]
 key = jwk.JWK.from_pem(open("planner/svid.key", "rb").read())
 statement = {"scopes": scopes, "principal": principal, "delegatee": delegatee, "delegator": delegator, "purpose": "plan a trip"}
+if len(sys.argv) > 5:
+    statement["not_after"] = int(sys.argv[5])
 sig = jws.JWS(json.dumps(statement).encode())
 sig.add_signature(key, None, json_encode({"alg": "ES256", "typ": "mandate-hop+jws", "x5c": chain}))
 print(sig.serialize(compact=True))
@@ -65,12 +68,17 @@ delegate() { # SIGNATURE SCOPES
     -H 'Content-Type: application/json' --data @req.json "$URL/v1/delegations"
 }
 
-delegate "$(sign "$A" "$B" alice calendar:read)" calendar:read >ans.json
+# The planner allows the hop two minutes (not_after): the authority caps
+# the token there, not at its default ten.
+not_after=$(( $(date +%s) + 120 ))
+delegate "$(sign "$A" "$B" alice calendar:read "$not_after")" calendar:read >ans.json
 jq -e .token ans.json >/dev/null || fail "delegation refused: $(cat ans.json)"
+jq -e --argjson na "$not_after" '(.expires_at | fromdateiso8601) == $na' ans.json >/dev/null ||
+  fail "the hop expires at $(jq -r .expires_at ans.json), not at the signed not_after $not_after"
 jq -r .token ans.json >t.jwt
 "$MANDATE" delegate verify t.jwt --bundles booker/bundles.json --presenter "$B" >verify.json || fail "the token does not verify: $(cat verify.json)"
 jq -e '.valid and .principal == "alice"' verify.json >/dev/null || fail "verify: $(cat verify.json)"
-echo "python delegation interop: $(jq -r .id ans.json) issued to $B on a statement signed by jwcrypto, and verified"
+echo "python delegation interop: $(jq -r .id ans.json) issued to $B on a statement signed by jwcrypto, expiring at its not_after, and verified"
 
 # A statement over another hop is refused.
 delegate "$(sign "$A" "$B" alice calendar:read)" calendar:read,mail:send >bad.json || true

@@ -287,9 +287,14 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 	}
 	st := delegation.Statement{Delegator: h.Delegator, Delegatee: h.Delegatee, Principal: h.Principal, Scopes: h.Scopes,
 		Parent: h.parentID, ParentIssuer: h.parentIss, Purpose: h.purpose}
-	cert, err := delegation.CheckStatementSignedBy(h.signature, st, h.entryTime)
+	cert, signed, err := delegation.CheckStatementSignedBy(h.signature, st, h.entryTime)
 	if err != nil {
 		return fmt.Errorf("hop %s: %w", h.ID, err)
+	}
+	// The hop lasts no longer than its delegator signed for.
+	if signed.NotAfter != 0 && h.expiresAt.Unix() > signed.NotAfter {
+		return fmt.Errorf("hop %s: logged as expiring at %s, after the not_after its delegator signed (%s)", h.ID,
+			h.expiresAt.UTC().Format(time.RFC3339), time.Unix(signed.NotAfter, 0).UTC().Format(time.RFC3339))
 	}
 	serial := cert.SerialNumber.Text(16)
 	if serial != h.signerSVID.Serial {

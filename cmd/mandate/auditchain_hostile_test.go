@@ -105,6 +105,7 @@ type hopSpec struct {
 	depth                               int
 	parent                              string
 	parentLink                          *authority.LogLink
+	notAfter                            int64 // signed by the delegator (0: none)
 }
 
 // logHop logs, as the authority, an svid.issued entry for a certificate
@@ -123,7 +124,7 @@ func (l *rlog) logHop(h hopSpec, serial int64, reuse ...*x509.Certificate) uint6
 	}
 	svidIdx := l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "svid.issued", Actor: audit.ActorSystem, Subject: h.delegator,
 		Details: json.RawMessage(details)}))
-	st := delegation.Statement{Delegator: h.delegator, Delegatee: h.delegatee, Principal: h.principal, Scopes: h.scopes, Purpose: "p"}
+	st := delegation.Statement{Delegator: h.delegator, Delegatee: h.delegatee, Principal: h.principal, Scopes: h.scopes, Purpose: "p", NotAfter: h.notAfter}
 	if h.parent != "" {
 		st.Parent, st.ParentIssuer = h.parent, tdA
 	}
@@ -442,6 +443,23 @@ func TestAuditChainHostileLog(t *testing.T) {
 		err := auditChain(context.Background(), &auditFlags{}, c, v, []string{"d2"}, &out)
 		if err != nil || strings.Contains(out.String(), "REVOKED") || !strings.Contains(out.String(), "not proven: d1 (no log to ask)") {
 			t.Fatalf("audit chain = %v\n%s", err, out.String())
+		}
+	})
+	// A hop logged as lasting longer than its delegator signed for
+	// (not_after) is the issuer's word against the delegator's: refused.
+	t.Run("a hop logged beyond its signed not_after", func(t *testing.T) {
+		for _, tc := range []struct {
+			notAfter int64
+			ok       bool
+		}{{hopExpiry.Unix(), true}, {hopExpiry.Unix() - 60, false}} {
+			l := newRlog(t, s, "org-a.example/audit")
+			h := root
+			h.notAfter = tc.notAfter
+			l.logHop(h, 0x10)
+			out, err := verifyAgainst(t, fakeAuthority(t, chainOf(l, h), l.proven), v, "d1", false)
+			if tc.ok != (err == nil) || !tc.ok && !strings.Contains(err.Error(), "after the not_after its delegator signed") {
+				t.Fatalf("not_after %d (the hop expires at %d): %v, want ok=%v\n%s", tc.notAfter, hopExpiry.Unix(), err, tc.ok, out)
+			}
 		}
 	})
 	// A log whose search fails for one hop does not hide the proven
