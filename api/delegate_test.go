@@ -46,6 +46,7 @@ type delegateReq struct {
 	signer            *identity // default: the delegator
 	noSig             bool
 	notAfter          int64 // the statement's not_after (0: none)
+	signCnf           bool  // the statement names the delegatee's certificate (cnf)
 }
 
 // mustDelegate is delegate for a hop that must be issued.
@@ -68,6 +69,9 @@ func (e *env) delegate(from identity, r delegateReq) (string, *client.Problem) {
 	}
 	st := delegation.Statement{Delegator: from.id.String(), Delegatee: delegatee, Principal: r.principal, Scopes: r.scopes, Purpose: "book the offsite",
 		NotAfter: r.notAfter}
+	if r.signCnf {
+		st.Cnf = &delegation.Confirmation{X5tS256: delegation.Thumbprint(r.delegatee.chain[0])}
+	}
 	if r.parent != "" {
 		// The delegator reads the principal and the parent's id from the
 		// parent token it holds.
@@ -860,5 +864,15 @@ func TestDelegationNotAfter(t *testing.T) {
 	}
 	if _, p := e.delegate(a, delegateReq{delegatee: b, principal: "alice", scopes: []string{"calendar:read"}, notAfter: time.Now().Add(-time.Minute).Unix()}); p == nil || p.Name() != "invalid-request" {
 		t.Fatalf("a not_after that has passed: %v, want invalid-request", p)
+	}
+	// A statement that names the delegatee's certificate (cnf): the hop is
+	// bound to it, and without that certificate it is refused.
+	tok = e.mustDelegate(a, delegateReq{delegatee: b, principal: "alice", scopes: []string{"calendar:read"}, signCnf: true, bind: true})
+	if chain, err := delegation.Verify(tok, e.a, delegation.VerifyOptions{Presenter: b.id, PresenterCert: b.chain[0]}); err != nil ||
+		chain[0].Cnf == nil || chain[0].Cnf.X5tS256 != delegation.Thumbprint(b.chain[0]) {
+		t.Fatalf("Verify = %v, want a hop bound to the signed certificate", err)
+	}
+	if _, p := e.delegate(a, delegateReq{delegatee: b, principal: "alice", scopes: []string{"calendar:read"}, signCnf: true}); p == nil || p.Name() != "invalid-request" {
+		t.Fatalf("a signed cnf without the certificate: %v, want invalid-request", p)
 	}
 }

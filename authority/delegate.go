@@ -210,12 +210,16 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil {
 		return nil, err
 	}
-	// No longer than the delegator signed for (verifiers hold the hop to
-	// it: beyond it, the token would not verify).
+	// No longer than the delegator signed for, and bound as it signed
+	// (verifiers hold the hop to both: otherwise the token would not
+	// verify).
 	if signed.NotAfter != 0 && exp.Unix() > signed.NotAfter {
 		if exp = time.Unix(signed.NotAfter, 0); !exp.After(now) {
 			return nil, fmt.Errorf("%w: the not_after the delegator signed (%s) has passed", ErrInvalidRequest, exp.UTC().Format(time.RFC3339))
 		}
+	}
+	if signed.Cnf != nil && (cnf == nil || cnf.X5tS256 != signed.Cnf.X5tS256) {
+		return nil, fmt.Errorf("%w: the delegator signed a hop bound to the delegatee certificate %s: give that certificate as delegatee_x509_svid", ErrInvalidRequest, signed.Cnf.X5tS256)
 	}
 	// The SVID it signed with is one this authority issued, and logged:
 	// the hop's entry names that entry, so that an auditor ties the
@@ -313,6 +317,11 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		"depth": depth, "purpose": req.Purpose, "expires_at": exp.UTC(), "bound": cnf != nil, "decision": details,
 		"ancestors": delegation.AncestorsOf(chain), "delegator_host": delegator.hostID,
 		"delegator_signature": req.DelegatorSignature, "delegator_svid": SVIDEntry{Serial: serial, LogIndex: signerEntry},
+	}
+	if cnf != nil {
+		// What the token is bound to, so that an auditor checks it
+		// against what the delegator signed.
+		recDetails["bound_to"] = cnf.X5tS256
 	}
 	if p := claims.Hop.Parent; p != nil {
 		// Where the parent is logged, so that an auditor links the two

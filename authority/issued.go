@@ -30,6 +30,9 @@ type IssuedDetails struct {
 	ParentLink    *LogLink              `json:"parent_link"`
 	Ancestors     []delegation.Ancestor `json:"ancestors"`
 	DelegatorHost string                `json:"delegator_host"`
+	// BoundTo is the x5t#S256 of the delegatee certificate the token is
+	// bound to (empty: unbound, or logged before it was recorded).
+	BoundTo string `json:"bound_to,omitempty"`
 	// Signature is the delegator's signature over the hop; SignerSVID
 	// where the X509-SVID it was made with is logged.
 	Signature  string     `json:"delegator_signature"`

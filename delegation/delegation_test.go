@@ -401,6 +401,7 @@ func TestStatementEncodings(t *testing.T) {
 		return out
 	}
 	d, e := `"delegator":"`+a.id.String()+`"`, `"delegatee":"spiffe://org-b.example/agent/b"`
+	thumb := delegation.Thumbprint(a.chain[0])
 	for _, tc := range []struct {
 		name, payload string
 		ok            bool
@@ -425,6 +426,13 @@ func TestStatementEncodings(t *testing.T) {
 		{"a not_after of 0", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","not_after":0}`, false},
 		{"a negative not_after", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","not_after":-1}`, false},
 		{"a not_after beyond the year 9999", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","not_after":253402300800}`, false},
+		{"a cnf", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","cnf":{"x5t#S256":"` + thumb + `"}}`, true},
+		{"a cnf with another member", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","cnf":{"x5t#S256":"` + thumb + `","jkt":"x"}}`, false},
+		{"a cnf member twice", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","cnf":{"x5t#S256":"` + thumb + `","x5t#S256":"` + thumb + `"}}`, false},
+		{"an empty cnf", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","cnf":{}}`, false},
+		{"a cnf as a string", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","cnf":"` + thumb + `"}`, false},
+		{"a cnf thumbprint padded", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","cnf":{"x5t#S256":"` + thumb + `="}}`, false},
+		{"a cnf thumbprint of 31 bytes", `{` + d + `,` + e + `,"principal":"Ann & <Bob>","scopes":["x","y"],"purpose":"p","cnf":{"x5t#S256":"` + thumb[:42] + `"}}`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sig := ""
@@ -682,6 +690,45 @@ func TestStatementNotAfter(t *testing.T) {
 				c.Hop.DelegatorSignature = sig
 			})
 			_, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{Presenter: w.b.id})
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, delegation.ErrDelegatorSignature) {
+				t.Fatalf("Verify = %v, want ok=%v (or ErrDelegatorSignature)", err, tc.ok)
+			}
+		})
+	}
+}
+
+// A delegator may sign the certificate its hop is bound to (cnf): a hop
+// its issuer bound otherwise, or left unbound, does not verify.
+func TestStatementCnf(t *testing.T) {
+	w := newWorld(t)
+	mine, other := &delegation.Confirmation{X5tS256: delegation.Thumbprint(w.b.chain[0])}, &delegation.Confirmation{X5tS256: delegation.Thumbprint(w.c.chain[0])}
+	for _, tc := range []struct {
+		name   string
+		signed *delegation.Confirmation
+		bound  *delegation.Confirmation
+		ok     bool
+	}{
+		{"bound as signed", mine, mine, true},
+		{"bound, no cnf signed", nil, mine, true},
+		{"bound to another certificate", mine, other, false},
+		{"left unbound", mine, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, _ := hop(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil, func(c *delegation.Claims) {
+				c.Cnf = tc.bound
+				st := delegation.Statement{Delegator: c.Hop.Delegator, Delegatee: c.Hop.Delegatee, Principal: c.Subject, Scopes: c.Scopes(),
+					Purpose: c.Hop.Purpose, Cnf: tc.signed}
+				sig, err := delegation.SignStatement(st, w.a.key, w.a.chain)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Hop.DelegatorSignature = sig
+			})
+			opts := delegation.VerifyOptions{Presenter: w.b.id, PresenterCert: w.b.chain[0]}
+			if tc.bound == other {
+				opts.PresenterCert = w.c.chain[0] // the holder of the certificate it is bound to
+			}
+			_, err := delegation.Verify(tok, w.set, opts)
 			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, delegation.ErrDelegatorSignature) {
 				t.Fatalf("Verify = %v, want ok=%v (or ErrDelegatorSignature)", err, tc.ok)
 			}

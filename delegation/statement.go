@@ -15,9 +15,11 @@ import (
 
 // statementOf reads what a delegator signed: a JSON object with the
 // Statement's fields (delegator, delegatee, principal, scopes, and
-// optionally parent, parent_iss, purpose, not_after) and nothing else,
-// no key twice, every value of its type (not_after an integer from 1 to
-// MaxNotAfter, written as digits only), nothing after it. Any key order and any valid
+// optionally parent, parent_iss, purpose, not_after, cnf) and nothing
+// else, no key twice, every value of its type (not_after an integer from
+// 1 to MaxNotAfter, written as digits only; cnf an object of one
+// member, x5t#S256, the unpadded base64url of 32 bytes), nothing after
+// it. Any key order and any valid
 // JSON string encoding is accepted: a delegator need not reproduce this
 // package's encoding, only sign the same statement.
 func statementOf(payload []byte) (Statement, error) {
@@ -31,6 +33,24 @@ func statementOf(payload []byte) (Statement, error) {
 				return errors.New("not_after is not an integer from 1 to the year 9999, in digits")
 			}
 			st.NotAfter = n
+			return nil
+		}
+		if key == "cnf" {
+			st.Cnf = &Confirmation{}
+			if len(raw) == 0 || raw[0] != '{' {
+				return errors.New("cnf is not an object")
+			}
+			if err := readObject(raw, func(name string, v json.RawMessage) error {
+				if name != "x5t#S256" {
+					return fmt.Errorf("unknown cnf member %q", name)
+				}
+				return readString(v, &st.Cnf.X5tS256)
+			}); err != nil {
+				return fmt.Errorf("cnf: %v", err)
+			}
+			if !validThumbprint(st.Cnf.X5tS256) {
+				return errors.New("cnf: x5t#S256 is not the unpadded base64url of 32 bytes")
+			}
 			return nil
 		}
 		if key == "scopes" {
@@ -126,8 +146,8 @@ func readString(raw json.RawMessage, dst *string) error {
 // signedAs checks that payload, what a delegator signed, says st:
 // the same parties, principal, parent and purpose, the same set of
 // scopes (each once), and returns the statement as signed: with the
-// not_after the delegator put on the hop (st's own NotAfter, when not
-// 0, must be that one; when 0, any or none is the hop's).
+// not_after and cnf the delegator put on the hop (st's own, when set,
+// must be those; when not, any or none is the hop's).
 func (st Statement) signedAs(payload []byte) (Statement, error) {
 	// A string that is not text would be written as U+FFFD, and read back
 	// (by statementOf, here and by every verifier) as not text: refused
@@ -150,7 +170,7 @@ func (st Statement) signedAs(payload []byte) (Statement, error) {
 	sorted := slices.Sorted(slices.Values(got.Scopes))
 	if got.Delegator != st.Delegator || got.Delegatee != st.Delegatee || got.Principal != st.Principal || got.Parent != st.Parent ||
 		got.ParentIssuer != st.ParentIssuer || got.Purpose != st.Purpose || !slices.Equal(sorted, slices.Sorted(slices.Values(st.Scopes))) ||
-		st.NotAfter != 0 && got.NotAfter != st.NotAfter {
+		st.NotAfter != 0 && got.NotAfter != st.NotAfter || st.Cnf != nil && (got.Cnf == nil || *got.Cnf != *st.Cnf) {
 		return st, fmt.Errorf("%w: the delegator signed another hop", ErrDelegatorSignature)
 	}
 	return got, nil

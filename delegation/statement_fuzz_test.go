@@ -14,6 +14,8 @@ func FuzzStatementOf(f *testing.F) {
 	f.Add(st.bytes())
 	st.NotAfter = 4102444800
 	f.Add(st.bytes())
+	st.Cnf = &Confirmation{X5tS256: "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"}
+	f.Add(st.bytes())
 	for _, s := range []string{`{}`, `[]`, `{"not_after":1e3}`, `{"not_after":-0}`, `{"not_after":12345678901234567890}`, `{"scopes":[1]}`, `{"delegator":"a","delegator":"b"}`, `{"scopes":null}`, `{"x":{}}`, `{"purpose":"\ud800"}`, `{} x`, `{`} {
 		f.Add([]byte(s))
 	}
@@ -31,7 +33,7 @@ func FuzzStatementOf(f *testing.F) {
 		}
 		a, _ := json.Marshal(again)
 		b, _ := json.Marshal(Statement{Delegator: got.Delegator, Delegatee: got.Delegatee, Principal: got.Principal, Scopes: slices.Sorted(slices.Values(got.Scopes)),
-			Parent: got.Parent, ParentIssuer: got.ParentIssuer, Purpose: got.Purpose, NotAfter: got.NotAfter})
+			Parent: got.Parent, ParentIssuer: got.ParentIssuer, Purpose: got.Purpose, NotAfter: got.NotAfter, Cnf: got.Cnf})
 		if string(a) != string(b) {
 			t.Fatalf("%q read as %s, its encoding back as %s", payload, b, a)
 		}

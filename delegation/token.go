@@ -121,7 +121,7 @@ func (c *Claims) Scopes() []string { return strings.Fields(c.Scope) }
 
 // Statement is what a delegator signs for a hop: who delegates what to
 // whom, for whom, below which parent, and (optionally) until when at
-// the latest.
+// the latest and bound to which certificate of the delegatee.
 type Statement struct {
 	Delegator    string   `json:"delegator"`
 	Delegatee    string   `json:"delegatee"`
@@ -135,19 +135,34 @@ type Statement struct {
 	// and a verifier refuses a hop that expires later. Without it the
 	// expiry is the issuer's word alone.
 	NotAfter int64 `json:"not_after,omitempty"`
+	// Cnf, if not nil, is the delegatee certificate (RFC 8705
+	// x5t#S256) the hop must be bound to: its issuer binds the token
+	// to it, and a verifier refuses a hop bound otherwise, or not at
+	// all. Without it the binding is the issuer's word alone.
+	Cnf *Confirmation `json:"cnf,omitempty"`
 }
 
 // MaxNotAfter bounds a statement's not_after (the year 9999), so that
 // it is a time every reader reads alike.
 const MaxNotAfter = 253402300799
 
-// allows checks a hop expiring at exp against the limit its delegator
-// signed (st, as signed).
-func (st Statement) allows(exp int64) error {
+// allows checks a hop expiring at exp, bound by cnf (nil: unbound),
+// against the limits its delegator signed (st, as signed).
+func (st Statement) allows(exp int64, cnf *Confirmation) error {
 	if st.NotAfter != 0 && exp > st.NotAfter {
 		return fmt.Errorf("%w: the hop expires at %d, after the not_after %d its delegator signed", ErrDelegatorSignature, exp, st.NotAfter)
 	}
+	if st.Cnf != nil && (cnf == nil || cnf.X5tS256 != st.Cnf.X5tS256) {
+		return fmt.Errorf("%w: the hop is not bound to the certificate its delegator signed for (x5t#S256 %s)", ErrDelegatorSignature, st.Cnf.X5tS256)
+	}
 	return nil
+}
+
+// validThumbprint reports whether s is an x5t#S256: the unpadded
+// base64url of 32 bytes.
+func validThumbprint(s string) bool {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	return err == nil && len(b) == sha256.Size
 }
 
 // bytes is the statement's one encoding: scopes sorted.

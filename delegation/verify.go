@@ -291,12 +291,12 @@ type sigKey struct{ jws, key [32]byte }
 
 // verifyDelegatorSignature checks the hop's delegator signature: a JWS
 // over the hop's statement, by an X509-SVID of the delegator, and that
-// the hop expires within the not_after it signed, if any. It returns
+// the hop keeps within the limits it signed, if any (not_after, cnf). It returns
 // rootsOf the bundle it verified against.
 func verifyDelegatorSignature(c *Claims, bundles Bundles, at time.Time) ([32]byte, error) {
 	_, roots, signed, err := verifyStatement(c.Hop.DelegatorSignature, c.statement(), bundles, at)
 	if err == nil {
-		err = signed.allows(c.Expiry)
+		err = signed.allows(c.Expiry, c.Cnf)
 	}
 	if err != nil {
 		return roots, fmt.Errorf("%s: %w", c.ID, err)

@@ -47,6 +47,7 @@ type chainHop struct {
 	signerSVID *authority.SVIDEntry // where the SVID it signed with was logged
 	signedBy   string               // once the signature and that entry are verified
 	host       string               // the node that hosted its delegator, from the proven entry
+	boundTo    string               // the certificate the token is bound to, from the proven entry
 
 	// Revoked is the revocation of this hop, or of one above it, that a
 	// proven delegation.revoked entry of its issuer's log (or of the
@@ -265,7 +266,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string, seen seenFunc) error
 	// the server's account of it.
 	h.Scopes, h.Depth, h.parentID, h.parentIss, h.parentLink = d.Scopes, d.Depth, d.ParentID, d.ParentIssuer, d.ParentLink
 	h.purpose, h.expiresAt, h.entryTime, h.signature, h.signerSVID = d.Purpose, d.ExpiresAt, e.Time, d.Signature, d.SignerSVID
-	h.host = d.DelegatorHost
+	h.host, h.boundTo = d.DelegatorHost, d.BoundTo
 	h.Decision, h.Accountability = d.ChainView(e)
 	h.verifiedBy = issuer
 	return nil
@@ -291,10 +292,14 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 	if err != nil {
 		return fmt.Errorf("hop %s: %w", h.ID, err)
 	}
-	// The hop lasts no longer than its delegator signed for.
+	// The hop lasts no longer than its delegator signed for, and is
+	// bound as it signed.
 	if signed.NotAfter != 0 && h.expiresAt.Unix() > signed.NotAfter {
 		return fmt.Errorf("hop %s: logged as expiring at %s, after the not_after its delegator signed (%s)", h.ID,
 			h.expiresAt.UTC().Format(time.RFC3339), time.Unix(signed.NotAfter, 0).UTC().Format(time.RFC3339))
+	}
+	if signed.Cnf != nil && h.boundTo != signed.Cnf.X5tS256 {
+		return fmt.Errorf("hop %s: logged as bound to %q, not to the certificate its delegator signed for (%s)", h.ID, h.boundTo, signed.Cnf.X5tS256)
 	}
 	serial := cert.SerialNumber.Text(16)
 	if serial != h.signerSVID.Serial {

@@ -105,7 +105,8 @@ type hopSpec struct {
 	depth                               int
 	parent                              string
 	parentLink                          *authority.LogLink
-	notAfter                            int64 // signed by the delegator (0: none)
+	notAfter                            int64  // signed by the delegator (0: none)
+	cnf, boundTo                        string // the x5t#S256 signed by the delegator, and the one logged
 }
 
 // logHop logs, as the authority, an svid.issued entry for a certificate
@@ -125,6 +126,9 @@ func (l *rlog) logHop(h hopSpec, serial int64, reuse ...*x509.Certificate) uint6
 	svidIdx := l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "svid.issued", Actor: audit.ActorSystem, Subject: h.delegator,
 		Details: json.RawMessage(details)}))
 	st := delegation.Statement{Delegator: h.delegator, Delegatee: h.delegatee, Principal: h.principal, Scopes: h.scopes, Purpose: "p", NotAfter: h.notAfter}
+	if h.cnf != "" {
+		st.Cnf = &delegation.Confirmation{X5tS256: h.cnf}
+	}
 	if h.parent != "" {
 		st.Parent, st.ParentIssuer = h.parent, tdA
 	}
@@ -134,7 +138,7 @@ func (l *rlog) logHop(h hopSpec, serial int64, reuse ...*x509.Certificate) uint6
 	}
 	d := authority.IssuedDetails{ID: h.id, Delegator: h.delegator, Delegatee: h.delegatee, Principal: h.principal, Scopes: h.scopes,
 		Depth: h.depth, Purpose: "p", ExpiresAt: hopExpiry, ParentID: h.parent, ParentLink: h.parentLink,
-		Signature: sig, SignerSVID: &authority.SVIDEntry{Serial: chain[0].SerialNumber.Text(16), LogIndex: svidIdx}}
+		Signature: sig, SignerSVID: &authority.SVIDEntry{Serial: chain[0].SerialNumber.Text(16), LogIndex: svidIdx}, BoundTo: h.boundTo}
 	if h.parent != "" {
 		d.ParentIssuer = tdA
 	}
@@ -459,6 +463,24 @@ func TestAuditChainHostileLog(t *testing.T) {
 			out, err := verifyAgainst(t, fakeAuthority(t, chainOf(l, h), l.proven), v, "d1", false)
 			if tc.ok != (err == nil) || !tc.ok && !strings.Contains(err.Error(), "after the not_after its delegator signed") {
 				t.Fatalf("not_after %d (the hop expires at %d): %v, want ok=%v\n%s", tc.notAfter, hopExpiry.Unix(), err, tc.ok, out)
+			}
+		}
+	})
+	// A hop logged as bound otherwise than its delegator signed (cnf), or
+	// unbound, is refused too.
+	t.Run("a hop logged bound otherwise than its signed cnf", func(t *testing.T) {
+		mine, other := strings.Repeat("A", 43), strings.Repeat("B", 43)
+		for _, tc := range []struct {
+			boundTo string
+			ok      bool
+		}{{mine, true}, {other, false}, {"", false}} {
+			l := newRlog(t, s, "org-a.example/audit")
+			h := root
+			h.cnf, h.boundTo = mine, tc.boundTo
+			l.logHop(h, 0x10)
+			out, err := verifyAgainst(t, fakeAuthority(t, chainOf(l, h), l.proven), v, "d1", false)
+			if tc.ok != (err == nil) || !tc.ok && !strings.Contains(err.Error(), "not to the certificate its delegator signed for") {
+				t.Fatalf("logged bound to %q: %v, want ok=%v\n%s", tc.boundTo, err, tc.ok, out)
 			}
 		}
 	})

@@ -64,7 +64,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&parentFile, "parent", "", "file holding the parent delegation token this agent holds (a sub-delegation)")
 	fs.StringVar(&purpose, "purpose", "", "what for, recorded with the hop")
 	fs.DurationVar(&ttl, "ttl", 0, "lifetime (default 10m, at most 24h, never beyond the parent's); signed in the hop's statement as its not_after, which verifiers hold the hop to")
-	fs.StringVar(&bindFile, "bind-svid", "", "the delegatee's current X509-SVID chain (PEM): the token is bound to it")
+	fs.StringVar(&bindFile, "bind-svid", "", "the delegatee's current X509-SVID chain (PEM): the token is bound to it, as the hop's statement signs (cnf)")
 	fs.StringVar(&out, "out", "delegation.jwt", "file to write the token to")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -118,7 +118,14 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 		if err != nil {
 			return err
 		}
+		certs, err := credfile.ParseCertsPEM(b)
+		if err != nil {
+			return fmt.Errorf("--bind-svid: %w", err)
+		}
 		body["delegatee_x509_svid"] = string(b)
+		// Signed too: no authority can leave the hop unbound, or bind it
+		// to another certificate, without verifiers refusing it.
+		st.Cnf = &delegation.Confirmation{X5tS256: delegation.Thumbprint(certs[0])}
 	}
 	sig, err := delegation.SignStatement(st, key, chain)
 	if err != nil {
