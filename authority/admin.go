@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/registry"
@@ -134,8 +135,7 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 	if len(reason) > registry.MaxStringLen || !delegation.IsPlainText(reason) {
 		return nil, fmt.Errorf("%w: reason is at most %d bytes of text (no invalid UTF-8, no control or format characters)", ErrInvalidRequest, registry.MaxStringLen)
 	}
-	ev := event{typ: "node.banned", actor: actorOf(c), subject: nodeID, details: map[string]any{"reason": reason}}
-	if err := a.recordable(ev, ErrInvalidRequest); err != nil {
+	if err := a.recordable(banEvent(c, nodeID, reason, reason, a.now(), true), ErrInvalidRequest); err != nil {
 		return nil, err
 	}
 	var n *registry.Node
@@ -149,14 +149,24 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 	if err != nil {
 		return nil, err
 	}
-	if !banned {
-		return n, nil // banned before: that ban, and its entry, stand
-	}
-	if _, err := a.record(ctx, ev); err != nil {
+	// Every ban asked is logged, with the ban that stands: a ban asked
+	// again (say, after its entry could not be written) says so, and
+	// which reason was asked.
+	if _, err := a.record(ctx, banEvent(c, nodeID, n.BanReason, reason, n.BannedAt, banned)); err != nil {
 		return nil, err
 	}
 	a.log.WarnContext(ctx, "node banned", "spiffe_id", nodeID, "reason", reason, "by", c.ID.String())
 	return n, nil
+}
+
+// banEvent is the audit event of a ban asked with reason asked: the ban
+// that stands (its reason and time), and whether this request made it.
+func banEvent(c *Caller, nodeID, reason, asked string, at time.Time, banned bool) event {
+	d := map[string]any{"reason": reason, "banned_at": at.UTC()}
+	if !banned {
+		d["already_banned"], d["asked_reason"] = true, asked
+	}
+	return event{typ: "node.banned", actor: actorOf(c), subject: nodeID, details: d}
 }
 
 // agentEvent is the audit event of a registration change: the whole

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -87,11 +88,22 @@ func TestChangesTheLogWouldRefuseAreNotMade(t *testing.T) {
 	if _, err := a.AddFederation(ctx, admin, &Federation{TrustDomain: long, BundleEndpointURL: "https://127.0.0.1:1"}); !errors.Is(err, ErrFederation) {
 		t.Fatalf("AddFederation(a %d-byte trust domain) = %v, want ErrFederation", len(long), err)
 	}
+	// Nor one whose URL is beyond its bound (its entry, escaped, would
+	// grow past the log's).
+	url := "https://127.0.0.1:1/?" + strings.Repeat("&", 65000)
+	if _, err := a.AddFederation(ctx, admin, &Federation{TrustDomain: "org-b.example", BundleEndpointURL: url}); !errors.Is(err, ErrFederation) {
+		t.Fatalf("AddFederation(a %d-byte URL) = %v, want ErrFederation", len(url), err)
+	}
+	if list, err := a.ListFederations(ctx, admin); err != nil || len(list) != 0 {
+		t.Fatalf("federations after the refusals: %d, %v; want none", len(list), err)
+	}
 }
 
-// Banning a banned node keeps the first ban, and logs nothing new: the
-// log says what was done. A reason is text.
-func TestBanTwiceLogsOnce(t *testing.T) {
+// Banning a banned node keeps the first ban. Every ban asked is logged
+// with the ban that stands (a retry after an entry that could not be
+// written logs it then), and a ban asked again says so and what it asked.
+// A reason is text.
+func TestBanAgainLogsTheBanThatStands(t *testing.T) {
 	a := startAuthority(t)
 	ctx, admin := t.Context(), adminOf(t, a)
 	node := a.td.IDString() + "/node/join/n1"
@@ -109,7 +121,22 @@ func TestBanTwiceLogsOnce(t *testing.T) {
 			t.Fatalf("BanNode(%q) = %+v, %v; want the first ban", reason, n, err)
 		}
 	}
-	if n := entriesOf(t, a, "node.banned"); n != 1 {
-		t.Errorf("%d node.banned entries after three bans, want 1", n)
+	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "node.banned", Limit: 100})
+	if err != nil || len(got) != 3 {
+		t.Fatalf("%d node.banned entries after three bans (%v), want 3", len(got), err)
+	}
+	for i, asked := range []string{"stolen", "again", ""} {
+		e, err := audit.Decode(got[i].Entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Reason        string `json:"reason"`
+			AlreadyBanned bool   `json:"already_banned"`
+			AskedReason   string `json:"asked_reason"`
+		}
+		if err := json.Unmarshal(e.Details, &d); err != nil || d.Reason != "stolen" || d.AlreadyBanned != (i > 0) || i > 0 && d.AskedReason != asked {
+			t.Errorf("entry %d for the ban asked with %q: %s, want the standing reason, and the asked one when already banned", i, asked, e.Details)
+		}
 	}
 }

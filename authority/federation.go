@@ -43,9 +43,15 @@ type FederationStatus struct {
 	NextRefresh    *time.Time `json:"next_refresh,omitempty"`
 }
 
+// maxBundleEndpointURL bounds a bundle endpoint URL (as browsers and
+// proxies commonly bound URLs).
+const maxBundleEndpointURL = 2048
+
 func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bundle, error) {
-	if len(strings.TrimPrefix(f.TrustDomain, "spiffe://")) > registry.MaxTrustDomainLen || len(f.EndpointSPIFFEID) > registry.MaxSPIFFEIDLen {
-		return federation.Relationship{}, nil, fmt.Errorf("%w: a trust domain is at most %d bytes, a SPIFFE ID %d", ErrFederation, registry.MaxTrustDomainLen, registry.MaxSPIFFEIDLen)
+	if len(strings.TrimPrefix(f.TrustDomain, "spiffe://")) > registry.MaxTrustDomainLen || len(f.EndpointSPIFFEID) > registry.MaxSPIFFEIDLen ||
+		len(f.BundleEndpointURL) > maxBundleEndpointURL {
+		return federation.Relationship{}, nil, fmt.Errorf("%w: a trust domain is at most %d bytes, a SPIFFE ID %d, a bundle endpoint URL %d",
+			ErrFederation, registry.MaxTrustDomainLen, registry.MaxSPIFFEIDLen, maxBundleEndpointURL)
 	}
 	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
 	if err != nil {
@@ -209,6 +215,11 @@ func putRecord(tx store.Tx, bucket, key string, v any) error {
 // https_spiffe endpoint in the peer's own trust domain needs the bundle).
 func (a *Authority) AddFederation(ctx context.Context, c *Caller, f *Federation) (*Federation, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	// Checked as it will be logged: normalised (its trust domain without
+	// spiffe://, its profile and endpoint ID defaulted).
+	if _, _, err := f.relationship(); err != nil {
 		return nil, err
 	}
 	if err := a.recordable(federationAdded(c, f), ErrFederation); err != nil {

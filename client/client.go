@@ -39,10 +39,11 @@ type Problem struct {
 	DecisionID string   `json:"decision_id"`
 }
 
-// Error says what the authority answered, each field as Printable
-// shows it (an authority is not trusted to send plain text) and at most
-// maxShown bytes of it (an answer that was no problem document is its
-// detail).
+// Error says what the authority answered, each line of each field as
+// Printable shows it (an authority is not trusted to send plain text;
+// a detail of several lines, such as a policy's compile errors, keeps
+// them) and at most maxShown bytes of it (an answer that was no problem
+// document is its detail).
 func (p *Problem) Error() string {
 	return fmt.Sprintf("%d %s: %s (%s)", p.Status, shownField(p.Title), shownField(p.Detail), shownField(p.Type))
 }
@@ -51,14 +52,25 @@ func (p *Problem) Error() string {
 const maxShown = 1024
 
 func shownField(s string) string {
+	more := ""
 	if len(s) > maxShown {
 		cut := maxShown
 		for cut > 0 && !utf8.RuneStart(s[cut]) {
 			cut--
 		}
-		return Printable(s[:cut]) + "..."
+		s, more = s[:cut], "..."
 	}
-	return Printable(s)
+	return PrintableLines(s) + more
+}
+
+// PrintableLines is s with each of its lines as Printable shows it: its
+// line breaks kept, nothing else that is not printable.
+func PrintableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = Printable(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Printable is s as it may be shown on a terminal or in a line of a

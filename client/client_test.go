@@ -24,8 +24,8 @@ func TestPrintable(t *testing.T) {
 // A problem's fields are the authority's words: its error shows them
 // escaped, and at most maxShown bytes of each.
 func TestProblemErrorShowsFieldsEscaped(t *testing.T) {
-	p := &Problem{Type: "about:blank", Title: "Bad\x1b[2K", Status: 400, Detail: "one\nmandate: all good"}
-	if got, want := p.Error(), `400 "Bad\x1b[2K": "one\nmandate: all good" (about:blank)`; got != want {
+	p := &Problem{Type: "about:blank", Title: "Bad\x1b[2K", Status: 400, Detail: "1 error:\nline 3: \u202eunexpected"}
+	if got, want := p.Error(), "400 \"Bad\\x1b[2K\": 1 error:\n\"line 3: \\u202eunexpected\" (about:blank)"; got != want {
 		t.Errorf("Error() = %s, want %s", got, want)
 	}
 	long := &Problem{Type: "about:blank", Status: 502, Detail: strings.Repeat("é", maxShown)}

@@ -165,13 +165,16 @@ func checkStrings(name string, list []string) error {
 	return nil
 }
 
-// ValidScope reports whether s can be a scope: 1 to MaxStringLen bytes
-// of UTF-8 text (no U+FFFD) without any Unicode space, since an OAuth
-// scope parameter, and a delegation token's scope claim, separate scopes
-// with spaces.
-func ValidScope(s string) bool {
-	return s != "" && len(s) <= MaxStringLen && utf8.ValidString(s) && !strings.ContainsRune(s, utf8.RuneError) &&
-		strings.IndexFunc(s, unicode.IsSpace) < 0
+// ValidScope reports whether s can be a scope of a registration: a
+// scope (IsScope) of at most MaxStringLen bytes.
+func ValidScope(s string) bool { return len(s) <= MaxStringLen && IsScope(s) }
+
+// IsScope reports whether s is a scope as tokens carry it, of any
+// length: UTF-8 text (no U+FFFD) without any Unicode space, since an
+// OAuth scope parameter, and a delegation token's scope claim, separate
+// scopes with spaces.
+func IsScope(s string) bool {
+	return s != "" && utf8.ValidString(s) && !strings.ContainsRune(s, utf8.RuneError) && strings.IndexFunc(s, unicode.IsSpace) < 0
 }
 
 func checkAccountability(acc Accountability) error {

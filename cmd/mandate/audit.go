@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/compact"
@@ -466,15 +468,36 @@ func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 	if err := json.Unmarshal(p.entry, &e); err != nil {
 		return err
 	}
-	field := func(k string) string { return shown(fmt.Sprint(e[k])) }
+	field := func(k string) string { return shownName(fmt.Sprint(e[k])) }
 	fmt.Fprintf(w, "#%d %s %s actor=%s subject=%s\n", p.index, field("time"), field("type"), field("actor"), field("subject"))
 	for _, k := range []string{"accountable", "decision_id", "delegation_id", "details"} {
 		if val, ok := e[k]; ok {
 			b, _ := json.Marshal(val)
-			fmt.Fprintf(w, "    %s: %s\n", k, b)
+			fmt.Fprintf(w, "    %s: %s\n", k, printableJSON(b))
 		}
 	}
 	return nil
+}
+
+// printableJSON is JSON that json.Marshal wrote, with every character
+// that is not printable (strconv.IsPrint: format characters such as
+// bidirectional overrides or zero-width spaces, which json.Marshal
+// writes as they are) escaped as \uXXXX: the same JSON, shown as it
+// reads. Such characters only ever stand inside its strings.
+func printableJSON(b []byte) string {
+	var out strings.Builder
+	for _, r := range string(b) {
+		if strconv.IsPrint(r) {
+			out.WriteRune(r)
+			continue
+		}
+		if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+			fmt.Fprintf(&out, "\\u%04x\\u%04x", r1, r2)
+		} else {
+			fmt.Fprintf(&out, "\\u%04x", r)
+		}
+	}
+	return out.String()
 }
 
 // shown is text an authority or a log sent (proven or not) as it may be

@@ -43,11 +43,12 @@ type chainHop struct {
 	purpose    string
 	expiresAt  time.Time
 	entryTime  time.Time
-	signature  string               // the delegator's signature over the hop
-	signerSVID *authority.SVIDEntry // where the SVID it signed with was logged
-	signedBy   string               // once the signature and that entry are verified
-	host       string               // the node that hosted its delegator, from the proven entry
-	boundTo    string               // the certificate the token is bound to, from the proven entry
+	signature  string                // the delegator's signature over the hop
+	signerSVID *authority.SVIDEntry  // where the SVID it signed with was logged
+	signedBy   string                // once the signature and that entry are verified
+	host       string                // the node that hosted its delegator, from the proven entry
+	boundTo    string                // the certificate the token is bound to, from the proven entry
+	ancestors  []delegation.Ancestor // the hops above, as the proven entry names them
 
 	// Revoked is the revocation of this hop, or of one above it, that a
 	// proven delegation.revoked entry of its issuer's log (or of the
@@ -223,7 +224,8 @@ func (h *chainHop) wellFormed() error {
 		return fmt.Errorf("hop %s: no scope", h.ID)
 	}
 	for _, sc := range h.Scopes {
-		if !registry.ValidScope(sc) {
+		// Any length: another issuer's registrations may allow longer.
+		if !registry.IsScope(sc) {
 			return fmt.Errorf("hop %s: %s is not a scope", h.ID, strconv.Quote(sc))
 		}
 	}
@@ -266,7 +268,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string, seen seenFunc) error
 	// the server's account of it.
 	h.Scopes, h.Depth, h.parentID, h.parentIss, h.parentLink = d.Scopes, d.Depth, d.ParentID, d.ParentIssuer, d.ParentLink
 	h.purpose, h.expiresAt, h.entryTime, h.signature, h.signerSVID = d.Purpose, d.ExpiresAt, e.Time, d.Signature, d.SignerSVID
-	h.host, h.boundTo = d.DelegatorHost, d.BoundTo
+	h.host, h.boundTo, h.ancestors = d.DelegatorHost, d.BoundTo, d.Ancestors
 	h.Decision, h.Accountability = d.ChainView(e)
 	h.verifiedBy = issuer
 	return nil
@@ -640,7 +642,8 @@ const maxRevocationEntries = 1000
 // findRevocations looks, in the log of each proven hop's issuer, for
 // delegation.revoked entries that revoke it: of the hop itself, or of a
 // SPIFFE ID that is its party there (its delegator, its delegatee, its
-// delegator's host, or the delegator or delegatee of a proven hop above). Each
+// delegator's host, or the delegator or delegatee of a hop above, as its
+// proven entry names them). Each
 // entry found is proven like the hops (views keeps its checkpoint); the
 // earliest is the hop's, and a hop below a revoked one is revoked with
 // it. A log's search is its authority's word: an entry it leaves out is
@@ -675,11 +678,19 @@ func findHopRevocation(ctx context.Context, hops []chainHop, k int, acc logAcces
 	for _, p := range []string{h.Delegator, h.Delegatee, h.host} {
 		parties = appendNew(parties, p)
 	}
-	for _, above := range hops[:k] {
-		// The parties of a hop above that is not proven are only the
-		// chain answer's word (without --verify, where it is printed).
-		if above.verifiedBy != "" {
-			parties = appendNew(appendNew(parties, above.Delegator), above.Delegatee)
+	// The parties above as the hop's proven entry names them (as its
+	// issuer holds the hop to them); for an entry that names none (logged
+	// before it did), those of the proven hops above: an unproven hop's
+	// are only the chain answer's word (without --verify, where it is
+	// printed).
+	for _, an := range h.ancestors {
+		parties = appendNew(appendNew(parties, an.Delegator), an.Delegatee)
+	}
+	if len(h.ancestors) == 0 {
+		for _, above := range hops[:k] {
+			if above.verifiedBy != "" {
+				parties = appendNew(appendNew(parties, above.Delegator), above.Delegatee)
+			}
 		}
 	}
 	for _, p := range parties {

@@ -107,6 +107,7 @@ type hopSpec struct {
 	parentLink                          *authority.LogLink
 	notAfter                            int64  // signed by the delegator (0: none)
 	cnf, boundTo                        string // the x5t#S256 signed by the delegator, and the one logged
+	ancestors                           []delegation.Ancestor
 }
 
 // logHop logs, as the authority, an svid.issued entry for a certificate
@@ -138,7 +139,8 @@ func (l *rlog) logHop(h hopSpec, serial int64, reuse ...*x509.Certificate) uint6
 	}
 	d := authority.IssuedDetails{ID: h.id, Delegator: h.delegator, Delegatee: h.delegatee, Principal: h.principal, Scopes: h.scopes,
 		Depth: h.depth, Purpose: "p", ExpiresAt: hopExpiry, ParentID: h.parent, ParentLink: h.parentLink,
-		Signature: sig, SignerSVID: &authority.SVIDEntry{Serial: chain[0].SerialNumber.Text(16), LogIndex: svidIdx}, BoundTo: h.boundTo}
+		Signature: sig, SignerSVID: &authority.SVIDEntry{Serial: chain[0].SerialNumber.Text(16), LogIndex: svidIdx}, BoundTo: h.boundTo,
+		Ancestors: h.ancestors}
 	if h.parent != "" {
 		d.ParentIssuer = tdA
 	}
@@ -426,27 +428,38 @@ func TestAuditChainHostileLog(t *testing.T) {
 			t.Fatalf("verify = %v, want refused\n%s", err, out)
 		}
 	})
-	// The parties of a hop above that is not proven are the chain
-	// answer's word: a revocation of one of them is not shown on the
-	// proven hop below (without --verify, where such a hop is printed).
-	t.Run("a revocation of a party only an unproven hop names", func(t *testing.T) {
-		l, _, _ := revokedLog(t)
+	// The parties above a proven hop are those its own entry names (its
+	// ancestors, as its issuer enforces revocations), not those of a hop
+	// above that is not proven, which are only the chain answer's word
+	// (without --verify, where such a hop is printed): a revocation of
+	// one is shown only when the proven entry names it.
+	t.Run("a revocation of a party above an unproven hop", func(t *testing.T) {
 		z := tdA + "/agent/z"
-		d, _ := json.Marshal(map[string]any{"delegation_id": "", "spiffe_id": z, "reason": "fired", "revoked": []string{}})
-		iz := l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "delegation.revoked", Actor: tdA + "/mandate/admin", Subject: z, Details: d}))
-		c := fakeAuthority(t, func() any {
-			unproven := hopAnswer(hopSpec{id: "d1", delegator: z, delegatee: tdA + "/agent/b", principal: "alice", scopes: []string{"read"}, depth: 1}, nil)
-			return map[string]any{"hops": []any{unproven, hopAnswer(childOf(l, 1, "read"), l.proven(3))}}
-		}, l.proven, func(q url.Values) []any {
-			if q.Get("spiffe_id") == z {
-				return []any{l.proven(iz)}
+		for _, named := range []bool{false, true} {
+			l, _, _ := revokedLog(t)
+			child := childOf(l, 1, "read")
+			child.id = "d3"
+			if named {
+				child.ancestors = []delegation.Ancestor{{ID: "d1", Issuer: tdA, Delegator: z, Delegatee: tdA + "/agent/b"}}
 			}
-			return nil
-		})
-		var out bytes.Buffer
-		err := auditChain(context.Background(), &auditFlags{}, c, v, []string{"d2"}, &out)
-		if err != nil || strings.Contains(out.String(), "REVOKED") || !strings.Contains(out.String(), "not proven: d1 (no log to ask)") {
-			t.Fatalf("audit chain = %v\n%s", err, out.String())
+			ic := l.logHop(child, 0x12)
+			d, _ := json.Marshal(map[string]any{"delegation_id": "", "spiffe_id": z, "reason": "fired", "revoked": []string{}})
+			iz := l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "delegation.revoked", Actor: tdA + "/mandate/admin", Subject: z, Details: d}))
+			c := fakeAuthority(t, func() any {
+				unproven := hopAnswer(hopSpec{id: "d1", delegator: z, delegatee: tdA + "/agent/b", principal: "alice", scopes: []string{"read"}, depth: 1}, nil)
+				return map[string]any{"hops": []any{unproven, hopAnswer(child, l.proven(ic))}}
+			}, l.proven, func(q url.Values) []any {
+				if q.Get("spiffe_id") == z {
+					return []any{l.proven(iz)}
+				}
+				return nil
+			})
+			var out bytes.Buffer
+			err := auditChain(context.Background(), &auditFlags{}, c, v, []string{"d3"}, &out)
+			shown := strings.Contains(out.String(), `REVOKED at`) && strings.Contains(out.String(), `"fired" (spiffe://org-a.example/agent/z;`)
+			if err != nil || shown != named || !strings.Contains(out.String(), "not proven: d1 (no log to ask)") {
+				t.Fatalf("the proven entry naming z above: %v; audit chain = %v\n%s", named, err, out.String())
+			}
 		}
 	})
 	// A hop logged as lasting longer than its delegator signed for
@@ -715,13 +728,29 @@ func TestPrintChainQuotesLoggedText(t *testing.T) {
 // logged an actor with a line break cannot print an entry of its own.
 func TestPrintEntryQuotesLoggedText(t *testing.T) {
 	var out bytes.Buffer
-	p := &provenEntry{index: 4, entry: []byte(`{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"x","actor":"system\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1","subject":"s\u001b[8m"}`)}
+	p := &provenEntry{index: 4, entry: []byte(`{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"x","actor":"system\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1","subject":"s\u001b[8m","details":{"note":"pay \u202egnp.exe\u200b \ud83d\ude00"}}`)}
 	if err := printEntry(&out, p, false); err != nil {
 		t.Fatal(err)
 	}
-	want := `#4 2025-01-01T00:00:00.000000000Z x actor="system\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1" subject="s\x1b[8m"` + "\n"
+	want := `#4 2025-01-01T00:00:00.000000000Z x actor="system\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1" subject="s\x1b[8m"` + "\n" +
+		`    details: {"note":"pay \u202egnp.exe\u200b 😀"}` + "\n"
 	if out.String() != want {
 		t.Errorf("printed\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+// printableJSON escapes what is not printable, and only that: the JSON
+// reads the same.
+func TestPrintableJSON(t *testing.T) {
+	in := map[string]string{"a": "x\u202ey\U000e0001z\x7f", "b": "é 😀 <&>"}
+	b, _ := json.Marshal(in)
+	got := printableJSON(b)
+	var back map[string]string
+	if err := json.Unmarshal([]byte(got), &back); err != nil || back["a"] != in["a"] || back["b"] != in["b"] {
+		t.Fatalf("printableJSON(%s) = %s, which reads back as %q (%v)", b, got, back, err)
+	}
+	if strings.ContainsAny(got, "\u202e\U000e0001\x7f") || !strings.Contains(got, "é 😀") {
+		t.Errorf("printableJSON(%s) = %s: want the format and control characters escaped, the printable ones as they are", b, got)
 	}
 }
 

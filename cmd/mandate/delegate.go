@@ -63,7 +63,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&principal, "principal", "", "on whose behalf (a root hop)")
 	fs.StringVar(&parentFile, "parent", "", "file holding the parent delegation token this agent holds (a sub-delegation)")
 	fs.StringVar(&purpose, "purpose", "", "what for, recorded with the hop")
-	fs.DurationVar(&ttl, "ttl", 0, "lifetime (default 10m, at most 24h, never beyond the parent's); signed in the hop's statement as its not_after, which verifiers hold the hop to")
+	fs.DurationVar(&ttl, "ttl", 0, "lifetime (default 10m, at most 24h, never beyond the parent's); when given, also signed in the hop's statement as its not_after, which verifiers hold the hop to")
 	fs.StringVar(&bindFile, "bind-svid", "", "the delegatee's current X509-SVID chain (PEM): the token is bound to it, as the hop's statement signs (cnf)")
 	fs.StringVar(&out, "out", "delegation.jwt", "file to write the token to")
 	if err := parseFlags(fs, args); err != nil {
@@ -89,13 +89,13 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	secs := int64(ttl / time.Second)
 	body := map[string]any{"delegatee": delegatee, "scopes": []string(scopes), "purpose": purpose, "ttl_seconds": secs}
-	if secs == 0 {
-		secs = int64(authority.DefaultDelegationTTL / time.Second)
+	st := delegation.Statement{Delegator: me.String(), Delegatee: delegatee, Principal: principal, Scopes: scopes, Purpose: purpose}
+	if secs > 0 {
+		// The delegator signs how long the hop may last, at most: its
+		// issuer cannot make it last longer. (Only when asked: a verifier
+		// older than not_after refuses a statement that has it.)
+		st.NotAfter = time.Now().Unix() + secs
 	}
-	// The delegator signs how long the hop may last, at most: its issuer
-	// cannot make it last longer.
-	st := delegation.Statement{Delegator: me.String(), Delegatee: delegatee, Principal: principal, Scopes: scopes, Purpose: purpose,
-		NotAfter: time.Now().Unix() + secs}
 	if parentFile != "" {
 		b, err := os.ReadFile(parentFile)
 		if err != nil {

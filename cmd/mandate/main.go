@@ -9,8 +9,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
+
+	"mandate.dev/mandate/client"
 )
 
 const usage = `mandate — trust and identity authority for AI agents
@@ -66,13 +67,7 @@ func main() {
 // shownError is an error's message as it may be printed: an error can
 // carry what an authority sent (a name, a reason), so each of its lines
 // is shown as shown shows text; its own line breaks stay.
-func shownError(err error) string {
-	lines := strings.Split(err.Error(), "\n")
-	for i, l := range lines {
-		lines[i] = shown(l)
-	}
-	return strings.Join(lines, "\n")
-}
+func shownError(err error) string { return client.PrintableLines(err.Error()) }
 
 // usageError is a mistake in the command line (exit status 2).
 type usageError struct{ msg string }
