@@ -39,6 +39,11 @@ type env struct {
 func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 	t.Helper()
 	cfg := authority.Config{TrustDomain: td, DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	// A policy evaluation is bounded at 100 ms by default: under the race
+	// detector on a busy machine an ordinary one can take longer, and a
+	// test that is not about the bound would fail closed. (A test of the
+	// bound sets its own.)
+	cfg.Policy.EvalTimeout = authority.Duration(10 * time.Second)
 	for _, m := range mutate {
 		m(&cfg)
 	}

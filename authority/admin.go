@@ -2,6 +2,9 @@ package authority
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -10,11 +13,17 @@ import (
 	"mandate.dev/mandate/store"
 )
 
+// changeStored, when a test sets it, runs between an agent update's
+// store commit and its entry's append.
+var changeStored func()
+
 // CreateAgent validates and stores a new agent registration.
 func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Agent) (*registry.Agent, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
 	if err := ag.Validate(a.td); err != nil {
 		return nil, err
 	}
@@ -41,6 +50,8 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
 	if ag.ID != "" && ag.ID != id {
 		return nil, fmt.Errorf("%w: id in body %q differs from the path's %q", ErrInvalidRequest, ag.ID, id)
 	}
@@ -56,6 +67,9 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 	if err != nil {
 		return nil, err
 	}
+	if changeStored != nil {
+		changeStored()
+	}
 	if _, err := a.record(ctx, agentEvent("agent.updated", c, ag)); err != nil {
 		return nil, err
 	}
@@ -68,21 +82,53 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error
 	if err := a.require(c, RoleAdmin); err != nil {
 		return err
 	}
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
+	// The entry is made, and checked, before the registration is gone.
 	var ag *registry.Agent
-	err := a.store.Update(ctx, func(tx store.Tx) error {
+	if err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		ag, err = registry.DeleteAgent(tx, id)
+		ag, err = registry.GetAgent(tx, id)
+		return err
+	}); err != nil {
+		return err
+	}
+	ev := agentEvent("agent.deleted", c, ag)
+	if a.recordable(ev, registry.ErrInvalid) != nil {
+		// A registration whose whole entry the log would refuse (stored
+		// before registrations were held to it, or deleted by an admin
+		// with a longer SPIFFE ID than the one that made it): its id, its
+		// SPIFFE ID (cut to the standard's bound) and a digest of it.
+		ev = deletedAgentDigest(c, ag)
+	}
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		_, err := registry.DeleteAgent(tx, id)
 		return err
 	})
 	a.registryChanged()
 	if err != nil {
 		return err
 	}
-	if _, err := a.record(ctx, agentEvent("agent.deleted", c, ag)); err != nil {
+	if _, err := a.record(ctx, ev); err != nil {
 		return err
 	}
 	a.log.InfoContext(ctx, "agent deleted", "id", id, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
 	return nil
+}
+
+// deletedAgentDigest is the agent.deleted event of a registration too
+// large for its whole entry: its id, its SPIFFE ID cut to
+// registry.MaxSPIFFEIDLen bytes, and the SHA-256 of its JSON.
+func deletedAgentDigest(c *Caller, ag *registry.Agent) event {
+	doc, _ := json.Marshal(ag)
+	sum := sha256.Sum256(doc)
+	subject := ag.SPIFFEID
+	if len(subject) > registry.MaxSPIFFEIDLen {
+		subject = clip(subject[:registry.MaxSPIFFEIDLen])
+	}
+	return event{typ: "agent.deleted", actor: actorOf(c), subject: subject, details: map[string]any{
+		"id": ag.ID, "registration_sha256": hex.EncodeToString(sum[:]), "digest_only": true,
+	}}
 }
 
 // GetAgent returns registration id.
@@ -132,6 +178,8 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
 	if len(reason) > registry.MaxStringLen || !delegation.IsPlainText(reason) {
 		return nil, fmt.Errorf("%w: reason is at most %d bytes of text (no invalid UTF-8, no control or format characters)", ErrInvalidRequest, registry.MaxStringLen)
 	}

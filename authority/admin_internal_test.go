@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,5 +141,93 @@ func TestBanAgainLogsTheBanThatStands(t *testing.T) {
 		if err := json.Unmarshal(e.Details, &d); err != nil || d.Reason != "stolen" || d.AlreadyBanned != (i > 0) || i > 0 && d.AskedReason != asked {
 			t.Errorf("entry %d for the ban asked with %q: %s, want the standing reason, and the asked one when already banned", i, asked, e.Details)
 		}
+	}
+}
+
+// An agent whose whole agent.deleted entry the log would refuse (stored
+// before registrations were held to the log's bound) is still deleted,
+// and logged by its id, its SPIFFE ID and a digest: never deleted
+// unlogged, never undeletable.
+func TestDeleteAgentTooLargeToLogWhole(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	var nodes []string
+	for i := range registry.MaxListLen {
+		nodes = append(nodes, fmt.Sprintf("%s/node/join/%04d%s", a.td.IDString(), i, strings.Repeat("n", 1990)))
+	}
+	ag := &registry.Agent{ID: registry.NewID(), SPIFFEID: a.td.IDString() + "/agent/legacy", NodeIDs: nodes}
+	if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteAgent(ctx, admin, ag.ID); err != nil {
+		t.Fatalf("DeleteAgent = %v", err)
+	}
+	if list, err := a.ListAgents(ctx, admin); err != nil || len(list) != 0 {
+		t.Fatalf("agents after the delete: %d, %v", len(list), err)
+	}
+	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "agent.deleted", Limit: 10})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("%d agent.deleted entries (%v), want 1", len(got), err)
+	}
+	e, err := audit.Decode(got[0].Entry)
+	if err != nil || e.Subject != ag.SPIFFEID || !strings.Contains(string(e.Details), `"registration_sha256"`) {
+		t.Fatalf("the entry: %s %s (%v), want the agent's SPIFFE ID and a digest", e.Subject, e.Details, err)
+	}
+}
+
+// Admin changes made at once are logged in the order they were stored:
+// an update that stores while another, stored before it, has not logged
+// yet waits, so that the last agent.updated entry is the registration
+// that stands.
+func TestConcurrentUpdatesLogInStoreOrder(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	created, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	update := func(scope string) {
+		if _, err := a.UpdateAgent(ctx, admin, created.ID, &registry.Agent{SPIFFEID: created.SPIFFEID, Scopes: []string{scope}}); err != nil {
+			t.Error(err)
+		}
+	}
+	// The first update is held between its store commit and its entry.
+	stored, release := make(chan struct{}), make(chan struct{})
+	var held atomic.Bool
+	changeStored = func() {
+		if held.CompareAndSwap(false, true) {
+			close(stored)
+			<-release
+		}
+	}
+	t.Cleanup(func() { changeStored = nil })
+	var wg sync.WaitGroup
+	wg.Go(func() { update("first") })
+	<-stored
+	second := make(chan struct{})
+	wg.Go(func() { update("second"); close(second) })
+	select { // the second runs to its end unless it waits for the first
+	case <-second:
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	wg.Wait()
+	standing, err := a.GetAgent(ctx, admin, created.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "agent.updated", Limit: 10})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("%d agent.updated entries (%v), want 2", len(got), err)
+	}
+	e, err := audit.Decode(got[1].Entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Scopes []string `json:"scopes"`
+	}
+	if err := json.Unmarshal(e.Details, &d); err != nil || !slices.Equal(d.Scopes, standing.Scopes) {
+		t.Fatalf("the last agent.updated entry says %v, the registration that stands %v", d.Scopes, standing.Scopes)
 	}
 }

@@ -55,8 +55,12 @@ type Authority struct {
 	pending  map[spiffeid.TrustDomain]*spiffebundle.Bundle // fetched bundles the manager has not published yet
 	bundles  atomic.Pointer[bundleSet]
 
-	fedMu  sync.Mutex // serializes federation changes (store record + manager)
-	credMu sync.Mutex // serializes writes of the admin credential files
+	fedMu sync.Mutex // serializes federation changes (store record + manager)
+	// changeMu serializes the admin changes that are logged after they
+	// are stored (agents, bans, federations), each held until its entry
+	// is appended: the log has them in the order they were made.
+	changeMu sync.Mutex
+	credMu   sync.Mutex // serializes writes of the admin credential files
 
 	refusedMu sync.Mutex      // guards refused
 	refused   map[string]bool // join tokens whose refusal is recorded

@@ -217,6 +217,8 @@ func (a *Authority) AddFederation(ctx context.Context, c *Caller, f *Federation)
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
 	// Checked as it will be logged: normalised (its trust domain without
 	// spiffe://, its profile and endpoint ID defaulted).
 	if _, _, err := f.relationship(); err != nil {
@@ -377,6 +379,8 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 	if err := a.require(c, RoleAdmin); err != nil {
 		return err
 	}
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
 	tdID, err := spiffeid.TrustDomainFromString(td)
 	if err != nil {
 		return fmt.Errorf("%w: trust domain %q: %v", ErrInvalidRequest, td, err)
