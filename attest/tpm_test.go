@@ -2,6 +2,10 @@ package attest_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"mandate.dev/mandate/attest"
@@ -132,4 +137,50 @@ func mustHex(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// An EK (or any TPM key) is read from its one encoding, as a TPM writes
+// it: a node is named by the digest of that encoding, so a key that read
+// the same from a modulus with leading zero bytes, or from a coordinate
+// short of its curve's size, would come back, banned, as another node.
+func TestTPMPublicOneEncoding(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ecKey *ecdsa.PrivateKey
+	for ecKey == nil || ecKey.X.BitLen() > 248 { // an X with a leading zero byte
+		if ecKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+	}
+	modulus := rsaKey.N.Bytes()
+	x, y := ecKey.X.FillBytes(make([]byte, 32)), ecKey.Y.FillBytes(make([]byte, 32))
+	wire := func(pub tpm2.TPMTPublic) []byte { return tpm2.Marshal(tpm2.TPM2BData{Buffer: tpm2.Marshal(pub)}) }
+	rsaPub := func(n []byte) []byte {
+		pub := tpm2.RSAEKTemplate
+		pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: n})
+		return wire(pub)
+	}
+	eccPub := func(x, y []byte) []byte {
+		pub := tpm2.ECCEKTemplate
+		pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{X: tpm2.TPM2BECCParameter{Buffer: x}, Y: tpm2.TPM2BECCParameter{Buffer: y}})
+		return wire(pub)
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		ok   bool
+	}{
+		{"an RSA modulus of its size", rsaPub(modulus), true},
+		{"an RSA modulus with a leading zero byte", rsaPub(append([]byte{0}, modulus...)), false},
+		{"ECC coordinates of the curve's size", eccPub(x, y), true},
+		{"an ECC coordinate short of it", eccPub(x[1:], y), false},
+		{"an ECC coordinate with a leading zero byte more", eccPub(append([]byte{0}, x...), y), false},
+	} {
+		_, err := attest.ParseTPM2BPublic("ek", tc.b)
+		if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, attest.ErrTPMMalformed) {
+			t.Errorf("%s: ParseTPM2BPublic = %v, want ok=%v (or ErrTPMMalformed)", tc.name, err, tc.ok)
+		}
+	}
 }

@@ -106,7 +106,13 @@ func ParseTPM2BPublic(what string, b []byte) (*TPMPublic, error) {
 }
 
 // publicKey returns the RSA or ECDSA key of pub, checking that an RSA
-// modulus has the declared size and an ECC point is on its curve.
+// modulus has the declared size and an ECC point is on its curve. Both
+// are held to their one encoding, as a TPM writes them: a modulus of
+// exactly its declared size in bytes, coordinates of exactly the
+// curve's (no leading zero bytes added, none left out). A node is named
+// by the digest of its EK's encoding: a key that read the same from
+// several encodings would be several nodes, and a banned TPM could come
+// back as another.
 func publicKey(pub *tpm2.TPMTPublic) (crypto.PublicKey, error) {
 	switch pub.Type {
 	case tpm2.TPMAlgRSA:
@@ -124,6 +130,9 @@ func publicKey(pub *tpm2.TPMTPublic) (crypto.PublicKey, error) {
 		}
 		if e < 3 || e%2 == 0 {
 			return nil, fmt.Errorf("RSA exponent %d", parms.Exponent)
+		}
+		if len(n.Buffer)*8 != int(parms.KeyBits) {
+			return nil, fmt.Errorf("RSA modulus of %d bytes, declared %d bits", len(n.Buffer), parms.KeyBits)
 		}
 		key := &rsa.PublicKey{N: new(big.Int).SetBytes(n.Buffer), E: e}
 		if key.N.BitLen() != int(parms.KeyBits) {
@@ -152,8 +161,8 @@ func publicKey(pub *tpm2.TPMTPublic) (crypto.PublicKey, error) {
 		default:
 			return nil, fmt.Errorf("ECC curve %#x (P-256 and P-384 accepted)", uint16(parms.CurveID))
 		}
-		if len(pt.X.Buffer) > size || len(pt.Y.Buffer) > size {
-			return nil, errors.New("ECC point coordinates too long")
+		if len(pt.X.Buffer) != size || len(pt.Y.Buffer) != size {
+			return nil, fmt.Errorf("ECC point coordinates of %d and %d bytes, not %d", len(pt.X.Buffer), len(pt.Y.Buffer), size)
 		}
 		enc := make([]byte, 1+2*size)
 		enc[0] = 4
