@@ -119,6 +119,20 @@ func TestAuditLogRecordsAndProves(t *testing.T) {
 		if ent["type"] == "svid.issued" {
 			issued = append(issued, ent)
 		}
+		// The start names the CA's authorities: those made (or rotated)
+		// while starting, before a ca.rotated entry could be recorded.
+		if ent["type"] == "authority.started" {
+			auths, _ := ent["details"].(map[string]any)["authorities"].([]any)
+			kinds := map[any]bool{}
+			for _, au := range auths {
+				if m, ok := au.(map[string]any); ok && m["id"] != "" && m["state"] == "active" {
+					kinds[m["kind"]] = true
+				}
+			}
+			if !kinds["x509"] || !kinds["jwt"] {
+				t.Errorf("authority.started names authorities %v, want the active X.509 and JWT ones", auths)
+			}
+		}
 	}
 	for _, want := range []string{"authority.started", "join_token.created", "node.attested", "agent.registered", "svid.issued", "node.attestation_refused"} {
 		if types[want] == 0 {

@@ -141,12 +141,14 @@ func actorOf(c *Caller) string {
 }
 
 // recordStart records that the authority started, with a digest of its
-// effective configuration, once the log runs.
+// effective configuration and the CA's authorities (those it made or
+// rotated while starting, before ca.rotated entries could be recorded,
+// among them), once the log runs.
 func (a *Authority) recordStart(ctx context.Context) error {
 	cfg, _ := json.Marshal(a.cfg)
 	sum := sha256.Sum256(cfg)
 	_, err := a.record(ctx, event{typ: "authority.started", subject: a.td.IDString(), details: map[string]any{
-		"config_sha256": hex.EncodeToString(sum[:]), "trust_domain": a.td.Name(),
+		"config_sha256": hex.EncodeToString(sum[:]), "trust_domain": a.td.Name(), "authorities": a.ca.Status(),
 	}})
 	if err != nil && ctx.Err() == nil {
 		a.log.Error("audit the start", "err", err)
