@@ -3,6 +3,9 @@ package federation
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -355,4 +358,33 @@ func TestBoundedError(t *testing.T) {
 	if !errors.Is(b, sentinel) || !errors.Is(fmt.Errorf("x: %w", b), sentinel) {
 		t.Fatal("boundedError hides its cause from errors.Is")
 	}
+}
+
+// A bundle is held to the limit as it is served from here too (in every
+// SVID answer): a document that grows when re-encoded, a kid of
+// characters JSON escapes six times over, is refused and the last-known
+// bundle kept, or one peer could make every local answer too large.
+func TestFetchRefusesABundleThatGrowsWhenEncoded(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	served := bundleOf(tdB, 2, -1, caB)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := served.AddJWTAuthority(strings.Repeat("<", 200_000), key.Public()); err != nil {
+		t.Fatal(err)
+	}
+	doc := bytes.ReplaceAll(marshal(t, served), []byte(`\u003c`), []byte("<")) // as a peer may write it
+	if len(doc) > int(DefaultMaxBundleBytes) {
+		t.Fatalf("the document is %d bytes: it should pass the wire limit", len(doc))
+	}
+	e := startEndpoint(t, caB.serverCert(t, endpointB), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	}))
+	m, updated := newRecordingManager(t, fastConfig())
+	initial := bundleOf(tdB, 1, -1, caB)
+	mustSet(t, m, e.rel(), initial)
+	expectRefused(t, m, initial, updated, []string{"bytes encoded, more than"}, nil)
+	e.waitNoConns(t)
 }

@@ -477,7 +477,7 @@ func (m *Manager) refresh(ctx context.Context, e *entry, onlyIfDue bool) error {
 
 	fetched, err := m.fetch(opCtx, rel)
 	if err == nil {
-		err = checkFetched(rel, fetched)
+		err = checkFetched(rel, fetched, m.cfg.MaxBundleBytes)
 	}
 	changed := err == nil && (held == nil || !held.Equal(fetched))
 	if changed && m.cfg.OnUpdate != nil {
@@ -545,10 +545,18 @@ func (m *Manager) refresh(ctx context.Context, e *entry, onlyIfDue bool) error {
 	return nil
 }
 
-// checkFetched refuses bundles that would wipe out trust in the peer.
-func checkFetched(rel Relationship, b *spiffebundle.Bundle) error {
+// checkFetched refuses bundles that would wipe out trust in the peer,
+// and those larger than limit once encoded as this authority serves
+// them (in every SVID answer: a peer whose document grows when
+// re-encoded, say a kid of characters JSON escapes six times over,
+// would otherwise make every local answer too large for its clients).
+func checkFetched(rel Relationship, b *spiffebundle.Bundle, limit int64) error {
 	if b.TrustDomain() != rel.TrustDomain { // fetch guarantees it; be explicit
 		return fmt.Errorf("federation: fetched bundle is for %q, not %q", b.TrustDomain(), rel.TrustDomain)
+	}
+	if doc, err := b.Marshal(); err != nil || int64(len(doc)) > limit {
+		return fmt.Errorf("federation: bundle fetched for %q is %d bytes encoded, more than %d (or cannot be encoded: %v); keeping last-known bundle",
+			rel.TrustDomain, len(doc), limit, err)
 	}
 	if b.Empty() {
 		return fmt.Errorf("federation: bundle fetched for %q has no authorities; keeping last-known bundle", rel.TrustDomain)
