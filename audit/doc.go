@@ -168,8 +168,10 @@
 // 0x02, so a value's keys are exactly those with prefix <value> 0x00.
 //
 // Each commit writes a batch's entries, their index keys (and any of
-// Config.Index), its new nodes, the tree state and the checkpoint in one
-// Update. The Update callback first checks that the stored checkpoint is
+// Config.Index), the changes they record (AppendWith), its new nodes,
+// the tree state and the checkpoint in one Update. A change that cannot
+// be made fails its own append: the batch is committed again without
+// it. The Update callback first checks that the stored checkpoint is
 // still the one the batch extends, so a second writer on a shared store
 // makes a commit fail instead of forking the log; it writes only values
 // computed before or read in the same transaction, so a store may retry

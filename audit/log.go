@@ -140,7 +140,8 @@ type request struct {
 	ctx   context.Context
 	data  []byte
 	leaf  []byte
-	entry Entry // as Decode would return it, for the indexes
+	entry Entry                // as Decode would return it, for the indexes
+	apply func(store.Tx) error // the change it records (AppendWith), or nil
 	done  chan struct{}
 	// expect is the expectation (Expect) this append ends, or nil.
 	expect *expectation
@@ -228,6 +229,17 @@ func (l *Log) create(ctx context.Context) (treeState, error) {
 // log (a commit the store reported as failed may still have persisted,
 // and an entry whose ctx ends while it is being committed is committed).
 func (l *Log) Append(ctx context.Context, e Entry) (Receipt, error) {
+	return l.AppendWith(ctx, e, nil)
+}
+
+// AppendWith is Append, with the change e records: apply runs in the
+// store transaction that makes e durable, so that the change and its
+// entry are durable together or not at all (nothing done unlogged, even
+// across a crash). When apply fails, this append alone fails, with
+// apply's error: the round's other entries are committed without it.
+// apply must read and write only through tx, and may run more than once
+// (each time in a new transaction, a failed one rolled back).
+func (l *Log) AppendWith(ctx context.Context, e Entry, apply func(tx store.Tx) error) (Receipt, error) {
 	// Queued or refused, no round waits for this append any more.
 	x := l.expectationOf(ctx)
 	data, norm, err := encode(e)
@@ -239,7 +251,7 @@ func (l *Log) Append(ctx context.Context, e Entry) (Receipt, error) {
 		x.end()
 		return Receipt{}, fmt.Errorf("audit: append: %w", err)
 	}
-	r := &request{ctx: ctx, data: data, leaf: hasher.HashLeaf(data), entry: norm, done: make(chan struct{}), expect: x}
+	r := &request{ctx: ctx, data: data, leaf: hasher.HashLeaf(data), entry: norm, apply: apply, done: make(chan struct{}), expect: x}
 	select {
 	case l.queue <- r:
 		x.end()

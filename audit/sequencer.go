@@ -14,6 +14,15 @@ import (
 	"mandate.dev/mandate/store"
 )
 
+// applyError is a commit that failed because the change one append
+// records (AppendWith) could not be made.
+type applyError struct {
+	req *request
+	err error
+}
+
+func (e *applyError) Error() string { return "the change an entry records: " + e.err.Error() }
+
 // errMoved is the error of a commit that found the stored log other than
 // the state it extends (another writer, or an earlier commit reported as
 // failed that persisted). The sequencer then re-reads the stored state.
@@ -154,6 +163,17 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	}
 	start := time.Now()
 	b, next, err := l.commit(ctx, reqs)
+	// A change that could not be made fails its own append only: the
+	// round is committed again without it (its transaction rolled back,
+	// the stored log is as it was).
+	for ae := (*applyError)(nil); errors.As(err, &ae); {
+		ae.req.err = ae.err
+		close(ae.req.done)
+		if reqs = slices.DeleteFunc(reqs, func(r *request) bool { return r == ae.req }); len(reqs) == 0 {
+			return nil
+		}
+		b, next, err = l.commit(ctx, reqs)
+	}
 	if err != nil {
 		fail(reqs, fmt.Errorf("audit: append: %w", err))
 		l.cfg.Logger.Warn("audit: commit failed; re-reading the stored log", "size", l.tree.size, "entries", len(reqs), "err", err)
@@ -277,6 +297,11 @@ func (l *Log) write(tx store.Tx, base, next treeState, reqs []*request, nodes []
 		if l.cfg.Index != nil {
 			if err := l.cfg.Index(tx, index, r.entry, r.leaf); err != nil {
 				return fmt.Errorf("index entry %d: %w", index, err)
+			}
+		}
+		if r.apply != nil {
+			if err := r.apply(tx); err != nil {
+				return &applyError{req: r, err: err}
 			}
 		}
 	}

@@ -13,10 +13,6 @@ import (
 	"mandate.dev/mandate/store"
 )
 
-// changeStored, when a test sets it, runs between an agent update's
-// store commit and its entry's append.
-var changeStored func()
-
 // CreateAgent validates and stores a new agent registration.
 func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Agent) (*registry.Agent, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
@@ -30,15 +26,14 @@ func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Age
 	ag.ID = registry.NewID()
 	ag.CreatedAt = a.now().UTC()
 	ag.UpdatedAt = ag.CreatedAt
-	if err := a.recordable(agentEvent("agent.registered", c, ag), registry.ErrInvalid); err != nil {
+	ev := agentEvent("agent.registered", c, ag)
+	if err := a.recordable(ev, registry.ErrInvalid); err != nil {
 		return nil, err
 	}
-	err := a.store.Update(ctx, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) })
+	// Stored in the commit that logs it: both or neither.
+	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) })
 	a.registryChanged()
 	if err != nil {
-		return nil, err
-	}
-	if _, err := a.record(ctx, agentEvent("agent.registered", c, ag)); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "agent registered", "id", ag.ID, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
@@ -59,18 +54,13 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 		return nil, err
 	}
 	ag.ID, ag.UpdatedAt = id, a.now().UTC()
-	if err := a.recordable(agentEvent("agent.updated", c, ag), registry.ErrInvalid); err != nil {
+	ev := agentEvent("agent.updated", c, ag)
+	if err := a.recordable(ev, registry.ErrInvalid); err != nil {
 		return nil, err
 	}
-	err := a.store.Update(ctx, func(tx store.Tx) error { return registry.UpdateAgent(tx, ag) })
+	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error { return registry.UpdateAgent(tx, ag) })
 	a.registryChanged()
 	if err != nil {
-		return nil, err
-	}
-	if changeStored != nil {
-		changeStored()
-	}
-	if _, err := a.record(ctx, agentEvent("agent.updated", c, ag)); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "agent updated", "id", id, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
@@ -101,15 +91,12 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error
 		// SPIFFE ID (cut to the standard's bound) and a digest of it.
 		ev = deletedAgentDigest(c, ag)
 	}
-	err := a.store.Update(ctx, func(tx store.Tx) error {
+	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error {
 		_, err := registry.DeleteAgent(tx, id)
 		return err
 	})
 	a.registryChanged()
 	if err != nil {
-		return err
-	}
-	if _, err := a.record(ctx, ev); err != nil {
 		return err
 	}
 	a.log.InfoContext(ctx, "agent deleted", "id", id, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
@@ -183,24 +170,32 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 	if len(reason) > registry.MaxStringLen || !delegation.IsPlainText(reason) {
 		return nil, fmt.Errorf("%w: reason is at most %d bytes of text (no invalid UTF-8, no control or format characters)", ErrInvalidRequest, registry.MaxStringLen)
 	}
-	if err := a.recordable(banEvent(c, nodeID, reason, reason, a.now(), true), ErrInvalidRequest); err != nil {
+	// The ban that will stand: this one, or one made before (only bans
+	// change it, and they hold changeMu).
+	var n *registry.Node
+	if err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = registry.GetNode(tx, nodeID)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	var n *registry.Node
-	var banned bool
-	err := a.store.Update(ctx, func(tx store.Tx) error {
-		var err error
-		n, banned, err = registry.BanNode(tx, nodeID, reason, a.now().UTC())
+	now := a.now().UTC()
+	// Every ban asked is logged, with the ban that stands: one asked of a
+	// node already banned says so, and which reason was asked.
+	ev := banEvent(c, nodeID, reason, reason, now, true)
+	if n.Banned {
+		ev = banEvent(c, nodeID, n.BanReason, reason, n.BannedAt, false)
+	}
+	if err := a.recordable(ev, ErrInvalidRequest); err != nil {
+		return nil, err
+	}
+	_, err := a.recordWith(ctx, ev, func(tx store.Tx) (err error) {
+		n, _, err = registry.BanNode(tx, nodeID, reason, now)
 		return err
 	})
 	a.registryChanged()
 	if err != nil {
-		return nil, err
-	}
-	// Every ban asked is logged, with the ban that stands: a ban asked
-	// again (say, after its entry could not be written) says so, and
-	// which reason was asked.
-	if _, err := a.record(ctx, banEvent(c, nodeID, n.BanReason, reason, n.BannedAt, banned)); err != nil {
 		return nil, err
 	}
 	a.log.WarnContext(ctx, "node banned", "spiffe_id", nodeID, "reason", reason, "by", c.ID.String())

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
 )
 
 // AuditPaths are the audit log's key files under the data directory: the
@@ -77,6 +79,14 @@ type event struct {
 // A flow that cannot record its event fails: nothing is handed out that the
 // log does not show.
 func (a *Authority) record(ctx context.Context, ev event) (audit.Receipt, error) {
+	return a.recordWith(ctx, ev, nil)
+}
+
+// recordWith records ev with the change it reports (apply, run in the
+// transaction that makes ev's entry durable: see audit.Log.AppendWith):
+// the change and its entry are durable together, or neither. An error
+// of apply's is returned as it is (a conflict, a record not found).
+func (a *Authority) recordWith(ctx context.Context, ev event, apply func(tx store.Tx) error) (audit.Receipt, error) {
 	e, err := a.entryOf(ev)
 	if err != nil {
 		return audit.Receipt{}, err
@@ -85,8 +95,16 @@ func (a *Authority) record(ctx context.Context, ev event) (audit.Receipt, error)
 	// must not be abandoned because the client went away.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	rc, err := a.audit.Append(rctx, e)
+	var applied func(tx store.Tx) error
+	var applyErr error
+	if apply != nil {
+		applied = func(tx store.Tx) error { applyErr = apply(tx); return applyErr }
+	}
+	rc, err := a.audit.AppendWith(rctx, e, applied)
 	if err != nil {
+		if applyErr != nil && errors.Is(err, applyErr) {
+			return rc, applyErr
+		}
 		return rc, fmt.Errorf("authority: audit %s: %w", ev.typ, err)
 	}
 	return rc, nil

@@ -20,14 +20,11 @@ func (a *Authority) CreateJoinToken(ctx context.Context, c *Caller, ttl time.Dur
 	if err != nil {
 		return "", nil, err
 	}
-	err = a.store.Update(ctx, func(tx store.Tx) error { return attest.PutJoinToken(tx, secret, rec) })
-	if err != nil {
-		return "", nil, err
-	}
 	nodeID, _ := rec.NodeID(a.td)
-	if _, err := a.record(ctx, event{typ: "join_token.created", actor: actorOf(c), subject: rec.ID, details: map[string]any{
+	// Stored in the commit that logs it: both or neither.
+	if _, err := a.recordWith(ctx, event{typ: "join_token.created", actor: actorOf(c), subject: rec.ID, details: map[string]any{
 		"token_id": rec.ID, "node_id": nodeID.String(), "expires_at": rec.ExpiresAt.UTC(),
-	}}); err != nil {
+	}}, func(tx store.Tx) error { return attest.PutJoinToken(tx, secret, rec) }); err != nil {
 		return "", nil, err
 	}
 	a.log.InfoContext(ctx, "join token created", "token_id", rec.ID, "by", c.ID.String(), "expires_at", rec.ExpiresAt)

@@ -1,0 +1,67 @@
+package audit
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"mandate.dev/mandate/store"
+)
+
+// AppendWith makes a change durable with its entry, in the same commit;
+// a change that cannot be made fails its own append only: the other
+// entries of its round are committed without it, and nothing of it is
+// stored.
+func TestAppendWithChangeAndEntryTogether(t *testing.T) {
+	s, _ := tempStore(t)
+	cfg := testConfig(s)
+	cfg.GroupWait = forever
+	l := start(t, cfg)
+	refused := errors.New("no such thing")
+	put := func(key string, err error) func(store.Tx) error {
+		return func(tx store.Tx) error {
+			if e := tx.Put("changes", []byte(key), []byte("v")); e != nil {
+				return e
+			}
+			return err // after a write: rolled back with the round's first try
+		}
+	}
+	// A is held in its round until B, expected, appends: one round.
+	ctxB, endB := l.Expect(t.Context())
+	defer endB()
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := l.AppendWith(appendCtx(t, t.Context()), testEntry(0, 0), put("a", refused))
+		aDone <- err
+	}()
+	waitForWaiting(t, l)
+	rc, err := l.AppendWith(appendCtx(t, ctxB), testEntry(1, 0), put("b", nil))
+	if err != nil {
+		t.Fatalf("B: %v", err)
+	}
+	if err := <-aDone; !errors.Is(err, refused) {
+		t.Fatalf("A = %v, want its change's error", err)
+	}
+	if rc.Index != 0 || l.Size() != 1 {
+		t.Fatalf("B at index %d in a log of %d, want B alone, at 0", rc.Index, l.Size())
+	}
+	stored, err := l.Entry(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _, _ := encode(testEntry(1, 0))
+	if !bytes.Equal(stored, want) {
+		t.Fatalf("entry 0 is %s, want B's", stored)
+	}
+	if err := s.View(t.Context(), func(tx store.Tx) error {
+		if _, err := tx.Get("changes", []byte("b")); err != nil {
+			return err
+		}
+		if _, err := tx.Get("changes", []byte("a")); !errors.Is(err, store.ErrNotFound) {
+			return errors.New("A's change was stored")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the changes: %v; want B's, not A's", err)
+	}
+}
