@@ -2,13 +2,20 @@ package authority
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/audit"
@@ -198,6 +205,25 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	federation := func(td string) *Federation {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		id := spiffeid.RequireTrustDomainFromString(td).ID()
+		u, _ := url.Parse(id.String())
+		tpl := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{u}, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(der)
+		b := spiffebundle.New(spiffeid.RequireTrustDomainFromString(td))
+		b.AddX509Authority(cert)
+		doc, _ := b.Marshal()
+		return &Federation{TrustDomain: td, BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc}
+	}
+	if _, err := a.AddFederation(t.Context(), admin, federation("org-b.example")); err != nil {
+		t.Fatal(err)
+	}
 	stop() // the audit log stops; the store stays open
 	<-done
 	ctxT := t.Context()
@@ -215,6 +241,15 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 	}
 	if _, _, err := a.CreateJoinToken(ctxT, admin, 0); err == nil {
 		t.Fatal("CreateJoinToken with the log stopped succeeded")
+	}
+	if _, err := a.AddFederation(ctxT, admin, federation("org-c.example")); err == nil {
+		t.Fatal("AddFederation with the log stopped succeeded")
+	}
+	if err := a.DeleteFederation(ctxT, admin, "org-b.example"); err == nil {
+		t.Fatal("DeleteFederation with the log stopped succeeded")
+	}
+	if feds, err := a.loadFederations(ctxT); err != nil || len(feds) != 1 || feds[0].TrustDomain != "org-b.example" {
+		t.Fatalf("federations %v (%v), want org-b's only", feds, err)
 	}
 	if err := a.store.View(ctxT, func(tx store.Tx) error {
 		list, err := registry.ListAgents(tx)

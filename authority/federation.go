@@ -139,7 +139,7 @@ func (a *Authority) configuredFederations(ctx context.Context, stored []*Federat
 			}
 			f.Bundle = b
 		}
-		if _, err := a.addFederation(ctx, f); err != nil {
+		if _, err := a.addFederation(ctx, f, nil); err != nil {
 			return fmt.Errorf("federation %q: %w", t.TrustDomain, err)
 		}
 	}
@@ -224,14 +224,13 @@ func (a *Authority) AddFederation(ctx context.Context, c *Caller, f *Federation)
 	if _, _, err := f.relationship(); err != nil {
 		return nil, err
 	}
-	if err := a.recordable(federationAdded(c, f), ErrFederation); err != nil {
+	ev := federationAdded(c, f)
+	if err := a.recordable(ev, ErrFederation); err != nil {
 		return nil, err
 	}
-	f, err := a.addFederation(ctx, f)
+	// Stored in the commit that logs it: both or neither.
+	f, err := a.addFederation(ctx, f, &ev)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := a.record(ctx, federationAdded(c, f)); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "federation added", "trust_domain", f.TrustDomain, "url", f.BundleEndpointURL, "by", c.ID.String())
@@ -245,7 +244,9 @@ func federationAdded(c *Caller, f *Federation) event {
 	}}
 }
 
-func (a *Authority) addFederation(ctx context.Context, f *Federation) (*Federation, error) {
+// addFederation adds or replaces relationship f; with ev, its record is
+// stored in the commit that logs ev.
+func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event) (*Federation, error) {
 	rel, b, err := f.relationship()
 	if err != nil {
 		return nil, err
@@ -272,7 +273,7 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation) (*Federati
 	}
 	a.dropPending(rel.TrustDomain) // a fetch of the replaced relationship is void
 	f.CreatedAt = a.now().UTC()
-	if _, err := a.swapFederationRecord(context.WithoutCancel(ctx), f.TrustDomain, f); err != nil {
+	if _, err := a.swapFederationRecord(context.WithoutCancel(ctx), f.TrustDomain, f, ev); err != nil {
 		if had {
 			err = errors.Join(err, a.fed.Set(prevRel, prevBundle))
 		} else {
@@ -308,10 +309,11 @@ func (a *Authority) currentRelationship(td spiffeid.TrustDomain) (federation.Rel
 }
 
 // swapFederationRecord stores f (nil: deletes) under td and returns the
-// record it replaced (nil if none).
-func (a *Authority) swapFederationRecord(ctx context.Context, td string, f *Federation) (*Federation, error) {
+// record it replaced (nil if none); with ev, in the commit that logs ev
+// (both durable, or neither).
+func (a *Authority) swapFederationRecord(ctx context.Context, td string, f *Federation, ev *event) (*Federation, error) {
 	var old *Federation
-	err := a.store.Update(ctx, func(tx store.Tx) error {
+	apply := func(tx store.Tx) error {
 		old = nil
 		if v, err := tx.Get(bucketFederations, []byte(td)); err == nil {
 			old = new(Federation)
@@ -325,8 +327,12 @@ func (a *Authority) swapFederationRecord(ctx context.Context, td string, f *Fede
 			return tx.Delete(bucketFederations, []byte(td))
 		}
 		return putRecord(tx, bucketFederations, td, f)
-	})
-	return old, err
+	}
+	if ev != nil {
+		_, err := a.recordWith(ctx, *ev, apply)
+		return old, err
+	}
+	return old, a.store.Update(ctx, apply)
 }
 
 // ListFederations returns every relationship with its refresh status.
@@ -388,7 +394,8 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 	td = tdID.Name()
 	a.fedMu.Lock()
 	defer a.fedMu.Unlock()
-	err = a.store.Update(ctx, func(tx store.Tx) error {
+	// Deleted in the commit that logs it: both or neither.
+	_, err = a.recordWith(ctx, event{typ: "federation.deleted", actor: actorOf(c), subject: td}, func(tx store.Tx) error {
 		if _, err := tx.Get(bucketFederations, []byte(td)); errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: no federation with %q", ErrNotFound, td)
 		} else if err != nil {
@@ -402,9 +409,6 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 	a.fed.Remove(tdID)
 	a.policyGen.Add(1)
 	a.refreshBundles()
-	if _, err := a.record(ctx, event{typ: "federation.deleted", actor: actorOf(c), subject: td}); err != nil {
-		return err
-	}
 	a.log.InfoContext(ctx, "federation deleted", "trust_domain", td, "by", c.ID.String())
 	return nil
 }
