@@ -148,14 +148,18 @@ func TestTPMPublicOneEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ecKey *ecdsa.PrivateKey
-	for ecKey == nil || ecKey.X.BitLen() > 248 { // an X with a leading zero byte
-		if ecKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+	var point []byte // 0x04 || X || Y, X with a leading zero byte
+	for point == nil || point[1] != 0 {
+		ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if point, err = ecKey.PublicKey.Bytes(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	modulus := rsaKey.N.Bytes()
-	x, y := ecKey.X.FillBytes(make([]byte, 32)), ecKey.Y.FillBytes(make([]byte, 32))
+	x, y := point[1:33], point[33:]
 	wire := func(pub tpm2.TPMTPublic) []byte { return tpm2.Marshal(tpm2.TPM2BData{Buffer: tpm2.Marshal(pub)}) }
 	rsaPub := func(n []byte) []byte {
 		pub := tpm2.RSAEKTemplate
