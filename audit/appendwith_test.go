@@ -2,8 +2,11 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"mandate.dev/mandate/store"
 )
@@ -63,5 +66,43 @@ func TestAppendWithChangeAndEntryTogether(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatalf("the changes: %v; want B's, not A's", err)
+	}
+}
+
+// An append with a change answers when its round is over, even when its
+// ctx ends while the change is being committed: its caller learns the
+// change was made, not "the entry may still be logged".
+func TestAppendWithAnswersTheOutcome(t *testing.T) {
+	s, _ := tempStore(t)
+	l := start(t, testConfig(s))
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.AppendWith(ctx, testEntry(0, 0), func(tx store.Tx) error {
+			once.Do(func() { close(started) })
+			<-release
+			return tx.Put("changes", []byte("a"), []byte("v"))
+		})
+		done <- err
+	}()
+	<-started // the change is being committed
+	cancel()
+	select {
+	case err := <-done:
+		close(release) // let the round end
+		t.Fatalf("AppendWith answered (%v) while its change was being committed", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("AppendWith = %v, want the committed change acknowledged", err)
+	}
+	if err := s.View(t.Context(), func(tx store.Tx) error {
+		_, err := tx.Get("changes", []byte("a"))
+		return err
+	}); err != nil {
+		t.Fatalf("the change: %v", err)
 	}
 }

@@ -238,7 +238,10 @@ func (l *Log) Append(ctx context.Context, e Entry) (Receipt, error) {
 // across a crash). When apply fails, this append alone fails, with
 // apply's error: the round's other entries are committed without it.
 // apply must read and write only through tx, and may run more than once
-// (each time in a new transaction, a failed one rolled back).
+// (each time in a new transaction, a failed one rolled back). Once
+// queued, AppendWith answers only when its round is over (or the log has
+// stopped), whatever ctx does: an error then means the change was not
+// made, unless the store reported as failed a commit that it kept.
 func (l *Log) AppendWith(ctx context.Context, e Entry, apply func(tx store.Tx) error) (Receipt, error) {
 	// Queued or refused, no round waits for this append any more.
 	x := l.expectationOf(ctx)
@@ -262,9 +265,17 @@ func (l *Log) AppendWith(ctx context.Context, e Entry, apply func(tx store.Tx) e
 		x.end()
 		return Receipt{}, ErrClosed
 	}
+	// An append with a change waits for its round even once ctx ends:
+	// its caller must learn whether the change was made (a round drops
+	// requests whose ctx has ended before it commits, so the wait is one
+	// commit at most).
+	ctxDone := ctx.Done()
+	if apply != nil {
+		ctxDone = nil
+	}
 	select {
 	case <-r.done:
-	case <-ctx.Done():
+	case <-ctxDone:
 		return Receipt{}, fmt.Errorf("audit: append: %w (the entry may still be logged)", ctx.Err())
 	case <-l.stopped:
 		select {

@@ -404,6 +404,17 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 		return tx.Delete(bucketFederations, []byte(td))
 	})
 	if err != nil {
+		// A commit the store reported as failed may still have kept the
+		// deletion: then the peer is no longer trusted either (fail
+		// closed), and the error still says what the store said.
+		if !errors.Is(err, ErrNotFound) && a.store.View(context.WithoutCancel(ctx), func(tx store.Tx) error {
+			_, gerr := tx.Get(bucketFederations, []byte(td))
+			return gerr
+		}) != nil {
+			a.fed.Remove(tdID)
+			a.policyGen.Add(1)
+			a.refreshBundles()
+		}
 		return err
 	}
 	a.fed.Remove(tdID)
