@@ -96,6 +96,18 @@ func PutJoinToken(tx store.Tx, secret string, rec *JoinToken) error {
 // The caller must run it inside an Update transaction together with the
 // node's creation, so that a failure later in the join keeps the token.
 func ConsumeJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now time.Time) (*JoinToken, error) {
+	rec, err := PeekJoinToken(tx, secret, td, now)
+	if err != nil {
+		return rec, err
+	}
+	nodeID, _ := rec.NodeID(td) // checked by PeekJoinToken
+	rec.UsedAt, rec.UsedBy = now, nodeID.String()
+	return rec, PutJoinToken(tx, secret, rec)
+}
+
+// PeekJoinToken is ConsumeJoinToken without using the token up (in a
+// read transaction): its record, and the same errors.
+func PeekJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now time.Time) (*JoinToken, error) {
 	if secret == "" || len(secret) > maxSecretLen {
 		return nil, ErrTokenUnknown
 	}
@@ -114,12 +126,10 @@ func ConsumeJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now t
 	if err := checkUsable(rec, now); err != nil {
 		return rec, err
 	}
-	nodeID, err := rec.NodeID(td)
-	if err != nil {
+	if _, err := rec.NodeID(td); err != nil {
 		return nil, err
 	}
-	rec.UsedAt, rec.UsedBy = now, nodeID.String()
-	return rec, PutJoinToken(tx, secret, rec)
+	return rec, nil
 }
 
 func checkUsable(rec *JoinToken, now time.Time) error {

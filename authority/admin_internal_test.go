@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -18,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
@@ -224,6 +226,10 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 	if _, err := a.AddFederation(t.Context(), admin, federation("org-b.example")); err != nil {
 		t.Fatal(err)
 	}
+	secret, _, err := a.CreateJoinToken(t.Context(), admin, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	stop() // the audit log stops; the store stays open
 	<-done
 	ctxT := t.Context()
@@ -250,6 +256,26 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 	}
 	if feds, err := a.loadFederations(ctxT); err != nil || len(feds) != 1 || feds[0].TrustDomain != "org-b.example" {
 		t.Fatalf("federations %v (%v), want org-b's only", feds, err)
+	}
+	// A join: no node, and the token still usable.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.JoinNode(ctxT, secret, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})); err == nil {
+		t.Fatal("JoinNode with the log stopped succeeded")
+	}
+	if err := a.store.View(ctxT, func(tx store.Tx) error {
+		if _, err := attest.PeekJoinToken(tx, secret, a.td, time.Now()); err != nil {
+			return fmt.Errorf("the token: %w", err)
+		}
+		if nodes, err := registry.ListNodes(tx); err != nil || len(nodes) != 1 {
+			return fmt.Errorf("nodes %v (%v), want the one made here only", nodes, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if err := a.store.View(ctxT, func(tx store.Tx) error {
 		list, err := registry.ListAgents(tx)

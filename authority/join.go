@@ -2,6 +2,7 @@ package authority
 
 import (
 	"context"
+	"crypto"
 	"time"
 
 	"mandate.dev/mandate/attest"
@@ -32,38 +33,48 @@ func (a *Authority) CreateJoinToken(ctx context.Context, c *Caller, ttl time.Dur
 }
 
 // JoinNode trades a join token and a CSR for a node X509-SVID. The token
-// is consumed and the node recorded in the same transaction that
-// acknowledges the SVID; on any failure the token stays usable.
+// is consumed and the node recorded in the commit that logs
+// node.attested, before the SVID is handed out; on any failure the token
+// stays usable.
 func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) (*ca.X509SVID, error) {
 	now := a.now()
 	var svid *ca.X509SVID
 	tokenID := ""
-	err := a.store.Update(ctx, func(tx store.Tx) error {
-		rec, err := attest.ConsumeJoinToken(tx, secret, a.td, now)
-		if rec != nil {
-			tokenID = rec.ID
-		}
-		if err != nil {
-			return err
-		}
-		nodeID, err := rec.NodeID(a.td)
-		if err != nil {
-			return err
-		}
-		pub, err := ca.ParseCSR(csrPEM, nodeID)
-		if err != nil {
-			return err
-		}
-		svid, err = a.ca.MintX509SVID(ctx, ca.X509Params{ID: nodeID, PublicKey: pub})
-		if err != nil {
-			return err
-		}
-		return registry.PutNode(tx, &registry.Node{
-			SPIFFEID: nodeID.String(), AttestationMethod: attest.MethodJoinToken, Level: registry.LevelToken,
-			Selectors:  []string{"attestation:" + attest.MethodJoinToken, "level:" + registry.LevelToken},
-			AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
-		})
+	// The token is read, the CSR checked and the SVID made first; then the
+	// token is used up and the node stored in the commit that logs
+	// node.attested (the entry names the SVID): the three durable
+	// together, or none. A token used meanwhile by another join fails
+	// that commit's change, and this SVID is never handed out.
+	var rec *attest.JoinToken
+	err := a.store.View(ctx, func(tx store.Tx) (err error) {
+		rec, err = attest.PeekJoinToken(tx, secret, a.td, now)
+		return err
 	})
+	if rec != nil {
+		tokenID = rec.ID
+	}
+	if err == nil {
+		nodeID, _ := rec.NodeID(a.td) // checked by PeekJoinToken
+		var pub crypto.PublicKey
+		if pub, err = ca.ParseCSR(csrPEM, nodeID); err == nil {
+			svid, err = a.ca.MintX509SVID(ctx, ca.X509Params{ID: nodeID, PublicKey: pub})
+		}
+		if err == nil {
+			_, err = a.recordWith(ctx, event{typ: "node.attested", actor: svid.ID.String(), subject: svid.ID.String(), details: map[string]any{
+				"method": attest.MethodJoinToken, "level": registry.LevelToken, "token_id": tokenID,
+				"serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
+			}}, func(tx store.Tx) error {
+				if _, err := attest.ConsumeJoinToken(tx, secret, a.td, now); err != nil {
+					return err
+				}
+				return registry.PutNode(tx, &registry.Node{
+					SPIFFEID: nodeID.String(), AttestationMethod: attest.MethodJoinToken, Level: registry.LevelToken,
+					Selectors:  []string{"attestation:" + attest.MethodJoinToken, "level:" + registry.LevelToken},
+					AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
+				})
+			})
+		}
+	}
 	a.registryChanged()
 	if err != nil {
 		a.log.InfoContext(ctx, "join refused", "token_id", tokenID, "err", err)
@@ -78,12 +89,6 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 				a.log.ErrorContext(ctx, "audit a refused join", "err", rerr)
 			}
 		}
-		return nil, err
-	}
-	if _, err := a.record(ctx, event{typ: "node.attested", actor: svid.ID.String(), subject: svid.ID.String(), details: map[string]any{
-		"method": attest.MethodJoinToken, "level": registry.LevelToken, "token_id": tokenID,
-		"serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
-	}}); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "node joined", "spiffe_id", svid.ID.String(), "serial", svid.SerialNumber.Text(16))
