@@ -111,7 +111,9 @@ func deletedAgentDigest(c *Caller, ag *registry.Agent) event {
 	sum := sha256.Sum256(doc)
 	subject := ag.SPIFFEID
 	if len(subject) > registry.MaxSPIFFEIDLen {
-		subject = clip(subject[:registry.MaxSPIFFEIDLen])
+		// A SPIFFE ID is ASCII (it was parsed as one when stored): cut
+		// anywhere, it stays text.
+		subject = subject[:registry.MaxSPIFFEIDLen]
 	}
 	return event{typ: "agent.deleted", actor: actorOf(c), subject: subject, details: map[string]any{
 		"id": ag.ID, "registration_sha256": hex.EncodeToString(sum[:]), "digest_only": true,

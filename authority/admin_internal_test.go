@@ -162,23 +162,29 @@ func TestDeleteAgentTooLargeToLogWhole(t *testing.T) {
 	for i := range registry.MaxListLen {
 		nodes = append(nodes, fmt.Sprintf("%s/node/join/%04d%s", a.td.IDString(), i, strings.Repeat("n", 1990)))
 	}
-	ag := &registry.Agent{ID: registry.NewID(), SPIFFEID: a.td.IDString() + "/agent/legacy", NodeIDs: nodes}
-	if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.DeleteAgent(ctx, admin, ag.ID); err != nil {
-		t.Fatalf("DeleteAgent = %v", err)
+	for _, ag := range []*registry.Agent{
+		{ID: registry.NewID(), SPIFFEID: a.td.IDString() + "/agent/legacy", NodeIDs: nodes},
+		{ID: registry.NewID(), SPIFFEID: a.td.IDString() + "/agent/" + strings.Repeat("d", 32700)},
+	} {
+		if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.DeleteAgent(ctx, admin, ag.ID); err != nil {
+			t.Fatalf("DeleteAgent = %v", err)
+		}
 	}
 	if list, err := a.ListAgents(ctx, admin); err != nil || len(list) != 0 {
-		t.Fatalf("agents after the delete: %d, %v", len(list), err)
+		t.Fatalf("agents after the deletes: %d, %v", len(list), err)
 	}
 	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "agent.deleted", Limit: 10})
-	if err != nil || len(got) != 1 {
-		t.Fatalf("%d agent.deleted entries (%v), want 1", len(got), err)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("%d agent.deleted entries (%v), want 2", len(got), err)
 	}
-	e, err := audit.Decode(got[0].Entry)
-	if err != nil || e.Subject != ag.SPIFFEID || !strings.Contains(string(e.Details), `"registration_sha256"`) {
-		t.Fatalf("the entry: %s %s (%v), want the agent's SPIFFE ID and a digest", e.Subject, e.Details, err)
+	for i, want := range []string{a.td.IDString() + "/agent/legacy", (a.td.IDString() + "/agent/" + strings.Repeat("d", 32700))[:registry.MaxSPIFFEIDLen]} {
+		e, err := audit.Decode(got[i].Entry)
+		if err != nil || e.Subject != want || !strings.Contains(string(e.Details), `"registration_sha256"`) {
+			t.Fatalf("entry %d: %.80s… %s (%v), want the agent's SPIFFE ID (cut to 2048 bytes) and a digest", i, e.Subject, e.Details, err)
+		}
 	}
 }
 
