@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -81,9 +82,9 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 }
 
 // TPMVerify completes a TPM attestation. The evidence is checked outside
-// any transaction; then one transaction uses the session up and, on
-// success, records the node with its hardware facts and mints its node
-// X509-SVID for the CSR's key (two answers to one challenge cannot both
+// any transaction, and the node X509-SVID made for the CSR's key; then
+// the commit that logs node.attested uses the session up and records the
+// node with its hardware facts (two answers to one challenge cannot both
 // win). A refused answer uses the session up too. A renewal (or any
 // attestation of a known node) whose PCRs no longer match an allowed
 // profile marks the node drifted: it hosts no agent until an attestation
@@ -110,7 +111,7 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 		proven := res != nil && !errors.Is(err, attest.ErrCredentialMismatch)
 		return nil, a.refuseTPMAnswer(ctx, s, nodeID, err, proven, details, now)
 	}
-	svid, err := a.admitTPMNode(ctx, s.ID, nodeID, res.key, res.Result, now)
+	svid, err := a.admitTPMNode(ctx, s.ID, nodeID, res.key, res.Result, now, details)
 	if err != nil {
 		if !errors.Is(err, attest.ErrChallengeUsed) && !errors.Is(err, attest.ErrChallengeExpired) {
 			// Banned, or the server failed: the answer still uses the
@@ -121,14 +122,6 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 			return nil, err
 		}
 		a.log.InfoContext(ctx, "TPM answer lost to another", "session_id", s.ID, "err", err)
-		return nil, err
-	}
-	details["profile"] = res.Profile
-	details["level"] = registry.LevelHardware
-	details["serial"] = svid.SerialNumber.Text(16)
-	details["expires_at"] = svid.ExpiresAt.UTC()
-	details["method"] = attest.MethodTPM
-	if _, err := a.record(ctx, event{typ: "node.attested", actor: nodeID.String(), subject: nodeID.String(), details: details}); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "TPM node attested", "spiffe_id", nodeID.String(), "profile", res.Profile, "renewal", s.Caller != "")
@@ -301,23 +294,30 @@ func (a *Authority) useUpTPMSession(ctx context.Context, id string, nodeID spiff
 	return marked, nil
 }
 
-// admitTPMNode uses the session up, records the node's facts and mints
-// its SVID in one transaction. A matching attestation clears an earlier
+// admitTPMNode mints the node's SVID, then uses the session up and
+// records the node's facts in the commit that logs node.attested (with
+// details and the SVID's). A matching attestation clears an earlier
 // drift; a ban stays.
-func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID spiffeid.ID, pub crypto.PublicKey, res *attest.Result, now time.Time) (*ca.X509SVID, error) {
-	var svid *ca.X509SVID
-	err := a.store.Update(ctx, func(tx store.Tx) error {
+func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID spiffeid.ID, pub crypto.PublicKey, res *attest.Result, now time.Time, details map[string]any) (*ca.X509SVID, error) {
+	// The SVID is made first (its serial is in the entry); the session is
+	// used up and the node stored in the commit that logs node.attested:
+	// all durable together, or none. An answer that loses its session to
+	// another, or a node banned meanwhile, fails that change only, and
+	// this SVID is never handed out.
+	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: nodeID, PublicKey: pub})
+	if err != nil {
+		return nil, err
+	}
+	d := maps.Clone(details)
+	d["profile"], d["level"], d["method"] = res.Profile, registry.LevelHardware, attest.MethodTPM
+	d["serial"], d["expires_at"] = svid.SerialNumber.Text(16), svid.ExpiresAt.UTC()
+	_, err = a.recordWith(ctx, event{typ: "node.attested", actor: nodeID.String(), subject: nodeID.String(), details: d}, func(tx store.Tx) error {
 		if _, err := attest.ConsumeTPMSession(tx, sessionID, now); err != nil {
 			return err
 		}
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
 		} else if err != nil && !errors.Is(err, registry.ErrNotFound) {
-			return err
-		}
-		var err error
-		svid, err = a.ca.MintX509SVID(ctx, ca.X509Params{ID: nodeID, PublicKey: pub})
-		if err != nil {
 			return err
 		}
 		return registry.PutNode(tx, &registry.Node{
@@ -330,7 +330,10 @@ func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID s
 		})
 	})
 	a.registryChanged()
-	return svid, err
+	if err != nil {
+		return nil, err
+	}
+	return svid, nil
 }
 
 // refuseTPM records a refused TPM attestation.
