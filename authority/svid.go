@@ -187,19 +187,32 @@ func (a *Authority) lookupHosting(ctx context.Context, id, nodeID spiffeid.ID) (
 }
 
 func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey) (*ca.X509SVID, error) {
-	var svid *ca.X509SVID
-	err := a.store.Update(ctx, func(tx store.Tx) error {
+	// The node may renew (checked before the SVID is made, and again in
+	// the commit that logs svid.issued and stores the node's new serial:
+	// both durable, or neither).
+	renewable := func(tx store.Tx) (*registry.Node, error) {
 		node, err := registry.GetNode(tx, id.String())
-		if err != nil {
-			return notFoundAs(err, ErrNodeUnknown, id)
+		switch {
+		case err != nil:
+			return nil, notFoundAs(err, ErrNodeUnknown, id)
+		case node.Banned:
+			return nil, fmt.Errorf("%w: %s", registry.ErrBanned, id)
+		case node.Level == registry.LevelHardware:
+			return nil, fmt.Errorf("%w: a hardware-attested node renews through attestation", ErrForbidden)
 		}
-		if node.Banned {
-			return fmt.Errorf("%w: %s", registry.ErrBanned, id)
-		}
-		if node.Level == registry.LevelHardware {
-			return fmt.Errorf("%w: a hardware-attested node renews through attestation", ErrForbidden)
-		}
-		svid, err = a.ca.MintX509SVID(ctx, ca.X509Params{ID: id, PublicKey: pub})
+		return node, nil
+	}
+	if err := a.store.View(ctx, func(tx store.Tx) error { _, err := renewable(tx); return err }); err != nil {
+		return nil, err
+	}
+	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: id, PublicKey: pub})
+	if err != nil {
+		return nil, err
+	}
+	_, err = a.recordWith(ctx, event{typ: "svid.issued", actor: id.String(), subject: id.String(), details: map[string]any{
+		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": id.String(), "renewal": true, "expires_at": svid.ExpiresAt.UTC(),
+	}}, func(tx store.Tx) error {
+		node, err := renewable(tx)
 		if err != nil {
 			return err
 		}
@@ -209,12 +222,6 @@ func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.Pu
 	// Only the SVID serial and expiry changed: the policy documents hold
 	// neither.
 	a.hosting.invalidate()
-	if err != nil {
-		return nil, err
-	}
-	_, err = a.record(ctx, event{typ: "svid.issued", actor: id.String(), subject: id.String(), details: map[string]any{
-		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": id.String(), "renewal": true, "expires_at": svid.ExpiresAt.UTC(),
-	}})
 	if err != nil {
 		return nil, err
 	}
