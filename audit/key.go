@@ -129,7 +129,14 @@ func parseSignerKey(skey string) (note.Signer, string, error) {
 // never replaces an existing file: then it returns an error matching
 // fs.ErrExist. A crash leaves no partial file at path.
 func createFile(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), keyDirMode); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, keyDirMode); err != nil {
+		return err
+	}
+	// The directory's own entry is made durable too (a new one would
+	// otherwise be lost with the key in it on a power loss, on file
+	// systems that do not persist it with the file).
+	if err := credfile.SyncDir(filepath.Dir(dir)); err != nil {
 		return err
 	}
 	return credfile.CreateFileAtomic(path, b, keyFileMode)

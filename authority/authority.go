@@ -20,6 +20,7 @@ import (
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/ca/federation"
+	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/store"
 	"mandate.dev/mandate/store/bolt"
@@ -109,6 +110,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	st, err := bolt.Open(filepath.Join(cfg.DataDir, "mandate.db"), bolt.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("authority: %w", err)
+	}
+	// The data directory's entry, and the store's in it, are durable
+	// before anything is acknowledged from them.
+	for _, dir := range []string{filepath.Dir(filepath.Clean(cfg.DataDir)), cfg.DataDir} {
+		if err := credfile.SyncDir(dir); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("authority: data dir: %w", err)
+		}
 	}
 	a.store = st
 	if err := a.init(ctx); err != nil {
