@@ -111,13 +111,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authority: %w", err)
 	}
-	// The data directory's entry, and the store's in it, are durable
-	// before anything is acknowledged from them.
-	for _, dir := range []string{filepath.Dir(filepath.Clean(cfg.DataDir)), cfg.DataDir} {
-		if err := credfile.SyncDir(dir); err != nil {
-			st.Close()
-			return nil, fmt.Errorf("authority: data dir: %w", err)
-		}
+	// The store's entry in the data directory, and the data directory's
+	// in its parent, are durable before anything is acknowledged from
+	// them. (The parent may not be readable by this user: then only
+	// said.)
+	if err := credfile.SyncDir(cfg.DataDir); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("authority: data dir: %w", err)
+	}
+	if err := credfile.SyncDir(filepath.Dir(filepath.Clean(cfg.DataDir))); err != nil {
+		a.log.Warn("could not make the data directory's own entry durable", "err", err)
 	}
 	a.store = st
 	if err := a.init(ctx); err != nil {
