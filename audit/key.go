@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -18,12 +16,9 @@ import (
 	"mandate.dev/mandate/credfile"
 )
 
-// keyFileMode and keyDirMode are the permissions of a signer key file and
-// of a directory LoadOrCreateSigner creates for it.
-const (
-	keyFileMode = 0o600
-	keyDirMode  = 0o700
-)
+// keyFileMode is the permission of a signer key file (its directory is
+// credfile.PrivateDir's 0700).
+const keyFileMode = 0o600
 
 // algEd25519 is the algorithm byte of an Ed25519 note key.
 const algEd25519 = 1
@@ -77,14 +72,9 @@ func LoadOrCreateSigner(path, name string) (note.Signer, string, error) {
 // loadSigner reads and checks the key file at path. Its error matches
 // fs.ErrNotExist when the file does not exist.
 func loadSigner(path, name string) (note.Signer, string, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, "", fmt.Errorf("audit: signer key: %w", err)
-	}
-	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
-		return nil, "", fmt.Errorf("audit: signer key %s has mode %v: group or others may access it, want %v", path, fi.Mode().Perm(), fs.FileMode(keyFileMode))
-	}
-	b, err := os.ReadFile(path)
+	// Only this user's: a key others may read, or may have written, is
+	// not the log's (credfile.ErrNotPrivate).
+	b, err := credfile.ReadPrivate(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("audit: signer key: %w", err)
 	}
@@ -130,7 +120,7 @@ func parseSignerKey(skey string) (note.Signer, string, error) {
 // fs.ErrExist. A crash leaves no partial file at path.
 func createFile(path string, b []byte) error {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, keyDirMode); err != nil {
+	if err := credfile.PrivateDir(dir); err != nil {
 		return err
 	}
 	// The directory's own entry is made durable too (a new one would

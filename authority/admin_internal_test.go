@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
 )
@@ -295,5 +298,36 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A key planted as the administrator's, one another user could read or
+// have written, is not certified as the administrator: the credential is
+// refused until it is private.
+func TestAdminKeyMustBePrivate(t *testing.T) {
+	a := startAuthority(t)
+	p := AdminPaths(a.cfg.DataDir)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, err := credfile.EncodeKeyPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(p.Key), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.Key, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteAdminCredential(t.Context(), true); !errors.Is(err, credfile.ErrNotPrivate) {
+		t.Fatalf("WriteAdminCredential over a 0644 key = %v, want ErrNotPrivate", err)
+	}
+	if err := os.Chmod(p.Key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteAdminCredential(t.Context(), true); err != nil {
+		t.Fatalf("WriteAdminCredential over a private key = %v", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -104,7 +103,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	for _, id := range cfg.Audit.Auditors {
 		a.auditors[id] = true
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	// The data directory holds keys: only this user's (a directory
+	// others may write to would let them replace one).
+	if err := credfile.PrivateDir(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("authority: data dir: %w", err)
 	}
 	st, err := bolt.Open(filepath.Join(cfg.DataDir, "mandate.db"), bolt.Options{})

@@ -38,7 +38,7 @@ func (a *Authority) WriteAdminCredential(ctx context.Context, force bool) error 
 	a.credMu.Lock() // the maintenance loop and serve's start both write it
 	defer a.credMu.Unlock()
 	p := AdminPaths(a.cfg.DataDir)
-	if err := os.MkdirAll(filepath.Dir(p.Cert), 0o700); err != nil {
+	if err := credfile.PrivateDir(filepath.Dir(p.Cert)); err != nil {
 		return fmt.Errorf("authority: admin credential: %w", err)
 	}
 	if bundle := credfile.EncodeCertsPEM(a.ca.X509Authorities()); !fileHolds(p.Bundle, bundle) {
@@ -98,7 +98,9 @@ func (a *Authority) chainsToBundle(certs []*x509.Certificate) bool {
 }
 
 func loadOrCreateKey(path string) (crypto.Signer, error) {
-	if b, err := os.ReadFile(path); err == nil {
+	// A key another user could read, or could have put there, is not
+	// certified as this authority's administrator.
+	if b, err := credfile.ReadPrivate(path); err == nil {
 		return credfile.ParseKeyPEM(b)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("authority: read key: %w", err)

@@ -149,7 +149,7 @@ func In(dir string) Paths {
 // the new key and the old certificate, and Load then uses the old key,
 // which Write kept as svid.key.prev until the certificate landed.
 func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509.Certificate) error {
-	if err := os.MkdirAll(filepath.Dir(p.Cert), 0o700); err != nil {
+	if err := PrivateDir(filepath.Dir(p.Cert)); err != nil {
 		return fmt.Errorf("credfile: %w", err)
 	}
 	if key != nil {
@@ -233,7 +233,7 @@ func currentPairKey(p Paths) ([]byte, bool) {
 // loadKeyFor reads the key of leaf: the key file, or, when a Write was
 // interrupted between the key and the certificate, the key it replaced.
 func loadKeyFor(p Paths, leaf *x509.Certificate) (crypto.Signer, error) {
-	kb, err := os.ReadFile(p.Key)
+	kb, err := ReadPrivate(p.Key)
 	if err != nil {
 		return nil, fmt.Errorf("credfile: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -526,5 +527,35 @@ func TestLoadAfterInterruptedRenewal(t *testing.T) {
 	}
 	if _, err := os.Stat(p.Key + ".prev"); !os.IsNotExist(err) {
 		t.Errorf("svid.key.prev after a completed Write: %v, want it removed", err)
+	}
+}
+
+// A key another user could read is not loaded, and a credential
+// directory group or others may access is restricted when written to.
+func TestPrivateKeyAndDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "loose")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	p := credfile.In(dir)
+	key := ecKey(t)
+	cert := selfSignedWith(t, "leaf", key)
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mode(t, dir); got != 0o700 {
+		t.Errorf("a 0777 credential directory written to is %v, want 0700", got)
+	}
+	if _, _, _, err := credfile.Load(p); err != nil {
+		t.Fatalf("Load of a private credential: %v", err)
+	}
+	if err := os.Chmod(p.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := credfile.Load(p); !errors.Is(err, credfile.ErrNotPrivate) || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("Load of a 0644 key = %v, want ErrNotPrivate, saying what to do", err)
 	}
 }

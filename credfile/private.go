@@ -1,0 +1,66 @@
+package credfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+)
+
+// ErrNotPrivate is a key file, or a directory of keys, that another user
+// may read or may have written: its mode lets group or others in, or
+// another user owns it.
+var ErrNotPrivate = errors.New("credfile: not private to this user")
+
+// ReadPrivate reads a private file (a key): a regular file that only
+// this user may access (mode without group or other bits, owned by this
+// user; Windows modes say nothing of it and are not checked). A key
+// another user could read is no longer secret, and one another user
+// could have written is not this one's: both are refused
+// (ErrNotPrivate), with what to do about it.
+func ReadPrivate(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrNotPrivate, path)
+	}
+	if err := private(path, fi); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(path)
+}
+
+// PrivateDir creates dir (0700) if needed, and restricts an existing one
+// that group or others may access to 0700. One that another user owns
+// is refused (ErrNotPrivate): they could replace what is put in it.
+func PrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory", ErrNotPrivate, dir)
+	}
+	if err := ownedHere(dir, fi); err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+		if err := os.Chmod(dir, perm&0o700|0o700); err != nil {
+			return fmt.Errorf("%w: %s has mode %v and cannot be restricted to 0700: %v", ErrNotPrivate, dir, perm, err)
+		}
+	}
+	return nil
+}
+
+func private(path string, fi fs.FileInfo) error {
+	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+		return fmt.Errorf("%w: %s has mode %v: group or others may access it (chmod 600 %s)", ErrNotPrivate, path, perm, path)
+	}
+	return ownedHere(path, fi)
+}

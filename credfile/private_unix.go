@@ -1,0 +1,19 @@
+//go:build unix
+
+package credfile
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"syscall"
+)
+
+// ownedHere refuses a file another user owns.
+func ownedHere(path string, fi fs.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || int(st.Uid) == os.Geteuid() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is owned by user %d, not this user (%d)", ErrNotPrivate, path, st.Uid, os.Geteuid())
+}
