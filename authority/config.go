@@ -226,6 +226,11 @@ func LoadConfigFile(path string) (*Config, error) {
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	// One document: a second one (after ---) would be silently ignored.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: more than one YAML document (a line ---); the configuration is one", path)
+	}
 	return cfg, nil
 }
 
@@ -280,7 +285,7 @@ func (c *Config) Validate() error {
 	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 		return fmt.Errorf("trust_domain %q: %v", c.TrustDomain, err)
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+	if err := checkListen(c.Listen); err != nil {
 		return fmt.Errorf("listen %q: %v", c.Listen, err)
 	}
 	if !map[string]bool{"debug": true, "info": true, "warn": true, "error": true}[strings.ToLower(c.LogLevel)] {
@@ -301,6 +306,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.CA.validate(); err != nil {
 		return err
+	}
+	// The hint is what peers wait before fetching again: shorter than the
+	// third of an authority's life during which the next one is published.
+	if h, window := c.Federation.BundleRefreshHint.D(), min(c.CA.CATTL.D(), c.CA.JWTKeyTTL.D())/3; h < 0 || window > 0 && h >= window {
+		return fmt.Errorf("federation.bundle_refresh_hint %s: must not be negative, and shorter than a third of ca.ca_ttl and ca.jwt_key_ttl (%s)", h, window)
 	}
 	if err := c.Federation.validate(); err != nil {
 		return err
@@ -335,9 +345,27 @@ func (c *CAConfig) validate() error {
 	return nil
 }
 
+// checkListen checks a listen address: host:port, the port a number
+// from 0 (any) to 65535.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || strconv.FormatUint(n, 10) != port {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
 func (f *FederationConfig) validate() error {
 	if (f.WebListen == "") != (f.WebCertFile == "") || (f.WebCertFile == "") != (f.WebKeyFile == "") {
 		return errors.New("federation: web_listen, web_cert_file and web_key_file must be set together")
+	}
+	if f.WebListen != "" {
+		if err := checkListen(f.WebListen); err != nil {
+			return fmt.Errorf("federation.web_listen %q: %v", f.WebListen, err)
+		}
 	}
 	seen := map[string]bool{}
 	for _, t := range f.TrustDomains {

@@ -19,6 +19,13 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", func(*authority.Config) {}, ""},
 		{"bad trust domain", func(c *authority.Config) { c.TrustDomain = "Bad Domain" }, "trust_domain"},
 		{"bad listen", func(c *authority.Config) { c.Listen = "nowhere" }, "listen"},
+		{"listen port out of range", func(c *authority.Config) { c.Listen = "127.0.0.1:99999" }, "listen"},
+		{"listen port not a number", func(c *authority.Config) { c.Listen = "127.0.0.1:https" }, "listen"},
+		{"web listen port out of range", func(c *authority.Config) {
+			c.Federation.WebListen, c.Federation.WebCertFile, c.Federation.WebKeyFile = "127.0.0.1:70000", "c.pem", "k.pem"
+		}, "federation.web_listen"},
+		{"negative bundle refresh hint", func(c *authority.Config) { c.Federation.BundleRefreshHint = authority.Duration(-5 * time.Minute) }, "federation.bundle_refresh_hint"},
+		{"bundle refresh hint past the publication window", func(c *authority.Config) { c.Federation.BundleRefreshHint = authority.Duration(100000 * time.Hour) }, "federation.bundle_refresh_hint"},
 		{"bad log level", func(c *authority.Config) { c.LogLevel = "loud" }, "log_level"},
 		{"bad admin", func(c *authority.Config) { c.Admins = []string{"not-an-id"} }, "admins"},
 		{"bad key type", func(c *authority.Config) { c.CA.KeyType = "rsa-512" }, "ca.key_type"},
@@ -69,6 +76,9 @@ func TestLoadConfigFile(t *testing.T) {
 		{"unknown key", "trust_domian: org-a.example\n", "trust_domian"},
 		{"bad duration", "ca:\n  ca_ttl: forever\n", "not a duration"},
 		{"not yaml", "{{{", "config"},
+		{"two documents", "listen: 127.0.0.1:0\n---\nlisten: 0.0.0.0:8443\nbogus_key: 1\n", "more than one YAML document"},
+		{"a document and a separator", "listen: 127.0.0.1:0\n---\n", "more than one YAML document"},
+		{"a leading separator", "---\nlisten: 127.0.0.1:0\n", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
