@@ -60,6 +60,22 @@ func TestCLIAdminCommands(t *testing.T) {
 		t.Fatalf("node join: %v", err)
 	}
 	nodeID = strings.TrimSpace(nodeID)
+	// The token from a file, off the command line (other local users can
+	// read command lines); one of --token and --token-file, not none.
+	token2, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(token2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := cli(t, url, dir, "node", "join", "--token-file", "token", "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "node2"); err != nil ||
+		!strings.HasPrefix(id, "spiffe://mandate.localhost/node/") {
+		t.Fatalf("node join --token-file: %q, %v", id, err)
+	}
+	if _, err := cli(t, url, dir, "node", "join", "--quiet"); err == nil || !strings.Contains(err.Error(), "--token-file") {
+		t.Fatalf("node join without a token: %v, want a usage error naming both flags", err)
+	}
 	out, err := cli(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--node-id", nodeID, "--scope", "read", "--x509-ttl", "30m")
 	if err != nil {
 		t.Fatalf("agent create: %v", err)

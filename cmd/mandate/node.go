@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -15,7 +17,9 @@ import (
 )
 
 const nodeUsage = `Usage:
-  mandate node join --token TOKEN [flags]   join this host with a join token (level token)
+  mandate node join --token TOKEN [flags]   join this host with a join token (level token;
+                                            --token-file FILE, - for stdin, keeps it off the
+                                            command line)
   mandate node attest --tpm PATH [flags]    attest this host with its TPM 2.0 (level hardware), or
                                             renew its TPM node SVID with a fresh quote
   mandate node run --tpm PATH [flags]       attest, then renew with a fresh quote at half of each
@@ -51,20 +55,36 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("node join", "node join --token TOKEN [flags]", stderr)
+	fs := newFlagSet("node join", "node join (--token TOKEN | --token-file FILE) [flags]", stderr)
 	var cf clientFlags
-	var token, out string
+	var token, tokenFile, out string
 	var quiet bool
 	cf.register(fs, "", "unused for join")
-	fs.StringVar(&token, "token", "", "join token from 'mandate admin join-token create' (required)")
+	fs.StringVar(&token, "token", "", "join token from 'mandate admin join-token create' (or --token-file)")
+	fs.StringVar(&tokenFile, "token-file", "", "file holding the join token, - for standard input (keeps it out of the command line, which other local users can read)")
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
 	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json)")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if token == "" {
-		return usagef("--token is required")
+	switch {
+	case (token == "") == (tokenFile == ""):
+		return usagef("give the join token with --token or --token-file (one of them)")
+	case tokenFile != "":
+		var b []byte
+		var err error
+		if tokenFile == "-" {
+			b, err = io.ReadAll(io.LimitReader(os.Stdin, 4096))
+		} else {
+			b, err = os.ReadFile(tokenFile)
+		}
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return usagef("--token-file %s holds no token", tokenFile)
+		}
 	}
 	c, err := cf.dial(false)
 	if err != nil {
