@@ -530,8 +530,9 @@ func TestLoadAfterInterruptedRenewal(t *testing.T) {
 	}
 }
 
-// A key another user could read is not loaded, and a credential
-// directory group or others may access is restricted when written to.
+// A key another user could read is not loaded, and a credential is not
+// written in a directory group or others may write to (they could
+// replace it); one they may only read is its owner's choice.
 func TestPrivateKeyAndDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "loose")
 	if err := os.Mkdir(dir, 0o777); err != nil {
@@ -543,11 +544,17 @@ func TestPrivateKeyAndDirectory(t *testing.T) {
 	p := credfile.In(dir)
 	key := ecKey(t)
 	cert := selfSignedWith(t, "leaf", key)
-	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); !errors.Is(err, credfile.ErrNotPrivate) || !strings.Contains(err.Error(), "chmod go-w") {
+		t.Fatalf("Write into a 0777 directory = %v, want ErrNotPrivate, saying what to do", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if got := mode(t, dir); got != 0o700 {
-		t.Errorf("a 0777 credential directory written to is %v, want 0700", got)
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatalf("Write into a 0755 directory: %v", err)
+	}
+	if got := mode(t, dir); got != 0o755 {
+		t.Errorf("the directory's mode became %v, want its owner's 0755 kept", got)
 	}
 	if _, _, _, err := credfile.Load(p); err != nil {
 		t.Fatalf("Load of a private credential: %v", err)

@@ -33,9 +33,11 @@ func ReadPrivate(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// PrivateDir creates dir (0700) if needed, and restricts an existing one
-// that group or others may access to 0700. One that another user owns
-// is refused (ErrNotPrivate): they could replace what is put in it.
+// PrivateDir creates dir (0700) if needed. An existing one that group or
+// others may write to, or that another user owns, is refused
+// (ErrNotPrivate): they could replace what is put in it. (One they may
+// only read is kept as it is: the keys in it are 0600, and its mode is
+// its owner's choice.)
 func PrivateDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -50,10 +52,8 @@ func PrivateDir(dir string) error {
 	if err := ownedHere(dir, fi); err != nil {
 		return err
 	}
-	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
-		if err := os.Chmod(dir, perm&0o700|0o700); err != nil {
-			return fmt.Errorf("%w: %s has mode %v and cannot be restricted to 0700: %v", ErrNotPrivate, dir, perm, err)
-		}
+	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o022 != 0 {
+		return fmt.Errorf("%w: %s has mode %v: group or others may replace the files in it (chmod go-w %s)", ErrNotPrivate, dir, perm, dir)
 	}
 	return nil
 }
