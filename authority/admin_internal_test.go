@@ -1,7 +1,6 @@
 package authority
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -195,16 +194,7 @@ func TestDeleteAgentTooLargeToLogWhole(t *testing.T) {
 // the audit log stopped, no change is made (none made and then left
 // unlogged, as a crash between two commits would leave it).
 func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
-	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
-	cfg.SetDefaults()
-	ctx, stop := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	a, stop := runAuthority(t)
 	admin := adminOf(t, a)
 	node := a.td.IDString() + "/node/join/n1"
 	if err := a.store.Update(t.Context(), func(tx store.Tx) error {
@@ -240,7 +230,6 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop() // the audit log stops; the store stays open
-	<-done
 	ctxT := t.Context()
 	if _, err := a.CreateAgent(ctxT, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/y"}); err == nil {
 		t.Fatal("CreateAgent with the log stopped succeeded")

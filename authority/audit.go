@@ -91,8 +91,9 @@ func (a *Authority) recordWith(ctx context.Context, ev event, apply func(tx stor
 	if err != nil {
 		return audit.Receipt{}, err
 	}
-	// The change this event reports may already be committed: recording
-	// must not be abandoned because the client went away.
+	// The change this event reports may already be committed (record), or
+	// is committed with it (recordWith): recording is not abandoned
+	// because the client went away.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	var applied func(tx store.Tx) error

@@ -56,9 +56,10 @@ type Authority struct {
 	bundles  atomic.Pointer[bundleSet]
 
 	fedMu sync.Mutex // serializes federation changes (store record + manager)
-	// changeMu serializes the admin changes that are logged after they
-	// are stored (agents, bans, federations), each held until its entry
-	// is appended: the log has them in the order they were made.
+	// changeMu serializes admin changes (agents, bans, federations), each
+	// held until its commit: what one read before it (the ban that
+	// stands, the registration deleted) still holds at it, and the
+	// bundle manager changes in the log's order.
 	changeMu sync.Mutex
 	credMu   sync.Mutex // serializes writes of the admin credential files
 

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,6 +184,13 @@ func TestStatusFindsRevokedParties(t *testing.T) {
 // startAuthority is a running authority of org-a.example in a temporary
 // directory, stopped when the test ends.
 func startAuthority(t *testing.T) *Authority {
+	a, _ := runAuthority(t)
+	return a
+}
+
+// runAuthority is startAuthority, and a stop that ends its Run (its
+// audit log among it) before the test ends, the store left open.
+func runAuthority(t *testing.T) (*Authority, func()) {
 	t.Helper()
 	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
 	cfg.SetDefaults()
@@ -193,8 +201,10 @@ func startAuthority(t *testing.T) *Authority {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; a.Close() })
-	return a
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(func() { stop(); a.Close() })
+	return a, stop
 }
 
 // TestNodeRevocationLeftBehind: a hop made on a revoked node that the

@@ -179,8 +179,8 @@ func (m *DiskKeyManager) readKey(id string) (crypto.Signer, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("ca: key file %s is not a regular file", path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("ca: key file %s has mode %#o, want %#o", path, perm, keyFileMode)
+	if err := credfile.CheckPrivate(path, fi); err != nil {
+		return nil, fmt.Errorf("ca: key %q: %w", id, err)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

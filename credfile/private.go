@@ -27,7 +27,7 @@ func ReadPrivate(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w: %s is not a regular file", ErrNotPrivate, path)
 	}
-	if err := private(path, fi); err != nil {
+	if err := CheckPrivate(path, fi); err != nil {
 		return nil, err
 	}
 	return os.ReadFile(path)
@@ -58,7 +58,9 @@ func PrivateDir(dir string) error {
 	return nil
 }
 
-func private(path string, fi fs.FileInfo) error {
+// CheckPrivate is ReadPrivate's check of the file at path, described by
+// fi: no group or other bits in its mode, owned by this user.
+func CheckPrivate(path string, fi fs.FileInfo) error {
 	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
 		return fmt.Errorf("%w: %s has mode %v: group or others may access it (chmod 600 %s)", ErrNotPrivate, path, perm, path)
 	}

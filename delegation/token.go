@@ -166,9 +166,9 @@ func validThumbprint(s string) bool {
 }
 
 // bytes is the statement's one encoding: scopes sorted.
-func (s Statement) bytes() []byte {
-	s.Scopes = slices.Sorted(slices.Values(s.Scopes))
-	b, _ := json.Marshal(s)
+func (st Statement) bytes() []byte {
+	st.Scopes = slices.Sorted(slices.Values(st.Scopes))
+	b, _ := json.Marshal(st)
 	return b
 }
 
