@@ -1,9 +1,14 @@
 package api_test
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"io"
 	"net/http"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -283,5 +288,89 @@ func TestFederationChangesKeepState(t *testing.T) {
 	}
 	if feds, err := a.admin.ListFederations(ctx); err != nil || len(feds) != 0 {
 		t.Errorf("ListFederations() after delete = %+v, %v; want none", feds, err)
+	}
+}
+
+// TestFederatedBundleUpdatesAreLogged: a peer bundle fetched with other
+// trust anchors than the one held is logged, in the commit that stores
+// it, with each anchor named; the next start names the same anchors for
+// the relationship.
+func TestFederatedBundleUpdatesAreLogged(t *testing.T) {
+	b := start(t, "org-b.example")
+	dataDir := t.TempDir()
+	cfg := func(c *authority.Config) { c.DataDir = dataDir }
+	a := start(t, "org-a.example", cfg)
+
+	// Bootstrapped with org-b's X.509 authorities only: the fetched
+	// bundle adds its JWT keys.
+	peer := b.fetchBundle()
+	partial := spiffebundle.New(b.td)
+	partial.SetX509Authorities(peer.X509Authorities())
+	doc, err := partial.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.admin.AddFederation(ctxT(t), &client.Federation{
+		TrustDomain: b.td.String(), BundleEndpointURL: b.url + "/v1/bundle", Profile: "https_spiffe", Bundle: doc,
+	}); err != nil {
+		t.Fatalf("AddFederation() = %v", err)
+	}
+	var updates []map[string]any
+	for deadline := time.Now().Add(20 * time.Second); len(updates) == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		updates = a.auditOf("federation.bundle_updated", "org-b.example")
+	}
+	if len(updates) != 1 {
+		t.Fatalf("federation.bundle_updated entries = %v, want one", updates)
+	}
+	got := updates[0]
+
+	var x509s []any
+	for _, c := range peer.X509Authorities() {
+		sum := sha256.Sum256(c.Raw)
+		x509s = append(x509s, hex.EncodeToString(sum[:]))
+	}
+	slices.SortFunc(x509s, func(p, q any) int { return strings.Compare(p.(string), q.(string)) })
+	var kids []any
+	for kid := range peer.JWTAuthorities() {
+		kids = append(kids, kid)
+	}
+	slices.SortFunc(kids, func(p, q any) int { return strings.Compare(p.(string), q.(string)) })
+	var gotKids []any
+	for _, k := range got["jwt_authorities"].([]any) {
+		key := k.(map[string]any)
+		if key["jwk_thumbprint"] != key["kid"] { // Mandate's kids are their thumbprints
+			t.Errorf("logged JWT key %v: thumbprint is not the key's", key)
+		}
+		gotKids = append(gotKids, key["kid"])
+	}
+	seq, _ := peer.SequenceNumber()
+	if !reflect.DeepEqual(got["x509_authorities"], x509s) || len(kids) == 0 || !reflect.DeepEqual(gotKids, kids) ||
+		got["sequence_number"] != float64(seq) || got["anchors_sha256"] == nil || got["digest_only"] != nil {
+		t.Errorf("federation.bundle_updated = %v, want X.509 authorities %v, JWT keys %v, sequence %d", got, x509s, kids, seq)
+	}
+	feds, err := a.admin.ListFederations(ctxT(t))
+	if err != nil || len(feds) != 1 {
+		t.Fatalf("ListFederations() = %+v, %v", feds, err)
+	}
+	if stored, err := spiffebundle.Parse(b.td, feds[0].Bundle); err != nil || !stored.Equal(peer) {
+		t.Errorf("stored bundle = %s, %v; want the one fetched", feds[0].Bundle, err)
+	}
+
+	a.stop()
+	a = start(t, "org-a.example", cfg)
+	var started []map[string]any
+	for deadline := time.Now().Add(10 * time.Second); len(started) < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		started = a.auditOf("authority.started", "")
+	}
+	if len(started) != 2 {
+		t.Fatalf("authority.started entries = %d, want 2", len(started))
+	}
+	want := []any{map[string]any{"trust_domain": "org-b.example", "bundle_endpoint_url": b.url + "/v1/bundle",
+		"anchors_sha256": got["anchors_sha256"], "sequence_number": got["sequence_number"]}}
+	if fs := started[1]["federations"]; !reflect.DeepEqual(fs, want) {
+		t.Errorf("authority.started federations = %v, want %v", fs, want)
+	}
+	if fs := started[0]["federations"]; !reflect.DeepEqual(fs, []any{}) {
+		t.Errorf("first authority.started federations = %v, want none", fs)
 	}
 }

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -222,7 +223,8 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 		doc, _ := b.Marshal()
 		return &Federation{TrustDomain: td, BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc}
 	}
-	if _, err := a.AddFederation(t.Context(), admin, federation("org-b.example")); err != nil {
+	peerB := federation("org-b.example")
+	if _, err := a.AddFederation(t.Context(), admin, peerB); err != nil {
 		t.Fatal(err)
 	}
 	secret, _, err := a.CreateJoinToken(t.Context(), admin, 0)
@@ -252,8 +254,18 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 	if err := a.DeleteFederation(ctxT, admin, "org-b.example"); err == nil {
 		t.Fatal("DeleteFederation with the log stopped succeeded")
 	}
-	if feds, err := a.loadFederations(ctxT); err != nil || len(feds) != 1 || feds[0].TrustDomain != "org-b.example" {
-		t.Fatalf("federations %v (%v), want org-b's only", feds, err)
+	// A bundle fetched from the peer is not stored (nor, the hook
+	// failing, used).
+	tdB := spiffeid.RequireTrustDomainFromString("org-b.example")
+	fetched, err := spiffebundle.Parse(tdB, federation("org-b.example").Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.saveFederatedBundle(ctxT, tdB, fetched); err == nil {
+		t.Fatal("a fetched bundle was stored with the log stopped")
+	}
+	if feds, err := a.loadFederations(ctxT); err != nil || len(feds) != 1 || feds[0].TrustDomain != "org-b.example" || !bytes.Equal(feds[0].Bundle, peerB.Bundle) {
+		t.Fatalf("federations %v (%v), want org-b's only, with the bundle it was added with", feds, err)
 	}
 	// A join: no node, and the token still usable.
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -318,5 +330,61 @@ func TestAdminKeyMustBePrivate(t *testing.T) {
 	}
 	if err := a.WriteAdminCredential(t.Context(), true); err != nil {
 		t.Fatalf("WriteAdminCredential over a private key = %v", err)
+	}
+}
+
+// A fetched bundle whose anchors do not all fit in one entry is logged
+// by their digest and counts, and still stored.
+func TestBundleUpdateTooLargeToListIsLoggedByDigest(t *testing.T) {
+	a := startAuthority(t)
+	td := spiffeid.RequireTrustDomainFromString("org-b.example")
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(td.IDString())
+	b := spiffebundle.New(td)
+	const n = 1100 // 1,100 SHA-256s in hex: past audit.MaxEntrySize
+	for i := range n {
+		tpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 1)), URIs: []*url.URL{u}, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(der)
+		b.AddX509Authority(cert)
+	}
+	small := spiffebundle.New(td)
+	small.AddX509Authority(b.X509Authorities()[0])
+	doc, _ := small.Marshal()
+	if _, err := a.AddFederation(t.Context(), adminOf(t, a), &Federation{TrustDomain: td.Name(), BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc}); err != nil {
+		t.Fatal(err)
+	}
+	full := a.bundleUpdated(td, b).details
+	if err := a.saveFederatedBundle(t.Context(), td, b); err != nil {
+		t.Fatalf("saveFederatedBundle = %v", err)
+	}
+	got, _, err := a.SearchAudit(t.Context(), adminOf(t, a), audit.Query{Type: "federation.bundle_updated", Limit: 10})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("federation.bundle_updated entries: %d, %v; want 1", len(got), err)
+	}
+	var e struct {
+		Details map[string]any `json:"details"`
+	}
+	if err := json.Unmarshal(got[0].Entry, &e); err != nil {
+		t.Fatal(err)
+	}
+	d := e.Details
+	if d["digest_only"] != true || d["x509_authorities"] != nil || d["x509_authority_count"] != float64(n) ||
+		d["jwt_authority_count"] != float64(0) || d["anchors_sha256"] != bundleAnchors(b)["anchors_sha256"] {
+		t.Errorf("entry details %v, want the anchors' digest and counts only", d)
+	}
+	if full["digest_only"] != true {
+		t.Errorf("bundleUpdated details %v, want digest_only", full)
+	}
+	feds, err := a.loadFederations(t.Context())
+	if err != nil || len(feds) != 1 {
+		t.Fatal(feds, err)
+	}
+	if stored, err := spiffebundle.Parse(td, feds[0].Bundle); err != nil || len(stored.X509Authorities()) != n {
+		t.Errorf("stored bundle: %v; want all %d authorities", err, n)
 	}
 }

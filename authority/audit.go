@@ -160,15 +160,25 @@ func actorOf(c *Caller) string {
 }
 
 // recordStart records that the authority started, with a digest of its
-// effective configuration and the CA's authorities (those it made or
-// rotated while starting, before ca.rotated entries could be recorded,
-// among them), once the log runs.
+// effective configuration, its policy revision, the CA's authorities
+// (those it made or rotated while starting, before ca.rotated entries
+// could be recorded, among them) and the federated trust domains with the
+// anchors it trusts for each (those from the config file among them),
+// once the log runs.
 func (a *Authority) recordStart(ctx context.Context) error {
 	cfg, _ := json.Marshal(a.cfg)
 	sum := sha256.Sum256(cfg)
-	_, err := a.record(ctx, event{typ: "authority.started", subject: a.td.IDString(), details: map[string]any{
+	ev := event{typ: "authority.started", subject: a.td.IDString(), policyRevision: a.policy.Revision(), details: map[string]any{
 		"config_sha256": hex.EncodeToString(sum[:]), "trust_domain": a.td.Name(), "authorities": a.ca.Status(),
-	}})
+		"federations": a.federationAnchors(),
+	}}
+	if a.recordable(ev, ErrInvalidRequest) != nil {
+		// Too many to list: their digest and count.
+		feds, _ := json.Marshal(ev.details["federations"])
+		fsum := sha256.Sum256(feds)
+		ev.details["federations"] = map[string]any{"count": len(a.fed.Relationships()), "sha256": hex.EncodeToString(fsum[:])}
+	}
+	_, err := a.record(ctx, ev)
 	if err != nil && ctx.Err() == nil {
 		a.log.Error("audit the start", "err", err)
 	}

@@ -3,17 +3,21 @@ package authority
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/ca/federation"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
@@ -173,17 +177,23 @@ func (a *Authority) loadFederations(ctx context.Context) ([]*Federation, error) 
 	return out, err
 }
 
-// saveFederatedBundle persists a freshly fetched peer bundle; it is the
-// federation manager's OnUpdate hook.
+// errNoFederation fails the logging of a fetched bundle whose
+// relationship has no record (yet, or any more).
+var errNoFederation = errors.New("authority: no federation record")
+
+// saveFederatedBundle persists a freshly fetched peer bundle in the commit
+// that logs it (federation.bundle_updated); it is the federation manager's
+// OnUpdate hook, so a bundle that cannot be stored and logged is never
+// used.
 func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
 	doc, err := b.Marshal()
 	if err != nil {
 		return err
 	}
-	err = a.store.Update(ctx, func(tx store.Tx) error {
+	_, err = a.recordWith(ctx, a.bundleUpdated(td, b), func(tx store.Tx) error {
 		v, err := tx.Get(bucketFederations, []byte(td.String()))
 		if errors.Is(err, store.ErrNotFound) {
-			return nil // being added (the add stores it) or just deleted
+			return errNoFederation
 		}
 		if err != nil {
 			return err
@@ -195,11 +205,90 @@ func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDo
 		f.Bundle = doc
 		return putRecord(tx, bucketFederations, td.String(), f)
 	})
+	if errors.Is(err, errNoFederation) {
+		return nil // being added (the add stores and logs it) or just deleted
+	}
 	if err != nil {
 		return err
 	}
 	a.refreshBundlesWith(td, b)
 	return nil
+}
+
+// bundleUpdated is the audit event of a peer's bundle replaced by the one
+// fetched: its anchors (see bundleAnchors) and sequence number. The
+// anchor lists are left out, with digest_only, when they do not all fit
+// in one entry.
+func (a *Authority) bundleUpdated(td spiffeid.TrustDomain, b *spiffebundle.Bundle) event {
+	details := bundleAnchors(b)
+	if seq, ok := b.SequenceNumber(); ok {
+		details["sequence_number"] = seq
+	}
+	ev := event{typ: "federation.bundle_updated", subject: td.Name(), details: details}
+	if a.recordable(ev, ErrFederation) != nil {
+		delete(details, "x509_authorities")
+		delete(details, "jwt_authorities")
+		details["digest_only"] = true
+	}
+	return ev
+}
+
+// federationAnchors names each federated trust domain, in order, with
+// its bundle endpoint and, once it has a bundle, the bundle's
+// anchors_sha256 and sequence number (see bundleAnchors).
+func (a *Authority) federationAnchors() []map[string]any {
+	out := []map[string]any{}
+	for _, r := range a.fed.Relationships() {
+		f := map[string]any{"trust_domain": r.TrustDomain.Name(), "bundle_endpoint_url": r.BundleEndpointURL}
+		if b, ok := a.fed.Bundle(r.TrustDomain); ok {
+			f["anchors_sha256"] = bundleAnchors(b)["anchors_sha256"]
+			if seq, ok := b.SequenceNumber(); ok {
+				f["sequence_number"] = seq
+			}
+		}
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(x, y map[string]any) int {
+		return strings.Compare(x["trust_domain"].(string), y["trust_domain"].(string))
+	})
+	return out
+}
+
+// bundleAnchors names what a bundle trusts, as the audit log records it:
+// x509_authorities, the SHA-256 of each X.509 authority's DER, sorted;
+// jwt_authorities, each JWT key's kid and RFC 7638 thumbprint, sorted by
+// kid; their counts; and anchors_sha256, the SHA-256 of
+// {"x509_authorities":[…],"jwt_authorities":[…]} encoded as here (no
+// whitespace), which names the same trust anchors the same way whatever
+// the bundle's key order, sequence number or refresh hint.
+func bundleAnchors(b *spiffebundle.Bundle) map[string]any {
+	type jwtKey struct {
+		KID        string `json:"kid"`
+		Thumbprint string `json:"jwk_thumbprint"`
+	}
+	anchors := struct {
+		X509 []string `json:"x509_authorities"`
+		JWT  []jwtKey `json:"jwt_authorities"`
+	}{X509: []string{}, JWT: []jwtKey{}}
+	for _, c := range b.X509Authorities() {
+		s := sha256.Sum256(c.Raw)
+		anchors.X509 = append(anchors.X509, hex.EncodeToString(s[:]))
+	}
+	slices.Sort(anchors.X509)
+	for kid, pub := range b.JWTAuthorities() {
+		tp, err := ca.JWKThumbprint(pub)
+		if err != nil {
+			tp = "" // a key go-jose cannot describe: named by its kid only
+		}
+		anchors.JWT = append(anchors.JWT, jwtKey{KID: kid, Thumbprint: tp})
+	}
+	slices.SortFunc(anchors.JWT, func(x, y jwtKey) int { return strings.Compare(x.KID, y.KID) })
+	doc, _ := json.Marshal(anchors) // strings and slices: cannot fail
+	sum := sha256.Sum256(doc)
+	return map[string]any{
+		"anchors_sha256": hex.EncodeToString(sum[:]), "x509_authorities": anchors.X509, "jwt_authorities": anchors.JWT,
+		"x509_authority_count": len(anchors.X509), "jwt_authority_count": len(anchors.JWT),
+	}
 }
 
 func putRecord(tx store.Tx, bucket, key string, v any) error {

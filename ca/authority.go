@@ -203,7 +203,7 @@ func (c *CA) signX509Authority(keyID string, signer crypto.Signer, now time.Time
 
 func newJWTAuthority(keyID string, signer crypto.Signer, now time.Time, ttl time.Duration) (*authority, error) {
 	pub := signer.Public()
-	kid, err := jwkThumbprint(pub)
+	kid, err := JWKThumbprint(pub)
 	if err != nil {
 		return nil, err
 	}
@@ -219,9 +219,10 @@ func newJWTAuthority(keyID string, signer crypto.Signer, now time.Time, ttl time
 	}, nil
 }
 
-// jwkThumbprint derives the JWT key id: the RFC 7638 SHA-256 thumbprint of
-// the public key, base64url-encoded.
-func jwkThumbprint(pub crypto.PublicKey) (string, error) {
+// JWKThumbprint is the RFC 7638 SHA-256 thumbprint of a public key,
+// base64url-encoded without padding: the CA's JWT key ids, and how the
+// audit log names a peer's JWT keys.
+func JWKThumbprint(pub crypto.PublicKey) (string, error) {
 	jwk := jose.JSONWebKey{Key: pub}
 	tp, err := jwk.Thumbprint(crypto.SHA256)
 	if err != nil {
