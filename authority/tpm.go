@@ -166,22 +166,68 @@ func (a *Authority) openTPMSession(ctx context.Context, sessionID string, now ti
 	return nil, err
 }
 
-// refuseTPMAnswer uses the session up after a refused answer (marking a
-// known node drifted if the refusal is its PCR policy), records the
+// refuseTPMAnswer uses the session up after a refused answer, records the
 // refusal and returns why, or the store's error if the session could not
-// be used up.
+// be used up. An answer that proved its TPM but whose PCRs match no
+// allowed profile also marks a known node drifted (see refuseDrifted).
 func (a *Authority) refuseTPMAnswer(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, why error, proven bool, details map[string]any, now time.Time) error {
-	marked, err := a.useUpTPMSession(ctx, s.ID, nodeID, errors.Is(why, attest.ErrPCRPolicy), why, now)
-	if err != nil {
-		return err
+	if proven && errors.Is(why, attest.ErrPCRPolicy) {
+		return a.refuseDrifted(ctx, s, nodeID, why, details, now)
 	}
-	if marked {
-		details["node_marked"] = "drifted"
+	if err := a.useUpTPMSession(ctx, s.ID, now); err != nil {
+		return err
 	}
 	if proven {
 		a.refuseTPM(ctx, nodeID, why, details)
 	} else {
 		a.recordUnprovenRefusal(ctx, nodeID, why, details)
+	}
+	return why
+}
+
+// refuseDrifted refuses an answer whose PCRs no longer match an allowed
+// profile. The commit that logs the refusal uses the session up and marks
+// the node drifted if it is known (node_marked): the mark is never made
+// unlogged. If the refusal cannot be logged, the session is still used up
+// and the node is not marked: nothing is issued while the log cannot
+// record it, and the node's next attestation marks it.
+func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, why error, details map[string]any, now time.Time) error {
+	reason := why.Error()
+	if i := strings.Index(reason, "("); i > 0 {
+		reason = "PCRs no longer match an allowed profile " + reason[i:]
+	}
+	known := false
+	if err := a.store.View(ctx, func(tx store.Tx) error {
+		_, err := registry.GetNode(tx, nodeID.String())
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil
+		}
+		known = err == nil
+		return err
+	}); err != nil {
+		return fmt.Errorf("authority: read node %s: %w", nodeID, err)
+	}
+	if known { // nodes are never deleted
+		details["node_marked"] = "drifted"
+	}
+	_, err := a.recordWith(ctx, a.tpmRefusal(nodeID, why, details), func(tx store.Tx) error {
+		if err := useUpSession(tx, s.ID, now); err != nil || !known {
+			return err
+		}
+		_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
+		return err
+	})
+	if err != nil {
+		a.log.ErrorContext(ctx, "audit a refused TPM attestation", "spiffe_id", nodeID.String(), "err", err)
+		if uerr := a.useUpTPMSession(ctx, s.ID, now); uerr != nil {
+			return uerr
+		}
+		return errors.Join(why, err)
+	}
+	a.log.InfoContext(ctx, "TPM attestation refused", "spiffe_id", nodeID.String(), "err", why)
+	if known {
+		a.registryChanged()
+		a.log.WarnContext(ctx, "node drifted: its agents get no more credentials", "spiffe_id", nodeID.String(), "reason", reason)
 	}
 	return why
 }
@@ -260,38 +306,22 @@ func (a *Authority) checkTPMAnswer(c *Caller, s *attest.TPMSession, nodeID spiff
 	return &tpmAnswer{Result: res, key: pub}, err
 }
 
-// useUpTPMSession marks a session answered after a refused answer, and
-// the node (if known) drifted if the refusal was its PCR policy. It
-// reports whether a node was marked.
-func (a *Authority) useUpTPMSession(ctx context.Context, id string, nodeID spiffeid.ID, drifted bool, why error, now time.Time) (bool, error) {
-	reason := why.Error()
-	if i := strings.Index(reason, "("); i > 0 {
-		reason = "PCRs no longer match an allowed profile " + reason[i:]
+// useUpTPMSession marks a session answered after a refused answer.
+func (a *Authority) useUpTPMSession(ctx context.Context, id string, now time.Time) error {
+	if err := a.store.Update(ctx, func(tx store.Tx) error { return useUpSession(tx, id, now) }); err != nil {
+		return fmt.Errorf("authority: use up TPM session %s: %w", id, err)
 	}
-	marked := false
-	err := a.store.Update(ctx, func(tx store.Tx) error {
-		_, err := attest.ConsumeTPMSession(tx, id, now)
-		if err != nil && !errors.Is(err, attest.ErrChallengeUsed) && !errors.Is(err, attest.ErrChallengeExpired) {
-			return err
-		}
-		if !drifted {
-			return nil
-		}
-		_, err = registry.MarkDrifted(tx, nodeID.String(), reason, now)
-		if errors.Is(err, registry.ErrNotFound) {
-			return nil
-		}
-		marked = err == nil
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("authority: use up TPM session %s: %w", id, err)
+	return nil
+}
+
+// useUpSession marks TPM session id answered in tx; one already used up or
+// expired is left as it is.
+func useUpSession(tx store.Tx, id string, now time.Time) error {
+	_, err := attest.ConsumeTPMSession(tx, id, now)
+	if errors.Is(err, attest.ErrChallengeUsed) || errors.Is(err, attest.ErrChallengeExpired) {
+		return nil
 	}
-	if marked {
-		a.registryChanged()
-		a.log.WarnContext(ctx, "node drifted: its agents get no more credentials", "spiffe_id", nodeID.String(), "reason", reason)
-	}
-	return marked, nil
+	return err
 }
 
 // admitTPMNode mints the node's SVID, then uses the session up and
@@ -339,6 +369,14 @@ func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID s
 // refuseTPM records a refused TPM attestation.
 func (a *Authority) refuseTPM(ctx context.Context, nodeID spiffeid.ID, why error, details map[string]any) {
 	a.log.InfoContext(ctx, "TPM attestation refused", "spiffe_id", nodeID.String(), "err", why)
+	if _, err := a.record(ctx, a.tpmRefusal(nodeID, why, details)); err != nil {
+		a.log.ErrorContext(ctx, "audit a refused TPM attestation", "err", err)
+	}
+}
+
+// tpmRefusal is the node.attestation_refused event of a TPM answer
+// refused for why.
+func (a *Authority) tpmRefusal(nodeID spiffeid.ID, why error, details map[string]any) event {
 	d := map[string]any{"method": attest.MethodTPM, "reason": why.Error()}
 	for k, v := range details {
 		d[k] = v
@@ -349,9 +387,7 @@ func (a *Authority) refuseTPM(ctx context.Context, nodeID spiffeid.ID, why error
 	} else if h, ok := details["ek_sha256"].(string); ok {
 		subject = spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, h).String()
 	}
-	if _, err := a.record(ctx, event{typ: "node.attestation_refused", subject: subject, details: d}); err != nil {
-		a.log.ErrorContext(ctx, "audit a refused TPM attestation", "err", err)
-	}
+	return event{typ: "node.attestation_refused", subject: subject, details: d}
 }
 
 func (a *Authority) pruneTPMSessions(ctx context.Context) {

@@ -1,0 +1,72 @@
+package authority
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
+)
+
+// A known node whose TPM answer no longer matches an allowed profile is
+// marked drifted in the commit that logs the refusal; with the log
+// stopped it is not marked (nothing unlogged), and the session is used up
+// all the same.
+func TestDriftIsMarkedWithItsRefusal(t *testing.T) {
+	a, stop := runAuthority(t)
+	ctx, now := t.Context(), time.Now()
+	why := fmt.Errorf("%w (PCR 7 differs)", attest.ErrPCRPolicy)
+	refuse := func(ek string) (nodeID spiffeid.ID, sessionUsed bool, err error) {
+		nodeID = spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, ek)
+		s := &attest.TPMSession{ID: ek[:16] + strings.Repeat("0", 48), EKHash: ek, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+		if err := a.store.Update(ctx, func(tx store.Tx) error {
+			if err := attest.PutTPMSession(tx, s, 0); err != nil {
+				return err
+			}
+			return registry.PutNode(tx, &registry.Node{SPIFFEID: nodeID.String(), AttestedAt: now})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		err = a.refuseTPMAnswer(ctx, s, nodeID, why, true, map[string]any{}, now)
+		_ = a.store.View(ctx, func(tx store.Tx) error {
+			_, gerr := attest.GetTPMSession(tx, s.ID, now)
+			sessionUsed = errors.Is(gerr, attest.ErrChallengeUsed)
+			return nil
+		})
+		return nodeID, sessionUsed, err
+	}
+	drifted := func(nodeID spiffeid.ID) bool {
+		var n *registry.Node
+		if err := a.store.View(ctx, func(tx store.Tx) error {
+			var err error
+			n, err = registry.GetNode(tx, nodeID.String())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n.Drifted
+	}
+
+	nodeID, used, err := refuse(strings.Repeat("ab", 32))
+	if !errors.Is(err, attest.ErrPCRPolicy) || !used || !drifted(nodeID) {
+		t.Fatalf("refusal = %v, session used %v, node drifted %v; want the PCR policy's, used, drifted", err, used, drifted(nodeID))
+	}
+	got, _, err := a.SearchAudit(ctx, adminOf(t, a), audit.Query{Type: "node.attestation_refused", SPIFFEID: nodeID.String(), Limit: 10})
+	if err != nil || len(got) != 1 || !strings.Contains(string(got[0].Entry), `"node_marked":"drifted"`) {
+		t.Fatalf("refusal entries %d (%v), want one with node_marked", len(got), err)
+	}
+
+	// The log stopped: refused, the session used up, the node not marked.
+	stop()
+	nodeID, used, err = refuse(strings.Repeat("cd", 32))
+	if !errors.Is(err, attest.ErrPCRPolicy) || !used || drifted(nodeID) {
+		t.Fatalf("with the log stopped: refusal = %v, session used %v, node drifted %v; want the PCR policy's, used, not drifted", err, used, drifted(nodeID))
+	}
+}
