@@ -185,15 +185,6 @@ func (a *Authority) recordStart(ctx context.Context) error {
 	return nil
 }
 
-// recordCAChange records a change of the CA's authorities (a key prepared,
-// activated or retired).
-func (a *Authority) recordCAChange(ctx context.Context) {
-	_, err := a.record(ctx, event{typ: "ca.rotated", subject: a.td.IDString(), details: map[string]any{"authorities": a.ca.Status()}})
-	if err != nil && ctx.Err() == nil {
-		a.log.Error("audit a CA change", "err", err)
-	}
-}
-
 // ExpectAudit tells the audit log that the request ctx carries is about to
 // record what it does (see audit.Log.Expect); end must be called when it
 // is over.

@@ -70,6 +70,8 @@ type Authority struct {
 	remote remoteStatuses // other authorities' answers on their hops
 
 	bornRevoked sync.Map // delegation id → reason: hops recorded revoked as they were issued
+
+	running atomic.Bool // Run has started: the audit log takes entries
 }
 
 // Options are the dependencies an Authority takes besides its Config.
@@ -186,6 +188,7 @@ func (a *Authority) Run(ctx context.Context) error {
 	// Work shared by status requests ends with the authority.
 	defer a.remote.end()
 	g, ctx := errgroup.WithContext(ctx)
+	a.running.Store(true) // from now on the CA's changes are logged with it
 	g.Go(func() error { return a.audit.Run(ctx) })
 	g.Go(func() error { return a.recordStart(ctx) })
 	g.Go(func() error { return a.ca.Run(ctx) })
@@ -208,7 +211,6 @@ func (a *Authority) watchBundles(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
-			a.recordCAChange(ctx)
 		case <-t.C:
 		}
 		a.refreshBundles()
@@ -239,14 +241,17 @@ func (a *Authority) Close() error {
 	return a.store.Close()
 }
 
-// storeJournal keeps the CA's state document in the store.
-type storeJournal struct{ st store.Store }
+// caJournal keeps the CA's state document in the store. Once the
+// authority runs, each state is stored in the commit that logs it
+// (ca.rotated, with the authorities it holds); before, while the CA
+// loads, it is only stored (authority.started names those authorities).
+type caJournal struct{ a *Authority }
 
 var caStateKey = []byte("state")
 
-func (j storeJournal) Load(ctx context.Context) ([]byte, error) {
+func (j caJournal) Load(ctx context.Context) ([]byte, error) {
 	var b []byte
-	err := j.st.View(ctx, func(tx store.Tx) error {
+	err := j.a.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		b, err = tx.Get("ca", caStateKey)
 		if errors.Is(err, store.ErrNotFound) {
@@ -257,8 +262,17 @@ func (j storeJournal) Load(ctx context.Context) ([]byte, error) {
 	return b, err
 }
 
-func (j storeJournal) Save(ctx context.Context, state []byte) error {
-	return j.st.Update(ctx, func(tx store.Tx) error { return tx.Put("ca", caStateKey, state) })
+func (j caJournal) Save(ctx context.Context, state []byte) error {
+	put := func(tx store.Tx) error { return tx.Put("ca", caStateKey, state) }
+	if !j.a.running.Load() {
+		return j.a.store.Update(ctx, put)
+	}
+	infos, err := ca.StateAuthorities(j.a.td, state)
+	if err != nil {
+		return err
+	}
+	_, err = j.a.recordWith(ctx, event{typ: "ca.rotated", subject: j.a.td.IDString(), details: map[string]any{"authorities": infos}}, put)
+	return err
 }
 
 func decodeRecord(b []byte, v any) error {

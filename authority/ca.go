@@ -21,7 +21,7 @@ func (a *Authority) openCA(ctx context.Context) error {
 	cfg := ca.Config{
 		TrustDomain: a.td,
 		KeyManager:  km,
-		Journal:     storeJournal{a.store},
+		Journal:     caJournal{a},
 		KeyType:     ca.KeyType(cc.KeyType),
 		CATTL:       cc.CATTL.D(),
 		JWTKeyTTL:   cc.JWTKeyTTL.D(),

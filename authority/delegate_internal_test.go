@@ -192,10 +192,16 @@ func startAuthority(t *testing.T) *Authority {
 // audit log among it) before the test ends, the store left open.
 func runAuthority(t *testing.T) (*Authority, func()) {
 	t.Helper()
+	return runAuthorityWith(t, Options{})
+}
+
+// runAuthorityWith is runAuthority with opts (a clock).
+func runAuthorityWith(t *testing.T, opts Options) (*Authority, func()) {
+	t.Helper()
 	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
 	cfg.SetDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, Options{})
+	a, err := New(ctx, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,6 +68,16 @@ func bundleContentEqual(a, b *spiffebundle.Bundle) bool {
 	return true
 }
 
+// StateAuthorities describes the authorities of a journal document (one
+// the CA passed to Journal.Save), as Status would once it takes effect.
+func StateAuthorities(td spiffeid.TrustDomain, state []byte) ([]AuthorityInfo, error) {
+	st, err := decodeState(td, state)
+	if err != nil {
+		return nil, err
+	}
+	return authorityInfos(st), nil
+}
+
 func authorityInfos(st *caState) []AuthorityInfo {
 	infos := make([]AuthorityInfo, 0, len(st.auths))
 	for _, a := range st.auths {
