@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,8 +30,13 @@ func (s *Server) auditEntry(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	params, err := queryParams(r, "tree_size")
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	var size uint64
-	if v := r.URL.Query().Get("tree_size"); v != "" {
+	if v := params.Get("tree_size"); v != "" {
 		if size, err = parseUint(v, "tree_size"); err != nil || size == 0 {
 			writeError(w, r, s.log, fmt.Errorf("%w: tree_size must be a positive integer", errBadQuery))
 			return
@@ -41,7 +47,11 @@ func (s *Server) auditEntry(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) auditConsistency(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q, err := queryParams(r, "from", "to")
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	from, err := parseUint(q.Get("from"), "from")
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -54,6 +64,26 @@ func (s *Server) auditConsistency(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := s.a.AuditConsistency(r.Context(), callerOf(r), from, to)
 	answer(w, r, s, http.StatusOK, out, err)
+}
+
+// queryParams reads the request's query parameters, refusing a query
+// that does not parse, a parameter not among names, and one given twice:
+// none of them may be dropped silently (a search that lost its filter
+// would answer with everything).
+func queryParams(r *http.Request, names ...string) (url.Values, error) {
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the query string does not parse (%v)", errBadQuery, err)
+	}
+	for name, vals := range v {
+		switch {
+		case !slices.Contains(names, name):
+			return nil, fmt.Errorf("%w: unknown parameter %.64q (known: %s)", errBadQuery, name, strings.Join(names, ", "))
+		case len(vals) > 1:
+			return nil, fmt.Errorf("%w: parameter %.64q given %d times", errBadQuery, name, len(vals))
+		}
+	}
+	return v, nil
 }
 
 // parseUint reads a decimal unsigned integer parameter.
@@ -72,7 +102,12 @@ type searchAnswer struct {
 }
 
 func (s *Server) auditSearch(w http.ResponseWriter, r *http.Request) {
-	q, err := parseQuery(r.URL.Query())
+	params, err := queryParams(r, "spiffe_id", "type", "decision_id", "delegation_id", "since", "until", "limit", "page_token")
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	q, err := parseQuery(params)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -191,6 +191,14 @@ func TestAuditReadRefusals(t *testing.T) {
 		{"from after to", "/v1/audit/proofs/consistency?from=3&to=1", "invalid-tree-size", e.admin},
 		{"to beyond the log", fmt.Sprintf("/v1/audit/proofs/consistency?from=1&to=%d", size+100), "invalid-tree-size", e.admin},
 		{"missing from", "/v1/audit/proofs/consistency?to=1", "invalid-request", e.admin},
+		// A query parameter is never dropped: a search that lost its
+		// filter would answer with every entry.
+		{"search filter with a bad escape", "/v1/audit/search?spiffe_id=spiffe://org-a.example/agent/a%zz", "invalid-request", e.admin},
+		{"search limit with a bad escape", "/v1/audit/search?limit=%zz", "invalid-request", e.admin},
+		{"search parameter misspelt", "/v1/audit/search?spife_id=spiffe://org-a.example/agent/a", "invalid-request", e.admin},
+		{"search filter given twice", "/v1/audit/search?type=svid.issued&type=node.attested", "invalid-request", e.admin},
+		{"tree_size with a bad escape", "/v1/audit/entries/0?tree_size=%zz&tree_size=1", "invalid-request", e.admin},
+		{"consistency parameter unknown", "/v1/audit/proofs/consistency?from=1&to=2&first=1", "invalid-request", e.admin},
 		{"node may not read", "/v1/audit/checkpoint", "forbidden", e.client(node.chain, node.key)},
 		{"anonymous may not read", "/v1/audit/entries/0", "unauthenticated", e.client(nil, nil)},
 	}
