@@ -25,6 +25,7 @@ import (
 // OPA works unchanged. These are OPA's codes.
 const (
 	opaInvalidParameter = "invalid_parameter"
+	opaInvalidOperation = "invalid_operation"
 	opaInternal         = "internal_error"
 	opaNotFound         = "resource_not_found"
 	opaUnauthorized     = "unauthorized"
@@ -75,12 +76,15 @@ func (s *Server) dataPost(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeOPAError(w, http.StatusRequestEntityTooLarge, opaInvalidParameter, fmt.Sprintf("request body too large: the limit is %d bytes", mbe.Limit))
-			return
+		err = bodyError(err)
+		status := http.StatusBadRequest
+		switch {
+		case errors.Is(err, errBodyTooLarge):
+			status = http.StatusRequestEntityTooLarge
+		case errors.Is(err, errBodyTimeout):
+			status = http.StatusRequestTimeout
 		}
-		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "reading the body: "+err.Error())
+		writeOPAError(w, status, opaInvalidParameter, strings.TrimPrefix(err.Error(), "api: "))
 		return
 	}
 	// As OPA: a gzip-compressed body (Content-Encoding: gzip), and a YAML

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 
@@ -20,7 +21,24 @@ var (
 	errContentType  = errors.New("api: unsupported content type")
 	errBadPath      = errors.New("api: invalid path parameter")
 	errBadQuery     = errors.New("api: invalid query parameter")
+	errBodyTimeout  = errors.New("api: request body not received in time")
+	errBodyBroken   = errors.New("api: request body incomplete")
 )
+
+// bodyError is why reading a request body failed, with no text of the
+// connection's (its addresses stay out of answers).
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, mbe.Limit)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%w: it did not arrive within the server's read timeout", errBodyTimeout)
+	default:
+		return fmt.Errorf("%w: it ended before its declared length, or the connection failed", errBodyBroken)
+	}
+}
 
 // decodeJSON reads one JSON object from the body (bounded by the
 // server's limit) into v, refusing unknown fields and trailing data.
@@ -40,11 +58,7 @@ func readJSONBody(r *http.Request) ([]byte, error) {
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, mbe.Limit)
-		}
-		return nil, fmt.Errorf("%w: reading body: %v", errBadJSON, err)
+		return nil, bodyError(err)
 	}
 	return body, nil
 }

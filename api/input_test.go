@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
@@ -134,6 +135,8 @@ func TestBadInputGetsAProblem(t *testing.T) {
 		{"unencoded node id", admin, "POST", "/v1/admin/nodes/spiffe://org-a.example/node/join/x/ban", "application/json", `{}`, 404, "not-found"},
 		{"empty id", public, "GET", "/v1/delegations//status", "", "", 404, "not-found"},
 		{"wrong method", public, "DELETE", "/v1/bundle", "", "", 405, "method-not-allowed"},
+		{"tile path without its slash", public, "GET", "/tile", "", "", 404, "not-found"},
+		{"tile path without its slash, posted", public, "POST", "/tile", "", "", 404, "not-found"},
 		{"malformed csr", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req("not a csr"), 400, "invalid-csr"},
 		{"garbled csr", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(garbledCSR), 400, "invalid-csr"},
 		{"csr for another id", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(csrPEM(t, p256, &x509.CertificateRequest{URIs: []*url.URL{otherURL}})), 400, "csr-identity-mismatch"},
@@ -165,6 +168,9 @@ func TestBadInputGetsAProblem(t *testing.T) {
 			if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
 				t.Errorf("Content-Type = %q, want application/problem+json", ct)
 			}
+			if allow := resp.Header.Get("Allow"); tt.status == 405 && allow != "GET, HEAD" {
+				t.Errorf("Allow = %q, want GET, HEAD", allow)
+			}
 			var p struct {
 				Type, Title, Detail string
 				Status              int
@@ -188,6 +194,37 @@ func TestBadInputGetsAProblem(t *testing.T) {
 	}
 }
 
+// TestStalledBodyIsATimeout: a body that stops arriving is answered 408
+// request-timeout, with nothing of the connection (its addresses) in the
+// answer.
+func TestStalledBodyIsATimeout(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) { c.HTTP.ReadTimeout = authority.Duration(time.Second) })
+	cfg := e.adminRaw().Transport.(*http.Transport).TLSClientConfig // the Data API needs an SVID
+	for _, path := range []string{"/v1/nodes/join", "/v1/data/mandate"} {
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(e.url, "https://"), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"to"); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a guard, not a measurement
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: no answer to a stalled body: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout || strings.Contains(string(body), "127.0.0.1") {
+			t.Errorf("%s: stalled body answered %d %s; want 408 without the connection's addresses", path, resp.StatusCode, body)
+		}
+		if path == "/v1/nodes/join" && !strings.Contains(string(body), "/request-timeout") {
+			t.Errorf("%s: problem %s, want request-timeout", path, body)
+		}
+	}
+}
+
 // TestSlowClientIsCut: a client that opens a connection and never finishes
 // its request headers is disconnected by the server's read timeout.
 func TestSlowClientIsCut(t *testing.T) {
@@ -208,5 +245,39 @@ func TestSlowClientIsCut(t *testing.T) {
 	}
 	if strings.Contains(string(b), "200 OK") {
 		t.Errorf("stalled request answered %q", b)
+	}
+}
+
+// TestWrongMethodAndUnknownPathAnswers: a wrong method under /v1/data is
+// answered in OPA's shape, with Allow; requests to unknown paths are
+// counted under route "unmatched".
+func TestWrongMethodAndUnknownPathAnswers(t *testing.T) {
+	e := start(t, "org-a.example")
+	c := e.adminRaw()
+	do := func(method, path string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctxT(t), method, e.url+path, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, body := do(http.MethodPut, "/v1/data/mandate/x")
+	var opa struct{ Code, Message string }
+	if resp.StatusCode != 405 || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &opa) != nil ||
+		opa.Code != "invalid_operation" || opa.Message == "" {
+		t.Errorf("PUT /v1/data/mandate/x = %d %s %s; want 405 in OPA's shape", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	if allow := resp.Header.Get("Allow"); allow != "POST, GET, HEAD" {
+		t.Errorf("Allow = %q, want POST, GET, HEAD", allow)
+	}
+	if resp, body := do(http.MethodGet, "/v1/no-such-endpoint"); resp.StatusCode != 404 {
+		t.Fatalf("unknown path = %d %s", resp.StatusCode, body)
+	}
+	if _, body := do(http.MethodGet, "/metrics"); !strings.Contains(body, `mandate_http_requests_total{code="404",route="unmatched"}`) {
+		t.Errorf("metrics do not count the unknown path under route unmatched:\n%s", body)
 	}
 }

@@ -62,7 +62,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 					}
 				}
 			}
-			s.metrics.observe(routed.Pattern, sw.status, time.Since(start))
+			route := routed.Pattern
+			if route == "/" { // the unknown paths' 404
+				route = ""
+			}
+			s.metrics.observe(route, sw.status, time.Since(start))
 		}()
 		// A path not in clean form names no endpoint: a 404 here, not
 		// the mux's redirect to a cleaned path (text/html, and for any

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/audit"
@@ -99,6 +100,8 @@ var problemTable = []problemKind{
 	{errBadJSON, http.StatusBadRequest, "malformed-json", "Malformed JSON"},
 	{errUnknownField, http.StatusBadRequest, "unknown-field", "Unknown field"},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large"},
+	{errBodyTimeout, http.StatusRequestTimeout, "request-timeout", "Request body not received in time"},
+	{errBodyBroken, http.StatusBadRequest, "incomplete-body", "Request body incomplete"},
 	{errContentType, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type"},
 	{errBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{errBadQuery, http.StatusBadRequest, "invalid-request", "Invalid request"},
@@ -151,7 +154,14 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 		Detail: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
-func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	writeProblem(w, Problem{Type: ProblemBase + "method-not-allowed", Title: "Method not allowed", Status: http.StatusMethodNotAllowed,
-		Detail: "method " + r.Method + " is not allowed on " + r.URL.Path})
+// methodNotAllowed answers a method the path does not serve (RFC 9110
+// §15.5.6: with Allow), in OPA's shape under /v1/data.
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	detail := "method " + r.Method + " is not allowed on " + r.URL.Path
+	if isDataPath(r.URL.Path) {
+		writeOPAError(w, http.StatusMethodNotAllowed, opaInvalidOperation, detail)
+		return
+	}
+	writeProblem(w, Problem{Type: ProblemBase + "method-not-allowed", Title: "Method not allowed", Status: http.StatusMethodNotAllowed, Detail: detail})
 }

@@ -9,21 +9,25 @@ import (
 )
 
 // routes registers every endpoint. Each path also gets a method-less
-// fallback so a wrong method is answered with a 405 problem, and "/"
-// answers unknown paths with a 404 problem.
+// fallback so a wrong method is answered with a 405 (its Allow header
+// naming the path's methods), and "/" answers unknown paths with a 404
+// problem.
 func (s *Server) routes() (*http.ServeMux, error) {
 	bundleHandler, err := federation.NewHandler(s.a.TrustDomain(), s.a)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	paths := map[string]bool{}
+	allowed := map[string][]string{} // path → its methods, for the 405's Allow
 	handle := func(pattern string, h http.HandlerFunc) {
 		mux.HandleFunc(pattern, h)
-		_, path, _ := strings.Cut(pattern, " ")
-		if !paths[path] {
-			paths[path] = true
-			mux.HandleFunc(path, methodNotAllowed)
+		method, path, _ := strings.Cut(pattern, " ")
+		if _, ok := allowed[path]; !ok {
+			mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { methodNotAllowed(w, r, allowed[path]) })
+		}
+		allowed[path] = append(allowed[path], method)
+		if method == http.MethodGet {
+			allowed[path] = append(allowed[path], http.MethodHead)
 		}
 	}
 	handle("GET /healthz", s.healthz)
@@ -52,6 +56,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("GET /v1/audit/chains/{id}", s.auditChain)
 	handle("GET /checkpoint", s.tiles)
 	handle("GET /tile/", s.tiles)
+	mux.HandleFunc("/tile", notFound) // not the mux's redirect to /tile/
 
 	handle("POST /v1/admin/policy/reload", s.policyReload)
 	handle("POST /v1/admin/policy/test", s.policyTest)

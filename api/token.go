@@ -3,7 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -52,16 +52,20 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
 		return
 	}
-	if err := r.ParseForm(); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, r, s.log, fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, mbe.Limit))
-			return
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		if err = bodyError(err); errors.Is(err, errBodyTooLarge) || errors.Is(err, errBodyTimeout) {
+			writeError(w, r, s.log, err)
+		} else {
+			oauthError(w, http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), "api: "))
 		}
+		return
+	}
+	f, err := url.ParseQuery(string(body))
+	if err != nil {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a form: "+err.Error())
 		return
 	}
-	f := r.PostForm
 	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "actor_token", "actor_token_type", "scope",
 		"requested_token_type", "delegator_signature", "delegatee_x509_svid", "purpose", "client_id"} {
 		if len(f[k]) > 1 {
