@@ -137,6 +137,16 @@ func TestBadInputGetsAProblem(t *testing.T) {
 		{"wrong method", public, "DELETE", "/v1/bundle", "", "", 405, "method-not-allowed"},
 		{"tile path without its slash", public, "GET", "/tile", "", "", 404, "not-found"},
 		{"tile path without its slash, posted", public, "POST", "/tile", "", "", 404, "not-found"},
+		// Who may call is checked before the body is read: a caller
+		// without the role learns nothing of the endpoint's validation.
+		{"anonymous, bad ttl", public, "POST", "/v1/admin/join-tokens", "application/json", `{"ttl_seconds":-1}`, 401, "unauthenticated"},
+		{"anonymous, malformed json", public, "POST", "/v1/admin/agents", "application/json", `x`, 401, "unauthenticated"},
+		{"anonymous, wrong content type", public, "POST", "/v1/admin/federations", "text/plain", `{}`, 401, "unauthenticated"},
+		{"anonymous delegation, bad ttl", public, "POST", "/v1/delegations", "application/json", `{"ttl_seconds":999999}`, 401, "unauthenticated"},
+		{"anonymous svid, malformed json", public, "POST", "/v1/svid/jwt", "application/json", `x`, 401, "unauthenticated"},
+		{"anonymous evaluation, malformed json", public, "POST", "/access/v1/evaluation", "application/json", `x`, 401, "unauthenticated"},
+		{"node, malformed json to admin", nodeC, "POST", "/v1/admin/agents", "application/json", `x`, 403, "forbidden"},
+		{"node, malformed json to delegations", nodeC, "POST", "/v1/delegations", "application/json", `x`, 403, "forbidden"},
 		{"malformed csr", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req("not a csr"), 400, "invalid-csr"},
 		{"garbled csr", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(garbledCSR), 400, "invalid-csr"},
 		{"csr for another id", nodeC, "POST", "/v1/svid/x509", "application/json", x509Req(csrPEM(t, p256, &x509.CertificateRequest{URIs: []*url.URL{otherURL}})), 400, "csr-identity-mismatch"},

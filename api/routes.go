@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/federation"
+
+	"mandate.dev/mandate/authority"
 )
 
 // routes registers every endpoint. Each path also gets a method-less
@@ -20,7 +22,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	mux := http.NewServeMux()
 	allowed := map[string][]string{} // path → its methods, for the 405's Allow
 	handle := func(pattern string, h http.HandlerFunc) {
-		mux.HandleFunc(pattern, h)
+		mux.HandleFunc(pattern, s.gate(pattern, h))
 		method, path, _ := strings.Cut(pattern, " ")
 		if _, ok := allowed[path]; !ok {
 			mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { methodNotAllowed(w, r, allowed[path]) })
@@ -95,4 +97,35 @@ func (s *Server) BundleHandler() http.Handler {
 		return http.HandlerFunc(notFound)
 	}
 	return h
+}
+
+// gate checks who calls pattern before h reads the request: an anonymous
+// caller of an endpoint that needs a role gets 401, a caller without the
+// role 403, whatever it sent (and learns nothing of the endpoint's
+// validation). The flows check again; this only answers first.
+func (s *Server) gate(pattern string, h http.HandlerFunc) http.HandlerFunc {
+	_, path, _ := strings.Cut(pattern, " ")
+	var check func(*authority.Caller) error
+	switch {
+	case strings.HasPrefix(path, "/v1/admin/"):
+		check = func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAdmin) }
+	case pattern == "POST /v1/delegations":
+		check = func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAgent) }
+	case strings.HasPrefix(path, "/v1/svid/"), strings.HasPrefix(path, "/access/v1/"):
+		check = func(c *authority.Caller) error {
+			if c == nil {
+				return authority.ErrUnauthenticated
+			}
+			return nil
+		}
+	default:
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := check(callerOf(r)); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		h(w, r)
+	}
 }

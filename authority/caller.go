@@ -78,6 +78,11 @@ func (a *Authority) RoleOf(id spiffeid.ID) Role {
 	return RoleNone
 }
 
+// Require returns ErrUnauthenticated or ErrForbidden unless c has role r:
+// the check every flow that needs r makes first, for a server to make
+// before it reads a request.
+func (a *Authority) Require(c *Caller, r Role) error { return a.require(c, r) }
+
 // require returns ErrUnauthenticated or ErrForbidden unless c has role r.
 func (a *Authority) require(c *Caller, r Role) error {
 	if c == nil || c.ID.IsZero() {
