@@ -76,6 +76,23 @@ func TestCLIAdminCommands(t *testing.T) {
 	if _, err := cli(t, url, dir, "node", "join", "--quiet"); err == nil || !strings.Contains(err.Error(), "--token-file") {
 		t.Fatalf("node join without a token: %v, want a usage error naming both flags", err)
 	}
+	// A join into a directory holding another node's valid credential is
+	// refused before the token is spent: the token still joins elsewhere.
+	token3, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	heldBefore, _ := os.ReadFile(filepath.Join(dir, "node2", "svid.key"))
+	if _, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token3), "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "node2"); err == nil ||
+		!strings.Contains(err.Error(), "holds the credential of spiffe://mandate.localhost/node/") {
+		t.Fatalf("node join into another node's credential directory: %v, want it refused", err)
+	}
+	if heldAfter, _ := os.ReadFile(filepath.Join(dir, "node2", "svid.key")); !bytes.Equal(heldBefore, heldAfter) {
+		t.Fatal("the refused join replaced the key in node2")
+	}
+	if _, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token3), "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "node3"); err != nil {
+		t.Fatalf("node join with the token of the refused join: %v", err)
+	}
 	out, err := cli(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--node-id", nodeID, "--scope", "read", "--x509-ttl", "30m")
 	if err != nil {
 		t.Fatalf("agent create: %v", err)
@@ -96,6 +113,7 @@ func TestCLIAdminCommands(t *testing.T) {
 		{[]string{"admin", "agent", "show", reg.ID}, `"read"`},
 		{[]string{"admin", "agent", "update", reg.ID, "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--node-id", nodeID, "--scope", "write"}, `"write"`},
 		{[]string{"svid", "x509", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--out", "agent"}, `"credential": "agent"`},
+		{[]string{"svid", "x509", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--creds", "agent", "--out", "agent"}, `"credential": "agent"`},
 		{[]string{"svid", "jwt", "--creds", "agent", "--audience", "x", "--json"}, `"token": "ey`},
 		{[]string{"svid", "jwt", "--creds", "agent", "--audience", "x", "--out", "agent/token.jwt"}, ``},
 		{[]string{"admin", "node", "list"}, nodeID},
@@ -109,6 +127,11 @@ func TestCLIAdminCommands(t *testing.T) {
 		if err != nil || !strings.Contains(out, s.want) {
 			t.Errorf("mandate %s = %q, %v; want output containing %s", strings.Join(s.args, " "), out, err, s.want)
 		}
+	}
+	// Another identity's credential is not written over one still valid.
+	if _, err := cli(t, url, dir, "svid", "x509", "--spiffe-id", "spiffe://mandate.localhost/agent/a2", "--out", "agent"); err == nil ||
+		!strings.Contains(err.Error(), "--out agent holds the credential of spiffe://mandate.localhost/agent/a1") {
+		t.Errorf("svid x509 of another agent into agent/: %v, want it refused", err)
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "agent", "token.jwt")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("svid jwt --out: %v, want a 0600 file", err)

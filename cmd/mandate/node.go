@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
@@ -86,6 +88,10 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--token-file %s holds no token", tokenFile)
 		}
 	}
+	// A join makes a new node: it replaces no credential.
+	if err := checkOut(out, "--out", func(spiffeid.ID) bool { return false }); err != nil {
+		return err
+	}
 	c, err := cf.dial(false)
 	if err != nil {
 		return err
@@ -106,6 +112,23 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})
+}
+
+// checkOut refuses, before anything is asked of the authority, to write a
+// credential into dir while it holds an unexpired one that keeps (would
+// not be replaced by) the identity replaces reports: replacing it would
+// lose a credential, its key among it, that another identity still uses.
+func checkOut(dir, flag string, replaces func(spiffeid.ID) bool) error {
+	chain, _, _, err := credfile.Load(credfile.In(dir))
+	if err != nil || len(chain) == 0 || !time.Now().Before(chain[0].NotAfter) {
+		return nil // nothing there, or nothing still usable
+	}
+	held, err := x509svid.IDFromCert(chain[0])
+	if err != nil || replaces(held) {
+		return err
+	}
+	return fmt.Errorf("%s %s holds the credential of %s, still valid until %s; give another %s, or remove %s first",
+		flag, dir, held, chain[0].NotAfter.UTC().Format(time.RFC3339), flag, dir)
 }
 
 // saveAnswer writes an SVID answer as a credential directory: the chain,

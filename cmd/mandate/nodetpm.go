@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/attest/tpmdevice"
@@ -151,6 +152,13 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 // it has a valid one from TPM attestation, else anonymously.
 func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte) (*client.SVIDAnswer, bool, error) {
 	renewal := hasTPMCredential(out)
+	if !renewal {
+		// A TPM node's credential is renewed (above); any other still
+		// valid one is another node's.
+		if err := checkOut(out, "--out", func(spiffeid.ID) bool { return false }); err != nil {
+			return nil, false, err
+		}
+	}
 	cf.creds = out
 	c, err := cf.dial(renewal)
 	if err != nil {

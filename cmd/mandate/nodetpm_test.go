@@ -48,6 +48,18 @@ func TestCLINodeTPMAttestation(t *testing.T) {
 		}
 		return m, nil
 	}
+	// A directory holding another node's valid credential (a join
+	// node's) is not written over.
+	token, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token), "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "join-node"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attestJSON("--out", "join-node"); err == nil || !strings.Contains(err.Error(), "holds the credential of spiffe://mandate.localhost/node/join/") {
+		t.Fatalf("node attest into a join node's directory: %v, want it refused", err)
+	}
 	first, err := attestJSON()
 	if err != nil {
 		t.Fatalf("node attest: %v", err)

@@ -43,6 +43,10 @@ func svidX509(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usagef("--spiffe-id: %v", err)
 	}
+	// Renewing replaces the same identity's credential, nothing else.
+	if err := checkOut(out, "--out", func(held spiffeid.ID) bool { return held == sid }); err != nil {
+		return err
+	}
 	c, err := cf.dial(true)
 	if err != nil {
 		return err
