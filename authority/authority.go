@@ -221,7 +221,7 @@ func (a *Authority) maintain(ctx context.Context) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
-		if err := a.WriteAdminCredential(ctx, false); err != nil {
+		if err := a.WriteAdminCredential(ctx, false); err != nil && ctx.Err() == nil {
 			a.log.Error("refresh admin credential", "err", err)
 		}
 		a.pruneJoinTokens(ctx)

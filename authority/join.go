@@ -101,7 +101,7 @@ func (a *Authority) pruneJoinTokens(ctx context.Context) {
 		_, err := attest.PruneJoinTokens(tx, cutoff)
 		return err
 	})
-	if err != nil {
+	if err != nil && ctx.Err() == nil { // not merely stopping
 		a.log.Error("prune join tokens", "err", err)
 	}
 }

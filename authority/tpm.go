@@ -396,7 +396,7 @@ func (a *Authority) pruneTPMSessions(ctx context.Context) {
 		_, err := attest.PruneTPMSessions(tx, cutoff)
 		return err
 	})
-	if err != nil {
+	if err != nil && ctx.Err() == nil { // not merely stopping
 		a.log.Error("prune TPM sessions", "err", err)
 	}
 }

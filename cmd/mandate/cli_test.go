@@ -451,3 +451,25 @@ func TestBenchAudit(t *testing.T) {
 		}
 	}
 }
+
+// A port in use stops serve before it creates anything: no data
+// directory, no CA, no admin credential, no audit log.
+func TestServeOnABusyPortChangesNothing(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dataDir := filepath.Join(t.TempDir(), "mandate-data")
+	var out, errOut bytes.Buffer
+	err = run(t.Context(), []string{"serve", "--listen", busy.Addr().String(), "--data-dir", dataDir}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("serve on a busy port = %v, want a listen error", err)
+	}
+	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("data directory after the refused start: %v, want none made", err)
+	}
+	if strings.Contains(errOut.String(), "level=ERROR") {
+		t.Errorf("log of the refused start:\n%s", errOut.String())
+	}
+}

@@ -155,6 +155,21 @@ func tuneGC() {
 func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) error {
 	tuneGC()
 	log := newLogger(cfg.LogLevel, stderr)
+	// The listeners (and the https_web certificate) first: a port in use
+	// or a missing certificate stops the server before it creates or
+	// changes anything.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	var web *webBundle
+	if cfg.Federation.WebListen != "" {
+		if web, err = listenWebBundle(cfg); err != nil {
+			return err
+		}
+		defer web.ln.Close()
+	}
 	a, err := authority.New(ctx, cfg, authority.Options{Logger: log})
 	if err != nil {
 		return err
@@ -185,16 +200,12 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	if err != nil {
 		return finish(err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return finish(fmt.Errorf("listen: %w", err))
-	}
 	printNextSteps(stdout, a, ln.Addr().String())
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { reloadOnHUP(gctx, a, log); return nil })
-	if cfg.Federation.WebListen != "" {
-		g.Go(func() error { return serveWebBundle(gctx, cfg, srv) })
+	if web != nil {
+		g.Go(func() error { return web.serve(gctx, srv) })
 	}
 	err = finish(g.Wait())
 	log.Info("stopped")
@@ -221,17 +232,30 @@ func reloadOnHUP(ctx context.Context, a *authority.Authority, log *slog.Logger) 
 	}
 }
 
-// serveWebBundle serves the bundle endpoint with a Web PKI certificate
-// (https_web profile).
-func serveWebBundle(ctx context.Context, cfg authority.Config, srv *api.Server) error {
+// webBundle is the bundle endpoint served with a Web PKI certificate
+// (https_web profile): its listener and certificate, ready before the
+// authority starts.
+type webBundle struct {
+	ln   net.Listener
+	cert tls.Certificate
+}
+
+func listenWebBundle(cfg authority.Config) (*webBundle, error) {
 	cert, err := tls.LoadX509KeyPair(cfg.Federation.WebCertFile, cfg.Federation.WebKeyFile)
 	if err != nil {
-		return fmt.Errorf("federation web bundle endpoint: %w", err)
+		return nil, fmt.Errorf("federation web bundle endpoint: %w", err)
 	}
+	ln, err := net.Listen("tcp", cfg.Federation.WebListen)
+	if err != nil {
+		return nil, fmt.Errorf("federation web bundle endpoint: listen: %w", err)
+	}
+	return &webBundle{ln: ln, cert: cert}, nil
+}
+
+func (w *webBundle) serve(ctx context.Context, srv *api.Server) error {
 	hs := &http.Server{
-		Addr:              cfg.Federation.WebListen,
 		Handler:           srv.BundleHandler(),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{w.cert}},
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
 	}
 	go func() {
@@ -240,7 +264,7 @@ func serveWebBundle(ctx context.Context, cfg authority.Config, srv *api.Server) 
 		defer cancel()
 		_ = hs.Shutdown(sctx)
 	}()
-	if err := hs.ListenAndServeTLS("", ""); !errors.Is(err, http.ErrServerClosed) {
+	if err := hs.ServeTLS(w.ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
