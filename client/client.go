@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -120,6 +121,9 @@ type Client struct {
 func New(cfg Config) (*Client, error) {
 	if cfg.Server == "" {
 		cfg.Server = DefaultServer
+	}
+	if u, err := url.Parse(cfg.Server); err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("client: the server %q is not an https:// URL (as https://127.0.0.1:8443)", cfg.Server)
 	}
 	if len(cfg.Bundle) == 0 {
 		return nil, errors.New("client: a trust bundle is required to authenticate the server")

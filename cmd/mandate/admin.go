@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"mandate.dev/mandate/client"
@@ -184,7 +185,7 @@ func adminAgentCreate(ctx context.Context, c *client.Client, _ []string, stdout,
 }
 
 func adminAgentUpdate(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
-	id, err := oneArg(args, "the registration id")
+	id, err := registrationID(args)
 	if err != nil {
 		return err
 	}
@@ -208,7 +209,7 @@ func adminAgentList(ctx context.Context, c *client.Client, _ []string, stdout, _
 }
 
 func adminAgentShow(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
-	id, err := oneArg(args, "the registration id")
+	id, err := registrationID(args)
 	if err != nil {
 		return err
 	}
@@ -220,7 +221,7 @@ func adminAgentShow(ctx context.Context, c *client.Client, args []string, stdout
 }
 
 func adminAgentDelete(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
-	id, err := oneArg(args, "the registration id")
+	id, err := registrationID(args)
 	if err != nil {
 		return err
 	}
@@ -308,4 +309,14 @@ func adminFedDelete(ctx context.Context, c *client.Client, args []string, stdout
 		return err
 	}
 	return printJSON(stdout, map[string]string{"deleted": td})
+}
+
+// registrationID is the one argument of agent show, update and delete:
+// a registration id (as agent list and create print it), not a SPIFFE ID.
+func registrationID(args []string) (string, error) {
+	id, err := oneArg(args, "the registration id")
+	if err == nil && strings.HasPrefix(id, "spiffe://") {
+		return "", usagef("%s is a SPIFFE ID; give the registration's id (the \"id\" that mandate admin agent list prints)", id)
+	}
+	return id, err
 }

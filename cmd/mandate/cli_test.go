@@ -128,6 +128,20 @@ func TestCLIAdminCommands(t *testing.T) {
 			t.Errorf("mandate %s = %q, %v; want output containing %s", strings.Join(s.args, " "), out, err, s.want)
 		}
 	}
+	// Errors a new user meets say what to do.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admin", "agent", "show", "spiffe://mandate.localhost/agent/a1"}, "give the registration's id"},
+		{[]string{"svid", "jwt", "--audience", "x"}, "--creds mandate-node is a node's credential: give --spiffe-id"},
+		{[]string{"svid", "jwt", "--audience", "x", "--creds", "agent", "--server", "127.0.0.1:8443"}, `"127.0.0.1:8443" is not an https:// URL`},
+		{[]string{"svid", "jwt", "--audience", "x", "--creds", "no-such-dir"}, "no credential in no-such-dir"},
+	} {
+		if _, err := cli(t, url, dir, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("mandate %s = %v, want an error saying %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
 	// Another identity's credential is not written over one still valid.
 	if _, err := cli(t, url, dir, "svid", "x509", "--spiffe-id", "spiffe://mandate.localhost/agent/a2", "--out", "agent"); err == nil ||
 		!strings.Contains(err.Error(), "--out agent holds the credential of spiffe://mandate.localhost/agent/a1") {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -50,6 +52,9 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 	}
 	if withCert {
 		chain, key, bundle, err := credfile.Load(credfile.In(c.creds))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no credential in %s (%w): give --creds DIR (admin and audit commands: --data-dir of the authority, or run them where it runs)", c.creds, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("load credential from %s: %w", c.creds, err)
 		}

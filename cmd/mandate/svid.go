@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -86,6 +87,12 @@ func svidJWT(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if len(aud) == 0 {
 		return usagef("--audience is required")
+	}
+	if id == "" {
+		if chain, _, _, err := credfile.Load(credfile.In(cf.creds)); err == nil && len(chain) > 0 && len(chain[0].URIs) == 1 &&
+			strings.HasPrefix(chain[0].URIs[0].Path, "/node/") {
+			return usagef("--creds %s is a node's credential: give --spiffe-id of an agent it hosts, or --creds with the agent's own credential", cf.creds)
+		}
 	}
 	c, err := cf.dial(true)
 	if err != nil {
