@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -115,25 +116,44 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	operand := map[string]string{"show": " INDEX", "prove": " INDEX", "check-proof": " FILE", "chain": " ID"}[args[0]]
 	fs := newFlagSet("audit "+args[0], "audit "+args[0]+operand+" [flags]", stderr)
 	f := &auditFlags{}
+	// Each command lists (and accepts) only the flags it uses.
+	on := func(cmds ...string) bool { return slices.Contains(cmds, args[0]) }
 	fs.StringVar(&f.dataDir, "data-dir", "mandate-data", "the authority's data directory (admin credential, verifier key)")
-	f.cf.register(fs, "", "auditor credential directory (default <data-dir>/admin)")
+	if !on("check-proof") { // offline: no server
+		f.cf.register(fs, "", "auditor credential directory (default <data-dir>/admin)")
+	}
 	fs.StringVar(&f.vkey, "vkey", "", "the log's verifier key, or a file holding it (default <data-dir>/audit/log.vkey)")
-	fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified")
-	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
-	fs.IntVar(&f.n, "n", 10, "tail: how many entries")
-	fs.StringVar(&f.q.spiffeID, "spiffe-id", "", "search: SPIFFE ID as actor, subject or accountable party")
-	fs.StringVar(&f.q.typ, "type", "", "search: event type")
-	fs.StringVar(&f.q.since, "since", "", "search: from this time (RFC 3339)")
-	fs.StringVar(&f.q.until, "until", "", "search: before this time (RFC 3339)")
-	fs.StringVar(&f.q.decision, "decision-id", "", "search: decision id")
-	fs.StringVar(&f.q.delegation, "delegation-id", "", "search: delegation id")
-	fs.IntVar(&f.q.limit, "limit", 0, "search: at most this many entries (0: all)")
-	fs.StringVar(&f.out, "out", "", "prove: write the proof to this file instead of standard output")
-	fs.BoolVar(&f.full, "full", false, "verify: also download every entry, check each against the checkpoint and recompute the root")
-	fs.BoolVar(&f.verify, "verify", false, "chain: fail unless every hop is proven in its issuer's log")
-	fs.BoolVar(&f.serialOnly, "serial-only-svids", false, "chain: accept a delegator's svid.issued entry that names the certificate's serial but not its SHA-256 (logged by an authority before it recorded it), and say so for the hop")
-	fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "chain: directory keeping the latest checkpoint of each log the chain was proven in; a later run must prove each log consistent with it (empty: remember nothing); show, tail, search: read it (never written) and prove the log consistent with it")
-	fs.Var(&f.peers, "peer", "chain: another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
+	if on("verify") {
+		fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified")
+		fs.BoolVar(&f.full, "full", false, "also download every entry, check each against the checkpoint and recompute the root")
+	}
+	if on("show", "tail", "search", "chain") {
+		fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+	}
+	if on("tail") {
+		fs.IntVar(&f.n, "n", 10, "how many entries")
+	}
+	if on("search") {
+		fs.StringVar(&f.q.spiffeID, "spiffe-id", "", "SPIFFE ID as actor, subject or accountable party")
+		fs.StringVar(&f.q.typ, "type", "", "event type")
+		fs.StringVar(&f.q.since, "since", "", "from this time (RFC 3339)")
+		fs.StringVar(&f.q.until, "until", "", "before this time (RFC 3339)")
+		fs.StringVar(&f.q.decision, "decision-id", "", "decision id")
+		fs.StringVar(&f.q.delegation, "delegation-id", "", "delegation id")
+		fs.IntVar(&f.q.limit, "limit", 0, "at most this many entries (0: all)")
+	}
+	if on("prove") {
+		fs.StringVar(&f.out, "out", "", "write the proof to this file instead of standard output")
+	}
+	if on("chain") {
+		fs.BoolVar(&f.verify, "verify", false, "fail unless every hop is proven in its issuer's log")
+		fs.BoolVar(&f.serialOnly, "serial-only-svids", false, "accept a delegator's svid.issued entry that names the certificate's serial but not its SHA-256 (logged by an authority before it recorded it), and say so for the hop")
+		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory keeping the latest checkpoint of each log the chain was proven in; a later run must prove each log consistent with it (empty: remember nothing)")
+		fs.Var(&f.peers, "peer", "another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
+	}
+	if on("show", "tail", "search") {
+		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory where audit chain keeps each log's latest checkpoint: read (never written), and the log proven consistent with it (empty: none)")
+	}
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {
 		return err

@@ -173,6 +173,11 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"serve", "--listen"},
 		{"audit"},
 		{"audit", "rewrite"},
+		// Each audit command accepts only the flags it uses.
+		{"audit", "verify", "--limit", "5"},
+		{"audit", "verify", "--peer", "x=https://127.0.0.1:1,a.pem,b.vkey"},
+		{"audit", "chain", "abc", "-n", "3"},
+		{"audit", "check-proof", "p.proof", "--server", "https://127.0.0.1:1"},
 	}
 	for _, args := range tests {
 		var out, errOut bytes.Buffer
