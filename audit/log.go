@@ -192,6 +192,24 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	return l, nil
 }
 
+// Stored reports whether st holds a log (its tree state), without
+// checking it (Open does).
+func Stored(ctx context.Context, st store.Store) (bool, error) {
+	found := false
+	err := st.View(ctx, func(tx store.Tx) error {
+		_, err := tx.Get(bucketState, keyTree)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("audit: read tree state: %w", err)
+	}
+	return found, nil
+}
+
 // read reads and checks the stored state.
 func (l *Log) read(ctx context.Context) (st treeState, found bool, err error) {
 	err = l.cfg.Store.View(ctx, func(tx store.Tx) error {

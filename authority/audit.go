@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -28,6 +29,36 @@ func AuditPaths(dataDir string) (key, vkey string) {
 	return filepath.Join(dir, "log.key"), filepath.Join(dir, "log.vkey")
 }
 
+// checkDataDir refuses a data directory whose store was lost, emptied or
+// replaced: audit/log.key exists (it is linked in place only once the
+// store holds the log) but the store holds no log. Starting anew there
+// would make a second log signed with the same key (a fork any auditor
+// holding a checkpoint proves) and a new CA (new trust anchors for every
+// agent and peer). It runs before anything is created.
+// With st nil, it only checks that the store's file exists.
+func checkDataDir(ctx context.Context, dataDir string, st store.Store) error {
+	keyPath, _ := AuditPaths(dataDir)
+	if _, err := os.Stat(keyPath); err != nil {
+		return nil // a new data directory (or one whose key is missing: openAudit says so)
+	}
+	dbPath := filepath.Join(dataDir, "mandate.db")
+	what := "is missing"
+	if st == nil {
+		if _, err := os.Stat(dbPath); !errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+	} else {
+		hasLog, err := audit.Stored(ctx, st)
+		if err != nil || hasLog {
+			return err
+		}
+		what = "holds no audit log"
+	}
+	return fmt.Errorf("authority: %s %s, but %s exists: the store was lost, emptied or replaced. "+
+		"Restore it from a backup; starting anew would fork the audit log and replace the CA (to start a new authority, use a new data directory)",
+		dbPath, what, keyPath)
+}
+
 // openAudit opens the audit log kept in the authority's store, creating its
 // signing key on first start and writing the verifier key next to it.
 func (a *Authority) openAudit(ctx context.Context) error {
@@ -36,7 +67,31 @@ func (a *Authority) openAudit(ctx context.Context) error {
 		origin = audit.DefaultOrigin(a.td)
 	}
 	keyPath, vkeyPath := AuditPaths(a.cfg.DataDir)
-	signer, vkey, err := audit.LoadOrCreateSigner(keyPath, origin)
+	hasLog, err := audit.Stored(ctx, a.store)
+	if err != nil {
+		return fmt.Errorf("authority: %w", err)
+	}
+	// A new log's key is made as log.key.new and linked in place only
+	// once the store holds the log: log.key without a stored log then
+	// always means a lost store (checkDataDir), never a first start cut
+	// short.
+	pending := keyPath + ".new"
+	usePending := false
+	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
+		if !hasLog {
+			if err := os.Remove(pending); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("authority: audit key: %w", err)
+			}
+		} else if _, err := os.Stat(pending); err != nil {
+			return fmt.Errorf("authority: the audit signing key %s is missing, and the stored log's checkpoints are signed with it: restore it from a backup (a new key would not verify the log)", keyPath)
+		}
+		usePending = true // a new log, or one whose key was not linked yet
+	}
+	keyFile := keyPath
+	if usePending {
+		keyFile = pending
+	}
+	signer, vkey, err := audit.LoadOrCreateSigner(keyFile, origin)
 	if err != nil {
 		return fmt.Errorf("authority: audit key: %w", err)
 	}
@@ -48,6 +103,14 @@ func (a *Authority) openAudit(ctx context.Context) error {
 		Index: a.indexEntry, Logger: a.log.With("component", "audit"), GroupWait: a.cfg.Audit.groupCommitWait()})
 	if err != nil {
 		return fmt.Errorf("authority: %w", err)
+	}
+	if usePending { // the store holds the log, and it verifies with this key
+		if err := os.Rename(pending, keyPath); err != nil {
+			return fmt.Errorf("authority: audit key: %w", err)
+		}
+		if err := credfile.SyncDir(filepath.Dir(keyPath)); err != nil {
+			return fmt.Errorf("authority: audit key: %w", err)
+		}
 	}
 	// Published only once the stored log has verified with this key.
 	if old, err := os.ReadFile(vkeyPath); err != nil || string(old) != vkey+"\n" {

@@ -111,6 +111,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	if err := credfile.PrivateDir(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("authority: data dir: %w", err)
 	}
+	if err := checkDataDir(ctx, cfg.DataDir, nil); err != nil {
+		return nil, err
+	}
 	st, err := bolt.Open(filepath.Join(cfg.DataDir, "mandate.db"), bolt.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("authority: %w", err)
@@ -127,6 +130,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 		a.log.Warn("could not make the data directory's own entry durable", "err", err)
 	}
 	a.store = st
+	if err := checkDataDir(ctx, cfg.DataDir, st); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := a.init(ctx); err != nil {
 		st.Close()
 		return nil, err

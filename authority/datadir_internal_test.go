@@ -1,0 +1,114 @@
+package authority
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A data directory whose store was lost or emptied, or whose audit key
+// is missing, is refused before anything is made: starting anew would
+// fork the audit log (a second log under the same key) and replace the
+// CA. A first start cut short between making the log's key and storing
+// the log, or between storing it and linking the key, starts.
+func TestDataDirWithALostStoreIsRefused(t *testing.T) {
+	ctx := context.Background()
+	newDir := func(t *testing.T) (Config, func() error) {
+		t.Helper()
+		cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+		cfg.SetDefaults()
+		return cfg, func() error {
+			a, err := New(ctx, cfg, Options{})
+			if err == nil {
+				a.Close()
+			}
+			return err
+		}
+	}
+	keys := func(t *testing.T, cfg Config) []string {
+		t.Helper()
+		var names []string
+		for _, sub := range []string{"keys", "audit"} {
+			ents, _ := os.ReadDir(filepath.Join(cfg.DataDir, sub))
+			for _, e := range ents {
+				names = append(names, sub+"/"+e.Name())
+			}
+		}
+		return names
+	}
+	db := func(cfg Config) string { return filepath.Join(cfg.DataDir, "mandate.db") }
+	keyPath := func(cfg Config) string { k, _ := AuditPaths(cfg.DataDir); return k }
+
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, cfg Config)
+		want   string
+	}{
+		{"store removed", func(t *testing.T, cfg Config) {
+			if err := os.Remove(db(cfg)); err != nil {
+				t.Fatal(err)
+			}
+		}, "mandate.db is missing, but"},
+		{"store emptied", func(t *testing.T, cfg Config) {
+			if err := os.Truncate(db(cfg), 0); err != nil {
+				t.Fatal(err)
+			}
+		}, "mandate.db holds no audit log, but"},
+		{"audit key removed", func(t *testing.T, cfg Config) {
+			if err := os.Remove(keyPath(cfg)); err != nil {
+				t.Fatal(err)
+			}
+		}, "audit signing key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, start := newDir(t)
+			if err := start(); err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, cfg)
+			before := keys(t, cfg)
+			for range 2 { // refused, and refused again: nothing was made the first time
+				if err := start(); err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("start = %v, want a refusal saying %q", err, tc.want)
+				}
+			}
+			if after := keys(t, cfg); strings.Join(after, " ") != strings.Join(before, " ") {
+				t.Errorf("key files after the refusals %v, before %v", after, before)
+			}
+		})
+	}
+
+	t.Run("first start cut short before the log was stored", func(t *testing.T) {
+		cfg, start := newDir(t)
+		if err := os.MkdirAll(filepath.Dir(keyPath(cfg)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyPath(cfg)+".new", []byte("a key made by a start that never stored its log\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := start(); err != nil {
+			t.Fatalf("start = %v", err)
+		}
+		if _, err := os.Stat(keyPath(cfg)); err != nil {
+			t.Errorf("log key after the start: %v", err)
+		}
+	})
+	t.Run("first start cut short before the key was linked", func(t *testing.T) {
+		cfg, start := newDir(t)
+		if err := start(); err != nil {
+			t.Fatal(err)
+		}
+		key, _ := os.ReadFile(keyPath(cfg))
+		if err := os.Rename(keyPath(cfg), keyPath(cfg)+".new"); err != nil {
+			t.Fatal(err)
+		}
+		if err := start(); err != nil {
+			t.Fatalf("start = %v", err)
+		}
+		if got, err := os.ReadFile(keyPath(cfg)); err != nil || string(got) != string(key) {
+			t.Errorf("log key after the start: %v; want the stored log's key linked in place", err)
+		}
+	})
+}
