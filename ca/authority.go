@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -229,6 +230,30 @@ func JWKThumbprint(pub crypto.PublicKey) (string, error) {
 		return "", fmt.Errorf("ca: jwk thumbprint: %w", err)
 	}
 	return base64.RawURLEncoding.EncodeToString(tp), nil
+}
+
+// deleteUnsaved deletes the keys of a state whose save failed, except
+// those the journal holds all the same (a save reported failed may have
+// been kept: deleting its keys would leave an authority that cannot
+// start). If the journal cannot be read, every key is kept: an orphaned
+// key file is harmless, a missing one is not.
+func (c *CA) deleteUnsaved(ctx context.Context, keyIDs []string) {
+	data, err := c.journal.Load(context.WithoutCancel(ctx))
+	var saved *caState
+	if err == nil && data != nil {
+		saved, err = decodeState(c.td, data)
+	}
+	if err != nil {
+		c.log.Warn("ca: keys of a state whose save failed are kept: the journal could not be read", "key_ids", keyIDs, "err", err)
+		return
+	}
+	var unsaved []string
+	for _, id := range keyIDs {
+		if saved == nil || !slices.ContainsFunc(saved.auths, func(a *authority) bool { return a.keyID == id }) {
+			unsaved = append(unsaved, id)
+		}
+	}
+	c.deleteKeys(ctx, unsaved)
 }
 
 // deleteKeys deletes keys best-effort, logging failures (an orphaned key

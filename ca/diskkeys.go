@@ -54,6 +54,12 @@ func NewDiskKeyManager(dir string) (*DiskKeyManager, error) {
 	if err := os.MkdirAll(dir, keyDirMode); err != nil {
 		return nil, fmt.Errorf("ca: create key directory: %w", err)
 	}
+	// The directory's own entry is durable before any key in it is
+	// (a power loss could otherwise lose the directory, and the keys a
+	// durable journal names).
+	if err := credfile.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+		return nil, fmt.Errorf("ca: key directory: %w", err)
+	}
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("ca: key directory: %w", err)

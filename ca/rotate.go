@@ -68,7 +68,7 @@ func (c *CA) rotateLocked(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	if err := c.commit(ctx, next); err != nil {
-		c.deleteKeys(ctx, tx.created)
+		c.deleteUnsaved(ctx, tx.created)
 		return false, err
 	}
 	c.deleteKeys(ctx, tx.pruned)

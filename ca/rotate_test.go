@@ -229,11 +229,12 @@ func equalStates(a, b []ca.State) bool {
 	return true
 }
 
-// failingJournal fails Save while fail is set.
+// failingJournal fails Save while fail is set; with kept, the failed
+// save is kept all the same (a commit the store reported as failed).
 type failingJournal struct {
 	ca.Journal
-	mu   sync.Mutex
-	fail bool
+	mu         sync.Mutex
+	fail, kept bool
 }
 
 func (j *failingJournal) setFail(v bool) { j.mu.Lock(); j.fail = v; j.mu.Unlock() }
@@ -243,9 +244,36 @@ func (j *failingJournal) Save(ctx context.Context, data []byte) error {
 	fail := j.fail
 	j.mu.Unlock()
 	if fail {
+		if j.kept {
+			_ = j.Journal.Save(ctx, data)
+		}
 		return errors.New("disk full")
 	}
 	return j.Journal.Save(ctx, data)
+}
+
+// A save reported failed but kept: the keys the journal now names are
+// not deleted, so the CA still starts from it.
+func TestRotateSaveFailureKeptKeepsItsKeys(t *testing.T) {
+	clk := newFakeClock(testStart)
+	j := &failingJournal{Journal: ca.NewMemoryJournal(), kept: true}
+	c, env := newTestCA(t, func(cfg *ca.Config) {
+		rotationConfig(clk)(cfg)
+		cfg.Journal = j
+	})
+	clk.Add(31 * time.Minute)
+	j.setFail(true)
+	if changed, err := c.Rotate(context.Background()); err == nil || changed {
+		t.Fatalf("Rotate = %v, %v; want an error", changed, err)
+	}
+	if files := keyFiles(t, env.keyDir); len(files) != 4 {
+		t.Errorf("key files after a failed save that was kept: %v, want the prepared ones too", files)
+	}
+	j.setFail(false)
+	env.cfg.Journal = j
+	if _, err := ca.New(context.Background(), env.cfg); err != nil {
+		t.Fatalf("New from the kept state = %v", err)
+	}
 }
 
 func TestRotateSaveFailureChangesNothing(t *testing.T) {
