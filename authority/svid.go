@@ -51,15 +51,33 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 	if err != nil {
 		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
-	_, err = a.record(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
+	_, err = a.recordWith(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": node.SPIFFEID,
 		"ttl_seconds": int64(svid.ExpiresAt.Sub(svid.Certificates[0].NotBefore).Seconds()), "expires_at": svid.ExpiresAt.UTC(),
 		"decision": is.details(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision})
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, stillHosts(id, node.SPIFFEID))
 	if err != nil {
 		return nil, err
 	}
 	return svid, nil
+}
+
+// stillHosts checks again, in the commit that logs an agent SVID, that
+// the node hosts the agent (both recorded, the node neither banned nor
+// drifted, the registration allowing it): a ban, a drift or a deletion
+// committed since the first check is not outrun by the issuance.
+func stillHosts(agentID spiffeid.ID, nodeID string) func(tx store.Tx) error {
+	return func(tx store.Tx) error {
+		agent, err := registry.AgentBySPIFFEID(tx, agentID.String())
+		if err != nil {
+			return notFoundAs(err, ErrAgentNotRegistered, agentID)
+		}
+		node, err := registry.GetNode(tx, nodeID)
+		if err != nil {
+			return fmt.Errorf("authority: look up %s: %w", nodeID, err)
+		}
+		return registry.CheckHosting(agent, node)
+	}
 }
 
 // MintJWT issues a JWT-SVID for the given audience. An agent asks for
@@ -90,10 +108,10 @@ func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, aud
 	if err != nil {
 		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
-	_, err = a.record(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
+	_, err = a.recordWith(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "jwt", "audience": svid.Audience, "key_id": svid.KeyID, "node": node.SPIFFEID, "expires_at": svid.ExpiresAt.UTC(),
 		"decision": is.details(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision})
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, stillHosts(id, node.SPIFFEID))
 	if err != nil {
 		return nil, err
 	}
