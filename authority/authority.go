@@ -114,7 +114,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	if err := checkDataDir(ctx, cfg.DataDir, nil); err != nil {
 		return nil, err
 	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, "mandate.db"), bolt.Options{})
+	// Every page is read once at start: a damaged file stops the
+	// authority here, not a request later.
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, "mandate.db"), bolt.Options{Check: true})
 	if err != nil {
 		return nil, fmt.Errorf("authority: %w", err)
 	}

@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -34,12 +36,21 @@ const fileMode = 0o600
 // another process holds the data file's lock.
 var ErrLocked = errors.New("store/bolt: data file is locked by another process")
 
+// ErrDamaged is matched by the error of Open, View or Update when the data
+// file's pages are not what bbolt wrote (a truncated or overwritten file):
+// bbolt panics on such pages, and the panic is returned as this error.
+var ErrDamaged = errors.New("store/bolt: data file is damaged; restore it from a backup")
+
 // Options configures Open. The zero value is ready to use.
 type Options struct {
 	// Timeout is how long Open waits to acquire the data file's exclusive
 	// lock before failing with ErrLocked. Zero or negative means
 	// DefaultTimeout.
 	Timeout time.Duration
+	// Check, if set, makes Open read every page of the file (bbolt's
+	// consistency check) and fail with ErrDamaged on the first problem,
+	// rather than let a damaged page be found by a later request.
+	Check bool
 }
 
 // Store is a store.Store kept in one bbolt file. It is safe for concurrent
@@ -55,21 +66,85 @@ var _ store.Store = (*Store)(nil)
 // exist. If the file is already open (in another process, or through
 // another Store of this one), Open waits up to opts.Timeout and then
 // returns an error matching ErrLocked.
-func Open(path string, opts Options) (*Store, error) {
+func Open(path string, opts Options) (st *Store, err error) {
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
 	bopts := *bbolt.DefaultOptions
 	bopts.Timeout = timeout
-	db, err := bbolt.Open(path, fileMode, &bopts)
+	var db *bbolt.DB
+	func() {
+		defer damaged("open "+path, &err)
+		db, err = bbolt.Open(path, fileMode, &bopts)
+	}()
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, &lockedError{path: path, timeout: timeout}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store/bolt: open %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	st = &Store{db: db}
+	if opts.Check {
+		if err := st.check(); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store/bolt: %s: %w", path, err)
+		}
+	}
+	return st, nil
+}
+
+// check runs bbolt's consistency check over the whole file.
+func (s *Store) check() (err error) {
+	defer damaged("check", &err)
+	return s.db.View(func(btx *bbolt.Tx) error {
+		var first error
+		for e := range btx.Check() {
+			if first == nil {
+				first = e
+			}
+		}
+		if first != nil {
+			return fmt.Errorf("%w (%v)", ErrDamaged, first)
+		}
+		return nil
+	})
+}
+
+// damaged turns a panic raised in bbolt's code, on a page that is not
+// what it wrote, into ErrDamaged in *err. Any other panic (in a caller's
+// function) goes on.
+func damaged(op string, err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if !panickedInBolt() {
+		panic(p)
+	}
+	*err = fmt.Errorf("%w (%s: %v)", ErrDamaged, op, p)
+}
+
+// panickedInBolt reports whether the panic being recovered was raised in
+// bbolt: the first frame below runtime.gopanic that is not the runtime's
+// own (an index out of range goes through runtime.goPanicIndex) is
+// bbolt's.
+func panickedInBolt() bool {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)])
+	below := false
+	for {
+		f, more := frames.Next()
+		switch {
+		case f.Function == "runtime.gopanic":
+			below = true
+		case below && !strings.HasPrefix(f.Function, "runtime."):
+			return strings.HasPrefix(f.Function, "go.etcd.io/bbolt")
+		}
+		if !more {
+			return false
+		}
+	}
 }
 
 // lockedError reports that Open gave up waiting for the file lock.
@@ -85,12 +160,13 @@ func (e *lockedError) Error() string {
 func (e *lockedError) Is(target error) bool { return target == ErrLocked }
 
 // View runs fn in a read-only transaction; see store.Store.
-func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
+func (s *Store) View(ctx context.Context, fn func(store.Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer damaged("view", &err)
 	var fnErr error
-	err := s.db.View(func(btx *bbolt.Tx) error {
+	err = s.db.View(func(btx *bbolt.Tx) error {
 		fnErr = run(btx, fn)
 		return fnErr
 	})
@@ -101,12 +177,13 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 // returning nil; see store.Store. fn runs exactly once unless ctx is done
 // first, either before Update starts or while it waits for another Update to
 // finish.
-func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer damaged("update", &err)
 	var fnErr error
-	err := s.db.Update(func(btx *bbolt.Tx) error {
+	err = s.db.Update(func(btx *bbolt.Tx) error {
 		if fnErr = ctx.Err(); fnErr != nil {
 			return fnErr
 		}

@@ -1,7 +1,9 @@
 package bolt
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -162,4 +164,104 @@ func TestEmptyBucketName(t *testing.T) {
 	if err == nil {
 		t.Errorf("Put(%q, %q) = nil, want error", "", "k")
 	}
+}
+
+// A damaged data file is an error, never a panic: at Open when bbolt
+// cannot even read it, at Open with Check when a page deep inside is
+// wrong, and in a transaction that meets such a page without Check.
+func TestDamagedFile(t *testing.T) {
+	ctx := t.Context()
+	// A store of several pages: 300 values of 1 KiB over 3 buckets.
+	fill := func(t *testing.T) string {
+		t.Helper()
+		s, path := mustOpenNew(t)
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			for i := range 300 {
+				if err := tx.Put([]string{"a", "b", "c"}[i%3], []byte(fmt.Sprintf("k%04d", i)), make([]byte, 1024)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	// zeroPageHolding zeroes the page the key is stored in: a leaf page
+	// the metas and the freelist do not need.
+	zeroPageHolding := func(t *testing.T, path, key string) {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := bytes.Index(b, []byte(key))
+		if at < 0 {
+			t.Fatalf("%s not in the file", key)
+		}
+		page := int64(at / 4096)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(make([]byte, 4096), page*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("truncated", func(t *testing.T) {
+		path := fill(t)
+		if err := os.Truncate(path, 4*4096); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := Open(path, Options{}); !errors.Is(err, ErrDamaged) {
+			if err == nil {
+				s.Close()
+			}
+			t.Fatalf("Open(truncated) = %v, want ErrDamaged", err)
+		}
+	})
+	t.Run("a page zeroed", func(t *testing.T) {
+		path := fill(t)
+		zeroPageHolding(t, path, "k0001")
+		if s, err := Open(path, Options{Check: true}); !errors.Is(err, ErrDamaged) {
+			if err == nil {
+				s.Close()
+			}
+			t.Fatalf("Open(Check) = %v, want ErrDamaged", err)
+		}
+		s, err := Open(path, Options{})
+		if err != nil {
+			t.Fatalf("Open without Check = %v, want the damage found later", err)
+		}
+		defer s.Close()
+		err = s.View(ctx, func(tx store.Tx) error {
+			_, err := tx.Get("b", []byte("k0001"))
+			return err
+		})
+		if !errors.Is(err, ErrDamaged) {
+			t.Fatalf("View over the zeroed page = %v, want ErrDamaged", err)
+		}
+	})
+	t.Run("a caller's own panic goes on", func(t *testing.T) {
+		s, _ := openTemp(t)
+		defer func() {
+			if p := recover(); p != "mine" {
+				t.Errorf("recovered %v, want the caller's panic", p)
+			}
+		}()
+		_ = s.Update(ctx, func(store.Tx) error { panic("mine") })
+		t.Error("Update returned after its function panicked")
+	})
+}
+
+// mustOpenNew opens a new store in t's temporary directory; the caller
+// closes it.
+func mustOpenNew(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	return mustOpen(t, path), path
 }
