@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -19,17 +20,20 @@ const BucketTPMSessions = "tpm_sessions"
 // TPMSession is the stored state of one challenge. It keeps the secret's
 // SHA-256, never the secret.
 type TPMSession struct {
-	ID         string    `json:"id"`
-	EKHash     string    `json:"ek_sha256"`
-	EKTrust    string    `json:"ek_trust"`
-	AKPublic   []byte    `json:"ak_public"` // TPM2B_PUBLIC
-	SecretHash []byte    `json:"secret_sha256"`
-	Nonce      []byte    `json:"nonce"`
-	PCRs       []int     `json:"pcrs"` // SHA-256 bank, ascending
-	Caller     string    `json:"caller,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	ExpiresAt  time.Time `json:"expires_at"`
-	UsedAt     time.Time `json:"used_at,omitzero"`
+	ID         string `json:"id"`
+	EKHash     string `json:"ek_sha256"`
+	EKTrust    string `json:"ek_trust"`
+	AKPublic   []byte `json:"ak_public"` // TPM2B_PUBLIC
+	SecretHash []byte `json:"secret_sha256"`
+	Nonce      []byte `json:"nonce"`
+	PCRs       []int  `json:"pcrs"` // SHA-256 bank, ascending
+	Caller     string `json:"caller,omitempty"`
+	// From is the network source that asked an anonymous challenge, as
+	// SourcePrefix names it ("" when unknown).
+	From      string    `json:"from,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UsedAt    time.Time `json:"used_at,omitzero"`
 }
 
 func (s *TPMSession) ak() (*TPMPublic, error) {
@@ -43,12 +47,21 @@ func (s *TPMSession) ak() (*TPMPublic, error) {
 // maxSessionIDLen bounds a session id read from the network.
 const maxSessionIDLen = 64
 
+// anonymousSources is how many sources' worth of anonymous challenges
+// one EK may have open: max per source, max*anonymousSources in all.
+const anonymousSources = 8
+
 // PutTPMSession stores a new session. One EK may have max open
-// (unanswered, unexpired) sessions of each kind: renewals (asked over
-// mTLS by the node itself) beyond that are refused with
-// ErrTooManyChallenges; first attestations (asked by anyone: an EK is
-// public) evict the oldest open one instead, so that nobody can lock a
-// device out by asking challenges in its name.
+// (unanswered, unexpired) renewal challenges (asked over mTLS by the node
+// itself); beyond that they are refused with ErrTooManyChallenges. First
+// attestations are asked by anyone (an EK is public), so that nobody can
+// lock a device out by asking challenges in its name they evict instead
+// of being refused, fairly between network sources (From): a source past
+// max open challenges of the EK evicts its own oldest; with
+// max*anonymousSources open in all, the source holding the most (of
+// those, the one whose oldest is oldest) loses its oldest. A device's
+// challenge is then evicted only by as many sources as there are open
+// slots, each holding as many as it does.
 func PutTPMSession(tx store.Tx, s *TPMSession, max int) error {
 	if max > 0 {
 		var open []*TPMSession
@@ -68,14 +81,64 @@ func PutTPMSession(tx store.Tx, s *TPMSession, max int) error {
 			return fmt.Errorf("%w (%d open; answer or let them expire)", ErrTooManyChallenges, len(open))
 		}
 		slices.SortFunc(open, func(a, b *TPMSession) int { return a.CreatedAt.Compare(b.CreatedAt) })
+		evict := func(victim *TPMSession) error {
+			open = slices.DeleteFunc(open, func(o *TPMSession) bool { return o == victim })
+			return tx.Delete(BucketTPMSessions, []byte(victim.ID))
+		}
+		if s.Caller == "" {
+			for {
+				own := slices.DeleteFunc(slices.Clone(open), func(o *TPMSession) bool { return o.From != s.From })
+				if len(own) < max {
+					break
+				}
+				if err := evict(own[0]); err != nil {
+					return err
+				}
+			}
+			max *= anonymousSources
+		}
 		for len(open) >= max {
-			if err := tx.Delete(BucketTPMSessions, []byte(open[0].ID)); err != nil {
+			if err := evict(crowdedOldest(open)); err != nil {
 				return err
 			}
-			open = open[1:]
 		}
 	}
 	return putSession(tx, s)
+}
+
+// crowdedOldest is the oldest session of the source holding the most of
+// open (sorted oldest first): of sources holding as many, the one whose
+// oldest is oldest.
+func crowdedOldest(open []*TPMSession) *TPMSession {
+	count := map[string]int{}
+	for _, o := range open {
+		count[o.From]++
+	}
+	var victim *TPMSession
+	for _, o := range open { // oldest first: the first of a source is its oldest
+		if victim == nil || count[o.From] > count[victim.From] {
+			victim = o
+		}
+	}
+	return victim
+}
+
+// SourcePrefix names the network source of an anonymous request for
+// PutTPMSession's fairness: the IPv4 /24 or IPv6 /48 of its address (one
+// device's requests come from one place; an attacker needs as many
+// networks as slots to crowd it out). An address that does not parse is
+// its own source.
+func SourcePrefix(addr netip.Addr) string {
+	addr = addr.Unmap()
+	bits := 48
+	if addr.Is4() {
+		bits = 24
+	}
+	p, err := addr.Prefix(bits)
+	if err != nil {
+		return addr.String()
+	}
+	return p.String()
 }
 
 func putSession(tx store.Tx, s *TPMSession) error {

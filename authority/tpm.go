@@ -41,7 +41,7 @@ func (a *Authority) openTPM() error {
 // TPM can activate for that AK, a nonce, and the PCRs to quote.
 //
 // A caller presenting a node SVID is renewing: the EK must be its own.
-func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCert, akPublic []byte) (*attest.Challenge, error) {
+func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, from string, ekPublic, ekCert, akPublic []byte) (*attest.Challenge, error) {
 	caller := ""
 	if c != nil && a.RoleOf(c.ID) == RoleNode {
 		caller = c.ID.String()
@@ -68,6 +68,9 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 	ch, err := a.tpm.NewChallenge(ek, ak, caller, a.now())
 	if err != nil {
 		return nil, err
+	}
+	if caller == "" {
+		ch.Session.From = from // anonymous challenges share their EK's slots fairly by source
 	}
 	err = a.store.Update(ctx, func(tx store.Tx) error {
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
