@@ -21,7 +21,7 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
   join-token create [--ttl 10m] [--quiet]
   agent create --spiffe-id ID [--node-id ID]... [--selector S]... [--scope S]...
                [--x509-ttl D] [--jwt-ttl D] [--operator O] [--model-provider P]
-               [--model M] [--responsible-party R]
+               [--model M] [--responsible-party R] [--require-hardware-attestation]
   agent update ID (same flags as create; replaces the registration)
   agent list | agent show ID | agent delete ID
   node list | node ban NODE_SPIFFE_ID [--reason R]

@@ -17,7 +17,7 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fs := newFlagSet("bundle show", "bundle show [flags]", stderr)
 	var cf clientFlags
-	cf.register(fs, "", "unused")
+	cf.registerServer(fs)
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err

@@ -23,11 +23,17 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, defaultCreds, credsHelp string) {
+	c.registerServer(fs)
+	fs.StringVar(&c.creds, "creds", defaultCreds, credsHelp)
+}
+
+// registerServer registers the flags naming the authority only, for
+// commands that authenticate with no credential of their own (--creds).
+func (c *clientFlags) registerServer(fs *flag.FlagSet) {
 	fs.StringVar(&c.server, "server", defaultServer(), "authority URL ($MANDATE_SERVER when set)")
 	if fs.Lookup("trust-domain") == nil { // "federation add --trust-domain" names the peer instead
 		fs.StringVar(&c.trustDomain, "trust-domain", "", "authority's trust domain (default: from the credential or bundle)")
 	}
-	fs.StringVar(&c.creds, "creds", defaultCreds, credsHelp)
 }
 
 // defaultServer is $MANDATE_SERVER, or the address of an authority started

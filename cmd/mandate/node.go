@@ -61,7 +61,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cf clientFlags
 	var token, tokenFile, out string
 	var quiet bool
-	cf.register(fs, "", "unused for join")
+	cf.registerServer(fs)
 	fs.StringVar(&token, "token", "", "join token from 'mandate admin join-token create' (or --token-file)")
 	fs.StringVar(&tokenFile, "token-file", "", "file holding the join token, - for standard input (keeps it out of the command line, which other local users can read)")
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")

@@ -98,7 +98,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	var ekCertFile string
 	var quiet bool
 	tf.register(fs)
-	cf.register(fs, "", "ignored: a renewal authenticates with the credential in --out")
+	cf.registerServer(fs)
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time")
 	fs.StringVar(&ekCertFile, "ek-cert", "", "EK certificate (DER or PEM) from the TPM's manufacturer, if the authority trusts EKs by certificate")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
