@@ -205,6 +205,16 @@ func fetchCheckpoint(ctx context.Context, c *client.Client, v note.Verifier) ([]
 func openCheckpoint(raw []byte, v note.Verifier) (*log.Checkpoint, error) {
 	n, err := note.Open(raw, note.VerifierList(v))
 	if err != nil {
+		var une *note.UnverifiedNoteError
+		if errors.As(err, &une) {
+			var by []string
+			for _, sig := range une.Note.UnverifiedSigs {
+				by = append(by, fmt.Sprintf("%s+%08x", sig.Name, sig.Hash))
+			}
+			origin, _, _ := strings.Cut(une.Note.Text, "\n")
+			return nil, fmt.Errorf("checkpoint signature does not verify with the verifier key %s+%08x: the checkpoint of the log %s is signed by %s (is --vkey that log's key?)",
+				v.Name(), v.KeyHash(), shown(origin), shown(strings.Join(by, ", ")))
+		}
 		return nil, fmt.Errorf("checkpoint signature does not verify: %w", err)
 	}
 	cp := new(log.Checkpoint)

@@ -387,6 +387,15 @@ func TestCLIAudit(t *testing.T) {
 	if out, err := cli(t, url, dir, "audit", "show", "1"); err != nil || !strings.Contains(out, "inclusion proof verified") {
 		t.Errorf("audit show 1 = %q, %v", out, err)
 	}
+	// Another log's key: the error names the key asked and the signer.
+	_, otherKey, err := note.GenerateKey(nil, "org-b.example/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "audit", "verify", "--vkey", otherKey); err == nil ||
+		!strings.Contains(err.Error(), "with the verifier key org-b.example/audit+") || !strings.Contains(err.Error(), "is signed by mandate.localhost/audit+") {
+		t.Errorf("audit verify with another log's key = %v, want both keys named", err)
+	}
 	if out, err := cli(t, url, dir, "audit", "tail", "-n", "2"); err != nil || strings.Count(out, "\n#") != 1 || !strings.Contains(out, "join_token.created") {
 		t.Errorf("audit tail -n 2 = %q, %v", out, err)
 	}
