@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +47,22 @@ func TestUpstreamCA(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The upstream's key is only this user's, as every key.
+	if err := os.Chmod(keyFile, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile = certFile, keyFile
+	cfg.SetDefaults()
+	if a, err := authority.New(ctxT(t), cfg, authority.Options{}); err == nil || !strings.Contains(err.Error(), "ca.upstream_key_file") {
+		if err == nil {
+			a.Close()
+		}
+		t.Fatalf("New with a group-readable upstream key = %v, want it refused", err)
+	}
+	if err := os.Chmod(keyFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	e := start(t, "org-a.example", func(c *authority.Config) {
 		c.CA.UpstreamCertFile, c.CA.UpstreamKeyFile = certFile, keyFile
 	})

@@ -51,7 +51,9 @@ func loadUpstream(certFile, keyFile string) (*ca.Upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca.upstream_cert_file %s: %w", certFile, err)
 	}
-	kb, err := os.ReadFile(keyFile)
+	// The upstream CA's key signs every X.509 authority: only this
+	// user's, as the authority's own keys.
+	kb, err := credfile.ReadPrivate(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca.upstream_key_file: %w", err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"mandate.dev/mandate/api"
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/credfile"
 )
 
 const serveHelp = `
@@ -38,13 +39,13 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
     x509_svid_ttl: 1h               # default X509-SVID lifetime (at most ca_ttl/2)
     jwt_svid_ttl: 5m                # default JWT-SVID lifetime (at most jwt_key_ttl/2)
     upstream_cert_file: ""          # PEM chain of an existing CA (signing cert first)
-    upstream_key_file: ""           # its PEM private key; SVIDs then chain to it
+    upstream_key_file: ""           # its PEM private key (0600, this user's); SVIDs then chain to it
   federation:
     bundle_refresh_hint: 5m         # spiffe_refresh_hint of this authority's bundle
     web_roots_file: ""              # PEM roots for https_web peers (default: system roots)
     web_listen: ""                  # serve the bundle endpoint also with a Web PKI cert
     web_cert_file: ""               #   (https_web profile) at https://<web_listen>/
-    web_key_file: ""
+    web_key_file: ""                # its key (0600, this user's)
     trust_domains:                  # federation relationships (also: mandate admin federation)
       - trust_domain: org-b.example
         bundle_endpoint_url: https://mandate.org-b.example:8443/v1/bundle
@@ -241,7 +242,15 @@ type webBundle struct {
 }
 
 func listenWebBundle(cfg authority.Config) (*webBundle, error) {
-	cert, err := tls.LoadX509KeyPair(cfg.Federation.WebCertFile, cfg.Federation.WebKeyFile)
+	certPEM, err := os.ReadFile(cfg.Federation.WebCertFile)
+	if err != nil {
+		return nil, fmt.Errorf("federation.web_cert_file: %w", err)
+	}
+	keyPEM, err := credfile.ReadPrivate(cfg.Federation.WebKeyFile) // only this user's, as every key
+	if err != nil {
+		return nil, fmt.Errorf("federation.web_key_file: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("federation web bundle endpoint: %w", err)
 	}
