@@ -14,7 +14,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -38,7 +40,9 @@ var ErrLocked = errors.New("store/bolt: data file is locked by another process")
 
 // ErrDamaged is matched by the error of Open, View or Update when the data
 // file's pages are not what bbolt wrote (a truncated or overwritten file):
-// bbolt panics on such pages, and the panic is returned as this error.
+// bbolt panics (or faults, reading past the end of the file) on such
+// pages, and that is returned as this error. After Open fails so, the
+// file may stay locked until the process ends.
 var ErrDamaged = errors.New("store/bolt: data file is damaged; restore it from a backup")
 
 // Options configures Open. The zero value is ready to use.
@@ -75,6 +79,7 @@ func Open(path string, opts Options) (st *Store, err error) {
 	bopts.Timeout = timeout
 	var db *bbolt.DB
 	func() {
+		defer guard()()
 		defer damaged("open "+path, &err)
 		db, err = bbolt.Open(path, fileMode, &bopts)
 	}()
@@ -96,8 +101,19 @@ func Open(path string, opts Options) (st *Store, err error) {
 
 // check runs bbolt's consistency check over the whole file.
 func (s *Store) check() (err error) {
+	defer guard()()
 	defer damaged("check", &err)
+	fi, err := os.Stat(s.db.Path())
+	if err != nil {
+		return fmt.Errorf("store/bolt: check: %w", err)
+	}
 	return s.db.View(func(btx *bbolt.Tx) error {
+		// bbolt's check runs in a goroutine of its own, where a read past
+		// the end of the file would crash the process: a file shorter
+		// than its pages is refused first.
+		if btx.Size() > fi.Size() {
+			return fmt.Errorf("%w (the file holds %d bytes, its pages %d)", ErrDamaged, fi.Size(), btx.Size())
+		}
 		var first error
 		for e := range btx.Check() {
 			if first == nil {
@@ -109,6 +125,14 @@ func (s *Store) check() (err error) {
 		}
 		return nil
 	})
+}
+
+// guard makes a fault on the memory-mapped file (a page past the end of a
+// truncated file) a panic rather than a crash, for damaged to recover,
+// until the returned function is called (deferred after damaged).
+func guard() func() {
+	old := debug.SetPanicOnFault(true)
+	return func() { debug.SetPanicOnFault(old) }
 }
 
 // damaged turns a panic raised in bbolt's code, on a page that is not
@@ -164,6 +188,7 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer guard()()
 	defer damaged("view", &err)
 	var fnErr error
 	err = s.db.View(func(btx *bbolt.Tx) error {
@@ -181,6 +206,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer guard()()
 	defer damaged("update", &err)
 	var fnErr error
 	err = s.db.Update(func(btx *bbolt.Tx) error {
