@@ -388,3 +388,54 @@ func TestBundleUpdateTooLargeToListIsLoggedByDigest(t *testing.T) {
 		t.Errorf("stored bundle: %v; want all %d authorities", err, n)
 	}
 }
+
+// Federated bundles that together would make every SVID answer too large
+// to read (clients read 4 MiB) are refused, added or fetched: the bundles
+// handed out stay within maxBundlesBytes.
+func TestFederatedBundlesStayWithinTheAnswer(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var certs []*x509.Certificate
+	for i := range 1400 {
+		tpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 1)), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		certs = append(certs, c)
+	}
+	bundleOf := func(td string, n int) *spiffebundle.Bundle {
+		b := spiffebundle.New(spiffeid.RequireTrustDomainFromString(td))
+		b.SetX509Authorities(certs[:n])
+		return b
+	}
+	add := func(td string, n int) error {
+		doc, err := bundleOf(td, n).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.AddFederation(ctx, admin, &Federation{TrustDomain: td, BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc})
+		return err
+	}
+	for _, td := range []string{"org-b.example", "org-c.example", "org-d.example"} {
+		if err := add(td, 1400); err != nil { // about 0.95 MiB each
+			t.Fatalf("AddFederation(%s) = %v", td, err)
+		}
+	}
+	if err := add("org-e.example", 1400); !errors.Is(err, ErrFederation) || !strings.Contains(err.Error(), "handed out with every SVID") {
+		t.Fatalf("a fourth large bundle = %v, want ErrFederation", err)
+	}
+	if err := add("org-e.example", 1); err != nil {
+		t.Fatalf("a small fourth bundle = %v", err)
+	}
+	td := spiffeid.RequireTrustDomainFromString("org-e.example")
+	if err := a.saveFederatedBundle(ctx, td, bundleOf("org-e.example", 1400)); !errors.Is(err, ErrFederation) {
+		t.Fatalf("a fetched bundle past the limit = %v, want ErrFederation", err)
+	}
+	if got := len(a.bundles.Load().json); got > maxBundlesBytes {
+		t.Errorf("bundles handed out: %d bytes, past %d", got, maxBundlesBytes)
+	}
+}

@@ -17,7 +17,33 @@ type bundleSet struct {
 	gen  uint64 // bumped whenever the content changes; never 0
 	own  *spiffebundle.Bundle
 	byTD map[spiffeid.TrustDomain]*spiffebundle.Bundle
-	json json.RawMessage // {"<td>": <SPIFFE bundle>, ...}
+	json json.RawMessage              // {"<td>": <SPIFFE bundle>, ...}
+	size map[spiffeid.TrustDomain]int // each bundle's share of json
+}
+
+// maxBundlesBytes bounds the bundles handed out with every SVID, all
+// trust domains together, well within what clients read of an answer
+// (4 MiB): a federated bundle that would take them past it is refused,
+// so that no peer, nor a few together, can make every SVID answer too
+// large to be read.
+const maxBundlesBytes = 3 << 20
+
+// bundlesFit refuses doc as td's bundle if the bundles handed out would
+// then exceed maxBundlesBytes.
+func (a *Authority) bundlesFit(td spiffeid.TrustDomain, doc []byte) error {
+	total := len(doc) + len(td.String()) + 6
+	if set := a.bundles.Load(); set != nil {
+		for t, n := range set.size {
+			if t != td {
+				total += n
+			}
+		}
+	}
+	if total > maxBundlesBytes {
+		return fmt.Errorf("%w: with this bundle of %s (%d bytes), the bundles handed out with every SVID would take %d bytes, past the %d allowed",
+			ErrFederation, td.Name(), len(doc), total, maxBundlesBytes)
+	}
+	return nil
 }
 
 // refreshBundles rebuilds the snapshot from the CA and the federation
@@ -57,7 +83,7 @@ func (a *Authority) refreshBundlesWith(td spiffeid.TrustDomain, fresh *spiffebun
 			set.byTD[ptd] = p
 		}
 	}
-	set.json = a.encodeBundles(set.byTD)
+	set.json, set.size = a.encodeBundles(set.byTD)
 	set.gen = 1
 	if prev := a.bundles.Load(); prev != nil {
 		set.gen = prev.gen
@@ -75,8 +101,11 @@ func (a *Authority) dropPending(td spiffeid.TrustDomain) {
 	delete(a.pending, td)
 }
 
-func (a *Authority) encodeBundles(byTD map[spiffeid.TrustDomain]*spiffebundle.Bundle) json.RawMessage {
+// encodeBundles encodes the bundles as one JSON object, and says how many
+// bytes each takes in it (its document, its key, quotes and separators).
+func (a *Authority) encodeBundles(byTD map[spiffeid.TrustDomain]*spiffebundle.Bundle) (json.RawMessage, map[spiffeid.TrustDomain]int) {
 	docs := map[string]json.RawMessage{}
+	size := map[spiffeid.TrustDomain]int{}
 	for td, b := range byTD {
 		doc, err := b.Marshal()
 		if err != nil {
@@ -84,9 +113,10 @@ func (a *Authority) encodeBundles(byTD map[spiffeid.TrustDomain]*spiffebundle.Bu
 			continue
 		}
 		docs[td.String()] = doc
+		size[td] = len(doc) + len(td.String()) + 6
 	}
 	out, _ := json.Marshal(docs)
-	return out
+	return out, size
 }
 
 // sameBundles reports whether two snapshots trust exactly the same

@@ -190,6 +190,9 @@ func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDo
 	if err != nil {
 		return err
 	}
+	if err := a.bundlesFit(td, doc); err != nil {
+		return err
+	}
 	_, err = a.recordWith(ctx, a.bundleUpdated(td, b), func(tx store.Tx) error {
 		v, err := tx.Get(bucketFederations, []byte(td.String()))
 		if errors.Is(err, store.ErrNotFound) {
@@ -351,6 +354,9 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 	}
 	if b != nil {
 		if f.Bundle, err = b.Marshal(); err != nil {
+			return nil, err
+		}
+		if err := a.bundlesFit(rel.TrustDomain, f.Bundle); err != nil {
 			return nil, err
 		}
 	}
