@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -61,6 +62,10 @@ type Options struct {
 // use by many goroutines.
 type Store struct {
 	db *bbolt.DB
+	// damaged is set once a transaction met a damaged page: bbolt may
+	// then hold its write lock for good (a rollback that met the page
+	// again), so every later transaction fails at once rather than wait.
+	damaged atomic.Bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -188,6 +193,14 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if s.damaged.Load() {
+		return fmt.Errorf("%w (met by an earlier transaction)", ErrDamaged)
+	}
+	defer func() {
+		if errors.Is(err, ErrDamaged) {
+			s.damaged.Store(true)
+		}
+	}()
 	defer guard()()
 	defer damaged("view", &err)
 	var fnErr error
@@ -206,6 +219,14 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if s.damaged.Load() {
+		return fmt.Errorf("%w (met by an earlier transaction)", ErrDamaged)
+	}
+	defer func() {
+		if errors.Is(err, ErrDamaged) {
+			s.damaged.Store(true)
+		}
+	}()
 	defer guard()()
 	defer damaged("update", &err)
 	var fnErr error

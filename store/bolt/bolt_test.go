@@ -265,6 +265,11 @@ func TestDamagedFile(t *testing.T) {
 		if !errors.Is(err, ErrDamaged) {
 			t.Fatalf("View over the zeroed page = %v, want ErrDamaged", err)
 		}
+		// From then on every transaction fails at once (bbolt may hold
+		// its lock for good after a damaged page), never waits.
+		if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("a", []byte("x"), []byte("y")) }); !errors.Is(err, ErrDamaged) {
+			t.Fatalf("Update after the damage = %v, want ErrDamaged", err)
+		}
 	})
 	t.Run("a caller's own panic goes on", func(t *testing.T) {
 		s, _ := openTemp(t)
