@@ -98,7 +98,7 @@ func PutTPMSession(tx store.Tx, s *TPMSession, max int) error {
 			max *= anonymousSources
 		}
 		for len(open) >= max {
-			if err := evict(crowdedOldest(open)); err != nil {
+			if err := evict(crowdedOldest(open, s.From)); err != nil {
 				return err
 			}
 		}
@@ -107,10 +107,12 @@ func PutTPMSession(tx store.Tx, s *TPMSession, max int) error {
 }
 
 // crowdedOldest is the oldest session of the source holding the most of
-// open (sorted oldest first): of sources holding as many, the one whose
-// oldest is oldest.
-func crowdedOldest(open []*TPMSession) *TPMSession {
-	count := map[string]int{}
+// open (sorted oldest first), the new session's source (from) counted
+// with it: of sources holding as many, the one whose oldest is oldest.
+// A source asking again at the cap thus holds more than one that holds a
+// single challenge, and loses its own oldest.
+func crowdedOldest(open []*TPMSession, from string) *TPMSession {
+	count := map[string]int{from: 1}
 	for _, o := range open {
 		count[o.From]++
 	}

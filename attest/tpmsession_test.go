@@ -61,11 +61,20 @@ func TestAnonymousChallengesAreSharedBySource(t *testing.T) {
 	if !open(device) || !open(newest) {
 		t.Fatalf("at the cap: device open %v, newest open %v; want both", open(device), open(newest))
 	}
-	// With every source holding one, the oldest goes: as many sources as
-	// slots can crowd the device out (the documented limit).
+	// Every source holds one now: one asking again loses its own oldest.
+	for i := range 13 {
+		put(fmt.Sprintf("198.51.%d.0/24", i))
+	}
+	put("192.0.2.0/24")
+	if !open(device) {
+		t.Fatal("sources asking again at the cap evicted the device's challenge")
+	}
+	// A sixteenth attacker network, new, ties with every source, and the
+	// oldest goes: as many networks as slots crowd the device out (the
+	// documented limit).
 	put("203.0.114.0/24")
 	if open(device) {
-		t.Error("the device's challenge survived sixteen sources of one challenge each; the fairness rule changed")
+		t.Error("the device's challenge survived sixteen attacker networks; the fairness rule changed")
 	}
 }
 
