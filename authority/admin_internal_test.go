@@ -354,6 +354,11 @@ func TestBundleUpdateTooLargeToListIsLoggedByDigest(t *testing.T) {
 	}
 	small := spiffebundle.New(td)
 	small.AddX509Authority(b.X509Authorities()[0])
+	// Fetched before its relationship's record is written: refused (the
+	// manager keeps it unused, and fetches again), never used unlogged.
+	if err := a.saveFederatedBundle(t.Context(), td, small); err == nil {
+		t.Fatal("a bundle fetched for a relationship with no record was accepted")
+	}
 	doc, _ := small.Marshal()
 	if _, err := a.AddFederation(t.Context(), adminOf(t, a), &Federation{TrustDomain: td.Name(), BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc}); err != nil {
 		t.Fatal(err)

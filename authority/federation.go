@@ -209,7 +209,9 @@ func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDo
 		return putRecord(tx, bucketFederations, td.String(), f)
 	})
 	if errors.Is(err, errNoFederation) {
-		return nil // being added (the add stores and logs it) or just deleted
+		// Being added (its record is not written yet: the fetch is
+		// retried) or just deleted. Either way not used unlogged.
+		return fmt.Errorf("authority: federation %s has no stored record yet", td.Name())
 	}
 	if err != nil {
 		return err
