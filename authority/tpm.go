@@ -190,10 +190,10 @@ func (a *Authority) refuseTPMAnswer(ctx context.Context, s *attest.TPMSession, n
 
 // refuseDrifted refuses an answer whose PCRs no longer match an allowed
 // profile. The commit that logs the refusal uses the session up and marks
-// the node drifted if it is known (node_marked): the mark is never made
-// unlogged. If the refusal cannot be logged, the session is still used up
-// and the node is not marked: nothing is issued while the log cannot
-// record it, and the node's next attestation marks it.
+// the node drifted if it is known (node_marked). If the refusal cannot be
+// logged, the session is used up and the node marked all the same (fail
+// closed: a node whose boot state left the allowed profiles hosts
+// nothing), and the server log says that its entry is missing.
 func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, why error, details map[string]any, now time.Time) error {
 	reason := why.Error()
 	if i := strings.Index(reason, "("); i > 0 {
@@ -221,9 +221,18 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 		return err
 	})
 	if err != nil {
-		a.log.ErrorContext(ctx, "audit a refused TPM attestation", "spiffe_id", nodeID.String(), "err", err)
-		if uerr := a.useUpTPMSession(ctx, s.ID, now); uerr != nil {
-			return uerr
+		a.log.ErrorContext(ctx, "audit a refused TPM attestation; the node is marked drifted without its entry", "spiffe_id", nodeID.String(), "err", err)
+		if uerr := a.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+			if err := useUpSession(tx, s.ID, now); err != nil || !known {
+				return err
+			}
+			_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
+			return err
+		}); uerr != nil {
+			return fmt.Errorf("authority: use up TPM session %s: %w", s.ID, uerr)
+		}
+		if known {
+			a.registryChanged()
 		}
 		return errors.Join(why, err)
 	}
