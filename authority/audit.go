@@ -55,8 +55,9 @@ func checkDataDir(ctx context.Context, dataDir string, st store.Store) error {
 		what = "holds no audit log"
 	}
 	return fmt.Errorf("authority: %s %s, but %s exists: the store was lost, emptied or replaced. "+
-		"Restore it from a backup; starting anew would fork the audit log and replace the CA (to start a new authority, use a new data directory)",
-		dbPath, what, keyPath)
+		"Restore it from a backup; starting anew would fork the audit log and replace the CA (to start a new authority, use a new data directory). "+
+		"Only if this authority never answered a request (a first start by a version before 2026-11-26 cut short before it stored its log) remove %s instead",
+		dbPath, what, keyPath, keyPath)
 }
 
 // openAudit opens the audit log kept in the authority's store, creating its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -127,9 +128,12 @@ func checkOut(dir, flag string, replaces func(spiffeid.ID) bool) error {
 	if err != nil || replaces(held) {
 		return err
 	}
-	return fmt.Errorf("%s %s holds the credential of %s, still valid until %s; give another %s, or remove %s first",
-		flag, dir, held, chain[0].NotAfter.UTC().Format(time.RFC3339), flag, dir)
+	return fmt.Errorf("%w: %s %s holds the credential of %s, still valid until %s; give another %s, or remove %s first",
+		errOutHeld, flag, dir, held, chain[0].NotAfter.UTC().Format(time.RFC3339), flag, dir)
 }
+
+// errOutHeld is checkOut's refusal.
+var errOutHeld = errors.New("another identity's credential is in the way")
 
 // saveAnswer writes an SVID answer as a credential directory: the chain,
 // the key, the own trust domain's roots, and every bundle as bundles.json.

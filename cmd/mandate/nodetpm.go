@@ -134,6 +134,9 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 			return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": tf.out, "renewal": renewal})
 		}
 		wait := 30 * time.Second
+		if errors.Is(err, errOutHeld) {
+			return err // the operator's to settle: retrying changes nothing
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "%s attestation failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait, err)
 		} else {

@@ -60,6 +60,10 @@ func TestCLINodeTPMAttestation(t *testing.T) {
 	if _, err := attestJSON("--out", "join-node"); err == nil || !strings.Contains(err.Error(), "holds the credential of spiffe://mandate.localhost/node/join/") {
 		t.Fatalf("node attest into a join node's directory: %v, want it refused", err)
 	}
+	// node run stops there too: retrying would change nothing.
+	if _, err := cli(t, url, dir, "node", "run", "--tpm", "simulator", "--ek", "ecc", "--out", "join-node"); err == nil || !strings.Contains(err.Error(), "holds the credential of") {
+		t.Fatalf("node run into a join node's directory: %v, want it refused at once", err)
+	}
 	first, err := attestJSON()
 	if err != nil {
 		t.Fatalf("node attest: %v", err)
