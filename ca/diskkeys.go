@@ -19,14 +19,13 @@ import (
 )
 
 const (
-	keyDirMode  = 0o700
 	keyFileMode = 0o600
 	keyFileExt  = ".pem"
 	tmpPrefix   = ".tmp-"
 )
 
 // DiskKeyManager is a KeyManager that keeps each key as one PKCS#8 PEM file
-// (mode 0600) in a directory (mode 0700). Files are written atomically:
+// (mode 0600) in a directory only its user may write to (made 0700). Files are written atomically:
 // temporary file, fsync, rename, fsync of the directory.
 //
 // Loaded keys are cached in memory. Errors name key ids and paths, never
@@ -44,34 +43,22 @@ type DiskKeyManager struct {
 var _ KeyManager = (*DiskKeyManager)(nil)
 
 // NewDiskKeyManager opens the key directory dir, creating it with mode
-// 0700 if needed. An existing directory that group or others can access is
-// restricted to 0700 (an error if that fails). Temporary files left by an
-// interrupted write are removed.
+// 0700 if needed. An existing directory that group or others may write
+// to, or that another user owns, is refused (credfile.ErrNotPrivate), as
+// every directory the authority keeps keys in; its mode is never changed.
+// Temporary files left by an interrupted write are removed.
 func NewDiskKeyManager(dir string) (*DiskKeyManager, error) {
 	if dir == "" {
 		return nil, errors.New("ca: key directory is required")
 	}
-	if err := os.MkdirAll(dir, keyDirMode); err != nil {
-		return nil, fmt.Errorf("ca: create key directory: %w", err)
+	if err := credfile.PrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("ca: key directory: %w", err)
 	}
 	// The directory's own entry is durable before any key in it is
 	// (a power loss could otherwise lose the directory, and the keys a
 	// durable journal names).
 	if err := credfile.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
 		return nil, fmt.Errorf("ca: key directory: %w", err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("ca: key directory: %w", err)
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("ca: key directory %s is not a directory", dir)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		// A pre-existing directory open to group or others is tightened.
-		if err := os.Chmod(dir, keyDirMode); err != nil {
-			return nil, fmt.Errorf("ca: key directory %s has mode %#o and cannot be restricted to %#o: %w", dir, perm, keyDirMode, err)
-		}
 	}
 	if err := removeTempFiles(dir); err != nil {
 		return nil, err

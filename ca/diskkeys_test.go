@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/credfile"
 )
 
 func TestDiskKeyManager(t *testing.T) {
@@ -92,18 +93,21 @@ func TestDiskKeyManagerRejectsBadKeyIDs(t *testing.T) {
 
 func TestDiskKeyManagerPermissions(t *testing.T) {
 	ctx := context.Background()
-	t.Run("open directory tightened", func(t *testing.T) {
-		dir := filepath.Join(t.TempDir(), "keys")
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
+	t.Run("directory others may write to refused, never changed", func(t *testing.T) {
+		for mode, ok := range map[os.FileMode]bool{0o700: true, 0o755: true, 0o775: false, 0o777: false} {
+			dir := filepath.Join(t.TempDir(), "keys")
+			if err := os.Mkdir(dir, mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, mode); err != nil {
+				t.Fatal(err)
+			}
+			_, err := ca.NewDiskKeyManager(dir)
+			if ok != (err == nil) || !ok && !errors.Is(err, credfile.ErrNotPrivate) {
+				t.Errorf("mode %v: NewDiskKeyManager = %v, want ok=%v (or ErrNotPrivate)", mode, err, ok)
+			}
+			assertMode(t, dir, mode)
 		}
-		if err := os.Chmod(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ca.NewDiskKeyManager(dir); err != nil {
-			t.Fatal(err)
-		}
-		assertMode(t, dir, 0o700)
 	})
 	t.Run("readable key file refused", func(t *testing.T) {
 		dir := t.TempDir()
