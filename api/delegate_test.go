@@ -876,3 +876,23 @@ func TestDelegationNotAfter(t *testing.T) {
 		t.Fatalf("a signed cnf without the certificate: %v, want invalid-request", p)
 	}
 }
+
+// A hop that cannot be issued is refused as what it is, before any
+// policy decides it: a parent expired within the verifiers' clock leeway
+// is delegation-expired (not a malformed token after the policy allowed
+// it), and no policy decision is logged for it.
+func TestExpiredParentRefusedBeforePolicy(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	c := e.agentWithScopes("c")
+	parent := e.mustDelegate(a, delegateReq{delegatee: b, principal: "alice", scopes: []string{"calendar:read"}, notAfter: time.Now().Add(2 * time.Second).Unix()})
+	decisions := len(e.auditOf("policy.decision", ""))
+	e.skew.Store(int64(10 * time.Second)) // the parent expired 8 s ago
+	if _, p := e.delegate(b, delegateReq{delegatee: c, parent: parent, scopes: []string{"calendar:read"}}); p == nil || p.Name() != "delegation-expired" {
+		t.Fatalf("a sub-delegation of a parent expired 8 s ago: %+v, want 403 delegation-expired", p)
+	}
+	if n := len(e.auditOf("policy.decision", "")); n != decisions {
+		t.Errorf("policy decisions logged: %d, want %d (none for a hop that cannot be issued)", n, decisions)
+	}
+}

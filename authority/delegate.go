@@ -221,6 +221,19 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if signed.Cnf != nil && (cnf == nil || cnf.X5tS256 != signed.Cnf.X5tS256) {
 		return nil, fmt.Errorf("%w: the delegator signed a hop bound to the delegatee certificate %s: give that certificate as delegatee_x509_svid", ErrInvalidRequest, signed.Cnf.X5tS256)
 	}
+	// A hop that could not be issued is refused before any policy is
+	// asked about it, saying why: one that would expire at once (its
+	// parent, verified with the verifiers' clock leeway, expired; or the
+	// delegatee's SVID or the signing key expires now), or one past the
+	// depth a token can say.
+	switch {
+	case exp.Unix() <= now.Unix() && parent != nil && parent.Expiry <= now.Unix():
+		return nil, fmt.Errorf("%w: the parent %s expired at %s", delegation.ErrExpired, parent.ID, time.Unix(parent.Expiry, 0).UTC().Format(time.RFC3339))
+	case exp.Unix() <= now.Unix():
+		return nil, fmt.Errorf("%w: the hop would expire at once (%s: the delegatee's SVID or the signing key expires now)", ErrInvalidRequest, exp.UTC().Format(time.RFC3339))
+	case depth > delegation.MaxDepth:
+		return nil, fmt.Errorf("%w: this hop would be hop %d; a chain is at most %d", delegation.ErrTooLarge, depth, delegation.MaxDepth)
+	}
 	// The SVID it signed with is one this authority issued, and logged:
 	// the hop's entry names that entry, so that an auditor ties the
 	// delegator's signature to the log, long after its CA is gone.
@@ -245,6 +258,9 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		return nil, err
 	}
 	for r, h := range remote {
+		if h.Status == delegation.StatusExpired {
+			return nil, fmt.Errorf("%w: %s says %s has expired", delegation.ErrExpired, r.Issuer, r.ID)
+		}
 		// Another authority speaks for its own hops only, and never
 		// clears what is known revoked here.
 		revoked[r.key()] = revoked[r.key()] || h.Status != delegation.StatusActive

@@ -616,6 +616,10 @@ func TestCheckPrincipal(t *testing.T) {
 		"": false, strings.Repeat("a", delegation.MaxPrincipalLen+1): false,
 		" alice": false, "alice ": false, "a\x00b": false, "a\u0085b": false, "\xff": false, "a\ufffdb": false,
 		"spiffe://org-a.example/agent/x": false, "SPIFFE://org-a.example": false, "spiffe:x": false,
+		// Invisible (format) characters: "spiffe:" behind one, or two
+		// principals that look alike.
+		"\u2060spiffe://org-a.example/agent/a": false, "\ufeffspiffe://x": false, "\u200bspiffe://x": false,
+		"alice@example.com\u200b": false, "\u202emoc.elpmaxe@ecila": false,
 	} {
 		if err := delegation.CheckPrincipal(p); (err == nil) != ok {
 			t.Errorf("CheckPrincipal(%q) = %v, want ok=%v", p, err, ok)

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -328,18 +327,20 @@ func ValidID(id string) bool {
 const MaxPrincipalLen = 256
 
 // CheckPrincipal checks a principal (sub: the person or account on whose
-// behalf): 1 to MaxPrincipalLen bytes of valid UTF-8, no control
-// characters, no leading or trailing space, and not a SPIFFE ID (a
-// workload is an actor, never a principal: a chain for "spiffe://..."
-// would read as that workload's own).
+// behalf): 1 to MaxPrincipalLen bytes of valid UTF-8, no control or
+// format characters (IsPlainText: no zero-width or direction marks, by
+// which two principals that look alike would differ, or "spiffe:" hide
+// behind an invisible first character), no leading or trailing space,
+// and not a SPIFFE ID (a workload is an actor, never a principal: a
+// chain for "spiffe://..." would read as that workload's own).
 func CheckPrincipal(p string) error {
 	switch {
 	case p == "" || len(p) > MaxPrincipalLen:
 		return fmt.Errorf("a principal is 1 to %d bytes", MaxPrincipalLen)
 	case !IsText(p) || strings.TrimSpace(p) != p:
 		return errors.New("a principal is valid UTF-8 (without U+FFFD) without leading or trailing space")
-	case strings.IndexFunc(p, unicode.IsControl) >= 0:
-		return errors.New("a principal has no control characters")
+	case !IsPlainText(p):
+		return errors.New("a principal has no control or format (invisible) characters")
 	case strings.HasPrefix(strings.ToLower(p), "spiffe:"):
 		return errors.New("a principal is a person or an account, not a SPIFFE ID")
 	}
