@@ -32,7 +32,7 @@ func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Age
 	}
 	// Stored in the commit that logs it: both or neither.
 	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) })
-	a.registryChanged()
+	a.agentChanged(ag.SPIFFEID)
 	if err != nil {
 		return nil, err
 	}
@@ -58,8 +58,14 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 	if err := a.recordable(ev, registry.ErrInvalid); err != nil {
 		return nil, err
 	}
-	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error { return registry.UpdateAgent(tx, ag) })
-	a.registryChanged()
+	var was string // the SPIFFE ID it replaces, if it changes
+	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error {
+		if old, err := registry.GetAgent(tx, id); err == nil {
+			was = old.SPIFFEID
+		}
+		return registry.UpdateAgent(tx, ag)
+	})
+	a.agentChanged(was, ag.SPIFFEID)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +101,7 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error
 		_, err := registry.DeleteAgent(tx, id)
 		return err
 	})
-	a.registryChanged()
+	a.agentChanged(ag.SPIFFEID)
 	if err != nil {
 		return err
 	}
@@ -196,7 +202,7 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 		n, _, err = registry.BanNode(tx, nodeID, reason, now)
 		return err
 	})
-	a.registryChanged()
+	a.nodeChanged(nodeID)
 	if err != nil {
 		return nil, err
 	}

@@ -28,7 +28,7 @@ import (
 	"mandate.dev/mandate/store"
 )
 
-func adminOf(t *testing.T, a *Authority) *Caller {
+func adminOf(t testing.TB, a *Authority) *Caller {
 	t.Helper()
 	for id := range a.admins {
 		return &Caller{ID: spiffeid.RequireFromString(id)}

@@ -50,6 +50,7 @@ type Authority struct {
 	policyGen    atomic.Uint64 // bumped by every registry change
 	policySynced atomic.Uint64 // the generation data.mandate reflects
 	policySyncMu sync.Mutex    // serializes rebuilds of data.mandate
+	policyDirty  policyDirty   // what changed since: all, or some entries
 
 	bundleMu sync.Mutex                                    // serializes rebuilds of bundles; guards pending
 	pending  map[spiffeid.TrustDomain]*spiffebundle.Bundle // fetched bundles the manager has not published yet

@@ -183,20 +183,20 @@ func TestStatusFindsRevokedParties(t *testing.T) {
 
 // startAuthority is a running authority of org-a.example in a temporary
 // directory, stopped when the test ends.
-func startAuthority(t *testing.T) *Authority {
+func startAuthority(t testing.TB) *Authority {
 	a, _ := runAuthority(t)
 	return a
 }
 
 // runAuthority is startAuthority, and a stop that ends its Run (its
 // audit log among it) before the test ends, the store left open.
-func runAuthority(t *testing.T) (*Authority, func()) {
+func runAuthority(t testing.TB) (*Authority, func()) {
 	t.Helper()
 	return runAuthorityWith(t, Options{})
 }
 
 // runAuthorityWith is runAuthority with opts (a clock).
-func runAuthorityWith(t *testing.T, opts Options) (*Authority, func()) {
+func runAuthorityWith(t testing.TB, opts Options) (*Authority, func()) {
 	t.Helper()
 	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
 	cfg.SetDefaults()

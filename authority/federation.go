@@ -389,7 +389,7 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 			}
 		}
 	}
-	a.policyGen.Add(1)
+	a.registryChanged()
 	a.refreshBundles()
 	return f, nil
 }
@@ -509,13 +509,13 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 			return gerr
 		}) != nil {
 			a.fed.Remove(tdID)
-			a.policyGen.Add(1)
+			a.registryChanged()
 			a.refreshBundles()
 		}
 		return err
 	}
 	a.fed.Remove(tdID)
-	a.policyGen.Add(1)
+	a.registryChanged()
 	a.refreshBundles()
 	a.log.InfoContext(ctx, "federation deleted", "trust_domain", td, "by", c.ID.String())
 	return nil

@@ -73,9 +73,9 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 					AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
 				})
 			})
+			a.nodeChanged(nodeID.String())
 		}
 	}
-	a.registryChanged()
 	if err != nil {
 		a.log.InfoContext(ctx, "join refused", "token_id", tokenID, "err", err)
 		// A refusal is recorded when the token exists (used, expired, or

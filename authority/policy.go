@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"mandate.dev/mandate/audit"
@@ -38,7 +39,7 @@ func (a *Authority) openPolicy(ctx context.Context) error {
 		return fmt.Errorf("authority: %w", err)
 	}
 	a.policy = eng
-	a.policyGen.Add(1)
+	a.registryChanged()
 	a.log.Info("policy loaded", "revision", eng.Revision(), "modules", len(eng.Files()))
 	return nil
 }
@@ -51,7 +52,48 @@ func (a *Authority) PolicyRevision() string { return a.policy.Revision() }
 // policy documents are rebuilt before the next decision.
 func (a *Authority) registryChanged() {
 	a.hosting.invalidate()
+	a.policyDirty.Lock()
+	a.policyDirty.all = true
+	a.policyDirty.Unlock()
 	a.policyGen.Add(1)
+}
+
+// agentChanged and nodeChanged say that one registration or node changed
+// (made, replaced, deleted, banned, marked): the next decision patches
+// that entry of data.mandate instead of rebuilding the documents.
+func (a *Authority) agentChanged(spiffeIDs ...string) { a.entriesChanged(spiffeIDs, nil) }
+func (a *Authority) nodeChanged(spiffeID string)      { a.entriesChanged(nil, []string{spiffeID}) }
+
+// maxDirty bounds the entries remembered for the next patch; past it the
+// next decision rebuilds the documents whole.
+const maxDirty = 1024
+
+func (a *Authority) entriesChanged(agents, nodes []string) {
+	a.hosting.invalidate()
+	d := &a.policyDirty
+	d.Lock()
+	if d.agents == nil {
+		d.agents, d.nodes = map[string]bool{}, map[string]bool{}
+	}
+	for _, id := range agents {
+		d.agents[id] = true
+	}
+	for _, id := range nodes {
+		d.nodes[id] = true
+	}
+	if len(d.agents)+len(d.nodes) > maxDirty {
+		d.all = true
+	}
+	d.Unlock()
+	a.policyGen.Add(1) // after the entries: a sync that sees it sees them
+}
+
+// policyDirty is what changed in the registry since data.mandate was
+// last brought up to date: all of it, or these entries.
+type policyDirty struct {
+	sync.Mutex
+	all           bool
+	agents, nodes map[string]bool // SPIFFE IDs
 }
 
 // syncPolicyData rebuilds data.mandate.{trust_domain,
@@ -69,6 +111,81 @@ func (a *Authority) syncPolicyData(ctx context.Context) error {
 	if a.policySynced.Load() >= want {
 		return nil
 	}
+	d := &a.policyDirty
+	d.Lock()
+	all, dirtyAgents, dirtyNodes := d.all || a.policySynced.Load() == 0, d.agents, d.nodes
+	d.all, d.agents, d.nodes = false, nil, nil
+	d.Unlock()
+	if !all {
+		if err := a.patchPolicyData(ctx, dirtyAgents, dirtyNodes); err != nil {
+			d.Lock()
+			d.all = true // the next decision rebuilds all
+			d.Unlock()
+			return err
+		}
+		a.policySynced.Store(want)
+		return nil
+	}
+	if err := a.rebuildPolicyData(ctx); err != nil {
+		d.Lock()
+		d.all = true
+		d.Unlock()
+		return err
+	}
+	a.policySynced.Store(want)
+	return nil
+}
+
+// patchPolicyData brings the entries of data.mandate.agents and nodes
+// for these SPIFFE IDs up to date with the store.
+func (a *Authority) patchPolicyData(ctx context.Context, agentIDs, nodeIDs map[string]bool) error {
+	patches := map[string]policy.Patch{}
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		agents, err := patchOf(agentIDs, func(id string) (*registry.Agent, error) { return registry.AgentBySPIFFEID(tx, id) }, agentDoc)
+		if err != nil {
+			return err
+		}
+		nodes, err := patchOf(nodeIDs, func(id string) (*registry.Node, error) { return registry.GetNode(tx, id) }, nodeDoc)
+		if err != nil {
+			return err
+		}
+		for key, p := range map[string]policy.Patch{"agents": agents, "nodes": nodes} {
+			if len(p.Set)+len(p.Delete) > 0 {
+				patches[key] = p
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = a.policy.PatchDocuments(ctx, patches)
+	}
+	if err != nil {
+		return fmt.Errorf("authority: policy data: %w", err)
+	}
+	return nil
+}
+
+// patchOf is the patch that brings the entries for ids up to date: each
+// one get finds, as doc describes it, and the others deleted.
+func patchOf[T any](ids map[string]bool, get func(string) (T, error), doc func(T) map[string]any) (policy.Patch, error) {
+	p := policy.Patch{Set: map[string]any{}}
+	for id := range ids {
+		v, err := get(id)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			p.Delete = append(p.Delete, id)
+		case err != nil:
+			return p, err
+		default:
+			p.Set[id] = doc(v)
+		}
+	}
+	return p, nil
+}
+
+// rebuildPolicyData rebuilds data.mandate.{trust_domain,
+// federated_trust_domains, agents, nodes} from the store.
+func (a *Authority) rebuildPolicyData(ctx context.Context) error {
 	agents := map[string]any{}
 	nodes := map[string]any{}
 	var feds []string
@@ -105,7 +222,6 @@ func (a *Authority) syncPolicyData(ctx context.Context) error {
 	if err := a.policy.SetDocuments(ctx, docs); err != nil {
 		return fmt.Errorf("authority: policy data: %w", err)
 	}
-	a.policySynced.Store(want)
 	return nil
 }
 
@@ -251,7 +367,7 @@ func (a *Authority) reloadPolicy(ctx context.Context, c *Caller) (string, error)
 		a.log.WarnContext(ctx, "policy reload refused; the active revision stays", "revision", old, "err", err)
 		return old, err
 	}
-	a.policyGen.Add(1)
+	a.registryChanged()
 	a.log.InfoContext(ctx, "policy reloaded", "old_revision", old, "revision", cur)
 	return cur, nil
 }

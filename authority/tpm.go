@@ -232,13 +232,13 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 			return fmt.Errorf("authority: use up TPM session %s: %w", s.ID, uerr)
 		}
 		if known {
-			a.registryChanged()
+			a.nodeChanged(nodeID.String())
 		}
 		return errors.Join(why, err)
 	}
 	a.log.InfoContext(ctx, "TPM attestation refused", "spiffe_id", nodeID.String(), "err", why)
 	if known {
-		a.registryChanged()
+		a.nodeChanged(nodeID.String())
 		a.log.WarnContext(ctx, "node drifted: its agents get no more credentials", "spiffe_id", nodeID.String(), "reason", reason)
 	}
 	return why
@@ -371,7 +371,7 @@ func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID s
 				QuoteSHA256: res.QuoteDigest, QuotedAt: now, PCRs: attest.SortedPCRs(res.PCRs)},
 		})
 	})
-	a.registryChanged()
+	a.nodeChanged(nodeID.String())
 	if err != nil {
 		return nil, err
 	}

@@ -299,6 +299,54 @@ func (e *Engine) SetDocuments(ctx context.Context, docs map[string]any) error {
 		}
 		vals[key] = v
 	}
+	return e.writeDocuments(ctx, vals)
+}
+
+// Patch changes some entries of one of Mandate's own documents that is
+// an object (data.mandate.agents, say): Set adds or replaces entries,
+// Delete removes them.
+type Patch struct {
+	Set    map[string]any
+	Delete []string
+}
+
+// PatchDocuments applies patches to Mandate's own object documents in
+// one store transaction, as SetDocuments would the whole documents: the
+// unchanged entries are kept as they are (not encoded again), so that a
+// change of one agent among thousands costs that agent only. A document
+// not set yet starts empty.
+func (e *Engine) PatchDocuments(ctx context.Context, patches map[string]Patch) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	vals := make(map[string]any, len(patches))
+	for key, p := range patches {
+		old, _ := e.dyn[key].(map[string]any)
+		m := maps.Clone(old) // a new object: the stored one is never changed in place
+		if m == nil {
+			m = map[string]any{}
+		}
+		for id, value := range p.Set {
+			b, err := json.Marshal(value)
+			if err != nil {
+				return fmt.Errorf("policy: data.mandate.%s[%q]: %w", key, id, err)
+			}
+			var v any
+			if err := json.Unmarshal(b, &v); err != nil {
+				return fmt.Errorf("policy: data.mandate.%s[%q]: %w", key, id, err)
+			}
+			m[id] = v
+		}
+		for _, id := range p.Delete {
+			delete(m, id)
+		}
+		vals[key] = m
+	}
+	return e.writeDocuments(ctx, vals)
+}
+
+// writeDocuments writes JSON values under data.mandate in one store
+// transaction and keeps them for later revisions. e.mu is held.
+func (e *Engine) writeDocuments(ctx context.Context, vals map[string]any) error {
 	st := e.cur.Load().store
 	txn, err := st.NewTransaction(ctx, storage.WriteParams)
 	if err != nil {
