@@ -379,9 +379,10 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 		return nil, err
 	}
 	// A fetch that finished before the record was written found no
-	// record (or the replaced one) to save into: what the manager holds
-	// now is stored, so that a restart does not go back to an older
-	// bundle.
+	// record, and was refused: it is done again now. One that found the
+	// replaced record saved into it: what the manager holds now is
+	// stored, so that a restart does not go back to an older bundle.
+	a.fed.RefreshSoon(rel.TrustDomain)
 	if _, cur, ok := a.currentRelationship(rel.TrustDomain); ok && cur != nil {
 		if doc, err := cur.Marshal(); err == nil && !bytes.Equal(doc, f.Bundle) {
 			if err := a.saveFederatedBundle(context.WithoutCancel(ctx), rel.TrustDomain, cur); err != nil {

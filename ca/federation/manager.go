@@ -158,6 +158,7 @@ type entry struct {
 	lastErr     string
 	failures    int
 	next        time.Time
+	soon        bool // RefreshSoon asked again during a refresh: its failure is not backed off
 }
 
 // Manager keeps the bundles of federated trust domains fresh by fetching
@@ -350,6 +351,21 @@ func (m *Manager) Status(td spiffeid.TrustDomain) (Status, bool) {
 	return s, true
 }
 
+// RefreshSoon has Run refresh td's bundle as soon as it can, without
+// waiting for it: now, or, if a refresh is in progress, right after it
+// should that one fail (its failure is then not backed off). It is for a
+// caller whose OnUpdate refused a bundle for a reason it has since
+// removed (its record of the relationship was not written yet).
+func (m *Manager) RefreshSoon(td spiffeid.TrustDomain) {
+	m.mu.Lock()
+	if e := m.entries[td]; e != nil && !e.removed {
+		e.soon = true
+		e.next = m.cfg.Now()
+	}
+	m.mu.Unlock()
+	m.wakeup()
+}
+
 // Refresh fetches the bundle of td now, waiting for a refresh already in
 // progress first. The outcome is recorded in Status and reschedules the
 // next refresh exactly as one made by Run.
@@ -506,10 +522,15 @@ func (m *Manager) refresh(ctx context.Context, e *entry, onlyIfDue bool) error {
 		return fmt.Errorf("%w: %q", ErrRemoved, td)
 	}
 	e.lastAttempt = now
+	soon := e.soon
+	e.soon = false
 	if err != nil {
 		e.failures++
 		e.lastErr = err.Error()
 		delay := m.backoff(e.failures)
+		if soon { // asked again meanwhile: what failed may hold now
+			delay = 0
+		}
 		e.next = now.Add(delay)
 		failures := e.failures
 		m.mu.Unlock()

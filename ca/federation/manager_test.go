@@ -699,3 +699,32 @@ func TestConcurrentUse(t *testing.T) {
 		return ok && !s.LastSuccess.IsZero() && s.LastError == ""
 	})
 }
+
+// RefreshSoon has Run fetch again at once, not after the backoff: also
+// when it is asked while the refresh that fails is in progress.
+func TestRefreshSoon(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	served := bundleOf(tdB, 2, -1, caB, newTestCA(t, tdB))
+	p := startPeer(t, tdB, served, caB.serverCert(t, endpointB))
+	var calls atomic.Int32
+	var m *Manager
+	cfg := fastConfig()
+	cfg.RetryBackoff = time.Hour // a retry within the test is RefreshSoon's
+	cfg.OnUpdate = func(_ context.Context, td spiffeid.TrustDomain, _ *spiffebundle.Bundle) error {
+		if calls.Add(1) == 1 {
+			m.RefreshSoon(td) // asked again while this refresh is failing
+			return errors.New("no record yet")
+		}
+		return nil
+	}
+	m = NewManager(cfg)
+	mustSet(t, m, spiffeRel(p), bundleOf(tdB, 1, -1, caB))
+	runManager(t, m)
+	waitFor(t, "the bundle fetched again and installed", func() bool {
+		b, _ := m.Bundle(tdB)
+		return b.Equal(served)
+	})
+	if n := calls.Load(); n != 2 {
+		t.Errorf("OnUpdate calls = %d, want 2", n)
+	}
+}
