@@ -257,19 +257,31 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil {
 		return nil, err
 	}
+	var expired []string
 	for r, h := range remote {
 		if h.Status == delegation.StatusExpired {
-			return nil, fmt.Errorf("%w: %s says %s has expired", delegation.ErrExpired, r.Issuer, r.ID)
+			expired = append(expired, r.Issuer+" says "+r.ID)
+			continue
 		}
 		// Another authority speaks for its own hops only, and never
 		// clears what is known revoked here.
 		revoked[r.key()] = revoked[r.key()] || h.Status != delegation.StatusActive
 	}
-	// Revocation is not left to the (replaceable) policy alone.
+	// Revocation is not left to the (replaceable) policy alone; it is
+	// said first, and of the first hop or party in order.
+	var gone []string
 	for k, r := range revoked {
 		if r {
-			return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, k)
+			gone = append(gone, k)
 		}
+	}
+	if len(gone) > 0 {
+		slices.Sort(gone)
+		return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, gone[0])
+	}
+	if len(expired) > 0 {
+		slices.Sort(expired)
+		return nil, fmt.Errorf("%w: %s has expired", delegation.ErrExpired, expired[0])
 	}
 	id := delegation.NewID()
 	input := map[string]any{
@@ -378,7 +390,7 @@ func checkDelegationInput(req DelegateRequest) error {
 		return fmt.Errorf("%w: delegator_signature is at most %d bytes", ErrInvalidRequest, maxDelegatorSignature)
 	}
 	if req.Principal != "" {
-		if err := delegation.CheckPrincipal(req.Principal); err != nil {
+		if err := delegation.CheckNewPrincipal(req.Principal); err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 		}
 	}

@@ -616,13 +616,25 @@ func TestCheckPrincipal(t *testing.T) {
 		"": false, strings.Repeat("a", delegation.MaxPrincipalLen+1): false,
 		" alice": false, "alice ": false, "a\x00b": false, "a\u0085b": false, "\xff": false, "a\ufffdb": false,
 		"spiffe://org-a.example/agent/x": false, "SPIFFE://org-a.example": false, "spiffe:x": false,
-		// Invisible (format) characters: "spiffe:" behind one, or two
-		// principals that look alike.
+		// "spiffe:" behind invisible (format) characters.
 		"\u2060spiffe://org-a.example/agent/a": false, "\ufeffspiffe://x": false, "\u200bspiffe://x": false,
-		"alice@example.com\u200b": false, "\u202emoc.elpmaxe@ecila": false,
 	} {
 		if err := delegation.CheckPrincipal(p); (err == nil) != ok {
 			t.Errorf("CheckPrincipal(%q) = %v, want ok=%v", p, err, ok)
+		}
+	}
+	// A new chain's principal: no format characters but ZWNJ and ZWJ
+	// (names, emoji), so that two principals cannot look alike; every
+	// verifier still accepts the others (tokens already issued).
+	for p, ok := range map[string]bool{
+		"alice@example.com": true, "\u0639\u0644\u06cc\u200c\u0631\u0636\u0627": true, "\U0001F469\u200d\U0001F4BB": true,
+		"alice@example.com\u200b": false, "\u202emoc.elpmaxe@ecila": false, "al\u00adice": false, "\u2060alice": false,
+	} {
+		if err := delegation.CheckNewPrincipal(p); (err == nil) != ok {
+			t.Errorf("CheckNewPrincipal(%q) = %v, want ok=%v", p, err, ok)
+		}
+		if err := delegation.CheckPrincipal(p); err != nil && !ok {
+			t.Errorf("CheckPrincipal(%q) = %v: a verifier refuses a principal it accepted before", p, err)
 		}
 	}
 }

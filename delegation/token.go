@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -327,24 +328,49 @@ func ValidID(id string) bool {
 const MaxPrincipalLen = 256
 
 // CheckPrincipal checks a principal (sub: the person or account on whose
-// behalf): 1 to MaxPrincipalLen bytes of valid UTF-8, no control or
-// format characters (IsPlainText: no zero-width or direction marks, by
-// which two principals that look alike would differ, or "spiffe:" hide
-// behind an invisible first character), no leading or trailing space,
-// and not a SPIFFE ID (a workload is an actor, never a principal: a
-// chain for "spiffe://..." would read as that workload's own).
+// behalf), as every verifier does: 1 to MaxPrincipalLen bytes of valid
+// UTF-8, no control characters, no leading or trailing space, and not a
+// SPIFFE ID, not even behind invisible (format) characters (a workload
+// is an actor, never a principal: a chain for "spiffe://..." would read
+// as that workload's own).
 func CheckPrincipal(p string) error {
 	switch {
 	case p == "" || len(p) > MaxPrincipalLen:
 		return fmt.Errorf("a principal is 1 to %d bytes", MaxPrincipalLen)
 	case !IsText(p) || strings.TrimSpace(p) != p:
 		return errors.New("a principal is valid UTF-8 (without U+FFFD) without leading or trailing space")
-	case !IsPlainText(p):
-		return errors.New("a principal has no control or format (invisible) characters")
-	case strings.HasPrefix(strings.ToLower(p), "spiffe:"):
+	case strings.IndexFunc(p, unicode.IsControl) >= 0:
+		return errors.New("a principal has no control characters")
+	case strings.HasPrefix(strings.ToLower(withoutFormat(p)), "spiffe:"):
 		return errors.New("a principal is a person or an account, not a SPIFFE ID")
 	}
 	return nil
+}
+
+// CheckNewPrincipal is CheckPrincipal, and what an authority asks of a
+// principal it is given for a new chain: no format characters but the
+// zero-width non-joiner and joiner that names and emoji are written with
+// (no zero-width spaces, word joiners, byte order marks, soft hyphens or
+// direction marks, by which two principals that look alike would differ,
+// and a policy keyed on one would miss the other).
+func CheckNewPrincipal(p string) error {
+	if err := CheckPrincipal(p); err != nil {
+		return err
+	}
+	if strings.IndexFunc(p, func(r rune) bool { return unicode.Is(unicode.Cf, r) && r != '\u200c' && r != '\u200d' }) >= 0 {
+		return errors.New("a principal has no invisible (format) characters but U+200C and U+200D")
+	}
+	return nil
+}
+
+// withoutFormat is s without its format characters (Unicode Cf).
+func withoutFormat(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.Is(unicode.Cf, r) {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 func actDepth(a *Actor) int {
