@@ -53,7 +53,7 @@ func (a *Authority) PolicyRevision() string { return a.policy.Revision() }
 func (a *Authority) registryChanged() {
 	a.hosting.invalidate()
 	a.policyDirty.Lock()
-	a.policyDirty.all = true
+	a.policyDirty.all, a.policyDirty.agents, a.policyDirty.nodes = true, nil, nil
 	a.policyDirty.Unlock()
 	a.policyGen.Add(1)
 }
@@ -72,17 +72,19 @@ func (a *Authority) entriesChanged(agents, nodes []string) {
 	a.hosting.invalidate()
 	d := &a.policyDirty
 	d.Lock()
-	if d.agents == nil {
-		d.agents, d.nodes = map[string]bool{}, map[string]bool{}
-	}
-	for _, id := range agents {
-		d.agents[id] = true
-	}
-	for _, id := range nodes {
-		d.nodes[id] = true
-	}
-	if len(d.agents)+len(d.nodes) > maxDirty {
-		d.all = true
+	if !d.all { // a rebuild is due anyway: nothing to remember
+		if d.agents == nil {
+			d.agents, d.nodes = map[string]bool{}, map[string]bool{}
+		}
+		for _, id := range agents {
+			d.agents[id] = true
+		}
+		for _, id := range nodes {
+			d.nodes[id] = true
+		}
+		if len(d.agents)+len(d.nodes) > maxDirty {
+			d.all, d.agents, d.nodes = true, nil, nil
+		}
 	}
 	d.Unlock()
 	a.policyGen.Add(1) // after the entries: a sync that sees it sees them
