@@ -148,7 +148,11 @@ func damaged(op string, err *error) {
 	if p == nil {
 		return
 	}
-	if !panickedInBolt() {
+	// A fault at a real address (debug.SetPanicOnFault's panic has
+	// Addr) is a read of the memory-mapped file, in bbolt or in the copy
+	// this package makes of a value; any other panic is bbolt's only if
+	// raised in its code.
+	if _, fault := p.(interface{ Addr() uintptr }); !fault && !panickedInBolt() {
 		panic(p)
 	}
 	*err = fmt.Errorf("%w (%s: %v)", ErrDamaged, op, p)

@@ -271,6 +271,16 @@ func TestDamagedFile(t *testing.T) {
 			t.Fatalf("Update after the damage = %v, want ErrDamaged", err)
 		}
 	})
+	t.Run("a fault reading the mapped file, wherever met, is damage", func(t *testing.T) {
+		s, _ := openTemp(t)
+		// What debug.SetPanicOnFault panics with for a fault at a real
+		// address (here: as the copy of a value past the end of a cut
+		// file would meet it, in this package's code).
+		err := s.View(ctx, func(store.Tx) error { panic(faultAt(0x7f0000001000)) })
+		if !errors.Is(err, ErrDamaged) {
+			t.Fatalf("View whose read faulted = %v, want ErrDamaged", err)
+		}
+	})
 	t.Run("a caller's own panic goes on", func(t *testing.T) {
 		s, _ := openTemp(t)
 		defer func() {
@@ -290,3 +300,9 @@ func mustOpenNew(t *testing.T) (*Store, string) {
 	path := filepath.Join(t.TempDir(), "mandate.db")
 	return mustOpen(t, path), path
 }
+
+// faultAt is a panic value like the runtime's for a memory fault at addr.
+type faultAt uintptr
+
+func (f faultAt) Error() string { return fmt.Sprintf("unexpected fault address %#x", uintptr(f)) }
+func (f faultAt) Addr() uintptr { return uintptr(f) }
