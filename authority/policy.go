@@ -47,9 +47,11 @@ func (a *Authority) openPolicy(ctx context.Context) error {
 // PolicyRevision is the active policy revision.
 func (a *Authority) PolicyRevision() string { return a.policy.Revision() }
 
-// registryChanged is called after every committed change of agents,
-// nodes or federation relationships: the hosting cache forgets, and the
-// policy documents are rebuilt before the next decision.
+// registryChanged is called after a committed change that the policy
+// documents follow as a whole (federation relationships, a policy
+// reload): the hosting cache forgets, and the documents are rebuilt
+// before the next decision. A change of one registration or node calls
+// agentChanged or nodeChanged instead.
 func (a *Authority) registryChanged() {
 	a.hosting.invalidate()
 	a.policyDirty.Lock()
@@ -98,11 +100,12 @@ type policyDirty struct {
 	agents, nodes map[string]bool // SPIFFE IDs
 }
 
-// syncPolicyData rebuilds data.mandate.{trust_domain,
-// federated_trust_domains, agents, nodes} if the registry changed since
-// they were built. A caller that finds a rebuild running waits for it, so
-// no decision is made on documents older than the last change it could
-// see.
+// syncPolicyData brings data.mandate.{trust_domain,
+// federated_trust_domains, agents, nodes} up to date if the registry
+// changed since: the changed entries patched, or the documents rebuilt
+// whole (the first time, after registryChanged, or when a patch failed).
+// A caller that finds an update running waits for it, so no decision is
+// made on documents older than the last change it could see.
 func (a *Authority) syncPolicyData(ctx context.Context) error {
 	if a.policySynced.Load() >= a.policyGen.Load() {
 		return nil
