@@ -405,3 +405,18 @@ func TestTlogTilesReadPath(t *testing.T) {
 		t.Errorf("admin GET /checkpoint = %v", err)
 	}
 }
+
+// A client given one authority's bundle and another's server says so,
+// naming both trust domains.
+func TestClientOfAnotherAuthoritysServer(t *testing.T) {
+	a, b := start(t, "org-a.example"), start(t, "org-b.example")
+	c, err := client.New(client.Config{Server: a.url, Bundle: b.bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc json.RawMessage
+	err = c.Do(ctxT(t), http.MethodGet, "/v1/bundle", nil, &doc)
+	if err == nil || !strings.Contains(err.Error(), `the server is an authority of trust domain "org-a.example", and the trust bundle given is "org-b.example"'s`) {
+		t.Errorf("GET with another authority's bundle = %v, want both trust domains named", err)
+	}
+}

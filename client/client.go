@@ -117,6 +117,19 @@ type Client struct {
 	tls  *tls.Config
 }
 
+// ownBundle is the one trust domain's bundle a client authenticates its
+// authority with. Asked for another trust domain's (the server presented
+// an SVID of another), it says which two, rather than go-spiffe's "no
+// X.509 bundle found".
+type ownBundle struct{ *x509bundle.Bundle }
+
+func (b ownBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	if td != b.TrustDomain() {
+		return nil, fmt.Errorf("client: the server is an authority of trust domain %q, and the trust bundle given is %q's: give the bundle (or credential) and the server of one authority", td.Name(), b.TrustDomain().Name())
+	}
+	return b.Bundle, nil
+}
+
 // New returns a client for cfg.
 func New(cfg Config) (*Client, error) {
 	if cfg.Server == "" {
@@ -132,7 +145,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	bundle := x509bundle.FromX509Authorities(td, cfg.Bundle)
+	bundle := ownBundle{x509bundle.FromX509Authorities(td, cfg.Bundle)}
 	authz := tlsconfig.AuthorizeID(spiffeid.RequireFromSegments(td, "mandate", "server"))
 	tlsCfg := tlsconfig.TLSClientConfig(bundle, authz)
 	if len(cfg.SVID) > 0 {
