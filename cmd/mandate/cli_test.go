@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -499,5 +500,46 @@ func TestServeOnABusyPortChangesNothing(t *testing.T) {
 	}
 	if strings.Contains(errOut.String(), "level=ERROR") {
 		t.Errorf("log of the refused start:\n%s", errOut.String())
+	}
+}
+
+// The https_web certificate is read again when its files change (a Web
+// PKI certificate is renewed every few months); a renewal that does not
+// load keeps the last one.
+func TestWebCertificateReloaded(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _ := webCert(t, dir)
+	var logs bytes.Buffer
+	c := &webCertFiles{certFile: certFile, keyFile: keyFile, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	if err := c.load(); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := c.get(nil)
+	// Renewed: new files, a later modification time.
+	renewed := t.TempDir()
+	newCert, newKey, _ := webCert(t, renewed)
+	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
+		b, _ := os.ReadFile(f[0])
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(time.Minute)
+		_ = os.Chtimes(f[1], later, later)
+	}
+	c.checked = time.Time{} // as if webCertCheck had passed
+	second, _ := c.get(nil)
+	if bytes.Equal(second.Certificate[0], first.Certificate[0]) {
+		t.Fatal("the renewed certificate was not served")
+	}
+	// A renewal that does not load: the last one stays, and the log says so.
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	even := time.Now().Add(2 * time.Minute)
+	_ = os.Chtimes(keyFile, even, even)
+	c.checked = time.Time{}
+	third, _ := c.get(nil)
+	if !bytes.Equal(third.Certificate[0], second.Certificate[0]) || !strings.Contains(logs.String(), "not reloaded") {
+		t.Errorf("after a broken renewal: served the last one %v, log %q", bytes.Equal(third.Certificate[0], second.Certificate[0]), logs.String())
 	}
 }

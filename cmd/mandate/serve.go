@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,7 +46,7 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
     bundle_refresh_hint: 5m         # spiffe_refresh_hint of this authority's bundle
     web_roots_file: ""              # PEM roots for https_web peers (default: system roots)
     web_listen: ""                  # serve the bundle endpoint also with a Web PKI cert
-    web_cert_file: ""               #   (https_web profile) at https://<web_listen>/
+    web_cert_file: ""               #   (https_web profile) at https://<web_listen>/; reloaded when it changes
     web_key_file: ""                # its key (0600, this user's)
     trust_domains:                  # federation relationships (also: mandate admin federation)
       - trust_domain: org-b.example
@@ -166,7 +168,7 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	defer ln.Close()
 	var web *webBundle
 	if cfg.Federation.WebListen != "" {
-		if web, err = listenWebBundle(cfg); err != nil {
+		if web, err = listenWebBundle(cfg, log); err != nil {
 			return err
 		}
 		defer web.ln.Close()
@@ -238,33 +240,26 @@ func reloadOnHUP(ctx context.Context, a *authority.Authority, log *slog.Logger) 
 // authority starts.
 type webBundle struct {
 	ln   net.Listener
-	cert tls.Certificate
+	cert *webCertFiles
+	log  *slog.Logger
 }
 
-func listenWebBundle(cfg authority.Config) (*webBundle, error) {
-	certPEM, err := os.ReadFile(cfg.Federation.WebCertFile)
-	if err != nil {
-		return nil, fmt.Errorf("federation.web_cert_file: %w", err)
-	}
-	keyPEM, err := credfile.ReadPrivate(cfg.Federation.WebKeyFile) // only this user's, as every key
-	if err != nil {
-		return nil, fmt.Errorf("federation.web_key_file: %w", err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("federation web bundle endpoint: %w", err)
+func listenWebBundle(cfg authority.Config, log *slog.Logger) (*webBundle, error) {
+	wc := &webCertFiles{certFile: cfg.Federation.WebCertFile, keyFile: cfg.Federation.WebKeyFile, log: log}
+	if err := wc.load(); err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.Federation.WebListen)
 	if err != nil {
 		return nil, fmt.Errorf("federation web bundle endpoint: listen: %w", err)
 	}
-	return &webBundle{ln: ln, cert: cert}, nil
+	return &webBundle{ln: ln, cert: wc, log: log}, nil
 }
 
 func (w *webBundle) serve(ctx context.Context, srv *api.Server) error {
 	hs := &http.Server{
 		Handler:           srv.BundleHandler(),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{w.cert}},
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: w.cert.get},
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
 	}
 	go func() {
@@ -277,6 +272,74 @@ func (w *webBundle) serve(ctx context.Context, srv *api.Server) error {
 		return err
 	}
 	return nil
+}
+
+// webCertCheck is how often the https_web certificate files are looked
+// at for a renewal (their modification times).
+const webCertCheck = 10 * time.Second
+
+// webCertFiles is the https_web certificate, read again from its files when
+// they change (a Web PKI certificate is renewed every few months, by
+// another tool): a renewal that does not load keeps the last one, and
+// says why in the log.
+type webCertFiles struct {
+	certFile, keyFile string
+	log               *slog.Logger
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	stamp   string // the files' modification times when cert was read
+	checked time.Time
+}
+
+func (c *webCertFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.checked) >= webCertCheck {
+		c.checked = time.Now()
+		if c.filesStamp() != c.stamp {
+			if err := c.loadLocked(); err != nil {
+				c.log.Error("https_web certificate not reloaded; the last one is served", "err", err)
+			}
+		}
+	}
+	return c.cert, nil
+}
+
+func (c *webCertFiles) load() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checked = time.Now()
+	return c.loadLocked()
+}
+
+func (c *webCertFiles) loadLocked() error {
+	stamp := c.filesStamp()
+	certPEM, err := os.ReadFile(c.certFile)
+	if err != nil {
+		return fmt.Errorf("federation.web_cert_file: %w", err)
+	}
+	keyPEM, err := credfile.ReadPrivate(c.keyFile) // only this user's, as every key
+	if err != nil {
+		return fmt.Errorf("federation.web_key_file: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("federation web bundle endpoint: %w", err)
+	}
+	c.cert, c.stamp = &cert, stamp
+	return nil
+}
+
+// filesStamp names the two files' modification times and sizes.
+func (c *webCertFiles) filesStamp() string {
+	var b strings.Builder
+	for _, f := range []string{c.certFile, c.keyFile} {
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%d/%d;", fi.ModTime().UnixNano(), fi.Size())
+		}
+	}
+	return b.String()
 }
 
 func printNextSteps(w io.Writer, a *authority.Authority, addr string) {
