@@ -291,3 +291,18 @@ func TestWrongMethodAndUnknownPathAnswers(t *testing.T) {
 		t.Errorf("metrics do not count the unknown path under route unmatched:\n%s", body)
 	}
 }
+
+// HEAD on the bundle endpoint is answered as GET, without the body.
+func TestBundleEndpointAnswersHEAD(t *testing.T) {
+	e := start(t, "org-a.example")
+	req, _ := http.NewRequestWithContext(ctxT(t), http.MethodHead, e.url+"/v1/bundle", nil)
+	resp, err := e.rawClient(nil, nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" || len(body) != 0 {
+		t.Errorf("HEAD /v1/bundle = %d %q, %d bytes; want 200 application/json, no body", resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
+	}
+}

@@ -15,7 +15,7 @@ import (
 // naming the path's methods), and "/" answers unknown paths with a 404
 // problem.
 func (s *Server) routes() (*http.ServeMux, error) {
-	bundleHandler, err := federation.NewHandler(s.a.TrustDomain(), s.a)
+	bundleHandler, err := s.bundleHandler()
 	if err != nil {
 		return nil, err
 	}
@@ -92,11 +92,28 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 // BundleHandler serves only the SPIFFE bundle endpoint, at every path, for
 // a second listener with a Web PKI certificate (https_web profile).
 func (s *Server) BundleHandler() http.Handler {
-	h, err := federation.NewHandler(s.a.TrustDomain(), s.a)
+	h, err := s.bundleHandler()
 	if err != nil {
 		return http.HandlerFunc(notFound)
 	}
 	return h
+}
+
+// bundleHandler is go-spiffe's bundle endpoint, answering HEAD as GET
+// without the body (go-spiffe's own answers HEAD with 405, which some
+// HTTP clients and monitors use to look at an endpoint).
+func (s *Server) bundleHandler() (http.Handler, error) {
+	h, err := federation.NewHandler(s.a.TrustDomain(), s.a)
+	if err != nil {
+		return nil, err
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead { // the server drops the body of a HEAD's answer
+			r = r.Clone(r.Context())
+			r.Method = http.MethodGet
+		}
+		h.ServeHTTP(w, r)
+	}), nil
 }
 
 // gate checks who calls pattern before h reads the request: an anonymous
