@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -148,15 +149,7 @@ func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res 
 	if input == nil {
 		details["input_absent"] = true
 	} else {
-		in := input
-		if masks := a.masks("/input"); len(masks) > 0 {
-			var v any
-			if json.Unmarshal(input, &v) == nil {
-				v, erased = erase(v, masks, "/input", erased)
-				in, _ = json.Marshal(v)
-			}
-		}
-		details["input"] = json.RawMessage(in)
+		erased = a.maskedInto(details, "input", input, erased)
 	}
 	switch {
 	case evalErr != nil:
@@ -169,19 +162,39 @@ func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res 
 			details["result_unencodable"] = err.Error()
 			break
 		}
-		if masks := a.masks("/result"); len(masks) > 0 {
-			var v any // a copy: the answer keeps what the record erases
-			if json.Unmarshal(b, &v) == nil {
-				v, erased = erase(v, masks, "/result", erased)
-				b, _ = json.Marshal(v)
-			}
-		}
-		details["result"] = json.RawMessage(b)
+		erased = a.maskedInto(details, "result", b, erased) // a copy: the answer keeps what the record erases
 	}
 	if len(erased) > 0 {
 		details["erased"] = erased
 	}
 	fitRecord(details)
+}
+
+// maskedInto puts raw (the decision's input or result) into details under
+// key, with what the masks under /key name erased. Numbers are kept as
+// written (1e400 and 2^70 are JSON a float64 cannot hold). A value the
+// masks cannot be applied to is recorded by its digest and size only
+// (key_sha256, key_bytes, key_unmaskable): never whole, masked parts and
+// all.
+func (a *Authority) maskedInto(details map[string]any, key string, raw []byte, erased []string) []string {
+	masks := a.masks("/" + key)
+	if len(masks) == 0 {
+		details[key] = json.RawMessage(raw)
+		return erased
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err == nil {
+		v, erased = erase(v, masks, "/"+key, erased)
+		if b, err := json.Marshal(v); err == nil {
+			details[key] = json.RawMessage(b)
+			return erased
+		}
+	}
+	sum := sha256.Sum256(raw)
+	details[key+"_sha256"], details[key+"_bytes"], details[key+"_unmaskable"] = hex.EncodeToString(sum[:]), len(raw), true
+	return erased
 }
 
 // maxRecordedDetails bounds a decision's details, leaving room in an

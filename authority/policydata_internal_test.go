@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
 )
@@ -118,5 +120,38 @@ func BenchmarkDecisionAfterAChange(b *testing.B) {
 		if _, err := a.QueryData(ctx, admin, DataQuery{Path: "mandate/issuance/decision", Input: []byte(`{}`)}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A decision's input is recorded with policy.decision_log_mask applied
+// also when it holds numbers a float64 cannot (1e400 is valid JSON, and
+// the log keeps numbers as written); one the masks cannot be applied to
+// is recorded by its digest only, never whole.
+func TestDecisionLogMaskHoldsForAnyInput(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	a.cfg.Policy.DecisionLogMask = []string{"/input/password"}
+	for _, in := range []string{`{"password":"hunter2","n":1e400}`, `{"password":"hunter2","n":123456789012345678901234567890}`, `{"password":"hunter2","password":"hunter2"}`} {
+		if _, err := a.QueryData(ctx, admin, DataQuery{Path: "mandate/issuance/decision", Input: json.RawMessage(in)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "policy.decision", Limit: 100})
+	if err != nil || len(got) < 3 {
+		t.Fatalf("policy.decision entries: %d, %v", len(got), err)
+	}
+	for _, h := range got {
+		if strings.Contains(string(h.Entry), "hunter2") {
+			t.Errorf("a masked field was logged: %s", h.Entry)
+		}
+	}
+	if last := string(got[len(got)-2].Entry); !strings.Contains(last, "123456789012345678901234567890") {
+		t.Errorf("a large number was not kept as written: %s", last)
+	}
+	// What cannot be decoded to be masked is logged by its digest.
+	details := map[string]any{}
+	a.maskedInto(details, "input", []byte(`{"password":"hunter2"`), nil)
+	if _, whole := details["input"]; whole || details["input_unmaskable"] != true || details["input_sha256"] == nil {
+		t.Errorf("an input the masks cannot be applied to: %v, want its digest only", details)
 	}
 }
