@@ -494,15 +494,32 @@ func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 		_, err := fmt.Fprintf(w, "%s\n", p.entry)
 		return err
 	}
-	var e map[string]any
+	// Each field as the log holds it: numbers as written (1e400, a
+	// 30-digit serial), never through a float64.
+	var e map[string]json.RawMessage
 	if err := json.Unmarshal(p.entry, &e); err != nil {
 		return err
 	}
-	field := func(k string) string { return shownName(fmt.Sprint(e[k])) }
+	field := func(k string) string {
+		var s string
+		if json.Unmarshal(e[k], &s) != nil {
+			return "-" // absent (the log's entries hold strings here)
+		}
+		return shownName(s)
+	}
 	fmt.Fprintf(w, "#%d %s %s actor=%s subject=%s\n", p.index, field("time"), field("type"), field("actor"), field("subject"))
 	for _, k := range []string{"accountable", "decision_id", "delegation_id", "details"} {
 		if val, ok := e[k]; ok {
-			b, _ := json.Marshal(val)
+			dec := json.NewDecoder(bytes.NewReader(val))
+			dec.UseNumber()
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				return err
+			}
+			b, err := json.Marshal(v) // compact, strings unescaped, numbers as written
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(w, "    %s: %s\n", k, printableJSON(b))
 		}
 	}

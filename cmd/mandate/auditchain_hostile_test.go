@@ -829,3 +829,19 @@ func TestShowTailSearchProveOneHistory(t *testing.T) {
 		t.Fatalf("tail of one history: %v\n%s", err, out.String())
 	}
 }
+
+// Numbers are printed as the log holds them (never through a float64,
+// which refuses 1e400 and rounds a 20-digit serial), and an absent field
+// as "-".
+func TestPrintEntryNumbersAsLogged(t *testing.T) {
+	var out bytes.Buffer
+	p := &provenEntry{index: 7, entry: []byte(`{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"policy.decision","actor":"system","details":{"big":12345678901234567890123,"n":1e400,"serial":18446744073709551615}}`)}
+	if err := printEntry(&out, p, false); err != nil {
+		t.Fatal(err)
+	}
+	want := "#7 2025-01-01T00:00:00.000000000Z policy.decision actor=system subject=-\n" +
+		`    details: {"big":12345678901234567890123,"n":1e400,"serial":18446744073709551615}` + "\n"
+	if out.String() != want {
+		t.Errorf("printed\n%q\nwant\n%q", out.String(), want)
+	}
+}
