@@ -195,10 +195,14 @@ func runAuthority(t testing.TB) (*Authority, func()) {
 	return runAuthorityWith(t, Options{})
 }
 
-// runAuthorityWith is runAuthority with opts (a clock).
-func runAuthorityWith(t testing.TB, opts Options) (*Authority, func()) {
+// runAuthorityWith is runAuthority with opts (a clock), and its config
+// changed by mutate.
+func runAuthorityWith(t testing.TB, opts Options, mutate ...func(*Config)) (*Authority, func()) {
 	t.Helper()
 	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	cfg.SetDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := New(ctx, cfg, opts)

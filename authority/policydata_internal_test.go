@@ -128,9 +128,8 @@ func BenchmarkDecisionAfterAChange(b *testing.B) {
 // the log keeps numbers as written); one the masks cannot be applied to
 // is recorded by its digest only, never whole.
 func TestDecisionLogMaskHoldsForAnyInput(t *testing.T) {
-	a := startAuthority(t)
+	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.Policy.DecisionLogMask = []string{"/input/password"} })
 	ctx, admin := t.Context(), adminOf(t, a)
-	a.cfg.Policy.DecisionLogMask = []string{"/input/password"}
 	for _, in := range []string{`{"password":"hunter2","n":1e400}`, `{"password":"hunter2","n":123456789012345678901234567890}`, `{"password":"hunter2","password":"hunter2"}`} {
 		if _, err := a.QueryData(ctx, admin, DataQuery{Path: "mandate/issuance/decision", Input: json.RawMessage(in)}); err != nil {
 			t.Fatal(err)
