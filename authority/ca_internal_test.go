@@ -46,8 +46,9 @@ func TestCAChangesAreStoredWithTheirEntry(t *testing.T) {
 	}
 
 	advance(13 * time.Hour) // past half the CA's 24 h: successors are prepared
-	if changed, err := a.ca.Rotate(ctx); err != nil || !changed {
-		t.Fatalf("Rotate() = %v, %v; want a change", changed, err)
+	// (by this call, or by the CA's own ticker if it fired meanwhile)
+	if _, err := a.ca.Rotate(ctx); err != nil {
+		t.Fatalf("Rotate() = %v", err)
 	}
 	prepared := a.ca.Status()
 	got := rotated()
