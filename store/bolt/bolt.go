@@ -193,33 +193,23 @@ func (e *lockedError) Error() string {
 func (e *lockedError) Is(target error) bool { return target == ErrLocked }
 
 // View runs fn in a read-only transaction; see store.Store.
-func (s *Store) View(ctx context.Context, fn func(store.Tx) error) (err error) {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if s.damaged.Load() {
-		return fmt.Errorf("%w (met by an earlier transaction)", ErrDamaged)
-	}
-	defer func() {
-		if errors.Is(err, ErrDamaged) {
-			s.damaged.Store(true)
-		}
-	}()
-	defer guard()()
-	defer damaged("view", &err)
-	var fnErr error
-	err = s.db.View(func(btx *bbolt.Tx) error {
-		fnErr = run(btx, fn)
-		return fnErr
-	})
-	return txResult("view", err, fnErr)
+func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
+	return s.transact(ctx, "view", s.db.View, fn)
 }
 
 // Update runs fn in a read-write transaction and fsyncs the commit before
 // returning nil; see store.Store. fn runs exactly once unless ctx is done
 // first, either before Update starts or while it waits for another Update to
 // finish.
-func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error) {
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return s.transact(ctx, "update", s.db.Update, fn)
+}
+
+// transact runs fn in the transaction begin (db.View or db.Update) makes,
+// unless ctx is done before fn would start. A damaged page met on the way
+// is ErrDamaged, and every later transaction then fails at once (bbolt
+// may hold its write lock for good after one).
+func (s *Store) transact(ctx context.Context, op string, begin func(func(*bbolt.Tx) error) error, fn func(store.Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -232,16 +222,16 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error)
 		}
 	}()
 	defer guard()()
-	defer damaged("update", &err)
+	defer damaged(op, &err)
 	var fnErr error
-	err = s.db.Update(func(btx *bbolt.Tx) error {
+	err = begin(func(btx *bbolt.Tx) error {
 		if fnErr = ctx.Err(); fnErr != nil {
 			return fnErr
 		}
 		fnErr = run(btx, fn)
 		return fnErr
 	})
-	return txResult("update", err, fnErr)
+	return txResult(op, err, fnErr)
 }
 
 // Close waits for running transactions to end, then releases the data file
