@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
 	"github.com/google/go-tpm/tpmutil"
+
+	"mandate.dev/mandate/credfile"
 )
 
 // Simulator names the reference TPM simulator in place of a device path.
@@ -72,7 +75,14 @@ func loadSeed(path string) (int64, error) {
 	if _, err := rand.Read(s[:]); err != nil {
 		return 0, err
 	}
-	if err := os.WriteFile(path, s[:], 0o600); err != nil {
+	// Created whole or not at all, and never over another's: two first
+	// runs at once agree on the seed (the second reads the first's), and
+	// a crash never leaves a short file.
+	err = credfile.CreateFileAtomic(path, s[:], 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return loadSeed(path)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("tpmdevice: write simulator seed: %w", err)
 	}
 	return int64(binary.BigEndian.Uint64(s[:])), nil
