@@ -43,7 +43,7 @@ type testCA struct {
 	key  crypto.Signer
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
+func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -52,7 +52,7 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
-func serial(t *testing.T) *big.Int {
+func serial(t testing.TB) *big.Int {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 	if err != nil {
@@ -61,7 +61,7 @@ func serial(t *testing.T) *big.Int {
 	return n
 }
 
-func newTestCA(t *testing.T, td spiffeid.TrustDomain) *testCA {
+func newTestCA(t testing.TB, td spiffeid.TrustDomain) *testCA {
 	t.Helper()
 	key := newKey(t)
 	now := time.Now()

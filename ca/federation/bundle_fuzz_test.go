@@ -1,0 +1,64 @@
+package federation
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+)
+
+// FuzzFetchedBundle feeds a peer's bundle endpoint answer to what a fetch
+// does with it (parse, then the checks before it is used). A bundle it
+// accepts is stored as it encodes and read back at the next start: that
+// reading must give the same authorities, or a peer could make an
+// authority that trusted it unable to start, or trust other keys after a
+// restart. (Its refresh hint may read back otherwise: go-spiffe reads a
+// hint past 292 years as negative and rounds negative ones; hints are
+// clamped to [MinRefresh, MaxRefresh] before use.)
+func FuzzFetchedBundle(f *testing.F) {
+	ca := newTestCA(f, tdB)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	b := bundleOf(tdB, 7, 5*time.Minute, ca)
+	if err := b.AddJWTAuthority("k1", key.Public()); err != nil {
+		f.Fatal(err)
+	}
+	doc, err := b.Marshal()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(doc)
+	f.Add([]byte(`{"keys":[]}`))
+	f.Add([]byte(`{"keys":[{"kty":"EC","crv":"P-256","use":"jwt-svid","kid":"a","x":"","y":""}],"spiffe_refresh_hint":-1,"spiffe_sequence":18446744073709551615}`))
+	f.Add([]byte(`{"keys":null,"spiffe_refresh_hint":9223372036854775807}`))
+	for _, hint := range []string{"9223372036854775807", "-5", "9223372036"} {
+		f.Add(bytes.Replace(doc, []byte(`"spiffe_refresh_hint":300`), []byte(`"spiffe_refresh_hint":`+hint), 1))
+	}
+	rel := Relationship{TrustDomain: tdB, BundleEndpointURL: "https://b.example/bundle", Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: endpointB}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, err := spiffebundle.Parse(tdB, body)
+		if err != nil {
+			return
+		}
+		if checkFetched(rel, got, DefaultMaxBundleBytes) != nil {
+			return
+		}
+		stored, err := got.Marshal()
+		if err != nil {
+			t.Fatalf("an accepted bundle does not encode: %v", err)
+		}
+		again, err := spiffebundle.Parse(tdB, stored)
+		if err != nil {
+			t.Fatalf("an accepted bundle, as stored, does not read back: %v\nstored: %s", err, stored)
+		}
+		if !again.X509Bundle().Equal(got.X509Bundle()) || !again.JWTBundle().Equal(got.JWTBundle()) {
+			t.Fatalf("an accepted bundle reads back with other contents\nfetched: %s\nstored:  %s", body, stored)
+		}
+	})
+}
