@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -229,15 +230,26 @@ func CSRFor(key crypto.Signer, id spiffeid.ID) ([]byte, error) {
 
 // Join trades a join token and a CSR for a node X509-SVID (public).
 func (c *Client) Join(ctx context.Context, token string, csrPEM []byte) (*SVIDAnswer, error) {
-	out := new(SVIDAnswer)
-	return out, c.Do(ctx, http.MethodPost, "/v1/nodes/join", map[string]string{"token": token, "csr": string(csrPEM)}, out)
+	return c.svid(ctx, "/v1/nodes/join", map[string]string{"token": token, "csr": string(csrPEM)})
 }
 
 // X509SVID asks for an X509-SVID for spiffeID (node for a hosted agent,
 // agent or node for itself).
 func (c *Client) X509SVID(ctx context.Context, spiffeID string, csrPEM []byte) (*SVIDAnswer, error) {
+	return c.svid(ctx, "/v1/svid/x509", map[string]string{"spiffe_id": spiffeID, "csr": string(csrPEM)})
+}
+
+// svid posts req to an endpoint that answers with an X509-SVID, and
+// refuses an answer without one.
+func (c *Client) svid(ctx context.Context, path string, req any) (*SVIDAnswer, error) {
 	out := new(SVIDAnswer)
-	return out, c.Do(ctx, http.MethodPost, "/v1/svid/x509", map[string]string{"spiffe_id": spiffeID, "csr": string(csrPEM)}, out)
+	if err := c.Do(ctx, http.MethodPost, path, req, out); err != nil {
+		return out, err
+	}
+	if out.X509SVID == "" || out.SPIFFEID == "" {
+		return out, fmt.Errorf("client: POST %s: the answer carries no X509-SVID", path)
+	}
+	return out, nil
 }
 
 // JWTAnswer is what the authority answers with a JWT-SVID.
@@ -254,5 +266,11 @@ func (c *Client) JWTSVID(ctx context.Context, spiffeID string, audience []string
 	if spiffeID != "" {
 		req["spiffe_id"] = spiffeID
 	}
-	return out, c.Do(ctx, http.MethodPost, "/v1/svid/jwt", req, out)
+	if err := c.Do(ctx, http.MethodPost, "/v1/svid/jwt", req, out); err != nil {
+		return out, err
+	}
+	if out.Token == "" {
+		return out, errors.New("client: POST /v1/svid/jwt: the answer carries no token")
+	}
+	return out, nil
 }

@@ -111,10 +111,11 @@ type Config struct {
 
 // Client calls one authority. It is safe for concurrent use.
 type Client struct {
-	base string
-	td   spiffeid.TrustDomain
-	http *http.Client
-	tls  *tls.Config
+	base    string
+	td      spiffeid.TrustDomain
+	http    *http.Client
+	tls     *tls.Config
+	timeout time.Duration
 }
 
 // ownBundle is the one trust domain's bundle a client authenticates its
@@ -153,6 +154,12 @@ func New(cfg Config) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("client: svid: %w", err)
 		}
+		if cfg.Key == nil {
+			return nil, errors.New("client: an SVID is given without its private key")
+		}
+		if pub, ok := cfg.Key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cfg.SVID[0].PublicKey) {
+			return nil, fmt.Errorf("client: the private key given is not the key of the SVID %s", id)
+		}
 		svid := &x509svid.SVID{ID: id, Certificates: cfg.SVID, PrivateKey: cfg.Key}
 		tlsCfg = tlsconfig.MTLSClientConfig(svid, bundle, authz)
 	}
@@ -164,7 +171,14 @@ func New(cfg Config) (*Client, error) {
 	}
 	tr := &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConns: cfg.MaxConns, MaxIdleConnsPerHost: cfg.MaxConns,
 		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ForceAttemptHTTP2: false}
-	return &Client{base: strings.TrimRight(cfg.Server, "/"), td: td, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}, tls: tlsCfg}, nil
+	hc := &http.Client{
+		Transport: tr,
+		// Never followed: a redirect would send the request (a join
+		// token, a CSR) where the server was not authenticated, perhaps
+		// in clear. The 3xx is returned as a *Problem.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &Client{base: strings.TrimRight(cfg.Server, "/"), td: td, http: hc, tls: tlsCfg, timeout: cfg.Timeout}, nil
 }
 
 func trustDomain(cfg Config) (spiffeid.TrustDomain, error) {
@@ -201,69 +215,87 @@ func (c *Client) CloseIdle() { c.http.CloseIdleConnections() }
 // Do sends a JSON request (body nil for none) and decodes a JSON answer
 // into out (nil to discard). A non-2xx answer is returned as *Problem.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
 			return fmt.Errorf("client: encode request: %w", err)
 		}
-		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	status, answer, err := c.send(ctx, method, path, b)
 	if err != nil {
-		return fmt.Errorf("client: %w", err)
+		return err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("client: %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	if err != nil {
-		return fmt.Errorf("client: %s %s: read answer: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		return problemFrom(resp.StatusCode, b)
-	}
-	if out == nil || len(b) == 0 {
+	if out == nil || status == http.StatusNoContent {
 		return nil
 	}
-	if err := json.Unmarshal(b, out); err != nil {
+	if len(answer) == 0 {
+		return fmt.Errorf("client: %s %s: the answer (%d) is empty", method, path, status)
+	}
+	if err := json.Unmarshal(answer, out); err != nil {
 		return fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
 	}
 	return nil
-}
-
-func problemFrom(status int, b []byte) error {
-	p := &Problem{}
-	if err := json.Unmarshal(b, p); err != nil || p.Type == "" {
-		return &Problem{Type: "about:blank", Status: status, Title: http.StatusText(status), Detail: string(bytes.TrimSpace(b))}
-	}
-	return p
 }
 
 // GetRaw fetches path and returns the answer's bytes as they are (for
 // answers that are not JSON, such as a signed checkpoint). A non-2xx answer
 // is returned as *Problem.
 func (c *Client) GetRaw(ctx context.Context, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	_, answer, err := c.send(ctx, http.MethodGet, path, nil)
+	return answer, err
+}
+
+// send makes one call (body, when not nil, is JSON) and returns a 2xx
+// answer's status and whole body: an answer larger than maxAnswer, or one
+// cut short (the connection closed, the call's time up), is an error,
+// never a prefix taken for the whole. A non-2xx answer is a *Problem.
+func (c *Client) send(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return 0, nil, fmt.Errorf("client: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("client: GET %s: %w", path, err)
+		return 0, nil, fmt.Errorf("client: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err == nil && ctx.Err() != nil {
+		// The body ended as the call's time ran out: it may be cut.
+		err = ctx.Err()
+	}
 	if err != nil {
-		return nil, fmt.Errorf("client: GET %s: read answer: %w", path, err)
+		return 0, nil, fmt.Errorf("client: %s %s: read answer: %w", method, path, err)
 	}
-	if resp.StatusCode >= 300 {
-		return nil, problemFrom(resp.StatusCode, b)
+	if len(b) > maxAnswer {
+		return 0, nil, fmt.Errorf("client: %s %s: the answer (%d) is larger than %d bytes", method, path, resp.StatusCode, maxAnswer)
 	}
-	return b, nil
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
+		return 0, nil, problemFrom(resp.StatusCode, b)
+	}
+	return resp.StatusCode, b, nil
+}
+
+// problemFrom is the *Problem of a non-2xx answer with body b. Its Status
+// is the answer's, whatever the body says.
+func problemFrom(status int, b []byte) error {
+	p := &Problem{}
+	if err := json.Unmarshal(b, p); err != nil || p.Type == "" {
+		p = &Problem{Type: "about:blank", Title: http.StatusText(status), Detail: string(bytes.TrimSpace(b))}
+		if status >= 300 && status < 400 {
+			p.Detail = "the authority's API never redirects; redirects are not followed"
+		}
+	}
+	p.Status = status
+	return p
 }

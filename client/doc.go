@@ -5,5 +5,16 @@
 // It always authenticates the server as the X509-SVID
 // spiffe://<trust domain>/mandate/server against a trust bundle it is
 // given, and authenticates itself with an X509-SVID when it has one (mTLS).
-// Error answers become *Problem errors carrying the RFC 9457 type.
+// It keeps that SVID for its life: after a renewal, make a new Client.
+//
+// What it guarantees of answers:
+//   - an answer is used only whole: one larger than 4 MiB, cut short, or
+//     still arriving when the call's time (Config.Timeout, default 30 s,
+//     bounded further by the caller's context) runs out is an error;
+//   - redirects are never followed (the authority's API never redirects):
+//     a 3xx answer is an error;
+//   - error answers become *Problem errors carrying the RFC 9457 type and
+//     the answer's HTTP status;
+//   - a call whose answer must carry a credential (Join, X509SVID,
+//     JWTSVID) fails when the answer carries none.
 package client

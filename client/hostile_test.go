@@ -1,0 +1,204 @@
+package client_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"mandate.dev/mandate/client"
+)
+
+// testPKI is a trust domain's root and the certificates it signs.
+type testPKI struct {
+	root *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+var serials atomic.Int64
+
+func newTestPKI(t *testing.T, td string) *testPKI {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(serials.Add(1)), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, URIs: []*url.URL{{Scheme: "spiffe", Host: td}}}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testPKI{root: c, key: k}
+}
+
+// leaf is an X509-SVID for id.
+func (p *testPKI) leaf(t *testing.T, id string) tls.Certificate {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(serials.Add(1)), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, URIs: []*url.URL{u}}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, p.root, k.Public(), p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k, Leaf: c}
+}
+
+// hostileAuthority serves h over TLS on 127.0.0.1 as a genuine authority
+// of org-a.example (the client authenticates it), and returns a client
+// of it.
+func hostileAuthority(t *testing.T, timeout time.Duration, h http.HandlerFunc) *client.Client {
+	t.Helper()
+	p := newTestPKI(t, "org-a.example")
+	s := httptest.NewUnstartedServer(h)
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{p.leaf(t, "spiffe://org-a.example/mandate/server")}}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	c, err := client.New(client.Config{Server: s.URL, Bundle: []*x509.Certificate{p.root}, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdle)
+	return c
+}
+
+// A redirect is never followed: the request (here a join token) would go
+// where the server was not authenticated, here in clear.
+func TestClientNeverFollowsARedirect(t *testing.T) {
+	var leaked atomic.Int64
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		leaked.Add(int64(len(b)) + 1)
+		w.Write([]byte(`{"spiffe_id":"spiffe://org-a.example/node/x","x509_svid":"x"}`))
+	}))
+	t.Cleanup(plain.Close)
+	c := hostileAuthority(t, 5*time.Second, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+"/steal", http.StatusTemporaryRedirect)
+	})
+	_, err := c.Join(context.Background(), "SECRET-JOIN-TOKEN", []byte("csr"))
+	var p *client.Problem
+	if !errors.As(err, &p) || p.Status != http.StatusTemporaryRedirect {
+		t.Fatalf("Join answered by a redirect: %v, want a *Problem with status 307", err)
+	}
+	if leaked.Load() != 0 {
+		t.Fatal("the redirect was followed: the join token went to an unauthenticated server in clear")
+	}
+}
+
+// An answer is used only whole: one over the limit, or cut short by the
+// call's time running out, is an error, never a prefix taken for it.
+func TestClientRefusesAnswersNotWhole(t *testing.T) {
+	t.Run("over 4 MiB", func(t *testing.T) {
+		c := hostileAuthority(t, 30*time.Second, func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"token":"` + strings.Repeat("a", 5<<20) + `"}`))
+		})
+		if b, err := c.GetRaw(context.Background(), "/v1/audit/checkpoint"); err == nil || !strings.Contains(err.Error(), "larger than") {
+			t.Errorf("GetRaw of a 5 MiB answer: %d bytes, %v; want an error saying it is too large", len(b), err)
+		}
+		if _, err := c.JWTSVID(context.Background(), "", []string{"x"}); err == nil || !strings.Contains(err.Error(), "larger than") {
+			t.Errorf("JWTSVID of a 5 MiB answer: %v; want an error saying it is too large", err)
+		}
+	})
+	t.Run("cut by the timeout", func(t *testing.T) {
+		c := hostileAuthority(t, 200*time.Millisecond, func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"checkpoint":"half`))
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // then end the answer as if it were whole
+		})
+		for range 5 {
+			if b, err := c.GetRaw(context.Background(), "/v1/audit/checkpoint"); err == nil {
+				t.Fatalf("an answer cut by the timeout was returned whole: %q", b)
+			}
+		}
+	})
+}
+
+// An answer that must carry a credential and carries none is an error.
+func TestClientRefusesEmptyAnswers(t *testing.T) {
+	for _, body := range []string{"", "{}", `{"spiffe_id":""}`} {
+		c := hostileAuthority(t, 5*time.Second, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(body)) })
+		ctx := context.Background()
+		if a, err := c.JWTSVID(ctx, "", []string{"x"}); err == nil {
+			t.Errorf("JWTSVID answered %q: %+v and no error", body, a)
+		}
+		if a, err := c.X509SVID(ctx, "spiffe://org-a.example/agent/a", []byte("csr")); err == nil {
+			t.Errorf("X509SVID answered %q: %+v and no error", body, a)
+		}
+		if a, err := c.Join(ctx, "t", []byte("csr")); err == nil {
+			t.Errorf("Join answered %q: %+v and no error", body, a)
+		}
+	}
+}
+
+// A *Problem's Status is the answer's HTTP status, whatever its body says:
+// callers decide on it whether to retry.
+func TestProblemStatusIsTheAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		code int
+		body string
+	}{
+		{http.StatusServiceUnavailable, `{"type":"https://mandate.dev/problems/unavailable","title":"Unavailable"}`},
+		{http.StatusInternalServerError, `{"type":"x","status":200}`},
+		{http.StatusBadGateway, `<html>proxy error</html>`},
+	} {
+		c := hostileAuthority(t, 5*time.Second, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(tc.code)
+			w.Write([]byte(tc.body))
+		})
+		err := c.Do(context.Background(), http.MethodGet, "/v1/x", nil, nil)
+		var p *client.Problem
+		if !errors.As(err, &p) || p.Status != tc.code {
+			t.Errorf("HTTP %d with %s: %v, want a *Problem with Status %d", tc.code, tc.body, err, tc.code)
+		}
+	}
+}
+
+// A client given an SVID without its key fails when it is made, not at
+// its first call with a TLS alert.
+func TestNewRefusesAnSVIDWithoutItsKey(t *testing.T) {
+	p := newTestPKI(t, "org-a.example")
+	agent := p.leaf(t, "spiffe://org-a.example/agent/a")
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cfg := range map[string]client.Config{
+		"no key":        {Bundle: []*x509.Certificate{p.root}, SVID: []*x509.Certificate{agent.Leaf}},
+		"another's key": {Bundle: []*x509.Certificate{p.root}, SVID: []*x509.Certificate{agent.Leaf}, Key: other},
+	} {
+		if _, err := client.New(cfg); err == nil {
+			t.Errorf("%s: New accepted it", name)
+		}
+	}
+	if _, err := client.New(client.Config{Bundle: []*x509.Certificate{p.root}, SVID: []*x509.Certificate{agent.Leaf}, Key: agent.PrivateKey.(*ecdsa.PrivateKey)}); err != nil {
+		t.Errorf("New refused an SVID with its key: %v", err)
+	}
+}
