@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 )
 
 // EncodeCertsPEM encodes certificates as concatenated PEM blocks.
@@ -95,7 +97,9 @@ func CreateFileAtomic(path string, b []byte, mode os.FileMode) error {
 // publish (rename or link).
 func writeAtomic(path string, b []byte, mode os.FileMode, publish func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	prefix := ".tmp-" + filepath.Base(path) + "-"
+	removeStaleTemps(dir, prefix)
+	f, err := os.CreateTemp(dir, prefix+"*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -120,6 +124,27 @@ func writeAtomic(path string, b []byte, mode os.FileMode, publish func(tmp, path
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// staleTemp is the age past which a temporary file of writeAtomic is
+// one a crash left (a write takes milliseconds).
+const staleTemp = time.Minute
+
+// removeStaleTemps removes the temporary files a crash left in dir for
+// the file writeAtomic is about to write (a part of a key among them).
+func removeStaleTemps(dir, prefix string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTemp {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // SyncDir fsyncs a directory, making renames and removals in it durable.
@@ -148,9 +173,26 @@ func In(dir string) Paths {
 // the three together; a crash between the key and the certificate leaves
 // the new key and the old certificate, and Load then uses the old key,
 // which Write kept as svid.key.prev until the certificate landed.
+//
+// A credential that Load would refuse (no certificate, no bundle, a key
+// that is not the leaf's: with key nil, the key already on disk) is
+// refused before anything is written: the credential in place stays.
 func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509.Certificate) error {
+	switch {
+	case len(chain) == 0:
+		return errors.New("credfile: no certificate to write")
+	case len(bundle) == 0:
+		return errors.New("credfile: no bundle roots to write")
+	case key != nil && !keyMatches(key, chain[0]):
+		return errors.New("credfile: the key is not the key of the certificate")
+	}
 	if err := PrivateDir(filepath.Dir(p.Cert)); err != nil {
 		return fmt.Errorf("credfile: %w", err)
+	}
+	if key == nil {
+		if _, err := loadKeyFor(p, chain[0]); err != nil {
+			return err
+		}
 	}
 	if key != nil {
 		if err := replaceKey(p, key); err != nil {
@@ -185,8 +227,31 @@ func replaceKey(p Paths, key crypto.Signer) error {
 	return WriteFileAtomic(p.Key, kb, 0o600)
 }
 
-// Load reads a credential written by Write.
+// Load reads a credential written by Write. A Write under way (a renewal
+// by another process) may replace the certificate and the key between
+// their reading: Load then reads them again, and returns the old pair or
+// the new one.
 func Load(p Paths) (chain []*x509.Certificate, key crypto.Signer, bundle []*x509.Certificate, err error) {
+	for try := 0; ; try++ {
+		chain, key, bundle, err = load(p)
+		if !errors.Is(err, errKeyMismatch) || try == loadTries-1 {
+			return chain, key, bundle, err
+		}
+		time.Sleep(loadRetryWait)
+	}
+}
+
+// loadTries and loadRetryWait bound Load's reading again: a Write takes
+// a few fsyncs.
+const (
+	loadTries     = 5
+	loadRetryWait = 20 * time.Millisecond
+)
+
+// errKeyMismatch is the key file not holding the certificate's key.
+var errKeyMismatch = errors.New("does not hold the key of the certificate")
+
+func load(p Paths) (chain []*x509.Certificate, key crypto.Signer, bundle []*x509.Certificate, err error) {
 	cb, err := os.ReadFile(p.Cert)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("credfile: %w", err)
@@ -244,12 +309,12 @@ func loadKeyFor(p Paths, leaf *x509.Certificate) (crypto.Signer, error) {
 	if keyMatches(key, leaf) {
 		return key, nil
 	}
-	if pb, err := os.ReadFile(p.prevKey()); err == nil {
+	if pb, err := ReadPrivate(p.prevKey()); err == nil {
 		if prev, err := ParseKeyPEM(pb); err == nil && keyMatches(prev, leaf) {
 			return prev, nil
 		}
 	}
-	return nil, fmt.Errorf("credfile: %s does not hold the key of the certificate in %s (fetch the credential again)", p.Key, p.Cert)
+	return nil, fmt.Errorf("credfile: %s %w in %s (fetch the credential again)", p.Key, errKeyMismatch, p.Cert)
 }
 
 func keyMatches(key crypto.Signer, leaf *x509.Certificate) bool {

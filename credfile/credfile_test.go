@@ -15,11 +15,14 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,8 +147,9 @@ func TestIn(t *testing.T) {
 func TestWriteModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "new", "creds")
 	p := credfile.In(dir)
-	cert := selfSigned(t, "leaf")
-	if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+	key := ecKey(t)
+	cert := selfSignedWith(t, "leaf", key)
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -174,8 +178,9 @@ func TestWriteTightensExistingKeyFile(t *testing.T) {
 	if err := os.Chmod(p.Key, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cert := selfSigned(t, "leaf")
-	if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+	key := ecKey(t)
+	cert := selfSignedWith(t, "leaf", key)
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
 		t.Fatal(err)
 	}
 	if got := mode(t, p.Key); got != 0o600 {
@@ -414,8 +419,9 @@ func assertNoKeyMaterial(t *testing.T, msg string, pemBytes []byte) {
 func TestLoadErrorsDoNotLeakKey(t *testing.T) {
 	dir := t.TempDir()
 	p := credfile.In(dir)
-	cert := selfSigned(t, "leaf")
-	if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+	key := ecKey(t)
+	cert := selfSignedWith(t, "leaf", key)
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
 		t.Fatal(err)
 	}
 	kb, err := os.ReadFile(p.Key)
@@ -476,12 +482,152 @@ func TestLoadErrors(t *testing.T) {
 
 func TestLoadRefusesMismatchedKey(t *testing.T) {
 	p := credfile.In(t.TempDir())
-	cert := selfSigned(t, "leaf")
-	if err := credfile.Write(p, []*x509.Certificate{cert}, ecKey(t), []*x509.Certificate{cert}); err != nil {
+	key := ecKey(t)
+	cert := selfSignedWith(t, "leaf", key)
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	other, err := credfile.EncodeKeyPEM(ecKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := credfile.WriteFileAtomic(p.Key, other, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, _, err := credfile.Load(p); err == nil || !strings.Contains(err.Error(), "does not hold the key") {
 		t.Errorf("Load(key of another certificate) = %v, want a mismatch error", err)
+	}
+}
+
+// A credential Load would refuse is never written over a good one.
+func TestWriteRefusesWhatLoadWouldRefuse(t *testing.T) {
+	p := credfile.In(t.TempDir())
+	key := ecKey(t)
+	cert := selfSignedWith(t, "good", key)
+	good := []*x509.Certificate{cert}
+	if err := credfile.Write(p, good, key, good); err != nil {
+		t.Fatal(err)
+	}
+	newKey := ecKey(t)
+	newCert := selfSignedWith(t, "new", newKey)
+	for name, w := range map[string]func() error{
+		"another's key":          func() error { return credfile.Write(p, []*x509.Certificate{newCert}, ecKey(t), good) },
+		"no certificate":         func() error { return credfile.Write(p, nil, newKey, good) },
+		"no bundle":              func() error { return credfile.Write(p, []*x509.Certificate{newCert}, newKey, nil) },
+		"no key, not the disk's": func() error { return credfile.Write(p, []*x509.Certificate{newCert}, nil, good) },
+	} {
+		if err := w(); err == nil {
+			t.Errorf("%s: written", name)
+		}
+		chain, _, _, err := credfile.Load(p)
+		if err != nil || !chain[0].Equal(cert) {
+			t.Fatalf("%s: the credential in place was lost: %v", name, err)
+		}
+	}
+	// The key on disk with a new certificate for it: written.
+	again := selfSignedWith(t, "again", key)
+	if err := credfile.Write(p, []*x509.Certificate{again}, nil, good); err != nil {
+		t.Fatalf("a certificate for the key on disk: %v", err)
+	}
+}
+
+// A process reading the credential while another renews it gets the old
+// pair or the new one, never an error.
+func TestLoadWhileRenewed(t *testing.T) {
+	p := credfile.In(t.TempDir())
+	key := ecKey(t)
+	cert := selfSignedWith(t, "0", key)
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	type pair struct {
+		key  *ecdsa.PrivateKey
+		cert *x509.Certificate
+	}
+	pairs := make([]pair, 8)
+	for i := range pairs {
+		k := ecKey(t)
+		pairs[i] = pair{k, selfSignedWith(t, fmt.Sprint(i+1), k)}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, _, _, err := credfile.Load(p); err != nil {
+					t.Errorf("Load during a renewal: %v", err)
+					return
+				}
+			}
+		})
+	}
+	for i := range 40 {
+		pr := pairs[i%len(pairs)]
+		if err := credfile.Write(p, []*x509.Certificate{pr.cert}, pr.key, []*x509.Certificate{pr.cert}); err != nil {
+			t.Error(err)
+			break
+		}
+	}
+	close(done)
+	wg.Wait()
+}
+
+// svid.key.prev is a private key: held to svid.key's rule.
+func TestPrevKeyMustBePrivate(t *testing.T) {
+	p := credfile.In(t.TempDir())
+	oldKey := ecKey(t)
+	oldCert := selfSignedWith(t, "old", oldKey)
+	if err := credfile.Write(p, []*x509.Certificate{oldCert}, oldKey, []*x509.Certificate{oldCert}); err != nil {
+		t.Fatal(err)
+	}
+	// A renewal cut after the new key: the old key is kept as .prev.
+	ob, err := credfile.EncodeKeyPEM(oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, err := credfile.EncodeKeyPEM(ecKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.Key+".prev", ob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p.Key+".prev", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := credfile.WriteFileAtomic(p.Key, nb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := credfile.Load(p); err == nil {
+		t.Fatal("a key others may read was used")
+	}
+}
+
+// A temporary file a crash left (a part of a key) is removed by the next
+// write of that file.
+func TestWriteRemovesWhatACrashLeft(t *testing.T) {
+	dir := t.TempDir()
+	p := credfile.In(dir)
+	left := filepath.Join(dir, ".tmp-svid.key-123456")
+	if err := os.WriteFile(left, []byte("-----BEGIN PRIVATE KEY-----\nMIGH"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(left, old, old); err != nil {
+		t.Fatal(err)
+	}
+	key := ecKey(t)
+	cert := selfSignedWith(t, "leaf", key)
+	if err := credfile.Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the crash's temporary file is still there: %v", err)
 	}
 }
 

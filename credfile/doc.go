@@ -4,6 +4,11 @@
 //
 // Guarantees: every write is atomic (temporary file, fsync, rename, fsync of
 // the directory), so a crash leaves either the old or the new file, never a
-// torn one; a private key file is never readable by other users; errors
+// torn one, and the temporary files a crash leaves are removed by the next
+// write; a credential Load would refuse (a key that is not the
+// certificate's, no certificate, no bundle) is never written; Load during
+// a renewal by another process returns the old pair or the new one; a
+// private key file is never readable by other users, and one that is
+// (svid.key, or the svid.key.prev a renewal keeps) is not used; errors
 // never contain key material.
 package credfile
