@@ -292,7 +292,8 @@ func inputOfBody(body []byte) (json.RawMessage, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, nil
 	}
-	if err := checkJSONValue(body); err != nil {
+	// The input may be maxInputDepth deep inside the body's object.
+	if err := checkJSONValueDepth(body, maxInputDepth+1); err != nil {
 		return nil, fmt.Errorf("body contains malformed input document: %v", err)
 	}
 	var req struct {
@@ -309,7 +310,10 @@ func inputOfBody(body []byte) (json.RawMessage, error) {
 
 // checkJSONValue refuses what is not one well-formed JSON value of valid
 // UTF-8 nested at most maxInputDepth deep.
-func checkJSONValue(b []byte) error {
+func checkJSONValue(b []byte) error { return checkJSONValueDepth(b, maxInputDepth) }
+
+// checkJSONValueDepth is checkJSONValue with another depth limit.
+func checkJSONValueDepth(b []byte, maxDepth int) error {
 	if !utf8.Valid(b) {
 		return errors.New("invalid UTF-8")
 	}
@@ -332,7 +336,7 @@ func checkJSONValue(b []byte) error {
 			inString = !inString
 		case inString:
 		case c == '{' || c == '[':
-			if depth++; depth > maxInputDepth {
+			if depth++; depth > maxDepth {
 				return fmt.Errorf("nested deeper than %d levels", maxInputDepth)
 			}
 		case c == '}' || c == ']':
@@ -352,7 +356,8 @@ func (s *Server) answerData(w http.ResponseWriter, r *http.Request, input json.R
 	// The path as sent (still percent-encoded): "%2F" is a slash inside a
 	// key, not a separator, as in OPA.
 	q := authority.DataQuery{Path: dataPath(r), Input: input,
-		Metrics: boolParam(r, "metrics") || boolParam(r, "instrument")}
+		Metrics: boolParam(r, "metrics") || boolParam(r, "instrument"), Instrument: boolParam(r, "instrument"),
+		StrictBuiltinErrors: boolParam(r, "strict-builtin-errors")}
 	ans, err := s.a.QueryData(r.Context(), callerOf(r), q)
 	if err != nil {
 		s.writeDataError(w, r, err)
@@ -424,7 +429,7 @@ func boolParam(r *http.Request, name string) bool {
 		return false
 	}
 	for _, v := range vals {
-		if v == "" || v == "true" {
+		if v == "" || strings.EqualFold(v, "true") {
 			return true
 		}
 	}
@@ -437,6 +442,10 @@ const maxEvaluations = 64
 // accessEvaluation is POST /access/v1/evaluation (OpenID AuthZEN
 // Authorization API 1.0).
 func (s *Server) accessEvaluation(w http.ResponseWriter, r *http.Request) {
+	if err := s.a.MayEvaluateAccess(callerOf(r)); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	var req authority.AccessRequest
 	if err := decodeJSONLoose(r, &req); err != nil {
 		writeError(w, r, s.log, err)
@@ -462,6 +471,10 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 		authority.AccessRequest
 		Evaluations []authority.AccessRequest `json:"evaluations"`
 		Options     json.RawMessage           `json:"options,omitempty"`
+	}
+	if err := s.a.MayEvaluateAccess(callerOf(r)); err != nil {
+		writeError(w, r, s.log, err)
+		return
 	}
 	if err := decodeJSONLoose(r, &req); err != nil {
 		writeError(w, r, s.log, err)

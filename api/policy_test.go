@@ -65,6 +65,12 @@ slow := count([x | some x in numbers.range(1, 100000000)]) if input.slow
 echo := input.blob
 
 grant := {"allow": true, "token": "s3cret"}
+
+tonum := to_number(input.s)
+
+arr := [x | some x in numbers.range(1, 3)]
+
+not_a_decision := {"decision": true, "context": "not an object"}
 `
 
 // policyEnv is an authority with crossOrgPolicy loaded and an agent
@@ -272,6 +278,66 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 	}
 	if _, err := os.Stat(pe.dir); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// OPA's Data API semantics the reviewers of a policy rely on: integer
+// segments index arrays, boolean parameters in any case, builtin errors
+// undefined unless strict-builtin-errors, an input as deep in a POST body
+// as in a GET.
+func TestDataAPISemanticsAsOPA(t *testing.T) {
+	pe := startPolicy(t)
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	if status, ans := do(t, gw, "GET", "/v1/data/authz/arr/1", "", nil); status != 200 || ans["result"] != 2.0 {
+		t.Errorf("an array index: %d %v", status, ans)
+	}
+	if status, ans := do(t, gw, "GET", "/v1/data/authz/arr/0?metrics=True", "", nil); status != 200 || ans["result"] != 1.0 || ans["metrics"] == nil {
+		t.Errorf("metrics=True: %d %v", status, ans)
+	}
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/tonum", "application/json", []byte(`{"input": {"s": "9x"}}`)); status != 200 || ans["result"] != nil {
+		t.Errorf("a builtin error: %d %v, want 200 and no result", status, ans)
+	}
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/tonum?strict-builtin-errors", "application/json", []byte(`{"input": {"s": "9x"}}`)); status != 500 || ans["code"] != "internal_error" || ans["errors"] == nil {
+		t.Errorf("a builtin error, strict: %d %v, want 500 internal_error", status, ans)
+	}
+	deep := strings.Repeat("[", 64) + strings.Repeat("]", 64)
+	if status, ans := do(t, gw, "GET", "/v1/data/authz/arr?input="+url.QueryEscape(deep), "", nil); status != 200 {
+		t.Errorf("GET input 64 deep: %d %v", status, ans)
+	}
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/arr", "application/json", []byte(`{"input": `+deep+`}`)); status != 200 {
+		t.Errorf("POST input 64 deep: %d %v", status, ans)
+	}
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/arr", "application/json", []byte(`{"input": [`+deep+`]}`)); status != 400 {
+		t.Errorf("POST input 65 deep: %d %v", status, ans)
+	}
+	// An unauthenticated caller learns nothing of the path rules.
+	for _, p := range []string{"/v1/data/authz/%FF", "/v1/data/" + strings.Repeat("a/", 40) + "b"} {
+		if status, ans := do(t, pe.client(nil, nil), "GET", p, "", nil); status != 401 || ans["code"] != "unauthorized" {
+			t.Errorf("no client certificate, %s: %d %v, want 401", p, status, ans)
+		}
+	}
+}
+
+// AuthZEN: a caller that may not ask is refused before its body is read,
+// and a policy answer of the wrong shape is no permit.
+func TestAuthZENRefusesBeforeTheBodyAndFailsClosed(t *testing.T) {
+	pe := startPolicy(t, func(c *authority.Config) { c.Policy.AuthZENPath = "authz/not_a_decision" })
+	node := pe.joinNode()
+	other := pe.client(node.chain, node.key)
+	for _, tc := range []struct{ path, body string }{
+		{"/access/v1/evaluation", `{not json`},
+		{"/access/v1/evaluation", `{"subject": 1}`},
+		{"/access/v1/evaluations", `{"evaluations": [` + strings.Repeat(`{},`, 64) + `{}]}`},
+	} {
+		if status, ans := do(t, other, "POST", tc.path, "application/json", []byte(tc.body)); status != 403 {
+			t.Errorf("a node, not a decision caller, POST %s %s: %d %v, want 403", tc.path, tc.body, status, ans)
+		}
+	}
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	status, ans := do(t, gw, "POST", "/access/v1/evaluation", "application/json",
+		[]byte(`{"subject": {"type": "agent", "id": "x"}, "action": {"name": "a"}, "resource": {"type": "r", "id": "1"}}`))
+	if status != 200 || ans["decision"] != false {
+		t.Errorf("a decision with a context that is not an object: %d %v, want decision false", status, ans)
 	}
 }
 

@@ -24,8 +24,12 @@ type DataQuery struct {
 	Path string
 	// Input is the request's input as received (nil: none).
 	Input json.RawMessage
-	// Metrics asks for evaluation metrics in the answer.
-	Metrics bool
+	// Metrics asks for evaluation metrics in the answer; Instrument for
+	// the evaluator's finer ones too (OPA's instrument).
+	Metrics, Instrument bool
+	// StrictBuiltinErrors makes a builtin's error an evaluation error
+	// (policy.ErrEval), as OPA's strict-builtin-errors.
+	StrictBuiltinErrors bool
 	// API names the API asked, for the record ("data" if empty).
 	API string
 }
@@ -43,15 +47,12 @@ type DataAnswer struct {
 // .nodes, and the documents holding them: data and data.mandate), which
 // only an explicit prefix opens.
 func (a *Authority) mayDecide(c *Caller, segs []string) error {
-	if c == nil || c.ID.IsZero() {
-		return ErrUnauthenticated
+	if err := a.mayAsk(c); err != nil {
+		return err
 	}
 	id := c.ID.String()
 	if a.RoleOf(c.ID) == RoleAdmin {
 		return nil
-	}
-	if !a.decisionCallers[id] {
-		return fmt.Errorf("%w: %s is not a decision caller (policy.decision_callers)", ErrForbidden, id)
 	}
 	prefixes, limited := a.cfg.Policy.CallerPaths[id]
 	if !limited {
@@ -67,6 +68,29 @@ func (a *Authority) mayDecide(c *Caller, segs []string) error {
 		}
 	}
 	return fmt.Errorf("%w: %s may not ask data/%s (policy.caller_paths)", ErrForbidden, id, policy.CanonicalPath(segs))
+}
+
+// mayAsk checks that c may ask the decision API at all (an admin or a
+// decision caller), whatever it asks: checked before anything of the
+// request is read, so that others learn nothing of its validation.
+func (a *Authority) mayAsk(c *Caller) error {
+	if c == nil || c.ID.IsZero() {
+		return ErrUnauthenticated
+	}
+	if id := c.ID.String(); a.RoleOf(c.ID) != RoleAdmin && !a.decisionCallers[id] {
+		return fmt.Errorf("%w: %s is not a decision caller (policy.decision_callers)", ErrForbidden, id)
+	}
+	return nil
+}
+
+// MayEvaluateAccess says whether c may ask the AuthZEN API: checked
+// before a request's body is read.
+func (a *Authority) MayEvaluateAccess(c *Caller) error {
+	segs, err := policy.PathSegments(a.cfg.Policy.AuthZENPath)
+	if err != nil {
+		return err
+	}
+	return a.mayDecide(c, segs)
 }
 
 // registryDocument reports whether segs is, or holds, data.mandate.agents
@@ -93,6 +117,9 @@ func registryDocument(segs []string) bool {
 // path: checked before a request's body is read, so that only callers
 // allowed to ask make the server decode anything.
 func (a *Authority) MayQueryData(c *Caller, path string) error {
+	if err := a.mayAsk(c); err != nil {
+		return err
+	}
 	segs, err := policy.PathSegments(path)
 	if err != nil {
 		return err
@@ -119,7 +146,7 @@ func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*Dat
 		return nil, err // the documents could be stale: no answer rather than a wrong one
 	}
 	start := time.Now()
-	res, evalErr := a.policy.Eval(ctx, path, input, policy.EvalOptions{Metrics: q.Metrics})
+	res, evalErr := a.policy.Eval(ctx, path, input, policy.EvalOptions{Metrics: q.Metrics, Instrument: q.Instrument, StrictBuiltinErrors: q.StrictBuiltinErrors})
 	ans := &DataAnswer{DecisionID: policy.NewDecisionID(), Result: res}
 	if res == nil { // the query could not be prepared
 		ans.Result = &policy.Result{Revision: a.policy.Revision(), EvalTime: a.now()}
@@ -314,7 +341,9 @@ func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []Access
 		if err != nil {
 			return nil, fmt.Errorf("%w: evaluation %d: %v", ErrInvalidRequest, i, err)
 		}
-		ans, err := a.QueryData(ctx, c, DataQuery{Path: path, Input: raw, API: "authzen"})
+		// Strict: a builtin's error in a rule that denies would otherwise
+		// make it undefined, and the answer a permit.
+		ans, err := a.QueryData(ctx, c, DataQuery{Path: path, Input: raw, API: "authzen", StrictBuiltinErrors: true})
 		switch {
 		case errors.Is(err, policy.ErrEval):
 			out[i] = AccessDecision{Context: map[string]any{"reason": "the policy could not decide: " + err.Error()}}
@@ -343,7 +372,10 @@ func accessDecision(res *policy.Result) AccessDecision {
 		if !ok {
 			break
 		}
-		ctx, _ := v["context"].(map[string]any)
+		ctx, isObject := v["context"].(map[string]any)
+		if c, present := v["context"]; present && c != nil && !isObject {
+			break // a context that is not an object: not a decision
+		}
 		return AccessDecision{Decision: d, Context: ctx}
 	}
 	return AccessDecision{Context: map[string]any{"reason": "the policy's answer is not a decision"}}

@@ -54,7 +54,9 @@ func (e *Engine) Decide(ctx context.Context, point string, input any) Decision {
 		d.Err = fmt.Errorf("%w: input: %v", ErrEval, err)
 		return d.denied()
 	}
-	res, err := e.Eval(ctx, d.Path, in, EvalOptions{})
+	// A builtin's error is an error here: it would otherwise make a rule
+	// that denies undefined, and the decision an allow.
+	res, err := e.Eval(ctx, d.Path, in, EvalOptions{StrictBuiltinErrors: true})
 	if res != nil {
 		d.Revision, d.EvalTime = res.Revision, res.EvalTime
 	}
@@ -72,11 +74,18 @@ func (e *Engine) Decide(ctx context.Context, point string, input any) Decision {
 		d.Err = fmt.Errorf("%w: data.%s is not {\"allow\": bool, \"reasons\": [...]}", ErrEval, dotted(d.Path))
 		return d.denied()
 	}
-	if rs, ok := obj["reasons"].([]any); ok {
+	if raw, present := obj["reasons"]; present {
+		rs, ok := raw.([]any)
 		for _, r := range rs {
-			if s, ok := r.(string); ok {
+			s, isString := r.(string)
+			ok = ok && isString
+			if isString {
 				d.Reasons = append(d.Reasons, s)
 			}
+		}
+		if !ok {
+			d.Err = fmt.Errorf("%w: data.%s.reasons is not a list of strings", ErrEval, dotted(d.Path))
+			return d.denied()
 		}
 	}
 	d.Allow = allow && len(d.Reasons) == 0

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"mandate.dev/mandate/policies"
 	"mandate.dev/mandate/store"
@@ -368,6 +370,12 @@ func (e *Engine) writeDocuments(ctx context.Context, vals map[string]any) error 
 // EvalOptions are the per-evaluation options of the Data API.
 type EvalOptions struct {
 	Metrics bool
+	// Instrument adds the evaluator's finer metrics (OPA's instrument).
+	Instrument bool
+	// StrictBuiltinErrors makes a builtin's error (to_number("x")) an
+	// evaluation error (ErrEval), as OPA's strict-builtin-errors does;
+	// without it, the expression is undefined, as OPA's default.
+	StrictBuiltinErrors bool
 	// Time replaces the clock for this evaluation (time.now_ns()): a
 	// recorded decision replays with its recorded eval_time.
 	Time time.Time
@@ -404,11 +412,21 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 	if opts.Metrics {
 		m = metrics.New()
 		evalOpts = append(evalOpts, rego.EvalMetrics(m))
+		if opts.Instrument {
+			evalOpts = append(evalOpts, rego.EvalInstrument(true))
+		}
+	}
+	var builtinErrs []topdown.Error
+	if opts.StrictBuiltinErrors {
+		evalOpts = append(evalOpts, rego.EvalBuiltinErrorList(&builtinErrs))
 	}
 	rs, err := q.Eval(ctx, evalOpts...)
 	res := &Result{Revision: rev.id, EvalTime: now}
 	if m != nil {
 		res.Metrics = m.All()
+	}
+	if err == nil && len(builtinErrs) > 0 {
+		err = &builtinErrs[0]
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -514,7 +532,13 @@ func PathRef(path string) (ast.Ref, error) {
 	}
 	ref := ast.Ref{ast.DefaultRootDocument}
 	for _, s := range segs {
-		ref = append(ref, ast.StringTerm(s))
+		// As OPA's Data API: a segment that is an integer is a number,
+		// an index into an array ("arr/1" is data.arr[1]).
+		if i, err := strconv.Atoi(s); err == nil {
+			ref = append(ref, ast.IntNumberTerm(i))
+		} else {
+			ref = append(ref, ast.StringTerm(s))
+		}
 	}
 	return ref, nil
 }
@@ -522,8 +546,11 @@ func PathRef(path string) (ast.Ref, error) {
 func refSegments(ref ast.Ref) []string {
 	segs := make([]string, 0, len(ref)-1)
 	for _, t := range ref[1:] {
-		if s, ok := t.Value.(ast.String); ok {
-			segs = append(segs, string(s))
+		switch v := t.Value.(type) {
+		case ast.String:
+			segs = append(segs, string(v))
+		case ast.Number:
+			segs = append(segs, string(v))
 		}
 	}
 	return segs

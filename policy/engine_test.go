@@ -121,6 +121,71 @@ decision := {"allow": count([x | some x in numbers.range(1, 100000000)]) > 0, "r
 	}
 }
 
+// A decision whose reasons are not a list of strings, or whose rules
+// meet a builtin's error, is a deny: never an allow for want of a reason.
+func TestDecideFailsClosedOnMalformedReasonsAndBuiltinErrors(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, "mandate.rego", `package mandate.issuance
+import rego.v1
+decision := {"allow": true, "reasons": "node is banned"} if input.case == "string"
+decision := {"allow": true, "reasons": [{"msg": "node is banned"}]} if input.case == "objects"
+decision := {"allow": true, "reasons": null} if input.case == "null"
+decision := {"allow": true} if input.case == "none"
+deny contains "too many hops" if to_number(input.hops) > 3
+decision := {"allow": count(deny) == 0, "reasons": deny} if input.case == "builtin"
+`)
+	e := newEngine(t, policy.Options{Dir: dir})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		input map[string]any
+		allow bool
+	}{
+		{map[string]any{"case": "string"}, false},
+		{map[string]any{"case": "objects"}, false},
+		{map[string]any{"case": "null"}, false},
+		{map[string]any{"case": "none"}, true},
+		{map[string]any{"case": "builtin", "hops": "9x"}, false},
+		{map[string]any{"case": "builtin", "hops": "2"}, true},
+	} {
+		d := e.Decide(ctx, policy.PointIssuance, tc.input)
+		if d.Allow != tc.allow || (!tc.allow && d.Err == nil) {
+			t.Errorf("%v: allow %v (err %v, reasons %q), want %v", tc.input, d.Allow, d.Err, d.Reasons, tc.allow)
+		}
+	}
+	// Asked without StrictBuiltinErrors (the Data API's default, as
+	// OPA's), the same rule is undefined.
+	in, err := policy.ParseInput([]byte(`{"hops": "9x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.Eval(ctx, "mandate/issuance/deny", in, policy.EvalOptions{}); err != nil || !res.Defined {
+		t.Fatalf("deny without strict builtin errors: %+v, %v", res, err)
+	}
+	if _, err := e.Eval(ctx, "mandate/issuance/deny", in, policy.EvalOptions{StrictBuiltinErrors: true}); !errors.Is(err, policy.ErrEval) {
+		t.Fatalf("deny with strict builtin errors: %v, want ErrEval", err)
+	}
+}
+
+// As OPA's Data API: an integer segment indexes an array, of a rule or
+// of data.
+func TestNumericPathSegmentsIndexArrays(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, "t.rego", "package t\nimport rego.v1\narr := [\"a\", \"b\"]\nobj := {\"1\": \"one\"}\n")
+	writePolicy(t, dir, "data.json", `{"d": {"list": ["x", "y"]}}`)
+	e := newEngine(t, policy.Options{Dir: dir})
+	for path, want := range map[string]any{"t/arr/1": "b", "t/arr/0": "a", "d/list/1": "y"} {
+		res, err := e.Eval(context.Background(), path, nil, policy.EvalOptions{})
+		if err != nil || !res.Defined || res.Value != want {
+			t.Errorf("%s = %+v, %v; want %q", path, res, err, want)
+		}
+	}
+	// A string key that reads as a number is not reached by it, as in OPA
+	// (whose type checker refuses the query).
+	if res, err := e.Eval(context.Background(), "t/obj/1", nil, policy.EvalOptions{}); err == nil && res.Defined {
+		t.Errorf("t/obj/1 = %v; want no value", res.Value)
+	}
+}
+
 func TestPathRef(t *testing.T) {
 	for _, tc := range []struct {
 		path, want string
@@ -134,6 +199,7 @@ func TestPathRef(t *testing.T) {
 		{"a/%ff", "", false},
 		{"a/%zz", "", false},
 		{"with space/x-y", `data["with space"]["x-y"]`, true},
+		{"a/1/-2/01/1x", `data.a[1][-2][1]["1x"]`, true},
 		{strings.Repeat("a/", 40), "", false},
 	} {
 		ref, err := policy.PathRef(tc.path)
