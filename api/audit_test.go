@@ -93,7 +93,11 @@ func TestAuditLogRecordsAndProves(t *testing.T) {
 	if _, err := e.client(nil, nil).Join(ctx, tok.Token, csr); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = e.client(nil, nil).Join(ctx, tok.Token, csr)       // a replay: refused, and recorded
+	_, replayCSR, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = e.client(nil, nil).Join(ctx, tok.Token, replayCSR) // a replay (another key): refused, and recorded
 	_, _ = e.client(nil, nil).Join(ctx, "no-such-token", csr) // a guess: refused, only logged
 
 	cp := e.auditCheckpoint(admin)

@@ -373,7 +373,8 @@ func TestRestartKeepsState(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, csr, _ := client.NewKeyAndCSR()
-	if _, err := e.client(nil, nil).Join(ctx, used.Token, csr); err != nil {
+	joined, err := e.client(nil, nil).Join(ctx, used.Token, csr)
+	if err != nil {
 		t.Fatal(err)
 	}
 	before := e.fetchBundle()
@@ -388,8 +389,139 @@ func TestRestartKeepsState(t *testing.T) {
 	if _, _, err := x509svid.Verify(agent.chain, after); err != nil {
 		t.Errorf("x509svid.Verify(after restart) = %v", err)
 	}
-	if _, err := e.client(nil, nil).Join(ctx, used.Token, csr); problemName(err) != "join-token-used" {
-		t.Errorf("Join(used token) after restart = %v, want join-token-used", err)
+	_, other, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client(nil, nil).Join(ctx, used.Token, other); problemName(err) != "join-token-used" {
+		t.Errorf("Join(used token, another key) after restart = %v, want join-token-used", err)
+	}
+	// The host whose answer was lost in the stop asks again, with its key.
+	if ans, err := e.client(nil, nil).Join(ctx, used.Token, csr); err != nil || ans.SPIFFEID != joined.SPIFFEID {
+		t.Errorf("Join(used token, the same key) after restart = %v, %v; want a new SVID for %s", ans, err, joined.SPIFFEID)
+	}
+}
+
+// TestJoinAskedAgain: a join whose answer was lost may be asked again,
+// with the same token and key, until the token expires; with another key,
+// after a ban, or after the expiry, it may not.
+func TestJoinAskedAgain(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	public := e.client(nil, nil)
+	// The answer creating a token carries a bearer secret: never cached.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: e.admin.TLSConfig()}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Post(e.url+"/v1/admin/join-tokens", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("join token created: %d, Cache-Control %q; want 201 and no-store", resp.StatusCode, resp.Header.Get("Cache-Control"))
+	}
+	tok, err := e.admin.CreateJoinToken(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, csr, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := public.Join(ctx, tok.Token, csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := public.Join(ctx, tok.Token, csr)
+	if err != nil {
+		t.Fatalf("Join asked again with the same key = %v", err)
+	}
+	n1, n2 := e.identity(first, key), e.identity(again, key)
+	if n1.id != n2.id || n1.chain[0].SerialNumber.Cmp(n2.chain[0].SerialNumber) == 0 {
+		t.Fatalf("asked again: %s serial %s, first %s serial %s; want a new SVID for the same node", n2.id, n2.chain[0].SerialNumber, n1.id, n1.chain[0].SerialNumber)
+	}
+	if _, _, err := x509svid.Verify(n2.chain, e.fetchBundle()); err != nil {
+		t.Fatal(err)
+	}
+	retried := 0
+	for _, d := range e.auditOf("svid.issued", n1.id.String()) {
+		if d["join_retry"] == true && d["serial"] == n2.chain[0].SerialNumber.Text(16) {
+			retried++
+		}
+	}
+	if retried != 1 || len(e.auditOf("node.attested", n1.id.String())) != 1 {
+		t.Errorf("audit: %d svid.issued with join_retry for the new serial, %d node.attested; want 1 and 1", retried, len(e.auditOf("node.attested", n1.id.String())))
+	}
+	if nodes, err := e.admin.ListNodes(ctx); err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes after a join asked again: %v, %v; want one", nodes, err)
+	}
+	_, otherCSR, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := public.Join(ctx, tok.Token, otherCSR); problemName(err) != "join-token-used" {
+		t.Errorf("the token with another key = %v, want join-token-used", err)
+	}
+	e.skew.Store(int64(2 * time.Minute))
+	if _, err := public.Join(ctx, tok.Token, csr); problemName(err) != "join-token-used" {
+		t.Errorf("the same key after the token expired = %v, want join-token-used", err)
+	}
+	e.skew.Store(0)
+	if _, err := e.admin.BanNode(ctx, n1.id.String(), "lost"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := public.Join(ctx, tok.Token, csr); problemName(err) != "node-banned" {
+		t.Errorf("the same key after a ban = %v, want node-banned", err)
+	}
+}
+
+// TestNodeRenewsOnlyWithItsLatestSVID: a copy of a node's credential
+// renewed since renews no more, and the refusal is audited once.
+func TestNodeRenewsOnlyWithItsLatestSVID(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	s1 := e.joinNode()
+	renew := func(from identity) (identity, error) {
+		key, _, err := client.NewKeyAndCSR()
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := client.CSRFor(key, s1.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ans, err := e.client(from.chain, from.key).X509SVID(ctx, s1.id.String(), csr)
+		if err != nil {
+			return identity{}, err
+		}
+		return e.identity(ans, key), nil
+	}
+	s2, err := renew(s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The answer lost: the node renews again with the SVID it holds.
+	s2b, err := renew(s1)
+	if err != nil {
+		t.Fatalf("renewal with the SVID renewed from (its answer lost) = %v", err)
+	}
+	s3, err := renew(s2b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, stale := range map[string]identity{"the first SVID": s1, "an SVID never used": s2} {
+		for range 2 {
+			if _, err := renew(stale); problemName(err) != "svid-superseded" {
+				t.Errorf("renewal with %s = %v, want svid-superseded", name, err)
+			}
+		}
+	}
+	if _, err := renew(s3); err != nil {
+		t.Errorf("renewal with the latest SVID = %v", err)
+	}
+	refused := e.auditOf("node.renewal_refused", s1.id.String())
+	if len(refused) != 2 {
+		t.Errorf("%d node.renewal_refused entries, want 2 (one per stale SVID, however often it tries)", len(refused))
 	}
 }
 

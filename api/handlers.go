@@ -53,6 +53,7 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	w.Header().Set("Cache-Control", "no-store") // it carries a bearer secret
 	writeJSON(w, http.StatusCreated, map[string]string{
 		"token": secret, "id": rec.ID, "expires_at": rec.ExpiresAt.UTC().Format(time.RFC3339), "node_id": nodeID.String(),
 	})

@@ -86,6 +86,7 @@ var problemTable = []problemKind{
 	{registry.ErrInvalid, http.StatusBadRequest, "invalid-registration", "Invalid registration"},
 	{authority.ErrAgentNotRegistered, http.StatusForbidden, "agent-not-registered", "Agent not registered"},
 	{authority.ErrNodeUnknown, http.StatusForbidden, "node-not-attested", "Node not attested"},
+	{authority.ErrSVIDSuperseded, http.StatusForbidden, "svid-superseded", "SVID replaced since"},
 	{authority.ErrForbidden, http.StatusForbidden, "forbidden", "Forbidden"},
 	{authority.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated", "Client certificate required"},
 	{registry.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},
@@ -133,6 +134,15 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		var denial *authority.PolicyDenial
 		if errors.As(err, &denial) {
 			p.Reasons, p.DecisionID = denial.Decision.Reasons, denial.Decision.ID
+		}
+		if errors.Is(err, registry.ErrBanned) {
+			// A banned node (or an agent on one) still knocking: what an
+			// operator watching for a compromised host must see.
+			caller := ""
+			if c := callerOf(r); c != nil {
+				caller = c.ID.String()
+			}
+			log.WarnContext(r.Context(), "refused: banned node", "method", r.Method, "path", r.URL.Path, "caller", caller, "err", err)
 		}
 		writeProblem(w, p)
 		return

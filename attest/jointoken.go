@@ -1,8 +1,10 @@
 package attest
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -45,6 +47,20 @@ type JoinToken struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	UsedAt    time.Time `json:"used_at,omitzero"`
 	UsedBy    string    `json:"used_by,omitempty"`
+	// UsedKey is the KeyDigest of the key the token was used with: a
+	// join whose answer was lost may be asked again with the same token
+	// and key until the token expires (RetryJoinToken).
+	UsedKey string `json:"used_key_sha256,omitempty"`
+}
+
+// KeyDigest names a public key: the hex SHA-256 of its PKIX encoding.
+func KeyDigest(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("attest: key digest: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // NodeID is the SPIFFE ID of the node that joins with this token.
@@ -91,18 +107,41 @@ func PutJoinToken(tx store.Tx, secret string, rec *JoinToken) error {
 	return tx.Put(BucketJoinTokens, tokenKey(secret), b)
 }
 
-// ConsumeJoinToken marks the token used by nodeID-to-be and returns its
-// record. It fails with ErrTokenUnknown, ErrTokenUsed or ErrTokenExpired.
-// The caller must run it inside an Update transaction together with the
-// node's creation, so that a failure later in the join keeps the token.
-func ConsumeJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now time.Time) (*JoinToken, error) {
+// ConsumeJoinToken marks the token used by nodeID-to-be with the key
+// keyDigest names (KeyDigest) and returns its record. It fails with
+// ErrTokenUnknown, ErrTokenUsed or ErrTokenExpired. The caller must run
+// it inside an Update transaction together with the node's creation, so
+// that a failure later in the join keeps the token.
+func ConsumeJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now time.Time, keyDigest string) (*JoinToken, error) {
 	rec, err := PeekJoinToken(tx, secret, td, now)
 	if err != nil {
 		return rec, err
 	}
 	nodeID, _ := rec.NodeID(td) // checked by PeekJoinToken
-	rec.UsedAt, rec.UsedBy = now, nodeID.String()
+	rec.UsedAt, rec.UsedBy, rec.UsedKey = now, nodeID.String(), keyDigest
 	return rec, PutJoinToken(tx, secret, rec)
+}
+
+// RetryJoinToken checks that a join may be asked again: the token was
+// used with the key keyDigest names, and has not expired. Whoever asks
+// again holds the secret and proves the key (the CSR is signed with
+// it): the host whose answer was lost, nobody else. It fails with
+// ErrTokenUnknown, or ErrTokenUsed (unused; used with another key; or
+// used, and expired since).
+func RetryJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now time.Time, keyDigest string) (*JoinToken, error) {
+	rec, err := PeekJoinToken(tx, secret, td, now)
+	switch {
+	case err == nil:
+		return rec, fmt.Errorf("%w: not used yet", ErrTokenUsed) // unreachable through JoinNode
+	case !errors.Is(err, ErrTokenUsed):
+		return rec, err
+	case rec.UsedKey == "" || rec.UsedKey != keyDigest || !now.Before(rec.ExpiresAt):
+		return rec, err // used
+	}
+	if _, err := rec.NodeID(td); err != nil {
+		return nil, err
+	}
+	return rec, nil
 }
 
 // PeekJoinToken is ConsumeJoinToken without using the token up (in a

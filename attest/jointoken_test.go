@@ -38,7 +38,7 @@ func consume(s store.Store, secret string, now time.Time) (*attest.JoinToken, er
 	var rec *attest.JoinToken
 	err := s.Update(context.Background(), func(tx store.Tx) error {
 		var err error
-		rec, err = attest.ConsumeJoinToken(tx, secret, td, now)
+		rec, err = attest.ConsumeJoinToken(tx, secret, td, now, "")
 		return err
 	})
 	return rec, err
@@ -249,11 +249,11 @@ func TestConsumeJoinTokenRollsBack(t *testing.T) {
 	errLater := errors.New("csr refused")
 
 	err := s.Update(context.Background(), func(tx store.Tx) error {
-		if _, err := attest.ConsumeJoinToken(tx, secret, td, t0); err != nil {
+		if _, err := attest.ConsumeJoinToken(tx, secret, td, t0, ""); err != nil {
 			return err
 		}
 		// Inside the transaction, the token is already used.
-		if _, err := attest.ConsumeJoinToken(tx, secret, td, t0); !errors.Is(err, attest.ErrTokenUsed) {
+		if _, err := attest.ConsumeJoinToken(tx, secret, td, t0, ""); !errors.Is(err, attest.ErrTokenUsed) {
 			t.Errorf("second ConsumeJoinToken in the same tx = %v, want ErrTokenUsed", err)
 		}
 		return errLater

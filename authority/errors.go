@@ -11,4 +11,6 @@ var (
 	ErrNotFound           = errors.New("authority: not found")
 	ErrInvalidRequest     = errors.New("authority: invalid request")
 	ErrFederation         = errors.New("authority: invalid federation relationship")
+	// ErrSVIDSuperseded is a node renewing with an SVID replaced since.
+	ErrSVIDSuperseded = errors.New("authority: SVID superseded")
 )

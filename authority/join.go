@@ -3,7 +3,11 @@ package authority
 import (
 	"context"
 	"crypto"
+	"errors"
+	"fmt"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/ca"
@@ -35,7 +39,10 @@ func (a *Authority) CreateJoinToken(ctx context.Context, c *Caller, ttl time.Dur
 // JoinNode trades a join token and a CSR for a node X509-SVID. The token
 // is consumed and the node recorded in the commit that logs
 // node.attested, before the SVID is handed out; on any failure the token
-// stays usable.
+// stays usable. A join whose answer was lost (the connection cut, the
+// server stopped after the commit) may be asked again with the same
+// token and the same key until the token expires: it gets a new SVID for
+// the same node (svid.issued, join_retry), unless the node was banned.
 func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) (*ca.X509SVID, error) {
 	now := a.now()
 	var svid *ca.X509SVID
@@ -53,18 +60,43 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 	if rec != nil {
 		tokenID = rec.ID
 	}
-	if err == nil {
+	retry := errors.Is(err, attest.ErrTokenUsed)
+	if err == nil || retry {
 		nodeID, _ := rec.NodeID(a.td) // checked by PeekJoinToken
 		var pub crypto.PublicKey
+		var digest string
 		if pub, err = ca.ParseCSR(csrPEM, nodeID); err == nil {
-			svid, err = a.ca.MintX509SVID(ctx, ca.X509Params{ID: nodeID, PublicKey: pub})
+			digest, err = attest.KeyDigest(pub)
+		}
+		if err == nil && retry {
+			// Asked again: only with the key the token was used with.
+			err = a.store.View(ctx, func(tx store.Tx) error {
+				_, err := a.rejoinable(tx, secret, now, digest, nodeID)
+				return err
+			})
 		}
 		if err == nil {
+			svid, err = a.ca.MintX509SVID(ctx, ca.X509Params{ID: nodeID, PublicKey: pub})
+		}
+		if err == nil && retry {
+			_, err = a.recordWith(ctx, event{typ: "svid.issued", actor: nodeID.String(), subject: nodeID.String(), details: map[string]any{
+				"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]),
+				"node": nodeID.String(), "join_retry": true, "token_id": tokenID, "expires_at": svid.ExpiresAt.UTC(),
+			}}, func(tx store.Tx) error {
+				node, err := a.rejoinable(tx, secret, now, digest, nodeID)
+				if err != nil {
+					return err
+				}
+				node.PrevSVIDSerial = node.SVIDSerial
+				node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
+				return registry.PutNode(tx, node)
+			})
+		} else if err == nil {
 			_, err = a.recordWith(ctx, event{typ: "node.attested", actor: svid.ID.String(), subject: svid.ID.String(), details: map[string]any{
 				"method": attest.MethodJoinToken, "level": registry.LevelToken, "token_id": tokenID,
 				"serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
 			}}, func(tx store.Tx) error {
-				if _, err := attest.ConsumeJoinToken(tx, secret, a.td, now); err != nil {
+				if _, err := attest.ConsumeJoinToken(tx, secret, a.td, now, digest); err != nil {
 					return err
 				}
 				return registry.PutNode(tx, &registry.Node{
@@ -91,8 +123,29 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 		}
 		return nil, err
 	}
-	a.log.InfoContext(ctx, "node joined", "spiffe_id", svid.ID.String(), "serial", svid.SerialNumber.Text(16))
+	if retry {
+		a.log.InfoContext(ctx, "node joined again (its first answer was lost)", "spiffe_id", svid.ID.String(), "serial", svid.SerialNumber.Text(16))
+	} else {
+		a.log.InfoContext(ctx, "node joined", "spiffe_id", svid.ID.String(), "serial", svid.SerialNumber.Text(16))
+	}
 	return svid, nil
+}
+
+// rejoinable checks that a join may be asked again (attest.RetryJoinToken)
+// and that the node it made is still a join-token node, not banned, and
+// returns its record.
+func (a *Authority) rejoinable(tx store.Tx, secret string, now time.Time, digest string, nodeID spiffeid.ID) (*registry.Node, error) {
+	if _, err := attest.RetryJoinToken(tx, secret, a.td, now, digest); err != nil {
+		return nil, err
+	}
+	node, err := unbannedNode(tx, nodeID)
+	switch {
+	case err != nil:
+		return nil, err
+	case node.AttestationMethod != attest.MethodJoinToken:
+		return nil, fmt.Errorf("%w: %s was not made by this join", attest.ErrTokenUsed, nodeID)
+	}
+	return node, nil
 }
 
 func (a *Authority) pruneJoinTokens(ctx context.Context) {

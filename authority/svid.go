@@ -36,7 +36,7 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 		if c.ID != id {
 			return nil, fmt.Errorf("%w: a node SVID is renewed only by that node", ErrForbidden)
 		}
-		return a.renewNode(ctx, id, pub)
+		return a.renewNode(ctx, c, id, pub)
 	}
 	agent, node, err := a.authorizeAgent(ctx, c, id)
 	if err != nil {
@@ -204,23 +204,32 @@ func (a *Authority) lookupHosting(ctx context.Context, id, nodeID spiffeid.ID) (
 	return agent, node, nil
 }
 
-func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey) (*ca.X509SVID, error) {
+func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pub crypto.PublicKey) (*ca.X509SVID, error) {
+	presented := ""
+	if c.Cert != nil {
+		presented = c.Cert.SerialNumber.Text(16)
+	}
 	// The node may renew (checked before the SVID is made, and again in
 	// the commit that logs svid.issued and stores the node's new serial:
-	// both durable, or neither).
+	// both durable, or neither). It renews with its latest SVID, or the
+	// one before (whose renewal's answer it may have lost): an SVID
+	// replaced since, a copy of an old credential, renews no more.
 	renewable := func(tx store.Tx) (*registry.Node, error) {
-		node, err := registry.GetNode(tx, id.String())
+		node, err := unbannedNode(tx, id)
 		switch {
 		case err != nil:
-			return nil, notFoundAs(err, ErrNodeUnknown, id)
-		case node.Banned:
-			return nil, fmt.Errorf("%w: %s", registry.ErrBanned, id)
+			return nil, err
 		case node.Level == registry.LevelHardware:
 			return nil, fmt.Errorf("%w: a hardware-attested node renews through attestation", ErrForbidden)
+		case presented == "" || (node.SVIDSerial != "" && presented != node.SVIDSerial && presented != node.PrevSVIDSerial):
+			return nil, fmt.Errorf("%w: %s renews with an SVID replaced since (serial %s); the node's credential was renewed elsewhere: a copy of it may be in use", ErrSVIDSuperseded, id, presented)
 		}
 		return node, nil
 	}
 	if err := a.store.View(ctx, func(tx store.Tx) error { _, err := renewable(tx); return err }); err != nil {
+		if errors.Is(err, ErrSVIDSuperseded) {
+			a.supersededRenewal(ctx, id, presented, err)
+		}
 		return nil, err
 	}
 	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: id, PublicKey: pub})
@@ -234,16 +243,46 @@ func (a *Authority) renewNode(ctx context.Context, id spiffeid.ID, pub crypto.Pu
 		if err != nil {
 			return err
 		}
+		node.PrevSVIDSerial = presented
 		node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
 		return registry.PutNode(tx, node)
 	})
-	// Only the SVID serial and expiry changed: the policy documents hold
-	// neither.
+	// Only the SVID serials and expiry changed: the policy documents hold
+	// none of them.
 	a.hosting.invalidate()
 	if err != nil {
 		return nil, err
 	}
 	return svid, nil
+}
+
+// unbannedNode is node id's record: ErrNodeUnknown without one,
+// registry.ErrBanned if it is banned.
+func unbannedNode(tx store.Tx, id spiffeid.ID) (*registry.Node, error) {
+	node, err := registry.GetNode(tx, id.String())
+	switch {
+	case err != nil:
+		return nil, notFoundAs(err, ErrNodeUnknown, id)
+	case node.Banned:
+		return nil, fmt.Errorf("%w: %s", registry.ErrBanned, id)
+	}
+	return node, nil
+}
+
+// supersededRenewal records a renewal refused for an SVID replaced since:
+// in the server's log every time, and as node.renewal_refused once per
+// SVID while the authority runs (its holder authenticated as the node:
+// two holders of one node's credential is what an operator must see).
+func (a *Authority) supersededRenewal(ctx context.Context, id spiffeid.ID, serial string, reason error) {
+	a.log.WarnContext(ctx, "node renewal refused: an SVID replaced since", "spiffe_id", id.String(), "serial", serial)
+	if !a.firstRefusal("renewal " + id.String() + " " + serial) {
+		return
+	}
+	if _, err := a.record(ctx, event{typ: "node.renewal_refused", actor: id.String(), subject: id.String(), details: map[string]any{
+		"serial": serial, "reason": reason.Error(),
+	}}); err != nil {
+		a.log.ErrorContext(ctx, "audit a refused renewal", "err", err)
+	}
 }
 
 // notFoundAs turns a registry "not found" into the caller-facing sentinel

@@ -33,7 +33,11 @@ type Node struct {
 	Selectors         []string  `json:"selectors"`
 	AttestedAt        time.Time `json:"attested_at"`
 	SVIDSerial        string    `json:"svid_serial,omitempty"`
-	SVIDExpiresAt     time.Time `json:"svid_expires_at,omitzero"`
+	// PrevSVIDSerial is the serial of the SVID the node renewed (or
+	// joined again) from: a node whose renewal answer was lost still
+	// holds it. A join-token node renews only with one of the two.
+	PrevSVIDSerial string    `json:"prev_svid_serial,omitempty"`
+	SVIDExpiresAt  time.Time `json:"svid_expires_at,omitzero"`
 	// TPM holds what the node's last successful TPM attestation proved.
 	TPM *TPMFacts `json:"tpm,omitempty"`
 	// Drifted is set when a re-attestation of this node failed its PCR

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net"
@@ -24,10 +25,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 )
 
@@ -91,8 +94,60 @@ func TestCLIAdminCommands(t *testing.T) {
 	if heldAfter, _ := os.ReadFile(filepath.Join(dir, "node2", "svid.key")); !bytes.Equal(heldBefore, heldAfter) {
 		t.Fatal("the refused join replaced the key in node2")
 	}
+	// An --out that cannot be written to is found before the token is spent.
+	if err := os.WriteFile(filepath.Join(dir, "a-file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token3), "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "a-file/node"); err == nil {
+		t.Fatal("node join into a path under a file succeeded")
+	}
 	if _, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token3), "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "node3"); err != nil {
-		t.Fatalf("node join with the token of the refused join: %v", err)
+		t.Fatalf("node join with the token of the refused joins: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node3", "join.key")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("join.key left after the join: %v", err)
+	}
+	// A join whose answer was lost: the same command again gets the node.
+	token4, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := credfile.EncodeKeyPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "node4"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "node4", "join.key"), kb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bb, err := os.ReadFile(filepath.Join(dir, "mandate-data", "admin", "bundle.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := credfile.ParseCertsPEM(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := client.New(client.Config{Server: url, Bundle: bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := client.CSRFor(key, spiffeid.ID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := pub.Join(t.Context(), strings.TrimSpace(token4), csr) // its answer never reaches the CLI
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token4), "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "node4"); err != nil || strings.TrimSpace(id) != lost.SPIFFEID {
+		t.Fatalf("node join again after a lost answer: %q, %v; want %s", id, err, lost.SPIFFEID)
 	}
 	out, err := cli(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--node-id", nodeID, "--scope", "read", "--x509-ttl", "30m")
 	if err != nil {

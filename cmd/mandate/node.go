@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,7 +67,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&token, "token", "", "join token from 'mandate admin join-token create' (or --token-file)")
 	fs.StringVar(&tokenFile, "token-file", "", "file holding the join token, - for standard input (keeps it out of the command line, which other local users can read)")
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
-	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json)")
+	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json); join.key holds the key until the answer is written: if it is lost, run the same command again")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -97,7 +98,11 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	key, csr, err := client.NewKeyAndCSR()
+	key, pending, err := joinKey(out)
+	if err != nil {
+		return err
+	}
+	csr, err := client.CSRFor(key, spiffeid.ID{})
 	if err != nil {
 		return err
 	}
@@ -108,11 +113,46 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := saveAnswer(out, ans, key, c.TrustDomain()); err != nil {
 		return err
 	}
+	_ = os.Remove(pending) // svid.key holds it now
 	if quiet {
 		_, err = fmt.Fprintln(stdout, ans.SPIFFEID)
 		return err
 	}
 	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})
+}
+
+// joinKey returns the key a join asks with, and the file keeping it
+// until the credential is written: dir/join.key, made (0600, in dir made
+// private) before the authority is asked. So a directory that cannot be
+// written to is found before the token is spent, and a join whose answer
+// was lost is asked again, by running the same command, with the same
+// key: the authority then answers it again (until the token expires).
+func joinKey(dir string) (crypto.Signer, string, error) {
+	path := filepath.Join(dir, "join.key")
+	if err := credfile.PrivateDir(dir); err != nil {
+		return nil, path, fmt.Errorf("--out: %w", err)
+	}
+	if b, err := credfile.ReadPrivate(path); err == nil {
+		key, err := credfile.ParseKeyPEM(b)
+		if err != nil {
+			return nil, path, fmt.Errorf("%s: %w (remove it to join with a new key)", path, err)
+		}
+		return key, path, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, path, err
+	}
+	key, _, err := client.NewKeyAndCSR()
+	if err != nil {
+		return nil, path, err
+	}
+	b, err := credfile.EncodeKeyPEM(key)
+	if err != nil {
+		return nil, path, err
+	}
+	if err := credfile.CreateFileAtomic(path, b, 0o600); err != nil {
+		return nil, path, fmt.Errorf("--out: %w", err)
+	}
+	return key, path, nil
 }
 
 // checkOut refuses, before anything is asked of the authority, to write a
