@@ -34,6 +34,12 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
 Answers are printed as JSON.
 `
 
+// adminTakesNoArgs are the admin commands with flags only.
+var adminTakesNoArgs = map[string]bool{
+	"join-token create": true, "agent create": true, "agent list": true,
+	"node list": true, "federation add": true, "federation list": true,
+}
+
 type adminCmd func(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) error
 
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,6 +74,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rest, err := splitFlags(fs, args[2:])
 	if err != nil {
 		return err
+	}
+	if adminTakesNoArgs[args[0]+" "+args[1]] {
+		if err := noArgs(rest); err != nil {
+			return err
+		}
 	}
 	if cf.creds == "" {
 		cf.creds = filepath.Join(dataDir, "admin")
@@ -129,7 +140,7 @@ func adminFlagSpec(cmd string, fs *flag.FlagSet) {
 func splitFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := parseFlags(fs, args); err != nil {
+		if err := parseSome(fs, args); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {

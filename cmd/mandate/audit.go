@@ -158,6 +158,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if operand == "" {
+		if err := noArgs(rest); err != nil {
+			return err
+		}
+	}
 	if f.cf.creds == "" {
 		f.cf.creds = filepath.Join(f.dataDir, "admin")
 	}

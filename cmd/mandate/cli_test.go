@@ -234,6 +234,15 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"audit", "verify", "--peer", "x=https://127.0.0.1:1,a.pem,b.vkey"},
 		{"audit", "chain", "abc", "-n", "3"},
 		{"audit", "check-proof", "p.proof", "--server", "https://127.0.0.1:1"},
+		// A value without its flag is refused, not ignored with every
+		// flag after it.
+		{"serve", "oops", "--trust-domain", "b.example"},
+		{"node", "join", "--token", "t", "stray", "--out", "wanted"},
+		{"admin", "agent", "create", "--spiffe-id", "spiffe://a.example/agent/a", "--node-id", "spiffe://a.example/node/n1", "spiffe://a.example/node/n2"},
+		{"admin", "join-token", "create", "extra"},
+		{"audit", "tail", "extra"},
+		{"bundle", "show", "extra"},
+		{"svid", "jwt", "--audience", "a", "b"},
 	}
 	for _, args := range tests {
 		var out, errOut bytes.Buffer

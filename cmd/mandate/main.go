@@ -130,13 +130,32 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args; flag errors become usage errors.
+// parseFlags parses args, which are flags only: flag errors, and any
+// argument left (a value without its flag: "--node-id A B"), are usage
+// errors, never ignored along with every flag after them.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := parseSome(fs, args); err != nil {
+		return err
+	}
+	return noArgs(fs.Args())
+}
+
+// parseSome parses the flags of args up to the first argument that is not
+// one (left in fs.Args()).
+func parseSome(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// noArgs refuses arguments to a command that takes none.
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usagef("unexpected argument %q: this command takes flags only (a flag taking several values is given once for each)", args[0])
 	}
 	return nil
 }
