@@ -331,6 +331,24 @@ func TestAdminKeyMustBePrivate(t *testing.T) {
 	if err := a.WriteAdminCredential(t.Context(), true); err != nil {
 		t.Fatalf("WriteAdminCredential over a private key = %v", err)
 	}
+	// A fresh credential whose key became readable by others: refused at
+	// once (serve's start), not at its next renewal.
+	if err := os.Chmod(p.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteAdminCredential(t.Context(), false); !errors.Is(err, credfile.ErrNotPrivate) {
+		t.Fatalf("WriteAdminCredential with a fresh credential and a 0644 key = %v, want ErrNotPrivate", err)
+	}
+	// Its key gone: a new credential.
+	if err := os.Remove(p.Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteAdminCredential(t.Context(), false); err != nil {
+		t.Fatalf("WriteAdminCredential with a fresh credential and no key = %v", err)
+	}
+	if _, _, _, err := credfile.Load(p); err != nil {
+		t.Fatalf("the admin credential after its key was lost: %v", err)
+	}
 }
 
 // A fetched bundle whose anchors do not all fit in one entry is logged

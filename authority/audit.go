@@ -68,6 +68,11 @@ func (a *Authority) openAudit(ctx context.Context) error {
 		origin = audit.DefaultOrigin(a.td)
 	}
 	keyPath, vkeyPath := AuditPaths(a.cfg.DataDir)
+	// Its directory holds the signing key: only this user's, at every
+	// start (others able to write to it could replace the key).
+	if err := credfile.PrivateDir(filepath.Dir(keyPath)); err != nil {
+		return fmt.Errorf("authority: audit key: %w", err)
+	}
 	hasLog, err := audit.Stored(ctx, a.store)
 	if err != nil {
 		return fmt.Errorf("authority: %w", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -115,9 +116,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	if err := checkDataDir(ctx, cfg.DataDir, nil); err != nil {
 		return nil, err
 	}
+	// The store is only this user's to change, as the directory.
+	dbPath := filepath.Join(cfg.DataDir, "mandate.db")
+	if fi, err := os.Stat(dbPath); err == nil {
+		if err := credfile.CheckOwnWritable(dbPath, fi); err != nil {
+			return nil, fmt.Errorf("authority: %w", err)
+		}
+	}
 	// Every page is read once at start: a damaged file stops the
 	// authority here, not a request later.
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, "mandate.db"), bolt.Options{Check: true})
+	st, err := bolt.Open(dbPath, bolt.Options{Check: true})
 	if err != nil {
 		return nil, fmt.Errorf("authority: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -47,7 +48,16 @@ func (a *Authority) WriteAdminCredential(ctx context.Context, force bool) error 
 		}
 	}
 	if !force && a.credentialFresh(p.Cert) {
-		return nil
+		// Still held to the private-key rule: a key others may read is
+		// refused now, not at the next renewal. (A key gone: a new
+		// credential, below.)
+		_, err := credfile.ReadPrivate(p.Key)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("authority: admin credential: %w", err)
+		}
 	}
 	key, err := loadOrCreateKey(p.Key)
 	if err != nil {

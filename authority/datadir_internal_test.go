@@ -61,6 +61,18 @@ func TestDataDirWithALostStoreIsRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "audit signing key"},
+		// Others may change what the authority trusts: refused at every
+		// start, not only the first.
+		{"audit directory others may write to", func(t *testing.T, cfg Config) {
+			if err := os.Chmod(filepath.Dir(keyPath(cfg)), 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}, "group or others may replace the files in it"},
+		{"store others may write to", func(t *testing.T, cfg Config) {
+			if err := os.Chmod(db(cfg), 0o666); err != nil {
+				t.Fatal(err)
+			}
+		}, "group or others may change it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, start := newDir(t)

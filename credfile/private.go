@@ -49,11 +49,23 @@ func PrivateDir(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("%w: %s is not a directory", ErrNotPrivate, dir)
 	}
-	if err := ownedHere(dir, fi); err != nil {
+	return checkOwnWritable(dir, fi, "replace the files in it")
+}
+
+// CheckOwnWritable refuses (ErrNotPrivate) a file at path, described by
+// fi, that group or others may write to, or that another user owns: a
+// store whose records they could change. (One they may only read is its
+// owner's choice.)
+func CheckOwnWritable(path string, fi fs.FileInfo) error {
+	return checkOwnWritable(path, fi, "change it")
+}
+
+func checkOwnWritable(path string, fi fs.FileInfo, could string) error {
+	if err := ownedHere(path, fi); err != nil {
 		return err
 	}
 	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o022 != 0 {
-		return fmt.Errorf("%w: %s has mode %v: group or others may replace the files in it (chmod go-w %s)", ErrNotPrivate, dir, perm, dir)
+		return fmt.Errorf("%w: %s has mode %v: group or others may %s (chmod go-w %s)", ErrNotPrivate, path, perm, could, path)
 	}
 	return nil
 }
