@@ -165,10 +165,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Requests under way may finish: each within the read and write
+	// timeouts. A connection still busy after them is closed: the stop
+	// was asked for, and is no failure.
+	grace := hc.ReadTimeout.D() + hc.WriteTimeout.D()
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		return err
+		if !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		s.log.Warn("stopping: connections still busy after the read and write timeouts were closed", "grace", grace)
+		_ = srv.Close()
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err

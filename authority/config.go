@@ -1,6 +1,8 @@
 package authority
 
 import (
+	"bytes"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/credfile"
@@ -213,18 +216,20 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// LoadConfigFile reads a YAML config file. Unknown keys are errors.
+// LoadConfigFile reads a YAML config file. Unknown keys are errors, and
+// errors name the key at fault.
 func LoadConfigFile(path string) (*Config, error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	cfg := new(Config)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		var doc yaml.Node
+		_ = yaml.Unmarshal(b, &doc) // to name the keys of the lines the errors cite
+		return nil, fmt.Errorf("config %s: %s", path, namingKeys(&doc, err))
 	}
 	// One document: a second one (after ---) would be silently ignored.
 	var more yaml.Node
@@ -232,6 +237,96 @@ func LoadConfigFile(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: more than one YAML document (a line ---); the configuration is one", path)
 	}
 	return cfg, nil
+}
+
+// namingKeys is err's text with each "line N: " naming the key on line
+// N of doc (as "line 3: ca.ca_ttl: ..."; with several keys on the line,
+// as in ca: {a: 1, b: 2}, the key holding them all; with none, the list
+// item there, as admins[1]).
+func namingKeys(doc *yaml.Node, err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(l), "line ")
+		n, _, found := strings.Cut(rest, ": ")
+		line, convErr := strconv.Atoi(n)
+		if !ok || !found || convErr != nil {
+			continue
+		}
+		var keys, items [][]string
+		onLine(doc, line, nil, &keys, &items)
+		var key []string
+		if len(keys) > 0 {
+			deepest := 0
+			for _, k := range keys {
+				deepest = max(deepest, len(k))
+			}
+			keys = slices.DeleteFunc(keys, func(k []string) bool { return len(k) < deepest })
+			key = commonKey(keys)
+		} else if len(items) > 0 {
+			key = items[0] // the outermost
+		}
+		if text := keyText(key); text != "" {
+			lines[i] = strings.Replace(l, "line "+n+": ", "line "+n+": "+text+": ", 1)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// onLine adds to keys the path of every mapping key on line in n, and to
+// items that of every list item starting on it, outermost first (a path
+// is its keys, and [i] for list items).
+func onLine(n *yaml.Node, line int, path []string, keys, items *[][]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			onLine(c, line, path, keys, items)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			sub := append(slices.Clip(path), k.Value)
+			if k.Line == line {
+				*keys = append(*keys, sub)
+			}
+			onLine(n.Content[i+1], line, sub, keys, items)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			sub := append(slices.Clip(path), fmt.Sprintf("[%d]", i))
+			if c.Line == line {
+				*items = append(*items, sub)
+			}
+			onLine(c, line, sub, keys, items)
+		}
+	}
+}
+
+// commonKey is the longest path every one of paths is, or is under.
+func commonKey(paths [][]string) []string {
+	if len(paths) == 0 {
+		return nil
+	}
+	common := paths[0]
+	for _, p := range paths[1:] {
+		n := 0
+		for n < len(common) && n < len(p) && common[n] == p[n] {
+			n++
+		}
+		common = common[:n]
+	}
+	return common
+}
+
+// keyText writes a path as the config's keys read: ca.ca_ttl, admins[1].
+func keyText(path []string) string {
+	var b strings.Builder
+	for i, seg := range path {
+		if i > 0 && !strings.HasPrefix(seg, "[") {
+			b.WriteByte('.')
+		}
+		b.WriteString(seg)
+	}
+	return b.String()
 }
 
 // groupCommitWait is GroupCommitWait, or its default when it is not set.
@@ -315,6 +410,12 @@ func (c *Config) Validate() error {
 	if err := c.Federation.validate(); err != nil {
 		return err
 	}
+	if err := c.checkFederations(); err != nil {
+		return err
+	}
+	if err := checkOrigin(c.Audit.Origin); err != nil {
+		return err
+	}
 	if _, err := c.Attestation.TPM.Load(); err != nil {
 		return err
 	}
@@ -383,6 +484,62 @@ func (f *FederationConfig) validate() error {
 	return nil
 }
 
+// checkFederations checks each federated trust domain as adding it
+// will (its relationship, its bundle file, not this trust domain), and
+// the web roots file: a mistake stops the server before it creates or
+// changes anything, with the key named.
+func (c *Config) checkFederations() error {
+	own, _ := spiffeid.TrustDomainFromString(c.TrustDomain) // checked first
+	for _, t := range c.Federation.TrustDomains {
+		f, err := t.federation()
+		if err != nil {
+			return fmt.Errorf("federation.trust_domains: %w", err)
+		}
+		rel, _, err := f.relationship()
+		if err != nil {
+			return fmt.Errorf("federation.trust_domains: %q: %w", t.TrustDomain, err)
+		}
+		if rel.TrustDomain == own {
+			return fmt.Errorf("federation.trust_domains: %q: cannot federate with the own trust domain", t.TrustDomain)
+		}
+	}
+	if c.Federation.WebRootsFile != "" {
+		if _, err := loadPool(c.Federation.WebRootsFile); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// federation is the relationship t configures, its bundle file read.
+func (t FederatedTrustDomain) federation() (*Federation, error) {
+	f := &Federation{TrustDomain: t.TrustDomain, BundleEndpointURL: t.BundleEndpointURL, Profile: t.Profile, EndpointSPIFFEID: t.EndpointSPIFFEID}
+	if t.BundleFile != "" {
+		b, err := os.ReadFile(t.BundleFile)
+		if err != nil {
+			return nil, fmt.Errorf("%q: bundle_file: %w", t.TrustDomain, err)
+		}
+		f.Bundle = b
+	}
+	return f, nil
+}
+
+// checkOrigin checks audit.origin: a name a note signer key may have
+// (the log's checkpoints are signed under it). Empty: the default.
+func checkOrigin(origin string) error {
+	if origin == "" {
+		return nil
+	}
+	skey, _, err := note.GenerateKey(rand.Reader, origin)
+	if err == nil {
+		_, err = note.NewSigner(skey)
+	}
+	if err != nil {
+		return fmt.Errorf("audit.origin %q: not a log origin (no spaces, no +; as example.com/log): %v", origin, err)
+	}
+	return nil
+}
+
 func (h *HTTPConfig) validate() error {
 	if h.PublicURL != "" {
 		u, err := url.Parse(h.PublicURL)
@@ -425,6 +582,11 @@ func (t *TPMConfig) Load() (attest.TPMConfig, error) {
 			i, err := strconv.Atoi(k)
 			if err != nil {
 				return out, fmt.Errorf("attestation.tpm.pcr_profiles.%s: PCR %q is not a number", name, k)
+			}
+			// One spelling per PCR: "7" and "07" would be one PCR with
+			// two golden values, one of them chosen at random.
+			if strconv.Itoa(i) != k {
+				return out, fmt.Errorf("attestation.tpm.pcr_profiles.%s: PCR %q: write it as %d", name, k, i)
 			}
 			val, err := hex.DecodeString(strings.TrimPrefix(strings.ToLower(v), "0x"))
 			if err != nil {

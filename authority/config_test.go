@@ -41,6 +41,26 @@ func TestConfigValidate(t *testing.T) {
 		{"federation without url", func(c *authority.Config) {
 			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example"}}
 		}, "bundle_endpoint_url"},
+		// Checked as adding the relationship will check it, before anything
+		// is created.
+		{"federation with a misspelt profile", func(c *authority.Config) {
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", Profile: "https_spifee"}}
+		}, `federation.trust_domains: "org-b.example"`},
+		{"federation over http", func(c *authority.Config) {
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "http://b/v1/bundle"}}
+		}, `federation.trust_domains: "org-b.example"`},
+		{"federation with itself", func(c *authority.Config) {
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: authority.DefaultTrustDomain, BundleEndpointURL: "https://b/v1/bundle"}}
+		}, "own trust domain"},
+		{"federation bundle file missing", func(c *authority.Config) {
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", BundleFile: "/nonexistent/b.json"}}
+		}, "bundle_file"},
+		{"web roots file missing", func(c *authority.Config) { c.Federation.WebRootsFile = "/nonexistent/roots.pem" }, "federation.web_roots_file"},
+		{"audit origin with a space", func(c *authority.Config) { c.Audit.Origin = "bad origin+x" }, "audit.origin"},
+		{"audit origin", func(c *authority.Config) { c.Audit.Origin = "mandate.example/log" }, ""},
+		{"a PCR written two ways", func(c *authority.Config) {
+			c.Attestation.TPM.PCRProfiles = map[string]authority.PCRProfileConfig{"p": {SHA256: map[string]string{"7": strings.Repeat("aa", 32), "07": strings.Repeat("bb", 32)}}}
+		}, "attestation.tpm.pcr_profiles.p"},
 		{"tiny body limit", func(c *authority.Config) { c.HTTP.MaxBodyBytes = 10 }, "http.max_body_bytes"},
 		{"public URL not https", func(c *authority.Config) { c.HTTP.PublicURL = "http://mandate.example" }, "http.public_url"},
 		{"public URL with a path", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example/api" }, "http.public_url"},
@@ -75,6 +95,12 @@ func TestLoadConfigFile(t *testing.T) {
 		{"keys", "trust_domain: org-a.example\nca:\n  x509_svid_ttl: 30m\n", ""},
 		{"unknown key", "trust_domian: org-a.example\n", "trust_domian"},
 		{"bad duration", "ca:\n  ca_ttl: forever\n", "not a duration"},
+		// Errors name the key at fault, not only its line.
+		{"a duration, named", "ca:\n  key_type: ec-p256\n  ca_ttl: 24\n", "line 3: ca.ca_ttl: "},
+		{"a duration in a flow mapping, named", "ca: {ca_ttl: 24}\n", "line 1: ca.ca_ttl: "},
+		{"a type, named", "http:\n  max_body_bytes: 64KiB\n", "line 2: http.max_body_bytes: "},
+		{"a list item, named", "admins:\n  - spiffe://a.example/x\n  - [x]\n", "line 3: admins[1]: "},
+		{"an unknown key in a list, named", "federation:\n  trust_domains:\n    - trust_domain: b.example\n      oops: 1\n", "line 4: federation.trust_domains[0].oops: "},
 		{"not yaml", "{{{", "config"},
 		{"two documents", "listen: 127.0.0.1:0\n---\nlisten: 0.0.0.0:8443\nbogus_key: 1\n", "more than one YAML document"},
 		{"a document and a separator", "listen: 127.0.0.1:0\n---\n", "more than one YAML document"},

@@ -135,13 +135,9 @@ func (a *Authority) configuredFederations(ctx context.Context, stored []*Federat
 		if have[name] {
 			continue
 		}
-		f := &Federation{TrustDomain: t.TrustDomain, BundleEndpointURL: t.BundleEndpointURL, Profile: t.Profile, EndpointSPIFFEID: t.EndpointSPIFFEID}
-		if t.BundleFile != "" {
-			b, err := os.ReadFile(t.BundleFile)
-			if err != nil {
-				return fmt.Errorf("federation %q: bundle_file: %w", t.TrustDomain, err)
-			}
-			f.Bundle = b
+		f, err := t.federation()
+		if err != nil {
+			return fmt.Errorf("federation %w", err)
 		}
 		if _, err := a.addFederation(ctx, f, nil); err != nil {
 			return fmt.Errorf("federation %q: %w", t.TrustDomain, err)

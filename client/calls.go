@@ -30,6 +30,9 @@ type JoinToken struct {
 // CreateJoinToken asks for a single-use join token (admin).
 func (c *Client) CreateJoinToken(ctx context.Context, ttl time.Duration) (*JoinToken, error) {
 	out := new(JoinToken)
+	if ttl < 0 || ttl%time.Second != 0 {
+		return out, fmt.Errorf("client: join token ttl %s: a whole number of seconds (0: the authority's default)", ttl)
+	}
 	return out, c.Do(ctx, http.MethodPost, "/v1/admin/join-tokens", map[string]int64{"ttl_seconds": int64(ttl / time.Second)}, out)
 }
 

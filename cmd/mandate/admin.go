@@ -80,6 +80,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
+	for flag, d := range map[string]time.Duration{"--ttl": adminFlags.ttl, "--x509-ttl": adminFlags.x509TTL, "--jwt-ttl": adminFlags.jwtTTL} {
+		if err := wholeSeconds(flag, d); err != nil {
+			return err
+		}
+	}
 	if cf.creds == "" {
 		cf.creds = filepath.Join(dataDir, "admin")
 	}
@@ -156,6 +161,15 @@ func oneArg(args []string, what string) (string, error) {
 		return "", usagef("want exactly one argument: %s", what)
 	}
 	return args[0], nil
+}
+
+// wholeSeconds refuses a lifetime the API cannot carry (it takes whole
+// seconds): 500ms would be 0, the authority's default, not half a second.
+func wholeSeconds(flag string, d time.Duration) error {
+	if d < 0 || d%time.Second != 0 {
+		return usagef("%s %s: give a whole number of seconds or more (as 90s, 10m)", flag, d)
+	}
+	return nil
 }
 
 func adminJoinToken(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {

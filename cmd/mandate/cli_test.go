@@ -243,6 +243,12 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"audit", "tail", "extra"},
 		{"bundle", "show", "extra"},
 		{"svid", "jwt", "--audience", "a", "b"},
+		// An empty value is not the default in disguise.
+		{"serve", "--trust-domain", ""},
+		{"serve", "--data-dir=", "--listen", "127.0.0.1:0"},
+		// The API takes whole seconds: 500ms is not 0 (the default).
+		{"admin", "join-token", "create", "--ttl", "500ms"},
+		{"admin", "agent", "create", "--spiffe-id", "spiffe://a.example/agent/a", "--jwt-ttl", "1500ms"},
 	}
 	for _, args := range tests {
 		var out, errOut bytes.Buffer
@@ -265,6 +271,12 @@ func TestCLIUsageErrors(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"serve", "--trust-domain", "Bad Domain", "--data-dir", t.TempDir()}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "trust_domain") {
 		t.Errorf("mandate serve with a bad trust domain = %v, want a configuration error naming trust_domain", err)
+	}
+	// Stopped (SIGTERM) while it starts: a stop as asked, exit status 0.
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := run(stopped, []string{"serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}, &out, &errOut); err != nil {
+		t.Errorf("mandate serve stopped while starting = %v, want nil (exit 0)", err)
 	}
 }
 

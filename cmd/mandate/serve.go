@@ -106,7 +106,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, stdout, stderr)
+	err = serve(ctx, cfg, stdout, stderr)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil // stopped (SIGTERM, SIGINT) while starting: as asked
+	}
+	return err
 }
 
 func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
@@ -117,7 +121,15 @@ func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
 			return authority.Config{}, err
 		}
 	}
+	var empty []string
 	fs.Visit(func(fl *flag.Flag) {
+		// An empty value would fall back to the default, not keep the
+		// config file's: a --trust-domain "$TD" with TD unset is a
+		// mistake, never the development trust domain. (--policy-dir ""
+		// is the embedded policies, as its default.)
+		if fl.Value.String() == "" && fl.Name != "policy-dir" {
+			empty = append(empty, "--"+fl.Name)
+		}
 		switch fl.Name {
 		case "trust-domain":
 			cfg.TrustDomain = f.trustDomain
@@ -131,6 +143,9 @@ func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
 			cfg.Policy.Dir = f.policyDir
 		}
 	})
+	if len(empty) > 0 {
+		return authority.Config{}, usagef("%s given an empty value: give a value, or leave the flag out for the config file's (or the default)", strings.Join(empty, ", "))
+	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return authority.Config{}, fmt.Errorf("invalid configuration: %w", err)
@@ -158,6 +173,12 @@ func tuneGC() {
 func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) error {
 	tuneGC()
 	log := newLogger(cfg.LogLevel, stderr)
+	// SIGHUP is caught from the start: one sent while the authority
+	// starts (its store check can take seconds) reloads the policies once
+	// it runs, instead of killing it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	// The listeners (and the https_web certificate) first: a port in use
 	// or a missing certificate stops the server before it creates or
 	// changes anything.
@@ -206,7 +227,7 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	printNextSteps(stdout, a, ln.Addr().String())
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
-	g.Go(func() error { reloadOnHUP(gctx, a, log); return nil })
+	g.Go(func() error { reloadOnHUP(gctx, hup, a, log); return nil })
 	if web != nil {
 		g.Go(func() error { return web.serve(gctx, srv) })
 	}
@@ -217,10 +238,7 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 
 // reloadOnHUP reloads the policies on SIGHUP, as `mandate policy reload`
 // does; a refused revision is logged and the active one stays.
-func reloadOnHUP(ctx context.Context, a *authority.Authority, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, a *authority.Authority, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
