@@ -1,6 +1,9 @@
 package api
 
 import (
+	"context"
+	"encoding/base64"
+	"fmt"
 	"net/http"
 
 	"mandate.dev/mandate/authority"
@@ -18,8 +21,45 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
-	out, err := s.a.ListAgents(r.Context(), callerOf(r))
-	answer(w, r, s, http.StatusOK, map[string]any{"agents": out}, err)
+	listed(w, r, s, "agents", s.a.ListAgents, func(a *registry.Agent) string { return a.SPIFFEID })
+}
+
+// maxListPage bounds a page of an admin list.
+const maxListPage = 500
+
+// listed answers an admin list (agents, nodes): every entry, or with
+// ?limit=N (1–500) a page of them and, when more follow, a
+// next_page_token to ask the next with (?page_token=).
+func listed[T any](w http.ResponseWriter, r *http.Request, s *Server, name string,
+	list func(context.Context, *authority.Caller, authority.Page) ([]T, bool, error), idOf func(T) string) {
+	params, err := queryParams(r, "limit", "page_token")
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	var page authority.Page
+	if v := params.Get("limit"); v != "" {
+		n, err := parseUint(v, "limit")
+		if err != nil || n < 1 || n > maxListPage {
+			writeError(w, r, s.log, fmt.Errorf("%w: limit must be from 1 to %d", errBadQuery, maxListPage))
+			return
+		}
+		page.Limit = int(n)
+	}
+	if v := params.Get("page_token"); v != "" {
+		after, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil || page.Limit == 0 {
+			writeError(w, r, s.log, fmt.Errorf("%w: page_token must be a next_page_token, given with limit", errBadQuery))
+			return
+		}
+		page.After = string(after)
+	}
+	out, more, err := list(r.Context(), callerOf(r), page)
+	body := map[string]any{name: out}
+	if more && len(out) > 0 {
+		body["next_page_token"] = base64.RawURLEncoding.EncodeToString([]byte(idOf(out[len(out)-1])))
+	}
+	answer(w, r, s, http.StatusOK, body, err)
 }
 
 func (s *Server) getAgent(w http.ResponseWriter, r *http.Request) {
@@ -47,8 +87,7 @@ func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
-	out, err := s.a.ListNodes(r.Context(), callerOf(r))
-	answer(w, r, s, http.StatusOK, map[string]any{"nodes": out}, err)
+	listed(w, r, s, "nodes", s.a.ListNodes, func(n *registry.Node) string { return n.SPIFFEID })
 }
 
 func (s *Server) banNode(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -608,5 +609,62 @@ func TestNodeRenewsItself(t *testing.T) {
 	}
 	if _, err := e.admin.X509SVID(ctx, node.id.String(), csr); problemName(err) != "forbidden" {
 		t.Errorf("the admin minting a node SVID = %v, want forbidden", err)
+	}
+}
+
+// TestAdminListsInPages: ?limit asks a page of agents or nodes, and its
+// next_page_token the next, until every one was listed once, in order.
+func TestAdminListsInPages(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	node := e.joinNode()
+	var want []string
+	for i := range 7 {
+		want = append(want, e.registerAgent(fmt.Sprintf("a%d", i), node.id))
+	}
+	var got []string
+	token, pages := "", 0
+	for {
+		var page struct {
+			Agents        []client.Agent `json:"agents"`
+			NextPageToken string         `json:"next_page_token"`
+		}
+		q := "/v1/admin/agents?limit=3"
+		if token != "" {
+			q += "&page_token=" + token
+		}
+		if err := e.admin.Do(ctx, http.MethodGet, q, nil, &page); err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if len(page.Agents) > 3 {
+			t.Fatalf("a page of %d agents with limit=3", len(page.Agents))
+		}
+		for _, a := range page.Agents {
+			got = append(got, a.SPIFFEID)
+		}
+		if page.NextPageToken == "" {
+			break
+		}
+		token = page.NextPageToken
+	}
+	if pages != 3 || strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("%d pages listed %v, want 3 pages listing %v", pages, got, want)
+	}
+	all, err := e.admin.ListAgents(ctx)
+	if err != nil || len(all) != len(want) {
+		t.Fatalf("ListAgents = %d agents, %v; want %d", len(all), err, len(want))
+	}
+	var nodes struct {
+		Nodes         []client.Node `json:"nodes"`
+		NextPageToken string        `json:"next_page_token"`
+	}
+	if err := e.admin.Do(ctx, http.MethodGet, "/v1/admin/nodes?limit=1", nil, &nodes); err != nil || len(nodes.Nodes) != 1 || nodes.NextPageToken != "" {
+		t.Fatalf("nodes?limit=1 with one node: %+v, %v; want it and no next page", nodes, err)
+	}
+	for _, q := range []string{"limit=0", "limit=501", "limit=x", "page_token=YQ", "limit=3&page_token=%%%", "limit=3&page_token=@@", "limit=3&limit=4", "offset=3"} {
+		if err := e.admin.Do(ctx, http.MethodGet, "/v1/admin/agents?"+q, nil, nil); problemName(err) != "invalid-request" {
+			t.Errorf("agents?%s = %v, want invalid-request", q, err)
+		}
 	}
 }

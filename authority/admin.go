@@ -140,32 +140,38 @@ func (a *Authority) GetAgent(ctx context.Context, c *Caller, id string) (*regist
 	return ag, err
 }
 
-// ListAgents returns every registration.
-func (a *Authority) ListAgents(ctx context.Context, c *Caller) ([]*registry.Agent, error) {
-	if err := a.require(c, RoleAdmin); err != nil {
-		return nil, err
-	}
-	var out []*registry.Agent
-	err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		out, err = registry.ListAgents(tx)
-		return err
-	})
-	return out, err
+// ListAgents returns the registrations of page (every one with a zero
+// Page), ordered by SPIFFE ID, and whether more follow.
+func (a *Authority) ListAgents(ctx context.Context, c *Caller, page Page) ([]*registry.Agent, bool, error) {
+	return listPage(ctx, a, c, page, registry.ListAgentsAfter)
 }
 
-// ListNodes returns every attested node.
-func (a *Authority) ListNodes(ctx context.Context, c *Caller) ([]*registry.Node, error) {
+// ListNodes returns the attested nodes of page (every one with a zero
+// Page), ordered by SPIFFE ID, and whether more follow.
+func (a *Authority) ListNodes(ctx context.Context, c *Caller, page Page) ([]*registry.Node, bool, error) {
+	return listPage(ctx, a, c, page, registry.ListNodesAfter)
+}
+
+// Page is a page of a list ordered by SPIFFE ID: the entries after
+// After ("": from the first), at most Limit of them (0: all).
+type Page struct {
+	After string
+	Limit int
+}
+
+// listPage is a page of a registry list, for an admin.
+func listPage[T any](ctx context.Context, a *Authority, c *Caller, page Page, list func(store.Tx, string, int) ([]T, bool, error)) ([]T, bool, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var out []*registry.Node
+	var out []T
+	var more bool
 	err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		out, err = registry.ListNodes(tx)
+		out, more, err = list(tx, page.After, page.Limit)
 		return err
 	})
-	return out, err
+	return out, more, err
 }
 
 // BanNode bans a node: it and the agents it hosts get no more credentials.

@@ -74,7 +74,7 @@ func TestChangesTheLogWouldRefuseAreNotMade(t *testing.T) {
 			if _, err := a.CreateAgent(ctx, admin, &ag); !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("CreateAgent = %v, want registry.ErrInvalid saying %q", err, tc.want)
 			}
-			if list, err := a.ListAgents(ctx, admin); err != nil || len(list) != 0 {
+			if list, _, err := a.ListAgents(ctx, admin, Page{}); err != nil || len(list) != 0 {
 				t.Fatalf("agents after the refusal: %d, %v; want none", len(list), err)
 			}
 		})
@@ -176,7 +176,7 @@ func TestDeleteAgentTooLargeToLogWhole(t *testing.T) {
 			t.Fatalf("DeleteAgent = %v", err)
 		}
 	}
-	if list, err := a.ListAgents(ctx, admin); err != nil || len(list) != 0 {
+	if list, _, err := a.ListAgents(ctx, admin, Page{}); err != nil || len(list) != 0 {
 		t.Fatalf("agents after the deletes: %d, %v", len(list), err)
 	}
 	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "agent.deleted", Limit: 10})

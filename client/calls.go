@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -83,10 +84,40 @@ func (c *Client) DeleteAgent(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/admin/agents/"+url.PathEscape(id), nil, nil)
 }
 
-// ListAgents lists registrations (admin).
+// ListAgents lists registrations (admin), asking a page at a time.
 func (c *Client) ListAgents(ctx context.Context) ([]Agent, error) {
-	var out struct{ Agents []Agent }
-	return out.Agents, c.Do(ctx, http.MethodGet, "/v1/admin/agents", nil, &out)
+	return listAll(ctx, c, "/v1/admin/agents", func(p *struct {
+		Agents        []Agent
+		NextPageToken string `json:"next_page_token"`
+	}) ([]Agent, string) {
+		return p.Agents, p.NextPageToken
+	})
+}
+
+// listPage is the size of the pages ListAgents and ListNodes ask for.
+const listPage = 500
+
+// listAll gets every page of an admin list at path; page says what a
+// page holds and the token of the next.
+func listAll[T, P any](ctx context.Context, c *Client, path string, page func(*P) ([]T, string)) ([]T, error) {
+	all := []T{}
+	token := ""
+	for {
+		q := url.Values{"limit": {strconv.Itoa(listPage)}}
+		if token != "" {
+			q.Set("page_token", token)
+		}
+		var p P
+		if err := c.Do(ctx, http.MethodGet, path+"?"+q.Encode(), nil, &p); err != nil {
+			return all, err
+		}
+		items, next := page(&p)
+		all = append(all, items...)
+		if next == "" || next == token {
+			return all, nil
+		}
+		token = next
+	}
 }
 
 // Node is an attested node as the admin API shows it.
@@ -114,10 +145,14 @@ type NodeTPM struct {
 	PCRs        map[string]string `json:"pcrs_sha256"`
 }
 
-// ListNodes lists attested nodes (admin).
+// ListNodes lists attested nodes (admin), asking a page at a time.
 func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
-	var out struct{ Nodes []Node }
-	return out.Nodes, c.Do(ctx, http.MethodGet, "/v1/admin/nodes", nil, &out)
+	return listAll(ctx, c, "/v1/admin/nodes", func(p *struct {
+		Nodes         []Node
+		NextPageToken string `json:"next_page_token"`
+	}) ([]Node, string) {
+		return p.Nodes, p.NextPageToken
+	})
 }
 
 // BanNode bans a node (admin).

@@ -95,16 +95,16 @@ func GetNode(tx store.Tx, spiffeID string) (*Node, error) {
 
 // ListNodes returns every node, ordered by SPIFFE ID.
 func ListNodes(tx store.Tx) ([]*Node, error) {
-	out := []*Node{}
-	err := tx.Scan(BucketNodes, nil, nil, func(_, v []byte) error {
-		n := new(Node)
-		if err := decodeJSON(v, n); err != nil {
-			return err
-		}
-		out = append(out, n)
-		return nil
-	})
+	out, _, err := ListNodesAfter(tx, "", 0)
 	return out, err
+}
+
+// ListNodesAfter is ListAgentsAfter for nodes.
+func ListNodesAfter(tx store.Tx, after string, limit int) ([]*Node, bool, error) {
+	return pageAfter(tx, BucketNodes, after, limit, func(_, v []byte) (*Node, error) {
+		n := new(Node)
+		return n, decodeJSON(v, n)
+	})
 }
 
 // BanNode marks a node banned, and says whether it did: banning a banned
