@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/registry"
 )
@@ -48,6 +50,9 @@ func listed[T any](w http.ResponseWriter, r *http.Request, s *Server, name strin
 	}
 	if v := params.Get("page_token"); v != "" {
 		after, err := base64.RawURLEncoding.DecodeString(v)
+		if err == nil {
+			_, err = spiffeid.FromString(string(after)) // what next_page_token names
+		}
 		if err != nil || page.Limit == 0 {
 			writeError(w, r, s.log, fmt.Errorf("%w: page_token must be a next_page_token, given with limit", errBadQuery))
 			return

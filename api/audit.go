@@ -1,6 +1,7 @@
 package api
 
 import (
+	"compress/gzip"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -36,8 +37,8 @@ func (s *Server) auditEntry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var size uint64
-	if v := params.Get("tree_size"); v != "" {
-		if size, err = parseUint(v, "tree_size"); err != nil || size == 0 {
+	if vals, given := params["tree_size"]; given {
+		if size, err = parseUint(vals[0], "tree_size"); err != nil || size == 0 {
 			writeError(w, r, s.log, fmt.Errorf("%w: tree_size must be a positive integer", errBadQuery))
 			return
 		}
@@ -161,22 +162,53 @@ func (s *Server) tiles(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	switch {
-	case path == "checkpoint":
+	if path == "checkpoint" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")
-	case strings.Contains(path, ".p/"):
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Cache-Control", "no-cache")
-	default: // a full tile never changes
-		w.Header().Set("Content-Type", "application/octet-stream")
-		scope := "private" // readable by auditors only: no shared cache may keep it
-		if s.a.Config().Audit.PublicReadPath {
-			scope = "public"
+		_, _ = w.Write(b)
+		return
+	}
+	// A tile never changes, a partial one (.p/W) neither: its address
+	// names its width (tlog-tiles: "This endpoint is immutable").
+	w.Header().Set("Content-Type", "application/octet-stream")
+	scope := "private" // readable by auditors only: no shared cache may keep it
+	if s.a.Config().Audit.PublicReadPath {
+		scope = "public"
+	}
+	w.Header().Set("Cache-Control", scope+", max-age=31536000, immutable")
+	// Entry bundles are compressed when the client takes gzip
+	// (tlog-tiles: they SHOULD be compressed at the HTTP layer).
+	if strings.HasPrefix(path, "tile/entries/") {
+		w.Header().Add("Vary", "Accept-Encoding")
+		if acceptsGzip(r) {
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			_, _ = zw.Write(b)
+			_ = zw.Close()
+			return
 		}
-		w.Header().Set("Cache-Control", scope+", max-age=31536000, immutable")
 	}
 	_, _ = w.Write(b)
+}
+
+// acceptsGzip reports whether r's Accept-Encoding takes gzip (with no
+// q=0).
+func acceptsGzip(r *http.Request) bool {
+	for _, h := range r.Header.Values("Accept-Encoding") {
+		for part := range strings.SplitSeq(h, ",") {
+			coding, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+				continue
+			}
+			q, isQ := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
+			if !isQ {
+				return true
+			}
+			v, err := strconv.ParseFloat(q, 64)
+			return err == nil && v > 0
+		}
+	}
+	return false
 }
 
 // auditVerifierKey serves the log's verifier key (note format). It is

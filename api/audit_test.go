@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -388,6 +389,41 @@ func TestTlogTilesReadPath(t *testing.T) {
 	}
 	if resp, err := public.Get(e.url + "/tile/0/999"); err != nil || resp.StatusCode != 404 {
 		t.Errorf("GET a tile beyond the log = %v, %v; want 404", resp.StatusCode, err)
+	}
+	// Every tile is immutable, a partial one too (its width is in its
+	// address); entry bundles come gzip-compressed to a client that
+	// takes it, as tlog-tiles says they SHOULD.
+	partial := fmt.Sprintf("/tile/entries/000.p/%d", cp.Size)
+	for _, tc := range []struct{ accept, encoding string }{{"gzip", "gzip"}, {"gzip;q=0", ""}, {"", ""}, {"br, GZIP;q=0.5", "gzip"}} {
+		req, _ := http.NewRequest(http.MethodGet, e.url+partial, nil)
+		if tc.accept != "" {
+			req.Header.Set("Accept-Encoding", tc.accept)
+		} else {
+			req.Header.Set("Accept-Encoding", "identity")
+		}
+		resp, err := public.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.Header.Get("Content-Encoding") != tc.encoding || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
+			t.Errorf("GET %s, Accept-Encoding %q: Content-Encoding %q, Cache-Control %q; want %q and immutable",
+				partial, tc.accept, resp.Header.Get("Content-Encoding"), resp.Header.Get("Cache-Control"), tc.encoding)
+			continue
+		}
+		if tc.encoding == "gzip" {
+			zr, err := gzip.NewReader(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raw, err = io.ReadAll(zr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(raw, bundle[0]) {
+			t.Errorf("GET %s, Accept-Encoding %q: the bundle differs from the one read before", partial, tc.accept)
+		}
 	}
 
 	vk, err := public.Get(e.url + "/v1/audit/verifier-key")

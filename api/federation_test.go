@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -372,5 +374,37 @@ func TestFederatedBundleUpdatesAreLogged(t *testing.T) {
 	}
 	if fs := started[0]["federations"]; !reflect.DeepEqual(fs, []any{}) {
 		t.Errorf("first authority.started federations = %v, want none", fs)
+	}
+}
+
+// A federation from the config file with a bundle_file: the file
+// authenticates the peer the first time; once the relationship is
+// stored, the authority starts without it.
+func TestConfiguredFederationRestartsWithoutItsBundleFile(t *testing.T) {
+	b := start(t, "org-b.example")
+	doc, err := b.fetchBundle().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundleFile := filepath.Join(t.TempDir(), "org-b.json")
+	if err := os.WriteFile(bundleFile, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	cfg := func(c *authority.Config) {
+		c.DataDir = dataDir
+		c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: b.url + "/v1/bundle", BundleFile: bundleFile}}
+	}
+	a := start(t, "org-a.example", cfg)
+	if feds, err := a.admin.ListFederations(ctxT(t)); err != nil || len(feds) != 1 {
+		t.Fatalf("federations after the first start: %v, %v", feds, err)
+	}
+	a.stop()
+	if err := os.Remove(bundleFile); err != nil {
+		t.Fatal(err)
+	}
+	a = start(t, "org-a.example", cfg)
+	if feds, err := a.admin.ListFederations(ctxT(t)); err != nil || len(feds) != 1 || feds[0].TrustDomain != "org-b.example" {
+		t.Fatalf("federations after a restart without the bundle file: %v, %v", feds, err)
 	}
 }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -524,6 +526,42 @@ func TestNodeRenewsOnlyWithItsLatestSVID(t *testing.T) {
 	if len(refused) != 2 {
 		t.Errorf("%d node.renewal_refused entries, want 2 (one per stale SVID, however often it tries)", len(refused))
 	}
+
+	// Renewals racing from one SVID: each is issued or refused as
+	// renewed-meanwhile, and the SVID the node record names renews.
+	latest, err := renew(s3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		id  identity
+		err error
+	}
+	outs := make([]outcome, 6)
+	var wg sync.WaitGroup
+	for i := range outs {
+		wg.Go(func() { outs[i].id, outs[i].err = renew(latest) })
+	}
+	wg.Wait()
+	nodes, err := e.admin.ListNodes(ctx)
+	if err != nil || len(nodes) != 1 {
+		t.Fatal(nodes, err)
+	}
+	var recorded *identity
+	for i, o := range outs {
+		switch {
+		case o.err == nil && o.id.chain[0].SerialNumber.Text(16) == nodes[0].SVIDSerial:
+			recorded = &outs[i].id
+		case o.err != nil && problemName(o.err) != "renewed-meanwhile":
+			t.Errorf("a racing renewal: %v, want an SVID or renewed-meanwhile", o.err)
+		}
+	}
+	if recorded == nil {
+		t.Fatalf("no racing renewal got the SVID the node record names (%s)", nodes[0].SVIDSerial)
+	}
+	if _, err := renew(*recorded); err != nil {
+		t.Errorf("renewal with the SVID the record names, after the race: %v", err)
+	}
 }
 
 // TestPublicEndpoints checks the JWKS (a plain JWT verifier validates a
@@ -662,7 +700,7 @@ func TestAdminListsInPages(t *testing.T) {
 	if err := e.admin.Do(ctx, http.MethodGet, "/v1/admin/nodes?limit=1", nil, &nodes); err != nil || len(nodes.Nodes) != 1 || nodes.NextPageToken != "" {
 		t.Fatalf("nodes?limit=1 with one node: %+v, %v; want it and no next page", nodes, err)
 	}
-	for _, q := range []string{"limit=0", "limit=501", "limit=x", "page_token=YQ", "limit=3&page_token=%%%", "limit=3&page_token=@@", "limit=3&limit=4", "offset=3"} {
+	for _, q := range []string{"limit=0", "limit=501", "limit=x", "page_token=YQ", "limit=3&page_token=%%%", "limit=3&page_token=@@", "limit=3&page_token=" + base64.RawURLEncoding.EncodeToString([]byte("not a spiffe id")), "limit=3&limit=4", "offset=3"} {
 		if err := e.admin.Do(ctx, http.MethodGet, "/v1/admin/agents?"+q, nil, nil); problemName(err) != "invalid-request" {
 			t.Errorf("agents?%s = %v, want invalid-request", q, err)
 		}

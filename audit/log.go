@@ -99,6 +99,10 @@ func (c *Config) validate() error {
 
 // validateOrigin accepts a non-empty line of printable UTF-8 without
 // spaces, as a checkpoint's first line must be.
+// ValidateOrigin checks a log origin: non-empty printable UTF-8 without
+// spaces (a signed note's first line, and its signer's name).
+func ValidateOrigin(o string) error { return validateOrigin(o) }
+
 func validateOrigin(o string) error {
 	if o == "" || !utf8.ValidString(o) || strings.ContainsFunc(o, func(r rune) bool {
 		return unicode.IsSpace(r) || !unicode.IsPrint(r)

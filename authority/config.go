@@ -21,6 +21,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/credfile"
 )
 
@@ -485,16 +486,14 @@ func (f *FederationConfig) validate() error {
 }
 
 // checkFederations checks each federated trust domain as adding it
-// will (its relationship, its bundle file, not this trust domain), and
-// the web roots file: a mistake stops the server before it creates or
+// will (its relationship, not this trust domain), and the web roots file: a mistake stops the server before it creates or
 // changes anything, with the key named.
 func (c *Config) checkFederations() error {
 	own, _ := spiffeid.TrustDomainFromString(c.TrustDomain) // checked first
 	for _, t := range c.Federation.TrustDomains {
-		f, err := t.federation()
-		if err != nil {
-			return fmt.Errorf("federation.trust_domains: %w", err)
-		}
+		// Without its bundle_file: it is read only for a trust domain
+		// not stored yet (the first start), and may be gone since.
+		f := &Federation{TrustDomain: t.TrustDomain, BundleEndpointURL: t.BundleEndpointURL, Profile: t.Profile, EndpointSPIFFEID: t.EndpointSPIFFEID}
 		rel, _, err := f.relationship()
 		if err != nil {
 			return fmt.Errorf("federation.trust_domains: %q: %w", t.TrustDomain, err)
@@ -530,9 +529,12 @@ func checkOrigin(origin string) error {
 	if origin == "" {
 		return nil
 	}
-	skey, _, err := note.GenerateKey(rand.Reader, origin)
+	err := audit.ValidateOrigin(origin)
 	if err == nil {
-		_, err = note.NewSigner(skey)
+		var skey string
+		if skey, _, err = note.GenerateKey(rand.Reader, origin); err == nil {
+			_, err = note.NewSigner(skey)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("audit.origin %q: not a log origin (no spaces, no +; as example.com/log): %v", origin, err)

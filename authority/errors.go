@@ -13,4 +13,7 @@ var (
 	ErrFederation         = errors.New("authority: invalid federation relationship")
 	// ErrSVIDSuperseded is a node renewing with an SVID replaced since.
 	ErrSVIDSuperseded = errors.New("authority: SVID superseded")
+	// ErrRenewedMeanwhile is a node renewal that lost a race with another
+	// renewal of the node.
+	ErrRenewedMeanwhile = errors.New("authority: renewed meanwhile")
 )

@@ -226,7 +226,18 @@ func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pu
 		}
 		return node, nil
 	}
-	if err := a.store.View(ctx, func(tx store.Tx) error { _, err := renewable(tx); return err }); err != nil {
+	// The node's latest serial as this renewal found it: the commit
+	// requires it unchanged, so that of renewals racing from one SVID
+	// only one is issued (each of the others would be an SVID replaced
+	// as it is handed out, unable to renew).
+	var seen string
+	if err := a.store.View(ctx, func(tx store.Tx) error {
+		node, err := renewable(tx)
+		if err == nil {
+			seen = node.SVIDSerial
+		}
+		return err
+	}); err != nil {
 		if errors.Is(err, ErrSVIDSuperseded) {
 			a.supersededRenewal(ctx, id, presented, err)
 		}
@@ -242,6 +253,9 @@ func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pu
 		node, err := renewable(tx)
 		if err != nil {
 			return err
+		}
+		if node.SVIDSerial != seen {
+			return fmt.Errorf("%w: %s was renewed by another request while this one was made; use the SVID that request got, or ask again", ErrRenewedMeanwhile, id)
 		}
 		node.PrevSVIDSerial = presented
 		node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt

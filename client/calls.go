@@ -127,6 +127,8 @@ type Node struct {
 	Level             string    `json:"level"`
 	Selectors         []string  `json:"selectors"`
 	AttestedAt        time.Time `json:"attested_at"`
+	SVIDSerial        string    `json:"svid_serial"`
+	PrevSVIDSerial    string    `json:"prev_svid_serial,omitempty"`
 	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
 	TPM               *NodeTPM  `json:"tpm,omitempty"`
 	Drifted           bool      `json:"drifted"`

@@ -442,7 +442,10 @@ func parseProof(data []byte) (*provenEntry, error) {
 	if !ok {
 		return nil, errors.New("proof: no index line")
 	}
-	if p.index, err = strconv.ParseUint(idx, 10, 64); err != nil {
+	if p.index, err = strconv.ParseUint(idx, 10, 64); err == nil && strconv.FormatUint(p.index, 10) != idx {
+		err = errors.New("not in canonical form (no leading zeroes)") // c2sp.org/tlog-proof
+	}
+	if err != nil {
 		return nil, fmt.Errorf("proof: index: %w", err)
 	}
 	for _, l := range lines[3:] {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -25,4 +26,15 @@ func FuzzParseProof(f *testing.F) {
 			}
 		}
 	})
+}
+
+// c2sp.org/tlog-proof: the index is "an ASCII decimal with no leading
+// zeroes (unless the index is 0)".
+func TestParseProofIndexIsCanonical(t *testing.T) {
+	for idx, ok := range map[string]bool{"0": true, "300": true, "0300": false, "00": false, "+3": false, "3 ": false} {
+		_, err := parseProof([]byte("c2sp.org/tlog-proof@v1\nextra e30=\nindex " + idx + "\n\norigin\n1\nAAAA\n\n— origin sig\n"))
+		if got := err == nil || !strings.Contains(err.Error(), "index"); got != ok {
+			t.Errorf("index %q: %v, want accepted %v", idx, err, ok)
+		}
+	}
 }
