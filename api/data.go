@@ -446,9 +446,17 @@ func (s *Server) accessEvaluation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	var req authority.AccessRequest
-	if err := decodeJSONLoose(r, &req); err != nil {
+	var body struct {
+		authority.AccessRequest
+		Input json.RawMessage `json:"input"`
+	}
+	if err := decodeJSONLoose(r, &body); err != nil {
 		writeError(w, r, s.log, err)
+		return
+	}
+	req := body.AccessRequest
+	if body.Input != nil && req.Subject == nil {
+		writeError(w, r, s.log, fmt.Errorf("%w: the body is the AuthZEN request itself ({\"subject\", \"action\", \"resource\"}), not wrapped in \"input\" as for /v1/data", authority.ErrInvalidRequest))
 		return
 	}
 	if err := checkAccessRequest(req); err != nil {

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -482,6 +483,10 @@ func TestAuthZEN(t *testing.T) {
 	}
 	if status, ans := do(t, gw, "POST", "/access/v1/evaluation", "application/json", []byte(`{"subject": "x"}`)); status != 400 || ans["type"] == nil {
 		t.Fatalf("bad request: %d %v", status, ans)
+	}
+	// The Data API's wrapping, by mistake: the error says so.
+	if status, ans := do(t, gw, "POST", "/access/v1/evaluation", "application/json", []byte(`{"input": `+eval("calendar:read")+`}`)); status != 400 || !strings.Contains(fmt.Sprint(ans["detail"]), `not wrapped in "input"`) {
+		t.Fatalf("a request wrapped in input: %d %v", status, ans)
 	}
 }
 

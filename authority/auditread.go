@@ -36,7 +36,7 @@ func (a *Authority) requireReader(c *Caller) error {
 		return ErrUnauthenticated
 	}
 	if r := a.RoleOf(c.ID); r != RoleAdmin && r != RoleAuditor {
-		return fmt.Errorf("%w: %s has role %s; reading the audit log needs admin or auditor", ErrForbidden, c.ID, r)
+		return fmt.Errorf("%w: %s has role %s; reading the audit log needs admin or auditor (this authority's audit.auditors lists its auditors)", ErrForbidden, c.ID, r)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -269,8 +270,81 @@ func namingKeys(doc *yaml.Node, err error) string {
 		if text := keyText(key); text != "" {
 			lines[i] = strings.Replace(l, "line "+n+": ", "line "+n+": "+text+": ", 1)
 		}
+		lines[i] = unknownKey(lines[i])
 	}
 	return strings.Join(lines, "\n")
+}
+
+// unknownKey rewrites yaml's "field x not found in type authority.T" as
+// the keys that section has, and the one meant when one is near.
+func unknownKey(line string) string {
+	i := strings.Index(line, "field ")
+	if i < 0 {
+		return line
+	}
+	field, typ, ok := strings.Cut(line[i+len("field "):], " not found in type ")
+	if !ok {
+		return line
+	}
+	known := configKeys()[typ]
+	if len(known) == 0 {
+		return line
+	}
+	msg := "unknown key " + strconv.Quote(field)
+	for _, k := range known {
+		if editDistance(k, field) <= 2 {
+			msg += fmt.Sprintf(" (did you mean %q?)", k)
+			break
+		}
+	}
+	return line[:i] + msg + "; the keys here: " + strings.Join(known, ", ")
+}
+
+// configKeys maps each struct type of Config (as reflect names it,
+// authority.AuditConfig) to its YAML keys.
+func configKeys() map[string][]string {
+	out := map[string][]string{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || out[t.String()] != nil {
+			return
+		}
+		out[t.String()] = []string{}
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" || !f.IsExported() {
+				continue
+			}
+			out[t.String()] = append(out[t.String()], name)
+			walk(f.Type)
+		}
+	}
+	walk(reflect.TypeFor[Config]())
+	return out
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // onLine adds to keys the path of every mapping key on line in n, and to

@@ -491,8 +491,13 @@ func TestBoundTokenHolder(t *testing.T) {
 		{"an inspector naming the holder, without its certificate", delegation.VerifyOptions{AnyHolder: true, Presenter: w.c.id}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := delegation.Verify(tok, w.set, tc.opts); (err == nil) != tc.ok {
+			_, err := delegation.Verify(tok, w.set, tc.opts)
+			if (err == nil) != tc.ok {
 				t.Fatalf("Verify = %v, want ok=%v", err, tc.ok)
+			}
+			// Without a certificate, the error says one is needed.
+			if err != nil && errors.Is(err, delegation.ErrPresenterCertNeeded) != (tc.opts.PresenterCert == nil) {
+				t.Fatalf("Verify = %v: ErrPresenterCertNeeded is for a missing certificate only", err)
 			}
 		})
 	}

@@ -29,6 +29,9 @@ var (
 	ErrNotHolder          = errors.New("delegation: presenter is not the token's holder")
 	ErrDelegatorSignature = errors.New("delegation: delegator signature invalid")
 	ErrChain              = errors.New("delegation: chain is inconsistent")
+	// ErrPresenterCertNeeded is ErrNotHolder for a token bound to a
+	// certificate (cnf) verified with no presenter's certificate.
+	ErrPresenterCertNeeded = fmt.Errorf("%w: the token is bound to a certificate (cnf), and the presenter's was not given", ErrNotHolder)
 	// ErrTooLarge is Issue's refusal of a hop whose token, its ancestors
 	// inside, would exceed MaxTokenSize: no verifier would read it.
 	ErrTooLarge = errors.New("delegation: chain too long for a token")
@@ -95,9 +98,13 @@ func Verify(token string, bundles Bundles, opts VerifyOptions) ([]*Claims, error
 	}
 	// An inspector (AnyHolder) naming neither a presenter nor a
 	// certificate checks no binding.
-	if last.Cnf != nil && !(opts.AnyHolder && opts.Presenter.IsZero() && opts.PresenterCert == nil) &&
-		(opts.PresenterCert == nil || Thumbprint(opts.PresenterCert) != last.Cnf.X5tS256) {
-		return nil, fmt.Errorf("%w: the token is bound to another certificate", ErrNotHolder)
+	if last.Cnf != nil && !(opts.AnyHolder && opts.Presenter.IsZero() && opts.PresenterCert == nil) {
+		if opts.PresenterCert == nil {
+			return nil, ErrPresenterCertNeeded
+		}
+		if Thumbprint(opts.PresenterCert) != last.Cnf.X5tS256 {
+			return nil, fmt.Errorf("%w: the token is bound to another certificate", ErrNotHolder)
+		}
 	}
 	return chain, nil
 }

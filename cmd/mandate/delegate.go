@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -232,6 +233,9 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		opts.PresenterCert = certs[0]
 	}
 	chain, err := delegation.Verify(strings.TrimSpace(string(tok)), set, opts)
+	if errors.Is(err, delegation.ErrPresenterCertNeeded) {
+		return fmt.Errorf("%w (give it with --presenter-cert)", err)
+	}
 	if err != nil {
 		return err
 	}
