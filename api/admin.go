@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -40,16 +42,19 @@ func listed[T any](w http.ResponseWriter, r *http.Request, s *Server, name strin
 		return
 	}
 	var page authority.Page
-	if v := params.Get("limit"); v != "" {
-		n, err := parseUint(v, "limit")
+	if vals, given := params["limit"]; given {
+		n, err := parseUint(vals[0], "limit")
 		if err != nil || n < 1 || n > maxListPage {
 			writeError(w, r, s.log, fmt.Errorf("%w: limit must be from 1 to %d", errBadQuery, maxListPage))
 			return
 		}
 		page.Limit = int(n)
 	}
-	if v := params.Get("page_token"); v != "" {
-		after, err := base64.RawURLEncoding.DecodeString(v)
+	if vals, given := params["page_token"]; given {
+		after, err := base64.RawURLEncoding.DecodeString(vals[0])
+		if err == nil && len(after) == 0 {
+			err = errors.New("empty")
+		}
 		if err == nil {
 			_, err = spiffeid.FromString(string(after)) // what next_page_token names
 		}
@@ -60,12 +65,36 @@ func listed[T any](w http.ResponseWriter, r *http.Request, s *Server, name strin
 		page.After = string(after)
 	}
 	out, more, err := list(r.Context(), callerOf(r), page)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	// A page also ends at maxListPageBytes of entries (one at least): a
+	// client reads answers of at most 4 MiB, and a registration may be
+	// tens of KiB.
+	if page.Limit > 0 {
+		size := 0
+		for i, x := range out {
+			b, err := json.Marshal(x)
+			if err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
+			if size += len(b); size > maxListPageBytes && i > 0 {
+				out, more = out[:i], true
+				break
+			}
+		}
+	}
 	body := map[string]any{name: out}
 	if more && len(out) > 0 {
 		body["next_page_token"] = base64.RawURLEncoding.EncodeToString([]byte(idOf(out[len(out)-1])))
 	}
-	answer(w, r, s, http.StatusOK, body, err)
+	answer(w, r, s, http.StatusOK, body, nil)
 }
+
+// maxListPageBytes bounds the entries of a page of an admin list.
+const maxListPageBytes = 2 << 20
 
 func (s *Server) getAgent(w http.ResponseWriter, r *http.Request) {
 	out, err := s.a.GetAgent(r.Context(), callerOf(r), r.PathValue("id"))

@@ -191,8 +191,9 @@ func (s *Server) tiles(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-// acceptsGzip reports whether r's Accept-Encoding takes gzip (with no
-// q=0).
+// acceptsGzip reports whether r's Accept-Encoding takes gzip: named,
+// with no weight of 0 (RFC 9110 §12.4.2, §12.5.3; parameter names in any
+// case).
 func acceptsGzip(r *http.Request) bool {
 	for _, h := range r.Header.Values("Accept-Encoding") {
 		for part := range strings.SplitSeq(h, ",") {
@@ -200,12 +201,14 @@ func acceptsGzip(r *http.Request) bool {
 			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
 				continue
 			}
-			q, isQ := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
-			if !isQ {
-				return true
+			for param := range strings.SplitSeq(params, ";") {
+				name, value, _ := strings.Cut(param, "=")
+				if strings.EqualFold(strings.TrimSpace(name), "q") {
+					q, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+					return err == nil && q > 0
+				}
 			}
-			v, err := strconv.ParseFloat(q, 64)
-			return err == nil && v > 0
+			return true
 		}
 	}
 	return false

@@ -394,7 +394,7 @@ func TestTlogTilesReadPath(t *testing.T) {
 	// address); entry bundles come gzip-compressed to a client that
 	// takes it, as tlog-tiles says they SHOULD.
 	partial := fmt.Sprintf("/tile/entries/000.p/%d", cp.Size)
-	for _, tc := range []struct{ accept, encoding string }{{"gzip", "gzip"}, {"gzip;q=0", ""}, {"", ""}, {"br, GZIP;q=0.5", "gzip"}} {
+	for _, tc := range []struct{ accept, encoding string }{{"gzip", "gzip"}, {"gzip;q=0", ""}, {"gzip;Q=0", ""}, {"gzip;x=1;q=0.0", ""}, {"", ""}, {"br, GZIP;q=0.5", "gzip"}, {"*", ""}} {
 		req, _ := http.NewRequest(http.MethodGet, e.url+partial, nil)
 		if tc.accept != "" {
 			req.Header.Set("Accept-Encoding", tc.accept)

@@ -700,9 +700,43 @@ func TestAdminListsInPages(t *testing.T) {
 	if err := e.admin.Do(ctx, http.MethodGet, "/v1/admin/nodes?limit=1", nil, &nodes); err != nil || len(nodes.Nodes) != 1 || nodes.NextPageToken != "" {
 		t.Fatalf("nodes?limit=1 with one node: %+v, %v; want it and no next page", nodes, err)
 	}
-	for _, q := range []string{"limit=0", "limit=501", "limit=x", "page_token=YQ", "limit=3&page_token=%%%", "limit=3&page_token=@@", "limit=3&page_token=" + base64.RawURLEncoding.EncodeToString([]byte("not a spiffe id")), "limit=3&limit=4", "offset=3"} {
+	for _, q := range []string{"limit=", "limit=2&page_token=", "limit=0", "limit=501", "limit=x", "page_token=YQ", "limit=3&page_token=%%%", "limit=3&page_token=@@", "limit=3&page_token=" + base64.RawURLEncoding.EncodeToString([]byte("not a spiffe id")), "limit=3&limit=4", "offset=3"} {
 		if err := e.admin.Do(ctx, http.MethodGet, "/v1/admin/agents?"+q, nil, nil); problemName(err) != "invalid-request" {
 			t.Errorf("agents?%s = %v, want invalid-request", q, err)
 		}
+	}
+}
+
+// A page of an admin list ends at 2 MiB of entries, whatever its limit:
+// the client and CLI list a registry of large registrations (each up to
+// a request body's size) within their 4 MiB answers.
+func TestAdminListOfLargeRegistrations(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	long := strings.Repeat("x", 1900)
+	var nodes []string
+	for i := range 30 {
+		nodes = append(nodes, spiffeid.RequireFromSegments(e.td, "node", "join", fmt.Sprintf("%s%d", long, i)).String())
+	}
+	const n = 45 // about 58 KiB each: 2.6 MiB in all
+	for i := range n {
+		id := spiffeid.RequireFromSegments(e.td, "agent", fmt.Sprintf("big%02d", i)).String()
+		if _, err := e.admin.CreateAgent(ctx, &client.Agent{SPIFFEID: id, NodeIDs: nodes}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var page struct {
+		Agents        []client.Agent `json:"agents"`
+		NextPageToken string         `json:"next_page_token"`
+	}
+	if err := e.admin.Do(ctx, http.MethodGet, "/v1/admin/agents?limit=500", nil, &page); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Agents) == 0 || len(page.Agents) >= n || page.NextPageToken == "" {
+		t.Fatalf("a page of %d agents of %d, next %q; want it cut at 2 MiB with a next page", len(page.Agents), n, page.NextPageToken)
+	}
+	all, err := e.admin.ListAgents(ctx)
+	if err != nil || len(all) != n {
+		t.Fatalf("ListAgents = %d agents, %v; want %d", len(all), err, n)
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -244,60 +246,126 @@ func LoadConfigFile(path string) (*Config, error) {
 // namingKeys is err's text with each "line N: " naming the key on line
 // N of doc (as "line 3: ca.ca_ttl: ..."; with several keys on the line,
 // as in ca: {a: 1, b: 2}, the key holding them all; with none, the list
-// item there, as admins[1]).
+// item there, as admins[1]), and yaml's "field x not found in type T"
+// said as the keys that section has. A document with aliases is not
+// named (an error there cites the anchor's line); at most
+// maxNamedErrors lines are kept.
 func namingKeys(doc *yaml.Node, err error) string {
 	lines := strings.Split(err.Error(), "\n")
+	more := 0
+	if len(lines) > maxNamedErrors+1 { // the first is yaml's "unmarshal errors:"
+		more = len(lines) - (maxNamedErrors + 1)
+		lines = lines[:maxNamedErrors+1]
+	}
+	idx := indexKeys(doc)
+	known := configKeys()
 	for i, l := range lines {
+		indent := l[:len(l)-len(strings.TrimLeft(l, " "))]
 		rest, ok := strings.CutPrefix(strings.TrimSpace(l), "line ")
-		n, _, found := strings.Cut(rest, ": ")
+		n, msg, found := strings.Cut(rest, ": ")
 		line, convErr := strconv.Atoi(n)
 		if !ok || !found || convErr != nil {
 			continue
 		}
-		var keys, items [][]string
-		onLine(doc, line, nil, &keys, &items)
-		var key []string
-		if len(keys) > 0 {
-			deepest := 0
-			for _, k := range keys {
-				deepest = max(deepest, len(k))
-			}
-			keys = slices.DeleteFunc(keys, func(k []string) bool { return len(k) < deepest })
-			key = commonKey(keys)
-		} else if len(items) > 0 {
-			key = items[0] // the outermost
+		msg = unknownKey(msg, known)
+		if key := idx.at(line); key != "" {
+			msg = key + ": " + msg
 		}
-		if text := keyText(key); text != "" {
-			lines[i] = strings.Replace(l, "line "+n+": ", "line "+n+": "+text+": ", 1)
-		}
-		lines[i] = unknownKey(lines[i])
+		lines[i] = indent + "line " + n + ": " + msg
+	}
+	if more > 0 {
+		lines = append(lines, fmt.Sprintf("  (and %d more)", more))
 	}
 	return strings.Join(lines, "\n")
 }
 
-// unknownKey rewrites yaml's "field x not found in type authority.T" as
-// the keys that section has, and the one meant when one is near.
-func unknownKey(line string) string {
-	i := strings.Index(line, "field ")
-	if i < 0 {
-		return line
+// maxNamedErrors bounds the errors LoadConfigFile reports.
+const maxNamedErrors = 20
+
+// keyIndex names the keys of each line of a document.
+type keyIndex struct {
+	aliases bool
+	keys    map[int][][]string // line → paths of the mapping keys on it
+	items   map[int][]string   // line → path of the outermost list item starting on it
+}
+
+// maxNamedDepth bounds the paths indexKeys records: deeper keys are
+// named by their ancestor at that depth.
+const maxNamedDepth = 16
+
+// indexKeys walks doc once.
+func indexKeys(doc *yaml.Node) *keyIndex {
+	idx := &keyIndex{keys: map[int][][]string{}, items: map[int][]string{}}
+	var walk func(n *yaml.Node, path []string)
+	walk = func(n *yaml.Node, path []string) {
+		if len(path) > maxNamedDepth {
+			return
+		}
+		switch n.Kind {
+		case yaml.AliasNode:
+			idx.aliases = true
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := n.Content[i]
+				sub := append(slices.Clip(path), k.Value)
+				idx.keys[k.Line] = append(idx.keys[k.Line], sub)
+				walk(n.Content[i+1], sub)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				sub := append(slices.Clip(path), fmt.Sprintf("[%d]", i))
+				if _, ok := idx.items[c.Line]; !ok {
+					idx.items[c.Line] = sub
+				}
+				walk(c, sub)
+			}
+		}
 	}
-	field, typ, ok := strings.Cut(line[i+len("field "):], " not found in type ")
+	walk(doc, nil)
+	return idx
+}
+
+// at names the key of line: the one key on it, or the key holding all of
+// those on it; or the outermost list item starting on it; "" when none,
+// or when the document has aliases.
+func (idx *keyIndex) at(line int) string {
+	if idx.aliases {
+		return ""
+	}
+	if keys := idx.keys[line]; len(keys) > 0 {
+		return keyText(commonKey(keys))
+	}
+	return keyText(idx.items[line])
+}
+
+// unknownKey says yaml's "field x not found in type authority.T" as the
+// keys that section has, and the one meant when one is near.
+func unknownKey(msg string, known map[string][]string) string {
+	rest, ok := strings.CutPrefix(msg, "field ")
 	if !ok {
-		return line
+		return msg
 	}
-	known := configKeys()[typ]
-	if len(known) == 0 {
-		return line
+	cut := strings.LastIndex(rest, " not found in type ")
+	if cut < 0 {
+		return msg
 	}
-	msg := "unknown key " + strconv.Quote(field)
-	for _, k := range known {
+	field, typ := rest[:cut], rest[cut+len(" not found in type "):]
+	keys := known[typ]
+	if len(keys) == 0 {
+		return msg
+	}
+	out := "unknown key " + strconv.Quote(field)
+	for _, k := range keys {
 		if editDistance(k, field) <= 2 {
-			msg += fmt.Sprintf(" (did you mean %q?)", k)
+			out += fmt.Sprintf(" (did you mean %q?)", k)
 			break
 		}
 	}
-	return line[:i] + msg + "; the keys here: " + strings.Join(known, ", ")
+	return out + "; the keys here: " + strings.Join(keys, ", ")
 }
 
 // configKeys maps each struct type of Config (as reflect names it,
@@ -326,8 +394,11 @@ func configKeys() map[string][]string {
 	return out
 }
 
-// editDistance is the Levenshtein distance of a and b.
+// editDistance is the Levenshtein distance of a and b (keys: short).
 func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return max(len(a), len(b))
+	}
 	prev := make([]int, len(b)+1)
 	for j := range prev {
 		prev[j] = j
@@ -345,35 +416,6 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
-}
-
-// onLine adds to keys the path of every mapping key on line in n, and to
-// items that of every list item starting on it, outermost first (a path
-// is its keys, and [i] for list items).
-func onLine(n *yaml.Node, line int, path []string, keys, items *[][]string) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			onLine(c, line, path, keys, items)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			sub := append(slices.Clip(path), k.Value)
-			if k.Line == line {
-				*keys = append(*keys, sub)
-			}
-			onLine(n.Content[i+1], line, sub, keys, items)
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			sub := append(slices.Clip(path), fmt.Sprintf("[%d]", i))
-			if c.Line == line {
-				*items = append(*items, sub)
-			}
-			onLine(c, line, sub, keys, items)
-		}
-	}
 }
 
 // commonKey is the longest path every one of paths is, or is under.
@@ -560,14 +602,24 @@ func (f *FederationConfig) validate() error {
 }
 
 // checkFederations checks each federated trust domain as adding it
-// will (its relationship, not this trust domain), and the web roots file: a mistake stops the server before it creates or
+// will (its relationship, not this trust domain; its bundle file on a
+// first start), and the web roots file: a mistake stops the server before it creates or
 // changes anything, with the key named.
 func (c *Config) checkFederations() error {
 	own, _ := spiffeid.TrustDomainFromString(c.TrustDomain) // checked first
+	// On a first start (no store yet) every bundle_file is read and
+	// parsed too; later it is read only for a trust domain not stored
+	// yet, and may be gone since.
+	_, statErr := os.Stat(filepath.Join(c.DataDir, "mandate.db"))
+	firstStart := errors.Is(statErr, fs.ErrNotExist)
 	for _, t := range c.Federation.TrustDomains {
-		// Without its bundle_file: it is read only for a trust domain
-		// not stored yet (the first start), and may be gone since.
 		f := &Federation{TrustDomain: t.TrustDomain, BundleEndpointURL: t.BundleEndpointURL, Profile: t.Profile, EndpointSPIFFEID: t.EndpointSPIFFEID}
+		if firstStart {
+			var err error
+			if f, err = t.federation(); err != nil {
+				return fmt.Errorf("federation.trust_domains: %w", err)
+			}
+		}
 		rel, _, err := f.relationship()
 		if err != nil {
 			return fmt.Errorf("federation.trust_domains: %q: %w", t.TrustDomain, err)

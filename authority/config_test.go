@@ -1,6 +1,7 @@
 package authority_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +55,16 @@ func TestConfigValidate(t *testing.T) {
 		}, "own trust domain"},
 		// Read only when the trust domain is not stored yet: it may be
 		// gone after the first start.
-		{"federation bundle file gone", func(c *authority.Config) {
+		{"federation bundle file missing at a first start", func(c *authority.Config) {
+			c.DataDir = "/nonexistent/mandate-data"
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", BundleFile: "/nonexistent/b.json"}}
+		}, "federation.trust_domains: \"org-b.example\": bundle_file"},
+		{"federation bundle file malformed at a first start", func(c *authority.Config) {
+			c.DataDir = "/nonexistent/mandate-data"
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", BundleFile: "config_test.go"}}
+		}, "federation.trust_domains: \"org-b.example\""},
+		{"federation bundle file gone after the first start", func(c *authority.Config) {
+			c.DataDir = "testdata/started"
 			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", BundleFile: "/nonexistent/b.json"}}
 		}, ""},
 		{"web roots file missing", func(c *authority.Config) { c.Federation.WebRootsFile = "/nonexistent/roots.pem" }, "federation.web_roots_file"},
@@ -90,6 +100,26 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+// Errors are named at a cost bounded by the document, and at most 20 of
+// them are listed.
+func TestLoadConfigFileManyErrors(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("ca:\n")
+	for i := range 20000 {
+		fmt.Fprintf(&b, "  k%d: 1\n", i)
+	}
+	b.WriteString("admins: " + strings.Repeat("{a: ", 5000) + "1" + strings.Repeat("}", 5000) + "\n")
+	path := filepath.Join(t.TempDir(), "mandate.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := authority.LoadConfigFile(path)
+	if err == nil || !strings.Contains(err.Error(), `line 2: ca.k0: unknown key "k0"`) || !strings.Contains(err.Error(), "more)") ||
+		strings.Count(err.Error(), "\n") > 25 {
+		t.Fatalf("LoadConfigFile with 20,000 unknown keys = %.300v..., want the first ones named and the rest counted", err)
+	}
+}
+
 func TestLoadConfigFile(t *testing.T) {
 	tests := []struct {
 		name, yaml, wantErr string
@@ -100,7 +130,12 @@ func TestLoadConfigFile(t *testing.T) {
 		{"bad duration", "ca:\n  ca_ttl: forever\n", "not a duration"},
 		// Errors name the key at fault, not only its line.
 		{"a duration, named", "ca:\n  key_type: ec-p256\n  ca_ttl: 24\n", "line 3: ca.ca_ttl: "},
-		{"a duration in a flow mapping, named", "ca: {ca_ttl: 24}\n", "line 1: ca.ca_ttl: "},
+		{"a duration in a flow mapping, its section named", "ca: {ca_ttl: 24}\n", "line 1: ca: "},
+		{"a mapping for a string, named", "trust_domain: {a: 1}\n", "line 1: trust_domain: cannot unmarshal"},
+		{"a list item, its list named", "admins: [{b: 1}]\n", "line 1: admins: cannot unmarshal"},
+		{"a key named like yaml's message", "\"field z\": 1\n", `line 1: field z: unknown key "field z"; the keys here: trust_domain,`},
+		// An alias: yaml cites the anchor's line; no key is named then.
+		{"an alias", "ca: {key_type: &k [1]}\nhttp: {public_url: *k}\n", "line 1: cannot unmarshal"},
 		{"a type, named", "http:\n  max_body_bytes: 64KiB\n", "line 2: http.max_body_bytes: "},
 		{"a list item, named", "admins:\n  - spiffe://a.example/x\n  - [x]\n", "line 3: admins[1]: "},
 		{"a misspelt key, the one meant suggested", "audit:\n  auditor: [x]\n", `line 2: audit.auditor: unknown key "auditor" (did you mean "auditors"?); the keys here: auditors,`},

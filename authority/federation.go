@@ -137,7 +137,7 @@ func (a *Authority) configuredFederations(ctx context.Context, stored []*Federat
 		}
 		f, err := t.federation()
 		if err != nil {
-			return fmt.Errorf("federation %w", err)
+			return fmt.Errorf("federation.trust_domains: %w", err)
 		}
 		if _, err := a.addFederation(ctx, f, nil); err != nil {
 			return fmt.Errorf("federation %q: %w", t.TrustDomain, err)
