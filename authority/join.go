@@ -91,6 +91,9 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 				node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
 				return registry.PutNode(tx, node)
 			})
+			// As a renewal: the serials and expiry changed, which the
+			// policy documents do not hold.
+			a.hosting.invalidate()
 		} else if err == nil {
 			_, err = a.recordWith(ctx, event{typ: "node.attested", actor: svid.ID.String(), subject: svid.ID.String(), details: map[string]any{
 				"method": attest.MethodJoinToken, "level": registry.LevelToken, "token_id": tokenID,
