@@ -540,9 +540,21 @@ func TestTokenExchange(t *testing.T) {
 		code   string
 	}{
 		{"wrong grant", &a, url.Values{"grant_type": {"client_credentials"}}, 400, "unsupported_grant_type"},
-		{"no client certificate", nil, root, 401, "invalid_client"},
+		// RFC 6749 §5.2: a missing parameter is invalid_request, and
+		// (§3.1) one sent without a value is missing.
+		{"no grant", &a, with(root, url.Values{"grant_type": nil}), 400, "invalid_request"},
+		{"an empty grant", &a, with(root, url.Values{"grant_type": {""}}), 400, "invalid_request"},
+		// Without an Authorization header, a failed client authentication
+		// is a 400 (a 401 must name a scheme the client used).
+		{"no client certificate", nil, root, 400, "invalid_client"},
 		{"scope escalation", &b, escalate, 400, "invalid_scope"},
-		{"parent held by someone else", &c, sub, 400, "invalid_grant"},
+		// RFC 6749 §3.3: no default scope, so none is invalid_scope.
+		{"no scope", &a, with(root, url.Values{"scope": nil}), 400, "invalid_scope"},
+		// RFC 8693 §2.2.2: a subject_token invalid for any reason is
+		// invalid_request; no token for the audience, invalid_target.
+		{"parent held by someone else", &c, sub, 400, "invalid_request"},
+		{"a subject token that is no JWT", &b, with(sub, url.Values{"subject_token": {"not.a.jwt"}}), 400, "invalid_request"},
+		{"an audience not registered", &a, with(root, url.Values{"audience": {"spiffe://org-a.example/agent/nobody"}, "delegatee_x509_svid": nil}), 400, "invalid_target"},
 		{"actor token of someone else", &b, with(root, nil), 400, "invalid_request"},
 		{"actor_token_type without an actor_token", &a, with(root, url.Values{"actor_token": nil}), 400, "invalid_request"},
 		{"two audiences", &a, with(root, url.Values{"audience": {b.id.String(), c.id.String()}}), 400, "invalid_target"},
@@ -566,10 +578,45 @@ func TestTokenExchange(t *testing.T) {
 			}
 			// Every refusal of an authenticated agent is recorded (a
 			// policy deny, invalid_scope, with its decision instead).
-			if got := len(e.auditOf("delegation.refused", "")); tc.from != nil && tc.code != "unsupported_grant_type" && tc.code != "invalid_scope" && got != refused+1 {
+			if got := len(e.auditOf("delegation.refused", "")); tc.from != nil && !strings.Contains(tc.name, "grant") && tc.code != "invalid_scope" && got != refused+1 {
 				t.Errorf("%d delegation.refused entries after the request, %d before; want one more", got, refused)
 			}
 		})
+	}
+	// Parameters sent empty are as if omitted (RFC 6749 §3.1): the root
+	// hop with an empty resource and an empty extension still exchanges.
+	if status, ans := e.exchange(&a, with(root, url.Values{"resource": {""}, "purpose": {""}})); status != 200 {
+		t.Errorf("empty parameters: %d %v, want them ignored", status, ans)
+	}
+	// An Authorization header (OAuth libraries send the client_id in
+	// one) must name the certificate's client; a 401 names its scheme.
+	// Answers are not cached (Cache-Control and Pragma, RFC 6749 §5.1),
+	// and an error_description holds only the characters §5.2 allows.
+	tokenAs := func(user string, form url.Values) (*http.Response, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, e.url+"/v1/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(url.QueryEscape(user), "")
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: e.client(a.chain, a.key).TLSConfig()}}
+		defer hc.CloseIdleConnections()
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp, out
+	}
+	if resp, out := tokenAs(b.id.String(), root); resp.StatusCode != 401 || out["error"] != "invalid_client" || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
+		t.Errorf("an Authorization header naming another client: %d %v, WWW-Authenticate %q; want 401 invalid_client naming Basic", resp.StatusCode, out, resp.Header.Get("WWW-Authenticate"))
+	}
+	if resp, out := tokenAs(a.id.String(), root); resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("Pragma") != "no-cache" {
+		t.Errorf("an Authorization header naming the client: %d %v, Cache-Control %q, Pragma %q; want 200, no-store, no-cache", resp.StatusCode, out, resp.Header.Get("Cache-Control"), resp.Header.Get("Pragma"))
+	}
+	if resp, out := tokenAs(a.id.String(), with(root, url.Values{"audience": {"spiffe://org-a.example/agent/\"é" + strings.Repeat("x", 2000)}})); resp.StatusCode != 400 {
+		t.Errorf("an odd audience: %d %v", resp.StatusCode, out)
+	} else if d, _ := out["error_description"].(string); len(d) > 512 || strings.ContainsFunc(d, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' || r > 0x7e }) {
+		t.Errorf("error_description %q: longer than 512 bytes, or characters RFC 6749 §5.2 does not allow", d)
 	}
 	// A body over the limit is 413 body-too-large, as everywhere.
 	big := with(root, url.Values{"purpose": {strings.Repeat("p", 70<<10)}})

@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,13 +30,40 @@ const (
 	tokenTypePrincipal = "urn:mandate:params:oauth:token-type:principal"
 )
 
-// oauthError answers as RFC 6749 §5.2 says.
+// oauthError answers as RFC 6749 §5.2 says: error_description only of
+// the characters it allows (%x20-21 / %x23-5B / %x5D-7E; others become
+// '?'), and at most maxErrorDescription of them. A 401 (the client
+// authenticated with the Authorization header) names the scheme used.
 func oauthError(w http.ResponseWriter, status int, code, desc string) {
-	b, _ := json.Marshal(map[string]string{"error": code, "error_description": desc})
+	b, _ := json.Marshal(map[string]string{"error": code, "error_description": errorDescription(desc)})
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	noStore(w)
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="mandate", error="`+code+`"`)
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// noStore marks a token endpoint answer uncacheable (RFC 6749 §5.1).
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+}
+
+// maxErrorDescription bounds an error_description.
+const maxErrorDescription = 512
+
+func errorDescription(s string) string {
+	out := make([]byte, 0, min(len(s), maxErrorDescription))
+	for i := 0; i < len(s) && len(out) < maxErrorDescription; i++ {
+		c := s[i]
+		if c < 0x20 || c == '"' || c == '\\' || c > 0x7e {
+			c = '?'
+		}
+		out = append(out, c)
+	}
+	return string(out)
 }
 
 // tokenExchange is POST /v1/token: RFC 8693 token exchange, form-encoded,
@@ -66,6 +94,14 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a form: "+err.Error())
 		return
 	}
+	// RFC 6749 §3.1: a parameter sent without a value is as if omitted.
+	for k, vs := range f {
+		if vs = slices.DeleteFunc(vs, func(v string) bool { return v == "" }); len(vs) == 0 {
+			delete(f, k)
+		} else {
+			f[k] = vs
+		}
+	}
 	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "actor_token", "actor_token_type", "scope",
 		"requested_token_type", "delegator_signature", "delegatee_x509_svid", "purpose", "client_id"} {
 		if len(f[k]) > 1 {
@@ -73,13 +109,34 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if f.Get("grant_type") != grantTokenExchange {
+	switch f.Get("grant_type") {
+	case grantTokenExchange:
+	case "":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "grant_type is required ("+grantTokenExchange+")")
+		return
+	default:
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "only "+grantTokenExchange+" is supported")
+		return
+	}
+	// The client authenticates with its X509-SVID (RFC 8705
+	// tls_client_auth). An Authorization header, as OAuth libraries send
+	// the client_id in one, must name that client: a 401 then names the
+	// scheme it used (RFC 6749 §5.2). Without one, a failed client
+	// authentication is a 400.
+	unauthorized := http.StatusBadRequest
+	headerID, _, usedHeader := r.BasicAuth()
+	if usedHeader {
+		unauthorized = http.StatusUnauthorized
+		if id, err := url.QueryUnescape(headerID); err == nil { // RFC 6749 §2.3.1
+			headerID = id
+		}
+	} else if r.Header.Get("Authorization") != "" {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS); an Authorization header may only name it (Basic, its SPIFFE ID)")
 		return
 	}
 	c := callerOf(r)
 	if c == nil {
-		oauthError(w, http.StatusUnauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS)")
+		oauthError(w, unauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS)")
 		return
 	}
 	req := authority.DelegateRequest{Delegatee: f.Get("audience"), Scopes: strings.Fields(f.Get("scope")), Purpose: f.Get("purpose"),
@@ -100,7 +157,11 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	// RFC 8705 tls_client_auth: a client_id, when one is sent, names the
 	// client the certificate authenticated.
 	if id := f.Get("client_id"); id != "" && id != c.ID.String() {
-		refuse(http.StatusUnauthorized, "invalid_client", "client_id does not name the authenticated caller "+c.ID.String())
+		refuse(unauthorized, "invalid_client", "client_id does not name the authenticated caller "+c.ID.String())
+		return
+	}
+	if usedHeader && headerID != c.ID.String() {
+		refuse(unauthorized, "invalid_client", "the Authorization header does not name the authenticated caller "+c.ID.String())
 		return
 	}
 	// RFC 8693 §2.2.2: one delegatee per token, named by audience; no
@@ -121,6 +182,10 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	}
 	if !knownSubject {
 		refuse(http.StatusBadRequest, "invalid_request", "subject_token_type must be "+tokenTypeJWT+", "+tokenTypeAccess+" or "+tokenTypePrincipal)
+		return
+	}
+	if len(req.Scopes) == 0 { // RFC 6749 §3.3: no default scope here
+		refuse(http.StatusBadRequest, "invalid_scope", "scope is required: the scopes to delegate, space-separated")
 		return
 	}
 	switch at := f.Get("actor_token"); {
@@ -149,6 +214,9 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	ans, err := s.a.Delegate(r.Context(), c, req)
 	if err != nil {
 		if status, code, desc, ok := oauthErrorOf(err); ok {
+			if status == http.StatusUnauthorized {
+				status = unauthorized
+			}
 			oauthError(w, status, code, desc)
 		} else {
 			writeError(w, r, s.log, err) // the server's own fault, or unavailable
@@ -158,7 +226,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	b, _ := json.Marshal(map[string]any{"access_token": ans.Token, "issued_token_type": tokenTypeJWT, "token_type": "Bearer",
 		"expires_in": int64(time.Until(ans.ExpiresAt).Seconds()), "scope": strings.Join(req.Scopes, " ")})
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	noStore(w)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
 }
@@ -176,10 +244,14 @@ func oauthErrorOf(err error) (status int, code, desc string, ok bool) {
 		code = "invalid_scope"
 	case errors.Is(err, authority.ErrForbidden), errors.Is(err, authority.ErrUnauthenticated), errors.Is(err, authority.ErrAgentNotRegistered):
 		status, code = http.StatusUnauthorized, "invalid_client"
+	case errors.Is(err, authority.ErrDelegateeInvalid):
+		// RFC 8693 §2.2.2: no token for this audience.
+		code = "invalid_target"
 	case errors.Is(err, delegation.ErrMalformed), errors.Is(err, delegation.ErrUntrustedIssuer), errors.Is(err, delegation.ErrSignature),
 		errors.Is(err, delegation.ErrExpired), errors.Is(err, delegation.ErrNotHolder), errors.Is(err, delegation.ErrChain),
 		errors.Is(err, delegation.ErrAudience), errors.Is(err, authority.ErrDelegationRevoked):
-		code = "invalid_grant"
+		// RFC 8693 §2.2.2: a subject_token invalid "for any reason"
+		// is invalid_request.
 	case errors.Is(err, authority.ErrInvalidRequest), errors.Is(err, delegation.ErrDelegatorSignature), errors.Is(err, delegation.ErrTooLarge):
 	default:
 		// The caller's own fault, as the other endpoints answer it: not

@@ -125,7 +125,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// A delegatee is a workload: never a trust domain itself, and in this
 	// trust domain an agent.
 	if delegatee.Path() == "" || (delegatee.TrustDomain() == a.td && registry.CheckAgentID(a.td, delegatee) != nil) {
-		return nil, fmt.Errorf("%w: delegatee %s is not an agent", ErrInvalidRequest, delegatee)
+		return nil, delegateeError{fmt.Sprintf("delegatee %s is not an agent", delegatee)}
 	}
 	if err := checkDelegationInput(req); err != nil {
 		return nil, err
@@ -195,7 +195,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	if delegatee.TrustDomain() == a.td && (delegateeReg == nil || a.RoleOf(delegatee) != RoleAgent) {
 		// Not an administrator or auditor either, whatever its path.
-		return nil, fmt.Errorf("%w: delegatee %s is not a registered agent of this trust domain", ErrInvalidRequest, delegatee)
+		return nil, delegateeError{fmt.Sprintf("delegatee %s is not a registered agent of this trust domain", delegatee)}
 	}
 	if delegateeHost == nil && delegatee.TrustDomain() == a.td {
 		// No SVID given: the weakest node the delegatee may run on.

@@ -13,7 +13,20 @@ var (
 	ErrFederation         = errors.New("authority: invalid federation relationship")
 	// ErrSVIDSuperseded is a node renewing with an SVID replaced since.
 	ErrSVIDSuperseded = errors.New("authority: SVID superseded")
+	// ErrDelegateeInvalid is a delegation to what may not be a delegatee
+	// (not an agent; not registered here): it also matches
+	// ErrInvalidRequest.
+	ErrDelegateeInvalid = errors.New("authority: invalid delegatee")
 	// ErrRenewedMeanwhile is a node renewal that lost a race with another
 	// renewal of the node.
 	ErrRenewedMeanwhile = errors.New("authority: renewed meanwhile")
 )
+
+// delegateeError is an ErrDelegateeInvalid, said as an ErrInvalidRequest.
+type delegateeError struct{ msg string }
+
+func (e delegateeError) Error() string { return ErrInvalidRequest.Error() + ": " + e.msg }
+
+func (e delegateeError) Is(target error) bool {
+	return target == ErrInvalidRequest || target == ErrDelegateeInvalid
+}
