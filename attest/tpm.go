@@ -524,6 +524,14 @@ func (v *TPMVerifier) Verify(s *TPMSession, ev Evidence) (*Result, error) {
 	if !bytes.Equal(h.Sum(nil), info.PCRDigest.Buffer) {
 		return res, ErrPCRDigest
 	}
+	// A challenge asked under other PCR profiles (before a restart that
+	// changed them) did not quote every PCR the profiles now check: it is
+	// stale, not proof of drift.
+	for _, i := range v.selection {
+		if !slices.Contains(s.PCRs, i) {
+			return res, fmt.Errorf("%w: asked before the PCR profiles changed (it quotes %v; PCR %d is now checked): ask a new challenge", ErrChallengeExpired, s.PCRs, i)
+		}
+	}
 	profile, err := v.match(values)
 	if err != nil {
 		return res, err

@@ -130,6 +130,43 @@ func TestTPMProtocolWithSimulator(t *testing.T) {
 	}
 }
 
+// A challenge asked under other PCR profiles (a restart changed them
+// while it was open) that does not quote a PCR the profiles now check is
+// stale: refused as expired, never taken for drift.
+func TestChallengeUnderOtherProfilesIsStale(t *testing.T) {
+	tpm := openSim(t, 3)
+	d := openDevice(t, tpm, tpmdevice.EKECC)
+	cfg := func(pcrs ...int) *attest.TPMVerifier {
+		v, err := attest.NewTPMVerifier(attest.TPMConfig{EKAllowlist: []string{ekHash(t, d)},
+			Profiles: []attest.PCRProfile{bootProfile(t, tpm, "p", pcrs...)}, Allowed: []string{"p"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before, after := cfg(0, 1, 2, 7), cfg(0, 1, 2, 7, 8)
+	ek, err := before.CheckEK(d.EKPublic(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := attest.CheckAK(d.AKPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := before.NewChallenge(ek, ak, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := answer(t, tpm, d, ch)
+	if _, err := after.Verify(ch.Session, ev); !errors.Is(err, attest.ErrChallengeExpired) || errors.Is(err, attest.ErrPCRPolicy) {
+		t.Fatalf("a challenge asked before PCR 8 was checked: %v, want ErrChallengeExpired (not ErrPCRPolicy)", err)
+	}
+	// Profiles checking fewer PCRs than were quoted: still decided.
+	if _, err := cfg(0, 1).Verify(ch.Session, ev); err != nil {
+		t.Fatalf("a challenge quoting more PCRs than now checked: %v", err)
+	}
+}
+
 func mustHex(t *testing.T, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(s)

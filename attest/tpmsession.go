@@ -64,18 +64,34 @@ const anonymousSources = 8
 // slots, each holding as many as it does.
 func PutTPMSession(tx store.Tx, s *TPMSession, max int) error {
 	if max > 0 {
-		var open []*TPMSession
+		var open, closed []*TPMSession
 		prefix := []byte(s.ID[:16])
 		err := tx.Scan(BucketTPMSessions, prefix, nil, func(_, v []byte) error {
 			o := new(TPMSession)
-			if json.Unmarshal(v, o) == nil && o.UsedAt.IsZero() && s.CreatedAt.Before(o.ExpiresAt) &&
-				o.EKHash == s.EKHash && (o.Caller == "") == (s.Caller == "") {
+			switch {
+			case json.Unmarshal(v, o) != nil || o.EKHash != s.EKHash:
+			case !o.UsedAt.IsZero() || !s.CreatedAt.Before(o.ExpiresAt):
+				closed = append(closed, o)
+			case (o.Caller == "") == (s.Caller == ""):
 				open = append(open, o)
 			}
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("attest: count open TPM sessions: %w", err)
+		}
+		// Answered and expired sessions are kept a while, to tell a
+		// replay or a late answer what it is; at most maxClosed of an
+		// EK, or a caller answering its own challenges at once (anyone
+		// may, for an EK is public) would grow the EK's state, and the
+		// cost of this scan, without end.
+		if len(closed) >= maxClosed(max) {
+			slices.SortFunc(closed, func(a, b *TPMSession) int { return a.CreatedAt.Compare(b.CreatedAt) })
+			for _, o := range closed[:len(closed)-maxClosed(max)+1] {
+				if err := tx.Delete(BucketTPMSessions, []byte(o.ID)); err != nil {
+					return err
+				}
+			}
 		}
 		if len(open) >= max && s.Caller != "" {
 			return fmt.Errorf("%w (%d open; answer or let them expire)", ErrTooManyChallenges, len(open))
@@ -105,6 +121,10 @@ func PutTPMSession(tx store.Tx, s *TPMSession, max int) error {
 	}
 	return putSession(tx, s)
 }
+
+// maxClosed is how many answered or expired sessions of one EK are kept:
+// as many as may be open.
+func maxClosed(max int) int { return max * (anonymousSources + 1) }
 
 // crowdedOldest is the oldest session of the source holding the most of
 // open (sorted oldest first), the new session's source (from) counted

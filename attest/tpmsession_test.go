@@ -92,3 +92,36 @@ func TestSourcePrefix(t *testing.T) {
 		}
 	}
 }
+
+// A caller answering its own challenges at once (anyone may ask for a
+// public EK, and answer with junk) keeps a bounded number of an EK's
+// sessions stored: answered ones count too, and the oldest go.
+func TestAnsweredChallengesAreBounded(t *testing.T) {
+	const max = 2 // per source; 8 sources' worth open in all
+	s := bolttest.Open(t)
+	ctx := context.Background()
+	ek := strings.Repeat("f", 64)
+	now := time.Now()
+	for n := range 500 {
+		ses := &attest.TPMSession{ID: fmt.Sprintf("%s%032x", ek[:16], n), EKHash: ek, From: "192.0.2.0/24",
+			CreatedAt: now.Add(time.Duration(n) * time.Millisecond), ExpiresAt: now.Add(time.Hour)}
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			if err := attest.PutTPMSession(tx, ses, max); err != nil {
+				return err
+			}
+			_, err := attest.ConsumeTPMSession(tx, ses.ID, ses.CreatedAt)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := 0
+	if err := s.View(ctx, func(tx store.Tx) error {
+		return tx.Scan(attest.BucketTPMSessions, []byte(ek[:16]), nil, func(_, _ []byte) error { stored++; return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if stored > max*9 {
+		t.Fatalf("%d sessions of one EK stored after 500 answered challenges, want at most %d", stored, max*9)
+	}
+}
