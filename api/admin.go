@@ -69,24 +69,23 @@ func listed[T any](w http.ResponseWriter, r *http.Request, s *Server, name strin
 		writeError(w, r, s.log, err)
 		return
 	}
-	// A page also ends at maxListPageBytes of entries (one at least): a
-	// client reads answers of at most 4 MiB, and a registration may be
-	// tens of KiB.
-	if page.Limit > 0 {
-		size := 0
-		for i, x := range out {
-			b, err := json.Marshal(x)
-			if err != nil {
-				writeError(w, r, s.log, err)
-				return
-			}
-			if size += len(b); size > maxListPageBytes && i > 0 {
-				out, more = out[:i], true
-				break
-			}
+	// Each entry encoded once. A page also ends at maxListPageBytes of
+	// entries (one at least): a client reads answers of at most 4 MiB, and
+	// a registration may be tens of KiB.
+	entries, size := make([]json.RawMessage, 0, len(out)), 0
+	for i, x := range out {
+		b, err := json.Marshal(x)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
 		}
+		if size += len(b); page.Limit > 0 && size > maxListPageBytes && i > 0 {
+			out, more = out[:i], true
+			break
+		}
+		entries = append(entries, b)
 	}
-	body := map[string]any{name: out}
+	body := map[string]any{name: entries}
 	if more && len(out) > 0 {
 		body["next_page_token"] = base64.RawURLEncoding.EncodeToString([]byte(idOf(out[len(out)-1])))
 	}

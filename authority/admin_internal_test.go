@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,29 @@ import (
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
 )
+
+// putNode records a node of a's trust domain, /node/join/<name>, attested
+// now, and returns its SPIFFE ID.
+func putNode(t testing.TB, a *Authority, name string) string {
+	t.Helper()
+	id := a.td.IDString() + "/node/join/" + name
+	if err := a.store.Update(t.Context(), func(tx store.Tx) error {
+		return registry.PutNode(tx, &registry.Node{SPIFFEID: id, AttestedAt: time.Now()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// testClock is a clock a test moves on, safe for concurrent use.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *testClock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
 func adminOf(t testing.TB, a *Authority) *Caller {
 	t.Helper()
@@ -119,12 +143,7 @@ func TestChangesTheLogWouldRefuseAreNotMade(t *testing.T) {
 func TestBanAgainLogsTheBanThatStands(t *testing.T) {
 	a := startAuthority(t)
 	ctx, admin := t.Context(), adminOf(t, a)
-	node := a.td.IDString() + "/node/join/n1"
-	if err := a.store.Update(ctx, func(tx store.Tx) error {
-		return registry.PutNode(tx, &registry.Node{SPIFFEID: node, AttestedAt: time.Now()})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	node := putNode(t, a, "n1")
 	if _, err := a.BanNode(ctx, admin, node, "x\u202ey\x00"); !errors.Is(err, ErrInvalidRequest) {
 		t.Fatalf("BanNode(a reason with control and format characters) = %v, want ErrInvalidRequest", err)
 	}
@@ -197,12 +216,7 @@ func TestDeleteAgentTooLargeToLogWhole(t *testing.T) {
 func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 	a, stop := runAuthority(t)
 	admin := adminOf(t, a)
-	node := a.td.IDString() + "/node/join/n1"
-	if err := a.store.Update(t.Context(), func(tx store.Tx) error {
-		return registry.PutNode(tx, &registry.Node{SPIFFEID: node, AttestedAt: time.Now()})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	node := putNode(t, a, "n1")
 	created, err := a.CreateAgent(t.Context(), admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/x"})
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package authority
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 )
@@ -12,21 +11,17 @@ import (
 // nothing), also with two JWT keys in the bundle, whose JSON order is not
 // stable; a rotation changes it.
 func TestBundleGenerationStable(t *testing.T) {
-	var mu sync.Mutex
-	clock := time.Now()
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	clock := &testClock{now: time.Now()}
 	cfg := Config{DataDir: t.TempDir()}
 	cfg.SetDefaults()
 	ctx := context.Background()
-	a, err := New(ctx, cfg, Options{Now: now})
+	a, err := New(ctx, cfg, Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
 	before := a.BundleGeneration()
-	mu.Lock()
-	clock = clock.Add(13 * time.Hour) // past half of the 24h CA and JWT key lifetimes
-	mu.Unlock()
+	clock.Advance(13 * time.Hour) // past half of the 24h CA and JWT key lifetimes
 	if changed, err := a.ca.Rotate(ctx); err != nil || !changed {
 		t.Fatalf("Rotate() = %v, %v; want the next authorities prepared", changed, err)
 	}

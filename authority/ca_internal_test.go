@@ -3,7 +3,6 @@ package authority
 import (
 	"encoding/json"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,11 +14,9 @@ import (
 // that logs ca.rotated with the authorities it leaves; with the log
 // stopped, the CA does not change.
 func TestCAChangesAreStoredWithTheirEntry(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	a, stop := runAuthorityWith(t, Options{Now: clock})
+	clock := &testClock{now: time.Now()}
+	advance := clock.Advance
+	a, stop := runAuthorityWith(t, Options{Now: clock.Now})
 	ctx := t.Context()
 	rotated := func() [][]ca.AuthorityInfo {
 		t.Helper()

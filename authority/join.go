@@ -79,17 +79,13 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 			svid, err = a.ca.MintX509SVID(ctx, ca.X509Params{ID: nodeID, PublicKey: pub})
 		}
 		if err == nil && retry {
-			_, err = a.recordWith(ctx, event{typ: "svid.issued", actor: nodeID.String(), subject: nodeID.String(), details: map[string]any{
-				"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]),
-				"node": nodeID.String(), "join_retry": true, "token_id": tokenID, "expires_at": svid.ExpiresAt.UTC(),
-			}}, func(tx store.Tx) error {
+			ev := nodeSVIDIssued(nodeID, svid, map[string]any{"join_retry": true, "token_id": tokenID})
+			_, err = a.recordWith(ctx, ev, func(tx store.Tx) error {
 				node, err := a.rejoinable(tx, secret, now, digest, nodeID)
 				if err != nil {
 					return err
 				}
-				node.PrevSVIDSerial = node.SVIDSerial
-				node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
-				return registry.PutNode(tx, node)
+				return putNodeSVID(tx, node, node.SVIDSerial, svid)
 			})
 			// As a renewal: the serials and expiry changed, which the
 			// policy documents do not hold.

@@ -121,19 +121,15 @@ func (a *Authority) syncPolicyData(ctx context.Context) error {
 	all, dirtyAgents, dirtyNodes := d.all || a.policySynced.Load() == 0, d.agents, d.nodes
 	d.all, d.agents, d.nodes = false, nil, nil
 	d.Unlock()
-	if !all {
-		if err := a.patchPolicyData(ctx, dirtyAgents, dirtyNodes); err != nil {
-			d.Lock()
-			d.all = true // the next decision rebuilds all
-			d.Unlock()
-			return err
-		}
-		a.policySynced.Store(want)
-		return nil
+	var err error
+	if all {
+		err = a.rebuildPolicyData(ctx)
+	} else {
+		err = a.patchPolicyData(ctx, dirtyAgents, dirtyNodes)
 	}
-	if err := a.rebuildPolicyData(ctx); err != nil {
+	if err != nil {
 		d.Lock()
-		d.all = true
+		d.all = true // the next decision rebuilds all
 		d.Unlock()
 		return err
 	}

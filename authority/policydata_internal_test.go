@@ -41,12 +41,7 @@ func TestPolicyDataFollowsEachChange(t *testing.T) {
 		return out
 	}
 	td := a.td.IDString()
-	node := td + "/node/join/n1"
-	if err := a.store.Update(ctx, func(tx store.Tx) error {
-		return registry.PutNode(tx, &registry.Node{SPIFFEID: node, AttestedAt: time.Now()})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	node := putNode(t, a, "n1")
 	a.nodeChanged(node)
 	keep, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: td + "/agent/keep", NodeIDs: []string{node}})
 	if err != nil {

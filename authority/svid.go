@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -247,9 +248,7 @@ func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pu
 	if err != nil {
 		return nil, err
 	}
-	_, err = a.recordWith(ctx, event{typ: "svid.issued", actor: id.String(), subject: id.String(), details: map[string]any{
-		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": id.String(), "renewal": true, "expires_at": svid.ExpiresAt.UTC(),
-	}}, func(tx store.Tx) error {
+	_, err = a.recordWith(ctx, nodeSVIDIssued(id, svid, map[string]any{"renewal": true}), func(tx store.Tx) error {
 		node, err := renewable(tx)
 		if err != nil {
 			return err
@@ -257,9 +256,7 @@ func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pu
 		if node.SVIDSerial != seen {
 			return fmt.Errorf("%w: %s was renewed by another request while this one was made; use the SVID that request got, or ask again", ErrRenewedMeanwhile, id)
 		}
-		node.PrevSVIDSerial = presented
-		node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
-		return registry.PutNode(tx, node)
+		return putNodeSVID(tx, node, presented, svid)
 	})
 	// Only the SVID serials and expiry changed: the policy documents hold
 	// none of them.
@@ -268,6 +265,23 @@ func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pu
 		return nil, err
 	}
 	return svid, nil
+}
+
+// nodeSVIDIssued is the svid.issued event of node id's own X509-SVID
+// (a renewal, a join asked again), with extra details.
+func nodeSVIDIssued(id spiffeid.ID, svid *ca.X509SVID, extra map[string]any) event {
+	details := map[string]any{"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]),
+		"node": id.String(), "expires_at": svid.ExpiresAt.UTC()}
+	maps.Copy(details, extra)
+	return event{typ: "svid.issued", actor: id.String(), subject: id.String(), details: details}
+}
+
+// putNodeSVID stores svid as node's latest SVID, prev (a serial) as the
+// one it replaces.
+func putNodeSVID(tx store.Tx, node *registry.Node, prev string, svid *ca.X509SVID) error {
+	node.PrevSVIDSerial = prev
+	node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
+	return registry.PutNode(tx, node)
 }
 
 // unbannedNode is node id's record: ErrNodeUnknown without one,

@@ -18,12 +18,7 @@ import (
 func TestAgentSVIDRechecksItsNodeInItsCommit(t *testing.T) {
 	a := startAuthority(t)
 	ctx, admin := t.Context(), adminOf(t, a)
-	nodeID := a.td.IDString() + "/node/join/n1"
-	if err := a.store.Update(ctx, func(tx store.Tx) error {
-		return registry.PutNode(tx, &registry.Node{SPIFFEID: nodeID, AttestedAt: time.Now()})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	nodeID := putNode(t, a, "n1")
 	agent, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeID}})
 	if err != nil {
 		t.Fatal(err)
