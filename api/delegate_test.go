@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -592,10 +593,10 @@ func TestTokenExchange(t *testing.T) {
 	// one) must name the certificate's client; a 401 names its scheme.
 	// Answers are not cached (Cache-Control and Pragma, RFC 6749 §5.1),
 	// and an error_description holds only the characters §5.2 allows.
-	tokenAs := func(user string, form url.Values) (*http.Response, map[string]any) {
+	tokenWith := func(authorization string, form url.Values) (*http.Response, map[string]any) {
 		req, _ := http.NewRequest(http.MethodPost, e.url+"/v1/token", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(url.QueryEscape(user), "")
+		req.Header.Set("Authorization", authorization)
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: e.client(a.chain, a.key).TLSConfig()}}
 		defer hc.CloseIdleConnections()
 		resp, err := hc.Do(req)
@@ -606,6 +607,15 @@ func TestTokenExchange(t *testing.T) {
 		var out map[string]any
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return resp, out
+	}
+	tokenAs := func(user string, form url.Values) (*http.Response, map[string]any) {
+		return tokenWith("Basic "+base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(user)+":")), form)
+	}
+	if resp, out := tokenWith("Bearer abc", root); resp.StatusCode != 401 || out["error"] != "invalid_client" || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
+		t.Errorf("an Authorization header of another scheme: %d %v, WWW-Authenticate %q; want 401 invalid_client naming Bearer (RFC 6749 §5.2)", resp.StatusCode, out, resp.Header.Get("WWW-Authenticate"))
+	}
+	if resp, _ := tokenWith("Ba(d x", root); resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
+		t.Errorf("a scheme that is no token: %d, WWW-Authenticate %q; want 401 naming Basic", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
 	if resp, out := tokenAs(b.id.String(), root); resp.StatusCode != 401 || out["error"] != "invalid_client" || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
 		t.Errorf("an Authorization header naming another client: %d %v, WWW-Authenticate %q; want 401 invalid_client naming Basic", resp.StatusCode, out, resp.Header.Get("WWW-Authenticate"))

@@ -38,7 +38,7 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 	b, _ := json.Marshal(map[string]string{"error": code, "error_description": errorDescription(desc)})
 	w.Header().Set("Content-Type", "application/json")
 	noStore(w)
-	if status == http.StatusUnauthorized {
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="mandate", error="`+code+`"`)
 	}
 	w.WriteHeader(status)
@@ -49,6 +49,22 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 func noStore(w http.ResponseWriter) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
+}
+
+// authScheme is the scheme an Authorization header names (RFC 9110
+// §11.4: a token), or "Basic" when it names none Mandate may repeat.
+func authScheme(h string) string {
+	scheme, _, _ := strings.Cut(h, " ")
+	if scheme == "" || len(scheme) > 32 {
+		return "Basic"
+	}
+	for i := 0; i < len(scheme); i++ {
+		c := scheme[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return "Basic"
+		}
+	}
+	return scheme
 }
 
 // maxErrorDescription bounds an error_description.
@@ -130,7 +146,10 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		if id, err := url.QueryUnescape(headerID); err == nil { // RFC 6749 §2.3.1
 			headerID = id
 		}
-	} else if r.Header.Get("Authorization") != "" {
+	} else if h := r.Header.Get("Authorization"); h != "" {
+		// RFC 6749 §5.2: the challenge matches the scheme the client
+		// used, whichever it was.
+		w.Header().Set("WWW-Authenticate", authScheme(h)+` realm="mandate", error="invalid_client"`)
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS); an Authorization header may only name it (Basic, its SPIFFE ID)")
 		return
 	}
