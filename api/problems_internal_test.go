@@ -1,0 +1,73 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/registry"
+)
+
+// What an operator watching the log relies on: a banned node still
+// knocking is a WARN naming the caller; a fault of the server is an ERROR
+// with its text, which the answer never carries; other refusals are not
+// logged at all.
+func TestWriteErrorLogs(t *testing.T) {
+	caller := &authority.Caller{ID: spiffeid.RequireFromString("spiffe://org-a.example/node/n1")}
+	for _, tc := range []struct {
+		name      string
+		err       error
+		status    int
+		level     string // "": nothing logged
+		logHolds  []string
+		answerNot string
+	}{
+		{"banned node", fmt.Errorf("renew: %w: spiffe://org-a.example/node/n1", registry.ErrBanned), 403, "WARN",
+			[]string{`msg="refused: banned node"`, "caller=spiffe://org-a.example/node/n1", "path=/v1/node/renew"}, ""},
+		{"server fault", errors.New("disk on fire at /secret/place"), 500, "ERROR",
+			[]string{`msg="internal error"`, "disk on fire"}, "disk on fire"},
+		{"an ordinary refusal", fmt.Errorf("renew: %w", authority.ErrNodeUnknown), 0, "", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logged bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logged, nil))
+			r := httptest.NewRequest("POST", "/v1/node/renew", nil)
+			r = r.WithContext(context.WithValue(r.Context(), callerKey{}, caller))
+			w := httptest.NewRecorder()
+			writeError(w, r, log, tc.err)
+			var p Problem
+			if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || p.Type == "" {
+				t.Fatalf("answer %q is no problem document: %v", w.Body, err)
+			}
+			if tc.status != 0 && w.Code != tc.status {
+				t.Errorf("status %d, want %d", w.Code, tc.status)
+			}
+			if tc.answerNot != "" && strings.Contains(w.Body.String(), tc.answerNot) {
+				t.Errorf("answer %q carries the server's error text", w.Body)
+			}
+			if tc.level == "" {
+				if logged.Len() != 0 {
+					t.Errorf("logged %q, want nothing", logged.String())
+				}
+				return
+			}
+			if !strings.Contains(logged.String(), "level="+tc.level) {
+				t.Errorf("log %q, want level %s", logged.String(), tc.level)
+			}
+			for _, want := range tc.logHolds {
+				if !strings.Contains(logged.String(), want) {
+					t.Errorf("log %q lacks %q", logged.String(), want)
+				}
+			}
+		})
+	}
+}
