@@ -71,7 +71,11 @@
 //     whitespace, object members sorted by the UTF-8 bytes of their keys,
 //     duplicate keys resolved to the last, numbers exactly as written,
 //     strings escaped as below; nested at most 100 deep (the object itself
-//     counting as 1).
+//     counting as 1). Keys are case-sensitive: "decision" and a key
+//     that folds to it ("Decision", "deciſion") are different members,
+//     and readers match keys exactly ([Entry.ReadDetails]), as any JSON
+//     reader that is not case-insensitive does, so that one entry says
+//     one thing to every reader.
 //
 // Strings must be valid UTF-8 and are escaped as in RFC 8785 (JCS): '"'
 // and '\' with a backslash; U+0008, U+0009, U+000A, U+000C, U+000D as \b,

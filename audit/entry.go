@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -71,6 +72,22 @@ type Entry struct {
 	// none). Encode stores it in canonical form (see the package
 	// documentation); Decode returns that canonical form.
 	Details json.RawMessage
+}
+
+// ReadDetails reads e's details into v as every reader of them must: keys
+// match exactly (a details object may hold "decision" and a key that only
+// folds to it, as "deciſion", and these are different members, as for any
+// JSON reader that is not case-insensitive), and members unknown to v are
+// ignored. Details that are empty read as an empty object.
+func (e Entry) ReadDetails(v any) error {
+	b := []byte(e.Details)
+	if len(b) == 0 {
+		b = []byte("{}")
+	}
+	if err := jsonv2.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("audit: %s entry: details: %w", e.Type, err)
+	}
+	return nil
 }
 
 // Party is one accountable party: an agent and the people and

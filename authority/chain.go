@@ -95,8 +95,8 @@ func (a *Authority) withLogEntry(ctx context.Context, c *Caller, h *ChainHop, re
 	}
 	idx := e.Index
 	h.Index, h.LeafHash, h.TreeSize, h.InclusionProof, h.Checkpoint, h.EntryB64 = &idx, e.LeafHash, e.TreeSize, e.InclusionProof, e.Checkpoint, e.EntryB64
-	h.Decision, h.Accountability = d.ChainView(entry)
-	return nil
+	h.Decision, h.Accountability, err = d.ChainView(entry)
+	return err
 }
 
 // chainURL is where the issuer iss answers the chain of delegation id:

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	json "github.com/go-json-experiment/json/v1"
-
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/delegation"
 )
@@ -68,7 +66,7 @@ func ReadIssued(e audit.Entry) (*IssuedDetails, error) {
 	if e.Type != "delegation.issued" {
 		return nil, fmt.Errorf("authority: a %s entry, not delegation.issued", e.Type)
 	}
-	if err := json.Unmarshal(e.Details, &d); err != nil || d.ID == "" || d.ID != e.DelegationID {
+	if err := e.ReadDetails(&d); err != nil || d.ID == "" || d.ID != e.DelegationID {
 		return nil, fmt.Errorf("authority: delegation.issued entry of %q: unreadable details (%v)", e.DelegationID, err)
 	}
 	return &d, nil
@@ -89,7 +87,7 @@ func ReadRevoked(e audit.Entry) (*RevokedDetails, error) {
 	if e.Type != "delegation.revoked" {
 		return nil, fmt.Errorf("authority: a %s entry, not delegation.revoked", e.Type)
 	}
-	if err := json.Unmarshal(e.Details, &d); err != nil {
+	if err := e.ReadDetails(&d); err != nil {
 		return nil, fmt.Errorf("authority: delegation.revoked entry: unreadable details (%v)", err)
 	}
 	if (d.DelegationID == "") == (d.SPIFFEID == "") {
@@ -100,25 +98,27 @@ func ReadRevoked(e audit.Entry) (*RevokedDetails, error) {
 
 // ChainView is what a chain shows of the hop e records (its details d):
 // the policy decision, and the accountable parties of its delegator and
-// delegatee.
-func (d *IssuedDetails) ChainView(e audit.Entry) (*ChainDecision, map[string]map[string]any) {
+// delegatee. An entry naming one of them twice, differently, says two
+// things and is refused.
+func (d *IssuedDetails) ChainView(e audit.Entry) (*ChainDecision, map[string]map[string]any, error) {
 	result := "deny"
 	if d.Decision.Allow {
 		result = "allow"
 	}
 	acc := map[string]map[string]any{}
+	seen := map[string]audit.Party{}
 	for _, p := range e.Accountable {
-		role := ""
-		switch p.SPIFFEID.String() {
-		case d.Delegator:
-			role = "delegator"
-		case d.Delegatee:
-			role = "delegatee"
-		default:
-			continue
+		id := p.SPIFFEID.String()
+		if q, ok := seen[id]; ok && q != p {
+			return nil, nil, fmt.Errorf("authority: delegation.issued entry of %q names the accountable party of %s twice, differently", d.ID, id)
 		}
-		acc[role] = map[string]any{"spiffe_id": p.SPIFFEID.String(), "operator": p.Operator, "model_provider": p.ModelProvider,
-			"model": p.Model, "responsible_party": p.ResponsibleParty}
+		seen[id] = p
+		for role, of := range map[string]string{"delegator": d.Delegator, "delegatee": d.Delegatee} {
+			if id == of {
+				acc[role] = map[string]any{"spiffe_id": id, "operator": p.Operator, "model_provider": p.ModelProvider,
+					"model": p.Model, "responsible_party": p.ResponsibleParty}
+			}
+		}
 	}
-	return &ChainDecision{ID: e.DecisionID, Result: result, Reasons: nonNil(d.Decision.Reasons), PolicyRevision: e.PolicyRevision}, acc
+	return &ChainDecision{ID: e.DecisionID, Result: result, Reasons: nonNil(d.Decision.Reasons), PolicyRevision: e.PolicyRevision}, acc, nil
 }

@@ -2,7 +2,6 @@ package authority
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -36,7 +35,7 @@ func indexSVID(tx store.Tx, index uint64, e audit.Entry) error {
 		Kind   string `json:"kind"`
 		Serial string `json:"serial"`
 	}
-	if json.Unmarshal(e.Details, &d) != nil || d.Kind != "x509" || d.Serial == "" {
+	if e.ReadDetails(&d) != nil || d.Kind != "x509" || d.Serial == "" {
 		return nil
 	}
 	var v [8]byte

@@ -192,6 +192,11 @@ func fetchChain(ctx context.Context, c *client.Client, path string) ([]chainHop,
 	if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
 		return nil, err
 	}
+	// No chain is deeper than delegation.MaxDepth: a longer answer is
+	// refused before any hop costs a request.
+	if len(ans.Hops) > delegation.MaxDepth {
+		return nil, fmt.Errorf("the authority's chain answer has %d hops; no chain has more than %d", len(ans.Hops), delegation.MaxDepth)
+	}
 	for i := range ans.Hops {
 		if err := ans.Hops[i].wellFormed(); err != nil {
 			return nil, fmt.Errorf("the authority's chain answer: %w", err)
@@ -269,7 +274,14 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string, seen seenFunc) error
 	h.Scopes, h.Depth, h.parentID, h.parentIss, h.parentLink = d.Scopes, d.Depth, d.ParentID, d.ParentIssuer, d.ParentLink
 	h.purpose, h.expiresAt, h.entryTime, h.signature, h.signerSVID = d.Purpose, d.ExpiresAt, e.Time, d.Signature, d.SignerSVID
 	h.host, h.boundTo, h.ancestors = d.DelegatorHost, d.BoundTo, d.Ancestors
-	h.Decision, h.Accountability = d.ChainView(e)
+	if h.Decision, h.Accountability, err = d.ChainView(e); err != nil {
+		return fmt.Errorf("hop %s: %w", h.ID, err)
+	}
+	// A hop is issued only on a decision that allowed it: one logged with
+	// no decision, or with a deny, was issued against its policy.
+	if e.DecisionID == "" || !d.Decision.Allow {
+		return fmt.Errorf("hop %s: logged without a policy decision that allowed it (decision %q: %s)", h.ID, e.DecisionID, h.Decision.Result)
+	}
 	h.verifiedBy = issuer
 	return nil
 }
@@ -326,7 +338,7 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 		SHA256 string `json:"certificate_sha256"`
 	}
 	sum, legacy := authority.CertificateSHA256(cert), ""
-	if json.Unmarshal(e.Details, &d) == nil && d.SHA256 == "" && e.Type == "svid.issued" && e.Subject == h.Delegator && d.Serial == serial {
+	if e.ReadDetails(&d) == nil && d.SHA256 == "" && e.Type == "svid.issued" && e.Subject == h.Delegator && d.Serial == serial {
 		if !serialOnly {
 			return fmt.Errorf("hop %s: log entry %d names the delegator's X509-SVID %s by serial only (an authority's entry from before it recorded certificate_sha256); --serial-only-svids accepts that, less strictly",
 				h.ID, h.signerSVID.LogIndex, serial)

@@ -108,6 +108,9 @@ type hopSpec struct {
 	notAfter                            int64  // signed by the delegator (0: none)
 	cnf, boundTo                        string // the x5t#S256 signed by the delegator, and the one logged
 	ancestors                           []delegation.Ancestor
+	// edit, when set, changes the delegation.issued entry before it is
+	// logged.
+	edit func(e *audit.Entry)
 }
 
 // logHop logs, as the authority, an svid.issued entry for a certificate
@@ -149,9 +152,22 @@ func (l *rlog) logHop(h hopSpec, serial int64, reuse ...*x509.Certificate) uint6
 	party := func(id string) audit.Party {
 		return audit.Party{SPIFFEID: spiffeid.RequireFromString(id), Operator: "ops-of-" + id, ResponsibleParty: "someone"}
 	}
-	return l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "delegation.issued", Actor: h.delegator, Subject: h.delegatee,
+	e := audit.Entry{Time: time.Now(), Type: "delegation.issued", Actor: h.delegator, Subject: h.delegatee,
 		Accountable: []audit.Party{party(h.delegator), party(h.delegatee)}, DecisionID: "dec-" + h.id, PolicyRevision: "rev1",
-		DelegationID: h.id, Details: db}))
+		DelegationID: h.id, Details: db}
+	if h.edit != nil {
+		h.edit(&e)
+	}
+	return l.add(mustEncodeEntry(t, e))
+}
+
+// editDetails replaces old, which must be in details, with new.
+func editDetails(t *testing.T, details []byte, old, new string) []byte {
+	t.Helper()
+	if !bytes.Contains(details, []byte(old)) {
+		t.Fatalf("%s not in %s", old, details)
+	}
+	return bytes.Replace(details, []byte(old), []byte(new), 1)
 }
 
 func mustEncodeEntry(t *testing.T, e audit.Entry) []byte {
@@ -585,6 +601,59 @@ func TestAuditChainHostileLog(t *testing.T) {
 				return map[string]any{"hops": []any{hopAnswer(root, p)}}
 			}, l.proven), "d1"
 		}, "tree size or leaf hash"},
+		// A hop is issued only on a decision that allowed it; what the
+		// proven entry says is read as every JSON reader reads it.
+		{"a hop logged with its decision a deny", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			h := root
+			h.edit = func(e *audit.Entry) {
+				e.Details = editDetails(t, e.Details, `"decision":{"allow":true,"reasons":null}`, `"decision":{"allow":false,"reasons":["policy said no"]}`)
+			}
+			l.logHop(h, 0x40)
+			return fakeAuthority(t, chainOf(l, h), l.proven), "d1"
+		}, "without a policy decision that allowed it"},
+		{"a hop logged without a decision", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			h := root
+			h.edit = func(e *audit.Entry) { e.DecisionID = "" }
+			l.logHop(h, 0x41)
+			return fakeAuthority(t, chainOf(l, h), l.proven), "d1"
+		}, "without a policy decision that allowed it"},
+		{"a deny beside a key that only folds to decision", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			h := root
+			h.edit = func(e *audit.Entry) {
+				e.Details = editDetails(t, e.Details, `"decision":{"allow":true,"reasons":null}`,
+					`"decision":{"allow":false,"reasons":["denied"]},"deci\u017fion":{"allow":true,"reasons":[]}`)
+			}
+			l.logHop(h, 0x42)
+			return fakeAuthority(t, chainOf(l, h), l.proven), "d1"
+		}, "without a policy decision that allowed it"},
+		{"the delegator's accountable party named twice, differently", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			h := root
+			h.edit = func(e *audit.Entry) {
+				scapegoat := e.Accountable[0]
+				scapegoat.Operator = "scapegoat"
+				e.Accountable = append(e.Accountable, scapegoat)
+			}
+			l.logHop(h, 0x43)
+			return fakeAuthority(t, chainOf(l, h), l.proven), "d1"
+		}, "twice, differently"},
+		// No chain is deeper than delegation.MaxDepth: a longer answer
+		// is refused before any of its hops is asked for.
+		{"more hops than any chain has", func(t *testing.T) (*client.Client, string) {
+			l := newRlog(t, s, "org-a.example/audit")
+			i := l.logHop(root, 0x50)
+			var hops []any
+			for range delegation.MaxDepth + 1 {
+				hops = append(hops, hopAnswer(root, l.proven(i)))
+			}
+			return fakeAuthority(t, func() any { return map[string]any{"hops": hops} }, func(i uint64) map[string]any {
+				t.Errorf("entry %d asked for", i)
+				return l.proven(i)
+			}), "d1"
+		}, "no chain has more than 8"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, id := tc.make(t)
