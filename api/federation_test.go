@@ -1,9 +1,11 @@
 package api_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -22,6 +24,8 @@ import (
 
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/store"
+	"mandate.dev/mandate/store/bolt"
 )
 
 // federate makes e federate with peer over the https_spiffe profile,
@@ -162,6 +166,10 @@ func TestFederationPersistsAndRefreshes(t *testing.T) {
 func TestFederationRefusals(t *testing.T) {
 	a, b := start(t, "org-a.example"), start(t, "org-b.example")
 	ctx := ctxT(t)
+	// org-b's bundle with every key of a use no SVID has: a reader
+	// ignores them all (SPIFFE Trust Domain and Bundle §4.2.2).
+	unknownUses := bytes.ReplaceAll(bytes.ReplaceAll(mustMarshal(t, b.fetchBundle()),
+		[]byte(`"use":"x509-svid"`), []byte(`"use":"x-svid"`)), []byte(`"use":"jwt-svid"`), []byte(`"use":"x-svid"`))
 	tests := []struct {
 		name string
 		f    client.Federation
@@ -172,6 +180,10 @@ func TestFederationRefusals(t *testing.T) {
 		{"own trust domain", client.Federation{TrustDomain: a.td.String(), BundleEndpointURL: b.url, Profile: "https_web"}},
 		{"bad trust domain", client.Federation{TrustDomain: "Not A Domain", BundleEndpointURL: b.url, Profile: "https_web"}},
 		{"garbage bundle", client.Federation{TrustDomain: b.td.String(), BundleEndpointURL: b.url, Bundle: []byte(`{"keys":"x"}`)}},
+		// A bundle that trusts no key, which clients could not read back
+		// among the bundles of every answer.
+		{"bundle without keys", client.Federation{TrustDomain: b.td.String(), BundleEndpointURL: b.url, Profile: "https_web", Bundle: []byte(`{"keys":[]}`)}},
+		{"bundle of keys of unknown uses only", client.Federation{TrustDomain: b.td.String(), BundleEndpointURL: b.url, Profile: "https_web", Bundle: unknownUses}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,6 +195,67 @@ func TestFederationRefusals(t *testing.T) {
 	}
 	if feds, err := a.admin.ListFederations(ctx); err != nil || len(feds) != 0 {
 		t.Errorf("ListFederations() = %d, %v; want none after refusals", len(feds), err)
+	}
+}
+
+// mustMarshal encodes b as go-spiffe does.
+func mustMarshal(t *testing.T, b *spiffebundle.Bundle) []byte {
+	t.Helper()
+	doc, err := b.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+// A stored relationship that does not load at start (here one stored
+// with a bundle of no keys, as earlier versions took it) is still
+// listed, with why it was not loaded, and its bundle is handed to no
+// client; adding it again replaces it.
+func TestUnloadedFederationIsListedWithItsError(t *testing.T) {
+	dataDir := t.TempDir()
+	cfg := func(c *authority.Config) { c.DataDir = dataDir }
+	a, b := start(t, "org-a.example", cfg), start(t, "org-b.example")
+	a.federate(b)
+	a.stop()
+	st, err := bolt.Open(filepath.Join(dataDir, "mandate.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update(ctxT(t), func(tx store.Tx) error {
+		v, err := tx.Get("federations", []byte("org-b.example"))
+		if err != nil {
+			return err
+		}
+		var rec map[string]any
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return err
+		}
+		rec["bundle"] = map[string]any{"keys": nil}
+		v, err = json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		return tx.Put("federations", []byte("org-b.example"), v)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	a = start(t, "org-a.example", cfg)
+	feds, err := a.admin.ListFederations(ctxT(t))
+	if err != nil || len(feds) != 1 || feds[0].TrustDomain != "org-b.example" || !strings.Contains(feds[0].LastError, "not loaded") {
+		t.Fatalf("ListFederations() = %+v, %v; want org-b's relationship with why it was not loaded", feds, err)
+	}
+	node := a.joinNode()
+	if _, ok := node.ans.Bundles["org-b.example"]; ok || len(node.ans.Bundles) != 1 {
+		t.Errorf("join answer bundles = %v, want org-a's only", node.ans.Bundles)
+	}
+	a.federate(b)
+	if feds, err := a.admin.ListFederations(ctxT(t)); err != nil || len(feds) != 1 || strings.Contains(feds[0].LastError, "not loaded") {
+		t.Errorf("ListFederations() after adding it again = %+v, %v; want it loaded", feds, err)
 	}
 }
 

@@ -58,6 +58,10 @@ type Authority struct {
 	bundles  atomic.Pointer[bundleSet]
 
 	fedMu sync.Mutex // serializes federation changes (store record + manager)
+	// unloaded holds, by trust domain name, why a stored federation
+	// record was not loaded at start (shown as its last_error until the
+	// relationship is added again or deleted).
+	unloaded sync.Map
 	// changeMu serializes admin changes (agents, bans, federations), each
 	// held until its commit: what one read before it (the ban that
 	// stands, the registration deleted) still holds at it, and the

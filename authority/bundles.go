@@ -8,6 +8,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/ca/federation"
 )
 
 // bundleSet is an immutable snapshot of every bundle this authority hands
@@ -107,7 +109,7 @@ func (a *Authority) encodeBundles(byTD map[spiffeid.TrustDomain]*spiffebundle.Bu
 	docs := map[string]json.RawMessage{}
 	size := map[spiffeid.TrustDomain]int{}
 	for td, b := range byTD {
-		doc, err := b.Marshal()
+		doc, err := federation.MarshalBundle(b)
 		if err != nil {
 			a.log.Error("encode bundle", "trust_domain", td.String(), "err", err)
 			continue

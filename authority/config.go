@@ -25,6 +25,7 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/ca/federation"
 	"mandate.dev/mandate/credfile"
 )
 
@@ -643,6 +644,13 @@ func (t FederatedTrustDomain) federation() (*Federation, error) {
 		b, err := os.ReadFile(t.BundleFile)
 		if err != nil {
 			return nil, fmt.Errorf("%q: bundle_file: %w", t.TrustDomain, err)
+		}
+		td, err := spiffeid.TrustDomainFromString(t.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", t.TrustDomain, err)
+		}
+		if _, err := federation.ParseBundle(td, b); err != nil {
+			return nil, fmt.Errorf("%q: bundle_file %s: %w", t.TrustDomain, t.BundleFile, err)
 		}
 		f.Bundle = b
 	}

@@ -63,6 +63,10 @@ func TestConfigValidate(t *testing.T) {
 			c.DataDir = "/nonexistent/mandate-data"
 			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", BundleFile: "config_test.go"}}
 		}, "federation.trust_domains: \"org-b.example\""},
+		{"federation bundle file without keys at a first start", func(c *authority.Config) {
+			c.DataDir = "/nonexistent/mandate-data"
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", Profile: "https_web", BundleFile: "testdata/bundle-without-keys.json"}}
+		}, "federation.trust_domains: \"org-b.example\": bundle_file"},
 		{"federation bundle file gone after the first start", func(c *authority.Config) {
 			c.DataDir = "testdata/started"
 			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", BundleFile: "/nonexistent/b.json"}}

@@ -82,7 +82,7 @@ func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bund
 	}
 	var b *spiffebundle.Bundle
 	if len(f.Bundle) > 0 {
-		if b, err = spiffebundle.Parse(td, f.Bundle); err != nil {
+		if b, err = federation.ParseBundle(td, f.Bundle); err != nil {
 			return rel, nil, fmt.Errorf("%w: bundle: %v", ErrFederation, err)
 		}
 	}
@@ -114,6 +114,7 @@ func (a *Authority) openFederation(ctx context.Context) error {
 			err = a.fed.Set(rel, b)
 		}
 		if err != nil { // one bad record must not keep the authority down
+			a.unloaded.Store(f.TrustDomain, fmt.Sprintf("stored relationship not loaded at start: %v; add it again to replace it", err))
 			a.log.Error("stored federation relationship not loaded; fix it with mandate admin federation add", "trust_domain", f.TrustDomain, "err", err)
 		}
 	}
@@ -182,7 +183,7 @@ var errNoFederation = errors.New("authority: no federation record")
 // OnUpdate hook, so a bundle that cannot be stored and logged is never
 // used.
 func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
-	doc, err := b.Marshal()
+	doc, err := federation.MarshalBundle(b)
 	if err != nil {
 		return err
 	}
@@ -351,7 +352,7 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 		b = prevBundle
 	}
 	if b != nil {
-		if f.Bundle, err = b.Marshal(); err != nil {
+		if f.Bundle, err = federation.MarshalBundle(b); err != nil {
 			return nil, err
 		}
 		if err := a.bundlesFit(rel.TrustDomain, f.Bundle); err != nil {
@@ -374,13 +375,14 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 		}
 		return nil, err
 	}
+	a.unloaded.Delete(f.TrustDomain) // a record not loaded at start is replaced
 	// A fetch that finished before the record was written found no
 	// record, and was refused: it is done again now. One that found the
 	// replaced record saved into it: what the manager holds now is
 	// stored, so that a restart does not go back to an older bundle.
 	a.fed.RefreshSoon(rel.TrustDomain)
 	if _, cur, ok := a.currentRelationship(rel.TrustDomain); ok && cur != nil {
-		if doc, err := cur.Marshal(); err == nil && !bytes.Equal(doc, f.Bundle) {
+		if doc, err := federation.MarshalBundle(cur); err == nil && !bytes.Equal(doc, f.Bundle) {
 			if err := a.saveFederatedBundle(context.WithoutCancel(ctx), rel.TrustDomain, cur); err != nil {
 				a.log.WarnContext(ctx, "store the fetched bundle of a new federation", "trust_domain", f.TrustDomain, "err", err)
 			}
@@ -454,10 +456,13 @@ func (a *Authority) federationStatus(f *Federation) FederationStatus {
 		return fs
 	}
 	if b, ok := a.fed.Bundle(td); ok {
-		fs.Bundle, _ = b.Marshal()
+		fs.Bundle, _ = federation.MarshalBundle(b)
 	}
 	st, ok := a.fed.Status(td)
 	if !ok {
+		if why, ok := a.unloaded.Load(f.TrustDomain); ok {
+			fs.LastError = why.(string)
+		}
 		return fs
 	}
 	if st.HasSequence {
@@ -512,6 +517,7 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 		return err
 	}
 	a.fed.Remove(tdID)
+	a.unloaded.Delete(td)
 	a.registryChanged()
 	a.refreshBundles()
 	a.log.InfoContext(ctx, "federation deleted", "trust_domain", td, "by", c.ID.String())

@@ -35,6 +35,10 @@
 //     with exponential backoff (Config.RetryBackoff doubling, capped at
 //     Config.DefaultRefresh). A fetched bundle with no authorities at all
 //     is refused.
+//   - No bundle without authorities is held: Set refuses one, as
+//     ParseBundle does, with ErrNoAuthorities. MarshalBundle encodes a
+//     bundle with its keys member always present, never "keys": null,
+//     which readers (go-spiffe's among them) refuse.
 //   - Refresh intervals follow the bundle's spiffe_refresh_hint clamped to
 //     [Config.MinRefresh, Config.MaxRefresh], or Config.DefaultRefresh when
 //     the bundle has no hint.

@@ -193,7 +193,7 @@ func NewManager(cfg Config) *Manager {
 //
 // bundle is the initial (last-known) bundle of rel.TrustDomain, e.g. one
 // exchanged out of band or loaded from storage; it must be for that trust
-// domain. If it is nil and a relationship for the trust domain already
+// domain and have authorities (ErrNoAuthorities). If it is nil and a relationship for the trust domain already
 // exists, that relationship's last-known bundle is kept. For https_spiffe
 // with the endpoint ID in the peer's own trust domain a bundle with X.509
 // authorities is required (given or kept), because the endpoint is
@@ -211,6 +211,9 @@ func (m *Manager) Set(rel Relationship, bundle *spiffebundle.Bundle) error {
 	}
 	if bundle != nil && bundle.TrustDomain() != rel.TrustDomain {
 		return fmt.Errorf("federation: bundle is for trust domain %q, not %q", bundle.TrustDomain(), rel.TrustDomain)
+	}
+	if bundle != nil && bundle.Empty() {
+		return fmt.Errorf("%w: the initial bundle of %q trusts no key", ErrNoAuthorities, rel.TrustDomain)
 	}
 	if local := m.localBundle(); local != nil && local.TrustDomain() == rel.TrustDomain {
 		return fmt.Errorf("federation: cannot federate with the local trust domain %q", rel.TrustDomain)
@@ -575,12 +578,12 @@ func checkFetched(rel Relationship, b *spiffebundle.Bundle, limit int64) error {
 	if b.TrustDomain() != rel.TrustDomain { // fetch guarantees it; be explicit
 		return fmt.Errorf("federation: fetched bundle is for %q, not %q", b.TrustDomain(), rel.TrustDomain)
 	}
-	if doc, err := b.Marshal(); err != nil || int64(len(doc)) > limit {
+	if doc, err := MarshalBundle(b); err != nil || int64(len(doc)) > limit {
 		return fmt.Errorf("federation: bundle fetched for %q is %d bytes encoded, more than %d (or cannot be encoded: %v); keeping last-known bundle",
 			rel.TrustDomain, len(doc), limit, err)
 	}
 	if b.Empty() {
-		return fmt.Errorf("federation: bundle fetched for %q has no authorities; keeping last-known bundle", rel.TrustDomain)
+		return fmt.Errorf("%w: bundle fetched for %q; keeping last-known bundle", ErrNoAuthorities, rel.TrustDomain)
 	}
 	if rel.selfAuthenticated() && len(b.X509Authorities()) == 0 {
 		return fmt.Errorf("federation: bundle fetched for %q has no x509 authorities, so it could not authenticate its own endpoint; keeping last-known bundle", rel.TrustDomain)

@@ -440,6 +440,10 @@ func TestSetChecks(t *testing.T) {
 	if err := m.Set(Relationship{TrustDomain: tdA, BundleEndpointURL: "https://a.example", Profile: ProfileHTTPSWeb}, nil); err == nil {
 		t.Fatal("Set for the local trust domain succeeded")
 	}
+	web := Relationship{TrustDomain: tdB, BundleEndpointURL: "https://b.example/bundle", Profile: ProfileHTTPSWeb}
+	if err := m.Set(web, spiffebundle.New(tdB)); !errors.Is(err, ErrNoAuthorities) {
+		t.Fatalf("Set with a bundle without authorities = %v, want ErrNoAuthorities", err)
+	}
 	if err := m.Set(Relationship{TrustDomain: tdB}, nil); !errors.Is(err, ErrInvalidRelationship) {
 		t.Fatalf("Set invalid = %v", err)
 	}
