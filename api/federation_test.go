@@ -259,6 +259,31 @@ func TestUnloadedFederationIsListedWithItsError(t *testing.T) {
 	}
 }
 
+// A peer's bundle given with keys of an unknown type or use, or of a
+// curve go-jose does not read, is taken without them (SPIFFE Trust Domain
+// and Bundle §4.1.3, §4.2.1, §4.2.2), and handed to clients as the
+// authorities kept.
+func TestFederationIgnoresUnknownKeys(t *testing.T) {
+	a, b := start(t, "org-a.example"), start(t, "org-b.example")
+	peer := b.fetchBundle()
+	unknown := `{"kty":"FUTURE","use":"x509-svid"},{"kty":"OKP","crv":"Ed448","use":"jwt-svid","kid":"ed448","x":"` +
+		strings.Repeat("A", 76) + `"},`
+	doc := bytes.Replace(mustMarshal(t, peer), []byte(`"keys":[`), []byte(`"keys":[`+unknown), 1)
+	if _, err := a.admin.AddFederation(ctxT(t), &client.Federation{
+		TrustDomain: b.td.String(), BundleEndpointURL: b.url + "/v1/bundle", Profile: "https_spiffe", Bundle: doc,
+	}); err != nil {
+		t.Fatalf("AddFederation(a bundle with keys to ignore) = %v", err)
+	}
+	node := a.joinNode()
+	bundles, err := node.ans.ParseBundles()
+	if err != nil {
+		t.Fatalf("ParseBundles() = %v", err)
+	}
+	if got := bundles[b.td]; got == nil || !got.X509Bundle().Equal(peer.X509Bundle()) || !got.JWTBundle().Equal(peer.JWTBundle()) {
+		t.Errorf("org-b's bundle handed out = %v, want its authorities without the ignored keys", got)
+	}
+}
+
 // waitRefreshed polls until e has fetched td's bundle from its endpoint.
 func waitRefreshed(t *testing.T, e *env, td spiffeid.TrustDomain) {
 	t.Helper()

@@ -649,7 +649,7 @@ func (t FederatedTrustDomain) federation() (*Federation, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%q: %w", t.TrustDomain, err)
 		}
-		if _, err := federation.ParseBundle(td, b); err != nil {
+		if _, _, err := federation.ParseBundle(td, b); err != nil {
 			return nil, fmt.Errorf("%q: bundle_file %s: %w", t.TrustDomain, t.BundleFile, err)
 		}
 		f.Bundle = b

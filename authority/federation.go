@@ -82,7 +82,7 @@ func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bund
 	}
 	var b *spiffebundle.Bundle
 	if len(f.Bundle) > 0 {
-		if b, err = federation.ParseBundle(td, f.Bundle); err != nil {
+		if b, _, err = federation.ParseBundle(td, f.Bundle); err != nil {
 			return rel, nil, fmt.Errorf("%w: bundle: %v", ErrFederation, err)
 		}
 	}

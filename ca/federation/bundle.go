@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -15,6 +16,14 @@ import (
 // refuse the document it encodes to.
 var ErrNoAuthorities = errors.New("federation: bundle has no authorities")
 
+// knownUses are the JWK uses a bundle's keys are read for: those of the
+// SPIFFE SVID specifications and the WIT-SVID one go-spiffe reads.
+var knownUses = map[string]bool{"x509-svid": true, "jwt-svid": true, "wit-svid": true}
+
+// maxIgnoredListed bounds how many ignored keys ParseBundle describes
+// one by one; the others are counted.
+const maxIgnoredListed = 10
+
 // bundleDocument is a SPIFFE bundle document with its keys left unread.
 type bundleDocument struct {
 	Keys        *[]json.RawMessage `json:"keys"`
@@ -23,17 +32,87 @@ type bundleDocument struct {
 }
 
 // ParseBundle reads doc, a SPIFFE bundle document of trust domain td (a
-// peer's, fetched, given by an administrator or stored). A bundle with no
-// authorities is refused with ErrNoAuthorities.
-func ParseBundle(td spiffeid.TrustDomain, doc []byte) (*spiffebundle.Bundle, error) {
-	b, err := spiffebundle.Parse(td, doc)
+// peer's, fetched, given by an administrator or stored), as the SPIFFE
+// Trust Domain and Bundle specification asks of its consumers:
+//
+//   - keys must be present (§4.1.3);
+//   - a key whose use is unknown (§4.2.2), whose key type is unknown
+//     (§4.1.3, §4.2.1), or that cannot be read as a key of its type (an
+//     unsupported curve, say Ed448) is ignored; the returned list says
+//     which, and why (the first ten, each cut to a bounded length; a
+//     last line counts the others);
+//   - a bundle left with no authorities is refused with ErrNoAuthorities.
+//
+// The keys kept are read by go-spiffe, which refuses what it refuses (an
+// x509-svid key without exactly one certificate, a jwt-svid key without
+// a kid).
+func ParseBundle(td spiffeid.TrustDomain, doc []byte) (*spiffebundle.Bundle, []string, error) {
+	var d bundleDocument
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return nil, nil, fmt.Errorf("federation: bundle is not a SPIFFE bundle document: %w", err)
+	}
+	if d.Keys == nil {
+		return nil, nil, errors.New("federation: bundle has no keys member")
+	}
+	total := len(*d.Keys)
+	kept := make([]json.RawMessage, 0, total)
+	var ignored []string
+	for i, raw := range *d.Keys {
+		why := ignoredKey(raw)
+		switch {
+		case why == "":
+			kept = append(kept, raw)
+		case len(ignored) < maxIgnoredListed:
+			ignored = append(ignored, fmt.Sprintf("key %d: %s", i, why))
+		}
+	}
+	d.Keys = &kept
+	if n := total - len(kept); n > len(ignored) {
+		ignored = append(ignored, fmt.Sprintf("%d more keys ignored", n-len(ignored)))
+	}
+	clean, err := json.Marshal(d)
 	if err != nil {
-		return nil, err
+		return nil, ignored, fmt.Errorf("federation: bundle: %w", err)
+	}
+	b, err := spiffebundle.Parse(td, clean)
+	if err != nil {
+		return nil, ignored, err
 	}
 	if b.Empty() {
-		return nil, ErrNoAuthorities
+		err := fmt.Errorf("%w (%d keys, %d ignored)", ErrNoAuthorities, total, total-len(kept))
+		if len(ignored) > 0 {
+			err = fmt.Errorf("%w; %s", err, ignored[0])
+		}
+		return nil, ignored, err
 	}
-	return b, nil
+	return b, ignored, nil
+}
+
+// ignoredKey says why the JWK raw is to be ignored, or "" if it is not.
+func ignoredKey(raw json.RawMessage) string {
+	var head struct {
+		Kty any `json:"kty"`
+		Use any `json:"use"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return "not a JSON object"
+	}
+	named := fmt.Sprintf("(kty %s, use %s)", boundedValue(head.Kty), boundedValue(head.Use))
+	if use, _ := head.Use.(string); !knownUses[use] {
+		return named + ": unknown use"
+	}
+	var k jose.JSONWebKey
+	if err := json.Unmarshal(raw, &k); err != nil {
+		return named + ": " + boundedError{err}.Error()
+	}
+	return ""
+}
+
+// boundedValue is v (a kty or use of a peer's key) as JSON, cut to 40
+// bytes.
+func boundedValue(v any) string {
+	s, _ := json.Marshal(v) // a value json.Unmarshal made: cannot fail
+	return cut(string(s), 40)
 }
 
 // MarshalBundle encodes b as go-spiffe does, except that a bundle without

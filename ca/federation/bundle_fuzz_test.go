@@ -5,14 +5,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"strings"
 	"testing"
 	"time"
-
-	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 )
 
 // FuzzFetchedBundle feeds a peer's bundle endpoint answer to what a fetch
-// does with it (parse, then the checks before it is used). A bundle it
+// does with it (ParseBundle, then the checks before it is used). A bundle it
 // accepts is stored as it encodes and read back at the next start: that
 // reading must give the same authorities, or a peer could make an
 // authority that trusted it unable to start, or trust other keys after a
@@ -40,20 +39,31 @@ func FuzzFetchedBundle(f *testing.F) {
 	for _, hint := range []string{"9223372036854775807", "-5", "9223372036"} {
 		f.Add(bytes.Replace(doc, []byte(`"spiffe_refresh_hint":300`), []byte(`"spiffe_refresh_hint":`+hint), 1))
 	}
+	// Keys to ignore (SPIFFE Trust Domain and Bundle §4.1.3, §4.2.1,
+	// §4.2.2) beside those to keep, and alone.
+	for _, key := range []string{
+		`{"kty":"FUTURE","use":"x509-svid"}`,
+		`{"kty":"OKP","crv":"Ed448","use":"jwt-svid","kid":"ed448","x":"` + strings.Repeat("A", 76) + `"}`,
+		`{"kty":"EC","use":"future-svid"}`,
+		`null`,
+	} {
+		f.Add(bytes.Replace(doc, []byte(`"keys":[`), []byte(`"keys":[`+key+`,`), 1))
+		f.Add([]byte(`{"keys":[` + key + `]}`))
+	}
 	rel := Relationship{TrustDomain: tdB, BundleEndpointURL: "https://b.example/bundle", Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: endpointB}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		got, err := spiffebundle.Parse(tdB, body)
+		got, _, err := ParseBundle(tdB, body)
 		if err != nil {
 			return
 		}
 		if checkFetched(rel, got, DefaultMaxBundleBytes) != nil {
 			return
 		}
-		stored, err := got.Marshal()
+		stored, err := MarshalBundle(got)
 		if err != nil {
 			t.Fatalf("an accepted bundle does not encode: %v", err)
 		}
-		again, err := spiffebundle.Parse(tdB, stored)
+		again, _, err := ParseBundle(tdB, stored)
 		if err != nil {
 			t.Fatalf("an accepted bundle, as stored, does not read back: %v\nstored: %s", err, stored)
 		}

@@ -25,7 +25,10 @@
 // # Guarantees
 //
 //   - A fetched bundle is always parsed as the relationship's trust domain,
-//     so it can never be installed for another one.
+//     so it can never be installed for another one. It is read by
+//     ParseBundle: keys of an unknown type or use, or that cannot be read
+//     as keys of their type, are ignored (SPIFFE Trust Domain and Bundle
+//     §4.1.3) and logged; the others are taken.
 //   - A bundle becomes visible only after Config.OnUpdate (if set) returned
 //     nil for it; otherwise the previous bundle stays. OnUpdate is only
 //     called when the content changed.

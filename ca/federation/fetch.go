@@ -30,8 +30,8 @@ const (
 // fetch retrieves rel's bundle from its endpoint with the profile's
 // authentication and the bounds documented on the package: one GET within
 // Config.FetchTimeout, no redirects, status 200 only, a body of at most
-// Config.MaxBundleBytes, parsed as rel.TrustDomain (so the returned bundle
-// is always for it).
+// Config.MaxBundleBytes, parsed by ParseBundle as rel.TrustDomain (so the
+// returned bundle is always for it; keys it ignores are logged).
 //
 // Every fetch uses its own transport with keep-alives disabled, closed
 // when fetch returns. Fetches of one relationship are seconds to hours
@@ -107,9 +107,13 @@ func (m *Manager) fetch(ctx context.Context, rel Relationship) (*spiffebundle.Bu
 	if int64(len(body)) > limit {
 		return nil, fmt.Errorf("federation: bundle from %s exceeds %d bytes", url, limit)
 	}
-	b, err := spiffebundle.Parse(td, body)
+	b, ignored, err := ParseBundle(td, body)
 	if err != nil {
 		return nil, fmt.Errorf("federation: parsing bundle of %q from %s: %w", td, url, boundedError{err})
+	}
+	if len(ignored) > 0 {
+		m.cfg.Logger.Warn("federation: fetched bundle has keys of unknown type or use, or unreadable ones; ignoring them",
+			"trust_domain", td.Name(), "url", url, "ignored", ignored)
 	}
 	return b, nil
 }
@@ -120,16 +124,17 @@ func (m *Manager) fetch(ctx context.Context, rel Relationship) (*spiffebundle.Bu
 // errors.Is and errors.As still see the wrapped error.
 type boundedError struct{ err error }
 
-func (e boundedError) Error() string {
-	s := e.err.Error()
-	if len(s) <= maxCauseText {
+func (e boundedError) Error() string { return cut(e.err.Error(), maxCauseText) }
+
+// cut is s cut to at most n bytes, and marked as cut when it was.
+func cut(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := maxCauseText
-	for cut > 0 && !utf8.RuneStart(s[cut]) { // do not cut a rune in two
-		cut--
+	for n > 0 && !utf8.RuneStart(s[n]) { // do not cut a rune in two
+		n--
 	}
-	return s[:cut] + "... (truncated)"
+	return s[:n] + "... (truncated)"
 }
 
 func (e boundedError) Unwrap() error { return e.err }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -323,9 +324,11 @@ func TestFetchRefusesWrongServerID(t *testing.T) {
 
 func TestFetchParseErrorIsBounded(t *testing.T) {
 	caB := newTestCA(t, tdB)
-	// A JWK whose invalid x5u URL go-jose quotes in full in its error.
+	// A JWK whose invalid x5u URL go-jose quotes in full in its error:
+	// the key is ignored, and the bundle, left without authorities,
+	// refused with why.
 	long := strings.Repeat("Z", 100<<10)
-	doc := []byte(`{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB","x5u":"https://a/%zz` + long + `"}]}`)
+	doc := []byte(`{"keys":[{"kty":"RSA","use":"x509-svid","n":"AQAB","e":"AQAB","x5u":"https://a/%zz` + long + `"}]}`)
 	e := startEndpoint(t, caB.serverCert(t, endpointB), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write(doc)
 	}))
@@ -387,4 +390,62 @@ func TestFetchRefusesABundleThatGrowsWhenEncoded(t *testing.T) {
 	mustSet(t, m, e.rel(), initial)
 	expectRefused(t, m, initial, updated, []string{"bytes encoded, more than"}, nil)
 	e.waitNoConns(t)
+}
+
+// Keys of a fetched bundle with an unknown key type or use, or that
+// cannot be read as keys of their type, are ignored, as the SPIFFE Trust
+// Domain and Bundle specification asks (§4.1.3, §4.2.1, §4.2.2): the
+// bundle is taken with the others, and the ignored ones are logged. A
+// bundle left with no authorities is still refused.
+func TestFetchIgnoresUnknownKeys(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	served := bundleOf(tdB, 2, -1, caB)
+	ed448 := `{"kty":"OKP","crv":"Ed448","use":"jwt-svid","kid":"ed448","x":"` + strings.Repeat("A", 76) + `"}`
+	tests := []struct {
+		name   string
+		keys   []string // added before the served bundle's keys
+		noneOf bool     // the served keys are left out: nothing is left
+	}{
+		{"an unknown key type", []string{`{"kty":"FUTURE","use":"x509-svid"}`}, false},
+		{"an unsupported curve", []string{ed448}, false},
+		{"an unknown use and key type", []string{`{"kty":"FUTURE","use":"future-svid","x":1}`}, false},
+		{"a key that is no object", []string{`"x"`}, false},
+		{"only keys that are ignored", []string{`{"kty":"FUTURE","use":"x509-svid"}`, ed448}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := marshal(t, served)
+			extra := strings.Join(tt.keys, ",")
+			if tt.noneOf {
+				doc = []byte(`{"keys":[` + extra + `],"spiffe_sequence":2}`)
+			} else {
+				doc = bytes.Replace(doc, []byte(`"keys":[`), []byte(`"keys":[`+extra+`,`), 1)
+			}
+			e := startEndpoint(t, caB.serverCert(t, endpointB), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = w.Write(doc)
+			}))
+			logs := &logBuffer{}
+			cfg := fastConfig()
+			cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			m, updated := newRecordingManager(t, cfg)
+			initial := bundleOf(tdB, 1, -1, caB)
+			mustSet(t, m, e.rel(), initial)
+			if tt.noneOf {
+				err := expectRefused(t, m, initial, updated, []string{"no authorities"}, nil)
+				if !errors.Is(err, ErrNoAuthorities) {
+					t.Errorf("Refresh() = %v, want ErrNoAuthorities", err)
+				}
+				return
+			}
+			if err := m.Refresh(context.Background(), tdB); err != nil {
+				t.Fatalf("Refresh() = %v, want the bundle taken without the ignored keys", err)
+			}
+			if got := mustBundle(t, m, tdB); !got.Equal(served) {
+				t.Errorf("bundle held = %s, want the served one without the ignored keys", marshal(t, got))
+			}
+			if s := logs.String(); !strings.Contains(s, "level=WARN") || !strings.Contains(s, "ignoring") || !strings.Contains(s, "key 0") {
+				t.Errorf("the ignored key was not logged:\n%s", s)
+			}
+		})
+	}
 }
