@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -281,6 +282,35 @@ func TestFederationIgnoresUnknownKeys(t *testing.T) {
 	}
 	if got := bundles[b.td]; got == nil || !got.X509Bundle().Equal(peer.X509Bundle()) || !got.JWTBundle().Equal(peer.JWTBundle()) {
 		t.Errorf("org-b's bundle handed out = %v, want its authorities without the ignored keys", got)
+	}
+}
+
+// A peer bundle's refresh hint below 0 or above a year is stored and
+// handed to clients as 0 or a year: never as a hint go-spiffe's encoding
+// overflowed (9223372036 s read back as -9223372036) or moved (-5 as -4).
+func TestFederationRefreshHintIsBounded(t *testing.T) {
+	a, b := start(t, "org-a.example"), start(t, "org-b.example")
+	doc := mustMarshal(t, b.fetchBundle())
+	hint := regexp.MustCompile(`"spiffe_refresh_hint":-?[0-9]+`)
+	if !hint.Match(doc) {
+		t.Fatalf("org-b's bundle %s has no refresh hint", doc)
+	}
+	for _, tt := range []struct{ given, want string }{
+		{"-5", "0"},
+		{"9223372036", "31536000"},
+	} {
+		t.Run(tt.given, func(t *testing.T) {
+			given := hint.ReplaceAll(doc, []byte(`"spiffe_refresh_hint":`+tt.given))
+			if _, err := a.admin.AddFederation(ctxT(t), &client.Federation{
+				TrustDomain: b.td.String(), BundleEndpointURL: "https://127.0.0.1:1/v1/bundle", Profile: "https_web", Bundle: given,
+			}); err != nil {
+				t.Fatalf("AddFederation() = %v", err)
+			}
+			handed := a.joinNode().ans.Bundles["org-b.example"]
+			if got := hint.Find(handed); string(got) != `"spiffe_refresh_hint":`+tt.want {
+				t.Errorf("hint %s handed out as %s, want %s", tt.given, got, tt.want)
+			}
+		})
 	}
 }
 

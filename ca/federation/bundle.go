@@ -4,11 +4,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
+
+// MaxRefreshHint is the largest spiffe_refresh_hint read from a peer's
+// bundle document: a larger one is read as this, and a negative one as 0
+// (the hint is a number of seconds, SPIFFE Trust Domain and Bundle
+// §4.1.2), so that the hint stored and handed out is the one read:
+// go-spiffe's reading and encoding overflow for hints of about 292 years
+// and more, and move a negative one by a second.
+const MaxRefreshHint = 365 * 24 * time.Hour
 
 // ErrNoAuthorities is wrapped by the errors about a peer's bundle that
 // has no authority left to trust (none given, or only keys that are
@@ -41,6 +50,7 @@ type bundleDocument struct {
 //     unsupported curve, say Ed448) is ignored; the returned list says
 //     which, and why (the first ten, each cut to a bounded length; a
 //     last line counts the others);
+//   - spiffe_refresh_hint is read within [0, MaxRefreshHint];
 //   - a bundle left with no authorities is refused with ErrNoAuthorities.
 //
 // The keys kept are read by go-spiffe, which refuses what it refuses (an
@@ -67,6 +77,10 @@ func ParseBundle(td spiffeid.TrustDomain, doc []byte) (*spiffebundle.Bundle, []s
 		}
 	}
 	d.Keys = &kept
+	if d.RefreshHint != nil {
+		hint := min(max(*d.RefreshHint, 0), int64(MaxRefreshHint/time.Second))
+		d.RefreshHint = &hint
+	}
 	if n := total - len(kept); n > len(ignored) {
 		ignored = append(ignored, fmt.Sprintf("%d more keys ignored", n-len(ignored)))
 	}

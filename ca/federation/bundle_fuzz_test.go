@@ -15,9 +15,8 @@ import (
 // accepts is stored as it encodes and read back at the next start: that
 // reading must give the same authorities, or a peer could make an
 // authority that trusted it unable to start, or trust other keys after a
-// restart. (Its refresh hint may read back otherwise: go-spiffe reads a
-// hint past 292 years as negative and rounds negative ones; hints are
-// clamped to [MinRefresh, MaxRefresh] before use.)
+// restart; its refresh hint must read back the same too, or the hint
+// handed to clients would not be the one read.
 func FuzzFetchedBundle(f *testing.F) {
 	ca := newTestCA(f, tdB)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -69,6 +68,10 @@ func FuzzFetchedBundle(f *testing.F) {
 		}
 		if !again.X509Bundle().Equal(got.X509Bundle()) || !again.JWTBundle().Equal(got.JWTBundle()) {
 			t.Fatalf("an accepted bundle reads back with other contents\nfetched: %s\nstored:  %s", body, stored)
+		}
+		hint, hasHint := got.RefreshHint()
+		if againHint, againHas := again.RefreshHint(); againHint != hint || againHas != hasHint {
+			t.Fatalf("an accepted bundle's refresh hint %v reads back as %v\nfetched: %s\nstored:  %s", hint, againHint, body, stored)
 		}
 	})
 }

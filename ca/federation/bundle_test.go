@@ -2,7 +2,9 @@ package federation
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 )
@@ -31,6 +33,47 @@ func TestMarshalBundleKeepsKeys(t *testing.T) {
 			got, err := spiffebundle.Parse(tdB, doc)
 			if err != nil || !got.Equal(tt.b) {
 				t.Fatalf("the encoding %s reads back as %v, %v; want the bundle", doc, got, err)
+			}
+		})
+	}
+}
+
+// A peer's refresh hint is read within [0, MaxRefreshHint], so that the
+// bundle stored and handed out says what was read, not a hint go-spiffe's
+// encoding overflowed or moved (SPIFFE Trust Domain and Bundle §4.1.2).
+func TestParseBundleBoundsRefreshHint(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	doc := marshal(t, bundleOf(tdB, 1, 300*time.Second, caB))
+	year := int64(MaxRefreshHint / time.Second)
+	tests := []struct {
+		hint string
+		want int64
+	}{
+		{"300", 300},
+		{"0", 0},
+		{"-5", 0},
+		{"-9223372036854775808", 0},
+		{"31536000", year},
+		{"31536001", year},
+		{"9223372036", year},
+		{"9223372036854775807", year},
+	}
+	for _, tt := range tests {
+		t.Run(tt.hint, func(t *testing.T) {
+			in := bytes.Replace(doc, []byte(`"spiffe_refresh_hint":300`), []byte(`"spiffe_refresh_hint":`+tt.hint), 1)
+			b, _, err := ParseBundle(tdB, in)
+			if err != nil {
+				t.Fatalf("ParseBundle() = %v", err)
+			}
+			stored, err := MarshalBundle(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Hint *int64 `json:"spiffe_refresh_hint"`
+			}
+			if err := json.Unmarshal(stored, &got); err != nil || got.Hint == nil || *got.Hint != tt.want {
+				t.Errorf("hint %s is stored as %s, want %d", tt.hint, stored, tt.want)
 			}
 		})
 	}

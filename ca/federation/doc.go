@@ -44,7 +44,8 @@
 //     which readers (go-spiffe's among them) refuse.
 //   - Refresh intervals follow the bundle's spiffe_refresh_hint clamped to
 //     [Config.MinRefresh, Config.MaxRefresh], or Config.DefaultRefresh when
-//     the bundle has no hint.
+//     the bundle has no hint. The hint itself is read within
+//     [0, MaxRefreshHint], so that the bundle held encodes the hint read.
 //   - A fetched bundle whose spiffe_sequence is lower than the held one's is
 //     accepted, with a warning logged. As in SPIRE, the peer is the
 //     authority on its current bundle (it may have restored from backup or
