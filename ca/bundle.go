@@ -14,7 +14,9 @@ import (
 // is configured) and the JWT authorities of every prepared, active and not
 // yet expired old authority, with spiffe_sequence and spiffe_refresh_hint
 // set. The sequence number increases by one on every change of the
-// bundle's authorities and is persisted with the state.
+// bundle's contents (its authorities, or its refresh hint when
+// Config.RefreshHint changed since the last start: SPIFFE Trust Domain
+// and Bundle §4.1.1) and is persisted with the state.
 func (c *CA) Bundle() *spiffebundle.Bundle {
 	return c.view.Load().bundle.Clone()
 }
@@ -44,14 +46,21 @@ func (c *CA) buildBundle(st *caState) *spiffebundle.Bundle {
 			_ = b.AddJWTAuthority(a.id, a.publicKey) // only fails for an empty kid
 		}
 	}
-	b.SetRefreshHint(c.cfg.RefreshHint)
+	if st.hint != nil {
+		b.SetRefreshHint(*st.hint)
+	}
 	b.SetSequenceNumber(st.seq)
 	return b
 }
 
-// bundleContentEqual compares the authorities of two bundles, ignoring
-// sequence number and refresh hint.
+// bundleContentEqual compares the contents of two bundles, their
+// authorities and refresh hint, ignoring the sequence number.
 func bundleContentEqual(a, b *spiffebundle.Bundle) bool {
+	ha, oka := a.RefreshHint()
+	hb, okb := b.RefreshHint()
+	if ha != hb || oka != okb {
+		return false
+	}
 	xa, xb := a.X509Authorities(), b.X509Authorities()
 	if !slices.EqualFunc(xa, xb, func(p, q *x509.Certificate) bool { return p.Equal(q) }) {
 		return false

@@ -60,7 +60,9 @@
 //     the active one expired while rotation was not running);
 //   - exactly one authority of each kind is active;
 //   - the bundle's spiffe_sequence increases by one with every change of
-//     its authorities.
+//     its contents: its authorities, or its spiffe_refresh_hint (a
+//     changed Config.RefreshHint, taken at the next start; SPIFFE Trust
+//     Domain and Bundle §4.1.1).
 //
 // Rotation is driven by Run (or by calling Rotate) using the injected
 // clock. Consumers learn about changes through Subscribe.

@@ -3,6 +3,7 @@ package ca_test
 import (
 	"context"
 	"crypto/elliptic"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -155,5 +156,81 @@ func TestRestartPreparedKeyMissing(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d prepared x509 authorities after recovery, want 1", n)
+	}
+}
+
+// The bundle's refresh hint is part of its contents: a restart with
+// another Config.RefreshHint publishes the bundle with it under a new
+// sequence number (SPIFFE Trust Domain and Bundle §4.1.1); one with the
+// same hint changes nothing.
+func TestRestartWithAnotherRefreshHint(t *testing.T) {
+	ctx := context.Background()
+	env := newEnv(t, func(c *ca.Config) { c.RefreshHint = 5 * time.Minute })
+	journal := env.cfg.Journal.(*ca.MemoryJournal)
+	first := env.newCA(t).Bundle()
+	seq, _ := first.SequenceNumber()
+	tests := []struct {
+		name    string
+		hint    time.Duration
+		wantSeq uint64
+	}{
+		{"same hint", 5 * time.Minute, seq},
+		{"another hint", 10 * time.Minute, seq + 1},
+		{"that hint again", 10 * time.Minute, seq + 1},
+		{"the first hint back", 5 * time.Minute, seq + 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			saves := journal.Saves()
+			cfg := env.cfg
+			cfg.RefreshHint = tt.hint
+			c, err := ca.New(ctx, cfg)
+			if err != nil {
+				t.Fatalf("restart: %v", err)
+			}
+			b := c.Bundle()
+			gotSeq, _ := b.SequenceNumber()
+			gotHint, _ := b.RefreshHint()
+			if gotSeq != tt.wantSeq || gotHint != tt.hint {
+				t.Errorf("bundle after restart: sequence %d, hint %s; want %d, %s", gotSeq, gotHint, tt.wantSeq, tt.hint)
+			}
+			if changed := gotSeq != seq; changed != (journal.Saves() > saves) {
+				t.Errorf("sequence %d -> %d, journal saves %d -> %d: want a save exactly when the bundle changed", seq, gotSeq, saves, journal.Saves())
+			}
+			if !c.Bundle().X509Bundle().Equal(first.X509Bundle()) || !c.Bundle().JWTBundle().Equal(first.JWTBundle()) {
+				t.Error("the authorities changed with the hint")
+			}
+			seq = gotSeq
+		})
+	}
+}
+
+// A state saved before the hint was kept with it: the hint it was
+// published with is unknown, so the bundle is published once more under
+// a new sequence number, then restarts change nothing.
+func TestRestartFromAStateWithoutItsHint(t *testing.T) {
+	ctx := context.Background()
+	env := newEnv(t, nil)
+	journal := env.cfg.Journal.(*ca.MemoryJournal)
+	seq, _ := env.newCA(t).Bundle().SequenceNumber()
+	data, err := journal.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	delete(rec, "bundle_refresh_hint_ns")
+	if data, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := journal.Save(ctx, data); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []uint64{seq + 1, seq + 1} {
+		if got, _ := env.newCA(t).Bundle().SequenceNumber(); got != want {
+			t.Errorf("sequence after restart = %d, want %d", got, want)
+		}
 	}
 }

@@ -42,7 +42,10 @@ func (tx *transition) add(what string, a *authority) {
 //     activated in the same step (unless the active one expired);
 //   - old and prepared authorities past their expiry are removed from the
 //     bundle and their keys deleted (JWT keys one minute later, to cover
-//     validators' exp leeway).
+//     validators' exp leeway);
+//   - the bundle was last published with another refresh hint than
+//     Config.RefreshHint (it changed since the last start): the bundle
+//     gets the new hint, and so a new sequence number.
 //
 // A changed state is saved to the Journal before it takes effect; if the
 // save fails nothing changes and keys generated during the step are
@@ -64,7 +67,8 @@ func (c *CA) rotateLocked(ctx context.Context) (bool, error) {
 		}
 		prune(next, kind, now, &tx)
 	}
-	if len(tx.events) == 0 {
+	newHint := c.st.hint == nil || *c.st.hint != c.cfg.RefreshHint
+	if len(tx.events) == 0 && !newHint {
 		return false, nil
 	}
 	if err := c.commit(ctx, next); err != nil {
@@ -75,6 +79,9 @@ func (c *CA) rotateLocked(ctx context.Context) (bool, error) {
 	for _, e := range tx.events {
 		c.log.Info("ca: authority "+e.what, "kind", e.a.kind, "id", e.a.id,
 			"key_id", e.a.keyID, "not_after", e.a.notAfter)
+	}
+	if newHint && len(tx.events) == 0 {
+		c.log.Info("ca: bundle published with a new refresh hint", "refresh_hint", c.cfg.RefreshHint, "sequence", c.st.seq)
 	}
 	c.notify()
 	return true, nil
@@ -141,10 +148,12 @@ func prune(st *caState, kind Kind, now time.Time, tx *transition) {
 	})
 }
 
-// commit assigns the bundle sequence number, saves next to the Journal and
-// then installs it.
+// commit assigns the bundle sequence number and refresh hint, saves next
+// to the Journal and then installs it.
 func (c *CA) commit(ctx context.Context, next *caState) error {
 	next.seq = c.st.seq
+	hint := c.cfg.RefreshHint
+	next.hint = &hint
 	if !bundleContentEqual(c.buildBundle(next), c.view.Load().bundle) {
 		next.seq++
 	}

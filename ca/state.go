@@ -15,10 +15,13 @@ import (
 type caState struct {
 	seq   uint64       // bundle sequence number; 0 before the first bundle
 	auths []*authority // creation order, both kinds
+	// hint is the refresh hint the bundle of seq was published with; nil
+	// before the first bundle, and in a state saved before it was kept.
+	hint *time.Duration
 }
 
 func (s *caState) clone() *caState {
-	return &caState{seq: s.seq, auths: slices.Clone(s.auths)}
+	return &caState{seq: s.seq, auths: slices.Clone(s.auths), hint: s.hint}
 }
 
 // find returns the active and prepared authorities of kind (either may be
@@ -49,10 +52,13 @@ const stateVersion = 1
 
 // stateRecord is the journal document.
 type stateRecord struct {
-	Version        int               `json:"version"`
-	TrustDomain    string            `json:"trust_domain"`
-	BundleSequence uint64            `json:"bundle_sequence"`
-	Authorities    []authorityRecord `json:"authorities"`
+	Version        int    `json:"version"`
+	TrustDomain    string `json:"trust_domain"`
+	BundleSequence uint64 `json:"bundle_sequence"`
+	// BundleRefreshHint is the refresh hint (nanoseconds) the bundle of
+	// BundleSequence was published with.
+	BundleRefreshHint *time.Duration    `json:"bundle_refresh_hint_ns,omitempty"`
+	Authorities       []authorityRecord `json:"authorities"`
 }
 
 // authorityRecord holds public material only: private keys live in the
@@ -71,7 +77,7 @@ type authorityRecord struct {
 }
 
 func encodeState(td spiffeid.TrustDomain, s *caState) ([]byte, error) {
-	rec := stateRecord{Version: stateVersion, TrustDomain: td.Name(), BundleSequence: s.seq}
+	rec := stateRecord{Version: stateVersion, TrustDomain: td.Name(), BundleSequence: s.seq, BundleRefreshHint: s.hint}
 	for _, a := range s.auths {
 		r := authorityRecord{
 			Kind: a.kind, ID: a.id, KeyID: a.keyID, State: a.state,
@@ -108,7 +114,7 @@ func decodeState(td spiffeid.TrustDomain, data []byte) (*caState, error) {
 	if rec.TrustDomain != td.Name() {
 		return nil, fmt.Errorf("ca: journal state belongs to trust domain %q, config says %q", rec.TrustDomain, td.Name())
 	}
-	s := &caState{seq: rec.BundleSequence}
+	s := &caState{seq: rec.BundleSequence, hint: rec.BundleRefreshHint}
 	seen := map[string]bool{}
 	for i, r := range rec.Authorities {
 		a, err := r.authority(td)
