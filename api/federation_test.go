@@ -505,6 +505,60 @@ func TestFederatedBundleUpdatesAreLogged(t *testing.T) {
 	}
 }
 
+// A peer bundle fetched with the same trust anchors under another
+// sequence number and refresh hint (the peer restarted with another
+// federation.bundle_refresh_hint) is stored, but not logged as
+// federation.bundle_updated, which is for other trust anchors.
+func TestFederatedBundleWithOnlyANewHintIsStoredUnlogged(t *testing.T) {
+	aDir, bDir := t.TempDir(), t.TempDir()
+	b := start(t, "org-b.example", func(c *authority.Config) { c.DataDir = bDir })
+	a := start(t, "org-a.example", func(c *authority.Config) { c.DataDir = aDir })
+	a.federate(b)
+	waitRefreshed(t, a, b.td)
+	b.stop()
+	b = start(t, "org-b.example", func(c *authority.Config) {
+		c.DataDir = bDir
+		c.Federation.BundleRefreshHint = authority.Duration(7 * time.Minute)
+	})
+	peer := b.fetchBundle()
+	if hint, _ := peer.RefreshHint(); hint != 7*time.Minute {
+		t.Fatalf("org-b's bundle hint = %s, want 7m", hint)
+	}
+	seq, _ := peer.SequenceNumber()
+	// The relationship again, at org-b's new address, keeping its bundle.
+	if _, err := a.admin.AddFederation(ctxT(t), &client.Federation{
+		TrustDomain: b.td.String(), BundleEndpointURL: b.url + "/v1/bundle", Profile: "https_spiffe",
+	}); err != nil {
+		t.Fatalf("AddFederation() = %v", err)
+	}
+	var feds []client.Federation
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var err error
+		if feds, err = a.admin.ListFederations(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		if len(feds) == 1 && feds[0].BundleSequence != nil && *feds[0].BundleSequence == seq {
+			break
+		}
+	}
+	if len(feds) != 1 || feds[0].BundleSequence == nil || *feds[0].BundleSequence != seq {
+		t.Fatalf("ListFederations() = %+v, want org-b's bundle of sequence %d", feds, seq)
+	}
+	if stored, err := spiffebundle.Parse(b.td, feds[0].Bundle); err != nil || !stored.Equal(peer) {
+		t.Errorf("bundle held = %s, %v; want the one fetched", feds[0].Bundle, err)
+	}
+	if got := a.auditOf("federation.bundle_updated", "org-b.example"); len(got) != 0 {
+		t.Errorf("federation.bundle_updated entries = %v, want none: the trust anchors are the same", got)
+	}
+	// Stored: with org-b down, a restart holds the bundle fetched.
+	b.stop()
+	a.stop()
+	a = start(t, "org-a.example", func(c *authority.Config) { c.DataDir = aDir })
+	if feds, err := a.admin.ListFederations(ctxT(t)); err != nil || len(feds) != 1 || feds[0].BundleSequence == nil || *feds[0].BundleSequence != seq {
+		t.Errorf("ListFederations() after a restart = %+v, %v; want the bundle of sequence %d stored", feds, err, seq)
+	}
+}
+
 // A federation from the config file with a bundle_file: the file
 // authenticates the peer the first time; once the relationship is
 // stored, the authority starts without it.

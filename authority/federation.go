@@ -174,14 +174,22 @@ func (a *Authority) loadFederations(ctx context.Context) ([]*Federation, error) 
 	return out, err
 }
 
-// errNoFederation fails the logging of a fetched bundle whose
-// relationship has no record (yet, or any more).
-var errNoFederation = errors.New("authority: no federation record")
+var (
+	// errNoFederation fails the logging of a fetched bundle whose
+	// relationship has no record (yet, or any more).
+	errNoFederation = errors.New("authority: no federation record")
+	// errNewAnchors fails the storing, unlogged, of a fetched bundle
+	// whose trust anchors are not those of the stored one.
+	errNewAnchors = errors.New("authority: fetched bundle has other trust anchors")
+)
 
-// saveFederatedBundle persists a freshly fetched peer bundle in the commit
-// that logs it (federation.bundle_updated); it is the federation manager's
-// OnUpdate hook, so a bundle that cannot be stored and logged is never
-// used.
+// saveFederatedBundle persists a freshly fetched peer bundle; it is the
+// federation manager's OnUpdate hook, so a bundle that cannot be stored
+// (and logged, where it is) is never used. A bundle with other trust
+// anchors than the stored one is stored in the commit that logs it
+// (federation.bundle_updated); one that differs only in its sequence
+// number or refresh hint is stored without an entry, so that a peer
+// changing only those does not add an entry at every fetch.
 func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
 	doc, err := federation.MarshalBundle(b)
 	if err != nil {
@@ -190,7 +198,8 @@ func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDo
 	if err := a.bundlesFit(td, doc); err != nil {
 		return err
 	}
-	_, err = a.recordWith(ctx, a.bundleUpdated(td, b), func(tx store.Tx) error {
+	anchors := bundleAnchors(b)["anchors_sha256"]
+	put := func(tx store.Tx, sameAnchorsOnly bool) error {
 		v, err := tx.Get(bucketFederations, []byte(td.String()))
 		if errors.Is(err, store.ErrNotFound) {
 			return errNoFederation
@@ -202,9 +211,18 @@ func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDo
 		if err := decodeRecord(v, f); err != nil {
 			return err
 		}
+		if sameAnchorsOnly {
+			if held, _, err := federation.ParseBundle(td, f.Bundle); err != nil || bundleAnchors(held)["anchors_sha256"] != anchors {
+				return errNewAnchors
+			}
+		}
 		f.Bundle = doc
 		return putRecord(tx, bucketFederations, td.String(), f)
-	})
+	}
+	err = a.store.Update(ctx, func(tx store.Tx) error { return put(tx, true) })
+	if errors.Is(err, errNewAnchors) {
+		_, err = a.recordWith(ctx, a.bundleUpdated(td, b), func(tx store.Tx) error { return put(tx, false) })
+	}
 	if errors.Is(err, errNoFederation) {
 		// Being added (its record is not written yet: the fetch is
 		// retried) or just deleted. Either way not used unlogged.
