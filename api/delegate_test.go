@@ -611,8 +611,12 @@ func TestTokenExchange(t *testing.T) {
 	tokenAs := func(user string, form url.Values) (*http.Response, map[string]any) {
 		return tokenWith("Basic "+base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(user)+":")), form)
 	}
+	refused := len(e.auditOf("delegation.refused", ""))
 	if resp, out := tokenWith("Bearer abc", root); resp.StatusCode != 401 || out["error"] != "invalid_client" || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
 		t.Errorf("an Authorization header of another scheme: %d %v, WWW-Authenticate %q; want 401 invalid_client naming Bearer (RFC 6749 §5.2)", resp.StatusCode, out, resp.Header.Get("WWW-Authenticate"))
+	}
+	if got := len(e.auditOf("delegation.refused", "")); got != refused+1 {
+		t.Errorf("%d delegation.refused entries after an authenticated agent's request with a Bearer header, %d before; want it recorded", got, refused)
 	}
 	if resp, _ := tokenWith("Ba(d x", root); resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
 		t.Errorf("a scheme that is no token: %d, WWW-Authenticate %q; want 401 naming Basic", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))

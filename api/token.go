@@ -141,8 +141,8 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	// authentication is a 400.
 	unauthorized := http.StatusBadRequest
 	headerID, _, usedHeader := r.BasicAuth()
+	otherScheme := false
 	if usedHeader {
-		unauthorized = http.StatusUnauthorized
 		if id, err := url.QueryUnescape(headerID); err == nil { // RFC 6749 §2.3.1
 			headerID = id
 		}
@@ -150,8 +150,10 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		// RFC 6749 §5.2: the challenge matches the scheme the client
 		// used, whichever it was.
 		w.Header().Set("WWW-Authenticate", authScheme(h)+` realm="mandate", error="invalid_client"`)
-		oauthError(w, http.StatusUnauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS); an Authorization header may only name it (Basic, its SPIFFE ID)")
-		return
+		otherScheme = true
+	}
+	if usedHeader || otherScheme {
+		unauthorized = http.StatusUnauthorized
 	}
 	c := callerOf(r)
 	if c == nil {
@@ -177,6 +179,10 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	// client the certificate authenticated.
 	if id := f.Get("client_id"); id != "" && id != c.ID.String() {
 		refuse(unauthorized, "invalid_client", "client_id does not name the authenticated caller "+c.ID.String())
+		return
+	}
+	if otherScheme {
+		refuse(unauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS); an Authorization header may only name it (Basic, its SPIFFE ID)")
 		return
 	}
 	if usedHeader && headerID != c.ID.String() {
