@@ -457,6 +457,54 @@ func TestRevocationCascades(t *testing.T) {
 	}
 }
 
+// Revoking a node (a stolen device) revokes the hops held on it too: one
+// bound to an X509-SVID of that node, and one unbound whose delegatee is
+// registered on it; the status says so, the hops below go with them, and
+// no new hop is issued to be held there. A hop held elsewhere stays.
+func TestRevokingANodeRevokesHopsHeldOnIt(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b", "calendar:read")
+	c := e.agentWithScopes("c", "calendar:read")
+	d := e.agentWithScopes("d")
+	status := func(tok string) string {
+		t.Helper()
+		ch, err := delegation.Verify(tok, e.a, delegation.VerifyOptions{AnyHolder: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct{ Status string }
+		if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+ch[len(ch)-1].ID+"/status", nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Status
+	}
+	bound := e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", bind: true})
+	below := e.mustDelegate(b, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, parent: bound})
+	unbound := e.mustDelegate(a, delegateReq{delegatee: c, scopes: []string{"calendar:read"}, principal: "bob"})
+	elsewhere := e.mustDelegate(a, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, principal: "carol"})
+	for _, holder := range []identity{b, c} {
+		host, err := authority.HostNode(holder.chain[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": host.String(), "reason": "stolen device"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, tok := range map[string]string{"bound to an SVID of the node": bound, "below it": below, "unbound, to an agent registered on the node": unbound} {
+		if got := status(tok); got != "revoked" {
+			t.Errorf("the hop %s: %s, want revoked", name, got)
+		}
+	}
+	if got := status(elsewhere); got != "active" {
+		t.Errorf("a hop held on another node: %s, want active", got)
+	}
+	if _, p := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "dave", bind: true}); p == nil || p.Name() != "delegation-revoked" {
+		t.Fatalf("a hop to be held on a revoked node: %+v, want delegation-revoked", p)
+	}
+}
+
 // exchange posts an RFC 8693 token exchange as from.
 func (e *env) exchange(from *identity, form url.Values) (int, map[string]any) {
 	e.t.Helper()

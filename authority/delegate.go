@@ -164,6 +164,9 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	var cnf *delegation.Confirmation
 	var delegateeHost map[string]any
+	// The nodes the delegatee may hold the hop on: revoking one revokes
+	// the hop (see delegation.Record.DelegateeHosts).
+	var delegateeHosts []string
 	if len(req.DelegateeSVID) > maxDelegateeChain {
 		return nil, fmt.Errorf("%w: delegatee_x509_svid is at most %d certificates (the SVID and its intermediates)", ErrInvalidRequest, maxDelegateeChain)
 	}
@@ -183,6 +186,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		if delegatee.TrustDomain() == a.td {
 			if host, err := HostNode(leaf); err == nil {
 				delegateeHost = a.hostFacts(ctx, host)
+				delegateeHosts = []string{host.String()}
 			}
 		}
 	}
@@ -200,6 +204,9 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if delegateeHost == nil && delegatee.TrustDomain() == a.td {
 		// No SVID given: the weakest node the delegatee may run on.
 		delegateeHost = a.registeredHostFacts(ctx, delegateeReg)
+	}
+	if delegateeHosts == nil && delegateeReg != nil && len(delegateeReg.Selectors) == 0 {
+		delegateeHosts = slices.Clone(delegateeReg.NodeIDs)
 	}
 
 	// The delegator's own signature over the hop, before anything is
@@ -247,7 +254,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		}
 		return nil, err
 	}
-	revoked, err := a.chainRevocations(ctx, chain, c.ID.String(), delegatee.String(), delegator.hostID)
+	revoked, err := a.chainRevocations(ctx, chain, append([]string{c.ID.String(), delegatee.String(), delegator.hostID}, delegateeHosts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -345,6 +352,9 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		"depth": depth, "purpose": req.Purpose, "expires_at": exp.UTC(), "bound": cnf != nil, "decision": details,
 		"ancestors": delegation.AncestorsOf(chain), "delegator_host": delegator.hostID,
 		"delegator_signature": req.DelegatorSignature, "delegator_svid": SVIDEntry{Serial: serial, LogIndex: signerEntry},
+	}
+	if len(delegateeHosts) > 0 {
+		recDetails["delegatee_hosts"] = delegateeHosts
 	}
 	if cnf != nil {
 		// What the token is bound to, so that an auditor checks it
@@ -572,13 +582,16 @@ func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Cl
 			if err != nil {
 				return err
 			}
-			// A hop made on a revoked node holds no longer, marked or
-			// not (a cascade that stopped at its bound leaves some).
+			// A hop made on, or held on, a revoked node holds no
+			// longer, marked or not (a cascade that stopped at its
+			// bound leaves some).
 			revoked := !rec.RevokedAt.IsZero()
-			if !revoked && rec.DelegatorHost != "" {
-				if revoked, err = delegation.IDRevoked(tx, rec.DelegatorHost); err != nil {
+			if !revoked {
+				host, err := revokedHost(tx, rec)
+				if err != nil {
 					return err
 				}
+				revoked = host != ""
 			}
 			out[hopRef{Issuer: c.Issuer, ID: c.ID}.key()] = revoked
 		}
@@ -761,7 +774,7 @@ func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry, le
 	rec := &delegation.Record{ID: d.ID, Issuer: a.td.IDString(), ParentID: d.ParentID, ParentIssuer: d.ParentIssuer,
 		Delegator: d.Delegator, Delegatee: d.Delegatee, Principal: d.Principal, Scopes: d.Scopes, Depth: d.Depth, Purpose: d.Purpose,
 		IssuedAt: e.Time, ExpiresAt: d.ExpiresAt, DecisionID: e.DecisionID, LogIndex: index, LeafHash: hex.EncodeToString(leafHash),
-		Ancestors: d.Ancestors, DelegatorHost: d.DelegatorHost}
+		Ancestors: d.Ancestors, DelegatorHost: d.DelegatorHost, DelegateeHosts: d.DelegateeHosts}
 	// A revocation committed after the flow checked the chain, and before
 	// this record exists, could not cascade to it: the record is born
 	// revoked instead.
@@ -807,11 +820,27 @@ func (a *Authority) indexDelegations(ctx context.Context) error {
 	return nil
 }
 
+// revokedHost is the node rec was made on (its delegator's host), or may
+// be held on (its delegatee's), when that node is revoked; "" when none
+// is.
+func revokedHost(tx store.Tx, rec *delegation.Record) (string, error) {
+	for _, h := range append([]string{rec.DelegatorHost}, rec.DelegateeHosts...) {
+		if h == "" {
+			continue
+		}
+		revoked, err := delegation.IDRevoked(tx, h)
+		if err != nil || revoked {
+			return h, err
+		}
+	}
+	return "", nil
+}
+
 // revokedInTx says what of a hop about to be recorded is revoked here: a
 // hop above it issued here, its delegator, its delegator's host, its
 // delegatee, or a party above ("" when nothing is).
 func revokedInTx(tx store.Tx, self string, rec *delegation.Record) (string, error) {
-	parties := []string{rec.Delegator, rec.Delegatee, rec.DelegatorHost}
+	parties := append([]string{rec.Delegator, rec.Delegatee, rec.DelegatorHost}, rec.DelegateeHosts...)
 	for _, an := range rec.Ancestors {
 		parties = append(parties, an.Delegator, an.Delegatee)
 		if an.Issuer != self {
@@ -827,14 +856,12 @@ func revokedInTx(tx store.Tx, self string, rec *delegation.Record) (string, erro
 		if !r.RevokedAt.IsZero() {
 			return "the hop " + an.ID + " above it was revoked", nil
 		}
-		if r.DelegatorHost != "" {
-			revoked, err := delegation.IDRevoked(tx, r.DelegatorHost)
-			if err != nil {
-				return "", err
-			}
-			if revoked {
-				return "the hop " + an.ID + " above it was made on " + r.DelegatorHost + ", which was revoked", nil
-			}
+		host, err := revokedHost(tx, r)
+		if err != nil {
+			return "", err
+		}
+		if host != "" {
+			return "the hop " + an.ID + " above it was made or held on " + host + ", which was revoked", nil
 		}
 	}
 	for _, p := range parties {

@@ -28,6 +28,9 @@ type IssuedDetails struct {
 	ParentLink    *LogLink              `json:"parent_link"`
 	Ancestors     []delegation.Ancestor `json:"ancestors"`
 	DelegatorHost string                `json:"delegator_host"`
+	// DelegateeHosts are the nodes the delegatee may hold the hop on
+	// (see delegation.Record).
+	DelegateeHosts []string `json:"delegatee_hosts,omitempty"`
 	// BoundTo is the x5t#S256 of the delegatee certificate the token is
 	// bound to (empty: unbound, or logged before it was recorded).
 	BoundTo string `json:"bound_to,omitempty"`

@@ -61,6 +61,10 @@ type Record struct {
 	Ancestors []Ancestor `json:"ancestors,omitempty"`
 	// DelegatorHost is the node that hosted the delegator.
 	DelegatorHost string `json:"delegator_host,omitempty"`
+	// DelegateeHosts are the nodes the delegatee may hold the hop on:
+	// the host of the X509-SVID it is bound to, or else the nodes its
+	// registration names (none known: empty).
+	DelegateeHosts []string `json:"delegatee_hosts,omitempty"`
 }
 
 // Ancestor is a hop above a delegation, as its verified token said.
@@ -184,7 +188,7 @@ func putParties(tx store.Tx, r *Record) error {
 // delegator, its delegatee, the delegator's host and the delegator and
 // delegatee of every hop above.
 func (r *Record) parties() []string {
-	ps := make([]string, 0, 3+2*len(r.Ancestors))
+	ps := make([]string, 0, 3+len(r.DelegateeHosts)+2*len(r.Ancestors))
 	add := func(p string) {
 		if p != "" && !slices.Contains(ps, p) {
 			ps = append(ps, p)
@@ -193,6 +197,9 @@ func (r *Record) parties() []string {
 	add(r.Delegator)
 	add(r.Delegatee)
 	add(r.DelegatorHost)
+	for _, h := range r.DelegateeHosts {
+		add(h)
+	}
 	for _, an := range r.Ancestors {
 		add(an.Delegator)
 		add(an.Delegatee)

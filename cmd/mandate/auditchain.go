@@ -36,19 +36,20 @@ import (
 type chainHop struct {
 	authority.ChainHop
 
-	verifiedBy string // the log that proved it, once verified
-	parentID   string // from the proven entry
-	parentIss  string
-	parentLink *authority.LogLink
-	purpose    string
-	expiresAt  time.Time
-	entryTime  time.Time
-	signature  string                // the delegator's signature over the hop
-	signerSVID *authority.SVIDEntry  // where the SVID it signed with was logged
-	signedBy   string                // once the signature and that entry are verified
-	host       string                // the node that hosted its delegator, from the proven entry
-	boundTo    string                // the certificate the token is bound to, from the proven entry
-	ancestors  []delegation.Ancestor // the hops above, as the proven entry names them
+	verifiedBy     string // the log that proved it, once verified
+	parentID       string // from the proven entry
+	parentIss      string
+	parentLink     *authority.LogLink
+	purpose        string
+	expiresAt      time.Time
+	entryTime      time.Time
+	signature      string                // the delegator's signature over the hop
+	signerSVID     *authority.SVIDEntry  // where the SVID it signed with was logged
+	signedBy       string                // once the signature and that entry are verified
+	host           string                // the node that hosted its delegator, from the proven entry
+	delegateeHosts []string              // the nodes its delegatee may hold it on, from the proven entry
+	boundTo        string                // the certificate the token is bound to, from the proven entry
+	ancestors      []delegation.Ancestor // the hops above, as the proven entry names them
 
 	// Revoked is the revocation of this hop, or of one above it, that a
 	// proven delegation.revoked entry of its issuer's log (or of the
@@ -273,7 +274,7 @@ func verifyHop(h *chainHop, v note.Verifier, issuer string, seen seenFunc) error
 	// the server's account of it.
 	h.Scopes, h.Depth, h.parentID, h.parentIss, h.parentLink = d.Scopes, d.Depth, d.ParentID, d.ParentIssuer, d.ParentLink
 	h.purpose, h.expiresAt, h.entryTime, h.signature, h.signerSVID = d.Purpose, d.ExpiresAt, e.Time, d.Signature, d.SignerSVID
-	h.host, h.boundTo, h.ancestors = d.DelegatorHost, d.BoundTo, d.Ancestors
+	h.host, h.delegateeHosts, h.boundTo, h.ancestors = d.DelegatorHost, d.DelegateeHosts, d.BoundTo, d.Ancestors
 	if h.Decision, h.Accountability, err = d.ChainView(e); err != nil {
 		return fmt.Errorf("hop %s: %w", h.ID, err)
 	}
@@ -687,7 +688,7 @@ func findHopRevocation(ctx context.Context, hops []chainHop, k int, acc logAcces
 	// The search parameter and the value each lookup asks for.
 	asks := [][2]string{{"delegation_id", h.ID}}
 	var parties []string
-	for _, p := range []string{h.Delegator, h.Delegatee, h.host} {
+	for _, p := range append([]string{h.Delegator, h.Delegatee, h.host}, h.delegateeHosts...) {
 		parties = appendNew(parties, p)
 	}
 	// The parties above as the hop's proven entry names them (as its

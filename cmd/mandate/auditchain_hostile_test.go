@@ -422,6 +422,30 @@ func TestAuditChainHostileLog(t *testing.T) {
 			t.Fatalf("verify = %v\n%s", err, out)
 		}
 	})
+	// A node the delegatee may hold the hop on, as the hop's entry
+	// names it, is one of its parties: its revocation is the hop's.
+	t.Run("a revocation of a node the delegatee holds the hop on", func(t *testing.T) {
+		l := newRlog(t, s, "org-a.example/audit")
+		h := root
+		const node = tdA + "/node/stolen"
+		h.edit = func(e *audit.Entry) {
+			e.Details = editDetails(t, e.Details, `"delegator_host":""`, `"delegator_host":"","delegatee_hosts":["`+node+`"]`)
+		}
+		l.logHop(h, 0x12)
+		d, _ := json.Marshal(map[string]any{"spiffe_id": node, "reason": "stolen device"})
+		i := l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "delegation.revoked", Actor: tdA + "/mandate/admin",
+			Subject: node, Details: d}))
+		c := fakeAuthority(t, chainOf(l, h), l.proven, func(q url.Values) []any {
+			if q.Get("spiffe_id") == node {
+				return []any{l.proven(i)}
+			}
+			return nil
+		})
+		out, err := verifyAgainst(t, c, v, "d1", false)
+		if err != nil || !strings.Contains(out, `REVOKED`) || !strings.Contains(out, "stolen device") {
+			t.Fatalf("verify = %v\n%s", err, out)
+		}
+	})
 	t.Run("a revocation only the chain answer claims", func(t *testing.T) {
 		l, i, _ := revokedLog(t)
 		c := fakeAuthority(t, func() any {
