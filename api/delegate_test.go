@@ -505,6 +505,32 @@ func TestRevokingANodeRevokesHopsHeldOnIt(t *testing.T) {
 	}
 }
 
+// A refusal is recorded whatever the request held, and its entry stays
+// small: an agent sending the largest refusable requests grows the
+// append-only log no faster than by issued hops.
+func TestRefusalRecordsAreBounded(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	long := func(c string) string { return strings.Repeat(c, 600) }
+	scopes := make([]string, 64)
+	for i := range scopes {
+		scopes[i] = long("s")
+	}
+	body := map[string]any{"delegatee": "spiffe://org-a.example/agent/" + long("z"), "scopes": scopes, "principal": long("p"),
+		"delegator_signature": "x"}
+	if err := e.client(a.chain, a.key).Do(ctxT(t), http.MethodPost, "/v1/delegations", body, nil); err == nil {
+		t.Fatal("the request was not refused")
+	}
+	got := e.auditOf("delegation.refused", "")
+	if len(got) != 1 {
+		t.Fatalf("%d delegation.refused entries, want 1", len(got))
+	}
+	b, _ := json.Marshal(got[0])
+	if len(b) > 4096 || got[0]["scope_count"] != float64(64) || len(got[0]["scopes"].([]any)) != 8 {
+		t.Errorf("the refusal record: %d bytes, scope_count %v, %d scopes kept; want at most 4096 bytes, 64, 8", len(b), got[0]["scope_count"], len(got[0]["scopes"].([]any)))
+	}
+}
+
 // exchange posts an RFC 8693 token exchange as from.
 func (e *env) exchange(from *identity, form url.Values) (int, map[string]any) {
 	e.t.Helper()

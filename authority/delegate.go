@@ -103,14 +103,23 @@ func (a *Authority) RefuseDelegation(ctx context.Context, c *Caller, req Delegat
 
 // recordRefusal writes the delegation.refused entry of req, refused
 // with err.
+//
+// The entry is bounded (about 3 KB at most, as an issued hop's): it
+// keeps the first refusedScopes scopes, each cut at refusedScopeLen
+// bytes, and the number sent, so that refusals cost the append-only log
+// no more than issued hops, whatever a request holds.
 func (a *Authority) recordRefusal(ctx context.Context, c *Caller, req DelegateRequest, err error) {
 	scopes := nonNil(req.Scopes)
-	if len(scopes) > maxScopes {
-		scopes = scopes[:maxScopes]
+	if len(scopes) > refusedScopes {
+		scopes = scopes[:refusedScopes]
+	}
+	kept := make([]string, len(scopes))
+	for i, s := range scopes {
+		kept[i] = clipTo(s, refusedScopeLen)
 	}
 	if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: clip(req.Delegatee), details: map[string]any{
-		"delegatee": clip(req.Delegatee), "scopes": clipAll(scopes), "principal": clip(req.Principal), "has_parent": req.ParentToken != "",
-		"reason": clip(err.Error()),
+		"delegatee": clip(req.Delegatee), "scopes": kept, "scope_count": len(req.Scopes), "principal": clip(req.Principal),
+		"has_parent": req.ParentToken != "", "reason": clip(err.Error()),
 	}}); rerr != nil {
 		a.log.ErrorContext(ctx, "audit a refused delegation", "err", rerr)
 	}
@@ -458,8 +467,16 @@ const maxDelegateeChain = 8
 // text: invalid UTF-8 becomes U+FFFD, and a cut never splits a
 // character (the audit log takes text only, and a refusal it does not
 // take is a refusal not recorded).
-func clip(s string) string {
-	const max = 512
+func clip(s string) string { return clipTo(s, 512) }
+
+// What a refusal record keeps of the scopes asked.
+const (
+	refusedScopes   = 8
+	refusedScopeLen = 128
+)
+
+// clipTo is clip at max bytes.
+func clipTo(s string, max int) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= max {
 		return s
@@ -469,14 +486,6 @@ func clip(s string) string {
 		cut--
 	}
 	return s[:cut] + "…"
-}
-
-func clipAll(list []string) []string {
-	out := make([]string, len(list))
-	for i, s := range list {
-		out[i] = clip(s)
-	}
-	return out
 }
 
 func joinScopes(s []string) string {
