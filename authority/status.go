@@ -285,7 +285,11 @@ func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f 
 		return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
 	}
 	// Where the hop is logged is part of the link written into the next
-	// hop: an answer without it does not extend the chain.
+	// hop: an active hop's answer without it does not extend the chain.
+	// A revoked or expired hop is learned whatever else its answer says.
+	if out.Status != delegation.StatusActive {
+		return remoteHop{Status: out.Status}, nil
+	}
 	if out.LogIndex == nil || !isLeafHash(out.LeafHash) {
 		return remoteHop{}, fmt.Errorf("%w: %s did not say where %s is logged", ErrStatusUnavailable, td, id)
 	}

@@ -1,0 +1,111 @@
+package api_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"mandate.dev/mandate/delegation"
+)
+
+// statusFront is a TLS front for peer, presenting peer's server SVID,
+// that passes every request through and lets a test rewrite the status
+// answers.
+type statusFront struct {
+	url     string
+	rewrite atomic.Pointer[func(body []byte) []byte]
+}
+
+func newStatusFront(t *testing.T, peer *env) *statusFront {
+	t.Helper()
+	svid, key, err := peer.a.MintServerSVID(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := make([][]byte, len(svid.Certificates))
+	for i, c := range svid.Certificates {
+		raw[i] = c.Raw
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: raw, PrivateKey: key}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &statusFront{url: "https://" + ln.Addr().String()}
+	up := peer.rawClient(nil, nil)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, peer.url+r.URL.RequestURI(), r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := up.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if rw := f.rewrite.Load(); rw != nil && strings.HasSuffix(r.URL.Path, "/status") {
+			body = (*rw)(body)
+		}
+		for k, v := range resp.Header {
+			if k != "Content-Length" {
+				w.Header()[k] = v
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(body)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return f
+}
+
+// withoutLogFields is a status answer as the contract shapes it: id,
+// status, revoked_at and reason, without where the hop is logged.
+func withoutLogFields(body []byte) []byte {
+	var m map[string]any
+	if json.Unmarshal(body, &m) != nil {
+		return body
+	}
+	delete(m, "log_index")
+	delete(m, "leaf_hash")
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// A peer whose status answers do not say where its hop is logged: an
+// active hop of it is not extended (the link to the parent's log entry
+// is part of the next hop), but its revocation is learned all the same.
+func TestStatusAnswersWithoutLogFields(t *testing.T) {
+	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
+	orgB.federate(orgA)
+	front := newStatusFront(t, orgB)
+	orgA.federateVia(orgB, front.url)
+	booker := orgB.agentWithScopes("booker", "calendar:read")
+	helper := orgA.agentWithScopes("helper")
+	worker := orgA.agentWithScopes("worker")
+	t1 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t1})
+	chain, err := delegation.Verify(t2, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strip := withoutLogFields
+	front.rewrite.Store(&strip)
+	orgA.skew.Add(int64(10 * time.Second)) // past what org-a remembers of org-b's answers
+	if _, p := orgA.delegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t1}); p == nil || p.Name() != "delegation-status-unavailable" {
+		t.Fatalf("extending an active hop whose issuer does not say where it is logged: %+v, want delegation-status-unavailable", p)
+	}
+	if err := orgB.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": chain[0].ID, "reason": "withdrawn"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	orgA.skew.Add(int64(10 * time.Second))
+	var st map[string]any
+	if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[1].ID+"/status", nil, &st); err != nil || st["status"] != "revoked" {
+		t.Fatalf("status of org-a's hop below org-b's revoked hop, told without log fields: %v %v; want revoked", st, err)
+	}
+}
