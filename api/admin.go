@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/registry"
 )
 
@@ -121,6 +122,11 @@ func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 	listed(w, r, s, "nodes", s.a.ListNodes, func(n *registry.Node) string { return n.SPIFFEID })
+}
+
+// listRevocations is GET /v1/admin/revocations: the SPIFFE IDs revoked.
+func (s *Server) listRevocations(w http.ResponseWriter, r *http.Request) {
+	listed(w, r, s, "revoked_spiffe_ids", s.a.ListRevokedIDs, func(r delegation.Revocation) string { return r.SPIFFEID })
 }
 
 func (s *Server) banNode(w http.ResponseWriter, r *http.Request) {

@@ -531,6 +531,45 @@ func TestRefusalRecordsAreBounded(t *testing.T) {
 	}
 }
 
+// An operator sees which SPIFFE IDs are revoked, with who and why, a
+// page at a time (a revocation is for ever: the ID can be registered
+// again, but no hop holds it); only an admin may ask.
+func TestRevokedIDsAreListed(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	ids := []string{"spiffe://org-a.example/agent/x", "spiffe://org-a.example/agent/y", "spiffe://org-a.example/node/join/z"}
+	for _, id := range ids {
+		if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": id, "reason": "lost " + id}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := e.admin.ListRevokedIDs(ctxT(t))
+	if err != nil || len(all) != len(ids) {
+		t.Fatalf("ListRevokedIDs = %v, %v; want the %d revoked", all, err, len(ids))
+	}
+	for i, r := range all {
+		if r.SPIFFEID != ids[i] || r.Reason != "lost "+ids[i] || r.RevokedBy != authority.AdminID(e.td).String() || r.RevokedAt.IsZero() {
+			t.Errorf("revocation %d: %+v, want %s revoked by %s with its reason", i, r, ids[i], authority.AdminID(e.td))
+		}
+	}
+	var page struct {
+		Revoked []client.Revocation `json:"revoked_spiffe_ids"`
+		Next    string              `json:"next_page_token"`
+	}
+	if err := e.admin.Do(ctxT(t), http.MethodGet, "/v1/admin/revocations?limit=2", nil, &page); err != nil || len(page.Revoked) != 2 || page.Next == "" {
+		t.Fatalf("a page of 2: %+v %v", page, err)
+	}
+	next := page.Next
+	page.Revoked, page.Next = nil, ""
+	if err := e.admin.Do(ctxT(t), http.MethodGet, "/v1/admin/revocations?limit=2&page_token="+next, nil, &page); err != nil || len(page.Revoked) != 1 || page.Revoked[0].SPIFFEID != ids[2] || page.Next != "" {
+		t.Fatalf("the next page: %+v %v", page, err)
+	}
+	var pe *client.Problem
+	if err := e.client(a.chain, a.key).Do(ctxT(t), http.MethodGet, "/v1/admin/revocations", nil, nil); !errors.As(err, &pe) || pe.Status != http.StatusForbidden {
+		t.Fatalf("an agent asking: %v, want 403", err)
+	}
+}
+
 // exchange posts an RFC 8693 token exchange as from.
 func (e *env) exchange(from *identity, form url.Values) (int, map[string]any) {
 	e.t.Helper()

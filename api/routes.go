@@ -75,6 +75,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("GET /.well-known/oauth-authorization-server", s.oauthMetadata)
 	handle("GET /v1/delegations/{id}/status", s.delegationStatus)
 	handle("POST /v1/admin/revocations", s.revoke)
+	handle("GET /v1/admin/revocations", s.listRevocations)
 
 	handle("POST /v1/nodes/join", s.join)
 	handle("POST /v1/nodes/attest/tpm/challenge", s.tpmChallenge)

@@ -152,6 +152,13 @@ func (a *Authority) ListNodes(ctx context.Context, c *Caller, page Page) ([]*reg
 	return listPage(ctx, a, c, page, registry.ListNodesAfter)
 }
 
+// ListRevokedIDs returns the SPIFFE IDs revoked here of page (every one
+// with a zero Page), ordered by SPIFFE ID, and whether more follow. A
+// revocation of a SPIFFE ID is for ever: it is never lifted.
+func (a *Authority) ListRevokedIDs(ctx context.Context, c *Caller, page Page) ([]delegation.Revocation, bool, error) {
+	return listPage(ctx, a, c, page, delegation.ListRevokedIDsAfter)
+}
+
 // Page is a page of a list ordered by SPIFFE ID: the entries after
 // After ("": from the first), at most Limit of them (0: all).
 type Page struct {

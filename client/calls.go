@@ -157,6 +157,25 @@ func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
 	})
 }
 
+// Revocation is a SPIFFE ID's revocation as the admin API shows it.
+type Revocation struct {
+	SPIFFEID  string    `json:"spiffe_id"`
+	RevokedAt time.Time `json:"revoked_at"`
+	RevokedBy string    `json:"revoked_by"`
+	Reason    string    `json:"reason"`
+}
+
+// ListRevokedIDs lists the SPIFFE IDs revoked (admin), asking a page at
+// a time.
+func (c *Client) ListRevokedIDs(ctx context.Context) ([]Revocation, error) {
+	return listAll(ctx, c, "/v1/admin/revocations", func(p *struct {
+		Revoked       []Revocation `json:"revoked_spiffe_ids"`
+		NextPageToken string       `json:"next_page_token"`
+	}) ([]Revocation, string) {
+		return p.Revoked, p.NextPageToken
+	})
+}
+
 // BanNode bans a node (admin).
 func (c *Client) BanNode(ctx context.Context, nodeID, reason string) (*Node, error) {
 	out := new(Node)

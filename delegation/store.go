@@ -380,6 +380,19 @@ func RevokeID(tx store.Tx, spiffeID, by, reason string, now time.Time) (ids []st
 	return revokeIDWalk(tx, spiffeID, now, markRevoked(tx, by, reason, now))
 }
 
+// ListRevokedIDsAfter returns the SPIFFE ID revocations after after (""
+// from the first), ordered by SPIFFE ID, at most limit of them (0: all),
+// and whether more follow.
+func ListRevokedIDsAfter(tx store.Tx, after string, limit int) ([]Revocation, bool, error) {
+	return store.PageAfter(tx, BucketRevokedIDs, after, limit, func(k, v []byte) (Revocation, error) {
+		var r Revocation
+		if err := json.Unmarshal(v, &r); err != nil {
+			return r, fmt.Errorf("delegation: revocation of %q: %w", k, err)
+		}
+		return r, nil
+	})
+}
+
 // RevokeIDPreview returns what RevokeID would revoke at now, changing
 // nothing.
 func RevokeIDPreview(tx store.Tx, spiffeID string, now time.Time) (ids []string, more bool, err error) {

@@ -292,34 +292,7 @@ func ListAgents(tx store.Tx) ([]*Agent, error) {
 // after ("": from the first), ordered by SPIFFE ID, at most limit of
 // them (0: all), and whether more follow.
 func ListAgentsAfter(tx store.Tx, after string, limit int) ([]*Agent, bool, error) {
-	return pageAfter(tx, BucketAgentByID, after, limit, func(_, id []byte) (*Agent, error) { return GetAgent(tx, string(id)) })
-}
-
-// pageAfter scans bucket from the first key after after, decoding at
-// most limit entries (0: all), and says whether more follow.
-func pageAfter[T any](tx store.Tx, bucket, after string, limit int, decode func(k, v []byte) (T, error)) ([]T, bool, error) {
-	out := []T{}
-	more := false
-	var start []byte
-	if after != "" {
-		start = []byte(after)
-	}
-	err := tx.Scan(bucket, nil, start, func(k, v []byte) error {
-		if after != "" && string(k) == after {
-			return nil
-		}
-		if limit > 0 && len(out) == limit {
-			more = true
-			return store.ErrStopScan
-		}
-		x, err := decode(k, v)
-		if err != nil {
-			return err
-		}
-		out = append(out, x)
-		return nil
-	})
-	return out, more, err
+	return store.PageAfter(tx, BucketAgentByID, after, limit, func(_, id []byte) (*Agent, error) { return GetAgent(tx, string(id)) })
 }
 
 func putJSON(tx store.Tx, bucket, key string, v any) error {

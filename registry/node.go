@@ -101,7 +101,7 @@ func ListNodes(tx store.Tx) ([]*Node, error) {
 
 // ListNodesAfter is ListAgentsAfter for nodes.
 func ListNodesAfter(tx store.Tx, after string, limit int) ([]*Node, bool, error) {
-	return pageAfter(tx, BucketNodes, after, limit, func(_, v []byte) (*Node, error) {
+	return store.PageAfter(tx, BucketNodes, after, limit, func(_, v []byte) (*Node, error) {
 		n := new(Node)
 		return n, decodeJSON(v, n)
 	})

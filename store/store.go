@@ -64,3 +64,31 @@ type Tx interface {
 	// Within an Update it is undone with the transaction if fn fails.
 	NextSequence(bucket string) (uint64, error)
 }
+
+// PageAfter scans bucket from the first key after after ("": from the
+// first), decoding at most limit entries (0: all), and says whether more
+// follow: a page of a list ordered by key.
+func PageAfter[T any](tx Tx, bucket, after string, limit int, decode func(k, v []byte) (T, error)) ([]T, bool, error) {
+	out := []T{}
+	more := false
+	var start []byte
+	if after != "" {
+		start = []byte(after)
+	}
+	err := tx.Scan(bucket, nil, start, func(k, v []byte) error {
+		if after != "" && string(k) == after {
+			return nil
+		}
+		if limit > 0 && len(out) == limit {
+			more = true
+			return ErrStopScan
+		}
+		x, err := decode(k, v)
+		if err != nil {
+			return err
+		}
+		out = append(out, x)
+		return nil
+	})
+	return out, more, err
+}

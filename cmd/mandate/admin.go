@@ -30,6 +30,8 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
   federation list | federation delete TD
   revoke delegation ID --reason R     revoke a delegation and every delegation below it
   revoke spiffe-id ID --reason R      revoke what an agent delegated or was delegated
+                                      (for ever: the ID is never trusted in a hop again)
+  revoke list                         the SPIFFE IDs revoked
 
 Answers are printed as JSON.
 `
@@ -37,7 +39,7 @@ Answers are printed as JSON.
 // adminTakesNoArgs are the admin commands with flags only.
 var adminTakesNoArgs = map[string]bool{
 	"join-token create": true, "agent create": true, "agent list": true,
-	"node list": true, "federation add": true, "federation list": true,
+	"node list": true, "federation add": true, "federation list": true, "revoke list": true,
 }
 
 type adminCmd func(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) error
@@ -50,6 +52,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"node list": adminNodeList, "node ban": adminNodeBan,
 		"federation add": adminFedAdd, "federation list": adminFedList, "federation delete": adminFedDelete,
 		"revoke delegation": adminRevoke("delegation_id"), "revoke spiffe-id": adminRevoke("spiffe_id"),
+		"revoke list": adminRevokeList,
 	}
 	// admin -h, and admin GROUP -h (admin revoke -h).
 	if helpAsked(args, adminUsage, stdout) || len(args) == 2 && cmds[args[0]+" "+args[1]] == nil && helpAsked(args[1:], adminUsage, stdout) {
@@ -274,6 +277,14 @@ func adminNodeBan(ctx context.Context, c *client.Client, args []string, stdout, 
 		return err
 	}
 	return printJSON(stdout, out)
+}
+
+func adminRevokeList(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+	out, err := c.ListRevokedIDs(ctx)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]any{"revoked_spiffe_ids": out})
 }
 
 // adminRevoke revokes a delegation or a SPIFFE ID (field names which).

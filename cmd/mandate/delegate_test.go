@@ -112,6 +112,9 @@ func TestCLIDelegationChain(t *testing.T) {
 		t.Fatalf("chain --json: %+v", root)
 	}
 	must(urlB, dirB, "admin", "revoke", "spiffe-id", "spiffe://org-b.example/agent/booker", "--reason", "compromised")
+	if out := must(urlB, dirB, "admin", "revoke", "list"); !strings.Contains(out, `"spiffe_id": "spiffe://org-b.example/agent/booker"`) || !strings.Contains(out, `"reason": "compromised"`) {
+		t.Fatalf("admin revoke list:\n%s", out)
+	}
 	tree = must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
 	if n := strings.Count(tree, "REVOKED"); n != 1 ||
 		!strings.Contains(tree, `by spiffe://org-b.example/mandate/admin: "compromised" (spiffe://org-b.example/agent/booker; org-b.example's log, entry `) {
