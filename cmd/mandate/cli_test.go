@@ -149,6 +149,36 @@ func TestCLIAdminCommands(t *testing.T) {
 	if id, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token4), "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "node4"); err != nil || strings.TrimSpace(id) != lost.SPIFFEID {
 		t.Fatalf("node join again after a lost answer: %q, %v; want %s", id, err, lost.SPIFFEID)
 	}
+	// A join cut short while writing its credential (the key and
+	// certificate written, join.key and bundles.json not yet settled):
+	// the same command again finishes it, for the same node.
+	token5, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	join5 := []string{"node", "join", "--token", strings.TrimSpace(token5), "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "node5"}
+	id5, err := cli(t, url, dir, join5...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb5, err := os.ReadFile(filepath.Join(dir, "node5", "svid.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "node5", "join.key"), kb5, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "node5", "bundles.json")); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := cli(t, url, dir, join5...); err != nil || again != id5 {
+		t.Fatalf("node join again after its write was cut short: %q, %v; want %s", again, err, id5)
+	}
+	for name, want := range map[string]bool{"join.key": false, "bundles.json": true} {
+		if _, err := os.Stat(filepath.Join(dir, "node5", name)); (err == nil) != want {
+			t.Errorf("%s after the join was finished: %v, want present %v", name, err, want)
+		}
+	}
 	out, err := cli(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/a1", "--node-id", nodeID, "--scope", "read", "--x509-ttl", "30m")
 	if err != nil {
 		t.Fatalf("agent create: %v", err)

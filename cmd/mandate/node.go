@@ -67,7 +67,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&token, "token", "", "join token from 'mandate admin join-token create' (or --token-file)")
 	fs.StringVar(&tokenFile, "token-file", "", "file holding the join token, - for standard input (keeps it out of the command line, which other local users can read)")
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
-	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json); join.key holds the key until the answer is written: if it is lost, run the same command again")
+	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json); join.key holds the key until the answer is written: if the answer is lost, or its writing cut short, run the same command again")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -90,8 +90,17 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--token-file %s holds no token", tokenFile)
 		}
 	}
-	// A join makes a new node: it replaces no credential.
-	if err := checkOut(out, "--out", func(spiffeid.ID) bool { return false }); err != nil {
+	// A join makes a new node: it replaces no credential, but the one
+	// its own write left when cut short (finished by asking again with
+	// join.key). A join.key an expired credential holds is an old join's:
+	// never asked with again.
+	held, stale := pendingJoin(out)
+	if stale {
+		if err := os.Remove(filepath.Join(out, "join.key")); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+	}
+	if err := checkOut(out, "--out", func(spiffeid.ID) bool { return held }); err != nil {
 		return err
 	}
 	c, err := cf.dial(false)
@@ -119,6 +128,31 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})
+}
+
+// pendingJoin reports how the credential in dir stands to the key a join
+// left in dir/join.key: held, a valid credential with that key (the join
+// was answered and its write cut short before join.key was removed), or
+// stale, an expired one with that key (join.key outlived its join).
+func pendingJoin(dir string) (held, stale bool) {
+	b, err := credfile.ReadPrivate(filepath.Join(dir, "join.key"))
+	if err != nil {
+		return false, false
+	}
+	key, err := credfile.ParseKeyPEM(b)
+	if err != nil {
+		return false, false
+	}
+	chain, _, _, err := credfile.Load(credfile.In(dir))
+	if err != nil || len(chain) == 0 {
+		return false, false
+	}
+	pub, ok := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(key.Public()) {
+		return false, false
+	}
+	valid := time.Now().Before(chain[0].NotAfter)
+	return valid, !valid
 }
 
 // joinKey returns the key a join asks with, and the file keeping it
@@ -173,7 +207,7 @@ func checkOut(dir, flag string, replaces func(spiffeid.ID) bool) error {
 }
 
 // errOutHeld is checkOut's refusal.
-var errOutHeld = errors.New("another identity's credential is in the way")
+var errOutHeld = errors.New("a credential still valid is in the way")
 
 // saveAnswer writes an SVID answer as a credential directory: the chain,
 // the key, the own trust domain's roots, and every bundle as bundles.json.
