@@ -145,6 +145,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 		a.log.Warn("could not make the data directory's own entry durable", "err", err)
 	}
 	a.store = st
+	// Temporary files a crash left where the authority writes its own
+	// files (the store's lock is held: no write of this data directory
+	// is under way), some of them parts of keys.
+	auditKey, _ := AuditPaths(cfg.DataDir)
+	for _, dir := range []string{filepath.Dir(AdminPaths(cfg.DataDir).Cert), filepath.Dir(auditKey)} {
+		if err := credfile.RemoveTemps(dir); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("authority: %w", err)
+		}
+	}
 	if err := checkDataDir(ctx, cfg.DataDir, st); err != nil {
 		st.Close()
 		return nil, err

@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	"mandate.dev/mandate/credfile"
@@ -21,7 +20,6 @@ import (
 const (
 	keyFileMode = 0o600
 	keyFileExt  = ".pem"
-	tmpPrefix   = ".tmp-"
 )
 
 // DiskKeyManager is a KeyManager that keeps each key as one PKCS#8 PEM file
@@ -60,8 +58,8 @@ func NewDiskKeyManager(dir string) (*DiskKeyManager, error) {
 	if err := credfile.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
 		return nil, fmt.Errorf("ca: key directory: %w", err)
 	}
-	if err := removeTempFiles(dir); err != nil {
-		return nil, err
+	if err := credfile.RemoveTemps(dir); err != nil {
+		return nil, fmt.Errorf("ca: key directory: %w", err)
 	}
 	return &DiskKeyManager{dir: dir, cache: make(map[string]crypto.Signer)}, nil
 }
@@ -194,19 +192,4 @@ func (m *DiskKeyManager) readKey(id string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("ca: key file %s: key type %T cannot sign", path, key)
 	}
 	return s, nil
-}
-
-func removeTempFiles(dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("ca: read key directory: %w", err)
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), tmpPrefix) && e.Type().IsRegular() {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				return fmt.Errorf("ca: remove stale temporary file: %w", err)
-			}
-		}
-	}
-	return nil
 }

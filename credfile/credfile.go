@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,6 +146,28 @@ func removeStaleTemps(dir, prefix string) {
 			_ = os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+// RemoveTemps removes every temporary file of WriteFileAtomic and
+// CreateFileAtomic (.tmp-*) in dir, whatever its age: for a caller that
+// holds dir's lock, so that no write is under way there. A directory
+// that does not exist holds none.
+func RemoveTemps(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("credfile: %w", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".tmp-") && e.Type().IsRegular() {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("credfile: remove a temporary file a crash left: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // SyncDir fsyncs a directory, making renames and removals in it durable.
