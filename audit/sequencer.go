@@ -176,7 +176,7 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	}
 	if err != nil {
 		fail(reqs, fmt.Errorf("audit: append: %w", err))
-		l.cfg.Logger.Warn("audit: commit failed; re-reading the stored log", "size", l.tree.size, "entries", len(reqs), "err", err)
+		l.cfg.Logger.Error("audit: commit failed; re-reading the stored log", "size", l.tree.size, "entries", len(reqs), "err", err)
 		l.stale = true
 		return fatal(l.resync(ctx))
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -108,7 +109,13 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 		}
 	}
 	if err != nil {
-		a.log.InfoContext(ctx, "join refused", "token_id", tokenID, "err", err)
+		// A token that is not one (anyone may send guesses) is logged at
+		// debug level only: a flood of them must not bury the log.
+		level := slog.LevelInfo
+		if tokenID == "" {
+			level = slog.LevelDebug
+		}
+		a.log.Log(ctx, level, "join refused", "token_id", tokenID, "err", err)
 		// A refusal is recorded when the token exists (used, expired, or
 		// presented with a bad CSR), once per token. Guesses at unknown
 		// tokens and repeats are only logged: anyone can send them, and the
