@@ -33,7 +33,9 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
 	// Refusals of an authenticated agent are recorded, as Delegate
 	// records its own.
 	refuse := func(msg string) {
-		writeError(w, r, s.log, s.a.RefuseDelegation(r.Context(), callerOf(r), dr, errInvalid(msg)))
+		err := s.a.RefuseDelegation(r.Context(), callerOf(r), dr, errInvalid(msg))
+		s.metrics.delegated(err)
+		writeError(w, r, s.log, err)
 	}
 	if req.DelegateeX509SVID != "" {
 		certs, err := credfile.ParseCertsPEM([]byte(req.DelegateeX509SVID))
@@ -48,6 +50,7 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ans, err := s.a.Delegate(r.Context(), callerOf(r), dr)
+	s.metrics.delegated(err)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

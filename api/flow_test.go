@@ -251,7 +251,11 @@ func TestMetricsByRoute(t *testing.T) {
 }
 
 // auditMetrics scrapes e's mandate_audit_* counters.
-func (e *env) auditMetrics() map[string]float64 {
+func (e *env) auditMetrics() map[string]float64 { return e.metricsOf("mandate_audit_") }
+
+// metricsOf scrapes e's metrics whose names start with prefix, keyed by
+// name and labels as /metrics writes them.
+func (e *env) metricsOf(prefix string) map[string]float64 {
 	t := e.t
 	resp, err := e.rawClient(nil, nil).Get(e.url + "/metrics")
 	if err != nil {
@@ -262,11 +266,59 @@ func (e *env) auditMetrics() map[string]float64 {
 	got := map[string]float64{}
 	for line := range strings.Lines(string(text)) {
 		name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if f, err := strconv.ParseFloat(v, 64); ok && err == nil && strings.HasPrefix(name, "mandate_audit_") {
+		if f, err := strconv.ParseFloat(v, 64); ok && err == nil && strings.HasPrefix(name, prefix) {
 			got[name] = f
 		}
 	}
 	return got
+}
+
+// The outcomes an operator watches are counted: node joins (admitted
+// and refused), delegations (issued, denied by policy, refused), and the
+// audit log's size and failed commits.
+func TestMetricsCountOutcomes(t *testing.T) {
+	e := start(t, "org-a.example")
+	e.startedAudit()
+	a := e.agentWithScopes("a", "calendar:read") // one join
+	b := e.agentWithScopes("b")                  // and another
+	var p *client.Problem
+	resp, err := e.rawClient(nil, nil).Post(e.url+"/v1/nodes/join", "application/json", strings.NewReader(`{"token":"`+strings.Repeat("ab", 16)+`","csr":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+	if _, p = e.delegate(a, delegateReq{delegatee: b, scopes: []string{"payments:write"}, principal: "alice"}); p == nil || p.Name() != "policy-denied" {
+		t.Fatalf("an escalation: %+v, want policy-denied", p)
+	}
+	if _, p = e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", noSig: true}); p == nil {
+		t.Fatal("a hop without the delegator's signature was issued")
+	}
+	got := e.metricsOf("mandate_")
+	for name, want := range map[string]float64{
+		`mandate_node_attestations_total{method="join_token",outcome="admitted"}`: 2,
+		`mandate_node_attestations_total{method="join_token",outcome="refused"}`:  1,
+		`mandate_delegations_total{outcome="issued"}`:                             1,
+		`mandate_delegations_total{outcome="denied"}`:                             1,
+		`mandate_delegations_total{outcome="refused"}`:                            1,
+		`mandate_audit_commit_failures_total`:                                     0,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
+	}
+	text, err := e.admin.GetRaw(ctxT(t), "/v1/audit/checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(string(text), "\n", 3)
+	size, err := strconv.ParseUint(lines[min(1, len(lines)-1)], 10, 64)
+	if err != nil {
+		t.Fatalf("checkpoint %q: %v", text, err)
+	}
+	if got["mandate_audit_tree_size"] < float64(size) || size == 0 {
+		t.Errorf("mandate_audit_tree_size = %v, want at least the checkpoint's %d", got["mandate_audit_tree_size"], size)
+	}
 }
 
 // startedAudit waits until e has recorded its start (it does so on its

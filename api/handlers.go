@@ -70,9 +70,11 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	}
 	svid, err := s.a.JoinNode(r.Context(), req.Token, []byte(req.CSR))
 	if err != nil {
+		s.metrics.attestations.WithLabelValues("join_token", "refused").Inc()
 		writeError(w, r, s.log, err)
 		return
 	}
+	s.metrics.attestations.WithLabelValues("join_token", "admitted").Inc()
 	s.metrics.issued.WithLabelValues("x509", "node").Inc()
 	writeJSON(w, http.StatusOK, s.svidAnswer(svid))
 }

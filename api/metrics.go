@@ -1,12 +1,14 @@
 package api
 
 import (
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/authority"
 )
 
 // metrics are the server's Prometheus metrics, in a private registry.
@@ -17,6 +19,7 @@ type metrics struct {
 	issued       *prometheus.CounterVec
 	attestations *prometheus.CounterVec
 	decisions    *prometheus.CounterVec
+	delegations  *prometheus.CounterVec
 	tlsRefused   prometheus.Counter
 }
 
@@ -34,16 +37,19 @@ func newMetrics() *metrics {
 			Name: "mandate_svids_issued_total", Help: "SVIDs issued, by kind (x509, jwt) and holder role.",
 		}, []string{"kind", "role"}),
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mandate_node_attestations_total", Help: "Node attestation answers, by method (tpm) and outcome (admitted, refused).",
+			Name: "mandate_node_attestations_total", Help: "Node attestations, by method (join_token, tpm) and outcome (admitted, refused).",
 		}, []string{"method", "outcome"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mandate_policy_decisions_total", Help: "Decision API answers, by API (data, authzen) and outcome (data: defined; authzen: decision).",
 		}, []string{"api", "outcome"}),
+		delegations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mandate_delegations_total", Help: "Delegation requests of agents (POST /v1/delegations, /v1/token), by outcome (issued, denied by policy, refused, error: the server's fault or a status unavailable).",
+		}, []string{"outcome"}),
 		tlsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mandate_tls_client_certificates_refused_total", Help: "TLS handshakes refused for an invalid client X509-SVID.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.tlsRefused,
+	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.delegations, m.tlsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -61,6 +67,10 @@ func auditCounters(stats func() audit.Stats) []prometheus.Collector {
 			func(s audit.Stats) float64 { return float64(s.Entries) }),
 		counter("mandate_audit_commit_seconds_total", "Time spent in audit log commits.",
 			func(s audit.Stats) float64 { return s.CommitTime.Seconds() }),
+		counter("mandate_audit_commit_failures_total", "Audit log commits that failed: nothing of them was acknowledged (a full disk, a store error).",
+			func(s audit.Stats) float64 { return float64(s.Failures) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mandate_audit_tree_size", Help: "Entries durable in the audit log (its tree size)."},
+			func() float64 { return float64(stats().Size) }),
 		counter("mandate_audit_group_waits_total", "Audit log commits that waited for requests under way to record what they did (audit.group_commit_wait).",
 			func(s audit.Stats) float64 { return float64(s.GroupWaits) }),
 	}
@@ -75,4 +85,22 @@ func (m *metrics) observe(route string, code int, d time.Duration) {
 	}
 	m.requests.WithLabelValues(route, itoa(code)).Inc()
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// delegated counts a delegation request by its outcome (err: nil when
+// the hop was issued).
+func (m *metrics) delegated(err error) {
+	outcome := "issued"
+	var denial *authority.PolicyDenial
+	switch {
+	case err == nil:
+	case errors.As(err, &denial):
+		outcome = "denied"
+	default:
+		outcome = "error"
+		if _, known := problemOf(err); known {
+			outcome = "refused"
+		}
+	}
+	m.delegations.WithLabelValues(outcome).Inc()
 }

@@ -173,6 +173,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	// records its own.
 	refuse := func(status int, code, desc string) {
 		_ = s.a.RefuseDelegation(r.Context(), c, req, errors.New(code+": "+desc))
+		s.metrics.delegations.WithLabelValues("refused").Inc()
 		oauthError(w, status, code, desc)
 	}
 	// RFC 8705 tls_client_auth: a client_id, when one is sent, names the
@@ -237,6 +238,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		req.DelegateeSVID = certs
 	}
 	ans, err := s.a.Delegate(r.Context(), c, req)
+	s.metrics.delegated(err)
 	if err != nil {
 		if status, code, desc, ok := oauthErrorOf(err); ok {
 			if status == http.StatusUnauthorized {

@@ -132,7 +132,7 @@ type Log struct {
 	waitsBegun atomic.Uint64 // rounds that started to wait for them (tests watch it)
 
 	// Counted by Run after each successful commit (see Stats).
-	commits, entries, commitNanos, groupWaits atomic.Uint64
+	commits, entries, commitNanos, groupWaits, failures atomic.Uint64
 
 	// Owned by the Run goroutine (and by Open before Run starts):
 	tree  treeState // the durable state the next batch extends

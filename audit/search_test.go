@@ -422,6 +422,11 @@ func TestSearchFailedBatchNotIndexed(t *testing.T) {
 			t.Fatalf("Append(%d) with fault %d = %v", i, x, err)
 		}
 	}
+	// What /metrics shows of it: the failed commits, and the entries
+	// durable.
+	if st := l.Stats(); st.Failures != 2 || st.Size != 4 {
+		t.Errorf("Stats() = %+v, want 2 failures and size 4", st)
+	}
 	for i, wantIdx := range [][]uint64{{0}, nil, nil, {1}, {2}, {3}} {
 		id := fmt.Sprint(i)
 		e := entry(i, id)

@@ -79,12 +79,19 @@ type Stats struct {
 	Entries    uint64        // entries they appended
 	CommitTime time.Duration // spent in those rounds: writing, the fsyncs, signing the checkpoint
 	GroupWaits uint64        // of those commits, the ones that first waited for appends under way (Expect)
+	Failures   uint64        // commits that failed (every append of theirs failed; nothing of them acknowledged)
+	Size       uint64        // the tree size: entries durable in the log
 }
 
 // Stats returns the log's counters: Entries/Commits is the mean group
 // commit, CommitTime/Commits its mean duration.
 func (l *Log) Stats() Stats {
-	return Stats{Commits: l.commits.Load(), Entries: l.entries.Load(), CommitTime: time.Duration(l.commitNanos.Load()), GroupWaits: l.groupWaits.Load()}
+	s := Stats{Commits: l.commits.Load(), Entries: l.entries.Load(), CommitTime: time.Duration(l.commitNanos.Load()), GroupWaits: l.groupWaits.Load(),
+		Failures: l.failures.Load()}
+	if h := l.head.Load(); h != nil {
+		s.Size = h.size
+	}
+	return s
 }
 
 // stop refuses every queued request; Append refuses new ones.
@@ -176,6 +183,7 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	}
 	if err != nil {
 		fail(reqs, fmt.Errorf("audit: append: %w", err))
+		l.failures.Add(1)
 		l.cfg.Logger.Error("audit: commit failed; re-reading the stored log", "size", l.tree.size, "entries", len(reqs), "err", err)
 		l.stale = true
 		return fatal(l.resync(ctx))
