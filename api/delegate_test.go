@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +19,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
@@ -64,6 +68,30 @@ func (e *env) mustDelegate(from identity, r delegateReq) string {
 // or the problem.
 func (e *env) delegate(from identity, r delegateReq) (string, *client.Problem) {
 	e.t.Helper()
+	ans, p := e.delegateAnswer(from, r)
+	if p != nil {
+		return "", p
+	}
+	return ans.Token, nil
+}
+
+// delegateAnswer is the answer of POST /v1/delegations.
+type delegateAnswer struct {
+	ID      string `json:"id"`
+	Token   string `json:"token"`
+	Receipt struct {
+		Index          uint64   `json:"index"`
+		LeafHash       string   `json:"leaf_hash"`
+		Entry          []byte   `json:"entry_b64"`
+		TreeSize       uint64   `json:"tree_size"`
+		Checkpoint     string   `json:"checkpoint"`
+		InclusionProof [][]byte `json:"inclusion_proof"`
+	} `json:"receipt"`
+}
+
+// delegateAnswer is delegate, with the whole answer.
+func (e *env) delegateAnswer(from identity, r delegateReq) (*delegateAnswer, *client.Problem) {
+	e.t.Helper()
 	delegatee := r.delegateeID
 	if delegatee == "" {
 		delegatee = r.delegatee.id.String()
@@ -101,18 +129,11 @@ func (e *env) delegate(from identity, r delegateReq) (string, *client.Problem) {
 	if r.bind {
 		body["delegatee_x509_svid"] = string(credfile.EncodeCertsPEM(r.delegatee.chain))
 	}
-	var out struct {
-		ID      string `json:"id"`
-		Token   string `json:"token"`
-		Receipt struct {
-			Index      uint64 `json:"index"`
-			Checkpoint string `json:"checkpoint"`
-		} `json:"receipt"`
-	}
-	err = e.client(from.chain, from.key).Do(ctxT(e.t), http.MethodPost, "/v1/delegations", body, &out)
+	out := new(delegateAnswer)
+	err = e.client(from.chain, from.key).Do(ctxT(e.t), http.MethodPost, "/v1/delegations", body, out)
 	var p *client.Problem
 	if errors.As(err, &p) {
-		return "", p
+		return nil, p
 	}
 	if err != nil {
 		e.t.Fatalf("delegate: %v", err)
@@ -120,7 +141,42 @@ func (e *env) delegate(from identity, r delegateReq) (string, *client.Problem) {
 	if out.Token == "" || out.ID == "" || out.Receipt.Checkpoint == "" {
 		e.t.Fatalf("delegate answered %+v", out)
 	}
-	return out.Token, nil
+	return out, nil
+}
+
+// A delegation's receipt proves, with the log's key alone, that the hop
+// as asked is in the log: the entry's bytes (entry_b64) are the issued
+// hop, their leaf hash is the receipt's, and the inclusion proof holds
+// against the signed checkpoint.
+func TestDelegationReceiptProvesTheHop(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	ans, p := e.delegateAnswer(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+	if p != nil {
+		t.Fatal(p)
+	}
+	r := ans.Receipt
+	entry, err := audit.Decode(r.Entry)
+	if err != nil {
+		t.Fatalf("entry_b64: %v", err)
+	}
+	d, err := authority.ReadIssued(entry)
+	if err != nil || entry.DelegationID != ans.ID || d.Delegator != a.id.String() || d.Delegatee != b.id.String() ||
+		d.Principal != "alice" || !slices.Equal(d.Scopes, []string{"calendar:read"}) {
+		t.Fatalf("entry_b64 is not the hop issued: %+v %v", d, err)
+	}
+	leaf := rfc6962.DefaultHasher.HashLeaf(r.Entry)
+	if hex.EncodeToString(leaf) != r.LeafHash {
+		t.Fatalf("leaf_hash %s is not entry_b64's", r.LeafHash)
+	}
+	cp := e.auditCheckpointFrom(r.Checkpoint)
+	if cp.Size != r.TreeSize {
+		t.Fatalf("checkpoint size %d, receipt tree_size %d", cp.Size, r.TreeSize)
+	}
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, r.Index, cp.Size, leaf, r.InclusionProof, cp.Hash); err != nil {
+		t.Fatalf("inclusion proof: %v", err)
+	}
 }
 
 // federatedPair is two authorities, org-a and org-b, each federated with
