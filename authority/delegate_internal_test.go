@@ -211,6 +211,16 @@ func runAuthorityWith(t testing.TB, opts Options, mutate ...func(*Config)) (*Aut
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
+	// Run has begun (what the CA changes from now on is logged with it)
+	// before the test goes on: a test's change made before would be
+	// stored without its entry.
+	for !a.running.Load() {
+		select {
+		case err := <-done:
+			t.Fatalf("Run() = %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
 	var once sync.Once
 	stop := func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(func() { stop(); a.Close() })
