@@ -61,7 +61,7 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"id": ans.ID, "token": ans.Token, "expires_at": ans.ExpiresAt.UTC(), "chain": delegation.ViewsOf(ans.Chain),
-		"receipt": map[string]any{"index": ans.Receipt.Index, "leaf_hash": hexOf(ans.Receipt.LeafHash), "entry_b64": ans.Receipt.Entry, "tree_size": ans.Receipt.TreeSize,
+		"receipt": map[string]any{"index": ans.Receipt.Index, "leaf_hash": hexOf(ans.Receipt.LeafHash), "tree_size": ans.Receipt.TreeSize,
 			"checkpoint": string(ans.Receipt.Checkpoint), "inclusion_proof": proof},
 	})
 }

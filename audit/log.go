@@ -163,7 +163,6 @@ type request struct {
 type Receipt struct {
 	Index          uint64
 	LeafHash       []byte
-	Entry          []byte   // the logged bytes (LeafHash is their RFC 6962 leaf hash)
 	TreeSize       uint64   // the checkpoint's tree size
 	Checkpoint     []byte   // C2SP tlog-checkpoint, a signed note
 	InclusionProof [][]byte // RFC 9162 inclusion proof for TreeSize
@@ -325,7 +324,6 @@ func (l *Log) receipt(ctx context.Context, r *request) (Receipt, error) {
 	return Receipt{
 		Index:          r.index,
 		LeafHash:       r.leaf,
-		Entry:          r.data,
 		TreeSize:       b.size,
 		Checkpoint:     bytes.Clone(b.checkpoint),
 		InclusionProof: p,
