@@ -197,6 +197,51 @@ func TestDelegationReceiptProvesTheHop(t *testing.T) {
 	}
 }
 
+// A hop an agent delegates to itself names the agent's accountable party
+// once, as one read of its registration says it: an entry naming it
+// twice, differently (an administrator's edit between two reads), could
+// never be verified.
+func TestSelfDelegationNamesItsPartyOnce(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	ans, p := e.delegateAnswer(a, delegateReq{delegatee: a, scopes: []string{"calendar:read"}, principal: "alice"})
+	if p != nil {
+		t.Fatalf("a hop to oneself: %v (the shipped policy allows it)", p)
+	}
+	var entry struct {
+		EntryB64 []byte `json:"entry_b64"`
+	}
+	if err := e.admin.Do(ctxT(t), http.MethodGet, fmt.Sprintf("/v1/audit/entries/%d", ans.Receipt.Index), nil, &entry); err != nil {
+		t.Fatal(err)
+	}
+	logged, err := audit.Decode(entry.EntryB64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logged.Accountable) != 1 || logged.Accountable[0].SPIFFEID != a.id {
+		t.Fatalf("the hop's accountable parties: %+v, want %s once", logged.Accountable, a.id)
+	}
+}
+
+// An unbound hop records the nodes its delegatee's registration names;
+// a registration naming more than a hop's entry holds is refused with a
+// way out (bind the hop), not answered 500.
+func TestUnboundHopToAnAgentOfManyLongNodeIDs(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	var nodes []string
+	for i := range 31 {
+		nodes = append(nodes, fmt.Sprintf("spiffe://org-a.example/node/join/%02d%s", i, strings.Repeat("n", 2000)))
+	}
+	if _, err := e.admin.CreateAgent(ctxT(t), &client.Agent{SPIFFEID: "spiffe://org-a.example/agent/wide", NodeIDs: nodes}); err != nil {
+		t.Fatal(err)
+	}
+	_, p := e.delegate(a, delegateReq{delegateeID: "spiffe://org-a.example/agent/wide", scopes: []string{"calendar:read"}, principal: "alice"})
+	if p == nil || p.Status != http.StatusBadRequest || !strings.Contains(p.Detail, "delegatee_x509_svid") {
+		t.Fatalf("an unbound hop to an agent of 31 node IDs of 2 KB: %+v, want 400 naming delegatee_x509_svid", p)
+	}
+}
+
 // federatedPair is two authorities, org-a and org-b, each federated with
 // the other.
 func federatedPair(t *testing.T) (orgA, orgB *env) {

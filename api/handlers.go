@@ -70,7 +70,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	}
 	svid, err := s.a.JoinNode(r.Context(), req.Token, []byte(req.CSR))
 	if err != nil {
-		s.metrics.attestations.WithLabelValues("join_token", "refused").Inc()
+		s.metrics.attestations.WithLabelValues("join_token", refusedOrError(err)).Inc()
 		writeError(w, r, s.log, err)
 		return
 	}

@@ -97,10 +97,17 @@ func (m *metrics) delegated(err error) {
 	case errors.As(err, &denial):
 		outcome = "denied"
 	default:
-		outcome = "error"
-		if _, known := problemOf(err); known {
-			outcome = "refused"
-		}
+		outcome = refusedOrError(err)
 	}
 	m.delegations.WithLabelValues(outcome).Inc()
+}
+
+// refusedOrError names a request's failure for a metric: "refused" when
+// it is answered 4xx, "error" when 5xx (the server's own fault, or
+// something it could not ask).
+func refusedOrError(err error) string {
+	if k, known := problemOf(err); known && k.status < 500 {
+		return "refused"
+	}
+	return "error"
 }

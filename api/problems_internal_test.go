@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/authority"
@@ -69,5 +70,33 @@ func TestWriteErrorLogs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A delegation request is counted by what its answer says: a deny of the
+// policy, a refusal (4xx), or an error (5xx: the server's fault, or a
+// peer's status it could not ask).
+func TestDelegationOutcomesCounted(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "issued"},
+		{fmt.Errorf("wrapped: %w", &authority.PolicyDenial{}), "denied"},
+		{fmt.Errorf("wrapped: %w", authority.ErrInvalidRequest), "refused"},
+		{fmt.Errorf("wrapped: %w", authority.ErrStatusUnavailable), "error"},
+		{errors.New("disk on fire"), "error"},
+	} {
+		m := newMetrics()
+		m.delegated(tc.err)
+		for _, outcome := range []string{"issued", "denied", "refused", "error"} {
+			want := 0.0
+			if outcome == tc.want {
+				want = 1
+			}
+			if got := testutil.ToFloat64(m.delegations.WithLabelValues(outcome)); got != want {
+				t.Errorf("%v: %s = %v, want %v", tc.err, outcome, got, want)
+			}
+		}
 	}
 }

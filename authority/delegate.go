@@ -204,7 +204,13 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// A delegatee of this trust domain: its registration, read once.
 	var delegateeReg *registry.Agent
 	if delegatee.TrustDomain() == a.td {
-		delegateeReg = a.agentOf(ctx, delegatee)
+		if delegatee == c.ID {
+			// A hop to itself: the one registration already read, so
+			// that the hop's entry says one thing of the agent.
+			delegateeReg = delegator.reg
+		} else {
+			delegateeReg = a.agentOf(ctx, delegatee)
+		}
 	}
 	if delegatee.TrustDomain() == a.td && (delegateeReg == nil || a.RoleOf(delegatee) != RoleAgent) {
 		// Not an administrator or auditor either, whatever its path.
@@ -216,6 +222,10 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	if delegateeHosts == nil && delegateeReg != nil && len(delegateeReg.Selectors) == 0 {
 		delegateeHosts = slices.Clone(delegateeReg.NodeIDs)
+		if n := len(strings.Join(delegateeHosts, "")); n > maxDelegateeHostsBytes {
+			return nil, fmt.Errorf("%w: the delegatee's registration names nodes of %d bytes in all, more than an unbound hop records (%d): bind the hop to its X509-SVID (delegatee_x509_svid)",
+				ErrInvalidRequest, n, maxDelegateeHostsBytes)
+		}
 	}
 
 	// The delegator's own signature over the hop, before anything is
@@ -312,7 +322,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 			"revoked": revoked[hopRef{Issuer: parent.Issuer, ID: parent.ID}.key()]}
 	}
 	parties := partyOf(delegator.reg)
-	if delegateeReg != nil {
+	if delegateeReg != nil && delegatee != c.ID {
 		parties = append(parties, partyOf(delegateeReg)...)
 	}
 	d, err := a.decide(ctx, c, policy.PointDelegation, delegatee.String(), parties, input)
@@ -459,6 +469,12 @@ func (a *Authority) registeredHostFacts(ctx context.Context, ag *registry.Agent)
 	}
 	return map[string]any{"level": level}
 }
+
+// maxDelegateeHostsBytes bounds the node IDs an unbound hop records as
+// its delegatee's hosts (a registration's, 64 at most: ordinary node IDs
+// are some 60 bytes), so that its audit entry stays well within
+// audit.MaxEntrySize.
+const maxDelegateeHostsBytes = 8 << 10
 
 // maxDelegateeChain bounds the certificates of a delegatee_x509_svid.
 const maxDelegateeChain = 8

@@ -102,7 +102,8 @@ func ReadRevoked(e audit.Entry) (*RevokedDetails, error) {
 // ChainView is what a chain shows of the hop e records (its details d):
 // the policy decision, and the accountable parties of its delegator and
 // delegatee. An entry naming one of them twice, differently, says two
-// things and is refused.
+// things: the view shows the first, and the error says so (an auditor
+// refuses such an entry; an authority still shows its own log).
 func (d *IssuedDetails) ChainView(e audit.Entry) (*ChainDecision, map[string]map[string]any, error) {
 	result := "deny"
 	if d.Decision.Allow {
@@ -110,10 +111,14 @@ func (d *IssuedDetails) ChainView(e audit.Entry) (*ChainDecision, map[string]map
 	}
 	acc := map[string]map[string]any{}
 	seen := map[string]audit.Party{}
+	var twice error
 	for _, p := range e.Accountable {
 		id := p.SPIFFEID.String()
-		if q, ok := seen[id]; ok && q != p {
-			return nil, nil, fmt.Errorf("authority: delegation.issued entry of %q names the accountable party of %s twice, differently", d.ID, id)
+		if q, ok := seen[id]; ok {
+			if q != p && twice == nil {
+				twice = fmt.Errorf("authority: delegation.issued entry of %q names the accountable party of %s twice, differently", d.ID, id)
+			}
+			continue
 		}
 		seen[id] = p
 		for role, of := range map[string]string{"delegator": d.Delegator, "delegatee": d.Delegatee} {
@@ -123,5 +128,5 @@ func (d *IssuedDetails) ChainView(e audit.Entry) (*ChainDecision, map[string]map
 			}
 		}
 	}
-	return &ChainDecision{ID: e.DecisionID, Result: result, Reasons: nonNil(d.Decision.Reasons), PolicyRevision: e.PolicyRevision}, acc, nil
+	return &ChainDecision{ID: e.DecisionID, Result: result, Reasons: nonNil(d.Decision.Reasons), PolicyRevision: e.PolicyRevision}, acc, twice
 }
