@@ -619,8 +619,9 @@ func TestRevokingANodeRevokesHopsHeldOnIt(t *testing.T) {
 	if got := status(elsewhere); got != "active" {
 		t.Errorf("a hop held on another node: %s, want active", got)
 	}
-	if _, p := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "dave", bind: true}); p == nil || p.Name() != "delegation-revoked" {
-		t.Fatalf("a hop to be held on a revoked node: %+v, want delegation-revoked", p)
+	if _, p := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "dave", bind: true}); p == nil || p.Name() != "delegation-revoked" ||
+		!strings.Contains(p.Detail, "a node the delegatee may hold the hop on") {
+		t.Fatalf("a hop to be held on a revoked node: %+v, want delegation-revoked naming the node as the delegatee's", p)
 	}
 }
 

@@ -303,6 +303,10 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	if len(gone) > 0 {
 		slices.Sort(gone)
+		if slices.Contains(delegateeHosts, gone[0]) {
+			return nil, fmt.Errorf("%w: %s, a node the delegatee may hold the hop on (bind the hop to an X509-SVID of another of its nodes, or remove that node from its registration)",
+				ErrDelegationRevoked, gone[0])
+		}
 		return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, gone[0])
 	}
 	if len(expired) > 0 {
