@@ -116,7 +116,7 @@ func TestCLIAdminCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kb, err := credfile.EncodeKeyPEM(key)
+	kb, err := encodeJoinKey(key, tokenDigest(strings.TrimSpace(token4)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,15 @@ func TestCLIAdminCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kb5, err := os.ReadFile(filepath.Join(dir, "node5", "svid.key"))
+	svidKey, err := os.ReadFile(filepath.Join(dir, "node5", "svid.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key5, err := credfile.ParseKeyPEM(svidKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb5, err := encodeJoinKey(key5, tokenDigest(strings.TrimSpace(token5)))
 	if err != nil {
 		t.Fatal(err)
 	}

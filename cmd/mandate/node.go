@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -94,7 +98,8 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// its own write left when cut short (finished by asking again with
 	// join.key). A join.key an expired credential holds is an old join's:
 	// never asked with again.
-	held, stale := pendingJoin(out)
+	digest := tokenDigest(token)
+	held, stale := pendingJoin(out, digest)
 	if stale {
 		if err := os.Remove(filepath.Join(out, "join.key")); err != nil {
 			return fmt.Errorf("--out: %w", err)
@@ -107,7 +112,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	key, pending, err := joinKey(out)
+	key, pending, err := joinKey(out, digest)
 	if err != nil {
 		return err
 	}
@@ -131,16 +136,14 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // pendingJoin reports how the credential in dir stands to the key a join
-// left in dir/join.key: held, a valid credential with that key (the join
-// was answered and its write cut short before join.key was removed), or
-// stale, an expired one with that key (join.key outlived its join).
-func pendingJoin(dir string) (held, stale bool) {
-	b, err := credfile.ReadPrivate(filepath.Join(dir, "join.key"))
-	if err != nil {
-		return false, false
-	}
-	key, err := credfile.ParseKeyPEM(b)
-	if err != nil {
+// with the token of tokenDigest left in dir/join.key: held, a valid
+// credential with that key (the join was answered and its write cut
+// short before join.key was removed), or stale, an expired one with that
+// key (join.key outlived its join). A join.key of another token is
+// neither.
+func pendingJoin(dir, tokenDigest string) (held, stale bool) {
+	key, digest, err := readJoinKey(filepath.Join(dir, "join.key"))
+	if err != nil || digest != tokenDigest {
 		return false, false
 	}
 	chain, _, _, err := credfile.Load(credfile.In(dir))
@@ -155,35 +158,68 @@ func pendingJoin(dir string) (held, stale bool) {
 	return valid, !valid
 }
 
-// joinKey returns the key a join asks with, and the file keeping it
-// until the credential is written: dir/join.key, made (0600, in dir made
-// private) before the authority is asked. So a directory that cannot be
-// written to is found before the token is spent, and a join whose answer
-// was lost is asked again, by running the same command, with the same
-// key: the authority then answers it again (until the token expires).
-func joinKey(dir string) (crypto.Signer, string, error) {
+// tokenDigest names a join token in join.key: its SHA-256, hex.
+func tokenDigest(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// joinTokenHeader is the PEM header of join.key naming, by its SHA-256,
+// the token the key joins with.
+const joinTokenHeader = "Join-Token-SHA256"
+
+// encodeJoinKey is join.key's content: key, for the token of tokenDigest.
+func encodeJoinKey(key crypto.Signer, tokenDigest string) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode private key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Headers: map[string]string{joinTokenHeader: tokenDigest}, Bytes: der}), nil
+}
+
+// readJoinKey reads join.key: the key, and the digest of its token.
+func readJoinKey(path string) (crypto.Signer, string, error) {
+	b, err := credfile.ReadPrivate(path)
+	if err != nil {
+		return nil, "", err
+	}
+	key, err := credfile.ParseKeyPEM(b)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w (remove it to join with a new key)", path, err)
+	}
+	blk, _ := pem.Decode(b)
+	return key, blk.Headers[joinTokenHeader], nil
+}
+
+// joinKey returns the key a join with the token of tokenDigest asks
+// with, and the file keeping it until the credential is written:
+// dir/join.key, made (0600, in dir made private) before the authority is
+// asked. So a directory that cannot be written to is found before the
+// token is spent, and a join whose answer was lost is asked again, by
+// running the same command, with the same key: the authority then
+// answers it again (until the token expires). A join.key of another
+// token (an attempt given up) is replaced: no two nodes share a key.
+func joinKey(dir, tokenDigest string) (crypto.Signer, string, error) {
 	path := filepath.Join(dir, "join.key")
 	if err := credfile.PrivateDir(dir); err != nil {
 		return nil, path, fmt.Errorf("--out: %w", err)
 	}
-	if b, err := credfile.ReadPrivate(path); err == nil {
-		key, err := credfile.ParseKeyPEM(b)
-		if err != nil {
-			return nil, path, fmt.Errorf("%s: %w (remove it to join with a new key)", path, err)
-		}
+	key, digest, err := readJoinKey(path)
+	switch {
+	case err == nil && digest == tokenDigest:
 		return key, path, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return nil, path, err
 	}
-	key, _, err := client.NewKeyAndCSR()
+	key, _, err = client.NewKeyAndCSR()
 	if err != nil {
 		return nil, path, err
 	}
-	b, err := credfile.EncodeKeyPEM(key)
+	b, err := encodeJoinKey(key, tokenDigest)
 	if err != nil {
 		return nil, path, err
 	}
-	if err := credfile.CreateFileAtomic(path, b, 0o600); err != nil {
+	if err := credfile.WriteFileAtomic(path, b, 0o600); err != nil {
 		return nil, path, fmt.Errorf("--out: %w", err)
 	}
 	return key, path, nil

@@ -15,8 +15,8 @@ import (
 	"mandate.dev/mandate/credfile"
 )
 
-// pendingJoin tells a join's own unfinished write (join.key, and a valid
-// credential holding its key) from a join.key an expired credential
+// pendingJoin tells a join's own unfinished write (join.key of its token,
+// and a valid credential holding its key) from a join.key an expired credential
 // holds (never asked with again) and from anything else.
 func TestPendingJoin(t *testing.T) {
 	newKey := func() *ecdsa.PrivateKey {
@@ -39,8 +39,9 @@ func TestPendingJoin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	joinKeyFile := func(dir string, key *ecdsa.PrivateKey) {
-		b, err := credfile.EncodeKeyPEM(key)
+	const token = "d1" // the digest of the join's token
+	joinKeyFile := func(dir string, key *ecdsa.PrivateKey, tokens ...string) {
+		b, err := encodeJoinKey(key, append(tokens, token)[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,6 +62,11 @@ func TestPendingJoin(t *testing.T) {
 			cred(dir, k, time.Now().Add(time.Hour))
 			joinKeyFile(dir, k)
 		}, true, false},
+		{"a valid credential of join.key, asked with another token", func(dir string) {
+			k := newKey()
+			cred(dir, k, time.Now().Add(time.Hour))
+			joinKeyFile(dir, k, "d2")
+		}, false, false},
 		{"a valid credential of another key", func(dir string) {
 			cred(dir, newKey(), time.Now().Add(time.Hour))
 			joinKeyFile(dir, newKey())
@@ -74,9 +80,34 @@ func TestPendingJoin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			tc.setup(dir)
-			if held, stale := pendingJoin(dir); held != tc.wantHeld || stale != tc.wantOld {
+			if held, stale := pendingJoin(dir, token); held != tc.wantHeld || stale != tc.wantOld {
 				t.Fatalf("pendingJoin = held %v, stale %v; want %v, %v", held, stale, tc.wantHeld, tc.wantOld)
 			}
 		})
+	}
+}
+
+// joinKey keeps a join's key for the same token (a retry), and makes a
+// new one for another token: an attempt given up leaves no key that two
+// nodes would share.
+func TestJoinKeyFollowsItsToken(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "node")
+	first, path, err := joinKey(dir, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _, err := joinKey(dir, "d1")
+	if err != nil || !first.Public().(*ecdsa.PublicKey).Equal(again.Public()) {
+		t.Fatalf("the same token again: %v; want the same key", err)
+	}
+	other, _, err := joinKey(dir, "d2")
+	if err != nil || first.Public().(*ecdsa.PublicKey).Equal(other.Public()) {
+		t.Fatalf("another token: %v; want a new key", err)
+	}
+	if _, digest, err := readJoinKey(path); err != nil || digest != "d2" {
+		t.Fatalf("join.key names %q (%v), want d2", digest, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("join.key: %v %v, want mode 0600", fi, err)
 	}
 }
