@@ -242,6 +242,26 @@ func TestUnboundHopToAnAgentOfManyLongNodeIDs(t *testing.T) {
 	}
 }
 
+// A hop bound to its delegatee's certificate is continued only with that
+// certificate's key, in the signature as on the connection: the holder
+// renewed to another SVID cannot sign the next hop with it, and a
+// verifier checks the same from the chain alone.
+func TestBoundHopContinuedByItsHolder(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b", "calendar:read")
+	c := e.agentWithScopes("c")
+	bound := e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", bind: true})
+	renewed := e.agentSVIDWith(e.client(b.chain, b.key), b.id.String())
+	if _, p := e.delegate(b, delegateReq{delegatee: c, scopes: []string{"calendar:read"}, parent: bound, signer: &renewed}); p == nil || p.Name() != "delegation-not-holder" {
+		t.Fatalf("a bound hop continued with a signature of another SVID of its holder: %+v, want delegation-not-holder", p)
+	}
+	below := e.mustDelegate(b, delegateReq{delegatee: c, scopes: []string{"calendar:read"}, parent: bound})
+	if _, err := delegation.Verify(below, e.a, delegation.VerifyOptions{AnyHolder: true}); err != nil {
+		t.Fatalf("a bound hop continued by its holder: %v", err)
+	}
+}
+
 // federatedPair is two authorities, org-a and org-b, each federated with
 // the other.
 func federatedPair(t *testing.T) (orgA, orgB *env) {

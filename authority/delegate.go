@@ -236,6 +236,13 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil {
 		return nil, err
 	}
+	if parent != nil {
+		// A bound parent is continued with the key it is bound to: the
+		// signature too, not only the connection (verifiers check it).
+		if err := delegation.CheckHolderContinues(parent, req.DelegatorSignature); err != nil {
+			return nil, err
+		}
+	}
 	// No longer than the delegator signed for, and bound as it signed
 	// (verifiers hold the hop to both: otherwise the token would not
 	// verify).

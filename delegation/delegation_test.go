@@ -241,6 +241,16 @@ func TestVerifyRefuses(t *testing.T) {
 			})
 			return tok
 		}, delegation.VerifyOptions{Presenter: w.c.id, PresenterCert: mallory.chain[0]}, delegation.ErrNotHolder},
+		// A bound hop is continued by its holder's key: a continuation
+		// signed with another SVID of the same agent is refused.
+		{"a bound parent continued with another certificate", func() string {
+			other := w.orgB.agent(t, "booker") // another X509-SVID of the booker
+			tb, cb := hop(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil, func(c *delegation.Claims) {
+				c.Cnf = &delegation.Confirmation{X5tS256: delegation.Thumbprint(other.chain[0])}
+			})
+			tok, _ := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(tb, cb), cb)
+			return tok
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrNotHolder},
 		{"issuer not federated", func() string {
 			orgZ := newOrg(t, "org-z.example")
 			tok, _ := hop(t, orgZ, orgZ.agent(t, "z"), w.c, []string{"calendar:read"}, nil, nil)

@@ -19,7 +19,9 @@
 //   - Each hop continues its parent, which it carries: same principal,
 //     depth + 1, the parent given to this hop's delegator, scopes a subset
 //     of the parent's, an expiry not beyond the parent's, and the RFC 8693
-//     act chain extending the parent's.
+//     act chain extending the parent's; a parent bound to a certificate
+//     (cnf) is continued with that certificate's key: its continuation's
+//     delegator signature is made with it (CheckHolderContinues).
 //   - On the last hop: the audience asked, and the holder: the presenter's
 //     SPIFFE ID is the current actor (act.sub), and its certificate
 //     matches cnf.x5t#S256 when the token is bound to one (RFC 8705).

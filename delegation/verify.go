@@ -145,12 +145,39 @@ func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) (
 	if err := link(chain[len(chain)-1], c); err != nil {
 		return nil, err
 	}
+	if err := CheckHolderContinues(chain[len(chain)-1], c.Hop.DelegatorSignature); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.ID, err)
+	}
 	for _, p := range chain {
 		if p.Issuer == c.Issuer && p.ID == c.ID {
 			return nil, fmt.Errorf("%w: %s of %s appears twice in the chain", ErrChain, c.ID, c.Issuer)
 		}
 	}
 	return append(chain, c), nil
+}
+
+// CheckHolderContinues checks that a hop below parent, whose delegator
+// signed it with sig, was made by parent's holder: when parent is bound
+// to a certificate (cnf), sig was made with that certificate's key (the
+// first of its x5c). A bound hop is thus continued only by whoever holds
+// its key, as any verifier sees from the chain alone, not only on the
+// word of the issuer below it.
+func CheckHolderContinues(parent *Claims, sig string) error {
+	if parent.Cnf == nil {
+		return nil
+	}
+	j, err := parseCompact(sig)
+	if err != nil {
+		return fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
+	}
+	certs, err := x5c(j)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+	}
+	if Thumbprint(certs[0]) != parent.Cnf.X5tS256 {
+		return fmt.Errorf("%w: the hop above, %s, is bound to another certificate than the one its continuation is signed with", ErrNotHolder, parent.ID)
+	}
+	return nil
 }
 
 // link checks that c continues its parent p.
