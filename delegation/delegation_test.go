@@ -693,6 +693,22 @@ func BenchmarkVerifyChain(b *testing.B) {
 			}
 		}
 	})
+	// A chain never seen whose delegators' SVIDs are new too: each SVID
+	// chain is validated (go-spiffe) besides the six signatures.
+	b.Run("new-chain-new-delegators", func(b *testing.B) {
+		toks := make([]string, b.N)
+		for i := range toks {
+			fresh := &world{orgA: w.orgA, orgB: w.orgB, set: w.set, d: w.d}
+			fresh.a, fresh.b, fresh.c = w.orgA.agent(b, "planner"), w.orgB.agent(b, "booker"), w.orgB.agent(b, "payer")
+			toks[i], _ = fresh.chain(b)
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			if _, err := delegation.Verify(toks[i], w.set, delegation.VerifyOptions{Presenter: w.d.id}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // A delegator may sign the latest expiry it allows its hop (not_after):
@@ -786,4 +802,52 @@ func FuzzVerify(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The clock options a resource server relies on: zero leeway means the
+// default 30 s, NoLeeway none; a hop issued in the future is
+// ErrNotYetValid (an ErrMalformed too), told apart from garbage.
+func TestVerifyClock(t *testing.T) {
+	w := newWorld(t)
+	tok, c := hop(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil)
+	exp, iat := time.Unix(c.Expiry, 0), time.Unix(c.IssuedAt, 0)
+	for _, tc := range []struct {
+		name   string
+		now    time.Time
+		leeway time.Duration
+		want   error
+	}{
+		{"just after expiry, default leeway", exp.Add(10 * time.Second), 0, nil},
+		{"just after expiry, no leeway", exp.Add(time.Second), delegation.NoLeeway, delegation.ErrExpired},
+		{"past the default leeway", exp.Add(31 * time.Second), 0, delegation.ErrExpired},
+		{"before it was issued, within the leeway", iat.Add(-10 * time.Second), 0, nil},
+		{"before it was issued, no leeway", iat.Add(-time.Second), delegation.NoLeeway, delegation.ErrNotYetValid},
+		{"long before it was issued", iat.Add(-10 * time.Minute), 0, delegation.ErrNotYetValid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{AnyHolder: true, Now: tc.now, Leeway: tc.leeway})
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("Verify = %v, want %v", err, tc.want)
+			}
+			if errors.Is(err, delegation.ErrNotYetValid) && !errors.Is(err, delegation.ErrMalformed) {
+				t.Fatalf("%v is not an ErrMalformed", err)
+			}
+		})
+	}
+}
+
+// SignStatement refuses what no issuer would accept: no certificate, or
+// a key that is not the certificate's.
+func TestSignStatementRefusesMisuse(t *testing.T) {
+	w := newWorld(t)
+	st := delegation.Statement{Delegator: w.a.id.String(), Delegatee: w.b.id.String(), Principal: "alice", Scopes: []string{"x"}}
+	if _, err := delegation.SignStatement(st, w.a.key, nil); err == nil {
+		t.Error("signed with no certificate")
+	}
+	if _, err := delegation.SignStatement(st, w.b.key, w.a.chain); err == nil {
+		t.Error("signed with another certificate's key")
+	}
+	if _, err := delegation.SignStatement(st, w.a.key, w.a.chain); err != nil {
+		t.Errorf("the delegator's own SVID: %v", err)
+	}
 }

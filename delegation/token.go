@@ -186,8 +186,16 @@ func (c *Claims) statement() Statement {
 var signatureAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.RS256, jose.PS256}
 
 // SignStatement is the delegator's side: it signs st with the key of its
-// X509-SVID, putting the SVID chain in the x5c header.
+// X509-SVID, putting the SVID chain in the x5c header. chain is the SVID,
+// leaf first, and key the leaf's private key: anything else is refused
+// here rather than by the issuer.
 func SignStatement(st Statement, key crypto.Signer, chain []*x509.Certificate) (string, error) {
+	if len(chain) == 0 {
+		return "", errors.New("delegation: sign the hop: no X509-SVID to put in x5c")
+	}
+	if pub, ok := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return "", errors.New("delegation: sign the hop: the key is not the X509-SVID's")
+	}
 	alg, err := algorithmFor(key.Public())
 	if err != nil {
 		return "", err

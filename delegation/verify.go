@@ -19,6 +19,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
+// NoLeeway is VerifyOptions.Leeway for no tolerance of clock skew.
+const NoLeeway time.Duration = -1
+
 // Errors a verifier branches on. Every error of Verify matches one.
 var (
 	ErrMalformed          = errors.New("delegation: malformed token")
@@ -32,6 +35,10 @@ var (
 	// ErrPresenterCertNeeded is ErrNotHolder for a token bound to a
 	// certificate (cnf) verified with no presenter's certificate.
 	ErrPresenterCertNeeded = fmt.Errorf("%w: the token is bound to a certificate (cnf), and the presenter's was not given", ErrNotHolder)
+	// ErrNotYetValid is ErrMalformed for a hop issued later than the
+	// verification time allows (iat beyond Now + Leeway): a clock that
+	// lags, or a token made up.
+	ErrNotYetValid = fmt.Errorf("%w: issued in the future", ErrMalformed)
 	// ErrTooLarge is Issue's refusal of a hop whose token, its ancestors
 	// inside, would exceed MaxTokenSize: no verifier would read it.
 	ErrTooLarge = errors.New("delegation: chain too long for a token")
@@ -47,9 +54,13 @@ type Bundles interface {
 type VerifyOptions struct {
 	// Now is the verification time (default time.Now()).
 	Now time.Time
-	// Leeway tolerates clock skew on exp and iat (default 30s).
+	// Leeway tolerates clock skew on exp and iat: zero means the default,
+	// 30s; NoLeeway (or any negative value) none.
 	Leeway time.Duration
-	// Audience, if set, must be in the last token's aud.
+	// Audience, if set, must be in the last token's aud. Mandate's
+	// tokens name their delegatee (the holder) as their audience: a
+	// resource server checks the holder (Presenter, PresenterCert), and
+	// sets Audience only to its caller's SPIFFE ID, never to its own.
 	Audience string
 	// Presenter must be the last token's current actor (act.sub): a
 	// token is only ever used by its holder. Verify refuses to check a
@@ -76,8 +87,11 @@ func Verify(token string, bundles Bundles, opts VerifyOptions) ([]*Claims, error
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
-	if opts.Leeway == 0 {
+	switch {
+	case opts.Leeway == 0:
 		opts.Leeway = 30 * time.Second
+	case opts.Leeway < 0:
+		opts.Leeway = 0
 	}
 	if len(token) > MaxTokenSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrMalformed, MaxTokenSize)
@@ -124,7 +138,7 @@ func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) (
 		return nil, fmt.Errorf("%w: %s (hop %s) expired at %s", ErrExpired, c.ID, c.Hop.Delegatee, time.Unix(c.Expiry, 0).UTC().Format(time.RFC3339))
 	}
 	if time.Unix(c.IssuedAt, 0).After(opts.Now.Add(opts.Leeway)) {
-		return nil, fmt.Errorf("%w: %s issued in the future", ErrMalformed, c.ID)
+		return nil, fmt.Errorf("%w: %s, at %s", ErrNotYetValid, c.ID, time.Unix(c.IssuedAt, 0).UTC().Format(time.RFC3339))
 	}
 	// The delegator's signature, unless it verified for these very bytes
 	// against the delegator's trust domain authorities as they are now.
