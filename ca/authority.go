@@ -93,6 +93,18 @@ func (a *authority) withState(s State) *authority {
 	return &b
 }
 
+// life is the authority's lifetime.
+func (a *authority) life() time.Duration { return a.notAfter.Sub(a.notBefore) }
+
+// publishedAt is when the authority was made, and so first published: an
+// X.509 CA's notBefore is backdated, a JWT key's cut to the second.
+func (a *authority) publishedAt() time.Time {
+	if a.kind == KindX509 {
+		return a.notBefore.Add(backdate)
+	}
+	return a.notBefore
+}
+
 // at returns the instant when num/den of the authority's lifetime has
 // elapsed.
 func (a *authority) at(num, den int64) time.Time {

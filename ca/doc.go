@@ -7,9 +7,9 @@
 // Private keys are only reached through the KeyManager interface, as
 // crypto.Signer values, so an HSM or KMS can replace DiskKeyManager. The
 // disk implementation keeps one PKCS#8 PEM file per key, mode 0600, in a
-// directory of mode 0700, written atomically (temporary file, fsync,
-// rename, directory fsync); it refuses key files or a directory that group
-// or others can access. Key ids are restricted to [A-Za-z0-9._-] and
+// directory it makes with mode 0700, written atomically (temporary file,
+// fsync, rename, directory fsync); it refuses key files that group or
+// others can access, and a directory they can write to. Key ids are restricted to [A-Za-z0-9._-] and
 // cannot name a path. Key material never appears in errors or logs.
 //
 // # State
@@ -57,7 +57,10 @@
 //     being served;
 //   - every authority is in the bundle for 1/3 of its predecessor's
 //     lifetime before it signs anything (except at bootstrap, or when
-//     the active one expired while rotation was not running);
+//     the active one expired while rotation was not running; one
+//     prepared late, by a start after 1/2 of its predecessor's life,
+//     waits for that window or for its predecessor's expiry, whichever
+//     is first);
 //   - exactly one authority of each kind is active;
 //   - the bundle's spiffe_sequence increases by one with every change of
 //     its contents: its authorities, or its spiffe_refresh_hint (a

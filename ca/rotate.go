@@ -101,7 +101,11 @@ func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time,
 		tx.created = append(tx.created, a.keyID)
 		st.auths = append(st.auths, a)
 		tx.add("prepared", a)
-	case prepared != nil && !now.Before(active.at(activateNum, activateDen)):
+	case prepared != nil && !now.Before(active.at(activateNum, activateDen)) && !now.Before(prepared.publishedAt().Add(active.life()/3)):
+		// At 5/6 of the active one's life, and once the prepared one
+		// has been in the bundle for 1/3 of it (prepared at 1/2, it
+		// has): one prepared late (the CA was down at 1/2) waits, and
+		// the active one signs until it expires (activateNow).
 		st.replace(active, active.withState(StateOld))
 		st.replace(prepared, prepared.withState(StateActive))
 		tx.add("activated", prepared)

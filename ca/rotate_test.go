@@ -196,11 +196,15 @@ func TestRotationSchedule(t *testing.T) {
 		{29 * time.Minute, []ca.State{ca.StateActive}},
 		{31 * time.Minute, []ca.State{ca.StateActive, ca.StatePrepared}},
 		{49 * time.Minute, []ca.State{ca.StateActive, ca.StatePrepared}},
-		{51 * time.Minute, []ca.State{ca.StateOld, ca.StateActive}},
+		// past 5/6 at +50m, and prepared at +31m: published for 1/3 of
+		// the active one's life at +51m (a JWT key), +51m03s (a CA: 1h
+		// and its 10 s backdate)
+		{50*time.Minute + 30*time.Second, []ca.State{ca.StateActive, ca.StatePrepared}},
+		{52 * time.Minute, []ca.State{ca.StateOld, ca.StateActive}},
 		{58 * time.Minute, []ca.State{ca.StateOld, ca.StateActive}},
 		// first authority expired and pruned; the second is past 1/2
 		{62 * time.Minute, []ca.State{ca.StateActive, ca.StatePrepared}},
-		{82 * time.Minute, []ca.State{ca.StateOld, ca.StateActive}},
+		{83 * time.Minute, []ca.State{ca.StateOld, ca.StateActive}},
 	}
 	elapsed := time.Duration(0)
 	for _, s := range steps {
@@ -329,5 +333,44 @@ func TestRotateAfterDowntime(t *testing.T) {
 	}
 	if _, err := c.MintX509SVID(context.Background(), ca.X509Params{ID: testID, PublicKey: ecKey(t, elliptic.P256()).Public()}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A CA down across the 1/2 mark and restarted after 5/6 prepares its
+// successor then, and keeps signing with the active one until it expires:
+// the successor never signs before relying parties that refresh at the
+// refresh hint have it (ca/doc.go: in the bundle for 1/3 of its
+// predecessor's life, but for what is left of it after such a restart).
+func TestActivationWaitsForPublicationAfterDowntime(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	env := newEnv(t, rotationConfig(clk)) // CA TTL 1h, refresh hint 5m
+	c := env.newCA(t)
+	relying := c.Bundle()     // a relying party's copy: the last it could fetch
+	clk.Add(51 * time.Minute) // down from before 1/2 until after 5/6
+	c = env.newCA(t)          // the start prepares the successor
+	for _, step := range []time.Duration{10 * time.Second, 5 * time.Minute, 3 * time.Minute} {
+		clk.Add(step)
+		if _, err := c.Rotate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		svid, err := c.MintX509SVID(ctx, ca.X509Params{ID: testID, PublicKey: ecKey(t, elliptic.P256()).Public()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := x509svid.Verify(svid.Certificates, relying, x509svid.WithTime(clk.Now())); err != nil {
+			t.Fatalf("%s: an SVID does not verify against the bundle a relying party held: %v", clk.Now().Sub(testStart), err)
+		}
+	}
+	// The active one expires (at 1h): the
+	// successor, published since the restart, takes over.
+	clk.Add(time.Minute)
+	if _, err := c.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range c.Status() {
+		if a.State == ca.StateActive && !a.NotBefore.After(testStart.Add(50*time.Minute)) {
+			t.Errorf("%s authority %s active at %s, want the successor prepared at the restart", a.Kind, a.ID, clk.Now().Sub(testStart))
+		}
 	}
 }
