@@ -59,8 +59,9 @@
 //     lifetime before it signs anything (except at bootstrap, or when
 //     the active one expired while rotation was not running; one
 //     prepared late, by a start after 1/2 of its predecessor's life,
-//     waits for that window or for its predecessor's expiry, whichever
-//     is first);
+//     waits for that window or until its predecessor is about to expire
+//     (two rotation ticks, at least a minute, before), whichever is
+//     first);
 //   - exactly one authority of each kind is active;
 //   - the bundle's spiffe_sequence increases by one with every change of
 //     its contents: its authorities, or its spiffe_refresh_hint (a

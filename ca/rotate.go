@@ -87,6 +87,13 @@ func (c *CA) rotateLocked(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+// lateActivationMargin is how long before the active authority's expiry
+// a successor prepared late takes over: two rotation ticks, and at least
+// a minute.
+func (c *CA) lateActivationMargin() time.Duration {
+	return max(time.Minute, 2*c.cfg.RotationInterval)
+}
+
 // advance applies at most one state transition for kind.
 func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time, tx *transition) error {
 	active, prepared := st.find(kind)
@@ -101,11 +108,14 @@ func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time,
 		tx.created = append(tx.created, a.keyID)
 		st.auths = append(st.auths, a)
 		tx.add("prepared", a)
-	case prepared != nil && !now.Before(active.at(activateNum, activateDen)) && !now.Before(prepared.publishedAt().Add(active.life()/3)):
+	case prepared != nil && !now.Before(active.at(activateNum, activateDen)) &&
+		(!now.Before(prepared.publishedAt().Add(active.life()/3)) || !now.Before(active.notAfter.Add(-c.lateActivationMargin()))):
 		// At 5/6 of the active one's life, and once the prepared one
 		// has been in the bundle for 1/3 of it (prepared at 1/2, it
 		// has): one prepared late (the CA was down at 1/2) waits, and
-		// the active one signs until it expires (activateNow).
+		// the active one signs until just before it expires, so that
+		// what the server needs (its own certificate) is never left
+		// without a signer between two rotation ticks.
 		st.replace(active, active.withState(StateOld))
 		st.replace(prepared, prepared.withState(StateActive))
 		tx.add("activated", prepared)
