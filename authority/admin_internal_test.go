@@ -322,6 +322,19 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 func TestAdminKeyMustBePrivate(t *testing.T) {
 	a := startAuthority(t)
 	p := AdminPaths(a.cfg.DataDir)
+	// Run's first write of the credential is done before a key is
+	// planted (the next is a minute away).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(p.Cert); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Run wrote no admin credential")
+		}
+	}
+	a.credMu.Lock()
+	//lint:ignore SA2001 an empty critical section: it waits for the write under way
+	a.credMu.Unlock()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	b, err := credfile.EncodeKeyPEM(key)
 	if err != nil {
