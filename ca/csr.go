@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -41,10 +42,21 @@ func ParseCSR(csrPEM []byte, id spiffeid.ID) (crypto.PublicKey, error) {
 	}
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
+		// A well-formed key of a curve Go does not read (secp256k1,
+		// brainpool) is a key Mandate does not sign for, not a bad CSR.
+		if strings.Contains(err.Error(), "unsupported elliptic curve") {
+			return nil, fmt.Errorf("%w: an elliptic curve other than P-256 or P-384", ErrUnsupportedKey)
+		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalidCSR, err)
 	}
 	if csr.PublicKey == nil {
-		return nil, fmt.Errorf("%w: public key algorithm %s", ErrUnsupportedKey, csr.PublicKeyAlgorithm)
+		return nil, fmt.Errorf("%w: a public key algorithm other than ECDSA P-256 or P-384 and RSA (2048 bits or more)", ErrUnsupportedKey)
+	}
+	// The CSR's signature is its proof of possession: not over SHA-1
+	// (which x509's check of a CSR still accepts).
+	switch csr.SignatureAlgorithm {
+	case x509.SHA1WithRSA, x509.ECDSAWithSHA1, x509.DSAWithSHA1, x509.MD5WithRSA, x509.MD2WithRSA, x509.DSAWithSHA256:
+		return nil, fmt.Errorf("%w: signed with %s; sign it with SHA-256 or better", ErrInvalidCSR, csr.SignatureAlgorithm)
 	}
 	if _, err := leafKeyUsage(csr.PublicKey); err != nil {
 		return nil, err

@@ -13,6 +13,8 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -52,11 +54,22 @@ func TestParseCSR(t *testing.T) {
 		block.Bytes[len(block.Bytes)-1] ^= 0xff
 		return pem.EncodeToMemory(block)
 	}()
+	// Made with openssl: a P-256 key's CSR signed over SHA-1 (a proof
+	// of possession no longer accepted), and a CSR of a secp256k1 key.
+	fixture := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
 	tests := []struct {
 		name string
 		in   []byte
 		want error // nil: accepted
 	}{
+		{"signed over sha-1", fixture("csr-p256-sha1.pem"), ca.ErrInvalidCSR},
+		{"secp256k1", fixture("csr-secp256k1.pem"), ca.ErrUnsupportedKey},
 		{"no uri", csrPEM(t, p256), nil},
 		{"matching uri", csrPEM(t, p256, testID.String()), nil},
 		{"other id", csrPEM(t, p256, "spiffe://example.org/other"), ca.ErrCSRIdentity},
