@@ -250,16 +250,24 @@ func (a *Authority) watchBundles(ctx context.Context) error {
 }
 
 func (a *Authority) maintain(ctx context.Context) error {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
+	var pruned time.Time
 	for {
+		wait := time.Minute // after a failure too: retried, not hammered
 		if err := a.WriteAdminCredential(ctx, false); err != nil && ctx.Err() == nil {
 			a.log.Error("refresh admin credential", "err", err)
+		} else {
+			wait = a.adminRefreshWait()
 		}
-		a.pruneJoinTokens(ctx)
-		a.pruneTPMSessions(ctx)
+		// Pruning once a minute, however often the credential is looked at.
+		if now := time.Now(); now.Sub(pruned) >= time.Minute {
+			a.pruneJoinTokens(ctx)
+			a.pruneTPMSessions(ctx)
+			pruned = now
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
 		case <-t.C:
 		}

@@ -80,17 +80,37 @@ func (a *Authority) WriteAdminCredential(ctx context.Context, force bool) error 
 }
 
 func (a *Authority) credentialFresh(path string) bool {
+	certs, err := readCerts(path)
+	if err != nil {
+		return false
+	}
+	return a.now().Before(halfLife(certs[0])) && a.chainsToBundle(certs)
+}
+
+// halfLife is when half of cert's life has passed.
+func halfLife(cert *x509.Certificate) time.Time {
+	return cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+}
+
+func readCerts(path string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	certs, err := credfile.ParseCertsPEM(b)
+	return credfile.ParseCertsPEM(b)
+}
+
+// adminRefreshWait is how long the maintenance loop waits before it
+// looks at the admin credential again: a minute, or less when the
+// credential reaches half its life sooner (one the CA capped at its own
+// expiry, near a rotation, may live a minute or less), so that it is
+// renewed before it expires.
+func (a *Authority) adminRefreshWait() time.Duration {
+	certs, err := readCerts(AdminPaths(a.cfg.DataDir).Cert)
 	if err != nil {
-		return false
+		return time.Minute
 	}
-	leaf, now := certs[0], a.now()
-	half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
-	return now.Before(half) && a.chainsToBundle(certs)
+	return min(time.Minute, max(time.Second, halfLife(certs[0]).Sub(a.now())))
 }
 
 func (a *Authority) chainsToBundle(certs []*x509.Certificate) bool {

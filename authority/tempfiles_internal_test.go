@@ -1,9 +1,17 @@
 package authority
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"mandate.dev/mandate/credfile"
 )
 
 // Temporary files a crash left where the authority writes its own files
@@ -37,5 +45,44 @@ func TestStartRemovesTemporaryFilesACrashLeft(t *testing.T) {
 	}
 	if _, err := os.Stat(kept); err != nil {
 		t.Errorf("a file of another name: %v, want it kept", err)
+	}
+}
+
+// The maintenance loop looks at the admin credential again before half
+// its life has passed: a minute at most, sooner for one the CA capped at
+// its own expiry near a rotation, and at least a second.
+func TestAdminRefreshWait(t *testing.T) {
+	clock := &testClock{now: time.Now().Truncate(time.Second)} // as certificates say it
+	dir := t.TempDir()
+	a := &Authority{cfg: Config{DataDir: dir}, now: clock.Now}
+	if got := a.adminRefreshWait(); got != time.Minute {
+		t.Errorf("no credential: %s, want a minute", got)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, tc := range []struct {
+		name              string
+		notBefore, expiry time.Duration // from now
+		want              time.Duration
+	}{
+		{"twelve hours", 0, 12 * time.Hour, time.Minute},
+		{"a minute, capped at the CA's expiry", 0, time.Minute, 30 * time.Second},
+		{"past half its life", -50 * time.Second, 10 * time.Second, time.Second},
+	} {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: clock.Now().Add(tc.notBefore), NotAfter: clock.Now().Add(tc.expiry)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(der)
+		p := AdminPaths(dir)
+		if err := os.MkdirAll(filepath.Dir(p.Cert), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p.Cert, credfile.EncodeCertsPEM([]*x509.Certificate{cert}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := a.adminRefreshWait(); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
 	}
 }
