@@ -834,6 +834,15 @@ func TestVerifyClock(t *testing.T) {
 			}
 		})
 	}
+	// A trusted issuer's hop with nbf (RFC 7519 §4.1.5) is not valid
+	// before it.
+	later, lc := hop(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil, func(c *delegation.Claims) { c.NotBefore = c.IssuedAt + 600 })
+	if _, err := delegation.Verify(later, w.set, delegation.VerifyOptions{AnyHolder: true}); !errors.Is(err, delegation.ErrNotYetValid) {
+		t.Errorf("before its nbf: %v, want ErrNotYetValid", err)
+	}
+	if _, err := delegation.Verify(later, w.set, delegation.VerifyOptions{AnyHolder: true, Now: time.Unix(lc.NotBefore, 0)}); err != nil {
+		t.Errorf("at its nbf: %v", err)
+	}
 }
 
 // SignStatement refuses what no issuer would accept: no certificate, or

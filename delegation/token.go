@@ -81,16 +81,19 @@ type Hop struct {
 // principal, act the actors, scope, aud, exp, iat, jti the delegation id,
 // cnf), and the hop.
 type Claims struct {
-	Issuer   string        `json:"iss"` // spiffe://<issuing trust domain>
-	Subject  string        `json:"sub"` // the principal
-	Audience []string      `json:"aud"`
-	Expiry   int64         `json:"exp"`
-	IssuedAt int64         `json:"iat"`
-	ID       string        `json:"jti"`
-	Scope    string        `json:"scope"`
-	Act      *Actor        `json:"act"`
-	Cnf      *Confirmation `json:"cnf,omitempty"`
-	Hop      Hop           `json:"mandate_hop"`
+	Issuer   string   `json:"iss"` // spiffe://<issuing trust domain>
+	Subject  string   `json:"sub"` // the principal
+	Audience []string `json:"aud"`
+	Expiry   int64    `json:"exp"`
+	IssuedAt int64    `json:"iat"`
+	// NotBefore is RFC 7519's nbf: Mandate issues none, and a verifier
+	// refuses a hop before it (a trusted issuer's token may carry one).
+	NotBefore int64         `json:"nbf,omitempty"`
+	ID        string        `json:"jti"`
+	Scope     string        `json:"scope"`
+	Act       *Actor        `json:"act"`
+	Cnf       *Confirmation `json:"cnf,omitempty"`
+	Hop       Hop           `json:"mandate_hop"`
 }
 
 // clone is a deep copy of c.

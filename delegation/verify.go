@@ -140,6 +140,9 @@ func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) (
 	if time.Unix(c.IssuedAt, 0).After(opts.Now.Add(opts.Leeway)) {
 		return nil, fmt.Errorf("%w: %s, at %s", ErrNotYetValid, c.ID, time.Unix(c.IssuedAt, 0).UTC().Format(time.RFC3339))
 	}
+	if c.NotBefore != 0 && time.Unix(c.NotBefore, 0).After(opts.Now.Add(opts.Leeway)) {
+		return nil, fmt.Errorf("%w: %s is not valid before %s (nbf)", ErrNotYetValid, c.ID, time.Unix(c.NotBefore, 0).UTC().Format(time.RFC3339))
+	}
 	// The delegator's signature, unless it verified for these very bytes
 	// against the delegator's trust domain authorities as they are now.
 	if known == ([32]byte{}) || delegatorRoots(bundles, c.Hop.Delegator) != known {
