@@ -141,7 +141,8 @@ type CAConfig struct {
 	// KeyType of CA and JWT signing keys: ec-p256 (default) or ec-p384.
 	KeyType string `yaml:"key_type"`
 	// CATTL is the X.509 CA lifetime (default 24h); the next CA is prepared
-	// at 1/2 and activated at 5/6 of it.
+	// at 1/2 and activated at 5/6 of it (one prepared late, by a start
+	// after 1/2, later: see package ca).
 	CATTL Duration `yaml:"ca_ttl"`
 	// JWTKeyTTL is the JWT signing key lifetime (default 24h).
 	JWTKeyTTL Duration `yaml:"jwt_key_ttl"`

@@ -37,9 +37,14 @@ func (tx *transition) add(what string, a *authority) {
 //   - the active authority is past 1/2 of its lifetime and nothing is
 //     prepared: create the next authority as prepared (it is published in
 //     the bundle immediately but signs nothing);
-//   - it is past 5/6 and one is prepared: the prepared one becomes active
-//     and the active one old. An authority prepared in a step is never
-//     activated in the same step (unless the active one expired);
+//   - a prepared one that expired waiting (lifetimes shortened at a
+//     restart) is retired unused, and another prepared;
+//   - it is past 5/6 and one is prepared, in the bundle for 1/3 of the
+//     active one's life (one prepared at 1/2 is), or the active one is
+//     two rotation ticks (at least a minute) from its expiry: the
+//     prepared one becomes active and the active one old. An authority
+//     prepared in a step is never activated in the same step (unless the
+//     active one expired);
 //   - old and prepared authorities past their expiry are removed from the
 //     bundle and their keys deleted (JWT keys one minute later, to cover
 //     validators' exp leeway);
@@ -97,6 +102,13 @@ func (c *CA) lateActivationMargin() time.Duration {
 // advance applies at most one state transition for kind.
 func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time, tx *transition) error {
 	active, prepared := st.find(kind)
+	if prepared != nil && active != nil && now.Before(active.notAfter) && !now.Before(prepared.notAfter) {
+		// A successor that expired waiting (a shorter lifetime since a
+		// restart) never signs: it is retired, and another prepared.
+		st.replace(prepared, prepared.withState(StateOld))
+		tx.add("retired unused", prepared)
+		prepared = nil
+	}
 	switch {
 	case active == nil || !now.Before(active.notAfter):
 		return c.activateNow(ctx, st, kind, active, prepared, now, tx)

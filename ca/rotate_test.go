@@ -375,3 +375,34 @@ func TestActivationWaitsForPublicationAfterDowntime(t *testing.T) {
 		}
 	}
 }
+
+// A successor that expires while it waits (the lifetimes were shortened
+// at a restart) is never made active: another is prepared, and there is
+// a valid signer at every tick.
+func TestExpiredSuccessorNeverActivates(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	env := newEnv(t, rotationConfig(clk)) // 1h lifetimes
+	env.newCA(t)
+	clk.Add(48*time.Minute + 55*time.Second)
+	env.cfg.CATTL, env.cfg.JWTKeyTTL = 10*time.Minute, 10*time.Minute
+	env.cfg.X509SVIDTTL, env.cfg.JWTSVIDTTL, env.cfg.RefreshHint = 5*time.Minute, 2*time.Minute, time.Minute
+	c := env.newCA(t) // prepares successors of 10 minutes
+	for clk.Now().Before(testStart.Add(62 * time.Minute)) {
+		clk.Add(10 * time.Second)
+		if _, err := c.Rotate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range c.Status() {
+			if a.State == ca.StateActive && !clk.Now().Before(a.NotAfter) {
+				t.Fatalf("%s: %s authority %s active, expired at %s", clk.Now().Sub(testStart), a.Kind, a.ID, a.NotAfter.Sub(testStart))
+			}
+		}
+		if _, err := c.MintX509SVID(ctx, ca.X509Params{ID: testID, PublicKey: ecKey(t, elliptic.P256()).Public()}); err != nil {
+			t.Fatalf("%s: MintX509SVID = %v", clk.Now().Sub(testStart), err)
+		}
+		if _, err := c.MintJWTSVID(ctx, ca.JWTParams{ID: testID, Audience: []string{"a"}}); err != nil {
+			t.Fatalf("%s: MintJWTSVID = %v", clk.Now().Sub(testStart), err)
+		}
+	}
+}

@@ -36,7 +36,7 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
   admins: [spiffe://<td>/team/ops]  # more admin SPIFFE IDs (besides .../mandate/admin)
   ca:
     key_type: ec-p256               # or ec-p384; CA and JWT signing keys
-    ca_ttl: 24h                     # X.509 CA lifetime (next prepared at 1/2, active at 5/6)
+    ca_ttl: 24h                     # X.509 CA lifetime (next prepared at 1/2, active at 5/6; later if prepared late)
     jwt_key_ttl: 24h                # JWT signing key lifetime
     x509_svid_ttl: 1h               # default X509-SVID lifetime (at most ca_ttl/2)
     jwt_svid_ttl: 5m                # default JWT-SVID lifetime (at most jwt_key_ttl/2)
