@@ -143,7 +143,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // neither.
 func pendingJoin(dir, tokenDigest string) (held, stale bool) {
 	key, digest, err := readJoinKey(filepath.Join(dir, "join.key"))
-	if err != nil || digest != tokenDigest {
+	if err != nil || !sameJoin(digest, tokenDigest) {
 		return false, false
 	}
 	chain, _, _, err := credfile.Load(credfile.In(dir))
@@ -163,6 +163,12 @@ func tokenDigest(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
 }
+
+// sameJoin reports whether a join.key naming the token of digest is the
+// key of a join with the token of tokenDigest: a join.key that names
+// none was written by a version before this rule, for a join that may be
+// this one, and is kept as that version kept it.
+func sameJoin(digest, tokenDigest string) bool { return digest == "" || digest == tokenDigest }
 
 // joinTokenHeader is the PEM header of join.key naming, by its SHA-256,
 // the token the key joins with.
@@ -206,7 +212,7 @@ func joinKey(dir, tokenDigest string) (crypto.Signer, string, error) {
 	}
 	key, digest, err := readJoinKey(path)
 	switch {
-	case err == nil && digest == tokenDigest:
+	case err == nil && sameJoin(digest, tokenDigest):
 		return key, path, nil
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return nil, path, err

@@ -67,6 +67,17 @@ func TestPendingJoin(t *testing.T) {
 			cred(dir, k, time.Now().Add(time.Hour))
 			joinKeyFile(dir, k, "d2")
 		}, false, false},
+		{"a valid credential of a join.key naming no token (a version before)", func(dir string) {
+			k := newKey()
+			cred(dir, k, time.Now().Add(time.Hour))
+			b, err := credfile.EncodeKeyPEM(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "join.key"), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, true, false},
 		{"a valid credential of another key", func(dir string) {
 			cred(dir, newKey(), time.Now().Add(time.Hour))
 			joinKeyFile(dir, newKey())
@@ -109,5 +120,23 @@ func TestJoinKeyFollowsItsToken(t *testing.T) {
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("join.key: %v %v, want mode 0600", fi, err)
+	}
+	// A join.key of the version before, naming no token, is the key of
+	// a join that may be this one: kept, so that the same command
+	// finishes it as it did then.
+	old, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := credfile.EncodeKeyPEM(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kept, _, err := joinKey(dir, "d3")
+	if err != nil || !old.PublicKey.Equal(kept.Public()) {
+		t.Fatalf("a join.key naming no token: %v; want it kept", err)
 	}
 }
