@@ -177,7 +177,7 @@ type EK struct {
 // this very key that chains to a configured manufacturer root.
 func (v *TPMVerifier) CheckEK(ekPublic, certDER []byte) (*EK, error) {
 	if !v.Enabled() {
-		return nil, ErrTPMDisabled
+		return nil, fmt.Errorf("%w: the authority trusts no EK or allows no PCR profile (its operator sets attestation.tpm: ek_allowlist or ek_ca_roots, pcr_profiles and allowed_profiles)", ErrTPMDisabled)
 	}
 	pub, err := ParseTPM2BPublic("ek_public", ekPublic)
 	if err != nil {

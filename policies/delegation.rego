@@ -128,7 +128,7 @@ deny contains msg if {
 	count(sensitive) > 0
 	level := object.get(input.delegator, ["host", "level"], "unknown")
 	level != "hardware"
-	msg := sprintf("sensitive scopes %v need a hardware-attested host; the delegator's is %v", [sort(sensitive), level])
+	msg := sprintf("sensitive scopes %v need a hardware-attested host (the delegator's is %v)", [sort(sensitive), level])
 }
 
 deny contains msg if {
@@ -136,7 +136,7 @@ deny contains msg if {
 	input.delegatee.host
 	level := object.get(input.delegatee, ["host", "level"], "unknown")
 	level != "hardware"
-	msg := sprintf("sensitive scopes %v need a hardware-attested host; the delegatee's is %v", [sort(sensitive), level])
+	msg := sprintf("sensitive scopes %v need a hardware-attested host (the delegatee's is %v)", [sort(sensitive), level])
 }
 
 parties contains p if some p in [input.delegator, input.delegatee]

@@ -70,9 +70,9 @@ test_sensitive_scope_needs_hardware_host if {
 	decide(ok).allow
 	d := decide(object.union(ok, {"delegator": object.union(root.delegator, {"host": {"level": "token"}})}))
 	not d.allow
-	d.reasons == ["sensitive scopes [\"payments:write\"] need a hardware-attested host; the delegator's is token"]
+	d.reasons == ["sensitive scopes [\"payments:write\"] need a hardware-attested host (the delegator's is token)"]
 	d2 := decide(object.union(ok, {"delegatee": object.union(root.delegatee, {"host": {"level": "token"}})}))
-	d2.reasons == ["sensitive scopes [\"payments:write\"] need a hardware-attested host; the delegatee's is token"]
+	d2.reasons == ["sensitive scopes [\"payments:write\"] need a hardware-attested host (the delegatee's is token)"]
 }
 
 test_revoked_or_banned_anywhere_denies if {

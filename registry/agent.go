@@ -224,7 +224,7 @@ func CreateAgent(tx store.Tx, a *Agent) error {
 // holds it.
 func claimSPIFFEID(tx store.Tx, a *Agent) error {
 	if _, err := tx.Get(BucketAgentByID, []byte(a.SPIFFEID)); err == nil {
-		return fmt.Errorf("%w: an agent with spiffe_id %q is registered", ErrAlreadyExists, a.SPIFFEID)
+		return fmt.Errorf("%w: an agent with spiffe_id %q is registered (change it with mandate admin agent update <its id>)", ErrAlreadyExists, a.SPIFFEID)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}

@@ -188,7 +188,7 @@ func loadVerifier(f *auditFlags) (note.Verifier, error) {
 	if b, err := os.ReadFile(key); err == nil {
 		key = strings.TrimSpace(string(b))
 	} else if f.vkey == "" || !strings.Contains(f.vkey, "+") {
-		return nil, fmt.Errorf("verifier key: %w", err)
+		return nil, fmt.Errorf("verifier key: %w (give --vkey: the log's key, or a file holding it, as the authority's <data dir>/audit/log.vkey or GET /v1/audit/verifier-key)", err)
 	}
 	v, err := note.NewVerifier(key)
 	if err != nil {

@@ -599,7 +599,7 @@ func parsePeers(vals []string) (map[string]peer, error) {
 func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string]peer, views *logViews) (*logAccess, error) {
 	p, ok := peers[h.Issuer]
 	if !ok {
-		return nil, fmt.Errorf("no --peer for %s", h.Issuer)
+		return nil, fmt.Errorf("no --peer for %s (give --peer %s=https://HOST:PORT,ROOTS.pem,LOG.vkey: its address, its trust bundle and its log's key)", h.Issuer, strings.TrimPrefix(h.Issuer, "spiffe://"))
 	}
 	// The auditor's credential goes only where --peer says the issuer is,
 	// whatever log_url the first authority gave.

@@ -23,7 +23,7 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if _, err := os.Stat(cf.bundle); err != nil {
-		return fmt.Errorf("trust bundle: %w", err)
+		return fmt.Errorf("trust bundle: %w (give --bundle, the authority's trust bundle, and --server, or run from the directory mandate serve runs in)", err)
 	}
 	c, err := cf.dial(false)
 	if err != nil {

@@ -354,9 +354,9 @@ func TestNextStepsRun(t *testing.T) {
 	var steps []string
 	deadline := time.Now().Add(30 * time.Second)
 	for len(steps) == 0 && time.Now().Before(deadline) {
-		if i := strings.Index(out.String(), "Next steps"); i >= 0 && strings.Contains(out.String(), "mandate bundle show") {
+		if i := strings.Index(out.String(), "Next steps"); i >= 0 && strings.Contains(out.String(), "./mandate bundle show") {
 			for _, line := range strings.Split(out.String()[i:], "\n")[1:] {
-				if line = strings.TrimSpace(line); strings.HasPrefix(line, "mandate ") {
+				if line = strings.TrimSpace(line); strings.HasPrefix(line, "./mandate ") {
 					steps = append(steps, line)
 				}
 			}

@@ -379,12 +379,13 @@ func printNextSteps(w io.Writer, a *authority.Authority, addr string) {
   trust bundle:     %s
   audit log key:    %s (%s)
 
-Next steps (in another terminal, from this directory):
-  mandate admin join-token create%s
-  mandate node join --token <token>%s
-  mandate admin agent create --spiffe-id %s --node-id <node spiffe id>%s
-  mandate svid x509 --spiffe-id %s%s
-  mandate svid jwt --creds mandate-agent --audience example%s
-  mandate bundle show%s
+Next steps (in another terminal, from this directory, with ./mandate built by
+go build -o mandate ./cmd/mandate from the source tree):
+  ./mandate admin join-token create%s
+  ./mandate node join --token <token>%s
+  ./mandate admin agent create --spiffe-id %s --node-id <node spiffe id>%s
+  ./mandate svid x509 --spiffe-id %s%s
+  ./mandate svid jwt --creds mandate-agent --audience example%s
+  ./mandate bundle show%s
 `, a.TrustDomain(), addr, p.Cert, p.Key, p.Bundle, a.AuditVerifierKey(), vkey, admin, bundle, agent, admin, agent, server, server, bundle)
 }
