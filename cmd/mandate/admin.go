@@ -36,6 +36,12 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
 Answers are printed as JSON.
 `
 
+// adminOperands names the operand of the admin commands that take one.
+var adminOperands = map[string]string{
+	"agent update": "ID", "agent show": "ID", "agent delete": "ID", "node ban": "NODE_SPIFFE_ID",
+	"federation delete": "TD", "revoke delegation": "DELEGATION_ID", "revoke spiffe-id": "SPIFFE_ID",
+}
+
 // adminTakesNoArgs are the admin commands with flags only.
 var adminTakesNoArgs = map[string]bool{
 	"join-token create": true, "agent create": true, "agent list": true,
@@ -68,7 +74,12 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("admin: unknown command %q", args[0]+" "+args[1])
 	}
 	adminFlags = adminFlagValues{}
-	fs := newFlagSet("admin "+args[0]+" "+args[1], "admin "+args[0]+" "+args[1]+" [flags]", stderr)
+	name := args[0] + " " + args[1]
+	synopsis := "admin " + name
+	if operand := adminOperands[name]; operand != "" {
+		synopsis += " " + operand
+	}
+	fs := newFlagSet("admin "+name, synopsis+" [flags]", stderr)
 	var cf clientFlags
 	var dataDir string
 	fs.StringVar(&dataDir, "data-dir", "mandate-data", "the authority's data directory (for the admin credential)")
@@ -290,7 +301,8 @@ func adminRevokeList(ctx context.Context, c *client.Client, _ []string, stdout, 
 // adminRevoke revokes a delegation or a SPIFFE ID (field names which).
 func adminRevoke(field string) adminCmd {
 	return func(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
-		id, err := oneArg(args, "the delegation id or SPIFFE ID")
+		what := map[string]string{"delegation_id": "the delegation id", "spiffe_id": "the SPIFFE ID"}[field]
+		id, err := oneArg(args, what)
 		if err != nil {
 			return err
 		}

@@ -303,6 +303,14 @@ func TestCLIUsageErrors(t *testing.T) {
 			t.Errorf("mandate %q = %v, output %q; want its usage", args, err, out.String())
 		}
 	}
+	// An admin command's help names the operand it takes.
+	for cmd, operand := range map[string]string{"node ban": "NODE_SPIFFE_ID", "revoke delegation": "DELEGATION_ID", "agent show": "ID"} {
+		var out, errOut bytes.Buffer
+		_ = run(context.Background(), append(append([]string{"admin"}, strings.Fields(cmd)...), "-h"), &out, &errOut)
+		if want := "mandate admin " + cmd + " " + operand + " [flags]"; !strings.Contains(out.String()+errOut.String(), want) {
+			t.Errorf("mandate admin %s -h: %q, want %q", cmd, out.String()+errOut.String(), want)
+		}
+	}
 	var out, errOut bytes.Buffer
 	if err := run(context.Background(), []string{"serve", "-h"}, &out, &errOut); !errors.Is(err, flag.ErrHelp) || !strings.Contains(errOut.String(), "trust_domain:") {
 		t.Errorf("mandate serve -h = %v, want help with the configuration reference", err)
