@@ -468,7 +468,11 @@ func auditProve(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 		return err
 	}
 	if f.out != "" {
-		return credfile.WriteFileAtomic(f.out, p.marshalProof(), 0o644)
+		if err := credfile.WriteFileAtomic(f.out, p.marshalProof(), 0o644); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "wrote %s: entry %d, proven in the log of size %d\n", f.out, p.index, p.cp.Size)
+		return err
 	}
 	_, err = w.Write(p.marshalProof())
 	return err

@@ -544,8 +544,8 @@ func TestCLIAudit(t *testing.T) {
 		t.Errorf("audit search over empty pages = %q, %v; want nothing found", out, err)
 	}
 	// An offline proof: written with prove, checked without the server.
-	if _, err := cli(t, url, dir, "audit", "prove", "1", "--out", "entry1.tlog-proof"); err != nil {
-		t.Fatalf("audit prove = %v", err)
+	if out, err := cli(t, url, dir, "audit", "prove", "1", "--out", "entry1.tlog-proof"); err != nil || !strings.HasPrefix(out, "wrote entry1.tlog-proof: entry 1, proven in the log of size ") {
+		t.Fatalf("audit prove = %q, %v", out, err)
 	}
 	if out, err := cli(t, "https://127.0.0.1:1", dir, "audit", "check-proof", "entry1.tlog-proof"); err != nil || !strings.Contains(out, "entry 1 is in the log") {
 		t.Errorf("audit check-proof = %q, %v", out, err)
