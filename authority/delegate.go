@@ -222,7 +222,11 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	if delegateeHosts == nil && delegateeReg != nil && len(delegateeReg.Selectors) == 0 {
 		delegateeHosts = slices.Clone(delegateeReg.NodeIDs)
-		if n := len(strings.Join(delegateeHosts, "")); n > maxDelegateeHostsBytes {
+		n := 0
+		for _, h := range delegateeHosts {
+			n += len(h)
+		}
+		if n > maxDelegateeHostsBytes {
 			return nil, fmt.Errorf("%w: the delegatee's registration names nodes of %d bytes in all, more than an unbound hop records (%d): bind the hop to its X509-SVID (delegatee_x509_svid)",
 				ErrInvalidRequest, n, maxDelegateeHostsBytes)
 		}

@@ -121,11 +121,13 @@ func (d *IssuedDetails) ChainView(e audit.Entry) (*ChainDecision, map[string]map
 			continue
 		}
 		seen[id] = p
-		for role, of := range map[string]string{"delegator": d.Delegator, "delegatee": d.Delegatee} {
-			if id == of {
-				acc[role] = map[string]any{"spiffe_id": id, "operator": p.Operator, "model_provider": p.ModelProvider,
-					"model": p.Model, "responsible_party": p.ResponsibleParty}
-			}
+		view := map[string]any{"spiffe_id": id, "operator": p.Operator, "model_provider": p.ModelProvider,
+			"model": p.Model, "responsible_party": p.ResponsibleParty}
+		if id == d.Delegator {
+			acc["delegator"] = view
+		}
+		if id == d.Delegatee {
+			acc["delegatee"] = view
 		}
 	}
 	return &ChainDecision{ID: e.DecisionID, Result: result, Reasons: nonNil(d.Decision.Reasons), PolicyRevision: e.PolicyRevision}, acc, twice
