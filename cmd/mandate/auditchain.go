@@ -806,9 +806,18 @@ func printChain(w io.Writer, hops []chainHop) {
 		}
 		for _, role := range []string{"delegator", "delegatee"} {
 			if a := h.Accountability[role]; a != nil {
-				field := func(k string) string { return shown(fmt.Sprint(a[k])) }
+				field := func(k string) string { // - for a field the registration left blank, "-" for one that says -
+					switch v, _ := a[k].(string); v {
+					case "":
+						return "-"
+					case "-":
+						return `"-"`
+					default:
+						return shown(v)
+					}
+				}
 				model := field("model_provider") + "/" + field("model")
-				if model == "/" {
+				if model == "-/-" {
 					model = "-"
 				}
 				fmt.Fprintf(w, "%s   %s accountable: operator %s, model %s, responsible %s\n", indent, role, field("operator"), model, field("responsible_party"))

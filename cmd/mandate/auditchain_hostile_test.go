@@ -817,6 +817,24 @@ func TestPrintChainQuotesLoggedText(t *testing.T) {
 	}
 }
 
+// An accountable party's field left blank prints as -, one that says -
+// as "-": never as nothing, and never the one for the other.
+func TestPrintChainBlankAccountableFields(t *testing.T) {
+	idx := uint64(1)
+	h := chainHop{ChainHop: authority.ChainHop{ID: "d1", Issuer: tdA, Delegator: tdA + "/agent/a", Delegatee: tdA + "/agent/b", Principal: "alice", Index: &idx,
+		Accountability: map[string]map[string]any{
+			"delegator": {"operator": "", "model_provider": "", "model": "", "responsible_party": ""},
+			"delegatee": {"operator": "-", "model_provider": "", "model": "m1", "responsible_party": "bob"}}}}
+	var out bytes.Buffer
+	printChain(&out, []chainHop{h})
+	for _, want := range []string{"delegator accountable: operator -, model -, responsible -\n",
+		`delegatee accountable: operator "-", model -/m1, responsible bob` + "\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in:\n%s", want, out.String())
+		}
+	}
+}
+
 // audit show, tail and search print a proven entry's fields: a log that
 // logged an actor with a line break cannot print an entry of its own.
 func TestPrintEntryQuotesLoggedText(t *testing.T) {

@@ -311,7 +311,13 @@ func TestCLIUsageErrors(t *testing.T) {
 			t.Errorf("mandate admin %s -h: %q, want %q", cmd, out.String()+errOut.String(), want)
 		}
 	}
+	// A command without flags says what it does, with no empty flag list.
 	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"demo", "-h"}, &out, &errOut); !errors.Is(err, flag.ErrHelp) || !strings.Contains(errOut.String(), "auditor verifies the chain") || strings.Contains(errOut.String(), "Flags:") {
+		t.Errorf("mandate demo -h = %v, %q; want what it does and no empty Flags: list", err, errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
 	if err := run(context.Background(), []string{"serve", "-h"}, &out, &errOut); !errors.Is(err, flag.ErrHelp) || !strings.Contains(errOut.String(), "trust_domain:") {
 		t.Errorf("mandate serve -h = %v, want help with the configuration reference", err)
 	}

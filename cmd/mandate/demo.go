@@ -30,7 +30,11 @@ import (
 // runDemo is "mandate demo": the whole story in one process, printed
 // step by step.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", "demo", stderr)
+	fs := newFlagSet("demo", "demo\n\n"+
+		"Runs the whole story in this process, with no flags and nothing left behind:\n"+
+		"two organisations' authorities federate, a device attests with the TPM\n"+
+		"simulator, a user's task is delegated org-a -> org-b -> org-b, an over-broad\n"+
+		"delegation is denied, a hop is revoked, and an auditor verifies the chain.", stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
