@@ -22,6 +22,7 @@ func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-cache") // the latest, every time (as /checkpoint)
 	_, _ = w.Write(cp)
 }
 
@@ -128,6 +129,14 @@ func (s *Server) auditSearch(w http.ResponseWriter, r *http.Request) {
 // parseQuery reads the search parameters. page_token is the cursor a
 // previous page returned.
 func parseQuery(v url.Values) (audit.Query, error) {
+	// A filter given empty is refused, not read as no filter: a client
+	// whose variable was empty would get everything (page_token may be
+	// empty: the first page).
+	for _, name := range []string{"spiffe_id", "type", "decision_id", "delegation_id", "since", "until", "limit"} {
+		if vals, ok := v[name]; ok && vals[0] == "" {
+			return audit.Query{}, fmt.Errorf("%w: %s is empty (leave it out to search without it)", errBadQuery, name)
+		}
+	}
 	q := audit.Query{SPIFFEID: v.Get("spiffe_id"), Type: v.Get("type"), DecisionID: v.Get("decision_id"), DelegationID: v.Get("delegation_id")}
 	for name, t := range map[string]*time.Time{"since": &q.Since, "until": &q.Until} {
 		if s := v.Get(name); s != "" {

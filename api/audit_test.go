@@ -37,6 +37,9 @@ func (e *env) auditCheckpoint(c *http.Client) *log.Checkpoint {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		e.t.Fatalf("GET checkpoint = %d %s", resp.StatusCode, body)
 	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-cache" { // a cache must not answer an older one
+		e.t.Errorf("GET checkpoint: Cache-Control %q, want no-cache", cc)
+	}
 	_, vkeyPath := authority.AuditPaths(e.dataDir)
 	vkey, err := os.ReadFile(vkeyPath)
 	if err != nil {
@@ -202,6 +205,8 @@ func TestAuditReadRefusals(t *testing.T) {
 		{"search limit with a bad escape", "/v1/audit/search?limit=%zz", "invalid-request", e.admin},
 		{"search parameter misspelt", "/v1/audit/search?spife_id=spiffe://org-a.example/agent/a", "invalid-request", e.admin},
 		{"search filter given twice", "/v1/audit/search?type=svid.issued&type=node.attested", "invalid-request", e.admin},
+		{"search filter given empty", "/v1/audit/search?spiffe_id=&type=svid.issued", "invalid-request", e.admin},
+		{"search limit given empty", "/v1/audit/search?limit=", "invalid-request", e.admin},
 		{"tree_size with a bad escape", "/v1/audit/entries/0?tree_size=%zz&tree_size=1", "invalid-request", e.admin},
 		{"consistency parameter unknown", "/v1/audit/proofs/consistency?from=1&to=2&first=1", "invalid-request", e.admin},
 		{"node may not read", "/v1/audit/checkpoint", "forbidden", e.client(node.chain, node.key)},

@@ -12,8 +12,9 @@ import (
 	"mandate.dev/mandate/store"
 )
 
-// Errors of the read methods for arguments outside the log; callers map
-// them to "bad request". They are wrapped with the values involved.
+// Errors of the read methods for arguments outside the log (the API
+// answers ErrIndexOutOfRange as "not found", ErrTreeSize as "bad
+// request"). They are wrapped with the values involved.
 var (
 	// ErrIndexOutOfRange: the index is not below the tree size.
 	ErrIndexOutOfRange = errors.New("audit: index out of range")

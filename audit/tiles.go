@@ -19,8 +19,8 @@ import (
 // entries.
 const TileHeight = 8
 
-// Errors of TileData; callers map ErrBadTilePath to "bad request" and
-// ErrNoTile to "not found".
+// Errors of TileData. The API answers both as "not found" (tlog-tiles
+// clients ask for tiles by address, and a malformed one names none).
 var (
 	// ErrBadTilePath: the path is not a tlog-tiles tile or entry bundle
 	// path in canonical form.

@@ -489,3 +489,50 @@ func TestFederatedBundlesStayWithinTheAnswer(t *testing.T) {
 		t.Errorf("bundles handed out: %d bytes, past %d", got, maxBundlesBytes)
 	}
 }
+
+// A search page ends once its entries reach SearchPageBytes, and its
+// cursor continues after the last of them: fifty entries of 60 KB (a page
+// of 50 would be a 7 MB answer, beyond what clients read) come in pages of
+// about a MiB, and every one of them comes, once.
+func TestSearchPagesAreBoundedInBytes(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	big, _ := json.Marshal(map[string]string{"note": strings.Repeat("x", 60_000)})
+	for range 50 {
+		if _, err := a.audit.Append(ctx, audit.Entry{Time: time.Now(), Type: "test.big", Actor: audit.ActorSystem, Details: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := audit.Query{Type: "test.big"}
+	var got []uint64
+	for pages := 0; ; pages++ {
+		if pages > 50 {
+			t.Fatal("the search never ends")
+		}
+		page, next, err := a.SearchAudit(ctx, admin, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := 0
+		for _, e := range page {
+			got = append(got, e.Index)
+			b, _ := json.Marshal(e)
+			size += len(b)
+		}
+		if max := SearchPageBytes + 200_000; size > max {
+			t.Errorf("a page of %d entries is %d bytes in JSON, more than %d", len(page), size, max)
+		}
+		if next == nil {
+			break
+		}
+		q.After, q.HasAfter = *next, true
+	}
+	if len(got) != 50 {
+		t.Fatalf("the pages held %d entries, want the 50", len(got))
+	}
+	for k := 1; k < len(got); k++ {
+		if got[k] <= got[k-1] {
+			t.Fatalf("entries out of order or twice: %v", got)
+		}
+	}
+}

@@ -109,9 +109,17 @@ func (a *Authority) AuditConsistency(ctx context.Context, c *Caller, from, to ui
 	return &ConsistencyAnswer{From: from, To: to, Proof: p}, nil
 }
 
+// SearchPageBytes bounds a page of SearchAudit: once the entries it holds
+// (as answered: entry, entry_b64, proof, checkpoint) reach about this
+// many bytes, the page ends and its next cursor continues after the last
+// one. Each page holds at least one entry, so a page is at most this plus
+// one entry (an entry is at most audit.MaxEntrySize): a client reading
+// answers of a few MiB can page through entries of any size.
+const SearchPageBytes = 1 << 20
+
 // SearchAudit finds entries matching q, each with its inclusion proof for
 // the latest checkpoint; next is the cursor of the next page (nil when the
-// search is done).
+// search is done). A page ends early at SearchPageBytes.
 func (a *Authority) SearchAudit(ctx context.Context, c *Caller, q audit.Query) ([]AuditEntry, *uint64, error) {
 	if err := a.requireReader(c); err != nil {
 		return nil, nil, err
@@ -121,14 +129,23 @@ func (a *Authority) SearchAudit(ctx context.Context, c *Caller, q audit.Query) (
 		return nil, nil, err
 	}
 	out := make([]AuditEntry, 0, len(idx))
-	for _, i := range idx {
+	size := 0
+	for k, i := range idx {
 		e, err := a.ReadAuditEntry(ctx, c, i, 0)
 		if err != nil {
 			return nil, nil, err
 		}
 		out = append(out, *e)
+		if size += e.answerSize(); size >= SearchPageBytes && k+1 < len(idx) {
+			return out, &idx[k], nil // the next page starts after this entry
+		}
 	}
 	return out, next, nil
+}
+
+// answerSize is about how many bytes e takes in a JSON answer.
+func (e *AuditEntry) answerSize() int {
+	return len(e.Entry) + (len(e.EntryB64)+2)/3*4 + len(e.InclusionProof)*48 + len(e.LeafHash) + len(e.Checkpoint) + 128
 }
 
 // AuditTile serves the C2SP tlog-tiles read path ("checkpoint",

@@ -27,6 +27,7 @@ import (
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca/federation"
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/policy"
 )
 
 // DefaultTrustDomain is the trust domain of an authority started with no
@@ -126,7 +127,9 @@ type AuditConfig struct {
 	Origin string `yaml:"origin"`
 	// PublicReadPath serves the C2SP tlog-tiles read path (/checkpoint,
 	// /tile/...) to anyone, for witnesses and generic tlog tools; by
-	// default only auditors and admins may read it.
+	// default only auditors and admins may read it. Entry bundles
+	// (/tile/entries/...) are part of it: the option publishes every
+	// entry of the log, which the JSON endpoints keep for auditors.
 	PublicReadPath bool `yaml:"public_read_path"`
 	// GroupCommitWait is the longest a commit of the log waits for the
 	// requests under way that are about to record what they did (every
@@ -749,17 +752,42 @@ func (p *PolicyConfig) validate() error {
 		if _, err := spiffeid.FromString(id); err != nil {
 			return fmt.Errorf("policy.caller_paths: %q: %v", id, err)
 		}
+		if !slices.Contains(p.DecisionCallers, id) {
+			return fmt.Errorf("policy.caller_paths: %q is not in policy.decision_callers: its paths would grant or restrict nothing (an admin may ask any path)", id)
+		}
 		if len(prefixes) == 0 {
 			return fmt.Errorf("policy.caller_paths: %q lists no path", id)
 		}
+		for _, pre := range prefixes {
+			if _, err := policy.PathSegments(pre); err != nil {
+				return fmt.Errorf("policy.caller_paths: %q: %v", id, err)
+			}
+		}
+	}
+	if segs, err := policy.PathSegments(p.AuthZENPath); err != nil || len(segs) == 0 {
+		return fmt.Errorf("policy.authzen_path %q: a data path, such as mandate/authzen/decision", p.AuthZENPath)
 	}
 	if d := p.EvalTimeout.D(); d < time.Millisecond || d > time.Minute {
 		return fmt.Errorf("policy.eval_timeout %s: must be between 1ms and 1m", d)
 	}
 	for _, m := range p.DecisionLogMask {
-		if !strings.HasPrefix(m, "/input") && !strings.HasPrefix(m, "/result") {
-			return fmt.Errorf("policy.decision_log_mask: %q: a JSON pointer under /input or /result", m)
+		// A mask that erases nothing is refused, never kept: what it was
+		// meant to erase would be in the append-only log for good.
+		under := m == "/input" || m == "/result" || strings.HasPrefix(m, "/input/") || strings.HasPrefix(m, "/result/")
+		if !under || !validPointerEscapes(m) {
+			return fmt.Errorf("policy.decision_log_mask: %q: a JSON pointer (RFC 6901) that is /input or /result or under them, such as /input/password", m)
 		}
 	}
 	return nil
+}
+
+// validPointerEscapes reports whether every ~ of the JSON pointer p
+// starts an escape, ~0 or ~1 (RFC 6901 §3).
+func validPointerEscapes(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] == '~' && (i+1 == len(p) || p[i+1] != '0' && p[i+1] != '1') {
+			return false
+		}
+	}
+	return true
 }

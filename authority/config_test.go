@@ -28,6 +28,26 @@ func TestConfigValidate(t *testing.T) {
 		{"negative bundle refresh hint", func(c *authority.Config) { c.Federation.BundleRefreshHint = authority.Duration(-5 * time.Minute) }, "federation.bundle_refresh_hint"},
 		{"bundle refresh hint past the publication window", func(c *authority.Config) { c.Federation.BundleRefreshHint = authority.Duration(100000 * time.Hour) }, "federation.bundle_refresh_hint"},
 		{"bad log level", func(c *authority.Config) { c.LogLevel = "loud" }, "log_level"},
+		// A mask that would erase nothing is refused: what it was meant
+		// to erase would be in the log for good.
+		{"decision log mask misspelt", func(c *authority.Config) { c.Policy.DecisionLogMask = []string{"/inputs/password"} }, "policy.decision_log_mask"},
+		{"decision log mask without its slash", func(c *authority.Config) { c.Policy.DecisionLogMask = []string{"/inputpassword"} }, "policy.decision_log_mask"},
+		{"decision log mask with a bad escape", func(c *authority.Config) { c.Policy.DecisionLogMask = []string{"/input/a~2b"} }, "policy.decision_log_mask"},
+		{"decision log masks", func(c *authority.Config) {
+			c.Policy.DecisionLogMask = []string{"/input/password", "/input/a~1b", "/result", "/input"}
+		}, ""},
+		{"caller paths of no decision caller", func(c *authority.Config) {
+			c.Policy.CallerPaths = map[string][]string{"spiffe://mandate.localhost/platform/gw": {"mandate/authz"}}
+		}, "policy.caller_paths"},
+		{"caller paths with a bad path", func(c *authority.Config) {
+			c.Policy.DecisionCallers = []string{"spiffe://mandate.localhost/platform/gw"}
+			c.Policy.CallerPaths = map[string][]string{"spiffe://mandate.localhost/platform/gw": {"mandate/%zz"}}
+		}, "policy.caller_paths"},
+		{"caller paths", func(c *authority.Config) {
+			c.Policy.DecisionCallers = []string{"spiffe://mandate.localhost/platform/gw"}
+			c.Policy.CallerPaths = map[string][]string{"spiffe://mandate.localhost/platform/gw": {"mandate/authz"}}
+		}, ""},
+		{"authzen path that is no path", func(c *authority.Config) { c.Policy.AuthZENPath = "/" }, "policy.authzen_path"},
 		{"bad admin", func(c *authority.Config) { c.Admins = []string{"not-an-id"} }, "admins"},
 		{"bad key type", func(c *authority.Config) { c.CA.KeyType = "rsa-512" }, "ca.key_type"},
 		{"tiny ca ttl", func(c *authority.Config) { c.CA.CATTL = authority.Duration(time.Second) }, "ca.ca_ttl"},

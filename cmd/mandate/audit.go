@@ -24,6 +24,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 )
@@ -43,11 +44,12 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
   show INDEX [--json]        print an entry after checking its inclusion proof
                              (tail, search and show: the checkpoints the
                              entries were proven against must be one
-                             history, with each other and with the one
-                             chain remembered in --remember, read and never
-                             written here; a fork fails, tail and show
-                             before printing anything, search after what it
-                             printed as it found it)
+                             history, with each other, with the one chain
+                             remembered in --remember and with the one
+                             verify remembered in --state, both read and
+                             never written here; a fork fails, tail and
+                             show before printing anything, search after
+                             what it printed as it found it)
   prove INDEX [--out FILE]   write the entry's offline proof (C2SP tlog-proof:
                              the entry in "extra", its inclusion proof and the
                              signed checkpoint)
@@ -74,10 +76,15 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              not proven)
   verify [--full]            check the checkpoint's signature and that it is
                              consistent with the last one this auditor saw
-                             (kept in --state); fails loudly on a fork.
-                             --full also downloads every entry, recomputes
-                             the root and names the first entry that does
-                             not match
+                             (kept in --state; and the one chain keeps in
+                             --remember, read only) before anything else;
+                             fails loudly on a fork, with both checkpoints,
+                             and on a checkpoint older than the one
+                             remembered (a stale answer, or entries
+                             withheld: not a fork when the log proves the
+                             two consistent). --full also downloads every
+                             entry, recomputes the root and names the first
+                             entry that does not match
 
 Every check uses the log's verifier key (--vkey: the key, or a file holding
 it, default <data-dir>/audit/log.vkey) and code independent of the server:
@@ -140,7 +147,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&f.q.until, "until", "", "before this time (RFC 3339)")
 		fs.StringVar(&f.q.decision, "decision-id", "", "decision id")
 		fs.StringVar(&f.q.delegation, "delegation-id", "", "delegation id")
-		fs.IntVar(&f.q.limit, "limit", 0, "at most this many entries (0: all)")
+		fs.IntVar(&f.q.limit, "limit", 0, "at most this many entries (0: all); also the size of the pages asked for (at most 500)")
 	}
 	if on("prove") {
 		fs.StringVar(&f.out, "out", "", "write the proof to this file instead of standard output")
@@ -151,8 +158,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory keeping the latest checkpoint of each log the chain was proven in; a later run must prove each log consistent with it (empty: remember nothing)")
 		fs.Var(&f.peers, "peer", "another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
 	}
-	if on("show", "tail", "search") {
+	if on("show", "tail", "search", "verify") {
 		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory where audit chain keeps each log's latest checkpoint: read (never written), and the log proven consistent with it (empty: none)")
+	}
+	if on("show", "tail", "search", "chain") {
+		fs.StringVar(&f.state, "state", "mandate-audit.state", "file where audit verify keeps the last checkpoint it verified: read (never written), and the log proven consistent with it (empty: none)")
 	}
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {
@@ -254,7 +264,7 @@ func auditShow(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 	}
 	views := newLogViews()
 	views.of(v, c)(p.cp, p.checkpoint)
-	if err := views.checkRecalled(ctx, f.remember); err != nil {
+	if err := views.checkRecalled(ctx, f, v); err != nil {
 		return err
 	}
 	if !f.asJSON {
@@ -271,47 +281,83 @@ func auditVerify(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	if err != nil {
 		return err
 	}
+	// The served checkpoint and the ones this auditor remembers (its
+	// --state, and audit chain's memory of this log) are one history,
+	// before anything else is said of the log.
+	views := newLogViews()
+	views.of(v, c)(cp, raw)
+	if f.remember != "" {
+		if err := views.recall(f.remember); err != nil {
+			return err
+		}
+	}
+	prev, prevRaw, err := views.recallState(f.state, v)
+	if err != nil {
+		return err
+	}
+	if err := views.check(ctx); err != nil {
+		if errors.Is(err, errFork) && prev != nil {
+			return fmt.Errorf("%w\n--- remembered checkpoint ---\n%s--- served checkpoint ---\n%s", err, prevRaw, raw)
+		}
+		return err // a fork, or the proof could not be had (the server or the network failed): not evidence of one
+	}
+	largest := prev
+	if r := views.recalled[logKey(v)]; r != nil && (largest == nil || r.Size > largest.Size) {
+		largest = r
+	}
+	if largest != nil && cp.Size < largest.Size {
+		return fmt.Errorf("audit: the log served a checkpoint of size %d, older than the size %d this auditor remembers; "+
+			"the two are consistent (not a fork), but the log did not show its latest entries: a stale answer (a cache), or entries withheld", cp.Size, largest.Size)
+	}
 	if f.full {
 		if err := verifyFull(ctx, c, cp); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "all %d entries match the signed root\n", cp.Size)
 	}
-	prevRaw, err := os.ReadFile(f.state)
-	if errors.Is(err, os.ErrNotExist) {
+	if prev == nil {
 		fmt.Fprintf(w, "first checkpoint seen: size %d; remembered in %s\n", cp.Size, f.state)
-		return credfile.WriteFileAtomic(f.state, raw, 0o600)
+	} else {
+		fmt.Fprintf(w, "checkpoint size %d is consistent with the remembered size %d\n", cp.Size, prev.Size)
 	}
-	if err != nil {
-		return err
-	}
-	prev, err := openCheckpoint(prevRaw, v)
-	if err != nil {
-		return fmt.Errorf("state %s: %w", f.state, err)
-	}
-	if err := checkConsistent(ctx, c, prev, cp); err != nil {
-		if !errors.Is(err, errFork) {
-			return err // could not check (the server or the network failed): not evidence of a fork
+	return keepState(ctx, c, v, f.state, cp, raw)
+}
+
+// keepState writes the checkpoint cp (signed note raw) to file, audit
+// verify's memory, unless the file now holds a larger one, written by
+// another run since it was read: the larger is kept, once proven
+// consistent with cp.
+func keepState(ctx context.Context, c *client.Client, v note.Verifier, file string, cp *log.Checkpoint, raw []byte) error {
+	if nowRaw, err := os.ReadFile(file); err == nil {
+		now, err := openCheckpoint(nowRaw, v)
+		if err != nil {
+			return fmt.Errorf("the checkpoint remembered in %s (--state): %w", file, err)
 		}
-		return fmt.Errorf("%w\n--- remembered checkpoint ---\n%s--- served checkpoint ---\n%s", err, prevRaw, raw)
+		if now.Size > cp.Size {
+			if err := checkConsistent(ctx, c, cp, now); err != nil {
+				return fmt.Errorf("%s, written by another run meanwhile: %w", file, err)
+			}
+			return nil
+		}
 	}
-	fmt.Fprintf(w, "checkpoint size %d is consistent with the remembered size %d\n", cp.Size, prev.Size)
-	return credfile.WriteFileAtomic(f.state, raw, 0o600)
+	return credfile.WriteFileAtomic(file, raw, 0o600)
 }
 
 // checkConsistent proves cur consistent with prev. Evidence against it
 // wraps errFork; a failure to obtain the proof does not.
 func checkConsistent(ctx context.Context, c *client.Client, prev, cur *log.Checkpoint) error {
-	if cur.Size < prev.Size {
-		return fmt.Errorf("%w: the log shrank from %d to %d entries", errFork, prev.Size, cur.Size)
-	}
 	var ans struct{ Proof [][]byte }
 	path := fmt.Sprintf("/v1/audit/proofs/consistency?from=%d&to=%d", prev.Size, cur.Size)
 	if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
+		if p, ok := errors.AsType[*client.Problem](err); ok && p.Name() == "invalid-tree-size" {
+			// The log's own word that a size it signed is beyond it.
+			return fmt.Errorf("%w: the log shrank: it signed a checkpoint of size %d, and now answers that it holds fewer entries (%v)", errFork, cur.Size, err)
+		}
 		return fmt.Errorf("fetch the consistency proof: %w", err)
 	}
 	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, prev.Size, cur.Size, ans.Proof, prev.Hash, cur.Hash); err != nil {
-		return fmt.Errorf("%w: %v", errFork, err)
+		return fmt.Errorf("%w: the log gives no proof that size %d (root %s) and size %d (root %s) are one history",
+			errFork, prev.Size, base64.StdEncoding.EncodeToString(prev.Hash), cur.Size, base64.StdEncoding.EncodeToString(cur.Hash))
 	}
 	return nil
 }
@@ -494,7 +540,9 @@ func auditCheckProof(_ context.Context, _ *auditFlags, _ *client.Client, v note.
 	if err := p.verify(v); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "entry %d is in the log of size %d (inclusion proof and checkpoint signature verified)\n%s\n", p.index, p.cp.Size, p.entry)
+	// The entry as JSON, with what a terminal would act on (a C1 control,
+	// a bidirectional override) escaped: a proof file is anyone's text.
+	fmt.Fprintf(w, "entry %d is in the log of size %d (inclusion proof and checkpoint signature verified)\n%s\n", p.index, p.cp.Size, printableJSON(p.entry))
 	return nil
 }
 
@@ -603,7 +651,7 @@ func auditTail(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 		seen(p.cp, p.checkpoint)
 		proven = append(proven, p)
 	}
-	if err := views.checkRecalled(ctx, f.remember); err != nil {
+	if err := views.checkRecalled(ctx, f, v); err != nil {
 		return err
 	}
 	for _, p := range proven {
@@ -621,6 +669,9 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 		if val != "" {
 			q.Set(k, val)
 		}
+	}
+	if f.q.limit > 0 { // pages no larger than asked for
+		q.Set("limit", strconv.Itoa(min(f.q.limit, audit.MaxSearchLimit)))
 	}
 	// Printed as found (a search may find more than fits in memory); the
 	// checkpoints they were proven against are then proven one history,
@@ -640,7 +691,7 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	}); err != nil {
 		return err
 	}
-	if err := views.checkRecalled(ctx, f.remember); err != nil {
+	if err := views.checkRecalled(ctx, f, v); err != nil {
 		return fmt.Errorf("the entries printed above are not to be trusted: %w", err)
 	}
 	return nil

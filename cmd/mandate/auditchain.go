@@ -146,7 +146,7 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	// Every log showed one history: the checkpoints it proved hops
 	// against are consistent with each other, and with the one this
 	// auditor remembers from an earlier run.
-	if err := views.checkRecalled(ctx, f.remember); err != nil {
+	if err := views.checkRecalled(ctx, f, v); err != nil {
 		return err
 	}
 	// What this run proved is printed even when it cannot be remembered.
@@ -406,6 +406,7 @@ type logViews struct {
 	latest    map[string]signedCheckpoint // the largest checkpoint each log showed
 	recalled  map[string]*log.Checkpoint  // the one remembered from an earlier run
 	dir       string                      // where they are remembered ("": nowhere)
+	stateOf   map[string]string           // audit verify's --state file read for a log
 }
 
 // signedCheckpoint is a checkpoint and the signed note it was read from.
@@ -420,7 +421,7 @@ type seenFunc func(cp *log.Checkpoint, raw []byte)
 
 func newLogViews() *logViews {
 	return &logViews{seen: map[string][]*log.Checkpoint{}, clients: map[string]*client.Client{}, verifiers: map[string]note.Verifier{},
-		latest: map[string]signedCheckpoint{}, recalled: map[string]*log.Checkpoint{}}
+		latest: map[string]signedCheckpoint{}, recalled: map[string]*log.Checkpoint{}, stateOf: map[string]string{}}
 }
 
 // logKey names a log by its verifier key: its name and key hash.
@@ -461,6 +462,31 @@ func (lv *logViews) recall(dir string) error {
 		lv.seen[key] = append(lv.seen[key], cp)
 	}
 	return nil
+}
+
+// recallState adds to the checkpoints of the log verified with v, when
+// this run saw it, the one audit verify keeps in file (its --state; ""
+// or no such file: none), so that check proves this run's consistent with
+// it too. It returns that checkpoint (nil when none).
+func (lv *logViews) recallState(file string, v note.Verifier) (*log.Checkpoint, []byte, error) {
+	key := logKey(v)
+	if _, ok := lv.verifiers[key]; !ok || file == "" {
+		return nil, nil, nil
+	}
+	raw, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (--state \"\" reads none)", err)
+	}
+	cp, err := openCheckpoint(raw, v)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the checkpoint remembered in %s (--state): %w", file, err)
+	}
+	lv.stateOf[key] = file
+	lv.seen[key] = append(lv.seen[key], cp)
+	return cp, raw, nil
 }
 
 // keep writes, in the directory recall read, the largest checkpoint each
@@ -515,14 +541,19 @@ func memoryFile(key string) string {
 	}, key)
 }
 
-// checkRecalled is check, with the checkpoint remembered in dir (when
-// not "") recalled first and nothing written: show, tail and search
-// read the memory audit chain keeps.
-func (lv *logViews) checkRecalled(ctx context.Context, dir string) error {
-	if dir != "" {
-		if err := lv.recall(dir); err != nil {
+// checkRecalled is check, with what this auditor remembers recalled
+// first: the checkpoints audit chain keeps in f.remember (when not ""),
+// and the one audit verify keeps in f.state of the log verified with v
+// (when not ""). Only recall, of f.remember, is remembered later by keep:
+// show, tail and search read both memories and write neither.
+func (lv *logViews) checkRecalled(ctx context.Context, f *auditFlags, v note.Verifier) error {
+	if f.remember != "" {
+		if err := lv.recall(f.remember); err != nil {
 			return err
 		}
+	}
+	if _, _, err := lv.recallState(f.state, v); err != nil {
+		return err
 	}
 	return lv.check(ctx)
 }
@@ -534,9 +565,16 @@ func (lv *logViews) checkRecalled(ctx context.Context, dir string) error {
 func (lv *logViews) check(ctx context.Context) error {
 	for name, cps := range lv.seen {
 		slices.SortFunc(cps, func(a, b *log.Checkpoint) int { return cmp.Compare(a.Size, b.Size) })
-		where := name
+		var memories []string
 		if _, ok := lv.recalled[name]; ok {
-			where = fmt.Sprintf("%s (with the checkpoint remembered in %s)", name, lv.file(name))
+			memories = append(memories, lv.file(name))
+		}
+		if file, ok := lv.stateOf[name]; ok {
+			memories = append(memories, file)
+		}
+		where := name
+		if len(memories) > 0 {
+			where = fmt.Sprintf("%s (with the checkpoint remembered in %s)", name, strings.Join(memories, " and the one in "))
 		}
 		for i := 1; i < len(cps); i++ {
 			prev, cur := cps[i-1], cps[i]

@@ -195,17 +195,6 @@ type nextPage string
 // (possibly different) view and, with search, /v1/audit/search (else no
 // entry is found) over TLS as spiffe://org-a.example/mandate/server.
 func fakeAuthority(t *testing.T, chain func() any, entries func(i uint64) map[string]any, search ...func(q url.Values) []any) *client.Client {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	td, _ := url.Parse(tdA)
-	caT := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{td}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caT, caT, caKey.Public(), caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	sid, _ := url.Parse(tdA + "/mandate/server")
-	st := &x509.Certificate{SerialNumber: big.NewInt(2), URIs: []*url.URL{sid}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	sDER, _ := x509.CreateCertificate(rand.Reader, st, ca, srvKey.Public(), caKey)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/audit/chains/{id}", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(chain()) })
 	mux.HandleFunc("GET /v1/audit/checkpoint", func(w http.ResponseWriter, r *http.Request) {
@@ -228,6 +217,23 @@ func fakeAuthority(t *testing.T, chain func() any, entries func(i uint64) map[st
 		}
 		json.NewEncoder(w).Encode(page)
 	})
+	return fakeServer(t, mux)
+}
+
+// fakeServer serves mux over TLS as org-a.example's authority (its
+// server SVID from a CA of its own) and returns a client of it.
+func fakeServer(t *testing.T, mux *http.ServeMux) *client.Client {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	td, _ := url.Parse(tdA)
+	caT := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{td}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caT, caT, caKey.Public(), caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sid, _ := url.Parse(tdA + "/mandate/server")
+	st := &x509.Certificate{SerialNumber: big.NewInt(2), URIs: []*url.URL{sid}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	sDER, _ := x509.CreateCertificate(rand.Reader, st, ca, srvKey.Public(), caKey)
 	srv := httptest.NewUnstartedServer(mux)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{sDER}, PrivateKey: srvKey}}}
 	srv.StartTLS()
@@ -902,12 +908,26 @@ func TestShowTailSearchProveOneHistory(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mem, memoryFile(logKey(v))), []byte(honest.checkpoint("")), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	state := filepath.Join(t.TempDir(), "mandate-audit.state") // what audit verify remembers
+	if err := os.WriteFile(state, []byte(honest.checkpoint("")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name    string
 		run     func(w io.Writer) error
 		printed bool // search prints what it finds as it goes
 	}{
+		{"show, another history than the one audit verify remembered", func(w io.Writer) error {
+			return auditShow(ctx, &auditFlags{state: state}, fakeAuthority(t, func() any { return nil }, other.proven), v, []string{"2"}, w)
+		}, false},
+		{"tail, another history than the one audit verify remembered", func(w io.Writer) error {
+			return auditTail(ctx, &auditFlags{n: 2, state: state}, fakeAuthority(t, func() any { return nil }, other.proven), v, nil, w)
+		}, false},
+		{"search, another history than the one audit verify remembered", func(w io.Writer) error {
+			c := fakeAuthority(t, func() any { return nil }, other.proven, func(url.Values) []any { return []any{other.proven(2)} })
+			return auditSearch(ctx, &auditFlags{state: state}, c, v, nil, w)
+		}, true},
 		{"tail, split between the checkpoint and the entries", func(w io.Writer) error {
 			return auditTail(ctx, &auditFlags{n: 2}, fakeAuthority(t, func() any { return nil }, split), v, nil, w)
 		}, false},
@@ -954,5 +974,86 @@ func TestPrintEntryNumbersAsLogged(t *testing.T) {
 		`    details: {"big":12345678901234567890123,"n":1e400,"serial":18446744073709551615}` + "\n"
 	if out.String() != want {
 		t.Errorf("printed\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+// audit verify tells a checkpoint older than the one it remembers, that
+// the log proves consistent with it (a stale answer), from a log that
+// cannot prove the size it signed before (it lost entries): the first is
+// not a fork, the second is, with both checkpoints shown. Either fails,
+// and neither is remembered in place of the larger.
+func TestVerifyStaleCheckpointIsNotAFork(t *testing.T) {
+	s, v := keys(t)
+	small, large := newRlog(t, s, "org-a.example/audit"), newRlog(t, s, "org-a.example/audit")
+	for j := range 5 {
+		e := mustEncodeEntry(t, audit.Entry{Time: time.Unix(int64(1000+j), 0), Type: "x", Actor: audit.ActorSystem, Subject: fmt.Sprintf("s%d", j)})
+		if j < 3 {
+			small.add(e)
+		}
+		large.add(e)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.WriteFile(state, []byte(large.checkpoint("")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name           string
+		canProve, fork bool
+		says           string
+	}{
+		{"stale: the log proves the remembered size", true, false, "older than the size 5 this auditor remembers; the two are consistent (not a fork)"},
+		{"shrank: the log cannot prove the size it signed", false, true, "the log shrank: it signed a checkpoint of size 5"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /v1/audit/checkpoint", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, small.checkpoint("")) })
+			mux.HandleFunc("GET /v1/audit/proofs/consistency", func(w http.ResponseWriter, r *http.Request) {
+				from, _ := strconv.ParseUint(r.URL.Query().Get("from"), 10, 64)
+				to, _ := strconv.ParseUint(r.URL.Query().Get("to"), 10, 64)
+				if !tc.canProve {
+					w.Header().Set("Content-Type", "application/problem+json")
+					w.WriteHeader(http.StatusBadRequest)
+					io.WriteString(w, `{"type":"https://mandate.dev/problems/invalid-tree-size","title":"Invalid tree size","status":400}`)
+					return
+				}
+				p, err := large.tree.ConsistencyProof(from, to)
+				if err != nil {
+					t.Error(err)
+				}
+				json.NewEncoder(w).Encode(map[string]any{"from": from, "to": to, "proof": p})
+			})
+			var out bytes.Buffer
+			err := auditVerify(context.Background(), &auditFlags{state: state}, fakeServer(t, mux), v, nil, &out)
+			if err == nil || !strings.Contains(err.Error(), tc.says) || errors.Is(err, errFork) != tc.fork {
+				t.Fatalf("audit verify = %v, want an error saying %q (a fork: %v)", err, tc.says, tc.fork)
+			}
+			if tc.fork && !strings.Contains(err.Error(), "--- remembered checkpoint ---") {
+				t.Errorf("a fork without the remembered checkpoint shown: %v", err)
+			}
+			if got, _ := os.ReadFile(state); string(got) != large.checkpoint("") {
+				t.Errorf("remembered %q, want the larger checkpoint kept", got)
+			}
+		})
+	}
+}
+
+// check-proof prints the entry of a proof file (anyone's text) with what
+// a terminal acts on escaped: a bidirectional override, a C1 control.
+func TestCheckProofPrintsEntryEscaped(t *testing.T) {
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	l.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(1000, 0), Type: "x", Actor: audit.ActorSystem, Subject: "ops\u202eevil\u009b31m"}))
+	pr := l.proven(0)
+	p := &provenEntry{index: 0, entry: pr["entry_b64"].([]byte), proof: pr["inclusion_proof"].([][]byte), checkpoint: []byte(pr["checkpoint"].(string))}
+	file := filepath.Join(t.TempDir(), "e.tlog-proof")
+	if err := os.WriteFile(file, p.marshalProof(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := auditCheckProof(context.Background(), &auditFlags{}, nil, v, []string{file}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); strings.ContainsAny(got, "\u202e\u009b") || !strings.Contains(got, `ops\u202eevil\u009b31m`) {
+		t.Errorf("check-proof printed %q, want the override and the control escaped", got)
 	}
 }

@@ -66,14 +66,14 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
   policy:
     dir: ""                         # Rego policy directory replacing the embedded ones (--policy-dir)
     decision_callers: []            # SPIFFE IDs (this or a federated trust domain) that may call /v1/data and AuthZEN
-    caller_paths: {}                # SPIFFE ID -> data path prefixes it may ask (unlisted callers: any path)
+    caller_paths: {}                # decision caller's SPIFFE ID -> data path prefixes it may ask (unlisted callers: any path)
     eval_timeout: 100ms             # bound of one evaluation
-    decision_log_mask: []           # JSON pointers (/input/..., /result/...) erased from recorded decisions
+    decision_log_mask: []           # JSON pointers (/input/..., /result/...) erased from recorded decisions; one that can match nothing is refused
     authzen_path: mandate/authzen/decision   # the document AuthZEN evaluations ask
   audit:
     auditors: []                    # SPIFFE IDs (any trusted trust domain) that may read the audit log
     origin: ""                      # checkpoint origin line (default <trust domain>/audit; never change it)
-    public_read_path: false         # serve /checkpoint and /tile/... (C2SP tlog-tiles) to anyone
+    public_read_path: false         # serve /checkpoint and /tile/... (C2SP tlog-tiles) to anyone: every entry, in its entry bundles
     group_commit_wait: 2ms          # longest a commit waits for requests under way to record theirs (0s–100ms; 0s: never)
   http:
     max_body_bytes: 65536           # request body limit (the delegation endpoints take at least 65536)
