@@ -180,7 +180,7 @@ func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res 
 	}
 	switch {
 	case evalErr != nil:
-		details["error"] = evalErr.Error()
+		a.errorInto(details, evalErr)
 	case !res.Defined:
 		details["undefined"] = true
 	default:
@@ -195,6 +195,32 @@ func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res 
 		details["erased"] = erased
 	}
 	fitRecord(details)
+}
+
+// errorInto puts an evaluation error into a decision's record: its code
+// (error_code: OPA's, eval_builtin_error, eval_conflict_error..., or
+// evaluation_timeout) and, when it has one, the policy location it arose
+// at (error_location, file:row:col). Its text (error) may quote the
+// input, or values computed from it, so it is kept only when no
+// policy.decision_log_mask is configured. With a mask, error says the
+// text was withheld (error_withheld): no digest either, which a guessed
+// masked value could be checked against.
+func (a *Authority) errorInto(details map[string]any, evalErr error) {
+	code, loc := policy.ErrorCode(evalErr)
+	details["error_code"] = code
+	if loc != "" {
+		details["error_location"] = loc
+	}
+	if len(a.cfg.Policy.DecisionLogMask) > 0 {
+		where := ""
+		if loc != "" {
+			where = " at " + loc
+		}
+		details["error"] = code + where + " (the message is withheld: policy.decision_log_mask is set, and a message may quote masked values)"
+		details["error_withheld"] = true
+		return
+	}
+	details["error"] = evalErr.Error()
 }
 
 // maskedInto puts raw (the decision's input or result) into details under

@@ -3,11 +3,13 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // Decision points inside Mandate, and the document each asks.
@@ -184,3 +186,34 @@ func viaJSON(x any) (ast.Value, error) {
 	}
 	return ParseInput(b)
 }
+
+// ErrorCode is the code of an evaluation error (OPA's: eval_builtin_error,
+// eval_conflict_error, eval_type_error, rego_type_error...;
+// evaluation_timeout for a timeout; eval_error for any other) and the
+// policy location it arose at (file:row:col; empty if none). Neither
+// holds a value of the input.
+func ErrorCode(err error) (code, location string) {
+	var loc *ast.Location
+	var te *topdown.Error
+	var ae *ast.Error
+	var aes ast.Errors
+	switch {
+	case errors.Is(err, ErrTimeout):
+		code = CodeTimeout
+	case errors.As(err, &te):
+		code, loc = te.Code, te.Location
+	case errors.As(err, &ae):
+		code, loc = ae.Code, ae.Location
+	case errors.As(err, &aes) && len(aes) > 0:
+		code, loc = aes[0].Code, aes[0].Location
+	default:
+		code = "eval_error"
+	}
+	if loc != nil && loc.File != "" {
+		location = fmt.Sprintf("%s:%d:%d", loc.File, loc.Row, loc.Col)
+	}
+	return code, location
+}
+
+// CodeTimeout is the error code of an evaluation that ran out of time.
+const CodeTimeout = "evaluation_timeout"

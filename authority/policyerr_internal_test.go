@@ -1,0 +1,85 @@
+package authority
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/policies"
+	"mandate.dev/mandate/policy"
+)
+
+// errPolicy's rules fail on their input, each error quoting the value
+// that made it fail: a builtin's error and a conflict.
+const errPolicy = `package errs
+
+import rego.v1
+
+num := to_number(input.password)
+
+conflict := input.password
+conflict := "other" if true
+`
+
+// startWithPolicy is an authority whose policies are the shipped ones and
+// module (errs.rego), its config changed by mutate.
+func startWithPolicy(t *testing.T, module string, mutate ...func(*Config)) *Authority {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, policies.FS); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "errs.rego"), []byte(module), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := runAuthorityWith(t, Options{}, append([]func(*Config){func(c *Config) { c.Policy.Dir = dir }}, mutate...)...)
+	return a
+}
+
+// decisionEntry is the audit entry of a decision, as stored, and its
+// details.
+func decisionEntry(t *testing.T, a *Authority, id string) (string, map[string]any) {
+	t.Helper()
+	got, _, err := a.SearchAudit(t.Context(), adminOf(t, a), audit.Query{DecisionID: id, Limit: 10})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("the entry of decision %s: %d entries, %v", id, len(got), err)
+	}
+	var e struct {
+		Details map[string]any `json:"details"`
+	}
+	if err := json.Unmarshal(got[0].Entry, &e); err != nil {
+		t.Fatal(err)
+	}
+	return string(got[0].Entry), e.Details
+}
+
+// An evaluation error's message may quote the input: with
+// policy.decision_log_mask set, the record keeps the error's code and
+// location, never its text, so that no masked value reaches the log.
+func TestEvaluationErrorRecordsNoMaskedValue(t *testing.T) {
+	a := startWithPolicy(t, errPolicy, func(c *Config) { c.Policy.DecisionLogMask = []string{"/input/password"} })
+	ctx, admin := t.Context(), adminOf(t, a)
+	for _, tc := range []struct{ name, path, code string }{
+		{"a builtin's error", "errs/num", "eval_builtin_error"},
+		{"a conflict", "errs/conflict", "eval_conflict_error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ans, err := a.QueryData(ctx, admin, DataQuery{Path: tc.path, Input: json.RawMessage(`{"password": "hunter2"}`), StrictBuiltinErrors: true})
+			if !errors.Is(err, policy.ErrEval) || !strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("QueryData = %v, want the evaluation error (quoting the input, for the caller)", err)
+			}
+			raw, details := decisionEntry(t, a, ans.DecisionID)
+			if strings.Contains(raw, "hunter2") {
+				t.Errorf("the masked value is in the record: %s", raw)
+			}
+			if details["error_code"] != tc.code || !strings.HasPrefix(details["error_location"].(string), "errs.rego:") ||
+				details["error_withheld"] != true || details["error"] == nil {
+				t.Errorf("the record of the error: %v", details)
+			}
+		})
+	}
+}
