@@ -69,6 +69,10 @@ grant := {"allow": true, "token": "s3cret"}
 
 tonum := to_number(input.s)
 
+tonum_twice := to_number(concat("", [input.s, input.s]))
+
+authzen_num := {"decision": to_number(input.subject.id) > 0}
+
 arr := [x | some x in numbers.range(1, 3)]
 
 not_a_decision := {"decision": true, "context": "not an object"}
@@ -374,6 +378,38 @@ func TestDataAPIRecords(t *testing.T) {
 		if d, _ := r["decision"].(map[string]any); d == nil || d["allow"] != true || d["input"] == nil {
 			t.Fatalf("svid.issued without its decision: %v", r)
 		}
+	}
+}
+
+// An evaluation error whose message quotes a long input (120 KB here, a
+// 60 KB string twice) is recorded, cut, and answered as OPA does: 500
+// internal_error with its errors; AuthZEN answers decision false for
+// that evaluation alone.
+func TestEvaluationErrorOfAnySize(t *testing.T) {
+	pe := startPolicy(t, func(c *authority.Config) {
+		c.Policy.DecisionLogMask = nil // the message is recorded: cut
+		c.Policy.AuthZENPath = "authz/authzen_num"
+	})
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	long := strings.Repeat("x", 60<<10)
+	status, ans := do(t, gw, "POST", "/v1/data/authz/tonum_twice?strict-builtin-errors", "application/json", []byte(`{"input": {"s": "`+long+`"}}`))
+	errs, _ := ans["errors"].([]any)
+	if status != 500 || ans["code"] != "internal_error" || len(errs) != 1 || errs[0].(map[string]any)["code"] != "eval_builtin_error" {
+		t.Fatalf("a long builtin error: %d %.300v, want 500 internal_error with its errors", status, ans)
+	}
+	recs := pe.auditOf("policy.decision", "data/authz/tonum_twice")
+	if len(recs) != 1 || recs[0]["error_code"] != "eval_builtin_error" || recs[0]["error_truncated"] != true || recs[0]["error_sha256"] == nil {
+		t.Fatalf("the record of a long builtin error: %.500v", recs)
+	}
+	batch := `{"resource": {"type": "r", "id": "1"}, "action": {"name": "read"}, "evaluations": [
+		{"subject": {"type": "agent", "id": "1"}}, {"subject": {"type": "agent", "id": "` + long + `"}}]}`
+	status, ans = do(t, gw, "POST", "/access/v1/evaluations", "application/json", []byte(batch))
+	evs, _ := ans["evaluations"].([]any)
+	if status != 200 || len(evs) != 2 || evs[0].(map[string]any)["decision"] != true || evs[1].(map[string]any)["decision"] != false {
+		t.Fatalf("AuthZEN, a long builtin error in one evaluation: %d %.300v", status, ans)
+	}
+	if reason := evs[1].(map[string]any)["context"].(map[string]any)["reason"].(string); len(reason) > 4<<10 {
+		t.Errorf("AuthZEN's reason for a long error is %d bytes", len(reason))
 	}
 }
 

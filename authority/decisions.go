@@ -197,14 +197,21 @@ func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res 
 	fitRecord(details)
 }
 
+// maxRecordedError bounds the text of an evaluation error kept in a
+// decision's record; beyond it, the text is cut and the whole one
+// recorded by its digest and size.
+const maxRecordedError = 2 << 10
+
 // errorInto puts an evaluation error into a decision's record: its code
 // (error_code: OPA's, eval_builtin_error, eval_conflict_error..., or
 // evaluation_timeout) and, when it has one, the policy location it arose
 // at (error_location, file:row:col). Its text (error) may quote the
 // input, or values computed from it, so it is kept only when no
-// policy.decision_log_mask is configured. With a mask, error says the
-// text was withheld (error_withheld): no digest either, which a guessed
-// masked value could be checked against.
+// policy.decision_log_mask is configured, and then cut at
+// maxRecordedError bytes (error_truncated, with error_sha256 and
+// error_bytes of the whole). With a mask, error says the text was
+// withheld (error_withheld): no digest either, which a guessed masked
+// value could be checked against.
 func (a *Authority) errorInto(details map[string]any, evalErr error) {
 	code, loc := policy.ErrorCode(evalErr)
 	details["error_code"] = code
@@ -220,7 +227,13 @@ func (a *Authority) errorInto(details map[string]any, evalErr error) {
 		details["error_withheld"] = true
 		return
 	}
-	details["error"] = evalErr.Error()
+	msg := evalErr.Error()
+	if len(msg) > maxRecordedError {
+		sum := sha256.Sum256([]byte(msg))
+		details["error_sha256"], details["error_bytes"], details["error_truncated"] = hex.EncodeToString(sum[:]), len(msg), true
+		msg = policy.CutUTF8(msg, maxRecordedError)
+	}
+	details["error"] = msg
 }
 
 // maskedInto puts raw (the decision's input or result) into details under
@@ -372,7 +385,7 @@ func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []Access
 		ans, err := a.QueryData(ctx, c, DataQuery{Path: path, Input: raw, API: "authzen", StrictBuiltinErrors: true})
 		switch {
 		case errors.Is(err, policy.ErrEval):
-			out[i] = AccessDecision{Context: map[string]any{"reason": "the policy could not decide: " + err.Error()}}
+			out[i] = AccessDecision{Context: map[string]any{"reason": "the policy could not decide: " + policy.CutUTF8(err.Error(), maxRecordedError)}}
 		case err != nil:
 			return nil, err
 		default:

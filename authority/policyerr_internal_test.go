@@ -1,6 +1,8 @@
 package authority
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -79,6 +81,43 @@ func TestEvaluationErrorRecordsNoMaskedValue(t *testing.T) {
 			if details["error_code"] != tc.code || !strings.HasPrefix(details["error_location"].(string), "errs.rego:") ||
 				details["error_withheld"] != true || details["error"] == nil {
 				t.Errorf("the record of the error: %v", details)
+			}
+		})
+	}
+}
+
+// An evaluation error is recorded however long its message (a caller's
+// 70 KB string quoted in it): cut, with the digest and size of the whole,
+// so that the decision is recorded and the error answered, never a
+// failure to record it.
+func TestEvaluationErrorOfAnySizeIsRecorded(t *testing.T) {
+	huge := strings.Repeat("x", 70<<10)
+	for _, tc := range []struct {
+		name  string
+		masks []string
+	}{
+		{"no mask", nil},
+		{"masks", []string{"/input/password"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startWithPolicy(t, errPolicy, func(c *Config) { c.Policy.DecisionLogMask = tc.masks })
+			ans, err := a.QueryData(t.Context(), adminOf(t, a), DataQuery{Path: "errs/num", Input: json.RawMessage(`{"password": "` + huge + `"}`), StrictBuiltinErrors: true})
+			if !errors.Is(err, policy.ErrEval) || ans == nil {
+				t.Fatalf("QueryData = %v, want the evaluation error", err)
+			}
+			raw, details := decisionEntry(t, a, ans.DecisionID)
+			if strings.Contains(raw, huge) {
+				t.Errorf("the record holds the whole message (%d bytes)", len(raw))
+			}
+			if details["error_code"] != "eval_builtin_error" {
+				t.Errorf("the record of the error: %v", details)
+			}
+			if tc.masks == nil {
+				sum := sha256.Sum256([]byte(err.Error()))
+				if msg, _ := details["error"].(string); details["error_sha256"] != hex.EncodeToString(sum[:]) ||
+					details["error_bytes"] != float64(len(err.Error())) || details["error_truncated"] != true || !strings.HasPrefix(err.Error(), strings.TrimSuffix(msg, "…")) || len(msg) > maxRecordedError {
+					t.Errorf("the record of a long error: %v", details)
+				}
 			}
 		})
 	}

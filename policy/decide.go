@@ -217,3 +217,16 @@ func ErrorCode(err error) (code, location string) {
 
 // CodeTimeout is the error code of an evaluation that ran out of time.
 const CodeTimeout = "evaluation_timeout"
+
+// CutUTF8 is s cut to at most n bytes, on a character boundary, with
+// "…" appended when cut.
+func CutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	n -= len("…")
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:max(n, 0)] + "…"
+}
