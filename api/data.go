@@ -407,9 +407,11 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 	case errors.Is(err, policy.ErrBadPath), errors.Is(err, authority.ErrInvalidRequest):
 		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, err.Error())
 	case errors.Is(err, policy.ErrTimeout):
-		// Not OPA's (it has no evaluation timeout): a 4xx, since asking
-		// again with this input will time out again.
-		writeOPAError(w, http.StatusUnprocessableEntity, "evaluation_timeout", err.Error())
+		// An evaluation error, OPA's 500 internal_error, its error's code
+		// naming the timeout: the server ran out of time (under load, say),
+		// which asking again may not.
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
+			map[string]any{"code": policy.CodeTimeout, "message": err.Error()})
 	case errors.As(err, &te):
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
 			map[string]any{"code": te.Code, "message": te.Message, "location": te.Location})

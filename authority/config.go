@@ -475,7 +475,7 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.CA.JWTSVIDTTL, Duration(5*time.Minute))
 	setDefault(&c.Federation.BundleRefreshHint, Duration(5*time.Minute))
 	setDefault(&c.Attestation.TPM.ChallengeTTL, Duration(attest.DefaultChallengeTTL))
-	setDefault(&c.Policy.EvalTimeout, Duration(100*time.Millisecond))
+	setDefault(&c.Policy.EvalTimeout, Duration(policy.DefaultTimeout))
 	setDefault(&c.Policy.AuthZENPath, "mandate/authzen/decision")
 	if c.Audit.GroupCommitWait == nil {
 		d := DefaultGroupCommitWait

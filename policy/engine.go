@@ -47,8 +47,10 @@ var (
 	ErrTimeout = fmt.Errorf("%w: timed out", ErrEval)
 )
 
-// DefaultTimeout bounds one evaluation.
-const DefaultTimeout = 100 * time.Millisecond
+// DefaultTimeout bounds one evaluation: generous, since the bound is there
+// to stop a runaway policy, not to shed load (an evaluation that waits for
+// a CPU on a busy server still counts its wait).
+const DefaultTimeout = time.Second
 
 // maxPrepared bounds the prepared queries kept per revision: paths come
 // from callers, and a query outside the cache is prepared for one use.
