@@ -70,18 +70,26 @@ type Options struct {
 
 // Engine evaluates Rego policies. It is safe for concurrent use; a reload
 // swaps in a whole new revision atomically, so an evaluation sees one
-// revision from start to end.
+// revision from start to end. A reload builds and tests the new revision
+// without holding up evaluations or data writes: they wait, if at all,
+// only for the swap.
 type Engine struct {
 	opts Options
 	cur  atomic.Pointer[revision]
 
-	mu  sync.Mutex     // serializes reloads and data writes; guards dyn
-	dyn map[string]any // Mandate's own documents under data.mandate (kept across reloads)
+	reloadMu sync.Mutex // serializes reloads
+
+	mu     sync.Mutex     // serializes data writes and a reload's swap; guards dyn and dynGen
+	dyn    map[string]any // Mandate's own documents under data.mandate (kept across reloads)
+	dynGen uint64         // counts data writes, so that a reload knows its copy of dyn is stale
+
+	testHookBuilt func() // tests: called once a reload's revision is built and tested
 }
 
 // revision is one loaded, compiled and tested policy set.
 type revision struct {
 	id       string
+	dynGen   uint64 // the data writes its data.mandate holds
 	files    []string
 	compiler *ast.Compiler
 	store    storage.Store
@@ -105,7 +113,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{opts: opts, dyn: map[string]any{}}
-	rev, err := e.load(ctx)
+	rev, err := e.build(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -125,12 +133,26 @@ func (e *Engine) Files() []string { return slices.Clone(e.cur.Load().files) }
 // (ErrRejected) says why. approve (if not nil) is called with the old and
 // the new revision ids before the new one is activated; if it fails,
 // nothing changes. Reload returns the old and the active revision ids.
+//
+// Loading, compiling and testing the new revision hold up nothing but
+// another reload: evaluations go on with the active revision, and data
+// writes made meanwhile are carried into the new one when it is swapped
+// in. Only the swap (and approve) waits for data writes, and they for it.
+// ctx bounds the whole reload.
 func (e *Engine) Reload(ctx context.Context, approve func(old, cur string) error) (old, cur string, err error) {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	old = e.cur.Load().id
+	rev, err := e.build(ctx)
+	if err != nil {
+		return old, old, err
+	}
+	if e.testHookBuilt != nil {
+		e.testHookBuilt()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	old = e.cur.Load().id
-	rev, err := e.loadLocked(ctx)
-	if err != nil {
+	if err := e.catchUp(ctx, rev); err != nil {
 		return old, old, err
 	}
 	if approve != nil {
@@ -142,10 +164,31 @@ func (e *Engine) Reload(ctx context.Context, approve func(old, cur string) error
 	return old, rev.id, nil
 }
 
-func (e *Engine) load(ctx context.Context) (*revision, error) {
+// build loads, compiles and tests a revision, with data.mandate as the
+// data writes so far left it.
+func (e *Engine) build(ctx context.Context) (*revision, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.loadLocked(ctx)
+	dyn, gen := maps.Clone(e.dyn), e.dynGen
+	e.mu.Unlock()
+	rev, err := e.load(ctx, dyn)
+	if err != nil {
+		return nil, err
+	}
+	rev.dynGen = gen
+	return rev, nil
+}
+
+// catchUp writes into rev's store the documents data writes changed since
+// rev was built. e.mu is held.
+func (e *Engine) catchUp(ctx context.Context, rev *revision) error {
+	if rev.dynGen == e.dynGen {
+		return nil
+	}
+	if err := writeStore(ctx, rev.store, e.dyn); err != nil {
+		return err
+	}
+	rev.dynGen = e.dynGen
+	return nil
 }
 
 // source is the file system the policies come from.
@@ -156,7 +199,9 @@ func (e *Engine) source() (fs.FS, string) {
 	return policies.FS, "embedded policies"
 }
 
-func (e *Engine) loadLocked(ctx context.Context) (*revision, error) {
+// load loads, compiles and tests the policies, with dyn under
+// data.mandate.
+func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error) {
 	fsys, name := e.source()
 	res, err := loader.NewFileLoader().WithFS(fsys).WithRegoVersion(ast.RegoV1).All([]string{"."})
 	if err != nil {
@@ -190,7 +235,7 @@ func (e *Engine) loadLocked(ctx context.Context) (*revision, error) {
 	if data == nil {
 		data = map[string]any{}
 	}
-	mergeMandate(data, e.dyn)
+	mergeMandate(data, dyn)
 	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false))
 	rev := &revision{id: hex.EncodeToString(h.Sum(nil)), files: files, compiler: compiler, store: store,
 		modules: modules, prepared: map[string]*rego.PreparedEvalQuery{}}
@@ -351,7 +396,17 @@ func (e *Engine) PatchDocuments(ctx context.Context, patches map[string]Patch) e
 // writeDocuments writes JSON values under data.mandate in one store
 // transaction and keeps them for later revisions. e.mu is held.
 func (e *Engine) writeDocuments(ctx context.Context, vals map[string]any) error {
-	st := e.cur.Load().store
+	if err := writeStore(ctx, e.cur.Load().store, vals); err != nil {
+		return err
+	}
+	maps.Copy(e.dyn, vals)
+	e.dynGen++
+	return nil
+}
+
+// writeStore writes JSON values under data.mandate in st, in one
+// transaction.
+func writeStore(ctx context.Context, st storage.Store, vals map[string]any) error {
 	txn, err := st.NewTransaction(ctx, storage.WriteParams)
 	if err != nil {
 		return fmt.Errorf("policy: data.mandate: %w", err)
@@ -365,7 +420,6 @@ func (e *Engine) writeDocuments(ctx context.Context, vals map[string]any) error 
 	if err := st.Commit(ctx, txn); err != nil {
 		return fmt.Errorf("policy: data.mandate: %w", err)
 	}
-	maps.Copy(e.dyn, vals)
 	return nil
 }
 
