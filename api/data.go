@@ -12,6 +12,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	opaversion "github.com/open-policy-agent/opa/v1/version"
 	"go.yaml.in/yaml/v3"
@@ -438,12 +440,33 @@ func boolParam(r *http.Request, name string) bool {
 	return false
 }
 
-// Limits of an AuthZEN batch.
-const maxEvaluations = 64
+// Limits of an AuthZEN batch and of a request identifier echoed.
+const (
+	maxEvaluations = 64
+	maxRequestID   = 256
+)
+
+// echoRequestID answers an AuthZEN request's X-Request-ID with the same
+// value, as the AuthZEN API asks, if it is at most maxRequestID bytes of
+// printable ASCII (anything else is not echoed: a header is no place for
+// it).
+func echoRequestID(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get("X-Request-ID")
+	if id == "" || len(id) > maxRequestID {
+		return
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 || id[i] > 0x7e {
+			return
+		}
+	}
+	w.Header().Set("X-Request-ID", id)
+}
 
 // accessEvaluation is POST /access/v1/evaluation (OpenID AuthZEN
 // Authorization API 1.0).
 func (s *Server) accessEvaluation(w http.ResponseWriter, r *http.Request) {
+	echoRequestID(w, r)
 	if err := s.a.MayEvaluateAccess(callerOf(r)); err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -461,11 +484,16 @@ func (s *Server) accessEvaluation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, fmt.Errorf("%w: the body is the AuthZEN request itself ({\"subject\", \"action\", \"resource\"}), not wrapped in \"input\" as for /v1/data", authority.ErrInvalidRequest))
 		return
 	}
+	s.answerAccess(w, r, req)
+}
+
+// answerAccess answers one AuthZEN evaluation with its decision.
+func (s *Server) answerAccess(w http.ResponseWriter, r *http.Request, req authority.AccessRequest) {
 	if err := checkAccessRequest(req); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	out, err := s.a.EvaluateAccess(r.Context(), callerOf(r), []authority.AccessRequest{req})
+	out, err := s.a.EvaluateAccess(r.Context(), callerOf(r), []authority.AccessRequest{req}, authority.ExecuteAll)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -475,12 +503,14 @@ func (s *Server) accessEvaluation(w http.ResponseWriter, r *http.Request) {
 }
 
 // accessEvaluations is POST /access/v1/evaluations: defaults at the top
-// level, completed by each item of "evaluations".
+// level, completed by each item of "evaluations", evaluated in order as
+// options.evaluations_semantic says.
 func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
+	echoRequestID(w, r)
 	var req struct {
 		authority.AccessRequest
 		Evaluations []authority.AccessRequest `json:"evaluations"`
-		Options     json.RawMessage           `json:"options,omitempty"`
+		Options     json.RawMessage           `json:"options"`
 	}
 	if err := s.a.MayEvaluateAccess(callerOf(r)); err != nil {
 		writeError(w, r, s.log, err)
@@ -490,16 +520,23 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	semantic, err := evaluationsSemantic(req.Options)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	if len(req.Evaluations) > maxEvaluations {
 		writeError(w, r, s.log, fmt.Errorf("%w: at most %d evaluations per request", authority.ErrInvalidRequest, maxEvaluations))
 		return
 	}
-	items := req.Evaluations
-	if len(items) == 0 { // no evaluations: the top level is the one evaluation
-		items = []authority.AccessRequest{{}}
+	if len(req.Evaluations) == 0 { // as AuthZEN: the top level is a single evaluation, answered as one
+		s.answerAccess(w, r, req.AccessRequest)
+		return
 	}
-	reqs := make([]authority.AccessRequest, len(items))
-	for i, it := range items {
+	// Every evaluation is checked before any is evaluated (and recorded):
+	// a malformed one refuses the whole request.
+	reqs := make([]authority.AccessRequest, len(req.Evaluations))
+	for i, it := range req.Evaluations {
 		reqs[i] = authority.AccessRequest{Subject: or(it.Subject, req.Subject), Action: or(it.Action, req.Action),
 			Resource: or(it.Resource, req.Resource), Context: or(it.Context, req.Context)}
 		if err := checkAccessRequest(reqs[i]); err != nil {
@@ -507,7 +544,7 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out, err := s.a.EvaluateAccess(r.Context(), callerOf(r), reqs)
+	out, err := s.a.EvaluateAccess(r.Context(), callerOf(r), reqs, semantic)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -518,6 +555,31 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"evaluations": out})
 }
 
+// evaluationsSemantic reads options.evaluations_semantic (execute_all if
+// absent); an unknown one is refused.
+func evaluationsSemantic(options json.RawMessage) (authority.EvaluationsSemantic, error) {
+	if len(options) == 0 || string(options) == "null" {
+		return authority.ExecuteAll, nil
+	}
+	var opts map[string]jsontext.Value
+	if options[0] != '{' || jsonv2.Unmarshal(options, &opts) != nil {
+		return "", fmt.Errorf("%w: options must be an object", authority.ErrInvalidRequest)
+	}
+	raw, ok := opts["evaluations_semantic"]
+	if !ok || raw.Kind() == 'n' {
+		return authority.ExecuteAll, nil
+	}
+	var sem string
+	if raw.Kind() != '"' || jsonv2.Unmarshal(raw, &sem) != nil {
+		return "", fmt.Errorf("%w: options.evaluations_semantic must be a string", authority.ErrInvalidRequest)
+	}
+	switch v := authority.EvaluationsSemantic(sem); v {
+	case authority.ExecuteAll, authority.DenyOnFirstDeny, authority.PermitOnFirstPermit:
+		return v, nil
+	}
+	return "", fmt.Errorf("%w: options.evaluations_semantic %q: one of execute_all, deny_on_first_deny, permit_on_first_permit", authority.ErrInvalidRequest, sem)
+}
+
 func or(a, b json.RawMessage) json.RawMessage {
 	if len(a) > 0 {
 		return a
@@ -525,22 +587,55 @@ func or(a, b json.RawMessage) json.RawMessage {
 	return b
 }
 
-// checkAccessRequest requires subject, action and resource objects.
+// checkAccessRequest checks an AuthZEN evaluation as the API defines it:
+// subject and resource objects with "type" and "id", an action object with
+// "name" (each a non-empty string), "properties" (where present and not
+// null) objects, and context (where present and not null) an object.
+// Other members are the caller's to add.
 func checkAccessRequest(r authority.AccessRequest) error {
-	for name, v := range map[string]json.RawMessage{"subject": r.Subject, "action": r.Action, "resource": r.Resource} {
-		if len(v) == 0 || v[0] != '{' {
-			return fmt.Errorf("%w: %s must be an object", authority.ErrInvalidRequest, name)
+	for _, e := range []struct {
+		name     string
+		raw      json.RawMessage
+		required []string
+	}{
+		{"subject", r.Subject, []string{"type", "id"}},
+		{"action", r.Action, []string{"name"}},
+		{"resource", r.Resource, []string{"type", "id"}},
+	} {
+		if err := checkEntity(e.name, e.raw, e.required); err != nil {
+			return err
 		}
 	}
-	if len(r.Context) > 0 && r.Context[0] != '{' && string(r.Context) != "null" {
+	if c := bytes.TrimSpace(r.Context); len(c) > 0 && c[0] != '{' && string(c) != "null" {
 		return fmt.Errorf("%w: context must be an object", authority.ErrInvalidRequest)
+	}
+	return nil
+}
+
+// checkEntity checks one of the subject, the action and the resource.
+func checkEntity(name string, raw json.RawMessage, required []string) error {
+	raw = bytes.TrimSpace(raw)
+	var m map[string]jsontext.Value
+	if len(raw) == 0 || raw[0] != '{' || jsonv2.Unmarshal(raw, &m) != nil {
+		return fmt.Errorf("%w: %s must be an object", authority.ErrInvalidRequest, name)
+	}
+	for _, k := range required {
+		v, ok := m[k]
+		var str string
+		if !ok || v.Kind() != '"' || jsonv2.Unmarshal(v, &str) != nil || str == "" {
+			return fmt.Errorf("%w: %s.%s must be a non-empty string", authority.ErrInvalidRequest, name, k)
+		}
+	}
+	if p, ok := m["properties"]; ok && p.Kind() != '{' && p.Kind() != 'n' {
+		return fmt.Errorf("%w: %s.properties must be an object", authority.ErrInvalidRequest, name)
 	}
 	return nil
 }
 
 // decodeJSONLoose decodes a JSON object body that may carry fields this
 // server does not know (AuthZEN allows extensions), with the same limits
-// as decodeJSON.
+// as decodeJSON. Member names match exactly ("Subject" is not "subject")
+// and a name given twice is refused.
 func decodeJSONLoose(r *http.Request, v any) error {
 	body, err := readJSONBody(r)
 	if err != nil {
@@ -552,7 +647,7 @@ func decodeJSONLoose(r *http.Request, v any) error {
 	if b := bytes.TrimSpace(body); len(b) == 0 || b[0] != '{' {
 		return fmt.Errorf("%w: the body must be a JSON object", errBadJSON)
 	}
-	if err := json.Unmarshal(body, v); err != nil {
+	if err := jsonv2.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("%w: %v", errBadJSON, err)
 	}
 	return nil

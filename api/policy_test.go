@@ -532,6 +532,128 @@ func TestAuthZEN(t *testing.T) {
 	}
 }
 
+// AuthZEN 1.0 as specified: evaluations semantics, required fields,
+// exact member names, X-Request-ID, a batch without evaluations, and a
+// malformed evaluation refusing the batch before any is decided.
+func TestAuthZENConformance(t *testing.T) {
+	pe := startPolicy(t)
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	node := pe.joinNode()
+	reader := spiffeid.RequireFromSegments(pe.td, "agent", "reader").String()
+	if _, err := pe.admin.CreateAgent(ctxT(t), &client.Agent{SPIFFEID: reader, NodeIDs: []string{node.id.String()}, Scopes: []string{"calendar:read"}}); err != nil {
+		t.Fatal(err)
+	}
+	subject := `{"type": "agent", "id": "` + reader + `"}`
+	resource := `{"type": "calendar", "id": "alice"}`
+	eval := `{"subject": ` + subject + `, "action": {"name": "calendar:read"}, "resource": ` + resource + `}`
+	recorded := func() int { return len(pe.auditOf("policy.decision", "data/mandate/authzen/decision")) }
+	post := func(path, body string, headers map[string]string) (int, map[string]any, http.Header) {
+		t.Helper()
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: gw.TLSConfig()}}
+		defer hc.CloseIdleConnections()
+		req, _ := http.NewRequestWithContext(ctxT(t), "POST", gw.Server()+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			t.Fatalf("POST %s: %d, not a JSON object: %v", path, resp.StatusCode, err)
+		}
+		return resp.StatusCode, m, resp.Header
+	}
+	decisions := func(ans map[string]any) []bool {
+		var out []bool
+		evs, _ := ans["evaluations"].([]any)
+		for _, e := range evs {
+			out = append(out, e.(map[string]any)["decision"] == true)
+		}
+		return out
+	}
+
+	// options.evaluations_semantic: a permit, a deny, a permit.
+	batch := func(options string) string {
+		return `{"subject": ` + subject + `, "resource": ` + resource + options + `, "evaluations": [
+			{"action": {"name": "calendar:read"}}, {"action": {"name": "calendar:write"}}, {"action": {"name": "calendar:read"}}]}`
+	}
+	for _, tc := range []struct {
+		name, options string
+		want          []bool
+	}{
+		{"no options", ``, []bool{true, false, true}},
+		{"execute_all", `, "options": {"evaluations_semantic": "execute_all"}`, []bool{true, false, true}},
+		{"deny_on_first_deny", `, "options": {"evaluations_semantic": "deny_on_first_deny"}`, []bool{true, false}},
+		{"permit_on_first_permit", `, "options": {"evaluations_semantic": "permit_on_first_permit"}`, []bool{true}},
+	} {
+		before := recorded()
+		status, ans, _ := post("/access/v1/evaluations", batch(tc.options), nil)
+		if got := decisions(ans); status != 200 || fmt.Sprint(got) != fmt.Sprint(tc.want) || recorded()-before != len(tc.want) {
+			t.Errorf("%s: %d %v (%d recorded), want %v", tc.name, status, ans, recorded()-before, tc.want)
+		}
+	}
+
+	// Refused, 400, with nothing decided nor recorded.
+	before := recorded()
+	for _, tc := range []struct{ name, path, body string }{
+		{"an unknown semantic", "/access/v1/evaluations", batch(`, "options": {"evaluations_semantic": "first_wins"}`)},
+		{"a semantic that is not a string", "/access/v1/evaluations", batch(`, "options": {"evaluations_semantic": 1}`)},
+		{"options that are not an object", "/access/v1/evaluations", batch(`, "options": []`)},
+		{"no subject type", "/access/v1/evaluation", strings.Replace(eval, `"type": "agent", `, ``, 1)},
+		{"a subject id that is a number", "/access/v1/evaluation", strings.Replace(eval, `"id": "`+reader+`"`, `"id": 7`, 1)},
+		{"an empty subject id", "/access/v1/evaluation", strings.Replace(eval, `"id": "`+reader+`"`, `"id": ""`, 1)},
+		{"no resource id", "/access/v1/evaluation", strings.Replace(eval, `, "id": "alice"`, ``, 1)},
+		{"no action name", "/access/v1/evaluation", strings.Replace(eval, `"name": "calendar:read"`, `"verb": "calendar:read"`, 1)},
+		{"an action name that is not a string", "/access/v1/evaluation", strings.Replace(eval, `"calendar:read"`, `["calendar:read"]`, 1)},
+		{"properties that are not an object", "/access/v1/evaluation", strings.Replace(eval, `"type": "calendar"`, `"type": "calendar", "properties": "x"`, 1)},
+		{"a member named in another case", "/access/v1/evaluation", strings.Replace(eval, `"subject"`, `"SUBJECT"`, 1)},
+		{"a member named twice", "/access/v1/evaluation", strings.Replace(eval, `{"subject": `, `{"subject": `+subject+`, "subject": `, 1)},
+		{"a malformed evaluation after a good one", "/access/v1/evaluations", `{"subject": ` + subject + `, "resource": ` + resource + `, "evaluations": [
+			{"action": {"name": "calendar:read"}}, {"action": {"name": "calendar:read"}, "subject": {"type": "agent"}}]}`},
+	} {
+		if status, ans, _ := post(tc.path, tc.body, nil); status != 400 || ans["type"] == nil {
+			t.Errorf("%s: %d %v, want 400", tc.name, status, ans)
+		}
+	}
+	if n := recorded() - before; n != 0 {
+		t.Errorf("refused requests recorded %d decisions", n)
+	}
+
+	// Properties objects, and null ones, are accepted.
+	withProps := strings.Replace(eval, `"type": "calendar"`, `"type": "calendar", "properties": {"owner": "alice"}`, 1)
+	withProps = strings.Replace(withProps, `"type": "agent"`, `"type": "agent", "properties": null`, 1)
+	if status, ans, _ := post("/access/v1/evaluation", withProps, nil); status != 200 || ans["decision"] != true {
+		t.Errorf("properties: %d %v", status, ans)
+	}
+
+	// Without evaluations, or with none, the batch is the one evaluation,
+	// answered as one.
+	for _, body := range []string{eval, strings.TrimSuffix(eval, "}") + `, "evaluations": []}`} {
+		if status, ans, _ := post("/access/v1/evaluations", body, nil); status != 200 || ans["decision"] != true || ans["evaluations"] != nil {
+			t.Errorf("evaluations without any, %s: %d %v, want one decision", body, status, ans)
+		}
+	}
+
+	// X-Request-ID is echoed, on an answer and on a refusal; one too long
+	// is not.
+	for _, tc := range []struct{ id, body, want string }{
+		{"req-1f3a", eval, "req-1f3a"},
+		{"req-400", `{"subject": {}}`, "req-400"},
+		{strings.Repeat("r", 300), eval, ""},
+	} {
+		if _, _, h := post("/access/v1/evaluation", tc.body, map[string]string{"X-Request-ID": tc.id}); h.Get("X-Request-ID") != tc.want {
+			t.Errorf("X-Request-ID %.20q: answered %q, want %q", tc.id, h.Get("X-Request-ID"), tc.want)
+		}
+	}
+	if _, _, h := post("/access/v1/evaluations", batch(""), map[string]string{"X-Request-ID": "batch-7"}); h.Get("X-Request-ID") != "batch-7" {
+		t.Errorf("X-Request-ID of a batch: %q", h.Get("X-Request-ID"))
+	}
+}
+
 func TestPolicyReload(t *testing.T) {
 	pe := startPolicy(t)
 	rev1 := pe.a.PolicyRevision()

@@ -360,12 +360,26 @@ type AccessDecision struct {
 	Context  map[string]any `json:"context,omitempty"`
 }
 
+// EvaluationsSemantic is how an AuthZEN batch is evaluated
+// (options.evaluations_semantic).
+type EvaluationsSemantic string
+
+// AuthZEN's evaluations semantics: every evaluation; or in order, up to
+// and including the first deny, or the first permit.
+const (
+	ExecuteAll          EvaluationsSemantic = "execute_all"
+	DenyOnFirstDeny     EvaluationsSemantic = "deny_on_first_deny"
+	PermitOnFirstPermit EvaluationsSemantic = "permit_on_first_permit"
+)
+
 // EvaluateAccess answers AuthZEN evaluations with the document named by
-// policy.authzen_path, each recorded before the answer. The policy's
-// answer is a boolean or {"decision": bool, "context": {...}}; anything
-// else (an error, undefined, another shape) is decision false, with the
-// reason in the context.
-func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []AccessRequest) ([]AccessDecision, error) {
+// policy.authzen_path, in order, each recorded before the answer; with
+// DenyOnFirstDeny or PermitOnFirstPermit it stops after the evaluation
+// that decides, and answers those evaluated. The policy's answer is a
+// boolean or {"decision": bool, "context": {...}}; anything else (an
+// error, undefined, another shape) is decision false, with the reason in
+// the context.
+func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []AccessRequest, semantic EvaluationsSemantic) ([]AccessDecision, error) {
 	path := a.cfg.Policy.AuthZENPath
 	segs, err := policy.PathSegments(path)
 	if err != nil {
@@ -395,6 +409,9 @@ func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []Access
 			out[i].Context = map[string]any{}
 		}
 		out[i].Context["decision_id"] = ans.DecisionID
+		if (semantic == DenyOnFirstDeny && !out[i].Decision) || (semantic == PermitOnFirstPermit && out[i].Decision) {
+			return out[:i+1], nil
+		}
 	}
 	return out, nil
 }
