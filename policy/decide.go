@@ -103,7 +103,9 @@ func (d Decision) denied() Decision {
 	if d.Latency == 0 && !d.start.IsZero() {
 		d.Latency = time.Since(d.start)
 	}
-	d.Reasons = append(d.Reasons, "policy could not decide: "+d.Err.Error())
+	// Cut: the reason is in the deny's answer and its audit entry, and
+	// an error's message can quote the input at any length.
+	d.Reasons = append(d.Reasons, "policy could not decide: "+CutUTF8(d.Err.Error(), maxReasonError))
 	return d
 }
 
@@ -217,6 +219,10 @@ func ErrorCode(err error) (code, location string) {
 
 // CodeTimeout is the error code of an evaluation that ran out of time.
 const CodeTimeout = "evaluation_timeout"
+
+// maxReasonError bounds the error's message in the reason of a decision
+// that could not be made.
+const maxReasonError = 2 << 10
 
 // CutUTF8 is s cut to at most n bytes, on a character boundary, with
 // "…" appended when cut.

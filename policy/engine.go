@@ -138,7 +138,7 @@ func (e *Engine) Files() []string { return slices.Clone(e.cur.Load().files) }
 // another reload: evaluations go on with the active revision, and data
 // writes made meanwhile are carried into the new one when it is swapped
 // in. Only the swap (and approve) waits for data writes, and they for it.
-// ctx bounds the whole reload.
+// ctx bounds the Rego tests (each is also bounded at 10 s).
 func (e *Engine) Reload(ctx context.Context, approve func(old, cur string) error) (old, cur string, err error) {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()

@@ -3,6 +3,7 @@ package policy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -151,6 +152,13 @@ decision := {"allow": count(deny) == 0, "reasons": deny} if input.case == "built
 		if d.Allow != tc.allow || (!tc.allow && d.Err == nil) {
 			t.Errorf("%v: allow %v (err %v, reasons %q), want %v", tc.input, d.Allow, d.Err, d.Reasons, tc.allow)
 		}
+	}
+	// A builtin's error quoting a long input: a deny whose reason is cut,
+	// so that it fits the deny's answer and audit entry.
+	long := strings.Repeat("9x", 40<<10)
+	if d := e.Decide(ctx, policy.PointIssuance, map[string]any{"case": "builtin", "hops": long}); d.Allow || d.Err == nil ||
+		len(d.Reasons) != 1 || len(d.Reasons[0]) > 4<<10 || !strings.HasPrefix(d.Reasons[0], "policy could not decide: ") {
+		t.Errorf("a long builtin error: allow %v, %d reasons, the first %d bytes", d.Allow, len(d.Reasons), len(fmt.Sprint(d.Reasons)))
 	}
 	// Asked without StrictBuiltinErrors (the Data API's default, as
 	// OPA's), the same rule is undefined.
