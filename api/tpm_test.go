@@ -544,20 +544,21 @@ func TestTPMAttestationRefusals(t *testing.T) {
 
 	// Three answers were accepted (the replay test's first, one of the
 	// concurrent ones, the device's own among challenges asked in its
-	// name). Every refusal after the device proved its TPM (the
-	// secret matched: 12 of them above) is in the audit log with its
-	// reason; refusals anyone could cause (a wrong secret, a replay, an
-	// unreadable answer) are recorded once a minute per EK, with a count
-	// of those that were not.
+	// name). Refusals are recorded with their reason at most once a
+	// minute per EK, with a count of those that were not: those after
+	// the device proved its TPM (the secret matched: 12 of them above)
+	// and those anyone could cause (a wrong secret, a replay, an
+	// unreadable answer) counted apart.
 	nodeID := spiffeid.RequireFromSegments(te.td, "node", "tpm", ekHashOf(t, te.dev.EKPublic())).String()
 	refusals := te.auditOf("node.attestation_refused", nodeID)
-	// Unproven: the wrong secret, and the expired answer (sent with the
-	// clock two minutes ahead, so a new minute for the limiter).
-	if len(refusals) != 14 {
+	// One proven (the first, the wrong nonce); unproven: the wrong
+	// secret, and the expired answer (sent with the clock two minutes
+	// ahead, so a new minute for the limiter).
+	if len(refusals) != 3 {
 		for _, r := range refusals {
 			t.Log(r["reason"])
 		}
-		t.Errorf("%d refusals recorded, want 12 proven + 2 unproven", len(refusals))
+		t.Errorf("%d refusals recorded, want 1 proven + 2 unproven", len(refusals))
 	}
 	for _, r := range refusals {
 		if r["reason"] == nil || r["ek_sha256"] == nil {
@@ -576,8 +577,8 @@ func TestTPMAttestationRefusals(t *testing.T) {
 	}
 	refusals = te.auditOf("node.attestation_refused", nodeID)
 	last := refusals[len(refusals)-1]
-	if n, _ := last["refusals_not_recorded"].(float64); len(refusals) != 15 || n < 3 {
-		t.Fatalf("after a minute: %d records, the last %v; want 15, counting at least 3 not recorded", len(refusals), last)
+	if n, _ := last["refusals_not_recorded"].(float64); len(refusals) != 4 || n < 3 {
+		t.Fatalf("after a minute: %d records, the last %v; want 4, counting at least 3 not recorded", len(refusals), last)
 	}
 }
 
@@ -748,5 +749,81 @@ func TestTPMAttestationDisabledByDefault(t *testing.T) {
 	err := e.client(nil, nil).Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/challenge", body, nil)
 	if problemName(err) != "tpm-attestation-disabled" {
 		t.Fatalf("challenge = %v", err)
+	}
+}
+
+// A device that proved its TPM (any TPM of a trusted maker) cannot grow
+// the audit log without end: its refusals are recorded at most once a
+// minute per EK, the next record counting those that were not. A refusal
+// that marks a known node drifted changes the node, and is always
+// recorded.
+func TestTPMProvenRefusalsAreRateLimited(t *testing.T) {
+	te := startTPM(t, 41, tpmSetup{ek: tpmdevice.EKECC, certs: true})
+	cert := te.ekCert()
+	nodeID := spiffeid.RequireFromSegments(te.td, "node", "tpm", ekHashOf(t, te.dev.EKPublic())).String()
+	answer := func(mut func(ev *client.TPMEvidence)) error {
+		t.Helper()
+		ch, err := te.challenge(nil, te.dev.EKPublic(), cert, te.dev.AKPublic())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := client.Answer(te.dev, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mut != nil {
+			mut(&ev)
+		}
+		_, csr, _ := client.NewKeyAndCSR()
+		_, err = te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr)
+		return err
+	}
+	wrongPCR := func(ev *client.TPMEvidence) { ev.PCRs[0] = bytes.Repeat([]byte{0xee}, 32) }
+	refusals := func() []map[string]any { return te.auditOf("node.attestation_refused", nodeID) }
+	minute := func() { te.skew.Add(int64(61 * time.Second)) }
+
+	// A device never admitted: twenty refusals in a minute, one record.
+	for range 20 {
+		if err := answer(wrongPCR); problemName(err) != "tpm-pcr-digest-mismatch" {
+			t.Fatalf("wrong PCR values = %v", err)
+		}
+	}
+	if got := refusals(); len(got) != 1 || got[0]["reason"] == nil {
+		t.Fatalf("after 20 proven refusals in a minute: %d records, want 1", len(got))
+	}
+	minute()
+	if err := answer(wrongPCR); problemName(err) != "tpm-pcr-digest-mismatch" {
+		t.Fatalf("wrong PCR values = %v", err)
+	}
+	got := refusals()
+	if n, _ := got[len(got)-1]["refusals_not_recorded"].(float64); len(got) != 2 || n != 19 {
+		t.Fatalf("a minute later: %d records, the last %v; want 2, counting 19 not recorded", len(got), got[len(got)-1])
+	}
+
+	// Admitted, then refused in the same minute: the drift marks the node
+	// and is recorded, though a refusal was just recorded; refusals of
+	// the node already drifted are limited again.
+	minute()
+	if err := answer(nil); err != nil {
+		t.Fatalf("attest: %v", err)
+	}
+	if err := answer(wrongPCR); problemName(err) != "tpm-pcr-digest-mismatch" {
+		t.Fatalf("wrong PCR values = %v", err)
+	}
+	if err := tpmdevice.ExtendPCR(te.tpm, 7, bytes.Repeat([]byte{0xab}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := answer(nil); problemName(err) != "tpm-pcr-policy-mismatch" {
+			t.Fatalf("after drift = %v", err)
+		}
+	}
+	got = refusals()
+	if len(got) != 4 || got[3]["node_marked"] != "drifted" {
+		t.Fatalf("%d records, the last %v; want 4, the last marking the node drifted", len(got), got[len(got)-1])
+	}
+	nodes, err := te.admin.ListNodes(ctxT(t))
+	if err != nil || len(nodes) != 1 || !nodes[0].Drifted {
+		t.Fatalf("nodes = %+v, %v; want the node drifted", nodes, err)
 	}
 }

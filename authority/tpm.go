@@ -91,10 +91,11 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, from string, ek
 // win). A refused answer uses the session up too. A renewal (or any
 // attestation of a known node) whose PCRs no longer match an allowed
 // profile marks the node drifted: it hosts no agent until an attestation
-// matches again. Outcomes are recorded in the audit log: every success and
-// every refusal after the device proved its TPM (the activated secret
-// matched); refusals before that, which anyone knowing a public EK could
-// cause, at most once a minute per EK (see refusalRecordInterval).
+// matches again. Outcomes are recorded in the audit log: every success,
+// every refusal that marks a node drifted, and other refusals at most
+// once a minute per EK (see refusalRecordInterval), those after the
+// device proved its TPM (the activated secret matched) counted apart
+// from those anyone knowing a public EK could cause.
 func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, ev attest.Evidence, csrPEM []byte) (*ca.X509SVID, error) {
 	now := a.now()
 	s, err := a.openTPMSession(ctx, sessionID, now)
@@ -181,7 +182,7 @@ func (a *Authority) refuseTPMAnswer(ctx context.Context, s *attest.TPMSession, n
 		return err
 	}
 	if proven {
-		a.refuseTPM(ctx, nodeID, why, details)
+		a.recordProvenRefusal(ctx, nodeID, why, details)
 	} else {
 		a.recordUnprovenRefusal(ctx, nodeID, why, details)
 	}
@@ -199,16 +200,34 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 	if i := strings.Index(reason, "("); i > 0 {
 		reason = "PCRs no longer match an allowed profile " + reason[i:]
 	}
-	known := false
+	known, wasDrifted := false, false
 	if err := a.store.View(ctx, func(tx store.Tx) error {
-		_, err := registry.GetNode(tx, nodeID.String())
+		n, err := registry.GetNode(tx, nodeID.String())
 		if errors.Is(err, registry.ErrNotFound) {
 			return nil
 		}
 		known = err == nil
+		wasDrifted = known && n.Drifted
 		return err
 	}); err != nil {
 		return fmt.Errorf("authority: read node %s: %w", nodeID, err)
+	}
+	// Marking a node drifted is a change of its state: always recorded.
+	// The same refusal of a node already drifted, or of one never
+	// admitted, changes nothing and is recorded as other proven
+	// refusals are, at most once a minute per EK.
+	if !known || wasDrifted {
+		ok, skipped := a.refusals.allow(provenKey(nodeID), a.now())
+		if !ok {
+			if err := a.useUpTPMSession(ctx, s.ID, now); err != nil {
+				return err
+			}
+			a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
+			return why
+		}
+		if skipped > 0 {
+			details["refusals_not_recorded"] = skipped
+		}
 	}
 	if known { // nodes are never deleted
 		details["node_marked"] = "drifted"
@@ -264,6 +283,28 @@ func (a *Authority) recordUnprovenRefusal(ctx context.Context, nodeID spiffeid.I
 	}
 	a.refuseTPM(ctx, nodeID, why, details)
 }
+
+// recordProvenRefusal records a refusal of a device that proved its TPM
+// (its activated secret matched) at most once per interval per EK, as
+// recordUnprovenRefusal does (counted apart from those): any TPM of a
+// trusted maker could otherwise add an entry per attempt, without end.
+// A refusal that changes a node's state (marks it drifted) is not
+// limited: see refuseDrifted.
+func (a *Authority) recordProvenRefusal(ctx context.Context, nodeID spiffeid.ID, why error, details map[string]any) {
+	ok, skipped := a.refusals.allow(provenKey(nodeID), a.now())
+	if !ok {
+		a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
+		return
+	}
+	if skipped > 0 {
+		details["refusals_not_recorded"] = skipped
+	}
+	a.refuseTPM(ctx, nodeID, why, details)
+}
+
+// provenKey is the refusal limiter's key for the proven refusals of a
+// node ID (its unproven ones are keyed by the ID alone).
+func provenKey(nodeID spiffeid.ID) string { return "proven " + nodeID.String() }
 
 // refusalLimiter remembers, per key, when a refusal was last recorded and
 // how many were skipped since. mu guards m; m is emptied when full.
