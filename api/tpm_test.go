@@ -827,3 +827,41 @@ func TestTPMProvenRefusalsAreRateLimited(t *testing.T) {
 		t.Fatalf("nodes = %+v, %v; want the node drifted", nodes, err)
 	}
 }
+
+// One TPM holds a certified EK of each type. With ek_cert_key_types set
+// to one, certificate trust admits that one only: a banned node's TPM
+// cannot come back as another node with its other EK. The default admits
+// both (the limitation docs/attestation.md states).
+func TestTPMCertKeyTypesHoldABan(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		types       []string
+		first, then string // EK types: the one banned, the other tried next
+		want        string // problem for the other EK ("" admitted)
+	}{
+		{"default admits both", nil, tpmdevice.EKRSA, tpmdevice.EKECC, ""},
+		{"rsa only", []string{"rsa"}, tpmdevice.EKRSA, tpmdevice.EKECC, "tpm-ek-untrusted"},
+		{"ecc only", []string{"ecc"}, tpmdevice.EKECC, tpmdevice.EKRSA, "tpm-ek-untrusted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			te := startTPM(t, 51, tpmSetup{ek: tc.first, certs: true}, func(c *authority.Config) {
+				c.Attestation.TPM.EKCertKeyTypes = tc.types
+			})
+			node, err := te.attest(nil, te.ekCert())
+			if err != nil {
+				t.Fatalf("attest with the %s EK: %v", tc.first, err)
+			}
+			if _, err := te.admin.BanNode(ctxT(t), node.id.String(), "stolen"); err != nil {
+				t.Fatal(err)
+			}
+			te.dev.Close()
+			if te.dev, err = tpmdevice.Open(te.tpm, tpmdevice.Options{EK: tc.then}); err != nil {
+				t.Fatal(err)
+			}
+			other, err := te.attest(nil, te.ekCert())
+			if problemName(err) != tc.want || (err == nil && other.id == node.id) {
+				t.Fatalf("the banned TPM's %s EK = %v, %v; want %q", tc.then, other.id, err, tc.want)
+			}
+		})
+	}
+}

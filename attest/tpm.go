@@ -70,6 +70,12 @@ type TPMConfig struct {
 	// EKAllowlist holds hex SHA-256 digests of EK TPMT_PUBLIC bytes
 	// admitted without a certificate.
 	EKAllowlist []string
+	// EKCertKeyTypes limits the EKs certificate trust admits to these
+	// key types: EKRSA ("rsa", the RSA 2048 template) and EKECC ("ecc",
+	// the ECC P-256 one). Empty admits both. A TPM usually holds a
+	// certified EK of each type, hence two node IDs: admitting one type
+	// only makes a ban of its node hold for the TPM.
+	EKCertKeyTypes []string
 	// Profiles are the PCR profiles known; Allowed names those a node may
 	// match to be admitted.
 	Profiles []PCRProfile
@@ -87,6 +93,7 @@ type TPMConfig struct {
 // store (see PutTPMSession).
 type TPMVerifier struct {
 	roots     *x509.CertPool
+	certTypes map[tpm2.TPMAlgID]bool // EK key types certificate trust admits
 	allow     map[string]bool
 	allowed   []PCRProfile // in the order configured
 	selection []int        // union of the allowed profiles' PCRs, ascending
@@ -108,6 +115,20 @@ func NewTPMVerifier(cfg TPMConfig) (*TPMVerifier, error) {
 		v.roots = x509.NewCertPool()
 		for _, c := range cfg.EKRoots {
 			v.roots.AddCert(c)
+		}
+	}
+	v.certTypes = map[tpm2.TPMAlgID]bool{tpm2.TPMAlgRSA: true, tpm2.TPMAlgECC: true}
+	if len(cfg.EKCertKeyTypes) > 0 {
+		v.certTypes = map[tpm2.TPMAlgID]bool{}
+		for _, typ := range cfg.EKCertKeyTypes {
+			switch typ {
+			case EKRSA:
+				v.certTypes[tpm2.TPMAlgRSA] = true
+			case EKECC:
+				v.certTypes[tpm2.TPMAlgECC] = true
+			default:
+				return nil, fmt.Errorf("attest: ek_cert_key_types: %q is not a key type (rsa or ecc)", typ)
+			}
 		}
 	}
 	for _, h := range cfg.EKAllowlist {
@@ -215,7 +236,39 @@ func (v *TPMVerifier) CheckEK(ekPublic, certDER []byte) (*EK, error) {
 	if !isTCGDefaultEK(pub) {
 		return nil, fmt.Errorf("%w: an EK trusted by certificate must be the TCG default EK template (RSA 2048 or ECC P-256, low range) apart from its key; allowlist other EKs by digest", ErrEKUntrusted)
 	}
+	if !v.certTypes[pub.Public.Type] {
+		return nil, fmt.Errorf("%w: this authority admits by certificate only EKs of type %s (attestation.tpm.ek_cert_key_types), not %s; use the device's EK of that type, or allowlist this one by digest",
+			ErrEKUntrusted, strings.Join(v.CertKeyTypes(), ", "), keyTypeName(pub.Public.Type))
+	}
 	return &EK{TPMPublic: pub, Trust: "certificate"}, nil
+}
+
+// The EK key types of EKCertKeyTypes, as mandate node attest --ek names
+// them.
+const (
+	EKRSA = "rsa"
+	EKECC = "ecc"
+)
+
+// CertKeyTypes names the EK key types certificate trust admits.
+func (v *TPMVerifier) CertKeyTypes() []string {
+	var out []string
+	for _, t := range []tpm2.TPMAlgID{tpm2.TPMAlgRSA, tpm2.TPMAlgECC} {
+		if v.certTypes[t] {
+			out = append(out, keyTypeName(t))
+		}
+	}
+	return out
+}
+
+func keyTypeName(t tpm2.TPMAlgID) string {
+	switch t {
+	case tpm2.TPMAlgRSA:
+		return EKRSA
+	case tpm2.TPMAlgECC:
+		return EKECC
+	}
+	return fmt.Sprintf("%#x", uint16(t))
 }
 
 // checkEKParams refuses public areas no credential can be made for: a

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -222,6 +223,31 @@ func TestTPMPublicOneEncoding(t *testing.T) {
 		_, err := attest.ParseTPM2BPublic("ek", tc.b)
 		if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, attest.ErrTPMMalformed) {
 			t.Errorf("%s: ParseTPM2BPublic = %v, want ok=%v (or ErrTPMMalformed)", tc.name, err, tc.ok)
+		}
+	}
+}
+
+func TestEKCertKeyTypesConfig(t *testing.T) {
+	prof := attest.PCRProfile{Name: "p", SHA256: map[int][]byte{0: make([]byte, 32)}}
+	for _, tc := range []struct {
+		types []string
+		want  []string // nil: refused
+	}{
+		{nil, []string{"rsa", "ecc"}},
+		{[]string{"rsa"}, []string{"rsa"}},
+		{[]string{"ecc"}, []string{"ecc"}},
+		{[]string{"ecc", "rsa"}, []string{"rsa", "ecc"}},
+		{[]string{"RSA"}, nil},
+		{[]string{"p384"}, nil},
+	} {
+		v, err := attest.NewTPMVerifier(attest.TPMConfig{EKCertKeyTypes: tc.types, Profiles: []attest.PCRProfile{prof}, Allowed: []string{"p"}})
+		switch {
+		case tc.want == nil && err == nil:
+			t.Errorf("ek_cert_key_types %q accepted", tc.types)
+		case tc.want != nil && err != nil:
+			t.Errorf("ek_cert_key_types %q: %v", tc.types, err)
+		case tc.want != nil && !slices.Equal(v.CertKeyTypes(), tc.want):
+			t.Errorf("ek_cert_key_types %q admits %v, want %v", tc.types, v.CertKeyTypes(), tc.want)
 		}
 	}
 }

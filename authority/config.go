@@ -101,6 +101,11 @@ type TPMConfig struct {
 	// EKAllowlist admits EKs without a certificate: hex SHA-256 of each
 	// EK's TPMT_PUBLIC bytes (`mandate node ek` prints it).
 	EKAllowlist []string `yaml:"ek_allowlist"`
+	// EKCertKeyTypes limits the EKs trusted by certificate to these key
+	// types, rsa and/or ecc (default both): a TPM usually holds a
+	// certified EK of each, two node IDs, and a ban holds for the TPM
+	// only if one type is admitted.
+	EKCertKeyTypes []string `yaml:"ek_cert_key_types"`
 	// PCRProfiles are named golden PCR values; PCRs not listed are not
 	// checked (`mandate node pcrs` prints a device's current values).
 	PCRProfiles map[string]PCRProfileConfig `yaml:"pcr_profiles"`
@@ -701,7 +706,7 @@ func (h *HTTPConfig) validate() error {
 // Load reads the EK roots and decodes the profiles into a verifier's
 // configuration, with errors naming the config key at fault.
 func (t *TPMConfig) Load() (attest.TPMConfig, error) {
-	out := attest.TPMConfig{EKAllowlist: t.EKAllowlist, Allowed: t.AllowedProfiles, ChallengeTTL: t.ChallengeTTL.D()}
+	out := attest.TPMConfig{EKAllowlist: t.EKAllowlist, EKCertKeyTypes: t.EKCertKeyTypes, Allowed: t.AllowedProfiles, ChallengeTTL: t.ChallengeTTL.D()}
 	if d := t.ChallengeTTL.D(); d != 0 && (d < time.Second || d > time.Hour) {
 		return out, fmt.Errorf("attestation.tpm.challenge_ttl %s: must be between 1s and 1h", d)
 	}

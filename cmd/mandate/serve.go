@@ -58,6 +58,7 @@ Configuration file (--config, YAML; flags override it; unknown keys are errors):
     tpm:                            # TPM 2.0 node attestation; off until an EK can be trusted and a profile allowed
       ek_ca_roots: [ek-ca.pem]      # PEM files of TPM manufacturer CAs (roots and intermediates)
       ek_allowlist: [<hex>]         # EKs admitted without a certificate ('mandate node ek' prints one)
+      ek_cert_key_types: [rsa, ecc] # EK types admitted by certificate; one TPM has one of each: set one for bans to hold
       pcr_profiles:                 # golden SHA-256 PCR values ('mandate node pcrs' prints a device's)
         edge-v1:
           sha256: {"0": <hex>, "7": <hex>}   # PCRs not listed are not checked
