@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"mandate.dev/mandate/attest"
@@ -72,7 +71,7 @@ func (s *Server) tpmChallenge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	ch, err := s.a.TPMChallenge(r.Context(), callerOf(r), sourceOf(r), ek, cert, ak)
+	ch, err := s.a.TPMChallenge(r.Context(), callerOf(r), ek, cert, ak)
 	if err != nil {
 		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
 		writeError(w, r, s.log, err)
@@ -80,7 +79,7 @@ func (s *Server) tpmChallenge(w http.ResponseWriter, r *http.Request) {
 	}
 	enc := base64.StdEncoding.EncodeToString
 	writeJSON(w, http.StatusOK, tpmChallengeAnswer{
-		SessionID: ch.Session.ID, CredentialBlob: enc(ch.CredentialBlob), EncryptedSecret: enc(ch.EncryptedSecret),
+		SessionID: ch.SessionID, CredentialBlob: enc(ch.CredentialBlob), EncryptedSecret: enc(ch.EncryptedSecret),
 		Nonce: enc(ch.Session.Nonce), PCRSelection: map[string][]int{"sha256": ch.Session.PCRs}, ExpiresAt: ch.Session.ExpiresAt.UTC(),
 	})
 }
@@ -138,15 +137,4 @@ func (req *tpmVerifyRequest) evidence() (attest.Evidence, error) {
 		}
 	}
 	return ev, nil
-}
-
-// sourceOf names the network source of r for the fairness of anonymous
-// TPM challenges (attest.SourcePrefix): the peer's address as the
-// connection shows it, never a header the client wrote.
-func sourceOf(r *http.Request) string {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return ""
-	}
-	return attest.SourcePrefix(ap.Addr())
 }

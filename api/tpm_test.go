@@ -521,29 +521,26 @@ func TestTPMAttestationRefusals(t *testing.T) {
 	})
 
 	t.Run("challenges asked in the device's name", func(t *testing.T) {
-		// Anyone may ask challenges for a public EK: beyond 8 open ones the
-		// oldest is dropped, never the device locked out.
-		var first *client.TPMChallenge
-		for i := range 12 {
-			ch, err := te.challenge(nil, te.dev.EKPublic(), nil, te.dev.AKPublic())
-			if err != nil {
+		// Anyone may ask challenges for a public EK, from the device's own
+		// network: none is stored, none takes the device's away. Those
+		// asked before still answer.
+		first, firstEv := te.answerFresh()
+		for i := range 100 {
+			if _, err := te.challenge(nil, te.dev.EKPublic(), nil, te.dev.AKPublic()); err != nil {
 				t.Fatalf("challenge %d: %v", i, err)
-			}
-			if i == 0 {
-				first = ch
 			}
 		}
 		ch, ev := te.answerFresh()
 		if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t)); err != nil {
 			t.Fatalf("the device's own answer: %v", err)
 		}
-		if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), first.SessionID, ev, csr(t)); problemName(err) != "tpm-challenge-unknown" {
-			t.Fatalf("an evicted challenge = %v", err)
+		if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), first.SessionID, firstEv, csr(t)); err != nil {
+			t.Fatalf("a challenge asked before 100 others: %v", err)
 		}
 	})
 
-	// Three answers were accepted (the replay test's first, one of the
-	// concurrent ones, the device's own among challenges asked in its
+	// Four answers were accepted (the replay test's first, one of the
+	// concurrent ones, the device's two among challenges asked in its
 	// name). Refusals are recorded with their reason at most once a
 	// minute per EK, with a count of those that were not: those after
 	// the device proved its TPM (the secret matched: 12 of them above)
@@ -565,8 +562,8 @@ func TestTPMAttestationRefusals(t *testing.T) {
 			t.Fatalf("refusal record without reason or EK: %v", r)
 		}
 	}
-	if got := te.auditOf("node.attested", nodeID); len(got) != 3 {
-		t.Fatalf("%d attestations recorded, want 3", len(got))
+	if got := te.auditOf("node.attested", nodeID); len(got) != 4 {
+		t.Fatalf("%d attestations recorded, want 4", len(got))
 	}
 	te.skew.Add(int64(4 * time.Minute))
 	defer te.skew.Add(-int64(4 * time.Minute))
@@ -710,14 +707,10 @@ func TestTPMDriftStopsRenewalAndAgents(t *testing.T) {
 	if _, err := te.challenge(nodeClient, mustEK(t), nil, te.dev.AKPublic()); problemName(err) != "tpm-ek-untrusted" {
 		t.Fatalf("renewal with another EK = %v", err)
 	}
-	// A node's own renewals are bounded: 8 open challenges at most.
-	for i := range 9 {
-		_, err := te.challenge(nodeClient, te.dev.EKPublic(), nil, te.dev.AKPublic())
-		if i < 8 && err != nil {
+	// A node asks as many renewal challenges as it likes: none is stored.
+	for i := range 20 {
+		if _, err := te.challenge(nodeClient, te.dev.EKPublic(), nil, te.dev.AKPublic()); err != nil {
 			t.Fatalf("renewal challenge %d: %v", i, err)
-		}
-		if i == 8 && problemName(err) != "tpm-too-many-challenges" {
-			t.Fatalf("9th open renewal challenge = %v", err)
 		}
 	}
 }
@@ -861,6 +854,48 @@ func TestTPMCertKeyTypesHoldABan(t *testing.T) {
 			other, err := te.attest(nil, te.ekCert())
 			if problemName(err) != tc.want || (err == nil && other.id == node.id) {
 				t.Fatalf("the banned TPM's %s EK = %v, %v; want %q", tc.then, other.id, err, tc.want)
+			}
+		})
+	}
+}
+
+// A challenge outlives a restart (its state is sealed with a key kept in
+// the data directory), and its EK's trust is checked again as configured
+// at the answer: an EK removed from the allowlist meanwhile is refused.
+// An allowlisted EK sent with a certificate that is not one for its key
+// is refused at the challenge.
+func TestTPMChallengeAcrossRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		keepEK bool
+		want   string
+	}{
+		{"EK still allowlisted", true, ""},
+		{"EK removed from the allowlist", false, "tpm-ek-untrusted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			te := startTPM(t, 61, tpmSetup{ek: tpmdevice.EKRSA, allowlist: true, certs: true})
+			for _, cert := range [][]byte{[]byte("garbage"), mustIssue(t, te.mfr)} {
+				if _, err := te.challenge(nil, te.dev.EKPublic(), cert, te.dev.AKPublic()); problemName(err) != "tpm-ek-cert-invalid" {
+					t.Fatalf("allowlisted EK with a certificate not for it = %v", err)
+				}
+			}
+			ch, ev := te.answerFresh()
+			te.stop()
+			cfg := te.a.Config()
+			again := start(t, "org-a.example", func(c *authority.Config) {
+				c.DataDir, c.Attestation = cfg.DataDir, cfg.Attestation
+				if !tc.keepEK {
+					c.Attestation.TPM.EKAllowlist = nil
+				}
+			})
+			_, csr, _ := client.NewKeyAndCSR()
+			_, err := again.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr)
+			if problemName(err) != tc.want {
+				t.Fatalf("answer after the restart = %v, want %q", err, tc.want)
+			}
+			if _, err := again.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr); problemName(err) != "tpm-challenge-used" {
+				t.Fatalf("the same answer again = %v, want tpm-challenge-used", err)
 			}
 		})
 	}

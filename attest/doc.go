@@ -29,7 +29,9 @@
 //     default.
 //   - An EK trusted by certificate is the TCG default EK template apart
 //     from its key, so one certified key yields one node ID.
-//   - A TPM session is answered at most once (ConsumeTPMSession inside the
-//     caller's transaction) and never after it expires; sessions are
-//     stored, so a restart reopens neither a challenge nor a replay.
+//   - A TPM challenge is answered at most once (ConsumeTPMSession stores
+//     the mark of its use inside the caller's transaction, kept until it
+//     expires) and never after it expires. Its state is sealed into the
+//     session id, not stored: asking challenges writes nothing and takes
+//     no one's challenge away.
 package attest

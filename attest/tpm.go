@@ -83,38 +83,49 @@ type TPMConfig struct {
 	// ChallengeTTL bounds the time to answer a challenge (default
 	// DefaultChallengeTTL).
 	ChallengeTTL time.Duration
-	// MaxOpenChallenges bounds the unanswered, unexpired challenges of one
-	// EK, of each kind (see PutTPMSession; default 8).
-	MaxOpenChallenges int
+	// SessionKey (SessionKeySize bytes) seals the challenges' state into
+	// their session ids. Without one, a random key is drawn: sessions
+	// then do not outlive the verifier.
+	SessionKey []byte
 }
 
 // TPMVerifier checks TPM evidence against a TPMConfig. It is safe for
-// concurrent use and holds no state of its own: sessions live in the
-// store (see PutTPMSession).
+// concurrent use and holds no state of its own: a challenge's state is
+// sealed into its session id, and the mark of an answered one lives in
+// the store (see ConsumeTPMSession).
 type TPMVerifier struct {
 	roots     *x509.CertPool
-	certTypes map[tpm2.TPMAlgID]bool // EK key types certificate trust admits
+	rootSums  map[[sha256.Size]byte]*x509.Certificate // the roots by SHA-256
+	certTypes map[tpm2.TPMAlgID]bool                  // EK key types certificate trust admits
 	allow     map[string]bool
 	allowed   []PCRProfile // in the order configured
 	selection []int        // union of the allowed profiles' PCRs, ascending
 	ttl       time.Duration
-	maxOpen   int
+	sealer    sessionSealer
 }
 
 // NewTPMVerifier validates cfg. A verifier with no allowed profile, or no
 // way to trust an EK, refuses every device with ErrTPMDisabled.
 func NewTPMVerifier(cfg TPMConfig) (*TPMVerifier, error) {
-	v := &TPMVerifier{allow: map[string]bool{}, ttl: cfg.ChallengeTTL, maxOpen: cfg.MaxOpenChallenges}
+	v := &TPMVerifier{allow: map[string]bool{}, ttl: cfg.ChallengeTTL, sealer: sessionSealer{key: cfg.SessionKey}}
 	if v.ttl == 0 {
 		v.ttl = DefaultChallengeTTL
 	}
-	if v.maxOpen <= 0 {
-		v.maxOpen = 8
+	if v.sealer.key == nil {
+		v.sealer.key = make([]byte, SessionKeySize)
+		if _, err := rand.Read(v.sealer.key); err != nil {
+			return nil, fmt.Errorf("attest: random: %w", err)
+		}
+	}
+	if len(v.sealer.key) != SessionKeySize {
+		return nil, fmt.Errorf("attest: session key is %d bytes, want %d", len(v.sealer.key), SessionKeySize)
 	}
 	if len(cfg.EKRoots) > 0 {
 		v.roots = x509.NewCertPool()
+		v.rootSums = map[[sha256.Size]byte]*x509.Certificate{}
 		for _, c := range cfg.EKRoots {
 			v.roots.AddCert(c)
+			v.rootSums[sha256.Sum256(c.Raw)] = c
 		}
 	}
 	v.certTypes = map[tpm2.TPMAlgID]bool{tpm2.TPMAlgRSA: true, tpm2.TPMAlgECC: true}
@@ -176,9 +187,6 @@ func (v *TPMVerifier) Enabled() bool {
 	return v != nil && len(v.allowed) > 0 && (v.roots != nil || len(v.allow) > 0)
 }
 
-// MaxOpenChallenges bounds the open challenges of one EK.
-func (v *TPMVerifier) MaxOpenChallenges() int { return v.maxOpen }
-
 // Selection is the PCRs (SHA-256 bank) every quote must cover.
 func (v *TPMVerifier) Selection() []int { return slices.Clone(v.selection) }
 
@@ -191,6 +199,9 @@ func NodeID(td spiffeid.TrustDomain, ek *TPMPublic) (spiffeid.ID, error) {
 type EK struct {
 	*TPMPublic
 	Trust string // "certificate" or "allowlist"
+	// Issuer is the SHA-256 of the configured certificate that issued
+	// the EK's certificate (certificate trust).
+	Issuer []byte
 }
 
 // CheckEK decodes an EK (TPM2B_PUBLIC) and decides whether to trust it: its
@@ -212,13 +223,14 @@ func (v *TPMVerifier) CheckEK(ekPublic, certDER []byte) (*EK, error) {
 		return nil, err
 	}
 	var certKeyErr error
+	var issuer []byte
 	if len(certDER) > 0 {
-		certKeyErr = v.checkEKCert(pub, certDER)
+		issuer, certKeyErr = v.checkEKCert(pub, certDER)
 	}
 	if v.allow[pub.SHA256Hex()] {
 		// An allowlisted EK needs no certificate, but one that is sent
-		// must at least be for this key.
-		if certKeyErr != nil && errors.Is(certKeyErr, errCertOtherKey) {
+		// must at least be a certificate for this key.
+		if certKeyErr != nil && !errors.Is(certKeyErr, errCertNotVerified) {
 			return nil, certKeyErr
 		}
 		return &EK{TPMPublic: pub, Trust: "allowlist"}, nil
@@ -240,7 +252,7 @@ func (v *TPMVerifier) CheckEK(ekPublic, certDER []byte) (*EK, error) {
 		return nil, fmt.Errorf("%w: this authority admits by certificate only EKs of type %s (attestation.tpm.ek_cert_key_types), not %s; use the device's EK of that type, or allowlist this one by digest",
 			ErrEKUntrusted, strings.Join(v.CertKeyTypes(), ", "), keyTypeName(pub.Public.Type))
 	}
-	return &EK{TPMPublic: pub, Trust: "certificate"}, nil
+	return &EK{TPMPublic: pub, Trust: "certificate", Issuer: issuer}, nil
 }
 
 // The EK key types of EKCertKeyTypes, as mandate node attest --ek names
@@ -313,7 +325,10 @@ func isTCGDefaultEK(pub *TPMPublic) bool {
 	return false
 }
 
-var errCertOtherKey = fmt.Errorf("%w: the certificate is for another key", ErrEKCertInvalid)
+var (
+	errCertOtherKey    = fmt.Errorf("%w: the certificate is for another key", ErrEKCertInvalid)
+	errCertNotVerified = fmt.Errorf("%w: the certificate does not chain to ek_ca_roots", ErrEKCertInvalid)
+)
 
 // oidSAN is the subjectAltName extension. TPM EK certificates carry it
 // critical with only a directoryName (TPM manufacturer, model, version,
@@ -321,25 +336,60 @@ var errCertOtherKey = fmt.Errorf("%w: the certificate is for another key", ErrEK
 // and so refuses in Verify. Like SPIRE and step-ca, Mandate accepts it.
 var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
 
-func (v *TPMVerifier) checkEKCert(ek *TPMPublic, der []byte) error {
+// checkEKCert checks that der is a certificate for ek chaining to the
+// configured certificates, and returns the SHA-256 of the configured one
+// that issued it. Errors that say only that it does not chain wrap
+// errCertNotVerified.
+func (v *TPMVerifier) checkEKCert(ek *TPMPublic, der []byte) ([]byte, error) {
 	if len(der) > 8<<10 {
-		return fmt.Errorf("%w: %d bytes", ErrEKCertInvalid, len(der))
+		return nil, fmt.Errorf("%w: %d bytes", ErrEKCertInvalid, len(der))
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrEKCertInvalid, err)
+		return nil, fmt.Errorf("%w: %v", ErrEKCertInvalid, err)
 	}
 	if !samePublicKey(cert.PublicKey, ek.Key) {
-		return errCertOtherKey
+		return nil, errCertOtherKey
 	}
 	if v.roots == nil {
-		return fmt.Errorf("%w: no EK CA roots are configured", ErrEKCertInvalid)
+		return nil, fmt.Errorf("%w: no EK CA roots are configured", errCertNotVerified)
 	}
 	cert.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(cert.UnhandledCriticalExtensions),
 		func(o asn1.ObjectIdentifier) bool { return o.Equal(oidSAN) })
-	_, err = cert.Verify(x509.VerifyOptions{Roots: v.roots, Intermediates: v.roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	chains, err := cert.Verify(x509.VerifyOptions{Roots: v.roots, Intermediates: v.roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrEKCertInvalid, err)
+		return nil, fmt.Errorf("%w: %v", errCertNotVerified, err)
+	}
+	// Every certificate configured is an anchor (Roots holds them all):
+	// the EK certificate's issuer in the chain is one of them.
+	chain := chains[0]
+	sum := sha256.Sum256(chain[min(1, len(chain)-1)].Raw)
+	return sum[:], nil
+}
+
+// CheckSessionTrust checks, when a challenge is answered, that its EK is
+// still trusted as configured now (the configuration may have changed
+// since it was asked): on the allowlist, or, trusted by certificate, of a
+// key type ek_cert_key_types admits, its certificate's issuer still among
+// ek_ca_roots and not expired. It fails with ErrTPMDisabled or
+// ErrEKUntrusted.
+func (v *TPMVerifier) CheckSessionTrust(s *TPMSession, now time.Time) error {
+	if !v.Enabled() {
+		return fmt.Errorf("%w: the authority no longer trusts any EK or allows no PCR profile", ErrTPMDisabled)
+	}
+	if s.EKTrust == "allowlist" {
+		if !v.allow[s.EKHash] {
+			return fmt.Errorf("%w: EK %s is no longer on the allowlist", ErrEKUntrusted, s.EKHash)
+		}
+		return nil
+	}
+	if !v.certTypes[s.EKType] {
+		return fmt.Errorf("%w: EKs of type %s are no longer admitted by certificate (attestation.tpm.ek_cert_key_types)", ErrEKUntrusted, keyTypeName(s.EKType))
+	}
+	var sum [sha256.Size]byte
+	copy(sum[:], s.EKIssuer)
+	if c := v.rootSums[sum]; len(s.EKIssuer) != sha256.Size || c == nil || now.After(c.NotAfter) {
+		return fmt.Errorf("%w: the EK certificate's issuer is no longer among ek_ca_roots", ErrEKUntrusted)
 	}
 	return nil
 }
@@ -430,6 +480,9 @@ func akScheme(pub *tpm2.TPMTPublic) (sigScheme, error) {
 // Challenge is what a device must answer: a credential only its TPM can
 // activate (for this EK and AK), and a nonce to quote.
 type Challenge struct {
+	// SessionID is what the device sends back: the ID and the sealed
+	// session, at most MaxSessionIDLen characters.
+	SessionID       string
 	Session         *TPMSession
 	CredentialBlob  []byte // TPM2B_ID_OBJECT
 	EncryptedSecret []byte // TPM2B_ENCRYPTED_SECRET
@@ -437,8 +490,8 @@ type Challenge struct {
 
 // NewChallenge makes a credential for (ek, ak) around a fresh random
 // secret (TPM2_MakeCredential, computed here) and a fresh nonce. The
-// session returned keeps only the secret's digest; store it with
-// PutTPMSession. caller is the node renewing, or empty.
+// session keeps only the secret's digest, and is sealed into the session
+// id: nothing is stored. caller is the node renewing, or empty.
 func (v *TPMVerifier) NewChallenge(ek *EK, ak *AK, caller string, now time.Time) (*Challenge, error) {
 	secret := make([]byte, 32)
 	nonce := make([]byte, 32)
@@ -467,10 +520,17 @@ func (v *TPMVerifier) NewChallenge(ek *EK, ak *AK, caller string, now time.Time)
 		Nonce:      nonce,
 		PCRs:       v.Selection(),
 		Caller:     caller,
+		EKType:     ek.Public.Type,
+		EKIssuer:   ek.Issuer,
 		CreatedAt:  now,
 		ExpiresAt:  now.Add(v.ttl),
 	}
+	id, err := v.sealer.seal(s)
+	if err != nil {
+		return nil, err
+	}
 	return &Challenge{
+		SessionID:       id,
 		Session:         s,
 		CredentialBlob:  tpm2.Marshal(tpm2.TPM2BData{Buffer: idObject}),
 		EncryptedSecret: tpm2.Marshal(tpm2.TPM2BData{Buffer: encSecret}),

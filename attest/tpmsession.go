@@ -1,227 +1,315 @@
 package attest
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
-	"slices"
+	"strings"
 	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/store"
 )
 
-// BucketTPMSessions holds open and answered TPM challenges, keyed by
-// session id. A session id starts with the first 16 hex digits of its EK
-// hash, so the sessions of one EK are one key range.
+// BucketTPMSessions holds the marks of answered TPM challenges, keyed by
+// the challenge's ID, each kept until the challenge expires. Challenges
+// themselves are not stored: their state travels sealed in the session
+// id (see SealSession).
 const BucketTPMSessions = "tpm_sessions"
 
-// TPMSession is the stored state of one challenge. It keeps the secret's
+// TPMSession is the state of one challenge. It keeps the secret's
 // SHA-256, never the secret.
 type TPMSession struct {
+	// ID names the challenge: the first 16 hex digits of its EK hash and
+	// 32 random ones. Records (the audit log, the used mark) name it so.
 	ID         string `json:"id"`
 	EKHash     string `json:"ek_sha256"`
 	EKTrust    string `json:"ek_trust"`
-	AKPublic   []byte `json:"ak_public"` // TPM2B_PUBLIC
-	SecretHash []byte `json:"secret_sha256"`
-	Nonce      []byte `json:"nonce"`
-	PCRs       []int  `json:"pcrs"` // SHA-256 bank, ascending
+	AKPublic   []byte `json:"ak_public,omitempty"` // TPM2B_PUBLIC
+	SecretHash []byte `json:"secret_sha256,omitempty"`
+	Nonce      []byte `json:"nonce,omitempty"`
+	PCRs       []int  `json:"pcrs,omitempty"` // SHA-256 bank, ascending
 	Caller     string `json:"caller,omitempty"`
-	// From is the network source that asked an anonymous challenge, as
-	// SourcePrefix names it ("" when unknown).
-	From      string    `json:"from,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	UsedAt    time.Time `json:"used_at,omitzero"`
+	// EKType is the EK's key type (TPM_ALG_RSA or TPM_ALG_ECC), and
+	// EKIssuer the SHA-256 of the configured certificate its certificate
+	// chained to (certificate trust): with them the EK's trust is checked
+	// again when the challenge is answered.
+	EKType    tpm2.TPMAlgID `json:"ek_type,omitempty"`
+	EKIssuer  []byte        `json:"ek_issuer_sha256,omitempty"`
+	CreatedAt time.Time     `json:"created_at"`
+	ExpiresAt time.Time     `json:"expires_at"`
+	UsedAt    time.Time     `json:"used_at,omitzero"`
 }
 
 func (s *TPMSession) ak() (*TPMPublic, error) {
 	ak, err := CheckAK(s.AKPublic)
 	if err != nil {
-		return nil, fmt.Errorf("attest: stored AK of session %s: %w", s.ID, err)
+		return nil, fmt.Errorf("attest: sealed AK of session %s: %w", s.ID, err)
 	}
 	return ak.TPMPublic, nil
 }
 
-// maxSessionIDLen bounds a session id read from the network.
-const maxSessionIDLen = 64
+// MaxSessionIDLen bounds a session id: none is longer (the largest
+// acceptable AK, RSA 4096 bits, makes one of about 1,700 characters),
+// and a longer one read from the network is unknown without more work.
+const MaxSessionIDLen = 2048
 
-// anonymousSources is how many sources' worth of anonymous challenges
-// one EK may have open: max per source, max*anonymousSources in all.
-const anonymousSources = 8
+// sessionIDLen is the length of a challenge's ID (TPMSession.ID).
+const sessionIDLen = 48
 
-// PutTPMSession stores a new session. One EK may have max open
-// (unanswered, unexpired) renewal challenges (asked over mTLS by the node
-// itself); beyond that they are refused with ErrTooManyChallenges. First
-// attestations are asked by anyone (an EK is public), so that nobody can
-// lock a device out by asking challenges in its name they evict instead
-// of being refused, fairly between network sources (From): a source past
-// max open challenges of the EK evicts its own oldest; with
-// max*anonymousSources open in all, the source holding the most (of
-// those, the one whose oldest is oldest) loses its oldest. A device's
-// challenge is then evicted only by as many sources as there are open
-// slots, each holding as many as it does.
-func PutTPMSession(tx store.Tx, s *TPMSession, max int) error {
-	if max > 0 {
-		var open, closed []*TPMSession
-		prefix := []byte(s.ID[:16])
-		err := tx.Scan(BucketTPMSessions, prefix, nil, func(_, v []byte) error {
-			o := new(TPMSession)
-			switch {
-			case json.Unmarshal(v, o) != nil || o.EKHash != s.EKHash:
-			case !o.UsedAt.IsZero() || !s.CreatedAt.Before(o.ExpiresAt):
-				closed = append(closed, o)
-			case (o.Caller == "") == (s.Caller == ""):
-				open = append(open, o)
-			}
+// SessionKeySize is the size of the key that seals session ids.
+const SessionKeySize = 32
+
+const (
+	sealVersion  = 1
+	sealSaltSize = 24
+	sealLabel    = "mandate tpm session v1"
+)
+
+// sessionSealer seals a challenge's state into its session id and opens
+// it: AES-256-GCM under a key derived, for each session, from the
+// authority's session key and a random salt (HMAC-SHA256), so that no
+// key ever seals two sessions (no nonce to repeat however many are
+// asked). The ID is authenticated with it.
+type sessionSealer struct{ key []byte }
+
+func (k sessionSealer) aead(salt []byte) (cipher.AEAD, error) {
+	m := hmac.New(sha256.New, k.key)
+	m.Write([]byte(sealLabel))
+	m.Write(salt)
+	block, err := aes.NewCipher(m.Sum(nil))
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// seal returns the session id of s: its ID, a dot, and the sealed state
+// (base64url, unpadded).
+func (k sessionSealer) seal(s *TPMSession) (string, error) {
+	salt := make([]byte, sealSaltSize)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("attest: random: %w", err)
+	}
+	aead, err := k.aead(salt)
+	if err != nil {
+		return "", fmt.Errorf("attest: session key: %w", err)
+	}
+	plain, err := encodeSession(s)
+	if err != nil {
+		return "", err
+	}
+	out := append([]byte{sealVersion}, salt...)
+	out = aead.Seal(out, make([]byte, aead.NonceSize()), plain, []byte(s.ID))
+	return s.ID + "." + base64.RawURLEncoding.EncodeToString(out), nil
+}
+
+// open returns the state sealed in a session id, or ErrChallengeUnknown
+// for one this key did not seal (or too long, or altered). It does not
+// check the expiry.
+func (k sessionSealer) open(id string) (*TPMSession, error) {
+	if len(id) > MaxSessionIDLen {
+		return nil, ErrChallengeUnknown
+	}
+	name, sealed, ok := strings.Cut(id, ".")
+	if !ok || len(name) != sessionIDLen {
+		return nil, ErrChallengeUnknown
+	}
+	if _, err := hex.DecodeString(name); err != nil {
+		return nil, ErrChallengeUnknown
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(sealed)
+	if err != nil || len(b) < 1+sealSaltSize || b[0] != sealVersion {
+		return nil, ErrChallengeUnknown
+	}
+	aead, err := k.aead(b[1 : 1+sealSaltSize])
+	if err != nil {
+		return nil, fmt.Errorf("attest: session key: %w", err)
+	}
+	plain, err := aead.Open(nil, make([]byte, aead.NonceSize()), b[1+sealSaltSize:], []byte(name))
+	if err != nil {
+		return nil, ErrChallengeUnknown
+	}
+	s, err := decodeSession(plain)
+	if err != nil || !strings.HasPrefix(s.EKHash, name[:16]) {
+		// Sealed by this key, yet not readable: a bug, not an attack.
+		return nil, fmt.Errorf("%w: %v", ErrChallengeUnknown, err)
+	}
+	s.ID = name
+	return s, nil
+}
+
+// encodeSession writes the state sealed in a session id: EK hash (32),
+// trust (1: allowlist, 2: certificate), EK type (2), issuer digest
+// (length 1, then 0 or 32 bytes), secret digest (32), nonce (32), PCR
+// bitmap (4), created and expires (Unix ns, 8 each), renewal (1), then
+// the AK's TPM2B_PUBLIC.
+func encodeSession(s *TPMSession) ([]byte, error) {
+	ek, err := hex.DecodeString(s.EKHash)
+	if err != nil || len(ek) != sha256.Size || len(s.SecretHash) != sha256.Size || len(s.Nonce) != 32 ||
+		(len(s.EKIssuer) != 0 && len(s.EKIssuer) != sha256.Size) || len(s.AKPublic) > maxTPMPublicSize {
+		return nil, errors.New("attest: session state out of bounds")
+	}
+	b := make([]byte, 0, 160+len(s.AKPublic))
+	b = append(b, ek...)
+	trust := byte(1)
+	if s.EKTrust == "certificate" {
+		trust = 2
+	}
+	b = append(b, trust)
+	b = binary.BigEndian.AppendUint16(b, uint16(s.EKType))
+	b = append(b, byte(len(s.EKIssuer)))
+	b = append(b, s.EKIssuer...)
+	b = append(b, s.SecretHash...)
+	b = append(b, s.Nonce...)
+	var pcrs uint32
+	for _, i := range s.PCRs {
+		if i < 0 || i >= NumPCRs {
+			return nil, errors.New("attest: session state out of bounds")
+		}
+		pcrs |= 1 << i
+	}
+	b = binary.BigEndian.AppendUint32(b, pcrs)
+	b = binary.BigEndian.AppendUint64(b, uint64(s.CreatedAt.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.ExpiresAt.UnixNano()))
+	renewal := byte(0)
+	if s.Caller != "" {
+		renewal = 1
+	}
+	b = append(b, renewal)
+	return append(b, s.AKPublic...), nil
+}
+
+func decodeSession(b []byte) (*TPMSession, error) {
+	bad := errors.New("attest: sealed session state does not decode")
+	take := func(n int) []byte {
+		if len(b) < n {
+			b = nil
 			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("attest: count open TPM sessions: %w", err)
 		}
-		// Answered and expired sessions are kept a while, to tell a
-		// replay or a late answer what it is; at most maxClosed of an
-		// EK, or a caller answering its own challenges at once (anyone
-		// may, for an EK is public) would grow the EK's state, and the
-		// cost of this scan, without end.
-		if len(closed) >= maxClosed(max) {
-			slices.SortFunc(closed, func(a, b *TPMSession) int { return a.CreatedAt.Compare(b.CreatedAt) })
-			for _, o := range closed[:len(closed)-maxClosed(max)+1] {
-				if err := tx.Delete(BucketTPMSessions, []byte(o.ID)); err != nil {
-					return err
-				}
-			}
-		}
-		if len(open) >= max && s.Caller != "" {
-			return fmt.Errorf("%w (%d open; answer or let them expire)", ErrTooManyChallenges, len(open))
-		}
-		slices.SortFunc(open, func(a, b *TPMSession) int { return a.CreatedAt.Compare(b.CreatedAt) })
-		evict := func(victim *TPMSession) error {
-			open = slices.DeleteFunc(open, func(o *TPMSession) bool { return o == victim })
-			return tx.Delete(BucketTPMSessions, []byte(victim.ID))
-		}
-		if s.Caller == "" {
-			for {
-				own := slices.DeleteFunc(slices.Clone(open), func(o *TPMSession) bool { return o.From != s.From })
-				if len(own) < max {
-					break
-				}
-				if err := evict(own[0]); err != nil {
-					return err
-				}
-			}
-			max *= anonymousSources
-		}
-		for len(open) >= max {
-			if err := evict(crowdedOldest(open, s.From)); err != nil {
-				return err
-			}
+		out := b[:n]
+		b = b[n:]
+		return out
+	}
+	s := &TPMSession{}
+	ek := take(32)
+	trust := take(1)
+	typ := take(2)
+	n := take(1)
+	if n == nil || (n[0] != 0 && n[0] != sha256.Size) {
+		return nil, bad
+	}
+	issuer := take(int(n[0]))
+	secret, nonce, pcrs := take(32), take(32), take(4)
+	created, expires, renewal := take(8), take(8), take(1)
+	if renewal == nil || len(b) == 0 {
+		return nil, bad
+	}
+	s.EKHash = hex.EncodeToString(ek)
+	s.EKTrust = "allowlist"
+	if trust[0] == 2 {
+		s.EKTrust = "certificate"
+	}
+	s.EKType = tpm2.TPMAlgID(binary.BigEndian.Uint16(typ))
+	if len(issuer) > 0 {
+		s.EKIssuer = issuer
+	}
+	s.SecretHash, s.Nonce = secret, nonce
+	bits := binary.BigEndian.Uint32(pcrs)
+	for i := range NumPCRs {
+		if bits&(1<<i) != 0 {
+			s.PCRs = append(s.PCRs, i)
 		}
 	}
-	return putSession(tx, s)
+	s.CreatedAt = time.Unix(0, int64(binary.BigEndian.Uint64(created))).UTC()
+	s.ExpiresAt = time.Unix(0, int64(binary.BigEndian.Uint64(expires))).UTC()
+	if renewal[0] == 1 {
+		s.Caller = "renewal" // OpenSession names the node
+	}
+	s.AKPublic = b
+	return s, nil
 }
 
-// maxClosed is how many answered or expired sessions of one EK are kept:
-// as many as may be open.
-func maxClosed(max int) int { return max * (anonymousSources + 1) }
-
-// crowdedOldest is the oldest session of the source holding the most of
-// open (sorted oldest first), the new session's source (from) counted
-// with it: of sources holding as many, the one whose oldest is oldest.
-// A source asking again at the cap thus holds more than one that holds a
-// single challenge, and loses its own oldest.
-func crowdedOldest(open []*TPMSession, from string) *TPMSession {
-	count := map[string]int{from: 1}
-	for _, o := range open {
-		count[o.From]++
-	}
-	var victim *TPMSession
-	for _, o := range open { // oldest first: the first of a source is its oldest
-		if victim == nil || count[o.From] > count[victim.From] {
-			victim = o
-		}
-	}
-	return victim
-}
-
-// SourcePrefix names the network source of an anonymous request for
-// PutTPMSession's fairness: the IPv4 /24 or IPv6 /48 of its address (one
-// device's requests come from one place; an attacker needs as many
-// networks as slots to crowd it out). An address that does not parse is
-// its own source.
-func SourcePrefix(addr netip.Addr) string {
-	addr = addr.Unmap()
-	bits := 48
-	if addr.Is4() {
-		bits = 24
-	}
-	p, err := addr.Prefix(bits)
+// OpenSession returns the challenge a session id holds, sealed by this
+// verifier's key: ErrChallengeUnknown if it holds none (not sealed with
+// this key, altered, too long). A renewal challenge's Caller is the node
+// of its EK in td. Whether it is used or expired is CheckTPMSession's
+// to say.
+func (v *TPMVerifier) OpenSession(id string, td spiffeid.TrustDomain) (*TPMSession, error) {
+	s, err := v.sealer.open(id)
 	if err != nil {
-		return addr.String()
+		return nil, err
 	}
-	return p.String()
-}
-
-func putSession(tx store.Tx, s *TPMSession) error {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return fmt.Errorf("attest: encode TPM session: %w", err)
-	}
-	return tx.Put(BucketTPMSessions, []byte(s.ID), b)
-}
-
-// GetTPMSession returns an open session without changing it. It fails
-// with ErrChallengeUnknown, ErrChallengeUsed or ErrChallengeExpired (the
-// last two with the session).
-func GetTPMSession(tx store.Tx, id string, now time.Time) (*TPMSession, error) {
-	if id == "" || len(id) > maxSessionIDLen {
-		return nil, ErrChallengeUnknown
-	}
-	if _, err := hex.DecodeString(id); err != nil {
-		return nil, ErrChallengeUnknown
-	}
-	b, err := tx.Get(BucketTPMSessions, []byte(id))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrChallengeUnknown
-	}
-	if err != nil {
-		return nil, fmt.Errorf("attest: read TPM session: %w", err)
-	}
-	s := new(TPMSession)
-	if err := json.Unmarshal(b, s); err != nil {
-		return nil, fmt.Errorf("attest: decode TPM session: %w", err)
-	}
-	if !s.UsedAt.IsZero() {
-		return s, fmt.Errorf("%w (at %s)", ErrChallengeUsed, s.UsedAt.Format(time.RFC3339))
-	}
-	if !now.Before(s.ExpiresAt) {
-		return s, fmt.Errorf("%w (at %s)", ErrChallengeExpired, s.ExpiresAt.Format(time.RFC3339))
+	if s.Caller != "" {
+		s.Caller = spiffeid.RequireFromSegments(td, "node", MethodTPM, s.EKHash).String()
 	}
 	return s, nil
 }
 
-// ConsumeTPMSession marks a session answered and returns it, failing as
-// GetTPMSession does. An answer, right or wrong, uses the challenge up:
-// the caller commits this with the answer's outcome (the node admitted,
-// or nothing else), and two answers to one challenge cannot both be
-// accepted.
-func ConsumeTPMSession(tx store.Tx, id string, now time.Time) (*TPMSession, error) {
-	s, err := GetTPMSession(tx, id, now)
-	if err != nil {
-		return s, err
-	}
-	s.UsedAt = now
-	return s, putSession(tx, s)
+// usedMark is what BucketTPMSessions holds of an answered challenge.
+type usedMark struct {
+	ID        string    `json:"id"`
+	EKHash    string    `json:"ek_sha256"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UsedAt    time.Time `json:"used_at"`
 }
 
-// PruneTPMSessions deletes sessions that expired before cutoff. Answered
-// sessions are kept until then too, so that a replay is told "used".
+// CheckTPMSession tells whether an opened session may be answered: it
+// fails with ErrChallengeUsed (an answer was taken) or
+// ErrChallengeExpired. A used challenge is told so until it expires.
+func CheckTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
+	b, err := tx.Get(BucketTPMSessions, []byte(s.ID))
+	switch {
+	case err == nil:
+		var m usedMark
+		if json.Unmarshal(b, &m) == nil && !m.UsedAt.IsZero() {
+			s.UsedAt = m.UsedAt
+			return fmt.Errorf("%w (at %s)", ErrChallengeUsed, m.UsedAt.Format(time.RFC3339))
+		}
+		return fmt.Errorf("%w (at %s)", ErrChallengeUsed, s.ExpiresAt.Format(time.RFC3339))
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("attest: read TPM session: %w", err)
+	}
+	if !now.Before(s.ExpiresAt) {
+		return fmt.Errorf("%w (at %s)", ErrChallengeExpired, s.ExpiresAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ConsumeTPMSession marks a session answered, failing as CheckTPMSession
+// does. An answer, right or wrong, uses the challenge up: the caller
+// commits this with the answer's outcome (the node admitted, or nothing
+// else), and two answers to one challenge cannot both be accepted.
+func ConsumeTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
+	if err := CheckTPMSession(tx, s, now); err != nil {
+		return err
+	}
+	b, err := json.Marshal(usedMark{ID: s.ID, EKHash: s.EKHash, ExpiresAt: s.ExpiresAt, UsedAt: now})
+	if err != nil {
+		return fmt.Errorf("attest: encode TPM session mark: %w", err)
+	}
+	s.UsedAt = now
+	return tx.Put(BucketTPMSessions, []byte(s.ID), b)
+}
+
+// PruneTPMSessions deletes the marks of challenges that expired before
+// cutoff (an answer to them is then told it is late, not used), and any
+// record that does not decode.
 func PruneTPMSessions(tx store.Tx, cutoff time.Time) (int, error) {
 	return pruneExpired(tx, BucketTPMSessions, cutoff, func(v []byte) (time.Time, error) {
-		var s TPMSession
-		err := json.Unmarshal(v, &s)
-		return s.ExpiresAt, err
+		var m usedMark
+		err := json.Unmarshal(v, &m)
+		return m.ExpiresAt, err
 	})
 }
 

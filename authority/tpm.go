@@ -3,9 +3,12 @@ package authority
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -14,15 +17,22 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
 )
 
-// openTPM builds the TPM verifier from the configuration.
+// openTPM builds the TPM verifier from the configuration, with the key
+// that seals challenges into their session ids (see tpmSessionKey).
 func (a *Authority) openTPM() error {
 	cfg, err := a.cfg.Attestation.TPM.Load()
 	if err != nil {
 		return err
+	}
+	if v, err := attest.NewTPMVerifier(cfg); err == nil && v.Enabled() {
+		if cfg.SessionKey, err = tpmSessionKey(a.cfg.DataDir); err != nil {
+			return err
+		}
 	}
 	a.tpm, err = attest.NewTPMVerifier(cfg)
 	if err != nil {
@@ -35,13 +45,48 @@ func (a *Authority) openTPM() error {
 	return nil
 }
 
+// tpmSessionKeyPath is the file of the key that seals TPM challenges
+// into their session ids.
+func tpmSessionKeyPath(dataDir string) string { return filepath.Join(dataDir, "tpm", "session.key") }
+
+// tpmSessionKey reads the key that seals TPM challenges, creating it
+// (0600, in a directory only this user may write to) on first use. The
+// store's lock is held: temporary files left in its directory by a
+// crash are removed first. A session sealed with a lost key is unknown.
+func tpmSessionKey(dataDir string) ([]byte, error) {
+	path := tpmSessionKeyPath(dataDir)
+	if err := credfile.PrivateDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("authority: TPM session key: %w", err)
+	}
+	if err := credfile.RemoveTemps(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("authority: %w", err)
+	}
+	key, err := credfile.ReadPrivate(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		key = make([]byte, attest.SessionKeySize)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("authority: TPM session key: %w", err)
+		}
+		err = credfile.CreateFileAtomic(path, key, 0o600)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authority: TPM session key: %w", err)
+	}
+	if len(key) != attest.SessionKeySize {
+		return nil, fmt.Errorf("authority: TPM session key %s is %d bytes, want %d (remove it: a new one is made, and open challenges are asked again)", path, len(key), attest.SessionKeySize)
+	}
+	return key, nil
+}
+
 // TPMChallenge starts a TPM attestation: it checks the EK (trusted by
 // certificate or allowlist) and the AK (a restricted signing key fixed to
-// its TPM), then stores and returns a challenge: a credential only that
-// TPM can activate for that AK, a nonce, and the PCRs to quote.
+// its TPM), then returns a challenge: a credential only that TPM can
+// activate for that AK, a nonce, and the PCRs to quote. Nothing is
+// stored: the challenge's state is sealed into its session id, so asking
+// challenges, in any name, takes nothing from anyone.
 //
 // A caller presenting a node SVID is renewing: the EK must be its own.
-func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, from string, ekPublic, ekCert, akPublic []byte) (*attest.Challenge, error) {
+func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCert, akPublic []byte) (*attest.Challenge, error) {
 	caller := ""
 	if c != nil && a.RoleOf(c.ID) == RoleNode {
 		caller = c.ID.String()
@@ -69,14 +114,11 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, from string, ek
 	if err != nil {
 		return nil, err
 	}
-	if caller == "" {
-		ch.Session.From = from // anonymous challenges share their EK's slots fairly by source
-	}
-	err = a.store.Update(ctx, func(tx store.Tx) error {
+	err = a.store.View(ctx, func(tx store.Tx) error {
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
 		}
-		return attest.PutTPMSession(tx, ch.Session, a.tpm.MaxOpenChallenges())
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -104,6 +146,11 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 	}
 	nodeID := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, s.EKHash)
 	details := map[string]any{"ek_sha256": s.EKHash, "ek_trust": s.EKTrust, "session_id": s.ID, "stage": "verify", "renewal": s.Caller != ""}
+	// The EK is trusted as configured now (a restart may have removed it
+	// from the allowlist, or its maker from the roots).
+	if err := a.tpm.CheckSessionTrust(s, now); err != nil {
+		return nil, a.refuseTPMAnswer(ctx, s, nodeID, err, false, details, now)
+	}
 	res, err := a.checkTPMAnswer(c, s, nodeID, ev, csrPEM)
 	if res != nil && res.QuoteDigest != "" {
 		details["quote_sha256"] = res.QuoteDigest
@@ -115,7 +162,7 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 		proven := res != nil && !errors.Is(err, attest.ErrCredentialMismatch)
 		return nil, a.refuseTPMAnswer(ctx, s, nodeID, err, proven, details, now)
 	}
-	svid, err := a.admitTPMNode(ctx, s.ID, nodeID, res.key, res.Result, now, details)
+	svid, err := a.admitTPMNode(ctx, s, nodeID, res.key, res.Result, now, details)
 	if err != nil {
 		if !errors.Is(err, attest.ErrChallengeUsed) && !errors.Is(err, attest.ErrChallengeExpired) {
 			// Banned, or the server failed: the answer still uses the
@@ -149,17 +196,16 @@ func (a *Authority) TPMAnswerUnreadable(ctx context.Context, sessionID string, w
 	return why
 }
 
-// openTPMSession reads an open session. A replayed or late answer is
-// recorded (rate-limited per EK); an unknown session only logged.
+// openTPMSession opens a session id and checks that its challenge is
+// neither used nor expired. A replayed or late answer is recorded
+// (rate-limited per EK); an unknown session only logged.
 func (a *Authority) openTPMSession(ctx context.Context, sessionID string, now time.Time) (*attest.TPMSession, error) {
-	var s *attest.TPMSession
-	err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		s, err = attest.GetTPMSession(tx, sessionID, now)
-		return err
-	})
+	s, err := a.tpm.OpenSession(sessionID, a.td)
 	if err == nil {
-		return s, nil
+		err = a.store.View(ctx, func(tx store.Tx) error { return attest.CheckTPMSession(tx, s, now) })
+		if err == nil {
+			return s, nil
+		}
 	}
 	if s != nil {
 		a.recordUnprovenRefusal(ctx, spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, s.EKHash), err,
@@ -178,7 +224,7 @@ func (a *Authority) refuseTPMAnswer(ctx context.Context, s *attest.TPMSession, n
 	if proven && errors.Is(why, attest.ErrPCRPolicy) {
 		return a.refuseDrifted(ctx, s, nodeID, why, details, now)
 	}
-	if err := a.useUpTPMSession(ctx, s.ID, now); err != nil {
+	if err := a.useUpTPMSession(ctx, s, now); err != nil {
 		return err
 	}
 	if proven {
@@ -219,7 +265,7 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 	if !known || wasDrifted {
 		ok, skipped := a.refusals.allow(provenKey(nodeID), a.now())
 		if !ok {
-			if err := a.useUpTPMSession(ctx, s.ID, now); err != nil {
+			if err := a.useUpTPMSession(ctx, s, now); err != nil {
 				return err
 			}
 			a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
@@ -233,7 +279,7 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 		details["node_marked"] = "drifted"
 	}
 	_, err := a.recordWith(ctx, a.tpmRefusal(nodeID, why, details), func(tx store.Tx) error {
-		if err := useUpSession(tx, s.ID, now); err != nil || !known {
+		if err := useUpSession(tx, s, now); err != nil || !known {
 			return err
 		}
 		_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
@@ -242,7 +288,7 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 	if err != nil {
 		a.log.ErrorContext(ctx, "audit a refused TPM attestation; the node is marked drifted without its entry", "spiffe_id", nodeID.String(), "err", err)
 		if uerr := a.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
-			if err := useUpSession(tx, s.ID, now); err != nil || !known {
+			if err := useUpSession(tx, s, now); err != nil || !known {
 				return err
 			}
 			_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
@@ -360,17 +406,17 @@ func (a *Authority) checkTPMAnswer(c *Caller, s *attest.TPMSession, nodeID spiff
 }
 
 // useUpTPMSession marks a session answered after a refused answer.
-func (a *Authority) useUpTPMSession(ctx context.Context, id string, now time.Time) error {
-	if err := a.store.Update(ctx, func(tx store.Tx) error { return useUpSession(tx, id, now) }); err != nil {
-		return fmt.Errorf("authority: use up TPM session %s: %w", id, err)
+func (a *Authority) useUpTPMSession(ctx context.Context, s *attest.TPMSession, now time.Time) error {
+	if err := a.store.Update(ctx, func(tx store.Tx) error { return useUpSession(tx, s, now) }); err != nil {
+		return fmt.Errorf("authority: use up TPM session %s: %w", s.ID, err)
 	}
 	return nil
 }
 
-// useUpSession marks TPM session id answered in tx; one already used up or
+// useUpSession marks TPM session s answered in tx; one already used up or
 // expired is left as it is.
-func useUpSession(tx store.Tx, id string, now time.Time) error {
-	_, err := attest.ConsumeTPMSession(tx, id, now)
+func useUpSession(tx store.Tx, s *attest.TPMSession, now time.Time) error {
+	err := attest.ConsumeTPMSession(tx, s, now)
 	if errors.Is(err, attest.ErrChallengeUsed) || errors.Is(err, attest.ErrChallengeExpired) {
 		return nil
 	}
@@ -381,7 +427,7 @@ func useUpSession(tx store.Tx, id string, now time.Time) error {
 // records the node's facts in the commit that logs node.attested (with
 // details and the SVID's). A matching attestation clears an earlier
 // drift; a ban stays.
-func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID spiffeid.ID, pub crypto.PublicKey, res *attest.Result, now time.Time, details map[string]any) (*ca.X509SVID, error) {
+func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, pub crypto.PublicKey, res *attest.Result, now time.Time, details map[string]any) (*ca.X509SVID, error) {
 	// The SVID is made first (its serial is in the entry); the session is
 	// used up and the node stored in the commit that logs node.attested:
 	// all durable together, or none. An answer that loses its session to
@@ -395,7 +441,7 @@ func (a *Authority) admitTPMNode(ctx context.Context, sessionID string, nodeID s
 	d["profile"], d["level"], d["method"] = res.Profile, registry.LevelHardware, attest.MethodTPM
 	d["serial"], d["expires_at"] = svid.SerialNumber.Text(16), svid.ExpiresAt.UTC()
 	_, err = a.recordWith(ctx, event{typ: "node.attested", actor: nodeID.String(), subject: nodeID.String(), details: d}, func(tx store.Tx) error {
-		if _, err := attest.ConsumeTPMSession(tx, sessionID, now); err != nil {
+		if err := attest.ConsumeTPMSession(tx, s, now); err != nil {
 			return err
 		}
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
@@ -443,8 +489,10 @@ func (a *Authority) tpmRefusal(nodeID spiffeid.ID, why error, details map[string
 	return event{typ: "node.attestation_refused", subject: subject, details: d}
 }
 
+// pruneTPMSessions deletes the marks of answered challenges once they
+// have expired: an answer to one is then late, whatever it was.
 func (a *Authority) pruneTPMSessions(ctx context.Context) {
-	cutoff := a.now().Add(-time.Hour)
+	cutoff := a.now()
 	err := a.store.Update(ctx, func(tx store.Tx) error {
 		_, err := attest.PruneTPMSessions(tx, cutoff)
 		return err

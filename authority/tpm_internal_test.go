@@ -25,19 +25,15 @@ func TestDriftIsMarkedWithItsRefusal(t *testing.T) {
 	why := fmt.Errorf("%w (PCR 7 differs)", attest.ErrPCRPolicy)
 	refuse := func(ek string) (nodeID spiffeid.ID, sessionUsed bool, err error) {
 		nodeID = spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, ek)
-		s := &attest.TPMSession{ID: ek[:16] + strings.Repeat("0", 48), EKHash: ek, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+		s := &attest.TPMSession{ID: ek[:16] + strings.Repeat("0", 32), EKHash: ek, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
 		if err := a.store.Update(ctx, func(tx store.Tx) error {
-			if err := attest.PutTPMSession(tx, s, 0); err != nil {
-				return err
-			}
 			return registry.PutNode(tx, &registry.Node{SPIFFEID: nodeID.String(), AttestedAt: now})
 		}); err != nil {
 			t.Fatal(err)
 		}
 		err = a.refuseTPMAnswer(ctx, s, nodeID, why, true, map[string]any{}, now)
 		_ = a.store.View(ctx, func(tx store.Tx) error {
-			_, gerr := attest.GetTPMSession(tx, s.ID, now)
-			sessionUsed = errors.Is(gerr, attest.ErrChallengeUsed)
+			sessionUsed = errors.Is(attest.CheckTPMSession(tx, s, now), attest.ErrChallengeUsed)
 			return nil
 		})
 		return nodeID, sessionUsed, err
