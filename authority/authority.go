@@ -112,6 +112,17 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	for _, id := range cfg.Audit.Auditors {
 		a.auditors[id] = true
 	}
+	// What the configuration names outside the data directory (the
+	// policies, an upstream CA) is read first: a mistake there stops the
+	// authority before it creates or changes anything.
+	if err := a.openPolicy(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.CA.UpstreamCertFile != "" {
+		if _, err := loadUpstream(cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile); err != nil {
+			return nil, fmt.Errorf("authority: %w", err)
+		}
+	}
 	// The data directory holds keys: only this user's (a directory
 	// others may write to would let them replace one).
 	if err := credfile.PrivateDir(cfg.DataDir); err != nil {
@@ -168,9 +179,6 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 
 func (a *Authority) init(ctx context.Context) error {
 	if err := a.openTPM(); err != nil {
-		return err
-	}
-	if err := a.openPolicy(ctx); err != nil {
 		return err
 	}
 	if err := a.openCA(ctx); err != nil {

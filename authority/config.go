@@ -28,6 +28,7 @@ import (
 	"mandate.dev/mandate/ca/federation"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/policy"
+	"mandate.dev/mandate/registry"
 )
 
 // DefaultTrustDomain is the trust domain of an authority started with no
@@ -552,13 +553,24 @@ func (c *Config) Validate() error {
 	return c.HTTP.validate()
 }
 
+// maxAuthorityTTL bounds ca.ca_ttl and ca.jwt_key_ttl: five years.
+const maxAuthorityTTL = 5 * 365 * 24 * time.Hour
+
 func (c *CAConfig) validate() error {
 	if c.KeyType != "ec-p256" && c.KeyType != "ec-p384" {
 		return fmt.Errorf("ca.key_type %q: want ec-p256 or ec-p384", c.KeyType)
 	}
-	for name, d := range map[string]Duration{"ca.ca_ttl": c.CATTL, "ca.jwt_key_ttl": c.JWTKeyTTL, "ca.x509_svid_ttl": c.X509SVIDTTL, "ca.jwt_svid_ttl": c.JWTSVIDTTL} {
-		if d.D() < time.Minute {
-			return fmt.Errorf("%s %s: must be at least 1m", name, d.D())
+	// Lifetimes have an upper bound too: a typo'd unit (876600h) would
+	// otherwise issue credentials that outlive their holders by a
+	// century. SVIDs: as an agent registration's own TTLs.
+	maxSVID := time.Duration(registry.MaxTTLSeconds) * time.Second
+	for _, l := range []struct {
+		name string
+		d    Duration
+		max  time.Duration
+	}{{"ca.ca_ttl", c.CATTL, maxAuthorityTTL}, {"ca.jwt_key_ttl", c.JWTKeyTTL, maxAuthorityTTL}, {"ca.x509_svid_ttl", c.X509SVIDTTL, maxSVID}, {"ca.jwt_svid_ttl", c.JWTSVIDTTL, maxSVID}} {
+		if d := l.d.D(); d < time.Minute || d > l.max {
+			return fmt.Errorf("%s %s: must be between 1m and %s", l.name, d, l.max)
 		}
 	}
 	if c.X509SVIDTTL.D() > c.CATTL.D()/2 {
@@ -630,12 +642,16 @@ func (c *Config) checkFederations() error {
 				return fmt.Errorf("federation.trust_domains: %w", err)
 			}
 		}
-		rel, _, err := f.relationship()
+		rel, b, err := f.relationship()
 		if err != nil {
 			return fmt.Errorf("federation.trust_domains: %q: %w", t.TrustDomain, err)
 		}
 		if rel.TrustDomain == own {
 			return fmt.Errorf("federation.trust_domains: %q: cannot federate with the own trust domain", t.TrustDomain)
+		}
+		if firstStart && rel.NeedsInitialBundle() && (b == nil || len(b.X509Authorities()) == 0) {
+			return fmt.Errorf("federation.trust_domains: %q: bundle_file is required: profile https_spiffe with the endpoint %s in the peer's trust domain authenticates it with the peer's SPIFFE bundle, which this authority needs a first copy of ('mandate bundle show' at the peer prints it)",
+				t.TrustDomain, rel.EndpointSPIFFEID)
 		}
 	}
 	if c.Federation.WebRootsFile != "" {
@@ -748,6 +764,13 @@ func (t *TPMConfig) Load() (attest.TPMConfig, error) {
 }
 
 func (p *PolicyConfig) validate() error {
+	if p.Dir != "" {
+		if fi, err := os.Stat(p.Dir); err != nil {
+			return fmt.Errorf("policy.dir: %w", err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("policy.dir %s: not a directory", p.Dir)
+		}
+	}
 	for _, id := range p.DecisionCallers {
 		if _, err := spiffeid.FromString(id); err != nil {
 			return fmt.Errorf("policy.decision_callers: %q: %v", id, err)

@@ -48,9 +48,26 @@ func TestConfigValidate(t *testing.T) {
 			c.Policy.CallerPaths = map[string][]string{"spiffe://mandate.localhost/platform/gw": {"mandate/authz"}}
 		}, ""},
 		{"authzen path that is no path", func(c *authority.Config) { c.Policy.AuthZENPath = "/" }, "policy.authzen_path"},
+		{"policy dir missing", func(c *authority.Config) { c.Policy.Dir = "/nonexistent/policies" }, "policy.dir"},
+		{"policy dir a file", func(c *authority.Config) { c.Policy.Dir = "config_test.go" }, "policy.dir"},
+		{"federation without the bundle its endpoint needs, at a first start", func(c *authority.Config) {
+			c.DataDir = "/nonexistent/mandate-data"
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle"}}
+		}, "bundle_file is required"},
+		{"federation over https_web needs no bundle", func(c *authority.Config) {
+			c.DataDir = "/nonexistent/mandate-data"
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", Profile: "https_web"}}
+		}, ""},
 		{"bad admin", func(c *authority.Config) { c.Admins = []string{"not-an-id"} }, "admins"},
 		{"bad key type", func(c *authority.Config) { c.CA.KeyType = "rsa-512" }, "ca.key_type"},
 		{"tiny ca ttl", func(c *authority.Config) { c.CA.CATTL = authority.Duration(time.Second) }, "ca.ca_ttl"},
+		{"ca ttl of a century", func(c *authority.Config) { c.CA.CATTL = authority.Duration(876600 * time.Hour) }, "ca.ca_ttl"},
+		{"svid ttl past an agent's own bound", func(c *authority.Config) {
+			c.CA.CATTL, c.CA.X509SVIDTTL = authority.Duration(2400*time.Hour), authority.Duration(31*24*time.Hour)
+		}, "ca.x509_svid_ttl"},
+		{"long lifetimes within the bounds", func(c *authority.Config) {
+			c.CA.CATTL, c.CA.JWTKeyTTL, c.CA.X509SVIDTTL = authority.Duration(4*365*24*time.Hour), authority.Duration(1000*time.Hour), authority.Duration(30*24*time.Hour)
+		}, ""},
 		{"svid outlives half the ca", func(c *authority.Config) { c.CA.X509SVIDTTL = authority.Duration(20 * time.Hour) }, "ca.x509_svid_ttl"},
 		{"jwt svid outlives half the key", func(c *authority.Config) { c.CA.JWTSVIDTTL = authority.Duration(13 * time.Hour) }, "ca.jwt_svid_ttl"},
 		{"upstream cert without key", func(c *authority.Config) { c.CA.UpstreamCertFile = "ca.pem" }, "upstream"},

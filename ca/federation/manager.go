@@ -230,7 +230,7 @@ func (m *Manager) Set(rel Relationship, bundle *spiffebundle.Bundle) error {
 	if bundle == nil && old != nil {
 		bundle = old.bundle
 	}
-	if rel.selfAuthenticated() && (bundle == nil || len(bundle.X509Authorities()) == 0) {
+	if rel.NeedsInitialBundle() && (bundle == nil || len(bundle.X509Authorities()) == 0) {
 		m.mu.Unlock()
 		return fmt.Errorf("federation: %q: profile %s with endpoint %q in the peer's own trust domain needs an initial bundle with x509 authorities to authenticate the endpoint", rel.TrustDomain, rel.Profile, rel.EndpointSPIFFEID)
 	}
@@ -585,7 +585,7 @@ func checkFetched(rel Relationship, b *spiffebundle.Bundle, limit int64) error {
 	if b.Empty() {
 		return fmt.Errorf("%w: bundle fetched for %q; keeping last-known bundle", ErrNoAuthorities, rel.TrustDomain)
 	}
-	if rel.selfAuthenticated() && len(b.X509Authorities()) == 0 {
+	if rel.NeedsInitialBundle() && len(b.X509Authorities()) == 0 {
 		return fmt.Errorf("federation: bundle fetched for %q has no x509 authorities, so it could not authenticate its own endpoint; keeping last-known bundle", rel.TrustDomain)
 	}
 	return nil

@@ -84,10 +84,10 @@ func (r Relationship) Validate() error {
 	return nil
 }
 
-// selfAuthenticated reports whether the endpoint is authenticated with the
-// peer's own bundle (https_spiffe with the endpoint ID in the peer's trust
-// domain): then a last-known bundle with X.509 authorities is needed before
-// the first fetch, and must never be replaced by one without them.
-func (r Relationship) selfAuthenticated() bool {
+// NeedsInitialBundle reports whether the endpoint is authenticated with
+// the peer's own bundle (https_spiffe with the endpoint ID in the peer's
+// trust domain): then a last-known bundle with X.509 authorities is needed
+// before the first fetch, and must never be replaced by one without them.
+func (r Relationship) NeedsInitialBundle() bool {
 	return r.Profile == ProfileHTTPSSPIFFE && r.EndpointSPIFFEID.TrustDomain() == r.TrustDomain
 }

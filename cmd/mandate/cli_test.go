@@ -324,6 +324,18 @@ func TestCLIUsageErrors(t *testing.T) {
 	if err := run(context.Background(), []string{"serve", "--trust-domain", "Bad Domain", "--data-dir", t.TempDir()}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "trust_domain") {
 		t.Errorf("mandate serve with a bad trust domain = %v, want a configuration error naming trust_domain", err)
 	}
+	// A policy that does not compile stops the server before it creates
+	// anything: the data directory is not made.
+	pol, data := t.TempDir(), filepath.Join(t.TempDir(), "mandate-data")
+	if err := os.WriteFile(filepath.Join(pol, "broken.rego"), []byte("package x\nallow if {"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"serve", "--policy-dir", pol, "--data-dir", data, "--listen", "127.0.0.1:0"}, &out, &errOut); err == nil {
+		t.Error("mandate serve with a policy that does not compile started")
+	}
+	if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("mandate serve refused its policy but made its data directory (%v)", err)
+	}
 	// Stopped (SIGTERM) while it starts: a stop as asked, exit status 0.
 	stopped, cancel := context.WithCancel(context.Background())
 	cancel()

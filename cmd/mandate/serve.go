@@ -27,19 +27,20 @@ import (
 )
 
 const serveHelp = `
-Configuration file (--config, YAML; flags override it; unknown keys are errors):
+Configuration file (--config, YAML; flags override it; unknown keys are errors;
+a duration of 0s, or a key left out, takes the default shown):
 
   trust_domain: mandate.localhost   # SPIFFE trust domain of this authority
   listen: 127.0.0.1:8443            # HTTPS listener (TLS 1.3 only)
-  data_dir: ./mandate-data          # store (mandate.db), keys (0600), admin credential
+  data_dir: ./mandate-data          # store (mandate.db), keys (0600), admin credential, audit log key
   log_level: info                   # debug, info, warn, error
   admins: [spiffe://<td>/team/ops]  # more admin SPIFFE IDs (besides .../mandate/admin)
   ca:
     key_type: ec-p256               # or ec-p384; CA and JWT signing keys
-    ca_ttl: 24h                     # X.509 CA lifetime (next prepared at 1/2, active at 5/6; later if prepared late)
-    jwt_key_ttl: 24h                # JWT signing key lifetime
-    x509_svid_ttl: 1h               # default X509-SVID lifetime (at most ca_ttl/2)
-    jwt_svid_ttl: 5m                # default JWT-SVID lifetime (at most jwt_key_ttl/2)
+    ca_ttl: 24h                     # X.509 CA lifetime, at most 43800h (next prepared at 1/2, active at 5/6; later if prepared late)
+    jwt_key_ttl: 24h                # JWT signing key lifetime, at most 43800h
+    x509_svid_ttl: 1h               # default X509-SVID lifetime (at most ca_ttl/2 and 720h)
+    jwt_svid_ttl: 5m                # default JWT-SVID lifetime (at most jwt_key_ttl/2 and 720h)
     upstream_cert_file: ""          # PEM chain of an existing CA (signing cert first)
     upstream_key_file: ""           # its PEM private key (0600, this user's); SVIDs then chain to it
   federation:
