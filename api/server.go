@@ -114,7 +114,7 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 	if s.cert != nil && now.Before(s.certAt) {
 		return s.cert, nil
 	}
-	svid, key, err := s.a.MintServerSVID(ctx, s.dnsNames())
+	svid, key, err := s.a.MintServerSVID(ctx)
 	if err != nil {
 		if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
 			s.log.Error("renew server certificate", "err", err)
@@ -130,14 +130,6 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 	s.cert = cert
 	s.certAt = now.Add(svid.ExpiresAt.Sub(now) / 2)
 	return cert, nil
-}
-
-func (s *Server) dnsNames() []string {
-	names := []string{"localhost"}
-	if host, _, err := net.SplitHostPort(s.a.Config().Listen); err == nil && host != "" && net.ParseIP(host) == nil {
-		names = append(names, host)
-	}
-	return names
 }
 
 // Serve answers HTTPS on ln until ctx is done, then shuts down gracefully.

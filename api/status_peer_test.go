@@ -24,7 +24,7 @@ type statusFront struct {
 
 func newStatusFront(t *testing.T, peer *env) *statusFront {
 	t.Helper()
-	svid, key, err := peer.a.MintServerSVID(context.Background(), nil)
+	svid, key, err := peer.a.MintServerSVID(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

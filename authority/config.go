@@ -213,6 +213,11 @@ type HTTPConfig struct {
 	// balancer or a name); the OAuth metadata names it as its issuer and
 	// token endpoint. Empty: the scheme and Host the client used.
 	PublicURL string `yaml:"public_url"`
+	// ServerNames are more DNS names and IP addresses for the server's
+	// certificate, so that plain HTTPS clients (curl --cacert) reach it
+	// by them; public_url's host is added by itself. Its SPIFFE ID is
+	// what Mandate's own clients check.
+	ServerNames []string `yaml:"server_names"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s").
@@ -708,6 +713,14 @@ func (h *HTTPConfig) validate() error {
 			return fmt.Errorf("http.public_url %q: must be https://HOST[:PORT]", h.PublicURL)
 		}
 	}
+	if len(h.ServerNames) > maxServerNames {
+		return fmt.Errorf("http.server_names: at most %d", maxServerNames)
+	}
+	for _, n := range h.ServerNames {
+		if net.ParseIP(n) == nil && !validDNSName(n) {
+			return fmt.Errorf("http.server_names: %q is neither an IP address nor a DNS name", n)
+		}
+	}
 	if h.MaxBodyBytes < 1024 || h.MaxBodyBytes > 16<<20 {
 		return fmt.Errorf("http.max_body_bytes %d: must be between 1024 and 16777216", h.MaxBodyBytes)
 	}
@@ -818,4 +831,54 @@ func validPointerEscapes(p string) bool {
 		}
 	}
 	return true
+}
+
+// maxServerNames bounds http.server_names.
+const maxServerNames = 32
+
+// validDNSName reports whether n is a DNS name a certificate may hold:
+// labels of letters, digits and hyphens (not at either end), at most 63
+// bytes each, 253 in all; the first label may be a wildcard (*).
+func validDNSName(n string) bool {
+	if n == "" || len(n) > 253 {
+		return false
+	}
+	for i, label := range strings.Split(n, ".") {
+		if i == 0 && label == "*" {
+			continue
+		}
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ServerNames are the DNS names and IP addresses the server's certificate
+// carries besides localhost and the loopback addresses: the listen host,
+// public_url's host and http.server_names.
+func (c *Config) ServerNames() (dns []string, ips []net.IP) {
+	hosts := []string{}
+	if host, _, err := net.SplitHostPort(c.Listen); err == nil {
+		hosts = append(hosts, host)
+	}
+	if u, err := url.Parse(c.HTTP.PublicURL); err == nil && c.HTTP.PublicURL != "" {
+		hosts = append(hosts, u.Hostname())
+	}
+	hosts = append(hosts, c.HTTP.ServerNames...)
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			if !ip.IsUnspecified() && !ip.IsLoopback() && !slices.ContainsFunc(ips, ip.Equal) {
+				ips = append(ips, ip)
+			}
+		} else if h != "" && h != "localhost" && !slices.Contains(dns, h) {
+			dns = append(dns, h)
+		}
+	}
+	return dns, ips
 }

@@ -48,6 +48,10 @@ func TestConfigValidate(t *testing.T) {
 			c.Policy.CallerPaths = map[string][]string{"spiffe://mandate.localhost/platform/gw": {"mandate/authz"}}
 		}, ""},
 		{"authzen path that is no path", func(c *authority.Config) { c.Policy.AuthZENPath = "/" }, "policy.authzen_path"},
+		{"server name that is no name", func(c *authority.Config) { c.HTTP.ServerNames = []string{"bad name.example"} }, "http.server_names"},
+		{"server names", func(c *authority.Config) {
+			c.HTTP.ServerNames = []string{"mandate.example", "*.mandate.example", "10.0.0.1", "::1"}
+		}, ""},
 		{"policy dir missing", func(c *authority.Config) { c.Policy.Dir = "/nonexistent/policies" }, "policy.dir"},
 		{"policy dir a file", func(c *authority.Config) { c.Policy.Dir = "config_test.go" }, "policy.dir"},
 		{"federation without the bundle its endpoint needs, at a first start", func(c *authority.Config) {

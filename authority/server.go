@@ -15,18 +15,16 @@ import (
 
 // MintServerSVID issues the authority's own TLS certificate, the X509-SVID
 // spiffe://<td>/mandate/server, with a fresh key. Its DNS names and IP
-// addresses let plain HTTPS clients (curl --cacert bundle.pem) connect too.
-func (a *Authority) MintServerSVID(ctx context.Context, dnsNames []string) (*ca.X509SVID, crypto.Signer, error) {
+// addresses (localhost and the loopback addresses, and Config.ServerNames)
+// let plain HTTPS clients (curl --cacert bundle.pem) connect too.
+func (a *Authority) MintServerSVID(ctx context.Context) (*ca.X509SVID, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("authority: server key: %w", err)
 	}
-	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	if host, _, err := net.SplitHostPort(a.cfg.Listen); err == nil {
-		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
-			ips = append(ips, ip)
-		}
-	}
+	dnsNames, more := a.cfg.ServerNames()
+	dnsNames = append([]string{"localhost"}, dnsNames...)
+	ips := append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, more...)
 	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: ServerID(a.td), PublicKey: key.Public(), DNSNames: dnsNames, IPAddresses: ips})
 	if err != nil {
 		return nil, nil, fmt.Errorf("authority: server certificate: %w", err)
