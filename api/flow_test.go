@@ -250,6 +250,35 @@ func TestMetricsByRoute(t *testing.T) {
 	}
 }
 
+// With http.metrics_readers, /metrics is theirs and admins' only: a
+// scraper without a certificate is 401, an agent not listed 403.
+func TestMetricsReaders(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.HTTP.MetricsReaders = []string{"spiffe://org-a.example/agent/prometheus"}
+	})
+	scraper, other := e.agentWithScopes("prometheus"), e.agentWithScopes("nosy")
+	for _, tc := range []struct {
+		name string
+		c    *http.Client
+		want int
+	}{
+		{"anonymous", e.rawClient(nil, nil), http.StatusUnauthorized},
+		{"an agent not listed", e.rawClient(other.chain, other.key), http.StatusForbidden},
+		{"the listed reader", e.rawClient(scraper.chain, scraper.key), http.StatusOK},
+		{"an admin", e.adminRaw(), http.StatusOK},
+	} {
+		resp, err := tc.c.Get(e.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want || tc.want == http.StatusOK && !strings.Contains(string(body), "mandate_audit_tree_size") {
+			t.Errorf("%s: GET /metrics = %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+	}
+}
+
 // auditMetrics scrapes e's mandate_audit_* counters.
 func (e *env) auditMetrics() map[string]float64 { return e.metricsOf("mandate_audit_") }
 

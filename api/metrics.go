@@ -31,7 +31,7 @@ func newMetrics() *metrics {
 		}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "mandate_http_request_duration_seconds", Help: "HTTP request latency by route pattern.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 2.5, 10, 30},
 		}, []string{"route"}),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mandate_svids_issued_total", Help: "SVIDs issued, by kind (x509, jwt) and holder role.",

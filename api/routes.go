@@ -3,10 +3,12 @@ package api
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/federation"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
 )
 
@@ -33,7 +35,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 		}
 	}
 	handle("GET /healthz", s.healthz)
-	handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP)
+	handle("GET /metrics", s.metricsHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})))
 	handle("GET /v1/bundle", bundleHandler.ServeHTTP)
 	handle("GET /.well-known/jwks.json", s.jwks)
 
@@ -86,8 +88,39 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	return mux, nil
 }
 
+// healthz answers 200 while the authority can serve, and 503 while the
+// audit log's latest commit failed, for up to healthFailureWindow (a full
+// disk: no request that records anything can succeed). Past the window,
+// with no commit since to say otherwise, it answers 200 again: a load
+// balancer that took the server out must let a request try.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.a.TrustDomain().String()})
+	code, body := health(s.a.TrustDomain().String(), s.a.AuditStats(), time.Now())
+	writeJSON(w, code, body)
+}
+
+// health is the answer of /healthz for the audit log's stats at now.
+func health(td string, st audit.Stats, now time.Time) (int, map[string]string) {
+	if at := st.FailedAt; !at.IsZero() && now.Sub(at) < healthFailureWindow {
+		return http.StatusServiceUnavailable, map[string]string{"status": "failing", "trust_domain": td,
+			"reason": "the audit log's latest commit failed (" + at.UTC().Format(time.RFC3339) + "): nothing can be recorded; the server log says why"}
+	}
+	return http.StatusOK, map[string]string{"status": "ok", "trust_domain": td}
+}
+
+// healthFailureWindow is how long a failed audit commit makes /healthz
+// answer 503 when no commit follows it.
+const healthFailureWindow = time.Minute
+
+// metricsHandler serves /metrics to anyone, or, when http.metrics_readers
+// lists SPIFFE IDs, only to them and to admins over mTLS.
+func (s *Server) metricsHandler(h http.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := s.a.MayReadMetrics(callerOf(r)); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}
 }
 
 // BundleHandler serves only the SPIFFE bundle endpoint, at every path, for

@@ -133,6 +133,7 @@ type Log struct {
 
 	// Counted by Run after each successful commit (see Stats).
 	commits, entries, commitNanos, groupWaits, failures atomic.Uint64
+	failedAt                                            atomic.Int64 // UnixNano of the latest commit if it failed, else 0
 
 	// Owned by the Run goroutine (and by Open before Run starts):
 	tree  treeState // the durable state the next batch extends

@@ -421,6 +421,11 @@ func TestSearchFailedBatchNotIndexed(t *testing.T) {
 		if (err != nil) != (x == failBefore || x == failInside) {
 			t.Fatalf("Append(%d) with fault %d = %v", i, x, err)
 		}
+		// What /healthz shows of it: the latest commit failed, until one
+		// succeeds.
+		if failed := !l.Stats().FailedAt.IsZero(); failed != (err != nil) {
+			t.Errorf("after Append(%d) = %v: Stats().FailedAt set %v", i, err, failed)
+		}
 	}
 	// What /metrics shows of it: the failed commits, and the entries
 	// durable.

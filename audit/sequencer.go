@@ -80,6 +80,7 @@ type Stats struct {
 	CommitTime time.Duration // spent in those rounds: writing, the fsyncs, signing the checkpoint
 	GroupWaits uint64        // of those commits, the ones that first waited for appends under way (Expect)
 	Failures   uint64        // commits that failed (every append of theirs failed; nothing of them acknowledged)
+	FailedAt   time.Time     // when the latest commit failed, if it did (zero once one succeeds)
 	Size       uint64        // the tree size: entries durable in the log
 }
 
@@ -88,6 +89,9 @@ type Stats struct {
 func (l *Log) Stats() Stats {
 	s := Stats{Commits: l.commits.Load(), Entries: l.entries.Load(), CommitTime: time.Duration(l.commitNanos.Load()), GroupWaits: l.groupWaits.Load(),
 		Failures: l.failures.Load()}
+	if at := l.failedAt.Load(); at != 0 {
+		s.FailedAt = time.Unix(0, at)
+	}
 	if h := l.head.Load(); h != nil {
 		s.Size = h.size
 	}
@@ -184,6 +188,7 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	if err != nil {
 		fail(reqs, fmt.Errorf("audit: append: %w", err))
 		l.failures.Add(1)
+		l.failedAt.Store(time.Now().UnixNano())
 		l.cfg.Logger.Error("audit: commit failed; re-reading the stored log", "size", l.tree.size, "entries", len(reqs), "err", err)
 		l.stale = true
 		return fatal(l.resync(ctx))
@@ -191,6 +196,7 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	l.tree = next
 	l.head.Store(&next)
 	l.commits.Add(1)
+	l.failedAt.Store(0)
 	l.entries.Add(uint64(len(reqs)))
 	l.commitNanos.Add(uint64(time.Since(start)))
 	if waited {

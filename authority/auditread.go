@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"mandate.dev/mandate/audit"
@@ -37,6 +38,22 @@ func (a *Authority) requireReader(c *Caller) error {
 	}
 	if r := a.RoleOf(c.ID); r != RoleAdmin && r != RoleAuditor {
 		return fmt.Errorf("%w: %s has role %s; reading the audit log needs admin or auditor (this authority's audit.auditors lists its auditors)", ErrForbidden, c.ID, r)
+	}
+	return nil
+}
+
+// MayReadMetrics checks that c may read /metrics: anyone, unless
+// http.metrics_readers lists who may (besides admins).
+func (a *Authority) MayReadMetrics(c *Caller) error {
+	readers := a.cfg.HTTP.MetricsReaders
+	if len(readers) == 0 {
+		return nil
+	}
+	if c == nil || c.ID.IsZero() {
+		return ErrUnauthenticated
+	}
+	if a.RoleOf(c.ID) != RoleAdmin && !slices.Contains(readers, c.ID.String()) {
+		return fmt.Errorf("%w: %s may not read the metrics (http.metrics_readers lists who may)", ErrForbidden, c.ID)
 	}
 	return nil
 }

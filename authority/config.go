@@ -218,6 +218,9 @@ type HTTPConfig struct {
 	// by them; public_url's host is added by itself. Its SPIFFE ID is
 	// what Mandate's own clients check.
 	ServerNames []string `yaml:"server_names"`
+	// MetricsReaders, when not empty, are the SPIFFE IDs (besides admins)
+	// that may read /metrics, over mTLS; empty: anyone may.
+	MetricsReaders []string `yaml:"metrics_readers"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s").
@@ -711,6 +714,11 @@ func (h *HTTPConfig) validate() error {
 		u, err := url.Parse(h.PublicURL)
 		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 			return fmt.Errorf("http.public_url %q: must be https://HOST[:PORT]", h.PublicURL)
+		}
+	}
+	for _, id := range h.MetricsReaders {
+		if _, err := spiffeid.FromString(id); err != nil {
+			return fmt.Errorf("http.metrics_readers: %q: %v", id, err)
 		}
 	}
 	if len(h.ServerNames) > maxServerNames {

@@ -84,6 +84,7 @@ a duration of 0s, or a key left out, takes the default shown):
     idle_timeout: 120s
     public_url: ""                  # https URL clients reach the API at (OAuth metadata); default: the Host they used
     server_names: []                # more DNS names and IPs for the server certificate (besides localhost, the listen and public_url hosts)
+    metrics_readers: []             # SPIFFE IDs that may read /metrics, with admins (empty: anyone)
 `
 
 // serveFlags are the flags of mandate serve; each overrides its config key.
