@@ -2,7 +2,10 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path"
 	"strconv"
@@ -16,6 +19,51 @@ import (
 )
 
 type callerKey struct{}
+
+type requestIDKey struct{}
+
+// RequestID is the id of the request ctx belongs to ("" outside one): the
+// X-Request-Id it came with, when that is a plain token of at most 64
+// characters (a proxy's), else one made for it. Every answer carries it in
+// X-Request-Id, and the log lines of the request (LogHandler) say it.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// requestID is the id of r: its X-Request-Id when that is 1 to 64 of
+// [A-Za-z0-9._-], else 16 random hex digits.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == "" {
+		return id
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// LogHandler adds to every record logged with a request's context the
+// request_id of that request, so that a 500's log line can be found by
+// the X-Request-Id its caller got.
+func LogHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} }
+
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
+	if id := RequestID(ctx); id != "" {
+		r = r.Clone()
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h requestIDHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
+}
 
 // callerOf returns the authenticated client of r, or nil for a public
 // request.
@@ -50,10 +98,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		id := requestID(r)
+		sw.Header().Set("X-Request-Id", id)
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 		routed := r // the request the mux sees; it records the matched pattern there
 		defer func() {
 			if p := recover(); p != nil {
-				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
+				s.log.ErrorContext(r.Context(), "panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
 				if sw.status == 0 {
 					if isDataPath(r.URL.Path) {
 						writeOPAError(sw, http.StatusInternalServerError, opaInternal, "the server failed to answer; the error is in its log")

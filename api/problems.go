@@ -150,7 +150,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	}
 	log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path, "err", err)
 	writeProblem(w, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: http.StatusInternalServerError,
-		Detail: "the server failed to answer; the error is in its log"})
+		Detail: "the server failed to answer; the error is in its log, with request_id=" + RequestID(r.Context())})
 }
 
 func writeProblem(w http.ResponseWriter, p Problem) {

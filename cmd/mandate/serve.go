@@ -160,7 +160,9 @@ func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
 func newLogger(level string, w io.Writer) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	// A request's log lines say its request_id (the X-Request-Id its
+	// caller got).
+	return slog.New(api.LogHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})))
 }
 
 // gcPercent is the GOGC the server runs with unless GOGC is set: its heap
