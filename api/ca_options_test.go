@@ -1,11 +1,14 @@
 package api_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"log/slog"
 	"math/big"
 	"net/http/httptest"
 	"os"
@@ -51,7 +54,7 @@ func TestUpstreamCA(t *testing.T) {
 	if err := os.Chmod(keyFile, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: filepath.Join(t.TempDir(), "data"), Listen: "127.0.0.1:0"}
 	cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile = certFile, keyFile
 	cfg.SetDefaults()
 	if a, err := authority.New(ctxT(t), cfg, authority.Options{}); err == nil || !strings.Contains(err.Error(), "ca.upstream_key_file") {
@@ -60,8 +63,23 @@ func TestUpstreamCA(t *testing.T) {
 		}
 		t.Fatalf("New with a group-readable upstream key = %v, want it refused", err)
 	}
+	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("New refused the upstream key but made the data directory (%v)", err)
+	}
 	if err := os.Chmod(keyFile, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// An upstream CA that expires before ca_ttl is said at start: X.509
+	// CAs are cut short at its expiry, and none can be made after it.
+	var logs bytes.Buffer
+	cfg.CA.CATTL = authority.Duration(60 * 24 * time.Hour)
+	a, err := authority.New(ctxT(t), cfg, authority.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if !strings.Contains(logs.String(), "ca.upstream_cert_file expires within ca.ca_ttl") {
+		t.Errorf("an upstream CA expiring within ca_ttl, not said at start:\n%s", logs.String())
 	}
 	e := start(t, "org-a.example", func(c *authority.Config) {
 		c.CA.UpstreamCertFile, c.CA.UpstreamKeyFile = certFile, keyFile

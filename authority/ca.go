@@ -35,6 +35,12 @@ func (a *Authority) openCA(ctx context.Context) error {
 		if cfg.Upstream, err = loadUpstream(cc.UpstreamCertFile, cc.UpstreamKeyFile); err != nil {
 			return err
 		}
+		// An X.509 CA never outlives the upstream CA that signs it: said
+		// at start, before rotations start failing at its expiry.
+		if end := cfg.Upstream.Chain[0].NotAfter; end.Before(a.now().Add(cc.CATTL.D())) {
+			a.log.Warn("ca.upstream_cert_file expires within ca.ca_ttl: X.509 CAs are cut short at its expiry, and none can be made after it; renew the upstream CA",
+				"upstream_not_after", end.UTC(), "ca_ttl", cc.CATTL.D())
+		}
 	}
 	if a.ca, err = ca.New(ctx, cfg); err != nil {
 		return fmt.Errorf("authority: %w", err)

@@ -10,9 +10,18 @@ import (
 	"os"
 )
 
+const bundleUsage = `Usage: mandate bundle show [--server URL] [--bundle FILE]
+
+Prints the authority's SPIFFE bundle (GET /v1/bundle), as a peer's
+bundle_file wants it.
+`
+
 func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if helpAsked(args, bundleUsage, stdout) {
+		return nil
+	}
 	if len(args) == 0 || args[0] != "show" {
-		fmt.Fprintln(stderr, "Usage: mandate bundle show [--server URL] [--bundle FILE]")
+		fmt.Fprint(stderr, bundleUsage)
 		return usagef("bundle: want show")
 	}
 	fs := newFlagSet("bundle show", "bundle show [flags]", stderr)

@@ -297,7 +297,7 @@ func TestCLIUsageErrors(t *testing.T) {
 		}
 	}
 	// A command group asked for help prints its usage and succeeds.
-	for _, args := range [][]string{{"delegate", "-h"}, {"admin", "--help"}, {"admin", "revoke", "-h"}, {"audit", "-h"}, {"node", "help"}, {"policy", "-h"}, {"svid", "-h"}, {"bench", "-h"}} {
+	for _, args := range [][]string{{"delegate", "-h"}, {"admin", "--help"}, {"admin", "revoke", "-h"}, {"audit", "-h"}, {"node", "help"}, {"policy", "-h"}, {"svid", "-h"}, {"bench", "-h"}, {"bundle", "-h"}} {
 		var out, errOut bytes.Buffer
 		if err := run(context.Background(), args, &out, &errOut); err != nil || !strings.Contains(out.String(), "Usage") {
 			t.Errorf("mandate %q = %v, output %q; want its usage", args, err, out.String())

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"mandate.dev/mandate/client"
@@ -40,7 +41,45 @@ Usage:
 Run "mandate <command> -h" for a command's flags.
 `
 
-var version = "dev"
+// version is the build's version when set with -ldflags
+// "-X main.version=v1.2.3"; else versionOf says it.
+var version = ""
+
+// versionOf is the build's version: version when set, else the module's
+// (go install ...@v1.2.3) or the VCS revision it was built from (go
+// build in a checkout: dev-<revision>), else "dev".
+func versionOf() string {
+	if version != "" {
+		return version
+	}
+	const def = "dev"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return def
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return def
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified == "true" {
+		rev += "+modified"
+	}
+	return def + "-" + rev
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -95,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "version", "--version":
-		fmt.Fprintln(stdout, "mandate", version)
+		fmt.Fprintln(stdout, "mandate", versionOf())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

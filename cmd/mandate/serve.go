@@ -49,7 +49,7 @@ a duration of 0s, or a key left out, takes the default shown):
     web_listen: ""                  # serve the bundle endpoint also with a Web PKI cert
     web_cert_file: ""               #   (https_web profile) at https://<web_listen>/; reloaded when it changes
     web_key_file: ""                # its key (0600, this user's)
-    trust_domains:                  # federation relationships (also: mandate admin federation)
+    trust_domains:                  # federation relationships, added at start unless stored (also: mandate admin federation); one taken out here stays: mandate admin federation delete
       - trust_domain: org-b.example
         bundle_endpoint_url: https://mandate.org-b.example:8443/v1/bundle
         profile: https_spiffe       # or https_web
@@ -231,6 +231,7 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 		return finish(err)
 	}
 	printNextSteps(stdout, a, ln.Addr().String())
+	log.Info("serving", "listen", ln.Addr().String(), "trust_domain", a.TrustDomain().String(), "version", versionOf())
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { reloadOnHUP(gctx, hup, a, log); return nil })
@@ -250,11 +251,8 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, a *authority.Authori
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if rev, err := a.ReloadPolicyOnSignal(ctx); err != nil {
-				log.Error("SIGHUP: policy reload refused", "revision", rev, "err", err)
-			} else {
-				log.Info("SIGHUP: policy reloaded", "revision", rev)
-			}
+			log.Info("SIGHUP: reloading the policies")
+			_, _ = a.ReloadPolicyOnSignal(ctx) // which logs what it did: reloaded, or refused and why
 		}
 	}
 }
