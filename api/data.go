@@ -446,27 +446,9 @@ const (
 	maxRequestID   = 256
 )
 
-// echoRequestID answers an AuthZEN request's X-Request-ID with the same
-// value, as the AuthZEN API asks, if it is at most maxRequestID bytes of
-// printable ASCII (anything else is not echoed: a header is no place for
-// it).
-func echoRequestID(w http.ResponseWriter, r *http.Request) {
-	id := r.Header.Get("X-Request-ID")
-	if id == "" || len(id) > maxRequestID {
-		return
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x20 || id[i] > 0x7e {
-			return
-		}
-	}
-	w.Header().Set("X-Request-ID", id)
-}
-
 // accessEvaluation is POST /access/v1/evaluation (OpenID AuthZEN
 // Authorization API 1.0).
 func (s *Server) accessEvaluation(w http.ResponseWriter, r *http.Request) {
-	echoRequestID(w, r)
 	if err := s.a.MayEvaluateAccess(callerOf(r)); err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -506,7 +488,6 @@ func (s *Server) answerAccess(w http.ResponseWriter, r *http.Request, req author
 // level, completed by each item of "evaluations", evaluated in order as
 // options.evaluations_semantic says.
 func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
-	echoRequestID(w, r)
 	var req struct {
 		authority.AccessRequest
 		Evaluations []authority.AccessRequest `json:"evaluations"`

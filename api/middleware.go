@@ -23,18 +23,19 @@ type callerKey struct{}
 type requestIDKey struct{}
 
 // RequestID is the id of the request ctx belongs to ("" outside one): the
-// X-Request-Id it came with, when that is a plain token of at most 64
-// characters (a proxy's), else one made for it. Every answer carries it in
-// X-Request-Id, and the log lines of the request (LogHandler) say it.
+// X-Request-Id it came with (a proxy's, an AuthZEN client's), when that is
+// 1 to 256 bytes of printable ASCII, else one made for it. Every answer
+// carries it in X-Request-Id (AuthZEN asks the PDP to echo it), and the
+// log lines of the request (LogHandler) say it.
 func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
 }
 
-// requestID is the id of r: its X-Request-Id when that is 1 to 64 of
-// [A-Za-z0-9._-], else 16 random hex digits.
+// requestID is the id of r: its X-Request-Id when that is 1 to
+// maxRequestID bytes of printable ASCII, else 16 random hex digits.
 func requestID(r *http.Request) string {
-	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == "" {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= maxRequestID && !strings.ContainsFunc(id, func(c rune) bool { return c < 0x20 || c > 0x7e }) {
 		return id
 	}
 	var b [8]byte

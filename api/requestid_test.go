@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// Every answer carries an X-Request-Id: the caller's (a proxy's) when it
-// is a plain token, else one made for it; and the log lines logged with
+// Every answer carries an X-Request-Id: the caller's (a proxy's, an
+// AuthZEN client's) when it is at most 256 bytes of printable ASCII, else
+// one made for it; and the log lines logged with
 // the request's context say it, so that a 500 can be found in the log.
 func TestRequestID(t *testing.T) {
 	e := start(t, "org-a.example")
@@ -29,7 +30,10 @@ func TestRequestID(t *testing.T) {
 	if got := get("edge-7f3a.42_x"); got != "edge-7f3a.42_x" {
 		t.Errorf("X-Request-Id %q, want the caller's edge-7f3a.42_x", got)
 	}
-	for _, bad := range []string{"", "two words", strings.Repeat("a", 65), "a\u202eb"} {
+	if got := get("req 7 (retry)"); got != "req 7 (retry)" {
+		t.Errorf("X-Request-Id %q, want the caller's printable one", got)
+	}
+	for _, bad := range []string{"", strings.Repeat("a", 257), "a\u202eb"} {
 		if got := get(bad); !made.MatchString(got) {
 			t.Errorf("sent %q: X-Request-Id %q, want one made for the request", bad, got)
 		}

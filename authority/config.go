@@ -77,7 +77,7 @@ type PolicyConfig struct {
 	// (SPIFFE ID → ["mandate/authz", ...]); a caller not listed may ask
 	// any path.
 	CallerPaths map[string][]string `yaml:"caller_paths"`
-	// EvalTimeout bounds one evaluation (default 100ms).
+	// EvalTimeout bounds one evaluation (default 1s).
 	EvalTimeout Duration `yaml:"eval_timeout"`
 	// DecisionLogMask lists JSON pointers (/input/..., /result/...) erased
 	// from the audit record of API decisions, like OPA's decision-log masks.
