@@ -92,7 +92,8 @@ func (s *Server) tpmVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, err := req.evidence()
 	if err != nil {
-		// An unreadable answer uses the challenge up like any wrong one.
+		// An unreadable answer proves nothing: refused, the challenge
+		// left as it was.
 		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
 		writeError(w, r, s.log, s.a.TPMAnswerUnreadable(r.Context(), req.SessionID, err))
 		return

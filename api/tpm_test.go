@@ -25,6 +25,8 @@ import (
 	"mandate.dev/mandate/attest/tpmtest"
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/store"
+	"mandate.dev/mandate/store/bolt"
 )
 
 // edgePCRs is the PCR set of the tests' profile: firmware and boot (0-7)
@@ -513,10 +515,10 @@ func TestTPMAttestationRefusals(t *testing.T) {
 		if err := te.client(nil, nil).Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/verify", body, nil); problemName(err) != "tpm-pcr-selection-mismatch" {
 			t.Errorf("sha1 bank: %v", err)
 		}
-		// The unreadable answer used the challenge up: the honest one is
-		// now a replay.
-		if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t)); problemName(err) != "tpm-challenge-used" {
-			t.Errorf("honest answer after an unreadable one = %v", err)
+		// An unreadable answer proves nothing and leaves the challenge as
+		// it was: the device's own answer is accepted.
+		if _, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr(t)); err != nil {
+			t.Errorf("honest answer after unreadable ones = %v", err)
 		}
 	})
 
@@ -539,9 +541,9 @@ func TestTPMAttestationRefusals(t *testing.T) {
 		}
 	})
 
-	// Four answers were accepted (the replay test's first, one of the
-	// concurrent ones, the device's two among challenges asked in its
-	// name). Refusals are recorded with their reason at most once a
+	// Five answers were accepted (the replay test's first, one of the
+	// concurrent ones, the honest one after unreadable ones, the
+	// device's two among challenges asked in its name). Refusals are recorded with their reason at most once a
 	// minute per EK, with a count of those that were not: those after
 	// the device proved its TPM (the secret matched: 12 of them above)
 	// and those anyone could cause (a wrong secret, a replay, an
@@ -562,8 +564,8 @@ func TestTPMAttestationRefusals(t *testing.T) {
 			t.Fatalf("refusal record without reason or EK: %v", r)
 		}
 	}
-	if got := te.auditOf("node.attested", nodeID); len(got) != 4 {
-		t.Fatalf("%d attestations recorded, want 4", len(got))
+	if got := te.auditOf("node.attested", nodeID); len(got) != 5 {
+		t.Fatalf("%d attestations recorded, want 5", len(got))
 	}
 	te.skew.Add(int64(4 * time.Minute))
 	defer te.skew.Add(-int64(4 * time.Minute))
@@ -894,9 +896,108 @@ func TestTPMChallengeAcrossRestart(t *testing.T) {
 			if problemName(err) != tc.want {
 				t.Fatalf("answer after the restart = %v, want %q", err, tc.want)
 			}
-			if _, err := again.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr); problemName(err) != "tpm-challenge-used" {
-				t.Fatalf("the same answer again = %v, want tpm-challenge-used", err)
+			// Accepted, the challenge is used up; refused before the
+			// secret was checked, it is left as it was.
+			again2 := "tpm-challenge-used"
+			if tc.want != "" {
+				again2 = tc.want
+			}
+			if _, err := again.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr); problemName(err) != again2 {
+				t.Fatalf("the same answer again = %v, want %s", err, again2)
 			}
 		})
+	}
+}
+
+// tpmMarks counts the used marks in a stopped authority's store.
+func tpmMarks(t *testing.T, dataDir string) int {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(dataDir, "mandate.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	n := 0
+	err = st.View(ctxT(t), func(tx store.Tx) error {
+		return tx.Scan(attest.BucketTPMSessions, nil, nil, func(_, _ []byte) error { n++; return nil })
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Whoever knows a device's EK public area (it is public) can ask
+// challenges in its name and answer them with anything: such answers
+// prove no TPM, are refused without writing to the store (no used mark),
+// and the device still answers its own challenge after them. Only
+// answers whose activated secret matched use a challenge up.
+func TestTPMUnprovenAnswersWriteNothing(t *testing.T) {
+	te := startTPM(t, 71, tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
+	node, err := te.attest(nil, nil) // one mark
+	if err != nil {
+		t.Fatalf("attest: %v", err)
+	}
+	nodeClient := te.client(node.chain, node.key)
+	_, goodCSR, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon := te.client(nil, nil)
+	for _, tc := range []struct {
+		name  string
+		asker *client.Client // who asks the challenge and answers honestly
+		send  func(ch *client.TPMChallenge, ev client.TPMEvidence) error
+		want  string
+	}{
+		{"wrong secret", anon, func(ch *client.TPMChallenge, ev client.TPMEvidence) error {
+			ev.Secret = bytes.Repeat([]byte{1}, 32)
+			_, err := anon.AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, goodCSR)
+			return err
+		}, "tpm-credential-mismatch"},
+		{"garbage evidence", anon, func(ch *client.TPMChallenge, _ client.TPMEvidence) error {
+			ev := client.TPMEvidence{Secret: bytes.Repeat([]byte{1}, 32), Quote: []byte{1}, Signature: []byte{1}, PCRs: map[int][]byte{0: make([]byte, 32)}}
+			_, err := anon.AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, goodCSR)
+			return err
+		}, "tpm-credential-mismatch"},
+		{"unreadable answer", anon, func(ch *client.TPMChallenge, _ client.TPMEvidence) error {
+			return anon.Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/verify",
+				map[string]any{"session_id": ch.SessionID, "secret": "!!", "quote": "x", "signature": "y", "csr": string(goodCSR)}, nil)
+		}, "tpm-malformed"},
+		{"bad CSR", anon, func(ch *client.TPMChallenge, ev client.TPMEvidence) error {
+			_, err := anon.AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, []byte("not a CSR"))
+			return err
+		}, "invalid-csr"},
+		{"renewal answered by another caller", nodeClient, func(ch *client.TPMChallenge, ev client.TPMEvidence) error {
+			_, err := anon.AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, goodCSR)
+			return err
+		}, "forbidden"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, err := te.challenge(tc.asker, te.dev.EKPublic(), nil, te.dev.AKPublic())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := client.Answer(te.dev, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				if err := tc.send(ch, ev); problemName(err) != tc.want {
+					t.Fatalf("unproven answer = %v, want %s", err, tc.want)
+				}
+			}
+			_, csr, _ := client.NewKeyAndCSR()
+			if _, err := tc.asker.AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr); err != nil {
+				t.Fatalf("the device's answer after unproven ones = %v", err)
+			}
+			if _, err := tc.asker.AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr); problemName(err) != "tpm-challenge-used" {
+				t.Fatalf("its replay = %v, want tpm-challenge-used", err)
+			}
+		})
+	}
+	te.stop()
+	if got, want := tpmMarks(t, te.dataDir), 1+5; got != want {
+		t.Fatalf("%d used marks stored, want %d (the accepted answers' only)", got, want)
 	}
 }

@@ -21,8 +21,9 @@ import (
 	"mandate.dev/mandate/store"
 )
 
-// BucketTPMSessions holds the marks of answered TPM challenges, keyed by
-// the challenge's ID, each kept until the challenge expires. Challenges
+// BucketTPMSessions holds the marks of answered TPM challenges (answers
+// whose activated secret matched), keyed by the challenge's ID, each
+// kept until the challenge expires. Challenges
 // themselves are not stored: their state travels sealed in the session
 // id (see SealSession).
 const BucketTPMSessions = "tpm_sessions"
@@ -287,9 +288,11 @@ func CheckTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
 }
 
 // ConsumeTPMSession marks a session answered, failing as CheckTPMSession
-// does. An answer, right or wrong, uses the challenge up: the caller
-// commits this with the answer's outcome (the node admitted, or nothing
-// else), and two answers to one challenge cannot both be accepted.
+// does. An answer whose activated secret matched uses the challenge up,
+// accepted or refused: the caller commits this with the answer's outcome
+// (the node admitted, or nothing else), and two answers to one challenge
+// cannot both be accepted. An answer that proved nothing (a wrong
+// secret) is not to be marked: anyone can send one.
 func ConsumeTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
 	if err := CheckTPMSession(tx, s, now); err != nil {
 		return err

@@ -130,7 +130,11 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 // any transaction, and the node X509-SVID made for the CSR's key; then
 // the commit that logs node.attested uses the session up and records the
 // node with its hardware facts (two answers to one challenge cannot both
-// win). A refused answer uses the session up too. A renewal (or any
+// win). A refused answer uses the session up only once its activated
+// secret matched (the device proved its TPM): a refusal before that (an
+// EK no longer trusted, another caller, a bad CSR, a wrong secret)
+// writes nothing to the store, so that whoever knows a public EK cannot
+// make the authority write, and the device can still answer. A renewal (or any
 // attestation of a known node) whose PCRs no longer match an allowed
 // profile marks the node drifted: it hosts no agent until an attestation
 // matches again. Outcomes are recorded in the audit log: every success,
@@ -180,8 +184,9 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 }
 
 // TPMAnswerUnreadable refuses an answer whose fields did not decode (bad
-// base64, bad hex, a bank not asked): like any refused answer, it uses the
-// session up. It returns why.
+// base64, bad hex, a bank not asked): it proves nothing, so the session
+// is not used up (the refusal is recorded as other unproven ones are).
+// It returns why.
 func (a *Authority) TPMAnswerUnreadable(ctx context.Context, sessionID string, why error) error {
 	now := a.now()
 	s, err := a.openTPMSession(ctx, sessionID, now)
@@ -216,22 +221,25 @@ func (a *Authority) openTPMSession(ctx context.Context, sessionID string, now ti
 	return nil, err
 }
 
-// refuseTPMAnswer uses the session up after a refused answer, records the
-// refusal and returns why, or the store's error if the session could not
-// be used up. An answer that proved its TPM but whose PCRs match no
-// allowed profile also marks a known node drifted (see refuseDrifted).
+// refuseTPMAnswer records a refused answer and returns why. An answer
+// that proved its TPM (proven: its activated secret matched) uses the
+// session up, and the store's error is returned if it could not be; if
+// its PCRs match no allowed profile it also marks a known node drifted
+// (see refuseDrifted). An unproven answer writes nothing to the store:
+// anyone knowing a public EK can send one, and the device may still
+// answer its challenge.
 func (a *Authority) refuseTPMAnswer(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, why error, proven bool, details map[string]any, now time.Time) error {
-	if proven && errors.Is(why, attest.ErrPCRPolicy) {
+	if !proven {
+		a.recordUnprovenRefusal(ctx, nodeID, why, details)
+		return why
+	}
+	if errors.Is(why, attest.ErrPCRPolicy) {
 		return a.refuseDrifted(ctx, s, nodeID, why, details, now)
 	}
 	if err := a.useUpTPMSession(ctx, s, now); err != nil {
 		return err
 	}
-	if proven {
-		a.recordProvenRefusal(ctx, nodeID, why, details)
-	} else {
-		a.recordUnprovenRefusal(ctx, nodeID, why, details)
-	}
+	a.recordProvenRefusal(ctx, nodeID, why, details)
 	return why
 }
 
@@ -310,7 +318,7 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 }
 
 // refusalRecordInterval is how often a refusal that proves nothing about
-// the device (a wrong secret, a replay, a malformed answer) is recorded
+// the device (a wrong secret, a replay, an unreadable answer) is recorded
 // per EK. EK public areas are public, so anyone can cause these; between
 // two records they are logged and counted, and the next record carries
 // the count.
@@ -405,7 +413,8 @@ func (a *Authority) checkTPMAnswer(c *Caller, s *attest.TPMSession, nodeID spiff
 	return &tpmAnswer{Result: res, key: pub}, err
 }
 
-// useUpTPMSession marks a session answered after a refused answer.
+// useUpTPMSession marks a session answered after a refused answer that
+// proved its TPM.
 func (a *Authority) useUpTPMSession(ctx context.Context, s *attest.TPMSession, now time.Time) error {
 	if err := a.store.Update(ctx, func(tx store.Tx) error { return useUpSession(tx, s, now) }); err != nil {
 		return fmt.Errorf("authority: use up TPM session %s: %w", s.ID, err)
