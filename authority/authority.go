@@ -229,11 +229,23 @@ func (a *Authority) Run(ctx context.Context) error {
 	defer a.remote.end()
 	g, ctx := errgroup.WithContext(ctx)
 	a.running.Store(true) // from now on the CA's changes are logged with it
-	g.Go(func() error { return a.audit.Run(ctx) })
+	// The audit log stops after maintain: what it records at shutdown
+	// (TPM refusal counts pending) still gets in.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAudit()
+	g.Go(func() error { return a.audit.Run(auditCtx) })
 	g.Go(func() error { return a.recordStart(ctx) })
 	g.Go(func() error { return a.ca.Run(ctx) })
 	g.Go(func() error { return a.fed.Run(ctx) })
-	g.Go(func() error { return a.maintain(ctx) })
+	g.Go(func() error {
+		defer stopAudit()
+		err := a.maintain(ctx)
+		// Best effort, a few seconds at most: counts left are logged.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		a.flushTPMRefusals(fctx, true)
+		return err
+	})
 	g.Go(func() error { return a.watchBundles(ctx) })
 	return g.Wait()
 }
@@ -270,6 +282,7 @@ func (a *Authority) maintain(ctx context.Context) error {
 		if now := time.Now(); now.Sub(pruned) >= time.Minute {
 			a.pruneJoinTokens(ctx)
 			a.pruneTPMSessions(ctx)
+			a.flushTPMRefusals(ctx, false)
 			pruned = now
 		}
 		t := time.NewTimer(wait)

@@ -270,18 +270,12 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 	// The same refusal of a node already drifted, or of one never
 	// admitted, changes nothing and is recorded as other proven
 	// refusals are, at most once a minute per EK.
-	if !known || wasDrifted {
-		ok, skipped := a.refusals.allow(provenKey(nodeID), a.now())
-		if !ok {
-			if err := a.useUpTPMSession(ctx, s, now); err != nil {
-				return err
-			}
-			a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
-			return why
+	if (!known || wasDrifted) && !a.allowRefusal(nodeID, true, why, details) {
+		if err := a.useUpTPMSession(ctx, s, now); err != nil {
+			return err
 		}
-		if skipped > 0 {
-			details["refusals_not_recorded"] = skipped
-		}
+		a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
+		return why
 	}
 	if known { // nodes are never deleted
 		details["node_marked"] = "drifted"
@@ -320,20 +314,20 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 // refusalRecordInterval is how often a refusal that proves nothing about
 // the device (a wrong secret, a replay, an unreadable answer) is recorded
 // per EK. EK public areas are public, so anyone can cause these; between
-// two records they are logged and counted, and the next record carries
-// the count.
+// two records they are logged and counted, and the count is recorded
+// once the interval ends (see flushTPMRefusals).
 const refusalRecordInterval = time.Minute
 
+// maxRefusalReasons bounds the distinct reasons a count of refusals not
+// recorded lists; the others are counted under "other".
+const maxRefusalReasons = 8
+
 // recordUnprovenRefusal records a refusal at most once per interval per
-// EK, with the number of refusals not recorded since the last one.
+// EK, with the refusals not recorded since the last one.
 func (a *Authority) recordUnprovenRefusal(ctx context.Context, nodeID spiffeid.ID, why error, details map[string]any) {
-	ok, skipped := a.refusals.allow(nodeID.String(), a.now())
-	if !ok {
+	if !a.allowRefusal(nodeID, false, why, details) {
 		a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
 		return
-	}
-	if skipped > 0 {
-		details["refusals_not_recorded"] = skipped
 	}
 	a.refuseTPM(ctx, nodeID, why, details)
 }
@@ -345,51 +339,226 @@ func (a *Authority) recordUnprovenRefusal(ctx context.Context, nodeID spiffeid.I
 // A refusal that changes a node's state (marks it drifted) is not
 // limited: see refuseDrifted.
 func (a *Authority) recordProvenRefusal(ctx context.Context, nodeID spiffeid.ID, why error, details map[string]any) {
-	ok, skipped := a.refusals.allow(provenKey(nodeID), a.now())
-	if !ok {
+	if !a.allowRefusal(nodeID, true, why, details) {
 		a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
 		return
-	}
-	if skipped > 0 {
-		details["refusals_not_recorded"] = skipped
 	}
 	a.refuseTPM(ctx, nodeID, why, details)
 }
 
-// provenKey is the refusal limiter's key for the proven refusals of a
-// node ID (its unproven ones are keyed by the ID alone).
-func provenKey(nodeID spiffeid.ID) string { return "proven " + nodeID.String() }
+// allowRefusal tells whether a refusal of nodeID is to be recorded now;
+// if so, the refusals counted since the last record are added to
+// details (refusals_not_recorded, refusal_reasons).
+func (a *Authority) allowRefusal(nodeID spiffeid.ID, proven bool, why error, details map[string]any) bool {
+	ok, pending := a.refusals.allow(nodeID.String(), proven, TPMRefusalType(why), a.now())
+	if ok && pending.n > 0 {
+		details["refusals_not_recorded"] = pending.n
+		details["refusal_reasons"] = pending.reasonMap()
+	}
+	return ok
+}
 
-// refusalLimiter remembers, per key, when a refusal was last recorded and
-// how many were skipped since. mu guards m; m is emptied when full.
+// flushTPMRefusals records the refusals counted but not recorded whose
+// interval has ended (all of them when final: at shutdown), one entry
+// per node ID and kind, and one for the refusals of node IDs the limiter
+// had no room to track; it forgets node IDs with nothing pending whose
+// interval has ended. Recording is best effort: a count that cannot be
+// recorded is logged. The maintain loop calls it every minute.
+func (a *Authority) flushTPMRefusals(ctx context.Context, final bool) {
+	due := a.refusals.due(a.now(), final)
+	for i, p := range due {
+		if ctx.Err() != nil {
+			a.log.Warn("TPM refusal counts not recorded", "counts", len(due)-i, "err", ctx.Err())
+			return
+		}
+		d := map[string]any{"method": attest.MethodTPM, "stage": "count", "reason": "refusals counted but not recorded",
+			"refusals_not_recorded": p.n, "refusal_reasons": p.reasonMap(), "proven": p.proven}
+		ev := event{typ: "node.attestation_refused", subject: p.subject, details: d}
+		if p.subject == "" {
+			d["untracked"] = true // node IDs beyond maxRefusedTokens, together
+		}
+		e, err := a.entryOf(ev)
+		if err == nil { // no change goes with it: the wait ends with ctx
+			_, err = a.audit.AppendWith(ctx, e, nil)
+		}
+		if err != nil {
+			a.log.Error("audit TPM refusals not recorded", "subject", p.subject, "count", p.n, "err", err)
+		}
+	}
+}
+
+// refusalLimiter remembers, per node ID and kind (proven or not), when a
+// refusal was last recorded and the refusals counted since. It tracks at
+// most maxRefusedTokens keys: node IDs with nothing pending whose
+// interval has ended are forgotten, and refusals of node IDs beyond the
+// bound are counted together (overflow), never dropped.
 type refusalLimiter struct {
-	mu sync.Mutex
-	m  map[string]*refusalCount
+	mu       sync.Mutex
+	m        map[string]*refusalCount
+	overflow refusalCount
+	sweptAt  time.Time
 }
 
 type refusalCount struct {
-	last    time.Time
-	skipped int
+	last time.Time // when a refusal was last recorded
+	refusalPending
 }
 
-func (l *refusalLimiter) allow(key string, now time.Time) (bool, int) {
+// refusalPending is a count of refusals of a node ID ("" for the
+// overflow) not recorded, by reason (the problem type), at most
+// maxRefusalReasons of them named.
+type refusalPending struct {
+	subject string
+	proven  bool
+	n       int
+	reasons []reasonCount
+	other   int
+}
+
+// take returns the count and clears it.
+func (p *refusalPending) take() refusalPending {
+	out := *p
+	p.n, p.reasons, p.other = 0, nil, 0
+	return out
+}
+
+type reasonCount struct {
+	typ string
+	n   int
+}
+
+func (p *refusalPending) add(typ string) {
+	p.n++
+	for i := range p.reasons {
+		if p.reasons[i].typ == typ {
+			p.reasons[i].n++
+			return
+		}
+	}
+	if len(p.reasons) < maxRefusalReasons {
+		p.reasons = append(p.reasons, reasonCount{typ, 1})
+		return
+	}
+	p.other++
+}
+
+func (p refusalPending) reasonMap() map[string]int {
+	m := make(map[string]int, len(p.reasons)+1)
+	for _, r := range p.reasons {
+		m[r.typ] = r.n
+	}
+	if p.other > 0 {
+		m["other"] = p.other
+	}
+	return m
+}
+
+func limiterKey(subject string, proven bool) string {
+	if proven {
+		return "proven " + subject
+	}
+	return subject
+}
+
+// allow tells whether a refusal (of type typ) of subject is to be
+// recorded now: the first one of an interval is, with the count pending
+// (returned, and cleared); the others are counted.
+func (l *refusalLimiter) allow(subject string, proven bool, typ string, now time.Time) (bool, refusalPending) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.m == nil || len(l.m) >= maxRefusedTokens {
+	if l.m == nil {
 		l.m = map[string]*refusalCount{}
 	}
+	key := limiterKey(subject, proven)
 	c := l.m[key]
 	if c == nil {
-		l.m[key] = &refusalCount{last: now}
-		return true, 0
+		if len(l.m) >= maxRefusedTokens && now.Sub(l.sweptAt) >= time.Second {
+			l.sweep(now)
+		}
+		if len(l.m) >= maxRefusedTokens {
+			l.overflow.add(typ)
+			return false, refusalPending{}
+		}
+		l.m[key] = &refusalCount{last: now, refusalPending: refusalPending{subject: subject, proven: proven}}
+		return true, refusalPending{}
 	}
 	if now.Sub(c.last) < refusalRecordInterval {
-		c.skipped++
-		return false, 0
+		c.add(typ)
+		return false, refusalPending{}
 	}
-	skipped := c.skipped
-	c.last, c.skipped = now, 0
-	return true, skipped
+	c.last = now
+	return true, c.take()
+}
+
+// sweep forgets the keys with nothing pending whose interval has ended.
+func (l *refusalLimiter) sweep(now time.Time) {
+	l.sweptAt = now
+	for k, c := range l.m {
+		if c.n == 0 && !now.Before(c.last.Add(refusalRecordInterval)) {
+			delete(l.m, k)
+		}
+	}
+}
+
+// due returns the counts pending whose interval has ended (all, when
+// final), and the overflow's, clearing them; a key's next interval
+// starts now (its count was recorded). Keys left with nothing pending
+// whose interval has ended are forgotten.
+func (l *refusalLimiter) due(now time.Time, final bool) []refusalPending {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []refusalPending
+	for _, c := range l.m {
+		if c.n > 0 && (final || !now.Before(c.last.Add(refusalRecordInterval))) {
+			c.last = now
+			out = append(out, c.take())
+		}
+	}
+	l.sweep(now)
+	if l.overflow.n > 0 {
+		out = append(out, l.overflow.take())
+	}
+	return out
+}
+
+// TPMRefusalType names the problem type of a TPM refusal (as the API
+// answers it), or "other".
+func TPMRefusalType(err error) string {
+	for _, t := range tpmRefusalTypes {
+		if errors.Is(err, t.err) {
+			return t.typ
+		}
+	}
+	return "other"
+}
+
+// tpmRefusalTypes are the problem types of TPM refusals, in the API's
+// order of precedence.
+var tpmRefusalTypes = []struct {
+	err error
+	typ string
+}{
+	{registry.ErrBanned, "node-banned"},
+	{ErrForbidden, "forbidden"},
+	{ca.ErrWeakKey, "weak-key"},
+	{ca.ErrUnsupportedKey, "unsupported-key"},
+	{ca.ErrInvalidCSR, "invalid-csr"},
+	{ca.ErrCSRIdentity, "csr-identity-mismatch"},
+	{attest.ErrTPMDisabled, "tpm-attestation-disabled"},
+	{attest.ErrTPMMalformed, "tpm-malformed"},
+	{attest.ErrEKUntrusted, "tpm-ek-untrusted"},
+	{attest.ErrEKCertInvalid, "tpm-ek-cert-invalid"},
+	{attest.ErrAKInvalid, "tpm-ak-invalid"},
+	{attest.ErrChallengeUnknown, "tpm-challenge-unknown"},
+	{attest.ErrChallengeUsed, "tpm-challenge-used"},
+	{attest.ErrChallengeExpired, "tpm-challenge-expired"},
+	{attest.ErrCredentialMismatch, "tpm-credential-mismatch"},
+	{attest.ErrQuoteInvalid, "tpm-quote-invalid"},
+	{attest.ErrQuoteSignature, "tpm-quote-signature-invalid"},
+	{attest.ErrNonceMismatch, "tpm-nonce-mismatch"},
+	{attest.ErrPCRSelection, "tpm-pcr-selection-mismatch"},
+	{attest.ErrPCRDigest, "tpm-pcr-digest-mismatch"},
+	{attest.ErrPCRPolicy, "tpm-pcr-policy-mismatch"},
 }
 
 // tpmAnswer is a checked answer: what it proved and the CSR's key.
