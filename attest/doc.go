@@ -30,8 +30,9 @@
 //   - An EK trusted by certificate is the TCG default EK template apart
 //     from its key, so one certified key yields one node ID.
 //   - A TPM challenge is answered at most once (ConsumeTPMSession stores
-//     the mark of its use inside the caller's transaction, kept until it
-//     expires) and never after it expires. Only an answer whose activated
+//     the mark of its use inside the caller's transaction, kept until an
+//     hour after it expires) and never after it expires, nor before it
+//     was made (a clock gone back). Only an answer whose activated
 //     secret matched is marked: one that proves nothing writes nothing.
 //     Its state is sealed into the session id, not stored: asking
 //     challenges writes nothing and takes no one's challenge away.

@@ -23,7 +23,7 @@ import (
 
 // BucketTPMSessions holds the marks of answered TPM challenges (answers
 // whose activated secret matched), keyed by the challenge's ID, each
-// kept until the challenge expires. Challenges
+// kept until UsedMarkRetention after the challenge expires. Challenges
 // themselves are not stored: their state travels sealed in the session
 // id (see SealSession).
 const BucketTPMSessions = "tpm_sessions"
@@ -265,9 +265,21 @@ type usedMark struct {
 	UsedAt    time.Time `json:"used_at"`
 }
 
+// UsedMarkRetention is how long the mark of a used challenge is kept
+// after the challenge expires: a clock stepped back by up to that much
+// after a prune cannot reopen it.
+const UsedMarkRetention = time.Hour
+
+// SessionClockSkew is how far before a challenge's creation an answer is
+// still taken: an earlier one means the clock went back, and is refused
+// (the used mark may be gone).
+const SessionClockSkew = 5 * time.Second
+
 // CheckTPMSession tells whether an opened session may be answered: it
 // fails with ErrChallengeUsed (an answer was taken) or
-// ErrChallengeExpired. A used challenge is told so until it expires.
+// ErrChallengeExpired (expired, or now is before the challenge was made,
+// less SessionClockSkew: the clock went back). A used challenge is told
+// so until its mark is pruned (UsedMarkRetention after it expires).
 func CheckTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
 	b, err := tx.Get(BucketTPMSessions, []byte(s.ID))
 	switch {
@@ -283,6 +295,9 @@ func CheckTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
 	}
 	if !now.Before(s.ExpiresAt) {
 		return fmt.Errorf("%w (at %s)", ErrChallengeExpired, s.ExpiresAt.Format(time.RFC3339))
+	}
+	if now.Before(s.CreatedAt.Add(-SessionClockSkew)) {
+		return fmt.Errorf("%w: made at %s, after now (the authority's clock went back): ask a new challenge", ErrChallengeExpired, s.CreatedAt.Format(time.RFC3339))
 	}
 	return nil
 }
@@ -305,11 +320,11 @@ func ConsumeTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
 	return tx.Put(BucketTPMSessions, []byte(s.ID), b)
 }
 
-// PruneTPMSessions deletes the marks of challenges that expired before
-// cutoff (an answer to them is then told it is late, not used), and any
-// record that does not decode.
-func PruneTPMSessions(tx store.Tx, cutoff time.Time) (int, error) {
-	return pruneExpired(tx, BucketTPMSessions, cutoff, func(v []byte) (time.Time, error) {
+// PruneTPMSessions deletes the marks of challenges that expired more
+// than UsedMarkRetention before now (an answer to them is then told it
+// is late, not used), and any record that does not decode.
+func PruneTPMSessions(tx store.Tx, now time.Time) (int, error) {
+	return pruneExpired(tx, BucketTPMSessions, now.Add(-UsedMarkRetention), func(v []byte) (time.Time, error) {
 		var m usedMark
 		err := json.Unmarshal(v, &m)
 		return m.ExpiresAt, err

@@ -115,7 +115,7 @@ func TestSessionIDSealsTheChallenge(t *testing.T) {
 				"name only":       ch.Session.ID,
 				"too long":        ch.SessionID + strings.Repeat("A", attest.MaxSessionIDLen),
 				"empty":           "",
-				"another's state": ch.Session.ID[:47] + "0" + ch.SessionID[48:],
+				"another's state": ch.Session.ID[:47] + other47(ch.Session.ID) + ch.SessionID[48:],
 			} {
 				if _, err := v.OpenSession(id, td); !errors.Is(err, attest.ErrChallengeUnknown) {
 					t.Errorf("%s: %v, want unknown", name, err)
@@ -129,43 +129,80 @@ func TestSessionIDSealsTheChallenge(t *testing.T) {
 }
 
 // An answered challenge is marked in the store: a second answer is told
-// "used" until the challenge expires, then "expired"; the mark is pruned
-// once the challenge expired, not before.
+// "used" until the mark is pruned, an hour after the challenge expired
+// (so a clock stepped back by less than that after a prune cannot
+// reopen it), then "expired". An answer before the challenge was made
+// (the clock went back further) is refused as expired.
 func TestUsedMarkUntilExpiry(t *testing.T) {
-	s := bolttest.Open(t)
-	ctx := context.Background()
 	now := time.Now()
-	ses := &attest.TPMSession{ID: strings.Repeat("e", 48), EKHash: strings.Repeat("e", 64), ExpiresAt: now.Add(time.Minute)}
-	consume := func(at time.Time) error {
-		return s.Update(ctx, func(tx store.Tx) error { return attest.ConsumeTPMSession(tx, ses, at) })
+	for _, tc := range []struct {
+		name  string
+		prune time.Duration // after now; 0: none
+		at    time.Duration // the second answer, after now
+		want  error         // nil: accepted
+	}{
+		{"replay at once", 0, time.Second, attest.ErrChallengeUsed},
+		{"replay before expiry, after a prune", 30 * time.Second, 59 * time.Second, attest.ErrChallengeUsed},
+		{"replay after expiry, before the prune", 0, 2 * time.Minute, attest.ErrChallengeUsed},
+		{"clock stepped back after a prune at expiry", time.Minute + time.Millisecond, 58 * time.Second, attest.ErrChallengeUsed},
+		{"clock stepped back after a prune within the hour", 50 * time.Minute, 30 * time.Second, attest.ErrChallengeUsed},
+		{"late, once pruned", time.Minute + attest.UsedMarkRetention + time.Second, time.Minute + attest.UsedMarkRetention + time.Second, attest.ErrChallengeExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := bolttest.Open(t)
+			ctx := context.Background()
+			ses := &attest.TPMSession{ID: strings.Repeat("e", 48), EKHash: strings.Repeat("e", 64), CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+			consume := func(at time.Time) error {
+				return s.Update(ctx, func(tx store.Tx) error { return attest.ConsumeTPMSession(tx, ses, at) })
+			}
+			if err := consume(now); err != nil {
+				t.Fatalf("first answer: %v", err)
+			}
+			if tc.prune > 0 {
+				if err := s.Update(ctx, func(tx store.Tx) error {
+					_, err := attest.PruneTPMSessions(tx, now.Add(tc.prune))
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := consume(now.Add(tc.at)); !errors.Is(err, tc.want) {
+				t.Fatalf("second answer = %v, want %v", err, tc.want)
+			}
+		})
 	}
-	prune := func(cutoff time.Time) int {
-		var n int
-		if err := s.Update(ctx, func(tx store.Tx) error {
-			var err error
-			n, err = attest.PruneTPMSessions(tx, cutoff)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return n
+}
+
+// An answer is refused when the clock reads before the challenge was made
+// (beyond a small skew): the clock went back, and the challenge's mark
+// may be gone.
+func TestAnswerBeforeChallengeMade(t *testing.T) {
+	made := time.Now()
+	for _, tc := range []struct {
+		name string
+		at   time.Duration // after the challenge was made
+		want error
+	}{
+		{"after", time.Second, nil},
+		{"within the skew", -attest.SessionClockSkew + time.Millisecond, nil},
+		{"clock gone back", -attest.SessionClockSkew - time.Millisecond, attest.ErrChallengeExpired},
+		{"clock gone back an hour", -time.Hour, attest.ErrChallengeExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := bolttest.Open(t)
+			ses := &attest.TPMSession{ID: strings.Repeat("e", 48), EKHash: strings.Repeat("e", 64), CreatedAt: made, ExpiresAt: made.Add(time.Minute)}
+			err := s.Update(context.Background(), func(tx store.Tx) error { return attest.ConsumeTPMSession(tx, ses, made.Add(tc.at)) })
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("answer = %v, want %v", err, tc.want)
+			}
+		})
 	}
-	if err := consume(now); err != nil {
-		t.Fatalf("first answer: %v", err)
+}
+
+// other47 is a hex digit other than the ID's last.
+func other47(id string) string {
+	if id[47] == '0' {
+		return "1"
 	}
-	if err := consume(now.Add(time.Second)); !errors.Is(err, attest.ErrChallengeUsed) {
-		t.Fatalf("second answer = %v, want used", err)
-	}
-	if n := prune(now.Add(30 * time.Second)); n != 0 {
-		t.Fatalf("pruned %d marks before the challenge expired", n)
-	}
-	if err := consume(now.Add(59 * time.Second)); !errors.Is(err, attest.ErrChallengeUsed) {
-		t.Fatalf("replay before expiry = %v, want used", err)
-	}
-	if n := prune(now.Add(2 * time.Minute)); n != 1 {
-		t.Fatalf("pruned %d marks after the challenge expired, want 1", n)
-	}
-	if err := consume(now.Add(2 * time.Minute)); !errors.Is(err, attest.ErrChallengeExpired) {
-		t.Fatalf("answer after expiry = %v, want expired", err)
-	}
+	return "0"
 }

@@ -667,12 +667,13 @@ func (a *Authority) tpmRefusal(nodeID spiffeid.ID, why error, details map[string
 	return event{typ: "node.attestation_refused", subject: subject, details: d}
 }
 
-// pruneTPMSessions deletes the marks of answered challenges once they
-// have expired: an answer to one is then late, whatever it was.
+// pruneTPMSessions deletes the marks of answered challenges an hour
+// after they expired (attest.UsedMarkRetention): an answer to one is then
+// late, whatever it was.
 func (a *Authority) pruneTPMSessions(ctx context.Context) {
-	cutoff := a.now()
+	now := a.now()
 	err := a.store.Update(ctx, func(tx store.Tx) error {
-		_, err := attest.PruneTPMSessions(tx, cutoff)
+		_, err := attest.PruneTPMSessions(tx, now)
 		return err
 	})
 	if err != nil && ctx.Err() == nil { // not merely stopping
