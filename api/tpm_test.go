@@ -869,11 +869,12 @@ func TestTPMCertKeyTypesHoldABan(t *testing.T) {
 func TestTPMChallengeAcrossRestart(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		keepEK bool
+		change func(*authority.TPMConfig)
 		want   string
 	}{
-		{"EK still allowlisted", true, ""},
-		{"EK removed from the allowlist", false, "tpm-ek-untrusted"},
+		{"EK still allowlisted", func(*authority.TPMConfig) {}, ""},
+		{"EK removed from the allowlist", func(c *authority.TPMConfig) { c.EKAllowlist = nil }, "tpm-ek-untrusted"},
+		{"TPM attestation turned off", func(c *authority.TPMConfig) { *c = authority.TPMConfig{} }, "tpm-attestation-disabled"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			te := startTPM(t, 61, tpmSetup{ek: tpmdevice.EKRSA, allowlist: true, certs: true})
@@ -887,9 +888,7 @@ func TestTPMChallengeAcrossRestart(t *testing.T) {
 			cfg := te.a.Config()
 			again := start(t, "org-a.example", func(c *authority.Config) {
 				c.DataDir, c.Attestation = cfg.DataDir, cfg.Attestation
-				if !tc.keepEK {
-					c.Attestation.TPM.EKAllowlist = nil
-				}
+				tc.change(&c.Attestation.TPM)
 			})
 			_, csr, _ := client.NewKeyAndCSR()
 			_, err := again.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr)

@@ -116,17 +116,17 @@ func (k sessionSealer) seal(s *TPMSession) (string, error) {
 }
 
 // open returns the state sealed in a session id, or ErrChallengeUnknown
-// for one this key did not seal (or too long, or altered). It does not
-// check the expiry.
+// for one this key did not seal (or too long, or altered, or not written
+// exactly as seal writes it: lower-case hex, a dot, base64url). It does
+// not check the expiry.
 func (k sessionSealer) open(id string) (*TPMSession, error) {
 	if len(id) > MaxSessionIDLen {
 		return nil, ErrChallengeUnknown
 	}
 	name, sealed, ok := strings.Cut(id, ".")
-	if !ok || len(name) != sessionIDLen {
-		return nil, ErrChallengeUnknown
-	}
-	if _, err := hex.DecodeString(name); err != nil {
+	if !ok || len(name) != sessionIDLen || !canonical(name, isLowerHex) || !canonical(sealed, isBase64URL) {
+		// Only the form seal makes: the base64 decoder would skip CR and
+		// LF, and hex takes upper case, so other strings would open too.
 		return nil, ErrChallengeUnknown
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(sealed)
@@ -148,6 +148,21 @@ func (k sessionSealer) open(id string) (*TPMSession, error) {
 	}
 	s.ID = name
 	return s, nil
+}
+
+func canonical(s string, ok func(byte) bool) bool {
+	for i := range len(s) {
+		if !ok(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
+
+func isBase64URL(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_'
 }
 
 // encodeSession writes the state sealed in a session id: EK hash (32),

@@ -108,14 +108,19 @@ func TestSessionIDSealsTheChallenge(t *testing.T) {
 				return string(b)
 			}
 			for name, id := range map[string]string{
-				"name altered":    flip(20),
-				"state altered":   flip(len(ch.SessionID) / 2),
-				"tag altered":     flip(len(ch.SessionID) - 2),
-				"cut short":       ch.SessionID[:len(ch.SessionID)-10],
-				"name only":       ch.Session.ID,
-				"too long":        ch.SessionID + strings.Repeat("A", attest.MaxSessionIDLen),
-				"empty":           "",
-				"another's state": ch.Session.ID[:47] + other47(ch.Session.ID) + ch.SessionID[48:],
+				"name altered":      flip(20),
+				"state altered":     flip(len(ch.SessionID) / 2),
+				"tag altered":       flip(len(ch.SessionID) - 2),
+				"cut short":         ch.SessionID[:len(ch.SessionID)-10],
+				"name only":         ch.Session.ID,
+				"too long":          ch.SessionID + strings.Repeat("A", attest.MaxSessionIDLen),
+				"empty":             "",
+				"another's state":   ch.Session.ID[:47] + other47(ch.Session.ID) + ch.SessionID[48:],
+				"CRLF in the state": ch.SessionID[:60] + "\r\n" + ch.SessionID[60:],
+				"LF in the state":   ch.SessionID[:60] + "\n" + ch.SessionID[60:],
+				"upper-case name":   strings.ToUpper(ch.Session.ID) + ch.SessionID[48:],
+				"padded state":      ch.SessionID + "=",
+				"space in the name": " " + ch.SessionID[1:],
 			} {
 				if _, err := v.OpenSession(id, td); !errors.Is(err, attest.ErrChallengeUnknown) {
 					t.Errorf("%s: %v, want unknown", name, err)

@@ -190,6 +190,9 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 func (a *Authority) TPMAnswerUnreadable(ctx context.Context, sessionID string, why error) error {
 	now := a.now()
 	s, err := a.openTPMSession(ctx, sessionID, now)
+	if errors.Is(err, attest.ErrTPMDisabled) {
+		return err
+	}
 	if err != nil {
 		return why
 	}
@@ -205,6 +208,11 @@ func (a *Authority) TPMAnswerUnreadable(ctx context.Context, sessionID string, w
 // neither used nor expired. A replayed or late answer is recorded
 // (rate-limited per EK); an unknown session only logged.
 func (a *Authority) openTPMSession(ctx context.Context, sessionID string, now time.Time) (*attest.TPMSession, error) {
+	if !a.tpm.Enabled() {
+		// A restart turned TPM attestation off: say so (its session key
+		// is not even read, so the session would look unknown).
+		return nil, fmt.Errorf("%w: the authority no longer attests TPMs (its operator sets attestation.tpm)", attest.ErrTPMDisabled)
+	}
 	s, err := a.tpm.OpenSession(sessionID, a.td)
 	if err == nil {
 		err = a.store.View(ctx, func(tx store.Tx) error { return attest.CheckTPMSession(tx, s, now) })
