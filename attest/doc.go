@@ -17,7 +17,9 @@
 //     transaction, so two concurrent joins with one token cannot both win.
 //   - The secret itself is never stored: the store keeps its SHA-256, and
 //     only the token id (which is not secret) appears in records and logs.
-//     The same holds for a TPM challenge's secret.
+//     A TPM challenge's secret is kept nowhere: its SHA-256 travels sealed
+//     (AES-256-GCM) in the session id, and the store holds only the mark
+//     of a challenge used up.
 //   - TPM structures are decoded from the exact bytes received, which must
 //     be their canonical encoding with nothing trailing; names and digests
 //     are computed here from those bytes, never taken from the client.

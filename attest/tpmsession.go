@@ -28,8 +28,8 @@ import (
 // id (see SealSession).
 const BucketTPMSessions = "tpm_sessions"
 
-// TPMSession is the state of one challenge. It keeps the secret's
-// SHA-256, never the secret.
+// TPMSession is the state of one challenge, sealed into its session id.
+// It keeps the secret's SHA-256, never the secret.
 type TPMSession struct {
 	// ID names the challenge: the first 16 hex digits of its EK hash and
 	// 32 random ones. Records (the audit log, the used mark) name it so.
@@ -60,9 +60,10 @@ func (s *TPMSession) ak() (*TPMPublic, error) {
 	return ak.TPMPublic, nil
 }
 
-// MaxSessionIDLen bounds a session id: none is longer (the largest
-// acceptable AK, RSA 4096 bits, makes one of about 1,700 characters),
-// and a longer one read from the network is unknown without more work.
+// MaxSessionIDLen bounds a session id: none is longer (an RSA 4096 AK
+// makes one of 1,025 characters with certificate trust, the largest AK
+// public area decoded, 1,024 bytes, one of 1,673), and a longer one read
+// from the network is unknown without more work.
 const MaxSessionIDLen = 2048
 
 // sessionIDLen is the length of a challenge's ID (TPMSession.ID).
