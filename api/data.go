@@ -412,17 +412,35 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 		// An evaluation error, OPA's 500 internal_error, its error's code
 		// naming the timeout: the server ran out of time (under load, say),
 		// which asking again may not.
+		s.logEvalError(r, policy.CodeTimeout, "")
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
 			map[string]any{"code": policy.CodeTimeout, "message": err.Error()})
 	case errors.As(err, &te):
+		loc := ""
+		if te.Location != nil {
+			loc = te.Location.String()
+		}
+		s.logEvalError(r, te.Code, loc)
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
 			map[string]any{"code": te.Code, "message": te.Message, "location": te.Location})
 	case errors.Is(err, policy.ErrEval):
+		s.logEvalError(r, "eval_error", "")
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage, map[string]any{"code": "eval_error", "message": err.Error()})
 	default:
 		s.log.ErrorContext(r.Context(), "decision failed", "path", r.URL.Path, "err", err)
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, "the server failed to answer; the error is in its log")
 	}
+}
+
+// logEvalError says in the server log that a policy failed to evaluate
+// for the Data API (the operator's policy, not the caller, is at fault):
+// its code and location, never its message, which may quote the input.
+func (s *Server) logEvalError(r *http.Request, code, loc string) {
+	attrs := []any{"path", r.URL.Path, "code", code}
+	if loc != "" {
+		attrs = append(attrs, "location", loc)
+	}
+	s.log.WarnContext(r.Context(), "policy evaluation failed", attrs...)
 }
 
 // boolParam reads an OPA boolean query parameter: present with no value,

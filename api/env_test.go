@@ -1,10 +1,12 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -33,7 +35,22 @@ type env struct {
 	skew    *atomic.Int64 // nanoseconds added to the authority's clock
 	stop    func()        // stops the authority (idempotent; also at cleanup)
 	srv     *api.Server
+	logs    *logBuffer // the authority's log (text, with request ids)
 }
+
+// logBuffer is a log's output, safe for concurrent writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // start runs an authority for td until the test ends.
 func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
@@ -54,7 +71,8 @@ func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	skew := new(atomic.Int64)
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	a, err := authority.New(ctx, cfg, authority.Options{Now: now})
+	logs := &logBuffer{}
+	a, err := authority.New(ctx, cfg, authority.Options{Now: now, Logger: slog.New(api.LogHandler(slog.NewTextHandler(logs, nil)))})
 	if err != nil {
 		t.Fatalf("authority.New() = %v", err)
 	}
@@ -85,7 +103,7 @@ func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 		})
 	}
 	t.Cleanup(stop)
-	e := &env{stop: stop, srv: srv, t: t, td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String(), dataDir: cfg.DataDir, skew: skew}
+	e := &env{stop: stop, srv: srv, t: t, td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String(), dataDir: cfg.DataDir, skew: skew, logs: logs}
 	chain, key, bundle, err := credfile.Load(authority.AdminPaths(cfg.DataDir))
 	if err != nil {
 		t.Fatalf("load admin credential: %v", err)

@@ -308,8 +308,14 @@ func TestDataAPISemanticsAsOPA(t *testing.T) {
 	if status, ans := do(t, gw, "POST", "/v1/data/authz/tonum", "application/json", []byte(`{"input": {"s": "9x"}}`)); status != 200 || ans["result"] != nil {
 		t.Errorf("a builtin error: %d %v, want 200 and no result", status, ans)
 	}
-	if status, ans := do(t, gw, "POST", "/v1/data/authz/tonum?strict-builtin-errors", "application/json", []byte(`{"input": {"s": "9x"}}`)); status != 500 || ans["code"] != "internal_error" || ans["errors"] == nil {
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/tonum?strict-builtin-errors", "application/json", []byte(`{"input": {"s": "9x-quoted"}}`)); status != 500 || ans["code"] != "internal_error" || ans["errors"] == nil {
 		t.Errorf("a builtin error, strict: %d %v, want 500 internal_error", status, ans)
+	}
+	// The operator's policy failed: said in the server log, with its code
+	// and the request's id, never with the message (which quotes input).
+	if logs := pe.logs.String(); !strings.Contains(logs, `msg="policy evaluation failed"`) || !strings.Contains(logs, "code=eval_builtin_error") ||
+		!strings.Contains(logs, "request_id=") || strings.Contains(logs, "9x-quoted") {
+		t.Errorf("the server log of a policy that failed to evaluate:\n%s", logs)
 	}
 	deep := strings.Repeat("[", 64) + strings.Repeat("]", 64)
 	if status, ans := do(t, gw, "GET", "/v1/data/authz/arr?input="+url.QueryEscape(deep), "", nil); status != 200 {
