@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -21,6 +20,7 @@ import (
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/logtest"
 )
 
 // env is one running authority on 127.0.0.1 with an admin client.
@@ -39,18 +39,7 @@ type env struct {
 }
 
 // logBuffer is a log's output, safe for concurrent writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+type logBuffer = logtest.Buffer
 
 // start runs an authority for td until the test ends.
 func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {

@@ -1,7 +1,6 @@
 package authority
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,28 +8,14 @@ import (
 	"encoding/pem"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"mandate.dev/mandate/logtest"
 )
 
 // lockedBuffer is a log sink safe for the authority's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = logtest.Buffer
 
 // A refused join of a token that exists is logged at INFO; a guess at a
 // token (anyone may send them, as fast as they like) at DEBUG only, so a
