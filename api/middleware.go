@@ -107,10 +107,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			if p := recover(); p != nil {
 				s.log.ErrorContext(r.Context(), "panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
 				if sw.status == 0 {
+					detail := "the server failed to answer; the error is in its log, with request_id=" + id
 					if isDataPath(r.URL.Path) {
-						writeOPAError(sw, http.StatusInternalServerError, opaInternal, "the server failed to answer; the error is in its log")
+						writeOPAError(sw, http.StatusInternalServerError, opaInternal, detail)
 					} else {
-						writeProblem(sw, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500})
+						writeProblem(sw, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500, Detail: detail})
 					}
 				}
 			}

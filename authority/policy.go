@@ -270,7 +270,8 @@ func (a *Authority) decide(ctx context.Context, c *Caller, point string, subject
 		return d, nil
 	}
 	if d.Err != nil {
-		a.log.ErrorContext(ctx, "policy could not decide: denied", "point", point, "decision_id", d.ID, "err", d.Err)
+		// Cut as the reason is: the message can quote the input at any length.
+		a.log.ErrorContext(ctx, "policy could not decide: denied", "point", point, "decision_id", d.ID, "err", policy.CutUTF8(d.Err.Error(), maxRecordedError))
 	}
 	if _, err := a.recordDecision(ctx, c, d, subject, parties, input); err != nil {
 		return d, err

@@ -29,6 +29,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/util"
 
 	"mandate.dev/mandate/policies"
 	"mandate.dev/mandate/store"
@@ -77,13 +78,14 @@ type Engine struct {
 	opts Options
 	cur  atomic.Pointer[revision]
 
-	reloadMu sync.Mutex // serializes reloads
+	reloading chan struct{} // holds one token while a reload runs: serializes reloads
 
 	mu     sync.Mutex     // serializes data writes and a reload's swap; guards dyn and dynGen
 	dyn    map[string]any // Mandate's own documents under data.mandate (kept across reloads)
 	dynGen uint64         // counts data writes, so that a reload knows its copy of dyn is stale
 
-	testHookBuilt func() // tests: called once a reload's revision is built and tested
+	testHookBuilt   func() // tests: called once a reload's revision is built and tested
+	testHookTesting func() // tests: called once Test's Rego tests have their store open
 }
 
 // revision is one loaded, compiled and tested policy set.
@@ -94,6 +96,7 @@ type revision struct {
 	compiler *ast.Compiler
 	store    storage.Store
 	modules  map[string]*ast.Module
+	docs     []byte // the data files' documents (JSON), without data.mandate
 
 	preparedMu sync.RWMutex
 	prepared   map[string]*rego.PreparedEvalQuery
@@ -112,7 +115,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{opts: opts, dyn: map[string]any{}}
+	e := &Engine{opts: opts, dyn: map[string]any{}, reloading: make(chan struct{}, 1)}
 	rev, err := e.build(ctx)
 	if err != nil {
 		return nil, err
@@ -140,8 +143,15 @@ func (e *Engine) Files() []string { return slices.Clone(e.cur.Load().files) }
 // in. Only the swap (and approve) waits for data writes, and they for it.
 // ctx bounds the Rego tests (each is also bounded at 10 s).
 func (e *Engine) Reload(ctx context.Context, approve func(old, cur string) error) (old, cur string, err error) {
-	e.reloadMu.Lock()
-	defer e.reloadMu.Unlock()
+	select { // another reload first, but no longer than ctx allows
+	case e.reloading <- struct{}{}:
+	case <-ctx.Done():
+		return e.cur.Load().id, e.cur.Load().id, fmt.Errorf("policy: waiting for another reload: %w", ctx.Err())
+	}
+	defer func() { <-e.reloading }()
+	if err := ctx.Err(); err != nil { // its caller gave up while it waited
+		return e.cur.Load().id, e.cur.Load().id, fmt.Errorf("policy: waiting for another reload: %w", err)
+	}
 	old = e.cur.Load().id
 	rev, err := e.build(ctx)
 	if err != nil {
@@ -238,8 +248,16 @@ func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error
 	mergeMandate(data, dyn)
 	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false))
 	rev := &revision{id: hex.EncodeToString(h.Sum(nil)), files: files, compiler: compiler, store: store,
-		modules: modules, prepared: map[string]*rego.PreparedEvalQuery{}}
-	if err := rev.test(ctx); err != nil {
+		modules: modules, docs: docs, prepared: map[string]*rego.PreparedEvalQuery{}}
+	err = rev.test(ctx, store)
+	if ctx.Err() != nil {
+		// Cut short by the caller's deadline: never activated, whatever
+		// the tests that ran said (those that did not run said nothing),
+		// and not refused either (ErrRejected would name a test that
+		// merely was running).
+		return nil, fmt.Errorf("policy: %s: the Rego tests did not finish: %w", name, ctx.Err())
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrRejected, name, err)
 	}
 	return rev, nil
@@ -274,9 +292,10 @@ type TestResult struct {
 	Duration      time.Duration
 }
 
-// test runs the revision's Rego tests; any failure or error rejects it.
-func (r *revision) test(ctx context.Context) error {
-	results, err := r.runTests(ctx)
+// test runs the revision's Rego tests on st; any failure or error
+// rejects it.
+func (r *revision) test(ctx context.Context, st storage.Store) error {
+	results, err := r.runTests(ctx, st)
 	if err != nil {
 		return err
 	}
@@ -295,13 +314,14 @@ func (r *revision) test(ctx context.Context) error {
 	return nil
 }
 
-func (r *revision) runTests(ctx context.Context) ([]TestResult, error) {
-	txn, err := r.store.NewTransaction(ctx)
+// runTests runs the revision's Rego tests on st, in one read transaction.
+func (r *revision) runTests(ctx context.Context, st storage.Store) ([]TestResult, error) {
+	txn, err := st.NewTransaction(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer r.store.Abort(ctx, txn)
-	ch, err := tester.NewRunner().SetCompiler(r.compiler).SetStore(r.store).SetModules(r.modules).
+	defer st.Abort(ctx, txn)
+	ch, err := tester.NewRunner().SetCompiler(r.compiler).SetStore(st).SetModules(r.modules).
 		SetTimeout(10*time.Second).RunTests(ctx, txn)
 	if err != nil {
 		return nil, fmt.Errorf("run Rego tests: %w", err)
@@ -318,9 +338,31 @@ func (r *revision) runTests(ctx context.Context) ([]TestResult, error) {
 	return out, nil
 }
 
-// Test runs the Rego tests of the active revision.
+// Test runs the Rego tests of the active revision, on a copy of its data
+// (the data files' documents and data.mandate as it is now): a test run,
+// however long, holds up no data write and so no decision.
 func (e *Engine) Test(ctx context.Context) ([]TestResult, error) {
-	return e.cur.Load().runTests(ctx)
+	e.mu.Lock()
+	rev, dyn := e.cur.Load(), maps.Clone(e.dyn) // its values are never changed in place
+	e.mu.Unlock()
+	var data map[string]any
+	if err := util.UnmarshalJSON(rev.docs, &data); err != nil {
+		return nil, fmt.Errorf("policy: data: %w", err)
+	}
+	if data == nil {
+		data = map[string]any{}
+	}
+	mergeMandate(data, dyn)
+	st := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false))
+	if e.testHookTesting != nil {
+		txn, err := st.NewTransaction(ctx) // held as the run holds its own
+		if err != nil {
+			return nil, err
+		}
+		e.testHookTesting()
+		st.Abort(ctx, txn)
+	}
+	return rev.runTests(ctx, st)
 }
 
 // SetData sets one of Mandate's own documents, data.mandate.<key> (the

@@ -2,9 +2,11 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -61,5 +63,98 @@ func TestDataWritesAndDecisionsDoNotWaitForAReload(t *testing.T) {
 	}
 	if e.Revision() == rev1 || !allowed("a") || !allowed("b") {
 		t.Fatalf("after the reload: revision changed=%v a=%v b=%v, want the new revision with the data written during the reload", e.Revision() != rev1, allowed("a"), allowed("b"))
+	}
+}
+
+// Running the active revision's Rego tests (POST /v1/admin/policy/test)
+// holds up no data write and so no decision: they run on a copy of its
+// data, with data.mandate as it is when they start.
+func TestRunningTheTestsHoldsUpNoWrite(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("authz.rego", "package authz\nimport rego.v1\nallow if data.mandate.agents[input.id]\n")
+	ctx := context.Background()
+	e, err := New(ctx, Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetDocuments(ctx, map[string]any{"agents": map[string]any{"a": true}}); err != nil {
+		t.Fatal(err)
+	}
+	write("authz_test.rego", "package authz_test\nimport rego.v1\ntest_a_is_known if data.mandate.agents.a\n")
+	if _, _, err := e.Reload(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	running, release := make(chan struct{}), make(chan struct{})
+	e.testHookTesting = func() { close(running); <-release }
+	results := make(chan []TestResult, 1)
+	go func() {
+		res, err := e.Test(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		results <- res
+	}()
+	<-running // the run has its store open
+	wrote := make(chan error, 1)
+	go func() { wrote <- e.PatchDocuments(ctx, map[string]Patch{"agents": {Set: map[string]any{"b": true}}}) }()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute): // a deadlock, not a slow machine
+		t.Fatal("a data write waited for the Rego tests to finish")
+	}
+	res, err := e.Eval(ctx, "authz/allow", ast.MustInterfaceToValue(map[string]any{"id": "b"}), EvalOptions{})
+	if err != nil || res.Value != true {
+		t.Errorf("a decision during the run = %v, %v; want the new data's allow", res.Value, err)
+	}
+	close(release)
+	if got := <-results; len(got) != 1 || got[0].Fail || got[0].Error != "" {
+		t.Errorf("the run's results = %+v, want its one test passing on the data it started with", got)
+	}
+}
+
+// A reload its caller's deadline cuts short is not the policy's fault:
+// its error is the context's, never ErrRejected naming a test that merely
+// was running; the active revision stays.
+func TestReloadCutShortIsNotRejected(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte("package authz\nimport rego.v1\nallow if input.ok\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(context.Background(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := e.Revision()
+	if err := os.WriteFile(filepath.Join(dir, "authz_test.rego"), []byte("package authz_test\nimport rego.v1\ntest_allow if data.authz.allow with input as {\"ok\": true}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, cur, err := e.Reload(ctx, nil); !errors.Is(err, context.Canceled) || errors.Is(err, ErrRejected) || cur != rev || e.Revision() != rev {
+		t.Errorf("Reload with its context ended = %v (revision changed: %v), want the context's error and the revision kept", err, e.Revision() != rev)
+	}
+	if _, _, err := e.Reload(context.Background(), nil); err != nil {
+		t.Errorf("the same policies, given time = %v", err)
+	}
+	// Tests that end in errors because the deadline cut them short are
+	// the deadline's, not the policy's.
+	if err := os.WriteFile(filepath.Join(dir, "authz_test.rego"), []byte("package authz_test\nimport rego.v1\ntest_allow if data.authz.allow with input as {\"ok\": false}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.load(ctx, nil); !errors.Is(err, context.Canceled) || errors.Is(err, ErrRejected) {
+		t.Errorf("load with failing tests and its context ended = %v, want the context's error", err)
+	}
+	if _, err := e.load(context.Background(), nil); !errors.Is(err, ErrRejected) {
+		t.Errorf("load with a failing test = %v, want ErrRejected", err)
 	}
 }
