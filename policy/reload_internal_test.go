@@ -11,11 +11,11 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// A reload compiles and tests the new revision without holding up data
-// writes and decisions: both complete while the reload is still at work
-// (held at its end here until they have), and a write made meanwhile is
-// in the revision the reload activates.
-func TestDataWritesAndDecisionsDoNotWaitForAReload(t *testing.T) {
+// agentsEngine is an engine of a policy directory whose authz.allow
+// holds for the ids in data.mandate.agents, and a function that writes a
+// file there.
+func agentsEngine(t *testing.T) (*Engine, func(name, text string)) {
+	t.Helper()
 	dir := t.TempDir()
 	write := func(name, text string) {
 		t.Helper()
@@ -24,11 +24,20 @@ func TestDataWritesAndDecisionsDoNotWaitForAReload(t *testing.T) {
 		}
 	}
 	write("authz.rego", "package authz\nimport rego.v1\nallow if data.mandate.agents[input.id]\n")
-	ctx := context.Background()
-	e, err := New(ctx, Options{Dir: dir})
+	e, err := New(context.Background(), Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e, write
+}
+
+// A reload compiles and tests the new revision without holding up data
+// writes and decisions: both complete while the reload is still at work
+// (held at its end here until they have), and a write made meanwhile is
+// in the revision the reload activates.
+func TestDataWritesAndDecisionsDoNotWaitForAReload(t *testing.T) {
+	e, write := agentsEngine(t)
+	ctx := context.Background()
 	allowed := func(id string) bool {
 		t.Helper()
 		res, err := e.Eval(ctx, "authz/allow", ast.MustInterfaceToValue(map[string]any{"id": id}), EvalOptions{})
@@ -70,19 +79,8 @@ func TestDataWritesAndDecisionsDoNotWaitForAReload(t *testing.T) {
 // holds up no data write and so no decision: they run on a copy of its
 // data, with data.mandate as it is when they start.
 func TestRunningTheTestsHoldsUpNoWrite(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, text string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("authz.rego", "package authz\nimport rego.v1\nallow if data.mandate.agents[input.id]\n")
+	e, write := agentsEngine(t)
 	ctx := context.Background()
-	e, err := New(ctx, Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := e.SetDocuments(ctx, map[string]any{"agents": map[string]any{"a": true}}); err != nil {
 		t.Fatal(err)
 	}
