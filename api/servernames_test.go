@@ -48,4 +48,16 @@ func TestServerCertificateNames(t *testing.T) {
 	if err := get("other.example"); err == nil {
 		t.Error("the certificate verified for a name it was not given")
 	}
+	// A public_url host no certificate can carry (a URL allows more) is
+	// left out of it, never allowed to fail every handshake; a trailing
+	// dot names the same host.
+	for _, host := range []string{"my_host.internal", "bücher.example", "mandate.org-b.example."} {
+		e := start(t, "org-b.example", func(c *authority.Config) { c.HTTP.PublicURL = "https://" + host + ":8443" })
+		resp, err := e.rawClient(nil, nil).Get(e.url + "/healthz")
+		if err != nil {
+			t.Errorf("public_url host %q: GET /healthz: %v", host, err)
+			continue
+		}
+		resp.Body.Close()
+	}
 }

@@ -186,9 +186,11 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 		b, next, err = l.commit(ctx, reqs)
 	}
 	if err != nil {
-		fail(reqs, fmt.Errorf("audit: append: %w", err))
+		// Counted before the callers hear of it: a caller that reads
+		// Stats after its refusal sees its commit failed.
 		l.failures.Add(1)
 		l.failedAt.Store(time.Now().UnixNano())
+		fail(reqs, fmt.Errorf("audit: append: %w", err))
 		l.cfg.Logger.Error("audit: commit failed; re-reading the stored log", "size", l.tree.size, "entries", len(reqs), "err", err)
 		l.stale = true
 		return fatal(l.resync(ctx))
@@ -196,7 +198,7 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	l.tree = next
 	l.head.Store(&next)
 	l.commits.Add(1)
-	l.failedAt.Store(0)
+	l.failedAt.Store(0) // before the callers hear of it (below), as a failure is
 	l.entries.Add(uint64(len(reqs)))
 	l.commitNanos.Add(uint64(time.Since(start)))
 	if waited {

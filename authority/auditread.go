@@ -160,9 +160,12 @@ func (a *Authority) SearchAudit(ctx context.Context, c *Caller, q audit.Query) (
 	return out, next, nil
 }
 
-// answerSize is about how many bytes e takes in a JSON answer.
+// answerSize is about how many bytes e takes in a JSON answer: its entry
+// as encoding/json writes it (<, > and & as \u003c, 6 bytes each), its
+// stored bytes in base64, its proof and checkpoint.
 func (e *AuditEntry) answerSize() int {
-	return len(e.Entry) + (len(e.EntryB64)+2)/3*4 + len(e.InclusionProof)*48 + len(e.LeafHash) + len(e.Checkpoint) + 128
+	html := bytes.Count(e.Entry, []byte("<")) + bytes.Count(e.Entry, []byte(">")) + bytes.Count(e.Entry, []byte("&"))
+	return len(e.Entry) + 5*html + (len(e.EntryB64)+2)/3*4 + len(e.InclusionProof)*48 + len(e.LeafHash) + len(e.Checkpoint) + 128
 }
 
 // AuditTile serves the C2SP tlog-tiles read path ("checkpoint",

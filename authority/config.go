@@ -25,6 +25,7 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/ca/federation"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/policy"
@@ -725,8 +726,8 @@ func (h *HTTPConfig) validate() error {
 		return fmt.Errorf("http.server_names: at most %d", maxServerNames)
 	}
 	for _, n := range h.ServerNames {
-		if net.ParseIP(n) == nil && !validDNSName(n) {
-			return fmt.Errorf("http.server_names: %q is neither an IP address nor a DNS name", n)
+		if net.ParseIP(n) == nil && !ca.ValidDNSName(n) {
+			return fmt.Errorf("http.server_names: %q is neither an IP address nor a DNS name a certificate can carry (ASCII letters, digits and hyphens; no wildcard, no trailing dot; an international name in its xn-- form)", n)
 		}
 	}
 	if h.MaxBodyBytes < 1024 || h.MaxBodyBytes > 16<<20 {
@@ -844,29 +845,6 @@ func validPointerEscapes(p string) bool {
 // maxServerNames bounds http.server_names.
 const maxServerNames = 32
 
-// validDNSName reports whether n is a DNS name a certificate may hold:
-// labels of letters, digits and hyphens (not at either end), at most 63
-// bytes each, 253 in all; the first label may be a wildcard (*).
-func validDNSName(n string) bool {
-	if n == "" || len(n) > 253 {
-		return false
-	}
-	for i, label := range strings.Split(n, ".") {
-		if i == 0 && label == "*" {
-			continue
-		}
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // ServerNames are the DNS names and IP addresses the server's certificate
 // carries besides localhost and the loopback addresses: the listen host,
 // public_url's host and http.server_names.
@@ -884,7 +862,14 @@ func (c *Config) ServerNames() (dns []string, ips []net.IP) {
 			if !ip.IsUnspecified() && !ip.IsLoopback() && !slices.ContainsFunc(ips, ip.Equal) {
 				ips = append(ips, ip)
 			}
-		} else if h != "" && h != "localhost" && !slices.Contains(dns, h) {
+			continue
+		}
+		// A host no certificate can carry (the listen or public_url host
+		// may be anything a URL allows: my_host, bücher.example) is left
+		// out, not allowed to make every certificate fail; a trailing dot
+		// names the same host.
+		h = strings.TrimSuffix(h, ".")
+		if h != "" && h != "localhost" && ca.ValidDNSName(h) && !slices.Contains(dns, h) {
 			dns = append(dns, h)
 		}
 	}

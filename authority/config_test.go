@@ -50,8 +50,13 @@ func TestConfigValidate(t *testing.T) {
 		{"authzen path that is no path", func(c *authority.Config) { c.Policy.AuthZENPath = "/" }, "policy.authzen_path"},
 		{"server name that is no name", func(c *authority.Config) { c.HTTP.ServerNames = []string{"bad name.example"} }, "http.server_names"},
 		{"server names", func(c *authority.Config) {
-			c.HTTP.ServerNames = []string{"mandate.example", "*.mandate.example", "10.0.0.1", "::1"}
+			c.HTTP.ServerNames = []string{"mandate.example", "xn--bcher-kva.example", "10.0.0.1", "::1"}
 		}, ""},
+		// What the CA cannot put in a certificate is refused at start,
+		// not left to fail every TLS handshake.
+		{"server name wildcard", func(c *authority.Config) { c.HTTP.ServerNames = []string{"*.mandate.example"} }, "http.server_names"},
+		{"server name with a trailing dot", func(c *authority.Config) { c.HTTP.ServerNames = []string{"mandate.example."} }, "http.server_names"},
+		{"server name not ASCII", func(c *authority.Config) { c.HTTP.ServerNames = []string{"bücher.example"} }, "http.server_names"},
 		{"policy dir missing", func(c *authority.Config) { c.Policy.Dir = "/nonexistent/policies" }, "policy.dir"},
 		{"policy dir a file", func(c *authority.Config) { c.Policy.Dir = "config_test.go" }, "policy.dir"},
 		{"federation without the bundle its endpoint needs, at a first start", func(c *authority.Config) {

@@ -209,7 +209,7 @@ func resolveTTL(ttl, def time.Duration) (time.Duration, error) {
 // wildcards) and 4- or 16-byte IP addresses.
 func checkSANs(names []string, ips []net.IP) error {
 	for _, n := range names {
-		if !validDNSName(n) {
+		if !ValidDNSName(n) {
 			return fmt.Errorf("%w: invalid dns name %q", ErrInvalidParams, n)
 		}
 	}
@@ -239,7 +239,11 @@ func leafSubject(n pkix.Name, def []byte) ([]byte, error) {
 	return raw, nil
 }
 
-func validDNSName(n string) bool {
+// ValidDNSName reports whether n is a DNS name an X509-SVID (or the
+// server's certificate) may carry: ASCII labels of letters, digits and
+// hyphens (not at either end), at most 63 bytes each and 253 in all; no
+// wildcard, no trailing dot.
+func ValidDNSName(n string) bool {
 	if n == "" || len(n) > 253 {
 		return false
 	}

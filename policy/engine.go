@@ -85,7 +85,7 @@ type Engine struct {
 	dynGen uint64         // counts data writes, so that a reload knows its copy of dyn is stale
 
 	testHookBuilt   func() // tests: called once a reload's revision is built and tested
-	testHookTesting func() // tests: called once Test's Rego tests have their store open
+	testHookTesting func() // tests: called once Test's Rego tests hold their store's read transaction
 }
 
 // revision is one loaded, compiled and tested policy set.
@@ -295,7 +295,7 @@ type TestResult struct {
 // test runs the revision's Rego tests on st; any failure or error
 // rejects it.
 func (r *revision) test(ctx context.Context, st storage.Store) error {
-	results, err := r.runTests(ctx, st)
+	results, err := r.runTests(ctx, st, nil)
 	if err != nil {
 		return err
 	}
@@ -314,13 +314,17 @@ func (r *revision) test(ctx context.Context, st storage.Store) error {
 	return nil
 }
 
-// runTests runs the revision's Rego tests on st, in one read transaction.
-func (r *revision) runTests(ctx context.Context, st storage.Store) ([]TestResult, error) {
+// runTests runs the revision's Rego tests on st, in one read transaction
+// (hook, if not nil, is called once it is open).
+func (r *revision) runTests(ctx context.Context, st storage.Store, hook func()) ([]TestResult, error) {
 	txn, err := st.NewTransaction(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Abort(ctx, txn)
+	if hook != nil {
+		hook()
+	}
 	ch, err := tester.NewRunner().SetCompiler(r.compiler).SetStore(st).SetModules(r.modules).
 		SetTimeout(10*time.Second).RunTests(ctx, txn)
 	if err != nil {
@@ -353,16 +357,7 @@ func (e *Engine) Test(ctx context.Context) ([]TestResult, error) {
 		data = map[string]any{}
 	}
 	mergeMandate(data, dyn)
-	st := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false))
-	if e.testHookTesting != nil {
-		txn, err := st.NewTransaction(ctx) // held as the run holds its own
-		if err != nil {
-			return nil, err
-		}
-		e.testHookTesting()
-		st.Abort(ctx, txn)
-	}
-	return rev.runTests(ctx, st)
+	return rev.runTests(ctx, inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false)), e.testHookTesting)
 }
 
 // SetData sets one of Mandate's own documents, data.mandate.<key> (the

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -168,6 +169,17 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// A search filter given empty (--spiffe-id "$ID" with ID unset) is
+	// refused, not taken for no filter: it would print the whole log.
+	var empty error
+	fs.Visit(func(fl *flag.Flag) {
+		if on("search") && empty == nil && fl.Value.String() == "" && slices.Contains([]string{"spiffe-id", "type", "since", "until", "decision-id", "delegation-id"}, fl.Name) {
+			empty = usagef("--%s is empty: leave it out to search without it", fl.Name)
+		}
+	})
+	if empty != nil {
+		return empty
+	}
 	if operand == "" {
 		if err := noArgs(rest); err != nil {
 			return err
@@ -277,37 +289,16 @@ func auditShow(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 var errFork = errors.New("audit: the log is not consistent with the checkpoint seen before (a fork, or history rewritten)")
 
 func auditVerify(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, _ []string, w io.Writer) error {
-	raw, cp, err := fetchCheckpoint(ctx, c, v)
+	// A checkpoint older than the one remembered may be another run's
+	// doing: one that remembered a newer checkpoint between this run's
+	// fetch and its reading of the memory. The log is asked once more
+	// before that is said of it.
+	raw, cp, prev, err := verifyAgainstMemory(ctx, f, c, v)
+	if errors.Is(err, errStale) {
+		raw, cp, prev, err = verifyAgainstMemory(ctx, f, c, v)
+	}
 	if err != nil {
 		return err
-	}
-	// The served checkpoint and the ones this auditor remembers (its
-	// --state, and audit chain's memory of this log) are one history,
-	// before anything else is said of the log.
-	views := newLogViews()
-	views.of(v, c)(cp, raw)
-	if f.remember != "" {
-		if err := views.recall(f.remember); err != nil {
-			return err
-		}
-	}
-	prev, prevRaw, err := views.recallState(f.state, v)
-	if err != nil {
-		return err
-	}
-	if err := views.check(ctx); err != nil {
-		if errors.Is(err, errFork) && prev != nil {
-			return fmt.Errorf("%w\n--- remembered checkpoint ---\n%s--- served checkpoint ---\n%s", err, prevRaw, raw)
-		}
-		return err // a fork, or the proof could not be had (the server or the network failed): not evidence of one
-	}
-	largest := prev
-	if r := views.recalled[logKey(v)]; r != nil && (largest == nil || r.Size > largest.Size) {
-		largest = r
-	}
-	if largest != nil && cp.Size < largest.Size {
-		return fmt.Errorf("audit: the log served a checkpoint of size %d, older than the size %d this auditor remembers; "+
-			"the two are consistent (not a fork), but the log did not show its latest entries: a stale answer (a cache), or entries withheld", cp.Size, largest.Size)
 	}
 	if f.full {
 		if err := verifyFull(ctx, c, cp); err != nil {
@@ -323,21 +314,81 @@ func auditVerify(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	return keepState(ctx, c, v, f.state, cp, raw)
 }
 
+// errStale: the log served a checkpoint older than one this auditor
+// remembers, and proved the two one history.
+var errStale = errors.New("audit: the log did not show its latest entries")
+
+// verifyAgainstMemory fetches the log's checkpoint and proves it one
+// history with those this auditor remembers (its --state, and audit
+// chain's memory of this log in --remember, read only), before anything
+// else is said of the log. It returns the checkpoint (and its signed
+// note) and the one --state held (nil when none).
+func verifyAgainstMemory(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier) ([]byte, *log.Checkpoint, *log.Checkpoint, error) {
+	raw, cp, err := fetchCheckpoint(ctx, c, v)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	views := newLogViews()
+	views.of(v, c)(cp, raw)
+	if f.remember != "" {
+		if err := views.recall(f.remember); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	prev, prevRaw, err := views.recallState(f.state, v, true)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := views.check(ctx); err != nil {
+		if !errors.Is(err, errFork) {
+			return nil, nil, nil, err // the proof could not be had (the server or the network failed): not evidence of a fork
+		}
+		// Evidence: the checkpoints that contradict each other.
+		evidence := ""
+		if prev != nil {
+			evidence += fmt.Sprintf("\n--- remembered checkpoint (%s) ---\n%s", f.state, prevRaw)
+		}
+		if r, ok := views.recalledRaw[logKey(v)]; ok {
+			evidence += fmt.Sprintf("\n--- remembered checkpoint (%s) ---\n%s", views.file(logKey(v)), r)
+		}
+		return nil, nil, nil, fmt.Errorf("%w%s\n--- served checkpoint ---\n%s", err, evidence, raw)
+	}
+	largest := prev
+	if r := views.recalled[logKey(v)]; r != nil && (largest == nil || r.Size > largest.Size) {
+		largest = r
+	}
+	if largest != nil && cp.Size < largest.Size {
+		return nil, nil, nil, fmt.Errorf("%w: it served a checkpoint of size %d, older than the size %d this auditor remembers; "+
+			"the two are consistent (not a fork): a stale answer (a cache), or entries withheld", errStale, cp.Size, largest.Size)
+	}
+	return raw, cp, prev, nil
+}
+
 // keepState writes the checkpoint cp (signed note raw) to file, audit
-// verify's memory, unless the file now holds a larger one, written by
-// another run since it was read: the larger is kept, once proven
-// consistent with cp.
+// verify's memory. Another run may have written there since this one
+// read it: a larger checkpoint is kept, once proven consistent with cp;
+// one of the same size must have cp's root, and a smaller one must be
+// proven consistent with cp before cp replaces it (anything else is a
+// fork, shown to two runs at once).
 func keepState(ctx context.Context, c *client.Client, v note.Verifier, file string, cp *log.Checkpoint, raw []byte) error {
 	if nowRaw, err := os.ReadFile(file); err == nil {
 		now, err := openCheckpoint(nowRaw, v)
 		if err != nil {
 			return fmt.Errorf("the checkpoint remembered in %s (--state): %w", file, err)
 		}
-		if now.Size > cp.Size {
+		switch {
+		case now.Size > cp.Size:
 			if err := checkConsistent(ctx, c, cp, now); err != nil {
 				return fmt.Errorf("%s, written by another run meanwhile: %w", file, err)
 			}
 			return nil
+		case now.Size == cp.Size && !bytes.Equal(now.Hash, cp.Hash):
+			return fmt.Errorf("%w: %s, written by another run meanwhile, has another root for size %d than this run was shown\n--- remembered checkpoint ---\n%s--- served checkpoint ---\n%s",
+				errFork, file, cp.Size, nowRaw, raw)
+		case now.Size < cp.Size:
+			if err := checkConsistent(ctx, c, now, cp); err != nil {
+				return fmt.Errorf("%s, written by another run meanwhile: %w", file, err)
+			}
 		}
 	}
 	return credfile.WriteFileAtomic(file, raw, 0o600)

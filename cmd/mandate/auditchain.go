@@ -400,13 +400,14 @@ func checkLinks(hops []chainHop, id string) error {
 // with a memory (recall, keep), also the latest one it showed in an
 // earlier run.
 type logViews struct {
-	seen      map[string][]*log.Checkpoint
-	clients   map[string]*client.Client
-	verifiers map[string]note.Verifier
-	latest    map[string]signedCheckpoint // the largest checkpoint each log showed
-	recalled  map[string]*log.Checkpoint  // the one remembered from an earlier run
-	dir       string                      // where they are remembered ("": nowhere)
-	stateOf   map[string]string           // audit verify's --state file read for a log
+	seen        map[string][]*log.Checkpoint
+	clients     map[string]*client.Client
+	verifiers   map[string]note.Verifier
+	latest      map[string]signedCheckpoint // the largest checkpoint each log showed
+	recalled    map[string]*log.Checkpoint  // the one remembered from an earlier run
+	recalledRaw map[string][]byte           // and its signed note
+	dir         string                      // where they are remembered ("": nowhere)
+	stateOf     map[string]string           // audit verify's --state file read for a log
 }
 
 // signedCheckpoint is a checkpoint and the signed note it was read from.
@@ -421,7 +422,7 @@ type seenFunc func(cp *log.Checkpoint, raw []byte)
 
 func newLogViews() *logViews {
 	return &logViews{seen: map[string][]*log.Checkpoint{}, clients: map[string]*client.Client{}, verifiers: map[string]note.Verifier{},
-		latest: map[string]signedCheckpoint{}, recalled: map[string]*log.Checkpoint{}, stateOf: map[string]string{}}
+		latest: map[string]signedCheckpoint{}, recalled: map[string]*log.Checkpoint{}, recalledRaw: map[string][]byte{}, stateOf: map[string]string{}}
 }
 
 // logKey names a log by its verifier key: its name and key hash.
@@ -458,7 +459,7 @@ func (lv *logViews) recall(dir string) error {
 		if err != nil {
 			return fmt.Errorf("the checkpoint remembered in %s: %w", file, err)
 		}
-		lv.recalled[key] = cp
+		lv.recalled[key], lv.recalledRaw[key] = cp, raw
 		lv.seen[key] = append(lv.seen[key], cp)
 	}
 	return nil
@@ -467,8 +468,11 @@ func (lv *logViews) recall(dir string) error {
 // recallState adds to the checkpoints of the log verified with v, when
 // this run saw it, the one audit verify keeps in file (its --state; ""
 // or no such file: none), so that check proves this run's consistent with
-// it too. It returns that checkpoint (nil when none).
-func (lv *logViews) recallState(file string, v note.Verifier) (*log.Checkpoint, []byte, error) {
+// it too. It returns that checkpoint (nil when none). Unless strict (audit
+// verify's own memory), a file holding another log's checkpoint (another
+// origin: an auditor of several authorities in one directory) is passed
+// over.
+func (lv *logViews) recallState(file string, v note.Verifier, strict bool) (*log.Checkpoint, []byte, error) {
 	key := logKey(v)
 	if _, ok := lv.verifiers[key]; !ok || file == "" {
 		return nil, nil, nil
@@ -479,6 +483,9 @@ func (lv *logViews) recallState(file string, v note.Verifier) (*log.Checkpoint, 
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (--state \"\" reads none)", err)
+	}
+	if origin, _, _ := bytes.Cut(raw, []byte("\n")); !strict && string(origin) != v.Name() {
+		return nil, nil, nil
 	}
 	cp, err := openCheckpoint(raw, v)
 	if err != nil {
@@ -552,7 +559,7 @@ func (lv *logViews) checkRecalled(ctx context.Context, f *auditFlags, v note.Ver
 			return err
 		}
 	}
-	if _, _, err := lv.recallState(f.state, v); err != nil {
+	if _, _, err := lv.recallState(f.state, v, false); err != nil {
 		return err
 	}
 	return lv.check(ctx)

@@ -950,6 +950,18 @@ func TestShowTailSearchProveOneHistory(t *testing.T) {
 			}
 		})
 	}
+	// audit verify's memory of another authority's log (an auditor of
+	// several in one directory) is not this log's: passed over.
+	s2, _ := keys(t)
+	elsewhere := newRlog(t, s2, "org-b.example/audit")
+	elsewhere.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(1000, 0), Type: "x", Actor: audit.ActorSystem}))
+	otherState := filepath.Join(t.TempDir(), "mandate-audit.state")
+	if err := os.WriteFile(otherState, []byte(elsewhere.checkpoint("")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := auditShow(ctx, &auditFlags{state: otherState}, fakeAuthority(t, func() any { return nil }, honest.proven), v, []string{"2"}, io.Discard); err != nil {
+		t.Errorf("show with another log's checkpoint in --state: %v", err)
+	}
 	// One history, remembered or not, is printed.
 	var out bytes.Buffer
 	if err := auditShow(ctx, &auditFlags{remember: mem}, fakeAuthority(t, func() any { return nil }, honest.proven), v, []string{"2"}, &out); err != nil || !strings.Contains(out.String(), "subject=s2-0") {
@@ -1027,7 +1039,7 @@ func TestVerifyStaleCheckpointIsNotAFork(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.says) || errors.Is(err, errFork) != tc.fork {
 				t.Fatalf("audit verify = %v, want an error saying %q (a fork: %v)", err, tc.says, tc.fork)
 			}
-			if tc.fork && !strings.Contains(err.Error(), "--- remembered checkpoint ---") {
+			if tc.fork && !strings.Contains(err.Error(), "--- remembered checkpoint (") {
 				t.Errorf("a fork without the remembered checkpoint shown: %v", err)
 			}
 			if got, _ := os.ReadFile(state); string(got) != large.checkpoint("") {
@@ -1055,5 +1067,52 @@ func TestCheckProofPrintsEntryEscaped(t *testing.T) {
 	}
 	if got := out.String(); strings.ContainsAny(got, "\u202e\u009b") || !strings.Contains(got, `ops\u202eevil\u009b31m`) {
 		t.Errorf("check-proof printed %q, want the override and the control escaped", got)
+	}
+}
+
+// Two audit verify runs at once: one remembers a newer checkpoint between
+// the other's fetch and its reading of the memory. The other asks the log
+// again and passes, instead of calling a healthy log stale.
+func TestVerifyOverlappingRuns(t *testing.T) {
+	s, v := keys(t)
+	small, large := newRlog(t, s, "org-a.example/audit"), newRlog(t, s, "org-a.example/audit")
+	for j := range 5 {
+		e := mustEncodeEntry(t, audit.Entry{Time: time.Unix(int64(1000+j), 0), Type: "x", Actor: audit.ActorSystem, Subject: fmt.Sprintf("s%d", j)})
+		if j < 3 {
+			small.add(e)
+		}
+		large.add(e)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.WriteFile(state, []byte(small.checkpoint("")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/audit/checkpoint", func(w http.ResponseWriter, r *http.Request) {
+		if asked++; asked == 1 { // the other run remembers size 5 as this one is answered size 3
+			if err := os.WriteFile(state, []byte(large.checkpoint("")), 0o600); err != nil {
+				t.Error(err)
+			}
+			io.WriteString(w, small.checkpoint(""))
+			return
+		}
+		io.WriteString(w, large.checkpoint(""))
+	})
+	mux.HandleFunc("GET /v1/audit/proofs/consistency", func(w http.ResponseWriter, r *http.Request) {
+		from, _ := strconv.ParseUint(r.URL.Query().Get("from"), 10, 64)
+		to, _ := strconv.ParseUint(r.URL.Query().Get("to"), 10, 64)
+		p, err := large.tree.ConsistencyProof(from, to)
+		if err != nil {
+			t.Error(err)
+		}
+		json.NewEncoder(w).Encode(map[string]any{"from": from, "to": to, "proof": p})
+	})
+	var out bytes.Buffer
+	if err := auditVerify(context.Background(), &auditFlags{state: state}, fakeServer(t, mux), v, nil, &out); err != nil || asked != 2 {
+		t.Fatalf("audit verify while another run remembered a newer checkpoint = %v (asked %d times), want it to ask again and pass", err, asked)
+	}
+	if got, _ := os.ReadFile(state); string(got) != large.checkpoint("") {
+		t.Errorf("remembered %q, want the newer checkpoint", got)
 	}
 }

@@ -269,6 +269,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"audit", "rewrite"},
 		// Each audit command accepts only the flags it uses.
 		{"audit", "verify", "--limit", "5"},
+		{"audit", "search", "--spiffe-id", ""}, // an unset variable: not the whole log
+		{"audit", "search", "--type", "svid.issued", "--delegation-id="},
 		{"audit", "verify", "--peer", "x=https://127.0.0.1:1,a.pem,b.vkey"},
 		{"audit", "chain", "abc", "-n", "3"},
 		{"audit", "check-proof", "p.proof", "--server", "https://127.0.0.1:1"},

@@ -28,7 +28,8 @@ import (
 
 const serveHelp = `
 Configuration file (--config, YAML; flags override it; unknown keys are errors;
-a duration of 0s, or a key left out, takes the default shown):
+a duration of 0s, or a key left out, takes the default shown; group_commit_wait: 0s
+turns the wait off):
 
   trust_domain: mandate.localhost   # SPIFFE trust domain of this authority
   listen: 127.0.0.1:8443            # HTTPS listener (TLS 1.3 only)
@@ -70,7 +71,7 @@ a duration of 0s, or a key left out, takes the default shown):
     decision_callers: []            # SPIFFE IDs (this or a federated trust domain) that may call /v1/data and AuthZEN
     caller_paths: {}                # decision caller's SPIFFE ID -> data path prefixes it may ask (unlisted callers: any path)
     eval_timeout: 1s                # bound of one evaluation (a runaway policy; not a way to shed load)
-    decision_log_mask: []           # JSON pointers (/input/..., /result/...) erased from recorded API decisions (/v1/data, AuthZEN); one that can match nothing is refused
+    decision_log_mask: []           # JSON pointers (/input/..., /result/...) erased from recorded API decisions (/v1/data, AuthZEN); one outside them is refused
     authzen_path: mandate/authzen/decision   # the document AuthZEN evaluations ask
   audit:
     auditors: []                    # SPIFFE IDs (any trusted trust domain) that may read the audit log
