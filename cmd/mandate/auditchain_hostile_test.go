@@ -989,12 +989,9 @@ func TestPrintEntryNumbersAsLogged(t *testing.T) {
 	}
 }
 
-// audit verify tells a checkpoint older than the one it remembers, that
-// the log proves consistent with it (a stale answer), from a log that
-// cannot prove the size it signed before (it lost entries): the first is
-// not a fork, the second is, with both checkpoints shown. Either fails,
-// and neither is remembered in place of the larger.
-func TestVerifyStaleCheckpointIsNotAFork(t *testing.T) {
+// prefixLogs are one log at size 3 (small) and at size 5 (large, the
+// same first three entries), and its verifier key.
+func prefixLogs(t *testing.T) (note.Verifier, *rlog, *rlog) {
 	s, v := keys(t)
 	small, large := newRlog(t, s, "org-a.example/audit"), newRlog(t, s, "org-a.example/audit")
 	for j := range 5 {
@@ -1004,6 +1001,16 @@ func TestVerifyStaleCheckpointIsNotAFork(t *testing.T) {
 		}
 		large.add(e)
 	}
+	return v, small, large
+}
+
+// audit verify tells a checkpoint older than the one it remembers, that
+// the log proves consistent with it (a stale answer), from a log that
+// cannot prove the size it signed before (it lost entries): the first is
+// not a fork, the second is, with both checkpoints shown. Either fails,
+// and neither is remembered in place of the larger.
+func TestVerifyStaleCheckpointIsNotAFork(t *testing.T) {
+	v, small, large := prefixLogs(t)
 	state := filepath.Join(t.TempDir(), "state")
 	if err := os.WriteFile(state, []byte(large.checkpoint("")), 0o600); err != nil {
 		t.Fatal(err)
@@ -1074,15 +1081,7 @@ func TestCheckProofPrintsEntryEscaped(t *testing.T) {
 // the other's fetch and its reading of the memory. The other asks the log
 // again and passes, instead of calling a healthy log stale.
 func TestVerifyOverlappingRuns(t *testing.T) {
-	s, v := keys(t)
-	small, large := newRlog(t, s, "org-a.example/audit"), newRlog(t, s, "org-a.example/audit")
-	for j := range 5 {
-		e := mustEncodeEntry(t, audit.Entry{Time: time.Unix(int64(1000+j), 0), Type: "x", Actor: audit.ActorSystem, Subject: fmt.Sprintf("s%d", j)})
-		if j < 3 {
-			small.add(e)
-		}
-		large.add(e)
-	}
+	v, small, large := prefixLogs(t)
 	state := filepath.Join(t.TempDir(), "state")
 	if err := os.WriteFile(state, []byte(small.checkpoint("")), 0o600); err != nil {
 		t.Fatal(err)
