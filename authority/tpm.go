@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -368,32 +369,49 @@ func (a *Authority) allowRefusal(nodeID spiffeid.ID, proven bool, why error, det
 
 // flushTPMRefusals records the refusals counted but not recorded whose
 // interval has ended (all of them when final: at shutdown), one entry
-// per node ID and kind, and one for the refusals of node IDs the limiter
-// had no room to track; it forgets node IDs with nothing pending whose
-// interval has ended. Recording is best effort: a count that cannot be
-// recorded is logged. The maintain loop calls it every minute.
+// per node ID and kind, and one per kind for the refusals of node IDs the
+// limiter had no room to track; it forgets node IDs with nothing pending
+// whose interval has ended. The entries are appended together, so that
+// the log commits them in a few group commits, not one each. A count
+// that could not be recorded (ctx ended, the log failed) goes back to
+// the limiter, for the next pass or the one at shutdown; one still not
+// recorded at shutdown is logged. The maintain loop calls it every
+// minute.
 func (a *Authority) flushTPMRefusals(ctx context.Context, final bool) {
 	due := a.refusals.due(a.now(), final)
-	for i, p := range due {
-		if ctx.Err() != nil {
-			a.log.Warn("TPM refusal counts not recorded", "counts", len(due)-i, "err", ctx.Err())
-			return
-		}
-		d := map[string]any{"method": attest.MethodTPM, "stage": "count", "reason": "refusals counted but not recorded",
-			"refusals_not_recorded": p.n, "refusal_reasons": p.reasonMap(), "proven": p.proven}
-		ev := event{typ: "node.attestation_refused", subject: p.subject, details: d}
-		if p.subject == "" {
-			d["untracked"] = true // node IDs beyond maxRefusedTokens, together
-		}
-		e, err := a.entryOf(ev)
-		if err == nil { // no change goes with it: the wait ends with ctx
-			_, err = a.audit.AppendWith(ctx, e, nil)
-		}
-		if err != nil {
-			a.log.Error("audit TPM refusals not recorded", "subject", p.subject, "count", p.n, "err", err)
-		}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxFlushAppends)
+	for _, p := range due {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d := map[string]any{"method": attest.MethodTPM, "stage": "count", "reason": "refusals counted but not recorded",
+				"refusals_not_recorded": p.n, "refusal_reasons": p.reasonMap(), "proven": p.proven}
+			if p.subject == "" {
+				d["untracked"] = true // node IDs beyond maxRefusedTokens, together
+			}
+			e, err := a.entryOf(event{typ: "node.attestation_refused", subject: p.subject, details: d})
+			if err == nil && ctx.Err() == nil { // no change goes with it: the wait ends with ctx
+				_, err = a.audit.AppendWith(ctx, e, nil)
+			} else if err == nil {
+				err = ctx.Err()
+			}
+			if err != nil {
+				// An append whose wait ctx cut short may be in the log
+				// anyway: counted again rather than lost.
+				a.refusals.restore(p)
+				if final {
+					a.log.Error("audit TPM refusals not recorded", "subject", p.subject, "count", p.n, "err", err)
+				}
+			}
+		}()
 	}
+	wg.Wait()
 }
+
+// maxFlushAppends bounds the count entries a flush appends at once.
+const maxFlushAppends = 64
 
 // refusalLimiter remembers, per node ID and kind (proven or not), when a
 // refusal was last recorded and the refusals counted since. It tracks at
@@ -403,7 +421,7 @@ func (a *Authority) flushTPMRefusals(ctx context.Context, final bool) {
 type refusalLimiter struct {
 	mu       sync.Mutex
 	m        map[string]*refusalCount
-	overflow refusalCount
+	overflow [2]refusalCount // by kind: unproven, proven
 	sweptAt  time.Time
 }
 
@@ -456,9 +474,26 @@ func (p refusalPending) reasonMap() map[string]int {
 		m[r.typ] = r.n
 	}
 	if p.other > 0 {
-		m["other"] = p.other
+		m["other"] += p.other // a reason of its own may be "other" too (TPMRefusalType)
 	}
 	return m
+}
+
+// merge adds q's counts to p's.
+func (p *refusalPending) merge(q refusalPending) {
+	p.n += q.n
+	p.other += q.other
+	for _, r := range q.reasons {
+		i := slices.IndexFunc(p.reasons, func(x reasonCount) bool { return x.typ == r.typ })
+		switch {
+		case i >= 0:
+			p.reasons[i].n += r.n
+		case len(p.reasons) < maxRefusalReasons:
+			p.reasons = append(p.reasons, r)
+		default:
+			p.other += r.n
+		}
+	}
 }
 
 func limiterKey(subject string, proven bool) string {
@@ -484,7 +519,7 @@ func (l *refusalLimiter) allow(subject string, proven bool, typ string, now time
 			l.sweep(now)
 		}
 		if len(l.m) >= maxRefusedTokens {
-			l.overflow.add(typ)
+			l.overflowOf(proven).add(typ)
 			return false, refusalPending{}
 		}
 		l.m[key] = &refusalCount{last: now, refusalPending: refusalPending{subject: subject, proven: proven}}
@@ -508,25 +543,58 @@ func (l *refusalLimiter) sweep(now time.Time) {
 	}
 }
 
+// overflowOf is the count of refusals of the kind proven of node IDs
+// beyond the bound.
+func (l *refusalLimiter) overflowOf(proven bool) *refusalCount {
+	o := &l.overflow[0]
+	if proven {
+		o = &l.overflow[1]
+	}
+	o.proven = proven
+	return o
+}
+
 // due returns the counts pending whose interval has ended (all, when
-// final), and the overflow's, clearing them; a key's next interval
-// starts now (its count was recorded). Keys left with nothing pending
-// whose interval has ended are forgotten.
+// final), and the overflow's, clearing them. A key's interval is left as
+// it was: the next refusal after it is recorded in full, with its reason
+// and evidence, as the first of an interval always is. Keys left with
+// nothing pending whose interval has ended are forgotten.
 func (l *refusalLimiter) due(now time.Time, final bool) []refusalPending {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []refusalPending
 	for _, c := range l.m {
 		if c.n > 0 && (final || !now.Before(c.last.Add(refusalRecordInterval))) {
-			c.last = now
 			out = append(out, c.take())
 		}
 	}
 	l.sweep(now)
-	if l.overflow.n > 0 {
-		out = append(out, l.overflow.take())
+	for _, proven := range []bool{false, true} {
+		if o := l.overflowOf(proven); o.n > 0 {
+			out = append(out, o.take())
+		}
 	}
 	return out
+}
+
+// restore gives back a count due returned that could not be recorded: it
+// is due again at the next pass.
+func (l *refusalLimiter) restore(p refusalPending) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p.subject != "" {
+		if c := l.m[limiterKey(p.subject, p.proven)]; c != nil {
+			c.merge(p)
+			return
+		}
+		if l.m != nil && len(l.m) < maxRefusedTokens {
+			c := &refusalCount{refusalPending: refusalPending{subject: p.subject, proven: p.proven}}
+			c.merge(p)
+			l.m[limiterKey(p.subject, p.proven)] = c
+			return
+		}
+	}
+	l.overflowOf(p.proven).merge(p) // its subject is no longer told apart, its count kept
 }
 
 // TPMRefusalType names the problem type of a TPM refusal (as the API

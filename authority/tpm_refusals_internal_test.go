@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,5 +151,92 @@ func TestTPMRefusalType(t *testing.T) {
 		if got := TPMRefusalType(tc.err); got != tc.want {
 			t.Errorf("TPMRefusalType(%v) = %q, want %q", tc.err, got, tc.want)
 		}
+	}
+}
+
+// The limiter's count passes keep what the first refusal of a minute is:
+// recorded in full (a count pass does not start a new minute, so steady
+// refusals still get their reason and evidence recorded once a minute);
+// a count that could not be recorded is given back, never lost; a reason
+// of its own named "other" and the reasons past the bound add up; node
+// IDs beyond the bound are counted by kind.
+func TestRefusalCountPasses(t *testing.T) {
+	var l refusalLimiter
+	t0 := time.Unix(1_700_000_000, 0)
+	if ok, _ := l.allow("n", false, "tpm-credential-mismatch", t0); !ok {
+		t.Fatal("first refusal not recorded")
+	}
+	for i := range 5 {
+		l.allow("n", false, "tpm-credential-mismatch", t0.Add(time.Duration(10*(i+1))*time.Second))
+	}
+	due := l.due(t0.Add(61*time.Second), false)
+	if len(due) != 1 || due[0].n != 5 {
+		t.Fatalf("due = %+v, want n's 5", due)
+	}
+	if ok, _ := l.allow("n", false, "tpm-credential-mismatch", t0.Add(70*time.Second)); !ok {
+		t.Error("the first refusal after a minute was counted, not recorded in full, because a count pass came between")
+	}
+
+	// Given back: due again, with its reasons.
+	l.restore(due[0])
+	again := l.due(t0.Add(200*time.Second), false)
+	if len(again) != 1 || again[0].n != 5 || again[0].reasonMap()["tpm-credential-mismatch"] != 5 {
+		t.Fatalf("a count given back = %+v, want the 5 again", again)
+	}
+
+	// "other" twice over adds up.
+	var p refusalPending
+	p.add("other")
+	p.add("other")
+	for i := range maxRefusalReasons {
+		p.add(fmt.Sprint("type-", i))
+	}
+	sum := 0
+	for _, n := range p.reasonMap() {
+		sum += n
+	}
+	if sum != p.n {
+		t.Errorf("reasons %v add up to %d, want %d", p.reasonMap(), sum, p.n)
+	}
+
+	// Beyond the bound, by kind.
+	var full refusalLimiter
+	for i := range maxRefusedTokens {
+		full.allow(fmt.Sprint("k", i), false, "tpm-challenge-used", t0)
+	}
+	full.allow("late-proven", true, "tpm-pcr-policy-mismatch", t0)
+	full.allow("late", false, "tpm-challenge-used", t0)
+	kinds := map[bool]int{}
+	for _, p := range full.due(t0.Add(time.Second), true) {
+		if p.subject == "" {
+			kinds[p.proven] += p.n
+		}
+	}
+	if kinds[true] != 1 || kinds[false] != 1 {
+		t.Errorf("untracked counts by kind = %v, want one proven and one not", kinds)
+	}
+}
+
+// A count pass cut short (its context ends) gives back what it did not
+// record: the pass at shutdown records it.
+func TestRefusalCountsSurviveACutShortPass(t *testing.T) {
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	a, stop := runAuthorityWith(t, Options{Now: clock})
+	x := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, strings.Repeat("ef", 32))
+	for range 8 {
+		a.recordUnprovenRefusal(t.Context(), x, attest.ErrCredentialMismatch, map[string]any{"stage": "verify"})
+	}
+	skew.Add(int64(61 * time.Second))
+	cut, cancel := context.WithCancel(t.Context())
+	cancel()
+	a.flushTPMRefusals(cut, false)
+	if got := refusalRecords(t, a, x.String()); len(got) != 1 {
+		t.Fatalf("after a pass cut short: %d records, want the first refusal's only", len(got))
+	}
+	stop()
+	got := refusalRecords(t, a, x.String())
+	if len(got) != 2 || got[1]["refusals_not_recorded"] != 7.0 {
+		t.Fatalf("after shutdown: %v; want the 7 counted refusals recorded", got)
 	}
 }
