@@ -279,12 +279,17 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 	// The same refusal of a node already drifted, or of one never
 	// admitted, changes nothing and is recorded as other proven
 	// refusals are, at most once a minute per EK.
-	if (!known || wasDrifted) && !a.allowRefusal(nodeID, true, why, details) {
-		if err := a.useUpTPMSession(ctx, s, now); err != nil {
-			return err
+	var taken refusalPending // the count this record carries, if limited
+	if !known || wasDrifted {
+		ok, p := a.allowRefusal(nodeID, true, why, details)
+		if !ok {
+			if err := a.useUpTPMSession(ctx, s, now); err != nil {
+				return err
+			}
+			a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
+			return why
 		}
-		a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
-		return why
+		taken = p
 	}
 	if known { // nodes are never deleted
 		details["node_marked"] = "drifted"
@@ -297,6 +302,7 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 		return err
 	})
 	if err != nil {
+		a.giveBack(taken, why)
 		a.log.ErrorContext(ctx, "audit a refused TPM attestation; the node is marked drifted without its entry", "spiffe_id", nodeID.String(), "err", err)
 		if uerr := a.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
 			if err := useUpSession(tx, s, now); err != nil || !known {
@@ -334,11 +340,7 @@ const maxRefusalReasons = 8
 // recordUnprovenRefusal records a refusal at most once per interval per
 // EK, with the refusals not recorded since the last one.
 func (a *Authority) recordUnprovenRefusal(ctx context.Context, nodeID spiffeid.ID, why error, details map[string]any) {
-	if !a.allowRefusal(nodeID, false, why, details) {
-		a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
-		return
-	}
-	a.refuseTPM(ctx, nodeID, why, details)
+	a.recordLimitedRefusal(ctx, nodeID, false, why, details)
 }
 
 // recordProvenRefusal records a refusal of a device that proved its TPM
@@ -348,23 +350,46 @@ func (a *Authority) recordUnprovenRefusal(ctx context.Context, nodeID spiffeid.I
 // A refusal that changes a node's state (marks it drifted) is not
 // limited: see refuseDrifted.
 func (a *Authority) recordProvenRefusal(ctx context.Context, nodeID spiffeid.ID, why error, details map[string]any) {
-	if !a.allowRefusal(nodeID, true, why, details) {
+	a.recordLimitedRefusal(ctx, nodeID, true, why, details)
+}
+
+// recordLimitedRefusal records a refusal of nodeID if the limiter of its
+// kind (proven) allows it now, else logs and counts it. A record that
+// fails gives its count (with itself) back to the limiter.
+func (a *Authority) recordLimitedRefusal(ctx context.Context, nodeID spiffeid.ID, proven bool, why error, details map[string]any) {
+	ok, taken := a.allowRefusal(nodeID, proven, why, details)
+	if !ok {
 		a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
 		return
 	}
-	a.refuseTPM(ctx, nodeID, why, details)
+	a.log.InfoContext(ctx, "TPM attestation refused", "spiffe_id", nodeID.String(), "err", why)
+	if _, err := a.record(ctx, a.tpmRefusal(nodeID, why, details)); err != nil {
+		a.giveBack(taken, why)
+		a.log.ErrorContext(ctx, "audit a refused TPM attestation", "err", err)
+	}
 }
 
 // allowRefusal tells whether a refusal of nodeID is to be recorded now;
-// if so, the refusals counted since the last record are added to
-// details (refusals_not_recorded, refusal_reasons).
-func (a *Authority) allowRefusal(nodeID spiffeid.ID, proven bool, why error, details map[string]any) bool {
+// if so, the refusals counted since the last record are added to details
+// (refusals_not_recorded, refusal_reasons) and returned.
+func (a *Authority) allowRefusal(nodeID spiffeid.ID, proven bool, why error, details map[string]any) (bool, refusalPending) {
 	ok, pending := a.refusals.allow(nodeID.String(), proven, TPMRefusalType(why), a.now())
 	if ok && pending.n > 0 {
 		details["refusals_not_recorded"] = pending.n
 		details["refusal_reasons"] = pending.reasonMap()
 	}
-	return ok
+	pending.subject, pending.proven = nodeID.String(), proven
+	return ok, pending
+}
+
+// giveBack returns to the limiter the count a record that failed carried,
+// with the refusal itself (why): counted, for the next count pass.
+func (a *Authority) giveBack(taken refusalPending, why error) {
+	if taken.subject == "" {
+		return // not limited: nothing was taken
+	}
+	taken.add(TPMRefusalType(why))
+	a.refusals.restore(taken)
 }
 
 // flushTPMRefusals records the refusals counted but not recorded whose
@@ -717,14 +742,6 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 		return nil, err
 	}
 	return svid, nil
-}
-
-// refuseTPM records a refused TPM attestation.
-func (a *Authority) refuseTPM(ctx context.Context, nodeID spiffeid.ID, why error, details map[string]any) {
-	a.log.InfoContext(ctx, "TPM attestation refused", "spiffe_id", nodeID.String(), "err", why)
-	if _, err := a.record(ctx, a.tpmRefusal(nodeID, why, details)); err != nil {
-		a.log.ErrorContext(ctx, "audit a refused TPM attestation", "err", err)
-	}
 }
 
 // tpmRefusal is the node.attestation_refused event of a TPM answer

@@ -240,3 +240,29 @@ func TestRefusalCountsSurviveACutShortPass(t *testing.T) {
 		t.Fatalf("after shutdown: %v; want the 7 counted refusals recorded", got)
 	}
 }
+
+// A record that fails gives its count back, with itself: the next count
+// pass records them.
+func TestFailedRefusalRecordGivesItsCountBack(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	now := t0
+	a := &Authority{now: func() time.Time { return now }}
+	x := spiffeid.RequireFromString("spiffe://org-a.example/node/tpm/" + strings.Repeat("ab", 32))
+	if ok, _ := a.allowRefusal(x, true, attest.ErrQuoteInvalid, map[string]any{}); !ok {
+		t.Fatal("first refusal not allowed")
+	}
+	for range 3 {
+		a.allowRefusal(x, true, attest.ErrQuoteInvalid, map[string]any{})
+	}
+	now = t0.Add(2 * time.Minute)
+	details := map[string]any{}
+	ok, taken := a.allowRefusal(x, true, attest.ErrPCRDigest, details)
+	if !ok || details["refusals_not_recorded"] != 3 {
+		t.Fatalf("the next minute's first refusal: allowed %v, details %v; want it to carry the 3", ok, details)
+	}
+	a.giveBack(taken, attest.ErrPCRDigest) // its record failed
+	due := a.refusals.due(now.Add(2*time.Minute), false)
+	if len(due) != 1 || due[0].n != 4 || due[0].subject != x.String() || !due[0].proven {
+		t.Fatalf("due after a failed record = %+v, want the 3 and the refusal itself, proven, of %s", due, x)
+	}
+}
