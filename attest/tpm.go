@@ -552,6 +552,10 @@ type Result struct {
 	Profile     string
 	QuoteDigest string // hex SHA-256 of the TPMS_ATTEST bytes
 	PCRs        map[int][]byte
+	// SecretMatched says the activated credential matched: the answer
+	// comes from the TPM holding the EK (and the AK), whatever else in
+	// it failed.
+	SecretMatched bool
 }
 
 // Verify checks ev against an open session: the secret proves the AK
@@ -574,6 +578,7 @@ func (v *TPMVerifier) Verify(s *TPMSession, ev Evidence) (*Result, error) {
 	if subtle.ConstantTimeCompare(sum[:], s.SecretHash) != 1 {
 		return res, ErrCredentialMismatch
 	}
+	res.SecretMatched = true
 	ak, err := s.ak()
 	if err != nil {
 		return res, err

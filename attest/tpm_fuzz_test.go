@@ -148,6 +148,11 @@ func FuzzTPMEvidence(f *testing.F) {
 		if err == nil && (!bytes.Equal(quote, tr.ev.Quote) || res.Profile != "p") {
 			t.Fatalf("accepted a quote that is not the signed one")
 		}
+		// Proven (what lets a refusal use the challenge up and write to
+		// the store) exactly when the activated secret is the TPM's.
+		if res.SecretMatched != bytes.Equal(ev.Secret, tr.ev.Secret) {
+			t.Fatalf("SecretMatched = %v for a secret that is the TPM's: %v", res.SecretMatched, bytes.Equal(ev.Secret, tr.ev.Secret))
+		}
 	})
 }
 

@@ -164,7 +164,7 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 		if res != nil && len(res.PCRs) > 0 {
 			details["pcrs_sha256"] = attest.SortedPCRs(res.PCRs)
 		}
-		proven := res != nil && !errors.Is(err, attest.ErrCredentialMismatch)
+		proven := res != nil && res.Result != nil && res.SecretMatched
 		return nil, a.refuseTPMAnswer(ctx, s, nodeID, err, proven, details, now)
 	}
 	svid, err := a.admitTPMNode(ctx, s, nodeID, res.key, res.Result, now, details)
