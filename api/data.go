@@ -458,11 +458,8 @@ func boolParam(r *http.Request, name string) bool {
 	return false
 }
 
-// Limits of an AuthZEN batch and of a request identifier echoed.
-const (
-	maxEvaluations = 64
-	maxRequestID   = 256
-)
+// maxEvaluations bounds an AuthZEN batch.
+const maxEvaluations = 64
 
 // accessEvaluation is POST /access/v1/evaluation (OpenID AuthZEN
 // Authorization API 1.0).

@@ -980,21 +980,25 @@ func TestRevocationReachesHopsBelowAnotherAuthoritysHop(t *testing.T) {
 	}
 }
 
-// belowAnotherAuthority issues org-b's hop booker → helper, for alice,
-// and org-a's hop helper → worker below it; it returns booker and the
-// verified chain of the second hop.
-func belowAnotherAuthority(t *testing.T, orgA, orgB *env) (identity, []*delegation.Claims) {
+// crossHops are org-b's hop booker → helper, for alice (its token t1),
+// and org-a's hop helper → worker below it (chain: its verified chain).
+type crossHops struct {
+	booker, helper, worker identity
+	t1                     string
+	chain                  []*delegation.Claims
+}
+
+// belowAnotherAuthority issues the crossHops.
+func belowAnotherAuthority(t *testing.T, orgA, orgB *env) crossHops {
 	t.Helper()
-	booker := orgB.agentWithScopes("booker", "calendar:read")
-	helper := orgA.agentWithScopes("helper")
-	worker := orgA.agentWithScopes("worker")
-	t1 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, principal: "alice"})
-	t2 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t1})
-	chain, err := delegation.Verify(t2, orgA.a, delegation.VerifyOptions{AnyHolder: true})
-	if err != nil || len(chain) != 2 {
-		t.Fatalf("chain: %v %v", chain, err)
+	h := crossHops{booker: orgB.agentWithScopes("booker", "calendar:read"), helper: orgA.agentWithScopes("helper"), worker: orgA.agentWithScopes("worker")}
+	h.t1 = orgB.mustDelegate(h.booker, delegateReq{delegatee: h.helper, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 := orgA.mustDelegate(h.helper, delegateReq{delegatee: h.worker, scopes: []string{"calendar:read"}, parent: h.t1})
+	var err error
+	if h.chain, err = delegation.Verify(t2, orgA.a, delegation.VerifyOptions{AnyHolder: true}); err != nil || len(h.chain) != 2 {
+		t.Fatalf("chain: %v %v", h.chain, err)
 	}
-	return booker, chain
+	return h
 }
 
 // TestRevokingAPartyAboveReachesHopsIssuedHere: org-b's hop booker →
@@ -1003,7 +1007,8 @@ func belowAnotherAuthority(t *testing.T, orgA, orgB *env) (identity, []*delegati
 // and in its status, as extending it is already refused.
 func TestRevokingAPartyAboveReachesHopsIssuedHere(t *testing.T) {
 	orgA, orgB := federatedPair(t)
-	booker, chain := belowAnotherAuthority(t, orgA, orgB)
+	hops := belowAnotherAuthority(t, orgA, orgB)
+	booker, chain := hops.booker, hops.chain
 	var out struct{ Revoked []string }
 	if err := orgA.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": booker.id.String(), "reason": "compromised"}, &out); err != nil {
 		t.Fatal(err)
@@ -1084,7 +1089,7 @@ func TestStatusNotFailedByAnAbandonedRequest(t *testing.T) {
 	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
 	orgB.federate(orgA)
 	orgA.federateVia(orgB, slowProxy(t, orgB.url, 150*time.Millisecond))
-	_, chain := belowAnotherAuthority(t, orgA, orgB)
+	chain := belowAnotherAuthority(t, orgA, orgB).chain
 	status := func(timeout time.Duration) int {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()

@@ -32,6 +32,9 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
+// maxRequestID bounds a caller's X-Request-Id taken as the request's id.
+const maxRequestID = 256
+
 // requestID is the id of r: its X-Request-Id when that is 1 to
 // maxRequestID bytes of printable ASCII, else 16 random hex digits.
 func requestID(r *http.Request) string {

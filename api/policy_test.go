@@ -500,15 +500,22 @@ func TestDataAPICallers(t *testing.T) {
 	}
 }
 
+// reader registers spiffe://<td>/agent/reader, with the scope
+// calendar:read, for the default AuthZEN policy, and returns its ID.
+func (pe *policyEnv) reader() string {
+	pe.t.Helper()
+	node := pe.joinNode()
+	reader := spiffeid.RequireFromSegments(pe.td, "agent", "reader").String()
+	if _, err := pe.admin.CreateAgent(ctxT(pe.t), &client.Agent{SPIFFEID: reader, NodeIDs: []string{node.id.String()}, Scopes: []string{"calendar:read"}}); err != nil {
+		pe.t.Fatal(err)
+	}
+	return reader
+}
+
 func TestAuthZEN(t *testing.T) {
 	pe := startPolicy(t)
 	gw := pe.client(pe.gateway.chain, pe.gateway.key)
-	// An agent with a scope, for the default authzen policy.
-	node := pe.joinNode()
-	reader := spiffeid.RequireFromSegments(pe.td, "agent", "reader").String()
-	if _, err := pe.admin.CreateAgent(ctxT(t), &client.Agent{SPIFFEID: reader, NodeIDs: []string{node.id.String()}, Scopes: []string{"calendar:read"}}); err != nil {
-		t.Fatal(err)
-	}
+	reader := pe.reader()
 	eval := func(action string) string {
 		return `{"subject": {"type": "agent", "id": "` + reader + `"}, "action": {"name": "` + action + `"}, "resource": {"type": "calendar", "id": "alice"}}`
 	}
@@ -544,11 +551,7 @@ func TestAuthZEN(t *testing.T) {
 func TestAuthZENConformance(t *testing.T) {
 	pe := startPolicy(t)
 	gw := pe.client(pe.gateway.chain, pe.gateway.key)
-	node := pe.joinNode()
-	reader := spiffeid.RequireFromSegments(pe.td, "agent", "reader").String()
-	if _, err := pe.admin.CreateAgent(ctxT(t), &client.Agent{SPIFFEID: reader, NodeIDs: []string{node.id.String()}, Scopes: []string{"calendar:read"}}); err != nil {
-		t.Fatal(err)
-	}
+	reader := pe.reader()
 	subject := `{"type": "agent", "id": "` + reader + `"}`
 	resource := `{"type": "calendar", "id": "alice"}`
 	eval := `{"subject": ` + subject + `, "action": {"name": "calendar:read"}, "resource": ` + resource + `}`

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"mandate.dev/mandate/delegation"
 )
 
 // statusFront is a TLS front for peer, presenting peer's server SVID,
@@ -85,15 +83,8 @@ func TestStatusAnswersWithoutLogFields(t *testing.T) {
 	orgB.federate(orgA)
 	front := newStatusFront(t, orgB)
 	orgA.federateVia(orgB, front.url)
-	booker := orgB.agentWithScopes("booker", "calendar:read")
-	helper := orgA.agentWithScopes("helper")
-	worker := orgA.agentWithScopes("worker")
-	t1 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, principal: "alice"})
-	t2 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t1})
-	chain, err := delegation.Verify(t2, orgA.a, delegation.VerifyOptions{AnyHolder: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hops := belowAnotherAuthority(t, orgA, orgB)
+	helper, worker, t1, chain := hops.helper, hops.worker, hops.t1, hops.chain
 	strip := withoutLogFields
 	front.rewrite.Store(&strip)
 	orgA.skew.Add(int64(10 * time.Second)) // past what org-a remembers of org-b's answers

@@ -72,6 +72,7 @@ type Authority struct {
 	refusedMu sync.Mutex      // guards refused
 	refused   map[string]bool // join tokens whose refusal is recorded
 	refusals  refusalLimiter  // TPM refusals recorded per EK
+	upstream  *ca.Upstream    // ca.upstream_cert_file and its key, read at start (nil: none)
 
 	remote remoteStatuses // other authorities' answers on their hops
 
@@ -119,7 +120,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 		return nil, err
 	}
 	if cfg.CA.UpstreamCertFile != "" {
-		if _, err := loadUpstream(cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile); err != nil {
+		var err error
+		if a.upstream, err = loadUpstream(cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile); err != nil {
 			return nil, fmt.Errorf("authority: %w", err)
 		}
 	}

@@ -31,10 +31,7 @@ func (a *Authority) openCA(ctx context.Context) error {
 		Now:         a.now,
 		Logger:      a.log.With("component", "ca"),
 	}
-	if cc.UpstreamCertFile != "" {
-		if cfg.Upstream, err = loadUpstream(cc.UpstreamCertFile, cc.UpstreamKeyFile); err != nil {
-			return err
-		}
+	if cfg.Upstream = a.upstream; cfg.Upstream != nil {
 		// An X.509 CA never outlives the upstream CA that signs it: said
 		// at start, before rotations start failing at its expiry.
 		if end := cfg.Upstream.Chain[0].NotAfter; end.Before(a.now().Add(cc.CATTL.D())) {

@@ -348,14 +348,14 @@ func verifyAgainstMemory(ctx context.Context, f *auditFlags, c *client.Client, v
 		if prev != nil {
 			evidence += fmt.Sprintf("\n--- remembered checkpoint (%s) ---\n%s", f.state, prevRaw)
 		}
-		if r, ok := views.recalledRaw[logKey(v)]; ok {
-			evidence += fmt.Sprintf("\n--- remembered checkpoint (%s) ---\n%s", views.file(logKey(v)), r)
+		if r, ok := views.recalled[logKey(v)]; ok {
+			evidence += fmt.Sprintf("\n--- remembered checkpoint (%s) ---\n%s", views.file(logKey(v)), r.raw)
 		}
 		return nil, nil, nil, fmt.Errorf("%w%s\n--- served checkpoint ---\n%s", err, evidence, raw)
 	}
 	largest := prev
-	if r := views.recalled[logKey(v)]; r != nil && (largest == nil || r.Size > largest.Size) {
-		largest = r
+	if r, ok := views.recalled[logKey(v)]; ok && (largest == nil || r.cp.Size > largest.Size) {
+		largest = r.cp
 	}
 	if largest != nil && cp.Size < largest.Size {
 		return nil, nil, nil, fmt.Errorf("%w: it served a checkpoint of size %d, older than the size %d this auditor remembers; "+

@@ -400,14 +400,13 @@ func checkLinks(hops []chainHop, id string) error {
 // with a memory (recall, keep), also the latest one it showed in an
 // earlier run.
 type logViews struct {
-	seen        map[string][]*log.Checkpoint
-	clients     map[string]*client.Client
-	verifiers   map[string]note.Verifier
-	latest      map[string]signedCheckpoint // the largest checkpoint each log showed
-	recalled    map[string]*log.Checkpoint  // the one remembered from an earlier run
-	recalledRaw map[string][]byte           // and its signed note
-	dir         string                      // where they are remembered ("": nowhere)
-	stateOf     map[string]string           // audit verify's --state file read for a log
+	seen      map[string][]*log.Checkpoint
+	clients   map[string]*client.Client
+	verifiers map[string]note.Verifier
+	latest    map[string]signedCheckpoint // the largest checkpoint each log showed
+	recalled  map[string]signedCheckpoint // the one remembered from an earlier run
+	dir       string                      // where they are remembered ("": nowhere)
+	stateOf   map[string]string           // audit verify's --state file read for a log
 }
 
 // signedCheckpoint is a checkpoint and the signed note it was read from.
@@ -422,7 +421,7 @@ type seenFunc func(cp *log.Checkpoint, raw []byte)
 
 func newLogViews() *logViews {
 	return &logViews{seen: map[string][]*log.Checkpoint{}, clients: map[string]*client.Client{}, verifiers: map[string]note.Verifier{},
-		latest: map[string]signedCheckpoint{}, recalled: map[string]*log.Checkpoint{}, recalledRaw: map[string][]byte{}, stateOf: map[string]string{}}
+		latest: map[string]signedCheckpoint{}, recalled: map[string]signedCheckpoint{}, stateOf: map[string]string{}}
 }
 
 // logKey names a log by its verifier key: its name and key hash.
@@ -459,7 +458,7 @@ func (lv *logViews) recall(dir string) error {
 		if err != nil {
 			return fmt.Errorf("the checkpoint remembered in %s: %w", file, err)
 		}
-		lv.recalled[key], lv.recalledRaw[key] = cp, raw
+		lv.recalled[key] = signedCheckpoint{cp, raw}
 		lv.seen[key] = append(lv.seen[key], cp)
 	}
 	return nil
@@ -509,7 +508,7 @@ func (lv *logViews) keep() ([]string, error) {
 		return nil, nil // recall was not asked: nothing is remembered
 	}
 	for key, l := range lv.latest {
-		if r, had := lv.recalled[key]; had && l.cp.Size <= r.Size {
+		if r, had := lv.recalled[key]; had && l.cp.Size <= r.cp.Size {
 			continue
 		}
 		file := lv.file(key)
