@@ -536,3 +536,36 @@ func TestSearchPagesAreBoundedInBytes(t *testing.T) {
 		}
 	}
 }
+
+// A fresh admin certificate beside a key that is not its own (the
+// server stopped between writing a new key and the certificate for it)
+// is replaced at the next write, not kept until its half-life: the
+// credential on disk is one the CLI can use.
+func TestAdminCredentialOfAnotherKeyIsReplaced(t *testing.T) {
+	a := startAuthority(t)
+	p := AdminPaths(a.cfg.DataDir)
+	if err := a.WriteAdminCredential(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := credfile.Load(p); err != nil {
+		t.Fatalf("the first admin credential: %v", err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, err := credfile.EncodeKeyPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := credfile.WriteFileAtomic(p.Key, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteAdminCredential(t.Context(), false); err != nil {
+		t.Fatalf("WriteAdminCredential beside another key = %v", err)
+	}
+	chain, got, _, err := credfile.Load(p)
+	if err != nil {
+		t.Fatalf("the admin credential after a new key was left beside the certificate: %v", err)
+	}
+	if !key.PublicKey.Equal(got.Public()) || !key.PublicKey.Equal(chain[0].PublicKey) {
+		t.Error("the credential was not made for the key on disk")
+	}
+}

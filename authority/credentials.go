@@ -49,13 +49,15 @@ func (a *Authority) WriteAdminCredential(ctx context.Context, force bool) error 
 	}
 	if !force && a.credentialFresh(p.Cert) {
 		// Still held to the private-key rule: a key others may read is
-		// refused now, not at the next renewal. (A key gone: a new
-		// credential, below.)
-		_, err := credfile.ReadPrivate(p.Key)
-		if err == nil {
+		// refused now, not at the next renewal. (A key gone, or one that
+		// is not the certificate's: a new credential, below. The server
+		// may have stopped between writing a new key and its
+		// certificate: the credential is made again for the key there.)
+		b, err := credfile.ReadPrivate(p.Key)
+		if err == nil && certifiesKey(p.Cert, b) {
 			return nil
 		}
-		if !errors.Is(err, fs.ErrNotExist) {
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("authority: admin credential: %w", err)
 		}
 	}
@@ -85,6 +87,21 @@ func (a *Authority) credentialFresh(path string) bool {
 		return false
 	}
 	return a.now().Before(halfLife(certs[0])) && a.chainsToBundle(certs)
+}
+
+// certifiesKey reports whether the certificate at path is for the
+// private key keyPEM holds.
+func certifiesKey(path string, keyPEM []byte) bool {
+	certs, err := readCerts(path)
+	if err != nil {
+		return false
+	}
+	key, err := credfile.ParseKeyPEM(keyPEM)
+	if err != nil {
+		return false
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(certs[0].PublicKey)
 }
 
 // halfLife is when half of cert's life has passed.
