@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -56,7 +57,7 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": node.SPIFFEID,
 		"ttl_seconds": int64(svid.ExpiresAt.Sub(svid.Certificates[0].NotBefore).Seconds()), "expires_at": svid.ExpiresAt.UTC(),
 		"decision": is.details(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, stillHosts(id, node.SPIFFEID))
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, stillHosts(id, node.SPIFFEID, a.now()))
 	if err != nil {
 		return nil, err
 	}
@@ -65,9 +66,10 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 
 // stillHosts checks again, in the commit that logs an agent SVID, that
 // the node hosts the agent (both recorded, the node neither banned nor
-// drifted, the registration allowing it): a ban, a drift or a deletion
-// committed since the first check is not outrun by the issuance.
-func stillHosts(agentID spiffeid.ID, nodeID string) func(tx store.Tx) error {
+// drifted nor lapsed at now, the registration allowing it): a ban, a
+// drift or a deletion committed since the first check is not outrun by
+// the issuance.
+func stillHosts(agentID spiffeid.ID, nodeID string, now time.Time) func(tx store.Tx) error {
 	return func(tx store.Tx) error {
 		agent, err := registry.AgentBySPIFFEID(tx, agentID.String())
 		if err != nil {
@@ -77,8 +79,25 @@ func stillHosts(agentID spiffeid.ID, nodeID string) func(tx store.Tx) error {
 		if err != nil {
 			return fmt.Errorf("authority: look up %s: %w", nodeID, err)
 		}
-		return registry.CheckHosting(agent, node)
+		if err := registry.CheckHosting(agent, node); err != nil {
+			return err
+		}
+		return lapsed(node, now)
 	}
+}
+
+// lapsed refuses a node whose latest SVID expired before now: it has
+// neither renewed nor attested again since, so it is attested no longer,
+// and the agents it hosted get nothing through it (not even an agent
+// renewing by itself, whose key may have been taken from a host that
+// stopped). A record without an expiry (made before expiries were
+// recorded) is not held to it.
+func lapsed(node *registry.Node, now time.Time) error {
+	if !node.SVIDExpiresAt.IsZero() && !now.Before(node.SVIDExpiresAt) {
+		return fmt.Errorf("%w: %s is attested no longer: its latest SVID expired at %s, and it has neither renewed nor attested again since",
+			ErrNodeUnknown, node.SPIFFEID, node.SVIDExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // MintJWT issues a JWT-SVID for the given audience. An agent asks for
@@ -112,7 +131,7 @@ func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, aud
 	_, err = a.recordWith(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "jwt", "audience": svid.Audience, "key_id": svid.KeyID, "node": node.SPIFFEID, "expires_at": svid.ExpiresAt.UTC(),
 		"decision": is.details(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, stillHosts(id, node.SPIFFEID))
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, stillHosts(id, node.SPIFFEID, a.now()))
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +195,14 @@ func (a *Authority) authorizeAgent(ctx context.Context, c *Caller, id spiffeid.I
 	if err := registry.CheckAgentID(a.td, id); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrAgentNotRegistered, err)
 	}
-	return a.lookupHosting(ctx, id, nodeID)
+	agent, node, err := a.lookupHosting(ctx, id, nodeID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := lapsed(node, a.now()); err != nil {
+		return nil, nil, err
+	}
+	return agent, node, nil
 }
 
 func (a *Authority) lookupHosting(ctx context.Context, id, nodeID spiffeid.ID) (*registry.Agent, *registry.Node, error) {

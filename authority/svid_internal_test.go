@@ -1,6 +1,11 @@
 package authority
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"testing"
 	"time"
@@ -41,5 +46,58 @@ func TestAgentSVIDRechecksItsNodeInItsCommit(t *testing.T) {
 	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "svid.issued", SPIFFEID: agent.SPIFFEID, Limit: 10})
 	if err != nil || len(got) != 1 { // the first only
 		t.Errorf("the agent's svid.issued entries: %d (%v), want 1", len(got), err)
+	}
+}
+
+// An agent renewing by itself gets nothing once its host node's latest
+// SVID has expired: the node has not renewed nor attested again since,
+// so it is attested no longer, and an agent's key (taken from a host
+// that stopped) does not renew for ever. Neither does a node's own copy.
+func TestAgentDoesNotOutliveItsLapsedNode(t *testing.T) {
+	clock := &testClock{now: time.Now().Truncate(time.Second)}
+	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
+	ctx, admin := t.Context(), adminOf(t, a)
+	csr := func() []byte {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	}
+	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeSVID, err := a.JoinNode(ctx, secret, csr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeSVID.ID.String()},
+		X509TTLSeconds: int64(registry.MaxTTLSeconds)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &Caller{ID: nodeSVID.ID, Cert: nodeSVID.Certificates[0]}
+	agentSVID, err := a.MintX509(ctx, node, reg.SPIFFEID, csr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := &Caller{ID: agentSVID.ID, Cert: agentSVID.Certificates[0]}
+	if _, err := a.MintX509(ctx, agent, reg.SPIFFEID, csr()); err != nil {
+		t.Fatalf("renewal while the node is attested: %v", err)
+	}
+	clock.Advance(nodeSVID.ExpiresAt.Sub(clock.Now()) + time.Second)
+	if !clock.Now().Before(agentSVID.ExpiresAt) {
+		t.Fatal("the agent's SVID expired with the node's: the test proves nothing")
+	}
+	if _, err := a.MintX509(ctx, agent, reg.SPIFFEID, csr()); !errors.Is(err, ErrNodeUnknown) {
+		t.Errorf("X509 renewal by the agent after its node's SVID expired = %v, want ErrNodeUnknown", err)
+	}
+	if _, err := a.MintJWT(ctx, agent, "", []string{"x"}); !errors.Is(err, ErrNodeUnknown) {
+		t.Errorf("JWT-SVID for the agent after its node's SVID expired = %v, want ErrNodeUnknown", err)
+	}
+	if _, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"}); !errors.Is(err, ErrNodeUnknown) {
+		t.Errorf("JWT-SVID asked with the node's expired SVID = %v, want ErrNodeUnknown", err)
 	}
 }
