@@ -10,7 +10,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
 )
@@ -53,15 +55,34 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 	if err != nil {
 		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
-	_, err = a.recordWith(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
+	err = a.recordIssued(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": node.SPIFFEID,
 		"ttl_seconds": int64(svid.ExpiresAt.Sub(svid.Certificates[0].NotBefore).Seconds()), "expires_at": svid.ExpiresAt.UTC(),
-		"decision": is.details(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, stillHosts(id, node.SPIFFEID, a.now()))
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, node.SPIFFEID, a.now()))
 	if err != nil {
 		return nil, err
 	}
 	return svid, nil
+}
+
+// recordIssued records ev, the svid.issued entry of an agent SVID, with
+// the decision is that allowed it, in the commit that runs check. An
+// entry the log would refuse as too large with the decision's input
+// (a registration near its bound, long audiences escaped) is recorded
+// with the input left out (its decision id and policy revision still
+// name it), rather than failing after the SVID was made.
+func (a *Authority) recordIssued(ctx context.Context, ev event, is *issuance, check func(store.Tx) error) error {
+	ev.details["decision"] = is.details()
+	_, err := a.recordWith(ctx, ev, check)
+	if !errors.Is(err, audit.ErrInvalidEntry) {
+		return err
+	}
+	d := is.details()
+	delete(d, "input")
+	d["input_omitted"] = "larger than the audit entry allows"
+	ev.details["decision"] = d
+	_, err = a.recordWith(ctx, ev, check)
+	return err
 }
 
 // stillHosts checks again, in the commit that logs an agent SVID, that
@@ -128,10 +149,9 @@ func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, aud
 	if err != nil {
 		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
-	_, err = a.recordWith(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
+	err = a.recordIssued(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "jwt", "audience": svid.Audience, "key_id": svid.KeyID, "node": node.SPIFFEID, "expires_at": svid.ExpiresAt.UTC(),
-		"decision": is.details(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, stillHosts(id, node.SPIFFEID, a.now()))
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, node.SPIFFEID, a.now()))
 	if err != nil {
 		return nil, err
 	}
@@ -154,6 +174,12 @@ func checkAudience(aud []string) error {
 	for _, s := range aud {
 		if s == "" || len(s) > maxAudienceLen {
 			return fmt.Errorf("%w: each audience is 1 to %d bytes", ErrInvalidRequest, maxAudienceLen)
+		}
+		// Text, as a verifier compares it: no control or format
+		// characters, no invalid UTF-8 (each of which the audit entry
+		// would also hold escaped, at up to six times its size).
+		if !delegation.IsPlainText(s) {
+			return fmt.Errorf("%w: an audience is UTF-8 text without control or format characters", ErrInvalidRequest)
 		}
 	}
 	return nil

@@ -5,8 +5,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +102,72 @@ func TestAgentDoesNotOutliveItsLapsedNode(t *testing.T) {
 	}
 	if _, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"}); !errors.Is(err, ErrNodeUnknown) {
 		t.Errorf("JWT-SVID asked with the node's expired SVID = %v, want ErrNodeUnknown", err)
+	}
+}
+
+// A JWT-SVID audience is text: one of control characters is refused as
+// an invalid request. And an issuance whose svid.issued entry would not
+// fit the log with the decision's input (a large registration, long
+// audiences that escape to twice their size) is logged with the input
+// left out, not answered 500 after its SVID was made.
+func TestJWTAudienceCannotOverflowItsEntry(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	nodeID := putNode(t, a, "n1")
+	node := &Caller{ID: spiffeid.RequireFromString(nodeID)}
+	var sels []string
+	for i := range registry.MaxListLen {
+		sels = append(sels, fmt.Sprintf("%03d%s", i, strings.Repeat("s", 250)))
+	}
+	small, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/small", NodeIDs: []string{nodeID}, Selectors: sels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aud := func(s string) []string {
+		out := make([]string, maxAudiences)
+		for i := range out {
+			out[i] = fmt.Sprintf("%02d", i) + strings.Repeat(s, (maxAudienceLen-2)/len(s))
+		}
+		return out
+	}
+	for _, bad := range []string{"\x01", "\n", "\u202e", "\ufffd"} {
+		if _, err := a.MintJWT(ctx, node, small.SPIFFEID, aud(bad)); !errors.Is(err, ErrInvalidRequest) {
+			t.Errorf("JWT-SVID for audiences of %q = %v, want ErrInvalidRequest", bad, err)
+		}
+	}
+	// A registration whose issuance input is near the bound kept whole.
+	ctl := strings.Repeat("\x01", registry.MaxStringLen)
+	var many []string
+	for i := range 26 {
+		many = append(many, fmt.Sprintf("%03d%s", i, strings.Repeat("\x01", 240)))
+	}
+	large, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/large", NodeIDs: []string{nodeID}, Selectors: many,
+		Accountability: registry.Accountability{Operator: ctl, ModelProvider: ctl, Model: ctl, ResponsibleParty: ctl}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.MintJWT(ctx, node, large.SPIFFEID, aud(`"`)); err != nil {
+		t.Fatalf("JWT-SVID with long quoted audiences for a large registration = %v", err)
+	}
+	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "svid.issued", SPIFFEID: large.SPIFFEID, Limit: 10})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("svid.issued entries of the large registration: %d, %v; want 1", len(got), err)
+	}
+	var d struct {
+		Audience []string `json:"audience"`
+		Decision struct {
+			Input   json.RawMessage `json:"input"`
+			Omitted string          `json:"input_omitted"`
+		} `json:"decision"`
+	}
+	e, err := audit.Decode(got[0].Entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ReadDetails(&d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Audience) != maxAudiences || d.Decision.Input != nil || d.Decision.Omitted == "" {
+		t.Errorf("the entry keeps %d audiences, input %d bytes, omitted %q; want every audience, the input omitted", len(d.Audience), len(d.Decision.Input), d.Decision.Omitted)
 	}
 }
