@@ -213,8 +213,16 @@ func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 		return fmt.Errorf("credfile: %w", err)
 	}
 	if key == nil {
-		if _, err := loadKeyFor(p, chain[0]); err != nil {
+		held, err := loadKeyFor(p, chain[0])
+		if err != nil {
 			return err
+		}
+		// After a write cut short between the key and the certificate,
+		// the certificate's key is the one kept in prevKey: it goes back
+		// into the key file before the certificate lands (prevKey is
+		// removed once it has).
+		if !keyFileHolds(p, chain[0]) {
+			key = held
 		}
 	}
 	if key != nil {
@@ -338,6 +346,17 @@ func loadKeyFor(p Paths, leaf *x509.Certificate) (crypto.Signer, error) {
 		}
 	}
 	return nil, fmt.Errorf("credfile: %s %w in %s (fetch the credential again)", p.Key, errKeyMismatch, p.Cert)
+}
+
+// keyFileHolds reports whether the key file itself (not prevKey) holds
+// the key of leaf.
+func keyFileHolds(p Paths, leaf *x509.Certificate) bool {
+	kb, err := ReadPrivate(p.Key)
+	if err != nil {
+		return false
+	}
+	key, err := ParseKeyPEM(kb)
+	return err == nil && keyMatches(key, leaf)
 }
 
 func keyMatches(key crypto.Signer, leaf *x509.Certificate) bool {

@@ -46,3 +46,51 @@ func TestRepeatedInterruptedRenewals(t *testing.T) {
 		}
 	}
 }
+
+// TestNilKeyWriteAfterInterruptedRenewal: a renewal cut short between the
+// key and the certificate leaves the old pair loadable (the old key in
+// svid.key.prev); a certificate for that key, written next with the key
+// kept (nil), must leave the pair loadable, not the certificate without
+// its key.
+func TestNilKeyWriteAfterInterruptedRenewal(t *testing.T) {
+	p := In(t.TempDir())
+	cert, key := testPair(t)
+	if err := Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	_, next := testPair(t)
+	if err := replaceKey(p, next); err != nil { // the first half of Write, then a crash
+		t.Fatal(err)
+	}
+	// The holder loads the pair (the old key, from svid.key.prev) and
+	// renews with that key.
+	_, held, _, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := certFor(t, held)
+	if err := Write(p, []*x509.Certificate{renewed}, nil, []*x509.Certificate{renewed}); err != nil {
+		t.Fatal(err)
+	}
+	chain, got, _, err := Load(p)
+	if err != nil {
+		t.Fatalf("Load after writing the renewed certificate with the key kept: %v", err)
+	}
+	if !chain[0].Equal(renewed) || !keyMatches(got, renewed) {
+		t.Fatal("Load did not return the renewed certificate with its key")
+	}
+}
+
+// certFor is a self-signed stand-in certificate for key's public key
+// (signed by another key: only the public key matters here).
+func certFor(t *testing.T, key crypto.Signer) *x509.Certificate {
+	t.Helper()
+	_, signer := testPair(t)
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
