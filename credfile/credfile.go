@@ -119,7 +119,7 @@ func writeAtomic(path string, b []byte, mode os.FileMode, publish func(tmp, path
 		err = publish(f.Name(), path)
 	}
 	if err == nil {
-		err = SyncDir(dir)
+		err = syncDir(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -169,6 +169,10 @@ func RemoveTemps(dir string) error {
 	}
 	return nil
 }
+
+// syncDir is SyncDir; tests replace it to see which directories are
+// synced.
+var syncDir = SyncDir
 
 // SyncDir fsyncs a directory, making renames and removals in it durable.
 func SyncDir(dir string) error {

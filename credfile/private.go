@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 )
 
@@ -33,14 +34,25 @@ func ReadPrivate(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// PrivateDir creates dir (0700) if needed. An existing one that group or
-// others may write to, or that another user owns, is refused
-// (ErrNotPrivate): they could replace what is put in it. (One they may
-// only read is kept as it is: the keys in it are 0600, and its mode is
-// its owner's choice.)
+// PrivateDir creates dir (0700) if needed, with its missing parents, and
+// makes each directory it creates durable (its parent fsynced), so that
+// a file written in it and synced survives a power loss with the
+// directory. An existing one that group or others may write to, or that
+// another user owns, is refused (ErrNotPrivate): they could replace what
+// is put in it. (One they may only read is kept as it is: the keys in it
+// are 0600, and its mode is its owner's choice.)
 func PrivateDir(dir string) error {
+	missing := missingDirs(dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
+	}
+	for _, d := range missing {
+		// A parent this user may write to but not read cannot be
+		// opened to be synced: its entry is then as durable as the
+		// file system makes it.
+		if err := syncDir(filepath.Dir(d)); err != nil && !errors.Is(err, fs.ErrPermission) {
+			return err
+		}
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -77,4 +89,21 @@ func CheckPrivate(path string, fi fs.FileInfo) error {
 		return fmt.Errorf("%w: %s has mode %v: group or others may access it (chmod 600 %s)", ErrNotPrivate, path, perm, path)
 	}
 	return ownedHere(path, fi)
+}
+
+// missingDirs returns dir and those of its parents that do not exist,
+// deepest first.
+func missingDirs(dir string) []string {
+	var missing []string
+	for d := filepath.Clean(dir); ; {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			return missing
+		}
+		missing = append(missing, d)
+		parent := filepath.Dir(d)
+		if parent == d {
+			return missing
+		}
+		d = parent
+	}
 }
