@@ -159,45 +159,9 @@ func (c *CA) newAuthority(ctx context.Context, kind Kind, now time.Time) (*autho
 // signX509Authority creates the CA certificate for signer: self-signed, or
 // an intermediate signed by the upstream and never outliving it.
 func (c *CA) signX509Authority(keyID string, signer crypto.Signer, now time.Time) (*authority, error) {
-	serial := randomSerial()
-	subject := c.cfg.Subject
-	subject.SerialNumber = serial.String()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               subject,
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(c.cfg.CATTL),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLen:            0,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		URIs:                  []*url.URL{c.td.ID().URL()},
-	}
-	parent, parentSigner := tmpl, signer
-	var intermediates []*x509.Certificate
-	var root *x509.Certificate
-	if up := c.cfg.Upstream; up != nil {
-		if limit := up.notAfter(); tmpl.NotAfter.After(limit) {
-			tmpl.NotAfter = limit
-		}
-		if tmpl.NotAfter.Sub(now) < minAuthorityLifetime {
-			return nil, fmt.Errorf("ca: upstream chain expires at %s, too soon to sign a new CA", up.notAfter().UTC())
-		}
-		parent, parentSigner = up.Chain[0], up.Signer
-		intermediates = append(intermediates, up.Chain[:len(up.Chain)-1]...)
-		root = up.Chain[len(up.Chain)-1]
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, signer.Public(), parentSigner)
+	cert, intermediates, root, err := c.cfg.x509CACert(signer, now)
 	if err != nil {
-		return nil, fmt.Errorf("ca: create x509 ca certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("ca: parse new x509 ca certificate: %w", err)
-	}
-	if root == nil {
-		root = cert
+		return nil, err
 	}
 	return &authority{
 		kind:          KindX509,
@@ -212,6 +176,75 @@ func (c *CA) signX509Authority(keyID string, signer crypto.Signer, now time.Time
 		root:          root,
 		signer:        signer,
 	}, nil
+}
+
+// x509CACert creates an X.509 CA certificate for signer's key: self-signed,
+// or an intermediate signed by the upstream, never outliving it and
+// verified under it (an upstream whose name constraints or extended key
+// usages leave out the trust domain's SVIDs signs no CA). It returns the
+// certificate, the upstream intermediates and the root of the bundle.
+func (cfg *Config) x509CACert(signer crypto.Signer, now time.Time) (cert *x509.Certificate, intermediates []*x509.Certificate, root *x509.Certificate, err error) {
+	serial := randomSerial()
+	subject := cfg.Subject
+	subject.SerialNumber = serial.String()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               subject,
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(cfg.CATTL),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		URIs:                  []*url.URL{cfg.TrustDomain.ID().URL()},
+	}
+	parent, parentSigner := tmpl, signer
+	up := cfg.Upstream
+	if up != nil {
+		if limit := up.notAfter(); tmpl.NotAfter.After(limit) {
+			tmpl.NotAfter = limit
+		}
+		if tmpl.NotAfter.Sub(now) < minAuthorityLifetime {
+			return nil, nil, nil, fmt.Errorf("ca: upstream chain expires at %s, too soon to sign a new CA", up.notAfter().UTC())
+		}
+		parent, parentSigner = up.Chain[0], up.Signer
+		intermediates = append(intermediates, up.Chain[:len(up.Chain)-1]...)
+		root = up.Chain[len(up.Chain)-1]
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, signer.Public(), parentSigner)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("ca: create x509 ca certificate: %w", err)
+	}
+	if cert, err = x509.ParseCertificate(der); err != nil {
+		return nil, nil, nil, fmt.Errorf("ca: parse new x509 ca certificate: %w", err)
+	}
+	if up == nil {
+		return cert, nil, cert, nil
+	}
+	if err := verifyUnder(cert, intermediates, root, now); err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: the upstream CA cannot sign this trust domain's CAs: %v", ErrInvalidConfig, err)
+	}
+	return cert, intermediates, root, nil
+}
+
+// verifyUnder verifies cert through intermediates to root at now for each
+// extended key usage an X509-SVID has, as relying parties do: the
+// upstream's name constraints and extended key usages apply to
+// everything below it.
+func verifyUnder(cert *x509.Certificate, intermediates []*x509.Certificate, root *x509.Certificate, now time.Time) error {
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root)
+	for _, c := range intermediates {
+		inter.AddCert(c)
+	}
+	for _, eku := range leafExtKeyUsage {
+		opts := x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{eku}}
+		if _, err := cert.Verify(opts); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func newJWTAuthority(keyID string, signer crypto.Signer, now time.Time, ttl time.Duration) (*authority, error) {

@@ -2,8 +2,12 @@ package ca
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -167,8 +171,28 @@ func (cfg Config) withDefaults() (Config, error) {
 		if err := cfg.Upstream.validate(cfg.Now()); err != nil {
 			return cfg, err
 		}
+		if err := cfg.probeUpstream(); err != nil {
+			return cfg, err
+		}
 	}
 	return cfg, nil
+}
+
+// probeUpstream has the upstream sign a CA certificate for a throwaway
+// key, made as every X.509 CA is, so that an upstream whose name
+// constraints or extended key usages leave out this trust domain's SVIDs
+// is refused at start rather than signing CAs whose SVIDs no relying
+// party accepts. Only that refusal is reported: a failure to sign is the
+// next rotation's to report.
+func (cfg Config) probeUpstream() error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil
+	}
+	if _, _, _, err := cfg.x509CACert(key, cfg.Now()); errors.Is(err, ErrInvalidConfig) {
+		return err
+	}
+	return nil
 }
 
 // checkDurations enforces the relations rotation relies on.

@@ -35,7 +35,12 @@
 // certSign and cRLSign and the trust domain's SPIFFE ID as URI SAN. They
 // are self-signed roots, or, with Config.Upstream, intermediates signed by
 // the upstream that never outlive the upstream chain; the bundle then
-// holds the upstream roots.
+// holds the upstream roots. Each such CA is verified under the upstream
+// chain, as relying parties verify, for both extended key usages of an
+// X509-SVID: an upstream whose name constraints or extended key usages
+// leave out the trust domain's SVIDs is refused by New
+// (ErrInvalidConfig), and a leaf with DNS or IP names it does not allow
+// is refused (ErrInvalidParams).
 //
 // # JWT-SVIDs
 //

@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -161,5 +163,79 @@ func TestUpstreamRotationKeepsRootBundle(t *testing.T) {
 	}
 	if len(cas) < 4 {
 		t.Errorf("only %d intermediates used over 4h with a 1h CA ttl", len(cas))
+	}
+}
+
+// TestUpstreamConstraintsAreHeld: an upstream CA's name constraints and
+// extended key usages bind everything below it. One that leaves out the
+// trust domain's SPIFFE IDs, or the serverAuth and clientAuth usages of
+// every X509-SVID, is refused at start (also by a restart with state
+// made under another upstream); a DNS or IP name it does not allow is
+// refused at issuance. What it allows verifies with go-spiffe.
+func TestUpstreamConstraintsAreHeld(t *testing.T) {
+	now := time.Now()
+	constrained := func(mod func(*x509.Certificate)) *ca.Upstream {
+		key := ecKey(t, elliptic.P256())
+		tmpl := &x509.Certificate{
+			SerialNumber: bigOne(), Subject: pkix.Name{CommonName: "Constrained Upstream"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(72 * time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		}
+		mod(tmpl)
+		return &ca.Upstream{Chain: []*x509.Certificate{createCert(t, tmpl, tmpl, key.Public(), key)}, Signer: key}
+	}
+	refused := map[string]*ca.Upstream{
+		"uri constraint of another domain":  constrained(func(c *x509.Certificate) { c.PermittedURIDomains = []string{"other.example"} }),
+		"uri constraint excluding this one": constrained(func(c *x509.Certificate) { c.ExcludedURIDomains = []string{"example.org"} }),
+		"server auth only":                  constrained(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} }),
+		"code signing only":                 constrained(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning} }),
+	}
+	for name, up := range refused {
+		t.Run(name, func(t *testing.T) {
+			env := newEnv(t, func(cfg *ca.Config) { cfg.Upstream = up })
+			if _, err := ca.New(context.Background(), env.cfg); !errors.Is(err, ca.ErrInvalidConfig) {
+				t.Fatalf("New = %v, want ErrInvalidConfig", err)
+			}
+			if files := keyFiles(t, env.keyDir); len(files) != 0 {
+				t.Errorf("keys created for a refused upstream: %v", files)
+			}
+			// A restart under it, with a CA made under a plain upstream.
+			root, rootKey := newUpstreamRoot(t, now.Add(-time.Hour), 72*time.Hour)
+			env.cfg.Upstream = &ca.Upstream{Chain: []*x509.Certificate{root}, Signer: rootKey}
+			env.newCA(t)
+			env.cfg.Upstream = up
+			if _, err := ca.New(context.Background(), env.cfg); !errors.Is(err, ca.ErrInvalidConfig) {
+				t.Fatalf("restart: New = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+
+	up := constrained(func(c *x509.Certificate) {
+		c.PermittedURIDomains = []string{"example.org"}
+		c.PermittedDNSDomains = []string{"corp.example"}
+		c.PermittedIPRanges = []*net.IPNet{{IP: net.IPv4(10, 0, 0, 0).To4(), Mask: net.CIDRMask(8, 32)}}
+		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	})
+	c, _ := newTestCA(t, func(cfg *ca.Config) { cfg.Upstream = up })
+	pub := ecKey(t, elliptic.P256()).Public()
+	for _, p := range []ca.X509Params{
+		{ID: testID, PublicKey: pub},
+		{ID: testID, PublicKey: pub, DNSNames: []string{"mandate.corp.example"}, IPAddresses: []net.IP{net.IPv4(10, 1, 2, 3)}},
+	} {
+		svid, err := c.MintX509SVID(context.Background(), p)
+		if err != nil {
+			t.Fatalf("MintX509SVID(%v) = %v", p.DNSNames, err)
+		}
+		if _, _, err := x509svid.Verify(svid.Certificates, c.Bundle()); err != nil {
+			t.Errorf("x509svid.Verify(SVID with %v under a constrained upstream) = %v", p.DNSNames, err)
+		}
+	}
+	for _, p := range []ca.X509Params{
+		{ID: testID, PublicKey: pub, DNSNames: []string{"localhost"}},
+		{ID: testID, PublicKey: pub, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}},
+	} {
+		if svid, err := c.MintX509SVID(context.Background(), p); !errors.Is(err, ca.ErrInvalidParams) {
+			t.Errorf("MintX509SVID(%v %v) outside the upstream's name constraints = %v, %v; want ErrInvalidParams", p.DNSNames, p.IPAddresses, svid, err)
+		}
 	}
 }

@@ -56,6 +56,7 @@ type x509Issuer struct {
 	cert        *x509.Certificate
 	signer      crypto.Signer
 	chain       []*x509.Certificate // cert and upstream intermediates; empty when cert is a self-signed root
+	root        *x509.Certificate   // the upstream root; nil when cert is a self-signed root
 	notBefore   time.Time
 	notAfter    time.Time
 	leafSubject []byte // DER of the leaf subject
@@ -70,14 +71,17 @@ func newX509Issuer(a *authority, subject pkix.Name) (*x509Issuer, error) {
 		return nil, fmt.Errorf("ca: encode leaf subject: %w", err)
 	}
 	var chain []*x509.Certificate // a self-signed CA is the root: in the bundle, not the chain
+	var root *x509.Certificate
 	if a.root == nil || !bytes.Equal(a.root.Raw, a.cert.Raw) {
 		chain = append([]*x509.Certificate{a.cert}, a.intermediates...)
+		root = a.root
 	}
 	return &x509Issuer{
 		id:          a.id,
 		cert:        a.cert,
 		signer:      a.signer,
 		chain:       chain,
+		root:        root,
 		notBefore:   a.cert.NotBefore,
 		notAfter:    a.cert.NotAfter,
 		leafSubject: raw,
@@ -151,6 +155,14 @@ func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) 
 	}
 	if err := checkIssued(leaf, p, usage, iss.notAfter); err != nil {
 		return nil, fmt.Errorf("ca: issued x509-svid failed validation: %w", err)
+	}
+	if iss.root != nil && len(p.DNSNames)+len(p.IPAddresses) > 0 {
+		// DNS and IP names are held to the upstream's name constraints
+		// (the trust domain's SPIFFE IDs were, at start): a certificate
+		// no relying party would accept is not handed out.
+		if err := verifyUnder(leaf, iss.chain, iss.root, now); err != nil {
+			return nil, fmt.Errorf("%w: the upstream CA does not allow these names: %v", ErrInvalidParams, err)
+		}
 	}
 	certs := make([]*x509.Certificate, 0, 1+len(iss.chain))
 	certs = append(append(certs, leaf), iss.chain...)
