@@ -821,3 +821,30 @@ func TestAdminListOfLargeRegistrations(t *testing.T) {
 		t.Fatalf("ListAgents = %d agents, %v; want %d", len(all), err, n)
 	}
 }
+
+// TestJWKSCachedNoLongerThanTheRefreshHint: a new JWT key is published
+// for a third of jwt_key_ttl before it signs, and the bundle's refresh
+// hint is shorter than that; the JWKS answer may be cached no longer
+// than the hint, or a verifier could hold a JWKS without the key that
+// signs the tokens it is shown.
+func TestJWKSCachedNoLongerThanTheRefreshHint(t *testing.T) {
+	for _, tc := range []struct {
+		hint, want time.Duration
+	}{{20 * time.Second, 20 * time.Second}, {5 * time.Minute, time.Minute}} {
+		e := start(t, "org-a.example", func(c *authority.Config) {
+			if tc.hint < time.Minute {
+				c.CA.CATTL, c.CA.JWTKeyTTL = authority.Duration(2*time.Minute), authority.Duration(2*time.Minute)
+				c.CA.X509SVIDTTL, c.CA.JWTSVIDTTL = authority.Duration(time.Minute), authority.Duration(time.Minute)
+			}
+			c.Federation.BundleRefreshHint = authority.Duration(tc.hint)
+		})
+		resp, err := e.rawClient(nil, nil).Get(e.url + "/.well-known/jwks.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got, want := resp.Header.Get("Cache-Control"), fmt.Sprintf("max-age=%d", int(tc.want/time.Second)); resp.StatusCode != 200 || got != want {
+			t.Errorf("refresh hint %s: GET jwks = %d, Cache-Control %q; want 200, %q", tc.hint, resp.StatusCode, got, want)
+		}
+	}
+}

@@ -117,15 +117,25 @@ func (s *Server) svidJWT(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// jwksMaxAge is how long a JWKS answer may be cached, at most: never
+// longer than the bundle's refresh hint, which is shorter than the time a
+// new key is published before it signs.
+const jwksMaxAge = time.Minute
+
 // jwks serves the JWT authorities as a plain JWKS for JWT verifiers that
 // do not speak SPIFFE bundles.
 func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
+	b := s.a.Bundle()
 	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
-	for kid, pub := range s.a.Bundle().JWTAuthorities() {
+	for kid, pub := range b.JWTAuthorities() {
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: pub, KeyID: kid, Use: "sig", Algorithm: ca.JWTAlgorithm(pub)})
 	}
 	slices.SortFunc(set.Keys, func(a, b jose.JSONWebKey) int { return strings.Compare(a.KeyID, b.KeyID) })
-	w.Header().Set("Cache-Control", "max-age=60")
+	maxAge := jwksMaxAge
+	if hint, ok := b.RefreshHint(); ok {
+		maxAge = min(maxAge, hint)
+	}
+	w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d", int64(maxAge/time.Second)))
 	writeJSON(w, http.StatusOK, set)
 }
 
