@@ -46,8 +46,11 @@ type bundleDocument struct {
 //
 //   - keys must be present (§4.1.3);
 //   - a key whose use is unknown (§4.2.2), whose key type is unknown
-//     (§4.1.3, §4.2.1), or that cannot be read as a key of its type (an
-//     unsupported curve, say Ed448) is ignored; the returned list says
+//     (§4.1.3, §4.2.1), that cannot be read as a key of its type (an
+//     unsupported curve, say Ed448), or that is not a public key (a
+//     symmetric "oct" key, or one with its private part: a bundle holds
+//     public keys, and it is handed on to every workload) is ignored,
+//     never kept nor encoded again; the returned list says
 //     which, and why (the first ten, each cut to a bounded length; a
 //     last line counts the others);
 //   - spiffe_refresh_hint is read within [0, MaxRefreshHint];
@@ -118,6 +121,12 @@ func ignoredKey(raw json.RawMessage) string {
 	var k jose.JSONWebKey
 	if err := json.Unmarshal(raw, &k); err != nil {
 		return named + ": " + boundedError{err}.Error()
+	}
+	if !k.IsPublic() {
+		// A symmetric key, or a key pair with its private part: no
+		// authority of a bundle, and not to be handed on to every
+		// workload with the bundles.
+		return named + ": not a public key"
 	}
 	return ""
 }

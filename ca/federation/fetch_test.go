@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -401,6 +403,8 @@ func TestFetchIgnoresUnknownKeys(t *testing.T) {
 	caB := newTestCA(t, tdB)
 	served := bundleOf(tdB, 2, -1, caB)
 	ed448 := `{"kty":"OKP","crv":"Ed448","use":"jwt-svid","kid":"ed448","x":"` + strings.Repeat("A", 76) + `"}`
+	hmac := `{"kty":"oct","use":"jwt-svid","kid":"hmac","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQ"}`
+	private := privateJWK(t)
 	tests := []struct {
 		name   string
 		keys   []string // added before the served bundle's keys
@@ -410,7 +414,10 @@ func TestFetchIgnoresUnknownKeys(t *testing.T) {
 		{"an unsupported curve", []string{ed448}, false},
 		{"an unknown use and key type", []string{`{"kty":"FUTURE","use":"future-svid","x":1}`}, false},
 		{"a key that is no object", []string{`"x"`}, false},
+		{"a symmetric key", []string{hmac}, false},
+		{"a private key", []string{private}, false},
 		{"only keys that are ignored", []string{`{"kty":"FUTURE","use":"x509-svid"}`, ed448}, true},
+		{"only keys that are not public", []string{hmac, private}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -443,9 +450,27 @@ func TestFetchIgnoresUnknownKeys(t *testing.T) {
 			if got := mustBundle(t, m, tdB); !got.Equal(served) {
 				t.Errorf("bundle held = %s, want the served one without the ignored keys", marshal(t, got))
 			}
+			if doc := marshal(t, mustBundle(t, m, tdB)); bytes.Contains(doc, []byte(`"d"`)) || bytes.Contains(doc, []byte(`"oct"`)) {
+				t.Errorf("bundle held encodes secret key material: %s", doc)
+			}
 			if s := logs.String(); !strings.Contains(s, "level=WARN") || !strings.Contains(s, "ignoring") || !strings.Contains(s, "key 0") {
 				t.Errorf("the ignored key was not logged:\n%s", s)
 			}
 		})
 	}
+}
+
+// privateJWK is a jwt-svid JWK of an EC key pair, private part ("d")
+// included.
+func privateJWK(t *testing.T) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := json.Marshal(jose.JSONWebKey{Key: k, KeyID: "private", Use: "jwt-svid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(doc)
 }
