@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	json "github.com/go-json-experiment/json/v1"
 )
 
@@ -70,11 +71,14 @@ func DecodeStrict(b []byte, v any) error {
 	if len(b) == 0 || b[0] != '{' {
 		return fmt.Errorf("%w: the body must be a JSON object", errBadJSON)
 	}
-	// encoding/json's semantics (names matched without case, the last of
-	// a name twice wins), read by the encoding/json/v2 engine: a
+	// encoding/json's semantics, read by the encoding/json/v2 engine (a
 	// sub-delegation's body holds a parent token of kilobytes, which
-	// encoding/json's decoder reads about four times slower.
-	if err := jsonv2.Unmarshal(b, v, json.DefaultOptionsV1(), jsonv2.RejectUnknownMembers(true)); err != nil {
+	// encoding/json's decoder reads about four times slower), but names
+	// are matched exactly and a name given twice is refused: a member
+	// "TTL_SECONDS" is unknown, and no two readers of one body can take
+	// different values from it.
+	if err := jsonv2.Unmarshal(b, v, json.DefaultOptionsV1(), jsonv2.RejectUnknownMembers(true),
+		jsonv2.MatchCaseInsensitiveNames(false), jsontext.AllowDuplicateNames(false)); err != nil {
 		if strings.HasPrefix(err.Error(), "json: unknown field") {
 			return fmt.Errorf("%w: %s", errUnknownField, strings.TrimPrefix(err.Error(), "json: "))
 		}

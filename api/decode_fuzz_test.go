@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -41,7 +42,11 @@ var decodeStrictSeeds = []struct {
 	{"\n\t{\"name\":\"a\",\"count\":3}\r\n", nil},
 	{`{"name":"a","count":1,"ratio":0.5,"flag":true,"tags":["x","y"],"labels":{"k":"v"},"nested":{"id":"n","depth":2}}`, nil},
 	{`{"tags":null,"labels":null,"nested":null}`, nil},
-	{`{"name":"dup","name":"last"}`, nil},
+	{`{"name":"dup","name":"last"}`, errBadJSON},
+	{`{"labels":{"k":"a","k":"b"}}`, errBadJSON},
+	{`{"NAME":"a"}`, errUnknownField},
+	{`{"nested":{"ID":"n"}}`, errUnknownField},
+	{`{"na\u006de":"a"}`, nil},
 	{`{"unknown":1}`, errUnknownField},
 	{`{"name":"a","extra":true}`, errUnknownField},
 	{`{"nested":{"id":"n","bogus":1}}`, errUnknownField},
@@ -158,13 +163,7 @@ func FuzzDecodeStrict(f *testing.F) {
 	})
 }
 
-// knownField reports whether key names one of fields the way encoding/json
-// matches them (case-insensitively).
+// knownField reports whether key is exactly one of fields.
 func knownField(fields []string, key string) bool {
-	for _, f := range fields {
-		if strings.EqualFold(f, key) {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(fields, key)
 }
