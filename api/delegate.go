@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"mandate.dev/mandate/authority"
@@ -109,6 +110,13 @@ func (s *Server) auditChain(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
+	}
+	// Every hop says where its issuer answers for it: a hop logged here,
+	// this API.
+	for i := range hops {
+		if hops[i].Index != nil && hops[i].LogURL == "" {
+			hops[i].LogURL = s.baseURL(r) + "/v1/audit/chains/" + url.PathEscape(hops[i].ID)
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"hops": hops})
 }

@@ -223,6 +223,47 @@ func TestSelfDelegationNamesItsPartyOnce(t *testing.T) {
 	}
 }
 
+// The entries about an agent name its accountable party: a refused
+// request names its delegator's and its delegatee's (agents registered
+// here), and revoking an agent by its ID names the agent's.
+func TestRefusalsAndRevocationsNameAccountableParties(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b", "calendar:read")
+	if _, p := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", parent: "not a token"}); p == nil {
+		t.Fatal("a request with both a principal and a malformed parent was not refused")
+	}
+	var out struct{}
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": b.id.String(), "reason": "compromised"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var page struct {
+		Entries []struct {
+			Entry struct {
+				Type        string `json:"type"`
+				Accountable []struct {
+					SPIFFEID string `json:"spiffe_id"`
+				} `json:"accountable"`
+			} `json:"entry"`
+		} `json:"entries"`
+	}
+	for typ, want := range map[string][]string{"delegation.refused": {a.id.String(), b.id.String()}, "delegation.revoked": {b.id.String()}} {
+		if err := e.admin.Do(ctxT(t), http.MethodGet, "/v1/audit/search?type="+typ, nil, &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Entries) != 1 {
+			t.Fatalf("%d %s entries, want 1", len(page.Entries), typ)
+		}
+		var got []string
+		for _, p := range page.Entries[0].Entry.Accountable {
+			got = append(got, p.SPIFFEID)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s names the accountable parties %v, want %v", typ, got, want)
+		}
+	}
+}
+
 // An unbound hop records the nodes its delegatee's registration names;
 // a registration naming more than a hop's entry holds is refused with a
 // way out (bind the hop), not answered 500.
@@ -383,7 +424,7 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 
 	// The accountability chain, as org-b's auditor (an admin here) reads it:
 	// org-b's own hop with its log entry and proof, org-a's hop pointing at
-	// org-a's log.
+	// org-a's log; each names where its issuer answers for it.
 	var chainAns struct {
 		Hops []struct {
 			ID, Issuer, Delegator, Delegatee, Principal string
@@ -400,7 +441,7 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 	}
 	hops := chainAns.Hops
 	if len(hops) != 2 || hops[0].ID != chain[0].ID || hops[0].LogURL != orgA.url+"/v1/audit/chains/"+chain[0].ID || hops[0].Index != nil ||
-		hops[1].ID != chain[1].ID || hops[1].Index == nil || hops[1].Decision == nil || hops[1].Decision.Result != "allow" ||
+		hops[1].ID != chain[1].ID || hops[1].Index == nil || hops[1].LogURL != orgB.url+"/v1/audit/chains/"+chain[1].ID || hops[1].Decision == nil || hops[1].Decision.Result != "allow" ||
 		hops[1].Accountability["delegatee"]["responsible_party"] != "payer@org-b.example" || hops[1].Principal != "alice@org-a.example" {
 		t.Fatalf("org-b's chain: %+v", hops)
 	}

@@ -298,10 +298,7 @@ func oauthErrorOf(err error) (status int, code, desc string, ok bool) {
 
 // oauthMetadata is GET /.well-known/oauth-authorization-server (RFC 8414).
 func (s *Server) oauthMetadata(w http.ResponseWriter, r *http.Request) {
-	base := (&url.URL{Scheme: "https", Host: r.Host}).String()
-	if pub := s.a.Config().HTTP.PublicURL; pub != "" {
-		base = strings.TrimSuffix(pub, "/")
-	}
+	base := s.baseURL(r)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                base,
 		"token_endpoint":                        base + "/v1/token",
@@ -313,4 +310,13 @@ func (s *Server) oauthMetadata(w http.ResponseWriter, r *http.Request) {
 		"response_types_supported":              []string{},
 		"mandate_subject_token_types_supported": []string{tokenTypeJWT, tokenTypeAccess, tokenTypePrincipal},
 	})
+}
+
+// baseURL is where clients reach this API: http.public_url, or else the
+// host the request was sent to.
+func (s *Server) baseURL(r *http.Request) string {
+	if pub := s.a.Config().HTTP.PublicURL; pub != "" {
+		return strings.TrimSuffix(pub, "/")
+	}
+	return (&url.URL{Scheme: "https", Host: r.Host}).String()
 }

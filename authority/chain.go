@@ -15,7 +15,8 @@ import (
 // ChainHop is one hop of an accountability chain, as an auditor reads it.
 // A hop this authority issued carries its audit entry with an inclusion
 // proof against a signed checkpoint; a hop issued elsewhere carries what
-// the verified token said of it and LogURL, where its issuer answers.
+// the verified token said of it and LogURL, where its issuer answers
+// (the API sets it for the hops issued here).
 type ChainHop struct {
 	ID             string                    `json:"id"`
 	Issuer         string                    `json:"issuer"`

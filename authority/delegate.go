@@ -117,12 +117,28 @@ func (a *Authority) recordRefusal(ctx context.Context, c *Caller, req DelegateRe
 	for i, s := range scopes {
 		kept[i] = clipTo(s, refusedScopeLen)
 	}
-	if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: clip(req.Delegatee), details: map[string]any{
+	if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: clip(req.Delegatee), parties: a.refusalParties(ctx, c, req), details: map[string]any{
 		"delegatee": clip(req.Delegatee), "scopes": kept, "scope_count": len(req.Scopes), "principal": clip(req.Principal),
 		"has_parent": req.ParentToken != "", "reason": clip(err.Error()),
 	}}); rerr != nil {
 		a.log.ErrorContext(ctx, "audit a refused delegation", "err", rerr)
 	}
+}
+
+// refusalParties are the accountable parties of a refused request, as
+// an issued hop names them: the delegator's and, when it is an agent
+// registered here, the delegatee's.
+func (a *Authority) refusalParties(ctx context.Context, c *Caller, req DelegateRequest) []audit.Party {
+	var parties []audit.Party
+	if ag := a.agentOf(ctx, c.ID); ag != nil {
+		parties = partyOf(ag)
+	}
+	if id, err := spiffeid.FromString(req.Delegatee); err == nil && id != c.ID && id.MemberOf(a.td) {
+		if ag := a.agentOf(ctx, id); ag != nil {
+			parties = append(parties, partyOf(ag)...)
+		}
+	}
+	return parties
 }
 
 func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest) (*DelegateAnswer, error) {
@@ -779,8 +795,15 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 		sum := sha256.Sum256([]byte(strings.Join(revoked, "\n")))
 		details["revoked"], details["revoked_sha256"] = revoked[:maxRecordedRevoked], hex.EncodeToString(sum[:])
 	}
+	// An agent revoked by its ID is named with its accountable party.
+	var parties []audit.Party
+	if id, err := spiffeid.FromString(spiffeID); err == nil && id.MemberOf(a.td) {
+		if ag := a.agentOf(ctx, id); ag != nil {
+			parties = partyOf(ag)
+		}
+	}
 	if _, err := a.record(ctx, event{typ: "delegation.revoked", actor: by, subject: subject, delegationID: delegationID,
-		details: details}); err != nil {
+		parties: parties, details: details}); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "revoked", "delegation_id", delegationID, "spiffe_id", spiffeID, "revoked", len(revoked), "by", by)
