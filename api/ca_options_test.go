@@ -69,6 +69,28 @@ func TestUpstreamCA(t *testing.T) {
 	if err := os.Chmod(keyFile, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A key that is not the upstream certificate's is refused before
+	// anything is made, as an unreadable one.
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile := filepath.Join(dir, "other.key")
+	ob, _ := credfile.EncodeKeyPEM(other)
+	if err := os.WriteFile(otherFile, ob, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mismatched := cfg
+	mismatched.CA.UpstreamKeyFile = otherFile
+	if a, err := authority.New(ctxT(t), mismatched, authority.Options{}); err == nil || !strings.Contains(err.Error(), "ca.upstream") {
+		if err == nil {
+			a.Close()
+		}
+		t.Fatalf("New with an upstream key not the certificate's = %v, want it refused", err)
+	}
+	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("New refused the upstream CA but made the data directory (%v)", err)
+	}
 	// An upstream CA that expires before ca_ttl is said at start: X.509
 	// CAs are cut short at its expiry, and none can be made after it.
 	var logs bytes.Buffer

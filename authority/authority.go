@@ -124,6 +124,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 		if a.upstream, err = loadUpstream(cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile); err != nil {
 			return nil, fmt.Errorf("authority: %w", err)
 		}
+		if err := a.upstream.Check(a.td, a.now()); err != nil {
+			return nil, fmt.Errorf("authority: ca.upstream_cert_file %s with ca.upstream_key_file %s: %w", cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile, err)
+		}
 	}
 	// The data directory holds keys: only this user's (a directory
 	// others may write to would let them replace one).

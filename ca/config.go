@@ -168,14 +168,25 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Subject.CommonName = cfg.TrustDomain.Name() + " X.509 CA"
 	}
 	if cfg.Upstream != nil {
-		if err := cfg.Upstream.validate(cfg.Now()); err != nil {
-			return cfg, err
-		}
-		if err := cfg.probeUpstream(); err != nil {
+		if err := cfg.Upstream.Check(cfg.TrustDomain, cfg.Now()); err != nil {
 			return cfg, err
 		}
 	}
 	return cfg, nil
+}
+
+// Check reports, with ErrInvalidConfig, an upstream that cannot sign
+// td's X.509 CAs at now: a chain that is not a CA chain, a signer that
+// does not match it, an expired chain, or name constraints or extended
+// key usages that leave out td's SVIDs. New checks it too; a caller may
+// check it before it creates anything.
+func (u *Upstream) Check(td spiffeid.TrustDomain, now time.Time) error {
+	if err := u.validate(now); err != nil {
+		return err
+	}
+	cfg := Config{TrustDomain: td, Upstream: u, CATTL: DefaultCATTL, Now: func() time.Time { return now }}
+	cfg.Subject.CommonName = td.Name() + " X.509 CA"
+	return cfg.probeUpstream()
 }
 
 // probeUpstream has the upstream sign a CA certificate for a throwaway
