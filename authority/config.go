@@ -541,8 +541,9 @@ func (c *Config) Validate() error {
 	}
 	// The hint is what peers wait before fetching again: shorter than the
 	// third of an authority's life during which the next one is published.
-	if h, window := c.Federation.BundleRefreshHint.D(), min(c.CA.CATTL.D(), c.CA.JWTKeyTTL.D())/3; h < 0 || window > 0 && h >= window {
-		return fmt.Errorf("federation.bundle_refresh_hint %s: must not be negative, and shorter than a third of ca.ca_ttl and ca.jwt_key_ttl (%s)", h, window)
+	// It is published in whole seconds: a fraction would be cut.
+	if h, window := c.Federation.BundleRefreshHint.D(), min(c.CA.CATTL.D(), c.CA.JWTKeyTTL.D())/3; h < time.Second || h%time.Second != 0 || window > 0 && h >= window {
+		return fmt.Errorf("federation.bundle_refresh_hint %s: must be whole seconds, at least 1s, and shorter than a third of ca.ca_ttl and ca.jwt_key_ttl (%s)", h, window)
 	}
 	if err := c.Federation.validate(); err != nil {
 		return err

@@ -26,6 +26,10 @@ func TestConfigValidate(t *testing.T) {
 			c.Federation.WebListen, c.Federation.WebCertFile, c.Federation.WebKeyFile = "127.0.0.1:70000", "c.pem", "k.pem"
 		}, "federation.web_listen"},
 		{"negative bundle refresh hint", func(c *authority.Config) { c.Federation.BundleRefreshHint = authority.Duration(-5 * time.Minute) }, "federation.bundle_refresh_hint"},
+		{"sub-second bundle refresh hint", func(c *authority.Config) { c.Federation.BundleRefreshHint = authority.Duration(500 * time.Millisecond) }, "federation.bundle_refresh_hint"},
+		{"bundle refresh hint of a fraction of a second", func(c *authority.Config) {
+			c.Federation.BundleRefreshHint = authority.Duration(1500 * time.Millisecond)
+		}, "federation.bundle_refresh_hint"},
 		{"bundle refresh hint past the publication window", func(c *authority.Config) { c.Federation.BundleRefreshHint = authority.Duration(100000 * time.Hour) }, "federation.bundle_refresh_hint"},
 		{"bad log level", func(c *authority.Config) { c.LogLevel = "loud" }, "log_level"},
 		// A mask that would erase nothing is refused: what it was meant
