@@ -57,15 +57,7 @@ func TestUpstreamCA(t *testing.T) {
 	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: filepath.Join(t.TempDir(), "data"), Listen: "127.0.0.1:0"}
 	cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile = certFile, keyFile
 	cfg.SetDefaults()
-	if a, err := authority.New(ctxT(t), cfg, authority.Options{}); err == nil || !strings.Contains(err.Error(), "ca.upstream_key_file") {
-		if err == nil {
-			a.Close()
-		}
-		t.Fatalf("New with a group-readable upstream key = %v, want it refused", err)
-	}
-	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("New refused the upstream key but made the data directory (%v)", err)
-	}
+	refusedBeforeDataDir(t, cfg, "ca.upstream_key_file", "a group-readable upstream key")
 	if err := os.Chmod(keyFile, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -82,15 +74,7 @@ func TestUpstreamCA(t *testing.T) {
 	}
 	mismatched := cfg
 	mismatched.CA.UpstreamKeyFile = otherFile
-	if a, err := authority.New(ctxT(t), mismatched, authority.Options{}); err == nil || !strings.Contains(err.Error(), "ca.upstream") {
-		if err == nil {
-			a.Close()
-		}
-		t.Fatalf("New with an upstream key not the certificate's = %v, want it refused", err)
-	}
-	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("New refused the upstream CA but made the data directory (%v)", err)
-	}
+	refusedBeforeDataDir(t, mismatched, "ca.upstream_key_file", "an upstream key not the certificate's")
 	// An upstream CA that expires before ca_ttl is said at start: X.509
 	// CAs are cut short at its expiry, and none can be made after it.
 	var logs bytes.Buffer
@@ -117,6 +101,21 @@ func TestUpstreamCA(t *testing.T) {
 	}
 	if _, _, err := x509svid.Verify(agent.chain, bundle); err != nil {
 		t.Errorf("x509svid.Verify(agent SVID under upstream) = %v", err)
+	}
+}
+
+// refusedBeforeDataDir checks that New refuses cfg with an error naming
+// want, before it makes the data directory.
+func refusedBeforeDataDir(t *testing.T, cfg authority.Config, want, what string) {
+	t.Helper()
+	if a, err := authority.New(ctxT(t), cfg, authority.Options{}); err == nil || !strings.Contains(err.Error(), want) {
+		if err == nil {
+			a.Close()
+		}
+		t.Fatalf("New with %s = %v, want it refused naming %s", what, err, want)
+	}
+	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("New refused %s but made the data directory (%v)", what, err)
 	}
 }
 
