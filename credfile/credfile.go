@@ -195,11 +195,15 @@ func In(dir string) Paths {
 	return Paths{Cert: filepath.Join(dir, "svid.pem"), Key: filepath.Join(dir, "svid.key"), Bundle: filepath.Join(dir, "bundle.pem")}
 }
 
-// Write stores a credential: the chain, the key (0600) and the bundle,
+// Write stores a credential: the bundle, the key (0600) and the chain,
 // creating dir (0700) if needed. Each file is replaced atomically, but not
-// the three together; a crash between the key and the certificate leaves
-// the new key and the old certificate, and Load then uses the old key,
-// which Write kept as svid.key.prev until the certificate landed.
+// the three together. The bundle goes first: a crash after it leaves the
+// old certificate with the new bundle, which trusts the authority's
+// current CAs (the old certificate's CA among them until it expires), so
+// the holder can still reach the authority to renew. A crash between the
+// key and the certificate leaves the new key and the old certificate, and
+// Load then uses the old key, which Write kept as svid.key.prev until the
+// certificate landed.
 //
 // A credential that Load would refuse (no certificate, no bundle, a key
 // that is not the leaf's: with key nil, the key already on disk) is
@@ -229,6 +233,9 @@ func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 			key = held
 		}
 	}
+	if err := WriteFileAtomic(p.Bundle, EncodeCertsPEM(bundle), 0o644); err != nil {
+		return err
+	}
 	if key != nil {
 		if err := replaceKey(p, key); err != nil {
 			return err
@@ -238,7 +245,7 @@ func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 		return err
 	}
 	_ = os.Remove(p.prevKey()) // the pair on disk matches again
-	return WriteFileAtomic(p.Bundle, EncodeCertsPEM(bundle), 0o644)
+	return nil
 }
 
 // prevKey is where Write keeps the replaced key until the new certificate

@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"math/big"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -93,4 +95,35 @@ func certFor(t *testing.T, key crypto.Signer) *x509.Certificate {
 	}
 	c, _ := x509.ParseCertificate(der)
 	return c
+}
+
+// TestBundleLandsBeforeTheCertificate: a write cut short before the
+// certificate lands has already written the new bundle, so the holder of
+// the old certificate trusts the authority's current CAs and can reach
+// it to renew.
+func TestBundleLandsBeforeTheCertificate(t *testing.T) {
+	p := In(t.TempDir())
+	cert, key := testPair(t)
+	if err := Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	// The certificate cannot be replaced: a directory stands in its way.
+	if err := os.Remove(p.Cert); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(p.Cert, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	next, nextKey := testPair(t)
+	newCA, _ := testPair(t)
+	if err := Write(p, []*x509.Certificate{next}, nextKey, []*x509.Certificate{newCA, cert}); err == nil {
+		t.Fatal("Write replaced a certificate that cannot be replaced")
+	}
+	b, err := os.ReadFile(p.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ParseCertsPEM(b); err != nil || len(got) != 2 || !got[0].Equal(newCA) {
+		t.Fatalf("the bundle after a write cut short before the certificate: %d certificates (%v), want the new bundle", len(got), err)
+	}
 }
