@@ -129,6 +129,13 @@ func TestJoinTokenRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	withdrawn, err := e.admin.CreateJoinToken(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.admin.WithdrawJoinToken(ctx, withdrawn.ID); err != nil {
+		t.Fatalf("WithdrawJoinToken(unused) = %v", err)
+	}
 	e.skew.Store(int64(2 * time.Minute))
 	defer e.skew.Store(0)
 	tests := []struct {
@@ -138,6 +145,7 @@ func TestJoinTokenRefusals(t *testing.T) {
 		{"expired", expiring.Token, "join-token-expired"},
 		{"unknown", "not-a-token", "join-token-unknown"},
 		{"empty", "", "join-token-unknown"},
+		{"withdrawn", withdrawn.Token, "join-token-withdrawn"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,6 +158,46 @@ func TestJoinTokenRefusals(t *testing.T) {
 	nodes, err := e.admin.ListNodes(ctx)
 	if err != nil || len(nodes) != 1 {
 		t.Errorf("ListNodes() = %d nodes, %v; want 1 (refused joins record nothing)", len(nodes), err)
+	}
+}
+
+// An administrator withdraws a join token that leaked before it is used:
+// the withdrawal is logged, and what cannot be withdrawn says why.
+func TestWithdrawJoinToken(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	tok, err := e.admin.CreateJoinToken(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := e.joinNode()
+	if got := problemName(e.client(node.chain, node.key).WithdrawJoinToken(ctx, tok.ID)); got != "forbidden" {
+		t.Errorf("a node withdrawing a join token: problem %q, want forbidden", got)
+	}
+	if err := e.admin.WithdrawJoinToken(ctx, tok.ID); err != nil {
+		t.Fatalf("WithdrawJoinToken() = %v", err)
+	}
+	used := strings.TrimPrefix(node.id.String(), "spiffe://org-a.example/node/join/")
+	for _, tc := range []struct{ name, id, want string }{
+		{"again", tok.ID, "join-token-withdrawn"},
+		{"used", used, "join-token-used"},
+		{"unknown", "0123456789abcdef", "not-found"},
+		{"not an id", "../agents", "not-found"},
+	} {
+		if got := problemName(e.admin.WithdrawJoinToken(ctx, tc.id)); got != tc.want {
+			t.Errorf("withdrawing a token %s: problem %q, want %s", tc.name, got, tc.want)
+		}
+	}
+	var page struct {
+		Entries []struct {
+			Entry struct{ Actor, Subject string } `json:"entry"`
+		} `json:"entries"`
+	}
+	if err := e.admin.Do(ctx, http.MethodGet, "/v1/audit/search?type=join_token.withdrawn", nil, &page); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Entries) != 1 || page.Entries[0].Entry.Subject != tok.ID || page.Entries[0].Entry.Actor != authority.AdminID(e.a.TrustDomain()).String() {
+		t.Errorf("join_token.withdrawn entries: %+v, want one, of %s by the admin", page.Entries, tok.ID)
 	}
 }
 

@@ -59,6 +59,16 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// withdrawJoinToken is DELETE /v1/admin/join-tokens/{id}: an unused
+// token is withdrawn (admin).
+func (s *Server) withdrawJoinToken(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.a.WithdrawJoinToken(r.Context(), callerOf(r), r.PathValue("id")); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Token string `json:"token"`

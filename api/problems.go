@@ -47,6 +47,7 @@ var problemTable = []problemKind{
 	{attest.ErrTokenUsed, http.StatusForbidden, "join-token-used", "Join token already used"},
 	{attest.ErrTokenExpired, http.StatusForbidden, "join-token-expired", "Join token expired"},
 	{attest.ErrTokenUnknown, http.StatusForbidden, "join-token-unknown", "Join token unknown"},
+	{attest.ErrTokenWithdrawn, http.StatusForbidden, "join-token-withdrawn", "Join token withdrawn"},
 	{attest.ErrTokenTTL, http.StatusBadRequest, "invalid-ttl", "TTL out of range"},
 	{attest.ErrTPMDisabled, http.StatusForbidden, "tpm-attestation-disabled", "TPM attestation is not configured"},
 	{attest.ErrTPMMalformed, http.StatusBadRequest, "tpm-malformed", "Malformed TPM structure"},

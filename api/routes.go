@@ -40,6 +40,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("GET /.well-known/jwks.json", s.jwks)
 
 	handle("POST /v1/admin/join-tokens", s.createJoinToken)
+	handle("DELETE /v1/admin/join-tokens/{id}", s.withdrawJoinToken)
 	handle("POST /v1/admin/agents", s.createAgent)
 	handle("GET /v1/admin/agents", s.listAgents)
 	handle("GET /v1/admin/agents/{id}", s.getAgent)

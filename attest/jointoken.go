@@ -37,6 +37,9 @@ var (
 	ErrTokenUsed    = errors.New("attest: join token already used")
 	ErrTokenExpired = errors.New("attest: join token expired")
 	ErrTokenTTL     = errors.New("attest: join token ttl out of range")
+	// ErrTokenWithdrawn is a token an administrator withdrew before it
+	// was used.
+	ErrTokenWithdrawn = errors.New("attest: join token withdrawn")
 )
 
 // JoinToken is the stored record of a join token (never the secret).
@@ -51,6 +54,10 @@ type JoinToken struct {
 	// join whose answer was lost may be asked again with the same token
 	// and key until the token expires (RetryJoinToken).
 	UsedKey string `json:"used_key_sha256,omitempty"`
+	// WithdrawnAt and WithdrawnBy say who withdrew the token, unused
+	// (WithdrawJoinToken): no join is accepted with it since.
+	WithdrawnAt time.Time `json:"withdrawn_at,omitzero"`
+	WithdrawnBy string    `json:"withdrawn_by,omitempty"`
 }
 
 // KeyDigest names a public key: the hex SHA-256 of its PKIX encoding.
@@ -172,6 +179,9 @@ func PeekJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now time
 }
 
 func checkUsable(rec *JoinToken, now time.Time) error {
+	if !rec.WithdrawnAt.IsZero() {
+		return fmt.Errorf("%w (token %s, at %s)", ErrTokenWithdrawn, rec.ID, rec.WithdrawnAt.Format(time.RFC3339))
+	}
 	if !rec.UsedAt.IsZero() {
 		return fmt.Errorf("%w (token %s, at %s)", ErrTokenUsed, rec.ID, rec.UsedAt.Format(time.RFC3339))
 	}
@@ -179,6 +189,44 @@ func checkUsable(rec *JoinToken, now time.Time) error {
 		return fmt.Errorf("%w (token %s, at %s)", ErrTokenExpired, rec.ID, rec.ExpiresAt.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// WithdrawJoinToken withdraws the unused token whose id is id, by "by":
+// no join is accepted with it after the transaction commits. It fails
+// with ErrTokenUnknown (no such token, or pruned), ErrTokenUsed (a node
+// joined with it: ban the node instead) or ErrTokenWithdrawn (withdrawn
+// already). An expired token may be withdrawn: it is then refused as
+// withdrawn, which says more than expired.
+func WithdrawJoinToken(tx store.Tx, id, by string, now time.Time) (*JoinToken, error) {
+	var key []byte
+	var rec *JoinToken
+	err := tx.Scan(BucketJoinTokens, nil, nil, func(k, v []byte) error {
+		var r JoinToken
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("attest: decode join token: %w", err)
+		}
+		if r.ID != id {
+			return nil
+		}
+		key, rec = k, &r
+		return store.ErrStopScan
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case rec == nil:
+		return nil, fmt.Errorf("%w (token %s)", ErrTokenUnknown, id)
+	case !rec.WithdrawnAt.IsZero():
+		return rec, fmt.Errorf("%w already (token %s, at %s)", ErrTokenWithdrawn, rec.ID, rec.WithdrawnAt.Format(time.RFC3339))
+	case !rec.UsedAt.IsZero():
+		return rec, fmt.Errorf("%w (token %s, at %s, by %s): ban the node instead", ErrTokenUsed, rec.ID, rec.UsedAt.Format(time.RFC3339), rec.UsedBy)
+	}
+	rec.WithdrawnAt, rec.WithdrawnBy = now, by
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("attest: encode join token: %w", err)
+	}
+	return rec, tx.Put(BucketJoinTokens, key, b)
 }
 
 // PruneJoinTokens deletes records of tokens that expired before cutoff and

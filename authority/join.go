@@ -37,6 +37,48 @@ func (a *Authority) CreateJoinToken(ctx context.Context, c *Caller, ttl time.Dur
 	return secret, rec, nil
 }
 
+// WithdrawJoinToken withdraws an unused join token, named by its id
+// (admin): no node joins with it afterwards. The token is marked and the
+// withdrawal logged (join_token.withdrawn) in one commit. A token a node
+// used is not withdrawn (ban the node); an unknown one is ErrNotFound.
+func (a *Authority) WithdrawJoinToken(ctx context.Context, c *Caller, id string) (*attest.JoinToken, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	if !validTokenID(id) {
+		return nil, fmt.Errorf("%w: join token %q: an id is 16 lowercase hex digits", ErrNotFound, id)
+	}
+	var rec *attest.JoinToken
+	nodeID, _ := (&attest.JoinToken{ID: id}).NodeID(a.td)
+	_, err := a.recordWith(ctx, event{typ: "join_token.withdrawn", actor: actorOf(c), subject: id, details: map[string]any{
+		"token_id": id, "node_id": nodeID.String(),
+	}}, func(tx store.Tx) (err error) {
+		rec, err = attest.WithdrawJoinToken(tx, id, c.ID.String(), a.now())
+		return err
+	})
+	if errors.Is(err, attest.ErrTokenUnknown) {
+		return nil, fmt.Errorf("%w: join token %s (never made, or pruned after it expired)", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.log.InfoContext(ctx, "join token withdrawn", "token_id", id, "by", c.ID.String())
+	return rec, nil
+}
+
+// validTokenID reports whether id has the form of a join token's id.
+func validTokenID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // JoinNode trades a join token and a CSR for a node X509-SVID. The token
 // is consumed and the node recorded in the commit that logs
 // node.attested, before the SVID is handed out; on any failure the token

@@ -28,6 +28,11 @@ type JoinToken struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
+// WithdrawJoinToken withdraws an unused join token by its id (admin).
+func (c *Client) WithdrawJoinToken(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/admin/join-tokens/"+url.PathEscape(id), nil, nil)
+}
+
 // CreateJoinToken asks for a single-use join token (admin).
 func (c *Client) CreateJoinToken(ctx context.Context, ttl time.Duration) (*JoinToken, error) {
 	out := new(JoinToken)

@@ -19,6 +19,7 @@ const adminUsage = `Usage: mandate admin <command> [flags]
 
 Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
   join-token create [--ttl 10m] [--quiet]
+  join-token withdraw ID              withdraw an unused join token (its "id")
   agent create --spiffe-id ID [--node-id ID]... [--selector S]... [--scope S]...
                [--x509-ttl D] [--jwt-ttl D] [--operator O] [--model-provider P]
                [--model M] [--responsible-party R] [--require-hardware-attestation]
@@ -38,7 +39,7 @@ Answers are printed as JSON.
 
 // adminOperands names the operand of the admin commands that take one.
 var adminOperands = map[string]string{
-	"agent update": "ID", "agent show": "ID", "agent delete": "ID", "node ban": "NODE_SPIFFE_ID",
+	"join-token withdraw": "TOKEN_ID", "agent update": "ID", "agent show": "ID", "agent delete": "ID", "node ban": "NODE_SPIFFE_ID",
 	"federation delete": "TD", "revoke delegation": "DELEGATION_ID", "revoke spiffe-id": "SPIFFE_ID",
 }
 
@@ -52,8 +53,8 @@ type adminCmd func(ctx context.Context, c *client.Client, args []string, stdout,
 
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmds := map[string]adminCmd{
-		"join-token create": adminJoinToken,
-		"agent create":      adminAgentCreate, "agent update": adminAgentUpdate,
+		"join-token create": adminJoinToken, "join-token withdraw": adminJoinTokenWithdraw,
+		"agent create": adminAgentCreate, "agent update": adminAgentUpdate,
 		"agent list": adminAgentList, "agent show": adminAgentShow, "agent delete": adminAgentDelete,
 		"node list": adminNodeList, "node ban": adminNodeBan,
 		"federation add": adminFedAdd, "federation list": adminFedList, "federation delete": adminFedDelete,
@@ -196,6 +197,17 @@ func adminJoinToken(ctx context.Context, c *client.Client, _ []string, stdout, _
 		return err
 	}
 	return printJSON(stdout, t)
+}
+
+func adminJoinTokenWithdraw(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+	id, err := oneArg(args, "the token's id")
+	if err != nil {
+		return err
+	}
+	if err := c.WithdrawJoinToken(ctx, id); err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]string{"withdrawn": id})
 }
 
 func agentFromFlags() (*client.Agent, error) {

@@ -149,6 +149,21 @@ func TestCLIAdminCommands(t *testing.T) {
 	if id, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token4), "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "node4"); err != nil || strings.TrimSpace(id) != lost.SPIFFEID {
 		t.Fatalf("node join again after a lost answer: %q, %v; want %s", id, err, lost.SPIFFEID)
 	}
+	// A token withdrawn before it is used lets no node join.
+	created, err := cli(t, url, dir, "admin", "join-token", "create")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var withdrawn struct{ Token, ID string }
+	if err := json.Unmarshal([]byte(created), &withdrawn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "admin", "join-token", "withdraw", withdrawn.ID); err != nil {
+		t.Fatalf("admin join-token withdraw: %v", err)
+	}
+	if _, err := cli(t, url, dir, "node", "join", "--token", withdrawn.Token, "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "withdrawn"); err == nil || !strings.Contains(err.Error(), "withdrawn") {
+		t.Errorf("node join with a withdrawn token = %v, want it refused as withdrawn", err)
+	}
 	// A join cut short while writing its credential (the key and
 	// certificate written, join.key and bundles.json not yet settled):
 	// the same command again finishes it, for the same node.
