@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -463,5 +465,25 @@ func TestClientOfAnotherAuthoritysServer(t *testing.T) {
 	err = c.Do(ctxT(t), http.MethodGet, "/v1/bundle", nil, &doc)
 	if err == nil || !strings.Contains(err.Error(), `the server is an authority of trust domain "org-a.example", and the trust bundle given is "org-b.example"'s`) {
 		t.Errorf("GET with another authority's bundle = %v, want both trust domains named", err)
+	}
+	// A trust domain given that the bundle contradicts is said to be the
+	// caller's mistake, before any connection.
+	_, err = client.New(client.Config{Server: a.url, Bundle: a.bundle, TrustDomain: spiffeid.RequireTrustDomainFromString("org-b.example")})
+	if err == nil || !strings.Contains(err.Error(), `the trust domain given is "org-b.example", and the trust bundle given is "org-a.example"'s`) {
+		t.Errorf("a client told org-b.example with org-a.example's bundle = %v, want both named", err)
+	}
+	// Nothing listening at the server's address is said so.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "https://" + l.Addr().String()
+	l.Close()
+	c, err = client.New(client.Config{Server: closed, Bundle: a.bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctxT(t), http.MethodGet, "/v1/bundle", nil, &doc); err == nil || !strings.Contains(err.Error(), "nothing listens at "+closed) {
+		t.Errorf("GET from a closed port = %v, want it said that nothing listens there", err)
 	}
 }

@@ -112,7 +112,8 @@ func decodeState(td spiffeid.TrustDomain, data []byte) (*caState, error) {
 		return nil, fmt.Errorf("ca: journal state version %d is not supported (want %d)", rec.Version, stateVersion)
 	}
 	if rec.TrustDomain != td.Name() {
-		return nil, fmt.Errorf("ca: journal state belongs to trust domain %q, config says %q", rec.TrustDomain, td.Name())
+		return nil, fmt.Errorf("%w: the CA stored here is trust domain %q's, and the authority is started for %q: start it for %q (trust_domain), or give another data directory",
+			ErrInvalidConfig, rec.TrustDomain, td.Name(), rec.TrustDomain)
 	}
 	s := &caState{seq: rec.BundleSequence, hint: rec.BundleRefreshHint}
 	seen := map[string]bool{}

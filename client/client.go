@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -146,6 +147,11 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A trust domain given that the bundle's own CA contradicts is a
+	// mistake of the caller's, said as such (not as the server's).
+	if btd, ok := bundleTrustDomain(cfg.Bundle); ok && btd != td {
+		return nil, fmt.Errorf("client: the trust domain given is %q, and the trust bundle given is %q's: give the trust domain and bundle of one authority", td.Name(), btd.Name())
+	}
 	bundle := ownBundle{x509bundle.FromX509Authorities(td, cfg.Bundle)}
 	authz := tlsconfig.AuthorizeID(spiffeid.RequireFromSegments(td, "mandate", "server"))
 	tlsCfg := tlsconfig.TLSClientConfig(bundle, authz)
@@ -190,12 +196,21 @@ func trustDomain(cfg Config) (spiffeid.TrustDomain, error) {
 			return id.TrustDomain(), nil
 		}
 	}
-	for _, u := range cfg.Bundle[0].URIs {
-		if td, err := spiffeid.TrustDomainFromURI(u); err == nil {
-			return td, nil
-		}
+	if td, ok := bundleTrustDomain(cfg.Bundle); ok {
+		return td, nil
 	}
 	return spiffeid.TrustDomain{}, errors.New("client: cannot tell the trust domain: give it explicitly")
+}
+
+// bundleTrustDomain is the trust domain the bundle's first CA names in
+// its URI SAN, as a Mandate CA does (an upstream root names none).
+func bundleTrustDomain(bundle []*x509.Certificate) (spiffeid.TrustDomain, bool) {
+	for _, u := range bundle[0].URIs {
+		if td, err := spiffeid.TrustDomainFromURI(u); err == nil {
+			return td, true
+		}
+	}
+	return spiffeid.TrustDomain{}, false
 }
 
 // TLSConfig is the client's TLS configuration (server authenticated as the
@@ -265,6 +280,9 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte) (in
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return 0, nil, fmt.Errorf("client: %s %s: %w (nothing listens at %s: is the authority running there?)", method, path, err, c.base)
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("client: %s %s: %w", method, path, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/client"
 )
 
@@ -100,6 +101,9 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
+	if ttl := adminFlags.ttl; name == "join-token create" && (ttl < time.Second || ttl > attest.MaxJoinTokenTTL) {
+		return usagef("--ttl %s: a join token lives 1s to 168h (7 days)", ttl)
+	}
 	if cf.creds == "" {
 		cf.creds = filepath.Join(dataDir, "admin")
 	}
@@ -128,7 +132,7 @@ func adminFlagSpec(cmd string, fs *flag.FlagSet) {
 	f := &adminFlags
 	switch cmd {
 	case "join-token create":
-		fs.DurationVar(&f.ttl, "ttl", 10*time.Minute, "token lifetime")
+		fs.DurationVar(&f.ttl, "ttl", 10*time.Minute, "token lifetime, 1s to 168h (7 days)")
 		fs.BoolVar(&f.quiet, "quiet", false, "print only the token")
 	case "agent create", "agent update":
 		fs.StringVar(&f.spiffeID, "spiffe-id", "", "agent SPIFFE ID: spiffe://<td>/agent/<name> (required)")

@@ -18,6 +18,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -303,6 +304,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"serve", "--data-dir=", "--listen", "127.0.0.1:0"},
 		// The API takes whole seconds: 500ms is not 0 (the default).
 		{"admin", "join-token", "create", "--ttl", "500ms"},
+		{"admin", "join-token", "create", "--ttl", "200h"},
+		{"admin", "join-token", "create", "--ttl", "0s"},
 		{"admin", "agent", "create", "--spiffe-id", "spiffe://a.example/agent/a", "--jwt-ttl", "1500ms"},
 	}
 	for _, args := range tests {
@@ -698,5 +701,30 @@ func TestWebCertificateReloaded(t *testing.T) {
 	third, _ := c.get(nil)
 	if !bytes.Equal(third.Certificate[0], second.Certificate[0]) || !strings.Contains(logs.String(), "not reloaded") {
 		t.Errorf("after a broken renewal: served the last one %v, log %q", bytes.Equal(third.Certificate[0], second.Certificate[0]), logs.String())
+	}
+}
+
+// A credential that has expired is said to have expired, with what to
+// do, before a TLS handshake would refuse it as a "bad certificate".
+func TestCLIExpiredCredential(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := spiffeid.RequireFromString("spiffe://mandate.localhost/agent/old").URL()
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour), URIs: []*url.URL{id}}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	dir := filepath.Join(t.TempDir(), "old")
+	if err := credfile.Write(credfile.In(dir), []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"svid", "jwt", "--creds", dir, "--audience", "x", "--server", "https://127.0.0.1:1"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "expired at") {
+		t.Errorf("mandate svid jwt with an expired credential = %v, want it said to have expired", err)
 	}
 }

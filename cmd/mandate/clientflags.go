@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -64,6 +65,12 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load credential from %s: %w", c.creds, err)
 		}
+		// An expired certificate fails the TLS handshake with no more than
+		// "bad certificate": say so before.
+		if exp := chain[0].NotAfter; time.Now().After(exp) {
+			return nil, fmt.Errorf("the credential in %s expired at %s: get a new one (an agent's: mandate svid x509 with its node's credential; a node's: mandate node join or attest again; the admin credential: the running authority renews it in <data-dir>/admin)",
+				c.creds, exp.UTC().Format(time.RFC3339))
+		}
 		cfg.SVID, cfg.Key, cfg.Bundle = chain, key, bundle
 		return client.New(cfg)
 	}
@@ -73,7 +80,7 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("trust bundle: %w", err)
+		return nil, fmt.Errorf("trust bundle: %w (give --bundle, the authority's trust bundle: <data-dir>/admin/bundle.pem where it runs, or what mandate bundle show prints)", err)
 	}
 	if cfg.Bundle, err = credfile.ParseCertsPEM(b); err != nil {
 		return nil, fmt.Errorf("trust bundle %s: %w", path, err)

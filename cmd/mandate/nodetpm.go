@@ -116,6 +116,11 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		}
 		ekCert = b
 	}
+	// Refused before the TPM is opened: opening the simulator writes
+	// its seed in --out.
+	if err := checkAttestOut(tf.out); err != nil {
+		return err
+	}
 	dev, _, closeFn, err := tf.open()
 	if err != nil {
 		return err
@@ -151,16 +156,22 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 }
 
+// checkAttestOut refuses an --out that holds a still valid credential
+// that is not a TPM node's: a TPM node's is renewed; any other is another
+// node's.
+func checkAttestOut(out string) error {
+	if hasTPMCredential(out) {
+		return nil
+	}
+	return checkOut(out, "--out", func(spiffeid.ID) bool { return false })
+}
+
 // attestOnce runs the exchange: over mTLS with the node's current SVID if
 // it has a valid one from TPM attestation, else anonymously.
 func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte) (*client.SVIDAnswer, bool, error) {
 	renewal := hasTPMCredential(out)
-	if !renewal {
-		// A TPM node's credential is renewed (above); any other still
-		// valid one is another node's.
-		if err := checkOut(out, "--out", func(spiffeid.ID) bool { return false }); err != nil {
-			return nil, false, err
-		}
+	if err := checkAttestOut(out); err != nil {
+		return nil, false, err
 	}
 	cf.creds = out
 	c, err := cf.dial(renewal)

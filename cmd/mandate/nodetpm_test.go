@@ -60,6 +60,10 @@ func TestCLINodeTPMAttestation(t *testing.T) {
 	if _, err := attestJSON("--out", "join-node"); err == nil || !strings.Contains(err.Error(), "holds the credential of spiffe://mandate.localhost/node/join/") {
 		t.Fatalf("node attest into a join node's directory: %v, want it refused", err)
 	}
+	// ...before anything is written in it (the simulator's seed).
+	if _, err := os.Stat(filepath.Join(dir, "join-node", "tpm-simulator.seed")); !os.IsNotExist(err) {
+		t.Errorf("a refused node attest wrote the simulator's seed in --out (%v)", err)
+	}
 	// node run stops there too: retrying would change nothing.
 	if _, err := cli(t, url, dir, "node", "run", "--tpm", "simulator", "--ek", "ecc", "--out", "join-node"); err == nil || !strings.Contains(err.Error(), "holds the credential of") {
 		t.Fatalf("node run into a join node's directory: %v, want it refused at once", err)
