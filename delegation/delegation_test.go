@@ -633,6 +633,10 @@ func TestCheckPrincipal(t *testing.T) {
 		"spiffe://org-a.example/agent/x": false, "SPIFFE://org-a.example": false, "spiffe:x": false,
 		// "spiffe:" behind invisible (format) characters.
 		"\u2060spiffe://org-a.example/agent/a": false, "\ufeffspiffe://x": false, "\u200bspiffe://x": false,
+		// ... or behind the other characters that show nothing: a
+		// combining grapheme joiner, a Hangul filler, a variation selector.
+		"spiffe\u034f://org-b.example/agent/booker": false, "\u3164spiffe://org-b.example/agent/booker": false,
+		"spi\ufe0fffe://x": false, "\U000e0100spiffe://x": false, "\u115fSPIFFE:x": false,
 	} {
 		if err := delegation.CheckPrincipal(p); (err == nil) != ok {
 			t.Errorf("CheckPrincipal(%q) = %v, want ok=%v", p, err, ok)
@@ -644,6 +648,7 @@ func TestCheckPrincipal(t *testing.T) {
 	for p, ok := range map[string]bool{
 		"alice@example.com": true, "\u0639\u0644\u06cc\u200c\u0631\u0636\u0627": true, "\U0001F469\u200d\U0001F4BB": true,
 		"alice@example.com\u200b": false, "\u202emoc.elpmaxe@ecila": false, "al\u00adice": false, "\u2060alice": false,
+		"alice\u034f": false, "\u3164alice": false, "ali\u17b4ce": false, "\u2764\ufe0f": true,
 	} {
 		if err := delegation.CheckNewPrincipal(p); (err == nil) != ok {
 			t.Errorf("CheckNewPrincipal(%q) = %v, want ok=%v", p, err, ok)

@@ -341,9 +341,10 @@ const MaxPrincipalLen = 256
 // CheckPrincipal checks a principal (sub: the person or account on whose
 // behalf), as every verifier does: 1 to MaxPrincipalLen bytes of valid
 // UTF-8, no control characters, no leading or trailing space, and not a
-// SPIFFE ID, not even behind invisible (format) characters (a workload
-// is an actor, never a principal: a chain for "spiffe://..." would read
-// as that workload's own).
+// SPIFFE ID, not even behind invisible characters (format characters and
+// the other default-ignorable ones: a combining grapheme joiner, a Hangul
+// filler, a variation selector), for a workload is an actor, never a
+// principal: a chain for "spiffe://..." would read as that workload's own.
 func CheckPrincipal(p string) error {
 	switch {
 	case p == "" || len(p) > MaxPrincipalLen:
@@ -352,7 +353,7 @@ func CheckPrincipal(p string) error {
 		return errors.New("a principal is valid UTF-8 (without U+FFFD) without leading or trailing space")
 	case strings.IndexFunc(p, unicode.IsControl) >= 0:
 		return errors.New("a principal has no control characters")
-	case strings.HasPrefix(strings.ToLower(withoutFormat(p)), "spiffe:"):
+	case strings.HasPrefix(strings.ToLower(withoutInvisible(p)), "spiffe:"):
 		return errors.New("a principal is a person or an account, not a SPIFFE ID")
 	}
 	return nil
@@ -362,22 +363,29 @@ func CheckPrincipal(p string) error {
 // principal it is given for a new chain: no format characters but the
 // zero-width non-joiner and joiner that names and emoji are written with
 // (no zero-width spaces, word joiners, byte order marks, soft hyphens or
-// direction marks, by which two principals that look alike would differ,
-// and a policy keyed on one would miss the other).
+// direction marks), and none of the other default-ignorable characters
+// no name needs (a combining grapheme joiner, Hangul fillers: variation
+// selectors, which emoji are written with, are accepted), by which two
+// principals that look alike would differ, and a policy keyed on one
+// would miss the other.
 func CheckNewPrincipal(p string) error {
 	if err := CheckPrincipal(p); err != nil {
 		return err
 	}
-	if strings.IndexFunc(p, func(r rune) bool { return unicode.Is(unicode.Cf, r) && r != '\u200c' && r != '\u200d' }) >= 0 {
-		return errors.New("a principal has no invisible (format) characters but U+200C and U+200D")
+	if strings.IndexFunc(p, func(r rune) bool {
+		return unicode.Is(unicode.Cf, r) && r != '\u200c' && r != '\u200d' || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
+	}) >= 0 {
+		return errors.New("a principal has no invisible characters (format or default-ignorable ones) but U+200C, U+200D and variation selectors")
 	}
 	return nil
 }
 
-// withoutFormat is s without its format characters (Unicode Cf).
-func withoutFormat(s string) string {
+// withoutInvisible is s without the characters that show nothing: its
+// format characters (Unicode Cf) and the other default-ignorable ones
+// (Other_Default_Ignorable_Code_Point, Variation_Selector).
+func withoutInvisible(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.Is(unicode.Cf, r) {
+		if unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) || unicode.Is(unicode.Variation_Selector, r) {
 			return -1
 		}
 		return r
