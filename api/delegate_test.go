@@ -1256,3 +1256,38 @@ func TestExpiredParentRefusedBeforePolicy(t *testing.T) {
 		t.Errorf("policy decisions logged: %d, want %d (none for a hop that cannot be issued)", n, decisions)
 	}
 }
+
+// A hop whose audit entry would be larger than the log takes (long
+// scopes, each escaped, granted and asked, each written several times:
+// the request, the delegator's statement, the policy's input) is not a
+// server failure: the policy's input is left out of the entry, as it is
+// of any decision whose input is too large, and the hop is issued and
+// recorded.
+func TestHopOfManyLongScopesIsRecorded(t *testing.T) {
+	e := start(t, "org-a.example")
+	var granted []string
+	for i := 0; i < 40; i++ {
+		granted = append(granted, fmt.Sprintf("%s%03d", strings.Repeat("\x01", 150), i))
+	}
+	a := e.agentWithScopes("a", granted...)
+	b := e.agentWithScopes("b")
+	for _, n := range []int{9, 10} {
+		ans, p := e.delegateAnswer(a, delegateReq{delegatee: b, scopes: granted[:n], principal: "alice"})
+		if p != nil {
+			t.Fatalf("%d long scopes: %+v", n, p)
+		}
+		if _, err := delegation.Verify(ans.Token, e.a, delegation.VerifyOptions{Presenter: b.id}); err != nil {
+			t.Fatalf("%d long scopes: the token: %v", n, err)
+		}
+	}
+	issued := e.auditOf("delegation.issued", b.id.String())
+	if len(issued) != 2 {
+		t.Fatalf("%d delegation.issued entries, want 2", len(issued))
+	}
+	for _, d := range issued {
+		dec, _ := d["decision"].(map[string]any)
+		if dec["input_omitted"] == nil || dec["input"] != nil || dec["allow"] != true {
+			t.Fatalf("the entry's decision: %v", dec)
+		}
+	}
+}
