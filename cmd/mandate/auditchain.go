@@ -46,6 +46,7 @@ type chainHop struct {
 	signature      string                // the delegator's signature over the hop
 	signerSVID     *authority.SVIDEntry  // where the SVID it signed with was logged
 	signedBy       string                // once the signature and that entry are verified
+	signerCert     string                // x5t#S256 of the certificate that signed, once verified
 	host           string                // the node that hosted its delegator, from the proven entry
 	delegateeHosts []string              // the nodes its delegatee may hold it on, from the proven entry
 	boundTo        string                // the certificate the token is bound to, from the proven entry
@@ -351,6 +352,7 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 			h.ID, h.signerSVID.LogIndex, serial, sum, h.Delegator)
 	}
 	h.signedBy = fmt.Sprintf("signed by the delegator's X509-SVID %s, issued in entry %d%s", serial, h.signerSVID.LogIndex, legacy)
+	h.signerCert = delegation.Thumbprint(cert)
 	return nil
 }
 
@@ -358,7 +360,10 @@ func verifySigner(ctx context.Context, h *chainHop, c *client.Client, v note.Ver
 // down to id: a root first, each next hop logged as the child of the one
 // before (its id, its issuer, and the index and leaf hash of the entry
 // proven for it), delegated by its delegatee, for the same principal, one
-// level deeper, with no scope its parent lacks and no later expiry.
+// level deeper, with no scope its parent lacks and no later expiry, and,
+// below a hop bound to a certificate, signed with that certificate's key
+// (as delegation.Verify holds a chain to it: only the holder continues a
+// bound hop, whatever its issuer logs).
 func checkLinks(hops []chainHop, id string) error {
 	if last := hops[len(hops)-1]; last.ID != id {
 		return fmt.Errorf("the chain ends at %s, not at %s", last.ID, id)
@@ -385,6 +390,8 @@ func checkLinks(hops []chainHop, id string) error {
 			return fmt.Errorf("hop %s has depth %d below depth %d (at most %d)", h.ID, h.Depth, p.Depth, delegation.MaxDepth)
 		case h.expiresAt.After(p.expiresAt):
 			return fmt.Errorf("hop %s expires after its parent %s", h.ID, p.ID)
+		case p.boundTo != "" && h.signerCert != p.boundTo:
+			return fmt.Errorf("hop %s continues %s, bound to the certificate %s, but its delegator signed it with another (%s): not its holder", h.ID, p.ID, p.boundTo, h.signerCert)
 		}
 		for _, s := range h.Scopes {
 			if !slices.Contains(p.Scopes, s) {

@@ -108,6 +108,9 @@ type hopSpec struct {
 	notAfter                            int64  // signed by the delegator (0: none)
 	cnf, boundTo                        string // the x5t#S256 signed by the delegator, and the one logged
 	ancestors                           []delegation.Ancestor
+	// signer, when set, is the delegator's SVID key and chain to sign
+	// with (else a new one).
+	signer *signerSVID
 	// edit, when set, changes the delegation.issued entry before it is
 	// logged.
 	edit func(e *audit.Entry)
@@ -119,6 +122,9 @@ type hopSpec struct {
 func (l *rlog) logHop(h hopSpec, serial int64, reuse ...*x509.Certificate) uint64 {
 	t := l.t
 	key, chain := selfSVID(t, h.delegator, serial)
+	if h.signer != nil {
+		key, chain = h.signer.key, h.signer.chain
+	}
 	logged := chain[0]
 	if len(reuse) > 0 {
 		logged = reuse[0]
@@ -159,6 +165,12 @@ func (l *rlog) logHop(h hopSpec, serial int64, reuse ...*x509.Certificate) uint6
 		h.edit(&e)
 	}
 	return l.add(mustEncodeEntry(t, e))
+}
+
+// signerSVID is a delegator's X509-SVID key and chain.
+type signerSVID struct {
+	key   *ecdsa.PrivateKey
+	chain []*x509.Certificate
 }
 
 // editDetails replaces old, which must be in details, with new.
@@ -540,6 +552,30 @@ func TestAuditChainHostileLog(t *testing.T) {
 			out, err := verifyAgainst(t, fakeAuthority(t, chainOf(l, h), l.proven), v, "d1", false)
 			if tc.ok != (err == nil) || !tc.ok && !strings.Contains(err.Error(), "not to the certificate its delegator signed for") {
 				t.Fatalf("logged bound to %q: %v, want ok=%v\n%s", tc.boundTo, err, tc.ok, out)
+			}
+		}
+	})
+	// A hop bound to a certificate is continued only with that
+	// certificate's key: a hop below it whose delegator signed with
+	// another certificate (one its issuer made and logged, say) is not
+	// the holder's, as delegation.Verify says of the same chain.
+	t.Run("a bound hop continued with another certificate", func(t *testing.T) {
+		key, chain := selfSVID(t, tdA+"/agent/b", 0x11)
+		holder := &signerSVID{key, chain}
+		for _, tc := range []struct {
+			signer *signerSVID
+			ok     bool
+		}{{holder, true}, {nil, false}} {
+			l := newRlog(t, s, "org-a.example/audit")
+			h := root
+			h.boundTo = delegation.Thumbprint(chain[0])
+			r := l.logHop(h, 0x10)
+			child := childOf(l, r, "read")
+			child.signer = tc.signer
+			l.logHop(child, 0x11)
+			out, err := verifyAgainst(t, fakeAuthority(t, chainOf(l, h, child), l.proven), v, "d2", false)
+			if tc.ok != (err == nil) || !tc.ok && !strings.Contains(err.Error(), "not its holder") {
+				t.Fatalf("continued by its holder: %v: %v, want ok=%v\n%s", tc.signer != nil, err, tc.ok, out)
 			}
 		}
 	})
