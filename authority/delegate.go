@@ -604,7 +604,10 @@ func (a *Authority) hostFacts(ctx context.Context, node spiffeid.ID) map[string]
 	if n == nil {
 		return map[string]any{"spiffe_id": node.String(), "level": "unknown"}
 	}
-	return map[string]any{"spiffe_id": n.SPIFFEID, "level": n.Level, "banned": n.Banned, "drifted": n.Drifted}
+	// lapsed: its latest SVID has expired, and it has neither renewed nor
+	// attested again since (see lapsed): attested no longer.
+	return map[string]any{"spiffe_id": n.SPIFFEID, "level": n.Level, "banned": n.Banned, "drifted": n.Drifted,
+		"lapsed": lapsed(n, a.now()) != nil}
 }
 
 func delegateeDoc(id spiffeid.ID, host map[string]any, revoked bool) map[string]any {

@@ -90,6 +90,9 @@ func TestAgentDoesNotOutliveItsLapsedNode(t *testing.T) {
 	if _, err := a.MintX509(ctx, agent, reg.SPIFFEID, csr()); err != nil {
 		t.Fatalf("renewal while the node is attested: %v", err)
 	}
+	if h := a.hostFacts(ctx, nodeSVID.ID); h["lapsed"] != false {
+		t.Errorf("the delegation policy's host facts of an attested node: %v, want not lapsed", h)
+	}
 	clock.Advance(nodeSVID.ExpiresAt.Sub(clock.Now()) + time.Second)
 	if !clock.Now().Before(agentSVID.ExpiresAt) {
 		t.Fatal("the agent's SVID expired with the node's: the test proves nothing")
@@ -102,6 +105,10 @@ func TestAgentDoesNotOutliveItsLapsedNode(t *testing.T) {
 	}
 	if _, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"}); !errors.Is(err, ErrNodeUnknown) {
 		t.Errorf("JWT-SVID asked with the node's expired SVID = %v, want ErrNodeUnknown", err)
+	}
+	// The delegation policy is told so of the agent's host.
+	if h := a.hostFacts(ctx, nodeSVID.ID); h["lapsed"] != true {
+		t.Errorf("the delegation policy's host facts of a node whose SVID expired: %v, want lapsed", h)
 	}
 }
 

@@ -5,7 +5,8 @@
 # with input:
 #   delegator:  {spiffe_id, trust_domain, scopes (what it may pass on: its
 #               registration's, or the parent's), host: {spiffe_id, level,
-#               banned, drifted}, revoked, banned}
+#               banned, drifted, lapsed (its latest SVID expired: it has
+#               neither renewed nor attested again since)}, revoked, banned}
 #   delegatee:  {spiffe_id, trust_domain, host: {level, ...} (when known:
 #               an agent of this trust domain), revoked}
 #   principal:  on whose behalf (a string)
@@ -169,6 +170,12 @@ deny contains msg if {
 	some who in ["delegator", "delegatee"]
 	input[who].host.banned
 	msg := sprintf("the %s's host is banned", [who])
+}
+
+deny contains msg if {
+	some who in ["delegator", "delegatee"]
+	input[who].host.lapsed
+	msg := sprintf("the %s's host is attested no longer", [who])
 }
 
 decision := {"allow": allow, "reasons": sort(deny)}

@@ -96,6 +96,13 @@ test_drifted_or_banned_host_denies if {
 	d2.reasons == ["the delegatee's host is banned"]
 }
 
+test_lapsed_host_denies if {
+	d := decide(object.union(root, {"delegator": object.union(root.delegator, {"host": {"level": "token", "lapsed": true}})}))
+	d.reasons == ["the delegator's host is attested no longer"]
+	d2 := decide(object.union(root, {"delegatee": object.union(root.delegatee, {"host": {"level": "token", "lapsed": false}})}))
+	d2.allow
+}
+
 test_empty_request_denies if {
 	d := decide({})
 	not d.allow
