@@ -180,6 +180,27 @@ func (a *Authority) recordWith(ctx context.Context, ev event, apply func(tx stor
 	return rc, nil
 }
 
+// omittedInput is what an entry says in place of a decision's input it
+// leaves out.
+const omittedInput = "larger than the audit entry allows"
+
+// recordOmittingInput is recordWith for an event whose details hold
+// decision, the details of the policy decision that allowed it (a map
+// within ev.details): an entry the log refuses as too large (long scopes
+// or audiences, escaped, written several times) is recorded again with
+// the decision's input left out, marked input_omitted (its decision id
+// and policy revision still name it), rather than failing after what it
+// records was made.
+func (a *Authority) recordOmittingInput(ctx context.Context, ev event, decision map[string]any, apply func(store.Tx) error) (audit.Receipt, error) {
+	rc, err := a.recordWith(ctx, ev, apply)
+	if _, had := decision["input"]; !had || !errors.Is(err, audit.ErrInvalidEntry) {
+		return rc, err
+	}
+	delete(decision, "input")
+	decision["input_omitted"] = omittedInput
+	return a.recordWith(ctx, ev, apply)
+}
+
 // entryOf is the audit entry that records ev now.
 func (a *Authority) entryOf(ev event) (audit.Entry, error) {
 	e := audit.Entry{Time: a.now().UTC(), Type: ev.typ, Actor: ev.actor, Subject: ev.subject, Accountable: ev.parties,

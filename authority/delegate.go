@@ -421,21 +421,11 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// entry without its record, no record without its entry.
 	ev := event{typ: "delegation.issued", actor: c.ID.String(), subject: delegatee.String(), parties: parties,
 		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: recDetails}
-	rc, err := a.record(ctx, ev)
+	rc, err := a.recordOmittingInput(ctx, ev, details, nil)
 	if errors.Is(err, audit.ErrInvalidEntry) {
-		// Larger than the log takes (many long scopes, asked, granted
-		// and above, each written several times): the policy's input is
-		// left out, as it is of a decision whose input alone is too
-		// large; a hop whose entry is too large even so is refused as
-		// what was asked, not failed as the server's fault.
-		if _, had := details["input"]; had {
-			delete(details, "input")
-			details["input_omitted"] = "larger than the audit entry allows"
-			rc, err = a.record(ctx, ev)
-		}
-		if errors.Is(err, audit.ErrInvalidEntry) {
-			err = fmt.Errorf("%w: the hop's audit entry would be larger than the log takes (%v): delegate fewer or shorter scopes", ErrInvalidRequest, err)
-		}
+		// Too large even so: refused as what was asked, not failed as
+		// the server's fault.
+		err = fmt.Errorf("%w: the hop's audit entry would be larger than the log takes (%v): delegate fewer or shorter scopes", ErrInvalidRequest, err)
 	}
 	if err != nil {
 		a.bornRevoked.Delete(id)

@@ -294,7 +294,7 @@ func decisionDetails(d policy.Decision, input any) map[string]any {
 	if b, err := json.Marshal(input); err == nil && len(b) <= maxRecordedInput {
 		details["input"] = json.RawMessage(b)
 	} else {
-		details["input_omitted"] = "larger than the audit entry allows"
+		details["input_omitted"] = omittedInput
 	}
 	return details
 }

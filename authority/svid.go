@@ -10,7 +10,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/registry"
@@ -66,22 +65,12 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 }
 
 // recordIssued records ev, the svid.issued entry of an agent SVID, with
-// the decision is that allowed it, in the commit that runs check. An
-// entry the log would refuse as too large with the decision's input
-// (a registration near its bound, long audiences escaped) is recorded
-// with the input left out (its decision id and policy revision still
-// name it), rather than failing after the SVID was made.
+// the decision is that allowed it, in the commit that runs check (see
+// recordOmittingInput: rather than failing after the SVID was made).
 func (a *Authority) recordIssued(ctx context.Context, ev event, is *issuance, check func(store.Tx) error) error {
-	ev.details["decision"] = is.details()
-	_, err := a.recordWith(ctx, ev, check)
-	if !errors.Is(err, audit.ErrInvalidEntry) {
-		return err
-	}
 	d := is.details()
-	delete(d, "input")
-	d["input_omitted"] = "larger than the audit entry allows"
 	ev.details["decision"] = d
-	_, err = a.recordWith(ctx, ev, check)
+	_, err := a.recordOmittingInput(ctx, ev, d, check)
 	return err
 }
 

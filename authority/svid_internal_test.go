@@ -143,12 +143,12 @@ func TestJWTAudienceCannotOverflowItsEntry(t *testing.T) {
 		}
 	}
 	// A registration whose issuance input is near the bound kept whole.
-	ctl := strings.Repeat("\x01", registry.MaxStringLen)
+	ctl := strings.Repeat(`"`, registry.MaxStringLen)
 	var many []string
-	for i := range 26 {
-		many = append(many, fmt.Sprintf("%03d%s", i, strings.Repeat("\x01", 240)))
+	for i := range 64 {
+		many = append(many, fmt.Sprintf("%03d%s", i, strings.Repeat(`"`, 240)))
 	}
-	large, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/large", NodeIDs: []string{nodeID}, Selectors: many,
+	large, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/large", NodeIDs: []string{nodeID}, Selectors: many, Scopes: many[:28],
 		Accountability: registry.Accountability{Operator: ctl, ModelProvider: ctl, Model: ctl, ResponsibleParty: ctl}})
 	if err != nil {
 		t.Fatal(err)

@@ -100,7 +100,7 @@ func (a *Agent) Validate(td spiffeid.TrustDomain) error {
 	}
 	for _, s := range a.Scopes {
 		if !ValidScope(s) {
-			return fmt.Errorf("%w: scopes: %q: a scope is UTF-8 text without spaces (a token lists its scopes space-separated)", ErrInvalid, s)
+			return fmt.Errorf("%w: scopes: %q: a scope is UTF-8 text without spaces (a token lists its scopes space-separated), control or format characters", ErrInvalid, s)
 		}
 	}
 	if err := checkAccountability(a.Accountability); err != nil {
@@ -161,13 +161,27 @@ func checkStrings(name string, list []string) error {
 		if s == "" || len(s) > MaxStringLen {
 			return fmt.Errorf("%w: %s: entries must be 1 to %d bytes", ErrInvalid, name, MaxStringLen)
 		}
+		if !plainText(s) {
+			return fmt.Errorf("%w: %s: entries are UTF-8 text without control or format characters", ErrInvalid, name)
+		}
 	}
 	return nil
 }
 
-// ValidScope reports whether s can be a scope of a registration: a
-// scope (IsScope) of at most MaxStringLen bytes.
-func ValidScope(s string) bool { return len(s) <= MaxStringLen && IsScope(s) }
+// ValidScope reports whether s can be a scope of a registration, or be
+// asked for in a hop issued here: a scope (IsScope) of at most
+// MaxStringLen bytes, without control or format characters ("admin" and
+// "admin\u200b" would look alike wherever they are shown).
+func ValidScope(s string) bool { return len(s) <= MaxStringLen && IsScope(s) && plainText(s) }
+
+// plainText reports whether s is UTF-8 text without U+FFFD and without
+// control or format characters: what a registration's strings are, as an
+// operator reads them back.
+func plainText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool {
+		return r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r)
+	}) < 0
+}
 
 // IsScope reports whether s is a scope as tokens carry it, of any
 // length: UTF-8 text (no U+FFFD) without any Unicode space, since an
@@ -181,6 +195,9 @@ func checkAccountability(acc Accountability) error {
 	for _, s := range []string{acc.Operator, acc.ModelProvider, acc.Model, acc.ResponsibleParty} {
 		if len(s) > MaxStringLen {
 			return fmt.Errorf("%w: accountability fields are at most %d bytes", ErrInvalid, MaxStringLen)
+		}
+		if !plainText(s) {
+			return fmt.Errorf("%w: accountability fields are UTF-8 text without control or format characters", ErrInvalid)
 		}
 	}
 	return nil
