@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -128,8 +129,17 @@ func ignoredKey(raw json.RawMessage) string {
 		// workload with the bundles.
 		return named + ": not a public key"
 	}
+	if pub, ok := k.Key.(*rsa.PublicKey); ok && pub.N.BitLen() < minRSABits {
+		// Forgeable with the means of a well-funded attacker: no anchor
+		// of this trust domain's trust in another.
+		return fmt.Sprintf("%s: an RSA key of %d bits (at least %d are required)", named, pub.N.BitLen(), minRSABits)
+	}
 	return ""
 }
+
+// minRSABits is the least size of an RSA key a peer's bundle is trusted
+// with (NIST SP 800-131A).
+const minRSABits = 2048
 
 // boundedValue is v (a kty or use of a peer's key) as JSON, cut to 40
 // bytes.

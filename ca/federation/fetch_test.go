@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -416,6 +417,7 @@ func TestFetchIgnoresUnknownKeys(t *testing.T) {
 		{"a key that is no object", []string{`"x"`}, false},
 		{"a symmetric key", []string{hmac}, false},
 		{"a private key", []string{private}, false},
+		{"a weak RSA key", []string{weakRSAJWK(t)}, false},
 		{"only keys that are ignored", []string{`{"kty":"FUTURE","use":"x509-svid"}`, ed448}, true},
 		{"only keys that are not public", []string{hmac, private}, true},
 	}
@@ -462,6 +464,20 @@ func TestFetchIgnoresUnknownKeys(t *testing.T) {
 
 // privateJWK is a jwt-svid JWK of an EC key pair, private part ("d")
 // included.
+// weakRSAJWK is a jwt-svid JWK of a 1024-bit RSA key.
+func weakRSAJWK(t *testing.T) string {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey, KeyID: "weak", Use: "jwt-svid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(doc)
+}
+
 func privateJWK(t *testing.T) string {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
