@@ -728,3 +728,40 @@ func TestCLIExpiredCredential(t *testing.T) {
 		t.Errorf("mandate svid jwt with an expired credential = %v, want it said to have expired", err)
 	}
 }
+
+// A join-token node keeps its credential renewed with node run (its
+// agents get SVIDs only while it does), until stopped.
+func TestCLINodeRunRenewsAJoinNode(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	token, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "node", "join", "--token", strings.TrimSpace(token), "--quiet", "--bundle", "mandate-data/admin/bundle.pem"); err != nil {
+		t.Fatal(err)
+	}
+	before, _, _, err := credfile.Load(credfile.In("mandate-node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	t.Setenv("MANDATE_SERVER", url)
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"node", "run"}, &out, &errOut); err != nil {
+		t.Fatalf("node run = %v (%s), want it renewing until stopped", err, errOut.String())
+	}
+	after, _, _, err := credfile.Load(credfile.In("mandate-node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after[0].SerialNumber.Cmp(before[0].SerialNumber) == 0 || !strings.Contains(errOut.String(), "renewed "+after[0].URIs[0].String()) {
+		t.Errorf("node run left the credential as it was, or said nothing: %q", errOut.String())
+	}
+	// A directory holding no node credential is said so at once.
+	if err := run(ctx, []string{"node", "run", "--out", "nowhere"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "join first") {
+		t.Errorf("node run without a credential = %v, want it told to join first", err)
+	}
+}

@@ -32,6 +32,9 @@ const nodeUsage = `Usage:
                                             renew its TPM node SVID with a fresh quote
   mandate node run --tpm PATH [flags]       attest, then renew with a fresh quote at half of each
                                             SVID's lifetime, until stopped
+  mandate node run [--out DIR] [flags]      keep a join-token node's credential renewed at half
+                                            of each SVID's lifetime, until stopped (its agents
+                                            get SVIDs only while it is)
   mandate node ek --tpm PATH [flags]        print the EK digest (for attestation.tpm.ek_allowlist)
   mandate node pcrs --tpm PATH [flags]      print the current PCRs as a pcr_profiles entry
 
@@ -253,6 +256,65 @@ var errOutHeld = errors.New("a credential still valid is in the way")
 
 // saveAnswer writes an SVID answer as a credential directory: the chain,
 // the key, the own trust domain's roots, and every bundle as bundles.json.
+// renewJoinNode is "mandate node run" without a TPM: it renews the node
+// credential in out with itself, at half of each SVID's lifetime, until
+// ctx ends. A failed renewal is tried again 30 s later while the
+// credential is valid; an expired one stops it (join again).
+func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.Writer) error {
+	cf.creds = out
+	for {
+		chain, _, _, err := credfile.Load(credfile.In(out))
+		if err != nil {
+			return fmt.Errorf("no node credential in %s (%w): join first (mandate node join --out %s)", out, err, out)
+		}
+		id, err := x509svid.IDFromCert(chain[0])
+		if err != nil || !strings.HasPrefix(id.Path(), "/node/") {
+			return fmt.Errorf("%s holds no node credential (%v): give the node's --out", out, id)
+		}
+		wait, err := renewNodeOnce(ctx, cf, out, id)
+		switch {
+		case err != nil && !time.Now().Before(chain[0].NotAfter):
+			return err
+		case err != nil:
+			wait = 30 * time.Second
+			fmt.Fprintf(stderr, "%s renewal failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait, err)
+		default:
+			fmt.Fprintf(stderr, "%s renewed %s; next renewal in %s\n", time.Now().UTC().Format(time.RFC3339), id, wait.Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// renewNodeOnce renews the node id's credential in out, and says how
+// long to wait before the next renewal: half of the new SVID's life.
+func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid.ID) (time.Duration, error) {
+	c, err := cf.dial(true)
+	if err != nil {
+		return 0, err
+	}
+	defer c.CloseIdle()
+	key, _, err := client.NewKeyAndCSR()
+	if err != nil {
+		return 0, err
+	}
+	csr, err := client.CSRFor(key, id)
+	if err != nil {
+		return 0, err
+	}
+	ans, err := c.X509SVID(ctx, id.String(), csr)
+	if err != nil {
+		return 0, err
+	}
+	if err := saveAnswer(out, ans, key, c.TrustDomain()); err != nil {
+		return 0, err
+	}
+	return time.Until(ans.ExpiresAt) / 2, nil
+}
+
 func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffeid.TrustDomain) error {
 	chain, err := ans.Certificates()
 	if err != nil {

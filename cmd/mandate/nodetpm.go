@@ -92,18 +92,32 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	if loop {
 		name = "node run"
 	}
-	fs := newFlagSet(name, name+" --tpm PATH [flags]", stderr)
+	synopsis := name + " --tpm PATH [flags]"
+	if loop {
+		synopsis = name + " [--tpm PATH] [flags]"
+	}
+	fs := newFlagSet(name, synopsis, stderr)
 	var tf tpmFlags
 	var cf clientFlags
 	var ekCertFile string
 	var quiet bool
 	tf.register(fs)
+	if loop {
+		fs.Lookup("tpm").Usage = `TPM device (e.g. /dev/tpmrm0), or "simulator" for development; without it, the join-token node credential in --out is renewed with itself`
+	}
 	cf.registerServer(fs)
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time")
 	fs.StringVar(&ekCertFile, "ek-cert", "", "EK certificate (DER or PEM) from the TPM's manufacturer, if the authority trusts EKs by certificate")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if loop && tf.path == "" {
+		// Without a TPM: keep a join-token node's credential renewed.
+		if ekCertFile != "" || len(tf.extend) > 0 {
+			return usagef("--ek-cert and --simulator-extend-pcr need --tpm")
+		}
+		return renewJoinNode(ctx, &cf, tf.out, stderr)
 	}
 	var ekCert []byte
 	if ekCertFile != "" {
