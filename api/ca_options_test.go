@@ -75,6 +75,23 @@ func TestUpstreamCA(t *testing.T) {
 	mismatched := cfg
 	mismatched.CA.UpstreamKeyFile = otherFile
 	refusedBeforeDataDir(t, mismatched, "ca.upstream_key_file", "an upstream key not the certificate's")
+	// An upstream whose name constraints leave out the server
+	// certificate's names (localhost, the loopback addresses) is refused
+	// too: every TLS handshake would fail.
+	ctpl := *tpl
+	ctpl.SerialNumber, ctpl.PermittedDNSDomains = big.NewInt(8), []string{"corp.example"}
+	cder, err := x509.CreateCertificate(rand.Reader, &ctpl, &ctpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	constrained, _ := x509.ParseCertificate(cder)
+	constrainedFile := filepath.Join(dir, "constrained.pem")
+	if err := os.WriteFile(constrainedFile, credfile.EncodeCertsPEM([]*x509.Certificate{constrained}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	narrow := cfg
+	narrow.CA.UpstreamCertFile = constrainedFile
+	refusedBeforeDataDir(t, narrow, "server certificate's names", "an upstream whose name constraints leave out the server's names")
 	// An upstream CA that expires before ca_ttl is said at start: X.509
 	// CAs are cut short at its expiry, and none can be made after it.
 	var logs bytes.Buffer

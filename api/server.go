@@ -121,6 +121,9 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 			s.certAt = now.Add(time.Minute) // retry later, not on every handshake
 			return s.cert, nil
 		}
+		// Every handshake fails: said in the log, not only to clients as
+		// an "internal error" alert.
+		s.log.Error("make server certificate", "err", err)
 		return nil, err
 	}
 	cert := &tls.Certificate{PrivateKey: key, Leaf: svid.Certificates[0]}

@@ -124,7 +124,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 		if a.upstream, err = loadUpstream(cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile); err != nil {
 			return nil, fmt.Errorf("authority: %w", err)
 		}
-		if err := a.upstream.Check(a.td, a.now()); err != nil {
+		dnsNames, ips := a.serverNames()
+		if err := a.upstream.Check(a.td, a.now(), dnsNames, ips); err != nil {
 			return nil, fmt.Errorf("authority: ca.upstream_cert_file %s with ca.upstream_key_file %s: %w", cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile, err)
 		}
 	}

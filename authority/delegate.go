@@ -468,7 +468,7 @@ func checkDelegationInput(req DelegateRequest) error {
 	}
 	for _, s := range req.Scopes {
 		if !registry.ValidScope(s) {
-			return fmt.Errorf("%w: a scope is 1 to %d bytes of UTF-8 text without spaces", ErrInvalidRequest, registry.MaxStringLen)
+			return fmt.Errorf("%w: a scope is 1 to %d bytes of UTF-8 text without spaces, control or format characters", ErrInvalidRequest, registry.MaxStringLen)
 		}
 	}
 	return nil

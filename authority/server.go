@@ -22,9 +22,7 @@ func (a *Authority) MintServerSVID(ctx context.Context) (*ca.X509SVID, crypto.Si
 	if err != nil {
 		return nil, nil, fmt.Errorf("authority: server key: %w", err)
 	}
-	dnsNames, more := a.cfg.ServerNames()
-	dnsNames = append([]string{"localhost"}, dnsNames...)
-	ips := append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, more...)
+	dnsNames, ips := a.serverNames()
 	svid, err := a.ca.MintX509SVID(ctx, ca.X509Params{ID: ServerID(a.td), PublicKey: key.Public(), DNSNames: dnsNames, IPAddresses: ips})
 	if err != nil {
 		return nil, nil, fmt.Errorf("authority: server certificate: %w", err)
@@ -37,6 +35,14 @@ func (a *Authority) MintServerSVID(ctx context.Context) (*ca.X509SVID, crypto.Si
 		return nil, nil, err
 	}
 	return svid, key, nil
+}
+
+// serverNames are the DNS names and IP addresses of the authority's
+// server certificate: localhost and the loopback addresses, and
+// Config.ServerNames.
+func (a *Authority) serverNames() ([]string, []net.IP) {
+	dnsNames, ips := a.cfg.ServerNames()
+	return append([]string{"localhost"}, dnsNames...), append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...)
 }
 
 // CAStatus lists the CA's authorities (X.509 CAs and JWT keys) with their

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -168,7 +170,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Subject.CommonName = cfg.TrustDomain.Name() + " X.509 CA"
 	}
 	if cfg.Upstream != nil {
-		if err := cfg.Upstream.Check(cfg.TrustDomain, cfg.Now()); err != nil {
+		if err := cfg.Upstream.Check(cfg.TrustDomain, cfg.Now(), nil, nil); err != nil {
 			return cfg, err
 		}
 	}
@@ -178,15 +180,16 @@ func (cfg Config) withDefaults() (Config, error) {
 // Check reports, with ErrInvalidConfig, an upstream that cannot sign
 // td's X.509 CAs at now: a chain that is not a CA chain, a signer that
 // does not match it, an expired chain, or name constraints or extended
-// key usages that leave out td's SVIDs. New checks it too; a caller may
-// check it before it creates anything.
-func (u *Upstream) Check(td spiffeid.TrustDomain, now time.Time) error {
+// key usages that leave out td's SVIDs, or the DNS names and IP
+// addresses given (a server certificate's). New checks it too, without
+// names; a caller may check it before it creates anything.
+func (u *Upstream) Check(td spiffeid.TrustDomain, now time.Time, dnsNames []string, ips []net.IP) error {
 	if err := u.validate(now); err != nil {
 		return err
 	}
 	cfg := Config{TrustDomain: td, Upstream: u, CATTL: DefaultCATTL, Now: func() time.Time { return now }}
 	cfg.Subject.CommonName = td.Name() + " X.509 CA"
-	return cfg.probeUpstream()
+	return cfg.probeUpstream(dnsNames, ips)
 }
 
 // probeUpstream has the upstream sign a CA certificate for a throwaway
@@ -195,13 +198,34 @@ func (u *Upstream) Check(td spiffeid.TrustDomain, now time.Time) error {
 // is refused at start rather than signing CAs whose SVIDs no relying
 // party accepts. Only that refusal is reported: a failure to sign is the
 // next rotation's to report.
-func (cfg Config) probeUpstream() error {
+func (cfg Config) probeUpstream(dnsNames []string, ips []net.IP) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil
 	}
-	if _, _, _, err := cfg.x509CACert(key, cfg.Now()); errors.Is(err, ErrInvalidConfig) {
+	now := cfg.Now()
+	caCert, intermediates, root, err := cfg.x509CACert(key, now)
+	if errors.Is(err, ErrInvalidConfig) {
 		return err
+	}
+	if err != nil || len(dnsNames)+len(ips) == 0 {
+		return nil
+	}
+	// A certificate below it with these names, as relying parties see
+	// it.
+	tmpl := &x509.Certificate{SerialNumber: randomSerial(), NotBefore: now.Add(-backdate), NotAfter: caCert.NotAfter,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: leafExtKeyUsage, BasicConstraintsValid: true,
+		URIs: []*url.URL{cfg.TrustDomain.ID().URL()}, DNSNames: dnsNames, IPAddresses: ips}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), key)
+	if err != nil {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil
+	}
+	if err := verifyUnder(leaf, append([]*x509.Certificate{caCert}, intermediates...), root, now); err != nil {
+		return fmt.Errorf("%w: the upstream CA does not allow the server certificate's names (localhost, the loopback addresses, the listen and public_url hosts, http.server_names): %v", ErrInvalidConfig, err)
 	}
 	return nil
 }

@@ -175,10 +175,21 @@ func checkStrings(name string, list []string) error {
 func ValidScope(s string) bool { return len(s) <= MaxStringLen && IsScope(s) && plainText(s) }
 
 // plainText reports whether s is UTF-8 text without U+FFFD and without
-// control or format characters: what a registration's strings are, as an
-// operator reads them back.
-func plainText(s string) bool {
+// control or format characters: what a registration's scopes and
+// selectors are, as an operator reads them back.
+func plainText(s string) bool { return text(s, false) }
+
+// nameText is plainText that also allows the zero-width non-joiner and
+// joiner (U+200C, U+200D) that names in several scripts and emoji are
+// written with, as a delegation's principal does: an accountability
+// field names people and teams.
+func nameText(s string) bool { return text(s, true) }
+
+func text(s string, joiners bool) bool {
 	return utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool {
+		if joiners && (r == '\u200c' || r == '\u200d') {
+			return false
+		}
 		return r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r)
 	}) < 0
 }
@@ -196,8 +207,8 @@ func checkAccountability(acc Accountability) error {
 		if len(s) > MaxStringLen {
 			return fmt.Errorf("%w: accountability fields are at most %d bytes", ErrInvalid, MaxStringLen)
 		}
-		if !plainText(s) {
-			return fmt.Errorf("%w: accountability fields are UTF-8 text without control or format characters", ErrInvalid)
+		if !nameText(s) {
+			return fmt.Errorf("%w: accountability fields are UTF-8 text without control or format characters (but U+200C and U+200D)", ErrInvalid)
 		}
 	}
 	return nil

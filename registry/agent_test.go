@@ -119,6 +119,10 @@ func TestAgentValidate(t *testing.T) {
 		{"an operator with a bidi override", func(a *registry.Agent) { a.Accountability.Operator = "team\u202eb" }, false},
 		{"a responsible party not UTF-8", func(a *registry.Agent) { a.Accountability.ResponsibleParty = "\xff" }, false},
 		{"good accountability in any script", func(a *registry.Agent) { a.Accountability.ResponsibleParty = "Zoë 山田 🙂" }, true},
+		{"good names written with joiners", func(a *registry.Agent) {
+			a.Accountability.ResponsibleParty, a.Accountability.Operator = "علی\u200cرضا", "👩\u200d💻 team"
+		}, true},
+		{"a scope with a joiner", func(a *registry.Agent) { a.Scopes = []string{"admin\u200d"} }, false},
 		{"over-long selector", func(a *registry.Agent) { a.Selectors = []string{long} }, false},
 		{"over-long operator", func(a *registry.Agent) { a.Accountability.Operator = long }, false},
 		{"over-long model provider", func(a *registry.Agent) { a.Accountability.ModelProvider = long }, false},

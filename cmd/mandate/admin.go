@@ -20,7 +20,7 @@ const adminUsage = `Usage: mandate admin <command> [flags]
 
 Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
   join-token create [--ttl 10m] [--quiet]
-  join-token withdraw ID              withdraw an unused join token (its "id")
+  join-token withdraw TOKEN_ID        withdraw an unused join token (the "id" create prints)
   agent create --spiffe-id ID [--node-id ID]... [--selector S]... [--scope S]...
                [--x509-ttl D] [--jwt-ttl D] [--operator O] [--model-provider P]
                [--model M] [--responsible-party R] [--require-hardware-attestation]
