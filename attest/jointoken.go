@@ -100,6 +100,20 @@ func NewJoinToken(now time.Time, ttl time.Duration, createdBy string) (secret st
 	return base64.RawURLEncoding.EncodeToString(raw[:]), rec, nil
 }
 
+// ValidJoinTokenID reports whether id has the form of a join token's id
+// (NewJoinToken's): 16 lowercase hex digits.
+func ValidJoinTokenID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if !isLowerHex(id[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 func tokenKey(secret string) []byte {
 	sum := sha256.Sum256([]byte(secret))
 	return sum[:]

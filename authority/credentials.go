@@ -100,8 +100,7 @@ func certifiesKey(path string, keyPEM []byte) bool {
 	if err != nil {
 		return false
 	}
-	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
-	return ok && pub.Equal(certs[0].PublicKey)
+	return credfile.KeyMatches(key, certs[0])
 }
 
 // halfLife is when half of cert's life has passed.

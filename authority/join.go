@@ -45,7 +45,7 @@ func (a *Authority) WithdrawJoinToken(ctx context.Context, c *Caller, id string)
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
-	if !validTokenID(id) {
+	if !attest.ValidJoinTokenID(id) {
 		return nil, fmt.Errorf("%w: join token %q: an id is 16 lowercase hex digits", ErrNotFound, id)
 	}
 	var rec *attest.JoinToken
@@ -64,19 +64,6 @@ func (a *Authority) WithdrawJoinToken(ctx context.Context, c *Caller, id string)
 	}
 	a.log.InfoContext(ctx, "join token withdrawn", "token_id", id, "by", c.ID.String())
 	return rec, nil
-}
-
-// validTokenID reports whether id has the form of a join token's id.
-func validTokenID(id string) bool {
-	if len(id) != 16 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // JoinNode trades a join token and a CSR for a node X509-SVID. The token

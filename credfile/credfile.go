@@ -214,7 +214,7 @@ func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 		return errors.New("credfile: no certificate to write")
 	case len(bundle) == 0:
 		return errors.New("credfile: no bundle roots to write")
-	case key != nil && !keyMatches(key, chain[0]):
+	case key != nil && !KeyMatches(key, chain[0]):
 		return errors.New("credfile: the key is not the key of the certificate")
 	}
 	if err := PrivateDir(filepath.Dir(p.Cert)); err != nil {
@@ -331,7 +331,7 @@ func currentPairKey(p Paths) ([]byte, bool) {
 		return nil, false
 	}
 	key, err := ParseKeyPEM(kb)
-	if err != nil || !keyMatches(key, chain[0]) {
+	if err != nil || !KeyMatches(key, chain[0]) {
 		return nil, false
 	}
 	return kb, true
@@ -348,11 +348,11 @@ func loadKeyFor(p Paths, leaf *x509.Certificate) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credfile: %s: %w", p.Key, err)
 	}
-	if keyMatches(key, leaf) {
+	if KeyMatches(key, leaf) {
 		return key, nil
 	}
 	if pb, err := ReadPrivate(p.prevKey()); err == nil {
-		if prev, err := ParseKeyPEM(pb); err == nil && keyMatches(prev, leaf) {
+		if prev, err := ParseKeyPEM(pb); err == nil && KeyMatches(prev, leaf) {
 			return prev, nil
 		}
 	}
@@ -367,10 +367,11 @@ func keyFileHolds(p Paths, leaf *x509.Certificate) bool {
 		return false
 	}
 	key, err := ParseKeyPEM(kb)
-	return err == nil && keyMatches(key, leaf)
+	return err == nil && KeyMatches(key, leaf)
 }
 
-func keyMatches(key crypto.Signer, leaf *x509.Certificate) bool {
+// KeyMatches reports whether key is the private key of leaf.
+func KeyMatches(key crypto.Signer, leaf *x509.Certificate) bool {
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	return ok && pub.Equal(leaf.PublicKey)
 }

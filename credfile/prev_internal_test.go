@@ -43,7 +43,7 @@ func TestRepeatedInterruptedRenewals(t *testing.T) {
 			t.Fatal(err)
 		}
 		chain, got, _, err := Load(p)
-		if err != nil || !chain[0].Equal(cert) || !keyMatches(got, cert) {
+		if err != nil || !chain[0].Equal(cert) || !KeyMatches(got, cert) {
 			t.Fatalf("Load after an interrupted renewal = %v; want the last complete pair", err)
 		}
 	}
@@ -78,7 +78,7 @@ func TestNilKeyWriteAfterInterruptedRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load after writing the renewed certificate with the key kept: %v", err)
 	}
-	if !chain[0].Equal(renewed) || !keyMatches(got, renewed) {
+	if !chain[0].Equal(renewed) || !KeyMatches(got, renewed) {
 		t.Fatal("Load did not return the renewed certificate with its key")
 	}
 }

@@ -153,8 +153,7 @@ func pendingJoin(dir, tokenDigest string) (held, stale bool) {
 	if err != nil || len(chain) == 0 {
 		return false, false
 	}
-	pub, ok := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(key.Public()) {
+	if !credfile.KeyMatches(key, chain[0]) {
 		return false, false
 	}
 	valid := time.Now().Before(chain[0].NotAfter)
