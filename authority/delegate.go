@@ -129,16 +129,24 @@ func (a *Authority) recordRefusal(ctx context.Context, c *Caller, req DelegateRe
 // an issued hop names them: the delegator's and, when it is an agent
 // registered here, the delegatee's.
 func (a *Authority) refusalParties(ctx context.Context, c *Caller, req DelegateRequest) []audit.Party {
-	var parties []audit.Party
-	if ag := a.agentOf(ctx, c.ID); ag != nil {
-		parties = partyOf(ag)
-	}
-	if id, err := spiffeid.FromString(req.Delegatee); err == nil && id != c.ID && id.MemberOf(a.td) {
-		if ag := a.agentOf(ctx, id); ag != nil {
-			parties = append(parties, partyOf(ag)...)
-		}
+	parties := a.registeredParty(ctx, c.ID.String())
+	if req.Delegatee != c.ID.String() {
+		parties = append(parties, a.registeredParty(ctx, req.Delegatee)...)
 	}
 	return parties
+}
+
+// registeredParty is the accountable party of id when it names an agent
+// registered here (else none).
+func (a *Authority) registeredParty(ctx context.Context, id string) []audit.Party {
+	sid, err := spiffeid.FromString(id)
+	if err != nil || !sid.MemberOf(a.td) {
+		return nil
+	}
+	if ag := a.agentOf(ctx, sid); ag != nil {
+		return partyOf(ag)
+	}
+	return nil
 }
 
 func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest) (*DelegateAnswer, error) {
@@ -805,14 +813,8 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 		details["revoked"], details["revoked_sha256"] = revoked[:maxRecordedRevoked], hex.EncodeToString(sum[:])
 	}
 	// An agent revoked by its ID is named with its accountable party.
-	var parties []audit.Party
-	if id, err := spiffeid.FromString(spiffeID); err == nil && id.MemberOf(a.td) {
-		if ag := a.agentOf(ctx, id); ag != nil {
-			parties = partyOf(ag)
-		}
-	}
 	if _, err := a.record(ctx, event{typ: "delegation.revoked", actor: by, subject: subject, delegationID: delegationID,
-		parties: parties, details: details}); err != nil {
+		parties: a.registeredParty(ctx, spiffeID), details: details}); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "revoked", "delegation_id", delegationID, "spiffe_id", spiffeID, "revoked", len(revoked), "by", by)
