@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -80,18 +81,20 @@ func TestUpstreamCA(t *testing.T) {
 	// too: every TLS handshake would fail.
 	ctpl := *tpl
 	ctpl.SerialNumber, ctpl.PermittedDNSDomains = big.NewInt(8), []string{"corp.example"}
-	cder, err := x509.CreateCertificate(rand.Reader, &ctpl, &ctpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	constrained, _ := x509.ParseCertificate(cder)
-	constrainedFile := filepath.Join(dir, "constrained.pem")
-	if err := os.WriteFile(constrainedFile, credfile.EncodeCertsPEM([]*x509.Certificate{constrained}), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	narrow := cfg
-	narrow.CA.UpstreamCertFile = constrainedFile
+	narrow.CA.UpstreamCertFile = selfSignedFile(t, filepath.Join(dir, "constrained.pem"), &ctpl, key)
 	refusedBeforeDataDir(t, narrow, "server certificate's names", "an upstream whose name constraints leave out the server's names")
+	// One whose constraints permit them (and leave URIs free) is taken.
+	ptpl := ctpl
+	ptpl.SerialNumber, ptpl.PermittedDNSDomains = big.NewInt(9), []string{"localhost"}
+	ptpl.PermittedIPRanges = []*net.IPNet{{IP: net.IPv4(127, 0, 0, 0).To4(), Mask: net.CIDRMask(8, 32)}, {IP: net.IPv6loopback, Mask: net.CIDRMask(128, 128)}}
+	wide := cfg
+	wide.CA.UpstreamCertFile, wide.DataDir = selfSignedFile(t, filepath.Join(dir, "permitting.pem"), &ptpl, key), filepath.Join(t.TempDir(), "data")
+	pa, err := authority.New(ctxT(t), wide, authority.Options{})
+	if err != nil {
+		t.Fatalf("New with an upstream whose name constraints permit the server's names = %v", err)
+	}
+	pa.Close()
 	// An upstream CA that expires before ca_ttl is said at start: X.509
 	// CAs are cut short at its expiry, and none can be made after it.
 	var logs bytes.Buffer
@@ -119,6 +122,21 @@ func TestUpstreamCA(t *testing.T) {
 	if _, _, err := x509svid.Verify(agent.chain, bundle); err != nil {
 		t.Errorf("x509svid.Verify(agent SVID under upstream) = %v", err)
 	}
+}
+
+// selfSignedFile writes the certificate tpl self-signed with key to
+// path, as PEM, and returns path.
+func selfSignedFile(t *testing.T, path string, tpl *x509.Certificate, key *ecdsa.PrivateKey) string {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	if err := os.WriteFile(path, credfile.EncodeCertsPEM([]*x509.Certificate{cert}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // refusedBeforeDataDir checks that New refuses cfg with an error naming

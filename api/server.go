@@ -32,6 +32,10 @@ type Server struct {
 	certMu sync.Mutex
 	cert   *tls.Certificate
 	certAt time.Time // when cert must be replaced
+	// certErr is why no certificate could be made, until certErrAt: asked
+	// again sooner, it is answered without minting (or logging) again.
+	certErr   error
+	certErrAt time.Time
 }
 
 // New builds the API server for a.
@@ -114,6 +118,9 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 	if s.cert != nil && now.Before(s.certAt) {
 		return s.cert, nil
 	}
+	if s.cert == nil && s.certErr != nil && now.Before(s.certErrAt) {
+		return nil, s.certErr
+	}
 	svid, key, err := s.a.MintServerSVID(ctx)
 	if err != nil {
 		if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
@@ -121,9 +128,10 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 			s.certAt = now.Add(time.Minute) // retry later, not on every handshake
 			return s.cert, nil
 		}
-		// Every handshake fails: said in the log, not only to clients as
-		// an "internal error" alert.
+		// Every handshake fails: said in the log (once a minute), not
+		// only to clients as an "internal error" alert.
 		s.log.Error("make server certificate", "err", err)
+		s.certErr, s.certErrAt = err, now.Add(time.Minute)
 		return nil, err
 	}
 	cert := &tls.Certificate{PrivateKey: key, Leaf: svid.Certificates[0]}

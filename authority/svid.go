@@ -101,7 +101,8 @@ func stillHosts(agentID spiffeid.ID, nodeID string, now time.Time) func(tx store
 // and the agents it hosted get nothing through it (not even an agent
 // renewing by itself, whose key may have been taken from a host that
 // stopped). A node renews its SVID to stay attested: a join-token node
-// with mandate node run, a TPM node with a fresh quote.
+// with mandate node run, a TPM node with a fresh quote. A record without
+// an expiry is not held to it.
 func lapsed(node *registry.Node, now time.Time) error {
 	if !node.SVIDExpiresAt.IsZero() && !now.Before(node.SVIDExpiresAt) {
 		return fmt.Errorf("%w: %s is attested no longer: its latest SVID expired at %s, and it has neither renewed nor attested again since",

@@ -101,6 +101,8 @@ test_lapsed_host_denies if {
 	d.reasons == ["the delegator's host is attested no longer"]
 	d2 := decide(object.union(root, {"delegatee": object.union(root.delegatee, {"host": {"level": "token", "lapsed": false}})}))
 	d2.allow
+	d3 := decide(object.union(root, {"delegatee": object.union(root.delegatee, {"host": {"level": "token", "lapsed": true}})}))
+	d3.reasons == ["the delegatee's host is attested no longer"]
 }
 
 test_empty_request_denies if {

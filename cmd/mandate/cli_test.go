@@ -760,8 +760,23 @@ func TestCLINodeRunRenewsAJoinNode(t *testing.T) {
 	if after[0].SerialNumber.Cmp(before[0].SerialNumber) == 0 || !strings.Contains(errOut.String(), "renewed "+after[0].URIs[0].String()) {
 		t.Errorf("node run left the credential as it was, or said nothing: %q", errOut.String())
 	}
-	// A directory holding no node credential is said so at once.
+	// A directory holding no node credential is said so at once, and a
+	// TPM flag without --tpm is refused.
 	if err := run(ctx, []string{"node", "run", "--out", "nowhere"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "join first") {
 		t.Errorf("node run without a credential = %v, want it told to join first", err)
+	}
+	var ue usageError
+	if err := run(ctx, []string{"node", "run", "--quiet"}, &out, &errOut); !errors.As(err, &ue) {
+		t.Errorf("node run --quiet without --tpm = %v, want a usage error", err)
+	}
+	// A node banned meanwhile: node run stops at once, saying why, rather
+	// than retrying until its credential expires.
+	if _, err := cli(t, url, dir, "admin", "node", "ban", after[0].URIs[0].String(), "--reason", "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	banned, cancelBanned := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelBanned()
+	if err := run(banned, []string{"node", "run"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "node-banned") || banned.Err() != nil {
+		t.Errorf("node run of a banned node = %v, want it stopped at once, naming the ban", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 )
@@ -253,12 +254,13 @@ func checkOut(dir, flag string, replaces func(spiffeid.ID) bool) error {
 // errOutHeld is checkOut's refusal.
 var errOutHeld = errors.New("a credential still valid is in the way")
 
-// saveAnswer writes an SVID answer as a credential directory: the chain,
-// the key, the own trust domain's roots, and every bundle as bundles.json.
 // renewJoinNode is "mandate node run" without a TPM: it renews the node
 // credential in out with itself, at half of each SVID's lifetime, until
-// ctx ends. A failed renewal is tried again 30 s later while the
-// credential is valid; an expired one stops it (join again).
+// ctx ends. A renewal that failed for a passing reason (the authority
+// unreachable, its own fault) is tried again while the credential is
+// valid; one the authority refuses for good (the node banned, its SVID
+// superseded, the node attested no longer) stops it at once, and so does
+// an expired credential (join again).
 func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.Writer) error {
 	cf.creds = out
 	for {
@@ -267,17 +269,32 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 			return fmt.Errorf("no node credential in %s (%w): join first (mandate node join --out %s)", out, err, out)
 		}
 		id, err := x509svid.IDFromCert(chain[0])
-		if err != nil || !strings.HasPrefix(id.Path(), "/node/") {
-			return fmt.Errorf("%s holds no node credential (%v): give the node's --out", out, id)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s holds no SPIFFE credential (%w): give the node's --out", out, err)
+		case isTPMNode(chain[0]):
+			return usagef("%s holds a TPM node's credential: it renews with a fresh quote (mandate node run --tpm PATH --out %s)", out, out)
+		case !strings.HasPrefix(id.Path(), "/node/"+attest.MethodJoinToken+"/"):
+			return usagef("%s holds the credential of %s, not of a join-token node: give the node's --out", out, id)
 		}
 		wait, err := renewNodeOnce(ctx, cf, out, id)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var p *client.Problem
 		switch {
+		case err != nil && errors.As(err, &p) && refusedForGood(p):
+			return fmt.Errorf("node run stopped: the authority refuses to renew %s: %w", id, err)
 		case err != nil && !time.Now().Before(chain[0].NotAfter):
 			return err
 		case err != nil:
-			wait = 30 * time.Second
-			fmt.Fprintf(stderr, "%s renewal failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait, err)
+			// Again before the credential expires, however short its life.
+			wait = min(30*time.Second, time.Until(chain[0].NotAfter)/4)
+			fmt.Fprintf(stderr, "%s renewal failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)
 		default:
+			// Never faster than every few seconds, whatever the SVID's
+			// life (one cut short at an upstream CA's expiry).
+			wait = max(wait, 5*time.Second)
 			fmt.Fprintf(stderr, "%s renewed %s; next renewal in %s\n", time.Now().UTC().Format(time.RFC3339), id, wait.Round(time.Second))
 		}
 		select {
@@ -286,6 +303,16 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 		case <-time.After(wait):
 		}
 	}
+}
+
+// refusedForGood reports whether a renewal the authority refused with p
+// would be refused again, whatever is retried.
+func refusedForGood(p *client.Problem) bool {
+	switch p.Name() {
+	case "node-banned", "node-not-attested", "svid-superseded", "forbidden", "node-drifted":
+		return true
+	}
+	return false
 }
 
 // renewNodeOnce renews the node id's credential in out, and says how
@@ -314,6 +341,8 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 	return time.Until(ans.ExpiresAt) / 2, nil
 }
 
+// saveAnswer writes an SVID answer as a credential directory: the chain,
+// the key, the own trust domain's roots, and every bundle as bundles.json.
 func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffeid.TrustDomain) error {
 	chain, err := ans.Certificates()
 	if err != nil {

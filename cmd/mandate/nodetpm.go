@@ -103,7 +103,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	var quiet bool
 	tf.register(fs)
 	if loop {
-		fs.Lookup("tpm").Usage = `TPM device (e.g. /dev/tpmrm0), or "simulator" for development; without it, the join-token node credential in --out is renewed with itself`
+		fs.Lookup("tpm").Usage = `TPM device (e.g. /dev/tpmrm0), or "simulator" for development; without it, the join-token node credential in --out is renewed with itself (then only --out, --server and --trust-domain apply)`
 	}
 	cf.registerServer(fs)
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time")
@@ -114,8 +114,14 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 	if loop && tf.path == "" {
 		// Without a TPM: keep a join-token node's credential renewed.
-		if ekCertFile != "" || len(tf.extend) > 0 {
-			return usagef("--ek-cert and --simulator-extend-pcr need --tpm")
+		var tpmOnly []string
+		fs.Visit(func(f *flag.Flag) {
+			if !slices.Contains([]string{"out", "server", "trust-domain"}, f.Name) {
+				tpmOnly = append(tpmOnly, "--"+f.Name)
+			}
+		})
+		if len(tpmOnly) > 0 {
+			return usagef("%s: only with --tpm (a join-token node is renewed with --out, --server and --trust-domain)", strings.Join(tpmOnly, ", "))
 		}
 		return renewJoinNode(ctx, &cf, tf.out, stderr)
 	}
