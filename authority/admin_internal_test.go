@@ -52,6 +52,21 @@ func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c
 
 func (c *testClock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
+// newCSR is a PEM CSR for a fresh P-256 key, with no names (as a node's
+// join, or an agent's SVID request, may send).
+func newCSR(t testing.TB) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
 func adminOf(t testing.TB, a *Authority) *Caller {
 	t.Helper()
 	for id := range a.admins {
@@ -282,12 +297,7 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 		t.Fatalf("federations %v (%v), want org-b's only, with the bundle it was added with", feds, err)
 	}
 	// A join: no node, and the token still usable.
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.JoinNode(ctxT, secret, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})); err == nil {
+	if _, err := a.JoinNode(ctxT, secret, newCSR(t)); err == nil {
 		t.Fatal("JoinNode with the log stopped succeeded")
 	}
 	if err := a.store.View(ctxT, func(tx store.Tx) error {

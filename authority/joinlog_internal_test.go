@@ -1,11 +1,6 @@
 package authority
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"log/slog"
 	"strings"
 	"testing"
@@ -27,25 +22,17 @@ func TestJoinRefusalsLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr := func() []byte {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	}
 	guess := strings.Repeat("ab", 16)
-	if _, err := a.JoinNode(t.Context(), guess, csr()); err == nil {
+	if _, err := a.JoinNode(t.Context(), guess, newCSR(t)); err == nil {
 		t.Fatal("a guessed token joined")
 	}
 	if strings.Contains(logged.String(), "join refused") {
 		t.Errorf("a guessed token's refusal logged above DEBUG:\n%s", logged.String())
 	}
-	if _, err := a.JoinNode(t.Context(), secret, csr()); err != nil {
+	if _, err := a.JoinNode(t.Context(), secret, newCSR(t)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.JoinNode(t.Context(), secret, csr()); err == nil { // used, and with another key
+	if _, err := a.JoinNode(t.Context(), secret, newCSR(t)); err == nil { // used, and with another key
 		t.Fatal("a used token joined with another key")
 	}
 	if out := logged.String(); !strings.Contains(out, `level=INFO msg="join refused"`) || strings.Contains(out, secret) || strings.Contains(out, guess) {

@@ -1,12 +1,7 @@
 package authority
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
@@ -60,19 +55,11 @@ func TestAgentDoesNotOutliveItsLapsedNode(t *testing.T) {
 	clock := &testClock{now: time.Now().Truncate(time.Second)}
 	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
 	ctx, admin := t.Context(), adminOf(t, a)
-	csr := func() []byte {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	}
 	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeSVID, err := a.JoinNode(ctx, secret, csr())
+	nodeSVID, err := a.JoinNode(ctx, secret, newCSR(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,12 +69,12 @@ func TestAgentDoesNotOutliveItsLapsedNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := &Caller{ID: nodeSVID.ID, Cert: nodeSVID.Certificates[0]}
-	agentSVID, err := a.MintX509(ctx, node, reg.SPIFFEID, csr())
+	agentSVID, err := a.MintX509(ctx, node, reg.SPIFFEID, newCSR(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	agent := &Caller{ID: agentSVID.ID, Cert: agentSVID.Certificates[0]}
-	if _, err := a.MintX509(ctx, agent, reg.SPIFFEID, csr()); err != nil {
+	if _, err := a.MintX509(ctx, agent, reg.SPIFFEID, newCSR(t)); err != nil {
 		t.Fatalf("renewal while the node is attested: %v", err)
 	}
 	if h := a.hostFacts(ctx, nodeSVID.ID); h["lapsed"] != false {
@@ -97,7 +84,7 @@ func TestAgentDoesNotOutliveItsLapsedNode(t *testing.T) {
 	if !clock.Now().Before(agentSVID.ExpiresAt) {
 		t.Fatal("the agent's SVID expired with the node's: the test proves nothing")
 	}
-	if _, err := a.MintX509(ctx, agent, reg.SPIFFEID, csr()); !errors.Is(err, ErrNodeUnknown) {
+	if _, err := a.MintX509(ctx, agent, reg.SPIFFEID, newCSR(t)); !errors.Is(err, ErrNodeUnknown) {
 		t.Errorf("X509 renewal by the agent after its node's SVID expired = %v, want ErrNodeUnknown", err)
 	}
 	if _, err := a.MintJWT(ctx, agent, "", []string{"x"}); !errors.Is(err, ErrNodeUnknown) {
