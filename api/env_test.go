@@ -155,6 +155,24 @@ func (e *env) identity(ans *client.SVIDAnswer, key crypto.Signer) identity {
 	return identity{id: spiffeid.RequireFromString(ans.SPIFFEID), chain: chain, key: key, ans: ans}
 }
 
+// renewNode has a node renew its SVID with the credential from.
+func (e *env) renewNode(from identity) (identity, error) {
+	e.t.Helper()
+	key, _, err := client.NewKeyAndCSR()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	csr, err := client.CSRFor(key, from.id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ans, err := e.client(from.chain, from.key).X509SVID(ctxT(e.t), from.id.String(), csr)
+	if err != nil {
+		return identity{}, err
+	}
+	return e.identity(ans, key), nil
+}
+
 // registerAgent registers name as an agent hosted by node.
 func (e *env) registerAgent(name string, node spiffeid.ID) string {
 	e.t.Helper()

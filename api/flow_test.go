@@ -613,21 +613,7 @@ func TestNodeRenewsOnlyWithItsLatestSVID(t *testing.T) {
 	e := start(t, "org-a.example")
 	ctx := ctxT(t)
 	s1 := e.joinNode()
-	renew := func(from identity) (identity, error) {
-		key, _, err := client.NewKeyAndCSR()
-		if err != nil {
-			t.Fatal(err)
-		}
-		csr, err := client.CSRFor(key, s1.id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ans, err := e.client(from.chain, from.key).X509SVID(ctx, s1.id.String(), csr)
-		if err != nil {
-			return identity{}, err
-		}
-		return e.identity(ans, key), nil
-	}
+	renew := e.renewNode
 	s2, err := renew(s1)
 	if err != nil {
 		t.Fatal(err)
@@ -690,6 +676,50 @@ func TestNodeRenewsOnlyWithItsLatestSVID(t *testing.T) {
 	}
 	if _, err := renew(*recorded); err != nil {
 		t.Errorf("renewal with the SVID the record names, after the race: %v", err)
+	}
+}
+
+// TestNodeAsksForAgentsOnlyWithItsLatestSVID: a copy of a node's
+// credential renewed since gets no agent SVID (X.509 or JWT), the refusal
+// is audited once per SVID, and the node's latest SVID gets them.
+func TestNodeAsksForAgentsOnlyWithItsLatestSVID(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	s1 := e.joinNode()
+	agentID := e.registerAgent("hello", s1.id)
+	e.agentSVID(s1, agentID)
+	s2, err := e.renewNode(s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	agentKey, _, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentCSR, err := client.CSRFor(agentKey, spiffeid.RequireFromString(agentID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := e.client(s1.chain, s1.key)
+	for range 2 {
+		if _, err := stale.X509SVID(ctx, agentID, agentCSR); problemName(err) != "svid-superseded" {
+			t.Errorf("an agent's X509-SVID asked with the node's SVID renewed since = %v, want svid-superseded", err)
+		}
+		if _, err := stale.JWTSVID(ctx, agentID, []string{"api.example"}); problemName(err) != "svid-superseded" {
+			t.Errorf("an agent's JWT-SVID asked with the node's SVID renewed since = %v, want svid-superseded", err)
+		}
+	}
+	refused := e.auditOf("node.superseded_svid", s1.id.String())
+	if len(refused) != 1 {
+		t.Fatalf("%d node.superseded_svid entries, want 1 (one per stale SVID, however often it asks)", len(refused))
+	}
+	if d := refused[0]; d["serial"] != s1.chain[0].SerialNumber.Text(16) || d["asked_for"] != agentID {
+		t.Errorf("node.superseded_svid details = %v, want the stale serial and the agent asked for", d)
+	}
+	e.agentSVID(s2, agentID)
+	if _, err := e.client(s2.chain, s2.key).JWTSVID(ctx, agentID, []string{"api.example"}); err != nil {
+		t.Errorf("an agent's JWT-SVID asked with the node's latest SVID = %v", err)
 	}
 }
 

@@ -57,7 +57,7 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 	err = a.recordIssued(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": node.SPIFFEID,
 		"ttl_seconds": int64(svid.ExpiresAt.Sub(svid.Certificates[0].NotBefore).Seconds()), "expires_at": svid.ExpiresAt.UTC(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, node.SPIFFEID, a.now()))
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, c, node.SPIFFEID, a.now()))
 	if err != nil {
 		return nil, err
 	}
@@ -74,12 +74,12 @@ func (a *Authority) recordIssued(ctx context.Context, ev event, is *issuance, ch
 	return err
 }
 
-// stillHosts checks again, in the commit that logs an agent SVID, that
-// the node hosts the agent (both recorded, the node neither banned nor
-// drifted nor lapsed at now, the registration allowing it): a ban, a
-// drift or a deletion committed since the first check is not outrun by
-// the issuance.
-func stillHosts(agentID spiffeid.ID, nodeID string, now time.Time) func(tx store.Tx) error {
+// stillHosts checks again, in the commit that logs an agent SVID asked
+// by c, that the node hosts the agent (both recorded, the node neither
+// banned nor drifted nor lapsed at now, the registration allowing it, and
+// a node asking with its latest SVID): a ban, a drift, a deletion or a
+// renewal committed since the first check is not outrun by the issuance.
+func stillHosts(agentID spiffeid.ID, c *Caller, nodeID string, now time.Time) func(tx store.Tx) error {
 	return func(tx store.Tx) error {
 		agent, err := registry.AgentBySPIFFEID(tx, agentID.String())
 		if err != nil {
@@ -91,6 +91,11 @@ func stillHosts(agentID spiffeid.ID, nodeID string, now time.Time) func(tx store
 		}
 		if err := registry.CheckHosting(agent, node); err != nil {
 			return err
+		}
+		if nodeID == c.ID.String() {
+			if err := latestNodeSVID(node, c); err != nil {
+				return err
+			}
 		}
 		return lapsed(node, now)
 	}
@@ -141,7 +146,7 @@ func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, aud
 	}
 	err = a.recordIssued(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "jwt", "audience": svid.Audience, "key_id": svid.KeyID, "node": node.SPIFFEID, "expires_at": svid.ExpiresAt.UTC(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, node.SPIFFEID, a.now()))
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, c, node.SPIFFEID, a.now()))
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +223,34 @@ func (a *Authority) authorizeAgent(ctx context.Context, c *Caller, id spiffeid.I
 	if err := lapsed(node, a.now()); err != nil {
 		return nil, nil, err
 	}
+	if nodeID == c.ID {
+		if err := latestNodeSVID(node, c); err != nil {
+			a.supersededSVID(ctx, "node.superseded_svid", c.ID, callerSerial(c), err, map[string]any{"asked_for": id.String()})
+			return nil, nil, err
+		}
+	}
 	return agent, node, nil
+}
+
+// latestNodeSVID refuses node c asking for an agent's SVID with an SVID
+// other than its latest: one replaced since (renewed, joined or attested
+// again) is a copy of an old credential, or a node that lost its
+// renewal's answer (it renews with it, then asks again). A record
+// without a serial is not held to it.
+func latestNodeSVID(node *registry.Node, c *Caller) error {
+	if serial := callerSerial(c); node.SVIDSerial != "" && serial != node.SVIDSerial {
+		return fmt.Errorf("%w: %s asks with an SVID replaced since (serial %s): the node's credential was renewed or attested again since; ask with its latest SVID (a copy of the old one may be in use)",
+			ErrSVIDSuperseded, c.ID, serial)
+	}
+	return nil
+}
+
+// callerSerial is the serial of c's certificate, "" without one.
+func callerSerial(c *Caller) string {
+	if c.Cert == nil {
+		return ""
+	}
+	return c.Cert.SerialNumber.Text(16)
 }
 
 func (a *Authority) lookupHosting(ctx context.Context, id, nodeID spiffeid.ID) (*registry.Agent, *registry.Node, error) {
@@ -248,10 +280,7 @@ func (a *Authority) lookupHosting(ctx context.Context, id, nodeID spiffeid.ID) (
 }
 
 func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pub crypto.PublicKey) (*ca.X509SVID, error) {
-	presented := ""
-	if c.Cert != nil {
-		presented = c.Cert.SerialNumber.Text(16)
-	}
+	presented := callerSerial(c)
 	// The node may renew (checked before the SVID is made, and again in
 	// the commit that logs svid.issued and stores the node's new serial:
 	// both durable, or neither). It renews with its latest SVID, or the
@@ -282,7 +311,7 @@ func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pu
 		return err
 	}); err != nil {
 		if errors.Is(err, ErrSVIDSuperseded) {
-			a.supersededRenewal(ctx, id, presented, err)
+			a.supersededSVID(ctx, "node.renewal_refused", id, presented, err, nil)
 		}
 		return nil, err
 	}
@@ -339,19 +368,21 @@ func unbannedNode(tx store.Tx, id spiffeid.ID) (*registry.Node, error) {
 	return node, nil
 }
 
-// supersededRenewal records a renewal refused for an SVID replaced since:
-// in the server's log every time, and as node.renewal_refused once per
-// SVID while the authority runs (its holder authenticated as the node:
-// two holders of one node's credential is what an operator must see).
-func (a *Authority) supersededRenewal(ctx context.Context, id spiffeid.ID, serial string, reason error) {
-	a.log.WarnContext(ctx, "node renewal refused: an SVID replaced since", "spiffe_id", id.String(), "serial", serial)
-	if !a.firstRefusal("renewal " + id.String() + " " + serial) {
+// supersededSVID records a request refused for a node SVID replaced
+// since (typ: node.renewal_refused for a renewal, node.superseded_svid
+// for an agent's SVID): in the server's log every time, and in the audit
+// log once per typ and SVID while the authority runs (its holder
+// authenticated as the node: two holders of one node's credential is
+// what an operator must see).
+func (a *Authority) supersededSVID(ctx context.Context, typ string, id spiffeid.ID, serial string, reason error, extra map[string]any) {
+	a.log.WarnContext(ctx, "node SVID replaced since presented: refused", "event", typ, "spiffe_id", id.String(), "serial", serial)
+	if !a.firstRefusal(typ + " " + id.String() + " " + serial) {
 		return
 	}
-	if _, err := a.record(ctx, event{typ: "node.renewal_refused", actor: id.String(), subject: id.String(), details: map[string]any{
-		"serial": serial, "reason": reason.Error(),
-	}}); err != nil {
-		a.log.ErrorContext(ctx, "audit a refused renewal", "err", err)
+	details := map[string]any{"serial": serial, "reason": reason.Error()}
+	maps.Copy(details, extra)
+	if _, err := a.record(ctx, event{typ: typ, actor: id.String(), subject: id.String(), details: details}); err != nil {
+		a.log.ErrorContext(ctx, "audit a refused request", "event", typ, "err", err)
 	}
 }
 
