@@ -523,14 +523,20 @@ func (c *Config) Validate() error {
 	if !map[string]bool{"debug": true, "info": true, "warn": true, "error": true}[strings.ToLower(c.LogLevel)] {
 		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
-	for _, a := range c.Admins {
-		if _, err := spiffeid.FromString(a); err != nil {
-			return fmt.Errorf("admins: %q: %v", a, err)
-		}
-	}
-	for _, a := range c.Audit.Auditors {
-		if _, err := spiffeid.FromString(a); err != nil {
-			return fmt.Errorf("audit.auditors: %q: %v", a, err)
+	for _, l := range []struct {
+		key string
+		ids []string
+	}{{"admins", c.Admins}, {"audit.auditors", c.Audit.Auditors}} {
+		for _, a := range l.ids {
+			id, err := spiffeid.FromString(a)
+			if err != nil {
+				return fmt.Errorf("%s: %q: %v", l.key, a, err)
+			}
+			// A node or agent ID would be two roles at once: the node
+			// hosting such an agent would get it the role's credential.
+			if id.TrustDomain().Name() == c.TrustDomain && (strings.HasPrefix(id.Path(), "/node/") || strings.HasPrefix(id.Path(), "/agent/")) {
+				return fmt.Errorf("%s: %q is a node or agent ID of this trust domain (under /node/ or /agent/), which nodes obtain SVIDs for: choose an ID outside those paths", l.key, a)
+			}
 		}
 	}
 	if w := c.Audit.GroupCommitWait; w != nil && (*w < 0 || *w > Duration(100*time.Millisecond)) {

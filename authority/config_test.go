@@ -72,6 +72,15 @@ func TestConfigValidate(t *testing.T) {
 			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle", Profile: "https_web"}}
 		}, ""},
 		{"bad admin", func(c *authority.Config) { c.Admins = []string{"not-an-id"} }, "admins"},
+		// An admin or auditor that is also a node or agent ID: a node
+		// hosting that agent would obtain the role's credential.
+		{"admin that is an agent ID", func(c *authority.Config) { c.Admins = []string{"spiffe://mandate.localhost/agent/ops"} }, "admins"},
+		{"admin that is a node ID", func(c *authority.Config) { c.Admins = []string{"spiffe://mandate.localhost/node/ops"} }, "admins"},
+		{"auditor that is an agent ID", func(c *authority.Config) { c.Audit.Auditors = []string{"spiffe://mandate.localhost/agent/alice"} }, "audit.auditors"},
+		{"admin and auditor outside the workload paths", func(c *authority.Config) {
+			c.Admins = []string{"spiffe://mandate.localhost/team/ops", "spiffe://mandate.localhost/agents/ops"}
+			c.Audit.Auditors = []string{"spiffe://mandate.localhost/auditor/alice", "spiffe://org-b.example/agent/alice"}
+		}, ""},
 		{"bad key type", func(c *authority.Config) { c.CA.KeyType = "rsa-512" }, "ca.key_type"},
 		{"tiny ca ttl", func(c *authority.Config) { c.CA.CATTL = authority.Duration(time.Second) }, "ca.ca_ttl"},
 		{"ca ttl of a century", func(c *authority.Config) { c.CA.CATTL = authority.Duration(876600 * time.Hour) }, "ca.ca_ttl"},

@@ -35,7 +35,7 @@ turns the wait off):
   listen: 127.0.0.1:8443            # HTTPS listener (TLS 1.3 only)
   data_dir: ./mandate-data          # store (mandate.db), keys (0600), admin credential, audit log key
   log_level: info                   # debug, info, warn, error
-  admins: [spiffe://<td>/team/ops]  # more admin SPIFFE IDs (besides .../mandate/admin)
+  admins: [spiffe://<td>/team/ops]  # more admin SPIFFE IDs (besides .../mandate/admin; none under <td>/node/ or <td>/agent/)
   ca:
     key_type: ec-p256               # or ec-p384; CA and JWT signing keys
     ca_ttl: 24h                     # X.509 CA lifetime, at most 43800h (next prepared at 1/2, active at 5/6; later if prepared late)
@@ -74,7 +74,7 @@ turns the wait off):
     decision_log_mask: []           # JSON pointers (/input/..., /result/...) erased from recorded API decisions (/v1/data, AuthZEN); one outside them is refused
     authzen_path: mandate/authzen/decision   # the document AuthZEN evaluations ask
   audit:
-    auditors: []                    # SPIFFE IDs (any trusted trust domain) that may read the audit log
+    auditors: []                    # SPIFFE IDs (any trusted trust domain; none under <td>/node/ or <td>/agent/) that may read the audit log
     origin: ""                      # checkpoint origin line (default <trust domain>/audit; never change it)
     public_read_path: false         # serve /checkpoint and /tile/... (C2SP tlog-tiles) to anyone: every entry, in its entry bundles
     group_commit_wait: 2ms          # longest a commit waits for requests under way to record theirs (0s–100ms; 0s: never)
