@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,7 +156,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		WriteTimeout:      hc.WriteTimeout.D(),
 		IdleTimeout:       hc.IdleTimeout.D(),
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:          log.New(httpServerLog{s.log}, "", 0),
 		ConnContext:       connContext,
 		// HTTP/1.1 only: every client of this API speaks it, and the
 		// authority keeps HTTP/2's larger attack surface (stream
@@ -185,4 +187,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// httpServerLog writes to the server log what net/http's server reports
+// itself. What any client can cause is at debug level: a TLS handshake
+// that fails (a port scan, a client without the bundle, a certificate
+// refused: mandate_tls_client_certificates_refused_total counts those)
+// and a query with a semicolon. Anything else is an error the operator
+// must see: connections that cannot be accepted (the process is out of
+// file descriptors), a panic outside the handlers.
+type httpServerLog struct{ log *slog.Logger }
+
+func (h httpServerLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	level := slog.LevelError
+	if strings.HasPrefix(msg, "http: TLS handshake error") || strings.HasPrefix(msg, "http: URL query contains semicolon") {
+		level = slog.LevelDebug
+	}
+	h.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }
