@@ -26,6 +26,7 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
 		DelegatorSignature string   `json:"delegator_signature"`
 	}
 	if err := decodeJSON(r, &req); err != nil {
+		s.metrics.delegations.WithLabelValues(refusedOrError(err)).Inc()
 		writeError(w, r, s.log, err)
 		return
 	}

@@ -75,6 +75,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		CSR   string `json:"csr"`
 	}
 	if err := decodeJSON(r, &req); err != nil {
+		s.metrics.attestations.WithLabelValues("join_token", refusedOrError(err)).Inc()
 		writeError(w, r, s.log, err)
 		return
 	}

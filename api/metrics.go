@@ -43,7 +43,7 @@ func newMetrics() *metrics {
 			Name: "mandate_policy_decisions_total", Help: "Decision API answers, by API (data, authzen) and outcome (data: defined; authzen: decision).",
 		}, []string{"api", "outcome"}),
 		delegations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mandate_delegations_total", Help: "Delegation requests of agents (POST /v1/delegations, /v1/token), by outcome (issued, denied by policy, refused, error: the server's fault or a status unavailable).",
+			Name: "mandate_delegations_total", Help: "Delegation requests (POST /v1/delegations of agents, POST /v1/token), each counted once, by outcome (issued, denied by policy, refused, error: the server's fault or a status unavailable).",
 		}, []string{"outcome"}),
 		tlsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mandate_tls_client_certificates_refused_total", Help: "TLS handshakes refused for an invalid client X509-SVID.",

@@ -92,22 +92,29 @@ func errorDescription(s string) string {
 // of the hop; delegatee_x509_svid (another extension), the delegatee's
 // SVID chain in PEM, binds the token to it.
 func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
+	// A request refused before it names a hop is counted all the same:
+	// every request ends in one outcome on /metrics.
+	refuseEarly := func(status int, code, desc string) {
+		s.metrics.delegations.WithLabelValues("refused").Inc()
+		oauthError(w, status, code, desc)
+	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+		refuseEarly(http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
 		return
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		if err = bodyError(err); errors.Is(err, errBodyTooLarge) || errors.Is(err, errBodyTimeout) {
+			s.metrics.delegations.WithLabelValues(refusedOrError(err)).Inc()
 			writeError(w, r, s.log, err)
 		} else {
-			oauthError(w, http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), "api: "))
+			refuseEarly(http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), "api: "))
 		}
 		return
 	}
 	f, err := url.ParseQuery(string(body))
 	if err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a form: "+err.Error())
+		refuseEarly(http.StatusBadRequest, "invalid_request", "the body is not a form: "+err.Error())
 		return
 	}
 	// RFC 6749 §3.1: a parameter sent without a value is as if omitted.
@@ -121,17 +128,17 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "actor_token", "actor_token_type", "scope",
 		"requested_token_type", "delegator_signature", "delegatee_x509_svid", "purpose", "client_id"} {
 		if len(f[k]) > 1 {
-			oauthError(w, http.StatusBadRequest, "invalid_request", k+" is given more than once")
+			refuseEarly(http.StatusBadRequest, "invalid_request", k+" is given more than once")
 			return
 		}
 	}
 	switch f.Get("grant_type") {
 	case grantTokenExchange:
 	case "":
-		oauthError(w, http.StatusBadRequest, "invalid_request", "grant_type is required ("+grantTokenExchange+")")
+		refuseEarly(http.StatusBadRequest, "invalid_request", "grant_type is required ("+grantTokenExchange+")")
 		return
 	default:
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "only "+grantTokenExchange+" is supported")
+		refuseEarly(http.StatusBadRequest, "unsupported_grant_type", "only "+grantTokenExchange+" is supported")
 		return
 	}
 	// The client authenticates with its X509-SVID (RFC 8705
@@ -157,7 +164,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	}
 	c := callerOf(r)
 	if c == nil {
-		oauthError(w, unauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS)")
+		refuseEarly(unauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS)")
 		return
 	}
 	req := authority.DelegateRequest{Delegatee: f.Get("audience"), Scopes: strings.Fields(f.Get("scope")), Purpose: f.Get("purpose"),
