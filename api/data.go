@@ -412,6 +412,7 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 		// An evaluation error, OPA's 500 internal_error, its error's code
 		// naming the timeout: the server ran out of time (under load, say),
 		// which asking again may not.
+		s.metrics.decisions.WithLabelValues("data", "error").Inc()
 		s.logEvalError(r, policy.CodeTimeout, "")
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
 			map[string]any{"code": policy.CodeTimeout, "message": err.Error()})
@@ -420,10 +421,12 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 		if te.Location != nil {
 			loc = te.Location.String()
 		}
+		s.metrics.decisions.WithLabelValues("data", "error").Inc()
 		s.logEvalError(r, te.Code, loc)
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
 			map[string]any{"code": te.Code, "message": te.Message, "location": te.Location})
 	case errors.Is(err, policy.ErrEval):
+		s.metrics.decisions.WithLabelValues("data", "error").Inc()
 		s.logEvalError(r, "eval_error", "")
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage, map[string]any{"code": "eval_error", "message": err.Error()})
 	default:
@@ -495,7 +498,7 @@ func (s *Server) answerAccess(w http.ResponseWriter, r *http.Request, req author
 		writeError(w, r, s.log, err)
 		return
 	}
-	s.metrics.decisions.WithLabelValues("authzen", strconv.FormatBool(out[0].Decision)).Inc()
+	s.metrics.decisions.WithLabelValues("authzen", accessOutcome(out[0])).Inc()
 	writeJSON(w, http.StatusOK, out[0])
 }
 
@@ -546,9 +549,18 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, d := range out {
-		s.metrics.decisions.WithLabelValues("authzen", strconv.FormatBool(d.Decision)).Inc()
+		s.metrics.decisions.WithLabelValues("authzen", accessOutcome(d)).Inc()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"evaluations": out})
+}
+
+// accessOutcome is an AuthZEN answer's outcome on /metrics: its
+// decision, or "error" when the policy could not decide.
+func accessOutcome(d authority.AccessDecision) string {
+	if d.Undecided {
+		return "error"
+	}
+	return strconv.FormatBool(d.Decision)
 }
 
 // evaluationsSemantic reads options.evaluations_semantic (execute_all if

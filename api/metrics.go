@@ -40,7 +40,7 @@ func newMetrics() *metrics {
 			Name: "mandate_node_attestations_total", Help: "Node attestations, by method (join_token, tpm) and outcome (admitted, refused).",
 		}, []string{"method", "outcome"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mandate_policy_decisions_total", Help: "Decision API answers, by API (data, authzen) and outcome (data: defined; authzen: decision).",
+			Name: "mandate_policy_decisions_total", Help: "Decision API answers, by API (data, authzen) and outcome (data: defined; authzen: decision; error: the policy could not decide).",
 		}, []string{"api", "outcome"}),
 		delegations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mandate_delegations_total", Help: "Delegation requests (POST /v1/delegations of agents, POST /v1/token), each counted once, by outcome (issued, denied by policy, refused, error: the server's fault or a status unavailable).",

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"mandate.dev/mandate/authority"
 )
 
 // Every request to the delegation and join endpoints ends in one
@@ -39,6 +41,38 @@ func TestMetricsCountEveryRefusal(t *testing.T) {
 	for name, want := range map[string]float64{
 		`mandate_delegations_total{outcome="refused"}`:                           4,
 		`mandate_node_attestations_total{method="join_token",outcome="refused"}`: 1,
+	} {
+		if got := after[name] - before[name]; got != want {
+			t.Errorf("%s went up by %v, want %v", name, got, want)
+		}
+	}
+}
+
+// A policy that cannot decide shows on /metrics as such, not as an
+// answer: a Data API evaluation error (OPA's 500) and an AuthZEN
+// evaluation the policy could not decide (answered decision false) are
+// counted with outcome "error".
+func TestMetricsCountUndecidedPolicyDecisions(t *testing.T) {
+	pe := startPolicy(t, func(c *authority.Config) { c.Policy.AuthZENPath = "authz/not_a_decision" })
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	before := pe.metricsOf("mandate_policy_decisions_total")
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/conflict", "application/json", []byte(`{"input": {"conflict": true}}`)); status != 500 {
+		t.Fatalf("a conflict: %d %v, want 500", status, ans)
+	}
+	if status, ans := do(t, gw, "POST", "/v1/data/authz/slow", "application/json", []byte(`{"input": {"slow": true}}`)); status != 500 {
+		t.Fatalf("a timeout: %d %v, want 500", status, ans)
+	}
+	status, ans := do(t, gw, "POST", "/access/v1/evaluation", "application/json",
+		[]byte(`{"subject": {"type": "agent", "id": "x"}, "action": {"name": "a"}, "resource": {"type": "r", "id": "1"}}`))
+	if status != 200 || ans["decision"] != false {
+		t.Fatalf("AuthZEN on a document that is not a decision: %d %v, want decision false", status, ans)
+	}
+	after := pe.metricsOf("mandate_policy_decisions_total")
+	for name, want := range map[string]float64{
+		`mandate_policy_decisions_total{api="data",outcome="error"}`:    2,
+		`mandate_policy_decisions_total{api="authzen",outcome="error"}`: 1,
+		`mandate_policy_decisions_total{api="authzen",outcome="false"}`: 0,
+		`mandate_policy_decisions_total{api="data",outcome="false"}`:    0,
 	} {
 		if got := after[name] - before[name]; got != want {
 			t.Errorf("%s went up by %v, want %v", name, got, want)

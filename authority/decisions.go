@@ -358,6 +358,10 @@ type AccessRequest struct {
 type AccessDecision struct {
 	Decision bool           `json:"decision"`
 	Context  map[string]any `json:"context,omitempty"`
+	// Undecided: the policy could not decide (an evaluation error, a
+	// timeout, an undefined document or one that is not a decision), so
+	// Decision is false.
+	Undecided bool `json:"-"`
 }
 
 // EvaluationsSemantic is how an AuthZEN batch is evaluated
@@ -399,7 +403,7 @@ func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []Access
 		ans, err := a.QueryData(ctx, c, DataQuery{Path: path, Input: raw, API: "authzen", StrictBuiltinErrors: true})
 		switch {
 		case errors.Is(err, policy.ErrEval):
-			out[i] = AccessDecision{Context: map[string]any{"reason": "the policy could not decide: " + policy.CutUTF8(err.Error(), maxRecordedError)}}
+			out[i] = AccessDecision{Context: map[string]any{"reason": "the policy could not decide: " + policy.CutUTF8(err.Error(), maxRecordedError)}, Undecided: true}
 		case err != nil:
 			return nil, err
 		default:
@@ -418,7 +422,7 @@ func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []Access
 
 func accessDecision(res *policy.Result) AccessDecision {
 	if !res.Defined {
-		return AccessDecision{Context: map[string]any{"reason": "the policy has no decision for this request"}}
+		return AccessDecision{Context: map[string]any{"reason": "the policy has no decision for this request"}, Undecided: true}
 	}
 	switch v := res.Value.(type) {
 	case bool:
@@ -434,5 +438,5 @@ func accessDecision(res *policy.Result) AccessDecision {
 		}
 		return AccessDecision{Decision: d, Context: ctx}
 	}
-	return AccessDecision{Context: map[string]any{"reason": "the policy's answer is not a decision"}}
+	return AccessDecision{Context: map[string]any{"reason": "the policy's answer is not a decision"}, Undecided: true}
 }
