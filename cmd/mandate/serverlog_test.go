@@ -1,22 +1,38 @@
+//go:build linux
+
 package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// fdLimitEnv makes TestServeWithFewFileDescriptorsHelper run: as a child
-// process, a serve that may open only a few more files once it serves.
+// fdLimitEnv makes this test binary, run as a child process, a serve
+// that may open only a few more files once it serves (see TestMain).
 const fdLimitEnv = "MANDATE_TEST_SERVE_FD_LIMIT"
+
+// TestMain runs the tests, or, in the child process of
+// TestServeOutOfFileDescriptorsIsLogged, serveWithFewFileDescriptors.
+func TestMain(m *testing.M) {
+	if dataDir := os.Getenv(fdLimitEnv); dataDir != "" {
+		if err := serveWithFewFileDescriptors(dataDir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 // TestServeOutOfFileDescriptorsIsLogged: a server that can accept no
 // connection (the process is out of file descriptors) says so in its log
@@ -24,11 +40,8 @@ const fdLimitEnv = "MANDATE_TEST_SERVE_FD_LIMIT"
 // handshake (a port scan, a health check over plain TCP), which anyone
 // can cause, stays out of it.
 func TestServeOutOfFileDescriptorsIsLogged(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("counts the open files in /proc/self/fd")
-	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServeWithFewFileDescriptorsHelper$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), fdLimitEnv+"="+filepath.Join(dir, "mandate-data"))
 	var out, errOut syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -89,14 +102,10 @@ func TestServeOutOfFileDescriptorsIsLogged(t *testing.T) {
 	}
 }
 
-// TestServeWithFewFileDescriptorsHelper is the child process of
+// serveWithFewFileDescriptors is the child process of
 // TestServeOutOfFileDescriptorsIsLogged: serve, then a limit of open
-// files a few above those it holds.
-func TestServeWithFewFileDescriptorsHelper(t *testing.T) {
-	dataDir := os.Getenv(fdLimitEnv)
-	if dataDir == "" {
-		t.Skip("run by TestServeOutOfFileDescriptorsIsLogged")
-	}
+// files a few above those it holds (counted in /proc/self/fd).
+func serveWithFewFileDescriptors(dataDir string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out syncBuffer
@@ -104,19 +113,32 @@ func TestServeWithFewFileDescriptorsHelper(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir}, &out, os.Stderr)
 	}()
-	url := waitServing(t, &out, done)
+	var url string
+	for deadline := time.Now().Add(30 * time.Second); url == ""; time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-done:
+			return fmt.Errorf("serve ended before serving: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return errors.New("serve did not start")
+		}
+		if m := servingRE.FindStringSubmatch(out.String()); m != nil {
+			url = m[1]
+		}
+	}
 	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	lim.Cur = uint64(len(fds) + 4)
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	os.Stdout.WriteString("Mandate is serving on " + url + "\nfd limit set\n")
-	<-done
+	return <-done
 }
