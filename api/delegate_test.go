@@ -1065,15 +1065,14 @@ func TestRevokingAPartyAboveReachesHopsIssuedHere(t *testing.T) {
 }
 
 // TestDelegateeMustBeAnAgent: an administrator or auditor of this trust
-// domain, whatever its path, is not a delegatee.
+// domain is not a delegatee (nor ever an agent ID: see TestConfigValidate).
 func TestDelegateeMustBeAnAgent(t *testing.T) {
 	e := start(t, "org-a.example", func(c *authority.Config) {
-		c.Admins = []string{"spiffe://org-a.example/agent/ops"}
-		c.Audit.Auditors = []string{"spiffe://org-a.example/agent/aud"}
+		c.Admins = []string{"spiffe://org-a.example/team/ops"}
+		c.Audit.Auditors = []string{"spiffe://org-a.example/auditor/aud"}
 	})
 	a := e.agentWithScopes("planner", "calendar:read")
-	node := e.joinNode()
-	for _, id := range []string{e.registerAgent("ops", node.id), e.registerAgent("aud", node.id)} { // registered, too
+	for _, id := range []string{"spiffe://org-a.example/team/ops", "spiffe://org-a.example/auditor/aud", "spiffe://org-a.example/mandate/admin"} {
 		if _, p := e.delegate(a, delegateReq{delegateeID: id, scopes: []string{"calendar:read"}, principal: "alice"}); p == nil || p.Name() != "invalid-request" {
 			t.Errorf("delegating to %s: %+v, want invalid-request", id, p)
 		}
