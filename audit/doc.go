@@ -169,7 +169,8 @@
 //	                         || 8-byte BE max Unix nanoseconds of its entries
 //
 // In <value>, the bytes 0x00 and 0x01 are written as 0x01 0x01 and 0x01
-// 0x02, so a value's keys are exactly those with prefix <value> 0x00.
+// 0x02, so a value's keys are exactly those with prefix <value> 0x00. A
+// value longer than [MaxQueryLen] is not indexed: no query can name it.
 //
 // Each commit writes a batch's entries, their index keys (and any of
 // Config.Index), the changes they record (AppendWith), its new nodes,

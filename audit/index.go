@@ -110,29 +110,32 @@ func keyIndex(k []byte, n int) (uint64, error) {
 // putIndexes writes the search index keys of the entry at index (values
 // are empty). Putting a key twice is harmless, so a retried transaction
 // writes the same.
+//
+// A value longer than MaxQueryLen is not indexed: no query can name it,
+// and its key could exceed what a store accepts (bbolt: 32 KiB), which
+// would fail the whole commit, every entry of the round with it.
 func putIndexes(tx store.Tx, index uint64, e Entry) error {
+	putValue := func(bucket, v string) error {
+		if v == "" || len(v) > MaxQueryLen {
+			return nil
+		}
+		return tx.Put(bucket, valueKey(v, index), nil)
+	}
 	for _, v := range spiffeValues(e) {
-		if err := tx.Put(bucketIdxSPIFFEID, valueKey(v, index), nil); err != nil {
+		if err := putValue(bucketIdxSPIFFEID, v); err != nil {
 			return err
 		}
 	}
-	if err := tx.Put(bucketIdxType, valueKey(e.Type, index), nil); err != nil {
+	if err := putValue(bucketIdxType, e.Type); err != nil {
 		return err
 	}
 	if err := tx.Put(bucketIdxTime, timeKey(e.Time, index), nil); err != nil {
 		return err
 	}
-	if e.DecisionID != "" {
-		if err := tx.Put(bucketIdxDecisionID, valueKey(e.DecisionID, index), nil); err != nil {
-			return err
-		}
+	if err := putValue(bucketIdxDecisionID, e.DecisionID); err != nil {
+		return err
 	}
-	if e.DelegationID != "" {
-		if err := tx.Put(bucketIdxDelegationID, valueKey(e.DelegationID, index), nil); err != nil {
-			return err
-		}
-	}
-	return nil
+	return putValue(bucketIdxDelegationID, e.DelegationID)
 }
 
 // timeSpan is the range of entry times (timeNanos) of one group of

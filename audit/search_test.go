@@ -563,3 +563,40 @@ func FuzzSearch(f *testing.F) {
 		}
 	})
 }
+
+// TestLongValuesDoNotFailTheCommit appends, with ordinary entries, one
+// whose indexed values (actor, subject, accountable party, decision and
+// delegation ids) are far longer than a search may ask for: every entry
+// of the round is logged, and each is found by the values a search can
+// name.
+func TestLongValuesDoNotFailTheCommit(t *testing.T) {
+	s, _ := tempStore(t)
+	l := start(t, testConfig(s))
+	longID := "spiffe://org-a.example/" + strings.Repeat("a", 40000)
+	var entries []Entry
+	for i, set := range []func(*Entry){
+		func(e *Entry) { e.Actor = longID },
+		func(e *Entry) { e.Subject = longID },
+		func(e *Entry) { e.Accountable = []Party{{SPIFFEID: spiffeid.RequireFromString(longID)}} },
+		func(e *Entry) { e.DecisionID = strings.Repeat("d", 40000) },
+		func(e *Entry) { e.DelegationID = strings.Repeat("d", 40000) },
+	} {
+		e := searchEntry(2 * i)
+		set(&e)
+		entries = append(entries, e, searchEntry(2*i+1))
+	}
+	var wg sync.WaitGroup
+	for i, e := range entries {
+		wg.Go(func() {
+			if _, err := l.Append(t.Context(), e); err != nil {
+				t.Errorf("Append(entry %d) = %v, want nil", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if st := l.Stats(); st.Failures != 0 || l.Size() != uint64(len(entries)) {
+		t.Fatalf("%d commits failed, log size %d; want none failed, size %d", st.Failures, l.Size(), len(entries))
+	}
+	stored := logEntries(t, l.Log)
+	checkQueries(t, l.Log, stored, []Query{{Type: "svid.issued"}, {SPIFFEID: searchEntry(1).Actor}, {SPIFFEID: ActorSystem}, {DecisionID: "dec-0"}, {Since: searchBase}})
+}
