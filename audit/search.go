@@ -20,8 +20,10 @@ const (
 	DefaultSearchLimit = 50
 	// MaxSearchLimit is the largest Query.Limit.
 	MaxSearchLimit = 500
-	// MaxQueryLen is the longest string criterion of a Query, in bytes.
-	MaxQueryLen = 512
+	// MaxQueryLen is the longest string criterion of a Query, in bytes:
+	// the SPIFFE ID standard's bound on an ID, so that every ID an
+	// authority accepts (an agent's, a node's) can be searched for.
+	MaxQueryLen = 2048
 )
 
 // Work bounds of one Search call, per result asked for (Limit): it reads

@@ -600,3 +600,24 @@ func TestLongValuesDoNotFailTheCommit(t *testing.T) {
 	stored := logEntries(t, l.Log)
 	checkQueries(t, l.Log, stored, []Query{{Type: "svid.issued"}, {SPIFFEID: searchEntry(1).Actor}, {SPIFFEID: ActorSystem}, {DecisionID: "dec-0"}, {Since: searchBase}})
 }
+
+// TestSearchLongSPIFFEID finds the entries of a SPIFFE ID as long as the
+// SPIFFE ID standard allows (2048 bytes), as a registration may have.
+func TestSearchLongSPIFFEID(t *testing.T) {
+	s, _ := tempStore(t)
+	l := start(t, testConfig(s))
+	id := "spiffe://org-a.example/agent/" + strings.Repeat("a", 2048-len("spiffe://org-a.example/agent/"))
+	var entries []Entry
+	for i := range 6 {
+		e := searchEntry(i)
+		switch i % 3 {
+		case 0:
+			e.Actor = id
+		case 1:
+			e.Accountable = []Party{{SPIFFEID: spiffeid.RequireFromString(id)}}
+		}
+		entries = append(entries, e)
+	}
+	stored := appendAll(t, l, entries)
+	checkQueries(t, l.Log, stored, []Query{{SPIFFEID: id}, {SPIFFEID: id, Type: "svid.issued"}})
+}
