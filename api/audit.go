@@ -144,6 +144,12 @@ func parseQuery(v url.Values) (audit.Query, error) {
 			if *t, err = time.Parse(time.RFC3339Nano, s); err != nil {
 				return q, fmt.Errorf("%w: %s must be an RFC 3339 time", errBadQuery, name)
 			}
+			// The zero time leaves an end of audit.Query open: as until,
+			// the earliest time there is, it would select every entry
+			// instead of none.
+			if name == "until" && t.IsZero() {
+				return q, fmt.Errorf("%w: until %s selects no entry (leave it out to search without it)", audit.ErrBadQuery, s)
+			}
 		}
 	}
 	if s := v.Get("limit"); s != "" {

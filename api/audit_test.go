@@ -291,6 +291,15 @@ func TestAuditSearch(t *testing.T) {
 	if all := search("spiffe_id=" + agentID); len(all) < 4 {
 		t.Errorf("search by SPIFFE ID found %d entries, want the registration and three issuances", len(all))
 	}
+	// The earliest time there is as until selects nothing: refused, not
+	// read as no bound (which would answer every entry).
+	for _, until := range []string{"0001-01-01T00:00:00Z", "0001-01-01T01:00:00%2B01:00"} {
+		var p page
+		err := e.admin.Do(ctx, "GET", "/v1/audit/search?until="+until, nil, &p)
+		if problemName(err) != "invalid-query" {
+			t.Errorf("search until=%s = %d entries, %v; want invalid-query", until, len(p.Entries), err)
+		}
+	}
 	for q, want := range map[string]string{"limit=1000": "invalid-query", "since=yesterday": "invalid-request", "spiffe_id=not-an-id": "invalid-query", "page_token=x": "invalid-request"} {
 		if err := e.admin.Do(ctx, "GET", "/v1/audit/search?"+q, nil, nil); problemName(err) != want {
 			t.Errorf("search %s = %v, want %s", q, err, want)
