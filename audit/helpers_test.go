@@ -207,3 +207,21 @@ func mustVerifier(t testing.TB, vkey string) note.Verifier {
 }
 
 func nodeID(level uint, index uint64) compact.NodeID { return compact.NewNodeID(level, index) }
+
+// rootAt is the root hash of the tree of the given size (at most
+// l.Size()) computed from the stored nodes of its compact range; the root
+// of the empty tree is SHA-256 of nothing.
+func rootAt(ctx context.Context, l *Log, size uint64) ([]byte, error) {
+	if err := l.checkSize(size); err != nil {
+		return nil, err
+	}
+	hashes, err := l.nodes(ctx, compact.RangeNodes(0, size, nil))
+	if err != nil {
+		return nil, err
+	}
+	r, err := factory.NewRange(0, size, hashes)
+	if err != nil {
+		return nil, err
+	}
+	return rootOf(r), nil
+}

@@ -85,7 +85,7 @@ func (c *Config) validate() error {
 	case c.GroupWait < 0:
 		return fmt.Errorf("audit: config: GroupWait %v is negative", c.GroupWait)
 	}
-	if err := validateOrigin(c.Origin); err != nil {
+	if err := ValidateOrigin(c.Origin); err != nil {
 		return err
 	}
 	if c.MaxBatch == 0 {
@@ -97,13 +97,9 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// validateOrigin accepts a non-empty line of printable UTF-8 without
-// spaces, as a checkpoint's first line must be.
 // ValidateOrigin checks a log origin: non-empty printable UTF-8 without
 // spaces (a signed note's first line, and its signer's name).
-func ValidateOrigin(o string) error { return validateOrigin(o) }
-
-func validateOrigin(o string) error {
+func ValidateOrigin(o string) error {
 	if o == "" || !utf8.ValidString(o) || strings.ContainsFunc(o, func(r rune) bool {
 		return unicode.IsSpace(r) || !unicode.IsPrint(r)
 	}) {

@@ -83,23 +83,6 @@ func (l *Log) ConsistencyProof(ctx context.Context, from, to uint64) ([][]byte, 
 	return l.rehash(ctx, p)
 }
 
-// RootAt returns the root hash of the tree of the given size (at most
-// Size()); the root of the empty tree is SHA-256 of nothing.
-func (l *Log) RootAt(ctx context.Context, size uint64) ([]byte, error) {
-	if err := l.checkSize(size); err != nil {
-		return nil, err
-	}
-	hashes, err := l.nodes(ctx, compact.RangeNodes(0, size, nil))
-	if err != nil {
-		return nil, err
-	}
-	r, err := factory.NewRange(0, size, hashes)
-	if err != nil {
-		return nil, err
-	}
-	return rootOf(r), nil
-}
-
 func (l *Log) checkSize(size uint64) error {
 	if cur := l.Size(); size > cur {
 		return fmt.Errorf("%w: %d, log size %d", ErrTreeSize, size, cur)

@@ -78,8 +78,8 @@ func (l *Log) TileData(ctx context.Context, path string) ([]byte, error) {
 
 // parseTilePath parses a tlog-tiles path into the tlog.Tile of height
 // TileHeight it names, with L = -1 for an entry bundle (as tlog does for
-// its "data" tiles). Only canonical paths are accepted: tilePath(t) is
-// path.
+// its "data" tiles). Only canonical paths are accepted: the tlog-tiles
+// form of t.Path() is path.
 func parseTilePath(path string) (tlog.Tile, error) {
 	bad := func() (tlog.Tile, error) {
 		if len(path) > 64 {
@@ -108,15 +108,6 @@ func parseTilePath(path string) (tlog.Tile, error) {
 		return bad()
 	}
 	return t, nil
-}
-
-// tilePath is the tlog-tiles path of t (of height TileHeight).
-func tilePath(t tlog.Tile) string {
-	p := strings.TrimPrefix(t.Path(), fmt.Sprintf("tile/%d/", TileHeight))
-	if rest, ok := strings.CutPrefix(p, "data/"); ok && t.L == -1 {
-		return "tile/entries/" + rest
-	}
-	return "tile/" + p
 }
 
 // tileInTree reports whether every hash (or entry) of t is in the tree of

@@ -19,6 +19,15 @@ func c2spPath(t tlog.Tile) string {
 	return strings.Replace(p, "tile/data/", "tile/entries/", 1)
 }
 
+// tilePath is the tlog-tiles path of t (of height TileHeight).
+func tilePath(t tlog.Tile) string {
+	p := strings.TrimPrefix(t.Path(), fmt.Sprintf("tile/%d/", TileHeight))
+	if rest, ok := strings.CutPrefix(p, "data/"); ok && t.L == -1 {
+		return "tile/entries/" + rest
+	}
+	return "tile/" + p
+}
+
 // tileReader is a tlog.TileReader reading through Log.TileData.
 type tileReader struct {
 	t *testing.T
