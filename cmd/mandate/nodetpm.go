@@ -162,6 +162,10 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		if errors.Is(err, errOutHeld) {
 			return err // the operator's to settle: retrying changes nothing
 		}
+		var p *client.Problem
+		if errors.As(err, &p) && refusedForGood(p) {
+			return fmt.Errorf("node run stopped: the authority refuses to attest this node: %w", err)
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "%s attestation failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait, err)
 		} else {

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCLINodeTPMAttestation runs the operator's and the device's side
@@ -90,5 +93,17 @@ func TestCLINodeTPMAttestation(t *testing.T) {
 	nodes, err := cli(t, url, dir, "admin", "node", "list")
 	if err != nil || !strings.Contains(nodes, `"drifted": true`) {
 		t.Fatalf("node list after drift: %v\n%s", err, nodes)
+	}
+	// A banned node: node run stops at once, naming the ban (a ban is
+	// never lifted), rather than asking a challenge every 30 seconds.
+	if _, err := cli(t, url, dir, "admin", "node", "ban", wantID, "--reason", "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	t.Setenv("MANDATE_SERVER", url)
+	if err := run(ctx, []string{"node", "run", "--tpm", "simulator", "--ek", "ecc"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "node-banned") || ctx.Err() != nil {
+		t.Errorf("node run of a banned TPM node = %v (%s), want it stopped at once, naming the ban", err, errOut.String())
 	}
 }
