@@ -149,8 +149,7 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 	if err != nil {
 		return nil, err
 	}
-	nodeID := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, s.EKHash)
-	details := map[string]any{"ek_sha256": s.EKHash, "ek_trust": s.EKTrust, "session_id": s.ID, "stage": "verify", "renewal": s.Caller != ""}
+	nodeID, details := a.tpmAnswerFacts(s)
 	// The EK is trusted as configured now (a restart may have removed it
 	// from the allowlist, or its maker from the roots).
 	if err := a.tpm.CheckSessionTrust(s, now); err != nil {
@@ -197,12 +196,23 @@ func (a *Authority) TPMAnswerUnreadable(ctx context.Context, sessionID string, w
 	if err != nil {
 		return why
 	}
-	nodeID := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, s.EKHash)
-	details := map[string]any{"ek_sha256": s.EKHash, "ek_trust": s.EKTrust, "session_id": s.ID, "stage": "verify", "renewal": s.Caller != ""}
+	nodeID, details := a.tpmAnswerFacts(s)
 	if err := a.refuseTPMAnswer(ctx, s, nodeID, why, false, details, now); !errors.Is(err, why) {
 		return err
 	}
 	return why
+}
+
+// tpmAnswerFacts are the node of session s, and the details the records
+// of an answer to it start with.
+func (a *Authority) tpmAnswerFacts(s *attest.TPMSession) (spiffeid.ID, map[string]any) {
+	return tpmNodeID(a.td, s),
+		map[string]any{"ek_sha256": s.EKHash, "ek_trust": s.EKTrust, "session_id": s.ID, "stage": "verify", "renewal": s.Caller != ""}
+}
+
+// tpmNodeID is the node of session s's EK.
+func tpmNodeID(td spiffeid.TrustDomain, s *attest.TPMSession) spiffeid.ID {
+	return spiffeid.RequireFromSegments(td, "node", attest.MethodTPM, s.EKHash)
 }
 
 // openTPMSession opens a session id and checks that its challenge is
@@ -222,7 +232,7 @@ func (a *Authority) openTPMSession(ctx context.Context, sessionID string, now ti
 		}
 	}
 	if s != nil {
-		a.recordUnprovenRefusal(ctx, spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, s.EKHash), err,
+		a.recordUnprovenRefusal(ctx, tpmNodeID(a.td, s), err,
 			map[string]any{"ek_sha256": s.EKHash, "session_id": s.ID, "stage": "verify"})
 	} else {
 		a.log.InfoContext(ctx, "TPM answer refused", "err", err)
@@ -294,23 +304,18 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 	if known { // nodes are never deleted
 		details["node_marked"] = "drifted"
 	}
-	_, err := a.recordWith(ctx, a.tpmRefusal(nodeID, why, details), func(tx store.Tx) error {
+	useUpAndMark := func(tx store.Tx) error {
 		if err := useUpSession(tx, s, now); err != nil || !known {
 			return err
 		}
 		_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
 		return err
-	})
+	}
+	_, err := a.recordWith(ctx, tpmRefusal(nodeID, why, details), useUpAndMark)
 	if err != nil {
 		a.giveBack(taken, why)
 		a.log.ErrorContext(ctx, "audit a refused TPM attestation; the node is marked drifted without its entry", "spiffe_id", nodeID.String(), "err", err)
-		if uerr := a.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
-			if err := useUpSession(tx, s, now); err != nil || !known {
-				return err
-			}
-			_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
-			return err
-		}); uerr != nil {
+		if uerr := a.store.Update(context.WithoutCancel(ctx), useUpAndMark); uerr != nil {
 			return fmt.Errorf("authority: use up TPM session %s: %w", s.ID, uerr)
 		}
 		if known {
@@ -363,7 +368,7 @@ func (a *Authority) recordLimitedRefusal(ctx context.Context, nodeID spiffeid.ID
 		return
 	}
 	a.log.InfoContext(ctx, "TPM attestation refused", "spiffe_id", nodeID.String(), "err", why)
-	if _, err := a.record(ctx, a.tpmRefusal(nodeID, why, details)); err != nil {
+	if _, err := a.record(ctx, tpmRefusal(nodeID, why, details)); err != nil {
 		a.giveBack(taken, why)
 		a.log.ErrorContext(ctx, "audit a refused TPM attestation", "err", err)
 	}
@@ -746,18 +751,10 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 
 // tpmRefusal is the node.attestation_refused event of a TPM answer
 // refused for why.
-func (a *Authority) tpmRefusal(nodeID spiffeid.ID, why error, details map[string]any) event {
+func tpmRefusal(nodeID spiffeid.ID, why error, details map[string]any) event {
 	d := map[string]any{"method": attest.MethodTPM, "reason": why.Error()}
-	for k, v := range details {
-		d[k] = v
-	}
-	subject := ""
-	if !nodeID.IsZero() {
-		subject = nodeID.String()
-	} else if h, ok := details["ek_sha256"].(string); ok {
-		subject = spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, h).String()
-	}
-	return event{typ: "node.attestation_refused", subject: subject, details: d}
+	maps.Copy(d, details)
+	return event{typ: "node.attestation_refused", subject: nodeID.String(), details: d}
 }
 
 // pruneTPMSessions deletes the marks of answered challenges an hour
