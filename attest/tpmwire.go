@@ -7,7 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/sha512"
+	_ "crypto/sha512" // crypto.SHA384
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -180,14 +180,11 @@ func publicKey(pub *tpm2.TPMTPublic) (crypto.PublicKey, error) {
 
 // hashFor returns a new hash for a TPM hash algorithm Mandate accepts.
 func hashFor(alg tpm2.TPMIAlgHash) (hash.Hash, error) {
-	switch alg {
-	case tpm2.TPMAlgSHA256:
-		return sha256.New(), nil
-	case tpm2.TPMAlgSHA384:
-		return sha512.New384(), nil
-	default:
-		return nil, fmt.Errorf("%w: hash algorithm %#x (SHA-256 and SHA-384 accepted)", ErrTPMMalformed, uint16(alg))
+	h, err := cryptoHash(alg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrTPMMalformed, err)
 	}
+	return h.New(), nil
 }
 
 func cryptoHash(alg tpm2.TPMIAlgHash) (crypto.Hash, error) {
