@@ -397,7 +397,16 @@ func TestCrashKeepsDelegations(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Killed once some delegations were answered, others under way
+	// (however slow the machine: no fixed window).
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 32 {
+			break
+		}
+	}
 	killed.Store(true)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
