@@ -254,6 +254,11 @@ func checkOut(dir, flag string, replaces func(spiffeid.ID) bool) error {
 // errOutHeld is checkOut's refusal.
 var errOutHeld = errors.New("a credential still valid is in the way")
 
+// minRenewalWait is the least node run waits after a renewal or
+// attestation, whatever the SVID's life (one cut short at an upstream
+// CA's expiry): never faster than every few seconds.
+const minRenewalWait = 5 * time.Second
+
 // renewJoinNode is "mandate node run" without a TPM: it renews the node
 // credential in out with itself, at half of each SVID's lifetime, until
 // ctx ends. A renewal that failed for a passing reason (the authority
@@ -292,9 +297,7 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 			wait = min(30*time.Second, time.Until(chain[0].NotAfter)/4)
 			fmt.Fprintf(stderr, "%s renewal failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)
 		default:
-			// Never faster than every few seconds, whatever the SVID's
-			// life (one cut short at an upstream CA's expiry).
-			wait = max(wait, 5*time.Second)
+			wait = max(wait, minRenewalWait)
 			fmt.Fprintf(stderr, "%s renewed %s; next renewal in %s\n", time.Now().UTC().Format(time.RFC3339), id, wait.Round(time.Second))
 		}
 		select {
