@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -762,11 +763,13 @@ var errSearchOrder = errors.New("audit search refused")
 // gave since the last hit is refused, and so are more pages in a row
 // without a hit than the log has entries (its size as a checkpoint
 // signed with v says it; a log's search moves on at least one entry a
-// page), so it cannot keep the search going round or on forever.
+// page), so it cannot keep the search going round or on forever. The
+// tokens are remembered by their SHA-256: a log that gives pages of
+// megabytes of token cannot make the auditor hold them all.
 func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.Values, fn func(*provenEntry) error) error {
 	var last *uint64
-	tokens := map[string]bool{} // given since the last hit
-	var empty, size uint64      // pages in a row without a hit; the log's size, once asked
+	tokens := map[[sha256.Size]byte]bool{} // given since the last hit
+	var empty, size uint64                 // pages in a row without a hit; the log's size, once asked
 	for {
 		var page struct {
 			Entries []struct {
@@ -811,10 +814,11 @@ func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.
 				return fmt.Errorf("%w: the log's search gave %d pages in a row without a hit, more than the %d entries of the log", errSearchOrder, empty, size)
 			}
 		}
-		if tokens[page.NextPageToken] {
+		sum := sha256.Sum256([]byte(page.NextPageToken))
+		if tokens[sum] {
 			return fmt.Errorf("%w: the log's search gave page token %.64q again", errSearchOrder, page.NextPageToken)
 		}
-		tokens[page.NextPageToken] = true
+		tokens[sum] = true
 		q.Set("page_token", page.NextPageToken)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -1149,5 +1150,53 @@ func TestVerifyOverlappingRuns(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(state); string(got) != large.checkpoint("") {
 		t.Errorf("remembered %q, want the newer checkpoint", got)
+	}
+}
+
+// TestAuditSearchHoldsNoPageTokens: a log whose search answers page
+// after empty page, each with a new page token of a megabyte (its
+// signed checkpoint claims entries enough for that), does not make the
+// auditor hold every token it was given.
+func TestAuditSearchHoldsNoPageTokens(t *testing.T) {
+	s, v := keys(t)
+	cp := log.Checkpoint{Origin: "org-a.example/audit", Size: 1 << 40, Hash: make([]byte, 32)}
+	signed, err := note.Sign(&note.Note{Text: string(cp.Marshal())}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heapNow := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	const pages = 100
+	calls := 0
+	var before, after uint64
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/audit/checkpoint", func(w http.ResponseWriter, r *http.Request) { w.Write(signed) })
+	mux.HandleFunc("GET /v1/audit/search", func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		page := map[string]any{"entries": []any{}}
+		switch {
+		case calls == 2:
+			before = heapNow()
+		case calls == pages:
+			after = heapNow()
+		}
+		if calls < pages {
+			page["next_page_token"] = fmt.Sprint(calls) + strings.Repeat("x", 900<<10)
+		}
+		json.NewEncoder(w).Encode(page)
+	})
+	c := fakeServer(t, mux)
+	if err := searchProven(context.Background(), c, v, url.Values{"type": {"other.event"}}, func(*provenEntry) error { return nil }); err != nil {
+		t.Fatalf("search = %v", err)
+	}
+	if calls != pages {
+		t.Fatalf("search asked %d pages, want %d", calls, pages)
+	}
+	if grown := int64(after) - int64(before); grown > 32<<20 {
+		t.Errorf("after %d pages of a 900 KiB token each, the auditor holds %d MiB more", pages, grown>>20)
 	}
 }
