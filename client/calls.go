@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -103,10 +104,13 @@ func (c *Client) ListAgents(ctx context.Context) ([]Agent, error) {
 const listPage = 500
 
 // listAll gets every page of an admin list at path; page says what a
-// page holds and the token of the next.
+// page holds and the token of the next. An answer that would keep it
+// going round (a page that lists nothing yet names a next one, or the
+// token of a page asked before) is an error, not a listing without end.
 func listAll[T, P any](ctx context.Context, c *Client, path string, page func(*P) ([]T, string)) ([]T, error) {
 	all := []T{}
 	token := ""
+	asked := map[[sha256.Size]byte]bool{} // the tokens asked with, by their SHA-256
 	for {
 		q := url.Values{"limit": {strconv.Itoa(listPage)}}
 		if token != "" {
@@ -118,9 +122,17 @@ func listAll[T, P any](ctx context.Context, c *Client, path string, page func(*P
 		}
 		items, next := page(&p)
 		all = append(all, items...)
-		if next == "" || next == token {
+		if next == "" {
 			return all, nil
 		}
+		if len(items) == 0 {
+			return all, fmt.Errorf("client: GET %s: a page that lists nothing names a next page (the listing would not end)", path)
+		}
+		sum := sha256.Sum256([]byte(next))
+		if asked[sum] {
+			return all, fmt.Errorf("client: GET %s: the next page token is that of a page already listed (the listing would not end)", path)
+		}
+		asked[sum] = true
 		token = next
 	}
 }

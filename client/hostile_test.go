@@ -202,3 +202,40 @@ func TestNewRefusesAnSVIDWithoutItsKey(t *testing.T) {
 		t.Errorf("New refused an SVID with its key: %v", err)
 	}
 }
+
+// An admin list ends: an authority whose pages would keep it going
+// round (empty pages naming a next one, or a page token given again)
+// is refused, not followed for ever.
+func TestListsEndOnAPageLoop(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		page func(token string) string
+		want string
+	}{
+		{"empty pages, two tokens taking turns", func(token string) string {
+			next := map[string]string{"": "YQ", "YQ": "Yg", "Yg": "YQ"}[token]
+			return `{"agents":[],"next_page_token":"` + next + `"}`
+		}, "lists nothing"},
+		{"a page token given again", func(token string) string {
+			next := map[string]string{"": "YQ", "YQ": "Yg", "Yg": "YQ"}[token]
+			return `{"agents":[{"spiffe_id":"spiffe://org-a.example/agent/` + token + `x"}],"next_page_token":"` + next + `"}`
+		}, "already listed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			c := hostileAuthority(t, 5*time.Second, func(w http.ResponseWriter, r *http.Request) {
+				calls++
+				io.WriteString(w, tc.page(r.URL.Query().Get("page_token")))
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := c.ListAgents(ctx)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || ctx.Err() != nil {
+				t.Fatalf("ListAgents after %d pages = %v; want refused: %s", calls, err, tc.want)
+			}
+			if calls > 3 {
+				t.Errorf("ListAgents asked %d pages; want 3 at most", calls)
+			}
+		})
+	}
+}
