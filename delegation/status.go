@@ -48,7 +48,8 @@ func NewStatusClient(bundles x509bundle.Source, server spiffeid.ID) *http.Client
 
 // FetchStatus asks the authority at base (https://host:port), with a
 // client of NewStatusClient, for the status of hop id. An issuer answers
-// for the hops above its own too. The answer is bounded; every failure
+// for the hops above its own too. The answer is bounded (an answer cut
+// short, or longer than 16 KiB, is none); every failure
 // matches ErrStatusUnknown: a verifier treats it as "not known to hold".
 func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*StatusAnswer, error) {
 	u, err := url.Parse(base)
@@ -68,9 +69,18 @@ func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*Status
 		return nil, fmt.Errorf("%w: %s: %v", ErrStatusUnknown, u.Host, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxStatusAnswer))
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%w: %s answered %d for %s", ErrStatusUnknown, u.Host, resp.StatusCode, id)
+	}
+	// The whole answer or nothing: a prefix of one cut short (the
+	// connection closed, the time up) or too long is never read as if it
+	// were the answer.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxStatusAnswer+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s, for %s: reading the answer: %v", ErrStatusUnknown, u.Host, id, err)
+	}
+	if len(body) > maxStatusAnswer {
+		return nil, fmt.Errorf("%w: %s, for %s: an answer of more than %d bytes", ErrStatusUnknown, u.Host, id, maxStatusAnswer)
 	}
 	out, err := statusAnswerOf(body, id)
 	if err != nil {

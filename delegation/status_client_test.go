@@ -9,10 +9,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +77,55 @@ func TestStatusClientChecksEveryConnection(t *testing.T) {
 	// A fresh client refuses it, as it should.
 	if _, err := delegation.FetchStatus(context.Background(), delegation.NewStatusClient(bundle, server), srv.URL, "hop1"); err == nil {
 		t.Error("fresh client accepted")
+	}
+}
+
+// TestFetchStatusReadsTheWholeAnswer: an issuer's answer is read whole
+// or not at all. One cut short after a complete-looking document (the
+// connection closed before the length it announced), or one longer than
+// the bound whose first 16 KiB read as an answer, is no status: never
+// "active" taken from a part of it.
+func TestFetchStatusReadsTheWholeAnswer(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("org-b.example")
+	server := spiffeid.RequireFromPath(td, "/mandate/server")
+	root, rootKey := statusTestCA(t)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(server.String())
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, root, leafKey.Public(), rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	active := `{"id":"hop1","status":"active","log_index":1,"leaf_hash":"00"}`
+	for _, tc := range []struct {
+		name string
+		h    http.HandlerFunc
+		ok   bool
+	}{
+		{"whole", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, active) }, true},
+		{"cut short", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "5000")
+			io.WriteString(w, active)
+		}, false},
+		{"longer than the bound", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, active+strings.Repeat(" ", 17<<10)+`{"id":"hop1","status":"revoked"}`)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(tc.h)
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}}
+			srv.StartTLS()
+			defer srv.Close()
+			bundle := x509bundle.New(td)
+			bundle.AddX509Authority(root)
+			st, err := delegation.FetchStatus(context.Background(), delegation.NewStatusClient(bundle, server), srv.URL, "hop1")
+			switch {
+			case tc.ok && (err != nil || st.Status != delegation.StatusActive):
+				t.Fatalf("FetchStatus = %+v, %v; want active", st, err)
+			case !tc.ok && !errors.Is(err, delegation.ErrStatusUnknown):
+				t.Fatalf("FetchStatus = %+v, %v; want ErrStatusUnknown", st, err)
+			}
+		})
 	}
 }
