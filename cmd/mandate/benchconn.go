@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,8 +26,34 @@ type benchConn struct {
 	reqs [][]byte // sent in turn
 	sent int
 	conn *tls.Conn
+	lr   *readLimit // under br: bounds what an answer's header may take
 	br   *bufio.Reader
 	body bytes.Buffer
+}
+
+const (
+	// maxBenchHeader bounds the status line and headers of an answer.
+	maxBenchHeader = 64 << 10
+	// maxBenchBody bounds an answer's body.
+	maxBenchBody = 4 << 20
+)
+
+// readLimit reads from r until n bytes are read, then fails.
+type readLimit struct {
+	r io.Reader
+	n int64
+}
+
+func (l *readLimit) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, fmt.Errorf("the answer's header is longer than %d bytes", maxBenchHeader)
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 // newBenchConn prepares a connection that POSTs body to server+path.
@@ -84,7 +111,8 @@ func (c *benchConn) dial(ctx context.Context) error {
 		return fmt.Errorf("bench: dial: %w", err)
 	}
 	c.conn = conn.(*tls.Conn)
-	c.br = bufio.NewReaderSize(c.conn, 16<<10)
+	c.lr = &readLimit{r: c.conn}
+	c.br = bufio.NewReaderSize(c.lr, 16<<10)
 	return nil
 }
 
@@ -95,13 +123,22 @@ func (c *benchConn) roundTrip() (int, error) {
 	if _, err := c.conn.Write(req); err != nil {
 		return 0, fmt.Errorf("bench: write: %w", err)
 	}
+	// The header within maxBenchHeader bytes read (beyond what was read
+	// with the answer before), the body within maxBenchBody: a server
+	// that sends more fails the request, never the load generator.
+	c.lr.n = maxBenchHeader
 	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {
 		return 0, fmt.Errorf("bench: read answer: %w", err)
 	}
+	c.lr.n = math.MaxInt64
 	c.body.Reset()
-	_, err = c.body.ReadFrom(io.LimitReader(resp.Body, 4<<20))
+	_, err = c.body.ReadFrom(io.LimitReader(resp.Body, maxBenchBody+1))
 	resp.Body.Close()
+	if err == nil && c.body.Len() > maxBenchBody {
+		// The rest is still on the connection: it is closed (by do).
+		err = fmt.Errorf("the answer's body is longer than %d bytes", maxBenchBody)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("bench: read answer: %w", err)
 	}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestBenchConnBoundsAnswers: the load generator reads a bounded answer
+// of the server it measures. A header that never ends fails the request
+// once it is longer than 64 KiB (the generator does not read, and hold,
+// all that is sent), and a body longer than 4 MiB fails it too, rather
+// than pass its first 4 MiB for the answer and leave the rest to be read
+// as the next one.
+func TestBenchConnBoundsAnswers(t *testing.T) {
+	const endless = 64 << 20
+	var written atomic.Int64
+	done := make(chan struct{}, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/header", func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer func() { conn.Close(); done <- struct{}{} }()
+		brw.WriteString("HTTP/1.1 200 OK\r\nX-Endless: ")
+		chunk := []byte(strings.Repeat("a", 64<<10))
+		for written.Load() < endless {
+			if _, err := brw.Write(chunk); err != nil {
+				return
+			}
+			written.Add(int64(len(chunk)))
+		}
+		brw.Flush()
+	})
+	mux.HandleFunc("/body", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(5<<20))
+		w.Write([]byte(strings.Repeat(" ", 5<<20)))
+	})
+	c := fakeServer(t, mux)
+
+	bc, err := newBenchConn(c.Server(), "/header", []byte("{}"), c.TLSConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _, err := bc.do(context.Background()); err == nil || !strings.Contains(err.Error(), "header is longer than") {
+		t.Errorf("an endless header: status %d, %v; want refused as too long", st, err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server still writes its header")
+	}
+	if n := written.Load(); n >= endless/2 {
+		t.Errorf("the load generator read %d MiB of header before it stopped", n>>20)
+	}
+
+	bc, err = newBenchConn(c.Server(), "/body", []byte("{}"), c.TLSConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _, err := bc.do(context.Background()); err == nil || !strings.Contains(err.Error(), "body is longer than") {
+		t.Errorf("a body of 5 MiB: status %d, %v; want refused as too long", st, err)
+	}
+}
