@@ -145,6 +145,16 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := c.Do(ctx, http.MethodPost, "/v1/delegations", body, &ans); err != nil {
 		return err
 	}
+	// Only the token of the delegation the answer names is written: an
+	// answer without it is no delegation, whatever else it says.
+	switch claims, err := unverifiedClaims(ans.Token); {
+	case ans.Token == "":
+		return errors.New("the authority's answer carries no delegation token")
+	case err != nil:
+		return fmt.Errorf("the authority's answer carries no delegation token: %v", err)
+	case ans.ID == "" || claims.ID != ans.ID:
+		return fmt.Errorf("the authority's answer names the delegation %q, and its token is that of %q", ans.ID, claims.ID)
+	}
 	if err := credfile.WriteFileAtomic(out, []byte(ans.Token+"\n"), 0o600); err != nil {
 		return err
 	}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"mandate.dev/mandate/credfile"
+)
+
+// orgACA is a CA of org-a.example that issues the certificates these
+// tests need: an authority's server SVID, an agent's.
+type orgACA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newOrgACA(t *testing.T) *orgACA {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	td, _ := url.Parse(tdA)
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{td}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &orgACA{cert, key}
+}
+
+func (ca *orgACA) issue(t *testing.T, id string, serial int64) (*ecdsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(id)
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(serial), URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return key, cert
+}
+
+// serve serves h over TLS on 127.0.0.1 as org-a.example's authority.
+func (ca *orgACA) serve(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	key, cert := ca.issue(t, tdA+"/mandate/server", 2)
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestDelegateRequestRefusesAnAnswerWithoutItsToken: an authority's 201
+// that carries no delegation token, or one that is not the token of the
+// delegation it names, fails delegate request (exit status not 0, and
+// why), and writes no token file, rather than report a delegation and
+// leave a file that holds none.
+func TestDelegateRequestRefusesAnAnswerWithoutItsToken(t *testing.T) {
+	ca := newOrgACA(t)
+	dir := t.TempDir()
+	key, cert := ca.issue(t, tdA+"/agent/a", 3)
+	if err := credfile.Write(credfile.In(filepath.Join(dir, "agent")), []*x509.Certificate{cert}, key, []*x509.Certificate{ca.cert}); err != nil {
+		t.Fatal(err)
+	}
+	claims := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, tc := range []struct{ name, answer string }{
+		{"no token", `{"id":"d-1","expires_at":"2030-01-01T00:00:00Z","chain":[],"receipt":{"index":4}}`},
+		{"not a JWT", `{"id":"d-1","token":"not a token\nat all","expires_at":"2030-01-01T00:00:00Z","chain":[],"receipt":{"index":4}}`},
+		{"another delegation's token", `{"id":"d-1","token":"eyJhbGciOiJFUzI1NiJ9.` + claims(`{"jti":"d-2"}`) + `.c2ln","expires_at":"2030-01-01T00:00:00Z","chain":[],"receipt":{"index":4}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			server := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusCreated)
+				io.WriteString(w, tc.answer)
+			})
+			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".jwt")
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), []string{"delegate", "request", "--server", server, "--creds", filepath.Join(dir, "agent"),
+				"--delegatee", tdA + "/agent/b", "--scope", "read", "--principal", "alice", "--out", out}, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), "token") {
+				t.Errorf("delegate request = %v (printed %q); want an error about the token", err, stdout.String())
+			}
+			if _, statErr := os.Stat(out); statErr == nil {
+				b, _ := os.ReadFile(out)
+				t.Errorf("delegate request wrote %s: %q", out, b)
+			}
+		})
+	}
+}
