@@ -9,6 +9,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"io"
 	"math/big"
 	"net/http"
@@ -105,6 +107,72 @@ func TestDelegateRequestRefusesAnAnswerWithoutItsToken(t *testing.T) {
 			if _, statErr := os.Stat(out); statErr == nil {
 				b, _ := os.ReadFile(out)
 				t.Errorf("delegate request wrote %s: %q", out, b)
+			}
+		})
+	}
+}
+
+// TestSVIDX509RefusesAnotherIdentity: svid x509 --spiffe-id A fails,
+// and writes nothing into --out, when the authority answers with a
+// certificate of another identity (whatever its answer's spiffe_id
+// says), or with one that its own trust bundle does not verify: it never
+// reports A's credential while it would write another.
+func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
+	ca := newOrgACA(t)
+	other := newOrgACA(t)
+	dir := t.TempDir()
+	nodeKey, nodeCert := ca.issue(t, tdA+"/node/join/n1", 3)
+	if err := credfile.Write(credfile.In(filepath.Join(dir, "node")), []*x509.Certificate{nodeCert}, nodeKey, []*x509.Certificate{ca.cert}); err != nil {
+		t.Fatal(err)
+	}
+	bundle := func(c *x509.Certificate) string {
+		return `{"keys":[{"use":"x509-svid","kty":"EC","crv":"P-256","x5c":["` + base64.StdEncoding.EncodeToString(c.Raw) + `"],"x":"` +
+			base64.RawURLEncoding.EncodeToString(c.PublicKey.(*ecdsa.PublicKey).X.FillBytes(make([]byte, 32))) + `","y":"` +
+			base64.RawURLEncoding.EncodeToString(c.PublicKey.(*ecdsa.PublicKey).Y.FillBytes(make([]byte, 32))) + `"}]}`
+	}
+	for _, tc := range []struct {
+		name     string
+		issuer   *orgACA
+		certID   string
+		answerID string
+	}{
+		{"a certificate of another agent", ca, tdA + "/agent/b", tdA + "/agent/a"},
+		{"an answer naming another agent", ca, tdA + "/agent/b", tdA + "/agent/b"},
+		{"a certificate its bundle does not verify", other, tdA + "/agent/a", tdA + "/agent/a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			server := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
+				var req struct{ CSR string }
+				if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+					t.Error(err)
+				}
+				blk, _ := pem.Decode([]byte(req.CSR))
+				csr, err := x509.ParseCertificateRequest(blk.Bytes)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				u, _ := url.Parse(tc.certID)
+				der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), URIs: []*url.URL{u},
+					KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)},
+					tc.issuer.cert, csr.PublicKey, tc.issuer.key)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				json.NewEncoder(w).Encode(map[string]any{"spiffe_id": tc.answerID, "expires_at": time.Now().Add(time.Hour),
+					"x509_svid": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+					"bundles":   map[string]json.RawMessage{"org-a.example": json.RawMessage(bundle(ca.cert))}})
+			})
+			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), []string{"svid", "x509", "--server", server, "--creds", filepath.Join(dir, "node"),
+				"--spiffe-id", tdA + "/agent/a", "--out", out}, &stdout, &stderr)
+			if err == nil {
+				t.Errorf("svid x509 succeeded, printing %q; want refused", stdout.String())
+			}
+			if _, statErr := os.Stat(credfile.In(out).Cert); statErr == nil {
+				t.Errorf("svid x509 wrote %s", credfile.In(out).Cert)
 			}
 		})
 	}

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -128,7 +129,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := saveAnswer(out, ans, key, c.TrustDomain()); err != nil {
+	if err := saveAnswer(out, ans, key, c.TrustDomain(), spiffeid.ID{}); err != nil {
 		return err
 	}
 	_ = os.Remove(pending) // svid.key holds it now
@@ -338,7 +339,7 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 	if err != nil {
 		return 0, err
 	}
-	if err := saveAnswer(out, ans, key, c.TrustDomain()); err != nil {
+	if err := saveAnswer(out, ans, key, c.TrustDomain(), id); err != nil {
 		return 0, err
 	}
 	return time.Until(ans.ExpiresAt) / 2, nil
@@ -346,7 +347,11 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 
 // saveAnswer writes an SVID answer as a credential directory: the chain,
 // the key, the own trust domain's roots, and every bundle as bundles.json.
-func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffeid.TrustDomain) error {
+// Only an X509-SVID of the identity the answer names (want, when not
+// zero), in td, that the answer's own bundle of td verifies is written:
+// anything else would be a credential other than the one reported, or
+// none that works.
+func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffeid.TrustDomain, want spiffeid.ID) error {
 	chain, err := ans.Certificates()
 	if err != nil {
 		return err
@@ -358,6 +363,17 @@ func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffe
 	own, ok := bundles[td]
 	if !ok {
 		return fmt.Errorf("the answer carries no bundle for %s", td)
+	}
+	id, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(td, own.X509Authorities()))
+	if err != nil {
+		return fmt.Errorf("the authority's answer: its certificate is no X509-SVID its own trust bundle verifies: %w", err)
+	}
+	if id.String() != ans.SPIFFEID || !want.IsZero() && id != want {
+		asked := ""
+		if !want.IsZero() {
+			asked = ", asked for " + want.String()
+		}
+		return fmt.Errorf("the authority's answer names %s and carries a certificate of %s%s: nothing written", client.Printable(ans.SPIFFEID), id, asked)
 	}
 	if err := credfile.Write(credfile.In(dir), chain, key, own.X509Authorities()); err != nil {
 		return err

@@ -211,7 +211,7 @@ func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 	if err != nil {
 		return nil, renewal, err
 	}
-	return ans, renewal, saveAnswer(out, ans, key, c.TrustDomain())
+	return ans, renewal, saveAnswer(out, ans, key, c.TrustDomain(), spiffeid.ID{})
 }
 
 // hasTPMCredential reports whether dir holds an unexpired TPM node SVID.
