@@ -908,6 +908,33 @@ func TestTPMChallengeAcrossRestart(t *testing.T) {
 	}
 }
 
+// A challenge asked with an EK trusted by its certificate is answered
+// after a restart that trusts the EK by the allowlist instead (its
+// certificate's issuer no longer configured): the EK is trusted as
+// configured at the answer.
+func TestTPMChallengeAcrossRestartToTheAllowlist(t *testing.T) {
+	te := startTPM(t, 62, tpmSetup{ek: tpmdevice.EKRSA, certs: true})
+	ch, err := te.challenge(nil, te.dev.EKPublic(), te.ekCert(), te.dev.AKPublic())
+	if err != nil {
+		t.Fatalf("challenge with the EK certificate: %v", err)
+	}
+	ev, err := client.Answer(te.dev, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.stop()
+	cfg := te.a.Config()
+	again := start(t, "org-a.example", func(c *authority.Config) {
+		c.DataDir, c.Attestation = cfg.DataDir, cfg.Attestation
+		c.Attestation.TPM.EKCARoots = nil
+		c.Attestation.TPM.EKAllowlist = []string{ekHashOf(t, te.dev.EKPublic())}
+	})
+	_, csr, _ := client.NewKeyAndCSR()
+	if _, err := again.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr); err != nil {
+		t.Fatalf("answer after a restart that allowlists the EK and drops its certificate's issuer = %v", err)
+	}
+}
+
 // tpmMarks counts the used marks in a stopped authority's store.
 func tpmMarks(t *testing.T, dataDir string) int {
 	t.Helper()

@@ -376,11 +376,12 @@ func (v *TPMVerifier) CheckSessionTrust(s *TPMSession, now time.Time) error {
 	if !v.Enabled() {
 		return fmt.Errorf("%w: the authority no longer trusts any EK or allows no PCR profile", ErrTPMDisabled)
 	}
-	if s.EKTrust == "allowlist" {
-		if !v.allow[s.EKHash] {
-			return fmt.Errorf("%w: EK %s is no longer on the allowlist", ErrEKUntrusted, s.EKHash)
-		}
+	// On the allowlist now, however it was trusted when asked.
+	if v.allow[s.EKHash] {
 		return nil
+	}
+	if s.EKTrust == "allowlist" {
+		return fmt.Errorf("%w: EK %s is no longer on the allowlist", ErrEKUntrusted, s.EKHash)
 	}
 	if !v.certTypes[s.EKType] {
 		return fmt.Errorf("%w: EKs of type %s are no longer admitted by certificate (attestation.tpm.ek_cert_key_types)", ErrEKUntrusted, keyTypeName(s.EKType))
