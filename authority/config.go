@@ -514,7 +514,8 @@ func setDefault[T comparable](p *T, v T) {
 
 // Validate reports the first problem in c, in words an operator can act on.
 func (c *Config) Validate() error {
-	if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
+	own, err := spiffeid.TrustDomainFromString(c.TrustDomain)
+	if err != nil {
 		return fmt.Errorf("trust_domain %q: %v", c.TrustDomain, err)
 	}
 	if err := checkListen(c.Listen); err != nil {
@@ -534,7 +535,7 @@ func (c *Config) Validate() error {
 			}
 			// A node or agent ID would be two roles at once: the node
 			// hosting such an agent would get it the role's credential.
-			if id.TrustDomain().Name() == c.TrustDomain && (strings.HasPrefix(id.Path(), "/node/") || strings.HasPrefix(id.Path(), "/agent/")) {
+			if id.TrustDomain() == own && (strings.HasPrefix(id.Path(), "/node/") || strings.HasPrefix(id.Path(), "/agent/")) {
 				return fmt.Errorf("%s: %q is a node or agent ID of this trust domain (under /node/ or /agent/), which nodes obtain SVIDs for: choose an ID outside those paths", l.key, a)
 			}
 		}

@@ -77,6 +77,10 @@ func TestConfigValidate(t *testing.T) {
 		{"admin that is an agent ID", func(c *authority.Config) { c.Admins = []string{"spiffe://mandate.localhost/agent/ops"} }, "admins"},
 		{"admin that is a node ID", func(c *authority.Config) { c.Admins = []string{"spiffe://mandate.localhost/node/ops"} }, "admins"},
 		{"auditor that is an agent ID", func(c *authority.Config) { c.Audit.Auditors = []string{"spiffe://mandate.localhost/agent/alice"} }, "audit.auditors"},
+		{"admin that is an agent ID, the trust domain written as a SPIFFE ID", func(c *authority.Config) {
+			c.TrustDomain = "spiffe://mandate.localhost"
+			c.Admins = []string{"spiffe://mandate.localhost/agent/ops"}
+		}, "admins"},
 		{"admin and auditor outside the workload paths", func(c *authority.Config) {
 			c.Admins = []string{"spiffe://mandate.localhost/team/ops", "spiffe://mandate.localhost/agents/ops"}
 			c.Audit.Auditors = []string{"spiffe://mandate.localhost/auditor/alice", "spiffe://org-b.example/agent/alice"}
