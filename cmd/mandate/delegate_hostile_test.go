@@ -116,7 +116,10 @@ func TestDelegateRequestRefusesAnAnswerWithoutItsToken(t *testing.T) {
 // and writes nothing into --out, when the authority answers with a
 // certificate of another identity (whatever its answer's spiffe_id
 // says), or with one that its own trust bundle does not verify: it never
-// reports A's credential while it would write another.
+// reports A's credential while it would write another. A's certificate
+// from an authority whose clock is ahead of this host's (its NotBefore,
+// ten seconds before the authority's now, still to come here) is
+// written: the authority, which checks it with its own clock, takes it.
 func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
 	ca := newOrgACA(t)
 	other := newOrgACA(t)
@@ -135,10 +138,13 @@ func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
 		issuer   *orgACA
 		certID   string
 		answerID string
+		ahead    time.Duration // the authority's clock ahead of this host's
+		ok       bool
 	}{
-		{"a certificate of another agent", ca, tdA + "/agent/b", tdA + "/agent/a"},
-		{"an answer naming another agent", ca, tdA + "/agent/b", tdA + "/agent/b"},
-		{"a certificate its bundle does not verify", other, tdA + "/agent/a", tdA + "/agent/a"},
+		{"a certificate of another agent", ca, tdA + "/agent/b", tdA + "/agent/a", 0, false},
+		{"an answer naming another agent", ca, tdA + "/agent/b", tdA + "/agent/b", 0, false},
+		{"a certificate its bundle does not verify", other, tdA + "/agent/a", tdA + "/agent/a", 0, false},
+		{"a certificate from an authority whose clock is a minute ahead", ca, tdA + "/agent/a", tdA + "/agent/a", time.Minute, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			server := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
@@ -154,7 +160,7 @@ func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
 				}
 				u, _ := url.Parse(tc.certID)
 				der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), URIs: []*url.URL{u},
-					KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)},
+					KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(tc.ahead - 10*time.Second), NotAfter: time.Now().Add(tc.ahead + time.Hour)},
 					tc.issuer.cert, csr.PublicKey, tc.issuer.key)
 				if err != nil {
 					t.Error(err)
@@ -168,10 +174,13 @@ func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			err := run(context.Background(), []string{"svid", "x509", "--server", server, "--creds", filepath.Join(dir, "node"),
 				"--spiffe-id", tdA + "/agent/a", "--out", out}, &stdout, &stderr)
-			if err == nil {
+			_, statErr := os.Stat(credfile.In(out).Cert)
+			switch {
+			case tc.ok && (err != nil || statErr != nil):
+				t.Errorf("svid x509 = %v, writing %s: %v; want the credential written", err, credfile.In(out).Cert, statErr)
+			case !tc.ok && err == nil:
 				t.Errorf("svid x509 succeeded, printing %q; want refused", stdout.String())
-			}
-			if _, statErr := os.Stat(credfile.In(out).Cert); statErr == nil {
+			case !tc.ok && statErr == nil:
 				t.Errorf("svid x509 wrote %s", credfile.In(out).Cert)
 			}
 		})

@@ -364,7 +364,15 @@ func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffe
 	if !ok {
 		return fmt.Errorf("the answer carries no bundle for %s", td)
 	}
-	id, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(td, own.X509Authorities()))
+	// Verified at this host's time, or at the certificate's NotBefore
+	// if that is still to come here: an authority whose clock is ahead
+	// of this host's (beyond the SVID's ten seconds of backdating)
+	// answers with a certificate it takes, checked with its clock.
+	at := time.Now()
+	if nb := chain[0].NotBefore; at.Before(nb) {
+		at = nb
+	}
+	id, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(td, own.X509Authorities()), x509svid.WithTime(at))
 	if err != nil {
 		return fmt.Errorf("the authority's answer: its certificate is no X509-SVID its own trust bundle verifies: %w", err)
 	}
