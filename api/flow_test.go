@@ -681,7 +681,10 @@ func TestNodeRenewsOnlyWithItsLatestSVID(t *testing.T) {
 
 // TestNodeAsksForAgentsOnlyWithItsLatestSVID: a copy of a node's
 // credential renewed since gets no agent SVID (X.509 or JWT), the refusal
-// is audited once per SVID, and the node's latest SVID gets them.
+// is audited once per SVID, and the node's latest SVID gets them. The
+// SVID a renewal replaced still gets them for 30 seconds (requests made
+// with it as the node renewed are under way); one replaced twice, no
+// longer.
 func TestNodeAsksForAgentsOnlyWithItsLatestSVID(t *testing.T) {
 	e := start(t, "org-a.example")
 	ctx := ctxT(t)
@@ -692,7 +695,6 @@ func TestNodeAsksForAgentsOnlyWithItsLatestSVID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	agentKey, _, err := client.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
@@ -701,25 +703,48 @@ func TestNodeAsksForAgentsOnlyWithItsLatestSVID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale := e.client(s1.chain, s1.key)
-	for range 2 {
-		if _, err := stale.X509SVID(ctx, agentID, agentCSR); problemName(err) != "svid-superseded" {
-			t.Errorf("an agent's X509-SVID asked with the node's SVID renewed since = %v, want svid-superseded", err)
+	asks := func(from identity) (x509, jwt error) {
+		c := e.client(from.chain, from.key)
+		_, x509 = c.X509SVID(ctx, agentID, agentCSR)
+		_, jwt = c.JWTSVID(ctx, agentID, []string{"api.example"})
+		return x509, jwt
+	}
+	if x, j := asks(s1); x != nil || j != nil {
+		t.Fatalf("asked with the SVID just renewed from: %v, %v; want SVIDs (the renewal is seconds old)", x, j)
+	}
+	refusedAfter := func(stale identity, what string) {
+		t.Helper()
+		for range 2 {
+			x, j := asks(stale)
+			if problemName(x) != "svid-superseded" || problemName(j) != "svid-superseded" {
+				t.Errorf("an agent's SVIDs asked with %s = %v, %v; want svid-superseded", what, x, j)
+			}
 		}
-		if _, err := stale.JWTSVID(ctx, agentID, []string{"api.example"}); problemName(err) != "svid-superseded" {
-			t.Errorf("an agent's JWT-SVID asked with the node's SVID renewed since = %v, want svid-superseded", err)
+	}
+	e.skew.Store(int64(31 * time.Second))
+	refusedAfter(s1, "the node's SVID renewed from 31 s ago")
+	e.skew.Store(0)
+	s3, err := e.renewNode(s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s4, err := e.renewNode(s3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusedAfter(s2, "the node's SVID replaced twice since")
+	for _, stale := range []identity{s1, s2} {
+		refused := e.auditOf("node.superseded_svid", s1.id.String())
+		var found bool
+		for _, d := range refused {
+			found = found || d["serial"] == stale.chain[0].SerialNumber.Text(16) && d["asked_for"] == agentID
+		}
+		if !found || len(refused) != 2 {
+			t.Errorf("node.superseded_svid entries %v: want one for each stale SVID (%s), however often it asks", refused, stale.chain[0].SerialNumber.Text(16))
 		}
 	}
-	refused := e.auditOf("node.superseded_svid", s1.id.String())
-	if len(refused) != 1 {
-		t.Fatalf("%d node.superseded_svid entries, want 1 (one per stale SVID, however often it asks)", len(refused))
-	}
-	if d := refused[0]; d["serial"] != s1.chain[0].SerialNumber.Text(16) || d["asked_for"] != agentID {
-		t.Errorf("node.superseded_svid details = %v, want the stale serial and the agent asked for", d)
-	}
-	e.agentSVID(s2, agentID)
-	if _, err := e.client(s2.chain, s2.key).JWTSVID(ctx, agentID, []string{"api.example"}); err != nil {
-		t.Errorf("an agent's JWT-SVID asked with the node's latest SVID = %v", err)
+	if x, j := asks(s4); x != nil || j != nil {
+		t.Errorf("asked with the node's latest SVID: %v, %v", x, j)
 	}
 }
 

@@ -115,7 +115,7 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 				if err != nil {
 					return err
 				}
-				return putNodeSVID(tx, node, node.SVIDSerial, svid)
+				return putNodeSVID(tx, node, node.SVIDSerial, svid, now)
 			})
 			// As a renewal: the serials and expiry changed, which the
 			// policy documents do not hold.
@@ -131,7 +131,7 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 				return registry.PutNode(tx, &registry.Node{
 					SPIFFEID: nodeID.String(), AttestationMethod: attest.MethodJoinToken, Level: registry.LevelToken,
 					Selectors:  []string{"attestation:" + attest.MethodJoinToken, "level:" + registry.LevelToken},
-					AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
+					AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt, SVIDIssuedAt: now,
 				})
 			})
 			a.nodeChanged(nodeID.String())

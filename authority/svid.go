@@ -93,7 +93,7 @@ func stillHosts(agentID spiffeid.ID, c *Caller, nodeID string, now time.Time) fu
 			return err
 		}
 		if nodeID == c.ID.String() {
-			if err := latestNodeSVID(node, c); err != nil {
+			if err := latestNodeSVID(node, c, now); err != nil {
 				return err
 			}
 		}
@@ -224,7 +224,7 @@ func (a *Authority) authorizeAgent(ctx context.Context, c *Caller, id spiffeid.I
 		return nil, nil, err
 	}
 	if nodeID == c.ID {
-		if err := latestNodeSVID(node, c); err != nil {
+		if err := latestNodeSVID(node, c, a.now()); err != nil {
 			a.supersededSVID(ctx, "node.superseded_svid", c.ID, callerSerial(c), err, map[string]any{"asked_for": id.String()})
 			return nil, nil, err
 		}
@@ -235,15 +235,26 @@ func (a *Authority) authorizeAgent(ctx context.Context, c *Caller, id spiffeid.I
 // latestNodeSVID refuses node c asking for an agent's SVID with an SVID
 // other than its latest: one replaced since (renewed, joined or attested
 // again) is a copy of an old credential, or a node that lost its
-// renewal's answer (it renews with it, then asks again). A record
-// without a serial is not held to it.
-func latestNodeSVID(node *registry.Node, c *Caller) error {
-	if serial := callerSerial(c); node.SVIDSerial != "" && serial != node.SVIDSerial {
-		return fmt.Errorf("%w: %s asks with an SVID replaced since (serial %s): the node's credential was renewed or attested again since; ask with its latest SVID (a copy of the old one may be in use)",
-			ErrSVIDSuperseded, c.ID, serial)
+// renewal's answer (it renews with it, then asks again). The SVID the
+// latest replaced is still taken for supersededGrace after the latest
+// was issued: requests made with it just before are under way (a
+// process that read the node's credential as mandate node run renewed
+// it). A record without a serial is not held to it.
+func latestNodeSVID(node *registry.Node, c *Caller, now time.Time) error {
+	serial := callerSerial(c)
+	switch {
+	case node.SVIDSerial == "" || serial == node.SVIDSerial:
+		return nil
+	case serial == node.PrevSVIDSerial && now.Before(node.SVIDIssuedAt.Add(supersededGrace)):
+		return nil
 	}
-	return nil
+	return fmt.Errorf("%w: %s asks with an SVID replaced since (serial %s): the node's credential was renewed or attested again since; ask with its latest SVID (a copy of the old one may be in use)",
+		ErrSVIDSuperseded, c.ID, serial)
 }
+
+// supersededGrace is how long after a node's SVID is replaced the one it
+// replaced still gets its agents' SVIDs.
+const supersededGrace = 30 * time.Second
 
 // callerSerial is the serial of c's certificate, "" without one.
 func callerSerial(c *Caller) string {
@@ -327,7 +338,7 @@ func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pu
 		if node.SVIDSerial != seen {
 			return fmt.Errorf("%w: %s was renewed by another request while this one was made; use the SVID that request got, or ask again", ErrRenewedMeanwhile, id)
 		}
-		return putNodeSVID(tx, node, presented, svid)
+		return putNodeSVID(tx, node, presented, svid, a.now())
 	})
 	// Only the SVID serials and expiry changed: the policy documents hold
 	// none of them.
@@ -347,11 +358,11 @@ func nodeSVIDIssued(id spiffeid.ID, svid *ca.X509SVID, extra map[string]any) eve
 	return event{typ: "svid.issued", actor: id.String(), subject: id.String(), details: details}
 }
 
-// putNodeSVID stores svid as node's latest SVID, prev (a serial) as the
-// one it replaces.
-func putNodeSVID(tx store.Tx, node *registry.Node, prev string, svid *ca.X509SVID) error {
+// putNodeSVID stores svid, issued at now, as node's latest SVID, prev (a
+// serial) as the one it replaces.
+func putNodeSVID(tx store.Tx, node *registry.Node, prev string, svid *ca.X509SVID, now time.Time) error {
 	node.PrevSVIDSerial = prev
-	node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
+	node.SVIDSerial, node.SVIDExpiresAt, node.SVIDIssuedAt = svid.SerialNumber.Text(16), svid.ExpiresAt, now
 	return registry.PutNode(tx, node)
 }
 

@@ -728,16 +728,20 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 		if err := attest.ConsumeTPMSession(tx, s, now); err != nil {
 			return err
 		}
+		// Attested again: the SVID it held is the one replaced.
+		prev := ""
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
 		} else if err != nil && !errors.Is(err, registry.ErrNotFound) {
 			return err
+		} else if err == nil {
+			prev = n.SVIDSerial
 		}
 		return registry.PutNode(tx, &registry.Node{
 			SPIFFEID: nodeID.String(), AttestationMethod: attest.MethodTPM, Level: registry.LevelHardware,
 			Selectors: []string{"attestation:" + attest.MethodTPM, "level:" + registry.LevelHardware,
 				"tpm:profile:" + res.Profile, "tpm:ek:" + res.EKHash},
-			AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
+			AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), PrevSVIDSerial: prev, SVIDExpiresAt: svid.ExpiresAt, SVIDIssuedAt: now,
 			TPM: &registry.TPMFacts{EKSHA256: res.EKHash, EKTrust: res.EKTrust, Profile: res.Profile,
 				QuoteSHA256: res.QuoteDigest, QuotedAt: now, PCRs: attest.SortedPCRs(res.PCRs)},
 		})

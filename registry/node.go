@@ -38,6 +38,9 @@ type Node struct {
 	// holds it. A join-token node renews only with one of the two.
 	PrevSVIDSerial string    `json:"prev_svid_serial,omitempty"`
 	SVIDExpiresAt  time.Time `json:"svid_expires_at,omitzero"`
+	// SVIDIssuedAt is when the latest SVID was issued: for a short while
+	// after, requests made with the one it replaced are still under way.
+	SVIDIssuedAt time.Time `json:"svid_issued_at,omitzero"`
 	// TPM holds what the node's last successful TPM attestation proved.
 	TPM *TPMFacts `json:"tpm,omitempty"`
 	// Drifted is set when a re-attestation of this node failed its PCR
