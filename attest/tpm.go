@@ -765,8 +765,8 @@ func digestOf(alg tpm2.TPMIAlgHash, msg []byte) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
-// SortedPCRs formats PCR values as decimal index → hex, for records.
-func SortedPCRs(values map[int][]byte) map[string]string {
+// HexPCRs formats PCR values as decimal index → hex, for records.
+func HexPCRs(values map[int][]byte) map[string]string {
 	out := make(map[string]string, len(values))
 	for i, v := range values {
 		out[strconv.Itoa(i)] = hex.EncodeToString(v)

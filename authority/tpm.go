@@ -161,7 +161,7 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 	}
 	if err != nil {
 		if res != nil && len(res.PCRs) > 0 {
-			details["pcrs_sha256"] = attest.SortedPCRs(res.PCRs)
+			details["pcrs_sha256"] = attest.HexPCRs(res.PCRs)
 		}
 		proven := res != nil && res.Result != nil && res.SecretMatched
 		return nil, a.refuseTPMAnswer(ctx, s, nodeID, err, proven, details, now)
@@ -743,7 +743,7 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 				"tpm:profile:" + res.Profile, "tpm:ek:" + res.EKHash},
 			AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), PrevSVIDSerial: prev, SVIDExpiresAt: svid.ExpiresAt, SVIDIssuedAt: now,
 			TPM: &registry.TPMFacts{EKSHA256: res.EKHash, EKTrust: res.EKTrust, Profile: res.Profile,
-				QuoteSHA256: res.QuoteDigest, QuotedAt: now, PCRs: attest.SortedPCRs(res.PCRs)},
+				QuoteSHA256: res.QuoteDigest, QuotedAt: now, PCRs: attest.HexPCRs(res.PCRs)},
 		})
 	})
 	a.nodeChanged(nodeID.String())
