@@ -1027,3 +1027,55 @@ func TestTPMUnprovenAnswersWriteNothing(t *testing.T) {
 		t.Fatalf("%d used marks stored, want %d (the accepted answers' only)", got, want)
 	}
 }
+
+// A TPM node's SVID replaced by a renewal still gets its agents' SVIDs
+// for 30 seconds; one the node held when it drifted gets none once an
+// attestation matches again: every request made with it was refused
+// since the drift (a copy taken from the device in its drifted state
+// must not come back with the recovery).
+func TestTPMDriftedSVIDGetsNoGraceAfterRecovery(t *testing.T) {
+	te := startTPM(t, 23, tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
+	node, err := te.attest(nil, nil)
+	if err != nil {
+		t.Fatalf("attest: %v", err)
+	}
+	agent := te.registerAgent("edge-worker", node.id)
+	asks := func(from identity) error {
+		key, _, _ := client.NewKeyAndCSR()
+		csr, _ := client.CSRFor(key, spiffeid.RequireFromString(agent))
+		_, err := te.client(from.chain, from.key).X509SVID(ctxT(t), agent, csr)
+		return err
+	}
+	renewed, err := te.attest(te.client(node.chain, node.key), nil)
+	if err != nil {
+		t.Fatalf("renewal: %v", err)
+	}
+	if err := asks(node); err != nil {
+		t.Fatalf("an agent's SVID asked with the SVID a renewal just replaced = %v, want it (30 s grace)", err)
+	}
+
+	// PCR 16 (debug, resettable) is extended: the node drifts.
+	if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.attest(te.client(renewed.chain, renewed.key), nil); problemName(err) != "tpm-pcr-policy-mismatch" {
+		t.Fatalf("renewal after drift = %v, want tpm-pcr-policy-mismatch", err)
+	}
+	if err := asks(renewed); problemName(err) != "node-drifted" {
+		t.Fatalf("an agent's SVID through the drifted node = %v, want node-drifted", err)
+	}
+	// Back to the known-good state: the node attests again.
+	if _, err := (tpm2.PCRReset{PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(16), Auth: tpm2.PasswordAuth(nil)}}).Execute(te.tpm); err != nil {
+		t.Fatal(err)
+	}
+	recovered, err := te.attest(te.client(renewed.chain, renewed.key), nil)
+	if err != nil {
+		t.Fatalf("attestation after the PCRs match again: %v", err)
+	}
+	if err := asks(renewed); problemName(err) != "svid-superseded" {
+		t.Errorf("an agent's SVID asked with the SVID the node held when it drifted = %v, want svid-superseded", err)
+	}
+	if err := asks(recovered); err != nil {
+		t.Errorf("an agent's SVID asked with the node's latest SVID = %v", err)
+	}
+}

@@ -728,13 +728,16 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 		if err := attest.ConsumeTPMSession(tx, s, now); err != nil {
 			return err
 		}
-		// Attested again: the SVID it held is the one replaced.
+		// Attested again: the SVID it held is the one replaced, unless
+		// the node had drifted: every request made with that SVID was
+		// refused since, and a copy taken from the device in its drifted
+		// state gets nothing back with the recovery.
 		prev := ""
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
 		} else if err != nil && !errors.Is(err, registry.ErrNotFound) {
 			return err
-		} else if err == nil {
+		} else if err == nil && !n.Drifted {
 			prev = n.SVIDSerial
 		}
 		return registry.PutNode(tx, &registry.Node{
