@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"mandate.dev/mandate/credfile"
 )
 
@@ -184,5 +186,64 @@ func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
 				t.Errorf("svid x509 wrote %s", credfile.In(out).Cert)
 			}
 		})
+	}
+}
+
+// TestNodeRenewalWaitsHalfTheSVIDLife: node run renews a node credential
+// from an authority whose clock is ahead of this host's (a device whose
+// clock is behind, not yet set) after half of the new SVID's life, not
+// half of the time until its expiry as this host counts it: that would
+// come after the SVID expired at the authority, and the node would lapse.
+func TestNodeRenewalWaitsHalfTheSVIDLife(t *testing.T) {
+	const ahead, life = 24 * time.Hour, time.Hour
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	td, _ := url.Parse(tdA)
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{td}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(ahead + 2*life)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(der)
+	ca := &orgACA{caCert, caKey}
+	node := tdA + "/node/join/n1"
+	dir := t.TempDir()
+	nodeKey, nodeCert := ca.issue(t, node, 3)
+	if err := credfile.Write(credfile.In(dir), []*x509.Certificate{nodeCert}, nodeKey, []*x509.Certificate{ca.cert}); err != nil {
+		t.Fatal(err)
+	}
+	pub := caCert.PublicKey.(*ecdsa.PublicKey)
+	bundle := `{"keys":[{"use":"x509-svid","kty":"EC","crv":"P-256","x5c":["` + base64.StdEncoding.EncodeToString(caCert.Raw) + `"],"x":"` +
+		base64.RawURLEncoding.EncodeToString(pub.X.FillBytes(make([]byte, 32))) + `","y":"` +
+		base64.RawURLEncoding.EncodeToString(pub.Y.FillBytes(make([]byte, 32))) + `"}]}`
+	server := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ CSR string }
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			t.Error(err)
+		}
+		blk, _ := pem.Decode([]byte(req.CSR))
+		csr, err := x509.ParseCertificateRequest(blk.Bytes)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		u, _ := url.Parse(node)
+		now := time.Now().Add(ahead) // the authority's clock
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), URIs: []*url.URL{u},
+			KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: now.Add(-10 * time.Second), NotAfter: now.Add(life)}, caCert, csr.PublicKey, caKey)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"spiffe_id": node, "expires_at": now.Add(life),
+			"x509_svid": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+			"bundles":   map[string]json.RawMessage{"org-a.example": json.RawMessage(bundle)}})
+	})
+	wait, err := renewNodeOnce(context.Background(), &clientFlags{server: server, creds: dir}, dir, spiffeid.RequireFromString(node))
+	if err != nil {
+		t.Fatalf("renewal from an authority a day ahead = %v, want the credential written", err)
+	}
+	if wait > life/2+time.Minute {
+		t.Errorf("next renewal in %s: after the SVID expires at the authority (it lives %s); want about %s", wait, life, life/2)
 	}
 }

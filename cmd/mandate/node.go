@@ -342,7 +342,20 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 	if err := saveAnswer(out, ans, key, c.TrustDomain(), id); err != nil {
 		return 0, err
 	}
-	return time.Until(ans.ExpiresAt) / 2, nil
+	return renewalWait(ans), nil
+}
+
+// renewalWait is how long node run waits before renewing the SVID of
+// ans: half of its life, or of what is left of it as this host counts,
+// if less. Not half of the time until its expiry alone: from an
+// authority whose clock is ahead of this host's, that comes after the
+// SVID expired at the authority.
+func renewalWait(ans *client.SVIDAnswer) time.Duration {
+	left := time.Until(ans.ExpiresAt)
+	if chain, err := ans.Certificates(); err == nil {
+		left = min(time.Until(chain[0].NotAfter), chain[0].NotAfter.Sub(chain[0].NotBefore))
+	}
+	return left / 2
 }
 
 // saveAnswer writes an SVID answer as a credential directory: the chain,

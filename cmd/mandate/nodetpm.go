@@ -169,7 +169,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		if err != nil {
 			fmt.Fprintf(stderr, "%s attestation failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait, err)
 		} else {
-			wait = max(time.Until(ans.ExpiresAt)/2, minRenewalWait)
+			wait = max(renewalWait(ans), minRenewalWait)
 			fmt.Fprintf(stderr, "%s attested %s (renewal %v); next quote in %s\n", time.Now().UTC().Format(time.RFC3339), ans.SPIFFEID, renewal, wait.Round(time.Second))
 		}
 		select {
