@@ -695,6 +695,11 @@ func TestNodeAsksForAgentsOnlyWithItsLatestSVID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	nodes, err := e.admin.ListNodes(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].SVIDSerial != s2.chain[0].SerialNumber.Text(16) ||
+		nodes[0].PrevSVIDSerial != s1.chain[0].SerialNumber.Text(16) || time.Since(nodes[0].SVIDIssuedAt).Abs() > time.Minute {
+		t.Fatalf("the node record after a renewal: %+v, %v; want the new serial, the one it replaced, and when it was issued", nodes, err)
+	}
 	agentKey, _, err := client.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)

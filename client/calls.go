@@ -146,6 +146,7 @@ type Node struct {
 	AttestedAt        time.Time `json:"attested_at"`
 	SVIDSerial        string    `json:"svid_serial"`
 	PrevSVIDSerial    string    `json:"prev_svid_serial,omitempty"`
+	SVIDIssuedAt      time.Time `json:"svid_issued_at,omitzero"`
 	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
 	TPM               *NodeTPM  `json:"tpm,omitempty"`
 	Drifted           bool      `json:"drifted"`
