@@ -130,11 +130,7 @@ func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
 	if err := credfile.Write(credfile.In(filepath.Join(dir, "node")), []*x509.Certificate{nodeCert}, nodeKey, []*x509.Certificate{ca.cert}); err != nil {
 		t.Fatal(err)
 	}
-	bundle := func(c *x509.Certificate) string {
-		return `{"keys":[{"use":"x509-svid","kty":"EC","crv":"P-256","x5c":["` + base64.StdEncoding.EncodeToString(c.Raw) + `"],"x":"` +
-			base64.RawURLEncoding.EncodeToString(c.PublicKey.(*ecdsa.PublicKey).X.FillBytes(make([]byte, 32))) + `","y":"` +
-			base64.RawURLEncoding.EncodeToString(c.PublicKey.(*ecdsa.PublicKey).Y.FillBytes(make([]byte, 32))) + `"}]}`
-	}
+	bundle := func(c *x509.Certificate) string { return x509BundleJSON(t, c) }
 	for _, tc := range []struct {
 		name     string
 		issuer   *orgACA
@@ -212,10 +208,7 @@ func TestNodeRenewalWaitsHalfTheSVIDLife(t *testing.T) {
 	if err := credfile.Write(credfile.In(dir), []*x509.Certificate{nodeCert}, nodeKey, []*x509.Certificate{ca.cert}); err != nil {
 		t.Fatal(err)
 	}
-	pub := caCert.PublicKey.(*ecdsa.PublicKey)
-	bundle := `{"keys":[{"use":"x509-svid","kty":"EC","crv":"P-256","x5c":["` + base64.StdEncoding.EncodeToString(caCert.Raw) + `"],"x":"` +
-		base64.RawURLEncoding.EncodeToString(pub.X.FillBytes(make([]byte, 32))) + `","y":"` +
-		base64.RawURLEncoding.EncodeToString(pub.Y.FillBytes(make([]byte, 32))) + `"}]}`
+	bundle := x509BundleJSON(t, caCert)
 	server := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ CSR string }
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
@@ -246,4 +239,16 @@ func TestNodeRenewalWaitsHalfTheSVIDLife(t *testing.T) {
 	if wait > life/2+time.Minute {
 		t.Errorf("next renewal in %s: after the SVID expires at the authority (it lives %s); want about %s", wait, life, life/2)
 	}
+}
+
+// x509BundleJSON is a SPIFFE bundle document holding c, a P-256 CA, as
+// its one X.509 authority.
+func x509BundleJSON(t *testing.T, c *x509.Certificate) string {
+	t.Helper()
+	raw, err := c.PublicKey.(*ecdsa.PublicKey).Bytes() // 0x04 || X || Y
+	if err != nil || len(raw) != 65 {
+		t.Fatalf("the CA's key: %v", err)
+	}
+	return `{"keys":[{"use":"x509-svid","kty":"EC","crv":"P-256","x5c":["` + base64.StdEncoding.EncodeToString(c.Raw) + `"],"x":"` +
+		base64.RawURLEncoding.EncodeToString(raw[1:33]) + `","y":"` + base64.RawURLEncoding.EncodeToString(raw[33:]) + `"}]}`
 }
