@@ -245,7 +245,7 @@ func latestNodeSVID(node *registry.Node, c *Caller, now time.Time) error {
 	switch {
 	case node.SVIDSerial == "" || serial == node.SVIDSerial:
 		return nil
-	case serial == node.PrevSVIDSerial && now.Before(node.SVIDIssuedAt.Add(supersededGrace)):
+	case serial != "" && serial == node.PrevSVIDSerial && now.Before(node.SVIDIssuedAt.Add(supersededGrace)):
 		return nil
 	}
 	return fmt.Errorf("%w: %s asks with an SVID replaced since (serial %s): the node's credential was renewed or attested again since; ask with its latest SVID (a copy of the old one may be in use)",

@@ -1,9 +1,11 @@
 package authority
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +165,43 @@ func TestJWTAudienceCannotOverflowItsEntry(t *testing.T) {
 	}
 	if len(d.Audience) != maxAudiences || d.Decision.Input != nil || d.Decision.Omitted == "" {
 		t.Errorf("the entry keeps %d audiences, input %d bytes, omitted %q; want every audience, the input omitted", len(d.Audience), len(d.Decision.Input), d.Decision.Omitted)
+	}
+}
+
+// latestNodeSVID takes a node's latest SVID, and the one it replaced for
+// supersededGrace after the latest was issued; nothing else, and never a
+// caller without a certificate (the serial of none is no previous SVID).
+func TestLatestNodeSVID(t *testing.T) {
+	now := time.Now()
+	id := spiffeid.RequireFromString("spiffe://org-a.example/node/join/n1")
+	caller := func(serial int64) *Caller {
+		c := &Caller{ID: id}
+		if serial != 0 {
+			c.Cert = &x509.Certificate{SerialNumber: big.NewInt(serial)}
+		}
+		return c
+	}
+	renewed := &registry.Node{SVIDSerial: "b", PrevSVIDSerial: "a", SVIDIssuedAt: now.Add(-10 * time.Second)}
+	joined := &registry.Node{SVIDSerial: "b", SVIDIssuedAt: now.Add(-10 * time.Second)}
+	for _, tc := range []struct {
+		name string
+		node *registry.Node
+		c    *Caller
+		ok   bool
+	}{
+		{"the latest", renewed, caller(0xb), true},
+		{"the one replaced, 10 s after", renewed, caller(0xa), true},
+		{"the one replaced, 31 s after", &registry.Node{SVIDSerial: "b", PrevSVIDSerial: "a", SVIDIssuedAt: now.Add(-31 * time.Second)}, caller(0xa), false},
+		{"the one replaced, on a record without an issue time", &registry.Node{SVIDSerial: "b", PrevSVIDSerial: "a"}, caller(0xa), false},
+		{"another", renewed, caller(0xc), false},
+		{"no certificate, after a first join", joined, caller(0), false},
+		{"a record without a serial", &registry.Node{}, caller(0xc), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := latestNodeSVID(tc.node, tc.c, now)
+			if tc.ok != (err == nil) || err != nil && !errors.Is(err, ErrSVIDSuperseded) {
+				t.Errorf("latestNodeSVID = %v, want ok=%v", err, tc.ok)
+			}
+		})
 	}
 }
