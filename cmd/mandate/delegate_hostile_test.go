@@ -34,12 +34,15 @@ type orgACA struct {
 	key  *ecdsa.PrivateKey
 }
 
-func newOrgACA(t *testing.T) *orgACA {
+func newOrgACA(t *testing.T) *orgACA { return newOrgACAUntil(t, time.Now().Add(time.Hour)) }
+
+// newOrgACAUntil is newOrgACA, the CA valid until notAfter.
+func newOrgACAUntil(t *testing.T, notAfter time.Time) *orgACA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	td, _ := url.Parse(tdA)
 	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{td}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter}
 	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +133,6 @@ func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
 	if err := credfile.Write(credfile.In(filepath.Join(dir, "node")), []*x509.Certificate{nodeCert}, nodeKey, []*x509.Certificate{ca.cert}); err != nil {
 		t.Fatal(err)
 	}
-	bundle := func(c *x509.Certificate) string { return x509BundleJSON(t, c) }
 	for _, tc := range []struct {
 		name     string
 		issuer   *orgACA
@@ -145,29 +147,7 @@ func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
 		{"a certificate from an authority whose clock is a minute ahead", ca, tdA + "/agent/a", tdA + "/agent/a", time.Minute, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			server := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
-				var req struct{ CSR string }
-				if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-					t.Error(err)
-				}
-				blk, _ := pem.Decode([]byte(req.CSR))
-				csr, err := x509.ParseCertificateRequest(blk.Bytes)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				u, _ := url.Parse(tc.certID)
-				der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), URIs: []*url.URL{u},
-					KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(tc.ahead - 10*time.Second), NotAfter: time.Now().Add(tc.ahead + time.Hour)},
-					tc.issuer.cert, csr.PublicKey, tc.issuer.key)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				json.NewEncoder(w).Encode(map[string]any{"spiffe_id": tc.answerID, "expires_at": time.Now().Add(time.Hour),
-					"x509_svid": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-					"bundles":   map[string]json.RawMessage{"org-a.example": json.RawMessage(bundle(ca.cert))}})
-			})
+			server := ca.serve(t, svidAnswer(t, tc.issuer, tc.certID, tc.answerID, time.Now().Add(tc.ahead-10*time.Second), time.Now().Add(tc.ahead+time.Hour), ca.cert))
 			out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
 			var stdout, stderr bytes.Buffer
 			err := run(context.Background(), []string{"svid", "x509", "--server", server, "--creds", filepath.Join(dir, "node"),
@@ -192,52 +172,56 @@ func TestSVIDX509RefusesAnotherIdentity(t *testing.T) {
 // come after the SVID expired at the authority, and the node would lapse.
 func TestNodeRenewalWaitsHalfTheSVIDLife(t *testing.T) {
 	const ahead, life = 24 * time.Hour, time.Hour
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	td, _ := url.Parse(tdA)
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{td}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(ahead + 2*life)}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, caKey.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(der)
-	ca := &orgACA{caCert, caKey}
+	ca := newOrgACAUntil(t, time.Now().Add(ahead+2*life))
 	node := tdA + "/node/join/n1"
 	dir := t.TempDir()
 	nodeKey, nodeCert := ca.issue(t, node, 3)
 	if err := credfile.Write(credfile.In(dir), []*x509.Certificate{nodeCert}, nodeKey, []*x509.Certificate{ca.cert}); err != nil {
 		t.Fatal(err)
 	}
-	bundle := x509BundleJSON(t, caCert)
-	server := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ CSR string }
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			t.Error(err)
-		}
-		blk, _ := pem.Decode([]byte(req.CSR))
-		csr, err := x509.ParseCertificateRequest(blk.Bytes)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		u, _ := url.Parse(node)
-		now := time.Now().Add(ahead) // the authority's clock
-		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), URIs: []*url.URL{u},
-			KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: now.Add(-10 * time.Second), NotAfter: now.Add(life)}, caCert, csr.PublicKey, caKey)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		json.NewEncoder(w).Encode(map[string]any{"spiffe_id": node, "expires_at": now.Add(life),
-			"x509_svid": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-			"bundles":   map[string]json.RawMessage{"org-a.example": json.RawMessage(bundle)}})
-	})
+	now := time.Now().Add(ahead) // the authority's clock
+	server := ca.serve(t, svidAnswer(t, ca, node, node, now.Add(-10*time.Second), now.Add(life), ca.cert))
 	wait, err := renewNodeOnce(context.Background(), &clientFlags{server: server, creds: dir}, dir, spiffeid.RequireFromString(node))
 	if err != nil {
 		t.Fatalf("renewal from an authority a day ahead = %v, want the credential written", err)
 	}
 	if wait > life/2+time.Minute {
 		t.Errorf("next renewal in %s: after the SVID expires at the authority (it lives %s); want about %s", wait, life, life/2)
+	}
+}
+
+// svidAnswer answers an SVID request (its CSR) as an authority does: with
+// a certificate of certID that issuer signs, valid from notBefore to
+// notAfter, in an answer that names answerID and carries bundleCA as
+// org-a.example's bundle.
+func svidAnswer(t *testing.T, issuer *orgACA, certID, answerID string, notBefore, notAfter time.Time, bundleCA *x509.Certificate) http.HandlerFunc {
+	bundle := x509BundleJSON(t, bundleCA)
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ CSR string }
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			t.Error(err)
+			return
+		}
+		blk, _ := pem.Decode([]byte(req.CSR))
+		if blk == nil {
+			t.Error("no CSR in the request")
+			return
+		}
+		csr, err := x509.ParseCertificateRequest(blk.Bytes)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		u, _ := url.Parse(certID)
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), URIs: []*url.URL{u},
+			KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: notBefore, NotAfter: notAfter}, issuer.cert, csr.PublicKey, issuer.key)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"spiffe_id": answerID, "expires_at": notAfter,
+			"x509_svid": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+			"bundles":   map[string]json.RawMessage{"org-a.example": json.RawMessage(bundle)}})
 	}
 }
 
