@@ -194,20 +194,21 @@ func (a *Authority) pruneJoinTokens(ctx context.Context) {
 	}
 }
 
-// maxRefusedTokens bounds the memory of tokens whose refusal was recorded.
+// maxRefusedTokens bounds the memory of refusals recorded.
 const maxRefusedTokens = 10000
 
-// firstRefusal reports whether no refusal of this token has been recorded
-// since the authority started, and remembers it.
-func (a *Authority) firstRefusal(tokenID string) bool {
+// firstRefusal reports whether no refusal of key (a join token's id, or
+// an event type, node and serial) has been recorded since the authority
+// started, and remembers it.
+func (a *Authority) firstRefusal(key string) bool {
 	a.refusedMu.Lock()
 	defer a.refusedMu.Unlock()
-	if a.refused[tokenID] {
+	if a.refused[key] {
 		return false
 	}
 	if a.refused == nil || len(a.refused) >= maxRefusedTokens {
 		a.refused = map[string]bool{}
 	}
-	a.refused[tokenID] = true
+	a.refused[key] = true
 	return true
 }

@@ -92,13 +92,21 @@ func stillHosts(agentID spiffeid.ID, c *Caller, nodeID string, now time.Time) fu
 		if err := registry.CheckHosting(agent, node); err != nil {
 			return err
 		}
-		if nodeID == c.ID.String() {
-			if err := latestNodeSVID(node, c, now); err != nil {
-				return err
-			}
-		}
-		return lapsed(node, now)
+		return stillAttested(node, c, now)
 	}
+}
+
+// stillAttested refuses node at now when it is lapsed, or, when it is
+// the caller c itself, when c asks with an SVID other than its latest
+// (latestNodeSVID).
+func stillAttested(node *registry.Node, c *Caller, now time.Time) error {
+	if err := lapsed(node, now); err != nil {
+		return err
+	}
+	if node.SPIFFEID == c.ID.String() {
+		return latestNodeSVID(node, c, now)
+	}
+	return nil
 }
 
 // lapsed refuses a node whose latest SVID expired before now: it has
@@ -220,14 +228,11 @@ func (a *Authority) authorizeAgent(ctx context.Context, c *Caller, id spiffeid.I
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := lapsed(node, a.now()); err != nil {
-		return nil, nil, err
-	}
-	if nodeID == c.ID {
-		if err := latestNodeSVID(node, c, a.now()); err != nil {
+	if err := stillAttested(node, c, a.now()); err != nil {
+		if errors.Is(err, ErrSVIDSuperseded) {
 			a.supersededSVID(ctx, "node.superseded_svid", c.ID, callerSerial(c), err, map[string]any{"asked_for": id.String()})
-			return nil, nil, err
 		}
+		return nil, nil, err
 	}
 	return agent, node, nil
 }
