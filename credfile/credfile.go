@@ -221,7 +221,7 @@ func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 		return fmt.Errorf("credfile: %w", err)
 	}
 	if key == nil {
-		held, err := loadKeyFor(p, chain[0])
+		held, inKeyFile, err := loadKeyFor(p, chain[0])
 		if err != nil {
 			return err
 		}
@@ -229,7 +229,7 @@ func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 		// the certificate's key is the one kept in prevKey: it goes back
 		// into the key file before the certificate lands (prevKey is
 		// removed once it has).
-		if !keyFileHolds(p, chain[0]) {
+		if !inKeyFile {
 			key = held
 		}
 	}
@@ -301,7 +301,7 @@ func load(p Paths) (chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 	if chain, err = ParseCertsPEM(cb); err != nil {
 		return nil, nil, nil, fmt.Errorf("credfile: %s: %w", p.Cert, err)
 	}
-	if key, err = loadKeyFor(p, chain[0]); err != nil {
+	if key, _, err = loadKeyFor(p, chain[0]); err != nil {
 		return nil, nil, nil, err
 	}
 	bb, err := os.ReadFile(p.Bundle)
@@ -337,37 +337,27 @@ func currentPairKey(p Paths) ([]byte, bool) {
 	return kb, true
 }
 
-// loadKeyFor reads the key of leaf: the key file, or, when a Write was
-// interrupted between the key and the certificate, the key it replaced.
-func loadKeyFor(p Paths, leaf *x509.Certificate) (crypto.Signer, error) {
+// loadKeyFor reads the key of leaf: the key file (inKeyFile), or, when a
+// Write was interrupted between the key and the certificate, the key it
+// replaced.
+func loadKeyFor(p Paths, leaf *x509.Certificate) (key crypto.Signer, inKeyFile bool, err error) {
 	kb, err := ReadPrivate(p.Key)
 	if err != nil {
-		return nil, fmt.Errorf("credfile: %w", err)
+		return nil, false, fmt.Errorf("credfile: %w", err)
 	}
-	key, err := ParseKeyPEM(kb)
+	key, err = ParseKeyPEM(kb)
 	if err != nil {
-		return nil, fmt.Errorf("credfile: %s: %w", p.Key, err)
+		return nil, false, fmt.Errorf("credfile: %s: %w", p.Key, err)
 	}
 	if KeyMatches(key, leaf) {
-		return key, nil
+		return key, true, nil
 	}
 	if pb, err := ReadPrivate(p.prevKey()); err == nil {
 		if prev, err := ParseKeyPEM(pb); err == nil && KeyMatches(prev, leaf) {
-			return prev, nil
+			return prev, false, nil
 		}
 	}
-	return nil, fmt.Errorf("credfile: %s %w in %s (fetch the credential again)", p.Key, errKeyMismatch, p.Cert)
-}
-
-// keyFileHolds reports whether the key file itself (not prevKey) holds
-// the key of leaf.
-func keyFileHolds(p Paths, leaf *x509.Certificate) bool {
-	kb, err := ReadPrivate(p.Key)
-	if err != nil {
-		return false
-	}
-	key, err := ParseKeyPEM(kb)
-	return err == nil && KeyMatches(key, leaf)
+	return nil, false, fmt.Errorf("credfile: %s %w in %s (fetch the credential again)", p.Key, errKeyMismatch, p.Cert)
 }
 
 // KeyMatches reports whether key is the private key of leaf.
