@@ -19,15 +19,6 @@ func c2spPath(t tlog.Tile) string {
 	return strings.Replace(p, "tile/data/", "tile/entries/", 1)
 }
 
-// tilePath is the tlog-tiles path of t (of height TileHeight).
-func tilePath(t tlog.Tile) string {
-	p := strings.TrimPrefix(t.Path(), fmt.Sprintf("tile/%d/", TileHeight))
-	if rest, ok := strings.CutPrefix(p, "data/"); ok && t.L == -1 {
-		return "tile/entries/" + rest
-	}
-	return "tile/" + p
-}
-
 // tileReader is a tlog.TileReader reading through Log.TileData.
 type tileReader struct {
 	t *testing.T
@@ -130,9 +121,6 @@ func TestTiles(t *testing.T) {
 		// Every tile of the tree: its bytes are the hashes tlog verified.
 		for _, tile := range tlog.NewTiles(8, 0, tr.size) {
 			path := c2spPath(tile)
-			if p := tilePath(tile); p != path {
-				t.Errorf("tilePath(%+v) = %q, want %q", tile, p, path)
-			}
 			got, err := l.TileData(ctx, path)
 			if err != nil {
 				t.Fatalf("TileData(%q) = %v, want nil", path, err)
@@ -152,9 +140,6 @@ func TestTiles(t *testing.T) {
 			bundleTile := tile
 			bundleTile.L = -1
 			bpath := c2spPath(bundleTile)
-			if p := tilePath(bundleTile); p != bpath {
-				t.Errorf("tilePath(%+v) = %q, want %q", bundleTile, p, bpath)
-			}
 			b, err := l.TileData(ctx, bpath)
 			if err != nil {
 				t.Fatalf("TileData(%q) = %v, want nil", bpath, err)
@@ -264,7 +249,7 @@ func FuzzTilePath(f *testing.F) {
 			}
 			return
 		}
-		if p := tilePath(tile); p != path {
+		if p := c2spPath(tile); p != path {
 			t.Fatalf("parseTilePath(%q) = %+v, whose path is %q", path, tile, p)
 		}
 		if tile.H != 8 || tile.L < -1 || tile.L > 63 || tile.N < 0 || tile.W < 1 || tile.W > 256 {

@@ -462,8 +462,6 @@ func TestFetchIgnoresUnknownKeys(t *testing.T) {
 	}
 }
 
-// privateJWK is a jwt-svid JWK of an EC key pair, private part ("d")
-// included.
 // weakRSAJWK is a jwt-svid JWK of a 1024-bit RSA key.
 func weakRSAJWK(t *testing.T) string {
 	t.Helper()
@@ -471,20 +469,24 @@ func weakRSAJWK(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey, KeyID: "weak", Use: "jwt-svid"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(doc)
+	return jwkOf(t, &k.PublicKey, "weak")
 }
 
+// privateJWK is a jwt-svid JWK of an EC key pair, private part ("d")
+// included.
 func privateJWK(t *testing.T) string {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := json.Marshal(jose.JSONWebKey{Key: k, KeyID: "private", Use: "jwt-svid"})
+	return jwkOf(t, k, "private")
+}
+
+// jwkOf is key as a jwt-svid JWK named kid.
+func jwkOf(t *testing.T, key any, kid string) string {
+	t.Helper()
+	doc, err := json.Marshal(jose.JSONWebKey{Key: key, KeyID: kid, Use: "jwt-svid"})
 	if err != nil {
 		t.Fatal(err)
 	}
