@@ -1079,3 +1079,60 @@ func TestTPMDriftedSVIDGetsNoGraceAfterRecovery(t *testing.T) {
 		t.Errorf("an agent's SVID asked with the node's latest SVID = %v", err)
 	}
 }
+
+// A quote of the known-good state kept back, answered after the node was
+// marked drifted, does not clear the mark: its challenge was made before
+// the drift. The refusal uses the challenge up and is recorded; a fresh
+// attestation in a good state clears the mark as before.
+func TestTPMQuoteKeptBackDoesNotClearDrift(t *testing.T) {
+	te := startTPM(t, 24, tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
+	node, err := te.attest(nil, nil)
+	if err != nil {
+		t.Fatalf("attest: %v", err)
+	}
+	nodeClient := te.client(node.chain, node.key)
+	// A renewal challenge answered in the good state, its answer kept.
+	kept, err := te.challenge(nodeClient, te.dev.EKPublic(), nil, te.dev.AKPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := client.Answer(te.dev, kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node drifts (PCR 16 extended) and its renewal says so.
+	if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.attest(nodeClient, nil); problemName(err) != "tpm-pcr-policy-mismatch" {
+		t.Fatalf("renewal after drift = %v, want tpm-pcr-policy-mismatch", err)
+	}
+	answerKept := func() error {
+		_, csr, _ := client.NewKeyAndCSR()
+		_, err := nodeClient.AnswerTPMChallenge(ctxT(t), kept.SessionID, ev, csr)
+		return err
+	}
+	if err := answerKept(); problemName(err) != "tpm-challenge-expired" {
+		t.Fatalf("the answer kept from before the drift = %v, want tpm-challenge-expired", err)
+	}
+	if nodes, err := te.admin.ListNodes(ctxT(t)); err != nil || len(nodes) != 1 || !nodes[0].Drifted {
+		t.Fatalf("nodes after the kept answer: %+v, %v; want the node still drifted", nodes, err)
+	}
+	if err := answerKept(); problemName(err) != "tpm-challenge-used" {
+		t.Fatalf("the kept answer again = %v, want tpm-challenge-used (the refusal used it up)", err)
+	}
+	refusals := te.auditOf("node.attestation_refused", node.id.String())
+	if len(refusals) < 2 || !strings.Contains(refusals[1]["reason"].(string), "drifted after this challenge was made") {
+		t.Fatalf("refusals = %v; want the drift's, then the kept answer's", refusals)
+	}
+	// Back in the known-good state, a fresh attestation clears the mark.
+	if _, err := (tpm2.PCRReset{PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(16), Auth: tpm2.PasswordAuth(nil)}}).Execute(te.tpm); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.attest(nodeClient, nil); err != nil {
+		t.Fatalf("attestation after the PCRs match again: %v", err)
+	}
+	if nodes, err := te.admin.ListNodes(ctxT(t)); err != nil || len(nodes) != 1 || nodes[0].Drifted {
+		t.Fatalf("nodes after recovery: %+v, %v; want the mark cleared", nodes, err)
+	}
+}

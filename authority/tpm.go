@@ -168,9 +168,10 @@ func (a *Authority) TPMVerify(ctx context.Context, c *Caller, sessionID string, 
 	}
 	svid, err := a.admitTPMNode(ctx, s, nodeID, res.key, res.Result, now, details)
 	if err != nil {
-		if !errors.Is(err, attest.ErrChallengeUsed) && !errors.Is(err, attest.ErrChallengeExpired) {
-			// Banned, or the server failed: the answer still uses the
-			// challenge up, and is recorded (the device proved its TPM).
+		if lost := errors.Is(err, attest.ErrChallengeUsed) || errors.Is(err, attest.ErrChallengeExpired) && !errors.Is(err, errDriftedSince); !lost {
+			// Banned, drifted since the challenge, or the server failed:
+			// the answer still uses the challenge up, and is recorded
+			// (the device proved its TPM).
 			if rerr := a.refuseTPMAnswer(ctx, s, nodeID, err, true, details, now); !errors.Is(rerr, err) {
 				return nil, errors.Join(err, rerr)
 			}
@@ -737,6 +738,9 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
 		} else if err != nil && !errors.Is(err, registry.ErrNotFound) {
 			return err
+		} else if err == nil && n.Drifted && !n.DriftedAt.Before(s.CreatedAt) {
+			return fmt.Errorf("%w: %w (%s at %s, the challenge at %s): ask a new challenge",
+				attest.ErrChallengeExpired, errDriftedSince, nodeID, n.DriftedAt.UTC().Format(time.RFC3339Nano), s.CreatedAt.UTC().Format(time.RFC3339Nano))
 		} else if err == nil && !n.Drifted {
 			prev = n.SVIDSerial
 		}
@@ -755,6 +759,11 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 	}
 	return svid, nil
 }
+
+// errDriftedSince marks (with attest.ErrChallengeExpired) an answer to a
+// challenge made before its node was marked drifted: a quote of the
+// state from before the drift, kept back, does not clear the mark.
+var errDriftedSince = errors.New("the node was marked drifted after this challenge was made")
 
 // tpmRefusal is the node.attestation_refused event of a TPM answer
 // refused for why.
