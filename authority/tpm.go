@@ -247,12 +247,16 @@ func (a *Authority) openTPMSession(ctx context.Context, sessionID string, now ti
 // its PCRs match no allowed profile it also marks a known node drifted
 // (see refuseDrifted). An unproven answer writes nothing to the store:
 // anyone knowing a public EK can send one, and the device may still
-// answer its challenge.
+// answer its challenge. A proven answer's changes are made even if the
+// request's context ends meanwhile.
 func (a *Authority) refuseTPMAnswer(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, why error, proven bool, details map[string]any, now time.Time) error {
 	if !proven {
 		a.recordUnprovenRefusal(ctx, nodeID, why, details)
 		return why
 	}
+	// What the device proved is written even if its client has hung up:
+	// a drift stays marked, a refused answer stays used up.
+	ctx = context.WithoutCancel(ctx)
 	if errors.Is(why, attest.ErrPCRPolicy) {
 		return a.refuseDrifted(ctx, s, nodeID, why, details, now)
 	}

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,10 +19,14 @@ import (
 // A known node whose TPM answer no longer matches an allowed profile is
 // marked drifted in the commit that logs the refusal; with the log
 // stopped it is marked all the same (fail closed), and the session used
-// up.
+// up; and so whether or not its client is still there.
 func TestDriftIsMarkedWithItsRefusal(t *testing.T) {
 	a, stop := runAuthority(t)
 	ctx, now := t.Context(), time.Now()
+	// The client hangs up as its answer is refused: the node is marked
+	// and the session used up all the same.
+	hungUp, cancel := context.WithCancel(ctx)
+	cancel()
 	why := fmt.Errorf("%w (PCR 7 differs)", attest.ErrPCRPolicy)
 	refuse := func(ek string) (nodeID spiffeid.ID, sessionUsed bool, err error) {
 		nodeID = spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, ek)
@@ -31,7 +36,7 @@ func TestDriftIsMarkedWithItsRefusal(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		err = a.refuseTPMAnswer(ctx, s, nodeID, why, true, map[string]any{}, now)
+		err = a.refuseTPMAnswer(hungUp, s, nodeID, why, true, map[string]any{}, now)
 		_ = a.store.View(ctx, func(tx store.Tx) error {
 			sessionUsed = errors.Is(attest.CheckTPMSession(tx, s, now), attest.ErrChallengeUsed)
 			return nil
