@@ -849,6 +849,9 @@ func TestTPMCertKeyTypesHoldABan(t *testing.T) {
 			if _, err := te.admin.BanNode(ctxT(t), node.id.String(), "stolen"); err != nil {
 				t.Fatal(err)
 			}
+			if _, err := te.challenge(nil, te.dev.EKPublic(), te.ekCert(), te.dev.AKPublic()); problemName(err) != "node-banned" {
+				t.Fatalf("a challenge for the banned %s EK = %v, want node-banned", tc.first, err)
+			}
 			te.dev.Close()
 			if te.dev, err = tpmdevice.Open(te.tpm, tpmdevice.Options{EK: tc.then}); err != nil {
 				t.Fatal(err)

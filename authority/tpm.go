@@ -111,10 +111,7 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 		a.recordUnprovenRefusal(ctx, nodeID, err, map[string]any{"ek_sha256": ek.SHA256Hex(), "stage": "challenge"})
 		return nil, err
 	}
-	ch, err := a.tpm.NewChallenge(ek, ak, caller, a.now())
-	if err != nil {
-		return nil, err
-	}
+	// A banned node gets no challenge: none is made for it.
 	err = a.store.View(ctx, func(tx store.Tx) error {
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
@@ -124,7 +121,7 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 	if err != nil {
 		return nil, err
 	}
-	return ch, nil
+	return a.tpm.NewChallenge(ek, ak, caller, a.now())
 }
 
 // TPMVerify completes a TPM attestation. The evidence is checked outside
