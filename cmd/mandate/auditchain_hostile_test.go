@@ -908,6 +908,32 @@ func TestPrintableJSON(t *testing.T) {
 	}
 }
 
+// printJSON, which prints what an authority answered, shows it as it
+// reads: indented JSON that reads back the same, format characters
+// escaped.
+func TestPrintJSON(t *testing.T) {
+	in := map[string]any{"operator": "Acme \u202egnp.exe\u200b", "scopes": []string{"read\x7f", "é 😀"}, "n": 1}
+	var out strings.Builder
+	if err := printJSON(&out, in); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	var back map[string]any
+	if err := json.Unmarshal([]byte(got), &back); err != nil || back["operator"] != in["operator"] || fmt.Sprint(back["scopes"]) != fmt.Sprint(in["scopes"]) {
+		t.Fatalf("printJSON printed\n%s\nwhich reads back as %v (%v)", got, back, err)
+	}
+	if strings.ContainsAny(got, "\u202e\u200b\x7f") || !strings.Contains(got, "é 😀") {
+		t.Errorf("printJSON printed\n%s\nwant the format and control characters escaped, the printable ones as they are", got)
+	}
+	if want, _ := json.MarshalIndent(map[string]int{"a": 1}, "", "  "); func() string {
+		var b strings.Builder
+		_ = printJSON(&b, map[string]int{"a": 1})
+		return b.String()
+	}() != string(want)+"\n" {
+		t.Errorf("printJSON of plain JSON is not json.MarshalIndent's, with a newline")
+	}
+}
+
 func TestShownError(t *testing.T) {
 	for _, tc := range []struct{ err, want string }{
 		{"plain", "plain"},

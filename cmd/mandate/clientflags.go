@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -88,8 +89,21 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 	return client.New(cfg)
 }
 
+// printJSON prints v as indented JSON, each line printableJSON: what an
+// authority sent (names, accountability, reasons) is shown as it reads,
+// never with a bidirectional override or an invisible character acting
+// on the terminal. json.Marshal writes no raw newline inside a string,
+// so the lines are the indentation's.
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	var out strings.Builder
+	for line := range strings.Lines(string(b) + "\n") {
+		out.WriteString(printableJSON([]byte(strings.TrimSuffix(line, "\n"))))
+		out.WriteByte('\n')
+	}
+	_, err = io.WriteString(w, out.String())
+	return err
 }
