@@ -39,17 +39,19 @@ type StatusAnswer struct {
 // server must present an X509-SVID of server (spiffe://<td>/mandate/server
 // of the hop's issuer) valid in bundles when the request is made (no
 // connection is kept: one made under a root since removed from bundles
-// is never used again); redirects are not followed.
+// is never used again); redirects are not followed; answer headers of
+// more than 16 KiB are refused (net/http would read up to 10 MiB of them).
 func NewStatusClient(bundles x509bundle.Source, server spiffeid.ID) *http.Client {
 	return &http.Client{Timeout: StatusTimeout,
-		Transport:     &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server)), DisableKeepAlives: true},
+		Transport: &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server)), DisableKeepAlives: true,
+			MaxResponseHeaderBytes: maxStatusAnswer},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // FetchStatus asks the authority at base (https://host:port), with a
 // client of NewStatusClient, for the status of hop id. An issuer answers
 // for the hops above its own too. The answer is bounded (an answer cut
-// short, or longer than 16 KiB, is none); every failure
+// short, or longer than 16 KiB, its headers or its body, is none); every failure
 // matches ErrStatusUnknown: a verifier treats it as "not known to hold".
 func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*StatusAnswer, error) {
 	u, err := url.Parse(base)
@@ -89,7 +91,8 @@ func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*Status
 	return out, nil
 }
 
-// maxStatusAnswer bounds what FetchStatus reads of an answer.
+// maxStatusAnswer bounds what FetchStatus reads of an answer: its body,
+// and (NewStatusClient) its headers.
 const maxStatusAnswer = 16 << 10
 
 // statusAnswerOf reads an issuer's status answer for hop id: JSON with

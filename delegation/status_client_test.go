@@ -84,7 +84,8 @@ func TestStatusClientChecksEveryConnection(t *testing.T) {
 // or not at all. One cut short after a complete-looking document (the
 // connection closed before the length it announced), or one longer than
 // the bound whose first 16 KiB read as an answer, is no status: never
-// "active" taken from a part of it.
+// "active" taken from a part of it. Nor is one whose headers are longer
+// than the bound: they are not read whole.
 func TestFetchStatusReadsTheWholeAnswer(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("org-b.example")
 	server := spiffeid.RequireFromPath(td, "/mandate/server")
@@ -110,6 +111,16 @@ func TestFetchStatusReadsTheWholeAnswer(t *testing.T) {
 		}, false},
 		{"longer than the bound", func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, active+strings.Repeat(" ", 17<<10)+`{"id":"hop1","status":"revoked"}`)
+		}, false},
+		{"headers within the bound", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Pad", strings.Repeat("a", 8<<10))
+			io.WriteString(w, active)
+		}, true},
+		{"headers longer than the bound", func(w http.ResponseWriter, r *http.Request) {
+			// Read whole, as net/http reads headers (up to 10 MiB
+			// unless told otherwise), for every status request.
+			w.Header().Set("X-Pad", strings.Repeat("a", 1<<20))
+			io.WriteString(w, active)
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
