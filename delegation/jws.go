@@ -3,6 +3,7 @@ package delegation
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
@@ -95,9 +96,27 @@ func rememberHeader(j *compactJWS) {
 // maxX5C bounds the certificates of an x5c chain.
 const maxX5C = 4
 
+// maxRSABits bounds the RSA keys a signature is checked with (as
+// crypto/tls bounds a peer's, and Mandate's CA the keys it certifies):
+// the cost of an RSA operation grows with the square of the modulus, and
+// a certificate in an x5c, or a delegator's SVID issued by another trust
+// domain's CA, may hold a key of any size (a 70,000-bit key in a hop of
+// a token costs a verifier a quarter of a second, whatever the signature
+// is worth).
+const maxRSABits = 8192
+
+// checkRSASize refuses an RSA key of more than maxRSABits.
+func checkRSASize(key any) error {
+	if k, ok := key.(*rsa.PublicKey); ok && k.N != nil && k.N.BitLen() > maxRSABits {
+		return fmt.Errorf("an RSA key of %d bits (at most %d)", k.N.BitLen(), maxRSABits)
+	}
+	return nil
+}
+
 // readHeader reads a protected header strictly: a JSON object, no name
 // twice (RFC 7515 §4), with alg, typ, and optionally kid (strings) and
-// x5c (1 to maxX5C base64 DER certificates), and nothing else: no crit
+// x5c (1 to maxX5C base64 DER certificates, no RSA key of more than
+// maxRSABits), and nothing else: no crit
 // (this verifier understands no extension, RFC 7515 §4.1.11), no b64
 // (RFC 7797), no embedded jwk.
 func readHeader(raw []byte) (jwsHeader, error) {
@@ -127,6 +146,9 @@ func readHeader(raw []byte) (jwsHeader, error) {
 				if h.Certs[i], err = x509.ParseCertificate(der); err != nil {
 					return fmt.Errorf("x5c[%d]: %v", i, err)
 				}
+				if err := checkRSASize(h.Certs[i].PublicKey); err != nil {
+					return fmt.Errorf("x5c[%d]: %v", i, err)
+				}
 			}
 			return nil
 		}
@@ -143,6 +165,9 @@ func readHeader(raw []byte) (jwsHeader, error) {
 func checkJWS(j *compactJWS, key any, typ string) error {
 	if j.header.Type != typ {
 		return fmt.Errorf("typ %q, not %q", j.header.Type, typ)
+	}
+	if err := checkRSASize(key); err != nil {
+		return err
 	}
 	var err error
 	if k, ok := key.(*ecdsa.PublicKey); ok {

@@ -4,9 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -190,5 +192,55 @@ func TestHeaderMemo(t *testing.T) {
 	}
 	if err := parseAndCheck(good, &jwsKey.PublicKey, "memo-test"); err != nil {
 		t.Fatalf("with the header remembered: %v", err)
+	}
+}
+
+// TestRSAKeySizeIsBounded: an RSA key of more than maxRSABits, in a
+// certificate of an x5c header or as the key a signature is checked
+// with, is refused before any RSA operation with it (whose cost grows
+// with the square of its size: a hostile issuer's CA may certify any
+// key), and a key of maxRSABits is not.
+func TestRSAKeySizeIsBounded(t *testing.T) {
+	rsaKey := func(bits int) *rsa.PublicKey {
+		n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), uint(bits)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.SetBit(n, bits-1, 1)
+		n.SetBit(n, 0, 1)
+		return &rsa.PublicKey{N: n, E: 65537}
+	}
+	for _, tc := range []struct {
+		bits    int
+		refused bool
+	}{
+		{maxRSABits, false},
+		{maxRSABits + 8, true},
+		{4 * maxRSABits, true},
+	} {
+		t.Run(fmt.Sprint(tc.bits), func(t *testing.T) {
+			key := rsaKey(tc.bits)
+			tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key, jwsKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			header := `{"alg":"RS256","typ":"size-test","x5c":["` + base64.StdEncoding.EncodeToString(der) + `"]}`
+			sig := make([]byte, (tc.bits+7)/8)
+			sig[len(sig)-1] = 3
+			compact := base64.RawURLEncoding.EncodeToString([]byte(header)) + ".cA." + base64.RawURLEncoding.EncodeToString(sig)
+			_, err = parseCompact(compact)
+			if got := err != nil && strings.Contains(err.Error(), "RSA key of"); got != tc.refused {
+				t.Errorf("parseCompact with an x5c certificate of a %d-bit RSA key = %v, want refused for its size: %v", tc.bits, err, tc.refused)
+			}
+			j := &compactJWS{compact: compact, header: jwsHeader{Alg: "RS256", Type: "size-test"}, signingInput: compact[:strings.LastIndexByte(compact, '.')], signature: sig}
+			err = checkJWS(j, key, "size-test")
+			if err == nil {
+				t.Fatal("a made-up signature verified")
+			}
+			if got := strings.Contains(err.Error(), "RSA key of"); got != tc.refused {
+				t.Errorf("checkJWS with a %d-bit RSA key = %v, want refused for its size: %v", tc.bits, err, tc.refused)
+			}
+		})
 	}
 }
