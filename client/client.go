@@ -30,6 +30,12 @@ const DefaultServer = "https://127.0.0.1:8443"
 // maxAnswer bounds the size of an answer the client reads.
 const maxAnswer = 4 << 20
 
+// maxAnswerHeaders bounds an answer's headers (net/http would read up to
+// 10 MiB of them): an authority's are a few hundred bytes, and the
+// client also asks other organisations' authorities (mandate audit
+// chain --verify).
+const maxAnswerHeaders = 64 << 10
+
 // Problem is an RFC 9457 error answer.
 type Problem struct {
 	Type   string `json:"type"`
@@ -176,7 +182,8 @@ func New(cfg Config) (*Client, error) {
 		cfg.Timeout = 30 * time.Second
 	}
 	tr := &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConns: cfg.MaxConns, MaxIdleConnsPerHost: cfg.MaxConns,
-		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ForceAttemptHTTP2: false}
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ForceAttemptHTTP2: false,
+		MaxResponseHeaderBytes: maxAnswerHeaders}
 	hc := &http.Client{
 		Transport: tr,
 		// Never followed: a redirect would send the request (a join

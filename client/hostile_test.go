@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -125,6 +126,22 @@ func TestClientRefusesAnswersNotWhole(t *testing.T) {
 		}
 		if _, err := c.JWTSVID(context.Background(), "", []string{"x"}); err == nil || !strings.Contains(err.Error(), "larger than") {
 			t.Errorf("JWTSVID of a 5 MiB answer: %v; want an error saying it is too large", err)
+		}
+	})
+	t.Run("headers over 64 KiB", func(t *testing.T) {
+		for _, tc := range []struct {
+			pads int // headers of 8 KiB each
+			ok   bool
+		}{{1, true}, {128, false}} {
+			c := hostileAuthority(t, 30*time.Second, func(w http.ResponseWriter, r *http.Request) {
+				for i := range tc.pads {
+					w.Header().Set("X-Pad-"+strconv.Itoa(i), strings.Repeat("a", 8<<10))
+				}
+				w.Write([]byte("checkpoint"))
+			})
+			if b, err := c.GetRaw(context.Background(), "/v1/audit/checkpoint"); (err == nil) != tc.ok {
+				t.Errorf("GetRaw of an answer with %d KiB of headers: %q, %v; want ok=%v", tc.pads*8, b, err, tc.ok)
+			}
 		}
 	})
 	t.Run("cut by the timeout", func(t *testing.T) {
