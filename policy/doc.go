@@ -6,8 +6,9 @@
 //   - A revision (the policy modules and data documents, identified by
 //     their SHA-256) becomes active only if it compiles and every Rego test
 //     in it passes; otherwise the active revision stays.
-//   - Queries are prepared once per revision and path and shared by every
-//     goroutine; input is passed as a parsed value.
+//   - Queries are prepared once per revision and path (a rule's, or a
+//     package's) and shared by every goroutine; input is passed as a
+//     parsed value.
 //   - Every evaluation runs under a timeout with an injected evaluation
 //     time, reported with the result, so a recorded decision can be
 //     replayed against its revision.

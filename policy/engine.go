@@ -55,6 +55,8 @@ const DefaultTimeout = time.Second
 
 // maxPrepared bounds the prepared queries kept per revision: paths come
 // from callers, and a query outside the cache is prepared for one use.
+// Only paths of the policy's rule tree are kept (see namesRules), so a
+// policy of fewer rules and packages than this is never refused a slot.
 const maxPrepared = 1024
 
 // Options configure an Engine.
@@ -534,8 +536,11 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 }
 
 // query returns the prepared query for path, preparing it on first use.
-// Only paths that name rules are kept (keyed by their canonical
-// spelling): a caller cannot fill the cache with paths of nothing.
+// Only paths of the rule tree (a rule, or a package holding rules) are
+// kept, keyed by their canonical spelling: a caller cannot fill the cache
+// with paths of nothing, nor with the endless paths inside a rule's value
+// (data.p.deny.x1, data.p.deny.x2, ...), which would leave no room for
+// the decision points and other callers' rules.
 func (r *revision) query(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {
 	r.preparedMu.RLock()
 	q, ok := r.prepared[path]
@@ -566,10 +571,23 @@ func (r *revision) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 	if q, ok := r.prepared[key]; ok {
 		return q, nil
 	}
-	if len(r.prepared) < maxPrepared && len(r.compiler.GetRules(ref)) > 0 {
+	if len(r.prepared) < maxPrepared && namesRules(r.compiler, ref) {
 		r.prepared[key] = &pq
 	}
 	return &pq, nil
+}
+
+// namesRules reports whether ref is a path of the compiler's rule tree:
+// a rule's, or a package's (or a prefix of one) that holds rules. A path
+// below a rule (into its value) is not one.
+func namesRules(c *ast.Compiler, ref ast.Ref) bool {
+	node := c.RuleTree
+	for _, t := range ref {
+		if node = node.Child(t.Value); node == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Limits of a data path.
