@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,6 +29,7 @@ import (
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/policies"
 )
 
 // agentWithScopes registers an agent with scopes on a new node and
@@ -1284,5 +1287,36 @@ func TestHopOfManyLongScopesIsRecorded(t *testing.T) {
 	// More than a delegator's statement holds is refused as such.
 	if _, p := e.delegate(a, delegateReq{delegatee: b, scopes: granted[:30], principal: "alice"}); p == nil || p.Status != 400 {
 		t.Fatalf("30 long scopes: %+v, want 400", p)
+	}
+}
+
+// A hop the policy allows and Mandate then refuses (a scope beyond those
+// granted, which no policy may allow) leaves its allow in the log, a
+// policy.decision entry of its own, as every decision is recorded.
+func TestAllowedHopRefusedAfterwardsIsRecorded(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"issuance.rego", "authzen.rego", "data.json"} {
+		b, err := policies.FS.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allowAll := "package mandate.delegation\n\nimport rego.v1\n\ndecision := {\"allow\": true}\n"
+	if err := os.WriteFile(filepath.Join(dir, "delegation.rego"), []byte(allowAll), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := start(t, "org-a.example", func(c *authority.Config) { c.Policy.Dir = dir })
+	planner := e.agentWithScopes("planner", "calendar:read")
+	booker := e.agentWithScopes("booker", "calendar:read")
+	_, p := e.delegate(planner, delegateReq{delegatee: booker, scopes: []string{"payments:write"}, principal: "alice@example.com"})
+	if p == nil || p.Status != http.StatusForbidden || !strings.HasSuffix(p.Type, "scope-not-granted") {
+		t.Fatalf("a scope not granted, allowed by the policy: %+v", p)
+	}
+	got := e.auditOf("policy.decision", booker.id.String())
+	if len(got) != 1 || got[0]["allow"] != true || got[0]["point"] != "delegation" {
+		t.Fatalf("policy.decision entries of the refused hop: %v, want its allow", got)
 	}
 }

@@ -368,11 +368,19 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil {
 		return nil, err
 	}
+	// An allow is recorded with the hop it allowed; a hop that then
+	// fails records the allow on its own.
+	allowFailed := func(err error) error {
+		if _, rerr := a.recordDecision(ctx, c, d, delegatee.String(), parties, input); rerr != nil {
+			a.log.ErrorContext(ctx, "audit a delegation decision", "decision_id", d.ID, "err", rerr)
+		}
+		return err
+	}
 	// What no policy may allow: more than was granted (the expiry is
 	// capped above).
 	for _, s := range req.Scopes {
 		if !slices.Contains(granted, s) {
-			return nil, fmt.Errorf("%w: %q to %s (the policy allowed it; refused anyway)", ErrScopeNotGranted, s, c.ID)
+			return nil, allowFailed(fmt.Errorf("%w: %q to %s (the policy allowed it; refused anyway)", ErrScopeNotGranted, s, c.ID))
 		}
 	}
 
@@ -390,7 +398,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		if parent.Issuer == a.td.IDString() {
 			rec, err := a.delegationRecord(ctx, parent.ID)
 			if err != nil {
-				return nil, fmt.Errorf("authority: the record of parent %s: %w", parent.ID, err)
+				return nil, allowFailed(fmt.Errorf("authority: the record of parent %s: %w", parent.ID, err))
 			}
 			claims.Hop.Parent.LeafHash, claims.Hop.Parent.LogIndex = rec.LeafHash, rec.LogIndex
 		} else {
@@ -400,7 +408,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	token, err := delegation.Issue(ctx, a.ca, claims)
 	if err != nil {
-		return nil, err
+		return nil, allowFailed(err)
 	}
 
 	details := decisionDetails(d, input)
@@ -437,7 +445,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 	if err != nil {
 		a.bornRevoked.Delete(id)
-		return nil, err
+		return nil, allowFailed(err)
 	}
 	// A revocation that committed while the hop was on its way is in its
 	// record (see indexDelegation): nothing revoked is handed out.

@@ -329,8 +329,9 @@ func (a *Authority) authorizeIssuance(ctx context.Context, kind string, c *Calle
 // details are the decision's details for the svid.issued entry.
 func (is *issuance) details() map[string]any { return decisionDetails(is.decision, is.input) }
 
-// failed records the allow on its own when the SVID it allowed could not
-// be minted, and returns err.
+// issuanceFailed records the allow on its own when the SVID it allowed
+// could not be minted or logged (its commit refused it: the node banned
+// since, say), and returns err.
 func (a *Authority) issuanceFailed(ctx context.Context, c *Caller, is *issuance, ag *registry.Agent, err error) error {
 	if _, rerr := a.recordDecision(ctx, c, is.decision, ag.SPIFFEID, partyOf(ag), is.input); rerr != nil {
 		a.log.ErrorContext(ctx, "audit an issuance decision", "err", rerr)

@@ -59,7 +59,7 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 		"ttl_seconds": int64(svid.ExpiresAt.Sub(svid.Certificates[0].NotBefore).Seconds()), "expires_at": svid.ExpiresAt.UTC(),
 	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, c, node.SPIFFEID, a.now()))
 	if err != nil {
-		return nil, err
+		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
 	return svid, nil
 }
@@ -156,7 +156,7 @@ func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, aud
 		"kind": "jwt", "audience": svid.Audience, "key_id": svid.KeyID, "node": node.SPIFFEID, "expires_at": svid.ExpiresAt.UTC(),
 	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, c, node.SPIFFEID, a.now()))
 	if err != nil {
-		return nil, err
+		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
 	return svid, nil
 }

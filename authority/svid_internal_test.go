@@ -205,3 +205,56 @@ func TestLatestNodeSVID(t *testing.T) {
 		})
 	}
 }
+
+// An allowed issuance whose SVID is then refused in its commit (the node
+// banned behind the hosting cache's back) is not lost from the log: the
+// allow is recorded on its own, a policy.decision entry, as for an SVID
+// that could not be minted.
+func TestAllowedIssuanceRefusedInItsCommitIsRecorded(t *testing.T) {
+	for _, kind := range []string{"x509", "jwt"} {
+		t.Run(kind, func(t *testing.T) {
+			a := startAuthority(t)
+			ctx, admin := t.Context(), adminOf(t, a)
+			nodeID := putNode(t, a, "n1")
+			agent, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeID}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			node := &Caller{ID: spiffeid.RequireFromString(nodeID)}
+			mint := func() error {
+				if kind == "x509" {
+					_, err := a.MintX509(ctx, node, agent.SPIFFEID, newCSR(t))
+					return err
+				}
+				_, err := a.MintJWT(ctx, node, agent.SPIFFEID, []string{"x"})
+				return err
+			}
+			if err := mint(); err != nil {
+				t.Fatalf("first SVID: %v", err)
+			}
+			if err := a.store.Update(ctx, func(tx store.Tx) error {
+				_, _, err := registry.BanNode(tx, nodeID, "stolen", time.Now())
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := mint(); !errors.Is(err, registry.ErrBanned) {
+				t.Fatalf("SVID after the ban = %v, want registry.ErrBanned", err)
+			}
+			got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "policy.decision", SPIFFEID: agent.SPIFFEID, Limit: 10})
+			if err != nil || len(got) != 1 {
+				t.Fatalf("the agent's policy.decision entries: %d (%v), want the allow whose SVID was refused", len(got), err)
+			}
+			var e struct {
+				DecisionID string         `json:"decision_id"`
+				Details    map[string]any `json:"details"`
+			}
+			if err := json.Unmarshal(got[0].Entry, &e); err != nil {
+				t.Fatal(err)
+			}
+			if e.DecisionID == "" || e.Details["allow"] != true || e.Details["point"] != "issuance" {
+				t.Fatalf("the decision's entry: %s", got[0].Entry)
+			}
+		})
+	}
+}
