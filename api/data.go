@@ -480,6 +480,7 @@ func (s *Server) accessEvaluation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := body.AccessRequest
+	req.Context = nonNull(req.Context)
 	if body.Input != nil && req.Subject == nil {
 		writeError(w, r, s.log, fmt.Errorf("%w: the body is the AuthZEN request itself ({\"subject\", \"action\", \"resource\"}), not wrapped in \"input\" as for /v1/data", authority.ErrInvalidRequest))
 		return
@@ -529,6 +530,7 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Evaluations) == 0 { // as AuthZEN: the top level is a single evaluation, answered as one
+		req.Context = nonNull(req.Context)
 		s.answerAccess(w, r, req.AccessRequest)
 		return
 	}
@@ -537,7 +539,7 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 	reqs := make([]authority.AccessRequest, len(req.Evaluations))
 	for i, it := range req.Evaluations {
 		reqs[i] = authority.AccessRequest{Subject: or(it.Subject, req.Subject), Action: or(it.Action, req.Action),
-			Resource: or(it.Resource, req.Resource), Context: or(it.Context, req.Context)}
+			Resource: or(it.Resource, req.Resource), Context: or(nonNull(it.Context), nonNull(req.Context))}
 		if err := checkAccessRequest(reqs[i]); err != nil {
 			writeError(w, r, s.log, fmt.Errorf("evaluation %d: %w", i, err))
 			return
@@ -586,6 +588,15 @@ func evaluationsSemantic(options json.RawMessage) (authority.EvaluationsSemantic
 		return v, nil
 	}
 	return "", fmt.Errorf("%w: options.evaluations_semantic %q: one of execute_all, deny_on_first_deny, permit_on_first_permit", authority.ErrInvalidRequest, sem)
+}
+
+// nonNull is a context as the policy's input holds it: a null one is
+// absent (and an evaluation's absent context takes the default).
+func nonNull(raw json.RawMessage) json.RawMessage {
+	if string(bytes.TrimSpace(raw)) == "null" {
+		return nil
+	}
+	return raw
 }
 
 func or(a, b json.RawMessage) json.RawMessage {

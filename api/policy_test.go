@@ -735,3 +735,42 @@ func TestDataAPIFederatedCaller(t *testing.T) {
 		t.Fatalf("a federated agent that is not a decision caller: %d", status)
 	}
 }
+
+// A null context is absent, as docs/policy.md says: the policy's input
+// has none, and an evaluation of a batch whose context is null takes the
+// request's default, as one without a context does.
+func TestAuthZENNullContextIsAbsent(t *testing.T) {
+	pe := startPolicy(t)
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	reader := pe.reader()
+	tuple := `"subject": {"type": "agent", "id": "` + reader + `"}, "action": {"name": "calendar:read"}, "resource": {"type": "calendar", "id": "alice"}`
+	for _, tc := range []struct {
+		name, path, body string
+		want             any // the input's context; nil: none
+	}{
+		{"one evaluation", "/access/v1/evaluation", `{` + tuple + `, "context": null}`, nil},
+		{"a batch of none", "/access/v1/evaluations", `{` + tuple + `, "context": null, "evaluations": []}`, nil},
+		{"an evaluation's null context takes the default", "/access/v1/evaluations",
+			`{` + tuple + `, "context": {"ip": "10.0.0.1"}, "evaluations": [{"context": null}]}`, map[string]any{"ip": "10.0.0.1"}},
+		{"a null default", "/access/v1/evaluations", `{` + tuple + `, "context": null, "evaluations": [{}]}`, nil},
+		{"an evaluation's own context", "/access/v1/evaluations",
+			`{` + tuple + `, "context": {"ip": "10.0.0.1"}, "evaluations": [{"context": {"ip": "10.0.0.2"}}]}`, map[string]any{"ip": "10.0.0.2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, ans := do(t, gw, http.MethodPost, tc.path, "application/json", []byte(tc.body))
+			if evs, ok := ans["evaluations"].([]any); ok && len(evs) == 1 {
+				ans, _ = evs[0].(map[string]any)
+			}
+			ctx, _ := ans["context"].(map[string]any)
+			id, _ := ctx["decision_id"].(string)
+			if status != http.StatusOK || ans["decision"] != true || id == "" {
+				t.Fatalf("%d %v", status, ans)
+			}
+			input, _ := pe.decisionRecord(id)["input"].(map[string]any)
+			got, present := input["context"]
+			if tc.want == nil && present || tc.want != nil && fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("the policy's input: %v, want context %v", input, tc.want)
+			}
+		})
+	}
+}
