@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -96,7 +97,7 @@ func checkContentType(got, want string) error {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	b, err := jsonv2.Marshal(v, json.DefaultOptionsV1(), jsonv2.WithMarshalers(stdNumbers))
 	if err != nil {
 		writeProblem(w, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500})
 		return
@@ -106,3 +107,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
 }
+
+// stdNumbers writes an encoding/json Number (how a policy's answer holds
+// its numbers: an AuthZEN decision's context) as the number it is, as
+// encoding/json does, not as a string; an invalid one is an error.
+var stdNumbers = jsonv2.MarshalFunc(func(n stdjson.Number) ([]byte, error) {
+	if v := jsontext.Value(n); !v.IsValid() || v.Kind() != '0' {
+		return nil, fmt.Errorf("invalid number literal %q", string(n))
+	}
+	return []byte(n), nil
+})

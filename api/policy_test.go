@@ -774,3 +774,32 @@ func TestAuthZENNullContextIsAbsent(t *testing.T) {
 		})
 	}
 }
+
+// An AuthZEN answer's context holds the policy's numbers as numbers, as
+// the Data API's result does: 3, not "3".
+func TestAuthZENContextNumbersAreNumbers(t *testing.T) {
+	pe := startPolicy(t, func(c *authority.Config) { c.Policy.AuthZENPath = "numbers/decision" })
+	module := "package numbers\n\nimport rego.v1\n\ndecision := {\"decision\": true, \"context\": {\"n\": 3, \"big\": 12345678901234567890123, \"echo\": input.context}}\n"
+	if err := os.WriteFile(filepath.Join(pe.dir, "numbers.rego"), []byte(module), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if status, ans := do(t, pe.admin, http.MethodPost, "/v1/admin/policy/reload", "application/json", []byte("{}")); status != http.StatusOK {
+		t.Fatalf("reload: %d %v", status, ans)
+	}
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	tuple := `"subject": {"type": "user", "id": "alice"}, "action": {"name": "read"}, "resource": {"type": "doc", "id": "1"}, "context": {"ttl": 60}`
+	for _, tc := range []struct{ path, body string }{
+		{"/access/v1/evaluation", `{` + tuple + `}`},
+		{"/access/v1/evaluations", `{` + tuple + `, "evaluations": [{}]}`},
+	} {
+		status, ans := do(t, gw, http.MethodPost, tc.path, "application/json", []byte(tc.body))
+		if evs, ok := ans["evaluations"].([]any); ok && len(evs) == 1 {
+			ans, _ = evs[0].(map[string]any)
+		}
+		ctx, _ := ans["context"].(map[string]any)
+		echo, _ := ctx["echo"].(map[string]any)
+		if status != http.StatusOK || ctx["n"] != float64(3) || ctx["big"] != 12345678901234567890123.0 || echo["ttl"] != float64(60) {
+			t.Errorf("%s: %d %v, want the context's numbers as numbers", tc.path, status, ans)
+		}
+	}
+}
