@@ -176,6 +176,7 @@ func yamlToJSON(body []byte, limit int64) ([]byte, error) {
 	if _, err := yamlSize(&doc, map[*yaml.Node]int64{}, limit, 0); err != nil {
 		return nil, err
 	}
+	plainTimestamps(&doc, map[*yaml.Node]bool{})
 	var v any
 	if err := doc.Decode(&v); err != nil {
 		return nil, err
@@ -233,6 +234,24 @@ func yamlSize(n *yaml.Node, memo map[*yaml.Node]int64, limit int64, depth int) (
 	}
 	memo[n] = size
 	return size, nil
+}
+
+// plainTimestamps reads a scalar that YAML resolves as a timestamp
+// without being tagged one (2001-12-14) as the string it is written as,
+// as OPA does: decoded, it would become 2001-12-14T00:00:00Z. n's depth
+// is bounded by yamlSize.
+func plainTimestamps(n *yaml.Node, seen map[*yaml.Node]bool) {
+	if n == nil || seen[n] {
+		return
+	}
+	seen[n] = true
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!timestamp" && n.Style == 0 {
+		n.Tag = "!!str"
+	}
+	plainTimestamps(n.Alias, seen)
+	for _, c := range n.Content {
+		plainTimestamps(c, seen)
+	}
 }
 
 // jsonCompatible turns what YAML decodes into what JSON can hold: maps

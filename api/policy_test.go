@@ -208,6 +208,14 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 			t.Fatalf("%s: %d %v", tc.name, status, ans)
 		}
 	}
+	// As OPA reads YAML: a date or a time written plain is the string
+	// written, not a time re-written (2001-12-14T00:00:00Z); one tagged a
+	// timestamp is a time.
+	yamlDates := "input:\n  blob:\n    date: 2001-12-14\n    time: 2001-12-14t21:59:43.10-05:00\n    2001-12-14: as a key\n    tagged: !!timestamp 2001-12-14\n"
+	if status, ans := doWith(t, gw, http.MethodPost, "/v1/data/authz/echo", map[string]string{"Content-Type": "application/yaml"}, []byte(yamlDates)); status != 200 ||
+		fmt.Sprint(ans["result"]) != "map[2001-12-14:as a key date:2001-12-14 tagged:2001-12-14T00:00:00Z time:2001-12-14t21:59:43.10-05:00]" {
+		t.Fatalf("YAML dates: %d %v", status, ans)
+	}
 	for _, tc := range []struct {
 		name    string
 		headers map[string]string
