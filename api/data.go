@@ -14,6 +14,7 @@ import (
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	opaversion "github.com/open-policy-agent/opa/v1/version"
 	"go.yaml.in/yaml/v3"
@@ -416,6 +417,7 @@ func (s *Server) answerData(w http.ResponseWriter, r *http.Request, input json.R
 // writeDataError answers a Data API failure in OPA's shape.
 func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err error) {
 	var te *topdown.Error
+	var compileErrs ast.Errors
 	switch {
 	case errors.Is(err, authority.ErrUnauthenticated):
 		msg := "a client certificate (X509-SVID) is required"
@@ -444,6 +446,14 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 		s.logEvalError(r, te.Code, loc)
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
 			map[string]any{"code": te.Code, "message": te.Message, "location": te.Location})
+	case errors.As(err, &compileErrs):
+		// The path compiled against the policy is refused (an index
+		// into an array no array has, a key a rule's value cannot
+		// hold): OPA's 500 internal_error with the compiler's message.
+		code, loc := policy.ErrorCode(compileErrs)
+		s.metrics.decisions.WithLabelValues("data", "error").Inc()
+		s.logEvalError(r, code, loc)
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, compileErrs.Error())
 	case errors.Is(err, policy.ErrEval):
 		s.metrics.decisions.WithLabelValues("data", "error").Inc()
 		s.logEvalError(r, "eval_error", "")

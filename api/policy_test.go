@@ -267,6 +267,14 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 	if _, ans := do(t, gw, "POST", "/v1/data/authz/conflict", "application/json", []byte(`{"input": {"conflict": true}}`)); ans["errors"] == nil {
 		t.Fatalf("an evaluation error lists its errors: %v", ans)
 	}
+	// A path the compiler refuses against the policy: as OPA, 500
+	// internal_error with the compiler's message, no errors list.
+	for _, path := range []string{"/v1/data/authz/arr/-1", "/v1/data/authz/grant/nope"} {
+		status, ans := do(t, gw, http.MethodGet, path, "", nil)
+		if msg, _ := ans["message"].(string); status != 500 || ans["code"] != "internal_error" || !strings.Contains(msg, "rego_type_error") || ans["errors"] != nil {
+			t.Fatalf("GET %s: %d %v, want OPA's 500 internal_error with the compiler's message", path, status, ans)
+		}
+	}
 	// A timeout is the server's (a busy one, maybe): OPA's 500, a client
 	// may retry; its error's code names it.
 	_, ans = do(t, gw, "POST", "/v1/data/authz/slow", "application/json", []byte(`{"input": {"slow": true}}`))

@@ -564,7 +564,10 @@ func (r *revision) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 	pq, err := rego.New(rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.Compiler(r.compiler), rego.Store(r.store)).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrEval, err)
+		// The compiler's errors (a path it refuses: an index into an
+		// array that no array has, a key a rule's value cannot hold)
+		// are kept, for callers to name their code.
+		return nil, fmt.Errorf("%w: %w", ErrEval, err)
 	}
 	r.preparedMu.Lock()
 	defer r.preparedMu.Unlock()
