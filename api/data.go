@@ -729,6 +729,11 @@ func (s *Server) policyStatus(w http.ResponseWriter, r *http.Request) {
 // policyTest is POST /v1/admin/policy/test: run the active revision's
 // Rego tests.
 func (s *Server) policyTest(w http.ResponseWriter, r *http.Request) {
+	var req struct{} // {}, as the reload takes: a body is read as every JSON body is
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	res, err := s.a.PolicyTests(r.Context(), callerOf(r))
 	if err != nil {
 		writeError(w, r, s.log, err)

@@ -714,6 +714,44 @@ func TestPolicyReload(t *testing.T) {
 	}
 }
 
+// TestPolicyTestEndpoint: POST /v1/admin/policy/test reads its body as
+// every JSON endpoint does (`{}`, as the reload takes): unknown fields,
+// other documents and other content types are refused.
+func TestPolicyTestEndpoint(t *testing.T) {
+	pe := startPolicy(t)
+	tests := []struct {
+		name        string
+		c           *client.Client
+		ctype, body string
+		status      int
+		problem     string
+	}{
+		{"empty object", pe.admin, "application/json", `{}`, 200, ""},
+		{"unknown field", pe.admin, "application/json", `{"filter":"x"}`, 400, "unknown-field"},
+		{"json array", pe.admin, "application/json", `[]`, 400, "malformed-json"},
+		{"no body", pe.admin, "application/json", ``, 400, "malformed-json"},
+		{"wrong content type", pe.admin, "text/plain", `{}`, 415, "unsupported-media-type"},
+		{"body too large", pe.admin, "application/json", `{"x":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "body-too-large"},
+		{"decision caller", pe.client(pe.gateway.chain, pe.gateway.key), "application/json", `{}`, 403, "forbidden"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, ans := do(t, tc.c, "POST", "/v1/admin/policy/test", tc.ctype, []byte(tc.body))
+			if status != tc.status {
+				t.Fatalf("status %d, want %d: %v", status, tc.status, ans)
+			}
+			if tc.problem != "" && ans["type"] != "https://mandate.dev/problems/"+tc.problem {
+				t.Fatalf("problem %v, want %s", ans["type"], tc.problem)
+			}
+			if tc.problem == "" {
+				if tests, _ := ans["tests"].([]any); len(tests) == 0 || ans["revision"] != pe.a.PolicyRevision() {
+					t.Fatalf("answer %v, want the active revision's tests", ans)
+				}
+			}
+		})
+	}
+}
+
 // TestDataAPIFederatedCaller: a platform agent of a federated
 // organisation asks org-a's decision API with its own org's SVID.
 func TestDataAPIFederatedCaller(t *testing.T) {
