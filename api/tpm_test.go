@@ -738,12 +738,31 @@ func TestAgentRequiringHardwareAttestation(t *testing.T) {
 	}
 }
 
+// TestTPMAttestationDisabledByDefault: without attestation.tpm every
+// request is tpm-attestation-disabled, but for a body that does not read
+// (docs/attestation.md).
 func TestTPMAttestationDisabledByDefault(t *testing.T) {
 	e := start(t, "org-a.example")
-	body := map[string]string{"ek_public": b64s(mustEK(t)), "ak_public": b64s(mustEK(t))}
-	err := e.client(nil, nil).Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/challenge", body, nil)
-	if problemName(err) != "tpm-attestation-disabled" {
-		t.Fatalf("challenge = %v", err)
+	tests := []struct {
+		name, path string
+		body       map[string]string
+		want       string
+	}{
+		{"challenge", "/v1/nodes/attest/tpm/challenge", map[string]string{"ek_public": b64s(mustEK(t)), "ak_public": b64s(mustEK(t))}, "tpm-attestation-disabled"},
+		{"challenge of bytes that are no TPM2B_PUBLIC", "/v1/nodes/attest/tpm/challenge", map[string]string{"ek_public": "AAAA", "ak_public": "AAAA"}, "tpm-attestation-disabled"},
+		{"challenge without ek_public", "/v1/nodes/attest/tpm/challenge", map[string]string{"ak_public": b64s(mustEK(t))}, "tpm-malformed"},
+		{"challenge whose ek_public is not base64", "/v1/nodes/attest/tpm/challenge", map[string]string{"ek_public": "!", "ak_public": b64s(mustEK(t))}, "tpm-malformed"},
+		{"challenge with an unknown field", "/v1/nodes/attest/tpm/challenge", map[string]string{"ek_public": b64s(mustEK(t)), "ak_public": b64s(mustEK(t)), "ek": "x"}, "unknown-field"},
+		{"verify of nothing", "/v1/nodes/attest/tpm/verify", map[string]string{}, "tpm-attestation-disabled"},
+		{"verify", "/v1/nodes/attest/tpm/verify", map[string]string{"session_id": "x", "secret": "AAAA", "quote": "AAAA", "signature": "AAAA", "csr": "x"}, "tpm-attestation-disabled"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := e.client(nil, nil).Do(ctxT(t), http.MethodPost, tc.path, tc.body, nil)
+			if problemName(err) != tc.want {
+				t.Fatalf("POST %s = %v, want %s", tc.path, err, tc.want)
+			}
+		})
 	}
 }
 
