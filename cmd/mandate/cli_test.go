@@ -364,6 +364,41 @@ func TestCLIUsageErrors(t *testing.T) {
 	}
 }
 
+// TestServeEmptyPolicyDirFlag: --policy-dir "" is the one flag an empty
+// value is taken for: the embedded policies, over the file's policy.dir
+// (README, Configuration).
+func TestServeEmptyPolicyDirFlag(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "mandate.yaml")
+	if err := os.WriteFile(cfg, []byte("policy:\n  dir: "+filepath.Join(dir, "no-such-dir")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel() // the configuration is read and checked; nothing is served
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"the file's policy.dir", nil, "policy.dir"},
+		{"--policy-dir \"\" over it", []string{"--policy-dir", ""}, ""},
+		{"--log-level \"\"", []string{"--log-level", ""}, "--log-level given an empty value"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"serve", "--config", cfg, "--data-dir", filepath.Join(t.TempDir(), "data"), "--listen", "127.0.0.1:0"}, tc.args...)
+			var out, errOut bytes.Buffer
+			err := run(stopped, args, &out, &errOut)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("mandate %q = %v, want the embedded policies (no error)", args, err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("mandate %q = %v, want an error naming %q", args, err, tc.wantErr)
+			}
+		})
+	}
+}
+
 func TestBenchIssue(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)
