@@ -81,7 +81,7 @@ func DecodeStrict(b []byte, v any) error {
 	if err := jsonv2.Unmarshal(b, v, json.DefaultOptionsV1(), jsonv2.RejectUnknownMembers(true),
 		jsonv2.MatchCaseInsensitiveNames(false), jsontext.AllowDuplicateNames(false)); err != nil {
 		if strings.HasPrefix(err.Error(), "json: unknown field") {
-			return fmt.Errorf("%w: %s", errUnknownField, strings.TrimPrefix(err.Error(), "json: "))
+			return fmt.Errorf("%w%s", errUnknownField, strings.TrimPrefix(err.Error(), "json: unknown field"))
 		}
 		return fmt.Errorf("%w: %s", errBadJSON, strings.TrimPrefix(err.Error(), "json: "))
 	}

@@ -167,3 +167,11 @@ func FuzzDecodeStrict(f *testing.F) {
 func knownField(fields []string, key string) bool {
 	return slices.Contains(fields, key)
 }
+
+// An unknown field is named once, after what it is.
+func TestDecodeStrictNamesTheUnknownField(t *testing.T) {
+	var v fuzzBody
+	if err := DecodeStrict([]byte(`{"name":"a","bogus":1}`), &v); err == nil || err.Error() != `api: unknown field "bogus"` {
+		t.Fatalf("DecodeStrict with an unknown field = %v, want api: unknown field \"bogus\"", err)
+	}
+}

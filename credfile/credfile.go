@@ -218,7 +218,7 @@ func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 		return errors.New("credfile: the key is not the key of the certificate")
 	}
 	if err := PrivateDir(filepath.Dir(p.Cert)); err != nil {
-		return fmt.Errorf("credfile: %w", err)
+		return err // ErrNotPrivate's, or the file system's naming the directory
 	}
 	if key == nil {
 		held, inKeyFile, err := loadKeyFor(p, chain[0])
