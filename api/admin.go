@@ -193,3 +193,20 @@ func answer(w http.ResponseWriter, r *http.Request, s *Server, status int, out a
 	}
 	writeJSON(w, status, out)
 }
+
+// makeBackup is POST /v1/admin/backups: a consistent copy of the
+// authority's state, written on the authority's host (see
+// authority.MakeBackup).
+func (s *Server) makeBackup(w http.ResponseWriter, r *http.Request) {
+	var req struct{}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	b, err := s.a.MakeBackup(r.Context(), callerOf(r))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, b)
+}

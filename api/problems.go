@@ -89,6 +89,7 @@ var problemTable = []problemKind{
 	{authority.ErrNodeUnknown, http.StatusForbidden, "node-not-attested", "Node not attested"},
 	{authority.ErrSVIDSuperseded, http.StatusForbidden, "svid-superseded", "SVID replaced since"},
 	{authority.ErrRenewedMeanwhile, http.StatusConflict, "renewed-meanwhile", "Renewed meanwhile"},
+	{authority.ErrBackupUnderWay, http.StatusConflict, "backup-in-progress", "A backup is being made"},
 	{authority.ErrForbidden, http.StatusForbidden, "forbidden", "Forbidden"},
 	{authority.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated", "Client certificate required"},
 	{registry.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},

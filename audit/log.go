@@ -211,6 +211,24 @@ func Stored(ctx context.Context, st store.Store) (bool, error) {
 	return found, nil
 }
 
+// CheckCopy checks that st holds a copy of this log, as Open checks a
+// store (its tree state, nodes, last entry and checkpoint agree, and the
+// checkpoint is signed for this log's origin with its key), and returns
+// the copy's tree size. It writes nothing: a store holding no log is an
+// error matching ErrCorrupt.
+func (l *Log) CheckCopy(ctx context.Context, st store.Store) (uint64, error) {
+	c := &Log{cfg: l.cfg}
+	c.cfg.Store = st
+	ts, found, err := c.read(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, corrupt("the store holds no log")
+	}
+	return ts.size, nil
+}
+
 // read reads and checks the stored state.
 func (l *Log) read(ctx context.Context) (st treeState, found bool, err error) {
 	err = l.cfg.Store.View(ctx, func(tx store.Tx) error {

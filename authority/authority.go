@@ -68,6 +68,7 @@ type Authority struct {
 	// bundle manager changes in the log's order.
 	changeMu sync.Mutex
 	credMu   sync.Mutex // serializes writes of the admin credential files
+	backupMu sync.Mutex // one backup at a time (MakeBackup)
 
 	refusedMu sync.Mutex      // guards refused
 	refused   map[string]bool // join tokens whose refusal is recorded

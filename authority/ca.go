@@ -10,10 +10,13 @@ import (
 	"mandate.dev/mandate/credfile"
 )
 
+// caKeyDir is the directory of the CA's keys in dataDir.
+func caKeyDir(dataDir string) string { return filepath.Join(dataDir, "keys") }
+
 // openCA opens the CA with its keys in <data dir>/keys and its state in
 // the store, creating both on first start.
 func (a *Authority) openCA(ctx context.Context) error {
-	km, err := ca.NewDiskKeyManager(filepath.Join(a.cfg.DataDir, "keys"))
+	km, err := ca.NewDiskKeyManager(caKeyDir(a.cfg.DataDir))
 	if err != nil {
 		return err
 	}

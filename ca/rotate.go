@@ -61,6 +61,16 @@ func (c *CA) Rotate(ctx context.Context) (changed bool, err error) {
 	return c.rotateLocked(ctx)
 }
 
+// Still runs fn while no state transition is under way, and none starts
+// until fn returns: the state saved in the Journal and the keys in the
+// KeyManager stay as they are (a copy made of both within fn is one the
+// CA can start from). Minting goes on meanwhile; a rotation waits.
+func (c *CA) Still(fn func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fn()
+}
+
 func (c *CA) rotateLocked(ctx context.Context) (bool, error) {
 	now := c.now()
 	next := c.st.clone()

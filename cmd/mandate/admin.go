@@ -34,6 +34,9 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
   revoke spiffe-id ID --reason R      revoke what an agent delegated or was delegated
                                       (for ever: the ID is never trusted in a hop again)
   revoke list                         the SPIFFE IDs revoked
+  backup create                       a consistent copy of the authority's state, written
+                                      on its host in <data-dir>/backups/<time> (keys
+                                      included: move it to storage as private)
 
 Answers are printed as JSON.
 `
@@ -48,6 +51,7 @@ var adminOperands = map[string]string{
 var adminTakesNoArgs = map[string]bool{
 	"join-token create": true, "agent create": true, "agent list": true,
 	"node list": true, "federation add": true, "federation list": true, "revoke list": true,
+	"backup create": true,
 }
 
 type adminCmd func(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) error
@@ -60,7 +64,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"node list": adminNodeList, "node ban": adminNodeBan,
 		"federation add": adminFedAdd, "federation list": adminFedList, "federation delete": adminFedDelete,
 		"revoke delegation": adminRevoke("delegation_id"), "revoke spiffe-id": adminRevoke("spiffe_id"),
-		"revoke list": adminRevokeList,
+		"revoke list": adminRevokeList, "backup create": adminBackupCreate,
 	}
 	// admin -h, and admin GROUP -h (admin revoke -h).
 	if helpAsked(args, adminUsage, stdout) || len(args) == 2 && cmds[args[0]+" "+args[1]] == nil && helpAsked(args[1:], adminUsage, stdout) {
@@ -383,4 +387,12 @@ func registrationID(args []string) (string, error) {
 		return "", usagef("%s is a SPIFFE ID; give the registration's id (the \"id\" that mandate admin agent list prints)", id)
 	}
 	return id, err
+}
+
+func adminBackupCreate(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+	var out map[string]any
+	if err := c.Do(ctx, http.MethodPost, "/v1/admin/backups", map[string]any{}, &out); err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
 }

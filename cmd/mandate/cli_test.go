@@ -399,6 +399,30 @@ func TestServeEmptyPolicyDirFlag(t *testing.T) {
 	}
 }
 
+// admin backup create writes a backup on the authority's host, in
+// <data-dir>/backups, and prints where and what.
+func TestCLIAdminBackup(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	out, err := cli(t, url, dir, "admin", "backup", "create")
+	if err != nil {
+		t.Fatalf("admin backup create: %v", err)
+	}
+	var b struct {
+		Dir   string
+		Files []struct{ Path string }
+	}
+	if err := json.Unmarshal([]byte(out), &b); err != nil || filepath.Dir(b.Dir) != filepath.Join(dir, "mandate-data", "backups") || len(b.Files) < 4 {
+		t.Fatalf("admin backup create printed %s (%v): want the backup's directory in <data-dir>/backups and its files", out, err)
+	}
+	if _, err := os.Stat(filepath.Join(b.Dir, "mandate.db")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli(t, url, dir, "admin", "backup", "create", "extra"); err == nil {
+		t.Error("admin backup create with an operand: nil, want a usage error")
+	}
+}
+
 func TestBenchIssue(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)

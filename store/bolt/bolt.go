@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -232,6 +233,20 @@ func (s *Store) transact(ctx context.Context, op string, begin func(func(*bbolt.
 		return fnErr
 	})
 	return txResult(op, err, fnErr)
+}
+
+// Backup writes a copy of the whole data file to w as of one read
+// transaction (bbolt's Tx.WriteTo): a file Open takes as it is, holding
+// every Update committed before the copy began and none after. Updates go
+// on meanwhile (a long copy may delay one that must grow the file's
+// memory map). It returns the bytes written.
+func (s *Store) Backup(ctx context.Context, w io.Writer) (n int64, err error) {
+	err = s.transact(ctx, "backup", s.db.View, func(t store.Tx) error {
+		var werr error
+		n, werr = t.(*tx).btx.WriteTo(w)
+		return werr
+	})
+	return n, err
 }
 
 // Close waits for running transactions to end, then releases the data file

@@ -1,0 +1,211 @@
+package authority
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/store/bolt"
+)
+
+// ErrBackupUnderWay is a backup asked while another is being made.
+var ErrBackupUnderWay = errors.New("authority: a backup is already being made")
+
+// BackupDirName is the directory of the data directory backups are
+// written in.
+const BackupDirName = "backups"
+
+// Backup is a copy of an authority's state made while it runs: what a
+// data directory needs for the authority to start from it.
+type Backup struct {
+	// Dir is the backup's directory, <data dir>/backups/<time>.
+	Dir       string       `json:"dir"`
+	CreatedAt time.Time    `json:"created_at"`
+	Files     []BackupFile `json:"files"`
+	// AuditTreeSize is the size of the audit log the copy holds (entries
+	// appended since are not in it).
+	AuditTreeSize uint64 `json:"audit_tree_size"`
+}
+
+// BackupFile is one file of a backup, its path relative to the backup's
+// directory.
+type BackupFile struct {
+	Path   string `json:"path"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// backupStore is a store that can copy itself whole while in use.
+type backupStore interface {
+	Backup(ctx context.Context, w io.Writer) (int64, error)
+}
+
+// MakeBackup writes a consistent copy of the authority's state into a new
+// directory <data dir>/backups/<UTC time> (0700, files 0600, each synced):
+// mandate.db as of one read transaction, the CA's keys (keys/) and the
+// audit log's keys (audit/log.key, audit/log.vkey), made while no CA
+// rotation runs, so that the keys are those the copied CA state names.
+// Requests are served meanwhile. The admin credential (made again at
+// start) and the TPM challenge key (outstanding challenges are then
+// unknown, and asked again) are not copied. The backup is recorded in
+// the audit log (backup.created) before it is reported. It holds private
+// keys: move it off the host to storage as private as the data
+// directory. One backup is made at a time (ErrBackupUnderWay).
+func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	bs, ok := a.store.(backupStore)
+	if !ok {
+		return nil, fmt.Errorf("authority: the store cannot be copied while in use")
+	}
+	if !a.backupMu.TryLock() {
+		return nil, ErrBackupUnderWay
+	}
+	defer a.backupMu.Unlock()
+
+	root := filepath.Join(a.cfg.DataDir, BackupDirName)
+	if err := credfile.PrivateDir(root); err != nil {
+		return nil, fmt.Errorf("authority: backup: %w", err)
+	}
+	now := a.now().UTC()
+	b := &Backup{Dir: filepath.Join(root, now.Format("20060102T150405.000000000Z")), CreatedAt: now}
+	if err := os.Mkdir(b.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("authority: backup: %w", err)
+	}
+	err := a.ca.Still(func() error {
+		f, err := backupFile(b, "mandate.db", func(w io.Writer) error {
+			_, err := bs.Backup(ctx, w)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		b.Files = append(b.Files, f)
+		keys := caKeyDir(a.cfg.DataDir)
+		entries, err := os.ReadDir(keys)
+		if err != nil {
+			return fmt.Errorf("authority: backup: %w", err)
+		}
+		auditKey, auditVKey := AuditPaths(a.cfg.DataDir)
+		var srcs []string
+		for _, e := range entries {
+			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+				srcs = append(srcs, filepath.Join(keys, e.Name()))
+			}
+		}
+		for _, src := range append(srcs, auditKey, auditVKey) {
+			rel, err := filepath.Rel(a.cfg.DataDir, src)
+			if err != nil {
+				return fmt.Errorf("authority: backup: %w", err)
+			}
+			f, err := backupFile(b, rel, func(w io.Writer) error { return copyFrom(src, w) })
+			if err != nil {
+				return err
+			}
+			b.Files = append(b.Files, f)
+		}
+		return nil
+	})
+	if err == nil {
+		b.AuditTreeSize, err = a.backedUpTreeSize(ctx, filepath.Join(b.Dir, "mandate.db"))
+	}
+	if err == nil {
+		err = credfile.SyncDir(b.Dir)
+	}
+	if err == nil {
+		err = credfile.SyncDir(root)
+	}
+	if err != nil {
+		// What was written is no backup: removed, not left to be taken
+		// for one.
+		if rerr := os.RemoveAll(b.Dir); rerr != nil {
+			a.log.ErrorContext(ctx, "remove a backup that failed", "dir", b.Dir, "err", rerr)
+		}
+		return nil, err
+	}
+	if _, err := a.record(ctx, event{typ: "backup.created", actor: c.ID.String(), details: map[string]any{
+		"dir": filepath.Base(b.Dir), "files": len(b.Files), "audit_tree_size": b.AuditTreeSize,
+	}}); err != nil {
+		return nil, err
+	}
+	a.log.InfoContext(ctx, "backup made", "dir", b.Dir, "audit_tree_size", b.AuditTreeSize)
+	return b, nil
+}
+
+// backupFile writes rel (a path relative to the backup's directory) with
+// write, 0600 in a directory of mode 0700, synced, and describes it.
+func backupFile(b *Backup, rel string, write func(io.Writer) error) (BackupFile, error) {
+	path := filepath.Join(b.Dir, rel)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return BackupFile{}, fmt.Errorf("authority: backup: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return BackupFile{}, fmt.Errorf("authority: backup: %w", err)
+	}
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, h)}
+	err = write(cw)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = credfile.SyncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return BackupFile{}, fmt.Errorf("authority: backup %s: %w", rel, err)
+	}
+	return BackupFile{Path: filepath.ToSlash(rel), Bytes: cw.n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// copyFrom copies the file at src to w.
+func copyFrom(src string, w io.Writer) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(w, f)
+	return err
+}
+
+// countWriter counts what it passes on.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// backedUpTreeSize opens the copied store and checks its audit log as a
+// start would (see audit.Log.CheckCopy), after bbolt's consistency check
+// of every page: what is reported as a backup is one the authority can
+// start from. It returns the copy's tree size.
+func (a *Authority) backedUpTreeSize(ctx context.Context, path string) (uint64, error) {
+	st, err := bolt.Open(path, bolt.Options{Check: true})
+	if err != nil {
+		return 0, fmt.Errorf("authority: backup: the copy does not open: %w", err)
+	}
+	defer st.Close()
+	size, err := a.audit.CheckCopy(ctx, st)
+	if err != nil {
+		return 0, fmt.Errorf("authority: backup: the copy's audit log: %w", err)
+	}
+	return size, nil
+}
