@@ -1320,3 +1320,35 @@ func TestAllowedHopRefusedAfterwardsIsRecorded(t *testing.T) {
 		t.Fatalf("policy.decision entries of the refused hop: %v, want its allow", got)
 	}
 }
+
+// A delegator whose host node is banned is refused whatever the policy
+// says, as its SVIDs are: node-banned at POST /v1/delegations,
+// unauthorized_client at POST /v1/token.
+func TestDelegatorOnABannedNodeIsRefused(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	req := delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"}
+	e.mustDelegate(a, req)
+	host, err := authority.HostNode(a.chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.BanNode(ctxT(t), host.String(), "compromised"); err != nil {
+		t.Fatal(err)
+	}
+	if _, p := e.delegate(a, req); p == nil || problemName(p) != "node-banned" {
+		t.Errorf("POST /v1/delegations by an agent on a banned node = %+v, want node-banned", p)
+	}
+	sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
+		Scopes: []string{"calendar:read"}}, a.key, a.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, ans := e.exchange(&a, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+		"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}})
+	if status != http.StatusBadRequest || ans["error"] != "unauthorized_client" {
+		t.Errorf("POST /v1/token by an agent on a banned node = %d %v, want 400 unauthorized_client", status, ans)
+	}
+}

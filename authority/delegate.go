@@ -589,7 +589,17 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 		if ag, err = registry.AgentBySPIFFEID(tx, c.ID.String()); err != nil {
 			return notFoundAs(err, ErrAgentNotRegistered, c.ID)
 		}
-		return nil
+		// The host node's ban, drift and lapse hold whatever the policy
+		// says, as they do for the agent's SVIDs: an agent on a node that
+		// gets no credentials gets no delegation either.
+		node, err := unbannedNode(tx, host)
+		switch {
+		case err != nil:
+			return err
+		case node.Drifted:
+			return fmt.Errorf("%w: %s (%s)", registry.ErrNodeDrifted, node.SPIFFEID, node.DriftReason)
+		}
+		return lapsed(node, a.now())
 	})
 	if err != nil {
 		return nil, err
