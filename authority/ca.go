@@ -2,6 +2,7 @@ package authority
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -43,6 +44,11 @@ func (a *Authority) openCA(ctx context.Context) error {
 		}
 	}
 	if a.ca, err = ca.New(ctx, cfg); err != nil {
+		if errors.Is(err, ca.ErrKeyNotFound) {
+			// A key the stored CA state names is gone: never replaced
+			// silently (SVIDs and tokens it signed would stop verifying).
+			return fmt.Errorf("authority: %w: restore the CA's keys (%s) from a backup", err, caKeyDir(a.cfg.DataDir))
+		}
 		return fmt.Errorf("authority: %w", err)
 	}
 	return nil

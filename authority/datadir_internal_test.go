@@ -61,6 +61,11 @@ func TestDataDirWithALostStoreIsRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "audit signing key"},
+		{"CA keys removed", func(t *testing.T, cfg Config) {
+			if err := os.RemoveAll(caKeyDir(cfg.DataDir)); err != nil {
+				t.Fatal(err)
+			}
+		}, "/keys) from a backup"},
 		// Others may change what the authority trusts: refused at every
 		// start, not only the first.
 		{"audit directory others may write to", func(t *testing.T, cfg Config) {

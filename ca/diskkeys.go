@@ -162,7 +162,7 @@ func (m *DiskKeyManager) readKey(id string) (crypto.Signer, error) {
 	path := m.path(id)
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %q", ErrKeyNotFound, id)
+		return nil, fmt.Errorf("%w: %q (no file %s)", ErrKeyNotFound, id, m.path(id))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: key %q: %w", id, err)
