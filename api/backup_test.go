@@ -54,6 +54,26 @@ func TestBackupRestores(t *testing.T) {
 		!slices.ContainsFunc(paths, func(p string) bool { return strings.HasPrefix(p, "keys/") }) {
 		t.Fatalf("backup files %v: want mandate.db, the CA's keys and the audit log's", paths)
 	}
+	// The CA's keys copied are those of its authorities in use.
+	var caStatus struct {
+		Authorities []struct {
+			KeyID string `json:"key_id"`
+			State string `json:"state"`
+		} `json:"authorities"`
+	}
+	if err := e.admin.Do(ctxT(t), http.MethodGet, "/v1/admin/ca", nil, &caStatus); err != nil {
+		t.Fatal(err)
+	}
+	var inUse []string
+	for _, a := range caStatus.Authorities {
+		if a.State != "old" {
+			inUse = append(inUse, "keys/"+a.KeyID+".pem")
+		}
+	}
+	copied := slices.DeleteFunc(slices.Clone(paths), func(p string) bool { return !strings.HasPrefix(p, "keys/") })
+	if slices.Sort(inUse); !slices.Equal(slices.Sorted(slices.Values(copied)), inUse) {
+		t.Errorf("CA keys copied %v, want those of the authorities in use %v", copied, inUse)
+	}
 	if got := e.auditOf("backup.created", ""); len(got) != 1 || got[0]["dir"] != filepath.Base(b.Dir) {
 		t.Fatalf("backup.created entries: %v", got)
 	}

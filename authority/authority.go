@@ -69,6 +69,7 @@ type Authority struct {
 	changeMu sync.Mutex
 	credMu   sync.Mutex // serializes writes of the admin credential files
 	backupMu sync.Mutex // one backup at a time (MakeBackup)
+	caKeys   *ca.DiskKeyManager
 
 	refusedMu sync.Mutex      // guards refused
 	refused   map[string]bool // join tokens whose refusal is recorded

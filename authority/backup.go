@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"mandate.dev/mandate/credfile"
@@ -50,9 +49,10 @@ type backupStore interface {
 
 // MakeBackup writes a consistent copy of the authority's state into a new
 // directory <data dir>/backups/<UTC time> (0700, files 0600, each synced):
-// mandate.db as of one read transaction, the CA's keys (keys/) and the
-// audit log's keys (audit/log.key, audit/log.vkey), made while no CA
-// rotation runs, so that the keys are those the copied CA state names.
+// mandate.db as of one read transaction, the CA's keys that the copied
+// CA state needs (keys/: those of its active and prepared authorities)
+// and the audit log's keys (audit/log.key, audit/log.vkey), made while
+// no CA rotation runs, so that the keys are those the copied state names.
 // Requests are served meanwhile. The admin credential (made again at
 // start) and the TPM challenge key (outstanding challenges are then
 // unknown, and asked again) are not copied. The backup is recorded in
@@ -81,7 +81,7 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	if err := os.Mkdir(b.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("authority: backup: %w", err)
 	}
-	err := a.ca.Still(func() error {
+	err := a.ca.Still(func(keyIDs []string) error {
 		f, err := backupFile(b, "mandate.db", func(w io.Writer) error {
 			_, err := bs.Backup(ctx, w)
 			return err
@@ -90,18 +90,13 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 			return err
 		}
 		b.Files = append(b.Files, f)
-		keys := caKeyDir(a.cfg.DataDir)
-		entries, err := os.ReadDir(keys)
-		if err != nil {
-			return fmt.Errorf("authority: backup: %w", err)
+		// The keys the copied state needs, not every file of keys/ (the
+		// keys of authorities gone are no use to a restore).
+		var srcs []string
+		for _, id := range keyIDs {
+			srcs = append(srcs, a.caKeys.Path(id))
 		}
 		auditKey, auditVKey := AuditPaths(a.cfg.DataDir)
-		var srcs []string
-		for _, e := range entries {
-			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
-				srcs = append(srcs, filepath.Join(keys, e.Name()))
-			}
-		}
 		for _, src := range append(srcs, auditKey, auditVKey) {
 			rel, err := filepath.Rel(a.cfg.DataDir, src)
 			if err != nil {

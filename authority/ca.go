@@ -21,6 +21,7 @@ func (a *Authority) openCA(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.caKeys = km
 	cc := a.cfg.CA
 	cfg := ca.Config{
 		TrustDomain: a.td,

@@ -152,6 +152,9 @@ func (m *DiskKeyManager) DeleteKey(ctx context.Context, id string) error {
 	return nil
 }
 
+// Path is the file that holds (or would hold) key id.
+func (m *DiskKeyManager) Path(id string) string { return m.path(id) }
+
 func (m *DiskKeyManager) path(id string) string {
 	return filepath.Join(m.dir, id+keyFileExt)
 }

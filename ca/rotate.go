@@ -63,12 +63,20 @@ func (c *CA) Rotate(ctx context.Context) (changed bool, err error) {
 
 // Still runs fn while no state transition is under way, and none starts
 // until fn returns: the state saved in the Journal and the keys in the
-// KeyManager stay as they are (a copy made of both within fn is one the
-// CA can start from). Minting goes on meanwhile; a rotation waits.
-func (c *CA) Still(fn func() error) error {
+// KeyManager stay as they are, and keyIDs are the keys New needs to load
+// that state (those of its active and prepared authorities): a copy made
+// of the Journal and those keys within fn is one the CA can start from.
+// Minting goes on meanwhile; a rotation waits.
+func (c *CA) Still(fn func(keyIDs []string) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return fn()
+	var ids []string
+	for _, a := range c.st.auths {
+		if a.state != StateOld {
+			ids = append(ids, a.keyID)
+		}
+	}
+	return fn(ids)
 }
 
 func (c *CA) rotateLocked(ctx context.Context) (bool, error) {
