@@ -257,8 +257,12 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	// expires_in in the token's whole seconds (exp less the second of
+	// the answer), and never below 1: OAuth client libraries read 0 (or
+	// no expires_in) as a token that does not expire.
+	expiresIn := max(ans.ExpiresAt.Unix()-time.Now().Unix(), 1)
 	b, _ := json.Marshal(map[string]any{"access_token": ans.Token, "issued_token_type": tokenTypeJWT, "token_type": "Bearer",
-		"expires_in": int64(time.Until(ans.ExpiresAt).Seconds()), "scope": strings.Join(req.Scopes, " ")})
+		"expires_in": expiresIn, "scope": strings.Join(req.Scopes, " ")})
 	w.Header().Set("Content-Type", "application/json")
 	noStore(w)
 	w.WriteHeader(http.StatusOK)

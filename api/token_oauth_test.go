@@ -93,3 +93,64 @@ func TestTokenExchangeWithAnOAuthClient(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenExchangeExpiresInIsPositive: a hop with less than a second
+// left when it is answered (its delegator signed a not_after one second
+// away) is answered with expires_in of at least 1. An expires_in of 0
+// reads as "no expiry" to OAuth client libraries: golang.org/x/oauth2
+// would hold such a token valid for ever.
+func TestTokenExchangeExpiresInIsPositive(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	mtls := &http.Client{Transport: &http.Transport{TLSClientConfig: e.client(a.chain, a.key).TLSConfig()}}
+	t.Cleanup(mtls.CloseIdleConnections)
+	ctx := context.WithValue(ctxT(t), oauth2.HTTPClient, mtls)
+	exchange := func(notAfter int64) (*oauth2.Token, error) {
+		sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
+			Scopes: []string{"calendar:read"}, NotAfter: notAfter}, a.key, a.chain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := clientcredentials.Config{ClientID: a.id.String(), TokenURL: e.url + "/v1/token", Scopes: []string{"calendar:read"}, AuthStyle: oauth2.AuthStyleInParams,
+			EndpointParams: url.Values{
+				"grant_type":    {"urn:ietf:params:oauth:grant-type:token-exchange"},
+				"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+				"audience": {b.id.String()}, "delegator_signature": {sig},
+			}}
+		return cfg.Token(ctx)
+	}
+	// A not_after of the next second is refused only when that second
+	// has begun before the authority reads it: ask again then.
+	for try := 0; ; try++ {
+		tok, err := exchange(time.Now().Unix() + 1)
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.ErrorCode == "invalid_request" && try < 5 {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok.Expiry.IsZero() {
+			t.Fatalf("a token with less than a second left: expires_in %v, which golang.org/x/oauth2 reads as no expiry", tok.Extra("expires_in"))
+		}
+		if n, _ := tok.Extra("expires_in").(float64); n < 1 {
+			t.Fatalf("expires_in %v, want at least 1", tok.Extra("expires_in"))
+		}
+		break
+	}
+	// A hop of the default lifetime says it as the token does: its exp
+	// less the second of the answer (iat, but for a second that ends
+	// while it is answered).
+	tok, err := exchange(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := delegation.Verify(tok.AccessToken, e.a, delegation.VerifyOptions{Presenter: b.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := tok.Extra("expires_in").(float64); int64(n) < 1 || int64(n) > chain[0].Expiry-chain[0].IssuedAt {
+		t.Fatalf("expires_in %v for a token of exp - iat = %d", tok.Extra("expires_in"), chain[0].Expiry-chain[0].IssuedAt)
+	}
+}
