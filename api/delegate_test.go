@@ -855,6 +855,9 @@ func TestTokenExchange(t *testing.T) {
 		{"an audience not registered", &a, with(root, url.Values{"audience": {"spiffe://org-a.example/agent/nobody"}, "delegatee_x509_svid": nil}), 400, "invalid_target"},
 		{"actor token of someone else", &b, with(root, nil), 400, "invalid_request"},
 		{"actor_token_type without an actor_token", &a, with(root, url.Values{"actor_token": nil}), 400, "invalid_request"},
+		// RFC 8693 §2.1: subject_token is required, whatever its type.
+		{"no subject_token", &a, with(root, url.Values{"subject_token": nil}), 400, "invalid_request"},
+		{"no subject_token, of type jwt", &b, with(sub, url.Values{"subject_token": nil}), 400, "invalid_request"},
 		{"two audiences", &a, with(root, url.Values{"audience": {b.id.String(), c.id.String()}}), 400, "invalid_target"},
 		{"an audience that is not a SPIFFE ID", &a, with(root, url.Values{"audience": {"https://api.example"}}), 400, "invalid_target"},
 		// The refusal's entry keeps text: the log takes no invalid UTF-8.
@@ -873,6 +876,9 @@ func TestTokenExchange(t *testing.T) {
 			status, ans := e.exchange(tc.from, tc.form)
 			if status != tc.status || ans["error"] != tc.code || ans["error_description"] == "" {
 				t.Fatalf("%d %v, want %d %s", status, ans, tc.status, tc.code)
+			}
+			if d, _ := ans["error_description"].(string); strings.HasPrefix(tc.name, "no subject_token") && !strings.Contains(d, "subject_token is required") {
+				t.Errorf("error_description %q, want it to name the missing subject_token", d)
 			}
 			// Every refusal of an authenticated agent is recorded (a
 			// policy deny, invalid_scope, with its decision instead).

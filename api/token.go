@@ -217,6 +217,10 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "invalid_request", "subject_token_type must be "+tokenTypeJWT+", "+tokenTypeAccess+" or "+tokenTypePrincipal)
 		return
 	}
+	if f.Get("subject_token") == "" { // RFC 8693 §2.1: required
+		refuse(http.StatusBadRequest, "invalid_request", "subject_token is required: the parent token, or for a root hop the principal")
+		return
+	}
 	if len(req.Scopes) == 0 { // RFC 6749 §3.3: no default scope here
 		refuse(http.StatusBadRequest, "invalid_scope", "scope is required: the scopes to delegate, space-separated")
 		return
