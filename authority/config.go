@@ -721,7 +721,9 @@ func checkOrigin(origin string) error {
 func (h *HTTPConfig) validate() error {
 	if h.PublicURL != "" {
 		u, err := url.Parse(h.PublicURL)
-		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		// No query or fragment, not even an empty one ("?", "#"): the
+		// URL is the OAuth metadata's issuer as written (RFC 8414 §2).
+		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || strings.ContainsAny(h.PublicURL, "?#") || u.User != nil {
 			return fmt.Errorf("http.public_url %q: must be https://HOST[:PORT]", h.PublicURL)
 		}
 	}

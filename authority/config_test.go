@@ -144,6 +144,11 @@ func TestConfigValidate(t *testing.T) {
 		{"tiny body limit", func(c *authority.Config) { c.HTTP.MaxBodyBytes = 10 }, "http.max_body_bytes"},
 		{"public URL not https", func(c *authority.Config) { c.HTTP.PublicURL = "http://mandate.example" }, "http.public_url"},
 		{"public URL with a path", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example/api" }, "http.public_url"},
+		// The OAuth metadata's issuer is the public URL: RFC 8414 §2 allows
+		// it no query and no fragment, not even empty ones.
+		{"public URL with an empty query", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example/?" }, "http.public_url"},
+		{"public URL with an empty fragment", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example#" }, "http.public_url"},
+		{"public URL with a port and a slash", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example:8443/" }, ""},
 		{"negative read timeout", func(c *authority.Config) { c.HTTP.ReadTimeout = authority.Duration(-time.Second) }, "http.read_timeout"},
 		{"no idle timeout", func(c *authority.Config) { c.HTTP.IdleTimeout = authority.Duration(time.Millisecond) }, "http.idle_timeout"},
 		{"p384", func(c *authority.Config) { c.CA.KeyType = "ec-p384" }, ""},
