@@ -35,20 +35,23 @@ const (
 // '?'), and at most maxErrorDescription of them. A 401 (the client
 // authenticated with the Authorization header) names the scheme used.
 func oauthError(w http.ResponseWriter, status int, code, desc string) {
-	b, _ := json.Marshal(map[string]string{"error": code, "error_description": errorDescription(desc)})
-	w.Header().Set("Content-Type", "application/json")
-	noStore(w)
 	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="mandate", error="`+code+`"`)
 	}
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	writeTokenAnswer(w, status, map[string]string{"error": code, "error_description": errorDescription(desc)})
 }
 
-// noStore marks a token endpoint answer uncacheable (RFC 6749 §5.1).
-func noStore(w http.ResponseWriter) {
+// writeTokenAnswer writes a token endpoint answer, a token or an OAuth
+// error, as writeJSON writes the API's other answers, and uncacheable
+// (RFC 6749 §5.1).
+func writeTokenAnswer(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // authScheme is the scheme an Authorization header names (RFC 9110
@@ -265,12 +268,8 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 	// the answer), and never below 1: OAuth client libraries read 0 (or
 	// no expires_in) as a token that does not expire.
 	expiresIn := max(ans.ExpiresAt.Unix()-time.Now().Unix(), 1)
-	b, _ := json.Marshal(map[string]any{"access_token": ans.Token, "issued_token_type": tokenTypeJWT, "token_type": "Bearer",
+	writeTokenAnswer(w, http.StatusOK, map[string]any{"access_token": ans.Token, "issued_token_type": tokenTypeJWT, "token_type": "Bearer",
 		"expires_in": expiresIn, "scope": strings.Join(req.Scopes, " ")})
-	w.Header().Set("Content-Type", "application/json")
-	noStore(w)
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
 }
 
 // oauthErrorOf is the RFC 6749 error (§5.2) a refused exchange answers

@@ -1,8 +1,11 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"testing"
@@ -152,5 +155,60 @@ func TestTokenExchangeExpiresInIsPositive(t *testing.T) {
 	}
 	if n, _ := tok.Extra("expires_in").(float64); int64(n) < 1 || int64(n) > chain[0].Expiry-chain[0].IssuedAt {
 		t.Fatalf("expires_in %v for a token of exp - iat = %d", tok.Extra("expires_in"), chain[0].Expiry-chain[0].IssuedAt)
+	}
+}
+
+// TestTokenAnswersFollowTheAPIConventions: the token endpoint's answers,
+// tokens and OAuth errors alike, are written as every JSON answer of the
+// API is (application/json, X-Content-Type-Options: nosniff, one JSON
+// object and a newline), and are not cached (RFC 6749 §5.1).
+func TestTokenAnswersFollowTheAPIConventions(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
+		Scopes: []string{"calendar:read"}}, a.key, a.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+		"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}}
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		form   url.Values
+		status int
+		field  string // a member the answer must have
+	}{
+		{"a token", e.rawClient(a.chain, a.key), root, 200, "access_token"},
+		{"an error before the client is known", e.rawClient(a.chain, a.key), url.Values{"grant_type": {"password"}}, 400, "error"},
+		{"an error of an authenticated client", e.rawClient(a.chain, a.key), with(root, url.Values{"scope": {"payments:write"}}), 400, "error"},
+		{"a client without a certificate", e.rawClient(nil, nil), root, 400, "error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := tc.client.PostForm(e.url+"/v1/token", tc.form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%d %s, want %d", resp.StatusCode, body, tc.status)
+			}
+			for h, want := range map[string]string{"Content-Type": "application/json", "X-Content-Type-Options": "nosniff",
+				"Cache-Control": "no-store", "Pragma": "no-cache"} {
+				if got := resp.Header.Get(h); got != want {
+					t.Errorf("%s: %q, want %q", h, got, want)
+				}
+			}
+			var out map[string]any
+			if !bytes.HasSuffix(body, []byte("}\n")) || json.Unmarshal(body, &out) != nil || out[tc.field] == nil {
+				t.Errorf("body %q: want one JSON object with %q, and a newline", body, tc.field)
+			}
+		})
 	}
 }
