@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -327,10 +328,19 @@ func (s *Server) oauthMetadata(w http.ResponseWriter, r *http.Request) {
 }
 
 // baseURL is where clients reach this API: http.public_url, or else the
-// host the request was sent to.
+// host the request was sent to. A request that names none (HTTP/1.0
+// allows it) reached the name the client asked for in the TLS handshake,
+// or else the address it connected to, at the port it connected to.
 func (s *Server) baseURL(r *http.Request) string {
 	if pub := s.a.Config().HTTP.PublicURL; pub != "" {
 		return strings.TrimSuffix(pub, "/")
 	}
-	return (&url.URL{Scheme: "https", Host: r.Host}).String()
+	host := r.Host
+	if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); host == "" && ok {
+		host = local.String()
+		if _, port, err := net.SplitHostPort(host); err == nil && r.TLS != nil && r.TLS.ServerName != "" {
+			host = net.JoinHostPort(r.TLS.ServerName, port)
+		}
+	}
+	return (&url.URL{Scheme: "https", Host: host}).String()
 }

@@ -1,13 +1,16 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -208,6 +211,47 @@ func TestTokenAnswersFollowTheAPIConventions(t *testing.T) {
 			var out map[string]any
 			if !bytes.HasSuffix(body, []byte("}\n")) || json.Unmarshal(body, &out) != nil || out[tc.field] == nil {
 				t.Errorf("body %q: want one JSON object with %q, and a newline", body, tc.field)
+			}
+		})
+	}
+}
+
+// TestMetadataOfARequestWithoutHost: HTTP/1.0 lets a request name no
+// host; the metadata then names the address the client reached (or the
+// name it asked for in the TLS handshake), never the issuer "https:".
+func TestMetadataOfARequestWithoutHost(t *testing.T) {
+	e := start(t, "org-a.example")
+	addr := strings.TrimPrefix(e.url, "https://")
+	for _, tc := range []struct {
+		name       string
+		serverName string
+		want       string
+	}{
+		{"the address", "", e.url},
+		{"the TLS server name", "localhost", "https://localhost:" + addr[strings.LastIndexByte(addr, ':')+1:]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := e.client(nil, nil).TLSConfig()
+			cfg.ServerName = tc.serverName
+			conn, err := tls.Dial("tcp", addr, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, "GET /.well-known/oauth-authorization-server HTTP/1.0\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var md map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&md); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("%d %v", resp.StatusCode, err)
+			}
+			if md["issuer"] != tc.want || md["token_endpoint"] != tc.want+"/v1/token" {
+				t.Fatalf("issuer %v, token_endpoint %v; want %s", md["issuer"], md["token_endpoint"], tc.want)
 			}
 		})
 	}
