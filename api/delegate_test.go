@@ -846,6 +846,9 @@ func TestTokenExchange(t *testing.T) {
 		// is a 400 (a 401 must name a scheme the client used).
 		{"no client certificate", nil, root, 400, "invalid_client"},
 		{"scope escalation", &b, escalate, 400, "invalid_scope"},
+		// RFC 6749 §3.3: scopes are separated by spaces (SP) only: one
+		// holding a no-break space is one scope, refused as it is in JSON.
+		{"scopes separated by a no-break space", &a, with(root, url.Values{"scope": {"calendar:read\u00a0mail:send"}}), 400, "invalid_request"},
 		// RFC 6749 §3.3: no default scope, so none is invalid_scope.
 		{"no scope", &a, with(root, url.Values{"scope": nil}), 400, "invalid_scope"},
 		// RFC 8693 §2.2.2: a subject_token invalid for any reason is

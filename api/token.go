@@ -171,7 +171,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		refuseEarly(unauthorized, "invalid_client", "authenticate with the delegator's X509-SVID (mTLS)")
 		return
 	}
-	req := authority.DelegateRequest{Delegatee: f.Get("audience"), Scopes: strings.Fields(f.Get("scope")), Purpose: f.Get("purpose"),
+	req := authority.DelegateRequest{Delegatee: f.Get("audience"), Scopes: scopeTokens(f.Get("scope")), Purpose: f.Get("purpose"),
 		DelegatorSignature: f.Get("delegator_signature")}
 	// The subject token is the parent token or, for a root hop, the
 	// principal; another type is refused below.
@@ -343,4 +343,13 @@ func (s *Server) baseURL(r *http.Request) string {
 		}
 	}
 	return (&url.URL{Scheme: "https", Host: host}).String()
+}
+
+// scopeTokens splits an OAuth scope parameter on spaces, as RFC 6749
+// §3.3 separates its tokens (SP only): any other space, a no-break space
+// say, stays in its scope, which is then refused as POST /v1/delegations
+// refuses it, never read as two scopes a JSON request could not name.
+// Extra spaces separate nothing.
+func scopeTokens(scope string) []string {
+	return strings.FieldsFunc(scope, func(r rune) bool { return r == ' ' })
 }
