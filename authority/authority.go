@@ -166,9 +166,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	a.store = st
 	// Temporary files a crash left where the authority writes its own
 	// files (the store's lock is held: no write of this data directory
-	// is under way), some of them parts of keys.
+	// is under way), some of them parts of keys, and a store whose
+	// creation was cut short.
 	auditKey, _ := AuditPaths(cfg.DataDir)
-	for _, dir := range []string{filepath.Dir(AdminPaths(cfg.DataDir).Cert), filepath.Dir(auditKey)} {
+	for _, dir := range []string{cfg.DataDir, filepath.Dir(AdminPaths(cfg.DataDir).Cert), filepath.Dir(auditKey)} {
 		if err := credfile.RemoveTemps(dir); err != nil {
 			st.Close()
 			return nil, fmt.Errorf("authority: %w", err)

@@ -15,8 +15,8 @@ import (
 )
 
 // Temporary files a crash left where the authority writes its own files
-// (the admin credential, the audit keys), parts of keys among them, are
-// gone after the next start, whatever their age.
+// (the store, the admin credential, the audit keys), parts of keys among
+// them, are gone after the next start, whatever their age.
 func TestStartRemovesTemporaryFilesACrashLeft(t *testing.T) {
 	dir := t.TempDir()
 	first, stop := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = dir })
@@ -24,6 +24,7 @@ func TestStartRemovesTemporaryFilesACrashLeft(t *testing.T) {
 	first.Close()
 	auditKey, _ := AuditPaths(dir)
 	left := []string{
+		filepath.Join(dir, ".tmp-mandate.db-42"),
 		filepath.Join(filepath.Dir(AdminPaths(dir).Key), ".tmp-svid.key-123"),
 		filepath.Join(filepath.Dir(auditKey), ".tmp-log.key.new-456"),
 		filepath.Join(filepath.Dir(auditKey), ".tmp-log.vkey-789"),

@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -76,6 +78,11 @@ var _ store.Store = (*Store)(nil)
 // exist. If the file is already open (in another process, or through
 // another Store of this one), Open waits up to opts.Timeout and then
 // returns an error matching ErrLocked.
+//
+// A new file is made whole under a temporary name (.tmp-<name>-*, in the
+// same directory) and only then linked at path: a creation cut short (a
+// full disk, a crash) leaves no file at path, never a partial one that
+// every later Open would refuse as damaged.
 func Open(path string, opts Options) (st *Store, err error) {
 	timeout := opts.Timeout
 	if timeout <= 0 {
@@ -83,6 +90,11 @@ func Open(path string, opts Options) (st *Store, err error) {
 	}
 	bopts := *bbolt.DefaultOptions
 	bopts.Timeout = timeout
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		if err := create(path, &bopts); err != nil {
+			return nil, fmt.Errorf("store/bolt: create %s: %w", path, err)
+		}
+	}
 	var db *bbolt.DB
 	func() {
 		defer guard()()
@@ -103,6 +115,49 @@ func Open(path string, opts Options) (st *Store, err error) {
 		}
 	}
 	return st, nil
+}
+
+// create makes a new, initialized data file at path, which does not
+// exist: bbolt writes and syncs its first pages in a temporary file,
+// which is then linked at path. If another process created path
+// meanwhile, that one is kept.
+func create(path string, bopts *bbolt.Options) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	err = f.Chmod(fileMode)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	db, err := bbolt.Open(tmp, fileMode, bopts) // an empty file: bbolt writes its first pages and syncs them
+	if err != nil {
+		return err
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := os.Remove(tmp); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // check runs bbolt's consistency check over the whole file.
