@@ -106,6 +106,14 @@ func (a *Authority) ReadAuditEntry(ctx context.Context, c *Caller, index, treeSi
 	if err != nil {
 		return nil, err
 	}
+	// Stored bytes that are not JSON cannot be answered as an entry: a
+	// data file changed outside the authority, said as such (in the
+	// server's log, with the answer's request id), not as a failure to
+	// write the answer. (Bytes that are JSON are answered as stored: the
+	// auditor's check of the leaf hash names a changed entry.)
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("authority: audit entry %d is damaged: its stored bytes are not JSON (the data file was changed outside the authority; restore it from a backup)", index)
+	}
 	return &AuditEntry{Index: index, Entry: b, EntryB64: b, LeafHash: hex.EncodeToString(audit.LeafHash(b)),
 		TreeSize: treeSize, InclusionProof: proof, Checkpoint: string(cp)}, nil
 }

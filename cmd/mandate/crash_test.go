@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -288,6 +289,64 @@ func TestTamperedEntryIsNamed(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestUnreadableEntryIsLogged overwrites one stored entry of a stopped
+// authority with bytes that are not JSON; asked for it (`mandate audit
+// verify --full`), the authority answers 500 and says in its log which
+// entry is damaged, with the request id the auditor was given.
+func TestUnreadableEntryIsLogged(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	serveIn := func() (string, *syncBuffer, context.CancelFunc, chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, errOut syncBuffer
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", "mandate-data"}, &out, &errOut)
+		}()
+		return waitServing(t, &out, done), &errOut, cancel, done
+	}
+	url, _, stop, done := serveIn()
+	for range 3 {
+		if _, err := cli(t, url, dir, "admin", "join-token", "create"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	<-done
+
+	db, err := bolt.Open(filepath.Join(dir, "mandate-data", "mandate.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte{0, 0, 0, 0, 0, 0, 0, 2}
+	err = db.Update(context.Background(), func(tx store.Tx) error {
+		b, err := tx.Get("audit_entries", key)
+		if err != nil {
+			return err
+		}
+		b[0] = 0xff // no longer JSON
+		return tx.Put("audit_entries", key, b)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	url, errOut, stop, done := serveIn()
+	defer func() { stop(); <-done }()
+	_, err = cli(t, url, dir, "audit", "verify", "--full")
+	m := regexp.MustCompile(`request_id=([0-9a-f]+)`).FindStringSubmatch(fmt.Sprint(err))
+	if m == nil {
+		t.Fatalf("audit verify --full on a log with an unreadable entry = %v, want a 500 with its request id", err)
+	}
+	for _, line := range strings.Split(errOut.String(), "\n") {
+		if strings.Contains(line, "request_id="+m[1]) && strings.Contains(line, "audit entry 2 is damaged") {
+			return
+		}
+	}
+	t.Errorf("the server's log says nothing of the damaged entry for request %s:\n%s", m[1], errOut.String())
 }
 
 // waitServing waits for an in-process serve to print its URL.
