@@ -96,10 +96,18 @@ func checkContentType(got, want string) error {
 	return nil
 }
 
+// writeJSON writes v as the answer's JSON body with status. An answer
+// that cannot be encoded is the server's fault: a 500, its cause in the
+// server's log (through the middleware's writer) with the request id the
+// caller is given.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := jsonv2.Marshal(v, json.DefaultOptionsV1(), jsonv2.WithMarshalers(stdNumbers))
 	if err != nil {
-		writeProblem(w, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500})
+		if fw, ok := w.(interface{ noteFault(error) }); ok {
+			fw.noteFault(fmt.Errorf("encode the answer: %w", err))
+		}
+		writeProblem(w, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500,
+			Detail: "the server failed to answer; the error is in its log, with request_id=" + w.Header().Get("X-Request-Id")})
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -76,11 +76,16 @@ func callerOf(r *http.Request) *authority.Caller {
 	return c
 }
 
-// statusWriter records the status code for metrics.
+// statusWriter records the status code for metrics, and why an answer
+// could not be written (writeJSON), for the log.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	fault  error
 }
+
+// noteFault records why the handler's answer could not be written.
+func (w *statusWriter) noteFault(err error) { w.fault = err }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
@@ -117,6 +122,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 						writeProblem(sw, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: 500, Detail: detail})
 					}
 				}
+			}
+			if sw.fault != nil {
+				s.log.ErrorContext(r.Context(), "answer not written", "method", r.Method, "path", r.URL.Path, "err", sw.fault)
 			}
 			route := routed.Pattern
 			if route == "/" { // the unknown paths' 404

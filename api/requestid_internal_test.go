@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -18,5 +20,24 @@ func TestLogHandlerSaysTheRequestID(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[0], "request_id=edge-42") || !strings.Contains(lines[0], "component=api") || strings.Contains(lines[1], "request_id") {
 		t.Errorf("logged:\n%s\nwant request_id=edge-42 on the first line only", out.String())
+	}
+}
+
+// An answer the server cannot encode is its own fault: a 500 naming the
+// request id, and the cause in the server's log under that id.
+func TestUnencodableAnswerIsLogged(t *testing.T) {
+	var out bytes.Buffer
+	s := &Server{log: slog.New(LogHandler(slog.NewTextHandler(&out, nil))), metrics: newMetrics(), maxBody: 1 << 10}
+	h := s.middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"x": make(chan int)})
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	id := rec.Header().Get("X-Request-Id")
+	if rec.Code != http.StatusInternalServerError || id == "" || !strings.Contains(rec.Body.String(), "request_id="+id) {
+		t.Fatalf("answer %d %s (request id %q): want a 500 naming its request id", rec.Code, rec.Body, id)
+	}
+	if log := out.String(); !strings.Contains(log, "answer not written") || !strings.Contains(log, "request_id="+id) || !strings.Contains(log, "chan") {
+		t.Fatalf("logged:\n%s\nwant the cause, under the request id", log)
 	}
 }
