@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -1359,5 +1360,112 @@ func TestDelegatorOnABannedNodeIsRefused(t *testing.T) {
 		"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}})
 	if status != http.StatusBadRequest || ans["error"] != "unauthorized_client" {
 		t.Errorf("POST /v1/token by an agent on a banned node = %d %v, want 400 unauthorized_client", status, ans)
+	}
+}
+
+// A revocation committed in the very commit that makes a hop durable
+// revokes it, whichever of the two entries comes first in that commit
+// (the revocation first: the hop's record is born revoked; the hop
+// first: the revocation's cascade finds its record): either way the
+// token is not handed out. The commit is held open (a long group commit
+// wait and an expected append that never comes) until both entries are
+// queued, in the order of the case.
+func TestRevocationInTheHopsOwnCommit(t *testing.T) {
+	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.Policy.EvalTimeout = authority.Duration(10 * time.Second)
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Beyond what a configuration may say: the commit waits for the test.
+	wait := authority.Duration(time.Hour)
+	cfg.Audit.GroupCommitWait = &wait
+	e := run(t, cfg)
+	for i, tc := range []struct {
+		name       string
+		hopFirst   bool
+		revokeWhat string // "parent" (its delegation id) or "delegator" (a SPIFFE ID)
+	}{
+		{"the revocation of the parent first", false, "parent"},
+		{"the hop first, then the revocation of its parent", true, "parent"},
+		{"the revocation of the delegator first", false, "delegator"},
+		{"the hop first, then the revocation of its delegator", true, "delegator"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := e.agentWithScopes(fmt.Sprintf("a%d", i), "calendar:read")
+			b := e.agentWithScopes(fmt.Sprintf("b%d", i))
+			c := e.agentWithScopes(fmt.Sprintf("c%d", i))
+			parent := e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+			chain, err := delegation.Verify(parent, e.a, delegation.VerifyOptions{AnyHolder: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			revocation := map[string]string{"delegation_id": chain[0].ID, "reason": "task cancelled"}
+			if tc.revokeWhat == "delegator" {
+				revocation = map[string]string{"spiffe_id": b.id.String(), "reason": "compromised"}
+			}
+			// Held: no commit until both entries are queued.
+			_, release := e.a.ExpectAudit(context.Background())
+			defer release()
+			var ans *delegateAnswer
+			var p *client.Problem
+			hopDone := make(chan struct{})
+			issue := func() {
+				go func() {
+					defer close(hopDone)
+					ans, p = e.delegateAnswer(b, delegateReq{delegatee: c, scopes: []string{"calendar:read"}, parent: parent})
+				}()
+				waitAppending(t, "authority.(*Authority).delegate(")
+			}
+			revoked := make(chan error, 1)
+			revoke := func() {
+				go func() {
+					revoked <- e.admin.Do(context.Background(), http.MethodPost, "/v1/admin/revocations", revocation, nil)
+				}()
+				waitAppending(t, "authority.(*Authority).revoke(")
+			}
+			if tc.hopFirst {
+				issue()
+				revoke()
+			} else {
+				revoke()
+				issue()
+			}
+			release()
+			if err := <-revoked; err != nil {
+				t.Fatal(err)
+			}
+			<-hopDone
+			switch {
+			case p == nil:
+				t.Fatalf("a hop revoked in its own commit was handed out (%s); want delegation-revoked", ans.ID)
+			case p.Name() != "delegation-revoked":
+				t.Fatalf("a hop revoked in its own commit: %+v; want delegation-revoked", p)
+			}
+		})
+	}
+}
+
+// waitAppending waits until a goroutine whose stack holds fn waits in
+// the audit log's AppendWith: its entry is queued for the next commit.
+func waitAppending(t *testing.T, fn string) {
+	t.Helper()
+	ctx := ctxT(t)
+	buf := make([]byte, 1<<20)
+	for {
+		for len(buf) == runtime.Stack(buf, true) {
+			buf = make([]byte, 2*len(buf))
+		}
+		n := runtime.Stack(buf, true)
+		for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, " [select") && strings.Contains(g, "audit.(*Log).AppendWith(") && strings.Contains(g, fn) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no append from %s is queued", fn)
+		case <-time.After(time.Millisecond):
+		}
 	}
 }

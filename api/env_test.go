@@ -57,6 +57,12 @@ func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("Validate() = %v", err)
 	}
+	return run(t, cfg)
+}
+
+// run runs an authority with cfg (defaults set) until the test ends.
+func run(t testing.TB, cfg authority.Config) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	skew := new(atomic.Int64)
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }

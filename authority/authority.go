@@ -78,8 +78,6 @@ type Authority struct {
 
 	remote remoteStatuses // other authorities' answers on their hops
 
-	bornRevoked sync.Map // delegation id → reason: hops recorded revoked as they were issued
-
 	running atomic.Bool // Run has started: the audit log takes entries
 }
 

@@ -444,13 +444,18 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		err = fmt.Errorf("%w: the hop's audit entry would be larger than the log takes (%v): delegate fewer or shorter scopes", ErrInvalidRequest, err)
 	}
 	if err != nil {
-		a.bornRevoked.Delete(id)
 		return nil, allowFailed(err)
 	}
 	// A revocation that committed while the hop was on its way is in its
-	// record (see indexDelegation): nothing revoked is handed out.
-	if why, revoked := a.bornRevoked.LoadAndDelete(id); revoked {
-		return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, why)
+	// record: one committed before it (the record is born revoked, see
+	// indexDelegation), or one later in the same commit (its cascade
+	// found the record). Nothing revoked is handed out.
+	rec, err := a.delegationRecord(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("authority: the record of delegation %s: %w", id, err)
+	}
+	if !rec.RevokedAt.IsZero() {
+		return nil, fmt.Errorf("%w: as it was issued, by %s: %s", ErrDelegationRevoked, rec.RevokedBy, rec.Reason)
 	}
 	a.log.InfoContext(ctx, "delegation issued", "id", id, "delegator", c.ID.String(), "delegatee", delegatee.String(), "depth", depth)
 	return &DelegateAnswer{ID: id, Token: token, ExpiresAt: exp, Chain: append(chain, claims), Receipt: rc}, nil
@@ -877,10 +882,8 @@ func (a *Authority) indexDelegation(tx store.Tx, index uint64, e audit.Entry, le
 		why = "its chain could not be checked (" + clip(err.Error()) + ")"
 	}
 	if why != "" {
+		// The flow waiting for this entry reads it, and hands nothing out.
 		rec.RevokedAt, rec.RevokedBy, rec.Reason = e.Time, ServerID(a.td).String(), why+" while the hop was being issued"
-		// Told to the flow waiting for this entry, which deletes it
-		// (also when the commit fails).
-		a.bornRevoked.Store(rec.ID, rec.Reason)
 	}
 	return delegation.Put(tx, rec)
 }
