@@ -115,6 +115,9 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 			if err := verifySigner(ctx, h, c, v, views.of(v, c), f.serialOnly); err != nil {
 				return err
 			}
+			// A proven hop's log_url is the log it was proven in, not
+			// what the answer said (--json).
+			h.LogURL = c.Server()
 		case h.LogURL != "":
 			pc, err := followHop(ctx, f, h, peers, views)
 			if pc != nil {
@@ -694,6 +697,7 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 			return acc, err
 		}
 		*h = *t
+		h.LogURL = p.url // proven there, whatever the answer said
 		return acc, nil
 	}
 	return acc, errors.New("its issuer does not return it")

@@ -330,6 +330,26 @@ func TestAuditChainHostileLog(t *testing.T) {
 			t.Fatalf("verify: %v\n%s", err, out)
 		}
 	})
+	// In --json, a proven hop's log_url is the log it was proven in,
+	// not what the answer said.
+	t.Run("a log_url the answer made up", func(t *testing.T) {
+		l := newRlog(t, s, "org-a.example/audit")
+		l.logHop(root, 0x10)
+		c := fakeAuthority(t, func() any {
+			h := hopAnswer(root, l.proven(1))
+			h["log_url"] = "https://elsewhere.example"
+			return map[string]any{"hops": []any{h}}
+		}, l.proven)
+		out, err := verifyAgainst(t, c, v, "d1", true)
+		var got struct {
+			Hops []struct {
+				LogURL string `json:"log_url"`
+			}
+		}
+		if err != nil || json.Unmarshal([]byte(out), &got) != nil || len(got.Hops) != 1 || got.Hops[0].LogURL != c.Server() {
+			t.Fatalf("verify --json: %v\n%s\nwant the hop's log_url %s, where it was proven", err, out, c.Server())
+		}
+	})
 	// An auditor remembers each log's latest checkpoint: a later run
 	// that sees another history is a fork, and a remembered checkpoint
 	// that does not verify is refused.
