@@ -50,7 +50,7 @@ func runBenchAudit(ctx context.Context, args []string, stdout, stderr io.Writer)
 		base = tmp
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "writers\tentries\tentries/s\tdurable+checkpoint p50\tp99")
+	fmt.Fprintln(tw, "writers\tentries\tentries/s\tdurable+checkpoint p50\tp99\terrors")
 	var best float64
 	for i, n := range writers {
 		r, err := benchAuditLevel(ctx, filepath.Join(base, fmt.Sprintf("log-%d", i)), n, *dur)
@@ -58,7 +58,11 @@ func runBenchAudit(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return err
 		}
 		best = max(best, r.rate)
-		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%s\t%s\n", n, r.n, r.rate, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+		errs := fmt.Sprint(r.errors)
+		if r.errors > 0 {
+			errs += fmt.Sprintf(" (first: %v)", r.firstErr)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%s\t%s\t%s\n", n, r.n, r.rate, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), errs)
 	}
 	tw.Flush()
 	raw, err := benchRawBolt(filepath.Join(base, "raw.db"), *dur)
@@ -75,6 +79,8 @@ type auditBenchResult struct {
 	n        int
 	rate     float64
 	p50, p99 time.Duration
+	errors   int // appends that failed before the run's end
+	firstErr error
 }
 
 func benchAuditLevel(ctx context.Context, dir string, writers int, dur time.Duration) (auditBenchResult, error) {
@@ -102,36 +108,58 @@ func benchAuditLevel(ctx context.Context, dir string, writers int, dur time.Dura
 	defer func() { stop(); <-done }()
 
 	details := []byte(`{"pad":"` + strings.Repeat("x", 360) + `"}`)
+	r := appendLoad(ctx, l, writers, dur, details)
+	if r.n == 0 {
+		return r, fmt.Errorf("bench audit: no entry appended with %d writers: %v", writers, r.firstErr)
+	}
+	return r, nil
+}
+
+// appendLoad has writers goroutines append entries to l, each one at a
+// time, for dur. Only the appends acknowledged count, with their latency;
+// one that fails before dur is over is an error (its writer stops), and
+// those cut short by the end of dur are neither.
+func appendLoad(ctx context.Context, l *audit.Log, writers int, dur time.Duration, details []byte) auditBenchResult {
 	wctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	var mu sync.Mutex
 	var lat []time.Duration
+	var res auditBenchResult
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := range writers {
 		wg.Go(func() {
 			var own []time.Duration
+			var err error
 			e := audit.Entry{Type: "bench.append", Actor: audit.ActorSystem, Subject: fmt.Sprint(w), Details: details}
 			for wctx.Err() == nil {
 				e.Time = time.Now()
 				t := time.Now()
-				if _, err := l.Append(wctx, e); err != nil {
+				if _, err = l.Append(wctx, e); err != nil {
 					break
 				}
 				own = append(own, time.Since(t))
 			}
 			mu.Lock()
+			defer mu.Unlock()
 			lat = append(lat, own...)
-			mu.Unlock()
+			if err != nil && wctx.Err() == nil {
+				res.errors++
+				if res.firstErr == nil {
+					res.firstErr = err
+				}
+			}
 		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	if len(lat) == 0 {
-		return auditBenchResult{}, fmt.Errorf("bench audit: no entry appended with %d writers", writers)
+	res.n = len(lat)
+	res.rate = float64(len(lat)) / elapsed.Seconds()
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
 	}
-	slices.Sort(lat)
-	return auditBenchResult{n: len(lat), rate: float64(len(lat)) / elapsed.Seconds(), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}, nil
+	return res
 }
 
 // benchRawBolt measures bbolt itself: transactions of 1024 puts of
