@@ -215,29 +215,61 @@ func (e *benchEnv) run(ctx context.Context, kind string, conc int, dur time.Dura
 		}
 		return newBenchConn(e.node.Server(), path, body, e.node.TLSConfig())
 	}
-	return load(ctx, kind, conc, dur, conn, func(ans []byte) error { return e.check(kind, ans) })
+	return load(ctx, kind, conc, dur, conn, func(ans []byte) error { return e.check(kind, ans) }, nil)
 }
 
 // load runs conc workers for dur, each sending the same request over its
 // own keep-alive connection as fast as answers come, and reports the
-// successful requests' latencies.
-func load(ctx context.Context, kind string, conc int, dur time.Duration, conn func(w int) (*benchConn, error), check func([]byte) error) (benchResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, dur)
-	defer cancel()
+// successful requests' latencies. Every worker's connection is made (TCP
+// and the TLS handshake) before the clock starts: the rate and the
+// latencies are those of requests on open connections. onStart, if not
+// nil, is called once they are open, just before the clock starts (for
+// the caller to start what it measures over the same window).
+func load(ctx context.Context, kind string, conc int, dur time.Duration, conn func(w int) (*benchConn, error), check func([]byte) error, onStart func()) (benchResult, error) {
 	var mu sync.Mutex
 	var lat []time.Duration
 	res := benchResult{kind: kind}
+	fail := func(err error) {
+		res.errors++
+		if res.firstErr == nil {
+			res.firstErr = err
+		}
+	}
+	conns := make([]*benchConn, conc)
 	var wg sync.WaitGroup
-	start := time.Now()
 	for w := range conc {
 		wg.Go(func() {
-			own, errs, repeated, first := loadWorker(ctx, w, conn, check)
+			c, err := conn(w)
+			if err == nil {
+				if err = c.dial(ctx); err == nil {
+					conns[w] = c
+					return
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			fail(err)
+		})
+	}
+	wg.Wait()
+	if onStart != nil {
+		onStart()
+	}
+	ctx, cancel := context.WithTimeout(ctx, dur)
+	defer cancel()
+	start := time.Now()
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		wg.Go(func() {
+			own, errs, repeated, first := loadWorker(ctx, c, check)
 			mu.Lock()
 			defer mu.Unlock()
 			lat = append(lat, own...)
 			res.errors += errs
 			res.repeated += repeated
-			if res.firstErr == nil {
+			if first != nil && res.firstErr == nil {
 				res.firstErr = first
 			}
 		})
@@ -258,11 +290,8 @@ func load(ctx context.Context, kind string, conc int, dur time.Duration, conn fu
 // generator, which shares the machine, spends its CPU sending requests.
 const checkEvery = 64
 
-func loadWorker(ctx context.Context, w int, newConn func(w int) (*benchConn, error), check func([]byte) error) (lat []time.Duration, errs, repeated int, first error) {
-	conn, err := newConn(w)
-	if err != nil {
-		return nil, 1, 0, err
-	}
+// loadWorker sends conn's requests until ctx ends, and closes it.
+func loadWorker(ctx context.Context, conn *benchConn, check func([]byte) error) (lat []time.Duration, errs, repeated int, first error) {
 	defer func() { repeated = conn.repeated() }()
 	defer conn.close()
 	for n := 0; ctx.Err() == nil; n++ {

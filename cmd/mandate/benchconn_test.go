@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,5 +68,49 @@ func TestBenchConnBoundsAnswers(t *testing.T) {
 	}
 	if st, _, err := bc.do(context.Background()); err == nil || !strings.Contains(err.Error(), "body is longer than") {
 		t.Errorf("a body of 5 MiB: status %d, %v; want refused as too long", st, err)
+	}
+}
+
+// TestBenchLoadOpensConnectionsBeforeTheClock: the load generator's
+// connections (TCP and the TLS handshake) are all made before the
+// measured window starts, so that neither the rate, the latencies nor
+// a server CPU reading started at onStart include their setup, and no
+// connection is made again during the run.
+func TestBenchLoadOpensConnectionsBeforeTheClock(t *testing.T) {
+	for _, conc := range []int{1, 4, 16} {
+		t.Run(fmt.Sprint(conc), func(t *testing.T) {
+			var accepted, requests atomic.Int64
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests.Add(1)
+				w.Write([]byte("{}"))
+			}))
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					accepted.Add(1)
+				}
+			}
+			srv.StartTLS()
+			defer srv.Close()
+			cfg := srv.Client().Transport.(*http.Transport).TLSClientConfig
+			starts := 0
+			var atStart, requestsAtStart int64
+			r, err := load(t.Context(), "test", conc, 200*time.Millisecond, func(int) (*benchConn, error) {
+				return newBenchConn(srv.URL, "/", []byte("{}"), cfg)
+			}, func([]byte) error { return nil }, func() {
+				starts++
+				atStart, requestsAtStart = accepted.Load(), requests.Load()
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if starts != 1 || atStart != int64(conc) || requestsAtStart != 0 {
+				t.Errorf("when the clock started (%d times): %d connections accepted, %d requests served; want %d connections, no request",
+					starts, atStart, requestsAtStart, conc)
+			}
+			if n := accepted.Load(); n != int64(conc) || r.errors != 0 || r.ops == 0 {
+				t.Errorf("after the run: %d connections, %d requests, %d errors (%v); want %d connections, requests, no error",
+					n, r.ops, r.errors, r.firstErr, conc)
+			}
+		})
 	}
 }

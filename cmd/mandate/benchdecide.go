@@ -158,10 +158,10 @@ func runBenchDecide(ctx context.Context, args []string, stdout, stderr io.Writer
 	for _, conc := range concs {
 		var rates [2]float64
 		for i, srv := range []*benchServer{mandate, opaSrv} {
-			cpu0 := srv.cpu()
+			var cpu0 time.Duration
 			r, err := load(ctx, srv.name, conc, *dur, func(int) (*benchConn, error) {
 				return newBenchConn(srv.url, path, []byte(benchDecideInput), srv.tls)
-			}, check)
+			}, check, func() { cpu0 = srv.cpu() })
 			if err != nil {
 				return fmt.Errorf("%s at concurrency %d: %w", srv.name, conc, err)
 			}

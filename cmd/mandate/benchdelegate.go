@@ -65,7 +65,7 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	cpu0 := srv.cpu()
+	var cpu0 time.Duration
 	res, err := load(ctx, "delegate", *conc, *dur, func(i int) (*benchConn, error) {
 		return newBenchConnBodies(srv.url, "/v1/delegations", bodies[i], w.a.TLSConfig())
 	}, func(ans []byte) error {
@@ -74,7 +74,7 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 			return fmt.Errorf("bench: no token in %.200s", ans)
 		}
 		return nil
-	})
+	}, func() { cpu0 = srv.cpu() })
 	if err != nil {
 		return err
 	}
