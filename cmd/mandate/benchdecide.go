@@ -381,7 +381,7 @@ func findOPA(ctx context.Context, flagPath string, stderr io.Writer) (string, er
 	cmd := exec.CommandContext(ctx, "go", "install", "github.com/open-policy-agent/opa@"+want)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("bench: go install opa@%s: %w", want, err)
+		return "", fmt.Errorf("bench: could not install opa %s (go install: %w; its output is above, and it needs the Go module proxy): pass --opa with the path of an opa binary (of that version: the OPA Mandate embeds)", want, err)
 	}
 	return bin, nil
 }
