@@ -281,8 +281,16 @@ func load(ctx context.Context, kind string, conc int, dur time.Duration, conn fu
 		return res, fmt.Errorf("bench %s: no request succeeded: %v", kind, res.firstErr)
 	}
 	slices.Sort(lat)
-	res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	res.p50, res.p99 = percentile(lat, 50), percentile(lat, 99)
 	return res, nil
+}
+
+// percentile is the q-th percentile (0 < q ≤ 100) of the sorted
+// latencies: the smallest of them that at least q% of them do not
+// exceed (the nearest rank, ⌈q·n/100⌉). A p99 of 100 latencies is the
+// 99th, not the largest.
+func percentile(sorted []time.Duration, q int) time.Duration {
+	return sorted[(len(sorted)*q+99)/100-1]
 }
 
 // checkEvery is how often a worker fully decodes and checks an answer;

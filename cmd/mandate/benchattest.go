@@ -219,7 +219,7 @@ func (b *attestBench) measure(ctx context.Context, st store.Store, withStore boo
 	res.ops = len(lat)
 	if res.ops > 0 {
 		slices.Sort(lat)
-		res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+		res.p50, res.p99 = percentile(lat, 50), percentile(lat, 99)
 		res.cpuPerOp = (cpuTime() - cpu0) / time.Duration(res.ops)
 	}
 	return res

@@ -157,7 +157,7 @@ func appendLoad(ctx context.Context, l *audit.Log, writers int, dur time.Duratio
 	res.rate = float64(len(lat)) / elapsed.Seconds()
 	if len(lat) > 0 {
 		slices.Sort(lat)
-		res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+		res.p50, res.p99 = percentile(lat, 50), percentile(lat, 99)
 	}
 	return res
 }

@@ -114,3 +114,28 @@ func TestBenchLoadOpensConnectionsBeforeTheClock(t *testing.T) {
 		})
 	}
 }
+
+// TestPercentile: the benches' p50 and p99 are the nearest rank of
+// the sorted latencies, ⌈q·n/100⌉: a p99 of 100 latencies is the 99th
+// of them, not the largest; of 1,000, the 990th.
+func TestPercentile(t *testing.T) {
+	for _, tc := range []struct {
+		n, q, rank int // rank counts from 1
+	}{
+		{1, 50, 1}, {1, 99, 1},
+		{2, 50, 1}, {2, 99, 2},
+		{3, 50, 2},
+		{100, 50, 50}, {100, 99, 99},
+		{101, 50, 51}, {101, 99, 100},
+		{199, 99, 198}, {200, 99, 198},
+		{1000, 50, 500}, {1000, 99, 990},
+	} {
+		lat := make([]time.Duration, tc.n)
+		for i := range lat {
+			lat[i] = time.Duration(i + 1) // the i+1-th smallest
+		}
+		if got := percentile(lat, tc.q); got != time.Duration(tc.rank) {
+			t.Errorf("p%d of %d latencies = rank %d, want rank %d", tc.q, tc.n, got, tc.rank)
+		}
+	}
+}
