@@ -31,12 +31,13 @@ type benchResult struct {
 	elapsed  time.Duration
 	p50, p99 time.Duration
 	firstErr error
-	repeated int // requests sent again once every prepared one was sent
+	repeated int           // requests sent again once every prepared one was sent
+	cpu      time.Duration // server CPU per op, if measured (--server-pid)
 }
 
 func (r benchResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
 
-const benchUsage = `Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s]
+const benchUsage = `Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s] [--server-pid PID]
        mandate bench audit [--concurrency 1,16,256,1024] [--duration 5s]
        mandate bench attest [--concurrency 8] [--duration 5s] [--ek rsa,ecc]
        mandate bench decide [--concurrency 1,8,32] [--duration 5s] [--opa PATH]
@@ -74,8 +75,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&conc, "concurrency", 16, "concurrent requests in flight (each on its own keep-alive connection)")
 	fs.DurationVar(&dur, "duration", 10*time.Second, "how long to measure each kind")
 	procs := fs.Int("procs", 0, "GOMAXPROCS of this load generator (0: Go's default, every core)")
+	serverPID := fs.Int("server-pid", 0, "the server's process id on this host: print its CPU time per SVID over each measured window (/proc/PID/stat)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
+	}
+	if *serverPID < 0 || *serverPID > 0 && procCPU(*serverPID) == 0 {
+		return usagef("--server-pid %d: no process whose CPU time this host shows (/proc/%d/stat)", *serverPID, *serverPID)
 	}
 	if conc < 1 || conc > 1024 {
 		return usagef("--concurrency must be 1..1024")
@@ -98,7 +103,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var results []benchResult
 	for _, k := range []string{"x509", "jwt"} {
 		if kind == k || kind == "both" {
-			r, err := setup.run(ctx, k, conc, dur)
+			r, err := setup.run(ctx, k, conc, dur, *serverPID)
 			if err != nil {
 				return err
 			}
@@ -206,7 +211,7 @@ func (e *benchEnv) cleanup(ctx context.Context) {
 	}
 }
 
-func (e *benchEnv) run(ctx context.Context, kind string, conc int, dur time.Duration) (benchResult, error) {
+func (e *benchEnv) run(ctx context.Context, kind string, conc int, dur time.Duration, serverPID int) (benchResult, error) {
 	conn := func(w int) (*benchConn, error) {
 		path, body := "/v1/svid/jwt", []byte(fmt.Sprintf(`{"spiffe_id":%q,"audience":["bench"]}`, e.agentID))
 		if kind == "x509" {
@@ -215,7 +220,16 @@ func (e *benchEnv) run(ctx context.Context, kind string, conc int, dur time.Dura
 		}
 		return newBenchConn(e.node.Server(), path, body, e.node.TLSConfig())
 	}
-	return load(ctx, kind, conc, dur, conn, func(ans []byte) error { return e.check(kind, ans) }, nil)
+	var cpu0 time.Duration
+	var onStart func()
+	if serverPID > 0 {
+		onStart = func() { cpu0 = procCPU(serverPID) }
+	}
+	res, err := load(ctx, kind, conc, dur, conn, func(ans []byte) error { return e.check(kind, ans) }, onStart)
+	if err == nil && serverPID > 0 && res.ops > 0 {
+		res.cpu = (procCPU(serverPID) - cpu0) / time.Duration(res.ops)
+	}
+	return res, err
 }
 
 // load runs conc workers for dur, each sending the same request over its
@@ -370,10 +384,14 @@ func rawECDSA(d time.Duration) (signPerSec, verifyPerSec float64) {
 
 func printBench(w io.Writer, results []benchResult, conc int, dur time.Duration) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "kind\tconcurrency\tduration\tops\tops/s\tp50\tp99\terrors")
+	fmt.Fprintln(tw, "kind\tconcurrency\tduration\tops\tops/s\tp50\tp99\terrors\tserver CPU per op")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s-svid\t%d\t%s\t%d\t%.0f\t%s\t%s\t%d\n", r.kind, conc, dur, r.ops, r.opsPerSec(),
-			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+		cpu := "-" // no --server-pid
+		if r.cpu > 0 {
+			cpu = r.cpu.Round(time.Microsecond).String()
+		}
+		fmt.Fprintf(tw, "%s-svid\t%d\t%s\t%d\t%.0f\t%s\t%s\t%d\t%s\n", r.kind, conc, dur, r.ops, r.opsPerSec(),
+			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors, cpu)
 	}
 	tw.Flush()
 	sign, verify := rawECDSA(time.Second)

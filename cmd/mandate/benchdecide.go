@@ -215,8 +215,12 @@ func (s *benchServer) stop() {
 }
 
 // cpu is the server process's user+system CPU time so far.
-func (s *benchServer) cpu() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+func (s *benchServer) cpu() time.Duration { return procCPU(s.cmd.Process.Pid) }
+
+// procCPU is process pid's user+system CPU time so far, all its threads
+// (/proc/<pid>/stat; 10 ms resolution), or 0 if it cannot be read.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}

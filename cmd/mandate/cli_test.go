@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -426,14 +427,23 @@ func TestCLIAdminBackup(t *testing.T) {
 func TestBenchIssue(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)
-	out, err := cli(t, url, dir, "bench", "issue", "--duration", "300ms", "--concurrency", "2")
+	// The server runs in this process: --server-pid is this process's.
+	out, err := cli(t, url, dir, "bench", "issue", "--duration", "300ms", "--concurrency", "2", "--server-pid", strconv.Itoa(os.Getpid()))
 	if err != nil {
 		t.Fatalf("bench issue: %v\n%s", err, out)
 	}
-	for _, want := range []string{"x509-svid", "jwt-svid", "raw crypto/ecdsa P-256", "issuance ÷ raw sign"} {
+	for _, want := range []string{"x509-svid", "jwt-svid", "raw crypto/ecdsa P-256", "issuance ÷ raw sign", "server CPU per op"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("bench output lacks %q:\n%s", want, out)
 		}
+	}
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasSuffix(f[0], "-svid") && f[1] != "issuance" && (len(f) != 9 || !strings.HasSuffix(f[8], "s")) {
+			t.Errorf("bench row without the server's CPU per SVID: %q", line)
+		}
+	}
+	if _, err := cli(t, url, dir, "bench", "issue", "--server-pid", "999999999"); err == nil || !strings.Contains(err.Error(), "--server-pid") {
+		t.Errorf("bench issue --server-pid of no process: %v, want a usage error naming it", err)
 	}
 	if strings.Contains(out, "error:") {
 		t.Errorf("bench reported errors:\n%s", out)
