@@ -58,7 +58,9 @@ type backupStore interface {
 // unknown, and asked again) are not copied. The backup is recorded in
 // the audit log (backup.created) before it is reported. It holds private
 // keys: move it off the host to storage as private as the data
-// directory. One backup is made at a time (ErrBackupUnderWay).
+// directory. One backup is made at a time (ErrBackupUnderWay). Once
+// begun, it is finished even if ctx ends meanwhile (the request's
+// deadline passes, its client hangs up).
 func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
@@ -71,6 +73,11 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		return nil, ErrBackupUnderWay
 	}
 	defer a.backupMu.Unlock()
+	// Once begun, a backup is made whole and recorded whatever becomes of
+	// the request: copying a large data file outlasts the request's
+	// deadline, and a copy thrown away then would make a large authority
+	// one that can never be backed up.
+	ctx = context.WithoutCancel(ctx)
 
 	root := filepath.Join(a.cfg.DataDir, BackupDirName)
 	if err := credfile.PrivateDir(root); err != nil {
