@@ -56,11 +56,11 @@ type backupStore interface {
 // Requests are served meanwhile. The admin credential (made again at
 // start) and the TPM challenge key (outstanding challenges are then
 // unknown, and asked again) are not copied. The backup is recorded in
-// the audit log (backup.created) before it is reported. It holds private
-// keys: move it off the host to storage as private as the data
-// directory. One backup is made at a time (ErrBackupUnderWay). Once
-// begun, it is finished even if ctx ends meanwhile (the request's
-// deadline passes, its client hangs up).
+// the audit log (backup.created) before it is reported (one that cannot
+// be recorded is removed). It holds private keys: move it off the host
+// to storage as private as the data directory. One backup is made at a
+// time (ErrBackupUnderWay). Once begun, it is finished even if ctx ends
+// meanwhile (the request's deadline passes, its client hangs up).
 func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
@@ -126,17 +126,18 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	if err == nil {
 		err = credfile.SyncDir(root)
 	}
+	if err == nil {
+		_, err = a.record(ctx, event{typ: "backup.created", actor: c.ID.String(), details: map[string]any{
+			"dir": filepath.Base(b.Dir), "files": len(b.Files), "audit_tree_size": b.AuditTreeSize,
+		}})
+	}
 	if err != nil {
 		// What was written is no backup: removed, not left to be taken
-		// for one.
+		// for one, nor left as a copy of the keys the audit log does not
+		// show.
 		if rerr := os.RemoveAll(b.Dir); rerr != nil {
 			a.log.ErrorContext(ctx, "remove a backup that failed", "dir", b.Dir, "err", rerr)
 		}
-		return nil, err
-	}
-	if _, err := a.record(ctx, event{typ: "backup.created", actor: c.ID.String(), details: map[string]any{
-		"dir": filepath.Base(b.Dir), "files": len(b.Files), "audit_tree_size": b.AuditTreeSize,
-	}}); err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "backup made", "dir", b.Dir, "audit_tree_size", b.AuditTreeSize)

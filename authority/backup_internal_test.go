@@ -26,3 +26,21 @@ func TestBackupOutlivesItsRequest(t *testing.T) {
 		t.Fatalf("%d backup.created entries, want 1", n)
 	}
 }
+
+// A backup whose backup.created entry cannot be written is removed: no
+// copy of the keys is left on the host that the audit log does not show.
+func TestBackupNotRecordedIsRemoved(t *testing.T) {
+	a, stop := runAuthority(t)
+	admin := adminOf(t, a)
+	stop() // the audit log stops; the store stays open
+	if b, err := a.MakeBackup(t.Context(), admin); err == nil {
+		t.Fatalf("MakeBackup with the audit log stopped = %+v, want an error", b)
+	}
+	left, err := os.ReadDir(filepath.Join(a.cfg.DataDir, BackupDirName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Fatalf("backups left after a backup that was not recorded: %v", left)
+	}
+}
