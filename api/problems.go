@@ -90,6 +90,7 @@ var problemTable = []problemKind{
 	{authority.ErrSVIDSuperseded, http.StatusForbidden, "svid-superseded", "SVID replaced since"},
 	{authority.ErrRenewedMeanwhile, http.StatusConflict, "renewed-meanwhile", "Renewed meanwhile"},
 	{authority.ErrBackupUnderWay, http.StatusConflict, "backup-in-progress", "A backup is being made"},
+	{authority.ErrBackupNoRoom, http.StatusInsufficientStorage, "backup-no-room", "No room for a backup"},
 	{authority.ErrForbidden, http.StatusForbidden, "forbidden", "Forbidden"},
 	{authority.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated", "Client certificate required"},
 	{registry.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},

@@ -28,6 +28,12 @@ func (l *Log) Expect(ctx context.Context) (context.Context, func()) {
 	return context.WithValue(ctx, expectKey{}, x), x.end
 }
 
+// Unexpect ends the expectation ctx carries (from Expect), if any: the
+// work will not append soon after all (if at all, only after long work
+// of its own, a backup say), and no round waits for it meanwhile. Its
+// end then does nothing, and its Append, if any, is taken as any other.
+func (l *Log) Unexpect(ctx context.Context) { l.expectationOf(ctx).end() }
+
 type expectKey struct{}
 
 // expectation is one Expect, ended once.

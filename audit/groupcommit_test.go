@@ -159,3 +159,25 @@ func TestGroupCommitRefusedAppend(t *testing.T) {
 		t.Fatalf("%d appends expected after the refusal, want 0", n)
 	}
 }
+
+// TestGroupCommitUnexpect: work that will not append soon after all
+// (Unexpect) is no longer waited for; its later Append commits.
+func TestGroupCommitUnexpect(t *testing.T) {
+	l := groupLog(t)
+	ctxB, endB := l.Expect(t.Context())
+	defer endB()
+	l.Unexpect(ctxB)
+	l.Unexpect(ctxB) // again: nothing more
+	if n := l.expected.Load(); n != 0 {
+		t.Fatalf("%d appends expected after Unexpect, want 0", n)
+	}
+	if _, err := l.Append(appendCtx(t, t.Context()), testEntry(0, 0)); err != nil {
+		t.Fatal(err) // a round waiting for B would wait out the append's deadline
+	}
+	if _, err := l.Append(appendCtx(t, ctxB), testEntry(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if st := l.Stats(); st.Commits != 2 || st.GroupWaits != 0 || l.expected.Load() != 0 {
+		t.Fatalf("stats %+v, %d expected: want two commits that waited for nothing", st, l.expected.Load())
+	}
+}

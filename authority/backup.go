@@ -18,6 +18,18 @@ import (
 // ErrBackupUnderWay is a backup asked while another is being made.
 var ErrBackupUnderWay = errors.New("authority: a backup is already being made")
 
+// ErrBackupNoRoom is a backup that would leave the data directory's file
+// system without room for the authority to go on.
+var ErrBackupNoRoom = errors.New("authority: no room for a backup")
+
+// minBackupRoom is the least free space a backup leaves on the data
+// directory's file system, besides as much as the data file holds: the
+// room the authority goes on recording in.
+const minBackupRoom = 64 << 20
+
+// diskFree is freeBytes (a variable for tests).
+var diskFree = freeBytes
+
 // BackupDirName is the directory of the data directory backups are
 // written in.
 const BackupDirName = "backups"
@@ -78,10 +90,25 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	// deadline, and a copy thrown away then would make a large authority
 	// one that can never be backed up.
 	ctx = context.WithoutCancel(ctx)
+	// Its record comes only once the copy is made: the audit log's
+	// commits do not wait for it meanwhile (group commit).
+	a.audit.Unexpect(ctx)
 
 	root := filepath.Join(a.cfg.DataDir, BackupDirName)
 	if err := credfile.PrivateDir(root); err != nil {
 		return nil, fmt.Errorf("authority: backup: %w", err)
+	}
+	// A backup is a copy of the data file on the file system the
+	// authority records on: one that would leave less room than the data
+	// file holds (and minBackupRoom) is refused, so that backups, however
+	// many are asked, never stop the authority from recording.
+	if fi, err := os.Stat(filepath.Join(a.cfg.DataDir, "mandate.db")); err != nil {
+		return nil, fmt.Errorf("authority: backup: %w", err)
+	} else if free, known := diskFree(root); known {
+		if need := uint64(fi.Size()) + max(uint64(fi.Size()), minBackupRoom); free < need {
+			return nil, fmt.Errorf("%w: %d bytes free, a backup needs %d (a copy of the data file, %d bytes, and as much again, at least 64 MiB, left free): move or delete backups in %s",
+				ErrBackupNoRoom, free, need, fi.Size(), root)
+		}
 	}
 	now := a.now().UTC()
 	b := &Backup{Dir: filepath.Join(root, now.Format("20060102T150405.000000000Z")), CreatedAt: now}

@@ -2,6 +2,7 @@ package authority
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,5 +43,36 @@ func TestBackupNotRecordedIsRemoved(t *testing.T) {
 	}
 	if len(left) != 0 {
 		t.Fatalf("backups left after a backup that was not recorded: %v", left)
+	}
+}
+
+// A backup that would leave the file system less free space than the
+// data file holds, and 64 MiB, is refused before anything is written:
+// backups, however many are asked, never stop the authority recording.
+func TestBackupLeavesRoom(t *testing.T) {
+	a, _ := runAuthority(t)
+	fi, err := os.Stat(filepath.Join(a.cfg.DataDir, "mandate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		free uint64
+		ok   bool
+	}{
+		{"room for the copy and as much again", 2*uint64(fi.Size()) + minBackupRoom, true},
+		{"room for the copy only", uint64(fi.Size()) + minBackupRoom - 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(f func(string) (uint64, bool)) { diskFree = f }(diskFree)
+			diskFree = func(string) (uint64, bool) { return tc.free, true }
+			before, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, BackupDirName))
+			recorded := entriesOf(t, a, "backup.created")
+			_, err := a.MakeBackup(t.Context(), adminOf(t, a))
+			after, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, BackupDirName))
+			if tc.ok != (err == nil) || !tc.ok && (!errors.Is(err, ErrBackupNoRoom) || len(after) != len(before) || entriesOf(t, a, "backup.created") != recorded) {
+				t.Fatalf("MakeBackup with %d bytes free = %v; %d backups before, %d after; want ok=%v, or ErrBackupNoRoom and nothing written", tc.free, err, len(before), len(after), tc.ok)
+			}
+		})
 	}
 }
