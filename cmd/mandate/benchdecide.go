@@ -101,7 +101,7 @@ func runBenchDecide(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := newFlagSet("bench decide", "bench decide [flags]", stderr)
 	levels := fs.String("concurrency", "1,8,32", "comma-separated concurrency levels")
 	dur := fs.Duration("duration", 5*time.Second, "how long to measure each server at each level")
-	opaPath := fs.String("opa", "", "opa binary (default: opa of the version in go.mod, installed with go install if missing)")
+	opaPath := fs.String("opa", "", "opa binary (default: opa of the version in go.mod, installed with go install if missing into the user's cache directory, mandate/opa@VERSION)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -366,23 +366,21 @@ func findOPA(ctx context.Context, flagPath string, stderr io.Writer) (string, er
 	if want == "" {
 		return "", errors.New("bench: cannot tell the embedded OPA version; pass --opa")
 	}
-	dir, err := exec.Command("go", "env", "GOBIN").Output()
+	// Installed where nothing else is (not GOBIN: an opa of another
+	// version there is the user's), and used only if it is that version.
+	cache, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("bench: go env GOBIN: %w (pass --opa)", err)
+		return "", fmt.Errorf("bench: %w (pass --opa)", err)
 	}
-	if strings.TrimSpace(string(dir)) == "" {
-		gopath, err := exec.Command("go", "env", "GOPATH").Output()
-		if err != nil {
-			return "", fmt.Errorf("bench: go env GOPATH: %w (pass --opa)", err)
-		}
-		dir = []byte(filepath.Join(strings.TrimSpace(string(gopath)), "bin"))
-	}
-	bin := filepath.Join(strings.TrimSpace(string(dir)), "opa")
-	if out, err := exec.CommandContext(ctx, bin, "version").Output(); err == nil && strings.Contains(string(out), "Version: "+strings.TrimPrefix(want, "v")) {
+	dir := filepath.Join(cache, "mandate", "opa@"+want)
+	bin := filepath.Join(dir, "opa")
+	versionLine := regexp.MustCompile(`(?m)^Version: ` + regexp.QuoteMeta(strings.TrimPrefix(want, "v")) + `$`)
+	if out, err := exec.CommandContext(ctx, bin, "version").Output(); err == nil && versionLine.Match(out) {
 		return bin, nil
 	}
-	fmt.Fprintf(stderr, "installing opa %s with go install (a few minutes the first time)...\n", want)
+	fmt.Fprintf(stderr, "installing opa %s into %s with go install (a few minutes the first time)...\n", want, dir)
 	cmd := exec.CommandContext(ctx, "go", "install", "github.com/open-policy-agent/opa@"+want)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("bench: could not install opa %s (go install: %w; its output is above, and it needs the Go module proxy): pass --opa with the path of an opa binary (of that version: the OPA Mandate embeds)", want, err)
