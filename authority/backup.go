@@ -94,7 +94,11 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	// commits do not wait for it meanwhile (group commit).
 	a.audit.Unexpect(ctx)
 
-	root := filepath.Join(a.cfg.DataDir, BackupDirName)
+	// Absolute: the answer names it for an admin elsewhere.
+	root, err := filepath.Abs(filepath.Join(a.cfg.DataDir, BackupDirName))
+	if err != nil {
+		return nil, fmt.Errorf("authority: backup: %w", err)
+	}
 	if err := credfile.PrivateDir(root); err != nil {
 		return nil, fmt.Errorf("authority: backup: %w", err)
 	}
@@ -115,7 +119,7 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	if err := os.Mkdir(b.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("authority: backup: %w", err)
 	}
-	err := a.ca.Still(func(keyIDs []string) error {
+	err = a.ca.Still(func(keyIDs []string) error {
 		f, err := backupFile(b, "mandate.db", func(w io.Writer) error {
 			_, err := bs.Backup(ctx, w)
 			return err

@@ -76,3 +76,18 @@ func TestBackupLeavesRoom(t *testing.T) {
 		})
 	}
 }
+
+// A backup's directory is named absolute, whatever the data directory's
+// path: the answer is read by an admin elsewhere.
+func TestBackupDirIsAbsolute(t *testing.T) {
+	parent := t.TempDir()
+	t.Chdir(parent)
+	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = "data" })
+	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(parent, "data", BackupDirName); filepath.Dir(b.Dir) != want {
+		t.Fatalf("backup dir %q, want one in %s", b.Dir, want)
+	}
+}

@@ -413,7 +413,7 @@ func TestCLIAdminBackup(t *testing.T) {
 		Dir   string
 		Files []struct{ Path string }
 	}
-	if err := json.Unmarshal([]byte(out), &b); err != nil || filepath.Dir(b.Dir) != filepath.Join(dir, "mandate-data", "backups") || len(b.Files) < 4 {
+	if err := json.Unmarshal([]byte(out), &b); err != nil || !filepath.IsAbs(b.Dir) || filepath.Dir(b.Dir) != filepath.Join(dir, "mandate-data", "backups") || len(b.Files) < 4 {
 		t.Fatalf("admin backup create printed %s (%v): want the backup's directory in <data-dir>/backups and its files", out, err)
 	}
 	if _, err := os.Stat(filepath.Join(b.Dir, "mandate.db")); err != nil {
