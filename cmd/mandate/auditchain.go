@@ -115,9 +115,9 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 			if err := verifySigner(ctx, h, c, v, views.of(v, c), f.serialOnly); err != nil {
 				return err
 			}
-			// A proven hop's log_url is the log it was proven in, not
-			// what the answer said (--json).
-			h.LogURL = c.Server()
+			// A proven hop's log_url is where it was proven, not what
+			// the answer said (--json).
+			h.LogURL = chainURLAt(c.Server(), h.ID)
 		case h.LogURL != "":
 			pc, err := followHop(ctx, f, h, peers, views)
 			if pc != nil {
@@ -646,6 +646,12 @@ func parsePeers(vals []string) (map[string]peer, error) {
 	return out, nil
 }
 
+// chainURLAt is where the authority at base answers for the chain of
+// delegation id: what its API gives as a hop's log_url.
+func chainURLAt(base, id string) string {
+	return strings.TrimRight(base, "/") + "/v1/audit/chains/" + url.PathEscape(id)
+}
+
 // followHop asks the hop's issuer for it (with this auditor's credential,
 // which that authority must accept as an auditor's) and verifies it
 // against that issuer's log. It returns how it read that log (nil if it
@@ -697,7 +703,7 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 			return acc, err
 		}
 		*h = *t
-		h.LogURL = p.url // proven there, whatever the answer said
+		h.LogURL = chainURLAt(p.url, h.ID) // proven there, whatever the answer said
 		return acc, nil
 	}
 	return acc, errors.New("its issuer does not return it")

@@ -330,8 +330,9 @@ func TestAuditChainHostileLog(t *testing.T) {
 			t.Fatalf("verify: %v\n%s", err, out)
 		}
 	})
-	// In --json, a proven hop's log_url is the log it was proven in,
-	// not what the answer said.
+	// In --json, a proven hop's log_url is where it was proven (as the
+	// API gives it: the chain's URL at that authority), not what the
+	// answer said.
 	t.Run("a log_url the answer made up", func(t *testing.T) {
 		l := newRlog(t, s, "org-a.example/audit")
 		l.logHop(root, 0x10)
@@ -346,8 +347,8 @@ func TestAuditChainHostileLog(t *testing.T) {
 				LogURL string `json:"log_url"`
 			}
 		}
-		if err != nil || json.Unmarshal([]byte(out), &got) != nil || len(got.Hops) != 1 || got.Hops[0].LogURL != c.Server() {
-			t.Fatalf("verify --json: %v\n%s\nwant the hop's log_url %s, where it was proven", err, out, c.Server())
+		if err != nil || json.Unmarshal([]byte(out), &got) != nil || len(got.Hops) != 1 || got.Hops[0].LogURL != c.Server()+"/v1/audit/chains/"+root.id {
+			t.Fatalf("verify --json: %v\n%s\nwant the hop's log_url %s/v1/audit/chains/%s, where it was proven", err, out, c.Server(), root.id)
 		}
 	})
 	// An auditor remembers each log's latest checkpoint: a later run

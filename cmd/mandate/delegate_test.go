@@ -108,10 +108,22 @@ func TestCLIDelegationChain(t *testing.T) {
 	}
 	// org-b revokes the booker; then org-a revokes the root hop. The
 	// auditor proves each revocation in the log of the hop it revokes.
-	var root struct{ Hops []struct{ ID string } }
+	var root struct {
+		Hops []struct {
+			ID     string
+			LogURL string `json:"log_url"`
+		}
+	}
 	_ = json.Unmarshal([]byte(must(urlB, dirB, "audit", "chain", ans.ID, "--json", "--peer", peer)), &root)
 	if len(root.Hops) != 2 {
 		t.Fatalf("chain --json: %+v", root)
+	}
+	// Each proven hop's log_url is, as in the API's answer, the chain's
+	// URL at the authority whose log proved it.
+	for i, base := range []string{urlA, urlB} {
+		if want := base + "/v1/audit/chains/" + root.Hops[i].ID; root.Hops[i].LogURL != want {
+			t.Errorf("chain --json: hop %d's log_url = %q, want %q", i, root.Hops[i].LogURL, want)
+		}
 	}
 	must(urlB, dirB, "admin", "revoke", "spiffe-id", "spiffe://org-b.example/agent/booker", "--reason", "compromised")
 	if out := must(urlB, dirB, "admin", "revoke", "list"); !strings.Contains(out, `"spiffe_id": "spiffe://org-b.example/agent/booker"`) || !strings.Contains(out, `"reason": "compromised"`) {
