@@ -166,7 +166,11 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		// What was written is no backup: removed, not left to be taken
 		// for one, nor left as a copy of the keys the audit log does not
 		// show.
-		if rerr := os.RemoveAll(b.Dir); rerr != nil {
+		rerr := os.RemoveAll(b.Dir)
+		if rerr == nil {
+			rerr = credfile.SyncDir(root) // not back after a crash
+		}
+		if rerr != nil {
 			a.log.ErrorContext(ctx, "remove a backup that failed", "dir", b.Dir, "err", rerr)
 		}
 		return nil, err

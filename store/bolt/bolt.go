@@ -27,6 +27,7 @@ import (
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/store"
 )
 
@@ -149,15 +150,7 @@ func create(path string, bopts *bbolt.Options) error {
 	if err := os.Remove(tmp); err != nil {
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return credfile.SyncDir(dir)
 }
 
 // check runs bbolt's consistency check over the whole file.
