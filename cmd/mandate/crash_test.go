@@ -257,23 +257,7 @@ func TestTamperedEntryIsNamed(t *testing.T) {
 	<-done
 
 	// Tamper with entry 2: same length, one byte changed.
-	db, err := bolt.Open(filepath.Join(dir, "mandate-data", "mandate.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := []byte{0, 0, 0, 0, 0, 0, 0, 2}
-	err = db.Update(context.Background(), func(tx store.Tx) error {
-		b, err := tx.Get("audit_entries", key)
-		if err != nil {
-			return err
-		}
-		b[bytes.Index(b, []byte(`"type":"`))+8] ^= 0x01
-		return tx.Put("audit_entries", key, b)
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	changeEntry(t, filepath.Join(dir, "mandate-data"), 2, func(b []byte) { b[bytes.Index(b, []byte(`"type":"`))+8] ^= 0x01 })
 
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
@@ -283,7 +267,7 @@ func TestTamperedEntryIsNamed(t *testing.T) {
 		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", "mandate-data"}, &out, &errOut)
 	}()
 	url = waitServing(t, &out, done)
-	_, err = cli(t, url, dir, "audit", "verify", "--full", "--state", "other.state")
+	_, err := cli(t, url, dir, "audit", "verify", "--full", "--state", "other.state")
 	if err == nil || !strings.Contains(err.Error(), "first bad entry 2") {
 		t.Errorf("audit verify --full on a tampered log = %v, want it to name entry 2", err)
 	}
@@ -316,27 +300,11 @@ func TestUnreadableEntryIsLogged(t *testing.T) {
 	stop()
 	<-done
 
-	db, err := bolt.Open(filepath.Join(dir, "mandate-data", "mandate.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := []byte{0, 0, 0, 0, 0, 0, 0, 2}
-	err = db.Update(context.Background(), func(tx store.Tx) error {
-		b, err := tx.Get("audit_entries", key)
-		if err != nil {
-			return err
-		}
-		b[0] = 0xff // no longer JSON
-		return tx.Put("audit_entries", key, b)
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	changeEntry(t, filepath.Join(dir, "mandate-data"), 2, func(b []byte) { b[0] = 0xff }) // no longer JSON
 
 	url, errOut, stop, done := serveIn()
 	defer func() { stop(); <-done }()
-	_, err = cli(t, url, dir, "audit", "verify", "--full")
+	_, err := cli(t, url, dir, "audit", "verify", "--full")
 	m := regexp.MustCompile(`request_id=([0-9a-f]+)`).FindStringSubmatch(fmt.Sprint(err))
 	if m == nil {
 		t.Fatalf("audit verify --full on a log with an unreadable entry = %v, want a 500 with its request id", err)
@@ -525,4 +493,26 @@ func TestCrashKeepsDelegations(t *testing.T) {
 		t.Errorf("%d records, %d delegation.issued entries", records, len(inLog))
 	}
 	t.Logf("killed with %d delegations answered; %d issued in the log of size %d after restart", len(acked), len(inLog), cp.Size)
+}
+
+// changeEntry changes, with change, the stored bytes of audit entry index
+// in the store of a stopped authority's data directory.
+func changeEntry(t *testing.T, dataDir string, index byte, change func([]byte)) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dataDir, "mandate.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key := []byte{0, 0, 0, 0, 0, 0, 0, index}
+	if err := db.Update(context.Background(), func(tx store.Tx) error {
+		b, err := tx.Get("audit_entries", key)
+		if err != nil {
+			return err
+		}
+		change(b)
+		return tx.Put("audit_entries", key, b)
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
