@@ -121,7 +121,8 @@ func Open(path string, opts Options) (st *Store, err error) {
 // create makes a new, initialized data file at path, which does not
 // exist: bbolt writes and syncs its first pages in a temporary file,
 // which is then linked at path. If another process created path
-// meanwhile, that one is kept.
+// meanwhile (and removed the temporary file as one a crash left), that
+// one is kept.
 func create(path string, bopts *bbolt.Options) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
@@ -144,14 +145,24 @@ func create(path string, bopts *bbolt.Options) error {
 	if err := db.Close(); err != nil {
 		return err
 	}
+	beforeLink(tmp, path)
 	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
+		// Another process that created path first may have removed this
+		// temporary file as one a crash left (an authority's start
+		// does): its file is the one kept.
+		if _, serr := os.Lstat(path); serr != nil {
+			return err
+		}
 	}
-	if err := os.Remove(tmp); err != nil {
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return credfile.SyncDir(dir)
 }
+
+// beforeLink is called by create before it links the new file at path
+// (a variable for tests: what another process may do meanwhile).
+var beforeLink = func(tmp, path string) {}
 
 // check runs bbolt's consistency check over the whole file.
 func (s *Store) check() (err error) {

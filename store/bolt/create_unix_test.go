@@ -63,3 +63,34 @@ func TestCreateCutShortLeavesNoFile(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Two first starts on one data directory at once: the one that creates
+// the data file first may remove the other's temporary file as one a
+// crash left. The other keeps the file created first and opens it (or,
+// while the first holds it, is refused as locked), never failing on its
+// own temporary file gone.
+func TestCreateRacedByAnother(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mandate.db")
+	defer func(f func(string, string)) { beforeLink = f }(beforeLink)
+	beforeLink = func(tmp, path string) {
+		beforeLink = func(string, string) {} // the other start's own create goes its way
+		// The other start: its data file made, this one's temporary
+		// file removed.
+		other, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other.Close()
+		if err := os.Remove(tmp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Open(path, Options{Check: true})
+	if err != nil {
+		t.Fatalf("Open with its temporary file removed by another start's = %v, want the file that start made", err)
+	}
+	s.Close()
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".tmp-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
