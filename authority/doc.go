@@ -14,6 +14,11 @@
 //     attested, unbanned and allowed.
 //   - Every state change is durable before the flow returns success, and a
 //     failed flow changes nothing (one store transaction per flow).
+//   - A backup (MakeBackup) is a data directory the authority starts
+//     from as it was: the store as of one transaction, with the CA keys
+//     its CA state names and the audit log's keys, checked to open before
+//     it is reported, and recorded in the audit log; one that would leave
+//     the file system less room than the data file holds is refused.
 //   - Errors that callers branch on are the sentinels of this package and
 //     of attest, registry and ca.
 package authority
