@@ -189,7 +189,7 @@ func patchOf[T any](ids map[string]bool, get func(string) (T, error), doc func(T
 func (a *Authority) rebuildPolicyData(ctx context.Context) error {
 	agents := map[string]any{}
 	nodes := map[string]any{}
-	var feds []string
+	feds := []string{} // a list also when empty: a policy's count() or "in" must not meet null
 	err := a.store.View(ctx, func(tx store.Tx) error {
 		ags, err := registry.ListAgents(tx)
 		if err != nil {

@@ -79,6 +79,19 @@ func TestPolicyDataFollowsEachChange(t *testing.T) {
 	}
 }
 
+// With no federation, data.mandate.federated_trust_domains is an empty
+// list, not null: a policy's count() of it or `some td in` it works.
+func TestPolicyDataNoFederationIsAnEmptyList(t *testing.T) {
+	a := startAuthority(t)
+	ans, err := a.QueryData(t.Context(), adminOf(t, a), DataQuery{Path: "mandate/federated_trust_domains"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(ans.Value); string(b) != "[]" {
+		t.Errorf("data.mandate.federated_trust_domains with no federation = %s, want []", b)
+	}
+}
+
 func toStrings(v any) []string {
 	var out []string
 	for _, s := range v.([]any) {
