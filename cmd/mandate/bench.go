@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -307,6 +308,12 @@ func percentile(sorted []time.Duration, q int) time.Duration {
 	return sorted[(len(sorted)*q+99)/100-1]
 }
 
+// cutByEnd reports whether err is that of an operation cut by the end
+// of a run (its deadline, or an interrupt), and so is no failure.
+func cutByEnd(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
 // checkEvery is how often a worker fully decodes and checks an answer;
 // the others are only checked for their status, so that the load
 // generator, which shares the machine, spends its CPU sending requests.
@@ -326,12 +333,17 @@ func loadWorker(ctx context.Context, conn *benchConn, check func([]byte) error) 
 			err = check(ans)
 		}
 		if err != nil {
-			if ctx.Err() == nil {
+			// A request cut by the end of the run is no error; one that
+			// failed on its own is, also when its answer came after the
+			// end (a request in flight then is finished, not cut).
+			if !cutByEnd(err) {
 				errs++
 				if first == nil {
 					first = err
 				}
-				time.Sleep(10 * time.Millisecond) // do not spin on a server that is gone
+				if ctx.Err() == nil {
+					time.Sleep(10 * time.Millisecond) // do not spin on a server that is gone
+				}
 			}
 			continue
 		}

@@ -143,7 +143,7 @@ func appendLoad(ctx context.Context, l *audit.Log, writers int, dur time.Duratio
 			mu.Lock()
 			defer mu.Unlock()
 			lat = append(lat, own...)
-			if err != nil && wctx.Err() == nil {
+			if err != nil && !cutByEnd(err) {
 				res.errors++
 				if res.firstErr == nil {
 					res.firstErr = err

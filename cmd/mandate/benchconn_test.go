@@ -115,6 +115,34 @@ func TestBenchLoadOpensConnectionsBeforeTheClock(t *testing.T) {
 	}
 }
 
+// TestBenchLoadCountsAFailureAnsweredAfterTheEnd: the request in flight
+// when the run ends is finished; if it fails, it is counted as an error,
+// not dropped because its answer came late.
+func TestBenchLoadCountsAFailureAnsweredAfterTheEnd(t *testing.T) {
+	const dur = 100 * time.Millisecond
+	var n atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			w.Write([]byte("{}"))
+			return
+		}
+		time.Sleep(3 * dur) // the second request is answered after the run's end
+		http.Error(w, "broken", http.StatusInternalServerError)
+	}))
+	srv.StartTLS()
+	defer srv.Close()
+	cfg := srv.Client().Transport.(*http.Transport).TLSClientConfig
+	r, err := load(t.Context(), "test", 1, dur, func(int) (*benchConn, error) {
+		return newBenchConn(srv.URL, "/", []byte("{}"), cfg)
+	}, func([]byte) error { return nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ops != 1 || r.errors != 1 || r.firstErr == nil || !strings.Contains(r.firstErr.Error(), "500") {
+		t.Errorf("%d requests, %d errors (first: %v); want 1 request and the late 500 counted as an error", r.ops, r.errors, r.firstErr)
+	}
+}
+
 // TestPercentile: the benches' p50 and p99 are the nearest rank of
 // the sorted latencies, ⌈q·n/100⌉: a p99 of 100 latencies is the 99th
 // of them, not the largest; of 1,000, the 990th.
