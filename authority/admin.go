@@ -234,10 +234,12 @@ func banEvent(c *Caller, nodeID, reason, asked string, at time.Time, banned bool
 }
 
 // agentEvent is the audit event of a registration change: the whole
-// registration, with its accountability as the accountable party.
+// registration (every field that decides where the agent may run and
+// what it may hold), with its accountability as the accountable party.
 func agentEvent(typ string, c *Caller, ag *registry.Agent) event {
 	return event{typ: typ, actor: actorOf(c), subject: ag.SPIFFEID, parties: partyOf(ag), details: map[string]any{
 		"id": ag.ID, "node_ids": ag.NodeIDs, "selectors": ag.Selectors, "scopes": ag.Scopes,
 		"x509_ttl_seconds": ag.X509TTLSeconds, "jwt_ttl_seconds": ag.JWTTTLSeconds,
+		"require_hardware_attestation": ag.RequireHardwareAttestation,
 	}}
 }

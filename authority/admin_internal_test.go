@@ -579,3 +579,40 @@ func TestAdminCredentialOfAnotherKeyIsReplaced(t *testing.T) {
 		t.Error("the credential was not made for the key on disk")
 	}
 }
+
+// A registration's entries hold every field that decides where the agent
+// may run: an auditor can tell when require_hardware_attestation was
+// turned on or off, and by whom.
+func TestRegistrationEntriesHoldHardwareRequirement(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	created, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/hw", RequireHardwareAttestation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.UpdateAgent(ctx, admin, created.ID, &registry.Agent{SPIFFEID: created.SPIFFEID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteAgent(ctx, admin, created.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		typ  string
+		want bool
+	}{{"agent.registered", true}, {"agent.updated", false}, {"agent.deleted", false}} {
+		got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: tc.typ, Limit: 10})
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%d %s entries (%v), want 1", len(got), tc.typ, err)
+		}
+		e, err := audit.Decode(got[0].Entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Require *bool `json:"require_hardware_attestation"`
+		}
+		if err := e.ReadDetails(&d); err != nil || d.Require == nil || *d.Require != tc.want {
+			t.Errorf("%s details %s (%v): want require_hardware_attestation %v", tc.typ, e.Details, err, tc.want)
+		}
+	}
+}
