@@ -616,3 +616,64 @@ func TestRegistrationEntriesHoldHardwareRequirement(t *testing.T) {
 		}
 	}
 }
+
+// A relationship added or replaced is logged with the trust anchors it
+// makes trusted at once: those of the bundle given, or of the bundle a
+// replacement keeps. An admin cannot swap a peer's anchors with an entry
+// that does not say so.
+func TestFederationAddedEntriesNameTheAnchors(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	td := spiffeid.RequireTrustDomainFromString("org-b.example")
+	bundleOf := func() *spiffebundle.Bundle {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(der)
+		return spiffebundle.FromX509Authorities(td, []*x509.Certificate{cert})
+	}
+	first, second := bundleOf(), bundleOf()
+	for _, tc := range []struct {
+		name   string
+		bundle *spiffebundle.Bundle // sent (nil: none)
+		want   *spiffebundle.Bundle // trusted after
+	}{
+		{"added with a bundle", first, first},
+		{"replaced with another bundle", second, second},
+		{"replaced without a bundle, keeping the one held", nil, second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &Federation{TrustDomain: td.Name(), BundleEndpointURL: "https://127.0.0.1:1/bundle"}
+			if tc.bundle != nil {
+				doc, err := tc.bundle.Marshal()
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.Bundle = doc
+			}
+			if _, err := a.AddFederation(ctx, admin, f); err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "federation.added", Limit: 100})
+			if err != nil || len(got) == 0 {
+				t.Fatalf("federation.added entries: %d, %v", len(got), err)
+			}
+			e, err := audit.Decode(got[len(got)-1].Entry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d struct {
+				Anchors string   `json:"anchors_sha256"`
+				X509    []string `json:"x509_authorities"`
+			}
+			want := bundleAnchors(tc.want)
+			if err := e.ReadDetails(&d); err != nil || d.Anchors != want["anchors_sha256"] || len(d.X509) != 1 || d.X509[0] != want["x509_authorities"].([]string)[0] {
+				t.Errorf("federation.added details %s (%v), want the anchors %v", e.Details, err, want["anchors_sha256"])
+			}
+		})
+	}
+}

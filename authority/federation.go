@@ -240,11 +240,21 @@ func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDo
 // anchor lists are left out, with digest_only, when they do not all fit
 // in one entry.
 func (a *Authority) bundleUpdated(td spiffeid.TrustDomain, b *spiffebundle.Bundle) event {
+	return a.withAnchors(event{typ: "federation.bundle_updated", subject: td.Name()}, b)
+}
+
+// withAnchors is ev with b's anchors (see bundleAnchors) and sequence
+// number added to its details (a copy of them). The anchor lists are
+// left out, with digest_only, when they do not all fit in one entry.
+func (a *Authority) withAnchors(ev event, b *spiffebundle.Bundle) event {
 	details := bundleAnchors(b)
+	for k, v := range ev.details {
+		details[k] = v
+	}
 	if seq, ok := b.SequenceNumber(); ok {
 		details["sequence_number"] = seq
 	}
-	ev := event{typ: "federation.bundle_updated", subject: td.Name(), details: details}
+	ev.details = details
 	if a.recordable(ev, ErrFederation) != nil {
 		delete(details, "x509_authorities")
 		delete(details, "jwt_authorities")
@@ -375,6 +385,10 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 		}
 		if err := a.bundlesFit(rel.TrustDomain, f.Bundle); err != nil {
 			return nil, err
+		}
+		if ev != nil { // the entry names the anchors trusted from now on
+			withB := a.withAnchors(*ev, b)
+			ev = &withB
 		}
 	}
 	// The manager first (it validates, and cancels any refresh of the
