@@ -140,6 +140,10 @@ func TestChangesTheLogWouldRefuseAreNotMade(t *testing.T) {
 	if _, err := a.AddFederation(ctx, admin, &Federation{TrustDomain: long, BundleEndpointURL: "https://127.0.0.1:1"}); !errors.Is(err, ErrFederation) {
 		t.Fatalf("AddFederation(a %d-byte trust domain) = %v, want ErrFederation", len(long), err)
 	}
+	// Nor one named with a path: it names no trust domain.
+	if _, err := a.AddFederation(ctx, admin, &Federation{TrustDomain: "spiffe://org-b.example/x", BundleEndpointURL: "https://127.0.0.1:1"}); !errors.Is(err, ErrFederation) || !strings.Contains(err.Error(), "no path") {
+		t.Fatalf("AddFederation(a trust domain with a path) = %v, want ErrFederation: no path", err)
+	}
 	// Nor one whose URL is beyond its bound (its entry, escaped, would
 	// grow past the log's).
 	url := "https://127.0.0.1:1/?" + strings.Repeat("&", 65000)

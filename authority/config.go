@@ -514,7 +514,7 @@ func setDefault[T comparable](p *T, v T) {
 
 // Validate reports the first problem in c, in words an operator can act on.
 func (c *Config) Validate() error {
-	own, err := spiffeid.TrustDomainFromString(c.TrustDomain)
+	own, err := trustDomainOf(c.TrustDomain)
 	if err != nil {
 		return fmt.Errorf("trust_domain %q: %v", c.TrustDomain, err)
 	}
@@ -630,7 +630,7 @@ func (f *FederationConfig) validate() error {
 			return fmt.Errorf("federation.trust_domains: %q listed twice", t.TrustDomain)
 		}
 		seen[t.TrustDomain] = true
-		if _, err := spiffeid.TrustDomainFromString(t.TrustDomain); err != nil {
+		if _, err := trustDomainOf(t.TrustDomain); err != nil {
 			return fmt.Errorf("federation.trust_domains: %q: %v", t.TrustDomain, err)
 		}
 		if t.BundleEndpointURL == "" {

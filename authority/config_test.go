@@ -19,6 +19,11 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"defaults", func(*authority.Config) {}, ""},
 		{"bad trust domain", func(c *authority.Config) { c.TrustDomain = "Bad Domain" }, "trust_domain"},
+		{"trust domain as its SPIFFE ID", func(c *authority.Config) { c.TrustDomain = "spiffe://org-a.example" }, ""},
+		{"trust domain with a path", func(c *authority.Config) { c.TrustDomain = "spiffe://org-a.example/x" }, `trust_domain "spiffe://org-a.example/x": a trust domain has no path`},
+		{"federated trust domain with a path", func(c *authority.Config) {
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "spiffe://org-b.example/x", BundleEndpointURL: "https://b/v1/bundle"}}
+		}, "a trust domain has no path"},
 		{"bad listen", func(c *authority.Config) { c.Listen = "nowhere" }, "listen"},
 		{"listen port out of range", func(c *authority.Config) { c.Listen = "127.0.0.1:99999" }, "listen"},
 		{"listen port not a number", func(c *authority.Config) { c.Listen = "127.0.0.1:https" }, "listen"},

@@ -51,13 +51,24 @@ type FederationStatus struct {
 // proxies commonly bound URLs).
 const maxBundleEndpointURL = 2048
 
+// trustDomainOf parses a trust domain written as its name or as its
+// SPIFFE ID ("spiffe://name"). Anything more, a path, is refused rather
+// than dropped: "spiffe://org-b.example/x" names no trust domain.
+func trustDomainOf(s string) (spiffeid.TrustDomain, error) {
+	td, err := spiffeid.TrustDomainFromString(s)
+	if err == nil && s != td.Name() && s != td.IDString() {
+		return spiffeid.TrustDomain{}, errors.New("a trust domain has no path")
+	}
+	return td, err
+}
+
 func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bundle, error) {
 	if len(strings.TrimPrefix(f.TrustDomain, "spiffe://")) > registry.MaxTrustDomainLen || len(f.EndpointSPIFFEID) > registry.MaxSPIFFEIDLen ||
 		len(f.BundleEndpointURL) > maxBundleEndpointURL {
 		return federation.Relationship{}, nil, fmt.Errorf("%w: a trust domain is at most %d bytes, a SPIFFE ID %d, a bundle endpoint URL %d",
 			ErrFederation, registry.MaxTrustDomainLen, registry.MaxSPIFFEIDLen, maxBundleEndpointURL)
 	}
-	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+	td, err := trustDomainOf(f.TrustDomain)
 	if err != nil {
 		return federation.Relationship{}, nil, fmt.Errorf("%w: trust_domain %q: %v", ErrFederation, f.TrustDomain, err)
 	}
