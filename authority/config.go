@@ -626,13 +626,14 @@ func (f *FederationConfig) validate() error {
 	}
 	seen := map[string]bool{}
 	for _, t := range f.TrustDomains {
-		if seen[t.TrustDomain] {
-			return fmt.Errorf("federation.trust_domains: %q listed twice", t.TrustDomain)
-		}
-		seen[t.TrustDomain] = true
-		if _, err := trustDomainOf(t.TrustDomain); err != nil {
+		td, err := trustDomainOf(t.TrustDomain)
+		if err != nil {
 			return fmt.Errorf("federation.trust_domains: %q: %v", t.TrustDomain, err)
 		}
+		if seen[td.Name()] { // "org-b.example" and "spiffe://org-b.example" are one
+			return fmt.Errorf("federation.trust_domains: %q listed twice", td.Name())
+		}
+		seen[td.Name()] = true
 		if t.BundleEndpointURL == "" {
 			return fmt.Errorf("federation.trust_domains: %q: bundle_endpoint_url is required", t.TrustDomain)
 		}

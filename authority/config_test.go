@@ -107,6 +107,12 @@ func TestConfigValidate(t *testing.T) {
 			f := authority.FederatedTrustDomain{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle"}
 			c.Federation.TrustDomains = []authority.FederatedTrustDomain{f, f}
 		}, "listed twice"},
+		{"federation twice, spelt two ways", func(c *authority.Config) {
+			c.Federation.TrustDomains = []authority.FederatedTrustDomain{
+				{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle"},
+				{TrustDomain: "spiffe://org-b.example", BundleEndpointURL: "https://c/v1/bundle"},
+			}
+		}, `"org-b.example" listed twice`},
 		{"federation without url", func(c *authority.Config) {
 			c.Federation.TrustDomains = []authority.FederatedTrustDomain{{TrustDomain: "org-b.example"}}
 		}, "bundle_endpoint_url"},
