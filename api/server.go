@@ -147,22 +147,49 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 
 // Serve answers HTTPS on ln until ctx is done, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := s.httpServer(s.handler, s.TLSConfig())
+	srv.ConnContext = connContext
+	return s.serveUntil(ctx, srv, ln)
+}
+
+// ServeBundle answers only the SPIFFE bundle endpoint, at every path, on
+// ln until ctx is done (the https_web profile's second listener): TLS 1.2
+// or later, with the certificate getCert gives (a Web PKI one), and the
+// limits, log and shutdown of Serve.
+func (s *Server) ServeBundle(ctx context.Context, ln net.Listener, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) error {
+	h, err := s.bundleHandler()
+	if err != nil {
+		return err
+	}
+	return s.serveUntil(ctx, s.httpServer(h, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert}), ln)
+}
+
+// httpServer is an HTTP server with the settings of every listener of the
+// authority: the http timeouts, a 16 KiB header limit, HTTP/1.1 only, and
+// what net/http reports itself in the server log (httpServerLog).
+func (s *Server) httpServer(h http.Handler, tc *tls.Config) *http.Server {
 	hc := s.a.Config().HTTP
-	srv := &http.Server{
-		Handler:           s.handler,
-		TLSConfig:         s.TLSConfig(),
+	return &http.Server{
+		Handler:           h,
+		TLSConfig:         tc,
 		ReadHeaderTimeout: min(5*time.Second, hc.ReadTimeout.D()),
 		ReadTimeout:       hc.ReadTimeout.D(),
 		WriteTimeout:      hc.WriteTimeout.D(),
 		IdleTimeout:       hc.IdleTimeout.D(),
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          log.New(httpServerLog{s.log}, "", 0),
-		ConnContext:       connContext,
 		// HTTP/1.1 only: every client of this API speaks it, and the
 		// authority keeps HTTP/2's larger attack surface (stream
-		// multiplexing, HPACK state) off its one listener.
+		// multiplexing, HPACK state) off its listeners.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
+}
+
+// serveUntil serves srv on ln until ctx is done, then shuts it down:
+// requests under way may finish, each within the read and write
+// timeouts. A connection still busy after them is closed: the stop was
+// asked for, and is no failure.
+func (s *Server) serveUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {
@@ -170,10 +197,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	// Requests under way may finish: each within the read and write
-	// timeouts. A connection still busy after them is closed: the stop
-	// was asked for, and is no failure.
-	grace := hc.ReadTimeout.D() + hc.WriteTimeout.D()
+	grace := srv.ReadTimeout + srv.WriteTimeout
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -280,21 +279,7 @@ func listenWebBundle(cfg authority.Config, log *slog.Logger) (*webBundle, error)
 }
 
 func (w *webBundle) serve(ctx context.Context, srv *api.Server) error {
-	hs := &http.Server{
-		Handler:           srv.BundleHandler(),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: w.cert.get},
-		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
-	}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = hs.Shutdown(sctx)
-	}()
-	if err := hs.ServeTLS(w.ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return srv.ServeBundle(ctx, w.ln, w.cert.get)
 }
 
 // webCertCheck is how often the https_web certificate files are looked
