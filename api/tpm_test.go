@@ -1158,3 +1158,49 @@ func TestTPMQuoteKeptBackDoesNotClearDrift(t *testing.T) {
 		t.Fatalf("nodes after recovery: %+v, %v; want the mark cleared", nodes, err)
 	}
 }
+
+// TPM refusals that anyone can cause, as fast as they like, without a
+// credential (an EK the authority does not trust, an answer to a session
+// it never opened, a wrong answer to a challenge asked with a public EK)
+// are logged at DEBUG only, as guesses at join tokens are, so that a
+// flood of them does not fill the log; a refusal recorded in the audit
+// log is still logged at INFO.
+func TestTPMRefusalsAnyoneCausesLoggedAtDebug(t *testing.T) {
+	te := startTPM(t, 73, tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
+	anon := te.client(nil, nil)
+	_, csr, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := te.challenge(anon, te.dev.EKPublic(), nil, te.dev.AKPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := client.Answer(te.dev, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Secret = bytes.Repeat([]byte{1}, 32) // a wrong answer, unproven
+	// The first is recorded (and logged at INFO), the others limited.
+	for range 3 {
+		if _, err := anon.AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr); problemName(err) != "tpm-credential-mismatch" {
+			t.Fatalf("wrong secret = %v, want tpm-credential-mismatch", err)
+		}
+	}
+	if _, err := te.challenge(anon, mustEK(t), nil, te.dev.AKPublic()); problemName(err) == "" {
+		t.Fatal("an untrusted EK got a challenge")
+	}
+	if err := anon.Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/verify",
+		map[string]any{"session_id": "not-a-session", "secret": "AAAA", "quote": "AAAA", "signature": "AAAA", "csr": string(csr)}, nil); problemName(err) == "" {
+		t.Fatal("an answer to no session was accepted")
+	}
+	logs := te.logs.String()
+	if n := strings.Count(logs, `level=INFO msg="TPM attestation refused"`); n != 1 {
+		t.Errorf("%d recorded refusals logged at INFO, want 1:\n%s", n, logs)
+	}
+	for _, msg := range []string{"TPM attestation refused (not recorded: rate limit)", "TPM challenge refused", "TPM answer refused"} {
+		if strings.Contains(logs, msg) {
+			t.Errorf("%q logged above DEBUG:\n%s", msg, logs)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -95,8 +96,14 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 	ek, err := a.tpm.CheckEK(ekPublic, ekCert)
 	if err != nil {
 		// Anyone can send any EK: refusals of untrusted keys are logged,
-		// not recorded, so that the audit log is no disk anyone can fill.
-		a.log.InfoContext(ctx, "TPM challenge refused", "caller", caller, "err", err)
+		// not recorded, so that the audit log is no disk anyone can fill;
+		// an anonymous caller's at debug level only, as guesses at join
+		// tokens, so that a flood of them does not bury the log.
+		level := slog.LevelInfo
+		if caller == "" {
+			level = slog.LevelDebug
+		}
+		a.log.Log(ctx, level, "TPM challenge refused", "caller", caller, "err", err)
 		return nil, err
 	}
 	nodeID, err := attest.NodeID(a.td, ek.TPMPublic)
@@ -233,7 +240,8 @@ func (a *Authority) openTPMSession(ctx context.Context, sessionID string, now ti
 		a.recordUnprovenRefusal(ctx, tpmNodeID(a.td, s), err,
 			map[string]any{"ek_sha256": s.EKHash, "session_id": s.ID, "stage": "verify"})
 	} else {
-		a.log.InfoContext(ctx, "TPM answer refused", "err", err)
+		// No session of this authority's: anyone can send these.
+		a.log.DebugContext(ctx, "TPM answer refused", "err", err)
 	}
 	return nil, err
 }
@@ -366,7 +374,14 @@ func (a *Authority) recordProvenRefusal(ctx context.Context, nodeID spiffeid.ID,
 func (a *Authority) recordLimitedRefusal(ctx context.Context, nodeID spiffeid.ID, proven bool, why error, details map[string]any) {
 	ok, taken := a.allowRefusal(nodeID, proven, why, details)
 	if !ok {
-		a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
+		// Unproven refusals can be caused by anyone knowing a public EK,
+		// as fast as they like: logged at debug level only (their count
+		// is recorded once the interval ends).
+		level := slog.LevelInfo
+		if !proven {
+			level = slog.LevelDebug
+		}
+		a.log.Log(ctx, level, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
 		return
 	}
 	a.log.InfoContext(ctx, "TPM attestation refused", "spiffe_id", nodeID.String(), "err", why)
