@@ -142,8 +142,10 @@ func (q *Query) matchesTime(t time.Time) bool {
 	return (q.Since.IsZero() || !t.Before(q.Since)) && (q.Until.IsZero() || t.Before(q.Until))
 }
 
-// matches reports whether e meets every criterion of q.
-func (q *Query) matches(e Entry) bool {
+// Matches reports whether e meets every criterion of q: whether Search
+// may return it (so that a reader of a log it does not trust can check
+// each hit it is given).
+func (q *Query) Matches(e Entry) bool {
 	return (q.SPIFFEID == "" || slices.Contains(spiffeValues(e), q.SPIFFEID)) &&
 		(q.Type == "" || e.Type == q.Type) &&
 		(q.DecisionID == "" || e.DecisionID == q.DecisionID) &&
@@ -300,7 +302,7 @@ func (s *search) check(index uint64) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("entry %d: %w", index, err)
 	}
-	return s.q.matches(e), nil
+	return s.q.Matches(e), nil
 }
 
 // byTime searches by time alone. The time index is in time order, not

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -39,10 +40,10 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
   search [--spiffe-id ID] [--type T] [--since RFC3339] [--until RFC3339]
          [--decision-id D] [--delegation-id D] [--limit N] [--json]
                              print matching entries (all pages, in log order:
-                             a hit out of order, a page token given twice or
-                             more pages in a row without a hit than the log
-                             has entries end the search with an error),
-                             proofs checked
+                             a hit out of order or that does not match, a
+                             page token given twice or more pages in a row
+                             without a hit than the log has entries end the
+                             search with an error), proofs checked
   show INDEX [--json]        print an entry after checking its inclusion proof
                              (tail, search and show: the checkpoints the
                              entries were proven against must be one
@@ -715,6 +716,21 @@ func auditTail(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 }
 
 func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, _ []string, w io.Writer) error {
+	// What every hit must match: the log's search is its word, the
+	// entries it answers are checked.
+	want := audit.Query{SPIFFEID: f.q.spiffeID, Type: f.q.typ, DecisionID: f.q.decision, DelegationID: f.q.delegation}
+	for _, t := range []struct {
+		flag, val string
+		to        *time.Time
+	}{{"since", f.q.since, &want.Since}, {"until", f.q.until, &want.Until}} {
+		if t.val == "" {
+			continue
+		}
+		var err error
+		if *t.to, err = time.Parse(time.RFC3339Nano, t.val); err != nil {
+			return usagef("--%s must be an RFC 3339 time", t.flag)
+		}
+	}
 	q := url.Values{}
 	for k, val := range map[string]string{"spiffe_id": f.q.spiffeID, "type": f.q.typ, "since": f.q.since, "until": f.q.until,
 		"decision_id": f.q.decision, "delegation_id": f.q.delegation} {
@@ -732,6 +748,13 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	views := newLogViews()
 	seen := views.of(v, c)
 	if err := searchProven(ctx, c, v, q, func(p *provenEntry) error {
+		e, err := audit.Decode(p.entry)
+		if err != nil {
+			return fmt.Errorf("%w: the log's search found entry %d, which is not an audit entry: %v", errSearchOrder, p.index, err)
+		}
+		if !want.Matches(e) {
+			return fmt.Errorf("%w: the log's search found entry %d, which does not match the search", errSearchOrder, p.index)
+		}
 		seen(p.cp, p.checkpoint)
 		if err := printEntry(w, p, f.asJSON); err != nil {
 			return err
@@ -753,7 +776,8 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 var errStopSearch = errors.New("stop the search")
 
 // errSearchOrder: a log's search answered out of log order, in a loop,
-// or with no end in sight.
+// with no end in sight, or (audit search) with an entry that does not
+// match it.
 var errSearchOrder = errors.New("audit search refused")
 
 // searchProven calls fn with every entry a search of c's log (q, every

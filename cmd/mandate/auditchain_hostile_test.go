@@ -1247,3 +1247,58 @@ func TestAuditSearchHoldsNoPageTokens(t *testing.T) {
 		t.Errorf("after %d pages of a 900 KiB token each, the auditor holds %d MiB more", pages, grown>>20)
 	}
 }
+
+// audit search prints only hits that match what it asked: a log whose
+// search answers other entries (proven, but not about what was searched
+// for) is refused before they are printed; hits that match (a SPIFFE ID
+// as an accountable party, a time at since) are printed.
+func TestAuditSearchRefusesHitsThatDoNotMatch(t *testing.T) {
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	at := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	l.add(mustEncodeEntry(t, audit.Entry{Time: at, Type: "svid.issued", Actor: tdA + "/node/n1", Subject: tdA + "/agent/a",
+		Accountable: []audit.Party{{SPIFFEID: spiffeid.RequireFromString(tdA + "/agent/b")}}, DecisionID: "d1", DelegationID: "g1"}))
+	type query = struct {
+		spiffeID, typ, since, until, decision, delegation string
+		limit                                             int
+	}
+	for _, tc := range []struct {
+		name  string
+		q     query
+		match bool
+	}{
+		{"type", query{typ: "svid.issued"}, true},
+		{"another type", query{typ: "node.attested"}, false},
+		{"actor", query{spiffeID: tdA + "/node/n1"}, true},
+		{"subject", query{spiffeID: tdA + "/agent/a"}, true},
+		{"accountable party", query{spiffeID: tdA + "/agent/b"}, true},
+		{"another SPIFFE ID", query{spiffeID: tdA + "/agent/c"}, false},
+		{"decision", query{decision: "d1"}, true},
+		{"another decision", query{decision: "d2"}, false},
+		{"another delegation", query{delegation: "g2"}, false},
+		{"since its time", query{since: "2026-01-01T12:00:00Z"}, true},
+		{"since after it", query{since: "2026-01-01T12:00:00.000000001Z"}, false},
+		{"until its time", query{until: "2026-01-01T13:00:00+01:00"}, false},
+		{"one criterion of two not met", query{typ: "svid.issued", spiffeID: tdA + "/agent/c"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fakeAuthority(t, func() any { return nil }, l.proven, func(url.Values) []any { return []any{l.proven(0)} })
+			var out bytes.Buffer
+			err := auditSearch(context.Background(), &auditFlags{q: tc.q}, c, v, nil, &out)
+			if tc.match {
+				if err != nil || !strings.HasPrefix(out.String(), "#0 ") {
+					t.Fatalf("audit search = %v, printed %q; want entry 0", err, out.String())
+				}
+				return
+			}
+			if !errors.Is(err, errSearchOrder) || !strings.Contains(err.Error(), "entry 0, which does not match the search") || out.Len() > 0 {
+				t.Fatalf("audit search = %v, printed %q; want the hit refused, nothing printed", err, out.String())
+			}
+		})
+	}
+	for _, q := range []query{{since: "yesterday"}, {until: "2026-01-01"}} {
+		if err := auditSearch(context.Background(), &auditFlags{q: q}, nil, v, nil, io.Discard); !errors.As(err, new(usageError)) {
+			t.Errorf("audit search %+v = %v, want a usage error", q, err)
+		}
+	}
+}
