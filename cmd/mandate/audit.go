@@ -716,6 +716,9 @@ func auditTail(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 }
 
 func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, _ []string, w io.Writer) error {
+	if f.q.limit < 0 {
+		return usagef("--limit must be 0 (all) or more")
+	}
 	// What every hit must match: the log's search is its word, the
 	// entries it answers are checked.
 	want := audit.Query{SPIFFEID: f.q.spiffeID, Type: f.q.typ, DecisionID: f.q.decision, DelegationID: f.q.delegation}

@@ -1296,7 +1296,9 @@ func TestAuditSearchRefusesHitsThatDoNotMatch(t *testing.T) {
 			}
 		})
 	}
-	for _, q := range []query{{since: "yesterday"}, {until: "2026-01-01"}} {
+	// Flags it cannot read are refused before the log is asked (a
+	// negative limit is not "all").
+	for _, q := range []query{{since: "yesterday"}, {until: "2026-01-01"}, {limit: -1}} {
 		if err := auditSearch(context.Background(), &auditFlags{q: q}, nil, v, nil, io.Discard); !errors.As(err, new(usageError)) {
 			t.Errorf("audit search %+v = %v, want a usage error", q, err)
 		}
