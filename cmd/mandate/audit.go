@@ -477,9 +477,11 @@ func (p *provenEntry) verify(v note.Verifier) error {
 }
 
 func fetchProven(ctx context.Context, c *client.Client, v note.Verifier, idx string) (*provenEntry, error) {
-	if _, err := strconv.ParseUint(idx, 10, 64); err != nil {
+	n, err := strconv.ParseUint(idx, 10, 64)
+	if err != nil {
 		return nil, usagef("INDEX must be an unsigned integer")
 	}
+	idx = strconv.FormatUint(n, 10) // as the answer names it ("007" is entry 7)
 	var ans struct {
 		Index          uint64   `json:"index"`
 		EntryB64       []byte   `json:"entry_b64"`

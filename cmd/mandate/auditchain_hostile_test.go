@@ -1304,3 +1304,24 @@ func TestAuditSearchRefusesHitsThatDoNotMatch(t *testing.T) {
 		}
 	}
 }
+
+// show and prove take an INDEX written with leading zeroes as the entry
+// it names, not as a server answering another entry than asked.
+func TestShowIndexWithLeadingZeroes(t *testing.T) {
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	for i := range 3 {
+		l.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(int64(1000+i), 0), Type: "x", Actor: audit.ActorSystem, Subject: fmt.Sprint("s", i)}))
+	}
+	c := fakeAuthority(t, func() any { return nil }, l.proven)
+	for _, idx := range []string{"1", "01", "001"} {
+		var out bytes.Buffer
+		if err := auditShow(context.Background(), &auditFlags{}, c, v, []string{idx}, &out); err != nil || !strings.Contains(out.String(), "subject=s1") {
+			t.Errorf("audit show %s = %v, printed %q; want entry 1", idx, err, out.String())
+		}
+		out.Reset()
+		if err := auditProve(context.Background(), &auditFlags{}, c, v, []string{idx}, &out); err != nil || !strings.Contains(out.String(), "\nindex 1\n") {
+			t.Errorf("audit prove %s = %v, wrote %q; want entry 1's proof", idx, err, out.String())
+		}
+	}
+}
