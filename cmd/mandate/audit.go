@@ -291,6 +291,9 @@ func auditShow(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 var errFork = errors.New("audit: the log is not consistent with the checkpoint seen before (a fork, or history rewritten)")
 
 func auditVerify(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, _ []string, w io.Writer) error {
+	if f.state == "" {
+		return usagef("--state is empty: audit verify keeps the checkpoint it verified there, to hold the log to it next time")
+	}
 	// A checkpoint older than the one remembered may be another run's
 	// doing: one that remembered a newer checkpoint between this run's
 	// fetch and its reading of the memory. The log is asked once more
@@ -308,12 +311,17 @@ func auditVerify(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 		}
 		fmt.Fprintf(w, "all %d entries match the signed root\n", cp.Size)
 	}
+	// Said once it is so: a memory that cannot be written (or that
+	// another run filled with a fork meanwhile) fails the run.
+	if err := keepState(ctx, c, v, f.state, cp, raw); err != nil {
+		return err
+	}
 	if prev == nil {
 		fmt.Fprintf(w, "first checkpoint seen: size %d; remembered in %s\n", cp.Size, f.state)
 	} else {
 		fmt.Fprintf(w, "checkpoint size %d is consistent with the remembered size %d\n", cp.Size, prev.Size)
 	}
-	return keepState(ctx, c, v, f.state, cp, raw)
+	return nil
 }
 
 // errStale: the log served a checkpoint older than one this auditor

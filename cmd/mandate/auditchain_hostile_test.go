@@ -1325,3 +1325,32 @@ func TestShowIndexWithLeadingZeroes(t *testing.T) {
 		}
 	}
 }
+
+// audit verify says it remembered the checkpoint only once it has: an
+// empty --state is refused before the log is asked, and a memory that
+// cannot be written fails the run without a word of remembering.
+func TestVerifyRemembersBeforeSayingSo(t *testing.T) {
+	v, _, large := prefixLogs(t)
+	c := fakeAuthority(t, func() any { return nil }, func(uint64) map[string]any { return map[string]any{"checkpoint": large.checkpoint("")} })
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, state string }{
+		{"empty --state", ""},
+		{"--state in no directory", filepath.Join(dir, "missing", "state")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := auditVerify(context.Background(), &auditFlags{state: tc.state}, c, v, nil, &out)
+			if err == nil || out.Len() > 0 {
+				t.Fatalf("audit verify --state %q = %v, printed %q; want an error and nothing printed", tc.state, err, out.String())
+			}
+		})
+	}
+	var out bytes.Buffer
+	state := filepath.Join(dir, "state")
+	if err := auditVerify(context.Background(), &auditFlags{state: state}, c, v, nil, &out); err != nil || out.String() != "first checkpoint seen: size 5; remembered in "+state+"\n" {
+		t.Fatalf("audit verify = %v, printed %q", err, out.String())
+	}
+	if got, _ := os.ReadFile(state); string(got) != large.checkpoint("") {
+		t.Errorf("remembered %q, want the checkpoint", got)
+	}
+}
