@@ -174,6 +174,10 @@ func (s *Server) tiles(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/")
 	b, err := s.a.AuditTile(r.Context(), callerOf(r), path)
 	if err != nil {
+		// Not kept by a cache: a tile beyond the log today is served
+		// once the log grows, and a cache of the refusal would hide it
+		// (the successful answers below are cached for a year).
+		w.Header().Set("Cache-Control", "no-store")
 		writeError(w, r, s.log, err)
 		return
 	}

@@ -403,8 +403,17 @@ func TestTlogTilesReadPath(t *testing.T) {
 			t.Errorf("entry %d from the bundle: %v", i, err)
 		}
 	}
-	if resp, err := public.Get(e.url + "/tile/0/999"); err != nil || resp.StatusCode != 404 {
-		t.Errorf("GET a tile beyond the log = %v, %v; want 404", resp.StatusCode, err)
+	// A tile beyond the log (served once the log grows) and a malformed
+	// path: 404, which no cache may keep.
+	for _, path := range []string{"/tile/0/999", "/tile/entries/001", "/tile/0/000.p/0"} {
+		resp, err := public.Get(e.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 || resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("GET %s = %d, Cache-Control %q; want 404, no-store", path, resp.StatusCode, resp.Header.Get("Cache-Control"))
+		}
 	}
 	// Every tile is immutable, a partial one too (its width is in its
 	// address); entry bundles come gzip-compressed to a client that
