@@ -45,14 +45,14 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              without a hit than the log has entries end the
                              search with an error), proofs checked
   show INDEX [--json]        print an entry after checking its inclusion proof
-                             (tail, search and show: the checkpoints the
-                             entries were proven against must be one
+                             (tail, search, show and prove: the checkpoints
+                             the entries were proven against must be one
                              history, with each other, with the one chain
                              remembered in --remember and with the one
                              verify remembered in --state, both read and
-                             never written here; a fork fails, tail and
-                             show before printing anything, search after
-                             what it printed as it found it)
+                             never written here; a fork fails, tail, show
+                             and prove before printing anything, search
+                             after what it printed as it found it)
   prove INDEX [--out FILE]   write the entry's offline proof (C2SP tlog-proof:
                              the entry in "extra", its inclusion proof and the
                              signed checkpoint)
@@ -161,10 +161,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory keeping the latest checkpoint of each log the chain was proven in; a later run must prove each log consistent with it (empty: remember nothing)")
 		fs.Var(&f.peers, "peer", "another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
 	}
-	if on("show", "tail", "search", "verify") {
+	if on("show", "tail", "search", "prove", "verify") {
 		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory where audit chain keeps each log's latest checkpoint: read (never written), and the log proven consistent with it (empty: none)")
 	}
-	if on("show", "tail", "search", "chain") {
+	if on("show", "tail", "search", "prove", "chain") {
 		fs.StringVar(&f.state, "state", "mandate-audit.state", "file where audit verify keeps the last checkpoint it verified: read (never written), and the log proven consistent with it (empty: none)")
 	}
 	rest, err := splitFlags(fs, args[1:])
@@ -574,6 +574,13 @@ func auditProve(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	}
 	p, err := fetchProven(ctx, c, v, idx)
 	if err != nil {
+		return err
+	}
+	// A proof against a checkpoint of another history than the one this
+	// auditor holds the log to proves nothing: none is written.
+	views := newLogViews()
+	views.of(v, c)(p.cp, p.checkpoint)
+	if err := views.checkRecalled(ctx, f, v); err != nil {
 		return err
 	}
 	if f.out != "" {

@@ -561,7 +561,7 @@ func memoryFile(key string) string {
 // first: the checkpoints audit chain keeps in f.remember (when not ""),
 // and the one audit verify keeps in f.state of the log verified with v
 // (when not ""). Only recall, of f.remember, is remembered later by keep:
-// show, tail and search read both memories and write neither.
+// show, tail, search and prove read both memories and write neither.
 func (lv *logViews) checkRecalled(ctx context.Context, f *auditFlags, v note.Verifier) error {
 	if f.remember != "" {
 		if err := lv.recall(f.remember); err != nil {

@@ -968,10 +968,11 @@ func TestShownError(t *testing.T) {
 	}
 }
 
-// show, tail and search prove the checkpoints they were shown one
-// history, with each other and with the one audit chain remembered: a
-// log that shows this auditor another history (here: another entry 2
-// under the same size) is a fork, and tail and show print nothing of it.
+// show, tail, search and prove prove the checkpoints they were shown
+// one history, with each other and with the one audit chain remembered:
+// a log that shows this auditor another history (here: another entry 2
+// under the same size) is a fork, and tail, show and prove print nothing
+// of it.
 func TestShowTailSearchProveOneHistory(t *testing.T) {
 	s, v := keys(t)
 	honest, other := newRlog(t, s, "org-a.example/audit"), newRlog(t, s, "org-a.example/audit")
@@ -1012,6 +1013,12 @@ func TestShowTailSearchProveOneHistory(t *testing.T) {
 			c := fakeAuthority(t, func() any { return nil }, other.proven, func(url.Values) []any { return []any{other.proven(2)} })
 			return auditSearch(ctx, &auditFlags{state: state}, c, v, nil, w)
 		}, true},
+		{"prove, another history than the one audit verify remembered", func(w io.Writer) error {
+			return auditProve(ctx, &auditFlags{state: state}, fakeAuthority(t, func() any { return nil }, other.proven), v, []string{"2"}, w)
+		}, false},
+		{"prove, another history than the one remembered", func(w io.Writer) error {
+			return auditProve(ctx, &auditFlags{remember: mem}, fakeAuthority(t, func() any { return nil }, other.proven), v, []string{"2"}, w)
+		}, false},
 		{"tail, split between the checkpoint and the entries", func(w io.Writer) error {
 			return auditTail(ctx, &auditFlags{n: 2}, fakeAuthority(t, func() any { return nil }, split), v, nil, w)
 		}, false},
