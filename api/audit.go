@@ -181,6 +181,7 @@ func (s *Server) tiles(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	w.Header().Set("X-Content-Type-Options", "nosniff") // as every other answer
 	if path == "checkpoint" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")

@@ -375,6 +375,9 @@ func TestTlogTilesReadPath(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET /checkpoint = %d %s", resp.StatusCode, body)
 	}
+	if h := resp.Header.Get("X-Content-Type-Options"); h != "nosniff" { // a browser must not read a signed note as HTML
+		t.Errorf("GET /checkpoint: X-Content-Type-Options %q, want nosniff", h)
+	}
 	cp := e.auditCheckpointFrom(string(body))
 	var root tlog.Hash
 	copy(root[:], cp.Hash)
@@ -432,9 +435,10 @@ func TestTlogTilesReadPath(t *testing.T) {
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.Header.Get("Content-Encoding") != tc.encoding || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
-			t.Errorf("GET %s, Accept-Encoding %q: Content-Encoding %q, Cache-Control %q; want %q and immutable",
-				partial, tc.accept, resp.Header.Get("Content-Encoding"), resp.Header.Get("Cache-Control"), tc.encoding)
+		if resp.Header.Get("Content-Encoding") != tc.encoding || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") ||
+			resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s, Accept-Encoding %q: Content-Encoding %q, Cache-Control %q, X-Content-Type-Options %q; want %q, immutable and nosniff",
+				partial, tc.accept, resp.Header.Get("Content-Encoding"), resp.Header.Get("Cache-Control"), resp.Header.Get("X-Content-Type-Options"), tc.encoding)
 			continue
 		}
 		if tc.encoding == "gzip" {
