@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,7 +34,23 @@ import (
 // it with its URL once it serves.
 func serveProcess(t *testing.T, bin, dataDir, addr string) (*exec.Cmd, string) {
 	t.Helper()
+	cmd, url, _ := startServeProcess(t, bin, dataDir, addr, false)
+	return cmd, url
+}
+
+// startServeProcess is serveProcess, with the server's log to read when
+// withLog (it must then be read, or the server waits on it; it ends when
+// the process does), else discarded.
+func startServeProcess(t *testing.T, bin, dataDir, addr string, withLog bool) (*exec.Cmd, string, io.Reader) {
+	t.Helper()
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--data-dir", dataDir)
+	var logs io.Reader
+	if withLog {
+		var err error
+		if logs, err = cmd.StderrPipe(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -49,11 +66,11 @@ func serveProcess(t *testing.T, bin, dataDir, addr string) (*exec.Cmd, string) {
 				for lines.Scan() {
 				}
 			}()
-			return cmd, m[1]
+			return cmd, m[1], logs
 		}
 	}
 	t.Fatalf("serve exited before serving: %v", lines.Err())
-	return nil, ""
+	return nil, "", nil
 }
 
 // loggedEntry is what the crash tests read of an entry.

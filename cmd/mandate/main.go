@@ -81,8 +81,29 @@ func versionOf() string {
 	return def + "-" + rev
 }
 
+// stopOnSignal returns a context that ends at the first interrupt or
+// SIGTERM: a command then stops as it should (serve finishes the
+// requests in progress first). The signals' default action is back in
+// place before the context ends, so a second one ends the process at
+// once, as an operator who asks twice expects: nothing acknowledged is
+// lost (every answer follows its durable commit).
+func stopOnSignal() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+		}
+		signal.Stop(sigs)
+		cancel()
+	}()
+	return ctx, cancel
+}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := stopOnSignal()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if errors.Is(err, flag.ErrHelp) {

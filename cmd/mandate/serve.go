@@ -232,6 +232,9 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	}
 	printNextSteps(stdout, a, ln.Addr().String())
 	log.Info("serving", "listen", ln.Addr().String(), "trust_domain", a.TrustDomain().String(), "version", versionOf())
+	defer context.AfterFunc(ctx, func() {
+		log.Info("stopping: finishing the requests in progress (a second interrupt stops at once)")
+	})()
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { reloadOnHUP(gctx, hup, a, log); return nil })

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestServeSecondSignalStopsAtOnce: a stop (SIGTERM) waits for the
+// requests in progress, here one whose body never comes; a second signal
+// meanwhile ends the process at once, as an operator who asks twice
+// expects.
+func TestServeSecondSignalStopsAtOnce(t *testing.T) {
+	dir, bin := buildMandate(t)
+	dataDir, addr := filepath.Join(dir, "data"), freeAddr(t)
+	cmd, _, stderr := startServeProcess(t, bin, dataDir, addr, true)
+	stopping, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		logs, said := bufio.NewScanner(stderr), false
+		for logs.Scan() {
+			if !said && strings.Contains(logs.Text(), "stopping: finishing the requests in progress") {
+				said = true
+				close(stopping)
+			}
+		}
+	}()
+	roots := x509.NewCertPool()
+	pem, err := os.ReadFile(filepath.Join(dataDir, "admin", "bundle.pem"))
+	if err != nil || !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("the authority's bundle: %v", err)
+	}
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The headers and the start of a body that never ends: the server
+	// reads it until http.read_timeout.
+	if _, err := fmt.Fprintf(conn, "POST /v1/nodes/join HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopping:
+	case <-ended:
+		t.Fatal("serve ended its log before it said it was stopping")
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+		t.Errorf("serve after a stop and a second interrupt: %v; want ended by the interrupt", cmd.ProcessState)
+	}
+}
