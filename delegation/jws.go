@@ -84,13 +84,15 @@ const maxHeaderMemoBytes = 8 << 20
 
 // rememberHeader keeps j's header, once its signature has verified
 // (counting its segment, and about twice as much again for the parsed
-// certificates).
+// certificates). The segment is kept as a copy: a slice of j's compact
+// form would keep the whole JWS (a token, its parents inside) alive,
+// uncounted.
 func rememberHeader(j *compactJWS) {
 	if j.known {
 		return
 	}
 	seg, _, _ := strings.Cut(j.compact, ".")
-	headers.put(seg, j.header, 3*len(seg)+256)
+	headers.put(strings.Clone(seg), j.header, 3*len(seg)+256)
 }
 
 // maxX5C bounds the certificates of an x5c chain.

@@ -10,9 +10,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math/big"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+	"weak"
 
 	"github.com/go-jose/go-jose/v4"
 )
@@ -192,6 +195,27 @@ func TestHeaderMemo(t *testing.T) {
 	}
 	if err := parseAndCheck(good, &jwsKey.PublicKey, "memo-test"); err != nil {
 		t.Fatalf("with the header remembered: %v", err)
+	}
+}
+
+// TestHeaderMemoKeepsOnlyTheHeader: the memo of headers keeps a header's
+// own bytes, not the whole JWS it came in: a token with its parents
+// inside is up to MaxTokenSize bytes, and the memo counts (and is
+// bounded by) its headers' sizes alone.
+func TestHeaderMemoKeepsOnlyTheHeader(t *testing.T) {
+	// A header not remembered yet, whatever ran before.
+	header := fmt.Sprintf(`{"alg":"ES256","kid":"%s","typ":"memo-keep-test"}`, rand.Text())
+	compact := strings.Clone(signRaw(t, jwsKey, header, strings.Repeat("p", 16<<10)))
+	jws := weak.Make(unsafe.StringData(compact))
+	if err := parseAndCheck(compact, &jwsKey.PublicKey, "memo-keep-test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := headers.get(base64.RawURLEncoding.EncodeToString([]byte(header))); !ok {
+		t.Fatal("the header was not remembered")
+	}
+	runtime.GC()
+	if jws.Value() != nil {
+		t.Fatal("the memo of headers keeps the whole JWS its header came in alive")
 	}
 }
 
