@@ -1204,3 +1204,64 @@ func TestTPMRefusalsAnyoneCausesLoggedAtDebug(t *testing.T) {
 		}
 	}
 }
+
+// A node already marked drifted that briefly returns to its known-good
+// state, keeps an answer made then, and drifts again, cannot clear the
+// mark with that answer: its challenge was made before the latest quote
+// that proved the drift, whether that quote's refusal was recorded or
+// only counted (the rate limit of refusals of a node already drifted).
+func TestTPMQuoteKeptBackDoesNotClearARenewedDrift(t *testing.T) {
+	for i, limited := range []bool{false, true} {
+		t.Run("limited="+strconv.FormatBool(limited), func(t *testing.T) {
+			te := startTPM(t, int64(25+i), tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
+			node, err := te.attest(nil, nil)
+			if err != nil {
+				t.Fatalf("attest: %v", err)
+			}
+			nodeClient := te.client(node.chain, node.key)
+			extend := func() {
+				if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reset := func() {
+				if _, err := (tpm2.PCRReset{PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(16), Auth: tpm2.PasswordAuth(nil)}}).Execute(te.tpm); err != nil {
+					t.Fatal(err)
+				}
+			}
+			drift := func() {
+				if _, err := te.attest(nodeClient, nil); problemName(err) != "tpm-pcr-policy-mismatch" {
+					t.Fatalf("renewal in a drifted state = %v, want tpm-pcr-policy-mismatch", err)
+				}
+			}
+			// The node drifts; its renewal marks it.
+			extend()
+			drift()
+			if limited {
+				// Refused again while drifted: the first refusal of the
+				// minute, so the next one is only counted.
+				drift()
+			}
+			// Back in the good state for a while: an answer is made, kept.
+			reset()
+			kept, err := te.challenge(nodeClient, te.dev.EKPublic(), nil, te.dev.AKPublic())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := client.Answer(te.dev, kept)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Drifted again, and a fresh quote proves it.
+			extend()
+			drift()
+			_, csr, _ := client.NewKeyAndCSR()
+			if _, err := nodeClient.AnswerTPMChallenge(ctxT(t), kept.SessionID, ev, csr); problemName(err) != "tpm-challenge-expired" {
+				t.Fatalf("the answer kept from before the latest drift = %v, want tpm-challenge-expired", err)
+			}
+			if nodes, err := te.admin.ListNodes(ctxT(t)); err != nil || len(nodes) != 1 || !nodes[0].Drifted {
+				t.Fatalf("nodes after the kept answer: %+v, %v; want the node still drifted", nodes, err)
+			}
+		})
+	}
+}

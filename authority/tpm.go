@@ -299,12 +299,26 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 	// The same refusal of a node already drifted, or of one never
 	// admitted, changes nothing and is recorded as other proven
 	// refusals are, at most once a minute per EK.
+	//
+	// A known node's mark is dated by this quote, recorded or not: an
+	// answer to a challenge made before it (a quote of a good state kept
+	// back while the device went back and forth) does not clear it.
+	useUpAndMark := func(tx store.Tx) error {
+		if err := useUpSession(tx, s, now); err != nil || !known {
+			return err
+		}
+		_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
+		return err
+	}
 	var taken refusalPending // the count this record carries, if limited
 	if !known || wasDrifted {
 		ok, p := a.allowRefusal(nodeID, true, why, details)
 		if !ok {
-			if err := a.useUpTPMSession(ctx, s, now); err != nil {
-				return err
+			if err := a.store.Update(ctx, useUpAndMark); err != nil {
+				return fmt.Errorf("authority: use up TPM session %s: %w", s.ID, err)
+			}
+			if known {
+				a.nodeChanged(nodeID.String())
 			}
 			a.log.InfoContext(ctx, "TPM attestation refused (not recorded: rate limit)", "spiffe_id", nodeID.String(), "err", why)
 			return why
@@ -313,13 +327,6 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 	}
 	if known { // nodes are never deleted
 		details["node_marked"] = "drifted"
-	}
-	useUpAndMark := func(tx store.Tx) error {
-		if err := useUpSession(tx, s, now); err != nil || !known {
-			return err
-		}
-		_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
-		return err
 	}
 	_, err := a.recordWith(ctx, tpmRefusal(nodeID, why, details), useUpAndMark)
 	if err != nil {
@@ -779,7 +786,7 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 // errDriftedSince marks (with attest.ErrChallengeExpired) an answer to a
 // challenge made before its node was marked drifted: a quote of the
 // state from before the drift, kept back, does not clear the mark.
-var errDriftedSince = errors.New("the node was marked drifted after this challenge was made")
+var errDriftedSince = errors.New("a quote showed the node drifted after this challenge was made")
 
 // tpmRefusal is the node.attestation_refused event of a TPM answer
 // refused for why.

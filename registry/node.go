@@ -44,7 +44,8 @@ type Node struct {
 	// TPM holds what the node's last successful TPM attestation proved.
 	TPM *TPMFacts `json:"tpm,omitempty"`
 	// Drifted is set when a re-attestation of this node failed its PCR
-	// policy; a later attestation that matches clears it.
+	// policy; a later attestation that matches clears it. DriftedAt and
+	// DriftReason are those of the latest quote that showed the drift.
 	Drifted     bool      `json:"drifted,omitempty"`
 	DriftedAt   time.Time `json:"drifted_at,omitzero"`
 	DriftReason string    `json:"drift_reason,omitempty"`
@@ -69,10 +70,7 @@ func MarkDrifted(tx store.Tx, spiffeID, reason string, now time.Time) (*Node, er
 	if err != nil {
 		return nil, err
 	}
-	if !n.Drifted {
-		n.Drifted, n.DriftedAt = true, now
-	}
-	n.DriftReason = reason
+	n.Drifted, n.DriftedAt, n.DriftReason = true, now, reason
 	return n, putJSON(tx, BucketNodes, n.SPIFFEID, n)
 }
 
