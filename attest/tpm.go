@@ -335,6 +335,23 @@ var (
 // and so refuses in Verify. Like SPIRE and step-ca, Mandate accepts it.
 var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
 
+// oidEKCertificate is tcg-kp-EKCertificate, the extended key usage of an
+// EK certificate (TCG EK Credential Profile).
+var oidEKCertificate = asn1.ObjectIdentifier{2, 23, 133, 8, 1}
+
+// isEKUsage reports whether cert may certify an EK as far as its
+// extended key usage goes: it has none, or it names tcg-kp-EKCertificate
+// or any usage. One whose issuer limited its key to other purposes (TLS,
+// code signing; RFC 5280 §4.2.1.12) is not an EK certificate, even from
+// a manufacturer's CA.
+func isEKUsage(cert *x509.Certificate) bool {
+	if len(cert.ExtKeyUsage) == 0 && len(cert.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	return slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageAny) ||
+		slices.ContainsFunc(cert.UnknownExtKeyUsage, oidEKCertificate.Equal)
+}
+
 // checkEKCert checks that der is a certificate for ek chaining to the
 // configured certificates, and returns the SHA-256 of the configured one
 // that issued it. Errors that say only that it does not chain wrap
@@ -352,6 +369,9 @@ func (v *TPMVerifier) checkEKCert(ek *TPMPublic, der []byte) ([]byte, error) {
 	}
 	if v.roots == nil {
 		return nil, fmt.Errorf("%w: no EK CA roots are configured", errCertNotVerified)
+	}
+	if !isEKUsage(cert) {
+		return nil, fmt.Errorf("%w: its extended key usage names neither tcg-kp-EKCertificate nor any usage: not an EK certificate", errCertNotVerified)
 	}
 	cert.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(cert.UnhandledCriticalExtensions),
 		func(o asn1.ObjectIdentifier) bool { return o.Equal(oidSAN) })

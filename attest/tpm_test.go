@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"errors"
 	"slices"
@@ -19,6 +21,7 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/attest/tpmdevice"
+	"mandate.dev/mandate/attest/tpmtest"
 )
 
 // openSim starts the simulator for one test (one at a time per process).
@@ -248,6 +251,54 @@ func TestEKCertKeyTypesConfig(t *testing.T) {
 			t.Errorf("ek_cert_key_types %q: %v", tc.types, err)
 		case tc.want != nil && !slices.Equal(v.CertKeyTypes(), tc.want):
 			t.Errorf("ek_cert_key_types %q admits %v, want %v", tc.types, v.CertKeyTypes(), tc.want)
+		}
+	}
+}
+
+// An EK is trusted by certificate only if the certificate may certify an
+// EK: a manufacturer CA's certificate whose extended key usage limits
+// its key to other purposes (a TLS server's, say, for a key kept in
+// software) is not one, and with it anyone could answer challenges
+// without a TPM.
+func TestEKCertificateExtendedKeyUsage(t *testing.T) {
+	mfr, err := tpmtest.NewCA("eku")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := tpm2.RSAEKTemplate
+	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: key.N.Bytes()})
+	ekPub := tpm2.Marshal(tpm2.TPM2BData{Buffer: tpm2.Marshal(pub)})
+	v, err := attest.NewTPMVerifier(attest.TPMConfig{EKRoots: []*x509.Certificate{mfr.Cert},
+		Profiles: []attest.PCRProfile{{Name: "p", SHA256: map[int][]byte{0: make([]byte, 32)}}}, Allowed: []string{"p"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcg := asn1.ObjectIdentifier{2, 23, 133, 8, 1}
+	other := asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}
+	for _, tc := range []struct {
+		name    string
+		eku     []x509.ExtKeyUsage
+		unknown []asn1.ObjectIdentifier
+		ok      bool
+	}{
+		{"tcg-kp-EKCertificate", nil, []asn1.ObjectIdentifier{tcg}, true},
+		{"no extended key usage", nil, nil, true},
+		{"any usage", []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, nil, true},
+		{"TLS server and tcg-kp-EKCertificate", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, []asn1.ObjectIdentifier{tcg}, true},
+		{"TLS server only", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, nil, false},
+		{"another usage only", nil, []asn1.ObjectIdentifier{other}, false},
+	} {
+		der, err := mfr.IssueCert(&key.PublicKey, tc.eku, tc.unknown)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = v.CheckEK(ekPub, der)
+		if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, attest.ErrEKCertInvalid) {
+			t.Errorf("%s: CheckEK = %v, want ok=%v (or ErrEKCertInvalid)", tc.name, err, tc.ok)
 		}
 	}
 }

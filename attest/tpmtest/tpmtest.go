@@ -63,6 +63,13 @@ func (ca *CA) PEM() []byte {
 // IssueEKCert issues a DER EK certificate for pub (an *rsa.PublicKey or
 // *ecdsa.PublicKey).
 func (ca *CA) IssueEKCert(pub crypto.PublicKey) ([]byte, error) {
+	return ca.IssueCert(pub, nil, []asn1.ObjectIdentifier{oidEKCertEKU})
+}
+
+// IssueCert issues a DER certificate for pub shaped like an EK
+// certificate but with the extended key usages given (none: no such
+// extension).
+func (ca *CA) IssueCert(pub crypto.PublicKey, eku []x509.ExtKeyUsage, unknownEKU []asn1.ObjectIdentifier) ([]byte, error) {
 	dir, err := asn1.Marshal(pkix.RDNSequence{
 		{{Type: oidManufacturer, Value: "id:474F4F47"}},
 		{{Type: oidModel, Value: "mandate-test"}},
@@ -79,7 +86,8 @@ func (ca *CA) IssueEKCert(pub crypto.PublicKey) ([]byte, error) {
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage:           x509.KeyUsageKeyEncipherment,
-		UnknownExtKeyUsage: []asn1.ObjectIdentifier{oidEKCertEKU},
+		ExtKeyUsage:        eku,
+		UnknownExtKeyUsage: unknownEKU,
 		ExtraExtensions:    []pkix.Extension{{Id: oidSAN, Critical: true, Value: san}},
 	}
 	return x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
