@@ -8,10 +8,11 @@ import (
 	"mandate.dev/mandate/authority"
 )
 
-// Every request to the delegation and join endpoints ends in one
-// outcome counted on /metrics, those refused before the flow runs (a
-// body that is not JSON, a form without the token-exchange grant)
-// included: refusals add up to what the endpoints answered 4xx.
+// Every request to the delegation, join and TPM attestation endpoints
+// ends in one outcome counted on /metrics, those refused before the
+// flow runs (a body that is not JSON, a field that is not base64, a
+// form without the token-exchange grant) included: refusals add up to
+// what the endpoints answered 4xx.
 func TestMetricsCountEveryRefusal(t *testing.T) {
 	e := start(t, "org-a.example")
 	a := e.agentWithScopes("a", "calendar:read")
@@ -32,15 +33,27 @@ func TestMetricsCountEveryRefusal(t *testing.T) {
 	post("/v1/delegations", "application/json", `{"scopes": ["calendar:read"], "not_a_field": true}`)
 	post("/v1/token", "application/x-www-form-urlencoded", "grant_type=password&username=a")
 	post("/v1/token", "application/x-www-form-urlencoded", "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&scope=a&scope=b")
-	resp, err := e.rawClient(nil, nil).Post(e.url+"/v1/nodes/join", "application/json", strings.NewReader(`{"token": ["x"], "csr": "y"}`))
-	if err != nil {
-		t.Fatal(err)
+	anon := e.rawClient(nil, nil)
+	for _, r := range []struct{ path, body string }{
+		{"/v1/nodes/join", `{"token": ["x"], "csr": "y"}`},
+		{"/v1/nodes/attest/tpm/challenge", `{"ek_public": "not base64!", "ak_public": "AAAA"}`},
+		{"/v1/nodes/attest/tpm/challenge", `{"ek_public": "AAAA"`},
+		{"/v1/nodes/attest/tpm/verify", `{"session_id": 5}`},
+	} {
+		resp, err := anon.Post(e.url+r.path, "application/json", strings.NewReader(r.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("POST %s %q: %d, want 400", r.path, r.body, resp.StatusCode)
+		}
 	}
-	resp.Body.Close()
 	after := e.metricsOf("mandate_")
 	for name, want := range map[string]float64{
 		`mandate_delegations_total{outcome="refused"}`:                           4,
 		`mandate_node_attestations_total{method="join_token",outcome="refused"}`: 1,
+		`mandate_node_attestations_total{method="tpm",outcome="refused"}`:        3,
 	} {
 		if got := after[name] - before[name]; got != want {
 			t.Errorf("%s went up by %v, want %v", name, got, want)

@@ -56,6 +56,7 @@ func b64(field, s string, optional bool) ([]byte, error) {
 func (s *Server) tpmChallenge(w http.ResponseWriter, r *http.Request) {
 	var req tpmChallengeRequest
 	if err := decodeJSON(r, &req); err != nil {
+		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -68,6 +69,7 @@ func (s *Server) tpmChallenge(w http.ResponseWriter, r *http.Request) {
 		ak, err = b64("ak_public", req.AKPublic, false)
 	}
 	if err != nil {
+		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -87,6 +89,7 @@ func (s *Server) tpmChallenge(w http.ResponseWriter, r *http.Request) {
 func (s *Server) tpmVerify(w http.ResponseWriter, r *http.Request) {
 	var req tpmVerifyRequest
 	if err := decodeJSON(r, &req); err != nil {
+		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
 		writeError(w, r, s.log, err)
 		return
 	}
