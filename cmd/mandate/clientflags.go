@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +24,19 @@ type clientFlags struct {
 	server, trustDomain string
 	creds               string // a credential directory (svid.pem, svid.key, bundle.pem)
 	bundle              string // PEM roots, when there is no credential (join)
+	// bundleGiven is --bundle given on the command line (not its default).
+	bundleGiven bool
+	// lapsed, when set, is the trust bundle that came with an expired
+	// credential of this node: trusted besides --bundle's roots.
+	lapsed *heldRoots
+}
+
+// heldRoots are the X.509 roots of trust domain td that its authority
+// handed out with a credential (bundle.pem in the credential's
+// directory, rewritten with every renewal).
+type heldRoots struct {
+	td    spiffeid.TrustDomain
+	roots []*x509.Certificate
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, defaultCreds, credsHelp string) {
@@ -80,13 +95,40 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 		path = credfile.In(c.creds).Bundle
 	}
 	b, err := os.ReadFile(path)
-	if err != nil {
+	switch {
+	case err == nil:
+		if cfg.Bundle, err = credfile.ParseCertsPEM(b); err != nil {
+			return nil, fmt.Errorf("trust bundle %s: %w", path, err)
+		}
+	case c.lapsed == nil || c.bundleGiven || !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("trust bundle: %w (give --bundle, the authority's trust bundle: <data-dir>/admin/bundle.pem where it runs, or what mandate bundle show prints)", err)
 	}
-	if cfg.Bundle, err = credfile.ParseCertsPEM(b); err != nil {
-		return nil, fmt.Errorf("trust bundle %s: %w", path, err)
+	if c.lapsed != nil {
+		cfg = c.lapsed.addTo(cfg)
 	}
 	return client.New(cfg)
+}
+
+// addTo adds the held roots to cfg's bundle when they are those of the
+// trust domain cfg names (by --trust-domain, else by its bundle's CA),
+// or when cfg names none; the roots of another trust domain are another
+// authority's, and never trusted for this one.
+func (h *heldRoots) addTo(cfg client.Config) client.Config {
+	td := cfg.TrustDomain
+	if td.IsZero() && len(cfg.Bundle) > 0 {
+		for _, u := range cfg.Bundle[0].URIs {
+			if t, err := spiffeid.TrustDomainFromURI(u); err == nil {
+				td = t
+				break
+			}
+		}
+	}
+	if !td.IsZero() && td != h.td {
+		return cfg
+	}
+	cfg.TrustDomain = h.td
+	cfg.Bundle = append(slices.Clip(cfg.Bundle), h.roots...)
+	return cfg
 }
 
 // printJSON prints v as indented JSON, each line printableJSON: what an

@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/attest/tpmdevice"
@@ -106,12 +107,13 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		fs.Lookup("tpm").Usage = `TPM device (e.g. /dev/tpmrm0), or "simulator" for development; without it, the join-token node credential in --out is renewed with itself (then only --out, --server and --trust-domain apply)`
 	}
 	cf.registerServer(fs)
-	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time")
+	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time (an attestation after the node's credential in --out has expired also trusts the bundle.pem that came with it, brought up to date by every renewal; with no --bundle given and no file at its default, that one alone)")
 	fs.StringVar(&ekCertFile, "ek-cert", "", "EK certificate (DER or PEM) from the TPM's manufacturer, if the authority trusts EKs by certificate")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	fs.Visit(func(f *flag.Flag) { cf.bundleGiven = cf.bundleGiven || f.Name == "bundle" })
 	if loop && tf.path == "" {
 		// Without a TPM: keep a join-token node's credential renewed.
 		var tpmOnly []string
@@ -198,6 +200,13 @@ func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 		return nil, false, err
 	}
 	cf.creds = out
+	// A node that lapsed (off, or cut off, for longer than its SVID's
+	// life) attests anew: the --bundle it first attested with may be
+	// outdated by CA rotations since, its lapsed credential's is not.
+	cf.lapsed = nil
+	if !renewal {
+		cf.lapsed = lapsedRoots(out)
+	}
 	c, err := cf.dial(renewal)
 	if err != nil {
 		return nil, false, err
@@ -212,6 +221,22 @@ func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 		return nil, renewal, err
 	}
 	return ans, renewal, saveAnswer(out, ans, key, c.TrustDomain(), spiffeid.ID{})
+}
+
+// lapsedRoots returns the trust bundle of the expired TPM node
+// credential in dir (nil if there is none): the authority's roots as it
+// handed them out with that credential, and with every renewal before it
+// lapsed.
+func lapsedRoots(dir string) *heldRoots {
+	chain, _, bundle, err := credfile.Load(credfile.In(dir))
+	if err != nil || time.Now().Before(chain[0].NotAfter) || !isTPMNode(chain[0]) {
+		return nil
+	}
+	id, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		return nil
+	}
+	return &heldRoots{td: id.TrustDomain(), roots: bundle}
 }
 
 // hasTPMCredential reports whether dir holds an unexpired TPM node SVID.

@@ -3,12 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"mandate.dev/mandate/credfile"
 )
 
 // TestCLINodeTPMAttestation runs the operator's and the device's side
@@ -106,4 +114,124 @@ func TestCLINodeTPMAttestation(t *testing.T) {
 	if err := run(ctx, []string{"node", "run", "--tpm", "simulator", "--ek", "ecc"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "node-banned") || ctx.Err() != nil {
 		t.Errorf("node run of a banned TPM node = %v (%s), want it stopped at once, naming the ban", err, errOut.String())
 	}
+}
+
+// A TPM node whose credential expired (the device off for longer than its
+// SVID's life) attests anew. The --bundle it first attested with may be
+// outdated by CA rotations since; the bundle that came with its lapsed
+// credential (rewritten by every renewal) is the authority's current one
+// and is trusted too, but only for the trust domain that credential is
+// of.
+func TestCLINodeTPMAttestsAgainAfterItLapsed(t *testing.T) {
+	dir := t.TempDir()
+	host := filepath.Join(dir, "host") // the device: no mandate-data here
+	if err := os.Mkdir(host, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(host)
+	ek, err := cli(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--out", "device", "--quiet")
+	if err != nil {
+		t.Fatalf("node ek: %v", err)
+	}
+	ek = strings.TrimSpace(ek)
+	profile, err := cli(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--ek", "ecc", "--out", "device", "--pcrs", "0-7", "--profile", "edge-v1")
+	if err != nil {
+		t.Fatalf("node pcrs: %v", err)
+	}
+	seed, err := os.ReadFile(filepath.Join("device", "tpm-simulator.seed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg strings.Builder
+	cfg.WriteString("attestation:\n  tpm:\n    ek_allowlist: [" + ek + "]\n    allowed_profiles: [edge-v1]\n    pcr_profiles:\n")
+	for _, line := range strings.Split(strings.TrimSpace(profile), "\n") {
+		cfg.WriteString("      " + line + "\n")
+	}
+	cfgFile := filepath.Join(dir, "mandate.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := startServe(t, dir, "--config", cfgFile)
+	current, err := os.ReadFile(filepath.Join(dir, "mandate-data", "admin", "bundle.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := credfile.ParseCertsPEM(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bundle the device first attested with, its CA long gone.
+	stale := selfSigned(t, "spiffe://mandate.localhost", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), true)
+	if err := os.WriteFile("stale.pem", credfile.EncodeCertsPEM([]*x509.Certificate{stale.cert}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantID := "spiffe://mandate.localhost/node/tpm/" + ek
+	for _, tc := range []struct {
+		name     string
+		lapsedTD string // the trust domain of the lapsed credential in --out, "" for none
+		args     []string
+		wantErr  string
+	}{
+		{"stale --bundle, lapsed credential's bundle current", "mandate.localhost", []string{"--bundle", "stale.pem"}, ""},
+		{"no --bundle, nothing at its default", "mandate.localhost", nil, ""},
+		{"no lapsed credential", "", []string{"--bundle", "stale.pem"}, "unknown authority"},
+		{"lapsed credential of another trust domain", "other.example", []string{"--bundle", "stale.pem"}, "unknown authority"},
+		{"no lapsed credential, no --bundle", "", nil, "mandate-data/admin/bundle.pem"},
+		{"--bundle given, missing", "mandate.localhost", []string{"--bundle", "missing.pem"}, "missing.pem"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "node")
+			if err := os.Mkdir(out, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(out, "tpm-simulator.seed"), seed, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if tc.lapsedTD != "" {
+				old := selfSigned(t, "spiffe://"+tc.lapsedTD+"/node/tpm/"+ek, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour), false)
+				if err := credfile.Write(credfile.In(out), []*x509.Certificate{old.cert}, old.key, roots); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := cli(t, url, dir, append([]string{"node", "attest", "--tpm", "simulator", "--ek", "ecc", "--out", out, "--quiet"}, tc.args...)...)
+			switch {
+			case tc.wantErr == "" && (err != nil || strings.TrimSpace(got) != wantID):
+				t.Fatalf("node attest = %q, %v; want %s attested", got, err, wantID)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("node attest = %q, %v; want an error naming %q", got, err, tc.wantErr)
+			}
+		})
+	}
+}
+
+type signed struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// selfSigned makes a self-signed certificate with URI SAN uri.
+func selfSigned(t *testing.T, uri string, notBefore, notAfter time.Time, isCA bool) signed {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: notBefore, NotAfter: notAfter, URIs: []*url.URL{u},
+		IsCA: isCA, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature}
+	if isCA {
+		tpl.KeyUsage |= x509.KeyUsageCertSign
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed{cert, key}
 }
