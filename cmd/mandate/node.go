@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,11 +33,11 @@ const nodeUsage = `Usage:
                                             command line)
   mandate node attest --tpm PATH [flags]    attest this host with its TPM 2.0 (level hardware), or
                                             renew its TPM node SVID with a fresh quote
-  mandate node run --tpm PATH [flags]       attest, then renew with a fresh quote at half of each
-                                            SVID's lifetime, until stopped
-  mandate node run [--out DIR] [flags]      keep a join-token node's credential renewed at half
-                                            of each SVID's lifetime, until stopped (its agents
-                                            get SVIDs only while it is)
+  mandate node run --tpm PATH [flags]       attest, then renew with a fresh quote at 40 to 50% of
+                                            each SVID's lifetime (at random), until stopped
+  mandate node run [--out DIR] [flags]      keep a join-token node's credential renewed at 40 to
+                                            50% of each SVID's lifetime (at random), until
+                                            stopped (its agents get SVIDs only while it is)
   mandate node ek --tpm PATH [flags]        print the EK digest (for attestation.tpm.ek_allowlist)
   mandate node pcrs --tpm PATH [flags]      print the current PCRs as a pcr_profiles entry
 
@@ -261,7 +262,7 @@ var errOutHeld = errors.New("a credential still valid is in the way")
 const minRenewalWait = 5 * time.Second
 
 // renewJoinNode is "mandate node run" without a TPM: it renews the node
-// credential in out with itself, at half of each SVID's lifetime, until
+// credential in out with itself, at 40 to 50% of each SVID's lifetime, until
 // ctx ends. A renewal that failed for a passing reason (the authority
 // unreachable, its own fault) is tried again while the credential is
 // valid; one the authority refuses for good (the node banned, its SVID
@@ -295,7 +296,7 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 			return err
 		case err != nil:
 			// Again before the credential expires, however short its life.
-			wait = min(30*time.Second, time.Until(chain[0].NotAfter)/4)
+			wait = jittered(min(30*time.Second, time.Until(chain[0].NotAfter)/4))
 			fmt.Fprintf(stderr, "%s renewal failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)
 		default:
 			wait = max(wait, minRenewalWait)
@@ -320,7 +321,7 @@ func refusedForGood(p *client.Problem) bool {
 }
 
 // renewNodeOnce renews the node id's credential in out, and says how
-// long to wait before the next renewal: half of the new SVID's life.
+// long to wait before the next renewal (renewalWait).
 func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid.ID) (time.Duration, error) {
 	c, err := cf.dial(true)
 	if err != nil {
@@ -347,15 +348,26 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 
 // renewalWait is how long node run waits before renewing the SVID of
 // ans: half of its life, or of what is left of it as this host counts,
-// if less. Not half of the time until its expiry alone: from an
-// authority whose clock is ahead of this host's, that comes after the
-// SVID expired at the authority.
+// if less, jittered (40 to 50% of it). Not half of the time until its
+// expiry alone: from an authority whose clock is ahead of this host's,
+// that comes after the SVID expired at the authority.
 func renewalWait(ans *client.SVIDAnswer) time.Duration {
 	left := time.Until(ans.ExpiresAt)
 	if chain, err := ans.Certificates(); err == nil {
 		left = min(time.Until(chain[0].NotAfter), chain[0].NotAfter.Sub(chain[0].NotBefore))
 	}
-	return left / 2
+	return jittered(left / 2)
+}
+
+// jittered is d less a random part of at most a fifth of it: nodes
+// renewed together (a fleet joined at once, or every node retrying
+// until an authority came back) spread out, rather than renewing, or
+// retrying, together ever after.
+func jittered(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d - rand.N(d/5+1)
 }
 
 // saveAnswer writes an SVID answer as a credential directory: the chain,

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 )
 
@@ -138,5 +139,60 @@ func TestJoinKeyFollowsItsToken(t *testing.T) {
 	kept, _, err := joinKey(dir, "d3")
 	if err != nil || !old.PublicKey.Equal(kept.Public()) {
 		t.Fatalf("a join.key naming no token: %v; want it kept", err)
+	}
+}
+
+// node run renews at a random point between 40 and 50% of an SVID's
+// life (of what is left of it, when less): never later than half of it,
+// and not at the same point for every node renewed together.
+func TestRenewalWaitIsJittered(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := &url.URL{Scheme: "spiffe", Host: "mandate.localhost", Path: "/node/join/x"}
+	for _, tc := range []struct {
+		name                string
+		notBefore, notAfter time.Duration // from now
+	}{
+		{"an hour", -10 * time.Second, time.Hour},
+		{"a minute", -10 * time.Second, time.Minute},
+		{"less left than half of its life (cut short by its CA's expiry)", -50 * time.Minute, 5 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Now()
+			tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: now.Add(tc.notBefore), NotAfter: now.Add(tc.notAfter), URIs: []*url.URL{id}}
+			der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ans := &client.SVIDAnswer{X509SVID: string(credfile.EncodeCertsPEM([]*x509.Certificate{cert})), ExpiresAt: cert.NotAfter}
+			left := func() time.Duration { return min(time.Until(cert.NotAfter), cert.NotAfter.Sub(cert.NotBefore)) }
+			first := left()
+			earliest := first
+			for range 200 {
+				before := left()
+				w := renewalWait(ans)
+				after := left()
+				if w > before/2 || w < after*2/5 {
+					t.Fatalf("renewalWait = %s with %s left: want 40 to 50%% of it", w, before)
+				}
+				earliest = min(earliest, w)
+			}
+			if earliest > first*12/25 {
+				t.Errorf("renewalWait never under 48%% of the %s left in 200 draws (earliest %s): not jittered", first, earliest)
+			}
+		})
+	}
+	for _, d := range []time.Duration{0, time.Second, 30 * time.Second} {
+		for range 100 {
+			if j := jittered(d); j > d || j < d*4/5 {
+				t.Fatalf("jittered(%s) = %s, want 80 to 100%% of it", d, j)
+			}
+		}
 	}
 }

@@ -160,7 +160,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 			}
 			return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": tf.out, "renewal": renewal})
 		}
-		wait := 30 * time.Second
+		wait := jittered(30 * time.Second)
 		if errors.Is(err, errOutHeld) {
 			return err // the operator's to settle: retrying changes nothing
 		}
@@ -169,7 +169,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 			return fmt.Errorf("node run stopped: the authority refuses to attest this node: %w", err)
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "%s attestation failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait, err)
+			fmt.Fprintf(stderr, "%s attestation failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)
 		} else {
 			wait = max(renewalWait(ans), minRenewalWait)
 			fmt.Fprintf(stderr, "%s attested %s (renewal %v); next quote in %s\n", time.Now().UTC().Format(time.RFC3339), ans.SPIFFEID, renewal, wait.Round(time.Second))
