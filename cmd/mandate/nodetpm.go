@@ -160,6 +160,9 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 			}
 			return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": tf.out, "renewal": renewal})
 		}
+		if ctx.Err() != nil {
+			return nil // stopped, as asked: what it cut short is no failure
+		}
 		wait := jittered(30 * time.Second)
 		if errors.Is(err, errOutHeld) {
 			return err // the operator's to settle: retrying changes nothing

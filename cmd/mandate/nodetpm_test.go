@@ -114,6 +114,15 @@ func TestCLINodeTPMAttestation(t *testing.T) {
 	if err := run(ctx, []string{"node", "run", "--tpm", "simulator", "--ek", "ecc"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "node-banned") || ctx.Err() != nil {
 		t.Errorf("node run of a banned TPM node = %v (%s), want it stopped at once, naming the ban", err, errOut.String())
 	}
+	// Stopped (SIGINT, SIGTERM) while it attests: a stop as asked, exit
+	// status 0 and no failure reported.
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	out.Reset()
+	errOut.Reset()
+	if err := run(stopped, []string{"node", "run", "--tpm", "simulator", "--ek", "ecc"}, &out, &errOut); err != nil || errOut.Len() > 0 {
+		t.Errorf("node run --tpm stopped while it attests = %v, %q; want nil and nothing said", err, errOut.String())
+	}
 }
 
 // A TPM node whose credential expired (the device off for longer than its
