@@ -205,6 +205,9 @@ func In(dir string) Paths {
 // Load then uses the old key, which Write kept as svid.key.prev until the
 // certificate landed.
 //
+// Writers of one credential take turns (on Unix): the last one's is
+// what is left, whole.
+//
 // A credential that Load would refuse (no certificate, no bundle, a key
 // that is not the leaf's: with key nil, the key already on disk) is
 // refused before anything is written: the credential in place stays.
@@ -220,6 +223,14 @@ func Write(p Paths, chain []*x509.Certificate, key crypto.Signer, bundle []*x509
 	if err := PrivateDir(filepath.Dir(p.Cert)); err != nil {
 		return err // ErrNotPrivate's, or the file system's naming the directory
 	}
+	// Another writer of this credential (a second node run, a node
+	// attest beside it) waits: interleaved, two writes could leave one's
+	// key beside the other's certificate, and no key kept to load.
+	unlock, err := lockDir(filepath.Dir(p.Cert))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if key == nil {
 		held, inKeyFile, err := loadKeyFor(p, chain[0])
 		if err != nil {

@@ -137,6 +137,43 @@ func TestWriteLoadRoundTrip(t *testing.T) {
 	}
 }
 
+// Two writers of one credential at once (a second node run, a node
+// attest beside the daemon) leave one of the two credentials whole:
+// its key beside its certificate.
+func TestConcurrentWritesLeaveOneWholeCredential(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "creds")
+	p := credfile.In(dir)
+	bundle := []*x509.Certificate{selfSigned(t, "root")}
+	type cred struct {
+		key   *ecdsa.PrivateKey
+		chain []*x509.Certificate
+	}
+	creds := make([]cred, 4)
+	for i := range creds {
+		k := ecKey(t)
+		creds[i] = cred{k, []*x509.Certificate{selfSignedWith(t, fmt.Sprint("leaf", i), k)}}
+	}
+	for round := range 100 {
+		var wg sync.WaitGroup
+		for w := range 2 {
+			c := creds[(2*round+w)%len(creds)]
+			wg.Go(func() {
+				if err := credfile.Write(p, c.chain, c.key, bundle); err != nil {
+					t.Errorf("Write: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		chain, key, _, err := credfile.Load(p)
+		if err != nil {
+			t.Fatalf("round %d: Load after two writes at once: %v", round, err)
+		}
+		if !credfile.KeyMatches(key, chain[0]) {
+			t.Fatalf("round %d: the key loaded is not the certificate's", round)
+		}
+	}
+}
+
 func TestIn(t *testing.T) {
 	p := credfile.In("/x/y")
 	if p.Cert != "/x/y/svid.pem" || p.Key != "/x/y/svid.key" || p.Bundle != "/x/y/bundle.pem" {
