@@ -2,9 +2,15 @@ package api_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +33,7 @@ import (
 
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
@@ -1468,4 +1475,201 @@ func waitAppending(t *testing.T, fn string) {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// reSigned is token with its claims changed by mutate and signed again
+// with its issuer e's own JWT key (read from e's key directory, found
+// by the token's kid): what a hostile authority can hand out for its own
+// hops.
+func reSigned(t *testing.T, e *env, token string, mutate func(*delegation.Claims)) string {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a compact JWS: %q", token)
+	}
+	var header struct{ Kid string }
+	if raw, err := base64.RawURLEncoding.DecodeString(parts[0]); err != nil || json.Unmarshal(raw, &header) != nil || header.Kid == "" {
+		t.Fatalf("header %q: %v", parts[0], err)
+	}
+	files, err := filepath.Glob(filepath.Join(e.dataDir, "keys", "*.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key *ecdsa.PrivateKey
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(b)
+		if block == nil {
+			t.Fatalf("%s: no PEM", f)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if ek, ok := k.(*ecdsa.PrivateKey); ok {
+			if kid, err := ca.JWKThumbprint(ek.Public()); err == nil && kid == header.Kid {
+				key = ek
+			}
+		}
+	}
+	if key == nil {
+		t.Fatalf("no key of %s has kid %s", e.dataDir, header.Kid)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c delegation.Claims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		t.Fatal(err)
+	}
+	mutate(&c)
+	if payload, err = json.Marshal(&c); err != nil {
+		t.Fatal(err)
+	}
+	input := parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload)
+	h := crypto.SHA256
+	if key.Curve == elliptic.P384() {
+		h = crypto.SHA384
+	}
+	hh := h.New()
+	hh.Write([]byte(input))
+	r, s, err := ecdsa.Sign(rand.Reader, key, hh.Sum(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := (key.Curve.Params().BitSize + 7) / 8
+	sig := make([]byte, 2*size)
+	r.FillBytes(sig[:size])
+	s.FillBytes(sig[size:])
+	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// wrongHash is a hex hash other than h.
+func wrongHash(h string) string {
+	if h[0] == '0' {
+		return "1" + h[1:]
+	}
+	return "0" + h[1:]
+}
+
+// parentLinkCases are forgeries of a hop's link to its parent (its
+// issuer's own word, signed with its own key), and whether the chain
+// below is still extended: a link that names no leaf hash (an issuer
+// that did not say) is not checked.
+var parentLinkCases = []struct {
+	name  string
+	forge func(*delegation.Parent)
+	want  string // the problem type; "" for a hop issued
+}{
+	{"re-signed as it was", func(*delegation.Parent) {}, ""},
+	{"wrong leaf hash", func(l *delegation.Parent) { l.LeafHash = wrongHash(l.LeafHash) }, "delegation-chain-invalid"},
+	{"wrong log index", func(l *delegation.Parent) { l.LogIndex++ }, "delegation-chain-invalid"},
+	{"wrong leaf hash and log index", func(l *delegation.Parent) { l.LeafHash, l.LogIndex = wrongHash(l.LeafHash), l.LogIndex+1 }, "delegation-chain-invalid"},
+	{"no leaf hash", func(l *delegation.Parent) { l.LeafHash, l.LogIndex = "", l.LogIndex+1 }, ""},
+}
+
+// checkParentLinks has helper (an agent of orgA) extend t, a hop to it
+// issued by issuer, and each forgery of t's parent link, to worker.
+func checkParentLinks(t *testing.T, orgA, issuer *env, helper, worker identity, tok string) {
+	t.Helper()
+	if _, p := orgA.delegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: tok}); p != nil {
+		t.Fatalf("the honest chain: %+v", p)
+	}
+	for _, tc := range parentLinkCases {
+		t.Run(tc.name, func(t *testing.T) {
+			forged := reSigned(t, issuer, tok, func(c *delegation.Claims) { tc.forge(c.Hop.Parent) })
+			// Offline, the forgery is as good as the hop: only its
+			// issuer's word says where its parent is logged.
+			chain, err := delegation.Verify(forged, orgA.a, delegation.VerifyOptions{Presenter: helper.id, PresenterCert: helper.chain[0]})
+			if err != nil {
+				t.Fatalf("the re-signed hop does not verify: %v", err)
+			}
+			refusals := func() int {
+				n := 0
+				for _, r := range orgA.auditOf("delegation.refused", worker.id.String()) {
+					if reason := fmt.Sprint(r["reason"]); strings.Contains(reason, chain[len(chain)-1].ID) && strings.Contains(reason, "another log entry") {
+						n++
+					}
+				}
+				return n
+			}
+			before := refusals()
+			_, p := orgA.delegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: forged})
+			switch {
+			case tc.want == "" && p != nil:
+				t.Fatalf("refused: %+v", p)
+			case tc.want == "":
+				return
+			case p == nil || p.Name() != tc.want || !strings.Contains(p.Detail, chain[len(chain)-1].ID):
+				t.Fatalf("extending a hop whose link names another log entry of its parent: %+v, want %s naming the hop", p, tc.want)
+			}
+			if n := refusals(); n != before+1 {
+				t.Fatalf("%d refusals recorded, want 1", n-before)
+			}
+		})
+	}
+}
+
+// TestExtendingChecksTheLinkToAHopIssuedHere: org-b's hop below org-a's
+// names where org-a logged its parent; org-a extends the chain only
+// when that is where its record says it logged it (by
+// POST /v1/delegations and by the token endpoint).
+func TestExtendingChecksTheLinkToAHopIssuedHere(t *testing.T) {
+	orgA, orgB := federatedPair(t)
+	planner := orgA.agentWithScopes("planner", "calendar:read")
+	booker := orgB.agentWithScopes("booker")
+	helper := orgA.agentWithScopes("helper")
+	worker := orgA.agentWithScopes("worker")
+	// user → planner (org-a) → booker (org-b) → helper (org-a) → worker
+	t1 := orgA.mustDelegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, parent: t1})
+	checkParentLinks(t, orgA, orgB, helper, worker, t2)
+
+	forged := reSigned(t, orgB, t2, func(c *delegation.Claims) { c.Hop.Parent.LogIndex++ })
+	chain, err := delegation.Verify(forged, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := delegation.SignStatement(delegation.Statement{Delegator: helper.id.String(), Delegatee: worker.id.String(), Principal: "alice",
+		Scopes: []string{"calendar:read"}, Parent: chain[1].ID, ParentIssuer: chain[1].Issuer}, helper.key, helper.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {forged}, "subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
+		"audience": {worker.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}}
+	if status, ans := orgA.exchange(&helper, form); status != 400 || ans["error"] != "invalid_request" ||
+		!strings.Contains(fmt.Sprint(ans["error_description"]), "another log entry") {
+		t.Fatalf("token exchange below a forged link: %d %v: %v", status, ans["error"], ans["error_description"])
+	}
+	form.Set("subject_token", t2)
+	if status, ans := orgA.exchange(&helper, form); status != 200 {
+		t.Fatalf("token exchange below the honest hop: %d %v", status, ans)
+	}
+}
+
+// TestExtendingChecksTheLinkBetweenOtherAuthoritiesHops: org-c's hop
+// below org-b's names where org-b logged its parent; org-a extends the
+// chain only when that is where org-b's status answer says it is.
+func TestExtendingChecksTheLinkBetweenOtherAuthoritiesHops(t *testing.T) {
+	orgA, orgB, orgC := start(t, "org-a.example"), start(t, "org-b.example"), start(t, "org-c.example")
+	for _, e := range []*env{orgA, orgB, orgC} {
+		for _, peer := range []*env{orgA, orgB, orgC} {
+			if e != peer {
+				e.federate(peer)
+			}
+		}
+	}
+	booker := orgB.agentWithScopes("booker", "calendar:read")
+	relay := orgC.agentWithScopes("relay")
+	helper := orgA.agentWithScopes("helper")
+	worker := orgA.agentWithScopes("worker")
+	// user → booker (org-b) → relay (org-c) → helper (org-a) → worker
+	t1 := orgB.mustDelegate(booker, delegateReq{delegatee: relay, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 := orgC.mustDelegate(relay, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, parent: t1})
+	checkParentLinks(t, orgA, orgC, helper, worker, t2)
 }

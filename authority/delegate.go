@@ -318,6 +318,17 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil {
 		return nil, err
 	}
+	// A link to another authority's hop names where that authority says
+	// it logged it (a hop no longer active is refused below, whatever its
+	// link says).
+	for i := 1; i < len(chain); i++ {
+		p := chain[i-1]
+		if h, ok := remote[hopRef{Issuer: p.Issuer, ID: p.ID}]; ok && h.Status == delegation.StatusActive {
+			if err := checkParentLink(chain[i], p, h.LogIndex, h.LeafHash); err != nil {
+				return nil, err
+			}
+		}
+	}
 	var expired []string
 	for r, h := range remote {
 		if h.Status == delegation.StatusExpired {
@@ -653,7 +664,9 @@ func chainDoc(chain []*delegation.Claims, revoked map[string]bool) []any {
 }
 
 // chainRevocations reports which parties (SPIFFE IDs) and which of the
-// chain's delegations issued here (hopRef.key) were revoked here.
+// chain's delegations issued here (hopRef.key) were revoked here. A
+// chain whose link to a hop issued here names another log position
+// than the hop's record is ErrChain (see checkParentLink).
 func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Claims, ids ...string) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, c := range chain {
@@ -667,7 +680,7 @@ func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Cl
 			}
 			out[id] = r
 		}
-		for _, c := range chain {
+		for i, c := range chain {
 			if c.Issuer != a.td.IDString() {
 				continue // another authority's: see remoteStatus
 			}
@@ -677,6 +690,11 @@ func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Cl
 			}
 			if err != nil {
 				return err
+			}
+			if i+1 < len(chain) {
+				if err := checkParentLink(chain[i+1], c, rec.LogIndex, rec.LeafHash); err != nil {
+					return err
+				}
 			}
 			// A hop made on, or held on, a revoked node holds no
 			// longer, marked or not (a cascade that stopped at its
@@ -694,6 +712,22 @@ func (a *Authority) chainRevocations(ctx context.Context, chain []*delegation.Cl
 		return nil
 	})
 	return out, err
+}
+
+// checkParentLink checks that c's link to its parent p names where p's
+// issuer logged it (logIndex, leafHash: its record here, or its
+// issuer's status answer). A link that names no leaf hash (an issuer
+// that did not say) is not checked; one that names another entry is
+// ErrChain: another authority writes into its hop where our hop, or a
+// third's, is logged, and the chain is not extended on a false word
+// that only an auditor would find later.
+func checkParentLink(c, p *delegation.Claims, logIndex uint64, leafHash string) error {
+	l := c.Hop.Parent
+	if l == nil || l.LeafHash == "" || (l.LeafHash == leafHash && l.LogIndex == logIndex) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s links its parent %s of %s to another log entry (index %d) than the one %s logged it as (index %d, leaf hash %s)",
+		delegation.ErrChain, c.ID, p.ID, p.Issuer, l.LogIndex, p.Issuer, logIndex, leafHash)
 }
 
 func (a *Authority) delegationRecord(ctx context.Context, id string) (*delegation.Record, error) {
