@@ -111,8 +111,11 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 
 // addTo adds the held roots to cfg's bundle when they are those of the
 // trust domain cfg names (by --trust-domain, else by its bundle's CA),
-// or when cfg names none; the roots of another trust domain are another
-// authority's, and never trusted for this one.
+// or when cfg has no roots and names none; the roots of another trust
+// domain are another authority's, and never trusted for this one. Roots
+// given that name no trust domain (an upstream CA's) are left as they
+// are, for --trust-domain to say whose they are: they may be another
+// authority's.
 func (h *heldRoots) addTo(cfg client.Config) client.Config {
 	td := cfg.TrustDomain
 	if td.IsZero() && len(cfg.Bundle) > 0 {
@@ -121,6 +124,9 @@ func (h *heldRoots) addTo(cfg client.Config) client.Config {
 				td = t
 				break
 			}
+		}
+		if td.IsZero() {
+			return cfg
 		}
 	}
 	if !td.IsZero() && td != h.td {

@@ -174,6 +174,12 @@ func TestCLINodeTPMAttestsAgainAfterItLapsed(t *testing.T) {
 	if err := os.WriteFile("stale.pem", credfile.EncodeCertsPEM([]*x509.Certificate{stale.cert}), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A root naming no trust domain (an upstream CA's): whose it is,
+	// --trust-domain says; it is not the lapsed credential's to guess.
+	unnamed := selfSigned(t, "", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), true)
+	if err := os.WriteFile("unnamed.pem", credfile.EncodeCertsPEM([]*x509.Certificate{unnamed.cert}), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	wantID := "spiffe://mandate.localhost/node/tpm/" + ek
 	for _, tc := range []struct {
 		name     string
@@ -187,6 +193,8 @@ func TestCLINodeTPMAttestsAgainAfterItLapsed(t *testing.T) {
 		{"lapsed credential of another trust domain", "other.example", []string{"--bundle", "stale.pem"}, "unknown authority"},
 		{"no lapsed credential, no --bundle", "", nil, "mandate-data/admin/bundle.pem"},
 		{"--bundle given, missing", "mandate.localhost", []string{"--bundle", "missing.pem"}, "missing.pem"},
+		{"--bundle naming no trust domain", "mandate.localhost", []string{"--bundle", "unnamed.pem"}, "cannot tell the trust domain"},
+		{"--bundle naming no trust domain, --trust-domain the lapsed one's", "mandate.localhost", []string{"--bundle", "unnamed.pem", "--trust-domain", "mandate.localhost"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "node")
@@ -218,19 +226,23 @@ type signed struct {
 	key  *ecdsa.PrivateKey
 }
 
-// selfSigned makes a self-signed certificate with URI SAN uri.
+// selfSigned makes a self-signed certificate with URI SAN uri (none if
+// uri is "").
 func selfSigned(t *testing.T, uri string, notBefore, notAfter time.Time, isCA bool) signed {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := url.Parse(uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: notBefore, NotAfter: notAfter, URIs: []*url.URL{u},
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: notBefore, NotAfter: notAfter,
 		IsCA: isCA, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature}
+	if uri != "" {
+		u, err := url.Parse(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tpl.URIs = []*url.URL{u}
+	}
 	if isCA {
 		tpl.KeyUsage |= x509.KeyUsageCertSign
 	}
