@@ -205,8 +205,8 @@ func In(dir string) Paths {
 // Load then uses the old key, which Write kept as svid.key.prev until the
 // certificate landed.
 //
-// Writers of one credential take turns (on Unix): the last one's is
-// what is left, whole.
+// Writers of one credential take turns (where the system has flock:
+// Linux, macOS, the BSDs): the last one's is what is left, whole.
 //
 // A credential that Load would refuse (no certificate, no bundle, a key
 // that is not the leaf's: with key nil, the key already on disk) is

@@ -1,7 +1,8 @@
-//go:build !unix
+//go:build !(darwin || dragonfly || freebsd || illumos || linux || netbsd || openbsd)
 
 package credfile
 
-// lockDir locks nothing where flock is not: writers of one credential
-// must then not run at once.
+// lockDir locks nothing where Go's syscall package has no flock (Windows,
+// AIX, Solaris, ...): writers of one credential must then not run at
+// once.
 func lockDir(string) (func(), error) { return func() {}, nil }

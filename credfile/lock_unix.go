@@ -1,4 +1,4 @@
-//go:build unix
+//go:build darwin || dragonfly || freebsd || illumos || linux || netbsd || openbsd
 
 package credfile
 
@@ -11,7 +11,8 @@ import (
 
 // lockDir holds an exclusive lock on dir until unlock is called: the
 // directory itself is locked (flock), so no file is added to it. Two
-// writers of one credential, in one process or two, take turns.
+// writers of one credential, in one process or two, take turns. (Only
+// where Go's syscall package has flock: not on AIX nor Solaris.)
 func lockDir(dir string) (unlock func(), err error) {
 	f, err := os.Open(dir)
 	if err != nil {
