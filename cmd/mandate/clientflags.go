@@ -95,16 +95,22 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 		path = credfile.In(c.creds).Bundle
 	}
 	b, err := os.ReadFile(path)
+	noBundle := func(err error) error {
+		return fmt.Errorf("trust bundle: %w (give --bundle, the authority's trust bundle: <data-dir>/admin/bundle.pem where it runs, or what mandate bundle show prints)", err)
+	}
 	switch {
 	case err == nil:
 		if cfg.Bundle, err = credfile.ParseCertsPEM(b); err != nil {
 			return nil, fmt.Errorf("trust bundle %s: %w", path, err)
 		}
 	case c.lapsed == nil || c.bundleGiven || !errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("trust bundle: %w (give --bundle, the authority's trust bundle: <data-dir>/admin/bundle.pem where it runs, or what mandate bundle show prints)", err)
+		return nil, noBundle(err)
 	}
 	if c.lapsed != nil {
 		cfg = c.lapsed.addTo(cfg)
+		if len(cfg.Bundle) == 0 { // the lapsed credential's is another trust domain's
+			return nil, noBundle(err)
+		}
 	}
 	return client.New(cfg)
 }

@@ -193,6 +193,7 @@ func TestCLINodeTPMAttestsAgainAfterItLapsed(t *testing.T) {
 		{"lapsed credential of another trust domain", "other.example", []string{"--bundle", "stale.pem"}, "unknown authority"},
 		{"no lapsed credential, no --bundle", "", nil, "mandate-data/admin/bundle.pem"},
 		{"--bundle given, missing", "mandate.localhost", []string{"--bundle", "missing.pem"}, "missing.pem"},
+		{"no --bundle, --trust-domain another", "mandate.localhost", []string{"--trust-domain", "other.example"}, "give --bundle"},
 		{"--bundle naming no trust domain", "mandate.localhost", []string{"--bundle", "unnamed.pem"}, "cannot tell the trust domain"},
 		{"--bundle naming no trust domain, --trust-domain the lapsed one's", "mandate.localhost", []string{"--bundle", "unnamed.pem", "--trust-domain", "mandate.localhost"}, ""},
 	} {
