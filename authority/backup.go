@@ -72,7 +72,10 @@ type backupStore interface {
 // be recorded is removed). It holds private keys: move it off the host
 // to storage as private as the data directory. One backup is made at a
 // time (ErrBackupUnderWay). Once begun, it is finished even if ctx ends
-// meanwhile (the request's deadline passes, its client hangs up).
+// meanwhile (the request's deadline passes, its client hangs up). It is
+// written as backups/.partial-<time> and renamed once whole and checked:
+// one cut short by a crash is never under a backup's name, and is
+// removed by the next backup.
 func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
@@ -102,6 +105,9 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	if err := credfile.PrivateDir(root); err != nil {
 		return nil, fmt.Errorf("authority: backup: %w", err)
 	}
+	// What a backup cut short by a crash left (a partial directory) is
+	// no backup, and takes room: removed first.
+	a.removePartialBackups(ctx, root)
 	// A backup is a copy of the data file on the file system the
 	// authority records on: one that would leave less room than the data
 	// file holds (and minBackupRoom) is refused, so that backups, however
@@ -115,12 +121,17 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		}
 	}
 	now := a.now().UTC()
-	b := &Backup{Dir: filepath.Join(root, now.Format("20060102T150405.000000000Z")), CreatedAt: now}
-	if err := os.Mkdir(b.Dir, 0o700); err != nil {
+	name := now.Format("20060102T150405.000000000Z")
+	b := &Backup{Dir: filepath.Join(root, name), CreatedAt: now}
+	// Written under a partial name, and given its own once whole and
+	// checked: a directory of backups/ with its name is never a copy
+	// cut short (the process killed meanwhile).
+	work := filepath.Join(root, partialBackupPrefix+name)
+	if err := os.Mkdir(work, 0o700); err != nil {
 		return nil, fmt.Errorf("authority: backup: %w", err)
 	}
 	err = a.ca.Still(func(keyIDs []string) error {
-		f, err := backupFile(b, "mandate.db", func(w io.Writer) error {
+		f, err := backupFile(work, "mandate.db", func(w io.Writer) error {
 			_, err := bs.Backup(ctx, w)
 			return err
 		})
@@ -140,7 +151,7 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 			if err != nil {
 				return fmt.Errorf("authority: backup: %w", err)
 			}
-			f, err := backupFile(b, rel, func(w io.Writer) error { return copyFrom(src, w) })
+			f, err := backupFile(work, rel, func(w io.Writer) error { return copyFrom(src, w) })
 			if err != nil {
 				return err
 			}
@@ -149,13 +160,19 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		return nil
 	})
 	if err == nil {
-		b.AuditTreeSize, err = a.backedUpTreeSize(ctx, filepath.Join(b.Dir, "mandate.db"))
+		b.AuditTreeSize, err = a.backedUpTreeSize(ctx, filepath.Join(work, "mandate.db"))
 	}
 	if err == nil {
-		err = credfile.SyncDir(b.Dir)
+		err = credfile.SyncDir(work)
+	}
+	if err == nil && beforeBackupNamed != nil {
+		beforeBackupNamed(work, b.Dir)
 	}
 	if err == nil {
-		err = credfile.SyncDir(root)
+		if err = os.Rename(work, b.Dir); err == nil {
+			work = b.Dir
+			err = credfile.SyncDir(root)
+		}
 	}
 	if err == nil {
 		_, err = a.record(ctx, event{typ: "backup.created", actor: c.ID.String(), details: map[string]any{
@@ -166,12 +183,12 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		// What was written is no backup: removed, not left to be taken
 		// for one, nor left as a copy of the keys the audit log does not
 		// show.
-		rerr := os.RemoveAll(b.Dir)
+		rerr := os.RemoveAll(work)
 		if rerr == nil {
 			rerr = credfile.SyncDir(root) // not back after a crash
 		}
 		if rerr != nil {
-			a.log.ErrorContext(ctx, "remove a backup that failed", "dir", b.Dir, "err", rerr)
+			a.log.ErrorContext(ctx, "remove a backup that failed", "dir", work, "err", rerr)
 		}
 		return nil, err
 	}
@@ -179,10 +196,30 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	return b, nil
 }
 
-// backupFile writes rel (a path relative to the backup's directory) with
-// write, 0600 in a directory of mode 0700, synced, and describes it.
-func backupFile(b *Backup, rel string, write func(io.Writer) error) (BackupFile, error) {
-	path := filepath.Join(b.Dir, rel)
+// partialBackupPrefix begins the name of a backup being written.
+const partialBackupPrefix = ".partial-"
+
+// beforeBackupNamed, when set (tests), is called with a backup's partial
+// directory, whole and checked, and the name it is about to take.
+var beforeBackupNamed func(work, dir string)
+
+// removePartialBackups removes the partial directories of backups cut
+// short by a crash (a backup's own failures remove theirs).
+func (a *Authority) removePartialBackups(ctx context.Context, root string) {
+	left, _ := filepath.Glob(filepath.Join(root, partialBackupPrefix+"*"))
+	for _, dir := range left {
+		if err := os.RemoveAll(dir); err != nil {
+			a.log.ErrorContext(ctx, "remove a backup cut short", "dir", dir, "err", err)
+			continue
+		}
+		a.log.InfoContext(ctx, "removed a backup cut short", "dir", dir)
+	}
+}
+
+// backupFile writes rel (a path relative to the backup's directory dir)
+// with write, 0600 in a directory of mode 0700, synced, and describes it.
+func backupFile(dir, rel string, write func(io.Writer) error) (BackupFile, error) {
+	path := filepath.Join(dir, rel)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return BackupFile{}, fmt.Errorf("authority: backup: %w", err)
 	}
