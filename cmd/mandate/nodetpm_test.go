@@ -22,6 +22,22 @@ import (
 // TestCLINodeTPMAttestation runs the operator's and the device's side
 // with the simulator: read the EK digest and the PCRs, configure the
 // authority with them, attest, renew with a fresh quote, then drift.
+// serveTrustingTPM starts `mandate serve` in dir, trusting the EK ek (on
+// its allowlist) in the PCR profile printed by `node pcrs` (edge-v1).
+func serveTrustingTPM(t *testing.T, dir, ek, profile string) string {
+	t.Helper()
+	var cfg strings.Builder
+	cfg.WriteString("attestation:\n  tpm:\n    ek_allowlist: [" + ek + "]\n    allowed_profiles: [edge-v1]\n    pcr_profiles:\n")
+	for _, line := range strings.Split(strings.TrimSpace(profile), "\n") {
+		cfg.WriteString("      " + line + "\n")
+	}
+	cfgFile := filepath.Join(dir, "mandate.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfg.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startServe(t, dir, "--config", cfgFile)
+}
+
 func TestCLINodeTPMAttestation(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
@@ -37,16 +53,7 @@ func TestCLINodeTPMAttestation(t *testing.T) {
 	if strings.Count(profile, ": ") != 9 {
 		t.Fatalf("node pcrs printed:\n%s", profile)
 	}
-	var cfg strings.Builder
-	cfg.WriteString("attestation:\n  tpm:\n    ek_allowlist: [" + ek + "]\n    allowed_profiles: [edge-v1]\n    pcr_profiles:\n")
-	for _, line := range strings.Split(strings.TrimSpace(profile), "\n") {
-		cfg.WriteString("      " + line + "\n")
-	}
-	cfgFile := filepath.Join(dir, "mandate.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	url := startServe(t, dir, "--config", cfgFile)
+	url := serveTrustingTPM(t, dir, ek, profile)
 
 	attestJSON := func(extra ...string) (map[string]any, error) {
 		out, err := cli(t, url, dir, append([]string{"node", "attest", "--tpm", "simulator", "--ek", "ecc"}, extra...)...)
@@ -151,16 +158,7 @@ func TestCLINodeTPMAttestsAgainAfterItLapsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg strings.Builder
-	cfg.WriteString("attestation:\n  tpm:\n    ek_allowlist: [" + ek + "]\n    allowed_profiles: [edge-v1]\n    pcr_profiles:\n")
-	for _, line := range strings.Split(strings.TrimSpace(profile), "\n") {
-		cfg.WriteString("      " + line + "\n")
-	}
-	cfgFile := filepath.Join(dir, "mandate.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	url := startServe(t, dir, "--config", cfgFile)
+	url := serveTrustingTPM(t, dir, ek, profile)
 	current, err := os.ReadFile(filepath.Join(dir, "mandate-data", "admin", "bundle.pem"))
 	if err != nil {
 		t.Fatal(err)
