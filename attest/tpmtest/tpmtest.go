@@ -31,17 +31,31 @@ var (
 type CA struct {
 	Cert *x509.Certificate
 	key  crypto.Signer
+	// until is when the certificates it issues expire (zero: a day after
+	// each is issued).
+	until time.Time
 }
 
-// NewCA creates a manufacturer root CA.
-func NewCA(name string) (*CA, error) {
+// NewCA creates a manufacturer root CA valid for a day.
+func NewCA(name string) (*CA, error) { return newCA(name, time.Time{}) }
+
+// NewCAUntil creates a manufacturer root CA whose certificate, and every
+// certificate it issues, is valid until notAfter: for certificates
+// recorded once in test data.
+func NewCAUntil(name string, notAfter time.Time) (*CA, error) { return newCA(name, notAfter) }
+
+func newCA(name string, until time.Time) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
+	notAfter := until
+	if notAfter.IsZero() {
+		notAfter = time.Now().Add(24 * time.Hour)
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{name}, CommonName: name + " EK Root CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
@@ -52,7 +66,7 @@ func NewCA(name string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &CA{Cert: cert, key: key}, nil
+	return &CA{Cert: cert, key: key, until: until}, nil
 }
 
 // PEM is the CA certificate in PEM, as an operator's ek_ca_roots file.
@@ -82,9 +96,13 @@ func (ca *CA) IssueCert(pub crypto.PublicKey, eku []x509.ExtKeyUsage, unknownEKU
 	if err != nil {
 		return nil, err
 	}
+	notAfter := ca.until
+	if notAfter.IsZero() {
+		notAfter = time.Now().Add(24 * time.Hour)
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: notAfter,
 		KeyUsage:           x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:        eku,
 		UnknownExtKeyUsage: unknownEKU,
