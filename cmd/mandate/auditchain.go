@@ -191,11 +191,21 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 }
 
 func fetchChain(ctx context.Context, c *client.Client, path string) ([]chainHop, error) {
+	var answer json.RawMessage
+	if err := c.Do(ctx, http.MethodGet, path, nil, &answer); err != nil {
+		return nil, err
+	}
+	return readChainAnswer(answer)
+}
+
+// readChainAnswer reads a chain answer, from this authority or a peer's:
+// at most delegation.MaxDepth hops, each well formed.
+func readChainAnswer(answer []byte) ([]chainHop, error) {
 	var ans struct {
 		Hops []chainHop `json:"hops"`
 	}
-	if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
-		return nil, err
+	if err := json.Unmarshal(answer, &ans); err != nil {
+		return nil, fmt.Errorf("the authority's chain answer: %w", err)
 	}
 	// No chain is deeper than delegation.MaxDepth: a longer answer is
 	// refused before any hop costs a request.
