@@ -118,8 +118,11 @@ func (a *Authority) openAudit(ctx context.Context) error {
 			return fmt.Errorf("authority: audit key: %w", err)
 		}
 	}
-	// Published only once the stored log has verified with this key.
-	if old, err := os.ReadFile(vkeyPath); err != nil || string(old) != vkey+"\n" {
+	// Published only once the stored log has verified with this key, and
+	// only this user's to change: auditors on the host verify with it
+	// (audit verify's default --vkey), so a copy others may write to (or
+	// another user's) is written anew, as the key says.
+	if old, err := os.ReadFile(vkeyPath); err != nil || string(old) != vkey+"\n" || !ownWritable(vkeyPath) {
 		if err := credfile.WriteFileAtomic(vkeyPath, []byte(vkey+"\n"), 0o644); err != nil {
 			return err
 		}
@@ -280,4 +283,11 @@ func (a *Authority) recordStart(ctx context.Context) error {
 // is over.
 func (a *Authority) ExpectAudit(ctx context.Context) (context.Context, func()) {
 	return a.audit.Expect(ctx)
+}
+
+// ownWritable reports whether the file at path is writable by this user
+// alone (credfile.CheckOwnWritable).
+func ownWritable(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.Mode().IsRegular() && credfile.CheckOwnWritable(path, fi) == nil
 }

@@ -87,3 +87,57 @@ func TestAdminRefreshWait(t *testing.T) {
 		}
 	}
 }
+
+// The published verifier key (audit/log.vkey, audit verify's default key
+// on the host) is only this user's to change: one left writable by
+// others, or replaced by a link, is written anew at the next start, as
+// the signing key says.
+func TestStartRewritesAVerifierKeyOthersMayChange(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(t *testing.T, vkey string)
+	}{
+		{"writable by others", func(t *testing.T, vkey string) {
+			if err := os.Chmod(vkey, 0o666); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a link to another file", func(t *testing.T, vkey string) {
+			other := filepath.Join(t.TempDir(), "elsewhere.vkey")
+			b, err := os.ReadFile(vkey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(other, b, 0o666); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(vkey); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(other, vkey); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			first, stop := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = dir })
+			want := first.AuditVerifierKey() + "\n"
+			stop()
+			first.Close()
+			_, vkey := AuditPaths(dir)
+			tc.tamper(t, vkey)
+			runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = dir })
+			fi, err := os.Lstat(vkey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o644 {
+				t.Errorf("log.vkey after a start: %v, want a file of mode 0644", fi.Mode())
+			}
+			if b, err := os.ReadFile(vkey); err != nil || string(b) != want {
+				t.Errorf("log.vkey after a start = %q, %v; want %q", b, err, want)
+			}
+		})
+	}
+}
