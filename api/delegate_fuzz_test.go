@@ -15,62 +15,127 @@ import (
 // FuzzDelegationRequests sends arbitrary requests to the delegation
 // endpoints as a registered agent: token exchange forms, delegation
 // bodies and status ids. Never a 5xx, never a panic; token exchange
-// errors are RFC 6749 errors, the others problem documents.
+// errors are RFC 6749 errors, the others problem documents. With sign
+// set, the target signs the hop the fuzzed fields name with the agent's
+// key of its own process, so that the flow past the signature check
+// (policy, token, audit, answer) is fuzzed in every worker too.
 func FuzzDelegationRequests(f *testing.F) {
-	e := start(f, "org-a.example")
-	a := e.agentWithScopes("a", "calendar:read")
-	b := e.agentWithScopes("b")
-	sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice", Scopes: []string{"calendar:read"}}, a.key, a.chain)
+	z := newDelegationFuzz(f)
+	for _, s := range z.seeds(f) {
+		f.Add(s.kind, s.sign, s.in)
+	}
+	f.Fuzz(func(t *testing.T, kind uint8, sign bool, in string) {
+		z.serve(t, kind, sign, in)
+	})
+}
+
+// delegationFuzz is FuzzDelegationRequests's setup: an authority, an
+// agent a (the delegator) with the scope calendar:read and an agent b.
+type delegationFuzz struct {
+	e    *env
+	a, b identity
+	h    http.Handler
+}
+
+func newDelegationFuzz(t testing.TB) *delegationFuzz {
+	e := start(t, "org-a.example")
+	return &delegationFuzz{e: e, a: e.agentWithScopes("a", "calendar:read"), b: e.agentWithScopes("b"), h: e.srv.Handler()}
+}
+
+// delegationSeed is an input of FuzzDelegationRequests.
+type delegationSeed struct {
+	kind   uint8 // 0 a token exchange, 1 a delegation, 2 a status
+	sign   bool  // the target signs the hop (an honest request)
+	in     string
+	honest bool // with sign, the hop is issued
+}
+
+// seeds are FuzzDelegationRequests's seeds. Those with a signature made
+// here are refused in any other process (a fuzzing worker): their
+// honest copies, with sign set, are signed where they are sent.
+func (z *delegationFuzz) seeds(t testing.TB) []delegationSeed {
+	sig, err := delegation.SignStatement(delegation.Statement{Delegator: z.a.id.String(), Delegatee: z.b.id.String(), Principal: "alice", Scopes: []string{"calendar:read"}}, z.a.key, z.a.chain)
 	if err != nil {
-		f.Fatal(err)
+		t.Fatal(err)
 	}
-	h := e.srv.Handler()
-	good := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {"alice"},
-		"subject_token_type": {"urn:mandate:params:oauth:token-type:principal"}, "audience": {b.id.String()}, "scope": {"calendar:read"},
-		"delegator_signature": {sig}}.Encode()
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {"alice"},
+		"subject_token_type": {"urn:mandate:params:oauth:token-type:principal"}, "audience": {z.b.id.String()}, "scope": {"calendar:read"}}
+	unsigned := form.Encode()
+	form.Set("delegator_signature", sig)
+	good := form.Encode()
+	var seeds []delegationSeed
 	for _, s := range []string{good, "", "grant_type=x", "a=%zz", strings.Repeat("scope=a&", 300), "subject_token_type=urn:ietf:params:oauth:token-type:jwt&subject_token=a.b.c",
-		"client_id=" + url.QueryEscape(b.id.String()) + "&" + good} {
-		f.Add(uint8(0), s)
+		"client_id=" + url.QueryEscape(z.b.id.String()) + "&" + good} {
+		seeds = append(seeds, delegationSeed{kind: 0, in: s})
 	}
-	body, _ := json.Marshal(map[string]any{"delegatee": b.id.String(), "scopes": []string{"calendar:read"}, "principal": "alice", "delegator_signature": sig})
+	withPurpose := unsigned + "&purpose=" + url.QueryEscape("book the offsite")
+	for _, s := range []string{unsigned, "client_id=" + url.QueryEscape(z.a.id.String()) + "&" + unsigned, withPurpose} {
+		seeds = append(seeds, delegationSeed{kind: 0, sign: true, in: s, honest: true})
+	}
+	// Signed, and refused by the policy: a scope a does not hold.
+	seeds = append(seeds, delegationSeed{kind: 0, sign: true, in: strings.Replace(unsigned, "calendar%3Aread", "calendar%3Awrite", 1)})
+	req := map[string]any{"delegatee": z.b.id.String(), "scopes": []string{"calendar:read"}, "principal": "alice", "delegator_signature": sig}
+	body, _ := json.Marshal(req)
 	for _, s := range []string{string(body), `{"delegatee": "spiffe://org-a.example/agent/b", "scopes": ["calendar:read"], "principal": " spiffe://x", "delegator_signature": "a.b.c"}`,
 		`{"parent_token": "` + strings.Repeat("A", 40000) + `"}`, `{`} {
-		f.Add(uint8(1), s)
+		seeds = append(seeds, delegationSeed{kind: 1, in: s})
 	}
+	delete(req, "delegator_signature")
+	unsignedBody, _ := json.Marshal(req)
+	req["purpose"], req["ttl_seconds"] = "book the offsite", 60
+	withPurposeBody, _ := json.Marshal(req)
+	for _, s := range []string{string(body), string(unsignedBody), string(withPurposeBody)} {
+		seeds = append(seeds, delegationSeed{kind: 1, sign: true, in: s, honest: true})
+	}
+	seeds = append(seeds, delegationSeed{kind: 1, sign: true, in: strings.Replace(string(unsignedBody), "calendar:read", "calendar:write", 1)})
 	for _, s := range []string{"d1", "", "..", strings.Repeat("f", 200), "%00", "a/b"} {
-		f.Add(uint8(2), s)
+		seeds = append(seeds, delegationSeed{kind: 2, in: s})
 	}
-	f.Fuzz(func(t *testing.T, kind uint8, in string) {
-		var req *http.Request
-		switch kind % 3 {
-		case 0:
-			req = httptest.NewRequest(http.MethodPost, "/v1/token", strings.NewReader(in))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		case 1:
-			req = httptest.NewRequest(http.MethodPost, "/v1/delegations", strings.NewReader(in))
-			req.Header.Set("Content-Type", "application/json")
-		default:
-			req = httptest.NewRequest(http.MethodGet, "/v1/delegations/"+url.PathEscape(in)+"/status", nil)
+	return seeds
+}
+
+// serve sends one request of FuzzDelegationRequests as a, with the hop
+// signed by a first if sign is set, and checks the answer: never a 5xx;
+// a refused token exchange answers an RFC 6749 error, the others a
+// problem document.
+func (z *delegationFuzz) serve(t testing.TB, kind uint8, sign bool, in string) *httptest.ResponseRecorder {
+	t.Helper()
+	var req *http.Request
+	switch kind % 3 {
+	case 0:
+		if sign {
+			in = z.e.signedExchange(t, z.a, in)
 		}
-		req.TLS = &tls.ConnectionState{PeerCertificates: a.chain}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code >= 500 {
-			t.Fatalf("%s %s = %d: %s", req.Method, req.URL.Path, rec.Code, rec.Body)
+		req = httptest.NewRequest(http.MethodPost, "/v1/token", strings.NewReader(in))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	case 1:
+		if sign {
+			in = z.e.signedDelegation(t, z.a, in)
 		}
-		if rec.Code < 400 {
-			return
+		req = httptest.NewRequest(http.MethodPost, "/v1/delegations", strings.NewReader(in))
+		req.Header.Set("Content-Type", "application/json")
+	default:
+		req = httptest.NewRequest(http.MethodGet, "/v1/delegations/"+url.PathEscape(in)+"/status", nil)
+	}
+	req.TLS = &tls.ConnectionState{PeerCertificates: z.a.chain}
+	rec := httptest.NewRecorder()
+	z.h.ServeHTTP(rec, req)
+	if rec.Code >= 500 {
+		t.Fatalf("%s %s = %d: %s", req.Method, req.URL.Path, rec.Code, rec.Body)
+	}
+	if rec.Code < 400 {
+		return rec
+	}
+	if kind%3 == 0 {
+		var oe struct{ Error string }
+		if json.Unmarshal(rec.Body.Bytes(), &oe) != nil || oe.Error == "" {
+			t.Fatalf("token exchange = %d: %s, want an RFC 6749 error", rec.Code, rec.Body)
 		}
-		if kind%3 == 0 {
-			var oe struct{ Error string }
-			if json.Unmarshal(rec.Body.Bytes(), &oe) != nil || oe.Error == "" {
-				t.Fatalf("token exchange = %d: %s, want an RFC 6749 error", rec.Code, rec.Body)
-			}
-			return
-		}
-		var p struct{ Type string }
-		if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" || json.Unmarshal(rec.Body.Bytes(), &p) != nil || p.Type == "" {
-			t.Fatalf("%s %s = %d with %q: %s, want a problem document", req.Method, req.URL.Path, rec.Code, ct, rec.Body)
-		}
-	})
+		return rec
+	}
+	var p struct{ Type string }
+	if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" || json.Unmarshal(rec.Body.Bytes(), &p) != nil || p.Type == "" {
+		t.Fatalf("%s %s = %d with %q: %s, want a problem document", req.Method, req.URL.Path, rec.Code, ct, rec.Body)
+	}
+	return rec
 }
