@@ -34,6 +34,8 @@ type Server struct {
 	certMu sync.Mutex
 	cert   *tls.Certificate
 	certAt time.Time // when cert must be replaced
+	// renewing is a renewal of cert under way, in the background.
+	renewing bool
 	// certErr is why no certificate could be made, until certErrAt: asked
 	// again sooner, it is answered without minting (or logging) again.
 	certErr   error
@@ -111,8 +113,12 @@ func connContext(ctx context.Context, _ net.Conn) context.Context {
 	return context.WithValue(ctx, connAuthKey{}, new(connAuth))
 }
 
-// serverCert returns the authority's TLS certificate, minting a new one
-// when half of the current one's life has passed.
+// serverCert returns the authority's TLS certificate. One is minted
+// (an audit commit) in the handshake only when none is valid: at start
+// (Serve mints it before it accepts anything), or after renewals failed
+// until it expired. Once half of its life has passed it is renewed in the
+// background, and handshakes are answered with it meanwhile: none waits
+// on a mint, nor so risks its own deadline (5 s, Limits and timeouts).
 func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 	s.certMu.Lock()
 	defer s.certMu.Unlock()
@@ -120,33 +126,65 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 	if s.cert != nil && now.Before(s.certAt) {
 		return s.cert, nil
 	}
+	if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
+		if !s.renewing {
+			s.renewing = true
+			go s.renewCert()
+		}
+		return s.cert, nil
+	}
 	if s.cert == nil && s.certErr != nil && now.Before(s.certErrAt) {
 		return nil, s.certErr
 	}
-	svid, key, err := s.a.MintServerSVID(ctx)
+	cert, renewAt, err := s.mintCert(ctx)
 	if err != nil {
-		if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
-			s.log.Error("renew server certificate", "err", err)
-			s.certAt = now.Add(time.Minute) // retry later, not on every handshake
-			return s.cert, nil
-		}
 		// Every handshake fails: said in the log (once a minute), not
 		// only to clients as an "internal error" alert.
 		s.log.Error("make server certificate", "err", err)
 		s.certErr, s.certErrAt = err, now.Add(time.Minute)
 		return nil, err
 	}
+	s.cert, s.certAt = cert, renewAt
+	return cert, nil
+}
+
+// renewCert replaces the server certificate, in the background; one that
+// cannot be renewed is kept until it expires, and renewing is tried
+// again a minute later.
+func (s *Server) renewCert() {
+	cert, renewAt, err := s.mintCert(context.Background())
+	s.certMu.Lock()
+	defer s.certMu.Unlock()
+	s.renewing = false
+	if err != nil {
+		s.log.Error("renew server certificate", "err", err)
+		s.certAt = s.a.Now().Add(time.Minute)
+		return
+	}
+	s.cert, s.certAt = cert, renewAt
+}
+
+// mintCert mints a server certificate, and says when it is to be
+// renewed: once half of its life has passed.
+func (s *Server) mintCert(ctx context.Context) (*tls.Certificate, time.Time, error) {
+	svid, key, err := s.a.MintServerSVID(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
 	cert := &tls.Certificate{PrivateKey: key, Leaf: svid.Certificates[0]}
 	for _, c := range svid.Certificates {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
-	s.cert = cert
-	s.certAt = now.Add(svid.ExpiresAt.Sub(now) / 2)
-	return cert, nil
+	now := s.a.Now()
+	return cert, now.Add(svid.ExpiresAt.Sub(now) / 2), nil
 }
 
 // Serve answers HTTPS on ln until ctx is done, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	// The certificate is made before the first connection is accepted,
+	// not in its handshake (a failure is logged, and tried again in the
+	// handshakes).
+	_, _ = s.serverCert(ctx)
 	srv := s.httpServer(s.handler, s.TLSConfig())
 	srv.ConnContext = connContext
 	return s.serveUntil(ctx, srv, ln)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"mandate.dev/mandate/authority"
 )
@@ -60,4 +61,41 @@ func TestServerCertificateNames(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+}
+
+// The server's certificate is renewed in the background once half of its
+// life has passed: the handshakes meanwhile are answered at once with the
+// certificate in use (none waits on a mint, an audit commit, and so
+// risks its 5 s deadline), and a later one gets the renewed certificate.
+func TestServerCertificateRenewedInTheBackground(t *testing.T) {
+	e := start(t, "org-a.example")
+	addr := strings.TrimPrefix(e.url, "https://")
+	roots := x509.NewCertPool()
+	for _, c := range e.bundle {
+		roots.AddCert(c)
+	}
+	leaf := func() *x509.Certificate {
+		t.Helper()
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1",
+			Time: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }}) // the authority's clock
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0]
+	}
+	first := leaf()
+	// Past half of its life (the authority's clock moved on).
+	e.skew.Add(int64(time.Until(first.NotAfter)/2 + time.Minute))
+	if got := leaf(); !got.Equal(first) {
+		t.Fatalf("the first handshake past half the certificate's life got serial %s, want the one in use (%s) while it is renewed",
+			got.SerialNumber, first.SerialNumber)
+	}
+	for range 200 { // the renewal is one mint: a few milliseconds
+		if got := leaf(); !got.Equal(first) {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatal("the server certificate was not renewed")
 }
