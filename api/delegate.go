@@ -13,18 +13,22 @@ import (
 	"mandate.dev/mandate/delegation"
 )
 
+// DelegationRequest is the body of POST /v1/delegations, as the server
+// reads it (DecodeStrict).
+type DelegationRequest struct {
+	Delegatee          string   `json:"delegatee"`
+	DelegateeX509SVID  string   `json:"delegatee_x509_svid"`
+	Scopes             []string `json:"scopes"`
+	Principal          string   `json:"principal"`
+	ParentToken        string   `json:"parent_token"`
+	Purpose            string   `json:"purpose"`
+	TTLSeconds         int64    `json:"ttl_seconds"`
+	DelegatorSignature string   `json:"delegator_signature"`
+}
+
 // delegate is POST /v1/delegations (an agent, the delegator).
 func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Delegatee          string   `json:"delegatee"`
-		DelegateeX509SVID  string   `json:"delegatee_x509_svid"`
-		Scopes             []string `json:"scopes"`
-		Principal          string   `json:"principal"`
-		ParentToken        string   `json:"parent_token"`
-		Purpose            string   `json:"purpose"`
-		TTLSeconds         int64    `json:"ttl_seconds"`
-		DelegatorSignature string   `json:"delegator_signature"`
-	}
+	var req DelegationRequest
 	if err := decodeJSON(r, &req); err != nil {
 		s.metrics.delegations.WithLabelValues(refusedOrError(err)).Inc()
 		writeError(w, r, s.log, err)

@@ -48,16 +48,7 @@ func (e *env) hopSignature(t testing.TB, from identity, delegatee, principal, pa
 // the server would not read as a request is returned as it is.
 func (e *env) signedDelegation(t testing.TB, from identity, body string) string {
 	t.Helper()
-	var req struct {
-		Delegatee          string   `json:"delegatee"`
-		DelegateeX509SVID  string   `json:"delegatee_x509_svid"`
-		Scopes             []string `json:"scopes"`
-		Principal          string   `json:"principal"`
-		ParentToken        string   `json:"parent_token"`
-		Purpose            string   `json:"purpose"`
-		TTLSeconds         int64    `json:"ttl_seconds"`
-		DelegatorSignature string   `json:"delegator_signature"`
-	}
+	var req api.DelegationRequest
 	var fields map[string]json.RawMessage
 	if api.DecodeStrict([]byte(body), &req) != nil || json.Unmarshal([]byte(body), &fields) != nil {
 		return body
