@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"mandate.dev/mandate/credfile"
@@ -204,10 +205,21 @@ const partialBackupPrefix = ".partial-"
 var beforeBackupNamed func(work, dir string)
 
 // removePartialBackups removes the partial directories of backups cut
-// short by a crash (a backup's own failures remove theirs).
+// short by a crash (a backup's own failures remove theirs). They are
+// found by name among root's entries, not by a pattern made of root's
+// path: a data directory whose name holds glob characters would miss its
+// own, or match another directory's.
 func (a *Authority) removePartialBackups(ctx context.Context, root string) {
-	left, _ := filepath.Glob(filepath.Join(root, partialBackupPrefix+"*"))
-	for _, dir := range left {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		a.log.ErrorContext(ctx, "list backups cut short", "dir", root, "err", err)
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), partialBackupPrefix) {
+			continue
+		}
+		dir := filepath.Join(root, e.Name())
 		if err := os.RemoveAll(dir); err != nil {
 			a.log.ErrorContext(ctx, "remove a backup cut short", "dir", dir, "err", err)
 			continue

@@ -32,44 +32,59 @@ func TestBackupOutlivesItsRequest(t *testing.T) {
 // A backup is written under a partial name and takes its own only once
 // whole and checked: a crash meanwhile never leaves a directory named as
 // a backup that is not one. What such a crash left is removed by the
-// next backup.
+// next backup, whatever the data directory is called (a name with glob
+// characters too), and nothing outside its own backups/ is.
 func TestBackupIsNamedOnlyWhole(t *testing.T) {
-	a, _ := runAuthority(t)
-	root := filepath.Join(a.cfg.DataDir, BackupDirName)
-	cutShort := filepath.Join(root, partialBackupPrefix+"20261127T000000.000000000Z")
-	if err := os.MkdirAll(filepath.Join(cutShort, "keys"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(cutShort, "mandate.db"), []byte("half a copy"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var named bool
-	defer func() { beforeBackupNamed = nil }()
-	beforeBackupNamed = func(work, dir string) {
-		named = true
-		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("the backup's directory exists before its copy is whole (%v)", err)
-		}
-		if filepath.Dir(work) != root || !strings.HasPrefix(filepath.Base(work), partialBackupPrefix) {
-			t.Errorf("the backup is written in %s, want a partial directory in %s", work, root)
-		}
-		if _, err := os.Stat(filepath.Join(work, "mandate.db")); err != nil {
-			t.Errorf("the partial directory holds no copy: %v", err)
-		}
-	}
-	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !named {
-		t.Fatal("the backup was never renamed into place")
-	}
-	left, err := os.ReadDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(left) != 1 || left[0].Name() != filepath.Base(b.Dir) {
-		t.Fatalf("backups/ holds %v, want only the backup made (%s)", left, filepath.Base(b.Dir))
+	for _, name := range []string{"data", "data[1]", "data*", "data?"} {
+		t.Run(name, func(t *testing.T) {
+			parent := t.TempDir()
+			// Another directory beside it, which a pattern made of
+			// the data directory's name would match.
+			other := filepath.Join(parent, "data1", BackupDirName, partialBackupPrefix+"20261127T000000.000000000Z")
+			if err := os.MkdirAll(other, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = filepath.Join(parent, name) })
+			root := filepath.Join(a.cfg.DataDir, BackupDirName)
+			cutShort := filepath.Join(root, partialBackupPrefix+"20261127T000000.000000000Z")
+			if err := os.MkdirAll(filepath.Join(cutShort, "keys"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(cutShort, "mandate.db"), []byte("half a copy"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var named bool
+			defer func() { beforeBackupNamed = nil }()
+			beforeBackupNamed = func(work, dir string) {
+				named = true
+				if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("the backup's directory exists before its copy is whole (%v)", err)
+				}
+				if filepath.Dir(work) != root || !strings.HasPrefix(filepath.Base(work), partialBackupPrefix) {
+					t.Errorf("the backup is written in %s, want a partial directory in %s", work, root)
+				}
+				if _, err := os.Stat(filepath.Join(work, "mandate.db")); err != nil {
+					t.Errorf("the partial directory holds no copy: %v", err)
+				}
+			}
+			b, err := a.MakeBackup(t.Context(), adminOf(t, a))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !named {
+				t.Fatal("the backup was never renamed into place")
+			}
+			left, err := os.ReadDir(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(left) != 1 || left[0].Name() != filepath.Base(b.Dir) {
+				t.Fatalf("backups/ holds %v, want only the backup made (%s)", left, filepath.Base(b.Dir))
+			}
+			if _, err := os.Stat(other); err != nil {
+				t.Fatalf("a directory outside the data directory's backups/ was removed: %v", err)
+			}
+		})
 	}
 }
 
