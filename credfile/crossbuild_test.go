@@ -7,7 +7,9 @@ import (
 	"go/parser"
 	"go/token"
 	"go/types"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -15,13 +17,14 @@ import (
 // package has no flock (AIX, Solaris) among them, and on Windows: the
 // credential lock is chosen by the system, never left undefined.
 func TestBuildsOnEachSystem(t *testing.T) {
+	goroot := goRoot(t)
 	for _, sys := range []struct{ goos, goarch string }{
 		{"aix", "ppc64"}, {"solaris", "amd64"}, {"illumos", "amd64"},
 		{"linux", "amd64"}, {"darwin", "arm64"}, {"windows", "amd64"},
 	} {
 		t.Run(sys.goos, func(t *testing.T) {
 			ctx := build.Default
-			ctx.GOOS, ctx.GOARCH, ctx.CgoEnabled = sys.goos, sys.goarch, false
+			ctx.GOOS, ctx.GOARCH, ctx.CgoEnabled, ctx.GOROOT = sys.goos, sys.goarch, false, goroot
 			pkg, err := ctx.ImportDir(".", 0)
 			if err != nil {
 				t.Fatal(err)
@@ -44,4 +47,19 @@ func TestBuildsOnEachSystem(t *testing.T) {
 			}
 		})
 	}
+}
+
+// goRoot is the Go tree whose standard library is type-checked: the one
+// go/build knows, or, in a test built with -trimpath (which knows none),
+// the go command's (go test puts its own first on PATH).
+func goRoot(t *testing.T) string {
+	t.Helper()
+	if build.Default.GOROOT != "" {
+		return build.Default.GOROOT
+	}
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
