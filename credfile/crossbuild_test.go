@@ -13,14 +13,16 @@ import (
 	"testing"
 )
 
-// The package builds on every Unix Go supports, those whose syscall
-// package has no flock (AIX, Solaris) among them, and on Windows: the
-// credential lock is chosen by the system, never left undefined.
+// The package builds where the credential lock takes each of its forms:
+// a Unix whose syscall package has no flock (AIX, as Solaris), the Unix
+// with flock that is named apart (illumos; Linux is this build, and macOS
+// and the BSDs have flock as Linux does), and Windows. The lock is chosen
+// by the system, never left undefined. (Each system costs seconds: the
+// standard library is type-checked from source.)
 func TestBuildsOnEachSystem(t *testing.T) {
 	goroot := goRoot(t)
 	for _, sys := range []struct{ goos, goarch string }{
-		{"aix", "ppc64"}, {"solaris", "amd64"}, {"illumos", "amd64"},
-		{"linux", "amd64"}, {"darwin", "arm64"}, {"windows", "amd64"},
+		{"aix", "ppc64"}, {"illumos", "amd64"}, {"windows", "amd64"},
 	} {
 		t.Run(sys.goos, func(t *testing.T) {
 			ctx := build.Default
