@@ -124,7 +124,7 @@ func (a *Authority) openAudit(ctx context.Context) error {
 	// another user's) is written anew, as the key says.
 	if old, err := os.ReadFile(vkeyPath); err != nil || string(old) != vkey+"\n" || !ownWritable(vkeyPath) {
 		if err := credfile.WriteFileAtomic(vkeyPath, []byte(vkey+"\n"), 0o644); err != nil {
-			return err
+			return fmt.Errorf("authority: the audit verifier key %s is written at start when it is missing, not the signing key's, a link, or writable by others, and could not be: %w", vkeyPath, err)
 		}
 	}
 	a.auditVKey = vkey

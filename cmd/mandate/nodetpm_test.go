@@ -19,9 +19,6 @@ import (
 	"mandate.dev/mandate/credfile"
 )
 
-// TestCLINodeTPMAttestation runs the operator's and the device's side
-// with the simulator: read the EK digest and the PCRs, configure the
-// authority with them, attest, renew with a fresh quote, then drift.
 // serveTrustingTPM starts `mandate serve` in dir, trusting the EK ek (on
 // its allowlist) in the PCR profile printed by `node pcrs` (edge-v1).
 func serveTrustingTPM(t *testing.T, dir, ek, profile string) string {
@@ -38,6 +35,9 @@ func serveTrustingTPM(t *testing.T, dir, ek, profile string) string {
 	return startServe(t, dir, "--config", cfgFile)
 }
 
+// TestCLINodeTPMAttestation runs the operator's and the device's side
+// with the simulator: read the EK digest and the PCRs, configure the
+// authority with them, attest, renew with a fresh quote, then drift.
 func TestCLINodeTPMAttestation(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
