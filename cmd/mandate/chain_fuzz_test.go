@@ -18,13 +18,26 @@ import (
 	"mandate.dev/mandate/authority"
 )
 
-// chainFuzzKey signs the checkpoints of the seeds below: a fixed key (Ed25519
-// signatures are deterministic), so that the seeds the fuzzing coordinator
-// makes verify in every worker too.
-const (
-	chainFuzzKey  = "PRIVATE+KEY+org-a.example/audit+ee314f98+ATR6nNOHu5DncfoT1EvQv9JAxFNhEoV25cm+gdGBo+p6"
-	chainFuzzVKey = "org-a.example/audit+ee314f98+Aegxu1vYfjHpk5K1zWpf0Uqtlw3ZDh4Lj3x4dI5KunbL"
-)
+// chainFuzzKeys are the keys that sign the checkpoints of the seeds
+// below: made from fixed bytes (and Ed25519 signatures are
+// deterministic), so that the seeds the fuzzing coordinator makes verify
+// in every worker too.
+func chainFuzzKeys(t testing.TB) (note.Signer, note.Verifier) {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(bytes.NewReader(bytes.Repeat([]byte{0x5e}, 32)), "org-a.example/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer, verifier
+}
 
 // provenChainAnswer is a chain answer whose one hop is proven: its entry
 // is the only leaf of a log whose checkpoint signer signed.
@@ -66,14 +79,7 @@ func provenChainAnswer(t testing.TB, signer note.Signer) []byte {
 // character that is not printable (a hop's names are printed by the
 // auditor whether or not they are proven).
 func FuzzChainAnswer(f *testing.F) {
-	signer, err := note.NewSigner(chainFuzzKey)
-	if err != nil {
-		f.Fatal(err)
-	}
-	verifier, err := note.NewVerifier(chainFuzzVKey)
-	if err != nil {
-		f.Fatal(err)
-	}
+	signer, verifier := chainFuzzKeys(f)
 	proven := provenChainAnswer(f, signer)
 	f.Add(proven)
 	f.Add(bytes.Replace(proven, []byte(`"alice"`), []byte(`"mallory"`), 1))
@@ -113,14 +119,7 @@ func FuzzChainAnswer(f *testing.F) {
 // TestChainAnswerSeedIsProven: the proven seed of FuzzChainAnswer passes
 // the check of a proven hop, so that the fuzzer starts past it.
 func TestChainAnswerSeedIsProven(t *testing.T) {
-	signer, err := note.NewSigner(chainFuzzKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier, err := note.NewVerifier(chainFuzzVKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, verifier := chainFuzzKeys(t)
 	hops, err := readChainAnswer(provenChainAnswer(t, signer))
 	if err != nil {
 		t.Fatal(err)
