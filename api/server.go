@@ -123,17 +123,17 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 	s.certMu.Lock()
 	defer s.certMu.Unlock()
 	now := s.a.Now()
-	if s.cert != nil && now.Before(s.certAt) {
-		return s.cert, nil
-	}
+	// A certificate past its NotAfter is never served, even when its
+	// renewal is due later (one that failed is tried again a minute on).
 	if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
-		if !s.renewing {
+		if !now.Before(s.certAt) && !s.renewing {
 			s.renewing = true
 			go s.renewCert()
 		}
 		return s.cert, nil
 	}
-	if s.cert == nil && s.certErr != nil && now.Before(s.certErrAt) {
+	// None is valid: one that expired is as good as none.
+	if s.certErr != nil && now.Before(s.certErrAt) {
 		return nil, s.certErr
 	}
 	cert, renewAt, err := s.mintCert(ctx)
@@ -144,7 +144,7 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 		s.certErr, s.certErrAt = err, now.Add(time.Minute)
 		return nil, err
 	}
-	s.cert, s.certAt = cert, renewAt
+	s.cert, s.certAt, s.certErr = cert, renewAt, nil
 	return cert, nil
 }
 

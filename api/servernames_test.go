@@ -4,13 +4,17 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"mandate.dev/mandate/api"
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/logtest"
 )
 
 // A plain HTTPS client (curl --cacert bundle.pem) verifies the server's
@@ -98,4 +102,81 @@ func TestServerCertificateRenewedInTheBackground(t *testing.T) {
 		time.Sleep(25 * time.Millisecond)
 	}
 	t.Fatal("the server certificate was not renewed")
+}
+
+// A certificate whose renewals fail is served until it expires, not a
+// moment longer: a renewal that fails in the last minute of its life
+// does not keep it in use past its NotAfter.
+func TestServerCertificateNotServedPastItsExpiry(t *testing.T) {
+	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	logs := &logtest.Buffer{}
+	a, err := authority.New(t.Context(), cfg, authority.Options{Now: now, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	runCtx, stopRun := context.WithCancel(t.Context())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(runCtx) }()
+	srv, err := api.New(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveCtx, stopServe := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(serveCtx, ln) }()
+	defer func() { stopServe(); <-served }()
+
+	// leaf is the certificate a handshake is answered with (nil: none).
+	leaf := func() *x509.Certificate {
+		t.Helper()
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return nil
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0]
+	}
+	first := leaf()
+	if first == nil {
+		t.Fatal("no certificate served")
+	}
+	// The audit log stops: no certificate can be minted any more.
+	stopRun()
+	<-ran
+	failures := func() int { return strings.Count(logs.String(), "renew server certificate") }
+	// A renewal fails 30 s before the certificate expires.
+	skew.Store(int64(first.NotAfter.Add(-30 * time.Second).Sub(time.Now())))
+	if got := leaf(); got == nil || !got.Equal(first) {
+		t.Fatalf("past half its life, a handshake got %v, want the certificate in use", got)
+	}
+	for i := 0; failures() == 0; i++ {
+		if i == 400 {
+			t.Fatalf("the renewal did not fail:\n%s", logs.String())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	// 10 s after it expired.
+	skew.Store(int64(first.NotAfter.Add(10 * time.Second).Sub(time.Now())))
+	if got := leaf(); got != nil && !now().Before(got.NotAfter) {
+		t.Fatalf("a handshake 10 s after the certificate expired (%s) was answered with it", got.NotAfter)
+	}
+	// Expired, it is as good as none: a handshake is refused, and the
+	// failure to make one logged once a minute, not at every handshake.
+	if got := leaf(); got != nil {
+		t.Fatalf("a second handshake past the expiry got a certificate (%s), with none to be made", got.NotAfter)
+	}
+	if n := strings.Count(logs.String(), "make server certificate"); n != 1 {
+		t.Errorf("two handshakes without a valid certificate logged %d failures to make one, want 1:\n%s", n, logs.String())
+	}
 }
