@@ -137,6 +137,9 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 		return nil, s.certErr
 	}
 	cert, renewAt, err := s.mintCert(ctx)
+	if err != nil && ctx.Err() != nil {
+		return nil, err // the server stops (Serve's ctx): no failure to tell
+	}
 	if err != nil {
 		// Every handshake fails: said in the log (once a minute), not
 		// only to clients as an "internal error" alert.

@@ -180,3 +180,39 @@ func TestServerCertificateNotServedPastItsExpiry(t *testing.T) {
 		t.Errorf("two handshakes without a valid certificate logged %d failures to make one, want 1:\n%s", n, logs.String())
 	}
 }
+
+// A server stopped before it began to serve (an interrupt while the
+// authority starts) logs no failure to make its certificate.
+func TestServerStoppedBeforeServingLogsNoCertificateError(t *testing.T) {
+	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logtest.Buffer{}
+	a, err := authority.New(t.Context(), cfg, authority.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	runCtx, stopRun := context.WithCancel(t.Context())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(runCtx) }()
+	defer func() { stopRun(); <-ran }()
+	srv, err := api.New(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := srv.Serve(ctx, ln); err != nil {
+		t.Fatalf("Serve() = %v", err)
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a server stopped before it served logged an error:\n%s", logs.String())
+	}
+}
