@@ -34,8 +34,10 @@ type Server struct {
 	certMu sync.Mutex
 	cert   *tls.Certificate
 	certAt time.Time // when cert must be replaced
-	// renewing is a renewal of cert under way, in the background.
+	// renewing is a renewal of cert under way, in the background (one of
+	// renewals, which Serve waits for before it returns).
 	renewing bool
+	renewals sync.WaitGroup
 	// certErr is why no certificate could be made, until certErrAt: asked
 	// again sooner, it is answered without minting (or logging) again.
 	certErr   error
@@ -128,7 +130,7 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 	if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
 		if !now.Before(s.certAt) && !s.renewing {
 			s.renewing = true
-			go s.renewCert()
+			s.renewals.Go(s.renewCert)
 		}
 		return s.cert, nil
 	}
@@ -164,7 +166,11 @@ func (s *Server) renewCert() {
 		s.certAt = s.a.Now().Add(time.Minute)
 		return
 	}
-	s.cert, s.certAt = cert, renewAt
+	// A certificate minted in a handshake meanwhile (the clock moved past
+	// the old one's end) may be newer: the later one stays.
+	if s.cert == nil || cert.Leaf.NotAfter.After(s.cert.Leaf.NotAfter) {
+		s.cert, s.certAt = cert, renewAt
+	}
 }
 
 // mintCert mints a server certificate, and says when it is to be
@@ -190,7 +196,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	_, _ = s.serverCert(ctx)
 	srv := s.httpServer(s.handler, s.TLSConfig())
 	srv.ConnContext = connContext
-	return s.serveUntil(ctx, srv, ln)
+	err := s.serveUntil(ctx, srv, ln)
+	// A renewal under way ends before Serve does: the authority may be
+	// closed next, and the renewal would then fail on its audit log.
+	s.renewals.Wait()
+	return err
 }
 
 // ServeBundle answers only the SPIFFE bundle endpoint, at every path, on
