@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,30 +109,9 @@ func TestServerCertificateRenewedInTheBackground(t *testing.T) {
 // moment longer: a renewal that fails in the last minute of its life
 // does not keep it in use past its NotAfter.
 func TestServerCertificateNotServedPastItsExpiry(t *testing.T) {
-	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
 	var skew atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	logs := &logtest.Buffer{}
-	a, err := authority.New(t.Context(), cfg, authority.Options{Now: now, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	runCtx, stopRun := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- a.Run(runCtx) }()
-	srv, err := api.New(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, ln, logs, stopRun := runLogged(t, now)
 	serveCtx, stopServe := context.WithCancel(t.Context())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(serveCtx, ln) }()
@@ -153,10 +133,9 @@ func TestServerCertificateNotServedPastItsExpiry(t *testing.T) {
 	}
 	// The audit log stops: no certificate can be minted any more.
 	stopRun()
-	<-ran
 	failures := func() int { return strings.Count(logs.String(), "renew server certificate") }
 	// A renewal fails 30 s before the certificate expires.
-	skew.Store(int64(first.NotAfter.Add(-30 * time.Second).Sub(time.Now())))
+	skew.Store(int64(time.Until(first.NotAfter.Add(-30 * time.Second))))
 	if got := leaf(); got == nil || !got.Equal(first) {
 		t.Fatalf("past half its life, a handshake got %v, want the certificate in use", got)
 	}
@@ -167,7 +146,7 @@ func TestServerCertificateNotServedPastItsExpiry(t *testing.T) {
 		time.Sleep(25 * time.Millisecond)
 	}
 	// 10 s after it expired.
-	skew.Store(int64(first.NotAfter.Add(10 * time.Second).Sub(time.Now())))
+	skew.Store(int64(time.Until(first.NotAfter.Add(10 * time.Second))))
 	if got := leaf(); got != nil && !now().Before(got.NotAfter) {
 		t.Fatalf("a handshake 10 s after the certificate expired (%s) was answered with it", got.NotAfter)
 	}
@@ -184,29 +163,7 @@ func TestServerCertificateNotServedPastItsExpiry(t *testing.T) {
 // A server stopped before it began to serve (an interrupt while the
 // authority starts) logs no failure to make its certificate.
 func TestServerStoppedBeforeServingLogsNoCertificateError(t *testing.T) {
-	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &logtest.Buffer{}
-	a, err := authority.New(t.Context(), cfg, authority.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	runCtx, stopRun := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- a.Run(runCtx) }()
-	defer func() { stopRun(); <-ran }()
-	srv, err := api.New(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, ln, logs, _ := runLogged(t, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := srv.Serve(ctx, ln); err != nil {
@@ -215,4 +172,36 @@ func TestServerStoppedBeforeServingLogsNoCertificateError(t *testing.T) {
 	if strings.Contains(logs.String(), "level=ERROR") {
 		t.Errorf("a server stopped before it served logged an error:\n%s", logs.String())
 	}
+}
+
+// runLogged runs an authority of org-a.example with the clock now (nil:
+// the real one) until the test ends, its log kept, and returns its API
+// server, not serving yet, with a listener for it; stopRun ends the
+// authority's Run (and so its audit log) sooner.
+func runLogged(t *testing.T, now func() time.Time) (srv *api.Server, ln net.Listener, logs *logtest.Buffer, stopRun func()) {
+	t.Helper()
+	cfg := authority.Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs = &logtest.Buffer{}
+	a, err := authority.New(t.Context(), cfg, authority.Options{Now: now, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	runCtx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(runCtx) }()
+	var once sync.Once
+	stopRun = func() { once.Do(func() { cancel(); <-ran }) }
+	t.Cleanup(stopRun) // before a.Close (cleanups run last first)
+	if srv, err = api.New(a); err != nil {
+		t.Fatal(err)
+	}
+	if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	return srv, ln, logs, stopRun
 }
