@@ -232,10 +232,14 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	}
 	printNextSteps(stdout, a, ln.Addr().String())
 	log.Info("serving", "listen", ln.Addr().String(), "trust_domain", a.TrustDomain().String(), "version", versionOf())
-	defer context.AfterFunc(ctx, func() {
-		log.Info("stopping: finishing the requests in progress (a second interrupt stops at once)")
-	})()
 	g, gctx := errgroup.WithContext(serveCtx)
+	g.Go(func() error { // said when stopped as asked, and before serve returns
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			log.Info("stopping: finishing the requests in progress (a second interrupt stops at once)")
+		}
+		return nil
+	})
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { reloadOnHUP(gctx, hup, a, log); return nil })
 	if web != nil {
