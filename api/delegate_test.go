@@ -1016,12 +1016,7 @@ func TestDelegationTokensAreNotSVIDs(t *testing.T) {
 // below org-b's, listed in the answer and the record, at once.
 func TestRevocationReachesHopsBelowAnotherAuthoritysHop(t *testing.T) {
 	orgA, orgB := federatedPair(t)
-	planner := orgA.agentWithScopes("planner", "calendar:read")
-	booker := orgB.agentWithScopes("booker")
-	helper := orgA.agentWithScopes("helper")
-	worker := orgA.agentWithScopes("worker")
-	t1 := orgA.mustDelegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice"})
-	t2 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, parent: t1})
+	helper, worker, t2 := backThroughOrgB(t, orgA, orgB)
 	t3 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t2})
 	chain, err := delegation.Verify(t3, orgA.a, delegation.VerifyOptions{AnyHolder: true})
 	if err != nil || len(chain) != 3 || chain[2].Issuer != "spiffe://org-a.example" {
@@ -1039,6 +1034,19 @@ func TestRevocationReachesHopsBelowAnotherAuthoritysHop(t *testing.T) {
 		st["status"] != "revoked" || st["reason"] != "withdrawn" {
 		t.Fatalf("status of org-a's hop below the revoked root: %v %v", st, err)
 	}
+}
+
+// backThroughOrgB issues the chain user → planner (org-a) → booker
+// (org-b) → helper (org-a), for alice, and returns helper, worker (an
+// agent of org-a to extend it to) and org-b's hop's token t2.
+func backThroughOrgB(t *testing.T, orgA, orgB *env) (helper, worker identity, t2 string) {
+	t.Helper()
+	planner := orgA.agentWithScopes("planner", "calendar:read")
+	booker := orgB.agentWithScopes("booker")
+	helper, worker = orgA.agentWithScopes("helper"), orgA.agentWithScopes("worker")
+	t1 := orgA.mustDelegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 = orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, parent: t1})
+	return helper, worker, t2
 }
 
 // crossHops are org-b's hop booker → helper, for alice (its token t1),
@@ -1620,13 +1628,7 @@ func checkParentLinks(t *testing.T, orgA, issuer *env, helper, worker identity, 
 // POST /v1/delegations and by the token endpoint).
 func TestExtendingChecksTheLinkToAHopIssuedHere(t *testing.T) {
 	orgA, orgB := federatedPair(t)
-	planner := orgA.agentWithScopes("planner", "calendar:read")
-	booker := orgB.agentWithScopes("booker")
-	helper := orgA.agentWithScopes("helper")
-	worker := orgA.agentWithScopes("worker")
-	// user → planner (org-a) → booker (org-b) → helper (org-a) → worker
-	t1 := orgA.mustDelegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice"})
-	t2 := orgB.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, parent: t1})
+	helper, worker, t2 := backThroughOrgB(t, orgA, orgB)
 	checkParentLinks(t, orgA, orgB, helper, worker, t2)
 
 	forged := reSigned(t, orgB, t2, func(c *delegation.Claims) { c.Hop.Parent.LogIndex++ })

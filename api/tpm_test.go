@@ -607,16 +607,37 @@ func mustEK(t *testing.T) []byte {
 
 func b64s(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
+// attestedECCNode starts a simulator (seed) with an ECC EK on the
+// allowlist, attests it, and returns it with its node credential and a
+// client of it.
+func attestedECCNode(t *testing.T, seed int64) (*tpmEnv, identity, *client.Client) {
+	t.Helper()
+	te := startTPM(t, seed, tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
+	node, err := te.attest(nil, nil)
+	if err != nil {
+		t.Fatalf("attest: %v", err)
+	}
+	return te, node, te.client(node.chain, node.key)
+}
+
 // answerFresh asks a challenge for the device and answers it honestly.
 func (te *tpmEnv) answerFresh() (*client.TPMChallenge, client.TPMEvidence) {
 	te.t.Helper()
-	ch, err := te.challenge(nil, te.dev.EKPublic(), nil, te.dev.AKPublic())
+	return te.answered(te.t, nil, nil)
+}
+
+// answered asks a challenge for the device as c (nil: anonymously), with
+// the EK certificate cert if any, and answers it honestly; t is the
+// (sub)test.
+func (te *tpmEnv) answered(t testing.TB, c *client.Client, cert []byte) (*client.TPMChallenge, client.TPMEvidence) {
+	t.Helper()
+	ch, err := te.challenge(c, te.dev.EKPublic(), cert, te.dev.AKPublic())
 	if err != nil {
-		te.t.Fatalf("challenge: %v", err)
+		t.Fatalf("challenge: %v", err)
 	}
 	ev, err := client.Answer(te.dev, ch)
 	if err != nil {
-		te.t.Fatalf("answer: %v", err)
+		t.Fatalf("answer: %v", err)
 	}
 	return ch, ev
 }
@@ -653,12 +674,7 @@ func (te *tpmEnv) certifyAK(nonce []byte) ([]byte, []byte) {
 }
 
 func TestTPMDriftStopsRenewalAndAgents(t *testing.T) {
-	te := startTPM(t, 21, tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
-	node, err := te.attest(nil, nil)
-	if err != nil {
-		t.Fatalf("attest: %v", err)
-	}
-	nodeClient := te.client(node.chain, node.key)
+	te, node, nodeClient := attestedECCNode(t, 21)
 	agent := te.registerAgent("edge-worker", node.id)
 	a := te.agentSVID(node, agent)
 
@@ -777,19 +793,12 @@ func TestTPMProvenRefusalsAreRateLimited(t *testing.T) {
 	nodeID := spiffeid.RequireFromSegments(te.td, "node", "tpm", ekHashOf(t, te.dev.EKPublic())).String()
 	answer := func(mut func(ev *client.TPMEvidence)) error {
 		t.Helper()
-		ch, err := te.challenge(nil, te.dev.EKPublic(), cert, te.dev.AKPublic())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev, err := client.Answer(te.dev, ch)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ch, ev := te.answered(t, nil, cert)
 		if mut != nil {
 			mut(&ev)
 		}
 		_, csr, _ := client.NewKeyAndCSR()
-		_, err = te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr)
+		_, err := te.client(nil, nil).AnswerTPMChallenge(ctxT(t), ch.SessionID, ev, csr)
 		return err
 	}
 	wrongPCR := func(ev *client.TPMEvidence) { ev.PCRs[0] = bytes.Repeat([]byte{0xee}, 32) }
@@ -936,14 +945,7 @@ func TestTPMChallengeAcrossRestart(t *testing.T) {
 // configured at the answer.
 func TestTPMChallengeAcrossRestartToTheAllowlist(t *testing.T) {
 	te := startTPM(t, 62, tpmSetup{ek: tpmdevice.EKRSA, certs: true})
-	ch, err := te.challenge(nil, te.dev.EKPublic(), te.ekCert(), te.dev.AKPublic())
-	if err != nil {
-		t.Fatalf("challenge with the EK certificate: %v", err)
-	}
-	ev, err := client.Answer(te.dev, ch)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, ev := te.answered(t, nil, te.ekCert())
 	te.stop()
 	cfg := te.a.Config()
 	again := start(t, "org-a.example", func(c *authority.Config) {
@@ -981,12 +983,7 @@ func tpmMarks(t *testing.T, dataDir string) int {
 // and the device still answers its own challenge after them. Only
 // answers whose activated secret matched use a challenge up.
 func TestTPMUnprovenAnswersWriteNothing(t *testing.T) {
-	te := startTPM(t, 71, tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
-	node, err := te.attest(nil, nil) // one mark
-	if err != nil {
-		t.Fatalf("attest: %v", err)
-	}
-	nodeClient := te.client(node.chain, node.key)
+	te, _, nodeClient := attestedECCNode(t, 71) // one mark
 	_, goodCSR, err := client.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
@@ -1022,14 +1019,7 @@ func TestTPMUnprovenAnswersWriteNothing(t *testing.T) {
 		}, "forbidden"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ch, err := te.challenge(tc.asker, te.dev.EKPublic(), nil, te.dev.AKPublic())
-			if err != nil {
-				t.Fatal(err)
-			}
-			ev, err := client.Answer(te.dev, ch)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ch, ev := te.answered(t, tc.asker, nil)
 			for range 3 {
 				if err := tc.send(ch, ev); problemName(err) != tc.want {
 					t.Fatalf("unproven answer = %v, want %s", err, tc.want)
@@ -1107,21 +1097,9 @@ func TestTPMDriftedSVIDGetsNoGraceAfterRecovery(t *testing.T) {
 // the drift. The refusal uses the challenge up and is recorded; a fresh
 // attestation in a good state clears the mark as before.
 func TestTPMQuoteKeptBackDoesNotClearDrift(t *testing.T) {
-	te := startTPM(t, 24, tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
-	node, err := te.attest(nil, nil)
-	if err != nil {
-		t.Fatalf("attest: %v", err)
-	}
-	nodeClient := te.client(node.chain, node.key)
+	te, node, nodeClient := attestedECCNode(t, 24)
 	// A renewal challenge answered in the good state, its answer kept.
-	kept, err := te.challenge(nodeClient, te.dev.EKPublic(), nil, te.dev.AKPublic())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := client.Answer(te.dev, kept)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kept, ev := te.answered(t, nodeClient, nil)
 	// The node drifts (PCR 16 extended) and its renewal says so.
 	if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
 		t.Fatal(err)
@@ -1172,14 +1150,7 @@ func TestTPMRefusalsAnyoneCausesLoggedAtDebug(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := te.challenge(anon, te.dev.EKPublic(), nil, te.dev.AKPublic())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := client.Answer(te.dev, ch)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, ev := te.answered(t, anon, nil)
 	ev.Secret = bytes.Repeat([]byte{1}, 32) // a wrong answer, unproven
 	// The first is recorded (and logged at INFO), the others limited.
 	for range 3 {
@@ -1213,12 +1184,7 @@ func TestTPMRefusalsAnyoneCausesLoggedAtDebug(t *testing.T) {
 func TestTPMQuoteKeptBackDoesNotClearARenewedDrift(t *testing.T) {
 	for i, limited := range []bool{false, true} {
 		t.Run("limited="+strconv.FormatBool(limited), func(t *testing.T) {
-			te := startTPM(t, int64(25+i), tpmSetup{ek: tpmdevice.EKECC, allowlist: true})
-			node, err := te.attest(nil, nil)
-			if err != nil {
-				t.Fatalf("attest: %v", err)
-			}
-			nodeClient := te.client(node.chain, node.key)
+			te, _, nodeClient := attestedECCNode(t, int64(25+i))
 			extend := func() {
 				if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
 					t.Fatal(err)
@@ -1244,14 +1210,7 @@ func TestTPMQuoteKeptBackDoesNotClearARenewedDrift(t *testing.T) {
 			}
 			// Back in the good state for a while: an answer is made, kept.
 			reset()
-			kept, err := te.challenge(nodeClient, te.dev.EKPublic(), nil, te.dev.AKPublic())
-			if err != nil {
-				t.Fatal(err)
-			}
-			ev, err := client.Answer(te.dev, kept)
-			if err != nil {
-				t.Fatal(err)
-			}
+			kept, ev := te.answered(t, nodeClient, nil)
 			// Drifted again, and a fresh quote proves it.
 			extend()
 			drift()

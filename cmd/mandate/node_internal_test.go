@@ -146,11 +146,6 @@ func TestJoinKeyFollowsItsToken(t *testing.T) {
 // life (of what is left of it, when less): never later than half of it,
 // and not at the same point for every node renewed together.
 func TestRenewalWaitIsJittered(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := &url.URL{Scheme: "spiffe", Host: "mandate.localhost", Path: "/node/join/x"}
 	for _, tc := range []struct {
 		name                string
 		notBefore, notAfter time.Duration // from now
@@ -161,15 +156,7 @@ func TestRenewalWaitIsJittered(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := time.Now()
-			tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: now.Add(tc.notBefore), NotAfter: now.Add(tc.notAfter), URIs: []*url.URL{id}}
-			der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cert, err := x509.ParseCertificate(der)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cert := selfSigned(t, "spiffe://mandate.localhost/node/join/x", now.Add(tc.notBefore), now.Add(tc.notAfter), false).cert
 			ans := &client.SVIDAnswer{X509SVID: string(credfile.EncodeCertsPEM([]*x509.Certificate{cert})), ExpiresAt: cert.NotAfter}
 			left := func() time.Duration { return min(time.Until(cert.NotAfter), cert.NotAfter.Sub(cert.NotBefore)) }
 			first := left()
