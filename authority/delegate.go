@@ -608,12 +608,12 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 		// The host node's ban, drift and lapse hold whatever the policy
 		// says, as they do for the agent's SVIDs: an agent on a node that
 		// gets no credentials gets no delegation either.
-		node, err := unbannedNode(tx, host)
-		switch {
-		case err != nil:
+		node, err := registry.GetNode(tx, host.String())
+		if err != nil {
+			return notFoundAs(err, ErrNodeUnknown, host)
+		}
+		if err := registry.CheckActive(node); err != nil {
 			return err
-		case node.Drifted:
-			return fmt.Errorf("%w: %s (%s)", registry.ErrNodeDrifted, node.SPIFFEID, node.DriftReason)
 		}
 		return lapsed(node, a.now())
 	})

@@ -131,11 +131,8 @@ func BanNode(tx store.Tx, spiffeID, reason string, now time.Time) (n *Node, bann
 // node_ids, or the registration has selectors and the node carries all of
 // them.
 func CheckHosting(a *Agent, n *Node) error {
-	if n.Banned {
-		return fmt.Errorf("%w: %s", ErrBanned, n.SPIFFEID)
-	}
-	if n.Drifted {
-		return fmt.Errorf("%w: %s (%s)", ErrNodeDrifted, n.SPIFFEID, n.DriftReason)
+	if err := CheckActive(n); err != nil {
+		return err
 	}
 	if a.RequireHardwareAttestation && n.Level != LevelHardware {
 		return fmt.Errorf("%w: %s requires a hardware-attested node, %s is attested by %s", ErrNotHosted, a.SPIFFEID, n.SPIFFEID, n.Level)
@@ -147,6 +144,18 @@ func CheckHosting(a *Agent, n *Node) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s may not host %s", ErrNotHosted, n.SPIFFEID, a.SPIFFEID)
+}
+
+// CheckActive refuses a node that hosts nothing, whatever the
+// registration: banned (ErrBanned) or drifted (ErrNodeDrifted).
+func CheckActive(n *Node) error {
+	if n.Banned {
+		return fmt.Errorf("%w: %s", ErrBanned, n.SPIFFEID)
+	}
+	if n.Drifted {
+		return fmt.Errorf("%w: %s (%s)", ErrNodeDrifted, n.SPIFFEID, n.DriftReason)
+	}
+	return nil
 }
 
 func hasAll(have, want []string) bool {
