@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -110,10 +111,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 			Detail: "the server failed to answer; the error is in its log, with request_id=" + w.Header().Get("X-Request-Id")})
 		return
 	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// Sized: an answer larger than net/http's buffer is sent whole, not
+	// in chunks.
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(b)
 }
 
 // stdNumbers writes an encoding/json Number (how a policy's answer holds

@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -304,5 +305,38 @@ func TestBundleEndpointAnswersHEAD(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" || len(body) != 0 {
 		t.Errorf("HEAD /v1/bundle = %d %q, %d bytes; want 200 application/json, no body", resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
+	}
+}
+
+// A JSON answer says its length, however large (not sent in chunks),
+// and a HEAD of it says the length its GET would send.
+func TestJSONAnswersSayTheirLength(t *testing.T) {
+	e := start(t, "org-a.example")
+	node := e.joinNode()
+	for i := range 40 {
+		e.registerAgent(fmt.Sprintf("agent-with-a-longish-name-%02d", i), node.id)
+	}
+	var lengths []int64
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		req, _ := http.NewRequestWithContext(ctxT(t), method, e.url+"/v1/admin/agents", nil)
+		resp, err := e.adminRaw().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s /v1/admin/agents = %d, %v", method, resp.StatusCode, err)
+		}
+		if len(resp.TransferEncoding) > 0 || resp.ContentLength < 0 {
+			t.Errorf("%s: sent in chunks (%v), length %d", method, resp.TransferEncoding, resp.ContentLength)
+		}
+		if method == http.MethodGet && (len(body) < 8<<10 || int64(len(body)) != resp.ContentLength) {
+			t.Errorf("GET: %d bytes, Content-Length %d; want the same, over 8 KiB", len(body), resp.ContentLength)
+		}
+		lengths = append(lengths, resp.ContentLength)
+	}
+	if lengths[0] != lengths[1] {
+		t.Errorf("HEAD says %d bytes, GET sends %d", lengths[1], lengths[0])
 	}
 }
