@@ -600,6 +600,7 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 		return nil, err
 	}
 	var ag *registry.Agent
+	var node *registry.Node
 	err = a.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		if ag, err = registry.AgentBySPIFFEID(tx, c.ID.String()); err != nil {
@@ -608,8 +609,7 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 		// The host node's ban, drift and lapse hold whatever the policy
 		// says, as they do for the agent's SVIDs: an agent on a node that
 		// gets no credentials gets no delegation either.
-		node, err := registry.GetNode(tx, host.String())
-		if err != nil {
+		if node, err = registry.GetNode(tx, host.String()); err != nil {
 			return notFoundAs(err, ErrNodeUnknown, host)
 		}
 		if err := registry.CheckActive(node); err != nil {
@@ -620,7 +620,8 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 	if err != nil {
 		return nil, err
 	}
-	h := a.hostFacts(ctx, host)
+	// What the policy is told of the host is the record just checked.
+	h := a.nodeFacts(node)
 	banned, _ := h["banned"].(bool)
 	return &delegatorInfo{reg: ag, scopes: nonNil(ag.Scopes), host: h, hostID: host.String(), banned: banned}, nil
 }
@@ -636,6 +637,11 @@ func (a *Authority) hostFacts(ctx context.Context, node spiffeid.ID) map[string]
 	if n == nil {
 		return map[string]any{"spiffe_id": node.String(), "level": "unknown"}
 	}
+	return a.nodeFacts(n)
+}
+
+// nodeFacts is what the policy is told of the host node n.
+func (a *Authority) nodeFacts(n *registry.Node) map[string]any {
 	// lapsed: its latest SVID has expired, and it has neither renewed nor
 	// attested again since (see lapsed): attested no longer.
 	return map[string]any{"spiffe_id": n.SPIFFEID, "level": n.Level, "banned": n.Banned, "drifted": n.Drifted,
