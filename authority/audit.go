@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	jsonv1 "github.com/go-json-experiment/json/v1"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/mod/sumdb/note"
 
@@ -212,7 +213,7 @@ func (a *Authority) entryOf(ev event) (audit.Entry, error) {
 		e.Actor = audit.ActorSystem
 	}
 	if len(ev.details) > 0 {
-		d, err := json.Marshal(ev.details)
+		d, err := jsonv1.Marshal(ev.details)
 		if err != nil {
 			return e, fmt.Errorf("authority: audit details: %w", err)
 		}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	jsonv1 "github.com/go-json-experiment/json/v1"
+
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
@@ -291,7 +293,7 @@ func (a *Authority) recordDecision(ctx context.Context, c *Caller, d policy.Deci
 func decisionDetails(d policy.Decision, input any) map[string]any {
 	details := map[string]any{"point": d.Point, "path": d.Path, "allow": d.Allow, "reasons": nonNil(d.Reasons),
 		"eval_time": d.EvalTime.UTC().Format(time.RFC3339Nano), "latency_us": d.Latency.Microseconds()}
-	if b, err := json.Marshal(input); err == nil && len(b) <= maxRecordedInput {
+	if b, err := jsonv1.Marshal(input); err == nil && len(b) <= maxRecordedInput {
 		details["input"] = json.RawMessage(b)
 	} else {
 		details["input_omitted"] = omittedInput
