@@ -1378,6 +1378,67 @@ func TestDelegatorOnABannedNodeIsRefused(t *testing.T) {
 	}
 }
 
+// An agent delegates only from a node its registration lets it run on
+// now, as it gets SVIDs: one moved to another node, or made to require a
+// hardware-attested node, does not delegate with the SVID it got before
+// (on the API or the token endpoint); moved back, it does again.
+func TestDelegatorNoLongerHostedIsRefused(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	req := delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"}
+	e.mustDelegate(a, req)
+	host, err := authority.HostNode(a.chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	regs, err := e.admin.ListAgents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(regs, func(r client.Agent) bool { return r.SPIFFEID == a.id.String() })
+	if i < 0 {
+		t.Fatalf("%s is not among the registrations", a.id)
+	}
+	reg := &regs[i]
+	other := e.joinNode()
+	for _, tc := range []struct {
+		name   string
+		change func(*client.Agent)
+	}{
+		{"moved to another node", func(r *client.Agent) { r.NodeIDs = []string{other.id.String()} }},
+		{"requires a hardware-attested node", func(r *client.Agent) { r.RequireHardwareAttestation = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			changed := *reg
+			changed.NodeIDs = slices.Clone(reg.NodeIDs)
+			tc.change(&changed)
+			if _, err := e.admin.UpdateAgent(ctx, reg.ID, &changed); err != nil {
+				t.Fatal(err)
+			}
+			if _, p := e.delegate(a, req); p == nil || problemName(p) != "agent-not-allowed-on-node" {
+				t.Errorf("POST /v1/delegations by an agent no longer allowed on %s = %+v, want agent-not-allowed-on-node", host, p)
+			}
+			sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
+				Scopes: []string{"calendar:read"}}, a.key, a.chain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, ans := e.exchange(&a, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+				"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+				"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}})
+			if status != http.StatusBadRequest || ans["error"] != "unauthorized_client" {
+				t.Errorf("POST /v1/token by an agent no longer allowed on its node = %d %v, want 400 unauthorized_client", status, ans)
+			}
+			if _, err := e.admin.UpdateAgent(ctx, reg.ID, reg); err != nil {
+				t.Fatal(err)
+			}
+			e.mustDelegate(a, req)
+		})
+	}
+}
+
 // A revocation committed in the very commit that makes a hop durable
 // revokes it, whichever of the two entries comes first in that commit
 // (the revocation first: the hop's record is born revoked; the hop

@@ -606,13 +606,15 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 		if ag, err = registry.AgentBySPIFFEID(tx, c.ID.String()); err != nil {
 			return notFoundAs(err, ErrAgentNotRegistered, c.ID)
 		}
-		// The host node's ban, drift and lapse hold whatever the policy
-		// says, as they do for the agent's SVIDs: an agent on a node that
-		// gets no credentials gets no delegation either.
+		// The hosting rule, and the host node's lapse, hold whatever the
+		// policy says, as they do for the agent's SVIDs: an agent that
+		// would get no credentials on its node (banned, drifted, no longer
+		// in its registration, or not hardware-attested as it requires)
+		// gets no delegation either, whatever SVID it still holds.
 		if node, err = registry.GetNode(tx, host.String()); err != nil {
 			return notFoundAs(err, ErrNodeUnknown, host)
 		}
-		if err := registry.CheckActive(node); err != nil {
+		if err := registry.CheckHosting(ag, node); err != nil {
 			return err
 		}
 		return lapsed(node, a.now())
