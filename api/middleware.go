@@ -148,9 +148,15 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		defer cancel()
 		c, err := s.authenticate(r)
 		if err != nil {
-			if isDataPath(r.URL.Path) { // the Data API answers in OPA's shape, even here
+			switch {
+			case isDataPath(r.URL.Path): // the Data API answers in OPA's shape, even here
 				s.writeDataError(sw, r, err)
-			} else {
+			case r.Method == http.MethodPost && r.URL.Path == "/v1/token":
+				// The token endpoint answers an RFC 6749 error, even
+				// here, and counts the request as it counts every other.
+				s.metrics.delegations.WithLabelValues("refused").Inc()
+				oauthError(sw, clientAuthFailureStatus(sw, r), "invalid_client", strings.TrimPrefix(err.Error(), "authority: "))
+			default:
 				writeError(sw, r, s.log, err)
 			}
 			return

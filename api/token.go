@@ -86,6 +86,19 @@ func errorDescription(s string) string {
 	return string(out)
 }
 
+// clientAuthFailureStatus is the status of a failed client
+// authentication at the token endpoint (RFC 6749 §5.2): 401 when the
+// client sent an Authorization header, with a WWW-Authenticate challenge
+// of the scheme it used, whichever it was; else 400.
+func clientAuthFailureStatus(w http.ResponseWriter, r *http.Request) int {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return http.StatusBadRequest
+	}
+	w.Header().Set("WWW-Authenticate", authScheme(h)+` realm="mandate", error="invalid_client"`)
+	return http.StatusUnauthorized
+}
+
 // tokenExchange is POST /v1/token: RFC 8693 token exchange, form-encoded,
 // over mTLS as the delegator agent. subject_token is the parent
 // delegation token (types jwt or access_token) or, for a root hop, the
@@ -157,14 +170,11 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		if id, err := url.QueryUnescape(headerID); err == nil { // RFC 6749 §2.3.1
 			headerID = id
 		}
-	} else if h := r.Header.Get("Authorization"); h != "" {
-		// RFC 6749 §5.2: the challenge matches the scheme the client
-		// used, whichever it was.
-		w.Header().Set("WWW-Authenticate", authScheme(h)+` realm="mandate", error="invalid_client"`)
-		otherScheme = true
-	}
-	if usedHeader || otherScheme {
 		unauthorized = http.StatusUnauthorized
+	} else if r.Header.Get("Authorization") != "" {
+		// Refused below, whatever else the request holds.
+		unauthorized = clientAuthFailureStatus(w, r)
+		otherScheme = true
 	}
 	c := callerOf(r)
 	if c == nil {

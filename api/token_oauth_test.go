@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -252,6 +254,62 @@ func TestMetadataOfARequestWithoutHost(t *testing.T) {
 			}
 			if md["issuer"] != tc.want || md["token_endpoint"] != tc.want+"/v1/token" {
 				t.Fatalf("issuer %v, token_endpoint %v; want %s", md["issuer"], md["token_endpoint"], tc.want)
+			}
+		})
+	}
+}
+
+// TestTokenExchangeWithAClientCertificateNoLongerValid: a client
+// certificate that ran out after the handshake is refused before any
+// handler, and at the token endpoint that refusal is still an RFC 6749
+// error (invalid_client: 401 naming the scheme when the client sent an
+// Authorization header, else 400), counted as every other refusal.
+func TestTokenExchangeWithAClientCertificateNoLongerValid(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+		"audience": {b.id.String()}, "scope": {"calendar:read"}}
+	for _, tc := range []struct {
+		name          string
+		authorization string
+		status        int
+		challenge     string // the WWW-Authenticate scheme; "": none
+	}{
+		{"client_id in the form", "", 400, ""},
+		{"client_id in a Basic header", "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(a.id.String())+":")), 401, "Basic "},
+		{"another scheme", "Bearer abc", 401, "Bearer "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.metricsOf("mandate_delegations_total")
+			req := httptest.NewRequest(http.MethodPost, "/v1/token", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if tc.authorization != "" {
+				req.Header.Set("Authorization", tc.authorization)
+			}
+			req.TLS = &tls.ConnectionState{PeerCertificates: a.chain}
+			e.skew.Add(int64(30 * 24 * time.Hour))
+			rec := httptest.NewRecorder()
+			e.srv.Handler().ServeHTTP(rec, req)
+			e.skew.Add(-int64(30 * 24 * time.Hour))
+			var oe struct {
+				Error            string `json:"error"`
+				ErrorDescription string `json:"error_description"`
+			}
+			if rec.Code != tc.status || rec.Header().Get("Content-Type") != "application/json" || json.Unmarshal(rec.Body.Bytes(), &oe) != nil ||
+				oe.Error != "invalid_client" || !strings.Contains(oe.ErrorDescription, "not valid now") {
+				t.Fatalf("%d %s %s, want %d and the RFC 6749 error invalid_client", rec.Code, rec.Header().Get("Content-Type"), rec.Body, tc.status)
+			}
+			if got := rec.Header().Get("WWW-Authenticate"); tc.challenge == "" && got != "" || !strings.HasPrefix(got, tc.challenge) {
+				t.Errorf("WWW-Authenticate %q, want one naming %q", got, tc.challenge)
+			}
+			if rec.Header().Get("Cache-Control") != "no-store" {
+				t.Errorf("Cache-Control %q, want no-store", rec.Header().Get("Cache-Control"))
+			}
+			after := e.metricsOf("mandate_delegations_total")
+			if k := `mandate_delegations_total{outcome="refused"}`; after[k]-before[k] != 1 {
+				t.Errorf("%s went up by %v, want 1", k, after[k]-before[k])
 			}
 		})
 	}
