@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -855,5 +856,48 @@ func TestAuthZENContextNumbersAreNumbers(t *testing.T) {
 		if status != http.StatusOK || ctx["n"] != float64(3) || ctx["big"] != 12345678901234567890123.0 || echo["ttl"] != float64(60) {
 			t.Errorf("%s: %d %v, want the context's numbers as numbers", tc.path, status, ans)
 		}
+	}
+}
+
+// An AuthZEN answer whose context is a data document (here the shipped
+// data.json's data.mandate.config.delegation) carries its decision_id
+// without writing it into that document: the document reads as loaded
+// after any number of evaluations.
+func TestAuthZENContextFromDataLeavesTheDataAlone(t *testing.T) {
+	pe := startPolicy(t, func(c *authority.Config) { c.Policy.AuthZENPath = "fromdata/decision" })
+	module := "package fromdata\n\nimport rego.v1\n\ndecision := {\"decision\": false, \"context\": data.mandate.config.delegation}\n"
+	if err := os.WriteFile(filepath.Join(pe.dir, "fromdata.rego"), []byte(module), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if status, ans := do(t, pe.admin, http.MethodPost, "/v1/admin/policy/reload", "application/json", []byte("{}")); status != http.StatusOK {
+		t.Fatalf("reload: %d %v", status, ans)
+	}
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	tuple := `"subject": {"type": "user", "id": "alice"}, "action": {"name": "read"}, "resource": {"type": "doc", "id": "1"}`
+	var ids []string
+	for _, tc := range []struct{ path, body string }{
+		{"/access/v1/evaluation", `{` + tuple + `}`},
+		{"/access/v1/evaluations", `{` + tuple + `, "evaluations": [{}, {}]}`},
+	} {
+		status, ans := do(t, gw, http.MethodPost, tc.path, "application/json", []byte(tc.body))
+		evs, ok := ans["evaluations"].([]any)
+		if !ok {
+			evs = []any{ans}
+		}
+		for _, ev := range evs {
+			ctx, _ := ev.(map[string]any)["context"].(map[string]any)
+			id, _ := ctx["decision_id"].(string)
+			if status != http.StatusOK || id == "" || ctx["max_depth"] != float64(3) {
+				t.Fatalf("%s: %d %v, want the data document and a decision_id", tc.path, status, ans)
+			}
+			if slices.Contains(ids, id) {
+				t.Fatalf("%s: decision_id %s answered twice", tc.path, id)
+			}
+			ids = append(ids, id)
+		}
+	}
+	status, ans := do(t, pe.admin, http.MethodGet, "/v1/data/mandate/config/delegation", "", nil)
+	if doc, _ := ans["result"].(map[string]any); status != http.StatusOK || doc == nil || doc["decision_id"] != nil {
+		t.Fatalf("data.mandate.config.delegation after the evaluations: %d %v, want it as loaded", status, ans)
 	}
 }

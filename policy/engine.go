@@ -480,7 +480,10 @@ type EvalOptions struct {
 type Result struct {
 	Revision string
 	Defined  bool
-	Value    any // JSON-compatible (map[string]any, []any, json.Number...)
+	// Value is JSON-compatible (map[string]any, []any, json.Number...).
+	// Read it, never change it: a value that is a data document, or
+	// holds one, is the store's own, shared by every evaluation.
+	Value    any
 	Metrics  map[string]any
 	EvalTime time.Time
 }
