@@ -437,6 +437,13 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 		s.logEvalError(r, policy.CodeTimeout, "")
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
 			map[string]any{"code": policy.CodeTimeout, "message": err.Error()})
+	case errors.Is(err, policy.ErrCanceled):
+		// The caller gave up (hung up) before the policy decided: not
+		// the policy's fault, nor a timeout. Answered in case it listens.
+		s.metrics.decisions.WithLabelValues("data", "error").Inc()
+		s.log.InfoContext(r.Context(), "policy evaluation canceled by its caller", "path", r.URL.Path)
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage,
+			map[string]any{"code": policy.CodeCanceled, "message": err.Error()})
 	case errors.As(err, &te):
 		loc := ""
 		if te.Location != nil {

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/policies"
@@ -120,5 +122,28 @@ func TestEvaluationErrorOfAnySizeIsRecorded(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A decision whose caller gave up (a client that hung up) is recorded as
+// canceled (eval_cancel_error), not as a timeout: the policy did not run
+// out of time, and an operator counting timeouts is not misled.
+func TestCanceledEvaluationIsNoTimeout(t *testing.T) {
+	a := startWithPolicy(t, "package errs\n\nimport rego.v1\n\nslow := count([x | some x in numbers.range(1, 100000000)])\n",
+		func(c *Config) { c.Policy.EvalTimeout = Duration(time.Minute) })
+	admin := adminOf(t, a)
+	// The policy's documents are brought up to date first, as they are
+	// for any decision once the server runs.
+	if _, err := a.QueryData(t.Context(), admin, DataQuery{Path: "mandate/config"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	ans, err := a.QueryData(ctx, admin, DataQuery{Path: "errs/slow"})
+	if !errors.Is(err, policy.ErrCanceled) || errors.Is(err, policy.ErrTimeout) || ans == nil {
+		t.Fatalf("QueryData = %v, want the evaluation canceled", err)
+	}
+	if _, details := decisionEntry(t, a, ans.DecisionID); details["error_code"] != policy.CodeCanceled {
+		t.Fatalf("the record of a canceled evaluation: %v", details)
 	}
 }

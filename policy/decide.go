@@ -191,7 +191,8 @@ func viaJSON(x any) (ast.Value, error) {
 
 // ErrorCode is the code of an evaluation error (OPA's: eval_builtin_error,
 // eval_conflict_error, eval_type_error, rego_type_error...;
-// evaluation_timeout for a timeout; eval_error for any other) and the
+// evaluation_timeout for a timeout; eval_cancel_error for an evaluation
+// its caller gave up; eval_error for any other) and the
 // policy location it arose at (file:row:col; empty if none). Neither
 // holds a value of the input.
 func ErrorCode(err error) (code, location string) {
@@ -202,6 +203,8 @@ func ErrorCode(err error) (code, location string) {
 	switch {
 	case errors.Is(err, ErrTimeout):
 		code = CodeTimeout
+	case errors.Is(err, ErrCanceled):
+		code = CodeCanceled
 	case errors.As(err, &te):
 		code, loc = te.Code, te.Location
 	case errors.As(err, &ae):
@@ -219,6 +222,10 @@ func ErrorCode(err error) (code, location string) {
 
 // CodeTimeout is the error code of an evaluation that ran out of time.
 const CodeTimeout = "evaluation_timeout"
+
+// CodeCanceled is the error code of an evaluation its caller gave up
+// (OPA's code for a canceled evaluation).
+const CodeCanceled = "eval_cancel_error"
 
 // maxReasonError bounds the error's message in the reason of a decision
 // that could not be made.

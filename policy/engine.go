@@ -46,7 +46,13 @@ var (
 	ErrBadPath = errors.New("policy: invalid data path")
 	// ErrTimeout: evaluation ran out of time (it matches ErrEval too).
 	ErrTimeout = fmt.Errorf("%w: timed out", ErrEval)
+	// ErrCanceled: the caller gave up before evaluation ended, its
+	// context canceled (a client that hung up); it matches ErrEval too.
+	ErrCanceled = fmt.Errorf("%w: canceled by its caller", ErrEval)
 )
+
+// errTimedOut is the cause of an evaluation's own timeout.
+var errTimedOut = errors.New("policy: the evaluation timeout passed")
 
 // DefaultTimeout bounds one evaluation: generous, since the bound is there
 // to stop a runaway policy, not to shed load (an evaluation that waits for
@@ -496,7 +502,7 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.opts.Timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, e.opts.Timeout, errTimedOut)
 	defer cancel()
 	now := opts.Time
 	if now.IsZero() {
@@ -527,8 +533,13 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 		err = &builtinErrs[0]
 	}
 	if err != nil {
-		if ctx.Err() != nil {
+		switch cause := context.Cause(ctx); {
+		case cause == errTimedOut:
 			return res, fmt.Errorf("%w after %s: %w", ErrTimeout, e.opts.Timeout, err)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded): // the caller's own deadline
+			return res, fmt.Errorf("%w: the caller's deadline passed: %w", ErrTimeout, err)
+		case ctx.Err() != nil: // the caller gave up (a client that hung up): no timeout
+			return res, fmt.Errorf("%w: %w", ErrCanceled, err)
 		}
 		return res, fmt.Errorf("%w: %w", ErrEval, err)
 	}

@@ -275,3 +275,36 @@ func TestReplayWithRecordedTime(t *testing.T) {
 		t.Fatalf("replay: %+v %v", again, err)
 	}
 }
+
+// An evaluation whose caller gives up (a client that hung up) is no
+// timeout: it is ErrCanceled, code eval_cancel_error. One that runs out
+// of the engine's time, or of its caller's deadline, is ErrTimeout.
+func TestCallerGivingUpIsNoTimeout(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, "slow.rego", "package slow\nimport rego.v1\nslow := count([x | some x in numbers.range(1, 100000000)])\n")
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	past, cancelPast := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer cancelPast()
+	for _, tc := range []struct {
+		name     string
+		ctx      context.Context
+		timeout  time.Duration
+		timedOut bool
+		code     string
+	}{
+		{"the caller gave up", canceled, time.Minute, false, policy.CodeCanceled},
+		{"the caller's deadline passed", past, time.Minute, true, policy.CodeTimeout},
+		{"the engine's timeout passed", context.Background(), 10 * time.Millisecond, true, policy.CodeTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, policy.Options{Dir: dir, Timeout: tc.timeout})
+			_, err := e.Eval(tc.ctx, "slow/slow", nil, policy.EvalOptions{})
+			code, _ := policy.ErrorCode(err)
+			if !errors.Is(err, policy.ErrEval) || errors.Is(err, policy.ErrTimeout) != tc.timedOut ||
+				errors.Is(err, policy.ErrCanceled) == tc.timedOut || code != tc.code {
+				t.Fatalf("Eval = %v (code %s), want code %s", err, code, tc.code)
+			}
+		})
+	}
+}
