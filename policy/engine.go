@@ -245,7 +245,7 @@ func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error
 	fmt.Fprintf(h, "data %d\n", len(docs))
 	h.Write(docs)
 
-	compiler := ast.NewCompiler().WithStrict(false)
+	compiler := newCompiler()
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("%w: %s does not compile:\n%s", ErrRejected, name, formatErrors(compiler.Errors))
 	}
@@ -270,6 +270,9 @@ func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error
 	}
 	return rev, nil
 }
+
+// newCompiler is a compiler as a revision's modules are compiled with.
+func newCompiler() *ast.Compiler { return ast.NewCompiler().WithStrict(false) }
 
 // mergeMandate puts Mandate's own documents under data.mandate, next to
 // what the operator's data files put there.
@@ -323,7 +326,10 @@ func (r *revision) test(ctx context.Context, st storage.Store) error {
 }
 
 // runTests runs the revision's Rego tests on st, in one read transaction
-// (hook, if not nil, is called once it is open).
+// (hook, if not nil, is called once it is open). They run on a compiler
+// of their own: OPA's test runner compiles its modules again, with
+// stages of its own, in the compiler it is given, and the revision's
+// compiler is the one its evaluations read, at any time.
 func (r *revision) runTests(ctx context.Context, st storage.Store, hook func()) ([]TestResult, error) {
 	txn, err := st.NewTransaction(ctx)
 	if err != nil {
@@ -333,7 +339,7 @@ func (r *revision) runTests(ctx context.Context, st storage.Store, hook func()) 
 	if hook != nil {
 		hook()
 	}
-	ch, err := tester.NewRunner().SetCompiler(r.compiler).SetStore(st).SetModules(r.modules).
+	ch, err := tester.NewRunner().SetCompiler(newCompiler()).SetStore(st).SetModules(r.modules).
 		SetTimeout(10*time.Second).RunTests(ctx, txn)
 	if err != nil {
 		return nil, fmt.Errorf("run Rego tests: %w", err)

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -154,5 +155,48 @@ func TestReloadCutShortIsNotRejected(t *testing.T) {
 	}
 	if _, err := e.load(context.Background(), nil); !errors.Is(err, ErrRejected) {
 		t.Errorf("load with a failing test = %v, want ErrRejected", err)
+	}
+}
+
+// Running the active revision's Rego tests leaves its compiler alone:
+// OPA's test runner compiles the modules again in the compiler it is
+// given, and evaluations read the active compiler at any time (with the
+// race detector, decisions made while the tests run show it).
+func TestRunningTheTestsLeavesTheActiveCompilerAlone(t *testing.T) {
+	e, write := agentsEngine(t)
+	ctx := context.Background()
+	write("authz_test.rego", "package authz_test\nimport rego.v1\ntest_unknown_is_denied if not data.authz.allow with input as {\"id\": \"x\"}\n")
+	if _, _, err := e.Reload(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetDocuments(ctx, map[string]any{"agents": map[string]any{"a": true}}); err != nil {
+		t.Fatal(err)
+	}
+	rev := e.cur.Load()
+	tree, modules := rev.compiler.RuleTree, rev.compiler.Modules
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 20; i++ {
+			res, err := e.Eval(ctx, "authz/allow", ast.MustInterfaceToValue(map[string]any{"id": "a"}), EvalOptions{})
+			if err != nil || res.Value != true {
+				t.Errorf("a decision while the tests run = %v, %v; want allow", res, err)
+				return
+			}
+			if _, err := e.Eval(ctx, "authz", nil, EvalOptions{}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 3; i++ {
+		res, err := e.Test(ctx)
+		if err != nil || len(res) != 1 || res[0].Fail || res[0].Error != "" {
+			t.Fatalf("Test = %+v, %v", res, err)
+		}
+	}
+	<-done
+	if rev.compiler.RuleTree != tree || !maps.Equal(rev.compiler.Modules, modules) {
+		t.Fatal("running the tests compiled the active revision's modules again, in its compiler")
 	}
 }
