@@ -437,9 +437,7 @@ func accessDecision(res *policy.Result) AccessDecision {
 		if c, present := v["context"]; present && c != nil && !isObject {
 			break // a context that is not an object: not a decision
 		}
-		// A copy: the answer's decision_id is added to it, and the
-		// policy's value may be a data document itself (shared by every
-		// evaluation, and the store's own).
+		// A copy: the answer's decision_id is added to it.
 		return AccessDecision{Decision: d, Context: maps.Clone(ctx)}
 	}
 	return AccessDecision{Context: map[string]any{"reason": "the policy's answer is not a decision"}, Undecided: true}

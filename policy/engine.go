@@ -492,9 +492,8 @@ type EvalOptions struct {
 type Result struct {
 	Revision string
 	Defined  bool
-	// Value is JSON-compatible (map[string]any, []any, json.Number...).
-	// Read it, never change it: a value that is a data document, or
-	// holds one, is the store's own, shared by every evaluation.
+	// Value is JSON-compatible (map[string]any, []any, json.Number...),
+	// the caller's own: a copy, never the store's value.
 	Value    any
 	Metrics  map[string]any
 	EvalTime time.Time
@@ -514,7 +513,16 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 	if now.IsZero() {
 		now = e.opts.Now()
 	}
-	evalOpts := []rego.EvalOption{rego.EvalTime(now)}
+	// The store is read in a transaction of Eval's own, held until the
+	// result is copied out of it: a result that is (or holds) a data
+	// document is the store's own value, which a data write changes in
+	// place once the transaction ends.
+	txn, err := rev.store.NewTransaction(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEval, err)
+	}
+	defer rev.store.Abort(ctx, txn)
+	evalOpts := []rego.EvalOption{rego.EvalTime(now), rego.EvalTransaction(txn)}
 	if input != nil {
 		evalOpts = append(evalOpts, rego.EvalParsedInput(input))
 	}
@@ -550,9 +558,29 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 		return res, fmt.Errorf("%w: %w", ErrEval, err)
 	}
 	if len(rs) > 0 && len(rs[0].Expressions) > 0 {
-		res.Defined, res.Value = true, rs[0].Expressions[0].Value
+		res.Defined, res.Value = true, copyJSON(rs[0].Expressions[0].Value)
 	}
 	return res, nil
+}
+
+// copyJSON is a deep copy of a JSON value's objects and arrays (its
+// other values are never changed in place).
+func copyJSON(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = copyJSON(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = copyJSON(e)
+		}
+		return out
+	}
+	return v
 }
 
 // query returns the prepared query for path, preparing it on first use.

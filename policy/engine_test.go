@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -306,5 +307,74 @@ func TestCallerGivingUpIsNoTimeout(t *testing.T) {
 				t.Fatalf("Eval = %v (code %s), want code %s", err, code, tc.code)
 			}
 		})
+	}
+}
+
+// A result is the caller's own: changing it changes no data document,
+// and a data write made while a caller reads it (encodes it, say) does
+// not change it under the reader (the race detector shows the latter).
+func TestResultsAreTheCallersOwn(t *testing.T) {
+	dir := t.TempDir()
+	writePolicy(t, dir, "a.rego", "package a\nimport rego.v1\nalias := data.d.k\nwrapped := {\"decision\": false, \"context\": data.d.k}\n")
+	writePolicy(t, dir, "data.json", `{"d": {"k": {"v": 1}}}`)
+	e := newEngine(t, policy.Options{Dir: dir})
+	ctx := context.Background()
+	if err := e.SetData(ctx, "agents", map[string]any{"a": map[string]any{"scopes": []any{"x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"d", "d/k", "a/alias", "a/wrapped", "mandate", "mandate/agents", ""} {
+		res, err := e.Eval(ctx, path, nil, policy.EvalOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		spoil(res.Value)
+	}
+	for path, want := range map[string]string{"d": `{"k":{"v":1}}`, "mandate/agents": `{"a":{"scopes":["x"]}}`} {
+		res, err := e.Eval(ctx, path, nil, policy.EvalOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := json.Marshal(res.Value); string(b) != want {
+			t.Errorf("data/%s after its readers changed their results: %s, want %s", path, b, want)
+		}
+	}
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			if err := e.SetData(ctx, "agents", map[string]any{"a": i}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 200 {
+		res, err := e.Eval(ctx, "mandate", nil, policy.EvalOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := json.Marshal(res.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+}
+
+// spoil changes every object and array in v.
+func spoil(v any) {
+	switch x := v.(type) {
+	case map[string]any:
+		for _, e := range x {
+			spoil(e)
+		}
+		x["spoiled"] = true
+	case []any:
+		for _, e := range x {
+			spoil(e)
+		}
+		if len(x) > 0 {
+			x[0] = "spoiled"
+		}
 	}
 }
