@@ -55,11 +55,23 @@ func EncodeKeyPEM(key crypto.Signer) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// ParseKeyPEM decodes a PKCS#8 (or SEC 1 / PKCS#1) PEM private key.
+// ParseKeyPEM decodes a PKCS#8 (or SEC 1 / PKCS#1) PEM private key: the
+// first PEM block whose type names a private key. Blocks before it are
+// skipped, as the EC PARAMETERS block that `openssl ecparam -genkey`
+// writes first, or a certificate kept in the same file. An encrypted key
+// is refused, saying so.
 func ParseKeyPEM(b []byte) (crypto.Signer, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, errors.New("no PEM private key found")
+	var blk *pem.Block
+	for {
+		if blk, b = pem.Decode(b); blk == nil {
+			return nil, errors.New("no PEM private key found")
+		}
+		if strings.HasSuffix(blk.Type, "PRIVATE KEY") {
+			break
+		}
+	}
+	if blk.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(blk.Headers["Proc-Type"], "ENCRYPTED") {
+		return nil, errors.New("parse private key: the key is encrypted; give it unencrypted (openssl pkey -in KEY -out PLAIN.pem), in a file only this user may read")
 	}
 	var k any
 	var err error

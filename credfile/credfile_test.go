@@ -369,6 +369,10 @@ func TestParseKeyPEM(t *testing.T) {
 		{"pkcs8", pkcs8, ec},
 		{"sec1", block("EC PRIVATE KEY", sec1DER), ec},
 		{"pkcs1", block("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rsaKey)), rsaKey},
+		// As `openssl ecparam -name prime256v1 -genkey` writes it: the
+		// curve's parameters first, then the key.
+		{"sec1 after ec parameters", append(block("EC PARAMETERS", p256OID), block("EC PRIVATE KEY", sec1DER)...), ec},
+		{"pkcs8 after a certificate", append(block("CERTIFICATE", []byte{0x30, 0x00}), pkcs8...), ec},
 	}
 	for _, tt := range good {
 		t.Run(tt.name, func(t *testing.T) {
@@ -394,6 +398,9 @@ func TestParseKeyPEM(t *testing.T) {
 		{"pkcs8 labelled sec1", block("EC PRIVATE KEY", mustDER(t, pkcs8)), "malformed key"},
 		{"flipped bytes", block("PRIVATE KEY", flip(mustDER(t, pkcs8))), "malformed key"},
 		{"x25519 is not a signing key", block("PRIVATE KEY", xDER), "not a signing key"},
+		{"ec parameters only", block("EC PARAMETERS", p256OID), "no PEM private key"},
+		{"encrypted pkcs8", block("ENCRYPTED PRIVATE KEY", mustDER(t, pkcs8)), "encrypted"},
+		{"encrypted pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00112233445566778899AABBCCDDEEFF"}, Bytes: sec1DER}), "encrypted"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -408,6 +415,10 @@ func TestParseKeyPEM(t *testing.T) {
 		})
 	}
 }
+
+// p256OID is the DER of the EC PARAMETERS block openssl writes for
+// P-256: its named-curve OID, 1.2.840.10045.3.1.7.
+var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 
 func mustDER(t *testing.T, pemBytes []byte) []byte {
 	t.Helper()
