@@ -1,7 +1,9 @@
 package authority
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -43,6 +45,14 @@ func (a *Authority) openCA(ctx context.Context) error {
 			a.log.Warn("ca.upstream_cert_file expires within ca.ca_ttl: X.509 CAs are cut short at its expiry, and none can be made after it; renew the upstream CA",
 				"upstream_not_after", end.UTC(), "ca_ttl", cc.CATTL.D())
 		}
+		// The chain's last certificate is what the bundle publishes as
+		// the trust anchor. One that is not a root verifies SVIDs in Go,
+		// but relying parties built on OpenSSL (and others that want a
+		// chain to end at a self-signed root) refuse them.
+		if last := cfg.Upstream.Chain[len(cfg.Upstream.Chain)-1]; !selfSigned(last) {
+			a.log.Warn("ca.upstream_cert_file does not end with a root certificate: its last certificate is published in the bundle as the trust anchor, and relying parties that want a chain to end at a self-signed root (OpenSSL's default) refuse the SVIDs; append the root certificate to the file",
+				"last_subject", last.Subject.String(), "last_issuer", last.Issuer.String())
+		}
 	}
 	if a.ca, err = ca.New(ctx, cfg); err != nil {
 		if errors.Is(err, ca.ErrKeyNotFound) {
@@ -53,6 +63,12 @@ func (a *Authority) openCA(ctx context.Context) error {
 		return fmt.Errorf("authority: %w", err)
 	}
 	return nil
+}
+
+// selfSigned reports whether c is a root: issued by itself, and signed
+// with its own key.
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
 
 func loadUpstream(certFile, keyFile string) (*ca.Upstream, error) {

@@ -1,13 +1,26 @@
 package authority
 
 import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"log/slog"
+	"math/big"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/credfile"
 )
 
 // Each CA change made while the authority runs is stored in the commit
@@ -78,4 +91,76 @@ func sameAuthorities(x, y []ca.AuthorityInfo) bool {
 	_ = json.Unmarshal(jx, &vx)
 	_ = json.Unmarshal(jy, &vy)
 	return reflect.DeepEqual(vx, vy)
+}
+
+// An upstream chain that does not end with a root is said at start: its
+// last certificate is the bundle's trust anchor, which relying parties
+// that want a chain to end at a self-signed root refuse.
+func TestUpstreamChainWithoutRootIsSaid(t *testing.T) {
+	now := time.Now()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	sign := func(tpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) *x509.Certificate {
+		der, err := x509.CreateCertificate(rand.Reader, tpl, parent, pub, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	rootKey, interKey := newKey(), newKey()
+	rootTpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Org Root"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(60 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	root := sign(rootTpl, rootTpl, rootKey.Public(), rootKey)
+	interTpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "Org Issuing CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(50 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		MaxPathLen: 1, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	inter := sign(interTpl, root, interKey.Public(), rootKey)
+
+	for _, tt := range []struct {
+		name  string
+		chain []*x509.Certificate
+		key   crypto.Signer
+		said  bool
+	}{
+		{"a root", []*x509.Certificate{root}, rootKey, false},
+		{"an intermediate and its root", []*x509.Certificate{inter, root}, interKey, false},
+		{"an intermediate alone", []*x509.Certificate{inter}, interKey, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			certFile, keyFile := filepath.Join(dir, "up.pem"), filepath.Join(dir, "up.key")
+			kb, err := credfile.EncodeKeyPEM(tt.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(certFile, credfile.EncodeCertsPEM(tt.chain), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := Config{TrustDomain: "org-a.example", DataDir: filepath.Join(dir, "data"), Listen: "127.0.0.1:0"}
+			cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile = certFile, keyFile
+			cfg.SetDefaults()
+			var logs bytes.Buffer
+			a, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatalf("New = %v", err)
+			}
+			a.Close()
+			if said := strings.Contains(logs.String(), "does not end with a root certificate"); said != tt.said {
+				t.Errorf("said a chain without a root = %v, want %v; log:\n%s", said, tt.said, logs.String())
+			}
+		})
+	}
 }

@@ -41,7 +41,7 @@ turns the wait off):
     jwt_key_ttl: 24h                # JWT signing key lifetime, at most 43800h
     x509_svid_ttl: 1h               # default X509-SVID lifetime (at most ca_ttl/2 and 720h)
     jwt_svid_ttl: 5m                # default JWT-SVID lifetime (at most jwt_key_ttl/2 and 720h)
-    upstream_cert_file: ""          # PEM chain of an existing CA (signing cert first)
+    upstream_cert_file: ""          # PEM chain of an existing CA (signing cert first, its root last)
     upstream_key_file: ""           # its PEM private key (0600, this user's); SVIDs then chain to it
   federation:
     bundle_refresh_hint: 5m         # spiffe_refresh_hint of this authority's bundle
