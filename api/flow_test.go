@@ -409,6 +409,38 @@ func (e *env) startedAudit() map[string]float64 {
 	return e.auditMetrics()
 }
 
+// /metrics says when the active X.509 CA and JWT key expire, as the CA
+// lists them: what an operator alerts on before a failing rotation
+// stops issuance.
+func TestMetricsSigningKeyExpiry(t *testing.T) {
+	e := start(t, "org-a.example")
+	var st struct {
+		Authorities []struct {
+			Kind     string    `json:"kind"`
+			State    string    `json:"state"`
+			NotAfter time.Time `json:"not_after"`
+		} `json:"authorities"`
+	}
+	if err := e.admin.Do(ctxT(t), "GET", "/v1/admin/ca", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	got := e.metricsOf("mandate_ca_active_expiration_timestamp_seconds")
+	active := 0
+	for _, a := range st.Authorities {
+		if a.State != "active" {
+			continue
+		}
+		active++
+		name := `mandate_ca_active_expiration_timestamp_seconds{kind="` + a.Kind + `"}`
+		if v, ok := got[name]; !ok || int64(v) != a.NotAfter.Unix() {
+			t.Errorf("%s = %v (present %v), want %d (the active authority's not_after)", name, int64(v), ok, a.NotAfter.Unix())
+		}
+	}
+	if active != 2 || len(got) != 2 {
+		t.Errorf("%d active authorities, %d expiry series: %v", active, len(got), got)
+	}
+}
+
 // TestMetricsAuditCommits checks the audit log's counters: an audited
 // request adds one entry in one commit.
 func TestMetricsAuditCommits(t *testing.T) {

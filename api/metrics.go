@@ -76,6 +76,20 @@ func auditCounters(stats func() audit.Stats) []prometheus.Collector {
 	}
 }
 
+// signingKeyGauges expose when the active X.509 CA and JWT key expire,
+// so that an alert fires while rotation can still replace them.
+func signingKeyGauges(expiry func() (x509CA, jwtKey time.Time)) []prometheus.Collector {
+	gauge := func(kind string, v func() time.Time) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mandate_ca_active_expiration_timestamp_seconds",
+			Help:        "When the active signing authority of a kind (x509: the X.509 CA; jwt: the JWT key) expires, in seconds since the epoch. Rotation replaces it at half its life.",
+			ConstLabels: prometheus.Labels{"kind": kind}}, func() float64 { return float64(v().Unix()) })
+	}
+	return []prometheus.Collector{
+		gauge("x509", func() time.Time { x, _ := expiry(); return x }),
+		gauge("jwt", func() time.Time { _, j := expiry(); return j }),
+	}
+}
+
 func (m *metrics) observe(route string, code int, d time.Duration) {
 	if route == "" {
 		route = "unmatched"

@@ -91,20 +91,34 @@ func (s *Server) routes() (*http.ServeMux, error) {
 }
 
 // healthz answers 200 while the authority can serve, and 503 while the
-// audit log's latest commit failed, for up to healthFailureWindow (a full
-// disk: no request that records anything can succeed). Past the window,
-// with no commit since to say otherwise, it answers 200 again: a load
-// balancer that took the server out must let a request try.
+// audit log cannot record (see health) or an active signing key has
+// expired.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	code, body := health(s.a.TrustDomain().String(), s.a.AuditStats(), time.Now())
+	x509CA, jwtKey := s.a.SigningExpiry()
+	code, body := health(s.a.TrustDomain().String(), s.a.AuditStats(), signingKeys{x509CA: x509CA, jwtKey: jwtKey}, time.Now())
 	writeJSON(w, code, body)
 }
 
-// health is the answer of /healthz for the audit log's stats at now.
-func health(td string, st audit.Stats, now time.Time) (int, map[string]string) {
+// signingKeys are when the active X.509 CA and JWT key expire.
+type signingKeys struct{ x509CA, jwtKey time.Time }
+
+// health is the answer of /healthz for the audit log's stats and the
+// active signing keys at now.
+func health(td string, st audit.Stats, keys signingKeys, now time.Time) (int, map[string]string) {
+	failing := func(reason string) (int, map[string]string) {
+		return http.StatusServiceUnavailable, map[string]string{"status": "failing", "trust_domain": td, "reason": reason}
+	}
 	if at := st.FailedAt; !at.IsZero() && now.Sub(at) < healthFailureWindow {
-		return http.StatusServiceUnavailable, map[string]string{"status": "failing", "trust_domain": td,
-			"reason": "the audit log's latest commit failed (" + at.UTC().Format(time.RFC3339) + "): nothing can be recorded; the server log says why"}
+		return failing("the audit log's latest commit failed (" + at.UTC().Format(time.RFC3339) + "): nothing can be recorded; the server log says why")
+	}
+	for _, k := range []struct {
+		what     string
+		notAfter time.Time
+	}{{"X.509 CA (no X509-SVID", keys.x509CA}, {"JWT key (no JWT-SVID or delegation token", keys.jwtKey}} {
+		if !k.notAfter.IsZero() && !now.Before(k.notAfter) {
+			return failing("the active " + k.what + " can be issued) expired at " + k.notAfter.UTC().Format(time.RFC3339) +
+				": it was not rotated in time; the server log says why")
+		}
 	}
 	return http.StatusOK, map[string]string{"status": "ok", "trust_domain": td}
 }

@@ -49,6 +49,7 @@ func New(a *authority.Authority) (*Server, error) {
 	s := &Server{a: a, log: a.Logger().With("component", "api"), maxBody: a.Config().HTTP.MaxBodyBytes}
 	s.metrics = newMetrics()
 	s.metrics.reg.MustRegister(auditCounters(a.AuditStats)...)
+	s.metrics.reg.MustRegister(signingKeyGauges(a.SigningExpiry)...)
 	mux, err := s.routes()
 	if err != nil {
 		return nil, err

@@ -226,6 +226,13 @@ func (a *Authority) Logger() *slog.Logger { return a.log }
 // AuditStats are the audit log's counters since the authority started.
 func (a *Authority) AuditStats() audit.Stats { return a.audit.Stats() }
 
+// SigningExpiry is when the active X.509 CA and the active JWT key
+// expire: rotation replaces each well before (at half its life); one
+// past it means no SVID of its kind can be issued.
+func (a *Authority) SigningExpiry() (x509CA, jwtKey time.Time) {
+	return a.ca.X509CANotAfter(), a.ca.JWTKeyNotAfter()
+}
+
 // Now is the authority's clock.
 func (a *Authority) Now() time.Time { return a.now() }
 

@@ -159,6 +159,10 @@ func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 // may outlive it.
 func (c *CA) JWTKeyNotAfter() time.Time { return c.view.Load().jwt.notAfter }
 
+// X509CANotAfter is when the active X.509 CA expires: nothing it signs
+// may outlive it.
+func (c *CA) X509CANotAfter() time.Time { return c.view.Load().x509.notAfter }
+
 // SignJWT signs arbitrary claims (for example delegation tokens) with the
 // active JWT key and header typ, returning the compact token and the key
 // id. A typ other than "JWT" or "JOSE" keeps the token from being taken
