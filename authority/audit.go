@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	jsonv1 "github.com/go-json-experiment/json/v1"
@@ -39,10 +40,13 @@ func AuditPaths(dataDir string) (key, vkey string) {
 // With st nil, it only checks that the store's file exists.
 func checkDataDir(ctx context.Context, dataDir string, st store.Store) error {
 	keyPath, _ := AuditPaths(dataDir)
+	dbPath := filepath.Join(dataDir, "mandate.db")
 	if _, err := os.Stat(keyPath); err != nil {
+		if st == nil {
+			return checkCAKeysStored(dataDir, dbPath)
+		}
 		return nil // a new data directory (or one whose key is missing: openAudit says so)
 	}
-	dbPath := filepath.Join(dataDir, "mandate.db")
 	what := "is missing"
 	if st == nil {
 		if _, err := os.Stat(dbPath); !errors.Is(err, fs.ErrNotExist) {
@@ -59,6 +63,29 @@ func checkDataDir(ctx context.Context, dataDir string, st store.Store) error {
 		"Restore it from a backup; starting anew would fork the audit log and replace the CA (to start a new authority, use a new data directory). "+
 		"Only if this authority never answered a request (a first start by a version before 2026-11-26 cut short before it stored its log) remove %s instead",
 		dbPath, what, keyPath, keyPath)
+}
+
+// checkCAKeysStored refuses a data directory whose store (dbPath) is
+// missing while its keys directory holds CA keys: the store is created
+// before any CA key is written, so only a lost store (or a partial
+// restore, without mandate.db and audit/) leaves keys without it.
+// Starting anew there would replace the CA and the audit log silently.
+func checkCAKeysStored(dataDir, dbPath string) error {
+	if _, err := os.Stat(dbPath); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	ents, err := os.ReadDir(caKeyDir(dataDir))
+	if err != nil {
+		return nil // no keys directory: a new data directory
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".pem") {
+			return fmt.Errorf("authority: %s is missing, but %s holds CA keys (%s): the store was lost, or only part of a backup was restored. "+
+				"Restore the whole data directory from a backup (mandate.db, keys/ and audit/ together); starting anew would replace the CA and the audit log "+
+				"(to start a new authority, use a new data directory)", dbPath, caKeyDir(dataDir), e.Name())
+		}
+	}
+	return nil
 }
 
 // openAudit opens the audit log kept in the authority's store, creating its

@@ -51,6 +51,16 @@ func TestDataDirWithALostStoreIsRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "mandate.db is missing, but"},
+		// What a partial restore leaves: the CA's keys without the store
+		// that names them, nor the audit log's key.
+		{"store and audit directory removed", func(t *testing.T, cfg Config) {
+			if err := os.Remove(db(cfg)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(filepath.Dir(keyPath(cfg))); err != nil {
+				t.Fatal(err)
+			}
+		}, "mandate.db is missing, but"},
 		{"store emptied", func(t *testing.T, cfg Config) {
 			if err := os.Truncate(db(cfg), 0); err != nil {
 				t.Fatal(err)
