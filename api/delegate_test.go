@@ -529,11 +529,15 @@ func TestCrossOrganisationDelegation(t *testing.T) {
 	}
 	// An authority that cannot be asked: the chain is not extended, and
 	// the status of a hop below one of its hops is not vouched for; a hop
-	// known revoked stays revoked.
+	// known revoked stays revoked (its issuer's answer is final).
 	orgA.stop()
-	_, p = orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1})
+	_, p = orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1b})
 	if p == nil || p.Name() != "delegation-status-unavailable" {
 		t.Fatalf("with the parent's issuer down: %+v", p)
+	}
+	_, p = orgB.delegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1})
+	if p == nil || p.Name() != "delegation-revoked" {
+		t.Fatalf("with the issuer of a parent it said was revoked down: %+v", p)
 	}
 	var pe *client.Problem
 	orgB.skew.Add(int64(10 * time.Second)) // past what org-b remembers of org-a's answers

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"mandate.dev/mandate/delegation"
 )
 
 // statusFront is a TLS front for peer, presenting peer's server SVID,
@@ -98,5 +100,62 @@ func TestStatusAnswersWithoutLogFields(t *testing.T) {
 	var st map[string]any
 	if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[1].ID+"/status", nil, &st); err != nil || st["status"] != "revoked" {
 		t.Fatalf("status of org-a's hop below org-b's revoked hop, told without log fields: %v %v; want revoked", st, err)
+	}
+}
+
+// asRevoked is a status answer rewritten to say the hop was revoked.
+func asRevoked(body []byte) []byte {
+	var m map[string]any
+	if json.Unmarshal(body, &m) != nil {
+		return body
+	}
+	m["status"], m["revoked_at"], m["reason"] = "revoked", time.Now().UTC(), "withdrawn"
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// A peer that said its hop was revoked, and later says it is active
+// again (restored from a backup, or hostile): a revocation is final, so
+// the hops below it here that were not asked about yet are revoked too,
+// and no chain through it is extended any more.
+func TestPeerRevocationIsFinal(t *testing.T) {
+	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
+	orgB.federate(orgA)
+	front := newStatusFront(t, orgB)
+	orgA.federateVia(orgB, front.url)
+	hops := belowAnotherAuthority(t, orgA, orgB)
+	other, last := orgA.agentWithScopes("other"), orgA.agentWithScopes("last")
+	t2b := orgA.mustDelegate(hops.helper, delegateReq{delegatee: other, scopes: []string{"calendar:read"}, parent: hops.t1})
+	second, err := delegation.Verify(t2b, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func(id string) string {
+		t.Helper()
+		var st map[string]any
+		if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+id+"/status", nil, &st); err != nil {
+			t.Fatalf("status of %s: %v", id, err)
+		}
+		return st["status"].(string)
+	}
+	revoked := asRevoked
+	front.rewrite.Store(&revoked)
+	orgA.skew.Add(int64(10 * time.Second))
+	if got := status(hops.chain[1].ID); got != "revoked" {
+		t.Fatalf("status below a hop its issuer says is revoked: %s", got)
+	}
+	front.rewrite.Store(nil) // org-b says "active" again
+	orgA.skew.Add(int64(10 * time.Second))
+	if got := status(second[1].ID); got != "revoked" {
+		t.Errorf("status of another hop below the hop its issuer said was revoked: %s, want revoked", got)
+	}
+	for _, tc := range []struct {
+		name   string
+		holder identity
+		parent string
+	}{{"the issuer's own hop", hops.helper, hops.t1}, {"a hop below it issued here", other, t2b}} {
+		if _, p := orgA.delegate(tc.holder, delegateReq{delegatee: last, scopes: []string{"calendar:read"}, parent: tc.parent}); p == nil || p.Name() != "delegation-revoked" {
+			t.Errorf("extending %s after its issuer said it was revoked: %+v, want delegation-revoked", tc.name, p)
+		}
 	}
 }

@@ -50,14 +50,19 @@ func refsOf(chain []*delegation.Claims) []hopRef {
 // remoteStatus asks the issuer of each hop issued elsewhere for its
 // status, at its status endpoint (https_spiffe federation: the API
 // listener of the peer's bundle endpoint, authenticated as
-// spiffe://<td>/mandate/server with the peer's federated bundle). With
-// maxAge 0 (extending a chain) it always asks, and remembers nothing.
-// With maxAge > 0 (the public status endpoint) it relies on an active
-// answer asked for less than maxAge ago, on a failure less than
-// remoteFailureTTL ago, shares one request among concurrent callers for
-// the same hop, and asks at most maxRemoteFetches at once: public
-// requests cannot make it hammer another authority. A hop that cannot be
-// asked is an error: nothing is assumed of it.
+// spiffe://<td>/mandate/server with the peer's federated bundle). An
+// issuer that once answered that a hop no longer holds (revoked or
+// expired) is not asked again: that answer is final, and remembered
+// whoever asked (an issuer that later says "active" again, restored
+// from a backup or hostile, does not bring the hop back). Otherwise,
+// with maxAge 0 (extending a chain) it always asks, and remembers only
+// such a final answer. With maxAge > 0 (the public status endpoint) it
+// relies on an active answer asked for less than maxAge ago, on a
+// failure less than remoteFailureTTL ago, shares one request among
+// concurrent callers for the same hop, and asks at most
+// maxRemoteFetches at once: public requests cannot make it hammer
+// another authority. A hop that cannot be asked is an error: nothing is
+// assumed of it.
 func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time.Duration) (map[hopRef]remoteHop, error) {
 	out := map[hopRef]remoteHop{}
 	var feds map[string]*Federation
@@ -86,9 +91,19 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 			return nil, fmt.Errorf("%w: %s is not federated with the https_spiffe profile, so its status endpoint is unknown", ErrStatusUnavailable, td)
 		}
 		if maxAge <= 0 {
-			if out[r], err = a.fetchStatus(ctx, td, f, r.ID); err != nil {
+			if h, ok := a.remote.final(r); ok {
+				out[r] = h
+				continue
+			}
+			asked := a.now()
+			h, err := a.fetchStatus(ctx, td, f, r.ID)
+			if err != nil {
 				return nil, err
 			}
+			if h.Status != delegation.StatusActive {
+				a.remote.put(r, h, nil, asked)
+			}
+			out[r] = h
 			continue
 		}
 		if h, err, ok := a.remote.get(r, a.now(), maxAge); ok {
@@ -123,7 +138,7 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 // remoteStatusTTL is how long the status endpoint relies on another
 // authority's "active" for a hop above one of its own (counted from when
 // it asked): how late it can learn of a revocation there. Extending a
-// chain always asks afresh.
+// chain always asks afresh (unless a revocation is remembered).
 const remoteStatusTTL = 5 * time.Second
 
 // remoteFailureTTL is how long the status endpoint answers 503 for a hop
@@ -131,7 +146,7 @@ const remoteStatusTTL = 5 * time.Second
 const remoteFailureTTL = 2 * time.Second
 
 // maxRemoteStatuses bounds the remembered answers; when full they are
-// forgotten.
+// forgotten, except final ones (see remoteStatuses.put).
 const maxRemoteStatuses = 4096
 
 // maxRemoteFetches bounds the status endpoint's concurrent requests to
@@ -158,6 +173,10 @@ type rememberedHop struct {
 	err error
 	at  time.Time // when it was asked
 }
+
+// final reports whether e says the hop no longer holds (revoked or
+// expired): an issuer does not take that back.
+func (e rememberedHop) final() bool { return e.err == nil && e.hop.Status != delegation.StatusActive }
 
 // shared runs work once for every caller asking for key meanwhile. The
 // work runs on its own time (at most timeout), not the first caller's:
@@ -187,13 +206,16 @@ func (c *remoteStatuses) shared(ctx context.Context, key string, timeout time.Du
 	}
 }
 
-// get recalls an active answer asked for at most maxAge before now, or a
-// failure at most remoteFailureTTL before now.
+// get recalls a final answer (see final), an active answer asked for at
+// most maxAge before now, or a failure at most remoteFailureTTL before
+// now.
 func (c *remoteStatuses) get(r hopRef, now time.Time, maxAge time.Duration) (remoteHop, error, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[r]
 	switch {
+	case ok && e.final():
+		return e.hop, nil, true
 	case !ok || now.Before(e.at):
 		return remoteHop{}, nil, false
 	case e.err != nil:
@@ -204,18 +226,38 @@ func (c *remoteStatuses) get(r hopRef, now time.Time, maxAge time.Duration) (rem
 	return remoteHop{}, nil, false
 }
 
+// final recalls an answer that the hop no longer holds (revoked or
+// expired), whenever it was asked for: its issuer does not take it back.
+func (c *remoteStatuses) final(r hopRef) (remoteHop, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[r]; ok && e.final() {
+		return e.hop, true
+	}
+	return remoteHop{}, false
+}
+
 // put remembers an answer (or a failure) asked for at asked, unless what
-// is remembered was asked for later, or says the hop no longer holds.
+// is remembered is final, or was asked for later and this answer is not
+// final (a final answer replaces any other). When full, only final
+// answers are kept (at most half as many as may be remembered).
 func (c *remoteStatuses) put(r hopRef, h remoteHop, err error, asked time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.m[r]; ok && (old.at.After(asked) || old.err == nil && old.hop.Status != delegation.StatusActive) {
+	e := rememberedHop{hop: h, err: err, at: asked}
+	if old, ok := c.m[r]; ok && (old.final() || !e.final() && old.at.After(asked)) {
 		return
 	}
 	if c.m == nil || len(c.m) >= maxRemoteStatuses {
-		c.m = map[hopRef]rememberedHop{}
+		kept := map[hopRef]rememberedHop{}
+		for k, old := range c.m {
+			if old.final() && len(kept) < maxRemoteStatuses/2 {
+				kept[k] = old
+			}
+		}
+		c.m = kept
 	}
-	c.m[r] = rememberedHop{hop: h, err: err, at: asked}
+	c.m[r] = e
 }
 
 // client is the status client for an issuer's server, made once.
