@@ -197,6 +197,17 @@ func TestFederationRefusals(t *testing.T) {
 	if feds, err := a.admin.ListFederations(ctx); err != nil || len(feds) != 0 {
 		t.Errorf("ListFederations() = %d, %v; want none after refusals", len(feds), err)
 	}
+	// A trust domain written with a path names none, when deleting as
+	// when adding: it is refused, not cut short to the trust domain.
+	a.federate(b)
+	for _, td := range []string{"spiffe://org-b.example/x", "spiffe://org-b.example/"} {
+		if err := a.admin.DeleteFederation(ctx, td); problemName(err) != "invalid-request" {
+			t.Errorf("DeleteFederation(%q) = %v, want problem invalid-request", td, err)
+		}
+	}
+	if feds, err := a.admin.ListFederations(ctx); err != nil || len(feds) != 1 {
+		t.Errorf("ListFederations() = %d, %v; want org-b's relationship kept", len(feds), err)
+	}
 }
 
 // mustMarshal encodes b as go-spiffe does.

@@ -529,7 +529,7 @@ func (a *Authority) DeleteFederation(ctx context.Context, c *Caller, td string) 
 	}
 	a.changeMu.Lock()
 	defer a.changeMu.Unlock()
-	tdID, err := spiffeid.TrustDomainFromString(td)
+	tdID, err := trustDomainOf(td) // a path is refused, as when adding
 	if err != nil {
 		return fmt.Errorf("%w: trust domain %q: %v", ErrInvalidRequest, td, err)
 	}
