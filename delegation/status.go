@@ -109,12 +109,25 @@ func statusAnswerOf(body []byte, id string) (*StatusAnswer, error) {
 	}
 	switch {
 	case out.ID != id:
-		return nil, fmt.Errorf("an answer for %q", out.ID)
+		return nil, fmt.Errorf("an answer for %s", quotedCut(out.ID))
 	case out.Status != StatusActive && out.Status != StatusRevoked && out.Status != StatusExpired:
-		return nil, fmt.Errorf("status %q", out.Status)
+		return nil, fmt.Errorf("status %s", quotedCut(out.Status))
 	}
 	if !IsPlainText(out.Reason) {
 		out.Reason = strconv.QuoteToASCII(out.Reason)
 	}
 	return out, nil
+}
+
+// maxQuoted bounds what an error quotes of an issuer's answer (an id, a
+// status): the error reaches public status answers and refusals.
+const maxQuoted = 64
+
+// quotedCut is s as a Go string literal, cut to its first maxQuoted
+// bytes (and marked as cut) when longer.
+func quotedCut(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:maxQuoted]) + "... (cut)"
 }

@@ -140,3 +140,45 @@ func TestFetchStatusReadsTheWholeAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchStatusErrorsAreBounded: an answer that is not one is refused
+// with an error that says why without quoting the issuer at length: the
+// error reaches public status answers (503) and the server's refusals.
+func TestFetchStatusErrorsAreBounded(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("org-b.example")
+	server := spiffeid.RequireFromPath(td, "/mandate/server")
+	root, rootKey := statusTestCA(t)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(server.String())
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, root, leafKey.Public(), rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("\u00e9x", 5<<10) // 15 KiB
+	for _, tc := range []struct {
+		name, answer string
+	}{
+		{"an answer for another hop", `{"id":"` + long + `","status":"active","log_index":1,"leaf_hash":"00"}`},
+		{"an unknown status", `{"id":"hop1","status":"` + long + `","log_index":1,"leaf_hash":"00"}`},
+		{"a member of the wrong type", `{"id":"hop1","status":"active","log_index":"` + long + `"}`},
+		{"not JSON", `{"id":"hop1",` + long},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, tc.answer) }))
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}}
+			srv.StartTLS()
+			defer srv.Close()
+			bundle := x509bundle.New(td)
+			bundle.AddX509Authority(root)
+			_, err := delegation.FetchStatus(context.Background(), delegation.NewStatusClient(bundle, server), srv.URL, "hop1")
+			if !errors.Is(err, delegation.ErrStatusUnknown) {
+				t.Fatalf("FetchStatus = %v, want ErrStatusUnknown", err)
+			}
+			if n := len(err.Error()); n > 512 {
+				t.Errorf("FetchStatus's error is %d bytes: %.200s...", n, err)
+			}
+		})
+	}
+}
