@@ -44,7 +44,12 @@ type StatusAnswer struct {
 func NewStatusClient(bundles x509bundle.Source, server spiffeid.ID) *http.Client {
 	return &http.Client{Timeout: StatusTimeout,
 		Transport: &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server)), DisableKeepAlives: true,
-			MaxResponseHeaderBytes: maxStatusAnswer},
+			MaxResponseHeaderBytes: maxStatusAnswer,
+			// Through the proxy the environment names (HTTPS_PROXY,
+			// NO_PROXY), as federated bundles are fetched: a host whose
+			// outbound traffic must go through one reaches its peers'
+			// status endpoints too.
+			Proxy: http.ProxyFromEnvironment},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
