@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
+	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
@@ -78,7 +80,11 @@ type loggedEntry struct {
 	Type         string `json:"type"`
 	Subject      string `json:"subject"`
 	DelegationID string `json:"delegation_id"`
-	leafHash     string
+	Details      struct {
+		Kind   string `json:"kind"`
+		Serial string `json:"serial"`
+	} `json:"details"`
+	leafHash string
 }
 
 // logEntries reads the log's first size entries.
@@ -246,7 +252,158 @@ func TestCrashKeepsAcknowledgedEntries(t *testing.T) {
 		c.CloseIdle()
 		_ = restarted.Process.Signal(syscall.SIGTERM)
 		_ = restarted.Wait()
+		// No token stored without its entry: a token is stored in the
+		// commit that logs it, so the kill left none unlogged.
+		withStore(t, dataDir, func(tx store.Tx) error {
+			return tx.Scan(attest.BucketJoinTokens, nil, nil, func(_, v []byte) error {
+				var rec attest.JoinToken
+				if err := json.Unmarshal(v, &rec); err != nil {
+					return err
+				}
+				if !inLog[rec.ID] {
+					t.Errorf("round %d: join token %s is stored, but no join_token.created entry logs it", round, rec.ID)
+				}
+				return nil
+			})
+		})
 	}
+}
+
+// withStore runs fn in a read transaction of the store of a stopped
+// authority's data directory.
+func withStore(t *testing.T, dataDir string, fn func(tx store.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dataDir, "mandate.db"), bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.View(context.Background(), fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCrashKeepsSVIDs kills a real `mandate serve` (SIGKILL) while a node
+// asks for its agent's X509-SVIDs; after a restart, every SVID that was
+// answered has its svid.issued entry, and the serial index (written in
+// the commit that logs the SVID) and the log agree both ways: each
+// serial indexed points at the entry that names it, and each x509
+// svid.issued entry is indexed.
+func TestCrashKeepsSVIDs(t *testing.T) {
+	dir, bin := buildMandate(t)
+	dataDir := filepath.Join(dir, "data")
+	addr := freeAddr(t)
+	cmd, url := serveProcess(t, bin, dataDir, addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	admin := adminClient(t, url, dataDir)
+	_, _, bundle, err := credfile.Load(credfile.In(filepath.Join(dataDir, "admin")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := client.New(client.Config{Server: url, Bundle: bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := joinNewNode(ctx, admin, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentID := "spiffe://mandate.localhost/agent/crash-svids"
+	if _, err := admin.CreateAgent(ctx, &client.Agent{SPIFFEID: agentID, NodeIDs: []string{joined.id}}); err != nil {
+		t.Fatal(err)
+	}
+	node, err := client.New(client.Config{Server: url, SVID: joined.chain, Key: joined.key, Bundle: bundle, MaxConns: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	acked := map[string]bool{} // serials (hex) of the SVIDs answered
+	var killed atomic.Bool
+	var wg sync.WaitGroup
+	for range 16 {
+		_, csr, err := client.NewKeyAndCSR()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				ans, err := node.X509SVID(ctx, agentID, csr)
+				if err != nil {
+					if !killed.Load() {
+						t.Errorf("an X509-SVID was refused before the kill: %v", err)
+					}
+					return // the server is gone
+				}
+				chain, err := ans.Certificates()
+				if err != nil || len(chain) == 0 {
+					t.Errorf("an answered X509-SVID: %v", err)
+					return
+				}
+				mu.Lock()
+				acked[chain[0].SerialNumber.Text(16)] = true
+				mu.Unlock()
+			}
+		})
+	}
+	// Killed once some SVIDs were answered, others under way (however
+	// slow the machine: no fixed window).
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 32 {
+			break
+		}
+	}
+	killed.Store(true)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	cancel()
+	wg.Wait()
+
+	restarted, url := serveProcess(t, bin, dataDir, addr)
+	c := adminClient(t, url, dataDir)
+	bg := context.Background()
+	cp, err := verifiedCheckpoint(t, bg, c, logVerifier(t, dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := map[string]uint64{} // serial → index of its svid.issued entry
+	for i, e := range logEntries(t, bg, c, cp.Size) {
+		if e.Type == "svid.issued" && e.Details.Kind == "x509" && e.Details.Serial != "" {
+			logged[e.Details.Serial] = uint64(i)
+		}
+	}
+	missing := 0
+	for serial := range acked {
+		if _, ok := logged[serial]; !ok {
+			missing++
+		}
+	}
+	if missing > 0 || len(acked) == 0 {
+		t.Fatalf("%d of %d answered X509-SVIDs are missing from the log", missing, len(acked))
+	}
+	c.CloseIdle()
+	_ = restarted.Process.Signal(syscall.SIGTERM)
+	_ = restarted.Wait()
+	indexed := 0
+	withStore(t, dataDir, func(tx store.Tx) error {
+		return tx.Scan("svids_by_serial", nil, nil, func(k, v []byte) error {
+			indexed++
+			at, ok := logged[string(k)]
+			if !ok || len(v) != 8 || binary.BigEndian.Uint64(v) != at {
+				t.Errorf("serial %s is indexed at %x; its svid.issued entry: %d (logged: %v)", k, v, at, ok)
+			}
+			return nil
+		})
+	})
+	if indexed != len(logged) {
+		t.Errorf("%d serials indexed, %d x509 svid.issued entries", indexed, len(logged))
+	}
+	t.Logf("killed with %d X509-SVIDs answered; %d issued in the log of size %d after restart", len(acked), len(logged), cp.Size)
 }
 
 // TestTamperedEntryIsNamed flips bytes of one stored entry in the
