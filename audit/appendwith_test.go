@@ -106,3 +106,103 @@ func TestAppendWithAnswersTheOutcome(t *testing.T) {
 		t.Fatalf("the change: %v", err)
 	}
 }
+
+// doneWatch is a context that says when its Done is first asked for
+// (an append is then waiting on it).
+type doneWatch struct {
+	context.Context
+	once    sync.Once
+	waiting chan struct{}
+}
+
+func (c *doneWatch) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waiting) })
+	return c.Context.Done()
+}
+
+// An append that finds the queue full waits for room until its ctx
+// ends, and is then refused: its change is not made, its entry never
+// logged, and no round waits for it (Expect) any more.
+func TestAppendQueueFull(t *testing.T) {
+	s, _ := tempStore(t)
+	cfg := testConfig(s)
+	cfg.MaxBatch = 1 // a queue of one
+	cfg.GroupWait = time.Hour
+	l := start(t, cfg)
+
+	// The first append's round is held inside its commit.
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	first := make(chan error, 1)
+	go func() {
+		_, err := l.AppendWith(t.Context(), testEntry(0, 0), func(tx store.Tx) error {
+			once.Do(func() { close(started) })
+			<-release
+			return nil
+		})
+		first <- err
+	}()
+	<-started
+	// The second fills the queue.
+	second := make(chan error, 1)
+	go func() {
+		_, err := l.Append(t.Context(), testEntry(1, 0))
+		second <- err
+	}()
+	for len(l.queue) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// The third finds no room.
+	parent, cancel := context.WithCancel(t.Context())
+	ctx := &doneWatch{Context: parent, waiting: make(chan struct{})}
+	xctx, end := l.Expect(ctx)
+	defer end()
+	applied := false
+	third := make(chan error, 1)
+	go func() {
+		_, err := l.AppendWith(xctx, testEntry(2, 0), func(tx store.Tx) error {
+			applied = true
+			return tx.Put("changes", []byte("third"), []byte("v"))
+		})
+		third <- err
+	}()
+	<-ctx.waiting
+	cancel()
+	if err := <-third; !errors.Is(err, context.Canceled) {
+		t.Fatalf("AppendWith on a full queue, its ctx canceled = %v, want %v", err, context.Canceled)
+	}
+	if n := l.expected.Load(); n != 0 {
+		t.Errorf("%d expectations under way after the refused append, want 0", n)
+	}
+
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	// Appended after the refusal, this one follows the first two.
+	r, err := l.Append(t.Context(), testEntry(3, 0))
+	if err != nil || r.Index != 2 {
+		t.Fatalf("Append() after the refusal = index %d, %v, want 2, nil", r.Index, err)
+	}
+	if applied {
+		t.Error("the refused append's change was made")
+	}
+	for i := range r.TreeSize {
+		b, err := l.Entry(t.Context(), i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(b, mustEncode(t, testEntry(2, 0))) {
+			t.Errorf("the refused entry is logged at %d", i)
+		}
+	}
+	if err := s.View(t.Context(), func(tx store.Tx) error {
+		_, err := tx.Get("changes", []byte("third"))
+		return err
+	}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused change: %v, want %v", err, store.ErrNotFound)
+	}
+}
