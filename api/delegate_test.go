@@ -1443,6 +1443,65 @@ func TestDelegatorNoLongerHostedIsRefused(t *testing.T) {
 	}
 }
 
+// A hop is bound only to an X509-SVID of a node the delegatee's
+// registration lets it run on now: an agent moved to another node, or
+// made to require a hardware-attested node, gets no hop bound to the SVID
+// it got before (on the API or the token endpoint), for that key would
+// get no credentials there; moved back, it does again.
+func TestHopNotBoundToAnSVIDOfANodeTheDelegateeMayNotRunOn(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	req := delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", bind: true}
+	e.mustDelegate(a, req)
+	ctx := ctxT(t)
+	regs, err := e.admin.ListAgents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(regs, func(r client.Agent) bool { return r.SPIFFEID == b.id.String() })
+	if i < 0 {
+		t.Fatalf("%s is not among the registrations", b.id)
+	}
+	reg := &regs[i]
+	other := e.joinNode()
+	for _, tc := range []struct {
+		name   string
+		change func(*client.Agent)
+	}{
+		{"moved to another node", func(r *client.Agent) { r.NodeIDs = []string{other.id.String()} }},
+		{"requires a hardware-attested node", func(r *client.Agent) { r.RequireHardwareAttestation = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			changed := *reg
+			changed.NodeIDs = slices.Clone(reg.NodeIDs)
+			tc.change(&changed)
+			if _, err := e.admin.UpdateAgent(ctx, reg.ID, &changed); err != nil {
+				t.Fatal(err)
+			}
+			if _, p := e.delegate(a, req); p == nil || problemName(p) != "invalid-request" || !strings.Contains(p.Detail, "no longer lets it run on") {
+				t.Errorf("POST /v1/delegations bound to an SVID of a node the delegatee may no longer run on = %+v, want invalid-request", p)
+			}
+			sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
+				Scopes: []string{"calendar:read"}}, a.key, a.chain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, ans := e.exchange(&a, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+				"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+				"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig},
+				"delegatee_x509_svid": {string(credfile.EncodeCertsPEM(b.chain))}})
+			if status != http.StatusBadRequest || ans["error"] != "invalid_target" {
+				t.Errorf("POST /v1/token bound to an SVID of a node the delegatee may no longer run on = %d %v, want 400 invalid_target", status, ans)
+			}
+			if _, err := e.admin.UpdateAgent(ctx, reg.ID, reg); err != nil {
+				t.Fatal(err)
+			}
+			e.mustDelegate(a, req)
+		})
+	}
+}
+
 // A revocation committed in the very commit that makes a hop durable
 // revokes it, whichever of the two entries comes first in that commit
 // (the revocation first: the hop's record is born revoked; the hop

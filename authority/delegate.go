@@ -200,6 +200,9 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// The nodes the delegatee may hold the hop on: revoking one revokes
 	// the hop (see delegation.Record.DelegateeHosts).
 	var delegateeHosts []string
+	// The node of the delegatee's SVID the hop is bound to (one of this
+	// trust domain's).
+	var boundHost spiffeid.ID
 	if len(req.DelegateeSVID) > maxDelegateeChain {
 		return nil, fmt.Errorf("%w: delegatee_x509_svid is at most %d certificates (the SVID and its intermediates)", ErrInvalidRequest, maxDelegateeChain)
 	}
@@ -218,7 +221,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		}
 		if delegatee.TrustDomain() == a.td {
 			if host, err := HostNode(leaf); err == nil {
-				delegateeHost = a.hostFacts(ctx, host)
+				boundHost = host
 				delegateeHosts = []string{host.String()}
 			}
 		}
@@ -239,6 +242,17 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if delegatee.TrustDomain() == a.td && (delegateeReg == nil || a.RoleOf(delegatee) != RoleAgent) {
 		// Not an administrator or auditor either, whatever its path.
 		return nil, delegateeError{fmt.Sprintf("delegatee %s is not a registered agent of this trust domain", delegatee)}
+	}
+	if !boundHost.IsZero() {
+		// Bound to an SVID of one of our nodes: the token is then usable
+		// only with a key held there. The node's ban, drift and lapse
+		// are the policy's to judge (it is told them); whether the
+		// delegatee's registration still lets it run there is not: a hop
+		// is not bound to an SVID of a node that would give the
+		// delegatee no credentials, whatever SVID it still holds there.
+		if delegateeHost, err = a.boundHostFacts(ctx, delegateeReg, boundHost); err != nil {
+			return nil, err
+		}
 	}
 	if delegateeHost == nil && delegatee.TrustDomain() == a.td {
 		// No SVID given: the weakest node the delegatee may run on.
@@ -640,6 +654,35 @@ func (a *Authority) hostFacts(ctx context.Context, node spiffeid.ID) map[string]
 		return map[string]any{"spiffe_id": node.String(), "level": "unknown"}
 	}
 	return a.nodeFacts(n)
+}
+
+// boundHostFacts is what the policy is told of host, the node of the
+// delegatee's X509-SVID a hop is bound to, once the delegatee's
+// registration ag is found to let it run there (registry.CheckHosting,
+// but for the node's ban and drift, which the policy is told): a node
+// it is not listed on (or whose selectors it lacks), one not
+// hardware-attested when it requires one, or one with no record here
+// is a delegateeError.
+func (a *Authority) boundHostFacts(ctx context.Context, ag *registry.Agent, host spiffeid.ID) (map[string]any, error) {
+	var n *registry.Node
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = registry.GetNode(tx, host.String())
+		return err
+	})
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return nil, delegateeError{fmt.Sprintf("delegatee_x509_svid names the host node %s, which this authority has no record of", host)}
+	case err != nil:
+		return nil, err
+	}
+	if registry.CheckActive(n) == nil {
+		if err := registry.CheckHosting(ag, n); err != nil {
+			return nil, delegateeError{fmt.Sprintf("delegatee_x509_svid is an X509-SVID of %s on %s, a node its registration no longer lets it run on (%v)",
+				ag.SPIFFEID, host, err)}
+		}
+	}
+	return a.nodeFacts(n), nil
 }
 
 // nodeFacts is what the policy is told of the host node n.
