@@ -1502,6 +1502,28 @@ func TestHopNotBoundToAnSVIDOfANodeTheDelegateeMayNotRunOn(t *testing.T) {
 	}
 }
 
+// A delegator signs its hop with an SVID of the node it delegates from:
+// one signed with its SVID on another of its nodes is refused (the hop
+// records the node it was delegated from, and revoking that node must
+// reach it), as one signed with its SVID on the same node is not.
+func TestStatementSignedOnAnotherNodeIsRefused(t *testing.T) {
+	e := start(t, "org-a.example")
+	b := e.agentWithScopes("b")
+	n1, n2 := e.joinNode(), e.joinNode()
+	id := spiffeid.RequireFromSegments(e.td, "agent", "a").String()
+	if _, err := e.admin.CreateAgent(ctxT(t), &client.Agent{SPIFFEID: id, NodeIDs: []string{n1.id.String(), n2.id.String()}, Scopes: []string{"calendar:read"}}); err != nil {
+		t.Fatal(err)
+	}
+	on1, again1, on2 := e.agentSVID(n1, id), e.agentSVID(n1, id), e.agentSVID(n2, id)
+	req := delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"}
+	req.signer = &again1
+	e.mustDelegate(on1, req)
+	req.signer = &on2
+	if _, p := e.delegate(on1, req); p == nil || problemName(p) != "delegator-signature-invalid" {
+		t.Errorf("a hop from %s signed with the delegator's SVID on %s = %+v, want delegator-signature-invalid", n1.id, n2.id, p)
+	}
+}
+
 // A revocation committed in the very commit that makes a hop durable
 // revokes it, whichever of the two entries comes first in that commit
 // (the revocation first: the hop's record is born revoked; the hop

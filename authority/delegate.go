@@ -278,6 +278,20 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if err != nil {
 		return nil, err
 	}
+	// Signed with an SVID of the node it delegates from: the hop is
+	// recorded as made there (delegator_host), and revoking that node
+	// reaches it.
+	signer, err := delegation.StatementSVID(req.DelegatorSignature)
+	if err != nil {
+		return nil, err
+	}
+	switch host, err := HostNode(signer); {
+	case err != nil:
+		return nil, fmt.Errorf("%w: signed with an X509-SVID that names no host node", delegation.ErrDelegatorSignature)
+	case host.String() != delegator.hostID:
+		return nil, fmt.Errorf("%w: signed with an X509-SVID of %s on %s, not on %s, the node it delegates from",
+			delegation.ErrDelegatorSignature, c.ID, host, delegator.hostID)
+	}
 	if parent != nil {
 		// A bound parent is continued with the key it is bound to: the
 		// signature too, not only the connection (verifiers check it).

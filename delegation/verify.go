@@ -436,6 +436,21 @@ func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 	return signer.serial, roots, signed, nil
 }
 
+// StatementSVID is the certificate a delegator statement names as its
+// signer's (the first of its x5c header), as it is: call it on a
+// statement VerifyStatement accepted.
+func StatementSVID(sig string) (*x509.Certificate, error) {
+	j, err := parseCompact(sig)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
+	}
+	certs, err := x5c(j)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+	}
+	return certs[0], nil
+}
+
 // CheckStatementSignedBy checks that sig is st signed by the key of the
 // certificate first in its x5c header, a certificate with the SPIFFE ID
 // st.Delegator valid at time at, and returns that certificate and the
