@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,7 +56,13 @@ var adminTakesNoArgs = map[string]bool{
 	"backup create": true,
 }
 
-type adminCmd func(ctx context.Context, c *client.Client, args []string, stdout, stderr io.Writer) error
+// adminCmd runs one admin command: it checks its arguments first, then
+// calls dial, so that a mistake in the command line is said as one (exit
+// status 2) even where no credential is at hand.
+type adminCmd func(ctx context.Context, dial dialFunc, args []string, stdout, stderr io.Writer) error
+
+// dialFunc loads the credential and returns the client.
+type dialFunc func() (*client.Client, error)
 
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmds := map[string]adminCmd{
@@ -72,6 +80,9 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(args) < 2 {
 		fmt.Fprint(stderr, adminUsage)
+		if len(args) == 1 && !slices.ContainsFunc(slices.Collect(maps.Keys(cmds)), func(c string) bool { return strings.HasPrefix(c, args[0]+" ") }) {
+			return usagef("admin: unknown command %q", args[0])
+		}
 		return usagef("admin: missing command")
 	}
 	cmd, ok := cmds[args[0]+" "+args[1]]
@@ -111,11 +122,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cf.creds == "" {
 		cf.creds = filepath.Join(dataDir, "admin")
 	}
-	c, err := cf.dial(true)
-	if err != nil {
-		return err
-	}
-	return cmd(ctx, c, rest, stdout, stderr)
+	return cmd(ctx, func() (*client.Client, error) { return cf.dial(true) }, rest, stdout, stderr)
 }
 
 // adminFlags holds the per-command flags, registered on the shared set.
@@ -195,7 +202,11 @@ func wholeSeconds(flag string, d time.Duration) error {
 	return nil
 }
 
-func adminJoinToken(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+func adminJoinToken(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
 	t, err := c.CreateJoinToken(ctx, adminFlags.ttl)
 	if err != nil {
 		return err
@@ -207,8 +218,12 @@ func adminJoinToken(ctx context.Context, c *client.Client, _ []string, stdout, _
 	return printJSON(stdout, t)
 }
 
-func adminJoinTokenWithdraw(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+func adminJoinTokenWithdraw(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
 	id, err := oneArg(args, "the token's id")
+	if err != nil {
+		return err
+	}
+	c, err := dial()
 	if err != nil {
 		return err
 	}
@@ -231,8 +246,12 @@ func agentFromFlags() (*client.Agent, error) {
 	}, nil
 }
 
-func adminAgentCreate(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+func adminAgentCreate(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
 	a, err := agentFromFlags()
+	if err != nil {
+		return err
+	}
+	c, err := dial()
 	if err != nil {
 		return err
 	}
@@ -243,12 +262,16 @@ func adminAgentCreate(ctx context.Context, c *client.Client, _ []string, stdout,
 	return printJSON(stdout, out)
 }
 
-func adminAgentUpdate(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+func adminAgentUpdate(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
 	id, err := registrationID(args)
 	if err != nil {
 		return err
 	}
 	a, err := agentFromFlags()
+	if err != nil {
+		return err
+	}
+	c, err := dial()
 	if err != nil {
 		return err
 	}
@@ -259,7 +282,11 @@ func adminAgentUpdate(ctx context.Context, c *client.Client, args []string, stdo
 	return printJSON(stdout, out)
 }
 
-func adminAgentList(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+func adminAgentList(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
 	out, err := c.ListAgents(ctx)
 	if err != nil {
 		return err
@@ -267,8 +294,12 @@ func adminAgentList(ctx context.Context, c *client.Client, _ []string, stdout, _
 	return printJSON(stdout, map[string]any{"agents": out})
 }
 
-func adminAgentShow(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+func adminAgentShow(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
 	id, err := registrationID(args)
+	if err != nil {
+		return err
+	}
+	c, err := dial()
 	if err != nil {
 		return err
 	}
@@ -279,8 +310,12 @@ func adminAgentShow(ctx context.Context, c *client.Client, args []string, stdout
 	return printJSON(stdout, out)
 }
 
-func adminAgentDelete(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+func adminAgentDelete(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
 	id, err := registrationID(args)
+	if err != nil {
+		return err
+	}
+	c, err := dial()
 	if err != nil {
 		return err
 	}
@@ -290,7 +325,11 @@ func adminAgentDelete(ctx context.Context, c *client.Client, args []string, stdo
 	return printJSON(stdout, map[string]string{"deleted": id})
 }
 
-func adminNodeList(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+func adminNodeList(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
 	out, err := c.ListNodes(ctx)
 	if err != nil {
 		return err
@@ -298,8 +337,12 @@ func adminNodeList(ctx context.Context, c *client.Client, _ []string, stdout, _ 
 	return printJSON(stdout, map[string]any{"nodes": out})
 }
 
-func adminNodeBan(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+func adminNodeBan(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
 	id, err := oneArg(args, "the node's SPIFFE ID")
+	if err != nil {
+		return err
+	}
+	c, err := dial()
 	if err != nil {
 		return err
 	}
@@ -310,7 +353,11 @@ func adminNodeBan(ctx context.Context, c *client.Client, args []string, stdout, 
 	return printJSON(stdout, out)
 }
 
-func adminRevokeList(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+func adminRevokeList(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
 	out, err := c.ListRevokedIDs(ctx)
 	if err != nil {
 		return err
@@ -320,7 +367,7 @@ func adminRevokeList(ctx context.Context, c *client.Client, _ []string, stdout, 
 
 // adminRevoke revokes a delegation or a SPIFFE ID (field names which).
 func adminRevoke(field string) adminCmd {
-	return func(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+	return func(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
 		what := map[string]string{"delegation_id": "the delegation id", "spiffe_id": "the SPIFFE ID"}[field]
 		id, err := oneArg(args, what)
 		if err != nil {
@@ -330,6 +377,10 @@ func adminRevoke(field string) adminCmd {
 			return usagef("--reason is required")
 		}
 		var out map[string]any
+		c, err := dial()
+		if err != nil {
+			return err
+		}
 		if err := c.Do(ctx, http.MethodPost, "/v1/admin/revocations", map[string]string{field: id, "reason": adminFlags.reason}, &out); err != nil {
 			return err
 		}
@@ -337,7 +388,7 @@ func adminRevoke(field string) adminCmd {
 	}
 }
 
-func adminFedAdd(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+func adminFedAdd(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
 	f := &adminFlags
 	if f.trustDomain == "" || f.url == "" {
 		return usagef("--trust-domain and --url are required")
@@ -353,6 +404,10 @@ func adminFedAdd(ctx context.Context, c *client.Client, _ []string, stdout, _ io
 		}
 		fed.Bundle = b
 	}
+	c, err := dial()
+	if err != nil {
+		return err
+	}
 	out, err := c.AddFederation(ctx, fed)
 	if err != nil {
 		return err
@@ -360,7 +415,11 @@ func adminFedAdd(ctx context.Context, c *client.Client, _ []string, stdout, _ io
 	return printJSON(stdout, out)
 }
 
-func adminFedList(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+func adminFedList(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
 	out, err := c.ListFederations(ctx)
 	if err != nil {
 		return err
@@ -368,8 +427,12 @@ func adminFedList(ctx context.Context, c *client.Client, _ []string, stdout, _ i
 	return printJSON(stdout, map[string]any{"federations": out})
 }
 
-func adminFedDelete(ctx context.Context, c *client.Client, args []string, stdout, _ io.Writer) error {
+func adminFedDelete(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
 	td, err := oneArg(args, "the trust domain")
+	if err != nil {
+		return err
+	}
+	c, err := dial()
 	if err != nil {
 		return err
 	}
@@ -389,8 +452,12 @@ func registrationID(args []string) (string, error) {
 	return id, err
 }
 
-func adminBackupCreate(ctx context.Context, c *client.Client, _ []string, stdout, _ io.Writer) error {
+func adminBackupCreate(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
 	var out map[string]any
+	c, err := dial()
+	if err != nil {
+		return err
+	}
 	if err := c.Do(ctx, http.MethodPost, "/v1/admin/backups", map[string]any{}, &out); err != nil {
 		return err
 	}

@@ -186,6 +186,12 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := noArgs(rest); err != nil {
 			return err
 		}
+	} else if len(rest) != 1 {
+		// Said before the verifier key and the credential are looked for.
+		return usagef("want exactly one argument:%s", operand)
+	}
+	if (args[0] == "show" || args[0] == "prove") && !isUint(rest[0]) {
+		return usagef("INDEX must be an unsigned integer")
 	}
 	if f.cf.creds == "" {
 		f.cf.creds = filepath.Join(f.dataDir, "admin")
@@ -202,6 +208,12 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return cmds[args[0]](ctx, f, c, v, rest, stdout)
+}
+
+// isUint reports whether s is an unsigned decimal integer.
+func isUint(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
 }
 
 func loadVerifier(f *auditFlags) (note.Verifier, error) {

@@ -308,6 +308,21 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"admin", "join-token", "create", "--ttl", "200h"},
 		{"admin", "join-token", "create", "--ttl", "0s"},
 		{"admin", "agent", "create", "--spiffe-id", "spiffe://a.example/agent/a", "--jwt-ttl", "1500ms"},
+		// A mistake in the command line is said as one, not hidden behind
+		// the credential that is looked for after (none here).
+		{"admin", "agent", "create", "--node-id", "spiffe://a.example/node/n1"},
+		{"admin", "agent", "show"},
+		{"admin", "agent", "update", "spiffe://a.example/agent/a", "--spiffe-id", "spiffe://a.example/agent/a"},
+		{"admin", "node", "ban"},
+		{"admin", "revoke", "delegation", "d1"},
+		{"admin", "revoke", "spiffe-id", "spiffe://a.example/agent/a"},
+		{"admin", "federation", "add", "--url", "https://b.example/v1/bundle"},
+		{"admin", "federation", "delete"},
+		{"admin", "join-token", "withdraw"},
+		{"audit", "show"},
+		{"audit", "show", "first"},
+		{"audit", "prove", "1", "2"},
+		{"audit", "chain"},
 	}
 	for _, args := range tests {
 		var out, errOut bytes.Buffer
@@ -316,6 +331,10 @@ func TestCLIUsageErrors(t *testing.T) {
 		if !errors.As(err, &ue) {
 			t.Errorf("mandate %q = %v, want a usage error (exit 2)", args, err)
 		}
+	}
+	// An unknown admin command is named as unknown, not as missing.
+	if err := run(context.Background(), []string{"admin", "fly"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `unknown command "fly"`) {
+		t.Errorf("mandate admin fly = %v, want it named an unknown command", err)
 	}
 	// A command group asked for help prints its usage and succeeds.
 	for _, args := range [][]string{{"delegate", "-h"}, {"admin", "--help"}, {"admin", "revoke", "-h"}, {"audit", "-h"}, {"node", "help"}, {"policy", "-h"}, {"svid", "-h"}, {"bench", "-h"}, {"bundle", "-h"}} {
