@@ -49,6 +49,15 @@ func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// A directory that is not there is named, as serve --policy-dir
+	// names it (the loader would say "stat .").
+	if *dir != "" {
+		if fi, err := os.Stat(*dir); err != nil {
+			return fmt.Errorf("--dir: %w", err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("--dir %s: not a directory", *dir)
+		}
+	}
 	// Loading runs the tests and refuses a failing revision: load with
 	// them, and report them one by one.
 	eng, err := policy.New(ctx, policy.Options{Dir: *dir, Timeout: 10 * time.Second})

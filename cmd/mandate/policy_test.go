@@ -22,6 +22,17 @@ func TestCLIPolicy(t *testing.T) {
 	if err != nil || !strings.HasPrefix(out, "PASS: ") {
 		t.Fatalf("policy test: %v\n%s", err, out)
 	}
+	// A directory that is not there, or a file, is named as such: a
+	// runtime failure (exit status 1), with the loader's "stat ." nowhere.
+	for _, tc := range []struct{ dir, want string }{
+		{filepath.Join(dir, "nosuch"), "--dir: stat " + filepath.Join(dir, "nosuch") + ": no such file or directory"},
+		{filepath.Join(pdir, "issuance.rego"), "--dir " + filepath.Join(pdir, "issuance.rego") + ": not a directory"},
+	} {
+		out, err := cli(t, "", dir, "policy", "test", "--dir", tc.dir)
+		if err == nil || err.Error() != tc.want || errors.As(err, new(exitError)) || errors.As(err, new(usageError)) || out != "" {
+			t.Errorf("policy test --dir %s = %v, output %q; want the error %q", tc.dir, err, out, tc.want)
+		}
+	}
 	url := startServe(t, dir, "--policy-dir", pdir)
 	status := func() map[string]any {
 		s, err := cli(t, url, dir, "policy", "status", "--data-dir", filepath.Join(dir, "mandate-data"))
