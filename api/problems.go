@@ -134,7 +134,7 @@ func problemOf(err error) (problemKind, bool) {
 // server's fault: logged, and answered 500 without their text.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	if k, ok := problemOf(err); ok {
-		p := Problem{Type: ProblemBase + k.name, Title: k.title, Status: k.status, Detail: err.Error()}
+		p := Problem{Type: ProblemBase + k.name, Title: k.title, Status: k.status, Detail: problemDetail(err, k.err)}
 		var denial *authority.PolicyDenial
 		if errors.As(err, &denial) {
 			p.Reasons, p.DecisionID = denial.Decision.Reasons, denial.Decision.ID
@@ -154,6 +154,26 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path, "err", err)
 	writeProblem(w, Problem{Type: ProblemBase + "internal", Title: "Internal server error", Status: http.StatusInternalServerError,
 		Detail: "the server failed to answer; the error is in its log, with request_id=" + RequestID(r.Context())})
+}
+
+// problemDetail is err's text as a problem's detail, without the Go
+// error it matched in the table, which the title says already:
+// "registry: not found: agent "x"" is `agent "x"`, and "attest: join
+// token already used (token …)" is "join token already used (token …)".
+// An error that does not begin with the one it matched is said whole.
+func problemDetail(err, matched error) string {
+	s, m := err.Error(), matched.Error()
+	rest, ok := strings.CutPrefix(s, m)
+	if !ok {
+		return s
+	}
+	if d, ok := strings.CutPrefix(rest, ": "); ok && d != "" {
+		return d
+	}
+	if _, bare, ok := strings.Cut(m, ": "); ok {
+		return bare + rest // without its package's name
+	}
+	return s
 }
 
 func writeProblem(w http.ResponseWriter, p Problem) {

@@ -53,6 +53,9 @@ type Problem struct {
 // them) and at most maxShown bytes of it (an answer that was no problem
 // document is its detail).
 func (p *Problem) Error() string {
+	if p.Detail == "" || strings.EqualFold(p.Detail, p.Title) { // nothing more than the title
+		return fmt.Sprintf("%d %s (%s)", p.Status, shownField(p.Title), shownField(p.Type))
+	}
 	return fmt.Sprintf("%d %s: %s (%s)", p.Status, shownField(p.Title), shownField(p.Detail), shownField(p.Type))
 }
 

@@ -34,3 +34,22 @@ func TestProblemErrorShowsFieldsEscaped(t *testing.T) {
 		t.Errorf("a long detail shows as %d bytes ending %q, want at most %d bytes of whole characters, then ...", len(got), got[len(got)-40:], maxShown)
 	}
 }
+
+// A detail that says no more than the title is not shown twice.
+func TestProblemErrorWithoutRepeatedDetail(t *testing.T) {
+	for _, tc := range []struct {
+		p    Problem
+		want string
+	}{
+		{Problem{Type: "https://mandate.dev/problems/join-token-unknown", Title: "Join token unknown", Status: 403, Detail: "join token unknown"},
+			"403 Join token unknown (https://mandate.dev/problems/join-token-unknown)"},
+		{Problem{Type: "about:blank", Title: "Bad Gateway", Status: 502},
+			"502 Bad Gateway (about:blank)"},
+		{Problem{Type: "https://mandate.dev/problems/not-found", Title: "Not found", Status: 404, Detail: `agent "x"`},
+			`404 Not found: agent "x" (https://mandate.dev/problems/not-found)`},
+	} {
+		if got := tc.p.Error(); got != tc.want {
+			t.Errorf("Error() = %s, want %s", got, tc.want)
+		}
+	}
+}

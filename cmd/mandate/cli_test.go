@@ -253,6 +253,20 @@ func TestCLIAdminCommands(t *testing.T) {
 			t.Errorf("mandate %s = %v, want an error saying %q", strings.Join(tc.args, " "), err, tc.want)
 		}
 	}
+	// What the authority refuses is said in its words, once, without the
+	// names of its Go errors ("registry: not found", "authority: forbidden").
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admin", "agent", "show", "0123456789abcdef"}, `404 Not found: agent "0123456789abcdef" (https://mandate.dev/problems/not-found)`},
+		{[]string{"admin", "agent", "list", "--creds", "agent"}, "403 Forbidden: spiffe://mandate.localhost/agent/a1 has role agent; this needs admin (https://mandate.dev/problems/forbidden)"},
+		{[]string{"node", "join", "--token", "not-a-token", "--bundle", "mandate-data/admin/bundle.pem", "--out", "unknown"}, "403 Join token unknown (https://mandate.dev/problems/join-token-unknown)"},
+	} {
+		if _, err := cli(t, url, dir, tc.args...); err == nil || err.Error() != tc.want {
+			t.Errorf("mandate %s = %v, want the error %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
 	// Another identity's credential is not written over one still valid.
 	if _, err := cli(t, url, dir, "svid", "x509", "--spiffe-id", "spiffe://mandate.localhost/agent/a2", "--out", "agent"); err == nil ||
 		!strings.Contains(err.Error(), "--out agent holds the credential of spiffe://mandate.localhost/agent/a1") {

@@ -1,0 +1,47 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+
+	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/registry"
+)
+
+// A problem's detail says what the title does not, without the Go error
+// it was matched by (its package's name and its words again): a client
+// shows "404 Not found: agent "x"", not "404 Not found: registry: not
+// found: agent "x"".
+func TestProblemDetailWithoutMatchedError(t *testing.T) {
+	for _, tc := range []struct {
+		err              error
+		name, wantDetail string
+	}{
+		{fmt.Errorf("%w: agent %q", registry.ErrNotFound, "x"), "not-found", `agent "x"`},
+		{fmt.Errorf("%w: spiffe://a.example/agent/a has role agent; this needs admin", authority.ErrForbidden), "forbidden", "spiffe://a.example/agent/a has role agent; this needs admin"},
+		{fmt.Errorf("%w: federation: bundle has no authorities", authority.ErrFederation), "invalid-federation", "federation: bundle has no authorities"},
+		{fmt.Errorf("%w (token 0123456789abcdef)", attest.ErrTokenUsed), "join-token-used", "join token already used (token 0123456789abcdef)"},
+		{attest.ErrTokenUnknown, "join-token-unknown", "join token unknown"},
+		// Wrapped after other words: said whole.
+		{fmt.Errorf("reading the body: %w", errBadJSON), "malformed-json", "reading the body: api: malformed JSON"},
+		// An error of no package is said as it is.
+		{fmt.Errorf("%w: after 10s", context.DeadlineExceeded), "timeout", "after 10s"},
+		{context.Canceled, "canceled", "context canceled"},
+	} {
+		rec := httptest.NewRecorder()
+		writeError(rec, httptest.NewRequest("GET", "/", nil), slog.New(slog.NewTextHandler(io.Discard, nil)), tc.err)
+		var p Problem
+		if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
+			t.Fatalf("%v: %v", tc.err, err)
+		}
+		if p.Type != ProblemBase+tc.name || p.Detail != tc.wantDetail {
+			t.Errorf("problem of %q: type %s, detail %q; want %s, %q", tc.err, p.Type, p.Detail, tc.name, tc.wantDetail)
+		}
+	}
+}
