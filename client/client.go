@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -117,6 +118,10 @@ type Config struct {
 	MaxConns int
 	// Timeout bounds each call (default 30s).
 	Timeout time.Duration
+	// BundleFrom and SVIDFrom name where Bundle, and SVID and Key, were
+	// read from (a file or a directory), for errors to say which to
+	// check (optional).
+	BundleFrom, SVIDFrom string
 }
 
 // Client calls one authority. It is safe for concurrent use.
@@ -126,6 +131,9 @@ type Client struct {
 	http    *http.Client
 	tls     *tls.Config
 	timeout time.Duration
+	// bundleFrom and svidFrom are Config's, for errors.
+	bundleFrom, svidFrom string
+	mtls                 bool // authenticates with an SVID
 }
 
 // ownBundle is the one trust domain's bundle a client authenticates its
@@ -136,9 +144,17 @@ type ownBundle struct{ *x509bundle.Bundle }
 
 func (b ownBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	if td != b.TrustDomain() {
-		return nil, fmt.Errorf("client: the server is an authority of trust domain %q, and the trust bundle given is %q's: give the bundle (or credential) and the server of one authority", td.Name(), b.TrustDomain().Name())
+		return nil, otherAuthorityError{server: td, bundle: b.TrustDomain()}
 	}
 	return b.Bundle, nil
+}
+
+// otherAuthorityError is a server that presented an SVID of another
+// trust domain than the bundle's.
+type otherAuthorityError struct{ server, bundle spiffeid.TrustDomain }
+
+func (e otherAuthorityError) Error() string {
+	return fmt.Sprintf("the server is an authority of trust domain %q, and the trust bundle given is %q's: give the bundle (or credential) and the server of one authority", e.server.Name(), e.bundle.Name())
 }
 
 // New returns a client for cfg.
@@ -194,7 +210,8 @@ func New(cfg Config) (*Client, error) {
 		// in clear. The 3xx is returned as a *Problem.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Client{base: strings.TrimRight(cfg.Server, "/"), td: td, http: hc, tls: tlsCfg, timeout: cfg.Timeout}, nil
+	return &Client{base: strings.TrimRight(cfg.Server, "/"), td: td, http: hc, tls: tlsCfg, timeout: cfg.Timeout,
+		bundleFrom: cfg.BundleFrom, svidFrom: cfg.SVIDFrom, mtls: len(cfg.SVID) > 0}, nil
 }
 
 func trustDomain(cfg Config) (spiffeid.TrustDomain, error) {
@@ -290,11 +307,8 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte) (in
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return 0, nil, fmt.Errorf("client: %s %s: %w (nothing listens at %s: is the authority running there?)", method, path, err, c.base)
-	}
 	if err != nil {
-		return 0, nil, fmt.Errorf("client: %s %s: %w", method, path, err)
+		return 0, nil, c.callError(method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
@@ -312,6 +326,38 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte) (in
 		return 0, nil, problemFrom(resp.StatusCode, b)
 	}
 	return resp.StatusCode, b, nil
+}
+
+// callError says why a call got no answer: the call and the URL once
+// (not again in net/http's words), and what to check when the server is
+// not there, is not the authority the bundle is for, or refused the
+// client's credential.
+func (c *Client) callError(method, path string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) { // "Get "https://…": …" says the call again
+		err = ue.Err
+	}
+	call := fmt.Sprintf("client: %s %s%s", method, c.base, path)
+	in := func(from string) string {
+		if from == "" {
+			return ""
+		}
+		return " in " + from
+	}
+	var other otherAuthorityError
+	var unknown x509.UnknownAuthorityError
+	var op *net.OpError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%s: %w (nothing listens at %s: is the authority running there?)", call, err, c.base)
+	case errors.As(err, &other):
+		return fmt.Errorf("%s: %s", call, other.Error())
+	case errors.As(err, &unknown):
+		return fmt.Errorf("%s: the server's certificate is not signed by the trust bundle%s: is it the authority that bundle is for? (%w)", call, in(c.bundleFrom), err)
+	case c.mtls && errors.As(err, &op) && op.Op == "remote error":
+		return fmt.Errorf("%s: the authority refused the credential%s: is it one of this authority's, or of a trust domain it federates with? (%w)", call, in(c.svidFrom), err)
+	}
+	return fmt.Errorf("%s: %w", call, err)
 }
 
 // problemFrom is the *Problem of a non-2xx answer with body b. Its Status

@@ -686,7 +686,7 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 		return nil, err
 	}
 	td, _ := spiffeid.TrustDomainFromString(h.Issuer)
-	c, err := client.New(client.Config{Server: p.url, TrustDomain: td, Bundle: roots, SVID: chain, Key: key})
+	c, err := client.New(client.Config{Server: p.url, TrustDomain: td, Bundle: roots, SVID: chain, Key: key, BundleFrom: p.roots, SVIDFrom: f.cf.creds})
 	if err != nil {
 		return nil, err
 	}

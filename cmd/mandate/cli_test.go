@@ -267,6 +267,39 @@ func TestCLIAdminCommands(t *testing.T) {
 			t.Errorf("mandate %s = %v, want the error %q", strings.Join(tc.args, " "), err, tc.want)
 		}
 	}
+	// Another authority of the same trust domain (a data directory made
+	// anew): the bundle file that does not verify it, or the credential
+	// it refuses, is named.
+	dir2 := t.TempDir()
+	url2 := startServe(t, dir2)
+	mixed := filepath.Join(dir, "mixed")
+	if err := os.Mkdir(mixed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for from, to := range map[string]string{
+		filepath.Join(dir, "agent", "svid.pem"): "svid.pem", filepath.Join(dir, "agent", "svid.key"): "svid.key",
+		filepath.Join(dir2, "mandate-data", "admin", "bundle.pem"): "bundle.pem",
+	} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(mixed, to), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admin", "agent", "list", "--server", url2}, "client: GET " + url2 + "/v1/admin/agents?limit=500: the server's certificate is not signed by the trust bundle in " + filepath.Join(dir, "mandate-data", "admin", "bundle.pem") + ":"},
+		{[]string{"bundle", "show", "--server", url2}, "not signed by the trust bundle in mandate-data/admin/bundle.pem:"},
+		{[]string{"svid", "jwt", "--audience", "x", "--creds", "mixed", "--server", url2}, "client: POST " + url2 + "/v1/svid/jwt: the authority refused the credential in mixed:"},
+	} {
+		if _, err := cli(t, url, dir, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), `Post "`) || strings.Contains(err.Error(), `Get "`) {
+			t.Errorf("mandate %s = %v, want an error saying %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
 	// Another identity's credential is not written over one still valid.
 	if _, err := cli(t, url, dir, "svid", "x509", "--spiffe-id", "spiffe://mandate.localhost/agent/a2", "--out", "agent"); err == nil ||
 		!strings.Contains(err.Error(), "--out agent holds the credential of spiffe://mandate.localhost/agent/a1") {

@@ -88,6 +88,7 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 				c.creds, exp.UTC().Format(time.RFC3339))
 		}
 		cfg.SVID, cfg.Key, cfg.Bundle = chain, key, bundle
+		cfg.BundleFrom, cfg.SVIDFrom = credfile.In(c.creds).Bundle, c.creds
 		return client.New(cfg)
 	}
 	path := c.bundle
@@ -100,6 +101,7 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 	}
 	switch {
 	case err == nil:
+		cfg.BundleFrom = path
 		if cfg.Bundle, err = credfile.ParseCertsPEM(b); err != nil {
 			return nil, fmt.Errorf("trust bundle %s: %w", path, err)
 		}
