@@ -137,8 +137,13 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified")
 		fs.BoolVar(&f.full, "full", false, "also download every entry, check each against the checkpoint and recompute the root")
 	}
-	if on("show", "tail", "search", "chain") {
-		fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+	switch {
+	case on("tail", "search"):
+		fs.BoolVar(&f.asJSON, "json", false, "print each entry as one line of JSON, as the log holds it (JSON Lines)")
+	case on("show"):
+		fs.BoolVar(&f.asJSON, "json", false, "print the entry as JSON, as the log holds it")
+	case on("chain"):
+		fs.BoolVar(&f.asJSON, "json", false, "print the chain as one JSON document")
 	}
 	if on("tail") {
 		fs.IntVar(&f.n, "n", 10, "how many entries")
