@@ -135,3 +135,77 @@ func TestReadmeConfigReference(t *testing.T) {
 		t.Errorf("README reference is not YAML: %v", err)
 	}
 }
+
+// readmeCommands are the "mandate ..." command lines of a README block,
+// their comments left out.
+func readmeCommands(t *testing.T, block string) [][]string {
+	t.Helper()
+	var cmds [][]string
+	for line := range strings.Lines(block) {
+		line, _, _ = strings.Cut(line, "#")
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "mandate" {
+			cmds = append(cmds, f[1:])
+		}
+	}
+	if len(cmds) == 0 {
+		t.Fatalf("no mandate command in the README block:\n%s", block)
+	}
+	return cmds
+}
+
+// TestReadmeAuditCommands runs the README's audit commands, as written,
+// in the directory the authority runs in.
+func TestReadmeAuditCommands(t *testing.T) {
+	cmds := readmeCommands(t, readmeBlock(t, "server (`golang.org/x/mod/sumdb/note`, `transparency-dev/merkle`):", "`verify` remembers the last checkpoint"))
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	// Entries for "show 3" and "prove 3" to find.
+	for range 3 {
+		if _, err := cli(t, url, dir, "admin", "join-token", "create"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range cmds {
+		if out, err := cli(t, url, dir, args...); err != nil {
+			t.Errorf("mandate %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "entry3.tlog-proof")); err != nil {
+		t.Errorf("audit prove --out wrote no proof: %v", err)
+	}
+}
+
+// TestReadmePolicyCommands runs the README's policy commands, as written:
+// the serve line as startServe starts the authority.
+func TestReadmePolicyCommands(t *testing.T) {
+	cmds := readmeCommands(t, readmeBlock(t, "says), result and policy revision.", "A reload whose policies do not compile"))
+	dir := t.TempDir()
+	t.Chdir(dir)
+	var url string
+	for _, args := range cmds {
+		if args[0] == "serve" {
+			url = startServe(t, dir, args[1:]...)
+			continue
+		}
+		out, err := cli(t, url, dir, append(args, policyDataDir(args, dir)...)...)
+		if err != nil {
+			t.Errorf("mandate %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		if args[1] == "status" && !strings.Contains(out, `"dir": "my-policies"`) {
+			t.Errorf("policy status after serve --policy-dir my-policies: %s", out)
+		}
+	}
+	if url == "" {
+		t.Fatal("the README's policy commands start no authority")
+	}
+}
+
+// policyDataDir is the --data-dir a policy command that asks the
+// authority needs when run from the test (cli adds it to admin commands).
+func policyDataDir(args []string, dir string) []string {
+	if args[0] == "policy" && (args[1] == "status" || args[1] == "reload") {
+		return []string{"--data-dir", filepath.Join(dir, "mandate-data")}
+	}
+	return nil
+}
