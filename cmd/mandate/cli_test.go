@@ -370,6 +370,12 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"audit", "show", "first"},
 		{"audit", "prove", "1", "2"},
 		{"audit", "chain"},
+		// A delegation's lifetime in whole seconds: 500ms is not 0, the
+		// default of 10 minutes.
+		{"delegate", "request", "--delegatee", "spiffe://a.example/agent/b", "--scope", "s", "--principal", "p", "--ttl", "500ms"},
+		{"delegate", "request", "--delegatee", "spiffe://a.example/agent/b", "--scope", "s", "--principal", "p", "--ttl", "-5m"},
+		// Said before the token file is looked for.
+		{"delegate", "verify", "no-such.jwt"},
 	}
 	for _, args := range tests {
 		var out, errOut bytes.Buffer

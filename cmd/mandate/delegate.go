@@ -76,6 +76,11 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	case delegatee == "" || len(scopes) == 0 || principal == "" && parentFile == "":
 		return usagef("--delegatee, at least one --scope, and --principal or --parent are required")
 	}
+	// The API takes whole seconds: 500ms would be 0, the default (10m),
+	// and no not_after would be signed.
+	if err := wholeSeconds("--ttl", ttl); err != nil {
+		return err
+	}
 	chain, key, _, err := credfile.Load(credfile.In(cf.creds))
 	if err != nil {
 		return fmt.Errorf("delegator credential: %w", err)
@@ -202,6 +207,15 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	opts := delegation.VerifyOptions{Audience: *audience, AnyHolder: *anyHolder}
+	if *presenter == "" && !*anyHolder {
+		return usagef("--presenter is required (or --any-holder, to inspect a chain without using it)")
+	}
+	if *presenter != "" {
+		if opts.Presenter, err = spiffeid.FromString(*presenter); err != nil {
+			return usagef("--presenter: %v", err)
+		}
+	}
 	tok, err := os.ReadFile(file)
 	if err != nil {
 		return err
@@ -221,15 +235,6 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	set := spiffebundle.NewSet()
 	for _, bd := range m {
 		set.Add(bd)
-	}
-	opts := delegation.VerifyOptions{Audience: *audience, AnyHolder: *anyHolder}
-	if *presenter == "" && !*anyHolder {
-		return usagef("--presenter is required (or --any-holder, to inspect a chain without using it)")
-	}
-	if *presenter != "" {
-		if opts.Presenter, err = spiffeid.FromString(*presenter); err != nil {
-			return usagef("--presenter: %v", err)
-		}
 	}
 	if *presenterCert != "" {
 		pem, err := os.ReadFile(*presenterCert)
