@@ -397,7 +397,7 @@ func adminFedAdd(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Wr
 	if f.bundleFile != "" {
 		b, err := os.ReadFile(f.bundleFile)
 		if err != nil {
-			return err
+			return fmt.Errorf("--bundle-file: %w", err)
 		}
 		if !json.Valid(b) {
 			return fmt.Errorf("%s: not a JSON SPIFFE bundle", f.bundleFile)

@@ -385,6 +385,24 @@ func TestCLIUsageErrors(t *testing.T) {
 			t.Errorf("mandate %q = %v, want a usage error (exit 2)", args, err)
 		}
 	}
+	// A file that a flag names and that cannot be read is said with the flag.
+	files := t.TempDir()
+	for name, content := range map[string]string{"t.jwt": "x.y.z", "bundles.json": "{}"} {
+		if err := os.WriteFile(filepath.Join(files, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admin", "federation", "add", "--trust-domain", "b.example", "--url", "https://b.example/v1/bundle", "--bundle-file", "no-such.json"}, "--bundle-file: open no-such.json"},
+		{[]string{"delegate", "verify", filepath.Join(files, "t.jwt"), "--any-holder", "--bundles", filepath.Join(files, "bundles.json"), "--presenter-cert", "no-such.pem"}, "--presenter-cert: open no-such.pem"},
+	} {
+		if err := run(context.Background(), tc.args, io.Discard, io.Discard); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("mandate %s = %v, want an error beginning %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
 	// An unknown admin command is named as unknown, not as missing.
 	if err := run(context.Background(), []string{"admin", "fly"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `unknown command "fly"`) {
 		t.Errorf("mandate admin fly = %v, want it named an unknown command", err)

@@ -105,7 +105,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	if parentFile != "" {
 		b, err := os.ReadFile(parentFile)
 		if err != nil {
-			return err
+			return fmt.Errorf("--parent: %w", err)
 		}
 		parent := strings.TrimSpace(string(b))
 		body["parent_token"] = parent
@@ -122,7 +122,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	if bindFile != "" {
 		b, err := os.ReadFile(bindFile)
 		if err != nil {
-			return err
+			return fmt.Errorf("--bind-svid: %w", err)
 		}
 		certs, err := credfile.ParseCertsPEM(b)
 		if err != nil {
@@ -239,7 +239,7 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *presenterCert != "" {
 		pem, err := os.ReadFile(*presenterCert)
 		if err != nil {
-			return err
+			return fmt.Errorf("--presenter-cert: %w", err)
 		}
 		certs, err := credfile.ParseCertsPEM(pem)
 		if err != nil {
