@@ -577,7 +577,8 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 		reqs[i] = authority.AccessRequest{Subject: or(it.Subject, req.Subject), Action: or(it.Action, req.Action),
 			Resource: or(it.Resource, req.Resource), Context: or(nonNull(it.Context), nonNull(req.Context))}
 		if err := checkAccessRequest(reqs[i]); err != nil {
-			writeError(w, r, s.log, fmt.Errorf("evaluation %d: %w", i, err))
+			// Every error of checkAccessRequest is an invalid request.
+			writeError(w, r, s.log, fmt.Errorf("%w: evaluation %d: %s", authority.ErrInvalidRequest, i, problemDetail(err, authority.ErrInvalidRequest)))
 			return
 		}
 	}

@@ -11,6 +11,8 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
 )
 
@@ -25,11 +27,15 @@ func TestProblemDetailWithoutMatchedError(t *testing.T) {
 	}{
 		{fmt.Errorf("%w: agent %q", registry.ErrNotFound, "x"), "not-found", `agent "x"`},
 		{fmt.Errorf("%w: spiffe://a.example/agent/a has role agent; this needs admin", authority.ErrForbidden), "forbidden", "spiffe://a.example/agent/a has role agent; this needs admin"},
-		{fmt.Errorf("%w: federation: bundle has no authorities", authority.ErrFederation), "invalid-federation", "federation: bundle has no authorities"},
+		{fmt.Errorf("%w: federation: bundle has no authorities", authority.ErrFederation), "invalid-federation", "bundle has no authorities"},
 		{fmt.Errorf("%w (token 0123456789abcdef)", attest.ErrTokenUsed), "join-token-used", "join token already used (token 0123456789abcdef)"},
 		{attest.ErrTokenUnknown, "join-token-unknown", "join token unknown"},
-		// Wrapped after other words: said whole.
-		{fmt.Errorf("reading the body: %w", errBadJSON), "malformed-json", "reading the body: api: malformed JSON"},
+		// Wrapped after other words: said whole, but for the package's name.
+		{fmt.Errorf("reading the body: %w", errBadJSON), "malformed-json", "reading the body: malformed JSON"},
+		// A Go package's name is left out wherever a clause begins.
+		{fmt.Errorf("%w: csr: x509: malformed; asn1: truncated", ca.ErrInvalidCSR), "invalid-csr", "csr: malformed; truncated"},
+		// A policy's reasons are its author's words, said as they are.
+		{&authority.PolicyDenial{Decision: policy.Decision{ID: "d1", Reasons: []string{"audit: not allowed"}}}, "policy-denied", "audit: not allowed (decision d1)"},
 		// An error of no package is said as it is.
 		{fmt.Errorf("%w: after 10s", context.DeadlineExceeded), "timeout", "after 10s"},
 		{context.Canceled, "canceled", "context canceled"},

@@ -161,19 +161,79 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 // "registry: not found: agent "x"" is `agent "x"`, and "attest: join
 // token already used (token …)" is "join token already used (token …)".
 // An error that does not begin with the one it matched is said whole.
+// Either way the names of Go packages its clauses begin with are left
+// out (see plainText), except in a policy's reasons, which are the
+// policy author's words.
 func problemDetail(err, matched error) string {
 	s, m := err.Error(), matched.Error()
-	rest, ok := strings.CutPrefix(s, m)
-	if !ok {
+	if errors.Is(matched, authority.ErrPolicyDenied) {
+		if d, ok := strings.CutPrefix(s, m+": "); ok && d != "" {
+			return d
+		}
 		return s
 	}
+	rest, ok := strings.CutPrefix(s, m)
+	if !ok {
+		return plainText(s)
+	}
 	if d, ok := strings.CutPrefix(rest, ": "); ok && d != "" {
-		return d
+		return plainText(d)
 	}
 	if _, bare, ok := strings.Cut(m, ": "); ok {
-		return bare + rest // without its package's name
+		return plainText(bare + rest) // without its package's name
 	}
-	return s
+	return plainText(s)
+}
+
+// goPackages are the names Go errors begin with, by convention, in the
+// packages whose errors reach a refusal: this module's and the
+// libraries' it reads requests with. They are words of the code, not of
+// the request.
+var goPackages = []string{
+	"api", "attest", "audit", "authority", "ca", "credfile", "delegation", "federation", "policy", "registry", "store/bolt", "bolt", "store",
+	"asn1", "x509", "pem", "json", "jsontext", "go-jose/go-jose", "jose", "spiffeid", "spiffebundle", "x509bundle", "jwtbundle",
+	"x509svid", "jwtsvid", "tpm2",
+}
+
+// plainText is an error's text for a user: without the Go package name
+// ("federation: ", "x509: ", …) that begins it or any of its clauses
+// (the text after a ": " or "; "). "bundle: federation: bundle has no
+// authorities" is "bundle: bundle has no authorities", and "signature:
+// x509: ECDSA verification failure" is "signature: ECDSA verification
+// failure".
+func plainText(s string) string {
+	var b strings.Builder
+	for {
+		for trimmed := true; trimmed; {
+			trimmed = false
+			for _, p := range goPackages {
+				if rest, ok := strings.CutPrefix(s, p+": "); ok {
+					s, trimmed = rest, true
+					break
+				}
+			}
+		}
+		i := clauseEnd(s)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i])
+		s = s[i:]
+	}
+}
+
+// clauseEnd is the index just after the first ": " or "; " of s, or -1.
+func clauseEnd(s string) int {
+	i, j := strings.Index(s, ": "), strings.Index(s, "; ")
+	switch {
+	case i < 0 && j < 0:
+		return -1
+	case i < 0 || (j >= 0 && j < i):
+		return j + 2
+	default:
+		return i + 2
+	}
 }
 
 func writeProblem(w http.ResponseWriter, p Problem) {

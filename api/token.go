@@ -318,7 +318,7 @@ func oauthErrorOf(err error) (status int, code, desc string, ok bool) {
 			return 0, "", "", false
 		}
 	}
-	return status, code, err.Error(), true
+	return status, code, plainText(err.Error()), true
 }
 
 // oauthMetadata is GET /.well-known/oauth-authorization-server (RFC 8414).

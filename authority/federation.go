@@ -62,6 +62,19 @@ func trustDomainOf(s string) (spiffeid.TrustDomain, error) {
 	return td, err
 }
 
+// federationRefusal is the federation package's err refusing what an
+// administrator asked, as ErrFederation: in words for them, without the
+// package's name or its "invalid relationship" (ErrFederation says it).
+// "federation: invalid relationship: "x": bundle endpoint url is empty"
+// is `"x": bundle endpoint url is empty`.
+func federationRefusal(err error) error {
+	s := err.Error()
+	if rest, ok := strings.CutPrefix(s, federation.ErrInvalidRelationship.Error()+": "); ok {
+		s = rest
+	}
+	return fmt.Errorf("%w: %s", ErrFederation, strings.TrimPrefix(s, "federation: "))
+}
+
 func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bundle, error) {
 	if len(strings.TrimPrefix(f.TrustDomain, "spiffe://")) > registry.MaxTrustDomainLen || len(f.EndpointSPIFFEID) > registry.MaxSPIFFEIDLen ||
 		len(f.BundleEndpointURL) > maxBundleEndpointURL {
@@ -89,12 +102,12 @@ func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bund
 		}
 	}
 	if err := rel.Validate(); err != nil {
-		return rel, nil, fmt.Errorf("%w: %v", ErrFederation, err)
+		return rel, nil, federationRefusal(err)
 	}
 	var b *spiffebundle.Bundle
 	if len(f.Bundle) > 0 {
 		if b, _, err = federation.ParseBundle(td, f.Bundle); err != nil {
-			return rel, nil, fmt.Errorf("%w: bundle: %v", ErrFederation, err)
+			return rel, nil, federationRefusal(err)
 		}
 	}
 	return rel, b, nil
@@ -406,7 +419,7 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 	// relationship being replaced), then the record; a failed write puts
 	// the manager back as it was.
 	if err := a.fed.Set(rel, b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrFederation, err)
+		return nil, federationRefusal(err)
 	}
 	a.dropPending(rel.TrustDomain) // a fetch of the replaced relationship is void
 	f.CreatedAt = a.now().UTC()

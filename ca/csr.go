@@ -47,7 +47,7 @@ func ParseCSR(csrPEM []byte, id spiffeid.ID) (crypto.PublicKey, error) {
 		if strings.Contains(err.Error(), "unsupported elliptic curve") {
 			return nil, fmt.Errorf("%w: an elliptic curve other than P-256 or P-384", ErrUnsupportedKey)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrInvalidCSR, err)
+		return nil, fmt.Errorf("%w: the PEM block is not a PKCS#10 request: %s", ErrInvalidCSR, strings.TrimPrefix(strings.TrimPrefix(err.Error(), "x509: "), "asn1: "))
 	}
 	if csr.PublicKey == nil {
 		return nil, fmt.Errorf("%w: a public key algorithm other than ECDSA P-256 or P-384 and RSA (2048 bits or more)", ErrUnsupportedKey)
@@ -73,7 +73,7 @@ func ParseCSR(csrPEM []byte, id spiffeid.ID) (crypto.PublicKey, error) {
 		return nil, fmt.Errorf("%w: csr has %d uri sans", ErrCSRIdentity, len(csr.URIs))
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("%w: signature: %v", ErrInvalidCSR, err)
+		return nil, fmt.Errorf("%w: its signature does not verify (%s)", ErrInvalidCSR, strings.TrimPrefix(err.Error(), "x509: "))
 	}
 	return csr.PublicKey, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -63,6 +64,16 @@ type bundleDocument struct {
 func ParseBundle(td spiffeid.TrustDomain, doc []byte) (*spiffebundle.Bundle, []string, error) {
 	var d bundleDocument
 	if err := json.Unmarshal(doc, &d); err != nil {
+		// Said in the document's words, not in Go's ("cannot unmarshal
+		// number into Go value of type federation.bundleDocument").
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			what := "the document"
+			if te.Field != "" {
+				what = "member " + strconv.Quote(te.Field)
+			}
+			return nil, nil, fmt.Errorf("federation: bundle is not a SPIFFE bundle document: %s cannot be a JSON %s", what, te.Value)
+		}
 		return nil, nil, fmt.Errorf("federation: bundle is not a SPIFFE bundle document: %w", err)
 	}
 	if d.Keys == nil {
