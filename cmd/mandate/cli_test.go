@@ -939,3 +939,46 @@ func TestCLINodeRunRenewsAJoinNode(t *testing.T) {
 		t.Errorf("node run of a banned node = %v, want it stopped at once, naming the ban", err)
 	}
 }
+
+// A duration flag given a bare number (SPIFFE's tools take seconds) or
+// no duration at all is a one-line usage error saying how to give one,
+// not Go's "parse error" with the whole usage; every duration flag of
+// the commands.
+func TestCLIDurationFlagsSayHowToGiveOne(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"delegate", "request", "--ttl", "5"}, "--ttl 5: a duration needs its unit: give one such as 90s or 10m (5s for 5 seconds)"},
+		{[]string{"admin", "join-token", "create", "--ttl", "5"}, "--ttl 5: a duration needs its unit"},
+		{[]string{"admin", "join-token", "create", "--ttl=600"}, "(600s for 600 seconds)"},
+		{[]string{"admin", "agent", "create", "--x509-ttl", "3600"}, "--x509-ttl 3600: a duration needs its unit"},
+		{[]string{"admin", "agent", "create", "--jwt-ttl", "ten"}, `--jwt-ttl "ten" is not a duration: give one such as 90s or 10m`},
+		{[]string{"bench", "issue", "--duration", "3"}, "--duration 3: a duration needs its unit"},
+		{[]string{"bench", "audit", "--duration", "3"}, "--duration 3: a duration needs its unit"},
+		{[]string{"bench", "attest", "--duration", "3"}, "--duration 3: a duration needs its unit"},
+		{[]string{"bench", "decide", "--duration", "3"}, "--duration 3: a duration needs its unit"},
+		{[]string{"bench", "delegate", "--duration", "3"}, "--duration 3: a duration needs its unit"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), tc.args, &out, &errOut)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("mandate %s = %v, want a usage error saying %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+		if errOut.Len() > 0 || strings.Contains(err.Error(), "parse error") {
+			t.Errorf("mandate %s printed %q (error %v), want only the one-line error", strings.Join(tc.args, " "), errOut.String(), err)
+		}
+	}
+	// Other flag mistakes are said as before, with the usage.
+	var errOut bytes.Buffer
+	err := run(context.Background(), []string{"admin", "join-token", "create", "--no-such-flag"}, io.Discard, &errOut)
+	if !strings.Contains(errOut.String(), "flag provided but not defined: -no-such-flag\nUsage: mandate admin join-token create") {
+		t.Errorf("unknown flag: %v, printed %q; want the flag package's error and the usage", err, errOut.String())
+	}
+	// The duration flags still take durations, and print their defaults.
+	errOut.Reset()
+	if err := run(context.Background(), []string{"admin", "join-token", "create", "-h"}, io.Discard, &errOut); !errors.Is(err, flag.ErrHelp) || !strings.Contains(errOut.String(), "(default 10m0s)") {
+		t.Errorf("admin join-token create -h = %v, %q; want the usage with --ttl's default", err, errOut.String())
+	}
+}

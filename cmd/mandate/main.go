@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -10,7 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
+	"time"
 
 	"mandate.dev/mandate/client"
 )
@@ -208,13 +211,66 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 // parseSome parses the flags of args up to the first argument that is not
 // one (left in fs.Args()).
 func parseSome(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	// A duration flag's value that is not one ("--ttl 5": SPIFFE's tools
+	// take seconds) is said in a line, without Go's "parse error" and the
+	// whole usage: what the flag package prints is held back until it is
+	// known not to be that.
+	var badDuration error
+	var wrapped []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) {
+		if g, ok := f.Value.(flag.Getter); ok {
+			if _, ok := g.Get().(time.Duration); ok {
+				f.Value = &durationFlag{Value: f.Value, name: f.Name, bad: &badDuration}
+				wrapped = append(wrapped, f)
+			}
+		}
+	})
+	out, usage := fs.Output(), fs.Usage
+	var held bytes.Buffer
+	usageAsked := false
+	fs.SetOutput(&held)
+	fs.Usage = func() { usageAsked = true }
+	err := fs.Parse(args)
+	for _, f := range wrapped {
+		f.Value = f.Value.(*durationFlag).Value
+	}
+	fs.SetOutput(out)
+	fs.Usage = usage
+	if badDuration != nil {
+		return badDuration
+	}
+	_, _ = held.WriteTo(out)
+	if usageAsked {
+		usage()
+	}
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err.Error()}
 	}
 	return nil
+}
+
+// durationFlag is a duration flag's value while its flags are parsed:
+// a value that is not a duration is noted in bad as a usage error that
+// says how to give one.
+type durationFlag struct {
+	flag.Value
+	name string
+	bad  *error
+}
+
+func (d *durationFlag) Set(s string) error {
+	err := d.Value.Set(s)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			*d.bad = usagef("--%s %s: a duration needs its unit: give one such as 90s or 10m (%ss for %s seconds)", d.name, s, s, s)
+		} else {
+			*d.bad = usagef("--%s %q is not a duration: give one such as 90s or 10m", d.name, s)
+		}
+	}
+	return err
 }
 
 // noArgs refuses arguments to a command that takes none.
