@@ -114,7 +114,7 @@ func writeAtomic(path string, b []byte, mode os.FileMode, publish func(tmp, path
 	removeStaleTemps(dir, prefix)
 	f, err := os.CreateTemp(dir, prefix+"*")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, withoutTemp(err))
 	}
 	defer os.Remove(f.Name())
 	err = f.Chmod(mode)
@@ -134,9 +134,25 @@ func writeAtomic(path string, b []byte, mode os.FileMode, publish func(tmp, path
 		err = syncDir(dir)
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, withoutTemp(err))
 	}
 	return nil
+}
+
+// withoutTemp is the reason of err, an error of a step on the temporary
+// file (its *fs.PathError or *os.LinkError naming that file), for an
+// error that names the file written instead: the temporary file is
+// writeAtomic's, not the caller's, and gone by the time it is read.
+func withoutTemp(err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Err
+	case errors.As(err, &le):
+		return le.Err
+	}
+	return err
 }
 
 // staleTemp is the age past which a temporary file of writeAtomic is

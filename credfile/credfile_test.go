@@ -760,3 +760,37 @@ func TestPrivateKeyAndDirectory(t *testing.T) {
 		t.Fatalf("Load of a 0644 key = %v, want ErrNotPrivate, saying what to do", err)
 	}
 }
+
+// A write that fails names the file asked for and why, never the
+// temporary file it goes through (gone by then), and keeps the reason
+// errors.Is sees.
+func TestWriteErrorNamesTheFileAskedFor(t *testing.T) {
+	dir := t.TempDir()
+	aFile := filepath.Join(dir, "a-file")
+	held := filepath.Join(dir, "held")
+	for _, p := range []string{aFile, held} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		write  func(string, []byte, os.FileMode) error
+		path   string
+		is     error
+		reason string
+	}{
+		{"missing directory", credfile.WriteFileAtomic, filepath.Join(dir, "no-such-dir", "t.jwt"), fs.ErrNotExist, "no such file or directory"},
+		{"under a file", credfile.WriteFileAtomic, filepath.Join(aFile, "t.jwt"), nil, "not a directory"},
+		{"create over a file", credfile.CreateFileAtomic, held, fs.ErrExist, "file exists"},
+		{"create in a missing directory", credfile.CreateFileAtomic, filepath.Join(dir, "no-such-dir", "t.jwt"), fs.ErrNotExist, "no such file or directory"},
+	} {
+		err := tc.write(tc.path, []byte("token"), 0o600)
+		if want := "write " + tc.path + ": " + tc.reason; err == nil || err.Error() != want || strings.Contains(err.Error(), ".tmp-") {
+			t.Errorf("%s: %v, want %q", tc.name, err, want)
+		}
+		if tc.is != nil && !errors.Is(err, tc.is) {
+			t.Errorf("%s: %v is not %v", tc.name, err, tc.is)
+		}
+	}
+}
