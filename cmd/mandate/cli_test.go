@@ -982,3 +982,35 @@ func TestCLIDurationFlagsSayHowToGiveOne(t *testing.T) {
 		t.Errorf("admin join-token create -h = %v, %q; want the usage with --ttl's default", err, errOut.String())
 	}
 }
+
+// A missing credential is said with the flags of the command that
+// looked for it: --creds for a node's or an agent's, --data-dir (or
+// --creds) for the admin credential; never another command's.
+func TestCLIMissingCredentialHintFitsTheCommand(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, tc := range []struct {
+		args        []string
+		want, avoid []string
+	}{
+		{[]string{"svid", "jwt", "--audience", "x"}, []string{"no credential in mandate-node (mandate-node/svid.pem: ", "give --creds DIR, the credential to authenticate with"}, []string{"--data-dir", "admin", "audit", "credfile:"}},
+		{[]string{"svid", "x509", "--spiffe-id", "spiffe://a.example/agent/x"}, []string{"give --creds DIR, the credential to authenticate with"}, []string{"--data-dir", "admin", "audit"}},
+		{[]string{"admin", "agent", "list"}, []string{"no credential in mandate-data/admin", "give --data-dir of the authority", "or --creds DIR"}, []string{"credfile:"}},
+		{[]string{"policy", "status"}, []string{"give --data-dir of the authority"}, nil},
+	} {
+		err := run(context.Background(), tc.args, io.Discard, io.Discard)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("mandate %s = %v, want a missing credential", strings.Join(tc.args, " "), err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("mandate %s = %v, want it to say %q", strings.Join(tc.args, " "), err, w)
+			}
+		}
+		for _, a := range tc.avoid {
+			if strings.Contains(err.Error(), a) {
+				t.Errorf("mandate %s = %v, want nothing of %q", strings.Join(tc.args, " "), err, a)
+			}
+		}
+	}
+}

@@ -29,6 +29,9 @@ type clientFlags struct {
 	// lapsed, when set, is the trust bundle that came with an expired
 	// credential of this node: trusted besides --bundle's roots.
 	lapsed *heldRoots
+	// missing says how to give the credential when there is none in
+	// creds: the command's own flags (see register).
+	missing string
 }
 
 // heldRoots are the X.509 roots of trust domain td that its authority
@@ -39,9 +42,18 @@ type heldRoots struct {
 	roots []*x509.Certificate
 }
 
+// register registers the flags naming the authority and --creds. A
+// command with no default credential directory takes the admin
+// credential of the authority's --data-dir (admin, audit, policy,
+// bench): a missing credential is then said with both flags; else with
+// --creds and what it is.
 func (c *clientFlags) register(fs *flag.FlagSet, defaultCreds, credsHelp string) {
 	c.registerServer(fs)
 	fs.StringVar(&c.creds, "creds", defaultCreds, credsHelp)
+	c.missing = "give --creds DIR, the " + credsHelp
+	if defaultCreds == "" {
+		c.missing = "give --data-dir of the authority (its admin credential is in <data-dir>/admin: run the command where the authority runs), or --creds DIR"
+	}
 }
 
 // registerServer registers the flags naming the authority only, for
@@ -76,7 +88,15 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 	if withCert {
 		chain, key, bundle, err := credfile.Load(credfile.In(c.creds))
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("no credential in %s (%w): give --creds DIR (admin and audit commands: --data-dir of the authority, or run them where it runs)", c.creds, err)
+			missing := c.missing
+			if missing == "" {
+				missing = "give its directory"
+			}
+			var pe *fs.PathError
+			if errors.As(err, &pe) { // the file, without the package that read it
+				err = fmt.Errorf("%s: %w", pe.Path, pe.Err)
+			}
+			return nil, fmt.Errorf("no credential in %s (%w): %s", c.creds, err, missing)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("load credential from %s: %w", c.creds, err)

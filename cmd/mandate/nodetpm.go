@@ -203,6 +203,7 @@ func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 		return nil, false, err
 	}
 	cf.creds = out
+	cf.missing = "give --out, the node's credential directory"
 	// A node that lapsed (off, or cut off, for longer than its SVID's
 	// life) attests anew: the --bundle it first attested with may be
 	// outdated by CA rotations since, its lapsed credential's is not.
