@@ -1502,6 +1502,41 @@ func TestHopNotBoundToAnSVIDOfANodeTheDelegateeMayNotRunOn(t *testing.T) {
 	}
 }
 
+// A hop bound to an SVID of a node its delegatee's registration no
+// longer allows is refused before the policy is asked, the node banned
+// or not: the ban is the policy's to judge, not the registration.
+func TestHopNotBoundToAnSVIDOfABannedNodeTheDelegateeMayNotRunOn(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	req := delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", bind: true}
+	e.mustDelegate(a, req)
+	ctx := ctxT(t)
+	regs, err := e.admin.ListAgents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(regs, func(r client.Agent) bool { return r.SPIFFEID == b.id.String() })
+	if i < 0 {
+		t.Fatalf("%s is not among the registrations", b.id)
+	}
+	host, err := authority.HostNode(b.chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := regs[i]
+	moved.NodeIDs = []string{e.joinNode().id.String()}
+	if _, err := e.admin.UpdateAgent(ctx, moved.ID, &moved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.BanNode(ctx, host.String(), "compromised"); err != nil {
+		t.Fatal(err)
+	}
+	if _, p := e.delegate(a, req); p == nil || problemName(p) != "invalid-request" || !strings.Contains(p.Detail, "no longer lets it run on") {
+		t.Errorf("POST /v1/delegations bound to an SVID of a banned node the delegatee may no longer run on = %+v, want invalid-request", p)
+	}
+}
+
 // A delegator signs its hop with an SVID of the node it delegates from:
 // one signed with its SVID on another of its nodes is refused (the hop
 // records the node it was delegated from, and revoking that node must

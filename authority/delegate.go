@@ -690,11 +690,14 @@ func (a *Authority) boundHostFacts(ctx context.Context, ag *registry.Agent, host
 	case err != nil:
 		return nil, err
 	}
-	if registry.CheckActive(n) == nil {
-		if err := registry.CheckHosting(ag, n); err != nil {
-			return nil, delegateeError{fmt.Sprintf("delegatee_x509_svid is an X509-SVID of %s on %s, a node its registration no longer lets it run on (%v)",
-				ag.SPIFFEID, host, err)}
-		}
+	// The registration's part of the rule, whatever the node's ban and
+	// drift: a banned node the registration no longer allows is refused
+	// here too, not left to the policy.
+	active := *n
+	active.Banned, active.Drifted = false, false
+	if err := registry.CheckHosting(ag, &active); err != nil {
+		return nil, delegateeError{fmt.Sprintf("delegatee_x509_svid is an X509-SVID of %s on %s, a node its registration no longer lets it run on (%v)",
+			ag.SPIFFEID, host, err)}
 	}
 	return a.nodeFacts(n), nil
 }
