@@ -28,7 +28,11 @@ type PolicyDenial struct {
 }
 
 func (d *PolicyDenial) Error() string {
-	return fmt.Sprintf("%v: %s (decision %s)", ErrPolicyDenied, strings.Join(d.Decision.Reasons, "; "), d.Decision.ID)
+	why := strings.Join(d.Decision.Reasons, "; ")
+	if why == "" {
+		why = "the policy gave no reason"
+	}
+	return fmt.Sprintf("%v: %s (decision %s)", ErrPolicyDenied, why, d.Decision.ID)
 }
 
 func (d *PolicyDenial) Unwrap() error { return ErrPolicyDenied }

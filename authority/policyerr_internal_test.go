@@ -147,3 +147,20 @@ func TestCanceledEvaluationIsNoTimeout(t *testing.T) {
 		t.Fatalf("the record of a canceled evaluation: %v", details)
 	}
 }
+
+// A denial says its reasons, or that the policy gave none (not an empty
+// text where they would be).
+func TestPolicyDenialSaysWhy(t *testing.T) {
+	for _, tc := range []struct {
+		reasons []string
+		want    string
+	}{
+		{nil, "denied by policy: the policy gave no reason (decision d1)"},
+		{[]string{"a", "b"}, "denied by policy: a; b (decision d1)"},
+	} {
+		got := (&PolicyDenial{Decision: policy.Decision{ID: "d1", Reasons: tc.reasons}}).Error()
+		if !strings.HasSuffix(got, tc.want) {
+			t.Errorf("PolicyDenial(%q).Error() = %q, want it to end %q", tc.reasons, got, tc.want)
+		}
+	}
+}
