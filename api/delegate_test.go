@@ -1369,136 +1369,100 @@ func TestDelegatorOnABannedNodeIsRefused(t *testing.T) {
 	if _, p := e.delegate(a, req); p == nil || problemName(p) != "node-banned" {
 		t.Errorf("POST /v1/delegations by an agent on a banned node = %+v, want node-banned", p)
 	}
-	sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
-		Scopes: []string{"calendar:read"}}, a.key, a.chain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	status, ans := e.exchange(&a, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
-		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
-		"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}})
-	if status != http.StatusBadRequest || ans["error"] != "unauthorized_client" {
+	if status, ans := e.exchangeRoot(a, b, nil); status != http.StatusBadRequest || ans["error"] != "unauthorized_client" {
 		t.Errorf("POST /v1/token by an agent on a banned node = %d %v, want 400 unauthorized_client", status, ans)
 	}
 }
 
-// An agent delegates only from a node its registration lets it run on
-// now, as it gets SVIDs: one moved to another node, or made to require a
-// hardware-attested node, does not delegate with the SVID it got before
-// (on the API or the token endpoint); moved back, it does again.
-func TestDelegatorNoLongerHostedIsRefused(t *testing.T) {
-	e := start(t, "org-a.example")
-	a := e.agentWithScopes("a", "calendar:read")
-	b := e.agentWithScopes("b")
-	req := delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"}
-	e.mustDelegate(a, req)
-	host, err := authority.HostNode(a.chain[0])
+// registrationOf is id's registration, as the admin API lists it.
+func (e *env) registrationOf(id spiffeid.ID) client.Agent {
+	e.t.Helper()
+	regs, err := e.admin.ListAgents(ctxT(e.t))
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	ctx := ctxT(t)
-	regs, err := e.admin.ListAgents(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := slices.IndexFunc(regs, func(r client.Agent) bool { return r.SPIFFEID == a.id.String() })
+	i := slices.IndexFunc(regs, func(r client.Agent) bool { return r.SPIFFEID == id.String() })
 	if i < 0 {
-		t.Fatalf("%s is not among the registrations", a.id)
+		e.t.Fatalf("%s is not among the registrations", id)
 	}
-	reg := &regs[i]
-	other := e.joinNode()
-	for _, tc := range []struct {
-		name   string
-		change func(*client.Agent)
-	}{
-		{"moved to another node", func(r *client.Agent) { r.NodeIDs = []string{other.id.String()} }},
-		{"requires a hardware-attested node", func(r *client.Agent) { r.RequireHardwareAttestation = true }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			changed := *reg
-			changed.NodeIDs = slices.Clone(reg.NodeIDs)
-			tc.change(&changed)
-			if _, err := e.admin.UpdateAgent(ctx, reg.ID, &changed); err != nil {
-				t.Fatal(err)
-			}
-			if _, p := e.delegate(a, req); p == nil || problemName(p) != "agent-not-allowed-on-node" {
-				t.Errorf("POST /v1/delegations by an agent no longer allowed on %s = %+v, want agent-not-allowed-on-node", host, p)
-			}
-			sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
-				Scopes: []string{"calendar:read"}}, a.key, a.chain)
-			if err != nil {
-				t.Fatal(err)
-			}
-			status, ans := e.exchange(&a, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
-				"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
-				"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}})
-			if status != http.StatusBadRequest || ans["error"] != "unauthorized_client" {
-				t.Errorf("POST /v1/token by an agent no longer allowed on its node = %d %v, want 400 unauthorized_client", status, ans)
-			}
-			if _, err := e.admin.UpdateAgent(ctx, reg.ID, reg); err != nil {
-				t.Fatal(err)
-			}
-			e.mustDelegate(a, req)
-		})
-	}
+	return regs[i]
 }
 
-// A hop is bound only to an X509-SVID of a node the delegatee's
-// registration lets it run on now: an agent moved to another node, or
-// made to require a hardware-attested node, gets no hop bound to the SVID
-// it got before (on the API or the token endpoint), for that key would
-// get no credentials there; moved back, it does again.
-func TestHopNotBoundToAnSVIDOfANodeTheDelegateeMayNotRunOn(t *testing.T) {
+// exchangeRoot asks the token endpoint, as from, for a root hop to to
+// for alice with calendar:read, signed by from, with the extra form
+// values given.
+func (e *env) exchangeRoot(from, to identity, extra url.Values) (int, map[string]any) {
+	e.t.Helper()
+	sig, err := delegation.SignStatement(delegation.Statement{Delegator: from.id.String(), Delegatee: to.id.String(), Principal: "alice",
+		Scopes: []string{"calendar:read"}}, from.key, from.chain)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+		"audience": {to.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}}
+	for k, v := range extra {
+		form[k] = v
+	}
+	return e.exchange(&from, form)
+}
+
+// A hop is made only as the hosting rule of the parties' SVIDs allows
+// now: a delegator delegates only from a node its registration lets it
+// run on, and a hop is bound only to an X509-SVID of a node the
+// delegatee's registration lets it run on. An agent moved to another
+// node, or made to require a hardware-attested node, neither delegates
+// with the SVID it got before nor gets a hop bound to it (on the API or
+// the token endpoint), for that key would get no credentials there;
+// moved back, it does again.
+func TestHostingRuleHoldsForBothParties(t *testing.T) {
 	e := start(t, "org-a.example")
 	a := e.agentWithScopes("a", "calendar:read")
 	b := e.agentWithScopes("b")
-	req := delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", bind: true}
-	e.mustDelegate(a, req)
-	ctx := ctxT(t)
-	regs, err := e.admin.ListAgents(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := slices.IndexFunc(regs, func(r client.Agent) bool { return r.SPIFFEID == b.id.String() })
-	if i < 0 {
-		t.Fatalf("%s is not among the registrations", b.id)
-	}
-	reg := &regs[i]
 	other := e.joinNode()
-	for _, tc := range []struct {
-		name   string
-		change func(*client.Agent)
+	ctx := ctxT(t)
+	for _, party := range []struct {
+		name        string
+		moved       identity
+		bind        bool
+		problem     string // and, when set, words of its detail
+		detail      string
+		oauthError  string
+		oauthFields url.Values
 	}{
-		{"moved to another node", func(r *client.Agent) { r.NodeIDs = []string{other.id.String()} }},
-		{"requires a hardware-attested node", func(r *client.Agent) { r.RequireHardwareAttestation = true }},
+		{name: "delegator", moved: a, problem: "agent-not-allowed-on-node", oauthError: "unauthorized_client"},
+		{name: "bound delegatee", moved: b, bind: true, problem: "invalid-request", detail: "no longer lets it run on", oauthError: "invalid_target",
+			oauthFields: url.Values{"delegatee_x509_svid": {string(credfile.EncodeCertsPEM(b.chain))}}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			changed := *reg
-			changed.NodeIDs = slices.Clone(reg.NodeIDs)
-			tc.change(&changed)
-			if _, err := e.admin.UpdateAgent(ctx, reg.ID, &changed); err != nil {
-				t.Fatal(err)
-			}
-			if _, p := e.delegate(a, req); p == nil || problemName(p) != "invalid-request" || !strings.Contains(p.Detail, "no longer lets it run on") {
-				t.Errorf("POST /v1/delegations bound to an SVID of a node the delegatee may no longer run on = %+v, want invalid-request", p)
-			}
-			sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
-				Scopes: []string{"calendar:read"}}, a.key, a.chain)
-			if err != nil {
-				t.Fatal(err)
-			}
-			status, ans := e.exchange(&a, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
-				"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
-				"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig},
-				"delegatee_x509_svid": {string(credfile.EncodeCertsPEM(b.chain))}})
-			if status != http.StatusBadRequest || ans["error"] != "invalid_target" {
-				t.Errorf("POST /v1/token bound to an SVID of a node the delegatee may no longer run on = %d %v, want 400 invalid_target", status, ans)
-			}
-			if _, err := e.admin.UpdateAgent(ctx, reg.ID, reg); err != nil {
-				t.Fatal(err)
-			}
-			e.mustDelegate(a, req)
-		})
+		req := delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", bind: party.bind}
+		e.mustDelegate(a, req)
+		reg := e.registrationOf(party.moved.id)
+		for _, tc := range []struct {
+			name   string
+			change func(*client.Agent)
+		}{
+			{"moved to another node", func(r *client.Agent) { r.NodeIDs = []string{other.id.String()} }},
+			{"requires a hardware-attested node", func(r *client.Agent) { r.RequireHardwareAttestation = true }},
+		} {
+			t.Run(party.name+"/"+tc.name, func(t *testing.T) {
+				changed := reg
+				changed.NodeIDs = slices.Clone(reg.NodeIDs)
+				tc.change(&changed)
+				if _, err := e.admin.UpdateAgent(ctx, reg.ID, &changed); err != nil {
+					t.Fatal(err)
+				}
+				if _, p := e.delegate(a, req); p == nil || problemName(p) != party.problem || !strings.Contains(p.Detail, party.detail) {
+					t.Errorf("POST /v1/delegations = %+v, want %s (%q)", p, party.problem, party.detail)
+				}
+				if status, ans := e.exchangeRoot(a, b, party.oauthFields); status != http.StatusBadRequest || ans["error"] != party.oauthError {
+					t.Errorf("POST /v1/token = %d %v, want 400 %s", status, ans, party.oauthError)
+				}
+				if _, err := e.admin.UpdateAgent(ctx, reg.ID, &reg); err != nil {
+					t.Fatal(err)
+				}
+				e.mustDelegate(a, req)
+			})
+		}
 	}
 }
 
@@ -1512,19 +1476,11 @@ func TestHopNotBoundToAnSVIDOfABannedNodeTheDelegateeMayNotRunOn(t *testing.T) {
 	req := delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", bind: true}
 	e.mustDelegate(a, req)
 	ctx := ctxT(t)
-	regs, err := e.admin.ListAgents(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := slices.IndexFunc(regs, func(r client.Agent) bool { return r.SPIFFEID == b.id.String() })
-	if i < 0 {
-		t.Fatalf("%s is not among the registrations", b.id)
-	}
 	host, err := authority.HostNode(b.chain[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	moved := regs[i]
+	moved := e.registrationOf(b.id)
 	moved.NodeIDs = []string{e.joinNode().id.String()}
 	if _, err := e.admin.UpdateAgent(ctx, moved.ID, &moved); err != nil {
 		t.Fatal(err)
