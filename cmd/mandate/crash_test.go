@@ -317,20 +317,17 @@ func TestCrashKeepsSVIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	acked := map[string]bool{} // serials (hex) of the SVIDs answered
-	var killed atomic.Bool
-	var wg sync.WaitGroup
+	load := newCrashLoad() // answered: serials (hex) of the SVIDs
 	for range 16 {
 		_, csr, err := client.NewKeyAndCSR()
 		if err != nil {
 			t.Fatal(err)
 		}
-		wg.Go(func() {
+		load.wg.Go(func() {
 			for ctx.Err() == nil {
 				ans, err := node.X509SVID(ctx, agentID, csr)
 				if err != nil {
-					if !killed.Load() {
+					if !load.killed.Load() {
 						t.Errorf("an X509-SVID was refused before the kill: %v", err)
 					}
 					return // the server is gone
@@ -340,39 +337,16 @@ func TestCrashKeepsSVIDs(t *testing.T) {
 					t.Errorf("an answered X509-SVID: %v", err)
 					return
 				}
-				mu.Lock()
-				acked[chain[0].SerialNumber.Text(16)] = true
-				mu.Unlock()
+				load.answer(chain[0].SerialNumber.Text(16))
 			}
 		})
 	}
-	// Killed once some SVIDs were answered, others under way (however
-	// slow the machine: no fixed window).
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 32 {
-			break
-		}
-	}
-	killed.Store(true)
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	cancel()
-	wg.Wait()
+	load.kill(t, cmd, cancel)
+	acked := load.answered
 
-	restarted, url := serveProcess(t, bin, dataDir, addr)
-	c := adminClient(t, url, dataDir)
-	bg := context.Background()
-	cp, err := verifiedCheckpoint(t, bg, c, logVerifier(t, dataDir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	restarted, c, cp, entries := restartedLog(t, bin, dataDir, addr)
 	logged := map[string]uint64{} // serial → index of its svid.issued entry
-	for i, e := range logEntries(t, bg, c, cp.Size) {
+	for i, e := range entries {
 		if e.Type == "svid.issued" && e.Details.Kind == "x509" && e.Details.Serial != "" {
 			logged[e.Details.Serial] = uint64(i)
 		}
@@ -404,6 +378,60 @@ func TestCrashKeepsSVIDs(t *testing.T) {
 		t.Errorf("%d serials indexed, %d x509 svid.issued entries", indexed, len(logged))
 	}
 	t.Logf("killed with %d X509-SVIDs answered; %d issued in the log of size %d after restart", len(acked), len(logged), cp.Size)
+}
+
+// crashLoad is load on a serve process that is killed under it: what
+// was answered, and whether the kill has come.
+type crashLoad struct {
+	mu       sync.Mutex
+	answered map[string]bool // ids (or serials) of what was answered
+	killed   atomic.Bool
+	wg       sync.WaitGroup // the load's goroutines
+}
+
+func newCrashLoad() *crashLoad { return &crashLoad{answered: map[string]bool{}} }
+
+// answer notes that id was answered.
+func (l *crashLoad) answer(id string) {
+	l.mu.Lock()
+	l.answered[id] = true
+	l.mu.Unlock()
+}
+
+// kill kills cmd (SIGKILL) once 32 answers came, others under way
+// (however slow the machine: no fixed window; a minute at most), then
+// ends the load (cancel) and waits for it: answered is then final.
+func (l *crashLoad) kill(t *testing.T, cmd *exec.Cmd, cancel context.CancelFunc) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		l.mu.Lock()
+		n := len(l.answered)
+		l.mu.Unlock()
+		if n >= 32 {
+			break
+		}
+	}
+	l.killed.Store(true)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	cancel()
+	l.wg.Wait()
+}
+
+// restartedLog starts serve again on dataDir at addr and reads its log
+// as an auditor does: the process, an admin client, the checkpoint
+// verified with the log's key, and the entries up to it.
+func restartedLog(t *testing.T, bin, dataDir, addr string) (*exec.Cmd, *client.Client, *log.Checkpoint, []loggedEntry) {
+	t.Helper()
+	restarted, url := serveProcess(t, bin, dataDir, addr)
+	c := adminClient(t, url, dataDir)
+	cp, err := verifiedCheckpoint(t, context.Background(), c, logVerifier(t, dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return restarted, c, cp, logEntries(t, context.Background(), c, cp.Size)
 }
 
 // TestTamperedEntryIsNamed flips bytes of one stored entry in the
@@ -571,12 +599,9 @@ func TestCrashKeepsDelegations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	acked := map[string]bool{} // delegation ids whose token was answered
-	var killed atomic.Bool
-	var wg sync.WaitGroup
+	load := newCrashLoad() // answered: ids of the delegations whose token was
 	for range 16 {
-		wg.Go(func() {
+		load.wg.Go(func() {
 			for ctx.Err() == nil {
 				body, err := w.request(0, 1, "alice", "", "")
 				if err != nil {
@@ -587,44 +612,22 @@ func TestCrashKeepsDelegations(t *testing.T) {
 				_ = json.Unmarshal(body, &raw)
 				var ans struct{ ID, Token string }
 				if err := w.a.Do(ctx, "POST", "/v1/delegations", raw, &ans); err != nil {
-					if !killed.Load() {
+					if !load.killed.Load() {
 						t.Errorf("a delegation failed before the kill: %v", err)
 					}
 					return // the server is gone
 				}
-				mu.Lock()
-				acked[ans.ID] = true
-				mu.Unlock()
+				load.answer(ans.ID)
 			}
 		})
 	}
-	// Killed once some delegations were answered, others under way
-	// (however slow the machine: no fixed window).
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 32 {
-			break
-		}
-	}
-	killed.Store(true)
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	cancel()
-	wg.Wait()
+	load.kill(t, cmd, cancel)
+	acked := load.answered
 
-	restarted, url := serveProcess(t, bin, dataDir, addr)
-	c := adminClient(t, url, dataDir)
+	restarted, c, cp, entries := restartedLog(t, bin, dataDir, addr)
 	bg := context.Background()
-	cp, err := verifiedCheckpoint(t, bg, c, logVerifier(t, dataDir))
-	if err != nil {
-		t.Fatal(err)
-	}
 	inLog := map[string]bool{}
-	for i, e := range logEntries(t, bg, c, cp.Size) {
+	for i, e := range entries {
 		if e.Type != "delegation.issued" {
 			continue
 		}
