@@ -80,13 +80,10 @@ func TestStatusClientChecksEveryConnection(t *testing.T) {
 	}
 }
 
-// TestFetchStatusReadsTheWholeAnswer: an issuer's answer is read whole
-// or not at all. One cut short after a complete-looking document (the
-// connection closed before the length it announced), or one longer than
-// the bound whose first 16 KiB read as an answer, is no status: never
-// "active" taken from a part of it. Nor is one whose headers are longer
-// than the bound: they are not read whole.
-func TestFetchStatusReadsTheWholeAnswer(t *testing.T) {
+// statusIssuer is org-b.example's status server as FetchStatus meets
+// it: fetch serves h over TLS with an X509-SVID of
+// spiffe://org-b.example/mandate/server and asks it for hop1's status.
+func statusIssuer(t *testing.T) (fetch func(h http.HandlerFunc) (*delegation.StatusAnswer, error)) {
 	td := spiffeid.RequireTrustDomainFromString("org-b.example")
 	server := spiffeid.RequireFromPath(td, "/mandate/server")
 	root, rootKey := statusTestCA(t)
@@ -98,6 +95,25 @@ func TestFetchStatusReadsTheWholeAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bundle := x509bundle.New(td)
+	bundle.AddX509Authority(root)
+	return func(h http.HandlerFunc) (*delegation.StatusAnswer, error) {
+		srv := httptest.NewUnstartedServer(h)
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}}
+		srv.StartTLS()
+		defer srv.Close()
+		return delegation.FetchStatus(context.Background(), delegation.NewStatusClient(bundle, server), srv.URL, "hop1")
+	}
+}
+
+// TestFetchStatusReadsTheWholeAnswer: an issuer's answer is read whole
+// or not at all. One cut short after a complete-looking document (the
+// connection closed before the length it announced), or one longer than
+// the bound whose first 16 KiB read as an answer, is no status: never
+// "active" taken from a part of it. Nor is one whose headers are longer
+// than the bound: they are not read whole.
+func TestFetchStatusReadsTheWholeAnswer(t *testing.T) {
+	fetch := statusIssuer(t)
 	active := `{"id":"hop1","status":"active","log_index":1,"leaf_hash":"00"}`
 	for _, tc := range []struct {
 		name string
@@ -124,13 +140,7 @@ func TestFetchStatusReadsTheWholeAnswer(t *testing.T) {
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewUnstartedServer(tc.h)
-			srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}}
-			srv.StartTLS()
-			defer srv.Close()
-			bundle := x509bundle.New(td)
-			bundle.AddX509Authority(root)
-			st, err := delegation.FetchStatus(context.Background(), delegation.NewStatusClient(bundle, server), srv.URL, "hop1")
+			st, err := fetch(tc.h)
 			switch {
 			case tc.ok && (err != nil || st.Status != delegation.StatusActive):
 				t.Fatalf("FetchStatus = %+v, %v; want active", st, err)
@@ -145,17 +155,7 @@ func TestFetchStatusReadsTheWholeAnswer(t *testing.T) {
 // with an error that says why without quoting the issuer at length: the
 // error reaches public status answers (503) and the server's refusals.
 func TestFetchStatusErrorsAreBounded(t *testing.T) {
-	td := spiffeid.RequireTrustDomainFromString("org-b.example")
-	server := spiffeid.RequireFromPath(td, "/mandate/server")
-	root, rootKey := statusTestCA(t)
-	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse(server.String())
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, root, leafKey.Public(), rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fetch := statusIssuer(t)
 	long := strings.Repeat("\u00e9x", 5<<10) // 15 KiB
 	for _, tc := range []struct {
 		name, answer string
@@ -166,13 +166,7 @@ func TestFetchStatusErrorsAreBounded(t *testing.T) {
 		{"not JSON", `{"id":"hop1",` + long},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, tc.answer) }))
-			srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}}
-			srv.StartTLS()
-			defer srv.Close()
-			bundle := x509bundle.New(td)
-			bundle.AddX509Authority(root)
-			_, err := delegation.FetchStatus(context.Background(), delegation.NewStatusClient(bundle, server), srv.URL, "hop1")
+			_, err := fetch(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, tc.answer) })
 			if !errors.Is(err, delegation.ErrStatusUnknown) {
 				t.Fatalf("FetchStatus = %v, want ErrStatusUnknown", err)
 			}
