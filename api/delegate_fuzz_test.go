@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
@@ -8,7 +9,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
+	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/delegation"
 )
 
@@ -19,6 +22,12 @@ import (
 // set, the target signs the hop the fuzzed fields name with the agent's
 // key of its own process, so that the flow past the signature check
 // (policy, token, audit, answer) is fuzzed in every worker too.
+//
+// A hop below a parent, and the status of a hop that exists, need a hop
+// of the target's own process: an input names it with parentIDMark and
+// parentTokenMark, which the target replaces with the id and the token
+// of a hop a → b it makes (parentHop). An odd kind / 3 sends (and signs)
+// the request as b, the parent's delegatee, instead of a.
 func FuzzDelegationRequests(f *testing.F) {
 	z := newDelegationFuzz(f)
 	for _, s := range z.seeds(f) {
@@ -32,9 +41,42 @@ func FuzzDelegationRequests(f *testing.F) {
 // delegationFuzz is FuzzDelegationRequests's setup: an authority, an
 // agent a (the delegator) with the scope calendar:read and an agent b.
 type delegationFuzz struct {
-	e    *env
-	a, b identity
-	h    http.Handler
+	e      *env
+	a, b   identity
+	h      http.Handler
+	parent *delegationHop // made by parentHop, when first asked for
+}
+
+// delegationHop is a hop issued by delegationFuzz's authority.
+type delegationHop struct {
+	id, token string
+	expires   time.Time
+}
+
+// What an input of FuzzDelegationRequests writes for the id and the
+// token of the parent hop (see parentHop). Their characters are written
+// as they are in a form, a path and a JSON string alike.
+const (
+	parentIDMark    = "__parent_id__"
+	parentTokenMark = "__parent_token__"
+)
+
+// parentHop is a hop a → b for alice with calendar:read, made with the
+// keys of this process, and kept while it has more than
+// DefaultDelegationTTL to live: a hop below it is issued for that long.
+func (z *delegationFuzz) parentHop(t testing.TB) *delegationHop {
+	t.Helper()
+	if z.parent != nil && time.Until(z.parent.expires) > authority.DefaultDelegationTTL {
+		return z.parent
+	}
+	req := authority.DelegateRequest{Delegatee: z.b.id.String(), Principal: "alice", Scopes: []string{"calendar:read"}, Purpose: "a parent", TTL: authority.MaxDelegationTTL}
+	req.DelegatorSignature = z.e.hopSignature(t, z.a, req.Delegatee, req.Principal, "", req.Purpose, req.Scopes)
+	ans, err := z.e.a.Delegate(context.Background(), &authority.Caller{ID: z.a.id, Cert: z.a.chain[0]}, req)
+	if err != nil {
+		t.Fatalf("the parent hop a → b: %v", err)
+	}
+	z.parent = &delegationHop{id: ans.ID, token: ans.Token, expires: ans.ExpiresAt}
+	return z.parent
 }
 
 func newDelegationFuzz(t testing.TB) *delegationFuzz {
@@ -44,10 +86,10 @@ func newDelegationFuzz(t testing.TB) *delegationFuzz {
 
 // delegationSeed is an input of FuzzDelegationRequests.
 type delegationSeed struct {
-	kind   uint8 // 0 a token exchange, 1 a delegation, 2 a status
-	sign   bool  // the target signs the hop (an honest request)
-	in     string
-	honest bool // with sign, the hop is issued
+	kind uint8 // 0 a token exchange, 1 a delegation, 2 a status; plus 3: as b
+	sign bool  // the target signs the hop (an honest request)
+	in   string
+	want int // if not 0, the status it is answered with (an honest request)
 }
 
 // seeds are FuzzDelegationRequests's seeds. Those with a signature made
@@ -70,7 +112,7 @@ func (z *delegationFuzz) seeds(t testing.TB) []delegationSeed {
 	}
 	withPurpose := unsigned + "&purpose=" + url.QueryEscape("book the offsite")
 	for _, s := range []string{unsigned, "client_id=" + url.QueryEscape(z.a.id.String()) + "&" + unsigned, withPurpose} {
-		seeds = append(seeds, delegationSeed{kind: 0, sign: true, in: s, honest: true})
+		seeds = append(seeds, delegationSeed{kind: 0, sign: true, in: s, want: http.StatusOK})
 	}
 	// Signed, and refused by the policy: a scope a does not hold.
 	seeds = append(seeds, delegationSeed{kind: 0, sign: true, in: strings.Replace(unsigned, "calendar%3Aread", "calendar%3Awrite", 1)})
@@ -85,39 +127,59 @@ func (z *delegationFuzz) seeds(t testing.TB) []delegationSeed {
 	req["purpose"], req["ttl_seconds"] = "book the offsite", 60
 	withPurposeBody, _ := json.Marshal(req)
 	for _, s := range []string{string(body), string(unsignedBody), string(withPurposeBody)} {
-		seeds = append(seeds, delegationSeed{kind: 1, sign: true, in: s, honest: true})
+		seeds = append(seeds, delegationSeed{kind: 1, sign: true, in: s, want: http.StatusCreated})
 	}
 	seeds = append(seeds, delegationSeed{kind: 1, sign: true, in: strings.Replace(string(unsignedBody), "calendar:read", "calendar:write", 1)})
 	for _, s := range []string{"d1", "", "..", strings.Repeat("f", 200), "%00", "a/b"} {
 		seeds = append(seeds, delegationSeed{kind: 2, in: s})
 	}
+	// Below the parent hop a → b, as b, to a: by token exchange and by
+	// a delegation; and the parent's status.
+	sub := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {parentTokenMark},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"}, "audience": {z.a.id.String()}, "scope": {"calendar:read"}}
+	subBody := mustJSON(t, map[string]any{"delegatee": z.a.id.String(), "scopes": []string{"calendar:read"}, "parent_token": parentTokenMark})
+	seeds = append(seeds,
+		delegationSeed{kind: 3, sign: true, in: sub.Encode(), want: http.StatusOK},
+		delegationSeed{kind: 4, sign: true, in: subBody, want: http.StatusCreated},
+		delegationSeed{kind: 2, in: parentIDMark, want: http.StatusOK},
+		// Refused: the parent presented by a, which does not hold it.
+		delegationSeed{kind: 1, sign: true, in: subBody})
 	return seeds
 }
 
-// serve sends one request of FuzzDelegationRequests as a, with the hop
-// signed by a first if sign is set, and checks the answer: never a 5xx;
-// a refused token exchange answers an RFC 6749 error, the others a
-// problem document.
+// serve sends one request of FuzzDelegationRequests as a (as b with an
+// odd kind / 3), with the parent hop's id and token put in for their
+// marks, and the hop signed by the caller first if sign is set, and
+// checks the answer: never a 5xx; a refused token exchange answers an
+// RFC 6749 error, the others a problem document.
 func (z *delegationFuzz) serve(t testing.TB, kind uint8, sign bool, in string) *httptest.ResponseRecorder {
 	t.Helper()
+	from := z.a
+	if kind/3%2 == 1 {
+		from = z.b
+	}
+	if strings.Contains(in, parentIDMark) || strings.Contains(in, parentTokenMark) {
+		p := z.parentHop(t)
+		in = strings.NewReplacer(parentIDMark, p.id, parentTokenMark, p.token).Replace(in)
+	}
 	var req *http.Request
 	switch kind % 3 {
 	case 0:
 		if sign {
-			in = z.e.signedExchange(t, z.a, in)
+			in = z.e.signedExchange(t, from, in)
 		}
 		req = httptest.NewRequest(http.MethodPost, "/v1/token", strings.NewReader(in))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	case 1:
 		if sign {
-			in = z.e.signedDelegation(t, z.a, in)
+			in = z.e.signedDelegation(t, from, in)
 		}
 		req = httptest.NewRequest(http.MethodPost, "/v1/delegations", strings.NewReader(in))
 		req.Header.Set("Content-Type", "application/json")
 	default:
 		req = httptest.NewRequest(http.MethodGet, "/v1/delegations/"+url.PathEscape(in)+"/status", nil)
 	}
-	req.TLS = &tls.ConnectionState{PeerCertificates: z.a.chain}
+	req.TLS = &tls.ConnectionState{PeerCertificates: from.chain}
 	rec := httptest.NewRecorder()
 	z.h.ServeHTTP(rec, req)
 	if rec.Code >= 500 {

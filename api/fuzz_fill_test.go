@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"encoding/json"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -20,8 +19,12 @@ import (
 // FuzzDelegationRequests and FuzzAPIRequests take a flag instead: with
 // it set, the target makes that part of the request itself, in its own
 // process, from the fuzzed fields (signedDelegation, signedExchange,
-// withJoinToken). These take the target's t: the env's own is the
-// target's F, which may not be used inside the fuzz function.
+// withJoinToken). A hop that must exist first, a parent to delegate
+// below or a hop whose status is asked, is made by the target in its
+// own process too, and put in for the marks the input writes in its
+// place (delegationFuzz.parentHop). These take the target's t: the
+// env's own is the target's F, which may not be used inside the fuzz
+// function.
 
 // hopSignature is from's delegator signature of a hop to delegatee:
 // the statement the authority checks the signature against, read from
@@ -129,26 +132,38 @@ func withJoinToken(t testing.TB, body string, token func() string) string {
 // another: the authority of a fuzzing worker, which is given the seeds
 // its coordinator made. Every honest seed is accepted there, so the
 // paths past the signature and join token checks are fuzzed in every
-// worker; the seeds signed by the first setup's agent are not.
+// worker; the seeds signed by the first setup's agent are not. Among
+// those accepted are a hop below a parent hop the worker made, by
+// token exchange and by POST /v1/delegations, and that parent's status.
 func TestFuzzSeedsAcceptedInAnyProcess(t *testing.T) {
 	t.Run("FuzzDelegationRequests", func(t *testing.T) {
 		seeds := newDelegationFuzz(t).seeds(t)
 		worker := newDelegationFuzz(t)
 		honest := 0
+		reached := map[string]bool{}
 		for _, s := range seeds {
 			rec := worker.serve(t, s.kind, s.sign, s.in)
-			want := map[uint8]int{0: http.StatusOK, 1: http.StatusCreated}[s.kind]
 			switch {
-			case s.honest && rec.Code != want:
-				t.Errorf("honest seed (kind %d) = %d, want %d: %s\n%.300s", s.kind, rec.Code, want, rec.Body, s.in)
-			case s.honest:
+			case s.want != 0 && rec.Code != s.want:
+				t.Errorf("honest seed (kind %d) = %d, want %d: %s\n%.300s", s.kind, rec.Code, s.want, rec.Body, s.in)
+			case s.want != 0:
 				honest++
+				if what := worker.belowParent(t, s, rec.Body.Bytes()); what != "" {
+					reached[what] = true
+				}
 			case !s.sign && strings.Contains(s.in, "eyJ") && rec.Code < 400:
 				t.Errorf("a seed signed by another authority's agent (kind %d) = %d: %s", s.kind, rec.Code, rec.Body)
+			case strings.Contains(s.in, parentTokenMark) && rec.Code < 400:
+				t.Errorf("a parent token presented by an agent that does not hold it (kind %d) = %d: %s", s.kind, rec.Code, rec.Body)
 			}
 		}
 		if honest < 4 {
 			t.Errorf("%d honest seeds accepted, want 4 or more", honest)
+		}
+		for _, what := range []string{"a token exchange below the parent", "a delegation below the parent", "the parent's status"} {
+			if !reached[what] {
+				t.Errorf("no seed reaches %s", what)
+			}
 		}
 	})
 	t.Run("FuzzAPIRequests", func(t *testing.T) {
@@ -171,4 +186,40 @@ func TestFuzzSeedsAcceptedInAnyProcess(t *testing.T) {
 			}
 		}
 	})
+}
+
+// belowParent says which of the paths that need the parent hop an
+// accepted seed of FuzzDelegationRequests reached, from its answer:
+// a hop issued below the parent, or the parent's status; "" for a
+// seed that does not name the parent. It fails t if a seed that names
+// the parent was answered with something else.
+func (z *delegationFuzz) belowParent(t testing.TB, s delegationSeed, answer []byte) string {
+	t.Helper()
+	if z.parent == nil || !strings.Contains(s.in, parentIDMark) && !strings.Contains(s.in, parentTokenMark) {
+		return ""
+	}
+	var ans struct {
+		ID, Status, Token string
+		AccessToken       string `json:"access_token"`
+	}
+	if err := json.Unmarshal(answer, &ans); err != nil {
+		t.Fatalf("%v: %s", err, answer)
+	}
+	if s.kind%3 == 2 {
+		if ans.ID != z.parent.id || ans.Status != "active" {
+			t.Errorf("the status of the parent %s: %s", z.parent.id, answer)
+			return ""
+		}
+		return "the parent's status"
+	}
+	what, token := "a delegation below the parent", ans.Token
+	if s.kind%3 == 0 {
+		what, token = "a token exchange below the parent", ans.AccessToken
+	}
+	chain, err := delegation.Verify(token, z.e.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil || len(chain) != 2 || chain[0].ID != z.parent.id {
+		t.Errorf("%s: the token issued is not a hop below the parent %s (%v): %s", what, z.parent.id, err, answer)
+		return ""
+	}
+	return what
 }
