@@ -697,14 +697,18 @@ func decodeJSONLoose(r *http.Request, v any) error {
 	if err != nil {
 		return err
 	}
-	if err := checkJSONValue(body); err != nil {
-		return fmt.Errorf("%w: %v", errBadJSON, err)
-	}
 	if b := bytes.TrimSpace(body); len(b) == 0 || b[0] != '{' {
 		return fmt.Errorf("%w: the body must be a JSON object", errBadJSON)
 	}
-	if err := jsonv2.Unmarshal(body, v); err != nil {
+	// Well formed, said with where it is not; then not too deep.
+	if err := jsonv2.Unmarshal(body, new(jsontext.Value)); err != nil {
+		return jsonError(err)
+	}
+	if err := checkJSONValue(body); err != nil {
 		return fmt.Errorf("%w: %v", errBadJSON, err)
+	}
+	if err := jsonv2.Unmarshal(body, v); err != nil {
+		return jsonError(err)
 	}
 	return nil
 }

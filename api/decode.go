@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding"
 	stdjson "encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -69,8 +72,7 @@ func readJSONBody(r *http.Request) ([]byte, error) {
 // DecodeStrict decodes exactly one JSON object from b into v. Unknown
 // fields, trailing data, and non-object documents are refused.
 func DecodeStrict(b []byte, v any) error {
-	b = bytes.Trim(b, " \t\r\n") // JSON whitespace only (RFC 8259 §2)
-	if len(b) == 0 || b[0] != '{' {
+	if t := bytes.Trim(b, " \t\r\n"); len(t) == 0 || t[0] != '{' { // JSON whitespace only (RFC 8259 §2)
 		return fmt.Errorf("%w: the body must be a JSON object", errBadJSON)
 	}
 	// encoding/json's semantics, read by the encoding/json/v2 engine (a
@@ -78,15 +80,157 @@ func DecodeStrict(b []byte, v any) error {
 	// encoding/json's decoder reads about four times slower), but names
 	// are matched exactly and a name given twice is refused: a member
 	// "TTL_SECONDS" is unknown, and no two readers of one body can take
-	// different values from it.
-	if err := jsonv2.Unmarshal(b, v, json.DefaultOptionsV1(), jsonv2.RejectUnknownMembers(true),
-		jsonv2.MatchCaseInsensitiveNames(false), jsontext.AllowDuplicateNames(false)); err != nil {
-		if strings.HasPrefix(err.Error(), "json: unknown field") {
-			return fmt.Errorf("%w%s", errUnknownField, strings.TrimPrefix(err.Error(), "json: unknown field"))
-		}
-		return fmt.Errorf("%w: %s", errBadJSON, strings.TrimPrefix(err.Error(), "json: "))
+	// different values from it. Its errors are the engine's own, which
+	// say where in the body they are (jsonError).
+	if err := jsonv2.Unmarshal(b, v, json.DefaultOptionsV1(), json.ReportErrorsWithLegacySemantics(false),
+		jsonv2.RejectUnknownMembers(true), jsonv2.MatchCaseInsensitiveNames(false), jsontext.AllowDuplicateNames(false)); err != nil {
+		return jsonError(err)
 	}
 	return nil
+}
+
+// jsonError is why a body could not be read, in JSON's terms rather than
+// the Go types it is read into: the member (as a JSON Pointer, RFC 6901),
+// what JSON it holds and what is expected there, or where a body that is
+// not well formed goes wrong (the byte offset from its start). An
+// unknown member is errUnknownField, with its name.
+func jsonError(err error) error {
+	var syn *jsontext.SyntacticError
+	var sem *jsonv2.SemanticError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Errorf("%w: %s", errBadJSON, syntaxDetail(syn))
+	case errors.As(err, &sem) && errors.Is(sem.Err, jsonv2.ErrUnknownName):
+		return fmt.Errorf("%w %q", errUnknownField, sem.JSONPointer.LastToken())
+	case errors.As(err, &sem):
+		return fmt.Errorf("%w: %s", errBadJSON, semanticDetail(sem))
+	}
+	return fmt.Errorf("%w: it cannot be read", errBadJSON)
+}
+
+// memberOf names the value at ptr: `member "/scopes/0"`, or the body.
+func memberOf(ptr jsontext.Pointer) string {
+	if ptr == "" {
+		return "the body"
+	}
+	return "member " + strconv.Quote(string(ptr))
+}
+
+// syntaxDetail says where a body stops being well-formed JSON.
+func syntaxDetail(e *jsontext.SyntacticError) string {
+	in := ""
+	if e.JSONPointer != "" {
+		in = " (in " + memberOf(e.JSONPointer) + ")"
+	}
+	switch {
+	case errors.Is(e.Err, jsontext.ErrDuplicateName):
+		return fmt.Sprintf("%s is given twice in one object, again at byte offset %d", memberOf(e.JSONPointer), e.ByteOffset)
+	case errors.Is(e.Err, io.ErrUnexpectedEOF) || errors.Is(e.Err, io.EOF):
+		return fmt.Sprintf("the body ends at byte offset %d%s, before its JSON does", e.ByteOffset, in)
+	case e.Err == nil:
+		return fmt.Sprintf("syntax error at byte offset %d%s", e.ByteOffset, in)
+	}
+	return fmt.Sprintf("syntax error at byte offset %d%s: %s", e.ByteOffset, in, strings.TrimPrefix(e.Err.Error(), "jsontext: "))
+}
+
+// semanticDetail says which member holds a value of the wrong kind, and
+// what is expected there.
+func semanticDetail(e *jsonv2.SemanticError) string {
+	where, t := memberOf(e.JSONPointer), e.GoType
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	got := "a JSON value"
+	switch e.JSONKind {
+	case 'n':
+		got = "JSON null"
+	case 't', 'f':
+		got = "a JSON boolean"
+	case '"':
+		got = "a JSON string"
+	case '0':
+		got = "a JSON number"
+		if len(e.JSONValue) > 0 {
+			got = "the number " + string(e.JSONValue)
+		}
+	case '[':
+		got = "a JSON array"
+	case '{':
+		got = "a JSON object"
+	}
+	if t == nil {
+		return where + ": " + got + " is not accepted here"
+	}
+	// A value of the right kind that is not one the member can hold.
+	switch {
+	case t == reflect.TypeFor[time.Time]() && e.JSONKind == '"':
+		return where + ": a JSON string that is not an RFC 3339 date and time"
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 && e.JSONKind == '"':
+		return where + ": a JSON string that is not base64"
+	case e.JSONKind == '0' && errors.Is(e.Err, strconv.ErrRange):
+		if lo, hi, ok := intRange(t); ok {
+			return fmt.Sprintf("%s: %s is out of range (%d to %d)", where, got, lo, hi)
+		}
+		return where + ": " + got + " is out of range"
+	case e.JSONKind == '0' && isInt(t):
+		want := "an integer"
+		if lo, hi, ok := intRange(t); ok && lo == 0 {
+			want = fmt.Sprintf("an integer from 0 to %d", hi)
+		}
+		return where + ": " + got + " where " + want + " is expected (digits, without a fraction or an exponent)"
+	}
+	if want := expectedJSON(t); want != "" {
+		return where + ": " + got + " where " + want + " is expected"
+	}
+	return where + ": " + got + " is not accepted here"
+}
+
+// expectedJSON is the JSON a value of Go type t is read from, in JSON's
+// words; "" if t reads itself (its own UnmarshalJSON).
+func expectedJSON(t reflect.Type) string {
+	if t == reflect.TypeFor[time.Time]() {
+		return "a string holding an RFC 3339 date and time"
+	}
+	if reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]()) ||
+		reflect.PointerTo(t).Implements(reflect.TypeFor[jsonv2.UnmarshalerFrom]()) ||
+		reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) {
+		return ""
+	}
+	switch {
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case isInt(t):
+		return "an integer"
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		return "a number"
+	case t.Kind() == reflect.String:
+		return "a string"
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8:
+		return "a base64 string"
+	case t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+		return "an array"
+	case t.Kind() == reflect.Map || t.Kind() == reflect.Struct:
+		return "an object"
+	}
+	return ""
+}
+
+// isInt reports whether t is an integer type.
+func isInt(t reflect.Type) bool {
+	_, _, ok := intRange(t)
+	return ok
+}
+
+// intRange is the range of integer type t.
+func intRange(t reflect.Type) (lo int64, hi uint64, ok bool) {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		bits := t.Bits()
+		return -1 << (bits - 1), 1<<(bits-1) - 1, true
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return 0, 1<<t.Bits() - 1, true
+	}
+	return 0, 0, false
 }
 
 func checkContentType(got, want string) error {
