@@ -994,6 +994,8 @@ func TestCLIMissingCredentialHintFitsTheCommand(t *testing.T) {
 	}{
 		{[]string{"svid", "jwt", "--audience", "x"}, []string{"no credential in mandate-node (mandate-node/svid.pem: ", "give --creds DIR, the credential to authenticate with"}, []string{"--data-dir", "admin", "audit", "credfile:"}},
 		{[]string{"svid", "x509", "--spiffe-id", "spiffe://a.example/agent/x"}, []string{"give --creds DIR, the credential to authenticate with"}, []string{"--data-dir", "admin", "audit"}},
+		{[]string{"delegate", "request", "--delegatee", "spiffe://a.example/agent/b", "--scope", "s", "--principal", "p"},
+			[]string{"no credential in mandate-agent (mandate-agent/svid.pem: ", "give --creds DIR, the delegator agent's credential directory"}, []string{"--data-dir", "admin", "audit", "credfile:"}},
 		{[]string{"admin", "agent", "list"}, []string{"no credential in mandate-data/admin", "give --data-dir of the authority", "or --creds DIR"}, []string{"credfile:"}},
 		{[]string{"policy", "status"}, []string{"give --data-dir of the authority"}, nil},
 	} {

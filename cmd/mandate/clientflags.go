@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -86,20 +87,9 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 		cfg.TrustDomain = td
 	}
 	if withCert {
-		chain, key, bundle, err := credfile.Load(credfile.In(c.creds))
-		if errors.Is(err, fs.ErrNotExist) {
-			missing := c.missing
-			if missing == "" {
-				missing = "give its directory"
-			}
-			var pe *fs.PathError
-			if errors.As(err, &pe) { // the file, without the package that read it
-				err = fmt.Errorf("%s: %w", pe.Path, pe.Err)
-			}
-			return nil, fmt.Errorf("no credential in %s (%w): %s", c.creds, err, missing)
-		}
+		chain, key, bundle, err := c.credential()
 		if err != nil {
-			return nil, fmt.Errorf("load credential from %s: %w", c.creds, err)
+			return nil, err
 		}
 		// An expired certificate fails the TLS handshake with no more than
 		// "bad certificate": say so before.
@@ -135,6 +125,28 @@ func (c *clientFlags) dial(withCert bool) (*client.Client, error) {
 		}
 	}
 	return client.New(cfg)
+}
+
+// credential loads the credential in creds. A missing one is said with
+// the flags that give it (see register), not with the package that
+// looked for it.
+func (c *clientFlags) credential() ([]*x509.Certificate, crypto.Signer, []*x509.Certificate, error) {
+	chain, key, bundle, err := credfile.Load(credfile.In(c.creds))
+	if errors.Is(err, fs.ErrNotExist) {
+		missing := c.missing
+		if missing == "" {
+			missing = "give its directory"
+		}
+		var pe *fs.PathError
+		if errors.As(err, &pe) { // the file, without the package that read it
+			err = fmt.Errorf("%s: %w", pe.Path, pe.Err)
+		}
+		return nil, nil, nil, fmt.Errorf("no credential in %s (%w): %s", c.creds, err, missing)
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("load credential from %s: %w", c.creds, err)
+	}
+	return chain, key, bundle, nil
 }
 
 // addTo adds the held roots to cfg's bundle when they are those of the

@@ -58,7 +58,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	var delegatee, principal, parentFile, purpose, bindFile, out string
 	var scopes stringList
 	var ttl time.Duration
-	cf.register(fs, "mandate-agent", "the delegator agent's credential directory")
+	cf.register(fs, "mandate-agent", "delegator agent's credential directory")
 	fs.StringVar(&delegatee, "delegatee", "", "SPIFFE ID of the agent that will act (required)")
 	fs.Var(&scopes, "scope", "a scope to delegate (repeatable; at least one)")
 	fs.StringVar(&principal, "principal", "", "on whose behalf (a root hop)")
@@ -81,9 +81,9 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := wholeSeconds("--ttl", ttl); err != nil {
 		return err
 	}
-	chain, key, _, err := credfile.Load(credfile.In(cf.creds))
+	chain, key, _, err := cf.credential()
 	if err != nil {
-		return fmt.Errorf("delegator credential: %w", err)
+		return err
 	}
 	me, err := spiffeIDOf(chain)
 	if err != nil {
