@@ -208,6 +208,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if args[0] == "check-proof" { // offline: no server
 		return auditCheckProof(ctx, f, nil, v, rest, stdout)
 	}
+	if f.out != "" {
+		if err := checkOutFile("--out", f.out); err != nil {
+			return err
+		}
+	}
 	c, err := f.cf.dial(true)
 	if err != nil {
 		return err

@@ -81,6 +81,11 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := wholeSeconds("--ttl", ttl); err != nil {
 		return err
 	}
+	// The delegation is made (and logged) once asked for: where its
+	// token goes is checked first.
+	if err := checkOutFile("--out", out); err != nil {
+		return err
+	}
 	chain, key, _, err := cf.credential()
 	if err != nil {
 		return err

@@ -237,10 +237,14 @@ func joinKey(dir, tokenDigest string) (crypto.Signer, string, error) {
 }
 
 // checkOut refuses, before anything is asked of the authority, to write a
-// credential into dir while it holds an unexpired one that keeps (would
-// not be replaced by) the identity replaces reports: replacing it would
-// lose a credential, its key among it, that another identity still uses.
+// credential into dir where it could not be written (checkOutDir), or
+// while it holds an unexpired one that keeps (would not be replaced by)
+// the identity replaces reports: replacing it would lose a credential,
+// its key among it, that another identity still uses.
 func checkOut(dir, flag string, replaces func(spiffeid.ID) bool) error {
+	if err := checkOutDir(flag, dir); err != nil {
+		return err
+	}
 	chain, _, _, err := credfile.Load(credfile.In(dir))
 	if err != nil || len(chain) == 0 || !time.Now().Before(chain[0].NotAfter) {
 		return nil // nothing there, or nothing still usable
@@ -334,6 +338,9 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 	}
 	csr, err := client.CSRFor(key, id)
 	if err != nil {
+		return 0, err
+	}
+	if err := checkOutDir("--out", out); err != nil {
 		return 0, err
 	}
 	ans, err := c.X509SVID(ctx, id.String(), csr)

@@ -185,10 +185,13 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 }
 
-// checkAttestOut refuses an --out that holds a still valid credential
-// that is not a TPM node's: a TPM node's is renewed; any other is another
-// node's.
+// checkAttestOut refuses an --out that cannot be written (checkOutDir),
+// or that holds a still valid credential that is not a TPM node's: a TPM
+// node's is renewed; any other is another node's.
 func checkAttestOut(out string) error {
+	if err := checkOutDir("--out", out); err != nil {
+		return err
+	}
 	if hasTPMCredential(out) {
 		return nil
 	}

@@ -88,6 +88,13 @@ func svidJWT(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(aud) == 0 {
 		return usagef("--audience is required")
 	}
+	// The token is issued (and logged) once asked for: where it goes is
+	// checked first.
+	if outFile != "" {
+		if err := checkOutFile("--out", outFile); err != nil {
+			return err
+		}
+	}
 	if id == "" {
 		if chain, _, _, err := credfile.Load(credfile.In(cf.creds)); err == nil && len(chain) > 0 && len(chain[0].URIs) == 1 &&
 			strings.HasPrefix(chain[0].URIs[0].Path, "/node/") {
