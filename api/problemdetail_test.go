@@ -21,6 +21,7 @@ import (
 // shows "404 Not found: agent "x"", not "404 Not found: registry: not
 // found: agent "x"".
 func TestProblemDetailWithoutMatchedError(t *testing.T) {
+	quoted := `a"b: json: c` // quoted with an escaped quote inside
 	for _, tc := range []struct {
 		err              error
 		name, wantDetail string
@@ -34,6 +35,9 @@ func TestProblemDetailWithoutMatchedError(t *testing.T) {
 		{fmt.Errorf("reading the body: %w", errBadJSON), "malformed-json", "reading the body: malformed JSON"},
 		// A Go package's name is left out wherever a clause begins.
 		{fmt.Errorf("%w: csr: x509: malformed; asn1: truncated", ca.ErrInvalidCSR), "invalid-csr", "csr: malformed; truncated"},
+		// What the request said, quoted, is quoted as it was.
+		{fmt.Errorf("%w: agent %q", registry.ErrNotFound, "x: json: y; api: z"), "not-found", `agent "x: json: y; api: z"`},
+		{fmt.Errorf("%w: agent %q: policy: gone", registry.ErrNotFound, quoted), "not-found", fmt.Sprintf("agent %q: gone", quoted)},
 		// A policy's reasons are its author's words, said as they are.
 		{&authority.PolicyDenial{Decision: policy.Decision{ID: "d1", Reasons: []string{"audit: not allowed"}}}, "policy-denied", "audit: not allowed (decision d1)"},
 		// An error of no package is said as it is.

@@ -197,7 +197,8 @@ var goPackages = []string{
 
 // plainText is an error's text for a user: without the Go package name
 // ("federation: ", "x509: ", …) that begins it or any of its clauses
-// (the text after a ": " or "; "). "bundle: federation: bundle has no
+// (the text after a ": " or "; ", outside quoted text: what a request
+// said is quoted as it was). "bundle: federation: bundle has no
 // authorities" is "bundle: bundle has no authorities", and "signature:
 // x509: ECDSA verification failure" is "signature: ECDSA verification
 // failure".
@@ -223,17 +224,22 @@ func plainText(s string) string {
 	}
 }
 
-// clauseEnd is the index just after the first ": " or "; " of s, or -1.
+// clauseEnd is the index just after the first ": " or "; " of s outside
+// a quoted string (what a request said, quoted as Go quotes it, is
+// said as it was), or -1.
 func clauseEnd(s string) int {
-	i, j := strings.Index(s, ": "), strings.Index(s, "; ")
-	switch {
-	case i < 0 && j < 0:
-		return -1
-	case i < 0 || (j >= 0 && j < i):
-		return j + 2
-	default:
-		return i + 2
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case quoted && c == '\\':
+			i++ // the escaped byte
+		case c == '"':
+			quoted = !quoted
+		case !quoted && (c == ':' || c == ';') && i+1 < len(s) && s[i+1] == ' ':
+			return i + 2
+		}
 	}
+	return -1
 }
 
 func writeProblem(w http.ResponseWriter, p Problem) {
