@@ -954,6 +954,12 @@ func TestCLIDurationFlagsSayHowToGiveOne(t *testing.T) {
 		{[]string{"admin", "join-token", "create", "--ttl=600"}, "(600s for 600 seconds)"},
 		{[]string{"admin", "agent", "create", "--x509-ttl", "3600"}, "--x509-ttl 3600: a duration needs its unit"},
 		{[]string{"admin", "agent", "create", "--jwt-ttl", "ten"}, `--jwt-ttl "ten" is not a duration: give one such as 90s or 10m`},
+		// Numbers that are no duration with an "s" added get no such hint.
+		{[]string{"delegate", "request", "--ttl", "1e3"}, `--ttl "1e3" is not a duration: give one such as 90s or 10m`},
+		{[]string{"delegate", "request", "--ttl", "NaN"}, `--ttl "NaN" is not a duration`},
+		{[]string{"delegate", "request", "--ttl", "-Inf"}, `--ttl "-Inf" is not a duration`},
+		{[]string{"delegate", "request", "--ttl", "0x1p4"}, `--ttl "0x1p4" is not a duration`},
+		{[]string{"delegate", "request", "--ttl", "1.5"}, "(1.5s for 1.5 seconds)"},
 		{[]string{"bench", "issue", "--duration", "3"}, "--duration 3: a duration needs its unit"},
 		{[]string{"bench", "audit", "--duration", "3"}, "--duration 3: a duration needs its unit"},
 		{[]string{"bench", "attest", "--duration", "3"}, "--duration 3: a duration needs its unit"},

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -264,7 +263,10 @@ type durationFlag struct {
 func (d *durationFlag) Set(s string) error {
 	err := d.Value.Set(s)
 	if err != nil {
-		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+		// A bare number is told to add "s" only when that makes a
+		// duration ("5", "1.5"): "1e3s", "NaNs" or "Infs" would be a
+		// hint refused in turn.
+		if _, nerr := time.ParseDuration(s + "s"); nerr == nil {
 			*d.bad = usagef("--%s %s: a duration needs its unit: give one such as 90s or 10m (%ss for %s seconds)", d.name, s, s, s)
 		} else {
 			*d.bad = usagef("--%s %q is not a duration: give one such as 90s or 10m", d.name, s)
