@@ -65,7 +65,13 @@ func checkOutDir(flag, dir string) error {
 			return fail("%s", strings.TrimPrefix(err.Error(), "credfile: "))
 		}
 	}
-	if err := canCreateIn(d, dir); err != nil {
+	// In the directory itself, the probe is named as the temporary
+	// files of the certificate written there, which that write clears.
+	probe := dir
+	if d == dir {
+		probe = credfile.In(dir).Cert
+	}
+	if err := canCreateIn(d, probe); err != nil {
 		return fail("%v", err)
 	}
 	return nil
