@@ -558,6 +558,15 @@ func TestAuthZEN(t *testing.T) {
 	if status, ans := do(t, gw, "POST", "/access/v1/evaluation", "application/json", []byte(`{"subject": "x"}`)); status != 400 || ans["type"] == nil {
 		t.Fatalf("bad request: %d %v", status, ans)
 	}
+	// An agent whose SPIFFE ID is revoked (for ever) may do nothing,
+	// whatever scopes its registration still holds.
+	if err := pe.admin.Do(ctxT(t), "POST", "/v1/admin/revocations", map[string]string{"spiffe_id": reader, "reason": "compromised"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	status, ans = do(t, gw, "POST", "/access/v1/evaluation", "application/json", []byte(eval("calendar:read")))
+	if ctx, _ := ans["context"].(map[string]any); status != 200 || ans["decision"] != false || !strings.Contains(fmt.Sprint(ctx["reason"]), "revoked") {
+		t.Fatalf("evaluation for a revoked agent: %d %v", status, ans)
+	}
 	// The Data API's wrapping, by mistake: the error says so.
 	if status, ans := do(t, gw, "POST", "/access/v1/evaluation", "application/json", []byte(`{"input": `+eval("calendar:read")+`}`)); status != 400 || !strings.Contains(fmt.Sprint(ans["detail"]), `not wrapped in "input"`) {
 		t.Fatalf("a request wrapped in input: %d %v", status, ans)

@@ -938,8 +938,15 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 		details["revoked"], details["revoked_sha256"] = revoked[:maxRecordedRevoked], hex.EncodeToString(sum[:])
 	}
 	// An agent revoked by its ID is named with its accountable party.
-	if _, err := a.record(ctx, event{typ: "delegation.revoked", actor: by, subject: subject, delegationID: delegationID,
-		parties: a.registeredParty(ctx, spiffeID), details: details}); err != nil {
+	_, err = a.record(ctx, event{typ: "delegation.revoked", actor: by, subject: subject, delegationID: delegationID,
+		parties: a.registeredParty(ctx, spiffeID), details: details})
+	if spiffeID != "" {
+		// Policies see a registration's ID revoked
+		// (data.mandate.agents[id].revoked), also when the commit's
+		// outcome is not known.
+		a.agentChanged(spiffeID)
+	}
+	if err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "revoked", "delegation_id", delegationID, "spiffe_id", spiffeID, "revoked", len(revoked), "by", by)

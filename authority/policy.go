@@ -13,6 +13,7 @@ import (
 	jsonv1 "github.com/go-json-experiment/json/v1"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
@@ -148,7 +149,7 @@ func (a *Authority) syncPolicyData(ctx context.Context) error {
 func (a *Authority) patchPolicyData(ctx context.Context, agentIDs, nodeIDs map[string]bool) error {
 	patches := map[string]policy.Patch{}
 	err := a.store.View(ctx, func(tx store.Tx) error {
-		agents, err := patchOf(agentIDs, func(id string) (*registry.Agent, error) { return registry.AgentBySPIFFEID(tx, id) }, agentDoc)
+		agents, err := patchOf(agentIDs, func(id string) (agentData, error) { return agentDataOf(tx, id) }, agentData.doc)
 		if err != nil {
 			return err
 		}
@@ -202,7 +203,11 @@ func (a *Authority) rebuildPolicyData(ctx context.Context) error {
 			return err
 		}
 		for _, ag := range ags {
-			agents[ag.SPIFFEID] = agentDoc(ag)
+			revoked, err := delegation.IDRevoked(tx, ag.SPIFFEID)
+			if err != nil {
+				return err
+			}
+			agents[ag.SPIFFEID] = agentData{ag, revoked}.doc()
 		}
 		ns, err := registry.ListNodes(tx)
 		if err != nil {
@@ -230,6 +235,30 @@ func (a *Authority) rebuildPolicyData(ctx context.Context) error {
 		return fmt.Errorf("authority: policy data: %w", err)
 	}
 	return nil
+}
+
+// agentData is what data.mandate.agents holds of a registration: the
+// registration, and whether its SPIFFE ID is revoked (POST
+// /v1/admin/revocations: for ever).
+type agentData struct {
+	ag      *registry.Agent
+	revoked bool
+}
+
+// agentDataOf reads the agentData of the registration of SPIFFE ID id.
+func agentDataOf(tx store.Tx, id string) (agentData, error) {
+	ag, err := registry.AgentBySPIFFEID(tx, id)
+	if err != nil {
+		return agentData{}, err
+	}
+	revoked, err := delegation.IDRevoked(tx, id)
+	return agentData{ag, revoked}, err
+}
+
+func (d agentData) doc() map[string]any {
+	doc := agentDoc(d.ag)
+	doc["revoked"] = d.revoked
+	return doc
 }
 
 // agentDoc is what policies see of a registration.

@@ -8,7 +8,8 @@
 # else, an error or no answer is decision false.
 #
 # The default: an agent of this trust domain may do the actions that are
-# scopes of its registration (data.mandate.agents), on any resource.
+# scopes of its registration (data.mandate.agents), on any resource,
+# unless its SPIFFE ID is revoked (POST /v1/admin/revocations: for ever).
 package mandate.authzen
 
 import rego.v1
@@ -18,5 +19,11 @@ default decision := {"decision": false, "context": {"reason": "no registered age
 decision := {"decision": true} if {
 	input.subject.type == "agent"
 	agent := data.mandate.agents[input.subject.id]
+	not agent.revoked
 	input.action.name in agent.scopes
+}
+
+decision := {"decision": false, "context": {"reason": "the agent's SPIFFE ID is revoked"}} if {
+	input.subject.type == "agent"
+	data.mandate.agents[input.subject.id].revoked == true
 }

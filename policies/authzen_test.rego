@@ -22,3 +22,10 @@ test_unknown_subject if {
 	not authzen.decision.decision with input as {"subject": {"type": "agent", "id": "spiffe://org-a.example/agent/z"}, "action": {"name": "calendar:read"}}
 		with data.mandate.agents as agents
 }
+
+test_revoked_agent if {
+	d := authzen.decision with input as {"subject": {"type": "agent", "id": "spiffe://org-a.example/agent/a"}, "action": {"name": "calendar:read"}}
+		with data.mandate.agents as {"spiffe://org-a.example/agent/a": {"scopes": ["calendar:read"], "revoked": true}}
+	not d.decision
+	contains(d.context.reason, "revoked")
+}
