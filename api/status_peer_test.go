@@ -15,11 +15,11 @@ import (
 )
 
 // statusFront is a TLS front for peer, presenting peer's server SVID,
-// that passes every request through and lets a test rewrite the status
-// answers.
+// that passes every request through and lets a test edit the members
+// of the status answers.
 type statusFront struct {
-	url     string
-	rewrite atomic.Pointer[func(body []byte) []byte]
+	url  string
+	edit atomic.Pointer[func(members map[string]any)]
 }
 
 func newStatusFront(t *testing.T, peer *env) *statusFront {
@@ -48,8 +48,10 @@ func newStatusFront(t *testing.T, peer *env) *statusFront {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		if rw := f.rewrite.Load(); rw != nil && strings.HasSuffix(r.URL.Path, "/status") {
-			body = (*rw)(body)
+		var m map[string]any
+		if edit := f.edit.Load(); edit != nil && strings.HasSuffix(r.URL.Path, "/status") && json.Unmarshal(body, &m) == nil {
+			(*edit)(m)
+			body, _ = json.Marshal(m)
 		}
 		for k, v := range resp.Header {
 			if k != "Content-Length" {
@@ -64,31 +66,35 @@ func newStatusFront(t *testing.T, peer *env) *statusFront {
 	return f
 }
 
-// withoutLogFields is a status answer as the contract shapes it: id,
-// status, revoked_at and reason, without where the hop is logged.
-func withoutLogFields(body []byte) []byte {
-	var m map[string]any
-	if json.Unmarshal(body, &m) != nil {
-		return body
+// editAnswers makes front edit each status answer with edit (nil: pass
+// them as they are).
+func (f *statusFront) editAnswers(edit func(members map[string]any)) {
+	if edit == nil {
+		f.edit.Store(nil)
+		return
 	}
-	delete(m, "log_index")
-	delete(m, "leaf_hash")
-	b, _ := json.Marshal(m)
-	return b
+	f.edit.Store(&edit)
+}
+
+// frontedPeers are org-a, federated with org-b through a statusFront,
+// and hops of org-a below a hop of org-b.
+func frontedPeers(t *testing.T) (orgA, orgB *env, front *statusFront, hops crossHops) {
+	orgA, orgB = start(t, "org-a.example"), start(t, "org-b.example")
+	orgB.federate(orgA)
+	front = newStatusFront(t, orgB)
+	orgA.federateVia(orgB, front.url)
+	return orgA, orgB, front, belowAnotherAuthority(t, orgA, orgB)
 }
 
 // A peer whose status answers do not say where its hop is logged: an
 // active hop of it is not extended (the link to the parent's log entry
 // is part of the next hop), but its revocation is learned all the same.
 func TestStatusAnswersWithoutLogFields(t *testing.T) {
-	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
-	orgB.federate(orgA)
-	front := newStatusFront(t, orgB)
-	orgA.federateVia(orgB, front.url)
-	hops := belowAnotherAuthority(t, orgA, orgB)
+	orgA, orgB, front, hops := frontedPeers(t)
 	helper, worker, t1, chain := hops.helper, hops.worker, hops.t1, hops.chain
-	strip := withoutLogFields
-	front.rewrite.Store(&strip)
+	// As the contract shapes an answer: id, status, revoked_at and
+	// reason, without where the hop is logged.
+	front.editAnswers(func(m map[string]any) { delete(m, "log_index"); delete(m, "leaf_hash") })
 	orgA.skew.Add(int64(10 * time.Second)) // past what org-a remembers of org-b's answers
 	if _, p := orgA.delegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t1}); p == nil || p.Name() != "delegation-status-unavailable" {
 		t.Fatalf("extending an active hop whose issuer does not say where it is logged: %+v, want delegation-status-unavailable", p)
@@ -103,27 +109,12 @@ func TestStatusAnswersWithoutLogFields(t *testing.T) {
 	}
 }
 
-// asRevoked is a status answer rewritten to say the hop was revoked.
-func asRevoked(body []byte) []byte {
-	var m map[string]any
-	if json.Unmarshal(body, &m) != nil {
-		return body
-	}
-	m["status"], m["revoked_at"], m["reason"] = "revoked", time.Now().UTC(), "withdrawn"
-	b, _ := json.Marshal(m)
-	return b
-}
-
 // A peer that said its hop was revoked, and later says it is active
 // again (restored from a backup, or hostile): a revocation is final, so
 // the hops below it here that were not asked about yet are revoked too,
 // and no chain through it is extended any more.
 func TestPeerRevocationIsFinal(t *testing.T) {
-	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
-	orgB.federate(orgA)
-	front := newStatusFront(t, orgB)
-	orgA.federateVia(orgB, front.url)
-	hops := belowAnotherAuthority(t, orgA, orgB)
+	orgA, _, front, hops := frontedPeers(t)
 	other, last := orgA.agentWithScopes("other"), orgA.agentWithScopes("last")
 	t2b := orgA.mustDelegate(hops.helper, delegateReq{delegatee: other, scopes: []string{"calendar:read"}, parent: hops.t1})
 	second, err := delegation.Verify(t2b, orgA.a, delegation.VerifyOptions{AnyHolder: true})
@@ -138,13 +129,14 @@ func TestPeerRevocationIsFinal(t *testing.T) {
 		}
 		return st["status"].(string)
 	}
-	revoked := asRevoked
-	front.rewrite.Store(&revoked)
+	front.editAnswers(func(m map[string]any) {
+		m["status"], m["revoked_at"], m["reason"] = "revoked", time.Now().UTC(), "withdrawn"
+	})
 	orgA.skew.Add(int64(10 * time.Second))
 	if got := status(hops.chain[1].ID); got != "revoked" {
 		t.Fatalf("status below a hop its issuer says is revoked: %s", got)
 	}
-	front.rewrite.Store(nil) // org-b says "active" again
+	front.editAnswers(nil) // org-b says "active" again
 	orgA.skew.Add(int64(10 * time.Second))
 	if got := status(second[1].ID); got != "revoked" {
 		t.Errorf("status of another hop below the hop its issuer said was revoked: %s, want revoked", got)
