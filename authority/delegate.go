@@ -274,17 +274,14 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// decided on its behalf.
 	st := delegation.Statement{Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes,
 		Purpose: req.Purpose, Parent: parentID(parent), ParentIssuer: parentIssuer(parent)}
-	serial, signed, err := delegation.VerifyStatement(req.DelegatorSignature, st, a, now)
+	signer, signed, err := delegation.VerifyStatement(req.DelegatorSignature, st, a, now)
 	if err != nil {
 		return nil, err
 	}
+	serial := signer.SerialNumber.Text(16)
 	// Signed with an SVID of the node it delegates from: the hop is
 	// recorded as made there (delegator_host), and revoking that node
 	// reaches it.
-	signer, err := delegation.StatementSVID(req.DelegatorSignature)
-	if err != nil {
-		return nil, err
-	}
 	switch host, err := HostNode(signer); {
 	case err != nil:
 		return nil, fmt.Errorf("%w: signed with an X509-SVID that names no host node", delegation.ErrDelegatorSignature)

@@ -388,67 +388,53 @@ func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.
 	return err
 }
 
-// VerifyStatement is CheckStatementSignature, and returns the serial
-// number (hex, as its issuer records it) of the X509-SVID that signed,
-// and the statement as signed (with the not_after the delegator put on
-// the hop, if any: an issuer caps the hop's expiry there).
-func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (serial string, signed Statement, err error) {
-	serial, _, signed, err = verifyStatement(sig, st, bundles, at)
-	return serial, signed, err
+// VerifyStatement is CheckStatementSignature, and returns the X509-SVID
+// that signed (its serial, SerialNumber.Text(16), is how its issuer
+// records it), and the statement as signed (with the not_after the
+// delegator put on the hop, if any: an issuer caps the hop's expiry
+// there). The certificate is shared: read it, never change it.
+func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (signer *x509.Certificate, signed Statement, err error) {
+	signer, _, signed, err = verifyStatement(sig, st, bundles, at)
+	return signer, signed, err
 }
 
 // verifyStatement is VerifyStatement, and also returns rootsOf the
 // bundle the signer's SVID was validated against.
-func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (serial string, roots [32]byte, signed Statement, err error) {
+func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (signer *x509.Certificate, roots [32]byte, signed Statement, err error) {
 	if sig == "" {
-		return "", roots, st, fmt.Errorf("%w: none", ErrDelegatorSignature)
+		return nil, roots, st, fmt.Errorf("%w: none", ErrDelegatorSignature)
 	}
 	j, err := parseCompact(sig)
 	if err != nil {
-		return "", roots, st, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
+		return nil, roots, st, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
 	}
 	if j.header.Type != statementType {
-		return "", roots, st, fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, j.header.Type, statementType)
+		return nil, roots, st, fmt.Errorf("%w: typ %q, not %q", ErrDelegatorSignature, j.header.Type, statementType)
 	}
 	delegator, err := spiffeid.FromString(st.Delegator)
 	if err != nil {
-		return "", roots, st, fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
+		return nil, roots, st, fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
 	}
 	b, err := bundles.GetBundleForTrustDomain(delegator.TrustDomain())
 	if err != nil || b == nil {
-		return "", roots, st, fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
+		return nil, roots, st, fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
 	}
 	// The authorities are read once: what the chain is validated against
 	// is what roots names, whatever happens to the bundle meanwhile.
 	auths := b.X509Authorities()
 	roots = rootsOf(auths)
-	signer, err := verifiedSVID(j, auths, roots, delegator, at)
+	sv, err := verifiedSVID(j, auths, roots, delegator, at)
 	if err != nil {
-		return "", roots, st, err
+		return nil, roots, st, err
 	}
 	signed, err = st.signedAs(j.payload)
 	if err != nil {
-		return "", roots, st, err
+		return nil, roots, st, err
 	}
-	if err := verifyJWS(j, signer.key, signer.keyHash, statementType); err != nil {
-		return "", roots, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+	if err := verifyJWS(j, sv.key, sv.keyHash, statementType); err != nil {
+		return nil, roots, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
-	return signer.serial, roots, signed, nil
-}
-
-// StatementSVID is the certificate a delegator statement names as its
-// signer's (the first of its x5c header), as it is: call it on a
-// statement VerifyStatement accepted.
-func StatementSVID(sig string) (*x509.Certificate, error) {
-	j, err := parseCompact(sig)
-	if err != nil {
-		return nil, fmt.Errorf("%w: not a JWS (%v)", ErrDelegatorSignature, err)
-	}
-	certs, err := x5c(j)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
-	}
-	return certs[0], nil
+	return sv.leaf, roots, signed, nil
 }
 
 // CheckStatementSignedBy checks that sig is st signed by the key of the
@@ -512,7 +498,7 @@ type svidEntry struct {
 	notBefore, notAfter time.Time
 	key                 any
 	keyHash             [32]byte
-	serial              string // hex, as issuers record it
+	leaf                *x509.Certificate // the SVID (shared with the remembered header)
 }
 
 // verifiedSVID returns the public key of the X509-SVID in j's x5c header,
@@ -536,7 +522,7 @@ func verifiedSVID(j *compactJWS, auths []*x509.Certificate, roots [32]byte, want
 		}
 		// Valid when every certificate of the verified chain (leaf,
 		// intermediates, root) is.
-		e = svidEntry{id: id, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter, key: certs[0].PublicKey, keyHash: keyHash(certs[0].PublicKey), serial: certs[0].SerialNumber.Text(16)}
+		e = svidEntry{id: id, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter, key: certs[0].PublicKey, keyHash: keyHash(certs[0].PublicKey), leaf: certs[0]}
 		for _, c := range verified[0] {
 			if c.NotBefore.After(e.notBefore) {
 				e.notBefore = c.NotBefore
