@@ -155,7 +155,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				// The token endpoint answers an RFC 6749 error, even
 				// here, and counts the request as it counts every other.
 				s.metrics.delegations.WithLabelValues("refused").Inc()
-				oauthError(sw, clientAuthFailureStatus(sw, r), "invalid_client", strings.TrimPrefix(err.Error(), "authority: "))
+				oauthError(sw, clientAuthFailureStatus(sw, r), "invalid_client", plainText(err.Error()))
 			default:
 				writeError(sw, r, s.log, err)
 			}
