@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/delegation"
 )
 
@@ -112,20 +113,27 @@ func TestStatusAnswersWithoutLogFields(t *testing.T) {
 // A peer that said its hop was revoked, and later says it is active
 // again (restored from a backup, or hostile): a revocation is final, so
 // the hops below it here that were not asked about yet are revoked too,
-// and no chain through it is extended any more.
+// and no chain through it is extended any more; after a restart too.
 func TestPeerRevocationIsFinal(t *testing.T) {
 	orgA, _, front, hops := frontedPeers(t)
 	other, last := orgA.agentWithScopes("other"), orgA.agentWithScopes("last")
-	t2b := orgA.mustDelegate(hops.helper, delegateReq{delegatee: other, scopes: []string{"calendar:read"}, parent: hops.t1})
-	second, err := delegation.Verify(t2b, orgA.a, delegation.VerifyOptions{AnyHolder: true})
-	if err != nil {
-		t.Fatal(err)
+	below := func() (string, []*delegation.Claims) {
+		t.Helper()
+		tok := orgA.mustDelegate(hops.helper, delegateReq{delegatee: other, scopes: []string{"calendar:read"}, parent: hops.t1})
+		chain, err := delegation.Verify(tok, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok, chain
 	}
+	t2b, second := below()
+	_, third := below()
+	var orgAURL string
 	status := func(id string) string {
 		t.Helper()
 		var st map[string]any
 		if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+id+"/status", nil, &st); err != nil {
-			t.Fatalf("status of %s: %v", id, err)
+			t.Fatalf("status of %s at %s: %v", id, orgAURL, err)
 		}
 		return st["status"].(string)
 	}
@@ -149,5 +157,16 @@ func TestPeerRevocationIsFinal(t *testing.T) {
 		if _, p := orgA.delegate(tc.holder, delegateReq{delegatee: last, scopes: []string{"calendar:read"}, parent: tc.parent}); p == nil || p.Name() != "delegation-revoked" {
 			t.Errorf("extending %s after its issuer said it was revoked: %+v, want delegation-revoked", tc.name, p)
 		}
+	}
+
+	// A restart forgets nothing of it: the revocation was kept.
+	orgA.stop()
+	orgA = start(t, "org-a.example", func(c *authority.Config) { c.DataDir = orgA.dataDir })
+	orgAURL = orgA.url
+	if got := status(third[len(third)-1].ID); got != "revoked" {
+		t.Errorf("after a restart, status of a hop below the hop its issuer said was revoked, not asked about before: %s, want revoked", got)
+	}
+	if _, p := orgA.delegate(hops.helper, delegateReq{delegatee: last, scopes: []string{"calendar:read"}, parent: hops.t1}); p == nil || p.Name() != "delegation-revoked" {
+		t.Errorf("after a restart, extending the hop its issuer said was revoked: %+v, want delegation-revoked", p)
 	}
 }

@@ -296,6 +296,7 @@ func (a *Authority) maintain(ctx context.Context) error {
 		if now := time.Now(); now.Sub(pruned) >= time.Minute {
 			a.pruneJoinTokens(ctx)
 			a.pruneTPMSessions(ctx)
+			a.prunePeerRevocations(ctx)
 			a.flushTPMRefusals(ctx, false)
 			pruned = now
 		}

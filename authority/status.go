@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -38,11 +39,20 @@ type hopRef struct{ Issuer, ID string }
 // delegation policy sees as a chain member's spiffe_id).
 func (r hopRef) key() string { return "delegation " + r.ID + " of " + r.Issuer }
 
+// askedHop is a hop whose status is asked for, and until when a
+// revocation of it matters (see keepPeerRevocation): the hop's own
+// expiry when known, otherwise the latest expiry of the hops asked
+// about below it.
+type askedHop struct {
+	hopRef
+	until time.Time
+}
+
 // refsOf names the hops of a verified chain.
-func refsOf(chain []*delegation.Claims) []hopRef {
-	out := make([]hopRef, len(chain))
+func refsOf(chain []*delegation.Claims) []askedHop {
+	out := make([]askedHop, len(chain))
 	for i, c := range chain {
-		out[i] = hopRef{Issuer: c.Issuer, ID: c.ID}
+		out[i] = askedHop{hopRef{Issuer: c.Issuer, ID: c.ID}, time.Unix(c.Expiry, 0)}
 	}
 	return out
 }
@@ -54,7 +64,9 @@ func refsOf(chain []*delegation.Claims) []hopRef {
 // issuer that once answered that a hop no longer holds (revoked or
 // expired) is not asked again: that answer is final, and remembered
 // whoever asked (an issuer that later says "active" again, restored
-// from a backup or hostile, does not bring the hop back). Otherwise,
+// from a backup or hostile, does not bring the hop back); a revocation
+// is also kept in the store, so that a restart or a full memory does not
+// forget it (see keepPeerRevocation). Otherwise,
 // with maxAge 0 (extending a chain) it always asks, and remembers only
 // such a final answer. With maxAge > 0 (the public status endpoint) it
 // relies on an active answer asked for less than maxAge ago, on a
@@ -63,10 +75,11 @@ func refsOf(chain []*delegation.Claims) []hopRef {
 // maxRemoteFetches at once: public requests cannot make it hammer
 // another authority. A hop that cannot be asked is an error: nothing is
 // assumed of it.
-func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time.Duration) (map[hopRef]remoteHop, error) {
+func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge time.Duration) (map[hopRef]remoteHop, error) {
 	out := map[hopRef]remoteHop{}
 	var feds map[string]*Federation
-	for _, r := range refs {
+	for _, asked := range refs {
+		r := asked.hopRef
 		if r.Issuer == a.td.IDString() {
 			continue
 		}
@@ -90,18 +103,28 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 		if f == nil || f.Profile != "https_spiffe" {
 			return nil, fmt.Errorf("%w: %s is not federated with the https_spiffe profile, so its status endpoint is unknown", ErrStatusUnavailable, td)
 		}
+		if h, ok := a.remote.final(r); ok {
+			out[r] = h
+			continue
+		}
+		switch kept, err := a.peerRevoked(ctx, r); {
+		case err != nil:
+			return nil, err
+		case kept:
+			h := remoteHop{Status: delegation.StatusRevoked}
+			a.remote.put(r, h, nil, a.now())
+			out[r] = h
+			continue
+		}
 		if maxAge <= 0 {
-			if h, ok := a.remote.final(r); ok {
-				out[r] = h
-				continue
-			}
-			asked := a.now()
+			at := a.now()
 			h, err := a.fetchStatus(ctx, td, f, r.ID)
 			if err != nil {
 				return nil, err
 			}
 			if h.Status != delegation.StatusActive {
-				a.remote.put(r, h, nil, asked)
+				a.remote.put(r, h, nil, at)
+				a.keepPeerRevocation(ctx, asked, h)
 			}
 			out[r] = h
 			continue
@@ -122,9 +145,12 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []hopRef, maxAge time
 			case <-fctx.Done():
 				return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, fctx.Err())
 			}
-			asked := a.now()
+			at := a.now()
 			h, err := a.fetchStatus(fctx, td, f, r.ID)
-			a.remote.put(r, h, err, asked)
+			a.remote.put(r, h, err, at)
+			if err == nil {
+				a.keepPeerRevocation(fctx, asked, h)
+			}
 			return h, err
 		})
 		if err != nil {
@@ -284,12 +310,13 @@ func (c *remoteStatuses) client(bundles x509bundle.Source, server spiffeid.ID) *
 // returns "" when everything holds, and an error when a hop above cannot
 // be asked.
 func (a *Authority) revokedAbove(ctx context.Context, rec *delegation.Record) (string, error) {
-	var foreign []hopRef
+	var foreign []askedHop
 	why := ""
 	err := a.store.View(ctx, func(tx store.Tx) error {
 		for _, an := range rec.Ancestors {
 			if an.Issuer != a.td.IDString() {
-				foreign = append(foreign, hopRef{Issuer: an.Issuer, ID: an.ID})
+				// A hop above lasts at least as long as rec.
+				foreign = append(foreign, askedHop{hopRef{Issuer: an.Issuer, ID: an.ID}, rec.ExpiresAt})
 			}
 		}
 		var err error
@@ -304,7 +331,7 @@ func (a *Authority) revokedAbove(ctx context.Context, rec *delegation.Record) (s
 		return "", err
 	}
 	for _, r := range foreign {
-		if remote[r].Status == delegation.StatusRevoked {
+		if remote[r.hopRef].Status == delegation.StatusRevoked {
 			return "the hop " + r.ID + " of " + r.Issuer + " above it was revoked", nil
 		}
 	}
@@ -342,4 +369,115 @@ func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f 
 func isLeafHash(s string) bool {
 	b, err := hex.DecodeString(s)
 	return err == nil && len(b) == 32
+}
+
+// bucketPeerRevocations keeps the hops of other authorities that their
+// issuers said were revoked: "<issuer> 0x00 <id>" → peerRevocation.
+const bucketPeerRevocations = "delegations_peer_revoked"
+
+// peerRevocation is what is kept of another authority's revoked hop.
+type peerRevocation struct {
+	LearnedAt time.Time `json:"learned_at"`
+	// KeepUntil is when it stops mattering: the latest expiry known of
+	// the hop (or of a hop asked about below it), when no token of the
+	// hop verifies any more.
+	KeepUntil time.Time `json:"keep_until"`
+}
+
+func peerRevocationKey(r hopRef) []byte {
+	return append(append([]byte(r.Issuer), 0), r.ID...)
+}
+
+// peerRevoked reports whether r's issuer once said r was revoked (kept
+// in the store by keepPeerRevocation).
+func (a *Authority) peerRevoked(ctx context.Context, r hopRef) (bool, error) {
+	found := false
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		_, err := tx.Get(bucketPeerRevocations, peerRevocationKey(r))
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("authority: read what peers said of %s: %w", r.key(), err)
+	}
+	return found, nil
+}
+
+// keepPeerRevocation keeps h in the store if it says the hop was
+// revoked, until the hop has expired (an "expired" answer needs no
+// keeping: every verifier finds the expiry in the token itself). A
+// failure to keep it is logged: the answer stands for this request, and
+// the memory keeps it until a restart.
+func (a *Authority) keepPeerRevocation(ctx context.Context, asked askedHop, h remoteHop) {
+	if h.Status != delegation.StatusRevoked {
+		return
+	}
+	now := a.now()
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		k := peerRevocationKey(asked.hopRef)
+		rev := peerRevocation{LearnedAt: now, KeepUntil: asked.until}
+		switch b, err := tx.Get(bucketPeerRevocations, k); {
+		case err == nil:
+			var old peerRevocation
+			if json.Unmarshal(b, &old) == nil && !old.KeepUntil.Before(rev.KeepUntil) {
+				return nil
+			}
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		b, err := json.Marshal(rev)
+		if err != nil {
+			return err
+		}
+		return tx.Put(bucketPeerRevocations, k, b)
+	})
+	if err != nil && ctx.Err() == nil {
+		a.log.ErrorContext(ctx, "keep a peer's revocation", "hop", asked.key(), "err", err)
+	}
+}
+
+// prunePeerRevocations forgets the kept revocations of hops that have
+// expired (an hour past, for clocks that disagree). It writes only when
+// there is something to forget.
+func (a *Authority) prunePeerRevocations(ctx context.Context) {
+	cutoff := a.now().Add(-time.Hour)
+	// One that cannot be read is kept: forgetting a revocation is the
+	// unsafe way.
+	expired := func(v []byte) bool {
+		var rev peerRevocation
+		return json.Unmarshal(v, &rev) == nil && rev.KeepUntil.Before(cutoff)
+	}
+	var gone [][]byte
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		gone = gone[:0]
+		return tx.Scan(bucketPeerRevocations, nil, nil, func(k, v []byte) error {
+			if expired(v) {
+				gone = append(gone, k)
+			}
+			return nil
+		})
+	})
+	if err == nil && len(gone) > 0 {
+		err = a.store.Update(ctx, func(tx store.Tx) error {
+			for _, k := range gone {
+				// Kept longer meanwhile (asked about below a later hop)?
+				if v, err := tx.Get(bucketPeerRevocations, k); err != nil || !expired(v) {
+					if err != nil && !errors.Is(err, store.ErrNotFound) {
+						return err
+					}
+					continue
+				}
+				if err := tx.Delete(bucketPeerRevocations, k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil && ctx.Err() == nil {
+		a.log.Error("prune peers' revocations", "err", err)
+	}
 }

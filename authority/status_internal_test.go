@@ -1,12 +1,16 @@
 package authority
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/store"
 )
 
 // TestRemoteStatusesKeepFinalAnswers: an issuer's answer that a hop no
@@ -84,5 +88,61 @@ func TestRemoteStatusesKeepFinalAnswersWhenFull(t *testing.T) {
 	}
 	if h, ok := c.final(gone); !ok || h.Status != delegation.StatusRevoked {
 		t.Fatalf("the revocation was forgotten when the memory was full: %+v %v", h, ok)
+	}
+}
+
+// TestPeerRevocationsKept: a revocation an issuer told is kept in the
+// store until its hop has expired (the latest expiry known of it), an
+// expired answer is not kept, and pruning forgets only what has expired
+// (an unreadable entry is kept: forgetting is the unsafe way).
+func TestPeerRevocationsKept(t *testing.T) {
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	a, _ := runAuthorityWith(t, Options{Now: now})
+	ctx := context.Background()
+	t0 := now()
+	hop := func(id string) hopRef { return hopRef{Issuer: "spiffe://org-b.example", ID: id} }
+	revoked := remoteHop{Status: delegation.StatusRevoked}
+	a.keepPeerRevocation(ctx, askedHop{hop("short"), t0.Add(time.Minute)}, revoked)
+	a.keepPeerRevocation(ctx, askedHop{hop("extended"), t0.Add(time.Minute)}, revoked)
+	a.keepPeerRevocation(ctx, askedHop{hop("extended"), t0.Add(3 * time.Hour)}, revoked)
+	a.keepPeerRevocation(ctx, askedHop{hop("extended"), t0.Add(2 * time.Minute)}, revoked) // not shortened
+	a.keepPeerRevocation(ctx, askedHop{hop("expired"), t0.Add(time.Minute)}, remoteHop{Status: delegation.StatusExpired})
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return tx.Put(bucketPeerRevocations, peerRevocationKey(hop("unreadable")), []byte("{"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	kept := func() map[string]bool {
+		t.Helper()
+		out := map[string]bool{}
+		for _, id := range []string{"short", "extended", "expired", "unreadable"} {
+			ok, err := a.peerRevoked(ctx, hop(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[id] = ok
+		}
+		return out
+	}
+	want := map[string]bool{"short": true, "extended": true, "expired": false, "unreadable": true}
+	if got := kept(); !maps.Equal(got, want) {
+		t.Fatalf("kept = %v, want %v", got, want)
+	}
+	a.prunePeerRevocations(ctx) // nothing has expired
+	if got := kept(); !maps.Equal(got, want) {
+		t.Fatalf("after pruning before any expiry: kept = %v, want %v", got, want)
+	}
+	skew.Store(int64(2 * time.Hour)) // "short" expired over an hour ago
+	a.prunePeerRevocations(ctx)
+	want["short"] = false
+	if got := kept(); !maps.Equal(got, want) {
+		t.Fatalf("after pruning past the first expiry: kept = %v, want %v", got, want)
+	}
+	skew.Store(int64(5 * time.Hour))
+	a.prunePeerRevocations(ctx)
+	want["extended"] = false
+	if got := kept(); !maps.Equal(got, want) {
+		t.Fatalf("after pruning past every expiry: kept = %v, want %v", got, want)
 	}
 }
