@@ -83,6 +83,9 @@ func Answer(dev TPM, ch *TPMChallenge) (TPMEvidence, error) {
 	if !ok || len(ch.PCRSelection) != 1 {
 		return TPMEvidence{}, fmt.Errorf("the challenge asks for PCR banks %v; this client quotes only sha256", ch.PCRSelection)
 	}
+	if err := checkPCRSelection(pcrs); err != nil {
+		return TPMEvidence{}, err
+	}
 	secret, err := dev.Activate(ch.CredentialBlob, ch.EncryptedSecret)
 	if err != nil {
 		return TPMEvidence{}, err
@@ -96,4 +99,28 @@ func Answer(dev TPM, ch *TPMChallenge) (TPMEvidence, error) {
 		return TPMEvidence{}, err
 	}
 	return TPMEvidence{Secret: secret, Quote: quote, Signature: sig, PCRs: vals}, nil
+}
+
+// numPCRs is the number of PCRs of a PC-client TPM's SHA-256 bank.
+const numPCRs = 24
+
+// checkPCRSelection refuses a selection no TPM quotes: no PCR, one
+// outside the bank, or one listed twice. The authority's answer is read
+// before the device is asked anything: a selection is sized by its
+// highest index, and every entry is a PCR read.
+func checkPCRSelection(pcrs []int) error {
+	if len(pcrs) == 0 {
+		return fmt.Errorf("the challenge asks for no PCR")
+	}
+	var seen [numPCRs]bool
+	for _, i := range pcrs {
+		switch {
+		case i < 0 || i >= numPCRs:
+			return fmt.Errorf("the challenge asks for PCR %d: the SHA-256 bank has PCRs 0 to %d", i, numPCRs-1)
+		case seen[i]:
+			return fmt.Errorf("the challenge asks for PCR %d twice", i)
+		}
+		seen[i] = true
+	}
+	return nil
 }

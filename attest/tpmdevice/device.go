@@ -155,7 +155,23 @@ func (d *Device) Activate(credentialBlob, encryptedSecret []byte) ([]byte, error
 	return rsp.CertInfo.Buffer, nil
 }
 
-// Selection is a TPML_PCR_SELECTION of the SHA-256 bank.
+// NumPCRs is the number of PCRs of a PC-client TPM's SHA-256 bank.
+const NumPCRs = 24
+
+// checkPCRs refuses a PCR index outside the bank: a selection is sized
+// by its highest index (a negative one, read as unsigned, by far more
+// than memory holds).
+func checkPCRs(pcrs []int) error {
+	for _, i := range pcrs {
+		if i < 0 || i >= NumPCRs {
+			return fmt.Errorf("tpmdevice: PCR %d: the SHA-256 bank has PCRs 0 to %d", i, NumPCRs-1)
+		}
+	}
+	return nil
+}
+
+// Selection is a TPML_PCR_SELECTION of the SHA-256 bank. Every index
+// must be a PCR of it (0 to NumPCRs-1).
 func Selection(pcrs []int) tpm2.TPMLPCRSelection {
 	u := make([]uint, len(pcrs))
 	for i, p := range pcrs {
@@ -169,6 +185,9 @@ func Selection(pcrs []int) tpm2.TPMLPCRSelection {
 // Quote signs the PCRs (SHA-256 bank) with the AK over nonce and returns
 // the TPMS_ATTEST and TPMT_SIGNATURE bytes as the TPM produced them.
 func (d *Device) Quote(nonce []byte, pcrs []int) (quote, signature []byte, err error) {
+	if err := checkPCRs(pcrs); err != nil {
+		return nil, nil, err
+	}
 	rsp, err := tpm2.Quote{
 		SignHandle:     tpm2.AuthHandle{Handle: d.ak.ObjectHandle, Name: d.ak.Name, Auth: tpm2.PasswordAuth(nil)},
 		QualifyingData: tpm2.TPM2BData{Buffer: nonce},
@@ -183,6 +202,9 @@ func (d *Device) Quote(nonce []byte, pcrs []int) (quote, signature []byte, err e
 
 // ReadPCRs reads PCRs of the SHA-256 bank.
 func ReadPCRs(tpm transport.TPM, pcrs []int) (map[int][]byte, error) {
+	if err := checkPCRs(pcrs); err != nil {
+		return nil, err
+	}
 	out := make(map[int][]byte, len(pcrs))
 	for _, i := range pcrs {
 		rsp, err := tpm2.PCRRead{PCRSelectionIn: Selection([]int{i})}.Execute(tpm)
