@@ -126,7 +126,7 @@ func (req *tpmVerifyRequest) evidence() (attest.Evidence, error) {
 	}
 	for bank, vals := range req.PCRs {
 		if bank != "sha256" {
-			return ev, fmt.Errorf("%w: pcrs: bank %q (only sha256 is asked)", attest.ErrPCRSelection, bank)
+			return ev, fmt.Errorf("%w: pcrs: bank %s (only sha256 is asked)", attest.ErrPCRSelection, attest.QuotedCut(bank))
 		}
 		if len(vals) > attest.NumPCRs {
 			return ev, fmt.Errorf("%w: pcrs: more than %d values", attest.ErrPCRSelection, attest.NumPCRs)
@@ -135,7 +135,7 @@ func (req *tpmVerifyRequest) evidence() (attest.Evidence, error) {
 		for k, v := range vals {
 			b, err := hex.DecodeString(v)
 			if err != nil {
-				return ev, fmt.Errorf("%w: pcrs.sha256[%q] is not hex", attest.ErrTPMMalformed, k)
+				return ev, fmt.Errorf("%w: pcrs.sha256[%s] is not hex", attest.ErrTPMMalformed, attest.QuotedCut(k))
 			}
 			ev.PCRs[k] = b
 		}

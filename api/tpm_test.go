@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -1220,6 +1221,76 @@ func TestTPMQuoteKeptBackDoesNotClearARenewedDrift(t *testing.T) {
 			}
 			if nodes, err := te.admin.ListNodes(ctxT(t)); err != nil || len(nodes) != 1 || !nodes[0].Drifted {
 				t.Fatalf("nodes after the kept answer: %+v, %v; want the node still drifted", nodes, err)
+			}
+		})
+	}
+}
+
+// A refusal's audit entry quotes at most a bounded part of what the
+// caller sent: anyone who knows a trusted device's public EK can ask a
+// challenge and send answers to it, and each minute one of these is
+// recorded, in a log that is never pruned. A PCR index, a bank name or a
+// CSR's URI of tens of kilobytes was recorded whole.
+func TestTPMRefusalRecordsAreBounded(t *testing.T) {
+	long := strings.Repeat("A", 40<<10)
+	for _, tc := range []struct {
+		name string
+		want string // problem type
+		body func(te *tpmEnv, ch *client.TPMChallenge, csr string) map[string]any
+	}{
+		{"PCR index not hex", "tpm-malformed", func(te *tpmEnv, ch *client.TPMChallenge, csr string) map[string]any {
+			return map[string]any{"session_id": ch.SessionID, "secret": "AAAA", "quote": "AAAA", "signature": "AAAA",
+				"pcrs": map[string]any{"sha256": map[string]string{long: "zz"}}, "csr": csr}
+		}},
+		{"bank", "tpm-pcr-selection-mismatch", func(te *tpmEnv, ch *client.TPMChallenge, csr string) map[string]any {
+			return map[string]any{"session_id": ch.SessionID, "secret": "AAAA", "quote": "AAAA", "signature": "AAAA",
+				"pcrs": map[string]any{long: map[string]string{}}, "csr": csr}
+		}},
+		{"CSR URI", "csr-identity-mismatch", func(te *tpmEnv, ch *client.TPMChallenge, _ string) map[string]any {
+			key, _, err := client.NewKeyAndCSR()
+			if err != nil {
+				t.Fatal(err)
+			}
+			csr := csrPEM(t, key, &x509.CertificateRequest{URIs: []*url.URL{{Scheme: "spiffe", Host: "org-a.example", Path: "/" + long}}})
+			return map[string]any{"session_id": ch.SessionID, "secret": "AAAA", "quote": "AAAA", "signature": "AAAA", "csr": csr}
+		}},
+		{"PCR index not asked, device proven", "tpm-pcr-selection-mismatch", func(te *tpmEnv, ch *client.TPMChallenge, csr string) map[string]any {
+			ev, err := client.Answer(te.dev, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pcrs := map[string]string{}
+			for i, v := range ev.PCRs {
+				pcrs[strconv.Itoa(i)] = hex.EncodeToString(v)
+			}
+			pcrs[long] = pcrs["16"]
+			delete(pcrs, "16")
+			return map[string]any{"session_id": ch.SessionID, "secret": b64s(ev.Secret), "quote": b64s(ev.Quote),
+				"signature": b64s(ev.Signature), "pcrs": map[string]any{"sha256": pcrs}, "csr": csr}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			te := startTPM(t, 81, tpmSetup{allowlist: true})
+			anon := te.client(nil, nil)
+			ch, err := te.challenge(anon, te.dev.EKPublic(), nil, te.dev.AKPublic())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, csr, err := client.NewKeyAndCSR()
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = anon.Do(ctxT(t), http.MethodPost, "/v1/nodes/attest/tpm/verify", tc.body(te, ch, string(csr)), nil)
+			if problemName(err) != tc.want {
+				t.Fatalf("answer = %v, want %s", err, tc.want)
+			}
+			got := te.auditOf("node.attestation_refused", "")
+			if len(got) != 1 {
+				t.Fatalf("%d refusals recorded, want 1", len(got))
+			}
+			reason, _ := got[0]["reason"].(string)
+			if len(reason) > 1100 || !strings.Contains(reason, "AAAA") {
+				t.Fatalf("recorded reason of %d bytes: %.120s…; want what was sent quoted in part, the reason under 1100 bytes", len(reason), reason)
 			}
 		})
 	}

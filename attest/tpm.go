@@ -704,7 +704,7 @@ func parsePCRValues(in map[string][]byte, want []int) (map[int][]byte, error) {
 	for k, val := range in {
 		i, err := strconv.Atoi(k)
 		if err != nil || strconv.Itoa(i) != k || !slices.Contains(want, i) {
-			return nil, fmt.Errorf("%w: PCR %q was not asked", ErrPCRSelection, k)
+			return nil, fmt.Errorf("%w: PCR %s was not asked", ErrPCRSelection, QuotedCut(k))
 		}
 		if len(val) != sha256.Size {
 			return nil, fmt.Errorf("%w: PCR %d value is %d bytes, want %d", ErrTPMMalformed, i, len(val), sha256.Size)

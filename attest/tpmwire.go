@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"hash"
 	"math/big"
+	"strconv"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -213,6 +214,19 @@ func ParseSignature(b []byte) (*tpm2.TPMTSignature, error) {
 		return nil, fmt.Errorf("%w: signature: %d bytes", ErrTPMMalformed, len(b))
 	}
 	return unmarshalStrict[tpm2.TPMTSignature]("signature", b)
+}
+
+// maxQuoted bounds what an error quotes of a name the caller chose (a
+// PCR index, a bank): refusals are logged and recorded.
+const maxQuoted = 16
+
+// QuotedCut is s as a Go string literal, cut to its first maxQuoted bytes
+// (and marked as cut) when longer.
+func QuotedCut(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:maxQuoted]) + "... (cut)"
 }
 
 // pcrIndexes lists the PCRs a TPMS_PCR_SELECTION bitmap selects, in

@@ -788,10 +788,15 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 // state from before the drift, kept back, does not clear the mark.
 var errDriftedSince = errors.New("a quote showed the node drifted after this challenge was made")
 
+// maxTPMRefusalReason bounds the reason a TPM refusal's entry records.
+const maxTPMRefusalReason = 1 << 10
+
 // tpmRefusal is the node.attestation_refused event of a TPM answer
-// refused for why.
+// refused for why. Its reason is cut to maxTPMRefusalReason bytes:
+// anyone who knows a trusted EK can have a refusal recorded every
+// minute, and the error may quote what was sent (a CSR's URI).
 func tpmRefusal(nodeID spiffeid.ID, why error, details map[string]any) event {
-	d := map[string]any{"method": attest.MethodTPM, "reason": why.Error()}
+	d := map[string]any{"method": attest.MethodTPM, "reason": clipTo(why.Error(), maxTPMRefusalReason)}
 	maps.Copy(d, details)
 	return event{typ: "node.attestation_refused", subject: nodeID.String(), details: d}
 }
