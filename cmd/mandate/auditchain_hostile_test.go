@@ -1064,6 +1064,50 @@ func TestShowTailSearchProveOneHistory(t *testing.T) {
 	}
 }
 
+// audit show --json and tail --json print an entry's logged bytes as
+// they are, once they are JSON on one line: a log's bytes that are not
+// (which no log encodes) would print an entry of their own in JSON Lines,
+// or a terminal control, and are refused.
+func TestShowTailJSONRefuseWhatIsNotOneLineOfJSON(t *testing.T) {
+	s, v := keys(t)
+	honest := mustEncodeEntry(t, audit.Entry{Time: time.Unix(1000, 0), Type: "x", Actor: audit.ActorSystem, Subject: "pay \u202egnp.exe"})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		entry []byte
+		ok    bool
+	}{
+		{"an entry the log encoded", honest, true},
+		{"two JSON objects on two lines", []byte(`{"v":1}` + "\n" + `{"v":1,"type":"delegation.revoked"}`), false},
+		{"one JSON object over two lines", []byte("{\"v\":1,\n\"type\":\"x\"}"), false},
+		{"a carriage return between members", []byte("{\"v\":1,\r\"type\":\"x\"}"), false},
+		{"a terminal control, not JSON", []byte("{\"v\":1,\"type\":\"\x1b[2J\"}"), false},
+		{"not JSON", []byte("entry"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newRlog(t, s, "org-a.example/audit")
+			l.add(tc.entry)
+			c := fakeAuthority(t, func() any { return nil }, l.proven)
+			var show, tail bytes.Buffer
+			errShow := auditShow(ctx, &auditFlags{asJSON: true}, c, v, []string{"0"}, &show)
+			errTail := auditTail(ctx, &auditFlags{asJSON: true, n: 1}, c, v, nil, &tail)
+			want := string(tc.entry) + "\n"
+			if !tc.ok {
+				want = ""
+			}
+			for _, r := range []struct {
+				cmd string
+				err error
+				out string
+			}{{"show", errShow, show.String()}, {"tail", errTail, tail.String()}} {
+				if (r.err == nil) != tc.ok || r.out != want {
+					t.Errorf("%s --json = %v, printed %q; want ok %v, printed %q", r.cmd, r.err, r.out, tc.ok, want)
+				}
+			}
+		})
+	}
+}
+
 // Numbers are printed as the log holds them (never through a float64,
 // which refuses 1e400 and rounds a 20-digit serial), and an absent field
 // as "-".
