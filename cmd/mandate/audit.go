@@ -35,7 +35,8 @@ import (
 const auditUsage = `Usage: mandate audit <command> [flags]
 
 Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
-  checkpoint                 print the latest signed checkpoint
+  checkpoint                 print the latest signed checkpoint (a line
+                             that is not printable text quoted)
   tail [-n N] [--json]       print the last N entries (default 10), proofs checked
   search [--spiffe-id ID] [--type T] [--since RFC3339] [--until RFC3339]
          [--decision-id D] [--delegation-id D] [--limit N] [--json]
@@ -285,7 +286,11 @@ func auditCheckpointCmd(ctx context.Context, _ *auditFlags, c *client.Client, v 
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(raw)
+	// Line by line as shown shows text: a signed note may also carry
+	// signature lines of keys the auditor does not know, whose names
+	// are anyone's (a bidirectional override, a C1 control), and lines
+	// of the log's own text. A log's honest checkpoint prints as it is.
+	_, err = io.WriteString(w, client.PrintableLines(string(raw)))
 	return err
 }
 

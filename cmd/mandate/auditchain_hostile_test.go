@@ -1064,6 +1064,34 @@ func TestShowTailSearchProveOneHistory(t *testing.T) {
 	}
 }
 
+// audit checkpoint prints the signed note line by line as shown shows
+// text: a note verifies with signature lines of keys the auditor does
+// not know, whose names anyone may choose, and these may not move the
+// cursor or reorder what is shown. An honest checkpoint prints as it is.
+func TestCheckpointPrintsForeignSignaturesQuoted(t *testing.T) {
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	l.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(1000, 0), Type: "x", Actor: audit.ActorSystem}))
+	honest := l.checkpoint("")
+	foreign := "\u2014 witness\u202e.example\u009b2J AAAAAAE=\n"
+	hostile := honest + foreign
+	if _, err := note.Open([]byte(hostile), note.VerifierList(v)); err != nil {
+		t.Fatalf("the checkpoint with a foreign signature does not verify: %v", err)
+	}
+	for _, tc := range []struct{ name, served, want string }{
+		{"an honest checkpoint", honest, honest},
+		{"a foreign signature line", hostile, honest + strconv.Quote(strings.TrimSuffix(foreign, "\n")) + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fakeAuthority(t, func() any { return nil }, func(uint64) map[string]any { return map[string]any{"checkpoint": tc.served} })
+			var out bytes.Buffer
+			if err := auditCheckpointCmd(context.Background(), &auditFlags{}, c, v, nil, &out); err != nil || out.String() != tc.want {
+				t.Errorf("audit checkpoint = %v, printed %q; want %q", err, out.String(), tc.want)
+			}
+		})
+	}
+}
+
 // audit show --json and tail --json print an entry's logged bytes as
 // they are, once they are JSON on one line: a log's bytes that are not
 // (which no log encodes) would print an entry of their own in JSON Lines,
