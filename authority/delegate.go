@@ -473,7 +473,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// entry without its record, no record without its entry.
 	ev := event{typ: "delegation.issued", actor: c.ID.String(), subject: delegatee.String(), parties: parties,
 		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: recDetails}
-	rc, err := a.recordOmittingInput(ctx, ev, details, nil)
+	rc, err := a.recordOmittingInput(ctx, ev, details, stillDelegates(c, delegator.hostNode, req.Scopes, parent == nil, a.now))
 	if errors.Is(err, audit.ErrInvalidEntry) {
 		// Too large even so: refused as what was asked, not failed as
 		// the server's fault.
@@ -615,7 +615,9 @@ type delegatorInfo struct {
 	scopes []string
 	host   map[string]any
 	hostID string
-	banned bool
+	// hostNode is hostID, the node the delegator's SVID names.
+	hostNode spiffeid.ID
+	banned   bool
 }
 
 // delegatorFacts reads the caller's registration and host node.
@@ -626,23 +628,9 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 	}
 	var ag *registry.Agent
 	var node *registry.Node
-	err = a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		if ag, err = registry.AgentBySPIFFEID(tx, c.ID.String()); err != nil {
-			return notFoundAs(err, ErrAgentNotRegistered, c.ID)
-		}
-		// The hosting rule, and the host node's lapse, hold whatever the
-		// policy says, as they do for the agent's SVIDs: an agent that
-		// would get no credentials on its node (banned, drifted, no longer
-		// in its registration, or not hardware-attested as it requires)
-		// gets no delegation either, whatever SVID it still holds.
-		if node, err = registry.GetNode(tx, host.String()); err != nil {
-			return notFoundAs(err, ErrNodeUnknown, host)
-		}
-		if err := registry.CheckHosting(ag, node); err != nil {
-			return err
-		}
-		return lapsed(node, a.now())
+	err = a.store.View(ctx, func(tx store.Tx) (err error) {
+		ag, node, err = delegatorHosted(tx, c, host, a.now())
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -650,7 +638,49 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 	// What the policy is told of the host is the record just checked.
 	h := a.nodeFacts(node)
 	banned, _ := h["banned"].(bool)
-	return &delegatorInfo{reg: ag, scopes: nonNil(ag.Scopes), host: h, hostID: host.String(), banned: banned}, nil
+	return &delegatorInfo{reg: ag, scopes: nonNil(ag.Scopes), host: h, hostID: host.String(), hostNode: host, banned: banned}, nil
+}
+
+// delegatorHosted reads, in tx, the registration of the delegator c and
+// its host node, and checks that it may delegate from there at now. The
+// hosting rule, and the host node's lapse, hold whatever the policy
+// says, as they do for the agent's SVIDs: an agent that would get no
+// credentials on its node (banned, drifted, no longer in its
+// registration, or not hardware-attested as it requires) gets no
+// delegation either, whatever SVID it still holds.
+func delegatorHosted(tx store.Tx, c *Caller, host spiffeid.ID, now time.Time) (*registry.Agent, *registry.Node, error) {
+	ag, err := registry.AgentBySPIFFEID(tx, c.ID.String())
+	if err != nil {
+		return nil, nil, notFoundAs(err, ErrAgentNotRegistered, c.ID)
+	}
+	node, err := registry.GetNode(tx, host.String())
+	if err != nil {
+		return nil, nil, notFoundAs(err, ErrNodeUnknown, host)
+	}
+	if err := registry.CheckHosting(ag, node); err != nil {
+		return nil, nil, err
+	}
+	return ag, node, lapsed(node, now)
+}
+
+// stillDelegates checks again, in the commit that logs a hop, what
+// delegatorFacts found before the hop was made: the delegator still
+// registered and hosted (delegatorHosted), and, for a root hop, every
+// scope asked still granted by its registration. A ban, a drift, a
+// deletion or an update committed meanwhile is not outrun by the hop.
+func stillDelegates(c *Caller, host spiffeid.ID, scopes []string, root bool, now func() time.Time) func(store.Tx) error {
+	return func(tx store.Tx) error {
+		ag, _, err := delegatorHosted(tx, c, host, now())
+		if err != nil || !root {
+			return err
+		}
+		for _, s := range scopes {
+			if !slices.Contains(ag.Scopes, s) {
+				return fmt.Errorf("%w: %q to %s (its registration no longer grants it)", ErrScopeNotGranted, s, c.ID)
+			}
+		}
+		return nil
+	}
 }
 
 // hostFacts is what the policy is told of an agent's host node.
