@@ -150,8 +150,10 @@ type Node struct {
 	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
 	TPM               *NodeTPM  `json:"tpm,omitempty"`
 	Drifted           bool      `json:"drifted"`
+	DriftedAt         time.Time `json:"drifted_at,omitzero"`
 	DriftReason       string    `json:"drift_reason"`
 	Banned            bool      `json:"banned"`
+	BannedAt          time.Time `json:"banned_at,omitzero"`
 	BanReason         string    `json:"ban_reason"`
 }
 

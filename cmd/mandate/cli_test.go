@@ -229,6 +229,9 @@ func TestCLIAdminCommands(t *testing.T) {
 		{[]string{"svid", "jwt", "--creds", "agent", "--audience", "x", "--out", "agent/token.jwt"}, ``},
 		{[]string{"admin", "node", "list"}, nodeID},
 		{[]string{"admin", "node", "ban", nodeID, "--reason", "test"}, `"banned": true`},
+		// When it was banned, as the node record says.
+		{[]string{"admin", "node", "ban", nodeID}, `"banned_at": "`},
+		{[]string{"admin", "node", "list"}, `"banned_at": "`},
 		{[]string{"admin", "agent", "delete", reg.ID}, `"deleted"`},
 		{[]string{"admin", "federation", "list"}, `"federations": []`},
 		{[]string{"bundle", "show", "--bundle", "mandate-data/admin/bundle.pem"}, `"spiffe_sequence"`},

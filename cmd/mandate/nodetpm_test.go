@@ -106,7 +106,7 @@ func TestCLINodeTPMAttestation(t *testing.T) {
 		t.Fatalf("renewal after a changed boot = %v", err)
 	}
 	nodes, err := cli(t, url, dir, "admin", "node", "list")
-	if err != nil || !strings.Contains(nodes, `"drifted": true`) {
+	if err != nil || !strings.Contains(nodes, `"drifted": true`) || !strings.Contains(nodes, `"drifted_at": "`) {
 		t.Fatalf("node list after drift: %v\n%s", err, nodes)
 	}
 	// A banned node: node run stops at once, naming the ban (a ban is
