@@ -1188,12 +1188,26 @@ func TestRevocationInput(t *testing.T) {
 	for name, body := range map[string]map[string]string{
 		"a reason with a terminal escape": {"spiffe_id": "spiffe://org-a.example/agent/x", "reason": "\x1b]0;owned\x07"},
 		"a SPIFFE ID over 2048 bytes":     {"spiffe_id": "spiffe://org-a.example/agent/" + strings.Repeat("x", 33<<10), "reason": "r"},
+		// IDs no hop names as a party: revoked for ever, they would
+		// revoke nothing.
+		"this trust domain's ID":                 {"spiffe_id": "spiffe://org-a.example", "reason": "r"},
+		"another trust domain's ID":              {"spiffe_id": "spiffe://org-b.example", "reason": "r"},
+		"an ID here neither an agent nor a node": {"spiffe_id": "spiffe://org-a.example/agnet/x", "reason": "r"},
+		"the authority's own ID":                 {"spiffe_id": "spiffe://org-a.example/mandate/server", "reason": "r"},
 	} {
 		err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", body, nil)
 		var p *client.Problem
 		if !errors.As(err, &p) || p.Name() != "invalid-request" {
 			t.Errorf("%s: %v, want invalid-request", name, err)
 		}
+	}
+	if revoked, err := e.admin.ListRevokedIDs(ctxT(t)); err != nil || len(revoked) != 0 {
+		t.Errorf("revoked IDs after refused revocations: %v, %v; want none", revoked, err)
+	}
+	// A workload of another trust domain may be a party (a delegatee, or
+	// a hop above one issued here).
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": "spiffe://org-b.example/svc/x", "reason": "r"}, nil); err != nil {
+		t.Errorf("revoking another trust domain's workload: %v", err)
 	}
 }
 

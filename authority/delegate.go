@@ -907,8 +907,19 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 		if len(spiffeID) > registry.MaxSPIFFEIDLen {
 			return nil, fmt.Errorf("%w: spiffe_id is at most %d bytes", ErrInvalidRequest, registry.MaxSPIFFEIDLen)
 		}
-		if _, err := spiffeid.FromString(spiffeID); err != nil {
+		id, err := spiffeid.FromString(spiffeID)
+		if err != nil {
 			return nil, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, spiffeID, err)
+		}
+		// A revocation is for ever: one of an ID that no hop can name as
+		// a party would be kept and listed, and answered as made, while
+		// it revokes nothing. A hop's parties are workloads (an ID with a
+		// path), and here agents and nodes only.
+		if id.Path() == "" {
+			return nil, fmt.Errorf("%w: spiffe_id %s names a trust domain, not an agent or a node: no hop has it as a party (to stop trusting a trust domain, delete its federation relationship)", ErrInvalidRequest, id)
+		}
+		if id.MemberOf(a.td) && !strings.HasPrefix(id.Path(), "/agent/") && !strings.HasPrefix(id.Path(), "/node/") {
+			return nil, fmt.Errorf("%w: spiffe_id %s is neither an agent (spiffe://%s/agent/...) nor a node (spiffe://%s/node/...) of this trust domain: no hop has it as a party", ErrInvalidRequest, id, a.td.Name(), a.td.Name())
 		}
 	}
 	return a.revoke(ctx, c.ID.String(), delegationID, spiffeID, reason, true)
