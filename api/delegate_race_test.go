@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/policies"
@@ -73,6 +75,9 @@ func TestAdminChangeDuringADelegationRefusesIt(t *testing.T) {
 		{"registration deleted", func(e *env, a identity) error {
 			return e.admin.DeleteAgent(ctxT(e.t), e.registrationOf(a.id).ID)
 		}, "agent-not-registered"},
+		{"delegatee's registration deleted", func(e *env, a identity) error {
+			return e.admin.DeleteAgent(ctxT(e.t), e.registrationOf(spiffeid.RequireFromSegments(e.td, "agent", "b")).ID)
+		}, "invalid-request"},
 		{"scope withdrawn from the registration", func(e *env, a identity) error {
 			reg := e.registrationOf(a.id)
 			reg.Scopes = []string{"calendar:write"}

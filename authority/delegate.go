@@ -473,7 +473,8 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// entry without its record, no record without its entry.
 	ev := event{typ: "delegation.issued", actor: c.ID.String(), subject: delegatee.String(), parties: parties,
 		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: recDetails}
-	rc, err := a.recordOmittingInput(ctx, ev, details, stillDelegates(c, delegator.hostNode, req.Scopes, parent == nil, a.now))
+	rc, err := a.recordOmittingInput(ctx, ev, details, stillDelegates(c, delegator.hostNode, req.Scopes, parent == nil,
+		delegatee, delegatee.TrustDomain() == a.td, a.now))
 	if errors.Is(err, audit.ErrInvalidEntry) {
 		// Too large even so: refused as what was asked, not failed as
 		// the server's fault.
@@ -666,17 +667,28 @@ func delegatorHosted(tx store.Tx, c *Caller, host spiffeid.ID, now time.Time) (*
 // stillDelegates checks again, in the commit that logs a hop, what
 // delegatorFacts found before the hop was made: the delegator still
 // registered and hosted (delegatorHosted), and, for a root hop, every
-// scope asked still granted by its registration. A ban, a drift, a
-// deletion or an update committed meanwhile is not outrun by the hop.
-func stillDelegates(c *Caller, host spiffeid.ID, scopes []string, root bool, now func() time.Time) func(store.Tx) error {
+// scope asked still granted by its registration; and, for a delegatee
+// of this trust domain (local), that it is still registered. A ban, a
+// drift, a deletion or an update committed meanwhile is not outrun by
+// the hop.
+func stillDelegates(c *Caller, host spiffeid.ID, scopes []string, root bool, delegatee spiffeid.ID, local bool, now func() time.Time) func(store.Tx) error {
 	return func(tx store.Tx) error {
 		ag, _, err := delegatorHosted(tx, c, host, now())
-		if err != nil || !root {
+		if err != nil {
 			return err
 		}
-		for _, s := range scopes {
-			if !slices.Contains(ag.Scopes, s) {
-				return fmt.Errorf("%w: %q to %s (its registration no longer grants it)", ErrScopeNotGranted, s, c.ID)
+		if root {
+			for _, s := range scopes {
+				if !slices.Contains(ag.Scopes, s) {
+					return fmt.Errorf("%w: %q to %s (its registration no longer grants it)", ErrScopeNotGranted, s, c.ID)
+				}
+			}
+		}
+		if local {
+			if _, err := registry.AgentBySPIFFEID(tx, delegatee.String()); errors.Is(err, registry.ErrNotFound) {
+				return delegateeError{fmt.Sprintf("delegatee %s is not a registered agent of this trust domain (its registration was deleted as the hop was made)", delegatee)}
+			} else if err != nil {
+				return err
 			}
 		}
 		return nil
