@@ -627,12 +627,13 @@ func (a *Authority) delegatorFacts(ctx context.Context, c *Caller) (*delegatorIn
 	if err != nil {
 		return nil, err
 	}
-	var ag *registry.Agent
-	var node *registry.Node
-	err = a.store.View(ctx, func(tx store.Tx) (err error) {
-		ag, node, err = delegatorHosted(tx, c, host, a.now())
-		return err
-	})
+	// As the hosting checks of SVID issuance, from the records recently
+	// read (a change made through this authority is read at once); the
+	// hop's commit reads them again (stillDelegates).
+	ag, node, err := a.lookupHosting(ctx, c.ID, host)
+	if err == nil {
+		err = lapsed(node, a.now())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -685,10 +686,10 @@ func stillDelegates(c *Caller, host spiffeid.ID, scopes []string, root bool, del
 			}
 		}
 		if local {
-			if _, err := registry.AgentBySPIFFEID(tx, delegatee.String()); errors.Is(err, registry.ErrNotFound) {
-				return delegateeError{fmt.Sprintf("delegatee %s is not a registered agent of this trust domain (its registration was deleted as the hop was made)", delegatee)}
-			} else if err != nil {
+			if ok, err := registry.AgentRegistered(tx, delegatee.String()); err != nil {
 				return err
+			} else if !ok {
+				return delegateeError{fmt.Sprintf("delegatee %s is not a registered agent of this trust domain (its registration was deleted as the hop was made)", delegatee)}
 			}
 		}
 		return nil

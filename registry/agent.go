@@ -310,6 +310,18 @@ func AgentBySPIFFEID(tx store.Tx, spiffeID string) (*Agent, error) {
 	return GetAgent(tx, string(id))
 }
 
+// AgentRegistered reports whether an agent is registered as spiffeID,
+// without reading its registration.
+func AgentRegistered(tx store.Tx, spiffeID string) (bool, error) {
+	switch _, err := tx.Get(BucketAgentByID, []byte(spiffeID)); {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
 // ListAgents returns every registration, ordered by SPIFFE ID.
 func ListAgents(tx store.Tx) ([]*Agent, error) {
 	out, _, err := ListAgentsAfter(tx, "", 0)
