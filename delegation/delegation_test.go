@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"math"
 	"math/big"
 	"net/url"
 	"strings"
@@ -847,6 +848,25 @@ func TestVerifyClock(t *testing.T) {
 	}
 	if _, err := delegation.Verify(later, w.set, delegation.VerifyOptions{AnyHolder: true, Now: time.Unix(lc.NotBefore, 0)}); err != nil {
 		t.Errorf("at its nbf: %v", err)
+	}
+	// Times past the year 9999 are no times every reader reads alike
+	// (time.Unix wraps the largest into the year 0): such a hop is
+	// malformed, however far its nbf.
+	for _, nbf := range []int64{delegation.MaxNotAfter + 1, math.MaxInt64 - 62135596800 + 1, math.MaxInt64} {
+		// Signed as a trusted issuer might (Issue refuses it too).
+		tok, _, err := w.orgA.SignJWT(context.Background(), delegation.JWTType,
+			hopClaims(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil, func(c *delegation.Claims) { c.NotBefore = nbf }), time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{AnyHolder: true}); !errors.Is(err, delegation.ErrMalformed) {
+			t.Errorf("nbf %d: %v, want ErrMalformed", nbf, err)
+		}
+	}
+	_, err := delegation.Issue(context.Background(), w.orgA, hopClaims(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil,
+		func(c *delegation.Claims) { c.Expiry = delegation.MaxNotAfter + 1 }))
+	if !errors.Is(err, delegation.ErrMalformed) {
+		t.Errorf("Issue of a hop expiring after the year 9999: %v, want ErrMalformed", err)
 	}
 }
 

@@ -145,8 +145,8 @@ type Statement struct {
 	Cnf *Confirmation `json:"cnf,omitempty"`
 }
 
-// MaxNotAfter bounds a statement's not_after (the year 9999), so that
-// it is a time every reader reads alike.
+// MaxNotAfter bounds a statement's not_after and a token's exp and nbf
+// (the year 9999), so that each is a time every reader reads alike.
 const MaxNotAfter = 253402300799
 
 // allows checks a hop expiring at exp, bound by cnf (nil: unbound),
@@ -284,6 +284,10 @@ func (c *Claims) wellFormed() error {
 		return fmt.Errorf("%w: a root hop has depth 1 and no parent, and only a root hop", ErrMalformed)
 	case c.Expiry <= c.IssuedAt:
 		return fmt.Errorf("%w: exp must be after iat", ErrMalformed)
+	case c.Expiry > MaxNotAfter || c.NotBefore > MaxNotAfter:
+		// Beyond, time.Unix wraps: an nbf of 2^63-1 would read as the
+		// year 0, a hop valid now.
+		return fmt.Errorf("%w: exp and nbf are at most %d (the year 9999)", ErrMalformed, int64(MaxNotAfter))
 	}
 	if err := CheckPrincipal(c.Subject); err != nil {
 		return fmt.Errorf("%w: sub: %v", ErrMalformed, err)
