@@ -825,6 +825,10 @@ func TestVerifyClock(t *testing.T) {
 	}{
 		{"just after expiry, default leeway", exp.Add(10 * time.Second), 0, nil},
 		{"just after expiry, no leeway", exp.Add(time.Second), delegation.NoLeeway, delegation.ErrExpired},
+		// RFC 7519 §4.1.4: valid only before exp, as its issuer's status
+		// answers "expired" from exp on.
+		{"at expiry, no leeway", exp, delegation.NoLeeway, delegation.ErrExpired},
+		{"just before expiry, no leeway", exp.Add(-time.Nanosecond), delegation.NoLeeway, nil},
 		{"past the default leeway", exp.Add(31 * time.Second), 0, delegation.ErrExpired},
 		{"before it was issued, within the leeway", iat.Add(-10 * time.Second), 0, nil},
 		{"before it was issued, no leeway", iat.Add(-time.Second), delegation.NoLeeway, delegation.ErrNotYetValid},

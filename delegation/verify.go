@@ -134,7 +134,9 @@ func verifyChain(token string, bundles Bundles, opts VerifyOptions, depth int) (
 	if err := c.wellFormed(); err != nil {
 		return nil, err
 	}
-	if opts.Now.After(time.Unix(c.Expiry, 0).Add(opts.Leeway)) {
+	// Valid only before exp (RFC 7519 §4.1.4), as the issuer's status
+	// answers "expired" from exp on.
+	if !opts.Now.Before(time.Unix(c.Expiry, 0).Add(opts.Leeway)) {
 		return nil, fmt.Errorf("%w: %s (hop %s) expired at %s", ErrExpired, c.ID, c.Hop.Delegatee, time.Unix(c.Expiry, 0).UTC().Format(time.RFC3339))
 	}
 	if time.Unix(c.IssuedAt, 0).After(opts.Now.Add(opts.Leeway)) {
