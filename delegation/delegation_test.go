@@ -889,3 +889,25 @@ func TestSignStatementRefusesMisuse(t *testing.T) {
 		t.Errorf("the delegator's own SVID: %v", err)
 	}
 }
+
+// A verifier whose bundles are not there yet (a nil Bundles, or a nil
+// *spiffebundle.Set not yet made) refuses every token as from an
+// untrusted issuer: it does not panic.
+func TestVerifyWithoutBundles(t *testing.T) {
+	w := newWorld(t)
+	tok, c := w.chain(t)
+	var unset *spiffebundle.Set
+	for _, tc := range []struct {
+		name    string
+		bundles delegation.Bundles
+	}{{"nil", nil}, {"a nil *spiffebundle.Set", unset}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := delegation.Verify(tok, tc.bundles, delegation.VerifyOptions{Presenter: w.d.id}); !errors.Is(err, delegation.ErrUntrustedIssuer) {
+				t.Errorf("Verify = %v, want ErrUntrustedIssuer", err)
+			}
+			if err := delegation.CheckStatementSignature(c[2].Hop.DelegatorSignature, delegation.Statement{Delegator: w.c.id.String()}, tc.bundles, time.Now()); !errors.Is(err, delegation.ErrDelegatorSignature) {
+				t.Errorf("CheckStatementSignature = %v, want ErrDelegatorSignature", err)
+			}
+		})
+	}
+}

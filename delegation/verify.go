@@ -45,9 +45,27 @@ var (
 )
 
 // Bundles gives the SPIFFE bundle of a trust domain: this authority's and
-// every federated one's (spiffebundle.Set has it).
+// every federated one's (spiffebundle.Set has it). A nil Bundles, or a
+// nil pointer (a *spiffebundle.Set not yet made), has none: every token
+// is then from an untrusted issuer.
 type Bundles interface {
 	GetBundleForTrustDomain(spiffeid.TrustDomain) (*spiffebundle.Bundle, error)
+}
+
+// bundleOf is td's bundle in bundles, nil when there is none (bundles
+// nil included: a nil *spiffebundle.Set would panic when asked).
+func bundleOf(bundles Bundles, td spiffeid.TrustDomain) *spiffebundle.Bundle {
+	if bundles == nil {
+		return nil
+	}
+	if v := reflect.ValueOf(bundles); v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil
+	}
+	b, err := bundles.GetBundleForTrustDomain(td)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // VerifyOptions say what the verifier expects of the last hop.
@@ -293,8 +311,8 @@ func issuerKey(bundles Bundles, issuer, kid string) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: iss %q: %v", ErrMalformed, issuer, err)
 	}
-	b, err := bundles.GetBundleForTrustDomain(td)
-	if err != nil || b == nil {
+	b := bundleOf(bundles, td)
+	if b == nil {
 		return nil, fmt.Errorf("%w: no bundle for %s", ErrUntrustedIssuer, td)
 	}
 	key, ok := b.FindJWTAuthority(kid)
@@ -376,8 +394,8 @@ func delegatorRoots(bundles Bundles, delegator string) [32]byte {
 	if err != nil {
 		return [32]byte{}
 	}
-	b, err := bundles.GetBundleForTrustDomain(id.TrustDomain())
-	if err != nil || b == nil {
+	b := bundleOf(bundles, id.TrustDomain())
+	if b == nil {
 		return [32]byte{}
 	}
 	return rootsOf(b.X509Authorities())
@@ -417,8 +435,8 @@ func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 	if err != nil {
 		return nil, roots, st, fmt.Errorf("%w: delegator %q", ErrMalformed, st.Delegator)
 	}
-	b, err := bundles.GetBundleForTrustDomain(delegator.TrustDomain())
-	if err != nil || b == nil {
+	b := bundleOf(bundles, delegator.TrustDomain())
+	if b == nil {
 		return nil, roots, st, fmt.Errorf("%w: no bundle for the delegator's trust domain %s", ErrDelegatorSignature, delegator.TrustDomain())
 	}
 	// The authorities are read once: what the chain is validated against
