@@ -911,3 +911,24 @@ func TestVerifyWithoutBundles(t *testing.T) {
 		})
 	}
 }
+
+// The certificate CheckStatementSignedBy returns is the caller's own:
+// changing it changes nothing the next check sees.
+func TestCheckStatementSignedByHandsOutItsOwnCertificate(t *testing.T) {
+	w := newWorld(t)
+	st := delegation.Statement{Delegator: w.a.id.String(), Delegatee: w.b.id.String(), Principal: "alice", Scopes: []string{"x"}}
+	sig, err := delegation.SignStatement(st, w.a.key, w.a.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		cert, _, err := delegation.CheckStatementSignedBy(sig, st, time.Now())
+		if err != nil {
+			t.Fatalf("check %d: %v", i, err)
+		}
+		if !cert.Equal(w.a.chain[0]) {
+			t.Fatalf("check %d: another certificate", i)
+		}
+		cert.PublicKey, cert.URIs = w.b.key.Public(), nil
+	}
+}

@@ -460,7 +460,8 @@ func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 // CheckStatementSignedBy checks that sig is st signed by the key of the
 // certificate first in its x5c header, a certificate with the SPIFFE ID
 // st.Delegator valid at time at, and returns that certificate and the
-// statement as signed (with its not_after, if any). The
+// statement as signed (with its not_after, if any); the certificate is
+// the caller's own, to change at will. The
 // certificate is not validated against any roots: an auditor, long after
 // the CA of the time left the bundle, checks instead that the issuer's
 // log records issuing this certificate (its serial and SHA-256) to the
@@ -489,7 +490,14 @@ func CheckStatementSignedBy(sig string, st Statement, at time.Time) (*x509.Certi
 	if err := checkJWS(j, leaf.PublicKey, statementType); err != nil {
 		return nil, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
-	return leaf, signed, nil
+	// The caller's own copy: leaf is shared with every later JWS of the
+	// same header (the headers memo), and what a caller does with it
+	// must change nothing they check.
+	own, err := x509.ParseCertificate(leaf.Raw)
+	if err != nil {
+		return nil, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
+	}
+	return own, signed, nil
 }
 
 // x5c returns the certificates of a JWS's x5c header, leaf first.
