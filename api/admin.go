@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -22,7 +23,21 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := s.a.CreateAgent(r.Context(), callerOf(r), &ag)
-	answer(w, r, s, http.StatusCreated, out, err)
+	answerAgent(w, r, s, http.StatusCreated, out, err)
+}
+
+// answerAgent answers a registration with its entity tag (ETag), which
+// an update or a deletion may name in If-Match.
+func answerAgent(w http.ResponseWriter, r *http.Request, s *Server, status int, ag *registry.Agent, err error) {
+	if err == nil {
+		w.Header().Set("ETag", authority.ETag(ag))
+	}
+	answer(w, r, s, status, ag, err)
+}
+
+// ifMatch is the request's If-Match, every field of it.
+func ifMatch(r *http.Request) authority.IfMatch {
+	return authority.IfMatch(strings.Join(r.Header.Values("If-Match"), ", "))
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -98,7 +113,7 @@ const maxListPageBytes = 2 << 20
 
 func (s *Server) getAgent(w http.ResponseWriter, r *http.Request) {
 	out, err := s.a.GetAgent(r.Context(), callerOf(r), r.PathValue("id"))
-	answer(w, r, s, http.StatusOK, out, err)
+	answerAgent(w, r, s, http.StatusOK, out, err)
 }
 
 func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request) {
@@ -107,12 +122,12 @@ func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	out, err := s.a.UpdateAgent(r.Context(), callerOf(r), r.PathValue("id"), &ag)
-	answer(w, r, s, http.StatusOK, out, err)
+	out, err := s.a.UpdateAgent(r.Context(), callerOf(r), r.PathValue("id"), &ag, ifMatch(r))
+	answerAgent(w, r, s, http.StatusOK, out, err)
 }
 
 func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) {
-	err := s.a.DeleteAgent(r.Context(), callerOf(r), r.PathValue("id"))
+	err := s.a.DeleteAgent(r.Context(), callerOf(r), r.PathValue("id"), ifMatch(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -84,6 +84,7 @@ var problemTable = []problemKind{
 	{registry.ErrNodeDrifted, http.StatusForbidden, "node-drifted", "Node failed re-attestation"},
 	{registry.ErrNotHosted, http.StatusForbidden, "agent-not-allowed-on-node", "Agent not allowed on this node"},
 	{registry.ErrAlreadyExists, http.StatusConflict, "already-exists", "Already exists"},
+	{authority.ErrPreconditionFailed, http.StatusPreconditionFailed, "precondition-failed", "Precondition failed"},
 	{registry.ErrInvalid, http.StatusBadRequest, "invalid-registration", "Invalid registration"},
 	{authority.ErrAgentNotRegistered, http.StatusForbidden, "agent-not-registered", "Agent not registered"},
 	{authority.ErrNodeUnknown, http.StatusForbidden, "node-not-attested", "Node not attested"},

@@ -2,13 +2,12 @@ package authority
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
 )
@@ -40,8 +39,45 @@ func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Age
 	return ag, nil
 }
 
-// UpdateAgent replaces registration id.
-func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *registry.Agent) (*registry.Agent, error) {
+// IfMatch is HTTP's If-Match (RFC 9110 §13.1.1) on a registration: a
+// change made only while the registration is one of the versions it
+// names, each an entity tag ("<its SHA256>", see ETag), or "*" for any
+// version. The empty IfMatch sets no condition.
+type IfMatch string
+
+// ETag is the entity tag of registration ag's version.
+func ETag(ag *registry.Agent) string { return `"` + ag.SHA256() + `"` }
+
+// check refuses registration cur unless it is a version m names: a weak
+// tag (W/"…") names none, as If-Match compares strongly.
+func (m IfMatch) check(cur *registry.Agent) error {
+	if m == "" {
+		return nil
+	}
+	if len(m) > maxIfMatch {
+		return fmt.Errorf("%w: If-Match is over %d bytes", ErrInvalidRequest, maxIfMatch)
+	}
+	if strings.TrimSpace(string(m)) == "*" {
+		return nil
+	}
+	tag := ETag(cur)
+	for t := range strings.SplitSeq(string(m), ",") {
+		switch t = strings.TrimSpace(t); {
+		case t == tag:
+			return nil
+		case len(t) < 2 || !strings.HasSuffix(t, `"`) || !strings.HasPrefix(t, `"`) && !strings.HasPrefix(t, `W/"`):
+			return fmt.Errorf("%w: If-Match: %q is not an entity tag (a quoted string, as the ETag of the registration's answers)", ErrInvalidRequest, policy.CutUTF8(t, 80))
+		}
+	}
+	return fmt.Errorf("%w: the registration is no longer the version If-Match names (it is %s now: read it again, and change that)", ErrPreconditionFailed, tag)
+}
+
+// maxIfMatch bounds an If-Match header: a few entity tags.
+const maxIfMatch = 1024
+
+// UpdateAgent replaces registration id (if it is a version cond names,
+// when given).
+func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *registry.Agent, cond ...IfMatch) (*registry.Agent, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
@@ -60,8 +96,15 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 	}
 	var was string // the SPIFFE ID it replaces, if it changes
 	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error {
-		if old, err := registry.GetAgent(tx, id); err == nil {
-			was = old.SPIFFEID
+		old, err := registry.GetAgent(tx, id)
+		if err != nil {
+			return err // not found: 404, with a condition or without
+		}
+		was = old.SPIFFEID
+		for _, m := range cond {
+			if err := m.check(old); err != nil {
+				return err
+			}
 		}
 		return registry.UpdateAgent(tx, ag)
 	})
@@ -73,8 +116,9 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 	return ag, nil
 }
 
-// DeleteAgent removes registration id.
-func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error {
+// DeleteAgent removes registration id (if it is a version cond names,
+// when given).
+func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string, cond ...IfMatch) error {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return err
 	}
@@ -88,6 +132,11 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error
 		return err
 	}); err != nil {
 		return err
+	}
+	for _, m := range cond { // admin changes are serialized (changeMu): ag is current
+		if err := m.check(ag); err != nil {
+			return err
+		}
 	}
 	ev := agentEvent("agent.deleted", c, ag)
 	if a.recordable(ev, registry.ErrInvalid) != nil {
@@ -113,8 +162,6 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string) error
 // large for its whole entry: its id, its SPIFFE ID cut to
 // registry.MaxSPIFFEIDLen bytes, and the SHA-256 of its JSON.
 func deletedAgentDigest(c *Caller, ag *registry.Agent) event {
-	doc, _ := json.Marshal(ag)
-	sum := sha256.Sum256(doc)
 	subject := ag.SPIFFEID
 	if len(subject) > registry.MaxSPIFFEIDLen {
 		// A SPIFFE ID is ASCII (it was parsed as one when stored): cut
@@ -122,7 +169,7 @@ func deletedAgentDigest(c *Caller, ag *registry.Agent) event {
 		subject = subject[:registry.MaxSPIFFEIDLen]
 	}
 	return event{typ: "agent.deleted", actor: actorOf(c), subject: subject, details: map[string]any{
-		"id": ag.ID, "registration_sha256": hex.EncodeToString(sum[:]), "digest_only": true,
+		"id": ag.ID, "registration_sha256": ag.SHA256(), "digest_only": true,
 	}}
 }
 

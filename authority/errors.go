@@ -20,6 +20,9 @@ var (
 	// ErrRenewedMeanwhile is a node renewal that lost a race with another
 	// renewal of the node.
 	ErrRenewedMeanwhile = errors.New("authority: renewed meanwhile")
+	// ErrPreconditionFailed is a change conditioned on a version of a
+	// registration (IfMatch) that is not the current one.
+	ErrPreconditionFailed = errors.New("authority: precondition failed")
 )
 
 // delegateeError is an ErrDelegateeInvalid, said as an ErrInvalidRequest.

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -320,6 +321,15 @@ func AgentRegistered(tx store.Tx, spiffeID string) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// SHA256 is the hex SHA-256 of the registration's JSON encoding: it
+// names this version of the registration (quoted, it is the entity tag
+// of the admin API's answers).
+func (a *Agent) SHA256() string {
+	doc, _ := json.Marshal(a) // of a struct of strings, numbers and times: never fails
+	sum := sha256.Sum256(doc)
+	return hex.EncodeToString(sum[:])
 }
 
 // ListAgents returns every registration, ordered by SPIFFE ID.
