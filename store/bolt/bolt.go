@@ -56,9 +56,12 @@ type Options struct {
 	// lock before failing with ErrLocked. Zero or negative means
 	// DefaultTimeout.
 	Timeout time.Duration
-	// Check, if set, makes Open read every page of the file (bbolt's
-	// consistency check) and fail with ErrDamaged on the first problem,
-	// rather than let a damaged page be found by a later request.
+	// Check, if set, makes Open read every page of the file (its tree
+	// walked from the file, then bbolt's consistency check) and fail
+	// with ErrDamaged on the first problem, rather than let a damaged
+	// page be found by a later request. A page id past the file, or one
+	// that leads back up its tree, is such a problem, not a crash or a
+	// check that never ends.
 	Check bool
 }
 
@@ -164,7 +167,8 @@ func create(path string, bopts *bbolt.Options) error {
 // (a variable for tests: what another process may do meanwhile).
 var beforeLink = func(tmp, path string) {}
 
-// check runs bbolt's consistency check over the whole file.
+// check walks the file's pages (walkPages), then runs bbolt's
+// consistency check over the whole file.
 func (s *Store) check() (err error) {
 	defer guard()()
 	defer damaged("check", &err)
@@ -178,6 +182,18 @@ func (s *Store) check() (err error) {
 		// than its pages is refused first.
 		if btx.Size() > fi.Size() {
 			return fmt.Errorf("%w (the file holds %d bytes, its pages %d)", ErrDamaged, fi.Size(), btx.Size())
+		}
+		// Nor may a page point past the file's pages, or back up its
+		// own tree (bbolt's check would recurse without end): every
+		// reachable page is read from the file first.
+		f, err := os.Open(s.db.Path())
+		if err != nil {
+			return fmt.Errorf("store/bolt: check: %w", err)
+		}
+		defer f.Close()
+		pageSize := s.db.Info().PageSize
+		if err := walkPages(f, pageSize, uint64(btx.Cursor().Bucket().Root()), uint64(btx.Size())/uint64(pageSize)); err != nil {
+			return fmt.Errorf("%w (%v)", ErrDamaged, err)
 		}
 		var first error
 		for e := range btx.Check() {

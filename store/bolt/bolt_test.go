@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"mandate.dev/mandate/store"
 	"mandate.dev/mandate/store/storetest"
@@ -271,6 +274,112 @@ func TestDamagedFile(t *testing.T) {
 			t.Fatalf("Update after the damage = %v, want ErrDamaged", err)
 		}
 	})
+	t.Run("a whole file passes the check", func(t *testing.T) {
+		// Branch pages (fill), a value over several pages, a bucket
+		// small enough to be kept inline, an empty value.
+		path := fill(t)
+		s := mustOpen(t, path)
+		big := bytes.Repeat([]byte("v"), 5*4096+17)
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			if err := tx.Put("big", []byte("k"), big); err != nil {
+				return err
+			}
+			if err := tx.Put("small", []byte("k"), []byte("v")); err != nil {
+				return err
+			}
+			return tx.Put("small", []byte("e"), nil)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if db, err := bbolt.Open(path, 0o600, nil); err == nil {
+			_ = db.View(func(tx *bbolt.Tx) error {
+				if r := tx.Bucket([]byte("small")).Root(); r != 0 {
+					t.Errorf("bucket small has root page %d, want it inline (0)", r)
+				}
+				return nil
+			})
+			db.Close()
+		}
+		s, err := Open(path, Options{Check: true})
+		if err != nil {
+			t.Fatalf("Open(Check) of a whole file = %v", err)
+		}
+		defer s.Close()
+		if err := s.View(ctx, func(tx store.Tx) error {
+			if v, err := tx.Get("big", []byte("k")); err != nil || !bytes.Equal(v, big) {
+				return fmt.Errorf("big value: %d bytes, %v", len(v), err)
+			}
+			_, err := tx.Get("a", []byte("k0297"))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// Page ids that point where bbolt's check (in a goroutine of its
+	// own, where a fault cannot be recovered) would crash the process
+	// reading past the mapped file, or recurse without end.
+	for _, tc := range []struct {
+		name string
+		// patch changes the file b: root is the page of bucket "a"'s
+		// root (a branch page), at the offset of "a"'s header in the
+		// top-level leaf.
+		patch func(b []byte, root uint64, at int)
+		want  string
+	}{
+		{"a bucket's root far past the file", func(b []byte, root uint64, at int) {
+			binary.LittleEndian.PutUint64(b[at:], 1<<30)
+		}, "outside the file's pages"},
+		{"a branch pointing to itself", func(b []byte, root uint64, at int) {
+			binary.LittleEndian.PutUint64(b[root*4096+16+8:], root)
+		}, "reached twice"},
+		{"a branch pointing to the top-level leaf", func(b []byte, root uint64, at int) {
+			binary.LittleEndian.PutUint64(b[root*4096+16+8:], uint64(at/4096))
+		}, "reached twice"},
+		{"a branch element's key past its page", func(b []byte, root uint64, at int) {
+			binary.LittleEndian.PutUint32(b[root*4096+16:], 1<<20)
+		}, "past the page"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := fill(t)
+			db, err := bbolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var root, top uint64
+			err = db.View(func(tx *bbolt.Tx) error {
+				root, top = uint64(tx.Bucket([]byte("a")).Root()), uint64(tx.Cursor().Bucket().Root())
+				return nil
+			})
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if flags := binary.LittleEndian.Uint16(b[root*4096+8:]); flags != 0x01 {
+				t.Fatalf("bucket a's root page has flags %#x, want a branch's", flags)
+			}
+			header := append([]byte("a"), binary.LittleEndian.AppendUint64(nil, root)...)
+			i := bytes.Index(b[top*4096:(top+1)*4096], header)
+			if i < 0 {
+				t.Fatal("bucket a's header is not in the top-level leaf")
+			}
+			tc.patch(b, root, int(top*4096)+i+1)
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(path, Options{Check: true})
+			if err == nil {
+				s.Close()
+			}
+			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open(Check) = %v, want ErrDamaged saying %q", err, tc.want)
+			}
+		})
+	}
 	t.Run("a fault reading the mapped file, wherever met, is damage", func(t *testing.T) {
 		s, _ := openTemp(t)
 		// What debug.SetPanicOnFault panics with for a fault at a real
