@@ -44,8 +44,9 @@ const fileMode = 0o600
 var ErrLocked = errors.New("store/bolt: data file is locked by another process")
 
 // ErrDamaged is matched by the error of Open, View or Update when the data
-// file's pages are not what bbolt wrote (a truncated or overwritten file):
-// bbolt panics (or faults, reading past the end of the file) on such
+// file's pages are not what bbolt wrote (a truncated or overwritten file,
+// or one that is no data file at all): bbolt refuses such a file at
+// Open, or panics (or faults, reading past the end of the file) on such
 // pages, and that is returned as this error. After Open fails so, the
 // file may stay locked until the process ends.
 var ErrDamaged = errors.New("store/bolt: data file is damaged; restore it from a backup")
@@ -108,6 +109,9 @@ func Open(path string, opts Options) (st *Store, err error) {
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, &lockedError{path: path, timeout: timeout}
 	}
+	if unreadable(err) {
+		err = fmt.Errorf("%w (%v)", ErrDamaged, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store/bolt: open %s: %w", path, err)
 	}
@@ -119,6 +123,15 @@ func Open(path string, opts Options) (st *Store, err error) {
 		}
 	}
 	return st, nil
+}
+
+// unreadable reports whether err is bbolt's refusal of a file that is
+// not one it wrote: neither meta page valid (a file overwritten at its
+// start, or not a data file at all), or one cut shorter than two pages.
+func unreadable(err error) bool {
+	return errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) ||
+		errors.Is(err, bolterrors.ErrVersionMismatch) ||
+		err != nil && strings.HasPrefix(err.Error(), "file size too small")
 }
 
 // create makes a new, initialized data file at path, which does not

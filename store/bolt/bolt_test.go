@@ -135,10 +135,80 @@ func TestOpenErrors(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "store/bolt: ") || errors.Is(err, ErrLocked) {
 				t.Errorf("Open(%q) = %v, want a store/bolt error other than %v", tc.path, err, ErrLocked)
 			}
+			if damaged := tc.path == garbage; errors.Is(err, ErrDamaged) != damaged {
+				t.Errorf("Open(%q) = %v; ErrDamaged: %v, want %v", tc.path, err, !damaged, damaged)
+			}
 		})
 	}
 	if _, err := os.Stat(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Open created the missing parent directory: Stat = %v", err)
+	}
+}
+
+// A file bbolt refuses to open at all (neither meta page valid, or cut
+// shorter than two pages) is damaged, and said so with what to do, as a
+// file damaged deeper inside is.
+func TestOpenUnreadableFileIsDamaged(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		patch func(t *testing.T, path string)
+	}{
+		{"zeros", func(t *testing.T, path string) { write(t, path, make([]byte, 64<<10)) }},
+		{"text", func(t *testing.T, path string) { write(t, path, []byte("hello\n")) }},
+		{"both meta pages zeroed", func(t *testing.T, path string) { writeAt(t, path, make([]byte, 2*4096), 0) }},
+		// A byte of each meta's root page id changed: their checksums
+		// no longer match.
+		{"both meta pages changed", func(t *testing.T, path string) {
+			writeAt(t, path, []byte{0xff}, 16+24)
+			writeAt(t, path, []byte{0xff}, 4096+16+24)
+		}},
+		{"cut to one page", func(t *testing.T, path string) {
+			if err := os.Truncate(path, 4096); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"cut inside the second page", func(t *testing.T, path string) {
+			if err := os.Truncate(path, 6000); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, path := mustOpenNew(t)
+			if err := s.Update(t.Context(), func(tx store.Tx) error { return tx.Put("a", []byte("k"), []byte("v")) }); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			tc.patch(t, path)
+			for _, check := range []bool{false, true} {
+				s, err := Open(path, Options{Check: check})
+				if err == nil {
+					s.Close()
+				}
+				if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "restore it from a backup") {
+					t.Errorf("Open(Check: %v) = %v, want ErrDamaged", check, err)
+				}
+			}
+		})
+	}
+}
+
+func write(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeAt(t *testing.T, path string, b []byte, at int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, at); err != nil {
+		t.Fatal(err)
 	}
 }
 
