@@ -66,12 +66,16 @@ func checkDataDir(ctx context.Context, dataDir string, st store.Store) error {
 }
 
 // checkCAKeysStored refuses a data directory whose store (dbPath) is
-// missing while its keys directory holds CA keys: the store is created
-// before any CA key is written, so only a lost store (or a partial
-// restore, without mandate.db and audit/) leaves keys without it.
-// Starting anew there would replace the CA and the audit log silently.
+// missing or empty while its keys directory holds CA keys: the store is
+// created whole before any CA key is written, so only a lost store (or
+// a partial restore, without mandate.db and audit/, or with an empty
+// mandate.db a copy cut short left) leaves keys without it. Starting
+// anew there would replace the CA and the audit log silently.
 func checkCAKeysStored(dataDir, dbPath string) error {
-	if _, err := os.Stat(dbPath); !errors.Is(err, fs.ErrNotExist) {
+	what := "is missing"
+	if fi, err := os.Stat(dbPath); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+		what = "is empty"
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	ents, err := os.ReadDir(caKeyDir(dataDir))
@@ -80,9 +84,9 @@ func checkCAKeysStored(dataDir, dbPath string) error {
 	}
 	for _, e := range ents {
 		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".pem") {
-			return fmt.Errorf("authority: %s is missing, but %s holds CA keys (%s): the store was lost, or only part of a backup was restored. "+
+			return fmt.Errorf("authority: %s %s, but %s holds CA keys (%s): the store was lost, or only part of a backup was restored. "+
 				"Restore the whole data directory from a backup (mandate.db, keys/ and audit/ together); starting anew would replace the CA and the audit log "+
-				"(to start a new authority, use a new data directory)", dbPath, caKeyDir(dataDir), e.Name())
+				"(to start a new authority, use a new data directory)", dbPath, what, caKeyDir(dataDir), e.Name())
 		}
 	}
 	return nil

@@ -61,6 +61,16 @@ func TestDataDirWithALostStoreIsRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "mandate.db is missing, but"},
+		// What a restore whose copy of mandate.db was cut short (a
+		// full disk) before audit/ was copied leaves.
+		{"store emptied and audit directory removed", func(t *testing.T, cfg Config) {
+			if err := os.Truncate(db(cfg), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(filepath.Dir(keyPath(cfg))); err != nil {
+				t.Fatal(err)
+			}
+		}, "mandate.db is empty, but"},
 		{"store emptied", func(t *testing.T, cfg Config) {
 			if err := os.Truncate(db(cfg), 0); err != nil {
 				t.Fatal(err)
