@@ -376,15 +376,24 @@ func TestVerifiedTokenStopsVerifyingWhenItsKeyGoes(t *testing.T) {
 		set  *spiffebundle.Set
 		want error
 	}{
+		// A key the bundle does not hold is told apart from a signature
+		// that does not verify (refresh the bundles, or the key is gone).
 		{"the same kid, another key", orgB(w.orgB.caCert, other.Public()), delegation.ErrSignature},
-		{"the key removed", orgB(w.orgB.caCert, nil), delegation.ErrSignature},
+		{"the key removed", orgB(w.orgB.caCert, nil), delegation.ErrUnknownKey},
 		{"the agents' CA replaced", orgB(otherCA, w.orgB.jwtKey.Public()), delegation.ErrDelegatorSignature},
 		{"the bundles it was verified with", w.set, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for range 2 { // the second time from whatever the first remembered
-				if _, err := delegation.Verify(tok, tc.set, opts); !errors.Is(err, tc.want) {
+				_, err := delegation.Verify(tok, tc.set, opts)
+				if !errors.Is(err, tc.want) {
 					t.Fatalf("Verify = %v, want %v", err, tc.want)
+				}
+				if unknown := errors.Is(err, delegation.ErrUnknownKey); unknown != (tc.want == delegation.ErrUnknownKey) {
+					t.Fatalf("Verify = %v: errors.Is(ErrUnknownKey) = %v", err, unknown)
+				}
+				if tc.want == delegation.ErrUnknownKey && !errors.Is(err, delegation.ErrSignature) {
+					t.Fatalf("Verify = %v: an unknown key is a signature error too", err)
 				}
 			}
 		})

@@ -39,6 +39,11 @@ var (
 	// verification time allows (iat beyond Now + Leeway): a clock that
 	// lags, or a token made up.
 	ErrNotYetValid = fmt.Errorf("%w: issued in the future", ErrMalformed)
+	// ErrUnknownKey is ErrSignature for a hop signed with a key (kid)
+	// its issuer's bundle does not hold: a key rotated out of the bundle
+	// (the hop is no longer valid), or one newer than the bundle given
+	// (bundles that need refreshing, before verifying again).
+	ErrUnknownKey = fmt.Errorf("%w: its key is not in the issuer's bundle", ErrSignature)
 	// ErrTooLarge is Issue's refusal of a hop whose token, its ancestors
 	// inside, would exceed MaxTokenSize: no verifier would read it.
 	ErrTooLarge = errors.New("delegation: chain too long for a token")
@@ -317,7 +322,7 @@ func issuerKey(bundles Bundles, issuer, kid string) (any, error) {
 	}
 	key, ok := b.FindJWTAuthority(kid)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s has no JWT key %q", ErrSignature, td, kid)
+		return nil, fmt.Errorf("%w: %s has no JWT key %q", ErrUnknownKey, td, kid)
 	}
 	return key, nil
 }
