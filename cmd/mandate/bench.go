@@ -32,7 +32,7 @@ type benchResult struct {
 	elapsed  time.Duration
 	p50, p99 time.Duration
 	firstErr error
-	repeated int           // requests sent again once every prepared one was sent
+	ranOut   bool          // a worker sent every request prepared for it, which ended the run early
 	cpu      time.Duration // server CPU per op, if measured (--server-pid)
 }
 
@@ -233,13 +233,16 @@ func (e *benchEnv) run(ctx context.Context, kind string, conc int, dur time.Dura
 	return res, err
 }
 
-// load runs conc workers for dur, each sending the same request over its
-// own keep-alive connection as fast as answers come, and reports the
-// successful requests' latencies. Every worker's connection is made (TCP
-// and the TLS handshake) before the clock starts: the rate and the
+// load runs conc workers for dur, each sending its connection's requests
+// over its own keep-alive connection as fast as answers come, and reports
+// the successful requests' latencies. Every worker's connection is made
+// (TCP and the TLS handshake) before the clock starts: the rate and the
 // latencies are those of requests on open connections. onStart, if not
 // nil, is called once they are open, just before the clock starts (for
-// the caller to start what it measures over the same window).
+// the caller to start what it measures over the same window). A worker
+// whose connection is spent (each of its prepared requests sent once)
+// ends the run for every worker, before dur if need be: the rate is then
+// over that shorter window, and no request was sent twice.
 func load(ctx context.Context, kind string, conc int, dur time.Duration, conn func(w int) (*benchConn, error), check func([]byte) error, onStart func()) (benchResult, error) {
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -272,18 +275,23 @@ func load(ctx context.Context, kind string, conc int, dur time.Duration, conn fu
 	}
 	ctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
+	ctx, endRun := context.WithCancel(ctx)
+	defer endRun()
 	start := time.Now()
 	for _, c := range conns {
 		if c == nil {
 			continue
 		}
 		wg.Go(func() {
-			own, errs, repeated, first := loadWorker(ctx, c, check)
+			own, errs, first := loadWorker(ctx, c, check)
+			if c.spent() {
+				endRun()
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			lat = append(lat, own...)
 			res.errors += errs
-			res.repeated += repeated
+			res.ranOut = res.ranOut || c.spent()
 			if first != nil && res.firstErr == nil {
 				res.firstErr = first
 			}
@@ -319,11 +327,11 @@ func cutByEnd(err error) bool {
 // generator, which shares the machine, spends its CPU sending requests.
 const checkEvery = 64
 
-// loadWorker sends conn's requests until ctx ends, and closes it.
-func loadWorker(ctx context.Context, conn *benchConn, check func([]byte) error) (lat []time.Duration, errs, repeated int, first error) {
-	defer func() { repeated = conn.repeated() }()
+// loadWorker sends conn's requests until ctx ends or conn is spent, and
+// closes it.
+func loadWorker(ctx context.Context, conn *benchConn, check func([]byte) error) (lat []time.Duration, errs int, first error) {
 	defer conn.close()
-	for n := 0; ctx.Err() == nil; n++ {
+	for n := 0; ctx.Err() == nil && !conn.spent(); n++ {
 		t := time.Now()
 		status, ans, err := conn.do(ctx)
 		if err == nil && (status < 200 || status > 299) {
@@ -349,7 +357,7 @@ func loadWorker(ctx context.Context, conn *benchConn, check func([]byte) error) 
 		}
 		lat = append(lat, time.Since(t))
 	}
-	return lat, errs, 0, first
+	return lat, errs, first
 }
 
 // check decodes an answer and checks it carries an SVID for the agent.

@@ -25,6 +25,7 @@ type benchConn struct {
 	cfg  *tls.Config
 	reqs [][]byte // sent in turn
 	sent int
+	once bool // each of reqs is sent once: then the connection is spent
 	conn *tls.Conn
 	lr   *readLimit // under br: bounds what an answer's header may take
 	br   *bufio.Reader
@@ -56,14 +57,24 @@ func (l *readLimit) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// newBenchConn prepares a connection that POSTs body to server+path.
+// newBenchConn prepares a connection that POSTs body to server+path,
+// again and again.
 func newBenchConn(server, path string, body []byte, cfg *tls.Config) (*benchConn, error) {
-	return newBenchConnBodies(server, path, [][]byte{body}, cfg)
+	return prepareBenchConn(server, path, [][]byte{body}, cfg)
 }
 
 // newBenchConnBodies prepares a connection that POSTs bodies in turn to
-// server+path (starting over after the last).
+// server+path, each once: after the last it is spent (a load run ends
+// then), so that no request is ever sent twice.
 func newBenchConnBodies(server, path string, bodies [][]byte, cfg *tls.Config) (*benchConn, error) {
+	c, err := prepareBenchConn(server, path, bodies, cfg)
+	if err == nil {
+		c.once = true
+	}
+	return c, err
+}
+
+func prepareBenchConn(server, path string, bodies [][]byte, cfg *tls.Config) (*benchConn, error) {
 	u, err := url.Parse(server)
 	if err != nil {
 		return nil, err
@@ -84,9 +95,9 @@ func newBenchConnBodies(server, path string, bodies [][]byte, cfg *tls.Config) (
 	return c, nil
 }
 
-// repeated is how many requests were sent again after every body had
-// been sent once.
-func (c *benchConn) repeated() int { return max(0, c.sent-len(c.reqs)) }
+// spent reports whether every request of a connection that sends each
+// once has been sent.
+func (c *benchConn) spent() bool { return c.once && c.sent >= len(c.reqs) }
 
 // do sends the request once and returns the answer's status and body (valid
 // until the next call). A broken connection is redialled on the next call.

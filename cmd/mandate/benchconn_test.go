@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,5 +167,50 @@ func TestPercentile(t *testing.T) {
 		if got := percentile(lat, tc.q); got != time.Duration(tc.rank) {
 			t.Errorf("p%d of %d latencies = rank %d, want rank %d", tc.q, tc.n, got, tc.rank)
 		}
+	}
+}
+
+// TestBenchLoadSendsPreparedRequestsOnce: requests prepared one by one
+// (bench delegate's, each with a delegator signature of its own that a
+// server remembers once verified) are each sent once. A worker that has
+// sent all of its own ends the run, before its duration, rather than
+// send them again and have the server answer from what it remembers.
+func TestBenchLoadSendsPreparedRequestsOnce(t *testing.T) {
+	for _, tc := range []struct{ conc, perWorker int }{{1, 1}, {1, 40}, {4, 40}, {16, 8}} {
+		t.Run(fmt.Sprintf("%dx%d", tc.conc, tc.perWorker), func(t *testing.T) {
+			var mu sync.Mutex
+			got := map[string]int{}
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				mu.Lock()
+				got[string(b)]++
+				mu.Unlock()
+				w.Write([]byte("{}"))
+			}))
+			srv.StartTLS()
+			defer srv.Close()
+			cfg := srv.Client().Transport.(*http.Transport).TLSClientConfig
+			r, err := load(t.Context(), "test", tc.conc, time.Minute, func(w int) (*benchConn, error) {
+				var bodies [][]byte
+				for k := range tc.perWorker {
+					bodies = append(bodies, fmt.Appendf(nil, `{"w":%d,"k":%d}`, w, k))
+				}
+				return newBenchConnBodies(srv.URL, "/", bodies, cfg)
+			}, func([]byte) error { return nil }, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for body, n := range got {
+				if n > 1 {
+					t.Errorf("%s sent %d times", body, n)
+				}
+			}
+			if !r.ranOut || r.errors != 0 || r.ops != len(got) || r.ops < tc.perWorker || r.ops > tc.conc*tc.perWorker {
+				t.Errorf("ran out %v, %d requests answered, %d distinct received, %d errors (%v); want ran out, between %d and %d, all distinct, no error",
+					r.ranOut, r.ops, len(got), r.errors, r.firstErr, tc.perWorker, tc.conc*tc.perWorker)
+			}
+		})
 	}
 }
