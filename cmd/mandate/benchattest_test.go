@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -51,5 +53,40 @@ func TestBenchAttestCountsFailuresApart(t *testing.T) {
 				t.Errorf("honest answers: %d attestations, %d errors (%v); want attestations and no error", r.ops, r.errors, r.firstErr)
 			}
 		})
+	}
+}
+
+// TestAttestVerdict: a row meets the target with attestations made at
+// ≤ 1 ms of CPU each and none failed; a row with no attestation (the
+// run interrupted, or too short for one) measured nothing and says so,
+// rather than pass with 0s of CPU per attestation.
+func TestAttestVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    attestBenchResult
+		want string
+	}{
+		{"fast enough", attestBenchResult{ops: 100, cpuPerOp: 400 * time.Microsecond}, "met (≤ 1ms)"},
+		{"at the target", attestBenchResult{ops: 100, cpuPerOp: time.Millisecond}, "met (≤ 1ms)"},
+		{"too slow", attestBenchResult{ops: 100, cpuPerOp: 1001 * time.Microsecond}, "MISSED (≤ 1ms)"},
+		{"none made", attestBenchResult{}, "NOT MEASURED: no attestation made"},
+		{"failures", attestBenchResult{ops: 100, errors: 2, firstErr: errors.New("refused"), cpuPerOp: 400 * time.Microsecond}, "2 ERRORS: refused"},
+	} {
+		if got := attestVerdict(tc.r); got != tc.want {
+			t.Errorf("%s: attestVerdict = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestBenchAttestRefusesNoDuration: a run of no time measures nothing;
+// bench attest refuses it before making its transcripts.
+func TestBenchAttestRefusesNoDuration(t *testing.T) {
+	for _, d := range []string{"0s", "-1s"} {
+		var out, errOut bytes.Buffer
+		err := runBenchAttest(t.Context(), []string{"--duration", d}, &out, &errOut)
+		var ue usageError
+		if !errors.As(err, &ue) || out.Len() != 0 {
+			t.Errorf("bench attest --duration %s = %v, printed %q; want a usage error, nothing measured", d, err, out.String())
+		}
 	}
 }
