@@ -65,7 +65,7 @@ func runBenchAudit(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%s\t%s\t%s\n", n, r.n, r.rate, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), errs)
 	}
 	tw.Flush()
-	raw, err := benchRawBolt(filepath.Join(base, "raw.db"), *dur)
+	raw, err := benchRawBolt(ctx, filepath.Join(base, "raw.db"), *dur)
 	if err != nil {
 		return err
 	}
@@ -163,8 +163,10 @@ func appendLoad(ctx context.Context, l *audit.Log, writers int, dur time.Duratio
 }
 
 // benchRawBolt measures bbolt itself: transactions of 1024 puts of
-// same-sized values, each committed (fsynced), through store/bolt.
-func benchRawBolt(path string, dur time.Duration) (float64, error) {
+// same-sized values, each committed (fsynced), through store/bolt, for
+// dur or until ctx ends (an interrupt: then it measured nothing, and
+// says so with ctx's error).
+func benchRawBolt(ctx context.Context, path string, dur time.Duration) (float64, error) {
 	st, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
 		return 0, err
@@ -174,7 +176,10 @@ func benchRawBolt(path string, dur time.Duration) (float64, error) {
 	var n uint64
 	start := time.Now()
 	for time.Since(start) < dur {
-		err := st.Update(context.Background(), func(tx store.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("bench audit: raw bbolt: %w", err)
+		}
+		err := st.Update(ctx, func(tx store.Tx) error {
 			for j := range uint64(1024) {
 				if err := tx.Put("raw", binary.BigEndian.AppendUint64(nil, n+j), value); err != nil {
 					return err

@@ -59,3 +59,17 @@ func TestBenchAuditCountsFailedAppends(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchRawBoltStopsWhenInterrupted: the raw bbolt measurement, the
+// last of bench audit, ends with the run's context (an interrupt) and
+// says it measured nothing, rather than go on for its whole duration
+// (a second interrupt meanwhile would end the process, leaving its
+// temporary store behind).
+func TestBenchRawBoltStopsWhenInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	rate, err := benchRawBolt(ctx, filepath.Join(t.TempDir(), "raw.db"), 3*time.Second)
+	if !errors.Is(err, context.Canceled) || rate != 0 {
+		t.Errorf("benchRawBolt after an interrupt = %.0f entries/s, %v; want none, %v", rate, err, context.Canceled)
+	}
+}
