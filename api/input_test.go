@@ -236,6 +236,40 @@ func TestStalledBodyIsATimeout(t *testing.T) {
 	}
 }
 
+// TestBodyOverLimitClosesTheConnection: a body over the limit is
+// refused with 413, and the connection is closed after the answer
+// (Connection: close), not kept for another request after the server
+// has read and thrown away the rest of the body.
+func TestBodyOverLimitClosesTheConnection(t *testing.T) {
+	e := start(t, "org-a.example")
+	cfg := e.adminRaw().Transport.(*http.Transport).TLSClientConfig // the Data API needs an SVID
+	// Over the 64 KiB limit by less than what Go's server would read
+	// and discard after the handler (256 KiB) to keep the connection.
+	body := strings.Repeat(" ", 64<<10+100<<10)
+	for _, path := range []string{"/v1/nodes/join", "/v1/data/mandate"} {
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(e.url, "https://"), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(30 * time.Second)) // a guard, not a measurement
+		go func() {
+			// Its write fails once the server has closed the connection.
+			_, _ = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
+		}()
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+			t.Errorf("%s: answered %d with Connection %q; want 413 and the connection closed", path, resp.StatusCode, resp.Header.Get("Connection"))
+		}
+	}
+}
+
 // TestSlowClientIsCut: a client that opens a connection and never finishes
 // its request headers is disconnected by the server's read timeout.
 func TestSlowClientIsCut(t *testing.T) {

@@ -143,7 +143,10 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			}
 			return
 		}
-		r.Body = http.MaxBytesReader(sw, r.Body, s.bodyLimit(r))
+		// Given the server's own writer, not sw: only it can be told that
+		// the limit was hit, and then closes the connection after the
+		// answer instead of reading the rest of the body to keep it.
+		r.Body = http.MaxBytesReader(w, r.Body, s.bodyLimit(r))
 		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 		defer cancel()
 		c, err := s.authenticate(r)
