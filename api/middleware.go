@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -113,7 +114,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		routed := r // the request the mux sees; it records the matched pattern there
 		defer func() {
 			if p := recover(); p != nil {
-				s.log.ErrorContext(r.Context(), "panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
+				// With where it happened: the panic's value alone seldom
+				// says (a nil map, an index out of range).
+				s.log.ErrorContext(r.Context(), "panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 				if sw.status == 0 {
 					detail := "the server failed to answer; the error is in its log, with request_id=" + id
 					if isDataPath(r.URL.Path) {

@@ -41,3 +41,25 @@ func TestUnencodableAnswerIsLogged(t *testing.T) {
 		t.Fatalf("logged:\n%s\nwant the cause, under the request id", log)
 	}
 }
+
+// A handler's panic is answered 500 internal, naming the request id, and
+// logged under that id with where it happened.
+func TestPanicIsAnsweredAndLoggedWithItsStack(t *testing.T) {
+	var out bytes.Buffer
+	s := &Server{log: slog.New(LogHandler(slog.NewTextHandler(&out, nil))), metrics: newMetrics(), maxBody: 1 << 10, workTime: requestTimeout}
+	h := s.middleware(http.HandlerFunc(panickingHandler))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	id := rec.Header().Get("X-Request-Id")
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "/internal") || !strings.Contains(rec.Body.String(), "request_id="+id) {
+		t.Fatalf("answer %d %s: want 500 internal naming request id %q", rec.Code, rec.Body, id)
+	}
+	if log := out.String(); !strings.Contains(log, "panic in handler") || !strings.Contains(log, "request_id="+id) || !strings.Contains(log, "panickingHandler") {
+		t.Fatalf("logged:\n%s\nwant the panic under the request id, with the function it happened in", log)
+	}
+}
+
+func panickingHandler(http.ResponseWriter, *http.Request) {
+	var m map[string]int
+	m["x"]++
+}
