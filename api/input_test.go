@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -27,7 +28,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"mandate.dev/mandate/api"
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 )
 
@@ -267,6 +270,62 @@ func TestBodyOverLimitClosesTheConnection(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
 			t.Errorf("%s: answered %d with Connection %q; want 413 and the connection closed", path, resp.StatusCode, resp.Header.Get("Connection"))
 		}
+	}
+}
+
+// TestSlowBodyLeavesTheWorkItsTime: a body that arrives within
+// http.read_timeout, however late, leaves its request the whole time for
+// its work: it is served, not answered 503 timeout (the server's fault)
+// for time the client took.
+func TestSlowBodyLeavesTheWorkItsTime(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) { c.HTTP.ReadTimeout = authority.Duration(time.Minute) })
+	// A server of e's authority whose requests' work may take 2 s.
+	srv, err := api.New(e.a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const work = 2 * time.Second
+	api.SetWorkTime(srv, work)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-served })
+
+	tok, err := e.admin.CreateJoinToken(ctxT(t), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, csr, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := mustJSON(t, map[string]string{"token": tok.Token, "csr": string(csr)})
+	cfg := e.rawClient(nil, nil).Transport.(*http.Transport).TLSClientConfig
+	conn, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second)) // a guard, not a measurement
+	if _, err := fmt.Fprintf(conn, "POST /v1/nodes/join HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:10]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(work + work/2) // the rest of the body comes after the work's time
+	if _, err := io.WriteString(conn, body[10:]); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("join with a slow body = %d %s; want 200", resp.StatusCode, b)
 	}
 }
 

@@ -1,10 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"path"
@@ -149,9 +151,8 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		// Given the server's own writer, not sw: only it can be told that
 		// the limit was hit, and then closes the connection after the
 		// answer instead of reading the rest of the body to keep it.
+		hasBody := r.Body != nil && r.Body != http.NoBody
 		r.Body = http.MaxBytesReader(w, r.Body, s.bodyLimit(r))
-		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
-		defer cancel()
 		c, err := s.authenticate(r)
 		if err != nil {
 			switch {
@@ -167,6 +168,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			}
 			return
 		}
+		ctx := r.Context()
 		if c != nil {
 			ctx = context.WithValue(ctx, callerKey{}, c)
 		}
@@ -179,10 +181,43 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			ctx, end = s.a.ExpectAudit(ctx)
 			defer end()
 		}
+		// The body is read before the work's time starts: a client slow
+		// to send it is bounded by http.read_timeout, and does not make
+		// its own request fail as the server's fault (503 timeout).
+		if hasBody {
+			r.Body = readBody(r.Body)
+		}
+		ctx, cancel := context.WithTimeout(ctx, s.workTime)
+		defer cancel()
 		routed = r.WithContext(ctx)
 		next.ServeHTTP(sw, routed)
 	})
 }
+
+// readBody reads body (bounded by its MaxBytesReader) to its end, and
+// returns a body that hands a handler what was read, then the error
+// that ended the read, if any (a body over the limit is refused where it
+// was before, as the handler reads it).
+func readBody(body io.ReadCloser) io.ReadCloser {
+	b, err := io.ReadAll(body)
+	return &readBodyCloser{Reader: bytes.NewReader(b), err: err, body: body}
+}
+
+type readBodyCloser struct {
+	*bytes.Reader
+	err  error
+	body io.ReadCloser
+}
+
+func (b *readBodyCloser) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err == io.EOF && b.err != nil {
+		err = b.err
+	}
+	return n, err
+}
+
+func (b *readBodyCloser) Close() error { return b.body.Close() }
 
 // isCleanPath reports whether p is a path the mux would serve as it is,
 // without redirecting to its cleaned form: absolute, without empty, .

@@ -19,7 +19,9 @@ import (
 	"mandate.dev/mandate/authority"
 )
 
-// requestTimeout bounds the work one request may cause.
+// requestTimeout bounds the work one request may cause, from when its
+// body has been read (the time a body takes to arrive is bounded by
+// http.read_timeout, and is not taken from its work's).
 const requestTimeout = 10 * time.Second
 
 // Server serves the authority's HTTPS API. The cached server certificate is
@@ -30,6 +32,9 @@ type Server struct {
 	handler http.Handler
 	metrics *metrics
 	maxBody int64
+	// workTime bounds a request's work once its body has been read
+	// (requestTimeout; tests shorten it).
+	workTime time.Duration
 
 	certMu sync.Mutex
 	cert   *tls.Certificate
@@ -46,7 +51,7 @@ type Server struct {
 
 // New builds the API server for a.
 func New(a *authority.Authority) (*Server, error) {
-	s := &Server{a: a, log: a.Logger().With("component", "api"), maxBody: a.Config().HTTP.MaxBodyBytes}
+	s := &Server{a: a, log: a.Logger().With("component", "api"), maxBody: a.Config().HTTP.MaxBodyBytes, workTime: requestTimeout}
 	s.metrics = newMetrics()
 	s.metrics.reg.MustRegister(auditCounters(a.AuditStats)...)
 	s.metrics.reg.MustRegister(signingKeyGauges(a.SigningExpiry)...)
