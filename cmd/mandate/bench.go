@@ -334,6 +334,7 @@ func loadWorker(ctx context.Context, conn *benchConn, check func([]byte) error) 
 	for n := 0; ctx.Err() == nil && !conn.spent(); n++ {
 		t := time.Now()
 		status, ans, err := conn.do(ctx)
+		took := time.Since(t) // the answer's latency, not the check's that follows
 		if err == nil && (status < 200 || status > 299) {
 			err = fmt.Errorf("bench: answer %d: %.300s", status, ans)
 		}
@@ -355,7 +356,7 @@ func loadWorker(ctx context.Context, conn *benchConn, check func([]byte) error) 
 			}
 			continue
 		}
-		lat = append(lat, time.Since(t))
+		lat = append(lat, took)
 	}
 	return lat, errs, first
 }
