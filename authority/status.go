@@ -103,7 +103,11 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 		if f == nil || f.Profile != "https_spiffe" {
 			return nil, fmt.Errorf("%w: %s is not federated with the https_spiffe profile, so its status endpoint is unknown", ErrStatusUnavailable, td)
 		}
+		// A revocation already known is kept at least as long as this
+		// hop matters: it may have been kept until the expiry of a hop
+		// below it, sooner than its own.
 		if h, ok := a.remote.final(r); ok {
+			a.keepPeerRevocation(ctx, asked, h)
 			out[r] = h
 			continue
 		}
@@ -113,6 +117,7 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 		case kept:
 			h := remoteHop{Status: delegation.StatusRevoked}
 			a.remote.put(r, h, nil, a.now())
+			a.keepPeerRevocation(ctx, asked, h)
 			out[r] = h
 			continue
 		}
@@ -408,32 +413,47 @@ func (a *Authority) peerRevoked(ctx context.Context, r hopRef) (bool, error) {
 
 // keepPeerRevocation keeps h in the store if it says the hop was
 // revoked, until the hop has expired (an "expired" answer needs no
-// keeping: every verifier finds the expiry in the token itself). A
-// failure to keep it is logged: the answer stands for this request, and
-// the memory keeps it until a restart.
+// keeping: every verifier finds the expiry in the token itself); one
+// kept already is kept longer if asked.until is later. It writes only
+// then. A failure to keep it is logged: the answer stands for this
+// request, the memory keeps it until a restart, and keeping it is tried
+// again when the hop is next asked about.
 func (a *Authority) keepPeerRevocation(ctx context.Context, asked askedHop, h remoteHop) {
 	if h.Status != delegation.StatusRevoked {
 		return
 	}
-	now := a.now()
-	err := a.store.Update(ctx, func(tx store.Tx) error {
-		k := peerRevocationKey(asked.hopRef)
-		rev := peerRevocation{LearnedAt: now, KeepUntil: asked.until}
+	k := peerRevocationKey(asked.hopRef)
+	// keptLonger reports whether tx keeps the hop until asked.until or
+	// later already.
+	keptLonger := func(tx store.Tx) (bool, error) {
 		switch b, err := tx.Get(bucketPeerRevocations, k); {
 		case err == nil:
 			var old peerRevocation
-			if json.Unmarshal(b, &old) == nil && !old.KeepUntil.Before(rev.KeepUntil) {
-				return nil
-			}
-		case !errors.Is(err, store.ErrNotFound):
-			return err
+			return json.Unmarshal(b, &old) == nil && !old.KeepUntil.Before(asked.until), nil
+		case errors.Is(err, store.ErrNotFound):
+			return false, nil
+		default:
+			return false, err
 		}
-		b, err := json.Marshal(rev)
-		if err != nil {
-			return err
-		}
-		return tx.Put(bucketPeerRevocations, k, b)
+	}
+	kept := false
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		kept, err = keptLonger(tx)
+		return err
 	})
+	if err == nil && !kept {
+		err = a.store.Update(ctx, func(tx store.Tx) error {
+			if kept, err := keptLonger(tx); err != nil || kept {
+				return err
+			}
+			b, err := json.Marshal(peerRevocation{LearnedAt: a.now(), KeepUntil: asked.until})
+			if err != nil {
+				return err
+			}
+			return tx.Put(bucketPeerRevocations, k, b)
+		})
+	}
 	if err != nil && ctx.Err() == nil {
 		a.log.ErrorContext(ctx, "keep a peer's revocation", "hop", asked.key(), "err", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,5 +145,57 @@ func TestPeerRevocationsKept(t *testing.T) {
 	want["extended"] = false
 	if got := kept(); !maps.Equal(got, want) {
 		t.Fatalf("after pruning past every expiry: kept = %v, want %v", got, want)
+	}
+}
+
+// TestPeerRevocationKeptAsLongAsAsked: a revocation first kept until a
+// short expiry (learned for a hop of this authority's below it, whose
+// expiry bounds nothing above) is kept until the later expiry of the
+// hop itself once that is asked about, whether the revocation was then
+// recalled from the store or from memory: pruning does not forget it
+// while the hop's tokens still verify, and a restart then lets no
+// issuer say "active" of it again.
+func TestPeerRevocationKeptAsLongAsAsked(t *testing.T) {
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	a, _ := runAuthorityWith(t, Options{Now: now})
+	ctx := context.Background()
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return putRecord(tx, bucketFederations, "org-b.example", &Federation{TrustDomain: "org-b.example",
+			BundleEndpointURL: "https://127.0.0.1:1/bundle", Profile: "https_spiffe", EndpointSPIFFEID: "spiffe://org-b.example/mandate/server"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := now()
+	revoked := remoteHop{Status: delegation.StatusRevoked}
+	for _, tc := range []struct {
+		name   string
+		memory bool // the revocation is also remembered in memory
+	}{{"recalled from the store", false}, {"recalled from memory", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			skew.Store(0)
+			r := hopRef{Issuer: "spiffe://org-b.example", ID: "hop-" + strings.ReplaceAll(tc.name, " ", "-")}
+			a.keepPeerRevocation(ctx, askedHop{r, t0.Add(time.Minute)}, revoked)
+			if tc.memory {
+				a.remote.put(r, revoked, nil, now())
+			}
+			// The hop itself, which expires in a day, is asked about (a
+			// chain through it extended): it is known revoked, without
+			// asking its issuer.
+			got, err := a.remoteStatus(ctx, []askedHop{{r, t0.Add(24 * time.Hour)}}, 0)
+			if err != nil || got[r].Status != delegation.StatusRevoked {
+				t.Fatalf("remoteStatus = %v, %v; want revoked", got, err)
+			}
+			skew.Store(int64(3 * time.Hour)) // past the first expiry, long before the hop's
+			a.prunePeerRevocations(ctx)
+			if kept, err := a.peerRevoked(ctx, r); err != nil || !kept {
+				t.Fatalf("after pruning, before the hop expired: kept = %v, %v; want kept", kept, err)
+			}
+			skew.Store(int64(26 * time.Hour))
+			a.prunePeerRevocations(ctx)
+			if kept, err := a.peerRevoked(ctx, r); err != nil || kept {
+				t.Fatalf("after pruning past the hop's expiry: kept = %v, %v; want forgotten", kept, err)
+			}
+		})
 	}
 }
