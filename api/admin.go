@@ -35,9 +35,14 @@ func answerAgent(w http.ResponseWriter, r *http.Request, s *Server, status int, 
 	answer(w, r, s, status, ag, err)
 }
 
-// ifMatch is the request's If-Match, every field of it.
-func ifMatch(r *http.Request) authority.IfMatch {
-	return authority.IfMatch(strings.Join(r.Header.Values("If-Match"), ", "))
+// ifMatch is the condition of the request's If-Match, every field of
+// it, if it has one (even empty: then it names no version).
+func ifMatch(r *http.Request) []authority.IfMatch {
+	v := r.Header.Values("If-Match")
+	if len(v) == 0 {
+		return nil
+	}
+	return []authority.IfMatch{authority.IfMatch(strings.Join(v, ", "))}
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -122,12 +127,12 @@ func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	out, err := s.a.UpdateAgent(r.Context(), callerOf(r), r.PathValue("id"), &ag, ifMatch(r))
+	out, err := s.a.UpdateAgent(r.Context(), callerOf(r), r.PathValue("id"), &ag, ifMatch(r)...)
 	answerAgent(w, r, s, http.StatusOK, out, err)
 }
 
 func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) {
-	err := s.a.DeleteAgent(r.Context(), callerOf(r), r.PathValue("id"), ifMatch(r))
+	err := s.a.DeleteAgent(r.Context(), callerOf(r), r.PathValue("id"), ifMatch(r)...)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

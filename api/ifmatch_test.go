@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -101,5 +102,88 @@ func TestAgentIfMatch(t *testing.T) {
 	}
 	if status, _, p := send(http.MethodPut, path, "*", reg("f")); status != http.StatusNotFound {
 		t.Errorf("update of a deleted registration with If-Match: %d %v, want 404", status, p)
+	}
+}
+
+// If-Match is read as RFC 9110 reads a list (§5.6.1): empty elements,
+// in one field or as a field of their own, are ignored; every element
+// is an entity tag, wherever it is in the list; a tag may hold a comma.
+// An If-Match that names no tag at all (an empty field) names no
+// version: the change is refused, not made unconditionally.
+func TestAgentIfMatchList(t *testing.T) {
+	e := start(t, "org-a.example")
+	hc := e.adminRaw()
+	send := func(method, path string, ifMatch []string, body any) (int, string, map[string]any) {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequestWithContext(ctxT(t), method, e.url+path, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		for _, v := range ifMatch {
+			req.Header.Add("If-Match", v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, resp.Header.Get("ETag"), out
+	}
+	reg := func(scope string) map[string]any {
+		return map[string]any{"spiffe_id": "spiffe://org-a.example/agent/x", "scopes": []string{scope},
+			"accountability": map[string]any{"operator": "ops", "model_provider": "acme", "model": "m1", "responsible_party": "ops@org-a.example"}}
+	}
+	status, _, ag := send(http.MethodPost, "/v1/admin/agents", nil, reg("a"))
+	if status != http.StatusCreated {
+		t.Fatalf("create: %d %v", status, ag)
+	}
+	path := "/v1/admin/agents/" + ag["id"].(string)
+	for i, tc := range []struct {
+		name    string
+		ifMatch func(cur string) []string
+		want    int
+	}{
+		{"an empty element first", func(cur string) []string { return []string{", " + cur} }, http.StatusOK},
+		{"empty elements around", func(cur string) []string { return []string{" , ," + cur + " ,"} }, http.StatusOK},
+		{"an empty field, then the current tag", func(cur string) []string { return []string{"", cur} }, http.StatusOK},
+		{"a tag holding a comma, then the current tag", func(cur string) []string { return []string{`"a,b", ` + cur} }, http.StatusOK},
+		{"the current tag, then no tag", func(cur string) []string { return []string{cur + ", abc"} }, http.StatusBadRequest},
+		{"the current tag, then a tag with a quote inside", func(cur string) []string { return []string{cur + `, "a"b"`} }, http.StatusBadRequest},
+		{"the current tag, then an unclosed one", func(cur string) []string { return []string{cur + `, W/"`} }, http.StatusBadRequest},
+		{"* among tags", func(cur string) []string { return []string{"*, " + cur} }, http.StatusBadRequest},
+		{"an empty field", func(string) []string { return []string{""} }, http.StatusPreconditionFailed},
+		{"empty elements only", func(string) []string { return []string{" , "} }, http.StatusPreconditionFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, cur, _ := send(http.MethodGet, path, nil, nil)
+			if status != http.StatusOK {
+				t.Fatalf("get: %d", status)
+			}
+			for _, method := range []string{http.MethodPut, http.MethodDelete} {
+				if method == http.MethodDelete && tc.want == http.StatusOK {
+					continue // kept for the next case
+				}
+				var body any
+				if method == http.MethodPut {
+					body = reg(fmt.Sprint("s", i))
+				}
+				if status, _, p := send(method, path, tc.ifMatch(cur), body); status != tc.want {
+					t.Errorf("%s with If-Match %q: %d %v, want %d", method, tc.ifMatch(cur), status, p, tc.want)
+				}
+			}
+		})
+	}
+	if status, _, _ := send(http.MethodGet, path, nil, nil); status != http.StatusOK {
+		t.Fatalf("the registration is gone: %d", status)
 	}
 }

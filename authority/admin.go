@@ -2,7 +2,9 @@ package authority
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,37 +41,88 @@ func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Age
 	return ag, nil
 }
 
-// IfMatch is HTTP's If-Match (RFC 9110 §13.1.1) on a registration: a
-// change made only while the registration is one of the versions it
-// names, each an entity tag ("<its SHA256>", see ETag), or "*" for any
-// version. The empty IfMatch sets no condition.
+// IfMatch is HTTP's If-Match (RFC 9110 §13.1.1) on a registration,
+// every field of it joined with ", ": a change made only while the
+// registration is one of the versions it names, each an entity tag
+// ("<its SHA256>", see ETag), or "*" for any version. An If-Match given
+// is a condition even when it names no tag (an empty field): that names
+// no version; a change without a condition is given none.
 type IfMatch string
 
 // ETag is the entity tag of registration ag's version.
 func ETag(ag *registry.Agent) string { return `"` + ag.SHA256() + `"` }
 
 // check refuses registration cur unless it is a version m names: a weak
-// tag (W/"…") names none, as If-Match compares strongly.
+// tag (W/"…") names none, as If-Match compares strongly. m is read as
+// a list (RFC 9110 §5.6.1): empty elements are ignored, and every other
+// element must be an entity tag, or the list "*" alone.
 func (m IfMatch) check(cur *registry.Agent) error {
-	if m == "" {
-		return nil
-	}
 	if len(m) > maxIfMatch {
 		return fmt.Errorf("%w: If-Match is over %d bytes", ErrInvalidRequest, maxIfMatch)
 	}
-	if strings.TrimSpace(string(m)) == "*" {
+	tags, err := entityTags(string(m))
+	if err != nil {
+		return fmt.Errorf("%w: If-Match: %v", ErrInvalidRequest, err)
+	}
+	if len(tags) == 1 && tags[0] == "*" {
 		return nil
 	}
 	tag := ETag(cur)
-	for t := range strings.SplitSeq(string(m), ",") {
-		switch t = strings.TrimSpace(t); {
-		case t == tag:
-			return nil
-		case len(t) < 2 || !strings.HasSuffix(t, `"`) || !strings.HasPrefix(t, `"`) && !strings.HasPrefix(t, `W/"`):
-			return fmt.Errorf("%w: If-Match: %q is not an entity tag (a quoted string, as the ETag of the registration's answers)", ErrInvalidRequest, policy.CutUTF8(t, 80))
-		}
+	if slices.Contains(tags, tag) {
+		return nil
 	}
 	return fmt.Errorf("%w: the registration is no longer the version If-Match names (it is %s now: read it again, and change that)", ErrPreconditionFailed, tag)
+}
+
+// entityTags reads s as If-Match's list: "*", or entity tags
+// ([W/]"<etagc>*", where etagc is any visible character but the double
+// quote, or obs-text), separated by commas and optional white space;
+// empty elements are skipped.
+func entityTags(s string) ([]string, error) {
+	var tags []string
+	ows := func(i int) int {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+			i++
+		}
+		return i
+	}
+	for i := 0; ; {
+		// Empty elements, and the separators between elements.
+		for i = ows(i); i < len(s) && s[i] == ','; i = ows(i + 1) {
+		}
+		if i == len(s) {
+			break
+		}
+		start := i
+		switch {
+		case s[i] == '*':
+			i++
+		default:
+			if strings.HasPrefix(s[i:], "W/") {
+				i += 2
+			}
+			if i == len(s) || s[i] != '"' {
+				return nil, fmt.Errorf("%q is not an entity tag (a quoted string, as the ETag of the registration's answers)", policy.CutUTF8(s[start:], 80))
+			}
+			for i++; i < len(s) && s[i] != '"'; i++ {
+				if c := s[i]; c < 0x21 || c == 0x7f {
+					return nil, fmt.Errorf("%q is not an entity tag (a quoted string of visible characters)", policy.CutUTF8(s[start:], 80))
+				}
+			}
+			if i == len(s) {
+				return nil, fmt.Errorf("%q is not an entity tag (its closing quote is missing)", policy.CutUTF8(s[start:], 80))
+			}
+			i++
+		}
+		tags = append(tags, s[start:i])
+		if i = ows(i); i < len(s) && s[i] != ',' {
+			return nil, fmt.Errorf("%q is not an entity tag (a quoted string, as the ETag of the registration's answers)", policy.CutUTF8(s[start:], 80))
+		}
+	}
+	if slices.Contains(tags, "*") && len(tags) > 1 {
+		return nil, errors.New(`"*" stands alone, not among entity tags`)
+	}
+	return tags, nil
 }
 
 // maxIfMatch bounds an If-Match header: a few entity tags.
