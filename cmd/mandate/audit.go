@@ -649,11 +649,12 @@ func auditCheckProof(_ context.Context, _ *auditFlags, _ *client.Client, v note.
 func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 	if asJSON {
 		// The logged bytes as they are, once they are JSON on one line
-		// (as every entry a log encodes is): a log's bytes that are not
-		// would print lines of their own (a second "entry" in JSON
-		// Lines) or terminal controls.
-		if !json.Valid(p.entry) || bytes.IndexFunc(p.entry, func(r rune) bool { return r < 0x20 }) >= 0 {
-			return fmt.Errorf("entry %d is not JSON on one line, as a log's entries are: not printed", p.index)
+		// in UTF-8 (as every entry a log encodes is): a log's bytes that
+		// are not would print lines of their own (a second "entry" in
+		// JSON Lines) or terminal controls (ESC, or 0x9b, an 8-bit CSI,
+		// which encoding/json takes inside a string).
+		if !utf8.Valid(p.entry) || !json.Valid(p.entry) || bytes.IndexFunc(p.entry, func(r rune) bool { return r < 0x20 }) >= 0 {
+			return fmt.Errorf("entry %d is not JSON on one line in UTF-8, as a log's entries are: not printed", p.index)
 		}
 		_, err := fmt.Fprintf(w, "%s\n", p.entry)
 		return err

@@ -1110,6 +1110,9 @@ func TestShowTailJSONRefuseWhatIsNotOneLineOfJSON(t *testing.T) {
 		{"one JSON object over two lines", []byte("{\"v\":1,\n\"type\":\"x\"}"), false},
 		{"a carriage return between members", []byte("{\"v\":1,\r\"type\":\"x\"}"), false},
 		{"a terminal control, not JSON", []byte("{\"v\":1,\"type\":\"\x1b[2J\"}"), false},
+		// JSON as encoding/json reads it, but no UTF-8, as every entry a
+		// log encodes is: 0x9b is CSI to a terminal reading 8-bit controls.
+		{"an 8-bit terminal control", []byte("{\"v\":1,\"type\":\"\x9b2J\"}"), false},
 		{"not JSON", []byte("entry"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
