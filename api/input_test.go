@@ -278,7 +278,11 @@ func TestBodyOverLimitClosesTheConnection(t *testing.T) {
 // its work: it is served, not answered 503 timeout (the server's fault)
 // for time the client took.
 func TestSlowBodyLeavesTheWorkItsTime(t *testing.T) {
-	e := start(t, "org-a.example", func(c *authority.Config) { c.HTTP.ReadTimeout = authority.Duration(time.Minute) })
+	// The body will come after the answer's time (http.write_timeout)
+	// counted from the headers: that time counts from the body too.
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.HTTP.ReadTimeout, c.HTTP.WriteTimeout = authority.Duration(time.Minute), authority.Duration(2*time.Second)
+	})
 	// A server of e's authority whose requests' work may take 2 s.
 	srv, err := api.New(e.a)
 	if err != nil {

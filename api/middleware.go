@@ -186,6 +186,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		// its own request fail as the server's fault (503 timeout).
 		if hasBody {
 			r.Body = readBody(r.Body)
+			// The answer's time (http.write_timeout, which net/http counts
+			// from the request's headers) counts from here too: the work
+			// that starts now must not lose its answer to the body's
+			// slowness. (Not every writer has a deadline: a test's.)
+			if wt := s.a.Config().HTTP.WriteTimeout.D(); wt > 0 {
+				_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wt))
+			}
 		}
 		ctx, cancel := context.WithTimeout(ctx, s.workTime)
 		defer cancel()
