@@ -957,7 +957,7 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 		if delegationID != "" {
 			revoked, more, err = delegation.RevokePreview(tx, delegationID, now)
 			if errors.Is(err, delegation.ErrNotFound) {
-				return fmt.Errorf("%w: delegation %s", ErrNotFound, delegationID)
+				return fmt.Errorf("%w: delegation %s was not issued here: revoke it at the authority that issued it (its token's iss), which revokes the hops below it wherever they were issued", ErrNotFound, delegationID)
 			}
 			return err
 		}
