@@ -82,6 +82,12 @@ func TestCLIDelegationChain(t *testing.T) {
 		"--status", urlA); err != nil || !strings.Contains(v, `"status": "active"`) {
 		t.Fatalf("delegate verify --status: %v\n%s", err, v)
 	}
+	// Asked of another authority than the last hop's issuer, the status
+	// is unknown, and the error says which authority --status must name.
+	if v, err := cli(t, "", dirA, "delegate", "verify", t1, "--bundles", filepath.Join(booker, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/booker",
+		"--status", urlB); err == nil || !strings.Contains(err.Error(), "--status is the address of the last hop's issuer, spiffe://org-a.example, whose server presents spiffe://org-a.example/mandate/server") {
+		t.Fatalf("delegate verify --status at another authority: %v\n%s", err, v)
+	}
 	// org-b's auditor proves the chain in both logs.
 	peer := "org-a.example=" + urlA + "," + filepath.Join(dirA, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey")
 	tree := must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
