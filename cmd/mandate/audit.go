@@ -264,8 +264,12 @@ func openCheckpoint(raw []byte, v note.Verifier) (*log.Checkpoint, error) {
 				by = append(by, fmt.Sprintf("%s+%08x", sig.Name, sig.Hash))
 			}
 			origin, _, _ := strings.Cut(une.Note.Text, "\n")
-			return nil, fmt.Errorf("checkpoint signature does not verify with the verifier key %s+%08x: the checkpoint of the log %s is signed by %s (is --vkey that log's key?)",
-				v.Name(), v.KeyHash(), shown(origin), shown(strings.Join(by, ", ")))
+			given := "--vkey"
+			if gv, ok := v.(givenVerifier); ok {
+				given = gv.given
+			}
+			return nil, fmt.Errorf("checkpoint signature does not verify with the verifier key %s+%08x: the checkpoint of the log %s is signed by %s (is %s that log's key?)",
+				v.Name(), v.KeyHash(), shown(origin), shown(strings.Join(by, ", ")), given)
 		}
 		return nil, fmt.Errorf("checkpoint signature does not verify: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -621,9 +622,17 @@ func (lv *logViews) check(ctx context.Context) error {
 // peer is what an auditor needs of another authority: where it answers,
 // its bundle (to authenticate its server) and its log's verifier key.
 type peer struct {
-	url   string
-	roots string // PEM file of its X.509 roots
-	vkey  note.Verifier
+	url       string
+	roots     string // PEM file of its X.509 roots
+	rootCerts []*x509.Certificate
+	vkey      note.Verifier
+}
+
+// givenVerifier is a log key given elsewhere than --vkey: a checkpoint
+// it does not verify names where it was given (a --peer), not --vkey.
+type givenVerifier struct {
+	note.Verifier
+	given string
 }
 
 // parsePeers reads --peer TD=URL,ROOTS_PEM,VKEY_FILE values.
@@ -651,7 +660,16 @@ func parsePeers(vals []string) (map[string]peer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--peer %s: verifier key: %w", td, err)
 		}
-		out[t.IDString()] = peer{url: strings.TrimRight(base, "/"), roots: roots, vkey: vk}
+		pem, err := os.ReadFile(roots)
+		if err != nil {
+			return nil, fmt.Errorf("--peer %s: its roots: %w", td, err)
+		}
+		certs, err := credfile.ParseCertsPEM(pem)
+		if err != nil {
+			return nil, fmt.Errorf("--peer %s: its roots, %s: %w", td, roots, err)
+		}
+		out[t.IDString()] = peer{url: strings.TrimRight(base, "/"), roots: roots, rootCerts: certs,
+			vkey: givenVerifier{vk, "the LOG.vkey of --peer " + t.Name()}}
 	}
 	return out, nil
 }
@@ -677,18 +695,10 @@ func followHop(ctx context.Context, f *auditFlags, h *chainHop, peers map[string
 	if err != nil {
 		return nil, err
 	}
-	pem, err := os.ReadFile(p.roots)
-	if err != nil {
-		return nil, err
-	}
-	roots, err := credfile.ParseCertsPEM(pem)
-	if err != nil {
-		return nil, err
-	}
 	td, _ := spiffeid.TrustDomainFromString(h.Issuer)
-	c, err := client.New(client.Config{Server: p.url, TrustDomain: td, Bundle: roots, SVID: chain, Key: key, BundleFrom: p.roots, SVIDFrom: f.cf.creds})
+	c, err := client.New(client.Config{Server: p.url, TrustDomain: td, Bundle: p.rootCerts, SVID: chain, Key: key, BundleFrom: p.roots, SVIDFrom: f.cf.creds})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--peer %s: %w", td.Name(), err)
 	}
 	acc := &logAccess{c, p.vkey}
 	theirs, err := fetchChain(ctx, c, "/v1/audit/chains/"+url.PathEscape(h.ID))

@@ -112,6 +112,20 @@ func TestCLIDelegationChain(t *testing.T) {
 		!strings.Contains(tree, ", org-b.example/audit at size ") {
 		t.Fatalf("audit chain remembered %v (%v):\n%s", mem, err, tree)
 	}
+	// A --peer given wrong keys, or roots that are missing or another
+	// authority's, is named in the error: not --vkey, not a bare file.
+	for _, tc := range []struct{ name, peer, want string }{
+		{"another log's key", "org-a.example=" + urlA + "," + filepath.Join(dirA, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirB, "mandate-data/audit/log.vkey"),
+			"(is the LOG.vkey of --peer org-a.example that log's key?)"},
+		{"roots missing", "org-a.example=" + urlA + "," + filepath.Join(dirA, "nope.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey"),
+			"--peer org-a.example: its roots: open "},
+		{"another authority's roots", "org-a.example=" + urlA + "," + filepath.Join(dirB, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey"),
+			`--peer org-a.example: client: the trust domain given is "org-a.example", and the trust bundle given is "org-b.example"'s`},
+	} {
+		if out, err := cli(t, urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", tc.peer); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("audit chain --peer with %s: %v, want an error saying %q\n%s", tc.name, err, tc.want, out)
+		}
+	}
 	// org-b revokes the booker; then org-a revokes the root hop. The
 	// auditor proves each revocation in the log of the hop it revokes.
 	var root struct {
