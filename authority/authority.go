@@ -147,6 +147,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	// Every page is read once at start: a damaged file stops the
 	// authority here, not a request later.
 	st, err := bolt.Open(dbPath, bolt.Options{Check: true})
+	if errors.Is(err, bolt.ErrLocked) {
+		return nil, fmt.Errorf("authority: %w: another process (an authority already running there?) is using the data directory %s: stop it, or start this one with another data directory (--data-dir, data_dir)", err, cfg.DataDir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("authority: %w", err)
 	}

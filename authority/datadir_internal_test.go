@@ -149,3 +149,29 @@ func TestDataDirWithALostStoreIsRefused(t *testing.T) {
 		}
 	})
 }
+
+// A second authority started on a data directory one is running on
+// (two organisations started from one directory) is refused with what
+// to do: stop the other, or give this one its own data directory.
+func TestDataDirInUseIsRefusedWithWhatToDo(t *testing.T) {
+	ctx := context.Background()
+	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	a, err := New(ctx, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	other := cfg
+	other.TrustDomain = "org-b.example"
+	b, err := New(ctx, other, Options{})
+	if err == nil {
+		b.Close()
+		t.Fatal("a second authority started on a data directory in use")
+	}
+	for _, want := range []string{"is locked by another process", "is using the data directory " + cfg.DataDir, "another data directory (--data-dir, data_dir)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("New on a data directory in use: %v, want it to say %q", err, want)
+		}
+	}
+}
