@@ -81,6 +81,11 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := wholeSeconds("--ttl", ttl); err != nil {
 		return err
 	}
+	// Refused here rather than by the authority, which would log the
+	// refusal of a request that was never meant.
+	if ttl > authority.MaxDelegationTTL {
+		return usagef("--ttl %s: at most %dh", ttl, int(authority.MaxDelegationTTL.Hours()))
+	}
 	// The delegation is made (and logged) once asked for: where its
 	// token goes is checked first.
 	if err := checkOutFile("--out", out); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,5 +174,27 @@ func TestCLIDelegationChain(t *testing.T) {
 	// Without org-a's keys the chain cannot be proven end to end.
 	if out, err := cli(t, urlB, dirB, "audit", "chain", ans.ID, "--verify"); err == nil {
 		t.Fatalf("audit chain --verify without --peer passed:\n%s", out)
+	}
+}
+
+// A --ttl the authority would refuse is refused before anything is
+// asked (or logged), with the limit --help gives.
+func TestDelegateRequestTTLOverLimit(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		ttl  string
+		want string
+	}{
+		{"48h", "--ttl 48h0m0s: at most 24h"},
+		{"24h1s", "--ttl 24h0m1s: at most 24h"},
+		{"500ms", "--ttl 500ms: give a whole number of seconds"},
+	} {
+		_, err := cli(t, "https://127.0.0.1:1", dir, "delegate", "request", "--creds", filepath.Join(dir, "none"),
+			"--delegatee", "spiffe://org-b.example/agent/booker", "--scope", "calendar:read", "--principal", "alice", "--ttl", tc.ttl,
+			"--out", filepath.Join(dir, "t.jwt"))
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("delegate request --ttl %s: %v, want a usage error saying %q", tc.ttl, err, tc.want)
+		}
 	}
 }
