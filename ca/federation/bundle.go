@@ -107,6 +107,9 @@ func ParseBundle(td spiffeid.TrustDomain, doc []byte) (*spiffebundle.Bundle, []s
 	if err != nil {
 		return nil, ignored, err
 	}
+	if err := ownAuthorities(td, b); err != nil {
+		return nil, ignored, err
+	}
 	if b.Empty() {
 		err := fmt.Errorf("%w (%d keys, %d ignored)", ErrNoAuthorities, total, total-len(kept))
 		if len(ignored) > 0 {
@@ -115,6 +118,27 @@ func ParseBundle(td spiffeid.TrustDomain, doc []byte) (*spiffebundle.Bundle, []s
 		return nil, ignored, err
 	}
 	return b, ignored, nil
+}
+
+// ownAuthorities refuses a bundle of td holding an X.509 authority whose
+// certificate names another trust domain (a SPIFFE ID URI SAN, as the
+// X509-SVID specification has signing certificates carry their trust
+// domain's): another trust domain's bundle, given as td's by mistake,
+// would let that trust domain's CA vouch for td's IDs. An authority
+// naming no SPIFFE ID (an upstream root, say) is td's to vouch for.
+func ownAuthorities(td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
+	for i, c := range b.X509Authorities() {
+		for _, u := range c.URIs {
+			if u.Scheme != "spiffe" {
+				continue
+			}
+			if id, err := spiffeid.FromURI(u); err != nil || id.TrustDomain() != td {
+				return fmt.Errorf("federation: bundle of %s: its X.509 authority %d names %s, of another trust domain: this is not %s's bundle",
+					td, i, boundedValue(u.String()), td)
+			}
+		}
+	}
+	return nil
 }
 
 // ignoredKey says why the JWK raw is to be ignored, or "" if it is not.

@@ -2,7 +2,10 @@ package federation
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +77,46 @@ func TestParseBundleBoundsRefreshHint(t *testing.T) {
 			}
 			if err := json.Unmarshal(stored, &got); err != nil || got.Hint == nil || *got.Hint != tt.want {
 				t.Errorf("hint %s is stored as %s, want %d", tt.hint, stored, tt.want)
+			}
+		})
+	}
+}
+
+// A bundle of a trust domain whose X.509 authority names another trust
+// domain is not that trust domain's: it is refused, whoever gives it (a
+// peer's endpoint, an administrator), rather than let the other trust
+// domain's CA vouch for its IDs. An authority naming no SPIFFE ID (an
+// upstream root) is kept.
+func TestParseBundleRefusesAnotherTrustDomainsAuthority(t *testing.T) {
+	caB, caC := newTestCA(t, tdB), newTestCA(t, tdC)
+	upstream := newTestCA(t, tdB)
+	// An upstream root's certificate: no SPIFFE ID.
+	tmpl := *upstream.cert
+	tmpl.URIs = nil
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, upstream.key.Public(), upstream.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if upstream.cert, err = x509.ParseCertificate(der); err != nil || len(upstream.cert.URIs) != 0 {
+		t.Fatalf("upstream root: %v", err)
+	}
+	for _, tc := range []struct {
+		name    string
+		b       *spiffebundle.Bundle
+		refused bool
+	}{
+		{"its own authority", bundleOf(tdB, 1, 0, caB), false},
+		{"an authority naming no SPIFFE ID", bundleOf(tdB, 1, 0, upstream), false},
+		{"another trust domain's authority", bundleOf(tdB, 1, 0, caC), true},
+		{"its own and another's", bundleOf(tdB, 1, 0, caB, caC), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ParseBundle(tdB, marshal(t, tc.b))
+			if refused := err != nil; refused != tc.refused {
+				t.Fatalf("ParseBundle() = %v, want refused %v", err, tc.refused)
+			}
+			if tc.refused && !strings.Contains(err.Error(), "spiffe://org-c.example") {
+				t.Errorf("ParseBundle() = %v, want the other trust domain named", err)
 			}
 		})
 	}
