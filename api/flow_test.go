@@ -462,14 +462,17 @@ func TestMetricsAuditCommits(t *testing.T) {
 	}
 }
 
-// TestGroupCommitWait: a commit waits for an authenticated request under
-// way (here one whose body has not all arrived) and not for an
-// anonymous one, which cannot hold every commit by sending slowly.
+// TestGroupCommitWait: a commit waits for an authenticated request
+// whose work is under way (here one asking a peer for the status of the
+// hop it extends), and not for a request whose body has not all
+// arrived, whoever sends it: its work has not started, and a client
+// sending slowly cannot hold every commit.
 func TestGroupCommitWait(t *testing.T) {
-	e := start(t, "org-a.example", func(c *authority.Config) {
+	wait := func(c *authority.Config) {
 		d := authority.Duration(50 * time.Millisecond)
 		c.Audit.GroupCommitWait = &d
-	})
+	}
+	e, orgB := start(t, "org-a.example", wait), start(t, "org-b.example")
 	// One request at a time: each ends its own expectation, and no
 	// commit ever waits (nothing is left expected).
 	before := e.startedAudit()
@@ -480,18 +483,33 @@ func TestGroupCommitWait(t *testing.T) {
 		after["mandate_audit_commits_total"] < before["mandate_audit_commits_total"]+3 {
 		t.Fatalf("requests one at a time: audit counters %v, then %v; want commits that never waited", before, after)
 	}
+	// waited reports whether a commit made while held holds its request
+	// under way waited for it.
+	waited := func(t *testing.T, held <-chan struct{}) bool {
+		t.Helper()
+		select {
+		case <-held:
+		case <-ctxT(t).Done():
+			t.Fatal("the request was never held")
+		}
+		before := e.auditMetrics()
+		if _, err := e.admin.CreateJoinToken(ctxT(t), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		after := e.auditMetrics()
+		return after["mandate_audit_group_waits_total"] > before["mandate_audit_group_waits_total"]
+	}
 	for _, tc := range []struct {
-		name  string
-		c     *http.Client
-		path  string
-		waits bool
+		name string
+		c    *http.Client
+		path string
 	}{
-		{"anonymous", e.rawClient(nil, nil), "/v1/nodes/join", false},
-		{"an agent", e.rawClient(agent.chain, agent.key), "/v1/delegations", true},
+		{"anonymous", e.rawClient(nil, nil), "/v1/nodes/join"},
+		{"an agent", e.rawClient(agent.chain, agent.key), "/v1/delegations"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			// A body that does not come: the request is in its handler
-			// once the server asks for the body (100 Continue).
+		t.Run(tc.name+" sending its body slowly", func(t *testing.T) {
+			// A body that does not come: the server has asked for it
+			// (100 Continue).
 			body, w := io.Pipe()
 			defer w.CloseWithError(errors.New("gave up"))
 			reading := make(chan struct{})
@@ -505,22 +523,34 @@ func TestGroupCommitWait(t *testing.T) {
 					resp.Body.Close()
 				}
 			}()
-			select {
-			case <-reading:
-			case <-ctx.Done():
-				t.Fatal("the server never asked for the body")
-			}
-			before := e.auditMetrics()
-			if _, err := e.admin.CreateJoinToken(ctxT(t), time.Minute); err != nil {
-				t.Fatal(err)
-			}
-			after := e.auditMetrics()
-			if waited := after["mandate_audit_group_waits_total"] > before["mandate_audit_group_waits_total"]; waited != tc.waits {
-				t.Fatalf("the commit waited: %v, want %v (group waits %v, then %v)", waited, tc.waits,
-					before["mandate_audit_group_waits_total"], after["mandate_audit_group_waits_total"])
+			if waited(t, reading) {
+				t.Fatal("a commit waited for a request whose body had not arrived")
 			}
 		})
 	}
+	t.Run("an agent asking a peer for a hop's status", func(t *testing.T) {
+		orgB.federate(e)
+		front := newStatusFront(t, orgB)
+		e.federateVia(orgB, front.url)
+		hops := belowAnotherAuthority(t, e, orgB)
+		asked, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		front.editAnswers(func(map[string]any) {
+			once.Do(func() { close(asked) })
+			<-release
+		})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			e.delegate(hops.helper, delegateReq{delegatee: hops.worker, scopes: []string{"calendar:read"}, parent: hops.t1})
+		}()
+		w := waited(t, asked)
+		close(release)
+		<-done
+		if !w {
+			t.Fatal("a commit did not wait for an agent's request under way")
+		}
+	})
 }
 
 // TestRestartKeepsState restarts an authority on its data directory: the

@@ -172,15 +172,6 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if c != nil {
 			ctx = context.WithValue(ctx, callerKey{}, c)
 		}
-		// A request that may change something is about to record it:
-		// the audit log's next commit may wait for it (group commit).
-		// Only for a caller with an X509-SVID: an anonymous one sending
-		// its body slowly does not hold every commit.
-		if c != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
-			var end func()
-			ctx, end = s.a.ExpectAudit(ctx)
-			defer end()
-		}
 		// The body is read before the work's time starts: a client slow
 		// to send it is bounded by http.read_timeout, and does not make
 		// its own request fail as the server's fault (503 timeout).
@@ -193,6 +184,16 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			if wt := s.a.Config().HTTP.WriteTimeout.D(); wt > 0 {
 				_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wt))
 			}
+		}
+		// A request that may change something is about to record it:
+		// the audit log's next commit may wait for it (group commit).
+		// Only once its body has been read, its work starting: a client
+		// sending its body slowly does not hold every commit. And only
+		// for a caller with an X509-SVID.
+		if c != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			var end func()
+			ctx, end = s.a.ExpectAudit(ctx)
+			defer end()
 		}
 		ctx, cancel := context.WithTimeout(ctx, s.workTime)
 		defer cancel()

@@ -140,7 +140,8 @@ type AuditConfig struct {
 	PublicReadPath bool `yaml:"public_read_path"`
 	// GroupCommitWait is the longest a commit of the log waits for the
 	// requests under way that are about to record what they did (every
-	// API request but GET and HEAD, from a caller with an X509-SVID), so
+	// API request but GET and HEAD, from a caller with an X509-SVID, once
+	// its body has been read), so
 	// that one commit, and its fsyncs, takes them all (default 2ms; 0s:
 	// a commit never waits). A lone request waits for nothing.
 	GroupCommitWait *Duration `yaml:"group_commit_wait"`
