@@ -22,6 +22,12 @@ import (
 // status: unreachable, not the issuer, or an answer that is not one.
 var ErrStatusUnknown = errors.New("delegation: status unknown")
 
+// ErrStatusUnreachable is ErrStatusUnknown for an issuer that could not
+// be asked at all: no connection, or a server that is not the issuer's
+// (its certificate is not the issuer's server SVID). Any other failure
+// is the issuer's answer (an HTTP error, an answer that is not one).
+var ErrStatusUnreachable = fmt.Errorf("%w: the issuer's server could not be asked", ErrStatusUnknown)
+
 // StatusTimeout bounds one status request.
 const StatusTimeout = 5 * time.Second
 
@@ -73,7 +79,7 @@ func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*Status
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrStatusUnknown, u.Host, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrStatusUnreachable, u.Host, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -176,3 +176,52 @@ func TestFetchStatusErrorsAreBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchStatusUnreachable: an issuer that could not be asked (no
+// server there, or a server that is not the issuer's) is told apart,
+// as ErrStatusUnreachable, from the issuer's own answer that says no
+// status (an HTTP error, an answer that is not one): a caller points at
+// its --status address only in the first case.
+func TestFetchStatusUnreachable(t *testing.T) {
+	fetch := statusIssuer(t)
+	closed := httptest.NewTLSServer(http.NotFoundHandler())
+	closed.Close()
+	for _, tc := range []struct {
+		name        string
+		fetch       func() error
+		unreachable bool
+	}{
+		{"no server there", func() error {
+			_, err := delegation.FetchStatus(context.Background(), http.DefaultClient, closed.URL, "hop1")
+			return err
+		}, true},
+		{"a server that is not the issuer's", func() error {
+			other := httptest.NewTLSServer(http.NotFoundHandler()) // httptest's own certificate
+			defer other.Close()
+			bundle := x509bundle.New(spiffeid.RequireTrustDomainFromString("org-b.example"))
+			bundle.AddX509Authority(other.Certificate())
+			_, err := delegation.FetchStatus(context.Background(), delegation.NewStatusClient(bundle, spiffeid.RequireFromString("spiffe://org-b.example/mandate/server")), other.URL, "hop1")
+			return err
+		}, true},
+		{"the issuer answers 503", func() error {
+			_, err := fetch(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "peer down", http.StatusServiceUnavailable)
+			})
+			return err
+		}, false},
+		{"the issuer answers what is not an answer", func() error {
+			_, err := fetch(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{") })
+			return err
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.fetch()
+			if !errors.Is(err, delegation.ErrStatusUnknown) {
+				t.Fatalf("FetchStatus = %v, want ErrStatusUnknown", err)
+			}
+			if got := errors.Is(err, delegation.ErrStatusUnreachable); got != tc.unreachable {
+				t.Errorf("FetchStatus = %v: unreachable %v, want %v", err, got, tc.unreachable)
+			}
+		})
+	}
+}

@@ -273,10 +273,13 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 			return err
 		}
 		st, err := delegation.FetchStatus(ctx, delegation.NewStatusClient(set, authority.ServerID(td)), *status, last.ID)
-		if err != nil {
+		if errors.Is(err, delegation.ErrStatusUnreachable) {
 			// Another authority's server (one that issued a hop above,
 			// say) fails the handshake with a bare "unexpected ID".
 			return fmt.Errorf("%w (--status is the address of the last hop's issuer, %s, whose server presents %s)", err, td.IDString(), authority.ServerID(td))
+		}
+		if err != nil {
+			return err // the issuer's own answer: --status was right
 		}
 		ans["status"] = st.Status
 		if st.Status != delegation.StatusActive {
