@@ -137,6 +137,10 @@ func (s *Server) dataGet(w http.ResponseWriter, r *http.Request) {
 			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "input parameter format is invalid: "+err.Error())
 			return
 		}
+		if err := checkInputNumbers(in); err != nil {
+			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, err.Error())
+			return
+		}
 		input = in
 	}
 	s.answerData(w, r, input)
@@ -327,7 +331,42 @@ func inputOfBody(body []byte) (json.RawMessage, error) {
 	if len(req.Input) == 0 || string(req.Input) == "null" {
 		return nil, nil
 	}
+	if err := checkInputNumbers(req.Input); err != nil {
+		return nil, err
+	}
 	return req.Input, nil
+}
+
+// checkInputNumbers refuses, as OPA does and with its message, an input
+// (well-formed JSON) holding a number the policy engine cannot take: one
+// whose exponent is out of the engine's range (ast.NumberChecked, which
+// policy.ParseInput applies). Only a number written with an exponent can
+// be.
+func checkInputNumbers(b []byte) error {
+	inString, escaped := false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			escaped, inString = c == '\\', c != '"'
+		case c == '"':
+			inString = true
+		case c == '-' || '0' <= c && c <= '9':
+			j := i + 1
+			for j < len(b) && strings.IndexByte("+-.0123456789eE", b[j]) >= 0 {
+				j++
+			}
+			if bytes.IndexAny(b[i:j], "eE") >= 0 {
+				if _, err := ast.NumberChecked(string(b[i:j])); err != nil {
+					return err
+				}
+			}
+			i = j - 1
+		}
+	}
+	return nil
 }
 
 // checkJSONValue refuses what is not one well-formed JSON value of valid

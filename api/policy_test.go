@@ -265,6 +265,24 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 			}
 		})
 	}
+	// A number whose exponent is past what the engine takes: refused
+	// with the body as OPA refuses it, in a string or outside the input
+	// it is no number of the input's.
+	for _, tc := range []struct {
+		name, method, path string
+		body               []byte
+		status             int
+	}{
+		{"POST", "POST", "/v1/data/authz/allow", []byte(`{"input": {"n": [1, -2.5E+70000]}}`), 400},
+		{"GET", "GET", "/v1/data/authz/allow?input=" + url.QueryEscape(`{"n":1e70000}`), nil, 400},
+		{"in a string", "POST", "/v1/data/authz/allow", []byte(`{"input": {"n": "\"1e70000"}}`), 200},
+		{"beside the input", "POST", "/v1/data/authz/allow", []byte(`{"input": {"n": 1e400}, "other": 1e70000}`), 200},
+	} {
+		status, ans := do(t, gw, tc.method, tc.path, "application/json", tc.body)
+		if status != tc.status || tc.status == 400 && (ans["code"] != "invalid_parameter" || ans["message"] != "invalid number: number too big") {
+			t.Fatalf("a number too big, %s: %d %v, want %d (and OPA's invalid_parameter, \"invalid number: number too big\")", tc.name, status, ans, tc.status)
+		}
+	}
 	if _, ans := do(t, gw, "POST", "/v1/data/authz/conflict", "application/json", []byte(`{"input": {"conflict": true}}`)); ans["errors"] == nil {
 		t.Fatalf("an evaluation error lists its errors: %v", ans)
 	}
