@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/client"
@@ -99,6 +100,14 @@ func (z *apiFuzz) seeds(t testing.TB) []apiSeed {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A bundle given as org-b's holding this authority's own CA, which
+	// names org-a: not org-b's bundle, refused.
+	otherTD := spiffebundle.New(spiffeid.RequireTrustDomainFromString("org-b.example"))
+	otherTD.AddX509Authority(z.e.bundle[0])
+	otherTDBundle, err := otherTD.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
 	type body struct {
 		path string
 		who  int
@@ -117,6 +126,7 @@ func (z *apiFuzz) seeds(t testing.TB) []apiSeed {
 		{path: "/v1/admin/agents", body: `{"spiffe_id":"spiffe://org-a.example/agent/x","node_ids":["spiffe://org-a.example/node/join/1"],"x509_ttl_seconds":-5}`},
 		{path: "/v1/admin/agents", who: asAdmin, want: http.StatusCreated, body: `{"spiffe_id":"spiffe://org-a.example/agent/x","node_ids":["spiffe://org-a.example/node/join/1"],"scopes":["calendar:read"]}`},
 		{path: "/v1/admin/federations", body: `{"trust_domain":"org-b.example","bundle_endpoint_url":"https://127.0.0.1:1/","bundle":{"keys":[{"kty":"EC"}]}}`},
+		{path: "/v1/admin/federations", body: `{"trust_domain":"org-b.example","bundle_endpoint_url":"https://127.0.0.1:1/","bundle":` + string(otherTDBundle) + `}`},
 		{path: "/v1/nodes/attest/tpm/challenge", body: `{"ek_public":"AAE=","ak_public":"AAE=","ek_cert":"MAA="}`},
 		{path: "/v1/nodes/attest/tpm/verify", body: `{"session_id":"00","secret":"AA==","quote":"/1RDR4AY","signature":"ABg=","pcrs":{"sha256":{"0":"00"}},"csr":""}`},
 		{path: "/v1/data/mandate/issuance/decision", who: asAdmin, want: http.StatusOK, body: `{"input": {"agent": {"spiffe_id": "x"}, "node": {"banned": true}}}`},
