@@ -58,16 +58,25 @@ func walkPages(f io.ReaderAt, pageSize int, root, hwm uint64) error {
 			}
 			seen[i/64] |= 1 << (i % 64)
 		}
-		if overflow > 0 {
-			if n := int(overflow+1) * pageSize; cap(buf) < n {
-				buf = append(buf[:pageSize], make([]byte, n-pageSize)...)
+		var run pageRun = memRun(page)
+		if n := int64(overflow+1) * int64(pageSize); n <= maxRunRead {
+			if overflow > 0 {
+				if cap(buf) < int(n) {
+					buf = append(buf[:pageSize], make([]byte, int(n)-pageSize)...)
+				}
+				page = buf[:n]
+				if _, err := f.ReadAt(page[pageSize:], int64(id+1)*int64(pageSize)); err != nil {
+					return fmt.Errorf("page %d: %w", id, err)
+				}
+				run = memRun(page)
 			}
-			page = buf[:int(overflow+1)*pageSize]
-			if _, err := f.ReadAt(page[pageSize:], int64(id+1)*int64(pageSize)); err != nil {
-				return fmt.Errorf("page %d: %w", id, err)
-			}
+		} else {
+			// A run longer than that (a large value's, or a damaged
+			// header's claim, up to the file's size) is read in part:
+			// its element table and its buckets' values.
+			run = fileRun{f: f, off: int64(id) * int64(pageSize), n: n, head: page}
 		}
-		children, err := pageChildren(page, nil)
+		children, err := pageChildren(run, nil, pageSize)
 		if err != nil {
 			return fmt.Errorf("page %d: %w", id, err)
 		}
@@ -76,23 +85,77 @@ func walkPages(f io.ReaderAt, pageSize int, root, hwm uint64) error {
 	return nil
 }
 
+// maxRunRead bounds the run of pages (a page and those it overflows
+// into) walkPages reads whole; a longer one is read in part (fileRun).
+const maxRunRead = 1 << 20
+
+// pageRun is a page and the pages it overflows into, as pageChildren
+// reads them: its size, and n bytes at off within it.
+type pageRun interface {
+	size() int64
+	read(off, n int64) ([]byte, error)
+}
+
+// memRun is a run read whole, or an inline bucket's page.
+type memRun []byte
+
+func (m memRun) size() int64 { return int64(len(m)) }
+
+func (m memRun) read(off, n int64) ([]byte, error) {
+	if off < 0 || n < 0 || off+n > int64(len(m)) {
+		return nil, fmt.Errorf("%d bytes at %d lie past the page", n, off)
+	}
+	return m[off : off+n], nil
+}
+
+// fileRun is a long run, read from the file a part at a time: head is
+// its first page, already read.
+type fileRun struct {
+	f      io.ReaderAt
+	off, n int64
+	head   []byte
+}
+
+func (r fileRun) size() int64 { return r.n }
+
+func (r fileRun) read(off, n int64) ([]byte, error) {
+	if off < 0 || n < 0 || off+n > r.n {
+		return nil, fmt.Errorf("%d bytes at %d lie past the page", n, off)
+	}
+	if off+n <= int64(len(r.head)) {
+		return r.head[off : off+n], nil
+	}
+	b := make([]byte, n)
+	if _, err := r.f.ReadAt(b, r.off+off); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // pageChildren checks one page (its header and elements, the inline
 // pages of buckets it holds included) and appends to children the ids of
 // the pages it points to: a branch's children, the root pages of buckets
-// stored in a leaf.
-func pageChildren(page []byte, children []uint64) ([]uint64, error) {
-	flags := binary.LittleEndian.Uint16(page[8:])
-	count := int(binary.LittleEndian.Uint16(page[10:]))
-	if pageHeaderSize+count*pageElementSize > len(page) {
-		return nil, fmt.Errorf("%d elements do not fit in %d bytes", count, len(page))
+// stored in a leaf. Of a leaf, only the values of buckets are read, each
+// at most a page (pageSize): a bucket's value is its header, and an
+// inline bucket's page, which bbolt keeps to a quarter of a page.
+func pageChildren(page pageRun, children []uint64, pageSize int) ([]uint64, error) {
+	head, err := page.read(0, pageHeaderSize)
+	if err != nil {
+		return nil, fmt.Errorf("a page of %d bytes: %w", page.size(), err)
+	}
+	flags := binary.LittleEndian.Uint16(head[8:])
+	count := int(binary.LittleEndian.Uint16(head[10:]))
+	table, err := page.read(pageHeaderSize, int64(count)*pageElementSize)
+	if err != nil {
+		return nil, fmt.Errorf("%d elements do not fit in %d bytes", count, page.size())
 	}
 	for i := range count {
 		at := pageHeaderSize + i*pageElementSize
-		e := page[at : at+pageElementSize]
+		e := table[i*pageElementSize : (i+1)*pageElementSize]
 		switch flags {
 		case branchPageFlag:
 			pos, ksize := uint64(binary.LittleEndian.Uint32(e[0:])), uint64(binary.LittleEndian.Uint32(e[4:]))
-			if uint64(at)+pos+ksize > uint64(len(page)) {
+			if uint64(at)+pos+ksize > uint64(page.size()) {
 				return nil, fmt.Errorf("element %d lies past the page", i)
 			}
 			children = append(children, binary.LittleEndian.Uint64(e[8:]))
@@ -101,15 +164,18 @@ func pageChildren(page []byte, children []uint64) ([]uint64, error) {
 			pos := uint64(binary.LittleEndian.Uint32(e[4:]))
 			ksize, vsize := uint64(binary.LittleEndian.Uint32(e[8:])), uint64(binary.LittleEndian.Uint32(e[12:]))
 			end := uint64(at) + pos + ksize + vsize
-			if end > uint64(len(page)) {
+			if end > uint64(page.size()) {
 				return nil, fmt.Errorf("element %d lies past the page", i)
 			}
 			if eflags&bucketLeafFlag == 0 {
 				continue
 			}
-			value := page[end-vsize : end]
-			if len(value) < bucketHeaderLen {
-				return nil, fmt.Errorf("element %d is a bucket of %d bytes", i, len(value))
+			if vsize < bucketHeaderLen || vsize > uint64(pageSize) {
+				return nil, fmt.Errorf("element %d is a bucket of %d bytes", i, vsize)
+			}
+			value, err := page.read(int64(end-vsize), int64(vsize))
+			if err != nil {
+				return nil, fmt.Errorf("element %d: %w", i, err)
 			}
 			if root := binary.LittleEndian.Uint64(value); root != 0 {
 				children = append(children, root)
@@ -123,8 +189,7 @@ func pageChildren(page []byte, children []uint64) ([]uint64, error) {
 			if f := binary.LittleEndian.Uint16(inline[8:]); f != leafPageFlag {
 				return nil, fmt.Errorf("element %d is an inline bucket whose page has flags %#x, not a leaf's", i, f)
 			}
-			var err error
-			if children, err = pageChildren(inline, children); err != nil {
+			if children, err = pageChildren(memRun(inline), children, pageSize); err != nil {
 				return nil, fmt.Errorf("element %d's inline bucket: %w", i, err)
 			}
 		default:
