@@ -181,8 +181,8 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			// from the request's headers) counts from here too: the work
 			// that starts now must not lose its answer to the body's
 			// slowness. (Not every writer has a deadline: a test's.)
-			if wt := s.a.Config().HTTP.WriteTimeout.D(); wt > 0 {
-				_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wt))
+			if s.writeTime > 0 {
+				_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.writeTime))
 			}
 		}
 		// A request that may change something is about to record it:

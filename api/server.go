@@ -35,6 +35,9 @@ type Server struct {
 	// workTime bounds a request's work once its body has been read
 	// (requestTimeout; tests shorten it).
 	workTime time.Duration
+	// writeTime is http.write_timeout: the time to answer, set again
+	// from the end of a request's body.
+	writeTime time.Duration
 
 	certMu sync.Mutex
 	cert   *tls.Certificate
@@ -51,7 +54,8 @@ type Server struct {
 
 // New builds the API server for a.
 func New(a *authority.Authority) (*Server, error) {
-	s := &Server{a: a, log: a.Logger().With("component", "api"), maxBody: a.Config().HTTP.MaxBodyBytes, workTime: requestTimeout}
+	s := &Server{a: a, log: a.Logger().With("component", "api"), maxBody: a.Config().HTTP.MaxBodyBytes, workTime: requestTimeout,
+		writeTime: a.Config().HTTP.WriteTimeout.D()}
 	s.metrics = newMetrics()
 	s.metrics.reg.MustRegister(auditCounters(a.AuditStats)...)
 	s.metrics.reg.MustRegister(signingKeyGauges(a.SigningExpiry)...)
