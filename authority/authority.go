@@ -128,6 +128,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 		if err := a.upstream.Check(a.td, a.now(), dnsNames, ips); err != nil {
 			return nil, fmt.Errorf("authority: ca.upstream_cert_file %s with ca.upstream_key_file %s: %w", cfg.CA.UpstreamCertFile, cfg.CA.UpstreamKeyFile, err)
 		}
+		// The chain's last certificate is the bundle's trust anchor. One
+		// naming another trust domain makes the bundle that trust
+		// domain's to this authority's own clients and its federated
+		// peers, which refuse it: nothing issued here would be used.
+		if other, ok := federation.OtherTrustDomain(a.td, a.upstream.Chain[len(a.upstream.Chain)-1]); ok {
+			return nil, fmt.Errorf("authority: ca.upstream_cert_file %s: its last certificate, published in the bundle as the trust anchor, names %.80q, not this trust domain (%s): clients and federated peers refuse a bundle whose authority names another trust domain; use an upstream root that names no SPIFFE ID, or one of this trust domain",
+				cfg.CA.UpstreamCertFile, other, a.td.IDString())
+		}
 	}
 	// The data directory holds keys: only this user's (a directory
 	// others may write to would let them replace one).

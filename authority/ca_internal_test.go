@@ -9,8 +9,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -125,16 +128,27 @@ func TestUpstreamChainWithoutRootIsSaid(t *testing.T) {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(50 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
 		MaxPathLen: 1, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	inter := sign(interTpl, root, interKey.Public(), rootKey)
+	// Roots naming a trust domain (a SPIFFE ID URI SAN): another's makes
+	// the bundle that trust domain's, which clients and peers refuse.
+	namedRoot := func(td string) *x509.Certificate {
+		tpl := *rootTpl
+		u, _ := url.Parse("spiffe://" + td)
+		tpl.URIs = []*url.URL{u}
+		return sign(&tpl, &tpl, rootKey.Public(), rootKey)
+	}
 
 	for _, tt := range []struct {
-		name  string
-		chain []*x509.Certificate
-		key   crypto.Signer
-		said  bool
+		name    string
+		chain   []*x509.Certificate
+		key     crypto.Signer
+		said    bool
+		refused string // in New's error
 	}{
-		{"a root", []*x509.Certificate{root}, rootKey, false},
-		{"an intermediate and its root", []*x509.Certificate{inter, root}, interKey, false},
-		{"an intermediate alone", []*x509.Certificate{inter}, interKey, true},
+		{"a root", []*x509.Certificate{root}, rootKey, false, ""},
+		{"an intermediate and its root", []*x509.Certificate{inter, root}, interKey, false, ""},
+		{"an intermediate alone", []*x509.Certificate{inter}, interKey, true, ""},
+		{"a root of this trust domain", []*x509.Certificate{namedRoot("org-a.example")}, rootKey, false, ""},
+		{"a root of another trust domain", []*x509.Certificate{namedRoot("corp.example")}, rootKey, false, `names "spiffe://corp.example"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -154,6 +168,15 @@ func TestUpstreamChainWithoutRootIsSaid(t *testing.T) {
 			cfg.SetDefaults()
 			var logs bytes.Buffer
 			a, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if tt.refused != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.refused) {
+					t.Fatalf("New = %v, want it refused: %s", err, tt.refused)
+				}
+				if _, err := os.Stat(cfg.DataDir); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("the data directory was made (%v): want nothing made before the refusal", err)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatalf("New = %v", err)
 			}

@@ -2,6 +2,7 @@ package federation
 
 import (
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,24 +122,35 @@ func ParseBundle(td spiffeid.TrustDomain, doc []byte) (*spiffebundle.Bundle, []s
 }
 
 // ownAuthorities refuses a bundle of td holding an X.509 authority whose
-// certificate names another trust domain (a SPIFFE ID URI SAN, as the
-// X509-SVID specification has signing certificates carry their trust
-// domain's): another trust domain's bundle, given as td's by mistake,
-// would let that trust domain's CA vouch for td's IDs. An authority
-// naming no SPIFFE ID (an upstream root, say) is td's to vouch for.
+// certificate names another trust domain (OtherTrustDomain): another
+// trust domain's bundle, given as td's by mistake, would let that trust
+// domain's CA vouch for td's IDs. An authority naming no SPIFFE ID (an
+// upstream root, say) is td's to vouch for.
 func ownAuthorities(td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
 	for i, c := range b.X509Authorities() {
-		for _, u := range c.URIs {
-			if u.Scheme != "spiffe" {
-				continue
-			}
-			if id, err := spiffeid.FromURI(u); err != nil || id.TrustDomain() != td {
-				return fmt.Errorf("federation: bundle of %s: its X.509 authority %d names %s, of another trust domain: this is not %s's bundle",
-					td, i, boundedValue(u.String()), td)
-			}
+		if other, ok := OtherTrustDomain(td, c); ok {
+			return fmt.Errorf("federation: bundle of %s: its X.509 authority %d names %s, of another trust domain: this is not %s's bundle",
+				td, i, boundedValue(other), td)
 		}
 	}
 	return nil
+}
+
+// OtherTrustDomain reports whether the CA certificate c names, as a
+// SPIFFE ID URI SAN (as X509-SVID signing certificates carry their trust
+// domain's), a trust domain other than td, and which (the URI; an
+// unreadable SPIFFE ID is another's too). Such a certificate is not an
+// authority of td's bundle.
+func OtherTrustDomain(td spiffeid.TrustDomain, c *x509.Certificate) (string, bool) {
+	for _, u := range c.URIs {
+		if u.Scheme != "spiffe" {
+			continue
+		}
+		if id, err := spiffeid.FromURI(u); err != nil || id.TrustDomain() != td {
+			return u.String(), true
+		}
+	}
+	return "", false
 }
 
 // ignoredKey says why the JWK raw is to be ignored, or "" if it is not.
