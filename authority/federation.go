@@ -511,8 +511,15 @@ func (a *Authority) federationStatus(f *Federation) FederationStatus {
 		fs.LastError = err.Error()
 		return fs
 	}
+	// The sequence is the bundle's own: read apart from it (Status), a
+	// refresh between the two reads would show one bundle under
+	// another's sequence.
+	var seq *uint64
 	if b, ok := a.fed.Bundle(td); ok {
 		fs.Bundle, _ = federation.MarshalBundle(b)
+		if s, ok := b.SequenceNumber(); ok {
+			seq = &s
+		}
 	}
 	st, ok := a.fed.Status(td)
 	if !ok {
@@ -521,9 +528,7 @@ func (a *Authority) federationStatus(f *Federation) FederationStatus {
 		}
 		return fs
 	}
-	if st.HasSequence {
-		fs.BundleSequence = &st.Sequence
-	}
+	fs.BundleSequence = seq
 	if !st.LastSuccess.IsZero() {
 		fs.LastRefresh = &st.LastSuccess
 	}
