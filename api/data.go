@@ -358,7 +358,7 @@ func checkInputNumbers(b []byte) error {
 			for j < len(b) && strings.IndexByte("+-.0123456789eE", b[j]) >= 0 {
 				j++
 			}
-			if bytes.IndexAny(b[i:j], "eE") >= 0 {
+			if bytes.ContainsAny(b[i:j], "eE") {
 				if _, err := ast.NumberChecked(string(b[i:j])); err != nil {
 					return err
 				}
