@@ -211,6 +211,14 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 		refuse(unauthorized, "invalid_client", "the Authorization header does not name the authenticated caller "+c.ID.String())
 		return
 	}
+	// Only an agent of this trust domain delegates: any other client is
+	// refused as the client it is (invalid_client), whatever else its
+	// form holds, not for the first parameter found wanting.
+	if err := s.a.Require(c, authority.RoleAgent); err != nil {
+		_, code, desc, _ := oauthErrorOf(err)
+		refuseEarly(unauthorized, code, desc)
+		return
+	}
 	// RFC 8693 §2.2.2: one delegatee per token, named by audience; no
 	// resource indicators.
 	if len(f["audience"]) != 1 || len(f["resource"]) > 0 {

@@ -314,3 +314,41 @@ func TestTokenExchangeWithAClientCertificateNoLongerValid(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenExchangeByAClientThatIsNotAnAgent: a client that is not an
+// agent of this trust domain (a node, say) is refused as a client
+// (invalid_client), whatever its form holds: not with the error of the
+// first parameter found wanting, as if it could have delegated with
+// another form.
+func TestTokenExchangeByAClientThatIsNotAnAgent(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	node := e.joinNode()
+	sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
+		Scopes: []string{"calendar:read"}}, a.key, a.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+		"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}}
+	for _, tc := range []struct {
+		name string
+		form url.Values
+	}{
+		{"a whole form", root},
+		{"no audience", with(root, url.Values{"audience": nil})},
+		{"a resource", with(root, url.Values{"resource": {"https://api.example"}})},
+		{"a token type not issued", with(root, url.Values{"requested_token_type": {"urn:ietf:params:oauth:token-type:saml2"}})},
+		{"a subject token type not taken", with(root, url.Values{"subject_token_type": {"urn:ietf:params:oauth:token-type:id_token"}})},
+		{"no subject_token", with(root, url.Values{"subject_token": nil})},
+		{"no scope", with(root, url.Values{"scope": nil})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if status, ans := e.exchange(&node, tc.form); status != http.StatusBadRequest || ans["error"] != "invalid_client" {
+				t.Fatalf("a node's exchange: %d %v, want 400 invalid_client", status, ans)
+			}
+		})
+	}
+}
