@@ -300,7 +300,9 @@ func oauthErrorOf(err error) (status int, code, desc string, ok bool) {
 	switch {
 	case errors.As(err, &denial):
 		return status, "invalid_scope", strings.Join(denial.Decision.Reasons, "; ") + " (decision " + denial.Decision.ID + ")", true
-	case errors.Is(err, authority.ErrScopeNotGranted):
+	case errors.Is(err, authority.ErrScopeNotGranted), errors.Is(err, authority.ErrScopeInvalid):
+		// RFC 6749 §5.2: a scope "invalid, unknown, malformed, or
+		// [exceeding] the scope granted".
 		code = "invalid_scope"
 	case errors.Is(err, authority.ErrForbidden), errors.Is(err, authority.ErrUnauthenticated), errors.Is(err, authority.ErrAgentNotRegistered):
 		status, code = http.StatusUnauthorized, "invalid_client"

@@ -22,6 +22,7 @@ func TestOAuthErrorOf(t *testing.T) {
 	}{
 		{&authority.PolicyDenial{Decision: policy.Decision{ID: "d1", Reasons: []string{"no"}}}, 400, "invalid_scope"},
 		{authority.ErrScopeNotGranted, 400, "invalid_scope"},
+		{authority.ErrScopeInvalid, 400, "invalid_scope"},
 		{authority.ErrAgentNotRegistered, 401, "invalid_client"},
 		{delegation.ErrExpired, 400, "invalid_request"},
 		{delegation.ErrDelegatorSignature, 400, "invalid_request"},

@@ -505,7 +505,7 @@ func checkDelegationInput(req DelegateRequest) error {
 	case len(req.Purpose) > maxTextLen:
 		return fmt.Errorf("%w: purpose is at most %d bytes", ErrInvalidRequest, maxTextLen)
 	case len(req.Scopes) == 0 || len(req.Scopes) > maxScopes:
-		return fmt.Errorf("%w: 1 to %d scopes", ErrInvalidRequest, maxScopes)
+		return scopeError{fmt.Sprintf("1 to %d scopes", maxScopes)}
 	case req.TTL < 0 || req.TTL > MaxDelegationTTL:
 		return fmt.Errorf("%w: ttl_seconds must be between 0 (default) and %d", ErrInvalidRequest, int(MaxDelegationTTL.Seconds()))
 	case req.DelegatorSignature == "":
@@ -522,11 +522,11 @@ func checkDelegationInput(req DelegateRequest) error {
 		return fmt.Errorf("%w: purpose is UTF-8 text (no invalid bytes, no U+FFFD, no control or format characters)", ErrInvalidRequest)
 	}
 	if len(slices.Compact(slices.Sorted(slices.Values(req.Scopes)))) != len(req.Scopes) {
-		return fmt.Errorf("%w: a scope is named twice", ErrInvalidRequest)
+		return scopeError{"a scope is named twice"}
 	}
 	for _, s := range req.Scopes {
 		if !registry.ValidScope(s) {
-			return fmt.Errorf("%w: a scope is 1 to %d bytes of UTF-8 text without spaces, control or format characters", ErrInvalidRequest, registry.MaxStringLen)
+			return scopeError{fmt.Sprintf("a scope is 1 to %d bytes of UTF-8 text without spaces, control or format characters", registry.MaxStringLen)}
 		}
 	}
 	return nil

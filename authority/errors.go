@@ -17,6 +17,10 @@ var (
 	// (not an agent; not registered here): it also matches
 	// ErrInvalidRequest.
 	ErrDelegateeInvalid = errors.New("authority: invalid delegatee")
+	// ErrScopeInvalid is a delegation naming scopes that are malformed
+	// (not scope text, one named twice, none or too many): it also
+	// matches ErrInvalidRequest.
+	ErrScopeInvalid = errors.New("authority: invalid scope")
 	// ErrRenewedMeanwhile is a node renewal that lost a race with another
 	// renewal of the node.
 	ErrRenewedMeanwhile = errors.New("authority: renewed meanwhile")
@@ -32,4 +36,13 @@ func (e delegateeError) Error() string { return ErrInvalidRequest.Error() + ": "
 
 func (e delegateeError) Is(target error) bool {
 	return target == ErrInvalidRequest || target == ErrDelegateeInvalid
+}
+
+// scopeError is an ErrScopeInvalid, said as an ErrInvalidRequest.
+type scopeError struct{ msg string }
+
+func (e scopeError) Error() string { return ErrInvalidRequest.Error() + ": " + e.msg }
+
+func (e scopeError) Is(target error) bool {
+	return target == ErrInvalidRequest || target == ErrScopeInvalid
 }
