@@ -339,6 +339,12 @@ func TestDataAPISemanticsAsOPA(t *testing.T) {
 	if status, ans := do(t, gw, "GET", "/v1/data/authz/arr/1", "", nil); status != 200 || ans["result"] != 2.0 {
 		t.Errorf("an array index: %d %v", status, ans)
 	}
+	// As OPA reads an integer segment: a fraction of zeros is allowed.
+	for _, p := range []string{"/v1/data/authz/arr/1.0", "/v1/data/authz/arr/1.", "/v1/data/authz/arr/+1"} {
+		if status, ans := do(t, gw, "GET", p, "", nil); status != 200 || ans["result"] != 2.0 {
+			t.Errorf("%s: %d %v, want OPA's 200 {\"result\": 2}", p, status, ans)
+		}
+	}
 	if status, ans := do(t, gw, "GET", "/v1/data/authz/arr/0?metrics=True", "", nil); status != 200 || ans["result"] != 1.0 || ans["metrics"] == nil {
 		t.Errorf("metrics=True: %d %v", status, ans)
 	}

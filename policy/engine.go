@@ -694,10 +694,12 @@ func PathRef(path string) (ast.Ref, error) {
 	}
 	ref := ast.Ref{ast.DefaultRootDocument}
 	for _, s := range segs {
-		// As OPA's Data API: a segment that is an integer is a number,
-		// an index into an array ("arr/1" is data.arr[1]).
-		if i, err := strconv.Atoi(s); err == nil {
-			ref = append(ref, ast.IntNumberTerm(i))
+		// As OPA's Data API: a segment that reads as an integer is a
+		// number, an index into an array ("arr/1" is data.arr[1]). It is
+		// read as OPA reads it (util.Atoi64): a sign, at most 19 digits,
+		// and a fraction of zeros allowed ("1.0" and "1." are 1).
+		if i, ok := util.Atoi64(s); ok {
+			ref = append(ref, ast.NumberTerm(json.Number(strconv.FormatInt(i, 10))))
 		} else {
 			ref = append(ref, ast.StringTerm(s))
 		}

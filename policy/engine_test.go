@@ -209,6 +209,11 @@ func TestPathRef(t *testing.T) {
 		{"a/%zz", "", false},
 		{"with space/x-y", `data["with space"]["x-y"]`, true},
 		{"a/1/-2/01/1x", `data.a[1][-2][1]["1x"]`, true},
+		// As OPA reads a segment as an integer: a fraction of zeros is
+		// allowed, any other is not, nor more than 19 digits.
+		{"a/1.0/+1/-2./1.00/%2E", `data.a[1][1][-2][1][0]`, true},
+		{"a/1.5/1e0/.1/0x1/1_0", `data.a["1.5"]["1e0"][".1"]["0x1"]["1_0"]`, true},
+		{"a/9223372036854775807/99999999999999999999", `data.a[9223372036854775807]["99999999999999999999"]`, true},
 		{strings.Repeat("a/", 40), "", false},
 	} {
 		ref, err := policy.PathRef(tc.path)
