@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -521,19 +522,15 @@ func (s *Server) logEvalError(r *http.Request, code, loc string) {
 	s.log.WarnContext(r.Context(), "policy evaluation failed", attrs...)
 }
 
-// boolParam reads an OPA boolean query parameter: present with no value,
-// or "true".
+// boolParam reads an OPA boolean query parameter as OPA does: given once
+// with no value, or given "true" (in any case) at least once. An empty
+// value beside others ("?pretty&pretty=false") is not true.
 func boolParam(r *http.Request, name string) bool {
-	vals, ok := r.URL.Query()[name]
-	if !ok {
-		return false
+	vals := r.URL.Query()[name]
+	if len(vals) == 1 && vals[0] == "" {
+		return true
 	}
-	for _, v := range vals {
-		if v == "" || strings.EqualFold(v, "true") {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(vals, func(v string) bool { return strings.EqualFold(v, "true") })
 }
 
 // maxEvaluations bounds an AuthZEN batch.

@@ -348,6 +348,19 @@ func TestDataAPISemanticsAsOPA(t *testing.T) {
 	if status, ans := do(t, gw, "GET", "/v1/data/authz/arr/0?metrics=True", "", nil); status != 200 || ans["result"] != 1.0 || ans["metrics"] == nil {
 		t.Errorf("metrics=True: %d %v", status, ans)
 	}
+	// As OPA reads a boolean parameter: an empty value is true only
+	// when it is the parameter's one value.
+	for _, tc := range []struct {
+		query string
+		want  bool
+	}{
+		{"metrics", true}, {"metrics=", true}, {"metrics=TRUE", true}, {"metrics=1", false},
+		{"metrics&metrics=false", false}, {"metrics=&metrics=", false}, {"metrics=no&metrics=true", true},
+	} {
+		if status, ans := do(t, gw, "GET", "/v1/data/authz/arr/0?"+tc.query, "", nil); status != 200 || (ans["metrics"] != nil) != tc.want {
+			t.Errorf("?%s: %d %v, want metrics %v, as OPA", tc.query, status, ans, tc.want)
+		}
+	}
 	if status, ans := do(t, gw, "POST", "/v1/data/authz/tonum", "application/json", []byte(`{"input": {"s": "9x"}}`)); status != 200 || ans["result"] != nil {
 		t.Errorf("a builtin error: %d %v, want 200 and no result", status, ans)
 	}
