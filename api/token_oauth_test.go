@@ -171,14 +171,7 @@ func TestTokenAnswersFollowTheAPIConventions(t *testing.T) {
 	e := start(t, "org-a.example")
 	a := e.agentWithScopes("a", "calendar:read")
 	b := e.agentWithScopes("b")
-	sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
-		Scopes: []string{"calendar:read"}}, a.key, a.chain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
-		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
-		"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}}
+	root := rootForm(t, a, b)
 	for _, tc := range []struct {
 		name   string
 		client *http.Client
@@ -315,6 +308,20 @@ func TestTokenExchangeWithAClientCertificateNoLongerValid(t *testing.T) {
 	}
 }
 
+// rootForm is the token exchange form of a root hop from a to b, for
+// alice, of calendar:read, with a's signature over it.
+func rootForm(t *testing.T, a, b identity) url.Values {
+	t.Helper()
+	sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
+		Scopes: []string{"calendar:read"}}, a.key, a.chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+		"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}}
+}
+
 // TestTokenExchangeByAClientThatIsNotAnAgent: a client that is not an
 // agent of this trust domain (a node, say) is refused as a client
 // (invalid_client), whatever its form holds: not with the error of the
@@ -325,14 +332,7 @@ func TestTokenExchangeByAClientThatIsNotAnAgent(t *testing.T) {
 	a := e.agentWithScopes("a", "calendar:read")
 	b := e.agentWithScopes("b")
 	node := e.joinNode()
-	sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: b.id.String(), Principal: "alice",
-		Scopes: []string{"calendar:read"}}, a.key, a.chain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
-		"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
-		"audience": {b.id.String()}, "scope": {"calendar:read"}, "delegator_signature": {sig}}
+	root := rootForm(t, a, b)
 	for _, tc := range []struct {
 		name string
 		form url.Values
