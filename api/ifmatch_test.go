@@ -15,38 +15,16 @@ import (
 // and write back a registration do not lose a change silently.
 func TestAgentIfMatch(t *testing.T) {
 	e := start(t, "org-a.example")
-	hc := e.adminRaw()
+	sendFields := adminSender(t, e)
 	send := func(method, path, ifMatch string, body any) (int, string, map[string]any) {
 		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, err := http.NewRequestWithContext(ctxT(t), method, e.url+path, rd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
+		var fields []string
 		if ifMatch != "" {
-			req.Header.Set("If-Match", ifMatch)
+			fields = []string{ifMatch}
 		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, resp.Header.Get("ETag"), out
+		return sendFields(method, path, fields, body)
 	}
-	reg := func(scope string) map[string]any {
-		return map[string]any{"spiffe_id": "spiffe://org-a.example/agent/x", "scopes": []string{scope},
-			"accountability": map[string]any{"operator": "ops", "model_provider": "acme", "model": "m1", "responsible_party": "ops@org-a.example"}}
-	}
-	status, created, ag := send(http.MethodPost, "/v1/admin/agents", "", reg("a"))
+	status, created, ag := send(http.MethodPost, "/v1/admin/agents", "", registrationOfX("a"))
 	if status != http.StatusCreated || !strings.HasPrefix(created, `"`) || len(created) != 66 {
 		t.Fatalf("create: %d, ETag %q", status, created)
 	}
@@ -56,7 +34,7 @@ func TestAgentIfMatch(t *testing.T) {
 	}
 	// Admin 1 changes the version both read; admin 2's change of it is
 	// refused, and nothing of it is stored or logged.
-	status, changed, _ := send(http.MethodPut, path, created, reg("b"))
+	status, changed, _ := send(http.MethodPut, path, created, registrationOfX("b"))
 	if status != http.StatusOK || changed == "" || changed == created {
 		t.Fatalf("update of the current version: %d, ETag %q (was %q)", status, changed, created)
 	}
@@ -74,7 +52,7 @@ func TestAgentIfMatch(t *testing.T) {
 			for _, method := range []string{http.MethodPut, http.MethodDelete} {
 				var body any
 				if method == http.MethodPut {
-					body = reg("c")
+					body = registrationOfX("c")
 				}
 				status, _, p := send(method, path, tc.ifMatch, body)
 				if status != tc.want || !strings.HasSuffix(p["type"].(string), "/"+tc.wantType) {
@@ -90,17 +68,17 @@ func TestAgentIfMatch(t *testing.T) {
 		t.Errorf("%d agent.updated entries, want only the one change made", len(got))
 	}
 	// Several tags, one of them current; then any version ("*").
-	if status, _, _ := send(http.MethodPut, path, created+", "+changed, reg("d")); status != http.StatusOK {
+	if status, _, _ := send(http.MethodPut, path, created+", "+changed, registrationOfX("d")); status != http.StatusOK {
 		t.Errorf("update naming the current version among others: %d", status)
 	}
-	if status, _, _ := send(http.MethodPut, path, "*", reg("e")); status != http.StatusOK {
+	if status, _, _ := send(http.MethodPut, path, "*", registrationOfX("e")); status != http.StatusOK {
 		t.Errorf("update with If-Match: *: %d", status)
 	}
 	_, current, _ := send(http.MethodGet, path, "", nil)
 	if status, _, _ := send(http.MethodDelete, path, current, nil); status != http.StatusNoContent {
 		t.Fatalf("delete of the current version: %d", status)
 	}
-	if status, _, p := send(http.MethodPut, path, "*", reg("f")); status != http.StatusNotFound {
+	if status, _, p := send(http.MethodPut, path, "*", registrationOfX("f")); status != http.StatusNotFound {
 		t.Errorf("update of a deleted registration with If-Match: %d %v, want 404", status, p)
 	}
 }
@@ -112,38 +90,8 @@ func TestAgentIfMatch(t *testing.T) {
 // version: the change is refused, not made unconditionally.
 func TestAgentIfMatchList(t *testing.T) {
 	e := start(t, "org-a.example")
-	hc := e.adminRaw()
-	send := func(method, path string, ifMatch []string, body any) (int, string, map[string]any) {
-		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, err := http.NewRequestWithContext(ctxT(t), method, e.url+path, rd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		for _, v := range ifMatch {
-			req.Header.Add("If-Match", v)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, resp.Header.Get("ETag"), out
-	}
-	reg := func(scope string) map[string]any {
-		return map[string]any{"spiffe_id": "spiffe://org-a.example/agent/x", "scopes": []string{scope},
-			"accountability": map[string]any{"operator": "ops", "model_provider": "acme", "model": "m1", "responsible_party": "ops@org-a.example"}}
-	}
-	status, _, ag := send(http.MethodPost, "/v1/admin/agents", nil, reg("a"))
+	send := adminSender(t, e)
+	status, _, ag := send(http.MethodPost, "/v1/admin/agents", nil, registrationOfX("a"))
 	if status != http.StatusCreated {
 		t.Fatalf("create: %d %v", status, ag)
 	}
@@ -175,7 +123,7 @@ func TestAgentIfMatchList(t *testing.T) {
 				}
 				var body any
 				if method == http.MethodPut {
-					body = reg(fmt.Sprint("s", i))
+					body = registrationOfX(fmt.Sprint("s", i))
 				}
 				if status, _, p := send(method, path, tc.ifMatch(cur), body); status != tc.want {
 					t.Errorf("%s with If-Match %q: %d %v, want %d", method, tc.ifMatch(cur), status, p, tc.want)
@@ -186,4 +134,44 @@ func TestAgentIfMatchList(t *testing.T) {
 	if status, _, _ := send(http.MethodGet, path, nil, nil); status != http.StatusOK {
 		t.Fatalf("the registration is gone: %d", status)
 	}
+}
+
+// adminSender sends a request to e as its admin: body as JSON (nil:
+// none), and each of ifMatch as an If-Match field of its own. It returns
+// the answer's status, its ETag and its JSON object.
+func adminSender(t *testing.T, e *env) func(method, path string, ifMatch []string, body any) (int, string, map[string]any) {
+	hc := e.adminRaw()
+	return func(method, path string, ifMatch []string, body any) (int, string, map[string]any) {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequestWithContext(ctxT(t), method, e.url+path, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		for _, v := range ifMatch {
+			req.Header.Add("If-Match", v)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, resp.Header.Get("ETag"), out
+	}
+}
+
+// registrationOfX is a registration of spiffe://org-a.example/agent/x
+// granted scope.
+func registrationOfX(scope string) map[string]any {
+	return map[string]any{"spiffe_id": "spiffe://org-a.example/agent/x", "scopes": []string{scope},
+		"accountability": map[string]any{"operator": "ops", "model_provider": "acme", "model": "m1", "responsible_party": "ops@org-a.example"}}
 }
