@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,6 +194,15 @@ func startAuthority(t testing.TB) *Authority {
 func runAuthority(t testing.TB) (*Authority, func()) {
 	t.Helper()
 	return runAuthorityWith(t, Options{})
+}
+
+// runSkewedAuthority is runAuthority with a clock the test moves on:
+// the time now, plus skew.
+func runSkewedAuthority(t testing.TB) (a *Authority, stop func(), skew *atomic.Int64) {
+	t.Helper()
+	skew = new(atomic.Int64)
+	a, stop = runAuthorityWith(t, Options{Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
+	return a, stop, skew
 }
 
 // runAuthorityWith is runAuthority with opts (a clock), and its config

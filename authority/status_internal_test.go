@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,11 +96,9 @@ func TestRemoteStatusesKeepFinalAnswersWhenFull(t *testing.T) {
 // expired answer is not kept, and pruning forgets only what has expired
 // (an unreadable entry is kept: forgetting is the unsafe way).
 func TestPeerRevocationsKept(t *testing.T) {
-	var skew atomic.Int64
-	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	a, _ := runAuthorityWith(t, Options{Now: now})
+	a, _, skew := runSkewedAuthority(t)
 	ctx := context.Background()
-	t0 := now()
+	t0 := a.now()
 	hop := func(id string) hopRef { return hopRef{Issuer: "spiffe://org-b.example", ID: id} }
 	revoked := remoteHop{Status: delegation.StatusRevoked}
 	a.keepPeerRevocation(ctx, askedHop{hop("short"), t0.Add(time.Minute)}, revoked)
@@ -156,9 +153,7 @@ func TestPeerRevocationsKept(t *testing.T) {
 // while the hop's tokens still verify, and a restart then lets no
 // issuer say "active" of it again.
 func TestPeerRevocationKeptAsLongAsAsked(t *testing.T) {
-	var skew atomic.Int64
-	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	a, _ := runAuthorityWith(t, Options{Now: now})
+	a, _, skew := runSkewedAuthority(t)
 	ctx := context.Background()
 	if err := a.store.Update(ctx, func(tx store.Tx) error {
 		return putRecord(tx, bucketFederations, "org-b.example", &Federation{TrustDomain: "org-b.example",
@@ -166,7 +161,7 @@ func TestPeerRevocationKeptAsLongAsAsked(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t0 := now()
+	t0 := a.now()
 	revoked := remoteHop{Status: delegation.StatusRevoked}
 	for _, tc := range []struct {
 		name   string
@@ -177,7 +172,7 @@ func TestPeerRevocationKeptAsLongAsAsked(t *testing.T) {
 			r := hopRef{Issuer: "spiffe://org-b.example", ID: "hop-" + strings.ReplaceAll(tc.name, " ", "-")}
 			a.keepPeerRevocation(ctx, askedHop{r, t0.Add(time.Minute)}, revoked)
 			if tc.memory {
-				a.remote.put(r, revoked, nil, now())
+				a.remote.put(r, revoked, nil, a.now())
 			}
 			// The hop itself, which expires in a day, is asked about (a
 			// chain through it extended): it is known revoked, without

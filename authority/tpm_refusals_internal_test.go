@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,9 +44,7 @@ func refusalRecords(t *testing.T, a *Authority, subject string) []map[string]any
 // their reasons, and those still pending at shutdown are recorded
 // before the audit log stops: no quiet minute and no restart loses them.
 func TestTPMRefusalCountsAreRecorded(t *testing.T) {
-	var skew atomic.Int64
-	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	a, stop := runAuthorityWith(t, Options{Now: clock})
+	a, stop, skew := runSkewedAuthority(t)
 	ctx := t.Context()
 	node := func(b string) spiffeid.ID {
 		return spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, strings.Repeat(b, 32))
@@ -220,9 +217,7 @@ func TestRefusalCountPasses(t *testing.T) {
 // A count pass cut short (its context ends) gives back what it did not
 // record: the pass at shutdown records it.
 func TestRefusalCountsSurviveACutShortPass(t *testing.T) {
-	var skew atomic.Int64
-	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	a, stop := runAuthorityWith(t, Options{Now: clock})
+	a, stop, skew := runSkewedAuthority(t)
 	x := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, strings.Repeat("ef", 32))
 	for range 8 {
 		a.recordUnprovenRefusal(t.Context(), x, attest.ErrCredentialMismatch, map[string]any{"stage": "verify"})
