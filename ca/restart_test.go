@@ -234,3 +234,77 @@ func TestRestartFromAStateWithoutItsHint(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartsKeepEverySVIDVerifiable steps an injected clock minute by
+// minute through four hours, restarting the CA every 17 minutes with
+// other authority lifetimes (shorter and longer than those of the
+// authorities it finds) and leaving it down for 50 minutes twice. SVIDs
+// are asked for with a lifetime longer than any authority's, so each is
+// cut at its signer's expiry: at every step every SVID not yet expired
+// must still verify against the bundle the CA serves.
+func TestRestartsKeepEverySVIDVerifiable(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	env := newEnv(t, rotationConfig(clk))
+	c := env.newCA(t)
+	aud := []string{"spiffe://example.org/db"}
+	leafKey := ecKey(t, elliptic.P256())
+	lifetimes := []time.Duration{time.Hour, 30 * time.Minute, 2 * time.Hour, 45 * time.Minute}
+	var x509s []*ca.X509SVID
+	var jwts []*ca.JWTSVID
+	restarts := 0
+	for step := 1; step <= 4*60; step++ {
+		if step%97 == 0 {
+			clk.Add(50 * time.Minute) // down
+		}
+		clk.Add(time.Minute)
+		now := clk.Now()
+		if step%17 == 0 {
+			km, err := ca.NewDiskKeyManager(env.keyDir) // fresh manager: no cached keys
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := env.cfg
+			cfg.KeyManager = km
+			cfg.JWTKeyTTL = lifetimes[(step/17)%len(lifetimes)]
+			cfg.CATTL = lifetimes[(step/17+1)%len(lifetimes)]
+			cfg.X509SVIDTTL = min(cfg.CATTL/2, 20*time.Minute)
+			if c, err = ca.New(ctx, cfg); err != nil {
+				t.Fatalf("step %d: restart: %v", step, err)
+			}
+			restarts++
+		}
+		if _, err := c.Rotate(ctx); err != nil {
+			t.Fatalf("step %d: Rotate: %v", step, err)
+		}
+		b := c.Bundle()
+		x, err := c.MintX509SVID(ctx, ca.X509Params{ID: testID, PublicKey: leafKey.Public(), TTL: 3 * time.Hour})
+		if err != nil {
+			t.Fatalf("step %d: MintX509SVID: %v", step, err)
+		}
+		j, err := c.MintJWTSVID(ctx, ca.JWTParams{ID: testID, Audience: aud, TTL: 3 * time.Hour})
+		if err != nil {
+			t.Fatalf("step %d: MintJWTSVID: %v", step, err)
+		}
+		x509s, jwts = append(x509s, x), append(jwts, j)
+		for i, m := range x509s {
+			if now.After(m.ExpiresAt) {
+				continue
+			}
+			if _, _, err := x509svid.Verify(m.Certificates, b, x509svid.WithTime(now)); err != nil {
+				t.Fatalf("step %d: x509-svid %d (expires %s) does not verify: %v", step, i, m.ExpiresAt, err)
+			}
+		}
+		for i, m := range jwts {
+			if now.After(m.ExpiresAt) {
+				continue
+			}
+			if _, err := verifyJWTAt(m.Token, b, aud, now); err != nil {
+				t.Fatalf("step %d: jwt-svid %d (kid %s, expires %s) does not verify: %v", step, i, m.KeyID, m.ExpiresAt, err)
+			}
+		}
+	}
+	if restarts != 14 {
+		t.Errorf("%d restarts, want 14", restarts)
+	}
+}
