@@ -682,7 +682,8 @@ func or(a, b json.RawMessage) json.RawMessage {
 // checkAccessRequest checks an AuthZEN evaluation as the API defines it:
 // subject and resource objects with "type" and "id", an action object with
 // "name" (each a non-empty string), "properties" (where present and not
-// null) objects, and context (where present and not null) an object.
+// null) objects, context (where present and not null) an object, and
+// no number the policy engine cannot take (checkInputNumbers).
 // Other members are the caller's to add.
 func checkAccessRequest(r authority.AccessRequest) error {
 	for _, e := range []struct {
@@ -700,6 +701,17 @@ func checkAccessRequest(r authority.AccessRequest) error {
 	}
 	if c := bytes.TrimSpace(r.Context); len(c) > 0 && c[0] != '{' && string(c) != "null" {
 		return fmt.Errorf("%w: context must be an object", authority.ErrInvalidRequest)
+	}
+	// A number the policy engine cannot take is refused here, with the
+	// other checks, rather than when its evaluation's turn comes (after
+	// those before it in a batch are decided and recorded).
+	for _, e := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"subject", r.Subject}, {"action", r.Action}, {"resource", r.Resource}, {"context", r.Context}} {
+		if err := checkInputNumbers(e.raw); err != nil {
+			return fmt.Errorf("%w: %s: %v", authority.ErrInvalidRequest, e.name, err)
+		}
 	}
 	return nil
 }

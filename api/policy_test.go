@@ -947,3 +947,43 @@ func TestAuthZENContextFromDataLeavesTheDataAlone(t *testing.T) {
 		t.Fatalf("data.mandate.config.delegation after the evaluations: %d %v, want it as loaded", status, ans)
 	}
 }
+
+// A number the policy engine cannot take (its exponent out of range) is
+// a malformed evaluation like any other: the batch is refused whole,
+// naming the evaluation, before any evaluation is decided or recorded.
+func TestAuthZENNumberTooBigRefusesTheBatchWhole(t *testing.T) {
+	pe := startPolicy(t)
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	reader := pe.reader()
+	recorded := func() int { return len(pe.auditOf("policy.decision", "data/mandate/authzen/decision")) }
+	subject := `{"type": "agent", "id": "` + reader + `"}`
+	resource := `{"type": "calendar", "id": "alice"}`
+	read := `{"action": {"name": "calendar:read"}}`
+	for _, tc := range []struct{ name, path, body, detail string }{
+		{"one evaluation, in its context", "/access/v1/evaluation",
+			`{"subject": ` + subject + `, "resource": ` + resource + `, "action": {"name": "calendar:read"}, "context": {"n": 1e70000}}`, "context"},
+		{"a second evaluation's context", "/access/v1/evaluations",
+			`{"subject": ` + subject + `, "resource": ` + resource + `, "evaluations": [` + read + `, {"action": {"name": "calendar:read"}, "context": {"n": 1e70000}}]}`,
+			"evaluation 1: context"},
+		{"a second evaluation's resource properties", "/access/v1/evaluations",
+			`{"subject": ` + subject + `, "evaluations": [{"action": {"name": "calendar:read"}, "resource": ` + resource + `},
+			{"action": {"name": "calendar:read"}, "resource": {"type": "calendar", "id": "bob", "properties": {"n": -2E+99999}}}]}`,
+			"evaluation 1: resource"},
+		{"a second evaluation's action", "/access/v1/evaluations",
+			`{"subject": ` + subject + `, "resource": ` + resource + `, "evaluations": [` + read + `, {"action": {"name": "calendar:read", "n": 1e-70000}}]}`,
+			"evaluation 1: action"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := recorded()
+			status, ans := do(t, gw, http.MethodPost, tc.path, "application/json", []byte(tc.body))
+			detail, _ := ans["detail"].(string)
+			if status != http.StatusBadRequest || ans["type"] != "https://mandate.dev/problems/invalid-request" ||
+				!strings.HasPrefix(detail, tc.detail+": ") || !strings.Contains(detail, "number too big") {
+				t.Errorf("%d %v, want 400 invalid-request naming %q", status, ans, tc.detail)
+			}
+			if n := recorded() - before; n != 0 {
+				t.Errorf("a refused request recorded %d decisions", n)
+			}
+		})
+	}
+}
