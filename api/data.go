@@ -562,7 +562,7 @@ func (s *Server) accessEvaluation(w http.ResponseWriter, r *http.Request) {
 
 // answerAccess answers one AuthZEN evaluation with its decision.
 func (s *Server) answerAccess(w http.ResponseWriter, r *http.Request, req authority.AccessRequest) {
-	if err := checkAccessRequest(req); err != nil {
+	if err := checkAccessRequest(&req); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -612,7 +612,7 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 	for i, it := range req.Evaluations {
 		reqs[i] = authority.AccessRequest{Subject: or(it.Subject, req.Subject), Action: or(it.Action, req.Action),
 			Resource: or(it.Resource, req.Resource), Context: or(nonNull(it.Context), nonNull(req.Context))}
-		if err := checkAccessRequest(reqs[i]); err != nil {
+		if err := checkAccessRequest(&reqs[i]); err != nil {
 			// Every error of checkAccessRequest is an invalid request.
 			writeError(w, r, s.log, fmt.Errorf("%w: evaluation %d: %s", authority.ErrInvalidRequest, i, problemDetail(err, authority.ErrInvalidRequest)))
 			return
@@ -685,19 +685,21 @@ func or(a, b json.RawMessage) json.RawMessage {
 // null) objects, context (where present and not null) an object, and
 // no number the policy engine cannot take (checkInputNumbers).
 // Other members are the caller's to add.
-func checkAccessRequest(r authority.AccessRequest) error {
+func checkAccessRequest(r *authority.AccessRequest) error {
 	for _, e := range []struct {
 		name     string
-		raw      json.RawMessage
+		raw      *json.RawMessage
 		required []string
 	}{
-		{"subject", r.Subject, []string{"type", "id"}},
-		{"action", r.Action, []string{"name"}},
-		{"resource", r.Resource, []string{"type", "id"}},
+		{"subject", &r.Subject, []string{"type", "id"}},
+		{"action", &r.Action, []string{"name"}},
+		{"resource", &r.Resource, []string{"type", "id"}},
 	} {
-		if err := checkEntity(e.name, e.raw, e.required); err != nil {
+		entity, err := checkEntity(e.name, *e.raw, e.required)
+		if err != nil {
 			return err
 		}
+		*e.raw = entity
 	}
 	if c := bytes.TrimSpace(r.Context); len(c) > 0 && c[0] != '{' && string(c) != "null" {
 		return fmt.Errorf("%w: context must be an object", authority.ErrInvalidRequest)
@@ -716,24 +718,37 @@ func checkAccessRequest(r authority.AccessRequest) error {
 	return nil
 }
 
-// checkEntity checks one of the subject, the action and the resource.
-func checkEntity(name string, raw json.RawMessage, required []string) error {
+// checkEntity checks one of the subject, the action and the resource,
+// and returns it as the policy's input holds it: a null "properties" is
+// absent.
+func checkEntity(name string, raw json.RawMessage, required []string) (json.RawMessage, error) {
 	raw = bytes.TrimSpace(raw)
 	var m map[string]jsontext.Value
 	if len(raw) == 0 || raw[0] != '{' || jsonv2.Unmarshal(raw, &m) != nil {
-		return fmt.Errorf("%w: %s must be an object", authority.ErrInvalidRequest, name)
+		return nil, fmt.Errorf("%w: %s must be an object", authority.ErrInvalidRequest, name)
 	}
 	for _, k := range required {
 		v, ok := m[k]
 		var str string
 		if !ok || v.Kind() != '"' || jsonv2.Unmarshal(v, &str) != nil || str == "" {
-			return fmt.Errorf("%w: %s.%s must be a non-empty string", authority.ErrInvalidRequest, name, k)
+			return nil, fmt.Errorf("%w: %s.%s must be a non-empty string", authority.ErrInvalidRequest, name, k)
 		}
 	}
-	if p, ok := m["properties"]; ok && p.Kind() != '{' && p.Kind() != 'n' {
-		return fmt.Errorf("%w: %s.properties must be an object", authority.ErrInvalidRequest, name)
+	p, ok := m["properties"]
+	switch {
+	case !ok || p.Kind() == '{':
+		return raw, nil
+	case p.Kind() != 'n':
+		return nil, fmt.Errorf("%w: %s.properties must be an object", authority.ErrInvalidRequest, name)
 	}
-	return nil
+	// Absent, not null: a rule testing for no properties
+	// (not input.subject.properties) must hold for both.
+	delete(m, "properties")
+	out, err := jsonv2.Marshal(m, jsonv2.Deterministic(true))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", authority.ErrInvalidRequest, name, err)
+	}
+	return out, nil
 }
 
 // decodeJSONLoose decodes a JSON object body that may carry fields this

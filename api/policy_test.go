@@ -987,3 +987,93 @@ func TestAuthZENNumberTooBigRefusesTheBatchWhole(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthZENBatchRecordsItsInputsWholeUpToTwiceTheBodyLimit: every
+// evaluation of a batch holds the batch's defaults, so 64 empty items
+// under a large default context would record the context 64 times. The
+// inputs recorded whole stop at twice http.max_body_bytes (64 KiB here);
+// the rest are recorded by their digest and size.
+func TestAuthZENBatchRecordsItsInputsWholeUpToTwiceTheBodyLimit(t *testing.T) {
+	pe := startPolicy(t)
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	reader := pe.reader()
+	const n = 64 // the most a batch may hold
+	body := `{"subject": {"type": "agent", "id": "` + reader + `"}, "action": {"name": "calendar:read"},
+		"resource": {"type": "calendar", "id": "alice"}, "context": {"pad": "` + strings.Repeat("x", 40<<10) + `"},
+		"evaluations": [` + strings.Repeat(`{}, `, n-1) + `{}]}`
+	status, ans := do(t, gw, http.MethodPost, "/access/v1/evaluations", "application/json", []byte(body))
+	evals, _ := ans["evaluations"].([]any)
+	if status != http.StatusOK || len(evals) != n {
+		t.Fatalf("%d, %d evaluations, want 200 with %d", status, len(evals), n)
+	}
+	for i, e := range evals {
+		if d, _ := e.(map[string]any)["decision"].(bool); !d {
+			t.Errorf("evaluation %d: %v, want decision true (an input recorded by digest is still decided whole)", i, e)
+		}
+	}
+	recs := pe.auditOf("policy.decision", "data/mandate/authzen/decision")
+	if len(recs) != n {
+		t.Fatalf("%d decisions on the first page of audit search, want all %d (a page holds about 1 MiB of entries)", len(recs), n)
+	}
+	var whole, wholeBytes int
+	for i, d := range recs {
+		if in, ok := d["input"]; ok {
+			b, _ := json.Marshal(in)
+			whole, wholeBytes = whole+1, wholeBytes+len(b)
+			continue
+		}
+		sum, _ := d["input_sha256"].(string)
+		size, _ := d["input_bytes"].(float64)
+		if len(sum) != 64 || size < 40<<10 {
+			t.Errorf("decision %d: neither its input nor its digest and size: %v", i, d)
+		}
+	}
+	// Each input is about 41 KiB: three fit in 128 KiB.
+	if whole != 3 || wholeBytes > 128<<10 {
+		t.Errorf("%d inputs recorded whole (%d bytes), want 3 (at most 128 KiB)", whole, wholeBytes)
+	}
+}
+
+// TestAuthZENNullPropertiesAreAbsent: docs/policy.md says a null
+// "properties" is taken as absent. A rule testing for none
+// (not input.subject.properties) holds for an absent member, not for a
+// null one: the policy's input (as its record shows it) has none.
+func TestAuthZENNullPropertiesAreAbsent(t *testing.T) {
+	pe := startPolicy(t)
+	gw := pe.client(pe.gateway.chain, pe.gateway.key)
+	reader := pe.reader()
+	for _, tc := range []struct {
+		name, path, body string
+		want             map[string]bool // entity: has properties
+	}{
+		{"one evaluation", "/access/v1/evaluation",
+			`{"subject": {"type": "agent", "id": "` + reader + `", "properties": null}, "action": {"name": "calendar:read", "properties": {}},
+			"resource": {"properties": null, "type": "calendar", "id": "alice"}}`,
+			map[string]bool{"subject": false, "action": true, "resource": false}},
+		{"a batch item and a default", "/access/v1/evaluations",
+			`{"subject": {"type": "agent", "id": "` + reader + `", "properties": null}, "resource": {"type": "calendar", "id": "alice", "properties": {"owner": "alice"}},
+			"evaluations": [{"action": {"name": "calendar:read", "properties": null}}]}`,
+			map[string]bool{"subject": false, "action": false, "resource": true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(pe.auditOf("policy.decision", "data/mandate/authzen/decision"))
+			if status, ans := do(t, gw, http.MethodPost, tc.path, "application/json", []byte(tc.body)); status != http.StatusOK {
+				t.Fatalf("%d %v, want 200", status, ans)
+			}
+			recs := pe.auditOf("policy.decision", "data/mandate/authzen/decision")
+			if len(recs) != before+1 {
+				t.Fatalf("%d decisions recorded, want 1", len(recs)-before)
+			}
+			in, _ := recs[len(recs)-1]["input"].(map[string]any)
+			for entity, want := range tc.want {
+				e, _ := in[entity].(map[string]any)
+				if e["type"] == nil && e["name"] == nil {
+					t.Fatalf("input.%s: %v", entity, in[entity])
+				}
+				if _, has := e["properties"]; has != want {
+					t.Errorf("input.%s: %v: properties present %v, want %v", entity, e, has, want)
+				}
+			}
+		})
+	}
+}

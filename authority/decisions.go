@@ -33,6 +33,9 @@ type DataQuery struct {
 	StrictBuiltinErrors bool
 	// API names the API asked, for the record ("data" if empty).
 	API string
+	// InputByDigest records the input by its digest and size only (an
+	// AuthZEN batch past its budget, in EvaluateAccess).
+	InputByDigest bool
 }
 
 // DataAnswer is the outcome of a DataQuery, once its record is durable.
@@ -159,6 +162,9 @@ func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*Dat
 	details := map[string]any{"api": api, "path": path, "latency_us": time.Since(start).Microseconds(),
 		"eval_time": ans.EvalTime.UTC().Format(time.RFC3339Nano)}
 	a.maskInto(details, q.Input, ans.Result, evalErr)
+	if q.InputByDigest {
+		digestInto(details, "input")
+	}
 	if _, err := a.record(ctx, event{typ: "policy.decision", actor: actorOf(c), subject: "data/" + path,
 		details: details, decisionID: ans.DecisionID, policyRevision: ans.Revision}); err != nil {
 		return nil, err
@@ -278,17 +284,28 @@ func fitRecord(details map[string]any) {
 		}
 		in, _ := details["input"].(json.RawMessage)
 		out, _ := details["result"].(json.RawMessage)
-		key, raw := "input", in
+		key := "input"
 		if len(out) > len(in) {
-			key, raw = "result", out
+			key = "result"
 		}
-		if raw == nil {
+		if !digestInto(details, key) {
 			return
 		}
-		sum := sha256.Sum256(raw)
-		delete(details, key)
-		details[key+"_sha256"], details[key+"_bytes"] = hex.EncodeToString(sum[:]), len(raw)
 	}
+}
+
+// digestInto replaces details[key], an input or a result recorded whole
+// (masks applied), by its digest and size (key_sha256, key_bytes); false
+// if it is not there.
+func digestInto(details map[string]any, key string) bool {
+	raw, _ := details[key].(json.RawMessage)
+	if raw == nil {
+		return false
+	}
+	sum := sha256.Sum256(raw)
+	delete(details, key)
+	details[key+"_sha256"], details[key+"_bytes"] = hex.EncodeToString(sum[:]), len(raw)
+	return true
 }
 
 // masks returns the configured masks under root (/input or /result).
@@ -394,14 +411,25 @@ func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []Access
 		return nil, err
 	}
 	out := make([]AccessDecision, len(reqs))
+	// The bytes of the batch's inputs recorded whole, at most twice the
+	// largest request body (http.max_body_bytes); the inputs past it are
+	// recorded by their digest and size.
+	recorded, budget := 0, 2*int(a.cfg.HTTP.MaxBodyBytes)
 	for i, r := range reqs {
 		raw, err := json.Marshal(r)
 		if err != nil {
 			return nil, fmt.Errorf("%w: evaluation %d: %v", ErrInvalidRequest, i, err)
 		}
+		// Each evaluation holds the batch's defaults: recorded whole, a
+		// batch of small items under large defaults would cost the log
+		// up to maxEvaluations times the request's size, for ever.
+		byDigest := recorded+len(raw) > budget
+		if !byDigest {
+			recorded += len(raw)
+		}
 		// Strict: a builtin's error in a rule that denies would otherwise
 		// make it undefined, and the answer a permit.
-		ans, err := a.QueryData(ctx, c, DataQuery{Path: path, Input: raw, API: "authzen", StrictBuiltinErrors: true})
+		ans, err := a.QueryData(ctx, c, DataQuery{Path: path, Input: raw, API: "authzen", StrictBuiltinErrors: true, InputByDigest: byDigest})
 		switch {
 		case errors.Is(err, policy.ErrEval):
 			out[i] = AccessDecision{Context: map[string]any{"reason": "the policy could not decide: " + policy.CutUTF8(err.Error(), maxRecordedError)}, Undecided: true}
