@@ -1368,6 +1368,43 @@ func TestAllowedHopRefusedAfterwardsIsRecorded(t *testing.T) {
 	}
 }
 
+// A hop the policy denies is answered with the policy's reasons as an
+// array, even when the policy gave none: clients read `reasons` from
+// every policy-denied problem.
+func TestDenyWithoutReasonsAnswersAnEmptyArray(t *testing.T) {
+	for _, tc := range []struct{ name, decision string }{
+		{"no reasons key", `{"allow": false}`},
+		{"empty reasons", `{"allow": false, "reasons": []}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, f := range []string{"issuance.rego", "authzen.rego", "data.json"} {
+				b, err := policies.FS.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deny := "package mandate.delegation\n\nimport rego.v1\n\ndecision := " + tc.decision + "\n"
+			if err := os.WriteFile(filepath.Join(dir, "delegation.rego"), []byte(deny), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e := start(t, "org-a.example", func(c *authority.Config) { c.Policy.Dir = dir })
+			a := e.agentWithScopes("a", "calendar:read")
+			b := e.agentWithScopes("b")
+			_, p := e.delegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+			if p == nil || p.Status != http.StatusForbidden || p.Name() != "policy-denied" {
+				t.Fatalf("a hop the policy denies: %+v, want 403 policy-denied", p)
+			}
+			if p.Reasons == nil || len(p.Reasons) != 0 || p.DecisionID == "" {
+				t.Errorf("reasons %#v, decision %q: want an empty array and the decision's id", p.Reasons, p.DecisionID)
+			}
+		})
+	}
+}
+
 // A delegator whose host node is banned is refused whatever the policy
 // says, as its SVIDs are: node-banned at POST /v1/delegations,
 // unauthorized_client at POST /v1/token.

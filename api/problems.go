@@ -27,8 +27,9 @@ type Problem struct {
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
 	// Reasons and DecisionID extend a policy deny: every reason the
-	// policy gave, and the decision's id in the audit log.
-	Reasons    []string `json:"reasons,omitempty"`
+	// policy gave (an empty array when it gave none), and the decision's
+	// id in the audit log. Other problems carry neither.
+	Reasons    []string `json:"reasons,omitzero"`
 	DecisionID string   `json:"decision_id,omitempty"`
 }
 
@@ -139,6 +140,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		var denial *authority.PolicyDenial
 		if errors.As(err, &denial) {
 			p.Reasons, p.DecisionID = denial.Decision.Reasons, denial.Decision.ID
+			if p.Reasons == nil {
+				p.Reasons = []string{}
+			}
 		}
 		if errors.Is(err, registry.ErrBanned) {
 			// A banned node (or an agent on one) still knocking: what an
