@@ -134,6 +134,7 @@ func (z *apiFuzz) seeds(t testing.TB) []apiSeed {
 		{path: "/v1/data", body: "{\"input\": \"\xff\"}"},
 		{path: "/access/v1/evaluation", body: `{"subject": {"type": "agent", "id": "x"}, "action": {"name": "a"}, "resource": {"type": "r", "id": "1"}}`},
 		{path: "/access/v1/evaluations", body: `{"subject": {"type": "agent", "id": "x"}, "evaluations": [{"action": {"name": "a"}, "resource": {}}]}`},
+		{path: "/access/v1/evaluations", body: `{"subject": {"type": "agent", "id": "x", "properties": null}, "evaluations": [{"action": {"name": "a", "properties": null, "n": 1e5}, "resource": {"type": "r", "id": "1"}}]}`},
 		{path: "/v1/admin/policy/reload", body: `{}`},
 		{path: "/v1/delegations", body: `{"delegatee": "spiffe://org-a.example/agent/x", "scopes": ["a"], "principal": "p", "delegator_signature": "a.b.c"}`},
 		{path: "/v1/delegations", body: `{"delegatee": "spiffe://org-a.example/agent/x", "scopes": ["a"], "parent_token": "eyJhbGciOiJub25lIn0.e30.", "delegator_signature": "x"}`},
