@@ -188,6 +188,16 @@ func TestWithdrawJoinToken(t *testing.T) {
 			t.Errorf("withdrawing a token %s: problem %q, want %s", tc.name, got, tc.want)
 		}
 	}
+	// The token given in place of its id (create answers both) is a
+	// secret: refused, and not repeated in the answer.
+	secret, err := e.admin.CreateJoinToken(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p *client.Problem
+	if err := e.admin.WithdrawJoinToken(ctx, secret.Token); !errors.As(err, &p) || p.Name() != "not-found" || strings.Contains(p.Detail, secret.Token) {
+		t.Errorf("withdrawing a token by its secret = %v, want not-found without the secret", err)
+	}
 	var page struct {
 		Entries []struct {
 			Entry struct{ Actor, Subject string } `json:"entry"`

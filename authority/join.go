@@ -46,7 +46,10 @@ func (a *Authority) WithdrawJoinToken(ctx context.Context, c *Caller, id string)
 		return nil, err
 	}
 	if !attest.ValidJoinTokenID(id) {
-		return nil, fmt.Errorf("%w: join token %q: an id is 16 lowercase hex digits", ErrNotFound, id)
+		// Not repeated: what was given in place of an id may be the
+		// token itself (create answers both), a secret the answer and the
+		// admin's terminal must not show.
+		return nil, fmt.Errorf("%w: no join token has this id: an id is 16 lowercase hex digits (the \"id\" join-token create printed, not the token)", ErrNotFound)
 	}
 	var rec *attest.JoinToken
 	nodeID, _ := (&attest.JoinToken{ID: id}).NodeID(a.td)

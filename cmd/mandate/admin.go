@@ -223,6 +223,12 @@ func adminJoinTokenWithdraw(ctx context.Context, dial dialFunc, args []string, s
 	if err != nil {
 		return err
 	}
+	// Checked here, and not repeated: given in place of the id, the
+	// token itself would otherwise be sent in a URL and shown again in
+	// the error.
+	if !attest.ValidJoinTokenID(id) {
+		return usagef("TOKEN_ID is the token's id, 16 lowercase hex digits (the \"id\" join-token create prints), not the token")
+	}
 	c, err := dial()
 	if err != nil {
 		return err

@@ -160,6 +160,14 @@ func TestCLIAdminCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(created), &withdrawn); err != nil {
 		t.Fatal(err)
 	}
+	// The token given in place of its id is shown nowhere: not in the
+	// error of an authority's refusal, nor in that of a call that found
+	// no authority (which names the URL it asked).
+	for _, at := range []string{url, "https://" + freeAddr(t)} {
+		if _, err := cli(t, at, dir, "admin", "join-token", "withdraw", withdrawn.Token); err == nil || strings.Contains(err.Error(), withdrawn.Token) {
+			t.Errorf("admin join-token withdraw TOKEN (at %s) = %v, want it refused without the token", at, err)
+		}
+	}
 	if _, err := cli(t, url, dir, "admin", "join-token", "withdraw", withdrawn.ID); err != nil {
 		t.Fatalf("admin join-token withdraw: %v", err)
 	}
