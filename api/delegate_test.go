@@ -1867,3 +1867,32 @@ func TestExtendingChecksTheLinkBetweenOtherAuthoritiesHops(t *testing.T) {
 	t2 := orgC.mustDelegate(relay, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, parent: t1})
 	checkParentLinks(t, orgA, orgC, helper, worker, t2)
 }
+
+// A delegation token given where its id is asked for (to revoke it, for
+// its status or its chain) is a bearer credential: the 404 that finds
+// no such delegation does not repeat it.
+func TestTokenGivenForItsIDIsNotRepeated(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	tok := e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+	sig := tok[strings.LastIndexByte(tok, '.')+1:]
+	ctx := ctxT(t)
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"revoke", func() error {
+			return e.admin.Do(ctx, http.MethodPost, "/v1/admin/revocations", map[string]any{"delegation_id": tok, "reason": "leaked"}, nil)
+		}},
+		{"status", func() error {
+			return e.client(nil, nil).Do(ctx, http.MethodGet, "/v1/delegations/"+tok+"/status", nil, nil)
+		}},
+		{"chain", func() error { return e.admin.Do(ctx, http.MethodGet, "/v1/audit/chains/"+tok, nil, nil) }},
+	} {
+		var p *client.Problem
+		if err := tc.call(); !errors.As(err, &p) || p.Name() != "not-found" || strings.Contains(p.Detail, sig) || strings.Contains(p.Detail, tok[:64]) {
+			t.Errorf("%s with the token for its id = %v, want not-found without the token", tc.name, err)
+		}
+	}
+}

@@ -52,7 +52,7 @@ func (a *Authority) AuditChain(ctx context.Context, c *Caller, id string) ([]Cha
 	}
 	rec, err := a.delegationRecord(ctx, id)
 	if errors.Is(err, delegation.ErrNotFound) {
-		return nil, fmt.Errorf("%w: delegation %s was not issued here: ask the authority that issued it (the token's iss), with the last hop's id for the whole chain", ErrNotFound, id)
+		return nil, fmt.Errorf("%w: delegation %s was not issued here: ask the authority that issued it (the token's iss), with the last hop's id for the whole chain", ErrNotFound, shownDelegationID(id))
 	}
 	if err != nil {
 		return nil, err

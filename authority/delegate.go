@@ -580,6 +580,17 @@ const maxDelegateeChain = 8
 // take is a refusal not recorded).
 func clip(s string) string { return clipTo(s, 512) }
 
+// shownDelegationID is id as an answer that found no delegation names
+// it: as given when it is a delegation id, else not repeated, for what
+// was given in its place may be the token itself (a bearer credential,
+// whose claims name its id).
+func shownDelegationID(id string) string {
+	if delegation.ValidID(id) {
+		return id
+	}
+	return fmt.Sprintf("id (not repeated: not 1 to %d characters of A-Z a-z 0-9 . _ -; a token's id is its jti, not the token)", delegation.MaxIDLen)
+}
+
 // What a refusal record keeps of the scopes asked.
 const (
 	refusedScopes   = 8
@@ -867,7 +878,7 @@ func parentIssuer(p *delegation.Claims) string {
 func (a *Authority) DelegationStatus(ctx context.Context, id string) (*delegation.Record, string, error) {
 	rec, err := a.delegationRecord(ctx, id)
 	if errors.Is(err, delegation.ErrNotFound) {
-		return nil, "", fmt.Errorf("%w: delegation %s", ErrNotFound, id)
+		return nil, "", fmt.Errorf("%w: delegation %s", ErrNotFound, shownDelegationID(id))
 	}
 	if err != nil {
 		return nil, "", err
@@ -957,7 +968,7 @@ func (a *Authority) revoke(ctx context.Context, by, delegationID, spiffeID, reas
 		if delegationID != "" {
 			revoked, more, err = delegation.RevokePreview(tx, delegationID, now)
 			if errors.Is(err, delegation.ErrNotFound) {
-				return fmt.Errorf("%w: delegation %s was not issued here: revoke it at the authority that issued it (its token's iss), which revokes the hops below it wherever they were issued", ErrNotFound, delegationID)
+				return fmt.Errorf("%w: delegation %s was not issued here: revoke it at the authority that issued it (its token's iss), which revokes the hops below it wherever they were issued", ErrNotFound, shownDelegationID(delegationID))
 			}
 			return err
 		}
