@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -722,8 +724,62 @@ func TestRefusalRecordsAreBounded(t *testing.T) {
 		t.Fatalf("%d delegation.refused entries, want 1", len(got))
 	}
 	b, _ := json.Marshal(got[0])
-	if len(b) > 4096 || got[0]["scope_count"] != float64(64) || len(got[0]["scopes"].([]any)) != 8 {
-		t.Errorf("the refusal record: %d bytes, scope_count %v, %d scopes kept; want at most 4096 bytes, 64, 8", len(b), got[0]["scope_count"], len(got[0]["scopes"].([]any)))
+	// Each scope is too long to be one: kept by its digest.
+	kept, _ := got[0]["scopes"].([]any)
+	withheld, _ := got[0]["scopes_sha256"].([]any)
+	if len(b) > 4096 || got[0]["scope_count"] != float64(64) || len(kept)+len(withheld) != 8 {
+		t.Errorf("the refusal record: %d bytes, scope_count %v, %d+%d scopes kept; want at most 4096 bytes, 64, 8", len(b), got[0]["scope_count"], len(kept), len(withheld))
+	}
+}
+
+// A credential an agent sends in the wrong field of a delegation request
+// (its JWT-SVID as the principal, the delegatee or a scope) is not kept
+// in the refusal's record, which is kept for ever and read by auditors:
+// the record holds its digest and size, and its reason does not quote it.
+func TestRefusalRecordsWithholdACredentialInTheWrongField(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	c := e.client(a.chain, a.key)
+	var svid struct {
+		Token string `json:"token"`
+	}
+	if err := c.Do(ctxT(t), http.MethodPost, "/v1/svid/jwt", map[string]any{"audience": []string{"spiffe://org-a.example/agent/b"}}, &svid); err != nil || len(svid.Token) < 100 {
+		t.Fatalf("JWT-SVID: %v (%d bytes)", err, len(svid.Token))
+	}
+	sum := sha256.Sum256([]byte(svid.Token))
+	digest := hex.EncodeToString(sum[:])
+	for _, tc := range []struct {
+		name, field string
+		body        map[string]any
+	}{
+		{"as the principal", "principal_sha256", map[string]any{"delegatee": b.id.String(), "scopes": []string{"calendar:read"}, "principal": svid.Token}},
+		{"as the delegatee", "delegatee_sha256", map[string]any{"delegatee": svid.Token, "scopes": []string{"calendar:read"}, "principal": "alice"}},
+		{"as a scope", "scopes_sha256", map[string]any{"delegatee": b.id.String(), "scopes": []string{svid.Token + " x"}, "principal": "alice"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.body["delegator_signature"] = "x"
+			before := len(e.auditOf("delegation.refused", ""))
+			if err := c.Do(ctxT(t), http.MethodPost, "/v1/delegations", tc.body, nil); err == nil {
+				t.Fatal("the request was not refused")
+			}
+			got := e.auditOf("delegation.refused", "")
+			if len(got) != before+1 {
+				t.Fatalf("%d delegation.refused entries, want 1", len(got)-before)
+			}
+			rec := got[len(got)-1]
+			if raw, _ := json.Marshal(rec); strings.Contains(string(raw), svid.Token[:40]) {
+				t.Errorf("the record holds the token: %s", raw)
+			}
+			want := any(digest)
+			if tc.field == "scopes_sha256" {
+				s := sha256.Sum256([]byte(svid.Token + " x"))
+				want = []any{hex.EncodeToString(s[:])}
+			}
+			if !reflect.DeepEqual(rec[tc.field], want) {
+				t.Errorf("%s: %v, want %v", tc.field, rec[tc.field], want)
+			}
+		})
 	}
 }
 

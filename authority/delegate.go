@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -108,21 +109,68 @@ func (a *Authority) RefuseDelegation(ctx context.Context, c *Caller, req Delegat
 // keeps the first refusedScopes scopes, each cut at refusedScopeLen
 // bytes, and the number sent, so that refusals cost the append-only log
 // no more than issued hops, whatever a request holds.
+//
+// A delegatee, principal or scope of withheldLen bytes or more that
+// fails its field's check is kept by its SHA-256 and size only, and not
+// quoted in the reason: it may be a credential sent in the wrong field
+// (a JWT-SVID as the principal), which a log kept for ever and read by
+// auditors must not hold, while its digest still matches the request it
+// came from.
 func (a *Authority) recordRefusal(ctx context.Context, c *Caller, req DelegateRequest, err error) {
+	reason := err.Error()
+	details := map[string]any{"scope_count": len(req.Scopes), "has_parent": req.ParentToken != ""}
+	_, idErr := spiffeid.FromString(req.Delegatee)
+	subject := refusedField(details, "delegatee", req.Delegatee, req.Delegatee == "" || idErr == nil, &reason)
+	refusedField(details, "principal", req.Principal, req.Principal == "" || delegation.CheckNewPrincipal(req.Principal) == nil, &reason)
 	scopes := nonNil(req.Scopes)
 	if len(scopes) > refusedScopes {
 		scopes = scopes[:refusedScopes]
 	}
-	kept := make([]string, len(scopes))
-	for i, s := range scopes {
-		kept[i] = clipTo(s, refusedScopeLen)
+	kept, withheld := []string{}, []string(nil)
+	for _, s := range scopes {
+		if registry.ValidScope(s) || len(s) < withheldLen {
+			kept = append(kept, clipTo(s, refusedScopeLen))
+			continue
+		}
+		sum := sha256.Sum256([]byte(s))
+		withheld = append(withheld, hex.EncodeToString(sum[:]))
+		reason = withoutValue(reason, s)
 	}
-	if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: clip(req.Delegatee), parties: a.refusalParties(ctx, c, req), details: map[string]any{
-		"delegatee": clip(req.Delegatee), "scopes": kept, "scope_count": len(req.Scopes), "principal": clip(req.Principal),
-		"has_parent": req.ParentToken != "", "reason": clip(err.Error()),
-	}}); rerr != nil {
+	details["scopes"] = kept
+	if withheld != nil {
+		details["scopes_sha256"] = withheld
+	}
+	details["reason"] = clip(reason)
+	if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: subject, parties: a.refusalParties(ctx, c, req), details: details}); rerr != nil {
 		a.log.ErrorContext(ctx, "audit a refused delegation", "err", rerr)
 	}
+}
+
+// withheldLen is the size from which a refusal record withholds a value
+// that fails its field's check: credentials are longer (a join token is
+// 43 bytes), and a shorter value could not be taken out of a reason
+// without cutting its other words.
+const withheldLen = 16
+
+// refusedField puts v, a request's value for key, into a refusal
+// record's details: as given (clipped) when valid or short, else by its
+// digest and size (key_sha256, key_bytes), taken out of the reason. It
+// returns what the record shows of v ("" when withheld).
+func refusedField(details map[string]any, key, v string, valid bool, reason *string) string {
+	if valid || len(v) < withheldLen {
+		details[key] = clip(v)
+		return clip(v)
+	}
+	sum := sha256.Sum256([]byte(v))
+	details[key+"_sha256"], details[key+"_bytes"] = hex.EncodeToString(sum[:]), len(v)
+	*reason = withoutValue(*reason, v)
+	return ""
+}
+
+// withoutValue is reason with v taken out, as given and as quoted (%q).
+func withoutValue(reason, v string) string {
+	q := strconv.Quote(v)
+	return strings.ReplaceAll(strings.ReplaceAll(reason, q[1:len(q)-1], "…"), v, "…")
 }
 
 // refusalParties are the accountable parties of a refused request, as
