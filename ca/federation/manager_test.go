@@ -391,6 +391,7 @@ func TestValidate(t *testing.T) {
 		{"unparsable url", func(r *Relationship) { r.BundleEndpointURL = "https://b.example/%zz" }, "bundle endpoint url"},
 		{"no host", func(r *Relationship) { r.BundleEndpointURL = "https:///bundle" }, "no host"},
 		{"user info", func(r *Relationship) { r.BundleEndpointURL = "https://u:p@b.example/bundle" }, "user info"},
+		{"unparsable url with a password", func(r *Relationship) { r.BundleEndpointURL = "https://u:s3cr3t-pass@b.example%zz/bundle" }, "bundle endpoint url"},
 		{"unknown profile", func(r *Relationship) { r.Profile = "https_magic" }, "unknown bundle endpoint profile"},
 		{"empty profile", func(r *Relationship) { r.Profile = "" }, "unknown bundle endpoint profile"},
 		{"https_spiffe without endpoint id", func(r *Relationship) { r.EndpointSPIFFEID = spiffeid.ID{} }, "requires an endpoint spiffe id"},
@@ -412,6 +413,11 @@ func TestValidate(t *testing.T) {
 			}
 			if !errors.Is(err, ErrInvalidRelationship) {
 				t.Fatalf("error %v does not wrap ErrInvalidRelationship", err)
+			}
+			// The error reaches the admin's answer and the log: never a
+			// URL's password.
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Fatalf("Validate = %v: quotes the password", err)
 			}
 		})
 	}

@@ -58,6 +58,12 @@ func (r Relationship) Validate() error {
 	}
 	u, err := url.Parse(r.BundleEndpointURL)
 	if err != nil {
+		// url.Parse's error quotes the whole URL, a password in it too:
+		// only what it found wrong is said.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return fmt.Errorf("%w: %q: bundle endpoint url: %w", ErrInvalidRelationship, r.TrustDomain, err)
 	}
 	if u.Scheme != "https" {
