@@ -67,7 +67,7 @@ func auditCounters(stats func() audit.Stats) []prometheus.Collector {
 			func(s audit.Stats) float64 { return float64(s.Entries) }),
 		counter("mandate_audit_commit_seconds_total", "Time spent in audit log commits.",
 			func(s audit.Stats) float64 { return s.CommitTime.Seconds() }),
-		counter("mandate_audit_commit_failures_total", "Audit log commits that failed: nothing of them was acknowledged (a full disk, a store error).",
+		counter("mandate_audit_commit_failures_total", "Audit log commits that failed, or could not start (the stored log unreadable after a failure): nothing of them was acknowledged (a full disk, a store error).",
 			func(s audit.Stats) float64 { return float64(s.Failures) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mandate_audit_tree_size", Help: "Entries durable in the audit log (its tree size)."},
 			func() float64 { return float64(stats().Size) }),

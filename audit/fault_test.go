@@ -336,3 +336,45 @@ func TestRunRefusesStateGoingBackwards(t *testing.T) {
 		t.Errorf("Size() = %d, want 10 (never backwards)", got)
 	}
 }
+
+// TestFailedReReadIsAFailure: after a failed commit, rounds whose re-read
+// of the stored log fails refuse their appends, and are counted as
+// failures with their time (Stats.Failures, Stats.FailedAt), as a failed
+// commit is: while the store cannot be read the log records nothing, and
+// /healthz, which reads FailedAt, must keep saying so.
+func TestFailedReReadIsAFailure(t *testing.T) {
+	s, _ := tempStore(t)
+	fs := &faultStore{Store: s}
+	l := start(t, testConfig(fs))
+	if _, err := l.Append(t.Context(), testEntry(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	fs.once(failInside)
+	fs.failNextViews(3) // the re-read after the failure, and the next two rounds'
+	if _, err := l.Append(t.Context(), testEntry(1, 0)); !errors.Is(err, errInjected) {
+		t.Fatalf("Append(1) = %v, want %v", err, errInjected)
+	}
+	first := l.Stats()
+	if first.Failures != 1 || first.FailedAt.IsZero() {
+		t.Fatalf("after a failed commit: Stats() = %+v, want 1 failure with its time", first)
+	}
+	prev := first
+	for n := 2; n <= 3; n++ {
+		if _, err := l.Append(t.Context(), testEntry(n, 0)); !errors.Is(err, errInjected) {
+			t.Fatalf("Append(%d) = %v, want %v (the stored log cannot be re-read)", n, err, errInjected)
+		}
+		st := l.Stats()
+		if st.Failures != prev.Failures+1 || !st.FailedAt.After(prev.FailedAt) {
+			t.Errorf("after Append(%d) refused (re-read failed): Failures %d, FailedAt %v; want %d, after %v",
+				n, st.Failures, st.FailedAt, prev.Failures+1, prev.FailedAt)
+		}
+		prev = st
+	}
+	// The store reads again: the next round re-reads it and commits.
+	if r, err := l.Append(t.Context(), testEntry(4, 0)); err != nil || r.Index != 1 {
+		t.Fatalf("Append(4) = index %d, %v; want index 1, nil", r.Index, err)
+	}
+	if st := l.Stats(); !st.FailedAt.IsZero() || st.Failures != 3 {
+		t.Errorf("after a commit: Stats() = %+v, want 3 failures, FailedAt zero", st)
+	}
+}

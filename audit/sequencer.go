@@ -79,8 +79,8 @@ type Stats struct {
 	Entries    uint64        // entries they appended
 	CommitTime time.Duration // spent in those rounds: writing, the fsyncs, signing the checkpoint
 	GroupWaits uint64        // of those commits, the ones that first waited for appends under way (Expect)
-	Failures   uint64        // commits that failed (every append of theirs failed; nothing of them acknowledged)
-	FailedAt   time.Time     // when the latest commit failed, if it did (zero once one succeeds)
+	Failures   uint64        // commits that failed, or could not start because the stored log could not be re-read after one (every append of theirs failed; nothing of them acknowledged)
+	FailedAt   time.Time     // when the latest of those failed, if it did (zero once a commit succeeds)
 	Size       uint64        // the tree size: entries durable in the log
 }
 
@@ -168,7 +168,12 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	}
 	if l.stale {
 		if err := l.resync(ctx); err != nil {
+			// A round that cannot start is a failed commit to Stats (and
+			// so to /healthz): nothing can be recorded meanwhile.
+			l.failures.Add(1)
+			l.failedAt.Store(time.Now().UnixNano())
 			fail(reqs, fmt.Errorf("audit: append: re-read the stored log: %w", err))
+			l.cfg.Logger.Error("audit: re-reading the stored log failed; its appends are refused", "size", l.tree.size, "entries", len(reqs), "err", err)
 			return fatal(err)
 		}
 	}
