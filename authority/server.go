@@ -27,12 +27,27 @@ func (a *Authority) MintServerSVID(ctx context.Context) (*ca.X509SVID, crypto.Si
 	if err != nil {
 		return nil, nil, fmt.Errorf("authority: server certificate: %w", err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second) // minted during a handshake: never wait forever
+	// Minted during a handshake (which holds the others): the wait for
+	// its record ends after 10 s, or at ctx's deadline if sooner. The
+	// record itself is not abandoned (no record is, once asked for: see
+	// recordWith): a certificate given up on here is never used, and the
+	// log says it was issued.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := a.record(rctx, event{typ: "svid.issued", subject: svid.ID.String(), details: map[string]any{
-		"kind": "x509", "purpose": "authority server certificate", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "expires_at": svid.ExpiresAt.UTC(),
-	}}); err != nil {
-		return nil, nil, err
+	recorded := make(chan error, 1)
+	go func() {
+		_, err := a.record(ctx, event{typ: "svid.issued", subject: svid.ID.String(), details: map[string]any{
+			"kind": "x509", "purpose": "authority server certificate", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "expires_at": svid.ExpiresAt.UTC(),
+		}})
+		recorded <- err
+	}()
+	select {
+	case err := <-recorded:
+		if err != nil {
+			return nil, nil, err
+		}
+	case <-wctx.Done():
+		return nil, nil, fmt.Errorf("authority: server certificate: its record is not durable yet: %w", wctx.Err())
 	}
 	return svid, key, nil
 }

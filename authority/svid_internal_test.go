@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -229,5 +230,34 @@ func TestAgentSVIDRechecksItsNodeInItsCommit(t *testing.T) {
 				t.Fatalf("the decision's entry: %s", got[0].Entry)
 			}
 		})
+	}
+}
+
+// TestMintServerSVIDWaitsNoLongerThanItsCaller: a server certificate is
+// minted during a TLS handshake, which holds the others; when its record
+// cannot be made durable (the store busy), the mint gives up at the
+// caller's deadline (at most 10 s), not at the record's own (30 s).
+func TestMintServerSVIDWaitsNoLongerThanItsCaller(t *testing.T) {
+	a := startAuthority(t)
+	held, release := make(chan struct{}), make(chan struct{})
+	updated := make(chan error, 1)
+	go func() {
+		updated <- a.store.Update(context.Background(), func(store.Tx) error { close(held); <-release; return nil })
+	}()
+	<-held
+	// The store is released once the mint returns, or after 5 s: a mint
+	// that waited for its record then succeeds, and the test fails.
+	timer := time.AfterFunc(5*time.Second, func() { close(release) })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	svid, _, err := a.MintServerSVID(ctx)
+	if timer.Stop() {
+		close(release)
+	}
+	if err := <-updated; err != nil {
+		t.Fatal(err)
+	}
+	if svid != nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("MintServerSVID with the store held: %v, %v; want no certificate, the caller's deadline passed", svid, err)
 	}
 }
