@@ -208,6 +208,9 @@ func (a *Authority) init(ctx context.Context) error {
 	if err := a.indexDelegations(ctx); err != nil {
 		return err
 	}
+	if err := a.indexSVIDs(ctx); err != nil {
+		return err
+	}
 	if err := a.openFederation(ctx); err != nil {
 		return err
 	}

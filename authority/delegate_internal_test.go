@@ -2,6 +2,7 @@ package authority
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"path/filepath"
@@ -356,6 +357,57 @@ func TestOldDataDirIndexedByParty(t *testing.T) {
 		ids, _, err := delegation.RevokeIDPreview(tx, self+"/agent/b", time.Now())
 		if err != nil || !slices.Equal(ids, []string{"old"}) {
 			t.Errorf("RevokeIDPreview = %v, %v; want [old]", ids, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOldDataDirIndexesItsSVIDs: a data directory whose log recorded
+// X509-SVIDs before the serial index existed has them indexed at its next
+// start, so that an SVID issued before still signs delegations.
+func TestOldDataDirIndexesItsSVIDs(t *testing.T) {
+	dir := t.TempDir()
+	a, stop := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = dir })
+	if err := a.WriteAdminCredential(t.Context(), true); err != nil { // an svid.issued entry
+		t.Fatal(err)
+	}
+	stop()
+	want := map[string]uint64{}
+	if err := a.store.Update(t.Context(), func(tx store.Tx) error {
+		if err := tx.Scan(bucketSVIDSerials, nil, nil, func(k, v []byte) error {
+			want[string(k)] = binary.BigEndian.Uint64(v)
+			return nil
+		}); err != nil {
+			return err
+		}
+		// What an older build left: no index, no mark.
+		for k := range want {
+			if err := tx.Delete(bucketSVIDSerials, []byte(k)); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(bucketSVIDMeta, keySVIDsIndexed)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(want) == 0 {
+		t.Fatal("the first start logged no X509-SVID")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = dir })
+	if err := b.store.View(t.Context(), func(tx store.Tx) error {
+		for serial, index := range want {
+			if got, err := svidEntryIndex(tx, serial); err != nil || got != index {
+				t.Errorf("svidEntryIndex(%s) = %d, %v; want %d", serial, got, err, index)
+			}
+		}
+		if _, err := tx.Get(bucketSVIDMeta, keySVIDsIndexed); err != nil {
+			t.Errorf("mark: %v", err)
 		}
 		return nil
 	}); err != nil {

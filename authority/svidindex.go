@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,6 +14,12 @@ import (
 // serial number (hex): the log index of their svid.issued entry, so that a
 // hop names the entry recording the SVID its delegator signed it with.
 const bucketSVIDSerials = "svids_by_serial" // serial (hex) → log index (8 bytes, big endian)
+
+// bucketSVIDMeta holds keySVIDsIndexed once every svid.issued entry of
+// the log is in bucketSVIDSerials (indexSVIDs).
+const bucketSVIDMeta = "svids_meta"
+
+var keySVIDsIndexed = []byte("serials_indexed")
 
 // indexEntry is the audit log's index hook: inside the transaction that
 // makes an entry durable, it writes what status, revocation, chains and
@@ -57,4 +64,74 @@ func svidEntryIndex(tx store.Tx, serial string) (uint64, error) {
 		return 0, fmt.Errorf("authority: svid index of %s: %d bytes", serial, len(v))
 	}
 	return binary.BigEndian.Uint64(v), nil
+}
+
+// indexSVIDs indexes by serial the X509-SVIDs that a data directory's log
+// recorded before the index existed (once; then marked, so that later
+// starts only read the mark). Without it, an agent whose SVID an older
+// build issued could not delegate with it until it renewed: the hop must
+// name the svid.issued entry of the SVID its delegator signed with. It
+// reads the log's svid.issued entries through its type index, a page at
+// a time, before the authority serves (so nothing is appended meanwhile;
+// what is appended later is indexed in its own commit).
+func (a *Authority) indexSVIDs(ctx context.Context) error {
+	var done bool
+	if err := a.store.View(ctx, func(tx store.Tx) error {
+		_, err := tx.Get(bucketSVIDMeta, keySVIDsIndexed)
+		if errors.Is(err, store.ErrNotFound) {
+			done = false
+			return nil
+		}
+		done = err == nil
+		return err
+	}); err != nil {
+		return fmt.Errorf("authority: index X509-SVIDs by serial: %w", err)
+	}
+	if done {
+		return nil
+	}
+	var n int
+	q := audit.Query{Type: "svid.issued", Limit: audit.MaxSearchLimit}
+	for {
+		idx, next, err := a.audit.Search(ctx, q)
+		if err != nil {
+			return fmt.Errorf("authority: index X509-SVIDs by serial: %w", err)
+		}
+		entries := make([]audit.Entry, len(idx))
+		for i, index := range idx {
+			b, err := a.audit.Entry(ctx, index)
+			if err != nil {
+				return fmt.Errorf("authority: index X509-SVIDs by serial: %w", err)
+			}
+			if entries[i], err = audit.Decode(b); err != nil {
+				return fmt.Errorf("authority: index X509-SVIDs by serial: entry %d: %w", index, err)
+			}
+		}
+		if len(idx) > 0 {
+			if err := a.store.Update(ctx, func(tx store.Tx) error {
+				for i, index := range idx {
+					if err := indexSVID(tx, index, entries[i]); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				return fmt.Errorf("authority: index X509-SVIDs by serial: %w", err)
+			}
+			n += len(idx)
+		}
+		if next == nil {
+			break
+		}
+		q.After, q.HasAfter = *next, true
+	}
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return tx.Put(bucketSVIDMeta, keySVIDsIndexed, []byte("1"))
+	}); err != nil {
+		return fmt.Errorf("authority: index X509-SVIDs by serial: %w", err)
+	}
+	if n > 0 {
+		a.log.Info("indexed the X509-SVIDs the log records by serial", "entries", n)
+	}
+	return nil
 }
