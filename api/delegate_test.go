@@ -1351,9 +1351,12 @@ func TestExpiredParentRefusedBeforePolicy(t *testing.T) {
 	a := e.agentWithScopes("a", "calendar:read")
 	b := e.agentWithScopes("b")
 	c := e.agentWithScopes("c")
-	parent := e.mustDelegate(a, delegateReq{delegatee: b, principal: "alice", scopes: []string{"calendar:read"}, notAfter: time.Now().Add(2 * time.Second).Unix()})
+	// A parent that ends a minute on: issued however long its request
+	// takes (one ending within a second or two could have passed before
+	// the authority read it).
+	parent := e.mustDelegate(a, delegateReq{delegatee: b, principal: "alice", scopes: []string{"calendar:read"}, notAfter: time.Now().Add(time.Minute).Unix()})
 	decisions := len(e.auditOf("policy.decision", ""))
-	e.skew.Store(int64(10 * time.Second)) // the parent expired 8 s ago
+	e.skew.Store(int64(68 * time.Second)) // the parent expired 8 s ago
 	if _, p := e.delegate(b, delegateReq{delegatee: c, parent: parent, scopes: []string{"calendar:read"}}); p == nil || p.Name() != "delegation-expired" {
 		t.Fatalf("a sub-delegation of a parent expired 8 s ago: %+v, want 403 delegation-expired", p)
 	}
