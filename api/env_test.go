@@ -33,6 +33,7 @@ type env struct {
 	bundle  []*x509.Certificate
 	dataDir string
 	skew    *atomic.Int64 // nanoseconds added to the authority's clock
+	frozen  *atomic.Int64 // when not 0, the authority's clock stands at this Unix time (ns), skew aside
 	stop    func()        // stops the authority (idempotent; also at cleanup)
 	srv     *api.Server
 	logs    *logBuffer // the authority's log (text, with request ids)
@@ -64,8 +65,13 @@ func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 func run(t testing.TB, cfg authority.Config) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	skew := new(atomic.Int64)
-	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	skew, frozen := new(atomic.Int64), new(atomic.Int64)
+	now := func() time.Time {
+		if at := frozen.Load(); at != 0 {
+			return time.Unix(0, at)
+		}
+		return time.Now().Add(time.Duration(skew.Load()))
+	}
 	logs := &logBuffer{}
 	a, err := authority.New(ctx, cfg, authority.Options{Now: now, Logger: slog.New(api.LogHandler(slog.NewTextHandler(logs, nil)))})
 	if err != nil {
@@ -98,7 +104,7 @@ func run(t testing.TB, cfg authority.Config) *env {
 		})
 	}
 	t.Cleanup(stop)
-	e := &env{stop: stop, srv: srv, t: t, td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String(), dataDir: cfg.DataDir, skew: skew, logs: logs}
+	e := &env{stop: stop, srv: srv, t: t, td: a.TrustDomain(), a: a, url: "https://" + ln.Addr().String(), dataDir: cfg.DataDir, skew: skew, frozen: frozen, logs: logs}
 	chain, key, bundle, err := credfile.Load(authority.AdminPaths(cfg.DataDir))
 	if err != nil {
 		t.Fatalf("load admin credential: %v", err)
