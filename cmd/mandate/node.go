@@ -130,7 +130,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := saveAnswer(out, ans, key, c.TrustDomain(), spiffeid.ID{}); err != nil {
+	if err := saveAnswer(out, ans, key, c.TrustDomain(), joinNodeID(c.TrustDomain())); err != nil {
 		return err
 	}
 	_ = os.Remove(pending) // svid.key holds it now
@@ -347,7 +347,7 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 	if err != nil {
 		return 0, err
 	}
-	if err := saveAnswer(out, ans, key, c.TrustDomain(), id); err != nil {
+	if err := saveAnswer(out, ans, key, c.TrustDomain(), exactID(id)); err != nil {
 		return 0, err
 	}
 	return renewalWait(ans), nil
@@ -377,13 +377,38 @@ func jittered(d time.Duration) time.Duration {
 	return d - rand.N(d/5+1)
 }
 
+// wantID is the identity an answer must carry: one ok accepts, which
+// name says in an error.
+type wantID struct {
+	ok   func(spiffeid.ID) bool
+	name string
+}
+
+// exactID wants id itself: a renewal's, an agent's, a TPM node's (its
+// EK names it).
+func exactID(id spiffeid.ID) wantID {
+	return wantID{ok: func(got spiffeid.ID) bool { return got == id }, name: id.String()}
+}
+
+// joinNodeID wants a join-token node of td,
+// spiffe://<td>/node/join/<token id>: the token's id is the authority's
+// to tell, but no other kind of identity is what a join makes.
+func joinNodeID(td spiffeid.TrustDomain) wantID {
+	ok := func(got spiffeid.ID) bool {
+		tokenID, found := strings.CutPrefix(got.Path(), "/node/"+attest.MethodJoinToken+"/")
+		return got.TrustDomain() == td && found && attest.ValidJoinTokenID(tokenID)
+	}
+	return wantID{ok: ok, name: "a join-token node (spiffe://" + td.Name() + "/node/" + attest.MethodJoinToken + "/<token id>)"}
+}
+
 // saveAnswer writes an SVID answer as a credential directory: the chain,
 // the key, the own trust domain's roots, and every bundle as bundles.json.
-// Only an X509-SVID of the identity the answer names (want, when not
-// zero), in td, that the answer's own bundle of td verifies is written:
-// anything else would be a credential other than the one reported, or
-// none that works.
-func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffeid.TrustDomain, want spiffeid.ID) error {
+// Only an X509-SVID of the identity the answer names, which is one
+// asked for (want), in td, that the answer's own bundle of td verifies
+// is written: anything else would be a credential other than the one
+// reported or asked for (a join answered with an administrator's SVID),
+// or none that works.
+func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffeid.TrustDomain, want wantID) error {
 	chain, err := ans.Certificates()
 	if err != nil {
 		return err
@@ -408,12 +433,8 @@ func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffe
 	if err != nil {
 		return fmt.Errorf("the authority's answer: its certificate is no X509-SVID its own trust bundle verifies: %w", err)
 	}
-	if id.String() != ans.SPIFFEID || !want.IsZero() && id != want {
-		asked := ""
-		if !want.IsZero() {
-			asked = ", asked for " + want.String()
-		}
-		return fmt.Errorf("the authority's answer names %s and carries a certificate of %s%s: nothing written", client.Printable(ans.SPIFFEID), id, asked)
+	if id.String() != ans.SPIFFEID || !want.ok(id) {
+		return fmt.Errorf("the authority's answer names %s and carries a certificate of %s, asked for %s: nothing written", client.Printable(ans.SPIFFEID), id, want.name)
 	}
 	if err := credfile.Write(credfile.In(dir), chain, key, own.X509Authorities()); err != nil {
 		return err

@@ -227,7 +227,16 @@ func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 	if err != nil {
 		return nil, renewal, err
 	}
-	return ans, renewal, saveAnswer(out, ans, key, c.TrustDomain(), spiffeid.ID{})
+	// The answer is for this TPM: the node its EK names.
+	ek, err := attest.ParseTPM2BPublic("ek_public", dev.EKPublic())
+	if err != nil {
+		return nil, renewal, err
+	}
+	id, err := attest.NodeID(c.TrustDomain(), ek)
+	if err != nil {
+		return nil, renewal, err
+	}
+	return ans, renewal, saveAnswer(out, ans, key, c.TrustDomain(), exactID(id))
 }
 
 // lapsedRoots returns the trust bundle of the expired TPM node

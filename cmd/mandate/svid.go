@@ -64,7 +64,7 @@ func svidX509(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := saveAnswer(out, ans, key, c.TrustDomain(), sid); err != nil {
+	if err := saveAnswer(out, ans, key, c.TrustDomain(), exactID(sid)); err != nil {
 		return err
 	}
 	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})
