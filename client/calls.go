@@ -238,6 +238,11 @@ type SVIDAnswer struct {
 	X509SVID  string                     `json:"x509_svid"`
 	ExpiresAt time.Time                  `json:"expires_at"`
 	Bundles   map[string]json.RawMessage `json:"bundles"`
+	// Server is the certificate chain the authority presented on the
+	// connection that answered (its X509-SVID, leaf first): the bundle
+	// of its trust domain must still authenticate it for the credential
+	// to reach the authority again.
+	Server []*x509.Certificate `json:"-"`
 }
 
 // Certificates parses the SVID chain.
@@ -322,9 +327,11 @@ func (c *Client) X509SVID(ctx context.Context, spiffeID string, csrPEM []byte) (
 // refuses an answer without one.
 func (c *Client) svid(ctx context.Context, path string, req any) (*SVIDAnswer, error) {
 	out := new(SVIDAnswer)
-	if err := c.Do(ctx, http.MethodPost, path, req, out); err != nil {
+	server, err := c.do(ctx, http.MethodPost, path, req, out)
+	if err != nil {
 		return out, err
 	}
+	out.Server = server
 	if out.X509SVID == "" || out.SPIFFEID == "" {
 		return out, fmt.Errorf("client: POST %s: the answer carries no X509-SVID", path)
 	}

@@ -257,42 +257,57 @@ func (c *Client) CloseIdle() { c.http.CloseIdleConnections() }
 // Do sends a JSON request (body nil for none) and decodes a JSON answer
 // into out (nil to discard). A non-2xx answer is returned as *Problem.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	_, err := c.do(ctx, method, path, body, out)
+	return err
+}
+
+// do is Do, and returns the certificate chain the authority presented
+// on the connection that answered.
+func (c *Client) do(ctx context.Context, method, path string, body, out any) ([]*x509.Certificate, error) {
 	var b []byte
 	if body != nil {
 		var err error
 		if b, err = json.Marshal(body); err != nil {
-			return fmt.Errorf("client: encode request: %w", err)
+			return nil, fmt.Errorf("client: encode request: %w", err)
 		}
 	}
-	status, answer, err := c.send(ctx, method, path, b)
+	a, err := c.send(ctx, method, path, b)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if out == nil || status == http.StatusNoContent {
-		return nil
+	if out == nil || a.status == http.StatusNoContent {
+		return a.server, nil
 	}
-	if len(answer) == 0 {
-		return fmt.Errorf("client: %s %s: the answer (%d) is empty", method, path, status)
+	if len(a.body) == 0 {
+		return nil, fmt.Errorf("client: %s %s: the answer (%d) is empty", method, path, a.status)
 	}
-	if err := json.Unmarshal(answer, out); err != nil {
-		return fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
+	if err := json.Unmarshal(a.body, out); err != nil {
+		return nil, fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
 	}
-	return nil
+	return a.server, nil
+}
+
+// answer is a 2xx answer: its status, its whole body, and the
+// certificate chain the authority presented on its connection.
+type answer struct {
+	status int
+	body   []byte
+	server []*x509.Certificate
 }
 
 // GetRaw fetches path and returns the answer's bytes as they are (for
 // answers that are not JSON, such as a signed checkpoint). A non-2xx answer
 // is returned as *Problem.
 func (c *Client) GetRaw(ctx context.Context, path string) ([]byte, error) {
-	_, answer, err := c.send(ctx, http.MethodGet, path, nil)
-	return answer, err
+	a, err := c.send(ctx, http.MethodGet, path, nil)
+	return a.body, err
 }
 
 // send makes one call (body, when not nil, is JSON) and returns a 2xx
-// answer's status and whole body: an answer larger than maxAnswer, or one
-// cut short (the connection closed, the call's time up), is an error,
-// never a prefix taken for the whole. A non-2xx answer is a *Problem.
-func (c *Client) send(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+// answer: an answer larger than maxAnswer, or one cut short (the
+// connection closed, the call's time up), is an error, never a prefix
+// taken for the whole. A non-2xx answer is a *Problem.
+func (c *Client) send(ctx context.Context, method, path string, body []byte) (answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var rd io.Reader
@@ -301,14 +316,14 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte) (in
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return 0, nil, fmt.Errorf("client: %w", err)
+		return answer{}, fmt.Errorf("client: %w", err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, c.callError(method, path, err)
+		return answer{}, c.callError(method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
@@ -317,15 +332,19 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte) (in
 		err = ctx.Err()
 	}
 	if err != nil {
-		return 0, nil, fmt.Errorf("client: %s %s: read answer: %w", method, path, err)
+		return answer{}, fmt.Errorf("client: %s %s: read answer: %w", method, path, err)
 	}
 	if len(b) > maxAnswer {
-		return 0, nil, fmt.Errorf("client: %s %s: the answer (%d) is larger than %d bytes", method, path, resp.StatusCode, maxAnswer)
+		return answer{}, fmt.Errorf("client: %s %s: the answer (%d) is larger than %d bytes", method, path, resp.StatusCode, maxAnswer)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		return 0, nil, problemFrom(resp.StatusCode, b)
+		return answer{}, problemFrom(resp.StatusCode, b)
 	}
-	return resp.StatusCode, b, nil
+	a := answer{status: resp.StatusCode, body: b}
+	if resp.TLS != nil {
+		a.server = resp.TLS.PeerCertificates
+	}
+	return a, nil
 }
 
 // callError says why a call got no answer: the call and the URL once

@@ -51,7 +51,9 @@ func (c *Client) AnswerTPMChallenge(ctx context.Context, sessionID string, ev TP
 	req := map[string]any{"session_id": sessionID, "secret": enc(ev.Secret), "quote": enc(ev.Quote),
 		"signature": enc(ev.Signature), "pcrs": map[string]any{"sha256": pcrs}, "csr": string(csrPEM)}
 	out := new(SVIDAnswer)
-	return out, c.Do(ctx, http.MethodPost, "/v1/nodes/attest/tpm/verify", req, out)
+	server, err := c.do(ctx, http.MethodPost, "/v1/nodes/attest/tpm/verify", req, out)
+	out.Server = server
+	return out, err
 }
 
 // TPM is what AttestTPM needs of a device (tpmdevice.Device has it).

@@ -404,8 +404,9 @@ func joinNodeID(td spiffeid.TrustDomain) wantID {
 // saveAnswer writes an SVID answer as a credential directory: the chain,
 // the key, the own trust domain's roots, and every bundle as bundles.json.
 // Only an X509-SVID of the identity the answer names, which is one
-// asked for (want), in td, that the answer's own bundle of td verifies
-// is written: anything else would be a credential other than the one
+// asked for (want), in td, that the answer's own bundle of td verifies,
+// and that bundle authenticating the authority that answered, is
+// written: anything else would be a credential other than the one
 // reported or asked for (a join answered with an administrator's SVID),
 // or none that works.
 func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffeid.TrustDomain, want wantID) error {
@@ -435,6 +436,15 @@ func saveAnswer(dir string, ans *client.SVIDAnswer, key crypto.Signer, td spiffe
 	}
 	if id.String() != ans.SPIFFEID || !want.ok(id) {
 		return fmt.Errorf("the authority's answer names %s and carries a certificate of %s, asked for %s: nothing written", client.Printable(ans.SPIFFEID), id, want.name)
+	}
+	// The bundle written is the one the credential reaches the
+	// authority with from now on (a renewal, an agent's SVID): one that
+	// does not authenticate the authority that sent it would cut the
+	// node off.
+	if len(ans.Server) > 0 {
+		if _, _, err := x509svid.Verify(ans.Server, x509bundle.FromX509Authorities(td, own.X509Authorities())); err != nil {
+			return fmt.Errorf("the authority's answer: its trust bundle does not authenticate the authority's own certificate (%w), so the credential could not reach it again: nothing written", err)
+		}
 	}
 	if err := credfile.Write(credfile.In(dir), chain, key, own.X509Authorities()); err != nil {
 		return err

@@ -66,8 +66,8 @@ func (p *joinPKI) sign(t *testing.T, id string, pub any, nb, na time.Time) *x509
 // authority of org-a.example, whose server certificate p signs, and
 // returns its URL and a bundle file of p's root. It answers with the
 // certificate answer makes for the CSR's key, naming answer's ID, and
-// with the bundle of p's root (answerCA's instead, when not nil).
-func joinAuthority(t *testing.T, p, answerCA *joinPKI, answer func(pub any) (id string, cert *x509.Certificate)) (string, string) {
+// with a bundle of roots (nil: p's root).
+func joinAuthority(t *testing.T, p *joinPKI, roots []*x509.Certificate, answer func(pub any) (id string, cert *x509.Certificate)) (string, string) {
 	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString("org-a.example")
 	h := func(w http.ResponseWriter, r *http.Request) {
@@ -83,9 +83,8 @@ func joinAuthority(t *testing.T, p, answerCA *joinPKI, answer func(pub any) (id 
 			return
 		}
 		id, cert := answer(csr.PublicKey)
-		roots := []*x509.Certificate{p.root}
-		if answerCA != nil {
-			roots = []*x509.Certificate{answerCA.root}
+		if roots == nil {
+			roots = []*x509.Certificate{p.root}
 		}
 		doc, err := spiffebundle.FromX509Authorities(td, roots).Marshal()
 		if err != nil {
@@ -143,6 +142,40 @@ func TestNodeJoinWritesOnlyAJoinNodeCredential(t *testing.T) {
 			}
 			if !tc.refuse && (err != nil || statErr != nil) {
 				t.Errorf("node join answered with %s = %v (svid.pem: %v), want the credential written", tc.id, err, statErr)
+			}
+		})
+	}
+}
+
+// node join writes no credential whose trust bundle would not
+// authenticate the authority that answered: the node could not reach it
+// again (node run, svid x509). A bundle of the authority's new CA beside
+// the one its certificate is of (a CA rotation) is written.
+func TestNodeJoinKeepsABundleThatReachesTheAuthority(t *testing.T) {
+	p, next := newJoinPKI(t), newJoinPKI(t)
+	const id = "spiffe://org-a.example/node/join/0123456789abcdef"
+	cases := []struct {
+		name   string
+		roots  []*x509.Certificate
+		refuse bool
+	}{
+		{"only another CA", []*x509.Certificate{next.root}, true},
+		{"the authority's CA and a new one", []*x509.Certificate{p.root, next.root}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			url, bundle := joinAuthority(t, p, tc.roots, func(pub any) (string, *x509.Certificate) {
+				return id, next.sign(t, id, pub, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+			})
+			out := filepath.Join(t.TempDir(), "node")
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), []string{"node", "join", "--server", url, "--bundle", bundle, "--token", "tok", "--out", out}, &stdout, &stderr)
+			_, statErr := os.Stat(filepath.Join(out, "bundle.pem"))
+			if tc.refuse && (err == nil || !strings.Contains(err.Error(), "nothing written") || statErr == nil) {
+				t.Errorf("node join answered with a bundle of %s = %v (bundle.pem written: %v), want it refused, nothing written", tc.name, err, statErr == nil)
+			}
+			if !tc.refuse && (err != nil || statErr != nil) {
+				t.Errorf("node join answered with a bundle of %s = %v (bundle.pem: %v), want the credential written", tc.name, err, statErr)
 			}
 		})
 	}
