@@ -272,7 +272,7 @@ func TestCLIAdminCommands(t *testing.T) {
 	}{
 		{[]string{"admin", "agent", "show", "0123456789abcdef"}, `404 Not found: agent "0123456789abcdef" (https://mandate.dev/problems/not-found)`},
 		{[]string{"admin", "agent", "list", "--creds", "agent"}, "403 Forbidden: spiffe://mandate.localhost/agent/a1 has role agent; this needs admin (https://mandate.dev/problems/forbidden)"},
-		{[]string{"node", "join", "--token", "not-a-token", "--bundle", "mandate-data/admin/bundle.pem", "--out", "unknown"}, "403 Join token unknown (https://mandate.dev/problems/join-token-unknown)"},
+		{[]string{"node", "join", "--token", "not-a-token", "--bundle", "mandate-data/admin/bundle.pem", "--out", "unknown"}, "403 Join token unknown (https://mandate.dev/problems/join-token-unknown): ask an administrator for a new join token (mandate admin join-token create)"},
 	} {
 		if _, err := cli(t, url, dir, tc.args...); err == nil || err.Error() != tc.want {
 			t.Errorf("mandate %s = %v, want the error %q", strings.Join(tc.args, " "), err, tc.want)

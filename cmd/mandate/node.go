@@ -128,7 +128,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	ans, err := c.Join(ctx, token, csr)
 	if err != nil {
-		return err
+		return joinRefused(err)
 	}
 	if err := saveAnswer(out, ans, key, c.TrustDomain(), joinNodeID(c.TrustDomain())); err != nil {
 		return err
@@ -139,6 +139,18 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})
+}
+
+// joinRefused is err, the authority's answer to a join, saying what to
+// do when the token itself was refused (unknown, used, expired or
+// withdrawn): a token joins one host, once, while it is valid; no
+// other try with it will do.
+func joinRefused(err error) error {
+	var p *client.Problem
+	if errors.As(err, &p) && strings.HasPrefix(p.Name(), "join-token-") {
+		return fmt.Errorf("%w: ask an administrator for a new join token (mandate admin join-token create)", err)
+	}
+	return err
 }
 
 // pendingJoin reports how the credential in dir stands to the key a join

@@ -180,3 +180,43 @@ func TestNodeJoinKeepsABundleThatReachesTheAuthority(t *testing.T) {
 		})
 	}
 }
+
+// A join refused for its token (used, unknown, withdrawn) says what to
+// do: no other try with that token will do.
+func TestNodeJoinRefusedTokenSaysWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	create := func() (token, id string) {
+		out, err := cli(t, url, dir, "admin", "join-token", "create")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok struct{ Token, ID string }
+		if err := json.Unmarshal([]byte(out), &tok); err != nil {
+			t.Fatal(err)
+		}
+		return tok.Token, tok.ID
+	}
+	used, _ := create()
+	if _, err := cli(t, url, dir, "node", "join", "--token", used, "--out", "first"); err != nil {
+		t.Fatal(err)
+	}
+	withdrawn, id := create()
+	if _, err := cli(t, url, dir, "admin", "join-token", "withdraw", id); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ name, token, problem string }{
+		{"used", used, "join-token-used"},
+		{"unknown", "no-such-token", "join-token-unknown"},
+		{"withdrawn", withdrawn, "join-token-withdrawn"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := cli(t, url, dir, "node", "join", "--token", tc.token, "--out", tc.name)
+			if err == nil || !strings.Contains(err.Error(), tc.problem) || !strings.Contains(err.Error(), "mandate admin join-token create") {
+				t.Errorf("node join with a %s token = %v, want %s saying to ask for a new token", tc.name, err, tc.problem)
+			}
+		})
+	}
+}
