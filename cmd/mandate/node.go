@@ -128,7 +128,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	ans, err := c.Join(ctx, token, csr)
 	if err != nil {
-		return joinRefused(err)
+		return joinError(err, pending)
 	}
 	if err := saveAnswer(out, ans, key, c.TrustDomain(), joinNodeID(c.TrustDomain())); err != nil {
 		return err
@@ -141,16 +141,21 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})
 }
 
-// joinRefused is err, the authority's answer to a join, saying what to
-// do when the token itself was refused (unknown, used, expired or
-// withdrawn): a token joins one host, once, while it is valid; no
-// other try with it will do.
-func joinRefused(err error) error {
+// joinError is err, a join that failed, saying what to do: for a token
+// the authority refused (unknown, used, expired or withdrawn), ask for
+// a new one, as a token joins one host, once, while it is valid; for a
+// join that got no answer (the connection cut, the call's time up), run
+// it again, as the authority may have taken the token, and answers
+// again a join asked with it and the key kept in pending (join.key).
+func joinError(err error, pending string) error {
 	var p *client.Problem
-	if errors.As(err, &p) && strings.HasPrefix(p.Name(), "join-token-") {
+	switch {
+	case errors.As(err, &p) && strings.HasPrefix(p.Name(), "join-token-"):
 		return fmt.Errorf("%w: ask an administrator for a new join token (mandate admin join-token create)", err)
+	case errors.As(err, &p):
+		return err
 	}
-	return err
+	return fmt.Errorf("%w: if the authority got the join, it may have taken the token: run the same command again while the token is valid (%s keeps the key it joins with)", err, pending)
 }
 
 // pendingJoin reports how the credential in dir stands to the key a join

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,5 +219,41 @@ func TestNodeJoinRefusedTokenSaysWhatToDo(t *testing.T) {
 				t.Errorf("node join with a %s token = %v, want %s saying to ask for a new token", tc.name, err, tc.problem)
 			}
 		})
+	}
+}
+
+// A join whose answer is lost (the connection cut after the authority
+// got it) says to run the same command again, which asks again with the
+// same key, as the authority answers a join asked again.
+func TestNodeJoinCutShortSaysToRunItAgain(t *testing.T) {
+	p := newJoinPKI(t)
+	const id = "spiffe://org-a.example/node/join/0123456789abcdef"
+	var mu sync.Mutex
+	var keys []string // the keys the joins asked with, PKIX DER
+	url, bundle := joinAuthority(t, p, nil, func(pub any) (string, *x509.Certificate) {
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			t.Error(err)
+		}
+		mu.Lock()
+		keys = append(keys, string(der))
+		first := len(keys) == 1
+		mu.Unlock()
+		if first {
+			panic(http.ErrAbortHandler) // the connection cut before the answer
+		}
+		return id, p.sign(t, id, pub, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+	})
+	args := []string{"node", "join", "--server", url, "--bundle", bundle, "--token", "tok", "--out", filepath.Join(t.TempDir(), "node")}
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), args, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "run the same command again") {
+		t.Fatalf("node join with its answer lost = %v, want it told to run the same command again", err)
+	}
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("the same command again = %v", err)
+	}
+	if len(keys) != 2 || keys[0] != keys[1] {
+		t.Errorf("the join asked again with another key (%d joins): the authority would refuse it", len(keys))
 	}
 }
