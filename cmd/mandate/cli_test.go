@@ -936,8 +936,8 @@ func TestCLINodeRunRenewsAJoinNode(t *testing.T) {
 		t.Errorf("node run without a credential = %v, want it told to join first", err)
 	}
 	var ue usageError
-	if err := run(ctx, []string{"node", "run", "--quiet"}, &out, &errOut); !errors.As(err, &ue) {
-		t.Errorf("node run --quiet without --tpm = %v, want a usage error", err)
+	if err := run(ctx, []string{"node", "run", "--ek", "ecc"}, &out, &errOut); !errors.As(err, &ue) {
+		t.Errorf("node run --ek ecc without --tpm = %v, want a usage error", err)
 	}
 	// A node banned meanwhile: node run stops at once, saying why, rather
 	// than retrying until its credential expires.

@@ -109,7 +109,9 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	cf.registerServer(fs)
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time (an attestation after the node's credential in --out has expired also trusts the bundle.pem that came with it, brought up to date by every renewal; with no --bundle given and no file at its default, that one alone)")
 	fs.StringVar(&ekCertFile, "ek-cert", "", "EK certificate (DER or PEM) from the TPM's manufacturer, if the authority trusts EKs by certificate")
-	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
+	if !loop { // node run prints nothing but its log
+		fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

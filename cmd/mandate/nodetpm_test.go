@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"math/big"
 	"net/url"
 	"os"
@@ -254,4 +255,27 @@ func selfSigned(t *testing.T, uri string, notBefore, notAfter time.Time, isCA bo
 		t.Fatal(err)
 	}
 	return signed{cert, key}
+}
+
+// --quiet is a flag of node attest, which prints the node's identity
+// once; node run prints only its log, and neither offers nor takes it.
+func TestNodeRunHasNoQuietFlag(t *testing.T) {
+	for _, tc := range []struct {
+		cmd   string
+		quiet bool
+	}{{"attest", true}, {"run", false}} {
+		var out, errOut bytes.Buffer
+		_ = run(context.Background(), []string{"node", tc.cmd, "-h"}, &out, &errOut)
+		if listed := strings.Contains(out.String()+errOut.String(), "-quiet"); listed != tc.quiet {
+			t.Errorf("node %s -h lists --quiet: %v, want %v", tc.cmd, listed, tc.quiet)
+		}
+	}
+	var out, errOut bytes.Buffer
+	var ue usageError
+	// Taken, the flag would start the loop, which only ctx stops.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := run(ctx, []string{"node", "run", "--tpm", "simulator", "--quiet", "--out", t.TempDir(), "--server", "https://127.0.0.1:1"}, &out, &errOut); !errors.As(err, &ue) {
+		t.Errorf("node run --tpm simulator --quiet = %v, want a usage error", err)
+	}
 }
