@@ -293,8 +293,11 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 	cf.creds = out
 	for {
 		chain, _, _, err := credfile.Load(credfile.In(out))
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return fmt.Errorf("no node credential in %s (%w): join first (mandate node join --out %s)", out, err, out)
+		case err != nil: // there, but unusable as it is (a key others may read): its error says why
+			return fmt.Errorf("load the node credential in %s: %w", out, err)
 		}
 		id, err := x509svid.IDFromCert(chain[0])
 		switch {

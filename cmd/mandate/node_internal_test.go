@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,8 +11,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
@@ -181,5 +186,39 @@ func TestRenewalWaitIsJittered(t *testing.T) {
 				t.Fatalf("jittered(%s) = %s, want 80 to 100%% of it", d, j)
 			}
 		}
+	}
+}
+
+// node run says why a node credential that is there cannot be used
+// (here a key others may read), not to join first: joining again would
+// make another node.
+func TestNodeRunSaysWhyItsCredentialIsUnusable(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := spiffeid.RequireFromString("spiffe://org-a.example/node/join/0123456789abcdef").URL()
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{id}}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "node")
+	if err := credfile.Write(credfile.In(dir), []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(credfile.In(dir).Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err = run(ctx, []string{"node", "run", "--out", dir, "--server", "https://127.0.0.1:1"}, &out, &errOut)
+	if err == nil || strings.Contains(err.Error(), "join first") || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("node run with a key others may read = %v, want the key's mode said, not to join first", err)
 	}
 }
