@@ -79,10 +79,14 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
 	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json); join.key holds the key until the answer is written: if the answer is lost, or its writing cut short, run the same command again")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseSome(fs, args); err != nil {
 		return err
 	}
 	switch {
+	case fs.NArg() > 0:
+		// Not echoed: it is most likely the token, given without
+		// --token, and errors end up in logs.
+		return usagef("unexpected argument (not shown: it may be a join token): give the token with --token or --token-file; this command takes flags only")
 	case (token == "") == (tokenFile == ""):
 		return usagef("give the join token with --token or --token-file (one of them)")
 	case tokenFile != "":
@@ -93,7 +97,13 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		} else {
 			b, err = os.ReadFile(tokenFile)
 		}
-		if err != nil {
+		var pe *os.PathError
+		switch {
+		case errors.Is(err, os.ErrNotExist) && errors.As(err, &pe):
+			// The name not echoed: it may be the token itself, given to
+			// the wrong flag, and errors end up in logs.
+			return fmt.Errorf("--token-file: %w (the file's name not shown: if it is the token itself, give it with --token)", pe.Err)
+		case err != nil:
 			return fmt.Errorf("--token-file: %w", err)
 		}
 		if token = strings.TrimSpace(string(b)); token == "" {

@@ -257,3 +257,22 @@ func TestNodeJoinCutShortSaysToRunItAgain(t *testing.T) {
 		t.Errorf("the join asked again with another key (%d joins): the authority would refuse it", len(keys))
 	}
 }
+
+// A join token given where node join takes none (as an argument, or as
+// the name of --token-file) is refused without being echoed: errors end
+// up in logs, where a token still valid is anyone's join.
+func TestNodeJoinNeverEchoesAToken(t *testing.T) {
+	const token = "c2VjcmV0LWpvaW4tdG9rZW4tbm90LWEtZmlsZQ"
+	t.Chdir(t.TempDir())
+	for _, args := range [][]string{
+		{"node", "join", token},
+		{"node", "join", "--out", "n", token},
+		{"node", "join", "--token-file", token},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), args, &stdout, &stderr)
+		if err == nil || strings.Contains(err.Error()+stdout.String()+stderr.String(), token) || !strings.Contains(err.Error(), "--token") {
+			t.Errorf("mandate %s = %v (printed %q), want an error that does not echo the token and says to give it with --token", strings.Join(args, " "), err, stdout.String()+stderr.String())
+		}
+	}
+}
