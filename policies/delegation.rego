@@ -19,7 +19,8 @@
 #   purpose:    what for
 # and data:
 #   data.mandate.trust_domain, data.mandate.federated_trust_domains
-#   data.mandate.config.delegation.max_depth, .sensitive_scopes
+#   data.mandate.config.delegation.max_depth (a number), .sensitive_scopes
+#   (a list, [] for none): either one missing or malformed denies
 # The decision is {"allow": bool, "reasons": [strings]}, a reason for
 # every rule that denies; anything else, an error or no answer is a deny.
 package mandate.delegation
@@ -120,9 +121,16 @@ deny contains msg if {
 	msg := sprintf("expiry %v is beyond the parent's %v", [input.exp, input.parent.exp])
 }
 
+# The sensitive scopes are a list ([] for none): anything else (a lone
+# scope written as a string, an object, null, or no entry) would make
+# no scope sensitive, so it denies instead.
+sensitive_scopes := object.get(config, "sensitive_scopes", null)
+
+deny contains "the sensitive scopes are not configured as a list" if not is_array(sensitive_scopes)
+
 sensitive contains s if {
 	some s in input.scopes
-	s in object.get(config, "sensitive_scopes", [])
+	s in sensitive_scopes
 }
 
 deny contains msg if {

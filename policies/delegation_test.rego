@@ -128,3 +128,20 @@ test_malformed_facts_deny if {
 		with data.mandate.federated_trust_domains as ["org-b.example"]
 		with data.mandate.config as {}
 }
+
+test_sensitive_scopes_must_be_configured_as_a_list if {
+	# A sensitive scope from a host that is not hardware-attested.
+	req := object.union(root, {"scopes": ["payments:write"], "delegator": object.union(root.delegator, {"host": {"level": "token"}})})
+	not decide(req).allow
+	every bad in ["payments:write", {"payments:write": true}, null] {
+		d := decide(req) with data.mandate.config.delegation.sensitive_scopes as bad
+		not d.allow
+		"the sensitive scopes are not configured as a list" in d.reasons
+	}
+	d := decide(req) with data.mandate.config.delegation as {"max_depth": 3}
+	not d.allow
+	d.reasons == ["the sensitive scopes are not configured as a list"]
+
+	# None sensitive, said as an empty list.
+	decide(req).allow with data.mandate.config.delegation.sensitive_scopes as []
+}
