@@ -15,7 +15,8 @@
 #   exp:        requested expiry (seconds since the epoch)
 #   parent:     the parent hop, or absent for a root: {id, iss, scopes,
 #               exp, revoked}
-#   chain:      every party and hop above: [{spiffe_id, revoked}]
+#   chain:      every party and hop above: [{spiffe_id, revoked}] ([] for
+#               a root)
 #   purpose:    what for
 # and data:
 #   data.mandate.trust_domain, data.mandate.federated_trust_domains
@@ -102,6 +103,21 @@ deny contains "a hop below the root needs its parent" if {
 	not input.parent
 }
 
+# A parent given (whatever its value) is a hop above: an object, and
+# this hop is below the root.
+parent_given if _ = input.parent
+
+deny contains "the parent hop is not an object" if {
+	parent_given
+	not is_object(input.parent)
+}
+
+deny contains msg if {
+	is_object(input.parent)
+	input.depth < 2
+	msg := sprintf("a hop below a parent has a depth of at least 2, not %v", [input.depth])
+}
+
 deny contains "the maximum chain depth is not configured" if not is_number(object.get(config, "max_depth", null))
 
 deny contains msg if {
@@ -150,7 +166,28 @@ deny contains msg if {
 
 parties contains p if some p in [input.delegator, input.delegatee]
 
-parties contains p if some p in object.get(input, "chain", [])
+# The chain above: a list of parties and hops (objects), which is not
+# empty below the root. A chain missing or malformed would leave the
+# revocations above unjudged.
+chain := object.get(input, "chain", null)
+
+deny contains "the chain above must be a list of parties" if not is_array(chain)
+
+deny contains "the chain above must be a list of parties" if {
+	is_array(chain)
+	some p in chain
+	not is_object(p)
+}
+
+deny contains "a hop below the root needs the chain above it" if {
+	parent_given
+	chain == []
+}
+
+parties contains p if {
+	is_array(chain)
+	some p in chain
+}
 
 name(p) := object.get(p, "spiffe_id", object.get(p, "delegatee", "a party of the chain"))
 

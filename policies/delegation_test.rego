@@ -19,6 +19,14 @@ root := {
 	"chain": [],
 }
 
+# The chain above a hop of depth 2, as Mandate tells it: the parent
+# hop's delegator and delegatee, and the hop itself.
+above := [
+	{"spiffe_id": "spiffe://org-a.example/agent/root", "revoked": false},
+	{"spiffe_id": "spiffe://org-a.example/agent/planner", "revoked": false},
+	{"spiffe_id": "delegation d1 of spiffe://org-a.example", "revoked": false},
+]
+
 decide(req) := d if {
 	d := delegation.decision with input as req with data.mandate.trust_domain as td_data.trust_domain
 		with data.mandate.federated_trust_domains as td_data.federated_trust_domains
@@ -47,20 +55,20 @@ test_scopes_must_be_granted if {
 }
 
 test_sub_delegation_narrows_to_parent_scopes if {
-	hop := object.union(root, {"depth": 2, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000}, "scopes": ["payments:write"]})
+	hop := object.union(root, {"depth": 2, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000}, "chain": above, "scopes": ["payments:write"]})
 	d := decide(hop)
 	not d.allow
 	"scope payments:write is not granted to the delegator" in d.reasons
 }
 
 test_depth_bounded if {
-	d := decide(object.union(root, {"depth": 4, "parent": {"id": "d3", "scopes": ["calendar:read"], "exp": 3000}}))
+	d := decide(object.union(root, {"depth": 4, "parent": {"id": "d3", "scopes": ["calendar:read"], "exp": 3000}, "chain": above}))
 	not d.allow
 	d.reasons == ["chain depth 4 exceeds the maximum of 3"]
 }
 
 test_expiry_not_beyond_parent if {
-	d := decide(object.union(root, {"depth": 2, "exp": 5000, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000}}))
+	d := decide(object.union(root, {"depth": 2, "exp": 5000, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000}, "chain": above}))
 	not d.allow
 	d.reasons == ["expiry 5000 is beyond the parent's 3000"]
 }
@@ -80,7 +88,7 @@ test_revoked_or_banned_anywhere_denies if {
 	d.reasons == ["spiffe://org-a.example/agent/root is revoked"]
 	d2 := decide(object.union(root, {"delegatee": object.union(root.delegatee, {"banned": true})}))
 	d2.reasons == ["spiffe://org-b.example/agent/booker is banned"]
-	d3 := decide(object.union(root, {"depth": 2, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000, "revoked": true}}))
+	d3 := decide(object.union(root, {"depth": 2, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000, "revoked": true}, "chain": above}))
 	d3.reasons == ["the parent delegation is revoked"]
 }
 
@@ -144,4 +152,38 @@ test_sensitive_scopes_must_be_configured_as_a_list if {
 
 	# None sensitive, said as an empty list.
 	decide(req).allow with data.mandate.config.delegation.sensitive_scopes as []
+}
+
+sub := object.union(root, {"depth": 2, "parent": {"id": "d1", "scopes": ["calendar:read"], "exp": 3000}, "chain": above})
+
+test_sub_delegation_allowed if {
+	d := decide(sub)
+	d.allow
+	d.reasons == []
+}
+
+test_the_chain_above_must_be_told if {
+	# Revocations anywhere above are judged on the chain: a hop whose
+	# chain is missing, not a list or empty below the root is not allowed.
+	d := decide(object.remove(sub, ["chain"]))
+	d.reasons == ["the chain above must be a list of parties"]
+	every bad in [null, "spiffe://org-a.example/agent/root", {"spiffe_id": "spiffe://org-a.example/agent/root", "revoked": true}, ["spiffe://org-a.example/agent/root"], [null]] {
+		d2 := decide(object.union(sub, {"chain": bad}))
+		d2.reasons == ["the chain above must be a list of parties"]
+	}
+	d3 := decide(object.union(sub, {"chain": []}))
+	d3.reasons == ["a hop below the root needs the chain above it"]
+	decide(object.union(root, {"chain": []})).allow
+}
+
+test_a_parent_must_be_a_hop_above if {
+	# A hop with a parent is below the root: depth 1 would judge it as a
+	# root (the maximum depth among others).
+	d := decide(object.union(sub, {"depth": 1}))
+	d.reasons == ["a hop below a parent has a depth of at least 2, not 1"]
+	every bad in [null, "d1", ["d1"], false] {
+		d2 := decide(object.union(sub, {"parent": bad}))
+		not d2.allow
+		"the parent hop is not an object" in d2.reasons
+	}
 }
