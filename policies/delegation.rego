@@ -83,7 +83,7 @@ deny contains msg if {
 
 deny contains "scopes must be a non-empty list" if not is_array(object.get(input, "scopes", null))
 
-deny contains "scopes must be a non-empty list" if count(object.get(input, "scopes", [])) == 0
+deny contains "scopes must be a non-empty list" if input.scopes == []
 
 deny contains "the delegator's granted scopes are unknown" if not is_array(granted)
 
@@ -128,7 +128,7 @@ deny contains msg if {
 deny contains "the expiry must be a number" if not is_number(object.get(input, "exp", null))
 
 deny contains "the parent's expiry must be a number" if {
-	input.parent
+	is_object(input.parent)
 	not is_number(object.get(input.parent, "exp", null))
 }
 
@@ -151,7 +151,7 @@ sensitive contains s if {
 
 deny contains msg if {
 	count(sensitive) > 0
-	level := object.get(input.delegator, ["host", "level"], "unknown")
+	level := object.get(input, ["delegator", "host", "level"], "unknown")
 	level != "hardware"
 	msg := sprintf("sensitive scopes %v need a hardware-attested host (the delegator's is %v)", [sort(sensitive), level])
 }
@@ -159,12 +159,15 @@ deny contains msg if {
 deny contains msg if {
 	count(sensitive) > 0
 	input.delegatee.host
-	level := object.get(input.delegatee, ["host", "level"], "unknown")
+	level := object.get(input, ["delegatee", "host", "level"], "unknown")
 	level != "hardware"
 	msg := sprintf("sensitive scopes %v need a hardware-attested host (the delegatee's is %v)", [sort(sensitive), level])
 }
 
-parties contains p if some p in [input.delegator, input.delegatee]
+# Each one on its own: one missing does not hide the other.
+parties contains input.delegator
+
+parties contains input.delegatee
 
 # The chain above: a list of parties and hops (objects), which is not
 # empty below the root. A chain missing or malformed would leave the

@@ -258,6 +258,67 @@ func TestShippedDelegationDecision(t *testing.T) {
 	}
 }
 
+// TestShippedDelegationReasonsForMalformedFacts: a hop whose facts are
+// missing or of the wrong type is denied by the shipped policy with its
+// own reasons, not with a builtin's type error (Decide evaluates with
+// strict builtin errors), and a party's revocation is said whatever else
+// is missing.
+func TestShippedDelegationReasonsForMalformedFacts(t *testing.T) {
+	e := newEngine(t, policy.Options{})
+	ctx := context.Background()
+	if err := e.SetData(ctx, "trust_domain", "org-a.example"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetData(ctx, "federated_trust_domains", []string{"org-b.example"}); err != nil {
+		t.Fatal(err)
+	}
+	hop := func(change map[string]any) map[string]any {
+		h := map[string]any{
+			"delegator": map[string]any{"spiffe_id": "spiffe://org-a.example/agent/p", "trust_domain": "org-a.example",
+				"scopes": []string{"calendar:read"}, "host": map[string]any{"level": "hardware"}},
+			"delegatee": map[string]any{"spiffe_id": "spiffe://org-b.example/agent/b", "trust_domain": "org-b.example"},
+			"principal": "alice", "scopes": []string{"calendar:read"}, "depth": 1, "exp": 100, "chain": []any{},
+		}
+		for k, v := range change {
+			if v == nil {
+				delete(h, k)
+			} else {
+				h[k] = v
+			}
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name   string
+		input  map[string]any
+		reason string
+	}{
+		{"scopes null", hop(map[string]any{"scopes": []string(nil)}), "scopes must be a non-empty list"},
+		{"parent a string", hop(map[string]any{"depth": 2, "parent": "d1", "chain": []any{map[string]any{"spiffe_id": "x", "revoked": false}}}),
+			"the parent hop is not an object"},
+		{"no delegator, the delegatee revoked", hop(map[string]any{"delegator": nil,
+			"delegatee": map[string]any{"spiffe_id": "spiffe://org-b.example/agent/b", "trust_domain": "org-b.example", "revoked": true}}),
+			"spiffe://org-b.example/agent/b is revoked"},
+		{"a sensitive scope, the delegator a string", hop(map[string]any{"delegator": "spiffe://org-a.example/agent/p",
+			"scopes": []string{"payments:write"}}),
+			`sensitive scopes ["payments:write"] need a hardware-attested host (the delegator's is unknown)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := e.Decide(ctx, policy.PointDelegation, tc.input)
+			if d.Allow || d.Err != nil {
+				t.Fatalf("Decide = allow %v, err %v (reasons %q); want a deny with the policy's reasons", d.Allow, d.Err, d.Reasons)
+			}
+			found := false
+			for _, r := range d.Reasons {
+				found = found || r == tc.reason
+			}
+			if !found {
+				t.Fatalf("reasons %q; want among them %q", d.Reasons, tc.reason)
+			}
+		})
+	}
+}
+
 // TestReplayWithRecordedTime: a decision that reads the clock gives the
 // same answer when evaluated again with its recorded evaluation time.
 func TestReplayWithRecordedTime(t *testing.T) {
