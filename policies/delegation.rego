@@ -48,21 +48,31 @@ granted := input.delegator.scopes if not input.parent
 # its negation: fields are read with object.get and a default, so that a
 # missing one is caught, not skipped.
 
-# The delegatee's trust domain: as given, or read from its SPIFFE ID.
-delegatee_td := input.delegatee.trust_domain
+# The delegatee's trust domain: as given (a string), or, when none is
+# given, read from its SPIFFE ID. One given of another type (false,
+# null, a number) is unknown: the two rules never both apply (which
+# would be a conflict, an evaluation error).
+delegatee_td := input.delegatee.trust_domain if is_string(input.delegatee.trust_domain)
 
 delegatee_td := td if {
-	not input.delegatee.trust_domain
-	startswith(input.delegatee.spiffe_id, "spiffe://")
+	is_object(input.delegatee)
+	not "trust_domain" in object.keys(input.delegatee)
+	spiffe_id(input.delegatee.spiffe_id)
 	td := split(trim_prefix(input.delegatee.spiffe_id, "spiffe://"), "/")[0]
+}
+
+# A party is named by its SPIFFE ID: a string of the spiffe scheme.
+spiffe_id(id) if {
+	is_string(id)
+	startswith(id, "spiffe://")
 }
 
 # Every rule below denies unless the facts it needs are there and well
 # formed: what is not known is not allowed.
 
-deny contains "no delegator in the request" if not input.delegator.spiffe_id
+deny contains "no delegator in the request" if not spiffe_id(object.get(input, ["delegator", "spiffe_id"], null))
 
-deny contains "no delegatee in the request" if not input.delegatee.spiffe_id
+deny contains "no delegatee in the request" if not spiffe_id(object.get(input, ["delegatee", "spiffe_id"], null))
 
 deny contains "the delegatee's trust domain is unknown" if not delegatee_td
 

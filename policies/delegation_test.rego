@@ -187,3 +187,26 @@ test_a_parent_must_be_a_hop_above if {
 		"the parent hop is not an object" in d2.reasons
 	}
 }
+
+test_parties_need_spiffe_ids if {
+	# A party whose SPIFFE ID is null, empty or of another type is not
+	# known: the hop is not allowed.
+	every bad in [null, "", "planner", 1, true, [], {}] {
+		d := decide(object.union(root, {"delegator": object.union(root.delegator, {"spiffe_id": bad})}))
+		not d.allow
+		"no delegator in the request" in d.reasons
+		d2 := decide(object.union(root, {"delegatee": object.union(root.delegatee, {"spiffe_id": bad})}))
+		not d2.allow
+		"no delegatee in the request" in d2.reasons
+	}
+}
+
+test_delegatee_trust_domain_of_another_type if {
+	# Not a conflict between the trust domain given and the one read
+	# from the SPIFFE ID (an evaluation error): a trust domain unknown.
+	every bad in [false, null, 1, ["org-b.example"]] {
+		d := decide(object.union(root, {"delegatee": object.union(root.delegatee, {"trust_domain": bad})}))
+		not d.allow
+		d.reasons == ["the delegatee's trust domain is unknown"]
+	}
+}
