@@ -19,9 +19,16 @@ default allow := false
 
 allow if count(deny) == 0
 
-deny contains "no registered agent in the request" if not input.agent.spiffe_id
+# The agent and the node are named by their SPIFFE IDs: strings of the
+# spiffe scheme (null, "" or another type names no one).
+spiffe_id(id) if {
+	is_string(id)
+	startswith(id, "spiffe://")
+}
 
-deny contains "no hosting node in the request" if not input.node.spiffe_id
+deny contains "no registered agent in the request" if not spiffe_id(object.get(input, ["agent", "spiffe_id"], null))
+
+deny contains "no hosting node in the request" if not spiffe_id(object.get(input, ["node", "spiffe_id"], null))
 
 deny contains msg if {
 	input.node.banned

@@ -53,3 +53,14 @@ test_missing_facts_deny if {
 	d.reasons == ["no hosting node in the request", "no registered agent in the request"]
 	not issuance.allow with input as {"agent": agent}
 }
+
+test_agent_and_node_need_spiffe_ids if {
+	# A SPIFFE ID that is null, empty or of another type names no one.
+	every bad in [null, "", "agent-a", 1, true, [], {}] {
+		d := issuance.decision with input as {"agent": object.union(agent, {"spiffe_id": bad}), "node": token_node}
+		d.reasons == ["no registered agent in the request"]
+		d2 := issuance.decision with input as {"agent": agent, "node": object.union(token_node, {"spiffe_id": bad})}
+		not d2.allow
+		"no hosting node in the request" in d2.reasons
+	}
+}
