@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,8 +20,9 @@ import (
 // that passes every request through and lets a test edit the members
 // of the status answers.
 type statusFront struct {
-	url  string
-	edit atomic.Pointer[func(members map[string]any)]
+	url   string
+	edit  atomic.Pointer[func(members map[string]any)]
+	route atomic.Pointer[func(path string) string]
 }
 
 func newStatusFront(t *testing.T, peer *env) *statusFront {
@@ -40,7 +42,11 @@ func newStatusFront(t *testing.T, peer *env) *statusFront {
 	f := &statusFront{url: "https://" + ln.Addr().String()}
 	up := peer.rawClient(nil, nil)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, peer.url+r.URL.RequestURI(), r.Body)
+		uri := r.URL.RequestURI()
+		if route := f.route.Load(); route != nil {
+			uri = (*route)(uri)
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, peer.url+uri, r.Body)
 		req.Header = r.Header.Clone()
 		resp, err := up.Do(req)
 		if err != nil {
@@ -75,6 +81,16 @@ func (f *statusFront) editAnswers(edit func(members map[string]any)) {
 		return
 	}
 	f.edit.Store(&edit)
+}
+
+// routeRequests makes front ask peer for route(URI) where it is asked
+// for URI (nil: as asked).
+func (f *statusFront) routeRequests(route func(uri string) string) {
+	if route == nil {
+		f.route.Store(nil)
+		return
+	}
+	f.route.Store(&route)
 }
 
 // frontedPeers are org-a, federated with org-b through a statusFront,
@@ -168,5 +184,51 @@ func TestPeerRevocationIsFinal(t *testing.T) {
 	}
 	if _, p := orgA.delegate(hops.helper, delegateReq{delegatee: last, scopes: []string{"calendar:read"}, parent: hops.t1}); p == nil || p.Name() != "delegation-revoked" {
 		t.Errorf("after a restart, extending the hop its issuer said was revoked: %+v, want delegation-revoked", p)
+	}
+}
+
+// A hostile peer that gives its hop the id of a hop of org-a above it
+// (ids are unique per issuer only): org-a's hop below it is still found
+// below org-a's, and revoking org-a's hop revokes it, in the answer and
+// in its record.
+func TestRevocationReachesHopsBelowAPeerHopReusingAnID(t *testing.T) {
+	orgA, orgB := start(t, "org-a.example"), start(t, "org-b.example")
+	orgB.federate(orgA)
+	front := newStatusFront(t, orgB)
+	orgA.federateVia(orgB, front.url)
+	helper, worker, t2 := backThroughOrgB(t, orgA, orgB)
+	honest, err := delegation.Verify(t2, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootID, realID := honest[0].ID, honest[1].ID
+	// org-b re-signs its hop under org-a's root's id, and answers for it
+	// as for its hop.
+	reused := reSigned(t, orgB, t2, func(c *delegation.Claims) { c.ID = rootID })
+	front.routeRequests(func(uri string) string {
+		return strings.Replace(uri, "/v1/delegations/"+rootID+"/", "/v1/delegations/"+realID+"/", 1)
+	})
+	front.editAnswers(func(m map[string]any) {
+		if m["id"] == realID {
+			m["id"] = rootID
+		}
+	})
+	t3 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: reused})
+	chain, err := delegation.Verify(t3, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil || len(chain) != 3 || chain[0].ID != chain[1].ID || chain[0].Issuer == chain[1].Issuer {
+		t.Fatalf("chain: %v %v", chain, err)
+	}
+	var out struct{ Revoked []string }
+	if err := orgA.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": rootID, "reason": "withdrawn"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(out.Revoked, chain[2].ID) {
+		t.Errorf("revoking %s revoked %v, not org-a's hop %s below org-b's hop of the same id", rootID, out.Revoked, chain[2].ID)
+	}
+	// Revoked by that revocation, not found revoked later by the server.
+	var st map[string]any
+	if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[2].ID+"/status", nil, &st); err != nil ||
+		st["status"] != "revoked" || st["reason"] != "withdrawn" {
+		t.Errorf("status of org-a's hop below the revoked root: %v %v, want revoked for the reason given", st, err)
 	}
 }

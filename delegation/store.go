@@ -143,8 +143,11 @@ func Put(tx store.Tx, r *Record) error {
 		}
 	}
 	for _, an := range r.Ancestors {
-		if an.Issuer != r.Issuer || an.ID == r.ParentID {
-			continue // another authority's hop is revoked there; the parent is indexed above
+		if an.Issuer != r.Issuer || an.Issuer == r.ParentIssuer && an.ID == r.ParentID {
+			// Another authority's hop is revoked there; the parent is
+			// indexed above. Ids are unique per issuer only: another
+			// authority's parent may have the id of one of ours above it.
+			continue
 		}
 		if err := tx.Put(BucketChildren, childKey(an.Issuer, an.ID, r.ID), []byte{}); err != nil {
 			return err
