@@ -106,6 +106,20 @@ func TestCLIDelegationChain(t *testing.T) {
 	if strings.Contains(tree, "REVOKED") {
 		t.Fatalf("audit chain shows a revocation before any:\n%s", tree)
 	}
+	// The token given in place of its id (delegate request prints both)
+	// is a bearer credential: refused, and shown nowhere, neither in an
+	// authority's refusal nor in the error of a call that found no
+	// authority (which names the URL it asked).
+	tb, err := os.ReadFile(t2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(tb))
+	for _, at := range []string{urlB, "https://" + freeAddr(t)} {
+		if out, err := cli(t, at, dirB, "audit", "chain", token); err == nil || strings.Contains(err.Error()+out, token) {
+			t.Errorf("audit chain TOKEN (at %s) = %v, want it refused without the token", at, err)
+		}
+	}
 	// The auditor remembers both logs' latest checkpoints (in the working
 	// directory): every later run proves each log consistent with them.
 	if mem, err := os.ReadDir("mandate-audit.logs"); err != nil || len(mem) != 2 ||
