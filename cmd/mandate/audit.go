@@ -30,6 +30,7 @@ import (
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/delegation"
 )
 
 const auditUsage = `Usage: mandate audit <command> [flags]
@@ -187,6 +188,12 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	})
 	if empty != nil {
 		return empty
+	}
+	// Checked here, and not repeated: given in place of the id, the
+	// token itself (a bearer credential) would otherwise be sent in a
+	// URL and shown again in the error of a call that found no authority.
+	if f.q.delegation != "" && !delegation.ValidID(f.q.delegation) {
+		return usagef("--delegation-id is the delegation's id (its token's jti: 1 to %d characters of A-Z a-z 0-9 . _ -), not the token", delegation.MaxIDLen)
 	}
 	if operand == "" {
 		if err := noArgs(rest); err != nil {

@@ -119,6 +119,9 @@ func TestCLIDelegationChain(t *testing.T) {
 		if out, err := cli(t, at, dirB, "audit", "chain", token); err == nil || strings.Contains(err.Error()+out, token) {
 			t.Errorf("audit chain TOKEN (at %s) = %v, want it refused without the token", at, err)
 		}
+		if out, err := cli(t, at, dirB, "audit", "search", "--delegation-id", token); err == nil || strings.Contains(err.Error()+out, token) {
+			t.Errorf("audit search --delegation-id TOKEN (at %s) = %v, want it refused without the token", at, err)
+		}
 	}
 	// The auditor remembers both logs' latest checkpoints (in the working
 	// directory): every later run proves each log consistent with them.
