@@ -36,7 +36,10 @@
 //     parse, empty bundle, OnUpdate) the last-known bundle keeps being
 //     served, the error is recorded in Status, and the refresh is retried
 //     with exponential backoff (Config.RetryBackoff doubling, capped at
-//     Config.DefaultRefresh). A fetched bundle with no authorities at all
+//     Config.DefaultRefresh and at the refresh interval of the held
+//     bundle, so that a peer that is down is never polled less often than
+//     its refresh hint asks: it may publish new keys on that schedule).
+//     A fetched bundle with no authorities at all
 //     is refused.
 //   - No bundle without authorities is held: Set refuses one, as
 //     ParseBundle does, with ErrNoAuthorities. MarshalBundle encodes a

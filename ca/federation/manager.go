@@ -49,7 +49,8 @@ type Config struct {
 	// system roots.
 	WebRoots *x509.CertPool
 	// DefaultRefresh is the refresh interval for a bundle without a refresh
-	// hint, and the cap of the retry backoff. Default 5m.
+	// hint, and the cap of the retry backoff (which never exceeds the
+	// held bundle's refresh interval either). Default 5m.
 	DefaultRefresh time.Duration
 	// MinRefresh is the floor for a bundle's refresh hint (a hint of 0 is
 	// raised to it). Default 10s, which keeps a peer from making us poll
@@ -61,7 +62,9 @@ type Config struct {
 	MaxRefresh time.Duration
 	// RetryBackoff is the delay before the first retry after a failed
 	// refresh; it doubles with each consecutive failure, capped at
-	// DefaultRefresh. Default 5s.
+	// DefaultRefresh and at the held bundle's refresh interval (a peer
+	// that is down is never polled less often than its hint asks).
+	// Default 5s.
 	RetryBackoff time.Duration
 	// FetchTimeout bounds each fetch (connecting, TLS handshake, request
 	// and reading the whole body), and separately each OnUpdate call.
@@ -387,7 +390,8 @@ func (m *Manager) Refresh(ctx context.Context, td spiffeid.TrustDomain) error {
 // when added by Set, then after its bundle's refresh hint (clamped to
 // [MinRefresh, MaxRefresh]) or DefaultRefresh if there is none. After a
 // failure it is retried after RetryBackoff, doubled for each further
-// consecutive failure and capped at DefaultRefresh; meanwhile the last-known
+// consecutive failure and capped at DefaultRefresh and at the interval the
+// held bundle's refresh hint gives; meanwhile the last-known
 // bundle keeps being served. Relationships are refreshed concurrently, at
 // most one refresh per relationship at a time. Only one Run may be active.
 func (m *Manager) Run(ctx context.Context) error {
@@ -530,7 +534,7 @@ func (m *Manager) refresh(ctx context.Context, e *entry, onlyIfDue bool) error {
 	if err != nil {
 		e.failures++
 		e.lastErr = err.Error()
-		delay := m.backoff(e.failures)
+		delay := min(m.backoff(e.failures), m.interval(e.bundle))
 		if soon { // asked again meanwhile: what failed may hold now
 			delay = 0
 		}

@@ -740,3 +740,38 @@ func TestRefreshSoon(t *testing.T) {
 		t.Errorf("OnUpdate calls = %d, want 2", n)
 	}
 }
+
+// A peer that is down is retried with growing delays, but never less
+// often than its bundle's refresh hint asks: the hint is how soon the peer
+// may publish keys it signs with, and the backoff is only to spare it.
+func TestBackoffNeverExceedsRefreshInterval(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	for _, tt := range []struct {
+		name string
+		hint time.Duration // <0: none
+		want []time.Duration
+	}{
+		{"hint 30s", 30 * time.Second, []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 30 * time.Second, 30 * time.Second}},
+		{"hint 0 (MinRefresh)", 0, []time.Duration{5 * time.Second, 10 * time.Second, 10 * time.Second}},
+		{"no hint (DefaultRefresh)", -1, []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute}},
+		{"hint 2h (MaxRefresh 1h, capped at DefaultRefresh)", 2 * time.Hour, []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startPeer(t, tdB, bundleOf(tdB, 1, tt.hint, caB), caB.serverCert(t, endpointB))
+			p.stop() // down from the start: every refresh fails
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			m := NewManager(Config{Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
+			mustSet(t, m, spiffeRel(p), bundleOf(tdB, 1, tt.hint, caB))
+			for i, want := range tt.want {
+				if err := m.Refresh(context.Background(), tdB); err == nil {
+					t.Fatal("Refresh succeeded with the peer down")
+				}
+				st := mustStatus(t, m, tdB)
+				if got := st.NextRefresh.Sub(st.LastAttempt); got != want {
+					t.Errorf("after %d failures: retry in %v, want %v", i+1, got, want)
+				}
+				now = now.Add(time.Hour)
+			}
+		})
+	}
+}
