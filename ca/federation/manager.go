@@ -559,9 +559,19 @@ func (m *Manager) refresh(ctx context.Context, e *entry, onlyIfDue bool) error {
 	if changed {
 		seq, hasSeq := fetched.SequenceNumber()
 		if held != nil {
-			if oldSeq, ok := held.SequenceNumber(); ok && hasSeq && seq < oldSeq {
+			oldSeq, ok := held.SequenceNumber()
+			switch {
+			case ok && hasSeq && seq < oldSeq:
 				m.cfg.Logger.Warn("federation: fetched bundle has a lower sequence number than the last-known one; accepting it as the peer's current bundle",
 					"trust_domain", td.Name(), "old_sequence", oldSeq, "new_sequence", seq)
+			case ok && hasSeq && seq == oldSeq:
+				// The sequence MUST change whenever the contents do (SPIFFE
+				// Trust Domain and Bundle §4.1.1).
+				m.cfg.Logger.Warn("federation: fetched bundle changed without a new sequence number; accepting it as the peer's current bundle",
+					"trust_domain", td.Name(), "sequence", seq)
+			case ok && !hasSeq:
+				m.cfg.Logger.Warn("federation: fetched bundle has no sequence number, the last-known one had; accepting it as the peer's current bundle",
+					"trust_domain", td.Name(), "old_sequence", oldSeq)
 			}
 		}
 		m.cfg.Logger.Info("federation: bundle updated", "trust_domain", td.Name(),

@@ -775,3 +775,48 @@ func TestBackoffNeverExceedsRefreshInterval(t *testing.T) {
 		})
 	}
 }
+
+// A changed bundle is accepted whatever its sequence number, but one whose
+// sequence number did not move forward is logged as a warning.
+func TestSequenceNotIncreasedWarned(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	for _, tt := range []struct {
+		name     string
+		held     uint64 // 0: none
+		served   uint64 // 0: none
+		wantWarn string // "": no warning
+	}{
+		{"higher", 5, 6, ""},
+		{"lower", 5, 3, "lower sequence number"},
+		{"same", 5, 5, "without a new sequence number"},
+		{"dropped", 5, 0, "has no sequence number"},
+		{"none before", 0, 2, ""},
+		{"none either", 0, 0, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rotated := newTestCA(t, tdB)
+			p := startPeer(t, tdB, bundleOf(tdB, tt.served, -1, caB, rotated), caB.serverCert(t, endpointB))
+			logs := &logBuffer{}
+			cfg := fastConfig()
+			cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			m := NewManager(cfg)
+			mustSet(t, m, spiffeRel(p), bundleOf(tdB, tt.held, -1, caB))
+			if err := m.Refresh(context.Background(), tdB); err != nil {
+				t.Fatalf("Refresh: %v", err)
+			}
+			if got := mustBundle(t, m, tdB); !got.HasX509Authority(rotated.cert) {
+				t.Fatal("the peer's changed bundle was not accepted")
+			}
+			s := logs.String()
+			if tt.wantWarn == "" {
+				if strings.Contains(s, "level=WARN") {
+					t.Fatalf("unexpected warning:\n%s", s)
+				}
+				return
+			}
+			if !strings.Contains(s, "level=WARN") || !strings.Contains(s, tt.wantWarn) {
+				t.Fatalf("no warning %q logged:\n%s", tt.wantWarn, s)
+			}
+		})
+	}
+}
