@@ -601,3 +601,38 @@ func TestConfiguredFederationRestartsWithoutItsBundleFile(t *testing.T) {
 		t.Fatalf("federations after a restart without the bundle file: %v, %v", feds, err)
 	}
 }
+
+// /metrics tells, per federated trust domain, whether its bundle is being
+// fetched: a peer that is down shows its failed refreshes and when its
+// bundle was last fetched, with nothing fetched since the start.
+func TestFederationRefreshMetrics(t *testing.T) {
+	b := start(t, "org-b.example")
+	dataDir := t.TempDir()
+	a := start(t, "org-a.example", func(c *authority.Config) { c.DataDir = dataDir })
+	a.federate(b)
+	waitRefreshed(t, a, b.td)
+	failures := `mandate_federation_bundle_refresh_failures{trust_domain="org-b.example"}`
+	last := `mandate_federation_bundle_last_refresh_timestamp_seconds{trust_domain="org-b.example"}`
+	m := a.metricsOf("mandate_federation_")
+	if f, ok := m[failures]; !ok || f != 0 {
+		t.Errorf("%s = %v (%v), want 0", failures, f, ok)
+	}
+	if ts, ok := m[last]; !ok || ts < float64(a.a.Now().Add(-time.Hour).Unix()) {
+		t.Errorf("%s = %v (%v), want the time of the fetch", last, ts, ok)
+	}
+
+	// Restarted with org-b down: the refresh at start fails.
+	a.stop()
+	b.stop()
+	a = start(t, "org-a.example", func(c *authority.Config) { c.DataDir = dataDir })
+	deadline := time.Now().Add(20 * time.Second)
+	for m = a.metricsOf("mandate_federation_"); m[failures] < 1; m = a.metricsOf("mandate_federation_") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed refresh of org-b in /metrics: %v", m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ts, ok := m[last]; !ok || ts != 0 {
+		t.Errorf("%s = %v (%v), want 0: nothing fetched since the start", last, ts, ok)
+	}
+}

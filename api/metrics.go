@@ -9,6 +9,7 @@ import (
 
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/ca/federation"
 )
 
 // metrics are the server's Prometheus metrics, in a private registry.
@@ -87,6 +88,39 @@ func signingKeyGauges(expiry func() (x509CA, jwtKey time.Time)) []prometheus.Col
 	return []prometheus.Collector{
 		gauge("x509", func() time.Time { x, _ := expiry(); return x }),
 		gauge("jwt", func() time.Time { _, j := expiry(); return j }),
+	}
+}
+
+// federationGauges expose, per federated trust domain, how its bundle
+// refreshes go, so that an alert fires on a peer whose bundle has not
+// been fetched for long (its keys may have rotated since).
+type federationGauges struct {
+	status func() []federation.Status
+}
+
+var (
+	federationFailuresDesc = prometheus.NewDesc("mandate_federation_bundle_refresh_failures",
+		"Consecutive failed refreshes of a federated trust domain's bundle since the last success (0: the last one succeeded). The last bundle fetched is used meanwhile.",
+		[]string{"trust_domain"}, nil)
+	federationSuccessDesc = prometheus.NewDesc("mandate_federation_bundle_last_refresh_timestamp_seconds",
+		"When a federated trust domain's bundle was last fetched successfully, in seconds since the epoch (0: not since the server started).",
+		[]string{"trust_domain"}, nil)
+)
+
+func (g federationGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- federationFailuresDesc
+	ch <- federationSuccessDesc
+}
+
+func (g federationGauges) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range g.status() {
+		td := st.TrustDomain.Name()
+		ch <- prometheus.MustNewConstMetric(federationFailuresDesc, prometheus.GaugeValue, float64(st.ConsecutiveFailures), td)
+		var last float64
+		if !st.LastSuccess.IsZero() {
+			last = float64(st.LastSuccess.Unix())
+		}
+		ch <- prometheus.MustNewConstMetric(federationSuccessDesc, prometheus.GaugeValue, last, td)
 	}
 }
 

@@ -250,6 +250,18 @@ func (a *Authority) SigningExpiry() (x509CA, jwtKey time.Time) {
 // Now is the authority's clock.
 func (a *Authority) Now() time.Time { return a.now() }
 
+// FederationRefreshes is the refresh state of every federation
+// relationship in use, sorted by trust domain.
+func (a *Authority) FederationRefreshes() []federation.Status {
+	out := []federation.Status{}
+	for _, r := range a.fed.Relationships() {
+		if st, ok := a.fed.Status(r.TrustDomain); ok {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
 // Run keeps the CA rotating, federated bundles fresh, the admin credential
 // current and stale join tokens pruned, until ctx is done.
 func (a *Authority) Run(ctx context.Context) error {
