@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ type statusFront struct {
 	url   string
 	edit  atomic.Pointer[func(members map[string]any)]
 	route atomic.Pointer[func(path string) string]
+	hold  atomic.Pointer[func(r *http.Request)]
 }
 
 func newStatusFront(t *testing.T, peer *env) *statusFront {
@@ -42,6 +44,9 @@ func newStatusFront(t *testing.T, peer *env) *statusFront {
 	f := &statusFront{url: "https://" + ln.Addr().String()}
 	up := peer.rawClient(nil, nil)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hold := f.hold.Load(); hold != nil && strings.HasSuffix(r.URL.Path, "/status") {
+			(*hold)(r)
+		}
 		uri := r.URL.RequestURI()
 		if route := f.route.Load(); route != nil {
 			uri = (*route)(uri)
@@ -91,6 +96,84 @@ func (f *statusFront) routeRequests(route func(uri string) string) {
 		return
 	}
 	f.route.Store(&route)
+}
+
+// holdRequests makes front call hold with each status request before it
+// passes it on (nil: pass them at once).
+func (f *statusFront) holdRequests(hold func(r *http.Request)) {
+	if hold == nil {
+		f.hold.Store(nil)
+		return
+	}
+	f.hold.Store(&hold)
+}
+
+// statusHold holds the requests it is given (statusFront.holdRequests)
+// until the test lets them go, and counts them.
+type statusHold struct {
+	t       *testing.T
+	mu      sync.Mutex
+	arrived int           // requests held so far
+	held    int           // requests held now
+	peak    int           // most held at once
+	changed chan struct{} // closed (and replaced) at each arrival
+	all     chan struct{} // closed: every request goes
+	once    sync.Once
+}
+
+// newStatusHold holds requests until the test lets them go, or ends.
+func newStatusHold(t *testing.T) *statusHold {
+	h := &statusHold{t: t, changed: make(chan struct{}), all: make(chan struct{})}
+	t.Cleanup(h.releaseAll)
+	return h
+}
+
+func (h *statusHold) hold(r *http.Request) {
+	h.mu.Lock()
+	h.arrived++
+	h.held++
+	h.peak = max(h.peak, h.held)
+	close(h.changed)
+	h.changed = make(chan struct{})
+	h.mu.Unlock()
+	select {
+	case <-h.all:
+	case <-r.Context().Done(): // its asker gave up
+	}
+	h.mu.Lock()
+	h.held--
+	h.mu.Unlock()
+}
+
+// await waits until n requests have been held.
+func (h *statusHold) await(n int) {
+	h.t.Helper()
+	ctx := ctxT(h.t)
+	for {
+		h.mu.Lock()
+		arrived, changed := h.arrived, h.changed
+		h.mu.Unlock()
+		if arrived >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			h.t.Fatalf("%d requests held, waiting for %d", arrived, n)
+		}
+	}
+}
+
+// releaseAll lets every request go, those to come too.
+func (h *statusHold) releaseAll() {
+	h.once.Do(func() { close(h.all) })
+}
+
+// mostHeld is the most requests held at once so far.
+func (h *statusHold) mostHeld() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.peak
 }
 
 // frontedPeers are org-a, federated with org-b through a statusFront,
@@ -230,5 +313,89 @@ func TestRevocationReachesHopsBelowAPeerHopReusingAnID(t *testing.T) {
 	if err := orgA.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[2].ID+"/status", nil, &st); err != nil ||
 		st["status"] != "revoked" || st["reason"] != "withdrawn" {
 		t.Errorf("status of org-a's hop below the revoked root: %v %v, want revoked for the reason given", st, err)
+	}
+}
+
+// Public status requests for hops of org-a below hops of org-b, a peer
+// that holds its status requests (slow, or hostile): org-a asks org-b at
+// most its share of the requests it asks at once (half), so that the
+// status of a hop below a hop of org-c is still answered while org-b
+// holds every request it was sent; org-b's are answered once let go.
+func TestSlowPeerLeavesStatusSlotsToOthers(t *testing.T) {
+	orgA, orgB, orgC := start(t, "org-a.example"), start(t, "org-b.example"), start(t, "org-c.example")
+	orgB.federate(orgA)
+	orgC.federate(orgA)
+	front := newStatusFront(t, orgB)
+	orgA.federateVia(orgB, front.url)
+	orgA.federate(orgC)
+	helper, worker := orgA.agentWithScopes("helper"), orgA.agentWithScopes("worker")
+	// below issues a hop of peer's booker to helper, and org-a's hop
+	// helper → worker below it; it returns org-a's hop's id.
+	below := func(peer *env, booker identity) string {
+		t.Helper()
+		t1 := peer.mustDelegate(booker, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, principal: "alice"})
+		t2 := orgA.mustDelegate(helper, delegateReq{delegatee: worker, scopes: []string{"calendar:read"}, parent: t1})
+		chain, err := delegation.Verify(t2, orgA.a, delegation.VerifyOptions{AnyHolder: true})
+		if err != nil || len(chain) != 2 {
+			t.Fatalf("chain: %v %v", chain, err)
+		}
+		return chain[1].ID
+	}
+	const all = 16 // as many requests as org-a asks at once
+	bookerB := orgB.agentWithScopes("booker", "calendar:read")
+	var viaB []string
+	for range all {
+		viaB = append(viaB, below(orgB, bookerB))
+	}
+	viaC := below(orgC, orgC.agentWithScopes("booker", "calendar:read"))
+	orgA.skew.Add(int64(10 * time.Second)) // past what org-a remembers of the peers' answers
+
+	public := orgA.client(nil, nil)
+	status := func(id string) (string, error) {
+		var st map[string]any
+		if err := public.Do(ctxT(t), http.MethodGet, "/v1/delegations/"+id+"/status", nil, &st); err != nil {
+			return "", err
+		}
+		s, _ := st["status"].(string)
+		return s, nil
+	}
+	hold := newStatusHold(t)
+	front.holdRequests(hold.hold)
+	type answer struct {
+		id, status string
+		err        error
+	}
+	answers := make(chan answer, len(viaB))
+	for _, id := range viaB {
+		go func() {
+			st, err := status(id)
+			answers <- answer{id, st, err}
+		}()
+	}
+	hold.await(all / 2) // org-b holds its share
+	if st, err := status(viaC); err != nil || st != "active" {
+		t.Errorf("status of org-a's hop below org-c's while org-b holds its requests: %q %v, want active", st, err)
+	}
+	if n := len(answers); n > 0 {
+		t.Errorf("org-c's hop answered after %d of org-b's requests ended unanswered", n)
+	}
+	// Let org-b's requests go, at once (the first have waited since they
+	// came, within org-a's status timeout): org-a asks the rest as those
+	// are answered, never more at once.
+	hold.releaseAll()
+	hold.await(all)
+	if most := hold.mostHeld(); most > all/2 {
+		t.Errorf("org-a had %d status requests at org-b at once, want at most %d", most, all/2)
+	}
+	failed := 0
+	for range viaB {
+		if a := <-answers; a.err != nil || a.status != "active" {
+			if failed++; failed == 1 {
+				t.Errorf("status of org-a's hop %s below org-b's, once org-b answers: %q %v, want active", a.id, a.status, a.err)
+			}
+		}
+	}
+	if failed > 1 {
+		t.Errorf("and %d more of them", failed-1)
 	}
 }

@@ -92,7 +92,7 @@ type Options struct {
 // have defaults set and be valid.
 func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 	a := &Authority{cfg: cfg, log: opts.Logger, now: opts.Now, pending: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
-	a.remote.sem = make(chan struct{}, maxRemoteFetches)
+	a.remote.slots.all = make(chan struct{}, maxRemoteFetches)
 	a.remote.life, a.remote.end = context.WithCancel(context.Background())
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)

@@ -72,9 +72,11 @@ func refsOf(chain []*delegation.Claims) []askedHop {
 // relies on an active answer asked for less than maxAge ago, on a
 // failure less than remoteFailureTTL ago, shares one request among
 // concurrent callers for the same hop, and asks at most
-// maxRemoteFetches at once: public requests cannot make it hammer
-// another authority. A hop that cannot be asked is an error: nothing is
-// assumed of it.
+// maxRemoteFetches at once, at most maxRemoteFetchesPerPeer of them of
+// one authority: public requests cannot make it hammer another
+// authority, and one slow or hostile authority cannot hold every slot
+// and starve the status of hops below the others'. A hop that cannot be
+// asked is an error: nothing is assumed of it.
 func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge time.Duration) (map[hopRef]remoteHop, error) {
 	out := map[hopRef]remoteHop{}
 	var feds map[string]*Federation
@@ -144,12 +146,11 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 		// The fetch is shared by every caller asking meanwhile, and
 		// remembered.
 		v, err := a.remote.shared(ctx, r.key(), 2*delegation.StatusTimeout, func(fctx context.Context) (any, error) {
-			select {
-			case a.remote.sem <- struct{}{}:
-				defer func() { <-a.remote.sem }()
-			case <-fctx.Done():
-				return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, fctx.Err())
+			release, err := a.remote.slots.acquire(fctx, td.Name())
+			if err != nil {
+				return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
 			}
+			defer release()
 			at := a.now()
 			h, err := a.fetchStatus(fctx, td, f, r.ID)
 			a.remote.put(r, h, err, at)
@@ -184,6 +185,69 @@ const maxRemoteStatuses = 4096
 // other authorities.
 const maxRemoteFetches = 16
 
+// maxRemoteFetchesPerPeer bounds those of them to one authority (trust
+// domain): an authority that holds its requests (slow or hostile) holds
+// at most this share, and leaves the rest of the slots to the others.
+const maxRemoteFetchesPerPeer = maxRemoteFetches / 2
+
+// fetchSlots are the slots of the status endpoint's requests to other
+// authorities: maxRemoteFetches in all (all), maxRemoteFetchesPerPeer per
+// trust domain (peers, guarded by mu; a trust domain's entry lives while
+// a request to it holds or waits for a slot).
+type fetchSlots struct {
+	all   chan struct{} // made by New, maxRemoteFetches slots
+	mu    sync.Mutex
+	peers map[string]*peerSlots
+}
+
+type peerSlots struct {
+	slots chan struct{} // maxRemoteFetchesPerPeer slots
+	users int           // requests holding or waiting for one
+}
+
+// acquire waits for a slot for a request to the authority of trust
+// domain td: one of td's share first, then one of all (so a request
+// waiting for td's share holds none of the others'). It gives up when
+// ctx ends. release gives the slots back.
+func (s *fetchSlots) acquire(ctx context.Context, td string) (release func(), err error) {
+	s.mu.Lock()
+	p := s.peers[td]
+	if p == nil {
+		if s.peers == nil {
+			s.peers = map[string]*peerSlots{}
+		}
+		p = &peerSlots{slots: make(chan struct{}, maxRemoteFetchesPerPeer)}
+		s.peers[td] = p
+	}
+	p.users++
+	s.mu.Unlock()
+	done := func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if p.users--; p.users == 0 {
+			delete(s.peers, td)
+		}
+	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		done()
+		return nil, ctx.Err()
+	}
+	select {
+	case s.all <- struct{}{}:
+	case <-ctx.Done():
+		<-p.slots
+		done()
+		return nil, ctx.Err()
+	}
+	return func() {
+		<-s.all
+		<-p.slots
+		done()
+	}, nil
+}
+
 // remoteStatuses is what the authority keeps to ask other authorities:
 // their answers (guarded by mu), a client per issuer server, the requests
 // in flight.
@@ -192,7 +256,7 @@ type remoteStatuses struct {
 	m       map[hopRef]rememberedHop
 	clients map[spiffeid.ID]*http.Client
 	group   singleflight.Group
-	sem     chan struct{} // made by New, maxRemoteFetches slots
+	slots   fetchSlots
 	// life ends (end, by Run's end or Close) shared work still running:
 	// it runs detached from its callers, not from the authority.
 	life context.Context

@@ -194,3 +194,46 @@ func TestPeerRevocationKeptAsLongAsAsked(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchSlotsShareAmongPeers: one authority holds at most its share
+// of the slots, the others get the rest, a request that gives up waiting
+// holds none, and nothing is kept of an authority once its requests end.
+func TestFetchSlotsShareAmongPeers(t *testing.T) {
+	s := fetchSlots{all: make(chan struct{}, maxRemoteFetches)}
+	gaveUp, cancel := context.WithCancel(context.Background())
+	cancel()
+	var releases []func()
+	for _, step := range []struct {
+		td      string
+		n       int
+		granted bool
+	}{
+		{"org-b.example", maxRemoteFetchesPerPeer, true},
+		{"org-b.example", 1, false}, // beyond its share
+		{"org-c.example", maxRemoteFetches - maxRemoteFetchesPerPeer, true},
+		{"org-d.example", 1, false}, // every slot held
+	} {
+		for i := range step.n {
+			ctx := context.Background()
+			if !step.granted {
+				ctx = gaveUp // it would wait
+			}
+			release, err := s.acquire(ctx, step.td)
+			if (err == nil) != step.granted {
+				t.Fatalf("%s's request %d with %d slots held: %v, want granted %v", step.td, i, len(s.all), err, step.granted)
+			}
+			if err == nil {
+				releases = append(releases, release)
+			}
+		}
+	}
+	if len(s.all) != maxRemoteFetches {
+		t.Fatalf("%d slots held, want all %d", len(s.all), maxRemoteFetches)
+	}
+	for _, release := range releases {
+		release()
+	}
+	if len(s.all) != 0 || len(s.peers) != 0 {
+		t.Fatalf("after every request ended: %d slots held, %d authorities kept", len(s.all), len(s.peers))
+	}
+}
