@@ -1396,10 +1396,10 @@ func TestHopOfManyLongScopesIsRecorded(t *testing.T) {
 	}
 }
 
-// A hop the policy allows and Mandate then refuses (a scope beyond those
-// granted, which no policy may allow) leaves its allow in the log, a
-// policy.decision entry of its own, as every decision is recorded.
-func TestAllowedHopRefusedAfterwardsIsRecorded(t *testing.T) {
+// policyDirDeciding is a policy directory of the shipped policies, but
+// for a delegation policy whose decision is the Rego term decision.
+func policyDirDeciding(t *testing.T, decision string) string {
+	t.Helper()
 	dir := t.TempDir()
 	for _, f := range []string{"issuance.rego", "authzen.rego", "data.json"} {
 		b, err := policies.FS.ReadFile(f)
@@ -1410,10 +1410,18 @@ func TestAllowedHopRefusedAfterwardsIsRecorded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	allowAll := "package mandate.delegation\n\nimport rego.v1\n\ndecision := {\"allow\": true}\n"
-	if err := os.WriteFile(filepath.Join(dir, "delegation.rego"), []byte(allowAll), 0o644); err != nil {
+	rego := "package mandate.delegation\n\nimport rego.v1\n\ndecision := " + decision + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "delegation.rego"), []byte(rego), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// A hop the policy allows and Mandate then refuses (a scope beyond those
+// granted, which no policy may allow) leaves its allow in the log, a
+// policy.decision entry of its own, as every decision is recorded.
+func TestAllowedHopRefusedAfterwardsIsRecorded(t *testing.T) {
+	dir := policyDirDeciding(t, `{"allow": true}`)
 	e := start(t, "org-a.example", func(c *authority.Config) { c.Policy.Dir = dir })
 	planner := e.agentWithScopes("planner", "calendar:read")
 	booker := e.agentWithScopes("booker", "calendar:read")
@@ -1436,20 +1444,7 @@ func TestDenyWithoutReasonsAnswersAnEmptyArray(t *testing.T) {
 		{"empty reasons", `{"allow": false, "reasons": []}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			for _, f := range []string{"issuance.rego", "authzen.rego", "data.json"} {
-				b, err := policies.FS.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			deny := "package mandate.delegation\n\nimport rego.v1\n\ndecision := " + tc.decision + "\n"
-			if err := os.WriteFile(filepath.Join(dir, "delegation.rego"), []byte(deny), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			dir := policyDirDeciding(t, tc.decision)
 			e := start(t, "org-a.example", func(c *authority.Config) { c.Policy.Dir = dir })
 			a := e.agentWithScopes("a", "calendar:read")
 			b := e.agentWithScopes("b")

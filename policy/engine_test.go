@@ -223,9 +223,10 @@ func TestPathRef(t *testing.T) {
 	}
 }
 
-// TestShippedDelegationDecision asks the shipped delegation policy
-// through Decide, with Mandate's documents set as the authority sets them.
-func TestShippedDelegationDecision(t *testing.T) {
+// shippedEngine is an engine of the shipped policies with the documents
+// the authority sets: org-a.example, federated with org-b.example.
+func shippedEngine(t *testing.T) *policy.Engine {
+	t.Helper()
 	e := newEngine(t, policy.Options{})
 	ctx := context.Background()
 	if err := e.SetData(ctx, "trust_domain", "org-a.example"); err != nil {
@@ -234,6 +235,14 @@ func TestShippedDelegationDecision(t *testing.T) {
 	if err := e.SetData(ctx, "federated_trust_domains", []string{"org-b.example"}); err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// TestShippedDelegationDecision asks the shipped delegation policy
+// through Decide, with Mandate's documents set as the authority sets them.
+func TestShippedDelegationDecision(t *testing.T) {
+	e := shippedEngine(t)
+	ctx := context.Background()
 	hop := map[string]any{
 		"delegator": map[string]any{"spiffe_id": "spiffe://org-a.example/agent/p", "trust_domain": "org-a.example",
 			"scopes": []string{"calendar:read"}, "host": map[string]any{"level": "token"}},
@@ -264,14 +273,8 @@ func TestShippedDelegationDecision(t *testing.T) {
 // strict builtin errors), and a party's revocation is said whatever else
 // is missing.
 func TestShippedDelegationReasonsForMalformedFacts(t *testing.T) {
-	e := newEngine(t, policy.Options{})
+	e := shippedEngine(t)
 	ctx := context.Background()
-	if err := e.SetData(ctx, "trust_domain", "org-a.example"); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetData(ctx, "federated_trust_domains", []string{"org-b.example"}); err != nil {
-		t.Fatal(err)
-	}
 	hop := func(change map[string]any) map[string]any {
 		h := map[string]any{
 			"delegator": map[string]any{"spiffe_id": "spiffe://org-a.example/agent/p", "trust_domain": "org-a.example",

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 )
@@ -193,22 +191,9 @@ func TestRenewalWaitIsJittered(t *testing.T) {
 // (here a key others may read), not to join first: joining again would
 // make another node.
 func TestNodeRunSaysWhyItsCredentialIsUnusable(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := spiffeid.RequireFromString("spiffe://org-a.example/node/join/0123456789abcdef").URL()
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{id}}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := selfSigned(t, "spiffe://org-a.example/node/join/0123456789abcdef", time.Now().Add(-time.Minute), time.Now().Add(time.Hour), false)
 	dir := filepath.Join(t.TempDir(), "node")
-	if err := credfile.Write(credfile.In(dir), []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+	if err := credfile.Write(credfile.In(dir), []*x509.Certificate{node.cert}, node.key, []*x509.Certificate{node.cert}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(credfile.In(dir).Key, 0o644); err != nil {
@@ -217,7 +202,7 @@ func TestNodeRunSaysWhyItsCredentialIsUnusable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	err = run(ctx, []string{"node", "run", "--out", dir, "--server", "https://127.0.0.1:1"}, &out, &errOut)
+	err := run(ctx, []string{"node", "run", "--out", dir, "--server", "https://127.0.0.1:1"}, &out, &errOut)
 	if err == nil || strings.Contains(err.Error(), "join first") || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("node run with a key others may read = %v, want the key's mode said, not to join first", err)
 	}
