@@ -191,21 +191,29 @@ func (s *Store) check() (err error) {
 	}
 	return s.db.View(func(btx *bbolt.Tx) error {
 		// bbolt's check runs in a goroutine of its own, where a read past
-		// the end of the file would crash the process: a file shorter
-		// than its pages is refused first.
-		if btx.Size() > fi.Size() {
-			return fmt.Errorf("%w (the file holds %d bytes, its pages %d)", ErrDamaged, fi.Size(), btx.Size())
-		}
-		// Nor may a page point past the file's pages, or back up its
-		// own tree (bbolt's check would recurse without end): every
-		// reachable page is read from the file first.
+		// the end of the file would crash the process, and it visits
+		// every page id below the meta's page count: a file shorter than
+		// its pages is refused first. The count is read from the meta
+		// itself, as bbolt's Size (count × page size) wraps past 2^63:
+		// a count of 2^52 + 4 would pass for four pages and have the
+		// check visit 2^52 page ids.
 		f, err := os.Open(s.db.Path())
 		if err != nil {
 			return fmt.Errorf("store/bolt: check: %w", err)
 		}
 		defer f.Close()
 		pageSize := s.db.Info().PageSize
-		if err := walkPages(f, pageSize, uint64(btx.Cursor().Bucket().Root()), uint64(btx.Size())/uint64(pageSize)); err != nil {
+		pages, err := metaPages(f, pageSize, uint64(btx.ID()))
+		if err != nil {
+			return fmt.Errorf("%w (%v)", ErrDamaged, err)
+		}
+		if pages > uint64(fi.Size())/uint64(pageSize) {
+			return fmt.Errorf("%w (the file holds %d bytes, its meta %d pages of %d)", ErrDamaged, fi.Size(), pages, pageSize)
+		}
+		// Nor may a page point past the file's pages, or back up its
+		// own tree (bbolt's check would recurse without end): every
+		// reachable page is read from the file first.
+		if err := walkPages(f, pageSize, uint64(btx.Cursor().Bucket().Root()), pages); err != nil {
 			return fmt.Errorf("%w (%v)", ErrDamaged, err)
 		}
 		var first error

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -344,6 +345,39 @@ func TestDamagedFile(t *testing.T) {
 			t.Fatalf("Update after the damage = %v, want ErrDamaged", err)
 		}
 	})
+	// A meta (checksum and all) whose page count is past the file:
+	// bbolt's Size, count × page size, wraps past 2^63, to below zero
+	// or to the file's own size. Each is refused as damage, not a
+	// panic in the page walk or a check visiting 2^52 page ids.
+	for _, pages := range []uint64{1 << 40, 1<<51 + 1<<50, 1<<52 + 3, 1<<52 + 4} {
+		t.Run(fmt.Sprintf("a meta of %d pages", pages), func(t *testing.T) {
+			s, path := mustOpenNew(t)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) != 4*4096 {
+				t.Fatalf("a new file of %d bytes, want 4 pages", len(b))
+			}
+			for _, meta := range []int{0, 4096} {
+				binary.LittleEndian.PutUint64(b[meta+metaPagesAt:], pages)
+				h := fnv.New64a()
+				h.Write(b[meta+pageHeaderSize : meta+metaChecksumAt])
+				binary.LittleEndian.PutUint64(b[meta+metaChecksumAt:], h.Sum64())
+			}
+			write(t, path, b)
+			s, err = Open(path, Options{Check: true})
+			if err == nil {
+				s.Close()
+			}
+			if !errors.Is(err, ErrDamaged) {
+				t.Fatalf("Open(Check) = %v, want ErrDamaged", err)
+			}
+		})
+	}
 	t.Run("a whole file passes the check", func(t *testing.T) {
 		// Branch pages (fill), a value over several pages, a bucket
 		// small enough to be kept inline, an empty value.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 )
 
@@ -20,6 +21,34 @@ const (
 	leafPageFlag   = 0x02
 	bucketLeafFlag = 0x01
 )
+
+// A meta page (pages 0 and 1): the page header, then magic, version,
+// page size and flags (4 bytes each), the root bucket (16), the freelist
+// page id, the page count (the high-water mark), the transaction id and
+// the FNV-64a checksum of what precedes it in the meta (8 each).
+const (
+	metaPagesAt    = pageHeaderSize + 40
+	metaTxIDAt     = pageHeaderSize + 48
+	metaChecksumAt = pageHeaderSize + 56
+)
+
+// metaPages returns the page count of the meta bbolt opened f with:
+// of its two metas, the valid one of transaction txid (a read
+// transaction's id is its meta's).
+func metaPages(f io.ReaderAt, pageSize int, txid uint64) (uint64, error) {
+	meta := make([]byte, metaChecksumAt+8)
+	for i := range int64(2) {
+		if _, err := f.ReadAt(meta, i*int64(pageSize)); err != nil {
+			return 0, fmt.Errorf("meta page %d: %w", i, err)
+		}
+		h := fnv.New64a()
+		h.Write(meta[pageHeaderSize:metaChecksumAt])
+		if binary.LittleEndian.Uint64(meta[metaTxIDAt:]) == txid && binary.LittleEndian.Uint64(meta[metaChecksumAt:]) == h.Sum64() {
+			return binary.LittleEndian.Uint64(meta[metaPagesAt:]), nil
+		}
+	}
+	return 0, fmt.Errorf("no valid meta page of transaction %d", txid)
+}
 
 // walkPages reads every page reachable from the root bucket (root, a
 // page id) through f, the data file, and checks what bbolt would follow
