@@ -36,6 +36,16 @@ type benchResult struct {
 	cpu      time.Duration // server CPU per op, if measured (--server-pid)
 }
 
+// checkBenchDuration refuses a --duration a bench cannot measure: none
+// (a run of no time measures nothing, and said only "no request
+// succeeded"), or more than most.
+func checkBenchDuration(d, most time.Duration) error {
+	if d <= 0 || d > most {
+		return usagef("--duration %s: give one more than 0 and at most %s", d, most)
+	}
+	return nil
+}
+
 func (r benchResult) opsPerSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
 
 const benchUsage = `Usage: mandate bench issue [--kind x509|jwt|both] [--concurrency 16] [--duration 10s] [--server-pid PID]
@@ -85,6 +95,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if conc < 1 || conc > 1024 {
 		return usagef("--concurrency must be 1..1024")
+	}
+	if err := checkBenchDuration(dur, time.Hour); err != nil {
+		return err
 	}
 	if kind != "x509" && kind != "jwt" && kind != "both" {
 		return usagef("--kind must be x509, jwt or both")

@@ -44,8 +44,8 @@ func runBenchAttest(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *conc < 1 || *conc > 1024 || *n < 1 || *n > 10000 {
 		return usagef("--concurrency must be 1..1024 and --transcripts 1..10000")
 	}
-	if *dur <= 0 {
-		return usagef("--duration must be more than 0")
+	if err := checkBenchDuration(*dur, time.Hour); err != nil {
+		return err
 	}
 	tuneGC()
 	tmp, err := os.MkdirTemp("", "mandate-bench-attest-")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,15 +79,25 @@ func TestAttestVerdict(t *testing.T) {
 	}
 }
 
-// TestBenchAttestRefusesNoDuration: a run of no time measures nothing;
-// bench attest refuses it before making its transcripts.
-func TestBenchAttestRefusesNoDuration(t *testing.T) {
-	for _, d := range []string{"0s", "-1s"} {
+// TestBenchRefusesDurationsItCannotMeasure: a run of no time measures
+// nothing, and bench delegate signs its requests beforehand (3,000 a
+// second): each bench refuses such a --duration before it sets anything
+// up.
+func TestBenchRefusesDurationsItCannotMeasure(t *testing.T) {
+	for _, tc := range []struct{ args []string }{
+		{[]string{"bench", "attest", "--duration", "0s"}},
+		{[]string{"bench", "attest", "--duration", "-1s"}},
+		{[]string{"bench", "issue", "--duration", "0s"}},
+		{[]string{"bench", "audit", "--duration", "0s"}},
+		{[]string{"bench", "decide", "--duration", "-5s"}},
+		{[]string{"bench", "delegate", "--duration", "0s"}},
+		{[]string{"bench", "delegate", "--duration", "24h"}},
+	} {
 		var out, errOut bytes.Buffer
-		err := runBenchAttest(t.Context(), []string{"--duration", d}, &out, &errOut)
+		err := run(t.Context(), tc.args, &out, &errOut)
 		var ue usageError
-		if !errors.As(err, &ue) || out.Len() != 0 {
-			t.Errorf("bench attest --duration %s = %v, printed %q; want a usage error, nothing measured", d, err, out.String())
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--duration") || out.Len() != 0 {
+			t.Errorf("mandate %s = %v, printed %q; want a usage error about --duration, nothing measured", strings.Join(tc.args, " "), err, out.String())
 		}
 	}
 }

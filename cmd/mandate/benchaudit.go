@@ -31,6 +31,9 @@ func runBenchAudit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := checkBenchDuration(*dur, time.Hour); err != nil {
+		return err
+	}
 	var writers []int
 	for _, f := range strings.Split(*levels, ",") {
 		var n int

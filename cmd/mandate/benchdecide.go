@@ -105,6 +105,9 @@ func runBenchDecide(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := checkBenchDuration(*dur, time.Hour); err != nil {
+		return err
+	}
 	var concs []int
 	for _, f := range splitList(*levels) {
 		n, err := strconv.Atoi(f)

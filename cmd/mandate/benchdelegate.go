@@ -38,6 +38,11 @@ func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *conc < 1 || *conc > 1024 {
 		return usagef("--concurrency must be 1..1024")
 	}
+	// The requests are signed beforehand, 3,000 a second of it, and held:
+	// a minute is 180,000 of them.
+	if err := checkBenchDuration(*dur, time.Minute); err != nil {
+		return err
+	}
 	tuneGC()
 	tmp, err := os.MkdirTemp("", "mandate-bench-delegate-")
 	if err != nil {
