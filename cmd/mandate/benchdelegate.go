@@ -31,7 +31,7 @@ import (
 func runBenchDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench delegate", "bench delegate [flags]", stderr)
 	conc := fs.Int("concurrency", 16, "delegation requests in flight")
-	dur := fs.Duration("duration", 5*time.Second, "how long to measure the delegations (less if the requests prepared for 3,000/s run out first: none is sent twice) and the repeated-token verification (the other two verification rows verify 1,999 and 1,000 fresh tokens once each)")
+	dur := fs.Duration("duration", 5*time.Second, "how long to measure the delegations, at most 1m (less if the requests prepared for 3,000/s run out first: none is sent twice) and the repeated-token verification (the other two verification rows verify 1,999 and 1,000 fresh tokens once each)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
