@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -178,7 +179,19 @@ func (s *Server) gate(pattern string, h http.HandlerFunc) http.HandlerFunc {
 		check = func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAdmin) }
 	case pattern == "POST /v1/delegations":
 		check = func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAgent) }
-	case strings.HasPrefix(path, "/v1/svid/"), strings.HasPrefix(path, "/access/v1/"):
+	case strings.HasPrefix(path, "/v1/svid/"):
+		// A node (for itself or an agent it hosts) or an agent (for
+		// itself); the flow checks which SVID each may have.
+		check = func(c *authority.Caller) error {
+			if c == nil || c.ID.IsZero() {
+				return authority.ErrUnauthenticated
+			}
+			if r := s.a.RoleOf(c.ID); r != authority.RoleNode && r != authority.RoleAgent {
+				return fmt.Errorf("%w: %s has role %s; this needs node or agent", authority.ErrForbidden, c.ID, r)
+			}
+			return nil
+		}
+	case strings.HasPrefix(path, "/access/v1/"):
 		check = func(c *authority.Caller) error {
 			if c == nil {
 				return authority.ErrUnauthenticated
