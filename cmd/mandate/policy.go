@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -60,12 +59,10 @@ func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	// Loading runs the tests and refuses a failing revision: load with
 	// them, and report them one by one.
+	// A set refused (a module that does not compile, a test that fails)
+	// is said on stderr, as every failure is: stdout holds results only.
 	eng, err := policy.New(ctx, policy.Options{Dir: *dir, Timeout: 10 * time.Second})
 	if err != nil {
-		if errors.Is(err, policy.ErrRejected) {
-			fmt.Fprintln(stdout, err)
-			return exitError{1}
-		}
 		return err
 	}
 	results, err := eng.Test(ctx)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"mandate.dev/mandate/policy"
 )
 
 // TestCLIPolicy: export the embedded policies, test them, serve them from
@@ -57,8 +59,18 @@ func TestCLIPolicy(t *testing.T) {
 	if _, err := cli(t, url, dir, "policy", "reload", "--data-dir", filepath.Join(dir, "mandate-data")); err == nil || !strings.Contains(err.Error(), "policy-rejected") {
 		t.Fatalf("reload with a failing test = %v", err)
 	}
-	if _, err := cli(t, "", dir, "policy", "test", "--dir", pdir); !errors.As(err, new(exitError)) {
-		t.Fatalf("policy test with a failing test = %v", err)
+	// Refused, with the exit status 1 of every failure and the reason
+	// on stderr: nothing on stdout, which holds results only.
+	if out, err := cli(t, "", dir, "policy", "test", "--dir", pdir); err == nil || !errors.Is(err, policy.ErrRejected) ||
+		!strings.Contains(err.Error(), "bad.test_no") || errors.As(err, new(usageError)) || out != "" {
+		t.Fatalf("policy test with a failing test = %v, stdout %q; want the refusal as the error, stdout empty", err, out)
+	}
+	if err := os.WriteFile(bad, []byte("package bad\nimport rego.v1\ntest_no if {\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli(t, "", dir, "policy", "test", "--dir", pdir); err == nil || !errors.Is(err, policy.ErrRejected) ||
+		!strings.Contains(err.Error(), "rego_parse_error") || out != "" {
+		t.Fatalf("policy test with a module that does not parse = %v, stdout %q; want the refusal as the error, stdout empty", err, out)
 	}
 	os.Remove(bad)
 	if err := os.WriteFile(filepath.Join(pdir, "more.rego"), []byte("package more\nimport rego.v1\nx := 1\n"), 0o644); err != nil {
