@@ -358,6 +358,9 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"audit", "tail", "extra"},
 		{"bundle", "show", "extra"},
 		{"svid", "jwt", "--audience", "a", "b"},
+		// --json prints the answer, --out writes the token alone: not
+		// both, the JSON expected on stdout silently missing.
+		{"svid", "jwt", "--audience", "a", "--json", "--out", "token.jwt"},
 		// An empty value is not the default in disguise.
 		{"serve", "--trust-domain", ""},
 		{"serve", "--data-dir=", "--listen", "127.0.0.1:0"},

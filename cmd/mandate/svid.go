@@ -80,13 +80,16 @@ func svidJWT(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cf.register(fs, "mandate-node", "credential to authenticate with: a node's (with --spiffe-id of an agent it hosts) or an agent's")
 	fs.StringVar(&id, "spiffe-id", "", "agent SPIFFE ID (default: the credential's own)")
 	fs.Var(&aud, "audience", "audience of the token (repeatable, at least one)")
-	fs.BoolVar(&asJSON, "json", false, "print the whole answer as JSON instead of the token alone")
+	fs.BoolVar(&asJSON, "json", false, "print the whole answer as JSON instead of the token alone (not with --out)")
 	fs.StringVar(&outFile, "out", "", "write the token to this file (mode 0600) instead of printing it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if len(aud) == 0 {
 		return usagef("--audience is required")
+	}
+	if asJSON && outFile != "" {
+		return usagef("--json prints the token with the answer and --out writes the token alone to a file: give one of them")
 	}
 	// The token is issued (and logged) once asked for: where it goes is
 	// checked first.
