@@ -157,18 +157,51 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "version", "--version":
-		fmt.Fprintln(stdout, "mandate", versionOf())
-		return nil
+		_, err := fmt.Fprintln(stdout, "mandate", versionOf())
+		return err
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
+		_, err := fmt.Fprint(stdout, usage)
+		return err
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprint(stderr, usage)
 		return usagef("unknown command %q", args[0])
 	}
-	return cmd(ctx, args[1:], stdout, stderr)
+	if args[0] == "serve" {
+		// What serve prints is its banner: a stdout gone does not
+		// fail the authority it starts.
+		return cmd(ctx, args[1:], stdout, stderr)
+	}
+	// A result that could not be written (a full disk, a closed pipe) is
+	// a failure, whichever write of the command met it first.
+	out := &writeChecked{w: stdout}
+	err := cmd(ctx, args[1:], out, stderr)
+	if err == nil && out.err != nil {
+		return fmt.Errorf("writing the output: %w", out.err)
+	}
+	return err
+}
+
+// writeChecked is a writer that keeps its first write error and refuses
+// every write after it.
+type writeChecked struct {
+	w   io.Writer
+	err error
+}
+
+func (c *writeChecked) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		c.err = err
+	}
+	return n, err
 }
 
 // helpAsked reports whether a command group was asked for its usage
