@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"log/slog"
 	"math/big"
@@ -27,29 +26,10 @@ import (
 // TestUpstreamCA starts an authority under an existing organisation CA:
 // SVIDs chain to the upstream root, which is what the bundle carries.
 func TestUpstreamCA(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{
-		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "Org A Root CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ := x509.ParseCertificate(der)
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "root.pem"), filepath.Join(dir, "root.key")
-	kb, _ := credfile.EncodeKeyPEM(key)
-	if err := os.WriteFile(certFile, credfile.EncodeCertsPEM([]*x509.Certificate{root}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	up := newTestCA(t, "Org A Root CA")
+	key, root := up.key, up.cert
+	certFile, keyFile := up.files(t)
+	dir := filepath.Dir(certFile)
 
 	// The upstream's key is only this user's, as every key.
 	if err := os.Chmod(keyFile, 0o640); err != nil {
@@ -79,7 +59,7 @@ func TestUpstreamCA(t *testing.T) {
 	// An upstream whose name constraints leave out the server
 	// certificate's names (localhost, the loopback addresses) is refused
 	// too: every TLS handshake would fail.
-	ctpl := *tpl
+	ctpl := *root
 	ctpl.SerialNumber, ctpl.PermittedDNSDomains = big.NewInt(8), []string{"corp.example"}
 	narrow := cfg
 	narrow.CA.UpstreamCertFile = selfSignedFile(t, filepath.Join(dir, "constrained.pem"), &ctpl, key)
