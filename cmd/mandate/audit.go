@@ -189,11 +189,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if empty != nil {
 		return empty
 	}
-	// Checked here, and not repeated: given in place of the id, the
-	// token itself (a bearer credential) would otherwise be sent in a
-	// URL and shown again in the error of a call that found no authority.
-	if f.q.delegation != "" && !delegation.ValidID(f.q.delegation) {
-		return usagef("--delegation-id is the delegation's id (its token's jti: 1 to %d characters of A-Z a-z 0-9 . _ -), not the token", delegation.MaxIDLen)
+	if f.q.delegation != "" {
+		if err := checkDelegationID("--delegation-id", f.q.delegation); err != nil {
+			return err
+		}
 	}
 	if operand == "" {
 		if err := noArgs(rest); err != nil {
@@ -205,6 +204,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if (args[0] == "show" || args[0] == "prove") && !isUint(rest[0]) {
 		return usagef("INDEX must be an unsigned integer")
+	}
+	if args[0] == "chain" {
+		if err := checkDelegationID("ID", rest[0]); err != nil {
+			return err
+		}
 	}
 	if f.cf.creds == "" {
 		f.cf.creds = filepath.Join(f.dataDir, "admin")
@@ -911,4 +915,15 @@ func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.
 		tokens[sum] = true
 		q.Set("page_token", page.NextPageToken)
 	}
+}
+
+// checkDelegationID refuses a value given as a delegation id (what
+// names it) that is not one, without repeating it: given in its place,
+// the token itself (a bearer credential) would otherwise be sent in a
+// URL, and shown again in the error of a call that found no authority.
+func checkDelegationID(what, id string) error {
+	if !delegation.ValidID(id) {
+		return usagef("%s is the delegation's id (its token's jti: 1 to %d characters of A-Z a-z 0-9 . _ -), not the token", what, delegation.MaxIDLen)
+	}
+	return nil
 }

@@ -92,13 +92,7 @@ func auditChain(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	if err != nil {
 		return err
 	}
-	// Checked here, and not repeated: given in place of the id, the
-	// token itself (a bearer credential) would otherwise be sent in a
-	// URL and shown again in the error of a call that found no
-	// authority.
-	if !delegation.ValidID(id) {
-		return usagef("ID is the delegation's id (its token's jti: 1 to %d characters of A-Z a-z 0-9 . _ -), not the token", delegation.MaxIDLen)
-	}
+	// The id was checked with the flags (checkDelegationID).
 	hops, err := fetchChain(ctx, c, "/v1/audit/chains/"+url.PathEscape(id))
 	if err != nil {
 		return err
