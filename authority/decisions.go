@@ -161,10 +161,7 @@ func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*Dat
 	}
 	details := map[string]any{"api": api, "path": path, "latency_us": time.Since(start).Microseconds(),
 		"eval_time": ans.EvalTime.UTC().Format(time.RFC3339Nano)}
-	a.maskInto(details, q.Input, ans.Result, evalErr)
-	if q.InputByDigest {
-		digestInto(details, "input")
-	}
+	a.maskInto(details, q.Input, ans.Result, evalErr, q.InputByDigest)
 	if _, err := a.record(ctx, event{typ: "policy.decision", actor: actorOf(c), subject: "data/" + path,
 		details: details, decisionID: ans.DecisionID, policyRevision: ans.Revision}); err != nil {
 		return nil, err
@@ -177,8 +174,9 @@ func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*Dat
 
 // maskInto puts the input and the result of a decision into its record,
 // erasing what policy.decision_log_mask names and replacing an input too
-// large for an audit entry by its digest and size.
-func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res *policy.Result, evalErr error) {
+// large for an audit entry (or any input, with inputByDigest) by its
+// digest and size.
+func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res *policy.Result, evalErr error, inputByDigest bool) {
 	var erased []string
 	if input == nil {
 		details["input_absent"] = true
@@ -200,6 +198,9 @@ func (a *Authority) maskInto(details map[string]any, input json.RawMessage, res 
 	}
 	if len(erased) > 0 {
 		details["erased"] = erased
+	}
+	if inputByDigest {
+		digestInto(details, "input")
 	}
 	fitRecord(details)
 }
