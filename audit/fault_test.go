@@ -378,3 +378,86 @@ func TestFailedReReadIsAFailure(t *testing.T) {
 		t.Errorf("after a commit: Stats() = %+v, want 3 failures, FailedAt zero", st)
 	}
 }
+
+// TestRefusedChangesClearTheFailure: after a failed commit, a round whose
+// appends are all refused by their own changes (AppendWith) has reached
+// the store (its transaction read the stored log as the sequencer holds
+// it, and wrote the entries before the change refused): the store works
+// again, and Stats.FailedAt, which /healthz reads, must say so by the
+// time the refused callers hear of their refusal. A change's refusal is
+// its caller's error, not the store's: it is not a failure.
+func TestRefusedChangesClearTheFailure(t *testing.T) {
+	refused := errors.New("no such thing")
+	refuse := func(tx store.Tx) error {
+		if err := tx.Put("changes", []byte("k"), []byte("v")); err != nil {
+			return err
+		}
+		return refused
+	}
+	for _, tc := range []struct {
+		name    string
+		fault   fault
+		refused int // appends in the round after the failure, all refused
+	}{
+		{"nothing written, one refused", failBefore, 1},
+		{"rolled back, one refused", failInside, 1},
+		{"kept though reported failed, one refused", failPersisted, 1},
+		{"rolled back, two refused in one round", failInside, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := tempStore(t)
+			fs := &faultStore{Store: s}
+			cfg := testConfig(fs)
+			cfg.GroupWait = forever
+			l := start(t, cfg)
+			if _, err := l.Append(appendCtx(t, t.Context()), testEntry(0, 0)); err != nil {
+				t.Fatal(err)
+			}
+			fs.once(tc.fault)
+			if _, err := l.Append(appendCtx(t, t.Context()), testEntry(1, 0)); !errors.Is(err, errInjected) {
+				t.Fatalf("Append(1) = %v, want %v", err, errInjected)
+			}
+			failed := l.Stats()
+			if failed.Failures != 1 || failed.FailedAt.IsZero() {
+				t.Fatalf("after a failed commit: Stats() = %+v, want 1 failure with its time", failed)
+			}
+
+			// The round after: every append of it refused by its change.
+			// The first ones are held in the round (GroupWait) until the
+			// last, expected, appends.
+			type answer struct {
+				err error
+				st  Stats
+			}
+			answers := make(chan answer, tc.refused)
+			appendRefused := func(ctx context.Context, n int) {
+				_, err := l.AppendWith(appendCtx(t, ctx), testEntry(n, 0), refuse)
+				answers <- answer{err, l.Stats()}
+			}
+			last, end := l.Expect(t.Context())
+			defer end()
+			for n := range tc.refused - 1 {
+				go appendRefused(t.Context(), 2+n)
+			}
+			if tc.refused > 1 {
+				waitForWaiting(t, l)
+			}
+			appendRefused(last, 2+tc.refused-1)
+			for range tc.refused {
+				a := <-answers
+				if !errors.Is(a.err, refused) {
+					t.Fatalf("AppendWith() = %v, want its change's error", a.err)
+				}
+				if !a.st.FailedAt.IsZero() || a.st.Failures != 1 {
+					t.Errorf("Stats() as a refused caller hears of it = %+v; want FailedAt zero (the round reached the store), 1 failure", a.st)
+				}
+			}
+			if err := s.View(t.Context(), func(tx store.Tx) error {
+				_, err := tx.Get("changes", []byte("k"))
+				return err
+			}); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("a refused change was stored (Get = %v)", err)
+			}
+		})
+	}
+}

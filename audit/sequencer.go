@@ -80,7 +80,7 @@ type Stats struct {
 	CommitTime time.Duration // spent in those rounds: writing, the fsyncs, signing the checkpoint
 	GroupWaits uint64        // of those commits, the ones that first waited for appends under way (Expect)
 	Failures   uint64        // commits that failed, or could not start because the stored log could not be re-read after one (every append of theirs failed; nothing of them acknowledged)
-	FailedAt   time.Time     // when the latest of those failed, if it did (zero once a commit succeeds)
+	FailedAt   time.Time     // when the latest of those failed, if it did (zero once a round reaches the store: a commit succeeds, or every append of it is refused by its own change, see AppendWith)
 	Size       uint64        // the tree size: entries durable in the log
 }
 
@@ -181,11 +181,22 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	b, next, err := l.commit(ctx, reqs)
 	// A change that could not be made fails its own append only: the
 	// round is committed again without it (its transaction rolled back,
-	// the stored log is as it was).
+	// the stored log is as it was). Its caller hears of it once the round
+	// is over, with the others: the Stats it then reads are the round's.
+	var refused []*request
+	defer func() {
+		for _, r := range refused {
+			close(r.done)
+		}
+	}()
 	for ae := (*applyError)(nil); errors.As(err, &ae); {
 		ae.req.err = ae.err
-		close(ae.req.done)
+		refused = append(refused, ae.req)
 		if reqs = slices.DeleteFunc(reqs, func(r *request) bool { return r == ae.req }); len(reqs) == 0 {
+			// The round reached the store: its transaction found the
+			// stored log as the sequencer holds it and wrote the entries
+			// until a change refused, the caller's error, not the store's.
+			l.failedAt.Store(0)
 			return nil
 		}
 		b, next, err = l.commit(ctx, reqs)
