@@ -93,6 +93,7 @@ var problemTable = []problemKind{
 	{authority.ErrRenewedMeanwhile, http.StatusConflict, "renewed-meanwhile", "Renewed meanwhile"},
 	{authority.ErrBackupUnderWay, http.StatusConflict, "backup-in-progress", "A backup is being made"},
 	{authority.ErrBackupNoRoom, http.StatusInsufficientStorage, "backup-no-room", "No room for a backup"},
+	{authority.ErrStopping, http.StatusServiceUnavailable, "stopping", "The server is stopping"},
 	{authority.ErrForbidden, http.StatusForbidden, "forbidden", "Forbidden"},
 	{authority.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated", "Client certificate required"},
 	{registry.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},

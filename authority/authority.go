@@ -69,6 +69,7 @@ type Authority struct {
 	changeMu sync.Mutex
 	credMu   sync.Mutex // serializes writes of the admin credential files
 	backupMu sync.Mutex // one backup at a time (MakeBackup)
+	backups  backupGate // the backup under way, abandoned and waited for by Run's end
 	caKeys   *ca.DiskKeyManager
 
 	refusedMu sync.Mutex      // guards refused
@@ -280,6 +281,11 @@ func (a *Authority) Run(ctx context.Context) error {
 	g.Go(func() error {
 		defer stopAudit()
 		err := a.maintain(ctx)
+		// A backup under way (its request outlasted the server's
+		// shutdown grace) is abandoned, and removed, before the audit log
+		// stops: never a backup on disk without its record. One that has
+		// taken its name is recorded first.
+		a.backups.stop()
 		// Best effort, a few seconds at most: counts left are logged.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"mandate.dev/mandate/credfile"
@@ -22,6 +23,9 @@ var ErrBackupUnderWay = errors.New("authority: a backup is already being made")
 // ErrBackupNoRoom is a backup that would leave the data directory's file
 // system without room for the authority to go on.
 var ErrBackupNoRoom = errors.New("authority: no room for a backup")
+
+// ErrStopping is work refused, or abandoned, because the authority is stopping.
+var ErrStopping = errors.New("authority: stopping")
 
 // minBackupRoom is the least free space a backup leaves on the data
 // directory's file system, besides as much as the data file holds: the
@@ -73,7 +77,10 @@ type backupStore interface {
 // be recorded is removed). It holds private keys: move it off the host
 // to storage as private as the data directory. One backup is made at a
 // time (ErrBackupUnderWay). Once begun, it is finished even if ctx ends
-// meanwhile (the request's deadline passes, its client hangs up). It is
+// meanwhile (the request's deadline passes, its client hangs up); only
+// the end of Run abandons one not yet named (below), removed and refused
+// with ErrStopping before the audit log stops, and refuses any asked
+// after (ErrStopping). It is
 // written as backups/.partial-<time> and renamed once whole and checked:
 // one cut short by a crash is never under a backup's name, and is
 // removed by the next backup.
@@ -92,8 +99,15 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	// Once begun, a backup is made whole and recorded whatever becomes of
 	// the request: copying a large data file outlasts the request's
 	// deadline, and a copy thrown away then would make a large authority
-	// one that can never be backed up.
+	// one that can never be backed up. Only the authority's stop abandons
+	// it (abort), and waits for it to be removed before the audit log
+	// stops: a backup is never left on disk without its record.
 	ctx = context.WithoutCancel(ctx)
+	abort, done, err := a.backups.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	// Its record comes only once the copy is made: the audit log's
 	// commits do not wait for it meanwhile (group commit).
 	a.audit.Unexpect(ctx)
@@ -133,7 +147,7 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	}
 	err = a.ca.Still(func(keyIDs []string) error {
 		f, err := backupFile(work, "mandate.db", func(w io.Writer) error {
-			_, err := bs.Backup(ctx, w)
+			_, err := bs.Backup(ctx, &copyWriter{w: w, abort: abort})
 			return err
 		})
 		if err != nil {
@@ -169,6 +183,11 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	if err == nil && beforeBackupNamed != nil {
 		beforeBackupNamed(work, b.Dir)
 	}
+	// Abandoned (the authority stopping) until it takes its name; once
+	// named, it is recorded: the stop waits for that.
+	if err == nil && abort.Err() != nil {
+		err = errAbandoned
+	}
 	if err == nil {
 		if err = os.Rename(work, b.Dir); err == nil {
 			work = b.Dir
@@ -191,10 +210,59 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		if rerr != nil {
 			a.log.ErrorContext(ctx, "remove a backup that failed", "dir", work, "err", rerr)
 		}
+		if abort.Err() != nil && work != b.Dir {
+			a.log.WarnContext(ctx, "backup abandoned: the authority is stopping", "dir", work, "removed", rerr == nil)
+			return nil, errAbandoned
+		}
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "backup made", "dir", b.Dir, "audit_tree_size", b.AuditTreeSize)
 	return b, nil
+}
+
+// errAbandoned is a backup the authority's stop cut short.
+var errAbandoned = fmt.Errorf("%w: the backup under way was abandoned and what it had written removed: ask for it again once the authority is back", ErrStopping)
+
+// backupGate lets the authority's stop abandon the backup under way and
+// wait for it to end, and refuses backups once the authority has stopped.
+type backupGate struct {
+	mu      sync.Mutex
+	stopped bool
+	abort   context.CancelFunc // of the backup under way, if any
+	wg      sync.WaitGroup
+}
+
+// begin starts a backup: abort ends when the stop abandons it, and done
+// must be called once it has ended (recorded, or removed).
+func (g *backupGate) begin(ctx context.Context) (abort context.Context, done func(), err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return nil, nil, fmt.Errorf("%w: no backup is made", ErrStopping)
+	}
+	abort, cancel := context.WithCancel(ctx)
+	g.abort = cancel
+	g.wg.Add(1)
+	return abort, func() {
+		g.mu.Lock()
+		g.abort = nil
+		g.mu.Unlock()
+		cancel()
+		g.wg.Done()
+	}, nil
+}
+
+// stop refuses backups from now on, abandons the one under way (unless
+// it has taken its name: it is then being recorded) and waits for it to
+// end.
+func (g *backupGate) stop() {
+	g.mu.Lock()
+	g.stopped = true
+	if g.abort != nil {
+		g.abort()
+	}
+	g.mu.Unlock()
+	g.wg.Wait()
 }
 
 // partialBackupPrefix begins the name of a backup being written.
@@ -266,6 +334,30 @@ func copyFrom(src string, w io.Writer) error {
 	defer f.Close()
 	_, err = io.Copy(w, f)
 	return err
+}
+
+// backupCopying, when set (tests), is called once a backup's copy of the
+// data file has begun (its first bytes written), with the context that
+// ends when the backup is abandoned.
+var backupCopying func(abort context.Context)
+
+// copyWriter is the writer of a backup's copy of the data file.
+type copyWriter struct {
+	w     io.Writer
+	abort context.Context
+	began bool
+}
+
+func (c *copyWriter) Write(p []byte) (int, error) {
+	if c.abort.Err() != nil {
+		return 0, errAbandoned
+	}
+	n, err := c.w.Write(p)
+	if !c.began && backupCopying != nil {
+		c.began = true
+		backupCopying(c.abort)
+	}
+	return n, err
 }
 
 // countWriter counts what it passes on.

@@ -88,21 +88,19 @@ func TestBackupIsNamedOnlyWhole(t *testing.T) {
 	}
 }
 
-// A backup whose backup.created entry cannot be written is removed: no
-// copy of the keys is left on the host that the audit log does not show.
-func TestBackupNotRecordedIsRemoved(t *testing.T) {
+// A backup asked once the authority has stopped (its audit log among
+// it, the store left open) is refused before anything is written: it
+// could not be recorded, and no copy of the keys is left on the host
+// that the audit log does not show.
+func TestBackupRefusedOnceStopped(t *testing.T) {
 	a, stop := runAuthority(t)
 	admin := adminOf(t, a)
-	stop() // the audit log stops; the store stays open
-	if b, err := a.MakeBackup(t.Context(), admin); err == nil {
-		t.Fatalf("MakeBackup with the audit log stopped = %+v, want an error", b)
+	stop()
+	if b, err := a.MakeBackup(t.Context(), admin); !errors.Is(err, ErrStopping) {
+		t.Fatalf("MakeBackup with the authority stopped = %+v, %v; want %v", b, err, ErrStopping)
 	}
-	left, err := os.ReadDir(filepath.Join(a.cfg.DataDir, BackupDirName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(left) != 0 {
-		t.Fatalf("backups left after a backup that was not recorded: %v", left)
+	if left, err := os.ReadDir(filepath.Join(a.cfg.DataDir, BackupDirName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("backups/ = %v, %v after a backup refused, want none", left, err)
 	}
 }
 
@@ -149,5 +147,51 @@ func TestBackupDirIsAbsolute(t *testing.T) {
 	}
 	if want := filepath.Join(parent, "data", BackupDirName); filepath.Dir(b.Dir) != want {
 		t.Fatalf("backup dir %q, want one in %s", b.Dir, want)
+	}
+}
+
+// A backup under way when the authority stops is not left behind it:
+// Run returns only once the backup has ended, and one it abandons (its
+// copy cut short) is removed and refused with ErrStopping, recorded
+// nowhere.
+func TestBackupUnderWayAtStop(t *testing.T) {
+	a, stop := runAuthority(t)
+	admin := adminOf(t, a)
+	root := filepath.Join(a.cfg.DataDir, BackupDirName)
+	copying, release := make(chan struct{}), make(chan struct{})
+	defer func() { backupCopying = nil }()
+	backupCopying = func(abort context.Context) {
+		close(copying)
+		select {
+		case <-abort.Done():
+		case <-release: // only if Run returned without it
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.MakeBackup(t.Context(), admin)
+		done <- err
+	}()
+	<-copying
+	if left, err := os.ReadDir(root); err != nil || len(left) != 1 {
+		t.Fatalf("backups/ holds %v (%v) while the copy is made, want its partial directory", left, err)
+	}
+	stop() // Run returns
+	var err error
+	select {
+	case err = <-done:
+	default:
+		close(release)
+		err = <-done
+		t.Errorf("Run returned while a backup was still being made (it then ended with %v)", err)
+	}
+	if !errors.Is(err, ErrStopping) {
+		t.Errorf("MakeBackup cut short by the stop = %v, want %v", err, ErrStopping)
+	}
+	if left, err := os.ReadDir(root); err != nil || len(left) != 0 {
+		t.Errorf("backups/ holds %v (%v) after a backup abandoned, want nothing", left, err)
+	}
+	if n := entriesOf(t, a, "backup.created"); n != 0 {
+		t.Errorf("%d backup.created entries for a backup abandoned, want 0", n)
 	}
 }
