@@ -681,3 +681,27 @@ func TestFederationAddedEntriesNameTheAnchors(t *testing.T) {
 		})
 	}
 }
+
+// An admin key file that holds no key (damaged, or something else put
+// there) stops the write with an error naming the file and what to do,
+// and nothing of the file's content.
+func TestAdminKeyMalformedIsNamed(t *testing.T) {
+	a := startAuthority(t)
+	p := AdminPaths(a.cfg.DataDir)
+	a.credMu.Lock()
+	//lint:ignore SA2001 an empty critical section: it waits for a write under way
+	a.credMu.Unlock()
+	for _, content := range []string{"not a key at all: s3cr3t\n", "-----BEGIN PRIVATE KEY-----\nczNjcjN0\n-----END PRIVATE KEY-----\n"} {
+		if err := os.MkdirAll(filepath.Dir(p.Key), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := credfile.WriteFileAtomic(p.Key, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := a.WriteAdminCredential(t.Context(), true)
+		if err == nil || !strings.Contains(err.Error(), p.Key) || !strings.Contains(err.Error(), "remove it") ||
+			strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "czNjcjN0") {
+			t.Errorf("WriteAdminCredential over a key file holding %q = %v; want an error naming %s and saying to remove it, without its content", content, err, p.Key)
+		}
+	}
+}

@@ -147,7 +147,11 @@ func loadOrCreateKey(path string) (crypto.Signer, error) {
 	// A key another user could read, or could have put there, is not
 	// certified as this authority's administrator.
 	if b, err := credfile.ReadPrivate(path); err == nil {
-		return credfile.ParseKeyPEM(b)
+		key, err := credfile.ParseKeyPEM(b)
+		if err != nil { // its content never in the error
+			return nil, fmt.Errorf("authority: admin key %s: %w (remove it: a new admin credential is made for a new key)", path, err)
+		}
+		return key, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("authority: read key: %w", err)
 	}
