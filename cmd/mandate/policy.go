@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/policies"
 	"mandate.dev/mandate/policy"
 )
@@ -100,16 +101,27 @@ func policyExport(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Lstat: a link at a policy's name, even to nothing, is a name taken.
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(*dir, e.Name())); err == nil {
+		if _, err := os.Lstat(filepath.Join(*dir, e.Name())); err == nil {
 			return fmt.Errorf("%s already exists: not overwriting it", filepath.Join(*dir, e.Name()))
 		}
 	}
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.CopyFS(*dir, policies.FS); err != nil {
-		return err
+	// The authority decides with these files: each is written whole
+	// (a crash leaves no part of a module, which could compile with
+	// rules missing), never over a file or through a link, and 0644
+	// whatever the umask, so that no other user may change them.
+	for _, e := range entries {
+		b, err := policies.FS.ReadFile(e.Name())
+		if err != nil {
+			return err
+		}
+		if err := credfile.CreateFileAtomic(filepath.Join(*dir, e.Name()), b, 0o644); err != nil {
+			return err
+		}
 	}
 	for _, e := range entries {
 		fmt.Fprintln(stdout, filepath.Join(*dir, e.Name()))
