@@ -267,21 +267,36 @@ func joinKey(dir, tokenDigest string) (crypto.Signer, string, error) {
 // credential into dir where it could not be written (checkOutDir), or
 // while it holds an unexpired one that keeps (would not be replaced by)
 // the identity replaces reports: replacing it would lose a credential,
-// its key among it, that another identity still uses.
+// its key among it, that another identity still uses. The credential
+// held is told by its certificate, with a key file beside it: one that
+// does not load as it is (its key readable by others, its bundle
+// damaged) is held all the same, as it is usable again once mended.
 func checkOut(dir, flag string, replaces func(spiffeid.ID) bool) error {
 	if err := checkOutDir(flag, dir); err != nil {
 		return err
 	}
-	chain, _, _, err := credfile.Load(credfile.In(dir))
-	if err != nil || len(chain) == 0 || !time.Now().Before(chain[0].NotAfter) {
-		return nil // nothing there, or nothing still usable
+	p := credfile.In(dir)
+	cb, err := os.ReadFile(p.Cert)
+	if err != nil {
+		return nil // nothing there
+	}
+	chain, err := credfile.ParseCertsPEM(cb)
+	if err != nil || !time.Now().Before(chain[0].NotAfter) {
+		return nil // nothing usable
+	}
+	if _, err := os.Lstat(p.Key); err != nil {
+		return nil // a certificate without its key
 	}
 	held, err := x509svid.IDFromCert(chain[0])
 	if err != nil || replaces(held) {
-		return err
+		return nil
 	}
-	return fmt.Errorf("%w: %s %s holds the credential of %s, still valid until %s; give another %s, or remove %s first",
-		errOutHeld, flag, dir, held, chain[0].NotAfter.UTC().Format(time.RFC3339), flag, dir)
+	why := ""
+	if _, _, _, err := credfile.Load(p); err != nil {
+		why = fmt.Sprintf(" (it does not load as it is: %v)", err)
+	}
+	return fmt.Errorf("%w: %s %s holds the credential of %s, still valid until %s%s; give another %s, or remove %s first",
+		errOutHeld, flag, dir, held, chain[0].NotAfter.UTC().Format(time.RFC3339), why, flag, dir)
 }
 
 // errOutHeld is checkOut's refusal.

@@ -197,7 +197,11 @@ func checkAttestOut(out string) error {
 	if hasTPMCredential(out) {
 		return nil
 	}
-	return checkOut(out, "--out", func(spiffeid.ID) bool { return false })
+	// A TPM node's credential that does not load as it is (its key
+	// readable by others) is attested anew, as one that does is renewed.
+	return checkOut(out, "--out", func(id spiffeid.ID) bool {
+		return strings.HasPrefix(id.Path(), "/node/"+attest.MethodTPM+"/")
+	})
 }
 
 // attestOnce runs the exchange: over mTLS with the node's current SVID if
