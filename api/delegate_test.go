@@ -6,8 +6,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -33,6 +36,7 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 
+	"mandate.dev/mandate/api"
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/ca"
@@ -1947,6 +1951,72 @@ func TestTokenGivenForItsIDIsNotRepeated(t *testing.T) {
 		var p *client.Problem
 		if err := tc.call(); !errors.As(err, &p) || p.Name() != "not-found" || strings.Contains(p.Detail, sig) || strings.Contains(p.Detail, tok[:64]) {
 			t.Errorf("%s with the token for its id = %v, want not-found without the token", tc.name, err)
+		}
+	}
+}
+
+// chainUnderRSAKey is an X509-SVID of id issued by an intermediate whose
+// RSA key has bits bits (a modulus only: no one holds its private key,
+// and the leaf's signature is not its).
+func chainUnderRSAKey(t *testing.T, id spiffeid.ID, bits int) []*x509.Certificate {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), uint(bits)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.SetBit(n, bits-1, 1).SetBit(n, 0, 1)
+	pub := &rsa.PublicKey{N: n, E: 1<<31 - 1}
+	signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	inter := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "costly"}, NotBefore: now.Add(-time.Hour),
+		NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	issuer := *inter
+	issuer.PublicKey = &signer.PublicKey
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(3), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		URIs: []*url.URL{id.URL()}, KeyUsage: x509.KeyUsageDigitalSignature}
+	var chain []*x509.Certificate
+	for _, c := range []struct {
+		tpl *x509.Certificate
+		pub any
+	}{{leaf, &signer.PublicKey}, {inter, pub}} {
+		der, err := x509.CreateCertificate(rand.Reader, c.tpl, &issuer, c.pub, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, cert)
+	}
+	return chain
+}
+
+// A delegatee chain is refused unverified when one of its certificates
+// holds an RSA key larger than any X509-SVID's: a signature check costs
+// about the square of the key's size (a 150,000-bit key in a 52 KB body
+// cost 1.5 s of CPU per request). A key of the largest size accepted is
+// verified, and refused as an SVID of no authority here.
+func TestDelegateeChainWithAHugeRSAKeyIsRefused(t *testing.T) {
+	e := start(t, "org-a.example")
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b", "calendar:read")
+	for _, c := range []struct {
+		bits int
+		want string
+	}{
+		{8192, "is not a valid X509-SVID"},
+		{8193, "certificate 1 has an RSA key of 8193 bits (at most 8192)"},
+		{65536, "certificate 1 has an RSA key of 65536 bits (at most 8192)"},
+	} {
+		d := b
+		d.chain = chainUnderRSAKey(t, b.id, c.bits)
+		_, p := e.delegate(a, delegateReq{delegatee: d, scopes: []string{"calendar:read"}, principal: "alice", bind: true})
+		if p == nil || p.Status != http.StatusBadRequest || p.Type != api.ProblemBase+"invalid-request" || !strings.Contains(p.Detail, c.want) {
+			t.Errorf("a delegatee chain under a %d-bit RSA key: %+v, want 400 invalid-request saying %q", c.bits, p, c.want)
 		}
 	}
 }

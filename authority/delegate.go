@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
@@ -253,6 +254,9 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	var boundHost spiffeid.ID
 	if len(req.DelegateeSVID) > maxDelegateeChain {
 		return nil, fmt.Errorf("%w: delegatee_x509_svid is at most %d certificates (the SVID and its intermediates)", ErrInvalidRequest, maxDelegateeChain)
+	}
+	if err := ca.CheckPresentedChain(req.DelegateeSVID); err != nil {
+		return nil, fmt.Errorf("%w: delegatee_x509_svid: %v", ErrInvalidRequest, err)
 	}
 	if len(req.DelegateeSVID) > 0 {
 		id, _, err := x509svid.Verify(req.DelegateeSVID, a)
