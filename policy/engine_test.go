@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -317,6 +318,53 @@ func TestShippedDelegationReasonsForMalformedFacts(t *testing.T) {
 			}
 			if !found {
 				t.Fatalf("reasons %q; want among them %q", d.Reasons, tc.reason)
+			}
+		})
+	}
+}
+
+// TestShippedDelegationJudgesLongScopeLists: the shipped delegation
+// policy judges a hop whose asked and granted scopes are long lists (as
+// a Data API caller may send them, up to the body limit) by looking each
+// asked scope up once: it answers well within the evaluation timeout,
+// where comparing every asked scope with every granted one would run
+// into it.
+func TestShippedDelegationJudgesLongScopeLists(t *testing.T) {
+	e := newEngine(t, policy.Options{Timeout: 10 * time.Second})
+	ctx := context.Background()
+	if err := e.SetData(ctx, "trust_domain", "org-a.example"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100_000
+	list := func(s string, last ...string) []string {
+		l := make([]string, n, n+len(last))
+		for i := range l {
+			l[i] = s
+		}
+		return append(l, last...)
+	}
+	for _, tc := range []struct {
+		name           string
+		asked, granted []string
+		allow          bool
+		reasons        []string
+	}{
+		{"every scope granted", list("calendar:read"), list("calendar:write", "calendar:read"), true, nil},
+		{"a scope not granted", list("mail:send", "calendar:read"), list("calendar:write", "calendar:read"), false,
+			[]string{"scope mail:send is not granted to the delegator"}},
+		{"a sensitive scope", list("payments:write"), list("calendar:write", "payments:write"), false,
+			[]string{`sensitive scopes ["payments:write"] need a hardware-attested host (the delegator's is token)`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hop := map[string]any{
+				"delegator": map[string]any{"spiffe_id": "spiffe://org-a.example/agent/p", "trust_domain": "org-a.example",
+					"scopes": tc.granted, "host": map[string]any{"level": "token"}},
+				"delegatee": map[string]any{"spiffe_id": "spiffe://org-a.example/agent/b"},
+				"principal": "alice", "scopes": tc.asked, "depth": 1, "exp": 100, "chain": []any{},
+			}
+			d := e.Decide(ctx, policy.PointDelegation, hop)
+			if d.Err != nil || d.Allow != tc.allow || !slices.Equal(d.Reasons, tc.reasons) {
+				t.Fatalf("Decide = allow %v, reasons %q, err %v; want allow %v, reasons %q", d.Allow, d.Reasons, d.Err, tc.allow, tc.reasons)
 			}
 		})
 	}
