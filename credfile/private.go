@@ -14,6 +14,9 @@ import (
 // another user owns it.
 var ErrNotPrivate = errors.New("credfile: not private to this user")
 
+// ErrLocked is TryLock's refusal: another run holds the lock.
+var ErrLocked = errors.New("credfile: locked by another run")
+
 // ReadPrivate reads a private file (a key): a regular file that only
 // this user may access (mode without group or other bits, owned by this
 // user; Windows modes say nothing of it and are not checked). A key

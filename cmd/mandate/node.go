@@ -77,7 +77,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&token, "token", "", "join token from 'mandate admin join-token create' (or --token-file)")
 	fs.StringVar(&tokenFile, "token-file", "", "file holding the join token, - for standard input (keeps it out of the command line, which other local users can read)")
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
-	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json); join.key holds the key until the answer is written: if the answer is lost, or its writing cut short, run the same command again")
+	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json); join.key holds the key until the answer is written: if the answer is lost, or its writing cut short, run the same command again; a join holds join.lock there while it runs, and refuses to start while another does")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
 	if err := parseSome(fs, args); err != nil {
 		return err
@@ -110,6 +110,19 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--token-file %s holds no token", tokenFile)
 		}
 	}
+	c, err := cf.dial(false)
+	if err != nil {
+		return err
+	}
+	// One join at a time in --out, from its check to its write: two at
+	// once would both find --out free, and the later write replace the
+	// credential the earlier reported, its key with it (or one's
+	// join.key the other's).
+	unlock, err := lockJoin(out)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	// A join makes a new node: it replaces no credential, but the one
 	// its own write left when cut short (finished by asking again with
 	// join.key). A join.key an expired credential holds is an old join's:
@@ -122,10 +135,6 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if err := checkOut(out, "--out", func(spiffeid.ID) bool { return held }); err != nil {
-		return err
-	}
-	c, err := cf.dial(false)
-	if err != nil {
 		return err
 	}
 	key, pending, err := joinKey(out, digest)
@@ -149,6 +158,26 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})
+}
+
+// joinLock is the file in a join's --out that the join holds locked
+// while it runs (removed when it ends).
+const joinLock = "join.lock"
+
+// lockJoin makes dir (private, as credfile.Write requires) and locks it
+// for one join, or says that another join holds it.
+func lockJoin(dir string) (unlock func(), err error) {
+	if err := checkOutDir("--out", dir); err != nil {
+		return nil, err
+	}
+	if err := credfile.PrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("--out: %w", err)
+	}
+	unlock, err = credfile.TryLock(filepath.Join(dir, joinLock))
+	if errors.Is(err, credfile.ErrLocked) {
+		return nil, fmt.Errorf("--out %s: another node join is running there (it holds %s): wait for it to end, or give another --out (nothing was asked of the authority)", dir, joinLock)
+	}
+	return unlock, err
 }
 
 // joinError is err, a join that failed, saying what to do: for a token

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	neturl "net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/credfile"
+)
+
+// heldProxy forwards TCP connections to upstream, each only once release
+// is closed; arrived is closed when the first connection comes.
+func heldProxy(t *testing.T, upstream string) (addr string, arrived, release chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrived, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	closed := false
+	track := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			c.Close()
+		}
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		closed = true
+		for _, c := range conns { // the clients' idle connections among them
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			track(c)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				once.Do(func() { close(arrived) })
+				<-release
+				u, err := net.Dial("tcp", upstream)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				track(u)
+				go func() { _, _ = io.Copy(u, c); u.Close() }()
+				_, _ = io.Copy(c, u)
+			}()
+		}
+	}()
+	return ln.Addr().String(), arrived, release
+}
+
+// Two joins into one --out at once (each with its own token): the second
+// is refused while the first runs, rather than both passing the check of
+// --out before either wrote, and the later write leaving a credential
+// other than the one the earlier join reported, its key gone.
+func TestNodeJoinsIntoOneOutAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	var tokens [2]string
+	for i := range tokens {
+		tok, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[i] = strings.TrimSpace(tok)
+	}
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, arrived, release := heldProxy(t, u.Host)
+	out := filepath.Join(dir, "node")
+	join := func(server, token string, stdout io.Writer) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return run(ctx, []string{"node", "join", "--server", server, "--bundle", "mandate-data/admin/bundle.pem",
+			"--token", token, "--out", out, "--quiet"}, stdout, io.Discard)
+	}
+	// The first join asks the authority (its key written in --out),
+	// and its answer is held back...
+	var firstOut bytes.Buffer
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- join("https://"+held, tokens[0], &firstOut) }()
+	select {
+	case <-arrived:
+	case err := <-firstDone:
+		t.Fatalf("the first join ended before it asked the authority: %v", err)
+	}
+	// ...while the second runs, from start to end.
+	var secondOut bytes.Buffer
+	secondErr := join(url, tokens[1], &secondOut)
+	close(release)
+	firstErr := <-firstDone
+
+	chain, _, _, err := credfile.Load(credfile.In(out))
+	if err != nil {
+		t.Fatalf("the credential in --out: %v", err)
+	}
+	onDisk, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range []struct {
+		name string
+		err  error
+		out  string
+	}{{"first", firstErr, firstOut.String()}, {"second", secondErr, secondOut.String()}} {
+		if id := strings.TrimSpace(j.out); j.err == nil && id != onDisk.String() {
+			t.Errorf("the %s join reported %s, but --out holds the credential of %s: the %s node's key is lost", j.name, id, onDisk, j.name)
+		}
+	}
+	if firstErr != nil {
+		t.Errorf("the first join = %v", firstErr)
+	}
+	if secondErr == nil || !strings.Contains(secondErr.Error(), "another node join is running") {
+		t.Errorf("the second join, while the first runs = %v, want it refused", secondErr)
+	}
+}
