@@ -35,7 +35,7 @@ type tpmFlags struct {
 
 func (f *tpmFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.path, "tpm", "", `TPM device (e.g. /dev/tpmrm0), or "simulator" for development (required)`)
-	fs.StringVar(&f.ek, "ek", tpmdevice.EKRSA, "endorsement key type: rsa or ecc (the TCG reference templates)")
+	fs.StringVar(&f.ek, "ek", tpmdevice.EKRSA, "endorsement key type: rsa or ecc (the TCG reference templates); each names a node of its own: give every command of one --out the same")
 	fs.StringVar(&f.out, "out", "mandate-node", "node directory: its credential (svid.pem, svid.key 0600, bundle.pem, bundles.json), and the simulator's seed")
 	fs.Var(&f.extend, "simulator-extend-pcr", "simulator only: extend this PCR first, as a changed boot would (repeatable)")
 }
@@ -142,7 +142,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 	// Refused before the TPM is opened: opening the simulator writes
 	// its seed in --out.
-	if err := checkAttestOut(tf.out); err != nil {
+	if err := checkAttestOut(tf.out, nil); err != nil {
 		return err
 	}
 	dev, _, closeFn, err := tf.open()
@@ -150,8 +150,13 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		return err
 	}
 	defer closeFn()
+	ek, err := attest.ParseTPM2BPublic("ek_public", dev.EKPublic())
+	if err != nil {
+		return err
+	}
+	own := &ownEK{path: "/node/" + attest.MethodTPM + "/" + ek.SHA256Hex(), typ: tf.ek}
 	for {
-		ans, renewal, err := attestOnce(ctx, dev, &cf, tf.out, ekCert)
+		ans, renewal, err := attestOnce(ctx, dev, &cf, tf.out, ekCert, own)
 		if !loop {
 			if err != nil {
 				return err
@@ -187,15 +192,31 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 }
 
+// ownEK is the node the TPM's EK names (its SPIFFE ID's path), and the
+// --ek that opened it.
+type ownEK struct{ path, typ string }
+
 // checkAttestOut refuses an --out that cannot be written (checkOutDir),
-// or that holds a still valid credential that is not a TPM node's: a TPM
-// node's is renewed; any other is another node's.
-func checkAttestOut(out string) error {
+// or that holds a still valid credential that is not this TPM node's: the
+// node's own is renewed; any other is another node's. Before the TPM is
+// opened (own nil), any TPM node's is taken as the node's own.
+//
+// A TPM node's credential of another EK (--ek switched between rsa and
+// ecc, whose EKs name two nodes) is not renewed: the authority renews a
+// node with its own EK only, and replacing it with a new node's would
+// change this host's identity under its agents without a word.
+func checkAttestOut(out string, own *ownEK) error {
 	if err := checkOutDir("--out", out); err != nil {
 		return err
 	}
-	if hasTPMCredential(out) {
+	chain, ok := tpmCredential(out)
+	switch {
+	case ok && (own == nil || chain[0].URIs[0].Path == own.path):
 		return nil
+	case ok:
+		held := chain[0].URIs[0].String()
+		return fmt.Errorf("%w: --out %s holds the credential of %s, still valid until %s, and this TPM's --ek %s names another node (%s%s): give the --ek it attested with; or, for this host to be the node of --ek %s, remove its credential first (svid.pem and svid.key in %s)",
+			errOutHeld, out, held, chain[0].NotAfter.UTC().Format(time.RFC3339), own.typ, strings.TrimSuffix(held, chain[0].URIs[0].Path), own.path, own.typ, out)
 	}
 	// A TPM node's credential that does not load as it is (its key
 	// readable by others) is attested anew, as one that does is renewed.
@@ -206,9 +227,9 @@ func checkAttestOut(out string) error {
 
 // attestOnce runs the exchange: over mTLS with the node's current SVID if
 // it has a valid one from TPM attestation, else anonymously.
-func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte) (*client.SVIDAnswer, bool, error) {
+func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte, own *ownEK) (*client.SVIDAnswer, bool, error) {
 	renewal := hasTPMCredential(out)
-	if err := checkAttestOut(out); err != nil {
+	if err := checkAttestOut(out, own); err != nil {
 		return nil, false, err
 	}
 	cf.creds = out
@@ -263,11 +284,18 @@ func lapsedRoots(dir string) *heldRoots {
 
 // hasTPMCredential reports whether dir holds an unexpired TPM node SVID.
 func hasTPMCredential(dir string) bool {
+	_, ok := tpmCredential(dir)
+	return ok
+}
+
+// tpmCredential returns the chain of the unexpired TPM node SVID in dir,
+// if it holds one.
+func tpmCredential(dir string) ([]*x509.Certificate, bool) {
 	chain, _, _, err := credfile.Load(credfile.In(dir))
-	if err != nil || len(chain) == 0 {
-		return false
+	if err != nil || len(chain) == 0 || !time.Now().Before(chain[0].NotAfter) || !isTPMNode(chain[0]) {
+		return nil, false
 	}
-	return time.Now().Before(chain[0].NotAfter) && isTPMNode(chain[0])
+	return chain, true
 }
 
 func isTPMNode(c *x509.Certificate) bool {

@@ -279,3 +279,61 @@ func TestNodeRunHasNoQuietFlag(t *testing.T) {
 		t.Errorf("node run --tpm simulator --quiet = %v, want a usage error", err)
 	}
 }
+
+// A TPM node attested with one EK, then run with the other (--ek rsa,
+// then ecc, on one --out): the credential in --out is another node's
+// (the EK names the node), which this TPM's EK of the other type cannot
+// renew. Both commands stop at once, saying so and what to do, rather
+// than as if the authority refused the node; removing the credential
+// attests the node of the EK now asked for.
+func TestCLINodeTPMEKTypeChanged(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	eks := map[string]string{}
+	for _, typ := range []string{"rsa", "ecc"} {
+		ek, err := cli(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", typ, "--quiet")
+		if err != nil {
+			t.Fatalf("node ek --ek %s: %v", typ, err)
+		}
+		eks[typ] = strings.TrimSpace(ek)
+	}
+	profile, err := cli(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--pcrs", "0-7", "--profile", "edge-v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveTrustingTPM(t, dir, eks["rsa"]+", "+eks["ecc"], profile)
+	const node = "spiffe://mandate.localhost/node/tpm/"
+	if id, err := cli(t, url, dir, "node", "attest", "--tpm", "simulator", "--ek", "rsa", "--quiet"); err != nil || strings.TrimSpace(id) != node+eks["rsa"] {
+		t.Fatalf("node attest --ek rsa = %q, %v", id, err)
+	}
+	held, err := os.ReadFile(filepath.Join("mandate-node", "svid.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"attest", "run"} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		var out, errOut bytes.Buffer
+		t.Setenv("MANDATE_SERVER", url)
+		err := run(ctx, []string{"node", cmd, "--tpm", "simulator", "--ek", "ecc"}, &out, &errOut)
+		stoppedByCtx := ctx.Err() != nil
+		cancel()
+		switch {
+		case err == nil || stoppedByCtx:
+			t.Fatalf("node %s --ek ecc after --ek rsa = %v (%s), want it stopped at once", cmd, err, errOut.String())
+		case !strings.Contains(err.Error(), node+eks["rsa"]) || !strings.Contains(err.Error(), node+eks["ecc"]) || !strings.Contains(err.Error(), "give the --ek it attested with"):
+			t.Errorf("node %s --ek ecc after --ek rsa = %v, want it to name both nodes and say what to do", cmd, err)
+		}
+		if now, _ := os.ReadFile(filepath.Join("mandate-node", "svid.key")); !bytes.Equal(now, held) {
+			t.Fatalf("node %s --ek ecc replaced the key of the --ek rsa node", cmd)
+		}
+	}
+	// Its credential removed, as the error says, the node of the ECC EK attests.
+	for _, f := range []string{"svid.pem", "svid.key"} {
+		if err := os.Remove(filepath.Join("mandate-node", f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if id, err := cli(t, url, dir, "node", "attest", "--tpm", "simulator", "--ek", "ecc", "--quiet"); err != nil || strings.TrimSpace(id) != node+eks["ecc"] {
+		t.Fatalf("node attest --ek ecc with the credential removed = %q, %v", id, err)
+	}
+}
