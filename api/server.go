@@ -76,7 +76,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // authority's own X509-SVID as server certificate, and an optional client
 // X509-SVID verified against the bundles the authority holds.
 func (s *Server) TLSConfig() *tls.Config {
-	return &tls.Config{
+	base := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.RequestClientCert,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -85,22 +85,45 @@ func (s *Server) TLSConfig() *tls.Config {
 		// VerifyConnection, unlike VerifyPeerCertificate, also runs when a
 		// client resumes a TLS session, so a resumed session is checked
 		// against the bundles held now, not those of its first handshake.
-		VerifyConnection: s.verifyConnection,
+		VerifyConnection: func(cs tls.ConnectionState) error { return s.verifyConnection(cs, nil) },
 	}
+	cfg := base.Clone()
+	// A connection served by Serve (its context holds its connAuth) is
+	// verified by a configuration of its own, which records the bundle
+	// generation its handshake verified the client chain against: its
+	// first request verifies it again only if the bundles changed since.
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		ca, _ := hello.Context().Value(connAuthKey{}).(*connAuth)
+		if ca == nil {
+			return nil, nil // cfg itself
+		}
+		own := base.Clone()
+		own.VerifyConnection = func(cs tls.ConnectionState) error { return s.verifyConnection(cs, ca) }
+		return own, nil
+	}
+	return cfg
 }
 
 // maxClientChain bounds the client certificate chain.
 const maxClientChain = 8
 
 // verifyConnection checks the client certificate chain, if one was sent,
-// as an X509-SVID of a trust domain whose bundle the authority holds.
-func (s *Server) verifyConnection(cs tls.ConnectionState) error {
+// as an X509-SVID of a trust domain whose bundle the authority holds,
+// and records in ca (if not nil) the bundle generation it was verified
+// against. The generation is read before the chain is verified: bundles
+// changed meanwhile leave an older one recorded, and the chain is
+// verified again at the next request (reverify).
+func (s *Server) verifyConnection(cs tls.ConnectionState, ca *connAuth) error {
 	if len(cs.PeerCertificates) == 0 {
 		return nil
 	}
+	gen := s.a.BundleGeneration()
 	if err := s.verifyChain(cs.PeerCertificates); err != nil {
 		s.metrics.tlsRefused.Inc()
 		return err
+	}
+	if ca != nil {
+		ca.gen.Store(gen)
 	}
 	return nil
 }
@@ -109,15 +132,19 @@ func (s *Server) verifyChain(certs []*x509.Certificate) error {
 	if len(certs) > maxClientChain {
 		return errors.New("client certificate chain too long")
 	}
-	_, _, err := x509svid.Verify(certs, s.a)
+	_, _, err := verifySVID(certs, s.a)
 	return err
 }
 
+// verifySVID is x509svid.Verify; tests replace it to count verifications.
+var verifySVID = x509svid.Verify
+
 // connAuth is per-connection authentication state: the bundle generation
 // against which the connection's client certificate was last verified
-// (0: not yet). A keep-alive connection is re-verified when the bundles
-// change, so a root dropped from a bundle (a rotation, a federation ended)
-// stops authenticating connections that were opened before.
+// (0: not yet), in its handshake or at a request. A keep-alive connection
+// is re-verified when the bundles change, so a root dropped from a bundle
+// (a rotation, a federation ended) stops authenticating connections that
+// were opened before.
 type connAuth struct{ gen atomic.Uint64 }
 
 type connAuthKey struct{}

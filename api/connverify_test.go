@@ -1,0 +1,126 @@
+package api_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/api"
+	"mandate.dev/mandate/authority"
+)
+
+// A new connection's client certificate chain is verified once, in its
+// handshake: its requests verify it again only once the bundles change.
+func TestNewConnectionVerifiesItsClientChainOnce(t *testing.T) {
+	n := api.CountChainVerifications(t) // before the server starts
+	e := start(t, "org-a.example")
+	node := e.joinNode()
+	c := e.rawClient(node.chain, node.key)
+	get := func() {
+		t.Helper()
+		resp, err := c.Get(e.url + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /healthz: %d", resp.StatusCode)
+		}
+	}
+	before := n.Load()
+	get() // a new connection, and its first request
+	get() // the same connection
+	if got := n.Load() - before; got != 1 {
+		t.Errorf("a new connection and two requests on it verified the client chain %d times, want 1", got)
+	}
+}
+
+// sessionSeen is a client session cache that says when a session ticket
+// came: in TLS 1.3, the server sends it once it has verified the client's
+// certificate, that is, once its side of the handshake is done.
+type sessionSeen struct {
+	tls.ClientSessionCache
+	came chan struct{}
+}
+
+func (s *sessionSeen) Put(key string, cs *tls.ClientSessionState) {
+	s.ClientSessionCache.Put(key, cs)
+	select {
+	case s.came <- struct{}{}:
+	default:
+	}
+}
+
+// A federated admin whose connection's handshake was verified while the
+// federation held, and whose first request comes after it ended, is
+// refused at that request, as on a connection that served requests
+// before; with the federation still in place it is served.
+func TestTrustEndedBetweenHandshakeAndFirstRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ended bool
+		want  int
+	}{
+		{"trust held", false, http.StatusOK},
+		{"trust ended", true, http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := start(t, "org-b.example")
+			ops := spiffeid.RequireFromSegments(b.td, "agent", "ops")
+			a := start(t, "org-a.example", func(c *authority.Config) { c.Admins = []string{ops.String()} })
+			a.federate(b)
+			nodeB := b.joinNode()
+			opsID := b.agentSVID(nodeB, b.registerAgent("ops", nodeB.id))
+
+			cfg := a.rawClient(opsID.chain, opsID.key).Transport.(*http.Transport).TLSClientConfig.Clone()
+			seen := &sessionSeen{ClientSessionCache: tls.NewLRUClientSessionCache(1), came: make(chan struct{}, 1)}
+			cfg.ClientSessionCache = seen
+			u, err := url.Parse(a.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, err := tls.Dial("tcp", u.Host, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			req, err := http.NewRequest(http.MethodGet, a.url+"/v1/admin/nodes", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			type answer struct {
+				code int
+				err  error
+			}
+			answered := make(chan answer, 1)
+			go func() { // reads the session ticket, then the answer
+				resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+				if err != nil {
+					answered <- answer{err: err}
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				answered <- answer{code: resp.StatusCode}
+			}()
+			<-seen.came // the server's side of the handshake is done
+			if tc.ended {
+				if err := a.admin.DeleteFederation(ctxT(t), b.td.String()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := req.Write(conn); err != nil {
+				t.Fatal(err)
+			}
+			if got := <-answered; got.err != nil || got.code != tc.want {
+				t.Errorf("first request: %d, %v; want %d", got.code, got.err, tc.want)
+			}
+		})
+	}
+}
