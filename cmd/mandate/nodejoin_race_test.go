@@ -140,7 +140,68 @@ func TestNodeJoinsIntoOneOutAtOnce(t *testing.T) {
 	if firstErr != nil {
 		t.Errorf("the first join = %v", firstErr)
 	}
-	if secondErr == nil || !strings.Contains(secondErr.Error(), "another node join is running") {
+	if secondErr == nil || !strings.Contains(secondErr.Error(), "another node command is writing") {
 		t.Errorf("the second join, while the first runs = %v, want it refused", secondErr)
+	}
+}
+
+// A TPM node attested into the --out of a join under way (the join's
+// answer held back): the attestation is refused, rather than written and
+// then replaced by the join's credential, its key gone.
+func TestNodeAttestWhileAJoinRunsInItsOut(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	out := filepath.Join(dir, "node")
+	ek, err := cli(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--out", out, "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	profile, err := cli(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--out", out, "--pcrs", "0-7", "--profile", "edge-v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveTrustingTPM(t, dir, strings.TrimSpace(ek), profile)
+	token, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, arrived, release := heldProxy(t, u.Host)
+	var joinOut bytes.Buffer
+	joinDone := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		joinDone <- run(ctx, []string{"node", "join", "--server", "https://" + held, "--bundle", "mandate-data/admin/bundle.pem",
+			"--token", strings.TrimSpace(token), "--out", out, "--quiet"}, &joinOut, io.Discard)
+	}()
+	select {
+	case <-arrived:
+	case err := <-joinDone:
+		t.Fatalf("the join ended before it asked the authority: %v", err)
+	}
+	attested, attestErr := cli(t, url, dir, "node", "attest", "--tpm", "simulator", "--ek", "ecc", "--out", out, "--quiet")
+	close(release)
+	joinErr := <-joinDone
+
+	chain, _, _, err := credfile.Load(credfile.In(out))
+	if err != nil {
+		t.Fatalf("the credential in --out: %v", err)
+	}
+	onDisk, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := strings.TrimSpace(attested); attestErr == nil && id != onDisk.String() {
+		t.Errorf("node attest reported %s, but --out holds the credential of %s: its key is lost", id, onDisk)
+	}
+	if id := strings.TrimSpace(joinOut.String()); joinErr != nil || id != onDisk.String() {
+		t.Errorf("the join = %q, %v; --out holds the credential of %s", id, joinErr, onDisk)
+	}
+	if attestErr == nil || !strings.Contains(attestErr.Error(), "another node command is writing") {
+		t.Errorf("node attest while a join runs in its --out = %v, want it refused", attestErr)
 	}
 }
