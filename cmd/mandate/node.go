@@ -77,7 +77,7 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&token, "token", "", "join token from 'mandate admin join-token create' (or --token-file)")
 	fs.StringVar(&tokenFile, "token-file", "", "file holding the join token, - for standard input (keeps it out of the command line, which other local users can read)")
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority")
-	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json); join.key holds the key until the answer is written: if the answer is lost, or its writing cut short, run the same command again; a join holds node.lock there while it runs, and refuses to start while another node command does")
+	fs.StringVar(&out, "out", "mandate-node", "directory for the node credential (svid.pem, svid.key 0600, bundle.pem, bundles.json); join.key holds the key until the answer is written: if the answer is lost, or its writing cut short, run the same command again; a join holds credential.lock there while it runs, and refuses to start while another command writing a credential does")
 	fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
 	if err := parseSome(fs, args); err != nil {
 		return err
@@ -114,9 +114,9 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	// One node command at a time in --out, from its check to its write
-	// (and one join's join.key never another's).
-	unlock, err := lockNodeOut(out)
+	// One command at a time writing in --out, from its check to its
+	// write (and one join's join.key never another's).
+	unlock, err := lockOut(out)
 	if err != nil {
 		return err
 	}
@@ -158,29 +158,29 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out})
 }
 
-// nodeLock is the file in a node command's --out that it holds locked
-// from its check of --out to its write there (removed when it is done):
-// node join, node attest, and each attestation of node run --tpm.
-const nodeLock = "node.lock"
+// outLock is the file in a credential directory (--out) that a command
+// writing a credential there holds locked from its check of the
+// directory to its write (removed when it is done): node join, node
+// attest, each attestation of node run --tpm, and svid x509.
+const outLock = "credential.lock"
 
-// errOutBusy is lockNodeOut's refusal: another node command holds --out.
-var errOutBusy = errors.New("another node command is writing a credential there")
+// errOutBusy is lockOut's refusal: another command holds --out.
+var errOutBusy = errors.New("another command is writing a credential there")
 
-// lockNodeOut makes dir (private, as credfile.Write requires) and locks
-// it for one node command writing a credential there, or says that
-// another holds it. Two at once would both find --out free, and the
-// later write replace the credential the earlier reported, its key with
-// it.
-func lockNodeOut(dir string) (unlock func(), err error) {
+// lockOut makes dir (private, as credfile.Write requires) and locks it
+// for one command writing a credential there, or says that another
+// holds it. Two at once would both find --out free, and the later write
+// replace the credential the earlier reported, its key with it.
+func lockOut(dir string) (unlock func(), err error) {
 	if err := checkOutDir("--out", dir); err != nil {
 		return nil, err
 	}
 	if err := credfile.PrivateDir(dir); err != nil {
 		return nil, fmt.Errorf("--out: %w", err)
 	}
-	unlock, err = credfile.TryLock(filepath.Join(dir, nodeLock))
+	unlock, err = credfile.TryLock(filepath.Join(dir, outLock))
 	if errors.Is(err, credfile.ErrLocked) {
-		return nil, fmt.Errorf("--out %s: %w (a node join, node attest or node run --tpm, which holds %s): wait for it to end, or give another --out (nothing was asked of the authority)", dir, errOutBusy, nodeLock)
+		return nil, fmt.Errorf("--out %s: %w (a node join, node attest, node run --tpm or svid x509, which holds %s): wait for it to end, or give another --out (nothing was asked of the authority)", dir, errOutBusy, outLock)
 	}
 	return unlock, err
 }

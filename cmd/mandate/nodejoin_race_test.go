@@ -140,7 +140,7 @@ func TestNodeJoinsIntoOneOutAtOnce(t *testing.T) {
 	if firstErr != nil {
 		t.Errorf("the first join = %v", firstErr)
 	}
-	if secondErr == nil || !strings.Contains(secondErr.Error(), "another node command is writing") {
+	if secondErr == nil || !strings.Contains(secondErr.Error(), "another command is writing") {
 		t.Errorf("the second join, while the first runs = %v, want it refused", secondErr)
 	}
 }
@@ -201,7 +201,72 @@ func TestNodeAttestWhileAJoinRunsInItsOut(t *testing.T) {
 	if id := strings.TrimSpace(joinOut.String()); joinErr != nil || id != onDisk.String() {
 		t.Errorf("the join = %q, %v; --out holds the credential of %s", id, joinErr, onDisk)
 	}
-	if attestErr == nil || !strings.Contains(attestErr.Error(), "another node command is writing") {
+	if attestErr == nil || !strings.Contains(attestErr.Error(), "another command is writing") {
 		t.Errorf("node attest while a join runs in its --out = %v, want it refused", attestErr)
+	}
+}
+
+// An agent's SVID fetched into the --out of a join under way (the join's
+// answer held back): refused, rather than written and then replaced by
+// the join's credential, its key gone.
+func TestSVIDX509WhileAJoinRunsInItsOut(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	var tokens [2]string
+	for i := range tokens {
+		tok, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[i] = strings.TrimSpace(tok)
+	}
+	nodeID, err := cli(t, url, dir, "node", "join", "--token", tokens[0], "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const agent = "spiffe://mandate.localhost/agent/a1"
+	if _, err := cli(t, url, dir, "admin", "agent", "create", "--spiffe-id", agent, "--node-id", strings.TrimSpace(nodeID)); err != nil {
+		t.Fatal(err)
+	}
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, arrived, release := heldProxy(t, u.Host)
+	out := filepath.Join(dir, "shared")
+	var joinOut bytes.Buffer
+	joinDone := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		joinDone <- run(ctx, []string{"node", "join", "--server", "https://" + held, "--bundle", "mandate-data/admin/bundle.pem",
+			"--token", tokens[1], "--out", out, "--quiet"}, &joinOut, io.Discard)
+	}()
+	select {
+	case <-arrived:
+	case err := <-joinDone:
+		t.Fatalf("the join ended before it asked the authority: %v", err)
+	}
+	_, svidErr := cli(t, url, dir, "svid", "x509", "--spiffe-id", agent, "--creds", "host", "--out", out)
+	close(release)
+	joinErr := <-joinDone
+
+	chain, _, _, err := credfile.Load(credfile.In(out))
+	if err != nil {
+		t.Fatalf("the credential in --out: %v", err)
+	}
+	onDisk, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svidErr == nil && onDisk.String() != agent {
+		t.Errorf("svid x509 reported %s, but --out holds the credential of %s: its key is lost", agent, onDisk)
+	}
+	if id := strings.TrimSpace(joinOut.String()); joinErr != nil || id != onDisk.String() {
+		t.Errorf("the join = %q, %v; --out holds the credential of %s", id, joinErr, onDisk)
+	}
+	if svidErr == nil || !strings.Contains(svidErr.Error(), "another command is writing") {
+		t.Errorf("svid x509 while a join runs in its --out = %v, want it refused", svidErr)
 	}
 }

@@ -36,7 +36,7 @@ type tpmFlags struct {
 func (f *tpmFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.path, "tpm", "", `TPM device (e.g. /dev/tpmrm0), or "simulator" for development (required)`)
 	fs.StringVar(&f.ek, "ek", tpmdevice.EKRSA, "endorsement key type: rsa or ecc (the TCG reference templates); each names a node of its own: give every command of one --out the same")
-	fs.StringVar(&f.out, "out", "mandate-node", "node directory: its credential (svid.pem, svid.key 0600, bundle.pem, bundles.json), and the simulator's seed; an attestation holds node.lock there while it runs, and node attest refuses to start while another node command does (node run tries again later)")
+	fs.StringVar(&f.out, "out", "mandate-node", "node directory: its credential (svid.pem, svid.key 0600, bundle.pem, bundles.json), and the simulator's seed; an attestation holds credential.lock there while it runs, and node attest refuses to start while another command writing a credential does (node run tries again later)")
 	fs.Var(&f.extend, "simulator-extend-pcr", "simulator only: extend this PCR first, as a changed boot would (repeatable)")
 }
 
@@ -228,9 +228,9 @@ func checkAttestOut(out string, own *ownEK) error {
 // attestOnce runs the exchange: over mTLS with the node's current SVID if
 // it has a valid one from TPM attestation, else anonymously.
 func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte, own *ownEK) (*client.SVIDAnswer, bool, error) {
-	// Another node command writing in --out (a join) is waited for by
-	// node run (tried again later), and refuses node attest.
-	unlock, err := lockNodeOut(out)
+	// Another command writing in --out (a join) is waited for by node
+	// run (tried again later), and refuses node attest.
+	unlock, err := lockOut(out)
 	if err != nil {
 		return nil, false, err
 	}

@@ -33,7 +33,7 @@ func svidX509(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var id, out string
 	cf.register(fs, "mandate-node", "credential to authenticate with: a node's (for an agent it hosts) or the agent's own (renewal)")
 	fs.StringVar(&id, "spiffe-id", "", "SPIFFE ID to obtain (required)")
-	fs.StringVar(&out, "out", "mandate-agent", "directory for the new credential (svid.pem, svid.key 0600, bundle.pem, bundles.json)")
+	fs.StringVar(&out, "out", "mandate-agent", "directory for the new credential (svid.pem, svid.key 0600, bundle.pem, bundles.json); the command holds credential.lock there while it runs, and refuses to start while another command writing a credential does")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -44,12 +44,19 @@ func svidX509(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usagef("--spiffe-id: %v", err)
 	}
-	// Renewing replaces the same identity's credential, nothing else.
-	if err := checkOut(out, "--out", func(held spiffeid.ID) bool { return held == sid }); err != nil {
-		return err
-	}
 	c, err := cf.dial(true)
 	if err != nil {
+		return err
+	}
+	// One command at a time writing in --out, from its check to its
+	// write.
+	unlock, err := lockOut(out)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// Renewing replaces the same identity's credential, nothing else.
+	if err := checkOut(out, "--out", func(held spiffeid.ID) bool { return held == sid }); err != nil {
 		return err
 	}
 	key, _, err := client.NewKeyAndCSR()
