@@ -14,9 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/ca/presented"
 )
 
 // requestTimeout bounds the work one request may cause, from when its
@@ -136,8 +135,8 @@ func (s *Server) verifyChain(certs []*x509.Certificate) error {
 	return err
 }
 
-// verifySVID is x509svid.Verify; tests replace it to count verifications.
-var verifySVID = x509svid.Verify
+// verifySVID is presented.Verify; tests replace it to count verifications.
+var verifySVID = presented.Verify
 
 // connAuth is per-connection authentication state: the bundle generation
 // against which the connection's client certificate was last verified

@@ -14,10 +14,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"mandate.dev/mandate/audit"
-	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/ca/presented"
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
@@ -255,11 +254,11 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if len(req.DelegateeSVID) > maxDelegateeChain {
 		return nil, fmt.Errorf("%w: delegatee_x509_svid is at most %d certificates (the SVID and its intermediates)", ErrInvalidRequest, maxDelegateeChain)
 	}
-	if err := ca.CheckPresentedChain(req.DelegateeSVID); err != nil {
+	if err := presented.CheckKeys(req.DelegateeSVID); err != nil {
 		return nil, fmt.Errorf("%w: delegatee_x509_svid: %v", ErrInvalidRequest, err)
 	}
 	if len(req.DelegateeSVID) > 0 {
-		id, _, err := x509svid.Verify(req.DelegateeSVID, a)
+		id, _, err := presented.Verify(req.DelegateeSVID, a)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("%w: delegatee_x509_svid is not a valid X509-SVID of %s (%v)", ErrInvalidRequest, delegatee, err)

@@ -17,6 +17,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/ca/presented"
 )
 
 // NoLeeway is VerifyOptions.Leeway for no tolerance of clock skew.
@@ -556,7 +558,7 @@ func verifiedSVID(j *compactJWS, auths []*x509.Certificate, roots [32]byte, want
 		}
 		// SPIFFE's own rules on the leaf and its chain (go-spiffe), at a
 		// time the leaf is valid; the time asked is checked below.
-		id, verified, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(want.TrustDomain(), auths), x509svid.WithTime(at))
+		id, verified, err := presented.Verify(certs, x509bundle.FromX509Authorities(want.TrustDomain(), auths), x509svid.WithTime(at))
 		if err != nil || len(verified) == 0 {
 			return nil, fmt.Errorf("%w: not a valid X509-SVID of %s's trust domain (%v)", ErrDelegatorSignature, want, err)
 		}

@@ -1,0 +1,20 @@
+// Package presented verifies X509-SVID chains that others present (a
+// client's certificate chain in a TLS handshake, a delegatee's chain in a
+// request, the x5c of a delegation token) with work bounded by the
+// verifier's own trust, not by the presenter.
+//
+// Verify accepts exactly the chains go-spiffe's x509svid.Verify accepts,
+// and gives the same verified chains. Before that verification it keeps
+// of the presented intermediates only those proven, from the bundle's
+// X.509 authorities down, to be signed by a certificate already proven:
+// every signature it checks on the way is checked with the key of a root
+// or of such a proven CA, never with a key the presenter chose. A chain
+// of intermediates that all share one name and one key (which would make
+// the standard path search try up to a hundred signatures, each with a
+// key as costly as the presenter likes) thus costs a handful of checks
+// with the verifier's own keys.
+//
+// CheckKeys refuses a chain holding an RSA key of more than MaxRSABits,
+// the bound crypto/tls sets on a client's chain in a handshake, for
+// chains that arrive another way.
+package presented

@@ -1,0 +1,197 @@
+package presented
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("org-a.example")
+
+type issuer struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+var serial int64
+
+// mint makes a certificate named subject, signed by parent (self-signed
+// if parent is nil); key is its key (a new one if nil).
+func mint(t *testing.T, subject string, isCA bool, parent *issuer, key *ecdsa.PrivateKey, uri string) *issuer {
+	t.Helper()
+	if key == nil {
+		var err error
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial),
+		Subject:               pkix.Name{Organization: []string{"SPIFFE"}, CommonName: subject},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		BasicConstraintsValid: true,
+		IsCA:                  isCA,
+	}
+	if isCA {
+		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+		// A name of its own: x509.Verify takes CAs of one subject, key
+		// and names for one.
+		tmpl.DNSNames = []string{fmt.Sprintf("ca%d.example", serial)}
+	} else {
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	}
+	if uri != "" {
+		u, _ := url.Parse(uri)
+		tmpl.URIs = []*url.URL{u}
+	}
+	signer, signerKey := tmpl, key
+	if parent != nil {
+		signer, signerKey = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &issuer{cert: c, key: key}
+}
+
+func leafOf(t *testing.T, parent *issuer) *x509.Certificate {
+	return mint(t, "", false, parent, nil, "spiffe://org-a.example/agent/planner").cert
+}
+
+// Verify accepts what x509svid.Verify accepts, with the same chains:
+// a leaf alone, a leaf with the root, with intermediates in order or
+// not, nested, and under a bundle that holds an intermediate.
+func TestVerifyAcceptsWhatX509SVIDAccepts(t *testing.T) {
+	root := mint(t, "root", true, nil, nil, "spiffe://org-a.example")
+	int1 := mint(t, "int1", true, root, nil, "spiffe://org-a.example")
+	int2 := mint(t, "int2", true, int1, nil, "spiffe://org-a.example")
+	// Old nested SPIRE servers gave all their CAs one subject.
+	same1 := mint(t, "", true, root, nil, "spiffe://org-a.example")
+	same2 := mint(t, "", true, same1, nil, "spiffe://org-a.example")
+	other := mint(t, "other root", true, nil, nil, "spiffe://org-a.example")
+	underRoot, underInt1, underInt2, underSame2 := leafOf(t, root), leafOf(t, int1), leafOf(t, int2), leafOf(t, same2)
+	bundle := x509bundle.FromX509Authorities(td, []*x509.Certificate{root.cert})
+	for _, tc := range []struct {
+		name   string
+		certs  []*x509.Certificate
+		bundle *x509bundle.Bundle
+		ok     bool
+	}{
+		{"a leaf under the root", []*x509.Certificate{underRoot}, bundle, true},
+		{"a leaf and the root", []*x509.Certificate{underRoot, root.cert}, bundle, true},
+		{"a leaf and its intermediate", []*x509.Certificate{underInt1, int1.cert}, bundle, true},
+		{"nested, in order", []*x509.Certificate{underInt2, int2.cert, int1.cert}, bundle, true},
+		{"nested, out of order, with the root", []*x509.Certificate{underInt2, root.cert, int1.cert, int2.cert}, bundle, true},
+		{"nested CAs of one subject", []*x509.Certificate{underSame2, same2.cert, same1.cert}, bundle, true},
+		{"an intermediate in the bundle", []*x509.Certificate{underInt2, int2.cert}, x509bundle.FromX509Authorities(td, []*x509.Certificate{int1.cert}), true},
+		{"a leaf under the root, an unrelated intermediate beside it", []*x509.Certificate{underRoot, int2.cert}, bundle, true},
+		{"an intermediate missing", []*x509.Certificate{underInt2, int2.cert}, bundle, false},
+		{"another root", []*x509.Certificate{underRoot, root.cert}, x509bundle.FromX509Authorities(td, []*x509.Certificate{other.cert}), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantID, wantChains, wantErr := x509svid.Verify(tc.certs, tc.bundle)
+			id, chains, err := Verify(tc.certs, tc.bundle)
+			if (err == nil) != tc.ok || (wantErr == nil) != tc.ok {
+				t.Fatalf("Verify = %v, x509svid.Verify = %v; want ok=%v", err, wantErr, tc.ok)
+			}
+			if id != wantID || !slices.EqualFunc(chains, wantChains, slices.Equal) {
+				t.Errorf("Verify = %v, %v; x509svid.Verify = %v, %v", id, chains, wantID, wantChains)
+			}
+		})
+	}
+}
+
+// A presenter's intermediates that no root vouches for never reach the
+// path search, however many share a name and a key; those the roots
+// vouch for do, once each.
+func TestOnlyProvenIntermediatesAreSearched(t *testing.T) {
+	root := mint(t, "root", true, nil, nil, "spiffe://org-a.example")
+	int1 := mint(t, "int1", true, root, nil, "spiffe://org-a.example")
+	// Six CAs of one name and one key, each signed by that key: each
+	// could be the parent of any other.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := mint(t, "junk", true, nil, key, "spiffe://org-a.example")
+	junk := []*x509.Certificate{first.cert}
+	for range 5 {
+		junk = append(junk, mint(t, "junk", true, first, key, "spiffe://org-a.example").cert)
+	}
+	// A junk CA naming the root as its issuer, signed with the junk key.
+	rootNamed := *root.cert
+	rootNamed.PublicKey = &key.PublicKey
+	forged := mint(t, "junk", true, &issuer{cert: &rootNamed, key: key}, key, "spiffe://org-a.example")
+	if string(forged.cert.RawIssuer) != string(root.cert.RawSubject) {
+		t.Fatal("the forged CA does not name the root as its issuer")
+	}
+	leaf := leafOf(t, first)
+	roots := []*x509.Certificate{root.cert}
+
+	presented := append(append([]*x509.Certificate{int1.cert, root.cert, forged.cert}, junk...), int1.cert)
+	got := proven(presented, roots)
+	if !slices.Equal(got, []*x509.Certificate{int1.cert}) {
+		t.Errorf("proven = %d certificates %v, want int1 alone", len(got), names(got))
+	}
+	_, _, err = Verify(append([]*x509.Certificate{leaf}, presented...), x509bundle.FromX509Authorities(td, roots))
+	if err == nil {
+		t.Fatal("Verify of a leaf under the junk CAs succeeded")
+	}
+}
+
+func names(certs []*x509.Certificate) string {
+	var s []string
+	for _, c := range certs {
+		s = append(s, c.Subject.CommonName)
+	}
+	return strings.Join(s, ",")
+}
+
+// BenchmarkJunkChain verifies a leaf under seven CAs of one name and one
+// key (P-256 here; a presenter would choose RSA keys of 8192 bits),
+// with x509svid.Verify and with Verify.
+func BenchmarkJunkChain(b *testing.B) {
+	t := &testing.T{}
+	root := mint(t, "root", true, nil, nil, "spiffe://org-a.example")
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rootNamed := *root.cert
+	rootNamed.PublicKey = &key.PublicKey
+	first := mint(t, "junk", true, &issuer{cert: &rootNamed, key: key}, key, "spiffe://org-a.example")
+	certs := []*x509.Certificate{leafOf(t, first), first.cert}
+	for range 6 {
+		certs = append(certs, mint(t, "junk", true, first, key, "spiffe://org-a.example").cert)
+	}
+	bundle := x509bundle.FromX509Authorities(td, []*x509.Certificate{root.cert})
+	for _, v := range []struct {
+		name   string
+		verify func([]*x509.Certificate, x509bundle.Source, ...x509svid.VerifyOption) (spiffeid.ID, [][]*x509.Certificate, error)
+	}{{"x509svid.Verify", x509svid.Verify}, {"Verify", Verify}} {
+		b.Run(v.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, _, err := v.verify(certs, bundle); err == nil {
+					b.Fatal("the junk chain verified")
+				}
+			}
+		})
+	}
+}
