@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/url"
@@ -156,6 +157,31 @@ func TestOnlyProvenIntermediatesAreSearched(t *testing.T) {
 	_, _, err = Verify(append([]*x509.Certificate{leaf}, presented...), x509bundle.FromX509Authorities(td, roots))
 	if err == nil {
 		t.Fatal("Verify of a leaf under the junk CAs succeeded")
+	}
+}
+
+// TestVerifySearchesNoUnprovenIntermediate: a leaf under CAs of one name
+// and one key, none proven from the roots, is refused by Verify without
+// a path search among them (which x509svid.Verify ends only at Go's
+// limit of signature checks): the roots alone are searched, and the
+// leaf's issuer is none of them.
+func TestVerifySearchesNoUnprovenIntermediate(t *testing.T) {
+	root := mint(t, "root", true, nil, nil, "spiffe://org-a.example")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootNamed := *root.cert
+	rootNamed.PublicKey = &key.PublicKey
+	first := mint(t, "junk", true, &issuer{cert: &rootNamed, key: key}, key, "spiffe://org-a.example")
+	certs := []*x509.Certificate{leafOf(t, first), first.cert}
+	for range 6 {
+		certs = append(certs, mint(t, "junk", true, first, key, "spiffe://org-a.example").cert)
+	}
+	_, _, err = Verify(certs, x509bundle.FromX509Authorities(td, []*x509.Certificate{root.cert}))
+	var unknown x509.UnknownAuthorityError
+	if !errors.As(err, &unknown) || strings.Contains(err.Error(), "limit") {
+		t.Fatalf("Verify of a leaf under unproven CAs = %v, want it refused as signed by an unknown authority, with no search among them", err)
 	}
 }
 
