@@ -8,7 +8,10 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"mandate.dev/mandate/api"
 	"mandate.dev/mandate/authority"
@@ -120,6 +123,40 @@ func TestTrustEndedBetweenHandshakeAndFirstRequest(t *testing.T) {
 			}
 			if got := <-answered; got.err != nil || got.code != tc.want {
 				t.Errorf("first request: %d, %v; want %d", got.code, got.err, tc.want)
+			}
+		})
+	}
+}
+
+// Serve's connections negotiate HTTP/1.1 by ALPN with a client that
+// offers it, with a client certificate or without: the configuration
+// each connection gets of its own keeps what the HTTP server adds.
+func TestServeNegotiatesHTTP1(t *testing.T) {
+	e := start(t, "org-a.example")
+	node := e.joinNode()
+	u, err := url.Parse(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := x509bundle.FromX509Authorities(e.td, e.bundle)
+	authz := tlsconfig.AuthorizeID(authority.ServerID(e.td))
+	svid := &x509svid.SVID{ID: spiffeid.RequireFromString(node.chain[0].URIs[0].String()), Certificates: node.chain, PrivateKey: node.key}
+	for _, tc := range []struct {
+		name string
+		cfg  *tls.Config
+	}{
+		{"no client certificate", tlsconfig.TLSClientConfig(bundle, authz)},
+		{"a node's certificate", tlsconfig.MTLSClientConfig(svid, bundle, authz)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.NextProtos = []string{"http/1.1"}
+			c, err := tls.Dial("tcp", u.Host, tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := c.ConnectionState().NegotiatedProtocol; got != "http/1.1" {
+				t.Errorf("negotiated protocol %q, want http/1.1", got)
 			}
 		})
 	}

@@ -77,6 +77,10 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) TLSConfig() *tls.Config {
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS13,
+		// HTTP/1.1, the one protocol served (httpServer), named here:
+		// the configuration each connection gets of its own (below) is
+		// a clone of this one, not of the copy the HTTP server adds it to.
+		NextProtos: []string{"http/1.1"},
 		ClientAuth: tls.RequestClientCert,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.serverCert(context.Background())
