@@ -304,7 +304,9 @@ func joinKey(dir, tokenDigest string) (crypto.Signer, string, error) {
 // its key among it, that another identity still uses. The credential
 // held is told by its certificate, with a key file beside it: one that
 // does not load as it is (its key readable by others, its bundle
-// damaged) is held all the same, as it is usable again once mended.
+// damaged) is held all the same, as it is usable again once mended, and
+// so is one whose certificate is no X509-SVID (it names no identity that
+// replaces could report).
 func checkOut(dir, flag string, replaces func(spiffeid.ID) bool) error {
 	if err := checkOutDir(flag, dir); err != nil {
 		return err
@@ -321,8 +323,14 @@ func checkOut(dir, flag string, replaces func(spiffeid.ID) bool) error {
 	if _, err := os.Lstat(p.Key); err != nil {
 		return nil // a certificate without its key
 	}
+	// A certificate that is no X509-SVID is no identity a command may
+	// replace: whose it is, and what uses its key, is not known here.
 	held, err := x509svid.IDFromCert(chain[0])
-	if err != nil || replaces(held) {
+	if err != nil {
+		return fmt.Errorf("%w: %s %s holds a certificate that is not an X509-SVID (%v), still valid until %s; give another %s, or remove %s first",
+			errOutHeld, flag, dir, err, chain[0].NotAfter.UTC().Format(time.RFC3339), flag, dir)
+	}
+	if replaces(held) {
 		return nil
 	}
 	why := ""

@@ -2,10 +2,23 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/credfile"
 )
 
 // A still valid credential of another identity is not written over
@@ -55,5 +68,55 @@ func TestOutHeldWhateverElseIsWrong(t *testing.T) {
 		if now, err := os.ReadFile(filepath.Join(out, "svid.key")); err != nil || !bytes.Equal(now, key) {
 			t.Errorf("%s: a1's key was replaced (%v)", tc.name, err)
 		}
+	}
+}
+
+// A still valid certificate with its key in --out that is no X509-SVID
+// (no SPIFFE ID, or more than one) is no identity the command may
+// replace: it is refused, not written over, whatever identity is asked.
+func TestOutHeldNotAnSVID(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		uris []string
+	}{
+		{"no URI", nil},
+		{"two SPIFFE IDs", []string{"spiffe://mandate.localhost/agent/a1", "spiffe://mandate.localhost/agent/a2"}},
+		{"another scheme", []string{"https://mandate.localhost/a1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tpl := &x509.Certificate{
+				SerialNumber: big.NewInt(1),
+				Subject:      pkix.Name{CommonName: "not an svid"},
+				NotBefore:    time.Now().Add(-time.Minute),
+				NotAfter:     time.Now().Add(time.Hour),
+			}
+			for _, u := range tc.uris {
+				pu, err := url.Parse(u)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tpl.URIs = append(tpl.URIs, pu)
+			}
+			der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := credfile.Write(credfile.In(out), []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+				t.Fatal(err)
+			}
+			err = checkOut(out, "--out", func(spiffeid.ID) bool { return true })
+			if !errors.Is(err, errOutHeld) || !strings.Contains(err.Error(), "not an X509-SVID") {
+				t.Errorf("checkOut of an --out holding a certificate with %s = %v, want it refused as not an X509-SVID", tc.name, err)
+			}
+		})
 	}
 }
