@@ -3,8 +3,10 @@
 // request, the x5c of a delegation token) with work bounded by the
 // verifier's own trust, not by the presenter.
 //
-// Verify accepts exactly the chains go-spiffe's x509svid.Verify accepts,
-// and gives the same verified chains. Before that verification it keeps
+// Verify accepts the chains go-spiffe's x509svid.Verify accepts, and
+// gives the same verified chains (it may also accept one whose search
+// x509svid.Verify gives up, at Go's limit of a hundred signature checks,
+// among intermediates nothing vouches for). Before that verification it keeps
 // of the presented intermediates only those proven, from the bundle's
 // X.509 authorities down, to be signed by a certificate already proven:
 // every signature it checks on the way is checked with the key of a root

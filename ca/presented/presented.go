@@ -49,6 +49,10 @@ func Verify(certs []*x509.Certificate, source x509bundle.Source, opts ...x509svi
 		if id, err := x509svid.IDFromCert(certs[0]); err == nil {
 			if b, err := source.GetX509BundleForTrustDomain(id.TrustDomain()); err == nil {
 				certs = append([]*x509.Certificate{certs[0]}, proven(certs[1:], b.X509Authorities())...)
+				// The chain is verified against the bundle its
+				// intermediates were proven from, not one the source
+				// may hold a moment later.
+				source = b
 			}
 		}
 	}
