@@ -169,6 +169,13 @@ func (a *Authority) AuditVerifierKey() string { return a.auditVKey }
 // recordTimeout bounds how long a flow waits for its event to be durable.
 const recordTimeout = 30 * time.Second
 
+// recordContext is the context an event is recorded in: not ended with
+// the flow's ctx (the change it reports may already be made), ended by
+// recordTimeout (a variable for tests).
+var recordContext = func(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+}
+
 // event is one audit entry in the making.
 type event struct {
 	typ, actor, subject string
@@ -198,7 +205,7 @@ func (a *Authority) recordWith(ctx context.Context, ev event, apply func(tx stor
 	// The change this event reports may already be committed (record), or
 	// is committed with it (recordWith): recording is not abandoned
 	// because the client went away.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	rctx, cancel := recordContext(ctx)
 	defer cancel()
 	var applied func(tx store.Tx) error
 	var applyErr error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/store"
 	"mandate.dev/mandate/store/bolt"
 )
 
@@ -73,8 +75,11 @@ type backupStore interface {
 // Requests are served meanwhile. The admin credential (made again at
 // start) and the TPM challenge key (outstanding challenges are then
 // unknown, and asked again) are not copied. The backup is recorded in
-// the audit log (backup.created) before it is reported (one that cannot
-// be recorded is removed). It holds private keys: move it off the host
+// the audit log (backup.created, with its mark in bucketBackups in the
+// same commit) before it is reported: the record waits for its commit
+// however long that takes, and a backup whose entry is not logged is
+// removed; one whose entry may be (the store failed, and could not be
+// read after) is kept and refused with errBackupMayBeRecorded. It holds private keys: move it off the host
 // to storage as private as the data directory. One backup is made at a
 // time (ErrBackupUnderWay). Once begun, it is finished even if ctx ends
 // meanwhile (the request's deadline passes, its client hangs up); only
@@ -195,9 +200,12 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		}
 	}
 	if err == nil {
-		_, err = a.record(ctx, event{typ: "backup.created", actor: c.ID.String(), details: map[string]any{
-			"dir": filepath.Base(b.Dir), "files": len(b.Files), "audit_tree_size": b.AuditTreeSize,
-		}})
+		err = a.recordBackup(ctx, c, b)
+	}
+	if errors.Is(err, errBackupMayBeRecorded) {
+		// Neither removed nor reported made: its entry may be in the log.
+		a.log.ErrorContext(ctx, "backup kept: its record may have been written", "dir", b.Dir, "err", err)
+		return nil, err
 	}
 	if err != nil {
 		// What was written is no backup: removed, not left to be taken
@@ -218,6 +226,49 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	}
 	a.log.InfoContext(ctx, "backup made", "dir", b.Dir, "audit_tree_size", b.AuditTreeSize)
 	return b, nil
+}
+
+// bucketBackups holds the backups the audit log recorded: each is put
+// there in the commit of its backup.created entry.
+const bucketBackups = "backups" // backup directory's name → the entry's details (JSON)
+
+// errBackupMayBeRecorded is a backup whose record failed in a way that
+// leaves unknown whether its entry is in the log.
+var errBackupMayBeRecorded = errors.New("authority: backup: its record may have been written")
+
+// recordBackup records b (backup.created) with its mark in bucketBackups,
+// in the same commit: it waits for the commit whatever the time taken (a
+// stalled fsync), so that its answer says whether the entry is logged.
+// A commit the store reported as failed may still have kept the entry:
+// then the mark says it was (nil), or, if the mark cannot be read, the
+// error matches errBackupMayBeRecorded. Any other error means the entry
+// is not logged.
+func (a *Authority) recordBackup(ctx context.Context, c *Caller, b *Backup) error {
+	name := filepath.Base(b.Dir)
+	details := map[string]any{"dir": name, "files": len(b.Files), "audit_tree_size": b.AuditTreeSize}
+	mark, err := json.Marshal(details)
+	if err != nil {
+		return fmt.Errorf("authority: backup: %w", err)
+	}
+	_, err = a.recordWith(ctx, event{typ: "backup.created", actor: c.ID.String(), details: details}, func(tx store.Tx) error {
+		return tx.Put(bucketBackups, []byte(name), mark)
+	})
+	if err == nil {
+		return nil
+	}
+	switch verr := a.store.View(ctx, func(tx store.Tx) error {
+		_, gerr := tx.Get(bucketBackups, []byte(name))
+		return gerr
+	}); {
+	case verr == nil:
+		a.log.WarnContext(ctx, "backup recorded, though the store reported its commit failed", "dir", b.Dir, "err", err)
+		return nil
+	case errors.Is(verr, store.ErrNotFound):
+		return err
+	default:
+		return fmt.Errorf("%w, and is kept in %s: %v (and reading whether it was: %v); look for its backup.created entry in the audit log before using or deleting it",
+			errBackupMayBeRecorded, b.Dir, err, verr)
+	}
 }
 
 // errAbandoned is a backup the authority's stop cut short.

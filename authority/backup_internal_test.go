@@ -6,7 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"mandate.dev/mandate/audit"
 )
 
 // A backup, once asked, is made whole and recorded whatever becomes of
@@ -193,5 +197,81 @@ func TestBackupUnderWayAtStop(t *testing.T) {
 	}
 	if n := entriesOf(t, a, "backup.created"); n != 0 {
 		t.Errorf("%d backup.created entries for a backup abandoned, want 0", n)
+	}
+}
+
+// A backup is kept exactly when its backup.created entry is logged: its
+// record's time running out while the audit log's commit is under way
+// (a stalled fsync) neither removes a backup whose entry is then
+// committed, nor keeps one whose commit fails.
+func TestBackupKeptWithItsRecord(t *testing.T) {
+	errCommit := errors.New("the commit failed")
+	for _, tc := range []struct {
+		name      string
+		commitErr error
+	}{
+		{"the commit outlasts the record's time", nil},
+		{"the commit fails", errCommit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The hooks are set before the authority runs, and put back
+			// once it has stopped (cleanups run last first).
+			was := recordContext
+			t.Cleanup(func() { recordContext, committingEntry = was, nil })
+			// The backup's record's time runs out when the test says so;
+			// other records are as always.
+			expiring, expire := context.WithCancel(context.Background())
+			defer expire()
+			var backingUp atomic.Bool
+			recordContext = func(ctx context.Context) (context.Context, context.CancelFunc) {
+				if backingUp.Load() {
+					return context.WithCancel(expiring)
+				}
+				return was(ctx)
+			}
+			// The commit of the backup's entry ends its record's time,
+			// and goes on until MakeBackup has answered, or for a second
+			// (MakeBackup waiting for it meanwhile).
+			returned := make(chan struct{})
+			committingEntry = func(e audit.Entry) error {
+				if e.Type != "backup.created" {
+					return nil
+				}
+				expire()
+				select {
+				case <-returned:
+				case <-time.After(time.Second):
+				}
+				return tc.commitErr
+			}
+			a, _ := runAuthority(t)
+			admin := adminOf(t, a)
+			root := filepath.Join(a.cfg.DataDir, BackupDirName)
+			backingUp.Store(true)
+			b, err := a.MakeBackup(t.Context(), admin)
+			backingUp.Store(false)
+			close(returned)
+			// The log is past the commit before it is read.
+			if _, rerr := a.record(t.Context(), event{typ: "test.after"}); rerr != nil {
+				t.Fatal(rerr)
+			}
+			left, rerr := os.ReadDir(root)
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			recorded := entriesOf(t, a, "backup.created")
+			if err == nil {
+				if recorded != 1 || len(left) != 1 || left[0].Name() != filepath.Base(b.Dir) {
+					t.Fatalf("MakeBackup succeeded; %d backup.created entries, backups/ holds %v: want its entry and its directory", recorded, left)
+				}
+				return
+			}
+			if recorded != 0 || len(left) != 0 {
+				t.Fatalf("MakeBackup = %v; %d backup.created entries, backups/ holds %v: want no entry and no backup", err, recorded, left)
+			}
+			if tc.commitErr == nil {
+				t.Fatalf("MakeBackup = %v, want the backup made: its entry was committed", err)
+			}
+		})
 	}
 }

@@ -21,10 +21,20 @@ const bucketSVIDMeta = "svids_meta"
 
 var keySVIDsIndexed = []byte("serials_indexed")
 
+// committingEntry, when set (tests), is called with each entry a commit
+// of the audit log writes, inside its transaction: an error fails the
+// commit.
+var committingEntry func(e audit.Entry) error
+
 // indexEntry is the audit log's index hook: inside the transaction that
 // makes an entry durable, it writes what status, revocation, chains and
 // hops read of it.
 func (a *Authority) indexEntry(tx store.Tx, index uint64, e audit.Entry, leafHash []byte) error {
+	if committingEntry != nil {
+		if err := committingEntry(e); err != nil {
+			return err
+		}
+	}
 	switch e.Type {
 	case "delegation.issued":
 		return a.indexDelegation(tx, index, e, leafHash)
