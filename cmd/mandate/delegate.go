@@ -28,7 +28,8 @@ const delegateUsage = `Usage:
                            (--principal P | --parent TOKEN_FILE) [flags]
         as the agent whose credential is in AGENT_DIR (the delegator), let the
         delegatee act for the principal (a root hop) or below the parent token
-        it holds; prints the delegation and writes the token (--out)
+        it holds; prints the delegation and writes the token (--out; if that
+        write fails, the error names the delegation and its audit index, to revoke it)
   mandate delegate verify TOKEN_FILE (--presenter ID [--presenter-cert PEM] | --any-holder) [--bundles FILE] [--audience A] [--status URL]
         verify a delegation token's whole chain offline and print it; with --status, also ask the
         last hop's issuer whether the chain still holds
@@ -170,8 +171,12 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	case ans.ID == "" || claims.ID != ans.ID:
 		return fmt.Errorf("the authority's answer names the delegation %q, and its token is that of %q", ans.ID, claims.ID)
 	}
-	if err := credfile.WriteFileAtomic(out, []byte(ans.Token+"\n"), 0o600); err != nil {
-		return err
+	if err := writeIssued(out, []byte(ans.Token+"\n")); err != nil {
+		// The delegation is made and logged: said, so that it can be
+		// found and revoked (its token, a secret, is shown nowhere).
+		return fmt.Errorf("the authority issued delegation %s (audit log index %d, expires %s), but its token was not written to --out %s: %w; "+
+			"nothing else holds the token: have an admin revoke the delegation (mandate admin revoke delegation %s --reason \"token not written\"), and ask again once --out can be written",
+			ans.ID, ans.Receipt.Index, ans.ExpiresAt.UTC().Format(time.RFC3339), out, err, ans.ID)
 	}
 	return printJSON(stdout, map[string]any{"id": ans.ID, "expires_at": ans.ExpiresAt, "token_file": out,
 		"audit_index": ans.Receipt.Index, "chain": ans.Chain})

@@ -11,6 +11,19 @@ import (
 	"mandate.dev/mandate/credfile"
 )
 
+// outWriting, when set (tests), is called with the --out file a command
+// is about to write what the authority issued to, once issued.
+var outWriting func(path string)
+
+// writeIssued writes b, what the authority issued, to the --out file
+// path (0600) that checkOutFile passed.
+func writeIssued(path string, b []byte) error {
+	if outWriting != nil {
+		outWriting(path)
+	}
+	return credfile.WriteFileAtomic(path, b, 0o600)
+}
+
 // checkOutFile refuses, before anything is asked of the authority, an
 // output file (given with flag) that could not be written: one whose
 // directory is missing or no directory, one that is a directory, or one

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -120,7 +121,13 @@ func svidJWT(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if outFile != "" {
-		return credfile.WriteFileAtomic(outFile, []byte(ans.Token+"\n"), 0o600)
+		if err := writeIssued(outFile, []byte(ans.Token+"\n")); err != nil {
+			// Issued and logged: said (never the token, a secret).
+			return fmt.Errorf("the authority issued a JWT-SVID for %s (audience %s, expires at %s), but it was not written to --out %s: %w; "+
+				"nothing else holds it, and it is unusable past its expiry: ask again once --out can be written",
+				client.Printable(ans.SPIFFEID), strings.Join(aud, ", "), ans.ExpiresAt.UTC().Format(time.RFC3339), outFile, err)
+		}
+		return nil
 	}
 	if asJSON {
 		return printJSON(stdout, ans)
