@@ -517,7 +517,9 @@ func (lv *logViews) recallState(file string, v note.Verifier, strict bool) (*log
 	return cp, raw, nil
 }
 
-// keep writes, in the directory recall read, the largest checkpoint each
+// keep writes, in the directory recall read (made 0700 with its missing
+// parents; refused, credfile.ErrNotPrivate, when group or others may
+// write to it or another user owns it), the largest checkpoint each
 // log showed in this run when that is larger than the one remembered
 // (when recall read it, and again just before writing: another run may
 // have written since; two runs that write at the same moment can still
@@ -542,7 +544,9 @@ func (lv *logViews) keep() ([]string, error) {
 				continue
 			}
 		}
-		if err := os.MkdirAll(lv.dir, 0o700); err != nil {
+		// Only this user's to change: others could remove or roll back
+		// what it remembers. Made durable with the checkpoint.
+		if err := credfile.PrivateDir(lv.dir); err != nil {
 			return kept, err
 		}
 		if err := credfile.WriteFileAtomic(file, l.raw, 0o600); err != nil {
