@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,6 +189,48 @@ func TestNodeRenewalWaitsHalfTheSVIDLife(t *testing.T) {
 	}
 	if wait > life/2+time.Minute {
 		t.Errorf("next renewal in %s: after the SVID expires at the authority (it lives %s); want about %s", wait, life, life/2)
+	}
+}
+
+// TestNodeRenewalTakesTheOutLock: a join-token node's renewal (node run)
+// does not write while another command holds --out's lock: it fails, to
+// be tried again, and asks nothing of the authority; the credential in
+// --out is left as it was.
+func TestNodeRenewalTakesTheOutLock(t *testing.T) {
+	ca := newOrgACA(t)
+	node := tdA + "/node/join/n1"
+	dir := t.TempDir()
+	nodeKey, nodeCert := ca.issue(t, node, 3)
+	if err := credfile.Write(credfile.In(dir), []*x509.Certificate{nodeCert}, nodeKey, []*x509.Certificate{ca.cert}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(credfile.In(dir).Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int32
+	answer := svidAnswer(t, ca, node, node, time.Now().Add(-10*time.Second), time.Now().Add(time.Hour), ca.cert)
+	server := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		answer(w, r)
+	})
+	unlock, err := lockOut(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = renewNodeOnce(context.Background(), &clientFlags{server: server, creds: dir}, dir, spiffeid.RequireFromString(node))
+	if !errors.Is(err, errOutBusy) {
+		t.Errorf("renewal while --out is locked = %v, want %v", err, errOutBusy)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the authority was asked %d times while --out was locked", n)
+	}
+	if after, err := os.ReadFile(credfile.In(dir).Cert); err != nil || !bytes.Equal(after, before) {
+		t.Errorf("the credential in --out changed while another command held it (%v)", err)
+	}
+	unlock()
+	if _, err := renewNodeOnce(context.Background(), &clientFlags{server: server, creds: dir}, dir, spiffeid.RequireFromString(node)); err != nil {
+		t.Errorf("renewal once --out is free = %v", err)
 	}
 }
 

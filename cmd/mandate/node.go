@@ -180,7 +180,7 @@ func lockOut(dir string) (unlock func(), err error) {
 	}
 	unlock, err = credfile.TryLock(filepath.Join(dir, outLock))
 	if errors.Is(err, credfile.ErrLocked) {
-		return nil, fmt.Errorf("--out %s: %w (a node join, node attest, node run --tpm or svid x509, which holds %s): wait for it to end, or give another --out (nothing was asked of the authority)", dir, errOutBusy, outLock)
+		return nil, fmt.Errorf("--out %s: %w (a node join, node attest, node run or svid x509, which holds %s): wait for it to end, or give another --out (nothing was asked of the authority)", dir, errOutBusy, outLock)
 	}
 	return unlock, err
 }
@@ -427,9 +427,13 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 	if err != nil {
 		return 0, err
 	}
-	if err := checkOutDir("--out", out); err != nil {
+	// A command writing in --out meanwhile (node attest, svid x509) is
+	// waited for: this renewal fails, and is tried again.
+	unlock, err := lockOut(out)
+	if err != nil {
 		return 0, err
 	}
+	defer unlock()
 	ans, err := c.X509SVID(ctx, id.String(), csr)
 	if err != nil {
 		return 0, err

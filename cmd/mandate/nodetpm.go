@@ -36,7 +36,7 @@ type tpmFlags struct {
 func (f *tpmFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.path, "tpm", "", `TPM device (e.g. /dev/tpmrm0), or "simulator" for development (required)`)
 	fs.StringVar(&f.ek, "ek", tpmdevice.EKRSA, "endorsement key type: rsa or ecc (the TCG reference templates); each names a node of its own: give every command of one --out the same")
-	fs.StringVar(&f.out, "out", "mandate-node", "node directory: its credential (svid.pem, svid.key 0600, bundle.pem, bundles.json), and the simulator's seed; an attestation holds credential.lock there while it runs, and node attest refuses to start while another command writing a credential does (node run tries again later)")
+	fs.StringVar(&f.out, "out", "mandate-node", "node directory: its credential (svid.pem, svid.key 0600, bundle.pem, bundles.json), and the simulator's seed; an attestation or a renewal holds credential.lock there while it runs, and node attest refuses to start while another command writing a credential does (node run tries again later)")
 	fs.Var(&f.extend, "simulator-extend-pcr", "simulator only: extend this PCR first, as a changed boot would (repeatable)")
 }
 
