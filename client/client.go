@@ -23,6 +23,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/ca/presented"
 )
 
 // DefaultServer is the address of an authority started with no flags.
@@ -179,7 +181,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	bundle := ownBundle{x509bundle.FromX509Authorities(td, cfg.Bundle)}
 	authz := tlsconfig.AuthorizeID(spiffeid.RequireFromSegments(td, "mandate", "server"))
-	tlsCfg := tlsconfig.TLSClientConfig(bundle, authz)
+	tlsCfg := presented.TLSClientConfig(bundle, authz)
 	if len(cfg.SVID) > 0 {
 		id, err := x509svid.IDFromCert(cfg.SVID[0])
 		if err != nil {
@@ -192,7 +194,7 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("client: the private key given is not the key of the SVID %s", id)
 		}
 		svid := &x509svid.SVID{ID: id, Certificates: cfg.SVID, PrivateKey: cfg.Key}
-		tlsCfg = tlsconfig.MTLSClientConfig(svid, bundle, authz)
+		tlsCfg = presented.MTLSClientConfig(svid, bundle, authz)
 	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 16

@@ -16,6 +16,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"mandate.dev/mandate/ca/presented"
 )
 
 // ErrStatusUnknown is returned when an issuer could not tell a hop's
@@ -49,7 +51,7 @@ type StatusAnswer struct {
 // more than 16 KiB are refused (net/http would read up to 10 MiB of them).
 func NewStatusClient(bundles x509bundle.Source, server spiffeid.ID) *http.Client {
 	return &http.Client{Timeout: StatusTimeout,
-		Transport: &http.Transport{TLSClientConfig: tlsconfig.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server)), DisableKeepAlives: true,
+		Transport: &http.Transport{TLSClientConfig: presented.TLSClientConfig(bundles, tlsconfig.AuthorizeID(server)), DisableKeepAlives: true,
 			MaxResponseHeaderBytes: maxStatusAnswer,
 			// Through the proxy the environment names (HTTPS_PROXY,
 			// NO_PROXY), as federated bundles are fetched: a host whose

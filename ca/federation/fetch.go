@@ -12,6 +12,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"mandate.dev/mandate/ca/presented"
 )
 
 // DefaultMaxBundleBytes is the default Config.MaxBundleBytes: 1 MiB, far
@@ -49,7 +51,7 @@ func (m *Manager) fetch(ctx context.Context, rel Relationship) (*spiffebundle.Bu
 	case ProfileHTTPSSPIFFE:
 		// The server must present an X.509-SVID for exactly the endpoint ID,
 		// chaining to that ID's trust domain bundle from the combined source.
-		tlsCfg = tlsconfig.TLSClientConfig(m.CombinedSource(), tlsconfig.AuthorizeID(rel.EndpointSPIFFEID))
+		tlsCfg = presented.TLSClientConfig(m.CombinedSource(), tlsconfig.AuthorizeID(rel.EndpointSPIFFEID))
 	case ProfileHTTPSWeb:
 		// Web PKI: WebRoots (nil: system roots) and the URL's host name,
 		// which the transport sets as ServerName.

@@ -1,6 +1,7 @@
 // Package presented verifies X509-SVID chains that others present (a
-// client's certificate chain in a TLS handshake, a delegatee's chain in a
-// request, the x5c of a delegation token) with work bounded by the
+// client's certificate chain in a TLS handshake, a server's to the
+// clients of TLSClientConfig and MTLSClientConfig, a delegatee's chain in
+// a request, the x5c of a delegation token) with work bounded by the
 // verifier's own trust, not by the presenter.
 //
 // Verify accepts the chains go-spiffe's x509svid.Verify accepts, and
