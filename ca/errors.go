@@ -35,4 +35,10 @@ var (
 	// active authority has already expired, which only happens when
 	// rotation (Rotate/Run) has not been running.
 	ErrAuthorityExpired = errors.New("ca: active authority expired")
+
+	// ErrAuthorityNotYetValid is returned when an X509-SVID would be
+	// valid at no instant: the clock reads earlier than the active X.509
+	// CA's NotBefore by at least the SVID's lifetime (it was stepped
+	// back after the CA was made, or is not yet set).
+	ErrAuthorityNotYetValid = errors.New("ca: active authority not yet valid")
 )

@@ -92,9 +92,13 @@ func newX509Issuer(a *authority, subject pkix.Name) (*x509Issuer, error) {
 // active X.509 CA. The leaf has exactly one URI SAN (the SPIFFE ID), is not
 // a CA, has key usage digitalSignature (plus keyEncipherment for RSA keys),
 // extended key usages serverAuth and clientAuth, a random 128-bit serial,
-// NotBefore ten seconds in the past, and NotAfter = min(now+TTL, CA expiry).
+// NotBefore ten seconds in the past (never before the CA's NotBefore),
+// and NotAfter = min(now+TTL, CA expiry).
 //
-// Refusals wrap ErrInvalidParams, ErrUnsupportedKey or ErrWeakKey.
+// Refusals wrap ErrInvalidParams, ErrUnsupportedKey or ErrWeakKey;
+// ErrAuthorityExpired and ErrAuthorityNotYetValid say the clock reads
+// past the active CA's life, or so far before it that the SVID would
+// never be valid.
 func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -127,6 +131,15 @@ func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) 
 			return nil, fmt.Errorf("%w: x509 ca %s expired at %s", ErrAuthorityExpired, iss.id, iss.notAfter)
 		}
 	}
+	// Never before the CA's own NotBefore: a clock that reads earlier
+	// (stepped back since the CA was made) shortens the SVID, and one
+	// that reads earlier by the whole lifetime would make a certificate
+	// valid at no instant, which is refused.
+	notBefore, notAfter := laterOf(now.Add(-backdate), iss.notBefore), earlierOf(now.Add(ttl), iss.notAfter)
+	if !notBefore.Before(notAfter) {
+		return nil, fmt.Errorf("%w: x509 ca %s is valid from %s, and the clock reads %s: an SVID it signed now would never be valid (was the clock stepped back?)",
+			ErrAuthorityNotYetValid, iss.id, iss.notBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
 	subject, err := leafSubject(p.Subject, iss.leafSubject)
 	if err != nil {
 		return nil, err
@@ -134,8 +147,8 @@ func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) 
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
 		RawSubject:            subject,
-		NotBefore:             laterOf(now.Add(-backdate), iss.notBefore),
-		NotAfter:              earlierOf(now.Add(ttl), iss.notAfter),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              usage,
 		ExtKeyUsage:           leafExtKeyUsage,
 		BasicConstraintsValid: true,
