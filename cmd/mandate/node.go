@@ -393,10 +393,37 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 			wait = max(wait, minRenewalWait)
 			fmt.Fprintf(stderr, "%s renewed %s; next renewal in %s\n", time.Now().UTC().Format(time.RFC3339), id, wait.Round(time.Second))
 		}
+		if !sleep(ctx, wait, time.Now, wallPoll) {
+			return nil
+		}
+	}
+}
+
+// wallPoll is how often sleep reads the wall clock.
+const wallPoll = time.Minute
+
+// sleep waits d, or less if the wall clock (now) passes d from when it
+// began first, reading it every poll; it reports false if ctx ended
+// first. Go's timers count no time while the host is suspended: a
+// renewal timed by one alone would come that much later after a resume,
+// perhaps after the credential expired (the wall clock had counted
+// it); and a clock stepped forward brings expiries closer.
+func sleep(ctx context.Context, d time.Duration, now func() time.Time, poll time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	end := now().Round(0).Add(d) // the wall clock's reading alone
+	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
+			return false
+		case <-t.C:
+			return true
+		case <-tick.C:
+			if !now().Round(0).Before(end) {
+				return true
+			}
 		}
 	}
 }

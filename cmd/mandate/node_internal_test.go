@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,5 +206,49 @@ func TestNodeRunSaysWhyItsCredentialIsUnusable(t *testing.T) {
 	err := run(ctx, []string{"node", "run", "--out", dir, "--server", "https://127.0.0.1:1"}, &out, &errOut)
 	if err == nil || strings.Contains(err.Error(), "join first") || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("node run with a key others may read = %v, want the key's mode said, not to join first", err)
+	}
+}
+
+// node run's wait between renewals ends when the wall clock says it has
+// passed, not only when Go's timer does (it stands still while the host
+// is suspended): a node resumed after its renewal was due renews then,
+// not that much later, when its credential may have expired.
+func TestSleepFollowsTheWallClock(t *testing.T) {
+	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		wall   func(read int) time.Time // the wall clock at its nth reading
+		d      time.Duration
+		cancel int // ctx is cancelled at this reading (0: never)
+		want   bool
+	}{
+		{"the host was suspended past the wait", func(n int) time.Time {
+			if n == 0 {
+				return start
+			}
+			return start.Add(2 * time.Hour)
+		}, time.Hour, 0, true},
+		{"the clock was stepped forward past it", func(n int) time.Time { return start.Add(time.Duration(n) * 30 * time.Minute) }, time.Hour, 0, true},
+		{"the wall clock stands: only the timer ends it", func(int) time.Time { return start }, time.Hour, 50, false},
+		{"the wall clock went back: the timer ends it", func(n int) time.Time { return start.Add(-time.Duration(n) * time.Hour) }, time.Millisecond, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			var mu sync.Mutex
+			reads := 0
+			now := func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				if tc.cancel != 0 && reads == tc.cancel {
+					cancel()
+				}
+				reads++
+				return tc.wall(reads - 1)
+			}
+			if got := sleep(ctx, tc.d, now, time.Millisecond); got != tc.want {
+				t.Errorf("sleep = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

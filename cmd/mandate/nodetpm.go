@@ -184,10 +184,8 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 			wait = max(renewalWait(ans), minRenewalWait)
 			fmt.Fprintf(stderr, "%s attested %s (renewal %v); next quote in %s\n", time.Now().UTC().Format(time.RFC3339), ans.SPIFFEID, renewal, wait.Round(time.Second))
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, wait, time.Now, wallPoll) {
 			return nil
-		case <-time.After(wait):
 		}
 	}
 }
