@@ -525,10 +525,18 @@ func x5c(j *compactJWS) ([]*x509.Certificate, error) {
 // svids remembers delegator X509-SVID chains already validated: a
 // verifier that sees many hops by the same agents (and a chain's parents
 // again and again) validates each certificate chain once per bundle.
-var svids = newMemo[svidKey, svidEntry](maxCachedSVIDs)
+var svids = newMemo[svidKey, svidEntry](maxCachedSVIDBytes)
 
-// maxCachedSVIDs bounds the memo (each chain counts one).
-const maxCachedSVIDs = 4096
+// maxCachedSVIDBytes bounds the memo by what it keeps of each chain: its
+// leaf, counted as its DER encoding and svidEntryOverhead. A chain is
+// remembered once it validates, before its signature is checked, once
+// per distinct header: counting entries alone, a trust domain's CA that
+// issues large certificates could make it hold some 70 MB.
+const maxCachedSVIDBytes = 16 << 20
+
+// svidEntryOverhead is about what a parsed certificate takes beyond its
+// DER encoding, with its memo entry (measured: 3 to 4 KB).
+const svidEntryOverhead = 4 << 10
 
 type svidKey struct {
 	chain [32]byte // SHA-256 of the JWS header holding the x5c chain
@@ -573,7 +581,7 @@ func verifiedSVID(j *compactJWS, auths []*x509.Certificate, roots [32]byte, want
 				e.notAfter = c.NotAfter
 			}
 		}
-		svids.put(k, e, 1)
+		svids.put(k, e, len(certs[0].Raw)+svidEntryOverhead)
 	}
 	if e.id != want {
 		return nil, fmt.Errorf("%w: signed by %s, not the delegator %s", ErrDelegatorSignature, e.id, want)
