@@ -91,6 +91,7 @@ var problemTable = []problemKind{
 	{authority.ErrNodeUnknown, http.StatusForbidden, "node-not-attested", "Node not attested"},
 	{authority.ErrSVIDSuperseded, http.StatusForbidden, "svid-superseded", "SVID replaced since"},
 	{authority.ErrRenewedMeanwhile, http.StatusConflict, "renewed-meanwhile", "Renewed meanwhile"},
+	{authority.ErrChangedMeanwhile, http.StatusConflict, "changed-meanwhile", "Changed meanwhile"},
 	{authority.ErrBackupUnderWay, http.StatusConflict, "backup-in-progress", "A backup is being made"},
 	{authority.ErrBackupNoRoom, http.StatusInsufficientStorage, "backup-no-room", "No room for a backup"},
 	{authority.ErrStopping, http.StatusServiceUnavailable, "stopping", "The server is stopping"},

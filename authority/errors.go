@@ -24,6 +24,10 @@ var (
 	// ErrRenewedMeanwhile is a node renewal that lost a race with another
 	// renewal of the node.
 	ErrRenewedMeanwhile = errors.New("authority: renewed meanwhile")
+	// ErrChangedMeanwhile is an SVID or a delegation whose decision was
+	// made on a registration (or a node's facts) changed before its
+	// commit: it is not issued, and may be asked again.
+	ErrChangedMeanwhile = errors.New("authority: changed meanwhile")
 	// ErrPreconditionFailed is a change conditioned on a version of a
 	// registration (IfMatch) that is not the current one.
 	ErrPreconditionFailed = errors.New("authority: precondition failed")

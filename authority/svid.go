@@ -57,7 +57,7 @@ func (a *Authority) MintX509(ctx context.Context, c *Caller, spiffeID string, cs
 	err = a.recordIssued(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "x509", "serial": svid.SerialNumber.Text(16), "certificate_sha256": CertificateSHA256(svid.Certificates[0]), "node": node.SPIFFEID,
 		"ttl_seconds": int64(svid.ExpiresAt.Sub(svid.Certificates[0].NotBefore).Seconds()), "expires_at": svid.ExpiresAt.UTC(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, c, node.SPIFFEID, a.now()))
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, agent, c, node.SPIFFEID, a.now()))
 	if err != nil {
 		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}
@@ -79,7 +79,11 @@ func (a *Authority) recordIssued(ctx context.Context, ev event, is *issuance, ch
 // banned nor drifted nor lapsed at now, the registration allowing it, and
 // a node asking with its latest SVID): a ban, a drift, a deletion or a
 // renewal committed since the first check is not outrun by the issuance.
-func stillHosts(agentID spiffeid.ID, c *Caller, nodeID string, now time.Time) func(tx store.Tx) error {
+// The registration must still be decided, the one the policy was asked
+// about (its TTL made the SVID, its accountability is the entry's
+// party): one updated, or deleted and registered again, since is
+// ErrChangedMeanwhile.
+func stillHosts(agentID spiffeid.ID, decided *registry.Agent, c *Caller, nodeID string, now time.Time) func(tx store.Tx) error {
 	return func(tx store.Tx) error {
 		agent, err := registry.AgentBySPIFFEID(tx, agentID.String())
 		if err != nil {
@@ -92,8 +96,21 @@ func stillHosts(agentID spiffeid.ID, c *Caller, nodeID string, now time.Time) fu
 		if err := registry.CheckHosting(agent, node); err != nil {
 			return err
 		}
+		if err := sameRegistration(decided, agent); err != nil {
+			return err
+		}
 		return stillAttested(node, c, now)
 	}
+}
+
+// sameRegistration refuses cur, a registration read in a commit, unless
+// it is decided, the version a flow's decision was made on.
+func sameRegistration(decided, cur *registry.Agent) error {
+	if decided.SHA256() != cur.SHA256() {
+		return fmt.Errorf("%w: the registration of %s was changed while this was issued (by an admin, after the policy decided on the version before): ask again",
+			ErrChangedMeanwhile, cur.SPIFFEID)
+	}
+	return nil
 }
 
 // stillAttested refuses node at now when it is lapsed, or, when it is
@@ -154,7 +171,7 @@ func (a *Authority) MintJWT(ctx context.Context, c *Caller, spiffeID string, aud
 	}
 	err = a.recordIssued(ctx, event{typ: "svid.issued", actor: c.ID.String(), subject: id.String(), parties: partyOf(agent), details: map[string]any{
 		"kind": "jwt", "audience": svid.Audience, "key_id": svid.KeyID, "node": node.SPIFFEID, "expires_at": svid.ExpiresAt.UTC(),
-	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, c, node.SPIFFEID, a.now()))
+	}, decisionID: is.decision.ID, policyRevision: is.decision.Revision}, is, stillHosts(id, agent, c, node.SPIFFEID, a.now()))
 	if err != nil {
 		return nil, a.issuanceFailed(ctx, c, is, agent, err)
 	}

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,5 +261,116 @@ func TestMintServerSVIDWaitsNoLongerThanItsCaller(t *testing.T) {
 	}
 	if svid != nil || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("MintServerSVID with the store held: %v, %v; want no certificate, the caller's deadline passed", svid, err)
+	}
+}
+
+// heldRecord holds the first record of a flow whose context names it
+// (holdKey), after the flow's checks and before its commit: reached is
+// closed when the flow gets there, and it goes on once release is
+// closed. An admin change made meanwhile is acknowledged before the
+// flow commits.
+type heldRecord struct {
+	once             sync.Once
+	reached, release chan struct{}
+}
+
+type holdKey struct{}
+
+// holding is ctx naming a new heldRecord.
+func holding(ctx context.Context) (context.Context, *heldRecord) {
+	h := &heldRecord{reached: make(chan struct{}), release: make(chan struct{})}
+	return context.WithValue(ctx, holdKey{}, h), h
+}
+
+// holdRecords makes recordContext hold the records of flows whose
+// context names a heldRecord; set before the authority runs, and put
+// back once it has stopped (cleanups run last first).
+func holdRecords(t *testing.T) {
+	was := recordContext
+	t.Cleanup(func() { recordContext = was })
+	recordContext = func(ctx context.Context) (context.Context, context.CancelFunc) {
+		if h, ok := ctx.Value(holdKey{}).(*heldRecord); ok {
+			h.once.Do(func() { close(h.reached); <-h.release })
+		}
+		return was(ctx)
+	}
+}
+
+// An agent SVID whose decision was made on a registration that an admin
+// updated before its commit (the update acknowledged first) is not
+// issued: its TTL, and the accountable party its entry names, would be
+// those of a registration no longer in force. The allow is recorded on
+// its own, and a new request is decided on the registration as it is.
+func TestAgentSVIDIsNotIssuedOnAChangedRegistration(t *testing.T) {
+	for _, kind := range []string{"x509", "jwt"} {
+		for _, tc := range []struct {
+			name   string
+			change func(*registry.Agent)
+		}{
+			{"accountability", func(ag *registry.Agent) { ag.Accountability.Operator = "team-b" }},
+			{"lifetime", func(ag *registry.Agent) { ag.X509TTLSeconds, ag.JWTTTLSeconds = 60, 60 }},
+		} {
+			t.Run(kind+" "+tc.name, func(t *testing.T) {
+				holdRecords(t)
+				a := startAuthority(t)
+				ctx, admin := t.Context(), adminOf(t, a)
+				nodeID := putNode(t, a, "n1")
+				reg, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeID},
+					Accountability: registry.Accountability{Operator: "team-a"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				node := &Caller{ID: spiffeid.RequireFromString(nodeID)}
+				mint := func(ctx context.Context) error {
+					if kind == "x509" {
+						_, err := a.MintX509(ctx, node, reg.SPIFFEID, newCSR(t))
+						return err
+					}
+					_, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"})
+					return err
+				}
+				hctx, h := holding(ctx)
+				done := make(chan error, 1)
+				go func() { done <- mint(hctx) }()
+				<-h.reached
+				upd := *reg
+				upd.NodeIDs = slices.Clone(reg.NodeIDs)
+				tc.change(&upd)
+				if _, err := a.UpdateAgent(ctx, admin, reg.ID, &upd); err != nil {
+					t.Fatal(err)
+				}
+				close(h.release)
+				if err := <-done; !errors.Is(err, ErrChangedMeanwhile) {
+					t.Fatalf("SVID decided before the update, committed after = %v, want ErrChangedMeanwhile", err)
+				}
+				of := func(typ string) int {
+					got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: typ, SPIFFEID: reg.SPIFFEID, Limit: 10})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return len(got)
+				}
+				if n := of("svid.issued"); n != 0 {
+					t.Errorf("the agent's svid.issued entries: %d, want none", n)
+				}
+				if n := of("policy.decision"); n != 1 {
+					t.Errorf("the agent's policy.decision entries: %d, want the allow whose SVID was refused", n)
+				}
+				if err := mint(ctx); err != nil {
+					t.Fatalf("asked again: %v", err)
+				}
+				got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "svid.issued", SPIFFEID: reg.SPIFFEID, Limit: 10})
+				if err != nil || len(got) != 1 {
+					t.Fatalf("svid.issued entries after asking again: %d (%v)", len(got), err)
+				}
+				e, err := audit.Decode(got[0].Entry)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(e.Accountable) != 1 || e.Accountable[0].Operator != upd.Accountability.Operator {
+					t.Errorf("the entry's accountable party: %+v, want the registration's as updated", e.Accountable)
+				}
+			})
+		}
 	}
 }
