@@ -524,8 +524,8 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// entry without its record, no record without its entry.
 	ev := event{typ: "delegation.issued", actor: c.ID.String(), subject: delegatee.String(), parties: parties,
 		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: recDetails}
-	rc, err := a.recordOmittingInput(ctx, ev, details, stillDelegates(c, delegator.hostNode, req.Scopes, parent == nil,
-		delegatee, delegatee.TrustDomain() == a.td, a.now))
+	rc, err := a.recordOmittingInput(ctx, ev, details, stillDelegates(c, decidedOn{delegator: delegator, scopes: req.Scopes, root: parent == nil,
+		delegatee: delegatee, delegateeReg: delegateeReg, boundHost: boundHost, boundFacts: delegateeHost}, a.now))
 	if errors.Is(err, audit.ErrInvalidEntry) {
 		// Too large even so: refused as what was asked, not failed as
 		// the server's fault.
@@ -727,31 +727,70 @@ func delegatorHosted(tx store.Tx, c *Caller, host spiffeid.ID, now time.Time) (*
 	return ag, node, lapsed(node, now)
 }
 
+// decidedOn is what a hop's decision was made on, which its commit
+// checks again (stillDelegates).
+type decidedOn struct {
+	delegator *delegatorInfo
+	scopes    []string // asked
+	root      bool
+	delegatee spiffeid.ID
+	// delegateeReg is the registration of a delegatee of this trust
+	// domain (nil for another's).
+	delegateeReg *registry.Agent
+	// boundHost is the node of the delegatee's SVID the hop is bound to
+	// (zero if none), and boundFacts what the policy was told of it.
+	boundHost  spiffeid.ID
+	boundFacts map[string]any
+}
+
 // stillDelegates checks again, in the commit that logs a hop, what
-// delegatorFacts found before the hop was made: the delegator still
-// registered and hosted (delegatorHosted), and, for a root hop, every
-// scope asked still granted by its registration; and, for a delegatee
-// of this trust domain (local), that it is still registered. A ban, a
-// drift, a deletion or an update committed meanwhile is not outrun by
-// the hop.
-func stillDelegates(c *Caller, host spiffeid.ID, scopes []string, root bool, delegatee spiffeid.ID, local bool, now func() time.Time) func(store.Tx) error {
+// the hop was decided on: the delegator still registered and hosted
+// (delegatorHosted), and, for a root hop, every scope asked still
+// granted by its registration; and, for a delegatee of this trust
+// domain, that it is still registered. A ban, a drift, a deletion or an
+// update committed meanwhile is not outrun by the hop. The delegator's
+// and the delegatee's registrations must still be the versions the
+// policy was asked about (their accountability is the entry's parties),
+// and the node the hop is bound to still as the policy was told (banned,
+// drifted, lapsed, level): otherwise ErrChangedMeanwhile.
+func stillDelegates(c *Caller, d decidedOn, now func() time.Time) func(store.Tx) error {
 	return func(tx store.Tx) error {
-		ag, _, err := delegatorHosted(tx, c, host, now())
+		at := now()
+		ag, _, err := delegatorHosted(tx, c, d.delegator.hostNode, at)
 		if err != nil {
 			return err
 		}
-		if root {
-			for _, s := range scopes {
+		if d.root {
+			for _, s := range d.scopes {
 				if !slices.Contains(ag.Scopes, s) {
 					return fmt.Errorf("%w: %q to %s (its registration no longer grants it)", ErrScopeNotGranted, s, c.ID)
 				}
 			}
 		}
-		if local {
-			if ok, err := registry.AgentRegistered(tx, delegatee.String()); err != nil {
+		if err := sameRegistration(d.delegator.reg, ag); err != nil {
+			return err
+		}
+		if d.delegateeReg != nil {
+			cur, err := registry.AgentBySPIFFEID(tx, d.delegatee.String())
+			if errors.Is(err, registry.ErrNotFound) {
+				return delegateeError{fmt.Sprintf("delegatee %s is not a registered agent of this trust domain (its registration was deleted as the hop was made)", d.delegatee)}
+			}
+			if err != nil {
 				return err
-			} else if !ok {
-				return delegateeError{fmt.Sprintf("delegatee %s is not a registered agent of this trust domain (its registration was deleted as the hop was made)", delegatee)}
+			}
+			if err := sameRegistration(d.delegateeReg, cur); err != nil {
+				return err
+			}
+		}
+		if !d.boundHost.IsZero() {
+			n, err := registry.GetNode(tx, d.boundHost.String())
+			if err != nil {
+				return notFoundAs(err, ErrNodeUnknown, d.boundHost)
+			}
+			f := d.boundFacts
+			if f["banned"] != n.Banned || f["drifted"] != n.Drifted || f["lapsed"] != (lapsed(n, at) != nil) || f["level"] != n.Level {
+				return fmt.Errorf("%w: %s, the delegatee's node the hop is bound to, was banned, marked drifted, lapsed or attested again while the hop was decided: ask again",
+					ErrChangedMeanwhile, d.boundHost)
 			}
 		}
 		return nil

@@ -1,0 +1,116 @@
+package authority
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/registry"
+)
+
+// agentSVID is an X509-SVID of agent id, asked by node nodeID, and its
+// key.
+func agentSVID(t *testing.T, a *Authority, nodeID, id string) (*ca.X509SVID, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := a.MintX509(t.Context(), &Caller{ID: spiffeid.RequireFromString(nodeID)}, id, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svid, key
+}
+
+// A hop decided before an admin change, and committed after it (the
+// change acknowledged first), is not issued when the change touches
+// what it was decided on: the delegator's or the delegatee's
+// registration (their accountability is the hop's parties, their
+// registrations the policy's input), or the ban of the node the hop is
+// bound to (the policy was told it is not banned).
+func TestHopIsNotIssuedOnWhatChangedMeanwhile(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, a *Authority, admin *Caller, delegator, delegatee *registry.Agent, n2 string)
+	}{
+		{"the delegator's registration updated", func(t *testing.T, a *Authority, admin *Caller, delegator, _ *registry.Agent, _ string) {
+			upd := *delegator
+			upd.NodeIDs, upd.Scopes = slices.Clone(delegator.NodeIDs), slices.Clone(delegator.Scopes)
+			upd.Accountability.Operator = "team-b"
+			if _, err := a.UpdateAgent(t.Context(), admin, delegator.ID, &upd); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"the delegatee's registration updated", func(t *testing.T, a *Authority, admin *Caller, _, delegatee *registry.Agent, _ string) {
+			upd := *delegatee
+			upd.NodeIDs = slices.Clone(delegatee.NodeIDs)
+			upd.Accountability.ResponsibleParty = "someone-else@example.com"
+			if _, err := a.UpdateAgent(t.Context(), admin, delegatee.ID, &upd); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"the node the hop is bound to banned", func(t *testing.T, a *Authority, admin *Caller, _, _ *registry.Agent, n2 string) {
+			if _, err := a.BanNode(t.Context(), admin, n2, "stolen"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			holdRecords(t)
+			a := startAuthority(t)
+			ctx, admin := t.Context(), adminOf(t, a)
+			n1, n2 := putNode(t, a, "n1"), putNode(t, a, "n2")
+			delegator, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/c", NodeIDs: []string{n1},
+				Scopes: []string{"calendar:read"}, Accountability: registry.Accountability{Operator: "team-a"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			delegatee, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/d", NodeIDs: []string{n1, n2},
+				Accountability: registry.Accountability{ResponsibleParty: "ops@example.com"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			svid, key := agentSVID(t, a, n1, delegator.SPIFFEID)
+			bound, _ := agentSVID(t, a, n2, delegatee.SPIFFEID)
+			st := delegation.Statement{Delegator: delegator.SPIFFEID, Delegatee: delegatee.SPIFFEID, Principal: "alice", Scopes: []string{"calendar:read"}}
+			sig, err := delegation.SignStatement(st, key, svid.Certificates)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := DelegateRequest{Delegatee: delegatee.SPIFFEID, DelegateeSVID: bound.Certificates, Principal: "alice",
+				Scopes: []string{"calendar:read"}, DelegatorSignature: sig}
+			c := &Caller{ID: svid.ID, Cert: svid.Certificates[0]}
+			hctx, h := holding(ctx)
+			done := make(chan error, 1)
+			go func() {
+				_, err := a.Delegate(hctx, c, req)
+				done <- err
+			}()
+			<-h.reached
+			tc.change(t, a, admin, delegator, delegatee, n2)
+			close(h.release)
+			if err := <-done; !errors.Is(err, ErrChangedMeanwhile) {
+				t.Fatalf("a hop decided before the change, committed after = %v, want ErrChangedMeanwhile", err)
+			}
+			got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "delegation.issued", Limit: 10})
+			if err != nil || len(got) != 0 {
+				t.Fatalf("delegation.issued entries: %d (%v), want none", len(got), err)
+			}
+		})
+	}
+}
