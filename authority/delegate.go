@@ -435,6 +435,13 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		slices.Sort(expired)
 		return nil, fmt.Errorf("%w: %s has expired", delegation.ErrExpired, expired[0])
 	}
+	// The other trust domains the hop rests on (its delegatee's, its
+	// chain's issuers') that are federated as it is decided: the commit
+	// requires them still federated.
+	federated, err := a.federatedOf(ctx, delegatee, chain)
+	if err != nil {
+		return nil, err
+	}
 	id := delegation.NewID()
 	input := map[string]any{
 		"delegator": map[string]any{"spiffe_id": c.ID.String(), "trust_domain": a.td.Name(), "scopes": granted,
@@ -525,7 +532,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	ev := event{typ: "delegation.issued", actor: c.ID.String(), subject: delegatee.String(), parties: parties,
 		decisionID: d.ID, policyRevision: d.Revision, delegationID: id, details: recDetails}
 	rc, err := a.recordOmittingInput(ctx, ev, details, stillDelegates(c, decidedOn{delegator: delegator, scopes: req.Scopes, root: parent == nil,
-		delegatee: delegatee, delegateeReg: delegateeReg, boundHost: boundHost, boundFacts: delegateeHost}, a.now))
+		delegatee: delegatee, delegateeReg: delegateeReg, boundHost: boundHost, boundFacts: delegateeHost, federated: federated}, a.now))
 	if errors.Is(err, audit.ErrInvalidEntry) {
 		// Too large even so: refused as what was asked, not failed as
 		// the server's fault.
@@ -741,6 +748,44 @@ type decidedOn struct {
 	// (zero if none), and boundFacts what the policy was told of it.
 	boundHost  spiffeid.ID
 	boundFacts map[string]any
+	// federated are the other trust domains the hop rests on that had a
+	// federation relationship when it was decided (federatedOf).
+	federated []string
+}
+
+// federatedOf is those of the trust domains a hop to delegatee below
+// chain rests on, other than this one (the delegatee's, and the
+// issuers' of the chain), that have a federation relationship.
+func (a *Authority) federatedOf(ctx context.Context, delegatee spiffeid.ID, chain []*delegation.Claims) ([]string, error) {
+	var tds []string
+	add := func(td spiffeid.TrustDomain) {
+		if td != a.td && !slices.Contains(tds, td.Name()) {
+			tds = append(tds, td.Name())
+		}
+	}
+	add(delegatee.TrustDomain())
+	for _, c := range chain {
+		if id, err := spiffeid.FromString(c.Issuer); err == nil {
+			add(id.TrustDomain())
+		}
+	}
+	if len(tds) == 0 {
+		return nil, nil
+	}
+	var out []string
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		for _, td := range tds {
+			_, err := tx.Get(bucketFederations, []byte(td))
+			switch {
+			case err == nil:
+				out = append(out, td)
+			case !errors.Is(err, store.ErrNotFound):
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // stillDelegates checks again, in the commit that logs a hop, what
@@ -751,8 +796,9 @@ type decidedOn struct {
 // update committed meanwhile is not outrun by the hop. The delegator's
 // and the delegatee's registrations must still be the versions the
 // policy was asked about (their accountability is the entry's parties),
-// and the node the hop is bound to still as the policy was told (banned,
-// drifted, lapsed, level): otherwise ErrChangedMeanwhile.
+// the node the hop is bound to still as the policy was told (banned,
+// drifted, lapsed, level), and the other trust domains it rests on
+// still federated: otherwise ErrChangedMeanwhile.
 func stillDelegates(c *Caller, d decidedOn, now func() time.Time) func(store.Tx) error {
 	return func(tx store.Tx) error {
 		at := now()
@@ -779,6 +825,13 @@ func stillDelegates(c *Caller, d decidedOn, now func() time.Time) func(store.Tx)
 				return err
 			}
 			if err := sameRegistration(d.delegateeReg, cur); err != nil {
+				return err
+			}
+		}
+		for _, td := range d.federated {
+			if _, err := tx.Get(bucketFederations, []byte(td)); errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("%w: the federation with %s, which the hop rests on, was ended while the hop was decided: ask again", ErrChangedMeanwhile, td)
+			} else if err != nil {
 				return err
 			}
 		}

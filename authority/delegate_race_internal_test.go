@@ -7,9 +7,12 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/audit"
@@ -112,5 +115,64 @@ func TestHopIsNotIssuedOnWhatChangedMeanwhile(t *testing.T) {
 				t.Fatalf("delegation.issued entries: %d (%v), want none", len(got), err)
 			}
 		})
+	}
+}
+
+// A hop to a delegatee of a federated trust domain, decided while the
+// federation held and committed after it was deleted (the deletion
+// acknowledged first), is not issued: the policy was told the trust
+// domain is federated.
+func TestHopIsNotIssuedAcrossAnEndedFederation(t *testing.T) {
+	holdRecords(t)
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	peerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, peerKey.Public(), peerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := spiffebundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("org-b.example"), []*x509.Certificate{root}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AddFederation(ctx, admin, &Federation{TrustDomain: "org-b.example", BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc}); err != nil {
+		t.Fatal(err)
+	}
+	n1 := putNode(t, a, "n1")
+	delegator, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/c", NodeIDs: []string{n1}, Scopes: []string{"calendar:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, key := agentSVID(t, a, n1, delegator.SPIFFEID)
+	const delegatee = "spiffe://org-b.example/agent/x"
+	st := delegation.Statement{Delegator: delegator.SPIFFEID, Delegatee: delegatee, Principal: "alice", Scopes: []string{"calendar:read"}}
+	sig, err := delegation.SignStatement(st, key, svid.Certificates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := DelegateRequest{Delegatee: delegatee, Principal: "alice", Scopes: []string{"calendar:read"}, DelegatorSignature: sig}
+	c := &Caller{ID: svid.ID, Cert: svid.Certificates[0]}
+	hctx, h := holding(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Delegate(hctx, c, req)
+		done <- err
+	}()
+	<-h.reached
+	if err := a.DeleteFederation(ctx, admin, "org-b.example"); err != nil {
+		t.Fatal(err)
+	}
+	close(h.release)
+	if err := <-done; !errors.Is(err, ErrChangedMeanwhile) {
+		t.Fatalf("a hop decided before the federation ended, committed after = %v, want ErrChangedMeanwhile", err)
 	}
 }
