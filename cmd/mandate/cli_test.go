@@ -52,6 +52,16 @@ func cli(t *testing.T, url, dir string, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// mustCLI is cli, failing the test if the command fails.
+func mustCLI(t *testing.T, url, dir string, args ...string) string {
+	t.Helper()
+	out, err := cli(t, url, dir, args...)
+	if err != nil {
+		t.Fatalf("mandate %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
 func TestCLIAdminCommands(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)

@@ -76,6 +76,47 @@ func heldProxy(t *testing.T, upstream string) (addr string, arrived, release cha
 	return ln.Addr().String(), arrived, release
 }
 
+// heldJoin starts node join with token into out, asking the authority
+// at url through a proxy that holds the join's request back: it returns
+// once the request has arrived there. release lets it on; done then
+// gives the join's error, and stdout what it printed.
+func heldJoin(t *testing.T, url, token, out string) (stdout *bytes.Buffer, done <-chan error, release func()) {
+	t.Helper()
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, arrived, rel := heldProxy(t, u.Host)
+	stdout = new(bytes.Buffer)
+	ended := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		ended <- run(ctx, []string{"node", "join", "--server", "https://" + held, "--bundle", "mandate-data/admin/bundle.pem",
+			"--token", strings.TrimSpace(token), "--out", out, "--quiet"}, stdout, io.Discard)
+	}()
+	select {
+	case <-arrived:
+	case err := <-ended:
+		t.Fatalf("the join ended before it asked the authority: %v", err)
+	}
+	return stdout, ended, func() { close(rel) }
+}
+
+// heldIn is the SPIFFE ID of the credential in out.
+func heldIn(t *testing.T, out string) string {
+	t.Helper()
+	chain, _, _, err := credfile.Load(credfile.In(out))
+	if err != nil {
+		t.Fatalf("the credential in --out: %v", err)
+	}
+	id, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.String()
+}
+
 // Two joins into one --out at once (each with its own token): the second
 // is refused while the first runs, rather than both passing the check of
 // --out before either wrote, and the later write leaving a credential
@@ -92,48 +133,23 @@ func TestNodeJoinsIntoOneOutAtOnce(t *testing.T) {
 		}
 		tokens[i] = strings.TrimSpace(tok)
 	}
-	u, err := neturl.Parse(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	held, arrived, release := heldProxy(t, u.Host)
 	out := filepath.Join(dir, "node")
-	join := func(server, token string, stdout io.Writer) error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		return run(ctx, []string{"node", "join", "--server", server, "--bundle", "mandate-data/admin/bundle.pem",
-			"--token", token, "--out", out, "--quiet"}, stdout, io.Discard)
-	}
 	// The first join asks the authority (its key written in --out),
 	// and its answer is held back...
-	var firstOut bytes.Buffer
-	firstDone := make(chan error, 1)
-	go func() { firstDone <- join("https://"+held, tokens[0], &firstOut) }()
-	select {
-	case <-arrived:
-	case err := <-firstDone:
-		t.Fatalf("the first join ended before it asked the authority: %v", err)
-	}
+	firstOut, firstDone, release := heldJoin(t, url, tokens[0], out)
 	// ...while the second runs, from start to end.
-	var secondOut bytes.Buffer
-	secondErr := join(url, tokens[1], &secondOut)
-	close(release)
+	secondOut, secondErr := cli(t, url, dir, "node", "join", "--bundle", "mandate-data/admin/bundle.pem",
+		"--token", tokens[1], "--out", out, "--quiet")
+	release()
 	firstErr := <-firstDone
 
-	chain, _, _, err := credfile.Load(credfile.In(out))
-	if err != nil {
-		t.Fatalf("the credential in --out: %v", err)
-	}
-	onDisk, err := x509svid.IDFromCert(chain[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	onDisk := heldIn(t, out)
 	for _, j := range []struct {
 		name string
 		err  error
 		out  string
-	}{{"first", firstErr, firstOut.String()}, {"second", secondErr, secondOut.String()}} {
-		if id := strings.TrimSpace(j.out); j.err == nil && id != onDisk.String() {
+	}{{"first", firstErr, firstOut.String()}, {"second", secondErr, secondOut}} {
+		if id := strings.TrimSpace(j.out); j.err == nil && id != onDisk {
 			t.Errorf("the %s join reported %s, but --out holds the credential of %s: the %s node's key is lost", j.name, id, onDisk, j.name)
 		}
 	}
@@ -165,40 +181,16 @@ func TestNodeAttestWhileAJoinRunsInItsOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := neturl.Parse(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	held, arrived, release := heldProxy(t, u.Host)
-	var joinOut bytes.Buffer
-	joinDone := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		joinDone <- run(ctx, []string{"node", "join", "--server", "https://" + held, "--bundle", "mandate-data/admin/bundle.pem",
-			"--token", strings.TrimSpace(token), "--out", out, "--quiet"}, &joinOut, io.Discard)
-	}()
-	select {
-	case <-arrived:
-	case err := <-joinDone:
-		t.Fatalf("the join ended before it asked the authority: %v", err)
-	}
+	joinOut, joinDone, release := heldJoin(t, url, token, out)
 	attested, attestErr := cli(t, url, dir, "node", "attest", "--tpm", "simulator", "--ek", "ecc", "--out", out, "--quiet")
-	close(release)
+	release()
 	joinErr := <-joinDone
 
-	chain, _, _, err := credfile.Load(credfile.In(out))
-	if err != nil {
-		t.Fatalf("the credential in --out: %v", err)
-	}
-	onDisk, err := x509svid.IDFromCert(chain[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if id := strings.TrimSpace(attested); attestErr == nil && id != onDisk.String() {
+	onDisk := heldIn(t, out)
+	if id := strings.TrimSpace(attested); attestErr == nil && id != onDisk {
 		t.Errorf("node attest reported %s, but --out holds the credential of %s: its key is lost", id, onDisk)
 	}
-	if id := strings.TrimSpace(joinOut.String()); joinErr != nil || id != onDisk.String() {
+	if id := strings.TrimSpace(joinOut.String()); joinErr != nil || id != onDisk {
 		t.Errorf("the join = %q, %v; --out holds the credential of %s", id, joinErr, onDisk)
 	}
 	if attestErr == nil || !strings.Contains(attestErr.Error(), "another command is writing") {
@@ -229,41 +221,17 @@ func TestSVIDX509WhileAJoinRunsInItsOut(t *testing.T) {
 	if _, err := cli(t, url, dir, "admin", "agent", "create", "--spiffe-id", agent, "--node-id", strings.TrimSpace(nodeID)); err != nil {
 		t.Fatal(err)
 	}
-	u, err := neturl.Parse(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	held, arrived, release := heldProxy(t, u.Host)
 	out := filepath.Join(dir, "shared")
-	var joinOut bytes.Buffer
-	joinDone := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		joinDone <- run(ctx, []string{"node", "join", "--server", "https://" + held, "--bundle", "mandate-data/admin/bundle.pem",
-			"--token", tokens[1], "--out", out, "--quiet"}, &joinOut, io.Discard)
-	}()
-	select {
-	case <-arrived:
-	case err := <-joinDone:
-		t.Fatalf("the join ended before it asked the authority: %v", err)
-	}
+	joinOut, joinDone, release := heldJoin(t, url, tokens[1], out)
 	_, svidErr := cli(t, url, dir, "svid", "x509", "--spiffe-id", agent, "--creds", "host", "--out", out)
-	close(release)
+	release()
 	joinErr := <-joinDone
 
-	chain, _, _, err := credfile.Load(credfile.In(out))
-	if err != nil {
-		t.Fatalf("the credential in --out: %v", err)
-	}
-	onDisk, err := x509svid.IDFromCert(chain[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if svidErr == nil && onDisk.String() != agent {
+	onDisk := heldIn(t, out)
+	if svidErr == nil && onDisk != agent {
 		t.Errorf("svid x509 reported %s, but --out holds the credential of %s: its key is lost", agent, onDisk)
 	}
-	if id := strings.TrimSpace(joinOut.String()); joinErr != nil || id != onDisk.String() {
+	if id := strings.TrimSpace(joinOut.String()); joinErr != nil || id != onDisk {
 		t.Errorf("the join = %q, %v; --out holds the credential of %s", id, joinErr, onDisk)
 	}
 	if svidErr == nil || !strings.Contains(svidErr.Error(), "another command is writing") {

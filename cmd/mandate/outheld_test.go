@@ -29,14 +29,7 @@ func TestOutHeldWhateverElseIsWrong(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)
 	t.Chdir(dir)
-	must := func(args ...string) string {
-		t.Helper()
-		out, err := cli(t, url, dir, args...)
-		if err != nil {
-			t.Fatalf("mandate %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
+	must := func(args ...string) string { t.Helper(); return mustCLI(t, url, dir, args...) }
 	tok := strings.TrimSpace(must("admin", "join-token", "create", "--quiet"))
 	nodeID := strings.TrimSpace(must("node", "join", "--token", tok, "--quiet", "--bundle", "mandate-data/admin/bundle.pem"))
 	for _, name := range []string{"a1", "a2"} {

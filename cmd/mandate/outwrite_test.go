@@ -17,14 +17,7 @@ func TestCLIOutWriteFailsAfterIssue(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)
 	t.Chdir(dir)
-	must := func(args ...string) string {
-		t.Helper()
-		out, err := cli(t, url, dir, args...)
-		if err != nil {
-			t.Fatalf("mandate %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
+	must := func(args ...string) string { t.Helper(); return mustCLI(t, url, dir, args...) }
 	tok := strings.TrimSpace(must("admin", "join-token", "create", "--quiet"))
 	node := filepath.Join(dir, "node")
 	nodeID := strings.TrimSpace(must("node", "join", "--token", tok, "--quiet", "--out", node,
