@@ -56,6 +56,13 @@ func (c *testClock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d)
 // join, or an agent's SVID request, may send).
 func newCSR(t testing.TB) []byte {
 	t.Helper()
+	_, csr := newKeyAndCSR(t)
+	return csr
+}
+
+// newKeyAndCSR is newCSR, and the key.
+func newKeyAndCSR(t testing.TB) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +71,7 @@ func newCSR(t testing.TB) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	return key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
 
 func adminOf(t testing.TB, a *Authority) *Caller {

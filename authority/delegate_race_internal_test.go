@@ -1,11 +1,11 @@
 package authority
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"slices"
@@ -25,15 +25,8 @@ import (
 // key.
 func agentSVID(t *testing.T, a *Authority, nodeID, id string) (*ca.X509SVID, *ecdsa.PrivateKey) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svid, err := a.MintX509(t.Context(), &Caller{ID: spiffeid.RequireFromString(nodeID)}, id, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	key, csr := newKeyAndCSR(t)
+	svid, err := a.MintX509(t.Context(), &Caller{ID: spiffeid.RequireFromString(nodeID)}, id, csr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,16 +91,11 @@ func TestHopIsNotIssuedOnWhatChangedMeanwhile(t *testing.T) {
 			req := DelegateRequest{Delegatee: delegatee.SPIFFEID, DelegateeSVID: bound.Certificates, Principal: "alice",
 				Scopes: []string{"calendar:read"}, DelegatorSignature: sig}
 			c := &Caller{ID: svid.ID, Cert: svid.Certificates[0]}
-			hctx, h := holding(ctx)
-			done := make(chan error, 1)
-			go func() {
-				_, err := a.Delegate(hctx, c, req)
-				done <- err
-			}()
-			<-h.reached
-			tc.change(t, a, admin, delegator, delegatee, n2)
-			close(h.release)
-			if err := <-done; !errors.Is(err, ErrChangedMeanwhile) {
+			err = whileHeld(ctx, func(ctx context.Context) error {
+				_, err := a.Delegate(ctx, c, req)
+				return err
+			}, func() { tc.change(t, a, admin, delegator, delegatee, n2) })
+			if !errors.Is(err, ErrChangedMeanwhile) {
 				t.Fatalf("a hop decided before the change, committed after = %v, want ErrChangedMeanwhile", err)
 			}
 			got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "delegation.issued", Limit: 10})
@@ -161,18 +149,15 @@ func TestHopIsNotIssuedAcrossAnEndedFederation(t *testing.T) {
 	}
 	req := DelegateRequest{Delegatee: delegatee, Principal: "alice", Scopes: []string{"calendar:read"}, DelegatorSignature: sig}
 	c := &Caller{ID: svid.ID, Cert: svid.Certificates[0]}
-	hctx, h := holding(ctx)
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.Delegate(hctx, c, req)
-		done <- err
-	}()
-	<-h.reached
-	if err := a.DeleteFederation(ctx, admin, "org-b.example"); err != nil {
-		t.Fatal(err)
-	}
-	close(h.release)
-	if err := <-done; !errors.Is(err, ErrChangedMeanwhile) {
+	err = whileHeld(ctx, func(ctx context.Context) error {
+		_, err := a.Delegate(ctx, c, req)
+		return err
+	}, func() {
+		if err := a.DeleteFederation(ctx, admin, "org-b.example"); err != nil {
+			t.Error(err)
+		}
+	})
+	if !errors.Is(err, ErrChangedMeanwhile) {
 		t.Fatalf("a hop decided before the federation ended, committed after = %v, want ErrChangedMeanwhile", err)
 	}
 }

@@ -282,6 +282,19 @@ func holding(ctx context.Context) (context.Context, *heldRecord) {
 	return context.WithValue(ctx, holdKey{}, h), h
 }
 
+// whileHeld runs flow with its first record held, makes change once the
+// flow has reached it (its checks made, its commit to come), then lets
+// the flow on and returns its error.
+func whileHeld(ctx context.Context, flow func(context.Context) error, change func()) error {
+	hctx, h := holding(ctx)
+	done := make(chan error, 1)
+	go func() { done <- flow(hctx) }()
+	<-h.reached
+	change()
+	close(h.release)
+	return <-done
+}
+
 // holdRecords makes recordContext hold the records of flows whose
 // context names a heldRecord; set before the authority runs, and put
 // back once it has stopped (cleanups run last first).
@@ -329,18 +342,15 @@ func TestAgentSVIDIsNotIssuedOnAChangedRegistration(t *testing.T) {
 					_, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"})
 					return err
 				}
-				hctx, h := holding(ctx)
-				done := make(chan error, 1)
-				go func() { done <- mint(hctx) }()
-				<-h.reached
 				upd := *reg
 				upd.NodeIDs = slices.Clone(reg.NodeIDs)
 				tc.change(&upd)
-				if _, err := a.UpdateAgent(ctx, admin, reg.ID, &upd); err != nil {
-					t.Fatal(err)
-				}
-				close(h.release)
-				if err := <-done; !errors.Is(err, ErrChangedMeanwhile) {
+				err = whileHeld(ctx, mint, func() {
+					if _, err := a.UpdateAgent(ctx, admin, reg.ID, &upd); err != nil {
+						t.Error(err)
+					}
+				})
+				if !errors.Is(err, ErrChangedMeanwhile) {
 					t.Fatalf("SVID decided before the update, committed after = %v, want ErrChangedMeanwhile", err)
 				}
 				of := func(typ string) int {
