@@ -31,7 +31,7 @@ var serial int64
 
 // mint makes a certificate named subject, signed by parent (self-signed
 // if parent is nil); key is its key (a new one if nil).
-func mint(t *testing.T, subject string, isCA bool, parent *issuer, key *ecdsa.PrivateKey, uri string) *issuer {
+func mint(t testing.TB, subject string, isCA bool, parent *issuer, key *ecdsa.PrivateKey, uri string) *issuer {
 	t.Helper()
 	if key == nil {
 		var err error
@@ -75,7 +75,7 @@ func mint(t *testing.T, subject string, isCA bool, parent *issuer, key *ecdsa.Pr
 	return &issuer{cert: c, key: key}
 }
 
-func leafOf(t *testing.T, parent *issuer) *x509.Certificate {
+func leafOf(t testing.TB, parent *issuer) *x509.Certificate {
 	return mint(t, "", false, parent, nil, "spiffe://org-a.example/agent/planner").cert
 }
 
@@ -197,15 +197,14 @@ func names(certs []*x509.Certificate) string {
 // key (P-256 here; a presenter would choose RSA keys of 8192 bits),
 // with x509svid.Verify and with Verify.
 func BenchmarkJunkChain(b *testing.B) {
-	t := &testing.T{}
-	root := mint(t, "root", true, nil, nil, "spiffe://org-a.example")
+	root := mint(b, "root", true, nil, nil, "spiffe://org-a.example")
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	rootNamed := *root.cert
 	rootNamed.PublicKey = &key.PublicKey
-	first := mint(t, "junk", true, &issuer{cert: &rootNamed, key: key}, key, "spiffe://org-a.example")
-	certs := []*x509.Certificate{leafOf(t, first), first.cert}
+	first := mint(b, "junk", true, &issuer{cert: &rootNamed, key: key}, key, "spiffe://org-a.example")
+	certs := []*x509.Certificate{leafOf(b, first), first.cert}
 	for range 6 {
-		certs = append(certs, mint(t, "junk", true, first, key, "spiffe://org-a.example").cert)
+		certs = append(certs, mint(b, "junk", true, first, key, "spiffe://org-a.example").cert)
 	}
 	bundle := x509bundle.FromX509Authorities(td, []*x509.Certificate{root.cert})
 	for _, v := range []struct {
