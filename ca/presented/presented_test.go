@@ -220,3 +220,47 @@ func BenchmarkJunkChain(b *testing.B) {
 		})
 	}
 }
+
+// changingSource answers its first read with first, and every later one
+// with then: a bundle rotated between two reads.
+type changingSource struct {
+	first, then *x509bundle.Bundle
+	reads       int
+}
+
+func (s *changingSource) GetX509BundleForTrustDomain(spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	s.reads++
+	if s.reads == 1 {
+		return s.first, nil
+	}
+	return s.then, nil
+}
+
+// A chain is verified against the one bundle its intermediates were
+// proven from: a source whose bundle changes between two reads neither
+// fails a chain the first bundle vouches for, nor is read twice.
+func TestVerifyReadsTheBundleOnce(t *testing.T) {
+	root := mint(t, "root", true, nil, nil, "spiffe://org-a.example")
+	next := mint(t, "next root", true, nil, nil, "spiffe://org-a.example")
+	inter := mint(t, "int", true, root, nil, "spiffe://org-a.example")
+	leaf := leafOf(t, inter)
+	for _, tc := range []struct {
+		name        string
+		first, then []*x509.Certificate
+		ok          bool
+	}{
+		{"the root rotated out after the first read", []*x509.Certificate{root.cert}, []*x509.Certificate{next.cert}, true},
+		{"the root rotated in after the first read", []*x509.Certificate{next.cert}, []*x509.Certificate{root.cert}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &changingSource{first: x509bundle.FromX509Authorities(td, tc.first), then: x509bundle.FromX509Authorities(td, tc.then)}
+			_, _, err := Verify([]*x509.Certificate{leaf, inter.cert}, src)
+			if (err == nil) != tc.ok {
+				t.Errorf("Verify = %v, want ok=%v (verified against the bundle of the first read)", err, tc.ok)
+			}
+			if src.reads != 1 {
+				t.Errorf("the source was read %d times, want once", src.reads)
+			}
+		})
+	}
+}
