@@ -842,7 +842,7 @@ func stillDelegates(c *Caller, d decidedOn, now func() time.Time) func(store.Tx)
 			}
 			f := d.boundFacts
 			if f["banned"] != n.Banned || f["drifted"] != n.Drifted || f["lapsed"] != (lapsed(n, at) != nil) || f["level"] != n.Level {
-				return fmt.Errorf("%w: %s, the delegatee's node the hop is bound to, was banned, marked drifted, lapsed or attested again while the hop was decided: ask again",
+				return fmt.Errorf("%w: %s, the delegatee's node the hop is bound to, was banned, marked drifted or cleared of a drift, lapsed or attested again after a lapse while the hop was decided: ask again",
 					ErrChangedMeanwhile, d.boundHost)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"math/big"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,5 +160,73 @@ func TestHopIsNotIssuedAcrossAnEndedFederation(t *testing.T) {
 	})
 	if !errors.Is(err, ErrChangedMeanwhile) {
 		t.Fatalf("a hop decided before the federation ended, committed after = %v, want ErrChangedMeanwhile", err)
+	}
+}
+
+// What agents and nodes do on their own while a hop is decided (another
+// SVID for either party, another hop by the same delegator, the bound
+// node attested again with the same facts) is no change of what the hop
+// was decided on: the hop is issued.
+func TestHopIsIssuedOverOrdinaryWorkMeanwhile(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		work func(t *testing.T, a *Authority, n1, n2 string, delegator, delegatee *registry.Agent, again func() error)
+	}{
+		{"an X509-SVID for the delegator", func(t *testing.T, a *Authority, n1, _ string, delegator, _ *registry.Agent, _ func() error) {
+			agentSVID(t, a, n1, delegator.SPIFFEID)
+		}},
+		{"a JWT-SVID for the delegator", func(t *testing.T, a *Authority, n1, _ string, delegator, _ *registry.Agent, _ func() error) {
+			if _, err := a.MintJWT(t.Context(), &Caller{ID: spiffeid.RequireFromString(n1)}, delegator.SPIFFEID, []string{"calendar"}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"an X509-SVID for the delegatee on the bound node", func(t *testing.T, a *Authority, _, n2 string, _, delegatee *registry.Agent, _ func() error) {
+			agentSVID(t, a, n2, delegatee.SPIFFEID)
+		}},
+		{"another hop by the delegator", func(t *testing.T, _ *Authority, _, _ string, _, _ *registry.Agent, again func() error) {
+			if err := again(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"the bound node attested again", func(t *testing.T, a *Authority, _, n2 string, _, _ *registry.Agent, _ func() error) {
+			putNode(t, a, n2[strings.LastIndex(n2, "/")+1:])
+			a.nodeChanged(n2)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			holdRecords(t)
+			a := startAuthority(t)
+			ctx, admin := t.Context(), adminOf(t, a)
+			n1, n2 := putNode(t, a, "n1"), putNode(t, a, "n2")
+			delegator, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/c", NodeIDs: []string{n1},
+				Scopes: []string{"calendar:read"}, Accountability: registry.Accountability{Operator: "team-a"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			delegatee, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/d", NodeIDs: []string{n1, n2},
+				Accountability: registry.Accountability{ResponsibleParty: "ops@example.com"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			svid, key := agentSVID(t, a, n1, delegator.SPIFFEID)
+			bound, _ := agentSVID(t, a, n2, delegatee.SPIFFEID)
+			c := &Caller{ID: svid.ID, Cert: svid.Certificates[0]}
+			hop := func(ctx context.Context, principal string) error {
+				st := delegation.Statement{Delegator: delegator.SPIFFEID, Delegatee: delegatee.SPIFFEID, Principal: principal, Scopes: []string{"calendar:read"}}
+				sig, err := delegation.SignStatement(st, key, svid.Certificates)
+				if err != nil {
+					return err
+				}
+				_, err = a.Delegate(ctx, c, DelegateRequest{Delegatee: delegatee.SPIFFEID, DelegateeSVID: bound.Certificates, Principal: principal,
+					Scopes: []string{"calendar:read"}, DelegatorSignature: sig})
+				return err
+			}
+			err = whileHeld(ctx, func(ctx context.Context) error { return hop(ctx, "alice") }, func() {
+				tc.work(t, a, n1, n2, delegator, delegatee, func() error { return hop(ctx, "bob") })
+			})
+			if err != nil {
+				t.Fatalf("a hop with %s meanwhile = %v, want it issued", tc.name, err)
+			}
+		})
 	}
 }
