@@ -292,8 +292,9 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) {
 }
 
 // oauthErrorOf is the RFC 6749 error (§5.2) a refused exchange answers
-// for err, or not ok for the server's own faults (and an unavailable
-// status), which are problem documents.
+// for err, or not ok for the server's own faults, an unavailable status
+// and a hop whose grounds changed while it was decided, which are
+// problem documents.
 func oauthErrorOf(err error) (status int, code, desc string, ok bool) {
 	status, code = http.StatusBadRequest, "invalid_request"
 	var denial *authority.PolicyDenial
@@ -315,6 +316,10 @@ func oauthErrorOf(err error) (status int, code, desc string, ok bool) {
 		// RFC 8693 §2.2.2: a subject_token invalid "for any reason"
 		// is invalid_request.
 	case errors.Is(err, authority.ErrInvalidRequest), errors.Is(err, delegation.ErrDelegatorSignature), errors.Is(err, delegation.ErrTooLarge):
+	case errors.Is(err, authority.ErrChangedMeanwhile):
+		// Not the request's fault, and nothing RFC 6749 names: asked
+		// again, it is decided anew (409 changed-meanwhile).
+		return 0, "", "", false
 	default:
 		// The caller's own fault, as the other endpoints answer it: not
 		// allowed (its node banned, drifted or not attested, say) is

@@ -12,7 +12,8 @@ import (
 )
 
 // A refused token exchange is an RFC 6749 error whatever refused it;
-// only the server's own faults (and an unavailable status) are problem
+// only the server's own faults, an unavailable status and a hop whose
+// grounds changed while it was decided (to be asked again) are problem
 // documents.
 func TestOAuthErrorOf(t *testing.T) {
 	for _, tc := range []struct {
@@ -30,6 +31,7 @@ func TestOAuthErrorOf(t *testing.T) {
 		{authority.ErrNodeUnknown, 400, "unauthorized_client"},
 		{authority.ErrNotFound, 400, "invalid_request"},
 		{authority.ErrStatusUnavailable, 0, ""},
+		{authority.ErrChangedMeanwhile, 0, ""},
 		{context.DeadlineExceeded, 0, ""},
 		{fmt.Errorf("disk on fire"), 0, ""},
 	} {
