@@ -165,11 +165,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if on("chain") {
 		fs.BoolVar(&f.verify, "verify", false, "fail unless every hop is proven in its issuer's log")
 		fs.BoolVar(&f.serialOnly, "serial-only-svids", false, "accept a delegator's svid.issued entry that names the certificate's serial but not its SHA-256 (logged by an authority before it recorded it), and say so for the hop")
-		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory keeping the latest checkpoint of each log the chain was proven in (made 0700; not written in if group or others may write to it, or another user owns it); a later run must prove each log consistent with it (empty: remember nothing)")
+		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory keeping the latest checkpoint of each log the chain was proven in (made 0700; neither read nor written in if group or others may write to it, or another user owns it: the run then fails); a later run must prove each log consistent with it (empty: remember nothing)")
 		fs.Var(&f.peers, "peer", "another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
 	}
 	if on("show", "tail", "search", "prove", "verify") {
-		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory where audit chain keeps each log's latest checkpoint: read (never written), and the log proven consistent with it (empty: none)")
+		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory where audit chain keeps each log's latest checkpoint: read (never written), and the log proven consistent with it; refused if group or others may write to it (empty: none)")
 	}
 	if on("show", "tail", "search", "prove", "chain") {
 		fs.StringVar(&f.state, "state", "mandate-audit.state", "file where audit verify keeps the last checkpoint it verified: read (never written), and the log proven consistent with it (empty: none)")

@@ -465,13 +465,37 @@ func (lv *logViews) of(v note.Verifier, c *client.Client) seenFunc {
 // recall adds to the checkpoints of every log seen in this run the one
 // an earlier run kept in dir (see keep), so that check proves this run's
 // consistent with it.
+//
+// A memory another user could change is none: one of them could have
+// put back an older checkpoint (validly signed), so that this run proves
+// the logs consistent with less than this auditor saw. A directory, or a
+// checkpoint file in it, that group or others may write to, or that
+// another user owns, is refused (credfile.ErrNotPrivate), nothing read.
 func (lv *logViews) recall(dir string) error {
 	lv.dir = dir
+	notPrivate := func(err error) error {
+		return fmt.Errorf("--remember: %w; what it remembers is not read, as another user could have rolled it back (--remember \"\" remembers nothing)", err)
+	}
+	if fi, err := os.Stat(dir); err == nil {
+		if err := credfile.CheckOwnWritable(dir, fi); err != nil {
+			return notPrivate(err)
+		}
+	}
 	for key, v := range lv.verifiers {
 		file := lv.file(key)
-		raw, err := os.ReadFile(file)
+		fi, err := os.Stat(file)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
+		}
+		if err == nil {
+			err = credfile.CheckOwnWritable(file, fi)
+		}
+		if errors.Is(err, credfile.ErrNotPrivate) {
+			return notPrivate(err)
+		}
+		var raw []byte
+		if err == nil {
+			raw, err = os.ReadFile(file)
 		}
 		if err != nil {
 			return fmt.Errorf("%w (--remember \"\" remembers nothing)", err)

@@ -13,10 +13,10 @@ import (
 
 // audit chain's memory (--remember) is made as a private directory: a
 // missing one is made 0700, with its missing parents; one that group or
-// others may write to is refused, and nothing is written in it: they
-// could remove or roll back what it remembers (an older checkpoint,
-// validly signed), so that a later run proves a log consistent with
-// less than this auditor saw.
+// others may write to is refused, nothing read from it and nothing
+// written in it: they could remove or roll back what it remembers (an
+// older checkpoint, validly signed), so that a run proves a log
+// consistent with less than this auditor saw.
 func TestAuditMemoryIsPrivate(t *testing.T) {
 	s, v := keys(t)
 	l := newRlog(t, s, "org-a.example/audit")
@@ -41,17 +41,22 @@ func TestAuditMemoryIsPrivate(t *testing.T) {
 			dir := tc.dir(t)
 			lv := newLogViews()
 			lv.of(v, nil)(cp, raw)
-			if err := lv.recall(dir); err != nil {
+			if err := lv.recall(dir); !tc.ok {
+				if !errors.Is(err, credfile.ErrNotPrivate) {
+					t.Fatalf("recall from %s = %v; want it refused (%v)", tc.name, err, credfile.ErrNotPrivate)
+				}
+				// keep checks again: the directory may have been made
+				// writable by others since recall.
+				kept, err := lv.keep()
+				if _, serr := os.Stat(lv.file(logKey(v))); !errors.Is(err, credfile.ErrNotPrivate) || serr == nil {
+					t.Fatalf("keep in %s = %v, %v (written: %v); want it refused (%v), nothing written", tc.name, kept, err, serr == nil, credfile.ErrNotPrivate)
+				}
+				return
+			} else if err != nil {
 				t.Fatal(err)
 			}
 			kept, err := lv.keep()
 			_, serr := os.Stat(lv.file(logKey(v)))
-			if !tc.ok {
-				if !errors.Is(err, credfile.ErrNotPrivate) || serr == nil {
-					t.Fatalf("keep in %s = %v, %v (written: %v); want it refused (%v), nothing written", tc.name, kept, err, serr == nil, credfile.ErrNotPrivate)
-				}
-				return
-			}
 			if err != nil || len(kept) != 1 || serr != nil {
 				t.Fatalf("keep = %v, %v (%v); want the checkpoint remembered", kept, err, serr)
 			}
@@ -59,6 +64,47 @@ func TestAuditMemoryIsPrivate(t *testing.T) {
 				t.Fatalf("the memory: %v, %v; want a directory only this user may write to", fi.Mode(), err)
 			}
 		})
+	}
+}
+
+// A checkpoint remembered in a private directory, in a file group or
+// others may write to (its mode changed since), is not read: recall
+// refuses the memory, rather than prove the logs consistent with
+// whatever another user put there.
+func TestAuditMemoryFileIsPrivate(t *testing.T) {
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem}))
+	raw := []byte(l.checkpoint(""))
+	cp, err := openCheckpoint(raw, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	lv := newLogViews()
+	lv.of(v, nil)(cp, raw)
+	if err := lv.recall(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lv.keep(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		perm os.FileMode
+		ok   bool
+	}{{0o600, true}, {0o644, true}, {0o620, false}, {0o666, false}} {
+		if err := os.Chmod(lv.file(logKey(v)), tc.perm); err != nil {
+			t.Fatal(err)
+		}
+		again := newLogViews()
+		again.of(v, nil)(cp, raw)
+		err := again.recall(dir)
+		if tc.ok && (err != nil || len(again.recalled) != 1) {
+			t.Errorf("recall of a checkpoint file of mode %v = %v (%d recalled), want it read", tc.perm, err, len(again.recalled))
+		}
+		if !tc.ok && (!errors.Is(err, credfile.ErrNotPrivate) || len(again.recalled) != 0) {
+			t.Errorf("recall of a checkpoint file of mode %v = %v (%d recalled), want it refused (%v)", tc.perm, err, len(again.recalled), credfile.ErrNotPrivate)
+		}
 	}
 }
 
