@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/transparency-dev/formats/log"
+	"golang.org/x/mod/sumdb/note"
+
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/credfile"
 )
@@ -18,14 +21,7 @@ import (
 // older checkpoint, validly signed), so that a run proves a log
 // consistent with less than this auditor saw.
 func TestAuditMemoryIsPrivate(t *testing.T) {
-	s, v := keys(t)
-	l := newRlog(t, s, "org-a.example/audit")
-	l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem}))
-	raw := []byte(l.checkpoint(""))
-	cp, err := openCheckpoint(raw, v)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, cp, raw := oneCheckpoint(t)
 	for _, tc := range []struct {
 		name string
 		dir  func(t *testing.T) string
@@ -72,14 +68,7 @@ func TestAuditMemoryIsPrivate(t *testing.T) {
 // refuses the memory, rather than prove the logs consistent with
 // whatever another user put there.
 func TestAuditMemoryFileIsPrivate(t *testing.T) {
-	s, v := keys(t)
-	l := newRlog(t, s, "org-a.example/audit")
-	l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem}))
-	raw := []byte(l.checkpoint(""))
-	cp, err := openCheckpoint(raw, v)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, cp, raw := oneCheckpoint(t)
 	dir := t.TempDir()
 	lv := newLogViews()
 	lv.of(v, nil)(cp, raw)
@@ -106,6 +95,21 @@ func TestAuditMemoryFileIsPrivate(t *testing.T) {
 			t.Errorf("recall of a checkpoint file of mode %v = %v (%d recalled), want it refused (%v)", tc.perm, err, len(again.recalled), credfile.ErrNotPrivate)
 		}
 	}
+}
+
+// oneCheckpoint is a log's signed checkpoint (raw, and read as cp)
+// after one entry, and the log's verifier.
+func oneCheckpoint(t *testing.T) (note.Verifier, *log.Checkpoint, []byte) {
+	t.Helper()
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	l.add(mustEncodeEntry(t, audit.Entry{Time: time.Now(), Type: "other.event", Actor: audit.ActorSystem}))
+	raw := []byte(l.checkpoint(""))
+	cp, err := openCheckpoint(raw, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, cp, raw
 }
 
 // chmodded is a new directory of mode perm.
