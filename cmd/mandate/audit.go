@@ -136,7 +136,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fs.StringVar(&f.vkey, "vkey", "", "the log's verifier key, or a file holding it (default <data-dir>/audit/log.vkey)")
 	if on("verify") {
-		fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified")
+		fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified (written 0600; refused, nothing read, if group or others may write to it or another user owns it)")
 		fs.BoolVar(&f.full, "full", false, "also download every entry, check each against the checkpoint and recompute the root")
 	}
 	switch {
@@ -169,10 +169,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Var(&f.peers, "peer", "another authority, TRUST_DOMAIN=https://HOST:PORT,ROOTS.pem,LOG.vkey, to follow its hops (repeatable)")
 	}
 	if on("show", "tail", "search", "prove", "verify") {
-		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory where audit chain keeps each log's latest checkpoint: read (never written), and the log proven consistent with it; refused if group or others may write to it (empty: none)")
+		fs.StringVar(&f.remember, "remember", "mandate-audit.logs", "directory where audit chain keeps each log's latest checkpoint: read (never written), and the log proven consistent with it; refused if group or others may write to it, or another user owns it (empty: none)")
 	}
 	if on("show", "tail", "search", "prove", "chain") {
-		fs.StringVar(&f.state, "state", "mandate-audit.state", "file where audit verify keeps the last checkpoint it verified: read (never written), and the log proven consistent with it (empty: none)")
+		fs.StringVar(&f.state, "state", "mandate-audit.state", "file where audit verify keeps the last checkpoint it verified: read (never written), and the log proven consistent with it; refused if group or others may write to it, or another user owns it (empty: none)")
 	}
 	rest, err := splitFlags(fs, args[1:])
 	if err != nil {
@@ -423,7 +423,11 @@ func verifyAgainstMemory(ctx context.Context, f *auditFlags, c *client.Client, v
 // proven consistent with cp before cp replaces it (anything else is a
 // fork, shown to two runs at once).
 func keepState(ctx context.Context, c *client.Client, v note.Verifier, file string, cp *log.Checkpoint, raw []byte) error {
-	if nowRaw, err := os.ReadFile(file); err == nil {
+	nowRaw, err := readRemembered(file)
+	if errors.Is(err, credfile.ErrNotPrivate) {
+		return stateNotPrivate(err)
+	}
+	if err == nil {
 		now, err := openCheckpoint(nowRaw, v)
 		if err != nil {
 			return fmt.Errorf("the checkpoint remembered in %s (--state): %w", file, err)

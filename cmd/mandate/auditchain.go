@@ -483,19 +483,12 @@ func (lv *logViews) recall(dir string) error {
 	}
 	for key, v := range lv.verifiers {
 		file := lv.file(key)
-		fi, err := os.Stat(file)
+		raw, err := readRemembered(file)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err == nil {
-			err = credfile.CheckOwnWritable(file, fi)
-		}
 		if errors.Is(err, credfile.ErrNotPrivate) {
 			return notPrivate(err)
-		}
-		var raw []byte
-		if err == nil {
-			raw, err = os.ReadFile(file)
 		}
 		if err != nil {
 			return fmt.Errorf("%w (--remember \"\" remembers nothing)", err)
@@ -510,6 +503,29 @@ func (lv *logViews) recall(dir string) error {
 	return nil
 }
 
+// readRemembered reads a checkpoint an earlier run kept in file (a
+// --remember file, or --state): an error matching os.ErrNotExist if
+// there is none, and credfile.ErrNotPrivate, nothing read, if group or
+// others may write to it or another user owns it. A memory another user
+// could change is none: one of them could have put back an older
+// checkpoint (validly signed), so that this run proves the log
+// consistent with less than this auditor saw.
+func readRemembered(file string) ([]byte, error) {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := credfile.CheckOwnWritable(file, fi); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(file)
+}
+
+// stateNotPrivate is the refusal of a --state file others may write to.
+func stateNotPrivate(err error) error {
+	return fmt.Errorf("--state: %w; the checkpoint it remembers is not read, as another user could have rolled it back (--state \"\" reads none)", err)
+}
+
 // recallState adds to the checkpoints of the log verified with v, when
 // this run saw it, the one audit verify keeps in file (its --state; ""
 // or no such file: none), so that check proves this run's consistent with
@@ -522,9 +538,12 @@ func (lv *logViews) recallState(file string, v note.Verifier, strict bool) (*log
 	if _, ok := lv.verifiers[key]; !ok || file == "" {
 		return nil, nil, nil
 	}
-	raw, err := os.ReadFile(file)
+	raw, err := readRemembered(file)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil
+	}
+	if errors.Is(err, credfile.ErrNotPrivate) {
+		return nil, nil, stateNotPrivate(err)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (--state \"\" reads none)", err)

@@ -123,3 +123,47 @@ func chmodded(t *testing.T, perm os.FileMode) string {
 	}
 	return dir
 }
+
+// audit verify's memory (--state), which every audit command holds the
+// log to, is refused as --remember's files are: a state file group or
+// others may write to is neither read (by audit verify, show, tail,
+// search, prove or chain) nor written over by audit verify, rather than
+// prove the log consistent with whatever another user put there.
+func TestAuditStateIsPrivate(t *testing.T) {
+	v, cp, raw := oneCheckpoint(t)
+	for _, tc := range []struct {
+		perm os.FileMode
+		ok   bool
+	}{{0o600, true}, {0o644, true}, {0o620, false}, {0o666, false}} {
+		t.Run(tc.perm.String(), func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "mandate-audit.state")
+			if err := os.WriteFile(file, raw, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(file, tc.perm); err != nil {
+				t.Fatal(err)
+			}
+			for _, strict := range []bool{true, false} {
+				lv := newLogViews()
+				lv.of(v, nil)(cp, raw)
+				got, _, err := lv.recallState(file, v, strict)
+				if tc.ok && (err != nil || got == nil) {
+					t.Errorf("recallState (strict %v) of a state file of mode %v = %v, %v; want it read", strict, tc.perm, got, err)
+				}
+				if !tc.ok && (!errors.Is(err, credfile.ErrNotPrivate) || got != nil) {
+					t.Errorf("recallState (strict %v) of a state file of mode %v = %v, %v; want it refused (%v)", strict, tc.perm, got, err, credfile.ErrNotPrivate)
+				}
+			}
+			err := keepState(t.Context(), nil, v, file, cp, raw)
+			if tc.ok && err != nil {
+				t.Errorf("keepState over a state file of mode %v = %v", tc.perm, err)
+			}
+			if !tc.ok && !errors.Is(err, credfile.ErrNotPrivate) {
+				t.Errorf("keepState over a state file of mode %v = %v; want it refused (%v)", tc.perm, err, credfile.ErrNotPrivate)
+			}
+			if fi, err := os.Stat(file); err != nil || (!tc.ok && fi.Mode().Perm() != tc.perm) {
+				t.Errorf("the state file after keepState: %v, %v; want it left as it was", fi.Mode(), err)
+			}
+		})
+	}
+}
