@@ -34,6 +34,62 @@ func agentSVID(t *testing.T, a *Authority, nodeID, id string) (*ca.X509SVID, *ec
 	return svid, key
 }
 
+// hopParties is a running authority with nodes n1 and n2, a delegator
+// registered to n1 and granted calendar:read, a delegatee registered to
+// both, the delegator's X509-SVID (from n1) and key, and the delegatee's
+// X509-SVID from n2, which a hop given with it is bound to. Records are
+// held as holdRecords makes them (whileHeld).
+type hopParties struct {
+	a                    *Authority
+	admin                *Caller
+	n1, n2               string
+	delegator, delegatee *registry.Agent
+	svid, bound          *ca.X509SVID
+	key                  *ecdsa.PrivateKey
+}
+
+func newHopParties(t *testing.T) *hopParties {
+	t.Helper()
+	holdRecords(t)
+	p := &hopParties{a: startAuthority(t)}
+	ctx, a := t.Context(), p.a
+	p.admin = adminOf(t, a)
+	p.n1, p.n2 = putNode(t, a, "n1"), putNode(t, a, "n2")
+	var err error
+	if p.delegator, err = a.CreateAgent(ctx, p.admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/c", NodeIDs: []string{p.n1},
+		Scopes: []string{"calendar:read"}, Accountability: registry.Accountability{Operator: "team-a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if p.delegatee, err = a.CreateAgent(ctx, p.admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/d", NodeIDs: []string{p.n1, p.n2},
+		Accountability: registry.Accountability{ResponsibleParty: "ops@example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	p.svid, p.key = agentSVID(t, a, p.n1, p.delegator.SPIFFEID)
+	p.bound, _ = agentSVID(t, a, p.n2, p.delegatee.SPIFFEID)
+	return p
+}
+
+// hop asks for a root hop of calendar:read for principal, by the
+// delegator to delegatee, bound to the chain given (none if nil).
+func (p *hopParties) hop(ctx context.Context, delegatee, principal string, bound []*x509.Certificate) error {
+	st := delegation.Statement{Delegator: p.delegator.SPIFFEID, Delegatee: delegatee, Principal: principal, Scopes: []string{"calendar:read"}}
+	sig, err := delegation.SignStatement(st, p.key, p.svid.Certificates)
+	if err != nil {
+		return err
+	}
+	_, err = p.a.Delegate(ctx, &Caller{ID: p.svid.ID, Cert: p.svid.Certificates[0]}, DelegateRequest{Delegatee: delegatee, DelegateeSVID: bound,
+		Principal: principal, Scopes: []string{"calendar:read"}, DelegatorSignature: sig})
+	return err
+}
+
+// updated is reg as an admin would send it back with change made.
+func updated(reg *registry.Agent, change func(*registry.Agent)) *registry.Agent {
+	upd := *reg
+	upd.NodeIDs, upd.Scopes, upd.Selectors = slices.Clone(reg.NodeIDs), slices.Clone(reg.Scopes), slices.Clone(reg.Selectors)
+	change(&upd)
+	return &upd
+}
+
 // A hop decided before an admin change, and committed after it (the
 // change acknowledged first), is not issued when the change touches
 // what it was decided on: the delegator's or the delegatee's
@@ -43,63 +99,36 @@ func agentSVID(t *testing.T, a *Authority, nodeID, id string) (*ca.X509SVID, *ec
 func TestHopIsNotIssuedOnWhatChangedMeanwhile(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		change func(t *testing.T, a *Authority, admin *Caller, delegator, delegatee *registry.Agent, n2 string)
+		change func(t *testing.T, p *hopParties)
 	}{
-		{"the delegator's registration updated", func(t *testing.T, a *Authority, admin *Caller, delegator, _ *registry.Agent, _ string) {
-			upd := *delegator
-			upd.NodeIDs, upd.Scopes = slices.Clone(delegator.NodeIDs), slices.Clone(delegator.Scopes)
-			upd.Accountability.Operator = "team-b"
-			if _, err := a.UpdateAgent(t.Context(), admin, delegator.ID, &upd); err != nil {
+		{"the delegator's registration updated", func(t *testing.T, p *hopParties) {
+			upd := updated(p.delegator, func(ag *registry.Agent) { ag.Accountability.Operator = "team-b" })
+			if _, err := p.a.UpdateAgent(t.Context(), p.admin, p.delegator.ID, upd); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"the delegatee's registration updated", func(t *testing.T, a *Authority, admin *Caller, _, delegatee *registry.Agent, _ string) {
-			upd := *delegatee
-			upd.NodeIDs = slices.Clone(delegatee.NodeIDs)
-			upd.Accountability.ResponsibleParty = "someone-else@example.com"
-			if _, err := a.UpdateAgent(t.Context(), admin, delegatee.ID, &upd); err != nil {
+		{"the delegatee's registration updated", func(t *testing.T, p *hopParties) {
+			upd := updated(p.delegatee, func(ag *registry.Agent) { ag.Accountability.ResponsibleParty = "someone-else@example.com" })
+			if _, err := p.a.UpdateAgent(t.Context(), p.admin, p.delegatee.ID, upd); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"the node the hop is bound to banned", func(t *testing.T, a *Authority, admin *Caller, _, _ *registry.Agent, n2 string) {
-			if _, err := a.BanNode(t.Context(), admin, n2, "stolen"); err != nil {
+		{"the node the hop is bound to banned", func(t *testing.T, p *hopParties) {
+			if _, err := p.a.BanNode(t.Context(), p.admin, p.n2, "stolen"); err != nil {
 				t.Fatal(err)
 			}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			holdRecords(t)
-			a := startAuthority(t)
-			ctx, admin := t.Context(), adminOf(t, a)
-			n1, n2 := putNode(t, a, "n1"), putNode(t, a, "n2")
-			delegator, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/c", NodeIDs: []string{n1},
-				Scopes: []string{"calendar:read"}, Accountability: registry.Accountability{Operator: "team-a"}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			delegatee, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/d", NodeIDs: []string{n1, n2},
-				Accountability: registry.Accountability{ResponsibleParty: "ops@example.com"}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			svid, key := agentSVID(t, a, n1, delegator.SPIFFEID)
-			bound, _ := agentSVID(t, a, n2, delegatee.SPIFFEID)
-			st := delegation.Statement{Delegator: delegator.SPIFFEID, Delegatee: delegatee.SPIFFEID, Principal: "alice", Scopes: []string{"calendar:read"}}
-			sig, err := delegation.SignStatement(st, key, svid.Certificates)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req := DelegateRequest{Delegatee: delegatee.SPIFFEID, DelegateeSVID: bound.Certificates, Principal: "alice",
-				Scopes: []string{"calendar:read"}, DelegatorSignature: sig}
-			c := &Caller{ID: svid.ID, Cert: svid.Certificates[0]}
-			err = whileHeld(ctx, func(ctx context.Context) error {
-				_, err := a.Delegate(ctx, c, req)
-				return err
-			}, func() { tc.change(t, a, admin, delegator, delegatee, n2) })
+			p := newHopParties(t)
+			ctx := t.Context()
+			err := whileHeld(ctx, func(ctx context.Context) error {
+				return p.hop(ctx, p.delegatee.SPIFFEID, "alice", p.bound.Certificates)
+			}, func() { tc.change(t, p) })
 			if !errors.Is(err, ErrChangedMeanwhile) {
 				t.Fatalf("a hop decided before the change, committed after = %v, want ErrChangedMeanwhile", err)
 			}
-			got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "delegation.issued", Limit: 10})
+			got, _, err := p.a.SearchAudit(ctx, p.admin, audit.Query{Type: "delegation.issued", Limit: 10})
 			if err != nil || len(got) != 0 {
 				t.Fatalf("delegation.issued entries: %d (%v), want none", len(got), err)
 			}
@@ -112,9 +141,8 @@ func TestHopIsNotIssuedOnWhatChangedMeanwhile(t *testing.T) {
 // acknowledged first), is not issued: the policy was told the trust
 // domain is federated.
 func TestHopIsNotIssuedAcrossAnEndedFederation(t *testing.T) {
-	holdRecords(t)
-	a := startAuthority(t)
-	ctx, admin := t.Context(), adminOf(t, a)
+	p := newHopParties(t)
+	a, ctx, admin := p.a, t.Context(), p.admin
 	peerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -136,24 +164,8 @@ func TestHopIsNotIssuedAcrossAnEndedFederation(t *testing.T) {
 	if _, err := a.AddFederation(ctx, admin, &Federation{TrustDomain: "org-b.example", BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc}); err != nil {
 		t.Fatal(err)
 	}
-	n1 := putNode(t, a, "n1")
-	delegator, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/c", NodeIDs: []string{n1}, Scopes: []string{"calendar:read"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svid, key := agentSVID(t, a, n1, delegator.SPIFFEID)
 	const delegatee = "spiffe://org-b.example/agent/x"
-	st := delegation.Statement{Delegator: delegator.SPIFFEID, Delegatee: delegatee, Principal: "alice", Scopes: []string{"calendar:read"}}
-	sig, err := delegation.SignStatement(st, key, svid.Certificates)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := DelegateRequest{Delegatee: delegatee, Principal: "alice", Scopes: []string{"calendar:read"}, DelegatorSignature: sig}
-	c := &Caller{ID: svid.ID, Cert: svid.Certificates[0]}
-	err = whileHeld(ctx, func(ctx context.Context) error {
-		_, err := a.Delegate(ctx, c, req)
-		return err
-	}, func() {
+	err = whileHeld(ctx, func(ctx context.Context) error { return p.hop(ctx, delegatee, "alice", nil) }, func() {
 		if err := a.DeleteFederation(ctx, admin, "org-b.example"); err != nil {
 			t.Error(err)
 		}
@@ -170,60 +182,34 @@ func TestHopIsNotIssuedAcrossAnEndedFederation(t *testing.T) {
 func TestHopIsIssuedOverOrdinaryWorkMeanwhile(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		work func(t *testing.T, a *Authority, n1, n2 string, delegator, delegatee *registry.Agent, again func() error)
+		work func(t *testing.T, p *hopParties)
 	}{
-		{"an X509-SVID for the delegator", func(t *testing.T, a *Authority, n1, _ string, delegator, _ *registry.Agent, _ func() error) {
-			agentSVID(t, a, n1, delegator.SPIFFEID)
+		{"an X509-SVID for the delegator", func(t *testing.T, p *hopParties) {
+			agentSVID(t, p.a, p.n1, p.delegator.SPIFFEID)
 		}},
-		{"a JWT-SVID for the delegator", func(t *testing.T, a *Authority, n1, _ string, delegator, _ *registry.Agent, _ func() error) {
-			if _, err := a.MintJWT(t.Context(), &Caller{ID: spiffeid.RequireFromString(n1)}, delegator.SPIFFEID, []string{"calendar"}); err != nil {
+		{"a JWT-SVID for the delegator", func(t *testing.T, p *hopParties) {
+			if _, err := p.a.MintJWT(t.Context(), &Caller{ID: spiffeid.RequireFromString(p.n1)}, p.delegator.SPIFFEID, []string{"calendar"}); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"an X509-SVID for the delegatee on the bound node", func(t *testing.T, a *Authority, _, n2 string, _, delegatee *registry.Agent, _ func() error) {
-			agentSVID(t, a, n2, delegatee.SPIFFEID)
+		{"an X509-SVID for the delegatee on the bound node", func(t *testing.T, p *hopParties) {
+			agentSVID(t, p.a, p.n2, p.delegatee.SPIFFEID)
 		}},
-		{"another hop by the delegator", func(t *testing.T, _ *Authority, _, _ string, _, _ *registry.Agent, again func() error) {
-			if err := again(); err != nil {
+		{"another hop by the delegator", func(t *testing.T, p *hopParties) {
+			if err := p.hop(t.Context(), p.delegatee.SPIFFEID, "bob", p.bound.Certificates); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"the bound node attested again", func(t *testing.T, a *Authority, _, n2 string, _, _ *registry.Agent, _ func() error) {
-			putNode(t, a, n2[strings.LastIndex(n2, "/")+1:])
-			a.nodeChanged(n2)
+		{"the bound node attested again", func(t *testing.T, p *hopParties) {
+			putNode(t, p.a, p.n2[strings.LastIndex(p.n2, "/")+1:])
+			p.a.nodeChanged(p.n2)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			holdRecords(t)
-			a := startAuthority(t)
-			ctx, admin := t.Context(), adminOf(t, a)
-			n1, n2 := putNode(t, a, "n1"), putNode(t, a, "n2")
-			delegator, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/c", NodeIDs: []string{n1},
-				Scopes: []string{"calendar:read"}, Accountability: registry.Accountability{Operator: "team-a"}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			delegatee, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/d", NodeIDs: []string{n1, n2},
-				Accountability: registry.Accountability{ResponsibleParty: "ops@example.com"}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			svid, key := agentSVID(t, a, n1, delegator.SPIFFEID)
-			bound, _ := agentSVID(t, a, n2, delegatee.SPIFFEID)
-			c := &Caller{ID: svid.ID, Cert: svid.Certificates[0]}
-			hop := func(ctx context.Context, principal string) error {
-				st := delegation.Statement{Delegator: delegator.SPIFFEID, Delegatee: delegatee.SPIFFEID, Principal: principal, Scopes: []string{"calendar:read"}}
-				sig, err := delegation.SignStatement(st, key, svid.Certificates)
-				if err != nil {
-					return err
-				}
-				_, err = a.Delegate(ctx, c, DelegateRequest{Delegatee: delegatee.SPIFFEID, DelegateeSVID: bound.Certificates, Principal: principal,
-					Scopes: []string{"calendar:read"}, DelegatorSignature: sig})
-				return err
-			}
-			err = whileHeld(ctx, func(ctx context.Context) error { return hop(ctx, "alice") }, func() {
-				tc.work(t, a, n1, n2, delegator, delegatee, func() error { return hop(ctx, "bob") })
-			})
+			p := newHopParties(t)
+			err := whileHeld(t.Context(), func(ctx context.Context) error {
+				return p.hop(ctx, p.delegatee.SPIFFEID, "alice", p.bound.Certificates)
+			}, func() { tc.work(t, p) })
 			if err != nil {
 				t.Fatalf("a hop with %s meanwhile = %v, want it issued", tc.name, err)
 			}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -342,11 +341,9 @@ func TestAgentSVIDIsNotIssuedOnAChangedRegistration(t *testing.T) {
 					_, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"})
 					return err
 				}
-				upd := *reg
-				upd.NodeIDs = slices.Clone(reg.NodeIDs)
-				tc.change(&upd)
+				upd := updated(reg, tc.change)
 				err = whileHeld(ctx, mint, func() {
-					if _, err := a.UpdateAgent(ctx, admin, reg.ID, &upd); err != nil {
+					if _, err := a.UpdateAgent(ctx, admin, reg.ID, upd); err != nil {
 						t.Error(err)
 					}
 				})
