@@ -254,10 +254,9 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if len(req.DelegateeSVID) > maxDelegateeChain {
 		return nil, fmt.Errorf("%w: delegatee_x509_svid is at most %d certificates (the SVID and its intermediates)", ErrInvalidRequest, maxDelegateeChain)
 	}
-	if err := presented.CheckKeys(req.DelegateeSVID); err != nil {
-		return nil, fmt.Errorf("%w: delegatee_x509_svid: %v", ErrInvalidRequest, err)
-	}
 	if len(req.DelegateeSVID) > 0 {
+		// Refused before any signature is checked if it holds an RSA
+		// key of more than presented.MaxRSABits.
 		id, _, err := presented.Verify(req.DelegateeSVID, a)
 		switch {
 		case err != nil:

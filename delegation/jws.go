@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"mandate.dev/mandate/ca/presented"
 )
 
 // compactJWS is a compact JWS split and decoded, its signature not yet
@@ -104,8 +106,8 @@ const maxX5C = 4
 // a certificate in an x5c, or a delegator's SVID issued by another trust
 // domain's CA, may hold a key of any size (a 70,000-bit key in a hop of
 // a token costs a verifier a quarter of a second, whatever the signature
-// is worth).
-const maxRSABits = 8192
+// is worth). It is the bound of the X509-SVID chains presented elsewhere.
+const maxRSABits = presented.MaxRSABits
 
 // checkRSASize refuses an RSA key of more than maxRSABits.
 func checkRSASize(key any) error {

@@ -4,10 +4,11 @@
 // a request, the x5c of a delegation token) with work bounded by the
 // verifier's own trust, not by the presenter.
 //
-// Verify accepts the chains go-spiffe's x509svid.Verify accepts, and
-// gives the same verified chains (it may also accept one whose search
-// x509svid.Verify gives up, at Go's limit of a hundred signature checks,
-// among intermediates nothing vouches for). Before that verification it keeps
+// Verify accepts the chains go-spiffe's x509svid.Verify accepts, but
+// those holding an RSA key of more than MaxRSABits, and gives the same
+// verified chains (it may also accept one whose search x509svid.Verify
+// gives up, at Go's limit of a hundred signature checks, among
+// intermediates nothing vouches for). Before that verification it keeps
 // of the presented intermediates only those proven, from the bundle's
 // X.509 authorities down, to be signed by a certificate already proven:
 // every signature it checks on the way is checked with the key of a root
@@ -17,7 +18,8 @@
 // key as costly as the presenter likes) thus costs a handful of checks
 // with the verifier's own keys.
 //
-// CheckKeys refuses a chain holding an RSA key of more than MaxRSABits,
-// the bound crypto/tls sets on a client's chain in a handshake, for
-// chains that arrive another way.
+// Verify refuses a chain holding an RSA key of more than MaxRSABits
+// (CheckKeys) before it checks any signature: the bound crypto/tls sets
+// on a peer's chain in a handshake, kept for chains that arrive another
+// way (a request's body, a token's x5c).
 package presented
