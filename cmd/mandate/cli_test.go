@@ -62,6 +62,23 @@ func mustCLI(t *testing.T, url, dir string, args ...string) string {
 	return out
 }
 
+// joinToken is a new join token of the authority at url.
+func joinToken(t *testing.T, url, dir string) string {
+	t.Helper()
+	return strings.TrimSpace(mustCLI(t, url, dir, "admin", "join-token", "create", "--quiet"))
+}
+
+// joinNode joins a new node (a new join token) into out (node join's
+// default if ""), and returns its SPIFFE ID.
+func joinNode(t *testing.T, url, dir, out string) string {
+	t.Helper()
+	args := []string{"node", "join", "--token", joinToken(t, url, dir), "--quiet", "--bundle", filepath.Join(dir, "mandate-data/admin/bundle.pem")}
+	if out != "" {
+		args = append(args, "--out", out)
+	}
+	return strings.TrimSpace(mustCLI(t, url, dir, args...))
+}
+
 func TestCLIAdminCommands(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)

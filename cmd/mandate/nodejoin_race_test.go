@@ -125,14 +125,7 @@ func TestNodeJoinsIntoOneOutAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)
 	t.Chdir(dir)
-	var tokens [2]string
-	for i := range tokens {
-		tok, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[i] = strings.TrimSpace(tok)
-	}
+	tokens := [2]string{joinToken(t, url, dir), joinToken(t, url, dir)}
 	out := filepath.Join(dir, "node")
 	// The first join asks the authority (its key written in --out),
 	// and its answer is held back...
@@ -177,11 +170,7 @@ func TestNodeAttestWhileAJoinRunsInItsOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := serveTrustingTPM(t, dir, strings.TrimSpace(ek), profile)
-	token, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	joinOut, joinDone, release := heldJoin(t, url, token, out)
+	joinOut, joinDone, release := heldJoin(t, url, joinToken(t, url, dir), out)
 	attested, attestErr := cli(t, url, dir, "node", "attest", "--tpm", "simulator", "--ek", "ecc", "--out", out, "--quiet")
 	release()
 	joinErr := <-joinDone
@@ -205,24 +194,11 @@ func TestSVIDX509WhileAJoinRunsInItsOut(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)
 	t.Chdir(dir)
-	var tokens [2]string
-	for i := range tokens {
-		tok, err := cli(t, url, dir, "admin", "join-token", "create", "--quiet")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[i] = strings.TrimSpace(tok)
-	}
-	nodeID, err := cli(t, url, dir, "node", "join", "--token", tokens[0], "--quiet", "--bundle", "mandate-data/admin/bundle.pem", "--out", "host")
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodeID := joinNode(t, url, dir, "host")
 	const agent = "spiffe://mandate.localhost/agent/a1"
-	if _, err := cli(t, url, dir, "admin", "agent", "create", "--spiffe-id", agent, "--node-id", strings.TrimSpace(nodeID)); err != nil {
-		t.Fatal(err)
-	}
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", agent, "--node-id", nodeID)
 	out := filepath.Join(dir, "shared")
-	joinOut, joinDone, release := heldJoin(t, url, tokens[1], out)
+	joinOut, joinDone, release := heldJoin(t, url, joinToken(t, url, dir), out)
 	_, svidErr := cli(t, url, dir, "svid", "x509", "--spiffe-id", agent, "--creds", "host", "--out", out)
 	release()
 	joinErr := <-joinDone

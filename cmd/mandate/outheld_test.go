@@ -30,8 +30,7 @@ func TestOutHeldWhateverElseIsWrong(t *testing.T) {
 	url := startServe(t, dir)
 	t.Chdir(dir)
 	must := func(args ...string) string { t.Helper(); return mustCLI(t, url, dir, args...) }
-	tok := strings.TrimSpace(must("admin", "join-token", "create", "--quiet"))
-	nodeID := strings.TrimSpace(must("node", "join", "--token", tok, "--quiet", "--bundle", "mandate-data/admin/bundle.pem"))
+	nodeID := joinNode(t, url, dir, "")
 	for _, name := range []string{"a1", "a2"} {
 		must("admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/"+name, "--node-id", nodeID,
 			"--operator", "team", "--responsible-party", "x@mandate.localhost")

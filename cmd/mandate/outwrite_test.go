@@ -18,10 +18,8 @@ func TestCLIOutWriteFailsAfterIssue(t *testing.T) {
 	url := startServe(t, dir)
 	t.Chdir(dir)
 	must := func(args ...string) string { t.Helper(); return mustCLI(t, url, dir, args...) }
-	tok := strings.TrimSpace(must("admin", "join-token", "create", "--quiet"))
 	node := filepath.Join(dir, "node")
-	nodeID := strings.TrimSpace(must("node", "join", "--token", tok, "--quiet", "--out", node,
-		"--bundle", filepath.Join(dir, "mandate-data/admin/bundle.pem")))
+	nodeID := joinNode(t, url, dir, node)
 	id := "spiffe://mandate.localhost/agent/planner"
 	must("admin", "agent", "create", "--spiffe-id", id, "--node-id", nodeID, "--operator", "team", "--responsible-party", "p@example.com", "--scope", "mail:send")
 	must("admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/booker", "--node-id", nodeID, "--operator", "team", "--responsible-party", "p@example.com")
