@@ -161,7 +161,8 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // outLock is the file in a credential directory (--out) that a command
 // writing a credential there holds locked from its check of the
 // directory to its write (removed when it is done): node join, node
-// attest, each attestation of node run --tpm, and svid x509.
+// attest, each attestation of node run --tpm, each renewal of a
+// join-token node's node run, and svid x509.
 const outLock = "credential.lock"
 
 // errOutBusy is lockOut's refusal: another command holds --out.
