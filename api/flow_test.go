@@ -308,6 +308,53 @@ func TestMetricsByRoute(t *testing.T) {
 	}
 }
 
+// A request refused before its handler runs, for a client certificate
+// that has expired on a kept-alive connection, is counted under the
+// route it asked for, not as unmatched.
+func TestMetricsRouteOfRefusedAuthentication(t *testing.T) {
+	e := start(t, "org-a.example")
+	node := e.joinNode()
+	hc := e.rawClient(node.chain, node.key)
+	post := func() int {
+		t.Helper()
+		resp, err := hc.Post(e.url+"/v1/svid/jwt", "application/json", strings.NewReader(`{"audience": ["x"]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body) // the connection is kept for the next request
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(); code != http.StatusForbidden { // a node has no JWT-SVID: its connection is kept alive
+		t.Fatalf("POST /v1/svid/jwt as the node: %d, want 403", code)
+	}
+	e.skew.Store(int64(time.Until(node.chain[0].NotAfter) + time.Minute))
+	code := post()
+	e.skew.Store(0)
+	if code != http.StatusUnauthorized {
+		t.Fatalf("POST /v1/svid/jwt with an expired certificate: %d, want 401", code)
+	}
+	resp, err := e.rawClient(nil, nil).Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`mandate_http_requests_total{code="401",route="POST /v1/svid/jwt"} 1`,
+		`mandate_http_request_duration_seconds_count{route="POST /v1/svid/jwt"} 2`,
+	} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for line := range strings.Lines(string(text)) {
+		if strings.Contains(line, `route="unmatched"`) {
+			t.Errorf("/metrics counts a request as unmatched: %s", line)
+		}
+	}
+}
+
 // With http.metrics_readers, /metrics is theirs and admins' only: a
 // scraper without a certificate is 401, an agent not listed 403.
 func TestMetricsReaders(t *testing.T) {

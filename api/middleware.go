@@ -104,6 +104,12 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// router is what the middleware asks of the handler it wraps (a
+// ServeMux) to name the route of a request it refuses itself.
+type router interface {
+	Handler(r *http.Request) (h http.Handler, pattern string)
+}
+
 // middleware wraps every request: panic recovery, body limit, timeout,
 // client identity, metrics.
 func (s *Server) middleware(next http.Handler) http.Handler {
@@ -155,6 +161,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, s.bodyLimit(r))
 		c, err := s.authenticate(r)
 		if err != nil {
+			// Refused before the mux sees it: counted under the route
+			// it asked for all the same.
+			if mux, ok := next.(router); ok {
+				_, routed.Pattern = mux.Handler(r)
+			}
 			switch {
 			case isDataPath(r.URL.Path): // the Data API answers in OPA's shape, even here
 				s.writeDataError(sw, r, err)
