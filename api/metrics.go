@@ -38,7 +38,7 @@ func newMetrics() *metrics {
 			Name: "mandate_svids_issued_total", Help: "SVIDs issued, by kind (x509, jwt) and holder role.",
 		}, []string{"kind", "role"}),
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mandate_node_attestations_total", Help: "Node attestations, by method (join_token, tpm) and outcome (admitted, refused).",
+			Name: "mandate_node_attestations_total", Help: "Node attestations, by method (join_token, tpm) and outcome (admitted, refused, error: the server's fault).",
 		}, []string{"method", "outcome"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mandate_policy_decisions_total", Help: "Decision API answers, by API (data, authzen) and outcome (data: defined; authzen: decision; error: the policy could not decide).",

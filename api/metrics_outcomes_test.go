@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -90,5 +91,33 @@ func TestMetricsCountUndecidedPolicyDecisions(t *testing.T) {
 		if got := after[name] - before[name]; got != want {
 			t.Errorf("%s went up by %v, want %v", name, got, want)
 		}
+	}
+}
+
+// A TPM attestation the server fails to answer (5xx: here its store is
+// closed) is counted as an error, not as a refusal of the device.
+func TestMetricsCountTPMServerFaultsAsErrors(t *testing.T) {
+	te := startTPM(t, 1, tpmSetup{allowlist: true})
+	body := `{"ek_public": "` + b64s(te.dev.EKPublic()) + `", "ak_public": "` + b64s(te.dev.AKPublic()) + `"}`
+	h := te.srv.Handler()
+	te.stop()
+	req := httptest.NewRequest(http.MethodPost, "/v1/nodes/attest/tpm/challenge", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code < 500 {
+		t.Fatalf("a TPM challenge with the store closed: %d %s, want 5xx", rec.Code, rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{
+		`mandate_node_attestations_total{method="tpm",outcome="error"} 1`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(rec.Body.String(), `outcome="refused"`) {
+		t.Errorf("/metrics counts the server's fault as a refusal")
 	}
 }

@@ -56,7 +56,7 @@ func b64(field, s string, optional bool) ([]byte, error) {
 func (s *Server) tpmChallenge(w http.ResponseWriter, r *http.Request) {
 	var req tpmChallengeRequest
 	if err := decodeJSON(r, &req); err != nil {
-		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
+		s.metrics.attestations.WithLabelValues("tpm", refusedOrError(err)).Inc()
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -69,13 +69,13 @@ func (s *Server) tpmChallenge(w http.ResponseWriter, r *http.Request) {
 		ak, err = b64("ak_public", req.AKPublic, false)
 	}
 	if err != nil {
-		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
+		s.metrics.attestations.WithLabelValues("tpm", refusedOrError(err)).Inc()
 		writeError(w, r, s.log, err)
 		return
 	}
 	ch, err := s.a.TPMChallenge(r.Context(), callerOf(r), ek, cert, ak)
 	if err != nil {
-		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
+		s.metrics.attestations.WithLabelValues("tpm", refusedOrError(err)).Inc()
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -89,7 +89,7 @@ func (s *Server) tpmChallenge(w http.ResponseWriter, r *http.Request) {
 func (s *Server) tpmVerify(w http.ResponseWriter, r *http.Request) {
 	var req tpmVerifyRequest
 	if err := decodeJSON(r, &req); err != nil {
-		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
+		s.metrics.attestations.WithLabelValues("tpm", refusedOrError(err)).Inc()
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -97,13 +97,14 @@ func (s *Server) tpmVerify(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// An unreadable answer proves nothing: refused, the challenge
 		// left as it was.
-		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
-		writeError(w, r, s.log, s.a.TPMAnswerUnreadable(r.Context(), req.SessionID, err))
+		err = s.a.TPMAnswerUnreadable(r.Context(), req.SessionID, err)
+		s.metrics.attestations.WithLabelValues("tpm", refusedOrError(err)).Inc()
+		writeError(w, r, s.log, err)
 		return
 	}
 	svid, err := s.a.TPMVerify(r.Context(), callerOf(r), req.SessionID, ev, []byte(req.CSR))
 	if err != nil {
-		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
+		s.metrics.attestations.WithLabelValues("tpm", refusedOrError(err)).Inc()
 		writeError(w, r, s.log, err)
 		return
 	}
