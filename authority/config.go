@@ -725,8 +725,8 @@ func (h *HTTPConfig) validate() error {
 		u, err := url.Parse(h.PublicURL)
 		// No query or fragment, not even an empty one ("?", "#"): the
 		// URL is the OAuth metadata's issuer as written (RFC 8414 §2).
-		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || strings.ContainsAny(h.PublicURL, "?#") || u.User != nil {
-			return fmt.Errorf("http.public_url %q: must be https://HOST[:PORT]", h.PublicURL)
+		if err != nil || u.Scheme != "https" || !publicHostPort(u) || (u.Path != "" && u.Path != "/") || strings.ContainsAny(h.PublicURL, "?#") || u.User != nil {
+			return fmt.Errorf("http.public_url %q: must be https://HOST[:PORT], the port from 1 to 65535", h.PublicURL)
 		}
 	}
 	for _, id := range h.MetricsReaders {
@@ -751,6 +751,21 @@ func (h *HTTPConfig) validate() error {
 		}
 	}
 	return nil
+}
+
+// publicHostPort reports whether u names a host, and a port a client can
+// dial if any: "https://:8443" names none, and "https://h:99999",
+// "https://h:0" or "https://h:" no port (url.Parse takes them all).
+func publicHostPort(u *url.URL) bool {
+	if u.Hostname() == "" {
+		return false
+	}
+	port := u.Port()
+	if port == "" && !strings.HasSuffix(u.Host, ":") {
+		return true
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0 && strconv.FormatUint(n, 10) == port
 }
 
 // Load reads the EK roots and decodes the profiles into a verifier's

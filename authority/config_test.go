@@ -160,6 +160,12 @@ func TestConfigValidate(t *testing.T) {
 		{"public URL with an empty query", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example/?" }, "http.public_url"},
 		{"public URL with an empty fragment", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example#" }, "http.public_url"},
 		{"public URL with a port and a slash", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example:8443/" }, ""},
+		// The issuer names a host clients can reach, at a port they can dial.
+		{"public URL with no host, only a port", func(c *authority.Config) { c.HTTP.PublicURL = "https://:8443" }, "http.public_url"},
+		{"public URL with a port out of range", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example:99999" }, "http.public_url"},
+		{"public URL with port 0", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example:0" }, "http.public_url"},
+		{"public URL with an empty port", func(c *authority.Config) { c.HTTP.PublicURL = "https://mandate.example:" }, "http.public_url"},
+		{"public URL with an IPv6 host", func(c *authority.Config) { c.HTTP.PublicURL = "https://[2001:db8::1]:8443" }, ""},
 		{"negative read timeout", func(c *authority.Config) { c.HTTP.ReadTimeout = authority.Duration(-time.Second) }, "http.read_timeout"},
 		{"no idle timeout", func(c *authority.Config) { c.HTTP.IdleTimeout = authority.Duration(time.Millisecond) }, "http.idle_timeout"},
 		{"p384", func(c *authority.Config) { c.CA.KeyType = "ec-p384" }, ""},
