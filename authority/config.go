@@ -261,7 +261,75 @@ func LoadConfigFile(path string) (*Config, error) {
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("config %s: more than one YAML document (a line ---); the configuration is one", path)
 	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err == nil {
+		for _, k := range noEmptyValue {
+			if err := checkGiven(&doc, k.path, nil, 0, k.number); err != nil {
+				return nil, fmt.Errorf("config %s: %w", path, err)
+			}
+		}
+	}
 	return cfg, nil
+}
+
+// noEmptyValue are the keys that an empty value (or null; or 0, for a
+// number) would silently give their default, which is not empty: a
+// template whose variable was unset (trust_domain: ${TD}) would start
+// an authority of the development trust domain. Such a key is left out
+// for its default, never given empty, as the flags. "[]" is every item
+// of a list.
+var noEmptyValue = []struct {
+	path   []string
+	number bool
+}{
+	{path: []string{"trust_domain"}},
+	{path: []string{"listen"}},
+	{path: []string{"data_dir"}},
+	{path: []string{"log_level"}},
+	{path: []string{"ca", "key_type"}},
+	{path: []string{"policy", "authzen_path"}},
+	{path: []string{"http", "max_body_bytes"}, number: true},
+	{path: []string{"federation", "trust_domains", "[]", "profile"}},
+}
+
+// checkGiven reports key (under n, which is at path) given an empty
+// value; line is the line of path's own key.
+func checkGiven(n *yaml.Node, key, path []string, line int, number bool) error {
+	for n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if len(key) == 0 {
+		if n.Kind != yaml.ScalarNode {
+			return nil // the decoder has said what is wrong with it
+		}
+		var zero int64
+		empty := n.ShortTag() == "!!null" || n.ShortTag() == "!!str" && n.Value == ""
+		if number && n.ShortTag() == "!!int" && n.Decode(&zero) == nil && zero == 0 {
+			return fmt.Errorf("line %d: %s: given 0: give a value, or leave the key out for the default", line, keyText(path))
+		}
+		if empty {
+			return fmt.Errorf("line %d: %s: given an empty value: give a value, or leave the key out for the default", line, keyText(path))
+		}
+		return nil
+	}
+	switch {
+	case key[0] == "[]" && n.Kind == yaml.SequenceNode:
+		for i, c := range n.Content {
+			if err := checkGiven(c, key[1:], append(slices.Clip(path), fmt.Sprintf("[%d]", i)), c.Line, number); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i]; k.Value == key[0] {
+				return checkGiven(n.Content[i+1], key[1:], append(slices.Clip(path), key[0]), k.Line, number)
+			}
+		}
+	}
+	return nil
 }
 
 // namingKeys is err's text with each "line N: " naming the key on line

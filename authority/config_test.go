@@ -233,6 +233,22 @@ func TestLoadConfigFile(t *testing.T) {
 		{"two documents", "listen: 127.0.0.1:0\n---\nlisten: 0.0.0.0:8443\nbogus_key: 1\n", "more than one YAML document"},
 		{"a document and a separator", "listen: 127.0.0.1:0\n---\n", "more than one YAML document"},
 		{"a leading separator", "---\nlisten: 127.0.0.1:0\n", ""},
+		// A key given no value is not the default in disguise (a template
+		// whose variable was unset): only a key left out is.
+		{"an empty trust domain", "trust_domain: \"\"\n", `line 1: trust_domain: given an empty value`},
+		{"a null trust domain", "trust_domain:\n", `line 1: trust_domain: given an empty value`},
+		{"a null trust domain, spelt out", "trust_domain: ~\n", `line 1: trust_domain: given an empty value`},
+		{"an empty listen", "listen: ''\n", "listen: given an empty value"},
+		{"an empty data dir", "data_dir: \"\"\n", "data_dir: given an empty value"},
+		{"an empty log level", "log_level: \"\"\n", "log_level: given an empty value"},
+		{"an empty key type", "ca:\n  key_type: \"\"\n", "line 2: ca.key_type: given an empty value"},
+		{"an empty AuthZEN path", "policy:\n  authzen_path: \"\"\n", "policy.authzen_path: given an empty value"},
+		{"a zero body limit", "http:\n  max_body_bytes: 0\n", "line 2: http.max_body_bytes: given 0"},
+		{"an empty profile", "federation:\n  trust_domains:\n    - trust_domain: b.example\n      profile: \"\"\n", "line 4: federation.trust_domains[0].profile: given an empty value"},
+		{"an empty trust domain through an alias", "admins: [&e \"\"]\ntrust_domain: *e\n", "trust_domain: given an empty value"},
+		// Keys whose empty value is their default (none, off), as -h shows them.
+		{"empty optional keys", "ca:\n  upstream_cert_file: \"\"\n  upstream_key_file: \"\"\naudit:\n  origin: \"\"\npolicy:\n  dir: \"\"\nhttp:\n  public_url: \"\"\nfederation:\n  web_listen: \"\"\n", ""},
+		{"a null section", "ca:\n", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
