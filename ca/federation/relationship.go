@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -69,8 +70,15 @@ func (r Relationship) Validate() error {
 	if u.Scheme != "https" {
 		return fmt.Errorf("%w: %q: bundle endpoint url must use the https scheme, got %q", ErrInvalidRelationship, r.TrustDomain, u.Scheme)
 	}
-	if u.Host == "" {
+	if u.Hostname() == "" { // "https://:8443/" has a Host, and no host in it
 		return fmt.Errorf("%w: %q: bundle endpoint url has no host", ErrInvalidRelationship, r.TrustDomain)
+	}
+	// url.Parse takes any digits for a port: one no fetch can dial is
+	// refused now, not at every refresh. An empty port is the scheme's.
+	if p := u.Port(); p != "" {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return fmt.Errorf("%w: %q: bundle endpoint url: port %s is not a number from 1 to 65535", ErrInvalidRelationship, r.TrustDomain, p)
+		}
 	}
 	if u.User != nil {
 		return fmt.Errorf("%w: %q: bundle endpoint url must not contain user info", ErrInvalidRelationship, r.TrustDomain)
