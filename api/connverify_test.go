@@ -161,3 +161,59 @@ func TestServeNegotiatesHTTP1(t *testing.T) {
 		})
 	}
 }
+
+// A kept-alive connection whose client chain no longer verifies once the
+// bundles changed is refused at each request, but its chain is verified
+// again (and the refusal counted) once: its later requests under the same
+// bundles are refused at once.
+func TestConnectionRefusedAfterTrustEndedIsVerifiedOnce(t *testing.T) {
+	n := api.CountChainVerifications(t) // before the servers start
+	b := start(t, "org-b.example")
+	ops := spiffeid.RequireFromSegments(b.td, "agent", "ops")
+	a := start(t, "org-a.example", func(c *authority.Config) { c.Admins = []string{ops.String()} })
+	a.federate(b)
+	nodeB := b.joinNode()
+	opsID := b.agentSVID(nodeB, b.registerAgent("ops", nodeB.id))
+	u, err := url.Parse(a.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", u.Host, a.rawClient(opsID.chain, opsID.key).Transport.(*http.Transport).TLSClientConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	ask := func() int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, a.url+"/v1/admin/nodes", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := req.Write(conn); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := ask(); code != http.StatusOK {
+		t.Fatalf("before the federation ended: %d", code)
+	}
+	if err := a.admin.DeleteFederation(ctxT(t), b.td.String()); err != nil {
+		t.Fatal(err)
+	}
+	before := n.Load()
+	for i := range 3 {
+		if code := ask(); code != http.StatusUnauthorized {
+			t.Fatalf("request %d after the federation ended: %d, want 401", i+1, code)
+		}
+	}
+	if got := n.Load() - before; got != 1 {
+		t.Errorf("three requests refused on one connection verified its chain %d times, want 1", got)
+	}
+}

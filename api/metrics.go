@@ -47,7 +47,7 @@ func newMetrics() *metrics {
 			Name: "mandate_delegations_total", Help: "Delegation requests (POST /v1/delegations of agents, POST /v1/token), each counted once, by outcome (issued, denied by policy, refused, error: the server's fault or a status unavailable).",
 		}, []string{"outcome"}),
 		tlsRefused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "mandate_tls_client_certificates_refused_total", Help: "TLS handshakes refused for an invalid client X509-SVID.",
+			Name: "mandate_tls_client_certificates_refused_total", Help: "TLS handshakes refused for an invalid client X509-SVID, and kept-alive connections whose client X509-SVID no longer verifies after the bundles changed (once each, for each change).",
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.delegations, m.tlsRefused,

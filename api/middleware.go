@@ -295,8 +295,14 @@ func (s *Server) reverify(r *http.Request) error {
 	if ca != nil && ca.gen.Load() == gen {
 		return nil
 	}
+	if ca != nil && ca.refused.Load() == gen {
+		return fmt.Errorf("%w: the client certificate no longer verifies (the bundles changed since this connection's handshake)", authority.ErrUnauthenticated)
+	}
 	if err := s.verifyChain(r.TLS.PeerCertificates); err != nil {
 		s.metrics.tlsRefused.Inc()
+		if ca != nil {
+			ca.refused.Store(gen)
+		}
 		return fmt.Errorf("%w: the client certificate no longer verifies: %v", authority.ErrUnauthenticated, err)
 	}
 	if ca != nil {

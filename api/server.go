@@ -148,7 +148,12 @@ var verifySVID = presented.Verify
 // is re-verified when the bundles change, so a root dropped from a bundle
 // (a rotation, a federation ended) stops authenticating connections that
 // were opened before.
-type connAuth struct{ gen atomic.Uint64 }
+//
+// refused is the bundle generation at which the chain, verified again,
+// no longer verified (0: none): the connection's later requests under
+// the same bundles are refused at once, neither verified nor counted
+// again; bundles that change again are verified against anew.
+type connAuth struct{ gen, refused atomic.Uint64 }
 
 type connAuthKey struct{}
 
