@@ -74,12 +74,7 @@ func TestTrustEndedBetweenHandshakeAndFirstRequest(t *testing.T) {
 		{"trust ended", true, http.StatusUnauthorized},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := start(t, "org-b.example")
-			ops := spiffeid.RequireFromSegments(b.td, "agent", "ops")
-			a := start(t, "org-a.example", func(c *authority.Config) { c.Admins = []string{ops.String()} })
-			a.federate(b)
-			nodeB := b.joinNode()
-			opsID := b.agentSVID(nodeB, b.registerAgent("ops", nodeB.id))
+			a, b, opsID := federatedAdmin(t)
 
 			cfg := a.rawClient(opsID.chain, opsID.key).Transport.(*http.Transport).TLSClientConfig.Clone()
 			seen := &sessionSeen{ClientSessionCache: tls.NewLRUClientSessionCache(1), came: make(chan struct{}, 1)}
@@ -168,12 +163,7 @@ func TestServeNegotiatesHTTP1(t *testing.T) {
 // bundles are refused at once.
 func TestConnectionRefusedAfterTrustEndedIsVerifiedOnce(t *testing.T) {
 	n := api.CountChainVerifications(t) // before the servers start
-	b := start(t, "org-b.example")
-	ops := spiffeid.RequireFromSegments(b.td, "agent", "ops")
-	a := start(t, "org-a.example", func(c *authority.Config) { c.Admins = []string{ops.String()} })
-	a.federate(b)
-	nodeB := b.joinNode()
-	opsID := b.agentSVID(nodeB, b.registerAgent("ops", nodeB.id))
+	a, b, opsID := federatedAdmin(t)
 	u, err := url.Parse(a.url)
 	if err != nil {
 		t.Fatal(err)

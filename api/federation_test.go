@@ -344,16 +344,24 @@ func waitRefreshed(t *testing.T, e *env, td spiffeid.TrustDomain) {
 	t.Fatalf("%s never fetched the bundle of %s", e.td, td)
 }
 
+// federatedAdmin starts org-b.example and org-a.example, federated, and
+// returns org-a's authority, org-b's, and an agent of org-b (ops) that
+// org-a makes an admin.
+func federatedAdmin(t *testing.T) (a, b *env, ops identity) {
+	t.Helper()
+	b = start(t, "org-b.example")
+	opsID := spiffeid.RequireFromSegments(b.td, "agent", "ops")
+	a = start(t, "org-a.example", func(c *authority.Config) { c.Admins = []string{opsID.String()} })
+	a.federate(b)
+	nodeB := b.joinNode()
+	return a, b, b.agentSVID(nodeB, b.registerAgent("ops", nodeB.id))
+}
+
 // TestEndedTrustStopsOpenAndResumedConnections: an admin of a federated
 // trust domain loses access as soon as the federation ends — on its open
 // keep-alive connection and on a resumed TLS session alike.
 func TestEndedTrustStopsOpenAndResumedConnections(t *testing.T) {
-	b := start(t, "org-b.example")
-	ops := spiffeid.RequireFromSegments(b.td, "agent", "ops")
-	a := start(t, "org-a.example", func(c *authority.Config) { c.Admins = []string{ops.String()} })
-	a.federate(b)
-	nodeB := b.joinNode()
-	opsID := b.agentSVID(nodeB, b.registerAgent("ops", nodeB.id))
+	a, b, opsID := federatedAdmin(t)
 
 	c := a.rawClient(opsID.chain, opsID.key)
 	tr := c.Transport.(*http.Transport)
