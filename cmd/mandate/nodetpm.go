@@ -142,7 +142,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 	// Refused before the TPM is opened: opening the simulator writes
 	// its seed in --out.
-	if err := checkAttestOut(tf.out, nil); err != nil {
+	if _, err := checkAttestOut(tf.out, nil); err != nil {
 		return err
 	}
 	dev, _, closeFn, err := tf.open()
@@ -197,28 +197,29 @@ type ownEK struct{ path, typ string }
 // checkAttestOut refuses an --out that cannot be written (checkOutDir),
 // or that holds a still valid credential that is not this TPM node's: the
 // node's own is renewed; any other is another node's. Before the TPM is
-// opened (own nil), any TPM node's is taken as the node's own.
+// opened (own nil), any TPM node's is taken as the node's own. renewal
+// says whether out holds the node's own credential (to be renewed).
 //
 // A TPM node's credential of another EK (--ek switched between rsa and
 // ecc, whose EKs name two nodes) is not renewed: the authority renews a
 // node with its own EK only, and replacing it with a new node's would
 // change this host's identity under its agents without a word.
-func checkAttestOut(out string, own *ownEK) error {
+func checkAttestOut(out string, own *ownEK) (renewal bool, err error) {
 	if err := checkOutDir("--out", out); err != nil {
-		return err
+		return false, err
 	}
 	chain, ok := tpmCredential(out)
 	switch {
 	case ok && (own == nil || chain[0].URIs[0].Path == own.path):
-		return nil
+		return true, nil
 	case ok:
 		held := chain[0].URIs[0].String()
-		return fmt.Errorf("%w: --out %s holds the credential of %s, still valid until %s, and this TPM's --ek %s names another node (%s%s): give the --ek it attested with; or, for this host to be the node of --ek %s, remove its credential first (svid.pem and svid.key in %s)",
+		return false, fmt.Errorf("%w: --out %s holds the credential of %s, still valid until %s, and this TPM's --ek %s names another node (%s%s): give the --ek it attested with; or, for this host to be the node of --ek %s, remove its credential first (svid.pem and svid.key in %s)",
 			errOutHeld, out, held, chain[0].NotAfter.UTC().Format(time.RFC3339), own.typ, strings.TrimSuffix(held, chain[0].URIs[0].Path), own.path, own.typ, out)
 	}
 	// A TPM node's credential that does not load as it is (its key
 	// readable by others) is attested anew, as one that does is renewed.
-	return checkOut(out, "--out", func(id spiffeid.ID) bool {
+	return false, checkOut(out, "--out", func(id spiffeid.ID) bool {
 		return strings.HasPrefix(id.Path(), "/node/"+attest.MethodTPM+"/")
 	})
 }
@@ -233,8 +234,8 @@ func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 		return nil, false, err
 	}
 	defer unlock()
-	renewal := hasTPMCredential(out)
-	if err := checkAttestOut(out, own); err != nil {
+	renewal, err := checkAttestOut(out, own)
+	if err != nil {
 		return nil, false, err
 	}
 	cf.creds = out
@@ -285,12 +286,6 @@ func lapsedRoots(dir string) *heldRoots {
 		return nil
 	}
 	return &heldRoots{td: id.TrustDomain(), roots: bundle}
-}
-
-// hasTPMCredential reports whether dir holds an unexpired TPM node SVID.
-func hasTPMCredential(dir string) bool {
-	_, ok := tpmCredential(dir)
-	return ok
 }
 
 // tpmCredential returns the chain of the unexpired TPM node SVID in dir,
