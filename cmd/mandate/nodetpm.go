@@ -154,7 +154,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	if err != nil {
 		return err
 	}
-	own := &ownEK{path: "/node/" + attest.MethodTPM + "/" + ek.SHA256Hex(), typ: tf.ek}
+	own := &ownEK{ek: ek, path: "/node/" + attest.MethodTPM + "/" + ek.SHA256Hex(), typ: tf.ek}
 	for {
 		ans, renewal, err := attestOnce(ctx, dev, &cf, tf.out, ekCert, own)
 		if !loop {
@@ -190,9 +190,12 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 }
 
-// ownEK is the node the TPM's EK names (its SPIFFE ID's path), and the
-// --ek that opened it.
-type ownEK struct{ path, typ string }
+// ownEK is the TPM's EK, the node it names (its SPIFFE ID's path), and
+// the --ek that opened it.
+type ownEK struct {
+	ek        *attest.TPMPublic
+	path, typ string
+}
 
 // checkAttestOut refuses an --out that cannot be written (checkOutDir),
 // or that holds a still valid credential that is not this TPM node's: the
@@ -261,11 +264,7 @@ func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 		return nil, renewal, err
 	}
 	// The answer is for this TPM: the node its EK names.
-	ek, err := attest.ParseTPM2BPublic("ek_public", dev.EKPublic())
-	if err != nil {
-		return nil, renewal, err
-	}
-	id, err := attest.NodeID(c.TrustDomain(), ek)
+	id, err := attest.NodeID(c.TrustDomain(), own.ek)
 	if err != nil {
 		return nil, renewal, err
 	}
