@@ -1,7 +1,6 @@
 package api
 
 import (
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -182,15 +181,7 @@ func (s *Server) gate(pattern string, h http.HandlerFunc) http.HandlerFunc {
 	case strings.HasPrefix(path, "/v1/svid/"):
 		// A node (for itself or an agent it hosts) or an agent (for
 		// itself); the flow checks which SVID each may have.
-		check = func(c *authority.Caller) error {
-			if c == nil || c.ID.IsZero() {
-				return authority.ErrUnauthenticated
-			}
-			if r := s.a.RoleOf(c.ID); r != authority.RoleNode && r != authority.RoleAgent {
-				return fmt.Errorf("%w: %s has role %s; this needs node or agent", authority.ErrForbidden, c.ID, r)
-			}
-			return nil
-		}
+		check = func(c *authority.Caller) error { return s.a.Require(c, authority.RoleNode, authority.RoleAgent) }
 	case strings.HasPrefix(path, "/access/v1/"):
 		check = func(c *authority.Caller) error {
 			if c == nil {

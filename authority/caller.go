@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -78,18 +79,23 @@ func (a *Authority) RoleOf(id spiffeid.ID) Role {
 	return RoleNone
 }
 
-// Require returns ErrUnauthenticated or ErrForbidden unless c has role r:
-// the check every flow that needs r makes first, for a server to make
-// before it reads a request.
-func (a *Authority) Require(c *Caller, r Role) error { return a.require(c, r) }
+// Require returns ErrUnauthenticated or ErrForbidden unless c has role r
+// (or one of the roles or): the check every flow that needs r makes
+// first, for a server to make before it reads a request.
+func (a *Authority) Require(c *Caller, r Role, or ...Role) error { return a.require(c, r, or...) }
 
-// require returns ErrUnauthenticated or ErrForbidden unless c has role r.
-func (a *Authority) require(c *Caller, r Role) error {
+// require returns ErrUnauthenticated or ErrForbidden unless c has role r
+// or one of the roles or.
+func (a *Authority) require(c *Caller, r Role, or ...Role) error {
 	if c == nil || c.ID.IsZero() {
 		return ErrUnauthenticated
 	}
-	if got := a.RoleOf(c.ID); got != r {
-		return fmt.Errorf("%w: %s has role %s; this needs %s", ErrForbidden, c.ID, got, r)
+	if got := a.RoleOf(c.ID); got != r && !slices.Contains(or, got) {
+		needs := r.String()
+		for _, o := range or {
+			needs += " or " + o.String()
+		}
+		return fmt.Errorf("%w: %s has role %s; this needs %s", ErrForbidden, c.ID, got, needs)
 	}
 	return nil
 }
