@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -289,5 +291,68 @@ func TestLoadConfigFile(t *testing.T) {
 	}
 	if _, err := authority.LoadConfigFile(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
 		t.Error("LoadConfigFile(missing) = nil, want an error")
+	}
+}
+
+// Every key whose default is not empty (as SetDefaults fills it) is
+// refused given null, and, when a number or a duration, given 0: the
+// rule is checked against the defaults themselves, so that a key given
+// a default later cannot silently take it from an unset template
+// variable.
+func TestEveryDefaultedKeyRefusesEmpty(t *testing.T) {
+	var defaults authority.Config
+	defaults.SetDefaults()
+	checked := 0
+	var walk func(v reflect.Value, path []string)
+	walk = func(v reflect.Value, path []string) {
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			fv, p := v.Field(i), append(slices.Clip(path), name)
+			if fv.Kind() == reflect.Struct {
+				walk(fv, p)
+				continue
+			}
+			if fv.IsZero() {
+				continue // its default is empty: null says the same
+			}
+			doc := ""
+			for depth, k := range p {
+				doc += strings.Repeat("  ", depth) + k + ":"
+				if depth < len(p)-1 {
+					doc += "\n"
+				}
+			}
+			key := strings.Join(p, ".")
+			given := []string{" ~", "", ` ""`}
+			if ft := f.Type; ft != reflect.TypeFor[*authority.Duration]() {
+				switch ft {
+				case reflect.TypeFor[authority.Duration]():
+					given = append(given, " 0s", " 0")
+				case reflect.TypeFor[int](), reflect.TypeFor[int64]():
+					given = append(given, " 0")
+				}
+			}
+			for _, g := range given {
+				file := filepath.Join(t.TempDir(), "mandate.yaml")
+				if err := os.WriteFile(file, []byte(doc+g+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				_, err := authority.LoadConfigFile(file)
+				// "" may be refused by the decoder (not a duration, not a
+				// number): named as well.
+				if err == nil || !strings.Contains(err.Error(), key+": ") {
+					t.Errorf("%s given %q: LoadConfigFile() = %v, want it refused, naming %s", key, strings.TrimSpace(g), err, key)
+				}
+			}
+			checked++
+		}
+	}
+	walk(reflect.ValueOf(defaults), nil)
+	if checked < 10 {
+		t.Fatalf("checked %d keys with a default; the walk missed the config's keys", checked)
 	}
 }
