@@ -114,7 +114,9 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 		if err == nil && retry {
 			ev := nodeSVIDIssued(nodeID, svid, map[string]any{"join_retry": true, "token_id": tokenID})
 			_, err = a.recordWith(ctx, ev, func(tx store.Tx) error {
-				node, err := a.rejoinable(tx, secret, now, digest, nodeID)
+				// The token as it is at the commit, not at the request's
+				// start: one that expired meanwhile is not used.
+				node, err := a.rejoinable(tx, secret, a.now(), digest, nodeID)
 				if err != nil {
 					return err
 				}
@@ -128,7 +130,7 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 				"method": attest.MethodJoinToken, "level": registry.LevelToken, "token_id": tokenID,
 				"serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
 			}}, func(tx store.Tx) error {
-				if _, err := attest.ConsumeJoinToken(tx, secret, a.td, now, digest); err != nil {
+				if _, err := attest.ConsumeJoinToken(tx, secret, a.td, a.now(), digest); err != nil {
 					return err
 				}
 				return registry.PutNode(tx, &registry.Node{

@@ -1,11 +1,14 @@
 package authority
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/logtest"
 )
 
@@ -37,5 +40,40 @@ func TestJoinRefusalsLogged(t *testing.T) {
 	}
 	if out := logged.String(); !strings.Contains(out, `level=INFO msg="join refused"`) || strings.Contains(out, secret) || strings.Contains(out, guess) {
 		t.Errorf("log after a used token's refusal: want one INFO line without the secrets:\n%s", out)
+	}
+}
+
+// A join token that expires while its join is on its way (its SVID
+// made, its commit to come) is not used: the commit checks the token at
+// its own time, not at the request's start. Nor is a retry of a join
+// whose token expires meanwhile (refused as one sent after the expiry:
+// the token is used).
+func TestJoinTokenExpiringBeforeTheCommitIsRefused(t *testing.T) {
+	for _, retry := range []bool{false, true} {
+		t.Run(map[bool]string{false: "join", true: "retry"}[retry], func(t *testing.T) {
+			holdRecords(t)
+			a, _, skew := runSkewedAuthority(t)
+			secret, _, err := a.CreateJoinToken(t.Context(), adminOf(t, a), time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, csr := newKeyAndCSR(t)
+			if retry {
+				if _, err := a.JoinNode(t.Context(), secret, csr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err = whileHeld(t.Context(), func(ctx context.Context) error {
+				_, err := a.JoinNode(ctx, secret, csr)
+				return err
+			}, func() { skew.Add(int64(2 * time.Minute)) })
+			want := attest.ErrTokenExpired
+			if retry {
+				want = attest.ErrTokenUsed
+			}
+			if !errors.Is(err, want) {
+				t.Fatalf("JoinNode with its token expired before its commit = %v, want %v", err, want)
+			}
+		})
 	}
 }
