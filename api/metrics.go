@@ -22,6 +22,8 @@ type metrics struct {
 	decisions    *prometheus.CounterVec
 	delegations  *prometheus.CounterVec
 	tlsRefused   prometheus.Counter
+	connsOpen    prometheus.Gauge
+	connsShed    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -49,8 +51,14 @@ func newMetrics() *metrics {
 		tlsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mandate_tls_client_certificates_refused_total", Help: "TLS handshakes refused for an invalid client X509-SVID, and kept-alive connections whose client X509-SVID no longer verifies after the bundles changed (once each, for each change).",
 		}),
+		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mandate_http_connections_open", Help: "Client connections open, of every listener (each bounded by http.max_connections).",
+		}),
+		connsShed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mandate_http_connections_shed_total", Help: "Connections shed at a listener's http.max_connections, by how: idle_closed (the longest idle connection closed for a new one), refused (none idle: the new one closed unanswered).",
+		}, []string{"how"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.delegations, m.tlsRefused,
+	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.delegations, m.tlsRefused, m.connsOpen, m.connsShed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -282,11 +282,15 @@ func (s *Server) httpServer(h http.Handler, tc *tls.Config) *http.Server {
 	}
 }
 
-// serveUntil serves srv on ln until ctx is done, then shuts it down:
+// serveUntil serves srv on ln, at most http.max_connections at once
+// (connLimit), until ctx is done, then shuts it down:
 // requests under way may finish, each within the read and write
 // timeouts. A connection still busy after them is closed: the stop was
 // asked for, and is no failure.
 func (s *Server) serveUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	lim := newConnLimit(s.a.Config().HTTP.MaxConnections, s.log, s.metrics)
+	srv.ConnState = lim.state
+	ln = lim.listen(ln)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {

@@ -206,6 +206,10 @@ type HTTPConfig struct {
 	// MaxBodyBytes caps request bodies (default 64 KiB; the API's
 	// delegation endpoints take at least 64 KiB whatever it says).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxConnections bounds the connections each listener holds open at
+	// once (default 10000): at it, the longest idle connection is closed
+	// for a new one, and a new one is refused when none is idle.
+	MaxConnections int `yaml:"max_connections"`
 	// ReadTimeout, WriteTimeout and IdleTimeout of the server (defaults
 	// 10s, 15s, 120s).
 	ReadTimeout  Duration `yaml:"read_timeout"`
@@ -297,6 +301,7 @@ var noEmptyValue = []struct {
 	// 0s is no wait; only null or empty is refused.
 	{path: []string{"audit", "group_commit_wait"}},
 	{path: []string{"http", "max_body_bytes"}, zero: zeroNumber},
+	{path: []string{"http", "max_connections"}, zero: zeroNumber},
 	{path: []string{"http", "read_timeout"}, zero: zeroDuration},
 	{path: []string{"http", "write_timeout"}, zero: zeroDuration},
 	{path: []string{"http", "idle_timeout"}, zero: zeroDuration},
@@ -576,6 +581,10 @@ func (c AuditConfig) groupCommitWait() time.Duration {
 	return c.GroupCommitWait.D()
 }
 
+// DefaultMaxConnections is http.max_connections when it is not set:
+// some 450 MB of idle TLS connections at most.
+const DefaultMaxConnections = 10000
+
 // DefaultGroupCommitWait is audit.group_commit_wait when it is not set.
 const DefaultGroupCommitWait = Duration(2 * time.Millisecond)
 
@@ -599,6 +608,7 @@ func (c *Config) SetDefaults() {
 		c.Audit.GroupCommitWait = &d
 	}
 	setDefault(&c.HTTP.MaxBodyBytes, 64<<10)
+	setDefault(&c.HTTP.MaxConnections, DefaultMaxConnections)
 	setDefault(&c.HTTP.ReadTimeout, Duration(10*time.Second))
 	setDefault(&c.HTTP.WriteTimeout, Duration(15*time.Second))
 	setDefault(&c.HTTP.IdleTimeout, Duration(120*time.Second))
@@ -845,6 +855,9 @@ func (h *HTTPConfig) validate() error {
 	}
 	if h.MaxBodyBytes < 1024 || h.MaxBodyBytes > 16<<20 {
 		return fmt.Errorf("http.max_body_bytes %d: must be between 1024 and 16777216", h.MaxBodyBytes)
+	}
+	if h.MaxConnections < 1 || h.MaxConnections > 1_000_000 {
+		return fmt.Errorf("http.max_connections %d: must be between 1 and 1000000", h.MaxConnections)
 	}
 	for name, d := range map[string]Duration{"http.read_timeout": h.ReadTimeout, "http.write_timeout": h.WriteTimeout, "http.idle_timeout": h.IdleTimeout} {
 		if d.D() < 100*time.Millisecond || d.D() > time.Hour {

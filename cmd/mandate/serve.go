@@ -80,6 +80,7 @@ empty value, null, 0 or 0s):
     group_commit_wait: 2ms          # longest a commit waits for requests under way to record theirs (0s–100ms; 0s: never)
   http:
     max_body_bytes: 65536           # request body limit (the delegation endpoints take at least 65536)
+    max_connections: 10000          # connections each listener holds open at once; at it, the longest idle one is closed for a new one
     read_timeout: 10s
     write_timeout: 15s
     idle_timeout: 120s
