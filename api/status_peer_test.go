@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -397,5 +398,60 @@ func TestSlowPeerLeavesStatusSlotsToOthers(t *testing.T) {
 	}
 	if failed > 1 {
 		t.Errorf("and %d more of them", failed-1)
+	}
+}
+
+// A revocation one issuer states is not hidden by another issuer that
+// cannot be asked: in chains org-a → org-b → org-c, with org-b down,
+// org-c refuses to extend a chain holding a hop of its own it revoked as
+// revoked (not 503: it knows), and once org-a revokes the root, org-c
+// answers that its hop below is revoked, and refuses to extend it as
+// revoked.
+func TestRevocationKnownWhileAnotherIssuerIsDown(t *testing.T) {
+	orgA, orgB, orgC := start(t, "org-a.example"), start(t, "org-b.example"), start(t, "org-c.example")
+	for _, e := range []*env{orgA, orgB, orgC} {
+		for _, peer := range []*env{orgA, orgB, orgC} {
+			if e != peer {
+				e.federate(peer)
+			}
+		}
+	}
+	planner, booker := orgA.agentWithScopes("planner", "calendar:read"), orgB.agentWithScopes("booker")
+	payer, clerk, helper := orgC.agentWithScopes("payer"), orgC.agentWithScopes("clerk"), orgC.agentWithScopes("helper")
+	t1 := orgA.mustDelegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 := orgB.mustDelegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1})
+	revokedHere := orgC.mustDelegate(payer, delegateReq{delegatee: clerk, scopes: []string{"calendar:read"}, parent: t2})
+	other := orgC.mustDelegate(payer, delegateReq{delegatee: clerk, scopes: []string{"calendar:read"}, parent: t2})
+	chainOf := func(tok string) []*delegation.Claims {
+		t.Helper()
+		chain, err := delegation.Verify(tok, orgC.a, delegation.VerifyOptions{AnyHolder: true})
+		if err != nil || len(chain) != 3 {
+			t.Fatalf("chain: %v %v", chain, err)
+		}
+		return chain
+	}
+	mine, below := chainOf(revokedHere), chainOf(other)
+	revoke := func(e *env, id string) {
+		t.Helper()
+		if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": id, "reason": "done"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoke(orgC, mine[2].ID)
+	orgB.stop()
+	orgC.skew.Add(int64(10 * time.Second)) // past what org-c remembers of the peers' answers
+	if _, p := orgC.delegate(clerk, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, parent: revokedHere}); p == nil || p.Name() != "delegation-revoked" {
+		t.Errorf("extending org-c's own revoked hop while org-b is down: %+v, want delegation-revoked", p)
+	}
+
+	revoke(orgA, below[0].ID)
+	orgC.skew.Add(int64(10 * time.Second))
+	var st map[string]any
+	if err := orgC.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+below[2].ID+"/status", nil, &st); err != nil ||
+		st["status"] != "revoked" || !strings.Contains(fmt.Sprint(st["reason"]), below[0].ID) {
+		t.Errorf("status of org-c's hop below org-a's revoked root while org-b is down: %v %v, want revoked, naming the root", st, err)
+	}
+	if _, p := orgC.delegate(clerk, delegateReq{delegatee: helper, scopes: []string{"calendar:read"}, parent: other}); p == nil || p.Name() != "delegation-revoked" {
+		t.Errorf("extending below org-a's revoked root while org-b is down: %+v, want delegation-revoked", p)
 	}
 }

@@ -388,10 +388,11 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		return nil, err
 	}
 	// Hops issued by other authorities: their issuers say whether they
-	// still hold (fail closed when one cannot be asked).
-	remote, err := a.remoteStatus(ctx, refsOf(chain), 0)
-	if err != nil {
-		return nil, err
+	// still hold (fail closed when one cannot be asked, once what is
+	// known revoked has been said: see below).
+	remote, unknown := a.remoteStatus(ctx, refsOf(chain), 0)
+	if unknown != nil && !errors.Is(unknown, ErrStatusUnavailable) {
+		return nil, unknown
 	}
 	// A link to another authority's hop names where that authority says
 	// it logged it (a hop no longer active is refused below, whatever its
@@ -429,6 +430,9 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 				ErrDelegationRevoked, gone[0])
 		}
 		return nil, fmt.Errorf("%w: %s", ErrDelegationRevoked, gone[0])
+	}
+	if unknown != nil {
+		return nil, unknown
 	}
 	if len(expired) > 0 {
 		slices.Sort(expired)

@@ -76,10 +76,19 @@ func refsOf(chain []*delegation.Claims) []askedHop {
 // one authority: public requests cannot make it hammer another
 // authority, and one slow or hostile authority cannot hold every slot
 // and starve the status of hops below the others'. A hop that cannot be
-// asked is an error: nothing is assumed of it.
+// asked is an error: nothing is assumed of it. The others are asked all
+// the same, and what they said is answered with the first such error: a
+// revocation one issuer states is not hidden because another issuer of
+// the chain is down.
 func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge time.Duration) (map[hopRef]remoteHop, error) {
 	out := map[hopRef]remoteHop{}
 	var feds map[string]*Federation
+	var unknown error // the first hop that could not be asked
+	failed := func(err error) {
+		if unknown == nil {
+			unknown = err
+		}
+	}
 	for _, asked := range refs {
 		r := asked.hopRef
 		if r.Issuer == a.td.IDString() {
@@ -99,11 +108,13 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 		}
 		td, err := spiffeid.TrustDomainFromString(r.Issuer)
 		if err != nil {
-			return nil, fmt.Errorf("%w: issuer %q", delegation.ErrMalformed, r.Issuer)
+			failed(fmt.Errorf("%w: issuer %q", delegation.ErrMalformed, r.Issuer))
+			continue
 		}
 		f := feds[td.Name()]
 		if f == nil || f.Profile != "https_spiffe" {
-			return nil, fmt.Errorf("%w: %s is not federated with the https_spiffe profile, so its status endpoint is unknown", ErrStatusUnavailable, td)
+			failed(fmt.Errorf("%w: %s is not federated with the https_spiffe profile, so its status endpoint is unknown", ErrStatusUnavailable, td))
+			continue
 		}
 		// A revocation already known is kept at least as long as this
 		// hop matters: it may have been kept until the expiry of a hop
@@ -127,7 +138,8 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 			at := a.now()
 			h, err := a.fetchStatus(ctx, td, f, r.ID)
 			if err != nil {
-				return nil, err
+				failed(err)
+				continue
 			}
 			if h.Status != delegation.StatusActive {
 				a.remote.put(r, h, nil, at)
@@ -138,7 +150,8 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 		}
 		if h, err, ok := a.remote.get(r, a.now(), maxAge); ok {
 			if err != nil {
-				return nil, err
+				failed(err)
+				continue
 			}
 			out[r] = h
 			continue
@@ -160,11 +173,12 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 			return h, err
 		})
 		if err != nil {
-			return nil, err
+			failed(err)
+			continue
 		}
 		out[r] = v.(remoteHop)
 	}
-	return out, nil
+	return out, unknown
 }
 
 // remoteStatusTTL is how long the status endpoint relies on another
@@ -395,16 +409,15 @@ func (a *Authority) revokedAbove(ctx context.Context, rec *delegation.Record) (s
 	if err != nil || why != "" {
 		return why, err
 	}
+	// A revocation heard of is the answer, also when another hop above
+	// could not be asked.
 	remote, err := a.remoteStatus(ctx, foreign, remoteStatusTTL)
-	if err != nil {
-		return "", err
-	}
 	for _, r := range foreign {
-		if remote[r.hopRef].Status == delegation.StatusRevoked {
+		if h, ok := remote[r.hopRef]; ok && h.Status == delegation.StatusRevoked {
 			return "the hop " + r.ID + " of " + r.Issuer + " above it was revoked", nil
 		}
 	}
-	return "", nil
+	return "", err
 }
 
 func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f *Federation, id string) (remoteHop, error) {
