@@ -2020,3 +2020,45 @@ func TestDelegateeChainWithAHugeRSAKeyIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A SPIFFE ID revoked at one authority ends the hops that authority
+// issued by, to or below it, and so the hops below those wherever they
+// were issued; a hop another authority issued to it is that authority's
+// to revoke. Here org-b revokes its agent booker, to whom org-a issued
+// the root: org-b's hop by booker is revoked; org-a's root holds until
+// org-a revokes booker too.
+func TestRevokedIDReachesTheHopsOfItsRevoker(t *testing.T) {
+	orgA, orgB := federatedPair(t)
+	planner, booker, payer := orgA.agentWithScopes("planner", "calendar:read"), orgB.agentWithScopes("booker"), orgB.agentWithScopes("payer")
+	t1 := orgA.mustDelegate(planner, delegateReq{delegatee: booker, scopes: []string{"calendar:read"}, principal: "alice"})
+	t2 := orgB.mustDelegate(booker, delegateReq{delegatee: payer, scopes: []string{"calendar:read"}, parent: t1})
+	chain, err := delegation.Verify(t2, orgB.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil || len(chain) != 2 {
+		t.Fatalf("chain: %v %v", chain, err)
+	}
+	status := func(e *env, id string) string {
+		t.Helper()
+		var st struct{ Status string }
+		if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+id+"/status", nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Status
+	}
+	revoke := func(e *env) {
+		t.Helper()
+		if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": booker.id.String(), "reason": "compromised"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoke(orgB)
+	if got := status(orgB, chain[1].ID); got != "revoked" {
+		t.Errorf("org-b's hop by its revoked agent: %s, want revoked", got)
+	}
+	if got := status(orgA, chain[0].ID); got != "active" {
+		t.Errorf("org-a's hop to org-b's revoked agent, before org-a revokes it: %s, want active", got)
+	}
+	revoke(orgA)
+	if got := status(orgA, chain[0].ID); got != "revoked" {
+		t.Errorf("org-a's hop to the agent org-a revoked: %s, want revoked", got)
+	}
+}
