@@ -2062,3 +2062,44 @@ func TestRevokedIDReachesTheHopsOfItsRevoker(t *testing.T) {
 		t.Errorf("org-a's hop to the agent org-a revoked: %s, want revoked", got)
 	}
 }
+
+// Revoking again what is revoked is answered 201 with nothing newly
+// revoked, and logged, while the first revocation's who and why stand:
+// in the hop's status and in the list of revoked SPIFFE IDs.
+func TestRevokingAgain(t *testing.T) {
+	e := start(t, "org-a.example")
+	a, b := e.agentWithScopes("a", "calendar:read"), e.agentWithScopes("b")
+	tok := e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+	chain, err := delegation.Verify(tok, e.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ field, value string }{{"delegation_id", chain[0].ID}, {"spiffe_id", b.id.String()}} {
+		for i, reason := range []string{"first", "second"} {
+			var out struct{ Revoked []string }
+			if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{tc.field: tc.value, "reason": reason}, &out); err != nil {
+				t.Fatalf("revoking %s %s, %s time: %v", tc.field, tc.value, reason, err)
+			}
+			if i == 1 && len(out.Revoked) != 0 {
+				t.Errorf("revoking %s %s again revoked %v, want []", tc.field, tc.value, out.Revoked)
+			}
+		}
+	}
+	var st map[string]any
+	if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[0].ID+"/status", nil, &st); err != nil || st["status"] != "revoked" || st["reason"] != "first" {
+		t.Errorf("status after revoking again: %v %v, want revoked for the first reason", st, err)
+	}
+	var list struct {
+		Revoked []delegation.Revocation `json:"revoked_spiffe_ids"`
+	}
+	if err := e.admin.Do(ctxT(t), http.MethodGet, "/v1/admin/revocations", nil, &list); err != nil || len(list.Revoked) != 1 || list.Revoked[0].Reason != "first" {
+		t.Errorf("revoked IDs after revoking again: %+v %v, want the first revocation", list.Revoked, err)
+	}
+	var reasons []string
+	for _, d := range e.auditOf("delegation.revoked", "") {
+		reasons = append(reasons, fmt.Sprint(d["reason"]))
+	}
+	if !slices.Equal(reasons, []string{"first", "second", "first", "second"}) {
+		t.Errorf("delegation.revoked entries' reasons: %v, want every revocation asked", reasons)
+	}
+}
