@@ -189,6 +189,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 		st.Close()
 		return nil, err
 	}
+	// A backup a crash cut short is named if its record was committed,
+	// else removed.
+	a.settleBackupsAtStart(ctx)
 	if err := a.init(ctx); err != nil {
 		st.Close()
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,19 +77,23 @@ type backupStore interface {
 // start) and the TPM challenge key (outstanding challenges are then
 // unknown, and asked again) are not copied. The backup is recorded in
 // the audit log (backup.created, with its mark in bucketBackups in the
-// same commit) before it is reported: the record waits for its commit
-// however long that takes, and a backup whose entry is not logged is
-// removed; one whose entry may be (the store failed, and could not be
-// read after) is kept and refused with errBackupMayBeRecorded. It holds private keys: move it off the host
-// to storage as private as the data directory. One backup is made at a
+// same commit) before it takes its name and is reported: the record
+// waits for its commit however long that takes, and a backup whose entry
+// is not logged is removed; one whose entry may be (the store failed,
+// and could not be read after) is kept under its partial name and
+// refused with errBackupMayBeRecorded (its mark settles it at the next
+// start or backup). It holds private keys: move it off the host to
+// storage as private as the data directory. One backup is made at a
 // time (ErrBackupUnderWay). Once begun, it is finished even if ctx ends
 // meanwhile (the request's deadline passes, its client hangs up); only
-// the end of Run abandons one not yet named (below), removed and refused
-// with ErrStopping before the audit log stops, and refuses any asked
-// after (ErrStopping). It is
-// written as backups/.partial-<time> and renamed once whole and checked:
-// one cut short by a crash is never under a backup's name, and is
-// removed by the next backup.
+// the end of Run abandons one whose record has not begun (below),
+// removed and refused with ErrStopping before the audit log stops, and
+// refuses any asked after (ErrStopping). It is written as
+// backups/.partial-<time>, recorded once whole and checked, then
+// renamed: one cut short by a crash is never under a backup's name
+// without its record. What such a crash left is settled at the next
+// start (and by the next backup): named if its record was committed,
+// removed if not.
 func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
@@ -126,8 +131,9 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		return nil, fmt.Errorf("authority: backup: %w", err)
 	}
 	// What a backup cut short by a crash left (a partial directory) is
-	// no backup, and takes room: removed first.
-	a.removePartialBackups(ctx, root)
+	// settled first: named if recorded, else removed (no backup, and it
+	// takes room).
+	a.settleBackups(ctx, root)
 	// A backup is a copy of the data file on the file system the
 	// authority records on: one that would leave less room than the data
 	// file holds (and minBackupRoom) is refused, so that backups, however
@@ -185,26 +191,22 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	if err == nil {
 		err = credfile.SyncDir(work)
 	}
-	if err == nil && beforeBackupNamed != nil {
-		beforeBackupNamed(work, b.Dir)
-	}
-	// Abandoned (the authority stopping) until it takes its name; once
-	// named, it is recorded: the stop waits for that.
+	// Abandoned (the authority stopping) until its record begins; once
+	// begun, it is recorded and named: the stop waits for that.
 	if err == nil && abort.Err() != nil {
 		err = errAbandoned
 	}
+	// Recorded before it takes its name: a crash between the two leaves
+	// a partial directory that its mark (bucketBackups) says is whole and
+	// recorded, named at the next start (settleBackups); never a
+	// directory named as a backup that the audit log does not show.
 	if err == nil {
-		if err = os.Rename(work, b.Dir); err == nil {
-			work = b.Dir
-			err = credfile.SyncDir(root)
-		}
-	}
-	if err == nil {
-		err = a.recordBackup(ctx, c, b)
+		err = a.recordBackup(ctx, c, b, work)
 	}
 	if errors.Is(err, errBackupMayBeRecorded) {
-		// Neither removed nor reported made: its entry may be in the log.
-		a.log.ErrorContext(ctx, "backup kept: its record may have been written", "dir", b.Dir, "err", err)
+		// Neither removed nor reported made: its entry may be in the
+		// log. Its mark settles it at the next start or backup.
+		a.log.ErrorContext(ctx, "backup kept: its record may have been written", "dir", work, "err", err)
 		return nil, err
 	}
 	if err != nil {
@@ -218,11 +220,18 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		if rerr != nil {
 			a.log.ErrorContext(ctx, "remove a backup that failed", "dir", work, "err", rerr)
 		}
-		if abort.Err() != nil && work != b.Dir {
+		if abort.Err() != nil {
 			a.log.WarnContext(ctx, "backup abandoned: the authority is stopping", "dir", work, "removed", rerr == nil)
 			return nil, errAbandoned
 		}
 		return nil, err
+	}
+	if beforeBackupNamed != nil {
+		beforeBackupNamed(work, b.Dir)
+	}
+	if err := nameBackup(work, b.Dir); err != nil {
+		a.log.ErrorContext(ctx, "backup recorded, but not named", "dir", work, "err", err)
+		return nil, fmt.Errorf("authority: backup: recorded (backup.created, dir %s), but it could not take its name: %w; it is kept in %s, and takes its name at the next start or backup", name, err, work)
 	}
 	a.log.InfoContext(ctx, "backup made", "dir", b.Dir, "audit_tree_size", b.AuditTreeSize)
 	return b, nil
@@ -243,7 +252,7 @@ var errBackupMayBeRecorded = errors.New("authority: backup: its record may have 
 // then the mark says it was (nil), or, if the mark cannot be read, the
 // error matches errBackupMayBeRecorded. Any other error means the entry
 // is not logged.
-func (a *Authority) recordBackup(ctx context.Context, c *Caller, b *Backup) error {
+func (a *Authority) recordBackup(ctx context.Context, c *Caller, b *Backup, work string) error {
 	name := filepath.Base(b.Dir)
 	details := map[string]any{"dir": name, "files": len(b.Files), "audit_tree_size": b.AuditTreeSize}
 	mark, err := json.Marshal(details)
@@ -266,8 +275,8 @@ func (a *Authority) recordBackup(ctx context.Context, c *Caller, b *Backup) erro
 	case errors.Is(verr, store.ErrNotFound):
 		return err
 	default:
-		return fmt.Errorf("%w, and is kept in %s: %v (and reading whether it was: %v); look for its backup.created entry in the audit log before using or deleting it",
-			errBackupMayBeRecorded, b.Dir, err, verr)
+		return fmt.Errorf("%w, and is kept in %s: %v (and reading whether it was: %v); the next start or backup names it %s if it was, and removes it if not",
+			errBackupMayBeRecorded, work, err, verr, name)
 	}
 }
 
@@ -323,28 +332,87 @@ const partialBackupPrefix = ".partial-"
 // directory, whole and checked, and the name it is about to take.
 var beforeBackupNamed func(work, dir string)
 
-// removePartialBackups removes the partial directories of backups cut
-// short by a crash (a backup's own failures remove theirs). They are
-// found by name among root's entries, not by a pattern made of root's
-// path: a data directory whose name holds glob characters would miss its
-// own, or match another directory's.
-func (a *Authority) removePartialBackups(ctx context.Context, root string) {
+// settleBackups settles what backups cut short by a crash left in root
+// (a backup's own failures remove theirs): a partial directory whose
+// mark is in bucketBackups was recorded, whole and checked, before the
+// crash came, and takes its name; one without is no backup and is
+// removed. One whose mark cannot be read is left for the next time.
+// They are found by name among root's entries, not by a pattern made of
+// root's path: a data directory whose name holds glob characters would
+// miss its own, or match another directory's.
+func (a *Authority) settleBackups(ctx context.Context, root string) {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		a.log.ErrorContext(ctx, "list backups cut short", "dir", root, "err", err)
 		return
 	}
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), partialBackupPrefix) {
+		name, ok := strings.CutPrefix(e.Name(), partialBackupPrefix)
+		if !ok {
 			continue
 		}
 		dir := filepath.Join(root, e.Name())
-		if err := os.RemoveAll(dir); err != nil {
-			a.log.ErrorContext(ctx, "remove a backup cut short", "dir", dir, "err", err)
-			continue
+		err := a.store.View(ctx, func(tx store.Tx) error {
+			_, err := tx.Get(bucketBackups, []byte(name))
+			return err
+		})
+		switch {
+		case err == nil && e.IsDir():
+			if err := nameBackup(dir, filepath.Join(root, name)); err != nil {
+				a.log.ErrorContext(ctx, "name a recorded backup cut short", "dir", dir, "err", err)
+				continue
+			}
+			a.log.InfoContext(ctx, "named a recorded backup cut short before its name", "dir", filepath.Join(root, name))
+		case err == nil || errors.Is(err, store.ErrNotFound):
+			if err := os.RemoveAll(dir); err != nil {
+				a.log.ErrorContext(ctx, "remove a backup cut short", "dir", dir, "err", err)
+				continue
+			}
+			if err := credfile.SyncDir(root); err != nil {
+				a.log.ErrorContext(ctx, "remove a backup cut short", "dir", dir, "err", err)
+				continue
+			}
+			a.log.InfoContext(ctx, "removed a backup cut short", "dir", dir)
+		default:
+			a.log.ErrorContext(ctx, "read whether a backup cut short was recorded", "dir", dir, "err", err)
 		}
-		a.log.InfoContext(ctx, "removed a backup cut short", "dir", dir)
 	}
+}
+
+// settleBackupsAtStart settles the data directory's backups/ (see
+// settleBackups), if it exists and only this user may change it.
+func (a *Authority) settleBackupsAtStart(ctx context.Context) {
+	root := filepath.Join(a.cfg.DataDir, BackupDirName)
+	fi, err := os.Lstat(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err == nil && !fi.IsDir() {
+		err = fmt.Errorf("%w: %s is not a directory", credfile.ErrNotPrivate, root)
+	}
+	if err == nil {
+		err = credfile.CheckOwnWritable(root, fi)
+	}
+	if err != nil {
+		a.log.WarnContext(ctx, "backups cut short by a crash are not looked for", "dir", root, "err", err)
+		return
+	}
+	a.settleBackups(ctx, root)
+}
+
+// nameBackup gives the partial directory work of a recorded backup its
+// name dir, durably. An existing dir is never replaced.
+func nameBackup(work, dir string) error {
+	if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+		if err == nil {
+			err = fmt.Errorf("%s: %w", dir, fs.ErrExist)
+		}
+		return err
+	}
+	if err := os.Rename(work, dir); err != nil {
+		return err
+	}
+	return credfile.SyncDir(filepath.Dir(dir))
 }
 
 // backupFile writes rel (a path relative to the backup's directory dir)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/store"
 )
 
 // A backup, once asked, is made whole and recorded whatever becomes of
@@ -273,5 +274,70 @@ func TestBackupKeptWithItsRecord(t *testing.T) {
 				t.Fatalf("MakeBackup = %v, want the backup made: its entry was committed", err)
 			}
 		})
+	}
+}
+
+// A backup takes its name only once its backup.created entry is
+// committed: a crash between the two (the process killed) never leaves
+// a directory named as a backup that the audit log does not show.
+func TestBackupRecordedBeforeNamed(t *testing.T) {
+	a, _ := runAuthority(t)
+	var recorded, marked int
+	defer func() { beforeBackupNamed = nil }()
+	beforeBackupNamed = func(work, dir string) {
+		recorded = entriesOf(t, a, "backup.created")
+		if err := a.store.View(t.Context(), func(tx store.Tx) error {
+			_, err := tx.Get(bucketBackups, []byte(filepath.Base(dir)))
+			if err == nil {
+				marked++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.MakeBackup(t.Context(), adminOf(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	if recorded != 1 || marked != 1 {
+		t.Fatalf("when the backup took its name: %d backup.created entries, %d marks in %s; want its entry and its mark committed", recorded, marked, bucketBackups)
+	}
+}
+
+// What a crash left in backups/ is settled when the authority starts: a
+// whole backup whose entry was committed but which had not yet taken
+// its name takes it, and a partial directory that no entry records is
+// removed.
+func TestBackupCutShortSettledAtStart(t *testing.T) {
+	a, stop := runAuthority(t)
+	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Dir(b.Dir)
+	name := filepath.Base(b.Dir)
+	// Cut short after its record, before its name.
+	if err := os.Rename(b.Dir, filepath.Join(root, partialBackupPrefix+name)); err != nil {
+		t.Fatal(err)
+	}
+	// Cut short before its record.
+	unrecorded := filepath.Join(root, partialBackupPrefix+"20261127T000000.000000000Z")
+	if err := os.MkdirAll(filepath.Join(unrecorded, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	a2, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = a.cfg.DataDir })
+	left, err := os.ReadDir(filepath.Join(a2.cfg.DataDir, BackupDirName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0].Name() != name {
+		t.Fatalf("backups/ holds %v after a start, want only the recorded backup %s under its name", left, name)
+	}
+	if _, err := os.Stat(filepath.Join(b.Dir, "mandate.db")); err != nil {
+		t.Fatal(err)
 	}
 }
