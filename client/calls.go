@@ -209,6 +209,7 @@ type Federation struct {
 	Profile           string          `json:"profile,omitempty"`
 	EndpointSPIFFEID  string          `json:"endpoint_spiffe_id,omitempty"`
 	Bundle            json.RawMessage `json:"bundle,omitempty"`
+	CreatedAt         *time.Time      `json:"created_at,omitempty"` // set by the authority
 	BundleSequence    *uint64         `json:"bundle_sequence,omitempty"`
 	LastRefresh       *time.Time      `json:"last_refresh,omitempty"`
 	LastError         string          `json:"last_error,omitempty"`

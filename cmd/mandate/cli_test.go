@@ -694,10 +694,11 @@ func TestCLIFederation(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := cli(t, urlA, dirA, "admin", "federation", "add", "--trust-domain", "org-b.example", "--url", urlB+"/v1/bundle", "--bundle-file", bundleFile)
-	if err != nil || !strings.Contains(out, `"endpoint_spiffe_id": "spiffe://org-b.example/mandate/server"`) {
+	if err != nil || !strings.Contains(out, `"endpoint_spiffe_id": "spiffe://org-b.example/mandate/server"`) || !strings.Contains(out, `"created_at": "`) {
 		t.Fatalf("federation add = %s, %v", out, err)
 	}
-	if out, err := cli(t, urlA, dirA, "admin", "federation", "list"); err != nil || !strings.Contains(out, `"trust_domain": "org-b.example"`) {
+	// The answers are printed whole: created_at too (docs/api.md, §8).
+	if out, err := cli(t, urlA, dirA, "admin", "federation", "list"); err != nil || !strings.Contains(out, `"trust_domain": "org-b.example"`) || !strings.Contains(out, `"created_at": "`) {
 		t.Errorf("federation list = %s, %v", out, err)
 	}
 
