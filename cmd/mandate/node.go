@@ -35,8 +35,8 @@ const nodeUsage = `Usage:
                                             renew its TPM node SVID with a fresh quote
   mandate node run --tpm PATH [flags]       attest, then renew with a fresh quote at 40 to 50% of
                                             each SVID's lifetime (at random), until stopped
-  mandate node run [--out DIR] [flags]      keep a join-token node's credential renewed at 40 to
-                                            50% of each SVID's lifetime (at random), until
+  mandate node run [--out DIR] [flags]      renew a join-token node's credential at once, then at
+                                            40 to 50% of each SVID's lifetime (at random), until
                                             stopped (its agents get SVIDs only while it is)
   mandate node ek --tpm PATH [flags]        print the EK digest (for attestation.tpm.ek_allowlist)
   mandate node pcrs --tpm PATH [flags]      print the current PCRs as a pcr_profiles entry
