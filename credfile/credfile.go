@@ -381,6 +381,9 @@ func currentPairKey(p Paths) ([]byte, bool) {
 // replaced.
 func loadKeyFor(p Paths, leaf *x509.Certificate) (key crypto.Signer, inKeyFile bool, err error) {
 	kb, err := ReadPrivate(p.Key)
+	if errors.Is(err, ErrNotPrivate) {
+		return nil, false, err // which names this package already
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("credfile: %w", err)
 	}

@@ -756,8 +756,8 @@ func TestPrivateKeyAndDirectory(t *testing.T) {
 	if err := os.Chmod(p.Key, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := credfile.Load(p); !errors.Is(err, credfile.ErrNotPrivate) || !strings.Contains(err.Error(), "chmod 600") {
-		t.Fatalf("Load of a 0644 key = %v, want ErrNotPrivate, saying what to do", err)
+	if _, _, _, err := credfile.Load(p); !errors.Is(err, credfile.ErrNotPrivate) || !strings.Contains(err.Error(), "chmod 600") || strings.Count(err.Error(), "credfile:") != 1 {
+		t.Fatalf("Load of a 0644 key = %v, want ErrNotPrivate, saying what to do (its package named once)", err)
 	}
 }
 
