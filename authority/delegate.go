@@ -231,7 +231,8 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	}
 
 	// The expiry: as asked (default 10 minutes), never beyond the parent's,
-	// the delegatee's bound SVID or the key that signs it.
+	// the delegatee's bound SVID or the key that signs it (nor, below,
+	// the CA of the delegator's SVID).
 	ttl := req.TTL
 	if ttl == 0 {
 		ttl = DefaultDelegationTTL
@@ -324,9 +325,15 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// decided on its behalf.
 	st := delegation.Statement{Delegator: c.ID.String(), Delegatee: delegatee.String(), Principal: principal, Scopes: req.Scopes,
 		Purpose: req.Purpose, Parent: parentID(parent), ParentIssuer: parentIssuer(parent)}
-	signer, signed, err := delegation.VerifyStatement(req.DelegatorSignature, st, a, now)
+	signer, anchorNotAfter, signed, err := delegation.VerifyStatement(req.DelegatorSignature, st, a, now)
 	if err != nil {
 		return nil, err
+	}
+	// No longer than the X.509 authority the delegator's SVID chains to
+	// stays in the bundle: a rotation removes it at its expiry, and from
+	// then on no verifier can check the delegator's signature.
+	if anchorNotAfter.Before(exp) {
+		exp = anchorNotAfter.Truncate(time.Second)
 	}
 	serial := signer.SerialNumber.Text(16)
 	// Signed with an SVID of the node it delegates from: the hop is

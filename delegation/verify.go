@@ -418,23 +418,30 @@ func delegatorRoots(bundles Bundles, delegator string) [32]byte {
 // CheckStatementSignature checks that sig is st signed by an X509-SVID of
 // st.Delegator, valid at time at in the delegator's trust domain bundle.
 func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.Time) error {
-	_, _, err := VerifyStatement(sig, st, bundles, at)
+	_, _, _, err := verifyStatement(sig, st, bundles, at)
 	return err
 }
 
 // VerifyStatement is CheckStatementSignature, and returns the X509-SVID
 // that signed (its serial, SerialNumber.Text(16), is how its issuer
-// records it), and the statement as signed (with the not_after the
-// delegator put on the hop, if any: an issuer caps the hop's expiry
-// there). The certificate is shared: read it, never change it.
-func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (signer *x509.Certificate, signed Statement, err error) {
-	signer, _, signed, err = verifyStatement(sig, st, bundles, at)
-	return signer, signed, err
+// records it), the expiry of the bundle's X.509 authority its chain was
+// validated against (once that authority leaves the bundle, as a CA
+// rotation removes it at its expiry, no verifier can check the
+// signature any more: an issuer caps the hop's expiry there too), and
+// the statement as signed (with the not_after the delegator put on the
+// hop, if any: an issuer caps the hop's expiry there). The certificate
+// is shared: read it, never change it.
+func VerifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (signer *x509.Certificate, anchorNotAfter time.Time, signed Statement, err error) {
+	sv, _, signed, err := verifyStatement(sig, st, bundles, at)
+	if err != nil {
+		return nil, time.Time{}, signed, err
+	}
+	return sv.leaf, sv.anchorNotAfter, signed, nil
 }
 
 // verifyStatement is VerifyStatement, and also returns rootsOf the
 // bundle the signer's SVID was validated against.
-func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (signer *x509.Certificate, roots [32]byte, signed Statement, err error) {
+func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (signer *svidEntry, roots [32]byte, signed Statement, err error) {
 	if sig == "" {
 		return nil, roots, st, fmt.Errorf("%w: none", ErrDelegatorSignature)
 	}
@@ -468,7 +475,7 @@ func verifyStatement(sig string, st Statement, bundles Bundles, at time.Time) (s
 	if err := verifyJWS(j, sv.key, sv.keyHash, statementType); err != nil {
 		return nil, roots, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
-	return sv.leaf, roots, signed, nil
+	return sv, roots, signed, nil
 }
 
 // CheckStatementSignedBy checks that sig is st signed by the key of the
@@ -549,6 +556,10 @@ type svidEntry struct {
 	key                 any
 	keyHash             [32]byte
 	leaf                *x509.Certificate // the SVID (shared with the remembered header)
+	// anchorNotAfter is the expiry of the bundle's authority the chain
+	// was validated against (its last certificate; the latest of them,
+	// if it validates against several).
+	anchorNotAfter time.Time
 }
 
 // verifiedSVID returns the public key of the X509-SVID in j's x5c header,
@@ -573,6 +584,11 @@ func verifiedSVID(j *compactJWS, auths []*x509.Certificate, roots [32]byte, want
 		// Valid when every certificate of the verified chain (leaf,
 		// intermediates, root) is.
 		e = svidEntry{id: id, notBefore: certs[0].NotBefore, notAfter: certs[0].NotAfter, key: certs[0].PublicKey, keyHash: keyHash(certs[0].PublicKey), leaf: certs[0]}
+		for _, chain := range verified {
+			if a := chain[len(chain)-1].NotAfter; a.After(e.anchorNotAfter) {
+				e.anchorNotAfter = a
+			}
+		}
 		for _, c := range verified[0] {
 			if c.NotBefore.After(e.notBefore) {
 				e.notBefore = c.NotBefore
