@@ -90,7 +90,7 @@ func auditCounters(stats func() audit.Stats) []prometheus.Collector {
 func signingKeyGauges(expiry func() (x509CA, jwtKey time.Time)) []prometheus.Collector {
 	gauge := func(kind string, v func() time.Time) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mandate_ca_active_expiration_timestamp_seconds",
-			Help:        "When the active signing authority of a kind (x509: the X.509 CA; jwt: the JWT key) expires, in seconds since the epoch. Rotation replaces it at half its life.",
+			Help:        "When the active signing authority of a kind (x509: the X.509 CA; jwt: the JWT key) expires, in seconds since the epoch. Rotation publishes its successor at half its life and makes it active at five sixths, so a sixth of its life is left at each change.",
 			ConstLabels: prometheus.Labels{"kind": kind}}, func() float64 { return float64(v().Unix()) })
 	}
 	return []prometheus.Collector{

@@ -245,8 +245,9 @@ func (a *Authority) Logger() *slog.Logger { return a.log }
 func (a *Authority) AuditStats() audit.Stats { return a.audit.Stats() }
 
 // SigningExpiry is when the active X.509 CA and the active JWT key
-// expire: rotation replaces each well before (at half its life); one
-// past it means no SVID of its kind can be issued.
+// expire: rotation replaces each well before (at five sixths of its
+// life, its successor published from half); one past it means no SVID
+// of its kind can be issued.
 func (a *Authority) SigningExpiry() (x509CA, jwtKey time.Time) {
 	return a.ca.X509CANotAfter(), a.ca.JWTKeyNotAfter()
 }
