@@ -72,4 +72,14 @@ func TestHopExpiresWithItsDelegatorsCA(t *testing.T) {
 		Presenter: spiffeid.RequireFromString(delegatee.SPIFFEID)}); err != nil {
 		t.Errorf("hop expiring at %s (its delegator's CA at %s), verified a second before it expires: %v", res.ExpiresAt, first, err)
 	}
+
+	// Just past it, within the verifiers' default leeway on exp: still
+	// accepted, as a hop whose delegator's CA lives on is (the CA, like
+	// a JWT key, leaves the bundle only once that leeway has passed).
+	clock.Advance(6 * time.Second)
+	rotate()
+	if _, err := delegation.Verify(res.Token, a, delegation.VerifyOptions{Now: clock.Now(),
+		Presenter: spiffeid.RequireFromString(delegatee.SPIFFEID)}); err != nil {
+		t.Errorf("hop that expired at %s, verified 5 s later with the default leeway: %v", res.ExpiresAt, err)
+	}
 }

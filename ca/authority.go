@@ -35,7 +35,8 @@ const (
 	StatePrepared State = "prepared"
 	// StateActive: signs everything that is minted. One per kind.
 	StateActive State = "active"
-	// StateOld: signs nothing; stays in the bundle until it expires.
+	// StateOld: signs nothing; stays in the bundle until it expires (and
+	// a minute more, for verifiers' leeway).
 	StateOld State = "old"
 )
 
@@ -57,10 +58,16 @@ type AuthorityInfo struct {
 const (
 	// backdate is subtracted from NotBefore to tolerate clock skew.
 	backdate = 10 * time.Second
-	// jwtLeeway is how long a JWT key stays in the bundle after its expiry,
-	// matching the default exp leeway of common JWT validators
-	// (go-jose's jwt.DefaultLeeway).
-	jwtLeeway = time.Minute
+	// pruneLeeway is how long an authority stays in the bundle after its
+	// expiry, matching the default exp leeway of common JWT validators
+	// (go-jose's jwt.DefaultLeeway), and more than delegation.Verify's
+	// (30s): a delegation hop lasts no longer than its JWT key nor than
+	// the X.509 CA of its delegator's SVID, and until its exp plus that
+	// leeway a verifier checks the hop's signature with the one and its
+	// delegator's with the other. An expired X.509 CA kept that long
+	// lets no X509-SVID verify at a time it has expired: its chains are
+	// valid only while every certificate in them is.
+	pruneLeeway = time.Minute
 	// minAuthorityLifetime is the shortest X.509 CA the CA will create
 	// when the upstream certificate is about to expire.
 	minAuthorityLifetime = time.Minute
@@ -113,12 +120,10 @@ func (a *authority) at(num, den int64) time.Time {
 }
 
 // pruneAfter is the instant after which the authority leaves the bundle.
-// Everything it signed has expired by then.
+// Everything it signed has expired by then, by more than verifiers'
+// leeway.
 func (a *authority) pruneAfter() time.Time {
-	if a.kind == KindJWT {
-		return a.notAfter.Add(jwtLeeway)
-	}
-	return a.notAfter
+	return a.notAfter.Add(pruneLeeway)
 }
 
 func (a *authority) info() AuthorityInfo {

@@ -46,8 +46,10 @@ func (tx *transition) add(what string, a *authority) {
 //     prepared in a step is never activated in the same step (unless the
 //     active one expired);
 //   - old and prepared authorities past their expiry are removed from the
-//     bundle and their keys deleted (JWT keys one minute later, to cover
-//     validators' exp leeway);
+//     bundle and their keys deleted, one minute after it, to cover
+//     verifiers' exp leeway (a JWT validator's on a JWT-SVID, and
+//     delegation.Verify's on a hop whose delegator's SVID the X.509 CA
+//     signed);
 //   - the bundle was last published with another refresh hint than
 //     Config.RefreshHint (it changed since the last start): the bundle
 //     gets the new hint, and so a new sequence number.

@@ -426,7 +426,7 @@ func CheckStatementSignature(sig string, st Statement, bundles Bundles, at time.
 // that signed (its serial, SerialNumber.Text(16), is how its issuer
 // records it), the expiry of the bundle's X.509 authority its chain was
 // validated against (once that authority leaves the bundle, as a CA
-// rotation removes it at its expiry, no verifier can check the
+// rotation removes it a minute past its expiry, no verifier can check the
 // signature any more: an issuer caps the hop's expiry there too), and
 // the statement as signed (with the not_after the delegator put on the
 // hop, if any: an issuer caps the hop's expiry there). The certificate
