@@ -88,16 +88,22 @@ func NewJoinToken(now time.Time, ttl time.Duration, createdBy string) (secret st
 	if ttl < time.Second || ttl > MaxJoinTokenTTL {
 		return "", nil, fmt.Errorf("%w: must be between 1s and %s", ErrTokenTTL, MaxJoinTokenTTL)
 	}
-	var raw [32]byte
-	var id [8]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", nil, fmt.Errorf("attest: generate join token: %w", err)
+	// Never beginning with "-": given where a command takes an argument
+	// (an id, say), such a token would be read as an unknown flag, and
+	// the flag error would show it.
+	for secret == "" || secret[0] == '-' {
+		var raw [32]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return "", nil, fmt.Errorf("attest: generate join token: %w", err)
+		}
+		secret = base64.RawURLEncoding.EncodeToString(raw[:])
 	}
+	var id [8]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return "", nil, fmt.Errorf("attest: generate join token id: %w", err)
 	}
 	rec = &JoinToken{ID: hex.EncodeToString(id[:]), CreatedAt: now, CreatedBy: createdBy, ExpiresAt: now.Add(ttl)}
-	return base64.RawURLEncoding.EncodeToString(raw[:]), rec, nil
+	return secret, rec, nil
 }
 
 // ValidJoinTokenID reports whether id has the form of a join token's id
