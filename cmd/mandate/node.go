@@ -387,8 +387,7 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 		case err != nil && !time.Now().Before(chain[0].NotAfter):
 			return err
 		case err != nil:
-			// Again before the credential expires, however short its life.
-			wait = jittered(min(30*time.Second, time.Until(chain[0].NotAfter)/4))
+			wait = renewalRetryWait(time.Until(chain[0].NotAfter))
 			fmt.Fprintf(stderr, "%s renewal failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)
 		default:
 			wait = max(wait, minRenewalWait)
@@ -489,6 +488,15 @@ func renewalWait(ans *client.SVIDAnswer) time.Duration {
 // renewed together (a fleet joined at once, or every node retrying
 // until an authority came back) spread out, rather than renewing, or
 // retrying, together ever after.
+// renewalRetryWait is how long a failed renewal waits before it is tried
+// again, with left of the credential's life: again before the
+// credential expires, however short its life, but never sooner than a
+// second later (a credential about to expire would make it try again at
+// once, over and over).
+func renewalRetryWait(left time.Duration) time.Duration {
+	return max(time.Second, jittered(min(30*time.Second, left/4)))
+}
+
 func jittered(d time.Duration) time.Duration {
 	if d <= 0 {
 		return d

@@ -188,6 +188,21 @@ func TestRenewalWaitIsJittered(t *testing.T) {
 	}
 }
 
+// A failed renewal is tried again before the credential expires (within
+// a quarter of what is left of it, 30 s at most), but never sooner than a
+// second later: a credential about to expire must not make node run try
+// again at once, over and over.
+func TestRenewalRetryWait(t *testing.T) {
+	for _, left := range []time.Duration{-time.Second, 0, 100 * time.Millisecond, 3 * time.Second, 8 * time.Second, time.Minute, time.Hour} {
+		for range 100 {
+			w := renewalRetryWait(left)
+			if w < time.Second || w > 30*time.Second || left >= 4*time.Second && w > left/4 {
+				t.Fatalf("renewalRetryWait(%s) = %s, want 1 s to 30 s, within a quarter of what is left when that is 1 s or more", left, w)
+			}
+		}
+	}
+}
+
 // node run says why a node credential that is there cannot be used
 // (here a key others may read), not to join first: joining again would
 // make another node.
