@@ -745,6 +745,22 @@ func TestPolicyReload(t *testing.T) {
 		t.Fatalf("broken reload: %d %v", status, ans)
 	}
 	os.Remove(filepath.Join(pe.dir, "broken.rego"))
+	// So is one that leaves out a decision point's document (every
+	// delegation would be denied), naming it.
+	for _, f := range []string{"delegation.rego", "delegation_test.rego"} {
+		if err := os.Rename(filepath.Join(pe.dir, f), filepath.Join(pe.dir, f+".off")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status, ans = reload()
+	if status != 422 || !strings.Contains(ans["detail"].(string), "data.mandate.delegation.decision") || pe.a.PolicyRevision() != rev1 {
+		t.Fatalf("reload without the delegation decision: %d %v", status, ans)
+	}
+	for _, f := range []string{"delegation.rego", "delegation_test.rego"} {
+		if err := os.Rename(filepath.Join(pe.dir, f+".off"), filepath.Join(pe.dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(pe.dir, "extra.rego"), []byte("package extra\nimport rego.v1\nhello := \"world\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func (d *PolicyDenial) Unwrap() error { return ErrPolicyDenied }
 
 // openPolicy loads the policies and Mandate's documents for them.
 func (a *Authority) openPolicy(ctx context.Context) error {
-	eng, err := policy.New(ctx, policy.Options{Dir: a.cfg.Policy.Dir, Timeout: a.cfg.Policy.EvalTimeout.D(), Now: a.now,
+	eng, err := policy.New(ctx, policy.Options{Dir: a.cfg.Policy.Dir, Required: policy.DecisionDocuments(), Timeout: a.cfg.Policy.EvalTimeout.D(), Now: a.now,
 		Logger: a.log.With("component", "policy")})
 	if err != nil {
 		return fmt.Errorf("authority: %w", err)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -23,6 +25,12 @@ const (
 var DecisionPaths = map[string]string{
 	PointIssuance:   "mandate/issuance/decision",
 	PointDelegation: "mandate/delegation/decision",
+}
+
+// DecisionDocuments are the documents of Mandate's own decision points,
+// sorted: a revision must define each of them (Options.Required).
+func DecisionDocuments() []string {
+	return slices.Sorted(maps.Values(DecisionPaths))
 }
 
 // Decision is the outcome of one of Mandate's own decision points.

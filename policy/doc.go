@@ -4,8 +4,9 @@
 //
 // Guarantees:
 //   - A revision (the policy modules and data documents, identified by
-//     their SHA-256) becomes active only if it compiles and every Rego test
-//     in it passes; otherwise the active revision stays.
+//     their SHA-256) becomes active only if it compiles, defines the
+//     documents Options.Required names, and every Rego test in it
+//     passes; otherwise the active revision stays.
 //   - Queries are prepared once per revision and path (a rule's, or a
 //     package's) and shared by every goroutine; input is passed as a
 //     parsed value.

@@ -72,6 +72,11 @@ type Options struct {
 	Dir string
 	// Timeout bounds one evaluation (default DefaultTimeout).
 	Timeout time.Duration
+	// Required are data paths ("mandate/issuance/decision") every
+	// revision must define, by a rule or a data document: a revision
+	// that leaves one of them out is refused (ErrRejected), since every
+	// evaluation of it would be undefined.
+	Required []string
 	// Now is the clock evaluations see (time.now_ns; default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -249,6 +254,20 @@ func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("%w: %s does not compile:\n%s", ErrRejected, name, formatErrors(compiler.Errors))
 	}
+	var missing []string
+	for _, p := range e.opts.Required {
+		ref, err := PathRef(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: required document %q: %v", ErrRejected, p, err)
+		}
+		if !defines(compiler, res.Documents, ref) {
+			missing = append(missing, "  "+ref.String())
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: %s defines no rule or data document for what Mandate asks (each would be undefined, a deny):\n%s",
+			ErrRejected, name, strings.Join(missing, "\n"))
+	}
 	data := res.Documents
 	if data == nil {
 		data = map[string]any{}
@@ -269,6 +288,35 @@ func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error
 		return nil, fmt.Errorf("%w: %s: %v", ErrRejected, name, err)
 	}
 	return rev, nil
+}
+
+// defines reports whether a revision of these rules and data documents
+// may define the document at ref: a rule at ref or below it, a rule
+// above it (whose value may hold it), or a data document at ref.
+func defines(c *ast.Compiler, docs map[string]any, ref ast.Ref) bool {
+	node := c.RuleTree
+	for _, t := range ref {
+		if len(node.Values) > 0 {
+			break // a rule above ref: its value may hold ref
+		}
+		if node = node.Child(t.Value); node == nil {
+			break
+		}
+	}
+	if node != nil {
+		return true
+	}
+	var doc any = docs
+	for _, s := range refSegments(ref) {
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return false
+		}
+		if doc, ok = m[s]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // newCompiler is a compiler as a revision's modules are compiled with.

@@ -495,3 +495,69 @@ func spoil(v any) {
 		}
 	}
 }
+
+// A revision that defines no rule (nor data document) at a document
+// Mandate requires is refused, at start and on reload, and the active
+// revision stays: every evaluation there would be undefined, a deny.
+func TestRevisionWithoutARequiredDocumentIsRefused(t *testing.T) {
+	required := []string{"mandate/issuance/decision", "mandate/delegation/decision"}
+	const delegation = "package mandate.delegation\nimport rego.v1\ndecision := {\"allow\": true}\n"
+	for _, tc := range []struct {
+		name    string
+		files   map[string]string
+		missing string // "": accepted
+	}{
+		{"both rules", map[string]string{"i.rego": "package mandate.issuance\nimport rego.v1\ndecision := {\"allow\": true}\n", "d.rego": delegation}, ""},
+		{"a rule by its ref head", map[string]string{"i.rego": "package mandate\nimport rego.v1\nissuance.decision.allow := true\n", "d.rego": delegation}, ""},
+		{"a rule above it", map[string]string{"i.rego": "package mandate\nimport rego.v1\nissuance := {\"decision\": {\"allow\": true}}\n", "d.rego": delegation}, ""},
+		{"a data document", map[string]string{"d.rego": delegation, "mandate/issuance/data.json": `{"decision": {"allow": false}}`}, ""},
+		{"the package without the rule", map[string]string{"i.rego": "package mandate.issuance\nimport rego.v1\nallow := true\n", "d.rego": delegation}, "data.mandate.issuance.decision"},
+		{"no issuance module", map[string]string{"d.rego": delegation}, "data.mandate.issuance.decision"},
+		{"neither", map[string]string{"x.rego": "package x\nimport rego.v1\ny := 1\n"}, "data.mandate.delegation.decision"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			write := func(dir string) {
+				for name, text := range tc.files {
+					if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
+						t.Fatal(err)
+					}
+					writePolicy(t, dir, name, text)
+				}
+			}
+			dir := t.TempDir()
+			write(dir)
+			_, err := policy.New(context.Background(), policy.Options{Dir: dir, Required: required})
+			if tc.missing == "" {
+				if err != nil {
+					t.Fatalf("New = %v, want it loaded", err)
+				}
+				return
+			}
+			if !errors.Is(err, policy.ErrRejected) || !strings.Contains(err.Error(), tc.missing) {
+				t.Fatalf("New = %v, want it refused, naming %s", err, tc.missing)
+			}
+			// Reloaded into a running engine: refused, the old revision stays.
+			dir = t.TempDir()
+			writePolicy(t, dir, "i.rego", "package mandate.issuance\nimport rego.v1\ndecision := {\"allow\": true}\n")
+			writePolicy(t, dir, "d.rego", delegation)
+			e := newEngine(t, policy.Options{Dir: dir, Required: required})
+			rev := e.Revision()
+			for _, f := range []string{"i.rego", "d.rego"} {
+				if err := os.Remove(filepath.Join(dir, f)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write(dir)
+			if _, _, err := e.Reload(context.Background(), nil); !errors.Is(err, policy.ErrRejected) || !strings.Contains(err.Error(), tc.missing) {
+				t.Fatalf("Reload = %v, want it refused, naming %s", err, tc.missing)
+			}
+			if e.Revision() != rev {
+				t.Fatal("the refused revision became active")
+			}
+			d := e.Decide(context.Background(), policy.PointIssuance, map[string]any{})
+			if !d.Allow {
+				t.Fatalf("the active revision no longer decides: %+v", d)
+			}
+		})
+	}
+}

@@ -62,7 +62,7 @@ func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// them, and report them one by one.
 	// A set refused (a module that does not compile, a test that fails)
 	// is said on stderr, as every failure is: stdout holds results only.
-	eng, err := policy.New(ctx, policy.Options{Dir: *dir, Timeout: 10 * time.Second})
+	eng, err := policy.New(ctx, policy.Options{Dir: *dir, Required: policy.DecisionDocuments(), Timeout: 10 * time.Second})
 	if err != nil {
 		return err
 	}
