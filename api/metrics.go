@@ -85,6 +85,22 @@ func auditCounters(stats func() audit.Stats) []prometheus.Collector {
 	}
 }
 
+// policyReloadCounters expose the policy reloads by outcome, so that an
+// alert fires on one refused (by SIGHUP, only the server log says so):
+// the policy directory then holds what is not in force.
+func policyReloadCounters(reloads func() authority.PolicyReloads) []prometheus.Collector {
+	counter := func(outcome string, v func(authority.PolicyReloads) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mandate_policy_reloads_total",
+			Help:        "Policy reloads (POST /v1/admin/policy/reload, SIGHUP), by outcome: changed (a new revision is active), unchanged (the same revision was found), refused (the active revision stays).",
+			ConstLabels: prometheus.Labels{"outcome": outcome}}, func() float64 { return float64(v(reloads())) })
+	}
+	return []prometheus.Collector{
+		counter("changed", func(r authority.PolicyReloads) uint64 { return r.Changed }),
+		counter("unchanged", func(r authority.PolicyReloads) uint64 { return r.Unchanged }),
+		counter("refused", func(r authority.PolicyReloads) uint64 { return r.Refused }),
+	}
+}
+
 // signingKeyGauges expose when the active X.509 CA and JWT key expire,
 // so that an alert fires while rotation can still replace them.
 func signingKeyGauges(expiry func() (x509CA, jwtKey time.Time)) []prometheus.Collector {

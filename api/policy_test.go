@@ -1093,3 +1093,58 @@ func TestAuthZENNullPropertiesAreAbsent(t *testing.T) {
 		})
 	}
 }
+
+// Every policy reload is counted on /metrics by its outcome, the API's
+// and the operator's signal's alike: a refused SIGHUP reload, told only
+// in the server log otherwise, can be alerted on.
+func TestPolicyReloadsAreCounted(t *testing.T) {
+	pe := startPolicy(t)
+	apiReload := func() {
+		t.Helper()
+		do(t, pe.admin, "POST", "/v1/admin/policy/reload", "application/json", []byte(`{}`))
+	}
+	signal := func() {
+		t.Helper()
+		pe.a.ReloadPolicyOnSignal(ctxT(t)) //nolint:errcheck // counted either way
+	}
+	extra := filepath.Join(pe.dir, "extra.rego")
+	steps := []struct {
+		name    string
+		prepare func()
+		reload  func()
+		outcome string
+	}{
+		{"the same revision, by the API", func() {}, apiReload, "unchanged"},
+		{"the same revision, by SIGHUP", func() {}, signal, "unchanged"},
+		{"a new module, by SIGHUP", func() { writeFile(t, extra, "package extra\nimport rego.v1\nx := 1\n") }, signal, "changed"},
+		{"a module that does not parse, by SIGHUP", func() { writeFile(t, extra, "package extra\nx if {") }, signal, "refused"},
+		{"a module that does not parse, by the API", func() {}, apiReload, "refused"},
+		{"fixed, by the API", func() { writeFile(t, extra, "package extra\nimport rego.v1\nx := 2\n") }, apiReload, "changed"},
+	}
+	for _, s := range steps {
+		before := pe.metricsOf("mandate_policy_reloads_total")
+		s.prepare()
+		s.reload()
+		after := pe.metricsOf("mandate_policy_reloads_total")
+		for _, o := range []string{"changed", "unchanged", "refused"} {
+			name := `mandate_policy_reloads_total{outcome="` + o + `"}`
+			want := 0.0
+			if o == s.outcome {
+				want = 1
+			}
+			if _, ok := after[name]; !ok {
+				t.Fatalf("%s: /metrics lacks %s", s.name, name)
+			}
+			if got := after[name] - before[name]; got != want {
+				t.Errorf("%s: %s went up by %v, want %v", s.name, name, got, want)
+			}
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -53,6 +53,9 @@ type Authority struct {
 	policySyncMu sync.Mutex    // serializes rebuilds of data.mandate
 	policyDirty  policyDirty   // what changed since: all, or some entries
 
+	// reloads counts the policy reloads by outcome (PolicyReloads).
+	reloads struct{ changed, unchanged, refused atomic.Uint64 }
+
 	bundleMu sync.Mutex                                    // serializes rebuilds of bundles; guards pending
 	pending  map[spiffeid.TrustDomain]*spiffebundle.Bundle // fetched bundles the manager has not published yet
 	bundles  atomic.Pointer[bundleSet]

@@ -402,12 +402,31 @@ func (a *Authority) reloadPolicy(ctx context.Context, c *Caller) (string, error)
 		return err
 	})
 	if err != nil {
+		a.reloads.refused.Add(1)
 		a.log.WarnContext(ctx, "policy reload refused; the active revision stays", "revision", old, "err", err)
 		return old, err
+	}
+	if old == cur {
+		a.reloads.unchanged.Add(1)
+	} else {
+		a.reloads.changed.Add(1)
 	}
 	a.registryChanged()
 	a.log.InfoContext(ctx, "policy reloaded", "old_revision", old, "revision", cur)
 	return cur, nil
+}
+
+// PolicyReloads counts the policy reloads since the authority started
+// (asked through the API or by SIGHUP), by outcome.
+type PolicyReloads struct {
+	Changed   uint64 // a new revision is active
+	Unchanged uint64 // the same revision was found
+	Refused   uint64 // refused (not compiled, tests failed, cut short...): the active revision stayed
+}
+
+// PolicyReloads counts the policy reloads so far.
+func (a *Authority) PolicyReloads() PolicyReloads {
+	return PolicyReloads{Changed: a.reloads.changed.Load(), Unchanged: a.reloads.unchanged.Load(), Refused: a.reloads.refused.Load()}
 }
 
 // PolicyTests runs the active revision's Rego tests.
