@@ -692,7 +692,7 @@ func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 		return shownName(s)
 	}
 	fmt.Fprintf(w, "#%d %s %s actor=%s subject=%s\n", p.index, field("time"), field("type"), field("actor"), field("subject"))
-	for _, k := range []string{"accountable", "decision_id", "delegation_id", "details"} {
+	for _, k := range []string{"accountable", "decision_id", "policy_revision", "delegation_id", "details"} {
 		if val, ok := e[k]; ok {
 			dec := json.NewDecoder(bytes.NewReader(val))
 			dec.UseNumber()

@@ -914,6 +914,30 @@ func TestPrintEntryQuotesLoggedText(t *testing.T) {
 	}
 }
 
+// An entry's policy revision is printed with its decision: which policy
+// decided is what an operator reads a decision's entry for, as much as
+// the decision.
+func TestPrintEntryShowsThePolicyRevision(t *testing.T) {
+	for _, tc := range []struct{ name, entry, want string }{
+		{"a decision", `{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"policy.decision","actor":"system","subject":"s","decision_id":"d1","policy_revision":"ab12","details":{"allow":false}}`,
+			"#4 2025-01-01T00:00:00.000000000Z policy.decision actor=system subject=s\n    decision_id: \"d1\"\n    policy_revision: \"ab12\"\n    details: {\"allow\":false}\n"},
+		{"a start", `{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"authority.started","actor":"system","subject":"s","policy_revision":"cd34"}`,
+			"#4 2025-01-01T00:00:00.000000000Z authority.started actor=system subject=s\n    policy_revision: \"cd34\"\n"},
+		{"none", `{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"x","actor":"system","subject":"s"}`,
+			"#4 2025-01-01T00:00:00.000000000Z x actor=system subject=s\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := printEntry(&out, &provenEntry{index: 4, entry: []byte(tc.entry)}, false); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != tc.want {
+				t.Errorf("printed\n%q\nwant\n%q", out.String(), tc.want)
+			}
+		})
+	}
+}
+
 // printableJSON escapes what is not printable, and only that: the JSON
 // reads the same.
 func TestPrintableJSON(t *testing.T) {
