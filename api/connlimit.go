@@ -118,13 +118,6 @@ func (l *connLimit) done() {
 	l.gauge.Dec()
 }
 
-// openConns is the connections counted in.
-func (l *connLimit) openConns() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.open
-}
-
 type limitedListener struct {
 	net.Listener
 	l *connLimit
