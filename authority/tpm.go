@@ -749,7 +749,9 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 	d["profile"], d["level"], d["method"] = res.Profile, registry.LevelHardware, attest.MethodTPM
 	d["serial"], d["expires_at"] = svid.SerialNumber.Text(16), svid.ExpiresAt.UTC()
 	_, err = a.recordWith(ctx, event{typ: "node.attested", actor: nodeID.String(), subject: nodeID.String(), details: d}, func(tx store.Tx) error {
-		if err := attest.ConsumeTPMSession(tx, s, now); err != nil {
+		// The challenge as it is at the commit, not at the request's
+		// start: one that expired meanwhile is not used.
+		if err := attest.ConsumeTPMSession(tx, s, a.now()); err != nil {
 			return err
 		}
 		// Attested again: the SVID it held is the one replaced, unless

@@ -72,3 +72,30 @@ func TestDriftIsMarkedWithItsRefusal(t *testing.T) {
 		t.Fatalf("with the log stopped: refusal = %v, session used %v, node drifted %v; want the PCR policy's, used, drifted", err, used, drifted(nodeID))
 	}
 }
+
+// A TPM challenge that expires while its answer is on its way (the
+// evidence checked, the SVID made, the commit to come) is not used: the
+// commit checks the challenge at its own time, not at the request's
+// start, as a join checks its token.
+func TestTPMChallengeExpiringBeforeTheCommitIsRefused(t *testing.T) {
+	holdRecords(t)
+	a, _, skew := runSkewedAuthority(t)
+	now := a.now()
+	ek := strings.Repeat("ef", 32)
+	nodeID := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, ek)
+	s := &attest.TPMSession{ID: ek[:16] + strings.Repeat("0", 32), EKHash: ek, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+	key, _ := newKeyAndCSR(t)
+	err := whileHeld(t.Context(), func(ctx context.Context) error {
+		_, err := a.admitTPMNode(ctx, s, nodeID, key.Public(), &attest.Result{Profile: "p", EKHash: ek}, now, map[string]any{})
+		return err
+	}, func() { skew.Add(int64(2 * time.Minute)) })
+	if !errors.Is(err, attest.ErrChallengeExpired) {
+		t.Fatalf("a TPM answer whose challenge expired before its commit = %v, want %v", err, attest.ErrChallengeExpired)
+	}
+	if err := a.store.View(t.Context(), func(tx store.Tx) error {
+		_, err := registry.GetNode(tx, nodeID.String())
+		return err
+	}); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("the node after its answer was refused: %v, want it not stored", err)
+	}
+}
