@@ -484,10 +484,6 @@ func renewalWait(ans *client.SVIDAnswer) time.Duration {
 	return jittered(left / 2)
 }
 
-// jittered is d less a random part of at most a fifth of it: nodes
-// renewed together (a fleet joined at once, or every node retrying
-// until an authority came back) spread out, rather than renewing, or
-// retrying, together ever after.
 // renewalRetryWait is how long a failed renewal waits before it is tried
 // again, with left of the credential's life: again before the
 // credential expires, however short its life, but never sooner than a
@@ -497,6 +493,10 @@ func renewalRetryWait(left time.Duration) time.Duration {
 	return max(time.Second, jittered(min(30*time.Second, left/4)))
 }
 
+// jittered is d less a random part of at most a fifth of it: nodes
+// renewed together (a fleet joined at once, or every node retrying
+// until an authority came back) spread out, rather than renewing, or
+// retrying, together ever after.
 func jittered(d time.Duration) time.Duration {
 	if d <= 0 {
 		return d
