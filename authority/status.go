@@ -79,7 +79,8 @@ func refsOf(chain []*delegation.Claims) []askedHop {
 // asked is an error: nothing is assumed of it. The others are asked all
 // the same, and what they said is answered with the first such error: a
 // revocation one issuer states is not hidden because another issuer of
-// the chain is down.
+// the chain is down. An issuer that could not be asked at all is not
+// asked again in the same call, for its other hops.
 func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge time.Duration) (map[hopRef]remoteHop, error) {
 	out := map[hopRef]remoteHop{}
 	var feds map[string]*Federation
@@ -88,6 +89,16 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 		if unknown == nil {
 			unknown = err
 		}
+	}
+	// Issuers that could not be asked at all in this call: their other
+	// hops are not asked either (each would wait out the same timeout),
+	// though what is known of them here still counts.
+	down := map[string]error{}
+	failedAt := func(td spiffeid.TrustDomain, err error) {
+		if errors.As(err, new(issuerUnreachable)) {
+			down[td.Name()] = err
+		}
+		failed(err)
 	}
 	for _, asked := range refs {
 		r := asked.hopRef
@@ -134,11 +145,15 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 			out[r] = h
 			continue
 		}
+		if err, ok := down[td.Name()]; ok {
+			failed(err)
+			continue
+		}
 		if maxAge <= 0 {
 			at := a.now()
 			h, err := a.fetchStatus(ctx, td, f, r.ID)
 			if err != nil {
-				failed(err)
+				failedAt(td, err)
 				continue
 			}
 			if h.Status != delegation.StatusActive {
@@ -150,7 +165,7 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 		}
 		if h, err, ok := a.remote.get(r, a.now(), maxAge); ok {
 			if err != nil {
-				failed(err)
+				failedAt(td, err)
 				continue
 			}
 			out[r] = h
@@ -161,7 +176,7 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 		v, err := a.remote.shared(ctx, r.key(), 2*delegation.StatusTimeout, func(fctx context.Context) (any, error) {
 			release, err := a.remote.slots.acquire(fctx, td.Name())
 			if err != nil {
-				return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
+				return remoteHop{}, issuerUnreachable{fmt.Errorf("%w: %v", ErrStatusUnavailable, err)}
 			}
 			defer release()
 			at := a.now()
@@ -173,7 +188,7 @@ func (a *Authority) remoteStatus(ctx context.Context, refs []askedHop, maxAge ti
 			return h, err
 		})
 		if err != nil {
-			failed(err)
+			failedAt(td, err)
 			continue
 		}
 		out[r] = v.(remoteHop)
@@ -420,6 +435,14 @@ func (a *Authority) revokedAbove(ctx context.Context, rec *delegation.Record) (s
 	return "", err
 }
 
+// issuerUnreachable is a status that could not be asked because its
+// issuer could not be (its server did not answer, or no slot to ask it
+// came free in time), not because of the hop: remoteStatus asks none of
+// that issuer's other hops in the same call.
+type issuerUnreachable struct{ error }
+
+func (e issuerUnreachable) Unwrap() error { return e.error }
+
 func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f *Federation, id string) (remoteHop, error) {
 	u, err := url.Parse(f.BundleEndpointURL)
 	if err != nil {
@@ -433,7 +456,11 @@ func (a *Authority) fetchStatus(ctx context.Context, td spiffeid.TrustDomain, f 
 	}
 	out, err := delegation.FetchStatus(ctx, a.remote.client(a, serverID), "https://"+u.Host, id)
 	if err != nil {
-		return remoteHop{}, fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
+		werr := fmt.Errorf("%w: %v", ErrStatusUnavailable, err)
+		if errors.Is(err, delegation.ErrStatusUnreachable) {
+			return remoteHop{}, issuerUnreachable{werr}
+		}
+		return remoteHop{}, werr
 	}
 	// Where the hop is logged is part of the link written into the next
 	// hop: an active hop's answer without it does not extend the chain.

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,5 +237,54 @@ func TestFetchSlotsShareAmongPeers(t *testing.T) {
 	}
 	if len(s.all) != 0 || len(s.peers) != 0 {
 		t.Fatalf("after every request ended: %d slots held, %d authorities kept", len(s.all), len(s.peers))
+	}
+}
+
+// An issuer that cannot be reached is asked once per call, not once per
+// hop of its in the chain: each ask would wait out the same timeout, and
+// a chain of its hops would outlast the request's time. What is known
+// of its hops here (a revocation kept) is still answered.
+func TestUnreachableIssuerAskedOnce(t *testing.T) {
+	a, _, _ := runSkewedAuthority(t)
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var dials atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dials.Add(1)
+			c.Close() // down: no TLS handshake, no answer
+		}
+	}()
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return putRecord(tx, bucketFederations, "org-b.example", &Federation{TrustDomain: "org-b.example",
+			BundleEndpointURL: "https://" + ln.Addr().String() + "/bundle", Profile: "https_spiffe", EndpointSPIFFEID: "spiffe://org-b.example/mandate/server"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	exp := a.now().Add(time.Hour)
+	revoked := hopRef{Issuer: "spiffe://org-b.example", ID: "hop-revoked"}
+	a.keepPeerRevocation(ctx, askedHop{revoked, exp}, remoteHop{Status: delegation.StatusRevoked})
+	for _, maxAge := range []time.Duration{0, remoteStatusTTL} {
+		dials.Store(0)
+		var refs []askedHop
+		for i := range 3 {
+			refs = append(refs, askedHop{hopRef{Issuer: "spiffe://org-b.example", ID: fmt.Sprintf("hop-%d-%s", i, maxAge)}, exp})
+		}
+		refs = append(refs, askedHop{revoked, exp})
+		got, err := a.remoteStatus(ctx, refs, maxAge)
+		if !errors.Is(err, ErrStatusUnavailable) || got[revoked].Status != delegation.StatusRevoked {
+			t.Errorf("maxAge %s: remoteStatus = %v, %v; want the kept revocation, and the issuer unavailable", maxAge, got, err)
+		}
+		if n := dials.Load(); n != 1 {
+			t.Errorf("maxAge %s: the unreachable issuer was dialled %d times for three of its hops, want once", maxAge, n)
+		}
 	}
 }
