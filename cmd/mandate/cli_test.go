@@ -1064,3 +1064,21 @@ func TestCLIMissingCredentialHintFitsTheCommand(t *testing.T) {
 		}
 	}
 }
+
+// A join token of an older build may begin with "-": pasted where a
+// command takes an argument, it is read as an unknown flag, which is
+// then said without being shown. A flag misspelt is still named.
+func TestUnknownFlagLikeASecretIsNotShown(t *testing.T) {
+	secret := "-" + strings.Repeat("Zq9_", 10) + "x-y"
+	for _, tc := range []struct {
+		arg   string
+		shown bool
+	}{{secret, false}, {"--trust-domian", true}} {
+		var out, errOut bytes.Buffer
+		err := run(t.Context(), []string{"admin", "join-token", "withdraw", tc.arg}, &out, &errOut)
+		said := fmt.Sprint(err) + out.String() + errOut.String()
+		if err == nil || strings.Contains(said, strings.TrimLeft(tc.arg, "-")) != tc.shown {
+			t.Errorf("withdraw %s: %v\n%s\nwant it refused, the flag shown: %v", tc.arg, err, errOut.String(), tc.shown)
+		}
+	}
+}

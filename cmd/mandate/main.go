@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -271,6 +272,14 @@ func parseSome(fs *flag.FlagSet, args []string) error {
 	if badDuration != nil {
 		return badDuration
 	}
+	if name, ok := secretLikeFlag(err); ok {
+		// Not shown: a join token of an older build may begin with "-",
+		// and one pasted where an argument goes is read as a flag.
+		shown := fmt.Sprintf("an unknown flag of %d characters (not shown: it may be a secret, such as a join token)", len(name))
+		err = errors.New("flag provided but not defined: " + shown)
+		held.Reset()
+		fmt.Fprintln(&held, err)
+	}
 	_, _ = held.WriteTo(out)
 	if usageAsked {
 		usage()
@@ -282,6 +291,29 @@ func parseSome(fs *flag.FlagSet, args []string) error {
 		return usageError{err.Error()}
 	}
 	return nil
+}
+
+// secretLikeFlag reports whether err is the flag package's unknown flag
+// error for a "flag" no flag name looks like: 40 or more base64url
+// characters, as a join token (43); name is it.
+func secretLikeFlag(err error) (name string, ok bool) {
+	if err == nil {
+		return "", false
+	}
+	name, ok = strings.CutPrefix(err.Error(), "flag provided but not defined: ")
+	if !ok {
+		return "", false
+	}
+	bare := strings.TrimLeft(name, "-")
+	if len(bare) < 40 {
+		return "", false
+	}
+	for _, c := range []byte(bare) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return "", false
+		}
+	}
+	return name, true
 }
 
 // durationFlag is a duration flag's value while its flags are parsed:
