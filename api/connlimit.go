@@ -14,8 +14,8 @@ import (
 )
 
 // connLimit bounds the connections one listener holds open at once
-// (http.max_connections): each costs memory (some 45 KB once its TLS
-// handshake is done), and anyone may open them. At the limit, a new
+// (http.max_connections): each costs memory (some 70 KB once it has
+// answered a request), and anyone may open them. At the limit, a new
 // connection is taken in place of the one idle the longest between
 // requests, which is closed (as http.idle_timeout would close it later;
 // a client reconnects); with none idle, the new connection is closed at
