@@ -30,9 +30,11 @@ const delegateUsage = `Usage:
         delegatee act for the principal (a root hop) or below the parent token
         it holds; prints the delegation and writes the token (--out; if that
         write fails, the error names the delegation and its audit index, to revoke it)
-  mandate delegate verify TOKEN_FILE (--presenter ID [--presenter-cert PEM] | --any-holder) [--bundles FILE] [--audience A] [--status URL]
+  mandate delegate verify TOKEN_FILE (--presenter ID [--presenter-cert PEM] | --any-holder) [--bundles FILE] [--audience A]
+                          [--status URL | --status TD=URL ...]
         verify a delegation token's whole chain offline and print it; with --status, also ask the
-        last hop's issuer whether the chain still holds
+        last hop's issuer whether the chain still holds (it answers for the hops above too), or,
+        with TD=URL for each issuer, each hop's own issuer, taking no issuer's word for another's
 `
 
 func runDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -213,12 +215,17 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	presenterCert := fs.String("presenter-cert", "", "the presenter's X509-SVID (PEM), for a token bound to a certificate")
 	anyHolder := fs.Bool("any-holder", false, "only inspect the chain: do not check who holds the token, nor (unless --presenter or --presenter-cert is given) the certificate it is bound to")
 	audience := fs.String("audience", "", "audience the token must be for")
-	status := fs.String("status", "", "also ask the last hop's issuer, at this https://HOST:PORT, whether the chain still holds (it answers for the hops above too; its server must present spiffe://<td>/mandate/server)")
+	var status stringList
+	fs.Var(&status, "status", "also ask whether the chain still holds: https://HOST:PORT is the last hop's issuer (it answers for the hops above too, on its word); TD=https://HOST:PORT is trust domain TD's authority, asked of its own hops, so that no issuer's word is taken for another's hops (repeatable; the last hop's issuer must be among them). Each server must present spiffe://<td>/mandate/server")
 	rest, err := splitFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	file, err := oneArg(rest, "the token file")
+	if err != nil {
+		return err
+	}
+	statusAt, lastAt, err := statusAddresses(status)
 	if err != nil {
 		return err
 	}
@@ -271,26 +278,77 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	out := delegation.ViewsOf(chain)
 	ans := map[string]any{"valid": true, "principal": chain[0].Subject, "holder": chain[len(chain)-1].Act.Subject, "chain": out}
-	if *status != "" {
+	if len(status) > 0 {
 		last := chain[len(chain)-1]
-		td, err := spiffeid.TrustDomainFromString(last.Issuer)
+		lastTD, err := spiffeid.TrustDomainFromString(last.Issuer)
 		if err != nil {
 			return err
 		}
-		st, err := delegation.FetchStatus(ctx, delegation.NewStatusClient(set, authority.ServerID(td)), *status, last.ID)
-		if errors.Is(err, delegation.ErrStatusUnreachable) {
-			// Another authority's server (one that issued a hop above,
-			// say) fails the handshake with a bare "unexpected ID".
-			return fmt.Errorf("%w (--status is the address of the last hop's issuer, %s, whose server presents %s)", err, td.IDString(), authority.ServerID(td))
+		if lastAt != "" {
+			statusAt[lastTD.Name()] = lastAt
 		}
-		if err != nil {
-			return err // the issuer's own answer: --status was right
+		if statusAt[lastTD.Name()] == "" {
+			return usagef("--status: give the last hop's issuer, %s (as %s=https://HOST:PORT, or its address alone)", lastTD.Name(), lastTD.Name())
 		}
-		ans["status"] = st.Status
-		if st.Status != delegation.StatusActive {
-			_ = printJSON(stdout, map[string]any{"valid": false, "status": st.Status, "reason": st.Reason, "chain": out})
-			return fmt.Errorf("the chain no longer holds: %s %s (%s)", last.ID, st.Status, st.Reason) // FetchStatus escapes a reason that is not plain text
+		// Each hop whose issuer is given is asked of it, the last hop
+		// included (which its issuer answers for the hops above too).
+		var asked []map[string]any
+		for _, hop := range chain {
+			td, err := spiffeid.TrustDomainFromString(hop.Issuer)
+			if err != nil {
+				return err
+			}
+			at := statusAt[td.Name()]
+			if at == "" {
+				continue
+			}
+			st, err := delegation.FetchStatus(ctx, delegation.NewStatusClient(set, authority.ServerID(td)), at, hop.ID)
+			if errors.Is(err, delegation.ErrStatusUnreachable) {
+				// Another authority's server fails the handshake with a
+				// bare "unexpected ID".
+				what := fmt.Sprintf("--status %s=%s is the address of %s", td.Name(), at, td.IDString())
+				if td == lastTD && lastAt != "" {
+					what = "--status is the address of the last hop's issuer, " + td.IDString()
+				}
+				return fmt.Errorf("%w (%s, whose server presents %s)", err, what, authority.ServerID(td))
+			}
+			if err != nil {
+				return err // the issuer's own answer: the address was right
+			}
+			asked = append(asked, map[string]any{"id": hop.ID, "issuer": hop.Issuer, "status": st.Status})
+			if st.Status != delegation.StatusActive {
+				_ = printJSON(stdout, map[string]any{"valid": false, "status": st.Status, "reason": st.Reason, "asked": asked, "chain": out})
+				return fmt.Errorf("the chain no longer holds: %s %s (%s)", hop.ID, st.Status, st.Reason) // FetchStatus escapes a reason that is not plain text
+			}
 		}
+		ans["status"] = delegation.StatusActive
+		ans["asked"] = asked
 	}
 	return printJSON(stdout, ans)
+}
+
+// statusAddresses reads delegate verify's --status values: TD=URL, the
+// authority of trust domain TD (by TD), or a URL alone, the last hop's
+// issuer (last).
+func statusAddresses(vals []string) (byTD map[string]string, last string, err error) {
+	byTD = map[string]string{}
+	for _, v := range vals {
+		name, at, ok := strings.Cut(v, "=")
+		if !ok || strings.HasPrefix(v, "https://") {
+			if last != "" {
+				return nil, "", usagef("--status: the last hop's issuer given twice (%s and %s); name the others as TD=https://HOST:PORT", last, v)
+			}
+			last = v
+			continue
+		}
+		td, err := spiffeid.TrustDomainFromString(name)
+		if err != nil {
+			return nil, "", usagef("--status %s: %q is not a trust domain: %v", v, name, err)
+		}
+		if byTD[td.Name()] != "" {
+			return nil, "", usagef("--status: %s given twice", td.Name())
+		}
+		byTD[td.Name()] = at
+	}
+	return byTD, last, nil
 }

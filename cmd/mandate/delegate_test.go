@@ -89,6 +89,22 @@ func TestCLIDelegationChain(t *testing.T) {
 		"--status", urlB); err == nil || !strings.Contains(err.Error(), "--status is the address of the last hop's issuer, spiffe://org-a.example, whose server presents spiffe://org-a.example/mandate/server") {
 		t.Fatalf("delegate verify --status at another authority: %v\n%s", err, v)
 	}
+	// Each hop asked of its own issuer: no issuer's word is taken for
+	// another's hop. The last hop's issuer must be among them.
+	statusEach := []string{"--status", "org-a.example=" + urlA, "--status", "org-b.example=" + urlB}
+	v, err := cli(t, "", dirB, append([]string{"delegate", "verify", t2, "--bundles", filepath.Join(payer, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/payer"}, statusEach...)...)
+	var each struct {
+		Status string
+		Asked  []struct{ Issuer, Status string }
+	}
+	if err != nil || json.Unmarshal([]byte(v), &each) != nil || each.Status != "active" || len(each.Asked) != 2 ||
+		each.Asked[0].Issuer != "spiffe://org-a.example" || each.Asked[1].Issuer != "spiffe://org-b.example" {
+		t.Fatalf("delegate verify --status TD=URL for each issuer: %v\n%s", err, v)
+	}
+	if v, err := cli(t, "", dirB, "delegate", "verify", t2, "--bundles", filepath.Join(payer, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/payer",
+		"--status", "org-a.example="+urlA); err == nil || !strings.Contains(err.Error(), "give the last hop's issuer, org-b.example") {
+		t.Fatalf("delegate verify --status without the last hop's issuer: %v\n%s", err, v)
+	}
 	// org-b's auditor proves the chain in both logs.
 	peer := "org-a.example=" + urlA + "," + filepath.Join(dirA, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey")
 	tree := must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
@@ -187,6 +203,12 @@ func TestCLIDelegationChain(t *testing.T) {
 	if v, err := cli(t, "", dirB, "delegate", "verify", t2, "--bundles", filepath.Join(payer, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/payer",
 		"--status", urlB); err == nil || !strings.Contains(v, `"status": "revoked"`) || !strings.Contains(err.Error(), "no longer holds") {
 		t.Fatalf("delegate verify --status below a revoked root: %v\n%s", err, v)
+	}
+	// Asked of each issuer: the root hop, asked of org-a, is the one
+	// named revoked.
+	if v, err := cli(t, "", dirB, append([]string{"delegate", "verify", t2, "--bundles", filepath.Join(payer, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/payer"}, statusEach...)...); err == nil ||
+		!strings.Contains(v, `"status": "revoked"`) || !strings.Contains(err.Error(), "no longer holds: "+root.Hops[0].ID+" revoked") {
+		t.Fatalf("delegate verify --status TD=URL below a revoked root: %v\n%s", err, v)
 	}
 	// Without org-a's keys the chain cannot be proven end to end.
 	if out, err := cli(t, urlB, dirB, "audit", "chain", ans.ID, "--verify"); err == nil {
