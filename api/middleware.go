@@ -187,6 +187,19 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		// to send it is bounded by http.read_timeout, and does not make
 		// its own request fail as the server's fault (503 timeout).
 		if hasBody {
+			// Who may call is checked before the body is asked for (a
+			// 100 Continue) or waited for: a caller without the role
+			// gets its 401 or 403 at once.
+			if mux, ok := next.(router); ok {
+				_, pattern := mux.Handler(r)
+				if check := s.roleCheck(pattern); check != nil {
+					if err := check(c); err != nil {
+						routed.Pattern = pattern
+						writeError(sw, r, s.log, err)
+						return
+					}
+				}
+			}
 			r.Body = readBody(r.Body)
 			// The answer's time (http.write_timeout, which net/http counts
 			// from the request's headers) counts from here too: the work

@@ -169,27 +169,11 @@ func (s *Server) bundleHandler() (http.Handler, error) {
 // gate checks who calls pattern before h reads the request: an anonymous
 // caller of an endpoint that needs a role gets 401, a caller without the
 // role 403, whatever it sent (and learns nothing of the endpoint's
-// validation). The flows check again; this only answers first.
+// validation). The middleware checks this before it reads the body; the
+// flows check again; this only answers first.
 func (s *Server) gate(pattern string, h http.HandlerFunc) http.HandlerFunc {
-	_, path, _ := strings.Cut(pattern, " ")
-	var check func(*authority.Caller) error
-	switch {
-	case strings.HasPrefix(path, "/v1/admin/"):
-		check = func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAdmin) }
-	case pattern == "POST /v1/delegations":
-		check = func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAgent) }
-	case strings.HasPrefix(path, "/v1/svid/"):
-		// A node (for itself or an agent it hosts) or an agent (for
-		// itself); the flow checks which SVID each may have.
-		check = func(c *authority.Caller) error { return s.a.Require(c, authority.RoleNode, authority.RoleAgent) }
-	case strings.HasPrefix(path, "/access/v1/"):
-		check = func(c *authority.Caller) error {
-			if c == nil {
-				return authority.ErrUnauthenticated
-			}
-			return nil
-		}
-	default:
+	check := s.roleCheck(pattern)
+	if check == nil {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -199,4 +183,29 @@ func (s *Server) gate(pattern string, h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// roleCheck is the check of who may call the endpoint of pattern (as
+// registered, "POST /v1/delegations"), or nil for an endpoint that checks
+// its callers itself or needs none.
+func (s *Server) roleCheck(pattern string) func(*authority.Caller) error {
+	_, path, _ := strings.Cut(pattern, " ")
+	switch {
+	case strings.HasPrefix(path, "/v1/admin/"):
+		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAdmin) }
+	case pattern == "POST /v1/delegations":
+		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAgent) }
+	case strings.HasPrefix(path, "/v1/svid/"):
+		// A node (for itself or an agent it hosts) or an agent (for
+		// itself); the flow checks which SVID each may have.
+		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleNode, authority.RoleAgent) }
+	case strings.HasPrefix(path, "/access/v1/"):
+		return func(c *authority.Caller) error {
+			if c == nil {
+				return authority.ErrUnauthenticated
+			}
+			return nil
+		}
+	}
+	return nil
 }
