@@ -80,10 +80,13 @@ func DecodeStrict(b []byte, v any) error {
 	// encoding/json's decoder reads about four times slower), but names
 	// are matched exactly and a name given twice is refused: a member
 	// "TTL_SECONDS" is unknown, and no two readers of one body can take
-	// different values from it. Its errors are the engine's own, which
-	// say where in the body they are (jsonError).
+	// different values from it. A body that is not valid UTF-8 is
+	// refused, not read with U+FFFD in place of its bad bytes (RFC 8259
+	// §8.1). Its errors are the engine's own, which say where in the
+	// body they are (jsonError).
 	if err := jsonv2.Unmarshal(b, v, json.DefaultOptionsV1(), json.ReportErrorsWithLegacySemantics(false),
-		jsonv2.RejectUnknownMembers(true), jsonv2.MatchCaseInsensitiveNames(false), jsontext.AllowDuplicateNames(false)); err != nil {
+		jsonv2.RejectUnknownMembers(true), jsonv2.MatchCaseInsensitiveNames(false), jsontext.AllowDuplicateNames(false),
+		jsontext.AllowInvalidUTF8(false)); err != nil {
 		return jsonError(err)
 	}
 	return nil
@@ -233,10 +236,17 @@ func intRange(t reflect.Type) (lo int64, hi uint64, ok bool) {
 	return 0, 0, false
 }
 
+// checkContentType refuses a body whose Content-Type is not want, or
+// names a charset other than UTF-8: JSON is UTF-8 (RFC 8259 §8.1), and
+// a body said to be in another charset would be read otherwise than
+// its sender meant.
 func checkContentType(got, want string) error {
-	mt, _, err := mime.ParseMediaType(got)
+	mt, params, err := mime.ParseMediaType(got)
 	if err != nil || mt != want {
 		return fmt.Errorf("%w: Content-Type must be %s, got %q", errContentType, want, got)
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return fmt.Errorf("%w: a %s body is UTF-8, and the Content-Type says charset %q", errContentType, want, cs)
 	}
 	return nil
 }
