@@ -111,7 +111,12 @@ type Config struct {
 	// TrustDomain of the authority. Default: that of SVID, else the URI SAN
 	// of the first bundle root.
 	TrustDomain spiffeid.TrustDomain
-	// Bundle are the trust domain's X.509 roots (required).
+	// Bundle are the trust domain's X.509 roots (required), for the
+	// client's life: the authority's CA rotations replace them (within
+	// its ca.ca_ttl, 24 h by default), so a long-lived caller makes a new
+	// Client with the current roots from time to time (an SVID answer's
+	// Bundles, or GET /v1/bundle asked with the roots it has), as it does
+	// with each new SVID.
 	Bundle []*x509.Certificate
 	// SVID and Key, when set, authenticate the client (mTLS).
 	SVID []*x509.Certificate
