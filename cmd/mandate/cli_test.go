@@ -1067,18 +1067,25 @@ func TestCLIMissingCredentialHintFitsTheCommand(t *testing.T) {
 
 // A join token of an older build may begin with "-": pasted where a
 // command takes an argument, it is read as an unknown flag, which is
-// then said without being shown. A flag misspelt is still named.
-func TestUnknownFlagLikeASecretIsNotShown(t *testing.T) {
-	secret := "-" + strings.Repeat("Zq9_", 10) + "x-y"
+// then said without being shown; so is a token given as an argument to
+// a command that takes flags only. A flag misspelt, or an argument
+// out of place, is still named.
+func TestArgumentLikeASecretIsNotShown(t *testing.T) {
+	secret := strings.Repeat("Zq9_", 10) + "x-y"
 	for _, tc := range []struct {
-		arg   string
-		shown bool
-	}{{secret, false}, {"--trust-domian", true}} {
+		args  []string
+		shown string // "": the secret, not shown
+	}{
+		{[]string{"admin", "join-token", "withdraw", "-" + secret}, ""},
+		{[]string{"admin", "node", "list", secret}, ""},
+		{[]string{"admin", "join-token", "withdraw", "--trust-domian"}, "trust-domian"},
+		{[]string{"admin", "node", "list", "extra"}, `"extra"`},
+	} {
 		var out, errOut bytes.Buffer
-		err := run(t.Context(), []string{"admin", "join-token", "withdraw", tc.arg}, &out, &errOut)
+		err := run(t.Context(), tc.args, &out, &errOut)
 		said := fmt.Sprint(err) + out.String() + errOut.String()
-		if err == nil || strings.Contains(said, strings.TrimLeft(tc.arg, "-")) != tc.shown {
-			t.Errorf("withdraw %s: %v\n%s\nwant it refused, the flag shown: %v", tc.arg, err, errOut.String(), tc.shown)
+		if err == nil || strings.Contains(said, secret) || tc.shown != "" && !strings.Contains(said, tc.shown) {
+			t.Errorf("mandate %s: %v\n%s\nwant it refused, naming %q, never the secret", strings.Join(tc.args, " "), err, errOut.String(), tc.shown)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -294,26 +295,29 @@ func parseSome(fs *flag.FlagSet, args []string) error {
 }
 
 // secretLikeFlag reports whether err is the flag package's unknown flag
-// error for a "flag" no flag name looks like: 40 or more base64url
-// characters, as a join token (43); name is it.
+// error for a "flag" that looks like a secret (looksLikeSecret); name is
+// it.
 func secretLikeFlag(err error) (name string, ok bool) {
 	if err == nil {
 		return "", false
 	}
 	name, ok = strings.CutPrefix(err.Error(), "flag provided but not defined: ")
-	if !ok {
-		return "", false
+	return name, ok && looksLikeSecret(strings.TrimLeft(name, "-"))
+}
+
+// looksLikeSecret reports whether an argument no flag name or value of
+// this CLI looks like, 40 or more base64url characters, may be a join
+// token (43): such an argument out of place is said by its length only.
+func looksLikeSecret(s string) bool {
+	if len(s) < 40 {
+		return false
 	}
-	bare := strings.TrimLeft(name, "-")
-	if len(bare) < 40 {
-		return "", false
-	}
-	for _, c := range []byte(bare) {
+	for _, c := range []byte(s) {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return "", false
+			return false
 		}
 	}
-	return name, true
+	return true
 }
 
 // durationFlag is a duration flag's value while its flags are parsed:
@@ -343,7 +347,11 @@ func (d *durationFlag) Set(s string) error {
 // noArgs refuses arguments to a command that takes none.
 func noArgs(args []string) error {
 	if len(args) > 0 {
-		return usagef("unexpected argument %q: this command takes flags only (a flag taking several values is given once for each)", args[0])
+		arg := strconv.Quote(args[0])
+		if looksLikeSecret(args[0]) {
+			arg = fmt.Sprintf("of %d characters (not shown: it may be a secret, such as a join token, which --token or --token-file takes)", len(args[0]))
+		}
+		return usagef("unexpected argument %s: this command takes flags only (a flag taking several values is given once for each)", arg)
 	}
 	return nil
 }
