@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -52,13 +51,8 @@ func TestRoleCheckedBeforeBodyIsAsked(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer resp.Body.Close()
-			var p struct{ Type string }
-			if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode != tc.status || p.Type != "https://mandate.dev/problems/"+tc.typ {
-				t.Fatalf("answer %d %s, want %d %s", resp.StatusCode, p.Type, tc.status, tc.typ)
+			if status, typ := problemOfAnswer(t, resp); status != tc.status || typ != tc.typ {
+				t.Fatalf("answer %d %s, want %d %s", status, typ, tc.status, tc.typ)
 			}
 		})
 	}
