@@ -268,7 +268,7 @@ func LoadConfigFile(path string) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err == nil {
 		for _, k := range noEmptyValue {
-			if err := checkGiven(&doc, k.path, nil, 0, k.zero); err != nil {
+			if err := checkGiven(&doc, k.path, nil, 0, k.number); err != nil {
 				return nil, fmt.Errorf("config %s: %w", path, err)
 			}
 		}
@@ -280,61 +280,38 @@ func LoadConfigFile(path string) (*Config, error) {
 // number) would silently give their default, which is not empty: a
 // template whose variable was unset (trust_domain: ${TD}) would start
 // an authority of the development trust domain. Such a key is left out
-// for its default, never given empty, as the flags. "[]" is every item
-// of a list.
+// for its default, never given empty, as the flags. A duration given 0s
+// takes its default, as --help says (audit.group_commit_wait: 0s is no
+// wait). "[]" is every item of a list.
 var noEmptyValue = []struct {
-	path []string
-	zero givenZero
+	path   []string
+	number bool
 }{
 	{path: []string{"trust_domain"}},
 	{path: []string{"listen"}},
 	{path: []string{"data_dir"}},
 	{path: []string{"log_level"}},
 	{path: []string{"ca", "key_type"}},
-	{path: []string{"ca", "ca_ttl"}, zero: zeroDuration},
-	{path: []string{"ca", "jwt_key_ttl"}, zero: zeroDuration},
-	{path: []string{"ca", "x509_svid_ttl"}, zero: zeroDuration},
-	{path: []string{"ca", "jwt_svid_ttl"}, zero: zeroDuration},
-	{path: []string{"attestation", "tpm", "challenge_ttl"}, zero: zeroDuration},
+	{path: []string{"ca", "ca_ttl"}},
+	{path: []string{"ca", "jwt_key_ttl"}},
+	{path: []string{"ca", "x509_svid_ttl"}},
+	{path: []string{"ca", "jwt_svid_ttl"}},
+	{path: []string{"attestation", "tpm", "challenge_ttl"}},
 	{path: []string{"policy", "authzen_path"}},
-	{path: []string{"policy", "eval_timeout"}, zero: zeroDuration},
-	// 0s is no wait; only null or empty is refused.
+	{path: []string{"policy", "eval_timeout"}},
 	{path: []string{"audit", "group_commit_wait"}},
-	{path: []string{"http", "max_body_bytes"}, zero: zeroNumber},
-	{path: []string{"http", "max_connections"}, zero: zeroNumber},
-	{path: []string{"http", "read_timeout"}, zero: zeroDuration},
-	{path: []string{"http", "write_timeout"}, zero: zeroDuration},
-	{path: []string{"http", "idle_timeout"}, zero: zeroDuration},
-	{path: []string{"federation", "bundle_refresh_hint"}, zero: zeroDuration},
+	{path: []string{"http", "max_body_bytes"}, number: true},
+	{path: []string{"http", "max_connections"}, number: true},
+	{path: []string{"http", "read_timeout"}},
+	{path: []string{"http", "write_timeout"}},
+	{path: []string{"http", "idle_timeout"}},
+	{path: []string{"federation", "bundle_refresh_hint"}},
 	{path: []string{"federation", "trust_domains", "[]", "profile"}},
-}
-
-// givenZero is what 0 is for a key of noEmptyValue whose default is not
-// 0: a number or a duration (0, 0s, 0h...), also taken for its default.
-type givenZero int
-
-const (
-	zeroAllowed givenZero = iota // a text, or 0 is a value of its own
-	zeroNumber
-	zeroDuration
-)
-
-// is reports whether the scalar n is 0 as z means it.
-func (z givenZero) is(n *yaml.Node) bool {
-	switch z {
-	case zeroNumber:
-		var v int64
-		return n.ShortTag() == "!!int" && n.Decode(&v) == nil && v == 0
-	case zeroDuration:
-		d, err := time.ParseDuration(n.Value)
-		return err == nil && d == 0
-	}
-	return false
 }
 
 // checkGiven reports key (under n, which is at path) given an empty
 // value; line is the line of path's own key.
-func checkGiven(n *yaml.Node, key, path []string, line int, zero givenZero) error {
+func checkGiven(n *yaml.Node, key, path []string, line int, number bool) error {
 	for n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
 		n = n.Content[0]
 	}
@@ -345,10 +322,12 @@ func checkGiven(n *yaml.Node, key, path []string, line int, zero givenZero) erro
 		if n.Kind != yaml.ScalarNode {
 			return nil // the decoder has said what is wrong with it
 		}
-		if zero.is(n) {
-			return fmt.Errorf("line %d: %s: given %s: give a value, or leave the key out for the default", line, keyText(path), n.Value)
+		var zero int64
+		empty := n.ShortTag() == "!!null" || n.ShortTag() == "!!str" && n.Value == ""
+		if number && n.ShortTag() == "!!int" && n.Decode(&zero) == nil && zero == 0 {
+			return fmt.Errorf("line %d: %s: given 0: give a value, or leave the key out for the default", line, keyText(path))
 		}
-		if n.ShortTag() == "!!null" || n.ShortTag() == "!!str" && n.Value == "" {
+		if empty {
 			return fmt.Errorf("line %d: %s: given an empty value: give a value, or leave the key out for the default", line, keyText(path))
 		}
 		return nil
@@ -356,14 +335,14 @@ func checkGiven(n *yaml.Node, key, path []string, line int, zero givenZero) erro
 	switch {
 	case key[0] == "[]" && n.Kind == yaml.SequenceNode:
 		for i, c := range n.Content {
-			if err := checkGiven(c, key[1:], append(slices.Clip(path), fmt.Sprintf("[%d]", i)), c.Line, zero); err != nil {
+			if err := checkGiven(c, key[1:], append(slices.Clip(path), fmt.Sprintf("[%d]", i)), c.Line, number); err != nil {
 				return err
 			}
 		}
 	case n.Kind == yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if k := n.Content[i]; k.Value == key[0] {
-				return checkGiven(n.Content[i+1], key[1:], append(slices.Clip(path), key[0]), k.Line, zero)
+				return checkGiven(n.Content[i+1], key[1:], append(slices.Clip(path), key[0]), k.Line, number)
 			}
 		}
 	}

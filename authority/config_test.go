@@ -295,10 +295,9 @@ func TestLoadConfigFile(t *testing.T) {
 }
 
 // Every key whose default is not empty (as SetDefaults fills it) is
-// refused given null, and, when a number or a duration, given 0: the
-// rule is checked against the defaults themselves, so that a key given
-// a default later cannot silently take it from an unset template
-// variable.
+// refused given null, and, when a number, given 0: the rule is checked
+// against the defaults themselves, so that a key given a default later
+// cannot silently take it from an unset template variable.
 func TestEveryDefaultedKeyRefusesEmpty(t *testing.T) {
 	var defaults authority.Config
 	defaults.SetDefaults()
@@ -327,14 +326,10 @@ func TestEveryDefaultedKeyRefusesEmpty(t *testing.T) {
 				}
 			}
 			key := strings.Join(p, ".")
+			// A duration given 0s takes its default, as --help says.
 			given := []string{" ~", "", ` ""`}
-			if ft := f.Type; ft != reflect.TypeFor[*authority.Duration]() {
-				switch ft {
-				case reflect.TypeFor[authority.Duration]():
-					given = append(given, " 0s", " 0")
-				case reflect.TypeFor[int](), reflect.TypeFor[int64]():
-					given = append(given, " 0")
-				}
+			if ft := f.Type; ft == reflect.TypeFor[int]() || ft == reflect.TypeFor[int64]() {
+				given = append(given, " 0")
 			}
 			for _, g := range given {
 				file := filepath.Join(t.TempDir(), "mandate.yaml")
@@ -348,6 +343,25 @@ func TestEveryDefaultedKeyRefusesEmpty(t *testing.T) {
 					t.Errorf("%s given %q: LoadConfigFile() = %v, want it refused, naming %s", key, strings.TrimSpace(g), err, key)
 				}
 			}
+			if f.Type == reflect.TypeFor[authority.Duration]() {
+				// 0s: the default, as --help says.
+				file := filepath.Join(t.TempDir(), "mandate.yaml")
+				if err := os.WriteFile(file, []byte(doc+" 0s\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				c, err := authority.LoadConfigFile(file)
+				if err != nil {
+					t.Fatalf("%s given 0s: %v", key, err)
+				}
+				c.SetDefaults()
+				got := reflect.ValueOf(*c)
+				for _, name := range p {
+					got = fieldByYAML(got, name)
+				}
+				if !got.Equal(fv) {
+					t.Errorf("%s given 0s = %v, want its default %v", key, got, fv)
+				}
+			}
 			checked++
 		}
 	}
@@ -355,4 +369,14 @@ func TestEveryDefaultedKeyRefusesEmpty(t *testing.T) {
 	if checked < 10 {
 		t.Fatalf("checked %d keys with a default; the walk missed the config's keys", checked)
 	}
+}
+
+// fieldByYAML is the field of struct v whose yaml key is name.
+func fieldByYAML(v reflect.Value, name string) reflect.Value {
+	for i := range v.NumField() {
+		if n, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); n == name {
+			return v.Field(i)
+		}
+	}
+	panic("no yaml key " + name)
 }

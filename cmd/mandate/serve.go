@@ -27,9 +27,9 @@ import (
 
 const serveHelp = `
 Configuration file (--config, YAML; flags override it; unknown keys are errors;
-a key left out takes the default shown; group_commit_wait: 0s turns the wait off;
-any other key whose default is not "" or [] is left out for it, never given an
-empty value, null, 0 or 0s):
+a duration of 0s, or a key left out, takes the default shown; group_commit_wait: 0s
+turns the wait off; a key whose default is not "" or [] is left out for it, never
+given an empty value, null or 0):
 
   trust_domain: mandate.localhost   # SPIFFE trust domain of this authority
   listen: 127.0.0.1:8443            # HTTPS listener (TLS 1.3 only)
