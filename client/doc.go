@@ -16,5 +16,8 @@
 //   - error answers become *Problem errors carrying the RFC 9457 type and
 //     the answer's HTTP status;
 //   - a call whose answer must carry a credential (Join, X509SVID,
-//     JWTSVID) fails when the answer carries none.
+//     JWTSVID, Delegate) fails when the answer carries none;
+//   - DelegationStatus is delegation.FetchStatus over the client's
+//     connections: its failures match delegation.ErrStatusUnknown, as a
+//     verifier's do.
 package client

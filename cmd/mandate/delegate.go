@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,7 +106,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 		return err
 	}
 	secs := int64(ttl / time.Second)
-	body := map[string]any{"delegatee": delegatee, "scopes": []string(scopes), "purpose": purpose, "ttl_seconds": secs}
+	req := &client.DelegationRequest{Delegatee: delegatee, Scopes: scopes, Purpose: purpose, TTLSeconds: secs}
 	st := delegation.Statement{Delegator: me.String(), Delegatee: delegatee, Principal: principal, Scopes: scopes, Purpose: purpose}
 	if secs > 0 {
 		// The delegator signs how long the hop may last, at most: its
@@ -121,7 +120,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 			return fmt.Errorf("--parent: %w", err)
 		}
 		parent := strings.TrimSpace(string(b))
-		body["parent_token"] = parent
+		req.ParentToken = parent
 		// The statement names the parent's principal and id: read them
 		// from the token (the authority verifies it).
 		p, err := unverifiedClaims(parent)
@@ -130,7 +129,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		st.Principal, st.Parent, st.ParentIssuer = p.Subject, p.ID, p.Issuer
 	} else {
-		body["principal"] = principal
+		req.Principal = principal
 	}
 	if bindFile != "" {
 		b, err := os.ReadFile(bindFile)
@@ -141,7 +140,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 		if err != nil {
 			return fmt.Errorf("--bind-svid: %w", err)
 		}
-		body["delegatee_x509_svid"] = string(b)
+		req.DelegateeX509SVID = string(b)
 		// Signed too: no authority can leave the hop unbound, or bind it
 		// to another certificate, without verifiers refusing it.
 		st.Cnf = &delegation.Confirmation{X5tS256: delegation.Thumbprint(certs[0])}
@@ -150,17 +149,9 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	body["delegator_signature"] = sig
-	var ans struct {
-		ID        string          `json:"id"`
-		Token     string          `json:"token"`
-		ExpiresAt time.Time       `json:"expires_at"`
-		Chain     json.RawMessage `json:"chain"`
-		Receipt   struct {
-			Index uint64 `json:"index"`
-		} `json:"receipt"`
-	}
-	if err := c.Do(ctx, http.MethodPost, "/v1/delegations", body, &ans); err != nil {
+	req.DelegatorSignature = sig
+	ans, err := c.Delegate(ctx, req)
+	if err != nil {
 		return err
 	}
 	// Only the token of the delegation the answer names is written: an

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -210,12 +209,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	printChain(stdout, hops)
 
 	step("org-a revokes the first hop: everything below it stops holding")
-	var rev struct{ Revoked []string }
-	if err := orgA.admin.Do(ctx, http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": id1, "reason": "alice cancelled the trip"}, &rev); err != nil {
+	if _, err := orgA.admin.RevokeDelegation(ctx, id1, "alice cancelled the trip"); err != nil {
 		return err
 	}
-	var st struct{ Status string }
-	if err := orgA.public.Do(ctx, http.MethodGet, "/v1/delegations/"+id1+"/status", nil, &st); err != nil {
+	st, err := orgA.public.DelegationStatus(ctx, id1)
+	if err != nil {
 		return err
 	}
 	say("%s is %s at org-a", id1, st.Status)
@@ -228,8 +226,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// A verifier of the payer's token asks the last hop's issuer, which
 	// answers for the hops above it too (org-b asks org-a).
 	last := chain[len(chain)-1]
-	var hs struct{ Status, Reason string }
-	if err := orgB.public.Do(ctx, http.MethodGet, "/v1/delegations/"+last.ID+"/status", nil, &hs); err != nil {
+	hs, err := orgB.public.DelegationStatus(ctx, last.ID)
+	if err != nil {
 		return err
 	}
 	say("a verifier of the payer's token asks org-b about its hop %s: %s (%s)", last.ID, hs.Status, hs.Reason)
@@ -376,29 +374,29 @@ func (o *demoOrg) agent(ctx context.Context, host *demoID, name string, scopes [
 // delegate has from ask o for a hop to to, for principal or below parent.
 func (o *demoOrg) delegate(ctx context.Context, from demoID, to spiffeid.ID, scopes []string, principal, parent string) (string, string, error) {
 	st := delegation.Statement{Delegator: from.id.String(), Delegatee: to.String(), Principal: principal, Scopes: scopes}
-	body := map[string]any{"delegatee": to.String(), "scopes": scopes}
+	req := &client.DelegationRequest{Delegatee: to.String(), Scopes: scopes}
 	if parent != "" {
 		p, err := unverifiedClaims(parent)
 		if err != nil {
 			return "", "", err
 		}
 		st.Principal, st.Parent, st.ParentIssuer = p.Subject, p.ID, p.Issuer
-		body["parent_token"] = parent
+		req.ParentToken = parent
 	} else {
-		body["principal"] = principal
+		req.Principal = principal
 	}
 	sig, err := delegation.SignStatement(st, from.key, from.chain)
 	if err != nil {
 		return "", "", err
 	}
-	body["delegator_signature"] = sig
+	req.DelegatorSignature = sig
 	c, err := client.New(client.Config{Server: o.url, TrustDomain: o.td, Bundle: o.bundle, SVID: from.chain, Key: from.key})
 	if err != nil {
 		return "", "", err
 	}
 	defer c.CloseIdle()
-	var ans struct{ ID, Token string }
-	if err := c.Do(ctx, http.MethodPost, "/v1/delegations", body, &ans); err != nil {
+	ans, err := c.Delegate(ctx, req)
+	if err != nil {
 		return "", "", err
 	}
 	return ans.Token, ans.ID, nil
