@@ -98,6 +98,7 @@ type Engine struct {
 	dynGen uint64         // counts data writes, so that a reload knows its copy of dyn is stale
 
 	testHookBuilt   func() // tests: called once a reload's revision is built and tested
+	testHookRead    func() // tests: called between two reads of a policy directory
 	testHookTesting func() // tests: called once Test's Rego tests hold their store's read transaction
 }
 
@@ -222,9 +223,17 @@ func (e *Engine) source() (fs.FS, string) {
 	return policies.FS, "embedded policies"
 }
 
-// load loads, compiles and tests the policies, with dyn under
-// data.mandate.
-func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error) {
+// policyFiles is what one read of a policy directory found: its
+// modules and data, and the revision id they make.
+type policyFiles struct {
+	res   *loader.Result
+	id    string
+	files []string
+	docs  []byte
+}
+
+// read reads the policies once.
+func (e *Engine) read() (*policyFiles, error) {
 	fsys, name := e.source()
 	res, err := loader.NewFileLoader().WithFS(fsys).WithRegoVersion(ast.RegoV1).All([]string{"."})
 	if err != nil {
@@ -233,7 +242,6 @@ func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error
 	if len(res.Modules) == 0 {
 		return nil, fmt.Errorf("%w: %s holds no .rego module", ErrRejected, name)
 	}
-	modules := res.ParsedModules()
 	h := sha256.New()
 	var files []string
 	for _, k := range slices.Sorted(maps.Keys(res.Modules)) {
@@ -249,6 +257,57 @@ func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error
 	}
 	fmt.Fprintf(h, "data %d\n", len(docs))
 	h.Write(docs)
+	return &policyFiles{res: res, id: hex.EncodeToString(h.Sum(nil)), files: files, docs: docs}, nil
+}
+
+// readSettled reads a policy directory until two reads in a row find
+// the same files: a directory being written while it is read (a file
+// renamed into place, several files changed one after the other) is
+// not loaded as a mix of old and new files. After maxPolicyReads reads
+// that differ it is refused; the embedded policies are read once.
+func (e *Engine) readSettled(ctx context.Context) (*policyFiles, error) {
+	last, err := e.read()
+	if e.opts.Dir == "" {
+		return last, err
+	}
+	for range maxPolicyReads - 1 {
+		if e.testHookRead != nil {
+			e.testHookRead()
+		}
+		cur, cerr := e.read()
+		if err == nil && cerr == nil && cur.id == last.id {
+			return cur, nil
+		}
+		last, err = cur, cerr
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("policy: %s: %w", e.opts.Dir, ctx.Err())
+		case <-time.After(policyReadPause):
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: %s changed while it was read, %d times: load it once its writes are done", ErrRejected, e.opts.Dir, maxPolicyReads-1)
+}
+
+// maxPolicyReads bounds the reads of a policy directory that keeps
+// changing; policyReadPause is the pause between two that differ.
+const (
+	maxPolicyReads  = 4
+	policyReadPause = 100 * time.Millisecond
+)
+
+// load loads, compiles and tests the policies, with dyn under
+// data.mandate.
+func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error) {
+	_, name := e.source()
+	pf, err := e.readSettled(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, files, docs := pf.res, pf.files, pf.docs
+	modules := res.ParsedModules()
 
 	compiler := newCompiler()
 	if compiler.Compile(modules); compiler.Failed() {
@@ -274,7 +333,7 @@ func (e *Engine) load(ctx context.Context, dyn map[string]any) (*revision, error
 	}
 	mergeMandate(data, dyn)
 	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false))
-	rev := &revision{id: hex.EncodeToString(h.Sum(nil)), files: files, compiler: compiler, store: store,
+	rev := &revision{id: pf.id, files: files, compiler: compiler, store: store,
 		modules: modules, docs: docs, prepared: map[string]*rego.PreparedEvalQuery{}}
 	err = rev.test(ctx, store)
 	if ctx.Err() != nil {

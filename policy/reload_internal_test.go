@@ -3,9 +3,11 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,5 +200,56 @@ func TestRunningTheTestsLeavesTheActiveCompilerAlone(t *testing.T) {
 	<-done
 	if rev.compiler.RuleTree != tree || !maps.Equal(rev.compiler.Modules, modules) {
 		t.Fatal("running the tests compiled the active revision's modules again, in its compiler")
+	}
+}
+
+// A directory written while it is read is not loaded as a mix of old and
+// new files: it is read until two reads in a row agree (one file is
+// changed after the first read here, as a second file of one change
+// written a moment after the first), and refused if it never settles.
+func TestReloadReadsADirectoryUntilItSettles(t *testing.T) {
+	e, write := agentsEngine(t)
+	ctx := context.Background()
+	write("data.json", `{"level": "old"}`)
+	if _, _, err := e.Reload(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	level := func() any {
+		t.Helper()
+		res, err := e.Eval(ctx, "authz/level", nil, EvalOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Value
+	}
+
+	// The module changes with the first read; the data file after it.
+	write("authz.rego", "package authz\nimport rego.v1\nallow if data.mandate.agents[input.id]\nlevel := data.level\n")
+	reads := 0
+	e.testHookRead = func() {
+		if reads++; reads == 1 {
+			write("data.json", `{"level": "new"}`)
+		}
+	}
+	t.Cleanup(func() { e.testHookRead = nil })
+	if _, _, err := e.Reload(ctx, nil); err != nil {
+		t.Fatalf("Reload of a directory that settled = %v", err)
+	}
+	if got := level(); got != "new" {
+		t.Fatalf("the revision loaded holds level %v, want the settled directory's (new)", got)
+	}
+
+	// Never settling: refused, the active revision stays.
+	rev := e.Revision()
+	n := 0
+	e.testHookRead = func() {
+		n++
+		write("data.json", fmt.Sprintf(`{"level": "v%d"}`, n))
+	}
+	if _, _, err := e.Reload(ctx, nil); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "changed while it was read") {
+		t.Fatalf("Reload of a directory that keeps changing = %v, want it refused", err)
+	}
+	if e.Revision() != rev || level() != "new" {
+		t.Fatal("a refused reload changed the active revision")
 	}
 }
