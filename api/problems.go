@@ -15,6 +15,7 @@ import (
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
 )
 
 // ProblemBase prefixes every problem type URI.
@@ -95,6 +96,7 @@ var problemTable = []problemKind{
 	{authority.ErrBackupUnderWay, http.StatusConflict, "backup-in-progress", "A backup is being made"},
 	{authority.ErrBackupNoRoom, http.StatusInsufficientStorage, "backup-no-room", "No room for a backup"},
 	{authority.ErrStopping, http.StatusServiceUnavailable, "stopping", "The server is stopping"},
+	{store.ErrUnwritable, http.StatusServiceUnavailable, "storage-unavailable", "The authority cannot record now"},
 	{authority.ErrForbidden, http.StatusForbidden, "forbidden", "Forbidden"},
 	{authority.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated", "Client certificate required"},
 	{registry.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},
@@ -139,6 +141,11 @@ func problemOf(err error) (problemKind, bool) {
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	if k, ok := problemOf(err); ok {
 		p := Problem{Type: ProblemBase + k.name, Title: k.title, Status: k.status, Detail: problemDetail(err, k.err)}
+		if k.err == store.ErrUnwritable {
+			// The error names the server's files and the system's
+			// error: the server log says them (once, see audit.Log.Run).
+			p.Detail = "its data file could not be written (a full disk?): the request was not done; try again later"
+		}
 		var denial *authority.PolicyDenial
 		if errors.As(err, &denial) {
 			p.Reasons, p.DecisionID = denial.Decision.Reasons, denial.Decision.ID

@@ -16,6 +16,7 @@ import (
 
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
 )
 
 // What an operator watching the log relies on: a banned node still
@@ -37,6 +38,11 @@ func TestWriteErrorLogs(t *testing.T) {
 		{"server fault", errors.New("disk on fire at /secret/place"), 500, "ERROR",
 			[]string{`msg="internal error"`, "disk on fire"}, "disk on fire"},
 		{"an ordinary refusal", fmt.Errorf("renew: %w", authority.ErrNodeUnknown), 0, "", nil, ""},
+		// A full disk: a temporary refusal, its cause logged once where
+		// it is met (the audit log's commit), not for every request; the
+		// answer names no file of the server's.
+		{"data file unwritable", fmt.Errorf("authority: audit svid.issued: audit: append: store/bolt: update: %w: write /secret/mandate.db: no space left on device", store.ErrUnwritable),
+			503, "", nil, "/secret/mandate.db"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logged bytes.Buffer
@@ -86,6 +92,7 @@ func TestDelegationOutcomesCounted(t *testing.T) {
 		{fmt.Errorf("wrapped: %w", authority.ErrInvalidRequest), "refused"},
 		{fmt.Errorf("wrapped: %w", authority.ErrStatusUnavailable), "error"},
 		{errors.New("disk on fire"), "error"},
+		{fmt.Errorf("wrapped: %w", store.ErrUnwritable), "error"},
 	} {
 		m := newMetrics()
 		m.delegated(tc.err)

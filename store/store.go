@@ -11,6 +11,13 @@ var ErrNotFound = errors.New("store: not found")
 // ErrReadOnly is returned by mutating Tx methods inside View.
 var ErrReadOnly = errors.New("store: read-only transaction")
 
+// ErrUnwritable is matched (with errors.Is) by the error of an Update
+// whose changes fn made could not be written to stable storage: a full
+// disk, a read-only file system, a file that lost its write permission,
+// an I/O error. The Update is not acknowledged; the store stays usable,
+// and a later Update succeeds once the cause is gone.
+var ErrUnwritable = errors.New("store: the data file could not be written")
+
 // ErrStopScan may be returned by a Scan callback to end the scan early;
 // Scan then returns nil.
 var ErrStopScan = errors.New("store: stop scan")
@@ -27,7 +34,9 @@ type Store interface {
 	// Update runs fn in a read-write transaction. When Update returns nil,
 	// every write fn made is durable (on stable storage, e.g. fsynced).
 	// When fn returns an error, nothing it wrote is kept and Update returns
-	// that error (wrapped or as is, so errors.Is works).
+	// that error (wrapped or as is, so errors.Is works). When fn succeeded
+	// but its writes could not be made durable, the error matches
+	// ErrUnwritable.
 	//
 	// fn may be called more than once (an implementation may retry on a
 	// serialization conflict), so it must have no effects outside the Tx

@@ -321,14 +321,16 @@ func (s *Store) transact(ctx context.Context, op string, begin func(func(*bbolt.
 	defer guard()()
 	defer damaged(op, &err)
 	var fnErr error
+	ran := false
 	err = begin(func(btx *bbolt.Tx) error {
 		if fnErr = ctx.Err(); fnErr != nil {
 			return fnErr
 		}
 		fnErr = run(btx, fn)
+		ran = true
 		return fnErr
 	})
-	return txResult(op, err, fnErr)
+	return txResult(op, err, fnErr, ran)
 }
 
 // Backup writes a copy of the whole data file to w as of one read
@@ -363,11 +365,15 @@ func run(btx *bbolt.Tx, fn func(store.Tx) error) error {
 }
 
 // txResult returns fn's error as is, and wraps errors of bbolt itself
-// (begin, commit).
-func txResult(op string, err, fnErr error) error {
+// (begin, commit). An Update whose fn ran and succeeded failed in its
+// commit, writing or syncing the file (ran says fn returned):
+// store.ErrUnwritable.
+func txResult(op string, err, fnErr error, ran bool) error {
 	switch {
 	case fnErr != nil:
 		return fnErr
+	case err != nil && ran && op == "update":
+		return fmt.Errorf("store/bolt: %s: %w: %w", op, store.ErrUnwritable, err)
 	case err != nil:
 		return fmt.Errorf("store/bolt: %s: %w", op, err)
 	}
