@@ -66,7 +66,10 @@ type Config struct {
 	// refused.
 	Index func(tx store.Tx, index uint64, e Entry, leafHash []byte) error
 
-	// Logger receives warnings about failed commits. Nil discards them.
+	// Logger receives errors about failed commits (the first of a run
+	// of failures, then at most one a minute while it goes on; the
+	// others at debug level), and a line when commits succeed again.
+	// Nil discards them.
 	Logger *slog.Logger
 }
 
@@ -134,6 +137,10 @@ type Log struct {
 	// Owned by the Run goroutine (and by Open before Run starts):
 	tree  treeState // the durable state the next batch extends
 	stale bool      // tree must be re-read from the store first
+	// failing counts the rounds failed since one last reached the
+	// store; failLogged is when one of them was last logged as an error.
+	failing    uint64
+	failLogged time.Time
 }
 
 // request is one Append waiting for Run.

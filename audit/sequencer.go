@@ -172,8 +172,8 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 			// so to /healthz): nothing can be recorded meanwhile.
 			l.failures.Add(1)
 			l.failedAt.Store(time.Now().UnixNano())
+			l.logFailure("audit: re-reading the stored log failed; its appends are refused", len(reqs), err)
 			fail(reqs, fmt.Errorf("audit: append: re-read the stored log: %w", err))
-			l.cfg.Logger.Error("audit: re-reading the stored log failed; its appends are refused", "size", l.tree.size, "entries", len(reqs), "err", err)
 			return fatal(err)
 		}
 	}
@@ -197,6 +197,7 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 			// stored log as the sequencer holds it and wrote the entries
 			// until a change refused, the caller's error, not the store's.
 			l.failedAt.Store(0)
+			l.logRecovered()
 			return nil
 		}
 		b, next, err = l.commit(ctx, reqs)
@@ -206,8 +207,8 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 		// Stats after its refusal sees its commit failed.
 		l.failures.Add(1)
 		l.failedAt.Store(time.Now().UnixNano())
+		l.logFailure("audit: commit failed; its appends are refused, and the stored log is read again", len(reqs), err)
 		fail(reqs, fmt.Errorf("audit: append: %w", err))
-		l.cfg.Logger.Error("audit: commit failed; re-reading the stored log", "size", l.tree.size, "entries", len(reqs), "err", err)
 		l.stale = true
 		return fatal(l.resync(ctx))
 	}
@@ -215,6 +216,7 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 	l.head.Store(&next)
 	l.commits.Add(1)
 	l.failedAt.Store(0) // before the callers hear of it (below), as a failure is
+	l.logRecovered()
 	l.entries.Add(uint64(len(reqs)))
 	l.commitNanos.Add(uint64(time.Since(start)))
 	if waited {
@@ -226,6 +228,42 @@ func (l *Log) round(ctx context.Context, reqs []*request, waited bool) error {
 		close(r.done)
 	}
 	return nil
+}
+
+// failureLogEvery is how often, at most, failed commits are logged as
+// errors (a variable for tests).
+var failureLogEvery = time.Minute
+
+// logFailure logs a failed round as an error: the first of a run of
+// failures (a full disk fails every commit until there is room again),
+// then, while the run goes on, one at most once per failureLogEvery,
+// with how many failed; the others at debug level. Their callers are
+// answered (each of their requests refused), so every request need not
+// be logged too.
+func (l *Log) logFailure(msg string, entries int, err error) {
+	l.failing++
+	now := time.Now()
+	attrs := []any{"size", l.tree.size, "entries", entries, "err", err}
+	if l.failing > 1 && now.Sub(l.failLogged) < failureLogEvery {
+		l.cfg.Logger.Debug(msg, attrs...)
+		return
+	}
+	if l.failing > 1 {
+		msg += " (still failing)"
+		attrs = append(attrs, "failed_commits", l.failing)
+	}
+	l.cfg.Logger.Error(msg, attrs...)
+	l.failLogged = now
+}
+
+// logRecovered ends a run of failed rounds (a round reached the store),
+// and says so.
+func (l *Log) logRecovered() {
+	if l.failing == 0 {
+		return
+	}
+	l.cfg.Logger.Info("audit: commits succeed again", "failed_commits", l.failing, "size", l.tree.size)
+	l.failing = 0
 }
 
 // dropDone answers requests whose caller has given up and returns the

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -184,6 +185,19 @@ type event struct {
 	// decisionID and policyRevision name the policy decision involved;
 	// delegationID the delegation.
 	decisionID, policyRevision, delegationID string
+}
+
+// logNotRecorded logs that an entry (of a refusal, or of a decision whose
+// action then failed) could not be recorded: an error, with err, except
+// when the data file could not be written (store.ErrUnwritable), which
+// the audit log says itself, once for a run of failed commits: then at
+// debug level, so that a full disk is not logged again for every request.
+func (a *Authority) logNotRecorded(ctx context.Context, msg string, err error, args ...any) {
+	level := slog.LevelError
+	if errors.Is(err, store.ErrUnwritable) {
+		level = slog.LevelDebug
+	}
+	a.log.Log(ctx, level, msg, append(args, "err", err)...)
 }
 
 // record appends an event to the audit log and waits until it is durable.

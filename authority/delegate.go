@@ -142,7 +142,7 @@ func (a *Authority) recordRefusal(ctx context.Context, c *Caller, req DelegateRe
 	}
 	details["reason"] = clip(reason)
 	if _, rerr := a.record(ctx, event{typ: "delegation.refused", actor: c.ID.String(), subject: subject, parties: a.refusalParties(ctx, c, req), details: details}); rerr != nil {
-		a.log.ErrorContext(ctx, "audit a refused delegation", "err", rerr)
+		a.logNotRecorded(ctx, "audit a refused delegation", rerr)
 	}
 }
 
@@ -476,7 +476,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	// fails records the allow on its own.
 	allowFailed := func(err error) error {
 		if _, rerr := a.recordDecision(ctx, c, d, delegatee.String(), parties, input); rerr != nil {
-			a.log.ErrorContext(ctx, "audit a delegation decision", "decision_id", d.ID, "err", rerr)
+			a.logNotRecorded(ctx, "audit a delegation decision", rerr, "decision_id", d.ID)
 		}
 		return err
 	}

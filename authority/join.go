@@ -158,7 +158,7 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 			if _, rerr := a.record(ctx, event{typ: "node.attestation_refused", subject: tokenID, details: map[string]any{
 				"method": attest.MethodJoinToken, "token_id": tokenID, "reason": err.Error(),
 			}}); rerr != nil {
-				a.log.ErrorContext(ctx, "audit a refused join", "err", rerr)
+				a.logNotRecorded(ctx, "audit a refused join", rerr)
 			}
 		}
 		return nil, err

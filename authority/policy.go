@@ -369,7 +369,7 @@ func (is *issuance) details() map[string]any { return decisionDetails(is.decisio
 // since, say), and returns err.
 func (a *Authority) issuanceFailed(ctx context.Context, c *Caller, is *issuance, ag *registry.Agent, err error) error {
 	if _, rerr := a.recordDecision(ctx, c, is.decision, ag.SPIFFEID, partyOf(ag), is.input); rerr != nil {
-		a.log.ErrorContext(ctx, "audit an issuance decision", "err", rerr)
+		a.logNotRecorded(ctx, "audit an issuance decision", rerr)
 	}
 	return err
 }

@@ -415,7 +415,7 @@ func (a *Authority) supersededSVID(ctx context.Context, typ string, id spiffeid.
 	details := map[string]any{"serial": serial, "reason": reason.Error()}
 	maps.Copy(details, extra)
 	if _, err := a.record(ctx, event{typ: typ, actor: id.String(), subject: id.String(), details: details}); err != nil {
-		a.log.ErrorContext(ctx, "audit a refused request", "event", typ, "err", err)
+		a.logNotRecorded(ctx, "audit a refused request", err, "event", typ)
 	}
 }
 

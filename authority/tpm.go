@@ -394,7 +394,7 @@ func (a *Authority) recordLimitedRefusal(ctx context.Context, nodeID spiffeid.ID
 	a.log.InfoContext(ctx, "TPM attestation refused", "spiffe_id", nodeID.String(), "err", why)
 	if _, err := a.record(ctx, tpmRefusal(nodeID, why, details)); err != nil {
 		a.giveBack(taken, why)
-		a.log.ErrorContext(ctx, "audit a refused TPM attestation", "err", err)
+		a.logNotRecorded(ctx, "audit a refused TPM attestation", err)
 	}
 }
 
