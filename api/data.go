@@ -22,6 +22,7 @@ import (
 
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/policy"
+	"mandate.dev/mandate/store"
 )
 
 // The Data API answers as OPA v1 does, including its error shape
@@ -505,6 +506,12 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 		s.metrics.decisions.WithLabelValues("data", "error").Inc()
 		s.logEvalError(r, "eval_error", "")
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, opaEvalMessage, map[string]any{"code": "eval_error", "message": err.Error()})
+	case errors.Is(err, store.ErrUnwritable):
+		// The decision could not be recorded (a full disk): the audit
+		// log says why, once for a run of failed commits, not once per
+		// request. OPA's 500 all the same, naming no file of the server.
+		s.log.DebugContext(r.Context(), "decision not recorded", "path", r.URL.Path, "err", err)
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, "the decision could not be recorded: the authority's data file could not be written (a full disk?); try again later")
 	default:
 		s.log.ErrorContext(r.Context(), "decision failed", "path", r.URL.Path, "err", err)
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, "the server failed to answer; the error is in its log")

@@ -107,3 +107,22 @@ func TestDelegationOutcomesCounted(t *testing.T) {
 		}
 	}
 }
+
+// A Data API decision that could not be recorded because the data file
+// cannot be written (a full disk) is OPA's 500, saying so without the
+// server's file, and is not logged as an error for every request: the
+// audit log says the cause once for a run of failed commits.
+func TestDataDecisionNotRecordedOnAFullDisk(t *testing.T) {
+	var logged bytes.Buffer
+	s := &Server{log: slog.New(slog.NewTextHandler(&logged, nil)), metrics: newMetrics()}
+	r := httptest.NewRequest("POST", "/v1/data/authz/allow", nil)
+	w := httptest.NewRecorder()
+	s.writeDataError(w, r, fmt.Errorf("authority: audit policy.decision: audit: append: store/bolt: update: %w: write /secret/mandate.db: no space left on device", store.ErrUnwritable))
+	var ans struct{ Code, Message string }
+	if err := json.Unmarshal(w.Body.Bytes(), &ans); err != nil || w.Code != 500 || ans.Code != "internal_error" || !strings.Contains(ans.Message, "could not be recorded") {
+		t.Fatalf("answer %d %s (%v), want OPA's 500 internal_error saying the decision could not be recorded", w.Code, w.Body, err)
+	}
+	if strings.Contains(w.Body.String(), "/secret") || logged.Len() != 0 {
+		t.Fatalf("answer %s, log %q: want neither the server's file in the answer nor a line logged", w.Body, logged.String())
+	}
+}
