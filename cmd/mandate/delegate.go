@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -276,7 +277,20 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 			return err
 		}
 		if lastAt != "" {
+			if statusAt[lastTD.Name()] != "" {
+				return usagef("--status: the last hop's issuer, %s, given twice (%s and %s=%s)", lastTD.Name(), lastAt, lastTD.Name(), statusAt[lastTD.Name()])
+			}
 			statusAt[lastTD.Name()] = lastAt
+		}
+		// A trust domain given that issued no hop (a typo, say) would
+		// leave the hops meant unasked: the last issuer's word taken.
+		for name := range statusAt {
+			if !slices.ContainsFunc(chain, func(h *delegation.Claims) bool {
+				td, err := spiffeid.TrustDomainFromString(h.Issuer)
+				return err == nil && td.Name() == name
+			}) {
+				return usagef("--status %s=%s: %s issued no hop of this chain", name, statusAt[name], name)
+			}
 		}
 		if statusAt[lastTD.Name()] == "" {
 			return usagef("--status: give the last hop's issuer, %s (as %s=https://HOST:PORT, or its address alone)", lastTD.Name(), lastTD.Name())
@@ -338,6 +352,9 @@ func statusAddresses(vals []string) (byTD map[string]string, last string, err er
 		}
 		if byTD[td.Name()] != "" {
 			return nil, "", usagef("--status: %s given twice", td.Name())
+		}
+		if at == "" {
+			return nil, "", usagef("--status %s: give the address of %s's authority (%s=https://HOST:PORT)", v, td.Name(), td.Name())
 		}
 		byTD[td.Name()] = at
 	}

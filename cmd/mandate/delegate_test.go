@@ -105,6 +105,22 @@ func TestCLIDelegationChain(t *testing.T) {
 		"--status", "org-a.example="+urlA); err == nil || !strings.Contains(err.Error(), "give the last hop's issuer, org-b.example") {
 		t.Fatalf("delegate verify --status without the last hop's issuer: %v\n%s", err, v)
 	}
+	// An issuer given that none of the hops has (a typo), one given
+	// without its address, or the last one given twice, would leave
+	// hops unasked that were meant to be: refused, nothing asked.
+	for _, tc := range []struct {
+		status []string
+		want   string
+	}{
+		{[]string{"--status", "org-aa.example=" + urlA, "--status", "org-b.example=" + urlB}, "org-aa.example issued no hop of this chain"},
+		{[]string{"--status", "org-a.example=", "--status", "org-b.example=" + urlB}, "give the address of org-a.example's authority"},
+		{[]string{"--status", urlB, "--status", "org-b.example=" + urlA, "--status", "org-a.example=" + urlA}, "the last hop's issuer, org-b.example, given twice"},
+	} {
+		v, err := cli(t, "", dirB, append([]string{"delegate", "verify", t2, "--bundles", filepath.Join(payer, "bundles.json"), "--presenter", "spiffe://org-b.example/agent/payer"}, tc.status...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(v, `"asked"`) {
+			t.Errorf("delegate verify %s: %v\n%s\nwant it refused: %s", strings.Join(tc.status, " "), err, v, tc.want)
+		}
+	}
 	// org-b's auditor proves the chain in both logs.
 	peer := "org-a.example=" + urlA + "," + filepath.Join(dirA, "mandate-data/admin/bundle.pem") + "," + filepath.Join(dirA, "mandate-data/audit/log.vkey")
 	tree := must(urlB, dirB, "audit", "chain", ans.ID, "--verify", "--peer", peer)
