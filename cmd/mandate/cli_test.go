@@ -1078,6 +1078,7 @@ func TestArgumentLikeASecretIsNotShown(t *testing.T) {
 	}{
 		{[]string{"admin", "join-token", "withdraw", "-" + secret}, ""},
 		{[]string{"admin", "node", "list", secret}, ""},
+		{[]string{"admin", "join-token", "withdraw", "---" + secret}, ""},
 		{[]string{"admin", "join-token", "withdraw", "--trust-domian"}, "trust-domian"},
 		{[]string{"admin", "node", "list", "extra"}, `"extra"`},
 	} {

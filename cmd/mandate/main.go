@@ -295,14 +295,20 @@ func parseSome(fs *flag.FlagSet, args []string) error {
 }
 
 // secretLikeFlag reports whether err is the flag package's unknown flag
-// error for a "flag" that looks like a secret (looksLikeSecret); name is
+// (or bad syntax) error for a "flag" that looks like a secret (looksLikeSecret); name is
 // it.
 func secretLikeFlag(err error) (name string, ok bool) {
 	if err == nil {
 		return "", false
 	}
-	name, ok = strings.CutPrefix(err.Error(), "flag provided but not defined: ")
-	return name, ok && looksLikeSecret(strings.TrimLeft(name, "-"))
+	// A "flag" whose name begins with "-" (after "--"), a token
+	// beginning "--" given after a single "-", is "bad flag syntax".
+	for _, prefix := range []string{"flag provided but not defined: ", "bad flag syntax: "} {
+		if name, ok = strings.CutPrefix(err.Error(), prefix); ok {
+			return name, looksLikeSecret(strings.TrimLeft(name, "-"))
+		}
+	}
+	return "", false
 }
 
 // looksLikeSecret reports whether an argument no flag name or value of
