@@ -22,6 +22,7 @@ func TestBodyIsUTF8(t *testing.T) {
 	}{
 		{"charset utf-8", "/v1/admin/join-tokens", "application/json; charset=utf-8", `{"ttl_seconds":60}`, 201, ""},
 		{"charset UTF-8 quoted", "/v1/admin/join-tokens", `application/json; charset="UTF-8"`, `{"ttl_seconds":60}`, 201, ""},
+		{"charset utf8, as often spelt", "/v1/admin/join-tokens", "application/json; charset=utf8", `{"ttl_seconds":60}`, 201, ""},
 		{"charset latin1", "/v1/admin/join-tokens", "application/json; charset=iso-8859-1", `{"ttl_seconds":60}`, 415, "unsupported-media-type"},
 		{"charset utf-16", "/v1/admin/join-tokens", "application/json; charset=utf-16", `{"ttl_seconds":60}`, 415, "unsupported-media-type"},
 		{"invalid UTF-8 in a value", "/v1/admin/federations", "application/json",

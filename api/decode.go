@@ -245,7 +245,9 @@ func checkContentType(got, want string) error {
 	if err != nil || mt != want {
 		return fmt.Errorf("%w: Content-Type must be %s, got %q", errContentType, want, got)
 	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+	// "utf8" is a common spelling of it, as WHATWG's Encoding Standard
+	// takes it.
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
 		return fmt.Errorf("%w: a %s body is UTF-8, and the Content-Type says charset %q", errContentType, want, cs)
 	}
 	return nil
