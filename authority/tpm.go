@@ -331,7 +331,7 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 	_, err := a.recordWith(ctx, tpmRefusal(nodeID, why, details), useUpAndMark)
 	if err != nil {
 		a.giveBack(taken, why)
-		a.log.ErrorContext(ctx, "audit a refused TPM attestation; the node is marked drifted without its entry", "spiffe_id", nodeID.String(), "err", err)
+		a.logNotRecorded(ctx, "audit a refused TPM attestation; the node is marked drifted without its entry", err, "spiffe_id", nodeID.String())
 		if uerr := a.store.Update(context.WithoutCancel(ctx), useUpAndMark); uerr != nil {
 			return fmt.Errorf("authority: use up TPM session %s: %w", s.ID, uerr)
 		}
