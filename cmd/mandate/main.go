@@ -295,8 +295,8 @@ func parseSome(fs *flag.FlagSet, args []string) error {
 }
 
 // secretLikeFlag reports whether err is the flag package's unknown flag
-// (or bad syntax) error for a "flag" that looks like a secret (looksLikeSecret); name is
-// it.
+// (or bad syntax) error for a "flag" that looks like a secret
+// (looksLikeSecret); name is it.
 func secretLikeFlag(err error) (name string, ok bool) {
 	if err == nil {
 		return "", false
