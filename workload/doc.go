@@ -1,0 +1,29 @@
+// Package workload serves the SPIFFE Workload API (gRPC on a Unix
+// socket) to the workloads of one host, as `mandate node run
+// --workload-api` does: the X509-SVIDs, JWT-SVIDs and trust bundles of
+// the agents the host's node may host, obtained from the authority with
+// the node's own credential.
+//
+// It guarantees:
+//   - a caller is identified by what the kernel says of the process on
+//     the other end of the socket (its user and group ids, SO_PEERCRED,
+//     read when it connects), never by anything it sends; it gets the
+//     identities of the entries whose selector it matches, and nothing
+//     when it matches none (PermissionDenied);
+//   - every call without the security header `workload.spiffe.io: true`
+//     is refused (InvalidArgument), as the specification requires, so
+//     that a browser or a proxy cannot be made to call it;
+//   - a private key is made on the host, kept in memory only, and handed
+//     to the callers entitled to its identity alone; it never appears in
+//     a log;
+//   - an X509-SVID is served only while it is valid, and only after it
+//     has been verified against its trust domain's bundle (go-spiffe);
+//     it is renewed at 40 to 50% of its life, and the streams of
+//     FetchX509SVID and the bundle calls send each change;
+//   - a JWT-SVID is minted by the authority (whose policy and audit log
+//     see it) and reused for the same identity and audience until half
+//     of its life has passed;
+//   - requests are bounded (a message is at most 64 KiB); a failure to
+//     obtain credentials is said to the caller (Unavailable) and in the
+//     log, and fails closed: nothing stale or unverified is served.
+package workload

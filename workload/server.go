@@ -1,0 +1,562 @@
+package workload
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	pb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Issuer obtains credentials from the authority (the node's client).
+type Issuer interface {
+	// X509SVID is a new X509-SVID of id, with a key made for it, and the
+	// trust bundles the authority answered with (its own and those it
+	// federates with).
+	X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error)
+	// JWTSVID is a new JWT-SVID of id for audience, and its expiry.
+	JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error)
+}
+
+// Limits of what a caller may send or hold.
+const (
+	maxMessageBytes = 64 << 10
+	maxStreams      = 64
+	// maxJWTsHeld bounds the JWT-SVIDs kept for reuse.
+	maxJWTsHeld = 256
+	// callTimeout bounds a call to the authority.
+	callTimeout = 30 * time.Second
+	// retryFloor and retryCeiling bound the wait before asking again for
+	// an X509-SVID that could not be obtained.
+	retryFloor, retryCeiling = time.Second, time.Minute
+)
+
+// Server is the Workload API of one host. Make it with New, serve it
+// with Serve.
+type Server struct {
+	pb.UnimplementedSpiffeWorkloadAPIServer
+
+	entries []Entry
+	issuer  Issuer
+	log     *slog.Logger
+	now     func() time.Time
+
+	mu      sync.Mutex
+	svids   map[spiffeid.ID]*held
+	failed  map[spiffeid.ID]error // why an identity has no valid X509-SVID
+	bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
+	changed chan struct{} // closed, and replaced, at every change of svids or bundles
+	jwts    map[string]heldJWT
+	// stopping is closed when Serve ends: streams end with it.
+	stopping chan struct{}
+}
+
+// held is an X509-SVID ready to be served.
+type held struct {
+	svid  *x509svid.SVID
+	certs []byte // the chain, leaf first, DER concatenated
+	key   []byte // PKCS #8 DER
+}
+
+type heldJWT struct {
+	token   string
+	renewAt time.Time
+}
+
+// New is the Workload API serving entries, with credentials from is.
+func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("%w: none given: the Workload API would serve no caller", ErrEntry)
+	}
+	return &Server{
+		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now,
+		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{},
+		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
+		jwts: map[string]heldJWT{}, stopping: make(chan struct{}),
+	}, nil
+}
+
+// Listen opens the Unix socket at path that any local process may
+// connect to (what each gets is decided by its entries). A socket left
+// there by a process that stopped is replaced; one another process
+// listens on, or a file that is not a socket, is refused.
+func Listen(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("workload: %s exists and is not a socket: give another --workload-api path", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("workload: %s is in use by another process", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("workload: remove the stale socket: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("workload: %w", err)
+	}
+	// Any local process may ask: the entries decide what it gets. The
+	// directory's permissions may narrow who can reach the socket.
+	if err := os.Chmod(path, 0o777); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("workload: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve serves the Workload API on ln, and keeps the X509-SVIDs of the
+// entries renewed, until ctx ends; it then closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	g := grpc.NewServer(
+		grpc.Creds(peerCreds{}),
+		grpc.MaxRecvMsgSize(maxMessageBytes),
+		grpc.MaxConcurrentStreams(maxStreams),
+		grpc.ConnectionTimeout(10*time.Second),
+	)
+	pb.RegisterSpiffeWorkloadAPIServer(g, s)
+	var wg sync.WaitGroup
+	keep, stopKeeping := context.WithCancel(ctx)
+	defer stopKeeping()
+	for _, id := range s.ids() {
+		wg.Go(func() { s.keep(keep, id) })
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ln) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+	}
+	close(s.stopping)
+	stopKeeping()
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		g.Stop()
+	}
+	wg.Wait()
+	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("workload: %w", err)
+	}
+	return nil
+}
+
+// ids are the identities of the entries, each once.
+func (s *Server) ids() []spiffeid.ID {
+	var out []spiffeid.ID
+	for _, e := range s.entries {
+		if !slices.Contains(out, e.ID) {
+			out = append(out, e.ID)
+		}
+	}
+	return out
+}
+
+// keep obtains id's X509-SVID, and again at 40 to 50% of each one's
+// life, until ctx ends; one that could not be renewed is served until it
+// expires.
+func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
+	retry := retryFloor
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+		svid, bundles, err := s.issuer.X509SVID(callCtx, id)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		var wait time.Duration
+		if err == nil {
+			var h *held
+			if h, err = hold(svid, id, bundles, s.now()); err == nil {
+				s.update(id, h, bundles)
+				life := svid.Certificates[0].NotAfter.Sub(s.now())
+				wait = max(life*2/5+rand.N(life/10+1), retryFloor)
+				retry = retryFloor
+			}
+		}
+		if err != nil {
+			wait = s.failure(id, err, retry)
+			retry = min(retry*2, retryCeiling)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// hold checks an X509-SVID the authority answered for id (its identity,
+// its validity, its chain to its trust domain's bundle, with go-spiffe)
+// and makes it ready to serve.
+func hold(svid *x509svid.SVID, id spiffeid.ID, bundles []*spiffebundle.Bundle, now time.Time) (*held, error) {
+	if svid == nil || len(svid.Certificates) == 0 || svid.PrivateKey == nil {
+		return nil, errors.New("the authority answered no X509-SVID")
+	}
+	if svid.ID != id {
+		return nil, fmt.Errorf("the authority answered an X509-SVID of %s", svid.ID)
+	}
+	if pub, ok := svid.Certificates[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(svid.PrivateKey.Public()) {
+		return nil, errors.New("the X509-SVID is not for the key made for it")
+	}
+	var roots *x509bundle.Bundle
+	for _, b := range bundles {
+		if b.TrustDomain() == id.TrustDomain() {
+			roots = b.X509Bundle()
+		}
+	}
+	if roots == nil {
+		return nil, fmt.Errorf("the authority answered no bundle of %s", id.TrustDomain())
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, roots, x509svid.WithTime(now)); err != nil {
+		return nil, fmt.Errorf("the X509-SVID does not verify: %w", err)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("the X509-SVID's key: %w", err)
+	}
+	return &held{svid: svid, certs: concatDER(svid.Certificates), key: key}, nil
+}
+
+// update serves h as id's X509-SVID, and bundles as the trust bundles.
+func (s *Server) update(id spiffeid.ID, h *held, bundles []*spiffebundle.Bundle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.svids[id] = h
+	delete(s.failed, id)
+	next := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
+	for _, b := range bundles {
+		next[b.TrustDomain()] = b
+	}
+	s.bundles = next
+	s.signal()
+}
+
+// failure notes that id's X509-SVID could not be obtained, drops the
+// one held if it has expired, and says how long to wait before asking
+// again: retry, or less if the one held expires sooner.
+func (s *Server) failure(id spiffeid.ID, err error, retry time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wait := retry
+	if h := s.svids[id]; h != nil {
+		left := h.svid.Certificates[0].NotAfter.Sub(s.now())
+		if left <= 0 {
+			delete(s.svids, id)
+			s.signal()
+		} else {
+			wait = min(wait, max(left, retryFloor))
+		}
+	}
+	if s.svids[id] == nil {
+		s.failed[id] = err
+		s.signal() // the streams waiting for a first answer say why there is none
+	}
+	s.log.Warn("workload API: no new X509-SVID", "spiffe_id", id.String(), "retry_in", wait.String(), "err", err)
+	return wait
+}
+
+// signal wakes the streams waiting for a change (s.mu held).
+func (s *Server) signal() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// entitled checks a call's security header and is the identities its
+// caller may have.
+func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if !slices.Contains(md.Get("workload.spiffe.io"), "true") {
+		return nil, status.Error(codes.InvalidArgument, "security header missing from request")
+	}
+	p, ok := peer.FromContext(ctx)
+	var who callerInfo
+	if ok {
+		who, ok = p.AuthInfo.(callerInfo)
+	}
+	if !ok {
+		return nil, status.Error(codes.PermissionDenied, "the caller could not be identified")
+	}
+	var ids []spiffeid.ID
+	for _, e := range s.entries {
+		if e.Selector.Matches(who.Caller) && !slices.Contains(ids, e.ID) {
+			ids = append(ids, e.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, status.Errorf(codes.PermissionDenied, "no identity issued: no entry selects this caller (uid %d, gid %d)", who.UID, who.GID)
+	}
+	return ids, nil
+}
+
+// unavailable is the error of a call that found nothing to serve
+// because obtaining it failed (s.mu held): nil when nothing failed yet
+// (the first answer is on its way).
+func (s *Server) unavailable(ids []spiffeid.ID) error {
+	var why []string
+	for _, id := range ids {
+		if err := s.failed[id]; err != nil {
+			why = append(why, id.String()+": "+err.Error())
+		}
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return status.Errorf(codes.Unavailable, "no X509-SVID could be obtained: %s", strings.Join(why, "; "))
+}
+
+// watch sends what answer builds, at once and at every change of what
+// it builds, until the call or the server ends. answer returns nil while
+// there is nothing to send yet.
+func watch[T proto.Message](s *Server, ctx context.Context, send func(T) error, answer func() (T, error)) error {
+	var last T
+	var sent bool
+	for {
+		s.mu.Lock()
+		ans, err := answer()
+		changed := s.changed
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if !isNil(ans) && (!sent || !proto.Equal(last, ans)) {
+			if err := send(ans); err != nil {
+				return err
+			}
+			last, sent = ans, true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "the Workload API is stopping")
+		case <-changed:
+		case <-time.After(s.nextExpiry()):
+		}
+	}
+}
+
+func isNil[T proto.Message](m T) bool { return !m.ProtoReflect().IsValid() }
+
+// nextExpiry is how long until the next X509-SVID held expires (at
+// most a minute), when answers must change.
+func (s *Server) nextExpiry() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := time.Minute
+	for _, h := range s.svids {
+		next = min(next, max(h.svid.Certificates[0].NotAfter.Sub(s.now()), 0)+time.Millisecond)
+	}
+	return next
+}
+
+// FetchX509SVID streams the caller's X509-SVIDs, their keys and the
+// trust bundles.
+func (s *Server) FetchX509SVID(_ *pb.X509SVIDRequest, stream grpc.ServerStreamingServer[pb.X509SVIDResponse]) error {
+	ids, err := s.entitled(stream.Context())
+	if err != nil {
+		return err
+	}
+	return watch(s, stream.Context(), stream.Send, func() (*pb.X509SVIDResponse, error) {
+		ans := &pb.X509SVIDResponse{}
+		own := map[spiffeid.TrustDomain]bool{}
+		now := s.now()
+		for _, id := range ids {
+			h, b := s.svids[id], s.bundles[id.TrustDomain()]
+			if h == nil || b == nil || !now.Before(h.svid.Certificates[0].NotAfter) {
+				continue
+			}
+			own[id.TrustDomain()] = true
+			ans.Svids = append(ans.Svids, &pb.X509SVID{SpiffeId: id.String(), X509Svid: h.certs, X509SvidKey: h.key, Bundle: concatDER(b.X509Authorities())})
+		}
+		if len(ans.Svids) == 0 {
+			return nil, s.unavailable(ids)
+		}
+		for td, b := range s.bundles {
+			if !own[td] && len(b.X509Authorities()) > 0 {
+				if ans.FederatedBundles == nil {
+					ans.FederatedBundles = map[string][]byte{}
+				}
+				ans.FederatedBundles[td.IDString()] = concatDER(b.X509Authorities())
+			}
+		}
+		return ans, nil
+	})
+}
+
+// FetchX509Bundles streams the X.509 authorities of every trust domain
+// known.
+func (s *Server) FetchX509Bundles(_ *pb.X509BundlesRequest, stream grpc.ServerStreamingServer[pb.X509BundlesResponse]) error {
+	ids, err := s.entitled(stream.Context())
+	if err != nil {
+		return err
+	}
+	return watch(s, stream.Context(), stream.Send, func() (*pb.X509BundlesResponse, error) {
+		ans := &pb.X509BundlesResponse{Bundles: map[string][]byte{}}
+		for td, b := range s.bundles {
+			if len(b.X509Authorities()) > 0 {
+				ans.Bundles[td.IDString()] = concatDER(b.X509Authorities())
+			}
+		}
+		if len(ans.Bundles) == 0 {
+			return nil, s.unavailable(ids)
+		}
+		return ans, nil
+	})
+}
+
+// FetchJWTBundles streams the JWT authorities of every trust domain
+// known, as JWKS documents.
+func (s *Server) FetchJWTBundles(_ *pb.JWTBundlesRequest, stream grpc.ServerStreamingServer[pb.JWTBundlesResponse]) error {
+	ids, err := s.entitled(stream.Context())
+	if err != nil {
+		return err
+	}
+	return watch(s, stream.Context(), stream.Send, func() (*pb.JWTBundlesResponse, error) {
+		ans := &pb.JWTBundlesResponse{Bundles: map[string][]byte{}}
+		for td, b := range s.bundles {
+			doc, err := b.JWTBundle().Marshal()
+			if err != nil {
+				return nil, status.Errorf(codes.Internal, "the JWT bundle of %s: %v", td, err)
+			}
+			ans.Bundles[td.IDString()] = doc
+		}
+		if len(ans.Bundles) == 0 {
+			return nil, s.unavailable(ids)
+		}
+		return ans, nil
+	})
+}
+
+// FetchJWTSVID is a JWT-SVID for the audience asked, of each of the
+// caller's identities, or of the one it names.
+func (s *Server) FetchJWTSVID(ctx context.Context, req *pb.JWTSVIDRequest) (*pb.JWTSVIDResponse, error) {
+	ids, err := s.entitled(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Audience) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	}
+	if req.SpiffeId != "" {
+		id, err := spiffeid.FromString(req.SpiffeId)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "spiffe_id: %v", err)
+		}
+		if !slices.Contains(ids, id) {
+			return nil, status.Errorf(codes.PermissionDenied, "no identity issued: %s is not this caller's", id)
+		}
+		ids = []spiffeid.ID{id}
+	}
+	ans := &pb.JWTSVIDResponse{}
+	for _, id := range ids {
+		tok, err := s.jwt(ctx, id, req.Audience)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "no JWT-SVID of %s could be obtained: %v", id, err)
+		}
+		ans.Svids = append(ans.Svids, &pb.JWTSVID{SpiffeId: id.String(), Svid: tok})
+	}
+	return ans, nil
+}
+
+// jwt is a JWT-SVID of id for audience: one obtained before, until half
+// of its life has passed, else a new one.
+func (s *Server) jwt(ctx context.Context, id spiffeid.ID, audience []string) (string, error) {
+	key := id.String()
+	for _, a := range audience {
+		key += " " + strconv.Quote(a)
+	}
+	s.mu.Lock()
+	h, ok := s.jwts[key]
+	s.mu.Unlock()
+	if ok && s.now().Before(h.renewAt) {
+		return h.token, nil
+	}
+	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	tok, exp, err := s.issuer.JWTSVID(callCtx, id, audience)
+	if err != nil {
+		return "", err
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.jwts) >= maxJWTsHeld {
+		for k, h := range s.jwts {
+			if !now.Before(h.renewAt) {
+				delete(s.jwts, k)
+			}
+		}
+		if len(s.jwts) >= maxJWTsHeld {
+			clear(s.jwts)
+		}
+	}
+	s.jwts[key] = heldJWT{token: tok, renewAt: now.Add(exp.Sub(now) / 2)}
+	return tok, nil
+}
+
+// ValidateJWTSVID checks a JWT-SVID for an audience against the JWT
+// authorities known, and returns its SPIFFE ID and claims.
+func (s *Server) ValidateJWTSVID(ctx context.Context, req *pb.ValidateJWTSVIDRequest) (*pb.ValidateJWTSVIDResponse, error) {
+	if _, err := s.entitled(ctx); err != nil {
+		return nil, err
+	}
+	switch {
+	case req.Audience == "":
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	case req.Svid == "":
+		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
+	}
+	s.mu.Lock()
+	set := jwtbundle.NewSet()
+	for _, b := range s.bundles {
+		set.Add(b.JWTBundle())
+	}
+	s.mu.Unlock()
+	svid, err := jwtsvid.ParseAndValidate(req.Svid, set, []string{req.Audience})
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID does not validate: %v", err)
+	}
+	claims, err := structpb.NewStruct(svid.Claims)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID's claims: %v", err)
+	}
+	return &pb.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
+}
+
+func concatDER(certs []*x509.Certificate) []byte {
+	var b bytes.Buffer
+	for _, c := range certs {
+		b.Write(c.Raw)
+	}
+	return b.Bytes()
+}

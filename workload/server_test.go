@@ -1,0 +1,416 @@
+package workload
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	pb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// authority is a trust domain's X.509 and JWT authorities, minting
+// what the authority's API would answer a node.
+type authority struct {
+	td      spiffeid.TrustDomain
+	root    *x509.Certificate
+	rootKey crypto.Signer
+	jwtKey  *ecdsa.PrivateKey
+	life    time.Duration
+
+	x509Calls, jwtCalls atomic.Int32
+	mu                  sync.Mutex
+	fail                error // every call fails with it, when set
+	delay               time.Duration
+}
+
+func newAuthority(t *testing.T, td string, life time.Duration) *authority {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &authority{td: spiffeid.RequireTrustDomainFromString(td), rootKey: key, life: life}
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: td},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		URIs: []*url.URL{a.td.ID().URL()},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.root, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	if a.jwtKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (a *authority) bundle() *spiffebundle.Bundle {
+	b := spiffebundle.New(a.td)
+	b.AddX509Authority(a.root)
+	_ = b.AddJWTAuthority("jwt-1", a.jwtKey.Public())
+	return b
+}
+
+func (a *authority) failWith(err error) {
+	a.mu.Lock()
+	a.fail = err
+	a.mu.Unlock()
+}
+
+func (a *authority) failing() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fail
+}
+
+// issuer answers as an authority federated with peers would.
+type issuer struct {
+	*authority
+	peers []*authority
+}
+
+func (is *issuer) X509SVID(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
+	is.x509Calls.Add(1)
+	time.Sleep(is.delay)
+	if err := is.failing(); err != nil {
+		return nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tpl := &x509.Certificate{
+		SerialNumber: serial, NotBefore: time.Now().Add(-time.Second), NotAfter: time.Now().Add(is.life),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs: []*url.URL{id.URL()},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, is.root, key.Public(), is.rootKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	bundles := []*spiffebundle.Bundle{is.bundle()}
+	for _, p := range is.peers {
+		bundles = append(bundles, p.bundle())
+	}
+	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{cert}, PrivateKey: key}, bundles, nil
+}
+
+func (is *issuer) JWTSVID(_ context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
+	is.jwtCalls.Add(1)
+	if err := is.failing(); err != nil {
+		return "", time.Time{}, err
+	}
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: is.jwtKey}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "jwt-1"))
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	exp := time.Now().Add(5 * time.Minute)
+	tok, err := jwt.Signed(sig).Claims(jwt.Claims{Subject: id.String(), Audience: audience, Expiry: jwt.NewNumericDate(exp), IssuedAt: jwt.NewNumericDate(time.Now())}).Serialize()
+	return tok, exp, err
+}
+
+// serve starts the Workload API of entries on a socket in a new
+// directory, and returns the socket's address for go-spiffe's client.
+func serve(t *testing.T, is Issuer, entries ...Entry) string {
+	t.Helper()
+	s, err := New(entries, is, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve = %v", err)
+		}
+	})
+	return "unix://" + path
+}
+
+func me(t *testing.T, id string) Entry {
+	t.Helper()
+	e, err := ParseEntry("uid:" + strconv.Itoa(os.Getuid()) + "=" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A workload gets its X509-SVID with its key and bundles, and JWT-SVIDs
+// that validate, through go-spiffe's own client.
+func TestWorkloadAPIServesWhatGoSPIFFEAccepts(t *testing.T) {
+	home, partner := newAuthority(t, "example.org", time.Hour), newAuthority(t, "partner.example", time.Hour)
+	is := &issuer{authority: home, peers: []*authority{partner}}
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"), Entry{Selector: Selector{Kind: "uid", Value: uint32(os.Getuid()) + 1}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/other")})
+	ctx := ctxFor(t)
+
+	c, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	xc, err := c.FetchX509Context(ctx)
+	if err != nil {
+		t.Fatalf("FetchX509Context = %v", err)
+	}
+	if len(xc.SVIDs) != 1 || xc.SVIDs[0].ID.String() != "spiffe://example.org/agent/planner" {
+		t.Fatalf("SVIDs = %v, want the planner's alone (the other entry selects another user)", xc.SVIDs)
+	}
+	svid := xc.SVIDs[0]
+	if _, _, err := x509svid.Verify(svid.Certificates, xc.Bundles); err != nil {
+		t.Errorf("the SVID does not verify against the bundles served: %v", err)
+	}
+	if pub, ok := svid.PrivateKey.Public().(*ecdsa.PublicKey); !ok || !pub.Equal(svid.Certificates[0].PublicKey) {
+		t.Error("the key served is not the SVID's")
+	}
+	if _, err := xc.Bundles.GetX509BundleForTrustDomain(partner.td); err != nil {
+		t.Errorf("the federated bundle is not served: %v", err)
+	}
+
+	jwtSVID, err := c.FetchJWTSVID(ctx, jwtsvidParams("billing"))
+	if err != nil {
+		t.Fatalf("FetchJWTSVID = %v", err)
+	}
+	again, err := c.FetchJWTSVID(ctx, jwtsvidParams("billing"))
+	if err != nil || again.Marshal() != jwtSVID.Marshal() || is.jwtCalls.Load() != 1 {
+		t.Errorf("a second JWT-SVID for the same audience: %v, same %v, %d calls to the authority; want the first reused", err, again != nil && again.Marshal() == jwtSVID.Marshal(), is.jwtCalls.Load())
+	}
+	got, err := c.ValidateJWTSVID(ctx, jwtSVID.Marshal(), "billing")
+	if err != nil || got.ID.String() != "spiffe://example.org/agent/planner" {
+		t.Errorf("ValidateJWTSVID = %v, %v", got, err)
+	}
+	if _, err := c.ValidateJWTSVID(ctx, jwtSVID.Marshal(), "someone-else"); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("ValidateJWTSVID for another audience = %v, want InvalidArgument", err)
+	}
+	jb, err := c.FetchJWTBundles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := jb.GetJWTBundleForTrustDomain(home.td); err != nil || !b.HasJWTAuthority("jwt-1") {
+		t.Errorf("JWT bundles = %v, %v, want the home JWT authority", b, err)
+	}
+	// Asking for an identity of another caller is refused.
+	if _, err := c.FetchJWTSVID(ctx, jwtsvidParamsFor("billing", "spiffe://example.org/agent/other")); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("FetchJWTSVID of another's identity = %v, want PermissionDenied", err)
+	}
+}
+
+// A caller no entry selects gets nothing; a call without the security
+// header is refused.
+func TestWorkloadAPIRefuses(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	other := Entry{Selector: Selector{Kind: "uid", Value: uint32(os.Getuid()) + 1}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/other")}
+	addr := serve(t, is, other)
+	ctx := ctxFor(t)
+	if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(addr)); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("FetchX509SVID by a caller no entry selects = %v, want PermissionDenied", err)
+	}
+	if _, err := workloadapi.FetchJWTSVID(ctx, jwtsvidParams("x"), workloadapi.WithAddr(addr)); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("FetchJWTSVID by a caller no entry selects = %v, want PermissionDenied", err)
+	}
+
+	addr = serve(t, is, me(t, "spiffe://example.org/agent/planner"))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw := pb.NewSpiffeWorkloadAPIClient(conn)
+	if _, err := raw.FetchJWTSVID(ctx, &pb.JWTSVIDRequest{Audience: []string{"x"}}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("FetchJWTSVID without the security header = %v, want InvalidArgument", err)
+	}
+	stream, err := raw.FetchX509SVID(ctx, &pb.X509SVIDRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("FetchX509SVID without the security header = %v, want InvalidArgument", err)
+	}
+	withHeader := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+	if _, err := raw.FetchJWTSVID(withHeader, &pb.JWTSVIDRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("FetchJWTSVID without an audience = %v, want InvalidArgument", err)
+	}
+	if _, err := raw.ValidateJWTSVID(withHeader, &pb.ValidateJWTSVIDRequest{Audience: "x", Svid: "not.a.token"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("ValidateJWTSVID of garbage = %v, want InvalidArgument", err)
+	}
+}
+
+// An X509-SVID is renewed before it expires, and the stream sends the
+// new one; when renewals fail, the one held is served until it expires,
+// and then the caller is told why there is none.
+func TestWorkloadAPIRenewsAndFailsClosed(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", 3*time.Second)}
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
+	ctx := ctxFor(t)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := pb.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"), &pb.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(first.Svids[0].X509Svid) == string(second.Svids[0].X509Svid) {
+		t.Fatal("the stream sent the same X509-SVID again, want the renewed one")
+	}
+	is.failWith(errors.New("the authority refuses: node-banned"))
+	for {
+		_, err := stream.Recv()
+		if err == nil {
+			continue
+		}
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "node-banned") {
+			t.Fatalf("once the SVID expired, the stream ended with %v, want Unavailable saying why", err)
+		}
+		break
+	}
+	if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(addr)); status.Code(err) != codes.Unavailable {
+		t.Errorf("FetchX509SVID with no valid SVID = %v, want Unavailable", err)
+	}
+}
+
+// A caller waiting for its first X509-SVID is told at once when it
+// cannot be obtained, rather than left waiting.
+func TestWorkloadAPISaysWhyThereIsNoSVID(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	is.failWith(errors.New("agent-not-hosted"))
+	is.delay = 300 * time.Millisecond // the caller asks before the failure
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
+	ctx := ctxFor(t)
+	_, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(addr))
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "agent-not-hosted") {
+		t.Errorf("FetchX509SVID = %v, want Unavailable saying why", err)
+	}
+	if _, err := workloadapi.FetchX509Bundles(ctx, workloadapi.WithAddr(addr)); status.Code(err) != codes.Unavailable {
+		t.Errorf("FetchX509Bundles = %v, want Unavailable", err)
+	}
+}
+
+func TestParseEntry(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+	}{
+		{"uid:1000=spiffe://example.org/agent/planner", "uid:1000=spiffe://example.org/agent/planner"},
+		{"gid:0=spiffe://example.org/agent/a", "gid:0=spiffe://example.org/agent/a"},
+		{"uid:1000", ""},
+		{"pid:1=spiffe://example.org/agent/a", ""},
+		{"uid:-1=spiffe://example.org/agent/a", ""},
+		{"uid:4294967296=spiffe://example.org/agent/a", ""},
+		{"uid:1=spiffe://example.org", ""},
+		{"uid:1=spiffe://Example.org/a", ""},
+		{"uid:1=https://example.org/a", ""},
+	} {
+		e, err := ParseEntry(tc.in)
+		if tc.want == "" {
+			if !errors.Is(err, ErrEntry) {
+				t.Errorf("ParseEntry(%q) = %v, %v; want ErrEntry", tc.in, e, err)
+			}
+			continue
+		}
+		if err != nil || e.String() != tc.want {
+			t.Errorf("ParseEntry(%q) = %v, %v; want %s", tc.in, e, err, tc.want)
+		}
+	}
+}
+
+// A socket left by a process that stopped is replaced; one in use, or a
+// file that is not a socket, is refused and left as it is.
+func TestListen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "api.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o777 {
+		t.Errorf("socket mode = %v, %v; want every local process able to connect", fi.Mode(), err)
+	}
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("Listen on a socket in use = %v, want it refused", err)
+	}
+	// Left behind: the file stays when its listener does not remove it.
+	ln.(interface{ SetUnlinkOnClose(bool) }).SetUnlinkOnClose(false)
+	ln.Close()
+	ln, err = Listen(path)
+	if err != nil {
+		t.Fatalf("Listen on a stale socket = %v, want it replaced", err)
+	}
+	ln.Close()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(file); err == nil {
+		t.Error("Listen on a regular file succeeded")
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep" {
+		t.Errorf("the file was changed: %q, %v", b, err)
+	}
+}
+
+func jwtsvidParams(aud string) jwtsvid.Params { return jwtsvid.Params{Audience: aud} }
+
+func jwtsvidParamsFor(aud, id string) jwtsvid.Params {
+	return jwtsvid.Params{Audience: aud, Subject: spiffeid.RequireFromString(id)}
+}
