@@ -38,6 +38,9 @@ const nodeUsage = `Usage:
   mandate node run [--out DIR] [flags]      renew a join-token node's credential at once, then at
                                             40 to 50% of each SVID's lifetime (at random), until
                                             stopped (its agents get SVIDs only while it is)
+  mandate node run ... --workload-api SOCKET --workload uid:N=SPIFFE-ID
+                                            also serve the SPIFFE Workload API to the workloads of
+                                            this host: the agents' SVIDs, by the caller's uid or gid
   mandate node ek --tpm PATH [flags]        print the EK digest (for attestation.tpm.ek_allowlist)
   mandate node pcrs --tpm PATH [flags]      print the current PCRs as a pcr_profiles entry
 

@@ -102,9 +102,11 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	var cf clientFlags
 	var ekCertFile string
 	var quiet bool
+	var wf workloadFlags
 	tf.register(fs)
 	if loop {
-		fs.Lookup("tpm").Usage = `TPM device (e.g. /dev/tpmrm0), or "simulator" for development; without it, the join-token node credential in --out is renewed with itself (then only --out, --server and --trust-domain apply)`
+		wf.register(fs)
+		fs.Lookup("tpm").Usage = `TPM device (e.g. /dev/tpmrm0), or "simulator" for development; without it, the join-token node credential in --out is renewed with itself (then only --out, --server, --trust-domain, --workload-api and --workload apply)`
 	}
 	cf.registerServer(fs)
 	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time (an attestation after the node's credential in --out has expired also trusts the bundle.pem that came with it, brought up to date by every renewal; with no --bundle given and no file at its default, that one alone)")
@@ -116,18 +118,21 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		return err
 	}
 	fs.Visit(func(f *flag.Flag) { cf.bundleGiven = cf.bundleGiven || f.Name == "bundle" })
+	if err := wf.check(); err != nil {
+		return err
+	}
 	if loop && tf.path == "" {
 		// Without a TPM: keep a join-token node's credential renewed.
 		var tpmOnly []string
 		fs.Visit(func(f *flag.Flag) {
-			if !slices.Contains([]string{"out", "server", "trust-domain"}, f.Name) {
+			if !slices.Contains([]string{"out", "server", "trust-domain", "workload-api", "workload"}, f.Name) {
 				tpmOnly = append(tpmOnly, "--"+f.Name)
 			}
 		})
 		if len(tpmOnly) > 0 {
-			return usagef("%s: only with --tpm (a join-token node is renewed with --out, --server and --trust-domain)", strings.Join(tpmOnly, ", "))
+			return usagef("%s: only with --tpm (a join-token node is renewed with --out, --server and --trust-domain, and serves the Workload API with --workload-api and --workload)", strings.Join(tpmOnly, ", "))
 		}
-		return renewJoinNode(ctx, &cf, tf.out, stderr)
+		return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context) error { return renewJoinNode(ctx, &cf, tf.out, stderr) })
 	}
 	var ekCert []byte
 	if ekCertFile != "" {
@@ -155,8 +160,18 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		return err
 	}
 	own := &ownEK{ek: ek, path: "/node/" + attest.MethodTPM + "/" + ek.SHA256Hex(), typ: tf.ek}
+	if !loop {
+		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, false, quiet, stdout, stderr)
+	}
+	return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context) error {
+		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, true, false, stdout, stderr)
+	})
+}
+
+// attestLoop attests the node once (loop false), or until ctx ends.
+func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte, own *ownEK, loop, quiet bool, stdout, stderr io.Writer) error {
 	for {
-		ans, renewal, err := attestOnce(ctx, dev, &cf, tf.out, ekCert, own)
+		ans, renewal, err := attestOnce(ctx, dev, cf, out, ekCert, own)
 		if !loop {
 			if err != nil {
 				return err
@@ -165,7 +180,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 				_, err = fmt.Fprintln(stdout, ans.SPIFFEID)
 				return err
 			}
-			return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": tf.out, "renewal": renewal})
+			return printJSON(stdout, map[string]any{"spiffe_id": ans.SPIFFEID, "expires_at": ans.ExpiresAt, "credential": out, "renewal": renewal})
 		}
 		if ctx.Err() != nil {
 			return nil // stopped, as asked: what it cut short is no failure

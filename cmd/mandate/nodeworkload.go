@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/workload"
+)
+
+// workloadFlags are node run's flags that serve the SPIFFE Workload API
+// to the workloads of the host.
+type workloadFlags struct {
+	socket  string
+	entries []workload.Entry
+}
+
+func (w *workloadFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&w.socket, "workload-api", "", "serve the SPIFFE Workload API (gRPC) on this Unix socket to the workloads of this host, for the agents given by --workload, with the node's credential (e.g. /run/mandate/workload.sock; its directory must exist)")
+	fs.Func("workload", "`SELECTOR=SPIFFE-ID`, repeatable: the local processes SELECTOR picks (uid:N or gid:N, as the kernel says of a process when it connects to --workload-api) get the X509-SVIDs and JWT-SVIDs of the agent SPIFFE-ID, which must be registered to be hosted by this node", func(s string) error {
+		e, err := workload.ParseEntry(s)
+		if err != nil {
+			return err
+		}
+		w.entries = append(w.entries, e)
+		return nil
+	})
+}
+
+// check refuses one of the two flags without the other.
+func (w *workloadFlags) check() error {
+	switch {
+	case w.socket == "" && len(w.entries) > 0:
+		return usagef("--workload needs --workload-api SOCKET, where the workloads ask")
+	case w.socket != "" && len(w.entries) == 0:
+		return usagef("--workload-api needs at least one --workload SELECTOR=SPIFFE-ID: who gets which agent's identity")
+	}
+	return nil
+}
+
+// around runs run, serving the Workload API beside it when asked, with
+// the node credential in out; the Workload API stops when run ends.
+func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, stderr io.Writer, run func(context.Context) error) error {
+	if w.socket == "" {
+		return run(ctx)
+	}
+	cf.creds = out
+	cf.missing = "give --out, the node's credential directory"
+	srv, err := workload.New(w.entries, &nodeIssuer{cf: cf}, slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		return err
+	}
+	ln, err := workload.Listen(w.socket)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "%s serving the SPIFFE Workload API on %s to %d entries\n", time.Now().UTC().Format(time.RFC3339), w.socket, len(w.entries))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	err = run(ctx)
+	cancel()
+	return errors.Join(err, <-served)
+}
+
+// nodeIssuer obtains agents' credentials from the authority with the
+// node's own credential (a node asks for the agents it hosts).
+type nodeIssuer struct{ cf clientFlags }
+
+func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
+	c, err := n.cf.dial(true)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer c.CloseIdle()
+	key, _, err := client.NewKeyAndCSR()
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := client.CSRFor(key, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	ans, err := c.X509SVID(ctx, id.String(), csr)
+	if err != nil {
+		return nil, nil, err
+	}
+	certs, err := ans.Certificates()
+	if err != nil {
+		return nil, nil, err
+	}
+	got, err := x509svid.IDFromCert(certs[0])
+	if err != nil {
+		return nil, nil, fmt.Errorf("the answer's X509-SVID: %w", err)
+	}
+	byTD, err := ans.ParseBundles()
+	if err != nil {
+		return nil, nil, err
+	}
+	bundles := make([]*spiffebundle.Bundle, 0, len(byTD))
+	for _, b := range byTD {
+		bundles = append(bundles, b)
+	}
+	return &x509svid.SVID{ID: got, Certificates: certs, PrivateKey: key}, bundles, nil
+}
+
+func (n *nodeIssuer) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
+	c, err := n.cf.dial(true)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	defer c.CloseIdle()
+	ans, err := c.JWTSVID(ctx, id.String(), audience)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return ans.Token, ans.ExpiresAt, nil
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// node run --workload-api serves a hosted agent's SVIDs to the local
+// process its entry selects, through go-spiffe's Workload API client;
+// an agent the node may not host gets nothing, and says why.
+func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	nodeID := joinNode(t, url, dir, "")
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/planner", "--node-id", nodeID, "--scope", "read")
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/elsewhere", "--node-id", "spiffe://mandate.localhost/node/join_token/0000", "--scope", "read")
+
+	sock := filepath.Join(dir, "workload.sock")
+	uid := strconv.Itoa(os.Getuid())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t.Setenv("MANDATE_SERVER", url)
+	var out, errOut bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"node", "run", "--workload-api", sock, "--workload", "uid:" + uid + "=spiffe://mandate.localhost/agent/planner"}, &out, &errOut)
+	}()
+	addr := workloadapi.WithAddr("unix://" + sock)
+	var xc *workloadapi.X509Context
+	var err error
+	for xc == nil {
+		if xc, err = workloadapi.FetchX509Context(ctx, addr); err != nil && ctx.Err() != nil {
+			t.Fatalf("FetchX509Context = %v", err)
+		} else if err != nil {
+			time.Sleep(20 * time.Millisecond) // the socket is not there yet
+		}
+	}
+	if len(xc.SVIDs) != 1 || xc.SVIDs[0].ID.String() != "spiffe://mandate.localhost/agent/planner" {
+		t.Fatalf("SVIDs = %v, want the planner's", xc.SVIDs)
+	}
+	if _, _, err := x509svid.Verify(xc.SVIDs[0].Certificates, xc.Bundles); err != nil {
+		t.Errorf("the planner's X509-SVID does not verify: %v", err)
+	}
+	jwt, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "billing"}, addr)
+	if err != nil || jwt.ID.String() != "spiffe://mandate.localhost/agent/planner" {
+		t.Fatalf("FetchJWTSVID = %v, %v", jwt, err)
+	}
+	bundles, err := workloadapi.FetchJWTBundles(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(jwt.Marshal(), bundles, []string{"billing"}); err != nil {
+		t.Errorf("the JWT-SVID does not validate with the JWT bundles served: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("node run = %v (%s), want it stopped cleanly", err, errOut.String())
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the socket is left after node run stopped: %v", err)
+	}
+
+	// An agent this node may not host: the workload is told why.
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errOut.Reset()
+	go func() {
+		done <- run(ctx, []string{"node", "run", "--workload-api", sock, "--workload", "uid:" + uid + "=spiffe://mandate.localhost/agent/elsewhere"}, &out, &errOut)
+	}()
+	for {
+		_, err := workloadapi.FetchX509SVID(ctx, addr)
+		if status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "no X509-SVID could be obtained") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+		if ctx.Err() != nil {
+			t.Fatalf("FetchX509SVID of an agent not hosted here = %v, want Unavailable saying why", err)
+		}
+	}
+	cancel()
+	<-done
+}
+
+func TestNodeRunWorkloadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"node", "run", "--workload-api", "x.sock"},
+		{"node", "run", "--workload", "uid:1=spiffe://mandate.localhost/agent/a"},
+		{"node", "run", "--workload-api", "x.sock", "--workload", "uid:x=spiffe://mandate.localhost/agent/a"},
+	} {
+		var out, errOut bytes.Buffer
+		var ue usageError
+		if err := run(context.Background(), args, &out, &errOut); !errors.As(err, &ue) {
+			t.Errorf("%v = %v, want a usage error", args, err)
+		}
+	}
+}
