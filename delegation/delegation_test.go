@@ -77,11 +77,17 @@ type agent struct {
 
 func (o *org) agent(t testing.TB, name string) agent {
 	t.Helper()
+	return o.agentWithKeyUsage(t, name, x509.KeyUsageDigitalSignature)
+}
+
+// agentWithKeyUsage is agent with an SVID of key usage ku.
+func (o *org) agentWithKeyUsage(t testing.TB, name string, ku x509.KeyUsage) agent {
+	t.Helper()
 	id := spiffeid.RequireFromSegments(o.td, "agent", name)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	u, _ := url.Parse(id.String())
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), URIs: []*url.URL{u},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: ku,
 		BasicConstraintsValid: true}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, o.caCert, key.Public(), o.caKey)
 	if err != nil {
@@ -347,6 +353,47 @@ func TestVerifyRefuses(t *testing.T) {
 	}
 	if _, err := delegation.Verify(good, w.set, delegation.VerifyOptions{Presenter: w.c.id, Audience: w.c.id.String()}); err != nil {
 		t.Fatalf("the good token: %v", err)
+	}
+}
+
+// TestDelegatorSVIDMustSign: a hop signed with an X509-SVID whose key
+// usage leaves out digitalSignature (a key for key agreement or key
+// transport only, or a certificate without the extension) is refused by
+// every check of a delegator's signature; with digitalSignature, among
+// others, it verifies.
+func TestDelegatorSVIDMustSign(t *testing.T) {
+	o := newOrg(t, "org-a.example")
+	set := spiffebundle.NewSet(o.bundle)
+	to := o.agent(t, "b")
+	for _, tc := range []struct {
+		name string
+		ku   x509.KeyUsage
+		ok   bool
+	}{
+		{"digitalSignature", x509.KeyUsageDigitalSignature, true},
+		{"digitalSignature and keyEncipherment", x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, true},
+		{"no key usage extension", 0, false},
+		{"keyEncipherment only", x509.KeyUsageKeyEncipherment, false},
+		{"keyAgreement only", x509.KeyUsageKeyAgreement, false},
+		{"contentCommitment only", x509.KeyUsageContentCommitment, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			from := o.agentWithKeyUsage(t, "a", tc.ku)
+			tok, c := hop(t, o, from, to, []string{"x"}, nil, nil)
+			_, err := delegation.Verify(tok, set, delegation.VerifyOptions{AnyHolder: true})
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, delegation.ErrDelegatorSignature) {
+				t.Errorf("Verify = %v, want ok=%v", err, tc.ok)
+			}
+			st := delegation.Statement{Delegator: from.id.String(), Delegatee: to.id.String(), Principal: c.Subject, Scopes: c.Scopes(), Purpose: c.Hop.Purpose}
+			err = delegation.CheckStatementSignature(c.Hop.DelegatorSignature, st, set, time.Now())
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, delegation.ErrDelegatorSignature) {
+				t.Errorf("CheckStatementSignature = %v, want ok=%v", err, tc.ok)
+			}
+			_, _, err = delegation.CheckStatementSignedBy(c.Hop.DelegatorSignature, st, time.Now())
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, delegation.ErrDelegatorSignature) {
+				t.Errorf("CheckStatementSignedBy = %v, want ok=%v", err, tc.ok)
+			}
+		})
 	}
 }
 

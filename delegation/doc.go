@@ -18,8 +18,9 @@
 //     to whom, for whom, which scopes, below which parent), made with an
 //     X509-SVID of the delegator that go-spiffe validates against the
 //     delegator's trust domain bundle (its x5c's intermediates taking part
-//     only once proven from that bundle down, see ca/presented): an issuer
-//     alone cannot invent a delegation.
+//     only once proven from that bundle down, see ca/presented), and whose
+//     key usage includes digitalSignature: an issuer alone cannot invent a
+//     delegation.
 //   - Each hop continues its parent, which it carries: same principal,
 //     depth + 1, the parent given to this hop's delegator, scopes a subset
 //     of the parent's, an expiry not beyond the parent's, and the RFC 8693

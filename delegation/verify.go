@@ -497,6 +497,9 @@ func CheckStatementSignedBy(sig string, st Statement, at time.Time) (*x509.Certi
 		return nil, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
 	leaf := certs[0]
+	if err := signingLeaf(leaf); err != nil {
+		return nil, st, err
+	}
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil || id.String() != st.Delegator {
 		return nil, st, fmt.Errorf("%w: signed by %v, not the delegator %s", ErrDelegatorSignature, id, st.Delegator)
@@ -519,6 +522,19 @@ func CheckStatementSignedBy(sig string, st Statement, at time.Time) (*x509.Certi
 		return nil, st, fmt.Errorf("%w: %v", ErrDelegatorSignature, err)
 	}
 	return own, signed, nil
+}
+
+// signingLeaf refuses a delegator's X509-SVID whose key may not make
+// signatures: a leaf SVID asserts digitalSignature (SPIFFE X509-SVID
+// §4.3), and a key whose certificate leaves it out (RFC 5280 §4.2.1.3:
+// a key for key agreement or key transport only, or a certificate
+// without the extension) signs no hop. go-spiffe checks only that the
+// leaf is no CA.
+func signingLeaf(leaf *x509.Certificate) error {
+	if leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return fmt.Errorf("%w: the delegator's X509-SVID does not assert the digitalSignature key usage", ErrDelegatorSignature)
+	}
+	return nil
 }
 
 // x5c returns the certificates of a JWS's x5c header, leaf first.
@@ -580,6 +596,9 @@ func verifiedSVID(j *compactJWS, auths []*x509.Certificate, roots [32]byte, want
 		id, verified, err := presented.Verify(certs, x509bundle.FromX509Authorities(want.TrustDomain(), auths), x509svid.WithTime(at))
 		if err != nil || len(verified) == 0 {
 			return nil, fmt.Errorf("%w: not a valid X509-SVID of %s's trust domain (%v)", ErrDelegatorSignature, want, err)
+		}
+		if err := signingLeaf(certs[0]); err != nil {
+			return nil, err
 		}
 		// Valid when every certificate of the verified chain (leaf,
 		// intermediates, root) is.

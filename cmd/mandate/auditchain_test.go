@@ -97,7 +97,8 @@ func TestVerifySignerRefuses(t *testing.T) {
 	now := time.Now()
 	svid := func(id string) []*x509.Certificate {
 		u, _ := url.Parse(id)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x2a), URIs: []*url.URL{u}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x2a), URIs: []*url.URL{u}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 		if err != nil {
 			t.Fatal(err)
