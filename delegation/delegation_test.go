@@ -7,12 +7,14 @@ import (
 	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/big"
 	"net/url"
@@ -392,6 +394,88 @@ func TestDelegatorSVIDMustSign(t *testing.T) {
 			_, _, err = delegation.CheckStatementSignedBy(c.Hop.DelegatorSignature, st, time.Now())
 			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, delegation.ErrDelegatorSignature) {
 				t.Errorf("CheckStatementSignedBy = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+// rsaSigner issues tokens with an RSA JWT key (RS256), kid "rsa".
+type rsaSigner struct{ key *rsa.PrivateKey }
+
+func (r rsaSigner) SignJWT(_ context.Context, typ string, claims any, _ time.Time) (string, string, error) {
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: r.key}, (&jose.SignerOptions{}).WithHeader("kid", "rsa").WithType(jose.ContentType(typ)))
+	if err != nil {
+		return "", "", err
+	}
+	b, _ := json.Marshal(claims)
+	jws, err := s.Sign(b)
+	if err != nil {
+		return "", "", err
+	}
+	tok, err := jws.CompactSerialize()
+	return tok, "rsa", err
+}
+
+// TestRSAKeysOfFewerThan2048BitsVerifyNothing: RS256 needs a key of 2048
+// bits or more (RFC 7518 §3.3). A delegator's signature made with the
+// RSA key of its X509-SVID, and a token signed with an RSA JWT key of
+// its issuer's bundle, verify with 2048 bits and are refused with 1024,
+// though the SVID chains to the bundle and the key is in it.
+func TestRSAKeysOfFewerThan2048BitsVerifyNothing(t *testing.T) {
+	for _, tc := range []struct {
+		bits int
+		ok   bool
+	}{{2048, true}, {1024, false}} {
+		t.Run(fmt.Sprint(tc.bits), func(t *testing.T) {
+			o := newOrg(t, "org-a.example")
+			to := o.agent(t, "b")
+			key, err := rsa.GenerateKey(rand.Reader, tc.bits)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// The delegator's SVID holds the RSA key.
+			id := spiffeid.RequireFromSegments(o.td, "agent", "a")
+			u, _ := url.Parse(id.String())
+			tmpl := &x509.Certificate{SerialNumber: big.NewInt(3), URIs: []*url.URL{u}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+				KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true}
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, o.caCert, key.Public(), o.caKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := delegation.Statement{Delegator: id.String(), Delegatee: to.id.String(), Principal: "alice@example.com", Scopes: []string{"x"}, Purpose: "book travel"}
+			payload, _ := json.Marshal(st)
+			s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+				(&jose.SignerOptions{}).WithHeader("x5c", []string{base64.StdEncoding.EncodeToString(der)}).WithType("mandate-hop+jws"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			jws, err := s.Sign(payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig, _ := jws.CompactSerialize()
+			set := spiffebundle.NewSet(o.bundle)
+			err = delegation.CheckStatementSignature(sig, st, set, time.Now())
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, delegation.ErrDelegatorSignature) {
+				t.Errorf("CheckStatementSignature = %v, want ok=%v", err, tc.ok)
+			}
+			if _, _, err := delegation.CheckStatementSignedBy(sig, st, time.Now()); tc.ok != (err == nil) {
+				t.Errorf("CheckStatementSignedBy = %v, want ok=%v", err, tc.ok)
+			}
+
+			// The issuer's JWT key is the RSA key.
+			if err := o.bundle.AddJWTAuthority("rsa", key.Public()); err != nil {
+				t.Fatal(err)
+			}
+			c := hopClaims(t, o, o.agent(t, "a"), to, []string{"x"}, nil, nil)
+			tok, err := delegation.Issue(context.Background(), rsaSigner{key}, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = delegation.Verify(tok, set, delegation.VerifyOptions{AnyHolder: true})
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, delegation.ErrSignature) {
+				t.Errorf("Verify of a token signed with the RSA key = %v, want ok=%v", err, tc.ok)
 			}
 		})
 	}

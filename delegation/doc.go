@@ -11,9 +11,10 @@
 //     Protected headers are read strictly: no member name twice, no crit
 //     or b64. ECDSA signatures are checked with crypto/ecdsa over the
 //     signing input as received, RSA ones with go-jose, and only with
-//     keys of at most 8192 bits (a key, or a certificate of an x5c,
-//     of more is refused before any signature is checked with it: each
-//     check would cost the verifier the square of its size).
+//     keys of 2048 bits (RFC 7518 §3.3) to 8192 bits (a key, or a
+//     certificate of an x5c, of more is refused before any signature is
+//     checked with it: each check would cost the verifier the square of
+//     its size).
 //   - Every hop carries its delegator's own signature over the hop (who,
 //     to whom, for whom, which scopes, below which parent), made with an
 //     X509-SVID of the delegator that go-spiffe validates against the

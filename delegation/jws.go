@@ -109,6 +109,23 @@ const maxX5C = 4
 // is worth). It is the bound of the X509-SVID chains presented elsewhere.
 const maxRSABits = presented.MaxRSABits
 
+// minRSABits is the least RSA key a signature is checked with: RFC 7518
+// §3.3 and §3.5 require 2048 bits or more for RS256 and PS256, as
+// SignStatement requires of a delegator's key, Mandate's CA of the keys
+// it certifies, and a federated bundle of its keys. A delegator's SVID
+// certified by another trust domain's CA, or a token key of a bundle
+// read elsewhere, may hold a smaller one.
+const minRSABits = 2048
+
+// checkRSASigningKey refuses an RSA key of fewer than minRSABits, or
+// more than maxRSABits, to check a signature with.
+func checkRSASigningKey(key any) error {
+	if k, ok := key.(*rsa.PublicKey); ok && k.N != nil && k.N.BitLen() < minRSABits {
+		return fmt.Errorf("an RSA key of %d bits (at least %d)", k.N.BitLen(), minRSABits)
+	}
+	return checkRSASize(key)
+}
+
 // checkRSASize refuses an RSA key of more than maxRSABits.
 func checkRSASize(key any) error {
 	if k, ok := key.(*rsa.PublicKey); ok && k.N != nil && k.N.BitLen() > maxRSABits {
@@ -162,7 +179,8 @@ func readHeader(raw []byte) (jwsHeader, error) {
 }
 
 // checkJWS checks j's signature with key: header typ typ, an algorithm of
-// signatureAlgorithms that matches the key. ECDSA signatures (ES256,
+// signatureAlgorithms that matches the key, an RSA key of minRSABits to
+// maxRSABits. ECDSA signatures (ES256,
 // ES384: what SPIFFE authorities and agents sign with) are checked here
 // with crypto/ecdsa over the signing input as received; RSA ones (RS256,
 // PS256) by go-jose.
@@ -170,7 +188,7 @@ func checkJWS(j *compactJWS, key any, typ string) error {
 	if j.header.Type != typ {
 		return fmt.Errorf("typ %q, not %q", j.header.Type, typ)
 	}
-	if err := checkRSASize(key); err != nil {
+	if err := checkRSASigningKey(key); err != nil {
 		return err
 	}
 	var err error
