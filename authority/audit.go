@@ -50,7 +50,11 @@ func checkDataDir(ctx context.Context, dataDir string, st store.Store) error {
 	}
 	what := "is missing"
 	if st == nil {
-		if _, err := os.Stat(dbPath); !errors.Is(err, fs.ErrNotExist) {
+		// An empty file is refused here too, before it is opened:
+		// opening it would write a new store into it.
+		if fi, err := os.Stat(dbPath); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+			what = "is empty"
+		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 	} else {

@@ -2,6 +2,8 @@ package authority
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,6 +42,15 @@ func TestDataDirWithALostStoreIsRefused(t *testing.T) {
 	}
 	db := func(cfg Config) string { return filepath.Join(cfg.DataDir, "mandate.db") }
 	keyPath := func(cfg Config) string { k, _ := AuditPaths(cfg.DataDir); return k }
+	// dbState is the store's contents' digest, or why it has none: a
+	// refused start leaves it as it found it.
+	dbState := func(cfg Config) string {
+		data, err := os.ReadFile(db(cfg))
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("%d bytes, sha256 %x", len(data), sha256.Sum256(data))
+	}
 
 	for _, tc := range []struct {
 		name   string
@@ -75,7 +86,7 @@ func TestDataDirWithALostStoreIsRefused(t *testing.T) {
 			if err := os.Truncate(db(cfg), 0); err != nil {
 				t.Fatal(err)
 			}
-		}, "mandate.db holds no audit log, but"},
+		}, "mandate.db is empty, but"},
 		{"audit key removed", func(t *testing.T, cfg Config) {
 			if err := os.Remove(keyPath(cfg)); err != nil {
 				t.Fatal(err)
@@ -105,7 +116,7 @@ func TestDataDirWithALostStoreIsRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.damage(t, cfg)
-			before := keys(t, cfg)
+			before, dbBefore := keys(t, cfg), dbState(cfg)
 			for range 2 { // refused, and refused again: nothing was made the first time
 				if err := start(); err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("start = %v, want a refusal saying %q", err, tc.want)
@@ -113,6 +124,9 @@ func TestDataDirWithALostStoreIsRefused(t *testing.T) {
 			}
 			if after := keys(t, cfg); strings.Join(after, " ") != strings.Join(before, " ") {
 				t.Errorf("key files after the refusals %v, before %v", after, before)
+			}
+			if after := dbState(cfg); after != dbBefore {
+				t.Errorf("mandate.db after the refusals: %s, before: %s", after, dbBefore)
 			}
 		})
 	}
