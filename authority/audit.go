@@ -314,7 +314,8 @@ func actorOf(c *Caller) string {
 // (those it made or rotated while starting, before ca.rotated entries
 // could be recorded, among them) and the federated trust domains with the
 // anchors it trusts for each (those from the config file among them),
-// once the log runs.
+// and, on the first start on a data directory made of a backup, that
+// backup (restored_from), once the log runs.
 func (a *Authority) recordStart(ctx context.Context) error {
 	cfg, _ := json.Marshal(a.cfg)
 	sum := sha256.Sum256(cfg)
@@ -328,9 +329,16 @@ func (a *Authority) recordStart(ctx context.Context) error {
 		fsum := sha256.Sum256(feds)
 		ev.details["federations"] = map[string]any{"count": len(a.fed.Relationships()), "sha256": hex.EncodeToString(fsum[:])}
 	}
+	if m := a.restoredFrom; m != nil {
+		ev.details["restored_from"] = map[string]any{"backup": m.Backup, "created_at": m.CreatedAt, "audit_tree_size": m.AuditTreeSize}
+	}
 	_, err := a.record(ctx, ev)
 	if err != nil && ctx.Err() == nil {
 		a.log.Error("audit the start", "err", err)
+	}
+	if err == nil && a.restoredFrom != nil {
+		// Recorded: the next start is not the first on this backup.
+		a.removeRestoreMark(ctx)
 	}
 	return nil
 }

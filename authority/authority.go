@@ -73,7 +73,12 @@ type Authority struct {
 	credMu   sync.Mutex // serializes writes of the admin credential files
 	backupMu sync.Mutex // one backup at a time (MakeBackup)
 	backups  backupGate // the backup under way, abandoned and waited for by Run's end
-	caKeys   *ca.DiskKeyManager
+	// restoredFrom is the backup this data directory was made of, when
+	// this is the first start on it (restoreMarkName): authority.started
+	// names it, and the mark is removed once that entry is durable.
+	restoredFrom *restoreMark
+
+	caKeys *ca.DiskKeyManager
 
 	refusedMu sync.Mutex      // guards refused
 	refused   map[string]bool // join tokens whose refusal is recorded
@@ -212,6 +217,7 @@ func (a *Authority) init(ctx context.Context) error {
 	if err := a.openAudit(ctx); err != nil {
 		return err
 	}
+	a.checkRestored(ctx)
 	if err := a.indexDelegations(ctx); err != nil {
 		return err
 	}

@@ -72,7 +72,9 @@ type backupStore interface {
 // mandate.db as of one read transaction, the CA's keys that the copied
 // CA state needs (keys/: those of its active and prepared authorities)
 // and the audit log's keys (audit/log.key, audit/log.vkey), made while
-// no CA rotation runs, so that the keys are those the copied state names.
+// no CA rotation runs, so that the keys are those the copied state names,
+// and its mark (restoreMarkName), with which the first start on a data
+// directory made of it says so.
 // Requests are served meanwhile. The admin credential (made again at
 // start) and the TPM challenge key (outstanding challenges are then
 // unknown, and asked again) are not copied. The backup is recorded in
@@ -187,6 +189,17 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 	})
 	if err == nil {
 		b.AuditTreeSize, err = a.backedUpTreeSize(ctx, filepath.Join(work, "mandate.db"))
+	}
+	if err == nil {
+		// What the backup is, for a start on a data directory made of it
+		// to say so (checkRestored).
+		var f BackupFile
+		f, err = backupFile(work, restoreMarkName, func(w io.Writer) error {
+			return json.NewEncoder(w).Encode(restoreMark{Backup: name, CreatedAt: now, AuditTreeSize: b.AuditTreeSize})
+		})
+		if err == nil {
+			b.Files = append(b.Files, f)
+		}
 	}
 	if err == nil {
 		err = credfile.SyncDir(work)
@@ -506,4 +519,65 @@ func (a *Authority) backedUpTreeSize(ctx context.Context, path string) (uint64, 
 		return 0, fmt.Errorf("authority: backup: the copy's audit log: %w", err)
 	}
 	return size, nil
+}
+
+// restoreMarkName is the file of a backup that says which backup it is
+// (restoreMark). A data directory made of the backup holds it until the
+// authority's first start there has recorded that it started from it;
+// the data directory the authority runs on never holds it otherwise.
+const restoreMarkName = "backup.json"
+
+// restoreMark is what restoreMarkName holds.
+type restoreMark struct {
+	Backup        string    `json:"backup"` // the backup directory's name under backups/
+	CreatedAt     time.Time `json:"created_at"`
+	AuditTreeSize uint64    `json:"audit_tree_size"` // the size of the log the backup holds
+}
+
+// checkRestored looks for a restore mark in the data directory (once the
+// audit log is open, before anything is recorded): on the first start on
+// a data directory made of a backup (the mark names the log's size), it
+// warns that what the authority did after the backup is undone, and
+// authority.started names the backup (recordStart, which then removes
+// the mark). A mark of a smaller log than the stored one is left from a
+// start that recorded it already (a crash came before its removal) and
+// is removed; one that cannot be read, or names a larger log, is left
+// with a warning.
+func (a *Authority) checkRestored(ctx context.Context) {
+	path := filepath.Join(a.cfg.DataDir, restoreMarkName)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var m restoreMark
+	if err == nil {
+		err = json.Unmarshal(data, &m)
+	}
+	size := a.audit.Size()
+	switch {
+	case err != nil:
+		a.log.WarnContext(ctx, "the data directory holds a backup's mark that cannot be read: whether it was restored from a backup is unknown", "path", path, "err", err)
+	case m.AuditTreeSize == size:
+		a.restoredFrom = &m
+		a.log.WarnContext(ctx, "started from a backup: what the authority did after the backup was made is undone. "+
+			"Revocations, node bans and join token withdrawals made since are not in force, join tokens used since can be used again, "+
+			"agent and federation changes made since are reverted, and nodes, delegations and audit entries made since are unknown here (the log's next entries take their indexes). "+
+			"Revoke, ban and withdraw again what was since, and re-apply the changes; docs/api.md, Backups, says how to find them",
+			"backup", m.Backup, "backup_created_at", m.CreatedAt, "audit_tree_size", m.AuditTreeSize)
+	case m.AuditTreeSize < size:
+		a.removeRestoreMark(ctx)
+	default:
+		a.log.WarnContext(ctx, "the data directory holds a backup's mark of a larger audit log than it holds: left as it is", "path", path, "backup", m.Backup, "audit_tree_size", m.AuditTreeSize, "stored_tree_size", size)
+	}
+}
+
+// removeRestoreMark removes the data directory's restore mark, durably.
+func (a *Authority) removeRestoreMark(ctx context.Context) {
+	err := os.Remove(filepath.Join(a.cfg.DataDir, restoreMarkName))
+	if err == nil {
+		err = credfile.SyncDir(a.cfg.DataDir)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.ErrorContext(ctx, "remove the restore mark", "err", err)
+	}
 }

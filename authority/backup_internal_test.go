@@ -2,9 +2,13 @@ package authority
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -330,5 +334,96 @@ func TestBackupCutShortSettledAtStart(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(b.Dir, "mandate.db")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The first start on a data directory made of a backup says so: its
+// authority.started entry names the backup (what the authority did after
+// it is undone, and auditors holding a later checkpoint find the log
+// shrunk), and the backup's mark is removed once that is recorded. Later
+// starts there, and a start that finds a mark of a smaller log than it
+// holds (left by a crash before the removal), name none.
+func TestRestoreIsRecorded(t *testing.T) {
+	a, _ := runAuthority(t)
+	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(b.Files, func(f BackupFile) bool { return f.Path == restoreMarkName }) {
+		t.Fatalf("backup files %+v: want its mark %s", b.Files, restoreMarkName)
+	}
+	// The restore: a new data directory of the backup's contents.
+	dir := t.TempDir()
+	err = filepath.WalkDir(b.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(b.Dir, path)
+		dst := filepath.Join(dir, rel)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o700)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := filepath.Join(dir, restoreMarkName)
+	markData, err := os.ReadFile(mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// start runs an authority on dir until it has recorded its start,
+	// and returns what that entry (the log's last authority.started)
+	// says it was restored from.
+	start := func(t *testing.T) any {
+		t.Helper()
+		r, stop := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = dir })
+		stop() // Run's end waits for the start's record
+		got, _, err := r.SearchAudit(t.Context(), adminOf(t, r), audit.Query{Type: "authority.started", Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 || got[len(got)-1].Index < b.AuditTreeSize {
+			t.Fatalf("%d authority.started entries, none after the backup's %d", len(got), b.AuditTreeSize)
+		}
+		var entry struct {
+			Details map[string]any `json:"details"`
+		}
+		if err := json.Unmarshal(got[len(got)-1].Entry, &entry); err != nil {
+			t.Fatal(err)
+		}
+		return entry.Details["restored_from"]
+	}
+	want := map[string]any{"backup": filepath.Base(b.Dir), "created_at": b.CreatedAt.Format(time.RFC3339Nano), "audit_tree_size": float64(b.AuditTreeSize)}
+	if got := start(t); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the first start on the restored directory: restored_from %v, want %v", got, want)
+	}
+	if _, err := os.Stat(mark); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the restore mark after the first start: %v, want removed", err)
+	}
+	if got := start(t); got != nil {
+		t.Fatalf("a second start on the restored directory: restored_from %v, want none", got)
+	}
+	// A mark left by a crash between the record and its removal.
+	if err := os.WriteFile(mark, markData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := start(t); got != nil {
+		t.Fatalf("a start with a mark of a smaller log: restored_from %v, want none", got)
+	}
+	if _, err := os.Stat(mark); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a mark of a smaller log after a start: %v, want removed", err)
+	}
+	// The data directory the backup was made of is no restore.
+	if _, err := os.Stat(filepath.Join(a.cfg.DataDir, restoreMarkName)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the live data directory's %s: %v, want none", restoreMarkName, err)
 	}
 }
