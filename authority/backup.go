@@ -561,7 +561,6 @@ func (a *Authority) checkRestored(ctx context.Context) {
 		a.restoredFrom = &m
 		a.log.WarnContext(ctx, "started from a backup: what the authority did after the backup was made is undone. "+
 			"Revocations, node bans and join token withdrawals made since are not in force, join tokens used since can be used again, "+
-			"join-token nodes that renewed since are refused (svid-superseded) until they join again with a new token, "+
 			"agent and federation changes made since are reverted, and nodes, delegations and audit entries made since are unknown here (the log's next entries take their indexes). "+
 			"Revoke, ban and withdraw again what was since, and re-apply the changes; docs/api.md, Backups, says how to find them",
 			"backup", m.Backup, "backup_created_at", m.CreatedAt, "audit_tree_size", m.AuditTreeSize)

@@ -269,9 +269,21 @@ func latestNodeSVID(node *registry.Node, c *Caller, now time.Time) error {
 		return nil
 	case serial != "" && serial == node.PrevSVIDSerial && now.Before(node.SVIDIssuedAt.Add(supersededGrace)):
 		return nil
+	case newerThanRecord(node, c):
+		return nil
 	}
 	return fmt.Errorf("%w: %s asks with an SVID replaced since (serial %s): the node's credential was renewed or attested again since; ask with its latest SVID (a copy of the old one may be in use)",
 		ErrSVIDSuperseded, c.ID, serial)
+}
+
+// newerThanRecord reports whether c's certificate (issued by this
+// authority: it authenticated c) was issued after the latest SVID that
+// node's record knows of. Only a record restored from a backup made
+// before the node's later renewals misses them: an SVID's issue and the
+// record naming it are one commit. A copy of a credential replaced since
+// is older than the record's, never newer, and is still refused.
+func newerThanRecord(node *registry.Node, c *Caller) bool {
+	return c.Cert != nil && !node.SVIDIssuedAt.IsZero() && c.Cert.NotBefore.After(node.SVIDIssuedAt)
 }
 
 // supersededGrace is how long after a node's SVID is replaced the one it
@@ -326,7 +338,7 @@ func (a *Authority) renewNode(ctx context.Context, c *Caller, id spiffeid.ID, pu
 			return nil, err
 		case node.Level == registry.LevelHardware:
 			return nil, fmt.Errorf("%w: a hardware-attested node renews through attestation", ErrForbidden)
-		case presented == "" || (node.SVIDSerial != "" && presented != node.SVIDSerial && presented != node.PrevSVIDSerial):
+		case presented == "" || (node.SVIDSerial != "" && presented != node.SVIDSerial && presented != node.PrevSVIDSerial && !newerThanRecord(node, c)):
 			return nil, fmt.Errorf("%w: %s renews with an SVID replaced since (serial %s); the node's credential was renewed elsewhere: a copy of it may be in use", ErrSVIDSuperseded, id, presented)
 		}
 		return node, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
 )
@@ -166,6 +167,8 @@ func TestLatestNodeSVID(t *testing.T) {
 		{"another", renewed, caller(0xc), false},
 		{"no certificate, after a first join", joined, caller(0), false},
 		{"a record without a serial", &registry.Node{}, caller(0xc), true},
+		{"issued after the latest the record knows (restored from a backup)", joined, issuedAt(caller(0xc), now.Add(-5*time.Second)), true},
+		{"issued before the latest the record knows", joined, issuedAt(caller(0xc), now.Add(-15*time.Second)), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := latestNodeSVID(tc.node, tc.c, now)
@@ -173,6 +176,58 @@ func TestLatestNodeSVID(t *testing.T) {
 				t.Errorf("latestNodeSVID = %v, want ok=%v", err, tc.ok)
 			}
 		})
+	}
+}
+
+// issuedAt is c with a certificate valid from t.
+func issuedAt(c *Caller, t time.Time) *Caller {
+	c.Cert.NotBefore = t
+	return c
+}
+
+// A join-token node whose record was restored from a backup made before
+// its last renewal renews with the SVID it holds, which the record does
+// not know, and gets its agents' SVIDs with it; a copy of the SVID that
+// one replaced is still refused.
+func TestNodeRenewsOnARestoredRecord(t *testing.T) {
+	clock := &testClock{now: time.Now()}
+	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
+	ctx, admin := t.Context(), adminOf(t, a)
+	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := a.JoinNode(ctx, secret, newCSR(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeOf := func(svid *ca.X509SVID) *Caller { return &Caller{ID: svid.ID, Cert: svid.Certificates[0]} }
+	var backup *registry.Node
+	if err := a.store.View(ctx, func(tx store.Tx) (err error) { backup, err = registry.GetNode(tx, joined.ID.String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(30 * time.Minute)
+	renewed, err := a.MintX509(ctx, nodeOf(joined), joined.ID.String(), newCSR(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.PutNode(tx, backup) }); err != nil {
+		t.Fatal(err)
+	}
+	a.hosting.invalidate()
+	agent, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{joined.ID.String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.MintX509(ctx, nodeOf(renewed), agent.SPIFFEID, newCSR(t)); err != nil {
+		t.Errorf("an agent's SVID asked with the node's SVID the restored record does not know = %v, want it issued", err)
+	}
+	clock.Advance(30 * time.Minute)
+	if _, err := a.MintX509(ctx, nodeOf(renewed), joined.ID.String(), newCSR(t)); err != nil {
+		t.Errorf("a renewal with the node's SVID the restored record does not know = %v, want it renewed", err)
+	}
+	if _, err := a.MintX509(ctx, nodeOf(joined), joined.ID.String(), newCSR(t)); !errors.Is(err, ErrSVIDSuperseded) {
+		t.Errorf("a renewal with the SVID replaced before = %v, want ErrSVIDSuperseded", err)
 	}
 }
 
