@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -793,7 +794,7 @@ func TestRefusalRecordsWithholdACredentialInTheWrongField(t *testing.T) {
 func TestRevokedIDsAreListed(t *testing.T) {
 	e := start(t, "org-a.example")
 	a := e.agentWithScopes("a", "calendar:read")
-	ids := []string{"spiffe://org-a.example/agent/x", "spiffe://org-a.example/agent/y", "spiffe://org-a.example/node/join/z"}
+	ids := []string{"spiffe://org-a.example/agent/x", "spiffe://org-a.example/agent/y", "spiffe://org-a.example/node/join/0123456789abcdef"}
 	for _, id := range ids {
 		if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": id, "reason": "lost " + id}, nil); err != nil {
 			t.Fatal(err)
@@ -1258,6 +1259,12 @@ func TestRevocationInput(t *testing.T) {
 		"another trust domain's ID":              {"spiffe_id": "spiffe://org-b.example", "reason": "r"},
 		"an ID here neither an agent nor a node": {"spiffe_id": "spiffe://org-a.example/agnet/x", "reason": "r"},
 		"the authority's own ID":                 {"spiffe_id": "spiffe://org-a.example/mandate/server", "reason": "r"},
+		// A node's ID spelt otherwise than attestation spells it names
+		// no node: its hops would stand.
+		"a join node's ID with its token id in upper case": {"spiffe_id": upperNode(e.joinNode().id), "reason": "r"},
+		"a TPM node's ID with its EK hash in upper case":   {"spiffe_id": "spiffe://org-a.example/node/tpm/" + strings.Repeat("0123456789ABCDEF", 4), "reason": "r"},
+		"a node ID of no attestation method":               {"spiffe_id": "spiffe://org-a.example/node/n1", "reason": "r"},
+		"a node ID with a segment more":                    {"spiffe_id": e.joinNode().id.String() + "/x", "reason": "r"},
 	} {
 		err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", body, nil)
 		var p *client.Problem
@@ -1273,6 +1280,17 @@ func TestRevocationInput(t *testing.T) {
 	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": "spiffe://org-b.example/svc/x", "reason": "r"}, nil); err != nil {
 		t.Errorf("revoking another trust domain's workload: %v", err)
 	}
+	// A node not attested yet may be revoked ahead of it.
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": "spiffe://org-a.example/node/tpm/" + strings.Repeat("0123456789abcdef", 4), "reason": "r"}, nil); err != nil {
+		t.Errorf("revoking a TPM node not attested yet: %v", err)
+	}
+}
+
+// upperNode is node's ID with its last segment (a join token's id, an
+// EK hash) in upper case.
+func upperNode(node spiffeid.ID) string {
+	dir, last := path.Split(node.String())
+	return dir + strings.ToUpper(last)
 }
 
 // TestDelegationBodyFloor: an authority whose http.max_body_bytes is set

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca/presented"
 	"mandate.dev/mandate/delegation"
@@ -1091,12 +1092,16 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 		// A revocation is for ever: one of an ID that no hop can name as
 		// a party would be kept and listed, and answered as made, while
 		// it revokes nothing. A hop's parties are workloads (an ID with a
-		// path), and here agents and nodes only.
+		// path), and here agents and nodes only: a node's ID as
+		// attestation makes it, for an ID compares as written (a join
+		// token's id or an EK hash in upper case names no node, and
+		// revoking it would leave the node's hops standing).
 		if id.Path() == "" {
 			return nil, fmt.Errorf("%w: spiffe_id %s names a trust domain, not an agent or a node: no hop has it as a party (to stop trusting a trust domain, delete its federation relationship)", ErrInvalidRequest, id)
 		}
-		if id.MemberOf(a.td) && !strings.HasPrefix(id.Path(), "/agent/") && !strings.HasPrefix(id.Path(), "/node/") {
-			return nil, fmt.Errorf("%w: spiffe_id %s is neither an agent (spiffe://%s/agent/...) nor a node (spiffe://%s/node/...) of this trust domain: no hop has it as a party", ErrInvalidRequest, id, a.td.Name(), a.td.Name())
+		if id.MemberOf(a.td) && !strings.HasPrefix(id.Path(), "/agent/") && !attest.IsNodeID(a.td, id) {
+			return nil, fmt.Errorf("%w: spiffe_id %s is neither an agent (spiffe://%s/agent/...) nor a node (spiffe://%s/node/join/<join token id: 16 lowercase hex digits> or spiffe://%s/node/tpm/<EK hash: 64 lowercase hex digits>) of this trust domain: no hop has it as a party",
+				ErrInvalidRequest, id, a.td.Name(), a.td.Name(), a.td.Name())
 		}
 	}
 	return a.revoke(ctx, c.ID.String(), delegationID, spiffeID, reason, true)
