@@ -1176,6 +1176,51 @@ func TestDelegateeMustBeAnAgent(t *testing.T) {
 	}
 }
 
+// A delegatee's SPIFFE ID is at most 2048 bytes (the SPIFFE ID
+// standard's bound), as an ID revoked by POST /v1/admin/revocations is:
+// a hop to a federated workload of a longer ID would be one its
+// delegatee's revocation could not reach. On both endpoints.
+func TestDelegateeIDWithinTheStandardsBound(t *testing.T) {
+	orgA, _ := federatedPair(t)
+	a := orgA.agentWithScopes("a", "calendar:read")
+	idOf := func(n int) string {
+		prefix := "spiffe://org-b.example/agent/"
+		return prefix + strings.Repeat("x", n-len(prefix))
+	}
+	for _, c := range []struct {
+		n      int
+		issued bool
+	}{{2048, true}, {2049, false}, {4096, false}} {
+		id := idOf(c.n)
+		ans, p := orgA.delegateAnswer(a, delegateReq{delegateeID: id, scopes: []string{"calendar:read"}, principal: "alice"})
+		if !c.issued {
+			if p == nil || p.Name() != "invalid-request" || !strings.Contains(p.Detail, "at most 2048 bytes") {
+				t.Errorf("a hop to a delegatee of %d bytes: %+v, want invalid-request", c.n, p)
+			}
+			sig, err := delegation.SignStatement(delegation.Statement{Delegator: a.id.String(), Delegatee: id, Principal: "alice",
+				Scopes: []string{"calendar:read"}}, a.key, a.chain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, out := orgA.exchange(&a, url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+				"subject_token": {"alice"}, "subject_token_type": {"urn:mandate:params:oauth:token-type:principal"},
+				"audience": {id}, "scope": {"calendar:read"}, "delegator_signature": {sig}})
+			if status != http.StatusBadRequest || out["error"] != "invalid_target" {
+				t.Errorf("token exchange for a delegatee of %d bytes: %d %v, want 400 invalid_target", c.n, status, out["error"])
+			}
+			continue
+		}
+		if p != nil {
+			t.Fatalf("a hop to a delegatee of %d bytes: %+v", c.n, p)
+		}
+		var out struct{ Revoked []string }
+		if err := orgA.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{"spiffe_id": id, "reason": "gone"}, &out); err != nil ||
+			!slices.Equal(out.Revoked, []string{ans.ID}) {
+			t.Errorf("revoking the delegatee of %d bytes: %v, %v; want [%s]", c.n, out.Revoked, err, ans.ID)
+		}
+	}
+}
+
 // slowProxy forwards TCP connections to target (https://host:port),
 // holding each chunk of the request for delay (TLS passes through: the
 // peer's SVID still authenticates it), and returns its https URL.

@@ -205,7 +205,12 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 		return nil, fmt.Errorf("%w: delegatee %q: %v", ErrInvalidRequest, req.Delegatee, err)
 	}
 	// A delegatee is a workload: never a trust domain itself, and in this
-	// trust domain an agent.
+	// trust domain an agent. Its ID is within the SPIFFE ID standard's
+	// bound, as an ID revoked by POST /v1/admin/revocations is: a hop to
+	// a longer one could not be revoked by its delegatee's ID.
+	if len(req.Delegatee) > registry.MaxSPIFFEIDLen {
+		return nil, delegateeError{fmt.Sprintf("the delegatee's SPIFFE ID is at most %d bytes", registry.MaxSPIFFEIDLen)}
+	}
 	if delegatee.Path() == "" || (delegatee.TrustDomain() == a.td && registry.CheckAgentID(a.td, delegatee) != nil) {
 		return nil, delegateeError{fmt.Sprintf("delegatee %s is not an agent", delegatee)}
 	}
