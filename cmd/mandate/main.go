@@ -27,6 +27,7 @@ Usage:
   mandate node join|attest|run [flags]  make this host a node: join token, or TPM 2.0 attestation
   mandate node ek|pcrs [flags]          print a TPM's EK digest or PCR values for the configuration
   mandate svid x509|jwt [flags]         obtain an X509-SVID or a JWT-SVID
+  mandate svid workload [flags]         ask a SPIFFE Workload API what it gives this process
   mandate bundle show [flags]           print the trust domain's SPIFFE bundle
   mandate audit <command> [flags]       read and verify the audit log (checkpoint, tail, show,
                                         search, chain, verify, prove, check-proof)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -63,7 +64,11 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "%s serving the SPIFFE Workload API on %s to %d entries\n", time.Now().UTC().Format(time.RFC3339), w.socket, len(w.entries))
+	entries := make([]string, len(w.entries))
+	for i, e := range w.entries {
+		entries[i] = e.String()
+	}
+	fmt.Fprintf(stderr, "%s serving the SPIFFE Workload API on %s: %s\n", time.Now().UTC().Format(time.RFC3339), w.socket, strings.Join(entries, ", "))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 1)

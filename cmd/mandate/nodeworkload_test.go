@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -65,6 +67,27 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 	}
 	if _, err := jwtsvid.ParseAndValidate(jwt.Marshal(), bundles, []string{"billing"}); err != nil {
 		t.Errorf("the JWT-SVID does not validate with the JWT bundles served: %v", err)
+	}
+	// svid workload says what the Workload API gives this process.
+	var said bytes.Buffer
+	if err := run(ctx, []string{"svid", "workload", "--workload-api", sock, "--audience", "billing"}, &said, &errOut); err != nil {
+		t.Fatalf("svid workload = %v", err)
+	}
+	var got struct {
+		X509SVIDs []struct {
+			SPIFFEID string `json:"spiffe_id"`
+		} `json:"x509_svids"`
+		Bundles  []string `json:"bundles"`
+		JWTSVIDs []struct {
+			SPIFFEID, Token string
+		} `json:"jwt_svids"`
+	}
+	if err := json.Unmarshal(said.Bytes(), &got); err != nil || len(got.X509SVIDs) != 1 || got.X509SVIDs[0].SPIFFEID != "spiffe://mandate.localhost/agent/planner" ||
+		!slices.Equal(got.Bundles, []string{"spiffe://mandate.localhost"}) || len(got.JWTSVIDs) != 1 || got.JWTSVIDs[0].Token == "" {
+		t.Errorf("svid workload printed %s (%v)", said.String(), err)
+	}
+	if strings.Contains(said.String(), "PRIVATE KEY") {
+		t.Error("svid workload printed a key")
 	}
 	cancel()
 	if err := <-done; err != nil {

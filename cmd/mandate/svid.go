@@ -4,28 +4,95 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 )
 
 func runSVID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "Usage: mandate svid x509|jwt [flags]   (mandate svid x509 -h for the flags)\n"
+	const usage = "Usage: mandate svid x509|jwt|workload [flags]   (mandate svid x509 -h for the flags)\n"
 	if helpAsked(args, usage, stdout) {
 		return nil
 	}
-	if len(args) == 0 || (args[0] != "x509" && args[0] != "jwt") {
+	if len(args) == 0 || (args[0] != "x509" && args[0] != "jwt" && args[0] != "workload") {
 		fmt.Fprint(stderr, usage)
-		return usagef("svid: want x509 or jwt")
+		return usagef("svid: want x509, jwt or workload")
 	}
-	if args[0] == "x509" {
+	switch args[0] {
+	case "x509":
 		return svidX509(ctx, args[1:], stdout, stderr)
+	case "workload":
+		return svidWorkload(ctx, args[1:], stdout, stderr)
 	}
 	return svidJWT(ctx, args[1:], stdout, stderr)
+}
+
+// svidWorkload asks a SPIFFE Workload API (node run --workload-api, or
+// any other) what it gives this process, as a workload would, and
+// prints it: the X509-SVIDs' IDs and expiries and the trust domains of
+// the bundles, and with --audience the JWT-SVIDs. No key is printed.
+func svidWorkload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("svid workload", "svid workload [--workload-api SOCKET] [--audience AUD] [flags]", stderr)
+	socket := os.Getenv("SPIFFE_ENDPOINT_SOCKET")
+	var aud stringList
+	fs.StringVar(&socket, "workload-api", socket, "the Workload API's Unix socket (unix:///PATH or a path; default $SPIFFE_ENDPOINT_SOCKET)")
+	fs.Var(&aud, "audience", "also ask for JWT-SVIDs for this audience (repeatable: the first is the audience, the others extra audiences)")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answers")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if socket == "" {
+		return usagef("--workload-api is required (or $SPIFFE_ENDPOINT_SOCKET)")
+	}
+	if !strings.Contains(socket, "://") {
+		socket = "unix://" + socket
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	c, err := workloadapi.New(ctx, workloadapi.WithAddr(socket))
+	if err != nil {
+		return fmt.Errorf("workload API %s: %w", socket, err)
+	}
+	defer c.Close()
+	xc, err := c.FetchX509Context(ctx)
+	if err != nil {
+		return fmt.Errorf("workload API %s: X509-SVIDs: %w", socket, err)
+	}
+	type svidOut struct {
+		SPIFFEID  string    `json:"spiffe_id"`
+		ExpiresAt time.Time `json:"expires_at"`
+		Token     string    `json:"token,omitempty"`
+	}
+	out := struct {
+		X509SVIDs []svidOut `json:"x509_svids"`
+		Bundles   []string  `json:"bundles"`
+		JWTSVIDs  []svidOut `json:"jwt_svids,omitempty"`
+	}{}
+	for _, sv := range xc.SVIDs {
+		out.X509SVIDs = append(out.X509SVIDs, svidOut{SPIFFEID: sv.ID.String(), ExpiresAt: sv.Certificates[0].NotAfter.UTC()})
+	}
+	for _, b := range xc.Bundles.Bundles() {
+		out.Bundles = append(out.Bundles, b.TrustDomain().IDString())
+	}
+	slices.Sort(out.Bundles)
+	if len(aud) > 0 {
+		jwts, err := c.FetchJWTSVIDs(ctx, jwtsvid.Params{Audience: aud[0], ExtraAudiences: aud[1:]})
+		if err != nil {
+			return fmt.Errorf("workload API %s: JWT-SVIDs: %w", socket, err)
+		}
+		for _, j := range jwts {
+			out.JWTSVIDs = append(out.JWTSVIDs, svidOut{SPIFFEID: j.ID.String(), ExpiresAt: j.Expiry.UTC(), Token: j.Marshal()})
+		}
+	}
+	return printJSON(stdout, out)
 }
 
 func svidX509(ctx context.Context, args []string, stdout, stderr io.Writer) error {
