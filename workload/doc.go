@@ -23,7 +23,8 @@
 //   - a JWT-SVID is minted by the authority (whose policy and audit log
 //     see it) and reused for the same identity and audience until half
 //     of its life has passed;
-//   - requests are bounded (a message is at most 64 KiB); a failure to
-//     obtain credentials is said to the caller (Unavailable) and in the
-//     log, and fails closed: nothing stale or unverified is served.
+//   - requests are bounded (a message is at most 64 KiB, its headers
+//     8 KiB); a failure to obtain credentials is said to the caller
+//     (Unavailable) and in the log, and fails closed: nothing stale or
+//     unverified is served.
 package workload

@@ -46,7 +46,11 @@ type Issuer interface {
 // Limits of what a caller may send or hold.
 const (
 	maxMessageBytes = 64 << 10
-	maxStreams      = 64
+	// maxHeaderBytes bounds a call's header list (its metadata), which
+	// gRPC would otherwise let reach 16 MiB, held while it arrives: any
+	// local process may connect, before it is identified.
+	maxHeaderBytes = 8 << 10
+	maxStreams     = 64
 	// maxJWTsHeld bounds the JWT-SVIDs kept for reuse.
 	maxJWTsHeld = 256
 	// callTimeout bounds a call to the authority.
@@ -137,6 +141,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	g := grpc.NewServer(
 		grpc.Creds(peerCreds{}),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
+		grpc.MaxHeaderListSize(maxHeaderBytes),
 		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.ConnectionTimeout(10*time.Second),
 	)

@@ -414,3 +414,36 @@ func jwtsvidParams(aud string) jwtsvid.Params { return jwtsvid.Params{Audience: 
 func jwtsvidParamsFor(aud, id string) jwtsvid.Params {
 	return jwtsvid.Params{Audience: aud, Subject: spiffeid.RequireFromString(id)}
 }
+
+// A call whose headers are larger than any client needs is refused
+// before it reaches the authority, and the server goes on serving: a
+// caller cannot make it hold megabytes of metadata.
+func TestWorkloadAPIBoundsHeaders(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
+	ctx := ctxFor(t)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw := pb.NewSpiffeWorkloadAPIClient(conn)
+	withHeader := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+	for _, tc := range []struct {
+		pad     int
+		refused bool
+	}{
+		{pad: 64 << 10, refused: true},
+		{pad: 1 << 20, refused: true},
+		{pad: 1 << 10, refused: false},
+	} {
+		calls := is.jwtCalls.Load()
+		_, err := raw.FetchJWTSVID(metadata.AppendToOutgoingContext(withHeader, "x-pad", strings.Repeat("a", tc.pad)), &pb.JWTSVIDRequest{Audience: []string{"billing-" + strconv.Itoa(tc.pad)}})
+		if got := err != nil; got != tc.refused {
+			t.Errorf("FetchJWTSVID with %d bytes of metadata = %v, want refused %v", tc.pad, err, tc.refused)
+		}
+		if tc.refused && is.jwtCalls.Load() != calls {
+			t.Errorf("FetchJWTSVID with %d bytes of metadata reached the authority", tc.pad)
+		}
+	}
+}
