@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -17,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -449,7 +452,7 @@ func (s *Server) FetchJWTBundles(_ *pb.JWTBundlesRequest, stream grpc.ServerStre
 	return watch(s, stream.Context(), stream.Send, func() (*pb.JWTBundlesResponse, error) {
 		ans := &pb.JWTBundlesResponse{Bundles: map[string][]byte{}}
 		for td, b := range s.bundles {
-			doc, err := b.JWTBundle().Marshal()
+			doc, err := jwks(b.JWTBundle())
 			if err != nil {
 				return nil, status.Errorf(codes.Internal, "the JWT bundle of %s: %v", td, err)
 			}
@@ -556,6 +559,19 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *pb.ValidateJWTSVIDReq
 		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID's claims: %v", err)
 	}
 	return &pb.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
+}
+
+// jwks is b's JWT authorities as a JWKS document, in the order of their
+// key IDs: the same authorities are always the same bytes, so that a
+// stream sends them again only when they change (go-spiffe's Marshal
+// writes them in a map's order, different from one call to the next).
+func jwks(b *jwtbundle.Bundle) ([]byte, error) {
+	auths := b.JWTAuthorities()
+	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(auths))}
+	for _, kid := range slices.Sorted(maps.Keys(auths)) {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: auths[kid], KeyID: kid})
+	}
+	return json.Marshal(set)
 }
 
 func concatDER(certs []*x509.Certificate) []byte {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	pb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -44,6 +45,9 @@ type authority struct {
 	root    *x509.Certificate
 	rootKey crypto.Signer
 	jwtKey  *ecdsa.PrivateKey
+	// moreJWT are further JWT authorities of the bundle (a key being
+	// rotated in or out), by key ID.
+	moreJWT map[string]crypto.PublicKey
 	life    time.Duration
 
 	x509Calls, jwtCalls atomic.Int32
@@ -82,6 +86,9 @@ func (a *authority) bundle() *spiffebundle.Bundle {
 	b := spiffebundle.New(a.td)
 	b.AddX509Authority(a.root)
 	_ = b.AddJWTAuthority("jwt-1", a.jwtKey.Public())
+	for kid, k := range a.moreJWT {
+		_ = b.AddJWTAuthority(kid, k)
+	}
 	return b
 }
 
@@ -445,5 +452,63 @@ func TestWorkloadAPIBoundsHeaders(t *testing.T) {
 		if tc.refused && is.jwtCalls.Load() != calls {
 			t.Errorf("FetchJWTSVID with %d bytes of metadata reached the authority", tc.pad)
 		}
+	}
+}
+
+// A trust domain with several JWT authorities is sent once on the
+// FetchJWTBundles stream, not again at every renewal of an X509-SVID
+// when nothing in it changed.
+func TestWorkloadAPISendsJWTBundlesOnChangeOnly(t *testing.T) {
+	home := newAuthority(t, "example.org", 2*time.Second)
+	home.moreJWT = map[string]crypto.PublicKey{}
+	for i := range 6 {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		home.moreJWT["jwt-next-"+strconv.Itoa(i)] = k.Public()
+	}
+	is := &issuer{authority: home}
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
+	ctx, cancel := context.WithCancel(ctxFor(t))
+	defer cancel()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw := pb.NewSpiffeWorkloadAPIClient(conn)
+	withHeader := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+	bundles, err := raw.FetchJWTBundles(withHeader, &pb.JWTBundlesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := bundles.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := jwtbundle.Parse(home.td, first.Bundles[home.td.IDString()]); err != nil || len(b.JWTAuthorities()) != 7 {
+		t.Fatalf("the JWT bundle sent = %v, %v; want the 7 authorities", b, err)
+	}
+	var again atomic.Int32
+	go func() {
+		for {
+			if _, err := bundles.Recv(); err != nil {
+				return
+			}
+			again.Add(1)
+		}
+	}()
+	svids, err := raw.FetchX509SVID(withHeader, &pb.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 { // the SVID held, then three renewals
+		if _, err := svids.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := again.Load(); n != 0 {
+		t.Errorf("the JWT bundles were sent %d more times with no change", n)
 	}
 }
