@@ -75,7 +75,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	svids   map[spiffeid.ID]*held
-	failed  map[spiffeid.ID]error // why an identity has no valid X509-SVID
+	failed  map[spiffeid.ID]error // why the latest request of an identity's X509-SVID failed, until one succeeds
 	bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	changed chan struct{} // closed, and replaced, at every change of svids or bundles
 	jwts    map[string]heldJWT
@@ -285,8 +285,8 @@ func (s *Server) failure(id spiffeid.ID, err error, retry time.Duration) time.Du
 			wait = min(wait, max(left, retryFloor))
 		}
 	}
+	s.failed[id] = err
 	if s.svids[id] == nil {
-		s.failed[id] = err
 		s.signal() // the streams waiting for a first answer say why there is none
 	}
 	s.log.Warn("workload API: no new X509-SVID", "spiffe_id", id.String(), "retry_in", wait.String(), "err", err)
@@ -327,12 +327,24 @@ func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
 }
 
 // unavailable is the error of a call that found nothing to serve
-// because obtaining it failed (s.mu held): nil when nothing failed yet
-// (the first answer is on its way).
+// because obtaining it failed, or because the one held expired before
+// its renewal was answered (s.mu held): nil when neither (the first
+// answer is on its way).
 func (s *Server) unavailable(ids []spiffeid.ID) error {
 	var why []string
+	now := s.now()
 	for _, id := range ids {
-		if err := s.failed[id]; err != nil {
+		err := s.failed[id]
+		var expired string
+		if h := s.svids[id]; h != nil && !now.Before(h.svid.Certificates[0].NotAfter) {
+			expired = "the one held expired at " + h.svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339)
+		}
+		switch {
+		case expired != "" && err != nil:
+			why = append(why, id.String()+": "+expired+"; its latest renewal: "+err.Error())
+		case expired != "":
+			why = append(why, id.String()+": "+expired+", and its renewal is not answered yet")
+		case err != nil:
 			why = append(why, id.String()+": "+err.Error())
 		}
 	}

@@ -512,3 +512,48 @@ func TestWorkloadAPISendsJWTBundlesOnChangeOnly(t *testing.T) {
 		t.Errorf("the JWT bundles were sent %d more times with no change", n)
 	}
 }
+
+// stalling answers its first X509-SVID, then holds every later call
+// until it is given up.
+type stalling struct {
+	*issuer
+	calls, inFlight atomic.Int32
+}
+
+func (s *stalling) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
+	if s.calls.Add(1) == 1 {
+		return s.issuer.X509SVID(ctx, id)
+	}
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	<-ctx.Done()
+	return nil, nil, ctx.Err()
+}
+
+// A stream whose only X509-SVID expires while its renewal is still
+// unanswered ends then, saying so: it does not stay silent (the caller
+// keeping the expired SVID) until the authority answers.
+func TestWorkloadAPIEndsStreamAtExpiry(t *testing.T) {
+	is := &stalling{issuer: &issuer{authority: newAuthority(t, "example.org", 2*time.Second)}}
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
+	ctx := ctxFor(t)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := pb.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"), &pb.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("once the SVID expired, the stream ended with %v, want Unavailable saying it expired", err)
+	}
+	if is.inFlight.Load() == 0 {
+		t.Error("the stream ended only when the renewal gave up, not when the SVID expired")
+	}
+}
