@@ -22,7 +22,8 @@
 //     FetchX509SVID and the bundle calls send each change;
 //   - a JWT-SVID is minted by the authority (whose policy and audit log
 //     see it) and reused for the same identity and audience until half
-//     of its life has passed;
+//     of its life has passed; callers asking for it at once share one
+//     request;
 //   - requests are bounded (a message is at most 64 KiB, its headers
 //     8 KiB); a failure to obtain credentials is said to the caller
 //     (Unavailable) and in the log, and fails closed: nothing stale or

@@ -79,6 +79,8 @@ type Server struct {
 	bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	changed chan struct{} // closed, and replaced, at every change of svids or bundles
 	jwts    map[string]heldJWT
+	// jwtCalls are the JWT-SVIDs being obtained, by the key of jwts.
+	jwtCalls map[string]*jwtCall
 	// stopping is closed when Serve ends: streams end with it.
 	stopping chan struct{}
 }
@@ -104,7 +106,7 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now,
 		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{},
 		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
-		jwts: map[string]heldJWT{}, stopping: make(chan struct{}),
+		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, stopping: make(chan struct{}),
 	}, nil
 }
 
@@ -509,27 +511,66 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *pb.JWTSVIDRequest) (*pb.
 }
 
 // jwt is a JWT-SVID of id for audience: one obtained before, until half
-// of its life has passed, else a new one.
+// of its life has passed, else a new one. Callers asking at once for
+// the same one share a single call to the authority; when that call
+// ends because its own caller went away, the others ask again.
 func (s *Server) jwt(ctx context.Context, id spiffeid.ID, audience []string) (string, error) {
 	key := id.String()
 	for _, a := range audience {
 		key += " " + strconv.Quote(a)
 	}
-	s.mu.Lock()
-	h, ok := s.jwts[key]
-	s.mu.Unlock()
-	if ok && s.now().Before(h.renewAt) {
-		return h.token, nil
+	for {
+		s.mu.Lock()
+		if h, ok := s.jwts[key]; ok && s.now().Before(h.renewAt) {
+			s.mu.Unlock()
+			return h.token, nil
+		}
+		c := s.jwtCalls[key]
+		if c == nil {
+			c = &jwtCall{done: make(chan struct{})}
+			s.jwtCalls[key] = c
+			s.mu.Unlock()
+			s.obtainJWT(ctx, key, c, id, audience)
+			return c.token, c.err
+		}
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-c.done:
+		}
+		if !c.gone {
+			return c.token, c.err
+		}
 	}
+}
+
+// jwtCall is a JWT-SVID being obtained from the authority: done is
+// closed when it ends, with token or err; gone says it ended because its
+// caller went away.
+type jwtCall struct {
+	done  chan struct{}
+	token string
+	err   error
+	gone  bool
+}
+
+// obtainJWT makes the call c to the authority, keeps the JWT-SVID it
+// answers for reuse, and ends c.
+func (s *Server) obtainJWT(ctx context.Context, key string, c *jwtCall, id spiffeid.ID, audience []string) {
 	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	tok, exp, err := s.issuer.JWTSVID(callCtx, id, audience)
-	if err != nil {
-		return "", err
-	}
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.jwtCalls, key)
+	defer close(c.done)
+	if err != nil {
+		c.err, c.gone = err, ctx.Err() != nil
+		return
+	}
+	c.token = tok
 	if len(s.jwts) >= maxJWTsHeld {
 		for k, h := range s.jwts {
 			if !now.Before(h.renewAt) {
@@ -541,7 +582,6 @@ func (s *Server) jwt(ctx context.Context, id spiffeid.ID, audience []string) (st
 		}
 	}
 	s.jwts[key] = heldJWT{token: tok, renewAt: now.Add(exp.Sub(now) / 2)}
-	return tok, nil
 }
 
 // ValidateJWTSVID checks a JWT-SVID for an audience against the JWT

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -555,5 +556,119 @@ func TestWorkloadAPIEndsStreamAtExpiry(t *testing.T) {
 	}
 	if is.inFlight.Load() == 0 {
 		t.Error("the stream ended only when the renewal gave up, not when the SVID expired")
+	}
+}
+
+// holding answers JWT-SVIDs, holding the first call until its callers
+// are all in FetchJWTSVID, or until a second call comes.
+type holding struct {
+	*issuer
+	callers int
+	arrived atomic.Int32
+}
+
+func (h *holding) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
+	if h.arrived.Add(1) == 1 {
+		for h.arrived.Load() == 1 && inFetchJWTSVID() < h.callers {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return h.issuer.JWTSVID(ctx, id, audience)
+}
+
+// inFetchJWTSVID is how many goroutines are serving FetchJWTSVID.
+func inFetchJWTSVID() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "workload.(*Server).FetchJWTSVID(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// Callers asking at once for a JWT-SVID of the same identity and
+// audience share one call to the authority, as callers asking one
+// after the other do.
+func TestWorkloadAPIFetchesAJWTSVIDOnceForCallersAtOnce(t *testing.T) {
+	const callers = 20
+	is := &holding{issuer: &issuer{authority: newAuthority(t, "example.org", time.Hour)}, callers: callers}
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
+	ctx := ctxFor(t)
+	var wg sync.WaitGroup
+	tokens := make([]string, callers)
+	for i := range callers {
+		wg.Go(func() {
+			svid, err := workloadapi.FetchJWTSVID(ctx, jwtsvidParams("billing"), workloadapi.WithAddr(addr))
+			if err != nil {
+				t.Errorf("FetchJWTSVID = %v", err)
+				return
+			}
+			tokens[i] = svid.Marshal()
+		})
+	}
+	wg.Wait()
+	if n := is.jwtCalls.Load(); n != 1 {
+		t.Errorf("%d callers at once made %d calls to the authority, want 1", callers, n)
+	}
+	for i, tok := range tokens {
+		if tok != tokens[0] {
+			t.Errorf("caller %d got another JWT-SVID than caller 0", i)
+		}
+	}
+}
+
+// abandoned holds its first JWT-SVID call until its caller goes away.
+type abandoned struct {
+	*issuer
+	started chan struct{}
+	arrived atomic.Int32
+}
+
+func (a *abandoned) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
+	if a.arrived.Add(1) == 1 {
+		close(a.started)
+		<-ctx.Done()
+		return "", time.Time{}, ctx.Err()
+	}
+	return a.issuer.JWTSVID(ctx, id, audience)
+}
+
+// A caller waiting for the JWT-SVID another caller asked for first is
+// not failed when that caller hangs up: it asks the authority itself.
+func TestWorkloadAPIJWTSVIDOutlivesTheFirstCaller(t *testing.T) {
+	is := &abandoned{issuer: &issuer{authority: newAuthority(t, "example.org", time.Hour)}, started: make(chan struct{})}
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
+	ctx := ctxFor(t)
+	first, hangUp := context.WithCancel(ctx)
+	firstDone := make(chan error, 1)
+	go func() {
+		_, err := workloadapi.FetchJWTSVID(first, jwtsvidParams("billing"), workloadapi.WithAddr(addr))
+		firstDone <- err
+	}()
+	<-is.started
+	type answer struct {
+		svid *jwtsvid.SVID
+		err  error
+	}
+	second := make(chan answer, 1)
+	go func() {
+		svid, err := workloadapi.FetchJWTSVID(ctx, jwtsvidParams("billing"), workloadapi.WithAddr(addr))
+		second <- answer{svid, err}
+	}()
+	for inFetchJWTSVID() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	hangUp()
+	if err := <-firstDone; err == nil {
+		t.Error("the caller that hung up got a JWT-SVID")
+	}
+	got := <-second
+	if got.err != nil || got.svid.ID.String() != "spiffe://example.org/agent/planner" {
+		t.Errorf("the second caller got %v, %v; want its JWT-SVID", got.svid, got.err)
+	}
+	if n := is.arrived.Load(); n != 2 {
+		t.Errorf("%d calls to the authority, want 2 (the abandoned one, and the second caller's)", n)
 	}
 }
