@@ -20,6 +20,9 @@ type callerInfo struct{ Caller }
 func (callerInfo) AuthType() string { return "unix-peer" }
 
 func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if pc, ok := c.(*peerConn); ok { // read as it was accepted
+		return c, callerInfo{pc.who}, nil
+	}
 	who, err := callerOf(c)
 	if err != nil {
 		return nil, nil, err

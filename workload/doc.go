@@ -23,9 +23,12 @@
 //   - a JWT-SVID is minted by the authority (whose policy and audit log
 //     see it) and reused for the same identity and audience until half
 //     of its life has passed; callers asking for it at once share one
-//     request;
+//     request; it is validated (go-spiffe) before it is served;
 //   - requests are bounded (a message is at most 64 KiB, its headers
-//     8 KiB); a failure to obtain credentials is said to the caller
+//     8 KiB), and so are connections (256 per user id, 4,096 in all)
+//     and requests for JWT-SVIDs under way (4 per user id); a socket
+//     directory others may write to without the sticky bit is refused;
+//     a failure to obtain credentials is said to the caller
 //     (Unavailable) and in the log, and fails closed: nothing stale or
 //     unverified is served.
 package workload

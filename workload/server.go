@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +57,9 @@ const (
 	maxStreams     = 64
 	// maxJWTsHeld bounds the JWT-SVIDs kept for reuse.
 	maxJWTsHeld = 256
+	// maxJWTCallsPerUID bounds the calls for JWT-SVIDs to the authority
+	// that the callers of one user id may have under way at once.
+	maxJWTCallsPerUID = 4
 	// callTimeout bounds a call to the authority.
 	callTimeout = 30 * time.Second
 	// retryFloor and retryCeiling bound the wait before asking again for
@@ -81,6 +85,9 @@ type Server struct {
 	jwts    map[string]heldJWT
 	// jwtCalls are the JWT-SVIDs being obtained, by the key of jwts.
 	jwtCalls map[string]*jwtCall
+	// jwtSlots bound the calls for JWT-SVIDs under way, by caller's uid.
+	jwtSlots map[uint32]chan struct{}
+	conns    *connLimit
 	// stopping is closed when Serve ends: streams end with it.
 	stopping chan struct{}
 }
@@ -106,7 +113,7 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now,
 		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{},
 		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
-		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, stopping: make(chan struct{}),
+		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: map[uint32]chan struct{}{}, conns: newConnLimit(maxConnsPerUID, maxConns, log), stopping: make(chan struct{}),
 	}, nil
 }
 
@@ -115,6 +122,18 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 // there by a process that stopped is replaced; one another process
 // listens on, or a file that is not a socket, is refused.
 func Listen(path string) (net.Listener, error) {
+	// The socket is made, then its mode set by its path: in a directory
+	// others may write to without the sticky bit, another user could put
+	// a link to a file of theirs choosing in its place meanwhile.
+	dir := filepath.Dir(path)
+	switch fi, err := os.Stat(dir); {
+	case err != nil:
+		return nil, fmt.Errorf("workload: the socket's directory: %w", err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("workload: %s is not a directory", dir)
+	case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0:
+		return nil, fmt.Errorf("workload: %s may be written by other users (mode %v, without the sticky bit), who could replace the socket: put it in a directory only its owner writes, such as /run/mandate", dir, fi.Mode().Perm())
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("workload: %s exists and is not a socket: give another --workload-api path", path)
@@ -158,7 +177,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Go(func() { s.keep(keep, id) })
 	}
 	served := make(chan error, 1)
-	go func() { served <- g.Serve(ln) }()
+	go func() { served <- g.Serve(s.conns.listen(ln)) }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -208,7 +227,7 @@ func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
 			var h *held
 			if h, err = hold(svid, id, bundles, s.now()); err == nil {
 				s.update(id, h, bundles)
-				life := svid.Certificates[0].NotAfter.Sub(s.now())
+				life := max(svid.Certificates[0].NotAfter.Sub(s.now()), 0)
 				wait = max(life*2/5+rand.N(life/10+1), retryFloor)
 				retry = retryFloor
 			}
@@ -308,17 +327,13 @@ func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
 	if !slices.Contains(md.Get("workload.spiffe.io"), "true") {
 		return nil, status.Error(codes.InvalidArgument, "security header missing from request")
 	}
-	p, ok := peer.FromContext(ctx)
-	var who callerInfo
-	if ok {
-		who, ok = p.AuthInfo.(callerInfo)
-	}
+	who, ok := callerOfCall(ctx)
 	if !ok {
 		return nil, status.Error(codes.PermissionDenied, "the caller could not be identified")
 	}
 	var ids []spiffeid.ID
 	for _, e := range s.entries {
-		if e.Selector.Matches(who.Caller) && !slices.Contains(ids, e.ID) {
+		if e.Selector.Matches(who) && !slices.Contains(ids, e.ID) {
 			ids = append(ids, e.ID)
 		}
 	}
@@ -326,6 +341,17 @@ func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
 		return nil, status.Errorf(codes.PermissionDenied, "no identity issued: no entry selects this caller (uid %d, gid %d)", who.UID, who.GID)
 	}
 	return ids, nil
+}
+
+// callerOfCall is the caller of a call, as its connection's handshake
+// found it.
+func callerOfCall(ctx context.Context) (Caller, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return Caller{}, false
+	}
+	who, ok := p.AuthInfo.(callerInfo)
+	return who.Caller, ok
 }
 
 // unavailable is the error of a call that found nothing to serve
@@ -499,9 +525,10 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *pb.JWTSVIDRequest) (*pb.
 		}
 		ids = []spiffeid.ID{id}
 	}
+	who, _ := callerOfCall(ctx)
 	ans := &pb.JWTSVIDResponse{}
 	for _, id := range ids {
-		tok, err := s.jwt(ctx, id, req.Audience)
+		tok, err := s.jwt(ctx, who.UID, id, req.Audience)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "no JWT-SVID of %s could be obtained: %v", id, err)
 		}
@@ -514,7 +541,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *pb.JWTSVIDRequest) (*pb.
 // of its life has passed, else a new one. Callers asking at once for
 // the same one share a single call to the authority; when that call
 // ends because its own caller went away, the others ask again.
-func (s *Server) jwt(ctx context.Context, id spiffeid.ID, audience []string) (string, error) {
+func (s *Server) jwt(ctx context.Context, uid uint32, id spiffeid.ID, audience []string) (string, error) {
 	key := id.String()
 	for _, a := range audience {
 		key += " " + strconv.Quote(a)
@@ -530,7 +557,7 @@ func (s *Server) jwt(ctx context.Context, id spiffeid.ID, audience []string) (st
 			c = &jwtCall{done: make(chan struct{})}
 			s.jwtCalls[key] = c
 			s.mu.Unlock()
-			s.obtainJWT(ctx, key, c, id, audience)
+			s.obtainJWT(ctx, uid, key, c, id, audience)
 			return c.token, c.err
 		}
 		s.mu.Unlock()
@@ -541,6 +568,56 @@ func (s *Server) jwt(ctx context.Context, id spiffeid.ID, audience []string) (st
 		}
 		if !c.gone {
 			return c.token, c.err
+		}
+	}
+}
+
+// jwtSlot waits for one of the maxJWTCallsPerUID calls to the
+// authority for a JWT-SVID that callers of user id uid may have under
+// way at once: a workload asking for many audiences at once waits for
+// its own calls, not for others', and the node makes at most that many
+// such requests at once for it.
+func (s *Server) jwtSlot(ctx context.Context, uid uint32) (release func(), err error) {
+	s.mu.Lock()
+	slots := s.jwtSlots[uid]
+	if slots == nil {
+		slots = make(chan struct{}, maxJWTCallsPerUID)
+		s.jwtSlots[uid] = slots
+	}
+	s.mu.Unlock()
+	select {
+	case slots <- struct{}{}:
+		return func() { <-slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// checkJWT validates a JWT-SVID the authority answered for id and
+// audience with the JWT authorities of the latest bundles (go-spiffe),
+// waiting for a first bundle if none has been answered yet: what is not
+// verified is not served.
+func (s *Server) checkJWT(ctx context.Context, tok string, id spiffeid.ID, audience []string) error {
+	for {
+		s.mu.Lock()
+		b, changed := s.bundles[id.TrustDomain()], s.changed
+		s.mu.Unlock()
+		if b != nil {
+			svid, err := jwtsvid.ParseAndValidate(tok, jwtbundle.NewSet(b.JWTBundle()), audience)
+			switch {
+			case err != nil:
+				return fmt.Errorf("the JWT-SVID answered does not validate: %w", err)
+			case svid.ID != id:
+				return fmt.Errorf("the authority answered a JWT-SVID of %s", svid.ID)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no bundle of %s to validate the JWT-SVID with yet: %w", id.TrustDomain(), ctx.Err())
+		case <-s.stopping:
+			return errors.New("the Workload API is stopping")
+		case <-changed:
 		}
 	}
 }
@@ -557,10 +634,19 @@ type jwtCall struct {
 
 // obtainJWT makes the call c to the authority, keeps the JWT-SVID it
 // answers for reuse, and ends c.
-func (s *Server) obtainJWT(ctx context.Context, key string, c *jwtCall, id spiffeid.ID, audience []string) {
+func (s *Server) obtainJWT(ctx context.Context, uid uint32, key string, c *jwtCall, id spiffeid.ID, audience []string) {
 	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	tok, exp, err := s.issuer.JWTSVID(callCtx, id, audience)
+	var tok string
+	var exp time.Time
+	release, err := s.jwtSlot(callCtx, uid)
+	if err == nil {
+		tok, exp, err = s.issuer.JWTSVID(callCtx, id, audience)
+		release()
+	}
+	if err == nil {
+		err = s.checkJWT(callCtx, tok, id, audience)
+	}
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -55,6 +56,14 @@ type authority struct {
 	mu                  sync.Mutex
 	fail                error // every call fails with it, when set
 	delay               time.Duration
+	// jwtDelay holds each JWT-SVID call; jwtInFlight and jwtMostInFlight
+	// count the calls under way.
+	jwtDelay                     time.Duration
+	jwtInFlight, jwtMostInFlight atomic.Int32
+	// jwtSubject, when set, is the sub of every JWT-SVID (a wrong
+	// answer); jwtSigner, when set, signs them instead of the bundle's key.
+	jwtSubject string
+	jwtSigner  *ecdsa.PrivateKey
 }
 
 func newAuthority(t *testing.T, td string, life time.Duration) *authority {
@@ -144,15 +153,27 @@ func (is *issuer) X509SVID(_ context.Context, id spiffeid.ID) (*x509svid.SVID, [
 
 func (is *issuer) JWTSVID(_ context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
 	is.jwtCalls.Add(1)
+	n := is.jwtInFlight.Add(1)
+	defer is.jwtInFlight.Add(-1)
+	for m := is.jwtMostInFlight.Load(); n > m && !is.jwtMostInFlight.CompareAndSwap(m, n); m = is.jwtMostInFlight.Load() {
+	}
+	time.Sleep(is.jwtDelay)
 	if err := is.failing(); err != nil {
 		return "", time.Time{}, err
 	}
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: is.jwtKey}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "jwt-1"))
+	key, sub := is.jwtKey, id.String()
+	if is.jwtSigner != nil {
+		key = is.jwtSigner
+	}
+	if is.jwtSubject != "" {
+		sub = is.jwtSubject
+	}
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "jwt-1"))
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	exp := time.Now().Add(5 * time.Minute)
-	tok, err := jwt.Signed(sig).Claims(jwt.Claims{Subject: id.String(), Audience: audience, Expiry: jwt.NewNumericDate(exp), IssuedAt: jwt.NewNumericDate(time.Now())}).Serialize()
+	tok, err := jwt.Signed(sig).Claims(jwt.Claims{Subject: sub, Audience: audience, Expiry: jwt.NewNumericDate(exp), IssuedAt: jwt.NewNumericDate(time.Now())}).Serialize()
 	return tok, exp, err
 }
 
@@ -160,9 +181,18 @@ func (is *issuer) JWTSVID(_ context.Context, id spiffeid.ID, audience []string) 
 // directory, and returns the socket's address for go-spiffe's client.
 func serve(t *testing.T, is Issuer, entries ...Entry) string {
 	t.Helper()
+	return serveWith(t, is, nil, entries...)
+}
+
+// serveWith is serve, with the server changed by change first.
+func serveWith(t *testing.T, is Issuer, change func(*Server), entries ...Entry) string {
+	t.Helper()
 	s, err := New(entries, is, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if change != nil {
+		change(s)
 	}
 	path := filepath.Join(t.TempDir(), "api.sock")
 	ln, err := Listen(path)
@@ -414,6 +444,26 @@ func TestListen(t *testing.T) {
 	}
 	if b, err := os.ReadFile(file); err != nil || string(b) != "keep" {
 		t.Errorf("the file was changed: %q, %v", b, err)
+	}
+	// A directory others may write to: only with the sticky bit.
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{{0o777, false}, {0o775, false}, {0o755, true}, {0o777 | os.ModeSticky, true}} {
+		if err := os.Chmod(open, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		ln, err := Listen(filepath.Join(open, "api.sock"))
+		if (err == nil) != tc.ok {
+			t.Errorf("Listen in a directory of mode %v = %v, want ok %v", tc.mode, err, tc.ok)
+		}
+		if ln != nil {
+			ln.Close()
+		}
 	}
 }
 
@@ -670,5 +720,112 @@ func TestWorkloadAPIJWTSVIDOutlivesTheFirstCaller(t *testing.T) {
 	}
 	if n := is.arrived.Load(); n != 2 {
 		t.Errorf("%d calls to the authority, want 2 (the abandoned one, and the second caller's)", n)
+	}
+}
+
+// A JWT-SVID the authority answered is validated before it is served:
+// one of another identity, or one the bundle's key did not sign, is not.
+func TestWorkloadAPIServesOnlyJWTSVIDsThatValidate(t *testing.T) {
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, wrong := range map[string]func(*authority){
+		"another identity": func(a *authority) { a.jwtSubject = "spiffe://example.org/agent/other" },
+		"another key":      func(a *authority) { a.jwtSigner = other },
+	} {
+		t.Run(name, func(t *testing.T) {
+			home := newAuthority(t, "example.org", time.Hour)
+			wrong(home)
+			addr := serve(t, &issuer{authority: home}, me(t, "spiffe://example.org/agent/planner"))
+			_, err := workloadapi.FetchJWTSVID(ctxFor(t), jwtsvidParams("billing"), workloadapi.WithAddr(addr))
+			if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "JWT-SVID") {
+				t.Errorf("FetchJWTSVID of a wrong answer = %v, want Unavailable", err)
+			}
+		})
+	}
+}
+
+// The callers of one user id asking for JWT-SVIDs of many audiences at
+// once have at most maxJWTCallsPerUID calls to the authority under way;
+// every one of them is answered.
+func TestWorkloadAPIBoundsAUsersJWTSVIDCalls(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	home.jwtDelay = 50 * time.Millisecond
+	addr := serve(t, &issuer{authority: home}, me(t, "spiffe://example.org/agent/planner"))
+	ctx := ctxFor(t)
+	c, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*maxJWTCallsPerUID)
+	for i := range cap(errs) {
+		wg.Go(func() {
+			_, err := c.FetchJWTSVID(ctx, jwtsvidParams("aud-"+strconv.Itoa(i)))
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("FetchJWTSVID = %v", err)
+		}
+	}
+	if most := home.jwtMostInFlight.Load(); most > maxJWTCallsPerUID || most < 2 {
+		t.Errorf("%d JWT-SVID calls to the authority at once, want 2 to %d", most, maxJWTCallsPerUID)
+	}
+}
+
+// Connections over a user's share, or over the total, are closed at
+// once; one closed makes room for another.
+func TestWorkloadAPIBoundsConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		perUID, total int
+	}{
+		{"per user", 2, 100},
+		{"in all", 100, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+			addr := serveWith(t, is, func(s *Server) { s.conns = newConnLimit(tc.perUID, tc.total, s.log) }, me(t, "spiffe://example.org/agent/planner"))
+			path := strings.TrimPrefix(addr, "unix://")
+			var held []net.Conn
+			for range 2 {
+				c, err := net.Dial("unix", path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				held = append(held, c)
+			}
+			ctx := ctxFor(t)
+			over, err := net.Dial("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer over.Close()
+			_ = over.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if n, err := over.Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("a connection over the limit read %d bytes, %v; want it closed at once", n, err)
+			}
+			held[0].Close()
+			var got error
+			for {
+				// The close is counted once the server has read it.
+				short, cancel := context.WithTimeout(ctx, time.Second)
+				_, got = workloadapi.FetchX509SVID(short, workloadapi.WithAddr(addr))
+				cancel()
+				if got == nil || ctx.Err() != nil {
+					break
+				}
+			}
+			if got != nil {
+				t.Errorf("FetchX509SVID once a connection closed = %v", got)
+			}
+		})
 	}
 }

@@ -1,0 +1,96 @@
+package workload
+
+import (
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Bounds of the connections open at once: any local process may
+// connect, and each connection holds a descriptor and some memory.
+const (
+	maxConnsPerUID = 256
+	maxConns       = 4096
+)
+
+// connLimit admits a connection while its caller's user id has fewer
+// than perUID open, and all callers fewer than total: one local user
+// cannot take every connection, nor the node run process's descriptors.
+type connLimit struct {
+	perUID, total int
+	log           *slog.Logger
+
+	mu     sync.Mutex
+	open   int
+	byUID  map[uint32]int
+	warned time.Time
+}
+
+func newConnLimit(perUID, total int, log *slog.Logger) *connLimit {
+	return &connLimit{perUID: perUID, total: total, log: log, byUID: map[uint32]int{}}
+}
+
+// listen is ln with the limit: a connection over it, or whose caller
+// cannot be identified, is closed at once.
+func (l *connLimit) listen(ln net.Listener) net.Listener { return &limitedListener{Listener: ln, l: l} }
+
+func (l *connLimit) admit(who Caller) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open >= l.total || l.byUID[who.UID] >= l.perUID {
+		if time.Since(l.warned) >= time.Minute {
+			l.warned = time.Now()
+			l.log.Warn("workload API: connection refused, too many open (said once a minute)",
+				"uid", who.UID, "pid", who.PID, "open", l.open, "open_by_uid", l.byUID[who.UID], "max", l.total, "max_per_uid", l.perUID)
+		}
+		return false
+	}
+	l.open++
+	l.byUID[who.UID]++
+	return true
+}
+
+func (l *connLimit) done(who Caller) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open--
+	if l.byUID[who.UID]--; l.byUID[who.UID] <= 0 {
+		delete(l.byUID, who.UID)
+	}
+}
+
+type limitedListener struct {
+	net.Listener
+	l *connLimit
+}
+
+func (ll *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := ll.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		who, err := callerOf(c)
+		if err != nil || !ll.l.admit(who) {
+			_ = c.Close()
+			continue
+		}
+		return &peerConn{Conn: c, who: who, l: ll.l}, nil
+	}
+}
+
+// peerConn is an admitted connection, its caller as the kernel said when
+// it connected, counted until it is closed.
+type peerConn struct {
+	net.Conn
+	who  Caller
+	l    *connLimit
+	once sync.Once
+}
+
+func (c *peerConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.done(c.who) })
+	return err
+}
