@@ -8,13 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/api"
@@ -24,6 +29,7 @@ import (
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/workload"
 )
 
 // runDemo is "mandate demo": the whole story in one process, printed
@@ -32,8 +38,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlagSet("demo", "demo\n\n"+
 		"Runs the whole story in this process, with no flags and nothing left behind:\n"+
 		"two organisations' authorities federate, a device attests with the TPM\n"+
-		"simulator, a user's task is delegated org-a -> org-b -> org-b, an over-broad\n"+
-		"delegation is denied, a hop is revoked, and an auditor verifies the chain.", stderr)
+		"simulator and serves an agent its SVID over the SPIFFE Workload API, a user's\n"+
+		"task is delegated org-a -> org-b -> org-b, an over-broad delegation is\n"+
+		"denied, a hop is revoked, and an auditor verifies the chain.", stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -116,8 +123,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	say("admitted as %s (level hardware, profile edge-v1)", tpmNode.id)
 
 	step("Agents are registered, with who answers for them, and get X509-SVIDs")
-	planner, err := orgA.agent(ctx, &tpmNode, "planner", []string{"calendar:read", "payments:write", "mail:send"}, "research", "alice@org-a.example")
-	if err != nil {
+	plannerScopes := []string{"calendar:read", "payments:write", "mail:send"}
+	var planner demoID
+	if runtime.GOOS == "linux" {
+		// The device serves the SPIFFE Workload API to its processes: the
+		// planner, a process of this user, gets its SVID from it.
+		if err := orgA.register(ctx, tpmNode.id, "planner", plannerScopes, "research", "alice@org-a.example"); err != nil {
+			return err
+		}
+		if planner, err = orgA.fromWorkloadAPI(ctx, tpmNode, filepath.Join(tmp, "workload.sock"), "planner"); err != nil {
+			return err
+		}
+		say("the device serves the SPIFFE Workload API; the planner, picked by its uid, gets its SVID there")
+	} else if planner, err = orgA.agent(ctx, &tpmNode, "planner", plannerScopes, "research", "alice@org-a.example"); err != nil {
 		return err
 	}
 	booker, err := orgB.agent(ctx, nil, "booker", nil, "travel", "bob@org-b.example")
@@ -346,11 +364,10 @@ func (o *demoOrg) agent(ctx context.Context, host *demoID, name string, scopes [
 		host = &demoID{id: spiffeid.RequireFromString(n.id), chain: n.chain, key: n.key}
 	}
 	id := spiffeid.RequireFromSegments(o.td, "agent", name)
-	if _, err := o.admin.CreateAgent(ctx, &client.Agent{SPIFFEID: id.String(), NodeIDs: []string{host.id.String()}, Scopes: scopes,
-		Accountability: client.Accountability{Operator: operator, ModelProvider: "acme", Model: "acme-1", ResponsibleParty: responsible}}); err != nil {
+	if err := o.register(ctx, host.id, name, scopes, operator, responsible); err != nil {
 		return demoID{}, err
 	}
-	hc, err := client.New(client.Config{Server: o.url, TrustDomain: o.td, Bundle: o.bundle, SVID: host.chain, Key: host.key})
+	hc, err := host.client(o)
 	if err != nil {
 		return demoID{}, err
 	}
@@ -369,6 +386,52 @@ func (o *demoOrg) agent(ctx context.Context, host *demoID, name string, scopes [
 	}
 	chain, _ := ans.Certificates()
 	return demoID{id: id, chain: chain, key: key}, nil
+}
+
+// register registers agent name, hosted by host.
+func (o *demoOrg) register(ctx context.Context, host spiffeid.ID, name string, scopes []string, operator, responsible string) error {
+	id := spiffeid.RequireFromSegments(o.td, "agent", name)
+	_, err := o.admin.CreateAgent(ctx, &client.Agent{SPIFFEID: id.String(), NodeIDs: []string{host.String()}, Scopes: scopes,
+		Accountability: client.Accountability{Operator: operator, ModelProvider: "acme", Model: "acme-1", ResponsibleParty: responsible}})
+	return err
+}
+
+// client is a client of o authenticated as d.
+func (d demoID) client(o *demoOrg) (*client.Client, error) {
+	return client.New(client.Config{Server: o.url, TrustDomain: o.td, Bundle: o.bundle, SVID: d.chain, Key: d.key})
+}
+
+// fromWorkloadAPI serves the SPIFFE Workload API of node host on socket,
+// its entry giving this process agent name, and fetches the agent's
+// X509-SVID from it, as the agent's process would (go-spiffe).
+func (o *demoOrg) fromWorkloadAPI(ctx context.Context, host demoID, socket, name string) (demoID, error) {
+	id := spiffeid.RequireFromSegments(o.td, "agent", name)
+	entry, err := workload.ParseEntry("uid:" + strconv.Itoa(os.Getuid()) + "=" + id.String())
+	if err != nil {
+		return demoID{}, err
+	}
+	srv, err := workload.New([]workload.Entry{entry}, &nodeIssuer{dial: func() (*client.Client, error) { return host.client(o) }}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return demoID{}, err
+	}
+	ln, err := workload.Listen(socket)
+	if err != nil {
+		return demoID{}, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(sctx, ln) }()
+	defer func() { stop(); <-served }()
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	svid, err := workloadapi.FetchX509SVID(fctx, workloadapi.WithAddr("unix://"+socket))
+	if err != nil {
+		return demoID{}, fmt.Errorf("the Workload API: %w", err)
+	}
+	if svid.ID != id {
+		return demoID{}, fmt.Errorf("the Workload API gave %s, not %s", svid.ID, id)
+	}
+	return demoID{id: id, chain: svid.Certificates, key: svid.PrivateKey}, nil
 }
 
 // delegate has from ask o for a hop to to, for principal or below parent.

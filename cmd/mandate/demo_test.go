@@ -18,6 +18,7 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{
 		"(level hardware, profile edge-v1)",
+		"the planner, picked by its uid, gets its SVID there",
 		"the payer's token verifies offline: 2 hops",
 		"[mail:send] denied (policy-denied): scope mail:send is not granted to the delegator",
 		"proven in org-a.example's log", "proven in org-b.example's log",

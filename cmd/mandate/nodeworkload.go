@@ -56,7 +56,7 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	}
 	cf.creds = out
 	cf.missing = "give --out, the node's credential directory"
-	srv, err := workload.New(w.entries, &nodeIssuer{cf: cf}, slog.New(slog.NewTextHandler(stderr, nil)))
+	srv, err := workload.New(w.entries, &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }}, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		return err
 	}
@@ -79,11 +79,14 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 }
 
 // nodeIssuer obtains agents' credentials from the authority with the
-// node's own credential (a node asks for the agents it hosts).
-type nodeIssuer struct{ cf clientFlags }
+// node's own credential (a node asks for the agents it hosts): dial is
+// a client with it, read anew for each request (node run renews it).
+type nodeIssuer struct {
+	dial func() (*client.Client, error)
+}
 
 func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
-	c, err := n.cf.dial(true)
+	c, err := n.dial()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -120,7 +123,7 @@ func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SV
 }
 
 func (n *nodeIssuer) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
-	c, err := n.cf.dial(true)
+	c, err := n.dial()
 	if err != nil {
 		return "", time.Time{}, err
 	}
