@@ -131,3 +131,42 @@ func TestNodeRunWorkloadFlags(t *testing.T) {
 		}
 	}
 }
+
+// node run --tpm serves the Workload API too, with the credential its
+// attestation obtains.
+func TestNodeRunTPMServesTheWorkloadAPI(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	ek := strings.TrimSpace(mustCLI(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--quiet"))
+	profile := mustCLI(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--pcrs", "0-7,16", "--profile", "edge-v1")
+	url := serveTrustingTPM(t, dir, ek, profile)
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/sensor", "--node-id", "spiffe://mandate.localhost/node/tpm/"+ek)
+
+	sock := filepath.Join(dir, "workload.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t.Setenv("MANDATE_SERVER", url)
+	var out, errOut bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"node", "run", "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
+			"--workload", "uid:" + strconv.Itoa(os.Getuid()) + "=spiffe://mandate.localhost/agent/sensor"}, &out, &errOut)
+	}()
+	var svid *x509svid.SVID
+	for svid == nil {
+		var err error
+		if svid, err = workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+sock)); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("FetchX509SVID = %v", err)
+			}
+			time.Sleep(50 * time.Millisecond) // attesting, or the socket is not there yet
+		}
+	}
+	if svid.ID.String() != "spiffe://mandate.localhost/agent/sensor" {
+		t.Errorf("the Workload API gave %s", svid.ID)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("node run --tpm = %v (%s)", err, errOut.String())
+	}
+}
