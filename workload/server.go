@@ -76,6 +76,8 @@ type Server struct {
 	issuer  Issuer
 	log     *slog.Logger
 	now     func() time.Time
+	// wallPoll is how often a renewal's wait reads the wall clock.
+	wallPoll time.Duration
 
 	mu      sync.Mutex
 	svids   map[spiffeid.ID]*held
@@ -110,7 +112,7 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("%w: none given: the Workload API would serve no caller", ErrEntry)
 	}
 	return &Server{
-		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now,
+		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now, wallPoll: time.Minute,
 		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{},
 		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
 		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: map[uint32]chan struct{}{}, conns: newConnLimit(maxConnsPerUID, maxConns, log), stopping: make(chan struct{}),
@@ -236,10 +238,27 @@ func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
 			wait = s.failure(id, err, retry)
 			retry = min(retry*2, retryCeiling)
 		}
+		if !s.wait(ctx, wait) {
+			return
+		}
+	}
+}
+
+// wait waits d as the wall clock counts it, reading it at least every
+// wallPoll (a minute), and reports false if ctx ended first. Go's timers count no
+// time while the host is suspended: a renewal timed by one alone would
+// come that much later after a resume, perhaps after the SVID expired.
+func (s *Server) wait(ctx context.Context, d time.Duration) bool {
+	end := s.now().Round(0).Add(d)
+	for {
+		left := end.Sub(s.now().Round(0))
+		if left <= 0 {
+			return true
+		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(wait):
+			return false
+		case <-time.After(min(left, s.wallPoll)):
 		}
 	}
 }

@@ -829,3 +829,38 @@ func TestWorkloadAPIBoundsConnections(t *testing.T) {
 		})
 	}
 }
+
+// A renewal's wait follows the wall clock: after a suspend of the host
+// (which Go's timers do not count) it ends once the wall clock has
+// passed its end, not that much later.
+func TestRenewalWaitFollowsTheWallClock(t *testing.T) {
+	s, err := New([]Entry{me(t, "spiffe://example.org/agent/planner")}, &issuer{authority: newAuthority(t, "example.org", time.Hour)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64
+	read := make(chan struct{})
+	var once sync.Once
+	s.now = func() time.Time {
+		once.Do(func() { close(read) })
+		return time.Now().Add(time.Duration(skew.Load()))
+	}
+	s.wallPoll = 10 * time.Millisecond
+	done := make(chan bool, 1)
+	go func() { done <- s.wait(ctxFor(t), time.Hour) }()
+	<-read                           // the wait has read when it ends
+	skew.Store(int64(2 * time.Hour)) // the host slept
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Error("wait = false, want it ended by the clock")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the wait did not end once the wall clock passed its end")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if s.wait(ctx, time.Hour) {
+		t.Error("wait with its context ended = true")
+	}
+}
