@@ -66,7 +66,7 @@ type authority struct {
 	jwtSigner  *ecdsa.PrivateKey
 }
 
-func newAuthority(t *testing.T, td string, life time.Duration) *authority {
+func newAuthority(t testing.TB, td string, life time.Duration) *authority {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -211,7 +211,7 @@ func serveWith(t *testing.T, is Issuer, change func(*Server), entries ...Entry) 
 	return "unix://" + path
 }
 
-func me(t *testing.T, id string) Entry {
+func me(t testing.TB, id string) Entry {
 	t.Helper()
 	e, err := ParseEntry("uid:" + strconv.Itoa(os.Getuid()) + "=" + id)
 	if err != nil {
