@@ -69,4 +69,20 @@ func TestClientDelegationCalls(t *testing.T) {
 	if s, err := public.DelegationStatus(ctx, ans.ID); err != nil || s.Status != "revoked" || s.Reason != "alice cancelled" || s.RevokedAt.IsZero() {
 		t.Fatalf("DelegationStatus after the revocation = %+v, %v", s, err)
 	}
+	// Revoking the delegatee's ID revokes its live hops.
+	again, err := e.client(from.chain, from.key).Delegate(ctx, &client.DelegationRequest{Delegatee: to.id.String(), Scopes: []string{"calendar:read"},
+		Principal: "alice", Purpose: "plan", DelegatorSignature: sig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, err = e.admin.RevokeSPIFFEID(ctx, to.id.String(), "retired")
+	if err != nil || !slices.Equal(revoked, []string{again.ID}) {
+		t.Fatalf("RevokeSPIFFEID = %v, %v; want %s revoked (the other hop was already)", revoked, err, again.ID)
+	}
+	if revoked, err = e.admin.RevokeSPIFFEID(ctx, to.id.String(), "again"); err != nil || revoked == nil || len(revoked) != 0 {
+		t.Fatalf("RevokeSPIFFEID again = %#v, %v; want nothing newly revoked, as an empty list", revoked, err)
+	}
+	if ids, err := e.admin.ListRevokedIDs(ctx); err != nil || len(ids) != 1 || ids[0].SPIFFEID != to.id.String() {
+		t.Fatalf("revoked IDs = %+v, %v; want the booker's", ids, err)
+	}
 }

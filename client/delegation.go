@@ -81,11 +81,27 @@ func (c *Client) DelegationStatus(ctx context.Context, id string) (*delegation.S
 // every delegation below it (admin), saying why; it returns the ids
 // revoked now.
 func (c *Client) RevokeDelegation(ctx context.Context, id, reason string) ([]string, error) {
+	return c.revoke(ctx, "delegation_id", id, reason)
+}
+
+// RevokeSPIFFEID revokes an agent or a node (admin): what it delegated
+// or was delegated, or what was delegated on the node, below hops this
+// authority issued, saying why; it returns the delegation ids revoked
+// now. The ID stays revoked.
+func (c *Client) RevokeSPIFFEID(ctx context.Context, id, reason string) ([]string, error) {
+	return c.revoke(ctx, "spiffe_id", id, reason)
+}
+
+// revoke posts a revocation of what field names.
+func (c *Client) revoke(ctx context.Context, field, id, reason string) ([]string, error) {
 	var ans struct {
 		Revoked []string `json:"revoked"`
 	}
-	if err := c.Do(ctx, http.MethodPost, "/v1/admin/revocations", map[string]string{"delegation_id": id, "reason": reason}, &ans); err != nil {
+	if err := c.Do(ctx, http.MethodPost, "/v1/admin/revocations", map[string]string{field: id, "reason": reason}, &ans); err != nil {
 		return nil, err
+	}
+	if ans.Revoked == nil {
+		ans.Revoked = []string{}
 	}
 	return ans.Revoked, nil
 }

@@ -382,15 +382,19 @@ func adminRevoke(field string) adminCmd {
 		if adminFlags.reason == "" {
 			return usagef("--reason is required")
 		}
-		var out map[string]any
 		c, err := dial()
 		if err != nil {
 			return err
 		}
-		if err := c.Do(ctx, http.MethodPost, "/v1/admin/revocations", map[string]string{field: id, "reason": adminFlags.reason}, &out); err != nil {
+		revoke := c.RevokeDelegation
+		if field == "spiffe_id" {
+			revoke = c.RevokeSPIFFEID
+		}
+		revoked, err := revoke(ctx, id, adminFlags.reason)
+		if err != nil {
 			return err
 		}
-		return printJSON(stdout, out)
+		return printJSON(stdout, map[string][]string{"revoked": revoked})
 	}
 }
 
