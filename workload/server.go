@@ -409,6 +409,10 @@ func watch[T proto.Message](s *Server, ctx context.Context, send func(T) error, 
 	var sent bool
 	for {
 		s.mu.Lock()
+		// The wait first, then the answer, in one hold of s.mu: an
+		// SVID that expires in between wakes the stream once more, and
+		// none is left out of both.
+		wait := s.nextExpiry()
 		ans, err := answer()
 		changed := s.changed
 		s.mu.Unlock()
@@ -427,7 +431,7 @@ func watch[T proto.Message](s *Server, ctx context.Context, send func(T) error, 
 		case <-s.stopping:
 			return status.Error(codes.Unavailable, "the Workload API is stopping")
 		case <-changed:
-		case <-time.After(s.nextExpiry()):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -435,13 +439,17 @@ func watch[T proto.Message](s *Server, ctx context.Context, send func(T) error, 
 func isNil[T proto.Message](m T) bool { return !m.ProtoReflect().IsValid() }
 
 // nextExpiry is how long until the next X509-SVID held expires (at
-// most a minute), when answers must change.
+// most a minute), when answers must change (s.mu held). One that has
+// expired already is out of every answer, and is passed over: what
+// replaces or drops it is signalled, and waiting for it would wake the
+// streams every millisecond until its renewal is answered.
 func (s *Server) nextExpiry() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	next := time.Minute
+	now := s.now()
 	for _, h := range s.svids {
-		next = min(next, max(h.svid.Certificates[0].NotAfter.Sub(s.now()), 0)+time.Millisecond)
+		if left := h.svid.Certificates[0].NotAfter.Sub(now); left > 0 {
+			next = min(next, left+time.Millisecond)
+		}
 	}
 	return next
 }

@@ -864,3 +864,44 @@ func TestRenewalWaitFollowsTheWallClock(t *testing.T) {
 		t.Error("wait with its context ended = true")
 	}
 }
+
+// A stream waits for the next X509-SVID held to expire, not for one
+// held that has expired already: that one is out of every answer, and
+// what replaces or drops it is signalled (its renewal may be held up to
+// callTimeout, and a stream would otherwise wake every millisecond
+// until then, recomputing the same answer).
+func TestNextExpiryPassesOverExpiredSVIDs(t *testing.T) {
+	now := time.Now()
+	heldUntil := func(notAfter time.Time) *held {
+		return &held{svid: &x509svid.SVID{Certificates: []*x509.Certificate{{NotAfter: notAfter}}}}
+	}
+	for _, tc := range []struct {
+		name string
+		held []time.Time
+		want time.Duration
+	}{
+		{"none held", nil, time.Minute},
+		{"one valid for 10 s", []time.Time{now.Add(10 * time.Second)}, 10*time.Second + time.Millisecond},
+		{"one valid for 2 minutes", []time.Time{now.Add(2 * time.Minute)}, time.Minute},
+		{"one expired", []time.Time{now.Add(-time.Second)}, time.Minute},
+		{"one expiring now", []time.Time{now}, time.Minute},
+		{"one expired, one valid for 10 s", []time.Time{now.Add(-time.Second), now.Add(10 * time.Second)}, 10*time.Second + time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New([]Entry{me(t, "spiffe://example.org/agent/planner")}, &issuer{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.now = func() time.Time { return now }
+			for i, at := range tc.held {
+				s.svids[spiffeid.RequireFromString("spiffe://example.org/agent/a"+strconv.Itoa(i))] = heldUntil(at)
+			}
+			s.mu.Lock()
+			got := s.nextExpiry()
+			s.mu.Unlock()
+			if got != tc.want {
+				t.Errorf("nextExpiry = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
