@@ -27,7 +27,8 @@
 //   - requests are bounded (a message is at most 64 KiB, its headers
 //     8 KiB), and so are connections (256 per user id, 4,096 in all)
 //     and requests for JWT-SVIDs under way (4 per user id); a socket
-//     directory others may write to without the sticky bit is refused;
+//     directory others may write to without the sticky bit, or that a
+//     user other than root and this one owns, is refused;
 //     a failure to obtain credentials is said to the caller
 //     (Unavailable) and in the log, and fails closed: nothing stale or
 //     unverified is served.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -125,16 +126,16 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 // listens on, or a file that is not a socket, is refused.
 func Listen(path string) (net.Listener, error) {
 	// The socket is made, then its mode set by its path: in a directory
-	// others may write to without the sticky bit, another user could put
-	// a link to a file of theirs choosing in its place meanwhile.
+	// others may write to without the sticky bit, or another user owns,
+	// another user could put a link to a file of their choosing in its
+	// place meanwhile.
 	dir := filepath.Dir(path)
-	switch fi, err := os.Stat(dir); {
-	case err != nil:
+	fi, err := os.Stat(dir)
+	if err != nil {
 		return nil, fmt.Errorf("workload: the socket's directory: %w", err)
-	case !fi.IsDir():
-		return nil, fmt.Errorf("workload: %s is not a directory", dir)
-	case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0:
-		return nil, fmt.Errorf("workload: %s may be written by other users (mode %v, without the sticky bit), who could replace the socket: put it in a directory only its owner writes, such as /run/mandate", dir, fi.Mode().Perm())
+	}
+	if err := checkSocketDir(dir, fi); err != nil {
+		return nil, err
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
@@ -159,6 +160,23 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("workload: %w", err)
 	}
 	return ln, nil
+}
+
+// checkSocketDir refuses the socket's directory dir, described by fi,
+// when a user other than root and this one could replace the socket in
+// it: one others may write to without the sticky bit, or one another
+// user owns (its owner may rename or remove what is in it, sticky bit
+// or not).
+func checkSocketDir(dir string, fi fs.FileInfo) error {
+	switch uid, known := ownerOf(fi); {
+	case !fi.IsDir():
+		return fmt.Errorf("workload: %s is not a directory", dir)
+	case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0:
+		return fmt.Errorf("workload: %s may be written by other users (mode %v, without the sticky bit), who could replace the socket: put it in a directory only its owner writes, such as /run/mandate", dir, fi.Mode().Perm())
+	case known && uid != 0 && uid != os.Geteuid():
+		return fmt.Errorf("workload: %s is owned by user %d, neither root nor this user (%d), who could replace the socket: put it in a directory of this user's or root's, such as /run/mandate", dir, uid, os.Geteuid())
+	}
+	return nil
 }
 
 // Serve serves the Workload API on ln, and keeps the X509-SVIDs of the
