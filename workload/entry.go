@@ -66,8 +66,20 @@ func ParseEntry(s string) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("%w %q: %v", ErrEntry, s, err)
 	}
-	if sid.Path() == "" {
-		return Entry{}, fmt.Errorf("%w %q: %s names a trust domain, not a workload", ErrEntry, s, sid)
+	if err := checkAgentID(sid); err != nil {
+		return Entry{}, fmt.Errorf("%w %q: %v", ErrEntry, s, err)
 	}
 	return Entry{Selector: Selector{Kind: kind, Value: uint32(n)}, ID: sid}, nil
+}
+
+// checkAgentID refuses an entry's identity that is not an agent's
+// (spiffe://<trust domain>/agent/<name>). A node's own, above all,
+// which the authority would renew for it: its caller would hold the
+// node's credential, which obtains the SVIDs of every agent the node
+// hosts, and the renewals would replace the node run's own.
+func checkAgentID(id spiffeid.ID) error {
+	if !strings.HasPrefix(id.Path(), "/agent/") {
+		return fmt.Errorf("%s is not an agent's SPIFFE ID (spiffe://<trust domain>/agent/<name>)", id)
+	}
+	return nil
 }

@@ -107,10 +107,16 @@ type heldJWT struct {
 	renewAt time.Time
 }
 
-// New is the Workload API serving entries, with credentials from is.
+// New is the Workload API serving entries, each of an agent's
+// identity, with credentials from is.
 func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 	if len(entries) == 0 {
 		return nil, fmt.Errorf("%w: none given: the Workload API would serve no caller", ErrEntry)
+	}
+	for _, e := range entries {
+		if err := checkAgentID(e.ID); err != nil {
+			return nil, fmt.Errorf("%w %s: %v", ErrEntry, e, err)
+		}
 	}
 	return &Server{
 		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now, wallPoll: time.Minute,

@@ -398,6 +398,12 @@ func TestParseEntry(t *testing.T) {
 		{"uid:1=spiffe://example.org", ""},
 		{"uid:1=spiffe://Example.org/a", ""},
 		{"uid:1=https://example.org/a", ""},
+		// An agent's identity only: a node's own would give its caller
+		// the node's credential, which obtains every agent's it hosts.
+		{"uid:1=spiffe://example.org/node/join/0123456789abcdef", ""},
+		{"uid:1=spiffe://example.org/a", ""},
+		{"uid:1=spiffe://example.org/agent", ""},
+		{"uid:1=spiffe://example.org/agents/a", ""},
 	} {
 		e, err := ParseEntry(tc.in)
 		if tc.want == "" {
@@ -409,6 +415,10 @@ func TestParseEntry(t *testing.T) {
 		if err != nil || e.String() != tc.want {
 			t.Errorf("ParseEntry(%q) = %v, %v; want %s", tc.in, e, err, tc.want)
 		}
+	}
+	node := Entry{Selector: Selector{Kind: "uid", Value: 1}, ID: spiffeid.RequireFromString("spiffe://example.org/node/join/0123456789abcdef")}
+	if _, err := New([]Entry{node}, &issuer{}, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrEntry) {
+		t.Errorf("New with an entry of a node's identity = %v, want ErrEntry", err)
 	}
 }
 

@@ -123,6 +123,7 @@ func TestNodeRunWorkloadFlags(t *testing.T) {
 		{"node", "run", "--workload-api", "x.sock"},
 		{"node", "run", "--workload", "uid:1=spiffe://mandate.localhost/agent/a"},
 		{"node", "run", "--workload-api", "x.sock", "--workload", "uid:x=spiffe://mandate.localhost/agent/a"},
+		{"node", "run", "--workload-api", "x.sock", "--workload", "uid:1=spiffe://mandate.localhost/node/join/0123456789abcdef"},
 	} {
 		var out, errOut bytes.Buffer
 		var ue usageError
