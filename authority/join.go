@@ -133,11 +133,16 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 				if _, err := attest.ConsumeJoinToken(tx, secret, a.td, a.now(), digest); err != nil {
 					return err
 				}
-				return registry.PutNode(tx, &registry.Node{
+				rec := &registry.Node{
 					SPIFFEID: nodeID.String(), AttestationMethod: attest.MethodJoinToken, Level: registry.LevelToken,
 					Selectors:  []string{"attestation:" + attest.MethodJoinToken, "level:" + registry.LevelToken},
-					AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt, SVIDIssuedAt: now,
-				})
+					AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
+				}
+				if old, err := registry.GetNode(tx, nodeID.String()); err == nil { // joined again with its token
+					rec.NewestSVIDAt = old.NewestSVIDAt
+				}
+				rec.IssuedSVIDAt(now)
+				return registry.PutNode(tx, rec)
 			})
 			a.nodeChanged(nodeID.String())
 		}

@@ -283,7 +283,11 @@ func latestNodeSVID(node *registry.Node, c *Caller, now time.Time) error {
 // record naming it are one commit. A copy of a credential replaced since
 // is older than the record's, never newer, and is still refused.
 func newerThanRecord(node *registry.Node, c *Caller) bool {
-	return c.Cert != nil && !node.SVIDIssuedAt.IsZero() && c.Cert.NotBefore.After(node.SVIDIssuedAt)
+	newest := node.NewestSVIDAt
+	if newest.IsZero() { // a record written before it was kept
+		newest = node.SVIDIssuedAt
+	}
+	return c.Cert != nil && !newest.IsZero() && c.Cert.NotBefore.After(newest)
 }
 
 // supersededGrace is how long after a node's SVID is replaced the one it
@@ -396,7 +400,8 @@ func nodeSVIDIssued(id spiffeid.ID, svid *ca.X509SVID, extra map[string]any) eve
 // serial) as the one it replaces.
 func putNodeSVID(tx store.Tx, node *registry.Node, prev string, svid *ca.X509SVID, now time.Time) error {
 	node.PrevSVIDSerial = prev
-	node.SVIDSerial, node.SVIDExpiresAt, node.SVIDIssuedAt = svid.SerialNumber.Text(16), svid.ExpiresAt, now
+	node.SVIDSerial, node.SVIDExpiresAt = svid.SerialNumber.Text(16), svid.ExpiresAt
+	node.IssuedSVIDAt(now)
 	return registry.PutNode(tx, node)
 }
 

@@ -231,6 +231,42 @@ func TestNodeRenewsOnARestoredRecord(t *testing.T) {
 	}
 }
 
+// An SVID replaced since is refused even after the authority's clock
+// stepped back: the record's newest issue time does not move back with
+// it, so a copy of an SVID issued before the step is not taken as one
+// the record lost.
+func TestNodeCopyRefusedAfterTheClockSteppedBack(t *testing.T) {
+	clock := &testClock{now: time.Now()}
+	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
+	ctx, admin := t.Context(), adminOf(t, a)
+	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := a.JoinNode(ctx, secret, newCSR(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew := func(from *ca.X509SVID) (*ca.X509SVID, error) {
+		return a.MintX509(ctx, &Caller{ID: from.ID, Cert: from.Certificates[0]}, from.ID.String(), newCSR(t))
+	}
+	clock.Advance(30 * time.Minute)
+	copied, err := renew(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(-20 * time.Minute) // the authority's clock steps back
+	if held, err = renew(copied); err != nil {
+		t.Fatal(err)
+	}
+	if held, err = renew(held); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := renew(copied); !errors.Is(err, ErrSVIDSuperseded) {
+		t.Errorf("a renewal with a copy of an SVID replaced twice since, issued before the clock stepped back = %v, want ErrSVIDSuperseded", err)
+	}
+}
+
 // A ban committed after an agent SVID request was checked (here: one the
 // hosting cache has not seen yet) is not outrun: the commit that would
 // log the SVID checks the node again, and nothing is issued or logged as

@@ -758,7 +758,7 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 		// the node had drifted: every request made with that SVID was
 		// refused since, and a copy taken from the device in its drifted
 		// state gets nothing back with the recovery.
-		prev := ""
+		prev, rec := "", &registry.Node{}
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
 		} else if err != nil && !errors.Is(err, registry.ErrNotFound) {
@@ -766,17 +766,23 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 		} else if err == nil && n.Drifted && !n.DriftedAt.Before(s.CreatedAt) {
 			return fmt.Errorf("%w: %w (%s at %s, the challenge at %s): ask a new challenge",
 				attest.ErrChallengeExpired, errDriftedSince, nodeID, n.DriftedAt.UTC().Format(time.RFC3339Nano), s.CreatedAt.UTC().Format(time.RFC3339Nano))
-		} else if err == nil && !n.Drifted {
-			prev = n.SVIDSerial
+		} else if err == nil {
+			rec.NewestSVIDAt = n.NewestSVIDAt
+			if !n.Drifted {
+				prev = n.SVIDSerial
+			}
 		}
-		return registry.PutNode(tx, &registry.Node{
+		*rec = registry.Node{
 			SPIFFEID: nodeID.String(), AttestationMethod: attest.MethodTPM, Level: registry.LevelHardware,
 			Selectors: []string{"attestation:" + attest.MethodTPM, "level:" + registry.LevelHardware,
 				"tpm:profile:" + res.Profile, "tpm:ek:" + res.EKHash},
-			AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), PrevSVIDSerial: prev, SVIDExpiresAt: svid.ExpiresAt, SVIDIssuedAt: now,
+			AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), PrevSVIDSerial: prev, SVIDExpiresAt: svid.ExpiresAt,
+			NewestSVIDAt: rec.NewestSVIDAt,
 			TPM: &registry.TPMFacts{EKSHA256: res.EKHash, EKTrust: res.EKTrust, Profile: res.Profile,
 				QuoteSHA256: res.QuoteDigest, QuotedAt: now, PCRs: attest.HexPCRs(res.PCRs)},
-		})
+		}
+		rec.IssuedSVIDAt(now)
+		return registry.PutNode(tx, rec)
 	})
 	a.nodeChanged(nodeID.String())
 	if err != nil {

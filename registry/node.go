@@ -41,6 +41,10 @@ type Node struct {
 	// SVIDIssuedAt is when the latest SVID was issued: for a short while
 	// after, requests made with the one it replaced are still under way.
 	SVIDIssuedAt time.Time `json:"svid_issued_at,omitzero"`
+	// NewestSVIDAt is the latest time any SVID of the node was issued at,
+	// never moved back (a clock stepped back lowers SVIDIssuedAt, not
+	// this): an SVID issued after it is one the record has lost.
+	NewestSVIDAt time.Time `json:"newest_svid_at,omitzero"`
 	// TPM holds what the node's last successful TPM attestation proved.
 	TPM *TPMFacts `json:"tpm,omitempty"`
 	// Drifted is set when a re-attestation of this node failed its PCR
@@ -165,4 +169,12 @@ func hasAll(have, want []string) bool {
 		}
 	}
 	return true
+}
+
+// IssuedSVIDAt records in n that an SVID of it was issued at t.
+func (n *Node) IssuedSVIDAt(t time.Time) {
+	n.SVIDIssuedAt = t
+	if t.After(n.NewestSVIDAt) {
+		n.NewestSVIDAt = t
+	}
 }
