@@ -324,6 +324,21 @@ func (c *Client) X509SVID(ctx context.Context, spiffeID string, csrPEM []byte) (
 	return c.svid(ctx, "/v1/svid/x509", map[string]string{"spiffe_id": spiffeID, "csr": string(csrPEM)})
 }
 
+// NewX509SVID asks for an X509-SVID of id (as X509SVID does) for a new
+// P-256 key made here: the answer, and the key.
+func (c *Client) NewX509SVID(ctx context.Context, id spiffeid.ID) (*SVIDAnswer, crypto.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := CSRFor(key, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	ans, err := c.X509SVID(ctx, id.String(), csr)
+	return ans, key, err
+}
+
 // svid posts req to an endpoint that answers with an X509-SVID, and
 // refuses an answer without one.
 func (c *Client) svid(ctx context.Context, path string, req any) (*SVIDAnswer, error) {

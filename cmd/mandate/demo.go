@@ -372,15 +372,7 @@ func (o *demoOrg) agent(ctx context.Context, host *demoID, name string, scopes [
 		return demoID{}, err
 	}
 	defer hc.CloseIdle()
-	key, _, err := client.NewKeyAndCSR()
-	if err != nil {
-		return demoID{}, err
-	}
-	csr, err := client.CSRFor(key, id)
-	if err != nil {
-		return demoID{}, err
-	}
-	ans, err := hc.X509SVID(ctx, id.String(), csr)
+	ans, key, err := hc.NewX509SVID(ctx, id)
 	if err != nil {
 		return demoID{}, err
 	}

@@ -449,14 +449,6 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 		return 0, err
 	}
 	defer c.CloseIdle()
-	key, _, err := client.NewKeyAndCSR()
-	if err != nil {
-		return 0, err
-	}
-	csr, err := client.CSRFor(key, id)
-	if err != nil {
-		return 0, err
-	}
 	// A command writing in --out meanwhile (node attest, svid x509) is
 	// waited for: this renewal fails, and is tried again.
 	unlock, err := lockOut(out)
@@ -464,7 +456,7 @@ func renewNodeOnce(ctx context.Context, cf *clientFlags, out string, id spiffeid
 		return 0, err
 	}
 	defer unlock()
-	ans, err := c.X509SVID(ctx, id.String(), csr)
+	ans, key, err := c.NewX509SVID(ctx, id)
 	if err != nil {
 		return 0, err
 	}

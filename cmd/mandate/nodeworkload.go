@@ -91,15 +91,7 @@ func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SV
 		return nil, nil, err
 	}
 	defer c.CloseIdle()
-	key, _, err := client.NewKeyAndCSR()
-	if err != nil {
-		return nil, nil, err
-	}
-	csr, err := client.CSRFor(key, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	ans, err := c.X509SVID(ctx, id.String(), csr)
+	ans, key, err := c.NewX509SVID(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}

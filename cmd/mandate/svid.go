@@ -127,15 +127,7 @@ func svidX509(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkOut(out, "--out", func(held spiffeid.ID) bool { return held == sid }); err != nil {
 		return err
 	}
-	key, _, err := client.NewKeyAndCSR()
-	if err != nil {
-		return err
-	}
-	csr, err := client.CSRFor(key, sid)
-	if err != nil {
-		return err
-	}
-	ans, err := c.X509SVID(ctx, id, csr)
+	ans, key, err := c.NewX509SVID(ctx, sid)
 	if err != nil {
 		return err
 	}
