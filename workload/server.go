@@ -56,8 +56,10 @@ const (
 	// local process may connect, before it is identified.
 	maxHeaderBytes = 8 << 10
 	maxStreams     = 64
-	// maxJWTsHeld bounds the JWT-SVIDs kept for reuse.
-	maxJWTsHeld = 256
+	// maxJWTsHeld bounds the JWT-SVIDs kept for reuse, and
+	// maxJWTsHeldPerUID those obtained for the callers of one user id.
+	maxJWTsHeld       = 256
+	maxJWTsHeldPerUID = 64
 	// maxJWTCallsPerUID bounds the calls for JWT-SVIDs to the authority
 	// that the callers of one user id may have under way at once.
 	maxJWTCallsPerUID = 4
@@ -105,6 +107,7 @@ type held struct {
 type heldJWT struct {
 	token   string
 	renewAt time.Time
+	uid     uint32 // of the caller it was obtained for
 }
 
 // New is the Workload API serving entries, each of an agent's
@@ -708,17 +711,37 @@ func (s *Server) obtainJWT(ctx context.Context, uid uint32, key string, c *jwtCa
 		return
 	}
 	c.token = tok
-	if len(s.jwts) >= maxJWTsHeld {
-		for k, h := range s.jwts {
-			if !now.Before(h.renewAt) {
-				delete(s.jwts, k)
-			}
-		}
-		if len(s.jwts) >= maxJWTsHeld {
-			clear(s.jwts)
+	s.makeRoomForJWT(uid, now)
+	s.jwts[key] = heldJWT{token: tok, renewAt: now.Add(exp.Sub(now) / 2), uid: uid}
+}
+
+// makeRoomForJWT drops the JWT-SVIDs kept past their reuse, then, while
+// the callers of uid hold maxJWTsHeldPerUID or all maxJWTsHeld, the one
+// of theirs, or of all, to be renewed first: one user asking for many
+// audiences drops its own, not the others' (s.mu held).
+func (s *Server) makeRoomForJWT(uid uint32, now time.Time) {
+	mine := 0
+	for k, h := range s.jwts {
+		switch {
+		case !now.Before(h.renewAt):
+			delete(s.jwts, k)
+		case h.uid == uid:
+			mine++
 		}
 	}
-	s.jwts[key] = heldJWT{token: tok, renewAt: now.Add(exp.Sub(now) / 2)}
+	for mine >= maxJWTsHeldPerUID || len(s.jwts) >= maxJWTsHeld {
+		own := mine >= maxJWTsHeldPerUID
+		first := ""
+		for k, h := range s.jwts {
+			if (!own || h.uid == uid) && (first == "" || h.renewAt.Before(s.jwts[first].renewAt)) {
+				first = k
+			}
+		}
+		if s.jwts[first].uid == uid {
+			mine--
+		}
+		delete(s.jwts, first)
+	}
 }
 
 // ValidateJWTSVID checks a JWT-SVID for an audience against the JWT

@@ -915,3 +915,39 @@ func TestNextExpiryPassesOverExpiredSVIDs(t *testing.T) {
 		})
 	}
 }
+
+// One user asking for JWT-SVIDs of many audiences drops its own kept
+// ones, not another user's: the other's is still reused.
+func TestJWTSVIDsKeptPerUser(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	id := spiffeid.RequireFromString("spiffe://example.org/agent/planner")
+	s, err := New([]Entry{{Selector: Selector{Kind: "gid", Value: 7}, ID: id}}, is, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, bundles, err := is.X509SVID(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := hold(svid, id, bundles, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.update(id, h, bundles)
+	kept, err := s.jwt(t.Context(), 2, id, []string{"billing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 * maxJWTsHeld {
+		if _, err := s.jwt(t.Context(), 1, id, []string{"aud-" + strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := is.jwtCalls.Load()
+	if again, err := s.jwt(t.Context(), 2, id, []string{"billing"}); err != nil || again != kept || is.jwtCalls.Load() != calls {
+		t.Errorf("the other user's JWT-SVID after one user asked for %d audiences: reused %v (%v), want it reused", 2*maxJWTsHeld, again == kept, err)
+	}
+	if len(s.jwts) > maxJWTsHeldPerUID+1 {
+		t.Errorf("%d JWT-SVIDs kept, want at most %d", len(s.jwts), maxJWTsHeldPerUID+1)
+	}
+}
