@@ -233,7 +233,7 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 		return finish(err)
 	}
 	printNextSteps(stdout, a, ln.Addr().String())
-	log.Info("serving", "listen", ln.Addr().String(), "trust_domain", a.TrustDomain().String(), "version", versionOf())
+	log.Info("serving", servingAttrs(cfg, ln, web, a)...)
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { // said when stopped as asked, and before serve returns
 		<-gctx.Done()
@@ -250,6 +250,21 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	err = finish(g.Wait())
 	log.Info("stopped")
 	return err
+}
+
+// servingAttrs are what the server log says once the authority serves:
+// what an operator reads to know which process this is and where it
+// keeps its state, from the log alone (standard output may be dropped).
+func servingAttrs(cfg authority.Config, ln net.Listener, web *webBundle, a *authority.Authority) []any {
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		dataDir = cfg.DataDir
+	}
+	attrs := []any{"listen", ln.Addr().String()}
+	if web != nil {
+		attrs = append(attrs, "web_listen", web.ln.Addr().String())
+	}
+	return append(attrs, "trust_domain", a.TrustDomain().String(), "data_dir", dataDir, "version", versionOf())
 }
 
 // reloadOnHUP reloads the policies on SIGHUP, as `mandate policy reload`
