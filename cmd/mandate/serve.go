@@ -187,6 +187,12 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// A log or standard output whose reader has gone (a pipe's reader
+	// ended, as a Ctrl-C ends "serve | tee") would otherwise end the
+	// process at its next line, by SIGPIPE: a stop would then cut the
+	// requests in progress at its "stopping" line. The authority goes on
+	// without that output instead, and stops as asked.
+	signal.Ignore(syscall.SIGPIPE)
 	// The listeners (and the https_web certificate) first: a port in use
 	// or a missing certificate stops the server before it creates or
 	// changes anything.
