@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
@@ -120,6 +122,13 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	fs.Visit(func(f *flag.Flag) { cf.bundleGiven = cf.bundleGiven || f.Name == "bundle" })
 	if err := wf.check(); err != nil {
 		return err
+	}
+	if loop {
+		// A log whose reader has gone (a pipe's reader ended) would
+		// otherwise end node run at its next line, by SIGPIPE, and with
+		// it the Workload API its host's workloads ask: it goes on
+		// without that output instead, as serve does.
+		signal.Ignore(syscall.SIGPIPE)
 	}
 	if loop && tf.path == "" {
 		// Without a TPM: keep a join-token node's credential renewed.

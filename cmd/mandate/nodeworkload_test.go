@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -169,5 +171,48 @@ func TestNodeRunTPMServesTheWorkloadAPI(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("node run --tpm = %v (%s)", err, errOut.String())
+	}
+}
+
+// node run goes on serving the Workload API when its log's reader has
+// gone (the reading end of its standard error closed), and stops as
+// asked, with exit status 0.
+func TestNodeRunGoesOnWithItsLogGone(t *testing.T) {
+	dir, bin := buildMandate(t)
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	nodeID := joinNode(t, url, dir, "")
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/planner", "--node-id", nodeID)
+	sock := filepath.Join(dir, "workload.sock")
+	cmd := exec.Command(bin, "node", "run", "--server", url, "--workload-api", sock, "--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/planner")
+	logs, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if err := logs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Served once it has renewed, and said so, and obtained the agent's
+	// SVID, saying nothing on the way.
+	for {
+		if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+sock)); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("the Workload API of node run with its log gone: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if !cmd.ProcessState.Success() {
+		t.Errorf("node run stopped by SIGTERM with its log gone: %v; want exit status 0", cmd.ProcessState)
 	}
 }
