@@ -141,7 +141,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		if len(tpmOnly) > 0 {
 			return usagef("%s: only with --tpm (a join-token node is renewed with --out, --server and --trust-domain, and serves the Workload API with --workload-api and --workload)", strings.Join(tpmOnly, ", "))
 		}
-		return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context) error { return renewJoinNode(ctx, &cf, tf.out, stderr) })
+		return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context, stderr io.Writer) error { return renewJoinNode(ctx, &cf, tf.out, stderr) })
 	}
 	var ekCert []byte
 	if ekCertFile != "" {
@@ -172,7 +172,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	if !loop {
 		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, false, quiet, stdout, stderr)
 	}
-	return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context) error {
+	return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context, stderr io.Writer) error {
 		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, true, false, stdout, stderr)
 	})
 }

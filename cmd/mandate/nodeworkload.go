@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -49,11 +50,13 @@ func (w *workloadFlags) check() error {
 }
 
 // around runs run, serving the Workload API beside it when asked, with
-// the node credential in out; the Workload API stops when run ends.
-func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, stderr io.Writer, run func(context.Context) error) error {
+// the node credential in out; the Workload API stops when run ends. Both
+// write their log to stderr, one line at a time: run is given it.
+func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, stderr io.Writer, run func(context.Context, io.Writer) error) error {
 	if w.socket == "" {
-		return run(ctx)
+		return run(ctx, stderr)
 	}
+	stderr = &lineWriter{w: stderr}
 	cf.creds = out
 	cf.missing = "give --out, the node's credential directory"
 	srv, err := workload.New(w.entries, &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }}, slog.New(slog.NewTextHandler(stderr, nil)))
@@ -73,9 +76,22 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
-	err = run(ctx)
+	err = run(ctx, stderr)
 	cancel()
 	return errors.Join(err, <-served)
+}
+
+// lineWriter is w written by one writer at a time (each write a line):
+// the writer the command was given need not be safe for concurrent use.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // nodeIssuer obtains agents' credentials from the authority with the
