@@ -491,8 +491,12 @@ func TestCLIUsageErrors(t *testing.T) {
 	// Stopped (SIGTERM) while it starts: a stop as asked, exit status 0.
 	stopped, cancel := context.WithCancel(context.Background())
 	cancel()
+	errOut.Reset()
 	if err := run(stopped, []string{"serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}, &out, &errOut); err != nil {
 		t.Errorf("mandate serve stopped while starting = %v, want nil (exit 0)", err)
+	}
+	if !strings.Contains(errOut.String(), "stopped while starting") {
+		t.Errorf("mandate serve stopped while starting logged %q, want it said", errOut.String())
 	}
 }
 

@@ -193,6 +193,14 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	// requests in progress at its "stopping" line. The authority goes on
 	// without that output instead, and stops as asked.
 	signal.Ignore(syscall.SIGPIPE)
+	// A stop while it starts (SIGTERM, SIGINT) ends it as asked, and says
+	// so: the log of a stop then shows no "serving" line before it.
+	serving := false
+	defer func() {
+		if !serving && ctx.Err() != nil {
+			log.Info("stopped while starting, as asked")
+		}
+	}()
 	// The listeners (and the https_web certificate) first: a port in use
 	// or a missing certificate stops the server before it creates or
 	// changes anything.
@@ -240,6 +248,7 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	}
 	printNextSteps(stdout, a, ln.Addr().String())
 	log.Info("serving", servingAttrs(cfg, ln, web, a)...)
+	serving = true
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { // said when stopped as asked, and before serve returns
 		<-gctx.Done()
