@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/store"
 	"mandate.dev/mandate/store/bolt"
@@ -557,17 +558,68 @@ func (a *Authority) checkRestored(ctx context.Context) {
 	switch {
 	case err != nil:
 		a.log.WarnContext(ctx, "the data directory holds a backup's mark that cannot be read: whether it was restored from a backup is unknown", "path", path, "err", err)
-	case m.AuditTreeSize == size:
-		a.restoredFrom = &m
-		a.log.WarnContext(ctx, "started from a backup: what the authority did after the backup was made is undone. "+
-			"Revocations, node bans and join token withdrawals made since are not in force, join tokens used since can be used again, "+
-			"agent and federation changes made since are reverted, and nodes, delegations and audit entries made since are unknown here (the log's next entries take their indexes). "+
-			"Revoke, ban and withdraw again what was since, and re-apply the changes; docs/api.md, Backups, says how to find them",
-			"backup", m.Backup, "backup_created_at", m.CreatedAt, "audit_tree_size", m.AuditTreeSize)
 	case m.AuditTreeSize < size:
-		a.removeRestoreMark(ctx)
+		// Entries logged since the backup: its start was recorded, unless
+		// the authority stopped (a crash) after logging others but before
+		// its authority.started entry.
+		switch recorded, err := a.restoreRecorded(ctx, m); {
+		case err != nil:
+			a.log.WarnContext(ctx, "the data directory holds a backup's mark, and whether its start was recorded is unknown: left as it is", "path", path, "backup", m.Backup, "err", err)
+		case recorded:
+			a.removeRestoreMark(ctx)
+		default:
+			a.restored(ctx, m)
+		}
+	case m.AuditTreeSize == size:
+		a.restored(ctx, m)
 	default:
 		a.log.WarnContext(ctx, "the data directory holds a backup's mark of a larger audit log than it holds: left as it is", "path", path, "backup", m.Backup, "audit_tree_size", m.AuditTreeSize, "stored_tree_size", size)
+	}
+}
+
+// restored says that the authority starts from backup m, and has its
+// authority.started entry name it.
+func (a *Authority) restored(ctx context.Context, m restoreMark) {
+	a.restoredFrom = &m
+	a.log.WarnContext(ctx, "started from a backup: what the authority did after the backup was made is undone. "+
+		"Revocations, node bans and join token withdrawals made since are not in force, join tokens used since can be used again, "+
+		"agent and federation changes made since are reverted, and nodes, delegations and audit entries made since are unknown here (the log's next entries take their indexes). "+
+		"Revoke, ban and withdraw again what was since, and re-apply the changes; docs/api.md, Backups, says how to find them",
+		"backup", m.Backup, "backup_created_at", m.CreatedAt, "audit_tree_size", m.AuditTreeSize)
+}
+
+// restoreRecorded reports whether the log holds, from index
+// m.AuditTreeSize on, the authority.started entry naming backup m.
+func (a *Authority) restoreRecorded(ctx context.Context, m restoreMark) (bool, error) {
+	q := audit.Query{Type: "authority.started", Limit: audit.MaxSearchLimit}
+	if m.AuditTreeSize > 0 {
+		q.After, q.HasAfter = m.AuditTreeSize-1, true
+	}
+	for {
+		indexes, next, err := a.audit.Search(ctx, q)
+		if err != nil {
+			return false, err
+		}
+		for _, i := range indexes {
+			b, err := a.audit.Entry(ctx, i)
+			if err != nil {
+				return false, err
+			}
+			e, err := audit.Decode(b)
+			if err != nil {
+				return false, err
+			}
+			var d struct {
+				RestoredFrom *restoreMark `json:"restored_from"`
+			}
+			if e.ReadDetails(&d) == nil && d.RestoredFrom != nil && d.RestoredFrom.Backup == m.Backup {
+				return true, nil
+			}
+		}
+		if next == nil {
+			return false, nil
+		}
+		q.After, q.HasAfter = *next, true
 	}
 }
 

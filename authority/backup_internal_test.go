@@ -422,6 +422,24 @@ func TestRestoreIsRecorded(t *testing.T) {
 	if _, err := os.Stat(mark); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("a mark of a smaller log after a start: %v, want removed", err)
 	}
+	// A mark of a smaller log whose start was never recorded: the
+	// authority logged other entries, then stopped (a crash) before its
+	// authority.started entry. The next start records it.
+	unrecorded := restoreMark{Backup: "20261127T000000.000000000Z", CreatedAt: b.CreatedAt, AuditTreeSize: b.AuditTreeSize}
+	data, err := json.Marshal(unrecorded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mark, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want["backup"] = unrecorded.Backup
+	if got := start(t); !reflect.DeepEqual(got, want) {
+		t.Fatalf("a start with a mark of a smaller log whose start was not recorded: restored_from %v, want %v", got, want)
+	}
+	if _, err := os.Stat(mark); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the mark after its start was recorded: %v, want removed", err)
+	}
 	// The data directory the backup was made of is no restore.
 	if _, err := os.Stat(filepath.Join(a.cfg.DataDir, restoreMarkName)); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the live data directory's %s: %v, want none", restoreMarkName, err)
