@@ -185,22 +185,30 @@ func issuedAt(c *Caller, t time.Time) *Caller {
 	return c
 }
 
+// joinedOnAClock is an authority on a clock the test moves, and the
+// SVID of a node joined to it.
+func joinedOnAClock(t *testing.T) (*Authority, *testClock, *ca.X509SVID) {
+	t.Helper()
+	clock := &testClock{now: time.Now()}
+	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
+	secret, _, err := a.CreateJoinToken(t.Context(), adminOf(t, a), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := a.JoinNode(t.Context(), secret, newCSR(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, clock, joined
+}
+
 // A join-token node whose record was restored from a backup made before
 // its last renewal renews with the SVID it holds, which the record does
 // not know, and gets its agents' SVIDs with it; a copy of the SVID that
 // one replaced is still refused.
 func TestNodeRenewsOnARestoredRecord(t *testing.T) {
-	clock := &testClock{now: time.Now()}
-	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
+	a, clock, joined := joinedOnAClock(t)
 	ctx, admin := t.Context(), adminOf(t, a)
-	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	joined, err := a.JoinNode(ctx, secret, newCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	nodeOf := func(svid *ca.X509SVID) *Caller { return &Caller{ID: svid.ID, Cert: svid.Certificates[0]} }
 	var backup *registry.Node
 	if err := a.store.View(ctx, func(tx store.Tx) (err error) { backup, err = registry.GetNode(tx, joined.ID.String()); return err }); err != nil {
@@ -236,17 +244,8 @@ func TestNodeRenewsOnARestoredRecord(t *testing.T) {
 // it, so a copy of an SVID issued before the step is not taken as one
 // the record lost.
 func TestNodeCopyRefusedAfterTheClockSteppedBack(t *testing.T) {
-	clock := &testClock{now: time.Now()}
-	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
-	ctx, admin := t.Context(), adminOf(t, a)
-	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	held, err := a.JoinNode(ctx, secret, newCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, clock, held := joinedOnAClock(t)
+	ctx := t.Context()
 	renew := func(from *ca.X509SVID) (*ca.X509SVID, error) {
 		return a.MintX509(ctx, &Caller{ID: from.ID, Cert: from.Certificates[0]}, from.ID.String(), newCSR(t))
 	}

@@ -211,6 +211,18 @@ func serveWith(t *testing.T, is Issuer, change func(*Server), entries ...Entry) 
 	return "unix://" + path
 }
 
+// rawClient is a gRPC client of the Workload API at addr, which sends
+// only what the test gives it (no security header unless added).
+func rawClient(t *testing.T, addr string) pb.SpiffeWorkloadAPIClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return pb.NewSpiffeWorkloadAPIClient(conn)
+}
+
 func me(t testing.TB, id string) Entry {
 	t.Helper()
 	e, err := ParseEntry("uid:" + strconv.Itoa(os.Getuid()) + "=" + id)
@@ -300,12 +312,7 @@ func TestWorkloadAPIRefuses(t *testing.T) {
 	}
 
 	addr = serve(t, is, me(t, "spiffe://example.org/agent/planner"))
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	raw := pb.NewSpiffeWorkloadAPIClient(conn)
+	raw := rawClient(t, addr)
 	if _, err := raw.FetchJWTSVID(ctx, &pb.JWTSVIDRequest{Audience: []string{"x"}}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("FetchJWTSVID without the security header = %v, want InvalidArgument", err)
 	}
@@ -332,12 +339,7 @@ func TestWorkloadAPIRenewsAndFailsClosed(t *testing.T) {
 	is := &issuer{authority: newAuthority(t, "example.org", 3*time.Second)}
 	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
 	ctx := ctxFor(t)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stream, err := pb.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"), &pb.X509SVIDRequest{})
+	stream, err := rawClient(t, addr).FetchX509SVID(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"), &pb.X509SVIDRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,12 +492,7 @@ func TestWorkloadAPIBoundsHeaders(t *testing.T) {
 	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
 	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
 	ctx := ctxFor(t)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	raw := pb.NewSpiffeWorkloadAPIClient(conn)
+	raw := rawClient(t, addr)
 	withHeader := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
 	for _, tc := range []struct {
 		pad     int
@@ -533,12 +530,7 @@ func TestWorkloadAPISendsJWTBundlesOnChangeOnly(t *testing.T) {
 	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
 	ctx, cancel := context.WithCancel(ctxFor(t))
 	defer cancel()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	raw := pb.NewSpiffeWorkloadAPIClient(conn)
+	raw := rawClient(t, addr)
 	withHeader := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
 	bundles, err := raw.FetchJWTBundles(withHeader, &pb.JWTBundlesRequest{})
 	if err != nil {
@@ -598,12 +590,7 @@ func TestWorkloadAPIEndsStreamAtExpiry(t *testing.T) {
 	is := &stalling{issuer: &issuer{authority: newAuthority(t, "example.org", 2*time.Second)}}
 	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
 	ctx := ctxFor(t)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stream, err := pb.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"), &pb.X509SVIDRequest{})
+	stream, err := rawClient(t, addr).FetchX509SVID(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"), &pb.X509SVIDRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
