@@ -258,7 +258,7 @@ func TestNodeCopyRefusedAfterTheClockSteppedBack(t *testing.T) {
 	if held, err = renew(copied); err != nil {
 		t.Fatal(err)
 	}
-	if held, err = renew(held); err != nil {
+	if _, err = renew(held); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := renew(copied); !errors.Is(err, ErrSVIDSuperseded) {
