@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -71,7 +72,13 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	for i, e := range w.entries {
 		entries[i] = e.String()
 	}
-	fmt.Fprintf(stderr, "%s serving the SPIFFE Workload API on %s: %s\n", time.Now().UTC().Format(time.RFC3339), w.socket, strings.Join(entries, ", "))
+	// The workloads need the socket's absolute path (a SPIFFE address is
+	// unix:///PATH): say it, whatever path was given.
+	at := w.socket
+	if abs, err := filepath.Abs(at); err == nil {
+		at = abs
+	}
+	fmt.Fprintf(stderr, "%s serving the SPIFFE Workload API on %s (SPIFFE_ENDPOINT_SOCKET=unix://%s): %s\n", time.Now().UTC().Format(time.RFC3339), at, at, strings.Join(entries, ", "))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 1)

@@ -41,7 +41,9 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 	var out, errOut bytes.Buffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"node", "run", "--workload-api", sock, "--workload", "uid:" + uid + "=spiffe://mandate.localhost/agent/planner"}, &out, &errOut)
+		// A relative path, as a user may give it: the log names the
+		// absolute one, which the workloads need.
+		done <- run(ctx, []string{"node", "run", "--workload-api", "workload.sock", "--workload", "uid:" + uid + "=spiffe://mandate.localhost/agent/planner"}, &out, &errOut)
 	}()
 	addr := workloadapi.WithAddr("unix://" + sock)
 	var xc *workloadapi.X509Context
@@ -91,9 +93,28 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 	if strings.Contains(said.String(), "PRIVATE KEY") {
 		t.Error("svid workload printed a key")
 	}
+	// The socket as a path, relative or absolute, or as a URI, in the
+	// flag or in $SPIFFE_ENDPOINT_SOCKET.
+	for _, tc := range []struct{ flag, env string }{
+		{flag: sock}, {flag: "workload.sock"}, {flag: "./workload.sock"}, {flag: "unix://" + sock},
+		{env: "workload.sock"}, {env: "unix://" + sock},
+	} {
+		t.Setenv("SPIFFE_ENDPOINT_SOCKET", tc.env)
+		args := []string{"svid", "workload"}
+		if tc.flag != "" {
+			args = append(args, "--workload-api", tc.flag)
+		}
+		said.Reset()
+		if err := run(ctx, args, &said, &errOut); err != nil || !strings.Contains(said.String(), `"spiffe_id": "spiffe://mandate.localhost/agent/planner"`) {
+			t.Errorf("svid workload with --workload-api %q, $SPIFFE_ENDPOINT_SOCKET %q = %v, printed %s", tc.flag, tc.env, err, said.String())
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("node run = %v (%s), want it stopped cleanly", err, errOut.String())
+	}
+	if want := "serving the SPIFFE Workload API on " + sock + " (SPIFFE_ENDPOINT_SOCKET=unix://" + sock + ")"; !strings.Contains(errOut.String(), want) {
+		t.Errorf("node run's log does not say %q:\n%s", want, errOut.String())
 	}
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the socket is left after node run stopped: %v", err)

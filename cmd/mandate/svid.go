@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -52,8 +53,9 @@ func svidWorkload(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if socket == "" {
 		return usagef("--workload-api is required (or $SPIFFE_ENDPOINT_SOCKET)")
 	}
-	if !strings.Contains(socket, "://") {
-		socket = "unix://" + socket
+	socket, err := workloadAddr(socket)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -93,6 +95,20 @@ func svidWorkload(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	return printJSON(stdout, out)
+}
+
+// workloadAddr is the Workload API address of socket: a URI as given
+// (unix:///PATH), a path as the unix URI of its absolute path, which
+// SPIFFE addresses need (unix://rel.sock would name a host).
+func workloadAddr(socket string) (string, error) {
+	if strings.Contains(socket, "://") {
+		return socket, nil
+	}
+	abs, err := filepath.Abs(socket)
+	if err != nil {
+		return "", fmt.Errorf("workload API %s: %w", socket, err)
+	}
+	return "unix://" + abs, nil
 }
 
 func svidX509(ctx context.Context, args []string, stdout, stderr io.Writer) error {
