@@ -860,6 +860,9 @@ func TestServeOnABusyPortChangesNothing(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Fatalf("serve on a busy port = %v, want a listen error", err)
 	}
+	if !strings.Contains(err.Error(), "--listen 127.0.0.1:PORT, or 127.0.0.1:0") {
+		t.Errorf("serve on a busy port = %v, want it to say how to serve on another port", err)
+	}
 	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("data directory after the refused start: %v, want none made", err)
 	}

@@ -205,6 +205,9 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	// or a missing certificate stops the server before it creates or
 	// changes anything.
 	ln, err := net.Listen("tcp", cfg.Listen)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("listen: %w (another process, an authority already running perhaps, listens there: serve on another port with --listen 127.0.0.1:PORT, or 127.0.0.1:0 for any free one)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
