@@ -140,6 +140,9 @@ func Listen(path string) (net.Listener, error) {
 	// place meanwhile.
 	dir := filepath.Dir(path)
 	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("workload: the socket's directory %s does not exist: make it first, written by its owner alone (mkdir -m 0755 %s), or give a path in another directory: %w", dir, dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("workload: the socket's directory: %w", err)
 	}

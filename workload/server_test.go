@@ -447,6 +447,10 @@ func TestListen(t *testing.T) {
 		t.Fatalf("Listen on a stale socket = %v, want it replaced", err)
 	}
 	ln.Close()
+	// A directory that is not there: the error says to make it.
+	if _, err := Listen(filepath.Join(dir, "none", "api.sock")); err == nil || !strings.Contains(err.Error(), "does not exist: make it first") {
+		t.Errorf("Listen in a missing directory = %v, want it to say to make it", err)
+	}
 	file := filepath.Join(dir, "file")
 	if err := os.WriteFile(file, []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
