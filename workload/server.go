@@ -211,9 +211,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(s.conns.listen(ln)) }()
 	var err error
+	servedDone := false
 	select {
 	case <-ctx.Done():
 	case err = <-served:
+		servedDone = true
 	}
 	close(s.stopping)
 	stopKeeping()
@@ -223,6 +225,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
 		g.Stop()
+	}
+	if !servedDone {
+		// g.Serve closes ln (and so removes the socket) when it returns,
+		// which it does once the server is stopped, also when it is
+		// called only now: a ctx that ended at once must not leave the
+		// socket behind.
+		<-served
 	}
 	wg.Wait()
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {

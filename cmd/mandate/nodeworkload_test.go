@@ -156,6 +156,24 @@ func TestNodeRunWorkloadFlags(t *testing.T) {
 	}
 }
 
+// node run stopping at once (here: no node credential to renew) leaves
+// no socket behind.
+func TestNodeRunRemovesTheSocketWhenItStopsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	sock := filepath.Join(dir, "workload.sock")
+	for i := range 20 {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"node", "run", "--out", "none", "--workload-api", sock, "--workload", "uid:1=spiffe://mandate.localhost/agent/a"}, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "join first") {
+			t.Fatalf("node run with no node credential = %v, want it to say to join first", err)
+		}
+		if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("run %d: the socket is left after node run stopped: %v", i, err)
+		}
+	}
+}
+
 // node run --tpm serves the Workload API too, with the credential its
 // attestation obtains.
 func TestNodeRunTPMServesTheWorkloadAPI(t *testing.T) {
