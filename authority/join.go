@@ -139,7 +139,7 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 					AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
 				}
 				if old, err := registry.GetNode(tx, nodeID.String()); err == nil { // joined again with its token
-					rec.NewestSVIDAt = old.NewestSVIDAt
+					rec.NewestSVIDAt = old.NewestSVID()
 				}
 				rec.IssuedSVIDAt(now)
 				return registry.PutNode(tx, rec)

@@ -283,10 +283,7 @@ func latestNodeSVID(node *registry.Node, c *Caller, now time.Time) error {
 // record naming it are one commit. A copy of a credential replaced since
 // is older than the record's, never newer, and is still refused.
 func newerThanRecord(node *registry.Node, c *Caller) bool {
-	newest := node.NewestSVIDAt
-	if newest.IsZero() { // a record written before it was kept
-		newest = node.SVIDIssuedAt
-	}
+	newest := node.NewestSVID()
 	return c.Cert != nil && !newest.IsZero() && c.Cert.NotBefore.After(newest)
 }
 

@@ -242,27 +242,49 @@ func TestNodeRenewsOnARestoredRecord(t *testing.T) {
 // An SVID replaced since is refused even after the authority's clock
 // stepped back: the record's newest issue time does not move back with
 // it, so a copy of an SVID issued before the step is not taken as one
-// the record lost.
+// the record lost. So too for a record an earlier release wrote, which
+// has only the latest SVID's issue time.
 func TestNodeCopyRefusedAfterTheClockSteppedBack(t *testing.T) {
-	a, clock, held := joinedOnAClock(t)
-	ctx := t.Context()
-	renew := func(from *ca.X509SVID) (*ca.X509SVID, error) {
-		return a.MintX509(ctx, &Caller{ID: from.ID, Cert: from.Certificates[0]}, from.ID.String(), newCSR(t))
-	}
-	clock.Advance(30 * time.Minute)
-	copied, err := renew(held)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(-20 * time.Minute) // the authority's clock steps back
-	if held, err = renew(copied); err != nil {
-		t.Fatal(err)
-	}
-	if _, err = renew(held); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := renew(copied); !errors.Is(err, ErrSVIDSuperseded) {
-		t.Errorf("a renewal with a copy of an SVID replaced twice since, issued before the clock stepped back = %v, want ErrSVIDSuperseded", err)
+	for _, tc := range []struct {
+		name string
+		// record rewrites the node's record before the step, as kept.
+		record func(*registry.Node)
+	}{
+		{"record as written", func(*registry.Node) {}},
+		{"record without newest_svid_at", func(n *registry.Node) { n.NewestSVIDAt = time.Time{} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, clock, held := joinedOnAClock(t)
+			ctx := t.Context()
+			renew := func(from *ca.X509SVID) (*ca.X509SVID, error) {
+				return a.MintX509(ctx, &Caller{ID: from.ID, Cert: from.Certificates[0]}, from.ID.String(), newCSR(t))
+			}
+			clock.Advance(30 * time.Minute)
+			copied, err := renew(held)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.store.Update(ctx, func(tx store.Tx) error {
+				n, err := registry.GetNode(tx, copied.ID.String())
+				if err != nil {
+					return err
+				}
+				tc.record(n)
+				return registry.PutNode(tx, n)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(-20 * time.Minute) // the authority's clock steps back
+			if held, err = renew(copied); err != nil {
+				t.Fatal(err)
+			}
+			if _, err = renew(held); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := renew(copied); !errors.Is(err, ErrSVIDSuperseded) {
+				t.Errorf("a renewal with a copy of an SVID replaced twice since, issued before the clock stepped back = %v, want ErrSVIDSuperseded", err)
+			}
+		})
 	}
 }
 

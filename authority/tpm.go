@@ -767,7 +767,7 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 			return fmt.Errorf("%w: %w (%s at %s, the challenge at %s): ask a new challenge",
 				attest.ErrChallengeExpired, errDriftedSince, nodeID, n.DriftedAt.UTC().Format(time.RFC3339Nano), s.CreatedAt.UTC().Format(time.RFC3339Nano))
 		} else if err == nil {
-			rec.NewestSVIDAt = n.NewestSVIDAt
+			rec.NewestSVIDAt = n.NewestSVID()
 			if !n.Drifted {
 				prev = n.SVIDSerial
 			}

@@ -99,3 +99,44 @@ func TestTPMChallengeExpiringBeforeTheCommitIsRefused(t *testing.T) {
 		t.Errorf("the node after its answer was refused: %v, want it not stored", err)
 	}
 }
+
+// A TPM node attested again with the authority's clock behind its last
+// SVID's issue keeps its record's newest SVID time, also when an
+// earlier release wrote the record (its svid_issued_at the newest then):
+// a copy of an SVID issued before is not taken for one the record lost.
+func TestTPMReattestKeepsTheNewestSVIDTime(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		old  func(later time.Time) registry.Node
+	}{
+		{"record as written", func(later time.Time) registry.Node {
+			return registry.Node{SVIDIssuedAt: later.Add(-time.Minute), NewestSVIDAt: later}
+		}},
+		{"record without newest_svid_at", func(later time.Time) registry.Node { return registry.Node{SVIDIssuedAt: later} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, _ := runAuthority(t)
+			ctx, now := t.Context(), a.now()
+			later := now.Add(time.Hour).UTC() // issued before the clock stepped back
+			ek := strings.Repeat("ab", 32)
+			nodeID := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, ek)
+			old := tc.old(later)
+			old.SPIFFEID, old.AttestationMethod, old.Level, old.AttestedAt = nodeID.String(), attest.MethodTPM, registry.LevelHardware, later
+			if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.PutNode(tx, &old) }); err != nil {
+				t.Fatal(err)
+			}
+			s := &attest.TPMSession{ID: ek[:16] + strings.Repeat("0", 32), EKHash: ek, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+			key, _ := newKeyAndCSR(t)
+			if _, err := a.admitTPMNode(ctx, s, nodeID, key.Public(), &attest.Result{Profile: "p", EKHash: ek}, now, map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			var n *registry.Node
+			if err := a.store.View(ctx, func(tx store.Tx) (err error) { n, err = registry.GetNode(tx, nodeID.String()); return err }); err != nil {
+				t.Fatal(err)
+			}
+			if !n.SVIDIssuedAt.Equal(now) || !n.NewestSVIDAt.Equal(later) {
+				t.Errorf("attested again at %v: svid_issued_at %v, newest_svid_at %v; want %v, %v", now, n.SVIDIssuedAt, n.NewestSVIDAt, now, later)
+			}
+		})
+	}
+}

@@ -173,8 +173,20 @@ func hasAll(have, want []string) bool {
 
 // IssuedSVIDAt records in n that an SVID of it was issued at t.
 func (n *Node) IssuedSVIDAt(t time.Time) {
+	newest := n.NewestSVID()
 	n.SVIDIssuedAt = t
-	if t.After(n.NewestSVIDAt) {
+	n.NewestSVIDAt = newest
+	if t.After(newest) {
 		n.NewestSVIDAt = t
 	}
+}
+
+// NewestSVID is the latest time any SVID of n was issued at, as its
+// record knows: NewestSVIDAt, or, in a record written before that was
+// kept, SVIDIssuedAt (the latest then).
+func (n *Node) NewestSVID() time.Time {
+	if n.NewestSVIDAt.IsZero() {
+		return n.SVIDIssuedAt
+	}
+	return n.NewestSVIDAt
 }

@@ -200,3 +200,31 @@ func TestCheckHosting(t *testing.T) {
 		})
 	}
 }
+
+// A node's newest SVID time follows each issue forward, never back (a
+// clock stepped back), also from a record written before it was kept,
+// whose latest SVID's issue time is the newest then.
+func TestIssuedSVIDAt(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 5, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name       string
+		rec        registry.Node
+		at         time.Time
+		wantNewest time.Time
+	}{
+		{"first", registry.Node{}, t0, t0},
+		{"later", registry.Node{SVIDIssuedAt: t0, NewestSVIDAt: t0}, t0.Add(time.Hour), t0.Add(time.Hour)},
+		{"clock stepped back", registry.Node{SVIDIssuedAt: t0, NewestSVIDAt: t0.Add(time.Hour)}, t0.Add(time.Minute), t0.Add(time.Hour)},
+		{"record without it, later", registry.Node{SVIDIssuedAt: t0}, t0.Add(time.Hour), t0.Add(time.Hour)},
+		{"record without it, clock stepped back", registry.Node{SVIDIssuedAt: t0}, t0.Add(-time.Hour), t0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := tc.rec
+			n.IssuedSVIDAt(tc.at)
+			if !n.SVIDIssuedAt.Equal(tc.at) || !n.NewestSVIDAt.Equal(tc.wantNewest) {
+				t.Errorf("after IssuedSVIDAt(%v): svid_issued_at %v, newest_svid_at %v; want %v, %v",
+					tc.at, n.SVIDIssuedAt, n.NewestSVIDAt, tc.at, tc.wantNewest)
+			}
+		})
+	}
+}
