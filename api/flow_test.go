@@ -703,8 +703,14 @@ func TestJoinAskedAgain(t *testing.T) {
 	if retried != 1 || len(e.auditOf("node.attested", n1.id.String())) != 1 {
 		t.Errorf("audit: %d svid.issued with join_retry for the new serial, %d node.attested; want 1 and 1", retried, len(e.auditOf("node.attested", n1.id.String())))
 	}
-	if nodes, err := e.admin.ListNodes(ctx); err != nil || len(nodes) != 1 {
+	nodes, err := e.admin.ListNodes(ctx)
+	if err != nil || len(nodes) != 1 {
 		t.Fatalf("nodes after a join asked again: %v, %v; want one", nodes, err)
+	}
+	// The client shows what the admin API answers: the newest SVID's
+	// issue time among it.
+	if n := nodes[0]; n.SVIDIssuedAt.IsZero() || !n.NewestSVIDAt.Equal(n.SVIDIssuedAt) {
+		t.Errorf("the node after a join asked again: svid_issued_at %v, newest_svid_at %v; want both, equal", n.SVIDIssuedAt, n.NewestSVIDAt)
 	}
 	_, otherCSR, err := client.NewKeyAndCSR()
 	if err != nil {

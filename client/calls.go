@@ -148,6 +148,7 @@ type Node struct {
 	PrevSVIDSerial    string    `json:"prev_svid_serial,omitempty"`
 	SVIDIssuedAt      time.Time `json:"svid_issued_at,omitzero"`
 	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
+	NewestSVIDAt      time.Time `json:"newest_svid_at,omitzero"`
 	TPM               *NodeTPM  `json:"tpm,omitempty"`
 	Drifted           bool      `json:"drifted"`
 	DriftedAt         time.Time `json:"drifted_at,omitzero"`
