@@ -33,7 +33,7 @@ func FuzzWorkloadRequests(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s.update(s.entries[0].ID, h, bundles)
+	s.update(s.entries[0].ID, h, bundles, s.ask())
 	good, _, err := is.JWTSVID(context.Background(), s.entries[0].ID, []string{"billing"})
 	if err != nil {
 		f.Fatal(err)

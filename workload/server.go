@@ -46,6 +46,10 @@ type Issuer interface {
 	X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error)
 	// JWTSVID is a new JWT-SVID of id for audience, and its expiry.
 	JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error)
+	// Bundle is the authority's own trust bundle as it publishes it now
+	// (its bundle endpoint): with the X.509 CA and JWT key it has
+	// prepared, before they sign.
+	Bundle(ctx context.Context) (*spiffebundle.Bundle, error)
 }
 
 // Limits of what a caller may send or hold.
@@ -68,6 +72,9 @@ const (
 	// retryFloor and retryCeiling bound the wait before asking again for
 	// an X509-SVID that could not be obtained.
 	retryFloor, retryCeiling = time.Second, time.Minute
+	// bundleRefresh is how often the authority's own bundle is asked for
+	// when it gives no refresh hint; maxBundleRefresh bounds a hint.
+	bundleRefresh, maxBundleRefresh = 5 * time.Minute, time.Hour
 )
 
 // Server is the Workload API of one host. Make it with New, serve it
@@ -86,6 +93,14 @@ type Server struct {
 	svids   map[spiffeid.ID]*held
 	failed  map[spiffeid.ID]error // why the latest request of an identity's X509-SVID failed, until one succeeds
 	bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
+	// asks numbers the requests whose answers carry bundles (X509-SVIDs,
+	// the authority's bundle) in the order they were made; setAsk is the
+	// one whose answer gave the set of bundles, and tdAsk, by trust
+	// domain, the one that gave each: an answer to an earlier request,
+	// arriving late, does not put back what a later one replaced.
+	asks    uint64
+	setAsk  uint64
+	tdAsk   map[spiffeid.TrustDomain]uint64
 	changed chan struct{} // closed, and replaced, at every change of svids or bundles
 	jwts    map[string]heldJWT
 	// jwtCalls are the JWT-SVIDs being obtained, by the key of jwts.
@@ -124,7 +139,7 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 	return &Server{
 		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now, wallPoll: time.Minute,
 		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{},
-		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
+		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, tdAsk: map[spiffeid.TrustDomain]uint64{}, changed: make(chan struct{}),
 		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: map[uint32]chan struct{}{}, conns: newConnLimit(maxConnsPerUID, maxConns, log), stopping: make(chan struct{}),
 	}, nil
 }
@@ -208,6 +223,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	for _, id := range s.ids() {
 		wg.Go(func() { s.keep(keep, id) })
 	}
+	wg.Go(func() { s.keepBundle(keep) })
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(s.conns.listen(ln)) }()
 	var err error
@@ -257,6 +273,7 @@ func (s *Server) ids() []spiffeid.ID {
 func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
 	retry := retryFloor
 	for {
+		ask := s.ask()
 		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
 		svid, bundles, err := s.issuer.X509SVID(callCtx, id)
 		cancel()
@@ -267,7 +284,7 @@ func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
 		if err == nil {
 			var h *held
 			if h, err = hold(svid, id, bundles, s.now()); err == nil {
-				s.update(id, h, bundles)
+				s.update(id, h, bundles, ask)
 				life := max(svid.Certificates[0].NotAfter.Sub(s.now()), 0)
 				wait = max(life*2/5+rand.N(life/10+1), retryFloor)
 				retry = retryFloor
@@ -281,6 +298,59 @@ func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
 			return
 		}
 	}
+}
+
+// keepBundle obtains the authority's own bundle at its refresh hint,
+// until ctx ends: a CA or JWT key the authority prepares reaches the
+// workloads before it signs (the authority publishes each a third of
+// its life before, and keeps its refresh hint shorter than that), not
+// only with an X509-SVID's renewal, which may come later than that.
+func (s *Server) keepBundle(ctx context.Context) {
+	retry := retryFloor
+	for {
+		ask := s.ask()
+		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
+		b, err := s.issuer.Bundle(callCtx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		wait := retry
+		if err == nil {
+			s.updateBundle(b, ask)
+			wait, retry = bundleRefresh, retryFloor
+			if hint, ok := b.RefreshHint(); ok && hint > 0 {
+				wait = min(max(hint, retryFloor), maxBundleRefresh)
+			}
+		} else {
+			retry = min(retry*2, retryCeiling)
+			s.log.Warn("workload API: no new trust bundle", "retry_in", wait.String(), "err", err)
+		}
+		if !s.wait(ctx, wait) {
+			return
+		}
+	}
+}
+
+// ask numbers a request whose answer carries bundles.
+func (s *Server) ask() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.asks++
+	return s.asks
+}
+
+// updateBundle serves b, the authority's bundle answered to request
+// ask, as its trust domain's, unless a later request's answer gave it.
+func (s *Server) updateBundle(b *spiffebundle.Bundle, ask uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	td := b.TrustDomain()
+	if ask < s.tdAsk[td] {
+		return
+	}
+	s.bundles[td], s.tdAsk[td] = b, ask
+	s.signal()
 }
 
 // wait waits d as the wall clock counts it, reading it at least every
@@ -334,17 +404,25 @@ func hold(svid *x509svid.SVID, id spiffeid.ID, bundles []*spiffebundle.Bundle, n
 	return &held{svid: svid, certs: concatDER(svid.Certificates), key: key}, nil
 }
 
-// update serves h as id's X509-SVID, and bundles as the trust bundles.
-func (s *Server) update(id spiffeid.ID, h *held, bundles []*spiffebundle.Bundle) {
+// update serves h as id's X509-SVID, and bundles, answered with it to
+// request ask, as the trust bundles: unless a later request's answer
+// gave them, or, for a trust domain's, its bundle.
+func (s *Server) update(id spiffeid.ID, h *held, bundles []*spiffebundle.Bundle, ask uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.svids[id] = h
 	delete(s.failed, id)
-	next := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
-	for _, b := range bundles {
-		next[b.TrustDomain()] = b
+	if ask > s.setAsk {
+		next, nextAsk := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, map[spiffeid.TrustDomain]uint64{}
+		for _, b := range bundles {
+			td := b.TrustDomain()
+			next[td], nextAsk[td] = b, ask
+			if s.tdAsk[td] > ask {
+				next[td], nextAsk[td] = s.bundles[td], s.tdAsk[td]
+			}
+		}
+		s.bundles, s.tdAsk, s.setAsk = next, nextAsk, ask
 	}
-	s.bundles = next
 	s.signal()
 }
 

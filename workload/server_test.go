@@ -50,7 +50,11 @@ type authority struct {
 	// moreJWT are further JWT authorities of the bundle (a key being
 	// rotated in or out), by key ID.
 	moreJWT map[string]crypto.PublicKey
-	life    time.Duration
+	// moreRoots are further X.509 authorities of the bundle (a CA being
+	// rotated in); hint is the bundle's refresh hint, when set.
+	moreRoots []*x509.Certificate
+	hint      time.Duration
+	life      time.Duration
 
 	x509Calls, jwtCalls atomic.Int32
 	mu                  sync.Mutex
@@ -64,6 +68,8 @@ type authority struct {
 	// answer); jwtSigner, when set, signs them instead of the bundle's key.
 	jwtSubject string
 	jwtSigner  *ecdsa.PrivateKey
+	// jwtKID, when set, is the kid of every JWT-SVID (jwtSigner's).
+	jwtKID string
 }
 
 func newAuthority(t testing.TB, td string, life time.Duration) *authority {
@@ -93,11 +99,19 @@ func newAuthority(t testing.TB, td string, life time.Duration) *authority {
 }
 
 func (a *authority) bundle() *spiffebundle.Bundle {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	b := spiffebundle.New(a.td)
 	b.AddX509Authority(a.root)
+	for _, r := range a.moreRoots {
+		b.AddX509Authority(r)
+	}
 	_ = b.AddJWTAuthority("jwt-1", a.jwtKey.Public())
 	for kid, k := range a.moreJWT {
 		_ = b.AddJWTAuthority(kid, k)
+	}
+	if a.hint > 0 {
+		b.SetRefreshHint(a.hint)
 	}
 	return b
 }
@@ -151,6 +165,13 @@ func (is *issuer) X509SVID(_ context.Context, id spiffeid.ID) (*x509svid.SVID, [
 	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{cert}, PrivateKey: key}, bundles, nil
 }
 
+func (is *issuer) Bundle(context.Context) (*spiffebundle.Bundle, error) {
+	if err := is.failing(); err != nil {
+		return nil, err
+	}
+	return is.bundle(), nil
+}
+
 func (is *issuer) JWTSVID(_ context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
 	is.jwtCalls.Add(1)
 	n := is.jwtInFlight.Add(1)
@@ -161,14 +182,19 @@ func (is *issuer) JWTSVID(_ context.Context, id spiffeid.ID, audience []string) 
 	if err := is.failing(); err != nil {
 		return "", time.Time{}, err
 	}
-	key, sub := is.jwtKey, id.String()
+	is.mu.Lock()
+	key, sub, kid := is.jwtKey, id.String(), "jwt-1"
 	if is.jwtSigner != nil {
 		key = is.jwtSigner
 	}
 	if is.jwtSubject != "" {
 		sub = is.jwtSubject
 	}
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "jwt-1"))
+	if is.jwtKID != "" {
+		kid = is.jwtKID
+	}
+	is.mu.Unlock()
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -924,7 +950,7 @@ func TestJWTSVIDsKeptPerUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.update(id, h, bundles)
+	s.update(id, h, bundles, s.ask())
 	kept, err := s.jwt(t.Context(), 2, id, []string{"billing"})
 	if err != nil {
 		t.Fatal(err)
@@ -940,5 +966,122 @@ func TestJWTSVIDsKeptPerUser(t *testing.T) {
 	}
 	if len(s.jwts) > maxJWTsHeldPerUID+1 {
 		t.Errorf("%d JWT-SVIDs kept, want at most %d", len(s.jwts), maxJWTsHeldPerUID+1)
+	}
+}
+
+// A CA and a JWT key the authority publishes before they sign reach the
+// workloads before the X509-SVID is renewed (the authority's bundle is
+// asked for at its refresh hint): a JWT-SVID the new key signs is
+// served, and validates with the bundles served, from its first use.
+func TestWorkloadAPIServesPublishedKeysBeforeRenewal(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	home.hint = time.Second
+	is := &issuer{authority: home}
+	addr := workloadapi.WithAddr(serve(t, is, me(t, "spiffe://example.org/agent/planner")))
+	ctx := ctxFor(t)
+	client, err := workloadapi.New(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, err := client.FetchX509SVID(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next := newAuthority(t, "example.org", time.Hour) // the authority's next CA and JWT key
+	home.mu.Lock()
+	home.moreRoots = []*x509.Certificate{next.root}
+	home.moreJWT = map[string]crypto.PublicKey{"jwt-2": next.jwtKey.Public()}
+	home.mu.Unlock()
+	for {
+		xb, errX := client.FetchX509Bundles(ctx)
+		jb, errJ := client.FetchJWTBundles(ctx)
+		if errX == nil && errJ == nil {
+			roots, _ := xb.GetX509BundleForTrustDomain(home.td)
+			keys, _ := jb.GetJWTBundleForTrustDomain(home.td)
+			if roots != nil && roots.HasX509Authority(next.root) && keys != nil && keys.HasJWTAuthority("jwt-2") {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the CA and JWT key published did not reach the workload (%v, %v)", errX, errJ)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := is.x509Calls.Load(); n != 1 {
+		t.Fatalf("the X509-SVID was asked for %d times, want once: the bundles came with a renewal", n)
+	}
+	home.mu.Lock()
+	home.jwtSigner, home.jwtKID = next.jwtKey, "jwt-2"
+	home.mu.Unlock()
+	svid, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "billing"})
+	if err != nil {
+		t.Fatalf("FetchJWTSVID signed by the key published = %v", err)
+	}
+	keys, err := client.FetchJWTBundles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(svid.Marshal(), keys, []string{"billing"}); err != nil {
+		t.Errorf("the JWT-SVID does not validate with the bundles served: %v", err)
+	}
+}
+
+// The bundles served are those of the latest request made, not of the
+// latest answer: an X509-SVID answered late, to a request made before
+// the authority's bundle was asked for, does not put back the bundle
+// without the key published since, and a bundle answered late does not
+// put back a key dropped since.
+func TestBundlesFollowTheLatestRequest(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	is := &issuer{authority: home}
+	s, err := New([]Entry{me(t, "spiffe://example.org/agent/planner")}, is, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.entries[0].ID
+	obtain := func() (*held, []*spiffebundle.Bundle) {
+		t.Helper()
+		svid, bundles, err := is.X509SVID(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := hold(svid, id, bundles, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h, bundles
+	}
+	published := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.bundles[home.td] != nil && s.bundles[home.td].HasJWTAuthority("jwt-2")
+	}
+	next := newAuthority(t, "example.org", time.Hour)
+
+	early := s.ask()
+	h, before := obtain()
+	home.mu.Lock()
+	home.moreJWT = map[string]crypto.PublicKey{"jwt-2": next.jwtKey.Public()}
+	home.mu.Unlock()
+	withKey := home.bundle()
+	s.updateBundle(withKey, s.ask())
+	s.update(id, h, before, early)
+	if !published() {
+		t.Error("an X509-SVID answered late put back the bundle without the key published since")
+	}
+	if s.svids[id] != h {
+		t.Error("the X509-SVID answered late is not served")
+	}
+
+	stale := s.ask()
+	home.mu.Lock()
+	home.moreJWT = nil
+	home.mu.Unlock()
+	later := s.ask()
+	h, after := obtain()
+	s.update(id, h, after, later)
+	s.updateBundle(withKey, stale)
+	if published() {
+		t.Error("a bundle answered late put back a key dropped since")
 	}
 }

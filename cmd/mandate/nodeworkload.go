@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -148,4 +150,21 @@ func (n *nodeIssuer) JWTSVID(ctx context.Context, id spiffeid.ID, audience []str
 		return "", time.Time{}, err
 	}
 	return ans.Token, ans.ExpiresAt, nil
+}
+
+func (n *nodeIssuer) Bundle(ctx context.Context) (*spiffebundle.Bundle, error) {
+	c, err := n.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseIdle()
+	var doc json.RawMessage
+	if err := c.Do(ctx, http.MethodGet, "/v1/bundle", nil, &doc); err != nil {
+		return nil, err
+	}
+	b, err := spiffebundle.Parse(c.TrustDomain(), doc)
+	if err != nil {
+		return nil, fmt.Errorf("the authority's bundle: %w", err)
+	}
+	return b, nil
 }

@@ -20,6 +20,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
 )
 
 // node run --workload-api serves a hosted agent's SVIDs to the local
@@ -253,5 +256,39 @@ func TestNodeRunGoesOnWithItsLogGone(t *testing.T) {
 	_ = cmd.Wait()
 	if !cmd.ProcessState.Success() {
 		t.Errorf("node run stopped by SIGTERM with its log gone: %v; want exit status 0", cmd.ProcessState)
+	}
+}
+
+// The Workload API's issuer asks the authority for its bundle, as it
+// publishes it, with the node's credential: this trust domain's, with a
+// refresh hint, and verifying what the authority issued.
+func TestNodeIssuerBundle(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	joinNode(t, url, dir, "")
+	cf := clientFlags{server: url, creds: filepath.Join(dir, "mandate-node")}
+	is := &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := is.Bundle(ctx)
+	if err != nil {
+		t.Fatalf("Bundle = %v", err)
+	}
+	if b.TrustDomain().Name() != "mandate.localhost" {
+		t.Errorf("the bundle is of %s", b.TrustDomain())
+	}
+	if hint, ok := b.RefreshHint(); !ok || hint <= 0 {
+		t.Errorf("the bundle's refresh hint = %v, %v", hint, ok)
+	}
+	chain, _, _, err := credfile.Load(credfile.In(filepath.Join(dir, "mandate-node")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(chain, b); err != nil {
+		t.Errorf("the node's SVID does not verify with the bundle: %v", err)
+	}
+	if len(b.JWTAuthorities()) == 0 {
+		t.Error("the bundle has no JWT authority")
 	}
 }
