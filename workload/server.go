@@ -671,12 +671,19 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *pb.JWTSVIDRequest) (*pb.
 	}
 	who, _ := callerOfCall(ctx)
 	ans := &pb.JWTSVIDResponse{}
+	var why []string
 	for _, id := range ids {
 		tok, err := s.jwt(ctx, who.UID, id, req.Audience)
 		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "no JWT-SVID of %s could be obtained: %v", id, err)
+			why = append(why, "no JWT-SVID of "+id.String()+" could be obtained: "+err.Error())
+			continue
 		}
 		ans.Svids = append(ans.Svids, &pb.JWTSVID{SpiffeId: id.String(), Svid: tok})
+	}
+	// Those of the caller's identities that could be obtained, as
+	// FetchX509SVID: one the authority refuses does not take the others'.
+	if len(ans.Svids) == 0 {
+		return nil, status.Error(codes.Unavailable, strings.Join(why, "; "))
 	}
 	return ans, nil
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1083,5 +1084,71 @@ func TestBundlesFollowTheLatestRequest(t *testing.T) {
 	s.updateBundle(withKey, stale)
 	if published() {
 		t.Error("a bundle answered late put back a key dropped since")
+	}
+}
+
+// refusing refuses the JWT-SVIDs of the identities in refused, as the
+// authority does those of an agent no longer hosted here.
+type refusing struct {
+	*issuer
+	refused []spiffeid.ID
+}
+
+func (r *refusing) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
+	if slices.Contains(r.refused, id) {
+		return "", time.Time{}, errors.New("403 Agent not allowed on this node")
+	}
+	return r.issuer.JWTSVID(ctx, id, audience)
+}
+
+// A caller of several identities gets the JWT-SVIDs of those the
+// authority answers, whichever others it refuses; nothing, saying why,
+// when it refuses them all or the one asked for.
+func TestWorkloadAPIServesTheJWTSVIDsObtained(t *testing.T) {
+	planner := spiffeid.RequireFromString("spiffe://example.org/agent/planner")
+	booker := spiffeid.RequireFromString("spiffe://example.org/agent/booker")
+	for name, tc := range map[string]struct {
+		refused []spiffeid.ID
+		asked   string
+		want    []string // the identities answered; none: Unavailable
+	}{
+		"none refused":          {want: []string{planner.String(), booker.String()}},
+		"one refused":           {refused: []spiffeid.ID{booker}, want: []string{planner.String()}},
+		"the first refused":     {refused: []spiffeid.ID{planner}, want: []string{booker.String()}},
+		"all refused":           {refused: []spiffeid.ID{planner, booker}},
+		"the one asked for":     {refused: []spiffeid.ID{booker}, asked: booker.String()},
+		"another one asked for": {refused: []spiffeid.ID{booker}, asked: planner.String(), want: []string{planner.String()}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			is := &refusing{issuer: &issuer{authority: newAuthority(t, "example.org", time.Hour)}, refused: tc.refused}
+			addr := serve(t, is, me(t, planner.String()), me(t, booker.String()))
+			ctx := ctxFor(t)
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ans, err := pb.NewSpiffeWorkloadAPIClient(conn).FetchJWTSVID(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"),
+				&pb.JWTSVIDRequest{Audience: []string{"billing"}, SpiffeId: tc.asked})
+			if len(tc.want) == 0 {
+				if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not allowed on this node") {
+					t.Errorf("FetchJWTSVID = %v, %v; want Unavailable with the authority's refusal", ans, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("FetchJWTSVID = %v", err)
+			}
+			var got []string
+			for _, s := range ans.Svids {
+				got = append(got, s.SpiffeId)
+				if s.Svid == "" {
+					t.Errorf("the JWT-SVID of %s is empty", s.SpiffeId)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("FetchJWTSVID answered JWT-SVIDs of %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
