@@ -37,7 +37,9 @@ const nodeUsage = `Usage:
                                             each SVID's lifetime (at random), until stopped
   mandate node run [--out DIR] [flags]      renew a join-token node's credential at once, then at
                                             40 to 50% of each SVID's lifetime (at random), until
-                                            stopped (its agents get SVIDs only while it is)
+                                            stopped (its agents get SVIDs only while it is), or
+                                            until the authority refuses it for good (banned) or
+                                            the credential expires unrenewed
   mandate node run ... --workload-api SOCKET --workload uid:N=SPIFFE-ID
                                             also serve the SPIFFE Workload API to the workloads of
                                             this host: the agents' SVIDs, by the caller's uid or gid
