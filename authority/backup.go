@@ -540,10 +540,12 @@ type restoreMark struct {
 // a data directory made of a backup (the mark names the log's size), it
 // warns that what the authority did after the backup is undone, and
 // authority.started names the backup (recordStart, which then removes
-// the mark). A mark of a smaller log than the stored one is left from a
-// start that recorded it already (a crash came before its removal) and
-// is removed; one that cannot be read, or names a larger log, is left
-// with a warning.
+// the mark). A mark of a smaller log than the stored one is removed when
+// an authority.started entry after its size names its backup (a crash
+// came between that record and the mark's removal), and otherwise taken
+// as a restore not yet recorded (a crash came after other entries, before
+// that one); one that cannot be read, or names a larger log, is left with
+// a warning.
 func (a *Authority) checkRestored(ctx context.Context) {
 	path := filepath.Join(a.cfg.DataDir, restoreMarkName)
 	data, err := os.ReadFile(path)

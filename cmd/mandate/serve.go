@@ -178,7 +178,7 @@ func tuneGC() {
 	}
 }
 
-func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) (err error) {
 	tuneGC()
 	log := newLogger(cfg.LogLevel, stderr)
 	// SIGHUP is caught from the start: one sent while the authority
@@ -197,7 +197,7 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	// so: the log of a stop then shows no "serving" line before it.
 	serving := false
 	defer func() {
-		if !serving && ctx.Err() != nil {
+		if !serving && ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 			log.Info("stopped while starting, as asked")
 		}
 	}()
