@@ -101,7 +101,13 @@ func (o *org) agentWithKeyUsage(t testing.TB, name string, ku x509.KeyUsage) age
 
 // SignJWT makes org a delegation.Signer.
 func (o *org) SignJWT(_ context.Context, typ string, claims any, _ time.Time) (string, string, error) {
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: o.jwtKey}, (&jose.SignerOptions{}).WithHeader("kid", o.kid).WithType(jose.ContentType(typ)))
+	return signJWT(jose.ES256, o.jwtKey, o.kid, typ, claims)
+}
+
+// signJWT signs claims as a compact JWS of type typ with key (alg),
+// naming it kid.
+func signJWT(alg jose.SignatureAlgorithm, key any, kid, typ string, claims any) (string, string, error) {
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", kid).WithType(jose.ContentType(typ)))
 	if err != nil {
 		return "", "", err
 	}
@@ -111,7 +117,7 @@ func (o *org) SignJWT(_ context.Context, typ string, claims any, _ time.Time) (s
 		return "", "", err
 	}
 	tok, err := jws.CompactSerialize()
-	return tok, o.kid, err
+	return tok, kid, err
 }
 
 // hop issues a hop of o: from delegates scopes to to, below parent (nil
@@ -403,17 +409,7 @@ func TestDelegatorSVIDMustSign(t *testing.T) {
 type rsaSigner struct{ key *rsa.PrivateKey }
 
 func (r rsaSigner) SignJWT(_ context.Context, typ string, claims any, _ time.Time) (string, string, error) {
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: r.key}, (&jose.SignerOptions{}).WithHeader("kid", "rsa").WithType(jose.ContentType(typ)))
-	if err != nil {
-		return "", "", err
-	}
-	b, _ := json.Marshal(claims)
-	jws, err := s.Sign(b)
-	if err != nil {
-		return "", "", err
-	}
-	tok, err := jws.CompactSerialize()
-	return tok, "rsa", err
+	return signJWT(jose.RS256, r.key, "rsa", typ, claims)
 }
 
 // TestRSAKeysOfFewerThan2048BitsVerifyNothing: RS256 needs a key of 2048

@@ -35,16 +35,7 @@ func TestServeSecondSignalStopsAtOnce(t *testing.T) {
 			}
 		}
 	}()
-	roots := x509.NewCertPool()
-	pem, err := os.ReadFile(filepath.Join(dataDir, "admin", "bundle.pem"))
-	if err != nil || !roots.AppendCertsFromPEM(pem) {
-		t.Fatalf("the authority's bundle: %v", err)
-	}
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialServe(t, dataDir, addr)
 	// The headers and the start of a body that never ends: the server
 	// reads it until http.read_timeout.
 	if _, err := fmt.Fprintf(conn, "POST /v1/nodes/join HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", addr); err != nil {
@@ -78,16 +69,7 @@ func TestServeStopsAsAskedWithItsLogGone(t *testing.T) {
 	if err := stderr.(io.Closer).Close(); err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	pem, err := os.ReadFile(filepath.Join(dataDir, "admin", "bundle.pem"))
-	if err != nil || !roots.AppendCertsFromPEM(pem) {
-		t.Fatalf("the authority's bundle: %v", err)
-	}
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialServe(t, dataDir, addr)
 	// The request is in progress once its handler reads the body: the
 	// server then asks for it (100 Continue).
 	body := `{"token": "not-a-token"}`
@@ -121,4 +103,21 @@ func TestServeStopsAsAskedWithItsLogGone(t *testing.T) {
 	if !cmd.ProcessState.Success() {
 		t.Errorf("serve stopped by SIGTERM with its log gone: %v; want exit status 0", cmd.ProcessState)
 	}
+}
+
+// dialServe is a TLS connection to the authority at addr whose data
+// directory is dataDir, trusting its bundle; closed when the test ends.
+func dialServe(t *testing.T, dataDir, addr string) *tls.Conn {
+	t.Helper()
+	roots := x509.NewCertPool()
+	pem, err := os.ReadFile(filepath.Join(dataDir, "admin", "bundle.pem"))
+	if err != nil || !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("the authority's bundle: %v", err)
+	}
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
