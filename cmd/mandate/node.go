@@ -365,21 +365,9 @@ const minRenewalWait = 5 * time.Second
 func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.Writer) error {
 	cf.creds = out
 	for {
-		chain, _, _, err := credfile.Load(credfile.In(out))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("no node credential in %s (%w): join first (mandate node join --out %s)", out, err, out)
-		case err != nil: // there, but unusable as it is (a key others may read): its error says why
-			return fmt.Errorf("load the node credential in %s: %w", out, err)
-		}
-		id, err := x509svid.IDFromCert(chain[0])
-		switch {
-		case err != nil:
-			return fmt.Errorf("%s holds no SPIFFE credential (%w): give the node's --out", out, err)
-		case isTPMNode(chain[0]):
-			return usagef("%s holds a TPM node's credential: it renews with a fresh quote (mandate node run --tpm PATH --out %s)", out, out)
-		case !strings.HasPrefix(id.Path(), "/node/"+attest.MethodJoinToken+"/"):
-			return usagef("%s holds the credential of %s, not of a join-token node: give the node's --out", out, id)
+		chain, id, err := joinNodeCredential(out)
+		if err != nil {
+			return err
 		}
 		wait, err := renewNodeOnce(ctx, cf, out, id)
 		if ctx.Err() != nil {
@@ -402,6 +390,28 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 			return nil
 		}
 	}
+}
+
+// joinNodeCredential is the join-token node credential in out (its
+// chain, its SPIFFE ID), or why there is none that node run can renew.
+func joinNodeCredential(out string) ([]*x509.Certificate, spiffeid.ID, error) {
+	chain, _, _, err := credfile.Load(credfile.In(out))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, spiffeid.ID{}, fmt.Errorf("no node credential in %s (%w): join first (mandate node join --out %s)", out, err, out)
+	case err != nil: // there, but unusable as it is (a key others may read): its error says why
+		return nil, spiffeid.ID{}, fmt.Errorf("load the node credential in %s: %w", out, err)
+	}
+	id, err := x509svid.IDFromCert(chain[0])
+	switch {
+	case err != nil:
+		return nil, spiffeid.ID{}, fmt.Errorf("%s holds no SPIFFE credential (%w): give the node's --out", out, err)
+	case isTPMNode(chain[0]):
+		return nil, spiffeid.ID{}, usagef("%s holds a TPM node's credential: it renews with a fresh quote (mandate node run --tpm PATH --out %s)", out, out)
+	case !strings.HasPrefix(id.Path(), "/node/"+attest.MethodJoinToken+"/"):
+		return nil, spiffeid.ID{}, usagef("%s holds the credential of %s, not of a join-token node: give the node's --out", out, id)
+	}
+	return chain, id, nil
 }
 
 // wallPoll is how often sleep reads the wall clock.

@@ -141,6 +141,13 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		if len(tpmOnly) > 0 {
 			return usagef("%s: only with --tpm (a join-token node is renewed with --out, --server and --trust-domain, and serves the Workload API with --workload-api and --workload)", strings.Join(tpmOnly, ", "))
 		}
+		if wf.socket != "" {
+			// No Workload API is said to be served for a node that cannot
+			// run.
+			if _, _, err := joinNodeCredential(tf.out); err != nil {
+				return err
+			}
+		}
 		return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context, stderr io.Writer) error { return renewJoinNode(ctx, &cf, tf.out, stderr) })
 	}
 	var ekCert []byte

@@ -3,8 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"math/big"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -159,17 +166,38 @@ func TestNodeRunWorkloadFlags(t *testing.T) {
 	}
 }
 
-// node run stopping at once (here: no node credential to renew) leaves
-// no socket behind.
+// node run with no node credential to renew says so before it serves
+// anything; one stopping at once once serving (here: its credential has
+// expired) leaves no socket behind.
 func TestNodeRunRemovesTheSocketWhenItStopsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	sock := filepath.Join(dir, "workload.sock")
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"node", "run", "--out", "none", "--workload-api", sock, "--workload", "uid:1=spiffe://mandate.localhost/agent/a"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "join first") || strings.Contains(errOut.String(), "serving") {
+		t.Fatalf("node run with no node credential = %v (%q), want it to say to join first, serving nothing", err, errOut.String())
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour),
+		URIs: []*url.URL{spiffeid.RequireFromString("spiffe://mandate.localhost/node/join/0123456789abcdef").URL()}}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	if err := credfile.Write(credfile.In("expired"), []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 20 {
-		var out, errOut bytes.Buffer
-		err := run(context.Background(), []string{"node", "run", "--out", "none", "--workload-api", sock, "--workload", "uid:1=spiffe://mandate.localhost/agent/a"}, &out, &errOut)
-		if err == nil || !strings.Contains(err.Error(), "join first") {
-			t.Fatalf("node run with no node credential = %v, want it to say to join first", err)
+		out.Reset()
+		errOut.Reset()
+		err := run(context.Background(), []string{"node", "run", "--out", "expired", "--server", "https://127.0.0.1:1", "--workload-api", sock, "--workload", "uid:1=spiffe://mandate.localhost/agent/a"}, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "expired") || !strings.Contains(errOut.String(), "serving the SPIFFE Workload API") {
+			t.Fatalf("node run with an expired credential = %v (%q), want it stopped, saying so, once serving", err, errOut.String())
 		}
 		if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("run %d: the socket is left after node run stopped: %v", i, err)
