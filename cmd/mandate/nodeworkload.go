@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"mandate.dev/mandate/ca/federation"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/workload"
 )
@@ -162,7 +163,9 @@ func (n *nodeIssuer) Bundle(ctx context.Context) (*spiffebundle.Bundle, error) {
 	if err := c.Do(ctx, http.MethodGet, "/v1/bundle", nil, &doc); err != nil {
 		return nil, err
 	}
-	b, err := spiffebundle.Parse(c.TrustDomain(), doc)
+	// Read as a peer's is: no authority, or an X.509 authority of another
+	// trust domain, is refused, and the refresh hint is bounded.
+	b, _, err := federation.ParseBundle(c.TrustDomain(), doc)
 	if err != nil {
 		return nil, fmt.Errorf("the authority's bundle: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/big"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -318,5 +319,56 @@ func TestNodeIssuerBundle(t *testing.T) {
 	}
 	if len(b.JWTAuthorities()) == 0 {
 		t.Error("the bundle has no JWT authority")
+	}
+}
+
+// The Workload API's issuer refuses, as the authority's bundle, an
+// answer that is not one: no authority in it, or an X.509 authority of
+// another trust domain (the workloads would trust that trust domain's
+// CA for this one's IDs); and it reads a refresh hint too large for
+// go-spiffe's reading (which would overflow to under a second, and have
+// the bundle asked for every second) as the largest one.
+func TestNodeIssuerBundleRefusesWhatIsNotTheAuthoritysBundle(t *testing.T) {
+	ca := newOrgACA(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tdB, _ := url.Parse("spiffe://org-b.example")
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(3), URIs: []*url.URL{tdB}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := x509.ParseCertificate(der)
+	own := x509BundleJSON(t, ca.cert)
+	for name, tc := range map[string]struct {
+		doc  string
+		want string // in the error; none: the bundle, with a refresh hint of at least an hour
+	}{
+		"no authority":                    {doc: `{"keys":[],"spiffe_refresh_hint":300}`, want: "no authorities"},
+		"another trust domain's CA":       {doc: x509BundleJSON(t, other), want: "another trust domain"},
+		"a refresh hint past go-spiffe's": {doc: strings.TrimSuffix(own, "}") + `,"spiffe_refresh_hint":18446744074}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			url := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(tc.doc))
+			})
+			is := &nodeIssuer{dial: func() (*client.Client, error) {
+				return client.New(client.Config{Server: url, Bundle: []*x509.Certificate{ca.cert}})
+			}}
+			b, err := is.Bundle(t.Context())
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("Bundle = %v, %v; want an error saying %q", b, err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Bundle = %v", err)
+			}
+			if hint, ok := b.RefreshHint(); !ok || hint < time.Hour {
+				t.Errorf("the bundle's refresh hint = %v, %v; want at least an hour", hint, ok)
+			}
+		})
 	}
 }
