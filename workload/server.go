@@ -672,16 +672,22 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *pb.JWTSVIDRequest) (*pb.
 	who, _ := callerOfCall(ctx)
 	ans := &pb.JWTSVIDResponse{}
 	var why []string
-	for _, id := range ids {
+	for i, id := range ids {
 		tok, err := s.jwt(ctx, who.UID, id, req.Audience)
 		if err != nil {
 			why = append(why, "no JWT-SVID of "+id.String()+" could be obtained: "+err.Error())
+			if i == 0 {
+				// The first is the caller's default identity (go-spiffe
+				// takes the first of the answer when no SPIFFE ID is
+				// named): another's token is not handed out in its place.
+				break
+			}
 			continue
 		}
 		ans.Svids = append(ans.Svids, &pb.JWTSVID{SpiffeId: id.String(), Svid: tok})
 	}
-	// Those of the caller's identities that could be obtained, as
-	// FetchX509SVID: one the authority refuses does not take the others'.
+	// Those of the caller's identities that could be obtained, the
+	// default first: one the authority refuses does not take the others'.
 	if len(ans.Svids) == 0 {
 		return nil, status.Error(codes.Unavailable, strings.Join(why, "; "))
 	}
