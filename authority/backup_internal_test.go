@@ -380,14 +380,26 @@ func TestRestoreIsRecorded(t *testing.T) {
 	// start runs an authority on dir until it has recorded its start,
 	// and returns what that entry (the log's last authority.started)
 	// says it was restored from.
+	var seen *uint64 // the index of the latest start recorded on dir
 	start := func(t *testing.T) any {
 		t.Helper()
 		r, stop := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = dir })
-		stop() // Run's end waits for the start's record
-		got, _, err := r.SearchAudit(t.Context(), adminOf(t, r), audit.Query{Type: "authority.started", Limit: 100})
-		if err != nil {
-			t.Fatal(err)
+		// The start is recorded once the log runs: a stop before that
+		// would leave it unrecorded.
+		var got []AuditEntry
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var err error
+			if got, _, err = r.SearchAudit(t.Context(), adminOf(t, r), audit.Query{Type: "authority.started", Limit: 100}); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(got); n > 0 && got[n-1].Index >= b.AuditTreeSize && (seen == nil || got[n-1].Index > *seen) || time.Now().After(deadline) {
+				break
+			}
 		}
+		if n := len(got); n > 0 {
+			seen = &got[n-1].Index
+		}
+		stop()
 		if err := r.Close(); err != nil {
 			t.Fatal(err)
 		}
