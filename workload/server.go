@@ -582,9 +582,15 @@ func (s *Server) FetchX509SVID(_ *pb.X509SVIDRequest, stream grpc.ServerStreamin
 		ans := &pb.X509SVIDResponse{}
 		own := map[spiffeid.TrustDomain]bool{}
 		now := s.now()
-		for _, id := range ids {
+		for i, id := range ids {
 			h, b := s.svids[id], s.bundles[id.TrustDomain()]
 			if h == nil || b == nil || !now.Before(h.svid.Certificates[0].NotAfter) {
+				if i == 0 {
+					// The first is the caller's default identity (go-spiffe
+					// takes the first SVID of the answer): another's is not
+					// sent in its place.
+					return nil, s.unavailable(ids[:1])
+				}
 				continue
 			}
 			own[id.TrustDomain()] = true

@@ -1094,6 +1094,64 @@ type refusing struct {
 	refused []spiffeid.ID
 }
 
+func (r *refusing) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
+	if slices.Contains(r.refused, id) {
+		r.x509Calls.Add(1)
+		return nil, nil, errors.New("403 Agent not allowed on this node")
+	}
+	return r.issuer.X509SVID(ctx, id)
+}
+
+// A caller of several identities gets the X509-SVIDs of those the
+// authority answers, its default (the first) among them; when that one
+// is refused, nothing, saying why, not another's in its place.
+func TestWorkloadAPIServesTheX509SVIDsObtained(t *testing.T) {
+	planner := spiffeid.RequireFromString("spiffe://example.org/agent/planner")
+	booker := spiffeid.RequireFromString("spiffe://example.org/agent/booker")
+	for name, tc := range map[string]struct {
+		refused []spiffeid.ID
+		want    []string // the identities answered; none: Unavailable
+	}{
+		"none refused":      {want: []string{planner.String(), booker.String()}},
+		"one refused":       {refused: []spiffeid.ID{booker}, want: []string{planner.String()}},
+		"the first refused": {refused: []spiffeid.ID{planner}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			is := &refusing{issuer: &issuer{authority: newAuthority(t, "example.org", time.Hour)}, refused: tc.refused}
+			addr := serve(t, is, me(t, planner.String()), me(t, booker.String()))
+			ctx := ctxFor(t)
+			// The first answer once every identity was asked for.
+			for is.x509Calls.Load() < 2 && ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			var got []string
+			var err error
+			for {
+				var xc *workloadapi.X509Context
+				xc, err = workloadapi.FetchX509Context(ctx, workloadapi.WithAddr(addr))
+				got = nil
+				if xc != nil {
+					for _, sv := range xc.SVIDs {
+						got = append(got, sv.ID.String())
+					}
+				}
+				if len(tc.want) == 0 || slices.Equal(got, tc.want) || ctx.Err() != nil {
+					break
+				}
+			}
+			if len(tc.want) == 0 {
+				if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not allowed on this node") || len(got) != 0 {
+					t.Errorf("FetchX509Context = %v, %v; want Unavailable with the authority's refusal", got, err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Errorf("FetchX509Context answered X509-SVIDs of %v (%v), want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
 func (r *refusing) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
 	if slices.Contains(r.refused, id) {
 		return "", time.Time{}, errors.New("403 Agent not allowed on this node")
