@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"io"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -31,6 +32,7 @@ import (
 
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/logtest"
 )
 
 // node run --workload-api serves a hosted agent's SVIDs to the local
@@ -49,13 +51,9 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	t.Setenv("MANDATE_SERVER", url)
-	var out, errOut bytes.Buffer
-	done := make(chan error, 1)
-	go func() {
-		// A relative path, as a user may give it: the log names the
-		// absolute one, which the workloads need.
-		done <- run(ctx, []string{"node", "run", "--workload-api", "workload.sock", "--workload", "uid:" + uid + "=spiffe://mandate.localhost/agent/planner"}, &out, &errOut)
-	}()
+	// A relative path, as a user may give it: the log names the absolute
+	// one, which the workloads need.
+	errOut, done := nodeRun(ctx, "--workload-api", "workload.sock", "--workload", "uid:"+uid+"=spiffe://mandate.localhost/agent/planner")
 	addr := workloadapi.WithAddr("unix://" + sock)
 	var xc *workloadapi.X509Context
 	var err error
@@ -85,7 +83,7 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 	}
 	// svid workload says what the Workload API gives this process.
 	var said bytes.Buffer
-	if err := run(ctx, []string{"svid", "workload", "--workload-api", sock, "--audience", "billing"}, &said, &errOut); err != nil {
+	if err := run(ctx, []string{"svid", "workload", "--workload-api", sock, "--audience", "billing"}, &said, io.Discard); err != nil {
 		t.Fatalf("svid workload = %v", err)
 	}
 	var got struct {
@@ -116,7 +114,7 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 			args = append(args, "--workload-api", tc.flag)
 		}
 		said.Reset()
-		if err := run(ctx, args, &said, &errOut); err != nil || !strings.Contains(said.String(), `"spiffe_id": "spiffe://mandate.localhost/agent/planner"`) {
+		if err := run(ctx, args, &said, io.Discard); err != nil || !strings.Contains(said.String(), `"spiffe_id": "spiffe://mandate.localhost/agent/planner"`) {
 			t.Errorf("svid workload with --workload-api %q, $SPIFFE_ENDPOINT_SOCKET %q = %v, printed %s", tc.flag, tc.env, err, said.String())
 		}
 	}
@@ -134,10 +132,7 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 	// An agent this node may not host: the workload is told why.
 	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	errOut.Reset()
-	go func() {
-		done <- run(ctx, []string{"node", "run", "--workload-api", sock, "--workload", "uid:" + uid + "=spiffe://mandate.localhost/agent/elsewhere"}, &out, &errOut)
-	}()
+	_, done = nodeRun(ctx, "--workload-api", sock, "--workload", "uid:"+uid+"=spiffe://mandate.localhost/agent/elsewhere")
 	for {
 		_, err := workloadapi.FetchX509SVID(ctx, addr)
 		if status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "no X509-SVID could be obtained") {
@@ -150,6 +145,14 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// nodeRun runs node run with args in the background until ctx ends, or
+// it stops: its log, read safely while it runs, and its end.
+func nodeRun(ctx context.Context, args ...string) (*logtest.Buffer, <-chan error) {
+	log, done := &logtest.Buffer{}, make(chan error, 1)
+	go func() { done <- run(ctx, append([]string{"node", "run"}, args...), io.Discard, log) }()
+	return log, done
 }
 
 func TestNodeRunWorkloadFlags(t *testing.T) {
@@ -220,12 +223,8 @@ func TestNodeRunTPMServesTheWorkloadAPI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	t.Setenv("MANDATE_SERVER", url)
-	var out, errOut bytes.Buffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"node", "run", "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
-			"--workload", "uid:" + strconv.Itoa(os.Getuid()) + "=spiffe://mandate.localhost/agent/sensor"}, &out, &errOut)
-	}()
+	errOut, done := nodeRun(ctx, "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
+		"--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/sensor")
 	var svid *x509svid.SVID
 	for svid == nil {
 		var err error
