@@ -8,8 +8,8 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-// peerCreds identifies a connection's caller by what the kernel says of
-// it (callerOf). The connection is a local socket: nothing is
+// peerCreds identifies a connection's caller by what the kernel said of
+// it when it was accepted (callerOf). The connection is a local socket: nothing is
 // encrypted, and there is no server name.
 type peerCreds struct{}
 
@@ -19,15 +19,14 @@ type callerInfo struct{ Caller }
 
 func (callerInfo) AuthType() string { return "unix-peer" }
 
+// ServerHandshake takes the caller the listener read when it accepted c
+// (connLimit): Serve accepts every connection through it.
 func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	if pc, ok := c.(*peerConn); ok { // read as it was accepted
-		return c, callerInfo{pc.who}, nil
+	pc, ok := c.(*peerConn)
+	if !ok {
+		return nil, nil, errors.New("workload: a connection not accepted by the Workload API's listener")
 	}
-	who, err := callerOf(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	return c, callerInfo{who}, nil
+	return c, callerInfo{pc.who}, nil
 }
 
 func (peerCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
