@@ -321,6 +321,7 @@ func TestWhoMayCallWhat(t *testing.T) {
 		{"POST", "/v1/token", "application/x-www-form-urlencoded", fixed("grant_type=urn:ietf:params:oauth:grant-type:token-exchange"), agents, shapeOAuth},
 		{"POST", "/v1/svid/x509", "application/json", x509Body, svids, shapeProblem},
 		{"POST", "/v1/svid/jwt", "application/json", jwtBody, svids, shapeProblem},
+		{"POST", "/v1/nodes/sync", "application/json", fixed(mustJSON(t, map[string][]string{"spiffe_ids": {agentID}})), who{"node": allowed, "stale-node": refused}, shapeProblem},
 	}
 
 	for _, ep := range endpoints {

@@ -38,7 +38,7 @@ func FuzzAPIRequests(f *testing.F) {
 var apiFuzzRoutes = []string{"/v1/nodes/join", "/v1/svid/x509", "/v1/svid/jwt", "/v1/admin/join-tokens", "/v1/admin/agents", "/v1/admin/federations",
 	"/v1/nodes/attest/tpm/challenge", "/v1/nodes/attest/tpm/verify",
 	"/v1/data/mandate/issuance/decision", "/v1/data", "/access/v1/evaluation", "/access/v1/evaluations", "/v1/admin/policy/reload",
-	"/v1/delegations", "/v1/admin/revocations"}
+	"/v1/delegations", "/v1/admin/revocations", "/v1/nodes/sync"}
 
 // FuzzAPIRequests's callers (who, modulo 4).
 const (
@@ -121,6 +121,8 @@ func (z *apiFuzz) seeds(t testing.TB) []apiSeed {
 		{path: "/v1/svid/x509", body: `{"spiffe_id":"` + z.agentID + `","csr":"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}`},
 		{path: "/v1/svid/x509", who: asNode, want: http.StatusOK, body: mustJSON(t, map[string]string{"spiffe_id": z.agentID, "csr": string(helloCSR)})},
 		{path: "/v1/svid/jwt", who: asNode, want: http.StatusOK, body: `{"audience":["a"],"spiffe_id":"` + z.agentID + `"}`},
+		{path: "/v1/nodes/sync", who: asNode, want: http.StatusOK, body: `{"spiffe_ids":["` + z.agentID + `","spiffe://org-a.example/agent/x","spiffe://org-b.example/agent/y"]}`},
+		{path: "/v1/nodes/sync", who: asNode, body: `{"spiffe_ids":["spiffe://org-a.example/agent/%zz"]}`},
 		{path: "/v1/admin/join-tokens", body: `{"ttl_seconds":1e300}`},
 		{path: "/v1/admin/join-tokens", who: asAdmin, want: http.StatusCreated, body: `{"ttl_seconds":600}`},
 		{path: "/v1/admin/agents", body: `{"spiffe_id":"spiffe://org-a.example/agent/x","node_ids":["spiffe://org-a.example/node/join/1"],"x509_ttl_seconds":-5}`},

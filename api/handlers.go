@@ -128,6 +128,40 @@ func (s *Server) svidJWT(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// nodeSync is POST /v1/nodes/sync: a node asks which of the agents it
+// serves on its host it may still serve, and for the trust bundles.
+func (s *Server) nodeSync(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		SPIFFEIDs []string `json:"spiffe_ids"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	sync, err := s.a.SyncNode(r.Context(), callerOf(r), req.SPIFFEIDs)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	// Each refusal is the problem its SVIDs' issuance would answer.
+	type refusal struct {
+		SPIFFEID string `json:"spiffe_id"`
+		Problem
+	}
+	hosted, refused := make([]string, 0, len(sync.Hosted)), make([]refusal, 0, len(sync.Refused))
+	for _, id := range sync.Hosted {
+		hosted = append(hosted, id.String())
+	}
+	for id, why := range sync.Refused {
+		k, _ := problemOf(why) // each is one of the table's
+		refused = append(refused, refusal{SPIFFEID: id.String(), Problem: Problem{Type: ProblemBase + k.name, Title: k.title, Status: k.status, Detail: problemDetail(why, k.err)}})
+	}
+	slices.SortFunc(refused, func(a, b refusal) int { return strings.Compare(a.SPIFFEID, b.SPIFFEID) })
+	writeJSON(w, http.StatusOK, map[string]any{
+		"node_id": sync.NodeID.String(), "hosted": hosted, "refused": refused, "bundles": sync.Bundles,
+	})
+}
+
 // jwksMaxAge is how long a JWKS answer may be cached, at most: never
 // longer than the bundle's refresh hint, which is shorter than the time a
 // new key is published before it signs.

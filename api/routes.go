@@ -86,6 +86,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("POST /v1/nodes/attest/tpm/verify", s.tpmVerify)
 	handle("POST /v1/svid/x509", s.svidX509)
 	handle("POST /v1/svid/jwt", s.svidJWT)
+	handle("POST /v1/nodes/sync", s.nodeSync)
 	mux.HandleFunc("/", notFound)
 	return mux, nil
 }
@@ -195,6 +196,8 @@ func (s *Server) roleCheck(pattern string) func(*authority.Caller) error {
 		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAdmin) }
 	case pattern == "POST /v1/delegations":
 		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAgent) }
+	case pattern == "POST /v1/nodes/sync":
+		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleNode) }
 	case strings.HasPrefix(path, "/v1/svid/"):
 		// A node (for itself or an agent it hosts) or an agent (for
 		// itself); the flow checks which SVID each may have.

@@ -377,3 +377,39 @@ func (c *Client) JWTSVID(ctx context.Context, spiffeID string, audience []string
 	}
 	return out, nil
 }
+
+// NodeSync is what a node learns from POST /v1/nodes/sync.
+type NodeSync struct {
+	NodeID string `json:"node_id"`
+	// Hosted are the agents asked about that the node may serve.
+	Hosted []string `json:"hosted"`
+	// Refused are those it may not, each with the problem its SVIDs'
+	// issuance would be refused with.
+	Refused []SyncRefusal              `json:"refused"`
+	Bundles map[string]json.RawMessage `json:"bundles"`
+}
+
+// SyncRefusal is an agent a node may not serve, and why.
+type SyncRefusal struct {
+	SPIFFEID string `json:"spiffe_id"`
+	Problem
+}
+
+// SyncNode asks, as a node, which of the agents ids it may still serve
+// on its host, and for the trust bundles to serve with them.
+func (c *Client) SyncNode(ctx context.Context, ids []spiffeid.ID) (*NodeSync, error) {
+	req := struct {
+		SPIFFEIDs []string `json:"spiffe_ids"`
+	}{SPIFFEIDs: make([]string, len(ids))}
+	for i, id := range ids {
+		req.SPIFFEIDs[i] = id.String()
+	}
+	out := new(NodeSync)
+	if err := c.Do(ctx, http.MethodPost, "/v1/nodes/sync", req, out); err != nil {
+		return out, err
+	}
+	if len(out.Bundles) == 0 {
+		return out, errors.New("client: POST /v1/nodes/sync: the answer carries no bundle")
+	}
+	return out, nil
+}

@@ -20,9 +20,14 @@
 //     has been verified against its trust domain's bundle (go-spiffe);
 //     it is renewed at 40 to 50% of its life, and the streams of
 //     FetchX509SVID and the bundle calls send each change;
-//   - the trust bundles are those of the latest X509-SVID answer, and
-//     the authority's own is also asked for at its refresh hint, so that
-//     a CA or JWT key it prepares is served before it signs;
+//   - the host syncs with the authority every 30 s (or at its bundle's
+//     refresh hint, when shorter): an identity the authority no longer
+//     lets the host serve (its agent deleted, or moved) is served no
+//     more, its X509-SVID and JWT-SVIDs dropped; the trust bundles are
+//     those of the latest answer, sync or X509-SVID, so that a CA or
+//     JWT key the authority prepares is served before it signs, and a
+//     federation added or dropped is followed; a node the authority
+//     refuses for good (banned) stops serving;
 //   - a JWT-SVID is minted by the authority (whose policy and audit log
 //     see it) and reused for the same identity and audience until half
 //     of its life has passed; callers asking for it at once share one

@@ -46,11 +46,28 @@ type Issuer interface {
 	X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error)
 	// JWTSVID is a new JWT-SVID of id for audience, and its expiry.
 	JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error)
-	// Bundle is the authority's own trust bundle as it publishes it now
-	// (its bundle endpoint): with the X.509 CA and JWT key it has
-	// prepared, before they sign.
-	Bundle(ctx context.Context) (*spiffebundle.Bundle, error)
+	// Sync is which of the identities ids the authority still lets
+	// this host serve, and the trust bundles as it publishes them now
+	// (with the X.509 CA and JWT key it has prepared, before they sign,
+	// and those of the trust domains it federates with). An error
+	// wrapping ErrNodeRefused is the authority refusing the node for
+	// good (banned, say): the Workload API then stops.
+	Sync(ctx context.Context, ids []spiffeid.ID) (*Sync, error)
 }
+
+// Sync is the authority's answer to a node's sync.
+type Sync struct {
+	// Bundles are every trust domain's bundle: the authority's own and
+	// those it federates with.
+	Bundles []*spiffebundle.Bundle
+	// Refused are the identities asked about that the host may no
+	// longer serve (their registration deleted, or no longer naming this
+	// node), and why.
+	Refused map[spiffeid.ID]error
+}
+
+// ErrNodeRefused is the authority refusing the node itself for good.
+var ErrNodeRefused = errors.New("the authority refuses this node")
 
 // Limits of what a caller may send or hold.
 const (
@@ -72,9 +89,13 @@ const (
 	// retryFloor and retryCeiling bound the wait before asking again for
 	// an X509-SVID that could not be obtained.
 	retryFloor, retryCeiling = time.Second, time.Minute
-	// bundleRefresh is how often the authority's own bundle is asked for
-	// when it gives no refresh hint; maxBundleRefresh bounds a hint.
-	bundleRefresh, maxBundleRefresh = 5 * time.Minute, time.Hour
+	// syncEvery is how often the authority is asked which identities
+	// the host may still serve, and for the bundles (more often when
+	// its own bundle's refresh hint is shorter).
+	syncEvery = 30 * time.Second
+	// MaxIdentities bounds the identities one host serves: one sync
+	// asks about them all.
+	MaxIdentities = 256
 )
 
 // Server is the Workload API of one host. Make it with New, serve it
@@ -89,18 +110,23 @@ type Server struct {
 	// wallPoll is how often a renewal's wait reads the wall clock.
 	wallPoll time.Duration
 
-	mu      sync.Mutex
-	svids   map[spiffeid.ID]*held
-	failed  map[spiffeid.ID]error // why the latest request of an identity's X509-SVID failed, until one succeeds
+	mu     sync.Mutex
+	svids  map[spiffeid.ID]*held
+	failed map[spiffeid.ID]error // why the latest request of an identity's X509-SVID failed, until one succeeds
+	// refused, by identity, is the request (see asks) whose sync answer
+	// said the authority no longer lets this host serve it: an X509-SVID
+	// asked for before is not served. Dropped when one asked for after
+	// is answered, or a sync says it may be served again.
+	refused map[spiffeid.ID]uint64
+	// kick wakes an identity's keeper, to ask for its X509-SVID at once.
+	kick    map[spiffeid.ID]chan struct{}
 	bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	// asks numbers the requests whose answers carry bundles (X509-SVIDs,
-	// the authority's bundle) in the order they were made; setAsk is the
-	// one whose answer gave the set of bundles, and tdAsk, by trust
-	// domain, the one that gave each: an answer to an earlier request,
-	// arriving late, does not put back what a later one replaced.
+	// syncs) in the order they were made; setAsk is the one whose answer
+	// gave the bundles: an answer to an earlier request, arriving late,
+	// does not put back what a later one replaced.
 	asks    uint64
 	setAsk  uint64
-	tdAsk   map[spiffeid.TrustDomain]uint64
 	changed chan struct{} // closed, and replaced, at every change of svids or bundles
 	jwts    map[string]heldJWT
 	// jwtCalls are the JWT-SVIDs being obtained, by the key of jwts.
@@ -117,6 +143,7 @@ type held struct {
 	svid  *x509svid.SVID
 	certs []byte // the chain, leaf first, DER concatenated
 	key   []byte // PKCS #8 DER
+	ask   uint64 // the request it answered
 }
 
 type heldJWT struct {
@@ -136,12 +163,20 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("%w %s: %v", ErrEntry, e, err)
 		}
 	}
-	return &Server{
+	s := &Server{
 		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now, wallPoll: time.Minute,
-		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{},
-		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, tdAsk: map[spiffeid.TrustDomain]uint64{}, changed: make(chan struct{}),
+		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{}, refused: map[spiffeid.ID]uint64{}, kick: map[spiffeid.ID]chan struct{}{},
+		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
 		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: map[uint32]chan struct{}{}, conns: newConnLimit(maxConnsPerUID, maxConns, log), stopping: make(chan struct{}),
-	}, nil
+	}
+	ids := s.ids()
+	if len(ids) > MaxIdentities {
+		return nil, fmt.Errorf("%w: %d identities given, more than the %d one host serves", ErrEntry, len(ids), MaxIdentities)
+	}
+	for _, id := range ids {
+		s.kick[id] = make(chan struct{}, 1)
+	}
+	return s, nil
 }
 
 // Listen opens the Unix socket at path that any local process may
@@ -207,7 +242,8 @@ func checkSocketDir(dir string, fi fs.FileInfo) error {
 }
 
 // Serve serves the Workload API on ln, and keeps the X509-SVIDs of the
-// entries renewed, until ctx ends; it then closes ln.
+// entries renewed, until ctx ends, or the authority refuses the node
+// for good (an error wrapping ErrNodeRefused); it then closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	g := grpc.NewServer(
 		grpc.Creds(peerCreds{}),
@@ -223,7 +259,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	for _, id := range s.ids() {
 		wg.Go(func() { s.keep(keep, id) })
 	}
-	wg.Go(func() { s.keepBundle(keep) })
+	refused := make(chan error, 1)
+	wg.Go(func() { refused <- s.keepSync(keep) })
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(s.conns.listen(ln)) }()
 	var err error
@@ -232,6 +269,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	case err = <-served:
 		servedDone = true
+	case err = <-refused:
+		if err == nil { // keepSync ends with nil only when ctx did
+			<-ctx.Done()
+		}
 	}
 	close(s.stopping)
 	stopKeeping()
@@ -294,42 +335,100 @@ func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
 			wait = s.failure(id, err, retry)
 			retry = min(retry*2, retryCeiling)
 		}
-		if !s.wait(ctx, wait) {
+		if !s.wait(ctx, wait, s.kick[id]) {
 			return
 		}
 	}
 }
 
-// keepBundle obtains the authority's own bundle at its refresh hint,
-// until ctx ends: a CA or JWT key the authority prepares reaches the
-// workloads before it signs (the authority publishes each a third of
-// its life before, and keeps its refresh hint shorter than that), not
-// only with an X509-SVID's renewal, which may come later than that.
-func (s *Server) keepBundle(ctx context.Context) {
+// keepSync asks the authority every syncEvery (or at its own bundle's
+// refresh hint, when shorter) which identities the host may still serve,
+// and for the trust bundles, until ctx ends (nil) or the authority
+// refuses the node for good (that error): an agent deleted, or moved to
+// another node, is served no more, without waiting for its renewal,
+// and a CA or JWT key the authority prepares reaches the workloads
+// before it signs (the authority publishes each a third of its life
+// before, and keeps its refresh hint shorter than that), as do a
+// federation added or a federated trust domain's new keys.
+func (s *Server) keepSync(ctx context.Context) error {
 	retry := retryFloor
+	ids := s.ids()
 	for {
 		ask := s.ask()
 		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
-		b, err := s.issuer.Bundle(callCtx)
+		sync, err := s.issuer.Sync(callCtx, ids)
 		cancel()
 		if ctx.Err() != nil {
-			return
+			return nil
+		}
+		if errors.Is(err, ErrNodeRefused) {
+			s.log.Error("workload API: stopped", "err", err)
+			return err
 		}
 		wait := retry
 		if err == nil {
-			s.updateBundle(b, ask)
-			wait, retry = bundleRefresh, retryFloor
-			if hint, ok := b.RefreshHint(); ok && hint > 0 {
-				wait = min(max(hint, retryFloor), maxBundleRefresh)
-			}
+			s.synced(sync, ask)
+			wait, retry = s.syncWait(sync.Bundles), retryFloor
 		} else {
 			retry = min(retry*2, retryCeiling)
-			s.log.Warn("workload API: no new trust bundle", "retry_in", wait.String(), "err", err)
+			s.log.Warn("workload API: no sync with the authority", "retry_in", wait.String(), "err", err)
 		}
-		if !s.wait(ctx, wait) {
-			return
+		if !s.wait(ctx, wait, nil) {
+			return nil
 		}
 	}
+}
+
+// syncWait is how long until the next sync: syncEvery, or the refresh
+// hint of the entries' trust domain's bundle (at least retryFloor) when
+// it is shorter. A federated trust domain's hint is its own authority's
+// to follow, not the host's.
+func (s *Server) syncWait(bundles []*spiffebundle.Bundle) time.Duration {
+	wait := syncEvery
+	for _, b := range bundles {
+		if hint, ok := b.RefreshHint(); ok && hint > 0 && slices.ContainsFunc(s.entries, func(e Entry) bool { return e.ID.MemberOf(b.TrustDomain()) }) {
+			wait = min(wait, max(hint, retryFloor))
+		}
+	}
+	return wait
+}
+
+// synced takes the answer to sync request ask: its bundles, unless a
+// later request's answer gave them, and its refusals. The X509-SVID and
+// JWT-SVIDs of an identity refused are served no more; the keeper of
+// one refused before and no longer is woken.
+func (s *Server) synced(sync *Sync, ask uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setBundles(sync.Bundles, ask)
+	for id, ch := range s.kick {
+		why, refused := sync.Refused[id]
+		switch {
+		// An X509-SVID asked for after this sync was is one the
+		// authority let the host have since: it is kept.
+		case refused && s.refused[id] < ask && (s.svids[id] == nil || s.svids[id].ask < ask):
+			if _, was := s.refused[id]; !was {
+				s.log.Warn("workload API: the authority no longer lets this host serve an identity: its SVIDs are served no more", "spiffe_id", id.String(), "err", why)
+			}
+			s.refused[id] = ask
+			delete(s.svids, id)
+			s.failed[id] = fmt.Errorf("the authority no longer lets this host serve it: %w", why)
+			prefix := id.String() + " "
+			for k := range s.jwts {
+				if strings.HasPrefix(k, prefix) {
+					delete(s.jwts, k)
+				}
+			}
+		case !refused && s.refused[id] != 0 && s.refused[id] < ask:
+			s.log.Info("workload API: the authority lets this host serve an identity again", "spiffe_id", id.String())
+			delete(s.refused, id)
+			select { // its keeper may be waiting up to a minute to ask again
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	s.signal()
 }
 
 // ask numbers a request whose answer carries bundles.
@@ -340,24 +439,12 @@ func (s *Server) ask() uint64 {
 	return s.asks
 }
 
-// updateBundle serves b, the authority's bundle answered to request
-// ask, as its trust domain's, unless a later request's answer gave it.
-func (s *Server) updateBundle(b *spiffebundle.Bundle, ask uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	td := b.TrustDomain()
-	if ask < s.tdAsk[td] {
-		return
-	}
-	s.bundles[td], s.tdAsk[td] = b, ask
-	s.signal()
-}
-
 // wait waits d as the wall clock counts it, reading it at least every
-// wallPoll (a minute), and reports false if ctx ended first. Go's timers count no
-// time while the host is suspended: a renewal timed by one alone would
-// come that much later after a resume, perhaps after the SVID expired.
-func (s *Server) wait(ctx context.Context, d time.Duration) bool {
+// wallPoll (a minute), or until woken by wake, and reports false if ctx
+// ended first. Go's timers count no time while the host is suspended: a
+// renewal timed by one alone would come that much later after a resume,
+// perhaps after the SVID expired.
+func (s *Server) wait(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	end := s.now().Round(0).Add(d)
 	for {
 		left := end.Sub(s.now().Round(0))
@@ -367,6 +454,8 @@ func (s *Server) wait(ctx context.Context, d time.Duration) bool {
 		select {
 		case <-ctx.Done():
 			return false
+		case <-wake:
+			return true
 		case <-time.After(min(left, s.wallPoll)):
 		}
 	}
@@ -405,25 +494,32 @@ func hold(svid *x509svid.SVID, id spiffeid.ID, bundles []*spiffebundle.Bundle, n
 }
 
 // update serves h as id's X509-SVID, and bundles, answered with it to
-// request ask, as the trust bundles: unless a later request's answer
-// gave them, or, for a trust domain's, its bundle.
+// request ask, as the trust bundles (setBundles); an X509-SVID asked for
+// before a sync's answer said the host may not serve id is not served.
 func (s *Server) update(id spiffeid.ID, h *held, bundles []*spiffebundle.Bundle, ask uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.svids[id] = h
-	delete(s.failed, id)
-	if ask > s.setAsk {
-		next, nextAsk := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, map[spiffeid.TrustDomain]uint64{}
-		for _, b := range bundles {
-			td := b.TrustDomain()
-			next[td], nextAsk[td] = b, ask
-			if s.tdAsk[td] > ask {
-				next[td], nextAsk[td] = s.bundles[td], s.tdAsk[td]
-			}
-		}
-		s.bundles, s.tdAsk, s.setAsk = next, nextAsk, ask
+	if refusedAt, ok := s.refused[id]; !ok || ask > refusedAt {
+		h.ask = ask
+		s.svids[id] = h
+		delete(s.failed, id)
+		delete(s.refused, id)
 	}
+	s.setBundles(bundles, ask)
 	s.signal()
+}
+
+// setBundles serves bundles, every trust domain's as answered to
+// request ask, as the trust bundles, unless a later request's answer
+// gave them (s.mu held).
+func (s *Server) setBundles(bundles []*spiffebundle.Bundle, ask uint64) {
+	if ask <= s.setAsk {
+		return
+	}
+	s.bundles, s.setAsk = map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, ask
+	for _, b := range bundles {
+		s.bundles[b.TrustDomain()] = b
+	}
 }
 
 // failure notes that id's X509-SVID could not be obtained, drops the
@@ -820,6 +916,9 @@ func (s *Server) obtainJWT(ctx context.Context, uid uint32, key string, c *jwtCa
 		return
 	}
 	c.token = tok
+	if _, refused := s.refused[id]; refused {
+		return // asked for before a sync said the host may not serve id: not kept
+	}
 	s.makeRoomForJWT(uid, now)
 	s.jwts[key] = heldJWT{token: tok, renewAt: now.Add(exp.Sub(now) / 2), uid: uid}
 }

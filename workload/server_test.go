@@ -132,7 +132,11 @@ func (a *authority) failing() error {
 // issuer answers as an authority federated with peers would.
 type issuer struct {
 	*authority
-	peers []*authority
+	peers []*authority // guarded by mu once served
+	// gone are the identities no longer registered (guarded by mu):
+	// refused, and named by syncs; syncs counts the syncs.
+	gone  []spiffeid.ID
+	syncs atomic.Int32
 }
 
 func (is *issuer) X509SVID(_ context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
@@ -159,18 +163,41 @@ func (is *issuer) X509SVID(_ context.Context, id spiffeid.ID) (*x509svid.SVID, [
 	if err != nil {
 		return nil, nil, err
 	}
-	bundles := []*spiffebundle.Bundle{is.bundle()}
-	for _, p := range is.peers {
-		bundles = append(bundles, p.bundle())
+	is.mu.Lock()
+	gone := slices.Contains(is.gone, id)
+	is.mu.Unlock()
+	if gone {
+		return nil, nil, errors.New("403 Agent not registered")
 	}
-	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{cert}, PrivateKey: key}, bundles, nil
+	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{cert}, PrivateKey: key}, is.bundles(), nil
 }
 
-func (is *issuer) Bundle(context.Context) (*spiffebundle.Bundle, error) {
+func (is *issuer) Sync(_ context.Context, ids []spiffeid.ID) (*Sync, error) {
+	is.syncs.Add(1)
 	if err := is.failing(); err != nil {
 		return nil, err
 	}
-	return is.bundle(), nil
+	sync := &Sync{Bundles: is.bundles(), Refused: map[spiffeid.ID]error{}}
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	for _, id := range ids {
+		if slices.Contains(is.gone, id) {
+			sync.Refused[id] = errors.New("403 Agent not registered")
+		}
+	}
+	return sync, nil
+}
+
+// bundles are the issuer's own bundle and its peers'.
+func (is *issuer) bundles() []*spiffebundle.Bundle {
+	bundles := []*spiffebundle.Bundle{is.bundle()}
+	is.mu.Lock()
+	peers := slices.Clone(is.peers)
+	is.mu.Unlock()
+	for _, p := range peers {
+		bundles = append(bundles, p.bundle())
+	}
+	return bundles
 }
 
 func (is *issuer) JWTSVID(_ context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
@@ -184,6 +211,10 @@ func (is *issuer) JWTSVID(_ context.Context, id spiffeid.ID, audience []string) 
 		return "", time.Time{}, err
 	}
 	is.mu.Lock()
+	if slices.Contains(is.gone, id) {
+		is.mu.Unlock()
+		return "", time.Time{}, errors.New("403 Agent not registered")
+	}
 	key, sub, kid := is.jwtKey, id.String(), "jwt-1"
 	if is.jwtSigner != nil {
 		key = is.jwtSigner
@@ -875,7 +906,7 @@ func TestRenewalWaitFollowsTheWallClock(t *testing.T) {
 	}
 	s.wallPoll = 10 * time.Millisecond
 	done := make(chan bool, 1)
-	go func() { done <- s.wait(ctxFor(t), time.Hour) }()
+	go func() { done <- s.wait(ctxFor(t), time.Hour, nil) }()
 	<-read                           // the wait has read when it ends
 	skew.Store(int64(2 * time.Hour)) // the host slept
 	select {
@@ -888,7 +919,7 @@ func TestRenewalWaitFollowsTheWallClock(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if s.wait(ctx, time.Hour) {
+	if s.wait(ctx, time.Hour, nil) {
 		t.Error("wait with its context ended = true")
 	}
 }
@@ -1027,20 +1058,17 @@ func TestWorkloadAPIServesPublishedKeysBeforeRenewal(t *testing.T) {
 	}
 }
 
-// The bundles served are those of the latest request made, not of the
-// latest answer: an X509-SVID answered late, to a request made before
-// the authority's bundle was asked for, does not put back the bundle
-// without the key published since, and a bundle answered late does not
-// put back a key dropped since.
-func TestBundlesFollowTheLatestRequest(t *testing.T) {
-	home := newAuthority(t, "example.org", time.Hour)
-	is := &issuer{authority: home}
+// unserved is a Server of the planner's identity, id, with is, that
+// serves nothing: the test calls its methods. obtain has is answer an
+// X509-SVID of id, ready to serve, and its bundles.
+func unserved(t *testing.T, is *issuer) (s *Server, id spiffeid.ID, obtain func() (*held, []*spiffebundle.Bundle)) {
+	t.Helper()
 	s, err := New([]Entry{me(t, "spiffe://example.org/agent/planner")}, is, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := s.entries[0].ID
-	obtain := func() (*held, []*spiffebundle.Bundle) {
+	id = s.entries[0].ID
+	return s, id, func() (*held, []*spiffebundle.Bundle) {
 		t.Helper()
 		svid, bundles, err := is.X509SVID(context.Background(), id)
 		if err != nil {
@@ -1052,6 +1080,17 @@ func TestBundlesFollowTheLatestRequest(t *testing.T) {
 		}
 		return h, bundles
 	}
+}
+
+// The bundles served are those of the latest request made, not of the
+// latest answer: an X509-SVID answered late, to a request made before
+// the authority's bundle was asked for, does not put back the bundle
+// without the key published since, and a bundle answered late does not
+// put back a key dropped since.
+func TestBundlesFollowTheLatestRequest(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	is := &issuer{authority: home}
+	s, id, obtain := unserved(t, is)
 	published := func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -1065,7 +1104,7 @@ func TestBundlesFollowTheLatestRequest(t *testing.T) {
 	home.moreJWT = map[string]crypto.PublicKey{"jwt-2": next.jwtKey.Public()}
 	home.mu.Unlock()
 	withKey := home.bundle()
-	s.updateBundle(withKey, s.ask())
+	s.synced(&Sync{Bundles: []*spiffebundle.Bundle{withKey}}, s.ask())
 	s.update(id, h, before, early)
 	if !published() {
 		t.Error("an X509-SVID answered late put back the bundle without the key published since")
@@ -1081,7 +1120,7 @@ func TestBundlesFollowTheLatestRequest(t *testing.T) {
 	later := s.ask()
 	h, after := obtain()
 	s.update(id, h, after, later)
-	s.updateBundle(withKey, stale)
+	s.synced(&Sync{Bundles: []*spiffebundle.Bundle{withKey}}, stale)
 	if published() {
 		t.Error("a bundle answered late put back a key dropped since")
 	}

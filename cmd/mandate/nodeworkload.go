@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -84,11 +83,22 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	fmt.Fprintf(stderr, "%s serving the SPIFFE Workload API on %s (SPIFFE_ENDPOINT_SOCKET=unix://%s): %s\n", time.Now().UTC().Format(time.RFC3339), at, at, strings.Join(entries, ", "))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	served := make(chan error, 1)
+	served, ran := make(chan error, 1), make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
-	err = run(ctx, stderr)
-	cancel()
-	return errors.Join(err, <-served)
+	go func() { ran <- run(ctx, stderr) }()
+	// Either ending ends the other: the Workload API ends first when
+	// the authority refuses the node for good.
+	select {
+	case err = <-ran:
+		cancel()
+		return errors.Join(err, <-served)
+	case err = <-served:
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("node run stopped: %w", err)
+		}
+		return errors.Join(err, <-ran)
+	}
 }
 
 // lineWriter is w written by one writer at a time (each write a line):
@@ -153,21 +163,42 @@ func (n *nodeIssuer) JWTSVID(ctx context.Context, id spiffeid.ID, audience []str
 	return ans.Token, ans.ExpiresAt, nil
 }
 
-func (n *nodeIssuer) Bundle(ctx context.Context) (*spiffebundle.Bundle, error) {
+func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Sync, error) {
 	c, err := n.dial()
 	if err != nil {
 		return nil, err
 	}
 	defer c.CloseIdle()
-	var doc json.RawMessage
-	if err := c.Do(ctx, http.MethodGet, "/v1/bundle", nil, &doc); err != nil {
+	ans, err := c.SyncNode(ctx, ids)
+	if p := (*client.Problem)(nil); errors.As(err, &p) && refusedForGood(p) {
+		return nil, fmt.Errorf("%w: %w", workload.ErrNodeRefused, err)
+	}
+	if err != nil {
 		return nil, err
 	}
-	// Read as a peer's is: no authority, or an X.509 authority of another
-	// trust domain, is refused, and the refresh hint is bounded.
-	b, _, err := federation.ParseBundle(c.TrustDomain(), doc)
-	if err != nil {
-		return nil, fmt.Errorf("the authority's bundle: %w", err)
+	out := &workload.Sync{Refused: map[spiffeid.ID]error{}}
+	for _, r := range ans.Refused {
+		id, err := spiffeid.FromString(r.SPIFFEID)
+		if err != nil {
+			return nil, fmt.Errorf("the sync's answer: %w", err)
+		}
+		out.Refused[id] = &r.Problem
 	}
-	return b, nil
+	// Each read as a peer's is: no authority, or an X.509 authority of
+	// another trust domain, is refused, and the refresh hint is bounded.
+	for name, doc := range ans.Bundles {
+		td, err := spiffeid.TrustDomainFromString(name)
+		if err != nil {
+			return nil, fmt.Errorf("the sync's answer: %w", err)
+		}
+		b, _, err := federation.ParseBundle(td, doc)
+		if err != nil {
+			return nil, fmt.Errorf("the sync's answer: the bundle of %s: %w", td, err)
+		}
+		out.Bundles = append(out.Bundles, b)
+	}
+	if !slices.ContainsFunc(out.Bundles, func(b *spiffebundle.Bundle) bool { return b.TrustDomain() == c.TrustDomain() }) {
+		return nil, fmt.Errorf("the sync's answer carries no bundle of %s", c.TrustDomain())
+	}
+	return out, nil
 }

@@ -33,6 +33,7 @@ import (
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/logtest"
+	"mandate.dev/mandate/workload"
 )
 
 // node run --workload-api serves a hosted agent's SVIDs to the local
@@ -145,6 +146,61 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// node run follows the authority between renewals: an agent deleted is
+// served no more from the next sync, and a node banned stops node run,
+// its socket removed.
+func TestNodeRunFollowsTheAuthority(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "mandate.yaml")
+	if err := os.WriteFile(cfg, []byte("federation:\n  bundle_refresh_hint: 1s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := startServe(t, dir, "--config", cfg)
+	t.Chdir(dir)
+	t.Setenv("MANDATE_SERVER", url)
+	nodeID := joinNode(t, url, dir, "")
+	var reg struct{ ID string }
+	if err := json.Unmarshal([]byte(mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/planner", "--node-id", nodeID)), &reg); err != nil || reg.ID == "" {
+		t.Fatalf("the registration's id: %v", err)
+	}
+	sock := filepath.Join(dir, "workload.sock")
+	addr := workloadapi.WithAddr("unix://" + sock)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errOut, done := nodeRun(ctx, "--workload-api", sock, "--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/planner")
+	for {
+		if _, err := workloadapi.FetchX509SVID(ctx, addr); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("FetchX509SVID = %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustCLI(t, url, dir, "admin", "agent", "delete", reg.ID)
+	for {
+		_, err := workloadapi.FetchX509SVID(ctx, addr)
+		if status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "no longer lets this host serve it") && strings.Contains(err.Error(), "agent-not-registered") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("FetchX509SVID of an agent deleted = %v, want Unavailable saying why", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustCLI(t, url, dir, "admin", "node", "ban", nodeID, "--reason", "compromised")
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "node-banned") {
+			t.Errorf("node run of a node banned = %v, want it stopped saying node-banned", err)
+		}
+	case <-ctx.Done():
+		t.Fatalf("node run went on serving a node banned:\n%s", errOut.String())
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the socket is left after node run stopped: %v", err)
+	}
 }
 
 // nodeRun runs node run with args in the background until ctx ends, or
@@ -287,22 +343,36 @@ func TestNodeRunGoesOnWithItsLogGone(t *testing.T) {
 	}
 }
 
-// The Workload API's issuer asks the authority for its bundle, as it
-// publishes it, with the node's credential: this trust domain's, with a
-// refresh hint, and verifying what the authority issued.
-func TestNodeIssuerBundle(t *testing.T) {
+// The Workload API's issuer syncs with the authority with the node's
+// credential: which agents it may serve (one not hosted here refused,
+// with the problem its SVIDs would get), and the bundles as the
+// authority publishes them, this trust domain's with a refresh hint, and
+// verifying what the authority issued. A node banned is refused for
+// good (ErrNodeRefused: node run stops).
+func TestNodeIssuerSync(t *testing.T) {
 	dir := t.TempDir()
 	url := startServe(t, dir)
 	t.Chdir(dir)
-	joinNode(t, url, dir, "")
+	nodeID := joinNode(t, url, dir, "")
+	planner, elsewhere := spiffeid.RequireFromString("spiffe://mandate.localhost/agent/planner"), spiffeid.RequireFromString("spiffe://mandate.localhost/agent/elsewhere")
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", planner.String(), "--node-id", nodeID)
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", elsewhere.String(), "--node-id", "spiffe://mandate.localhost/node/join/0000000000000000")
 	cf := clientFlags{server: url, creds: filepath.Join(dir, "mandate-node")}
 	is := &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := is.Bundle(ctx)
+	sync, err := is.Sync(ctx, []spiffeid.ID{planner, elsewhere})
 	if err != nil {
-		t.Fatalf("Bundle = %v", err)
+		t.Fatalf("Sync = %v", err)
 	}
+	var p *client.Problem
+	if len(sync.Refused) != 1 || !errors.As(sync.Refused[elsewhere], &p) || p.Name() != "agent-not-allowed-on-node" || p.Status != http.StatusForbidden {
+		t.Errorf("refused %v; want %s alone, as agent-not-allowed-on-node", sync.Refused, elsewhere)
+	}
+	if len(sync.Bundles) != 1 {
+		t.Fatalf("%d bundles; want this trust domain's", len(sync.Bundles))
+	}
+	b := sync.Bundles[0]
 	if b.TrustDomain().Name() != "mandate.localhost" {
 		t.Errorf("the bundle is of %s", b.TrustDomain())
 	}
@@ -319,15 +389,20 @@ func TestNodeIssuerBundle(t *testing.T) {
 	if len(b.JWTAuthorities()) == 0 {
 		t.Error("the bundle has no JWT authority")
 	}
+	mustCLI(t, url, dir, "admin", "node", "ban", nodeID, "--reason", "compromised")
+	if _, err := is.Sync(ctx, []spiffeid.ID{planner}); !errors.Is(err, workload.ErrNodeRefused) || !strings.Contains(err.Error(), "node-banned") {
+		t.Errorf("Sync of a banned node = %v; want ErrNodeRefused, node-banned", err)
+	}
 }
 
-// The Workload API's issuer refuses, as the authority's bundle, an
-// answer that is not one: no authority in it, or an X.509 authority of
-// another trust domain (the workloads would trust that trust domain's
-// CA for this one's IDs); and it reads a refresh hint too large for
-// go-spiffe's reading (which would overflow to under a second, and have
-// the bundle asked for every second) as the largest one.
-func TestNodeIssuerBundleRefusesWhatIsNotTheAuthoritysBundle(t *testing.T) {
+// The Workload API's issuer refuses, as the authority's bundles, an
+// answer that is not one: no bundle of its own trust domain, no
+// authority in one, or an X.509 authority of another trust domain (the
+// workloads would trust that trust domain's CA for this one's IDs); and
+// it reads a refresh hint too large for go-spiffe's reading (which
+// would overflow to under a second, and have the node sync every
+// second) as the largest one.
+func TestNodeIssuerSyncRefusesWhatIsNotTheAuthoritysBundle(t *testing.T) {
 	ca := newOrgACA(t)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tdB, _ := url.Parse("spiffe://org-b.example")
@@ -340,32 +415,33 @@ func TestNodeIssuerBundleRefusesWhatIsNotTheAuthoritysBundle(t *testing.T) {
 	other, _ := x509.ParseCertificate(der)
 	own := x509BundleJSON(t, ca.cert)
 	for name, tc := range map[string]struct {
-		doc  string
-		want string // in the error; none: the bundle, with a refresh hint of at least an hour
+		bundles string
+		want    string // in the error; none: the bundle, with a refresh hint of at least an hour
 	}{
-		"no authority":                    {doc: `{"keys":[],"spiffe_refresh_hint":300}`, want: "no authorities"},
-		"another trust domain's CA":       {doc: x509BundleJSON(t, other), want: "another trust domain"},
-		"a refresh hint past go-spiffe's": {doc: strings.TrimSuffix(own, "}") + `,"spiffe_refresh_hint":18446744074}`},
+		"no authority":                    {bundles: `{"org-a.example": {"keys":[],"spiffe_refresh_hint":300}}`, want: "no authorities"},
+		"another trust domain's CA":       {bundles: `{"org-a.example": ` + x509BundleJSON(t, other) + `}`, want: "another trust domain"},
+		"another trust domain's alone":    {bundles: `{"org-b.example": ` + x509BundleJSON(t, other) + `}`, want: "no bundle of org-a.example"},
+		"a refresh hint past go-spiffe's": {bundles: `{"org-a.example": ` + strings.TrimSuffix(own, "}") + `,"spiffe_refresh_hint":18446744074}}`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			url := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write([]byte(tc.doc))
+				_, _ = w.Write([]byte(`{"node_id": "spiffe://org-a.example/node/join/0000000000000000", "hosted": [], "refused": [], "bundles": ` + tc.bundles + `}`))
 			})
 			is := &nodeIssuer{dial: func() (*client.Client, error) {
 				return client.New(client.Config{Server: url, Bundle: []*x509.Certificate{ca.cert}})
 			}}
-			b, err := is.Bundle(t.Context())
+			sync, err := is.Sync(t.Context(), nil)
 			if tc.want != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("Bundle = %v, %v; want an error saying %q", b, err, tc.want)
+					t.Fatalf("Sync = %v, %v; want an error saying %q", sync, err, tc.want)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("Bundle = %v", err)
+				t.Fatalf("Sync = %v", err)
 			}
-			if hint, ok := b.RefreshHint(); !ok || hint < time.Hour {
+			if hint, ok := sync.Bundles[0].RefreshHint(); !ok || hint < time.Hour {
 				t.Errorf("the bundle's refresh hint = %v, %v; want at least an hour", hint, ok)
 			}
 		})

@@ -1,0 +1,192 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// An identity the authority no longer lets the host serve (its agent
+// deleted, or moved to another node) is served no more from the next
+// sync, long before its X509-SVID's renewal: the stream ends saying
+// why, and its JWT-SVIDs kept are dropped. Registered again, it is
+// served again from the next sync, without waiting for its keeper's
+// retry.
+func TestWorkloadAPIStopsServingWhatTheAuthorityRefuses(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	home.hint = time.Second // a sync a second
+	is := &issuer{authority: home}
+	id := spiffeid.RequireFromString("spiffe://example.org/agent/planner")
+	addr := serve(t, is, me(t, id.String()))
+	ctx := ctxFor(t)
+	withHeader := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+	stream, err := rawClient(t, addr).FetchX509SVID(withHeader, &pb.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := workloadapi.FetchJWTSVID(ctx, jwtsvidParams("billing"), workloadapi.WithAddr(addr)); err != nil {
+		t.Fatal(err)
+	}
+	is.mu.Lock()
+	is.gone = []spiffeid.ID{id}
+	is.mu.Unlock()
+	dropped := time.Now()
+	for {
+		_, err := stream.Recv()
+		if err == nil {
+			continue
+		}
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no longer lets this host serve it") {
+			t.Fatalf("once refused, the stream ended with %v, want Unavailable saying why", err)
+		}
+		break
+	}
+	if waited := time.Since(dropped); waited > 20*time.Second {
+		t.Errorf("the refusal took %v to reach the stream", waited)
+	}
+	if _, err := workloadapi.FetchJWTSVID(ctx, jwtsvidParams("billing"), workloadapi.WithAddr(addr)); status.Code(err) != codes.Unavailable {
+		t.Errorf("FetchJWTSVID once refused = %v, want Unavailable (the one kept dropped)", err)
+	}
+	if n := is.x509Calls.Load(); n != 1 {
+		t.Errorf("the X509-SVID was asked for %d times, want once: the refusal came with a sync", n)
+	}
+
+	is.mu.Lock()
+	is.gone = nil
+	is.mu.Unlock()
+	for {
+		svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(addr))
+		if err == nil {
+			if svid.ID != id {
+				t.Errorf("served %s, want %s", svid.ID, id)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("registered again, FetchX509SVID = %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A federation the authority adds, or drops, reaches the workloads with
+// the next sync, not with an X509-SVID's renewal.
+func TestWorkloadAPIServesFederationsAsSynced(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	home.hint = time.Second
+	peer := newAuthority(t, "peer.example", time.Hour)
+	is := &issuer{authority: home}
+	addr := workloadapi.WithAddr(serve(t, is, me(t, "spiffe://example.org/agent/planner")))
+	ctx := ctxFor(t)
+	has := func(want bool) {
+		t.Helper()
+		for {
+			b, err := workloadapi.FetchX509Bundles(ctx, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, got := b.Get(peer.td); got == want {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s's bundle served: %v, want %v", peer.td, !want, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	has(false)
+	is.mu.Lock()
+	is.peers = []*authority{peer}
+	is.mu.Unlock()
+	has(true)
+	is.mu.Lock()
+	is.peers = nil
+	is.mu.Unlock()
+	has(false)
+	if n := is.x509Calls.Load(); n != 1 {
+		t.Errorf("the X509-SVID was asked for %d times, want once", n)
+	}
+}
+
+// nodeRefused refuses every sync, as the authority does a banned node.
+type nodeRefused struct{ *issuer }
+
+func (nodeRefused) Sync(context.Context, []spiffeid.ID) (*Sync, error) {
+	return nil, fmt.Errorf("%w: 403 node-banned", ErrNodeRefused)
+}
+
+// A node the authority refuses for good serves nothing more: Serve
+// ends, saying why, and the socket is removed.
+func TestWorkloadAPIStopsWhenTheNodeIsRefused(t *testing.T) {
+	s, err := New([]Entry{me(t, "spiffe://example.org/agent/planner")}, nodeRefused{&issuer{authority: newAuthority(t, "example.org", time.Hour)}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctxFor(t), ln) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrNodeRefused) || !strings.Contains(err.Error(), "node-banned") {
+			t.Errorf("Serve = %v, want the node's refusal", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve went on serving a node the authority refuses")
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the socket is still there (%v)", err)
+	}
+}
+
+// A sync's answer is taken in the order of the requests: one asked for
+// before an X509-SVID was does not drop it, and an X509-SVID asked for
+// before a sync that refused its identity is not served.
+func TestSyncsFollowTheLatestRequest(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	s, id, obtain := unserved(t, is)
+	refusal := &Sync{Bundles: is.bundles(), Refused: map[spiffeid.ID]error{id: errors.New("403 agent-not-registered")}}
+
+	staleSync := s.ask()
+	h, bundles := obtain()
+	s.update(id, h, bundles, s.ask())
+	s.synced(refusal, staleSync)
+	if s.svids[id] != h {
+		t.Error("a sync asked for before the X509-SVID dropped it")
+	}
+
+	staleSVID := s.ask()
+	s.synced(refusal, s.ask())
+	if s.svids[id] != nil {
+		t.Fatal("a refusal left the X509-SVID served")
+	}
+	h, bundles = obtain()
+	s.update(id, h, bundles, staleSVID)
+	if s.svids[id] != nil {
+		t.Error("an X509-SVID asked for before the refusal was served")
+	}
+	h, bundles = obtain()
+	s.update(id, h, bundles, s.ask())
+	if s.svids[id] != h {
+		t.Error("an X509-SVID asked for after the refusal was not served")
+	}
+}
