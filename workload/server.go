@@ -362,8 +362,7 @@ func (s *Server) keepSync(ctx context.Context) error {
 			return nil
 		}
 		if errors.Is(err, ErrNodeRefused) {
-			s.log.Error("workload API: stopped", "err", err)
-			return err
+			return err // Serve ends with it
 		}
 		wait := retry
 		if err == nil {
