@@ -53,6 +53,9 @@ type AuthorityInfo struct {
 	KeyID string `json:"key_id"`
 	// Upstream is true for X.509 CAs signed by the configured upstream.
 	Upstream bool `json:"upstream,omitempty"`
+	// ActivatesAt is when a prepared authority takes over ahead of its
+	// schedule, as an admin asked (Expedite); zero when it follows it.
+	ActivatesAt time.Time `json:"activates_at,omitzero"`
 }
 
 const (
@@ -92,11 +95,20 @@ type authority struct {
 	// signer is the private key; nil for old authorities loaded from the
 	// journal (they never sign again).
 	signer crypto.Signer
+
+	// activateAt is when a prepared authority becomes active at the
+	// latest (Expedite); zero: on schedule.
+	activateAt time.Time
 }
 
+// withState is a copy of a in state s; one no longer prepared has no
+// activation time.
 func (a *authority) withState(s State) *authority {
 	b := *a
 	b.state = s
+	if s != StatePrepared {
+		b.activateAt = time.Time{}
+	}
 	return &b
 }
 
@@ -128,13 +140,14 @@ func (a *authority) pruneAfter() time.Time {
 
 func (a *authority) info() AuthorityInfo {
 	return AuthorityInfo{
-		ID:        a.id,
-		Kind:      a.kind,
-		State:     a.state,
-		NotBefore: a.notBefore,
-		NotAfter:  a.notAfter,
-		KeyID:     a.keyID,
-		Upstream:  a.kind == KindX509 && !a.root.Equal(a.cert),
+		ID:          a.id,
+		Kind:        a.kind,
+		State:       a.state,
+		NotBefore:   a.notBefore,
+		NotAfter:    a.notAfter,
+		KeyID:       a.keyID,
+		Upstream:    a.kind == KindX509 && !a.root.Equal(a.cert),
+		ActivatesAt: a.activateAt,
 	}
 }
 

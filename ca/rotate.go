@@ -96,20 +96,87 @@ func (c *CA) rotateLocked(ctx context.Context) (bool, error) {
 	if len(tx.events) == 0 && !newHint {
 		return false, nil
 	}
+	if err := c.install(ctx, next, &tx); err != nil {
+		return false, err
+	}
+	if newHint && len(tx.events) == 0 {
+		c.log.Info("ca: bundle published with a new refresh hint", "refresh_hint", c.cfg.RefreshHint, "sequence", c.st.seq)
+	}
+	return true, nil
+}
+
+// install commits next, the state a step tx made (keys it created are
+// deleted again if that fails, and those it pruned once it is saved),
+// says its events in the log and notifies the subscribers.
+func (c *CA) install(ctx context.Context, next *caState, tx *transition) error {
 	if err := c.commit(ctx, next); err != nil {
 		c.deleteUnsaved(ctx, tx.created)
-		return false, err
+		return err
 	}
 	c.deleteKeys(ctx, tx.pruned)
 	for _, e := range tx.events {
 		c.log.Info("ca: authority "+e.what, "kind", e.a.kind, "id", e.a.id,
 			"key_id", e.a.keyID, "not_after", e.a.notAfter)
 	}
-	if newHint && len(tx.events) == 0 {
-		c.log.Info("ca: bundle published with a new refresh hint", "refresh_hint", c.cfg.RefreshHint, "sequence", c.st.seq)
-	}
 	c.notify()
-	return true, nil
+	return nil
+}
+
+// Expedite has the active authority of kind replaced ahead of its
+// schedule: by the prepared one, or one prepared now (published in the
+// bundle at once), which becomes active once it has been published for
+// wait (at the rotation step after that), or at once when wait is 0 or
+// has passed already; its info is returned. Until then it is prepared,
+// with its activation time (AuthorityInfo.ActivatesAt), which a
+// restart keeps; an activation the schedule brings sooner is not put
+// off. Published for less than what every holder of the bundle takes to
+// fetch it again, an authority that signs leaves what it signs
+// unverifiable to those that have not: wait says how long that is.
+func (c *CA) Expedite(ctx context.Context, kind Kind, wait time.Duration) (AuthorityInfo, error) {
+	if kind != KindX509 && kind != KindJWT {
+		return AuthorityInfo{}, fmt.Errorf("%w: kind %q: want %q or %q", ErrInvalidParams, kind, KindX509, KindJWT)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	next := c.st.clone()
+	var tx transition
+	active, prepared := next.find(kind)
+	if prepared == nil || !now.Before(prepared.notAfter) {
+		if prepared != nil { // expired waiting: retired unused
+			next.replace(prepared, prepared.withState(StateOld))
+			tx.add("retired unused", prepared)
+		}
+		a, err := c.newAuthority(ctx, kind, now)
+		if err != nil {
+			return AuthorityInfo{}, err
+		}
+		tx.created = append(tx.created, a.keyID)
+		next.auths = append(next.auths, a)
+		tx.add("prepared", a)
+		prepared = a
+	}
+	at := prepared.publishedAt().Add(wait)
+	var out *authority
+	switch {
+	case wait == 0 || !now.Before(at):
+		if active != nil {
+			next.replace(active, active.withState(StateOld))
+		}
+		out = prepared.withState(StateActive)
+		tx.add("activated ahead of schedule", out)
+	case prepared.activateAt.IsZero() || at.Before(prepared.activateAt):
+		out = prepared.withState(StatePrepared)
+		out.activateAt = at
+		tx.add("to be activated ahead of schedule", out)
+	default: // to be activated sooner already
+		out = prepared
+	}
+	next.replace(prepared, out)
+	if err := c.install(ctx, next, &tx); err != nil {
+		return AuthorityInfo{}, err
+	}
+	return out.info(), nil
 }
 
 // lateActivationMargin is how long before the active authority's expiry
@@ -140,6 +207,11 @@ func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time,
 		tx.created = append(tx.created, a.keyID)
 		st.auths = append(st.auths, a)
 		tx.add("prepared", a)
+	case prepared != nil && !prepared.activateAt.IsZero() && !now.Before(prepared.activateAt):
+		// Ahead of the schedule, as an admin asked (Expedite).
+		st.replace(active, active.withState(StateOld))
+		st.replace(prepared, prepared.withState(StateActive))
+		tx.add("activated ahead of schedule", prepared)
 	case prepared != nil && !now.Before(active.at(activateNum, activateDen)) &&
 		(!now.Before(prepared.publishedAt().Add(active.life()/3)) || !now.Before(active.notAfter.Add(-c.lateActivationMargin()))):
 		// At 5/6 of the active one's life, and once the prepared one

@@ -74,6 +74,8 @@ type authorityRecord struct {
 	Intermediates [][]byte  `json:"intermediates,omitempty"` // DER, x509 only
 	Root          []byte    `json:"root,omitempty"`          // DER, x509 only
 	PublicKey     []byte    `json:"public_key,omitempty"`    // PKIX DER, jwt only
+	// ActivateAt is a prepared authority's activation ahead of schedule.
+	ActivateAt time.Time `json:"activate_at,omitzero"`
 }
 
 func encodeState(td spiffeid.TrustDomain, s *caState) ([]byte, error) {
@@ -81,7 +83,7 @@ func encodeState(td spiffeid.TrustDomain, s *caState) ([]byte, error) {
 	for _, a := range s.auths {
 		r := authorityRecord{
 			Kind: a.kind, ID: a.id, KeyID: a.keyID, State: a.state,
-			NotBefore: a.notBefore, NotAfter: a.notAfter,
+			NotBefore: a.notBefore, NotAfter: a.notAfter, ActivateAt: a.activateAt,
 		}
 		if a.kind == KindX509 {
 			r.Certificate = a.cert.Raw
@@ -163,6 +165,9 @@ func (r authorityRecord) authority(td spiffeid.TrustDomain) (*authority, error) 
 	}
 	a := &authority{kind: r.Kind, id: r.ID, keyID: r.KeyID, state: r.State,
 		notBefore: r.NotBefore, notAfter: r.NotAfter}
+	if r.State == StatePrepared {
+		a.activateAt = r.ActivateAt
+	}
 	switch r.Kind {
 	case KindX509:
 		return a, r.decodeX509(a, td)

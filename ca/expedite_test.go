@@ -1,0 +1,129 @@
+package ca_test
+
+import (
+	"context"
+	"crypto/elliptic"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/ca"
+)
+
+// authorityOf is the authority of kind in state in the CA's status.
+func authorityOf(c *ca.CA, kind ca.Kind, state ca.State) (ca.AuthorityInfo, bool) {
+	for _, a := range c.Status() {
+		if a.Kind == kind && a.State == state {
+			return a, true
+		}
+	}
+	return ca.AuthorityInfo{}, false
+}
+
+// An expedited rotation prepares the successor at once, published in
+// the bundle, and activates it once it has been published for the wait
+// asked, not at five sixths of the active one's life; what the old one
+// signed still verifies, and a restart keeps the activation time.
+func TestExpediteActivatesAfterTheWait(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	c, env := newTestCA(t, rotationConfig(clk))
+	leaf := ecKey(t, elliptic.P256())
+	before, err := c.MintX509SVID(ctx, ca.X509Params{ID: testID, PublicKey: leaf.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := authorityOf(c, ca.KindX509, ca.StateActive)
+	for _, kind := range []ca.Kind{ca.KindX509, ca.KindJWT} {
+		info, err := c.Expedite(ctx, kind, 10*time.Minute)
+		if err != nil {
+			t.Fatalf("Expedite(%s) = %v", kind, err)
+		}
+		if info.State != ca.StatePrepared || !info.ActivatesAt.Equal(clk.Now().Add(10*time.Minute)) {
+			t.Fatalf("Expedite(%s) = %+v; want prepared, activating in 10 minutes", kind, info)
+		}
+		if got, ok := authorityOf(c, kind, ca.StatePrepared); !ok || got.ID != info.ID || !got.ActivatesAt.Equal(info.ActivatesAt) {
+			t.Errorf("status shows %+v as the prepared %s authority; want %+v", got, kind, info)
+		}
+		if !slices.Contains(authorityIDs(c.Bundle()), info.ID) {
+			t.Errorf("the prepared %s authority %s is not in the bundle", kind, info.ID)
+		}
+	}
+	// Asked again with a longer wait, the activation is not put off.
+	if info, err := c.Expedite(ctx, ca.KindX509, time.Hour); err != nil || !info.ActivatesAt.Equal(clk.Now().Add(10*time.Minute)) {
+		t.Errorf("Expedite again with a longer wait = %+v, %v; want the activation kept 10 minutes on", info, err)
+	}
+	// A restart keeps it.
+	c = env.newCA(t)
+	if got, _ := authorityOf(c, ca.KindX509, ca.StatePrepared); got.ActivatesAt.IsZero() {
+		t.Fatalf("after a restart the prepared authority is %+v; want its activation time kept", got)
+	}
+	clk.Add(9 * time.Minute)
+	if _, err := c.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := authorityOf(c, ca.KindX509, ca.StateActive); got.ID != old.ID {
+		t.Fatalf("activated %s before the wait passed", got.ID)
+	}
+	clk.Add(time.Minute)
+	if _, err := c.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []ca.Kind{ca.KindX509, ca.KindJWT} {
+		if _, ok := authorityOf(c, kind, ca.StatePrepared); ok {
+			t.Errorf("a %s authority is still prepared once the wait passed", kind)
+		}
+		if got, _ := authorityOf(c, kind, ca.StateActive); !got.ActivatesAt.IsZero() {
+			t.Errorf("the active %s authority still shows an activation time", kind)
+		}
+	}
+	after, err := c.MintX509SVID(ctx, ca.X509Params{ID: testID, PublicKey: leaf.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hex.EncodeToString(after.Certificates[0].AuthorityKeyId) == old.ID {
+		t.Error("an X509-SVID minted after the activation is signed by the old CA")
+	}
+	for _, svid := range []*ca.X509SVID{before, after} {
+		if _, _, err := x509svid.Verify(svid.Certificates, c.Bundle().X509Bundle(), x509svid.WithTime(clk.Now())); err != nil {
+			t.Errorf("an X509-SVID does not verify with the bundle: %v", err)
+		}
+	}
+}
+
+// Expedited with no wait, the successor (the one prepared already, or a
+// new one) is active at once; a kind that is neither is refused.
+func TestExpediteAtOnce(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	c, _ := newTestCA(t, rotationConfig(clk))
+	clk.Add(31 * time.Minute) // past half the CA's life: the successor is prepared
+	if _, err := c.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	prepared, ok := authorityOf(c, ca.KindJWT, ca.StatePrepared)
+	if !ok {
+		t.Fatal("no JWT key prepared at half its predecessor's life")
+	}
+	if info, err := c.Expedite(ctx, ca.KindJWT, 0); err != nil || info.ID != prepared.ID || info.State != ca.StateActive {
+		t.Errorf("Expedite(jwt, 0) = %+v, %v; want %s active", info, err, prepared.ID)
+	}
+	old, _ := authorityOf(c, ca.KindX509, ca.StateActive)
+	info, err := c.Expedite(ctx, ca.KindX509, 0)
+	if err != nil || info.State != ca.StateActive || info.ID == old.ID {
+		t.Fatalf("Expedite(x509, 0) = %+v, %v; want a new active CA", info, err)
+	}
+	if got, _ := authorityOf(c, ca.KindX509, ca.StateActive); got.ID != info.ID {
+		t.Errorf("the active CA is %s; want %s", got.ID, info.ID)
+	}
+	if !slices.Contains(authorityIDs(c.Bundle()), old.ID) {
+		t.Error("the CA replaced left the bundle: what it signed no longer verifies")
+	}
+	if _, err := c.Expedite(ctx, "rsa", 0); !errors.Is(err, ca.ErrInvalidParams) {
+		t.Errorf("Expedite of kind rsa = %v; want ErrInvalidParams", err)
+	}
+}
