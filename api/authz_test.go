@@ -297,6 +297,7 @@ func TestWhoMayCallWhat(t *testing.T) {
 		{"GET", "/v1/admin/federations", "", nil, adminOnly, shapeProblem},
 		{"DELETE", "/v1/admin/federations/nope.example", "", nil, adminOnly, shapeProblem},
 		{"GET", "/v1/admin/ca", "", nil, adminOnly, shapeProblem},
+		{"POST", "/v1/admin/ca/rotate", "application/json", fixed(`{}`), adminOnly, shapeProblem},
 		{"POST", "/v1/admin/backups", "application/json", fixed(`{"x":1}`), adminOnly, shapeProblem},
 		{"POST", "/v1/admin/policy/reload", "application/json", fixed(`{"x":1}`), adminOnly, shapeProblem},
 		{"GET", "/v1/admin/policy", "", nil, adminOnly, shapeProblem},

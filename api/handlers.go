@@ -10,6 +10,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/credfile"
 )
@@ -182,6 +183,26 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d", int64(maxAge/time.Second)))
 	writeJSON(w, http.StatusOK, set)
+}
+
+// caRotate is POST /v1/admin/ca/rotate: the active X.509 CA or JWT key
+// replaced ahead of its schedule (admin).
+func (s *Server) caRotate(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Kind        string `json:"kind"`
+		Reason      string `json:"reason"`
+		Immediately bool   `json:"immediately"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	ans, err := s.a.RotateCA(r.Context(), callerOf(r), authority.CARotation{Kind: ca.Kind(req.Kind), Reason: req.Reason, Immediately: req.Immediately})
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ans)
 }
 
 func (s *Server) caStatus(w http.ResponseWriter, r *http.Request) {

@@ -392,7 +392,12 @@ func (j caJournal) Save(ctx context.Context, state []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = j.a.recordWith(ctx, event{typ: "ca.rotated", subject: j.a.td.IDString(), details: map[string]any{"authorities": infos}}, put)
+	ev := event{typ: "ca.rotated", subject: j.a.td.IDString(), details: map[string]any{"authorities": infos}}
+	if r, ok := ctx.Value(rotationRequestKey{}).(rotationRequest); ok {
+		ev.actor = r.by
+		ev.details["requested"] = map[string]any{"reason": r.reason, "immediately": r.immediately}
+	}
+	_, err = j.a.recordWith(ctx, ev, put)
 	return err
 }
 

@@ -39,6 +39,12 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
   backup create                       a consistent copy of the authority's state, written
                                       on its host in <data-dir>/backups/<time> (keys
                                       included: move it to storage as private)
+  ca status                           the X.509 CAs and JWT keys, and their rotation state
+  ca rotate --kind x509|jwt --reason R [--immediately]
+                                      replace the active X.509 CA or JWT key ahead of its
+                                      schedule: its successor is published now and takes
+                                      over once every holder of the bundle has fetched it
+                                      (a JWT key: at once with --immediately)
 
 Answers are printed as JSON.
 `
@@ -53,7 +59,7 @@ var adminOperands = map[string]string{
 var adminTakesNoArgs = map[string]bool{
 	"join-token create": true, "agent create": true, "agent list": true,
 	"node list": true, "federation add": true, "federation list": true, "revoke list": true,
-	"backup create": true,
+	"backup create": true, "ca status": true, "ca rotate": true,
 }
 
 // adminCmd runs one admin command: it checks its arguments first, then
@@ -73,6 +79,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"federation add": adminFedAdd, "federation list": adminFedList, "federation delete": adminFedDelete,
 		"revoke delegation": adminRevoke("delegation_id"), "revoke spiffe-id": adminRevoke("spiffe_id"),
 		"revoke list": adminRevokeList, "backup create": adminBackupCreate,
+		"ca status": adminCAStatus, "ca rotate": adminCARotate,
 	}
 	// admin -h, and admin GROUP -h (admin revoke -h).
 	if helpAsked(args, adminUsage, stdout) || len(args) == 2 && cmds[args[0]+" "+args[1]] == nil && helpAsked(args[1:], adminUsage, stdout) {
@@ -134,7 +141,8 @@ type adminFlagValues struct {
 	x509TTL, jwtTTL                           time.Duration
 	operator, modelProvider, model, respParty string
 	reason, trustDomain, url, profile, epID   string
-	bundleFile                                string
+	bundleFile, kind                          string
+	immediately                               bool
 }
 
 var adminFlags adminFlagValues
@@ -161,6 +169,10 @@ func adminFlagSpec(cmd string, fs *flag.FlagSet) {
 		fs.StringVar(&f.reason, "reason", "", "why the node is banned")
 	case "revoke delegation", "revoke spiffe-id":
 		fs.StringVar(&f.reason, "reason", "", "why (required; recorded)")
+	case "ca rotate":
+		fs.StringVar(&f.kind, "kind", "", "x509 (the X.509 CA) or jwt (the JWT key) (required)")
+		fs.StringVar(&f.reason, "reason", "", "why (required; recorded)")
+		fs.BoolVar(&f.immediately, "immediately", false, "a JWT key only: activate it at once; JWT-SVIDs and delegation tokens it signs fail to validate where the bundle has not been fetched since")
 	case "federation add":
 		fs.StringVar(&f.trustDomain, "trust-domain", "", "federated trust domain (required)")
 		fs.StringVar(&f.url, "url", "", "its bundle endpoint URL (required)")
@@ -460,6 +472,39 @@ func registrationID(args []string) (string, error) {
 		return "", usagef("%s is a SPIFFE ID; give the registration's id (the \"id\" that mandate admin agent list prints)", id)
 	}
 	return id, err
+}
+
+func adminCAStatus(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
+	var out map[string]any
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/admin/ca", nil, &out); err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func adminCARotate(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
+	f := &adminFlags
+	switch {
+	case f.kind != "x509" && f.kind != "jwt":
+		return usagef("--kind x509 or --kind jwt is required")
+	case f.reason == "":
+		return usagef("--reason is required")
+	case f.immediately && f.kind == "x509":
+		return usagef("--immediately is for a JWT key only: an X.509 CA activated before the nodes fetched it would leave them unable to reach the authority")
+	}
+	var out map[string]any
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	if err := c.Do(ctx, http.MethodPost, "/v1/admin/ca/rotate", map[string]any{"kind": f.kind, "reason": f.reason, "immediately": f.immediately}, &out); err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
 }
 
 func adminBackupCreate(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {

@@ -270,6 +270,9 @@ func TestCLIAdminCommands(t *testing.T) {
 		{[]string{"admin", "agent", "delete", reg.ID}, `"deleted"`},
 		{[]string{"admin", "federation", "list"}, `"federations": []`},
 		{[]string{"bundle", "show", "--bundle", "mandate-data/admin/bundle.pem"}, `"spiffe_sequence"`},
+		{[]string{"admin", "ca", "rotate", "--kind", "x509", "--reason", "test"}, `"state": "prepared"`},
+		{[]string{"admin", "ca", "rotate", "--kind", "jwt", "--reason", "test", "--immediately"}, `"state": "active"`},
+		{[]string{"admin", "ca", "status"}, `"activates_at": "`},
 	}
 	for _, s := range steps {
 		out, err := cli(t, url, dir, s.args...)
@@ -286,6 +289,8 @@ func TestCLIAdminCommands(t *testing.T) {
 		{[]string{"svid", "jwt", "--audience", "x"}, "--creds mandate-node is a node's credential: give --spiffe-id"},
 		{[]string{"svid", "jwt", "--audience", "x", "--creds", "agent", "--server", "127.0.0.1:8443"}, `"127.0.0.1:8443" is not an https:// URL`},
 		{[]string{"svid", "jwt", "--audience", "x", "--creds", "no-such-dir"}, "no credential in no-such-dir"},
+		{[]string{"admin", "ca", "rotate", "--kind", "x509", "--reason", "r", "--immediately"}, "--immediately is for a JWT key only"},
+		{[]string{"admin", "ca", "rotate", "--kind", "jwt"}, "--reason is required"},
 	} {
 		if _, err := cli(t, url, dir, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("mandate %s = %v, want an error saying %q", strings.Join(tc.args, " "), err, tc.want)

@@ -1,0 +1,168 @@
+package api_test
+
+import (
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/client"
+)
+
+type caAuthority struct {
+	ID          string    `json:"id"`
+	Kind        string    `json:"kind"`
+	State       string    `json:"state"`
+	ActivatesAt time.Time `json:"activates_at"`
+}
+
+type caRotated struct {
+	Authority   caAuthority `json:"authority"`
+	ActivatesAt time.Time   `json:"activates_at"`
+}
+
+func (e *env) caAuthorities() []caAuthority {
+	e.t.Helper()
+	var st struct{ Authorities []caAuthority }
+	if err := e.admin.Do(ctxT(e.t), http.MethodGet, "/v1/admin/ca", nil, &st); err != nil {
+		e.t.Fatal(err)
+	}
+	return st.Authorities
+}
+
+func (e *env) rotateCA(body map[string]any) (*caRotated, error) {
+	e.t.Helper()
+	out := new(caRotated)
+	return out, e.admin.Do(ctxT(e.t), http.MethodPost, "/v1/admin/ca/rotate", body, out)
+}
+
+// An admin replaces the JWT key at once: the JWT-SVIDs minted after are
+// signed by the new key and validate with the bundle, which keeps the
+// old key for what it signed; the rotation is logged with the admin and
+// the reason.
+func TestRotateTheJWTKeyAtOnce(t *testing.T) {
+	e := start(t, "org-a.example")
+	node := e.joinNode()
+	agent := e.agentSVID(node, e.registerAgent("a", node.id))
+	ac := e.client(agent.chain, agent.key)
+	before, err := ac.JWTSVID(ctxT(t), "", []string{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.rotateCA(map[string]any{"kind": "jwt", "reason": "key handled by a departed operator", "immediately": true})
+	if err != nil {
+		t.Fatalf("rotate = %v", err)
+	}
+	if got.Authority.State != "active" || got.Authority.Kind != "jwt" || time.Since(got.ActivatesAt) > time.Minute {
+		t.Fatalf("rotate = %+v; want a JWT key active now", got)
+	}
+	after, err := ac.JWTSVID(ctxT(t), "", []string{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := jwtbundle.FromJWTAuthorities(e.td, e.fetchBundle().JWTAuthorities())
+	for name, tok := range map[string]string{"before": before.Token, "after": after.Token} {
+		svid, err := jwtsvid.ParseAndValidate(tok, keys, []string{"x"})
+		if err != nil {
+			t.Fatalf("the JWT-SVID minted %s the rotation does not validate: %v", name, err)
+		}
+		if kid := kidOf(t, svid.Marshal()); name == "after" && kid != got.Authority.ID {
+			t.Errorf("the JWT-SVID minted after the rotation is signed by %s, not %s", kid, got.Authority.ID)
+		}
+	}
+	var out struct {
+		Entries []struct {
+			Entry struct {
+				Actor   string `json:"actor"`
+				Details struct {
+					Requested struct {
+						Reason      string `json:"reason"`
+						Immediately bool   `json:"immediately"`
+					} `json:"requested"`
+				} `json:"details"`
+			} `json:"entry"`
+		} `json:"entries"`
+	}
+	if err := e.admin.Do(ctxT(t), http.MethodGet, "/v1/audit/search?type=ca.rotated&limit=100", nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, en := range out.Entries {
+		r := en.Entry.Details.Requested
+		found = found || en.Entry.Actor == authority.AdminID(e.td).String() && r.Reason == "key handled by a departed operator" && r.Immediately
+	}
+	if !found {
+		t.Errorf("no ca.rotated entry names the admin and the reason: %+v", out.Entries)
+	}
+}
+
+// An X.509 CA is replaced once every holder of the bundle can have
+// fetched it: its successor is published at once and takes over after
+// the refresh hint, or half of the longest X509-SVID life (a
+// registration's counts), whichever is longer; it is never activated
+// at once.
+func TestRotateTheX509CA(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.Federation.BundleRefreshHint = authority.Duration(time.Minute)
+		c.CA.X509SVIDTTL = authority.Duration(10 * time.Minute)
+	})
+	node := e.joinNode()
+	var p *client.Problem
+	if _, err := e.rotateCA(map[string]any{"kind": "x509", "reason": "r", "immediately": true}); !errors.As(err, &p) || p.Status != http.StatusBadRequest {
+		t.Errorf("rotate x509 immediately = %v; want 400", err)
+	}
+	for _, body := range []map[string]any{{"kind": "rsa", "reason": "r"}, {"kind": "jwt"}, {"kind": "jwt", "reason": "\u202e"}} {
+		if _, err := e.rotateCA(body); !errors.As(err, &p) || p.Status != http.StatusBadRequest || p.Name() != "invalid-request" {
+			t.Errorf("rotate %v = %v; want 400 invalid-request", body, err)
+		}
+	}
+	_, err := e.admin.CreateAgent(ctxT(t), &client.Agent{SPIFFEID: "spiffe://org-a.example/agent/long", NodeIDs: []string{node.id.String()}, X509TTLSeconds: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	got, err := e.rotateCA(map[string]any{"kind": "x509", "reason": "scheduled compliance rotation"})
+	if err != nil {
+		t.Fatalf("rotate = %v", err)
+	}
+	// Half of the registration's hour, longer than the hint and than
+	// half the default lifetime.
+	if wait := got.ActivatesAt.Sub(asked); got.Authority.State != "prepared" || wait < 29*time.Minute || wait > 31*time.Minute {
+		t.Fatalf("rotate = %+v: activates in %v; want prepared, activating in 30 minutes", got, wait)
+	}
+	var prepared, active int
+	for _, a := range e.caAuthorities() {
+		switch {
+		case a.Kind == "x509" && a.State == "prepared" && a.ID == got.Authority.ID && a.ActivatesAt.Equal(got.ActivatesAt):
+			prepared++
+		case a.Kind == "x509" && a.State == "active":
+			active++
+		}
+	}
+	if prepared != 1 || active != 1 {
+		t.Errorf("GET /v1/admin/ca shows %d prepared (with its activation time) and %d active X.509 CAs; want one each", prepared, active)
+	}
+	found := false
+	for _, c := range e.fetchBundle().X509Authorities() {
+		found = found || hex.EncodeToString(c.SubjectKeyId) == got.Authority.ID
+	}
+	if !found {
+		t.Error("the successor is not in the bundle")
+	}
+}
+
+// kidOf is the key ID in a JWS's header.
+func kidOf(t *testing.T, tok string) string {
+	t.Helper()
+	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.ES384})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jws.Signatures[0].Header.KeyID
+}

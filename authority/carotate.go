@@ -1,0 +1,102 @@
+package authority
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
+)
+
+// CARotation is an admin's request to replace the active X.509 CA or
+// JWT key ahead of its schedule.
+type CARotation struct {
+	Kind   ca.Kind
+	Reason string
+	// Immediately activates a JWT key at once, before the holders of
+	// the bundle may have fetched it (JWT-SVIDs and delegation tokens it
+	// signs fail to validate where they have not, until they do).
+	Immediately bool
+}
+
+// CARotated is the authority that takes over, and when.
+type CARotated struct {
+	Authority   ca.AuthorityInfo `json:"authority"`
+	ActivatesAt time.Time        `json:"activates_at"`
+}
+
+// RotateCA has the active authority of r.Kind replaced ahead of its
+// schedule (ca.CA.Expedite): its successor, prepared now unless it is
+// already, takes over once it has been published for as long as every
+// holder of this trust domain's bundle takes to fetch it again
+// (propagation), or at once when asked for a JWT key. The rotation's
+// ca.rotated entry names the admin and the reason.
+func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CARotated, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	switch {
+	case r.Kind != ca.KindX509 && r.Kind != ca.KindJWT:
+		return nil, fmt.Errorf("%w: kind %q: want %q (the X.509 CA) or %q (the JWT key)", ErrInvalidRequest, r.Kind, ca.KindX509, ca.KindJWT)
+	case r.Reason == "" || len(r.Reason) > maxTextLen || !delegation.IsPlainText(r.Reason):
+		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes of text (no control or format characters, no U+FFFD) is required", ErrInvalidRequest, maxTextLen)
+	case r.Immediately && r.Kind == ca.KindX509:
+		// A node's client trusts the bundle it was last answered with:
+		// one that has not renewed since the new CA was published could
+		// no longer reach the authority once its server certificate is
+		// signed by it, and would have to join again.
+		return nil, fmt.Errorf("%w: an X.509 CA is not activated immediately: a node that has not renewed since it was published could no longer reach the authority; leave immediately out (it activates once every holder has fetched it)", ErrInvalidRequest)
+	}
+	var wait time.Duration
+	if !r.Immediately {
+		var err error
+		if wait, err = a.propagation(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ctx = context.WithValue(ctx, rotationRequestKey{}, rotationRequest{by: c.ID.String(), reason: r.Reason, immediately: r.Immediately})
+	info, err := a.ca.Expedite(ctx, r.Kind, wait)
+	if err != nil {
+		return nil, err
+	}
+	a.refreshBundles() // published when answered, not only soon after
+	at := info.ActivatesAt
+	if info.State == ca.StateActive {
+		at = a.now()
+	}
+	return &CARotated{Authority: info, ActivatesAt: at.UTC()}, nil
+}
+
+// propagation is how long a bundle published now may take to reach
+// every holder: those that fetch it (federated peers, node run's sync)
+// at its refresh hint, at least every 30 s for node run, and those that
+// get it with their X509-SVIDs' renewals, at half of the longest life
+// one may have (the default, or a registration's, capped by the X.509
+// CA's).
+func (a *Authority) propagation(ctx context.Context) (time.Duration, error) {
+	longest := a.cfg.CA.X509SVIDTTL.D()
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		agents, err := registry.ListAgents(tx)
+		for _, ag := range agents {
+			longest = max(longest, ag.X509TTL())
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	longest = min(longest, a.cfg.CA.CATTL.D())
+	return max(a.cfg.Federation.BundleRefreshHint.D(), 30*time.Second, longest/2), nil
+}
+
+// rotationRequest is an admin's request a CA rotation is made for: the
+// entry that records it names them (caJournal.Save).
+type rotationRequest struct {
+	by, reason  string
+	immediately bool
+}
+
+type rotationRequestKey struct{}
