@@ -61,6 +61,10 @@ type Authority struct {
 	bundles  atomic.Pointer[bundleSet]
 
 	fedMu sync.Mutex // serializes federation changes (store record + manager)
+	// fedStoreMu serializes the storing of a fetched peer bundle with a
+	// relationship's record being replaced (see addFederation): never
+	// held while waiting on the federation manager.
+	fedStoreMu sync.Mutex
 	// unloaded holds, by trust domain name, why a stored federation
 	// record was not loaded at start (shown as its last_error until the
 	// relationship is added again or deleted).

@@ -215,6 +215,13 @@ var (
 // number or refresh hint is stored without an entry, so that a peer
 // changing only those does not add an entry at every fetch.
 func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
+	a.fedStoreMu.Lock()
+	defer a.fedStoreMu.Unlock()
+	return a.saveFederatedBundleLocked(ctx, td, b)
+}
+
+// saveFederatedBundleLocked is saveFederatedBundle, a.fedStoreMu held.
+func (a *Authority) saveFederatedBundleLocked(ctx context.Context, td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
 	doc, err := federation.MarshalBundle(b)
 	if err != nil {
 		return err
@@ -423,6 +430,10 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 	}
 	a.dropPending(rel.TrustDomain) // a fetch of the replaced relationship is void
 	f.CreatedAt = a.now().UTC()
+	// A fetch of the new relationship stores its bundle wholly before
+	// the record is replaced, or wholly after: one before is seen below.
+	a.fedStoreMu.Lock()
+	defer a.fedStoreMu.Unlock()
 	if _, err := a.swapFederationRecord(context.WithoutCancel(ctx), f.TrustDomain, f, ev); err != nil {
 		if had {
 			err = errors.Join(err, a.fed.Set(prevRel, prevBundle))
@@ -434,12 +445,13 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 	a.unloaded.Delete(f.TrustDomain) // a record not loaded at start is replaced
 	// A fetch that finished before the record was written found no
 	// record, and was refused: it is done again now. One that found the
-	// replaced record saved into it: what the manager holds now is
-	// stored, so that a restart does not go back to an older bundle.
+	// replaced record saved into it: what it fetched (published by the
+	// manager, or about to be: pending) is stored, so that a restart does
+	// not go back to an older bundle.
 	a.fed.RefreshSoon(rel.TrustDomain)
-	if _, cur, ok := a.currentRelationship(rel.TrustDomain); ok && cur != nil {
+	if cur := a.latestFetched(rel.TrustDomain); cur != nil {
 		if doc, err := federation.MarshalBundle(cur); err == nil && !bytes.Equal(doc, f.Bundle) {
-			if err := a.saveFederatedBundle(context.WithoutCancel(ctx), rel.TrustDomain, cur); err != nil {
+			if err := a.saveFederatedBundleLocked(context.WithoutCancel(ctx), rel.TrustDomain, cur); err != nil {
 				a.log.WarnContext(ctx, "store the fetched bundle of a new federation", "trust_domain", f.TrustDomain, "err", err)
 			}
 		}
@@ -447,6 +459,19 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 	a.registryChanged()
 	a.refreshBundles()
 	return f, nil
+}
+
+// latestFetched is td's bundle as last fetched: the one stored but not
+// yet published by the manager (pending), else the one it holds.
+func (a *Authority) latestFetched(td spiffeid.TrustDomain) *spiffebundle.Bundle {
+	a.bundleMu.Lock()
+	p := a.pending[td]
+	a.bundleMu.Unlock()
+	if p != nil {
+		return p
+	}
+	_, cur, _ := a.currentRelationship(td)
+	return cur
 }
 
 // currentRelationship returns the relationship the manager holds for td.
