@@ -65,7 +65,7 @@ func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CAR
 	a.refreshBundles() // published when answered, not only soon after
 	at := info.ActivatesAt
 	if info.State == ca.StateActive {
-		at = a.now()
+		at = a.now().Truncate(time.Second)
 	}
 	return &CARotated{Authority: info, ActivatesAt: at.UTC()}, nil
 }

@@ -326,6 +326,10 @@ func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
 			var h *held
 			if h, err = hold(svid, id, bundles, s.now()); err == nil {
 				s.update(id, h, bundles, ask)
+				select { // a wake-up asked meanwhile is answered by this
+				case <-s.kick[id]:
+				default:
+				}
 				life := max(svid.Certificates[0].NotAfter.Sub(s.now()), 0)
 				wait = max(life*2/5+rand.N(life/10+1), retryFloor)
 				retry = retryFloor
@@ -353,6 +357,7 @@ func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
 func (s *Server) keepSync(ctx context.Context) error {
 	retry := retryFloor
 	ids := s.ids()
+	failing := false
 	for {
 		ask := s.ask()
 		callCtx, cancel := context.WithTimeout(ctx, callTimeout)
@@ -366,9 +371,10 @@ func (s *Server) keepSync(ctx context.Context) error {
 		}
 		wait := retry
 		if err == nil {
-			s.synced(sync, ask)
-			wait, retry = s.syncWait(sync.Bundles), retryFloor
+			s.synced(sync, ask, failing)
+			wait, retry, failing = s.syncWait(sync.Bundles), retryFloor, false
 		} else {
+			failing = true
 			retry = min(retry*2, retryCeiling)
 			s.log.Warn("workload API: no sync with the authority", "retry_in", wait.String(), "err", err)
 		}
@@ -395,8 +401,11 @@ func (s *Server) syncWait(bundles []*spiffebundle.Bundle) time.Duration {
 // synced takes the answer to sync request ask: its bundles, unless a
 // later request's answer gave them, and its refusals. The X509-SVID and
 // JWT-SVIDs of an identity refused are served no more; the keeper of
-// one refused before and no longer is woken.
-func (s *Server) synced(sync *Sync, ask uint64) {
+// one refused before and no longer is woken, and so, when the sync
+// before failed (recovered: the authority unreachable, or the node's
+// credential not there yet), is that of each one holding none, which
+// may be waiting up to a minute to ask again.
+func (s *Server) synced(sync *Sync, ask uint64, recovered bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.setBundles(sync.Bundles, ask)
@@ -421,13 +430,20 @@ func (s *Server) synced(sync *Sync, ask uint64) {
 		case !refused && s.refused[id] != 0 && s.refused[id] < ask:
 			s.log.Info("workload API: the authority lets this host serve an identity again", "spiffe_id", id.String())
 			delete(s.refused, id)
-			select { // its keeper may be waiting up to a minute to ask again
-			case ch <- struct{}{}:
-			default:
-			}
+			wake(ch)
+		case !refused && recovered && s.svids[id] == nil:
+			wake(ch)
 		}
 	}
 	s.signal()
+}
+
+// wake wakes a keeper waiting on ch, or about to.
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
 
 // ask numbers a request whose answer carries bundles.

@@ -1104,7 +1104,7 @@ func TestBundlesFollowTheLatestRequest(t *testing.T) {
 	home.moreJWT = map[string]crypto.PublicKey{"jwt-2": next.jwtKey.Public()}
 	home.mu.Unlock()
 	withKey := home.bundle()
-	s.synced(&Sync{Bundles: []*spiffebundle.Bundle{withKey}}, s.ask())
+	s.synced(&Sync{Bundles: []*spiffebundle.Bundle{withKey}}, s.ask(), false)
 	s.update(id, h, before, early)
 	if !published() {
 		t.Error("an X509-SVID answered late put back the bundle without the key published since")
@@ -1120,7 +1120,7 @@ func TestBundlesFollowTheLatestRequest(t *testing.T) {
 	later := s.ask()
 	h, after := obtain()
 	s.update(id, h, after, later)
-	s.synced(&Sync{Bundles: []*spiffebundle.Bundle{withKey}}, stale)
+	s.synced(&Sync{Bundles: []*spiffebundle.Bundle{withKey}}, stale, false)
 	if published() {
 		t.Error("a bundle answered late put back a key dropped since")
 	}

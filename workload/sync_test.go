@@ -169,13 +169,13 @@ func TestSyncsFollowTheLatestRequest(t *testing.T) {
 	staleSync := s.ask()
 	h, bundles := obtain()
 	s.update(id, h, bundles, s.ask())
-	s.synced(refusal, staleSync)
+	s.synced(refusal, staleSync, false)
 	if s.svids[id] != h {
 		t.Error("a sync asked for before the X509-SVID dropped it")
 	}
 
 	staleSVID := s.ask()
-	s.synced(refusal, s.ask())
+	s.synced(refusal, s.ask(), false)
 	if s.svids[id] != nil {
 		t.Fatal("a refusal left the X509-SVID served")
 	}
@@ -188,5 +188,39 @@ func TestSyncsFollowTheLatestRequest(t *testing.T) {
 	s.update(id, h, bundles, s.ask())
 	if s.svids[id] != h {
 		t.Error("an X509-SVID asked for after the refusal was not served")
+	}
+}
+
+// A sync that succeeds after one that failed (the authority was
+// unreachable, or the node's credential not there yet) wakes the
+// keepers holding no X509-SVID, which may be waiting up to a minute to
+// ask again; one holding an SVID is left to its renewal, and so is every
+// keeper while syncs succeed (one whose request is refused by policy
+// keeps its backoff).
+func TestRecoveredSyncWakesKeepersHoldingNothing(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	s, id, obtain := unserved(t, is)
+	woken := func() bool {
+		select {
+		case <-s.kick[id]:
+			return true
+		default:
+			return false
+		}
+	}
+	sync := &Sync{Bundles: is.bundles()}
+	s.synced(sync, s.ask(), false)
+	if woken() {
+		t.Error("a sync after one that succeeded woke the keeper")
+	}
+	s.synced(sync, s.ask(), true)
+	if !woken() {
+		t.Error("a sync after one that failed left the keeper holding nothing asleep")
+	}
+	h, bundles := obtain()
+	s.update(id, h, bundles, s.ask())
+	s.synced(sync, s.ask(), true)
+	if woken() {
+		t.Error("a sync after one that failed woke a keeper holding an X509-SVID")
 	}
 }
