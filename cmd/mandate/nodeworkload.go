@@ -170,7 +170,12 @@ func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Syn
 	}
 	defer c.CloseIdle()
 	ans, err := c.SyncNode(ctx, ids)
-	if p := (*client.Problem)(nil); errors.As(err, &p) && refusedForGood(p) {
+	// An SVID replaced since (svid-superseded) is the renewal's to
+	// settle: a node that lost its renewal's (or attestation's) answer
+	// asks with the SVID before its latest, which the authority still
+	// renews, and node run does at its next try; one it refuses to renew
+	// stops node run then.
+	if p := (*client.Problem)(nil); errors.As(err, &p) && refusedForGood(p) && p.Name() != "svid-superseded" {
 		return nil, fmt.Errorf("%w: %w", workload.ErrNodeRefused, err)
 	}
 	if err != nil {

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/api"
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/workload"
+)
+
+// startClockedServe serves an authority, as mandate serve does, whose
+// clock reads now; its data directory is dir's mandate-data.
+func startClockedServe(t *testing.T, dir string, now func() time.Time) string {
+	t.Helper()
+	cfg := authority.Config{DataDir: filepath.Join(dir, "mandate-data"), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := authority.New(context.Background(), cfg, authority.Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stopRun := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.Run(runCtx) }()
+	t.Cleanup(func() {
+		stopRun()
+		if err := <-runDone; err != nil {
+			t.Errorf("authority stopped with %v", err)
+		}
+		a.Close()
+	})
+	if err := a.WriteAdminCredential(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve = %v", err)
+		}
+	})
+	return "https://" + ln.Addr().String()
+}
+
+// A node whose credential is the SVID before its latest (its renewal's
+// answer was lost) is still renewed with it: the authority refusing its
+// sync as svid-superseded once the grace for the SVID replaced has
+// passed is left to that renewal, not a refusal for good that would
+// stop node run; once renewed, the node syncs again.
+func TestNodeSyncLeavesASupersededSVIDToTheRenewal(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	// The authority's clock runs a minute behind until the renewal whose
+	// answer is lost, then catches up: past the grace of the SVID it
+	// replaced.
+	var skew atomic.Int64
+	skew.Store(int64(-time.Minute))
+	url := startClockedServe(t, dir, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	t.Setenv("MANDATE_SERVER", url)
+	nodeID := spiffeid.RequireFromString(joinNode(t, url, dir, "node"))
+	agent := spiffeid.RequireFromString("spiffe://mandate.localhost/agent/planner")
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", agent.String(), "--node-id", nodeID.String())
+
+	chain, key, bundle, err := credfile.Load(credfile.In("node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := credfile.Write(credfile.In("lost"), chain, key, bundle); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	lost := clientFlags{server: url, creds: "lost"}
+	if _, err := renewNodeOnce(ctx, &lost, "lost", nodeID); err != nil {
+		t.Fatalf("the renewal whose answer is lost: %v", err)
+	}
+	skew.Store(0)
+
+	cf := clientFlags{server: url, creds: "node"}
+	is := &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }}
+	var p *client.Problem
+	if _, err := is.Sync(ctx, []spiffeid.ID{agent}); errors.Is(err, workload.ErrNodeRefused) || !errors.As(err, &p) || p.Name() != "svid-superseded" {
+		t.Fatalf("Sync() with the SVID before the latest = %v; want svid-superseded, not a refusal for good", err)
+	}
+	if _, err := renewNodeOnce(ctx, &cf, "node", nodeID); err != nil {
+		t.Fatalf("the renewal with the SVID before the latest = %v", err)
+	}
+	if s, err := is.Sync(ctx, []spiffeid.ID{agent}); err != nil || len(s.Refused) != 0 {
+		t.Fatalf("Sync() once renewed = %+v, %v; want %s served", s, err, agent)
+	}
+}
