@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,5 +111,53 @@ func TestNodeSyncLeavesASupersededSVIDToTheRenewal(t *testing.T) {
 	}
 	if s, err := is.Sync(ctx, []spiffeid.ID{agent}); err != nil || len(s.Refused) != 0 {
 		t.Fatalf("Sync() once renewed = %+v, %v; want %s served", s, err, agent)
+	}
+}
+
+// A TPM node that the authority knows no more, restored from a backup
+// made before the node attested, is known again once it attests again:
+// its sync refused as node-not-attested meanwhile is no refusal for
+// good that would stop node run --tpm (a join-token node's is: unknown,
+// it joins again).
+func TestNodeSyncLeavesAnUnknownTPMNodeToItsAttestation(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	ek := strings.TrimSpace(mustCLI(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--quiet"))
+	profile := mustCLI(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--pcrs", "0-7,16", "--profile", "edge-v1")
+	url := serveTrustingTPM(t, dir, ek, profile)
+	agent := spiffeid.RequireFromString("spiffe://mandate.localhost/agent/sensor")
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", agent.String(), "--node-id", "spiffe://mandate.localhost/node/tpm/"+ek)
+	var backup struct{ Dir string }
+	if err := json.Unmarshal([]byte(mustCLI(t, url, dir, "admin", "backup", "create")), &backup); err != nil || backup.Dir == "" {
+		t.Fatalf("the backup's dir: %v", err)
+	}
+	attest := func(url string) {
+		t.Helper()
+		mustCLI(t, url, dir, "node", "attest", "--tpm", "simulator", "--ek", "ecc", "--bundle", filepath.Join(dir, "mandate-data/admin/bundle.pem"))
+	}
+	attest(url)
+	restored := filepath.Join(dir, "restored")
+	if out, err := exec.Command("cp", "-a", backup.Dir, restored).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	restoredURL := startServe(t, dir, "--config", filepath.Join(dir, "mandate.yaml"), "--data-dir", restored)
+
+	ctx := t.Context()
+	for _, c := range []struct {
+		attests bool
+		forGood bool
+	}{{attests: true}, {attests: false, forGood: true}} {
+		cf := clientFlags{server: restoredURL, creds: "mandate-node"}
+		is := &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: c.attests}
+		var p *client.Problem
+		if _, err := is.Sync(ctx, []spiffeid.ID{agent}); errors.Is(err, workload.ErrNodeRefused) != c.forGood || !errors.As(err, &p) || p.Name() != "node-not-attested" {
+			t.Fatalf("Sync() of a node unknown (attests %v) = %v; want node-not-attested, for good %v", c.attests, err, c.forGood)
+		}
+	}
+	attest(restoredURL)
+	cf := clientFlags{server: restoredURL, creds: "mandate-node"}
+	is := &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: true}
+	if s, err := is.Sync(ctx, []spiffeid.ID{agent}); err != nil || len(s.Refused) != 0 {
+		t.Fatalf("Sync() once attested again = %+v, %v; want %s served", s, err, agent)
 	}
 }

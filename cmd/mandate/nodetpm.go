@@ -179,6 +179,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	if !loop {
 		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, false, quiet, stdout, stderr)
 	}
+	wf.attests = true
 	return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context, stderr io.Writer) error {
 		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, true, false, stdout, stderr)
 	})

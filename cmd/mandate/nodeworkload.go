@@ -27,6 +27,9 @@ import (
 type workloadFlags struct {
 	socket  string
 	entries []workload.Entry
+	// attests is a TPM node's node run: its credential comes from its
+	// attestations, not from renewals.
+	attests bool
 }
 
 func (w *workloadFlags) register(fs *flag.FlagSet) {
@@ -62,7 +65,7 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	stderr = &lineWriter{w: stderr}
 	cf.creds = out
 	cf.missing = "give --out, the node's credential directory"
-	srv, err := workload.New(w.entries, &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }}, slog.New(slog.NewTextHandler(stderr, nil)))
+	srv, err := workload.New(w.entries, &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: w.attests}, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		return err
 	}
@@ -119,6 +122,8 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 // a client with it, read anew for each request (node run renews it).
 type nodeIssuer struct {
 	dial func() (*client.Client, error)
+	// attests is a TPM node, attested again at each renewal.
+	attests bool
 }
 
 func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
@@ -163,6 +168,25 @@ func (n *nodeIssuer) JWTSVID(ctx context.Context, id spiffeid.ID, audience []str
 	return ans.Token, ans.ExpiresAt, nil
 }
 
+// refusedForGood reports whether a sync the authority refused with p
+// is refused for good: as a renewal is, but for what the node's own
+// renewal, or attestation, settles. An SVID replaced since
+// (svid-superseded) is a node that lost its renewal's (or
+// attestation's) answer: it asks with the SVID before its latest, which
+// the authority still renews, and node run does at its next try (one it
+// refuses to renew stops node run then). A TPM node the authority does
+// not know (node-not-attested: restored from a backup made before its
+// attestation) is known again once it attests again.
+func (n *nodeIssuer) refusedForGood(p *client.Problem) bool {
+	switch p.Name() {
+	case "svid-superseded":
+		return false
+	case "node-not-attested":
+		return !n.attests
+	}
+	return refusedForGood(p)
+}
+
 func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Sync, error) {
 	c, err := n.dial()
 	if err != nil {
@@ -170,12 +194,7 @@ func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Syn
 	}
 	defer c.CloseIdle()
 	ans, err := c.SyncNode(ctx, ids)
-	// An SVID replaced since (svid-superseded) is the renewal's to
-	// settle: a node that lost its renewal's (or attestation's) answer
-	// asks with the SVID before its latest, which the authority still
-	// renews, and node run does at its next try; one it refuses to renew
-	// stops node run then.
-	if p := (*client.Problem)(nil); errors.As(err, &p) && refusedForGood(p) && p.Name() != "svid-superseded" {
+	if p := (*client.Problem)(nil); errors.As(err, &p) && n.refusedForGood(p) {
 		return nil, fmt.Errorf("%w: %w", workload.ErrNodeRefused, err)
 	}
 	if err != nil {
