@@ -231,6 +231,10 @@ func TestNodeRenewsOnARestoredRecord(t *testing.T) {
 		t.Errorf("an agent's SVID asked with the node's SVID the restored record does not know = %v, want it issued", err)
 	}
 	clock.Advance(30 * time.Minute)
+	// Its sync too, when the restored record reads as lapsed.
+	if sync, err := a.SyncNode(ctx, nodeOf(renewed), []string{agent.SPIFFEID}); err != nil || len(sync.Hosted) != 1 {
+		t.Errorf("a sync with the node's SVID the restored record does not know, the record lapsed = %+v, %v; want its agent hosted", sync, err)
+	}
 	if _, err := a.MintX509(ctx, nodeOf(renewed), joined.ID.String(), newCSR(t)); err != nil {
 		t.Errorf("a renewal with the node's SVID the restored record does not know = %v, want it renewed", err)
 	}

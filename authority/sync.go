@@ -67,7 +67,10 @@ func (a *Authority) SyncNode(ctx context.Context, c *Caller, ids []string) (*Nod
 	if err := registry.CheckActive(node); err != nil {
 		return nil, err
 	}
-	if err := stillAttested(node, c, a.now()); err != nil {
+	// A record restored from a backup made before the node's latest
+	// renewals may read as lapsed: the SVID it asks with, newer than any
+	// it knows, says it is not (its next renewal is taken, and records it).
+	if err := stillAttested(node, c, a.now()); err != nil && !(errors.Is(err, ErrNodeUnknown) && newerThanRecord(node, c)) {
 		if errors.Is(err, ErrSVIDSuperseded) {
 			a.supersededSVID(ctx, "node.superseded_svid", c.ID, callerSerial(c), err, nil)
 		}
