@@ -298,6 +298,7 @@ func TestWhoMayCallWhat(t *testing.T) {
 		{"DELETE", "/v1/admin/federations/nope.example", "", nil, adminOnly, shapeProblem},
 		{"GET", "/v1/admin/ca", "", nil, adminOnly, shapeProblem},
 		{"POST", "/v1/admin/ca/rotate", "application/json", fixed(`{}`), adminOnly, shapeProblem},
+		{"POST", "/v1/admin/ca/revoke", "application/json", fixed(`{}`), adminOnly, shapeProblem},
 		{"POST", "/v1/admin/backups", "application/json", fixed(`{"x":1}`), adminOnly, shapeProblem},
 		{"POST", "/v1/admin/policy/reload", "application/json", fixed(`{"x":1}`), adminOnly, shapeProblem},
 		{"GET", "/v1/admin/policy", "", nil, adminOnly, shapeProblem},

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,4 +166,48 @@ func kidOf(t *testing.T, tok string) string {
 		t.Fatal(err)
 	}
 	return jws.Signatures[0].Header.KeyID
+}
+
+// A JWT key replaced is revoked only with force (what it signed is not
+// renewed): then the JWT-SVIDs it signed no longer validate with the
+// bundle. The active key, and an unknown one, are refused.
+func TestRevokeAReplacedJWTKey(t *testing.T) {
+	e := start(t, "org-a.example")
+	node := e.joinNode()
+	agent := e.agentSVID(node, e.registerAgent("a", node.id))
+	before, err := e.client(agent.chain, agent.key).JWTSVID(ctxT(t), "", []string{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := kidOf(t, before.Token)
+	revoke := func(body map[string]any) (map[string]caAuthority, error) {
+		var out map[string]caAuthority
+		return out, e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/ca/revoke", body, &out)
+	}
+	var p *client.Problem
+	if _, err := revoke(map[string]any{"id": old, "reason": "leaked", "force": true}); !errors.As(err, &p) || p.Status != http.StatusConflict || p.Name() != "authority-in-use" {
+		t.Errorf("revoke the active key = %v; want 409 authority-in-use", err)
+	}
+	if _, err := revoke(map[string]any{"id": "nope", "reason": "leaked"}); !errors.As(err, &p) || p.Status != http.StatusNotFound {
+		t.Errorf("revoke an unknown key = %v; want 404", err)
+	}
+	if _, err := e.rotateCA(map[string]any{"kind": "jwt", "reason": "leaked", "immediately": true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := revoke(map[string]any{"id": old, "reason": "leaked"}); !errors.As(err, &p) || p.Status != http.StatusConflict || !strings.Contains(p.Detail, "force") {
+		t.Errorf("revoke the replaced key without force = %v; want 409 saying force revokes it", err)
+	}
+	got, err := revoke(map[string]any{"id": old, "reason": "leaked", "force": true})
+	if err != nil || got["revoked"].ID != old {
+		t.Fatalf("revoke the replaced key = %v, %v", got, err)
+	}
+	keys := jwtbundle.FromJWTAuthorities(e.td, e.fetchBundle().JWTAuthorities())
+	if _, err := jwtsvid.ParseAndValidate(before.Token, keys, []string{"x"}); err == nil {
+		t.Error("a JWT-SVID the revoked key signed still validates with the bundle")
+	}
+	for _, a := range e.caAuthorities() {
+		if a.ID == old {
+			t.Error("GET /v1/admin/ca still lists the key revoked")
+		}
+	}
 }

@@ -205,6 +205,26 @@ func (s *Server) caRotate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
+// caRevoke is POST /v1/admin/ca/revoke: a replaced X.509 CA or JWT key
+// out of the bundle before it expires (admin).
+func (s *Server) caRevoke(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ID     string `json:"id"`
+		Reason string `json:"reason"`
+		Force  bool   `json:"force"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	info, err := s.a.RevokeCA(r.Context(), callerOf(r), req.ID, req.Reason, req.Force)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": info})
+}
+
 func (s *Server) caStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := s.a.CAStatus(callerOf(r))
 	if err != nil {

@@ -103,6 +103,8 @@ var problemTable = []problemKind{
 	{authority.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},
 	{authority.ErrInvalidRequest, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{authority.ErrFederation, http.StatusBadRequest, "invalid-federation", "Invalid federation relationship"},
+	{ca.ErrAuthorityInUse, http.StatusConflict, "authority-in-use", "Authority still in use"},
+	{ca.ErrUnknownAuthority, http.StatusNotFound, "not-found", "Not found"},
 	{ca.ErrWeakKey, http.StatusBadRequest, "weak-key", "Key too weak"},
 	{ca.ErrUnsupportedKey, http.StatusBadRequest, "unsupported-key", "Unsupported key type"},
 	{ca.ErrInvalidCSR, http.StatusBadRequest, "invalid-csr", "Invalid CSR"},

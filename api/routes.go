@@ -53,6 +53,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("DELETE /v1/admin/federations/{td}", s.deleteFederation)
 	handle("GET /v1/admin/ca", s.caStatus)
 	handle("POST /v1/admin/ca/rotate", s.caRotate)
+	handle("POST /v1/admin/ca/revoke", s.caRevoke)
 	handle("POST /v1/admin/backups", s.makeBackup)
 
 	handle("GET /v1/audit/checkpoint", s.auditCheckpoint)

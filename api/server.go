@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/ca/presented"
 )
@@ -41,6 +43,9 @@ type Server struct {
 	certMu sync.Mutex
 	cert   *tls.Certificate
 	certAt time.Time // when cert must be replaced
+	// certGen is the bundle generation cert was last found to verify
+	// with this trust domain's bundle at.
+	certGen uint64
 	// renewing is a renewal of cert under way, in the background (one of
 	// renewals, which Serve waits for before it returns).
 	renewing bool
@@ -172,6 +177,16 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 	s.certMu.Lock()
 	defer s.certMu.Unlock()
 	now := s.a.Now()
+	if gen := s.a.BundleGeneration(); s.cert != nil && gen != s.certGen {
+		// The bundle changed: a certificate whose CA left it (revoked,
+		// mandate admin ca revoke) verifies nowhere, and is made anew.
+		if s.verifies(s.cert, now) {
+			s.certGen = gen
+		} else {
+			s.log.Warn("the server certificate no longer verifies with the trust bundle (its CA revoked?): making another")
+			s.cert = nil
+		}
+	}
 	// A certificate past its NotAfter is never served, even when its
 	// renewal is due later (one that failed is tried again a minute on).
 	if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
@@ -196,8 +211,23 @@ func (s *Server) serverCert(ctx context.Context) (*tls.Certificate, error) {
 		s.certErr, s.certErrAt = err, now.Add(time.Minute)
 		return nil, err
 	}
-	s.cert, s.certAt, s.certErr = cert, renewAt, nil
+	s.cert, s.certAt, s.certErr, s.certGen = cert, renewAt, nil, s.a.BundleGeneration()
 	return cert, nil
+}
+
+// verifies reports whether cert verifies with this trust domain's
+// bundle at now.
+func (s *Server) verifies(cert *tls.Certificate, now time.Time) bool {
+	chain := []*x509.Certificate{cert.Leaf}
+	for _, der := range cert.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return false
+		}
+		chain = append(chain, c)
+	}
+	_, _, err := x509svid.Verify(chain, s.a.Bundle().X509Bundle(), x509svid.WithTime(now))
+	return err == nil
 }
 
 // renewCert replaces the server certificate, in the background; one that
@@ -216,7 +246,7 @@ func (s *Server) renewCert() {
 	// A certificate minted in a handshake meanwhile (the clock moved past
 	// the old one's end) may be newer: the later one stays.
 	if s.cert == nil || cert.Leaf.NotAfter.After(s.cert.Leaf.NotAfter) {
-		s.cert, s.certAt = cert, renewAt
+		s.cert, s.certAt, s.certGen = cert, renewAt, 0 // checked again at the next handshake
 	}
 }
 

@@ -399,7 +399,7 @@ func (j caJournal) Save(ctx context.Context, state []byte) error {
 	ev := event{typ: "ca.rotated", subject: j.a.td.IDString(), details: map[string]any{"authorities": infos}}
 	if r, ok := ctx.Value(rotationRequestKey{}).(rotationRequest); ok {
 		ev.actor = r.by
-		ev.details["requested"] = map[string]any{"reason": r.reason, "immediately": r.immediately}
+		ev.details["requested"] = r.details
 	}
 	_, err = j.a.recordWith(ctx, ev, put)
 	return err

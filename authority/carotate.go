@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"mandate.dev/mandate/ca"
@@ -41,8 +42,8 @@ func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CAR
 	switch {
 	case r.Kind != ca.KindX509 && r.Kind != ca.KindJWT:
 		return nil, fmt.Errorf("%w: kind %q: want %q (the X.509 CA) or %q (the JWT key)", ErrInvalidRequest, r.Kind, ca.KindX509, ca.KindJWT)
-	case r.Reason == "" || len(r.Reason) > maxTextLen || !delegation.IsPlainText(r.Reason):
-		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes of text (no control or format characters, no U+FFFD) is required", ErrInvalidRequest, maxTextLen)
+	case !validReason(r.Reason):
+		return nil, errReasonRequired
 	case r.Immediately && r.Kind == ca.KindX509:
 		// A node's client trusts the bundle it was last answered with:
 		// one that has not renewed since the new CA was published could
@@ -57,7 +58,7 @@ func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CAR
 			return nil, err
 		}
 	}
-	ctx = context.WithValue(ctx, rotationRequestKey{}, rotationRequest{by: c.ID.String(), reason: r.Reason, immediately: r.Immediately})
+	ctx = context.WithValue(ctx, rotationRequestKey{}, rotationRequest{by: c.ID.String(), details: map[string]any{"reason": r.Reason, "immediately": r.Immediately}})
 	info, err := a.ca.Expedite(ctx, r.Kind, wait)
 	if err != nil {
 		return nil, err
@@ -92,11 +93,71 @@ func (a *Authority) propagation(ctx context.Context) (time.Duration, error) {
 	return max(a.cfg.Federation.BundleRefreshHint.D(), 30*time.Second, longest/2), nil
 }
 
-// rotationRequest is an admin's request a CA rotation is made for: the
-// entry that records it names them (caJournal.Save).
+// validReason reports whether s is a reason an admin's change is
+// recorded with: 1 to maxTextLen bytes of plain text.
+func validReason(s string) bool {
+	return s != "" && len(s) <= maxTextLen && delegation.IsPlainText(s)
+}
+
+var errReasonRequired = fmt.Errorf("%w: a reason of 1 to %d bytes of text (no control or format characters, no U+FFFD) is required", ErrInvalidRequest, maxTextLen)
+
+// RevokeCA removes the replaced X.509 CA or JWT key id from the bundle
+// before it expires (ca.CA.Revoke), so that nothing it signed verifies
+// any more. Unless force is set, an X.509 CA is refused
+// (ca.ErrAuthorityInUse) until every holder of an X509-SVID it signed
+// has renewed it (propagation after it was replaced: a node that has
+// not would have to join again), and a JWT key until it expires (what
+// it signed, JWT-SVIDs and delegation tokens, is not renewed). The
+// ca.rotated entry names the admin and the reason.
+func (a *Authority) RevokeCA(ctx context.Context, c *Caller, id, reason string, force bool) (ca.AuthorityInfo, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return ca.AuthorityInfo{}, err
+	}
+	if !validReason(reason) {
+		return ca.AuthorityInfo{}, errReasonRequired
+	}
+	i := slices.IndexFunc(a.ca.Status(), func(info ca.AuthorityInfo) bool { return info.ID == id })
+	if i < 0 {
+		return ca.AuthorityInfo{}, fmt.Errorf("%w: no authority %q (mandate admin ca status lists them)", ErrNotFound, id)
+	}
+	info := a.ca.Status()[i]
+	if info.State == ca.StateOld && !force {
+		wait, err := a.propagation(ctx)
+		if err != nil {
+			return ca.AuthorityInfo{}, err
+		}
+		switch until := info.ReplacedAt.Add(wait); {
+		case info.Kind == ca.KindJWT:
+			return ca.AuthorityInfo{}, fmt.Errorf("%w: JWT-SVIDs and delegation tokens the JWT key %s signed are valid until it expires (%s), and none is renewed: revoking it ends those still in use; give force to revoke it all the same",
+				ca.ErrAuthorityInUse, id, info.NotAfter.UTC().Format(time.RFC3339))
+		case info.ReplacedAt.IsZero():
+			return ca.AuthorityInfo{}, fmt.Errorf("%w: when the X.509 CA %s stopped signing is not known (replaced before this release, or never active): X509-SVIDs it signed may still be in use; give force to revoke it all the same (a node holding one would have to join again)",
+				ca.ErrAuthorityInUse, id)
+		case a.now().Before(until):
+			return ca.AuthorityInfo{}, fmt.Errorf("%w: X509-SVIDs the X.509 CA %s signed may be in use until %s, when every holder has renewed (half the longest X509-SVID life, and the bundle's refresh hint, after it was replaced); give force to revoke it now (a node holding one would have to join again)",
+				ca.ErrAuthorityInUse, id, until.UTC().Format(time.RFC3339))
+		}
+	}
+	ctx = context.WithValue(ctx, rotationRequestKey{}, rotationRequest{by: c.ID.String(), details: map[string]any{"reason": reason, "revoked": id, "force": force}})
+	out, err := a.ca.Revoke(ctx, id)
+	if err != nil {
+		return ca.AuthorityInfo{}, err
+	}
+	a.refreshBundles()
+	// The admin credential, when the CA revoked signed it, is made anew
+	// now, not at the maintenance loop's next look.
+	if err := a.WriteAdminCredential(ctx, false); err != nil {
+		a.log.ErrorContext(ctx, "write admin credential after a CA revocation", "err", err)
+	}
+	return out, nil
+}
+
+// rotationRequest is an admin's request a CA change is made for: the
+// entry that records it names them, and details what was asked
+// (caJournal.Save).
 type rotationRequest struct {
-	by, reason  string
-	immediately bool
+	by      string
+	details map[string]any
 }
 
 type rotationRequestKey struct{}

@@ -1081,8 +1081,8 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 	if (delegationID == "") == (spiffeID == "") {
 		return nil, fmt.Errorf("%w: give delegation_id or spiffe_id", ErrInvalidRequest)
 	}
-	if reason == "" || len(reason) > maxTextLen || !delegation.IsPlainText(reason) {
-		return nil, fmt.Errorf("%w: a reason of 1 to %d bytes of text (no control or format characters, no U+FFFD) is required", ErrInvalidRequest, maxTextLen)
+	if !validReason(reason) {
+		return nil, errReasonRequired
 	}
 	if spiffeID != "" {
 		// The SPIFFE ID spec's bound on an ID (2048 bytes) keeps the

@@ -56,6 +56,9 @@ type AuthorityInfo struct {
 	// ActivatesAt is when a prepared authority takes over ahead of its
 	// schedule, as an admin asked (Expedite); zero when it follows it.
 	ActivatesAt time.Time `json:"activates_at,omitzero"`
+	// ReplacedAt is when an old authority stopped signing; zero for one
+	// that never signed, or was replaced before this release.
+	ReplacedAt time.Time `json:"replaced_at,omitzero"`
 }
 
 const (
@@ -99,6 +102,10 @@ type authority struct {
 	// activateAt is when a prepared authority becomes active at the
 	// latest (Expedite); zero: on schedule.
 	activateAt time.Time
+	// replacedAt is when an old authority stopped signing, replaced by
+	// its successor; zero for one that never signed (retired unused) and
+	// one replaced before this was kept.
+	replacedAt time.Time
 }
 
 // withState is a copy of a in state s; one no longer prepared has no
@@ -148,6 +155,7 @@ func (a *authority) info() AuthorityInfo {
 		KeyID:       a.keyID,
 		Upstream:    a.kind == KindX509 && !a.root.Equal(a.cert),
 		ActivatesAt: a.activateAt,
+		ReplacedAt:  a.replacedAt,
 	}
 }
 

@@ -28,6 +28,14 @@ var (
 	// expiry beyond the signing key's own expiry.
 	ErrInvalidParams = errors.New("ca: invalid parameters")
 
+	// ErrUnknownAuthority is returned by Revoke for an id no authority
+	// of the CA has.
+	ErrUnknownAuthority = errors.New("ca: no such authority")
+
+	// ErrAuthorityInUse is returned by Revoke for the active or a
+	// prepared authority: only one replaced (old) is revoked.
+	ErrAuthorityInUse = errors.New("ca: authority in use")
+
 	// ErrInvalidConfig is returned by New when the Config is unusable.
 	ErrInvalidConfig = errors.New("ca: invalid config")
 

@@ -127,3 +127,54 @@ func TestExpediteAtOnce(t *testing.T) {
 		t.Errorf("Expedite of kind rsa = %v; want ErrInvalidParams", err)
 	}
 }
+
+// An authority replaced is revoked before it expires: out of the
+// bundle, its key deleted, so that nothing it signed verifies any more,
+// also after a restart. The active authority and a prepared one are not.
+func TestRevokeAReplacedAuthority(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	c, env := newTestCA(t, rotationConfig(clk))
+	leaf := ecKey(t, elliptic.P256())
+	signed, err := c.MintX509SVID(ctx, ca.X509Params{ID: testID, PublicKey: leaf.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := authorityOf(c, ca.KindX509, ca.StateActive)
+	if _, err := c.Revoke(ctx, old.ID); !errors.Is(err, ca.ErrAuthorityInUse) {
+		t.Errorf("Revoke(the active CA) = %v; want ErrAuthorityInUse", err)
+	}
+	prepared, err := c.Expedite(ctx, ca.KindX509, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Revoke(ctx, prepared.ID); !errors.Is(err, ca.ErrAuthorityInUse) {
+		t.Errorf("Revoke(a prepared CA) = %v; want ErrAuthorityInUse", err)
+	}
+	if _, err := c.Revoke(ctx, "00"); !errors.Is(err, ca.ErrUnknownAuthority) {
+		t.Errorf("Revoke(an unknown id) = %v; want ErrUnknownAuthority", err)
+	}
+	clk.Add(time.Minute)
+	if _, err := c.Expedite(ctx, ca.KindX509, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := authorityOf(c, ca.KindX509, ca.StateOld); got.ID != old.ID || !got.ReplacedAt.Equal(clk.Now()) {
+		t.Fatalf("the CA replaced is %+v; want %s, replaced now", got, old.ID)
+	}
+	keysBefore := len(keyFiles(t, env.keyDir))
+	got, err := c.Revoke(ctx, old.ID)
+	if err != nil || got.ID != old.ID {
+		t.Fatalf("Revoke(the CA replaced) = %+v, %v", got, err)
+	}
+	if n := len(keyFiles(t, env.keyDir)); n != keysBefore-1 {
+		t.Errorf("%d key files after the revocation, want %d: its key deleted", n, keysBefore-1)
+	}
+	for _, c := range []*ca.CA{c, env.newCA(t)} { // and after a restart
+		if slices.Contains(authorityIDs(c.Bundle()), old.ID) {
+			t.Error("the CA revoked is still in the bundle")
+		}
+		if _, _, err := x509svid.Verify(signed.Certificates, c.Bundle().X509Bundle(), x509svid.WithTime(clk.Now())); err == nil {
+			t.Error("an X509-SVID the revoked CA signed still verifies with the bundle")
+		}
+	}
+}

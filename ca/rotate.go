@@ -160,19 +160,16 @@ func (c *CA) Expedite(ctx context.Context, kind Kind, wait time.Duration) (Autho
 	var out *authority
 	switch {
 	case wait == 0 || !now.Before(at):
-		if active != nil {
-			next.replace(active, active.withState(StateOld))
-		}
-		out = prepared.withState(StateActive)
+		out = takeOver(next, active, prepared, now)
 		tx.add("activated ahead of schedule", out)
 	case prepared.activateAt.IsZero() || at.Before(prepared.activateAt):
 		out = prepared.withState(StatePrepared)
 		out.activateAt = at
+		next.replace(prepared, out)
 		tx.add("to be activated ahead of schedule", out)
 	default: // to be activated sooner already
 		out = prepared
 	}
-	next.replace(prepared, out)
 	if err := c.install(ctx, next, &tx); err != nil {
 		return AuthorityInfo{}, err
 	}
@@ -209,9 +206,7 @@ func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time,
 		tx.add("prepared", a)
 	case prepared != nil && !prepared.activateAt.IsZero() && !now.Before(prepared.activateAt):
 		// Ahead of the schedule, as an admin asked (Expedite).
-		st.replace(active, active.withState(StateOld))
-		st.replace(prepared, prepared.withState(StateActive))
-		tx.add("activated ahead of schedule", prepared)
+		tx.add("activated ahead of schedule", takeOver(st, active, prepared, now))
 	case prepared != nil && !now.Before(active.at(activateNum, activateDen)) &&
 		(!now.Before(prepared.publishedAt().Add(active.life()/3)) || !now.Before(active.notAfter.Add(-c.lateActivationMargin()))):
 		// At 5/6 of the active one's life, and once the prepared one
@@ -220,9 +215,7 @@ func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time,
 		// the active one signs until just before it expires, so that
 		// what the server needs (its own certificate) is never left
 		// without a signer between two rotation ticks.
-		st.replace(active, active.withState(StateOld))
-		st.replace(prepared, prepared.withState(StateActive))
-		tx.add("activated", prepared)
+		tx.add("activated", takeOver(st, active, prepared, now))
 	}
 	return nil
 }
@@ -233,7 +226,6 @@ func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time,
 func (c *CA) activateNow(ctx context.Context, st *caState, kind Kind, active, prepared *authority, now time.Time, tx *transition) error {
 	if active != nil {
 		c.log.Warn("ca: active authority expired; was rotation running?", "kind", kind, "id", active.id)
-		st.replace(active, active.withState(StateOld))
 	}
 	if prepared != nil && !now.Before(prepared.notAfter) {
 		st.replace(prepared, prepared.withState(StateOld))
@@ -248,9 +240,52 @@ func (c *CA) activateNow(ctx context.Context, st *caState, kind Kind, active, pr
 		st.auths = append(st.auths, a)
 		prepared = a
 	}
-	st.replace(prepared, prepared.withState(StateActive))
-	tx.add("activated", prepared)
+	tx.add("activated", takeOver(st, active, prepared, now))
 	return nil
+}
+
+// Revoke removes the old authority id (an X.509 CA's hex Subject Key
+// ID, or a JWT key's kid) from the bundle now, before it expires, and
+// deletes its key: nothing it signed verifies against the bundle from
+// then on. The active authority and a prepared one are refused
+// (ErrAuthorityInUse): replace the active one first (Expedite).
+func (c *CA) Revoke(ctx context.Context, id string) (AuthorityInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := c.st.clone()
+	i := slices.IndexFunc(next.auths, func(a *authority) bool { return a.id == id })
+	if i < 0 {
+		return AuthorityInfo{}, fmt.Errorf("%w: %q", ErrUnknownAuthority, id)
+	}
+	a := next.auths[i]
+	switch {
+	case a.state != StateOld:
+		return AuthorityInfo{}, fmt.Errorf("%w: the %s authority %s is %s: only one replaced is revoked", ErrAuthorityInUse, a.kind, a.id, a.state)
+	case a.info().Upstream:
+		// The bundle holds the upstream's root, which stays: what the
+		// intermediate signed would still verify.
+		return AuthorityInfo{}, fmt.Errorf("%w: the X.509 CA %s is an intermediate of the upstream CA, whose root stays in the bundle: revoke it at the upstream CA", ErrInvalidParams, a.id)
+	}
+	next.auths = slices.Delete(next.auths, i, i+1)
+	tx := transition{pruned: []string{a.keyID}}
+	tx.add("revoked", a)
+	if err := c.install(ctx, next, &tx); err != nil {
+		return AuthorityInfo{}, err
+	}
+	return a.info(), nil
+}
+
+// takeOver makes prepared the active authority of st, and active (if
+// any) old, replaced at now; it returns the one made active.
+func takeOver(st *caState, active, prepared *authority, now time.Time) *authority {
+	if active != nil {
+		old := active.withState(StateOld)
+		old.replacedAt = now
+		st.replace(active, old)
+	}
+	made := prepared.withState(StateActive)
+	st.replace(prepared, made)
+	return made
 }
 
 // prune removes non-active authorities of kind whose pruneAfter has

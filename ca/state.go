@@ -74,8 +74,10 @@ type authorityRecord struct {
 	Intermediates [][]byte  `json:"intermediates,omitempty"` // DER, x509 only
 	Root          []byte    `json:"root,omitempty"`          // DER, x509 only
 	PublicKey     []byte    `json:"public_key,omitempty"`    // PKIX DER, jwt only
-	// ActivateAt is a prepared authority's activation ahead of schedule.
+	// ActivateAt is a prepared authority's activation ahead of schedule;
+	// ReplacedAt when an old one stopped signing.
 	ActivateAt time.Time `json:"activate_at,omitzero"`
+	ReplacedAt time.Time `json:"replaced_at,omitzero"`
 }
 
 func encodeState(td spiffeid.TrustDomain, s *caState) ([]byte, error) {
@@ -83,7 +85,7 @@ func encodeState(td spiffeid.TrustDomain, s *caState) ([]byte, error) {
 	for _, a := range s.auths {
 		r := authorityRecord{
 			Kind: a.kind, ID: a.id, KeyID: a.keyID, State: a.state,
-			NotBefore: a.notBefore, NotAfter: a.notAfter, ActivateAt: a.activateAt,
+			NotBefore: a.notBefore, NotAfter: a.notAfter, ActivateAt: a.activateAt, ReplacedAt: a.replacedAt,
 		}
 		if a.kind == KindX509 {
 			r.Certificate = a.cert.Raw
@@ -165,8 +167,11 @@ func (r authorityRecord) authority(td spiffeid.TrustDomain) (*authority, error) 
 	}
 	a := &authority{kind: r.Kind, id: r.ID, keyID: r.KeyID, state: r.State,
 		notBefore: r.NotBefore, notAfter: r.NotAfter}
-	if r.State == StatePrepared {
+	switch r.State {
+	case StatePrepared:
 		a.activateAt = r.ActivateAt
+	case StateOld:
+		a.replacedAt = r.ReplacedAt
 	}
 	switch r.Kind {
 	case KindX509:

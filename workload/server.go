@@ -526,7 +526,9 @@ func (s *Server) update(id spiffeid.ID, h *held, bundles []*spiffebundle.Bundle,
 
 // setBundles serves bundles, every trust domain's as answered to
 // request ask, as the trust bundles, unless a later request's answer
-// gave them (s.mu held).
+// gave them (s.mu held). An X509-SVID held that no longer verifies with
+// them (its CA revoked) is served no more, and its keeper woken to ask
+// for another at once.
 func (s *Server) setBundles(bundles []*spiffebundle.Bundle, ask uint64) {
 	if ask <= s.setAsk {
 		return
@@ -534,6 +536,19 @@ func (s *Server) setBundles(bundles []*spiffebundle.Bundle, ask uint64) {
 	s.bundles, s.setAsk = map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, ask
 	for _, b := range bundles {
 		s.bundles[b.TrustDomain()] = b
+	}
+	now := s.now()
+	for id, h := range s.svids {
+		var err error
+		if b := s.bundles[id.TrustDomain()]; b == nil {
+			err = fmt.Errorf("the authority answered no bundle of %s", id.TrustDomain())
+		} else if _, _, err = x509svid.Verify(h.svid.Certificates, b.X509Bundle(), x509svid.WithTime(now)); err == nil || !now.Before(h.svid.Certificates[0].NotAfter) {
+			continue // valid, or expired (dropped as such)
+		}
+		s.log.Warn("workload API: an X509-SVID held no longer verifies with the trust bundle (its CA revoked?): asking for another", "spiffe_id", id.String(), "err", err)
+		delete(s.svids, id)
+		s.failed[id] = fmt.Errorf("the X509-SVID held no longer verifies with the trust bundle (%w); another is being asked for", err)
+		wake(s.kick[id])
 	}
 }
 

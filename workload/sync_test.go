@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	pb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -222,5 +223,29 @@ func TestRecoveredSyncWakesKeepersHoldingNothing(t *testing.T) {
 	s.synced(sync, s.ask(), true)
 	if woken() {
 		t.Error("a sync after one that failed woke a keeper holding an X509-SVID")
+	}
+}
+
+// An X509-SVID whose CA leaves the bundle (revoked before it expired)
+// is served no more once the bundle without it is, and its keeper is
+// woken to ask for another at once.
+func TestX509SVIDOfARevokedCAIsReplaced(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	is := &issuer{authority: home}
+	s, id, obtain := unserved(t, is)
+	h, bundles := obtain()
+	s.update(id, h, bundles, s.ask())
+	next := newAuthority(t, "example.org", time.Hour)
+	s.synced(&Sync{Bundles: []*spiffebundle.Bundle{next.bundle()}}, s.ask(), false)
+	if s.svids[id] != nil {
+		t.Error("an X509-SVID whose CA left the bundle is still served")
+	}
+	select {
+	case <-s.kick[id]:
+	default:
+		t.Error("the keeper was not woken to ask for another")
+	}
+	if err := s.unavailable([]spiffeid.ID{id}); err == nil || !strings.Contains(err.Error(), "no longer verifies") {
+		t.Errorf("a caller is told %v; want why", err)
 	}
 }

@@ -45,6 +45,8 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
                                       schedule: its successor is published now and takes
                                       over once every holder of the bundle has fetched it
                                       (a JWT key: at once with --immediately)
+  ca revoke ID --reason R [--force]   take a replaced X.509 CA or JWT key out of the bundle
+                                      before it expires: nothing it signed verifies any more
 
 Answers are printed as JSON.
 `
@@ -53,6 +55,7 @@ Answers are printed as JSON.
 var adminOperands = map[string]string{
 	"join-token withdraw": "TOKEN_ID", "agent update": "ID", "agent show": "ID", "agent delete": "ID", "node ban": "NODE_SPIFFE_ID",
 	"federation delete": "TD", "revoke delegation": "DELEGATION_ID", "revoke spiffe-id": "SPIFFE_ID",
+	"ca revoke": "ID",
 }
 
 // adminTakesNoArgs are the admin commands with flags only.
@@ -79,7 +82,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"federation add": adminFedAdd, "federation list": adminFedList, "federation delete": adminFedDelete,
 		"revoke delegation": adminRevoke("delegation_id"), "revoke spiffe-id": adminRevoke("spiffe_id"),
 		"revoke list": adminRevokeList, "backup create": adminBackupCreate,
-		"ca status": adminCAStatus, "ca rotate": adminCARotate,
+		"ca status": adminCAStatus, "ca rotate": adminCARotate, "ca revoke": adminCARevoke,
 	}
 	// admin -h, and admin GROUP -h (admin revoke -h).
 	if helpAsked(args, adminUsage, stdout) || len(args) == 2 && cmds[args[0]+" "+args[1]] == nil && helpAsked(args[1:], adminUsage, stdout) {
@@ -142,7 +145,7 @@ type adminFlagValues struct {
 	operator, modelProvider, model, respParty string
 	reason, trustDomain, url, profile, epID   string
 	bundleFile, kind                          string
-	immediately                               bool
+	immediately, force                        bool
 }
 
 var adminFlags adminFlagValues
@@ -169,6 +172,9 @@ func adminFlagSpec(cmd string, fs *flag.FlagSet) {
 		fs.StringVar(&f.reason, "reason", "", "why the node is banned")
 	case "revoke delegation", "revoke spiffe-id":
 		fs.StringVar(&f.reason, "reason", "", "why (required; recorded)")
+	case "ca revoke":
+		fs.StringVar(&f.reason, "reason", "", "why (required; recorded)")
+		fs.BoolVar(&f.force, "force", false, "revoke it before every X509-SVID it signed has been renewed (a node holding one must join again), or a JWT key before it expires (what it signed stops validating)")
 	case "ca rotate":
 		fs.StringVar(&f.kind, "kind", "", "x509 (the X.509 CA) or jwt (the JWT key) (required)")
 		fs.StringVar(&f.reason, "reason", "", "why (required; recorded)")
@@ -502,6 +508,25 @@ func adminCARotate(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.
 		return err
 	}
 	if err := c.Do(ctx, http.MethodPost, "/v1/admin/ca/rotate", map[string]any{"kind": f.kind, "reason": f.reason, "immediately": f.immediately}, &out); err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func adminCARevoke(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
+	id, err := oneArg(args, "the authority's id (mandate admin ca status lists them)")
+	if err != nil {
+		return err
+	}
+	if adminFlags.reason == "" {
+		return usagef("--reason is required")
+	}
+	var out map[string]any
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	if err := c.Do(ctx, http.MethodPost, "/v1/admin/ca/revoke", map[string]any{"id": id, "reason": adminFlags.reason, "force": adminFlags.force}, &out); err != nil {
 		return err
 	}
 	return printJSON(stdout, out)

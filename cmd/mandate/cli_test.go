@@ -291,6 +291,8 @@ func TestCLIAdminCommands(t *testing.T) {
 		{[]string{"svid", "jwt", "--audience", "x", "--creds", "no-such-dir"}, "no credential in no-such-dir"},
 		{[]string{"admin", "ca", "rotate", "--kind", "x509", "--reason", "r", "--immediately"}, "--immediately is for a JWT key only"},
 		{[]string{"admin", "ca", "rotate", "--kind", "jwt"}, "--reason is required"},
+		{[]string{"admin", "ca", "revoke", "0123", "--reason", "r"}, "404 Not found"},
+		{[]string{"admin", "ca", "revoke", "--reason", "r"}, "want exactly one argument: the authority's id"},
 	} {
 		if _, err := cli(t, url, dir, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("mandate %s = %v, want an error saying %q", strings.Join(tc.args, " "), err, tc.want)

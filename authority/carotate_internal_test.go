@@ -1,0 +1,67 @@
+package authority
+
+import (
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/credfile"
+)
+
+// A replaced X.509 CA is revoked once every holder of an X509-SVID it
+// signed has renewed it: before, only with force. Revoked, it leaves the
+// bundle, and the admin credential it signed is made anew at once.
+func TestRevokeAReplacedX509CA(t *testing.T) {
+	clock := &testClock{now: time.Now()}
+	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
+	ctx, admin := t.Context(), adminOf(t, a)
+	oldCA := a.ca.Status()[0]
+	rotated, err := a.RotateCA(ctx, admin, CARotation{Kind: ca.KindX509, Reason: "yearly"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Half the default hour of an X509-SVID's life.
+	if wait := rotated.ActivatesAt.Sub(clock.Now()); wait < 29*time.Minute || wait > 30*time.Minute {
+		t.Fatalf("activates in %v; want 30 minutes", wait)
+	}
+	if _, err := a.RevokeCA(ctx, admin, oldCA.ID, "compromised", true); !errors.Is(err, ca.ErrAuthorityInUse) {
+		t.Errorf("RevokeCA(the active CA, force) = %v; want ErrAuthorityInUse", err)
+	}
+	clock.Advance(30 * time.Minute)
+	if _, err := a.ca.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.ca.Status()[0]; got.ID != oldCA.ID || got.State != ca.StateOld {
+		t.Fatalf("the first CA is %+v; want it replaced", got)
+	}
+	clock.Advance(29 * time.Minute)
+	if _, err := a.RevokeCA(ctx, admin, oldCA.ID, "compromised", false); !errors.Is(err, ca.ErrAuthorityInUse) {
+		t.Errorf("RevokeCA before every holder renewed = %v; want ErrAuthorityInUse", err)
+	}
+	if _, err := a.RevokeCA(ctx, admin, oldCA.ID, "", false); !errors.Is(err, ErrInvalidRequest) {
+		t.Errorf("RevokeCA without a reason = %v; want ErrInvalidRequest", err)
+	}
+	if _, err := a.RevokeCA(ctx, admin, "00", "compromised", false); !errors.Is(err, ErrNotFound) {
+		t.Errorf("RevokeCA of an unknown id = %v; want ErrNotFound", err)
+	}
+	clock.Advance(time.Minute)
+	if _, err := a.RevokeCA(ctx, admin, oldCA.ID, "compromised", false); err != nil {
+		t.Fatalf("RevokeCA once every holder renewed = %v", err)
+	}
+	if slices.ContainsFunc(a.Bundle().X509Authorities(), func(c *x509.Certificate) bool { return hex.EncodeToString(c.SubjectKeyId) == oldCA.ID }) {
+		t.Error("the CA revoked is still in the bundle")
+	}
+	chain, _, _, err := credfile.Load(AdminPaths(a.cfg.DataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(chain, a.Bundle().X509Bundle(), x509svid.WithTime(clock.Now())); err != nil {
+		t.Errorf("the admin credential does not verify with the bundle once its CA was revoked: %v", err)
+	}
+}
