@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"net/http"
@@ -10,10 +11,13 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/credfile"
 )
 
 type caAuthority struct {
@@ -209,5 +213,52 @@ func TestRevokeAReplacedJWTKey(t *testing.T) {
 		if a.ID == old {
 			t.Error("GET /v1/admin/ca still lists the key revoked")
 		}
+	}
+}
+
+// Once the X.509 CA that signed the authority's own certificate is
+// revoked, the authority presents another, which the bundle verifies:
+// the admin credential's bundle.pem, rewritten without the CA revoked.
+func TestServerCertificateOfARevokedCA(t *testing.T) {
+	t.Parallel() // it waits for the rotation's steps (every 10 s)
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.Federation.BundleRefreshHint = authority.Duration(time.Second)
+	})
+	first := e.caAuthorities()[0]
+	if _, err := e.rotateCA(map[string]any{"kind": "x509", "reason": "exposed"}); err != nil {
+		t.Fatal(err)
+	}
+	// Past the successor's activation (half the X509-SVIDs' hour); the
+	// server's certificate, the old CA's, has not been renewed: no
+	// handshake since.
+	e.skew.Store(int64(31 * time.Minute))
+	for deadline := time.Now().Add(30 * time.Second); e.caAuthorities()[0].State != "old"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the successor was not activated")
+		}
+	}
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/ca/revoke", map[string]any{"id": first.ID, "reason": "exposed", "force": true}, nil); err != nil {
+		t.Fatalf("revoke = %v", err)
+	}
+	_, _, roots, err := credfile.Load(authority.AdminPaths(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range roots {
+		if hex.EncodeToString(r.SubjectKeyId) == first.ID {
+			t.Fatal("the admin credential's bundle.pem still holds the CA revoked")
+		}
+	}
+	// What the server presents now, verified with that bundle at the
+	// authority's time.
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(e.url, "https://"), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	presented := conn.ConnectionState().PeerCertificates
+	at := x509svid.WithTime(time.Now().Add(31 * time.Minute))
+	if _, _, err := x509svid.Verify(presented, x509bundle.FromX509Authorities(e.td, roots), at); err != nil {
+		t.Errorf("the server's certificate does not verify with the bundle once its CA was revoked: %v", err)
 	}
 }
