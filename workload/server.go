@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,6 +151,10 @@ type heldJWT struct {
 	token   string
 	renewAt time.Time
 	uid     uint32 // of the caller it was obtained for
+	// td and kid name the JWT authority that signed it: one that leaves
+	// the bundle (revoked) ends its reuse.
+	td  spiffeid.TrustDomain
+	kid string
 }
 
 // New is the Workload API serving entries, each of an agent's
@@ -528,7 +533,8 @@ func (s *Server) update(id spiffeid.ID, h *held, bundles []*spiffebundle.Bundle,
 // request ask, as the trust bundles, unless a later request's answer
 // gave them (s.mu held). An X509-SVID held that no longer verifies with
 // them (its CA revoked) is served no more, and its keeper woken to ask
-// for another at once.
+// for another at once; a JWT-SVID kept for reuse whose key left them
+// (revoked) is not reused.
 func (s *Server) setBundles(bundles []*spiffebundle.Bundle, ask uint64) {
 	if ask <= s.setAsk {
 		return
@@ -549,6 +555,11 @@ func (s *Server) setBundles(bundles []*spiffebundle.Bundle, ask uint64) {
 		delete(s.svids, id)
 		s.failed[id] = fmt.Errorf("the X509-SVID held no longer verifies with the trust bundle (%w); another is being asked for", err)
 		wake(s.kick[id])
+	}
+	for k, h := range s.jwts {
+		if b := s.bundles[h.td]; b == nil || !b.HasJWTAuthority(h.kid) {
+			delete(s.jwts, k)
+		}
 	}
 }
 
@@ -911,6 +922,23 @@ func (s *Server) checkJWT(ctx context.Context, tok string, id spiffeid.ID, audie
 	}
 }
 
+// jwtKeyID is the kid of the protected header of tok, a JWT-SVID
+// already validated (checkJWT); "" if it has none.
+func jwtKeyID(tok string) string {
+	head, _, _ := strings.Cut(tok, ".")
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		KID string `json:"kid"`
+	}
+	if json.Unmarshal(b, &h) != nil {
+		return ""
+	}
+	return h.KID
+}
+
 // jwtCall is a JWT-SVID being obtained from the authority: done is
 // closed when it ends, with token or err; gone says it ended because its
 // caller went away.
@@ -945,12 +973,19 @@ func (s *Server) obtainJWT(ctx context.Context, uid uint32, key string, c *jwtCa
 		c.err, c.gone = err, ctx.Err() != nil
 		return
 	}
+	kid := jwtKeyID(tok)
+	if b := s.bundles[id.TrustDomain()]; b == nil || !b.HasJWTAuthority(kid) {
+		// Validated with bundles a sync has replaced since, without
+		// the key that signed it (revoked): not served.
+		c.err = fmt.Errorf("the JWT-SVID answered was signed by a key no longer in the trust bundle of %s", id.TrustDomain())
+		return
+	}
 	c.token = tok
 	if _, refused := s.refused[id]; refused {
 		return // asked for before a sync said the host may not serve id: not kept
 	}
 	s.makeRoomForJWT(uid, now)
-	s.jwts[key] = heldJWT{token: tok, renewAt: now.Add(exp.Sub(now) / 2), uid: uid}
+	s.jwts[key] = heldJWT{token: tok, renewAt: now.Add(exp.Sub(now) / 2), uid: uid, td: id.TrustDomain(), kid: kid}
 }
 
 // makeRoomForJWT drops the JWT-SVIDs kept past their reuse, then, while

@@ -2,6 +2,10 @@ package workload
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	pb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -247,5 +253,45 @@ func TestX509SVIDOfARevokedCAIsReplaced(t *testing.T) {
 	}
 	if err := s.unavailable([]spiffeid.ID{id}); err == nil || !strings.Contains(err.Error(), "no longer verifies") {
 		t.Errorf("a caller is told %v; want why", err)
+	}
+}
+
+// A JWT-SVID kept for reuse whose key leaves the bundle (revoked
+// before it expired) is reused no more once the bundle without it is
+// served: the next caller gets one signed by a key the bundle holds.
+func TestJWTSVIDOfARevokedKeyIsNotReused(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	old, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home.moreJWT = map[string]crypto.PublicKey{"jwt-0": old.Public()}
+	home.jwtSigner, home.jwtKID = old, "jwt-0"
+	is := &issuer{authority: home}
+	s, id, obtain := unserved(t, is)
+	h, bundles := obtain()
+	s.update(id, h, bundles, s.ask())
+	first, err := s.jwt(t.Context(), 1000, id, []string{"billing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.jwt(t.Context(), 1000, id, []string{"billing"}); err != nil || again != first {
+		t.Fatalf("the JWT-SVID is not reused while its key is in the bundle: %v", err)
+	}
+	// The key is revoked: the authority signs with another, and the
+	// bundle synced no longer holds it.
+	home.mu.Lock()
+	home.moreJWT, home.jwtSigner, home.jwtKID = nil, nil, ""
+	home.mu.Unlock()
+	s.synced(&Sync{Bundles: is.bundles()}, s.ask(), false)
+	got, err := s.jwt(t.Context(), 1000, id, []string{"billing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == first {
+		t.Fatal("a JWT-SVID whose key left the bundle is still served")
+	}
+	if _, err := jwtsvid.ParseAndValidate(got, jwtbundle.NewSet(home.bundle().JWTBundle()), []string{"billing"}); err != nil {
+		t.Errorf("the JWT-SVID served does not validate with the bundle: %v", err)
 	}
 }
