@@ -64,6 +64,12 @@ func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CAR
 		return nil, err
 	}
 	a.refreshBundles() // published when answered, not only soon after
+	// So is the admin credential's bundle.pem, which the admin CLI
+	// trusts the server with: the maintenance loop looks at it once a
+	// minute, and the successor may take over sooner.
+	if err := a.WriteAdminCredential(ctx, false); err != nil {
+		a.log.ErrorContext(ctx, "write admin credential after a CA rotation", "err", err)
+	}
 	at := info.ActivatesAt
 	if info.State == ca.StateActive {
 		at = a.now().Truncate(time.Second)

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -63,5 +64,40 @@ func TestRevokeAReplacedX509CA(t *testing.T) {
 	}
 	if _, _, err := x509svid.Verify(chain, a.Bundle().X509Bundle(), x509svid.WithTime(clock.Now())); err != nil {
 		t.Errorf("the admin credential does not verify with the bundle once its CA was revoked: %v", err)
+	}
+}
+
+// The admin credential's bundle.pem holds the successor an admin's
+// rotation publishes once the rotation is answered: the admin CLI
+// trusts the server with that file, and the server's certificate may
+// be signed by the successor as soon as it takes over (after the wait
+// of a propagation, which may be shorter than the minute between the
+// maintenance loop's looks at the file).
+func TestRotationWritesTheAdminBundle(t *testing.T) {
+	clock := &testClock{now: time.Now()}
+	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
+	p := AdminPaths(a.cfg.DataDir)
+	// The maintenance loop's first look, at the start, has written the
+	// credential: its next is a minute away.
+	for {
+		if _, err := os.Stat(p.Cert); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	rotated, err := a.RotateCA(t.Context(), adminOf(t, a), CARotation{Kind: ca.KindX509, Reason: "yearly"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := credfile.ParseCertsPEM(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(certs, func(c *x509.Certificate) bool { return hex.EncodeToString(c.SubjectKeyId) == rotated.Authority.ID }) {
+		t.Errorf("the admin bundle.pem does not hold the CA %s the rotation published", rotated.Authority.ID)
 	}
 }
