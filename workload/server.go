@@ -896,14 +896,23 @@ func (s *Server) jwtSlot(ctx context.Context, uid uint32) (release func(), err e
 // checkJWT validates a JWT-SVID the authority answered for id and
 // audience with the JWT authorities of the latest bundles (go-spiffe),
 // waiting for a first bundle if none has been answered yet: what is not
-// verified is not served.
+// verified is not served. One signed by a key those bundles do not
+// hold yet (a JWT key an admin activated at once, before the next sync)
+// is validated again with the bundles of a sync asked for then.
 func (s *Server) checkJWT(ctx context.Context, tok string, id spiffeid.ID, audience []string) error {
+	resynced := false
 	for {
 		s.mu.Lock()
 		b, changed := s.bundles[id.TrustDomain()], s.changed
 		s.mu.Unlock()
 		if b != nil {
 			svid, err := jwtsvid.ParseAndValidate(tok, jwtbundle.NewSet(b.JWTBundle()), audience)
+			if err != nil && !resynced && !b.HasJWTAuthority(jwtKeyID(tok)) {
+				resynced = true
+				if s.resync(ctx) == nil {
+					continue
+				}
+			}
 			switch {
 			case err != nil:
 				return fmt.Errorf("the JWT-SVID answered does not validate: %w", err)
@@ -920,6 +929,18 @@ func (s *Server) checkJWT(ctx context.Context, tok string, id spiffeid.ID, audie
 		case <-changed:
 		}
 	}
+}
+
+// resync is a sync with the authority out of keepSync's turn, its
+// answer taken as keepSync takes one.
+func (s *Server) resync(ctx context.Context) error {
+	ask := s.ask()
+	sync, err := s.issuer.Sync(ctx, s.ids())
+	if err != nil {
+		return err
+	}
+	s.synced(sync, ask, false)
+	return nil
 }
 
 // jwtKeyID is the kid of the protected header of tok, a JWT-SVID

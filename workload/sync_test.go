@@ -295,3 +295,29 @@ func TestJWTSVIDOfARevokedKeyIsNotReused(t *testing.T) {
 		t.Errorf("the JWT-SVID served does not validate with the bundle: %v", err)
 	}
 }
+
+// A JWT-SVID signed by a key the bundles served do not hold yet (a JWT
+// key activated at once, between two syncs) is served once a sync
+// asked for then answers the bundle with it.
+func TestJWTSVIDOfAKeyNotSyncedYetIsServed(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	is := &issuer{authority: home}
+	s, id, obtain := unserved(t, is)
+	h, bundles := obtain()
+	s.update(id, h, bundles, s.ask())
+	next, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home.mu.Lock()
+	home.moreJWT = map[string]crypto.PublicKey{"jwt-2": next.Public()}
+	home.jwtSigner, home.jwtKID = next, "jwt-2"
+	home.mu.Unlock()
+	tok, err := s.jwt(t.Context(), 1000, id, []string{"billing"})
+	if err != nil {
+		t.Fatalf("a JWT-SVID of a key published since the last sync: %v", err)
+	}
+	if jwtKeyID(tok) != "jwt-2" || !s.bundles[id.TrustDomain()].HasJWTAuthority("jwt-2") {
+		t.Error("the bundle served does not hold the key of the JWT-SVID served")
+	}
+}
