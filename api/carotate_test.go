@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"net/http"
@@ -109,7 +110,7 @@ func TestRotateTheJWTKeyAtOnce(t *testing.T) {
 
 // An X.509 CA is replaced once every holder of the bundle can have
 // fetched it: its successor is published at once and takes over after
-// the refresh hint, or half of the longest X509-SVID life (a
+// the refresh hint, or the longest X509-SVID life (a
 // registration's counts), whichever is longer; it is never activated
 // at once.
 func TestRotateTheX509CA(t *testing.T) {
@@ -136,10 +137,10 @@ func TestRotateTheX509CA(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rotate = %v", err)
 	}
-	// Half of the registration's hour, longer than the hint and than
-	// half the default lifetime.
-	if wait := got.ActivatesAt.Sub(asked); got.Authority.State != "prepared" || wait < 29*time.Minute || wait > 31*time.Minute {
-		t.Fatalf("rotate = %+v: activates in %v; want prepared, activating in 30 minutes", got, wait)
+	// The registration's hour, longer than the hint and than the
+	// default lifetime.
+	if wait := got.ActivatesAt.Sub(asked); got.Authority.State != "prepared" || wait < 59*time.Minute || wait > 61*time.Minute {
+		t.Fatalf("rotate = %+v: activates in %v; want prepared, activating in an hour", got, wait)
 	}
 	var prepared, active int
 	for _, a := range e.caAuthorities() {
@@ -228,10 +229,26 @@ func TestServerCertificateOfARevokedCA(t *testing.T) {
 	if _, err := e.rotateCA(map[string]any{"kind": "x509", "reason": "exposed"}); err != nil {
 		t.Fatal(err)
 	}
-	// Past the successor's activation (half the X509-SVIDs' hour); the
-	// server's certificate, the old CA's, has not been renewed: no
-	// handshake since.
-	e.skew.Store(int64(31 * time.Minute))
+	presented := func() []*x509.Certificate {
+		t.Helper()
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(e.url, "https://"), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates
+	}
+	// Past half of the server certificate's hour, before the successor's
+	// activation (the X509-SVIDs' hour): a handshake has it renewed, by
+	// the old CA still.
+	e.skew.Store(int64(50 * time.Minute))
+	for deadline := time.Now().Add(30 * time.Second); presented()[0].NotAfter.Before(time.Now().Add(90 * time.Minute)); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server certificate was not renewed past half its life")
+		}
+	}
+	// Past the activation: the server's certificate is the old CA's.
+	e.skew.Store(int64(61 * time.Minute))
 	for deadline := time.Now().Add(30 * time.Second); e.caAuthorities()[0].State != "old"; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the successor was not activated")
@@ -251,14 +268,8 @@ func TestServerCertificateOfARevokedCA(t *testing.T) {
 	}
 	// What the server presents now, verified with that bundle at the
 	// authority's time.
-	conn, err := tls.Dial("tcp", strings.TrimPrefix(e.url, "https://"), &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	presented := conn.ConnectionState().PeerCertificates
-	at := x509svid.WithTime(time.Now().Add(31 * time.Minute))
-	if _, _, err := x509svid.Verify(presented, x509bundle.FromX509Authorities(e.td, roots), at); err != nil {
+	at := x509svid.WithTime(time.Now().Add(61 * time.Minute))
+	if _, _, err := x509svid.Verify(presented(), x509bundle.FromX509Authorities(e.td, roots), at); err != nil {
 		t.Errorf("the server's certificate does not verify with the bundle once its CA was revoked: %v", err)
 	}
 }

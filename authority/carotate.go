@@ -80,9 +80,10 @@ func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CAR
 // propagation is how long a bundle published now may take to reach
 // every holder: those that fetch it (federated peers, node run's sync)
 // at its refresh hint, at least every 30 s for node run, and those that
-// get it with their X509-SVIDs' renewals, at half of the longest life
-// one may have (the default, or a registration's, capped by the X.509
-// CA's).
+// get it with their X509-SVIDs' renewals within the longest life one may
+// have (the default, or a registration's, capped by the X.509 CA's): a
+// holder still at work has renewed by then, what it held before having
+// expired, however late in its SVIDs' lives it renews.
 func (a *Authority) propagation(ctx context.Context) (time.Duration, error) {
 	longest := a.cfg.CA.X509SVIDTTL.D()
 	err := a.store.View(ctx, func(tx store.Tx) error {
@@ -96,7 +97,7 @@ func (a *Authority) propagation(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	longest = min(longest, a.cfg.CA.CATTL.D())
-	return max(a.cfg.Federation.BundleRefreshHint.D(), 30*time.Second, longest/2), nil
+	return max(a.cfg.Federation.BundleRefreshHint.D(), 30*time.Second, longest), nil
 }
 
 // validReason reports whether s is a reason an admin's change is
@@ -140,7 +141,7 @@ func (a *Authority) RevokeCA(ctx context.Context, c *Caller, id, reason string, 
 			return ca.AuthorityInfo{}, fmt.Errorf("%w: when the X.509 CA %s stopped signing is not known (replaced before this release, or never active): X509-SVIDs it signed may still be in use; give force to revoke it all the same (a node holding one would have to join again)",
 				ca.ErrAuthorityInUse, id)
 		case a.now().Before(until):
-			return ca.AuthorityInfo{}, fmt.Errorf("%w: X509-SVIDs the X.509 CA %s signed may be in use until %s, when every holder has renewed (half the longest X509-SVID life, and the bundle's refresh hint, after it was replaced); give force to revoke it now (a node holding one would have to join again)",
+			return ca.AuthorityInfo{}, fmt.Errorf("%w: X509-SVIDs the X.509 CA %s signed may be in use until %s, when every one has expired or been renewed (the longest X509-SVID life, and the bundle's refresh hint, after it was replaced); give force to revoke it now (a node holding one would have to join again)",
 				ca.ErrAuthorityInUse, id, until.UTC().Format(time.RFC3339))
 		}
 	}
