@@ -65,6 +65,10 @@ type Authority struct {
 	// relationship's record being replaced (see addFederation): never
 	// held while waiting on the federation manager.
 	fedStoreMu sync.Mutex
+	// fedPutBack is the trust domain whose relationship addFederation
+	// puts back in the manager, its record not stored: a bundle fetched
+	// for it is not stored meanwhile (guarded by fedStoreMu).
+	fedPutBack spiffeid.TrustDomain
 	// unloaded holds, by trust domain name, why a stored federation
 	// record was not loaded at start (shown as its last_error until the
 	// relationship is added again or deleted).

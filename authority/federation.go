@@ -217,6 +217,9 @@ var (
 func (a *Authority) saveFederatedBundle(ctx context.Context, td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
 	a.fedStoreMu.Lock()
 	defer a.fedStoreMu.Unlock()
+	if td == a.fedPutBack {
+		return fmt.Errorf("authority: federation %s is being put back as it was (its replacement could not be stored): not stored", td.Name())
+	}
 	return a.saveFederatedBundleLocked(ctx, td, b)
 }
 
@@ -433,15 +436,23 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 	// A fetch of the new relationship stores its bundle wholly before
 	// the record is replaced, or wholly after: one before is seen below.
 	a.fedStoreMu.Lock()
-	defer a.fedStoreMu.Unlock()
 	if _, err := a.swapFederationRecord(context.WithoutCancel(ctx), f.TrustDomain, f, ev); err != nil {
+		// Putting the manager back waits for a fetch of the relationship
+		// not stored, which may be waiting for fedStoreMu to store what
+		// it fetched: it is refused instead (saveFederatedBundle).
+		a.fedPutBack = rel.TrustDomain
+		a.fedStoreMu.Unlock()
 		if had {
 			err = errors.Join(err, a.fed.Set(prevRel, prevBundle))
 		} else {
 			a.fed.Remove(rel.TrustDomain)
 		}
+		a.fedStoreMu.Lock()
+		a.fedPutBack = spiffeid.TrustDomain{}
+		a.fedStoreMu.Unlock()
 		return nil, err
 	}
+	defer a.fedStoreMu.Unlock()
 	a.unloaded.Delete(f.TrustDomain) // a record not loaded at start is replaced
 	// A fetch that finished before the record was written found no
 	// record, and was refused: it is done again now. One that found the

@@ -1,0 +1,120 @@
+package authority
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/credfile"
+)
+
+// peerBundle is a bundle of td with one X.509 authority of its own.
+func peerBundle(t *testing.T, td spiffeid.TrustDomain) *spiffebundle.Bundle {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(td.ID().String())
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{u}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := spiffebundle.New(td)
+	b.AddX509Authority(cert)
+	return b
+}
+
+// waitingOnMutexIn reports whether a goroutine waits for a mutex in the
+// function fn (a name as stack traces print it).
+func waitingOnMutexIn(fn string) bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, fn+"(") && strings.Contains(g, "Mutex).lockSlow") {
+			return true
+		}
+	}
+	return false
+}
+
+// A relationship added whose record cannot be stored is taken out of
+// the federation manager again, also while a fetch of it waits to store
+// the bundle it fetched: that fetch is refused, not waited for while it
+// waits for the add (which would hang both, and every federation change
+// after them).
+func TestFederationAddFailingWhileItsFetchStores(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("org-b.example")
+	doc, err := peerBundle(t, td).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(doc) }))
+	defer web.Close()
+	roots := filepath.Join(t.TempDir(), "web-roots.pem")
+	if err := os.WriteFile(roots, credfile.EncodeCertsPEM([]*x509.Certificate{web.Certificate()}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The commit of federation.added fails once the fetch of the new
+	// relationship waits to store what it fetched.
+	errCommit := errors.New("the commit failed")
+	t.Cleanup(func() { committingEntry = nil })
+	committingEntry = func(e audit.Entry) error {
+		if e.Type != "federation.added" {
+			return nil
+		}
+		for !waitingOnMutexIn("mandate.dev/mandate/authority.(*Authority).saveFederatedBundle") {
+			time.Sleep(time.Millisecond)
+		}
+		return errCommit
+	}
+	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.Federation.WebRootsFile = roots })
+	added := make(chan error, 1)
+	go func() {
+		_, err := a.AddFederation(t.Context(), adminOf(t, a), &Federation{TrustDomain: td.Name(), BundleEndpointURL: web.URL + "/", Profile: "https_web"})
+		added <- err
+	}()
+	select {
+	case err := <-added:
+		if !errors.Is(err, errCommit) {
+			t.Fatalf("AddFederation = %v, want the commit's error", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("AddFederation hangs: its record's failure waits for a fetch of the relationship, which waits for it")
+	}
+	if _, _, had := a.currentRelationship(td); had {
+		t.Error("the relationship not stored is still in the federation manager")
+	}
+	if feds, err := a.loadFederations(t.Context()); err != nil || len(feds) != 0 {
+		t.Errorf("federations stored: %v (%v), want none", feds, err)
+	}
+}
