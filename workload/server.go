@@ -330,7 +330,9 @@ func (s *Server) keep(ctx context.Context, id spiffeid.ID) {
 		if err == nil {
 			var h *held
 			if h, err = hold(svid, id, bundles, s.now()); err == nil {
-				s.update(id, h, bundles, ask)
+				err = s.update(id, h, bundles, ask)
+			}
+			if err == nil {
 				select { // a wake-up asked meanwhile is answered by this
 				case <-s.kick[id]:
 				default:
@@ -516,10 +518,18 @@ func hold(svid *x509svid.SVID, id spiffeid.ID, bundles []*spiffebundle.Bundle, n
 // update serves h as id's X509-SVID, and bundles, answered with it to
 // request ask, as the trust bundles (setBundles); an X509-SVID asked for
 // before a sync's answer said the host may not serve id is not served.
-func (s *Server) update(id spiffeid.ID, h *held, bundles []*spiffebundle.Bundle, ask uint64) {
+// One whose bundles a later request's answer replaced, and that does not
+// verify with those (its CA revoked meanwhile), is not served either:
+// that error, for its keeper to ask again.
+func (s *Server) update(id spiffeid.ID, h *held, bundles []*spiffebundle.Bundle, ask uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if refusedAt, ok := s.refused[id]; !ok || ask > refusedAt {
+		if ask < s.setAsk { // bundles is not served (setBundles)
+			if err := s.unverified(id, h.svid, s.now()); err != nil {
+				return fmt.Errorf("the X509-SVID answered does not verify with the trust bundle answered since (%w)", err)
+			}
+		}
 		h.ask = ask
 		s.svids[id] = h
 		delete(s.failed, id)
@@ -527,6 +537,21 @@ func (s *Server) update(id spiffeid.ID, h *held, bundles []*spiffebundle.Bundle,
 	}
 	s.setBundles(bundles, ask)
 	s.signal()
+	return nil
+}
+
+// unverified is why svid, id's X509-SVID, does not verify with the trust
+// bundles served at now (s.mu held): nil when it does, or when it has
+// expired (dropped as such).
+func (s *Server) unverified(id spiffeid.ID, svid *x509svid.SVID, now time.Time) error {
+	b := s.bundles[id.TrustDomain()]
+	if b == nil {
+		return fmt.Errorf("the authority answered no bundle of %s", id.TrustDomain())
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, b.X509Bundle(), x509svid.WithTime(now)); err != nil && now.Before(svid.Certificates[0].NotAfter) {
+		return err
+	}
+	return nil
 }
 
 // setBundles serves bundles, every trust domain's as answered to
@@ -545,10 +570,8 @@ func (s *Server) setBundles(bundles []*spiffebundle.Bundle, ask uint64) {
 	}
 	now := s.now()
 	for id, h := range s.svids {
-		var err error
-		if b := s.bundles[id.TrustDomain()]; b == nil {
-			err = fmt.Errorf("the authority answered no bundle of %s", id.TrustDomain())
-		} else if _, _, err = x509svid.Verify(h.svid.Certificates, b.X509Bundle(), x509svid.WithTime(now)); err == nil || !now.Before(h.svid.Certificates[0].NotAfter) {
+		err := s.unverified(id, h.svid, now)
+		if err == nil {
 			continue // valid, or expired (dropped as such)
 		}
 		s.log.Warn("workload API: an X509-SVID held no longer verifies with the trust bundle (its CA revoked?): asking for another", "spiffe_id", id.String(), "err", err)

@@ -321,3 +321,35 @@ func TestJWTSVIDOfAKeyNotSyncedYetIsServed(t *testing.T) {
 		t.Error("the bundle served does not hold the key of the JWT-SVID served")
 	}
 }
+
+// An X509-SVID asked for before a sync whose bundle no longer has its
+// CA (revoked meanwhile), and answered after it, is not served: it
+// would verify with no bundle served, and its keeper asks for another.
+func TestX509SVIDAnsweredLateOfARevokedCAIsNotServed(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	s, id, obtain := unserved(t, is)
+	early := s.ask()
+	h, bundles := obtain()
+	next := newAuthority(t, "example.org", time.Hour)
+	s.synced(&Sync{Bundles: []*spiffebundle.Bundle{next.bundle()}}, s.ask(), false)
+	err := s.update(id, h, bundles, early)
+	if s.svids[id] != nil {
+		t.Error("an X509-SVID of a CA the bundle served since left is served")
+	}
+	if err == nil || !strings.Contains(err.Error(), "does not verify with the trust bundle answered since") {
+		t.Errorf("update = %v, want why it is not served (its keeper then asks again)", err)
+	}
+	// One that verifies with the bundle served since is served.
+	nextIs := &issuer{authority: next}
+	svid, nextBundles, err := nextIs.X509SVID(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err = hold(svid, id, nextBundles, s.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.update(id, h, nextBundles, early); err != nil || s.svids[id] != h {
+		t.Errorf("update of an X509-SVID that verifies with the bundle served = %v, want it served", err)
+	}
+}
