@@ -53,7 +53,6 @@ func TestWorkloadAPIStopsServingWhatTheAuthorityRefuses(t *testing.T) {
 	is.mu.Lock()
 	is.gone = []spiffeid.ID{id}
 	is.mu.Unlock()
-	dropped := time.Now()
 	for {
 		_, err := stream.Recv()
 		if err == nil {
@@ -63,9 +62,6 @@ func TestWorkloadAPIStopsServingWhatTheAuthorityRefuses(t *testing.T) {
 			t.Fatalf("once refused, the stream ended with %v, want Unavailable saying why", err)
 		}
 		break
-	}
-	if waited := time.Since(dropped); waited > 20*time.Second {
-		t.Errorf("the refusal took %v to reach the stream", waited)
 	}
 	if _, err := workloadapi.FetchJWTSVID(ctx, jwtsvidParams("billing"), workloadapi.WithAddr(addr)); status.Code(err) != codes.Unavailable {
 		t.Errorf("FetchJWTSVID once refused = %v, want Unavailable (the one kept dropped)", err)
