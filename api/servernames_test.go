@@ -205,3 +205,27 @@ func runLogged(t *testing.T, now func() time.Time) (srv *api.Server, ln net.List
 	}
 	return srv, ln, logs, stopRun
 }
+
+// A change of the bundle that leaves the server's certificate verifying
+// (a federation added) keeps that certificate: only one whose CA left
+// the bundle is made anew.
+func TestServerCertificateKeptAcrossABundleChange(t *testing.T) {
+	e, peer := start(t, "org-a.example"), start(t, "org-b.example")
+	presented := func() string {
+		t.Helper()
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(e.url, "https://"), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before, gen := presented(), e.a.BundleGeneration()
+	e.federate(peer)
+	if e.a.BundleGeneration() == gen {
+		t.Fatal("the federation added left the bundle generation as it was")
+	}
+	if after := presented(); after != before {
+		t.Errorf("the server presents another certificate (serial %s, was %s) after a bundle change that left it verifying", after, before)
+	}
+}
