@@ -200,6 +200,14 @@ func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Syn
 	if err != nil {
 		return nil, err
 	}
+	return syncOf(c.TrustDomain(), ans)
+}
+
+// syncOf reads the authority's answer to a sync of a node of trust
+// domain td: each bundle read as a peer's is (no authority, or an X.509
+// authority of another trust domain, is refused, and the refresh hint
+// is bounded), and td's among them.
+func syncOf(td spiffeid.TrustDomain, ans *client.NodeSync) (*workload.Sync, error) {
 	out := &workload.Sync{Refused: map[spiffeid.ID]error{}}
 	for _, r := range ans.Refused {
 		id, err := spiffeid.FromString(r.SPIFFEID)
@@ -208,21 +216,19 @@ func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Syn
 		}
 		out.Refused[id] = &r.Problem
 	}
-	// Each read as a peer's is: no authority, or an X.509 authority of
-	// another trust domain, is refused, and the refresh hint is bounded.
 	for name, doc := range ans.Bundles {
-		td, err := spiffeid.TrustDomainFromString(name)
+		btd, err := spiffeid.TrustDomainFromString(name)
 		if err != nil {
 			return nil, fmt.Errorf("the sync's answer: %w", err)
 		}
-		b, _, err := federation.ParseBundle(td, doc)
+		b, _, err := federation.ParseBundle(btd, doc)
 		if err != nil {
-			return nil, fmt.Errorf("the sync's answer: the bundle of %s: %w", td, err)
+			return nil, fmt.Errorf("the sync's answer: the bundle of %s: %w", btd, err)
 		}
 		out.Bundles = append(out.Bundles, b)
 	}
-	if !slices.ContainsFunc(out.Bundles, func(b *spiffebundle.Bundle) bool { return b.TrustDomain() == c.TrustDomain() }) {
-		return nil, fmt.Errorf("the sync's answer carries no bundle of %s", c.TrustDomain())
+	if !slices.ContainsFunc(out.Bundles, func(b *spiffebundle.Bundle) bool { return b.TrustDomain() == td }) {
+		return nil, fmt.Errorf("the sync's answer carries no bundle of %s", td)
 	}
 	return out, nil
 }
