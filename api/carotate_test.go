@@ -166,7 +166,7 @@ func TestRotateTheX509CA(t *testing.T) {
 // kidOf is the key ID in a JWS's header.
 func kidOf(t *testing.T, tok string) string {
 	t.Helper()
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.ES384})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256, jose.ES384})
 	if err != nil {
 		t.Fatal(err)
 	}

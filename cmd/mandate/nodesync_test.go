@@ -21,16 +21,17 @@ import (
 	"mandate.dev/mandate/workload"
 )
 
-// startClockedServe serves an authority, as mandate serve does, whose
-// clock reads now; its data directory is dir's mandate-data.
-func startClockedServe(t *testing.T, dir string, now func() time.Time) string {
+// runAuthority runs an authority with the default configuration and
+// opts, its data directory dir's mandate-data, until the test ends, and
+// returns its API server (not serving yet).
+func runAuthority(t *testing.T, dir string, opts authority.Options) (*authority.Authority, *api.Server) {
 	t.Helper()
 	cfg := authority.Config{DataDir: filepath.Join(dir, "mandate-data"), Listen: "127.0.0.1:0"}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	a, err := authority.New(context.Background(), cfg, authority.Options{Now: now})
+	a, err := authority.New(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,11 +45,19 @@ func startClockedServe(t *testing.T, dir string, now func() time.Time) string {
 		}
 		a.Close()
 	})
-	if err := a.WriteAdminCredential(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
 	srv, err := api.New(a)
 	if err != nil {
+		t.Fatal(err)
+	}
+	return a, srv
+}
+
+// startClockedServe serves an authority, as mandate serve does, whose
+// clock reads now; its data directory is dir's mandate-data.
+func startClockedServe(t *testing.T, dir string, now func() time.Time) string {
+	t.Helper()
+	a, srv := runAuthority(t, dir, authority.Options{Now: now})
+	if err := a.WriteAdminCredential(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,12 +8,10 @@ import (
 	"io"
 	stdlog "log"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"mandate.dev/mandate/api"
 	"mandate.dev/mandate/authority"
 )
 
@@ -28,31 +26,9 @@ type webBundleEnv struct {
 func startWebBundle(t *testing.T) *webBundleEnv {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := authority.Config{DataDir: filepath.Join(dir, "mandate-data"), Listen: "127.0.0.1:0"}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
 	logs := &syncBuffer{}
 	log := newLogger("debug", logs)
-	a, err := authority.New(context.Background(), cfg, authority.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stopRun := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- a.Run(runCtx) }()
-	t.Cleanup(func() {
-		stopRun()
-		if err := <-runDone; err != nil {
-			t.Errorf("authority stopped with %v", err)
-		}
-		a.Close()
-	})
-	srv, err := api.New(a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, srv := runAuthority(t, dir, authority.Options{Logger: log})
 	certFile, keyFile, pool := webCert(t, dir)
 	wc := &webCertFiles{certFile: certFile, keyFile: keyFile, log: log}
 	if err := wc.load(); err != nil {
