@@ -123,11 +123,12 @@ func (a *Authority) RevokeCA(ctx context.Context, c *Caller, id, reason string, 
 	if !validReason(reason) {
 		return ca.AuthorityInfo{}, errReasonRequired
 	}
-	i := slices.IndexFunc(a.ca.Status(), func(info ca.AuthorityInfo) bool { return info.ID == id })
+	status := a.ca.Status()
+	i := slices.IndexFunc(status, func(info ca.AuthorityInfo) bool { return info.ID == id })
 	if i < 0 {
 		return ca.AuthorityInfo{}, fmt.Errorf("%w: no authority %q (mandate admin ca status lists them)", ErrNotFound, id)
 	}
-	info := a.ca.Status()[i]
+	info := status[i]
 	if info.State == ca.StateOld && !force {
 		wait, err := a.propagation(ctx)
 		if err != nil {
