@@ -129,6 +129,10 @@ func (a *Authority) RevokeCA(ctx context.Context, c *Caller, id, reason string, 
 		return ca.AuthorityInfo{}, fmt.Errorf("%w: no authority %q (mandate admin ca status lists them)", ErrNotFound, id)
 	}
 	info := status[i]
+	if info.State == ca.StateActive {
+		return ca.AuthorityInfo{}, fmt.Errorf("%w: the %s authority %s is active: only one replaced is revoked: rotate first (mandate admin ca rotate --kind %s), then revoke it",
+			ca.ErrAuthorityInUse, info.Kind, id, info.Kind)
+	}
 	if info.State == ca.StateOld && !force {
 		wait, err := a.propagation(ctx)
 		if err != nil {
@@ -136,13 +140,13 @@ func (a *Authority) RevokeCA(ctx context.Context, c *Caller, id, reason string, 
 		}
 		switch until := info.ReplacedAt.Add(wait); {
 		case info.Kind == ca.KindJWT:
-			return ca.AuthorityInfo{}, fmt.Errorf("%w: JWT-SVIDs and delegation tokens the JWT key %s signed are valid until it expires (%s), and none is renewed: revoking it ends those still in use; give force to revoke it all the same",
+			return ca.AuthorityInfo{}, fmt.Errorf("%w: JWT-SVIDs and delegation tokens the JWT key %s signed are valid until it expires (%s), and none is renewed: revoking it ends those still in use; give force (mandate admin ca revoke --force) to revoke it all the same",
 				ca.ErrAuthorityInUse, id, info.NotAfter.UTC().Format(time.RFC3339))
 		case info.ReplacedAt.IsZero():
-			return ca.AuthorityInfo{}, fmt.Errorf("%w: when the X.509 CA %s stopped signing is not known (replaced before this release, or never active): X509-SVIDs it signed may still be in use; give force to revoke it all the same (a node holding one would have to join again)",
+			return ca.AuthorityInfo{}, fmt.Errorf("%w: when the X.509 CA %s stopped signing is not known (replaced before this release, or never active): X509-SVIDs it signed may still be in use; give force (mandate admin ca revoke --force) to revoke it all the same (a node holding one would have to join again)",
 				ca.ErrAuthorityInUse, id)
 		case a.now().Before(until):
-			return ca.AuthorityInfo{}, fmt.Errorf("%w: X509-SVIDs the X.509 CA %s signed may be in use until %s, when every one has expired or been renewed (the longest X509-SVID life, and the bundle's refresh hint, after it was replaced); give force to revoke it now (a node holding one would have to join again)",
+			return ca.AuthorityInfo{}, fmt.Errorf("%w: X509-SVIDs the X.509 CA %s signed may be in use until %s, when every one has expired or been renewed (the longest X509-SVID life, and the bundle's refresh hint, after it was replaced); give force (mandate admin ca revoke --force) to revoke it now (a node holding one would have to join again)",
 				ca.ErrAuthorityInUse, id, until.UTC().Format(time.RFC3339))
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +100,58 @@ func TestRotationWritesTheAdminBundle(t *testing.T) {
 	}
 	if !slices.ContainsFunc(certs, func(c *x509.Certificate) bool { return hex.EncodeToString(c.SubjectKeyId) == rotated.Authority.ID }) {
 		t.Errorf("the admin bundle.pem does not hold the CA %s the rotation published", rotated.Authority.ID)
+	}
+}
+
+// A revocation refused says what the admin can do about it, in the
+// command they used: rotate the active authority first, or revoke with
+// --force.
+func TestRevokeCARefusalSaysWhatToDo(t *testing.T) {
+	clock := &testClock{now: time.Now()}
+	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
+	ctx, admin := t.Context(), adminOf(t, a)
+	activeX509, activeJWT := a.ca.Status()[0], a.ca.Status()[1]
+	if activeX509.Kind != ca.KindX509 || activeJWT.Kind != ca.KindJWT {
+		t.Fatalf("authorities %+v, %+v; want the X.509 CA, then the JWT key", activeX509, activeJWT)
+	}
+	if _, err := a.RotateCA(ctx, admin, CARotation{Kind: ca.KindJWT, Reason: "yearly", Immediately: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RotateCA(ctx, admin, CARotation{Kind: ca.KindX509, Reason: "yearly"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	if _, err := a.ca.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	current := func(kind ca.Kind) string {
+		for _, info := range a.ca.Status() {
+			if info.Kind == kind && info.State == ca.StateActive {
+				return info.ID
+			}
+		}
+		t.Fatalf("no active %s authority", kind)
+		return ""
+	}
+	for _, tc := range []struct {
+		name, id string
+		force    bool
+		want     string
+	}{
+		{"the active X.509 CA", current(ca.KindX509), false, "mandate admin ca rotate --kind x509"},
+		{"the active X.509 CA, force", current(ca.KindX509), true, "mandate admin ca rotate --kind x509"},
+		{"the active JWT key", current(ca.KindJWT), false, "mandate admin ca rotate --kind jwt"},
+		{"a replaced JWT key", activeJWT.ID, false, "mandate admin ca revoke --force"},
+		{"a replaced X.509 CA, soon after", activeX509.ID, false, "mandate admin ca revoke --force"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := a.RevokeCA(ctx, admin, tc.id, "compromised", tc.force)
+			if !errors.Is(err, ca.ErrAuthorityInUse) {
+				t.Fatalf("RevokeCA = %v; want ErrAuthorityInUse", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("RevokeCA = %q; want it to say %q", err, tc.want)
+			}
+		})
 	}
 }
