@@ -63,7 +63,7 @@ func TestCallErrorSaysWhatToCheck(t *testing.T) {
 			`/v1/bundle: the server is an authority of trust domain "org-b.example", and the trust bundle given is "org-a.example"'s`},
 		{"a credential the server refuses", client.Config{Server: serve(a, poolA), Bundle: []*x509.Certificate{a.root},
 			SVID: []*x509.Certificate{agent.Leaf}, Key: agent.PrivateKey.(crypto.Signer), SVIDFrom: "agent-dir"},
-			"the authority refused the credential in agent-dir:"},
+			"the authority refused the credential in agent-dir: is it one of this authority's, or of a trust domain it federates with, and not signed by an X.509 CA revoked since (then get a new one: a node's with mandate node join or attest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Timeout = 10 * time.Second

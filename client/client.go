@@ -357,7 +357,8 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte) (an
 // callError says why a call got no answer: the call and the URL once
 // (not again in net/http's words), and what to check when the server is
 // not there, is not the authority the bundle is for, or refused the
-// client's credential.
+// client's credential (another trust domain's, or one whose CA an admin
+// revoked).
 func (c *Client) callError(method, path string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) { // "Get "https://…": …" says the call again
@@ -381,7 +382,7 @@ func (c *Client) callError(method, path string, err error) error {
 	case errors.As(err, &unknown):
 		return fmt.Errorf("%s: the server's certificate is not signed by the trust bundle%s: is it the authority that bundle is for? (%w)", call, in(c.bundleFrom), err)
 	case c.mtls && errors.As(err, &op) && op.Op == "remote error":
-		return fmt.Errorf("%s: the authority refused the credential%s: is it one of this authority's, or of a trust domain it federates with? (%w)", call, in(c.svidFrom), err)
+		return fmt.Errorf("%s: the authority refused the credential%s: is it one of this authority's, or of a trust domain it federates with, and not signed by an X.509 CA revoked since (then get a new one: a node's with mandate node join or attest, an agent's with mandate svid x509 through its node)? (%w)", call, in(c.svidFrom), err)
 	}
 	return fmt.Errorf("%s: %w", call, err)
 }
