@@ -43,8 +43,10 @@ const nodeUsage = `Usage:
   mandate node run ... --workload-api SOCKET --workload uid:N=SPIFFE-ID
                                             also serve the SPIFFE Workload API to the workloads of
                                             this host: the agents' SVIDs, by the caller's uid or gid;
-                                            synced with the authority every 30 s (agents deleted are
-                                            served no more; a node banned stops node run)
+                                            synced with the authority every 30 s, or at the bundle's
+                                            refresh hint when shorter (agents deleted are served no
+                                            more; federations and keys added reach the workloads; a
+                                            node banned stops node run)
   mandate node ek --tpm PATH [flags]        print the EK digest (for attestation.tpm.ek_allowlist)
   mandate node pcrs --tpm PATH [flags]      print the current PCRs as a pcr_profiles entry
 
