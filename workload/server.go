@@ -134,7 +134,9 @@ type Server struct {
 	jwtCalls map[string]*jwtCall
 	// jwtSlots bound the calls for JWT-SVIDs under way, by caller's uid.
 	jwtSlots map[uint32]chan struct{}
-	conns    *connLimit
+	// resyncing is the sync asked for by a JWT-SVID's check under way.
+	resyncing *resyncCall
+	conns     *connLimit
 	// stopping is closed when Serve ends: streams end with it.
 	stopping chan struct{}
 }
@@ -920,19 +922,22 @@ func (s *Server) jwtSlot(ctx context.Context, uid uint32) (release func(), err e
 // audience with the JWT authorities of the latest bundles (go-spiffe),
 // waiting for a first bundle if none has been answered yet: what is not
 // verified is not served. One signed by a key those bundles do not
-// hold yet (a JWT key an admin activated at once, before the next sync)
-// is validated again with the bundles of a sync asked for then.
+// hold, when they were asked for before the JWT-SVID was answered (a
+// JWT key an admin activated at once, before the next sync), is
+// validated again with the bundles of a sync asked for since: one
+// that JWT-SVIDs answered meanwhile share (resync).
 func (s *Server) checkJWT(ctx context.Context, tok string, id spiffeid.ID, audience []string) error {
-	resynced := false
+	s.mu.Lock()
+	since := s.asks // requests made after the JWT-SVID was answered are numbered above
+	s.mu.Unlock()
 	for {
 		s.mu.Lock()
-		b, changed := s.bundles[id.TrustDomain()], s.changed
+		b, changed, setAsk := s.bundles[id.TrustDomain()], s.changed, s.setAsk
 		s.mu.Unlock()
 		if b != nil {
 			svid, err := jwtsvid.ParseAndValidate(tok, jwtbundle.NewSet(b.JWTBundle()), audience)
-			if err != nil && !resynced && !b.HasJWTAuthority(jwtKeyID(tok)) {
-				resynced = true
-				if s.resync(ctx) == nil {
+			if err != nil && setAsk <= since && !b.HasJWTAuthority(jwtKeyID(tok)) {
+				if s.resync(ctx, since) == nil {
 					continue
 				}
 			}
@@ -954,16 +959,52 @@ func (s *Server) checkJWT(ctx context.Context, tok string, id spiffeid.ID, audie
 	}
 }
 
-// resync is a sync with the authority out of keepSync's turn, its
-// answer taken as keepSync takes one.
-func (s *Server) resync(ctx context.Context) error {
-	ask := s.ask()
-	sync, err := s.issuer.Sync(ctx, s.ids())
-	if err != nil {
-		return err
+// resyncCall is a sync out of keepSync's turn under way: request ask,
+// done closed when it ends, with err; gone says it ended because its
+// caller went away.
+type resyncCall struct {
+	ask  uint64
+	done chan struct{}
+	err  error
+	gone bool
+}
+
+// resync is a sync with the authority out of keepSync's turn, asked for
+// for a caller whose bundles are those of request since or earlier,
+// its answer taken as keepSync takes one. One under way is waited for
+// instead of asking again: the caller then looks at the bundles again,
+// and asks for its own only when they still lack what it needs and
+// were not asked for after since. nil when the sync was answered.
+func (s *Server) resync(ctx context.Context, since uint64) error {
+	for {
+		s.mu.Lock()
+		c := s.resyncing
+		if c == nil {
+			s.asks++
+			c = &resyncCall{ask: s.asks, done: make(chan struct{})}
+			s.resyncing = c
+			s.mu.Unlock()
+			sync, err := s.issuer.Sync(ctx, s.ids())
+			if err == nil {
+				s.synced(sync, c.ask, false)
+			}
+			s.mu.Lock()
+			s.resyncing = nil
+			c.err, c.gone = err, ctx.Err() != nil
+			close(c.done)
+			s.mu.Unlock()
+			return err
+		}
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+		}
+		if !c.gone {
+			return c.err
+		}
 	}
-	s.synced(sync, ask, false)
-	return nil
 }
 
 // jwtKeyID is the kid of the protected header of tok, a JWT-SVID

@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -347,5 +349,73 @@ func TestX509SVIDAnsweredLateOfARevokedCAIsNotServed(t *testing.T) {
 	}
 	if err := s.update(id, h, nextBundles, early); err != nil || s.svids[id] != h {
 		t.Errorf("update of an X509-SVID that verifies with the bundle served = %v, want it served", err)
+	}
+}
+
+// gatedSync is is, whose syncs wait for open (the authority slow to
+// answer), counted in syncs.
+type gatedSync struct {
+	*issuer
+	open  chan struct{}
+	syncs atomic.Int32
+}
+
+func (g *gatedSync) Sync(ctx context.Context, ids []spiffeid.ID) (*Sync, error) {
+	g.syncs.Add(1)
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.issuer.Sync(ctx, ids)
+}
+
+// JWT-SVIDs signed by a key the host's bundle does not hold yet (a JWT
+// key activated at once), asked for at once for many audiences, lead to
+// one sync with the authority, not one each.
+func TestJWTSVIDsOfANewKeyShareOneSync(t *testing.T) {
+	home := newAuthority(t, "example.org", time.Hour)
+	g := &gatedSync{issuer: &issuer{authority: home}, open: make(chan struct{})}
+	s, err := New([]Entry{me(t, "spiffe://example.org/agent/planner")}, g, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.entries[0].ID
+	s.mu.Lock()
+	s.asks++
+	s.setBundles(g.bundles(), s.asks) // without the new key
+	s.mu.Unlock()
+	next := newAuthority(t, "example.org", time.Hour)
+	home.mu.Lock()
+	home.moreJWT = map[string]crypto.PublicKey{"jwt-2": next.jwtKey.Public()}
+	home.jwtSigner, home.jwtKID = next.jwtKey, "jwt-2"
+	home.mu.Unlock()
+
+	const calls = 12
+	ctx := ctxFor(t)
+	errs := make(chan error, calls)
+	for i := range calls {
+		go func() {
+			_, err := s.jwt(ctx, 1000, id, []string{"aud-" + strconv.Itoa(i)})
+			errs <- err
+		}()
+	}
+	// Every call has its JWT-SVID before a sync is answered: the sync
+	// is let through once all have asked for one, or once those that
+	// do not ask have had a second to.
+	for g.jwtCalls.Load() < calls {
+		time.Sleep(time.Millisecond)
+	}
+	for start := time.Now(); g.syncs.Load() < calls && time.Since(start) < time.Second; {
+		time.Sleep(time.Millisecond)
+	}
+	close(g.open)
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Errorf("jwt = %v", err)
+		}
+	}
+	if n := g.syncs.Load(); n != 1 {
+		t.Errorf("%d JWT-SVIDs of a new key led to %d syncs, want 1", calls, n)
 	}
 }
