@@ -937,7 +937,7 @@ func (s *Server) checkJWT(ctx context.Context, tok string, id spiffeid.ID, audie
 		if b != nil {
 			svid, err := jwtsvid.ParseAndValidate(tok, jwtbundle.NewSet(b.JWTBundle()), audience)
 			if err != nil && setAsk <= since && !b.HasJWTAuthority(jwtKeyID(tok)) {
-				if s.resync(ctx, since) == nil {
+				if s.resync(ctx) == nil {
 					continue
 				}
 			}
@@ -969,13 +969,13 @@ type resyncCall struct {
 	gone bool
 }
 
-// resync is a sync with the authority out of keepSync's turn, asked for
-// for a caller whose bundles are those of request since or earlier,
-// its answer taken as keepSync takes one. One under way is waited for
-// instead of asking again: the caller then looks at the bundles again,
-// and asks for its own only when they still lack what it needs and
-// were not asked for after since. nil when the sync was answered.
-func (s *Server) resync(ctx context.Context, since uint64) error {
+// resync is a sync with the authority out of keepSync's turn, its
+// answer taken as keepSync takes one. One under way is waited for
+// instead of asking again: its caller (checkJWT) then looks at the
+// bundles again, and asks for its own only when they still lack what it
+// needs and were asked for before its JWT-SVID was answered. nil when
+// the sync was answered.
+func (s *Server) resync(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		c := s.resyncing
