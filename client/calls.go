@@ -274,12 +274,17 @@ func (a *SVIDAnswer) ParseBundles() (map[spiffeid.TrustDomain]*spiffebundle.Bund
 }
 
 // ParseBundles parses a "bundles" object: trust domain → SPIFFE bundle.
+// Two names of one trust domain ("org-a.example" and
+// "spiffe://org-a.example") are refused: which bundle is meant?
 func ParseBundles(m map[string]json.RawMessage) (map[spiffeid.TrustDomain]*spiffebundle.Bundle, error) {
 	out := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
 	for name, doc := range m {
 		td, err := spiffeid.TrustDomainFromString(name)
 		if err != nil {
 			return nil, fmt.Errorf("client: bundles: %w", err)
+		}
+		if _, twice := out[td]; twice {
+			return nil, fmt.Errorf("client: bundles: trust domain %s is named twice", td)
 		}
 		b, err := spiffebundle.Parse(td, doc)
 		if err != nil {

@@ -221,6 +221,9 @@ func syncOf(td spiffeid.TrustDomain, ans *client.NodeSync) (*workload.Sync, erro
 		if err != nil {
 			return nil, fmt.Errorf("the sync's answer: %w", err)
 		}
+		if slices.ContainsFunc(out.Bundles, func(b *spiffebundle.Bundle) bool { return b.TrustDomain() == btd }) {
+			return nil, fmt.Errorf("the sync's answer names trust domain %s twice", btd)
+		}
 		b, _, err := federation.ParseBundle(btd, doc)
 		if err != nil {
 			return nil, fmt.Errorf("the sync's answer: the bundle of %s: %w", btd, err)

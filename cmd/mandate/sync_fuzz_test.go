@@ -29,6 +29,7 @@ func FuzzSyncAnswer(f *testing.F) {
 		`{"hosted":[],"refused":[{"spiffe_id":"spiffe://org-a.example/agent/b","type":"https://mandate.dev/problems/agent-not-registered","title":"Agent not registered","status":403,"detail":"x"}],"bundles":{"org-a.example":` + bundle + `,"org-b.example":` + bundle + `}}`,
 		`{"refused":[{"spiffe_id":"not an id"}],"bundles":{"org-a.example":` + bundle + `}}`,
 		`{"bundles":{"ORG-A.example":` + bundle + `}}`,
+		`{"bundles":{"org-a.example":` + bundle + `,"spiffe://org-a.example/x":` + bundle + `}}`,
 		`{"bundles":{"org-a.example":{"keys":[]}}}`,
 		`{"bundles":{"org-a.example":{"keys":[{"kty":"EC","use":"jwt-svid","kid":"k","crv":"P-256","x":"AA","y":"AA"}]}}}`,
 		`{"bundles":{}}`,
@@ -49,10 +50,15 @@ func FuzzSyncAnswer(f *testing.F) {
 		if !slices.ContainsFunc(sync.Bundles, func(b *spiffebundle.Bundle) bool { return b.TrustDomain() == own }) {
 			t.Fatalf("an answer without %s's bundle was taken", own)
 		}
+		seen := map[spiffeid.TrustDomain]bool{}
 		for _, b := range sync.Bundles {
 			if b.Empty() {
 				t.Fatalf("a bundle of %s without authorities was taken", b.TrustDomain())
 			}
+			if seen[b.TrustDomain()] {
+				t.Fatalf("two bundles of %s were taken", b.TrustDomain())
+			}
+			seen[b.TrustDomain()] = true
 		}
 		for id := range sync.Refused {
 			if id.IsZero() {
