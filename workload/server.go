@@ -95,7 +95,8 @@ const (
 	// its own bundle's refresh hint is shorter).
 	syncEvery = 30 * time.Second
 	// MaxIdentities bounds the identities one host serves: one sync
-	// asks about them all.
+	// asks about them all, and the authority answers a sync of at most
+	// as many (authority.MaxSyncIDs).
 	MaxIdentities = 256
 )
 

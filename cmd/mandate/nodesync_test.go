@@ -7,7 +7,6 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,11 +130,8 @@ func TestNodeSyncLeavesASupersededSVIDToTheRenewal(t *testing.T) {
 func TestNodeSyncLeavesAnUnknownTPMNodeToItsAttestation(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
-	ek := strings.TrimSpace(mustCLI(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--quiet"))
-	profile := mustCLI(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--pcrs", "0-7,16", "--profile", "edge-v1")
-	url := serveTrustingTPM(t, dir, ek, profile)
+	url := serveSensorOnTPM(t, dir)
 	agent := spiffeid.RequireFromString("spiffe://mandate.localhost/agent/sensor")
-	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", agent.String(), "--node-id", "spiffe://mandate.localhost/node/tpm/"+ek)
 	var backup struct{ Dir string }
 	if err := json.Unmarshal([]byte(mustCLI(t, url, dir, "admin", "backup", "create")), &backup); err != nil || backup.Dir == "" {
 		t.Fatalf("the backup's dir: %v", err)

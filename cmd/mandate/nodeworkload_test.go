@@ -265,15 +265,24 @@ func TestNodeRunRemovesTheSocketWhenItStopsAtOnce(t *testing.T) {
 	}
 }
 
+// serveSensorOnTPM starts mandate serve in dir trusting the TPM
+// simulator's ECC EK in the profile of its current PCRs, and registers
+// the agent sensor on the node that EK makes; it returns the server's URL.
+func serveSensorOnTPM(t *testing.T, dir string) string {
+	t.Helper()
+	ek := strings.TrimSpace(mustCLI(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--quiet"))
+	profile := mustCLI(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--pcrs", "0-7,16", "--profile", "edge-v1")
+	url := serveTrustingTPM(t, dir, ek, profile)
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/sensor", "--node-id", "spiffe://mandate.localhost/node/tpm/"+ek)
+	return url
+}
+
 // node run --tpm serves the Workload API too, with the credential its
 // attestation obtains.
 func TestNodeRunTPMServesTheWorkloadAPI(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
-	ek := strings.TrimSpace(mustCLI(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--quiet"))
-	profile := mustCLI(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--pcrs", "0-7,16", "--profile", "edge-v1")
-	url := serveTrustingTPM(t, dir, ek, profile)
-	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/sensor", "--node-id", "spiffe://mandate.localhost/node/tpm/"+ek)
+	url := serveSensorOnTPM(t, dir)
 
 	sock := filepath.Join(dir, "workload.sock")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
