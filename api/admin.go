@@ -153,8 +153,26 @@ func (s *Server) banNode(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Reason string `json:"reason"`
 	}
+	s.onNode(w, r, &req, func(id string) (*registry.Node, error) {
+		return s.a.BanNode(r.Context(), callerOf(r), id, req.Reason)
+	})
+}
+
+func (s *Server) evictNode(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Reason  string `json:"reason"`
+		LiftBan bool   `json:"lift_ban"`
+	}
+	s.onNode(w, r, &req, func(id string) (*registry.Node, error) {
+		return s.a.EvictNode(r.Context(), callerOf(r), id, req.Reason, req.LiftBan)
+	})
+}
+
+// onNode answers an admin's action on the node named by the path, whose
+// body (req) is optional, with the node record do returns.
+func (s *Server) onNode(w http.ResponseWriter, r *http.Request, req any, do func(id string) (*registry.Node, error)) {
 	if r.ContentLength != 0 {
-		if err := decodeJSON(r, &req); err != nil {
+		if err := decodeJSON(r, req); err != nil {
 			writeError(w, r, s.log, err)
 			return
 		}
@@ -164,7 +182,7 @@ func (s *Server) banNode(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	out, err := s.a.BanNode(r.Context(), callerOf(r), id, req.Reason)
+	out, err := do(id)
 	answer(w, r, s, http.StatusOK, out, err)
 }
 

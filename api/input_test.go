@@ -131,6 +131,7 @@ func TestBadInputGetsAProblem(t *testing.T) {
 		{"duplicate agent", admin, "POST", "/v1/admin/agents", "application/json", mustJSON(t, map[string]string{"spiffe_id": agentID}), 409, "already-exists"},
 		{"unknown agent", admin, "GET", "/v1/admin/agents/nope", "", "", 404, "not-found"},
 		{"ban unknown node", admin, "POST", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/x") + "/ban", "application/json", `{}`, 404, "not-found"},
+		{"evict unknown node", admin, "POST", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/x") + "/evict", "application/json", `{}`, 404, "not-found"},
 		{"unknown path", public, "GET", "/v1/nope", "", "", 404, "not-found"},
 		// A path not in clean form is not redirected (text/html) to its
 		// cleaned form: it names no endpoint.

@@ -84,6 +84,7 @@ var problemTable = []problemKind{
 	{policy.ErrBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{registry.ErrBanned, http.StatusForbidden, "node-banned", "Node is banned"},
 	{registry.ErrNodeDrifted, http.StatusForbidden, "node-drifted", "Node failed re-attestation"},
+	{registry.ErrBanStands, http.StatusConflict, "node-ban-stands", "Node is banned"},
 	{registry.ErrNotHosted, http.StatusForbidden, "agent-not-allowed-on-node", "Agent not allowed on this node"},
 	{registry.ErrAlreadyExists, http.StatusConflict, "already-exists", "Already exists"},
 	{authority.ErrPreconditionFailed, http.StatusPreconditionFailed, "precondition-failed", "Precondition failed"},

@@ -48,6 +48,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("DELETE /v1/admin/agents/{id}", s.deleteAgent)
 	handle("GET /v1/admin/nodes", s.listNodes)
 	handle("POST /v1/admin/nodes/{id}/ban", s.banNode)
+	handle("POST /v1/admin/nodes/{id}/evict", s.evictNode)
 	handle("POST /v1/admin/federations", s.addFederation)
 	handle("GET /v1/admin/federations", s.listFederations)
 	handle("DELETE /v1/admin/federations/{td}", s.deleteFederation)

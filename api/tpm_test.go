@@ -1295,3 +1295,63 @@ func TestTPMRefusalRecordsAreBounded(t *testing.T) {
 		})
 	}
 }
+
+// An evicted TPM node is attested no more: its renewal through
+// /v1/svid/x509 and its agents' SVIDs are refused (node-not-attested),
+// until it attests again, which it may, with its old SVID as caller (its
+// node run's renewal). A banned node is evicted only with lift_ban
+// (409 node-ban-stands before), and then attests again unbanned. Each
+// eviction is logged with its reason and whether it lifted a ban.
+func TestEvictedTPMNodeAttestsAgain(t *testing.T) {
+	te, node, nodeClient := attestedECCNode(t, 61)
+	agent := te.registerAgent("edge-worker", node.id)
+	te.agentSVID(node, agent)
+	id := node.id.String()
+
+	got, err := te.admin.EvictNode(ctxT(t), id, "host replaced", false)
+	if err != nil || got.SPIFFEID != id {
+		t.Fatalf("evict = %+v, %v", got, err)
+	}
+	if nodes, err := te.admin.ListNodes(ctxT(t)); err != nil || len(nodes) != 0 {
+		t.Fatalf("nodes after the eviction: %+v, %v; want none", nodes, err)
+	}
+	key, _, _ := client.NewKeyAndCSR()
+	acsr, _ := client.CSRFor(key, spiffeid.RequireFromString(agent))
+	if _, err := nodeClient.X509SVID(ctxT(t), agent, acsr); problemName(err) != "node-not-attested" {
+		t.Fatalf("agent SVID through an evicted node = %v, want node-not-attested", err)
+	}
+	if _, err := te.admin.EvictNode(ctxT(t), id, "again", false); problemName(err) != "not-found" {
+		t.Fatalf("evict an evicted node = %v, want not-found", err)
+	}
+
+	again, err := te.attest(nodeClient, nil)
+	if err != nil || again.id != node.id {
+		t.Fatalf("attest again after the eviction: %v, %v", again.id, err)
+	}
+	te.agentSVID(again, agent)
+
+	if _, err := te.admin.BanNode(ctxT(t), id, "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.admin.EvictNode(ctxT(t), id, "", false); problemName(err) != "node-ban-stands" {
+		t.Fatalf("evict a banned node without lift_ban = %v, want node-ban-stands", err)
+	}
+	if _, err := te.attest(nil, nil); problemName(err) != "node-banned" {
+		t.Fatalf("attest after the refused eviction = %v, want node-banned", err)
+	}
+	if got, err := te.admin.EvictNode(ctxT(t), id, "found again", true); err != nil || !got.Banned {
+		t.Fatalf("evict with lift_ban = %+v, %v; want the banned record", got, err)
+	}
+	back, err := te.attest(nil, nil)
+	if err != nil {
+		t.Fatalf("attest after the ban was lifted: %v", err)
+	}
+	te.agentSVID(back, agent)
+
+	entries := te.auditOf("node.evicted", id)
+	if len(entries) != 2 || entries[0]["reason"] != "host replaced" || entries[0]["ban_lifted"] != nil ||
+		entries[1]["reason"] != "found again" || entries[1]["ban_lifted"] != true || entries[1]["ban_reason"] != "stolen" ||
+		entries[0]["attestation_method"] != "tpm" || entries[0]["svid_serial"] != node.chain[0].SerialNumber.Text(16) {
+		t.Fatalf("node.evicted entries = %v", entries)
+	}
+}

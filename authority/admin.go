@@ -1,7 +1,9 @@
 package authority
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -283,22 +285,12 @@ func listPage[T any](ctx context.Context, a *Authority, c *Caller, page Page, li
 
 // BanNode bans a node: it and the agents it hosts get no more credentials.
 func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason string) (*registry.Node, error) {
-	if err := a.require(c, RoleAdmin); err != nil {
-		return nil, err
-	}
 	a.changeMu.Lock()
 	defer a.changeMu.Unlock()
-	if len(reason) > registry.MaxStringLen || !delegation.IsPlainText(reason) {
-		return nil, fmt.Errorf("%w: reason is at most %d bytes of text (no invalid UTF-8, no control or format characters)", ErrInvalidRequest, registry.MaxStringLen)
-	}
 	// The ban that will stand: this one, or one made before (only bans
-	// change it, and they hold changeMu).
-	var n *registry.Node
-	if err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		n, err = registry.GetNode(tx, nodeID)
-		return err
-	}); err != nil {
+	// and evictions change it, and they hold changeMu).
+	n, err := a.nodeToChange(ctx, c, nodeID, reason)
+	if err != nil {
 		return nil, err
 	}
 	now := a.now().UTC()
@@ -311,7 +303,7 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 	if err := a.recordable(ev, ErrInvalidRequest); err != nil {
 		return nil, err
 	}
-	_, err := a.recordWith(ctx, ev, func(tx store.Tx) (err error) {
+	_, err = a.recordWith(ctx, ev, func(tx store.Tx) (err error) {
 		n, _, err = registry.BanNode(tx, nodeID, reason, now)
 		return err
 	})
@@ -320,6 +312,91 @@ func (a *Authority) BanNode(ctx context.Context, c *Caller, nodeID, reason strin
 		return nil, err
 	}
 	a.log.WarnContext(ctx, "node banned", "spiffe_id", nodeID, "reason", reason, "by", c.ID.String())
+	return n, nil
+}
+
+// nodeToChange is node nodeID's record, read for an admin's change of
+// it (c the admin) asked with reason; the caller holds changeMu.
+func (a *Authority) nodeToChange(ctx context.Context, c *Caller, nodeID, reason string) (*registry.Node, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	if err := optionalReason(reason); err != nil {
+		return nil, err
+	}
+	var n *registry.Node
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = registry.GetNode(tx, nodeID)
+		return err
+	})
+	return n, err
+}
+
+// optionalReason refuses a reason, which may be empty, that is not text
+// of at most registry.MaxStringLen bytes.
+func optionalReason(reason string) error {
+	if len(reason) > registry.MaxStringLen || !delegation.IsPlainText(reason) {
+		return fmt.Errorf("%w: reason is at most %d bytes of text (no invalid UTF-8, no control or format characters)", ErrInvalidRequest, registry.MaxStringLen)
+	}
+	return nil
+}
+
+// EvictNode removes a node's record (registry.EvictNode): the node and
+// the agents it hosts get no more credentials until it attests again. A
+// TPM node attests again at its next renewal; a join-token node cannot
+// (its token is spent), and its node run stops. A banned node is
+// evicted only with liftBan: its ban goes with its record, and a TPM
+// node then attests again. Certificates already issued stay valid until
+// they expire. The record as it was is logged (node.evicted) and
+// returned; one changed (renewed, say) between its reading and its
+// removal is ErrChangedMeanwhile.
+func (a *Authority) EvictNode(ctx context.Context, c *Caller, nodeID, reason string, liftBan bool) (*registry.Node, error) {
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
+	n, err := a.nodeToChange(ctx, c, nodeID, reason)
+	if err != nil {
+		return nil, err
+	}
+	if n.Banned && !liftBan {
+		return nil, fmt.Errorf("%w: %s, banned %s; evict it with lift_ban to let it attest again", registry.ErrBanStands, nodeID, n.BannedAt.UTC().Format(time.RFC3339))
+	}
+	was, err := json.Marshal(n)
+	if err != nil {
+		return nil, err
+	}
+	d := map[string]any{
+		"reason": reason, "attestation_method": n.AttestationMethod, "level": n.Level,
+		"attested_at": n.AttestedAt.UTC(), "svid_serial": n.SVIDSerial, "svid_expires_at": n.SVIDExpiresAt.UTC(),
+	}
+	if n.Banned {
+		d["ban_lifted"], d["ban_reason"], d["banned_at"] = true, n.BanReason, n.BannedAt.UTC()
+	}
+	if n.Drifted {
+		d["drifted"] = true
+	}
+	ev := event{typ: "node.evicted", actor: actorOf(c), subject: nodeID, details: d}
+	if err := a.recordable(ev, ErrInvalidRequest); err != nil {
+		return nil, err
+	}
+	_, err = a.recordWith(ctx, ev, func(tx store.Tx) error {
+		cur, err := registry.GetNode(tx, nodeID)
+		if err != nil {
+			return err
+		}
+		if now, err := json.Marshal(cur); err != nil {
+			return err
+		} else if !bytes.Equal(now, was) {
+			return fmt.Errorf("%w: %s renewed, attested or was banned while it was evicted: ask again", ErrChangedMeanwhile, nodeID)
+		}
+		_, err = registry.EvictNode(tx, nodeID, liftBan)
+		return err
+	})
+	a.nodeChanged(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	a.log.WarnContext(ctx, "node evicted", "spiffe_id", nodeID, "reason", reason, "ban_lifted", n.Banned, "by", c.ID.String())
 	return n, nil
 }
 

@@ -2,6 +2,7 @@ package authority
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -713,5 +714,53 @@ func TestAdminKeyMalformedIsNamed(t *testing.T) {
 			strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "czNjcjN0") {
 			t.Errorf("WriteAdminCredential over a key file holding %q = %v; want an error naming %s and saying to remove it, without its content", content, err, p.Key)
 		}
+	}
+}
+
+// Evicting a node is for admins, with a reason that is text; a node
+// renewed between the eviction's reading of its record and its commit is
+// not evicted (the entry would log a record other than the one removed):
+// the eviction is refused, to be asked again, and nothing is logged.
+func TestEvictNodeRefusals(t *testing.T) {
+	holdRecords(t)
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	node := putNode(t, a, "n1")
+	if _, err := a.EvictNode(ctx, &Caller{ID: spiffeid.RequireFromString(node)}, node, "", false); !errors.Is(err, ErrForbidden) {
+		t.Errorf("EvictNode by the node = %v, want ErrForbidden", err)
+	}
+	if _, err := a.EvictNode(ctx, admin, node, "x\u202ey", false); !errors.Is(err, ErrInvalidRequest) {
+		t.Errorf("EvictNode(a reason with a format character) = %v, want ErrInvalidRequest", err)
+	}
+	renew := func() {
+		if err := a.store.Update(ctx, func(tx store.Tx) error {
+			n, err := registry.GetNode(tx, node)
+			if err != nil {
+				return err
+			}
+			n.PrevSVIDSerial, n.SVIDSerial = n.SVIDSerial, "02"
+			return registry.PutNode(tx, n)
+		}); err != nil {
+			t.Error(err)
+		}
+	}
+	err := whileHeld(ctx, func(ctx context.Context) error {
+		_, err := a.EvictNode(ctx, admin, node, "gone", false)
+		return err
+	}, renew)
+	if !errors.Is(err, ErrChangedMeanwhile) {
+		t.Fatalf("EvictNode of a node renewed meanwhile = %v, want ErrChangedMeanwhile", err)
+	}
+	if n, _, err := a.ListNodes(ctx, admin, Page{}); err != nil || len(n) != 1 || n[0].SVIDSerial != "02" {
+		t.Fatalf("nodes after the refused eviction: %+v, %v; want the renewed record", n, err)
+	}
+	if n := entriesOf(t, a, "node.evicted"); n != 0 {
+		t.Fatalf("%d node.evicted entries after refusals only", n)
+	}
+	if _, err := a.EvictNode(ctx, admin, node, "gone", false); err != nil {
+		t.Fatalf("EvictNode asked again: %v", err)
+	}
+	if n := entriesOf(t, a, "node.evicted"); n != 1 {
+		t.Fatalf("%d node.evicted entries after one eviction, want 1", n)
 	}
 }

@@ -203,6 +203,15 @@ func (c *Client) BanNode(ctx context.Context, nodeID, reason string) (*Node, err
 	return out, c.Do(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(nodeID)+"/ban", map[string]string{"reason": reason}, out)
 }
 
+// EvictNode removes a node's record, so that it is attested no more (a
+// TPM node may attest again), and returns the record removed. A banned
+// node is evicted only with liftBan.
+func (c *Client) EvictNode(ctx context.Context, nodeID, reason string, liftBan bool) (*Node, error) {
+	out := new(Node)
+	body := map[string]any{"reason": reason, "lift_ban": liftBan}
+	return out, c.Do(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(nodeID)+"/evict", body, out)
+}
+
 // Federation is a federation relationship.
 type Federation struct {
 	TrustDomain       string          `json:"trust_domain"`

@@ -22,6 +22,11 @@ var ErrBanned = errors.New("registry: node is banned")
 // measured state (PCRs) no longer matching an allowed profile.
 var ErrNodeDrifted = errors.New("registry: node failed re-attestation")
 
+// ErrBanStands is returned when the record of a banned node would be
+// removed without lifting its ban: without the record, a TPM node could
+// attest again.
+var ErrBanStands = errors.New("registry: node is banned: evicting it lifts the ban")
+
 // ErrNotHosted is returned when an agent may not run on a node.
 var ErrNotHosted = errors.New("registry: agent is not allowed on this node")
 
@@ -127,6 +132,21 @@ func BanNode(tx store.Tx, spiffeID, reason string, now time.Time) (n *Node, bann
 		return nil, false, err
 	}
 	return n, true, nil
+}
+
+// EvictNode removes node spiffeID's record and returns it: the node is
+// attested no more. A TPM node may attest again; a join-token node never
+// can (its token is spent). A banned node's record, whose ban keeps it
+// from attesting again, is removed only with liftBan (ErrBanStands).
+func EvictNode(tx store.Tx, spiffeID string, liftBan bool) (*Node, error) {
+	n, err := GetNode(tx, spiffeID)
+	if err != nil {
+		return nil, err
+	}
+	if n.Banned && !liftBan {
+		return nil, fmt.Errorf("%w: %s (banned %s: %q)", ErrBanStands, spiffeID, n.BannedAt.UTC().Format(time.RFC3339), n.BanReason)
+	}
+	return n, tx.Delete(BucketNodes, []byte(spiffeID))
 }
 
 // CheckHosting reports whether agent a may receive credentials on node n:

@@ -161,6 +161,55 @@ func TestPutNodeKeepsBan(t *testing.T) {
 	}
 }
 
+// Evicting a node removes its record; a banned node's only when its ban
+// is lifted with it, and then a record put again is not banned.
+func TestEvictNode(t *testing.T) {
+	s := bolttest.Open(t)
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	const nodeB = "spiffe://example.org/node/join/bbbb"
+	putNode(t, s, &registry.Node{SPIFFEID: nodeA, AttestedAt: t0, SVIDSerial: "1"})
+	putNode(t, s, &registry.Node{SPIFFEID: nodeB, AttestedAt: t0})
+	evict := func(id string, liftBan bool) (*registry.Node, error) {
+		var n *registry.Node
+		err := update(t, s, func(tx store.Tx) error {
+			var err error
+			n, err = registry.EvictNode(tx, id, liftBan)
+			return err
+		})
+		return n, err
+	}
+	absent := func(id string) bool {
+		var err error
+		view(t, s, func(tx store.Tx) error { _, err = registry.GetNode(tx, id); return nil })
+		return errors.Is(err, registry.ErrNotFound)
+	}
+
+	if n, err := evict(nodeA, false); err != nil || n.SVIDSerial != "1" || !absent(nodeA) {
+		t.Fatalf("EvictNode(%s) = %+v, %v; want the record returned and gone", nodeA, n, err)
+	}
+	if _, err := evict(nodeA, false); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("EvictNode(evicted) = %v, want ErrNotFound", err)
+	}
+
+	if err := update(t, s, func(tx store.Tx) error {
+		_, _, err := registry.BanNode(tx, nodeB, "stolen", t0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := evict(nodeB, false); !errors.Is(err, registry.ErrBanStands) || errors.Is(err, registry.ErrBanned) || absent(nodeB) {
+		t.Fatalf("EvictNode(banned) = %v (record gone: %v), want ErrBanStands and the record kept", err, absent(nodeB))
+	}
+	if n, err := evict(nodeB, true); err != nil || !n.Banned || !absent(nodeB) {
+		t.Fatalf("EvictNode(banned, lift the ban) = %+v, %v; want the banned record returned and gone", n, err)
+	}
+	re := &registry.Node{SPIFFEID: nodeB, AttestedAt: t0.Add(time.Hour)}
+	putNode(t, s, re)
+	if got := getNode(t, s, nodeB); got.Banned || re.Banned {
+		t.Errorf("node attested again after its ban was lifted = %+v, want it unbanned", got)
+	}
+}
+
 func TestCheckHosting(t *testing.T) {
 	const nodeB = "spiffe://example.org/node/join/bbbb"
 	agent := func(nodes, sels []string) *registry.Agent {

@@ -29,6 +29,10 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
   agent update ID (same flags as create; replaces the registration)
   agent list | agent show ID | agent delete ID
   node list | node ban NODE_SPIFFE_ID [--reason R]
+  node evict NODE_SPIFFE_ID [--reason R] [--lift-ban]
+                                      remove a node's record: it gets nothing more until
+                                      it attests again (a TPM node does at its next
+                                      renewal; a join-token node cannot: its node run stops)
   federation add --trust-domain TD --url URL [--profile https_spiffe|https_web]
                  [--endpoint-spiffe-id ID] [--bundle-file FILE]
   federation list | federation delete TD
@@ -54,6 +58,7 @@ Answers are printed as JSON.
 // adminOperands names the operand of the admin commands that take one.
 var adminOperands = map[string]string{
 	"join-token withdraw": "TOKEN_ID", "agent update": "ID", "agent show": "ID", "agent delete": "ID", "node ban": "NODE_SPIFFE_ID",
+	"node evict":        "NODE_SPIFFE_ID",
 	"federation delete": "TD", "revoke delegation": "DELEGATION_ID", "revoke spiffe-id": "SPIFFE_ID",
 	"ca revoke": "ID",
 }
@@ -78,7 +83,12 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"join-token create": adminJoinToken, "join-token withdraw": adminJoinTokenWithdraw,
 		"agent create": adminAgentCreate, "agent update": adminAgentUpdate,
 		"agent list": adminAgentList, "agent show": adminAgentShow, "agent delete": adminAgentDelete,
-		"node list": adminNodeList, "node ban": adminNodeBan,
+		"node list": adminNodeList, "node ban": adminNode(func(ctx context.Context, c *client.Client, id string) (*client.Node, error) {
+			return c.BanNode(ctx, id, adminFlags.reason)
+		}),
+		"node evict": adminNode(func(ctx context.Context, c *client.Client, id string) (*client.Node, error) {
+			return c.EvictNode(ctx, id, adminFlags.reason, adminFlags.liftBan)
+		}),
 		"federation add": adminFedAdd, "federation list": adminFedList, "federation delete": adminFedDelete,
 		"revoke delegation": adminRevoke("delegation_id"), "revoke spiffe-id": adminRevoke("spiffe_id"),
 		"revoke list": adminRevokeList, "backup create": adminBackupCreate,
@@ -145,7 +155,7 @@ type adminFlagValues struct {
 	operator, modelProvider, model, respParty string
 	reason, trustDomain, url, profile, epID   string
 	bundleFile, kind                          string
-	immediately, force                        bool
+	immediately, force, liftBan               bool
 }
 
 var adminFlags adminFlagValues
@@ -170,6 +180,9 @@ func adminFlagSpec(cmd string, fs *flag.FlagSet) {
 		fs.BoolVar(&f.requireHardware, "require-hardware-attestation", false, "admit only TPM-attested hosting nodes")
 	case "node ban":
 		fs.StringVar(&f.reason, "reason", "", "why the node is banned")
+	case "node evict":
+		fs.StringVar(&f.reason, "reason", "", "why the node is evicted (recorded)")
+		fs.BoolVar(&f.liftBan, "lift-ban", false, "evict a banned node too, lifting its ban: a TPM node may then attest again")
 	case "revoke delegation", "revoke spiffe-id":
 		fs.StringVar(&f.reason, "reason", "", "why (required; recorded)")
 	case "ca revoke":
@@ -361,20 +374,24 @@ func adminNodeList(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.
 	return printJSON(stdout, map[string]any{"nodes": out})
 }
 
-func adminNodeBan(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
-	id, err := oneArg(args, "the node's SPIFFE ID")
-	if err != nil {
-		return err
+// adminNode is an admin command acting on the node its operand names
+// with call, printing the node record it answers.
+func adminNode(call func(context.Context, *client.Client, string) (*client.Node, error)) adminCmd {
+	return func(ctx context.Context, dial dialFunc, args []string, stdout, _ io.Writer) error {
+		id, err := oneArg(args, "the node's SPIFFE ID")
+		if err != nil {
+			return err
+		}
+		c, err := dial()
+		if err != nil {
+			return err
+		}
+		out, err := call(ctx, c, id)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, out)
 	}
-	c, err := dial()
-	if err != nil {
-		return err
-	}
-	out, err := c.BanNode(ctx, id, adminFlags.reason)
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, out)
 }
 
 func adminRevokeList(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {

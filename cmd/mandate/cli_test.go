@@ -994,6 +994,23 @@ func TestCLINodeRunRenewsAJoinNode(t *testing.T) {
 	if err := run(banned, []string{"node", "run"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "node-banned") || banned.Err() != nil {
 		t.Errorf("node run of a banned node = %v, want it stopped at once, naming the ban", err)
 	}
+	// Evicted (its ban lifted with it: refused without --lift-ban), a
+	// join-token node can never attest again: node run stops at once.
+	nodeID := after[0].URIs[0].String()
+	if _, err := cli(t, url, dir, "admin", "node", "evict", nodeID); err == nil || !strings.Contains(err.Error(), "node-ban-stands") {
+		t.Errorf("node evict of a banned node without --lift-ban = %v, want node-ban-stands", err)
+	}
+	if out, err := cli(t, url, dir, "admin", "node", "evict", nodeID, "--lift-ban", "--reason", "host retired"); err != nil || !strings.Contains(out, `"ban_reason": "stolen"`) {
+		t.Errorf("node evict --lift-ban = %q, %v; want the record removed printed", out, err)
+	}
+	if out, err := cli(t, url, dir, "admin", "node", "list"); err != nil || strings.Contains(out, nodeID) {
+		t.Errorf("node list after the eviction = %q, %v; want the node gone", out, err)
+	}
+	evicted, cancelEvicted := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelEvicted()
+	if err := run(evicted, []string{"node", "run"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "node-not-attested") || evicted.Err() != nil {
+		t.Errorf("node run of an evicted node = %v, want it stopped at once, saying it is not attested", err)
+	}
 }
 
 // A duration flag given a bare number (SPIFFE's tools take seconds) or
