@@ -46,7 +46,8 @@ const nodeUsage = `Usage:
                                             synced with the authority every 30 s, or at the bundle's
                                             refresh hint when shorter (agents deleted are served no
                                             more; federations and keys added reach the workloads; a
-                                            node banned stops node run)
+                                            node banned stops node run; a TPM node the authority
+                                            no longer knows, evicted, attests again)
   mandate node ek --tpm PATH [flags]        print the EK digest (for attestation.tpm.ek_allowlist)
   mandate node pcrs --tpm PATH [flags]      print the current PCRs as a pcr_profiles entry
 
@@ -390,7 +391,7 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 			wait = max(wait, minRenewalWait)
 			fmt.Fprintf(stderr, "%s renewed %s; next renewal in %s\n", time.Now().UTC().Format(time.RFC3339), id, wait.Round(time.Second))
 		}
-		if !sleep(ctx, wait, time.Now, wallPoll) {
+		if goOn, _ := sleep(ctx, wait, time.Now, wallPoll, nil); !goOn {
 			return nil
 		}
 	}
@@ -422,12 +423,13 @@ func joinNodeCredential(out string) ([]*x509.Certificate, spiffeid.ID, error) {
 const wallPoll = time.Minute
 
 // sleep waits d, or less if the wall clock (now) passes d from when it
-// began first, reading it every poll; it reports false if ctx ended
+// began first, reading it every poll, or until a receive from wake (nil:
+// never), which it reports (woken); it reports false if ctx ended
 // first. Go's timers count no time while the host is suspended: a
 // renewal timed by one alone would come that much later after a resume,
 // perhaps after the credential expired (the wall clock had counted
 // it); and a clock stepped forward brings expiries closer.
-func sleep(ctx context.Context, d time.Duration, now func() time.Time, poll time.Duration) bool {
+func sleep(ctx context.Context, d time.Duration, now func() time.Time, poll time.Duration, wake <-chan struct{}) (goOn, woken bool) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	tick := time.NewTicker(poll)
@@ -436,12 +438,14 @@ func sleep(ctx context.Context, d time.Duration, now func() time.Time, poll time
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return false, false
 		case <-t.C:
-			return true
+			return true, false
+		case <-wake:
+			return true, true
 		case <-tick.C:
 			if !now().Round(0).Before(end) {
-				return true
+				return true, false
 			}
 		}
 	}

@@ -261,7 +261,7 @@ func TestSleepFollowsTheWallClock(t *testing.T) {
 				reads++
 				return tc.wall(reads - 1)
 			}
-			if got := sleep(ctx, tc.d, now, time.Millisecond); got != tc.want {
+			if got, woken := sleep(ctx, tc.d, now, time.Millisecond, nil); got != tc.want || woken {
 				t.Errorf("sleep = %v, want %v", got, tc.want)
 			}
 		})

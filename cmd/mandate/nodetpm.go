@@ -177,18 +177,29 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 	own := &ownEK{ek: ek, path: "/node/" + attest.MethodTPM + "/" + ek.SHA256Hex(), typ: tf.ek}
 	if !loop {
-		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, false, quiet, stdout, stderr)
+		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, false, quiet, stdout, stderr, nil)
 	}
-	wf.attests = true
+	wf.attests, wf.unknown = true, make(chan struct{}, 1)
 	return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context, stderr io.Writer) error {
-		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, true, false, stdout, stderr)
+		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, true, false, stdout, stderr, wf.unknown)
 	})
 }
 
-// attestLoop attests the node once (loop false), or until ctx ends.
-func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte, own *ownEK, loop, quiet bool, stdout, stderr io.Writer) error {
+// attestLoop attests the node once (loop false), or until ctx ends; a
+// receive from unknown (the Workload API's sync was told the authority
+// does not know the node: evicted, or restored from an older backup)
+// has it attest again at once.
+func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte, own *ownEK, loop, quiet bool, stdout, stderr io.Writer, unknown <-chan struct{}) error {
 	for {
 		ans, renewal, err := attestOnce(ctx, dev, cf, out, ekCert, own)
+		if err == nil {
+			// A sync answered before this attestation says nothing of
+			// the node now.
+			select {
+			case <-unknown:
+			default:
+			}
+		}
 		if !loop {
 			if err != nil {
 				return err
@@ -216,8 +227,12 @@ func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 			wait = max(renewalWait(ans), minRenewalWait)
 			fmt.Fprintf(stderr, "%s attested %s (renewal %v); next quote in %s\n", time.Now().UTC().Format(time.RFC3339), ans.SPIFFEID, renewal, wait.Round(time.Second))
 		}
-		if !sleep(ctx, wait, time.Now, wallPoll) {
+		goOn, woken := sleep(ctx, wait, time.Now, wallPoll, unknown)
+		if !goOn {
 			return nil
+		}
+		if woken {
+			fmt.Fprintf(stderr, "%s the authority does not know this node (evicted, or restored from a backup older than its attestation): attesting again now\n", time.Now().UTC().Format(time.RFC3339))
 		}
 	}
 }

@@ -22,9 +22,12 @@ import (
 
 // serveTrustingTPM starts `mandate serve` in dir, trusting the EK ek (on
 // its allowlist) in the PCR profile printed by `node pcrs` (edge-v1).
-func serveTrustingTPM(t *testing.T, dir, ek, profile string) string {
+func serveTrustingTPM(t *testing.T, dir, ek, profile string, more ...string) string {
 	t.Helper()
 	var cfg strings.Builder
+	for _, m := range more { // more of the config file: top-level keys
+		cfg.WriteString(m + "\n")
+	}
 	cfg.WriteString("attestation:\n  tpm:\n    ek_allowlist: [" + ek + "]\n    allowed_profiles: [edge-v1]\n    pcr_profiles:\n")
 	for _, line := range strings.Split(strings.TrimSpace(profile), "\n") {
 		cfg.WriteString("      " + line + "\n")

@@ -28,8 +28,11 @@ type workloadFlags struct {
 	socket  string
 	entries []workload.Entry
 	// attests is a TPM node's node run: its credential comes from its
-	// attestations, not from renewals.
+	// attestations, not from renewals. unknown, then, is sent to
+	// (without blocking) when a sync is refused as node-not-attested:
+	// the node should attest again.
 	attests bool
+	unknown chan struct{}
 }
 
 func (w *workloadFlags) register(fs *flag.FlagSet) {
@@ -65,7 +68,7 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	stderr = &lineWriter{w: stderr}
 	cf.creds = out
 	cf.missing = "give --out, the node's credential directory"
-	srv, err := workload.New(w.entries, &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: w.attests}, slog.New(slog.NewTextHandler(stderr, nil)))
+	srv, err := workload.New(w.entries, &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: w.attests, unknown: w.unknown}, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		return err
 	}
@@ -122,8 +125,11 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 // a client with it, read anew for each request (node run renews it).
 type nodeIssuer struct {
 	dial func() (*client.Client, error)
-	// attests is a TPM node, attested again at each renewal.
+	// attests is a TPM node, attested again at each renewal; unknown,
+	// if not nil, is told (without blocking) when the authority does
+	// not know it, so that it attests again then.
 	attests bool
+	unknown chan<- struct{}
 }
 
 func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
@@ -194,8 +200,15 @@ func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Syn
 	}
 	defer c.CloseIdle()
 	ans, err := c.SyncNode(ctx, ids)
-	if p := (*client.Problem)(nil); errors.As(err, &p) && n.refusedForGood(p) {
+	var p *client.Problem
+	switch {
+	case errors.As(err, &p) && n.refusedForGood(p):
 		return nil, fmt.Errorf("%w: %w", workload.ErrNodeRefused, err)
+	case p != nil && p.Name() == "node-not-attested" && n.unknown != nil:
+		select {
+		case n.unknown <- struct{}{}:
+		default: // told already
+		}
 	}
 	if err != nil {
 		return nil, err

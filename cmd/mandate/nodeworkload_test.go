@@ -268,11 +268,11 @@ func TestNodeRunRemovesTheSocketWhenItStopsAtOnce(t *testing.T) {
 // serveSensorOnTPM starts mandate serve in dir trusting the TPM
 // simulator's ECC EK in the profile of its current PCRs, and registers
 // the agent sensor on the node that EK makes; it returns the server's URL.
-func serveSensorOnTPM(t *testing.T, dir string) string {
+func serveSensorOnTPM(t *testing.T, dir string, more ...string) string {
 	t.Helper()
 	ek := strings.TrimSpace(mustCLI(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--quiet"))
 	profile := mustCLI(t, "", dir, "node", "pcrs", "--tpm", "simulator", "--pcrs", "0-7,16", "--profile", "edge-v1")
-	url := serveTrustingTPM(t, dir, ek, profile)
+	url := serveTrustingTPM(t, dir, ek, profile, more...)
 	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/sensor", "--node-id", "spiffe://mandate.localhost/node/tpm/"+ek)
 	return url
 }
@@ -454,5 +454,63 @@ func TestNodeIssuerSyncRefusesWhatIsNotTheAuthoritysBundle(t *testing.T) {
 				t.Errorf("the bundle's refresh hint = %v, %v; want at least an hour", hint, ok)
 			}
 		})
+	}
+}
+
+// A TPM node evicted (or that an authority restored from an older backup
+// does not know) attests again at its next sync, not at its next
+// renewal: its workloads are served again within seconds.
+func TestNodeRunTPMAttestsAgainOnceUnknown(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	url := serveSensorOnTPM(t, dir, "federation:\n  bundle_refresh_hint: 1s")
+	sock := filepath.Join(dir, "workload.sock")
+	addr := workloadapi.WithAddr("unix://" + sock)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t.Setenv("MANDATE_SERVER", url)
+	errOut, done := nodeRun(ctx, "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
+		"--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/sensor")
+	for {
+		if _, err := workloadapi.FetchX509SVID(ctx, addr); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("FetchX509SVID = %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var nodes struct {
+		Nodes []struct {
+			SPIFFEID   string    `json:"spiffe_id"`
+			AttestedAt time.Time `json:"attested_at"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, url, dir, "admin", "node", "list")), &nodes); err != nil || len(nodes.Nodes) != 1 {
+		t.Fatalf("node list: %+v, %v", nodes, err)
+	}
+	first := nodes.Nodes[0]
+	mustCLI(t, url, dir, "admin", "node", "evict", first.SPIFFEID, "--reason", "test")
+	for {
+		nodes.Nodes = nil
+		if err := json.Unmarshal([]byte(mustCLI(t, url, dir, "admin", "node", "list")), &nodes); err != nil {
+			t.Fatal(err)
+		}
+		if len(nodes.Nodes) == 1 && nodes.Nodes[0].AttestedAt.After(first.AttestedAt) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("node run --tpm did not attest again after its eviction:\n%s", errOut.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(errOut.String(), "attesting again now") {
+		t.Errorf("node run did not say why it attested again:\n%s", errOut.String())
+	}
+	if _, err := workloadapi.FetchX509SVID(ctx, addr); err != nil {
+		t.Errorf("FetchX509SVID once attested again = %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("node run --tpm = %v (%s)", err, errOut.String())
 	}
 }
