@@ -78,7 +78,8 @@ func (a *Authority) recordIssued(ctx context.Context, ev event, is *issuance, ch
 // by c, that the node hosts the agent (both recorded, the node neither
 // banned nor drifted nor lapsed at now, the registration allowing it, and
 // a node asking with its latest SVID): a ban, a drift, a deletion or a
-// renewal committed since the first check is not outrun by the issuance.
+// renewal committed since the first check is not outrun by the issuance,
+// nor is an eviction (ErrNodeUnknown, as for a node evicted before).
 // The registration must still be decided, the one the policy was asked
 // about (its TTL made the SVID, its accountability is the entry's
 // party): one updated, or deleted and registered again, since is
@@ -90,7 +91,9 @@ func stillHosts(agentID spiffeid.ID, decided *registry.Agent, c *Caller, nodeID 
 			return notFoundAs(err, ErrAgentNotRegistered, agentID)
 		}
 		node, err := registry.GetNode(tx, nodeID)
-		if err != nil {
+		if errors.Is(err, registry.ErrNotFound) { // evicted since the first check
+			return fmt.Errorf("%w: %s", ErrNodeUnknown, nodeID)
+		} else if err != nil {
 			return fmt.Errorf("authority: look up %s: %w", nodeID, err)
 		}
 		if err := registry.CheckHosting(agent, node); err != nil {

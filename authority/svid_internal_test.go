@@ -497,3 +497,47 @@ func TestAgentSVIDIsNotIssuedOnAChangedRegistration(t *testing.T) {
 		}
 	}
 }
+
+// An agent SVID asked through a node that an admin evicts before its
+// commit (the eviction acknowledged first) is not issued, and is refused
+// as one asked after the eviction is: the node is not attested
+// (ErrNodeUnknown, node-not-attested), which a node run takes as
+// refused for good, not as a registration not found.
+func TestAgentSVIDOfANodeEvictedMeanwhile(t *testing.T) {
+	for _, kind := range []string{"x509", "jwt"} {
+		t.Run(kind, func(t *testing.T) {
+			holdRecords(t)
+			a := startAuthority(t)
+			ctx, admin := t.Context(), adminOf(t, a)
+			nodeID := putNode(t, a, "n1")
+			reg, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeID}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			node := &Caller{ID: spiffeid.RequireFromString(nodeID)}
+			mint := func(ctx context.Context) error {
+				if kind == "x509" {
+					_, err := a.MintX509(ctx, node, reg.SPIFFEID, newCSR(t))
+					return err
+				}
+				_, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"})
+				return err
+			}
+			err = whileHeld(ctx, mint, func() {
+				if _, err := a.EvictNode(ctx, admin, nodeID, "retired", false); err != nil {
+					t.Error(err)
+				}
+			})
+			if !errors.Is(err, ErrNodeUnknown) || errors.Is(err, registry.ErrNotFound) {
+				t.Fatalf("SVID checked before the eviction, committed after = %v, want ErrNodeUnknown", err)
+			}
+			if err := mint(ctx); !errors.Is(err, ErrNodeUnknown) {
+				t.Fatalf("SVID asked after the eviction = %v, want ErrNodeUnknown", err)
+			}
+			got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "svid.issued", SPIFFEID: reg.SPIFFEID, Limit: 10})
+			if err != nil || len(got) != 0 {
+				t.Fatalf("the agent's svid.issued entries: %d (%v), want none", len(got), err)
+			}
+		})
+	}
+}
