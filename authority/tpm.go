@@ -277,8 +277,25 @@ func (a *Authority) refuseTPMAnswer(ctx context.Context, s *attest.TPMSession, n
 // the node drifted if it is known (node_marked). If the refusal cannot be
 // logged, the session is used up and the node marked all the same (fail
 // closed: a node whose boot state left the allowed profiles hosts
-// nothing), and the server log says that its entry is missing.
+// nothing), and the server log says that its entry is missing. A node
+// evicted between the reading of its record and the commit is one no
+// longer known: the refusal is made again as of one never admitted.
 func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, why error, details map[string]any, now time.Time) error {
+	var err error
+	for range 3 { // a node evicted, attested again and evicted again meanwhile: rarer still
+		if err = a.refuseDriftedOnce(ctx, s, nodeID, why, details, now); !errors.Is(err, errEvictedMeanwhile) {
+			return err
+		}
+		delete(details, "node_marked")
+	}
+	return err
+}
+
+// errEvictedMeanwhile is a node whose record refuseDriftedOnce read was
+// removed (evicted) before its commit.
+var errEvictedMeanwhile = errors.New("node evicted meanwhile")
+
+func (a *Authority) refuseDriftedOnce(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, why error, details map[string]any, now time.Time) error {
 	reason := why.Error()
 	if i := strings.Index(reason, "("); i > 0 {
 		reason = "PCRs no longer match an allowed profile " + reason[i:]
@@ -308,6 +325,9 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 			return err
 		}
 		_, err := registry.MarkDrifted(tx, nodeID.String(), reason, now)
+		if errors.Is(err, registry.ErrNotFound) {
+			return fmt.Errorf("%w: %s", errEvictedMeanwhile, nodeID)
+		}
 		return err
 	}
 	var taken refusalPending // the count this record carries, if limited
@@ -325,10 +345,18 @@ func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nod
 		}
 		taken = p
 	}
-	if known { // nodes are never deleted
+	if known { // unless evicted meanwhile (errEvictedMeanwhile)
 		details["node_marked"] = "drifted"
 	}
 	_, err := a.recordWith(ctx, tpmRefusal(nodeID, why, details), useUpAndMark)
+	if errors.Is(err, errEvictedMeanwhile) {
+		// Nothing recorded: the count this record carried is pending
+		// again, and the refusal is made again.
+		if taken.subject != "" {
+			a.refusals.restore(taken)
+		}
+		return err
+	}
 	if err != nil {
 		a.giveBack(taken, why)
 		a.logNotRecorded(ctx, "audit a refused TPM attestation; the node is marked drifted without its entry", err, "spiffe_id", nodeID.String())

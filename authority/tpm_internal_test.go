@@ -140,3 +140,46 @@ func TestTPMReattestKeepsTheNewestSVIDTime(t *testing.T) {
 		})
 	}
 }
+
+// A drifted answer of a known node that an admin evicts before the
+// refusal's commit (the eviction acknowledged first) is refused for its
+// PCRs all the same: the session used up, the refusal recorded without
+// a node marked (there is none to mark), and no record made again.
+func TestDriftRefusalOfANodeEvictedMeanwhile(t *testing.T) {
+	holdRecords(t)
+	a := startAuthority(t)
+	ctx, admin, now := t.Context(), adminOf(t, a), time.Now()
+	ek := strings.Repeat("ef", 32)
+	nodeID := spiffeid.RequireFromSegments(a.td, "node", attest.MethodTPM, ek)
+	s := &attest.TPMSession{ID: ek[:16] + strings.Repeat("0", 32), EKHash: ek, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return registry.PutNode(tx, &registry.Node{SPIFFEID: nodeID.String(), AttestedAt: now})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	why := fmt.Errorf("%w (PCR 7 differs)", attest.ErrPCRPolicy)
+	err := whileHeld(ctx, func(ctx context.Context) error {
+		return a.refuseTPMAnswer(ctx, s, nodeID, why, true, map[string]any{}, now)
+	}, func() {
+		if _, err := a.EvictNode(ctx, admin, nodeID.String(), "retired", false); err != nil {
+			t.Error(err)
+		}
+	})
+	if !errors.Is(err, attest.ErrPCRPolicy) || errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("refusal of a node evicted meanwhile = %v, want the PCR policy's", err)
+	}
+	var used, absent bool
+	_ = a.store.View(ctx, func(tx store.Tx) error {
+		used = errors.Is(attest.CheckTPMSession(tx, s, now), attest.ErrChallengeUsed)
+		_, err := registry.GetNode(tx, nodeID.String())
+		absent = errors.Is(err, registry.ErrNotFound)
+		return nil
+	})
+	if !used || !absent {
+		t.Fatalf("after the refusal: session used %v, node record gone %v; want both", used, absent)
+	}
+	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "node.attestation_refused", SPIFFEID: nodeID.String(), Limit: 10})
+	if err != nil || len(got) != 1 || strings.Contains(string(got[0].Entry), "node_marked") {
+		t.Fatalf("refusal entries %d (%v), want one, without node_marked", len(got), err)
+	}
+}
