@@ -1138,6 +1138,41 @@ func TestTPMQuoteKeptBackDoesNotClearDrift(t *testing.T) {
 	}
 }
 
+// Evicting a drifted node removes its drift mark with its record, not
+// the rule the mark kept: an answer kept back from before the eviction
+// (a quote of the good state) does not admit the node again. Only a
+// challenge made after the eviction, answered with PCRs an allowed
+// profile matches, does.
+func TestTPMQuoteKeptBackDoesNotOutliveAnEviction(t *testing.T) {
+	te, node, nodeClient := attestedECCNode(t, 25)
+	kept, ev := te.answered(t, nodeClient, nil)
+	if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.attest(nodeClient, nil); problemName(err) != "tpm-pcr-policy-mismatch" {
+		t.Fatalf("renewal after drift = %v, want tpm-pcr-policy-mismatch", err)
+	}
+	if _, err := te.admin.EvictNode(ctxT(t), node.id.String(), "drifted", false); err != nil {
+		t.Fatalf("evict the drifted node: %v", err)
+	}
+	_, csr, _ := client.NewKeyAndCSR()
+	if _, err := nodeClient.AnswerTPMChallenge(ctxT(t), kept.SessionID, ev, csr); problemName(err) != "tpm-challenge-expired" {
+		t.Fatalf("the answer kept from before the eviction = %v, want tpm-challenge-expired", err)
+	}
+	if _, err := te.attest(nodeClient, nil); problemName(err) != "tpm-pcr-policy-mismatch" {
+		t.Fatalf("a fresh attestation of the drifted state = %v, want tpm-pcr-policy-mismatch", err)
+	}
+	if nodes, err := te.admin.ListNodes(ctxT(t)); err != nil || len(nodes) != 0 {
+		t.Fatalf("nodes after the refusals: %+v, %v; want none admitted", nodes, err)
+	}
+	if _, err := (tpm2.PCRReset{PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(16), Auth: tpm2.PasswordAuth(nil)}}).Execute(te.tpm); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.attest(nodeClient, nil); err != nil {
+		t.Fatalf("a fresh attestation once the PCRs match again: %v", err)
+	}
+}
+
 // TPM refusals that anyone can cause, as fast as they like, without a
 // credential (an EK the authority does not trust, an answer to a session
 // it never opened, a wrong answer to a challenge asked with a public EK)

@@ -290,12 +290,44 @@ const UsedMarkRetention = time.Hour
 // (the used mark may be gone).
 const SessionClockSkew = 5 * time.Second
 
+// MaxChallengeTTL bounds the life of a TPM challenge (the configured
+// TTL).
+const MaxChallengeTTL = time.Hour
+
+// voidedKey is the key, in BucketTPMSessions, of the mark that voids the
+// challenges of EK ekHash made up to a time (VoidTPMChallenges): no
+// session ID (hex digits only) is one.
+func voidedKey(ekHash string) []byte { return []byte("voided/" + ekHash) }
+
+// VoidTPMChallenges voids every challenge of the EK whose SHA-256 is
+// ekHash made at or before at (its node evicted then): an answer to one
+// is ErrChallengeExpired, so that a quote kept back from before cannot
+// admit the node again. The mark is pruned as a used challenge's is, once
+// every challenge it voids has expired.
+func VoidTPMChallenges(tx store.Tx, ekHash string, at time.Time) error {
+	b, err := json.Marshal(usedMark{ID: string(voidedKey(ekHash)), EKHash: ekHash, ExpiresAt: at.Add(MaxChallengeTTL), UsedAt: at})
+	if err != nil {
+		return fmt.Errorf("attest: encode TPM challenges' void mark: %w", err)
+	}
+	return tx.Put(BucketTPMSessions, voidedKey(ekHash), b)
+}
+
 // CheckTPMSession tells whether an opened session may be answered: it
 // fails with ErrChallengeUsed (an answer was taken) or
-// ErrChallengeExpired (expired, or now is before the challenge was made,
-// less SessionClockSkew: the clock went back). A used challenge is told
-// so until its mark is pruned (UsedMarkRetention after it expires).
+// ErrChallengeExpired (expired, voided by VoidTPMChallenges, or now is
+// before the challenge was made, less SessionClockSkew: the clock went
+// back). A used challenge is told so until its mark is pruned
+// (UsedMarkRetention after it expires).
 func CheckTPMSession(tx store.Tx, s *TPMSession, now time.Time) error {
+	switch b, err := tx.Get(BucketTPMSessions, voidedKey(s.EKHash)); {
+	case err == nil:
+		var m usedMark
+		if err := json.Unmarshal(b, &m); err != nil || !s.CreatedAt.After(m.UsedAt) {
+			return fmt.Errorf("%w: made before its node was evicted (at %s): ask a new challenge", ErrChallengeExpired, m.UsedAt.Format(time.RFC3339))
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("attest: read TPM challenges' void mark: %w", err)
+	}
 	b, err := tx.Get(BucketTPMSessions, []byte(s.ID))
 	switch {
 	case err == nil:

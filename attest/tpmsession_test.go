@@ -204,6 +204,63 @@ func TestAnswerBeforeChallengeMade(t *testing.T) {
 	}
 }
 
+// VoidTPMChallenges voids the challenges of one EK made up to its time
+// (those made later, and another EK's, are answered), for as long as any
+// such challenge could be answered: its mark is pruned only once the
+// longest-lived of them has expired, and a used mark's retention after.
+func TestVoidTPMChallenges(t *testing.T) {
+	voided := time.Now()
+	ek := strings.Repeat("e", 64)
+	for _, tc := range []struct {
+		name    string
+		ek      string
+		made    time.Duration // the challenge, after the void
+		pruneAt time.Duration // after the void; 0: none
+		want    error
+	}{
+		{"made before", ek, -time.Second, 0, attest.ErrChallengeExpired},
+		{"made at the same time", ek, 0, 0, attest.ErrChallengeExpired},
+		{"made after", ek, time.Millisecond, 0, nil},
+		{"another EK's, made before", strings.Repeat("f", 64), -time.Second, 0, nil},
+		{"made before, after a prune while one could live", ek, -time.Second, attest.MaxChallengeTTL + attest.UsedMarkRetention - time.Second, attest.ErrChallengeExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := bolttest.Open(t)
+			ctx := context.Background()
+			if err := s.Update(ctx, func(tx store.Tx) error { return attest.VoidTPMChallenges(tx, ek, voided) }); err != nil {
+				t.Fatal(err)
+			}
+			if tc.pruneAt > 0 {
+				if err := s.Update(ctx, func(tx store.Tx) error {
+					_, err := attest.PruneTPMSessions(tx, voided.Add(tc.pruneAt))
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			made := voided.Add(tc.made)
+			ses := &attest.TPMSession{ID: tc.ek[:16] + strings.Repeat("0", 32), EKHash: tc.ek, CreatedAt: made, ExpiresAt: made.Add(time.Minute)}
+			err := s.Update(ctx, func(tx store.Tx) error { return attest.ConsumeTPMSession(tx, ses, made.Add(time.Second)) })
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("answer = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Pruned once every challenge it voids has expired: nothing is left.
+	s := bolttest.Open(t)
+	n := 0
+	if err := s.Update(context.Background(), func(tx store.Tx) error {
+		if err := attest.VoidTPMChallenges(tx, ek, voided); err != nil {
+			return err
+		}
+		var err error
+		n, err = attest.PruneTPMSessions(tx, voided.Add(attest.MaxChallengeTTL+attest.UsedMarkRetention+time.Second))
+		return err
+	}); err != nil || n != 1 {
+		t.Fatalf("PruneTPMSessions once every voided challenge expired pruned %d (%v), want the mark", n, err)
+	}
+}
+
 // other47 is a hex digit other than the ID's last.
 func other47(id string) string {
 	if id[47] == '0' {

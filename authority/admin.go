@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
@@ -375,6 +376,7 @@ func (a *Authority) EvictNode(ctx context.Context, c *Caller, nodeID, reason str
 	if n.Drifted {
 		d["drifted"] = true
 	}
+	now := a.now().UTC()
 	ev := event{typ: "node.evicted", actor: actorOf(c), subject: nodeID, details: d}
 	if err := a.recordable(ev, ErrInvalidRequest); err != nil {
 		return nil, err
@@ -389,8 +391,16 @@ func (a *Authority) EvictNode(ctx context.Context, c *Caller, nodeID, reason str
 		} else if !bytes.Equal(now, was) {
 			return fmt.Errorf("%w: %s renewed, attested or was banned while it was evicted: ask again", ErrChangedMeanwhile, nodeID)
 		}
-		_, err = registry.EvictNode(tx, nodeID, liftBan)
-		return err
+		if _, err = registry.EvictNode(tx, nodeID, liftBan); err != nil {
+			return err
+		}
+		// A TPM node (its ID names its EK) attests again only with a
+		// challenge made after this: a quote kept back from before (of
+		// a state since found drifted, say) does not admit it.
+		if ek, ok := strings.CutPrefix(nodeID, a.td.IDString()+"/node/"+attest.MethodTPM+"/"); ok {
+			return attest.VoidTPMChallenges(tx, ek, now)
+		}
+		return nil
 	})
 	a.nodeChanged(nodeID)
 	if err != nil {

@@ -866,7 +866,7 @@ func publicHostPort(u *url.URL) bool {
 // configuration, with errors naming the config key at fault.
 func (t *TPMConfig) Load() (attest.TPMConfig, error) {
 	out := attest.TPMConfig{EKAllowlist: t.EKAllowlist, EKCertKeyTypes: t.EKCertKeyTypes, Allowed: t.AllowedProfiles, ChallengeTTL: t.ChallengeTTL.D()}
-	if d := t.ChallengeTTL.D(); d != 0 && (d < time.Second || d > time.Hour) {
+	if d := t.ChallengeTTL.D(); d != 0 && (d < time.Second || d > attest.MaxChallengeTTL) {
 		return out, fmt.Errorf("attestation.tpm.challenge_ttl %s: must be between 1s and 1h", d)
 	}
 	for _, f := range t.EKCARoots {

@@ -143,8 +143,9 @@ func TestTPMReattestKeepsTheNewestSVIDTime(t *testing.T) {
 
 // A drifted answer of a known node that an admin evicts before the
 // refusal's commit (the eviction acknowledged first) is refused for its
-// PCRs all the same: the session used up, the refusal recorded without
-// a node marked (there is none to mark), and no record made again.
+// PCRs all the same: the session answerable no more (voided by the
+// eviction), the refusal recorded without a node marked (there is none
+// to mark), and no record made again.
 func TestDriftRefusalOfANodeEvictedMeanwhile(t *testing.T) {
 	holdRecords(t)
 	a := startAuthority(t)
@@ -168,15 +169,15 @@ func TestDriftRefusalOfANodeEvictedMeanwhile(t *testing.T) {
 	if !errors.Is(err, attest.ErrPCRPolicy) || errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("refusal of a node evicted meanwhile = %v, want the PCR policy's", err)
 	}
-	var used, absent bool
+	var answerable, absent bool
 	_ = a.store.View(ctx, func(tx store.Tx) error {
-		used = errors.Is(attest.CheckTPMSession(tx, s, now), attest.ErrChallengeUsed)
+		answerable = attest.CheckTPMSession(tx, s, now) == nil
 		_, err := registry.GetNode(tx, nodeID.String())
 		absent = errors.Is(err, registry.ErrNotFound)
 		return nil
 	})
-	if !used || !absent {
-		t.Fatalf("after the refusal: session used %v, node record gone %v; want both", used, absent)
+	if answerable || !absent {
+		t.Fatalf("after the refusal: session answerable %v, node record gone %v; want neither answerable nor kept", answerable, absent)
 	}
 	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "node.attestation_refused", SPIFFEID: nodeID.String(), Limit: 10})
 	if err != nil || len(got) != 1 || strings.Contains(string(got[0].Entry), "node_marked") {
