@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"log"
 	"net"
@@ -75,6 +76,9 @@ func TestCallErrorSaysWhatToCheck(t *testing.T) {
 			_, err = c.GetRaw(context.Background(), "/v1/bundle")
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("GetRaw = %v, want an error saying %q", err, tc.want)
+			}
+			if refused := tc.cfg.SVID != nil; errors.Is(err, client.ErrCredentialRefused) != refused {
+				t.Errorf("GetRaw = %v: ErrCredentialRefused %v, want %v", err, !refused, refused)
 			}
 			for _, noise := range []string{`Get "`, "x509svid: could not get", "client: client:"} {
 				if strings.Contains(err.Error(), noise) {

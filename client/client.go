@@ -382,10 +382,15 @@ func (c *Client) callError(method, path string, err error) error {
 	case errors.As(err, &unknown):
 		return fmt.Errorf("%s: the server's certificate is not signed by the trust bundle%s: is it the authority that bundle is for? (%w)", call, in(c.bundleFrom), err)
 	case c.mtls && errors.As(err, &op) && op.Op == "remote error":
-		return fmt.Errorf("%s: the authority refused the credential%s: is it one of this authority's, or of a trust domain it federates with, and not signed by an X.509 CA revoked since (then get a new one: a node's with mandate node join or attest, an agent's with mandate svid x509 through its node)? (%w)", call, in(c.svidFrom), err)
+		return fmt.Errorf("%s: %w%s: is it one of this authority's, or of a trust domain it federates with, and not signed by an X.509 CA revoked since (then get a new one: a node's with mandate node join or attest, an agent's with mandate svid x509 through its node)? (%w)", call, ErrCredentialRefused, in(c.svidFrom), err)
 	}
 	return fmt.Errorf("%s: %w", call, err)
 }
+
+// ErrCredentialRefused is a call over mTLS whose credential the
+// authority refused at the handshake: not one of its trust domain's (or a
+// federated one's), or signed by an X.509 CA revoked since.
+var ErrCredentialRefused = errors.New("the authority refused the credential")
 
 // problemFrom is the *Problem of a non-2xx answer with body b. Its Status
 // is the answer's, whatever the body says.

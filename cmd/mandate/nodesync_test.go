@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net"
@@ -126,7 +127,9 @@ func TestNodeSyncLeavesASupersededSVIDToTheRenewal(t *testing.T) {
 // made before the node attested, is known again once it attests again:
 // its sync refused as node-not-attested meanwhile is no refusal for
 // good that would stop node run --tpm (a join-token node's is: unknown,
-// it joins again).
+// it joins again), and has node run --tpm attest again (told on
+// unknown). So has a credential the authority refuses at the handshake
+// (signed by a CA revoked since).
 func TestNodeSyncLeavesAnUnknownTPMNodeToItsAttestation(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
@@ -153,15 +156,36 @@ func TestNodeSyncLeavesAnUnknownTPMNodeToItsAttestation(t *testing.T) {
 		forGood bool
 	}{{attests: true}, {attests: false, forGood: true}} {
 		cf := clientFlags{server: restoredURL, creds: "mandate-node"}
+		unknown := make(chan struct{}, 1)
 		is := &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: c.attests}
+		if c.attests {
+			is.unknown = unknown
+		}
 		var p *client.Problem
 		if _, err := is.Sync(ctx, []spiffeid.ID{agent}); errors.Is(err, workload.ErrNodeRefused) != c.forGood || !errors.As(err, &p) || p.Name() != "node-not-attested" {
 			t.Fatalf("Sync() of a node unknown (attests %v) = %v; want node-not-attested, for good %v", c.attests, err, c.forGood)
 		}
+		if told := len(unknown) == 1; told != c.attests {
+			t.Errorf("Sync() of a node unknown (attests %v) told it to attest again: %v", c.attests, told)
+		}
+	}
+	chain, _, roots, err := credfile.Load(credfile.In("mandate-node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := selfSigned(t, chain[0].URIs[0].String(), time.Now().Add(-time.Hour), time.Now().Add(time.Hour), false)
+	if err := credfile.Write(credfile.In("forged"), []*x509.Certificate{forged.cert}, forged.key, roots); err != nil {
+		t.Fatal(err)
+	}
+	forgedCF := clientFlags{server: url, creds: "forged"}
+	unknown := make(chan struct{}, 1)
+	is := &nodeIssuer{dial: func() (*client.Client, error) { return forgedCF.dial(true) }, attests: true, unknown: unknown}
+	if _, err := is.Sync(ctx, []spiffeid.ID{agent}); !errors.Is(err, client.ErrCredentialRefused) || errors.Is(err, workload.ErrNodeRefused) || len(unknown) != 1 {
+		t.Fatalf("Sync() with a credential the authority refuses = %v (told %d); want it refused at the handshake, not for good, and told to attest again", err, len(unknown))
 	}
 	attest(restoredURL)
 	cf := clientFlags{server: restoredURL, creds: "mandate-node"}
-	is := &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: true}
+	is = &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: true}
 	if s, err := is.Sync(ctx, []spiffeid.ID{agent}); err != nil || len(s.Refused) != 0 {
 		t.Fatalf("Sync() once attested again = %+v, %v; want %s served", s, err, agent)
 	}

@@ -187,8 +187,9 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 
 // attestLoop attests the node once (loop false), or until ctx ends; a
 // receive from unknown (the Workload API's sync was told the authority
-// does not know the node: evicted, or restored from an older backup)
-// has it attest again at once.
+// does not know the node, evicted or restored from an older backup, or
+// refuses its credential, signed by a CA revoked since) has it attest
+// again at once.
 func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte, own *ownEK, loop, quiet bool, stdout, stderr io.Writer, unknown <-chan struct{}) error {
 	for {
 		ans, renewal, err := attestOnce(ctx, dev, cf, out, ekCert, own)
@@ -232,7 +233,7 @@ func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 			return nil
 		}
 		if woken {
-			fmt.Fprintf(stderr, "%s the authority does not know this node (evicted, or restored from a backup older than its attestation): attesting again now\n", time.Now().UTC().Format(time.RFC3339))
+			fmt.Fprintf(stderr, "%s the authority no longer takes this node's credential (the node evicted, the authority restored from a backup older than its attestation, or the credential's CA revoked): attesting again now\n", time.Now().UTC().Format(time.RFC3339))
 		}
 	}
 }
@@ -307,6 +308,18 @@ func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 		return nil, false, err
 	}
 	ans, err := c.AttestTPM(ctx, dev, ekCert, csr)
+	if renewal && errors.Is(err, client.ErrCredentialRefused) {
+		// A credential signed by an X.509 CA revoked since: attest
+		// anew, as a node that lapsed does, trusting the bundle.pem that
+		// came with it (brought up to date by every renewal) too.
+		c.CloseIdle()
+		renewal, cf.lapsed = false, heldRootsIn(out)
+		if c, err = cf.dial(false); err != nil {
+			return nil, false, err
+		}
+		defer c.CloseIdle()
+		ans, err = c.AttestTPM(ctx, dev, ekCert, csr)
+	}
 	if err != nil {
 		return nil, renewal, err
 	}
@@ -323,8 +336,18 @@ func attestOnce(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 // handed them out with that credential, and with every renewal before it
 // lapsed.
 func lapsedRoots(dir string) *heldRoots {
+	chain, _, _, err := credfile.Load(credfile.In(dir))
+	if err != nil || time.Now().Before(chain[0].NotAfter) {
+		return nil
+	}
+	return heldRootsIn(dir)
+}
+
+// heldRootsIn returns the trust bundle of the TPM node credential in dir
+// (nil if there is none), expired or not.
+func heldRootsIn(dir string) *heldRoots {
 	chain, _, bundle, err := credfile.Load(credfile.In(dir))
-	if err != nil || time.Now().Before(chain[0].NotAfter) || !isTPMNode(chain[0]) {
+	if err != nil || !isTPMNode(chain[0]) {
 		return nil
 	}
 	id, err := x509svid.IDFromCert(chain[0])

@@ -141,7 +141,9 @@ func TestCLINodeTPMAttestation(t *testing.T) {
 // outdated by CA rotations since; the bundle that came with its lapsed
 // credential (rewritten by every renewal) is the authority's current one
 // and is trusted too, but only for the trust domain that credential is
-// of.
+// of. So with a credential still valid that the authority refuses at the
+// handshake (signed by an X.509 CA revoked since): the node attests anew
+// at once, rather than failing until that credential expires.
 func TestCLINodeTPMAttestsAgainAfterItLapsed(t *testing.T) {
 	dir := t.TempDir()
 	host := filepath.Join(dir, "host") // the device: no mandate-data here
@@ -188,16 +190,18 @@ func TestCLINodeTPMAttestsAgainAfterItLapsed(t *testing.T) {
 		lapsedTD string // the trust domain of the lapsed credential in --out, "" for none
 		args     []string
 		wantErr  string
+		refused  bool // the credential in --out is valid, its CA unknown to the authority
 	}{
-		{"stale --bundle, lapsed credential's bundle current", "mandate.localhost", []string{"--bundle", "stale.pem"}, ""},
-		{"no --bundle, nothing at its default", "mandate.localhost", nil, ""},
-		{"no lapsed credential", "", []string{"--bundle", "stale.pem"}, "unknown authority"},
-		{"lapsed credential of another trust domain", "other.example", []string{"--bundle", "stale.pem"}, "unknown authority"},
-		{"no lapsed credential, no --bundle", "", nil, "mandate-data/admin/bundle.pem"},
-		{"--bundle given, missing", "mandate.localhost", []string{"--bundle", "missing.pem"}, "missing.pem"},
-		{"no --bundle, --trust-domain another", "mandate.localhost", []string{"--trust-domain", "other.example"}, "give --bundle"},
-		{"--bundle naming no trust domain", "mandate.localhost", []string{"--bundle", "unnamed.pem"}, "cannot tell the trust domain"},
-		{"--bundle naming no trust domain, --trust-domain the lapsed one's", "mandate.localhost", []string{"--bundle", "unnamed.pem", "--trust-domain", "mandate.localhost"}, ""},
+		{"stale --bundle, lapsed credential's bundle current", "mandate.localhost", []string{"--bundle", "stale.pem"}, "", false},
+		{"stale --bundle, credential refused, its bundle current", "mandate.localhost", []string{"--bundle", "stale.pem"}, "", true},
+		{"no --bundle, nothing at its default", "mandate.localhost", nil, "", false},
+		{"no lapsed credential", "", []string{"--bundle", "stale.pem"}, "unknown authority", false},
+		{"lapsed credential of another trust domain", "other.example", []string{"--bundle", "stale.pem"}, "unknown authority", false},
+		{"no lapsed credential, no --bundle", "", nil, "mandate-data/admin/bundle.pem", false},
+		{"--bundle given, missing", "mandate.localhost", []string{"--bundle", "missing.pem"}, "missing.pem", false},
+		{"no --bundle, --trust-domain another", "mandate.localhost", []string{"--trust-domain", "other.example"}, "give --bundle", false},
+		{"--bundle naming no trust domain", "mandate.localhost", []string{"--bundle", "unnamed.pem"}, "cannot tell the trust domain", false},
+		{"--bundle naming no trust domain, --trust-domain the lapsed one's", "mandate.localhost", []string{"--bundle", "unnamed.pem", "--trust-domain", "mandate.localhost"}, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "node")
@@ -208,7 +212,11 @@ func TestCLINodeTPMAttestsAgainAfterItLapsed(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.lapsedTD != "" {
-				old := selfSigned(t, "spiffe://"+tc.lapsedTD+"/node/tpm/"+ek, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour), false)
+				from, to := time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+				if tc.refused {
+					to = time.Now().Add(time.Hour)
+				}
+				old := selfSigned(t, "spiffe://"+tc.lapsedTD+"/node/tpm/"+ek, from, to, false)
 				if err := credfile.Write(credfile.In(out), []*x509.Certificate{old.cert}, old.key, roots); err != nil {
 					t.Fatal(err)
 				}

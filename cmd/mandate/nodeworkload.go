@@ -29,8 +29,8 @@ type workloadFlags struct {
 	entries []workload.Entry
 	// attests is a TPM node's node run: its credential comes from its
 	// attestations, not from renewals. unknown, then, is sent to
-	// (without blocking) when a sync is refused as node-not-attested:
-	// the node should attest again.
+	// (without blocking) when a sync is refused as node-not-attested, or
+	// its credential at the handshake: the node should attest again.
 	attests bool
 	unknown chan struct{}
 }
@@ -127,7 +127,8 @@ type nodeIssuer struct {
 	dial func() (*client.Client, error)
 	// attests is a TPM node, attested again at each renewal; unknown,
 	// if not nil, is told (without blocking) when the authority does
-	// not know it, so that it attests again then.
+	// not know it, or refuses its credential at the handshake (its CA
+	// revoked), so that it attests again then.
 	attests bool
 	unknown chan<- struct{}
 }
@@ -204,7 +205,7 @@ func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Syn
 	switch {
 	case errors.As(err, &p) && n.refusedForGood(p):
 		return nil, fmt.Errorf("%w: %w", workload.ErrNodeRefused, err)
-	case p != nil && p.Name() == "node-not-attested" && n.unknown != nil:
+	case n.unknown != nil && (p != nil && p.Name() == "node-not-attested" || errors.Is(err, client.ErrCredentialRefused)):
 		select {
 		case n.unknown <- struct{}{}:
 		default: // told already
