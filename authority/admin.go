@@ -359,12 +359,22 @@ func (a *Authority) EvictNode(ctx context.Context, c *Caller, nodeID, reason str
 	if err != nil {
 		return nil, err
 	}
+	if err := a.evict(ctx, c, n, reason, liftBan); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// evict removes node n's record as read (EvictNode), for c (nil: the
+// authority itself); the caller holds changeMu.
+func (a *Authority) evict(ctx context.Context, c *Caller, n *registry.Node, reason string, liftBan bool) error {
+	nodeID := n.SPIFFEID
 	if n.Banned && !liftBan {
-		return nil, fmt.Errorf("%w: %s, banned %s; evict it with lift_ban to let it attest again", registry.ErrBanStands, nodeID, n.BannedAt.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: %s, banned %s; evict it with lift_ban to let it attest again", registry.ErrBanStands, nodeID, n.BannedAt.UTC().Format(time.RFC3339))
 	}
 	was, err := json.Marshal(n)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	d := map[string]any{
 		"reason": reason, "attestation_method": n.AttestationMethod, "level": n.Level,
@@ -379,7 +389,7 @@ func (a *Authority) EvictNode(ctx context.Context, c *Caller, nodeID, reason str
 	now := a.now().UTC()
 	ev := event{typ: "node.evicted", actor: actorOf(c), subject: nodeID, details: d}
 	if err := a.recordable(ev, ErrInvalidRequest); err != nil {
-		return nil, err
+		return err
 	}
 	_, err = a.recordWith(ctx, ev, func(tx store.Tx) error {
 		cur, err := registry.GetNode(tx, nodeID)
@@ -404,10 +414,57 @@ func (a *Authority) EvictNode(ctx context.Context, c *Caller, nodeID, reason str
 	})
 	a.nodeChanged(nodeID)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	a.log.WarnContext(ctx, "node evicted", "spiffe_id", nodeID, "reason", reason, "ban_lifted", n.Banned, "by", c.ID.String())
-	return n, nil
+	a.log.WarnContext(ctx, "node evicted", "spiffe_id", nodeID, "reason", reason, "ban_lifted", n.Banned, "by", actorOf(c))
+	return nil
+}
+
+// maxPrunedNodes bounds the nodes one round of pruneLapsedNodes evicts.
+const maxPrunedNodes = 100
+
+// pruneLapsedNodes evicts, as the authority, the nodes that are not
+// banned and whose latest SVID expired more than
+// attestation.prune_lapsed_nodes_after ago, at most maxPrunedNodes a
+// round. Not before the authority has run for an X509-SVID's life since
+// started: every node still at work has renewed by then, so a record
+// restored from an older backup, or left behind while the authority was
+// down, is not taken for a node that lapsed.
+func (a *Authority) pruneLapsedNodes(ctx context.Context, started time.Time) {
+	after, now := a.cfg.Attestation.PruneLapsedNodesAfter.D(), a.now()
+	if after <= 0 || now.Sub(started) < a.cfg.CA.X509SVIDTTL.D() {
+		return
+	}
+	var lapsed []*registry.Node
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		nodes, err := registry.ListNodes(tx)
+		for _, n := range nodes {
+			if !n.Banned && !n.SVIDExpiresAt.IsZero() && now.Sub(n.SVIDExpiresAt) > after && len(lapsed) < maxPrunedNodes {
+				lapsed = append(lapsed, n)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Error("prune lapsed nodes", "err", err)
+		}
+		return
+	}
+	for _, n := range lapsed {
+		reason := fmt.Sprintf("lapsed: its latest SVID expired at %s, more than attestation.prune_lapsed_nodes_after (%s) ago", n.SVIDExpiresAt.UTC().Format(time.RFC3339), after)
+		a.changeMu.Lock()
+		err := a.evict(ctx, nil, n, reason, false)
+		a.changeMu.Unlock()
+		// One renewed, attested again or banned since it was read is
+		// left to the next round.
+		if err != nil && !errors.Is(err, ErrChangedMeanwhile) && !errors.Is(err, registry.ErrNotFound) && !errors.Is(err, registry.ErrBanStands) {
+			if ctx.Err() == nil {
+				a.log.Error("prune lapsed node", "spiffe_id", n.SPIFFEID, "err", err)
+			}
+			return
+		}
+	}
 }
 
 // banEvent is the audit event of a ban asked with reason asked: the ban

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -762,5 +763,70 @@ func TestEvictNodeRefusals(t *testing.T) {
 	}
 	if n := entriesOf(t, a, "node.evicted"); n != 1 {
 		t.Fatalf("%d node.evicted entries after one eviction, want 1", n)
+	}
+}
+
+// With attestation.prune_lapsed_nodes_after set, a node whose latest SVID
+// expired longer ago than that is evicted by the authority (logged as
+// such, with why), but not a banned one, nor one still at work or whose
+// record has no expiry; and only once the authority has run for an
+// X509-SVID's life: until then a node at work may not have renewed the
+// record a restore brought back.
+func TestPruneLapsedNodes(t *testing.T) {
+	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(2 * time.Hour) })
+	ctx, admin, now := t.Context(), adminOf(t, a), time.Now()
+	id := func(name string) string { return a.td.IDString() + "/node/join/" + name }
+	for _, n := range []*registry.Node{
+		{SPIFFEID: id("lapsed"), SVIDExpiresAt: now.Add(-3 * time.Hour)},
+		{SPIFFEID: id("lapsed-banned"), SVIDExpiresAt: now.Add(-3 * time.Hour), Banned: true, BanReason: "stolen"},
+		{SPIFFEID: id("lapsed-lately"), SVIDExpiresAt: now.Add(-time.Hour)},
+		{SPIFFEID: id("at-work"), SVIDExpiresAt: now.Add(time.Hour)},
+		{SPIFFEID: id("no-expiry")},
+	} {
+		if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.PutNode(tx, n) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	left := func() []string {
+		nodes, _, err := a.ListNodes(ctx, admin, Page{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, n := range nodes {
+			ids = append(ids, strings.TrimPrefix(n.SPIFFEID, id("")))
+		}
+		return ids
+	}
+	a.pruneLapsedNodes(ctx, now.Add(-59*time.Minute))
+	if got := left(); len(got) != 5 {
+		t.Fatalf("nodes after a prune within an X509-SVID's life of the start: %v, want all five", got)
+	}
+	a.pruneLapsedNodes(ctx, now.Add(-time.Hour))
+	if got, want := left(), []string{"at-work", "lapsed-banned", "lapsed-lately", "no-expiry"}; !slices.Equal(got, want) {
+		t.Fatalf("nodes after a prune: %v, want %v", got, want)
+	}
+	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "node.evicted", Limit: 10})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("%d node.evicted entries (%v), want 1", len(got), err)
+	}
+	e, err := audit.Decode(got[0].Entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Actor != audit.ActorSystem || e.Subject != id("lapsed") || !strings.Contains(string(e.Details), "attestation.prune_lapsed_nodes_after (2h0m0s)") {
+		t.Errorf("the prune's entry: actor %s, subject %s, details %s; want the authority's eviction of %s, saying why", e.Actor, e.Subject, e.Details, id("lapsed"))
+	}
+}
+
+// attestation.prune_lapsed_nodes_after is off (0s), or from 1h.
+func TestPruneLapsedNodesAfterBounds(t *testing.T) {
+	for d, ok := range map[time.Duration]bool{0: true, time.Hour: true, time.Minute: false, -time.Hour: false, maxAuthorityTTL + time.Hour: false} {
+		cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+		cfg.SetDefaults()
+		cfg.Attestation.PruneLapsedNodesAfter = Duration(d)
+		if err := cfg.Validate(); (err == nil) != ok || err != nil && !strings.Contains(err.Error(), "attestation.prune_lapsed_nodes_after") {
+			t.Errorf("Validate() with attestation.prune_lapsed_nodes_after %s = %v, want ok %v", d, err, ok)
+		}
 	}
 }

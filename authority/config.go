@@ -93,6 +93,10 @@ type AttestationConfig struct {
 	// TPM configures TPM 2.0 attestation. It is off until an EK can be
 	// trusted (ek_ca_roots or ek_allowlist) and a profile is allowed.
 	TPM TPMConfig `yaml:"tpm"`
+	// PruneLapsedNodesAfter, when set, evicts each node (not banned)
+	// whose latest SVID expired this long ago: a join-token node can
+	// never renew then, a TPM node attests anew (default 0: never).
+	PruneLapsedNodesAfter Duration `yaml:"prune_lapsed_nodes_after"`
 }
 
 // TPMConfig configures TPM 2.0 attestation.
@@ -655,6 +659,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Attestation.TPM.Load(); err != nil {
 		return err
+	}
+	if d := c.Attestation.PruneLapsedNodesAfter.D(); d != 0 && (d < time.Hour || d > maxAuthorityTTL) {
+		return fmt.Errorf("attestation.prune_lapsed_nodes_after %s: 0s (never) or between 1h and %s", d, maxAuthorityTTL)
 	}
 	if err := c.Policy.validate(); err != nil {
 		return err

@@ -66,6 +66,7 @@ given an empty value, null or 0):
           sha256: {"0": <hex>, "7": <hex>}   # PCRs not listed are not checked
       allowed_profiles: [edge-v1]   # a node must match one of these, tried in order
       challenge_ttl: 1m             # time a device has to answer a challenge
+    prune_lapsed_nodes_after: 0s    # evict a node (not banned) whose SVID expired this long ago (0s: never; at least 1h)
   policy:
     dir: ""                         # Rego policy directory replacing the embedded ones (--policy-dir)
     decision_callers: []            # SPIFFE IDs (this or a federated trust domain) that may call /v1/data and AuthZEN
