@@ -91,6 +91,7 @@ var problemTable = []problemKind{
 	{registry.ErrInvalid, http.StatusBadRequest, "invalid-registration", "Invalid registration"},
 	{authority.ErrAgentNotRegistered, http.StatusForbidden, "agent-not-registered", "Agent not registered"},
 	{authority.ErrNodeUnknown, http.StatusForbidden, "node-not-attested", "Node not attested"},
+	{authority.ErrIDRevoked, http.StatusForbidden, "spiffe-id-revoked", "SPIFFE ID revoked"},
 	{authority.ErrSVIDSuperseded, http.StatusForbidden, "svid-superseded", "SVID replaced since"},
 	{authority.ErrRenewedMeanwhile, http.StatusConflict, "renewed-meanwhile", "Renewed meanwhile"},
 	{authority.ErrChangedMeanwhile, http.StatusConflict, "changed-meanwhile", "Changed meanwhile"},

@@ -1390,3 +1390,21 @@ func TestEvictedTPMNodeAttestsAgain(t *testing.T) {
 		t.Fatalf("node.evicted entries = %v", entries)
 	}
 }
+
+// A TPM node whose SPIFFE ID is revoked attests no more, for ever: no
+// challenge is made for it, as a renewal or anew, even once evicted.
+func TestRevokedTPMNodeAttestsNoMore(t *testing.T) {
+	te, node, nodeClient := attestedECCNode(t, 62)
+	if _, err := te.admin.RevokeSPIFFEID(ctxT(t), node.id.String(), "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.attest(nodeClient, nil); problemName(err) != "spiffe-id-revoked" {
+		t.Fatalf("renewal of a revoked TPM node = %v, want spiffe-id-revoked", err)
+	}
+	if _, err := te.admin.EvictNode(ctxT(t), node.id.String(), "gone", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.attest(nil, nil); problemName(err) != "spiffe-id-revoked" {
+		t.Fatalf("attestation anew of a revoked TPM node = %v, want spiffe-id-revoked", err)
+	}
+}

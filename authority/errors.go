@@ -28,6 +28,10 @@ var (
 	// made on a registration (or a node's facts) changed before its
 	// commit: it is not issued, and may be asked again.
 	ErrChangedMeanwhile = errors.New("authority: changed meanwhile")
+	// ErrIDRevoked is a request for, by or through a SPIFFE ID revoked
+	// here (POST /v1/admin/revocations): for ever, it gets no SVID, and
+	// a node's agents get none through it.
+	ErrIDRevoked = errors.New("authority: SPIFFE ID revoked")
 	// ErrPreconditionFailed is a change conditioned on a version of a
 	// registration (IfMatch) that is not the current one.
 	ErrPreconditionFailed = errors.New("authority: precondition failed")

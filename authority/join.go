@@ -130,6 +130,11 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 				"method": attest.MethodJoinToken, "level": registry.LevelToken, "token_id": tokenID,
 				"serial": svid.SerialNumber.Text(16), "expires_at": svid.ExpiresAt.UTC(),
 			}}, func(tx store.Tx) error {
+				// A node ID revoked (named by its token before it
+				// joined) never joins.
+				if err := notRevoked(tx, nodeID.String()); err != nil {
+					return err
+				}
 				if _, err := attest.ConsumeJoinToken(tx, secret, a.td, a.now(), digest); err != nil {
 					return err
 				}

@@ -90,6 +90,9 @@ func stillHosts(agentID spiffeid.ID, decided *registry.Agent, c *Caller, nodeID 
 		if err != nil {
 			return notFoundAs(err, ErrAgentNotRegistered, agentID)
 		}
+		if err := notRevoked(tx, nodeID, agentID.String()); err != nil {
+			return err
+		}
 		node, err := registry.GetNode(tx, nodeID)
 		if errors.Is(err, registry.ErrNotFound) { // evicted since the first check
 			return fmt.Errorf("%w: %s", ErrNodeUnknown, nodeID)
@@ -246,6 +249,11 @@ func (a *Authority) authorizeAgent(ctx context.Context, c *Caller, id spiffeid.I
 	}
 	agent, node, err := a.lookupHosting(ctx, id, nodeID)
 	if err != nil {
+		return nil, nil, err
+	}
+	// An ID revoked gets no SVID, nor do the agents of a node revoked
+	// (a delegation checks its parties' revocations itself).
+	if err := a.store.View(ctx, func(tx store.Tx) error { return notRevoked(tx, nodeID.String(), id.String()) }); err != nil {
 		return nil, nil, err
 	}
 	if err := stillAttested(node, c, a.now()); err != nil {
@@ -406,7 +414,7 @@ func putNodeSVID(tx store.Tx, node *registry.Node, prev string, svid *ca.X509SVI
 }
 
 // unbannedNode is node id's record: ErrNodeUnknown without one,
-// registry.ErrBanned if it is banned.
+// registry.ErrBanned if it is banned, ErrIDRevoked if its ID is revoked.
 func unbannedNode(tx store.Tx, id spiffeid.ID) (*registry.Node, error) {
 	node, err := registry.GetNode(tx, id.String())
 	switch {
@@ -415,7 +423,23 @@ func unbannedNode(tx store.Tx, id spiffeid.ID) (*registry.Node, error) {
 	case node.Banned:
 		return nil, fmt.Errorf("%w: %s", registry.ErrBanned, id)
 	}
-	return node, nil
+	return node, notRevoked(tx, id.String())
+}
+
+// notRevoked refuses, with ErrIDRevoked, the first of ids (SPIFFE IDs)
+// revoked here: a revocation is for ever, and ends the SVIDs of the ID
+// as well as its delegations.
+func notRevoked(tx store.Tx, ids ...string) error {
+	for _, id := range ids {
+		revoked, err := delegation.IDRevoked(tx, id)
+		if err != nil {
+			return fmt.Errorf("authority: look up the revocation of %s: %w", id, err)
+		}
+		if revoked {
+			return fmt.Errorf("%w: %s was revoked (for ever: mandate admin revoke list); register a new ID", ErrIDRevoked, id)
+		}
+	}
+	return nil
 }
 
 // supersededSVID records a request refused for a node SVID replaced

@@ -55,10 +55,21 @@ func (a *Authority) SyncNode(ctx context.Context, c *Caller, ids []string) (*Nod
 		asked = append(asked, id)
 	}
 	var node *registry.Node
+	revoked := map[spiffeid.ID]error{} // the agents asked whose IDs are revoked
 	if err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		if node, err = registry.GetNode(tx, c.ID.String()); err != nil {
 			return notFoundAs(err, ErrNodeUnknown, c.ID)
+		}
+		if err := notRevoked(tx, c.ID.String()); err != nil {
+			return err
+		}
+		for _, id := range asked {
+			if err := notRevoked(tx, id.String()); errors.Is(err, ErrIDRevoked) {
+				revoked[id] = err
+			} else if err != nil {
+				return err
+			}
 		}
 		return nil
 	}); err != nil {
@@ -86,14 +97,14 @@ func (a *Authority) SyncNode(ctx context.Context, c *Caller, ids []string) (*Nod
 		err := registry.CheckAgentID(a.td, id)
 		if err != nil {
 			err = fmt.Errorf("%w: %v", ErrAgentNotRegistered, err)
-		} else {
-			_, _, err = a.lookupHosting(ctx, id, c.ID)
+		} else if _, _, err = a.lookupHosting(ctx, id, c.ID); err == nil {
+			err = revoked[id]
 		}
 		switch {
 		case err == nil:
 			out.Hosted = append(out.Hosted, id)
 		case errors.Is(err, ErrAgentNotRegistered), errors.Is(err, registry.ErrNotHosted),
-			errors.Is(err, registry.ErrBanned), errors.Is(err, registry.ErrNodeDrifted):
+			errors.Is(err, registry.ErrBanned), errors.Is(err, registry.ErrNodeDrifted), errors.Is(err, ErrIDRevoked):
 			out.Refused[id] = err
 		default:
 			return nil, err

@@ -118,12 +118,13 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 		a.recordUnprovenRefusal(ctx, nodeID, err, map[string]any{"ek_sha256": ek.SHA256Hex(), "stage": "challenge"})
 		return nil, err
 	}
-	// A banned node gets no challenge: none is made for it.
+	// A banned node, or one whose ID is revoked, gets no challenge: none
+	// is made for it.
 	err = a.store.View(ctx, func(tx store.Tx) error {
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
 		}
-		return nil
+		return notRevoked(tx, nodeID.String())
 	})
 	if err != nil {
 		return nil, err
@@ -697,6 +698,7 @@ var tpmRefusalTypes = []struct {
 	typ string
 }{
 	{registry.ErrBanned, "node-banned"},
+	{ErrIDRevoked, "spiffe-id-revoked"},
 	{ErrForbidden, "forbidden"},
 	{ca.ErrWeakKey, "weak-key"},
 	{ca.ErrUnsupportedKey, "unsupported-key"},
@@ -787,6 +789,9 @@ func (a *Authority) admitTPMNode(ctx context.Context, s *attest.TPMSession, node
 		// refused since, and a copy taken from the device in its drifted
 		// state gets nothing back with the recovery.
 		prev, rec := "", &registry.Node{}
+		if err := notRevoked(tx, nodeID.String()); err != nil {
+			return err
+		}
 		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
 		} else if err != nil && !errors.Is(err, registry.ErrNotFound) {

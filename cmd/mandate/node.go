@@ -455,7 +455,7 @@ func sleep(ctx context.Context, d time.Duration, now func() time.Time, poll time
 // would be refused again, whatever is retried.
 func refusedForGood(p *client.Problem) bool {
 	switch p.Name() {
-	case "node-banned", "node-not-attested", "svid-superseded", "forbidden", "node-drifted":
+	case "node-banned", "node-not-attested", "svid-superseded", "forbidden", "node-drifted", "spiffe-id-revoked":
 		return true
 	}
 	return false

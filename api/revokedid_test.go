@@ -1,0 +1,75 @@
+package api_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/client"
+)
+
+// A SPIFFE ID revoked (POST /v1/admin/revocations) gets no SVID again,
+// for ever, by any path, and nothing is served through a node revoked:
+// an agent's X509-SVID and JWT-SVID through its node, its own renewal,
+// its node's sync (which lists it refused); a node's own renewal, its
+// agents' SVIDs and its sync as a whole; a join with a token whose node
+// ID is revoked. Each refusal is 403 spiffe-id-revoked.
+func TestRevokedIDGetsNoSVID(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	node := e.joinNode()
+	nc := e.client(node.chain, node.key)
+	revoked, kept := e.registerAgent("revoked", node.id), e.registerAgent("kept", node.id)
+	held := e.agentSVID(node, revoked)
+	e.agentSVID(node, kept)
+	if _, err := e.admin.RevokeSPIFFEID(ctx, revoked, "compromised"); err != nil {
+		t.Fatal(err)
+	}
+	isRevoked := func(what string, err error) {
+		t.Helper()
+		var p *client.Problem
+		if !errors.As(err, &p) || p.Name() != "spiffe-id-revoked" {
+			t.Errorf("%s = %v; want 403 spiffe-id-revoked", what, err)
+		}
+	}
+	key, _, _ := client.NewKeyAndCSR()
+	csr, _ := client.CSRFor(key, spiffeid.RequireFromString(revoked))
+	_, err := nc.X509SVID(ctx, revoked, csr)
+	isRevoked("an X509-SVID of the revoked agent through its node", err)
+	_, err = nc.JWTSVID(ctx, revoked, []string{"x"})
+	isRevoked("a JWT-SVID of the revoked agent through its node", err)
+	_, err = e.client(held.chain, held.key).X509SVID(ctx, revoked, csr)
+	isRevoked("the revoked agent's own renewal", err)
+	s, err := nc.SyncNode(ctx, []spiffeid.ID{spiffeid.RequireFromString(revoked), spiffeid.RequireFromString(kept)})
+	if err != nil || len(s.Hosted) != 1 || s.Hosted[0] != kept || len(s.Refused) != 1 || s.Refused[0].Name() != "spiffe-id-revoked" {
+		t.Errorf("SyncNode() after the agent's revocation = %+v, %v; want %s hosted, %s refused as spiffe-id-revoked", s, err, kept, revoked)
+	}
+	e.agentSVID(node, kept) // the others are served as before
+
+	// The node revoked: nothing through it, and it renews no more.
+	if _, err := e.admin.RevokeSPIFFEID(ctx, node.id.String(), "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.renewNode(node)
+	isRevoked("the revoked node's renewal", err)
+	kcsr, _ := client.CSRFor(key, spiffeid.RequireFromString(kept))
+	_, err = nc.X509SVID(ctx, kept, kcsr)
+	isRevoked("an agent's X509-SVID through the revoked node", err)
+	_, err = nc.SyncNode(ctx, []spiffeid.ID{spiffeid.RequireFromString(kept)})
+	isRevoked("the revoked node's sync", err)
+
+	// A node ID revoked before its token is used never joins; the token
+	// stays unused.
+	tok, err := e.admin.CreateJoinToken(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.RevokeSPIFFEID(ctx, tok.NodeID, "not to join"); err != nil {
+		t.Fatal(err)
+	}
+	_, jcsr, _ := client.NewKeyAndCSR()
+	_, err = e.client(nil, nil).Join(ctx, tok.Token, jcsr)
+	isRevoked("a join with a token whose node ID is revoked", err)
+}
