@@ -47,24 +47,37 @@ func TestCallErrorSaysWhatToCheck(t *testing.T) {
 	}
 	closed := "https://" + l.Addr().String()
 	l.Close()
+	// A server that fails its own side of the handshake (no certificate
+	// to serve) sends an alert too, whatever the client presents.
+	broken := httptest.NewUnstartedServer(http.HandlerFunc(ok))
+	broken.Config.ErrorLog = log.New(io.Discard, "", 0)
+	broken.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return nil, errors.New("no server certificate")
+	}}
+	broken.StartTLS()
+	t.Cleanup(broken.Close)
 	poolA := x509.NewCertPool()
 	poolA.AddCert(a.root)
 	agent := other.leaf(t, "spiffe://org-a.example/agent/a")
 
 	for _, tc := range []struct {
-		name string
-		cfg  client.Config
-		want string
+		name    string
+		cfg     client.Config
+		want    string
+		refused bool // the server refused the client's credential
 	}{
 		{"nothing listens", client.Config{Server: closed, Bundle: []*x509.Certificate{a.root}},
-			"client: GET " + closed + "/v1/bundle: dial tcp "},
+			"client: GET " + closed + "/v1/bundle: dial tcp ", false},
 		{"another authority's certificate", client.Config{Server: serve(a, nil), Bundle: []*x509.Certificate{other.root}, BundleFrom: "other/bundle.pem"},
-			"the server's certificate is not signed by the trust bundle in other/bundle.pem: is it the authority that bundle is for?"},
+			"the server's certificate is not signed by the trust bundle in other/bundle.pem: is it the authority that bundle is for?", false},
 		{"another trust domain", client.Config{Server: sB.URL, Bundle: []*x509.Certificate{a.root}},
-			`/v1/bundle: the server is an authority of trust domain "org-b.example", and the trust bundle given is "org-a.example"'s`},
+			`/v1/bundle: the server is an authority of trust domain "org-b.example", and the trust bundle given is "org-a.example"'s`, false},
 		{"a credential the server refuses", client.Config{Server: serve(a, poolA), Bundle: []*x509.Certificate{a.root},
 			SVID: []*x509.Certificate{agent.Leaf}, Key: agent.PrivateKey.(crypto.Signer), SVIDFrom: "agent-dir"},
-			"the authority refused the credential in agent-dir: is it one of this authority's, or of a trust domain it federates with, and not signed by an X.509 CA revoked since (then get a new one: a node's with mandate node join or attest"},
+			"the authority refused the credential in agent-dir: is it one of this authority's, or of a trust domain it federates with, and not signed by an X.509 CA revoked since (then get a new one: a node's with mandate node join or attest", true},
+		{"a server failing its side of the handshake, to a client with a credential", client.Config{Server: broken.URL, Bundle: []*x509.Certificate{a.root},
+			SVID: []*x509.Certificate{agent.Leaf}, Key: agent.PrivateKey.(crypto.Signer), SVIDFrom: "agent-dir"},
+			"remote error: tls: internal error", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Timeout = 10 * time.Second
@@ -77,8 +90,11 @@ func TestCallErrorSaysWhatToCheck(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("GetRaw = %v, want an error saying %q", err, tc.want)
 			}
-			if refused := tc.cfg.SVID != nil; errors.Is(err, client.ErrCredentialRefused) != refused {
-				t.Errorf("GetRaw = %v: ErrCredentialRefused %v, want %v", err, !refused, refused)
+			if errors.Is(err, client.ErrCredentialRefused) != tc.refused {
+				t.Errorf("GetRaw = %v: ErrCredentialRefused %v, want %v", err, !tc.refused, tc.refused)
+			}
+			if !tc.refused && strings.Contains(err.Error(), "refused the credential") {
+				t.Errorf("GetRaw = %v: says the credential was refused", err)
 			}
 			for _, noise := range []string{`Get "`, "x509svid: could not get", "client: client:"} {
 				if strings.Contains(err.Error(), noise) {

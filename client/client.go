@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -381,7 +382,7 @@ func (c *Client) callError(method, path string, err error) error {
 		return fmt.Errorf("%s: %s", call, other.Error())
 	case errors.As(err, &unknown):
 		return fmt.Errorf("%s: the server's certificate is not signed by the trust bundle%s: is it the authority that bundle is for? (%w)", call, in(c.bundleFrom), err)
-	case c.mtls && errors.As(err, &op) && op.Op == "remote error":
+	case c.mtls && errors.As(err, &op) && op.Op == "remote error" && certificateAlert(op.Err):
 		return fmt.Errorf("%s: %w%s: is it one of this authority's, or of a trust domain it federates with, and not signed by an X.509 CA revoked since (then get a new one: a node's with mandate node join or attest, an agent's with mandate svid x509 through its node)? (%w)", call, ErrCredentialRefused, in(c.svidFrom), err)
 	}
 	return fmt.Errorf("%s: %w", call, err)
@@ -391,6 +392,23 @@ func (c *Client) callError(method, path string, err error) error {
 // authority refused at the handshake: not one of its trust domain's (or a
 // federated one's), or signed by an X.509 CA revoked since.
 var ErrCredentialRefused = errors.New("the authority refused the credential")
+
+// certificateAlerts are the TLS alerts by which a server refuses the
+// client's certificate (RFC 8446, section 6.2): bad_certificate (the
+// authority's, its chain verifying with no bundle it holds),
+// unsupported_certificate, certificate_revoked, certificate_expired,
+// certificate_unknown, unknown_ca, access_denied and
+// certificate_required. Any other (internal_error: the server has no
+// certificate of its own to serve; handshake_failure, protocol_version)
+// says nothing of the client's credential.
+var certificateAlerts = []tls.AlertError{42, 43, 44, 45, 46, 48, 49, 116}
+
+// certificateAlert tells whether err, the error of a "remote error"
+// (crypto/tls's alert, whose type is not exported, written as
+// tls.AlertError writes it), is one of certificateAlerts.
+func certificateAlert(err error) bool {
+	return err != nil && slices.ContainsFunc(certificateAlerts, func(a tls.AlertError) bool { return err.Error() == a.Error() })
+}
 
 // problemFrom is the *Problem of a non-2xx answer with body b. Its Status
 // is the answer's, whatever the body says.
