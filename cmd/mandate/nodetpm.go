@@ -189,7 +189,8 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 // receive from unknown (the Workload API's sync was told the authority
 // does not know the node, evicted or restored from an older backup, or
 // refuses its credential, signed by a CA revoked since) has it attest
-// again at once.
+// again at once, unless its latest attestation failed: that one is
+// retried at its time.
 func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte, own *ownEK, loop, quiet bool, stdout, stderr io.Writer, unknown <-chan struct{}) error {
 	for {
 		ans, renewal, err := attestOnce(ctx, dev, cf, out, ekCert, own)
@@ -228,7 +229,14 @@ func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 			wait = max(renewalWait(ans), minRenewalWait)
 			fmt.Fprintf(stderr, "%s attested %s (renewal %v); next quote in %s\n", time.Now().UTC().Format(time.RFC3339), ans.SPIFFEID, renewal, wait.Round(time.Second))
 		}
-		goOn, woken := sleep(ctx, wait, time.Now, wallPoll, unknown)
+		// A failed attestation is retried when it says: the syncs failing
+		// meanwhile (at 1, 2, 4… s at first) tell it nothing it did not
+		// know, and would each have it attest again at once.
+		wake := unknown
+		if err != nil {
+			wake = nil
+		}
+		goOn, woken := sleep(ctx, wait, time.Now, wallPoll, wake)
 		if !goOn {
 			return nil
 		}

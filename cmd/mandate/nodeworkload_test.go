@@ -514,3 +514,64 @@ func TestNodeRunTPMAttestsAgainOnceUnknown(t *testing.T) {
 		t.Fatalf("node run --tpm = %v (%s)", err, errOut.String())
 	}
 }
+
+// A TPM node whose attestation again, woken by a sync that says the
+// authority does not know it, fails (here: --out held by another
+// command) retries when it said it would, not at each sync failing
+// meanwhile (every 1, 2, 4… s at first).
+func TestNodeRunTPMRetriesAFailedAttestationAtItsOwnPace(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	url := serveSensorOnTPM(t, dir, "federation:\n  bundle_refresh_hint: 1s")
+	sock := filepath.Join(dir, "workload.sock")
+	addr := workloadapi.WithAddr("unix://" + sock)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t.Setenv("MANDATE_SERVER", url)
+	errOut, done := nodeRun(ctx, "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
+		"--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/sensor")
+	for {
+		if _, err := workloadapi.FetchX509SVID(ctx, addr); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("FetchX509SVID = %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	unlock, err := lockOut("mandate-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	var nodes struct {
+		Nodes []struct {
+			SPIFFEID string `json:"spiffe_id"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, url, dir, "admin", "node", "list")), &nodes); err != nil || len(nodes.Nodes) != 1 {
+		t.Fatalf("node list: %+v, %v", nodes, err)
+	}
+	mustCLI(t, url, dir, "admin", "node", "evict", nodes.Nodes[0].SPIFFEID, "--reason", "test")
+	// The first failed attestation, then two syncs failing after it.
+	var after string
+	for {
+		log := errOut.String()
+		if i := strings.Index(log, "attestation failed"); i >= 0 {
+			after = log[i:]
+			if strings.Count(after, "no sync with the authority") >= 2 {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("node run --tpm did not fail to attest again, then to sync twice:\n%s", log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := strings.Count(after, "attesting again now"); n != 0 {
+		t.Errorf("node run --tpm attested again %d times at failed syncs after a failed attestation, before its retry:\n%s", n, errOut.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("node run --tpm = %v (%s)", err, errOut.String())
+	}
+}
