@@ -111,7 +111,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		fs.Lookup("tpm").Usage = `TPM device (e.g. /dev/tpmrm0), or "simulator" for development; without it, the join-token node credential in --out is renewed with itself (then only --out, --server, --trust-domain, --workload-api and --workload apply)`
 	}
 	cf.registerServer(fs)
-	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time (an attestation after the node's credential in --out has expired also trusts the bundle.pem that came with it, brought up to date by every renewal; with no --bundle given and no file at its default, that one alone)")
+	fs.StringVar(&cf.bundle, "bundle", "mandate-data/admin/bundle.pem", "PEM trust bundle to authenticate the authority the first time (an attestation after the node's credential in --out has expired, or with one the authority refuses (its CA revoked), also trusts the bundle.pem that came with it, brought up to date by every renewal; with no --bundle given and no file at its default, that one alone)")
 	fs.StringVar(&ekCertFile, "ek-cert", "", "EK certificate (DER or PEM) from the TPM's manufacturer, if the authority trusts EKs by certificate")
 	if !loop { // node run prints nothing but its log
 		fs.BoolVar(&quiet, "quiet", false, "print only the node's SPIFFE ID")
