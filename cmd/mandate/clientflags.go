@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -194,4 +196,44 @@ func printJSON(w io.Writer, v any) error {
 	}
 	_, err = io.WriteString(w, out.String())
 	return err
+}
+
+// reusedClient is a client with the credential in dir (made by dial),
+// made anew only once that credential changes (svid.pem or bundle.pem
+// rewritten by a renewal) or expires: its connections to the authority
+// are kept alive from one call to the next, rather than each call
+// making a TLS handshake of its own. Safe for concurrent use.
+type reusedClient struct {
+	dir  string
+	dial func() (*client.Client, error)
+
+	mu       sync.Mutex
+	c        *client.Client
+	seen     []byte    // svid.pem and bundle.pem as c was made with them
+	notAfter time.Time // the end of c's credential
+}
+
+// get is the client for the credential in dir as it is now.
+func (r *reusedClient) get() (*client.Client, error) {
+	p := credfile.In(r.dir)
+	pem, errCert := os.ReadFile(p.Cert)
+	bundle, errBundle := os.ReadFile(p.Bundle)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := append(pem, bundle...)
+	if errCert == nil && errBundle == nil && r.c != nil && bytes.Equal(seen, r.seen) && time.Now().Before(r.notAfter) {
+		return r.c, nil
+	}
+	c, err := r.dial() // says what is wrong with the credential, if anything
+	if err != nil {
+		return nil, err
+	}
+	if r.c != nil {
+		r.c.CloseIdle()
+	}
+	r.c, r.seen, r.notAfter = c, nil, time.Time{}
+	if chain, err := credfile.ParseCertsPEM(pem); errCert == nil && errBundle == nil && err == nil {
+		r.seen, r.notAfter = seen, chain[0].NotAfter
+	}
+	return c, nil
 }

@@ -267,3 +267,45 @@ func TestSleepFollowsTheWallClock(t *testing.T) {
 		})
 	}
 }
+
+// node run's Workload API keeps one client to the authority (and its
+// connections) while the node's credential stays as it is, and makes a
+// new one once a renewal rewrites it (svid.pem or bundle.pem), or once
+// it has expired (dial then says so).
+func TestReusedClientFollowsTheCredential(t *testing.T) {
+	dir := t.TempDir()
+	write := func(notAfter time.Time) {
+		t.Helper()
+		leaf := selfSigned(t, "spiffe://mandate.localhost/node/join/0123456789abcdef", time.Now().Add(-time.Hour), notAfter, false)
+		root := selfSigned(t, "spiffe://mandate.localhost", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), true)
+		if err := credfile.Write(credfile.In(dir), []*x509.Certificate{leaf.cert}, leaf.key, []*x509.Certificate{root.cert}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dials, root := 0, selfSigned(t, "spiffe://mandate.localhost", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), true)
+	r := &reusedClient{dir: dir, dial: func() (*client.Client, error) {
+		dials++
+		return client.New(client.Config{Server: "https://127.0.0.1:1", Bundle: []*x509.Certificate{root.cert}})
+	}}
+	get := func(wantDials int) *client.Client {
+		t.Helper()
+		c, err := r.get()
+		if err != nil || dials != wantDials {
+			t.Fatalf("get() = %v after %d dials, want a client after %d", err, dials, wantDials)
+		}
+		return c
+	}
+	write(time.Now().Add(time.Hour))
+	first := get(1)
+	if again := get(1); again != first {
+		t.Error("get() made a new client for the same credential")
+	}
+	write(time.Now().Add(time.Hour)) // renewed
+	if renewed := get(2); renewed == first {
+		t.Error("get() kept the client of the credential renewed since")
+	}
+	get(2)
+	write(time.Now().Add(-time.Minute)) // expired: dial says so each time
+	get(3)
+	get(4)
+}

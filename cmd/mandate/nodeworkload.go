@@ -68,7 +68,8 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	stderr = &lineWriter{w: stderr}
 	cf.creds = out
 	cf.missing = "give --out, the node's credential directory"
-	srv, err := workload.New(w.entries, &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: w.attests, unknown: w.unknown}, slog.New(slog.NewTextHandler(stderr, nil)))
+	clients := &reusedClient{dir: out, dial: func() (*client.Client, error) { return cf.dial(true) }}
+	srv, err := workload.New(w.entries, &nodeIssuer{dial: clients.get, attests: w.attests, unknown: w.unknown}, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		return err
 	}
@@ -122,7 +123,8 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 
 // nodeIssuer obtains agents' credentials from the authority with the
 // node's own credential (a node asks for the agents it hosts): dial is
-// a client with it, read anew for each request (node run renews it).
+// a client with it as it is at each request (node run renews it), whose
+// connections the issuer leaves open for the next (reusedClient).
 type nodeIssuer struct {
 	dial func() (*client.Client, error)
 	// attests is a TPM node, attested again at each renewal; unknown,
@@ -138,7 +140,6 @@ func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SV
 	if err != nil {
 		return nil, nil, err
 	}
-	defer c.CloseIdle()
 	ans, key, err := c.NewX509SVID(ctx, id)
 	if err != nil {
 		return nil, nil, err
@@ -167,7 +168,6 @@ func (n *nodeIssuer) JWTSVID(ctx context.Context, id spiffeid.ID, audience []str
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	defer c.CloseIdle()
 	ans, err := c.JWTSVID(ctx, id.String(), audience)
 	if err != nil {
 		return "", time.Time{}, err
@@ -199,7 +199,6 @@ func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Syn
 	if err != nil {
 		return nil, err
 	}
-	defer c.CloseIdle()
 	ans, err := c.SyncNode(ctx, ids)
 	var p *client.Problem
 	switch {
