@@ -396,9 +396,9 @@ func (a *Authority) evict(ctx context.Context, c *Caller, n *registry.Node, reas
 		if err != nil {
 			return err
 		}
-		if now, err := json.Marshal(cur); err != nil {
+		if is, err := json.Marshal(cur); err != nil {
 			return err
-		} else if !bytes.Equal(now, was) {
+		} else if !bytes.Equal(is, was) {
 			return fmt.Errorf("%w: %s renewed, attested or was banned while it was evicted: ask again", ErrChangedMeanwhile, nodeID)
 		}
 		if _, err = registry.EvictNode(tx, nodeID, liftBan); err != nil {
