@@ -370,7 +370,7 @@ func (a *Authority) EvictNode(ctx context.Context, c *Caller, nodeID, reason str
 func (a *Authority) evict(ctx context.Context, c *Caller, n *registry.Node, reason string, liftBan bool) error {
 	nodeID := n.SPIFFEID
 	if n.Banned && !liftBan {
-		return fmt.Errorf("%w: %s, banned %s; evict it with lift_ban to let it attest again", registry.ErrBanStands, nodeID, n.BannedAt.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: %s, banned %s; evict it with lift_ban (mandate admin node evict --lift-ban) to let it attest again", registry.ErrBanStands, nodeID, n.BannedAt.UTC().Format(time.RFC3339))
 	}
 	was, err := json.Marshal(n)
 	if err != nil {
