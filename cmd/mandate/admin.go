@@ -31,8 +31,9 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
   node list | node ban NODE_SPIFFE_ID [--reason R]
   node evict NODE_SPIFFE_ID [--reason R] [--lift-ban]
                                       remove a node's record: it gets nothing more until
-                                      it attests again (a TPM node does at its next
-                                      renewal; a join-token node cannot: its node run stops)
+                                      it attests again (a TPM node's node run does at its
+                                      next sync, or next renewal without --workload-api;
+                                      a join-token node cannot: its node run stops)
   federation add --trust-domain TD --url URL [--profile https_spiffe|https_web]
                  [--endpoint-spiffe-id ID] [--bundle-file FILE]
   federation list | federation delete TD
