@@ -218,9 +218,16 @@ func splitFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// oneArg is the one operand of a command, what it names: none, more, or
+// an empty one (a shell variable left empty by a command that failed,
+// as NODE=$(mandate node join ...)) is refused before anything is asked
+// of the authority, which would answer for another path or field.
 func oneArg(args []string, what string) (string, error) {
 	if len(args) != 1 {
 		return "", usagef("want exactly one argument: %s", what)
+	}
+	if args[0] == "" {
+		return "", usagef("want exactly one argument: %s; the one given is empty", what)
 	}
 	return args[0], nil
 }
