@@ -1008,8 +1008,16 @@ func TestCLINodeRunRenewsAJoinNode(t *testing.T) {
 	}
 	evicted, cancelEvicted := context.WithTimeout(context.Background(), time.Minute)
 	defer cancelEvicted()
-	if err := run(evicted, []string{"node", "run"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "node-not-attested") || evicted.Err() != nil {
-		t.Errorf("node run of an evicted node = %v, want it stopped at once, saying it is not attested", err)
+	// It says what to do then: join again, with a new token. So does
+	// node run serving the Workload API, whichever of its renewal and its
+	// sync is refused first.
+	if err := run(evicted, []string{"node", "run"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "node-not-attested") ||
+		!strings.Contains(err.Error(), "join again with a new join token") || evicted.Err() != nil {
+		t.Errorf("node run of an evicted node = %v, want it stopped at once, saying it is not attested and to join again", err)
+	}
+	err = run(evicted, []string{"node", "run", "--workload-api", filepath.Join(dir, "w.sock"), "--workload", "uid:0=spiffe://mandate.localhost/agent/a"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "node-not-attested") || !strings.Contains(err.Error(), "join again with a new join token") || evicted.Err() != nil {
+		t.Errorf("node run --workload-api of an evicted node = %v, want it stopped at once, saying it is not attested and to join again", err)
 	}
 }
 

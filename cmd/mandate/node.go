@@ -382,7 +382,7 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 		var p *client.Problem
 		switch {
 		case err != nil && errors.As(err, &p) && refusedForGood(p):
-			return fmt.Errorf("node run stopped: the authority refuses to renew %s: %w", id, err)
+			return joinAgainHint(fmt.Errorf("node run stopped: the authority refuses to renew %s: %w", id, err))
 		case err != nil && !time.Now().Before(chain[0].NotAfter):
 			return err
 		case err != nil:
@@ -460,6 +460,18 @@ func refusedForGood(p *client.Problem) bool {
 		return true
 	}
 	return false
+}
+
+// joinAgainHint adds to err, a join-token node's refusal, what to do
+// when the authority no longer knows the node (node-not-attested: it
+// was evicted, or its SVID lapsed): its token is spent, so it joins
+// again with a new one, under a new ID. Any other err is returned as is.
+func joinAgainHint(err error) error {
+	var p *client.Problem
+	if err == nil || !errors.As(err, &p) || p.Name() != "node-not-attested" {
+		return err
+	}
+	return fmt.Errorf("%w; a join-token node the authority no longer knows (evicted, or not renewed in time) cannot renew: join again with a new join token (mandate node join), into another --out or after removing this one", err)
 }
 
 // renewNodeOnce renews the node id's credential in out, and says how

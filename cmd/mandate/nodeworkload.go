@@ -103,6 +103,9 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 		cancel()
 		if err != nil {
 			err = fmt.Errorf("node run stopped: %w", err)
+			if !w.attests {
+				err = joinAgainHint(err)
+			}
 		}
 		return errors.Join(err, <-ran)
 	}
