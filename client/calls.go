@@ -144,18 +144,18 @@ type Node struct {
 	Level             string    `json:"level"`
 	Selectors         []string  `json:"selectors"`
 	AttestedAt        time.Time `json:"attested_at"`
-	SVIDSerial        string    `json:"svid_serial"`
+	SVIDSerial        string    `json:"svid_serial,omitempty"`
 	PrevSVIDSerial    string    `json:"prev_svid_serial,omitempty"`
 	SVIDIssuedAt      time.Time `json:"svid_issued_at,omitzero"`
-	SVIDExpiresAt     time.Time `json:"svid_expires_at"`
+	SVIDExpiresAt     time.Time `json:"svid_expires_at,omitzero"`
 	NewestSVIDAt      time.Time `json:"newest_svid_at,omitzero"`
 	TPM               *NodeTPM  `json:"tpm,omitempty"`
-	Drifted           bool      `json:"drifted"`
+	Drifted           bool      `json:"drifted,omitempty"`
 	DriftedAt         time.Time `json:"drifted_at,omitzero"`
-	DriftReason       string    `json:"drift_reason"`
+	DriftReason       string    `json:"drift_reason,omitempty"`
 	Banned            bool      `json:"banned"`
 	BannedAt          time.Time `json:"banned_at,omitzero"`
-	BanReason         string    `json:"ban_reason"`
+	BanReason         string    `json:"ban_reason,omitempty"`
 }
 
 // NodeTPM is what a node's last TPM attestation proved.
