@@ -520,8 +520,10 @@ func adminCAStatus(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.
 func adminCARotate(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
 	f := &adminFlags
 	switch {
-	case f.kind != "x509" && f.kind != "jwt":
+	case f.kind == "":
 		return usagef("--kind x509 or --kind jwt is required")
+	case f.kind != "x509" && f.kind != "jwt":
+		return usagef("--kind %q: want x509 (the X.509 CA) or jwt (the JWT key)", f.kind)
 	case f.reason == "":
 		return usagef("--reason is required")
 	case f.immediately && f.kind == "x509":

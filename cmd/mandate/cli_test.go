@@ -291,6 +291,8 @@ func TestCLIAdminCommands(t *testing.T) {
 		{[]string{"svid", "jwt", "--audience", "x", "--creds", "no-such-dir"}, "no credential in no-such-dir"},
 		{[]string{"admin", "ca", "rotate", "--kind", "x509", "--reason", "r", "--immediately"}, "--immediately is for a JWT key only"},
 		{[]string{"admin", "ca", "rotate", "--kind", "jwt"}, "--reason is required"},
+		{[]string{"admin", "ca", "rotate", "--kind", "x5", "--reason", "r"}, `--kind "x5": want x509 (the X.509 CA) or jwt`},
+		{[]string{"admin", "ca", "rotate", "--reason", "r"}, "--kind x509 or --kind jwt is required"},
 		{[]string{"admin", "ca", "revoke", "0123", "--reason", "r"}, "404 Not found"},
 		{[]string{"admin", "ca", "revoke", "--reason", "r"}, "want exactly one argument: the authority's id"},
 	} {
