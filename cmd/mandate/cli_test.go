@@ -1131,3 +1131,39 @@ func TestArgumentLikeASecretIsNotShown(t *testing.T) {
 		}
 	}
 }
+
+// A join-token node whose credential the authority refuses at the
+// handshake (signed by an X.509 CA revoked since: here, by a CA it never
+// had) can never renew it: node run stops at once, saying to join again,
+// rather than retrying until the credential expires; so does node run
+// serving the Workload API, whose sync is refused so.
+func TestCLINodeRunStopsWithARefusedCredential(t *testing.T) {
+	dir := t.TempDir()
+	url := startServe(t, dir)
+	t.Chdir(dir)
+	t.Setenv("MANDATE_SERVER", url)
+	pem, err := os.ReadFile(filepath.Join(dir, "mandate-data", "admin", "bundle.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := credfile.ParseCertsPEM(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := selfSigned(t, "spiffe://mandate.localhost/node/join/0123456789abcdef", time.Now().Add(-time.Minute), time.Now().Add(time.Hour), false)
+	if err := credfile.Write(credfile.In("mandate-node"), []*x509.Certificate{forged.cert}, forged.key, roots); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"node", "run"},
+		{"node", "run", "--workload-api", filepath.Join(dir, "w.sock"), "--workload", "uid:0=spiffe://mandate.localhost/agent/a"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		var out, errOut bytes.Buffer
+		err := run(ctx, args, &out, &errOut)
+		if err == nil || !errors.Is(err, client.ErrCredentialRefused) || !strings.Contains(err.Error(), "join again with a new join token") || ctx.Err() != nil {
+			t.Errorf("mandate %s with a credential the authority refuses = %v, want it stopped at once, saying to join again", strings.Join(args, " "), err)
+		}
+		cancel()
+	}
+}

@@ -366,8 +366,9 @@ const minRenewalWait = 5 * time.Second
 // ctx ends. A renewal that failed for a passing reason (the authority
 // unreachable, its own fault) is tried again while the credential is
 // valid; one the authority refuses for good (the node banned, its SVID
-// superseded, the node attested no longer) stops it at once, and so does
-// an expired credential (join again).
+// superseded, the node attested no longer, its credential refused at the
+// handshake: its CA revoked) stops it at once, and so does an expired
+// credential (join again).
 func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.Writer) error {
 	cf.creds = out
 	for {
@@ -381,7 +382,7 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 		}
 		var p *client.Problem
 		switch {
-		case err != nil && errors.As(err, &p) && refusedForGood(p):
+		case err != nil && (errors.As(err, &p) && refusedForGood(p) || errors.Is(err, client.ErrCredentialRefused)):
 			return joinAgainHint(fmt.Errorf("node run stopped: the authority refuses to renew %s: %w", id, err))
 		case err != nil && !time.Now().Before(chain[0].NotAfter):
 			return err
@@ -464,11 +465,16 @@ func refusedForGood(p *client.Problem) bool {
 
 // joinAgainHint adds to err, a join-token node's refusal, what to do
 // when the authority no longer knows the node (node-not-attested: it
-// was evicted, or its SVID lapsed): its token is spent, so it joins
-// again with a new one, under a new ID. Any other err is returned as is.
+// was evicted, or its SVID lapsed), or refuses its credential at the
+// handshake (client.ErrCredentialRefused: its CA revoked): its token is
+// spent, so it joins again with a new one, under a new ID. Any other
+// err is returned as is.
 func joinAgainHint(err error) error {
 	var p *client.Problem
-	if err == nil || !errors.As(err, &p) || p.Name() != "node-not-attested" {
+	switch {
+	case errors.Is(err, client.ErrCredentialRefused):
+		return fmt.Errorf("%w; a join-token node whose credential the authority refuses (signed by an X.509 CA revoked since) cannot renew: join again with a new join token (mandate node join), into another --out or after removing this one", err)
+	case err == nil || !errors.As(err, &p) || p.Name() != "node-not-attested":
 		return err
 	}
 	return fmt.Errorf("%w; a join-token node the authority no longer knows (evicted, or not renewed in time) cannot renew: join again with a new join token (mandate node join), into another --out or after removing this one", err)

@@ -205,7 +205,9 @@ func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Syn
 	ans, err := c.SyncNode(ctx, ids)
 	var p *client.Problem
 	switch {
-	case errors.As(err, &p) && n.refusedForGood(p):
+	case errors.As(err, &p) && n.refusedForGood(p), !n.attests && errors.Is(err, client.ErrCredentialRefused):
+		// A join-token node whose credential is refused (its CA revoked)
+		// cannot renew it; a TPM node attests anew (unknown, below).
 		return nil, fmt.Errorf("%w: %w", workload.ErrNodeRefused, err)
 	case n.unknown != nil && (p != nil && p.Name() == "node-not-attested" || errors.Is(err, client.ErrCredentialRefused)):
 		select {
