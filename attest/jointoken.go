@@ -171,6 +171,23 @@ func RetryJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now tim
 	return rec, nil
 }
 
+// RejoinableTokens returns the ids of the tokens a join may be asked
+// again with at now (RetryJoinToken): used with a key, and not expired.
+func RejoinableTokens(tx store.Tx, now time.Time) (map[string]bool, error) {
+	ids := map[string]bool{}
+	err := tx.Scan(BucketJoinTokens, nil, nil, func(_, v []byte) error {
+		var r JoinToken
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("attest: decode join token: %w", err)
+		}
+		if !r.UsedAt.IsZero() && r.UsedKey != "" && now.Before(r.ExpiresAt) {
+			ids[r.ID] = true
+		}
+		return nil
+	})
+	return ids, err
+}
+
 // PeekJoinToken is ConsumeJoinToken without using the token up (in a
 // read transaction): its record, and the same errors.
 func PeekJoinToken(tx store.Tx, secret string, td spiffeid.TrustDomain, now time.Time) (*JoinToken, error) {

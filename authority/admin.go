@@ -426,7 +426,8 @@ const maxPrunedNodes = 100
 // pruneLapsedNodes evicts, as the authority, the nodes that are not
 // banned and whose latest SVID expired more than
 // attestation.prune_lapsed_nodes_after ago, at most maxPrunedNodes a
-// round. Not before the authority has run for an X509-SVID's life since
+// round; a join-token node not before its token has expired (until
+// then it may join again with it). Not before the authority has run for an X509-SVID's life since
 // started: every node still at work has renewed by then, so a record
 // restored from an older backup, or left behind while the authority was
 // down, is not taken for a node that lapsed.
@@ -438,12 +439,33 @@ func (a *Authority) pruneLapsedNodes(ctx context.Context, started time.Time) {
 	var lapsed []*registry.Node
 	err := a.store.View(ctx, func(tx store.Tx) error {
 		nodes, err := registry.ListNodes(tx)
+		if err != nil {
+			return err
+		}
+		// A join-token node may still join again with its token, until
+		// the token expires (a join whose answer was lost): it is left
+		// until then.
+		var rejoinable map[string]bool
+		joinPrefix := a.td.IDString() + "/node/" + attest.MethodJoinToken + "/"
 		for _, n := range nodes {
-			if !n.Banned && !n.SVIDExpiresAt.IsZero() && now.Sub(n.SVIDExpiresAt) > after && len(lapsed) < maxPrunedNodes {
-				lapsed = append(lapsed, n)
+			if n.Banned || n.SVIDExpiresAt.IsZero() || now.Sub(n.SVIDExpiresAt) <= after {
+				continue
+			}
+			if token, ok := strings.CutPrefix(n.SPIFFEID, joinPrefix); ok && n.AttestationMethod == attest.MethodJoinToken {
+				if rejoinable == nil {
+					if rejoinable, err = attest.RejoinableTokens(tx, now); err != nil {
+						return err
+					}
+				}
+				if rejoinable[token] {
+					continue
+				}
+			}
+			if lapsed = append(lapsed, n); len(lapsed) == maxPrunedNodes {
+				break
 			}
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		if ctx.Err() == nil {

@@ -830,3 +830,49 @@ func TestPruneLapsedNodesAfterBounds(t *testing.T) {
 		}
 	}
 }
+
+// A join-token node whose SVID lapsed may still join again with its
+// token until the token expires (a join whose answer was lost): the
+// prune leaves it listed until then, and evicts it once its token has
+// expired too.
+func TestPruneKeepsNodeWhileItsTokenRejoins(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		tokenTTL time.Duration
+		kept     bool
+	}{
+		{"token still valid", 24 * time.Hour, true},
+		{"token expired", time.Hour, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := &testClock{now: time.Now().Truncate(time.Second)}
+			a, _ := runAuthorityWith(t, Options{Now: clock.Now}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(time.Hour) })
+			ctx, admin := t.Context(), adminOf(t, a)
+			secret, _, err := a.CreateJoinToken(ctx, admin, tc.tokenTTL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			csr := newCSR(t)
+			joined, err := a.JoinNode(ctx, secret, csr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(joined.ExpiresAt.Sub(clock.Now()) + 2*time.Hour)
+			a.pruneLapsedNodes(ctx, clock.Now().Add(-2*time.Hour))
+			err = a.store.View(ctx, func(tx store.Tx) error {
+				_, err := registry.GetNode(tx, joined.ID.String())
+				return err
+			})
+			if kept := err == nil; kept != tc.kept {
+				t.Fatalf("node listed after the prune: %v (%v), want %v", kept, err, tc.kept)
+			}
+			if !tc.kept {
+				return
+			}
+			again, err := a.JoinNode(ctx, secret, csr)
+			if err != nil || again.ID != joined.ID {
+				t.Fatalf("join asked again with the unexpired token after the prune = %v, want a new SVID for %s", err, joined.ID)
+			}
+		})
+	}
+}

@@ -95,7 +95,9 @@ type AttestationConfig struct {
 	TPM TPMConfig `yaml:"tpm"`
 	// PruneLapsedNodesAfter, when set, evicts each node (not banned)
 	// whose latest SVID expired this long ago: a join-token node can
-	// never renew then, a TPM node attests anew (default 0: never).
+	// never renew then (it is kept until its token, which it may join
+	// again with, has expired), a TPM node attests anew (default 0:
+	// never).
 	PruneLapsedNodesAfter Duration `yaml:"prune_lapsed_nodes_after"`
 }
 
