@@ -541,3 +541,42 @@ func TestAgentSVIDOfANodeEvictedMeanwhile(t *testing.T) {
 		})
 	}
 }
+
+// The checks of an agent's SVID come in the order docs/api.md gives: a
+// registration that does not allow the node is said so before the ID's
+// revocation; one that allows it is refused as revoked.
+func TestRevokedAgentRefusalOrder(t *testing.T) {
+	a, _ := runAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeSVID, err := a.JoinNode(ctx, secret, newCSR(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &Caller{ID: nodeSVID.ID, Cert: nodeSVID.Certificates[0]}
+	for _, tc := range []struct {
+		name    string
+		nodeIDs []string
+		want    error
+	}{
+		{"hosted", []string{nodeSVID.ID.String()}, ErrIDRevoked},
+		{"elsewhere", []string{a.td.IDString() + "/node/join/0000000000000000"}, registry.ErrNotHosted},
+	} {
+		id := a.td.IDString() + "/agent/" + tc.name
+		if _, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: id, NodeIDs: tc.nodeIDs}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Revoke(ctx, admin, "", id, "compromised"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.MintX509(ctx, node, id, newCSR(t)); !errors.Is(err, tc.want) {
+			t.Errorf("X509-SVID of the revoked agent %s = %v, want %v", tc.name, err, tc.want)
+		}
+		if _, err := a.MintJWT(ctx, node, id, []string{"x"}); !errors.Is(err, tc.want) {
+			t.Errorf("JWT-SVID of the revoked agent %s = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
