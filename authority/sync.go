@@ -37,8 +37,9 @@ type NodeSync struct {
 // stops serving an agent deleted, or moved to another node, without
 // waiting for its next renewal, and serves a federation added, or a
 // peer's new keys, at once. A node refused as a whole (banned, drifted,
-// its SVID expired or replaced since) is refused with the error of its
-// SVIDs' issuance.
+// its ID revoked, its SVID expired or replaced since) is refused with
+// the error of its SVIDs' issuance; an agent whose ID is revoked is
+// refused (ErrIDRevoked).
 func (a *Authority) SyncNode(ctx context.Context, c *Caller, ids []string) (*NodeSync, error) {
 	if err := a.require(c, RoleNode); err != nil {
 		return nil, err
