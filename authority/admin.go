@@ -423,17 +423,39 @@ func (a *Authority) evict(ctx context.Context, c *Caller, n *registry.Node, reas
 // maxPrunedNodes bounds the nodes one round of pruneLapsedNodes evicts.
 const maxPrunedNodes = 100
 
+// pruneSince is when the prune of lapsed nodes counts from (the
+// authority's start, or the latest step of its clock), as the
+// authority's clock read it (wall), and Go's monotonic clock (mono).
+type pruneSince struct{ wall, mono time.Time }
+
+// maxClockStep is the most the authority's clock may move apart from the
+// monotonic clock before the prune of lapsed nodes counts anew.
+const maxClockStep = time.Minute
+
 // pruneLapsedNodes evicts, as the authority, the nodes that are not
 // banned and whose latest SVID expired more than
 // attestation.prune_lapsed_nodes_after ago, at most maxPrunedNodes a
 // round; a join-token node not before its token has expired (until
-// then it may join again with it). Not before the authority has run for an X509-SVID's life since
-// started: every node still at work has renewed by then, so a record
-// restored from an older backup, or left behind while the authority was
-// down, is not taken for a node that lapsed.
-func (a *Authority) pruneLapsedNodes(ctx context.Context, started time.Time) {
+// then it may join again with it). Not before the authority has run for
+// an X509-SVID's life since it started, or since its clock last stepped
+// (since): every node still at work has renewed by then, so a record
+// restored from an older backup, left behind while the authority was
+// down, or read with a clock set forward, is not taken for a node that
+// lapsed.
+func (a *Authority) pruneLapsedNodes(ctx context.Context, since *pruneSince) {
 	after, now := a.cfg.Attestation.PruneLapsedNodesAfter.D(), a.now()
-	if after <= 0 || now.Sub(started) < a.cfg.CA.X509SVIDTTL.D() {
+	if after <= 0 {
+		return
+	}
+	// A wall clock stepped (set forward, a host resumed from suspend)
+	// makes every record look older than it is: the nodes at work renew
+	// within an X509-SVID's life of the step, counted anew.
+	if step := now.Round(0).Sub(since.wall.Round(0)) - time.Since(since.mono); step > maxClockStep || step < -maxClockStep {
+		a.log.Info("the clock stepped: lapsed nodes are pruned an X509-SVID's life from now at the earliest", "step", step.Round(time.Second))
+		*since = pruneSince{wall: now, mono: time.Now()}
+		return
+	}
+	if now.Round(0).Sub(since.wall.Round(0)) < a.cfg.CA.X509SVIDTTL.D() {
 		return
 	}
 	var lapsed []*registry.Node

@@ -798,11 +798,11 @@ func TestPruneLapsedNodes(t *testing.T) {
 		}
 		return ids
 	}
-	a.pruneLapsedNodes(ctx, now.Add(-59*time.Minute))
+	a.pruneLapsedNodes(ctx, pruneFrom(now, 59*time.Minute))
 	if got := left(); len(got) != 5 {
 		t.Fatalf("nodes after a prune within an X509-SVID's life of the start: %v, want all five", got)
 	}
-	a.pruneLapsedNodes(ctx, now.Add(-time.Hour))
+	a.pruneLapsedNodes(ctx, pruneFrom(now, time.Hour))
 	if got, want := left(), []string{"at-work", "lapsed-banned", "lapsed-lately", "no-expiry"}; !slices.Equal(got, want) {
 		t.Fatalf("nodes after a prune: %v, want %v", got, want)
 	}
@@ -858,7 +858,7 @@ func TestPruneKeepsNodeWhileItsTokenRejoins(t *testing.T) {
 				t.Fatal(err)
 			}
 			clock.Advance(joined.ExpiresAt.Sub(clock.Now()) + 2*time.Hour)
-			a.pruneLapsedNodes(ctx, clock.Now().Add(-2*time.Hour))
+			a.pruneLapsedNodes(ctx, pruneFrom(clock.Now(), 2*time.Hour))
 			err = a.store.View(ctx, func(tx store.Tx) error {
 				_, err := registry.GetNode(tx, joined.ID.String())
 				return err
@@ -874,5 +874,48 @@ func TestPruneKeepsNodeWhileItsTokenRejoins(t *testing.T) {
 				t.Fatalf("join asked again with the unexpired token after the prune = %v, want a new SVID for %s", err, joined.ID)
 			}
 		})
+	}
+}
+
+// pruneFrom is a prune's count begun ago before now (the authority's
+// clock), as the monotonic clock counts too: no step.
+func pruneFrom(now time.Time, ago time.Duration) *pruneSince {
+	return &pruneSince{wall: now.Add(-ago), mono: time.Now().Add(-ago)}
+}
+
+// A clock stepped forward (or back) since the prune began counting makes
+// no node lapsed: the prune counts an X509-SVID's life anew from the
+// step, as from a start, and prunes after that.
+func TestPruneLapsedNodesAfterAClockStep(t *testing.T) {
+	clock := &testClock{now: time.Now().Truncate(time.Second)}
+	a, _ := runAuthorityWith(t, Options{Now: clock.Now}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(2 * time.Hour) })
+	ctx, admin := t.Context(), adminOf(t, a)
+	id := a.td.IDString() + "/node/join/0123456789abcdef"
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return registry.PutNode(tx, &registry.Node{SPIFFEID: id, SVIDExpiresAt: clock.Now().Add(time.Hour)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	listed := func() bool {
+		nodes, _, err := a.ListNodes(ctx, admin, Page{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(nodes) == 1
+	}
+	// Counting for two hours as both clocks say, then the wall clock is
+	// set a day forward: the node's SVID looks expired for 23 hours.
+	since := &pruneSince{wall: clock.Now().Add(-2 * time.Hour), mono: time.Now().Add(-2 * time.Hour)}
+	clock.Advance(24 * time.Hour)
+	a.pruneLapsedNodes(ctx, since)
+	if !listed() || !since.wall.Equal(clock.Now()) {
+		t.Fatalf("after a step of the clock: node listed %v, counting from %v; want it kept, and the count begun anew at %v", listed(), since.wall, clock.Now())
+	}
+	// An X509-SVID's life after the step (as both clocks count), it is
+	// pruned: nothing renewed it meanwhile.
+	since.wall, since.mono = since.wall.Add(-time.Hour), since.mono.Add(-time.Hour)
+	a.pruneLapsedNodes(ctx, since)
+	if listed() {
+		t.Fatal("node still listed an X509-SVID's life after the step")
 	}
 }

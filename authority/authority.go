@@ -338,7 +338,7 @@ func (a *Authority) watchBundles(ctx context.Context) error {
 
 func (a *Authority) maintain(ctx context.Context) error {
 	var pruned time.Time
-	started := a.now()
+	pruneFrom := &pruneSince{wall: a.now(), mono: time.Now()}
 	for {
 		wait := time.Minute // after a failure too: retried, not hammered
 		if err := a.WriteAdminCredential(ctx, false); err != nil && ctx.Err() == nil {
@@ -351,7 +351,7 @@ func (a *Authority) maintain(ctx context.Context) error {
 			a.pruneJoinTokens(ctx)
 			a.pruneTPMSessions(ctx)
 			a.prunePeerRevocations(ctx)
-			a.pruneLapsedNodes(ctx, started)
+			a.pruneLapsedNodes(ctx, pruneFrom)
 			a.flushTPMRefusals(ctx, false)
 			pruned = now
 		}
