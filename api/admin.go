@@ -158,6 +158,16 @@ func (s *Server) banNode(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out, err := s.a.GetNode(r.Context(), callerOf(r), id)
+	answer(w, r, s, http.StatusOK, out, err)
+}
+
 func (s *Server) evictNode(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Reason  string `json:"reason"`

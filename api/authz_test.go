@@ -292,6 +292,7 @@ func TestWhoMayCallWhat(t *testing.T) {
 		{"PUT", "/v1/admin/agents/nope", "application/json", fixed(`{}`), adminOnly, shapeProblem},
 		{"DELETE", "/v1/admin/agents/nope", "", nil, adminOnly, shapeProblem},
 		{"GET", "/v1/admin/nodes", "", nil, adminOnly, shapeProblem},
+		{"GET", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/nope"), "", nil, adminOnly, shapeProblem},
 		{"POST", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/nope") + "/ban", "application/json", fixed(`{}`), adminOnly, shapeProblem},
 		{"POST", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/nope") + "/evict", "application/json", fixed(`{}`), adminOnly, shapeProblem},
 		{"POST", "/v1/admin/federations", "application/json", fixed(`{}`), adminOnly, shapeProblem},

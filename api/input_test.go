@@ -130,6 +130,7 @@ func TestBadInputGetsAProblem(t *testing.T) {
 		{"agent in other trust domain", admin, "POST", "/v1/admin/agents", "application/json", `{"spiffe_id":"spiffe://evil.example/agent/x"}`, 400, "invalid-registration"},
 		{"duplicate agent", admin, "POST", "/v1/admin/agents", "application/json", mustJSON(t, map[string]string{"spiffe_id": agentID}), 409, "already-exists"},
 		{"unknown agent", admin, "GET", "/v1/admin/agents/nope", "", "", 404, "not-found"},
+		{"show unknown node", admin, "GET", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/x"), "", "", 404, "not-found"},
 		{"ban unknown node", admin, "POST", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/x") + "/ban", "application/json", `{}`, 404, "not-found"},
 		{"evict unknown node", admin, "POST", "/v1/admin/nodes/" + url.PathEscape("spiffe://org-a.example/node/join/x") + "/evict", "application/json", `{}`, 404, "not-found"},
 		{"unknown path", public, "GET", "/v1/nope", "", "", 404, "not-found"},

@@ -47,6 +47,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("PUT /v1/admin/agents/{id}", s.updateAgent)
 	handle("DELETE /v1/admin/agents/{id}", s.deleteAgent)
 	handle("GET /v1/admin/nodes", s.listNodes)
+	handle("GET /v1/admin/nodes/{id}", s.getNode)
 	handle("POST /v1/admin/nodes/{id}/ban", s.banNode)
 	handle("POST /v1/admin/nodes/{id}/evict", s.evictNode)
 	handle("POST /v1/admin/federations", s.addFederation)

@@ -325,6 +325,20 @@ func (a *Authority) nodeToChange(ctx context.Context, c *Caller, nodeID, reason 
 	if err := optionalReason(reason); err != nil {
 		return nil, err
 	}
+	return a.readNode(ctx, nodeID)
+}
+
+// GetNode returns the record of node nodeID (its full SPIFFE ID), for an
+// admin.
+func (a *Authority) GetNode(ctx context.Context, c *Caller, nodeID string) (*registry.Node, error) {
+	if err := a.require(c, RoleAdmin); err != nil {
+		return nil, err
+	}
+	return a.readNode(ctx, nodeID)
+}
+
+// readNode reads node nodeID's record.
+func (a *Authority) readNode(ctx context.Context, nodeID string) (*registry.Node, error) {
 	var n *registry.Node
 	err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error

@@ -203,6 +203,12 @@ func (c *Client) BanNode(ctx context.Context, nodeID, reason string) (*Node, err
 	return out, c.Do(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(nodeID)+"/ban", map[string]string{"reason": reason}, out)
 }
 
+// GetNode returns a node's record (admin).
+func (c *Client) GetNode(ctx context.Context, nodeID string) (*Node, error) {
+	out := new(Node)
+	return out, c.Do(ctx, http.MethodGet, "/v1/admin/nodes/"+url.PathEscape(nodeID), nil, out)
+}
+
 // EvictNode removes a node's record, so that it is attested no more (a
 // TPM node may attest again), and returns the record removed. A banned
 // node is evicted only with liftBan.

@@ -28,7 +28,7 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
                [--model M] [--responsible-party R] [--require-hardware-attestation]
   agent update ID (same flags as create; replaces the registration)
   agent list | agent show ID | agent delete ID
-  node list | node ban NODE_SPIFFE_ID [--reason R]
+  node list | node show NODE_SPIFFE_ID | node ban NODE_SPIFFE_ID [--reason R]
   node evict NODE_SPIFFE_ID [--reason R] [--lift-ban]
                                       remove a node's record: it gets nothing more until
                                       it attests again (a TPM node's node run does at its
@@ -59,7 +59,7 @@ Answers are printed as JSON.
 // adminOperands names the operand of the admin commands that take one.
 var adminOperands = map[string]string{
 	"join-token withdraw": "TOKEN_ID", "agent update": "ID", "agent show": "ID", "agent delete": "ID", "node ban": "NODE_SPIFFE_ID",
-	"node evict":        "NODE_SPIFFE_ID",
+	"node evict": "NODE_SPIFFE_ID", "node show": "NODE_SPIFFE_ID",
 	"federation delete": "TD", "revoke delegation": "DELEGATION_ID", "revoke spiffe-id": "SPIFFE_ID",
 	"ca revoke": "ID",
 }
@@ -84,7 +84,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"join-token create": adminJoinToken, "join-token withdraw": adminJoinTokenWithdraw,
 		"agent create": adminAgentCreate, "agent update": adminAgentUpdate,
 		"agent list": adminAgentList, "agent show": adminAgentShow, "agent delete": adminAgentDelete,
-		"node list": adminNodeList, "node ban": adminNode(func(ctx context.Context, c *client.Client, id string) (*client.Node, error) {
+		"node list": adminNodeList,
+		"node show": adminNode(func(ctx context.Context, c *client.Client, id string) (*client.Node, error) {
+			return c.GetNode(ctx, id)
+		}),
+		"node ban": adminNode(func(ctx context.Context, c *client.Client, id string) (*client.Node, error) {
 			return c.BanNode(ctx, id, adminFlags.reason)
 		}),
 		"node evict": adminNode(func(ctx context.Context, c *client.Client, id string) (*client.Node, error) {

@@ -263,6 +263,7 @@ func TestCLIAdminCommands(t *testing.T) {
 		{[]string{"svid", "jwt", "--creds", "agent", "--audience", "x", "--json"}, `"token": "ey`},
 		{[]string{"svid", "jwt", "--creds", "agent", "--audience", "x", "--out", "agent/token.jwt"}, ``},
 		{[]string{"admin", "node", "list"}, nodeID},
+		{[]string{"admin", "node", "show", nodeID}, `"attestation_method": "join"`},
 		{[]string{"admin", "node", "ban", nodeID, "--reason", "test"}, `"banned": true`},
 		// When it was banned, as the node record says.
 		{[]string{"admin", "node", "ban", nodeID}, `"banned_at": "`},
