@@ -237,3 +237,14 @@ func (r *reusedClient) get() (*client.Client, error) {
 	}
 	return c, nil
 }
+
+// forget drops c, if it is still the client get returns, with its
+// connections: the next get makes a new one, and so a new handshake.
+func (r *reusedClient) forget(c *client.Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.c == c {
+		r.c.CloseIdle()
+		r.c, r.seen, r.notAfter = nil, nil, time.Time{}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync/atomic"
@@ -188,5 +189,70 @@ func TestNodeSyncLeavesAnUnknownTPMNodeToItsAttestation(t *testing.T) {
 	is = &nodeIssuer{dial: func() (*client.Client, error) { return cf.dial(true) }, attests: true}
 	if s, err := is.Sync(ctx, []spiffeid.ID{agent}); err != nil || len(s.Refused) != 0 {
 		t.Fatalf("Sync() once attested again = %+v, %v; want %s served", s, err, agent)
+	}
+}
+
+// A node's credential that the authority stops trusting while node run
+// keeps a connection to it open (reusedClient) is refused as at a new
+// handshake (client.ErrCredentialRefused): the join-token node's node
+// run stops, and the TPM node's attests anew (told on unknown), rather
+// than each call on the kept connection being refused as
+// unauthenticated, a passing failure, until the node's next renewal.
+// The authority stops trusting it here by ending the federation with the
+// node's trust domain; a CA revoked with --force does the same to its
+// own nodes.
+func TestNodeIssuerSeesItsCredentialRefusedOnAKeptConnection(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	urlA := startServe(t, dirA, "--trust-domain", "org-a.example")
+	urlB := startServe(t, dirB, "--trust-domain", "org-b.example")
+	doc := mustCLI(t, urlB, dirB, "bundle", "show", "--bundle", filepath.Join(dirB, "mandate-data/admin/bundle.pem"))
+	bundleFile := filepath.Join(dirA, "org-b.bundle.json")
+	if err := os.WriteFile(bundleFile, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, urlA, dirA, "admin", "federation", "add", "--trust-domain", "org-b.example", "--url", urlB+"/v1/bundle", "--bundle-file", bundleFile)
+	nodeDir := filepath.Join(dirB, "node")
+	joinNode(t, urlB, dirB, nodeDir)
+	chain, key, _, err := credfile.Load(credfile.In(nodeDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemA, err := os.ReadFile(filepath.Join(dirA, "mandate-data/admin/bundle.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootsA, err := credfile.ParseCertsPEM(pemA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := spiffeid.RequireFromString("spiffe://org-a.example/agent/a")
+	ctx := t.Context()
+	issuers := map[bool]*nodeIssuer{}
+	unknown := make(chan struct{}, 1)
+	for _, attests := range []bool{true, false} {
+		clients := &reusedClient{dir: nodeDir, dial: func() (*client.Client, error) {
+			return client.New(client.Config{Server: urlA, TrustDomain: spiffeid.RequireTrustDomainFromString("org-a.example"), Bundle: rootsA, SVID: chain, Key: key})
+		}}
+		is := &nodeIssuer{dial: clients.get, forget: clients.forget, attests: attests}
+		if attests {
+			is.unknown = unknown
+		}
+		// Org-a takes the credential (not a node of its own: forbidden),
+		// and the connection stays open.
+		var p *client.Problem
+		if _, err := is.Sync(ctx, []spiffeid.ID{agent}); !errors.As(err, &p) || p.Name() != "forbidden" {
+			t.Fatalf("Sync() at org-a, federated = %v; want 403 forbidden", err)
+		}
+		issuers[attests] = is
+	}
+	mustCLI(t, urlA, dirA, "admin", "federation", "delete", "org-b.example")
+	for attests, is := range issuers {
+		_, err := is.Sync(ctx, []spiffeid.ID{agent})
+		if !errors.Is(err, client.ErrCredentialRefused) || errors.Is(err, workload.ErrNodeRefused) == attests {
+			t.Errorf("Sync() (attests %v) once org-a no longer trusts the credential = %v; want it refused at the handshake, for good %v", attests, err, !attests)
+		}
+	}
+	if len(unknown) != 1 {
+		t.Error("the TPM node's issuer was not told to attest anew")
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"flag"
 	"fmt"
@@ -69,7 +70,7 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	cf.creds = out
 	cf.missing = "give --out, the node's credential directory"
 	clients := &reusedClient{dir: out, dial: func() (*client.Client, error) { return cf.dial(true) }}
-	srv, err := workload.New(w.entries, &nodeIssuer{dial: clients.get, attests: w.attests, unknown: w.unknown}, slog.New(slog.NewTextHandler(stderr, nil)))
+	srv, err := workload.New(w.entries, &nodeIssuer{dial: clients.get, forget: clients.forget, attests: w.attests, unknown: w.unknown}, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		return err
 	}
@@ -130,6 +131,8 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 // connections the issuer leaves open for the next (reusedClient).
 type nodeIssuer struct {
 	dial func() (*client.Client, error)
+	// forget, if not nil, drops a client dial returned (see call).
+	forget func(*client.Client)
 	// attests is a TPM node, attested again at each renewal; unknown,
 	// if not nil, is told (without blocking) when the authority does
 	// not know it, or refuses its credential at the handshake (its CA
@@ -138,12 +141,35 @@ type nodeIssuer struct {
 	unknown chan<- struct{}
 }
 
-func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
+// call calls f with a client for the node's credential (dial). A call
+// the authority refuses as unauthenticated, over a connection kept from
+// an earlier one whose handshake verified the credential (reusedClient),
+// is made once more with a new client: the credential no longer
+// verifies (its CA revoked since), and the new handshake says so as any
+// other would (client.ErrCredentialRefused).
+func (n *nodeIssuer) call(f func(*client.Client) error) (*client.Client, error) {
 	c, err := n.dial()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	ans, key, err := c.NewX509SVID(ctx, id)
+	err = f(c)
+	if p := (*client.Problem)(nil); n.forget != nil && errors.As(err, &p) && p.Name() == "unauthenticated" {
+		n.forget(c)
+		if c, err = n.dial(); err != nil {
+			return nil, err
+		}
+		err = f(c)
+	}
+	return c, err
+}
+
+func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
+	var ans *client.SVIDAnswer
+	var key crypto.Signer
+	_, err := n.call(func(c *client.Client) (err error) {
+		ans, key, err = c.NewX509SVID(ctx, id)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -167,11 +193,11 @@ func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SV
 }
 
 func (n *nodeIssuer) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
-	c, err := n.dial()
-	if err != nil {
-		return "", time.Time{}, err
-	}
-	ans, err := c.JWTSVID(ctx, id.String(), audience)
+	var ans *client.JWTAnswer
+	_, err := n.call(func(c *client.Client) (err error) {
+		ans, err = c.JWTSVID(ctx, id.String(), audience)
+		return err
+	})
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -198,11 +224,11 @@ func (n *nodeIssuer) refusedForGood(p *client.Problem) bool {
 }
 
 func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Sync, error) {
-	c, err := n.dial()
-	if err != nil {
-		return nil, err
-	}
-	ans, err := c.SyncNode(ctx, ids)
+	var ans *client.NodeSync
+	c, err := n.call(func(c *client.Client) (err error) {
+		ans, err = c.SyncNode(ctx, ids)
+		return err
+	})
 	var p *client.Problem
 	switch {
 	case errors.As(err, &p) && n.refusedForGood(p), !n.attests && errors.Is(err, client.ErrCredentialRefused):
