@@ -42,6 +42,7 @@ func startServe(t *testing.T, dir string, extra ...string) string {
 		}
 		select {
 		case err := <-done:
+			done <- err // for the cleanup, which waits for it
 			t.Fatalf("serve exited: %v; log:\n%s", err, errOut)
 		case <-time.After(10 * time.Millisecond):
 		}
