@@ -439,26 +439,10 @@ func TestAgentSVIDIsNotIssuedOnAChangedRegistration(t *testing.T) {
 			{"lifetime", func(ag *registry.Agent) { ag.X509TTLSeconds, ag.JWTTTLSeconds = 60, 60 }},
 		} {
 			t.Run(kind+" "+tc.name, func(t *testing.T) {
-				holdRecords(t)
-				a := startAuthority(t)
+				a, _, reg, mint := mintOnNode(t, kind, registry.Accountability{Operator: "team-a"})
 				ctx, admin := t.Context(), adminOf(t, a)
-				nodeID := putNode(t, a, "n1")
-				reg, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeID},
-					Accountability: registry.Accountability{Operator: "team-a"}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				node := &Caller{ID: spiffeid.RequireFromString(nodeID)}
-				mint := func(ctx context.Context) error {
-					if kind == "x509" {
-						_, err := a.MintX509(ctx, node, reg.SPIFFEID, newCSR(t))
-						return err
-					}
-					_, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"})
-					return err
-				}
 				upd := updated(reg, tc.change)
-				err = whileHeld(ctx, mint, func() {
+				err := whileHeld(ctx, mint, func() {
 					if _, err := a.UpdateAgent(ctx, admin, reg.ID, upd); err != nil {
 						t.Error(err)
 					}
@@ -506,24 +490,9 @@ func TestAgentSVIDIsNotIssuedOnAChangedRegistration(t *testing.T) {
 func TestAgentSVIDOfANodeEvictedMeanwhile(t *testing.T) {
 	for _, kind := range []string{"x509", "jwt"} {
 		t.Run(kind, func(t *testing.T) {
-			holdRecords(t)
-			a := startAuthority(t)
+			a, nodeID, reg, mint := mintOnNode(t, kind, registry.Accountability{})
 			ctx, admin := t.Context(), adminOf(t, a)
-			nodeID := putNode(t, a, "n1")
-			reg, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeID}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			node := &Caller{ID: spiffeid.RequireFromString(nodeID)}
-			mint := func(ctx context.Context) error {
-				if kind == "x509" {
-					_, err := a.MintX509(ctx, node, reg.SPIFFEID, newCSR(t))
-					return err
-				}
-				_, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"})
-				return err
-			}
-			err = whileHeld(ctx, mint, func() {
+			err := whileHeld(ctx, mint, func() {
 				if _, err := a.EvictNode(ctx, admin, nodeID, "retired", false); err != nil {
 					t.Error(err)
 				}
@@ -546,16 +515,8 @@ func TestAgentSVIDOfANodeEvictedMeanwhile(t *testing.T) {
 // registration that does not allow the node is said so before the ID's
 // revocation; one that allows it is refused as revoked.
 func TestRevokedAgentRefusalOrder(t *testing.T) {
-	a, _ := runAuthority(t)
+	a, _, nodeSVID := joinedOnAClock(t)
 	ctx, admin := t.Context(), adminOf(t, a)
-	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeSVID, err := a.JoinNode(ctx, secret, newCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	node := &Caller{ID: nodeSVID.ID, Cert: nodeSVID.Certificates[0]}
 	for _, tc := range []struct {
 		name    string
@@ -578,5 +539,29 @@ func TestRevokedAgentRefusalOrder(t *testing.T) {
 		if _, err := a.MintJWT(ctx, node, id, []string{"x"}); !errors.Is(err, tc.want) {
 			t.Errorf("JWT-SVID of the revoked agent %s = %v, want %v", tc.name, err, tc.want)
 		}
+	}
+}
+
+// mintOnNode starts an authority whose records flows may hold
+// (holdRecords), with agent w (accountable acc) registered on node n1,
+// and returns them with a mint of w's SVID of kind (x509 or jwt) asked
+// by that node.
+func mintOnNode(t *testing.T, kind string, acc registry.Accountability) (a *Authority, nodeID string, reg *registry.Agent, mint func(context.Context) error) {
+	t.Helper()
+	holdRecords(t)
+	a = startAuthority(t)
+	nodeID = putNode(t, a, "n1")
+	reg, err := a.CreateAgent(t.Context(), adminOf(t, a), &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeID}, Accountability: acc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &Caller{ID: spiffeid.RequireFromString(nodeID)}
+	return a, nodeID, reg, func(ctx context.Context) error {
+		if kind == "x509" {
+			_, err := a.MintX509(ctx, node, reg.SPIFFEID, newCSR(t))
+			return err
+		}
+		_, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"})
+		return err
 	}
 }

@@ -462,23 +462,9 @@ func TestNodeIssuerSyncRefusesWhatIsNotTheAuthoritysBundle(t *testing.T) {
 // renewal: its workloads are served again within seconds.
 func TestNodeRunTPMAttestsAgainOnceUnknown(t *testing.T) {
 	dir := t.TempDir()
-	t.Chdir(dir)
-	url := serveSensorOnTPM(t, dir, "federation:\n  bundle_refresh_hint: 1s")
-	sock := filepath.Join(dir, "workload.sock")
-	addr := workloadapi.WithAddr("unix://" + sock)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	t.Setenv("MANDATE_SERVER", url)
-	errOut, done := nodeRun(ctx, "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
-		"--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/sensor")
-	for {
-		if _, err := workloadapi.FetchX509SVID(ctx, addr); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("FetchX509SVID = %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	url, addr, errOut, done := runSensorOnTPM(ctx, t, dir)
 	var nodes struct {
 		Nodes []struct {
 			SPIFFEID   string    `json:"spiffe_id"`
@@ -521,23 +507,9 @@ func TestNodeRunTPMAttestsAgainOnceUnknown(t *testing.T) {
 // meanwhile (every 1, 2, 4… s at first).
 func TestNodeRunTPMRetriesAFailedAttestationAtItsOwnPace(t *testing.T) {
 	dir := t.TempDir()
-	t.Chdir(dir)
-	url := serveSensorOnTPM(t, dir, "federation:\n  bundle_refresh_hint: 1s")
-	sock := filepath.Join(dir, "workload.sock")
-	addr := workloadapi.WithAddr("unix://" + sock)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	t.Setenv("MANDATE_SERVER", url)
-	errOut, done := nodeRun(ctx, "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
-		"--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/sensor")
-	for {
-		if _, err := workloadapi.FetchX509SVID(ctx, addr); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			t.Fatalf("FetchX509SVID = %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	url, _, errOut, done := runSensorOnTPM(ctx, t, dir)
 	unlock, err := lockOut("mandate-node")
 	if err != nil {
 		t.Fatal(err)
@@ -573,5 +545,29 @@ func TestNodeRunTPMRetriesAFailedAttestationAtItsOwnPace(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("node run --tpm = %v (%s)", err, errOut.String())
+	}
+}
+
+// runSensorOnTPM serves the sensor agent (serveSensorOnTPM, with a sync
+// every second) from node run --tpm --workload-api in dir (the test's
+// working directory from now on) until ctx ends, once its X509-SVID is
+// served: the authority's URL, the Workload API's address, node run's
+// log and its end.
+func runSensorOnTPM(ctx context.Context, t *testing.T, dir string) (string, workloadapi.ClientOption, *logtest.Buffer, <-chan error) {
+	t.Helper()
+	t.Chdir(dir)
+	url := serveSensorOnTPM(t, dir, "federation:\n  bundle_refresh_hint: 1s")
+	sock := filepath.Join(dir, "workload.sock")
+	addr := workloadapi.WithAddr("unix://" + sock)
+	t.Setenv("MANDATE_SERVER", url)
+	errOut, done := nodeRun(ctx, "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
+		"--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/sensor")
+	for {
+		if _, err := workloadapi.FetchX509SVID(ctx, addr); err == nil {
+			return url, addr, errOut, done
+		} else if ctx.Err() != nil {
+			t.Fatalf("FetchX509SVID = %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
