@@ -471,13 +471,16 @@ func refusedForGood(p *client.Problem) bool {
 // err is returned as is.
 func joinAgainHint(err error) error {
 	var p *client.Problem
+	var node string
 	switch {
 	case errors.Is(err, client.ErrCredentialRefused):
-		return fmt.Errorf("%w; a join-token node whose credential the authority refuses (signed by an X.509 CA revoked since) cannot renew: join again with a new join token (mandate node join), into another --out or after removing this one", err)
-	case err == nil || !errors.As(err, &p) || p.Name() != "node-not-attested":
+		node = "whose credential the authority refuses (signed by an X.509 CA revoked since)"
+	case errors.As(err, &p) && p.Name() == "node-not-attested":
+		node = "the authority no longer knows (evicted, or not renewed in time)"
+	default:
 		return err
 	}
-	return fmt.Errorf("%w; a join-token node the authority no longer knows (evicted, or not renewed in time) cannot renew: join again with a new join token (mandate node join), into another --out or after removing this one", err)
+	return fmt.Errorf("%w; a join-token node %s cannot renew: join again with a new join token (mandate node join), into another --out or after removing this one", err, node)
 }
 
 // renewNodeOnce renews the node id's credential in out, and says how
