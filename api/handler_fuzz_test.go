@@ -38,7 +38,10 @@ func FuzzAPIRequests(f *testing.F) {
 var apiFuzzRoutes = []string{"/v1/nodes/join", "/v1/svid/x509", "/v1/svid/jwt", "/v1/admin/join-tokens", "/v1/admin/agents", "/v1/admin/federations",
 	"/v1/nodes/attest/tpm/challenge", "/v1/nodes/attest/tpm/verify",
 	"/v1/data/mandate/issuance/decision", "/v1/data", "/access/v1/evaluation", "/access/v1/evaluations", "/v1/admin/policy/reload",
-	"/v1/delegations", "/v1/admin/revocations", "/v1/nodes/sync"}
+	"/v1/delegations", "/v1/admin/revocations", "/v1/nodes/sync",
+	// A node the setup has not joined: the body is decoded and checked
+	// before the node is looked for.
+	"/v1/admin/nodes/spiffe:%2F%2Forg-a.example%2Fnode%2Fjoin%2F0000000000000000/evict"}
 
 // FuzzAPIRequests's callers (who, modulo 4).
 const (
@@ -123,6 +126,8 @@ func (z *apiFuzz) seeds(t testing.TB) []apiSeed {
 		{path: "/v1/svid/jwt", who: asNode, want: http.StatusOK, body: `{"audience":["a"],"spiffe_id":"` + z.agentID + `"}`},
 		{path: "/v1/nodes/sync", who: asNode, want: http.StatusOK, body: `{"spiffe_ids":["` + z.agentID + `","spiffe://org-a.example/agent/x","spiffe://org-b.example/agent/y"]}`},
 		{path: "/v1/nodes/sync", who: asNode, body: `{"spiffe_ids":["spiffe://org-a.example/agent/%zz"]}`},
+		{path: apiFuzzRoutes[len(apiFuzzRoutes)-1], who: asAdmin, want: http.StatusNotFound, body: `{"reason":"retired","lift_ban":true}`},
+		{path: apiFuzzRoutes[len(apiFuzzRoutes)-1], who: asAdmin, body: `{"reason":"\u202e","lift_ban":"yes"}`},
 		{path: "/v1/admin/join-tokens", body: `{"ttl_seconds":1e300}`},
 		{path: "/v1/admin/join-tokens", who: asAdmin, want: http.StatusCreated, body: `{"ttl_seconds":600}`},
 		{path: "/v1/admin/agents", body: `{"spiffe_id":"spiffe://org-a.example/agent/x","node_ids":["spiffe://org-a.example/node/join/1"],"x509_ttl_seconds":-5}`},
