@@ -919,3 +919,33 @@ func TestPruneLapsedNodesAfterAClockStep(t *testing.T) {
 		t.Fatal("node still listed an X509-SVID's life after the step")
 	}
 }
+
+// A record naming a node SVID that lives longer than the X509-SVIDs made
+// now (ca.x509_svid_ttl lowered since, say at the restart after a
+// restore) holds the prune off for that life: the node, at work with a
+// newer SVID of that life the record does not know, renews within it.
+func TestPruneLapsedNodesWaitsTheLongestSVIDLife(t *testing.T) {
+	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(2 * time.Hour) })
+	ctx, admin, now := t.Context(), adminOf(t, a), time.Now()
+	id := a.td.IDString() + "/node/join/0123456789abcdef"
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return registry.PutNode(tx, &registry.Node{SPIFFEID: id, SVIDIssuedAt: now.Add(-10 * time.Hour), SVIDExpiresAt: now.Add(-4 * time.Hour)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	listed := func() bool {
+		nodes, _, err := a.ListNodes(ctx, admin, Page{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(nodes) == 1
+	}
+	a.pruneLapsedNodes(ctx, pruneFrom(now, 5*time.Hour))
+	if !listed() {
+		t.Fatal("a node whose record names a 6h SVID was pruned 5h after the start")
+	}
+	a.pruneLapsedNodes(ctx, pruneFrom(now, 6*time.Hour+time.Minute))
+	if listed() {
+		t.Fatal("the node is still listed once the authority has run for that SVID's life")
+	}
+}
