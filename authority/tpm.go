@@ -282,14 +282,16 @@ func (a *Authority) refuseTPMAnswer(ctx context.Context, s *attest.TPMSession, n
 // evicted between the reading of its record and the commit is one no
 // longer known: the refusal is made again as of one never admitted.
 func (a *Authority) refuseDrifted(ctx context.Context, s *attest.TPMSession, nodeID spiffeid.ID, why error, details map[string]any, now time.Time) error {
-	var err error
 	for range 3 { // a node evicted, attested again and evicted again meanwhile: rarer still
-		if err = a.refuseDriftedOnce(ctx, s, nodeID, why, details, now); !errors.Is(err, errEvictedMeanwhile) {
+		if err := a.refuseDriftedOnce(ctx, s, nodeID, why, details, now); !errors.Is(err, errEvictedMeanwhile) {
 			return err
 		}
 		delete(details, "node_marked")
 	}
-	return err
+	// Refused all the same, for its PCRs: the node went and came back
+	// three times as this was recorded.
+	a.log.WarnContext(ctx, "TPM attestation refused, not recorded: the node was evicted each time its refusal was", "spiffe_id", nodeID.String(), "err", why)
+	return why
 }
 
 // errEvictedMeanwhile is a node whose record refuseDriftedOnce read was
