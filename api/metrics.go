@@ -101,6 +101,20 @@ func policyReloadCounters(reloads func() authority.PolicyReloads) []prometheus.C
 	}
 }
 
+// evictionCounters expose the node records removed, by whom, so that an
+// alert fires on a prune that evicts more than expected.
+func evictionCounters(evictions func() (admin, prune uint64)) []prometheus.Collector {
+	counter := func(by string, v func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mandate_nodes_evicted_total",
+			Help:        "Node records removed, by whom: admin (POST /v1/admin/nodes/{id}/evict), prune (attestation.prune_lapsed_nodes_after).",
+			ConstLabels: prometheus.Labels{"by": by}}, func() float64 { return float64(v()) })
+	}
+	return []prometheus.Collector{
+		counter("admin", func() uint64 { a, _ := evictions(); return a }),
+		counter("prune", func() uint64 { _, p := evictions(); return p }),
+	}
+}
+
 // signingKeyGauges expose when the active X.509 CA and JWT key expire,
 // so that an alert fires while rotation can still replace them.
 func signingKeyGauges(expiry func() (x509CA, jwtKey time.Time)) []prometheus.Collector {

@@ -64,6 +64,7 @@ func New(a *authority.Authority) (*Server, error) {
 	s.metrics.reg.MustRegister(auditCounters(a.AuditStats)...)
 	s.metrics.reg.MustRegister(signingKeyGauges(a.SigningExpiry)...)
 	s.metrics.reg.MustRegister(policyReloadCounters(a.PolicyReloads)...)
+	s.metrics.reg.MustRegister(evictionCounters(a.NodeEvictions)...)
 	s.metrics.reg.MustRegister(federationGauges{a.FederationRefreshes})
 	mux, err := s.routes()
 	if err != nil {

@@ -1383,6 +1383,9 @@ func TestEvictedTPMNodeAttestsAgain(t *testing.T) {
 	}
 	te.agentSVID(back, agent)
 
+	if got := te.metricsOf("mandate_nodes_evicted_total"); got[`mandate_nodes_evicted_total{by="admin"}`] != 2 || got[`mandate_nodes_evicted_total{by="prune"}`] != 0 {
+		t.Errorf("metrics after two evictions by the admin: %v", got)
+	}
 	entries := te.auditOf("node.evicted", id)
 	if len(entries) != 2 || entries[0]["reason"] != "host replaced" || entries[0]["ban_lifted"] != nil ||
 		entries[1]["reason"] != "found again" || entries[1]["ban_lifted"] != true || entries[1]["ban_reason"] != "stolen" ||

@@ -431,7 +431,18 @@ func (a *Authority) evict(ctx context.Context, c *Caller, n *registry.Node, reas
 		return err
 	}
 	a.log.WarnContext(ctx, "node evicted", "spiffe_id", nodeID, "reason", reason, "ban_lifted", n.Banned, "by", actorOf(c))
+	if c == nil {
+		a.evictions.prune.Add(1)
+	} else {
+		a.evictions.admin.Add(1)
+	}
 	return nil
+}
+
+// NodeEvictions counts the node records removed since the authority
+// started: by an admin (EvictNode), and by the prune of lapsed nodes.
+func (a *Authority) NodeEvictions() (admin, prune uint64) {
+	return a.evictions.admin.Load(), a.evictions.prune.Load()
 }
 
 // maxPrunedNodes bounds the nodes one round of pruneLapsedNodes evicts.

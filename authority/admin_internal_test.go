@@ -817,6 +817,9 @@ func TestPruneLapsedNodes(t *testing.T) {
 	if e.Actor != audit.ActorSystem || e.Subject != id("lapsed") || !strings.Contains(string(e.Details), "attestation.prune_lapsed_nodes_after (2h0m0s)") {
 		t.Errorf("the prune's entry: actor %s, subject %s, details %s; want the authority's eviction of %s, saying why", e.Actor, e.Subject, e.Details, id("lapsed"))
 	}
+	if byAdmin, byPrune := a.NodeEvictions(); byAdmin != 0 || byPrune != 1 {
+		t.Errorf("evictions counted: %d by an admin, %d by the prune; want 0 and 1", byAdmin, byPrune)
+	}
 }
 
 // attestation.prune_lapsed_nodes_after is off (0s), or from 1h.

@@ -55,6 +55,9 @@ type Authority struct {
 
 	// reloads counts the policy reloads by outcome (PolicyReloads).
 	reloads struct{ changed, unchanged, refused atomic.Uint64 }
+	// evictions counts the node records removed since the start, by an
+	// admin and by the prune of lapsed nodes.
+	evictions struct{ admin, prune atomic.Uint64 }
 
 	bundleMu sync.Mutex                                    // serializes rebuilds of bundles; guards pending
 	pending  map[spiffeid.TrustDomain]*spiffebundle.Bundle // fetched bundles the manager has not published yet
