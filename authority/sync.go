@@ -55,8 +55,9 @@ func (a *Authority) SyncNode(ctx context.Context, c *Caller, ids []string) (*Nod
 		}
 		asked = append(asked, id)
 	}
+	// The node and every agent asked, in one read.
 	var node *registry.Node
-	revoked := map[spiffeid.ID]error{} // the agents asked whose IDs are revoked
+	out := &NodeSync{NodeID: c.ID, Refused: map[spiffeid.ID]error{}}
 	if err := a.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		if node, err = registry.GetNode(tx, c.ID.String()); err != nil {
@@ -65,10 +66,20 @@ func (a *Authority) SyncNode(ctx context.Context, c *Caller, ids []string) (*Nod
 		if err := notRevoked(tx, c.ID.String()); err != nil {
 			return err
 		}
+		seen := map[spiffeid.ID]bool{}
 		for _, id := range asked {
-			if err := notRevoked(tx, id.String()); errors.Is(err, ErrIDRevoked) {
-				revoked[id] = err
-			} else if err != nil {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			err := hostedOn(tx, a.td, id, node)
+			switch {
+			case err == nil:
+				out.Hosted = append(out.Hosted, id)
+			case errors.Is(err, ErrAgentNotRegistered), errors.Is(err, registry.ErrNotHosted),
+				errors.Is(err, registry.ErrBanned), errors.Is(err, registry.ErrNodeDrifted), errors.Is(err, ErrIDRevoked):
+				out.Refused[id] = err
+			default:
 				return err
 			}
 		}
@@ -88,28 +99,24 @@ func (a *Authority) SyncNode(ctx context.Context, c *Caller, ids []string) (*Nod
 		}
 		return nil, err
 	}
-	out := &NodeSync{NodeID: c.ID, Refused: map[spiffeid.ID]error{}, Bundles: a.BundlesJSON()}
-	seen := map[spiffeid.ID]bool{}
-	for _, id := range asked {
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		err := registry.CheckAgentID(a.td, id)
-		if err != nil {
-			err = fmt.Errorf("%w: %v", ErrAgentNotRegistered, err)
-		} else if _, _, err = a.lookupHosting(ctx, id, c.ID); err == nil {
-			err = revoked[id]
-		}
-		switch {
-		case err == nil:
-			out.Hosted = append(out.Hosted, id)
-		case errors.Is(err, ErrAgentNotRegistered), errors.Is(err, registry.ErrNotHosted),
-			errors.Is(err, registry.ErrBanned), errors.Is(err, registry.ErrNodeDrifted), errors.Is(err, ErrIDRevoked):
-			out.Refused[id] = err
-		default:
-			return nil, err
-		}
-	}
+	out.Bundles = a.BundlesJSON()
 	return out, nil
+}
+
+// hostedOn refuses agent id on node as its SVIDs' issuance would, the
+// node's own state aside: not an agent of td or not registered
+// (ErrAgentNotRegistered), its registration not allowing the node
+// (registry.CheckHosting), its ID revoked (ErrIDRevoked).
+func hostedOn(tx store.Tx, td spiffeid.TrustDomain, id spiffeid.ID, node *registry.Node) error {
+	if err := registry.CheckAgentID(td, id); err != nil {
+		return fmt.Errorf("%w: %v", ErrAgentNotRegistered, err)
+	}
+	agent, err := registry.AgentBySPIFFEID(tx, id.String())
+	if err != nil {
+		return notFoundAs(err, ErrAgentNotRegistered, id)
+	}
+	if err := registry.CheckHosting(agent, node); err != nil {
+		return err
+	}
+	return notRevoked(tx, id.String())
 }
