@@ -463,7 +463,8 @@ const maxClockStep = time.Minute
 // round; a join-token node not before its token has expired (until
 // then it may join again with it). Not before the authority has run for
 // an X509-SVID's life since it started, or since its clock last stepped
-// (since), nor for less than the life of any node SVID a record names:
+// (since), nor for less than the life of any node SVID the record of a
+// node not banned names:
 // every node still at work has renewed by then, so a record
 // restored from an older backup, left behind while the authority was
 // down, or read with a clock set forward, is not taken for a node that
@@ -492,9 +493,11 @@ func (a *Authority) pruneLapsedNodes(ctx context.Context, since *pruneSince) {
 		}
 		// The node SVIDs the records know may live longer than the
 		// X509-SVIDs made now (ca.x509_svid_ttl lowered since): one of
-		// them, at work, renews within its own life.
+		// them, at work, renews within its own life. A banned node is
+		// at work no more (it renews nothing) and its record is kept
+		// for good: it does not hold the prune off.
 		for _, n := range nodes {
-			if life := n.SVIDExpiresAt.Sub(n.SVIDIssuedAt); !n.SVIDIssuedAt.IsZero() && now.Round(0).Sub(since.wall.Round(0)) < life {
+			if life := n.SVIDExpiresAt.Sub(n.SVIDIssuedAt); !n.Banned && !n.SVIDIssuedAt.IsZero() && now.Round(0).Sub(since.wall.Round(0)) < life {
 				return nil
 			}
 		}

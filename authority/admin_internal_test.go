@@ -952,3 +952,33 @@ func TestPruneLapsedNodesWaitsTheLongestSVIDLife(t *testing.T) {
 		t.Fatal("the node is still listed once the authority has run for that SVID's life")
 	}
 }
+
+// A banned node's record, kept for good and naming an SVID of a longer
+// ca.x509_svid_ttl in force long ago, does not hold the prune off: a
+// banned node renews nothing, so none at work holds an SVID of that life.
+func TestPruneLapsedNodesIsNotHeldByABannedRecord(t *testing.T) {
+	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(time.Hour) })
+	ctx, admin, now := t.Context(), adminOf(t, a), time.Now()
+	banned, lapsed := a.td.IDString()+"/node/join/0123456789abcdef", a.td.IDString()+"/node/join/fedcba9876543210"
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		if err := registry.PutNode(tx, &registry.Node{SPIFFEID: banned, Banned: true, BanReason: "stolen",
+			SVIDIssuedAt: now.Add(-400 * 24 * time.Hour), SVIDExpiresAt: now.Add(-370 * 24 * time.Hour)}); err != nil {
+			return err
+		}
+		return registry.PutNode(tx, &registry.Node{SPIFFEID: lapsed, SVIDIssuedAt: now.Add(-10 * time.Hour), SVIDExpiresAt: now.Add(-9 * time.Hour)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a.pruneLapsedNodes(ctx, pruneFrom(now, 2*time.Hour))
+	nodes, _, err := a.ListNodes(ctx, admin, Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].SPIFFEID != banned {
+		ids := []string{}
+		for _, n := range nodes {
+			ids = append(ids, n.SPIFFEID)
+		}
+		t.Fatalf("listed after a prune 2h after the start: %v; want only the banned node (the lapsed one pruned, not held off by the banned record's 30-day SVID)", ids)
+	}
+}
