@@ -463,9 +463,8 @@ const maxClockStep = time.Minute
 // round; a join-token node not before its token has expired (until
 // then it may join again with it). Not before the authority has run for
 // an X509-SVID's life since it started, or since its clock last stepped
-// (since), nor for less than the life of any node SVID the record of a
-// node not banned names:
-// every node still at work has renewed by then, so a record
+// (since), nor, for a node, for less than the life of the SVID its
+// record names: every node still at work has renewed by then, so a record
 // restored from an older backup, left behind while the authority was
 // down, or read with a clock set forward, is not taken for a node that
 // lapsed.
@@ -491,16 +490,6 @@ func (a *Authority) pruneLapsedNodes(ctx context.Context, since *pruneSince) {
 		if err != nil {
 			return err
 		}
-		// The node SVIDs the records know may live longer than the
-		// X509-SVIDs made now (ca.x509_svid_ttl lowered since): one of
-		// them, at work, renews within its own life. A banned node is
-		// at work no more (it renews nothing) and its record is kept
-		// for good: it does not hold the prune off.
-		for _, n := range nodes {
-			if life := n.SVIDExpiresAt.Sub(n.SVIDIssuedAt); !n.Banned && !n.SVIDIssuedAt.IsZero() && now.Round(0).Sub(since.wall.Round(0)) < life {
-				return nil
-			}
-		}
 		// A join-token node may still join again with its token, until
 		// the token expires (a join whose answer was lost): it is left
 		// until then.
@@ -508,6 +497,12 @@ func (a *Authority) pruneLapsedNodes(ctx context.Context, since *pruneSince) {
 		joinPrefix := a.td.IDString() + "/node/" + attest.MethodJoinToken + "/"
 		for _, n := range nodes {
 			if n.Banned || n.SVIDExpiresAt.IsZero() || now.Sub(n.SVIDExpiresAt) <= after {
+				continue
+			}
+			// The node's SVID may live longer than the X509-SVIDs made
+			// now (ca.x509_svid_ttl lowered since): at work, it renews
+			// within that life, which the authority must have run for.
+			if life := n.SVIDExpiresAt.Sub(n.SVIDIssuedAt); !n.SVIDIssuedAt.IsZero() && now.Round(0).Sub(since.wall.Round(0)) < life {
 				continue
 			}
 			if token, ok := strings.CutPrefix(n.SPIFFEID, joinPrefix); ok && n.AttestationMethod == attest.MethodJoinToken {

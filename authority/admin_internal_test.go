@@ -925,13 +925,18 @@ func TestPruneLapsedNodesAfterAClockStep(t *testing.T) {
 
 // A record naming a node SVID that lives longer than the X509-SVIDs made
 // now (ca.x509_svid_ttl lowered since, say at the restart after a
-// restore) holds the prune off for that life: the node, at work with a
-// newer SVID of that life the record does not know, renews within it.
+// restore) holds the prune of that node off for that life: the node, at
+// work with a newer SVID of that life the record does not know, renews
+// within it. Another node's record, of a shorter life, is not held.
 func TestPruneLapsedNodesWaitsTheLongestSVIDLife(t *testing.T) {
 	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(2 * time.Hour) })
 	ctx, admin, now := t.Context(), adminOf(t, a), time.Now()
 	id := a.td.IDString() + "/node/join/0123456789abcdef"
+	short := a.td.IDString() + "/node/join/fedcba9876543210"
 	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		if err := registry.PutNode(tx, &registry.Node{SPIFFEID: short, SVIDIssuedAt: now.Add(-5 * time.Hour), SVIDExpiresAt: now.Add(-4 * time.Hour)}); err != nil {
+			return err
+		}
 		return registry.PutNode(tx, &registry.Node{SPIFFEID: id, SVIDIssuedAt: now.Add(-10 * time.Hour), SVIDExpiresAt: now.Add(-4 * time.Hour)})
 	}); err != nil {
 		t.Fatal(err)
@@ -941,14 +946,14 @@ func TestPruneLapsedNodesWaitsTheLongestSVIDLife(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return len(nodes) == 1
+		return len(nodes) == 1 && nodes[0].SPIFFEID == id
 	}
 	a.pruneLapsedNodes(ctx, pruneFrom(now, 5*time.Hour))
 	if !listed() {
-		t.Fatal("a node whose record names a 6h SVID was pruned 5h after the start")
+		t.Fatal("5h after the start: want the node whose record names a 6h SVID kept, the one of a 1h SVID pruned")
 	}
 	a.pruneLapsedNodes(ctx, pruneFrom(now, 6*time.Hour+time.Minute))
-	if listed() {
+	if nodes, _, err := a.ListNodes(ctx, admin, Page{}); err != nil || len(nodes) != 0 {
 		t.Fatal("the node is still listed once the authority has run for that SVID's life")
 	}
 }
