@@ -38,8 +38,10 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
                  [--endpoint-spiffe-id ID] [--bundle-file FILE]
   federation list | federation delete TD
   revoke delegation ID --reason R     revoke a delegation and every delegation below it
-  revoke spiffe-id ID --reason R      revoke what an agent delegated or was delegated
-                                      (for ever: the ID is never trusted in a hop again)
+  revoke spiffe-id ID --reason R      revoke what an agent or a node delegated or was
+                                      delegated, for ever: the ID is never trusted in a
+                                      hop again, and gets no SVID again (nor does anything
+                                      through a node revoked)
   revoke list                         the SPIFFE IDs revoked
   backup create                       a consistent copy of the authority's state, written
                                       on its host in <data-dir>/backups/<time> (keys
