@@ -250,19 +250,7 @@ func TestAdminChangesWithoutTheirEntryAreNotMade(t *testing.T) {
 		t.Fatal(err)
 	}
 	federation := func(td string) *Federation {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		id := spiffeid.RequireTrustDomainFromString(td).ID()
-		u, _ := url.Parse(id.String())
-		tpl := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{u}, IsCA: true, BasicConstraintsValid: true,
-			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, _ := x509.ParseCertificate(der)
-		b := spiffebundle.New(spiffeid.RequireTrustDomainFromString(td))
-		b.AddX509Authority(cert)
-		doc, _ := b.Marshal()
+		doc, _ := peerBundle(t, spiffeid.RequireTrustDomainFromString(td)).Marshal()
 		return &Federation{TrustDomain: td, BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc}
 	}
 	peerB := federation("org-b.example")
@@ -638,18 +626,7 @@ func TestFederationAddedEntriesNameTheAnchors(t *testing.T) {
 	a := startAuthority(t)
 	ctx, admin := t.Context(), adminOf(t, a)
 	td := spiffeid.RequireTrustDomainFromString("org-b.example")
-	bundleOf := func() *spiffebundle.Bundle {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true,
-			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, _ := x509.ParseCertificate(der)
-		return spiffebundle.FromX509Authorities(td, []*x509.Certificate{cert})
-	}
-	first, second := bundleOf(), bundleOf()
+	first, second := peerBundle(t, td), peerBundle(t, td)
 	for _, tc := range []struct {
 		name   string
 		bundle *spiffebundle.Bundle // sent (nil: none)
@@ -788,13 +765,9 @@ func TestPruneLapsedNodes(t *testing.T) {
 		}
 	}
 	left := func() []string {
-		nodes, _, err := a.ListNodes(ctx, admin, Page{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		var ids []string
-		for _, n := range nodes {
-			ids = append(ids, strings.TrimPrefix(n.SPIFFEID, id("")))
+		for _, n := range nodesListed(t, a) {
+			ids = append(ids, strings.TrimPrefix(n, id("")))
 		}
 		return ids
 	}
@@ -880,6 +853,20 @@ func TestPruneKeepsNodeWhileItsTokenRejoins(t *testing.T) {
 	}
 }
 
+// nodesListed is the SPIFFE IDs of the nodes an admin lists.
+func nodesListed(t *testing.T, a *Authority) []string {
+	t.Helper()
+	nodes, _, err := a.ListNodes(t.Context(), adminOf(t, a), Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{}
+	for _, n := range nodes {
+		ids = append(ids, n.SPIFFEID)
+	}
+	return ids
+}
+
 // pruneFrom is a prune's count begun ago before now (the authority's
 // clock), as the monotonic clock counts too: no step.
 func pruneFrom(now time.Time, ago time.Duration) *pruneSince {
@@ -892,20 +879,14 @@ func pruneFrom(now time.Time, ago time.Duration) *pruneSince {
 func TestPruneLapsedNodesAfterAClockStep(t *testing.T) {
 	clock := &testClock{now: time.Now().Truncate(time.Second)}
 	a, _ := runAuthorityWith(t, Options{Now: clock.Now}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(2 * time.Hour) })
-	ctx, admin := t.Context(), adminOf(t, a)
+	ctx := t.Context()
 	id := a.td.IDString() + "/node/join/0123456789abcdef"
 	if err := a.store.Update(ctx, func(tx store.Tx) error {
 		return registry.PutNode(tx, &registry.Node{SPIFFEID: id, SVIDExpiresAt: clock.Now().Add(time.Hour)})
 	}); err != nil {
 		t.Fatal(err)
 	}
-	listed := func() bool {
-		nodes, _, err := a.ListNodes(ctx, admin, Page{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(nodes) == 1
-	}
+	listed := func() bool { return len(nodesListed(t, a)) == 1 }
 	// Counting for two hours as both clocks say, then the wall clock is
 	// set a day forward: the node's SVID looks expired for 23 hours.
 	since := &pruneSince{wall: clock.Now().Add(-2 * time.Hour), mono: time.Now().Add(-2 * time.Hour)}
@@ -928,9 +909,9 @@ func TestPruneLapsedNodesAfterAClockStep(t *testing.T) {
 // restore) holds the prune of that node off for that life: the node, at
 // work with a newer SVID of that life the record does not know, renews
 // within it. Another node's record, of a shorter life, is not held.
-func TestPruneLapsedNodesWaitsTheLongestSVIDLife(t *testing.T) {
+func TestPruneLapsedNodesWaitsEachNodesSVIDLife(t *testing.T) {
 	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(2 * time.Hour) })
-	ctx, admin, now := t.Context(), adminOf(t, a), time.Now()
+	ctx, now := t.Context(), time.Now()
 	id := a.td.IDString() + "/node/join/0123456789abcdef"
 	short := a.td.IDString() + "/node/join/fedcba9876543210"
 	if err := a.store.Update(ctx, func(tx store.Tx) error {
@@ -941,20 +922,13 @@ func TestPruneLapsedNodesWaitsTheLongestSVIDLife(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	listed := func() bool {
-		nodes, _, err := a.ListNodes(ctx, admin, Page{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(nodes) == 1 && nodes[0].SPIFFEID == id
-	}
 	a.pruneLapsedNodes(ctx, pruneFrom(now, 5*time.Hour))
-	if !listed() {
-		t.Fatal("5h after the start: want the node whose record names a 6h SVID kept, the one of a 1h SVID pruned")
+	if got := nodesListed(t, a); !slices.Equal(got, []string{id}) {
+		t.Fatalf("5h after the start: %v listed; want the node whose record names a 6h SVID kept, the one of a 1h SVID pruned", got)
 	}
 	a.pruneLapsedNodes(ctx, pruneFrom(now, 6*time.Hour+time.Minute))
-	if nodes, _, err := a.ListNodes(ctx, admin, Page{}); err != nil || len(nodes) != 0 {
-		t.Fatal("the node is still listed once the authority has run for that SVID's life")
+	if got := nodesListed(t, a); len(got) != 0 {
+		t.Fatalf("%v still listed once the authority has run for that SVID's life", got)
 	}
 }
 
@@ -963,7 +937,7 @@ func TestPruneLapsedNodesWaitsTheLongestSVIDLife(t *testing.T) {
 // banned node renews nothing, so none at work holds an SVID of that life.
 func TestPruneLapsedNodesIsNotHeldByABannedRecord(t *testing.T) {
 	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(time.Hour) })
-	ctx, admin, now := t.Context(), adminOf(t, a), time.Now()
+	ctx, now := t.Context(), time.Now()
 	banned, lapsed := a.td.IDString()+"/node/join/0123456789abcdef", a.td.IDString()+"/node/join/fedcba9876543210"
 	if err := a.store.Update(ctx, func(tx store.Tx) error {
 		if err := registry.PutNode(tx, &registry.Node{SPIFFEID: banned, Banned: true, BanReason: "stolen",
@@ -975,15 +949,7 @@ func TestPruneLapsedNodesIsNotHeldByABannedRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.pruneLapsedNodes(ctx, pruneFrom(now, 2*time.Hour))
-	nodes, _, err := a.ListNodes(ctx, admin, Page{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(nodes) != 1 || nodes[0].SPIFFEID != banned {
-		ids := []string{}
-		for _, n := range nodes {
-			ids = append(ids, n.SPIFFEID)
-		}
-		t.Fatalf("listed after a prune 2h after the start: %v; want only the banned node (the lapsed one pruned, not held off by the banned record's 30-day SVID)", ids)
+	if got := nodesListed(t, a); !slices.Equal(got, []string{banned}) {
+		t.Fatalf("listed after a prune 2h after the start: %v; want only the banned node (the lapsed one pruned, not held off by the banned record's 30-day SVID)", got)
 	}
 }

@@ -3,17 +3,12 @@ package authority
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
-	"math/big"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/audit"
@@ -143,21 +138,7 @@ func TestHopIsNotIssuedOnWhatChangedMeanwhile(t *testing.T) {
 func TestHopIsNotIssuedAcrossAnEndedFederation(t *testing.T) {
 	p := newHopParties(t)
 	a, ctx, admin := p.a, t.Context(), p.admin
-	peerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, peerKey.Public(), peerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := spiffebundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("org-b.example"), []*x509.Certificate{root}).Marshal()
+	doc, err := peerBundle(t, spiffeid.RequireTrustDomainFromString("org-b.example")).Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
