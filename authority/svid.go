@@ -94,10 +94,8 @@ func stillHosts(agentID spiffeid.ID, decided *registry.Agent, c *Caller, nodeID 
 			return err
 		}
 		node, err := registry.GetNode(tx, nodeID)
-		if errors.Is(err, registry.ErrNotFound) { // evicted since the first check
-			return fmt.Errorf("%w: %s", ErrNodeUnknown, nodeID)
-		} else if err != nil {
-			return fmt.Errorf("authority: look up %s: %w", nodeID, err)
+		if err != nil { // not found: evicted since the first check
+			return notFoundAs(err, ErrNodeUnknown, nodeID)
 		}
 		if err := registry.CheckHosting(agent, node); err != nil {
 			return err
@@ -460,10 +458,11 @@ func (a *Authority) supersededSVID(ctx context.Context, typ string, id spiffeid.
 	}
 }
 
-// notFoundAs turns a registry "not found" into the caller-facing sentinel
-// as; any other error (the store failing) is the server's own and is
-// returned wrapped, unchanged in kind.
-func notFoundAs(err, as error, id spiffeid.ID) error {
+// notFoundAs turns a registry "not found" of id (a SPIFFE ID, parsed or
+// as written) into the caller-facing sentinel as; any other error (the
+// store failing) is the server's own and is returned wrapped, unchanged
+// in kind.
+func notFoundAs(err, as error, id any) error {
 	if errors.Is(err, registry.ErrNotFound) {
 		return fmt.Errorf("%w: %s", as, id)
 	}
