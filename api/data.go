@@ -412,8 +412,16 @@ func checkJSONValueDepth(b []byte, maxDepth int) error {
 // isDataPath reports whether path is the Data API's.
 func isDataPath(path string) bool { return path == "/v1/data" || strings.HasPrefix(path, "/v1/data/") }
 
-// dataPath is the document path asked, as sent (still percent-encoded).
-func dataPath(r *http.Request) string { return strings.TrimPrefix(r.URL.EscapedPath(), "/v1/data") }
+// dataPath is the document path asked, as sent (still percent-encoded):
+// what follows the route's two segments, however they were spelt ("/v1/dat%61"
+// is routed here as "/v1/data" is).
+func dataPath(r *http.Request) string {
+	parts := strings.SplitN(r.URL.EscapedPath(), "/", 4) // "", "v1", "data", the rest
+	if len(parts) < 4 {
+		return ""
+	}
+	return parts[3]
+}
 
 func (s *Server) answerData(w http.ResponseWriter, r *http.Request, input json.RawMessage) {
 	// The path as sent (still percent-encoded): "%2F" is a slash inside a

@@ -508,6 +508,13 @@ func TestDataAPICallers(t *testing.T) {
 	if status, ans := do(t, gw, "POST", "/v1/data/authz/reasons", "application/json", []byte(delegationInput)); status != 403 || ans["code"] != "unauthorized" {
 		t.Fatalf("path outside caller_paths: %d %v", status, ans)
 	}
+	// The route's own segments percent-encoded name the same document:
+	// the one the caller may ask.
+	for _, p := range []string{"/v1/dat%61/authz/allow", "/v%31/data/authz/allow"} {
+		if status, ans := do(t, gw, "POST", p, "application/json", []byte(delegationInput)); status != 200 || ans["result"] != true {
+			t.Errorf("allowed path as %s: %d %v", p, status, ans)
+		}
+	}
 	if status, ans := do(t, pe.client(nil, nil), "POST", "/v1/data/authz/allow", "application/json", nil); status != 401 || ans["code"] != "unauthorized" {
 		t.Fatalf("no client certificate: %d %v", status, ans)
 	}
@@ -546,7 +553,8 @@ func TestDataAPICallers(t *testing.T) {
 	}
 	open := startPolicy(t)
 	gw2 := open.client(open.gateway.chain, open.gateway.key)
-	for _, p := range []string{"/v1/data", "/v1/data/mandate", "/v1/data/mandate/agents", gwPath, "/v1/data/mandate/nodes"} {
+	for _, p := range []string{"/v1/data", "/v1/data/mandate", "/v1/data/mandate/agents", gwPath, "/v1/data/mandate/nodes",
+		"/v1/%64ata/mandate/agents", "/v1/dat%61", "/%761/data/mandate/nodes"} {
 		if status, _ := do(t, gw2, "GET", p, "", nil); status != 403 {
 			t.Errorf("a caller without caller_paths reads %s: %d", p, status)
 		}
