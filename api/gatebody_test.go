@@ -1,21 +1,31 @@
 package api_test
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"mandate.dev/mandate/authority"
 )
 
 // TestRoleCheckedBeforeBodyIsAsked: a caller without an endpoint's role
 // is refused before the server asks for the request's body (no 100
 // Continue) or waits for it.
 func TestRoleCheckedBeforeBodyIsAsked(t *testing.T) {
-	e := start(t, "org-a.example")
+	const gateway = "spiffe://org-a.example/agent/gateway"
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.Policy.DecisionCallers = []string{gateway}
+		c.Policy.CallerPaths = map[string][]string{gateway: {"mandate/delegation"}}
+	})
 	node := e.joinNode()
+	gw := e.agentSVID(node, e.registerAgent("gateway", node.id))
+	// The Data API answers in OPA's shape: its "code" is the typ below.
 	for _, tc := range []struct {
 		name   string
 		c      *http.Client
@@ -27,8 +37,13 @@ func TestRoleCheckedBeforeBodyIsAsked(t *testing.T) {
 		{"anonymous to delegations", e.rawClient(nil, nil), "/v1/delegations", 401, "unauthenticated"},
 		{"anonymous to svid", e.rawClient(nil, nil), "/v1/svid/x509", 401, "unauthenticated"},
 		{"anonymous to authzen", e.rawClient(nil, nil), "/access/v1/evaluation", 401, "unauthenticated"},
+		{"anonymous to the data API", e.rawClient(nil, nil), "/v1/data/mandate/delegation/decision", 401, "unauthorized"},
 		{"node to an admin endpoint", e.rawClient(node.chain, node.key), "/v1/admin/join-tokens", 403, "forbidden"},
 		{"node to delegations", e.rawClient(node.chain, node.key), "/v1/delegations", 403, "forbidden"},
+		{"node to authzen", e.rawClient(node.chain, node.key), "/access/v1/evaluations", 403, "forbidden"},
+		{"node to the data API", e.rawClient(node.chain, node.key), "/v1/data", 403, "unauthorized"},
+		{"decision caller to authzen outside its caller_paths", e.rawClient(gw.chain, gw.key), "/access/v1/evaluation", 403, "forbidden"},
+		{"decision caller to a document outside its caller_paths", e.rawClient(gw.chain, gw.key), "/v1/data/mandate/issuance/decision", 403, "unauthorized"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body, w := io.Pipe()
@@ -51,7 +66,18 @@ func TestRoleCheckedBeforeBodyIsAsked(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if status, typ := problemOfAnswer(t, resp); status != tc.status || typ != tc.typ {
+			status, typ := 0, ""
+			if strings.HasPrefix(tc.path, "/v1/data") {
+				var oe struct{ Code string }
+				if err := json.NewDecoder(resp.Body).Decode(&oe); err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				status, typ = resp.StatusCode, oe.Code
+			} else {
+				status, typ = problemOfAnswer(t, resp)
+			}
+			if status != tc.status || typ != tc.typ {
 				t.Fatalf("answer %d %s, want %d %s", status, typ, tc.status, tc.typ)
 			}
 		})

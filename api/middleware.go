@@ -193,9 +193,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			if mux, ok := next.(router); ok {
 				_, pattern := mux.Handler(r)
 				if check := s.roleCheck(pattern); check != nil {
-					if err := check(c); err != nil {
+					if err := check(c, r); err != nil {
 						routed.Pattern = pattern
-						writeError(sw, r, s.log, err)
+						s.writeRefusal(sw, r, err)
 						return
 					}
 				}

@@ -182,37 +182,48 @@ func (s *Server) gate(pattern string, h http.HandlerFunc) http.HandlerFunc {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := check(callerOf(r)); err != nil {
-			writeError(w, r, s.log, err)
+		if err := check(callerOf(r), r); err != nil {
+			s.writeRefusal(w, r, err)
 			return
 		}
 		h(w, r)
 	}
 }
 
+// writeRefusal answers a caller refused by a roleCheck: in OPA's shape on
+// the Data API, else as a problem.
+func (s *Server) writeRefusal(w http.ResponseWriter, r *http.Request, err error) {
+	if isDataPath(r.URL.Path) {
+		s.writeDataError(w, r, err)
+		return
+	}
+	writeError(w, r, s.log, err)
+}
+
 // roleCheck is the check of who may call the endpoint of pattern (as
-// registered, "POST /v1/delegations"), or nil for an endpoint that checks
-// its callers itself or needs none.
-func (s *Server) roleCheck(pattern string) func(*authority.Caller) error {
+// registered, "POST /v1/delegations") with request r, or nil for an
+// endpoint that checks its callers itself or needs none.
+func (s *Server) roleCheck(pattern string) func(*authority.Caller, *http.Request) error {
 	_, path, _ := strings.Cut(pattern, " ")
 	switch {
 	case strings.HasPrefix(path, "/v1/admin/"):
-		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAdmin) }
+		return func(c *authority.Caller, _ *http.Request) error { return s.a.Require(c, authority.RoleAdmin) }
 	case pattern == "POST /v1/delegations":
-		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleAgent) }
+		return func(c *authority.Caller, _ *http.Request) error { return s.a.Require(c, authority.RoleAgent) }
 	case pattern == "POST /v1/nodes/sync":
-		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleNode) }
+		return func(c *authority.Caller, _ *http.Request) error { return s.a.Require(c, authority.RoleNode) }
 	case strings.HasPrefix(path, "/v1/svid/"):
 		// A node (for itself or an agent it hosts) or an agent (for
 		// itself); the flow checks which SVID each may have.
-		return func(c *authority.Caller) error { return s.a.Require(c, authority.RoleNode, authority.RoleAgent) }
-	case strings.HasPrefix(path, "/access/v1/"):
-		return func(c *authority.Caller) error {
-			if c == nil {
-				return authority.ErrUnauthenticated
-			}
-			return nil
+		return func(c *authority.Caller, _ *http.Request) error {
+			return s.a.Require(c, authority.RoleNode, authority.RoleAgent)
 		}
+	case strings.HasPrefix(path, "/access/v1/"):
+		// An admin or a decision caller (allowed the AuthZEN document).
+		return func(c *authority.Caller, _ *http.Request) error { return s.a.MayEvaluateAccess(c) }
+	case isDataPath(path):
+		// An admin or a decision caller, allowed the document asked.
+		return func(c *authority.Caller, r *http.Request) error { return s.a.MayQueryData(c, dataPath(r)) }
 	}
 	return nil
 }
