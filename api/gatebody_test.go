@@ -16,7 +16,7 @@ import (
 
 // TestRoleCheckedBeforeBodyIsAsked: a caller without an endpoint's role
 // is refused before the server asks for the request's body (no 100
-// Continue) or waits for it.
+// Continue) or waits for it, as is a request that names no endpoint.
 func TestRoleCheckedBeforeBodyIsAsked(t *testing.T) {
 	const gateway = "spiffe://org-a.example/agent/gateway"
 	e := start(t, "org-a.example", func(c *authority.Config) {
@@ -44,6 +44,9 @@ func TestRoleCheckedBeforeBodyIsAsked(t *testing.T) {
 		{"node to the data API", e.rawClient(node.chain, node.key), "/v1/data", 403, "unauthorized"},
 		{"decision caller to authzen outside its caller_paths", e.rawClient(gw.chain, gw.key), "/access/v1/evaluation", 403, "forbidden"},
 		{"decision caller to a document outside its caller_paths", e.rawClient(gw.chain, gw.key), "/v1/data/mandate/issuance/decision", 403, "unauthorized"},
+		// No endpoint: no body is read for its 404 or 405 either.
+		{"anonymous to no endpoint", e.rawClient(nil, nil), "/v1/nope", 404, "not-found"},
+		{"agent to a method the path does not take", e.rawClient(gw.chain, gw.key), "/v1/bundle", 405, "method-not-allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body, w := io.Pipe()
@@ -61,7 +64,7 @@ func TestRoleCheckedBeforeBodyIsAsked(t *testing.T) {
 			tc.c.Transport.(*http.Transport).ExpectContinueTimeout = time.Minute
 			resp, err := tc.c.Do(req)
 			if asked.Load() {
-				t.Fatal("the server asked for the body (100 Continue) of a caller without the role")
+				t.Fatal("the server asked for the body (100 Continue) of a request it refuses")
 			}
 			if err != nil {
 				t.Fatal(err)

@@ -189,7 +189,10 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if hasBody {
 			// Who may call is checked before the body is asked for (a
 			// 100 Continue) or waited for: a caller without the role
-			// gets its 401 or 403 at once.
+			// gets its 401 or 403 at once. A path or method that names
+			// no endpoint (a pattern without a method: its 404 or 405)
+			// reads no body either.
+			endpoint := true
 			if mux, ok := next.(router); ok {
 				_, pattern := mux.Handler(r)
 				if check := s.roleCheck(pattern); check != nil {
@@ -199,8 +202,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 						return
 					}
 				}
+				endpoint = strings.Contains(pattern, " ")
 			}
-			r.Body = readBody(r.Body)
+			if endpoint {
+				r.Body = readBody(r.Body)
+			}
 			// The answer's time (http.write_timeout, which net/http counts
 			// from the request's headers) counts from here too: the work
 			// that starts now must not lose its answer to the body's
