@@ -315,11 +315,17 @@ const maxInputDepth = 64
 
 // inputOfBody reads OPA's request body: empty, or an object whose "input"
 // key (if present and not null) is the input. Other keys are ignored, as
-// OPA does.
+// OPA does, and so is what follows the body's first JSON value: OPA
+// decodes that one value and reads no further.
 func inputOfBody(body []byte) (json.RawMessage, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, nil
 	}
+	var first json.RawMessage
+	if err := json.NewDecoder(bytes.NewReader(body)).Decode(&first); err != nil {
+		return nil, fmt.Errorf("body contains malformed input document: %v", err)
+	}
+	body = first
 	// The input may be maxInputDepth deep inside the body's object.
 	if err := checkJSONValueDepth(body, maxInputDepth+1); err != nil {
 		return nil, fmt.Errorf("body contains malformed input document: %v", err)

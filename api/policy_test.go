@@ -187,6 +187,15 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 		t.Fatalf("GET reasons: %v", ans["result"])
 	}
 
+	// As OPA, the request is the body's first JSON value: what follows
+	// it (a stray brace, a second object) is not read.
+	for _, trailing := range []string{" trailing", "}", `{"input": {}}`, "\n\n"} {
+		status, ans := do(t, gw, http.MethodPost, "/v1/data/authz/allow", "application/json", []byte(delegationInput+trailing))
+		if status != 200 || ans["result"] != true {
+			t.Fatalf("a body followed by %q: %d %v, want OPA's answer to the body", trailing, status, ans)
+		}
+	}
+
 	// As OPA: a gzip-compressed body, a YAML body.
 	gz := func(b []byte) []byte {
 		var buf bytes.Buffer
