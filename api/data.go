@@ -136,7 +136,7 @@ func (s *Server) dataGet(w http.ResponseWriter, r *http.Request) {
 	if vals := r.URL.Query()["input"]; len(vals) > 0 {
 		in := []byte(vals[len(vals)-1])
 		if err := checkJSONValue(in); err != nil {
-			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "input parameter format is invalid: "+err.Error())
+			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "parameter contains malformed input document: "+err.Error())
 			return
 		}
 		if err := checkInputNumbers(in); err != nil {

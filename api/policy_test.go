@@ -274,6 +274,14 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 			}
 		})
 	}
+	// A malformed ?input= is refused in OPA's words, and, as OPA, so is
+	// one followed by anything: a parameter is one whole JSON value.
+	for _, in := range []string{`{`, `{"a": 1} x`} {
+		status, ans := do(t, gw, http.MethodGet, "/v1/data/authz/allow?input="+url.QueryEscape(in), "", nil)
+		if msg, _ := ans["message"].(string); status != 400 || ans["code"] != "invalid_parameter" || !strings.HasPrefix(msg, "parameter contains malformed input document: ") {
+			t.Fatalf("GET ?input=%s: %d %v, want OPA's 400 invalid_parameter, \"parameter contains malformed input document: …\"", in, status, ans)
+		}
+	}
 	// A number whose exponent is past what the engine takes: refused
 	// with the body as OPA refuses it, in a string or outside the input
 	// it is no number of the input's.
