@@ -93,6 +93,7 @@ func TestRefusalDetailsArePlainText(t *testing.T) {
 		{"authzen evaluation not an object", e.admin, "POST", "/access/v1/evaluations", `{"evaluations":[{"subject":5}]}`, "invalid-request", "subject must be an object"},
 		{"authzen evaluations not a list", e.admin, "POST", "/access/v1/evaluations", `{"evaluations":5}`, "malformed-json", "JSON number"},
 		{"revocation of a non-id", e.admin, "POST", "/v1/admin/revocations", `{"spiffe_id":"x","reason":"x"}`, "invalid-request", "scheme"},
+		{"revocation naming a hop and an id", e.admin, "POST", "/v1/admin/revocations", `{"delegation_id":"x","spiffe_id":"spiffe://org-a.example/agent/x","reason":"x"}`, "invalid-request", "not both"},
 		{"revocation of a hop not issued here", e.admin, "POST", "/v1/admin/revocations", `{"delegation_id":"nope","reason":"x"}`, "not-found", "revoke it at the authority that issued it"},
 	}
 	for _, tc := range tests {

@@ -1078,7 +1078,10 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
-	if (delegationID == "") == (spiffeID == "") {
+	if delegationID != "" && spiffeID != "" {
+		return nil, fmt.Errorf("%w: give delegation_id or spiffe_id, not both", ErrInvalidRequest)
+	}
+	if delegationID == "" && spiffeID == "" {
 		return nil, fmt.Errorf("%w: give delegation_id or spiffe_id", ErrInvalidRequest)
 	}
 	if !validReason(reason) {
