@@ -477,13 +477,13 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 	case errors.Is(err, authority.ErrUnauthenticated):
 		msg := "a client certificate (X509-SVID) is required"
 		if err != authority.ErrUnauthenticated {
-			msg = err.Error()
+			msg = plainText(err.Error())
 		}
 		writeOPAError(w, http.StatusUnauthorized, opaUnauthorized, msg)
 	case errors.Is(err, authority.ErrForbidden):
-		writeOPAError(w, http.StatusForbidden, opaUnauthorized, err.Error())
+		writeOPAError(w, http.StatusForbidden, opaUnauthorized, plainText(err.Error()))
 	case errors.Is(err, policy.ErrBadPath), errors.Is(err, authority.ErrInvalidRequest):
-		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, err.Error())
+		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, plainText(err.Error()))
 	case errors.Is(err, policy.ErrTimeout):
 		// An evaluation error, OPA's 500 internal_error, its error's code
 		// naming the timeout: the server ran out of time (under load, say),
