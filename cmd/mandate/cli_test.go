@@ -1133,6 +1133,50 @@ func TestArgumentLikeASecretIsNotShown(t *testing.T) {
 	}
 }
 
+// A JWT-SVID or a delegation token (the JWS compact form) given where
+// an argument, a flag or a token file goes is not shown either: not as
+// an unknown flag, an unexpected argument, nor as the name of a token
+// file that cannot be read. A file name is still said.
+func TestTokenLikeArgumentIsNotShown(t *testing.T) {
+	dir := t.TempDir()
+	agent := selfSigned(t, "spiffe://mandate.localhost/agent/a", time.Now().Add(-time.Minute), time.Now().Add(time.Hour), false)
+	creds := filepath.Join(dir, "agent")
+	if err := credfile.Write(credfile.In(creds), []*x509.Certificate{agent.cert}, agent.key, []*x509.Certificate{agent.cert}); err != nil {
+		t.Fatal(err)
+	}
+	seg := strings.Repeat("eyJhbGciOiJFUzI1NiJ9", 3)
+	missing := filepath.Join(dir, "missing.jwt")
+	request := func(parent string) []string {
+		return []string{"delegate", "request", "--creds", creds, "--delegatee", "spiffe://mandate.localhost/agent/b", "--scope", "s",
+			"--parent", parent, "--out", filepath.Join(dir, "out.jwt"), "--server", "https://127.0.0.1:1"}
+	}
+	verify := func(file string) []string {
+		return []string{"delegate", "verify", "--any-holder", "--bundles", filepath.Join(dir, "bundles.json"), file}
+	}
+	for _, tc := range []struct {
+		args   []string
+		secret string
+		shown  string // "": the secret, not shown
+	}{
+		{[]string{"bundle", "show", seg + "." + seg + "." + seg}, seg + "." + seg + "." + seg, ""},
+		{[]string{"bundle", "show", "--" + seg + "." + seg + "." + seg}, seg + "." + seg + "." + seg, ""},
+		{[]string{"bundle", "show", seg + "." + seg + "." + seg + "." + seg + "." + seg}, seg + "." + seg + "." + seg + "." + seg + "." + seg, ""},
+		{request(seg + "." + seg + "." + seg), seg + "." + seg + "." + seg, ""},
+		{request(seg + "." + seg + "."), seg + "." + seg + ".", ""},
+		{verify(seg + "." + seg + "." + seg), seg + "." + seg + "." + seg, ""},
+		{request(missing), "", missing},
+		{verify(missing), "", missing},
+		{[]string{"bundle", "show", "a." + seg}, "", "a." + seg},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(t.Context(), tc.args, &out, &errOut)
+		said := fmt.Sprint(err) + out.String() + errOut.String()
+		if err == nil || tc.secret != "" && strings.Contains(said, tc.secret) || tc.shown != "" && !strings.Contains(said, tc.shown) {
+			t.Errorf("mandate %s: %v\n%s\nwant it refused, naming %q, never the secret", strings.Join(tc.args, " "), err, errOut.String(), tc.shown)
+		}
+	}
+}
+
 // A join-token node whose credential the authority refuses at the
 // handshake (signed by an X.509 CA revoked since: here, by a CA it never
 // had) can never renew it: node run stops at once, saying to join again,

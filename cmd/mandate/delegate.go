@@ -116,9 +116,9 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 		st.NotAfter = time.Now().Unix() + secs
 	}
 	if parentFile != "" {
-		b, err := os.ReadFile(parentFile)
+		b, err := readTokenFile("--parent", parentFile)
 		if err != nil {
-			return fmt.Errorf("--parent: %w", err)
+			return err
 		}
 		parent := strings.TrimSpace(string(b))
 		req.ParentToken = parent
@@ -230,7 +230,7 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 			return usagef("--presenter: %v", err)
 		}
 	}
-	tok, err := os.ReadFile(file)
+	tok, err := readTokenFile("the token file", file)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -314,17 +315,40 @@ func secretLikeFlag(err error) (name string, ok bool) {
 
 // looksLikeSecret reports whether an argument no flag name or value of
 // this CLI looks like, 40 or more base64url characters, may be a join
-// token (43): such an argument out of place is said by its length only.
+// token (43), or, those characters in three or five dot-separated
+// parts (the JWS or JWE compact form), a JWT-SVID or a delegation
+// token: such an argument out of place, or a file name that is one, is
+// said by its length only.
 func looksLikeSecret(s string) bool {
 	if len(s) < 40 {
 		return false
 	}
+	dots := 0
 	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		switch {
+		case c == '.':
+			dots++
+		case !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'):
 			return false
 		}
 	}
-	return true
+	return dots == 0 || (dots == 2 || dots == 4) && s[0] != '.'
+}
+
+// readTokenFile reads the file a token file argument (flag, or the
+// argument what) names. A name that looks like a secret
+// (looksLikeSecret), the token itself given where its file goes, is
+// not said in an error: errors end up in logs.
+func readTokenFile(what, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	var pe *fs.PathError
+	if err != nil && looksLikeSecret(path) && errors.As(err, &pe) {
+		return nil, fmt.Errorf("%s: %w (the file's name, of %d characters, not shown: if it is the token itself, put it in a file and give that file)", what, pe.Err, len(path))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return b, nil
 }
 
 // durationFlag is a duration flag's value while its flags are parsed:
