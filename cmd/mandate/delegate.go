@@ -116,7 +116,7 @@ func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Write
 		st.NotAfter = time.Now().Unix() + secs
 	}
 	if parentFile != "" {
-		b, err := readTokenFile("--parent", parentFile)
+		b, err := readTokenFile("--parent", parentFile, tokenInAFile)
 		if err != nil {
 			return err
 		}
@@ -230,7 +230,7 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 			return usagef("--presenter: %v", err)
 		}
 	}
-	tok, err := readTokenFile("the token file", file)
+	tok, err := readTokenFile("the token file", file, tokenInAFile)
 	if err != nil {
 		return err
 	}

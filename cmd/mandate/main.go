@@ -335,15 +335,21 @@ func looksLikeSecret(s string) bool {
 	return dots == 0 || (dots == 2 || dots == 4) && s[0] != '.'
 }
 
+// tokenInAFile is readTokenFile's hint for a token given where its file goes.
+const tokenInAFile = "put it in a file and give that file"
+
 // readTokenFile reads the file a token file argument (flag, or the
-// argument what) names. A name that looks like a secret
-// (looksLikeSecret), the token itself given where its file goes, is
-// not said in an error: errors end up in logs.
-func readTokenFile(what, path string) ([]byte, error) {
+// argument what) names. The name is not said in an error when it may be
+// the token itself, given where its file goes (errors end up in logs):
+// when it looks like a secret (looksLikeSecret), or names no file and
+// has neither a dot nor a slash, as a join token shorter than a real one
+// would. hint says what to do then.
+func readTokenFile(what, path, hint string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	var pe *fs.PathError
-	if err != nil && looksLikeSecret(path) && errors.As(err, &pe) {
-		return nil, fmt.Errorf("%s: %w (the file's name, of %d characters, not shown: if it is the token itself, put it in a file and give that file)", what, pe.Err, len(path))
+	mayBeToken := looksLikeSecret(path) || errors.Is(err, fs.ErrNotExist) && !strings.ContainsAny(path, "./")
+	if err != nil && errors.As(err, &pe) && mayBeToken {
+		return nil, fmt.Errorf("%s: %w (the file's name, of %d characters, not shown: if it is the token itself, %s)", what, pe.Err, len(path), hint)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)

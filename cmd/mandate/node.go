@@ -104,18 +104,11 @@ func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		var b []byte
 		var err error
 		if tokenFile == "-" {
-			b, err = io.ReadAll(io.LimitReader(os.Stdin, 4096))
-		} else {
-			b, err = os.ReadFile(tokenFile)
-		}
-		var pe *os.PathError
-		switch {
-		case errors.Is(err, os.ErrNotExist) && errors.As(err, &pe):
-			// The name not echoed: it may be the token itself, given to
-			// the wrong flag, and errors end up in logs.
-			return fmt.Errorf("--token-file: %w (the file's name not shown: if it is the token itself, give it with --token)", pe.Err)
-		case err != nil:
-			return fmt.Errorf("--token-file: %w", err)
+			if b, err = io.ReadAll(io.LimitReader(os.Stdin, 4096)); err != nil {
+				return fmt.Errorf("--token-file: %w", err)
+			}
+		} else if b, err = readTokenFile("--token-file", tokenFile, "give it with --token"); err != nil {
+			return err
 		}
 		if token = strings.TrimSpace(string(b)); token == "" {
 			return usagef("--token-file %s holds no token", tokenFile)
