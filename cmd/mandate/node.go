@@ -364,21 +364,26 @@ const minRenewalWait = 5 * time.Second
 // credential (join again).
 func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.Writer) error {
 	cf.creds = out
+	var failed error // the last renewal's error, while none has succeeded since
 	for {
 		chain, id, err := joinNodeCredential(out)
 		if err != nil {
 			return err
 		}
+		if !time.Now().Before(chain[0].NotAfter) {
+			return expiredJoinNode(id, out, chain[0].NotAfter, failed)
+		}
 		wait, err := renewNodeOnce(ctx, cf, out, id)
 		if ctx.Err() != nil {
 			return nil
 		}
+		failed = err
 		var p *client.Problem
 		switch {
 		case err != nil && (errors.As(err, &p) && refusedForGood(p) || errors.Is(err, client.ErrCredentialRefused)):
 			return joinAgainHint(fmt.Errorf("node run stopped: the authority refuses to renew %s: %w", id, err))
 		case err != nil && !time.Now().Before(chain[0].NotAfter):
-			return err
+			return expiredJoinNode(id, out, chain[0].NotAfter, err)
 		case err != nil:
 			wait = renewalRetryWait(time.Until(chain[0].NotAfter))
 			fmt.Fprintf(stderr, "%s renewal failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)
@@ -390,6 +395,19 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 			return nil
 		}
 	}
+}
+
+// expiredJoinNode is why node run stops once the join-token node id's
+// credential in out has expired (at notAfter) unrenewed: the authority
+// renews a join-token node only with a valid credential, so the host
+// joins again. failed is the last renewal's error, if one was tried.
+func expiredJoinNode(id spiffeid.ID, out string, notAfter time.Time, failed error) error {
+	last := ""
+	if failed != nil {
+		last = fmt.Sprintf(" (the last renewal failed: %v)", failed)
+	}
+	return fmt.Errorf("node run stopped: the credential of %s in %s expired at %s before a renewal succeeded%s; a join-token node cannot renew an expired credential: join again with a new join token (mandate node join --out %s), under a new ID",
+		id, out, notAfter.UTC().Format(time.RFC3339), last, out)
 }
 
 // joinNodeCredential is the join-token node credential in out (its

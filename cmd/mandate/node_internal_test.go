@@ -224,6 +224,48 @@ func TestNodeRunSaysWhyItsCredentialIsUnusable(t *testing.T) {
 	}
 }
 
+// node run stops, with what to do, when the join-token node's credential
+// has expired unrenewed: said as node run's stop, of this node, with
+// the last renewal's failure when one was tried, not as the generic
+// refusal of any expired credential.
+func TestNodeRunSaysTheNodeCredentialExpired(t *testing.T) {
+	const id = "spiffe://org-a.example/node/join/0123456789abcdef"
+	for _, tc := range []struct {
+		name     string
+		notAfter time.Time
+		want     []string
+	}{
+		{"expired before node run starts", time.Now().Add(-time.Minute), nil},
+		// The authority unreachable (nothing listens at port 1): each
+		// renewal fails until the credential expires.
+		{"expired while renewals fail", time.Now().Add(5 * time.Second), []string{"the last renewal failed", "127.0.0.1:1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			node := selfSigned(t, id, time.Now().Add(-time.Hour), tc.notAfter, false)
+			dir := filepath.Join(t.TempDir(), "node")
+			if err := credfile.Write(credfile.In(dir), []*x509.Certificate{node.cert}, node.key, []*x509.Certificate{node.cert}); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var out, errOut bytes.Buffer
+			err := run(ctx, []string{"node", "run", "--out", dir, "--server", "https://127.0.0.1:1"}, &out, &errOut)
+			if err == nil {
+				t.Fatal("node run with an expired credential went on")
+			}
+			want := append([]string{"node run stopped", id, "expired at", "join again with a new join token", "mandate node join --out " + dir}, tc.want...)
+			for _, w := range want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("node run = %v, want it to say %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "an agent's") {
+				t.Errorf("node run = %v, want the node's case alone, not every credential's", err)
+			}
+		})
+	}
+}
+
 // node run's wait between renewals ends when the wall clock says it has
 // passed, not only when Go's timer does (it stands still while the host
 // is suspended): a node resumed after its renewal was due renews then,
