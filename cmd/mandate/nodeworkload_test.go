@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -144,6 +145,12 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 			t.Fatalf("FetchX509SVID of an agent not hosted here = %v, want Unavailable saying why", err)
 		}
 	}
+	// svid workload says the Workload API's answer, and does not ask
+	// whether one serves there: it does.
+	err = run(ctx, []string{"svid", "workload", "--workload-api", sock}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "no X509-SVID could be obtained") || strings.Contains(err.Error(), "serving this socket?") {
+		t.Errorf("svid workload of an agent not hosted here = %v, want the Workload API's answer alone", err)
+	}
 	cancel()
 	<-done
 }
@@ -209,6 +216,26 @@ func nodeRun(ctx context.Context, args ...string) (*logtest.Buffer, <-chan error
 	log, done := &logtest.Buffer{}, make(chan error, 1)
 	go func() { done <- run(ctx, append([]string{"node", "run"}, args...), io.Discard, log) }()
 	return log, done
+}
+
+// svid workload asked at a socket where no Workload API answers (none
+// there, or one a stopped process left) says what to check, not only
+// gRPC's failed dial.
+func TestSVIDWorkloadSaysNothingAnswers(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	for _, sock := range []string{filepath.Join(dir, "none.sock"), stale} {
+		err := run(context.Background(), []string{"svid", "workload", "--workload-api", sock, "--timeout", "1m"}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "is mandate node run --workload-api serving this socket?") {
+			t.Errorf("svid workload at %s = %v, want it to ask whether node run serves there", sock, err)
+		}
+	}
 }
 
 func TestNodeRunWorkloadFlags(t *testing.T) {

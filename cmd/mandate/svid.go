@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
@@ -66,6 +69,12 @@ func svidWorkload(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	defer c.Close()
 	xc, err := c.FetchX509Context(ctx)
 	if err != nil {
+		if status.Code(err) == codes.Unavailable && !listens(socket) {
+			// No socket there, or one nothing listens on (a node run
+			// stopped): gRPC says only that the dial failed. (A Workload
+			// API that answers Unavailable itself is quoted as it is.)
+			return fmt.Errorf("workload API %s: X509-SVIDs: %w (nothing answers there: is mandate node run --workload-api serving this socket?)", socket, err)
+		}
 		return fmt.Errorf("workload API %s: X509-SVIDs: %w", socket, err)
 	}
 	type svidOut struct {
@@ -95,6 +104,21 @@ func svidWorkload(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	return printJSON(stdout, out)
+}
+
+// listens reports whether something accepts connections at addr, a
+// Workload API address (unix:///PATH, or tcp://IP:PORT).
+func listens(addr string) bool {
+	network, at := "unix", strings.TrimPrefix(addr, "unix://")
+	if rest, ok := strings.CutPrefix(addr, "tcp://"); ok {
+		network, at = "tcp", rest
+	}
+	c, err := net.DialTimeout(network, at, 5*time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // workloadAddr is the Workload API address of socket: a URI as given
