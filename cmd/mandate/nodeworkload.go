@@ -212,12 +212,15 @@ func (n *nodeIssuer) JWTSVID(ctx context.Context, id spiffeid.ID, audience []str
 // the authority still renews, and node run does at its next try (one it
 // refuses to renew stops node run then). A TPM node the authority does
 // not know (node-not-attested: restored from a backup made before its
-// attestation) is known again once it attests again.
+// attestation) is known again once it attests again, and a drifted one
+// (node-drifted: only TPM nodes drift) is admitted again by its next
+// attestation whose quote matches (a reboot into a known-good state),
+// which node run makes at its time: the first at its start.
 func (n *nodeIssuer) refusedForGood(p *client.Problem) bool {
 	switch p.Name() {
 	case "svid-superseded":
 		return false
-	case "node-not-attested":
+	case "node-not-attested", "node-drifted":
 		return !n.attests
 	}
 	return refusedForGood(p)

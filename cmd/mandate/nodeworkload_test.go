@@ -575,6 +575,59 @@ func TestNodeRunTPMRetriesAFailedAttestationAtItsOwnPace(t *testing.T) {
 	}
 }
 
+// A TPM node marked drifted, whose host was rebooted into its
+// known-good state, comes back with node run --workload-api: a sync
+// refused as node-drifted does not stop node run (a ban does), and its
+// attestation, whose quote matches again, clears the mark. Here the
+// first attestation waits for --out, held by another command, so that
+// the syncs are refused first.
+func TestNodeRunTPMComesBackFromDrift(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	url := serveSensorOnTPM(t, dir, "federation:\n  bundle_refresh_hint: 1s")
+	t.Setenv("MANDATE_SERVER", url)
+	mustCLI(t, url, dir, "node", "attest", "--tpm", "simulator", "--ek", "ecc")
+	if _, err := cli(t, url, dir, "node", "attest", "--tpm", "simulator", "--ek", "ecc", "--simulator-extend-pcr", "16"); err == nil || !strings.Contains(err.Error(), "tpm-pcr-policy-mismatch") {
+		t.Fatalf("node attest with PCR 16 changed = %v, want it refused as drifted", err)
+	}
+	unlock, err := lockOut("mandate-node") // released once (a second unlock would remove node run's lock file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sock := filepath.Join(dir, "workload.sock")
+	addr := workloadapi.WithAddr("unix://" + sock)
+	errOut, done := nodeRun(ctx, "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
+		"--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/sensor")
+	for strings.Count(errOut.String(), "problems/node-drifted") < 2 {
+		select {
+		case err := <-done:
+			t.Fatalf("node run --tpm of a drifted node stopped: %v\n%s", err, errOut.String())
+		case <-ctx.Done():
+			t.Fatalf("node run --tpm's syncs were not refused as drifted:\n%s", errOut.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	unlock()
+	for {
+		if _, err := workloadapi.FetchX509SVID(ctx, addr); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("node run --tpm of a drifted node stopped: %v\n%s", err, errOut.String())
+		case <-ctx.Done():
+			t.Fatalf("node run --tpm did not come back from its drift:\n%s", errOut.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("node run --tpm = %v (%s)", err, errOut.String())
+	}
+}
+
 // runSensorOnTPM serves the sensor agent (serveSensorOnTPM, with a sync
 // every second) from node run --tpm --workload-api in dir (the test's
 // working directory from now on) until ctx ends, once its X509-SVID is
