@@ -69,6 +69,9 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 	stderr = &lineWriter{w: stderr}
 	cf.creds = out
 	cf.missing = "give --out, the node's credential directory"
+	if err := w.checkTrustDomain(&cf); err != nil {
+		return err
+	}
 	clients := &reusedClient{dir: out, dial: func() (*client.Client, error) { return cf.dial(true) }}
 	srv, err := workload.New(w.entries, &nodeIssuer{dial: clients.get, forget: clients.forget, attests: w.attests, unknown: w.unknown}, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
@@ -110,6 +113,28 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 		}
 		return errors.Join(err, <-ran)
 	}
+}
+
+// checkTrustDomain refuses an entry's agent of another trust domain
+// than the node's, when the node's is known before any call: from its
+// credential, else from --trust-domain or its bundle (a TPM node before
+// its first attestation). The authority would refuse every SVID of
+// such an agent.
+func (w *workloadFlags) checkTrustDomain(cf *clientFlags) error {
+	var td spiffeid.TrustDomain
+	if chain, _, _, err := cf.credential(); err == nil {
+		if id, err := x509svid.IDFromCert(chain[0]); err == nil {
+			td = id.TrustDomain()
+		}
+	} else if c, err := cf.dial(false); err == nil {
+		td = c.TrustDomain()
+	}
+	for _, e := range w.entries {
+		if !td.IsZero() && e.ID.TrustDomain() != td {
+			return usagef("--workload %s: the agent is not of this node's trust domain %s, whose authority alone issues SVIDs to its workloads", e, td)
+		}
+	}
+	return nil
 }
 
 // lineWriter is w written by one writer at a time (each write a line):

@@ -279,6 +279,15 @@ func TestNodeRunRemovesTheSocketWhenItStopsAtOnce(t *testing.T) {
 	if err := credfile.Write(credfile.In("expired"), []*x509.Certificate{cert}, key, []*x509.Certificate{cert}); err != nil {
 		t.Fatal(err)
 	}
+	// An agent of another trust domain than the node's is refused
+	// before anything is served.
+	out.Reset()
+	errOut.Reset()
+	var ue usageError
+	err = run(context.Background(), []string{"node", "run", "--out", "expired", "--server", "https://127.0.0.1:1", "--workload-api", sock, "--workload", "uid:1=spiffe://org-b.example/agent/a"}, &out, &errOut)
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "trust domain mandate.localhost") || strings.Contains(errOut.String(), "serving") {
+		t.Fatalf("node run serving an agent of another trust domain = %v (%q), want it refused at its start", err, errOut.String())
+	}
 	for i := range 20 {
 		out.Reset()
 		errOut.Reset()
