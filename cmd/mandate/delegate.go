@@ -235,6 +235,9 @@ func delegateVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	b, err := os.ReadFile(*bundles)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("--bundles: %w (give --bundles, the SPIFFE bundles of the trust domains to trust: the bundles.json of an agent's or a node's credential directory)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("--bundles: %w", err)
 	}

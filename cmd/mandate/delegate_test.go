@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -251,5 +252,19 @@ func TestDelegateRequestTTLOverLimit(t *testing.T) {
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("delegate request --ttl %s: %v, want a usage error saying %q", tc.ttl, err, tc.want)
 		}
+	}
+}
+
+// delegate verify without the bundles file it reads by default says
+// what to give.
+func TestDelegateVerifySaysWhatBundlesToGive(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := os.WriteFile("t.jwt", []byte("a.b.c"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	err := run(t.Context(), []string{"delegate", "verify", "--any-holder", "t.jwt"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "mandate-agent/bundles.json") || !strings.Contains(err.Error(), "give --bundles") {
+		t.Fatalf("delegate verify with no bundles file = %v, want it to name the file and say to give --bundles", err)
 	}
 }
