@@ -396,6 +396,9 @@ func adminNode(call func(context.Context, *client.Client, string) (*client.Node,
 		if err != nil {
 			return err
 		}
+		if !strings.HasPrefix(id, "spiffe://") {
+			return usagef("%s is not a SPIFFE ID; give the node's whole SPIFFE ID (spiffe://<td>/node/..., as mandate admin node list prints it)", id)
+		}
 		c, err := dial()
 		if err != nil {
 			return err

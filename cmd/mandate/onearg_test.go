@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,22 @@ func TestEmptyOperandRefused(t *testing.T) {
 		err := run(context.Background(), args, &out, &errOut)
 		if err == nil || !strings.Contains(err.Error(), tc.what) || !strings.Contains(err.Error(), "empty") {
 			t.Errorf("mandate %s = %v, want a refusal of the empty operand, %s", strings.Join(tc.args, " "), err, tc.what)
+		}
+	}
+}
+
+// A node command given a node's ID without its scheme and trust domain
+// (node/join/…, a path as a node's files name it) says to give the
+// whole SPIFFE ID, before it asks the authority, which knows no such
+// node.
+func TestNodeOperandIsASPIFFEID(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "mandate-data")
+	for _, args := range [][]string{{"show"}, {"ban"}, {"evict", "--reason", "r"}} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), append([]string{"admin", "node", args[0], "node/join/ffff", "--server", "https://127.0.0.1:1", "--data-dir", dataDir}, args[1:]...), &out, &errOut)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), "spiffe://<td>/node/") {
+			t.Errorf("admin node %s node/join/ffff = %v, want it refused, saying to give the node's SPIFFE ID", args[0], err)
 		}
 	}
 }
