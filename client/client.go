@@ -60,7 +60,20 @@ func (p *Problem) Error() string {
 	if p.Detail == "" || strings.EqualFold(p.Detail, p.Title) { // nothing more than the title
 		return fmt.Sprintf("%d %s (%s)", p.Status, shownField(p.Title), shownField(p.Type))
 	}
+	if startsWithWords(p.Detail, p.Title) { // the title, and more: said once
+		return fmt.Sprintf("%d %s (%s)", p.Status, shownField(p.Detail), shownField(p.Type))
+	}
 	return fmt.Sprintf("%d %s: %s (%s)", p.Status, shownField(p.Title), shownField(p.Detail), shownField(p.Type))
+}
+
+// startsWithWords reports whether s begins with the words of prefix (in
+// any case), followed by no more letters or digits of the last word.
+func startsWithWords(s, prefix string) bool {
+	if prefix == "" || len(s) <= len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return false
+	}
+	next := s[len(prefix)]
+	return !('a' <= next && next <= 'z' || 'A' <= next && next <= 'Z' || '0' <= next && next <= '9' || next >= 0x80)
 }
 
 // maxShown bounds what Problem.Error shows of each field.

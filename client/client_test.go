@@ -47,6 +47,10 @@ func TestProblemErrorWithoutRepeatedDetail(t *testing.T) {
 			"502 Bad Gateway (about:blank)"},
 		{Problem{Type: "https://mandate.dev/problems/not-found", Title: "Not found", Status: 404, Detail: `agent "x"`},
 			`404 Not found: agent "x" (https://mandate.dev/problems/not-found)`},
+		{Problem{Type: "https://mandate.dev/problems/pcr-mismatch", Title: "PCR values match no allowed profile", Status: 403, Detail: "PCR values match no allowed profile (edge-v1: PCR 16 differ)"},
+			"403 PCR values match no allowed profile (edge-v1: PCR 16 differ) (https://mandate.dev/problems/pcr-mismatch)"},
+		{Problem{Type: "https://mandate.dev/problems/not-found", Title: "Not found", Status: 404, Detail: "not foundable"},
+			"404 Not found: not foundable (https://mandate.dev/problems/not-found)"},
 	} {
 		if got := tc.p.Error(); got != tc.want {
 			t.Errorf("Error() = %s, want %s", got, tc.want)
