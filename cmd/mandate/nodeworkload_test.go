@@ -609,28 +609,22 @@ func TestNodeRunTPMComesBackFromDrift(t *testing.T) {
 	addr := workloadapi.WithAddr("unix://" + sock)
 	errOut, done := nodeRun(ctx, "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
 		"--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/sensor")
-	for strings.Count(errOut.String(), "problems/node-drifted") < 2 {
-		select {
-		case err := <-done:
-			t.Fatalf("node run --tpm of a drifted node stopped: %v\n%s", err, errOut.String())
-		case <-ctx.Done():
-			t.Fatalf("node run --tpm's syncs were not refused as drifted:\n%s", errOut.String())
-		case <-time.After(50 * time.Millisecond):
+	// until waits for cond while node run goes on.
+	until := func(cond func() bool, what string) {
+		t.Helper()
+		for !cond() {
+			select {
+			case err := <-done:
+				t.Fatalf("node run --tpm of a drifted node stopped: %v\n%s", err, errOut.String())
+			case <-ctx.Done():
+				t.Fatalf("node run --tpm %s:\n%s", what, errOut.String())
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
 	}
+	until(func() bool { return strings.Count(errOut.String(), "problems/node-drifted") >= 2 }, "had no sync refused as drifted")
 	unlock()
-	for {
-		if _, err := workloadapi.FetchX509SVID(ctx, addr); err == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("node run --tpm of a drifted node stopped: %v\n%s", err, errOut.String())
-		case <-ctx.Done():
-			t.Fatalf("node run --tpm did not come back from its drift:\n%s", errOut.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	until(func() bool { _, err := workloadapi.FetchX509SVID(ctx, addr); return err == nil }, "did not come back from its drift")
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("node run --tpm = %v (%s)", err, errOut.String())
