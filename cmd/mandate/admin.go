@@ -129,7 +129,11 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&dataDir, "data-dir", "mandate-data", "the authority's data directory (for the admin credential)")
 	adminFlagSpec(args[0]+" "+args[1], fs)
 	cf.register(fs, "", "admin credential directory (default <data-dir>/admin)")
-	rest, err := splitFlags(fs, args[2:])
+	operands := args[2:]
+	if name == "ca revoke" {
+		operands = dashedKIDLast(fs, operands)
+	}
+	rest, err := splitFlags(fs, operands)
 	if err != nil {
 		return err
 	}
@@ -222,6 +226,46 @@ func splitFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// dashedKIDLast returns args with a JWT key's id that begins with "-"
+// moved behind "--", where the flag package takes it for the operand it
+// is rather than for an unknown flag: a kid, the key's RFC 7638
+// thumbprint in base64url (43 characters), begins with one in 1 of 64
+// keys, and ca revoke ID must take it as mandate admin ca status shows
+// it. A flag's value is left where it is (--reason -x... is a reason).
+func dashedKIDLast(fs *flag.FlagSet, args []string) []string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if f := fs.Lookup(name); f != nil {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !hasValue && !(ok && b.IsBoolFlag()) {
+				i++ // its value
+			}
+			continue
+		}
+		if len(a) == 43 && isBase64URL(a) {
+			return append(append(slices.Delete(slices.Clone(args), i, i+1), "--"), a)
+		}
+	}
+	return args
+}
+
+// isBase64URL reports whether s is made of base64url characters only
+// (RFC 4648 §5, no padding).
+func isBase64URL(s string) bool {
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // oneArg is the one operand of a command, what it names: none, more, or

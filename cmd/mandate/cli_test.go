@@ -295,6 +295,11 @@ func TestCLIAdminCommands(t *testing.T) {
 		{[]string{"admin", "ca", "rotate", "--kind", "x5", "--reason", "r"}, `--kind "x5": want x509 (the X.509 CA) or jwt`},
 		{[]string{"admin", "ca", "rotate", "--reason", "r"}, "--kind x509 or --kind jwt is required"},
 		{[]string{"admin", "ca", "revoke", "0123", "--reason", "r"}, "404 Not found"},
+		// A JWT key's id, its RFC 7638 thumbprint in base64url, may begin
+		// with "-": it is the id still, not an unknown flag.
+		{[]string{"admin", "ca", "revoke", "-KvWdxERmLzdtx3YQYwnJ7bu3flP-jcJOBAESqQetJo", "--reason", "r"}, "404 Not found"},
+		{[]string{"admin", "ca", "revoke", "--reason", "r", "--KvWdxERmLzdtx3YQYwnJ7bu3flP-jcJOBAESqQetJ", "--force"}, "404 Not found"},
+		{[]string{"admin", "ca", "revoke", "--reason", "-KvWdxERmLzdtx3YQYwnJ7bu3flP-jcJOBAESqQetJo"}, "want exactly one argument: the authority's id"},
 		{[]string{"admin", "ca", "revoke", "--reason", "r"}, "want exactly one argument: the authority's id"},
 	} {
 		if _, err := cli(t, url, dir, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
