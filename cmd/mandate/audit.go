@@ -137,7 +137,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.vkey, "vkey", "", "the log's verifier key, or a file holding it (default <data-dir>/audit/log.vkey)")
 	if on("verify") {
 		fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified (written 0600; refused, nothing read, if group or others may write to it or another user owns it)")
-		fs.BoolVar(&f.full, "full", false, "also download every entry, check each against the checkpoint and recompute the root")
+		fs.BoolVar(&f.full, "full", false, "also download every entry (256 to a request, in the log's entry bundles), recompute the root and name the first entry that does not match")
 	}
 	switch {
 	case on("tail", "search"):
@@ -471,27 +471,32 @@ func checkConsistent(ctx context.Context, c *client.Client, prev, cur *log.Check
 
 // verifyFull downloads every entry of the tree the checkpoint signs,
 // recomputes the root from the entries alone (RFC 6962, with
-// transparency-dev/merkle's compact ranges) and compares it; on a mismatch
-// it names the first entry whose inclusion proof fails.
+// transparency-dev/merkle's compact ranges) and compares it. The entries
+// are read 256 at a time, in the log's entry bundles (C2SP tlog-tiles,
+// which auditors may read): one request per bundle, not per entry, so
+// that a log of millions of entries is read in minutes. A bundle that
+// cannot be had or read whole (a server without the tiles path, or one
+// larger than the client reads) is read an entry at a time instead. On
+// a mismatch, each entry is asked for with its inclusion proof to name
+// the first one that fails.
 func verifyFull(ctx context.Context, c *client.Client, cp *log.Checkpoint) error {
 	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
 	r := rf.NewEmptyRange(0)
-	var firstBad = -1
-	for i := range cp.Size {
-		var ans struct {
-			EntryB64       []byte   `json:"entry_b64"`
-			InclusionProof [][]byte `json:"inclusion_proof"`
+	for n := uint64(0); n*bundleWidth < cp.Size; n++ {
+		w := min(bundleWidth, cp.Size-n*bundleWidth)
+		entries, err := entryBundle(ctx, c, n, w)
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			if entries, err = entriesOneByOne(ctx, c, n*bundleWidth, w, cp.Size); err != nil {
+				return err
+			}
 		}
-		path := fmt.Sprintf("/v1/audit/entries/%d?tree_size=%d", i, cp.Size)
-		if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
-			return fmt.Errorf("entry %d: %w", i, err)
-		}
-		leaf := rfc6962.DefaultHasher.HashLeaf(ans.EntryB64)
-		if err := r.Append(leaf, nil); err != nil {
-			return err
-		}
-		if firstBad < 0 && proof.VerifyInclusion(rfc6962.DefaultHasher, i, cp.Size, leaf, ans.InclusionProof, cp.Hash) != nil {
-			firstBad = int(i)
+		for _, e := range entries {
+			if err := r.Append(rfc6962.DefaultHasher.HashLeaf(e), nil); err != nil {
+				return err
+			}
 		}
 	}
 	root, err := r.GetRootHash(nil)
@@ -501,10 +506,97 @@ func verifyFull(ctx context.Context, c *client.Client, cp *log.Checkpoint) error
 	if cp.Size == 0 {
 		root = rfc6962.DefaultHasher.EmptyRoot()
 	}
-	if firstBad >= 0 || !bytes.Equal(root, cp.Hash) {
-		return fmt.Errorf("audit: the entries do not hash to the signed root of size %d: first bad entry %d", cp.Size, firstBad)
+	if bytes.Equal(root, cp.Hash) {
+		return nil
 	}
-	return nil
+	firstBad, err := firstBadEntry(ctx, c, cp)
+	if err != nil {
+		return err
+	}
+	if firstBad < 0 {
+		return fmt.Errorf("audit: the entry bundles do not hash to the signed root of size %d, though each entry asked for alone matches it: the log serves two versions of its entries", cp.Size)
+	}
+	return fmt.Errorf("audit: the entries do not hash to the signed root of size %d: first bad entry %d", cp.Size, firstBad)
+}
+
+// bundleWidth is the number of entries of a full entry bundle.
+const bundleWidth = 1 << audit.TileHeight
+
+// entryBundle fetches the entry bundle n of width w (w < bundleWidth: a
+// partial one) and returns its entries, exactly w of them.
+func entryBundle(ctx context.Context, c *client.Client, n, w uint64) ([][]byte, error) {
+	path := "/" + bundlePath(n, w)
+	b, err := c.GetRaw(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	entries := make([][]byte, 0, w)
+	for len(b) > 0 && uint64(len(entries)) < w {
+		if len(b) < 2 {
+			break
+		}
+		l := int(b[0])<<8 | int(b[1])
+		if len(b) < 2+l {
+			break
+		}
+		entries, b = append(entries, b[2:2+l]), b[2+l:]
+	}
+	if uint64(len(entries)) != w || len(b) != 0 {
+		return nil, fmt.Errorf("%s: not %d length-prefixed entries", path, w)
+	}
+	return entries, nil
+}
+
+// bundlePath is the tlog-tiles path of entry bundle n of width w:
+// "tile/entries/x001/234" for n = 1234, with ".p/<w>" when it is partial.
+func bundlePath(n, w uint64) string {
+	elems := []string{fmt.Sprintf("%03d", n%1000)}
+	for n /= 1000; n > 0; n /= 1000 {
+		elems = append([]string{fmt.Sprintf("x%03d", n%1000)}, elems...)
+	}
+	p := "tile/entries/" + strings.Join(elems, "/")
+	if w < bundleWidth {
+		p += fmt.Sprintf(".p/%d", w)
+	}
+	return p
+}
+
+// entriesOneByOne fetches the entries first to first+n-1 of the tree of
+// size treeSize, a request each.
+func entriesOneByOne(ctx context.Context, c *client.Client, first, n, treeSize uint64) ([][]byte, error) {
+	entries := make([][]byte, 0, n)
+	for i := first; i < first+n; i++ {
+		var ans struct {
+			EntryB64 []byte `json:"entry_b64"`
+		}
+		path := fmt.Sprintf("/v1/audit/entries/%d?tree_size=%d", i, treeSize)
+		if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+		entries = append(entries, ans.EntryB64)
+	}
+	return entries, nil
+}
+
+// firstBadEntry asks for every entry with its inclusion proof for the
+// checkpoint and returns the index of the first whose proof fails (-1
+// if none does).
+func firstBadEntry(ctx context.Context, c *client.Client, cp *log.Checkpoint) (int64, error) {
+	for i := range cp.Size {
+		var ans struct {
+			EntryB64       []byte   `json:"entry_b64"`
+			InclusionProof [][]byte `json:"inclusion_proof"`
+		}
+		path := fmt.Sprintf("/v1/audit/entries/%d?tree_size=%d", i, cp.Size)
+		if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
+			return 0, fmt.Errorf("entry %d: %w", i, err)
+		}
+		leaf := rfc6962.DefaultHasher.HashLeaf(ans.EntryB64)
+		if proof.VerifyInclusion(rfc6962.DefaultHasher, i, cp.Size, leaf, ans.InclusionProof, cp.Hash) != nil {
+			return int64(i), nil
+		}
+	}
+	return -1, nil
 }
 
 // provenEntry is an entry with its inclusion proof, checked against a
