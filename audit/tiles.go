@@ -147,6 +147,40 @@ func hashTile(tx store.Tx, t tlog.Tile) ([]byte, error) {
 	return out, err
 }
 
+// TilePath is the C2SP tlog-tiles path of tile t (of height
+// TileHeight; L -1 for an entry bundle): "tile/<L>/<N>[.p/<W>]" or
+// "tile/entries/<N>[.p/<W>]", N in 3-digit path elements ("x001/234").
+func TilePath(t tlog.Tile) string {
+	// tlog's paths name the height, and its entry tiles "data".
+	p := strings.Replace(t.Path(), fmt.Sprintf("tile/%d/", t.H), "tile/", 1)
+	return strings.Replace(p, "tile/data/", "tile/entries/", 1)
+}
+
+// ParseEntryBundle reads the w entries of an entry bundle (each a 2-byte
+// big-endian length and the entry's bytes): anything else, fewer or
+// more entries, a length past the end, bytes after the last, is an
+// error. The entries are slices of b.
+func ParseEntryBundle(b []byte, w int) ([][]byte, error) {
+	if w < 0 {
+		return nil, fmt.Errorf("audit: entry bundle: a width of %d", w)
+	}
+	entries := make([][]byte, 0, min(w, len(b)/2))
+	for len(b) > 0 && len(entries) < w {
+		if len(b) < 2 {
+			return nil, errors.New("audit: entry bundle: a length cut short")
+		}
+		l := int(binary.BigEndian.Uint16(b))
+		if len(b) < 2+l {
+			return nil, fmt.Errorf("audit: entry bundle: entry %d is cut short", len(entries))
+		}
+		entries, b = append(entries, b[2:2+l]), b[2+l:]
+	}
+	if len(entries) != w || len(b) != 0 {
+		return nil, fmt.Errorf("audit: entry bundle: not %d entries alone", w)
+	}
+	return entries, nil
+}
+
 // entryBundle reads the entries of entry bundle t.
 func entryBundle(tx store.Tx, t tlog.Tile) ([]byte, error) {
 	first := uint64(t.N) << TileHeight

@@ -12,13 +12,6 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// c2spPath formats a tile's tlog-tiles path from tlog's own path (which
-// names the height, and entry bundles "data").
-func c2spPath(t tlog.Tile) string {
-	p := strings.Replace(t.Path(), "tile/8/", "tile/", 1)
-	return strings.Replace(p, "tile/data/", "tile/entries/", 1)
-}
-
 // tileReader is a tlog.TileReader reading through Log.TileData.
 type tileReader struct {
 	t *testing.T
@@ -30,7 +23,7 @@ func (r tileReader) Height() int { return 8 }
 func (r tileReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	var out [][]byte
 	for _, tile := range tiles {
-		b, err := r.l.TileData(r.t.Context(), c2spPath(tile))
+		b, err := r.l.TileData(r.t.Context(), TilePath(tile))
 		if err != nil {
 			return nil, err
 		}
@@ -120,7 +113,7 @@ func TestTiles(t *testing.T) {
 		}
 		// Every tile of the tree: its bytes are the hashes tlog verified.
 		for _, tile := range tlog.NewTiles(8, 0, tr.size) {
-			path := c2spPath(tile)
+			path := TilePath(tile)
 			got, err := l.TileData(ctx, path)
 			if err != nil {
 				t.Fatalf("TileData(%q) = %v, want nil", path, err)
@@ -139,7 +132,7 @@ func TestTiles(t *testing.T) {
 			// Its entry bundle: each entry hashes to the tile's hash.
 			bundleTile := tile
 			bundleTile.L = -1
-			bpath := c2spPath(bundleTile)
+			bpath := TilePath(bundleTile)
 			b, err := l.TileData(ctx, bpath)
 			if err != nil {
 				t.Fatalf("TileData(%q) = %v, want nil", bpath, err)
@@ -249,7 +242,7 @@ func FuzzTilePath(f *testing.F) {
 			}
 			return
 		}
-		if p := c2spPath(tile); p != path {
+		if p := TilePath(tile); p != path {
 			t.Fatalf("parseTilePath(%q) = %+v, whose path is %q", path, tile, p)
 		}
 		if tile.H != 8 || tile.L < -1 || tile.L > 63 || tile.N < 0 || tile.W < 1 || tile.W > 256 {
@@ -263,6 +256,53 @@ func FuzzTilePath(f *testing.F) {
 		want := need.Cmp(new(big.Int).SetUint64(size)) <= 0
 		if got := tileInTree(tile, size); got != want {
 			t.Fatalf("tileInTree(%+v, %d) = %v, want %v", tile, size, got, want)
+		}
+	})
+}
+
+func TestTilePath(t *testing.T) {
+	for _, c := range []struct {
+		tile tlog.Tile
+		want string
+	}{
+		{tlog.Tile{H: 8, L: -1, N: 0, W: 256}, "tile/entries/000"},
+		{tlog.Tile{H: 8, L: -1, N: 0, W: 5}, "tile/entries/000.p/5"},
+		{tlog.Tile{H: 8, L: -1, N: 1000, W: 256}, "tile/entries/x001/000"},
+		{tlog.Tile{H: 8, L: -1, N: 1234, W: 255}, "tile/entries/x001/234.p/255"},
+		{tlog.Tile{H: 8, L: -1, N: 1234067, W: 256}, "tile/entries/x001/x234/067"},
+		{tlog.Tile{H: 8, L: 0, N: 7, W: 256}, "tile/0/007"},
+		{tlog.Tile{H: 8, L: 2, N: 1234, W: 3}, "tile/2/x001/234.p/3"},
+	} {
+		if got := TilePath(c.tile); got != c.want {
+			t.Errorf("TilePath(%+v) = %q, want %q", c.tile, got, c.want)
+		}
+	}
+}
+
+// FuzzEntryBundle: an entry bundle from a server is read as the w
+// entries it holds exactly, or refused; what is read is what a bundle
+// of those entries would be, byte for byte.
+func FuzzEntryBundle(f *testing.F) {
+	f.Add([]byte{0, 1, 'a', 0, 0}, 2)
+	f.Add([]byte{0, 3, 'a'}, 1)
+	f.Add([]byte{0, 1, 'a', 0}, 1)
+	f.Add([]byte{}, 0)
+	f.Add([]byte{0xff, 0xff}, 1)
+	f.Fuzz(func(t *testing.T, b []byte, w int) {
+		entries, err := ParseEntryBundle(b, w)
+		if err != nil {
+			return
+		}
+		if len(entries) != w {
+			t.Fatalf("ParseEntryBundle(%x, %d) read %d entries", b, w, len(entries))
+		}
+		var again []byte
+		for _, e := range entries {
+			again = binary.BigEndian.AppendUint16(again, uint16(len(e)))
+			again = append(again, e...)
+		}
+		if !bytes.Equal(again, b) {
+			t.Fatalf("ParseEntryBundle(%x, %d) = %q, which a bundle writes as %x", b, w, entries, again)
 		}
 	})
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/client"
@@ -525,40 +526,16 @@ const bundleWidth = 1 << audit.TileHeight
 // entryBundle fetches the entry bundle n of width w (w < bundleWidth: a
 // partial one) and returns its entries, exactly w of them.
 func entryBundle(ctx context.Context, c *client.Client, n, w uint64) ([][]byte, error) {
-	path := "/" + bundlePath(n, w)
-	b, err := c.GetRaw(ctx, path)
+	path := audit.TilePath(tlog.Tile{H: audit.TileHeight, L: -1, N: int64(n), W: int(w)})
+	b, err := c.GetRaw(ctx, "/"+path)
 	if err != nil {
 		return nil, err
 	}
-	entries := make([][]byte, 0, w)
-	for len(b) > 0 && uint64(len(entries)) < w {
-		if len(b) < 2 {
-			break
-		}
-		l := int(b[0])<<8 | int(b[1])
-		if len(b) < 2+l {
-			break
-		}
-		entries, b = append(entries, b[2:2+l]), b[2+l:]
-	}
-	if uint64(len(entries)) != w || len(b) != 0 {
-		return nil, fmt.Errorf("%s: not %d length-prefixed entries", path, w)
+	entries, err := audit.ParseEntryBundle(b, int(w))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return entries, nil
-}
-
-// bundlePath is the tlog-tiles path of entry bundle n of width w:
-// "tile/entries/x001/234" for n = 1234, with ".p/<w>" when it is partial.
-func bundlePath(n, w uint64) string {
-	elems := []string{fmt.Sprintf("%03d", n%1000)}
-	for n /= 1000; n > 0; n /= 1000 {
-		elems = append([]string{fmt.Sprintf("x%03d", n%1000)}, elems...)
-	}
-	p := "tile/entries/" + strings.Join(elems, "/")
-	if w < bundleWidth {
-		p += fmt.Sprintf(".p/%d", w)
-	}
-	return p
 }
 
 // entriesOneByOne fetches the entries first to first+n-1 of the tree of

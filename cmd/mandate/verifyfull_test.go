@@ -57,22 +57,3 @@ func TestVerifyFullReadsEntryBundles(t *testing.T) {
 		t.Errorf("audit verify --full asked for %d tiles, want 2 entry bundles", n)
 	}
 }
-
-func TestBundlePath(t *testing.T) {
-	for _, c := range []struct {
-		n, w uint64
-		want string
-	}{
-		{0, 256, "tile/entries/000"},
-		{0, 5, "tile/entries/000.p/5"},
-		{7, 256, "tile/entries/007"},
-		{999, 256, "tile/entries/999"},
-		{1000, 256, "tile/entries/x001/000"},
-		{1234, 255, "tile/entries/x001/234.p/255"},
-		{1234067, 256, "tile/entries/x001/x234/067"},
-	} {
-		if got := bundlePath(c.n, c.w); got != c.want {
-			t.Errorf("bundlePath(%d, %d) = %q, want %q", c.n, c.w, got, c.want)
-		}
-	}
-}
