@@ -27,6 +27,7 @@ type caAuthority struct {
 	ID          string    `json:"id"`
 	Kind        string    `json:"kind"`
 	State       string    `json:"state"`
+	NotAfter    time.Time `json:"not_after"`
 	ActivatesAt time.Time `json:"activates_at"`
 }
 
@@ -284,5 +285,27 @@ func TestServerCertificateOfARevokedCA(t *testing.T) {
 	at := x509svid.WithTime(time.Now().Add(61 * time.Minute))
 	if _, _, err := x509svid.Verify(presented(), x509bundle.FromX509Authorities(e.td, roots), at); err != nil {
 		t.Errorf("the server's certificate does not verify with the bundle once its CA was revoked: %v", err)
+	}
+}
+
+// A JWT key living less than the wait a rotation asks (the longest
+// X509-SVID life) is taken over by the schedule first, before its
+// predecessor expires: the answer says that time, not the wait's.
+func TestRotateSaysTheScheduleWhenItComesFirst(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.CA.JWTKeyTTL = authority.Duration(30 * time.Minute)
+	})
+	var active caAuthority
+	for _, a := range e.caAuthorities() {
+		if a.Kind == "jwt" && a.State == "active" {
+			active = a
+		}
+	}
+	got, err := e.rotateCA(map[string]any{"kind": "jwt", "reason": "r"})
+	if err != nil {
+		t.Fatalf("rotate = %v", err)
+	}
+	if got.Authority.State != "prepared" || !got.ActivatesAt.Before(active.NotAfter) || got.ActivatesAt.Before(time.Now()) {
+		t.Fatalf("rotate = %+v; want prepared, activating before its predecessor expires at %v", got, active.NotAfter)
 	}
 }

@@ -70,7 +70,12 @@ func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CAR
 	if err := a.WriteAdminCredential(ctx, false); err != nil {
 		a.log.ErrorContext(ctx, "write admin credential after a CA rotation", "err", err)
 	}
+	// When it takes over: what the admin asked, or the schedule's time
+	// when that comes first (a wait longer than the schedule leaves).
 	at := info.ActivatesAt
+	if t := a.ca.TakesOverAt(r.Kind); info.State == ca.StatePrepared && !t.IsZero() && (at.IsZero() || t.Before(at)) {
+		at = t
+	}
 	if info.State == ca.StateActive {
 		at = a.now().Truncate(time.Second)
 	}

@@ -176,6 +176,36 @@ func (c *CA) Expedite(ctx context.Context, kind Kind, wait time.Duration) (Autho
 	return out.info(), nil
 }
 
+// TakesOverAt is when the prepared authority of kind takes over (at the
+// rotation step at or after it): as an admin asked (Expedite), or as the
+// schedule has it (advance), whichever comes first; the zero time when
+// none is prepared.
+func (c *CA) TakesOverAt(kind Kind) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	active, prepared := c.st.find(kind)
+	switch {
+	case prepared == nil:
+		return time.Time{}
+	case active == nil:
+		return c.now() // none active: the next step activates it
+	}
+	// The schedule's: at 5/6 of the active one's life, once the prepared
+	// one has been published for a third of it, or just before the
+	// active one expires (advance).
+	at := prepared.publishedAt().Add(active.life() / 3)
+	if late := active.notAfter.Add(-c.lateActivationMargin()); late.Before(at) {
+		at = late
+	}
+	if due := active.at(activateNum, activateDen); at.Before(due) {
+		at = due
+	}
+	if !prepared.activateAt.IsZero() && prepared.activateAt.Before(at) {
+		at = prepared.activateAt
+	}
+	return at
+}
+
 // lateActivationMargin is how long before the active authority's expiry
 // a successor prepared late takes over: two rotation ticks, and at least
 // a minute.
