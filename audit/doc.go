@@ -135,8 +135,10 @@
 // index of its earlier entries, which Search then does not find).
 //
 // A search scans the index of its most selective exact criterion
-// (decision id or delegation id, then SPIFFE ID, then type) and checks the
-// other criteria on the entries. A time range alone uses the time index
+// (decision id or delegation id, then SPIFFE ID, then type) and checks a
+// time range on the entries. With several exact criteria it walks their
+// indexes together, each skipping to the next entry all may share, so
+// that entries only one has are not read. A time range alone uses the time index
 // when the range holds at most 100×Limit entries, and otherwise reads the
 // log in order, skipping the groups of 256 entries whose time span is
 // outside the range. Each call reads at most 10×Limit entries (Limit at

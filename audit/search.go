@@ -109,6 +109,29 @@ func (q *Query) exact() (bucket, value string) {
 	return "", ""
 }
 
+// exacts returns the exact-match criteria of q, each as the bucket of
+// its index and the prefix of its value's keys there, the most
+// selective first (as exact).
+func (q *Query) exacts() []exactIndex {
+	var out []exactIndex
+	for _, c := range []struct{ bucket, value string }{
+		{bucketIdxDecisionID, q.DecisionID}, {bucketIdxDelegationID, q.DelegationID},
+		{bucketIdxSPIFFEID, q.SPIFFEID}, {bucketIdxType, q.Type},
+	} {
+		if c.value != "" {
+			out = append(out, exactIndex{c.bucket, valuePrefix(c.value)})
+		}
+	}
+	return out
+}
+
+// exactIndex is the keys of one value in one exact-match index: the
+// value's prefix, then each index of an entry that has it.
+type exactIndex struct {
+	bucket string
+	prefix []byte
+}
+
 func (q *Query) hasTime() bool { return !q.Since.IsZero() || !q.Until.IsZero() }
 
 // criteria counts the criteria of q (a time range counting once).
@@ -160,9 +183,10 @@ func (q *Query) Matches(e Entry) bool {
 //
 // A call does bounded work: it scans one index (the most selective of the
 // query's: decision_id or delegation_id, then spiffe_id, then type, then
-// time), reads at most 10×Limit candidate entries to check the other
-// criteria and stops there, so a page may hold fewer than Limit indexes,
-// or none, and still have a next cursor. A non-nil next may also lead to
+// time), or the indexes of all its exact criteria together (intersect),
+// reads or looks up at most 10×Limit candidate entries to check the
+// other criteria and stops there, so a page may hold fewer than Limit
+// indexes, or none, and still have a next cursor. A non-nil next may also lead to
 // an empty last page.
 //
 // A query Search refuses (see Query) fails with an error matching
@@ -189,6 +213,9 @@ func (l *Log) Search(ctx context.Context, q Query) (indexes []uint64, next *uint
 	err = l.cfg.Store.View(ctx, func(tx store.Tx) error {
 		s.tx, s.res, s.next = tx, nil, nil // View may retry
 		s.entriesLeft = scanEntries * limit
+		if ex := q.exacts(); len(ex) > 1 {
+			return s.intersect(ex)
+		}
 		if bucket, value := q.exact(); bucket != "" {
 			return s.exact(bucket, value)
 		}
@@ -283,6 +310,71 @@ func (s *search) exact(bucket, value string) error {
 		s.res = append(s.res, index)
 		return nil
 	})
+}
+
+// intersect drives the search from several exact-match indexes at once:
+// each is asked for its first entry at or after the lowest index all may
+// still share, which moves up to the highest answer, until all give the
+// same (a match, then checked for the time range, if any, by reading
+// it) or one has none left. Entries the first index has and the others
+// do not are skipped by the others' answers, not read one by one. Each
+// look-up counts as a read against the call's bound.
+func (s *search) intersect(ex []exactIndex) error {
+	at := s.from // no entry below at matches
+	for {
+		agreed := 0
+		for i := 0; agreed < len(ex); i = (i + 1) % len(ex) {
+			if err := s.tick(); err != nil {
+				return err
+			}
+			if s.entriesLeft <= 0 && at > s.from { // (a call always moves on)
+				s.cursor(at - 1)
+				return nil
+			}
+			s.entriesLeft--
+			next, ok, err := s.first(ex[i], at)
+			if err != nil {
+				return err
+			}
+			if !ok || next >= s.size {
+				return nil
+			}
+			if next == at {
+				agreed++
+			} else {
+				at, agreed = next, 1
+			}
+		}
+		if s.q.hasTime() {
+			s.entriesLeft--
+			ok, err := s.check(at)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				at++
+				continue
+			}
+		}
+		s.res = append(s.res, at)
+		at++
+		if s.full() {
+			return nil
+		}
+	}
+}
+
+// first returns the first index at or after from that index x has.
+func (s *search) first(x exactIndex, from uint64) (index uint64, ok bool, err error) {
+	start := binary.BigEndian.AppendUint64(bytes.Clone(x.prefix), from)
+	err = s.tx.Scan(x.bucket, x.prefix, start, func(k, _ []byte) error {
+		if index, err = keyIndex(k, len(x.prefix)); err != nil {
+			return err
+		}
+		ok = true
+		return store.ErrStopScan
+	})
+	return index, ok, err
 }
 
 // check reads the entry at index and reports whether it matches.

@@ -284,9 +284,18 @@ func TestSearchBoundedWork(t *testing.T) {
 		t.Logf("%+v: %d results in %d calls; at most %d entries read, %d keys scanned in a call", q, len(got), calls, cs.maxGets.Load(), cs.maxKeys.Load())
 		cs.reset()
 	}
-	// The query that never matches pages through its candidates.
-	if _, calls := searchAll(t, l.Log, Query{SPIFFEID: td + "node/n0", Type: "never.happened"}, 1); calls < 5 {
-		t.Errorf("a query with ~100 candidates and no match took %d calls, want several", calls)
+	// Two criteria that no entry has both: the one that never occurs
+	// ends the search at once; two whose entries interleave are walked
+	// together, a bounded number of look-ups per call, paging on.
+	if got, calls := searchAll(t, l.Log, Query{SPIFFEID: td + "node/n0", Type: "never.happened"}, 1); len(got) != 0 || calls != 1 {
+		t.Errorf("a query one of whose values no entry has: %v in %d calls, want nothing in one call", got, calls)
+	}
+	cs.reset()
+	if got, calls := searchAll(t, l.Log, Query{Type: "svid.issued", DelegationID: "del-1"}, 1); len(got) != 0 || calls < 5 {
+		t.Errorf("a query of two values ~130 entries each have, none both: %v in %d calls, want nothing, paged", got, calls)
+	}
+	if n := cs.maxKeys.Load(); n > scanEntries+4 {
+		t.Errorf("a call of a query of two interleaving values scanned %d index keys, want at most %d", n, scanEntries+4)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
