@@ -116,18 +116,32 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 }
 
 // checkTrustDomain refuses an entry's agent of another trust domain
-// than the node's, when the node's is known before any call: from its
-// credential, else from --trust-domain or its bundle (a TPM node before
-// its first attestation). The authority would refuse every SVID of
-// such an agent.
+// than the node's, when the node's is known before any call: that of
+// the credential node run will hold. A join-token node's is its
+// credential's. A TPM node's is its valid credential's (renewed by its
+// attestations); without one (before its first attestation, or once
+// its credential lapsed) it attests anew, as attestOnce does, to the
+// authority of --trust-domain or --bundle, else of its lapsed
+// credential's bundle. The authority would refuse every SVID of an
+// agent of another trust domain.
 func (w *workloadFlags) checkTrustDomain(cf *clientFlags) error {
 	var td spiffeid.TrustDomain
-	if chain, _, _, err := cf.credential(); err == nil {
+	chain, _, _, err := cf.credential()
+	if err == nil && w.attests {
+		chain, _ = tpmCredential(cf.creds)
+	}
+	if len(chain) > 0 {
 		if id, err := x509svid.IDFromCert(chain[0]); err == nil {
 			td = id.TrustDomain()
 		}
-	} else if c, err := cf.dial(false); err == nil {
-		td = c.TrustDomain()
+	} else {
+		anew := *cf
+		if w.attests {
+			anew.lapsed = lapsedRoots(cf.creds)
+		}
+		if c, err := anew.dial(false); err == nil {
+			td = c.TrustDomain()
+		}
 	}
 	for _, e := range w.entries {
 		if !td.IsZero() && e.ID.TrustDomain() != td {

@@ -654,3 +654,59 @@ func runSensorOnTPM(ctx context.Context, t *testing.T, dir string) (string, work
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// The trust domain an entry's agent must be of is the one node run will
+// hold a credential of: a join-token node's credential's; a TPM node's
+// valid credential's; and for a TPM node without one (before its first
+// attestation, or once its credential lapsed, when it attests anew
+// trusting --bundle) that of the authority it attests to: --trust-domain's
+// or its bundle's, else its lapsed credential's bundle's.
+func TestNodeRunWorkloadTrustDomain(t *testing.T) {
+	const tpmPath = "/node/tpm/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	now := time.Now()
+	expired, valid := now.Add(-time.Hour), now.Add(time.Hour)
+	for _, tc := range []struct {
+		name         string
+		attests      bool
+		node         string
+		notAfter     time.Time
+		trustDomain  string // --trust-domain, with a --bundle of its CA
+		allowed, not string
+	}{
+		{"a TPM node whose credential lapsed, attesting anew into --trust-domain's", true, "spiffe://org-a.example" + tpmPath, expired, "org-b.example", "org-b.example", "org-a.example"},
+		{"a TPM node whose credential lapsed, with no --bundle", true, "spiffe://org-a.example" + tpmPath, expired, "", "org-a.example", "org-b.example"},
+		{"a TPM node with a valid credential", true, "spiffe://org-a.example" + tpmPath, valid, "org-b.example", "org-a.example", "org-b.example"},
+		{"a join-token node whose credential lapsed", false, "spiffe://org-a.example/node/join/0123456789abcdef", expired, "org-b.example", "org-a.example", "org-b.example"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "node")
+			node := selfSigned(t, tc.node, now.Add(-2*time.Hour), tc.notAfter, false)
+			ca := selfSigned(t, "spiffe://org-a.example", now.Add(-2*time.Hour), valid, true)
+			if err := credfile.Write(credfile.In(out), []*x509.Certificate{node.cert}, node.key, []*x509.Certificate{ca.cert}); err != nil {
+				t.Fatal(err)
+			}
+			cf := clientFlags{server: "https://127.0.0.1:1", creds: out, bundle: filepath.Join(dir, "none.pem")}
+			if tc.trustDomain != "" {
+				other := selfSigned(t, "spiffe://"+tc.trustDomain, now.Add(-2*time.Hour), valid, true)
+				cf.trustDomain, cf.bundle, cf.bundleGiven = tc.trustDomain, filepath.Join(dir, "bundle.pem"), true
+				if err := os.WriteFile(cf.bundle, credfile.EncodeCertsPEM([]*x509.Certificate{other.cert}), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, c := range []struct {
+				td   string
+				want bool
+			}{{tc.allowed, true}, {tc.not, false}} {
+				e, err := workload.ParseEntry("uid:1=spiffe://" + c.td + "/agent/a")
+				if err != nil {
+					t.Fatal(err)
+				}
+				w := workloadFlags{entries: []workload.Entry{e}, attests: tc.attests}
+				if err := w.checkTrustDomain(&cf); (err == nil) != c.want {
+					t.Errorf("an agent of %s: %v, want allowed %v", c.td, err, c.want)
+				}
+			}
+		})
+	}
+}
