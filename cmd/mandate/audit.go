@@ -512,7 +512,9 @@ func verifyFull(ctx context.Context, c *client.Client, cp *log.Checkpoint) error
 	}
 	firstBad, err := firstBadEntry(ctx, c, cp)
 	if err != nil {
-		return err
+		// What was read contradicts the signed root whatever the server
+		// answers now: said first, with why no entry could be named.
+		return fmt.Errorf("audit: the entries do not hash to the signed root of size %d; the first bad entry could not be found: %w", cp.Size, err)
 	}
 	if firstBad < 0 {
 		return fmt.Errorf("audit: the entry bundles do not hash to the signed root of size %d, though each entry asked for alone matches it: the log serves two versions of its entries", cp.Size)
