@@ -441,7 +441,11 @@ func adminNode(call func(context.Context, *client.Client, string) (*client.Node,
 			return err
 		}
 		if !strings.HasPrefix(id, "spiffe://") {
-			return usagef("%s is not a SPIFFE ID; give the node's whole SPIFFE ID (spiffe://<td>/node/..., as mandate admin node list prints it)", id)
+			shown := id
+			if looksLikeSecret(id) {
+				shown = fmt.Sprintf("the operand (of %d characters, not shown: it may be a secret, such as a join token)", len(id))
+			}
+			return usagef("%s is not a SPIFFE ID; give the node's whole SPIFFE ID (spiffe://<td>/node/..., as mandate admin node list prints it)", shown)
 		}
 		c, err := dial()
 		if err != nil {

@@ -1172,6 +1172,9 @@ func TestTokenLikeArgumentIsNotShown(t *testing.T) {
 		{request(missing), "", missing},
 		{verify(missing), "", missing},
 		{[]string{"bundle", "show", "a." + seg}, "", "a." + seg},
+		{verify(seg + "." + seg + "." + seg + "\n"), seg + "." + seg + "." + seg, ""},
+		{[]string{"admin", "node", "show", "--data-dir", dir, strings.Repeat("Ab1_", 10) + "xyz"}, strings.Repeat("Ab1_", 10) + "xyz", ""},
+		{[]string{"admin", "node", "show", "--data-dir", dir, "node/join/ff"}, "", "node/join/ff"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(t.Context(), tc.args, &out, &errOut)

@@ -317,9 +317,11 @@ func secretLikeFlag(err error) (name string, ok bool) {
 // this CLI looks like, 40 or more base64url characters, may be a join
 // token (43), or, those characters in three or five dot-separated
 // parts (the JWS or JWE compact form), a JWT-SVID or a delegation
-// token: such an argument out of place, or a file name that is one, is
-// said by its length only.
+// token (space around it, as a copy and paste brings, aside): such an
+// argument out of place, or a file name that is one, is said by its
+// length only.
 func looksLikeSecret(s string) bool {
+	s = strings.TrimSpace(s)
 	if len(s) < 40 {
 		return false
 	}
