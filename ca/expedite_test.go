@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -219,5 +220,34 @@ func TestTakesOverAtTheScheduleWhenItComesFirst(t *testing.T) {
 	}
 	if got := c.TakesOverAt(ca.KindJWT); !got.Equal(jwt.ActivatesAt) {
 		t.Errorf("TakesOverAt(jwt) = %v, want the time asked, %v", got, jwt.ActivatesAt)
+	}
+}
+
+// A rotation whose successor would expire before it could take over
+// (its life shortened since the active one was made, below the wait) is
+// refused, saying so, with nothing changed: it would be retired unused
+// and the rotation do nothing. Activated at once, it is done.
+func TestExpediteRefusesASuccessorThatWouldExpireFirst(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	c, env := newTestCA(t, func(cfg *ca.Config) {
+		rotationConfig(clk)(cfg)
+		cfg.JWTKeyTTL = 24 * time.Hour
+	})
+	old, _ := authorityOf(c, ca.KindJWT, ca.StateActive)
+	clk.Add(2 * time.Hour)
+	env.cfg.JWTKeyTTL = 30 * time.Minute // a restart with a shorter life
+	c = env.newCA(t)
+	before := c.Status()
+	_, err := c.Expedite(ctx, ca.KindJWT, time.Hour)
+	if !errors.Is(err, ca.ErrInvalidParams) || !strings.Contains(err.Error(), "would expire") {
+		t.Fatalf("Expedite(jwt, an hour) with keys of 30 minutes = %v, want it refused as expiring first", err)
+	}
+	if after := c.Status(); !slices.EqualFunc(before, after, func(a, b ca.AuthorityInfo) bool { return a.ID == b.ID && a.State == b.State }) {
+		t.Errorf("a refused rotation changed the authorities: %+v, then %+v", before, after)
+	}
+	info, err := c.Expedite(ctx, ca.KindJWT, 0)
+	if err != nil || info.State != ca.StateActive || info.ID == old.ID {
+		t.Errorf("Expedite(jwt, 0) = %+v, %v; want a new key active", info, err)
 	}
 }

@@ -157,6 +157,17 @@ func (c *CA) Expedite(ctx context.Context, kind Kind, wait time.Duration) (Autho
 		prepared = a
 	}
 	at := prepared.publishedAt().Add(wait)
+	asked := at
+	if !prepared.activateAt.IsZero() && prepared.activateAt.Before(asked) {
+		asked = prepared.activateAt // asked sooner before: kept
+	}
+	if takes := c.takeover(active, prepared, asked); active != nil && wait > 0 && now.Before(asked) && !takes.Before(prepared.notAfter) {
+		// It would be retired unused (advance): the rotation would do
+		// nothing while seeming to. Said instead, and nothing changed.
+		c.deleteUnsaved(ctx, tx.created)
+		return AuthorityInfo{}, fmt.Errorf("%w: the %s successor would expire at %s, before it could take over at %s: its life (%s) is shorter than every holder of the bundle needs to fetch it (%s); give it a longer life (ca.ca_ttl or ca.jwt_key_ttl), or, for a JWT key, activate it immediately",
+			ErrInvalidParams, kind, prepared.notAfter.UTC().Format(time.RFC3339), takes.UTC().Format(time.RFC3339), prepared.life(), wait)
+	}
 	var out *authority
 	switch {
 	case wait == 0 || !now.Before(at):
@@ -190,9 +201,17 @@ func (c *CA) TakesOverAt(kind Kind) time.Time {
 	case active == nil:
 		return c.now() // none active: the next step activates it
 	}
-	// The schedule's: at 5/6 of the active one's life, once the prepared
-	// one has been published for a third of it, or just before the
-	// active one expires (advance).
+	return c.takeover(active, prepared, prepared.activateAt)
+}
+
+// takeover is when prepared takes over from active: at asked (zero for
+// none), or as the schedule has it (advance: at 5/6 of the active one's
+// life, once the prepared one has been published for a third of it, or
+// just before the active one expires), whichever comes first.
+func (c *CA) takeover(active, prepared *authority, asked time.Time) time.Time {
+	if active == nil {
+		return asked
+	}
 	at := prepared.publishedAt().Add(active.life() / 3)
 	if late := active.notAfter.Add(-c.lateActivationMargin()); late.Before(at) {
 		at = late
@@ -200,8 +219,8 @@ func (c *CA) TakesOverAt(kind Kind) time.Time {
 	if due := active.at(activateNum, activateDen); at.Before(due) {
 		at = due
 	}
-	if !prepared.activateAt.IsZero() && prepared.activateAt.Before(at) {
-		at = prepared.activateAt
+	if !asked.IsZero() && asked.Before(at) {
+		at = asked
 	}
 	return at
 }
