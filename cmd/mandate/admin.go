@@ -261,11 +261,16 @@ func dashedKIDLast(fs *flag.FlagSet, args []string) []string {
 // (RFC 4648 §5, no padding).
 func isBase64URL(s string) bool {
 	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		if !base64URLChar(c) {
 			return false
 		}
 	}
 	return true
+}
+
+// base64URLChar reports whether c is of the base64url alphabet.
+func base64URLChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
 }
 
 // oneArg is the one operand of a command, what it names: none, more, or

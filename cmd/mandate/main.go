@@ -330,7 +330,7 @@ func looksLikeSecret(s string) bool {
 		switch {
 		case c == '.':
 			dots++
-		case !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'):
+		case !base64URLChar(c):
 			return false
 		}
 	}
