@@ -545,14 +545,11 @@ func entryBundle(ctx context.Context, c *client.Client, n, w uint64) ([][]byte, 
 func entriesOneByOne(ctx context.Context, c *client.Client, first, n, treeSize uint64) ([][]byte, error) {
 	entries := make([][]byte, 0, n)
 	for i := first; i < first+n; i++ {
-		var ans struct {
-			EntryB64 []byte `json:"entry_b64"`
+		e, _, err := entryOfTree(ctx, c, i, treeSize)
+		if err != nil {
+			return nil, err
 		}
-		path := fmt.Sprintf("/v1/audit/entries/%d?tree_size=%d", i, treeSize)
-		if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
-		}
-		entries = append(entries, ans.EntryB64)
+		entries = append(entries, e)
 	}
 	return entries, nil
 }
@@ -562,20 +559,30 @@ func entriesOneByOne(ctx context.Context, c *client.Client, first, n, treeSize u
 // if none does).
 func firstBadEntry(ctx context.Context, c *client.Client, cp *log.Checkpoint) (int64, error) {
 	for i := range cp.Size {
-		var ans struct {
-			EntryB64       []byte   `json:"entry_b64"`
-			InclusionProof [][]byte `json:"inclusion_proof"`
+		e, inclusion, err := entryOfTree(ctx, c, i, cp.Size)
+		if err != nil {
+			return 0, err
 		}
-		path := fmt.Sprintf("/v1/audit/entries/%d?tree_size=%d", i, cp.Size)
-		if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
-			return 0, fmt.Errorf("entry %d: %w", i, err)
-		}
-		leaf := rfc6962.DefaultHasher.HashLeaf(ans.EntryB64)
-		if proof.VerifyInclusion(rfc6962.DefaultHasher, i, cp.Size, leaf, ans.InclusionProof, cp.Hash) != nil {
+		leaf := rfc6962.DefaultHasher.HashLeaf(e)
+		if proof.VerifyInclusion(rfc6962.DefaultHasher, i, cp.Size, leaf, inclusion, cp.Hash) != nil {
 			return int64(i), nil
 		}
 	}
 	return -1, nil
+}
+
+// entryOfTree fetches entry i and its inclusion proof in the tree of
+// size treeSize.
+func entryOfTree(ctx context.Context, c *client.Client, i, treeSize uint64) ([]byte, [][]byte, error) {
+	var ans struct {
+		EntryB64       []byte   `json:"entry_b64"`
+		InclusionProof [][]byte `json:"inclusion_proof"`
+	}
+	path := fmt.Sprintf("/v1/audit/entries/%d?tree_size=%d", i, treeSize)
+	if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
+		return nil, nil, fmt.Errorf("entry %d: %w", i, err)
+	}
+	return ans.EntryB64, ans.InclusionProof, nil
 }
 
 // provenEntry is an entry with its inclusion proof, checked against a
