@@ -205,9 +205,10 @@ func (c *CA) TakesOverAt(kind Kind) time.Time {
 }
 
 // takeover is when prepared takes over from active: at asked (zero for
-// none), or as the schedule has it (advance: at 5/6 of the active one's
-// life, once the prepared one has been published for a third of it, or
-// just before the active one expires), whichever comes first.
+// none), or as the schedule has it (at 5/6 of the active one's life,
+// once the prepared one has been published for a third of it, or just
+// before the active one expires: advance activates it then), whichever
+// comes first.
 func (c *CA) takeover(active, prepared *authority, asked time.Time) time.Time {
 	if active == nil {
 		return asked
@@ -256,8 +257,7 @@ func (c *CA) advance(ctx context.Context, st *caState, kind Kind, now time.Time,
 	case prepared != nil && !prepared.activateAt.IsZero() && !now.Before(prepared.activateAt):
 		// Ahead of the schedule, as an admin asked (Expedite).
 		tx.add("activated ahead of schedule", takeOver(st, active, prepared, now))
-	case prepared != nil && !now.Before(active.at(activateNum, activateDen)) &&
-		(!now.Before(prepared.publishedAt().Add(active.life()/3)) || !now.Before(active.notAfter.Add(-c.lateActivationMargin()))):
+	case prepared != nil && !now.Before(c.takeover(active, prepared, time.Time{})):
 		// At 5/6 of the active one's life, and once the prepared one
 		// has been in the bundle for 1/3 of it (prepared at 1/2, it
 		// has): one prepared late (the CA was down at 1/2) waits, and
