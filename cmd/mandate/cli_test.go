@@ -1173,6 +1173,7 @@ func TestTokenLikeArgumentIsNotShown(t *testing.T) {
 		{verify(missing), "", missing},
 		{[]string{"bundle", "show", "a." + seg}, "", "a." + seg},
 		{verify(seg + "." + seg + "." + seg + "\n"), seg + "." + seg + "." + seg, ""},
+		{[]string{"node", "join", "--out", filepath.Join(dir, "n"), "--token-file", strings.Repeat(seg+".", 4) + seg}, strings.Repeat(seg+".", 4) + seg, ""}, // too long a name to open
 		{[]string{"admin", "node", "show", "--data-dir", dir, strings.Repeat("Ab1_", 10) + "xyz"}, strings.Repeat("Ab1_", 10) + "xyz", ""},
 		{[]string{"admin", "node", "show", "--data-dir", dir, "node/join/ff"}, "", "node/join/ff"},
 	} {
