@@ -181,12 +181,8 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string, cond 
 	a.changeMu.Lock()
 	defer a.changeMu.Unlock()
 	// The entry is made, and checked, before the registration is gone.
-	var ag *registry.Agent
-	if err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		ag, err = registry.GetAgent(tx, id)
-		return err
-	}); err != nil {
+	ag, err := viewed(ctx, a.store, func(tx store.Tx) (*registry.Agent, error) { return registry.GetAgent(tx, id) })
+	if err != nil {
 		return err
 	}
 	for _, m := range cond { // admin changes are serialized (changeMu): ag is current
@@ -202,7 +198,7 @@ func (a *Authority) DeleteAgent(ctx context.Context, c *Caller, id string, cond 
 		// SPIFFE ID (cut to the standard's bound) and a digest of it.
 		ev = deletedAgentDigest(c, ag)
 	}
-	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error {
+	_, err = a.recordWith(ctx, ev, func(tx store.Tx) error {
 		_, err := registry.DeleteAgent(tx, id)
 		return err
 	})
@@ -234,13 +230,7 @@ func (a *Authority) GetAgent(ctx context.Context, c *Caller, id string) (*regist
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
-	var ag *registry.Agent
-	err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		ag, err = registry.GetAgent(tx, id)
-		return err
-	})
-	return ag, err
+	return viewed(ctx, a.store, func(tx store.Tx) (*registry.Agent, error) { return registry.GetAgent(tx, id) })
 }
 
 // ListAgents returns the registrations of page (every one with a zero
@@ -274,12 +264,10 @@ func listPage[T any](ctx context.Context, a *Authority, c *Caller, page Page, li
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, false, err
 	}
-	var out []T
 	var more bool
-	err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
+	out, err := viewed(ctx, a.store, func(tx store.Tx) (out []T, err error) {
 		out, more, err = list(tx, page.After, page.Limit)
-		return err
+		return out, err
 	})
 	return out, more, err
 }
@@ -339,13 +327,18 @@ func (a *Authority) GetNode(ctx context.Context, c *Caller, nodeID string) (*reg
 
 // readNode reads node nodeID's record.
 func (a *Authority) readNode(ctx context.Context, nodeID string) (*registry.Node, error) {
-	var n *registry.Node
-	err := a.store.View(ctx, func(tx store.Tx) error {
+	return viewed(ctx, a.store, func(tx store.Tx) (*registry.Node, error) { return registry.GetNode(tx, nodeID) })
+}
+
+// viewed is what read returns in one read-only transaction of s.
+func viewed[T any](ctx context.Context, s store.Store, read func(store.Tx) (T, error)) (T, error) {
+	var v T
+	err := s.View(ctx, func(tx store.Tx) error {
 		var err error
-		n, err = registry.GetNode(tx, nodeID)
+		v, err = read(tx)
 		return err
 	})
-	return n, err
+	return v, err
 }
 
 // optionalReason refuses a reason, which may be empty, that is not text

@@ -609,12 +609,7 @@ func checkDelegationInput(req DelegateRequest) error {
 // agentOf is the registration of an agent of this trust domain (nil if
 // there is none).
 func (a *Authority) agentOf(ctx context.Context, id spiffeid.ID) *registry.Agent {
-	var ag *registry.Agent
-	_ = a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		ag, err = registry.AgentBySPIFFEID(tx, id.String())
-		return err
-	})
+	ag, _ := viewed(ctx, a.store, func(tx store.Tx) (*registry.Agent, error) { return registry.AgentBySPIFFEID(tx, id.String()) })
 	return ag
 }
 
@@ -868,12 +863,7 @@ func stillDelegates(c *Caller, d decidedOn, now func() time.Time) func(store.Tx)
 
 // hostFacts is what the policy is told of an agent's host node.
 func (a *Authority) hostFacts(ctx context.Context, node spiffeid.ID) map[string]any {
-	var n *registry.Node
-	_ = a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		n, err = registry.GetNode(tx, node.String())
-		return err
-	})
+	n, _ := a.readNode(ctx, node.String())
 	if n == nil {
 		return map[string]any{"spiffe_id": node.String(), "level": "unknown"}
 	}
@@ -888,12 +878,7 @@ func (a *Authority) hostFacts(ctx context.Context, node spiffeid.ID) map[string]
 // hardware-attested when it requires one, or one with no record here
 // is a delegateeError.
 func (a *Authority) boundHostFacts(ctx context.Context, ag *registry.Agent, host spiffeid.ID) (map[string]any, error) {
-	var n *registry.Node
-	err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		n, err = registry.GetNode(tx, host.String())
-		return err
-	})
+	n, err := a.readNode(ctx, host.String())
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return nil, delegateeError{fmt.Sprintf("delegatee_x509_svid names the host node %s, which this authority has no record of", host)}
@@ -1009,13 +994,7 @@ func checkParentLink(c, p *delegation.Claims, logIndex uint64, leafHash string) 
 }
 
 func (a *Authority) delegationRecord(ctx context.Context, id string) (*delegation.Record, error) {
-	var rec *delegation.Record
-	err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		rec, err = delegation.Get(tx, id)
-		return err
-	})
-	return rec, err
+	return viewed(ctx, a.store, func(tx store.Tx) (*delegation.Record, error) { return delegation.Get(tx, id) })
 }
 
 func parentID(p *delegation.Claims) string {

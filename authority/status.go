@@ -540,12 +540,7 @@ func (a *Authority) keepPeerRevocation(ctx context.Context, asked askedHop, h re
 			return false, err
 		}
 	}
-	kept := false
-	err := a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		kept, err = keptLonger(tx)
-		return err
-	})
+	kept, err := viewed(ctx, a.store, keptLonger)
 	if err == nil && !kept {
 		err = a.store.Update(ctx, func(tx store.Tx) error {
 			if kept, err := keptLonger(tx); err != nil || kept {
