@@ -36,12 +36,23 @@ import (
 func putNode(t testing.TB, a *Authority, name string) string {
 	t.Helper()
 	id := a.td.IDString() + "/node/join/" + name
+	putNodes(t, a, &registry.Node{SPIFFEID: id, AttestedAt: time.Now()})
+	return id
+}
+
+// putNodes stores the records nodes in a's store, in one transaction.
+func putNodes(t testing.TB, a *Authority, nodes ...*registry.Node) {
+	t.Helper()
 	if err := a.store.Update(t.Context(), func(tx store.Tx) error {
-		return registry.PutNode(tx, &registry.Node{SPIFFEID: id, AttestedAt: time.Now()})
+		for _, n := range nodes {
+			if err := registry.PutNode(tx, n); err != nil {
+				return err
+			}
+		}
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return id
 }
 
 // testClock is a clock a test moves on, safe for concurrent use.
@@ -760,9 +771,7 @@ func TestPruneLapsedNodes(t *testing.T) {
 		{SPIFFEID: id("at-work"), SVIDExpiresAt: now.Add(time.Hour)},
 		{SPIFFEID: id("no-expiry")},
 	} {
-		if err := a.store.Update(ctx, func(tx store.Tx) error { return registry.PutNode(tx, n) }); err != nil {
-			t.Fatal(err)
-		}
+		putNodes(t, a, n)
 	}
 	left := func() []string {
 		var ids []string
@@ -881,11 +890,7 @@ func TestPruneLapsedNodesAfterAClockStep(t *testing.T) {
 	a, _ := runAuthorityWith(t, Options{Now: clock.Now}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(2 * time.Hour) })
 	ctx := t.Context()
 	id := a.td.IDString() + "/node/join/0123456789abcdef"
-	if err := a.store.Update(ctx, func(tx store.Tx) error {
-		return registry.PutNode(tx, &registry.Node{SPIFFEID: id, SVIDExpiresAt: clock.Now().Add(time.Hour)})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	putNodes(t, a, &registry.Node{SPIFFEID: id, SVIDExpiresAt: clock.Now().Add(time.Hour)})
 	listed := func() bool { return len(nodesListed(t, a)) == 1 }
 	// Counting for two hours as both clocks say, then the wall clock is
 	// set a day forward: the node's SVID looks expired for 23 hours.
@@ -914,14 +919,8 @@ func TestPruneLapsedNodesWaitsEachNodesSVIDLife(t *testing.T) {
 	ctx, now := t.Context(), time.Now()
 	id := a.td.IDString() + "/node/join/0123456789abcdef"
 	short := a.td.IDString() + "/node/join/fedcba9876543210"
-	if err := a.store.Update(ctx, func(tx store.Tx) error {
-		if err := registry.PutNode(tx, &registry.Node{SPIFFEID: short, SVIDIssuedAt: now.Add(-5 * time.Hour), SVIDExpiresAt: now.Add(-4 * time.Hour)}); err != nil {
-			return err
-		}
-		return registry.PutNode(tx, &registry.Node{SPIFFEID: id, SVIDIssuedAt: now.Add(-10 * time.Hour), SVIDExpiresAt: now.Add(-4 * time.Hour)})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	putNodes(t, a, &registry.Node{SPIFFEID: short, SVIDIssuedAt: now.Add(-5 * time.Hour), SVIDExpiresAt: now.Add(-4 * time.Hour)},
+		&registry.Node{SPIFFEID: id, SVIDIssuedAt: now.Add(-10 * time.Hour), SVIDExpiresAt: now.Add(-4 * time.Hour)})
 	a.pruneLapsedNodes(ctx, pruneFrom(now, 5*time.Hour))
 	if got := nodesListed(t, a); !slices.Equal(got, []string{id}) {
 		t.Fatalf("5h after the start: %v listed; want the node whose record names a 6h SVID kept, the one of a 1h SVID pruned", got)
@@ -939,15 +938,9 @@ func TestPruneLapsedNodesIsNotHeldByABannedRecord(t *testing.T) {
 	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.Attestation.PruneLapsedNodesAfter = Duration(time.Hour) })
 	ctx, now := t.Context(), time.Now()
 	banned, lapsed := a.td.IDString()+"/node/join/0123456789abcdef", a.td.IDString()+"/node/join/fedcba9876543210"
-	if err := a.store.Update(ctx, func(tx store.Tx) error {
-		if err := registry.PutNode(tx, &registry.Node{SPIFFEID: banned, Banned: true, BanReason: "stolen",
-			SVIDIssuedAt: now.Add(-400 * 24 * time.Hour), SVIDExpiresAt: now.Add(-370 * 24 * time.Hour)}); err != nil {
-			return err
-		}
-		return registry.PutNode(tx, &registry.Node{SPIFFEID: lapsed, SVIDIssuedAt: now.Add(-10 * time.Hour), SVIDExpiresAt: now.Add(-9 * time.Hour)})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	putNodes(t, a, &registry.Node{SPIFFEID: banned, Banned: true, BanReason: "stolen",
+		SVIDIssuedAt: now.Add(-400 * 24 * time.Hour), SVIDExpiresAt: now.Add(-370 * 24 * time.Hour)},
+		&registry.Node{SPIFFEID: lapsed, SVIDIssuedAt: now.Add(-10 * time.Hour), SVIDExpiresAt: now.Add(-9 * time.Hour)})
 	a.pruneLapsedNodes(ctx, pruneFrom(now, 2*time.Hour))
 	if got := nodesListed(t, a); !slices.Equal(got, []string{banned}) {
 		t.Fatalf("listed after a prune 2h after the start: %v; want only the banned node (the lapsed one pruned, not held off by the banned record's 30-day SVID)", got)
