@@ -155,14 +155,7 @@ func TestCLIAdminCommands(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "node4", "join.key"), kb, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bb, err := os.ReadFile(filepath.Join(dir, "mandate-data", "admin", "bundle.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle, err := credfile.ParseCertsPEM(bb)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bundle := adminRoots(t, dir)
 	pub, err := client.New(client.Config{Server: url, Bundle: bundle})
 	if err != nil {
 		t.Fatal(err)
@@ -1196,14 +1189,7 @@ func TestCLINodeRunStopsWithARefusedCredential(t *testing.T) {
 	url := startServe(t, dir)
 	t.Chdir(dir)
 	t.Setenv("MANDATE_SERVER", url)
-	pem, err := os.ReadFile(filepath.Join(dir, "mandate-data", "admin", "bundle.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := credfile.ParseCertsPEM(pem)
-	if err != nil {
-		t.Fatal(err)
-	}
+	roots := adminRoots(t, dir)
 	forged := selfSigned(t, "spiffe://mandate.localhost/node/join/0123456789abcdef", time.Now().Add(-time.Minute), time.Now().Add(time.Hour), false)
 	if err := credfile.Write(credfile.In("mandate-node"), []*x509.Certificate{forged.cert}, forged.key, roots); err != nil {
 		t.Fatal(err)
@@ -1220,4 +1206,19 @@ func TestCLINodeRunStopsWithARefusedCredential(t *testing.T) {
 		}
 		cancel()
 	}
+}
+
+// adminRoots is the trust bundle of the authority running in dir, as it
+// wrote it for the admin credential (mandate-data/admin/bundle.pem).
+func adminRoots(t *testing.T, dir string) []*x509.Certificate {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(dir, "mandate-data", "admin", "bundle.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := credfile.ParseCertsPEM(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return roots
 }

@@ -165,14 +165,7 @@ func TestCLINodeTPMAttestsAgainAfterItLapsed(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := serveTrustingTPM(t, dir, ek, profile)
-	current, err := os.ReadFile(filepath.Join(dir, "mandate-data", "admin", "bundle.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := credfile.ParseCertsPEM(current)
-	if err != nil {
-		t.Fatal(err)
-	}
+	roots := adminRoots(t, dir)
 	// The bundle the device first attested with, its CA long gone.
 	stale := selfSigned(t, "spiffe://mandate.localhost", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), true)
 	if err := os.WriteFile("stale.pem", credfile.EncodeCertsPEM([]*x509.Certificate{stale.cert}), 0o644); err != nil {
