@@ -630,6 +630,19 @@ func (te *tpmEnv) answerFresh() (*client.TPMChallenge, client.TPMEvidence) {
 // answered asks a challenge for the device as c (nil: anonymously), with
 // the EK certificate cert if any, and answers it honestly; t is the
 // (sub)test.
+// drift extends PCR 16 (debug, resettable), as a changed boot would,
+// and has the node renew over c: its renewal is refused, and the node
+// marked drifted.
+func (te *tpmEnv) drift(t testing.TB, c *client.Client) {
+	t.Helper()
+	if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.attest(c, nil); problemName(err) != "tpm-pcr-policy-mismatch" {
+		t.Fatalf("renewal after drift = %v, want tpm-pcr-policy-mismatch", err)
+	}
+}
+
 func (te *tpmEnv) answered(t testing.TB, c *client.Client, cert []byte) (*client.TPMChallenge, client.TPMEvidence) {
 	t.Helper()
 	ch, err := te.challenge(c, te.dev.EKPublic(), cert, te.dev.AKPublic())
@@ -1068,12 +1081,7 @@ func TestTPMDriftedSVIDGetsNoGraceAfterRecovery(t *testing.T) {
 	}
 
 	// PCR 16 (debug, resettable) is extended: the node drifts.
-	if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := te.attest(te.client(renewed.chain, renewed.key), nil); problemName(err) != "tpm-pcr-policy-mismatch" {
-		t.Fatalf("renewal after drift = %v, want tpm-pcr-policy-mismatch", err)
-	}
+	te.drift(t, te.client(renewed.chain, renewed.key))
 	if err := asks(renewed); problemName(err) != "node-drifted" {
 		t.Fatalf("an agent's SVID through the drifted node = %v, want node-drifted", err)
 	}
@@ -1102,12 +1110,7 @@ func TestTPMQuoteKeptBackDoesNotClearDrift(t *testing.T) {
 	// A renewal challenge answered in the good state, its answer kept.
 	kept, ev := te.answered(t, nodeClient, nil)
 	// The node drifts (PCR 16 extended) and its renewal says so.
-	if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := te.attest(nodeClient, nil); problemName(err) != "tpm-pcr-policy-mismatch" {
-		t.Fatalf("renewal after drift = %v, want tpm-pcr-policy-mismatch", err)
-	}
+	te.drift(t, nodeClient)
 	answerKept := func() error {
 		_, csr, _ := client.NewKeyAndCSR()
 		_, err := nodeClient.AnswerTPMChallenge(ctxT(t), kept.SessionID, ev, csr)
@@ -1146,12 +1149,7 @@ func TestTPMQuoteKeptBackDoesNotClearDrift(t *testing.T) {
 func TestTPMQuoteKeptBackDoesNotOutliveAnEviction(t *testing.T) {
 	te, node, nodeClient := attestedECCNode(t, 25)
 	kept, ev := te.answered(t, nodeClient, nil)
-	if err := tpmdevice.ExtendPCR(te.tpm, 16, bytes.Repeat([]byte{0xcd}, 32)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := te.attest(nodeClient, nil); problemName(err) != "tpm-pcr-policy-mismatch" {
-		t.Fatalf("renewal after drift = %v, want tpm-pcr-policy-mismatch", err)
-	}
+	te.drift(t, nodeClient)
 	if _, err := te.admin.EvictNode(ctxT(t), node.id.String(), "drifted", false); err != nil {
 		t.Fatalf("evict the drifted node: %v", err)
 	}
