@@ -112,11 +112,6 @@ func registryDocument(segs []string) bool {
 	}
 }
 
-// QueryData evaluates a Data API request for caller c and records the
-// decision (caller, path, input and result with the configured masks,
-// revision, latency) in the audit log before returning: the answer is
-// given only once its record is durable. An evaluation error is recorded
-// too, and returned (policy.ErrEval).
 // MayQueryData says whether c may ask the Data API for the document at
 // path: checked before a request's body is read, so that only callers
 // allowed to ask make the server decode anything.
@@ -131,6 +126,11 @@ func (a *Authority) MayQueryData(c *Caller, path string) error {
 	return a.mayDecide(c, segs)
 }
 
+// QueryData evaluates a Data API request for caller c and records the
+// decision (caller, path, input and result with the configured masks,
+// revision, latency) in the audit log before returning: the answer is
+// given only once its record is durable. An evaluation error is recorded
+// too, and returned (policy.ErrEval).
 func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*DataAnswer, error) {
 	segs, err := policy.PathSegments(q.Path)
 	if err != nil {
