@@ -72,14 +72,11 @@ func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CAR
 	}
 	// When it takes over: what the admin asked, or the schedule's time
 	// when that comes first (a wait longer than the schedule leaves).
-	at := info.ActivatesAt
-	if t := a.ca.TakesOverAt(r.Kind); info.State == ca.StatePrepared && !t.IsZero() && (at.IsZero() || t.Before(at)) {
-		at = t
-	}
+	at := info.TakesOverAt
 	if info.State == ca.StateActive {
 		at = a.now().Truncate(time.Second)
 	}
-	return &CARotated{Authority: info, ActivatesAt: at.UTC()}, nil
+	return &CARotated{Authority: info.AuthorityInfo, ActivatesAt: at.UTC()}, nil
 }
 
 // propagation is how long a bundle published now may take to reach

@@ -182,22 +182,21 @@ func TestRevokeAReplacedAuthority(t *testing.T) {
 
 // An admin's rotation whose wait is longer than the schedule leaves (the
 // longest SVID life past the active authority's own) is taken over at
-// the schedule's time, and TakesOverAt says that one, not the wait's.
-func TestTakesOverAtTheScheduleWhenItComesFirst(t *testing.T) {
+// the schedule's time, and Expedite's answer says that one, not the
+// wait's; one asked sooner than the schedule is taken over when asked,
+// and one activated at once, at once.
+func TestExpediteSaysWhenItTakesOver(t *testing.T) {
 	ctx := context.Background()
 	clk := newFakeClock(testStart)
 	c, _ := newTestCA(t, rotationConfig(clk))
 	old, _ := authorityOf(c, ca.KindX509, ca.StateActive)
-	if got := c.TakesOverAt(ca.KindX509); !got.IsZero() {
-		t.Fatalf("TakesOverAt with none prepared = %v, want the zero time", got)
-	}
 	info, err := c.Expedite(ctx, ca.KindX509, 2*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	due := old.NotBefore.Add(old.NotAfter.Sub(old.NotBefore) / 6 * 5) // 5/6 of the active one's life
-	if got := c.TakesOverAt(ca.KindX509); !got.Equal(due) || !due.Before(info.ActivatesAt) {
-		t.Fatalf("TakesOverAt = %v (asked for %v), want the schedule's %v", got, info.ActivatesAt, due)
+	if !info.TakesOverAt.Equal(due) || !due.Before(info.ActivatesAt) {
+		t.Fatalf("TakesOverAt = %v (asked for %v), want the schedule's %v", info.TakesOverAt, info.ActivatesAt, due)
 	}
 	clk.Add(due.Add(-time.Second).Sub(clk.Now()))
 	if _, err := c.Rotate(ctx); err != nil {
@@ -213,13 +212,16 @@ func TestTakesOverAtTheScheduleWhenItComesFirst(t *testing.T) {
 	if got, _ := authorityOf(c, ca.KindX509, ca.StateActive); got.ID != info.ID {
 		t.Fatalf("at %v the active CA is %s, want %s", due, got.ID, info.ID)
 	}
-	// An activation asked sooner than the schedule's is the one said.
 	jwt, err := c.Expedite(ctx, ca.KindJWT, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.TakesOverAt(ca.KindJWT); !got.Equal(jwt.ActivatesAt) {
-		t.Errorf("TakesOverAt(jwt) = %v, want the time asked, %v", got, jwt.ActivatesAt)
+	if jwt.ActivatesAt.IsZero() || !jwt.TakesOverAt.Equal(jwt.ActivatesAt) {
+		t.Errorf("TakesOverAt(jwt) = %v, want the time asked, %v", jwt.TakesOverAt, jwt.ActivatesAt)
+	}
+	now, err := c.Expedite(ctx, ca.KindJWT, 0)
+	if err != nil || now.State != ca.StateActive || !now.TakesOverAt.Equal(clk.Now()) {
+		t.Errorf("Expedite(jwt, 0) = %+v, %v; want it active, taking over at %v", now, err, clk.Now())
 	}
 }
 

@@ -132,9 +132,9 @@ func (c *CA) install(ctx context.Context, next *caState, tx *transition) error {
 // off. Published for less than what every holder of the bundle takes to
 // fetch it again, an authority that signs leaves what it signs
 // unverifiable to those that have not: wait says how long that is.
-func (c *CA) Expedite(ctx context.Context, kind Kind, wait time.Duration) (AuthorityInfo, error) {
+func (c *CA) Expedite(ctx context.Context, kind Kind, wait time.Duration) (Expedited, error) {
 	if kind != KindX509 && kind != KindJWT {
-		return AuthorityInfo{}, fmt.Errorf("%w: kind %q: want %q or %q", ErrInvalidParams, kind, KindX509, KindJWT)
+		return Expedited{}, fmt.Errorf("%w: kind %q: want %q or %q", ErrInvalidParams, kind, KindX509, KindJWT)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -149,7 +149,7 @@ func (c *CA) Expedite(ctx context.Context, kind Kind, wait time.Duration) (Autho
 		}
 		a, err := c.newAuthority(ctx, kind, now)
 		if err != nil {
-			return AuthorityInfo{}, err
+			return Expedited{}, err
 		}
 		tx.created = append(tx.created, a.keyID)
 		next.auths = append(next.auths, a)
@@ -165,7 +165,7 @@ func (c *CA) Expedite(ctx context.Context, kind Kind, wait time.Duration) (Autho
 		// It would be retired unused (advance): the rotation would do
 		// nothing while seeming to. Said instead, and nothing changed.
 		c.deleteUnsaved(ctx, tx.created)
-		return AuthorityInfo{}, fmt.Errorf("%w: the %s successor would expire at %s, before it could take over at %s: its life (%s) is shorter than every holder of the bundle needs to fetch it (%s); give it a longer life (ca.ca_ttl or ca.jwt_key_ttl), or, for a JWT key, activate it immediately",
+		return Expedited{}, fmt.Errorf("%w: the %s successor would expire at %s, before it could take over at %s: its life (%s) is shorter than every holder of the bundle needs to fetch it (%s); give it a longer life (ca.ca_ttl or ca.jwt_key_ttl), or, for a JWT key, activate it immediately",
 			ErrInvalidParams, kind, prepared.notAfter.UTC().Format(time.RFC3339), takes.UTC().Format(time.RFC3339), prepared.life(), wait)
 	}
 	var out *authority
@@ -182,26 +182,24 @@ func (c *CA) Expedite(ctx context.Context, kind Kind, wait time.Duration) (Autho
 		out = prepared
 	}
 	if err := c.install(ctx, next, &tx); err != nil {
-		return AuthorityInfo{}, err
+		return Expedited{}, err
 	}
-	return out.info(), nil
+	e := Expedited{AuthorityInfo: out.info(), TakesOverAt: now}
+	if out.state == StatePrepared && active != nil {
+		e.TakesOverAt = c.takeover(active, out, out.activateAt)
+	}
+	return e, nil
 }
 
-// TakesOverAt is when the prepared authority of kind takes over (at the
-// rotation step at or after it): as an admin asked (Expedite), or as the
-// schedule has it (advance), whichever comes first; the zero time when
-// none is prepared.
-func (c *CA) TakesOverAt(kind Kind) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	active, prepared := c.st.find(kind)
-	switch {
-	case prepared == nil:
-		return time.Time{}
-	case active == nil:
-		return c.now() // none active: the next step activates it
-	}
-	return c.takeover(active, prepared, prepared.activateAt)
+// Expedited is what Expedite did: the authority, and when it takes over.
+type Expedited struct {
+	AuthorityInfo
+	// TakesOverAt is when it takes over (at the rotation step at or
+	// after it): as the admin asked (ActivatesAt), or as the schedule
+	// has it, whichever comes first; the rotation's time when it is
+	// active (or none was: the next step activates it). It is read with
+	// the rotation, under the same lock, so no step comes between.
+	TakesOverAt time.Time
 }
 
 // takeover is when prepared takes over from active: at asked (zero for
