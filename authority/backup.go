@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/store"
 	"mandate.dev/mandate/store/bolt"
@@ -44,24 +45,13 @@ var diskFree = freeBytes
 const BackupDirName = "backups"
 
 // Backup is a copy of an authority's state made while it runs: what a
-// data directory needs for the authority to start from it.
-type Backup struct {
-	// Dir is the backup's directory, <data dir>/backups/<time>.
-	Dir       string       `json:"dir"`
-	CreatedAt time.Time    `json:"created_at"`
-	Files     []BackupFile `json:"files"`
-	// AuditTreeSize is the size of the audit log the copy holds (entries
-	// appended since are not in it).
-	AuditTreeSize uint64 `json:"audit_tree_size"`
-}
+// data directory needs for the authority to start from it. It is the
+// answer of POST /v1/admin/backups, as the Go client reads it.
+type Backup = client.Backup
 
 // BackupFile is one file of a backup, its path relative to the backup's
 // directory.
-type BackupFile struct {
-	Path   string `json:"path"`
-	Bytes  int64  `json:"bytes"`
-	SHA256 string `json:"sha256"`
-}
+type BackupFile = client.BackupFile
 
 // backupStore is a store that can copy itself whole while in use.
 type backupStore interface {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
@@ -23,11 +24,9 @@ type CARotation struct {
 	Immediately bool
 }
 
-// CARotated is the authority that takes over, and when.
-type CARotated struct {
-	Authority   ca.AuthorityInfo `json:"authority"`
-	ActivatesAt time.Time        `json:"activates_at"`
-}
+// CARotated is the authority that takes over, and when: the answer of
+// POST /v1/admin/ca/rotate, as the Go client reads it.
+type CARotated = client.CARotated
 
 // RotateCA has the active authority of r.Kind replaced ahead of its
 // schedule (ca.CA.Expedite): its successor, prepared now unless it is

@@ -13,6 +13,7 @@ import (
 	jsonv1 "github.com/go-json-experiment/json/v1"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/delegation"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
@@ -437,12 +438,9 @@ func (a *Authority) PolicyTests(ctx context.Context, c *Caller) ([]policy.TestRe
 	return a.policy.Test(ctx)
 }
 
-// PolicyStatus is the active policy revision and its modules.
-type PolicyStatus struct {
-	Revision string   `json:"revision"`
-	Modules  []string `json:"modules"`
-	Dir      string   `json:"dir,omitempty"` // empty: the embedded policies
-}
+// PolicyStatus is the active policy revision and its modules: the
+// answer of GET /v1/admin/policy, as the Go client reads it.
+type PolicyStatus = client.PolicyStatus
 
 // PolicyStatus reports the active revision (admin).
 func (a *Authority) PolicyStatus(ctx context.Context, c *Caller) (*PolicyStatus, error) {

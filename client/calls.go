@@ -65,29 +65,33 @@ type Agent struct {
 	RequireHardwareAttestation bool       `json:"require_hardware_attestation"`
 	CreatedAt                  *time.Time `json:"created_at,omitempty"`
 	UpdatedAt                  *time.Time `json:"updated_at,omitempty"`
+	// ETag names the version read (CreateAgent, GetAgent and the
+	// updates set it; ListAgents does not), for UpdateAgentIfMatch and
+	// DeleteAgentIfMatch. It is not part of the registration.
+	ETag string `json:"-"`
 }
 
 // CreateAgent registers an agent (admin).
 func (c *Client) CreateAgent(ctx context.Context, a *Agent) (*Agent, error) {
-	out := new(Agent)
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/agents", a, out)
+	return c.agentCall(ctx, http.MethodPost, "/v1/admin/agents", nil, a)
 }
 
-// UpdateAgent replaces a registration (admin).
+// UpdateAgent replaces a registration (admin), whatever version is
+// stored: the last write wins. UpdateAgentIfMatch replaces only the
+// version read.
 func (c *Client) UpdateAgent(ctx context.Context, id string, a *Agent) (*Agent, error) {
-	out := new(Agent)
-	return out, c.Do(ctx, http.MethodPut, "/v1/admin/agents/"+url.PathEscape(id), a, out)
+	return c.putAgent(ctx, id, nil, a)
 }
 
-// GetAgent returns a registration (admin).
+// GetAgent returns a registration (admin), with its ETag.
 func (c *Client) GetAgent(ctx context.Context, id string) (*Agent, error) {
-	out := new(Agent)
-	return out, c.Do(ctx, http.MethodGet, "/v1/admin/agents/"+url.PathEscape(id), nil, out)
+	return c.agentCall(ctx, http.MethodGet, agentPath(id), nil, nil)
 }
 
-// DeleteAgent removes a registration (admin).
+// DeleteAgent removes a registration (admin), whatever version is
+// stored (DeleteAgentIfMatch: only the version read).
 func (c *Client) DeleteAgent(ctx context.Context, id string) error {
-	return c.Do(ctx, http.MethodDelete, "/v1/admin/agents/"+url.PathEscape(id), nil, nil)
+	return c.Do(ctx, http.MethodDelete, agentPath(id), nil, nil)
 }
 
 // ListAgents lists registrations (admin), asking a page at a time.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -49,21 +50,32 @@ type Problem struct {
 	// Reasons and DecisionID come with a policy deny.
 	Reasons    []string `json:"reasons"`
 	DecisionID string   `json:"decision_id"`
+	// Code is the error code of an answer that is no problem document
+	// but an error in OPA's shape (the Data API: "invalid_parameter",
+	// "internal_error", ...; Detail is its message) or RFC 6749's
+	// (POST /v1/token: "invalid_scope", "invalid_request", ...; Detail
+	// is its error_description). Its Type is then about:blank.
+	Code string `json:"-"`
 }
 
-// Error says what the authority answered, each line of each field as
+// Error says what the authority answered (its code, when it has one,
+// in place of its type), each line of each field as
 // Printable shows it (an authority is not trusted to send plain text;
 // a detail of several lines, such as a policy's compile errors, keeps
 // them) and at most maxShown bytes of it (an answer that was no problem
 // document is its detail).
 func (p *Problem) Error() string {
+	typ := p.Type
+	if p.Code != "" {
+		typ = p.Code
+	}
 	if p.Detail == "" || strings.EqualFold(p.Detail, p.Title) { // nothing more than the title
-		return fmt.Sprintf("%d %s (%s)", p.Status, shownField(p.Title), shownField(p.Type))
+		return fmt.Sprintf("%d %s (%s)", p.Status, shownField(p.Title), shownField(typ))
 	}
 	if startsWithWords(p.Detail, p.Title) { // the title, and more: said once
-		return fmt.Sprintf("%d %s (%s)", p.Status, shownField(p.Detail), shownField(p.Type))
+		return fmt.Sprintf("%d %s (%s)", p.Status, shownField(p.Detail), shownField(typ))
 	}
-	return fmt.Sprintf("%d %s: %s (%s)", p.Status, shownField(p.Title), shownField(p.Detail), shownField(p.Type))
+	return fmt.Sprintf("%d %s: %s (%s)", p.Status, shownField(p.Title), shownField(p.Detail), shownField(typ))
 }
 
 // startsWithWords reports whether s begins with the words of prefix (in
@@ -277,6 +289,8 @@ func (c *Client) CloseIdle() { c.http.CloseIdleConnections() }
 
 // Do sends a JSON request (body nil for none) and decodes a JSON answer
 // into out (nil to discard). A non-2xx answer is returned as *Problem.
+// The typed methods cover every endpoint of the API; Do is for an
+// endpoint newer than this package.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
 	_, err := c.do(ctx, method, path, body, out)
 	return err
@@ -285,33 +299,49 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 // do is Do, and returns the certificate chain the authority presented
 // on the connection that answered.
 func (c *Client) do(ctx context.Context, method, path string, body, out any) ([]*x509.Certificate, error) {
-	var b []byte
-	if body != nil {
-		var err error
-		if b, err = json.Marshal(body); err != nil {
-			return nil, fmt.Errorf("client: encode request: %w", err)
-		}
-	}
-	a, err := c.send(ctx, method, path, b)
+	a, err := c.doWith(ctx, method, path, nil, body, out)
 	if err != nil {
 		return nil, err
-	}
-	if out == nil || a.status == http.StatusNoContent {
-		return a.server, nil
-	}
-	if len(a.body) == 0 {
-		return nil, fmt.Errorf("client: %s %s: the answer (%d) is empty", method, path, a.status)
-	}
-	if err := json.Unmarshal(a.body, out); err != nil {
-		return nil, fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
 	}
 	return a.server, nil
 }
 
-// answer is a 2xx answer: its status, its whole body, and the
+// doWith is Do with the request header fields hdr, and returns the
+// answer (its body decoded into out).
+func (c *Client) doWith(ctx context.Context, method, path string, hdr http.Header, body, out any) (answer, error) {
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			return answer{}, fmt.Errorf("client: encode request: %w", err)
+		}
+	}
+	a, err := c.send(ctx, method, path, hdr, b)
+	if err != nil {
+		return answer{}, err
+	}
+	return a, a.decode(method, path, out)
+}
+
+// decode reads the answer's JSON body into out (nil: none wanted).
+func (a answer) decode(method, path string, out any) error {
+	if out == nil || a.status == http.StatusNoContent {
+		return nil
+	}
+	if len(a.body) == 0 {
+		return fmt.Errorf("client: %s %s: the answer (%d) is empty", method, path, a.status)
+	}
+	if err := json.Unmarshal(a.body, out); err != nil {
+		return fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// answer is a 2xx answer: its status, header and whole body, and the
 // certificate chain the authority presented on its connection.
 type answer struct {
 	status int
+	header http.Header
 	body   []byte
 	server []*x509.Certificate
 }
@@ -320,15 +350,19 @@ type answer struct {
 // answers that are not JSON, such as a signed checkpoint). A non-2xx answer
 // is returned as *Problem.
 func (c *Client) GetRaw(ctx context.Context, path string) ([]byte, error) {
-	a, err := c.send(ctx, http.MethodGet, path, nil)
+	a, err := c.send(ctx, http.MethodGet, path, nil, nil)
 	return a.body, err
 }
 
-// send makes one call (body, when not nil, is JSON) and returns a 2xx
-// answer: an answer larger than maxAnswer, or one cut short (the
-// connection closed, the call's time up), is an error, never a prefix
-// taken for the whole. A non-2xx answer is a *Problem.
-func (c *Client) send(ctx context.Context, method, path string, body []byte) (answer, error) {
+// jsonType is the media type of a JSON request body.
+var jsonType = http.Header{"Content-Type": {"application/json"}}
+
+// send makes one call with the header fields hdr and the body, when not
+// nil, JSON unless hdr says otherwise, and returns a 2xx answer: an
+// answer larger than maxAnswer, or one cut short (the connection
+// closed, the call's time up), is an error, never a prefix taken for
+// the whole. A non-2xx answer is a *Problem.
+func (c *Client) send(ctx context.Context, method, path string, hdr http.Header, body []byte) (answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var rd io.Reader
@@ -340,8 +374,9 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte) (an
 		return answer{}, fmt.Errorf("client: %w", err)
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		maps.Copy(req.Header, jsonType)
 	}
+	maps.Copy(req.Header, hdr)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return answer{}, c.callError(method, path, err)
@@ -361,7 +396,7 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte) (an
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
 		return answer{}, problemFrom(resp.StatusCode, b)
 	}
-	a := answer{status: resp.StatusCode, body: b}
+	a := answer{status: resp.StatusCode, header: resp.Header, body: b}
 	if resp.TLS != nil {
 		a.server = resp.TLS.PeerCertificates
 	}
@@ -432,7 +467,29 @@ func problemFrom(status int, b []byte) error {
 		if status >= 300 && status < 400 {
 			p.Detail = "the authority's API never redirects; redirects are not followed"
 		}
+		p.Code, p.Detail = otherError(b, p.Detail)
 	}
 	p.Status = status
 	return p
+}
+
+// otherError reads an error answer in OPA's shape ({"code", "message"})
+// or RFC 6749's ({"error", "error_description"}): its code and message.
+// Another body has no code, and its detail stays.
+func otherError(b []byte, detail string) (code, message string) {
+	var e struct {
+		Code             string `json:"code"`
+		Message          string `json:"message"`
+		Error            string `json:"error"`
+		ErrorDescription string `json:"error_description"`
+	}
+	switch {
+	case json.Unmarshal(b, &e) != nil:
+		return "", detail
+	case e.Code != "":
+		return e.Code, e.Message
+	case e.Error != "":
+		return e.Error, e.ErrorDescription
+	}
+	return "", detail
 }

@@ -7,6 +7,12 @@
 // given, and authenticates itself with an X509-SVID when it has one (mTLS).
 // It keeps that SVID for its life: after a renewal, make a new Client.
 //
+// A registration read or written carries its version (Agent.ETag):
+// UpdateAgentIfMatch and DeleteAgentIfMatch change only that version,
+// where UpdateAgent and DeleteAgent change whatever is stored. Lists
+// (ListAgents, ListNodes, ListRevokedIDs) are asked a page at a time,
+// so that a list of any length is read whole.
+//
 // What it guarantees of answers:
 //   - an answer is used only whole: one larger than 4 MiB, cut short, or
 //     still arriving when the call's time (Config.Timeout, default 30 s,
@@ -14,7 +20,10 @@
 //   - redirects are never followed (the authority's API never redirects):
 //     a 3xx answer is an error;
 //   - error answers become *Problem errors carrying the RFC 9457 type and
-//     the answer's HTTP status;
+//     the answer's HTTP status: branch on Problem.Name ("not-found",
+//     "precondition-failed", "policy-denied", ...) with errors.As; the
+//     Data API's errors (OPA's shape) and POST /v1/token's (RFC 6749's)
+//     are *Problem errors too, their code in Problem.Code;
 //   - a call whose answer must carry a credential (Join, X509SVID,
 //     JWTSVID, Delegate) fails when the answer carries none;
 //   - DelegationStatus is delegation.FetchStatus over the client's

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/client"
 )
 
@@ -568,12 +568,12 @@ func registrationID(args []string) (string, error) {
 }
 
 func adminCAStatus(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
-	var out map[string]any
 	c, err := dial()
 	if err != nil {
 		return err
 	}
-	if err := c.Do(ctx, http.MethodGet, "/v1/admin/ca", nil, &out); err != nil {
+	out, err := c.CAStatus(ctx)
+	if err != nil {
 		return err
 	}
 	return printJSON(stdout, out)
@@ -591,12 +591,12 @@ func adminCARotate(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.
 	case f.immediately && f.kind == "x509":
 		return usagef("--immediately is for a JWT key only: an X.509 CA activated before the nodes fetched it would leave them unable to reach the authority")
 	}
-	var out map[string]any
 	c, err := dial()
 	if err != nil {
 		return err
 	}
-	if err := c.Do(ctx, http.MethodPost, "/v1/admin/ca/rotate", map[string]any{"kind": f.kind, "reason": f.reason, "immediately": f.immediately}, &out); err != nil {
+	out, err := c.RotateCA(ctx, client.CARotation{Kind: ca.Kind(f.kind), Reason: f.reason, Immediately: f.immediately})
+	if err != nil {
 		return err
 	}
 	return printJSON(stdout, out)
@@ -610,24 +610,24 @@ func adminCARevoke(ctx context.Context, dial dialFunc, args []string, stdout, _ 
 	if adminFlags.reason == "" {
 		return usagef("--reason is required")
 	}
-	var out map[string]any
 	c, err := dial()
 	if err != nil {
 		return err
 	}
-	if err := c.Do(ctx, http.MethodPost, "/v1/admin/ca/revoke", map[string]any{"id": id, "reason": adminFlags.reason, "force": adminFlags.force}, &out); err != nil {
+	out, err := c.RevokeCA(ctx, id, adminFlags.reason, adminFlags.force)
+	if err != nil {
 		return err
 	}
 	return printJSON(stdout, out)
 }
 
 func adminBackupCreate(ctx context.Context, dial dialFunc, _ []string, stdout, _ io.Writer) error {
-	var out map[string]any
 	c, err := dial()
 	if err != nil {
 		return err
 	}
-	if err := c.Do(ctx, http.MethodPost, "/v1/admin/backups", map[string]any{}, &out); err != nil {
+	out, err := c.CreateBackup(ctx)
+	if err != nil {
 		return err
 	}
 	return printJSON(stdout, out)

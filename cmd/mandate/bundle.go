@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 )
 
@@ -38,8 +37,8 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	var doc json.RawMessage
-	if err := c.Do(ctx, http.MethodGet, "/v1/bundle", nil, &doc); err != nil {
+	doc, err := c.BundleDocument(ctx)
+	if err != nil {
 		return err
 	}
 	var out bytes.Buffer

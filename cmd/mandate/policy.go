@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -144,11 +143,11 @@ func policyRemote(ctx context.Context, cmd string, args []string, stdout, stderr
 	if err != nil {
 		return err
 	}
-	var out map[string]any
+	var out any
 	if cmd == "reload" {
-		err = c.Do(ctx, http.MethodPost, "/v1/admin/policy/reload", map[string]any{}, &out)
+		out, err = c.ReloadPolicy(ctx)
 	} else {
-		err = c.Do(ctx, http.MethodGet, "/v1/admin/policy", nil, &out)
+		out, err = c.PolicyStatus(ctx)
 	}
 	if err != nil {
 		return err
