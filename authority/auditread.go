@@ -10,26 +10,15 @@ import (
 	"strconv"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/client"
 )
 
 // AuditEntry is one entry of the audit log with its inclusion proof, as the
 // audit API answers it.
-type AuditEntry struct {
-	Index          uint64          `json:"index"`
-	Entry          json.RawMessage `json:"entry"`
-	EntryB64       []byte          `json:"entry_b64"` // the exact stored bytes
-	LeafHash       string          `json:"leaf_hash"` // hex
-	TreeSize       uint64          `json:"tree_size"`
-	InclusionProof [][]byte        `json:"inclusion_proof"`
-	Checkpoint     string          `json:"checkpoint"`
-}
+type AuditEntry = client.AuditEntry
 
 // ConsistencyAnswer is a consistency proof between two tree sizes.
-type ConsistencyAnswer struct {
-	From  uint64   `json:"from"`
-	To    uint64   `json:"to"`
-	Proof [][]byte `json:"proof"`
-}
+type ConsistencyAnswer = client.ConsistencyAnswer
 
 // requireReader lets admins and auditors read the audit log.
 func (a *Authority) requireReader(c *Caller) error {
@@ -161,7 +150,7 @@ func (a *Authority) SearchAudit(ctx context.Context, c *Caller, q audit.Query) (
 			return nil, nil, err
 		}
 		out = append(out, *e)
-		if size += e.answerSize(); size >= SearchPageBytes && k+1 < len(idx) {
+		if size += answerSize(e); size >= SearchPageBytes && k+1 < len(idx) {
 			return out, &idx[k], nil // the next page starts after this entry
 		}
 	}
@@ -171,7 +160,7 @@ func (a *Authority) SearchAudit(ctx context.Context, c *Caller, q audit.Query) (
 // answerSize is about how many bytes e takes in a JSON answer: its entry
 // as encoding/json writes it (<, > and & as \u003c, 6 bytes each), its
 // stored bytes in base64, its proof and checkpoint.
-func (e *AuditEntry) answerSize() int {
+func answerSize(e *AuditEntry) int {
 	html := bytes.Count(e.Entry, []byte("<")) + bytes.Count(e.Entry, []byte(">")) + bytes.Count(e.Entry, []byte("&"))
 	return len(e.Entry) + 5*html + (len(e.EntryB64)+2)/3*4 + len(e.InclusionProof)*48 + len(e.LeafHash) + len(e.Checkpoint) + 128
 }

@@ -9,40 +9,16 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/delegation"
 )
 
-// ChainHop is one hop of an accountability chain, as an auditor reads it.
-// A hop this authority issued carries its audit entry with an inclusion
-// proof against a signed checkpoint; a hop issued elsewhere carries what
-// the verified token said of it and LogURL, where its issuer answers
-// (the API sets it for the hops issued here).
-type ChainHop struct {
-	ID             string                    `json:"id"`
-	Issuer         string                    `json:"issuer"`
-	Delegator      string                    `json:"delegator"`
-	Delegatee      string                    `json:"delegatee"`
-	Principal      string                    `json:"principal"`
-	Scopes         []string                  `json:"scopes"`
-	Depth          int                       `json:"depth"`
-	Decision       *ChainDecision            `json:"decision,omitempty"`
-	Accountability map[string]map[string]any `json:"accountability,omitempty"` // "delegator", "delegatee"
-	Index          *uint64                   `json:"index,omitempty"`
-	LeafHash       string                    `json:"leaf_hash,omitempty"`
-	TreeSize       uint64                    `json:"tree_size,omitempty"`
-	InclusionProof [][]byte                  `json:"inclusion_proof,omitempty"`
-	Checkpoint     string                    `json:"checkpoint,omitempty"`
-	EntryB64       []byte                    `json:"entry_b64,omitempty"` // the exact logged bytes
-	LogURL         string                    `json:"log_url,omitempty"`
-}
+// ChainHop is one hop of an accountability chain, as an auditor reads it
+// (GET /v1/audit/chains/{id}, as the Go client reads it).
+type ChainHop = client.ChainHop
 
 // ChainDecision is the policy decision of a hop.
-type ChainDecision struct {
-	ID             string   `json:"id"`
-	Result         string   `json:"result"` // allow
-	Reasons        []string `json:"reasons"`
-	PolicyRevision string   `json:"policy_revision"`
-}
+type ChainDecision = client.ChainDecision
 
 // AuditChain returns every hop from the principal down to delegation id,
 // root first (auditors and admins).

@@ -13,6 +13,12 @@
 // (ListAgents, ListNodes, ListRevokedIDs) are asked a page at a time,
 // so that a list of any length is read whole.
 //
+// The audit reads (AuditCheckpoint, AuditEntry, AuditConsistency,
+// SearchAudit, AuditChain) return what the authority answers: an auditor
+// verifies the checkpoint with the log's key and each proof against it
+// (golang.org/x/mod/sumdb/note, github.com/transparency-dev/merkle), as
+// mandate audit does.
+//
 // What it guarantees of answers:
 //   - an answer is used only whole: one larger than 4 MiB, cut short, or
 //     still arriving when the call's time (Config.Timeout, default 30 s,

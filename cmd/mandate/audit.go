@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -258,7 +257,7 @@ func loadVerifier(f *auditFlags) (note.Verifier, error) {
 
 // fetchCheckpoint fetches the latest checkpoint and verifies it.
 func fetchCheckpoint(ctx context.Context, c *client.Client, v note.Verifier) ([]byte, *log.Checkpoint, error) {
-	raw, err := c.GetRaw(ctx, "/v1/audit/checkpoint")
+	raw, err := c.AuditCheckpoint(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -454,9 +453,8 @@ func keepState(ctx context.Context, c *client.Client, v note.Verifier, file stri
 // checkConsistent proves cur consistent with prev. Evidence against it
 // wraps errFork; a failure to obtain the proof does not.
 func checkConsistent(ctx context.Context, c *client.Client, prev, cur *log.Checkpoint) error {
-	var ans struct{ Proof [][]byte }
-	path := fmt.Sprintf("/v1/audit/proofs/consistency?from=%d&to=%d", prev.Size, cur.Size)
-	if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
+	ans, err := c.AuditConsistency(ctx, prev.Size, cur.Size)
+	if err != nil {
 		if p, ok := errors.AsType[*client.Problem](err); ok && p.Name() == "invalid-tree-size" {
 			// The log's own word that a size it signed is beyond it.
 			return fmt.Errorf("%w: the log shrank: it signed a checkpoint of size %d, and now answers that it holds fewer entries (%v)", errFork, cur.Size, err)
@@ -574,12 +572,8 @@ func firstBadEntry(ctx context.Context, c *client.Client, cp *log.Checkpoint) (i
 // entryOfTree fetches entry i and its inclusion proof in the tree of
 // size treeSize.
 func entryOfTree(ctx context.Context, c *client.Client, i, treeSize uint64) ([]byte, [][]byte, error) {
-	var ans struct {
-		EntryB64       []byte   `json:"entry_b64"`
-		InclusionProof [][]byte `json:"inclusion_proof"`
-	}
-	path := fmt.Sprintf("/v1/audit/entries/%d?tree_size=%d", i, treeSize)
-	if err := c.Do(ctx, http.MethodGet, path, nil, &ans); err != nil {
+	ans, err := c.AuditEntry(ctx, i, treeSize)
+	if err != nil {
 		return nil, nil, fmt.Errorf("entry %d: %w", i, err)
 	}
 	return ans.EntryB64, ans.InclusionProof, nil
@@ -613,19 +607,12 @@ func fetchProven(ctx context.Context, c *client.Client, v note.Verifier, idx str
 	if err != nil {
 		return nil, usagef("INDEX must be an unsigned integer")
 	}
-	idx = strconv.FormatUint(n, 10) // as the answer names it ("007" is entry 7)
-	var ans struct {
-		Index          uint64   `json:"index"`
-		EntryB64       []byte   `json:"entry_b64"`
-		TreeSize       uint64   `json:"tree_size"`
-		InclusionProof [][]byte `json:"inclusion_proof"`
-		Checkpoint     string   `json:"checkpoint"`
-	}
-	if err := c.Do(ctx, http.MethodGet, "/v1/audit/entries/"+idx, nil, &ans); err != nil {
+	ans, err := c.AuditEntry(ctx, n, 0)
+	if err != nil {
 		return nil, err
 	}
-	if strconv.FormatUint(ans.Index, 10) != idx {
-		return nil, fmt.Errorf("asked for entry %s, the server answered entry %d", idx, ans.Index)
+	if ans.Index != n {
+		return nil, fmt.Errorf("asked for entry %d, the server answered entry %d", n, ans.Index)
 	}
 	p := &provenEntry{index: ans.Index, entry: ans.EntryB64, proof: ans.InclusionProof, checkpoint: []byte(ans.Checkpoint)}
 	if err := p.verify(v); err != nil {
@@ -883,6 +870,11 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 			return usagef("--%s must be an RFC 3339 time", t.flag)
 		}
 	}
+	// The zero time leaves an end of the search open: as --until, the
+	// earliest time there is, it would select every entry, not none.
+	if f.q.until != "" && want.Until.IsZero() {
+		return usagef("--until %s selects no entry (leave it out to search without it)", f.q.until)
+	}
 	q := url.Values{}
 	for k, val := range map[string]string{"spiffe_id": f.q.spiffeID, "type": f.q.typ, "since": f.q.since, "until": f.q.until,
 		"decision_id": f.q.decision, "delegation_id": f.q.delegation} {
@@ -924,6 +916,28 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	return nil
 }
 
+// auditQuery is the search the parameters of GET /v1/audit/search
+// name (times RFC 3339).
+func auditQuery(v url.Values) (client.AuditQuery, error) {
+	q := client.AuditQuery{SPIFFEID: v.Get("spiffe_id"), Type: v.Get("type"), DecisionID: v.Get("decision_id"),
+		DelegationID: v.Get("delegation_id"), PageToken: v.Get("page_token")}
+	for name, t := range map[string]*time.Time{"since": &q.Since, "until": &q.Until} {
+		if s := v.Get(name); s != "" {
+			var err error
+			if *t, err = time.Parse(time.RFC3339Nano, s); err != nil {
+				return q, fmt.Errorf("%s must be an RFC 3339 time", name)
+			}
+		}
+	}
+	if s := v.Get("limit"); s != "" {
+		var err error
+		if q.Limit, err = strconv.Atoi(s); err != nil {
+			return q, fmt.Errorf("limit must be an integer")
+		}
+	}
+	return q, nil
+}
+
 // errStopSearch, from searchProven's fn, ends the search without error.
 var errStopSearch = errors.New("stop the search")
 
@@ -942,21 +956,17 @@ var errSearchOrder = errors.New("audit search refused")
 // page), so it cannot keep the search going round or on forever. The
 // tokens are remembered by their SHA-256: a log that gives pages of
 // megabytes of token cannot make the auditor hold them all.
-func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.Values, fn func(*provenEntry) error) error {
+func searchProven(ctx context.Context, c *client.Client, v note.Verifier, params url.Values, fn func(*provenEntry) error) error {
+	q, err := auditQuery(params)
+	if err != nil {
+		return err
+	}
 	var last *uint64
 	tokens := map[[sha256.Size]byte]bool{} // given since the last hit
 	var empty, size uint64                 // pages in a row without a hit; the log's size, once asked
 	for {
-		var page struct {
-			Entries []struct {
-				Index          uint64   `json:"index"`
-				EntryB64       []byte   `json:"entry_b64"`
-				InclusionProof [][]byte `json:"inclusion_proof"`
-				Checkpoint     string   `json:"checkpoint"`
-			} `json:"entries"`
-			NextPageToken string `json:"next_page_token"`
-		}
-		if err := c.Do(ctx, http.MethodGet, "/v1/audit/search?"+q.Encode(), nil, &page); err != nil {
+		page, err := c.SearchAudit(ctx, q)
+		if err != nil {
 			return err
 		}
 		for _, h := range page.Entries {
@@ -995,7 +1005,7 @@ func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q url.
 			return fmt.Errorf("%w: the log's search gave page token %.64q again", errSearchOrder, page.NextPageToken)
 		}
 		tokens[sum] = true
-		q.Set("page_token", page.NextPageToken)
+		q.PageToken = page.NextPageToken
 	}
 }
 
