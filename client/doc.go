@@ -19,6 +19,10 @@
 // (golang.org/x/mod/sumdb/note, github.com/transparency-dev/merkle), as
 // mandate audit does.
 //
+// Decisions are asked with QueryData (the OPA v1 Data API), Evaluate
+// and EvaluateBatch (OpenID AuthZEN 1.0); a delegation hop with Delegate,
+// or by RFC 8693 token exchange with ExchangeToken.
+//
 // What it guarantees of answers:
 //   - an answer is used only whole: one larger than 4 MiB, cut short, or
 //     still arriving when the call's time (Config.Timeout, default 30 s,
@@ -31,7 +35,7 @@
 //     Data API's errors (OPA's shape) and POST /v1/token's (RFC 6749's)
 //     are *Problem errors too, their code in Problem.Code;
 //   - a call whose answer must carry a credential (Join, X509SVID,
-//     JWTSVID, Delegate) fails when the answer carries none;
+//     JWTSVID, Delegate, ExchangeToken) fails when the answer carries none;
 //   - DelegationStatus is delegation.FetchStatus over the client's
 //     connections: its failures match delegation.ErrStatusUnknown, as a
 //     verifier's do.
