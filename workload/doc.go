@@ -7,9 +7,11 @@
 // It guarantees:
 //   - a caller is identified by what the kernel says of the process on
 //     the other end of the socket (its user and group ids, SO_PEERCRED,
-//     read when it connects), never by anything it sends; it gets the
-//     identities of the entries whose selector it matches, and nothing
-//     when it matches none (PermissionDenied);
+//     read when it connects, and the names of those ids at each call),
+//     never by anything it sends; it gets the identities of the entries
+//     all of whose selectors it matches, and nothing when it matches
+//     none (PermissionDenied); what cannot be found out of it matches
+//     no selector, and is said in the log, not to it;
 //   - every call without the security header `workload.spiffe.io: true`
 //     is refused (InvalidArgument), as the specification requires, so
 //     that a browser or a proxy cannot be made to call it;

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -16,51 +18,117 @@ type Caller struct {
 	UID, GID uint32
 }
 
-// Selector picks callers by what the kernel says of them: "uid" (the
-// process's user id) or "gid" (its primary group id).
+// Selector picks callers by one thing known of them, Kind, having the
+// value Value, as SPIRE's unix workload attestor names them:
+//   - "uid", "gid": the process's user id, its primary group id (as the
+//     kernel says when it connects; decimal);
+//   - "user", "group": the name of that user id, of that group id, in
+//     the host's user database as it is at each call.
 type Selector struct {
 	Kind  string
-	Value uint32
+	Value string
 }
 
-// Matches reports whether c is one of the callers s picks.
-func (s Selector) Matches(c Caller) bool {
-	switch s.Kind {
-	case "uid":
-		return c.UID == s.Value
-	case "gid":
-		return c.GID == s.Value
+func (s Selector) String() string { return s.Kind + ":" + s.Value }
+
+// selectorKind is how a kind of selector's value is written, and how
+// costly it is to find out of a caller (cheaper ones are checked first).
+type selectorKind struct {
+	// check refuses a value not well written, and is the value as
+	// String writes it.
+	check func(string) (string, error)
+	cost  int
+	// repeats: an entry may name several (all of which must match); of
+	// any other kind, a second one is refused: it would select nothing.
+	repeats bool
+}
+
+var selectorKinds = map[string]selectorKind{
+	"uid":   {check: checkID, cost: 0},
+	"gid":   {check: checkID, cost: 0},
+	"user":  {check: checkName, cost: 1},
+	"group": {check: checkName, cost: 1},
+}
+
+// selectorKindNames are the kinds, in the order errors list them.
+const selectorKindNames = "uid, gid, user, group"
+
+// Bounds of an entry.
+const (
+	maxSelectors     = 16
+	maxNameBytes     = 256
+	maxSelectorBytes = 4096
+)
+
+func checkID(v string) (string, error) {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return "", errors.New("not a decimal id from 0 to 4294967295")
 	}
-	return false
+	return strconv.FormatUint(n, 10), nil
 }
 
-func (s Selector) String() string { return s.Kind + ":" + strconv.FormatUint(uint64(s.Value), 10) }
+func checkName(v string) (string, error) {
+	switch {
+	case v == "":
+		return "", errors.New("an empty name")
+	case len(v) > maxNameBytes:
+		return "", fmt.Errorf("a name longer than %d bytes", maxNameBytes)
+	case strings.ContainsAny(v, ":,"):
+		return "", errors.New("a name with ':' or ','")
+	}
+	return v, nil
+}
 
-// Entry gives the callers its selector picks the identity ID.
+// Entry gives the callers that all of its selectors pick the identity
+// ID.
 type Entry struct {
-	Selector Selector
-	ID       spiffeid.ID
+	Selectors []Selector
+	ID        spiffeid.ID
 }
 
-func (e Entry) String() string { return e.Selector.String() + "=" + e.ID.String() }
+func (e Entry) String() string {
+	sels := make([]string, len(e.Selectors))
+	for i, s := range e.Selectors {
+		sels[i] = s.String()
+	}
+	return strings.Join(sels, ",") + "=" + e.ID.String()
+}
 
 // ErrEntry is the error of an entry that is not well formed.
 var ErrEntry = errors.New("workload entry")
 
-// ParseEntry reads an entry written as SELECTOR=SPIFFE-ID, the selector
-// being uid:N or gid:N (a decimal id): "uid:1000=spiffe://example.org/agent/planner".
+// ParseEntry reads an entry written as SELECTOR[,SELECTOR...]=SPIFFE-ID,
+// each selector KIND:VALUE (see Selector; SPIRE's "unix:" before the
+// kind may be given, and is dropped), all of which must match:
+// "uid:1000=spiffe://example.org/agent/planner",
+// "uid:1000,group:agents=spiffe://example.org/agent/planner". A SPIFFE
+// ID holds no '=' and a selector's value no ',': the last '=' ends the
+// selectors, and each ',' ends one.
 func ParseEntry(s string) (Entry, error) {
-	sel, id, ok := strings.Cut(s, "=")
-	if !ok {
-		return Entry{}, fmt.Errorf("%w %q: want SELECTOR=SPIFFE-ID, e.g. uid:1000=spiffe://example.org/agent/planner", ErrEntry, s)
+	i := strings.LastIndexByte(s, '=')
+	if i < 0 {
+		return Entry{}, fmt.Errorf("%w %q: want SELECTOR[,SELECTOR...]=SPIFFE-ID, e.g. uid:1000=spiffe://example.org/agent/planner", ErrEntry, s)
 	}
-	kind, val, ok := strings.Cut(sel, ":")
-	if !ok || (kind != "uid" && kind != "gid") {
-		return Entry{}, fmt.Errorf("%w %q: the selector is uid:N or gid:N", ErrEntry, s)
-	}
-	n, err := strconv.ParseUint(val, 10, 32)
-	if err != nil {
-		return Entry{}, fmt.Errorf("%w %q: %s is not a decimal %s", ErrEntry, s, val, kind)
+	sels, id := s[:i], s[i+1:]
+	var e Entry
+	for sel := range strings.SplitSeq(sels, ",") {
+		if len(e.Selectors) == maxSelectors {
+			return Entry{}, fmt.Errorf("%w %q: more than %d selectors", ErrEntry, s, maxSelectors)
+		}
+		sel, err := parseSelector(sel)
+		if err != nil {
+			return Entry{}, fmt.Errorf("%w %q: %v", ErrEntry, s, err)
+		}
+		for _, o := range e.Selectors {
+			if o.Kind == sel.Kind && !selectorKinds[sel.Kind].repeats {
+				return Entry{}, fmt.Errorf("%w %q: %s is given twice: no process has two", ErrEntry, s, sel.Kind)
+			}
+			if o == sel {
+				return Entry{}, fmt.Errorf("%w %q: %s is given twice", ErrEntry, s, sel)
+			}
+		}
+		e.Selectors = append(e.Selectors, sel)
 	}
 	sid, err := spiffeid.FromString(id)
 	if err != nil {
@@ -69,7 +137,28 @@ func ParseEntry(s string) (Entry, error) {
 	if err := checkAgentID(sid); err != nil {
 		return Entry{}, fmt.Errorf("%w %q: %v", ErrEntry, s, err)
 	}
-	return Entry{Selector: Selector{Kind: kind, Value: uint32(n)}, ID: sid}, nil
+	e.ID = sid
+	return e, nil
+}
+
+// parseSelector reads one selector, KIND:VALUE.
+func parseSelector(s string) (Selector, error) {
+	if len(s) > maxSelectorBytes {
+		return Selector{}, fmt.Errorf("a selector longer than %d bytes", maxSelectorBytes)
+	}
+	kind, val, ok := strings.Cut(strings.TrimPrefix(s, "unix:"), ":")
+	k, known := selectorKinds[kind]
+	if !ok || !known {
+		return Selector{}, fmt.Errorf("the selector %q is not KIND:VALUE, KIND one of %s", s, selectorKindNames)
+	}
+	if !utf8.ValidString(val) || strings.ContainsFunc(val, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }) {
+		return Selector{}, fmt.Errorf("the %s %q is not printable UTF-8 text", kind, val)
+	}
+	v, err := k.check(val)
+	if err != nil {
+		return Selector{}, fmt.Errorf("the %s %q is %v", kind, val, err)
+	}
+	return Selector{Kind: kind, Value: v}, nil
 }
 
 // checkAgentID refuses an entry's identity that is not an agent's

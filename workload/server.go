@@ -106,9 +106,12 @@ type Server struct {
 	pb.UnimplementedSpiffeWorkloadAPIServer
 
 	entries []Entry
-	issuer  Issuer
-	log     *slog.Logger
-	now     func() time.Time
+	// checks are each entry's selectors, in the order they are checked
+	// (byCost).
+	checks [][]Selector
+	issuer Issuer
+	log    *slog.Logger
+	now    func() time.Time
 	// wallPoll is how often a renewal's wait reads the wall clock.
 	wallPoll time.Duration
 
@@ -167,6 +170,14 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("%w: none given: the Workload API would serve no caller", ErrEntry)
 	}
 	for _, e := range entries {
+		if len(e.Selectors) == 0 {
+			return nil, fmt.Errorf("%w %s: no selector: it would select every caller", ErrEntry, e)
+		}
+		for _, sel := range e.Selectors {
+			if got, err := parseSelector(sel.String()); err != nil || got != sel {
+				return nil, fmt.Errorf("%w %s: the selector %s is not as ParseEntry reads it", ErrEntry, e, sel)
+			}
+		}
 		if err := checkAgentID(e.ID); err != nil {
 			return nil, fmt.Errorf("%w %s: %v", ErrEntry, e, err)
 		}
@@ -176,6 +187,9 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{}, refused: map[spiffeid.ID]uint64{}, kick: map[spiffeid.ID]chan struct{}{},
 		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
 		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: map[uint32]chan struct{}{}, conns: newConnLimit(maxConnsPerUID, maxConns, log), stopping: make(chan struct{}),
+	}
+	for _, e := range s.entries {
+		s.checks = append(s.checks, byCost(e.Selectors))
 	}
 	ids := s.ids()
 	if len(ids) > MaxIdentities {
@@ -631,8 +645,18 @@ func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
 		return nil, status.Error(codes.PermissionDenied, "the caller could not be identified")
 	}
 	var ids []spiffeid.ID
-	for _, e := range s.entries {
-		if e.Selector.Matches(who) && !slices.Contains(ids, e.ID) {
+	a := newAttestation(ctx, who)
+	for i, e := range s.entries {
+		if slices.Contains(ids, e.ID) {
+			continue
+		}
+		ok, err := a.selects(s.checks[i])
+		if err != nil {
+			// Said in the log, not to the caller: what could not be
+			// found out of it selects nothing (fails closed).
+			s.log.Warn("workload API: an entry's selector could not be checked, and does not select the caller", "entry", e.String(), "pid", who.PID, "uid", who.UID, "err", err)
+		}
+		if ok {
 			ids = append(ids, e.ID)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -283,7 +284,12 @@ func rawClient(t *testing.T, addr string) pb.SpiffeWorkloadAPIClient {
 
 func me(t testing.TB, id string) Entry {
 	t.Helper()
-	e, err := ParseEntry("uid:" + strconv.Itoa(os.Getuid()) + "=" + id)
+	return entry(t, "uid:"+strconv.Itoa(os.Getuid())+"="+id)
+}
+
+func entry(t testing.TB, s string) Entry {
+	t.Helper()
+	e, err := ParseEntry(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +307,7 @@ func ctxFor(t *testing.T) context.Context {
 func TestWorkloadAPIServesWhatGoSPIFFEAccepts(t *testing.T) {
 	home, partner := newAuthority(t, "example.org", time.Hour), newAuthority(t, "partner.example", time.Hour)
 	is := &issuer{authority: home, peers: []*authority{partner}}
-	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"), Entry{Selector: Selector{Kind: "uid", Value: uint32(os.Getuid()) + 1}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/other")})
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"), entry(t, "uid:"+strconv.Itoa(os.Getuid()+1)+"=spiffe://example.org/agent/other"))
 	ctx := ctxFor(t)
 
 	c, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
@@ -355,11 +361,62 @@ func TestWorkloadAPIServesWhatGoSPIFFEAccepts(t *testing.T) {
 	}
 }
 
+// An entry selects a caller only when all of its selectors match it;
+// user and group names are those of the caller's ids.
+func TestWorkloadAPISelectsByEverySelector(t *testing.T) {
+	u, err := user.LookupId(strconv.Itoa(os.Getuid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := user.LookupGroupId(strconv.Itoa(os.Getgid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, gid := strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid())
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	ctx := ctxFor(t)
+	for _, tc := range []struct {
+		entries []string
+		want    []string // the SVIDs' IDs; none: PermissionDenied
+	}{
+		{[]string{"uid:" + uid + ",user:" + u.Username + ",group:" + g.Name + ",gid:" + gid + "=spiffe://example.org/agent/planner"}, []string{"spiffe://example.org/agent/planner"}},
+		{[]string{"user:" + u.Username + "=spiffe://example.org/agent/planner"}, []string{"spiffe://example.org/agent/planner"}},
+		{[]string{"uid:" + uid + ",gid:" + strconv.Itoa(os.Getgid()+1) + "=spiffe://example.org/agent/planner"}, nil},
+		{[]string{"uid:" + uid + ",user:" + u.Username + "x=spiffe://example.org/agent/planner"}, nil},
+		{[]string{"group:" + g.Name + "x,uid:" + uid + "=spiffe://example.org/agent/planner"}, nil},
+		{[]string{
+			"uid:" + uid + ",group:" + g.Name + "x=spiffe://example.org/agent/other",
+			"group:" + g.Name + "=spiffe://example.org/agent/planner",
+			"user:" + u.Username + ",uid:" + strconv.Itoa(os.Getuid()+1) + "=spiffe://example.org/agent/third",
+		}, []string{"spiffe://example.org/agent/planner"}},
+	} {
+		var entries []Entry
+		for _, e := range tc.entries {
+			entries = append(entries, entry(t, e))
+		}
+		addr := serve(t, is, entries...)
+		svids, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr(addr))
+		if tc.want == nil {
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("entries %q: FetchX509SVIDs = %v, %v; want PermissionDenied", tc.entries, svids, err)
+			}
+			continue
+		}
+		var got []string
+		for _, s := range svids {
+			got = append(got, s.ID.String())
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("entries %q: FetchX509SVIDs = %q, %v; want %q", tc.entries, got, err, tc.want)
+		}
+	}
+}
+
 // A caller no entry selects gets nothing; a call without the security
 // header is refused.
 func TestWorkloadAPIRefuses(t *testing.T) {
 	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
-	other := Entry{Selector: Selector{Kind: "uid", Value: uint32(os.Getuid()) + 1}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/other")}
+	other := entry(t, "uid:"+strconv.Itoa(os.Getuid()+1)+"=spiffe://example.org/agent/other")
 	addr := serve(t, is, other)
 	ctx := ctxFor(t)
 	if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(addr)); status.Code(err) != codes.PermissionDenied {
@@ -464,6 +521,26 @@ func TestParseEntry(t *testing.T) {
 		{"uid:1=spiffe://example.org/a", ""},
 		{"uid:1=spiffe://example.org/agent", ""},
 		{"uid:1=spiffe://example.org/agents/a", ""},
+		// Several selectors, all of which must match; SPIRE's "unix:"
+		// prefix is dropped, an id written as its decimal.
+		{"uid:1000,gid:100=spiffe://example.org/agent/a", "uid:1000,gid:100=spiffe://example.org/agent/a"},
+		{"unix:uid:007,unix:user:alice=spiffe://example.org/agent/a", "uid:7,user:alice=spiffe://example.org/agent/a"},
+		{"user:alice,group:agents=spiffe://example.org/agent/a", "user:alice,group:agents=spiffe://example.org/agent/a"},
+		{"group:domain users=spiffe://example.org/agent/a", "group:domain users=spiffe://example.org/agent/a"},
+		{"uid:1,uid:2=spiffe://example.org/agent/a", ""},
+		{"user:a,user:a=spiffe://example.org/agent/a", ""},
+		{"uid:1,=spiffe://example.org/agent/a", ""},
+		{",uid:1=spiffe://example.org/agent/a", ""},
+		{"=spiffe://example.org/agent/a", ""},
+		{"user:=spiffe://example.org/agent/a", ""},
+		{"user:a:b=spiffe://example.org/agent/a", ""},
+		{"user:a\x00=spiffe://example.org/agent/a", ""},
+		{"user:a\u202e=spiffe://example.org/agent/a", ""},
+		{"user:" + strings.Repeat("a", 257) + "=spiffe://example.org/agent/a", ""},
+		{"UID:1=spiffe://example.org/agent/a", ""},
+		{"unix:unix:uid:1=spiffe://example.org/agent/a", ""},
+		{"uid:1=spiffe://example.org/agent/a=b", ""},
+		{strings.Repeat("group:g,", 8) + "uid:1=spiffe://example.org/agent/a", ""},
 	} {
 		e, err := ParseEntry(tc.in)
 		if tc.want == "" {
@@ -476,7 +553,16 @@ func TestParseEntry(t *testing.T) {
 			t.Errorf("ParseEntry(%q) = %v, %v; want %s", tc.in, e, err, tc.want)
 		}
 	}
-	node := Entry{Selector: Selector{Kind: "uid", Value: 1}, ID: spiffeid.RequireFromString("spiffe://example.org/node/join/0123456789abcdef")}
+	for _, bad := range []Entry{
+		{ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
+		{Selectors: []Selector{{Kind: "uid", Value: "x"}}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
+		{Selectors: []Selector{{Kind: "pid", Value: "1"}}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
+	} {
+		if _, err := New([]Entry{bad}, &issuer{}, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrEntry) {
+			t.Errorf("New with the entry %v = %v, want ErrEntry", bad, err)
+		}
+	}
+	node := Entry{Selectors: []Selector{{Kind: "uid", Value: "1"}}, ID: spiffeid.RequireFromString("spiffe://example.org/node/join/0123456789abcdef")}
 	if _, err := New([]Entry{node}, &issuer{}, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrEntry) {
 		t.Errorf("New with an entry of a node's identity = %v, want ErrEntry", err)
 	}
@@ -970,7 +1056,7 @@ func TestNextExpiryPassesOverExpiredSVIDs(t *testing.T) {
 func TestJWTSVIDsKeptPerUser(t *testing.T) {
 	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
 	id := spiffeid.RequireFromString("spiffe://example.org/agent/planner")
-	s, err := New([]Entry{{Selector: Selector{Kind: "gid", Value: 7}, ID: id}}, is, slog.New(slog.DiscardHandler))
+	s, err := New([]Entry{{Selectors: []Selector{{Kind: "gid", Value: "7"}}, ID: id}}, is, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,15 +40,16 @@ const nodeUsage = `Usage:
                                             stopped (its agents get SVIDs only while it is), or
                                             until the authority refuses it for good (banned or
                                             evicted) or the credential expires unrenewed
-  mandate node run ... --workload-api SOCKET --workload uid:N=SPIFFE-ID
+  mandate node run ... --workload-api SOCKET --workload SELECTOR[,SELECTOR...]=SPIFFE-ID
                                             also serve the SPIFFE Workload API to the workloads of
-                                            this host: the agents' SVIDs, by the caller's uid or gid;
-                                            synced with the authority every 30 s, or at the bundle's
-                                            refresh hint when shorter (agents deleted are served no
-                                            more; federations and keys added reach the workloads; a
-                                            node banned, or a join-token node evicted, stops node
-                                            run; a TPM node the authority no longer knows, evicted,
-                                            attests again)
+                                            this host: the agents' SVIDs, to the callers all of an
+                                            entry's selectors pick (uid:N, gid:N, user:NAME,
+                                            group:NAME); synced with the authority every 30 s, or at
+                                            the bundle's refresh hint when shorter (agents deleted
+                                            are served no more; federations and keys added reach
+                                            the workloads; a node banned, or a join-token node
+                                            evicted, stops node run; a TPM node the authority no
+                                            longer knows, evicted, attests again)
   mandate node ek --tpm PATH [flags]        print the EK digest (for attestation.tpm.ek_allowlist)
   mandate node pcrs --tpm PATH [flags]      print the current PCRs as a pcr_profiles entry
 

@@ -38,7 +38,7 @@ type workloadFlags struct {
 
 func (w *workloadFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&w.socket, "workload-api", "", "serve the SPIFFE Workload API (gRPC) on this Unix socket to the workloads of this host, for the agents given by --workload, with the node's credential (e.g. /run/mandate/workload.sock; its directory must exist)")
-	fs.Func("workload", "`SELECTOR=SPIFFE-ID`, repeatable: the local processes SELECTOR picks (uid:N or gid:N, as the kernel says of a process when it connects to --workload-api) get the X509-SVIDs and JWT-SVIDs of the agent SPIFFE-ID, which must be registered to be hosted by this node", func(s string) error {
+	fs.Func("workload", "`SELECTOR[,SELECTOR...]=SPIFFE-ID`, repeatable: the local processes all the SELECTORs pick get the X509-SVIDs and JWT-SVIDs of the agent SPIFFE-ID, which must be registered to be hosted by this node; a SELECTOR is uid:N or gid:N (as the kernel says of a process when it connects to --workload-api), or user:NAME or group:NAME (the names of those ids, looked up at each call); see docs/api.md", func(s string) error {
 		e, err := workload.ParseEntry(s)
 		if err != nil {
 			return err
@@ -54,7 +54,7 @@ func (w *workloadFlags) check() error {
 	case w.socket == "" && len(w.entries) > 0:
 		return usagef("--workload needs --workload-api SOCKET, where the workloads ask")
 	case w.socket != "" && len(w.entries) == 0:
-		return usagef("--workload-api needs at least one --workload SELECTOR=SPIFFE-ID: who gets which agent's identity")
+		return usagef("--workload-api needs at least one --workload SELECTOR[,SELECTOR...]=SPIFFE-ID: who gets which agent's identity")
 	}
 	return nil
 }

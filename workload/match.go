@@ -1,0 +1,124 @@
+package workload
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os/user"
+	"slices"
+	"strconv"
+)
+
+// attestation is what is known of a call's caller: what the kernel said
+// when it connected, and what else a selector asks, found out when
+// first needed during the call, once.
+type attestation struct {
+	ctx context.Context
+	who Caller
+	// names are the user's and group's names by kind ("user", "group"),
+	// looked up at the call (the user database as it is then), and
+	// nameErrs why one could not be.
+	names    map[string]string
+	nameErrs map[string]error
+}
+
+func newAttestation(ctx context.Context, who Caller) *attestation {
+	return &attestation{ctx: ctx, who: who, names: map[string]string{}, nameErrs: map[string]error{}}
+}
+
+// errUnknownName is a caller's user or group id that has no name.
+var errUnknownName = errors.New("no name")
+
+// byCost is sels in the order they are checked: the cheapest to find
+// out first, so that an entry that does not select a caller by its ids
+// costs no lookup.
+func byCost(sels []Selector) []Selector {
+	return slices.SortedStableFunc(slices.Values(sels), func(a, b Selector) int {
+		return cmp.Compare(selectorKinds[a.Kind].cost, selectorKinds[b.Kind].cost)
+	})
+}
+
+// selects reports whether every one of sels (byCost) matches the
+// caller. A selector whose answer could not be found out does not
+// match; err says why (for the log, not the caller).
+func (a *attestation) selects(sels []Selector) (ok bool, err error) {
+	for _, s := range sels {
+		if ok, err := a.matches(s); !ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func (a *attestation) matches(s Selector) (bool, error) {
+	switch s.Kind {
+	case "uid":
+		return strconv.FormatUint(uint64(a.who.UID), 10) == s.Value, nil
+	case "gid":
+		return strconv.FormatUint(uint64(a.who.GID), 10) == s.Value, nil
+	case "user", "group":
+		name, err := a.name(s.Kind)
+		if errors.Is(err, errUnknownName) {
+			return false, nil
+		}
+		return err == nil && name == s.Value, err
+	}
+	return false, fmt.Errorf("unknown selector kind %q", s.Kind)
+}
+
+// name is the name of the caller's user id (kind "user") or primary
+// group id ("group"), as the user database has it now.
+func (a *attestation) name(kind string) (string, error) {
+	if n, ok := a.names[kind]; ok {
+		return n, a.nameErrs[kind]
+	}
+	n, err := within(a.ctx, func() (string, error) {
+		if kind == "user" {
+			u, err := user.LookupId(strconv.FormatUint(uint64(a.who.UID), 10))
+			if errors.As(err, new(user.UnknownUserIdError)) {
+				return "", errUnknownName
+			}
+			if err != nil {
+				return "", err
+			}
+			return u.Username, nil
+		}
+		g, err := user.LookupGroupId(strconv.FormatUint(uint64(a.who.GID), 10))
+		if errors.As(err, new(user.UnknownGroupIdError)) {
+			return "", errUnknownName
+		}
+		if err != nil {
+			return "", err
+		}
+		return g.Name, nil
+	})
+	if err != nil && !errors.Is(err, errUnknownName) {
+		err = fmt.Errorf("the %s name of the caller: %w", kind, err)
+	}
+	a.names[kind], a.nameErrs[kind] = n, err
+	return n, err
+}
+
+// within is f's answer, or ctx's error when ctx ends first: a lookup
+// that hangs (a user database on the network, a file on a stalled file
+// system) holds its call no longer than the call lasts. f goes on
+// meanwhile, and must end by itself.
+func within[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type answer struct {
+		v   T
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		v, err := f()
+		done <- answer{v, err}
+	}()
+	select {
+	case a := <-done:
+		return a.v, a.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
