@@ -87,10 +87,36 @@ type peerConn struct {
 	who  Caller
 	l    *connLimit
 	once sync.Once
+	// mu guards who.proc, set by the handshake, against Close.
+	mu     sync.Mutex
+	closed bool
+}
+
+// setProc sets what was read of the caller's process, closed with c.
+func (c *peerConn) setProc(p *process) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		p.close()
+	}
+	c.who.proc = p
+}
+
+func (c *peerConn) caller() Caller {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.who
 }
 
 func (c *peerConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.done(c.who) })
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.who.proc.close()
+		who := c.who
+		c.mu.Unlock()
+		c.l.done(who)
+	})
 	return err
 }

@@ -3,7 +3,10 @@ package workload
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -11,7 +14,10 @@ import (
 // peerCreds identifies a connection's caller by what the kernel said of
 // it when it was accepted (callerOf). The connection is a local socket: nothing is
 // encrypted, and there is no server name.
-type peerCreds struct{}
+type peerCreds struct {
+	// need is what the entries ask of a caller's process, read here.
+	need procNeeds
+}
 
 // callerInfo is the caller of a connection, as gRPC hands it to a call
 // (peer.FromContext).
@@ -20,13 +26,52 @@ type callerInfo struct{ Caller }
 func (callerInfo) AuthType() string { return "unix-peer" }
 
 // ServerHandshake takes the caller the listener read when it accepted c
-// (connLimit): Serve accepts every connection through it.
-func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+// (connLimit), and reads what the entries ask of its process: Serve
+// accepts every connection through it. Each connection's handshake has
+// a goroutine of its own.
+func (pcs peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	pc, ok := c.(*peerConn)
 	if !ok {
 		return nil, nil, errors.New("workload: a connection not accepted by the Workload API's listener")
 	}
-	return c, callerInfo{pc.who}, nil
+	if pcs.need.any() {
+		pc.setProc(readWithin(pc.Conn, pc.who.PID, pcs.need))
+	}
+	return c, callerInfo{pc.caller()}, nil
+}
+
+// readWithin is readProcess, or an error once readTimeout has passed:
+// what it reads after is closed.
+func readWithin(c net.Conn, pid int32, need procNeeds) *process {
+	var mu sync.Mutex
+	gone := false
+	done := make(chan *process, 1)
+	go func() {
+		p := readProcess(c, pid, need)
+		mu.Lock()
+		defer mu.Unlock()
+		if gone {
+			p.close()
+			return
+		}
+		done <- p
+	}()
+	t := time.NewTimer(readTimeout)
+	defer t.Stop()
+	select {
+	case p := <-done:
+		return p
+	case <-t.C:
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	gone = true
+	select {
+	case p := <-done:
+		return p
+	default:
+		return &process{err: fmt.Errorf("the caller's process was not read within %v", readTimeout)}
+	}
 }
 
 func (peerCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {

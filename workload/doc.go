@@ -8,10 +8,15 @@
 //   - a caller is identified by what the kernel says of the process on
 //     the other end of the socket (its user and group ids, SO_PEERCRED,
 //     read when it connects, and the names of those ids at each call),
-//     never by anything it sends; it gets the identities of the entries
-//     all of whose selectors it matches, and nothing when it matches
-//     none (PermissionDenied); what cannot be found out of it matches
-//     no selector, and is said in the log, not to it;
+//     and by its executable (path, SHA-256 digest) and supplementary
+//     groups, read from /proc when it connects and checked to be of the
+//     process that connected (a pidfd, SO_PEERPIDFD; else its start
+//     time), never by anything it sends; it gets the identities of the
+//     entries all of whose selectors it matches, and nothing when it
+//     matches none (PermissionDenied); what cannot be found out of it
+//     matches no selector, and is said in the log, not to it; an
+//     executable's digest is computed once per contents, of one of at
+//     most 1 GiB, and a call waits for it no longer than it lasts;
 //   - every call without the security header `workload.spiffe.io: true`
 //     is refused (InvalidArgument), as the specification requires, so
 //     that a browser or a proxy cannot be made to call it;

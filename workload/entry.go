@@ -1,8 +1,11 @@
 package workload
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"unicode"
@@ -16,6 +19,9 @@ import (
 type Caller struct {
 	PID      int32
 	UID, GID uint32
+	// proc is what was read of its process when it connected, nil when
+	// no selector asks it.
+	proc *process
 }
 
 // Selector picks callers by one thing known of them, Kind, having the
@@ -23,7 +29,17 @@ type Caller struct {
 //   - "uid", "gid": the process's user id, its primary group id (as the
 //     kernel says when it connects; decimal);
 //   - "user", "group": the name of that user id, of that group id, in
-//     the host's user database as it is at each call.
+//     the host's user database as it is at each call;
+//   - "supplementary_gid", "supplementary_group": one of the process's
+//     supplementary group ids, or the id of the group so named at each
+//     call (an entry may name several, all of which it must have);
+//   - "path": the path of the process's executable, which must name
+//     the file it runs (absolute, in clean form);
+//   - "sha256": the SHA-256 digest of the executable the process runs
+//     (64 hex digits, written lowercase).
+//
+// What a process runs and its supplementary groups are read from /proc
+// when it connects, and checked to be of the process that connected.
 type Selector struct {
 	Kind  string
 	Value string
@@ -44,14 +60,18 @@ type selectorKind struct {
 }
 
 var selectorKinds = map[string]selectorKind{
-	"uid":   {check: checkID, cost: 0},
-	"gid":   {check: checkID, cost: 0},
-	"user":  {check: checkName, cost: 1},
-	"group": {check: checkName, cost: 1},
+	"uid":                 {check: checkID, cost: 0},
+	"gid":                 {check: checkID, cost: 0},
+	"user":                {check: checkName, cost: 1},
+	"group":               {check: checkName, cost: 1},
+	"supplementary_gid":   {check: checkID, cost: 1, repeats: true},
+	"path":                {check: checkPath, cost: 1},
+	"supplementary_group": {check: checkName, cost: 2, repeats: true},
+	"sha256":              {check: checkDigest, cost: 3},
 }
 
 // selectorKindNames are the kinds, in the order errors list them.
-const selectorKindNames = "uid, gid, user, group"
+const selectorKindNames = "uid, gid, user, group, supplementary_gid, supplementary_group, path, sha256"
 
 // Bounds of an entry.
 const (
@@ -78,6 +98,20 @@ func checkName(v string) (string, error) {
 		return "", errors.New("a name with ':' or ','")
 	}
 	return v, nil
+}
+
+func checkPath(v string) (string, error) {
+	if !strings.HasPrefix(v, "/") || filepath.Clean(v) != v {
+		return "", errors.New("not an absolute path in clean form")
+	}
+	return v, nil
+}
+
+func checkDigest(v string) (string, error) {
+	if b, err := hex.DecodeString(v); err != nil || len(b) != sha256.Size {
+		return "", errors.New("not a SHA-256 digest, 64 hex digits")
+	}
+	return strings.ToLower(v), nil
 }
 
 // Entry gives the callers that all of its selectors pick the identity

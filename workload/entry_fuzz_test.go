@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -22,6 +23,9 @@ func FuzzParseEntry(f *testing.F) {
 		"uid:1=spiffe://example.org/node/join/0123456789abcdef",
 		"group:\u00e9quipe=spiffe://example.org/agent/a",
 		"user:\xff=spiffe://example.org/agent/a",
+		"uid:1000,path:/opt/agents/planner=spiffe://example.org/agent/planner",
+		"path:/opt/a=b/../c,sha256:" + strings.Repeat("0F", 32) + "=spiffe://example.org/agent/a",
+		"supplementary_gid:1,supplementary_gid:2,supplementary_group:wheel=spiffe://example.org/agent/a",
 	} {
 		f.Add(s)
 	}

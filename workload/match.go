@@ -14,8 +14,9 @@ import (
 // when it connected, and what else a selector asks, found out when
 // first needed during the call, once.
 type attestation struct {
-	ctx context.Context
-	who Caller
+	ctx     context.Context
+	who     Caller
+	digests *digests
 	// names are the user's and group's names by kind ("user", "group"),
 	// looked up at the call (the user database as it is then), and
 	// nameErrs why one could not be.
@@ -23,8 +24,8 @@ type attestation struct {
 	nameErrs map[string]error
 }
 
-func newAttestation(ctx context.Context, who Caller) *attestation {
-	return &attestation{ctx: ctx, who: who, names: map[string]string{}, nameErrs: map[string]error{}}
+func newAttestation(ctx context.Context, who Caller, d *digests) *attestation {
+	return &attestation{ctx: ctx, who: who, digests: d, names: map[string]string{}, nameErrs: map[string]error{}}
 }
 
 // errUnknownName is a caller's user or group id that has no name.
@@ -63,6 +64,39 @@ func (a *attestation) matches(s Selector) (bool, error) {
 			return false, nil
 		}
 		return err == nil && name == s.Value, err
+	}
+	p := a.who.proc
+	switch {
+	case p == nil:
+		return false, errors.New("the caller's process was not read")
+	case p.err != nil:
+		return false, p.err
+	}
+	switch s.Kind {
+	case "supplementary_gid":
+		n, _ := strconv.ParseUint(s.Value, 10, 32)
+		return slices.Contains(p.groups, uint32(n)), nil
+	case "supplementary_group":
+		g, err := within(a.ctx, func() (*user.Group, error) { return user.LookupGroup(s.Value) })
+		if errors.As(err, new(user.UnknownGroupError)) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("the group %s: %w", s.Value, err)
+		}
+		n, err := strconv.ParseUint(g.Gid, 10, 32)
+		return err == nil && slices.Contains(p.groups, uint32(n)), nil
+	case "path":
+		if p.pathErr != nil {
+			return false, p.pathErr
+		}
+		return p.exe == s.Value, nil
+	case "sha256":
+		if p.file == nil {
+			return false, errors.New("the caller's executable was not kept open")
+		}
+		sum, err := a.digests.of(a.ctx, p.file, p.key)
+		return err == nil && sum == s.Value, err
 	}
 	return false, fmt.Errorf("unknown selector kind %q", s.Kind)
 }

@@ -109,9 +109,13 @@ type Server struct {
 	// checks are each entry's selectors, in the order they are checked
 	// (byCost).
 	checks [][]Selector
-	issuer Issuer
-	log    *slog.Logger
-	now    func() time.Time
+	// need is what they ask of a caller's process, read when it
+	// connects; digests are its executable's, computed once.
+	need    procNeeds
+	digests *digests
+	issuer  Issuer
+	log     *slog.Logger
+	now     func() time.Time
 	// wallPoll is how often a renewal's wait reads the wall clock.
 	wallPoll time.Duration
 
@@ -141,6 +145,8 @@ type Server struct {
 	// resyncing is the sync asked for by a JWT-SVID's check under way.
 	resyncing *resyncCall
 	conns     *connLimit
+	// uncheckedSaid is when unchecked last said something.
+	uncheckedSaid time.Time
 	// stopping is closed when Serve ends: streams end with it.
 	stopping chan struct{}
 }
@@ -191,6 +197,7 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 	for _, e := range s.entries {
 		s.checks = append(s.checks, byCost(e.Selectors))
 	}
+	s.need, s.digests = needsOf(s.entries), newDigests()
 	ids := s.ids()
 	if len(ids) > MaxIdentities {
 		return nil, fmt.Errorf("%w: %d identities given, more than the %d one host serves", ErrEntry, len(ids), MaxIdentities)
@@ -268,7 +275,7 @@ func checkSocketDir(dir string, fi fs.FileInfo) error {
 // for good (an error wrapping ErrNodeRefused); it then closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	g := grpc.NewServer(
-		grpc.Creds(peerCreds{}),
+		grpc.Creds(peerCreds{need: s.need}),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxHeaderListSize(maxHeaderBytes),
 		grpc.MaxConcurrentStreams(maxStreams),
@@ -645,7 +652,7 @@ func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
 		return nil, status.Error(codes.PermissionDenied, "the caller could not be identified")
 	}
 	var ids []spiffeid.ID
-	a := newAttestation(ctx, who)
+	a := newAttestation(ctx, who, s.digests)
 	for i, e := range s.entries {
 		if slices.Contains(ids, e.ID) {
 			continue
@@ -654,7 +661,7 @@ func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
 		if err != nil {
 			// Said in the log, not to the caller: what could not be
 			// found out of it selects nothing (fails closed).
-			s.log.Warn("workload API: an entry's selector could not be checked, and does not select the caller", "entry", e.String(), "pid", who.PID, "uid", who.UID, "err", err)
+			s.unchecked(e, who, err)
 		}
 		if ok {
 			ids = append(ids, e.ID)
@@ -664,6 +671,21 @@ func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
 		return nil, status.Errorf(codes.PermissionDenied, "no identity issued: no entry selects this caller (uid %d, gid %d)", who.UID, who.GID)
 	}
 	return ids, nil
+}
+
+// unchecked says in the log, once a minute at most, that entry e's
+// selectors could not be checked for caller who, and why.
+func (s *Server) unchecked(e Entry, who Caller, err error) {
+	s.mu.Lock()
+	now := time.Now()
+	say := now.Sub(s.uncheckedSaid) >= time.Minute
+	if say {
+		s.uncheckedSaid = now
+	}
+	s.mu.Unlock()
+	if say {
+		s.log.Warn("workload API: an entry's selector could not be checked, and does not select the caller (said once a minute)", "entry", e.String(), "pid", who.PID, "uid", who.UID, "err", err)
+	}
 }
 
 // callerOfCall is the caller of a call, as its connection's handshake

@@ -502,6 +502,15 @@ func TestWorkloadAPISaysWhyThereIsNoSVID(t *testing.T) {
 	}
 }
 
+// gids are n supplementary_gid selectors, each of another id.
+func gids(n int) string {
+	var sels []string
+	for i := range n {
+		sels = append(sels, "supplementary_gid:"+strconv.Itoa(i))
+	}
+	return strings.Join(sels, ",")
+}
+
 func TestParseEntry(t *testing.T) {
 	for _, tc := range []struct {
 		in, want string
@@ -540,7 +549,23 @@ func TestParseEntry(t *testing.T) {
 		{"UID:1=spiffe://example.org/agent/a", ""},
 		{"unix:unix:uid:1=spiffe://example.org/agent/a", ""},
 		{"uid:1=spiffe://example.org/agent/a=b", ""},
-		{strings.Repeat("group:g,", 8) + "uid:1=spiffe://example.org/agent/a", ""},
+		{strings.Repeat("supplementary_group:g,", 2) + "uid:1=spiffe://example.org/agent/a", ""},
+		{gids(16) + "=spiffe://example.org/agent/a", gids(16) + "=spiffe://example.org/agent/a"},
+		{gids(17) + "=spiffe://example.org/agent/a", ""},
+		{"uid:1000,path:/opt/agents/planner=spiffe://example.org/agent/planner", "uid:1000,path:/opt/agents/planner=spiffe://example.org/agent/planner"},
+		{"path:/opt/a=b/planner=spiffe://example.org/agent/a", "path:/opt/a=b/planner=spiffe://example.org/agent/a"},
+		{"sha256:" + strings.Repeat("AB", 32) + "=spiffe://example.org/agent/a", "sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a"},
+		{"supplementary_gid:10,supplementary_gid:20,supplementary_group:agents=spiffe://example.org/agent/a", "supplementary_gid:10,supplementary_gid:20,supplementary_group:agents=spiffe://example.org/agent/a"},
+		{"supplementary_gid:10,supplementary_gid:10=spiffe://example.org/agent/a", ""},
+		{"path:/a,path:/b=spiffe://example.org/agent/a", ""},
+		{"path:opt/planner=spiffe://example.org/agent/a", ""},
+		{"path:/opt/../planner=spiffe://example.org/agent/a", ""},
+		{"path:/opt/planner/=spiffe://example.org/agent/a", ""},
+		{"path:/opt/a,b=spiffe://example.org/agent/a", ""},
+		{"path:=spiffe://example.org/agent/a", ""},
+		{"path:/" + strings.Repeat("a", 4096) + "=spiffe://example.org/agent/a", ""},
+		{"sha256:abc=spiffe://example.org/agent/a", ""},
+		{"sha256:" + strings.Repeat("ag", 32) + "=spiffe://example.org/agent/a", ""},
 	} {
 		e, err := ParseEntry(tc.in)
 		if tc.want == "" {

@@ -44,12 +44,14 @@ const nodeUsage = `Usage:
                                             also serve the SPIFFE Workload API to the workloads of
                                             this host: the agents' SVIDs, to the callers all of an
                                             entry's selectors pick (uid:N, gid:N, user:NAME,
-                                            group:NAME); synced with the authority every 30 s, or at
-                                            the bundle's refresh hint when shorter (agents deleted
-                                            are served no more; federations and keys added reach
-                                            the workloads; a node banned, or a join-token node
-                                            evicted, stops node run; a TPM node the authority no
-                                            longer knows, evicted, attests again)
+                                            group:NAME, supplementary_gid:N, supplementary_group:NAME,
+                                            path:PATH of the executable, sha256:HEX of its contents);
+                                            synced with the authority every 30 s, or at the bundle's
+                                            refresh hint when shorter (agents deleted are served no
+                                            more; federations and keys added reach the workloads; a
+                                            node banned, or a join-token node evicted, stops node
+                                            run; a TPM node the authority no longer knows, evicted,
+                                            attests again)
   mandate node ek --tpm PATH [flags]        print the EK digest (for attestation.tpm.ek_allowlist)
   mandate node pcrs --tpm PATH [flags]      print the current PCRs as a pcr_profiles entry
 

@@ -1,0 +1,260 @@
+package workload
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// An entry's path and sha256 selectors pick the callers that run that
+// executable: the test process itself, its own executable's path and
+// digest; another path or digest picks nothing, and every selector of
+// an entry must match.
+func TestWorkloadAPISelectsByExecutable(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	mine := hex.EncodeToString(sum[:])
+	other := sha256.Sum256(append(b, 0))
+	uid := strconv.Itoa(os.Getuid())
+	const planner = "=spiffe://example.org/agent/planner"
+	selected := [][]string{
+		{"path:" + exe + planner},
+		{"sha256:" + mine + planner},
+		{"unix:uid:" + uid + ",unix:path:" + exe + ",unix:sha256:" + strings.ToUpper(mine) + planner},
+	}
+	refused := [][]string{
+		{"path:" + filepath.Join(filepath.Dir(exe), "other") + planner},
+		{"path:" + filepath.Dir(exe) + planner},
+		{"sha256:" + hex.EncodeToString(other[:]) + planner},
+		{"uid:" + strconv.Itoa(os.Getuid()+1) + ",path:" + exe + planner},
+		{"path:" + exe + ",sha256:" + hex.EncodeToString(other[:]) + planner},
+		{"path:" + exe + ",supplementary_gid:4000000000" + planner},
+	}
+	groups, err := os.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups {
+		selected = append(selected, []string{"path:" + exe + ",supplementary_gid:" + strconv.Itoa(g) + planner})
+	}
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	ctx := ctxFor(t)
+	for _, entries := range append(selected, refused...) {
+		var es []Entry
+		for _, e := range entries {
+			es = append(es, entry(t, e))
+		}
+		addr := serve(t, is, es...)
+		svids, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr(addr))
+		if slices.ContainsFunc(refused, func(r []string) bool { return slices.Equal(r, entries) }) {
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("entries %q: FetchX509SVIDs = %v, %v; want PermissionDenied", entries, svids, err)
+			}
+			continue
+		}
+		if err != nil || len(svids) != 1 || svids[0].ID.String() != "spiffe://example.org/agent/planner" {
+			t.Errorf("entries %q: FetchX509SVIDs = %v, %v; want the planner's", entries, svids, err)
+		}
+	}
+}
+
+// A pidfd names its process while it runs: not once it has exited, nor
+// another process that has its pid number.
+func TestSamePIDFD(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(sleep, "60")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := int32(child.Process.Pid)
+	pidfd, err := unix.PidfdOpen(int(pid), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	if err := samePIDFD(pidfd, pid); err != nil {
+		t.Errorf("samePIDFD of a running process = %v", err)
+	}
+	// The pid number now another process's: this one's.
+	if err := samePIDFD(pidfd, int32(os.Getpid())); err == nil {
+		t.Error("samePIDFD of a pidfd of another process = nil")
+	}
+	_ = child.Process.Kill()
+	_ = child.Wait()
+	if err := samePIDFD(pidfd, pid); err == nil {
+		t.Error("samePIDFD of a process that has exited = nil")
+	}
+}
+
+// Without a pidfd, a process is the one that connected while its start
+// time is the same and the connection is open.
+func TestSameStart(t *testing.T) {
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, err := c.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := int32(os.Getpid())
+	start, err := startTime(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sameStart(raw, self, start); err != nil {
+		t.Errorf("sameStart of this process = %v", err)
+	}
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameStart(raw, self, start); err != nil {
+		t.Errorf("sameStart with data waiting = %v", err)
+	}
+	if err := sameStart(raw, self, start+1); err == nil {
+		t.Error("sameStart of a process started at another time = nil")
+	}
+	p := readProcess(c, self, procNeeds{exe: true})
+	if p.err != nil || p.exe == "" {
+		t.Errorf("readProcess of this process = %+v", p)
+	}
+	client.Close()
+	buf := make([]byte, 1)
+	if _, err := c.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameStart(raw, self, start); err == nil {
+		t.Error("sameStart over a connection its caller closed = nil")
+	}
+}
+
+func TestGroupsOf(t *testing.T) {
+	for _, tc := range []struct {
+		status string
+		want   []uint32
+		ok     bool
+	}{
+		{"Name:\tx\nGroups:\t4 24 4000000000 \nNSpid:\t1\n", []uint32{4, 24, 4000000000}, true},
+		{"Groups:\t\n", nil, true},
+		{"Name:\tx\n", nil, false},
+		{"Groups:\t1 x\n", nil, false},
+		{"Groups:\t4294967296\n", nil, false},
+	} {
+		got, err := groupsOf([]byte(tc.status))
+		if (err == nil) != tc.ok || !slices.Equal(got, tc.want) {
+			t.Errorf("groupsOf(%q) = %v, %v; want %v (ok %v)", tc.status, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+// An executable's digest is computed once per contents, and kept; one
+// whose file changed since it was read, or larger than the bound, is
+// refused.
+func TestDigests(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "exe")
+	if err := os.WriteFile(path, []byte("program"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := keyOf(fi)
+	d := newDigests()
+	want := sha256.Sum256([]byte("program"))
+	if sum, err := d.of(context.Background(), f, key); err != nil || sum != hex.EncodeToString(want[:]) {
+		t.Errorf("digest = %s, %v; want %x", sum, err, want)
+	}
+	f.Close() // kept: not read again
+	if sum, err := d.of(context.Background(), f, key); err != nil || sum != hex.EncodeToString(want[:]) {
+		t.Errorf("digest kept = %s, %v; want %x", sum, err, want)
+	}
+	if err := os.WriteFile(path, []byte("another"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	// Written in place: the same inode, its contents changed since key.
+	if sum, err := newDigests().of(context.Background(), g, key); err == nil {
+		t.Errorf("digest of a file changed since = %s, nil", sum)
+	}
+	stale := key
+	stale.ino++
+	if sum, err := d.of(context.Background(), g, stale); err == nil {
+		t.Errorf("digest of another file = %s, nil", sum)
+	}
+	big := key
+	big.size = maxExecutableBytes + 1
+	if _, err := d.of(context.Background(), g, big); err == nil {
+		t.Error("digest of a file over the bound = nil")
+	}
+}
+
+// A caller whose process could not be read or checked matches no
+// selector that asks it: it is refused as any caller no entry selects,
+// told no more, and the log says why.
+func TestWorkloadAPIFailsClosedOnAProcessNotChecked(t *testing.T) {
+	var log bytes.Buffer
+	s, err := New([]Entry{entry(t, "uid:"+strconv.Itoa(os.Getuid())+",path:/opt/agents/planner=spiffe://example.org/agent/planner")},
+		&issuer{}, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	why := "the process that connected (pid 7) has exited"
+	who := Caller{PID: 7, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), proc: &process{err: errors.New(why)}}
+	ctx := peer.NewContext(metadata.NewIncomingContext(context.Background(), metadata.Pairs("workload.spiffe.io", "true")),
+		&peer.Peer{AuthInfo: callerInfo{who}})
+	_, err = s.entitled(ctx)
+	if status.Code(err) != codes.PermissionDenied || strings.Contains(err.Error(), "exited") || strings.Contains(err.Error(), "planner") {
+		t.Errorf("entitled = %v, want PermissionDenied saying no more than before", err)
+	}
+	if !strings.Contains(log.String(), why) {
+		t.Errorf("the log %q does not say why", log.String())
+	}
+}

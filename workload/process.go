@@ -1,0 +1,166 @@
+package workload
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+)
+
+// process is what was read of a caller's process when it connected
+// (readProcess), checked to be of the process that connected.
+type process struct {
+	// err is why the process could not be read or checked: nothing
+	// below is known, and no selector that asks it matches.
+	err error
+	// exe is the path of its executable, "" when that path no longer
+	// names the file it runs (pathErr says why).
+	exe     string
+	pathErr error
+	// file is its executable, open (while a sha256 selector may ask
+	// its digest), and key names its contents.
+	file *os.File
+	key  fileKey
+	// groups are its supplementary group ids.
+	groups []uint32
+}
+
+func (p *process) close() {
+	if p != nil && p.file != nil {
+		_ = p.file.Close()
+	}
+}
+
+// procNeeds is what the entries' selectors ask of a caller's process:
+// its executable's path, its contents, its supplementary groups.
+type procNeeds struct{ exe, file, groups bool }
+
+func (n procNeeds) any() bool { return n.exe || n.file || n.groups }
+
+// needsOf is what the selectors of entries ask of a caller's process.
+func needsOf(entries []Entry) procNeeds {
+	var n procNeeds
+	for _, e := range entries {
+		for _, s := range e.Selectors {
+			switch s.Kind {
+			case "path":
+				n.exe = true
+			case "sha256":
+				n.exe, n.file = true, true
+			case "supplementary_gid", "supplementary_group":
+				n.groups = true
+			}
+		}
+	}
+	return n
+}
+
+// readTimeout bounds the reading of a caller's process when it
+// connects: an executable on a file system that does not answer holds
+// no more than its own connection.
+const readTimeout = 10 * time.Second
+
+// fileKey names a file's contents: the same key, the same contents
+// (a running executable cannot be written, and any write changes its
+// ctime).
+type fileKey struct {
+	dev, ino           uint64
+	size, mtime, ctime int64
+}
+
+// Bounds of the executables' digests.
+const (
+	// maxExecutableBytes bounds an executable hashed: a caller running
+	// a larger one matches no sha256 selector.
+	maxExecutableBytes = 1 << 30
+	// maxDigests bounds the digests kept, by fileKey.
+	maxDigests = 1024
+)
+
+// digests are the SHA-256 digests of the callers' executables, each
+// computed once per fileKey and kept: the callers asking for one being
+// computed wait for it, each no longer than its call lasts.
+type digests struct {
+	mu    sync.Mutex
+	done  map[fileKey]string
+	doing map[fileKey]*digestCall
+}
+
+type digestCall struct {
+	done chan struct{}
+	sum  string
+	err  error
+}
+
+func newDigests() *digests {
+	return &digests{done: map[fileKey]string{}, doing: map[fileKey]*digestCall{}}
+}
+
+// of is the hex SHA-256 digest of f, whose contents key names, or why
+// it could not be computed (the file larger than maxExecutableBytes,
+// or changed since key was read). A digest not known is computed once
+// (by a goroutine of its own, which ends when f is read, or closed),
+// while ctx lasts.
+func (d *digests) of(ctx context.Context, f *os.File, key fileKey) (string, error) {
+	if key.size > maxExecutableBytes {
+		return "", fmt.Errorf("the executable is %d bytes, more than the %d hashed", key.size, maxExecutableBytes)
+	}
+	d.mu.Lock()
+	if sum, ok := d.done[key]; ok {
+		d.mu.Unlock()
+		return sum, nil
+	}
+	c := d.doing[key]
+	if c == nil {
+		c = &digestCall{done: make(chan struct{})}
+		d.doing[key] = c
+		go d.compute(c, f, key)
+	}
+	d.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.sum, c.err
+	case <-ctx.Done():
+		return "", fmt.Errorf("the executable's digest: %w", ctx.Err())
+	}
+}
+
+func (d *digests) compute(c *digestCall, f *os.File, key fileKey) {
+	c.sum, c.err = hashFile(f, key)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.doing, key)
+	if c.err == nil {
+		if len(d.done) >= maxDigests {
+			for k := range d.done { // any one
+				delete(d.done, k)
+				break
+			}
+		}
+		d.done[key] = c.sum
+	}
+	close(c.done)
+}
+
+// hashFile is the hex SHA-256 digest of f, which must be as key says
+// before and after it is read.
+func hashFile(f *os.File, key fileKey) (string, error) {
+	changed := errors.New("the executable changed since the caller connected")
+	if fi, err := f.Stat(); err != nil || keyOf(fi) != key {
+		return "", changed
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, io.NewSectionReader(f, 0, key.size+1))
+	if err != nil {
+		return "", fmt.Errorf("the executable's digest: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || keyOf(fi) != key || n != key.size {
+		return "", changed
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
