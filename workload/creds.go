@@ -40,13 +40,30 @@ func (pcs peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo
 	return c, callerInfo{pc.caller()}, nil
 }
 
+// maxReads bounds the readings of callers' processes under way at
+// once: one that hangs (an executable on a file system that does not
+// answer) holds its slot, and the connections after wait for one, for
+// readTimeout at most.
+const maxReads = 64
+
+var reads = make(chan struct{}, maxReads)
+
 // readWithin is readProcess, or an error once readTimeout has passed:
 // what it reads after is closed.
 func readWithin(c net.Conn, pid int32, need procNeeds) *process {
+	t := time.NewTimer(readTimeout)
+	defer t.Stop()
+	late := &process{err: fmt.Errorf("the caller's process was not read within %v", readTimeout)}
+	select {
+	case reads <- struct{}{}:
+	case <-t.C:
+		return late
+	}
 	var mu sync.Mutex
 	gone := false
 	done := make(chan *process, 1)
 	go func() {
+		defer func() { <-reads }()
 		p := readProcess(c, pid, need)
 		mu.Lock()
 		defer mu.Unlock()
@@ -56,8 +73,6 @@ func readWithin(c net.Conn, pid int32, need procNeeds) *process {
 		}
 		done <- p
 	}()
-	t := time.NewTimer(readTimeout)
-	defer t.Stop()
 	select {
 	case p := <-done:
 		return p
@@ -70,7 +85,7 @@ func readWithin(c net.Conn, pid int32, need procNeeds) *process {
 	case p := <-done:
 		return p
 	default:
-		return &process{err: fmt.Errorf("the caller's process was not read within %v", readTimeout)}
+		return late
 	}
 }
 

@@ -16,7 +16,9 @@
 //     matches none (PermissionDenied); what cannot be found out of it
 //     matches no selector, and is said in the log, not to it; an
 //     executable's digest is computed once per contents, of one of at
-//     most 1 GiB, and a call waits for it no longer than it lasts;
+//     most 1 GiB, and a call waits for it no longer than it lasts; the
+//     readings of processes, lookups of names and digests under way at
+//     once are bounded, and one that hangs holds no more than its slot;
 //   - every call without the security header `workload.spiffe.io: true`
 //     is refused (InvalidArgument), as the specification requires, so
 //     that a browser or a proxy cannot be made to call it;

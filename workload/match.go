@@ -134,17 +134,31 @@ func (a *attestation) name(kind string) (string, error) {
 	return n, err
 }
 
+// maxLookups bounds the lookups under way at once (within): those that
+// hang hold their slots, and the calls after wait for one, no longer
+// than they last, rather than leave ever more of them behind.
+const maxLookups = 64
+
+var lookups = make(chan struct{}, maxLookups)
+
 // within is f's answer, or ctx's error when ctx ends first: a lookup
-// that hangs (a user database on the network, a file on a stalled file
-// system) holds its call no longer than the call lasts. f goes on
-// meanwhile, and must end by itself.
+// that hangs (a user database on the network that does not answer)
+// holds its call no longer than the call lasts. f goes on meanwhile,
+// in one of maxLookups slots, and must end by itself.
 func within[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	type answer struct {
 		v   T
 		err error
 	}
+	select {
+	case lookups <- struct{}{}:
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
 	done := make(chan answer, 1)
 	go func() {
+		defer func() { <-lookups }()
 		v, err := f()
 		done <- answer{v, err}
 	}()

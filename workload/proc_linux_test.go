@@ -229,6 +229,46 @@ func TestDigests(t *testing.T) {
 	if sum, err := d.of(context.Background(), g, stale); err == nil {
 		t.Errorf("digest of another file = %s, nil", sum)
 	}
+	// Callers asking at once all get it.
+	h, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	hi, err := h.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := sha256.Sum256([]byte("another"))
+	sums := make(chan string, 8)
+	for range cap(sums) {
+		go func() {
+			sum, err := d.of(context.Background(), h, keyOf(hi))
+			if err != nil {
+				sum = err.Error()
+			}
+			sums <- sum
+		}()
+	}
+	for range cap(sums) {
+		if sum := <-sums; sum != hex.EncodeToString(now[:]) {
+			t.Errorf("digest asked at once = %s, want %x", sum, now)
+		}
+	}
+	// Every slot held (by readings that hang): a caller waits no
+	// longer than its call lasts.
+	for range maxHashing {
+		hashing <- struct{}{}
+	}
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = newDigests().of(ended, h, keyOf(hi))
+	for range maxHashing {
+		<-hashing
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("digest with every slot held = %v, want the call's end", err)
+	}
 	big := key
 	big.size = maxExecutableBytes + 1
 	if _, err := d.of(context.Background(), g, big); err == nil {

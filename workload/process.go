@@ -80,7 +80,14 @@ const (
 	maxExecutableBytes = 1 << 30
 	// maxDigests bounds the digests kept, by fileKey.
 	maxDigests = 1024
+	// maxHashing bounds the digests computed at once: one that hangs
+	// (an executable on a file system that does not answer) holds its
+	// slot, and the callers after wait for one, no longer than their
+	// calls last.
+	maxHashing = 4
 )
+
+var hashing = make(chan struct{}, maxHashing)
 
 // digests are the SHA-256 digests of the callers' executables, each
 // computed once per fileKey and kept: the callers asking for one being
@@ -110,24 +117,51 @@ func (d *digests) of(ctx context.Context, f *os.File, key fileKey) (string, erro
 	if key.size > maxExecutableBytes {
 		return "", fmt.Errorf("the executable is %d bytes, more than the %d hashed", key.size, maxExecutableBytes)
 	}
-	d.mu.Lock()
-	if sum, ok := d.done[key]; ok {
-		d.mu.Unlock()
+	c, sum, ok, _ := d.look(key, false)
+	if c == nil && !ok {
+		// A slot first, then a second look, which starts it unless
+		// another caller has meanwhile.
+		select {
+		case hashing <- struct{}{}:
+		case <-ctx.Done():
+			return "", fmt.Errorf("the executable's digest: %w", ctx.Err())
+		}
+		var mine bool
+		if c, sum, ok, mine = d.look(key, true); mine {
+			go func() {
+				defer func() { <-hashing }()
+				d.compute(c, f, key)
+			}()
+		} else {
+			<-hashing
+		}
+	}
+	if ok {
 		return sum, nil
 	}
-	c := d.doing[key]
-	if c == nil {
-		c = &digestCall{done: make(chan struct{})}
-		d.doing[key] = c
-		go d.compute(c, f, key)
-	}
-	d.mu.Unlock()
 	select {
 	case <-c.done:
 		return c.sum, c.err
 	case <-ctx.Done():
 		return "", fmt.Errorf("the executable's digest: %w", ctx.Err())
 	}
+}
+
+// look is the digest of key when known (ok), else its computation under
+// way, if any, or, when start and none is, a new one (created: its
+// caller starts it).
+func (d *digests) look(key fileKey, start bool) (c *digestCall, sum string, ok, created bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if sum, ok := d.done[key]; ok {
+		return nil, sum, true, false
+	}
+	if c = d.doing[key]; c == nil && start {
+		c = &digestCall{done: make(chan struct{})}
+		d.doing[key] = c
+		created = true
+	}
+	return c, "", false, created
 }
 
 func (d *digests) compute(c *digestCall, f *os.File, key fileKey) {
