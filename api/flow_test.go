@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,7 +185,10 @@ func TestWithdrawJoinToken(t *testing.T) {
 		{"unknown", "0123456789abcdef", "not-found"},
 		{"not an id", "../agents", "not-found"},
 	} {
-		if got := problemName(e.admin.WithdrawJoinToken(ctx, tc.id)); got != tc.want {
+		// Asked with Do: the client refuses a value that is not an id
+		// before asking, and the authority must refuse it too.
+		withdraw := e.admin.Do(ctx, http.MethodDelete, "/v1/admin/join-tokens/"+url.PathEscape(tc.id), nil, nil)
+		if got := problemName(withdraw); got != tc.want {
 			t.Errorf("withdrawing a token %s: problem %q, want %s", tc.name, got, tc.want)
 		}
 	}
@@ -195,8 +199,11 @@ func TestWithdrawJoinToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	var p *client.Problem
-	if err := e.admin.WithdrawJoinToken(ctx, secret.Token); !errors.As(err, &p) || p.Name() != "not-found" || strings.Contains(p.Detail, secret.Token) {
+	if err := e.admin.Do(ctx, http.MethodDelete, "/v1/admin/join-tokens/"+secret.Token, nil, nil); !errors.As(err, &p) || p.Name() != "not-found" || strings.Contains(p.Detail, secret.Token) {
 		t.Errorf("withdrawing a token by its secret = %v, want not-found without the secret", err)
+	}
+	if err := e.admin.WithdrawJoinToken(ctx, secret.Token); err == nil || strings.Contains(err.Error(), secret.Token) {
+		t.Errorf("WithdrawJoinToken of the token itself = %v, want refused without the secret", err)
 	}
 	var page struct {
 		Entries []struct {

@@ -19,6 +19,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/attest"
 )
 
 // JoinToken is the answer to CreateJoinToken.
@@ -29,8 +31,14 @@ type JoinToken struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// WithdrawJoinToken withdraws an unused join token by its id (admin).
+// WithdrawJoinToken withdraws an unused join token by its id (admin):
+// JoinToken.ID, 16 lowercase hex digits. Anything else, the token itself
+// above all, is refused before it is sent: it would go in the request's
+// URL, and in the error of a call that fails.
 func (c *Client) WithdrawJoinToken(ctx context.Context, id string) error {
+	if !attest.ValidJoinTokenID(id) {
+		return errors.New("client: WithdrawJoinToken: a join token id is 16 lowercase hex digits (JoinToken.ID), not the token")
+	}
 	return c.Do(ctx, http.MethodDelete, "/v1/admin/join-tokens/"+url.PathEscape(id), nil, nil)
 }
 
