@@ -34,8 +34,9 @@
 //     "precondition-failed", "policy-denied", ...) with errors.As; the
 //     Data API's errors (OPA's shape) and POST /v1/token's (RFC 6749's)
 //     are *Problem errors too, their code in Problem.Code;
-//   - a call whose answer must carry a credential (Join, X509SVID,
-//     JWTSVID, Delegate, ExchangeToken) fails when the answer carries none;
+//   - a call whose answer must carry a credential (Join, AttestTPM and
+//     AnswerTPMChallenge, X509SVID and NewX509SVID, JWTSVID, Delegate,
+//     ExchangeToken) fails when the answer carries none;
 //   - DelegationStatus is delegation.FetchStatus over the client's
 //     connections: its failures match delegation.ErrStatusUnknown, as a
 //     verifier's do.

@@ -172,6 +172,9 @@ func TestClientRefusesEmptyAnswers(t *testing.T) {
 		if a, err := c.Join(ctx, "t", []byte("csr")); err == nil {
 			t.Errorf("Join answered %q: %+v and no error", body, a)
 		}
+		if a, err := c.AnswerTPMChallenge(ctx, "session", client.TPMEvidence{}, []byte("csr")); err == nil {
+			t.Errorf("AnswerTPMChallenge answered %q: %+v and no error", body, a)
+		}
 	}
 }
 

@@ -41,7 +41,8 @@ func (c *Client) RequestTPMChallenge(ctx context.Context, ekPublic, ekCert, akPu
 	return out, c.Do(ctx, http.MethodPost, "/v1/nodes/attest/tpm/challenge", req, out)
 }
 
-// AnswerTPMChallenge sends the evidence and a CSR for the node SVID.
+// AnswerTPMChallenge sends the evidence and a CSR for the node SVID. An
+// answer that carries no X509-SVID is an error, as for Join.
 func (c *Client) AnswerTPMChallenge(ctx context.Context, sessionID string, ev TPMEvidence, csrPEM []byte) (*SVIDAnswer, error) {
 	enc := base64.StdEncoding.EncodeToString
 	pcrs := map[string]string{}
@@ -50,10 +51,7 @@ func (c *Client) AnswerTPMChallenge(ctx context.Context, sessionID string, ev TP
 	}
 	req := map[string]any{"session_id": sessionID, "secret": enc(ev.Secret), "quote": enc(ev.Quote),
 		"signature": enc(ev.Signature), "pcrs": map[string]any{"sha256": pcrs}, "csr": string(csrPEM)}
-	out := new(SVIDAnswer)
-	server, err := c.do(ctx, http.MethodPost, "/v1/nodes/attest/tpm/verify", req, out)
-	out.Server = server
-	return out, err
+	return c.svid(ctx, "/v1/nodes/attest/tpm/verify", req)
 }
 
 // TPM is what AttestTPM needs of a device (tpmdevice.Device has it).
