@@ -127,9 +127,12 @@ type EvaluationsOptions struct {
 }
 
 // EvaluateBatch asks for a batch of AuthZEN access decisions (POST
-// /access/v1/evaluations), answered in order: with DenyOnFirstDeny or
-// PermitOnFirstPermit, up to and including the one that stopped it. A
-// batch of no evaluation is one evaluation of the defaults.
+// /access/v1/evaluations), answered in order, the i-th decision that of
+// the i-th evaluation: with ExecuteAll, one for each; with
+// DenyOnFirstDeny or PermitOnFirstPermit, up to and including the one
+// that stopped it. An answer that is not so (a decision missing, or
+// one after the batch stopped) is an error. A batch of no evaluation is
+// one evaluation of the defaults.
 func (c *Client) EvaluateBatch(ctx context.Context, b *Evaluations) ([]EvaluationAnswer, error) {
 	var out struct {
 		Evaluations []EvaluationAnswer `json:"evaluations"`
@@ -141,8 +144,42 @@ func (c *Client) EvaluateBatch(ctx context.Context, b *Evaluations) ([]Evaluatio
 	if len(b.Evaluations) == 0 {
 		return []EvaluationAnswer{out.EvaluationAnswer}, nil
 	}
-	if len(out.Evaluations) == 0 || len(out.Evaluations) > len(b.Evaluations) {
-		return nil, fmt.Errorf("client: POST /access/v1/evaluations: %d decisions answer %d evaluations", len(out.Evaluations), len(b.Evaluations))
+	semantic := ExecuteAll
+	if b.Options != nil && b.Options.EvaluationsSemantic != "" {
+		semantic = b.Options.EvaluationsSemantic
+	}
+	if err := checkBatch(semantic, len(b.Evaluations), out.Evaluations); err != nil {
+		return nil, fmt.Errorf("client: POST /access/v1/evaluations: %w", err)
 	}
 	return out.Evaluations, nil
+}
+
+// checkBatch tells whether got answers n evaluations asked with
+// semantic: each of them (ExecuteAll), or up to and including the first
+// deny (DenyOnFirstDeny) or permit (PermitOnFirstPermit).
+func checkBatch(semantic string, n int, got []EvaluationAnswer) error {
+	if len(got) == 0 || len(got) > n {
+		return fmt.Errorf("%d decisions answer %d evaluations", len(got), n)
+	}
+	var stop bool // the decision that ends the batch
+	switch semantic {
+	case DenyOnFirstDeny:
+		stop = false
+	case PermitOnFirstPermit:
+		stop = true
+	default:
+		if len(got) != n {
+			return fmt.Errorf("%d decisions answer %d evaluations, all asked (%s)", len(got), n, semantic)
+		}
+		return nil
+	}
+	for i, d := range got[:len(got)-1] {
+		if d.Decision == stop {
+			return fmt.Errorf("decision %d of %d ends the batch (%s), and more follow it", i, len(got), semantic)
+		}
+	}
+	if len(got) < n && got[len(got)-1].Decision != stop {
+		return fmt.Errorf("%d decisions answer %d evaluations, and the last does not end the batch (%s)", len(got), n, semantic)
+	}
+	return nil
 }
