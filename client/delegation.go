@@ -44,15 +44,15 @@ type DelegationAnswer struct {
 }
 
 // AuditReceipt says where an entry is in the authority's audit log: its
-// index and leaf hash (hex), and its inclusion proof (base64 hashes)
-// against the signed checkpoint (a C2SP tlog-checkpoint note) of
-// TreeSize entries.
+// index and RFC 6962 leaf hash (hex), and its inclusion proof (the
+// hashes, as AuditEntry's) against the signed checkpoint (a C2SP
+// tlog-checkpoint note) of TreeSize entries.
 type AuditReceipt struct {
 	Index          uint64   `json:"index"`
 	LeafHash       string   `json:"leaf_hash"`
 	TreeSize       uint64   `json:"tree_size"`
 	Checkpoint     string   `json:"checkpoint"`
-	InclusionProof []string `json:"inclusion_proof"`
+	InclusionProof [][]byte `json:"inclusion_proof"`
 }
 
 // Delegate asks the authority for a delegation hop. A denial by policy
