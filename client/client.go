@@ -147,9 +147,10 @@ type Config struct {
 	// SVID and Key, when set, authenticate the client (mTLS).
 	SVID []*x509.Certificate
 	Key  crypto.Signer
-	// MaxConns bounds idle keep-alive connections (default 16).
+	// MaxConns bounds idle keep-alive connections (0: 16).
 	MaxConns int
-	// Timeout bounds each call (default 30s).
+	// Timeout bounds each call (0: 30s). There is no call without one:
+	// a negative Timeout is refused.
 	Timeout time.Duration
 	// BundleFrom and SVIDFrom name where Bundle, and SVID and Key, were
 	// read from (a file or a directory), for errors to say which to
@@ -226,6 +227,9 @@ func New(cfg Config) (*Client, error) {
 		}
 		svid := &x509svid.SVID{ID: id, Certificates: cfg.SVID, PrivateKey: cfg.Key}
 		tlsCfg = presented.MTLSClientConfig(svid, bundle, authz)
+	}
+	if cfg.Timeout < 0 || cfg.MaxConns < 0 {
+		return nil, fmt.Errorf("client: a negative Timeout (%s) or MaxConns (%d): 0 takes the default", cfg.Timeout, cfg.MaxConns)
 	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 16

@@ -259,3 +259,24 @@ func TestListsEndOnAPageLoop(t *testing.T) {
 		})
 	}
 }
+
+// A negative Timeout or MaxConns is refused when the client is made: a
+// negative Timeout would fail every call at once ("context deadline
+// exceeded"), as if the authority never answered.
+func TestNewRefusesNegativeBounds(t *testing.T) {
+	p := newTestPKI(t, "org-a.example")
+	for _, tc := range []struct {
+		cfg client.Config
+		ok  bool
+	}{
+		{client.Config{}, true},
+		{client.Config{Timeout: time.Second, MaxConns: 1}, true},
+		{client.Config{Timeout: -1}, false},
+		{client.Config{MaxConns: -1}, false},
+	} {
+		tc.cfg.Bundle = []*x509.Certificate{p.root}
+		if _, err := client.New(tc.cfg); (err == nil) != tc.ok {
+			t.Errorf("New with Timeout %s, MaxConns %d = %v; want ok=%v", tc.cfg.Timeout, tc.cfg.MaxConns, err, tc.ok)
+		}
+	}
+}
