@@ -14,14 +14,21 @@ import (
 // AuditEntry is one entry of the audit log with its inclusion proof, as
 // the audit API answers it (auditor or admin).
 type AuditEntry struct {
-	Index          uint64          `json:"index"`
-	Entry          json.RawMessage `json:"entry"`
-	EntryB64       []byte          `json:"entry_b64"` // the exact stored bytes
-	LeafHash       string          `json:"leaf_hash"` // hex
-	TreeSize       uint64          `json:"tree_size"`
-	InclusionProof [][]byte        `json:"inclusion_proof"`
-	// Checkpoint is the signed checkpoint (a C2SP tlog-checkpoint note)
-	// of TreeSize entries the proof is against.
+	Index    uint64          `json:"index"`
+	Entry    json.RawMessage `json:"entry"`
+	EntryB64 []byte          `json:"entry_b64"` // the exact stored bytes
+	// LeafHash is the RFC 6962 leaf hash of EntryB64 (hex): check it
+	// is rfc6962.DefaultHasher.HashLeaf(EntryB64).
+	LeafHash string `json:"leaf_hash"`
+	// InclusionProof proves the entry in the tree of TreeSize entries.
+	TreeSize       uint64   `json:"tree_size"`
+	InclusionProof [][]byte `json:"inclusion_proof"`
+	// Checkpoint is the log's latest signed checkpoint (a C2SP
+	// tlog-checkpoint note) when the entry was read. Its size is
+	// TreeSize unless a smaller tree size was asked for (AuditEntry's
+	// treeSize): that tree's root, computed from the proof
+	// (proof.RootFromInclusionProof), is then proven a prefix of the
+	// checkpoint's with AuditConsistency.
 	Checkpoint string `json:"checkpoint"`
 }
 
@@ -48,7 +55,10 @@ func (c *Client) AuditVerifierKey(ctx context.Context) (string, error) {
 }
 
 // AuditEntry fetches entry index with its inclusion proof in the tree of
-// treeSize entries (0: the latest checkpoint's).
+// treeSize entries (0: the tree of the latest checkpoint, which the
+// answer carries, so that it verifies on its own). An index at or
+// beyond the tree is a *Problem named "audit-entry-not-found", a tree
+// size beyond the log one named "invalid-tree-size".
 func (c *Client) AuditEntry(ctx context.Context, index, treeSize uint64) (*AuditEntry, error) {
 	path := "/v1/audit/entries/" + strconv.FormatUint(index, 10)
 	if treeSize > 0 {

@@ -42,7 +42,10 @@ func (c *Client) WithdrawJoinToken(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/admin/join-tokens/"+url.PathEscape(id), nil, nil)
 }
 
-// CreateJoinToken asks for a single-use join token (admin).
+// CreateJoinToken asks for a single-use join token (admin) that lives
+// ttl, a whole number of seconds (0: the authority's default, 10
+// minutes). JoinToken.Token is the secret, shown only in this answer;
+// JoinToken.ID names it to WithdrawJoinToken.
 func (c *Client) CreateJoinToken(ctx context.Context, ttl time.Duration) (*JoinToken, error) {
 	out := new(JoinToken)
 	if ttl < 0 || ttl%time.Second != 0 {

@@ -293,8 +293,11 @@ func (c *Client) CloseIdle() { c.http.CloseIdleConnections() }
 
 // Do sends a JSON request (body nil for none) and decodes a JSON answer
 // into out (nil to discard). A non-2xx answer is returned as *Problem.
-// The typed methods cover every endpoint of the API; Do is for an
-// endpoint newer than this package.
+// The typed methods cover the API's endpoints but for GET
+// /.well-known/jwks.json, GET /.well-known/oauth-authorization-server,
+// GET /healthz and GET /metrics (Do and GetRaw read them), and the C2SP
+// tlog-tiles read path (GetRaw); Do is also for an endpoint newer than
+// this package.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
 	_, err := c.do(ctx, method, path, body, out)
 	return err

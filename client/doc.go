@@ -6,6 +6,22 @@
 // spiffe://<trust domain>/mandate/server against a trust bundle it is
 // given, and authenticates itself with an X509-SVID when it has one (mTLS).
 // It keeps that SVID for its life: after a renewal, make a new Client.
+// With the admin credential an authority writes on its first start, and
+// go-spiffe to read the files:
+//
+//	svid, err := x509svid.Load("mandate-data/admin/svid.pem", "mandate-data/admin/svid.key")
+//	...
+//	bundle, err := x509bundle.Load(svid.ID.TrustDomain(), "mandate-data/admin/bundle.pem")
+//	...
+//	admin, err := client.New(client.Config{Server: "https://127.0.0.1:8443",
+//		Bundle: bundle.X509Authorities(), SVID: svid.Certificates, Key: svid.PrivateKey})
+//	...
+//	a, err := admin.GetAgent(ctx, id)
+//	var p *client.Problem
+//	if errors.As(err, &p) && p.Name() == "not-found" { ... }
+//
+// A call refused at the TLS handshake for the client's credential
+// matches ErrCredentialRefused (errors.Is).
 //
 // A registration read or written carries its version (Agent.ETag):
 // UpdateAgentIfMatch and DeleteAgentIfMatch change only that version,
@@ -14,10 +30,15 @@
 // so that a list of any length is read whole.
 //
 // The audit reads (AuditCheckpoint, AuditEntry, AuditConsistency,
-// SearchAudit, AuditChain) return what the authority answers: an auditor
-// verifies the checkpoint with the log's key and each proof against it
-// (golang.org/x/mod/sumdb/note, github.com/transparency-dev/merkle), as
-// mandate audit does.
+// SearchAudit, AuditChain) and a delegation's AuditReceipt return what
+// the authority answers: an auditor verifies the checkpoint with the
+// log's verifier key (golang.org/x/mod/sumdb/note, or
+// github.com/transparency-dev/formats/log.ParseCheckpoint, whose origin
+// is "<trust domain>/audit" unless the authority sets another), and each
+// proof against it with github.com/transparency-dev/merkle's proof
+// package and rfc6962.DefaultHasher, as mandate audit does: an entry's
+// leaf hash is the RFC 6962 leaf hash of its EntryB64, and its proof
+// hashes are given as bytes (see the example of AuditEntry).
 //
 // Decisions are asked with QueryData (the OPA v1 Data API), Evaluate
 // and EvaluateBatch (OpenID AuthZEN 1.0); a delegation hop with Delegate,
@@ -33,7 +54,8 @@
 //     the answer's HTTP status: branch on Problem.Name ("not-found",
 //     "precondition-failed", "policy-denied", ...) with errors.As; the
 //     Data API's errors (OPA's shape) and POST /v1/token's (RFC 6749's)
-//     are *Problem errors too, their code in Problem.Code;
+//     are *Problem errors too, their code in Problem.Code (and their
+//     Type about:blank, so that Name is no use for them);
 //   - a call whose answer must carry a credential (Join, AttestTPM and
 //     AnswerTPMChallenge, X509SVID and NewX509SVID, JWTSVID, Delegate,
 //     ExchangeToken) fails when the answer carries none;
