@@ -66,7 +66,11 @@ type TokenAnswer struct {
 // ExchangeToken asks for a delegation hop by RFC 8693 token exchange. A
 // refusal in OAuth's words is a *Problem whose Code is the RFC 6749
 // error ("invalid_scope" for a policy deny, "invalid_request",
-// "invalid_target", ...); others are problems as elsewhere.
+// "invalid_target", ...); others are problems as elsewhere. The answer
+// is OAuth's, with no delegation id, chain or receipt (Delegate gives
+// them): delegation.Verify reads the token's chain, whose last hop's ID
+// (its jti) is what DelegationStatus, AuditChain and RevokeDelegation
+// take, and a sub-delegation's Statement names as its parent.
 func (c *Client) ExchangeToken(ctx context.Context, x *TokenExchange) (*TokenAnswer, error) {
 	form := url.Values{"grant_type": {grantTokenExchange}}
 	for name, v := range map[string]string{"subject_token": x.SubjectToken, "subject_token_type": x.SubjectTokenType,
