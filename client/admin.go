@@ -48,8 +48,11 @@ func (c *Client) agentCall(ctx context.Context, method, path string, hdr http.He
 		in = body
 	}
 	a, err := c.doWith(ctx, method, path, hdr, in, out)
+	if err != nil {
+		return nil, err
+	}
 	out.ETag = a.header.Get("ETag")
-	return out, err
+	return out, nil
 }
 
 // putAgent replaces registration id with a, with the header fields hdr.
@@ -66,8 +69,7 @@ type CAStatus struct {
 
 // CAStatus lists the CA's authorities and their rotation state (admin).
 func (c *Client) CAStatus(ctx context.Context) (*CAStatus, error) {
-	out := new(CAStatus)
-	return out, c.Do(ctx, http.MethodGet, "/v1/admin/ca", nil, out)
+	return call[CAStatus](ctx, c, http.MethodGet, "/v1/admin/ca", nil)
 }
 
 // CARotation asks for the active X.509 CA or JWT key to be replaced
@@ -88,8 +90,7 @@ type CARotated struct {
 // RotateCA replaces the active X.509 CA or JWT key ahead of its schedule
 // (admin).
 func (c *Client) RotateCA(ctx context.Context, r CARotation) (*CARotated, error) {
-	out := new(CARotated)
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/ca/rotate", r, out)
+	return call[CARotated](ctx, c, http.MethodPost, "/v1/admin/ca/rotate", r)
 }
 
 // CARevoked is the answer of RevokeCA: the authority revoked.
@@ -102,13 +103,12 @@ type CARevoked struct {
 // deleted (admin). Without force, an X.509 CA is refused until every
 // X509-SVID it signed has been renewed ("authority-in-use", 409).
 func (c *Client) RevokeCA(ctx context.Context, id, reason string, force bool) (*CARevoked, error) {
-	out := new(CARevoked)
 	req := struct {
 		ID     string `json:"id"`
 		Reason string `json:"reason"`
 		Force  bool   `json:"force"`
 	}{id, reason, force}
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/ca/revoke", req, out)
+	return call[CARevoked](ctx, c, http.MethodPost, "/v1/admin/ca/revoke", req)
 }
 
 // Backup is a copy of the authority's state, written on its host.
@@ -133,8 +133,7 @@ type BackupFile struct {
 // into a new directory on its host (admin). A backup of a large data
 // file may take longer than Config.Timeout: it is made all the same.
 func (c *Client) CreateBackup(ctx context.Context) (*Backup, error) {
-	out := new(Backup)
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/backups", struct{}{}, out)
+	return call[Backup](ctx, c, http.MethodPost, "/v1/admin/backups", struct{}{})
 }
 
 // PolicyStatus is the active policy revision and its modules.
@@ -146,8 +145,7 @@ type PolicyStatus struct {
 
 // PolicyStatus reports the active policy revision (admin).
 func (c *Client) PolicyStatus(ctx context.Context) (*PolicyStatus, error) {
-	out := new(PolicyStatus)
-	return out, c.Do(ctx, http.MethodGet, "/v1/admin/policy", nil, out)
+	return call[PolicyStatus](ctx, c, http.MethodGet, "/v1/admin/policy", nil)
 }
 
 // PolicyRevision is the answer of ReloadPolicy.
@@ -159,8 +157,7 @@ type PolicyRevision struct {
 // policy that does not compile is refused, a *Problem named
 // "policy-rejected" (422) saying why, and the active one stays.
 func (c *Client) ReloadPolicy(ctx context.Context) (*PolicyRevision, error) {
-	out := new(PolicyRevision)
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/policy/reload", struct{}{}, out)
+	return call[PolicyRevision](ctx, c, http.MethodPost, "/v1/admin/policy/reload", struct{}{})
 }
 
 // PolicyTests is the outcome of the active revision's Rego tests.
@@ -181,8 +178,7 @@ type PolicyTest struct {
 // TestPolicy runs the active policy revision's Rego tests on the
 // authority (admin).
 func (c *Client) TestPolicy(ctx context.Context) (*PolicyTests, error) {
-	out := new(PolicyTests)
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/policy/test", struct{}{}, out)
+	return call[PolicyTests](ctx, c, http.MethodPost, "/v1/admin/policy/test", struct{}{})
 }
 
 // BundleDocument fetches this trust domain's SPIFFE bundle (public) as

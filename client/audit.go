@@ -64,17 +64,15 @@ func (c *Client) AuditEntry(ctx context.Context, index, treeSize uint64) (*Audit
 	if treeSize > 0 {
 		path += "?tree_size=" + strconv.FormatUint(treeSize, 10)
 	}
-	out := new(AuditEntry)
-	return out, c.Do(ctx, http.MethodGet, path, nil, out)
+	return call[AuditEntry](ctx, c, http.MethodGet, path, nil)
 }
 
 // AuditConsistency fetches the proof that the tree of from entries is a
 // prefix of the tree of to entries. A size beyond the log is a *Problem
 // named "invalid-tree-size".
 func (c *Client) AuditConsistency(ctx context.Context, from, to uint64) (*ConsistencyAnswer, error) {
-	out := new(ConsistencyAnswer)
 	path := fmt.Sprintf("/v1/audit/proofs/consistency?from=%d&to=%d", from, to)
-	return out, c.Do(ctx, http.MethodGet, path, nil, out)
+	return call[ConsistencyAnswer](ctx, c, http.MethodGet, path, nil)
 }
 
 // AuditQuery is a search of the audit log: the entries matching every
@@ -119,8 +117,7 @@ func (c *Client) SearchAudit(ctx context.Context, q AuditQuery) (*AuditPage, err
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
-	out := new(AuditPage)
-	return out, c.Do(ctx, http.MethodGet, "/v1/audit/search?"+v.Encode(), nil, out)
+	return call[AuditPage](ctx, c, http.MethodGet, "/v1/audit/search?"+v.Encode(), nil)
 }
 
 // ChainHop is one hop of an accountability chain, as an auditor reads it.

@@ -47,11 +47,10 @@ func (c *Client) WithdrawJoinToken(ctx context.Context, id string) error {
 // minutes). JoinToken.Token is the secret, shown only in this answer;
 // JoinToken.ID names it to WithdrawJoinToken.
 func (c *Client) CreateJoinToken(ctx context.Context, ttl time.Duration) (*JoinToken, error) {
-	out := new(JoinToken)
 	if ttl < 0 || ttl%time.Second != 0 {
-		return out, fmt.Errorf("client: join token ttl %s: a whole number of seconds (0: the authority's default)", ttl)
+		return nil, fmt.Errorf("client: join token ttl %s: a whole number of seconds (0: the authority's default)", ttl)
 	}
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/join-tokens", map[string]int64{"ttl_seconds": int64(ttl / time.Second)}, out)
+	return call[JoinToken](ctx, c, http.MethodPost, "/v1/admin/join-tokens", map[string]int64{"ttl_seconds": int64(ttl / time.Second)})
 }
 
 // Accountability names who answers for an agent.
@@ -133,7 +132,7 @@ func listAll[T, P any](ctx context.Context, c *Client, path string, page func(*P
 		}
 		var p P
 		if err := c.Do(ctx, http.MethodGet, path+"?"+q.Encode(), nil, &p); err != nil {
-			return all, err
+			return nil, err
 		}
 		items, next := page(&p)
 		all = append(all, items...)
@@ -141,11 +140,11 @@ func listAll[T, P any](ctx context.Context, c *Client, path string, page func(*P
 			return all, nil
 		}
 		if len(items) == 0 {
-			return all, fmt.Errorf("client: GET %s: a page that lists nothing names a next page (the listing would not end)", path)
+			return nil, fmt.Errorf("client: GET %s: a page that lists nothing names a next page (the listing would not end)", path)
 		}
 		sum := sha256.Sum256([]byte(next))
 		if asked[sum] {
-			return all, fmt.Errorf("client: GET %s: the next page token is that of a page already listed (the listing would not end)", path)
+			return nil, fmt.Errorf("client: GET %s: the next page token is that of a page already listed (the listing would not end)", path)
 		}
 		asked[sum] = true
 		token = next
@@ -214,23 +213,20 @@ func (c *Client) ListRevokedIDs(ctx context.Context) ([]Revocation, error) {
 
 // BanNode bans a node (admin).
 func (c *Client) BanNode(ctx context.Context, nodeID, reason string) (*Node, error) {
-	out := new(Node)
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(nodeID)+"/ban", map[string]string{"reason": reason}, out)
+	return call[Node](ctx, c, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(nodeID)+"/ban", map[string]string{"reason": reason})
 }
 
 // GetNode returns a node's record (admin).
 func (c *Client) GetNode(ctx context.Context, nodeID string) (*Node, error) {
-	out := new(Node)
-	return out, c.Do(ctx, http.MethodGet, "/v1/admin/nodes/"+url.PathEscape(nodeID), nil, out)
+	return call[Node](ctx, c, http.MethodGet, "/v1/admin/nodes/"+url.PathEscape(nodeID), nil)
 }
 
 // EvictNode removes a node's record, so that it is attested no more (a
 // TPM node may attest again), and returns the record removed. A banned
 // node is evicted only with liftBan.
 func (c *Client) EvictNode(ctx context.Context, nodeID, reason string, liftBan bool) (*Node, error) {
-	out := new(Node)
 	body := map[string]any{"reason": reason, "lift_ban": liftBan}
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(nodeID)+"/evict", body, out)
+	return call[Node](ctx, c, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(nodeID)+"/evict", body)
 }
 
 // Federation is a federation relationship.
@@ -249,8 +245,7 @@ type Federation struct {
 
 // AddFederation creates a federation relationship (admin).
 func (c *Client) AddFederation(ctx context.Context, f *Federation) (*Federation, error) {
-	out := new(Federation)
-	return out, c.Do(ctx, http.MethodPost, "/v1/admin/federations", f, out)
+	return call[Federation](ctx, c, http.MethodPost, "/v1/admin/federations", f)
 }
 
 // ListFederations lists federation relationships (admin).
@@ -372,7 +367,10 @@ func (c *Client) NewX509SVID(ctx context.Context, id spiffeid.ID) (*SVIDAnswer, 
 		return nil, nil, err
 	}
 	ans, err := c.X509SVID(ctx, id.String(), csr)
-	return ans, key, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return ans, key, nil
 }
 
 // svid posts req to an endpoint that answers with an X509-SVID, and
@@ -381,11 +379,11 @@ func (c *Client) svid(ctx context.Context, path string, req any) (*SVIDAnswer, e
 	out := new(SVIDAnswer)
 	server, err := c.do(ctx, http.MethodPost, path, req, out)
 	if err != nil {
-		return out, err
+		return nil, err
 	}
 	out.Server = server
 	if out.X509SVID == "" || out.SPIFFEID == "" {
-		return out, fmt.Errorf("client: POST %s: the answer carries no X509-SVID", path)
+		return nil, fmt.Errorf("client: POST %s: the answer carries no X509-SVID", path)
 	}
 	return out, nil
 }
@@ -405,10 +403,10 @@ func (c *Client) JWTSVID(ctx context.Context, spiffeID string, audience []string
 		req["spiffe_id"] = spiffeID
 	}
 	if err := c.Do(ctx, http.MethodPost, "/v1/svid/jwt", req, out); err != nil {
-		return out, err
+		return nil, err
 	}
 	if out.Token == "" {
-		return out, errors.New("client: POST /v1/svid/jwt: the answer carries no token")
+		return nil, errors.New("client: POST /v1/svid/jwt: the answer carries no token")
 	}
 	return out, nil
 }
@@ -441,10 +439,10 @@ func (c *Client) SyncNode(ctx context.Context, ids []spiffeid.ID) (*NodeSync, er
 	}
 	out := new(NodeSync)
 	if err := c.Do(ctx, http.MethodPost, "/v1/nodes/sync", req, out); err != nil {
-		return out, err
+		return nil, err
 	}
 	if len(out.Bundles) == 0 {
-		return out, errors.New("client: POST /v1/nodes/sync: the answer carries no bundle")
+		return nil, errors.New("client: POST /v1/nodes/sync: the answer carries no bundle")
 	}
 	return out, nil
 }

@@ -303,6 +303,15 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	return err
 }
 
+// call is Do for an answer of type T: the answer, or nil and the error.
+func call[T any](ctx context.Context, c *Client, method, path string, body any) (*T, error) {
+	out := new(T)
+	if err := c.Do(ctx, method, path, body, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // do is Do, and returns the certificate chain the authority presented
 // on the connection that answered.
 func (c *Client) do(ctx context.Context, method, path string, body, out any) ([]*x509.Certificate, error) {

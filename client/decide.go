@@ -58,8 +58,7 @@ func (c *Client) QueryData(ctx context.Context, path string, input any) (*DataAn
 		Input any `json:"input,omitempty"`
 	}
 	req.Input = input
-	out := new(DataAnswer)
-	return out, c.Do(ctx, http.MethodPost, p, req, out)
+	return call[DataAnswer](ctx, c, http.MethodPost, p, req)
 }
 
 // AuthZENEntity is an AuthZEN subject or resource.
@@ -100,8 +99,7 @@ func (a *EvaluationAnswer) DecisionID() string {
 // /access/v1/evaluation; admin or a configured decision caller). A
 // request the authority cannot read is a *Problem (400).
 func (c *Client) Evaluate(ctx context.Context, e *Evaluation) (*EvaluationAnswer, error) {
-	out := new(EvaluationAnswer)
-	return out, c.Do(ctx, http.MethodPost, "/access/v1/evaluation", e, out)
+	return call[EvaluationAnswer](ctx, c, http.MethodPost, "/access/v1/evaluation", e)
 }
 
 // Evaluation semantics of a batch (EvaluationsOptions).

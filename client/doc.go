@@ -56,6 +56,8 @@
 //     Data API's errors (OPA's shape) and POST /v1/token's (RFC 6749's)
 //     are *Problem errors too, their code in Problem.Code (and their
 //     Type about:blank, so that Name is no use for them);
+//   - a call that fails answers nil (or the zero value) with its error,
+//     never part of an answer: a list of several pages fails whole;
 //   - a call whose answer must carry a credential (Join, AttestTPM and
 //     AnswerTPMChallenge, X509SVID and NewX509SVID, JWTSVID, Delegate,
 //     ExchangeToken) fails when the answer carries none;

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -277,6 +278,45 @@ func TestNewRefusesNegativeBounds(t *testing.T) {
 		tc.cfg.Bundle = []*x509.Certificate{p.root}
 		if _, err := client.New(tc.cfg); (err == nil) != tc.ok {
 			t.Errorf("New with Timeout %s, MaxConns %d = %v; want ok=%v", tc.cfg.Timeout, tc.cfg.MaxConns, err, tc.ok)
+		}
+	}
+}
+
+// A refused call answers nil with its *Problem: no zero value a caller
+// could take for an answer.
+func TestRefusedCallsAnswerNil(t *testing.T) {
+	c := hostileAuthority(t, 5*time.Second, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"type":"https://mandate.dev/problems/not-found","title":"Not found","status":404}`)
+	})
+	ctx := context.Background()
+	id := "spiffe://org-a.example/agent/a"
+	calls := map[string]func() (any, error){
+		"GetAgent":           func() (any, error) { return c.GetAgent(ctx, "a") },
+		"CreateAgent":        func() (any, error) { return c.CreateAgent(ctx, &client.Agent{SPIFFEID: id}) },
+		"UpdateAgentIfMatch": func() (any, error) { return c.UpdateAgentIfMatch(ctx, "a", `"1"`, &client.Agent{SPIFFEID: id}) },
+		"CAStatus":           func() (any, error) { return c.CAStatus(ctx) },
+		"RevokeCA":           func() (any, error) { return c.RevokeCA(ctx, "k", "r", false) },
+		"AuditEntry":         func() (any, error) { return c.AuditEntry(ctx, 1, 0) },
+		"AuditConsistency":   func() (any, error) { return c.AuditConsistency(ctx, 1, 2) },
+		"CreateJoinToken":    func() (any, error) { return c.CreateJoinToken(ctx, 0) },
+		"ListAgents":         func() (any, error) { return c.ListAgents(ctx) },
+		"GetNode":            func() (any, error) { return c.GetNode(ctx, "spiffe://org-a.example/node/n") },
+		"EvictNode":          func() (any, error) { return c.EvictNode(ctx, "spiffe://org-a.example/node/n", "r", false) },
+		"X509SVID":           func() (any, error) { return c.X509SVID(ctx, id, []byte("csr")) },
+		"JWTSVID":            func() (any, error) { return c.JWTSVID(ctx, id, []string{"x"}) },
+		"SyncNode":           func() (any, error) { return c.SyncNode(ctx, nil) },
+		"Evaluate":           func() (any, error) { return c.Evaluate(ctx, &client.Evaluation{}) },
+	}
+	for name, call := range calls {
+		got, err := call()
+		var p *client.Problem
+		if !errors.As(err, &p) || p.Status != http.StatusNotFound {
+			t.Errorf("%s: error %v, want the 404 *Problem", name, err)
+		}
+		if v := reflect.ValueOf(got); !v.IsNil() {
+			t.Errorf("%s refused answered %+v, want nil", name, got)
 		}
 	}
 }

@@ -37,8 +37,7 @@ func (c *Client) RequestTPMChallenge(ctx context.Context, ekPublic, ekCert, akPu
 	if len(ekCert) > 0 {
 		req["ek_cert"] = enc(ekCert)
 	}
-	out := new(TPMChallenge)
-	return out, c.Do(ctx, http.MethodPost, "/v1/nodes/attest/tpm/challenge", req, out)
+	return call[TPMChallenge](ctx, c, http.MethodPost, "/v1/nodes/attest/tpm/challenge", req)
 }
 
 // AnswerTPMChallenge sends the evidence and a CSR for the node SVID. An
