@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"mandate.dev/mandate/ca/presented"
@@ -51,7 +53,7 @@ func (m *Manager) fetch(ctx context.Context, rel Relationship) (*spiffebundle.Bu
 	case ProfileHTTPSSPIFFE:
 		// The server must present an X.509-SVID for exactly the endpoint ID,
 		// chaining to that ID's trust domain bundle from the combined source.
-		tlsCfg = presented.TLSClientConfig(m.CombinedSource(), tlsconfig.AuthorizeID(rel.EndpointSPIFFEID))
+		tlsCfg = presented.TLSClientConfig(m.CombinedSource(), authorizeEndpoint(rel.EndpointSPIFFEID))
 	case ProfileHTTPSWeb:
 		// Web PKI: WebRoots (nil: system roots) and the URL's host name,
 		// which the transport sets as ServerName.
@@ -118,6 +120,21 @@ func (m *Manager) fetch(ctx context.Context, rel Relationship) (*spiffebundle.Bu
 			"trust_domain", td.Name(), "url", url, "ignored", ignored)
 	}
 	return b, nil
+}
+
+// authorizeEndpoint accepts exactly the endpoint ID want, as go-spiffe's
+// tlsconfig.AuthorizeID does, and says which ID the relationship expects
+// when the endpoint presents another: a SPIRE server presents
+// spiffe://<td>/spire/server, not the default spiffe://<td>/mandate/server,
+// and the fix is to name its ID (endpoint_spiffe_id), which go-spiffe's
+// "unexpected ID" does not say.
+func authorizeEndpoint(want spiffeid.ID) tlsconfig.Authorizer {
+	return func(got spiffeid.ID, _ [][]*x509.Certificate) error {
+		if got != want {
+			return fmt.Errorf("unexpected ID %q: the endpoint presented it, but the relationship's endpoint_spiffe_id is %q", got, want)
+		}
+		return nil
+	}
 }
 
 // boundedError wraps an error whose text may quote peer-supplied data

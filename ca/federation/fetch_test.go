@@ -308,7 +308,10 @@ func TestFetchRefusesWrongServerID(t *testing.T) {
 	m, updated := newRecordingManager(t, fastConfig())
 	initial := bundleOf(tdB, 1, -1, caB)
 	mustSet(t, m, e.rel(), initial)
-	t.Log(expectRefused(t, m, initial, updated, []string{"unexpected ID", wrongID.String()}, nil))
+	// The error names both IDs: what the endpoint presented, and what the
+	// relationship expects, which is the setting to change.
+	t.Log(expectRefused(t, m, initial, updated, []string{"unexpected ID", `"` + wrongID.String() + `"`,
+		`endpoint_spiffe_id is "` + endpointB.String() + `"`}, nil))
 	if hits.Load() != 0 {
 		t.Fatal("request sent to an unauthenticated server")
 	}

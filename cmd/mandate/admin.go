@@ -207,7 +207,7 @@ func adminFlagSpec(cmd string, fs *flag.FlagSet) {
 		fs.StringVar(&f.trustDomain, "trust-domain", "", "federated trust domain (required)")
 		fs.StringVar(&f.url, "url", "", "its bundle endpoint URL (required)")
 		fs.StringVar(&f.profile, "profile", "https_spiffe", "https_spiffe or https_web")
-		fs.StringVar(&f.epID, "endpoint-spiffe-id", "", "endpoint SPIFFE ID (https_spiffe; default spiffe://<td>/mandate/server)")
+		fs.StringVar(&f.epID, "endpoint-spiffe-id", "", "endpoint SPIFFE ID (https_spiffe; default spiffe://<td>/mandate/server; a SPIRE server's is spiffe://<td>/spire/server)")
 		fs.StringVar(&f.bundleFile, "bundle-file", "", "peer's SPIFFE bundle (JSON) to authenticate the endpoint the first time")
 	}
 }
