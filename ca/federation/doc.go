@@ -53,10 +53,13 @@
 //     accepted, with a warning logged. As in SPIRE, the peer is the
 //     authority on its current bundle (it may have restored from backup or
 //     rebuilt its state), and the fetch is authenticated; refusing it would
-//     pin us to keys the peer may have withdrawn. So is a changed bundle
-//     with the same sequence number as the held one's, or none where the
-//     held one had one, with a warning logged too: the peer should have
-//     changed it (SPIFFE Trust Domain and Bundle §4.1.1).
+//     pin us to keys the peer may have withdrawn. So is a bundle with
+//     other authorities under the same sequence number as the held one's,
+//     or none where the held one had one, with a warning logged too: the
+//     peer should have changed it (SPIFFE Trust Domain and Bundle §4.1.1).
+//     One that differs only by its refresh hint is taken without a
+//     warning: a bundle exported without its hint (SPIRE's "bundle show")
+//     differs so from the one its endpoint serves.
 //   - Refreshes of one relationship never overlap; when Set or Remove
 //     returns, no refresh or OnUpdate call for the replaced or removed
 //     relationship is in progress, and none will start.

@@ -564,9 +564,12 @@ func (m *Manager) refresh(ctx context.Context, e *entry, onlyIfDue bool) error {
 			case ok && hasSeq && seq < oldSeq:
 				m.cfg.Logger.Warn("federation: fetched bundle has a lower sequence number than the last-known one; accepting it as the peer's current bundle",
 					"trust_domain", td.Name(), "old_sequence", oldSeq, "new_sequence", seq)
-			case ok && hasSeq && seq == oldSeq:
+			case ok && hasSeq && seq == oldSeq && !sameAuthorities(held, fetched):
 				// The sequence MUST change whenever the contents do (SPIFFE
-				// Trust Domain and Bundle §4.1.1).
+				// Trust Domain and Bundle §4.1.1). Only a refresh hint that
+				// differs is no sign of it: a bundle exported without its
+				// hint (SPIRE's "bundle show", an administrator's file)
+				// differs so from what the endpoint serves.
 				m.cfg.Logger.Warn("federation: fetched bundle changed without a new sequence number; accepting it as the peer's current bundle",
 					"trust_domain", td.Name(), "sequence", seq)
 			case ok && !hasSeq:
@@ -581,6 +584,12 @@ func (m *Manager) refresh(ctx context.Context, e *entry, onlyIfDue bool) error {
 			"next_refresh_in", interval)
 	}
 	return nil
+}
+
+// sameAuthorities reports whether a and b hold the same X.509 and JWT
+// authorities, whatever their sequence numbers and refresh hints.
+func sameAuthorities(a, b *spiffebundle.Bundle) bool {
+	return a.X509Bundle().Equal(b.X509Bundle()) && a.JWTBundle().Equal(b.JWTBundle())
 }
 
 // checkFetched refuses bundles that would wipe out trust in the peer,

@@ -782,6 +782,29 @@ func TestBackoffNeverExceedsRefreshInterval(t *testing.T) {
 	}
 }
 
+// A bundle that differs only by its refresh hint from the held one, under
+// the same sequence number, is taken without a warning: the peer did not
+// change its keys. The held one may be an export without a hint (SPIRE's
+// "bundle show -format spiffe"), and the endpoint serves it with one.
+func TestSequenceKeptForHintOnlyNotWarned(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	p := startPeer(t, tdB, bundleOf(tdB, 1, 10*time.Second, caB), caB.serverCert(t, endpointB))
+	logs := &logBuffer{}
+	cfg := fastConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	m := NewManager(cfg)
+	mustSet(t, m, spiffeRel(p), bundleOf(tdB, 1, -1, caB))
+	if err := m.Refresh(context.Background(), tdB); err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	if hint, ok := mustBundle(t, m, tdB).RefreshHint(); !ok || hint != 10*time.Second {
+		t.Fatalf("held refresh hint = %v (%v), want the served 10s", hint, ok)
+	}
+	if s := logs.String(); strings.Contains(s, "level=WARN") {
+		t.Fatalf("unexpected warning:\n%s", s)
+	}
+}
+
 // A changed bundle is accepted whatever its sequence number, but one whose
 // sequence number did not move forward is logged as a warning.
 func TestSequenceNotIncreasedWarned(t *testing.T) {
