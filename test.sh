@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs exactly this): formatting, vet, every
-# test with the race detector, then two interoperability checks: TPM
-# attestation with another TPM 2.0 stack (tpm2-tools on swtpm), and a
-# delegation signed by an agent in another language (Python, jwcrypto).
+# test with the race detector, then three interoperability checks: TPM
+# attestation with another TPM 2.0 stack (tpm2-tools on swtpm), a
+# delegation signed by an agent in another language (Python, jwcrypto),
+# and federation both ways with a SPIRE server (built from the module
+# proxy: minutes with an empty build cache).
 #
 # Needs Go 1.26 and gcc (cgo: the race detector and the TPM simulator),
 # OpenSSL's headers (the simulator links libcrypto), and for the interop
@@ -43,3 +45,4 @@ trap 'rm -rf "$bin"' EXIT
 go build -o "$bin/mandate" ./cmd/mandate
 scripts/tpm2-tools-attest.sh "$bin/mandate"
 scripts/python-delegate.sh "$bin/mandate"
+scripts/spire-federation.sh "$bin/mandate"
