@@ -135,7 +135,12 @@ say "building spire-server $SPIRE_VERSION"
   cd "$W/spire"
   export GOWORK=off GOFLAGS=-buildvcs=false
   go mod init spire-interop >/dev/null 2>&1
-  go get -tool "github.com/spiffe/spire/cmd/spire-server@$SPIRE_VERSION" >/dev/null 2>&1
+  # The modules come from the proxy: a failed download is tried again.
+  for attempt in 1 2 3; do
+    go get -tool "github.com/spiffe/spire/cmd/spire-server@$SPIRE_VERSION" && break
+    [ "$attempt" = 3 ] && exit 1
+    sleep 5
+  done
   go build -o spire-server github.com/spiffe/spire/cmd/spire-server
   go build -o check .
 ) >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building SPIRE failed"; }
