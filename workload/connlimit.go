@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"sync"
@@ -119,4 +120,58 @@ func (c *peerConn) Close() error {
 		c.l.done(who)
 	})
 	return err
+}
+
+// slots bound some work for callers under way at once: total in all,
+// and perUID for the callers of one user id. Work that never ends (a
+// reading of an executable on a file system its caller serves itself,
+// and does not answer) holds its slot for good: one user's then holds
+// no more than its own share, and other users' work goes on.
+type slots struct {
+	all    chan struct{}
+	perUID int
+
+	mu    sync.Mutex
+	byUID map[uint32]chan struct{}
+}
+
+func newSlots(total, perUID int) *slots {
+	return &slots{all: make(chan struct{}, total), perUID: perUID, byUID: map[uint32]chan struct{}{}}
+}
+
+// take waits for a slot for a caller of user id uid, first among its
+// user's, then among all, no longer than ctx lasts (a free one is taken
+// even once it has ended), and is how to give it back.
+func (s *slots) take(ctx context.Context, uid uint32) (release func(), err error) {
+	s.mu.Lock()
+	mine := s.byUID[uid]
+	if mine == nil {
+		mine = make(chan struct{}, s.perUID)
+		s.byUID[uid] = mine
+	}
+	s.mu.Unlock()
+	if err := wait(ctx, mine); err != nil {
+		return nil, err
+	}
+	if err := wait(ctx, s.all); err != nil {
+		<-mine
+		return nil, err
+	}
+	return func() { <-s.all; <-mine }, nil
+}
+
+// wait takes a slot of c, one free at once even when ctx has ended,
+// else the first one freed while ctx lasts.
+func wait(ctx context.Context, c chan struct{}) error {
+	select {
+	case c <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

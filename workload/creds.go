@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -35,36 +34,40 @@ func (pcs peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo
 		return nil, nil, errors.New("workload: a connection not accepted by the Workload API's listener")
 	}
 	if pcs.need.any() {
-		pc.setProc(readWithin(pc.Conn, pc.who.PID, pcs.need))
+		pc.setProc(readWithin(pc.Conn, pc.who, pcs.need))
 	}
 	return c, callerInfo{pc.caller()}, nil
 }
 
-// maxReads bounds the readings of callers' processes under way at
-// once: one that hangs (an executable on a file system that does not
-// answer) holds its slot, and the connections after wait for one, for
-// readTimeout at most.
-const maxReads = 64
+// Bounds of the readings of callers' processes under way at once:
+// one that hangs (an executable on a file system that does not answer)
+// holds its slot, and the connections after wait for one, for
+// readTimeout at most. One user's callers hold at most maxReadsPerUID
+// of them: what another user's do does not stop theirs from being
+// read.
+const (
+	maxReads       = 64
+	maxReadsPerUID = 4
+)
 
-var reads = make(chan struct{}, maxReads)
+var reads = newSlots(maxReads, maxReadsPerUID)
 
-// readWithin is readProcess, or an error once readTimeout has passed:
-// what it reads after is closed.
-func readWithin(c net.Conn, pid int32, need procNeeds) *process {
-	t := time.NewTimer(readTimeout)
-	defer t.Stop()
+// readWithin is readProcess of the caller who, or an error once
+// readTimeout has passed: what it reads after is closed.
+func readWithin(c net.Conn, who Caller, need procNeeds) *process {
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
 	late := &process{err: fmt.Errorf("the caller's process was not read within %v", readTimeout)}
-	select {
-	case reads <- struct{}{}:
-	case <-t.C:
+	release, err := reads.take(ctx, who.UID)
+	if err != nil {
 		return late
 	}
 	var mu sync.Mutex
 	gone := false
 	done := make(chan *process, 1)
 	go func() {
-		defer func() { <-reads }()
-		p := readProcess(c, pid, need)
+		defer release()
+		p := readProcess(c, who.PID, need)
 		mu.Lock()
 		defer mu.Unlock()
 		if gone {
@@ -76,7 +79,7 @@ func readWithin(c net.Conn, pid int32, need procNeeds) *process {
 	select {
 	case p := <-done:
 		return p
-	case <-t.C:
+	case <-ctx.Done():
 	}
 	mu.Lock()
 	defer mu.Unlock()

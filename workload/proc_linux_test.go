@@ -298,3 +298,53 @@ func TestWorkloadAPIFailsClosedOnAProcessNotChecked(t *testing.T) {
 		t.Errorf("the log %q does not say why", log.String())
 	}
 }
+
+// The callers of one user id hold no more than their share of the
+// slots that readings of processes take: when theirs hang (an
+// executable on a file system they serve themselves, which never
+// answers), another user's caller is still read.
+func TestReadingsOfOneUserLeaveOthersSlots(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen(filepath.Join(t.TempDir(), "api.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	who, err := callerOf(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another user id's readings take every slot they can, and hang.
+	other := who.UID + 1
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	var held int
+	for ; held <= maxReads; held++ {
+		release, err := reads.take(ended, other)
+		if err != nil {
+			break
+		}
+		defer release()
+	}
+	if held >= maxReads {
+		t.Errorf("the callers of one user id took all %d slots", held)
+	}
+	p := readWithin(c, who, procNeeds{exe: true})
+	defer p.close()
+	if p.err != nil || p.exe != exe {
+		t.Errorf("the caller of another user id = %q, %v; want it read, %q", p.exe, p.err, exe)
+	}
+}
