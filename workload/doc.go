@@ -19,8 +19,8 @@
 //     most 1 GiB, and a call waits for it no longer than it lasts; the
 //     readings of processes, lookups of names and digests under way at
 //     once are bounded, and one that hangs holds no more than its slot
-//     (the readings of one user id's callers a few of them: another
-//     user's are still read);
+//     (the readings and digests of one user id's callers a few of
+//     them: another user's are still read and hashed);
 //   - every call without the security header `workload.spiffe.io: true`
 //     is refused (InvalidArgument), as the specification requires, so
 //     that a browser or a proxy cannot be made to call it;

@@ -95,7 +95,7 @@ func (a *attestation) matches(s Selector) (bool, error) {
 		if p.file == nil {
 			return false, errors.New("the caller's executable was not kept open")
 		}
-		sum, err := a.digests.of(a.ctx, p.file, p.key)
+		sum, err := a.digests.of(a.ctx, p.file, p.key, a.who.UID)
 		return err == nil && sum == s.Value, err
 	}
 	return false, fmt.Errorf("unknown selector kind %q", s.Kind)

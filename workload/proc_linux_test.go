@@ -205,11 +205,11 @@ func TestDigests(t *testing.T) {
 	key := keyOf(fi)
 	d := newDigests()
 	want := sha256.Sum256([]byte("program"))
-	if sum, err := d.of(context.Background(), f, key); err != nil || sum != hex.EncodeToString(want[:]) {
+	if sum, err := d.of(context.Background(), f, key, 0); err != nil || sum != hex.EncodeToString(want[:]) {
 		t.Errorf("digest = %s, %v; want %x", sum, err, want)
 	}
 	f.Close() // kept: not read again
-	if sum, err := d.of(context.Background(), f, key); err != nil || sum != hex.EncodeToString(want[:]) {
+	if sum, err := d.of(context.Background(), f, key, 0); err != nil || sum != hex.EncodeToString(want[:]) {
 		t.Errorf("digest kept = %s, %v; want %x", sum, err, want)
 	}
 	if err := os.WriteFile(path, []byte("another"), 0o755); err != nil {
@@ -221,12 +221,12 @@ func TestDigests(t *testing.T) {
 	}
 	defer g.Close()
 	// Written in place: the same inode, its contents changed since key.
-	if sum, err := newDigests().of(context.Background(), g, key); err == nil {
+	if sum, err := newDigests().of(context.Background(), g, key, 0); err == nil {
 		t.Errorf("digest of a file changed since = %s, nil", sum)
 	}
 	stale := key
 	stale.ino++
-	if sum, err := d.of(context.Background(), g, stale); err == nil {
+	if sum, err := d.of(context.Background(), g, stale, 0); err == nil {
 		t.Errorf("digest of another file = %s, nil", sum)
 	}
 	// Callers asking at once all get it.
@@ -243,7 +243,7 @@ func TestDigests(t *testing.T) {
 	sums := make(chan string, 8)
 	for range cap(sums) {
 		go func() {
-			sum, err := d.of(context.Background(), h, keyOf(hi))
+			sum, err := d.of(context.Background(), h, keyOf(hi), 0)
 			if err != nil {
 				sum = err.Error()
 			}
@@ -255,23 +255,32 @@ func TestDigests(t *testing.T) {
 			t.Errorf("digest asked at once = %s, want %x", sum, now)
 		}
 	}
-	// Every slot held (by readings that hang): a caller waits no
-	// longer than its call lasts.
-	for range maxHashing {
-		hashing <- struct{}{}
-	}
+	// Every slot of a user id held (by readings that hang): its caller
+	// waits no longer than its call lasts, and another user id's
+	// digest is still computed.
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = newDigests().of(ended, h, keyOf(hi))
-	for range maxHashing {
-		<-hashing
+	const hung = 1000
+	var held int
+	for ; held <= maxHashing; held++ {
+		release, err := hashing.take(ended, hung)
+		if err != nil {
+			break
+		}
+		defer release()
 	}
-	if !errors.Is(err, context.Canceled) {
-		t.Errorf("digest with every slot held = %v, want the call's end", err)
+	if held >= maxHashing {
+		t.Errorf("the callers of one user id took all %d digests' slots", held)
+	}
+	if _, err = newDigests().of(ended, h, keyOf(hi), hung); !errors.Is(err, context.Canceled) {
+		t.Errorf("digest with every slot of its user id held = %v, want the call's end", err)
+	}
+	if sum, err := newDigests().of(ctxFor(t), h, keyOf(hi), hung+1); err != nil || sum != hex.EncodeToString(now[:]) {
+		t.Errorf("digest of another user id's caller = %s, %v; want %x", sum, err, now)
 	}
 	big := key
 	big.size = maxExecutableBytes + 1
-	if _, err := d.of(context.Background(), g, big); err == nil {
+	if _, err := d.of(context.Background(), g, big, 0); err == nil {
 		t.Error("digest of a file over the bound = nil")
 	}
 }

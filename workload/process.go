@@ -83,11 +83,14 @@ const (
 	// maxHashing bounds the digests computed at once: one that hangs
 	// (an executable on a file system that does not answer) holds its
 	// slot, and the callers after wait for one, no longer than their
-	// calls last.
-	maxHashing = 4
+	// calls last. The digests one user id's callers started hold at
+	// most maxHashingPerUID of them: one user's that hang, or that
+	// hash one large executable after another, leave the others'.
+	maxHashing       = 4
+	maxHashingPerUID = 1
 )
 
-var hashing = make(chan struct{}, maxHashing)
+var hashing = newSlots(maxHashing, maxHashingPerUID)
 
 // digests are the SHA-256 digests of the callers' executables, each
 // computed once per fileKey and kept: the callers asking for one being
@@ -112,8 +115,8 @@ func newDigests() *digests {
 // it could not be computed (the file larger than maxExecutableBytes,
 // or changed since key was read). A digest not known is computed once
 // (by a goroutine of its own, which ends when f is read, or closed),
-// while ctx lasts.
-func (d *digests) of(ctx context.Context, f *os.File, key fileKey) (string, error) {
+// in a slot of the caller's user id uid, while ctx lasts.
+func (d *digests) of(ctx context.Context, f *os.File, key fileKey, uid uint32) (string, error) {
 	if key.size > maxExecutableBytes {
 		return "", fmt.Errorf("the executable is %d bytes, more than the %d hashed", key.size, maxExecutableBytes)
 	}
@@ -121,19 +124,18 @@ func (d *digests) of(ctx context.Context, f *os.File, key fileKey) (string, erro
 	if c == nil && !ok {
 		// A slot first, then a second look, which starts it unless
 		// another caller has meanwhile.
-		select {
-		case hashing <- struct{}{}:
-		case <-ctx.Done():
-			return "", fmt.Errorf("the executable's digest: %w", ctx.Err())
+		release, err := hashing.take(ctx, uid)
+		if err != nil {
+			return "", fmt.Errorf("the executable's digest: %w", err)
 		}
 		var mine bool
 		if c, sum, ok, mine = d.look(key, true); mine {
 			go func() {
-				defer func() { <-hashing }()
+				defer release()
 				d.compute(c, f, key)
 			}()
 		} else {
-			<-hashing
+			release()
 		}
 	}
 	if ok {
