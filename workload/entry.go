@@ -34,9 +34,13 @@ type Caller struct {
 //     supplementary group ids, or the id of the group so named at each
 //     call (an entry may name several, all of which it must have);
 //   - "path": the path of the process's executable, which must name
-//     the file it runs (absolute, in clean form);
+//     the file it runs (absolute, in clean form, with no symbolic link
+//     in it, as /proc/PID/exe gives it);
 //   - "sha256": the SHA-256 digest of the executable the process runs
 //     (64 hex digits, written lowercase).
+//
+// A script's executable is its interpreter: its path and digest pick
+// every script that interpreter runs.
 //
 // What a process runs and its supplementary groups are read from /proc
 // when it connects, and checked to be of the process that connected.

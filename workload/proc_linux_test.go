@@ -43,6 +43,11 @@ func TestWorkloadAPISelectsByExecutable(t *testing.T) {
 	other := sha256.Sum256(append(b, 0))
 	uid := strconv.Itoa(os.Getuid())
 	const planner = "=spiffe://example.org/agent/planner"
+	// A symbolic link to the executable names it, but is not its path.
+	link := filepath.Join(t.TempDir(), "planner")
+	if err := os.Symlink(exe, link); err != nil {
+		t.Fatal(err)
+	}
 	selected := [][]string{
 		{"path:" + exe + planner},
 		{"sha256:" + mine + planner},
@@ -51,6 +56,7 @@ func TestWorkloadAPISelectsByExecutable(t *testing.T) {
 	refused := [][]string{
 		{"path:" + filepath.Join(filepath.Dir(exe), "other") + planner},
 		{"path:" + filepath.Dir(exe) + planner},
+		{"path:" + link + planner},
 		{"sha256:" + hex.EncodeToString(other[:]) + planner},
 		{"uid:" + strconv.Itoa(os.Getuid()+1) + ",path:" + exe + planner},
 		{"path:" + exe + ",sha256:" + hex.EncodeToString(other[:]) + planner},
