@@ -16,7 +16,8 @@
 //     matches none (PermissionDenied); what cannot be found out of it
 //     matches no selector, and is said in the log, not to it; an
 //     executable's digest is computed once per contents, of one of at
-//     most 1 GiB, and a call waits for it no longer than it lasts; the
+//     most 1 GiB and not on FUSE (whose server may answer a reading with
+//     other bytes than it runs), and a call waits for it no longer than it lasts; the
 //     readings of processes, lookups of names and digests under way at
 //     once are bounded, and one that hangs holds no more than its slot
 //     (the readings and digests of one user id's callers a few of

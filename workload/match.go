@@ -92,6 +92,9 @@ func (a *attestation) matches(s Selector) (bool, error) {
 		}
 		return p.exe == s.Value, nil
 	case "sha256":
+		if p.fileErr != nil {
+			return false, p.fileErr
+		}
 		if p.file == nil {
 			return false, errors.New("the caller's executable was not kept open")
 		}

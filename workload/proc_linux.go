@@ -183,11 +183,44 @@ func readProc(pid int32, need procNeeds) *process {
 		p.exe = exe
 	}
 	if need.file {
+		p.fileErr = contentsReadable(f)
+	}
+	if p.fileErr == nil && need.file {
 		p.file = f
 	} else {
 		f.Close()
 	}
 	return p
+}
+
+// contentsReadable refuses an executable whose contents the digest's
+// reading may not get as the process runs them: one on a FUSE file
+// system, whose server (any user may run one) sees who reads and may
+// answer the digest's reading with a trusted program's bytes while
+// the process runs others.
+func contentsReadable(f *os.File) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("the caller's executable: %w", err)
+	}
+	var st unix.Statfs_t
+	var statErr error
+	if err := raw.Control(func(fd uintptr) { statErr = unix.Fstatfs(int(fd), &st) }); err != nil {
+		return fmt.Errorf("the caller's executable: %w", err)
+	}
+	if statErr != nil {
+		return fmt.Errorf("the caller's executable's file system: %w", statErr)
+	}
+	return digestibleFS(int64(st.Type))
+}
+
+// digestibleFS refuses a file system of type fsType (statfs's f_type)
+// whose contents may differ by reader: FUSE.
+func digestibleFS(fsType int64) error {
+	if fsType == unix.FUSE_SUPER_MAGIC {
+		return errors.New("the caller's executable is on a FUSE file system, whose server may answer a reading with other bytes than the process runs: it matches no sha256 selector")
+	}
+	return nil
 }
 
 // groupsOf reads the supplementary group ids of a /proc/PID/status.

@@ -363,3 +363,36 @@ func TestReadingsOfOneUserLeaveOthersSlots(t *testing.T) {
 		t.Errorf("the caller of another user id = %q, %v; want it read, %q", p.exe, p.err, exe)
 	}
 }
+
+// An executable on FUSE matches no sha256 selector: its server sees who
+// reads, and may give the digest's reading other bytes than the process
+// runs. Those of the file systems the kernel serves are read as run.
+func TestDigestibleFS(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		fsType int64
+		ok     bool
+	}{
+		{"fuse", unix.FUSE_SUPER_MAGIC, false},
+		{"ext4", unix.EXT4_SUPER_MAGIC, true},
+		{"tmpfs", unix.TMPFS_MAGIC, true},
+		{"overlayfs", unix.OVERLAYFS_SUPER_MAGIC, true},
+		{"xfs", unix.XFS_SUPER_MAGIC, true},
+	} {
+		if err := digestibleFS(tc.fsType); (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want accepted %v", tc.name, err, tc.ok)
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := contentsReadable(f); err != nil {
+		t.Errorf("this test's own executable: %v", err)
+	}
+}

@@ -23,9 +23,11 @@ type process struct {
 	exe     string
 	pathErr error
 	// file is its executable, open (while a sha256 selector may ask
-	// its digest), and key names its contents.
-	file *os.File
-	key  fileKey
+	// its digest), and key names its contents; nil when its contents
+	// cannot be trusted (fileErr says why).
+	file    *os.File
+	fileErr error
+	key     fileKey
 	// groups are its supplementary group ids.
 	groups []uint32
 }
