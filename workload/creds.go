@@ -14,8 +14,9 @@ import (
 // it when it was accepted (callerOf). The connection is a local socket: nothing is
 // encrypted, and there is no server name.
 type peerCreds struct {
-	// need is what the entries ask of a caller's process, read here.
-	need procNeeds
+	// entries are the Workload API's: what those that may select a
+	// caller ask of its process is read here.
+	entries []Entry
 }
 
 // callerInfo is the caller of a connection, as gRPC hands it to a call
@@ -33,8 +34,8 @@ func (pcs peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo
 	if !ok {
 		return nil, nil, errors.New("workload: a connection not accepted by the Workload API's listener")
 	}
-	if pcs.need.any() {
-		pc.setProc(readWithin(pc.Conn, pc.who, pcs.need))
+	if need := needsOf(pcs.entries, pc.who); need.any() {
+		pc.setProc(readWithin(pc.Conn, pc.who, need))
 	}
 	return c, callerInfo{pc.caller()}, nil
 }

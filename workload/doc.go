@@ -17,11 +17,13 @@
 //     matches no selector, and is said in the log, not to it; an
 //     executable's digest is computed once per contents, of one of at
 //     most 1 GiB and not on FUSE (whose server may answer a reading with
-//     other bytes than it runs), and a call waits for it no longer than it lasts; the
-//     readings of processes, lookups of names and digests under way at
-//     once are bounded, and one that hangs holds no more than its slot
-//     (the readings and digests of one user id's callers a few of
-//     them: another user's are still read and hashed);
+//     other bytes than it runs), and a call waits for it no longer than
+//     it lasts; a process is read only for the entries its user and
+//     group ids do not rule out; the readings of processes, lookups of
+//     names and digests under way at once are bounded, and one that
+//     hangs holds no more than its slot (the readings and digests of
+//     one user id's callers a few of them: another user id's are still
+//     read and hashed);
 //   - every call without the security header `workload.spiffe.io: true`
 //     is refused (InvalidArgument), as the specification requires, so
 //     that a browser or a proxy cannot be made to call it;

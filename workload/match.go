@@ -52,12 +52,24 @@ func (a *attestation) selects(sels []Selector) (ok bool, err error) {
 	return true, nil
 }
 
-func (a *attestation) matches(s Selector) (bool, error) {
+// idsMatch reports, for a selector of the caller's user or primary
+// group id (known), whether it picks who: what the kernel said when it
+// connected settles it.
+func idsMatch(s Selector, who Caller) (match, known bool) {
 	switch s.Kind {
 	case "uid":
-		return strconv.FormatUint(uint64(a.who.UID), 10) == s.Value, nil
+		return strconv.FormatUint(uint64(who.UID), 10) == s.Value, true
 	case "gid":
-		return strconv.FormatUint(uint64(a.who.GID), 10) == s.Value, nil
+		return strconv.FormatUint(uint64(who.GID), 10) == s.Value, true
+	}
+	return false, false
+}
+
+func (a *attestation) matches(s Selector) (bool, error) {
+	if match, known := idsMatch(s, a.who); known {
+		return match, nil
+	}
+	switch s.Kind {
 	case "user", "group":
 		name, err := a.name(s.Kind)
 		if errors.Is(err, errUnknownName) {

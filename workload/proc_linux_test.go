@@ -396,3 +396,41 @@ func TestDigestibleFS(t *testing.T) {
 		t.Errorf("this test's own executable: %v", err)
 	}
 }
+
+// A caller's process is read only for the entries its ids do not rule
+// out: with uid:N beside path, another user's callers are not read (a
+// user whose readings hang cannot hold slots through entries that are
+// not its own).
+func TestNeedsOfTheEntriesACallerMayMatch(t *testing.T) {
+	parse := func(s string) Entry {
+		e, err := ParseEntry(s + "=spiffe://example.org/agent/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	sum := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		name    string
+		entries []string
+		who     Caller
+		want    procNeeds
+	}{
+		{"its uid", []string{"uid:1000,path:/opt/a"}, Caller{UID: 1000, GID: 1}, procNeeds{exe: true}},
+		{"another uid", []string{"uid:1000,path:/opt/a"}, Caller{UID: 2000, GID: 1}, procNeeds{}},
+		{"another gid", []string{"gid:5,supplementary_gid:7"}, Caller{UID: 1, GID: 6}, procNeeds{}},
+		{"its gid", []string{"gid:5,supplementary_gid:7"}, Caller{UID: 1, GID: 5}, procNeeds{groups: true}},
+		{"a digest alone", []string{"sha256:" + sum}, Caller{UID: 2000}, procNeeds{exe: true, file: true}},
+		{"a name is not settled", []string{"user:alice,path:/opt/a"}, Caller{UID: 2000}, procNeeds{exe: true}},
+		{"of the entries that may match", []string{"uid:1000,sha256:" + sum, "uid:2000,path:/opt/b"}, Caller{UID: 2000}, procNeeds{exe: true}},
+		{"ids only", []string{"uid:2000"}, Caller{UID: 2000}, procNeeds{}},
+	} {
+		var entries []Entry
+		for _, s := range tc.entries {
+			entries = append(entries, parse(s))
+		}
+		if got := needsOf(entries, tc.who); got != tc.want {
+			t.Errorf("%s: needsOf(%v, uid %d gid %d) = %+v, want %+v", tc.name, tc.entries, tc.who.UID, tc.who.GID, got, tc.want)
+		}
+	}
+}

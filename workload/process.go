@@ -44,10 +44,16 @@ type procNeeds struct{ exe, file, groups bool }
 
 func (n procNeeds) any() bool { return n.exe || n.file || n.groups }
 
-// needsOf is what the selectors of entries ask of a caller's process.
-func needsOf(entries []Entry) procNeeds {
+// needsOf is what the selectors of entries ask of the process of the
+// caller who: only those of the entries that its ids do not rule out
+// (an entry with uid:1000 beside its path asks nothing of another
+// user's callers, which are then not read).
+func needsOf(entries []Entry, who Caller) procNeeds {
 	var n procNeeds
 	for _, e := range entries {
+		if !idsAllow(e, who) {
+			continue
+		}
 		for _, s := range e.Selectors {
 			switch s.Kind {
 			case "path":
@@ -60,6 +66,17 @@ func needsOf(entries []Entry) procNeeds {
 		}
 	}
 	return n
+}
+
+// idsAllow reports whether no selector of e on the caller's user or
+// primary group id rules who out.
+func idsAllow(e Entry, who Caller) bool {
+	for _, s := range e.Selectors {
+		if match, known := idsMatch(s, who); known && !match {
+			return false
+		}
+	}
+	return true
 }
 
 // readTimeout bounds the reading of a caller's process when it

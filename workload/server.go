@@ -109,9 +109,7 @@ type Server struct {
 	// checks are each entry's selectors, in the order they are checked
 	// (byCost).
 	checks [][]Selector
-	// need is what they ask of a caller's process, read when it
-	// connects; digests are its executable's, computed once.
-	need    procNeeds
+	// digests are the callers' executables', computed once.
 	digests *digests
 	issuer  Issuer
 	log     *slog.Logger
@@ -197,7 +195,7 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 	for _, e := range s.entries {
 		s.checks = append(s.checks, byCost(e.Selectors))
 	}
-	s.need, s.digests = needsOf(s.entries), newDigests()
+	s.digests = newDigests()
 	ids := s.ids()
 	if len(ids) > MaxIdentities {
 		return nil, fmt.Errorf("%w: %d identities given, more than the %d one host serves", ErrEntry, len(ids), MaxIdentities)
@@ -275,7 +273,7 @@ func checkSocketDir(dir string, fi fs.FileInfo) error {
 // for good (an error wrapping ErrNodeRefused); it then closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	g := grpc.NewServer(
-		grpc.Creds(peerCreds{need: s.need}),
+		grpc.Creds(peerCreds{entries: s.entries}),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxHeaderListSize(maxHeaderBytes),
 		grpc.MaxConcurrentStreams(maxStreams),
