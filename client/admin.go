@@ -185,7 +185,10 @@ func (c *Client) TestPolicy(ctx context.Context) (*PolicyTests, error) {
 // the authority serves it: the JSON document a federated peer fetches.
 func (c *Client) BundleDocument(ctx context.Context) (json.RawMessage, error) {
 	var doc json.RawMessage
-	return doc, c.Do(ctx, http.MethodGet, "/v1/bundle", nil, &doc)
+	if err := c.Do(ctx, http.MethodGet, "/v1/bundle", nil, &doc); err != nil {
+		return nil, err
+	}
+	return doc, nil
 }
 
 // Bundle fetches this trust domain's SPIFFE bundle (public), parsed.

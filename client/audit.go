@@ -156,7 +156,10 @@ type ChainDecision struct {
 // an auditor that reads it as it reads other authorities' answers.
 func (c *Client) AuditChainDocument(ctx context.Context, id string) (json.RawMessage, error) {
 	var doc json.RawMessage
-	return doc, c.Do(ctx, http.MethodGet, "/v1/audit/chains/"+url.PathEscape(id), nil, &doc)
+	if err := c.Do(ctx, http.MethodGet, "/v1/audit/chains/"+url.PathEscape(id), nil, &doc); err != nil {
+		return nil, err
+	}
+	return doc, nil
 }
 
 // AuditChain fetches the accountability chain of delegation id (auditor
