@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -370,9 +369,6 @@ func (c *Client) GetRaw(ctx context.Context, path string) ([]byte, error) {
 	return a.body, err
 }
 
-// jsonType is the media type of a JSON request body.
-var jsonType = http.Header{"Content-Type": {"application/json"}}
-
 // send makes one call with the header fields hdr and the body, when not
 // nil, JSON unless hdr says otherwise, and returns a 2xx answer: an
 // answer larger than maxAnswer, or one cut short (the connection
@@ -390,9 +386,11 @@ func (c *Client) send(ctx context.Context, method, path string, hdr http.Header,
 		return answer{}, fmt.Errorf("client: %w", err)
 	}
 	if body != nil {
-		maps.Copy(req.Header, jsonType)
+		req.Header.Set("Content-Type", "application/json")
 	}
-	maps.Copy(req.Header, hdr)
+	for k, v := range hdr { // copies: the request's header is its own
+		req.Header[k] = slices.Clone(v)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return answer{}, c.callError(method, path, err)
