@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs exactly this): formatting, vet, every
-# test with the race detector, then three interoperability checks: TPM
+# test with the race detector, then four interoperability checks: TPM
 # attestation with another TPM 2.0 stack (tpm2-tools on swtpm), a
 # delegation signed by an agent in another language (Python, jwcrypto),
-# and federation both ways with a SPIRE server (built from the module
-# proxy: minutes with an empty build cache).
+# federation both ways with a SPIRE server (built from the module
+# proxy: minutes with an empty build cache), and ghostunnel tunnelling
+# with the identities of a node's Workload API (built from the module
+# proxy too: a minute or two with an empty build cache).
 #
 # Needs Go 1.26 and gcc (cgo: the race detector and the TPM simulator),
 # OpenSSL's headers (the simulator links libcrypto), and for the interop
@@ -46,3 +48,4 @@ go build -o "$bin/mandate" ./cmd/mandate
 scripts/tpm2-tools-attest.sh "$bin/mandate"
 scripts/python-delegate.sh "$bin/mandate"
 scripts/spire-federation.sh "$bin/mandate"
+scripts/ghostunnel-workload.sh "$bin/mandate"
