@@ -126,17 +126,25 @@ func (c *peerConn) Close() error {
 // and perUID for the callers of one user id. Work that never ends (a
 // reading of an executable on a file system its caller serves itself,
 // and does not answer) holds its slot for good: one user's then holds
-// no more than its own share, and other users' work goes on.
+// no more than its own share, and other users' work goes on. A user id
+// is kept only while work of its callers holds or waits for a slot.
 type slots struct {
 	all    chan struct{}
 	perUID int
 
 	mu    sync.Mutex
-	byUID map[uint32]chan struct{}
+	byUID map[uint32]*uidSlots
+}
+
+// uidSlots are one user id's slots, and how many of its callers' works
+// hold or wait for one.
+type uidSlots struct {
+	c     chan struct{}
+	users int
 }
 
 func newSlots(total, perUID int) *slots {
-	return &slots{all: make(chan struct{}, total), perUID: perUID, byUID: map[uint32]chan struct{}{}}
+	return &slots{all: make(chan struct{}, total), perUID: perUID, byUID: map[uint32]*uidSlots{}}
 }
 
 // take waits for a slot for a caller of user id uid, first among its
@@ -146,18 +154,28 @@ func (s *slots) take(ctx context.Context, uid uint32) (release func(), err error
 	s.mu.Lock()
 	mine := s.byUID[uid]
 	if mine == nil {
-		mine = make(chan struct{}, s.perUID)
+		mine = &uidSlots{c: make(chan struct{}, s.perUID)}
 		s.byUID[uid] = mine
 	}
+	mine.users++
 	s.mu.Unlock()
-	if err := wait(ctx, mine); err != nil {
+	leave := func() {
+		s.mu.Lock()
+		if mine.users--; mine.users == 0 {
+			delete(s.byUID, uid)
+		}
+		s.mu.Unlock()
+	}
+	if err := wait(ctx, mine.c); err != nil {
+		leave()
 		return nil, err
 	}
 	if err := wait(ctx, s.all); err != nil {
-		<-mine
+		<-mine.c
+		leave()
 		return nil, err
 	}
-	return func() { <-s.all; <-mine }, nil
+	return func() { <-s.all; <-mine.c; leave() }, nil
 }
 
 // wait takes a slot of c, one free at once even when ctx has ended,

@@ -434,3 +434,40 @@ func TestNeedsOfTheEntriesACallerMayMatch(t *testing.T) {
 		}
 	}
 }
+
+// Slots keep a user id only while its callers' work holds or waits for
+// one: callers of ever new ids (a user's subordinate ids) leave nothing
+// behind. A user's share holds while one of its works waits.
+func TestSlotsForgetAUserIDOnceDone(t *testing.T) {
+	s := newSlots(8, 1)
+	ctx := context.Background()
+	for uid := uint32(100); uid < 200; uid++ {
+		release, err := s.take(ctx, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+	}
+	held, err := s.take(ctx, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.take(ended, 7); err == nil {
+		t.Fatal("a second slot of user id 7 was given while its one slot was held")
+	}
+	s.mu.Lock()
+	n := len(s.byUID)
+	s.mu.Unlock()
+	if n != 1 {
+		t.Errorf("slots keep %d user ids while one holds a slot, want 1", n)
+	}
+	held()
+	s.mu.Lock()
+	n = len(s.byUID)
+	s.mu.Unlock()
+	if n != 0 || len(s.all) != 0 {
+		t.Errorf("after every release: %d user ids kept, %d slots taken; want none", n, len(s.all))
+	}
+}
