@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -875,15 +874,10 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	if f.q.until != "" && want.Until.IsZero() {
 		return usagef("--until %s selects no entry (leave it out to search without it)", f.q.until)
 	}
-	q := url.Values{}
-	for k, val := range map[string]string{"spiffe_id": f.q.spiffeID, "type": f.q.typ, "since": f.q.since, "until": f.q.until,
-		"decision_id": f.q.decision, "delegation_id": f.q.delegation} {
-		if val != "" {
-			q.Set(k, val)
-		}
-	}
+	q := client.AuditQuery{SPIFFEID: want.SPIFFEID, Type: want.Type, DecisionID: want.DecisionID, DelegationID: want.DelegationID,
+		Since: want.Since, Until: want.Until}
 	if f.q.limit > 0 { // pages no larger than asked for
-		q.Set("limit", strconv.Itoa(min(f.q.limit, audit.MaxSearchLimit)))
+		q.Limit = min(f.q.limit, audit.MaxSearchLimit)
 	}
 	// Printed as found (a search may find more than fits in memory); the
 	// checkpoints they were proven against are then proven one history,
@@ -916,28 +910,6 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	return nil
 }
 
-// auditQuery is the search the parameters of GET /v1/audit/search
-// name (times RFC 3339).
-func auditQuery(v url.Values) (client.AuditQuery, error) {
-	q := client.AuditQuery{SPIFFEID: v.Get("spiffe_id"), Type: v.Get("type"), DecisionID: v.Get("decision_id"),
-		DelegationID: v.Get("delegation_id"), PageToken: v.Get("page_token")}
-	for name, t := range map[string]*time.Time{"since": &q.Since, "until": &q.Until} {
-		if s := v.Get(name); s != "" {
-			var err error
-			if *t, err = time.Parse(time.RFC3339Nano, s); err != nil {
-				return q, fmt.Errorf("%s must be an RFC 3339 time", name)
-			}
-		}
-	}
-	if s := v.Get("limit"); s != "" {
-		var err error
-		if q.Limit, err = strconv.Atoi(s); err != nil {
-			return q, fmt.Errorf("limit must be an integer")
-		}
-	}
-	return q, nil
-}
-
 // errStopSearch, from searchProven's fn, ends the search without error.
 var errStopSearch = errors.New("stop the search")
 
@@ -956,11 +928,7 @@ var errSearchOrder = errors.New("audit search refused")
 // page), so it cannot keep the search going round or on forever. The
 // tokens are remembered by their SHA-256: a log that gives pages of
 // megabytes of token cannot make the auditor hold them all.
-func searchProven(ctx context.Context, c *client.Client, v note.Verifier, params url.Values, fn func(*provenEntry) error) error {
-	q, err := auditQuery(params)
-	if err != nil {
-		return err
-	}
+func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q client.AuditQuery, fn func(*provenEntry) error) error {
 	var last *uint64
 	tokens := map[[sha256.Size]byte]bool{} // given since the last hit
 	var empty, size uint64                 // pages in a row without a hit; the log's size, once asked

@@ -840,7 +840,12 @@ func findHopRevocation(ctx context.Context, hops []chainHop, k int, acc logAcces
 	}
 	seen := views.of(acc.v, acc.c)
 	for _, ask := range asks {
-		q, asked, n := url.Values{"type": {"delegation.revoked"}, ask[0]: {ask[1]}}, ask[1], 0
+		q, asked, n := client.AuditQuery{Type: "delegation.revoked"}, ask[1], 0
+		if ask[0] == "spiffe_id" {
+			q.SPIFFEID = asked
+		} else {
+			q.DelegationID = asked
+		}
 		err := searchProven(ctx, acc.c, acc.v, q, func(p *provenEntry) error {
 			if n++; n > maxRevocationEntries {
 				return fmt.Errorf("more than %d delegation.revoked entries", maxRevocationEntries)

@@ -789,7 +789,7 @@ func TestAuditSearchHostileLog(t *testing.T) {
 				return tc.pages[q.Get("page_token")]
 			})
 			var found []uint64
-			err := searchProven(context.Background(), c, v, url.Values{"type": {"other.event"}}, func(p *provenEntry) error {
+			err := searchProven(context.Background(), c, v, client.AuditQuery{Type: "other.event"}, func(p *provenEntry) error {
 				found = append(found, p.index)
 				return nil
 			})
@@ -1344,7 +1344,7 @@ func TestAuditSearchHoldsNoPageTokens(t *testing.T) {
 		json.NewEncoder(w).Encode(page)
 	})
 	c := fakeServer(t, mux)
-	if err := searchProven(context.Background(), c, v, url.Values{"type": {"other.event"}}, func(*provenEntry) error { return nil }); err != nil {
+	if err := searchProven(context.Background(), c, v, client.AuditQuery{Type: "other.event"}, func(*provenEntry) error { return nil }); err != nil {
 		t.Fatalf("search = %v", err)
 	}
 	if calls != pages {
