@@ -250,8 +250,11 @@ func (c *Client) AddFederation(ctx context.Context, f *Federation) (*Federation,
 
 // ListFederations lists federation relationships (admin).
 func (c *Client) ListFederations(ctx context.Context) ([]Federation, error) {
-	var out struct{ Federations []Federation }
-	return out.Federations, c.Do(ctx, http.MethodGet, "/v1/admin/federations", nil, &out)
+	out, err := call[struct{ Federations []Federation }](ctx, c, http.MethodGet, "/v1/admin/federations", nil)
+	if err != nil {
+		return nil, err
+	}
+	return out.Federations, nil
 }
 
 // DeleteFederation ends a federation relationship (admin).

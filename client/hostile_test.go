@@ -320,3 +320,31 @@ func TestRefusedCallsAnswerNil(t *testing.T) {
 		}
 	}
 }
+
+// An answer that does not decode fails whole: no part of it (the items
+// read before the one that does not decode) is answered beside the
+// error.
+func TestUndecodableAnswersAnswerNil(t *testing.T) {
+	c := hostileAuthority(t, 5*time.Second, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"federations":[{"trust_domain":"org-b.example"},{"trust_domain":5}],`+
+			`"agents":[{"id":"a"},{"id":5}],"nodes":[{"spiffe_id":"n"},{"spiffe_id":5}],"spiffe_id":5,"id":5}`)
+	})
+	ctx := context.Background()
+	calls := map[string]func() (any, error){
+		"ListFederations": func() (any, error) { return c.ListFederations(ctx) },
+		"ListAgents":      func() (any, error) { return c.ListAgents(ctx) },
+		"ListNodes":       func() (any, error) { return c.ListNodes(ctx) },
+		"GetAgent":        func() (any, error) { return c.GetAgent(ctx, "a") },
+		"GetNode":         func() (any, error) { return c.GetNode(ctx, "spiffe://org-a.example/node/n") },
+	}
+	for name, call := range calls {
+		got, err := call()
+		if err == nil || !strings.Contains(err.Error(), "decode answer") {
+			t.Errorf("%s: error %v, want the answer's decoding's", name, err)
+		}
+		if v := reflect.ValueOf(got); !v.IsNil() {
+			t.Errorf("%s of an answer that does not decode answered %+v, want nil", name, got)
+		}
+	}
+}
