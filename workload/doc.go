@@ -11,8 +11,10 @@
 //     and by its executable (path, SHA-256 digest) and supplementary
 //     groups, read from /proc when it connects and checked to be of the
 //     process that connected (a pidfd, SO_PEERPIDFD; else its start
-//     time), never by anything it sends; it gets the identities of the
-//     entries all of whose selectors it matches, and nothing when it
+//     time), never by anything it sends (a digest, which a user's own
+//     file system could answer falsely, only beside a user, group or
+//     path selector); it gets the identities of the entries all of
+//     whose selectors it matches, and nothing when it
 //     matches none (PermissionDenied); what cannot be found out of it
 //     matches no selector, and is said in the log, not to it; an
 //     executable's digest is computed once per contents, of one of at

@@ -168,6 +168,9 @@ func ParseEntry(s string) (Entry, error) {
 		}
 		e.Selectors = append(e.Selectors, sel)
 	}
+	if err := checkDigestBound(e.Selectors); err != nil {
+		return Entry{}, fmt.Errorf("%w %q: %v", ErrEntry, s, err)
+	}
 	sid, err := spiffeid.FromString(id)
 	if err != nil {
 		return Entry{}, fmt.Errorf("%w %q: %v", ErrEntry, s, err)
@@ -177,6 +180,30 @@ func ParseEntry(s string) (Entry, error) {
 	}
 	e.ID = sid
 	return e, nil
+}
+
+// checkDigestBound refuses a sha256 selector with nothing beside it
+// that binds it to the user or the file: a uid, gid, user, group or
+// path. Its digest alone is of what the file system answers the
+// digest's reading, and any user who may mount one (FUSE, directly or
+// under an overlay, in a user namespace of its own) can answer it a
+// trusted program's bytes while its process runs others. A path is the
+// file at that path on this host, which only who may write there
+// replaces.
+func checkDigestBound(sels []Selector) error {
+	digest, bound := false, false
+	for _, s := range sels {
+		switch s.Kind {
+		case "sha256":
+			digest = true
+		case "uid", "gid", "user", "group", "path":
+			bound = true
+		}
+	}
+	if digest && !bound {
+		return errors.New("a sha256 selector needs a uid, gid, user, group or path beside it: any user who may mount a file system of its own could answer the digest's reading a trusted program's bytes")
+	}
+	return nil
 }
 
 // parseSelector reads one selector, KIND:VALUE.

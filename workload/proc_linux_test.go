@@ -50,14 +50,14 @@ func TestWorkloadAPISelectsByExecutable(t *testing.T) {
 	}
 	selected := [][]string{
 		{"path:" + exe + planner},
-		{"sha256:" + mine + planner},
+		{"uid:" + uid + ",sha256:" + mine + planner},
 		{"unix:uid:" + uid + ",unix:path:" + exe + ",unix:sha256:" + strings.ToUpper(mine) + planner},
 	}
 	refused := [][]string{
 		{"path:" + filepath.Join(filepath.Dir(exe), "other") + planner},
 		{"path:" + filepath.Dir(exe) + planner},
 		{"path:" + link + planner},
-		{"sha256:" + hex.EncodeToString(other[:]) + planner},
+		{"uid:" + uid + ",sha256:" + hex.EncodeToString(other[:]) + planner},
 		{"uid:" + strconv.Itoa(os.Getuid()+1) + ",path:" + exe + planner},
 		{"path:" + exe + ",sha256:" + hex.EncodeToString(other[:]) + planner},
 		{"path:" + exe + ",supplementary_gid:4000000000" + planner},
@@ -420,7 +420,7 @@ func TestNeedsOfTheEntriesACallerMayMatch(t *testing.T) {
 		{"another uid", []string{"uid:1000,path:/opt/a"}, Caller{UID: 2000, GID: 1}, procNeeds{}},
 		{"another gid", []string{"gid:5,supplementary_gid:7"}, Caller{UID: 1, GID: 6}, procNeeds{}},
 		{"its gid", []string{"gid:5,supplementary_gid:7"}, Caller{UID: 1, GID: 5}, procNeeds{groups: true}},
-		{"a digest alone", []string{"sha256:" + sum}, Caller{UID: 2000}, procNeeds{exe: true, file: true}},
+		{"a digest by name", []string{"user:alice,sha256:" + sum}, Caller{UID: 2000}, procNeeds{exe: true, file: true}},
 		{"a name is not settled", []string{"user:alice,path:/opt/a"}, Caller{UID: 2000}, procNeeds{exe: true}},
 		{"of the entries that may match", []string{"uid:1000,sha256:" + sum, "uid:2000,path:/opt/b"}, Caller{UID: 2000}, procNeeds{exe: true}},
 		{"ids only", []string{"uid:2000"}, Caller{UID: 2000}, procNeeds{}},

@@ -554,7 +554,10 @@ func TestParseEntry(t *testing.T) {
 		{gids(17) + "=spiffe://example.org/agent/a", ""},
 		{"uid:1000,path:/opt/agents/planner=spiffe://example.org/agent/planner", "uid:1000,path:/opt/agents/planner=spiffe://example.org/agent/planner"},
 		{"path:/opt/a=b/planner=spiffe://example.org/agent/a", "path:/opt/a=b/planner=spiffe://example.org/agent/a"},
-		{"sha256:" + strings.Repeat("AB", 32) + "=spiffe://example.org/agent/a", "sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a"},
+		{"uid:1,sha256:" + strings.Repeat("AB", 32) + "=spiffe://example.org/agent/a", "uid:1,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a"},
+		{"path:/opt/a,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", "path:/opt/a,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a"},
+		{"sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", ""}, // nothing binds it: refused
+		{"supplementary_gid:1,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", ""},
 		{"supplementary_gid:10,supplementary_gid:20,supplementary_group:agents=spiffe://example.org/agent/a", "supplementary_gid:10,supplementary_gid:20,supplementary_group:agents=spiffe://example.org/agent/a"},
 		{"supplementary_gid:10,supplementary_gid:10=spiffe://example.org/agent/a", ""},
 		{"path:/a,path:/b=spiffe://example.org/agent/a", ""},
@@ -564,8 +567,8 @@ func TestParseEntry(t *testing.T) {
 		{"path:/opt/a,b=spiffe://example.org/agent/a", ""},
 		{"path:=spiffe://example.org/agent/a", ""},
 		{"path:/" + strings.Repeat("a", 4096) + "=spiffe://example.org/agent/a", ""},
-		{"sha256:abc=spiffe://example.org/agent/a", ""},
-		{"sha256:" + strings.Repeat("ag", 32) + "=spiffe://example.org/agent/a", ""},
+		{"uid:1,sha256:abc=spiffe://example.org/agent/a", ""},
+		{"uid:1,sha256:" + strings.Repeat("ag", 32) + "=spiffe://example.org/agent/a", ""},
 	} {
 		e, err := ParseEntry(tc.in)
 		if tc.want == "" {
@@ -582,6 +585,7 @@ func TestParseEntry(t *testing.T) {
 		{ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
 		{Selectors: []Selector{{Kind: "uid", Value: "x"}}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
 		{Selectors: []Selector{{Kind: "pid", Value: "1"}}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
+		{Selectors: []Selector{{Kind: "sha256", Value: strings.Repeat("ab", 32)}}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
 	} {
 		if _, err := New([]Entry{bad}, &issuer{}, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrEntry) {
 			t.Errorf("New with the entry %v = %v, want ErrEntry", bad, err)

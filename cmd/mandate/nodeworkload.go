@@ -38,7 +38,7 @@ type workloadFlags struct {
 
 func (w *workloadFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&w.socket, "workload-api", "", "serve the SPIFFE Workload API (gRPC) on this Unix socket to the workloads of this host, for the agents given by --workload, with the node's credential (e.g. /run/mandate/workload.sock; its directory must exist)")
-	fs.Func("workload", "`SELECTOR[,SELECTOR...]=SPIFFE-ID`, repeatable: the local processes all the SELECTORs pick get the X509-SVIDs and JWT-SVIDs of the agent SPIFFE-ID, which must be registered to be hosted by this node; a SELECTOR is uid:N or gid:N (as the kernel says of a process when it connects to --workload-api), user:NAME or group:NAME (the names of those ids, looked up at each call), supplementary_gid:N or supplementary_group:NAME, path:PATH (the process's executable) or sha256:HEX (its digest), as SPIRE's unix attestor names them; see docs/api.md", func(s string) error {
+	fs.Func("workload", "`SELECTOR[,SELECTOR...]=SPIFFE-ID`, repeatable: the local processes all the SELECTORs pick get the X509-SVIDs and JWT-SVIDs of the agent SPIFFE-ID, which must be registered to be hosted by this node; a SELECTOR is uid:N or gid:N (as the kernel says of a process when it connects to --workload-api), user:NAME or group:NAME (the names of those ids, looked up at each call), supplementary_gid:N or supplementary_group:NAME, path:PATH (the process's executable) or sha256:HEX (its digest; an entry with it also needs a uid, gid, user, group or path), as SPIRE's unix attestor names them; see docs/api.md", func(s string) error {
 		e, err := workload.ParseEntry(s)
 		if err != nil {
 			return err
