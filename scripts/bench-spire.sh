@@ -43,6 +43,7 @@ done
 SPIRE_VERSION=v1.13.3
 TD=spire.example
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/scripts/interop.sh"
 [ -z "$MANDATE" ] || MANDATE=$(realpath "$MANDATE")
 W=$(mktemp -d)
 SERVE= SPIRE=
@@ -336,23 +337,12 @@ func fatal(err error) {
 }
 EOF
 say "building spire-server $SPIRE_VERSION and its load generator"
-(
-  cd "$W/spire"
-  export GOWORK=off GOFLAGS=-buildvcs=false
-  go mod init spire-bench >/dev/null 2>&1
-  # The modules come from the proxy: a failed download is tried again.
-  for attempt in 1 2 3; do
-    go get -tool "github.com/spiffe/spire/cmd/spire-server@$SPIRE_VERSION" && break
-    [ "$attempt" = 3 ] && exit 1
-    sleep 5
-  done
-  go build -o spire-server github.com/spiffe/spire/cmd/spire-server
-  go build -o bench .
-) >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building SPIRE or its load generator failed"; }
+(build_spire "$W/spire" spire-bench "$SPIRE_VERSION" &&
+  cd "$W/spire" && GOWORK=off GOFLAGS=-buildvcs=false go build -o bench .) >"$W/build.log" 2>&1 ||
+  { cat "$W/build.log" >&2; fail "building SPIRE or its load generator failed"; }
 SS=$W/spire/spire-server SBENCH=$W/spire/bench
 cd "$W"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 SOCK=$W/spire-api.sock
 start_spire() {
   local port
@@ -396,7 +386,6 @@ EOF
   return 1
 }
 start_spire || fail "the SPIRE server did not start"
-. "$ROOT/scripts/serve.sh"
 start_serve --data-dir data || fail "mandate serve did not start"
 export MANDATE_SERVER=$URL
 say "spire-server $SPIRE_VERSION (pid $SPIRE) on $SOCK; Mandate (pid $SERVE) at $URL"

@@ -26,7 +26,7 @@ if [ -z "$MANDATE" ]; then
 fi
 cd "$W"
 
-. "$ROOT/scripts/serve.sh"
+. "$ROOT/scripts/interop.sh"
 start_serve --trust-domain py.example --data-dir data || fail "the authority did not start"
 m() { "$MANDATE" "$@" --server "$URL"; }
 adm() { m "$@" --creds data/admin; }

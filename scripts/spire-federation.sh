@@ -22,6 +22,7 @@ set -euo pipefail
 MANDATE=${1:-}
 SPIRE_VERSION=v1.13.3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/scripts/interop.sh"
 W=$(mktemp -d)
 SERVE= SPIRE= NODE_RUN=
 cleanup() {
@@ -131,19 +132,9 @@ func check(a []string) (spiffeid.ID, error) {
 }
 EOF
 say "building spire-server $SPIRE_VERSION"
-(
-  cd "$W/spire"
-  export GOWORK=off GOFLAGS=-buildvcs=false
-  go mod init spire-interop >/dev/null 2>&1
-  # The modules come from the proxy: a failed download is tried again.
-  for attempt in 1 2 3; do
-    go get -tool "github.com/spiffe/spire/cmd/spire-server@$SPIRE_VERSION" && break
-    [ "$attempt" = 3 ] && exit 1
-    sleep 5
-  done
-  go build -o spire-server github.com/spiffe/spire/cmd/spire-server
-  go build -o check .
-) >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building SPIRE failed"; }
+(build_spire "$W/spire" spire-interop "$SPIRE_VERSION" &&
+  cd "$W/spire" && GOWORK=off GOFLAGS=-buildvcs=false go build -o check .) >"$W/build.log" 2>&1 ||
+  { cat "$W/build.log" >&2; fail "building SPIRE failed"; }
 SS=$W/spire/spire-server CHECK=$W/spire/check
 cd "$W"
 
@@ -159,7 +150,6 @@ ca:
 policy:
   decision_callers: [spiffe://spire.example/caller]
 EOF
-. "$ROOT/scripts/serve.sh"
 start_serve --config mandate.yaml || fail "the authority did not start"
 export MANDATE_SERVER=$URL
 m() { "$MANDATE" "$@"; }
@@ -168,7 +158,6 @@ m bundle show --bundle data/admin/bundle.pem >org-a.bundle.json
 
 # SPIRE, its bundle endpoint on https_spiffe, federated with Mandate (whose
 # endpoint presents spiffe://org-a.example/mandate/server).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 SOCK=$W/spire-api.sock
 start_spire() {
   local api_port bundle_port

@@ -66,7 +66,7 @@ tpm2_pcrread sha256:$PCRS -o golden.bin >/dev/null
   echo "        sha256:"
   i=0; for p in ${PCRS//,/ }; do echo "          \"$p\": $(pcr_hex golden.bin $i)"; i=$((i + 1)); done
 } >mandate.yaml
-. "$ROOT/scripts/serve.sh"
+. "$ROOT/scripts/interop.sh"
 start_serve --config mandate.yaml --data-dir data || fail "the authority did not start"
 post() { curl -sS --cacert data/admin/bundle.pem -H 'Content-Type: application/json' --data @"$2" "$URL$1"; }
 

@@ -1,0 +1,48 @@
+# Sourced by the interop scripts (and scripts/bench-spire.sh): what they
+# share to start the authority, pick ports, fetch modules and build SPIRE.
+
+# start_serve runs "$MANDATE serve" with the given flags on 127.0.0.1 in
+# the current directory (output in serve.out and serve.log) and sets
+# SERVE (its pid) and URL once it serves; it fails if serve exits first,
+# or after 20 s.
+start_serve() {
+  "$MANDATE" serve "$@" --listen 127.0.0.1:0 >serve.out 2>serve.log &
+  SERVE=$!
+  URL=
+  for _ in $(seq 200); do
+    URL=$(grep -o 'is serving on https://[^ ]*' serve.out 2>/dev/null | cut -d' ' -f4 || true)
+    [ -n "$URL" ] && return 0
+    kill -0 "$SERVE" 2>/dev/null || return 1 # it exited
+    sleep 0.1
+  done
+  return 1
+}
+
+# free_port prints a TCP port free on 127.0.0.1 now (another process may
+# take it before it is used: its users try again with another).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# retry3 CMD...: runs CMD until it succeeds, three times at most, 5 s
+# apart: the module proxy may fail a download once.
+retry3() {
+  local attempt
+  for attempt in 1 2 3; do
+    "$@" && return 0
+    [ "$attempt" = 3 ] && return 1
+    sleep 5
+  done
+}
+
+# build_spire DIR NAME VERSION builds spire-server VERSION from the
+# module proxy as DIR/spire-server, in DIR made a module NAME of its own
+# (where the caller's own Go programs may be built next). Each step must
+# succeed (callers run it in a list, where set -e does not stop).
+build_spire() {
+  (
+    cd "$1" &&
+      export GOWORK=off GOFLAGS=-buildvcs=false &&
+      go mod init "$2" >/dev/null 2>&1 &&
+      retry3 go get -tool "github.com/spiffe/spire/cmd/spire-server@$3" &&
+      go build -o spire-server github.com/spiffe/spire/cmd/spire-server
+  )
+}
