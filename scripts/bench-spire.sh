@@ -370,18 +370,7 @@ plugins {
   NodeAttestor "join_token" { plugin_data {} }
 }
 EOF
-    mkdir -p spire-data
-    "$SS" run -config spire.conf >spire.log 2>&1 &
-    SPIRE=$!
-    for _ in $(seq 100); do
-      kill -0 "$SPIRE" 2>/dev/null || break
-      "$SS" healthcheck -socketPath "$SOCK" >/dev/null 2>&1 && return 0
-      sleep 0.2
-    done
-    kill "$SPIRE" 2>/dev/null || true
-    wait "$SPIRE" 2>/dev/null || true
-    SPIRE=
-    rm -rf spire-data
+    run_spire "$SS" "$SOCK" && return 0
   done
   return 1
 }

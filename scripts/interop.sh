@@ -46,3 +46,29 @@ build_spire() {
       go build -o spire-server github.com/spiffe/spire/cmd/spire-server
   )
 }
+
+# run_spire SS SOCK [CHECK...] starts "SS run -config spire.conf" in the
+# current directory (its state in spire-data, its log in spire.log),
+# sets SPIRE (its pid), and waits, 20 s at most, until its API answers on
+# the socket SOCK and CHECK, when given, succeeds. Else it stops it,
+# removes spire-data and fails: a port it was given may have been taken
+# meanwhile, and the caller tries again with others.
+run_spire() {
+  local ss=$1 sock=$2
+  shift 2
+  mkdir -p spire-data
+  "$ss" run -config spire.conf >spire.log 2>&1 &
+  SPIRE=$!
+  for _ in $(seq 100); do
+    kill -0 "$SPIRE" 2>/dev/null || break
+    if "$ss" healthcheck -socketPath "$sock" >/dev/null 2>&1 && { [ $# = 0 ] || "$@" >/dev/null 2>&1; }; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  kill "$SPIRE" 2>/dev/null || true
+  wait "$SPIRE" 2>/dev/null || true
+  SPIRE=
+  rm -rf spire-data
+  return 1
+}

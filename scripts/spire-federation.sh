@@ -199,21 +199,10 @@ plugins {
   NodeAttestor "join_token" { plugin_data {} }
 }
 EOF
-    mkdir -p spire-data
-    "$SS" run -config spire.conf >spire.log 2>&1 &
-    SPIRE=$!
-    for _ in $(seq 100); do
-      kill -0 "$SPIRE" 2>/dev/null || break
-      if "$SS" healthcheck -socketPath "$SOCK" >/dev/null 2>&1 && curl -sk "https://127.0.0.1:$bundle_port/" >/dev/null 2>&1; then
-        SPIRE_BUNDLE_URL=https://127.0.0.1:$bundle_port
-        return 0
-      fi
-      sleep 0.2
-    done
-    kill "$SPIRE" 2>/dev/null || true
-    wait "$SPIRE" 2>/dev/null || true
-    SPIRE=
-    rm -rf spire-data
+    if run_spire "$SS" "$SOCK" curl -sk "https://127.0.0.1:$bundle_port/"; then
+      SPIRE_BUNDLE_URL=https://127.0.0.1:$bundle_port
+      return 0
+    fi
   done
   return 1
 }
