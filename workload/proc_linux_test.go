@@ -264,20 +264,12 @@ func TestDigests(t *testing.T) {
 	// Every slot of a user id held (by readings that hang): its caller
 	// waits no longer than its call lasts, and another user id's
 	// digest is still computed.
-	ended, cancel := context.WithCancel(context.Background())
-	cancel()
 	const hung = 1000
-	var held int
-	for ; held <= maxHashing; held++ {
-		release, err := hashing.take(ended, hung)
-		if err != nil {
-			break
-		}
-		defer release()
-	}
-	if held >= maxHashing {
+	if held := holdShare(t, hashing, hung); held >= maxHashing {
 		t.Errorf("the callers of one user id took all %d digests' slots", held)
 	}
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
 	if _, err = newDigests().of(ended, h, keyOf(hi), hung); !errors.Is(err, context.Canceled) {
 		t.Errorf("digest with every slot of its user id held = %v, want the call's end", err)
 	}
@@ -343,18 +335,7 @@ func TestReadingsOfOneUserLeaveOthersSlots(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another user id's readings take every slot they can, and hang.
-	other := who.UID + 1
-	ended, cancel := context.WithCancel(context.Background())
-	cancel()
-	var held int
-	for ; held <= maxReads; held++ {
-		release, err := reads.take(ended, other)
-		if err != nil {
-			break
-		}
-		defer release()
-	}
-	if held >= maxReads {
+	if held := holdShare(t, reads, who.UID+1); held >= maxReads {
 		t.Errorf("the callers of one user id took all %d slots", held)
 	}
 	p := readWithin(c, who, procNeeds{exe: true})
@@ -470,4 +451,21 @@ func TestSlotsForgetAUserIDOnceDone(t *testing.T) {
 	if n != 0 || len(s.all) != 0 {
 		t.Errorf("after every release: %d user ids kept, %d slots taken; want none", n, len(s.all))
 	}
+}
+
+// holdShare takes every slot of s that the callers of user id uid get
+// at once (with a call already ended: none is waited for), holds them
+// until the test ends, and is how many it got.
+func holdShare(t *testing.T, s *slots, uid uint32) int {
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	held := 0
+	for ; held <= cap(s.all); held++ {
+		release, err := s.take(ended, uid)
+		if err != nil {
+			break
+		}
+		t.Cleanup(release)
+	}
+	return held
 }
