@@ -138,8 +138,10 @@ type Server struct {
 	jwts    map[string]heldJWT
 	// jwtCalls are the JWT-SVIDs being obtained, by the key of jwts.
 	jwtCalls map[string]*jwtCall
-	// jwtSlots bound the calls for JWT-SVIDs under way, by caller's uid.
-	jwtSlots map[uint32]chan struct{}
+	// jwtSlots bound the calls for JWT-SVIDs under way, by caller's uid
+	// (maxJWTCallsPerUID; in all, no more than so many for each of the
+	// connections there may be).
+	jwtSlots *slots
 	// resyncing is the sync asked for by a JWT-SVID's check under way.
 	resyncing *resyncCall
 	conns     *connLimit
@@ -193,7 +195,7 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now, wallPoll: time.Minute,
 		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{}, refused: map[spiffeid.ID]uint64{}, kick: map[spiffeid.ID]chan struct{}{},
 		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
-		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: map[uint32]chan struct{}{}, conns: newConnLimit(maxConnsPerUID, maxConns, log), stopping: make(chan struct{}),
+		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: newSlots(maxConns*maxJWTCallsPerUID, maxJWTCallsPerUID), conns: newConnLimit(maxConnsPerUID, maxConns, log), stopping: make(chan struct{}),
 	}
 	for _, e := range s.entries {
 		s.checks = append(s.checks, byCost(e.Selectors))
@@ -945,27 +947,6 @@ func (s *Server) jwt(ctx context.Context, uid uint32, id spiffeid.ID, audience [
 	}
 }
 
-// jwtSlot waits for one of the maxJWTCallsPerUID calls to the
-// authority for a JWT-SVID that callers of user id uid may have under
-// way at once: a workload asking for many audiences at once waits for
-// its own calls, not for others', and the node makes at most that many
-// such requests at once for it.
-func (s *Server) jwtSlot(ctx context.Context, uid uint32) (release func(), err error) {
-	s.mu.Lock()
-	slots := s.jwtSlots[uid]
-	if slots == nil {
-		slots = make(chan struct{}, maxJWTCallsPerUID)
-		s.jwtSlots[uid] = slots
-	}
-	s.mu.Unlock()
-	select {
-	case slots <- struct{}{}:
-		return func() { <-slots }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // checkJWT validates a JWT-SVID the authority answered for id and
 // audience with the JWT authorities of the latest bundles (go-spiffe),
 // waiting for a first bundle if none has been answered yet: what is not
@@ -1089,7 +1070,11 @@ func (s *Server) obtainJWT(ctx context.Context, uid uint32, key string, c *jwtCa
 	defer cancel()
 	var tok string
 	var exp time.Time
-	release, err := s.jwtSlot(callCtx, uid)
+	// One of the calls callers of uid may have under way at once: a
+	// workload asking for many audiences at once waits for its own
+	// calls, not for others', and the node makes at most that many such
+	// requests at once for it.
+	release, err := s.jwtSlots.take(callCtx, uid)
 	if err == nil {
 		tok, exp, err = s.issuer.JWTSVID(callCtx, id, audience)
 		release()
