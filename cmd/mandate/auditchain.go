@@ -918,6 +918,10 @@ func printChain(w io.Writer, hops []chainHop) {
 		}
 		fmt.Fprintf(w, "%s└─ %s → %s  [%s]\n", indent, shownName(h.Delegator), shownName(h.Delegatee), strings.Join(scopes, " "))
 		fmt.Fprintf(w, "%s   delegation %s, issued by %s; %s\n", indent, shownName(h.ID), shownName(strings.TrimPrefix(h.Issuer, "spiffe://")), proof)
+		if h.purpose != "" {
+			// From the proven entry, as its delegator signed it (verifySigner).
+			fmt.Fprintf(w, "%s   purpose: %s\n", indent, shown(h.purpose))
+		}
 		if h.signedBy != "" {
 			fmt.Fprintf(w, "%s   %s\n", indent, shown(h.signedBy))
 		}

@@ -129,6 +129,7 @@ func TestCLIDelegationChain(t *testing.T) {
 		t.Fatalf("audit chain verified %d delegator signatures, want 2:\n%s", n, tree)
 	}
 	for _, want := range []string{"on behalf of alice@org-a.example", "proven in org-a.example's log", "proven in org-b.example's log",
+		"\n   purpose: plan the offsite\n",
 		"responsible planner@org-a.example", "responsible payer@org-b.example",
 		// A field the registration left blank shows as "-", never as nothing.
 		"delegatee accountable: operator team-payer, model -, responsible payer@org-b.example"} {
