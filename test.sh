@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs exactly this): formatting, vet, every
-# test with the race detector, then four interoperability checks: TPM
+# test with the race detector, then five interoperability checks: TPM
 # attestation with another TPM 2.0 stack (tpm2-tools on swtpm), a
 # delegation signed by an agent in another language (Python, jwcrypto),
 # federation both ways with a SPIRE server (built from the module
-# proxy: minutes with an empty build cache), and ghostunnel tunnelling
+# proxy: minutes with an empty build cache), ghostunnel tunnelling
 # with the identities of a node's Workload API (built from the module
-# proxy too: a minute or two with an empty build cache).
+# proxy too: a minute or two with an empty build cache), and RFC 8693
+# token exchange by an OAuth client library of another language
+# (Node.js's openid-client, from the npm registry).
 #
 # Needs Go 1.26 and gcc (cgo: the race detector and the TPM simulator),
 # OpenSSL's headers (the simulator links libcrypto), and for the interop
-# checks tpm2-tools, swtpm, jq, xxd, openssl, curl and python3-jwcrypto. What is missing is
-# installed with apt-get when the script runs as root; otherwise it says
-# what to install. Modules come from the Go module proxy.
+# checks tpm2-tools, swtpm, jq, xxd, openssl, curl, python3-jwcrypto,
+# and Node.js 20.18 or later with npm. What is missing of the Debian
+# packages is installed with apt-get when the script runs as root;
+# otherwise it says what to install (Node.js is not installed: Debian
+# bookworm's is older). Modules come from the Go module proxy and the npm
+# registry.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -49,3 +54,4 @@ scripts/tpm2-tools-attest.sh "$bin/mandate"
 scripts/python-delegate.sh "$bin/mandate"
 scripts/spire-federation.sh "$bin/mandate"
 scripts/ghostunnel-workload.sh "$bin/mandate"
+scripts/oauth-token-exchange.sh "$bin/mandate"
