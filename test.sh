@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs exactly this): formatting, vet, every
-# test with the race detector, then six interoperability checks: TPM
+# test with the race detector, then seven interoperability checks: TPM
 # attestation with another TPM 2.0 stack (tpm2-tools on swtpm), a
 # delegation signed by an agent in another language (Python, jwcrypto),
 # federation both ways with a SPIRE server (built from the module
@@ -8,8 +8,10 @@
 # with the identities of a node's Workload API (built from the module
 # proxy too: a minute or two with an empty build cache), RFC 8693
 # token exchange by an OAuth client library of another language
-# (Node.js's openid-client, from the npm registry), and decisions asked
-# with the OPA TypeScript SDK (@styra/opa, from the npm registry too).
+# (Node.js's openid-client, from the npm registry), decisions asked
+# with the OPA TypeScript SDK (@styra/opa, from the npm registry too),
+# and the audit log read through its C2SP tiles by a reader built on
+# filippo.io/torchwood (from the module proxy).
 #
 # Needs Go 1.26 and gcc (cgo: the race detector and the TPM simulator),
 # OpenSSL's headers (the simulator links libcrypto), and for the interop
@@ -57,3 +59,4 @@ scripts/spire-federation.sh "$bin/mandate"
 scripts/ghostunnel-workload.sh "$bin/mandate"
 scripts/oauth-token-exchange.sh "$bin/mandate"
 scripts/opa-sdk-client.sh "$bin/mandate"
+scripts/tlog-tiles-torchwood.sh "$bin/mandate"
