@@ -72,3 +72,58 @@ run_spire() {
   rm -rf spire-data
   return 1
 }
+
+# interop_start NAME: the common start of a check that runs the
+# authority by itself: a work directory W (removed at exit, the
+# authority in SERVE stopped first), say and fail prefixed with NAME
+# (fail also prints the end of serve.log), any failing command failing
+# the check with its line, and MANDATE built into W when the caller left
+# it empty. The caller sets ROOT and MANDATE first.
+interop_start() {
+  INTEROP_NAME=$1
+  W=$(mktemp -d)
+  SERVE=
+  trap interop_cleanup EXIT
+  trap 'fail "a command failed at line $LINENO"' ERR
+  if [ -z "$MANDATE" ]; then
+    MANDATE=$W/mandate
+    (cd "$ROOT" && go build -o "$MANDATE" ./cmd/mandate)
+  fi
+}
+interop_cleanup() {
+  [ -n "$SERVE" ] && kill "$SERVE" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+say() { echo "$INTEROP_NAME: $*"; }
+fail() {
+  echo "$INTEROP_NAME: $*" >&2
+  [ -f "$W/serve.log" ] && { echo "--- serve.log" >&2; tail -15 "$W/serve.log" >&2; }
+  exit 1
+}
+
+# join_node: after start_serve, m and adm (the CLI as anyone, and as the
+# admin of ./data) with MANDATE_SERVER set, and a node joined with a join
+# token, its credential in ./node and its SPIFFE ID in NODE.
+join_node() {
+  export MANDATE_SERVER=$URL
+  m() { "$MANDATE" "$@"; }
+  adm() { m "$@" --creds data/admin; }
+  local token
+  token=$(adm admin join-token create --quiet)
+  NODE=$(m node join --token "$token" --quiet --out node --bundle data/admin/bundle.pem)
+}
+
+# npm_packages DIR PACKAGE@VERSION...: these exact versions in
+# DIR/node_modules, from the npm registry (tried three times); fails
+# without Node.js 20.18 or later and npm.
+npm_packages() {
+  command -v node >/dev/null && command -v npm >/dev/null || fail "needs Node.js and npm"
+  node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || a === 20 && b >= 18 ? 0 : 1)' ||
+    fail "needs Node.js 20.18 or later, not $(node --version)"
+  local dir=$1
+  shift
+  mkdir -p "$dir"
+  retry3 npm install --prefix "$dir" --no-audit --no-fund --save-exact "$@" >"$dir/npm.log" 2>&1 ||
+    { cat "$dir/npm.log" >&2; fail "npm install $* failed"; }
+}

@@ -17,25 +17,7 @@ MANDATE=${1:-}
 TORCHWOOD_VERSION=v0.6.1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/interop.sh"
-W=$(mktemp -d)
-SERVE=
-cleanup() {
-  [ -n "$SERVE" ] && kill "$SERVE" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-fail() {
-  echo "tlog-tiles interop: $*" >&2
-  [ -f "$W/serve.log" ] && { echo "--- serve.log" >&2; tail -15 "$W/serve.log" >&2; }
-  exit 1
-}
-say() { echo "tlog-tiles interop: $*"; }
-trap 'fail "a command failed at line $LINENO"' ERR
-if [ -z "$MANDATE" ]; then
-  MANDATE=$W/mandate
-  (cd "$ROOT" && go build -o "$MANDATE" ./cmd/mandate)
-fi
+interop_start "tlog-tiles interop"
 
 say "building the check with filippo.io/torchwood $TORCHWOOD_VERSION"
 mkdir "$W/check"
