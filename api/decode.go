@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -62,7 +63,13 @@ func readJSONBody(r *http.Request) ([]byte, error) {
 	if err := checkContentType(r.Header.Get("Content-Type"), "application/json"); err != nil {
 		return nil, err
 	}
-	body, err := io.ReadAll(r.Body)
+	var body []byte
+	var err error
+	if rb, ok := r.Body.(*readBodyCloser); ok {
+		body, err = rb.rest()
+	} else {
+		body, err = io.ReadAll(r.Body)
+	}
 	if err != nil {
 		return nil, bodyError(err)
 	}
@@ -258,7 +265,10 @@ func checkContentType(got, want string) error {
 // server's log (through the middleware's writer) with the request id the
 // caller is given.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := jsonv2.Marshal(v, json.DefaultOptionsV1(), jsonv2.WithMarshalers(stdNumbers))
+	buf := answerBuffers.Get().(*bytes.Buffer)
+	defer putAnswerBuffer(buf)
+	buf.Reset()
+	err := jsonv2.MarshalWrite(buf, v, json.DefaultOptionsV1(), jsonv2.WithMarshalers(stdNumbers))
 	if err != nil {
 		if fw, ok := w.(interface{ noteFault(error) }); ok {
 			fw.noteFault(fmt.Errorf("encode the answer: %w", err))
@@ -267,7 +277,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 			Detail: "the server failed to answer; the error is in its log, with request_id=" + w.Header().Get("X-Request-Id")})
 		return
 	}
-	b = append(b, '\n')
+	buf.WriteByte('\n')
+	b := buf.Bytes()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	// Sized: an answer larger than net/http's buffer is sent whole, not
@@ -275,6 +286,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// answerBuffers hold answers as they are written: an answer is written
+// whole (its length first), and then its buffer is no longer needed.
+var answerBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledAnswer bounds the buffers kept: a rare large answer (an audit
+// page) does not pin its memory.
+const maxPooledAnswer = 64 << 10
+
+func putAnswerBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledAnswer {
+		answerBuffers.Put(b)
+	}
 }
 
 // stdNumbers writes an encoding/json Number (how a policy's answer holds

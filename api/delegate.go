@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -61,15 +60,37 @@ func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	proof := make([]string, len(ans.Receipt.InclusionProof))
-	for i, h := range ans.Receipt.InclusionProof {
-		proof[i] = base64.StdEncoding.EncodeToString(h)
+	writeJSON(w, http.StatusCreated, delegationAnswerOf(ans))
+}
+
+// delegationAnswer is the answer to POST /v1/delegations: its members in
+// the order of their names, as an answer written from a map has them.
+type delegationAnswer struct {
+	Chain     []delegation.HopView `json:"chain"`
+	ExpiresAt time.Time            `json:"expires_at"`
+	ID        string               `json:"id"`
+	Receipt   receiptAnswer        `json:"receipt"`
+	Token     string               `json:"token"`
+}
+
+// receiptAnswer is an audit receipt as answered: the leaf hash in hex,
+// the proof's hashes in base64 (as JSON writes bytes).
+type receiptAnswer struct {
+	Checkpoint     string   `json:"checkpoint"`
+	InclusionProof [][]byte `json:"inclusion_proof"`
+	Index          uint64   `json:"index"`
+	LeafHash       string   `json:"leaf_hash"`
+	TreeSize       uint64   `json:"tree_size"`
+}
+
+func delegationAnswerOf(ans *authority.DelegateAnswer) delegationAnswer {
+	proof := ans.Receipt.InclusionProof
+	if proof == nil {
+		proof = [][]byte{} // [], never null
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{
-		"id": ans.ID, "token": ans.Token, "expires_at": ans.ExpiresAt.UTC(), "chain": delegation.ViewsOf(ans.Chain),
-		"receipt": map[string]any{"index": ans.Receipt.Index, "leaf_hash": hexOf(ans.Receipt.LeafHash), "tree_size": ans.Receipt.TreeSize,
-			"checkpoint": string(ans.Receipt.Checkpoint), "inclusion_proof": proof},
-	})
+	return delegationAnswer{Chain: delegation.ViewsOf(ans.Chain), ExpiresAt: ans.ExpiresAt.UTC(), ID: ans.ID, Token: ans.Token,
+		Receipt: receiptAnswer{Checkpoint: string(ans.Receipt.Checkpoint), InclusionProof: proof, Index: ans.Receipt.Index,
+			LeafHash: hexOf(ans.Receipt.LeafHash), TreeSize: ans.Receipt.TreeSize}}
 }
 
 // delegationStatus is GET /v1/delegations/{id}/status (public).

@@ -205,7 +205,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				endpoint = strings.Contains(pattern, " ")
 			}
 			if endpoint {
-				r.Body = readBody(r.Body)
+				r.Body = readBody(r.Body, min(r.ContentLength, s.bodyLimit(r), maxBodyPresize))
 			}
 			// The answer's time (http.write_timeout, which net/http counts
 			// from the request's headers) counts from here too: the work
@@ -232,19 +232,39 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 	})
 }
 
-// readBody reads body (bounded by its MaxBytesReader) to its end, and
-// returns a body that hands a handler what was read, then the error
-// that ended the read, if any (a body over the limit is refused where it
-// was before, as the handler reads it).
-func readBody(body io.ReadCloser) io.ReadCloser {
-	b, err := io.ReadAll(body)
-	return &readBodyCloser{Reader: bytes.NewReader(b), err: err, body: body}
+// maxBodyPresize bounds the memory a body's read starts with, whatever
+// Content-Length it declares (up to the body limit, 16 MiB at most): more
+// is only taken as the bytes arrive.
+const maxBodyPresize = 64 << 10
+
+// readBody reads body (bounded by its MaxBytesReader) to its end, into
+// a buffer of size bytes (its Content-Length, within the limit and
+// maxBodyPresize) to start with, and returns a body that hands a handler what was
+// read, then the error that ended the read, if any (a body over the
+// limit is refused where it was before, as the handler reads it).
+func readBody(body io.ReadCloser, size int64) io.ReadCloser {
+	var buf bytes.Buffer
+	if size > 0 {
+		buf.Grow(int(size) + bytes.MinRead) // the read that finds the end needs MinRead free
+	}
+	_, err := buf.ReadFrom(body)
+	return &readBodyCloser{Reader: bytes.NewReader(buf.Bytes()), buf: buf.Bytes(), err: err, body: body}
 }
 
 type readBodyCloser struct {
 	*bytes.Reader
+	buf  []byte // what was read
 	err  error
 	body io.ReadCloser
+}
+
+// rest is what a handler has not read of the body, and the error that
+// ended the body's read (as io.ReadAll of it would return them), without
+// a copy: the body has been read once already.
+func (b *readBodyCloser) rest() ([]byte, error) {
+	rest := b.buf[len(b.buf)-b.Reader.Len():]
+	b.Reader.Reset(nil)
+	return rest, b.err
 }
 
 func (b *readBodyCloser) Read(p []byte) (int, error) {
