@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	json "github.com/go-json-experiment/json/v1"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -93,22 +95,59 @@ func newJWTIssuer(a *authority) (*jwtIssuer, error) {
 
 // signAs returns the compact JWS (RFC 7515 §7.1) of payload with header
 // typ typ: header and payload base64url, then the signature over both.
-func (i *jwtIssuer) signAs(typ string, payload []byte) (string, error) {
+// The signing input is built in sb, and the token written once, at its
+// size.
+func (i *jwtIssuer) signAs(sb *scratch, typ string, payload []byte) (string, error) {
 	hdr, err := i.headerFor(typ)
 	if err != nil {
 		return "", err
 	}
 	enc := base64.RawURLEncoding
-	buf := make([]byte, 0, len(hdr)+enc.EncodedLen(len(payload))+enc.EncodedLen(2*i.signer.size)+2)
-	buf = append(buf, hdr...)
-	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, payload)
-	sig, err := i.signer.sign(buf)
+	in := append(sb.in[:0], hdr...)
+	in = append(in, '.')
+	in = enc.AppendEncode(in, payload)
+	sb.in = in
+	sig, err := i.signer.sign(in)
 	if err != nil {
 		return "", fmt.Errorf("ca: sign jwt: %w", err)
 	}
-	buf = append(buf, '.')
-	return string(enc.AppendEncode(buf, sig)), nil
+	in = enc.AppendEncode(append(in, '.'), sig)
+	sb.in = in
+	var tok strings.Builder
+	tok.Grow(len(in))
+	tok.Write(in)
+	return tok.String(), nil
+}
+
+// scratch is the memory a token is made in: its encoded claims and its
+// signing input, pooled.
+type scratch struct {
+	claims bytes.Buffer
+	in     []byte
+}
+
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
+
+// maxScratch bounds the scratch memory kept in the pool (a delegation
+// token with its ancestors inside is up to about 32 KB, twice encoded).
+const maxScratch = 128 << 10
+
+func getScratch() *scratch { return scratches.Get().(*scratch) }
+
+func putScratch(s *scratch) {
+	if s.claims.Cap()+cap(s.in) <= maxScratch {
+		s.claims.Reset()
+		scratches.Put(s)
+	}
+}
+
+// marshalClaims encodes claims as json.Marshal does, into s.
+func (s *scratch) marshalClaims(claims any) ([]byte, error) {
+	s.claims.Reset()
+	if err := jsonv2.MarshalWrite(&s.claims, claims, json.DefaultOptionsV1()); err != nil {
+		return nil, err
+	}
+	return s.claims.Bytes(), nil
 }
 
 // MintJWTSVID issues a JWT-SVID signed by the active JWT key (ES256 for
@@ -144,11 +183,13 @@ func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 		}
 	}
 	aud := slices.Clone(p.Audience)
-	payload, err := json.Marshal(svidClaims{Subject: p.ID.String(), Audience: aud, Expiry: exp, IssuedAt: now.Unix()})
+	sc := getScratch()
+	defer putScratch(sc)
+	payload, err := sc.marshalClaims(svidClaims{Subject: p.ID.String(), Audience: aud, Expiry: exp, IssuedAt: now.Unix()})
 	if err != nil {
 		return nil, fmt.Errorf("ca: encode jwt claims: %w", err)
 	}
-	token, err := iss.signAs("JWT", payload)
+	token, err := iss.signAs(sc, "JWT", payload)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +226,9 @@ func (c *CA) SignJWT(ctx context.Context, typ string, claims any, expiresAt time
 	case expiresAt.After(iss.notAfter):
 		return "", "", fmt.Errorf("%w: expiresAt %s is beyond the active jwt key's expiry %s", ErrInvalidParams, expiresAt, iss.notAfter)
 	}
-	payload, err := json.Marshal(claims)
+	sc := getScratch()
+	defer putScratch(sc)
+	payload, err := sc.marshalClaims(claims)
 	if err != nil {
 		return "", "", fmt.Errorf("%w: encode claims: %v", ErrInvalidParams, err)
 	}
@@ -195,7 +238,7 @@ func (c *CA) SignJWT(ctx context.Context, typ string, claims any, expiresAt time
 	if typ == "" {
 		return "", "", fmt.Errorf("%w: a typ is required", ErrInvalidParams)
 	}
-	token, err = iss.signAs(typ, payload)
+	token, err = iss.signAs(sc, typ, payload)
 	if err != nil {
 		return "", "", err
 	}

@@ -1,9 +1,13 @@
 package ca_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,5 +160,69 @@ func TestSignJWT(t *testing.T) {
 				t.Errorf("exp = %v", got["exp"])
 			}
 		})
+	}
+}
+
+// A token's payload is its claims as encoding/json writes them, whatever
+// tokens were signed before it (larger or smaller), and the token is the
+// header, payload and signature, each base64url, once.
+func TestSignJWTPayloadBytes(t *testing.T) {
+	c, _ := newTestCA(t, nil)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	type claims struct {
+		Subject string   `json:"sub"`
+		Expiry  int64    `json:"exp"`
+		Scope   string   `json:"scope"`
+		Aud     []string `json:"aud,omitempty"`
+		Token   string   `json:"token,omitempty"`
+	}
+	for i, cl := range []any{
+		claims{Subject: "alice <&> \u2028", Expiry: exp.Unix(), Scope: "read", Token: strings.Repeat("eyJ0", 5000)},
+		claims{Subject: "bob", Expiry: exp.Unix(), Scope: "a b", Aud: []string{"x"}},
+		map[string]any{"exp": exp.Unix(), "z": 1, "a": "é"},
+		claims{Subject: "c", Expiry: exp.Unix(), Token: strings.Repeat("x", 40000)},
+		claims{Subject: "d", Expiry: exp.Unix()},
+	} {
+		want, err := json.Marshal(cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mint := range []bool{false, true} {
+			var token string
+			if mint {
+				svid, err := c.MintJWTSVID(ctx, ca.JWTParams{ID: testID, Audience: []string{"aud"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				token = svid.Token
+			} else if token, _, err = c.SignJWT(ctx, "test+jwt", cl, exp); err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.Split(token, ".")
+			if len(parts) != 3 {
+				t.Fatalf("%d: token of %d parts", i, len(parts))
+			}
+			payload, err := base64.RawURLEncoding.Strict().DecodeString(parts[1])
+			if err != nil {
+				t.Fatalf("%d: payload: %v", i, err)
+			}
+			if sig, err := base64.RawURLEncoding.Strict().DecodeString(parts[2]); err != nil || len(sig) != 64 {
+				t.Fatalf("%d: signature of %d bytes, %v", i, len(sig), err)
+			}
+			if mint {
+				var got struct {
+					Sub string   `json:"sub"`
+					Aud []string `json:"aud"`
+				}
+				if err := json.Unmarshal(payload, &got); err != nil || got.Sub != testID.String() || !slices.Equal(got.Aud, []string{"aud"}) {
+					t.Fatalf("%d: JWT-SVID claims %s: %v", i, payload, err)
+				}
+				continue
+			}
+			if !bytes.Equal(payload, want) {
+				t.Fatalf("%d: payload\n%s\nwant\n%s", i, payload, want)
+			}
+		}
 	}
 }
