@@ -14,6 +14,7 @@ import (
 	"hash"
 	"math/big"
 	"strings"
+	"sync"
 
 	"github.com/go-jose/go-jose/v4"
 
@@ -247,22 +248,32 @@ func (j *compactJWS) checkECDSA(key *ecdsa.PublicKey) error {
 
 // hashString is the hash h of s, written through a small buffer: a
 // token with its parents inside is kilobytes, and copying it whole into a
-// new slice costs more than hashing it.
+// new slice costs more than hashing it. The buffer is pooled: written to
+// a hash.Hash, it would escape, and be allocated on every call.
 func hashString(h hash.Hash, s string) []byte {
-	var buf [512]byte
+	buf := hashBuffers.Get().(*[512]byte)
 	for len(s) > 0 {
 		n := copy(buf[:], s)
 		h.Write(buf[:n])
 		s = s[n:]
 	}
+	hashBuffers.Put(buf)
 	return h.Sum(nil)
+}
+
+var hashBuffers = sync.Pool{New: func() any { return new([512]byte) }}
+
+// sha256String is the SHA-256 of s (hashString's).
+func sha256String(s string) (sum [sha256.Size]byte) {
+	copy(sum[:], hashString(sha256.New(), s))
+	return sum
 }
 
 // verifyJWS is checkJWS, unless these exact bytes were verified with
 // this key (whose keyHash is kh) before.
 func verifyJWS(j *compactJWS, key any, kh [32]byte, typ string) error {
 	k := sigKey{key: kh}
-	copy(k.jws[:], hashString(sha256.New(), j.compact))
+	k.jws = sha256String(j.compact)
 	if k.key == ([32]byte{}) {
 		return errors.New("unusable key")
 	}

@@ -584,7 +584,7 @@ type svidEntry struct {
 // rootsOf them), valid at at.
 func verifiedSVID(j *compactJWS, auths []*x509.Certificate, roots [32]byte, want spiffeid.ID, at time.Time) (*svidEntry, error) {
 	hdr, _, _ := strings.Cut(j.compact, ".")
-	k := svidKey{chain: sha256.Sum256([]byte(hdr)), roots: roots}
+	k := svidKey{chain: sha256String(hdr), roots: roots}
 	e, ok := svids.get(k)
 	if !ok {
 		certs, err := x5c(j)
