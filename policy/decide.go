@@ -133,59 +133,114 @@ func dotted(path string) string {
 // (anything else, and any string that is not valid UTF-8, goes through
 // JSON).
 func inputValue(x any, depth int) (ast.Value, error) {
+	t, err := inputTerm(x, depth)
+	if err != nil {
+		return nil, err
+	}
+	return t.Value, nil
+}
+
+// inputTerm is inputValue as a term. Terms OPA interns (booleans, null,
+// small integers) and the names of the facts Mandate's decision points
+// are told (inputKeys) are shared, not built again: evaluation never
+// changes a term of its input, as it never changes one OPA interns.
+func inputTerm(x any, depth int) (*ast.Term, error) {
 	if depth > maxInputDepth {
-		return viaJSON(x) // which refuses a cycle
+		return termViaJSON(x) // which refuses a cycle
 	}
 	switch x := x.(type) {
 	case map[string]any:
 		if x == nil {
-			return ast.NullValue, nil
+			return ast.InternedNullTerm, nil
 		}
-		kvs := make([][2]*ast.Term, 0, len(x))
+		// Small objects (every one Mandate builds) are put together on
+		// the stack: ast.NewObject copies the pairs.
+		var buf [16][2]*ast.Term
+		kvs := buf[:0]
+		if len(x) > len(buf) {
+			kvs = make([][2]*ast.Term, 0, len(x))
+		}
 		for k, v := range x {
-			if !utf8.ValidString(k) {
-				return viaJSON(x)
+			key, ok := inputKeys[k]
+			if !ok {
+				if !utf8.ValidString(k) {
+					return termViaJSON(x)
+				}
+				key = ast.StringTerm(k)
 			}
-			val, err := inputValue(v, depth+1)
+			val, err := inputTerm(v, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), ast.NewTerm(val)})
+			kvs = append(kvs, [2]*ast.Term{key, val})
 		}
-		return ast.NewObject(kvs...), nil
+		return ast.NewTerm(ast.NewObject(kvs...)), nil
 	case []any:
-		return arrayValue(x, depth)
+		return arrayTerm(x, depth)
 	case []string:
-		return arrayValue(x, depth)
+		return arrayTerm(x, depth)
 	case string:
 		if !utf8.ValidString(x) {
-			return viaJSON(x)
+			return termViaJSON(x)
 		}
-		return ast.String(x), nil
-	case nil, bool, int, int64:
-		return ast.InterfaceToValue(x)
+		return ast.StringTerm(x), nil
+	case bool:
+		return ast.InternedTerm(x), nil
+	case int:
+		return ast.InternedTerm(x), nil
+	case int64:
+		return ast.InternedTerm(x), nil
+	case nil:
+		return ast.InternedNullTerm, nil
 	}
-	return viaJSON(x)
+	return termViaJSON(x)
 }
+
+// inputKeys are the names of the facts Mandate's decision points are
+// told (see policies/*.rego), as terms built once.
+var inputKeys = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, k := range []string{
+		// delegation
+		"delegator", "delegatee", "principal", "scopes", "depth", "exp", "parent", "chain", "purpose",
+		"spiffe_id", "trust_domain", "host", "revoked", "banned", "level", "drifted", "lapsed", "id", "iss",
+		// issuance
+		"kind", "caller", "agent", "node", "selectors", "node_ids", "require_hardware_attestation",
+		"attestation_method", "attested_at", "quoted_at", "ek_trust", "tpm", "profile", "model",
+		"model_provider", "operator", "responsible_party", "accountability",
+	} {
+		m[k] = ast.StringTerm(k)
+	}
+	return m
+}()
 
 // maxInputDepth is how deep inputValue builds values itself; deeper, it
 // goes through JSON, which refuses a cycle instead of recursing forever.
 const maxInputDepth = 64
 
-// arrayValue is inputValue of a slice.
-func arrayValue[T any](xs []T, depth int) (ast.Value, error) {
+// arrayTerm is inputTerm of a slice.
+func arrayTerm[T any](xs []T, depth int) (*ast.Term, error) {
 	if xs == nil {
-		return ast.NullValue, nil
+		return ast.InternedNullTerm, nil
 	}
 	elems := make([]*ast.Term, len(xs))
 	for i, v := range xs {
-		val, err := inputValue(v, depth+1)
+		t, err := inputTerm(v, depth+1)
 		if err != nil {
 			return nil, err
 		}
-		elems[i] = ast.NewTerm(val)
+		elems[i] = t
 	}
-	return ast.NewArray(elems...), nil
+	return ast.NewTerm(ast.NewArray(elems...)), nil
+}
+
+// termViaJSON is viaJSON as a term.
+func termViaJSON(x any) (*ast.Term, error) {
+	v, err := viaJSON(x)
+	if err != nil {
+		return nil, err
+	}
+	return ast.NewTerm(v), nil
 }
 
 // viaJSON is ParseInput of x's JSON encoding.

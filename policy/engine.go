@@ -629,7 +629,13 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 		return nil, fmt.Errorf("%w: %w", ErrEval, err)
 	}
 	defer rev.store.Abort(ctx, txn)
-	evalOpts := []rego.EvalOption{rego.EvalTime(now), rego.EvalTransaction(txn)}
+	// The evaluation stops once ctx is done (its timeout, or its caller
+	// gone): a callback of ctx's, where OPA would start a goroutine of
+	// its own to wait for it.
+	stop := topdown.NewCancel()
+	defer context.AfterFunc(ctx, stop.Cancel)()
+	evalOpts := make([]rego.EvalOption, 0, 7)
+	evalOpts = append(evalOpts, rego.EvalTime(now), rego.EvalTransaction(txn), rego.EvalExternalCancel(stop))
 	if input != nil {
 		evalOpts = append(evalOpts, rego.EvalParsedInput(input))
 	}
@@ -640,6 +646,8 @@ func (e *Engine) Eval(ctx context.Context, path string, input ast.Value, opts Ev
 		if opts.Instrument {
 			evalOpts = append(evalOpts, rego.EvalInstrument(true))
 		}
+	} else {
+		evalOpts = append(evalOpts, rego.EvalMetrics(metrics.NoOp())) // OPA's own otherwise, kept by none
 	}
 	var builtinErrs []topdown.Error
 	if opts.StrictBuiltinErrors {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -29,6 +30,10 @@ func TestInputValue(t *testing.T) {
 		{"float", map[string]any{"f": 1.5, "big": 1e21}},
 		{"uint", map[string]any{"u": uint32(7)}},
 		{"deep", deep(100)},
+		{"a hop's facts", map[string]any{"delegator": map[string]any{"spiffe_id": "spiffe://a/b", "revoked": false, "banned": true,
+			"host": map[string]any{"level": "tpm", "lapsed": false}}, "depth": 1, "exp": int64(1_800_000_000), "chain": []any{},
+			"parent": nil, "kind": "x509"}},
+		{"many keys", many(40)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want, err := viaJSON(tc.in)
@@ -44,6 +49,14 @@ func TestInputValue(t *testing.T) {
 			}
 		})
 	}
+}
+
+func many(n int) map[string]any {
+	m := map[string]any{}
+	for i := range n {
+		m[fmt.Sprint("k", i)] = i
+	}
+	return m
 }
 
 func deep(n int) any {
