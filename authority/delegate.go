@@ -607,10 +607,34 @@ func checkDelegationInput(req DelegateRequest) error {
 }
 
 // agentOf is the registration of an agent of this trust domain (nil if
-// there is none).
+// there is none), as read within hostingCacheTTL and since the last
+// change of the registry (the commit that logs a hop checks its
+// delegatee's registration again: stillDelegates). The caller only
+// reads it.
 func (a *Authority) agentOf(ctx context.Context, id spiffeid.ID) *registry.Agent {
-	ag, _ := viewed(ctx, a.store, func(tx store.Tx) (*registry.Agent, error) { return registry.AgentBySPIFFEID(tx, id.String()) })
+	now := a.now()
+	ag, gen, ok := a.hosting.agent(id.String(), now)
+	if ok {
+		return ag
+	}
+	if ag, _ = viewed(ctx, a.store, func(tx store.Tx) (*registry.Agent, error) { return registry.AgentBySPIFFEID(tx, id.String()) }); ag != nil {
+		a.hosting.putAgent(id.String(), gen, ag, now.Add(hostingCacheTTL))
+	}
 	return ag
+}
+
+// hostNode is node nodeID's record, as agentOf reads registrations: for
+// what the policy is told of a host. The caller only reads it.
+func (a *Authority) hostNode(ctx context.Context, nodeID string) (*registry.Node, error) {
+	now := a.now()
+	if n, gen, ok := a.hosting.node(nodeID, now); ok {
+		return n, nil
+	} else if n, err := a.readNode(ctx, nodeID); err != nil {
+		return nil, err
+	} else {
+		a.hosting.putNode(nodeID, gen, n, now.Add(hostingCacheTTL))
+		return n, nil
+	}
 }
 
 // registeredHostFacts is what the policy is told of a local agent's host
@@ -863,7 +887,7 @@ func stillDelegates(c *Caller, d decidedOn, now func() time.Time) func(store.Tx)
 
 // hostFacts is what the policy is told of an agent's host node.
 func (a *Authority) hostFacts(ctx context.Context, node spiffeid.ID) map[string]any {
-	n, _ := a.readNode(ctx, node.String())
+	n, _ := a.hostNode(ctx, node.String())
 	if n == nil {
 		return map[string]any{"spiffe_id": node.String(), "level": "unknown"}
 	}
@@ -878,7 +902,7 @@ func (a *Authority) hostFacts(ctx context.Context, node spiffeid.ID) map[string]
 // hardware-attested when it requires one, or one with no record here
 // is a delegateeError.
 func (a *Authority) boundHostFacts(ctx context.Context, ag *registry.Agent, host spiffeid.ID) (map[string]any, error) {
-	n, err := a.readNode(ctx, host.String())
+	n, err := a.hostNode(ctx, host.String())
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return nil, delegateeError{fmt.Sprintf("delegatee_x509_svid names the host node %s, which this authority has no record of", host)}
