@@ -568,7 +568,7 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 	if !rec.RevokedAt.IsZero() {
 		return nil, fmt.Errorf("%w: as it was issued, by %s: %s", ErrDelegationRevoked, rec.RevokedBy, rec.Reason)
 	}
-	a.log.InfoContext(ctx, "delegation issued", "id", id, "delegator", c.ID.String(), "delegatee", delegatee.String(), "depth", depth)
+	a.log.DebugContext(ctx, "delegation issued", "id", id, "delegator", c.ID.String(), "delegatee", delegatee.String(), "depth", depth)
 	return &DelegateAnswer{ID: id, Token: token, ExpiresAt: exp, Chain: append(chain, claims), Receipt: rc}, nil
 }
 
