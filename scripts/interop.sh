@@ -84,6 +84,7 @@ interop_start() {
   W=$(mktemp -d)
   SERVE=
   trap interop_cleanup EXIT
+  set -E # the ERR trap in functions too
   trap 'fail "a command failed at line $LINENO"' ERR
   if [ -z "$MANDATE" ]; then
     MANDATE=$W/mandate

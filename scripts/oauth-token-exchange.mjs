@@ -5,20 +5,20 @@
 // statement signed by jose as a JWS of its own JSON, and the tokens
 // verified by jose with the plain JWKS the metadata names.
 //
-//   node oauth-token-exchange.mjs URL DIR_A DIR_B DIR_C OUT
+//   node oauth-token-exchange.mjs URL DIR_A DIR_B DIR_C OUT PURPOSE
 //
 // DIR_A, DIR_B and DIR_C hold the X509-SVIDs of agents a, b and c
 // (svid.pem, svid.key, bundle.pem); a may pass on calendar:read and
-// mail:send. It prints each step, writes the token c is given to OUT,
-// and exits non-zero at the first step that does not go as docs/api.md
-// says.
+// mail:send; a delegates to b for PURPOSE. It prints each step, writes
+// the token c is given to OUT, and exits non-zero at the first step that
+// does not go as docs/api.md says.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { X509Certificate, createPrivateKey } from 'node:crypto'
 import * as client from 'openid-client'
 import * as jose from 'jose'
 import { Agent, fetch as undiciFetch } from 'undici'
 
-const [server, dirA, dirB, dirC, out] = process.argv.slice(2)
+const [server, dirA, dirB, dirC, out, purpose] = process.argv.slice(2)
 const exchangeGrant = 'urn:ietf:params:oauth:grant-type:token-exchange'
 const jwtType = 'urn:ietf:params:oauth:token-type:jwt'
 
@@ -67,7 +67,6 @@ async function discover(who) {
 const a = agent(dirA)
 const b = agent(dirB)
 const c = agent(dirC)
-const purpose = 'plan Zoë’s trip — 東京 "day 1"'
 
 const configA = await discover(a)
 const md = configA.serverMetadata()

@@ -41,12 +41,14 @@ for x in a b c; do
   m svid x509 --creds node --spiffe-id "$TD/$x" --out "$x" >/dev/null
 done
 
-node js/oauth-token-exchange.mjs "$URL" a b c sub.jwt || fail "openid-client's token exchange did not go as documented"
+# A purpose JSON writers escape differently: JavaScript's JSON.stringify
+# escapes only the quotes, Go's encoding/json also <, & and >.
+PURPOSE='plan Zoë’s trip — 東京 "day 1" <&>'
+node js/oauth-token-exchange.mjs "$URL" a b c sub.jwt "$PURPOSE" || fail "openid-client's token exchange did not go as documented"
 
 # Mandate's verifier takes the token c holds, as c presents it.
 m delegate verify sub.jwt --bundles c/bundles.json --presenter "$TD/c" --audience "$TD/c" >verify.out 2>verify.err ||
   { cat verify.out verify.err >&2; fail "mandate delegate verify refused the token openid-client obtained"; }
-PURPOSE='plan Zoë’s trip — 東京 "day 1"'
 python3 - "$PURPOSE" <<'PY' || { cat verify.out >&2; fail "mandate delegate verify does not show the chain as signed"; }
 import json, sys
 chain = json.load(open("verify.out"))["chain"]
