@@ -30,7 +30,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 			mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { methodNotAllowed(w, r, allowed[path]) })
 		}
 		allowed[path] = append(allowed[path], method)
-		if method == http.MethodGet {
+		if method == http.MethodGet && !isDataPath(path) {
 			allowed[path] = append(allowed[path], http.MethodHead)
 		}
 	}
@@ -75,6 +75,12 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("GET /v1/data/{path...}", s.dataGet)
 	handle("POST /v1/data", s.dataPost)
 	handle("GET /v1/data", s.dataGet)
+	// As OPA: HEAD is no method of the Data API (a GET pattern would
+	// take it, evaluating and recording a decision whose answer no one
+	// reads).
+	for _, path := range []string{"/v1/data/{path...}", "/v1/data"} {
+		mux.HandleFunc("HEAD "+path, func(w http.ResponseWriter, r *http.Request) { methodNotAllowed(w, r, allowed[path]) })
+	}
 	handle("POST /access/v1/evaluation", s.accessEvaluation)
 	handle("POST /access/v1/evaluations", s.accessEvaluations)
 
