@@ -67,10 +67,16 @@ type opaWarning struct {
 	Message string `json:"message"`
 }
 
+// dataProvenance is OPA's ProvenanceV1: the build of the embedded OPA
+// (as OPA tells its own: its version package's, build_* empty where the
+// build did not set them), and the policy revision.
 type dataProvenance struct {
-	Version  string                       `json:"version"`
-	Revision string                       `json:"revision"`
-	Bundles  map[string]map[string]string `json:"bundles"`
+	Version   string                       `json:"version"`
+	Vcs       string                       `json:"build_commit"`
+	Timestamp string                       `json:"build_timestamp"`
+	Hostname  string                       `json:"build_hostname"`
+	Revision  string                       `json:"revision"`
+	Bundles   map[string]map[string]string `json:"bundles"`
 }
 
 // dataPost is POST /v1/data/{path...} (and /v1/data): {"input": ...}.
@@ -443,7 +449,8 @@ func (s *Server) answerData(w http.ResponseWriter, r *http.Request, input json.R
 		out.Warning = &opaWarning{Code: "api_usage_warning", Message: opaInputMissing}
 	}
 	if boolParam(r, "provenance") {
-		out.Provenance = &dataProvenance{Version: opaversion.Version, Revision: ans.Revision,
+		out.Provenance = &dataProvenance{Version: opaversion.Version, Vcs: opaversion.Vcs, Timestamp: opaversion.Timestamp,
+			Hostname: opaversion.Hostname, Revision: ans.Revision,
 			Bundles: map[string]map[string]string{"mandate": {"revision": ans.Revision}}}
 	}
 	s.metrics.decisions.WithLabelValues("data", strconv.FormatBool(ans.Defined)).Inc()

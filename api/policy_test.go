@@ -186,6 +186,13 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 	if r, _ := ans["result"].([]any); len(r) != 2 {
 		t.Fatalf("GET reasons: %v", ans["result"])
 	}
+	// OPA's provenance members are all there (an OPA client reads them),
+	// the build_* ones empty where the build did not set them.
+	for _, k := range []string{"version", "build_commit", "build_timestamp", "build_hostname", "bundles"} {
+		if _, ok := prov[k]; !ok {
+			t.Errorf("provenance %v has no %q, as OPA's has", prov, k)
+		}
+	}
 
 	// As OPA, the request is the body's first JSON value: what follows
 	// it (a stray brace, a second object) is not read.
