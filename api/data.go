@@ -516,7 +516,7 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 		code, loc := policy.ErrorCode(compileErrs)
 		s.metrics.decisions.WithLabelValues("data", "error").Inc()
 		s.logEvalError(r, code, loc)
-		writeOPAError(w, http.StatusInternalServerError, opaInternal, compileErrs.Error())
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, queryErrors(compileErrs).Error())
 	case errors.Is(err, policy.ErrEval):
 		s.metrics.decisions.WithLabelValues("data", "error").Inc()
 		s.logEvalError(r, "eval_error", "")
@@ -531,6 +531,22 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 		s.log.ErrorContext(r.Context(), "decision failed", "path", r.URL.Path, "err", err)
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, "the server failed to answer; the error is in its log")
 	}
+}
+
+// queryErrors are the compiler's errors of the query as OPA words them:
+// OPA parses the query it compiles ("data.x.y"), so an error without a
+// location is at the query's 1:1 ("1:1: rego_type_error: ..."). The
+// errors are copies: errs is left as it is.
+func queryErrors(errs ast.Errors) ast.Errors {
+	out := make(ast.Errors, len(errs))
+	for i, e := range errs {
+		c := *e
+		if c.Location == nil {
+			c.Location = &ast.Location{Row: 1, Col: 1}
+		}
+		out[i] = &c
+	}
+	return out
 }
 
 // logEvalError says in the server log that a policy failed to evaluate

@@ -314,7 +314,8 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 	// internal_error with the compiler's message, no errors list.
 	for _, path := range []string{"/v1/data/authz/arr/-1", "/v1/data/authz/grant/nope"} {
 		status, ans := do(t, gw, http.MethodGet, path, "", nil)
-		if msg, _ := ans["message"].(string); status != 500 || ans["code"] != "internal_error" || !strings.Contains(msg, "rego_type_error") || ans["errors"] != nil {
+		// OPA's words: the error is at the query's 1:1.
+		if msg, _ := ans["message"].(string); status != 500 || ans["code"] != "internal_error" || !strings.HasPrefix(msg, "1 error occurred: 1:1: rego_type_error: ") || ans["errors"] != nil {
 			t.Fatalf("GET %s: %d %v, want OPA's 500 internal_error with the compiler's message", path, status, ans)
 		}
 	}
