@@ -135,6 +135,10 @@ func (s *Server) dataGet(w http.ResponseWriter, r *http.Request) {
 	var input json.RawMessage
 	if vals := r.URL.Query()["input"]; len(vals) > 0 {
 		in := []byte(vals[len(vals)-1])
+		if !json.Valid(in) {
+			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "parameter contains malformed input document: "+opaJSONError(in).Error())
+			return
+		}
 		if err := checkJSONValue(in); err != nil {
 			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "parameter contains malformed input document: "+err.Error())
 			return
@@ -146,6 +150,28 @@ func (s *Server) dataGet(w http.ResponseWriter, r *http.Request) {
 		input = in
 	}
 	s.answerData(w, r, input)
+}
+
+// opaJSONError is why b, not one valid JSON value, is refused, in the
+// words of OPA's reader of the input parameter (its util.UnmarshalJSON):
+// a decoder's error ("EOF" for nothing, "unexpected EOF" for a value cut
+// short), or what follows the first value. b is a query parameter's,
+// bounded by the request's header limit.
+func opaJSONError(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	tok, err := dec.Token()
+	if tok != nil {
+		return fmt.Errorf("error: invalid character '%s' after top-level value", tok)
+	}
+	if err != nil && err != io.EOF {
+		return err
+	}
+	return errors.New("not one JSON value")
 }
 
 // errTooLarge is a body larger than the limit once decompressed.

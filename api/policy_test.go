@@ -283,10 +283,13 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 	}
 	// A malformed ?input= is refused in OPA's words, and, as OPA, so is
 	// one followed by anything: a parameter is one whole JSON value.
-	for _, in := range []string{`{`, `{"a": 1} x`} {
-		status, ans := do(t, gw, http.MethodGet, "/v1/data/authz/allow?input="+url.QueryEscape(in), "", nil)
-		if msg, _ := ans["message"].(string); status != 400 || ans["code"] != "invalid_parameter" || !strings.HasPrefix(msg, "parameter contains malformed input document: ") {
-			t.Fatalf("GET ?input=%s: %d %v, want OPA's 400 invalid_parameter, \"parameter contains malformed input document: …\"", in, status, ans)
+	for _, tc := range []struct{ in, why string }{
+		{``, "EOF"}, {`{`, "unexpected EOF"}, {`{"a": 1} x`, "invalid character 'x' looking for beginning of value"},
+		{`1 2`, "error: invalid character '2' after top-level value"}, {`{"a" 1}`, "invalid character '1' after object key"},
+	} {
+		status, ans := do(t, gw, http.MethodGet, "/v1/data/authz/allow?input="+url.QueryEscape(tc.in), "", nil)
+		if want := "parameter contains malformed input document: " + tc.why; status != 400 || ans["code"] != "invalid_parameter" || ans["message"] != want {
+			t.Fatalf("GET ?input=%s: %d %v, want OPA's 400 invalid_parameter, %q", tc.in, status, ans, want)
 		}
 	}
 	// A number whose exponent is past what the engine takes: refused
