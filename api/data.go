@@ -360,6 +360,12 @@ func inputOfBody(body []byte) (json.RawMessage, error) {
 		Input json.RawMessage `json:"input"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "" {
+			// Not an object: said in OPA's words, which name the Go
+			// type OPA decodes the body into.
+			err = fmt.Errorf("json: cannot unmarshal %s into Go value of type types.alias", te.Value)
+		}
 		return nil, fmt.Errorf("body contains malformed input document: %v", err)
 	}
 	if len(req.Input) == 0 || string(req.Input) == "null" {

@@ -281,6 +281,13 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 			}
 		})
 	}
+	// A body that is not an object is refused in OPA's words.
+	for _, tc := range []struct{ body, kind string }{{`[1]`, "array"}, {`"s"`, "string"}, {`true`, "bool"}, {`1`, "number"}} {
+		status, ans := do(t, gw, http.MethodPost, "/v1/data/authz/allow", "application/json", []byte(tc.body))
+		if want := "body contains malformed input document: json: cannot unmarshal " + tc.kind + " into Go value of type types.alias"; status != 400 || ans["code"] != "invalid_parameter" || ans["message"] != want {
+			t.Fatalf("POST %s: %d %v, want OPA's 400 invalid_parameter, %q", tc.body, status, ans, want)
+		}
+	}
 	// A malformed ?input= is refused in OPA's words, and, as OPA, so is
 	// one followed by anything: a parameter is one whole JSON value.
 	for _, tc := range []struct{ in, why string }{
