@@ -98,11 +98,10 @@ func (s *Server) dataPost(w http.ResponseWriter, r *http.Request) {
 	}
 	// As OPA: a gzip-compressed body (Content-Encoding: gzip), and a YAML
 	// one (a Content-Type naming yaml).
-	if enc := strings.TrimSpace(r.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
-		if !strings.EqualFold(enc, "gzip") {
-			writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, "unsupported Content-Encoding "+strconv.Quote(enc)+": gzip only")
-			return
-		}
+	if zipped, err := gzipEncoded(r.Header.Values("Content-Encoding")); err != nil {
+		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, err.Error())
+		return
+	} else if zipped {
 		if body, err = gunzip(body, s.maxBody); err != nil {
 			if errors.Is(err, errTooLarge) {
 				writeOPAError(w, http.StatusRequestEntityTooLarge, opaInvalidParameter, fmt.Sprintf("request body too large once decompressed: the limit is %d bytes", s.maxBody))
@@ -172,6 +171,28 @@ func opaJSONError(b []byte) error {
 		return err
 	}
 	return errors.New("not one JSON value")
+}
+
+// gzipEncoded reads a request's Content-Encoding: true for gzip (or
+// x-gzip, its old name, which RFC 9110 asks recipients to take as gzip;
+// in any case, as codings are), false for none; identity, which changes
+// nothing, may be listed anywhere. Any other coding, or gzip twice, is
+// refused: the body could not be read as sent. (OPA gunzips a body whose
+// header merely contains "gzip", and reads any other as it is.)
+func gzipEncoded(headers []string) (bool, error) {
+	zipped := false
+	for _, h := range headers {
+		for c := range strings.SplitSeq(h, ",") {
+			switch c = strings.TrimSpace(c); {
+			case c == "" || strings.EqualFold(c, "identity"):
+			case (strings.EqualFold(c, "gzip") || strings.EqualFold(c, "x-gzip")) && !zipped:
+				zipped = true
+			default:
+				return false, fmt.Errorf("unsupported Content-Encoding %s: gzip only, once", strconv.Quote(strings.Join(headers, ", ")))
+			}
+		}
+	}
+	return zipped, nil
 }
 
 // errTooLarge is a body larger than the limit once decompressed.

@@ -220,6 +220,10 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 		{"gzip", map[string]string{"Content-Type": "application/json", "Content-Encoding": "gzip"}, gz([]byte(delegationInput))},
 		{"YAML", map[string]string{"Content-Type": "application/x-yaml"}, []byte(yamlInput)},
 		{"gzip YAML", map[string]string{"Content-Type": "application/yaml", "Content-Encoding": "gzip"}, gz([]byte(yamlInput))},
+		// As OPA reads them (RFC 9110: x-gzip is gzip; identity changes nothing).
+		{"x-gzip", map[string]string{"Content-Encoding": "x-gzip"}, gz([]byte(delegationInput))},
+		{"gzip, identity", map[string]string{"Content-Encoding": "gzip, identity"}, gz([]byte(delegationInput))},
+		{"GZIP", map[string]string{"Content-Encoding": "GZIP"}, gz([]byte(delegationInput))},
 	} {
 		if status, ans := doWith(t, gw, http.MethodPost, "/v1/data/authz/allow", tc.headers, tc.body); status != 200 || ans["result"] != true {
 			t.Fatalf("%s: %d %v", tc.name, status, ans)
@@ -242,6 +246,8 @@ func TestDataAPIAnswersAsOPA(t *testing.T) {
 		{"not gzip", map[string]string{"Content-Encoding": "gzip"}, []byte(delegationInput), 400},
 		{"a gzip bomb", map[string]string{"Content-Encoding": "gzip"}, gz([]byte(`{"input": "` + strings.Repeat("a", 8<<20) + `"}`)), 413},
 		{"another encoding", map[string]string{"Content-Encoding": "br"}, []byte(delegationInput), 400},
+		{"gzip twice", map[string]string{"Content-Encoding": "gzip, gzip"}, gz(gz([]byte(delegationInput))), 400},
+		{"gzip and another", map[string]string{"Content-Encoding": "deflate, gzip"}, gz([]byte(delegationInput)), 400},
 		{"malformed YAML", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input: [\n"), 400},
 		{"YAML mapping keys that are not scalars", map[string]string{"Content-Type": "application/x-yaml"}, []byte("input:\n  1: a\n  [x]: b\n"), 400},
 		{"YAML aliases expanding past the limit", map[string]string{"Content-Type": "application/x-yaml"},

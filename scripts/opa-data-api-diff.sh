@@ -279,6 +279,10 @@ cases = [
     ("POST identity", "POST", E, {**J, "Content-Encoding": "identity"}, b'{"input": 1}', {}),
     ("POST br", "POST", E, {**J, "Content-Encoding": "br"}, b'{"input": 1}', {}),
     ("POST GZIP", "POST", E, {**J, "Content-Encoding": "GZIP"}, gz(b'{"input": 1}'), {}),
+    ("POST x-gzip", "POST", E, {**J, "Content-Encoding": "x-gzip"}, gz(b'{"input": 1}'), {}),
+    ("POST gzip, identity", "POST", E, {**J, "Content-Encoding": "gzip, identity"}, gz(b'{"input": 1}'), {}),
+    ("POST deflate, gzip", "POST", E, {**J, "Content-Encoding": "deflate, gzip"}, gz(b'{"input": 1}'), {}),
+    ("POST gzip bomb", "POST", E, {**J, "Content-Encoding": "gzip"}, gz(b'{"input": "' + b"a" * (1 << 20) + b'"}'), {}),
     ("POST Accept-Encoding gzip", "POST", "/v1/data/opadiff/echo", {**J, "Accept-Encoding": "gzip"},
      json.dumps({"input": ["x" * 100] * 50}).encode(), {}),
     # GET with ?input=.
@@ -353,6 +357,9 @@ deliberate = {
     # docs/policy.md: a Content-Encoding other than gzip is refused, gzip in any case.
     "POST br": "another Content-Encoding is 400, where OPA ignores it (docs/policy.md)",
     "POST GZIP": "gzip in any case is gzip (RFC 9110), where OPA takes lower case only (docs/policy.md)",
+    "POST deflate, gzip": "a coding other than gzip is 400, where OPA gunzips and ignores it (docs/policy.md)",
+    # docs/policy.md: decompressed, a body is held to http.max_body_bytes.
+    "POST gzip bomb": "decompressed, a body is held to http.max_body_bytes: 413 (docs/policy.md)",
 }
 
 failed = 0
