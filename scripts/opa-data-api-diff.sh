@@ -269,6 +269,8 @@ cases = [
     ("POST YAML", "POST", E, Y, b"input:\n  a: 1\n  d: 2001-12-14\n  t: true\n", {}),
     ("POST application/yaml", "POST", E, {"Content-Type": "application/yaml"}, b"input: [1, 2]\n", {}),
     ("POST YAML is JSON", "POST", E, Y, b'{"input": {"a": 1}}', {}),
+    ("POST YAML charset", "POST", E, {"Content-Type": "application/yaml; charset=utf-8"}, b"input: {a: 1}\n", {}),
+    ("POST YAML upper case", "POST", E, {"Content-Type": "application/X-YAML"}, b"input: {a: 1}\n", {}),
     ("POST YAML two documents", "POST", E, Y, b"--- {input: 1}\n--- {input: 2}\n", {}),
     ("POST YAML malformed", "POST", E, Y, b"input: [\n", {}),
     ("POST YAML list", "POST", E, Y, b"- 1\n", {}),
@@ -357,6 +359,7 @@ deliberate = {
     # docs/policy.md: a Content-Encoding other than gzip is refused, gzip in any case.
     "POST br": "another Content-Encoding is 400, where OPA ignores it (docs/policy.md)",
     "POST GZIP": "gzip in any case is gzip (RFC 9110), where OPA takes lower case only (docs/policy.md)",
+    "POST YAML upper case": "a media type names yaml in any case (RFC 9110), where OPA looks for lower case (docs/policy.md)",
     "POST deflate, gzip": "a coding other than gzip is 400, where OPA gunzips and ignores it (docs/policy.md)",
     # docs/policy.md: decompressed, a body is held to http.max_body_bytes.
     "POST gzip bomb": "decompressed, a body is held to http.max_body_bytes: 413 (docs/policy.md)",
