@@ -161,7 +161,7 @@ def send(base, method, path, headers, body):
     c.putrequest(method, path, skip_accept_encoding=True)  # the path as written, not cleaned
     for k, v in headers.items():
         c.putheader(k, v)
-    if body is not None:
+    if body is not None and "Transfer-Encoding" not in headers:
         c.putheader("Content-Length", str(len(body)))
     c.endheaders(body)
     r = c.getresponse()
@@ -216,6 +216,11 @@ cases = [
       for p in ["", "/list", "/list/1", "/list/1.0", "/list/+1", "/list/7", "/list/-1", "/list/x", "/map/a%2Fb",
                 "/map/sp%20ace", "/map/k", "/n", "/map/k/deeper"]],
     ("GET package opadiff", "GET", "/v1/data/opadiff", {}, None, {"vary_result": True}),
+    ("GET partial object key", "GET", "/v1/data/opadiff/partial_obj/x", {}, None, {}),
+    ("GET partial set member", "GET", "/v1/data/opadiff/partial_set/2", {}, None, {}),
+    ("GET partial set non-member", "GET", "/v1/data/opadiff/partial_set/9", {}, None, {}),
+    ("GET a function", "GET", "/v1/data/opadiff/fn", {}, None, {}),
+    ("POST a chunked body", "POST", E, {**J, "Transfer-Encoding": "chunked"}, b'd\r\n{"input": {}}\r\n0\r\n\r\n', {}),
     ("GET no such package", "GET", "/v1/data/nosuchpackage", {}, None, {}),
     ("GET escaped path", "GET", "/v1/data/opadiff/o%62j", {}, None, {}),
     ("GET escaped slash", "GET", "/v1/data/opadiff/obj%2Fa", {}, None, {}),
