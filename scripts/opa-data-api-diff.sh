@@ -152,22 +152,23 @@ import gzip, http.client, json, ssl, sys, urllib.parse
 mandate_url, opa_url = sys.argv[1], sys.argv[2]
 ctx = ssl.create_default_context(cafile="data/admin/bundle.pem")
 ctx.load_cert_chain("data/admin/svid.pem", "data/admin/svid.key")
+anon = ssl.create_default_context(cafile="data/admin/bundle.pem")  # no client certificate
 
-def send(base, method, path, headers, body):
+def send(base, method, path, headers, body, no_cert=False):
     # A server that refuses a large body may close the connection while
     # it is still being sent (Mandate answers 413, then closes): the
     # answer is lost to a race, so such a request is sent again.
     for attempt in range(5):
         try:
-            return send_once(base, method, path, headers, body)
+            return send_once(base, method, path, headers, body, anon if no_cert else ctx)
         except (ConnectionError, http.client.RemoteDisconnected):
             if attempt == 4:
                 raise
 
-def send_once(base, method, path, headers, body):
+def send_once(base, method, path, headers, body, tls):
     u = urllib.parse.urlsplit(base)
     if u.scheme == "https":
-        c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=30)
+        c = http.client.HTTPSConnection(u.hostname, u.port, context=tls, timeout=30)
     else:
         c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
     c.putrequest(method, path, skip_accept_encoding=True)  # the path as written, not cleaned
@@ -335,6 +336,9 @@ cases = [
     ("GET input large", "GET", E + "?input=" + urllib.parse.quote(json.dumps(["x" * 100] * 500)), {}, None, {}),
     *[(f"{m} method", m, E, J, b"{}", {}) for m in ["PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "FOO"]],
     ("HEAD method", "HEAD", E, {}, None, {}),
+    # Callers: OPA here authorizes no one (its default); Mandate's are mTLS.
+    ("POST without a client certificate", "POST", E, J, b'{"input": 1}', {"no_cert": True}),
+    ("GET without a client certificate", "GET", "/v1/data/opadiff/%FF", {}, None, {"no_cert": True}),
 ]
 
 # Differences that are deliberate, each as the docs say. Any other
@@ -373,6 +377,10 @@ deliberate = {  # name: (Mandate's status, why)
     "TRACE method": (405, "405 in OPA's error shape, where OPA's has no body (docs/policy.md)"),
     "FOO method": (405, "405 in OPA's error shape, where OPA's has no body (docs/policy.md)"),
     "HEAD method": (405, "405 with Allow, where OPA's has none (docs/policy.md)"),
+    # docs/policy.md: no client certificate is OPA's 401 unauthorized,
+    # before the path or the body is looked at.
+    "POST without a client certificate": (401, "callers authenticate with mTLS (docs/policy.md)"),
+    "GET without a client certificate": (401, "callers authenticate with mTLS (docs/policy.md)"),
     # docs/policy.md: a Content-Encoding other than gzip is refused, gzip in any case.
     "POST br": (400, "another Content-Encoding is 400, where OPA ignores it (docs/policy.md)"),
     "POST GZIP": (200, "gzip in any case is gzip (RFC 9110), where OPA takes lower case only (docs/policy.md)"),
@@ -384,7 +392,7 @@ deliberate = {  # name: (Mandate's status, why)
 
 failed = 0
 for name, method, path, headers, body, opts in cases:
-    m = norm(*send(mandate_url, method, path, headers, body), opts, False)
+    m = norm(*send(mandate_url, method, path, headers, body, opts.get("no_cert", False)), opts, False)
     o = norm(*send(opa_url, method, path, headers, body), opts, True)
     problem = None
     if name in deliberate:
