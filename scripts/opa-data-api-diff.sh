@@ -111,6 +111,8 @@ strkeys := {"key with space": 1, "a/b": 2}
 arr := [10, 20, 30]
 
 empty_set := set()
+
+runtime_keys := object.keys(opa.runtime())
 EOF
 cat >pol/opadiff_err/err.rego <<'EOF'
 package opadiff_err
@@ -223,6 +225,7 @@ cases = [
       for r in ["obj", "set_val", "num", "big", "str", "undefined_rule", "partial_obj", "partial_set", "div_zero",
                 "to_num", "echo", "echo_field", "has_input", "http_send", "fn_val", "nested", "nested/deep/value",
                 "strkeys", "arr", "arr/1", "empty_set", "nonexistent", "nonexistent/x"]],
+    ("GET opa.runtime()", "GET", "/v1/data/opadiff/runtime_keys", {}, None, {}),
     ("POST rule now", "POST", "/v1/data/opadiff/now", J, b'{"input": {}}', {"vary_result": True}),
     # Data documents, and paths into them.
     *[(f"GET data {p}", "GET", f"/v1/data/opadiff/docs{p}", {}, None, {})
@@ -377,6 +380,8 @@ deliberate = {  # name: (Mandate's status, why)
     "TRACE method": (405, "405 in OPA's error shape, where OPA's has no body (docs/policy.md)"),
     "FOO method": (405, "405 in OPA's error shape, where OPA's has no body (docs/policy.md)"),
     "HEAD method": (405, "405 with Allow, where OPA's has none (docs/policy.md)"),
+    # docs/policy.md: opa.runtime() is {} (no environment variables).
+    "GET opa.runtime()": (200, "opa.runtime() is empty (docs/policy.md)"),
     # docs/policy.md: no client certificate is OPA's 401 unauthorized,
     # before the path or the body is looked at.
     "POST without a client certificate": (401, "callers authenticate with mTLS (docs/policy.md)"),
