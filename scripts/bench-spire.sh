@@ -40,7 +40,6 @@ done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "bench-spire: --rounds $ROUNDS: want a count" >&2; exit 2; }
 [[ $CONC =~ ^[1-9][0-9]*$ ]] || { echo "bench-spire: --concurrency $CONC: want a count" >&2; exit 2; }
 [[ $DUR =~ ^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$ ]] || { echo "bench-spire: --duration $DUR: want a Go duration such as 10s" >&2; exit 2; }
-SPIRE_VERSION=v1.13.3
 TD=spire.example
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/interop.sh"

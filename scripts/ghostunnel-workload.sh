@@ -21,7 +21,6 @@
 #   scripts/ghostunnel-workload.sh [path to a mandate binary]
 set -euo pipefail
 MANDATE=${1:-}
-GHOSTUNNEL_VERSION=v1.8.4
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/interop.sh"
 W=$(cd "$(mktemp -d)" && pwd -P) # the path:PATH selectors take no symbolic link
@@ -44,18 +43,10 @@ if [ -z "$MANDATE" ]; then
   (cd "$ROOT" && go build -o "$MANDATE" ./cmd/mandate)
 fi
 
-# ghostunnel, built in a copy of its module with its own go.sum (its
-# vendor directory is incomplete in the module's zip).
+# ghostunnel, built in a copy of its module (ghostunnel_source).
 say "building ghostunnel $GHOSTUNNEL_VERSION"
-# The directory of ghostunnel's module, downloaded.
-gt_module() { go mod download -json "github.com/ghostunnel/ghostunnel@$GHOSTUNNEL_VERSION" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'; }
-(
-  export GOWORK=off GOFLAGS=-buildvcs=false
-  cd "$W" && dir=$(retry3 gt_module) &&
-    cp -r "$dir" gt-src && chmod -R u+w gt-src && rm -rf gt-src/vendor &&
-    cd gt-src && retry3 go mod download &&
-    go build -mod=mod -o "$W/gt-server" .
-) >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building ghostunnel failed"; }
+(ghostunnel_source "$W/gt-src" && cd "$W/gt-src" && GOWORK=off GOFLAGS=-buildvcs=false go build -mod=mod -o "$W/gt-server" .) \
+  >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building ghostunnel failed"; }
 rm -rf "$W/gt-src"
 # One binary at three paths: the entries below tell the copies apart.
 cp "$W/gt-server" "$W/gt-client"

@@ -1,5 +1,11 @@
-# Sourced by the interop scripts (and scripts/bench-spire.sh): what they
-# share to start the authority, pick ports, fetch modules and build SPIRE.
+# Sourced by the interop scripts (and scripts/bench-spire.sh, and test.sh
+# to fetch modules ahead): what they share to start the authority, pick
+# ports, fetch modules and build SPIRE, ghostunnel and torchwood.
+
+# The versions the checks build, from the Go module proxy.
+SPIRE_VERSION=v1.13.3
+GHOSTUNNEL_VERSION=v1.8.4
+TORCHWOOD_VERSION=v0.6.1
 
 # start_serve runs "$MANDATE serve" with the given flags on 127.0.0.1 in
 # the current directory (output in serve.out and serve.log) and sets
@@ -33,18 +39,62 @@ retry3() {
   done
 }
 
+# spire_module DIR NAME VERSION makes DIR a module NAME of its own with
+# spire-server VERSION as a tool, its modules fetched.
+spire_module() {
+  (
+    cd "$1" &&
+      export GOWORK=off GOFLAGS=-buildvcs=false &&
+      go mod init "$2" >/dev/null 2>&1 &&
+      retry3 go get -tool "github.com/spiffe/spire/cmd/spire-server@$3"
+  )
+}
+
 # build_spire DIR NAME VERSION builds spire-server VERSION from the
 # module proxy as DIR/spire-server, in DIR made a module NAME of its own
 # (where the caller's own Go programs may be built next). Each step must
 # succeed (callers run it in a list, where set -e does not stop).
 build_spire() {
+  spire_module "$@" &&
+    (cd "$1" && GOWORK=off GOFLAGS=-buildvcs=false go build -o spire-server github.com/spiffe/spire/cmd/spire-server)
+}
+
+# ghostunnel_source DIR copies ghostunnel GHOSTUNNEL_VERSION's module to
+# DIR, with its modules fetched: it is built there, with its own go.sum
+# (its vendor directory is incomplete in the module's zip, and is
+# removed).
+ghostunnel_source() {
+  local from
+  (
+    export GOWORK=off GOFLAGS=-buildvcs=false
+    from=$(retry3 go mod download -json "github.com/ghostunnel/ghostunnel@$GHOSTUNNEL_VERSION" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') &&
+      cp -r "$from" "$1" && chmod -R u+w "$1" && rm -rf "$1/vendor" &&
+      cd "$1" && retry3 go mod download
+  )
+}
+
+# torchwood_module DIR makes DIR a module of its own requiring
+# filippo.io/torchwood TORCHWOOD_VERSION, its modules fetched.
+torchwood_module() {
   (
     cd "$1" &&
       export GOWORK=off GOFLAGS=-buildvcs=false &&
-      go mod init "$2" >/dev/null 2>&1 &&
-      retry3 go get -tool "github.com/spiffe/spire/cmd/spire-server@$3" &&
-      go build -o spire-server github.com/spiffe/spire/cmd/spire-server
+      go mod init tlogcheck >/dev/null 2>&1 &&
+      retry3 go get "filippo.io/torchwood@$TORCHWOOD_VERSION" golang.org/x/mod
   )
+}
+
+# prefetch_modules DIR fetches, into the module cache, what the checks
+# that build SPIRE, ghostunnel and torchwood will fetch (each in a
+# directory under DIR, removed after): test.sh runs it in the background
+# while the tests use the CPU, so that the downloads do not wait for
+# them. A failure is only reported: each check fetches what it misses.
+prefetch_modules() {
+  mkdir -p "$1/spire" "$1/torchwood"
+  spire_module "$1/spire" prefetch "$SPIRE_VERSION" || echo "prefetch: spire-server $SPIRE_VERSION's modules: failed"
+  ghostunnel_source "$1/ghostunnel" || echo "prefetch: ghostunnel $GHOSTUNNEL_VERSION's modules: failed"
+  torchwood_module "$1/torchwood" || echo "prefetch: torchwood $TORCHWOOD_VERSION's modules: failed"
+  rm -rf "$1/spire" "$1/ghostunnel" "$1/torchwood"
 }
 
 # run_spire SS SOCK [CHECK...] starts "SS run -config spire.conf" in the

@@ -20,7 +20,6 @@
 #   scripts/spire-federation.sh [path to a mandate binary]
 set -euo pipefail
 MANDATE=${1:-}
-SPIRE_VERSION=v1.13.3
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/interop.sh"
 W=$(mktemp -d)

@@ -14,7 +14,6 @@
 #   scripts/tlog-tiles-torchwood.sh [path to a mandate binary]
 set -euo pipefail
 MANDATE=${1:-}
-TORCHWOOD_VERSION=v0.6.1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/interop.sh"
 interop_start "tlog-tiles interop"
@@ -22,13 +21,8 @@ interop_start "tlog-tiles interop"
 say "building the check with filippo.io/torchwood $TORCHWOOD_VERSION"
 mkdir "$W/check"
 cp "$ROOT/scripts/tlog-tiles-check.go" "$W/check/main.go"
-(
-  cd "$W/check" &&
-    export GOWORK=off GOFLAGS=-buildvcs=false &&
-    go mod init tlogcheck >/dev/null 2>&1 &&
-    retry3 go get "filippo.io/torchwood@$TORCHWOOD_VERSION" golang.org/x/mod &&
-    go build -o "$W/tlog-check" main.go
-) >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building the check failed"; }
+(torchwood_module "$W/check" && cd "$W/check" && GOWORK=off GOFLAGS=-buildvcs=false go build -o "$W/tlog-check" main.go) \
+  >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building the check failed"; }
 
 cd "$W"
 start_serve --data-dir data || fail "the authority did not start"
