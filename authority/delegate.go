@@ -612,29 +612,16 @@ func checkDelegationInput(req DelegateRequest) error {
 // delegatee's registration again: stillDelegates). The caller only
 // reads it.
 func (a *Authority) agentOf(ctx context.Context, id spiffeid.ID) *registry.Agent {
-	now := a.now()
-	ag, gen, ok := a.hosting.agent(id.String(), now)
-	if ok {
-		return ag
-	}
-	if ag, _ = viewed(ctx, a.store, func(tx store.Tx) (*registry.Agent, error) { return registry.AgentBySPIFFEID(tx, id.String()) }); ag != nil {
-		a.hosting.putAgent(id.String(), gen, ag, now.Add(hostingCacheTTL))
-	}
+	ag, _ := cachedRead(&a.hosting, &a.hosting.agents, id.String(), a.now(), func() (*registry.Agent, error) {
+		return viewed(ctx, a.store, func(tx store.Tx) (*registry.Agent, error) { return registry.AgentBySPIFFEID(tx, id.String()) })
+	})
 	return ag
 }
 
 // hostNode is node nodeID's record, as agentOf reads registrations: for
 // what the policy is told of a host. The caller only reads it.
 func (a *Authority) hostNode(ctx context.Context, nodeID string) (*registry.Node, error) {
-	now := a.now()
-	if n, gen, ok := a.hosting.node(nodeID, now); ok {
-		return n, nil
-	} else if n, err := a.readNode(ctx, nodeID); err != nil {
-		return nil, err
-	} else {
-		a.hosting.putNode(nodeID, gen, n, now.Add(hostingCacheTTL))
-		return n, nil
-	}
+	return cachedRead(&a.hosting, &a.hosting.nodes, nodeID, a.now(), func() (*registry.Node, error) { return a.readNode(ctx, nodeID) })
 }
 
 // registeredHostFacts is what the policy is told of a local agent's host

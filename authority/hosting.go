@@ -77,50 +77,30 @@ func (c *hostingCache) invalidate() {
 	c.entries, c.agents, c.nodes = nil, nil, nil
 }
 
-// agent and node return a record cached under its SPIFFE ID, and the
-// generation to pass to putAgent or putNode.
-func (c *hostingCache) agent(id string, now time.Time) (*registry.Agent, uint64, bool) {
+// cachedRead is the record id of m, one of c's record maps: as kept, if
+// it was read within hostingCacheTTL of now and since the last change
+// of the registry; else as read returns it, then kept (unless the
+// registry changed while it was read). An error of read's is returned,
+// and nothing kept.
+func cachedRead[T any](c *hostingCache, m *map[string]cachedRecord[T], id string, now time.Time, read func() (*T, error)) (*T, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return getRecord(c.agents, id, now, c.gen)
-}
-
-func (c *hostingCache) node(id string, now time.Time) (*registry.Node, uint64, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return getRecord(c.nodes, id, now, c.gen)
-}
-
-// putAgent and putNode cache a record read at generation gen, unless the
-// registry has changed since.
-func (c *hostingCache) putAgent(id string, gen uint64, v *registry.Agent, expires time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if gen == c.gen {
-		c.agents = keepRecord(c.agents, id, cachedRecord[registry.Agent]{v, expires})
+	e, ok := (*m)[id]
+	gen := c.gen
+	c.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.v, nil
 	}
-}
-
-func (c *hostingCache) putNode(id string, gen uint64, v *registry.Node, expires time.Time) {
+	v, err := read()
+	if err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen == c.gen {
-		c.nodes = keepRecord(c.nodes, id, cachedRecord[registry.Node]{v, expires})
+		if *m == nil || len(*m) >= hostingCacheMax {
+			*m = make(map[string]cachedRecord[T])
+		}
+		(*m)[id] = cachedRecord[T]{v, now.Add(hostingCacheTTL)}
 	}
-}
-
-func getRecord[T any](m map[string]cachedRecord[T], id string, now time.Time, gen uint64) (*T, uint64, bool) {
-	if e, ok := m[id]; ok && now.Before(e.expires) {
-		return e.v, gen, true
-	}
-	return nil, gen, false
-}
-
-// keepRecord adds e to m (made, or emptied when full, first) and returns m.
-func keepRecord[T any](m map[string]cachedRecord[T], id string, e cachedRecord[T]) map[string]cachedRecord[T] {
-	if m == nil || len(m) >= hostingCacheMax {
-		m = make(map[string]cachedRecord[T])
-	}
-	m[id] = e
-	return m
+	return v, nil
 }
