@@ -44,20 +44,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
 fi
 
-# While the tests use the CPU, the modules the interop checks build with
-# (SPIRE, ghostunnel, a torchwood reader) are fetched in the background:
-# network, not CPU. Each check still fetches what is missing.
-bin=$(mktemp -d)
-pre=$(mktemp -d)
-(. scripts/interop.sh && prefetch_modules "$pre/work") >"$pre/log" 2>&1 &
-prefetch=$!
-trap 'kill "$prefetch" 2>/dev/null || true; rm -rf "$bin" "$pre"' EXIT
-
 unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then
   echo "gofmt needed on:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
+# While the tests use the CPU, the modules the interop checks build with
+# (SPIRE, ghostunnel, a torchwood reader) are fetched in the background:
+# network, not CPU (once vet has fetched the module's own, which the
+# tests wait for). Each check still fetches what is missing.
+bin=$(mktemp -d)
+pre=$(mktemp -d)
+(. scripts/interop.sh && prefetch_modules "$pre/work") >"$pre/log" 2>&1 &
+prefetch=$!
+trap 'kill "$prefetch" 2>/dev/null || true; rm -rf "$bin" "$pre"' EXIT
 go test -race -count=1 ./...
 go build -o "$bin/mandate" ./cmd/mandate
 wait "$prefetch" || true
