@@ -30,20 +30,20 @@ func newMetrics() *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mandate_http_requests_total", Help: "HTTP requests by route pattern and status code.",
+			Name: "mandate_http_requests_total", Help: "HTTP requests answered, by route (the pattern that serves the request, such as \"POST /v1/delegations\"; the pattern without its method for a 405; unmatched: no route serves the path) and status code.",
 		}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "mandate_http_request_duration_seconds", Help: "HTTP request latency by route pattern.",
+			Name: "mandate_http_request_duration_seconds", Help: "Time to serve an HTTP request, in seconds, from its headers read to its answer (reading its body included), by route as in mandate_http_requests_total.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 2.5, 10, 30},
 		}, []string{"route"}),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mandate_svids_issued_total", Help: "SVIDs issued, by kind (x509, jwt) and holder role.",
+			Name: "mandate_svids_issued_total", Help: "SVIDs issued, by kind (x509, jwt) and the holder's role (node, agent).",
 		}, []string{"kind", "role"}),
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mandate_node_attestations_total", Help: "Node attestations, by method (join_token, tpm) and outcome (admitted, refused, error: the server's fault).",
 		}, []string{"method", "outcome"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mandate_policy_decisions_total", Help: "Decision API answers, by API (data, authzen) and outcome (data: defined; authzen: decision; error: the policy could not decide).",
+			Name: "mandate_policy_decisions_total", Help: "Policy decisions answered, by API (data: each Data API query; authzen: each AuthZEN evaluation, those of a batch one by one) and outcome (true or false: for data, whether the document is defined, for authzen, the decision; error: the policy could not decide).",
 		}, []string{"api", "outcome"}),
 		delegations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mandate_delegations_total", Help: "Delegation requests (POST /v1/delegations of agents, POST /v1/token), each counted once, by outcome (issued, denied by policy, refused, error: the server's fault or a status unavailable).",
@@ -74,7 +74,7 @@ func auditCounters(stats func() audit.Stats) []prometheus.Collector {
 			func(s audit.Stats) float64 { return float64(s.Commits) }),
 		counter("mandate_audit_entries_total", "Audit log entries appended.",
 			func(s audit.Stats) float64 { return float64(s.Entries) }),
-		counter("mandate_audit_commit_seconds_total", "Time spent in audit log commits.",
+		counter("mandate_audit_commit_seconds_total", "Time spent in audit log commits, in seconds: writing the entries, the fsyncs, signing the checkpoint.",
 			func(s audit.Stats) float64 { return s.CommitTime.Seconds() }),
 		counter("mandate_audit_commit_failures_total", "Audit log commits that failed, or could not start (the stored log unreadable after a failure): nothing of them was acknowledged (a full disk, a store error).",
 			func(s audit.Stats) float64 { return float64(s.Failures) }),
