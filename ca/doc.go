@@ -24,7 +24,8 @@
 // which is always in the CA's trust domain and has a path; basic
 // constraints CA=false; key usage digitalSignature (plus keyEncipherment
 // for RSA keys) and never certSign or cRLSign; extended key usages
-// serverAuth and clientAuth; a random 128-bit serial; NotBefore ten
+// serverAuth and clientAuth; a subject key identifier (RFC 7093
+// method 1, as the CA certificates'); a random 128-bit serial; NotBefore ten
 // seconds in the past; and NotAfter no later than the signing CA's
 // NotAfter. Subject keys are ECDSA P-256/P-384 or RSA of 2048 to 8192 bits.
 // The returned chain is the leaf, the signing CA and any upstream

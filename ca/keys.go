@@ -7,8 +7,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/big"
 )
@@ -136,6 +140,27 @@ func curveName(c elliptic.Curve) string {
 func publicKeyEqual(a, b crypto.PublicKey) bool {
 	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && b != nil && ak.Equal(b)
+}
+
+// subjectKeyID is the key identifier of pub, made as crypto/x509 makes
+// the CA certificates' (RFC 7093, section 2, method 1): the leftmost 160
+// bits of the SHA-256 hash of the subjectPublicKey BIT STRING's value.
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if rest, err := asn1.Unmarshal(der, &spki); err != nil {
+		return nil, fmt.Errorf("ca: read the encoded public key: %w", err)
+	} else if len(rest) > 0 {
+		return nil, errors.New("ca: read the encoded public key: trailing data")
+	}
+	h := sha256.Sum256(spki.PublicKey.Bytes)
+	return h[:20], nil
 }
 
 // randomSerial returns a random, non-zero 128-bit certificate serial.

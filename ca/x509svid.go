@@ -91,7 +91,8 @@ func newX509Issuer(a *authority, subject pkix.Name) (*x509Issuer, error) {
 // MintX509SVID issues an X509-SVID for p.ID and p.PublicKey, signed by the
 // active X.509 CA. The leaf has exactly one URI SAN (the SPIFFE ID), is not
 // a CA, has key usage digitalSignature (plus keyEncipherment for RSA keys),
-// extended key usages serverAuth and clientAuth, a random 128-bit serial,
+// extended key usages serverAuth and clientAuth, a subject key identifier
+// (as RFC 5280 asks of end-entity certificates), a random 128-bit serial,
 // NotBefore ten seconds in the past (never before the CA's NotBefore),
 // and NotAfter = min(now+TTL, CA expiry).
 //
@@ -144,9 +145,14 @@ func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) 
 	if err != nil {
 		return nil, err
 	}
+	skid, err := subjectKeyID(p.PublicKey)
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
 		RawSubject:            subject,
+		SubjectKeyId:          skid,
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              usage,
@@ -201,6 +207,8 @@ func checkIssued(leaf *x509.Certificate, p X509Params, usage x509.KeyUsage, caNo
 		return errors.New("leaf outlives its ca")
 	case !publicKeyEqual(leaf.PublicKey, p.PublicKey):
 		return errors.New("public key differs from the requested one")
+	case len(leaf.SubjectKeyId) == 0:
+		return errors.New("no subject key identifier")
 	}
 	return nil
 }

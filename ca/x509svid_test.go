@@ -1,6 +1,7 @@
 package ca_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -8,7 +9,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"slices"
 	"testing"
@@ -59,6 +63,11 @@ func TestMintX509SVID(t *testing.T) {
 			}
 			if !slices.Equal(leaf.DNSNames, tt.dns) {
 				t.Errorf("dns names = %v, want %v", leaf.DNSNames, tt.dns)
+			}
+			// RFC 5280 4.2.1.2: end-entity certificates SHOULD name their
+			// key; RFC 7093 method 1, as the CA certificates do.
+			if want := keyIdentifier(t, leaf.RawSubjectPublicKeyInfo); !bytes.Equal(leaf.SubjectKeyId, want) {
+				t.Errorf("subject key identifier = %x, want %x", leaf.SubjectKeyId, want)
 			}
 			caCert := issuerOf(t, c, svid.Certificates[0])
 			wantNotAfter := caCert.NotAfter
@@ -188,4 +197,20 @@ func issuerOf(t *testing.T, c *ca.CA, leaf *x509.Certificate) *x509.Certificate 
 	}
 	t.Fatalf("no bundle authority signed the leaf")
 	return nil
+}
+
+// keyIdentifier is the RFC 7093 (section 2, method 1) key identifier of
+// a DER SubjectPublicKeyInfo: the leftmost 160 bits of the SHA-256 hash
+// of its subjectPublicKey BIT STRING.
+func keyIdentifier(t *testing.T, spkiDER []byte) []byte {
+	t.Helper()
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(spkiDER, &spki); err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(spki.PublicKey.Bytes)
+	return h[:20]
 }
