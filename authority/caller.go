@@ -3,6 +3,7 @@ package authority
 import (
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"fmt"
 	"slices"
 	"strings"
@@ -33,21 +34,35 @@ type Caller struct {
 	Cert *x509.Certificate
 }
 
-// hostNodePrefix starts the Subject organizational unit that Mandate puts
-// in agent X509-SVIDs: "mandate-host-node=<node SPIFFE ID>", the node the
+// hostNodePrefix starts the Subject description that Mandate puts in
+// agent X509-SVIDs: "mandate-host-node=<node SPIFFE ID>", the node the
 // SVID was issued to. It lets an agent renew by itself while the authority
 // still checks that its host is attested, unbanned and allowed. (The
 // SPIFFE X509-SVID spec leaves the Subject free; the identity is only ever
 // the URI SAN.)
 const hostNodePrefix = "mandate-host-node="
 
+// oidDescription is the X.520 description attribute, which, unlike the
+// organizational unit (at most 64 characters, RFC 5280 Appendix A.1),
+// holds a node ID of any length.
+var oidDescription = asn1.ObjectIdentifier{2, 5, 4, 13}
+
 // hostNodeSubject is the Subject of an agent SVID issued to node.
 func hostNodeSubject(node spiffeid.ID) pkix.Name {
-	return pkix.Name{Organization: []string{"Mandate"}, OrganizationalUnit: []string{hostNodePrefix + node.String()}}
+	return pkix.Name{Organization: []string{"Mandate"}, ExtraNames: []pkix.AttributeTypeAndValue{{Type: oidDescription, Value: hostNodePrefix + node.String()}}}
 }
 
-// HostNode returns the node SPIFFE ID recorded in an agent X509-SVID.
+// HostNode returns the node SPIFFE ID recorded in an agent X509-SVID: in
+// its Subject description, or, in an SVID issued before the node moved
+// there, its organizational unit.
 func HostNode(cert *x509.Certificate) (spiffeid.ID, error) {
+	for _, atv := range cert.Subject.Names {
+		if v, ok := atv.Value.(string); ok && atv.Type.Equal(oidDescription) {
+			if s, ok := strings.CutPrefix(v, hostNodePrefix); ok {
+				return spiffeid.FromString(s)
+			}
+		}
+	}
 	for _, ou := range cert.Subject.OrganizationalUnit {
 		if s, ok := strings.CutPrefix(ou, hostNodePrefix); ok {
 			return spiffeid.FromString(s)
