@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs exactly this): formatting, vet, every
-# test with the race detector, then seven interoperability checks: TPM
+# test with the race detector, then eight interoperability checks: TPM
 # attestation with another TPM 2.0 stack (tpm2-tools on swtpm), a
 # delegation signed by an agent in another language (Python, jwcrypto),
 # federation both ways with a SPIRE server (built from the module
@@ -10,8 +10,10 @@
 # token exchange by an OAuth client library of another language
 # (Node.js's openid-client, from the npm registry), decisions asked
 # with the OPA TypeScript SDK (@styra/opa, from the npm registry too),
-# and the audit log read through its C2SP tiles by a reader built on
-# filippo.io/torchwood (from the module proxy).
+# the audit log read through its C2SP tiles by a reader built on
+# filippo.io/torchwood (from the module proxy), and every certificate
+# Mandate issues linted with zlint (from the module proxy too) and
+# verified by OpenSSL.
 #
 # Needs Go 1.26 and gcc (cgo: the race detector and the TPM simulator),
 # OpenSSL's headers (the simulator links libcrypto), and for the interop
@@ -50,7 +52,7 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 # While the tests use the CPU, the modules the interop checks build with
-# (SPIRE, ghostunnel, a torchwood reader) are fetched in the background:
+# (SPIRE, ghostunnel, a torchwood reader, zlint) are fetched in the background:
 # network, not CPU (once vet has fetched the module's own, which the
 # tests wait for). Each check still fetches what is missing.
 bin=$(mktemp -d)
@@ -69,3 +71,4 @@ scripts/ghostunnel-workload.sh "$bin/mandate"
 scripts/oauth-token-exchange.sh "$bin/mandate"
 scripts/opa-sdk-client.sh "$bin/mandate"
 scripts/tlog-tiles-torchwood.sh "$bin/mandate"
+scripts/x509-zlint.sh "$bin/mandate"

@@ -1,11 +1,12 @@
 # Sourced by the interop scripts (and scripts/bench-spire.sh, and test.sh
 # to fetch modules ahead): what they share to start the authority, pick
-# ports, fetch modules and build SPIRE, ghostunnel and torchwood.
+# ports, fetch modules and build SPIRE, ghostunnel, torchwood and zlint.
 
 # The versions the checks build, from the Go module proxy.
 SPIRE_VERSION=v1.13.3
 GHOSTUNNEL_VERSION=v1.8.4
 TORCHWOOD_VERSION=v0.6.1
+ZLINT_VERSION=v3.7.3
 
 # start_serve runs "$MANDATE serve" with the given flags on 127.0.0.1 in
 # the current directory (output in serve.out and serve.log) and sets
@@ -84,17 +85,29 @@ torchwood_module() {
   )
 }
 
+# zlint_module DIR makes DIR a module of its own requiring
+# github.com/zmap/zlint/v3 ZLINT_VERSION, its modules fetched.
+zlint_module() {
+  (
+    cd "$1" &&
+      export GOWORK=off GOFLAGS=-buildvcs=false &&
+      go mod init x509check >/dev/null 2>&1 &&
+      retry3 go get "github.com/zmap/zlint/v3@$ZLINT_VERSION"
+  )
+}
+
 # prefetch_modules DIR fetches, into the module cache, what the checks
-# that build SPIRE, ghostunnel and torchwood will fetch (each in a
+# that build SPIRE, ghostunnel, torchwood and zlint will fetch (each in a
 # directory under DIR, removed after): test.sh runs it in the background
 # while the tests use the CPU, so that the downloads do not wait for
 # them. A failure is only reported: each check fetches what it misses.
 prefetch_modules() {
-  mkdir -p "$1/spire" "$1/torchwood"
+  mkdir -p "$1/spire" "$1/torchwood" "$1/zlint"
   spire_module "$1/spire" prefetch "$SPIRE_VERSION" || echo "prefetch: spire-server $SPIRE_VERSION's modules: failed"
   ghostunnel_source "$1/ghostunnel" || echo "prefetch: ghostunnel $GHOSTUNNEL_VERSION's modules: failed"
   torchwood_module "$1/torchwood" || echo "prefetch: torchwood $TORCHWOOD_VERSION's modules: failed"
-  rm -rf "$1/spire" "$1/ghostunnel" "$1/torchwood"
+  zlint_module "$1/zlint" || echo "prefetch: zlint $ZLINT_VERSION's modules: failed"
+  rm -rf "$1/spire" "$1/ghostunnel" "$1/torchwood" "$1/zlint"
 }
 
 # run_spire SS SOCK [CHECK...] starts "SS run -config spire.conf" in the
