@@ -53,7 +53,8 @@ type Config struct {
 	Upstream *Upstream
 
 	// Subject of the CA certificates. Organization defaults to "Mandate",
-	// CommonName to "<trust domain> X.509 CA". SerialNumber is always set
+	// CommonName to "<trust domain> X.509 CA" (the trust domain cut
+	// short, with "...", past RFC 5280's 64 characters). SerialNumber is always set
 	// to the certificate's serial so that successive CAs have distinct
 	// subjects.
 	Subject pkix.Name
@@ -167,7 +168,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Subject.Organization = []string{DefaultOrganization}
 	}
 	if cfg.Subject.CommonName == "" {
-		cfg.Subject.CommonName = cfg.TrustDomain.Name() + " X.509 CA"
+		cfg.Subject.CommonName = caCommonName(cfg.TrustDomain)
 	}
 	if cfg.Upstream != nil {
 		if err := cfg.Upstream.Check(cfg.TrustDomain, cfg.Now(), nil, nil); err != nil {
@@ -188,8 +189,21 @@ func (u *Upstream) Check(td spiffeid.TrustDomain, now time.Time, dnsNames []stri
 		return err
 	}
 	cfg := Config{TrustDomain: td, Upstream: u, CATTL: DefaultCATTL, Now: func() time.Time { return now }}
-	cfg.Subject.CommonName = td.Name() + " X.509 CA"
+	cfg.Subject.CommonName = caCommonName(td)
 	return cfg.probeUpstream(dnsNames, ips)
+}
+
+// caCommonName is the CA certificates' default common name, "<trust
+// domain> X.509 CA", the trust domain's name cut short, with "...", where
+// it would exceed the 64 characters RFC 5280 allows (ub-common-name):
+// the trust domain is the CA's URI SAN in full.
+func caCommonName(td spiffeid.TrustDomain) string {
+	const suffix, limit = " X.509 CA", 64
+	name := td.Name() // ASCII: a character is a byte
+	if len(name)+len(suffix) > limit {
+		name = name[:limit-len(suffix)-len("...")] + "..."
+	}
+	return name + suffix
 }
 
 // probeUpstream has the upstream sign a CA certificate for a throwaway

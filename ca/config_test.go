@@ -5,8 +5,10 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"errors"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -105,5 +107,27 @@ func TestBundleAndStatus(t *testing.T) {
 	}
 	if _, ok := b.FindJWTAuthority(st[1].ID); !ok {
 		t.Error("jwt status id is not the bundle kid")
+	}
+}
+
+// The CA certificate's default common name names the trust domain
+// within RFC 5280's 64 characters (ub-common-name), however long the
+// trust domain's name (up to 255).
+func TestCACommonNameWithinBound(t *testing.T) {
+	for _, name := range []string{"mandate.localhost", strings.Repeat("a", 55) + ".x", strings.Repeat("a", 246) + ".example"} {
+		t.Run(name[:10], func(t *testing.T) {
+			td := spiffeid.RequireTrustDomainFromString(name)
+			c, _ := newTestCA(t, func(cfg *ca.Config) { cfg.TrustDomain = td })
+			cn := c.X509Authorities()[0].Subject.CommonName
+			if n := utf8.RuneCountInString(cn); n > 64 {
+				t.Errorf("common name %q has %d characters, RFC 5280 allows 64", cn, n)
+			}
+			if want := name + " X.509 CA"; len(want) <= 64 && cn != want {
+				t.Errorf("common name %q, want %q", cn, want)
+			}
+			if !strings.HasPrefix(cn, name[:min(len(name), 40)]) {
+				t.Errorf("common name %q does not start with the trust domain %s", cn, name)
+			}
+		})
 	}
 }
