@@ -150,10 +150,7 @@ func lintOne(reg lint.Registry, name string, c *x509.Certificate, allow []string
 
 // describe names a certificate: its URI SAN, else its subject.
 func describe(c *x509.Certificate) string {
-	var s []string
-	for _, u := range c.URIs {
-		s = append(s, u)
-	}
+	s := slices.Clone(c.URIs)
 	if c.IsCA {
 		s = append(s, "CA")
 	}
