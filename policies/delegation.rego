@@ -107,7 +107,7 @@ granted_set := {s | some s in granted}
 
 deny contains msg if {
 	is_array(granted)
-	some s in asked - granted_set
+	some s in (asked - granted_set)
 	msg := sprintf("scope %v is not granted to the delegator", [s])
 }
 
