@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"mandate.dev/mandate/policy"
@@ -77,6 +78,39 @@ func BenchmarkDecideDelegation(b *testing.B) {
 				if d := e.Decide(ctx, policy.PointDelegation, in); !d.Allow {
 					b.Fatalf("not allowed: %+v", d)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkPatchDocuments is one registration change (one agent's entry
+// of data.mandate.agents replaced) among many agents: its cost must not
+// grow with the number of agents.
+func BenchmarkPatchDocuments(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("registrations=%d", n), func(b *testing.B) {
+			e := benchEngine(b)
+			ctx := context.Background()
+			agents := make(map[string]any, n)
+			for i := range n {
+				agents[fmt.Sprintf("spiffe://org-a.example/agent/%d", i)] = map[string]any{
+					"scopes": []string{"calendar:read"}, "node_ids": []string{"spiffe://org-a.example/node/n1"}}
+			}
+			if err := e.SetDocuments(ctx, map[string]any{"agents": agents}); err != nil {
+				b.Fatal(err)
+			}
+			id := fmt.Sprintf("spiffe://org-a.example/agent/%d", n/2)
+			docs := []map[string]policy.Patch{
+				{"agents": {Set: map[string]any{id: map[string]any{"scopes": []string{"calendar:write"}}}}},
+				{"agents": {Set: map[string]any{id: map[string]any{"scopes": []string{"calendar:read"}}}}},
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if err := e.PatchDocuments(ctx, docs[i%2]); err != nil {
+					b.Fatal(err)
+				}
+				i++
 			}
 		})
 	}

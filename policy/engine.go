@@ -93,9 +93,15 @@ type Engine struct {
 
 	reloading chan struct{} // holds one token while a reload runs: serializes reloads
 
-	mu     sync.Mutex     // serializes data writes and a reload's swap; guards dyn and dynGen
-	dyn    map[string]any // Mandate's own documents under data.mandate (kept across reloads)
-	dynGen uint64         // counts data writes, so that a reload knows its copy of dyn is stale
+	mu sync.Mutex // serializes data writes and a reload's swap; guards dyn and dynGen
+	// dyn are Mandate's own documents under data.mandate (kept across
+	// reloads), as the active revision's store holds them. Its objects
+	// are the engine's own, changed in place by patches: no store holds
+	// them (each store has objects of its own, see ownCopy), nor does
+	// anything read them without mu. The values inside them are never
+	// changed in place, so stores and dyn share those.
+	dyn    map[string]any
+	dynGen uint64 // counts data writes, so that a reload knows its copy of dyn is stale
 
 	testHookBuilt   func() // tests: called once a reload's revision is built and tested
 	testHookRead    func() // tests: called between two reads of a policy directory
@@ -154,7 +160,9 @@ func (e *Engine) Files() []string { return slices.Clone(e.cur.Load().files) }
 // Loading, compiling and testing the new revision hold up nothing but
 // another reload: evaluations go on with the active revision, and data
 // writes made meanwhile are carried into the new one when it is swapped
-// in. Only the swap (and approve) waits for data writes, and they for it.
+// in. Only the swap (and approve) waits for data writes, and they for it
+// (and for the copy of data.mandate the reload starts with: a copy of
+// each document's entries, not of their values).
 // ctx bounds the Rego tests (each is also bounded at 10 s).
 func (e *Engine) Reload(ctx context.Context, approve func(old, cur string) error) (old, cur string, err error) {
 	select { // another reload first, but no longer than ctx allows
@@ -192,7 +200,7 @@ func (e *Engine) Reload(ctx context.Context, approve func(old, cur string) error
 // data writes so far left it.
 func (e *Engine) build(ctx context.Context) (*revision, error) {
 	e.mu.Lock()
-	dyn, gen := maps.Clone(e.dyn), e.dynGen
+	dyn, gen := ownCopy(e.dyn), e.dynGen
 	e.mu.Unlock()
 	rev, err := e.load(ctx, dyn)
 	if err != nil {
@@ -208,7 +216,7 @@ func (e *Engine) catchUp(ctx context.Context, rev *revision) error {
 	if rev.dynGen == e.dynGen {
 		return nil
 	}
-	if err := writeStore(ctx, rev.store, e.dyn); err != nil {
+	if err := writeStore(ctx, rev.store, ownCopy(e.dyn)); err != nil {
 		return err
 	}
 	rev.dynGen = e.dynGen
@@ -465,10 +473,11 @@ func (r *revision) runTests(ctx context.Context, st storage.Store, hook func()) 
 
 // Test runs the Rego tests of the active revision, on a copy of its data
 // (the data files' documents and data.mandate as it is now): a test run,
-// however long, holds up no data write and so no decision.
+// however long, holds up no data write and so no decision (they wait
+// only for the copy of data.mandate's entries it starts with).
 func (e *Engine) Test(ctx context.Context) ([]TestResult, error) {
 	e.mu.Lock()
-	rev, dyn := e.cur.Load(), maps.Clone(e.dyn) // its values are never changed in place
+	rev, dyn := e.cur.Load(), ownCopy(e.dyn)
 	e.mu.Unlock()
 	var data map[string]any
 	if err := util.UnmarshalJSON(rev.docs, &data); err != nil {
@@ -495,18 +504,47 @@ func (e *Engine) SetDocuments(ctx context.Context, docs map[string]any) error {
 	defer e.mu.Unlock()
 	vals := make(map[string]any, len(docs))
 	for key, value := range docs {
-		// Round-trip through JSON: the store holds JSON values only.
-		b, err := json.Marshal(value)
+		v, err := jsonValue(value)
 		if err != nil {
-			return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
-		}
-		var v any
-		if err := json.Unmarshal(b, &v); err != nil {
 			return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
 		}
 		vals[key] = v
 	}
-	return e.writeDocuments(ctx, vals)
+	if err := writeStore(ctx, e.cur.Load().store, vals); err != nil {
+		return err
+	}
+	maps.Copy(e.dyn, ownCopy(vals)) // the store has vals' objects
+	e.dynGen++
+	return nil
+}
+
+// jsonValue is value round-tripped through JSON: the store holds JSON
+// values only.
+func jsonValue(value any) (any, error) {
+	b, err := json.Marshal(value)
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// ownCopy is a copy of documents in which each object is a copy of its
+// own (a shallow one: the values inside are shared, never changed in
+// place). A store is given objects no other store or dyn holds, since
+// patches change them in place.
+func ownCopy(docs map[string]any) map[string]any {
+	out := make(map[string]any, len(docs))
+	for key, v := range docs {
+		if m, ok := v.(map[string]any); ok {
+			v = maps.Clone(m)
+		}
+		out[key] = v
+	}
+	return out
 }
 
 // Patch changes some entries of one of Mandate's own documents that is
@@ -517,49 +555,108 @@ type Patch struct {
 	Delete []string
 }
 
+// entry is a patch's change of one entry: its new value, or deleted.
+type entry struct {
+	value   any
+	deleted bool
+}
+
+// maxEntryWrites bounds the entries a patch writes one at a time into
+// the store (a store transaction compares each write with those before
+// it): a larger patch writes each patched document whole, a copy with
+// the patch applied.
+const maxEntryWrites = 64
+
 // PatchDocuments applies patches to Mandate's own object documents in
-// one store transaction, as SetDocuments would the whole documents: the
-// unchanged entries are kept as they are (not encoded again), so that a
-// change of one agent among thousands costs that agent only. A document
-// not set yet starts empty.
+// one store transaction, as SetDocuments would the whole documents: an
+// evaluation sees all of them changed, or none, and a patch that fails
+// changes nothing. Only the patched entries are encoded and written, the
+// others kept as they are, so that a change of one agent among thousands
+// costs that agent only. A document not set yet (or not an object)
+// starts empty.
 func (e *Engine) PatchDocuments(ctx context.Context, patches map[string]Patch) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	vals := make(map[string]any, len(patches))
+	changes := make(map[string]map[string]entry, len(patches))
+	n := 0
 	for key, p := range patches {
-		old, _ := e.dyn[key].(map[string]any)
-		m := maps.Clone(old) // a new object: the stored one is never changed in place
-		if m == nil {
-			m = map[string]any{}
-		}
+		c := make(map[string]entry, len(p.Set)+len(p.Delete))
 		for id, value := range p.Set {
-			b, err := json.Marshal(value)
+			v, err := jsonValue(value)
 			if err != nil {
 				return fmt.Errorf("policy: data.mandate.%s[%q]: %w", key, id, err)
 			}
-			var v any
-			if err := json.Unmarshal(b, &v); err != nil {
-				return fmt.Errorf("policy: data.mandate.%s[%q]: %w", key, id, err)
-			}
-			m[id] = v
+			c[id] = entry{value: v}
 		}
 		for _, id := range p.Delete {
-			delete(m, id)
+			c[id] = entry{deleted: true}
 		}
-		vals[key] = m
+		changes[key] = c
+		n += len(c)
 	}
-	return e.writeDocuments(ctx, vals)
-}
-
-// writeDocuments writes JSON values under data.mandate in one store
-// transaction and keeps them for later revisions. e.mu is held.
-func (e *Engine) writeDocuments(ctx context.Context, vals map[string]any) error {
-	if err := writeStore(ctx, e.cur.Load().store, vals); err != nil {
-		return err
+	st := e.cur.Load().store
+	txn, err := st.NewTransaction(ctx, storage.WriteParams)
+	if err != nil {
+		return fmt.Errorf("policy: data.mandate: %w", err)
 	}
-	maps.Copy(e.dyn, vals)
+	for key, c := range changes {
+		if err := writePatch(ctx, st, txn, key, e.dyn[key], c, n <= maxEntryWrites); err != nil {
+			st.Abort(ctx, txn)
+			return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
+		}
+	}
+	if err := st.Commit(ctx, txn); err != nil {
+		return fmt.Errorf("policy: data.mandate: %w", err)
+	}
+	for key, c := range changes {
+		m, ok := e.dyn[key].(map[string]any)
+		if !ok {
+			m = make(map[string]any, len(c))
+			e.dyn[key] = m
+		}
+		applyEntries(m, c)
+	}
 	e.dynGen++
 	return nil
+}
+
+// writePatch writes into st (in txn) the change c of the document key,
+// whose value is cur (as dyn holds it, and so the store): entry by entry
+// if byEntry and cur is an object, otherwise as a whole new object.
+func writePatch(ctx context.Context, st storage.Store, txn storage.Transaction, key string, cur any, c map[string]entry, byEntry bool) error {
+	old, isObject := cur.(map[string]any)
+	if !isObject || !byEntry {
+		m := make(map[string]any, len(old)+len(c))
+		maps.Copy(m, old)
+		applyEntries(m, c)
+		return st.Write(ctx, txn, storage.AddOp, storage.Path{"mandate", key}, m)
+	}
+	for id, en := range c {
+		path := storage.Path{"mandate", key, id}
+		switch _, present := old[id]; {
+		case en.deleted && !present: // nothing to remove
+		case en.deleted:
+			if err := st.Write(ctx, txn, storage.RemoveOp, path, nil); err != nil {
+				return fmt.Errorf("[%q]: %w", id, err)
+			}
+		default:
+			if err := st.Write(ctx, txn, storage.AddOp, path, en.value); err != nil {
+				return fmt.Errorf("[%q]: %w", id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// applyEntries applies the change c to the object m.
+func applyEntries(m map[string]any, c map[string]entry) {
+	for id, en := range c {
+		if en.deleted {
+			delete(m, id)
+		} else {
+			m[id] = en.value
+		}
+	}
 }
 
 // writeStore writes JSON values under data.mandate in st, in one
