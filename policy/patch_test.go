@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"testing"
 
 	"mandate.dev/mandate/policy"
@@ -165,5 +166,36 @@ func TestAFailingPatchChangesNothing(t *testing.T) {
 	}
 	if got, want := mandateJSON(t, e), `{"agents":{"a":1,"b":2},"nodes":{"n":1}}`; got != want {
 		t.Errorf("data.mandate after the next patch: %s, want %s", got, want)
+	}
+}
+
+// A patch of one entry costs that entry, not the document: with 100,000
+// entries present, it allocates far less than a copy of the document
+// would (5 MB).
+func TestAPatchOfOneEntryDoesNotCopyTheDocument(t *testing.T) {
+	e := newEngine(t, policy.Options{})
+	ctx := context.Background()
+	if err := e.SetDocuments(ctx, map[string]any{"agents": many("spiffe://org-a.example/agent/", 100_000)}); err != nil {
+		t.Fatal(err)
+	}
+	const patches, limit = 20, 64 << 10
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range patches {
+		id := fmt.Sprintf("spiffe://org-a.example/agent/%d", i)
+		if err := e.PatchDocuments(ctx, map[string]policy.Patch{"agents": {Set: map[string]any{id: map[string]any{"scopes": []string{"calendar:read"}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if perPatch := (after.TotalAlloc - before.TotalAlloc) / patches; perPatch > limit {
+		t.Errorf("a patch of one entry among 100,000 allocates %d bytes, want at most %d", perPatch, limit)
+	}
+	res, err := e.Eval(ctx, "mandate/agents/spiffe:%2F%2Forg-a.example%2Fagent%2F7", nil, policy.EvalOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(res.Value); string(b) != `{"scopes":["calendar:read"]}` {
+		t.Errorf("the patched entry: %s", b)
 	}
 }
