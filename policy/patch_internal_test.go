@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -84,22 +85,26 @@ func TestAPatchAfterAReloadLeavesTheOldRevisionAlone(t *testing.T) {
 
 // Evaluations, patches, whole-document writes, reloads and test runs at
 // the same time: the race detector finds no value changed under a
-// reader, every evaluation sees data.mandate.agents and nodes with the
-// same keys (each patch changes both: all or none), and the data written
-// last is what the engine ends with, reloads and all.
+// reader, every evaluation (and Rego test) sees data.mandate.agents and
+// nodes with the same keys (each patch changes both: all or none), and
+// the data written last is what the engine ends with, reloads and all.
 func TestConcurrentPatchesEvaluationsAndReloads(t *testing.T) {
 	e, write := agentsEngine(t)
 	ctx := context.Background()
 	if err := e.SetDocuments(ctx, map[string]any{"agents": map[string]any{}, "nodes": map[string]any{}}); err != nil {
 		t.Fatal(err)
 	}
-	const writes = 300
+	// The Rego tests, run by each reload and test run, read the documents.
+	write("authz_test.rego", "package authz_test\nimport rego.v1\n"+
+		"test_agents_and_nodes_agree if object.keys(data.mandate.agents) == object.keys(data.mandate.nodes)\n")
+	const writes, reloads = 300, 3
+	var reloaded atomic.Int64
 	want := map[string]any{}
 	var wg sync.WaitGroup
 	done := make(chan struct{})
 	wg.Go(func() { // the one writer: want is the data it leaves
 		defer close(done)
-		for i := range writes {
+		for i := 0; i < writes || reloaded.Load() < reloads; i++ {
 			id, gone := fmt.Sprintf("id%d", i%17), fmt.Sprintf("id%d", (i+5)%17)
 			var err error
 			if i%50 == 49 { // now and then, the whole documents
@@ -129,10 +134,12 @@ func TestConcurrentPatchesEvaluationsAndReloads(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			if _, err := e.Test(ctx); err != nil {
-				t.Error(err)
+			res, err := e.Test(ctx)
+			if err != nil || len(res) != 1 || res[0].Fail || res[0].Error != "" {
+				t.Errorf("a test run: %+v, %v; want its one test passing", res, err)
 				return
 			}
+			reloaded.Add(1)
 		}
 	})
 	for range 2 {
