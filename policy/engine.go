@@ -561,11 +561,13 @@ type entry struct {
 	deleted bool
 }
 
-// maxEntryWrites bounds the entries a patch writes one at a time into
-// the store (a store transaction compares each write with those before
-// it): a larger patch writes each patched document whole, a copy with
-// the patch applied.
-const maxEntryWrites = 64
+// writeByEntry reports whether a patch of n entries of documents of size
+// entries in all is written into the store one entry at a time, rather
+// than each patched document whole (a copy with the patch applied): a
+// store transaction compares each write with those before it, so n
+// writes cost about n² comparisons, and a copy about its size (a
+// comparison costs a fraction of a copied entry).
+func writeByEntry(n, size int) bool { return n <= 64 || n*n <= 4*size }
 
 // PatchDocuments applies patches to Mandate's own object documents in
 // one store transaction, as SetDocuments would the whole documents: an
@@ -578,7 +580,7 @@ func (e *Engine) PatchDocuments(ctx context.Context, patches map[string]Patch) e
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	changes := make(map[string]map[string]entry, len(patches))
-	n := 0
+	n, size := 0, 0
 	for key, p := range patches {
 		c := make(map[string]entry, len(p.Set)+len(p.Delete))
 		for id, value := range p.Set {
@@ -593,14 +595,18 @@ func (e *Engine) PatchDocuments(ctx context.Context, patches map[string]Patch) e
 		}
 		changes[key] = c
 		n += len(c)
+		if m, ok := e.dyn[key].(map[string]any); ok {
+			size += len(m)
+		}
 	}
+	perEntry := writeByEntry(n, size)
 	st := e.cur.Load().store
 	txn, err := st.NewTransaction(ctx, storage.WriteParams)
 	if err != nil {
 		return fmt.Errorf("policy: data.mandate: %w", err)
 	}
 	for key, c := range changes {
-		if err := writePatch(ctx, st, txn, key, e.dyn[key], c, n <= maxEntryWrites); err != nil {
+		if err := writePatch(ctx, st, txn, key, e.dyn[key], c, perEntry); err != nil {
 			st.Abort(ctx, txn)
 			return fmt.Errorf("policy: data.mandate.%s: %w", key, err)
 		}
@@ -622,10 +628,10 @@ func (e *Engine) PatchDocuments(ctx context.Context, patches map[string]Patch) e
 
 // writePatch writes into st (in txn) the change c of the document key,
 // whose value is cur (as dyn holds it, and so the store): entry by entry
-// if byEntry and cur is an object, otherwise as a whole new object.
-func writePatch(ctx context.Context, st storage.Store, txn storage.Transaction, key string, cur any, c map[string]entry, byEntry bool) error {
+// if perEntry and cur is an object, otherwise as a whole new object.
+func writePatch(ctx context.Context, st storage.Store, txn storage.Transaction, key string, cur any, c map[string]entry, perEntry bool) error {
 	old, isObject := cur.(map[string]any)
-	if !isObject || !byEntry {
+	if !isObject || !perEntry {
 		m := make(map[string]any, len(old)+len(c))
 		maps.Copy(m, old)
 		applyEntries(m, c)

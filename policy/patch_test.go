@@ -40,11 +40,24 @@ func TestPatchDocuments(t *testing.T) {
 	type scopes struct {
 		Scopes []string `json:"scopes"`
 	}
-	bigWant := many("x", 100)
-	for i := range 10 {
-		delete(bigWant, fmt.Sprintf("x%d", i))
+	// Many entries changed: among few, the patched document is written
+	// whole; among many, entry by entry.
+	tenGone := []string{"x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9"}
+	manyPatched := func(present int) string {
+		m := many("x", present)
+		for i := range 100 {
+			m[fmt.Sprintf("x%d", i)] = -i
+		}
+		for _, id := range tenGone {
+			delete(m, id)
+		}
+		b, _ := json.Marshal(map[string]any{"agents": m})
+		return string(b)
 	}
-	bigJSON, _ := json.Marshal(map[string]any{"agents": bigWant})
+	negated := map[string]any{}
+	for i := range 100 {
+		negated[fmt.Sprintf("x%d", i)] = -i
+	}
 	for _, tc := range []struct {
 		name     string
 		dataJSON string         // the policy directory's data.json, if any
@@ -93,10 +106,15 @@ func TestPatchDocuments(t *testing.T) {
 			"a": scopes{Scopes: []string{"calendar:read"}}, "b": []int{1, 2}}}},
 		want: `{"agents":{"a":{"scopes":["calendar:read"]},"b":[1,2]}}`,
 	}, {
-		name:    "a patch of many entries",
+		name:    "many entries among few",
 		set:     map[string]any{"agents": many("x", 50)},
-		patches: map[string]policy.Patch{"agents": {Set: many("x", 100), Delete: []string{"x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9"}}},
-		want:    string(bigJSON),
+		patches: map[string]policy.Patch{"agents": {Set: negated, Delete: tenGone}},
+		want:    manyPatched(50),
+	}, {
+		name:    "many entries among many",
+		set:     map[string]any{"agents": many("x", 5000)},
+		patches: map[string]policy.Patch{"agents": {Set: negated, Delete: tenGone}},
+		want:    manyPatched(5000),
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
