@@ -182,6 +182,9 @@ func tuneGC() {
 func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) (err error) {
 	tuneGC()
 	log := newLogger(cfg.LogLevel, stderr)
+	// Read (and taken out of the environment) first: a service manager
+	// that waits for READY=1 hears of a stop while starting too.
+	notify := newSDNotifier(log)
 	// SIGHUP is caught from the start: one sent while the authority
 	// starts (its store check can take seconds) reloads the policies once
 	// it runs, instead of killing it.
@@ -199,6 +202,7 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	serving := false
 	defer func() {
 		if !serving && ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+			notify.stopping("stopped while starting, as asked")
 			log.Info("stopped while starting, as asked")
 		}
 	}()
@@ -253,16 +257,25 @@ func serve(ctx context.Context, cfg authority.Config, stdout, stderr io.Writer) 
 	printNextSteps(stdout, a, ln.Addr().String())
 	log.Info("serving", servingAttrs(cfg, ln, web, a)...)
 	serving = true
+	// Ready once the listeners are bound, the store, keys, audit log and
+	// policies loaded and the admin credential written: a connection
+	// made from now on is answered.
+	status := fmt.Sprintf("serving on https://%s, trust domain %s", ln.Addr(), a.TrustDomain())
+	notify.ready(fmt.Sprintf("%s; policy revision %s", status, a.PolicyRevision()))
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { // said when stopped as asked, and before serve returns
 		<-gctx.Done()
 		if ctx.Err() != nil {
+			notify.stopping("stopping: finishing the requests in progress")
 			log.Info("stopping: finishing the requests in progress (a second interrupt stops at once)")
+		} else {
+			notify.stopping("stopping: the authority failed (the log says why)")
 		}
 		return nil
 	})
 	g.Go(func() error { return srv.Serve(gctx, ln) })
-	g.Go(func() error { reloadOnHUP(gctx, hup, a, log); return nil })
+	g.Go(func() error { reloadOnHUP(gctx, hup, a, log, notify, status); return nil })
+	g.Go(func() error { notify.keepAlive(gctx); return nil })
 	if web != nil {
 		g.Go(func() error { return web.serve(gctx, srv) })
 	}
@@ -287,15 +300,23 @@ func servingAttrs(cfg authority.Config, ln net.Listener, web *webBundle, a *auth
 }
 
 // reloadOnHUP reloads the policies on SIGHUP, as `mandate policy reload`
-// does; a refused revision is logged and the active one stays.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, a *authority.Authority, log *slog.Logger) {
+// does; a refused revision is logged and the active one stays. A service
+// manager hears RELOADING=1 before, and READY=1 after, with a status
+// (after status, what serve says of itself) that says which.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, a *authority.Authority, log *slog.Logger, notify *sdNotifier, status string) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 			log.Info("SIGHUP: reloading the policies")
-			_, _ = a.ReloadPolicyOnSignal(ctx) // which logs what it did: reloaded, or refused and why
+			notify.reloading("reloading the policies (SIGHUP)")
+			rev, err := a.ReloadPolicyOnSignal(ctx) // which logs what it did: reloaded, or refused and why
+			if err != nil {
+				notify.ready(fmt.Sprintf("%s; policy reload refused (the log says why), revision %s stays active", status, rev))
+			} else {
+				notify.ready(fmt.Sprintf("%s; policies reloaded, revision %s", status, rev))
+			}
 		}
 	}
 }
