@@ -154,23 +154,26 @@ func monotonicNow(t *testing.T) uint64 {
 // no longer in its environment once read, for no child to inherit it.
 func TestServeNotifiesServiceManager(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		socket   func(dir string) string
-		watchdog bool
+		name   string
+		socket func(dir string) string
+		// watchdogPID is WATCHDOG_PID ("" for no watchdog): WATCHDOG=1
+		// is sent only when it names this process.
+		watchdogPID string
 	}{
-		{"socket path", func(dir string) string { return filepath.Join(dir, "notify") }, false},
+		{"socket path", func(dir string) string { return filepath.Join(dir, "notify") }, ""},
 		{"abstract socket, with a watchdog", func(string) string {
 			return fmt.Sprintf("@mandate-test-notify-%d-%d", os.Getpid(), time.Now().UnixNano())
-		}, true},
+		}, strconv.Itoa(os.Getpid())},
+		{"another process's watchdog", func(dir string) string { return filepath.Join(dir, "notify") }, "1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			socket := tc.socket(dir)
 			l := listenNotify(t, socket)
 			t.Setenv("NOTIFY_SOCKET", socket)
-			if tc.watchdog {
+			if tc.watchdogPID != "" {
 				t.Setenv("WATCHDOG_USEC", "100000")
-				t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+				t.Setenv("WATCHDOG_PID", tc.watchdogPID)
 			}
 			url, pdir, logs, stop := startNotifiedServe(t, dir)
 			seen := map[string]int{}
@@ -211,7 +214,8 @@ func TestServeNotifiesServiceManager(t *testing.T) {
 			}
 			reload("policy reload refused")
 
-			if tc.watchdog {
+			mine := tc.watchdogPID == strconv.Itoa(os.Getpid())
+			if mine {
 				l.next(t, "WATCHDOG", seen)
 			}
 			if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
@@ -219,6 +223,9 @@ func TestServeNotifiesServiceManager(t *testing.T) {
 			}
 			if m := l.next(t, "STOPPING", seen); m["STOPPING"] != "1" {
 				t.Errorf("the stop's message: %v; want STOPPING=1", m)
+			}
+			if !mine && seen["WATCHDOG"] > 0 {
+				t.Errorf("%d WATCHDOG=1 sent with WATCHDOG_PID=%q, not this process's", seen["WATCHDOG"], tc.watchdogPID)
 			}
 			if strings.Contains(logs.String(), "cannot notify") {
 				t.Errorf("serve could not notify:\n%s", logs)
