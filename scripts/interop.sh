@@ -166,6 +166,18 @@ fail() {
   exit 1
 }
 
+# build_check SRC MODULE OUT: after interop_start, builds scripts/SRC (a
+# program kept out of the mandate module by its build constraint) into
+# OUT, in a module of its own that MODULE (torchwood_module,
+# zlint_module) makes in W/check; a failed build fails the check with
+# its log.
+build_check() {
+  mkdir "$W/check"
+  cp "$ROOT/scripts/$1" "$W/check/main.go"
+  ("$2" "$W/check" && cd "$W/check" && GOWORK=off GOFLAGS=-buildvcs=false go build -o "$3" main.go) \
+    >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building the check failed"; }
+}
+
 # join_node: after start_serve, m and adm (the CLI as anyone, and as the
 # admin of ./data) with MANDATE_SERVER set, and a node joined with a join
 # token, its credential in ./node and its SPIFFE ID in NODE.

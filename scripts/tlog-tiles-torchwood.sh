@@ -19,10 +19,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 interop_start "tlog-tiles interop"
 
 say "building the check with filippo.io/torchwood $TORCHWOOD_VERSION"
-mkdir "$W/check"
-cp "$ROOT/scripts/tlog-tiles-check.go" "$W/check/main.go"
-(torchwood_module "$W/check" && cd "$W/check" && GOWORK=off GOFLAGS=-buildvcs=false go build -o "$W/tlog-check" main.go) \
-  >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building the check failed"; }
+build_check tlog-tiles-check.go torchwood_module "$W/tlog-check"
 
 cd "$W"
 start_serve --data-dir data || fail "the authority did not start"

@@ -54,10 +54,7 @@ ALLOW=(
 )
 
 say "building the check with github.com/zmap/zlint/v3 $ZLINT_VERSION"
-mkdir "$W/check"
-cp "$ROOT/scripts/x509-zlint-check.go" "$W/check/main.go"
-(zlint_module "$W/check" && cd "$W/check" && GOWORK=off GOFLAGS=-buildvcs=false go build -o "$W/x509-check" main.go) \
-  >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building the check failed"; }
+build_check x509-zlint-check.go zlint_module "$W/x509-check"
 
 cd "$W"
 # The upstream CA's authority has a trust domain of a long name, longer
