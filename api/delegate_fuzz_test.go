@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/delegation"
 )
 
@@ -113,6 +114,19 @@ func (z *delegationFuzz) seeds(t testing.TB) []delegationSeed {
 	withPurpose := unsigned + "&purpose=" + url.QueryEscape("book the offsite")
 	for _, s := range []string{unsigned, "client_id=" + url.QueryEscape(z.a.id.String()) + "&" + unsigned, withPurpose} {
 		seeds = append(seeds, delegationSeed{kind: 0, sign: true, in: s, want: http.StatusOK})
+	}
+	// The actor token (a JWT-SVID of a's) and the delegatee's SVID that
+	// binds the token, as this process made them: another process
+	// refuses them, and parses them first.
+	jwt, err := z.e.client(z.a.chain, z.a.key).JWTSVID(ctxT(t), "", []string{z.e.td.IDString()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const jwtType = "&actor_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt"
+	for _, s := range []string{unsigned + "&actor_token=" + jwt.Token + jwtType, unsigned + jwtType, unsigned + "&actor_token=a.b.c",
+		unsigned + "&delegatee_x509_svid=" + url.QueryEscape(string(credfile.EncodeCertsPEM(z.b.chain))),
+		unsigned + "&delegatee_x509_svid=" + url.QueryEscape("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")} {
+		seeds = append(seeds, delegationSeed{kind: 0, sign: true, in: s})
 	}
 	// Signed, and refused by the policy: a scope a does not hold.
 	seeds = append(seeds, delegationSeed{kind: 0, sign: true, in: strings.Replace(unsigned, "calendar%3Aread", "calendar%3Awrite", 1)})
