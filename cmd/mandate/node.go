@@ -364,8 +364,10 @@ const minRenewalWait = 5 * time.Second
 // valid; one the authority refuses for good (the node banned, its SVID
 // superseded, the node attested no longer, its credential refused at the
 // handshake: its CA revoked) stops it at once, and so does an expired
-// credential (join again).
-func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.Writer) error {
+// credential (join again). notify (node run's) is told once the first
+// renewal is done, or failed for a passing reason: the credential is
+// valid, and not refused.
+func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.Writer, notify *nodeNotifier) error {
 	cf.creds = out
 	var failed error // the last renewal's error, while none has succeeded since
 	for {
@@ -388,9 +390,11 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 		case err != nil && !time.Now().Before(chain[0].NotAfter):
 			return expiredJoinNode(id, out, chain[0].NotAfter, err)
 		case err != nil:
+			notify.held(id.String())
 			wait = renewalRetryWait(time.Until(chain[0].NotAfter))
 			fmt.Fprintf(stderr, "%s renewal failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)
 		default:
+			notify.held(id.String())
 			wait = max(wait, minRenewalWait)
 			fmt.Fprintf(stderr, "%s renewed %s; next renewal in %s\n", time.Now().UTC().Format(time.RFC3339), id, wait.Round(time.Second))
 		}

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -90,7 +91,7 @@ func (l *intList) Set(s string) error {
 
 // nodeAttest is "mandate node attest": one attestation, or a renewal
 // over mTLS when a valid TPM node credential is already in --out.
-func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, loop bool) error {
+func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, loop bool) (err error) {
 	name := "node attest"
 	if loop {
 		name = "node run"
@@ -118,6 +119,25 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	var notify *nodeNotifier
+	if loop {
+		// Its log is written by the renewals, the Workload API and the
+		// notifier at once, one line at a time.
+		stderr = &lineWriter{w: stderr}
+		// Read (and taken out of the environment) first, as serve does:
+		// a service manager waiting for READY=1 hears of a stop while
+		// starting too.
+		life, end := context.WithCancel(context.WithoutCancel(ctx))
+		defer end()
+		notify = &nodeNotifier{sdNotifier: newSDNotifier(slog.New(slog.NewTextHandler(stderr, nil))), life: life}
+		// A stop asked for (SIGTERM, SIGINT) is said when it begins;
+		// any other, when node run ends.
+		unwatch := context.AfterFunc(ctx, func() { notify.stop(true, nil) })
+		defer func() {
+			unwatch()
+			notify.stop(ctx.Err() != nil, err)
+		}()
 	}
 	fs.Visit(func(f *flag.Flag) { cf.bundleGiven = cf.bundleGiven || f.Name == "bundle" })
 	if err := wf.check(); err != nil {
@@ -148,7 +168,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 				return err
 			}
 		}
-		return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context, stderr io.Writer) error { return renewJoinNode(ctx, &cf, tf.out, stderr) })
+		return wf.around(ctx, cf, tf.out, stderr, notify, func(ctx context.Context) error { return renewJoinNode(ctx, &cf, tf.out, stderr, notify) })
 	}
 	var ekCert []byte
 	if ekCertFile != "" {
@@ -177,11 +197,11 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 	own := &ownEK{ek: ek, path: "/node/" + attest.MethodTPM + "/" + ek.SHA256Hex(), typ: tf.ek}
 	if !loop {
-		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, false, quiet, stdout, stderr, nil)
+		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, false, quiet, stdout, stderr, nil, nil)
 	}
 	wf.attests, wf.unknown = true, make(chan struct{}, 1)
-	return wf.around(ctx, cf, tf.out, stderr, func(ctx context.Context, stderr io.Writer) error {
-		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, true, false, stdout, stderr, wf.unknown)
+	return wf.around(ctx, cf, tf.out, stderr, notify, func(ctx context.Context) error {
+		return attestLoop(ctx, dev, &cf, tf.out, ekCert, own, true, false, stdout, stderr, wf.unknown, notify)
 	})
 }
 
@@ -190,8 +210,10 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 // does not know the node, evicted or restored from an older backup, or
 // refuses its credential, signed by a CA revoked since) has it attest
 // again at once, unless its latest attestation failed: that one is
-// retried at its time.
-func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte, own *ownEK, loop, quiet bool, stdout, stderr io.Writer, unknown <-chan struct{}) error {
+// retried at its time. notify (node run's) is told once the node holds
+// a valid credential: attested, or its own still valid while an
+// attestation failed for a passing reason.
+func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out string, ekCert []byte, own *ownEK, loop, quiet bool, stdout, stderr io.Writer, unknown <-chan struct{}, notify *nodeNotifier) error {
 	for {
 		ans, renewal, err := attestOnce(ctx, dev, cf, out, ekCert, own)
 		if err == nil {
@@ -222,6 +244,11 @@ func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 		var p *client.Problem
 		if errors.As(err, &p) && refusedForGood(p) {
 			return fmt.Errorf("node run stopped: the authority refuses to attest this node: %w", err)
+		}
+		if err == nil {
+			notify.held(ans.SPIFFEID)
+		} else if chain, ok := tpmCredential(out); ok && chain[0].URIs[0].Path == own.path {
+			notify.held(chain[0].URIs[0].String())
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "%s attestation failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)

@@ -61,12 +61,14 @@ func (w *workloadFlags) check() error {
 
 // around runs run, serving the Workload API beside it when asked, with
 // the node credential in out; the Workload API stops when run ends. Both
-// write their log to stderr, one line at a time: run is given it.
-func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, stderr io.Writer, run func(context.Context, io.Writer) error) error {
+// write their log to stderr, which takes one line at a time from either
+// (a lineWriter). The Workload API listens before run begins, and
+// notify is told its socket then; when either ends, notify is told why
+// before the other is stopped.
+func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, stderr io.Writer, notify *nodeNotifier, run func(context.Context) error) error {
 	if w.socket == "" {
-		return run(ctx, stderr)
+		return run(ctx)
 	}
-	stderr = &lineWriter{w: stderr}
 	cf.creds = out
 	cf.missing = "give --out, the node's credential directory"
 	if err := w.checkTrustDomain(&cf); err != nil {
@@ -92,25 +94,31 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 		at = abs
 	}
 	fmt.Fprintf(stderr, "%s serving the SPIFFE Workload API on %s (SPIFFE_ENDPOINT_SOCKET=unix://%s): %s\n", time.Now().UTC().Format(time.RFC3339), at, at, strings.Join(entries, ", "))
+	if notify != nil {
+		notify.socket = at
+	}
+	asked := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served, ran := make(chan error, 1), make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
-	go func() { ran <- run(ctx, stderr) }()
+	go func() { ran <- run(ctx) }()
 	// Either ending ends the other: the Workload API ends first when
 	// the authority refuses the node for good.
 	select {
 	case err = <-ran:
+		notify.stop(asked.Err() != nil, err)
 		cancel()
 		return errors.Join(err, <-served)
 	case err = <-served:
-		cancel()
 		if err != nil {
 			err = fmt.Errorf("node run stopped: %w", err)
 			if !w.attests {
 				err = joinAgainHint(err)
 			}
 		}
+		notify.stop(asked.Err() != nil, err)
+		cancel()
 		return errors.Join(err, <-ran)
 	}
 }

@@ -13,16 +13,20 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"mandate.dev/mandate/client"
+	"mandate.dev/mandate/workload"
 )
 
 // sdNotifier tells a service manager (systemd, Type=notify or
-// Type=notify-reload) how mandate serve is doing, with the sd_notify
+// Type=notify-reload) how mandate serve, or mandate node run, is doing,
+// with the sd_notify
 // protocol: one datagram of newline-separated assignments per state
 // (READY=1, RELOADING=1, STOPPING=1, WATCHDOG=1, STATUS=...) sent to
 // the Unix datagram socket NOTIFY_SOCKET names, a path or, starting
 // with '@', an abstract socket. Without NOTIFY_SOCKET it sends nothing.
 // A message that cannot be sent is logged once, at warning level; the
-// server goes on serving.
+// server (or node) goes on serving.
 type sdNotifier struct {
 	socket   string        // NOTIFY_SOCKET; "" when there is none
 	watchdog time.Duration // WATCHDOG_USEC meant for this process; 0 when none
@@ -51,7 +55,8 @@ func newSDNotifier(log *slog.Logger) *sdNotifier {
 	return n
 }
 
-// ready says the authority serves, or serves again after a reload.
+// ready says the authority serves, or serves again after a reload, or
+// the node runs.
 func (n *sdNotifier) ready(status string) {
 	n.send(false, "READY=1", "STATUS="+status)
 }
@@ -121,6 +126,62 @@ func (n *sdNotifier) write(msg string) error {
 		return fmt.Errorf("send: %w", err)
 	}
 	return nil
+}
+
+// nodeNotifier is node run's sdNotifier: READY=1 once, when the node
+// first holds a credential it can use (held), by when the Workload API
+// socket, if served, listens; WATCHDOG=1 from then on, as serve sends
+// it; STOPPING=1 when node run stops (stop). A nil *nodeNotifier (node
+// attest) says nothing.
+type nodeNotifier struct {
+	*sdNotifier
+	// life ends when node run does: keepAlive's.
+	life context.Context
+	// socket is the Workload API's socket (absolute path), set before
+	// the node runs; "" when none is served.
+	socket string
+	once   sync.Once
+}
+
+// held says the node id holds a valid credential: READY=1, the first
+// time, with a STATUS naming it and the Workload API's socket.
+func (n *nodeNotifier) held(id string) {
+	if n == nil {
+		return
+	}
+	n.once.Do(func() {
+		status := "node " + id + " holds a valid credential"
+		if n.socket != "" {
+			status += "; serving the SPIFFE Workload API on " + n.socket
+		}
+		n.ready(status)
+		go n.keepAlive(n.life)
+	})
+}
+
+// stop says node run stops: as asked (a signal), or because of err
+// (the authority refusing the node for good among others). Only the
+// first stop is sent.
+func (n *nodeNotifier) stop(asked bool, err error) {
+	if n == nil {
+		return
+	}
+	n.stopping(nodeStopStatus(asked, err))
+}
+
+// nodeStopStatus is the STATUS of node run's STOPPING=1.
+func nodeStopStatus(asked bool, err error) string {
+	var p *client.Problem
+	switch {
+	case asked || err == nil:
+		return "stopping, as asked"
+	case errors.Is(err, workload.ErrNodeRefused) && errors.As(err, &p),
+		errors.As(err, &p) && refusedForGood(p):
+		return "stopping: the authority refuses this node for good (" + p.Name() + "); the log says what to do"
+	case errors.Is(err, client.ErrCredentialRefused):
+		return "stopping: the authority refuses this node's credential at the handshake (its CA revoked); the log says what to do"
+	}
+	return "stopping after an error: " + err.Error()
 }
 
 // monotonicUsec is CLOCK_MONOTONIC in microseconds, the clock systemd

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/sys/unix"
 )
 
@@ -259,5 +261,160 @@ func TestServeNotifyFailureOnlyWarns(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "cannot notify the service manager"); n != 1 || !strings.Contains(logs.String(), "level=WARN msg=\"cannot notify the service manager") {
 		t.Errorf("serve said %d times at warning level that it cannot notify, want once; log:\n%s", n, logs)
+	}
+}
+
+// TestNodeRunNotifiesServiceManager: under systemd (Type=notify) node
+// run says READY=1 once the node holds a valid credential, with a
+// STATUS naming the node and the Workload API's socket, which by then
+// answers the workloads; WATCHDOG=1 when a watchdog is asked for; and
+// STOPPING=1 when it stops, saying whether it was asked to or the
+// authority refuses the node for good. NOTIFY_SOCKET is no longer in its
+// environment once read.
+func TestNodeRunNotifiesServiceManager(t *testing.T) {
+	dir := t.TempDir()
+	// Synced every second: a ban is heard at once.
+	cfg := filepath.Join(dir, "mandate.yaml")
+	if err := os.WriteFile(cfg, []byte("federation:\n  bundle_refresh_hint: 1s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := startServe(t, dir, "--config", cfg)
+	t.Chdir(dir)
+	t.Setenv("MANDATE_SERVER", url)
+	nodeID := joinNode(t, url, dir, "")
+	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/planner", "--node-id", nodeID)
+	sock := filepath.Join(dir, "workload.sock")
+	serving := []string{"--workload-api", sock, "--workload", "uid:" + strconv.Itoa(os.Getuid()) + "=spiffe://mandate.localhost/agent/planner"}
+
+	// start runs node run with args under a NOTIFY_SOCKET (and a
+	// watchdog, if asked), and waits for its READY=1.
+	start := func(t *testing.T, watchdog bool, args ...string) (l *notifyListener, seen map[string]int, ready map[string]string, stop func() error, done <-chan error, logs *syncBuffer) {
+		t.Helper()
+		socket := filepath.Join(t.TempDir(), "notify")
+		l = listenNotify(t, socket)
+		t.Setenv("NOTIFY_SOCKET", socket)
+		if watchdog {
+			t.Setenv("WATCHDOG_USEC", "100000")
+			t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		t.Cleanup(cancel)
+		logs, done = nodeRun(ctx, args...)
+		seen = map[string]int{}
+		ready = l.next(t, "READY", seen)
+		return l, seen, ready, func() error { cancel(); return <-done }, done, logs
+	}
+
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		watchdog bool
+		status   string
+	}{
+		{"with the Workload API and a watchdog", serving, true, "node " + nodeID + " holds a valid credential; serving the SPIFFE Workload API on " + sock},
+		{"without the Workload API", nil, false, "node " + nodeID + " holds a valid credential"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, seen, ready, stop, _, logs := start(t, tc.watchdog, tc.args...)
+			if ready["READY"] != "1" || ready["STATUS"] != tc.status {
+				t.Errorf("the READY message: %v; want READY=1 and STATUS=%s", ready, tc.status)
+			}
+			if tc.args != nil {
+				// Listening by then: a workload started after node run
+				// connects, and gets its SVID, at its first try.
+				c, err := net.Dial("unix", sock)
+				if err != nil {
+					t.Fatalf("the Workload API socket once READY=1 was sent: %v", err)
+				}
+				c.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+sock))
+				if err != nil || svid.ID.String() != "spiffe://mandate.localhost/agent/planner" {
+					t.Errorf("FetchX509SVID once READY=1 was sent = %v, %v; want the planner's", svid, err)
+				}
+			}
+			for _, v := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
+				if val, ok := os.LookupEnv(v); ok {
+					t.Errorf("%s=%q is still in the environment once node run runs", v, val)
+				}
+			}
+			if tc.watchdog {
+				l.next(t, "WATCHDOG", seen)
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("node run = %v, want it stopped cleanly; log:\n%s", err, logs)
+			}
+			if m := l.next(t, "STOPPING", seen); m["STOPPING"] != "1" || m["STATUS"] != "stopping, as asked" {
+				t.Errorf("the stop's message: %v; want STOPPING=1 and STATUS=stopping, as asked", m)
+			}
+			if !tc.watchdog && seen["WATCHDOG"] > 0 {
+				t.Errorf("%d WATCHDOG=1 sent without a watchdog asked for", seen["WATCHDOG"])
+			}
+			if strings.Contains(logs.String(), "cannot notify") {
+				t.Errorf("node run could not notify:\n%s", logs)
+			}
+		})
+	}
+
+	t.Run("the node banned", func(t *testing.T) {
+		l, seen, _, _, done, logs := start(t, false, serving...)
+		mustCLI(t, url, dir, "admin", "node", "ban", nodeID, "--reason", "compromised")
+		m := l.next(t, "STOPPING", seen)
+		if want := "stopping: the authority refuses this node for good (node-banned)"; m["STOPPING"] != "1" || !strings.HasPrefix(m["STATUS"], want) {
+			t.Errorf("the stop's message: %v; want STOPPING=1 and a STATUS starting %q", m, want)
+		}
+		if err := <-done; err == nil || !strings.Contains(err.Error(), "node-banned") {
+			t.Errorf("node run of a node banned = %v, want it stopped saying node-banned; log:\n%s", err, logs)
+		}
+		// Banned at its start: it is never ready.
+		socket := filepath.Join(t.TempDir(), "notify")
+		l = listenNotify(t, socket)
+		t.Setenv("NOTIFY_SOCKET", socket)
+		if err := run(context.Background(), []string{"node", "run"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "node-banned") {
+			t.Errorf("node run of a node banned = %v, want it refused saying node-banned", err)
+		}
+		seen = map[string]int{}
+		if m := l.next(t, "STOPPING", seen); seen["READY"] > 0 || !strings.Contains(m["STATUS"], "(node-banned)") {
+			t.Errorf("node run of a node banned at its start sent %v (READY=1 %d times), want STOPPING=1 saying node-banned and no READY=1", m, seen["READY"])
+		}
+	})
+}
+
+// TestNodeRunTPMNotifiesServiceManager: node run --tpm is ready once
+// its first attestation is done, the Workload API listening by then.
+func TestNodeRunTPMNotifiesServiceManager(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	url := serveSensorOnTPM(t, dir)
+	ek := strings.TrimSpace(mustCLI(t, "", dir, "node", "ek", "--tpm", "simulator", "--ek", "ecc", "--quiet"))
+	t.Setenv("MANDATE_SERVER", url)
+	socket := filepath.Join(dir, "notify")
+	l := listenNotify(t, socket)
+	t.Setenv("NOTIFY_SOCKET", socket)
+	sock := filepath.Join(dir, "workload.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	logs, done := nodeRun(ctx, "--tpm", "simulator", "--ek", "ecc", "--workload-api", sock,
+		"--workload", "uid:"+strconv.Itoa(os.Getuid())+"=spiffe://mandate.localhost/agent/sensor")
+	seen := map[string]int{}
+	m := l.next(t, "READY", seen)
+	if want := "node spiffe://mandate.localhost/node/tpm/" + ek + " holds a valid credential; serving the SPIFFE Workload API on " + sock; m["READY"] != "1" || m["STATUS"] != want {
+		t.Errorf("the READY message: %v; want READY=1 and STATUS=%s", m, want)
+	}
+	if _, ok := tpmCredential("mandate-node"); !ok {
+		t.Error("READY=1 sent before the node's credential was written")
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("the Workload API socket once READY=1 was sent: %v", err)
+	}
+	c.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("node run --tpm = %v; log:\n%s", err, logs)
+	}
+	if m := l.next(t, "STOPPING", seen); m["STOPPING"] != "1" || m["STATUS"] != "stopping, as asked" {
+		t.Errorf("the stop's message: %v; want STOPPING=1 and STATUS=stopping, as asked", m)
 	}
 }
