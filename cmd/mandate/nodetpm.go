@@ -130,7 +130,7 @@ func nodeAttest(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		// starting too.
 		life, end := context.WithCancel(context.WithoutCancel(ctx))
 		defer end()
-		notify = &nodeNotifier{sdNotifier: newSDNotifier(slog.New(slog.NewTextHandler(stderr, nil))), life: life}
+		notify = &nodeNotifier{sdNotifier: newSDNotifier(slog.New(slog.NewTextHandler(stderr, nil))), life: life, first: make(chan struct{})}
 		// A stop asked for (SIGTERM, SIGINT) is said when it begins;
 		// any other, when node run ends.
 		unwatch := context.AfterFunc(ctx, func() { notify.stop(true, nil) })

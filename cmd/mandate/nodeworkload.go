@@ -75,7 +75,11 @@ func (w *workloadFlags) around(ctx context.Context, cf clientFlags, out string, 
 		return err
 	}
 	clients := &reusedClient{dir: out, dial: func() (*client.Client, error) { return cf.dial(true) }}
-	srv, err := workload.New(w.entries, &nodeIssuer{dial: clients.get, forget: clients.forget, attests: w.attests, unknown: w.unknown}, slog.New(slog.NewTextHandler(stderr, nil)))
+	issuer := &nodeIssuer{dial: clients.get, forget: clients.forget, attests: w.attests, unknown: w.unknown}
+	if w.attests && notify != nil {
+		issuer.first = notify.first
+	}
+	srv, err := workload.New(w.entries, issuer, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		return err
 	}
@@ -186,6 +190,13 @@ type nodeIssuer struct {
 	// revoked), so that it attests again then.
 	attests bool
 	unknown chan<- struct{}
+	// first, if not nil, is closed once node run first holds a valid
+	// credential: a call that finds none before then (a TPM node whose
+	// first attestation is under way) waits for it, or for ctx to end,
+	// and so a workload asking meanwhile gets its SVID once the node is
+	// attested, not an error saying there is no credential until the
+	// next try.
+	first <-chan struct{}
 }
 
 // call calls f with a client for the node's credential (dial). A call
@@ -194,8 +205,19 @@ type nodeIssuer struct {
 // is made once more with a new client: the credential no longer
 // verifies (its CA revoked since), and the new handshake says so as any
 // other would (client.ErrCredentialRefused).
-func (n *nodeIssuer) call(f func(*client.Client) error) (*client.Client, error) {
+func (n *nodeIssuer) call(ctx context.Context, f func(*client.Client) error) (*client.Client, error) {
 	c, err := n.dial()
+	if err != nil && n.first != nil {
+		select {
+		case <-n.first: // held one already: that one failed
+		default:
+			select {
+			case <-n.first:
+				c, err = n.dial()
+			case <-ctx.Done():
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +235,7 @@ func (n *nodeIssuer) call(f func(*client.Client) error) (*client.Client, error) 
 func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, []*spiffebundle.Bundle, error) {
 	var ans *client.SVIDAnswer
 	var key crypto.Signer
-	_, err := n.call(func(c *client.Client) (err error) {
+	_, err := n.call(ctx, func(c *client.Client) (err error) {
 		ans, key, err = c.NewX509SVID(ctx, id)
 		return err
 	})
@@ -241,7 +263,7 @@ func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SV
 
 func (n *nodeIssuer) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
 	var ans *client.JWTAnswer
-	_, err := n.call(func(c *client.Client) (err error) {
+	_, err := n.call(ctx, func(c *client.Client) (err error) {
 		ans, err = c.JWTSVID(ctx, id.String(), audience)
 		return err
 	})
@@ -275,7 +297,7 @@ func (n *nodeIssuer) refusedForGood(p *client.Problem) bool {
 
 func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Sync, error) {
 	var ans *client.NodeSync
-	c, err := n.call(func(c *client.Client) (err error) {
+	c, err := n.call(ctx, func(c *client.Client) (err error) {
 		ans, err = c.SyncNode(ctx, ids)
 		return err
 	})

@@ -140,7 +140,10 @@ type nodeNotifier struct {
 	// socket is the Workload API's socket (absolute path), set before
 	// the node runs; "" when none is served.
 	socket string
-	once   sync.Once
+	// first, if not nil, is closed when the node first holds a valid
+	// credential.
+	first chan struct{}
+	once  sync.Once
 }
 
 // held says the node id holds a valid credential: READY=1, the first
@@ -155,6 +158,9 @@ func (n *nodeNotifier) held(id string) {
 			status += "; serving the SPIFFE Workload API on " + n.socket
 		}
 		n.ready(status)
+		if n.first != nil {
+			close(n.first)
+		}
 		go n.keepAlive(n.life)
 	})
 }

@@ -382,7 +382,7 @@ func TestNodeRunNotifiesServiceManager(t *testing.T) {
 }
 
 // TestNodeRunTPMNotifiesServiceManager: node run --tpm is ready once
-// its first attestation is done, the Workload API listening by then.
+// its first attestation is done, the Workload API answering by then.
 func TestNodeRunTPMNotifiesServiceManager(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
@@ -410,6 +410,12 @@ func TestNodeRunTPMNotifiesServiceManager(t *testing.T) {
 		t.Fatalf("the Workload API socket once READY=1 was sent: %v", err)
 	}
 	c.Close()
+	// A workload asking as soon as the node is ready gets its SVID, not
+	// the failure of a call made before the node was attested.
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+sock))
+	if err != nil || svid.ID.String() != "spiffe://mandate.localhost/agent/sensor" {
+		t.Errorf("FetchX509SVID once READY=1 was sent = %v, %v; want the sensor's", svid, err)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("node run --tpm = %v; log:\n%s", err, logs)
