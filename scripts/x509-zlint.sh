@@ -35,9 +35,9 @@ interop_start "x509 zlint"
 # findings with -v). What they report, and why it does not apply:
 #   - a URI SAN (e_ext_san_uniform_resource_identifier_present): the
 #     SPIFFE ID, which the X509-SVID spec requires, in the CA too;
-#   - no country, locality or province, and an OU (e_ca_country_name_missing,
-#     e_sub_cert_*_must_appear, e_organizational_unit_name_prohibited):
-#     the X509-SVID spec leaves the Subject free; identity is the URI SAN;
+#   - no country, locality or province (e_ca_country_name_missing,
+#     e_sub_cert_*_must_appear): the X509-SVID spec leaves the Subject
+#     free; identity is the URI SAN;
 #   - no certificate policies, AIA or CRL distribution points, no SCTs
 #     (e_sub_cert_certificate_policies_missing, e_sub_cert_aia_missing,
 #     e_sub_ca_crl_distribution_points_missing, n_ct_sct_policy_*):
