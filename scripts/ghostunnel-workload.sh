@@ -45,8 +45,7 @@ fi
 
 # ghostunnel, built in a copy of its module (ghostunnel_source).
 say "building ghostunnel $GHOSTUNNEL_VERSION"
-(ghostunnel_source "$W/gt-src" && cd "$W/gt-src" && GOWORK=off GOFLAGS=-buildvcs=false go build -mod=mod -o "$W/gt-server" .) \
-  >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building ghostunnel failed"; }
+build_ghostunnel "$W/gt-src" "$W/gt-server" >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building ghostunnel failed"; }
 rm -rf "$W/gt-src"
 # One binary at three paths: the entries below tell the copies apart.
 cp "$W/gt-server" "$W/gt-client"

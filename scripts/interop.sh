@@ -74,6 +74,12 @@ ghostunnel_source() {
   )
 }
 
+# build_ghostunnel DIR OUT builds ghostunnel GHOSTUNNEL_VERSION into
+# OUT, an absolute path, in DIR (ghostunnel_source).
+build_ghostunnel() {
+  ghostunnel_source "$1" && (cd "$1" && GOWORK=off GOFLAGS=-buildvcs=false go build -mod=mod -o "$2" .)
+}
+
 # torchwood_module DIR makes DIR a module of its own requiring
 # filippo.io/torchwood TORCHWOOD_VERSION, its modules fetched.
 torchwood_module() {
@@ -108,6 +114,20 @@ prefetch_modules() {
   torchwood_module "$1/torchwood" || echo "prefetch: torchwood $TORCHWOOD_VERSION's modules: failed"
   zlint_module "$1/zlint" || echo "prefetch: zlint $ZLINT_VERSION's modules: failed"
   rm -rf "$1/spire" "$1/ghostunnel" "$1/torchwood" "$1/zlint"
+}
+
+# prebuild_checks DIR compiles, into the build cache, the programs of
+# the checks that run after SPIRE's (ghostunnel, the torchwood and zlint
+# readers; each in a directory under DIR, removed after): test.sh runs
+# it in the background while the first checks run, which mostly wait on
+# the processes they start, so that the later checks' own builds find
+# most of their packages compiled. A failure is only reported: each
+# check builds what it needs.
+prebuild_checks() {
+  build_ghostunnel "$1/ghostunnel" "$1/gt-server" || echo "prebuild: ghostunnel $GHOSTUNNEL_VERSION: failed"
+  compile_check scripts/tlog-tiles-check.go torchwood_module "$1/torchwood" "$1/tlog-check" || echo "prebuild: the torchwood reader: failed"
+  compile_check scripts/x509-zlint-check.go zlint_module "$1/zlint" "$1/x509-check" || echo "prebuild: the zlint check: failed"
+  rm -rf "$1/ghostunnel" "$1/torchwood" "$1/zlint" "$1/gt-server" "$1/tlog-check" "$1/x509-check"
 }
 
 # run_spire SS SOCK [CHECK...] starts "SS run -config spire.conf" in the
@@ -166,16 +186,20 @@ fail() {
   exit 1
 }
 
-# build_check SRC MODULE OUT: after interop_start, builds scripts/SRC (a
-# program kept out of the mandate module by its build constraint) into
-# OUT, in a module of its own that MODULE (torchwood_module,
-# zlint_module) makes in W/check; a failed build fails the check with
-# its log.
+# compile_check SRC MODULE DIR OUT builds the Go program SRC (kept out
+# of the mandate module by its build constraint) into OUT, an absolute
+# path, in DIR made a module of its own by MODULE (torchwood_module,
+# zlint_module).
+compile_check() {
+  mkdir -p "$3" && cp "$1" "$3/main.go" &&
+    ("$2" "$3" && cd "$3" && GOWORK=off GOFLAGS=-buildvcs=false go build -o "$4" main.go)
+}
+
+# build_check SRC MODULE OUT: after interop_start, compile_check of
+# scripts/SRC in W/check; a failed build fails the check with its log.
 build_check() {
-  mkdir "$W/check"
-  cp "$ROOT/scripts/$1" "$W/check/main.go"
-  ("$2" "$W/check" && cd "$W/check" && GOWORK=off GOFLAGS=-buildvcs=false go build -o "$3" main.go) \
-    >"$W/build.log" 2>&1 || { cat "$W/build.log" >&2; fail "building the check failed"; }
+  compile_check "$ROOT/scripts/$1" "$2" "$W/check" "$3" >"$W/build.log" 2>&1 ||
+    { cat "$W/build.log" >&2; fail "building the check failed"; }
 }
 
 # join_node: after start_serve, m and adm (the CLI as anyone, and as the
