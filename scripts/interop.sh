@@ -124,6 +124,7 @@ prefetch_modules() {
 # most of their packages compiled. A failure is only reported: each
 # check builds what it needs.
 prebuild_checks() {
+  mkdir -p "$1"
   build_ghostunnel "$1/ghostunnel" "$1/gt-server" || echo "prebuild: ghostunnel $GHOSTUNNEL_VERSION: failed"
   compile_check scripts/tlog-tiles-check.go torchwood_module "$1/torchwood" "$1/tlog-check" || echo "prebuild: the torchwood reader: failed"
   compile_check scripts/x509-zlint-check.go zlint_module "$1/zlint" "$1/x509-check" || echo "prebuild: the zlint check: failed"
