@@ -159,15 +159,7 @@ func TestNodeRunServesTheWorkloadAPI(t *testing.T) {
 // served no more from the next sync, and a node banned stops node run,
 // its socket removed.
 func TestNodeRunFollowsTheAuthority(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "mandate.yaml")
-	if err := os.WriteFile(cfg, []byte("federation:\n  bundle_refresh_hint: 1s\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	url := startServe(t, dir, "--config", cfg)
-	t.Chdir(dir)
-	t.Setenv("MANDATE_SERVER", url)
-	nodeID := joinNode(t, url, dir, "")
+	dir, url, nodeID := serveSyncedNode(t)
 	var reg struct{ ID string }
 	if err := json.Unmarshal([]byte(mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/planner", "--node-id", nodeID)), &reg); err != nil || reg.ID == "" {
 		t.Fatalf("the registration's id: %v", err)
@@ -709,4 +701,21 @@ func TestNodeRunWorkloadTrustDomain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveSyncedNode starts an authority whose nodes sync every second (a
+// change is heard at once) in a new directory, the test's working
+// directory and MANDATE_SERVER, and joins a node there: the directory,
+// the authority's URL and the node's SPIFFE ID.
+func serveSyncedNode(t *testing.T) (dir, url, nodeID string) {
+	t.Helper()
+	dir = t.TempDir()
+	cfg := filepath.Join(dir, "mandate.yaml")
+	if err := os.WriteFile(cfg, []byte("federation:\n  bundle_refresh_hint: 1s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url = startServe(t, dir, "--config", cfg)
+	t.Chdir(dir)
+	t.Setenv("MANDATE_SERVER", url)
+	return dir, url, joinNode(t, url, dir, "")
 }

@@ -272,16 +272,7 @@ func TestServeNotifyFailureOnlyWarns(t *testing.T) {
 // authority refuses the node for good. NOTIFY_SOCKET is no longer in its
 // environment once read.
 func TestNodeRunNotifiesServiceManager(t *testing.T) {
-	dir := t.TempDir()
-	// Synced every second: a ban is heard at once.
-	cfg := filepath.Join(dir, "mandate.yaml")
-	if err := os.WriteFile(cfg, []byte("federation:\n  bundle_refresh_hint: 1s\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	url := startServe(t, dir, "--config", cfg)
-	t.Chdir(dir)
-	t.Setenv("MANDATE_SERVER", url)
-	nodeID := joinNode(t, url, dir, "")
+	dir, url, nodeID := serveSyncedNode(t) // a ban is heard at once
 	mustCLI(t, url, dir, "admin", "agent", "create", "--spiffe-id", "spiffe://mandate.localhost/agent/planner", "--node-id", nodeID)
 	sock := filepath.Join(dir, "workload.sock")
 	serving := []string{"--workload-api", sock, "--workload", "uid:" + strconv.Itoa(os.Getuid()) + "=spiffe://mandate.localhost/agent/planner"}
