@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/tpm2/transport"
-	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
 	"github.com/google/go-tpm/tpmutil"
 
 	"mandate.dev/mandate/credfile"
@@ -28,7 +27,7 @@ const Simulator = "simulator"
 // second OpenTPM(Simulator) blocks until the first is closed.
 func OpenTPM(path, seedFile string) (transport.TPMCloser, error) {
 	if path != Simulator {
-		t, err := linuxtpm.Open(path)
+		t, err := openDevice(path)
 		if err != nil {
 			return nil, fmt.Errorf("tpmdevice: open %s: %w", path, err)
 		}

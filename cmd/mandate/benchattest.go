@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -268,12 +267,3 @@ func (b *attestBench) once(ctx context.Context, st store.Store, withStore bool, 
 
 // benchTD is the trust domain the bench's sessions are opened in.
 var benchTD = spiffeid.RequireTrustDomainFromString("bench.localhost")
-
-// cpuTime is this process's user plus system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}

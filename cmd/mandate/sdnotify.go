@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/workload"
 )
@@ -188,14 +186,4 @@ func nodeStopStatus(asked bool, err error) string {
 		return "stopping: the authority refuses this node's credential at the handshake (its CA revoked); the log says what to do"
 	}
 	return "stopping after an error: " + err.Error()
-}
-
-// monotonicUsec is CLOCK_MONOTONIC in microseconds, the clock systemd
-// orders a reload's messages by.
-func monotonicUsec() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return uint64(ts.Sec)*1_000_000 + uint64(ts.Nsec)/1_000
 }
