@@ -64,10 +64,12 @@ done
 # tests wait for). Each check still fetches what is missing.
 bin=$(mktemp -d)
 pre=$(mktemp -d)
-(. scripts/interop.sh && prefetch_modules "$pre/work") >"$pre/log" 2>&1 &
+# Each background job runs in a process group of its own (setsid), so that
+# the exit trap stops the go commands it started along with it.
+setsid bash -c 'set -euo pipefail; . scripts/interop.sh && prefetch_modules "$1"' _ "$pre/work" >"$pre/log" 2>&1 &
 prefetch=$!
 prebuild=
-trap 'kill $prefetch $prebuild 2>/dev/null || true; rm -rf "$bin" "$pre"' EXIT
+trap 'for job in $prefetch $prebuild; do kill -- "-$job" 2>/dev/null || true; done; rm -rf "$bin" "$pre"' EXIT
 go test -race -count=1 ./...
 go build -o "$bin/mandate" ./cmd/mandate
 wait "$prefetch" || true
@@ -76,7 +78,7 @@ grep 'prefetch:' "$pre/log" || true
 # the programs of the later ones (ghostunnel, the torchwood and zlint
 # readers) are compiled into the build cache, which their own builds
 # then find filled.
-(. scripts/interop.sh && prebuild_checks "$pre/build") >"$pre/build.log" 2>&1 &
+setsid bash -c 'set -euo pipefail; . scripts/interop.sh && prebuild_checks "$1"' _ "$pre/build" >"$pre/build.log" 2>&1 &
 prebuild=$!
 scripts/tpm2-tools-attest.sh "$bin/mandate"
 scripts/python-delegate.sh "$bin/mandate"
