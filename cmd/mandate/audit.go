@@ -309,17 +309,8 @@ func auditCheckpointCmd(ctx context.Context, _ *auditFlags, c *client.Client, v 
 }
 
 func auditShow(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, args []string, w io.Writer) error {
-	idx, err := oneArg(args, "the entry index")
+	p, err := fetchRecalled(ctx, f, c, v, args)
 	if err != nil {
-		return err
-	}
-	p, err := fetchProven(ctx, c, v, idx)
-	if err != nil {
-		return err
-	}
-	views := newLogViews()
-	views.of(v, c)(p.cp, p.checkpoint)
-	if err := views.checkRecalled(ctx, f, v); err != nil {
 		return err
 	}
 	if !f.asJSON {
@@ -623,6 +614,27 @@ func fetchProven(ctx context.Context, c *client.Client, v note.Verifier, idx str
 	return p, nil
 }
 
+// fetchRecalled fetches and proves the entry that args name (one index),
+// then holds the checkpoint it was proven against to the history this
+// auditor recalls of the log (mandate-audit.logs/): an entry of another
+// history is refused.
+func fetchRecalled(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, args []string) (*provenEntry, error) {
+	idx, err := oneArg(args, "the entry index")
+	if err != nil {
+		return nil, err
+	}
+	p, err := fetchProven(ctx, c, v, idx)
+	if err != nil {
+		return nil, err
+	}
+	views := newLogViews()
+	views.of(v, c)(p.cp, p.checkpoint)
+	if err := views.checkRecalled(ctx, f, v); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 const tlogProofHeader = "c2sp.org/tlog-proof@v1"
 
 // marshalProof writes p in the C2SP tlog-proof format, the entry's bytes
@@ -678,19 +690,10 @@ func parseProof(data []byte) (*provenEntry, error) {
 }
 
 func auditProve(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier, args []string, w io.Writer) error {
-	idx, err := oneArg(args, "the entry index")
-	if err != nil {
-		return err
-	}
-	p, err := fetchProven(ctx, c, v, idx)
-	if err != nil {
-		return err
-	}
 	// A proof against a checkpoint of another history than the one this
 	// auditor holds the log to proves nothing: none is written.
-	views := newLogViews()
-	views.of(v, c)(p.cp, p.checkpoint)
-	if err := views.checkRecalled(ctx, f, v); err != nil {
+	p, err := fetchRecalled(ctx, f, c, v, args)
+	if err != nil {
 		return err
 	}
 	if f.out != "" {
