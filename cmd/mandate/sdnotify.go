@@ -105,7 +105,7 @@ func (n *sdNotifier) send(stop bool, lines ...string) {
 	}
 	if err := n.write(strings.Join(lines, "\n") + "\n"); err != nil && !n.warned {
 		n.warned = true
-		n.log.Warn("cannot notify the service manager (NOTIFY_SOCKET); serving goes on, and this is said only once", "notify_socket", n.socket, "err", err)
+		n.log.Warn("cannot notify the service manager (NOTIFY_SOCKET); the command goes on, and this is said only once", "notify_socket", n.socket, "err", err)
 	}
 }
 
