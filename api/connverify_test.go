@@ -207,3 +207,38 @@ func TestConnectionRefusedAfterTrustEndedIsVerifiedOnce(t *testing.T) {
 		t.Errorf("three requests refused on one connection verified its chain %d times, want 1", got)
 	}
 }
+
+// The listener speaks TLS 1.3 only: a client that offers at most TLS
+// 1.2 gets no handshake, and one that offers 1.3 negotiates it.
+func TestServeOffersOnlyTLS13(t *testing.T) {
+	e := start(t, "org-a.example")
+	u, err := url.Parse(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := x509bundle.FromX509Authorities(e.td, e.bundle)
+	authz := tlsconfig.AuthorizeID(authority.ServerID(e.td))
+	for _, tc := range []struct {
+		name string
+		max  uint16
+		ok   bool
+	}{
+		{"TLS 1.2", tls.VersionTLS12, false},
+		{"TLS 1.3", tls.VersionTLS13, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tlsconfig.TLSClientConfig(bundle, authz)
+			cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tc.max
+			c, err := tls.Dial("tcp", u.Host, cfg)
+			if err == nil {
+				defer c.Close()
+			}
+			if ok := err == nil; ok != tc.ok {
+				t.Fatalf("handshake offering at most %s: %v, want success %v", tc.name, err, tc.ok)
+			}
+			if tc.ok && c.ConnectionState().Version != tls.VersionTLS13 {
+				t.Errorf("negotiated version %#x, want TLS 1.3", c.ConnectionState().Version)
+			}
+		})
+	}
+}
