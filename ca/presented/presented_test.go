@@ -264,3 +264,35 @@ func TestVerifyReadsTheBundleOnce(t *testing.T) {
 		})
 	}
 }
+
+// A federated peer's authorities vouch for its own trust domain only: a
+// leaf naming this trust domain, signed by the peer's root or by an
+// intermediate under it, is refused even though the source holds the
+// peer's bundle, and the peer's own leaves verify.
+func TestPeerAuthorityCannotVouchForAnotherTrustDomain(t *testing.T) {
+	tdB := spiffeid.RequireTrustDomainFromString("org-b.example")
+	rootA := mint(t, "root a", true, nil, nil, "spiffe://org-a.example")
+	rootB := mint(t, "root b", true, nil, nil, "spiffe://org-b.example")
+	intB := mint(t, "int b", true, rootB, nil, "spiffe://org-b.example")
+	set := x509bundle.NewSet(
+		x509bundle.FromX509Authorities(td, []*x509.Certificate{rootA.cert}),
+		x509bundle.FromX509Authorities(tdB, []*x509.Certificate{rootB.cert}),
+	)
+	for _, tc := range []struct {
+		name  string
+		certs []*x509.Certificate
+		ok    bool
+	}{
+		{"this trust domain's leaf under its root", []*x509.Certificate{leafOf(t, rootA)}, true},
+		{"the peer's leaf under its root", []*x509.Certificate{mint(t, "", false, rootB, nil, "spiffe://org-b.example/agent/booker").cert}, true},
+		{"a leaf naming this trust domain under the peer's root", []*x509.Certificate{leafOf(t, rootB)}, false},
+		{"a leaf naming this trust domain under the peer's intermediate", []*x509.Certificate{leafOf(t, intB), intB.cert}, false},
+		{"the same, with the peer's root", []*x509.Certificate{leafOf(t, intB), intB.cert, rootB.cert}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, _, err := Verify(tc.certs, set); (err == nil) != tc.ok {
+				t.Fatalf("Verify = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
