@@ -160,6 +160,22 @@ func TestJoinTokenRefusals(t *testing.T) {
 	if err != nil || len(nodes) != 1 {
 		t.Errorf("ListNodes() = %d nodes, %v; want 1 (refused joins record nothing)", len(nodes), err)
 	}
+	// Guesses at tokens (anyone may send them) are not recorded, however
+	// many: the audit log is not a disk anyone can fill. A refusal of a
+	// token that exists is, once per token.
+	for _, guess := range []string{"guess-1", "guess-2", strings.Repeat("a", 43)} {
+		if _, err := public.Join(ctx, guess, csr); problemName(err) != "join-token-unknown" {
+			t.Errorf("Join(a guess) = %v, want join-token-unknown", err)
+		}
+	}
+	refused := e.auditOf("node.attestation_refused", "")
+	ids := map[string]bool{}
+	for _, d := range refused {
+		ids[fmt.Sprint(d["token_id"])] = true
+	}
+	if len(refused) != 3 || !ids[used.ID] || !ids[expiring.ID] || !ids[withdrawn.ID] {
+		t.Errorf("node.attestation_refused entries %v; want one for each of the used, expired and withdrawn tokens, none for guesses", refused)
+	}
 }
 
 // An administrator withdraws a join token that leaked before it is used:
