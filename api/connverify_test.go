@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"net/url"
@@ -240,5 +241,30 @@ func TestServeOffersOnlyTLS13(t *testing.T) {
 				t.Errorf("negotiated version %#x, want TLS 1.3", c.ConnectionState().Version)
 			}
 		})
+	}
+}
+
+// A client certificate chain of more than 8 certificates is refused in
+// the handshake, however the certificates after the leaf would verify
+// (here: copies of the leaf, which the path search passes over); one of
+// 8 is taken.
+func TestClientChainOfMoreThanEightCertificatesIsRefused(t *testing.T) {
+	e := start(t, "org-a.example")
+	node := e.joinNode()
+	for _, tc := range []struct {
+		n  int
+		ok bool
+	}{{8, true}, {9, false}} {
+		chain := []*x509.Certificate{node.chain[0]}
+		for len(chain) < tc.n {
+			chain = append(chain, node.chain[0])
+		}
+		resp, err := e.rawClient(chain, node.key).Get(e.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		if ok := err == nil && resp.StatusCode == http.StatusOK; ok != tc.ok {
+			t.Errorf("a chain of %d certificates: %v; want accepted %v", tc.n, err, tc.ok)
+		}
 	}
 }
