@@ -2172,3 +2172,50 @@ func TestRevokingAgain(t *testing.T) {
 		t.Errorf("delegation.revoked entries' reasons: %v, want every revocation asked", reasons)
 	}
 }
+
+// The audit log, which every auditor reads, holds no credential: not a
+// join token's secret, nor a JWT-SVID or a delegation token (nor their
+// signatures), only their ids, digests and claims.
+func TestAuditLogHoldsNoCredential(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	tok, err := e.admin.CreateJoinToken(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, csr, err := client.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client(nil, nil).Join(ctx, tok.Token, csr); err != nil {
+		t.Fatal(err)
+	}
+	a, b := e.agentWithScopes("a", "calendar:read"), e.agentWithScopes("b", "calendar:read")
+	jwt, err := e.client(a.chain, a.key).JWTSVID(ctx, "", []string{"api.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hop := e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+	secrets := map[string]string{"the join token": tok.Token}
+	for name, token := range map[string]string{"the JWT-SVID": jwt.Token, "the delegation token": hop} {
+		secrets[name] = token
+		secrets[name+"'s signature"] = token[strings.LastIndexByte(token, '.')+1:]
+	}
+	size := e.auditCheckpoint(e.adminRaw()).Size
+	if size < 5 {
+		t.Fatalf("the log holds %d entries, want the join, the SVIDs and the hop", size)
+	}
+	for i := range size {
+		var entry struct {
+			EntryB64 []byte `json:"entry_b64"`
+		}
+		if err := e.admin.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/audit/entries/%d", i), nil, &entry); err != nil {
+			t.Fatal(err)
+		}
+		for name, secret := range secrets {
+			if strings.Contains(string(entry.EntryB64), secret) {
+				t.Errorf("entry %d holds %s: %s", i, name, entry.EntryB64)
+			}
+		}
+	}
+}
