@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -217,6 +218,41 @@ func TestRevokeAReplacedJWTKey(t *testing.T) {
 		if a.ID == old {
 			t.Error("GET /v1/admin/ca still lists the key revoked")
 		}
+	}
+}
+
+// After a key exposure, the successor already prepared (its key beside
+// the active one's) is revoked without force, before it ever signs: it
+// leaves the bundle and the CA's status, and the rotation that follows
+// makes a key then. The revocation is logged with its reason.
+func TestRevokeAPreparedKeyBeforeRotating(t *testing.T) {
+	e := start(t, "org-a.example")
+	prepared, err := e.rotateCA(map[string]any{"kind": "jwt", "reason": "yearly"})
+	if err != nil || prepared.Authority.State != "prepared" {
+		t.Fatalf("rotate = %+v, %v; want a prepared key", prepared, err)
+	}
+	id := prepared.Authority.ID
+	var out map[string]caAuthority
+	if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/ca/revoke", map[string]any{"id": id, "reason": "keys/ copied"}, &out); err != nil || out["revoked"].ID != id {
+		t.Fatalf("revoke the prepared key without force = %v, %v; want it revoked", out, err)
+	}
+	for _, a := range e.caAuthorities() {
+		if a.ID == id {
+			t.Errorf("GET /v1/admin/ca still lists the key revoked, %s", a.State)
+		}
+	}
+	if _, ok := e.fetchBundle().JWTAuthorities()[id]; ok {
+		t.Error("the bundle still holds the key revoked")
+	}
+	again, err := e.rotateCA(map[string]any{"kind": "jwt", "reason": "keys/ copied", "immediately": true})
+	if err != nil || again.Authority.ID == id || again.Authority.State != "active" {
+		t.Fatalf("rotate after the revocation = %+v, %v; want another key, active", again, err)
+	}
+	if !slices.ContainsFunc(e.auditOf("ca.rotated", ""), func(details map[string]any) bool {
+		req, _ := details["requested"].(map[string]any)
+		return req["revoked"] == id && req["reason"] == "keys/ copied"
+	}) {
+		t.Error("no ca.rotated entry records the revocation and its reason")
 	}
 }
 

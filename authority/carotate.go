@@ -109,9 +109,10 @@ func validReason(s string) bool {
 
 var errReasonRequired = fmt.Errorf("%w: a reason of 1 to %d bytes of text (no control or format characters, no U+FFFD) is required", ErrInvalidRequest, maxTextLen)
 
-// RevokeCA removes the replaced X.509 CA or JWT key id from the bundle
-// before it expires (ca.CA.Revoke), so that nothing it signed verifies
-// any more. Unless force is set, an X.509 CA is refused
+// RevokeCA removes the replaced or prepared X.509 CA or JWT key id from
+// the bundle before it expires (ca.CA.Revoke), so that nothing it signed
+// verifies any more, and a prepared one never signs. A prepared one
+// needs no force: it has signed nothing. Unless force is set, an X.509 CA is refused
 // (ca.ErrAuthorityInUse) until every holder of an X509-SVID it signed
 // has renewed it (propagation after it was replaced: a node that has
 // not would have to join again), and a JWT key until it expires (what
@@ -131,7 +132,7 @@ func (a *Authority) RevokeCA(ctx context.Context, c *Caller, id, reason string, 
 	}
 	info := status[i]
 	if info.State == ca.StateActive {
-		return ca.AuthorityInfo{}, fmt.Errorf("%w: the %s authority %s is active: only one replaced is revoked: rotate first (mandate admin ca rotate --kind %s), then revoke it",
+		return ca.AuthorityInfo{}, fmt.Errorf("%w: the %s authority %s is active: only one replaced or prepared is revoked: rotate first (mandate admin ca rotate --kind %s), then revoke it",
 			ca.ErrAuthorityInUse, info.Kind, id, info.Kind)
 	}
 	if info.State == ca.StateOld && !force {

@@ -32,8 +32,8 @@ var (
 	// of the CA has.
 	ErrUnknownAuthority = errors.New("ca: no such authority")
 
-	// ErrAuthorityInUse is returned by Revoke for the active or a
-	// prepared authority: only one replaced (old) is revoked.
+	// ErrAuthorityInUse is returned by Revoke for the active authority:
+	// only one replaced (old) or prepared is revoked.
 	ErrAuthorityInUse = errors.New("ca: authority in use")
 
 	// ErrInvalidConfig is returned by New when the Config is unusable.

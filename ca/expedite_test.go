@@ -100,12 +100,7 @@ func TestExpediteActivatesAfterTheWait(t *testing.T) {
 // new one) is active at once; a kind that is neither is refused.
 func TestExpediteAtOnce(t *testing.T) {
 	ctx := context.Background()
-	clk := newFakeClock(testStart)
-	c, _ := newTestCA(t, rotationConfig(clk))
-	clk.Add(31 * time.Minute) // past half the CA's life: the successor is prepared
-	if _, err := c.Rotate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := withSuccessors(t)
 	prepared, ok := authorityOf(c, ca.KindJWT, ca.StatePrepared)
 	if !ok {
 		t.Fatal("no JWT key prepared at half its predecessor's life")
@@ -131,7 +126,7 @@ func TestExpediteAtOnce(t *testing.T) {
 
 // An authority replaced is revoked before it expires: out of the
 // bundle, its key deleted, so that nothing it signed verifies any more,
-// also after a restart. The active authority and a prepared one are not.
+// also after a restart. The active authority is not.
 func TestRevokeAReplacedAuthority(t *testing.T) {
 	ctx := context.Background()
 	clk := newFakeClock(testStart)
@@ -144,13 +139,6 @@ func TestRevokeAReplacedAuthority(t *testing.T) {
 	old, _ := authorityOf(c, ca.KindX509, ca.StateActive)
 	if _, err := c.Revoke(ctx, old.ID); !errors.Is(err, ca.ErrAuthorityInUse) {
 		t.Errorf("Revoke(the active CA) = %v; want ErrAuthorityInUse", err)
-	}
-	prepared, err := c.Expedite(ctx, ca.KindX509, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Revoke(ctx, prepared.ID); !errors.Is(err, ca.ErrAuthorityInUse) {
-		t.Errorf("Revoke(a prepared CA) = %v; want ErrAuthorityInUse", err)
 	}
 	if _, err := c.Revoke(ctx, "00"); !errors.Is(err, ca.ErrUnknownAuthority) {
 		t.Errorf("Revoke(an unknown id) = %v; want ErrUnknownAuthority", err)
@@ -252,4 +240,57 @@ func TestExpediteRefusesASuccessorThatWouldExpireFirst(t *testing.T) {
 	if err != nil || info.State != ca.StateActive || info.ID == old.ID {
 		t.Errorf("Expedite(jwt, 0) = %+v, %v; want a new key active", info, err)
 	}
+}
+
+// A prepared authority, whose key may have been exposed with the active
+// one's (both in keys/ and in every backup), is revoked before it ever
+// signs: out of the bundle, its key deleted, also after a restart; the
+// rotation that follows activates a key made after it, not that one.
+func TestRevokeAPreparedAuthority(t *testing.T) {
+	for _, kind := range []ca.Kind{ca.KindX509, ca.KindJWT} {
+		t.Run(string(kind), func(t *testing.T) {
+			ctx := context.Background()
+			c, env := withSuccessors(t)
+			prepared, ok := authorityOf(c, kind, ca.StatePrepared)
+			if !ok {
+				t.Fatalf("no %s authority prepared at half its predecessor's life", kind)
+			}
+			keysBefore := len(keyFiles(t, env.keyDir))
+			got, err := c.Revoke(ctx, prepared.ID)
+			if err != nil || got.ID != prepared.ID {
+				t.Fatalf("Revoke(the prepared %s authority) = %+v, %v", kind, got, err)
+			}
+			if n := len(keyFiles(t, env.keyDir)); n != keysBefore-1 {
+				t.Errorf("%d key files after the revocation, want %d: its key deleted", n, keysBefore-1)
+			}
+			for _, c := range []*ca.CA{c, env.newCA(t)} { // and after a restart
+				if slices.Contains(authorityIDs(c.Bundle()), prepared.ID) {
+					t.Error("the authority revoked is still in the bundle")
+				}
+				if info, ok := authorityOf(c, kind, ca.StatePrepared); ok && info.ID == prepared.ID {
+					t.Error("the authority revoked is still prepared")
+				}
+			}
+			info, err := c.Expedite(ctx, kind, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.ID == prepared.ID || info.State != ca.StateActive {
+				t.Errorf("the rotation after the revocation activated %+v; want a key made after it", info)
+			}
+		})
+	}
+}
+
+// withSuccessors is a CA past half its authorities' life, where the
+// rotation schedule has prepared their successors.
+func withSuccessors(t *testing.T) (*ca.CA, *testEnv) {
+	t.Helper()
+	clk := newFakeClock(testStart)
+	c, env := newTestCA(t, rotationConfig(clk))
+	clk.Add(31 * time.Minute)
+	if _, err := c.Rotate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return c, env
 }

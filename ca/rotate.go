@@ -294,8 +294,12 @@ func (c *CA) activateNow(ctx context.Context, st *caState, kind Kind, active, pr
 // Revoke removes the old authority id (an X.509 CA's hex Subject Key
 // ID, or a JWT key's kid) from the bundle now, before it expires, and
 // deletes its key: nothing it signed verifies against the bundle from
-// then on. The active authority and a prepared one are refused
-// (ErrAuthorityInUse): replace the active one first (Expedite).
+// then on. A prepared authority, which has signed nothing, is revoked
+// too: out of the bundle, its key deleted, it never becomes active (its
+// key may have been exposed with the active one's), and the rotation
+// schedule, or Expedite, prepares another with a key made then. The
+// active authority is refused (ErrAuthorityInUse): replace it first
+// (Expedite).
 func (c *CA) Revoke(ctx context.Context, id string) (AuthorityInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -306,11 +310,12 @@ func (c *CA) Revoke(ctx context.Context, id string) (AuthorityInfo, error) {
 	}
 	a := next.auths[i]
 	switch {
-	case a.state != StateOld:
-		return AuthorityInfo{}, fmt.Errorf("%w: the %s authority %s is %s: only one replaced is revoked", ErrAuthorityInUse, a.kind, a.id, a.state)
-	case a.info().Upstream:
+	case a.state != StateOld && a.state != StatePrepared:
+		return AuthorityInfo{}, fmt.Errorf("%w: the %s authority %s is %s: only one replaced or prepared is revoked", ErrAuthorityInUse, a.kind, a.id, a.state)
+	case a.state == StateOld && a.info().Upstream:
 		// The bundle holds the upstream's root, which stays: what the
-		// intermediate signed would still verify.
+		// intermediate signed would still verify. (A prepared one
+		// signed nothing: discarding it keeps it from ever signing.)
 		return AuthorityInfo{}, fmt.Errorf("%w: the X.509 CA %s is an intermediate of the upstream CA, whose root stays in the bundle: revoke it at the upstream CA", ErrInvalidParams, a.id)
 	}
 	next.auths = slices.Delete(next.auths, i, i+1)

@@ -98,9 +98,9 @@ type CARevoked struct {
 	Revoked ca.AuthorityInfo `json:"revoked"`
 }
 
-// RevokeCA takes a replaced X.509 CA or JWT key (its id as CAStatus
-// gives it) out of the bundle before it expires, and has its key
-// deleted (admin). Without force, an X.509 CA is refused until every
+// RevokeCA takes a replaced or prepared X.509 CA or JWT key (its id as
+// CAStatus gives it) out of the bundle before it expires, and has its
+// key deleted (admin): a prepared one then never becomes active. Without force, an X.509 CA is refused until every
 // X509-SVID it signed has been renewed ("authority-in-use", 409).
 func (c *Client) RevokeCA(ctx context.Context, id, reason string, force bool) (*CARevoked, error) {
 	req := struct {

@@ -53,7 +53,8 @@ Commands (all use the admin credential in <data-dir>/admin, or --creds DIR):
                                       over once every holder of the bundle has fetched it
                                       (a JWT key: at once with --immediately)
   ca revoke ID --reason R [--force]   take a replaced X.509 CA or JWT key out of the bundle
-                                      before it expires: nothing it signed verifies any more
+                                      before it expires: nothing it signed verifies any more;
+                                      a prepared one, before it ever signs
 
 Answers are printed as JSON.
 `
