@@ -239,3 +239,43 @@ func TestUpstreamConstraintsAreHeld(t *testing.T) {
 		}
 	}
 }
+
+// An intermediate of the upstream CA that is prepared, and so has signed
+// nothing, is discarded when revoked (its key deleted, it never
+// becomes active); one replaced is refused: the upstream's root stays
+// in the bundle, and what it signed would still verify.
+func TestUpstreamRevocation(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(time.Now().Truncate(time.Second))
+	root, rootKey := newUpstreamRoot(t, clk.Now().Add(-time.Hour), 72*time.Hour)
+	inter, interKey := newUpstreamIntermediate(t, root, rootKey, clk.Now().Add(-time.Hour), 24*time.Hour, false)
+	c, env := newTestCA(t, func(cfg *ca.Config) {
+		cfg.Now = clk.Now
+		cfg.CATTL = time.Hour
+		cfg.X509SVIDTTL = 10 * time.Minute
+		cfg.Upstream = &ca.Upstream{Chain: []*x509.Certificate{inter, root}, Signer: interKey}
+	})
+	first, _ := authorityOf(c, ca.KindX509, ca.StateActive)
+	clk.Add(31 * time.Minute)
+	if _, err := c.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	prepared, ok := authorityOf(c, ca.KindX509, ca.StatePrepared)
+	if !ok || !prepared.Upstream {
+		t.Fatalf("prepared = %+v, %v; want an intermediate of the upstream CA", prepared, ok)
+	}
+	keysBefore := len(keyFiles(t, env.keyDir))
+	if _, err := c.Revoke(ctx, prepared.ID); err != nil {
+		t.Fatalf("Revoke(the prepared intermediate) = %v", err)
+	}
+	if n := len(keyFiles(t, env.keyDir)); n != keysBefore-1 {
+		t.Errorf("%d key files after the revocation, want %d: its key deleted", n, keysBefore-1)
+	}
+	next, err := c.Expedite(ctx, ca.KindX509, 0)
+	if err != nil || next.ID == prepared.ID {
+		t.Fatalf("the rotation after the revocation = %+v, %v; want another intermediate", next, err)
+	}
+	if _, err := c.Revoke(ctx, first.ID); !errors.Is(err, ca.ErrInvalidParams) {
+		t.Errorf("Revoke(the intermediate replaced) = %v; want ErrInvalidParams (revoke it at the upstream CA)", err)
+	}
+}
