@@ -112,11 +112,12 @@ var errReasonRequired = fmt.Errorf("%w: a reason of 1 to %d bytes of text (no co
 // RevokeCA removes the replaced or prepared X.509 CA or JWT key id from
 // the bundle before it expires (ca.CA.Revoke), so that nothing it signed
 // verifies any more, and a prepared one never signs. A prepared one
-// needs no force: it has signed nothing. Unless force is set, an X.509 CA is refused
-// (ca.ErrAuthorityInUse) until every holder of an X509-SVID it signed
-// has renewed it (propagation after it was replaced: a node that has
-// not would have to join again), and a JWT key until it expires (what
-// it signed, JWT-SVIDs and delegation tokens, is not renewed). The
+// needs no force: it has signed nothing. Unless force is set, a
+// replaced X.509 CA is refused (ca.ErrAuthorityInUse) until every
+// holder of an X509-SVID it signed has renewed it (propagation after it
+// was replaced: a node that has not would have to join again), and a
+// replaced JWT key until it expires (what it signed, JWT-SVIDs and
+// delegation tokens, is not renewed). The
 // ca.rotated entry names the admin and the reason.
 func (a *Authority) RevokeCA(ctx context.Context, c *Caller, id, reason string, force bool) (ca.AuthorityInfo, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
