@@ -57,12 +57,15 @@ type Options struct {
 	// lock before failing with ErrLocked. Zero or negative means
 	// DefaultTimeout.
 	Timeout time.Duration
-	// Check, if set, makes Open read every page of the file (its tree
-	// walked from the file, then bbolt's consistency check) and fail
-	// with ErrDamaged on the first problem, rather than let a damaged
-	// page be found by a later request. A page id past the file, or one
-	// that leads back up its tree, is such a problem, not a crash or a
-	// check that never ends.
+	// Check, if set, makes Open read every page of the file once (its
+	// tree walked from the file, and its freelist) and fail with
+	// ErrDamaged on the first problem, rather than let a damaged page be
+	// found by a later request: what bbolt's own consistency check
+	// finds (keys out of order, a page reached twice, free and
+	// reachable, or neither), and a page id past the file, or one that
+	// leads back up its tree, not a crash or a check that never ends.
+	// The pages are read with reads of the check's own, not through
+	// the store's memory map, which they would fill.
 	Check bool
 }
 
@@ -180,8 +183,9 @@ func create(path string, bopts *bbolt.Options) error {
 // (a variable for tests: what another process may do meanwhile).
 var beforeLink = func(tmp, path string) {}
 
-// check walks the file's pages (walkPages), then runs bbolt's
-// consistency check over the whole file.
+// check reads every page of the file once (checkPages), through reads
+// of its own: the store's memory map is left as it was, holding no page
+// a transaction has not read.
 func (s *Store) check() (err error) {
 	defer guard()()
 	defer damaged("check", &err)
@@ -190,40 +194,26 @@ func (s *Store) check() (err error) {
 		return fmt.Errorf("store/bolt: check: %w", err)
 	}
 	return s.db.View(func(btx *bbolt.Tx) error {
-		// bbolt's check runs in a goroutine of its own, where a read past
-		// the end of the file would crash the process, and it visits
-		// every page id below the meta's page count: a file shorter than
-		// its pages is refused first. The count is read from the meta
-		// itself, as bbolt's Size (count × page size) wraps past 2^63:
-		// a count of 2^52 + 4 would pass for four pages and have the
-		// check visit 2^52 page ids.
+		// The file is read as the meta of this transaction describes
+		// it. The page count is read from the meta itself, as bbolt's
+		// Size (count × page size) wraps past 2^63: a count of
+		// 2^52 + 4 would pass for four pages. A file shorter than its
+		// pages is refused first.
 		f, err := os.Open(s.db.Path())
 		if err != nil {
 			return fmt.Errorf("store/bolt: check: %w", err)
 		}
 		defer f.Close()
 		pageSize := s.db.Info().PageSize
-		pages, err := metaPages(f, pageSize, uint64(btx.ID()))
+		m, err := readMeta(f, pageSize, uint64(btx.ID()))
 		if err != nil {
 			return fmt.Errorf("%w (%v)", ErrDamaged, err)
 		}
-		if pages > uint64(fi.Size())/uint64(pageSize) {
-			return fmt.Errorf("%w (the file holds %d bytes, its meta %d pages of %d)", ErrDamaged, fi.Size(), pages, pageSize)
+		if m.pages > uint64(fi.Size())/uint64(pageSize) {
+			return fmt.Errorf("%w (the file holds %d bytes, its meta %d pages of %d)", ErrDamaged, fi.Size(), m.pages, pageSize)
 		}
-		// Nor may a page point past the file's pages, or back up its
-		// own tree (bbolt's check would recurse without end): every
-		// reachable page is read from the file first.
-		if err := walkPages(f, pageSize, uint64(btx.Cursor().Bucket().Root()), pages); err != nil {
+		if err := checkPages(f, pageSize, m); err != nil {
 			return fmt.Errorf("%w (%v)", ErrDamaged, err)
-		}
-		var first error
-		for e := range btx.Check() {
-			if first == nil {
-				first = e
-			}
-		}
-		if first != nil {
-			return fmt.Errorf("%w (%v)", ErrDamaged, first)
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -164,8 +165,8 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 	return c.r.ReadAt(p, off)
 }
 
-// FuzzWalkPages feeds walkPages data files: as bbolt wrote them, then
-// changed. It must never panic, must end having read each page at most
+// FuzzWalkPages feeds walkPages (and checkPages) data files: as bbolt
+// wrote them, then changed. It must never panic, must end having read each page at most
 // once (plus once for the pages a page overflows into), and must accept
 // every file bbolt wrote.
 func FuzzWalkPages(f *testing.F) {
@@ -195,14 +196,24 @@ func FuzzWalkPages(f *testing.F) {
 		if w, ok := written[string(file)]; ok && root == w.root && hwm == w.hwm && err != nil {
 			t.Fatalf("walkPages refuses a file bbolt wrote: %v", err)
 		}
+		// The whole check, with the freelist the first meta names: it
+		// never panics, and ends.
+		freelist := noFreelist
+		if len(file) >= metaFreelistAt+8 {
+			freelist = binary.LittleEndian.Uint64(file[metaFreelistAt:])
+		}
+		r = &countingReader{r: bytes.NewReader(file), limit: 4*hwm + 8}
+		if err := checkPages(r, fuzzPageSize, meta{root: root, freelist: freelist, pages: hwm}); errors.Is(err, errTooManyReads) {
+			t.Fatalf("checkPages read more than %d times over %d pages: it would not end", r.limit, hwm)
+		}
 	})
 }
 
 // FuzzWalkPagesOfWrittenFiles has bbolt write data files of shapes the
 // fuzzer chooses, over several transactions (so that pages are freed and
-// reused): walkPages must accept every one (bbolt's own check is not
-// asked: bbolt can leave a page unaccounted for, see the seeds, which
-// walkPages does not look for). ops is read three bytes at a
+// reused): walkPages must accept every one (bbolt can leave a page
+// unaccounted for, see the seeds, which walkPages does not look for),
+// and checkPages refuse one exactly when bbolt's own check does. ops is read three bytes at a
 // time: an operation, a bucket path (one to three of "a" and "b") and a
 // key or value size.
 func FuzzWalkPagesOfWrittenFiles(f *testing.F) {
@@ -309,6 +320,26 @@ func FuzzWalkPagesOfWrittenFiles(f *testing.F) {
 		defer file.Close()
 		if err := walkPages(file, fuzzPageSize, w.root, w.hwm); err != nil {
 			t.Fatalf("walkPages refuses a file bbolt wrote: %v", err)
+		}
+		// The whole check (the freelist too) refuses the file exactly
+		// when bbolt's own check does.
+		var bboltErr error
+		if err := db.View(func(tx *bbolt.Tx) error {
+			for e := range tx.Check() {
+				if bboltErr == nil {
+					bboltErr = e
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkFile(t, b); (err == nil) != (bboltErr == nil) {
+			t.Fatalf("checkPages = %v, bbolt's own check = %v: want both to accept the file or both to refuse it", err, bboltErr)
 		}
 	})
 }
