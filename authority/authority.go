@@ -173,13 +173,24 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 		}
 	}
 	// Every page is read once at start: a damaged file stops the
-	// authority here, not a request later.
+	// authority here, not a request later. That takes seconds for a
+	// large store (more after a reboot, the file read from disk): the
+	// log says so before, and when it is done.
+	var dbSize int64
+	if fi, err := os.Stat(dbPath); err == nil {
+		dbSize = fi.Size()
+		a.log.Info("checking the store: every page is read once", "path", dbPath, "bytes", dbSize)
+	}
+	checkStart := time.Now()
 	st, err := bolt.Open(dbPath, bolt.Options{Check: true})
 	if errors.Is(err, bolt.ErrLocked) {
 		return nil, fmt.Errorf("authority: %w: another process (an authority already running there?) is using the data directory %s: stop it, or start this one with another data directory (--data-dir, data_dir)", err, cfg.DataDir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("authority: %w", err)
+	}
+	if dbSize > 0 {
+		a.log.Info("store checked", "bytes", dbSize, "took", time.Since(checkStart).Round(time.Millisecond))
 	}
 	// The store's entry in the data directory, and the data directory's
 	// in its parent, are durable before anything is acknowledged from
