@@ -497,8 +497,8 @@ func (c *countWriter) Write(p []byte) (int, error) {
 
 // backedUpTreeSize opens the copied store and checks its audit log as a
 // start would (see audit.Log.CheckCopy), after the store's check of
-// every page (bolt.Options.Check): what is reported as a backup is one the authority can
-// start from. It returns the copy's tree size.
+// every page (bolt.Options.Check): what is reported as a backup is one
+// the authority can start from. It returns the copy's tree size.
 func (a *Authority) backedUpTreeSize(ctx context.Context, path string) (uint64, error) {
 	st, err := bolt.Open(path, bolt.Options{Check: true})
 	if err != nil {
