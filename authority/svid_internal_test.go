@@ -27,26 +27,9 @@ import (
 func TestAgentDoesNotOutliveItsLapsedNode(t *testing.T) {
 	clock := &testClock{now: time.Now().Truncate(time.Second)}
 	a, _ := runAuthorityWith(t, Options{Now: clock.Now})
-	ctx, admin := t.Context(), adminOf(t, a)
-	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeSVID, err := a.JoinNode(ctx, secret, newCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeSVID.ID.String()},
-		X509TTLSeconds: int64(registry.MaxTTLSeconds)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := &Caller{ID: nodeSVID.ID, Cert: nodeSVID.Certificates[0]}
-	agentSVID, err := a.MintX509(ctx, node, reg.SPIFFEID, newCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := &Caller{ID: agentSVID.ID, Cert: agentSVID.Certificates[0]}
+	ctx := t.Context()
+	h := hostAnAgent(t, a, registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", X509TTLSeconds: int64(registry.MaxTTLSeconds)})
+	nodeSVID, agentSVID, node, agent, reg := h.nodeSVID, h.agentSVID, h.node, h.agent, h.reg
 	if _, err := a.MintX509(ctx, agent, reg.SPIFFEID, newCSR(t)); err != nil {
 		t.Fatalf("renewal while the node is attested: %v", err)
 	}
@@ -564,4 +547,38 @@ func mintOnNode(t *testing.T, kind string, acc registry.Accountability) (a *Auth
 		_, err := a.MintJWT(ctx, node, reg.SPIFFEID, []string{"x"})
 		return err
 	}
+}
+
+// hosted is a join-token node and an agent registered on it, as callers
+// (each with its SVID): the node's from its join, the agent's as the
+// node obtained it.
+type hosted struct {
+	node, agent         *Caller
+	nodeSVID, agentSVID *ca.X509SVID
+	reg                 *registry.Agent
+}
+
+// hostAnAgent joins a node with a join token, registers agent on it
+// (its NodeIDs set to the node's), and has the node obtain its SVID.
+func hostAnAgent(t *testing.T, a *Authority, agent registry.Agent) hosted {
+	t.Helper()
+	ctx, admin := t.Context(), adminOf(t, a)
+	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h hosted
+	if h.nodeSVID, err = a.JoinNode(ctx, secret, newCSR(t)); err != nil {
+		t.Fatal(err)
+	}
+	agent.NodeIDs = []string{h.nodeSVID.ID.String()}
+	if h.reg, err = a.CreateAgent(ctx, admin, &agent); err != nil {
+		t.Fatal(err)
+	}
+	h.node = &Caller{ID: h.nodeSVID.ID, Cert: h.nodeSVID.Certificates[0]}
+	if h.agentSVID, err = a.MintX509(ctx, h.node, h.reg.SPIFFEID, newCSR(t)); err != nil {
+		t.Fatal(err)
+	}
+	h.agent = &Caller{ID: h.agentSVID.ID, Cert: h.agentSVID.Certificates[0]}
+	return h
 }

@@ -14,28 +14,12 @@ import (
 func TestNoCredentialWithoutItsEntry(t *testing.T) {
 	a, stop := runAuthority(t)
 	ctx, admin := t.Context(), adminOf(t, a)
-	secret, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
 	unused, _, err := a.CreateJoinToken(ctx, admin, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeSVID, err := a.JoinNode(ctx, secret, newCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w", NodeIDs: []string{nodeSVID.ID.String()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := &Caller{ID: nodeSVID.ID, Cert: nodeSVID.Certificates[0]}
-	agentSVID, err := a.MintX509(ctx, node, reg.SPIFFEID, newCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := &Caller{ID: agentSVID.ID, Cert: agentSVID.Certificates[0]}
+	h := hostAnAgent(t, a, registry.Agent{SPIFFEID: a.td.IDString() + "/agent/w"})
+	nodeSVID, node, agent, reg := h.nodeSVID, h.node, h.agent, h.reg
 	stop() // the audit log stops; the store stays open
 
 	if svid, err := a.JoinNode(ctx, unused, newCSR(t)); err == nil || svid != nil {

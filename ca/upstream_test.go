@@ -126,14 +126,7 @@ func TestUpstreamCA(t *testing.T) {
 
 func TestUpstreamRotationKeepsRootBundle(t *testing.T) {
 	clk := newFakeClock(time.Now().Truncate(time.Second))
-	root, rootKey := newUpstreamRoot(t, clk.Now().Add(-time.Hour), 72*time.Hour)
-	inter, interKey := newUpstreamIntermediate(t, root, rootKey, clk.Now().Add(-time.Hour), 24*time.Hour, false)
-	c, _ := newTestCA(t, func(cfg *ca.Config) {
-		cfg.Now = clk.Now
-		cfg.CATTL = time.Hour
-		cfg.X509SVIDTTL = 10 * time.Minute
-		cfg.Upstream = &ca.Upstream{Chain: []*x509.Certificate{inter, root}, Signer: interKey}
-	})
+	c, _, root := newUpstreamTestCA(t, clk)
 	key := ecKey(t, elliptic.P256())
 	var svids []*ca.X509SVID
 	cas := map[string]bool{}
@@ -247,14 +240,7 @@ func TestUpstreamConstraintsAreHeld(t *testing.T) {
 func TestUpstreamRevocation(t *testing.T) {
 	ctx := context.Background()
 	clk := newFakeClock(time.Now().Truncate(time.Second))
-	root, rootKey := newUpstreamRoot(t, clk.Now().Add(-time.Hour), 72*time.Hour)
-	inter, interKey := newUpstreamIntermediate(t, root, rootKey, clk.Now().Add(-time.Hour), 24*time.Hour, false)
-	c, env := newTestCA(t, func(cfg *ca.Config) {
-		cfg.Now = clk.Now
-		cfg.CATTL = time.Hour
-		cfg.X509SVIDTTL = 10 * time.Minute
-		cfg.Upstream = &ca.Upstream{Chain: []*x509.Certificate{inter, root}, Signer: interKey}
-	})
+	c, env, _ := newUpstreamTestCA(t, clk)
 	first, _ := authorityOf(c, ca.KindX509, ca.StateActive)
 	clk.Add(31 * time.Minute)
 	if _, err := c.Rotate(ctx); err != nil {
@@ -278,4 +264,19 @@ func TestUpstreamRevocation(t *testing.T) {
 	if _, err := c.Revoke(ctx, first.ID); !errors.Is(err, ca.ErrInvalidParams) {
 		t.Errorf("Revoke(the intermediate replaced) = %v; want ErrInvalidParams (revoke it at the upstream CA)", err)
 	}
+}
+
+// newUpstreamTestCA is a CA under an intermediate of an upstream root
+// (returned), its CAs living an hour, on clk.
+func newUpstreamTestCA(t *testing.T, clk *fakeClock) (*ca.CA, *testEnv, *x509.Certificate) {
+	t.Helper()
+	root, rootKey := newUpstreamRoot(t, clk.Now().Add(-time.Hour), 72*time.Hour)
+	inter, interKey := newUpstreamIntermediate(t, root, rootKey, clk.Now().Add(-time.Hour), 24*time.Hour, false)
+	c, env := newTestCA(t, func(cfg *ca.Config) {
+		cfg.Now = clk.Now
+		cfg.CATTL = time.Hour
+		cfg.X509SVIDTTL = 10 * time.Minute
+		cfg.Upstream = &ca.Upstream{Chain: []*x509.Certificate{inter, root}, Signer: interKey}
+	})
+	return c, env, root
 }
