@@ -115,3 +115,29 @@ func BenchmarkPatchDocuments(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSetDocuments sets data.mandate.agents whole, as a rebuild of
+// the policy data does (at the first decision after a start, and after a
+// reload): registrations shaped as the authority writes them.
+func BenchmarkSetDocuments(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("registrations=%d", n), func(b *testing.B) {
+			e := benchEngine(b)
+			ctx := context.Background()
+			agents := make(map[string]any, n)
+			for i := range n {
+				id := fmt.Sprintf("spiffe://org-a.example/agent/%d", i)
+				agents[id] = map[string]any{"spiffe_id": id, "scopes": []string{"calendar:read", "calendar:write"},
+					"selectors": []string{}, "node_ids": []string{"spiffe://org-a.example/node/n1"}, "require_hardware_attestation": false,
+					"accountability": map[string]any{"operator": "org-a", "model_provider": "provider", "model": "model-1", "responsible_party": "alice@org-a.example"},
+					"revoked": false}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := e.SetDocuments(ctx, map[string]any{"agents": agents}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

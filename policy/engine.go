@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math"
 	"net/url"
 	"os"
 	"slices"
@@ -518,9 +519,74 @@ func (e *Engine) SetDocuments(ctx context.Context, docs map[string]any) error {
 	return nil
 }
 
-// jsonValue is value round-tripped through JSON: the store holds JSON
-// values only.
+// jsonValue is value as a round trip through JSON gives it back: the
+// store holds JSON values only. What is already made of them (objects of
+// map[string]any, arrays of []any or []string, strings of valid UTF-8,
+// finite float64, bools and nil) is copied as it is, without being
+// encoded: a rebuild of data.mandate.agents encodes no registration. Any
+// other value, and a map or slice holding one (or a string that is not
+// valid UTF-8, which JSON changes), is round-tripped (roundTrip).
 func jsonValue(value any) (any, error) {
+	v, ok := jsonNative(value)
+	if ok {
+		return v, nil
+	}
+	return roundTrip(value)
+}
+
+// jsonNative is jsonValue's copy of value when value is made of JSON
+// values only, and ok; else not ok.
+func jsonNative(value any) (v any, ok bool) {
+	switch x := value.(type) {
+	case nil, bool:
+		return x, true
+	case string:
+		return x, utf8.ValidString(x)
+	case float64:
+		return x, !math.IsNaN(x) && !math.IsInf(x, 0)
+	case map[string]any:
+		if x == nil {
+			return nil, true // null
+		}
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			if !utf8.ValidString(k) {
+				return nil, false
+			}
+			if out[k], ok = jsonNative(e); !ok {
+				return nil, false
+			}
+		}
+		return out, true
+	case []any:
+		if x == nil {
+			return nil, true
+		}
+		out := make([]any, len(x))
+		for i, e := range x {
+			if out[i], ok = jsonNative(e); !ok {
+				return nil, false
+			}
+		}
+		return out, true
+	case []string:
+		if x == nil {
+			return nil, true
+		}
+		out := make([]any, len(x))
+		for i, e := range x {
+			if !utf8.ValidString(e) {
+				return nil, false
+			}
+			out[i] = e
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// roundTrip is value encoded as JSON and decoded again.
+func roundTrip(value any) (any, error) {
 	b, err := json.Marshal(value)
 	if err != nil {
 		return nil, err
