@@ -130,7 +130,7 @@ func BenchmarkSetDocuments(b *testing.B) {
 				agents[id] = map[string]any{"spiffe_id": id, "scopes": []string{"calendar:read", "calendar:write"},
 					"selectors": []string{}, "node_ids": []string{"spiffe://org-a.example/node/n1"}, "require_hardware_attestation": false,
 					"accountability": map[string]any{"operator": "org-a", "model_provider": "provider", "model": "model-1", "responsible_party": "alice@org-a.example"},
-					"revoked": false}
+					"revoked":        false}
 			}
 			b.ReportAllocs()
 			for b.Loop() {

@@ -559,30 +559,28 @@ func jsonNative(value any) (v any, ok bool) {
 		}
 		return out, true
 	case []any:
-		if x == nil {
-			return nil, true
-		}
-		out := make([]any, len(x))
-		for i, e := range x {
-			if out[i], ok = jsonNative(e); !ok {
-				return nil, false
-			}
-		}
-		return out, true
+		return nativeSlice(x)
 	case []string:
-		if x == nil {
-			return nil, true
-		}
-		out := make([]any, len(x))
-		for i, e := range x {
-			if !utf8.ValidString(e) {
-				return nil, false
-			}
-			out[i] = e
-		}
-		return out, true
+		return nativeSlice(x)
 	}
 	return nil, false
+}
+
+// nativeSlice is jsonNative of a slice: an array of jsonNative's copies
+// of its elements, or null for a nil slice.
+func nativeSlice[T any](x []T) (any, bool) {
+	if x == nil {
+		return nil, true
+	}
+	out := make([]any, len(x))
+	for i, e := range x {
+		v, ok := jsonNative(e)
+		if !ok {
+			return nil, false
+		}
+		out[i] = v
+	}
+	return out, true
 }
 
 // roundTrip is value encoded as JSON and decoded again.
