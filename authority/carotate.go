@@ -88,11 +88,10 @@ func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CAR
 func (a *Authority) propagation(ctx context.Context) (time.Duration, error) {
 	longest := a.cfg.CA.X509SVIDTTL.D()
 	err := a.store.View(ctx, func(tx store.Tx) error {
-		agents, err := registry.ListAgents(tx)
-		for _, ag := range agents {
+		return registry.EachAgent(tx, func(ag *registry.Agent) error {
 			longest = max(longest, ag.X509TTL())
-		}
-		return err
+			return nil
+		})
 	})
 	if err != nil {
 		return 0, err

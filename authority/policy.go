@@ -199,16 +199,16 @@ func (a *Authority) rebuildPolicyData(ctx context.Context) error {
 	nodes := map[string]any{}
 	feds := []string{} // a list also when empty: a policy's count() or "in" must not meet null
 	err := a.store.View(ctx, func(tx store.Tx) error {
-		ags, err := registry.ListAgents(tx)
-		if err != nil {
-			return err
-		}
-		for _, ag := range ags {
+		err := registry.EachAgent(tx, func(ag *registry.Agent) error {
 			revoked, err := delegation.IDRevoked(tx, ag.SPIFFEID)
 			if err != nil {
 				return err
 			}
 			agents[ag.SPIFFEID] = agentData{ag, revoked}.doc()
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		ns, err := registry.ListNodes(tx)
 		if err != nil {

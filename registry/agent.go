@@ -338,6 +338,20 @@ func ListAgents(tx store.Tx) ([]*Agent, error) {
 	return out, err
 }
 
+// EachAgent calls fn with every registration, in the order of their ids
+// (not their SPIFFE IDs): one pass over the records, without the lookup
+// of each through the SPIFFE ID index that ListAgents makes. It stops at
+// fn's first error, and returns it.
+func EachAgent(tx store.Tx, fn func(*Agent) error) error {
+	return tx.Scan(BucketAgents, nil, nil, func(_, v []byte) error {
+		var a Agent
+		if err := decodeJSON(v, &a); err != nil {
+			return err
+		}
+		return fn(&a)
+	})
+}
+
 // ListAgentsAfter returns the registrations whose SPIFFE IDs sort after
 // after ("": from the first), ordered by SPIFFE ID, at most limit of
 // them (0: all), and whether more follow.

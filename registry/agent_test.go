@@ -3,6 +3,8 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -395,6 +397,30 @@ func TestAgentCRUD(t *testing.T) {
 		})
 	})
 
+	t.Run("each agent once, as listed", func(t *testing.T) {
+		view(t, s, func(tx store.Tx) error {
+			list, err := registry.ListAgents(tx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var each []*registry.Agent
+			if err := registry.EachAgent(tx, func(a *registry.Agent) error { each = append(each, a); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			bySPIFFEID := func(a, b *registry.Agent) int { return strings.Compare(a.SPIFFEID, b.SPIFFEID) }
+			slices.SortFunc(each, bySPIFFEID)
+			if !reflect.DeepEqual(each, list) {
+				t.Errorf("EachAgent gave %v; ListAgents %v", each, list)
+			}
+			stop := errors.New("stop")
+			calls := 0
+			if err := registry.EachAgent(tx, func(*registry.Agent) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+				t.Errorf("EachAgent with fn failing = %v after %d calls; want fn's error after 1", err, calls)
+			}
+			return nil
+		})
+	})
+
 	t.Run("delete", func(t *testing.T) {
 		var deleted *registry.Agent
 		err := update(t, s, func(tx store.Tx) error {
@@ -440,6 +466,9 @@ func TestAgentLookupsOnEmptyStore(t *testing.T) {
 		list, err := registry.ListAgents(tx)
 		if err != nil || list == nil || len(list) != 0 {
 			t.Errorf("ListAgents = %v, %v; want empty non-nil", list, err)
+		}
+		if err := registry.EachAgent(tx, func(a *registry.Agent) error { return fmt.Errorf("called with %v", a) }); err != nil {
+			t.Errorf("EachAgent = %v; want no call", err)
 		}
 		nodes, err := registry.ListNodes(tx)
 		if err != nil || nodes == nil || len(nodes) != 0 {
