@@ -328,7 +328,23 @@ func (a *Authority) Run(ctx context.Context) error {
 		return err
 	})
 	g.Go(func() error { return a.watchBundles(ctx) })
+	g.Go(func() error { a.warmPolicyData(ctx); return nil })
 	return g.Wait()
+}
+
+// warmPolicyData builds the policy's documents (data.mandate) once the
+// authority runs, rather than at the first decision, which would wait
+// for it: seconds with a hundred thousand registrations. A failure is
+// logged; the first decision tries again.
+func (a *Authority) warmPolicyData(ctx context.Context) {
+	start := time.Now()
+	if err := a.syncPolicyData(ctx); err != nil {
+		if ctx.Err() == nil {
+			a.log.WarnContext(ctx, "policy data not built at start; the first decision builds it", "err", err)
+		}
+		return
+	}
+	a.log.DebugContext(ctx, "policy data built", "took", time.Since(start).Round(time.Millisecond))
 }
 
 // watchBundles rebuilds the bundle snapshot after every CA change, and
