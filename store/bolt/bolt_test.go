@@ -240,6 +240,28 @@ func TestEmptyBucketName(t *testing.T) {
 	}
 }
 
+// A bucket name longer than bbolt's longest key is refused: bbolt would
+// store it, and the start's check, which takes a key that long for a
+// damaged page, would then refuse the file.
+func TestLongBucketName(t *testing.T) {
+	s, path := openTemp(t)
+	long := strings.Repeat("b", bbolt.MaxKeySize+1)
+	err := s.Update(t.Context(), func(tx store.Tx) error {
+		return tx.Put(long, []byte("k"), []byte("v"))
+	})
+	if err == nil {
+		t.Errorf("Put(a bucket name of %d bytes) = nil, want error", len(long))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{Check: true})
+	if err != nil {
+		t.Fatalf("Open(Check) after the Put = %v", err)
+	}
+	s.Close()
+}
+
 // A damaged data file is an error, never a panic: at Open when bbolt
 // cannot even read it, at Open with Check when a page deep inside is
 // wrong, and in a transaction that meets such a page without Check.

@@ -8,6 +8,8 @@ import (
 	"hash/fnv"
 	"io"
 	"slices"
+
+	"go.etcd.io/bbolt"
 )
 
 // bbolt's page format (go.etcd.io/bbolt/internal/common), as written on
@@ -335,9 +337,22 @@ func pageChildren(page pageRun, children []pageRef, pageSize int, lo, hi []byte)
 	if err != nil {
 		return nil, fmt.Errorf("%d elements do not fit in %d bytes", count, page.size())
 	}
-	// key reads element i's key, at pos from the element, of ksize bytes.
-	key := func(i int, pos, ksize uint64) ([]byte, error) {
+	// key reads element i's key, at pos from the element, of ksize bytes;
+	// end is where the element's data (its key, and a leaf's value)
+	// ends. As bbolt writes a page, the data of each element follows the
+	// element table and the element before it, and no key is longer
+	// than bbolt.MaxKeySize: so no byte of the page is read as a key
+	// twice, however its elements are damaged.
+	dataEnd := uint64(pageHeaderSize + count*pageElementSize)
+	key := func(i int, pos, ksize, end uint64) ([]byte, error) {
 		at := uint64(pageHeaderSize + i*pageElementSize)
+		switch {
+		case ksize > bbolt.MaxKeySize:
+			return nil, fmt.Errorf("element %d's key is %d bytes, more than bbolt's %d", i, ksize, bbolt.MaxKeySize)
+		case at+pos < dataEnd:
+			return nil, fmt.Errorf("element %d's data overlaps the element table or the element before it", i)
+		}
+		dataEnd = end
 		k, err := page.read(int64(at+pos), int64(ksize))
 		if err != nil {
 			return nil, fmt.Errorf("element %d's key: %w", i, err)
@@ -365,7 +380,7 @@ func pageChildren(page pageRun, children []pageRef, pageSize int, lo, hi []byte)
 			if uint64(at)+pos+ksize > uint64(page.size()) {
 				return nil, fmt.Errorf("element %d lies past the page", i)
 			}
-			k, err := key(i, pos, ksize)
+			k, err := key(i, pos, ksize, uint64(at)+pos+ksize)
 			if err != nil {
 				return nil, err
 			}
@@ -386,7 +401,7 @@ func pageChildren(page pageRun, children []pageRef, pageSize int, lo, hi []byte)
 			if end > uint64(page.size()) {
 				return nil, fmt.Errorf("element %d lies past the page", i)
 			}
-			k, err := key(i, pos, ksize)
+			k, err := key(i, pos, ksize, end)
 			if err != nil {
 				return nil, err
 			}

@@ -97,3 +97,67 @@ func TestWalkPagesReadsInKeyOrder(t *testing.T) {
 		t.Errorf("of %d page reads, %d went back in the file: want the pages read in key order, mostly forward", len(r.offsets), back)
 	}
 }
+
+// A page whose header claims a run as long as the file, and whose
+// elements claim keys that overlap, each as long as the run holds, is
+// damaged: its keys are not read whole, one after another. bbolt writes
+// each key at most bbolt.MaxKeySize bytes long, after the element table
+// and after the element before it, so the check's reads and memory stay
+// within the run's size.
+func TestWalkPagesReadsNoKeyTwice(t *testing.T) {
+	const pages = 1 << 17 // 64 MiB of 512-byte pages, a sparse file
+	cases := []struct {
+		name  string
+		count int
+		ksize func(i int) uint32
+	}{
+		{"one key of 32 MiB", 1, func(int) uint32 { return 32 << 20 }},
+		{"overlapping keys", 4000, func(i int) uint32 { return 16<<10 + uint32(i) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mandate.db")
+			w := writeBoltFile(t, path, func(tx *bbolt.Tx) error {
+				_, err := tx.CreateBucket([]byte("a"))
+				return err
+			}, func(*bbolt.Tx) error { return nil })
+			file := w.file
+			p := file[w.root*fuzzPageSize:]
+			binary.LittleEndian.PutUint16(p[8:], leafPageFlag)
+			binary.LittleEndian.PutUint16(p[10:], uint16(c.count))
+			binary.LittleEndian.PutUint32(p[12:], uint32(pages-w.root-1))
+			if err := os.WriteFile(path, file, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, pages*fuzzPageSize); err != nil {
+				t.Fatal(err)
+			}
+			// The element table, written past the first page: every
+			// key starts at the same byte, each one longer (so, in
+			// order) than the one before.
+			table := make([]byte, c.count*pageElementSize)
+			data := uint32(c.count * pageElementSize)
+			for i := range c.count {
+				e := table[i*pageElementSize:]
+				binary.LittleEndian.PutUint32(e[4:], data-uint32(i*pageElementSize))
+				binary.LittleEndian.PutUint32(e[8:], c.ksize(i))
+			}
+			writeAt(t, path, table, int64(w.root)*fuzzPageSize+pageHeaderSize)
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			err = walkPages(f, fuzzPageSize, w.root, pages)
+			runtime.ReadMemStats(&after)
+			if n := after.TotalAlloc - before.TotalAlloc; n > 4<<20 {
+				t.Errorf("walkPages allocated %d bytes for a run of %d pages", n, pages-w.root)
+			}
+			if err == nil {
+				t.Error("walkPages accepts the page")
+			}
+		})
+	}
+}

@@ -166,6 +166,10 @@ func (t *tx) checkWrite(op, bucket string) error {
 		return errTxDone
 	case bucket == "":
 		return errEmptyBucket
+	case len(bucket) > bbolt.MaxKeySize:
+		// bbolt would make it, but no key of a page it writes is longer:
+		// the start's check takes one for damage.
+		return fmt.Errorf("store/bolt: %s: a bucket name of %d bytes, more than %d", op, len(bucket), bbolt.MaxKeySize)
 	case !t.btx.Writable():
 		return fmt.Errorf("store/bolt: %s in bucket %q: %w", op, bucket, store.ErrReadOnly)
 	}
