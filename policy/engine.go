@@ -527,16 +527,25 @@ func (e *Engine) SetDocuments(ctx context.Context, docs map[string]any) error {
 // other value, and a map or slice holding one (or a string that is not
 // valid UTF-8, which JSON changes), is round-tripped (roundTrip).
 func jsonValue(value any) (any, error) {
-	v, ok := jsonNative(value)
+	v, ok := jsonNative(value, 0)
 	if ok {
 		return v, nil
 	}
 	return roundTrip(value)
 }
 
+// maxNativeDepth is the nesting jsonNative copies; a deeper value is
+// round-tripped, so that one deeper than a decoding accepts is refused,
+// and one that holds itself found (encoding/json looks for cycles past
+// this depth), as the round trip does.
+const maxNativeDepth = 1000
+
 // jsonNative is jsonValue's copy of value when value is made of JSON
-// values only, and ok; else not ok.
-func jsonNative(value any) (v any, ok bool) {
+// values only, and ok; else not ok. depth is value's nesting.
+func jsonNative(value any, depth int) (v any, ok bool) {
+	if depth > maxNativeDepth {
+		return nil, false
+	}
 	switch x := value.(type) {
 	case nil, bool:
 		return x, true
@@ -553,28 +562,28 @@ func jsonNative(value any) (v any, ok bool) {
 			if !utf8.ValidString(k) {
 				return nil, false
 			}
-			if out[k], ok = jsonNative(e); !ok {
+			if out[k], ok = jsonNative(e, depth+1); !ok {
 				return nil, false
 			}
 		}
 		return out, true
 	case []any:
-		return nativeSlice(x)
+		return nativeSlice(x, depth)
 	case []string:
-		return nativeSlice(x)
+		return nativeSlice(x, depth)
 	}
 	return nil, false
 }
 
 // nativeSlice is jsonNative of a slice: an array of jsonNative's copies
 // of its elements, or null for a nil slice.
-func nativeSlice[T any](x []T) (any, bool) {
+func nativeSlice[T any](x []T, depth int) (any, bool) {
 	if x == nil {
 		return nil, true
 	}
 	out := make([]any, len(x))
 	for i, e := range x {
-		v, ok := jsonNative(e)
+		v, ok := jsonNative(e, depth+1)
 		if !ok {
 			return nil, false
 		}

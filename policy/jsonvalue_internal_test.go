@@ -72,3 +72,25 @@ func TestJSONValueCopiesWithoutEncoding(t *testing.T) {
 		t.Errorf("the value shares a map or a slice with what it was made from: %v", got)
 	}
 }
+
+// Past the depth at which encoding/json looks for cycles, jsonValue is
+// the round trip itself: a document nested deeper than a decoding
+// accepts is refused, as the round trip refuses it, and one that holds
+// itself is an error, not a recursion without end.
+func TestJSONValueOfDeepOrCyclicDocuments(t *testing.T) {
+	deep := map[string]any{}
+	for range 10001 {
+		deep = map[string]any{"a": deep}
+	}
+	if _, err := roundTrip(deep); err == nil {
+		t.Fatal("the round trip accepts a document nested 10001 deep")
+	}
+	if _, err := jsonValue(deep); err == nil {
+		t.Error("jsonValue accepts a document nested 10001 deep; the round trip refuses it")
+	}
+	cyclic := map[string]any{}
+	cyclic["self"] = []any{cyclic}
+	if _, err := jsonValue(cyclic); err == nil {
+		t.Error("jsonValue accepts a document that holds itself")
+	}
+}
