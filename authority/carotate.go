@@ -153,7 +153,7 @@ func (a *Authority) RevokeCA(ctx context.Context, c *Caller, id, reason string, 
 		}
 	}
 	ctx = context.WithValue(ctx, rotationRequestKey{}, rotationRequest{by: c.ID.String(), details: map[string]any{"reason": reason, "revoked": id, "force": force}})
-	out, err := a.ca.Revoke(ctx, id)
+	out, err := a.ca.Revoke(ctx, id, info.State) // refused if a rotation changed it since
 	if err != nil {
 		return ca.AuthorityInfo{}, err
 	}

@@ -137,10 +137,10 @@ func TestRevokeAReplacedAuthority(t *testing.T) {
 		t.Fatal(err)
 	}
 	old, _ := authorityOf(c, ca.KindX509, ca.StateActive)
-	if _, err := c.Revoke(ctx, old.ID); !errors.Is(err, ca.ErrAuthorityInUse) {
+	if _, err := c.Revoke(ctx, old.ID, ca.StateActive); !errors.Is(err, ca.ErrAuthorityInUse) {
 		t.Errorf("Revoke(the active CA) = %v; want ErrAuthorityInUse", err)
 	}
-	if _, err := c.Revoke(ctx, "00"); !errors.Is(err, ca.ErrUnknownAuthority) {
+	if _, err := c.Revoke(ctx, "00", ca.StateOld); !errors.Is(err, ca.ErrUnknownAuthority) {
 		t.Errorf("Revoke(an unknown id) = %v; want ErrUnknownAuthority", err)
 	}
 	clk.Add(time.Minute)
@@ -151,7 +151,7 @@ func TestRevokeAReplacedAuthority(t *testing.T) {
 		t.Fatalf("the CA replaced is %+v; want %s, replaced now", got, old.ID)
 	}
 	keysBefore := len(keyFiles(t, env.keyDir))
-	got, err := c.Revoke(ctx, old.ID)
+	got, err := c.Revoke(ctx, old.ID, ca.StateOld)
 	if err != nil || got.ID != old.ID {
 		t.Fatalf("Revoke(the CA replaced) = %+v, %v", got, err)
 	}
@@ -256,7 +256,7 @@ func TestRevokeAPreparedAuthority(t *testing.T) {
 				t.Fatalf("no %s authority prepared at half its predecessor's life", kind)
 			}
 			keysBefore := len(keyFiles(t, env.keyDir))
-			got, err := c.Revoke(ctx, prepared.ID)
+			got, err := c.Revoke(ctx, prepared.ID, ca.StatePrepared)
 			if err != nil || got.ID != prepared.ID {
 				t.Fatalf("Revoke(the prepared %s authority) = %+v, %v", kind, got, err)
 			}
@@ -293,4 +293,31 @@ func withSuccessors(t *testing.T) (*ca.CA, *testEnv) {
 		t.Fatal(err)
 	}
 	return c, env
+}
+
+// A revocation names the state its caller saw (a prepared authority
+// needs no force, a replaced one may): one that rotations have since
+// made active and then replaced, so that it has signed, is refused, and
+// stays in the bundle.
+func TestRevokeRefusesAnAuthorityChangedSince(t *testing.T) {
+	ctx := context.Background()
+	c, _ := withSuccessors(t)
+	seen, ok := authorityOf(c, ca.KindJWT, ca.StatePrepared)
+	if !ok {
+		t.Fatal("no JWT key prepared")
+	}
+	for range 2 { // active, then replaced
+		if _, err := c.Expedite(ctx, ca.KindJWT, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if i := slices.IndexFunc(c.Status(), func(a ca.AuthorityInfo) bool { return a.ID == seen.ID }); i < 0 || c.Status()[i].State != ca.StateOld {
+		t.Fatalf("the key once prepared is not replaced: %+v", c.Status())
+	}
+	if _, err := c.Revoke(ctx, seen.ID, ca.StatePrepared); !errors.Is(err, ca.ErrAuthorityInUse) {
+		t.Errorf("Revoke(as prepared) of a key replaced since = %v; want ErrAuthorityInUse", err)
+	}
+	if !slices.Contains(authorityIDs(c.Bundle()), seen.ID) {
+		t.Error("the key left the bundle")
+	}
 }

@@ -299,8 +299,10 @@ func (c *CA) activateNow(ctx context.Context, st *caState, kind Kind, active, pr
 // key may have been exposed with the active one's), and the rotation
 // schedule, or Expedite, prepares another with a key made then. The
 // active authority is refused (ErrAuthorityInUse): replace it first
-// (Expedite).
-func (c *CA) Revoke(ctx context.Context, id string) (AuthorityInfo, error) {
+// (Expedite). So is one no longer in the state seen, which the caller
+// decided on (Status): a rotation may have made a prepared one active,
+// then replaced, since.
+func (c *CA) Revoke(ctx context.Context, id string, seen State) (AuthorityInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next := c.st.clone()
@@ -312,6 +314,8 @@ func (c *CA) Revoke(ctx context.Context, id string) (AuthorityInfo, error) {
 	switch {
 	case a.state != StateOld && a.state != StatePrepared:
 		return AuthorityInfo{}, fmt.Errorf("%w: the %s authority %s is %s: only one replaced or prepared is revoked", ErrAuthorityInUse, a.kind, a.id, a.state)
+	case a.state != seen:
+		return AuthorityInfo{}, fmt.Errorf("%w: the %s authority %s is %s now, no longer %s: ask again", ErrAuthorityInUse, a.kind, a.id, a.state, seen)
 	case a.state == StateOld && a.info().Upstream:
 		// The bundle holds the upstream's root, which stays: what the
 		// intermediate signed would still verify. (A prepared one

@@ -251,7 +251,7 @@ func TestUpstreamRevocation(t *testing.T) {
 		t.Fatalf("prepared = %+v, %v; want an intermediate of the upstream CA", prepared, ok)
 	}
 	keysBefore := len(keyFiles(t, env.keyDir))
-	if _, err := c.Revoke(ctx, prepared.ID); err != nil {
+	if _, err := c.Revoke(ctx, prepared.ID, ca.StatePrepared); err != nil {
 		t.Fatalf("Revoke(the prepared intermediate) = %v", err)
 	}
 	if n := len(keyFiles(t, env.keyDir)); n != keysBefore-1 {
@@ -261,7 +261,7 @@ func TestUpstreamRevocation(t *testing.T) {
 	if err != nil || next.ID == prepared.ID {
 		t.Fatalf("the rotation after the revocation = %+v, %v; want another intermediate", next, err)
 	}
-	if _, err := c.Revoke(ctx, first.ID); !errors.Is(err, ca.ErrInvalidParams) {
+	if _, err := c.Revoke(ctx, first.ID, ca.StateOld); !errors.Is(err, ca.ErrInvalidParams) {
 		t.Errorf("Revoke(the intermediate replaced) = %v; want ErrInvalidParams (revoke it at the upstream CA)", err)
 	}
 }
