@@ -91,12 +91,7 @@ func BenchmarkPatchDocuments(b *testing.B) {
 		b.Run(fmt.Sprintf("registrations=%d", n), func(b *testing.B) {
 			e := benchEngine(b)
 			ctx := context.Background()
-			agents := make(map[string]any, n)
-			for i := range n {
-				agents[fmt.Sprintf("spiffe://org-a.example/agent/%d", i)] = map[string]any{
-					"scopes": []string{"calendar:read"}, "node_ids": []string{"spiffe://org-a.example/node/n1"}}
-			}
-			if err := e.SetDocuments(ctx, map[string]any{"agents": agents}); err != nil {
+			if err := e.SetDocuments(ctx, map[string]any{"agents": benchAgents(n)}); err != nil {
 				b.Fatal(err)
 			}
 			id := fmt.Sprintf("spiffe://org-a.example/agent/%d", n/2)
@@ -124,14 +119,7 @@ func BenchmarkSetDocuments(b *testing.B) {
 		b.Run(fmt.Sprintf("registrations=%d", n), func(b *testing.B) {
 			e := benchEngine(b)
 			ctx := context.Background()
-			agents := make(map[string]any, n)
-			for i := range n {
-				id := fmt.Sprintf("spiffe://org-a.example/agent/%d", i)
-				agents[id] = map[string]any{"spiffe_id": id, "scopes": []string{"calendar:read", "calendar:write"},
-					"selectors": []string{}, "node_ids": []string{"spiffe://org-a.example/node/n1"}, "require_hardware_attestation": false,
-					"accountability": map[string]any{"operator": "org-a", "model_provider": "provider", "model": "model-1", "responsible_party": "alice@org-a.example"},
-					"revoked":        false}
-			}
+			agents := benchAgents(n)
 			b.ReportAllocs()
 			for b.Loop() {
 				if err := e.SetDocuments(ctx, map[string]any{"agents": agents}); err != nil {
@@ -140,4 +128,18 @@ func BenchmarkSetDocuments(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchAgents is data.mandate.agents with n registrations, each shaped
+// as the authority writes one.
+func benchAgents(n int) map[string]any {
+	agents := make(map[string]any, n)
+	for i := range n {
+		id := fmt.Sprintf("spiffe://org-a.example/agent/%d", i)
+		agents[id] = map[string]any{"spiffe_id": id, "scopes": []string{"calendar:read", "calendar:write"},
+			"selectors": []string{}, "node_ids": []string{"spiffe://org-a.example/node/n1"}, "require_hardware_attestation": false,
+			"accountability": map[string]any{"operator": "org-a", "model_provider": "provider", "model": "model-1", "responsible_party": "alice@org-a.example"},
+			"revoked":        false}
+	}
+	return agents
 }

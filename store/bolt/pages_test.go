@@ -32,20 +32,12 @@ func TestWalkPagesReadsALongRunInPart(t *testing.T) {
 	if err := os.Truncate(path, pages*fuzzPageSize); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	err = walkPages(f, fuzzPageSize, w.root, pages)
-	runtime.ReadMemStats(&after)
+	allocated, err := walkAllocating(t, path, w.root, pages)
 	if err != nil {
 		t.Fatalf("walkPages = %v; the run's elements lie in its first page, as bbolt wrote them", err)
 	}
-	if n := after.TotalAlloc - before.TotalAlloc; n > 4<<20 {
-		t.Errorf("walkPages allocated %d bytes for a run of %d pages: want it read in part", n, pages-w.root)
+	if allocated > 4<<20 {
+		t.Errorf("walkPages allocated %d bytes for a run of %d pages: want it read in part", allocated, pages-w.root)
 	}
 }
 
@@ -143,16 +135,8 @@ func TestWalkPagesReadsNoKeyTwice(t *testing.T) {
 				binary.LittleEndian.PutUint32(e[8:], c.ksize(i))
 			}
 			writeAt(t, path, table, int64(w.root)*fuzzPageSize+pageHeaderSize)
-			f, err := os.Open(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			err = walkPages(f, fuzzPageSize, w.root, pages)
-			runtime.ReadMemStats(&after)
-			if n := after.TotalAlloc - before.TotalAlloc; n > 4<<20 {
+			n, err := walkAllocating(t, path, w.root, pages)
+			if n > 4<<20 {
 				t.Errorf("walkPages allocated %d bytes for a run of %d pages", n, pages-w.root)
 			}
 			if err == nil {
@@ -160,4 +144,20 @@ func TestWalkPagesReadsNoKeyTwice(t *testing.T) {
 			}
 		})
 	}
+}
+
+// walkAllocating walks the pages of the file at path (walkPages), and
+// says how many bytes the walk allocated.
+func walkAllocating(t *testing.T, path string, root, pages uint64) (uint64, error) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err = walkPages(f, fuzzPageSize, root, pages)
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc, err
 }
