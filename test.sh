@@ -61,7 +61,9 @@ done
 # While the tests use the CPU, the modules the interop checks build with
 # (SPIRE, ghostunnel, a torchwood reader, zlint) are fetched in the background:
 # network, not CPU (once vet has fetched the module's own, which the
-# tests wait for). Each check still fetches what is missing.
+# tests wait for); then spire-server is compiled, at a low priority, with
+# the CPU the tests leave idle. Each check still fetches and builds what
+# is missing.
 bin=$(mktemp -d)
 pre=$(mktemp -d)
 # Each background job runs in a process group of its own (setsid), so that
