@@ -100,11 +100,7 @@ func TestExpediteActivatesAfterTheWait(t *testing.T) {
 // new one) is active at once; a kind that is neither is refused.
 func TestExpediteAtOnce(t *testing.T) {
 	ctx := context.Background()
-	c, _ := withSuccessors(t)
-	prepared, ok := authorityOf(c, ca.KindJWT, ca.StatePrepared)
-	if !ok {
-		t.Fatal("no JWT key prepared at half its predecessor's life")
-	}
+	c, _, prepared := withSuccessors(t, ca.KindJWT)
 	if info, err := c.Expedite(ctx, ca.KindJWT, 0); err != nil || info.ID != prepared.ID || info.State != ca.StateActive {
 		t.Errorf("Expedite(jwt, 0) = %+v, %v; want %s active", info, err, prepared.ID)
 	}
@@ -250,11 +246,7 @@ func TestRevokeAPreparedAuthority(t *testing.T) {
 	for _, kind := range []ca.Kind{ca.KindX509, ca.KindJWT} {
 		t.Run(string(kind), func(t *testing.T) {
 			ctx := context.Background()
-			c, env := withSuccessors(t)
-			prepared, ok := authorityOf(c, kind, ca.StatePrepared)
-			if !ok {
-				t.Fatalf("no %s authority prepared at half its predecessor's life", kind)
-			}
+			c, env, prepared := withSuccessors(t, kind)
 			keysBefore := len(keyFiles(t, env.keyDir))
 			got, err := c.Revoke(ctx, prepared.ID, ca.StatePrepared)
 			if err != nil || got.ID != prepared.ID {
@@ -283,8 +275,9 @@ func TestRevokeAPreparedAuthority(t *testing.T) {
 }
 
 // withSuccessors is a CA past half its authorities' life, where the
-// rotation schedule has prepared their successors.
-func withSuccessors(t *testing.T) (*ca.CA, *testEnv) {
+// rotation schedule has prepared their successors, and the successor of
+// kind.
+func withSuccessors(t *testing.T, kind ca.Kind) (*ca.CA, *testEnv, ca.AuthorityInfo) {
 	t.Helper()
 	clk := newFakeClock(testStart)
 	c, env := newTestCA(t, rotationConfig(clk))
@@ -292,7 +285,11 @@ func withSuccessors(t *testing.T) (*ca.CA, *testEnv) {
 	if _, err := c.Rotate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return c, env
+	prepared, ok := authorityOf(c, kind, ca.StatePrepared)
+	if !ok {
+		t.Fatalf("no %s authority prepared at half its predecessor's life", kind)
+	}
+	return c, env, prepared
 }
 
 // A revocation names the state its caller saw (a prepared authority
@@ -301,11 +298,7 @@ func withSuccessors(t *testing.T) (*ca.CA, *testEnv) {
 // stays in the bundle.
 func TestRevokeRefusesAnAuthorityChangedSince(t *testing.T) {
 	ctx := context.Background()
-	c, _ := withSuccessors(t)
-	seen, ok := authorityOf(c, ca.KindJWT, ca.StatePrepared)
-	if !ok {
-		t.Fatal("no JWT key prepared")
-	}
+	c, _, seen := withSuccessors(t, ca.KindJWT)
 	for range 2 { // active, then replaced
 		if _, err := c.Expedite(ctx, ca.KindJWT, 0); err != nil {
 			t.Fatal(err)

@@ -180,13 +180,6 @@ func readFreelist(f io.ReaderAt, pageSize int, m meta, reached, freed bitmap) er
 	return nil
 }
 
-// walkPages walks the tree of pages reachable from the root bucket
-// (root, a page id) through f, the data file (walkTree), with no
-// freelist.
-func walkPages(f io.ReaderAt, pageSize int, root, hwm uint64) error {
-	return walkTree(f, pageSize, root, hwm, newBitmap(hwm), nil)
-}
-
 // pageRef is a page to read: its id, and the range its keys must lie in
 // (lo included, hi excluded; nil: no bound), from the branch element
 // leading to it.
@@ -265,7 +258,7 @@ func walkTree(f io.ReaderAt, pageSize int, root, hwm uint64, reached, freed bitm
 }
 
 // maxRunRead bounds the run of pages (a page and those it overflows
-// into) walkPages reads whole; a longer one is read in part (fileRun).
+// into) walkTree reads whole; a longer one is read in part (fileRun).
 const maxRunRead = 1 << 20
 
 // pageRun is a page and the pages it overflows into, as pageChildren

@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"encoding/binary"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -160,4 +161,11 @@ func walkAllocating(t *testing.T, path string, root, pages uint64) (uint64, erro
 	err = walkPages(f, fuzzPageSize, root, pages)
 	runtime.ReadMemStats(&after)
 	return after.TotalAlloc - before.TotalAlloc, err
+}
+
+// walkPages walks the tree of pages reachable from the root bucket
+// (root, a page id) through f, the data file (walkTree), with no
+// freelist.
+func walkPages(f io.ReaderAt, pageSize int, root, hwm uint64) error {
+	return walkTree(f, pageSize, root, hwm, newBitmap(hwm), nil)
 }
