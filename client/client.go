@@ -55,6 +55,11 @@ type Problem struct {
 	// (POST /v1/token: "invalid_scope", "invalid_request", ...; Detail
 	// is its error_description). Its Type is then about:blank.
 	Code string `json:"-"`
+	// RetryAfter is the answer's Retry-After when it is a number of
+	// seconds, at most a day (429 rate-limited: the caller is over its
+	// rate; nothing of the request was done): how long to wait before
+	// asking again. 0 when it has none.
+	RetryAfter time.Duration `json:"-"`
 }
 
 // Error says what the authority answered (its code, when it has one,
@@ -408,7 +413,11 @@ func (c *Client) send(ctx context.Context, method, path string, hdr http.Header,
 		return answer{}, fmt.Errorf("client: %s %s: the answer (%d) is larger than %d bytes", method, path, resp.StatusCode, maxAnswer)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		return answer{}, problemFrom(resp.StatusCode, b)
+		err := problemFrom(resp.StatusCode, b)
+		if p, ok := err.(*Problem); ok {
+			p.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
+		}
+		return answer{}, err
 	}
 	a := answer{status: resp.StatusCode, header: resp.Header, body: b}
 	if resp.TLS != nil {
@@ -485,6 +494,16 @@ func problemFrom(status int, b []byte) error {
 	}
 	p.Status = status
 	return p
+}
+
+// retryAfter is a Retry-After header's delay-seconds (RFC 9110
+// §10.2.3), at most a day; 0 for none, an HTTP date or anything else.
+func retryAfter(h string) time.Duration {
+	n, err := strconv.ParseUint(h, 10, 32)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(min(n, 86400)) * time.Second
 }
 
 // otherError reads an error answer in OPA's shape ({"code", "message"})

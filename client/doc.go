@@ -21,7 +21,10 @@
 //	if errors.As(err, &p) && p.Name() == "not-found" { ... }
 //
 // A call refused at the TLS handshake for the client's credential
-// matches ErrCredentialRefused (errors.Is).
+// matches ErrCredentialRefused (errors.Is). A call over the caller's
+// rate (http.rate_limit) is a Problem named "rate-limited" (status 429):
+// nothing of it was done, and it may be asked again after its
+// RetryAfter. The client does not retry by itself.
 //
 // A registration read or written carries its version (Agent.ETag):
 // UpdateAgentIfMatch and DeleteAgentIfMatch change only that version,

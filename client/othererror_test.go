@@ -43,3 +43,31 @@ func TestProblemOfOtherErrorShapes(t *testing.T) {
 		})
 	}
 }
+
+// A 429's Retry-After, in seconds, is the problem's RetryAfter; a date,
+// junk or none is 0, and more than a day is a day.
+func TestProblemRetryAfter(t *testing.T) {
+	for header, want := range map[string]time.Duration{
+		"3":                             3 * time.Second,
+		"0":                             0,
+		"":                              0,
+		"-1":                            0,
+		"1.5":                           0,
+		"Wed, 21 Oct 2026 07:28:00 GMT": 0,
+		"99999999":                      24 * time.Hour,
+	} {
+		c := hostileAuthority(t, 10*time.Second, func(w http.ResponseWriter, r *http.Request) {
+			if header != "" {
+				w.Header().Set("Retry-After", header)
+			}
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			w.Write([]byte(`{"type": "https://mandate.dev/problems/rate-limited", "title": "Rate limit reached", "status": 429}`))
+		})
+		_, err := c.GetRaw(context.Background(), "/v1/bundle")
+		var p *client.Problem
+		if !errors.As(err, &p) || p.Name() != "rate-limited" || p.RetryAfter != want {
+			t.Errorf("Retry-After %q: GetRaw = %#v, want a rate-limited problem with RetryAfter %v", header, err, want)
+		}
+	}
+}
