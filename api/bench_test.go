@@ -17,7 +17,7 @@ import (
 // the whole API path (TLS 1.3 mTLS, keep-alive, JSON), client and server in
 // one process: `go test -bench IssueOverHTTPS -cpu 2 ./api/`.
 func BenchmarkIssueOverHTTPS(b *testing.B) {
-	e := start(b, "org-a.example")
+	e := start(b, "org-a.example", noRateLimit)
 	node := e.joinNode()
 	agentID := e.registerAgent("bench", node.id)
 	c, err := client.New(client.Config{Server: e.url, TrustDomain: e.td, Bundle: e.bundle, SVID: node.chain, Key: node.key, MaxConns: 64})
@@ -58,7 +58,7 @@ func BenchmarkIssueOverHTTPS(b *testing.B) {
 // path (TLS 1.3 mTLS, keep-alive, durable audit record), client and
 // server in one process: `go test -bench DataAPI -cpu 2 ./api/`.
 func BenchmarkDataAPIOverHTTPS(b *testing.B) {
-	pe := startPolicyB(b)
+	pe := startPolicyB(b, noRateLimit)
 	c, err := client.New(client.Config{Server: pe.url, TrustDomain: pe.td, Bundle: pe.bundle, SVID: pe.gateway.chain, Key: pe.gateway.key, MaxConns: 64})
 	if err != nil {
 		b.Fatal(err)
@@ -86,7 +86,7 @@ func BenchmarkDataAPIOverHTTPS(b *testing.B) {
 // move; ns/op also waits for the audit commits):
 // `go test -run '^$' -bench DelegationFlow -cpu 2 ./api/`.
 func BenchmarkDelegationFlow(b *testing.B) {
-	e := start(b, "org-a.example")
+	e := start(b, "org-a.example", noRateLimit)
 	from := e.agentWithScopes("delegator", "calendar:read")
 	to := e.agentWithScopes("delegatee")
 	caller := &authority.Caller{ID: from.id, Cert: from.chain[0]}
@@ -138,7 +138,7 @@ func runInFlight(b *testing.B, do func() error) {
 // is the process's CPU time, both sides.
 // `go test -run '^$' -bench NewConnection -cpu 2 ./api/`.
 func BenchmarkNewConnection(b *testing.B) {
-	e := start(b, "org-a.example")
+	e := start(b, "org-a.example", noRateLimit)
 	node := e.joinNode()
 	c := e.client(node.chain, node.key)
 	var ru0 syscall.Rusage
@@ -168,7 +168,7 @@ func BenchmarkNewConnection(b *testing.B) {
 // `go test -run '^$' -bench DelegateOverHTTPS -cpu 2 -benchmem ./api/`.
 // cpu-µs/op is the process's CPU per delegation, both sides.
 func BenchmarkDelegateOverHTTPS(b *testing.B) {
-	e := start(b, "org-a.example")
+	e := start(b, "org-a.example", noRateLimit)
 	from := e.agentWithScopes("delegator", "calendar:read")
 	to := e.agentWithScopes("delegatee")
 	c, err := client.New(client.Config{Server: e.url, TrustDomain: e.td, Bundle: e.bundle, SVID: from.chain, Key: from.key, MaxConns: 64})

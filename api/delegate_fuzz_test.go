@@ -81,7 +81,7 @@ func (z *delegationFuzz) parentHop(t testing.TB) *delegationHop {
 }
 
 func newDelegationFuzz(t testing.TB) *delegationFuzz {
-	e := start(t, "org-a.example")
+	e := start(t, "org-a.example", noRateLimit)
 	return &delegationFuzz{e: e, a: e.agentWithScopes("a", "calendar:read"), b: e.agentWithScopes("b"), h: e.srv.Handler()}
 }
 

@@ -61,6 +61,13 @@ func start(t testing.TB, td string, mutate ...func(*authority.Config)) *env {
 	return run(t, cfg)
 }
 
+// noRateLimit turns http.rate_limit off, for a benchmark or a fuzz
+// target: their load is one caller's, far over any rate.
+func noRateLimit(c *authority.Config) {
+	zero := 0
+	c.HTTP.RateLimit.RequestsPerSecond = &zero
+}
+
 // run runs an authority with cfg (defaults set) until the test ends.
 func run(t testing.TB, cfg authority.Config) *env {
 	t.Helper()

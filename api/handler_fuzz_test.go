@@ -65,7 +65,7 @@ type apiFuzz struct {
 }
 
 func newAPIFuzz(t testing.TB) *apiFuzz {
-	e := start(t, "org-a.example")
+	e := start(t, "org-a.example", noRateLimit)
 	node := e.joinNode()
 	return &apiFuzz{e: e, node: node, agentID: e.registerAgent("hello", node.id), agent: e.agentWithScopes("a", "calendar:read"),
 		adminChain: e.adminChain(), h: e.srv.Handler()}

@@ -50,7 +50,7 @@ var wwwAuthenticate = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32} real
 // request's when that is 1 to 256 printable ASCII characters, else one
 // of the server's own.
 func FuzzRequestHeaders(f *testing.F) {
-	e := start(f, "org-a.example")
+	e := start(f, "org-a.example", noRateLimit)
 	agent := e.agentWithScopes("a", "calendar:read")
 	adminChain := e.adminChain()
 	h := e.srv.Handler()

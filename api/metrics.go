@@ -24,6 +24,7 @@ type metrics struct {
 	tlsRefused   prometheus.Counter
 	connsOpen    prometheus.Gauge
 	connsShed    *prometheus.CounterVec
+	rateLimited  *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -57,8 +58,11 @@ func newMetrics() *metrics {
 		connsShed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mandate_http_connections_shed_total", Help: "Connections shed at a listener's http.max_connections, by how: idle_closed (the longest idle connection closed for a new one), refused (none idle: the new one closed unanswered).",
 		}, []string{"how"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mandate_http_rate_limited_total", Help: "Requests refused 429 rate-limited, over their caller's http.rate_limit, by route as in mandate_http_requests_total.",
+		}, []string{"route"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.delegations, m.tlsRefused, m.connsOpen, m.connsShed,
+	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.delegations, m.tlsRefused, m.connsOpen, m.connsShed, m.rateLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -177,6 +177,24 @@ func TestMetricsFollowPrometheusConventions(t *testing.T) {
 		got[name] = true
 	}
 
+	// A request over http.rate_limit (1 a second, 1 at once): the
+	// second of two joins from one address.
+	limited := start(t, "org-d.example", func(c *authority.Config) {
+		one := 1
+		c.HTTP.RateLimit = authority.RateLimitConfig{RequestsPerSecond: &one, Burst: 1}
+	})
+	limited.frozen.Store(time.Now().UnixNano())
+	for range 2 {
+		resp, err := limited.rawClient(nil, nil).Post(limited.url+"/v1/nodes/join", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	for name := range checkExposition(t, limited.scrape()) {
+		got[name] = true
+	}
+
 	var missing []string
 	for _, name := range documentedMetrics(t) {
 		if !got[name] {

@@ -117,6 +117,7 @@ var problemTable = []problemKind{
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large"},
 	{errBodyTimeout, http.StatusRequestTimeout, "request-timeout", "Request body not received in time"},
 	{errBodyBroken, http.StatusBadRequest, "incomplete-body", "Request body incomplete"},
+	{errRateLimited, http.StatusTooManyRequests, "rate-limited", "Rate limit reached"},
 	{errContentType, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type"},
 	{errBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{errBadQuery, http.StatusBadRequest, "invalid-request", "Invalid request"},

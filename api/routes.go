@@ -182,15 +182,29 @@ func (s *Server) bundleHandler() (http.Handler, error) {
 // role 403, whatever it sent (and learns nothing of the endpoint's
 // validation). The middleware checks this before it reads the body; the
 // flows check again; this only answers first.
+//
+// Then, for an endpoint that records, it takes the request from the
+// caller's rate limit (rateLimit): over it, the answer is 429
+// rate-limited, before the body is read.
 func (s *Server) gate(pattern string, h http.HandlerFunc) http.HandlerFunc {
 	check := s.roleCheck(pattern)
-	if check == nil {
+	limited := rateLimited(pattern)
+	if check == nil && !limited {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := check(callerOf(r), r); err != nil {
-			s.writeRefusal(w, r, err)
-			return
+		c := callerOf(r)
+		if check != nil {
+			if err := check(c, r); err != nil {
+				s.writeRefusal(w, r, err)
+				return
+			}
+		}
+		if limited {
+			if ok, wait := s.limit.allow(s.a, c, r.RemoteAddr, pattern); !ok {
+				s.writeRateLimited(w, r, pattern, wait)
+				return
+			}
 		}
 		h(w, r)
 	}

@@ -32,6 +32,7 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 	metrics *metrics
+	limit   *rateLimit
 	maxBody int64
 	// workTime bounds a request's work once its body has been read
 	// (requestTimeout; tests shorten it).
@@ -66,6 +67,7 @@ func New(a *authority.Authority) (*Server, error) {
 	s.metrics.reg.MustRegister(policyReloadCounters(a.PolicyReloads)...)
 	s.metrics.reg.MustRegister(evictionCounters(a.NodeEvictions)...)
 	s.metrics.reg.MustRegister(federationGauges{a.FederationRefreshes})
+	s.limit = newRateLimit(a.Config().HTTP.RateLimit, a.Now, s.log, s.metrics)
 	mux, err := s.routes()
 	if err != nil {
 		return nil, err

@@ -233,6 +233,58 @@ type HTTPConfig struct {
 	// MetricsReaders, when not empty, are the SPIFFE IDs (besides admins)
 	// that may read /metrics, over mTLS; empty: anyone may.
 	MetricsReaders []string `yaml:"metrics_readers"`
+	// RateLimit bounds how often each caller may ask for what the
+	// authority records.
+	RateLimit RateLimitConfig `yaml:"rate_limit"`
+}
+
+// RateLimitConfig bounds the requests each caller other than an admin
+// may make to the endpoints that record what they do in the audit log
+// (every POST, and the Data API's GET): a token bucket per caller's
+// SPIFFE ID, or per client address (an IPv6 one's /64) for a caller
+// without a client certificate. A request over it is answered 429
+// rate-limited, with Retry-After, and recorded nowhere.
+type RateLimitConfig struct {
+	// RequestsPerSecond is each caller's sustained rate (default
+	// DefaultRequestsPerSecond; 0: no limit).
+	RequestsPerSecond *int `yaml:"requests_per_second"`
+	// Burst is how many requests a caller may make at once after a
+	// quiet time (default twice requests_per_second).
+	Burst int `yaml:"burst"`
+	// Callers gives these SPIFFE IDs a rate of their own (0: no limit),
+	// with a burst of twice it: a platform that asks many decisions.
+	Callers map[string]int `yaml:"callers"`
+}
+
+// DefaultRequestsPerSecond is http.rate_limit.requests_per_second when it
+// is not set: far more than an agent, a node or a joining device needs,
+// and a fraction of what the authority serves on two cores, so that no
+// one caller takes it all.
+const DefaultRequestsPerSecond = 200
+
+// maxRequestsPerSecond bounds http.rate_limit's rates and burst.
+const maxRequestsPerSecond = 1_000_000
+
+// Rate is the sustained rate and the burst that caller id may make
+// requests at; rate 0 is no limit. A caller without a SPIFFE ID (zero
+// id) has the default.
+func (r RateLimitConfig) Rate(id spiffeid.ID) (rate float64, burst int) {
+	if !id.IsZero() {
+		if n, ok := r.Callers[id.String()]; ok {
+			return float64(n), 2 * n
+		}
+	}
+	if r.RequestsPerSecond == nil {
+		return DefaultRequestsPerSecond, r.burst(DefaultRequestsPerSecond)
+	}
+	return float64(*r.RequestsPerSecond), r.burst(*r.RequestsPerSecond)
+}
+
+func (r RateLimitConfig) burst(rate int) int {
+	if r.Burst > 0 {
+		return r.Burst
+	}
+	return 2 * rate
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s").
@@ -311,6 +363,8 @@ var noEmptyValue = []struct {
 	{path: []string{"http", "read_timeout"}},
 	{path: []string{"http", "write_timeout"}},
 	{path: []string{"http", "idle_timeout"}},
+	{path: []string{"http", "rate_limit", "requests_per_second"}},
+	{path: []string{"http", "rate_limit", "burst"}, number: true},
 	{path: []string{"federation", "bundle_refresh_hint"}},
 	{path: []string{"federation", "trust_domains", "[]", "profile"}},
 }
@@ -598,6 +652,13 @@ func (c *Config) SetDefaults() {
 	setDefault(&c.HTTP.ReadTimeout, Duration(10*time.Second))
 	setDefault(&c.HTTP.WriteTimeout, Duration(15*time.Second))
 	setDefault(&c.HTTP.IdleTimeout, Duration(120*time.Second))
+	if c.HTTP.RateLimit.RequestsPerSecond == nil {
+		n := DefaultRequestsPerSecond
+		c.HTTP.RateLimit.RequestsPerSecond = &n
+	}
+	if *c.HTTP.RateLimit.RequestsPerSecond > 0 {
+		setDefault(&c.HTTP.RateLimit.Burst, 2**c.HTTP.RateLimit.RequestsPerSecond)
+	}
 	for i := range c.Federation.TrustDomains {
 		setDefault(&c.Federation.TrustDomains[i].Profile, "https_spiffe")
 	}
@@ -848,9 +909,33 @@ func (h *HTTPConfig) validate() error {
 	if h.MaxConnections < 1 || h.MaxConnections > 1_000_000 {
 		return fmt.Errorf("http.max_connections %d: must be between 1 and 1000000", h.MaxConnections)
 	}
+	if err := h.RateLimit.validate(); err != nil {
+		return err
+	}
 	for name, d := range map[string]Duration{"http.read_timeout": h.ReadTimeout, "http.write_timeout": h.WriteTimeout, "http.idle_timeout": h.IdleTimeout} {
 		if d.D() < 100*time.Millisecond || d.D() > time.Hour {
 			return fmt.Errorf("%s %s: must be between 100ms and 1h", name, d.D())
+		}
+	}
+	return nil
+}
+
+func (r RateLimitConfig) validate() error {
+	if n := r.RequestsPerSecond; n != nil && (*n < 0 || *n > maxRequestsPerSecond) {
+		return fmt.Errorf("http.rate_limit.requests_per_second %d: must be between 0 (no limit) and %d", *n, maxRequestsPerSecond)
+	}
+	if r.Burst < 0 || r.Burst > 2*maxRequestsPerSecond {
+		return fmt.Errorf("http.rate_limit.burst %d: must be between 1 and %d", r.Burst, 2*maxRequestsPerSecond)
+	}
+	if r.Burst > 0 && r.RequestsPerSecond != nil && *r.RequestsPerSecond == 0 {
+		return fmt.Errorf("http.rate_limit.burst %d: requests_per_second is 0 (no limit): a burst bounds nothing", r.Burst)
+	}
+	for id, n := range r.Callers {
+		if _, err := spiffeid.FromString(id); err != nil {
+			return fmt.Errorf("http.rate_limit.callers: %q: %v", id, err)
+		}
+		if n < 0 || n > maxRequestsPerSecond {
+			return fmt.Errorf("http.rate_limit.callers: %s: %d: must be between 0 (no limit) and %d", id, n, maxRequestsPerSecond)
 		}
 	}
 	return nil

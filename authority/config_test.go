@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"mandate.dev/mandate/authority"
 )
 
@@ -174,6 +176,17 @@ func TestConfigValidate(t *testing.T) {
 		{"negative group commit wait", func(c *authority.Config) { d := authority.Duration(-time.Millisecond); c.Audit.GroupCommitWait = &d }, "audit.group_commit_wait"},
 		{"long group commit wait", func(c *authority.Config) { d := authority.Duration(time.Second); c.Audit.GroupCommitWait = &d }, "audit.group_commit_wait"},
 		{"no group commit wait", func(c *authority.Config) { d := authority.Duration(0); c.Audit.GroupCommitWait = &d }, ""},
+		{"negative rate limit", func(c *authority.Config) { n := -1; c.HTTP.RateLimit.RequestsPerSecond = &n }, "http.rate_limit.requests_per_second"},
+		{"no rate limit", func(c *authority.Config) { n := 0; c.HTTP.RateLimit.RequestsPerSecond, c.HTTP.RateLimit.Burst = &n, 0 }, ""},
+		{"a burst without a rate limit", func(c *authority.Config) { n := 0; c.HTTP.RateLimit.RequestsPerSecond = &n }, "http.rate_limit.burst"},
+		{"negative burst", func(c *authority.Config) { c.HTTP.RateLimit.Burst = -1 }, "http.rate_limit.burst"},
+		{"rate of a caller that is no SPIFFE ID", func(c *authority.Config) { c.HTTP.RateLimit.Callers = map[string]int{"gateway": 10} }, "http.rate_limit.callers"},
+		{"negative rate of a caller", func(c *authority.Config) {
+			c.HTTP.RateLimit.Callers = map[string]int{"spiffe://mandate.localhost/platform/gw": -1}
+		}, "http.rate_limit.callers"},
+		{"rates of callers", func(c *authority.Config) {
+			c.HTTP.RateLimit.Callers = map[string]int{"spiffe://mandate.localhost/platform/gw": 0, "spiffe://org-b.example/gw": 5000}
+		}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -379,4 +392,30 @@ func fieldByYAML(v reflect.Value, name string) reflect.Value {
 		}
 	}
 	panic("no yaml key " + name)
+}
+
+// A caller's rate: its own when http.rate_limit.callers lists it (burst
+// twice it), else requests_per_second and burst, each defaulted.
+func TestRateLimitRate(t *testing.T) {
+	gw := spiffeid.RequireFromString("spiffe://org-a.example/platform/gw")
+	other := spiffeid.RequireFromString("spiffe://org-a.example/agent/a")
+	fifty := 50
+	for _, tc := range []struct {
+		name      string
+		cfg       authority.RateLimitConfig
+		id        spiffeid.ID
+		rate      float64
+		wantBurst int
+	}{
+		{"defaults", authority.RateLimitConfig{}, other, authority.DefaultRequestsPerSecond, 2 * authority.DefaultRequestsPerSecond},
+		{"no SPIFFE ID", authority.RateLimitConfig{RequestsPerSecond: &fifty}, spiffeid.ID{}, 50, 100},
+		{"a burst of its own", authority.RateLimitConfig{RequestsPerSecond: &fifty, Burst: 7}, other, 50, 7},
+		{"a caller listed", authority.RateLimitConfig{RequestsPerSecond: &fifty, Burst: 7, Callers: map[string]int{gw.String(): 1000}}, gw, 1000, 2000},
+		{"a caller listed with 0", authority.RateLimitConfig{Callers: map[string]int{gw.String(): 0}}, gw, 0, 0},
+		{"another caller", authority.RateLimitConfig{RequestsPerSecond: &fifty, Callers: map[string]int{gw.String(): 0}}, other, 50, 100},
+	} {
+		if rate, burst := tc.cfg.Rate(tc.id); rate != tc.rate || burst != tc.wantBurst {
+			t.Errorf("%s: Rate(%v) = %v, %d; want %v, %d", tc.name, tc.id, rate, burst, tc.rate, tc.wantBurst)
+		}
+	}
 }

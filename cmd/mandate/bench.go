@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -348,7 +349,10 @@ func loadWorker(ctx context.Context, conn *benchConn, check func([]byte) error) 
 		t := time.Now()
 		status, ans, err := conn.do(ctx)
 		took := time.Since(t) // the answer's latency, not the check's that follows
-		if err == nil && (status < 200 || status > 299) {
+		switch {
+		case err == nil && status == http.StatusTooManyRequests:
+			err = fmt.Errorf("bench: answer 429: the server limits this caller (http.rate_limit): bench a server started with --rate-limit 0: %.300s", ans)
+		case err == nil && (status < 200 || status > 299):
 			err = fmt.Errorf("bench: answer %d: %.300s", status, ans)
 		}
 		if err == nil && n%checkEvery == 0 {

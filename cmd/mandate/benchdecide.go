@@ -257,14 +257,16 @@ func procCPU(pid int) time.Duration {
 var servingRE = regexp.MustCompile(`is serving on (https://\S+)`)
 
 // startMandateServer runs this binary's serve with the policies of pdir
-// (empty: the embedded ones).
+// (empty: the embedded ones), without a rate limit.
 func startMandateServer(ctx context.Context, tmp, pdir string) (*benchServer, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	dataDir := filepath.Join(tmp, "mandate-data")
-	args := []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "warn"}
+	// The load is one caller's: with http.rate_limit, the bench would
+	// measure the limit.
+	args := []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--rate-limit", "0", "--log-level", "warn"}
 	if pdir != "" {
 		args = append(args, "--policy-dir", pdir)
 	}

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/audit"
+	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
 )
@@ -543,6 +544,41 @@ func TestServeEmptyPolicyDirFlag(t *testing.T) {
 	}
 }
 
+// --rate-limit sets http.rate_limit.requests_per_second over the file's;
+// 0 (no limit) drops the file's burst, which would bound nothing.
+func TestServeRateLimitFlag(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "mandate.yaml")
+	if err := os.WriteFile(cfg, []byte("http:\n  rate_limit:\n    requests_per_second: 50\n    burst: 70\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args        []string
+		rate, burst int
+		wantErr     string
+	}{
+		{nil, authority.DefaultRequestsPerSecond, 2 * authority.DefaultRequestsPerSecond, ""},
+		{[]string{"--config", cfg}, 50, 70, ""},
+		{[]string{"--config", cfg, "--rate-limit", "0"}, 0, 0, ""},
+		{[]string{"--config", cfg, "--rate-limit", "1000"}, 1000, 70, ""},
+		{[]string{"--rate-limit", "10"}, 10, 20, ""},
+		{[]string{"--rate-limit", "ten"}, 0, 0, "--rate-limit"},
+		{[]string{"--rate-limit", "-1"}, 0, 0, "http.rate_limit.requests_per_second"},
+		{[]string{"--rate-limit", ""}, 0, 0, "--rate-limit given an empty value"},
+	} {
+		c, err := serveConfig(tc.args, io.Discard)
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("serve %q = %v, want an error naming %s", tc.args, err, tc.wantErr)
+			}
+		case err != nil:
+			t.Errorf("serve %q = %v", tc.args, err)
+		case *c.HTTP.RateLimit.RequestsPerSecond != tc.rate || c.HTTP.RateLimit.Burst != tc.burst:
+			t.Errorf("serve %q: requests_per_second %d, burst %d; want %d, %d", tc.args, *c.HTTP.RateLimit.RequestsPerSecond, c.HTTP.RateLimit.Burst, tc.rate, tc.burst)
+		}
+	}
+}
+
 // admin backup create writes a backup on the authority's host, in
 // <data-dir>/backups, and prints where and what.
 func TestCLIAdminBackup(t *testing.T) {
@@ -569,7 +605,7 @@ func TestCLIAdminBackup(t *testing.T) {
 
 func TestBenchIssue(t *testing.T) {
 	dir := t.TempDir()
-	url := startServe(t, dir)
+	url := startServe(t, dir, "--rate-limit", "0") // as README runs it: the load is one node's
 	// The server runs in this process: --server-pid is this process's.
 	out, err := cli(t, url, dir, "bench", "issue", "--duration", "300ms", "--concurrency", "2", "--server-pid", strconv.Itoa(os.Getpid()))
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,28 +89,19 @@ given an empty value, null or 0):
     public_url: ""                  # https URL clients reach the API at (OAuth metadata); default: the Host they used
     server_names: []                # more DNS names and IPs for the server certificate (besides localhost, the listen and public_url hosts)
     metrics_readers: []             # SPIFFE IDs that may read /metrics, with admins (empty: anyone)
+    rate_limit:                     # per caller but admins (SPIFFE ID; without one, IP address), on requests that may record: POSTs, Data API GETs
+      requests_per_second: 200      # sustained (0: no limit); over it: 429 rate-limited, Retry-After
+      burst: 400                    # at once after a quiet time (default twice requests_per_second)
+      callers: {}                   # SPIFFE ID -> its own requests_per_second (0: no limit; burst twice it)
 `
 
 // serveFlags are the flags of mandate serve; each overrides its config key.
 type serveFlags struct {
-	config, trustDomain, listen, dataDir, logLevel, policyDir string
+	config, trustDomain, listen, dataDir, logLevel, policyDir, rateLimit string
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", "serve [flags]", stderr)
-	var f serveFlags
-	fs.StringVar(&f.config, "config", "", "YAML configuration file (see below)")
-	fs.StringVar(&f.trustDomain, "trust-domain", "", "trust domain (default "+authority.DefaultTrustDomain+")")
-	fs.StringVar(&f.listen, "listen", "", "HTTPS listen address (default 127.0.0.1:8443)")
-	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (default ./mandate-data)")
-	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
-	fs.StringVar(&f.policyDir, "policy-dir", "", "Rego policy directory replacing the embedded policies/ (reloaded on SIGHUP)")
-	usage := fs.Usage
-	fs.Usage = func() { usage(); fmt.Fprint(stderr, serveHelp) }
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := loadServeConfig(fs, f)
+	cfg, err := serveConfig(args, stderr)
 	if err != nil {
 		return err
 	}
@@ -120,6 +112,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return err
 }
 
+// serveConfig is the configuration serve's args ask for: the file's
+// (--config), the flags over it, the defaults set, checked.
+func serveConfig(args []string, stderr io.Writer) (authority.Config, error) {
+	fs := newFlagSet("serve", "serve [flags]", stderr)
+	var f serveFlags
+	fs.StringVar(&f.config, "config", "", "YAML configuration file (see below)")
+	fs.StringVar(&f.trustDomain, "trust-domain", "", "trust domain (default "+authority.DefaultTrustDomain+")")
+	fs.StringVar(&f.listen, "listen", "", "HTTPS listen address (default 127.0.0.1:8443)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (default ./mandate-data)")
+	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fs.StringVar(&f.policyDir, "policy-dir", "", "Rego policy directory replacing the embedded policies/ (reloaded on SIGHUP)")
+	fs.StringVar(&f.rateLimit, "rate-limit", "", "requests a second each caller but admins may make that record (http.rate_limit.requests_per_second; 0: no limit, as for a benchmark) (default 200)")
+	usage := fs.Usage
+	fs.Usage = func() { usage(); fmt.Fprint(stderr, serveHelp) }
+	if err := parseFlags(fs, args); err != nil {
+		return authority.Config{}, err
+	}
+	return loadServeConfig(fs, f)
+}
+
 func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
 	cfg := &authority.Config{}
 	if f.config != "" {
@@ -128,7 +140,7 @@ func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
 			return authority.Config{}, err
 		}
 	}
-	var empty []string
+	var empty, bad []string
 	fs.Visit(func(fl *flag.Flag) {
 		// An empty value would fall back to the default, not keep the
 		// config file's: a --trust-domain "$TD" with TD unset is a
@@ -148,10 +160,22 @@ func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
 			cfg.LogLevel = f.logLevel
 		case "policy-dir":
 			cfg.Policy.Dir = f.policyDir
+		case "rate-limit":
+			n, err := strconv.Atoi(f.rateLimit)
+			if err != nil && f.rateLimit != "" {
+				bad = append(bad, fmt.Sprintf("--rate-limit %q: not a whole number of requests a second", f.rateLimit))
+			}
+			cfg.HTTP.RateLimit.RequestsPerSecond = &n
+			if n == 0 {
+				cfg.HTTP.RateLimit.Burst = 0 // the config file's bounds nothing now
+			}
 		}
 	})
 	if len(empty) > 0 {
 		return authority.Config{}, usagef("%s given an empty value: give a value, or leave the flag out for the config file's (or the default)", strings.Join(empty, ", "))
+	}
+	if len(bad) > 0 {
+		return authority.Config{}, usagef("%s", strings.Join(bad, "; "))
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {

@@ -1,0 +1,209 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/authority"
+)
+
+// rateLimit keeps a token bucket for each caller of the endpoints that
+// record (http.rate_limit): by SPIFFE ID, or by client address for a
+// caller without a client certificate. Its memory is bounded: past
+// maxBuckets callers, those whose bucket has filled again are forgotten
+// (a full bucket is a caller never seen); when none has, the callers
+// not yet known share one bucket until some fill again, so that a flood
+// from many addresses is held back as one.
+type rateLimit struct {
+	cfg     authority.RateLimitConfig
+	log     *slog.Logger
+	limited *prometheus.CounterVec // by route
+	now     func() time.Time
+
+	mu      sync.Mutex
+	buckets map[string]*bucket
+	// shared is the bucket of the callers not known when buckets is
+	// full; swept is when buckets was last swept for full ones (once a
+	// second at most: a sweep reads every bucket).
+	shared *bucket
+	swept  time.Time
+	// warned is when the limit was last said in the server log (once a
+	// minute at most).
+	warned time.Time
+}
+
+// maxBuckets bounds the callers a rateLimit keeps a bucket for: some
+// 100 bytes each.
+const maxBuckets = 100_000
+
+// bucket holds tokens, a request taking one; they come back at rate a
+// second, up to burst.
+type bucket struct {
+	rate   float64
+	burst  float64
+	tokens float64
+	at     time.Time // when tokens was counted
+}
+
+// newRateLimit limits by cfg, on the clock now (the authority's).
+func newRateLimit(cfg authority.RateLimitConfig, now func() time.Time, log *slog.Logger, m *metrics) *rateLimit {
+	return &rateLimit{cfg: cfg, log: log, limited: m.rateLimited, now: now, buckets: map[string]*bucket{}}
+}
+
+// fill counts the tokens back in at now. A clock set back gives none,
+// and they come back from then: a bucket does not wait for the clock to
+// be where it was.
+func (b *bucket) fill(now time.Time) {
+	if d := now.Sub(b.at); d > 0 {
+		b.tokens = math.Min(b.burst, b.tokens+d.Seconds()*b.rate)
+	}
+	b.at = now
+}
+
+// take takes a token at now, or says how long until one is there.
+func (b *bucket) take(now time.Time) (ok bool, wait time.Duration) {
+	b.fill(now)
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+}
+
+// allow takes a request of caller c, from address remote, for route:
+// false, and how long to wait, when it is over the caller's rate. An
+// admin is never limited.
+func (l *rateLimit) allow(a *authority.Authority, c *authority.Caller, remote, route string) (bool, time.Duration) {
+	var key string
+	var rate float64
+	var burst int
+	if c != nil && !c.ID.IsZero() {
+		if a.RoleOf(c.ID) == authority.RoleAdmin {
+			return true, 0
+		}
+		key = c.ID.String()
+		rate, burst = l.cfg.Rate(c.ID)
+	} else {
+		key = addressKey(remote)
+		rate, burst = l.cfg.Rate(spiffeid.ID{})
+	}
+	if rate <= 0 {
+		return true, 0
+	}
+	now := l.now()
+	l.mu.Lock()
+	b := l.bucketOf(key, rate, burst, now)
+	ok, wait := b.take(now)
+	warn := !ok && now.Sub(l.warned) >= time.Minute
+	if warn {
+		l.warned = now
+	}
+	l.mu.Unlock()
+	if !ok {
+		l.limited.WithLabelValues(route).Inc()
+	}
+	if warn {
+		l.log.Warn("rate limit reached (http.rate_limit): requests over it are answered 429 and not recorded; said once a minute, counted in mandate_http_rate_limited_total",
+			"caller", key, "requests_per_second", rate, "burst", burst, "route", route)
+	}
+	return ok, wait
+}
+
+// bucketOf is key's bucket, a full one if it has none (l.mu held).
+func (l *rateLimit) bucketOf(key string, rate float64, burst int, now time.Time) *bucket {
+	if b, ok := l.buckets[key]; ok {
+		return b
+	}
+	if len(l.buckets) >= maxBuckets && now.Sub(l.swept) >= time.Second {
+		l.swept = now
+		for k, b := range l.buckets {
+			if b.fill(now); b.tokens >= b.burst {
+				delete(l.buckets, k)
+			}
+		}
+	}
+	if len(l.buckets) >= maxBuckets {
+		if l.shared == nil {
+			l.shared = &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), at: now}
+		}
+		return l.shared
+	}
+	b := &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), at: now}
+	l.buckets[key] = b
+	return b
+}
+
+// addressKey is the key of a caller without a SPIFFE ID: its IP address,
+// or the /64 of an IPv6 one (one host often has all of it).
+func addressKey(remote string) string {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return "address " + remote
+	}
+	addr := ap.Addr().Unmap()
+	if addr.Is6() {
+		if p, err := addr.Prefix(64); err == nil {
+			return "address " + p.String()
+		}
+	}
+	return "address " + addr.String()
+}
+
+// rateLimited says whether pattern's requests count against the rate
+// limit: those that may record (every POST, and the Data API's GET,
+// which records the decision).
+func rateLimited(pattern string) bool {
+	method, path, _ := strings.Cut(pattern, " ")
+	return method == http.MethodPost || isDataPath(path)
+}
+
+// errRateLimited refuses a request over its caller's rate.
+var errRateLimited = errors.New("api: rate limit reached")
+
+// writeRateLimited answers a request over its caller's rate: 429 with
+// Retry-After (RFC 6585, RFC 9110 §10.2.3), in the shape of the
+// endpoint's other errors: OPA's on the Data API, OAuth's on the token
+// endpoint, a problem elsewhere.
+func (s *Server) writeRateLimited(w http.ResponseWriter, r *http.Request, pattern string, wait time.Duration) {
+	// The outcome counters count every request of their endpoints once:
+	// this one too.
+	switch pattern {
+	case "POST /v1/delegations", "POST /v1/token":
+		s.metrics.delegations.WithLabelValues("refused").Inc()
+	case "POST /v1/nodes/join":
+		s.metrics.attestations.WithLabelValues("join_token", "refused").Inc()
+	case "POST /v1/nodes/attest/tpm/challenge", "POST /v1/nodes/attest/tpm/verify":
+		s.metrics.attestations.WithLabelValues("tpm", "refused").Inc()
+	}
+	after := retryAfter(wait)
+	w.Header().Set("Retry-After", after)
+	msg := "too many requests from this caller (http.rate_limit): try again in " + after + " s"
+	switch {
+	case isDataPath(r.URL.Path):
+		writeOPAError(w, http.StatusTooManyRequests, opaRateLimited, msg)
+	case pattern == "POST /v1/token":
+		oauthError(w, http.StatusTooManyRequests, "temporarily_unavailable", msg)
+	default:
+		writeError(w, r, s.log, fmt.Errorf("%w: %s", errRateLimited, msg))
+	}
+}
+
+// opaRateLimited is the code of the Data API's 429 (OPA has none of its
+// own: it does not limit).
+const opaRateLimited = "too_many_requests"
+
+// retryAfter is the Retry-After value of wait: whole seconds, at least 1.
+func retryAfter(wait time.Duration) string {
+	return strconv.FormatInt(max(1, int64(math.Ceil(wait.Seconds()))), 10)
+}
