@@ -195,6 +195,17 @@ func TestMetricsFollowPrometheusConventions(t *testing.T) {
 		got[name] = true
 	}
 
+	// A witness refusing a request that is not one (C2SP tlog-witness).
+	witness := start(t, "org-e.example", func(c *authority.Config) { c.Audit.Witness.Logs = []string{limited.a.AuditVerifierKey()} })
+	resp, err := witness.rawClient(nil, nil).Post(witness.url+"/v1/witness/add-checkpoint", "text/plain", strings.NewReader("old 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for name := range checkExposition(t, witness.scrape()) {
+		got[name] = true
+	}
+
 	var missing []string
 	for _, name := range documentedMetrics(t) {
 		if !got[name] {

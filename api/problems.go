@@ -16,6 +16,7 @@ import (
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
+	"mandate.dev/mandate/witness"
 )
 
 // ProblemBase prefixes every problem type URI.
@@ -121,6 +122,12 @@ var problemTable = []problemKind{
 	{errContentType, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type"},
 	{errBadPath, http.StatusBadRequest, "invalid-request", "Invalid request"},
 	{errBadQuery, http.StatusBadRequest, "invalid-request", "Invalid request"},
+	{witness.ErrMalformed, http.StatusBadRequest, "witness-request-malformed", "Malformed add-checkpoint request"},
+	{witness.ErrUnknownLog, http.StatusNotFound, "witness-unknown-log", "Log not witnessed here"},
+	{witness.ErrNotSigned, http.StatusForbidden, "witness-checkpoint-unsigned", "Checkpoint not signed by its log"},
+	{witness.ErrInconsistent, http.StatusUnprocessableEntity, "witness-inconsistent", "Consistency proof does not verify"},
+	{witness.ErrRootMismatch, http.StatusConflict, "witness-root-mismatch", "Another root hash at the size cosigned"},
+	{errNoWitness, http.StatusNotFound, "not-found", "Not found"},
 	{audit.ErrIndexOutOfRange, http.StatusNotFound, "audit-entry-not-found", "No such audit entry"},
 	{audit.ErrTreeSize, http.StatusBadRequest, "invalid-tree-size", "Invalid tree size"},
 	{audit.ErrBadQuery, http.StatusBadRequest, "invalid-query", "Invalid search query"},

@@ -91,6 +91,8 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("POST /v1/admin/revocations", s.revoke)
 	handle("GET /v1/admin/revocations", s.listRevocations)
 
+	handle("POST /v1/witness/add-checkpoint", s.witnessAddCheckpoint)
+	handle("GET /v1/witness/verifier-key", s.witnessVerifierKey)
 	handle("POST /v1/nodes/join", s.join)
 	handle("POST /v1/nodes/attest/tpm/challenge", s.tpmChallenge)
 	handle("POST /v1/nodes/attest/tpm/verify", s.tpmVerify)

@@ -50,20 +50,28 @@ func GenerateKey(name string) (skey, vkey string, err error) {
 // An existing file must hold a key named name, and must not be readable or
 // writable by group or others. Errors name the path, never key material.
 func LoadOrCreateSigner(path, name string) (note.Signer, string, error) {
-	s, vkey, err := loadSigner(path, name)
+	s, _, vkey, err := LoadOrCreateKey(path, name)
+	return s, vkey, err
+}
+
+// LoadOrCreateKey is LoadOrCreateSigner that also returns the signer key
+// itself (secret: for a signer of another kind made from the same key,
+// such as a witness's cosignature/v1 signer).
+func LoadOrCreateKey(path, name string) (s note.Signer, skey, vkey string, err error) {
+	s, skey, vkey, err = loadSigner(path, name)
 	if !errors.Is(err, fs.ErrNotExist) {
-		return s, vkey, err
+		return s, skey, vkey, err
 	}
-	skey, _, err := GenerateKey(name)
+	skey, _, err = GenerateKey(name)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	if _, _, err := parseSignerKey(skey); err != nil { // e.g. a name note refuses
-		return nil, "", fmt.Errorf("audit: signer key name %q: %w", name, err)
+		return nil, "", "", fmt.Errorf("audit: signer key name %q: %w", name, err)
 	}
 	err = createFile(path, []byte(skey+"\n"))
 	if err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, "", fmt.Errorf("audit: write signer key %s: %w", path, err)
+		return nil, "", "", fmt.Errorf("audit: write signer key %s: %w", path, err)
 	}
 	// Load what is on disk: ours, or a concurrent creator's that won.
 	return loadSigner(path, name)
@@ -71,22 +79,22 @@ func LoadOrCreateSigner(path, name string) (note.Signer, string, error) {
 
 // loadSigner reads and checks the key file at path. Its error matches
 // fs.ErrNotExist when the file does not exist.
-func loadSigner(path, name string) (note.Signer, string, error) {
+func loadSigner(path, name string) (note.Signer, string, string, error) {
 	// Only this user's: a key others may read, or may have written, is
 	// not the log's (credfile.ErrNotPrivate).
 	b, err := credfile.ReadPrivate(path)
 	if err != nil {
-		return nil, "", fmt.Errorf("audit: signer key: %w", err)
+		return nil, "", "", fmt.Errorf("audit: signer key: %w", err)
 	}
 	skey := strings.TrimSuffix(string(b), "\n")
 	s, vkey, err := parseSignerKey(skey)
 	if err != nil {
-		return nil, "", fmt.Errorf("audit: signer key %s: %w", path, err)
+		return nil, "", "", fmt.Errorf("audit: signer key %s: %w", path, err)
 	}
 	if s.Name() != name {
-		return nil, "", fmt.Errorf("audit: signer key %s is named %q, want %q", path, s.Name(), name)
+		return nil, "", "", fmt.Errorf("audit: signer key %s is named %q, want %q", path, s.Name(), name)
 	}
-	return s, vkey, nil
+	return s, skey, vkey, nil
 }
 
 // parseSignerKey returns the signer of an Ed25519 note signer key and the

@@ -22,6 +22,7 @@ import (
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
+	"mandate.dev/mandate/witness"
 )
 
 // AuditPaths are the audit log's key files under the data directory: the
@@ -159,14 +160,58 @@ func (a *Authority) openAudit(ctx context.Context) error {
 	// only this user's to change: auditors on the host verify with it
 	// (audit verify's default --vkey), so a copy others may write to (or
 	// another user's) is written anew, as the key says.
-	if old, err := os.ReadFile(vkeyPath); err != nil || string(old) != vkey+"\n" || !ownWritable(vkeyPath) {
-		if err := credfile.WriteFileAtomic(vkeyPath, []byte(vkey+"\n"), 0o644); err != nil {
-			return fmt.Errorf("authority: the audit verifier key %s is written at start when it is missing, not the signing key's, a link, or writable by others, and could not be: %w", vkeyPath, err)
-		}
+	if err := publishVKey(vkeyPath, vkey); err != nil {
+		return fmt.Errorf("authority: the audit verifier key %s is written at start when it is missing, not the signing key's, a link, or writable by others, and could not be: %w", vkeyPath, err)
 	}
 	a.auditVKey = vkey
 	return nil
 }
+
+// WitnessPaths are the witness's key files under the data directory:
+// its Ed25519 note signer key (0600) and its cosignature/v1 verifier
+// key, which log clients verify its cosignatures with.
+func WitnessPaths(dataDir string) (key, vkey string) {
+	dir := filepath.Join(dataDir, "audit")
+	return filepath.Join(dir, "witness.key"), filepath.Join(dir, "witness.vkey")
+}
+
+// openWitness makes the authority the witness of audit.witness.logs,
+// creating its key on first use and publishing its verifier key.
+func (a *Authority) openWitness() error {
+	w := a.cfg.Audit.Witness
+	if len(w.Logs) == 0 {
+		return nil
+	}
+	name := w.Name
+	if name == "" {
+		name = a.td.Name() + "/witness"
+	}
+	keyPath, vkeyPath := WitnessPaths(a.cfg.DataDir)
+	_, skey, _, err := audit.LoadOrCreateKey(keyPath, name)
+	if err != nil {
+		return fmt.Errorf("authority: witness key: %w", err)
+	}
+	if a.witness, err = witness.New(a.store, skey, w.Logs); err != nil {
+		return fmt.Errorf("authority: %w", err)
+	}
+	if err := publishVKey(vkeyPath, a.witness.VerifierKey()); err != nil {
+		return fmt.Errorf("authority: the witness verifier key %s could not be written: %w", vkeyPath, err)
+	}
+	return nil
+}
+
+// publishVKey writes vkey, a public verifier key, to path (0644) unless
+// path holds it already, is this user's own file and not a link.
+func publishVKey(path, vkey string) error {
+	if old, err := os.ReadFile(path); err == nil && string(old) == vkey+"\n" && ownWritable(path) {
+		return nil
+	}
+	return credfile.WriteFileAtomic(path, []byte(vkey+"\n"), 0o644)
+}
+
+// Witness is the authority's transparency log witness, or nil when
+// audit.witness.logs is empty.
+func (a *Authority) Witness() *witness.Witness { return a.witness }
 
 // AuditVerifierKey is the audit log's verifier key (note format).
 func (a *Authority) AuditVerifierKey() string { return a.auditVKey }

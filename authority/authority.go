@@ -24,6 +24,7 @@ import (
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/store"
 	"mandate.dev/mandate/store/bolt"
+	"mandate.dev/mandate/witness"
 )
 
 // Authority is one running trust-domain authority: its store, CA and
@@ -41,6 +42,7 @@ type Authority struct {
 	admins map[string]bool
 
 	auditVKey       string
+	witness         *witness.Witness // nil: witnesses no log
 	auditors        map[string]bool
 	decisionCallers map[string]bool
 
@@ -237,6 +239,9 @@ func (a *Authority) init(ctx context.Context) error {
 		return err
 	}
 	if err := a.openAudit(ctx); err != nil {
+		return err
+	}
+	if err := a.openWitness(); err != nil {
 		return err
 	}
 	a.checkRestored(ctx)

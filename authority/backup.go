@@ -62,7 +62,8 @@ type backupStore interface {
 // directory <data dir>/backups/<UTC time> (0700, files 0600, each synced):
 // mandate.db as of one read transaction, the CA's keys that the copied
 // CA state needs (keys/: those of its active and prepared authorities)
-// and the audit log's keys (audit/log.key, audit/log.vkey), made while
+// and the audit log's keys (audit/log.key, audit/log.vkey; and the
+// witness's, audit/witness.key and witness.vkey, when it is one), made while
 // no CA rotation runs, so that the keys are those the copied state names,
 // and its mark (restoreMarkName), with which the first start on a data
 // directory made of it says so.
@@ -165,7 +166,12 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 			srcs = append(srcs, a.caKeys.Path(id))
 		}
 		auditKey, auditVKey := AuditPaths(a.cfg.DataDir)
-		for _, src := range append(srcs, auditKey, auditVKey) {
+		srcs = append(srcs, auditKey, auditVKey)
+		if a.witness != nil {
+			witnessKey, witnessVKey := WitnessPaths(a.cfg.DataDir)
+			srcs = append(srcs, witnessKey, witnessVKey)
+		}
+		for _, src := range srcs {
 			rel, err := filepath.Rel(a.cfg.DataDir, src)
 			if err != nil {
 				return fmt.Errorf("authority: backup: %w", err)

@@ -151,6 +151,23 @@ type AuditConfig struct {
 	// that one commit, and its fsyncs, takes them all (default 2ms; 0s:
 	// a commit never waits). A lone request waits for nothing.
 	GroupCommitWait *Duration `yaml:"group_commit_wait"`
+	// Witness makes this authority a C2SP tlog-witness of other logs.
+	Witness WitnessConfig `yaml:"witness"`
+}
+
+// WitnessConfig makes the authority a transparency log witness (C2SP
+// tlog-witness, at POST /v1/witness/add-checkpoint): it cosigns the
+// checkpoints of these logs once it has checked that each grew
+// append-only from the last it cosigned, so that an auditor holding a
+// checkpoint it cosigned knows the log showed no one another history.
+type WitnessConfig struct {
+	// Logs are the note verifier keys of the logs it witnesses (a
+	// federated authority's: its audit/log.vkey, or GET
+	// /v1/audit/verifier-key); each key's name is its log's origin.
+	// Empty: it witnesses none.
+	Logs []string `yaml:"logs"`
+	// Name is its cosigning key's name (default "<trust domain>/witness").
+	Name string `yaml:"name"`
 }
 
 // CAConfig configures the certificate authority.
@@ -720,6 +737,9 @@ func (c *Config) Validate() error {
 	if err := checkOrigin(c.Audit.Origin); err != nil {
 		return err
 	}
+	if err := c.Audit.Witness.validate(); err != nil {
+		return err
+	}
 	if _, err := c.Attestation.TPM.Load(); err != nil {
 		return err
 	}
@@ -860,6 +880,24 @@ func (t FederatedTrustDomain) federation() (*Federation, error) {
 		f.Bundle = b
 	}
 	return f, nil
+}
+
+func (w *WitnessConfig) validate() error {
+	origins := map[string]bool{}
+	for _, k := range w.Logs {
+		v, err := note.NewVerifier(k)
+		if err != nil {
+			return fmt.Errorf("audit.witness.logs: %q: not a note verifier key (<origin>+<hash>+<key>, as audit/log.vkey): %v", k, err)
+		}
+		if origins[v.Name()] {
+			return fmt.Errorf("audit.witness.logs: two keys of the log %q: a log has one", v.Name())
+		}
+		origins[v.Name()] = true
+	}
+	if err := checkOrigin(w.Name); err != nil {
+		return fmt.Errorf("audit.witness.name %q: not a key name (no spaces, no +; as example.com/witness)", w.Name)
+	}
+	return nil
 }
 
 // checkOrigin checks audit.origin: a name a note signer key may have

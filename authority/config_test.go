@@ -1,6 +1,7 @@
 package authority_test
 
 import (
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/authority"
 )
@@ -184,6 +186,16 @@ func TestConfigValidate(t *testing.T) {
 		{"negative rate of a caller", func(c *authority.Config) {
 			c.HTTP.RateLimit.Callers = map[string]int{"spiffe://mandate.localhost/platform/gw": -1}
 		}, "http.rate_limit.callers"},
+		{"a witnessed log's key that is no key", func(c *authority.Config) { c.Audit.Witness.Logs = []string{"org-b.example/audit"} }, "audit.witness.logs"},
+		{"two keys of one witnessed log", func(c *authority.Config) {
+			c.Audit.Witness.Logs = []string{testVKey(t, "org-b.example/audit"), testVKey(t, "org-b.example/audit")}
+		}, "audit.witness.logs"},
+		{"a witness name with a space", func(c *authority.Config) {
+			c.Audit.Witness.Logs, c.Audit.Witness.Name = []string{testVKey(t, "org-b.example/audit")}, "my witness"
+		}, "audit.witness.name"},
+		{"witnessed logs", func(c *authority.Config) {
+			c.Audit.Witness.Logs = []string{testVKey(t, "org-b.example/audit"), testVKey(t, "org-c.example/audit")}
+		}, ""},
 		{"rates of callers", func(c *authority.Config) {
 			c.HTTP.RateLimit.Callers = map[string]int{"spiffe://mandate.localhost/platform/gw": 0, "spiffe://org-b.example/gw": 5000}
 		}, ""},
@@ -418,4 +430,14 @@ func TestRateLimitRate(t *testing.T) {
 			t.Errorf("%s: Rate(%v) = %v, %d; want %v, %d", tc.name, tc.id, rate, burst, tc.rate, tc.wantBurst)
 		}
 	}
+}
+
+// testVKey is a new note verifier key named name.
+func testVKey(t *testing.T, name string) string {
+	t.Helper()
+	_, vkey, err := note.GenerateKey(rand.Reader, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vkey
 }

@@ -80,6 +80,9 @@ given an empty value, null or 0):
     origin: ""                      # checkpoint origin line (default <trust domain>/audit; never change it)
     public_read_path: false         # serve /checkpoint and /tile/... (C2SP tlog-tiles) to anyone: every entry, in its entry bundles
     group_commit_wait: 2ms          # longest a commit waits for requests under way to record theirs (0s–100ms; 0s: never)
+    witness:                        # C2SP tlog-witness of other logs, at POST /v1/witness/add-checkpoint
+      logs: []                      # note verifier keys of the logs to witness (a peer's audit/log.vkey); each key's name is its origin
+      name: ""                      # the cosigning key's name (default <td>/witness); key in audit/witness.key, verifier key in audit/witness.vkey
   http:
     max_body_bytes: 65536           # request body limit (the delegation endpoints take at least 65536)
     max_connections: 10000          # connections each listener holds open at once; at it, the longest idle one is closed for a new one

@@ -1,0 +1,147 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	fnote "github.com/transparency-dev/formats/note"
+	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/credfile"
+)
+
+// addCheckpointBody is a C2SP tlog-witness request for org's latest
+// checkpoint, from size old.
+func addCheckpointBody(t *testing.T, org *env, old uint64) (body, checkpoint []byte, size uint64) {
+	t.Helper()
+	cp, err := org.admin.AuditCheckpoint(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := bytes.Cut(cp, []byte("\n"))
+	fmt.Sscan(string(after), &size)
+	b := fmt.Appendf(nil, "old %d\n", old)
+	if old > 0 && old < size {
+		cons, err := org.admin.AuditConsistency(ctxT(t), old, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range cons.Proof {
+			b = fmt.Appendf(b, "%s\n", base64.StdEncoding.EncodeToString(h))
+		}
+	}
+	return append(append(b, '\n'), cp...), cp, size
+}
+
+// An authority given a federated peer's log verifier key witnesses that
+// log (C2SP tlog-witness): it cosigns the peer's checkpoints as the log
+// grows, refuses one not from the size it cosigned last (409,
+// text/x.tlog.size), one whose proof does not verify (422), logs it
+// does not witness (404); and its cosignatures verify with the key it
+// publishes, by transparency-dev's cosignature/v1 verifier.
+func TestWitnessCosignsAPeersLog(t *testing.T) {
+	orgA := start(t, "org-a.example")
+	orgB := start(t, "org-b.example", func(c *authority.Config) { c.Audit.Witness.Logs = []string{orgA.a.AuditVerifierKey()} })
+	anon := orgB.rawClient(nil, nil)
+	post := func(body []byte) (int, string, []byte) {
+		t.Helper()
+		resp, err := anon.Post(orgB.url+"/v1/witness/add-checkpoint", "text/plain", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), b
+	}
+
+	// The witness's key: served, and written in the data directory.
+	resp, err := anon.Get(orgB.url + "/v1/witness/verifier-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	keyPath, vkeyPath := authority.WitnessPaths(orgB.dataDir)
+	written, err := os.ReadFile(vkeyPath)
+	if err != nil || !bytes.Equal(written, served) || !strings.HasPrefix(string(served), "org-b.example/witness+") {
+		t.Fatalf("witness verifier key: served %q, written %q (%v)", served, written, err)
+	}
+	if _, err := credfile.ReadPrivate(keyPath); err != nil {
+		t.Errorf("the witness's signing key %s is not private: %v", keyPath, err)
+	}
+	v, err := fnote.NewVerifierForCosignatureV1(strings.TrimSpace(string(served)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cosigned := func(cp, cosig []byte) {
+		t.Helper()
+		n, err := note.Open(append(bytes.Clone(cp), cosig...), note.VerifierList(v))
+		if err != nil || len(n.Sigs) != 1 {
+			t.Fatalf("cosignature %q does not verify with the witness's key: %v", cosig, err)
+		}
+	}
+
+	body, cp, first := addCheckpointBody(t, orgA, 0)
+	status, ctype, ans := post(body)
+	if status != http.StatusOK || ctype != "text/plain; charset=utf-8" {
+		t.Fatalf("first checkpoint: %d %s %s", status, ctype, ans)
+	}
+	cosigned(cp, ans)
+
+	orgA.joinNode() // the log grows
+	body, cp, size := addCheckpointBody(t, orgA, first)
+	if size <= first {
+		t.Fatalf("the log did not grow: %d, then %d", first, size)
+	}
+	if status, _, ans = post(body); status != http.StatusOK {
+		t.Fatalf("%d → %d: %d %s", first, size, status, ans)
+	}
+	cosigned(cp, ans)
+
+	// From the older size again: 409 with the size it holds.
+	body, _, _ = addCheckpointBody(t, orgA, first)
+	if status, ctype, ans = post(body); status != http.StatusConflict || ctype != "text/x.tlog.size" || string(ans) != fmt.Sprintf("%d\n", size) {
+		t.Errorf("from a stale size: %d %s %q, want 409 text/x.tlog.size %d", status, ctype, ans, size)
+	}
+	// A proof that does not verify: 422, and said in the server log.
+	orgA.joinNode()
+	body, _, _ = addCheckpointBody(t, orgA, size)
+	i := bytes.Index(body, []byte("\n")) + 1
+	copy(body[i:], "AAAA")
+	if status, _, ans = post(body); status != http.StatusUnprocessableEntity || !bytes.Contains(ans, []byte("witness-inconsistent")) {
+		t.Errorf("a tampered proof: %d %s, want 422 witness-inconsistent", status, ans)
+	}
+	if !strings.Contains(orgB.logs.String(), "evidence that it forked") {
+		t.Error("the server log does not keep the inconsistent checkpoint")
+	}
+	// Its own log is not one it witnesses: 404.
+	if status, _, ans = post(func() []byte { b, _, _ := addCheckpointBody(t, orgB, 0); return b }()); status != http.StatusNotFound || !bytes.Contains(ans, []byte("witness-unknown-log")) {
+		t.Errorf("a log it does not witness: %d %s, want 404 witness-unknown-log", status, ans)
+	}
+	metrics := string(orgB.scrape())
+	for _, want := range []string{`mandate_witness_checkpoints_total{outcome="cosigned"} 2`, `mandate_witness_checkpoints_total{outcome="size_conflict"} 1`,
+		`mandate_witness_checkpoints_total{outcome="inconsistent"} 1`, `mandate_witness_checkpoints_total{outcome="refused"} 1`} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics has no line %s", want)
+		}
+	}
+
+	// An authority that witnesses nothing answers 404 on both.
+	for _, r := range []struct{ method, path string }{{"POST", "/v1/witness/add-checkpoint"}, {"GET", "/v1/witness/verifier-key"}} {
+		req, _ := http.NewRequest(r.method, orgA.url+r.path, strings.NewReader(""))
+		resp, err := orgA.rawClient(nil, nil).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status, typ := problemOfAnswer(t, resp); status != http.StatusNotFound || typ != "not-found" {
+			t.Errorf("%s %s of an authority witnessing nothing: %d %s", r.method, r.path, status, typ)
+		}
+	}
+}
