@@ -86,3 +86,48 @@ func TestRoleCheckedBeforeBodyIsAsked(t *testing.T) {
 		})
 	}
 }
+
+// A caller over its http.rate_limit is answered 429 before the server
+// asks for the request's body (no 100 Continue) or waits for it.
+func TestRateLimitBeforeBodyIsAsked(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		one := 1
+		c.HTTP.RateLimit = authority.RateLimitConfig{RequestsPerSecond: &one, Burst: 1}
+	})
+	e.frozen.Store(time.Now().UnixNano())
+	c := e.rawClient(nil, nil)
+	resp, err := c.Post(e.url+"/v1/nodes/join", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusTooManyRequests {
+		t.Fatal("the first request of a burst of 1 was refused 429")
+	}
+
+	body, w := io.Pipe()
+	defer w.Close()
+	var asked atomic.Bool
+	ctx := httptrace.WithClientTrace(ctxT(t), &httptrace.ClientTrace{Got100Continue: func() {
+		asked.Store(true)
+		w.CloseWithError(errors.New("the body was asked for"))
+	}})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/v1/nodes/join", body)
+	req.ContentLength = 100
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Expect", "100-continue")
+	c.Transport.(*http.Transport).ExpectContinueTimeout = time.Minute
+	resp, err = c.Do(req)
+	if asked.Load() {
+		t.Fatal("the server asked for the body (100 Continue) of a request over its caller's rate")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, typ := problemOfAnswer(t, resp); status != http.StatusTooManyRequests || typ != "rate-limited" || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("answer %d %s (Retry-After %q), want 429 rate-limited with Retry-After", status, typ, resp.Header.Get("Retry-After"))
+	}
+	if !strings.Contains(string(e.scrape()), `mandate_http_rate_limited_total{route="POST /v1/nodes/join"} 1`+"\n") {
+		t.Error("mandate_http_rate_limited_total does not count the request refused")
+	}
+}

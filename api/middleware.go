@@ -189,7 +189,8 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if hasBody {
 			// Who may call is checked before the body is asked for (a
 			// 100 Continue) or waited for: a caller without the role
-			// gets its 401 or 403 at once. A path or method that names
+			// gets its 401 or 403 at once, one over its http.rate_limit
+			// its 429. A path or method that names
 			// no endpoint (a pattern without a method: its 404 or 405)
 			// reads no body either.
 			endpoint := true
@@ -201,6 +202,15 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 						s.writeRefusal(sw, r, err)
 						return
 					}
+				}
+				// So is a caller over its rate limit (the gate's
+				// check, made here first: the gate takes no more).
+				if rateLimited(pattern) {
+					if !s.takeLimit(sw, r, c, pattern) {
+						routed.Pattern = pattern
+						return
+					}
+					ctx = context.WithValue(ctx, limitTakenKey{}, true)
 				}
 				endpoint = strings.Contains(pattern, " ")
 			}

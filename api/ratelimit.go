@@ -165,7 +165,22 @@ func addressKey(remote string) string {
 // which records the decision).
 func rateLimited(pattern string) bool {
 	method, path, _ := strings.Cut(pattern, " ")
-	return method == http.MethodPost || isDataPath(path)
+	return method == http.MethodPost || method == http.MethodGet && isDataPath(path)
+}
+
+// limitTakenKey marks the context of a request the middleware took from
+// its caller's rate limit before reading its body: the gate takes it
+// no more.
+type limitTakenKey struct{}
+
+// takeLimit takes r, caller c's request for pattern, from the caller's
+// rate limit; over it, it answers 429 and returns false.
+func (s *Server) takeLimit(w http.ResponseWriter, r *http.Request, c *authority.Caller, pattern string) bool {
+	ok, wait := s.limit.allow(s.a, c, r.RemoteAddr, pattern)
+	if !ok {
+		s.writeRateLimited(w, r, pattern, wait)
+	}
+	return ok
 }
 
 // errRateLimited refuses a request over its caller's rate.

@@ -134,7 +134,8 @@ func TestRateLimitedEndpoints(t *testing.T) {
 		"POST /v1/token":                  true,
 		"POST /v1/nodes/join":             true,
 		"POST /v1/svid/jwt":               true,
-		"GET /v1/data/{path...}":          true, // records the decision
+		"GET /v1/data/{path...}":          true,  // records the decision
+		"HEAD /v1/data":                   false, // 405, as OPA
 		"POST /access/v1/evaluation":      true,
 		"GET /v1/bundle":                  false,
 		"GET /v1/audit/search":            false,

@@ -202,11 +202,8 @@ func (s *Server) gate(pattern string, h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
-		if limited {
-			if ok, wait := s.limit.allow(s.a, c, r.RemoteAddr, pattern); !ok {
-				s.writeRateLimited(w, r, pattern, wait)
-				return
-			}
+		if limited && r.Context().Value(limitTakenKey{}) == nil && !s.takeLimit(w, r, c, pattern) {
+			return
 		}
 		h(w, r)
 	}
