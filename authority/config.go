@@ -357,7 +357,7 @@ func LoadConfigFile(path string) (*Config, error) {
 // an authority of the development trust domain. Such a key is left out
 // for its default, never given empty, as the flags. A duration given 0s
 // takes its default, as --help says (audit.group_commit_wait: 0s is no
-// wait). "[]" is every item of a list.
+// wait). "[]" is every item of a list, "{}" every value of a map.
 var noEmptyValue = []struct {
 	path   []string
 	number bool
@@ -382,6 +382,8 @@ var noEmptyValue = []struct {
 	{path: []string{"http", "idle_timeout"}},
 	{path: []string{"http", "rate_limit", "requests_per_second"}},
 	{path: []string{"http", "rate_limit", "burst"}, number: true},
+	// A caller listed with no rate would have none (0: no limit).
+	{path: []string{"http", "rate_limit", "callers", "{}"}},
 	{path: []string{"federation", "bundle_refresh_hint"}},
 	{path: []string{"federation", "trust_domains", "[]", "profile"}},
 }
@@ -413,6 +415,13 @@ func checkGiven(n *yaml.Node, key, path []string, line int, number bool) error {
 	case key[0] == "[]" && n.Kind == yaml.SequenceNode:
 		for i, c := range n.Content {
 			if err := checkGiven(c, key[1:], append(slices.Clip(path), fmt.Sprintf("[%d]", i)), c.Line, number); err != nil {
+				return err
+			}
+		}
+	case key[0] == "{}" && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if err := checkGiven(n.Content[i+1], key[1:], append(slices.Clip(path), k.Value), k.Line, number); err != nil {
 				return err
 			}
 		}

@@ -272,6 +272,9 @@ func TestLoadConfigFile(t *testing.T) {
 		{"an empty AuthZEN path", "policy:\n  authzen_path: \"\"\n", "policy.authzen_path: given an empty value"},
 		{"a zero body limit", "http:\n  max_body_bytes: 0\n", "line 2: http.max_body_bytes: given 0"},
 		{"an empty profile", "federation:\n  trust_domains:\n    - trust_domain: b.example\n      profile: \"\"\n", "line 4: federation.trust_domains[0].profile: given an empty value"},
+		{"a caller's rate given no value", "http:\n  rate_limit:\n    callers:\n      spiffe://org-a.example/platform/gw:\n", "line 4: http.rate_limit.callers.spiffe://org-a.example/platform/gw: given an empty value"},
+		{"a caller's rate given null", "http:\n  rate_limit:\n    callers: {spiffe://org-a.example/platform/gw: ~}\n", "http.rate_limit.callers.spiffe://org-a.example/platform/gw: given an empty value"},
+		{"a caller's rate of 0, no limit", "http:\n  rate_limit:\n    callers:\n      spiffe://org-a.example/platform/gw: 0\n", ""},
 		{"an empty trust domain through an alias", "admins: [&e \"\"]\ntrust_domain: *e\n", "trust_domain: given an empty value"},
 		// Keys whose empty value is their default (none, off), as -h shows them.
 		{"empty optional keys", "ca:\n  upstream_cert_file: \"\"\n  upstream_key_file: \"\"\naudit:\n  origin: \"\"\npolicy:\n  dir: \"\"\nhttp:\n  public_url: \"\"\nfederation:\n  web_listen: \"\"\n", ""},
