@@ -22,9 +22,11 @@
 //
 // A call refused at the TLS handshake for the client's credential
 // matches ErrCredentialRefused (errors.Is). A call over the caller's
-// rate (http.rate_limit) is a Problem named "rate-limited" (status 429):
-// nothing of it was done, and it may be asked again after its
-// RetryAfter. The client does not retry by itself.
+// rate (http.rate_limit) is a Problem of Status 429: named
+// "rate-limited", but for the Data API's (QueryData: Code
+// "too_many_requests") and POST /v1/token's (ExchangeToken: Code
+// "temporarily_unavailable"). Nothing of it was done, and it may be
+// asked again after its RetryAfter. The client does not retry by itself.
 //
 // A registration read or written carries its version (Agent.ETag):
 // UpdateAgentIfMatch and DeleteAgentIfMatch change only that version,
