@@ -19,12 +19,15 @@ import (
 )
 
 // rateLimit keeps a token bucket for each caller of the endpoints that
-// record (http.rate_limit): by SPIFFE ID, or by client address for a
+// record (http.rate_limit): by SPIFFE ID of this trust domain (or one
+// listed in http.rate_limit.callers), by trust domain for another's (its
+// authority names as many IDs as it likes), or by client address for a
 // caller without a client certificate. Its memory is bounded: past
 // maxBuckets callers, those whose bucket has filled again are forgotten
 // (a full bucket is a caller never seen); when none has, the callers
-// not yet known share one bucket until some fill again, so that a flood
-// from many addresses is held back as one.
+// not yet known share one bucket, at the default rate, until some fill
+// again, so that a flood from many addresses is held back as one. A
+// listed caller always has its own.
 type rateLimit struct {
 	cfg     authority.RateLimitConfig
 	log     *slog.Logger
@@ -41,6 +44,12 @@ type rateLimit struct {
 	// warned is when the limit was last said in the server log (once a
 	// minute at most).
 	warned time.Time
+}
+
+// roles says who is an admin, and which trust domain is the authority's.
+type roles interface {
+	RoleOf(spiffeid.ID) authority.Role
+	TrustDomain() spiffeid.TrustDomain
 }
 
 // maxBuckets bounds the callers a rateLimit keeps a bucket for: some
@@ -84,15 +93,22 @@ func (b *bucket) take(now time.Time) (ok bool, wait time.Duration) {
 // allow takes a request of caller c, from address remote, for route:
 // false, and how long to wait, when it is over the caller's rate. An
 // admin is never limited.
-func (l *rateLimit) allow(a *authority.Authority, c *authority.Caller, remote, route string) (bool, time.Duration) {
+func (l *rateLimit) allow(a roles, c *authority.Caller, remote, route string) (bool, time.Duration) {
 	var key string
 	var rate float64
 	var burst int
+	listed := false
 	if c != nil && !c.ID.IsZero() {
 		if a.RoleOf(c.ID) == authority.RoleAdmin {
 			return true, 0
 		}
 		key = c.ID.String()
+		_, listed = l.cfg.Callers[key]
+		if !listed && c.ID.TrustDomain() != a.TrustDomain() {
+			// Another trust domain's authority names as many IDs as it
+			// likes: its callers share one bucket, unless listed.
+			key = "trust domain " + c.ID.TrustDomain().Name()
+		}
 		rate, burst = l.cfg.Rate(c.ID)
 	} else {
 		key = addressKey(remote)
@@ -103,7 +119,7 @@ func (l *rateLimit) allow(a *authority.Authority, c *authority.Caller, remote, r
 	}
 	now := l.now()
 	l.mu.Lock()
-	b := l.bucketOf(key, rate, burst, now)
+	b := l.bucketOf(key, rate, burst, listed, now)
 	ok, wait := b.take(now)
 	warn := !ok && now.Sub(l.warned) >= time.Minute
 	if warn {
@@ -120,12 +136,14 @@ func (l *rateLimit) allow(a *authority.Authority, c *authority.Caller, remote, r
 	return ok, wait
 }
 
-// bucketOf is key's bucket, a full one if it has none (l.mu held).
-func (l *rateLimit) bucketOf(key string, rate float64, burst int, now time.Time) *bucket {
+// bucketOf is key's bucket, a full one if it has none (l.mu held). A
+// caller listed in http.rate_limit.callers always has its own, past
+// maxBuckets too (the configuration bounds them).
+func (l *rateLimit) bucketOf(key string, rate float64, burst int, listed bool, now time.Time) *bucket {
 	if b, ok := l.buckets[key]; ok {
 		return b
 	}
-	if len(l.buckets) >= maxBuckets && now.Sub(l.swept) >= time.Second {
+	if !listed && len(l.buckets) >= maxBuckets && now.Sub(l.swept) >= time.Second {
 		l.swept = now
 		for k, b := range l.buckets {
 			if b.fill(now); b.tokens >= b.burst {
@@ -133,8 +151,9 @@ func (l *rateLimit) bucketOf(key string, rate float64, burst int, now time.Time)
 			}
 		}
 	}
-	if len(l.buckets) >= maxBuckets {
-		if l.shared == nil {
+	if !listed && len(l.buckets) >= maxBuckets {
+		if l.shared == nil { // at the default rate, whoever comes first
+			rate, burst := l.cfg.Rate(spiffeid.ID{})
 			l.shared = &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), at: now}
 		}
 		return l.shared

@@ -7,16 +7,65 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/authority"
 )
 
 // limitAt is a rateLimit of rate and burst on a clock the test moves.
 func limitAt(rate, burst int) (*rateLimit, *time.Time, *metrics) {
+	return limitOf(authority.RateLimitConfig{RequestsPerSecond: &rate, Burst: burst})
+}
+
+func limitOf(cfg authority.RateLimitConfig) (*rateLimit, *time.Time, *metrics) {
 	m := newMetrics()
 	at := time.Unix(1_800_000_000, 0)
-	l := newRateLimit(authority.RateLimitConfig{RequestsPerSecond: &rate, Burst: burst}, func() time.Time { return at }, slog.New(slog.DiscardHandler), m)
+	l := newRateLimit(cfg, func() time.Time { return at }, slog.New(slog.DiscardHandler), m)
 	return l, &at, m
+}
+
+// orgA is the roles of an authority of org-a.example without admins.
+type orgA struct{}
+
+func (orgA) RoleOf(spiffeid.ID) authority.Role { return authority.RoleAgent }
+func (orgA) TrustDomain() spiffeid.TrustDomain {
+	return spiffeid.RequireTrustDomainFromString("org-a.example")
+}
+
+// letThrough is how many of n requests at once of the caller id l lets
+// through.
+func letThrough(l *rateLimit, id string, n int) int {
+	c := &authority.Caller{ID: spiffeid.RequireFromString(id)}
+	let := 0
+	for range n {
+		if ok, _ := l.allow(orgA{}, c, "192.0.2.9:1", "POST /v1/token"); ok {
+			let++
+		}
+	}
+	return let
+}
+
+// Callers of this trust domain each have a bucket; those of another
+// share one (its authority names as many IDs as it likes), but for one
+// listed in http.rate_limit.callers.
+func TestRateLimitKeysOtherTrustDomainsTogether(t *testing.T) {
+	two := 2
+	l, _, _ := limitOf(authority.RateLimitConfig{RequestsPerSecond: &two, Burst: 3, Callers: map[string]int{"spiffe://org-b.example/gw": 5}})
+	for _, c := range []struct {
+		id   string
+		want int
+	}{
+		{"spiffe://org-a.example/agent/x", 3},
+		{"spiffe://org-a.example/agent/y", 3},
+		{"spiffe://org-b.example/agent/p", 3},
+		{"spiffe://org-b.example/agent/q", 0}, // p's bucket, spent
+		{"spiffe://org-b.example/gw", 10},     // its own: 5 a second, burst 10
+		{"spiffe://org-c.example/agent/p", 3},
+	} {
+		if got := letThrough(l, c.id, 20); got != c.want {
+			t.Errorf("%s: %d of 20 at once let through, want %d", c.id, got, c.want)
+		}
+	}
 }
 
 // takes is how many requests key's bucket lets through at once.
@@ -24,7 +73,7 @@ func takes(l *rateLimit, key string) int {
 	n := 0
 	for {
 		l.mu.Lock()
-		ok, _ := l.bucketOf(key, 2, 4, l.now()).take(l.now())
+		ok, _ := l.bucketOf(key, 2, 4, false, l.now()).take(l.now())
 		l.mu.Unlock()
 		if !ok {
 			return n
@@ -125,6 +174,22 @@ func TestRateLimitMemoryIsBounded(t *testing.T) {
 	}
 	if len(l.buckets) != 1 {
 		t.Errorf("after the sweep, %d buckets, want 1 (the new caller's)", len(l.buckets))
+	}
+}
+
+// A caller listed in http.rate_limit.callers has its own bucket past the
+// bound too: a flood of new addresses does not put it in theirs.
+func TestRateLimitListedCallerPastTheBound(t *testing.T) {
+	one := 1
+	l, _, _ := limitOf(authority.RateLimitConfig{RequestsPerSecond: &one, Burst: 2, Callers: map[string]int{"spiffe://org-a.example/platform/gw": 50}})
+	for i := range maxBuckets + 10 {
+		l.allow(nil, nil, fmt.Sprintf("10.%d.%d.%d:1", i>>16, (i>>8)&255, i&255), "POST /v1/nodes/join")
+	}
+	if got := letThrough(l, "spiffe://org-a.example/platform/gw", 200); got != 100 {
+		t.Errorf("the listed caller past the bound: %d of 200 let through, want its own burst, 100", got)
+	}
+	if got := letThrough(l, "spiffe://org-a.example/agent/new", 10); got != 0 {
+		t.Errorf("a new unlisted caller past the bound: %d let through, want 0 (the shared bucket is spent)", got)
 	}
 }
 

@@ -258,8 +258,9 @@ type HTTPConfig struct {
 // RateLimitConfig bounds the requests each caller other than an admin
 // may make to the endpoints that record what they do in the audit log
 // (every POST, and the Data API's GET): a token bucket per caller's
-// SPIFFE ID, or per client address (an IPv6 one's /64) for a caller
-// without a client certificate. A request over it is answered 429
+// SPIFFE ID of this trust domain, per trust domain for the callers of
+// another (unless listed in Callers), or per client address (an IPv6
+// one's /64) for a caller without a client certificate. A request over it is answered 429
 // rate-limited, with Retry-After, and recorded nowhere.
 type RateLimitConfig struct {
 	// RequestsPerSecond is each caller's sustained rate (default

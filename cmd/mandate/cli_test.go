@@ -548,7 +548,7 @@ func TestServeEmptyPolicyDirFlag(t *testing.T) {
 // 0 (no limit) drops the file's burst, which would bound nothing.
 func TestServeRateLimitFlag(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "mandate.yaml")
-	if err := os.WriteFile(cfg, []byte("http:\n  rate_limit:\n    requests_per_second: 50\n    burst: 70\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("http:\n  rate_limit:\n    requests_per_second: 50\n    burst: 70\n    callers: {spiffe://mandate.localhost/gw: 5}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -573,8 +573,8 @@ func TestServeRateLimitFlag(t *testing.T) {
 			}
 		case err != nil:
 			t.Errorf("serve %q = %v", tc.args, err)
-		case *c.HTTP.RateLimit.RequestsPerSecond != tc.rate || c.HTTP.RateLimit.Burst != tc.burst:
-			t.Errorf("serve %q: requests_per_second %d, burst %d; want %d, %d", tc.args, *c.HTTP.RateLimit.RequestsPerSecond, c.HTTP.RateLimit.Burst, tc.rate, tc.burst)
+		case *c.HTTP.RateLimit.RequestsPerSecond != tc.rate || c.HTTP.RateLimit.Burst != tc.burst || tc.rate == 0 && len(c.HTTP.RateLimit.Callers) > 0 || tc.rate == 1000 && len(c.HTTP.RateLimit.Callers) != 1:
+			t.Errorf("serve %q: requests_per_second %d, burst %d, callers %v; want %d, %d, and the file's callers but with --rate-limit 0", tc.args, *c.HTTP.RateLimit.RequestsPerSecond, c.HTTP.RateLimit.Burst, c.HTTP.RateLimit.Callers, tc.rate, tc.burst)
 		}
 	}
 }

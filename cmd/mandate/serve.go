@@ -126,7 +126,7 @@ func serveConfig(args []string, stderr io.Writer) (authority.Config, error) {
 	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (default ./mandate-data)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&f.policyDir, "policy-dir", "", "Rego policy directory replacing the embedded policies/ (reloaded on SIGHUP)")
-	fs.StringVar(&f.rateLimit, "rate-limit", "", "requests a second each caller but admins may make that record (http.rate_limit.requests_per_second; 0: no limit, as for a benchmark) (default 200)")
+	fs.StringVar(&f.rateLimit, "rate-limit", "", "requests a second each caller but admins may make that record (http.rate_limit.requests_per_second; 0: no limit for any caller, those of http.rate_limit.callers too, as for a benchmark) (default 200)")
 	usage := fs.Usage
 	fs.Usage = func() { usage(); fmt.Fprint(stderr, serveHelp) }
 	if err := parseFlags(fs, args); err != nil {
@@ -169,8 +169,8 @@ func loadServeConfig(fs *flag.FlagSet, f serveFlags) (authority.Config, error) {
 				bad = append(bad, fmt.Sprintf("--rate-limit %q: not a whole number of requests a second", f.rateLimit))
 			}
 			cfg.HTTP.RateLimit.RequestsPerSecond = &n
-			if n == 0 {
-				cfg.HTTP.RateLimit.Burst = 0 // the config file's bounds nothing now
+			if n == 0 { // no limit at all: the file's burst and callers' rates go
+				cfg.HTTP.RateLimit.Burst, cfg.HTTP.RateLimit.Callers = 0, nil
 			}
 		}
 	})
