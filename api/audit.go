@@ -15,7 +15,19 @@ import (
 )
 
 func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
-	cp, err := s.a.AuditCheckpoint(callerOf(r))
+	s.writeCheckpoint(w, r, s.a.AuditCheckpoint)
+}
+
+// auditWitnessedCheckpoint is GET /v1/audit/checkpoint/witnessed: the
+// latest checkpoint a witness of audit.witnesses cosigned, with the
+// log's signature and the cosignatures.
+func (s *Server) auditWitnessedCheckpoint(w http.ResponseWriter, r *http.Request) {
+	s.writeCheckpoint(w, r, s.a.WitnessedCheckpoint)
+}
+
+// writeCheckpoint answers the signed checkpoint get gives the caller.
+func (s *Server) writeCheckpoint(w http.ResponseWriter, r *http.Request, get func(*authority.Caller) ([]byte, error)) {
+	cp, err := get(callerOf(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -128,6 +128,7 @@ var problemTable = []problemKind{
 	{witness.ErrInconsistent, http.StatusUnprocessableEntity, "witness-inconsistent", "Consistency proof does not verify"},
 	{witness.ErrRootMismatch, http.StatusConflict, "witness-root-mismatch", "Another root hash at the size cosigned"},
 	{errNoWitness, http.StatusNotFound, "not-found", "Not found"},
+	{authority.ErrNotWitnessed, http.StatusNotFound, "checkpoint-not-witnessed", "No checkpoint cosigned by a witness"},
 	{audit.ErrIndexOutOfRange, http.StatusNotFound, "audit-entry-not-found", "No such audit entry"},
 	{audit.ErrTreeSize, http.StatusBadRequest, "invalid-tree-size", "Invalid tree size"},
 	{audit.ErrBadQuery, http.StatusBadRequest, "invalid-query", "Invalid search query"},

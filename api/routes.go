@@ -59,6 +59,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	handle("POST /v1/admin/backups", s.makeBackup)
 
 	handle("GET /v1/audit/checkpoint", s.auditCheckpoint)
+	handle("GET /v1/audit/checkpoint/witnessed", s.auditWitnessedCheckpoint)
 	handle("GET /v1/audit/entries/{index}", s.auditEntry)
 	handle("GET /v1/audit/proofs/consistency", s.auditConsistency)
 	handle("GET /v1/audit/search", s.auditSearch)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
@@ -143,5 +144,86 @@ func TestWitnessCosignsAPeersLog(t *testing.T) {
 		if status, typ := problemOfAnswer(t, resp); status != http.StatusNotFound || typ != "not-found" {
 			t.Errorf("%s %s of an authority witnessing nothing: %d %s", r.method, r.path, status, typ)
 		}
+	}
+}
+
+// witnessedCheckpoint waits (a minute at most) for e's witnessed
+// checkpoint of at least size min, and returns it.
+func witnessedCheckpoint(t *testing.T, e *env, min uint64) ([]byte, uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		cp, err := e.admin.GetRaw(ctxT(t), "/v1/audit/checkpoint/witnessed")
+		var size uint64
+		if err == nil {
+			_, after, _ := bytes.Cut(cp, []byte("\n"))
+			fmt.Sscan(string(after), &size)
+			if size >= min {
+				return cp, size
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no witnessed checkpoint of size %d or more: %v (size %d)", min, err, size)
+		}
+	}
+}
+
+// A log given witnesses (audit.witnesses) submits its checkpoints to
+// them as it grows, and serves the latest cosigned one, with the log's
+// signature and the witness's cosignature: a witness that is a federated
+// authority, authenticated by its bundle. After a restart, which forgot
+// the size the witness holds, it is asked again from the size the
+// witness says (409).
+func TestLogSubmitsItsCheckpointsToWitnesses(t *testing.T) {
+	orgA := start(t, "org-a.example")
+	if _, err := orgA.admin.GetRaw(ctxT(t), "/v1/audit/checkpoint/witnessed"); err == nil || !strings.Contains(err.Error(), "checkpoint-not-witnessed") {
+		t.Errorf("the witnessed checkpoint of a log without witnesses: %v, want 404 checkpoint-not-witnessed", err)
+	}
+	logKey := orgA.a.AuditVerifierKey()
+	orgB := start(t, "org-b.example", func(c *authority.Config) { c.Audit.Witness.Logs = []string{logKey} })
+	orgA.federate(orgB) // org-a authenticates org-b's server by its bundle
+	witnessKey := orgB.a.Witness().VerifierKey()
+	withWitness := func(c *authority.Config) {
+		c.DataDir = orgA.dataDir
+		c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: orgB.url + "/v1/witness", VKey: witnessKey, TrustDomain: "org-b.example"}}
+	}
+	orgA.stop()
+	orgA = start(t, "org-a.example", withWitness)
+
+	lv, err := note.NewVerifier(logKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wv, err := fnote.NewVerifierForCosignatureV1(witnessKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(cp []byte) {
+		t.Helper()
+		n, err := note.Open(cp, note.VerifierList(lv, wv))
+		if err != nil || len(n.Sigs) != 2 {
+			t.Fatalf("witnessed checkpoint %q: %v, want the log's signature and the witness's", cp, err)
+		}
+	}
+	cp, first := witnessedCheckpoint(t, orgA, 1)
+	check(cp)
+
+	// The log grows: the next one is cosigned from the first (a proof).
+	orgA.joinNode()
+	cp, size := witnessedCheckpoint(t, orgA, first+1)
+	check(cp)
+
+	// Restarted, the log asks from 0; the witness answers 409 with the
+	// size it holds, and is asked again from it.
+	orgA.stop()
+	orgA = start(t, "org-a.example", withWitness)
+	orgA.joinNode()
+	cp, _ = witnessedCheckpoint(t, orgA, size+1)
+	check(cp)
+	if strings.Contains(orgA.logs.String(), "did not cosign") {
+		t.Errorf("the log said a witness did not cosign:\n%s", orgA.logs.String())
+	}
+	metrics := string(orgB.scrape())
+	if !strings.Contains(metrics, `mandate_witness_checkpoints_total{outcome="size_conflict"} 1`+"\n") {
+		t.Errorf("the witness was not asked again after a size conflict:\n%s", grepLines(metrics, "mandate_witness"))
 	}
 }

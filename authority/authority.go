@@ -43,6 +43,7 @@ type Authority struct {
 
 	auditVKey       string
 	witness         *witness.Witness // nil: witnesses no log
+	witnessing      *witnessing      // nil: audit.witnesses is empty
 	auditors        map[string]bool
 	decisionCallers map[string]bool
 
@@ -244,6 +245,12 @@ func (a *Authority) init(ctx context.Context) error {
 	if err := a.openWitness(); err != nil {
 		return err
 	}
+	if len(a.cfg.Audit.Witnesses) > 0 {
+		var err error
+		if a.witnessing, err = newWitnessing(a.cfg.Audit.Witnesses, a); err != nil {
+			return err
+		}
+	}
 	a.checkRestored(ctx)
 	if err := a.indexDelegations(ctx); err != nil {
 		return err
@@ -334,6 +341,9 @@ func (a *Authority) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return a.watchBundles(ctx) })
 	g.Go(func() error { a.warmPolicyData(ctx); return nil })
+	if a.witnessing != nil {
+		g.Go(func() error { return a.runWitnessing(ctx) })
+	}
 	return g.Wait()
 }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	fnote "github.com/transparency-dev/formats/note"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/mod/sumdb/note"
 
@@ -153,6 +154,25 @@ type AuditConfig struct {
 	GroupCommitWait *Duration `yaml:"group_commit_wait"`
 	// Witness makes this authority a C2SP tlog-witness of other logs.
 	Witness WitnessConfig `yaml:"witness"`
+	// Witnesses are the witnesses this log submits its checkpoints to,
+	// as it grows (C2SP tlog-witness); the latest checkpoint one of them
+	// cosigned is served at GET /v1/audit/checkpoint/witnessed.
+	Witnesses []WitnessEndpoint `yaml:"witnesses"`
+}
+
+// WitnessEndpoint is a witness of this log.
+type WitnessEndpoint struct {
+	// URL is its submission prefix: add-checkpoint is under it (a
+	// Mandate witness's: https://HOST:PORT/v1/witness).
+	URL string `yaml:"url"`
+	// VKey is its cosignature/v1 verifier key (a Mandate witness's
+	// audit/witness.vkey, or GET /v1/witness/verifier-key).
+	VKey string `yaml:"vkey"`
+	// TrustDomain, when set, is the federated trust domain whose
+	// authority is the witness: its server is authenticated by that
+	// trust domain's bundle, as spiffe://<trust domain>/mandate/server.
+	// Empty: by the Web PKI (the system's roots).
+	TrustDomain string `yaml:"trust_domain"`
 }
 
 // WitnessConfig makes the authority a transparency log witness (C2SP
@@ -750,6 +770,9 @@ func (c *Config) Validate() error {
 	if err := c.Audit.Witness.validate(); err != nil {
 		return err
 	}
+	if err := validateWitnesses(c.Audit.Witnesses); err != nil {
+		return err
+	}
 	if _, err := c.Attestation.TPM.Load(); err != nil {
 		return err
 	}
@@ -906,6 +929,37 @@ func (w *WitnessConfig) validate() error {
 	}
 	if err := checkOrigin(w.Name); err != nil {
 		return fmt.Errorf("audit.witness.name %q: not a key name (no spaces, no +; as example.com/witness)", w.Name)
+	}
+	return nil
+}
+
+// maxWitnesses bounds audit.witnesses: each is asked at every new
+// checkpoint.
+const maxWitnesses = 16
+
+func validateWitnesses(ws []WitnessEndpoint) error {
+	if len(ws) > maxWitnesses {
+		return fmt.Errorf("audit.witnesses: at most %d", maxWitnesses)
+	}
+	names := map[string]bool{}
+	for _, w := range ws {
+		u, err := url.Parse(w.URL)
+		if err != nil || u.Scheme != "https" || !publicHostPort(u) || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("audit.witnesses: url %q: must be https://HOST[:PORT][/PATH], the witness's submission prefix", w.URL)
+		}
+		v, err := fnote.NewVerifierForCosignatureV1(w.VKey)
+		if err != nil {
+			return fmt.Errorf("audit.witnesses: vkey %q: not a cosignature/v1 verifier key (<name>+<hash>+<key>, as a Mandate witness's audit/witness.vkey): %v", w.VKey, err)
+		}
+		if names[v.Name()] {
+			return fmt.Errorf("audit.witnesses: the witness %q is listed twice", v.Name())
+		}
+		names[v.Name()] = true
+		if w.TrustDomain != "" {
+			if _, err := trustDomainOf(w.TrustDomain); err != nil {
+				return fmt.Errorf("audit.witnesses: trust_domain %q: %v", w.TrustDomain, err)
+			}
+		}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/authority"
@@ -195,6 +196,23 @@ func TestConfigValidate(t *testing.T) {
 		}, "audit.witness.name"},
 		{"witnessed logs", func(c *authority.Config) {
 			c.Audit.Witness.Logs = []string{testVKey(t, "org-b.example/audit"), testVKey(t, "org-c.example/audit")}
+		}, ""},
+		{"a witness not over https", func(c *authority.Config) {
+			c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: "http://w.example/v1/witness", VKey: testCosignerKey(t, "w.example/w")}}
+		}, "audit.witnesses: url"},
+		{"a witness key that is no key", func(c *authority.Config) {
+			c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: "https://w.example/v1/witness", VKey: "w.example/w"}}
+		}, "audit.witnesses: vkey"},
+		{"a witness listed twice", func(c *authority.Config) {
+			k := testCosignerKey(t, "w.example/w")
+			c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: "https://w.example/v1/witness", VKey: k}, {URL: "https://w2.example/v1/witness", VKey: k}}
+		}, "listed twice"},
+		{"a witness of a bad trust domain", func(c *authority.Config) {
+			c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: "https://w.example/v1/witness", VKey: testCosignerKey(t, "w.example/w"), TrustDomain: "Org B"}}
+		}, "audit.witnesses: trust_domain"},
+		{"witnesses", func(c *authority.Config) {
+			c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: "https://w.example:8443/v1/witness", VKey: testCosignerKey(t, "w.example/w"), TrustDomain: "org-b.example"},
+				{URL: "https://witness.example.net", VKey: testCosignerKey(t, "witness.example.net")}}
 		}, ""},
 		{"rates of callers", func(c *authority.Config) {
 			c.HTTP.RateLimit.Callers = map[string]int{"spiffe://mandate.localhost/platform/gw": 0, "spiffe://org-b.example/gw": 5000}
@@ -443,4 +461,14 @@ func testVKey(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return vkey
+}
+
+// testCosignerKey is a new cosignature/v1 verifier key named name.
+func testCosignerKey(t *testing.T, name string) string {
+	t.Helper()
+	k, err := fnote.VKeyToCosignatureV1(testVKey(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

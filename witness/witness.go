@@ -128,11 +128,11 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	origin, _, _ := bytes.Cut(msg, []byte("\n"))
 	v, ok := w.logs[string(origin)]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownLog, printable(origin))
+		return nil, fmt.Errorf("%w: %.100q", ErrUnknownLog, origin)
 	}
 	n, err := note.Open(msg, note.VerifierList(v))
 	if err != nil {
-		return nil, fmt.Errorf("%w (%q)", ErrNotSigned, printable(origin))
+		return nil, fmt.Errorf("%w (%.100q)", ErrNotSigned, origin)
 	}
 	size, root, err := parseCheckpoint(n.Text)
 	if err != nil {
@@ -153,7 +153,7 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 		case err != nil:
 			return err
 		case len(b) != 8+32:
-			return fmt.Errorf("witness: stored state of %q is damaged", printable(origin))
+			return fmt.Errorf("witness: stored state of %.100q is damaged", origin)
 		default:
 			lastSize, lastRoot = binary.BigEndian.Uint64(b), b[8:]
 		}
@@ -246,18 +246,4 @@ func parseSize(b []byte) (uint64, error) {
 		return 0, errors.New("not a size in decimal without leading zeroes")
 	}
 	return n, nil
-}
-
-// printable is b with what is not printable ASCII replaced, at most 100
-// bytes of it, for an error.
-func printable(b []byte) string {
-	if len(b) > 100 {
-		b = b[:100]
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return '?'
-		}
-		return r
-	}, string(b))
 }

@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/transparency-dev/formats/log"
+	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -78,7 +79,8 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              the delegation.revoked entry that proves it
                              (found by each log's search: its absence is
                              not proven)
-  verify [--full]            check the checkpoint's signature and that it is
+  verify [--full] [--witness KEY ...] [--witnesses N]
+                             check the checkpoint's signature and that it is
                              consistent with the last one this auditor saw
                              (kept in --state; and the one chain keeps in
                              --remember, read only) before anything else;
@@ -88,7 +90,13 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              withheld: not a fork when the log proves the
                              two consistent). --full also downloads every
                              entry, recomputes the root and names the first
-                             entry that does not match
+                             entry that does not match. --witness KEY
+                             (repeatable; --witnesses N of them, default
+                             all) verifies instead the latest checkpoint
+                             the log's witnesses cosigned (audit.witnesses),
+                             and requires their cosignatures: a log that
+                             showed this auditor a fork could not have had
+                             it cosigned
 
 Every check uses the log's verifier key (--vkey: the key, or a file holding
 it, default <data-dir>/audit/log.vkey) and code independent of the server:
@@ -104,6 +112,10 @@ type auditFlags struct {
 	asJSON, full, verify bool
 	serialOnly           bool
 	peers                stringList
+	witnessKeys          stringList // verify: witnesses' cosignature/v1 keys (or files)
+	quorum               int        // verify: cosignatures needed (0: every witness given)
+	witnesses            []note.Verifier
+	cosignedBy           []string // verify: the witnesses that cosigned the checkpoint verified
 	n                    int
 	q                    struct {
 		spiffeID, typ, since, until, decision, delegation string
@@ -137,6 +149,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if on("verify") {
 		fs.StringVar(&f.state, "state", "mandate-audit.state", "file keeping the last checkpoint this auditor verified (written 0600; refused, nothing read, if group or others may write to it or another user owns it)")
 		fs.BoolVar(&f.full, "full", false, "also download every entry (256 to a request, in the log's entry bundles), recompute the root and name the first entry that does not match")
+		fs.Var(&f.witnessKeys, "witness", "a witness's cosignature/v1 verifier key, or a file holding it (a Mandate witness's audit/witness.vkey): verify the latest checkpoint the witnesses cosigned (GET /v1/audit/checkpoint/witnessed) instead of the latest, and require their cosignatures (repeatable)")
+		fs.IntVar(&f.quorum, "witnesses", 0, "how many of the --witness keys must have cosigned (0: all of them)")
 	}
 	switch {
 	case on("tail", "search"):
@@ -216,6 +230,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := loadWitnesses(f); err != nil {
+		return err
+	}
 	if args[0] == "check-proof" { // offline: no server
 		return auditCheckProof(ctx, f, nil, v, rest, stdout)
 	}
@@ -252,6 +269,61 @@ func loadVerifier(f *auditFlags) (note.Verifier, error) {
 		return nil, fmt.Errorf("verifier key: %w", err)
 	}
 	return v, nil
+}
+
+// loadWitnesses reads the --witness keys (each the key, or a file
+// holding it) and checks --witnesses.
+func loadWitnesses(f *auditFlags) error {
+	for _, k := range f.witnessKeys {
+		key := k
+		if b, err := os.ReadFile(k); err == nil {
+			key = strings.TrimSpace(string(b))
+		} else if !strings.Contains(k, "+") {
+			return fmt.Errorf("--witness %s: %w (give the witness's cosignature/v1 verifier key, or a file holding it, as a Mandate witness's <data dir>/audit/witness.vkey or GET /v1/witness/verifier-key)", k, err)
+		}
+		wv, err := fnote.NewVerifierForCosignatureV1(key)
+		if err != nil {
+			return fmt.Errorf("--witness %s: not a cosignature/v1 verifier key: %w", shown(k), err)
+		}
+		for _, o := range f.witnesses {
+			if o.Name() == wv.Name() && o.KeyHash() == wv.KeyHash() {
+				return usagef("--witness %s is given twice", wv.Name())
+			}
+		}
+		f.witnesses = append(f.witnesses, wv)
+	}
+	if f.quorum < 0 || f.quorum > len(f.witnesses) || f.quorum > 0 && len(f.witnesses) == 0 {
+		return usagef("--witnesses %d: from 1 to the number of --witness keys (%d); 0: all of them", f.quorum, len(f.witnesses))
+	}
+	if f.quorum == 0 {
+		f.quorum = len(f.witnesses)
+	}
+	return nil
+}
+
+// fetchWitnessed fetches the latest checkpoint the log's witnesses
+// cosigned, verifies the log's signature and that at least f.quorum of
+// f.witnesses cosigned it, and returns them.
+func fetchWitnessed(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier) ([]byte, *log.Checkpoint, []string, error) {
+	raw, err := c.GetRaw(ctx, "/v1/audit/checkpoint/witnessed")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cp, err := openCheckpoint(raw, v)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var by []string
+	for _, wv := range f.witnesses {
+		if _, err := note.Open(raw, note.VerifierList(wv)); err == nil {
+			by = append(by, wv.Name())
+		}
+	}
+	if len(by) < f.quorum {
+		return nil, nil, nil, fmt.Errorf("the witnessed checkpoint (size %d) is cosigned by %d of the %d witnesses given (%s), fewer than the %d asked (--witnesses)",
+			cp.Size, len(by), len(f.witnesses), shown(strings.Join(by, ", ")), f.quorum)
+	}
+	return raw, cp, by, nil
 }
 
 // fetchCheckpoint fetches the latest checkpoint and verifies it.
@@ -337,6 +409,9 @@ func auditVerify(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	if err != nil {
 		return err
 	}
+	if len(f.witnesses) > 0 {
+		fmt.Fprintf(w, "checkpoint size %d is cosigned by %d of %d witnesses (%s)\n", cp.Size, len(f.cosignedBy), len(f.witnesses), shown(strings.Join(f.cosignedBy, ", ")))
+	}
 	if f.full {
 		if err := verifyFull(ctx, c, cp); err != nil {
 			return err
@@ -366,7 +441,14 @@ var errStale = errors.New("audit: the log did not show its latest entries")
 // else is said of the log. It returns the checkpoint (and its signed
 // note) and the one --state held (nil when none).
 func verifyAgainstMemory(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier) ([]byte, *log.Checkpoint, *log.Checkpoint, error) {
-	raw, cp, err := fetchCheckpoint(ctx, c, v)
+	var raw []byte
+	var cp *log.Checkpoint
+	var err error
+	if len(f.witnesses) > 0 {
+		raw, cp, f.cosignedBy, err = fetchWitnessed(ctx, f, c, v)
+	} else {
+		raw, cp, err = fetchCheckpoint(ctx, c, v)
+	}
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -399,7 +481,9 @@ func verifyAgainstMemory(ctx context.Context, f *auditFlags, c *client.Client, v
 	if r, ok := views.recalled[logKey(v)]; ok && (largest == nil || r.cp.Size > largest.Size) {
 		largest = r.cp
 	}
-	if largest != nil && cp.Size < largest.Size {
+	// The witnessed checkpoint may be older than one remembered from
+	// the log itself: it is the latest the witnesses cosigned.
+	if largest != nil && cp.Size < largest.Size && len(f.witnesses) == 0 {
 		return nil, nil, nil, fmt.Errorf("%w: it served a checkpoint of size %d, older than the size %d this auditor remembers; "+
 			"the two are consistent (not a fork): a stale answer (a cache), or entries withheld", errStale, cp.Size, largest.Size)
 	}

@@ -83,6 +83,7 @@ given an empty value, null or 0):
     witness:                        # C2SP tlog-witness of other logs, at POST /v1/witness/add-checkpoint
       logs: []                      # note verifier keys of the logs to witness (a peer's audit/log.vkey); each key's name is its origin
       name: ""                      # the cosigning key's name (default <td>/witness); key in audit/witness.key, verifier key in audit/witness.vkey
+    witnesses: []                   # witnesses this log submits its checkpoints to as it grows: {url: https://HOST:PORT/v1/witness, vkey: <its audit/witness.vkey>, trust_domain: <federated TD whose bundle authenticates it; empty: Web PKI>}
   http:
     max_body_bytes: 65536           # request body limit (the delegation endpoints take at least 65536)
     max_connections: 10000          # connections each listener holds open at once; at it, the longest idle one is closed for a new one

@@ -1,0 +1,235 @@
+package authority
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	fnote "github.com/transparency-dev/formats/note"
+	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/ca/presented"
+)
+
+// ErrNotWitnessed is the answer for the witnessed checkpoint while no
+// witness of audit.witnesses has cosigned one.
+var ErrNotWitnessed = errors.New("authority: no checkpoint cosigned by a witness yet")
+
+// witnessPoll is how often the log's size is looked at for a checkpoint
+// to submit to the witnesses; witnessTimeout bounds one submission.
+const (
+	witnessPoll    = 2 * time.Second
+	witnessTimeout = 10 * time.Second
+	// maxWitnessAnswer bounds a witness's answer: a few signature lines.
+	maxWitnessAnswer = 16 << 10
+)
+
+// logWitness is one of audit.witnesses, as the log submits to it.
+type logWitness struct {
+	url      string // its add-checkpoint URL
+	verifier note.Verifier
+	hc       *http.Client
+	// size is the size it cosigned last, as far as this run knows (0:
+	// unknown; it then says, 409).
+	size uint64
+	// failing is whether its latest submission failed (said once in the
+	// server log, until one succeeds).
+	failing bool
+}
+
+// witnessing is the log's side of the witnesses: the latest checkpoint
+// cosigned by at least one of them.
+type witnessing struct {
+	witnesses []*logWitness
+	mu        sync.Mutex
+	cosigned  []byte // the checkpoint, its log's signature and the witnesses' cosignatures
+	size      uint64 // of the checkpoint submitted last
+}
+
+// newWitnessing is the log's side of cfg's witnesses: a witness named
+// with a trust domain is authenticated as that trust domain's server by
+// its SPIFFE bundle (bundles, federated), any other by the Web PKI.
+func newWitnessing(cfg []WitnessEndpoint, a *Authority) (*witnessing, error) {
+	w := &witnessing{}
+	for _, e := range cfg {
+		v, err := fnote.NewVerifierForCosignatureV1(e.VKey)
+		if err != nil {
+			return nil, fmt.Errorf("audit.witnesses: %q: %w", e.VKey, err)
+		}
+		tr := &http.Transport{Proxy: http.ProxyFromEnvironment, MaxResponseHeaderBytes: maxWitnessAnswer}
+		if e.TrustDomain != "" {
+			td, err := trustDomainOf(e.TrustDomain)
+			if err != nil {
+				return nil, fmt.Errorf("audit.witnesses: trust_domain %q: %w", e.TrustDomain, err)
+			}
+			tr.TLSClientConfig = presented.TLSClientConfig(a, tlsconfig.AuthorizeID(ServerID(td)))
+		}
+		w.witnesses = append(w.witnesses, &logWitness{url: strings.TrimRight(e.URL, "/") + "/add-checkpoint", verifier: v,
+			hc: &http.Client{Timeout: witnessTimeout, Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}})
+	}
+	return w, nil
+}
+
+// WitnessedCheckpoint is the latest checkpoint a witness of
+// audit.witnesses cosigned: the signed note with the log's signature
+// and each witness's cosignature of it, or ErrNotWitnessed.
+func (a *Authority) WitnessedCheckpoint(c *Caller) ([]byte, error) {
+	if err := a.requireReader(c); err != nil {
+		return nil, err
+	}
+	if a.witnessing == nil {
+		return nil, fmt.Errorf("%w: audit.witnesses is empty", ErrNotWitnessed)
+	}
+	a.witnessing.mu.Lock()
+	defer a.witnessing.mu.Unlock()
+	if a.witnessing.cosigned == nil {
+		return nil, ErrNotWitnessed
+	}
+	return bytes.Clone(a.witnessing.cosigned), nil
+}
+
+// runWitnessing submits the log's checkpoint to its witnesses whenever
+// the log has grown, until ctx is done.
+func (a *Authority) runWitnessing(ctx context.Context) error {
+	t := time.NewTicker(witnessPoll)
+	defer t.Stop()
+	for {
+		a.witnessRound(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// witnessRound submits the latest checkpoint, if it is new, to every
+// witness at once, and keeps it with the cosignatures that came back.
+func (a *Authority) witnessRound(ctx context.Context) {
+	w := a.witnessing
+	cp := a.audit.Checkpoint()
+	size, err := checkpointSize(cp)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	seen := w.size == size && w.cosigned != nil
+	w.mu.Unlock()
+	if seen {
+		return
+	}
+	sigs := make([][]byte, len(w.witnesses))
+	var wg sync.WaitGroup
+	for i, lw := range w.witnesses {
+		wg.Go(func() {
+			sig, err := a.submit(ctx, lw, cp, size)
+			switch {
+			case err != nil && !lw.failing && ctx.Err() == nil:
+				lw.failing = true
+				a.log.WarnContext(ctx, "audit: a witness did not cosign the log's checkpoint; tried again as the log grows (said again once it cosigns)",
+					"witness", lw.verifier.Name(), "url", lw.url, "size", size, "err", err)
+			case err == nil && lw.failing:
+				lw.failing = false
+				a.log.InfoContext(ctx, "audit: a witness cosigns the log's checkpoints again", "witness", lw.verifier.Name(), "size", size)
+			}
+			sigs[i] = sig
+		})
+	}
+	wg.Wait()
+	cosigned := bytes.Clone(cp)
+	n := 0
+	for _, s := range sigs {
+		if s != nil {
+			cosigned = append(cosigned, s...)
+			n++
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.size = size
+	if n > 0 {
+		w.cosigned = cosigned
+	}
+}
+
+// submit asks lw to cosign cp (of size), from the size it cosigned last:
+// its cosignature line, checked with its key. A witness that holds
+// another old size (409) is asked again from it, once.
+func (a *Authority) submit(ctx context.Context, lw *logWitness, cp []byte, size uint64) ([]byte, error) {
+	for range 2 {
+		if lw.size > size {
+			return nil, fmt.Errorf("the witness cosigned a checkpoint of size %d, larger than the log's %d: the log was rolled back, or another log signed with its key", lw.size, size)
+		}
+		body := fmt.Appendf(nil, "old %d\n", lw.size)
+		if lw.size > 0 && lw.size < size {
+			proof, err := a.audit.ConsistencyProof(ctx, lw.size, size)
+			if err != nil {
+				return nil, err
+			}
+			for _, h := range proof {
+				body = fmt.Appendf(body, "%s\n", base64.StdEncoding.EncodeToString(h))
+			}
+		}
+		body = append(append(body, '\n'), cp...)
+		status, ctype, ans, err := post(ctx, lw.hc, lw.url, body)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case status == http.StatusOK:
+			n, err := note.Open(append(bytes.Clone(cp), ans...), note.VerifierList(lw.verifier))
+			if err != nil {
+				return nil, fmt.Errorf("its answer is no cosignature of its key %s+%08x: %v", lw.verifier.Name(), lw.verifier.KeyHash(), err)
+			}
+			lw.size = size
+			var line []byte
+			for _, s := range n.Sigs {
+				line = fmt.Appendf(line, "— %s %s\n", s.Name, s.Base64)
+			}
+			return line, nil
+		case status == http.StatusConflict && ctype == "text/x.tlog.size":
+			held, err := strconv.ParseUint(strings.TrimSuffix(string(ans), "\n"), 10, 64)
+			if err != nil || held == lw.size {
+				return nil, fmt.Errorf("409 with the size %.40q", ans)
+			}
+			lw.size = held
+		default:
+			return nil, fmt.Errorf("%d: %.200q", status, ans)
+		}
+	}
+	return nil, errors.New("its old size changed twice")
+}
+
+// post sends body to url, and reads at most maxWitnessAnswer of the
+// answer.
+func post(ctx context.Context, hc *http.Client, url string, body []byte) (int, string, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, witnessTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", nil, err
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	ans, err := io.ReadAll(io.LimitReader(resp.Body, maxWitnessAnswer+1))
+	if err != nil {
+		return 0, "", nil, err
+	}
+	if len(ans) > maxWitnessAnswer {
+		return 0, "", nil, fmt.Errorf("an answer of more than %d bytes", maxWitnessAnswer)
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), ans, nil
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// audit verify --witness verifies the latest checkpoint the log's
+// witnesses cosigned: org-b witnesses org-a's log, org-a submits its
+// checkpoints to org-b (audit.witnesses), and an auditor of org-a needs
+// org-b's cosignature; one asking for a witness that did not cosign is
+// refused.
+func TestAuditVerifyWithWitnesses(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	serveIn := func(dir string, extra ...string) (string, func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, errOut syncBuffer
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "mandate-data")}, extra...), &out, &errOut)
+		}()
+		url := waitServing(t, &out, done)
+		stop := sync.OnceFunc(func() { cancel(); <-done })
+		t.Cleanup(stop)
+		return url, stop
+	}
+	_, stopA := serveIn(dirA, "--trust-domain", "org-a.example")
+	logKey, err := os.ReadFile(filepath.Join(dirA, "mandate-data", "audit", "log.vkey"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopA()
+
+	confB := filepath.Join(dirB, "mandate.yaml")
+	if err := os.WriteFile(confB, fmt.Appendf(nil, "trust_domain: org-b.example\naudit:\n  witness:\n    logs: [%q]\n", strings.TrimSpace(string(logKey))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	urlB, _ := serveIn(dirB, "--config", confB)
+	witnessKey := filepath.Join(dirB, "mandate-data", "audit", "witness.vkey")
+	wkey, err := os.ReadFile(witnessKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundleB := filepath.Join(dirA, "org-b.bundle.json")
+	doc := mustCLI(t, urlB, dirB, "bundle", "show", "--bundle", filepath.Join(dirB, "mandate-data", "admin", "bundle.pem"))
+	if err := os.WriteFile(bundleB, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	confA := filepath.Join(dirA, "mandate.yaml")
+	if err := os.WriteFile(confA, fmt.Appendf(nil, `trust_domain: org-a.example
+federation:
+  trust_domains:
+    - trust_domain: org-b.example
+      bundle_endpoint_url: %s/v1/bundle
+      bundle_file: %s
+audit:
+  witnesses:
+    - url: %s/v1/witness
+      vkey: %q
+      trust_domain: org-b.example
+`, urlB, bundleB, urlB, strings.TrimSpace(string(wkey))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	urlA, _ := serveIn(dirA, "--config", confA)
+
+	// The first round runs as the authority starts; a few seconds at most.
+	var out string
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		out, err = cli(t, urlA, dirA, "audit", "verify", "--witness", witnessKey, "--state", filepath.Join(dirA, "audit.state"))
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || !strings.Contains(out, "cosigned by 1 of 1 witnesses (org-b.example/witness)") {
+		t.Fatalf("audit verify --witness: %v\n%s", err, out)
+	}
+
+	_, otherKey, err := note.GenerateKey(rand.Reader, "org-c.example/witness")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--witness", witnessKey, "--witness", otherKey}, "cosigned by 1 of the 2 witnesses given"},
+		{[]string{"--witness", witnessKey, "--witnesses", "2"}, "--witnesses 2"},
+		{[]string{"--witness", witnessKey, "--witness", witnessKey}, "given twice"},
+		{[]string{"--witness", "no-such-file"}, "--witness no-such-file"},
+		{[]string{"--witnesses", "1"}, "--witnesses 1"},
+	} {
+		_, err := cli(t, urlA, dirA, append([]string{"audit", "verify", "--state", filepath.Join(dirA, "audit.state")}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("audit verify %q: %v, want an error saying %q", c.args, err, c.want)
+		}
+	}
+}
