@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -89,6 +90,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer orgA.stop()
 	orgB, err := startDemoAuthority(ctx, tmp, "org-b.example", func(c *authority.Config) {
 		c.Audit.Auditors = []string{"spiffe://org-a.example/mandate/admin"}
+		c.Audit.Witness.Logs = []string{orgA.a.AuditVerifierKey()} // org-b witnesses org-a's log
 	})
 	if err != nil {
 		return err
@@ -108,6 +110,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	say("org-a ⇄ org-b")
+	witness := &demoWitness{log: orgA, witness: orgB, hc: &http.Client{Transport: &http.Transport{TLSClientConfig: orgB.public.TLSConfig()}}}
+	defer witness.hc.CloseIdleConnections()
+	witnessedAt, _, err := witness.cosign(ctx)
+	if err != nil {
+		return fmt.Errorf("org-b witnessing org-a's log: %w", err)
+	}
+	say("org-b witnesses org-a's log (C2SP tlog-witness): it cosigned org-a's checkpoint at size %d", witnessedAt)
 
 	step("org-a's edge device attests with its TPM: credential activation, a fresh quote of PCRs 0-7 and 16")
 	nodeKey, csr, err := client.NewKeyAndCSR()
@@ -266,6 +275,20 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			say("and shows %s revoked with the hop above", h.ID)
 		}
 	}
+	step("org-b cosigns org-a's grown log, and refuses a fork")
+	size, _, err := witness.cosign(ctx)
+	if err != nil {
+		return fmt.Errorf("org-b witnessing org-a's log: %w", err)
+	}
+	say("org-a's log grew from %d to %d entries: org-b checked the consistency proof and cosigned; an auditor holding both signatures knows org-a showed org-b this history", witnessedAt, size)
+	status, ans, err := witness.forkAt(ctx, filepath.Join(tmp, orgA.td.Name()))
+	if err != nil {
+		return err
+	}
+	if status != http.StatusConflict || !strings.Contains(ans, "witness-root-mismatch") {
+		return fmt.Errorf("a forked checkpoint of org-a was answered %d: %s", status, ans)
+	}
+	say("a checkpoint of size %d with another root, signed with org-a's own key (an operator rewriting history): refused (%d witness-root-mismatch)", size, status)
 	fmt.Fprintln(stdout, "\nDone.")
 	return nil
 }

@@ -26,6 +26,9 @@ func TestDemo(t *testing.T) {
 		"is revoked at org-a", "org-b asked org-a before extending the chain, and refused",
 		"the auditor proves it in org-a.example's log, entry", "revoked with the hop above",
 		"asks org-b about its hop", "above it was revoked)",
+		"org-b witnesses org-a's log (C2SP tlog-witness): it cosigned org-a's checkpoint at size",
+		"org-b checked the consistency proof and cosigned",
+		"refused (409 witness-root-mismatch)",
 		"Done.",
 	} {
 		if !strings.Contains(out.String(), want) {
