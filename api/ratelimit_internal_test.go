@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,4 +212,23 @@ func TestRateLimitedEndpoints(t *testing.T) {
 			t.Errorf("rateLimited(%q) = %v, want %v", pattern, got, want)
 		}
 	}
+}
+
+// BenchmarkRateLimitAllow is what the limit costs a request: one caller
+// of 10,000 taking a token, from as many goroutines as cores.
+// `go test -run '^$' -bench RateLimitAllow -cpu 2 ./api/`
+func BenchmarkRateLimitAllow(b *testing.B) {
+	big := 1_000_000
+	l, _, _ := limitOf(authority.RateLimitConfig{RequestsPerSecond: &big})
+	l.now = time.Now
+	callers := make([]*authority.Caller, 10_000)
+	for i := range callers {
+		callers[i] = &authority.Caller{ID: spiffeid.RequireFromString(fmt.Sprintf("spiffe://org-a.example/agent/a%d", i))}
+	}
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.allow(orgA{}, callers[next.Add(1)%int64(len(callers))], "192.0.2.1:1", "POST /v1/delegations")
+		}
+	})
 }

@@ -286,3 +286,28 @@ func TestNewRefusesBadKeys(t *testing.T) {
 		t.Error("New(two keys for one origin) = nil")
 	}
 }
+
+// BenchmarkAddCheckpoint is a log submitting each new checkpoint (one
+// entry more, with its consistency proof) to the witness: the signature
+// checks, the proof, a durable store transaction and the cosignature.
+// `go test -run '^$' -bench AddCheckpoint ./witness/`
+func BenchmarkAddCheckpoint(b *testing.B) {
+	ctx := context.Background()
+	l := newTestLog(b, "org-a.example/audit", 1000)
+	w := newWitness(b, openStore(b, filepath.Join(b.TempDir(), "w.db")), witnessKey(b), l.vkey)
+	if _, err := w.AddCheckpoint(ctx, l.request(0)); err != nil {
+		b.Fatal(err)
+	}
+	bodies := make([][]byte, b.N)
+	for i := range bodies {
+		old := l.tree.Size()
+		l.grow(1)
+		bodies[i] = l.request(old)
+	}
+	b.ResetTimer()
+	for _, body := range bodies {
+		if _, err := w.AddCheckpoint(ctx, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
