@@ -147,7 +147,7 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	var cosig []byte
 	err = w.st.Update(ctx, func(tx store.Tx) error {
 		var lastSize uint64
-		var lastRoot []byte
+		var lastRoot []byte // nil: it never cosigned a checkpoint of this log
 		switch b, err := tx.Get(bucket, []byte(origin)); {
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
@@ -162,7 +162,9 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 		}
 		switch {
 		case old == size:
-			if old != 0 && !bytes.Equal(lastRoot, root) {
+			// At size 0 too, once one was cosigned: an empty tree
+			// has one root.
+			if lastRoot != nil && !bytes.Equal(lastRoot, root) {
 				return fmt.Errorf("%w (size %d)", ErrRootMismatch, size)
 			}
 		case old > 0:
@@ -170,7 +172,7 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 				return fmt.Errorf("%w from size %d to %d", ErrInconsistent, old, size)
 			}
 		}
-		if old != size || old == 0 {
+		if old != size || lastRoot == nil {
 			if err := tx.Put(bucket, []byte(origin), append(binary.BigEndian.AppendUint64(nil, size), root...)); err != nil {
 				return err
 			}

@@ -311,3 +311,26 @@ func BenchmarkAddCheckpoint(b *testing.B) {
 		}
 	}
 }
+
+// A log cosigned at size 0 (an empty tree) that then signs another root
+// for size 0 forked: the witness refuses it (409 witness-root-mismatch),
+// as it does at any other size, and still holds the root it cosigned.
+func TestAddCheckpointForkAtSizeZero(t *testing.T) {
+	ctx := context.Background()
+	l := newTestLog(t, "org-a.example/audit", 0)
+	w := newWitness(t, openStore(t, filepath.Join(t.TempDir(), "w.db")), witnessKey(t), l.vkey)
+	if _, err := w.AddCheckpoint(ctx, l.request(0)); err != nil {
+		t.Fatalf("the empty tree: %v", err)
+	}
+	if _, err := w.AddCheckpoint(ctx, l.request(0)); err != nil {
+		t.Errorf("the empty tree again: %v", err)
+	}
+	other := make([]byte, 32)
+	other[0] = 1
+	if _, err := w.AddCheckpoint(ctx, body(0, nil, l.checkpoint(0, other))); !errors.Is(err, witness.ErrRootMismatch) {
+		t.Errorf("another root for size 0: %v, want %v", err, witness.ErrRootMismatch)
+	}
+	if _, err := w.AddCheckpoint(ctx, l.request(0)); err != nil {
+		t.Errorf("the empty tree after the fork was refused: %v", err)
+	}
+}
