@@ -190,6 +190,11 @@ func (a *Authority) submit(ctx context.Context, lw *logWitness, cp []byte, size 
 			if err != nil {
 				return nil, fmt.Errorf("its answer is no cosignature of its key %s+%08x: %v", lw.verifier.Name(), lw.verifier.KeyHash(), err)
 			}
+			// Signature lines only: an answer that starts a note of its
+			// own (an empty line) signs another text than the checkpoint.
+			if text := cp[:bytes.LastIndex(cp, []byte("\n\n"))+1]; n.Text != string(text) {
+				return nil, errors.New("its answer is no cosignature of the checkpoint: its signature is of another text")
+			}
 			lw.size = size
 			var line []byte
 			for _, s := range n.Sigs {

@@ -1,0 +1,88 @@
+package authority
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	fnote "github.com/transparency-dev/formats/note"
+	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/logtest"
+)
+
+// The log serves a witness's answer only as a cosignature of its
+// checkpoint: an answer whose signature line verifies with the witness's
+// key over another text (here the signed checkpoint, made the note's
+// text by an empty line before the line) is no cosignature, and is not
+// served, where an honest witness's is.
+func TestWitnessAnswerMustCosignTheCheckpoint(t *testing.T) {
+	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	var logs logtest.Buffer
+	a, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	skey, vkey, err := note.GenerateKey(rand.Reader, "witness.example/w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := fnote.NewSignerForCosignatureV1(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cvkey, err := fnote.VKeyToCosignatureV1(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := fnote.NewVerifierForCosignatureV1(cvkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// cosign answers a request with a cosignature of text(checkpoint),
+	// after prefix.
+	cosign := func(prefix string, text func(cp []byte) []byte) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			_, cp, _ := bytes.Cut(body, []byte("\n\n"))
+			txt := text(cp)
+			signed, err := note.Sign(&note.Note{Text: string(txt)}, signer)
+			if err != nil {
+				t.Error(err)
+			}
+			_, _ = w.Write(append([]byte(prefix), signed[len(txt)+1:]...))
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		answer http.HandlerFunc
+		served bool
+	}{
+		{"the checkpoint's note text", cosign("", func(cp []byte) []byte { n, _, _ := bytes.Cut(cp, []byte("\n\n")); return append(n, '\n') }), true},
+		{"the signed checkpoint", cosign("\n", func(cp []byte) []byte { return cp }), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(c.answer)
+			defer srv.Close()
+			a.witnessing = &witnessing{witnesses: []*logWitness{{url: srv.URL + "/add-checkpoint", verifier: verifier, hc: srv.Client()}}}
+			a.witnessRound(t.Context())
+			cp := a.audit.Checkpoint()
+			got := a.witnessing.cosigned
+			if !c.served {
+				if got != nil {
+					t.Errorf("served %q, want nothing: the witness cosigned no checkpoint", got)
+				}
+				return
+			}
+			if _, err := note.Open(got, note.VerifierList(verifier)); err != nil || !bytes.HasPrefix(got, cp) {
+				t.Errorf("served %q (%v), want the checkpoint with the witness's cosignature", got, err)
+			}
+		})
+	}
+}
