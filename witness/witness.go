@@ -234,6 +234,11 @@ func parseCheckpoint(text string) (size uint64, root []byte, err error) {
 	if root, err = base64.StdEncoding.DecodeString(lines[2]); err != nil || len(root) != 32 {
 		return 0, nil, fmt.Errorf("%w: the checkpoint's root hash is not a base64 SHA-256 hash", ErrMalformed)
 	}
+	// Extension lines, if any, are not empty (c2sp.org/tlog-checkpoint):
+	// a text with an empty line is no checkpoint.
+	if strings.Contains("\n"+lines[3], "\n\n") {
+		return 0, nil, fmt.Errorf("%w: the checkpoint has an empty extension line", ErrMalformed)
+	}
 	return size, root, nil
 }
 

@@ -199,6 +199,15 @@ func TestAddCheckpoint(t *testing.T) {
 		{"a proof line of 31 bytes", body(9, [][]byte{make([]byte, 31)}, l.checkpoint(10, nil)), witness.ErrMalformed},
 		{"64 proof lines", body(9, slices.Repeat([][]byte{make([]byte, 32)}, 64), l.checkpoint(10, nil)), witness.ErrMalformed},
 		{"a proof from 0", body(0, [][]byte{make([]byte, 32)}, other.checkpoint(3, nil)), witness.ErrMalformed},
+		{"an empty extension line", func() []byte {
+			p, _ := l.tree.ConsistencyProof(9, 10)
+			text := fmt.Sprintf("%s\n10\n%s\n\nextension\n", l.origin, base64.StdEncoding.EncodeToString(l.tree.HashAt(10)))
+			cp, err := note.Sign(&note.Note{Text: text}, l.signer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return body(9, p, cp)
+		}(), witness.ErrMalformed},
 	}
 	for _, r := range refusals {
 		_, err := w.AddCheckpoint(ctx, r.body)
