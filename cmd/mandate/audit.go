@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -115,6 +116,7 @@ type auditFlags struct {
 	witnessKeys          stringList // verify: witnesses' cosignature/v1 keys (or files)
 	quorum               int        // verify: cosignatures needed (0: every witness given)
 	witnesses            []note.Verifier
+	logKey               string   // the log's verifier key (--vkey's)
 	cosignedBy           []string // verify: the witnesses that cosigned the checkpoint verified
 	n                    int
 	q                    struct {
@@ -268,6 +270,7 @@ func loadVerifier(f *auditFlags) (note.Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verifier key: %w", err)
 	}
+	f.logKey = key
 	return v, nil
 }
 
@@ -285,6 +288,12 @@ func loadWitnesses(f *auditFlags) error {
 		if err != nil {
 			return fmt.Errorf("--witness %s: not a cosignature/v1 verifier key: %w", shown(k), err)
 		}
+		// The log holds its own key: its "cosignatures" would vouch for
+		// nothing (a cosignature/v1 does not sign its name, and a key of
+		// type 0x01 is taken as one).
+		if pub := vkeyPublic(key); pub != nil && bytes.Equal(pub, vkeyPublic(f.logKey)) {
+			return usagef("--witness %s is the log's own key (--vkey): the log could cosign its own checkpoints", wv.Name())
+		}
 		for _, o := range f.witnesses {
 			if o.Name() == wv.Name() && o.KeyHash() == wv.KeyHash() {
 				return usagef("--witness %s is given twice", wv.Name())
@@ -299,6 +308,20 @@ func loadWitnesses(f *auditFlags) error {
 		f.quorum = len(f.witnesses)
 	}
 	return nil
+}
+
+// vkeyPublic is the public key of the Ed25519 note verifier key vkey
+// (of type 0x01 or 0x04), or nil.
+func vkeyPublic(vkey string) []byte {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return nil
+	}
+	b, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(b) != 1+ed25519.PublicKeySize || b[0] != 0x01 && b[0] != 0x04 {
+		return nil
+	}
+	return b[1:]
 }
 
 // fetchWitnessed fetches the latest checkpoint the log's witnesses

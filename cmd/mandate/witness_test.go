@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -101,6 +105,38 @@ audit:
 		_, err := cli(t, urlA, dirA, append([]string{"audit", "verify", "--state", filepath.Join(dirA, "audit.state")}, c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("audit verify %q: %v, want an error saying %q", c.args, err, c.want)
+		}
+	}
+}
+
+// A --witness key that is the log's own key (--vkey), given as it is or
+// as a cosignature/v1 key, under its name or another, is refused before
+// anything is asked of the server: the log holds it, and could cosign
+// its own checkpoints, a fork among them.
+func TestAuditVerifyRefusesTheLogsKeyAsAWitness(t *testing.T) {
+	_, logKey, err := note.GenerateKey(rand.Reader, "org-a.example/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asCosigner, err := fnote.VKeyToCosignatureV1(logKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.SplitN(logKey, "+", 3)[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed, err := note.NewEd25519VerifierKey("witness.example/w1", ed25519.PublicKey(raw[1:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, k := range []string{logKey, asCosigner, renamed} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"audit", "verify", "--server", "https://127.0.0.1:1", "--data-dir", dir, "--vkey", logKey,
+			"--witness", k, "--state", filepath.Join(dir, "audit.state")}, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "the log's own key") {
+			t.Errorf("audit verify --witness %s (the log's key): %v, want a refusal naming the log's own key", k, err)
 		}
 	}
 }
