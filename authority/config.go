@@ -944,7 +944,9 @@ func validateWitnesses(ws []WitnessEndpoint) error {
 	names := map[string]bool{}
 	for _, w := range ws {
 		u, err := url.Parse(w.URL)
-		if err != nil || u.Scheme != "https" || !publicHostPort(u) || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		if err != nil || u.Scheme != "https" || !publicHostPort(u) || u.User != nil || strings.ContainsAny(w.URL, "?#") {
+			// Not even an empty query or fragment: add-checkpoint is
+			// appended to the URL, and would be in it.
 			return fmt.Errorf("audit.witnesses: url %q: must be https://HOST[:PORT][/PATH], the witness's submission prefix", w.URL)
 		}
 		v, err := fnote.NewVerifierForCosignatureV1(w.VKey)

@@ -200,6 +200,12 @@ func TestConfigValidate(t *testing.T) {
 		{"a witness not over https", func(c *authority.Config) {
 			c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: "http://w.example/v1/witness", VKey: testCosignerKey(t, "w.example/w")}}
 		}, "audit.witnesses: url"},
+		{"a witness URL ending in an empty query", func(c *authority.Config) {
+			c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: "https://w.example/v1/witness?", VKey: testCosignerKey(t, "w.example/w")}}
+		}, "audit.witnesses: url"},
+		{"a witness URL ending in an empty fragment", func(c *authority.Config) {
+			c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: "https://w.example/v1/witness#", VKey: testCosignerKey(t, "w.example/w")}}
+		}, "audit.witnesses: url"},
 		{"a witness key that is no key", func(c *authority.Config) {
 			c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: "https://w.example/v1/witness", VKey: "w.example/w"}}
 		}, "audit.witnesses: vkey"},
