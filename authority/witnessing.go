@@ -52,8 +52,18 @@ type witnessing struct {
 	witnesses []*logWitness
 	mu        sync.Mutex
 	cosigned  []byte // the checkpoint, its log's signature and the witnesses' cosignatures
-	size      uint64 // of the checkpoint submitted last
+	// The checkpoint submitted last and, by witness, its cosignature
+	// line of it (nil: none yet) and whether it refused it (a 4xx
+	// answer: not asked again for it); only the rounds use them, one
+	// at a time.
+	cp      []byte
+	sigs    [][]byte
+	refused []bool
 }
+
+// errRefused is a witness's refusal of a checkpoint (a 4xx answer, but
+// 408 and 429): asking again for the same one would be refused again.
+var errRefused = errors.New("refused")
 
 // newWitnessing is the log's side of cfg's witnesses: a witness named
 // with a trust domain is authenticated as that trust domain's server by
@@ -112,8 +122,9 @@ func (a *Authority) runWitnessing(ctx context.Context) error {
 	}
 }
 
-// witnessRound submits the latest checkpoint, if it is new, to every
-// witness at once, and keeps it with the cosignatures that came back.
+// witnessRound submits the latest checkpoint to every witness that has
+// not cosigned it yet, at once, and keeps it with the cosignatures that
+// came back.
 func (a *Authority) witnessRound(ctx context.Context) {
 	w := a.witnessing
 	cp := a.audit.Checkpoint()
@@ -121,21 +132,22 @@ func (a *Authority) witnessRound(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	w.mu.Lock()
-	seen := w.size == size && w.cosigned != nil
-	w.mu.Unlock()
-	if seen {
-		return
+	if !bytes.Equal(w.cp, cp) { // a new checkpoint: each witness is asked
+		w.cp, w.sigs, w.refused = bytes.Clone(cp), make([][]byte, len(w.witnesses)), make([]bool, len(w.witnesses))
 	}
-	sigs := make([][]byte, len(w.witnesses))
+	sigs := w.sigs
 	var wg sync.WaitGroup
 	for i, lw := range w.witnesses {
+		if sigs[i] != nil || w.refused[i] {
+			continue // it cosigned this checkpoint, or refused it
+		}
 		wg.Go(func() {
 			sig, err := a.submit(ctx, lw, cp, size)
+			w.refused[i] = errors.Is(err, errRefused)
 			switch {
 			case err != nil && !lw.failing && ctx.Err() == nil:
 				lw.failing = true
-				a.log.WarnContext(ctx, "audit: a witness did not cosign the log's checkpoint; tried again as the log grows (said again once it cosigns)",
+				a.log.WarnContext(ctx, "audit: a witness did not cosign the log's checkpoint; asked again every 2 s while it has not, or as the log grows if it refused it (said again once it cosigns)",
 					"witness", lw.verifier.Name(), "url", lw.url, "size", size, "err", err)
 			case err == nil && lw.failing:
 				lw.failing = false
@@ -155,7 +167,6 @@ func (a *Authority) witnessRound(ctx context.Context) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.size = size
 	if n > 0 {
 		w.cosigned = cosigned
 	}
@@ -207,6 +218,8 @@ func (a *Authority) submit(ctx context.Context, lw *logWitness, cp []byte, size 
 				return nil, fmt.Errorf("409 with the size %.40q", ans)
 			}
 			lw.size = held
+		case status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests:
+			return nil, fmt.Errorf("%w %d: %.200q", errRefused, status, ans)
 		default:
 			return nil, fmt.Errorf("%d: %.200q", status, ans)
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	fnote "github.com/transparency-dev/formats/note"
@@ -84,5 +85,88 @@ func TestWitnessAnswerMustCosignTheCheckpoint(t *testing.T) {
 				t.Errorf("served %q (%v), want the checkpoint with the witness's cosignature", got, err)
 			}
 		})
+	}
+}
+
+// A witness that failed to cosign the log's checkpoint is asked again
+// at the next look, though the log has not grown, and its cosignature
+// is served with the others': one failure (as at a start, before its
+// bundle is had) does not leave the checkpoint served without it until
+// the log grows. One that refused the checkpoint (a 4xx answer, as
+// 422 to a proof) is not asked again for it.
+func TestWitnessThatFailedIsAskedAgain(t *testing.T) {
+	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	var logs logtest.Buffer
+	a, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var verifiers []note.Verifier
+	var failing atomic.Bool
+	a.witnessing = &witnessing{}
+	for i, name := range []string{"witness.example/w1", "witness.example/w2"} {
+		skey, vkey, err := note.GenerateKey(rand.Reader, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := fnote.NewSignerForCosignatureV1(skey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cvkey, err := fnote.VKeyToCosignatureV1(vkey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := fnote.NewVerifierForCosignatureV1(cvkey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		verifiers = append(verifiers, v)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if i == 1 && failing.Load() {
+				http.Error(w, "unavailable", http.StatusServiceUnavailable)
+				return
+			}
+			body, _ := io.ReadAll(r.Body)
+			_, cp, _ := bytes.Cut(body, []byte("\n\n"))
+			text, _, _ := bytes.Cut(cp, []byte("\n\n"))
+			signed, err := note.Sign(&note.Note{Text: string(text) + "\n"}, signer)
+			if err != nil {
+				t.Error(err)
+			}
+			_, _ = w.Write(signed[len(text)+2:])
+		}))
+		defer srv.Close()
+		a.witnessing.witnesses = append(a.witnessing.witnesses, &logWitness{url: srv.URL + "/add-checkpoint", verifier: v, hc: srv.Client()})
+	}
+	var refusals atomic.Int32
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		refusals.Add(1)
+		http.Error(w, "the proof does not verify", http.StatusUnprocessableEntity)
+	}))
+	defer refusing.Close()
+	a.witnessing.witnesses = append(a.witnessing.witnesses, &logWitness{url: refusing.URL + "/add-checkpoint", verifier: verifiers[0], hc: refusing.Client()})
+	cosignedBy := func() (n int) {
+		for _, v := range verifiers {
+			if _, err := note.Open(a.witnessing.cosigned, note.VerifierList(v)); err == nil {
+				n++
+			}
+		}
+		return n
+	}
+	failing.Store(true)
+	a.witnessRound(t.Context())
+	if n := cosignedBy(); n != 1 {
+		t.Fatalf("with w2 failing: cosigned by %d, want 1", n)
+	}
+	failing.Store(false)
+	a.witnessRound(t.Context())
+	if n := cosignedBy(); n != 2 {
+		t.Errorf("w2 back, the log the same: the served checkpoint is cosigned by %d, want 2", n)
+	}
+	if n := refusals.Load(); n != 1 {
+		t.Errorf("the witness that refused the checkpoint was asked %d times for it, want 1", n)
 	}
 }
