@@ -167,6 +167,9 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 			if lastRoot != nil && !bytes.Equal(lastRoot, root) {
 				return fmt.Errorf("%w (size %d)", ErrRootMismatch, size)
 			}
+			if len(hashes) > 0 { // the proof between equal sizes is empty
+				return fmt.Errorf("%w: a proof of %d hashes between equal sizes", ErrInconsistent, len(hashes))
+			}
 		case old > 0:
 			if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old, size, hashes, lastRoot, root); err != nil {
 				return fmt.Errorf("%w from size %d to %d", ErrInconsistent, old, size)

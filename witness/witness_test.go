@@ -177,6 +177,7 @@ func TestAddCheckpoint(t *testing.T) {
 	}{
 		{"an old size not the last cosigned", l.request(5), nil}, // *SizeConflict{9}
 		{"a fork at the size cosigned", body(9, nil, l.checkpoint(9, make([]byte, 32))), witness.ErrRootMismatch},
+		{"a proof between equal sizes", body(9, [][]byte{l.tree.HashAt(9)}, l.checkpoint(9, nil)), witness.ErrInconsistent},
 		{"a proof that does not verify", func() []byte {
 			l.grow(1)
 			p, _ := l.tree.ConsistencyProof(9, 10)

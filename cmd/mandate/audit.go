@@ -116,6 +116,7 @@ type auditFlags struct {
 	witnessKeys          stringList // verify: witnesses' cosignature/v1 keys (or files)
 	quorum               int        // verify: cosignatures needed (0: every witness given)
 	witnesses            []note.Verifier
+	witnessPubs          [][]byte // their public keys
 	logKey               string   // the log's verifier key (--vkey's)
 	cosignedBy           []string // verify: the witnesses that cosigned the checkpoint verified
 	n                    int
@@ -294,12 +295,16 @@ func loadWitnesses(f *auditFlags) error {
 		if pub := vkeyPublic(key); pub != nil && bytes.Equal(pub, vkeyPublic(f.logKey)) {
 			return usagef("--witness %s is the log's own key (--vkey): the log could cosign its own checkpoints", wv.Name())
 		}
-		for _, o := range f.witnesses {
-			if o.Name() == wv.Name() && o.KeyHash() == wv.KeyHash() {
-				return usagef("--witness %s is given twice", wv.Name())
+		// One key is one witness, whatever its name: a cosignature/v1
+		// does not sign the name, so a line copied under a second name
+		// would count twice towards --witnesses.
+		pub := vkeyPublic(key)
+		for i, o := range f.witnesses {
+			if o.Name() == wv.Name() && o.KeyHash() == wv.KeyHash() || pub != nil && bytes.Equal(pub, f.witnessPubs[i]) {
+				return usagef("--witness %s is given twice (the same key)", wv.Name())
 			}
 		}
-		f.witnesses = append(f.witnesses, wv)
+		f.witnesses, f.witnessPubs = append(f.witnesses, wv), append(f.witnessPubs, pub)
 	}
 	if f.quorum < 0 || f.quorum > len(f.witnesses) || f.quorum > 0 && len(f.witnesses) == 0 {
 		return usagef("--witnesses %d: from 1 to the number of --witness keys (%d); 0: all of them", f.quorum, len(f.witnesses))

@@ -99,6 +99,8 @@ audit:
 		{[]string{"--witness", witnessKey, "--witness", otherKey}, "cosigned by 1 of the 2 witnesses given"},
 		{[]string{"--witness", witnessKey, "--witnesses", "2"}, "--witnesses 2"},
 		{[]string{"--witness", witnessKey, "--witness", witnessKey}, "given twice"},
+		// The same key under another name: one witness, not two.
+		{[]string{"--witness", witnessKey, "--witness", "org-c.example/w+00000000+" + strings.SplitN(strings.TrimSpace(string(wkey)), "+", 3)[2]}, "given twice"},
 		{[]string{"--witness", "no-such-file"}, "--witness no-such-file"},
 		{[]string{"--witnesses", "1"}, "--witnesses 1"},
 	} {
