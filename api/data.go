@@ -701,6 +701,9 @@ func (s *Server) accessEvaluations(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Each evaluation is a decision recorded: the rate limit took the
+	// request's first, and takes the others now.
+	s.limit.charge(s.a, callerOf(r), r.RemoteAddr, len(reqs)-1)
 	out, err := s.a.EvaluateAccess(r.Context(), callerOf(r), reqs, semantic)
 	if err != nil {
 		writeError(w, r, s.log, err)

@@ -94,26 +94,7 @@ func (b *bucket) take(now time.Time) (ok bool, wait time.Duration) {
 // false, and how long to wait, when it is over the caller's rate. An
 // admin is never limited.
 func (l *rateLimit) allow(a roles, c *authority.Caller, remote, route string) (bool, time.Duration) {
-	var key string
-	var rate float64
-	var burst int
-	listed := false
-	if c != nil && !c.ID.IsZero() {
-		if a.RoleOf(c.ID) == authority.RoleAdmin {
-			return true, 0
-		}
-		key = c.ID.String()
-		_, listed = l.cfg.Callers[key]
-		if !listed && c.ID.TrustDomain() != a.TrustDomain() {
-			// Another trust domain's authority names as many IDs as it
-			// likes: its callers share one bucket, unless listed.
-			key = "trust domain " + c.ID.TrustDomain().Name()
-		}
-		rate, burst = l.cfg.Rate(c.ID)
-	} else {
-		key = addressKey(remote)
-		rate, burst = l.cfg.Rate(spiffeid.ID{})
-	}
+	key, rate, burst, listed := l.keyOf(a, c, remote)
 	if rate <= 0 {
 		return true, 0
 	}
@@ -134,6 +115,46 @@ func (l *rateLimit) allow(a roles, c *authority.Caller, remote, route string) (b
 			"caller", key, "requests_per_second", rate, "burst", burst, "route", route)
 	}
 	return ok, wait
+}
+
+// keyOf is whose bucket caller c's request (from address remote) is
+// taken from, at what rate and burst; rate 0 is no limit (an admin, or
+// a caller given none).
+func (l *rateLimit) keyOf(a roles, c *authority.Caller, remote string) (key string, rate float64, burst int, listed bool) {
+	if c == nil || c.ID.IsZero() {
+		rate, burst = l.cfg.Rate(spiffeid.ID{})
+		return addressKey(remote), rate, burst, false
+	}
+	if a.RoleOf(c.ID) == authority.RoleAdmin {
+		return "", 0, 0, false
+	}
+	key = c.ID.String()
+	_, listed = l.cfg.Callers[key]
+	if !listed && c.ID.TrustDomain() != a.TrustDomain() {
+		// Another trust domain's authority names as many IDs as it
+		// likes: its callers share one bucket, unless listed.
+		key = "trust domain " + c.ID.TrustDomain().Name()
+	}
+	rate, burst = l.cfg.Rate(c.ID)
+	return key, rate, burst, listed
+}
+
+// charge takes n more tokens from the bucket of caller c's request, which
+// allow let through: a request that records n more than one entry (an
+// AuthZEN batch). The bucket may go below zero; the caller's next
+// requests then wait until it has filled again, so that what it records
+// is held to its rate all the same.
+func (l *rateLimit) charge(a roles, c *authority.Caller, remote string, n int) {
+	key, rate, burst, listed := l.keyOf(a, c, remote)
+	if rate <= 0 || n <= 0 {
+		return
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucketOf(key, rate, burst, listed, now)
+	b.fill(now)
+	b.tokens -= float64(n)
 }
 
 // bucketOf is key's bucket, a full one if it has none (l.mu held). A

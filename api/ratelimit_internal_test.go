@@ -232,3 +232,23 @@ func BenchmarkRateLimitAllow(b *testing.B) {
 		}
 	})
 }
+
+// A request that records more than one entry (an AuthZEN batch) is
+// charged for each: the bucket goes below zero, and the caller's next
+// requests wait until it has filled again.
+func TestRateLimitChargeIsADebt(t *testing.T) {
+	l, at, _ := limitAt(2, 4)
+	c := &authority.Caller{ID: spiffeid.RequireFromString("spiffe://org-a.example/agent/gw")}
+	if ok, _ := l.allow(orgA{}, c, "", "POST /access/v1/evaluations"); !ok {
+		t.Fatal("the batch's request was refused")
+	}
+	l.charge(orgA{}, c, "", 7) // 3 left, 7 more evaluations: 4 owed
+	ok, wait := l.allow(orgA{}, c, "", "POST /access/v1/evaluations")
+	if ok || wait != 2500*time.Millisecond {
+		t.Fatalf("after the batch: %v, wait %v; want refused for 2.5s (5 tokens at 2 a second)", ok, wait)
+	}
+	*at = at.Add(2500 * time.Millisecond)
+	if got := letThrough(l, c.ID.String(), 5); got != 1 {
+		t.Errorf("2.5s after: %d let through, want 1", got)
+	}
+}

@@ -129,3 +129,37 @@ func TestRateLimitPerCaller(t *testing.T) {
 		t.Error("the server log does not say the rate limit was reached")
 	}
 }
+
+// An AuthZEN batch is charged one token per evaluation (each is a
+// decision recorded): a batch of 8 leaves 2 of a burst of 10.
+func TestRateLimitChargesEachEvaluation(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		one := 1
+		c.HTTP.RateLimit = authority.RateLimitConfig{RequestsPerSecond: &one, Burst: 10}
+		c.Policy.DecisionCallers = []string{"spiffe://org-a.example/agent/gw"}
+	})
+	gw := e.agentWithScopes("gw")
+	e.frozen.Store(time.Now().Add(20 * time.Second).UnixNano()) // every bucket full, and filling no more
+	hc := e.rawClient(gw.chain, gw.key)
+	one := `{"subject": {"type": "agent", "id": "x"}, "action": {"name": "read"}, "resource": {"type": "doc", "id": "1"}}`
+	batch := `{"subject": {"type": "agent", "id": "x"}, "action": {"name": "read"}, "evaluations": [` +
+		strings.TrimSuffix(strings.Repeat(`{"resource": {"type": "doc", "id": "1"}},`, 8), ",") + `]}`
+	for i, c := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/access/v1/evaluations", batch, http.StatusOK},
+		{"/access/v1/evaluation", one, http.StatusOK},
+		{"/access/v1/evaluation", one, http.StatusOK},
+		{"/access/v1/evaluation", one, http.StatusTooManyRequests},
+	} {
+		resp, err := hc.Post(e.url+c.path, "application/json", strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("request %d (%s): %s, want %d", i+1, c.path, resp.Status, c.want)
+		}
+	}
+}
