@@ -137,6 +137,19 @@ func signingKeyGauges(expiry func() (x509CA, jwtKey time.Time)) []prometheus.Col
 	}
 }
 
+// witnessGauges expose, per witness of audit.witnesses, the size of the
+// latest checkpoint it cosigned: an alert fires when it falls behind
+// mandate_audit_tree_size.
+func witnessGauges(cosigned func() map[string]uint64) []prometheus.Collector {
+	var out []prometheus.Collector
+	for name := range cosigned() { // the witnesses are the configuration's, fixed
+		out = append(out, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mandate_audit_witness_cosigned_tree_size",
+			Help:        "The tree size of the latest checkpoint of this log a witness of audit.witnesses cosigned since the server started (0: none yet), by witness (its key's name).",
+			ConstLabels: prometheus.Labels{"witness": name}}, func() float64 { return float64(cosigned()[name]) }))
+	}
+	return out
+}
+
 // federationGauges expose, per federated trust domain, how its bundle
 // refreshes go, so that an alert fires on a peer whose bundle has not
 // been fetched for long (its keys may have rotated since).

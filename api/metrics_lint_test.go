@@ -205,6 +205,13 @@ func TestMetricsFollowPrometheusConventions(t *testing.T) {
 	for name := range checkExposition(t, witness.scrape()) {
 		got[name] = true
 	}
+	// A log given a witness (audit.witnesses): the size it cosigned.
+	witnessed := start(t, "org-f.example", func(c *authority.Config) {
+		c.Audit.Witnesses = []authority.WitnessEndpoint{{URL: witness.url + "/v1/witness", VKey: witness.a.Witness().VerifierKey(), TrustDomain: "org-e.example"}}
+	})
+	for name := range checkExposition(t, witnessed.scrape()) {
+		got[name] = true
+	}
 
 	var missing []string
 	for _, name := range documentedMetrics(t) {

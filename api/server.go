@@ -67,6 +67,7 @@ func New(a *authority.Authority) (*Server, error) {
 	s.metrics.reg.MustRegister(policyReloadCounters(a.PolicyReloads)...)
 	s.metrics.reg.MustRegister(evictionCounters(a.NodeEvictions)...)
 	s.metrics.reg.MustRegister(federationGauges{a.FederationRefreshes})
+	s.metrics.reg.MustRegister(witnessGauges(a.WitnessCosigned)...)
 	s.limit = newRateLimit(a.Config().HTTP.RateLimit, a.Now, s.log, s.metrics)
 	mux, err := s.routes()
 	if err != nil {

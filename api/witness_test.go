@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -219,6 +220,9 @@ func TestLogSubmitsItsCheckpointsToWitnesses(t *testing.T) {
 	orgA.joinNode()
 	cp, _ = witnessedCheckpoint(t, orgA, size+1)
 	check(cp)
+	if !regexp.MustCompile(`mandate_audit_witness_cosigned_tree_size\{witness="org-b.example/witness"\} [1-9]`).Match(orgA.scrape()) {
+		t.Errorf("/metrics does not say the size org-b cosigned:\n%s", grepLines(string(orgA.scrape()), "mandate_audit_witness"))
+	}
 	if strings.Contains(orgA.logs.String(), "did not cosign") {
 		t.Errorf("the log said a witness did not cosign:\n%s", orgA.logs.String())
 	}

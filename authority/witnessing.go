@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -44,6 +45,22 @@ type logWitness struct {
 	// failing is whether its latest submission failed (said once in the
 	// server log, until one succeeds).
 	failing bool
+	// cosigned is the size of the latest checkpoint it cosigned in this
+	// run (0: none yet), for /metrics.
+	cosigned atomic.Uint64
+}
+
+// WitnessCosigned is, by witness (its key's name), the size of the
+// latest checkpoint of this log it cosigned since the authority started
+// (0: none yet); empty when audit.witnesses is.
+func (a *Authority) WitnessCosigned() map[string]uint64 {
+	out := map[string]uint64{}
+	if a.witnessing != nil {
+		for _, lw := range a.witnessing.witnesses {
+			out[lw.verifier.Name()] = lw.cosigned.Load()
+		}
+	}
+	return out
 }
 
 // witnessing is the log's side of the witnesses: the latest checkpoint
@@ -207,6 +224,7 @@ func (a *Authority) submit(ctx context.Context, lw *logWitness, cp []byte, size 
 				return nil, errors.New("its answer is no cosignature of the checkpoint: its signature is of another text")
 			}
 			lw.size = size
+			lw.cosigned.Store(size)
 			var line []byte
 			for _, s := range n.Sigs {
 				line = fmt.Appendf(line, "— %s %s\n", s.Name, s.Base64)
