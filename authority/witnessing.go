@@ -125,10 +125,16 @@ func (a *Authority) WitnessedCheckpoint(c *Caller) ([]byte, error) {
 }
 
 // runWitnessing submits the log's checkpoint to its witnesses whenever
-// the log has grown, until ctx is done.
+// the log has grown, until ctx is done; it then closes its connections
+// to them (kept alive between submissions).
 func (a *Authority) runWitnessing(ctx context.Context) error {
 	t := time.NewTicker(witnessPoll)
 	defer t.Stop()
+	defer func() {
+		for _, lw := range a.witnessing.witnesses {
+			lw.hc.CloseIdleConnections()
+		}
+	}()
 	for {
 		a.witnessRound(ctx)
 		select {

@@ -2,11 +2,13 @@ package authority
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"sync/atomic"
 	"testing"
 
@@ -168,5 +170,59 @@ func TestWitnessThatFailedIsAskedAgain(t *testing.T) {
 	}
 	if n := refusals.Load(); n != 1 {
 		t.Errorf("the witness that refused the checkpoint was asked %d times for it, want 1", n)
+	}
+}
+
+// An authority that stops leaves no connection open to its witnesses:
+// once runWitnessing has returned, the keep-alive connection of the last
+// submission is closed (the next request on that client dials anew),
+// not held until the witness closes it.
+func TestWitnessingClosesItsConnectionsWhenItStops(t *testing.T) {
+	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	var logs logtest.Buffer
+	a, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	_, vkey, err := note.GenerateKey(rand.Reader, "witness.example/w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cvkey, err := fnote.VKeyToCosignatureV1(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := fnote.NewVerifierForCosignatureV1(cvkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "unavailable", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	hc := &http.Client{Transport: &http.Transport{}}
+	a.witnessing = &witnessing{witnesses: []*logWitness{{url: srv.URL + "/add-checkpoint", verifier: verifier, hc: hc}}}
+	a.witnessRound(t.Context()) // a submission: its connection is kept alive
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := a.runWitnessing(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var reused bool
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), trace), http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	hc.CloseIdleConnections()
+	if reused {
+		t.Error("a connection to the witness stayed open after the witnessing stopped")
 	}
 }
