@@ -63,7 +63,7 @@ func newMetrics() *metrics {
 			Name: "mandate_http_rate_limited_total", Help: "Requests refused 429 rate-limited, over their caller's http.rate_limit, by route as in mandate_http_requests_total.",
 		}, []string{"route"}),
 		witnessed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mandate_witness_checkpoints_total", Help: "Checkpoints submitted to this authority's witness (POST /v1/witness/add-checkpoint), by outcome: cosigned, size_conflict (not from the size cosigned last: the log asks again), inconsistent (a proof that does not verify, or another root hash at the size cosigned: evidence of a fork, in the server log), refused (malformed, an unknown log, not signed by it).",
+			Name: "mandate_witness_checkpoints_total", Help: "Checkpoints submitted to this authority's witness (POST /v1/witness/add-checkpoint), by outcome: cosigned, size_conflict (not from the size cosigned last: the log asks again), inconsistent (a proof that does not verify, or another root hash at the size cosigned: evidence of a fork, in the server log), refused (malformed, an unknown log, not signed by it, a proof between equal sizes).",
 		}, []string{"outcome"}),
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.issued, m.attestations, m.decisions, m.delegations, m.tlsRefused, m.connsOpen, m.connsShed, m.rateLimited, m.witnessed,

@@ -41,9 +41,10 @@ func (s *Server) witnessAddCheckpoint(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/x.tlog.size")
 		w.WriteHeader(http.StatusConflict)
 		_, _ = w.Write([]byte(strconv.FormatUint(conflict.Size, 10) + "\n"))
-	case errors.Is(err, witness.ErrInconsistent), errors.Is(err, witness.ErrRootMismatch):
+	case errors.Is(err, witness.ErrInconsistent) && !errors.Is(err, witness.ErrProofNotEmpty), errors.Is(err, witness.ErrRootMismatch):
 		// What a fork looks like: the log signed a history other than
-		// the one cosigned. The request is the evidence.
+		// the one cosigned. The request is the evidence. (A proof
+		// between equal sizes, of the root hash cosigned, is none.)
 		s.metrics.witnessed.WithLabelValues("inconsistent").Inc()
 		s.log.WarnContext(r.Context(), "witness: a log presented a checkpoint inconsistent with the one cosigned last: evidence that it forked, kept here", "err", err, "request", string(body))
 		writeError(w, r, s.log, err)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -229,5 +230,48 @@ func TestLogSubmitsItsCheckpointsToWitnesses(t *testing.T) {
 	metrics := string(orgB.scrape())
 	if !strings.Contains(metrics, `mandate_witness_checkpoints_total{outcome="size_conflict"} 1`+"\n") {
 		t.Errorf("the witness was not asked again after a size conflict:\n%s", grepLines(metrics, "mandate_witness"))
+	}
+}
+
+// A consistency proof between equal sizes, sent with the checkpoint the
+// witness cosigned last, is refused 422 but is no evidence of a fork:
+// the root hash is the one cosigned, and anyone who read that
+// checkpoint can send it. It is counted refused, not inconsistent, and
+// not said in the server log as a fork.
+func TestWitnessProofBetweenEqualSizesIsNoForkEvidence(t *testing.T) {
+	orgA := start(t, "org-a.example")
+	orgB := start(t, "org-b.example", func(c *authority.Config) { c.Audit.Witness.Logs = []string{orgA.a.AuditVerifierKey()} })
+	anon := orgB.rawClient(nil, nil)
+	post := func(body []byte) (int, []byte) {
+		t.Helper()
+		resp, err := anon.Post(orgB.url+"/v1/witness/add-checkpoint", "text/plain", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	body, _, size := addCheckpointBody(t, orgA, 0)
+	if status, ans := post(body); status != http.StatusOK {
+		t.Fatalf("first checkpoint: %d %s", status, ans)
+	}
+	body, _, _ = addCheckpointBody(t, orgA, size)
+	i := bytes.Index(body, []byte("\n")) + 1
+	body = slices.Concat(body[:i], []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), body[i:])
+	if status, ans := post(body); status != http.StatusUnprocessableEntity || !bytes.Contains(ans, []byte("witness-inconsistent")) {
+		t.Errorf("a proof between equal sizes: %d %s, want 422 witness-inconsistent", status, ans)
+	}
+	if strings.Contains(orgB.logs.String(), "forked") {
+		t.Errorf("the server log says the log forked:\n%s", orgB.logs.String())
+	}
+	metrics := string(orgB.scrape())
+	for _, want := range []string{`mandate_witness_checkpoints_total{outcome="cosigned"} 1`, `mandate_witness_checkpoints_total{outcome="refused"} 1`} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics has no line %s", want)
+		}
+	}
+	if strings.Contains(metrics, `outcome="inconsistent"`) {
+		t.Error("/metrics counts the request inconsistent")
 	}
 }

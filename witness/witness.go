@@ -35,6 +35,11 @@ var (
 	// ErrRootMismatch: the checkpoint has the size of the last one
 	// cosigned, with another root hash: the log forked (409).
 	ErrRootMismatch = errors.New("witness: same size as the checkpoint cosigned last, another root hash")
+	// ErrProofNotEmpty: a consistency proof between equal sizes, with
+	// the root hash cosigned, which has none; it matches ErrInconsistent
+	// (422), but is no evidence of a fork: anyone holding the checkpoint
+	// cosigned last can send it.
+	ErrProofNotEmpty = fmt.Errorf("%w: a proof between equal sizes is empty", ErrInconsistent)
 )
 
 // SizeConflict is the refusal of a request whose old size is not the
@@ -118,8 +123,8 @@ func cosignerVKey(skey string) (string, error) {
 // (an old size line, consistency proof lines, an empty line, the signed
 // checkpoint); the answer is the witness's cosignature line(s), each
 // ending in a newline. Refusals: ErrMalformed, ErrUnknownLog,
-// ErrNotSigned, *SizeConflict, ErrInconsistent, ErrRootMismatch; any
-// other error is the store's.
+// ErrNotSigned, *SizeConflict, ErrInconsistent (ErrProofNotEmpty among
+// them), ErrRootMismatch; any other error is the store's.
 func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error) {
 	old, hashes, msg, err := parseRequest(body)
 	if err != nil {
@@ -168,7 +173,7 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 				return fmt.Errorf("%w (size %d)", ErrRootMismatch, size)
 			}
 			if len(hashes) > 0 { // the proof between equal sizes is empty
-				return fmt.Errorf("%w: a proof of %d hashes between equal sizes", ErrInconsistent, len(hashes))
+				return fmt.Errorf("%w (a proof of %d hashes)", ErrProofNotEmpty, len(hashes))
 			}
 		case old > 0:
 			if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old, size, hashes, lastRoot, root); err != nil {
