@@ -500,6 +500,9 @@ func problemFrom(status int, b []byte) error {
 // §10.2.3), at most a day; 0 for none, an HTTP date or anything else.
 func retryAfter(h string) time.Duration {
 	n, err := strconv.ParseUint(h, 10, 32)
+	if errors.Is(err, strconv.ErrRange) { // digits only, too many
+		n, err = 86400, nil
+	}
 	if err != nil {
 		return 0
 	}

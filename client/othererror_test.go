@@ -55,6 +55,7 @@ func TestProblemRetryAfter(t *testing.T) {
 		"1.5":                           0,
 		"Wed, 21 Oct 2026 07:28:00 GMT": 0,
 		"99999999":                      24 * time.Hour,
+		"99999999999999999999999":       24 * time.Hour,
 	} {
 		c := hostileAuthority(t, 10*time.Second, func(w http.ResponseWriter, r *http.Request) {
 			if header != "" {
