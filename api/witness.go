@@ -46,7 +46,7 @@ func (s *Server) witnessAddCheckpoint(w http.ResponseWriter, r *http.Request) {
 		// the one cosigned. The request is the evidence. (A proof
 		// between equal sizes, of the root hash cosigned, is none.)
 		s.metrics.witnessed.WithLabelValues("inconsistent").Inc()
-		s.log.WarnContext(r.Context(), "witness: a log presented a checkpoint inconsistent with the one cosigned last: evidence that it forked, kept here", "err", err, "request", string(body))
+		s.log.WarnContext(r.Context(), "witness: a checkpoint signed by its log came inconsistent with the one cosigned last: evidence that the log forked if the log sent it (anyone may submit a log's checkpoint), kept here", "err", err, "request", string(body))
 		writeError(w, r, s.log, err)
 	default:
 		if _, ok := problemOf(err); ok {

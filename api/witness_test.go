@@ -121,7 +121,7 @@ func TestWitnessCosignsAPeersLog(t *testing.T) {
 	if status, _, ans = post(body); status != http.StatusUnprocessableEntity || !bytes.Contains(ans, []byte("witness-inconsistent")) {
 		t.Errorf("a tampered proof: %d %s, want 422 witness-inconsistent", status, ans)
 	}
-	if !strings.Contains(orgB.logs.String(), "evidence that it forked") {
+	if !strings.Contains(orgB.logs.String(), "evidence that the log forked") {
 		t.Error("the server log does not keep the inconsistent checkpoint")
 	}
 	// Its own log is not one it witnesses: 404.

@@ -92,7 +92,10 @@ func newWitnessing(cfg []WitnessEndpoint, a *Authority) (*witnessing, error) {
 		if err != nil {
 			return nil, fmt.Errorf("audit.witnesses: %q: %w", e.VKey, err)
 		}
-		tr := &http.Transport{Proxy: http.ProxyFromEnvironment, MaxResponseHeaderBytes: maxWitnessAnswer}
+		// Idle connections are closed before a witness's own idle timeout
+		// would (Mandate's: http.idle_timeout, 120 s by default): a
+		// submission never goes out on one the witness is closing.
+		tr := &http.Transport{Proxy: http.ProxyFromEnvironment, MaxResponseHeaderBytes: maxWitnessAnswer, IdleConnTimeout: 30 * time.Second}
 		if e.TrustDomain != "" {
 			td, err := trustDomainOf(e.TrustDomain)
 			if err != nil {

@@ -97,7 +97,9 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              the log's witnesses cosigned (audit.witnesses),
                              and requires their cosignatures: a log that
                              showed this auditor a fork could not have had
-                             it cosigned
+                             it cosigned (it may be older than the one
+                             remembered: it must be proven consistent with
+                             it, and the larger is kept)
 
 Every check uses the log's verifier key (--vkey: the key, or a file holding
 it, default <data-dir>/audit/log.vkey) and code independent of the server:
