@@ -14,8 +14,6 @@ import (
 
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
-
-	"mandate.dev/mandate/logtest"
 )
 
 // The log serves a witness's answer only as a cosignature of its
@@ -24,30 +22,8 @@ import (
 // text by an empty line before the line) is no cosignature, and is not
 // served, where an honest witness's is.
 func TestWitnessAnswerMustCosignTheCheckpoint(t *testing.T) {
-	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
-	cfg.SetDefaults()
-	var logs logtest.Buffer
-	a, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	skey, vkey, err := note.GenerateKey(rand.Reader, "witness.example/w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := fnote.NewSignerForCosignatureV1(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cvkey, err := fnote.VKeyToCosignatureV1(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier, err := fnote.NewVerifierForCosignatureV1(cvkey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := witnessingAuthority(t)
+	signer, verifier := testCosigner(t, "witness.example/w1")
 	// cosign answers a request with a cosignature of text(checkpoint),
 	// after prefix.
 	cosign := func(prefix string, text func(cp []byte) []byte) http.HandlerFunc {
@@ -97,34 +73,12 @@ func TestWitnessAnswerMustCosignTheCheckpoint(t *testing.T) {
 // the log grows. One that refused the checkpoint (a 4xx answer, as
 // 422 to a proof) is not asked again for it.
 func TestWitnessThatFailedIsAskedAgain(t *testing.T) {
-	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
-	cfg.SetDefaults()
-	var logs logtest.Buffer
-	a, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := witnessingAuthority(t)
 	var verifiers []note.Verifier
 	var failing atomic.Bool
 	a.witnessing = &witnessing{}
 	for i, name := range []string{"witness.example/w1", "witness.example/w2"} {
-		skey, vkey, err := note.GenerateKey(rand.Reader, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		signer, err := fnote.NewSignerForCosignatureV1(skey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cvkey, err := fnote.VKeyToCosignatureV1(vkey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := fnote.NewVerifierForCosignatureV1(cvkey)
-		if err != nil {
-			t.Fatal(err)
-		}
+		signer, v := testCosigner(t, name)
 		verifiers = append(verifiers, v)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if i == 1 && failing.Load() {
@@ -178,26 +132,8 @@ func TestWitnessThatFailedIsAskedAgain(t *testing.T) {
 // submission is closed (the next request on that client dials anew),
 // not held until the witness closes it.
 func TestWitnessingClosesItsConnectionsWhenItStops(t *testing.T) {
-	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
-	cfg.SetDefaults()
-	var logs logtest.Buffer
-	a, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	_, vkey, err := note.GenerateKey(rand.Reader, "witness.example/w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cvkey, err := fnote.VKeyToCosignatureV1(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier, err := fnote.NewVerifierForCosignatureV1(cvkey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := witnessingAuthority(t)
+	_, verifier := testCosigner(t, "witness.example/w1")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unavailable", http.StatusServiceUnavailable)
 	}))
@@ -225,4 +161,41 @@ func TestWitnessingClosesItsConnectionsWhenItStops(t *testing.T) {
 	if reused {
 		t.Error("a connection to the witness stayed open after the witnessing stopped")
 	}
+}
+
+// witnessingAuthority is an authority of org-a.example for the
+// witnessing tests (not running).
+func witnessingAuthority(t *testing.T) *Authority {
+	t.Helper()
+	cfg := Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	a, err := New(t.Context(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// testCosigner is a new witness key named name: its cosignature/v1
+// signer and verifier.
+func testCosigner(t *testing.T, name string) (*fnote.Signer, note.Verifier) {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := fnote.NewSignerForCosignatureV1(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cvkey, err := fnote.VKeyToCosignatureV1(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := fnote.NewVerifierForCosignatureV1(cvkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer, v
 }
