@@ -49,26 +49,7 @@ func TestRoleCheckedBeforeBodyIsAsked(t *testing.T) {
 		{"agent to a method the path does not take", e.rawClient(gw.chain, gw.key), "/v1/bundle", 405, "method-not-allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			body, w := io.Pipe()
-			defer w.Close()
-			var asked atomic.Bool
-			ctx := httptrace.WithClientTrace(ctxT(t), &httptrace.ClientTrace{Got100Continue: func() {
-				// The server waits for a body that will not come.
-				asked.Store(true)
-				w.CloseWithError(errors.New("the body was asked for"))
-			}})
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+tc.path, body)
-			req.ContentLength = 100
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Expect", "100-continue")
-			tc.c.Transport.(*http.Transport).ExpectContinueTimeout = time.Minute
-			resp, err := tc.c.Do(req)
-			if asked.Load() {
-				t.Fatal("the server asked for the body (100 Continue) of a request it refuses")
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp := postWithoutBody(t, tc.c, e.url+tc.path, "a request it refuses")
 			status, typ := 0, ""
 			if strings.HasPrefix(tc.path, "/v1/data") {
 				var oe struct{ Code string }
@@ -105,29 +86,40 @@ func TestRateLimitBeforeBodyIsAsked(t *testing.T) {
 		t.Fatal("the first request of a burst of 1 was refused 429")
 	}
 
-	body, w := io.Pipe()
-	defer w.Close()
-	var asked atomic.Bool
-	ctx := httptrace.WithClientTrace(ctxT(t), &httptrace.ClientTrace{Got100Continue: func() {
-		asked.Store(true)
-		w.CloseWithError(errors.New("the body was asked for"))
-	}})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/v1/nodes/join", body)
-	req.ContentLength = 100
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Expect", "100-continue")
-	c.Transport.(*http.Transport).ExpectContinueTimeout = time.Minute
-	resp, err = c.Do(req)
-	if asked.Load() {
-		t.Fatal("the server asked for the body (100 Continue) of a request over its caller's rate")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp = postWithoutBody(t, c, e.url+"/v1/nodes/join", "a request over its caller's rate")
 	if status, typ := problemOfAnswer(t, resp); status != http.StatusTooManyRequests || typ != "rate-limited" || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("answer %d %s (Retry-After %q), want 429 rate-limited with Retry-After", status, typ, resp.Header.Get("Retry-After"))
 	}
 	if !strings.Contains(string(e.scrape()), `mandate_http_rate_limited_total{route="POST /v1/nodes/join"} 1`+"\n") {
 		t.Error("mandate_http_rate_limited_total does not count the request refused")
 	}
+}
+
+// postWithoutBody POSTs to url as c a JSON request of 100 bytes, sent only
+// once the server asks for it (Expect: 100-continue), which it must not:
+// the test fails if it does (what names the request), and the answer
+// is returned.
+func postWithoutBody(t *testing.T, c *http.Client, url, what string) *http.Response {
+	t.Helper()
+	body, w := io.Pipe()
+	defer w.Close()
+	var asked atomic.Bool
+	ctx := httptrace.WithClientTrace(ctxT(t), &httptrace.ClientTrace{Got100Continue: func() {
+		// The server waits for a body that will not come.
+		asked.Store(true)
+		w.CloseWithError(errors.New("the body was asked for"))
+	}})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, body)
+	req.ContentLength = 100
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Expect", "100-continue")
+	c.Transport.(*http.Transport).ExpectContinueTimeout = time.Minute
+	resp, err := c.Do(req)
+	if asked.Load() {
+		t.Fatalf("the server asked for the body (100 Continue) of %s", what)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }

@@ -18,6 +18,7 @@ import (
 
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/witness"
 )
 
 // addCheckpointBody is a C2SP tlog-witness request for org's latest
@@ -30,17 +31,36 @@ func addCheckpointBody(t *testing.T, org *env, old uint64) (body, checkpoint []b
 	}
 	_, after, _ := bytes.Cut(cp, []byte("\n"))
 	fmt.Sscan(string(after), &size)
-	b := fmt.Appendf(nil, "old %d\n", old)
+	var proof [][]byte
 	if old > 0 && old < size {
 		cons, err := org.admin.AuditConsistency(ctxT(t), old, size)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, h := range cons.Proof {
-			b = fmt.Appendf(b, "%s\n", base64.StdEncoding.EncodeToString(h))
-		}
+		proof = cons.Proof
 	}
-	return append(append(b, '\n'), cp...), cp, size
+	return witness.Request(old, proof, cp), cp, size
+}
+
+// witnessPair is org-a, and org-b witnessing org-a's log.
+func witnessPair(t *testing.T) (orgA, orgB *env) {
+	t.Helper()
+	orgA = start(t, "org-a.example")
+	orgB = start(t, "org-b.example", func(c *authority.Config) { c.Audit.Witness.Logs = []string{orgA.a.AuditVerifierKey()} })
+	return orgA, orgB
+}
+
+// addCheckpoint posts body to w's add-checkpoint, anonymously: its
+// status, Content-Type and answer.
+func addCheckpoint(t *testing.T, w *env, body []byte) (int, string, []byte) {
+	t.Helper()
+	resp, err := w.rawClient(nil, nil).Post(w.url+"/v1/witness/add-checkpoint", "text/plain", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b
 }
 
 // An authority given a federated peer's log verifier key witnesses that
@@ -50,19 +70,9 @@ func addCheckpointBody(t *testing.T, org *env, old uint64) (body, checkpoint []b
 // does not witness (404); and its cosignatures verify with the key it
 // publishes, by transparency-dev's cosignature/v1 verifier.
 func TestWitnessCosignsAPeersLog(t *testing.T) {
-	orgA := start(t, "org-a.example")
-	orgB := start(t, "org-b.example", func(c *authority.Config) { c.Audit.Witness.Logs = []string{orgA.a.AuditVerifierKey()} })
+	orgA, orgB := witnessPair(t)
 	anon := orgB.rawClient(nil, nil)
-	post := func(body []byte) (int, string, []byte) {
-		t.Helper()
-		resp, err := anon.Post(orgB.url+"/v1/witness/add-checkpoint", "text/plain", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header.Get("Content-Type"), b
-	}
+	post := func(body []byte) (int, string, []byte) { t.Helper(); return addCheckpoint(t, orgB, body) }
 
 	// The witness's key: served, and written in the data directory.
 	resp, err := anon.Get(orgB.url + "/v1/witness/verifier-key")
@@ -239,18 +249,11 @@ func TestLogSubmitsItsCheckpointsToWitnesses(t *testing.T) {
 // checkpoint can send it. It is counted refused, not inconsistent, and
 // not said in the server log as a fork.
 func TestWitnessProofBetweenEqualSizesIsNoForkEvidence(t *testing.T) {
-	orgA := start(t, "org-a.example")
-	orgB := start(t, "org-b.example", func(c *authority.Config) { c.Audit.Witness.Logs = []string{orgA.a.AuditVerifierKey()} })
-	anon := orgB.rawClient(nil, nil)
+	orgA, orgB := witnessPair(t)
 	post := func(body []byte) (int, []byte) {
 		t.Helper()
-		resp, err := anon.Post(orgB.url+"/v1/witness/add-checkpoint", "text/plain", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		status, _, ans := addCheckpoint(t, orgB, body)
+		return status, ans
 	}
 	body, _, size := addCheckpointBody(t, orgA, 0)
 	if status, ans := post(body); status != http.StatusOK {

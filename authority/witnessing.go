@@ -3,7 +3,6 @@ package authority
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/ca/presented"
+	"mandate.dev/mandate/witness"
 )
 
 // ErrNotWitnessed is the answer for the witnessed checkpoint while no
@@ -206,17 +206,14 @@ func (a *Authority) submit(ctx context.Context, lw *logWitness, cp []byte, size 
 		if lw.size > size {
 			return nil, fmt.Errorf("the witness cosigned a checkpoint of size %d, larger than the log's %d: the log was rolled back, or another log signed with its key", lw.size, size)
 		}
-		body := fmt.Appendf(nil, "old %d\n", lw.size)
+		var proof [][]byte
 		if lw.size > 0 && lw.size < size {
-			proof, err := a.audit.ConsistencyProof(ctx, lw.size, size)
-			if err != nil {
+			var err error
+			if proof, err = a.audit.ConsistencyProof(ctx, lw.size, size); err != nil {
 				return nil, err
 			}
-			for _, h := range proof {
-				body = fmt.Appendf(body, "%s\n", base64.StdEncoding.EncodeToString(h))
-			}
 		}
-		body = append(append(body, '\n'), cp...)
+		body := witness.Request(lw.size, proof, cp)
 		status, ctype, ans, err := post(ctx, lw.hc, lw.url, body)
 		if err != nil {
 			return nil, err

@@ -198,6 +198,19 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	return cosig, nil
 }
 
+// Request is the add-checkpoint body that asks for checkpoint (a signed
+// note) to be cosigned from size old, with proof, the RFC 6962
+// consistency proof from old to the checkpoint's size (none from 0):
+// what parseRequest reads.
+func Request(old uint64, proof [][]byte, checkpoint []byte) []byte {
+	b := fmt.Appendf(nil, "old %d\n", old)
+	for _, h := range proof {
+		b = base64.StdEncoding.AppendEncode(b, h)
+		b = append(b, '\n')
+	}
+	return append(append(b, '\n'), checkpoint...)
+}
+
 // parseRequest splits an add-checkpoint body: the old size, the proof's
 // hashes and the signed checkpoint (a note).
 func parseRequest(body []byte) (old uint64, hashes [][]byte, msg []byte, err error) {

@@ -81,13 +81,7 @@ func (l *testLog) request(old uint64) []byte {
 	return body(old, proof, l.checkpoint(l.tree.Size(), nil))
 }
 
-func body(old uint64, proof [][]byte, cp []byte) []byte {
-	b := fmt.Appendf(nil, "old %d\n", old)
-	for _, h := range proof {
-		b = fmt.Appendf(b, "%s\n", base64.StdEncoding.EncodeToString(h))
-	}
-	return append(append(b, '\n'), cp...)
-}
+func body(old uint64, proof [][]byte, cp []byte) []byte { return witness.Request(old, proof, cp) }
 
 func openStore(t testing.TB, path string) store.Store {
 	t.Helper()

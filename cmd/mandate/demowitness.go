@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
 
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
+	"mandate.dev/mandate/witness"
 )
 
 // demoWitness is the demo's log client between org-a's log and org-b's
@@ -34,21 +33,24 @@ func (d *demoWitness) cosign(ctx context.Context) (uint64, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	size, err := strconv.ParseUint(strings.SplitN(string(cp), "\n", 3)[1], 10, 64)
+	lv, err := note.NewVerifier(d.log.a.AuditVerifierKey())
 	if err != nil {
-		return 0, nil, fmt.Errorf("checkpoint: %w", err)
+		return 0, nil, err
 	}
-	body := fmt.Appendf(nil, "old %d\n", d.size)
+	checkpoint, err := openCheckpoint(cp, lv)
+	if err != nil {
+		return 0, nil, err
+	}
+	size := checkpoint.Size
+	var proof [][]byte
 	if d.size > 0 && d.size < size {
 		cons, err := d.log.admin.AuditConsistency(ctx, d.size, size)
 		if err != nil {
 			return 0, nil, err
 		}
-		for _, h := range cons.Proof {
-			body = fmt.Appendf(body, "%s\n", base64.StdEncoding.EncodeToString(h))
-		}
+		proof = cons.Proof
 	}
-	status, ans, err := d.post(ctx, append(append(body, '\n'), cp...))
+	status, ans, err := d.post(ctx, witness.Request(d.size, proof, cp))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -57,10 +59,6 @@ func (d *demoWitness) cosign(ctx context.Context) (uint64, []byte, error) {
 	}
 	cosigned := append(bytes.Clone(cp), ans...)
 	wv, err := fnote.NewVerifierForCosignatureV1(d.witness.a.Witness().VerifierKey())
-	if err != nil {
-		return 0, nil, err
-	}
-	lv, err := note.NewVerifier(d.log.a.AuditVerifierKey())
 	if err != nil {
 		return 0, nil, err
 	}
@@ -86,7 +84,7 @@ func (d *demoWitness) forkAt(ctx context.Context, dataDir string) (int, string, 
 	if err != nil {
 		return 0, "", err
 	}
-	status, ans, err := d.post(ctx, append(fmt.Appendf(nil, "old %d\n\n", d.size), forged...))
+	status, ans, err := d.post(ctx, witness.Request(d.size, nil, forged))
 	return status, string(ans), err
 }
 
