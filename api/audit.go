@@ -19,10 +19,48 @@ func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
 }
 
 // auditWitnessedCheckpoint is GET /v1/audit/checkpoint/witnessed: the
-// latest checkpoint a witness of audit.witnesses cosigned, with the
-// log's signature and the cosignatures.
+// largest checkpoint kept that cosignatures=N (default 1) of the
+// witnesses named by witness=NAME (repeatable; default: any of
+// audit.witnesses) cosigned, with the log's signature and the
+// cosignatures.
 func (s *Server) auditWitnessedCheckpoint(w http.ResponseWriter, r *http.Request) {
-	s.writeCheckpoint(w, r, s.a.WitnessedCheckpoint)
+	q, err := witnessQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.writeCheckpoint(w, r, func(c *authority.Caller) ([]byte, error) { return s.a.WitnessedCheckpoint(c, q) })
+}
+
+// maxWitnessNames bounds the witness=NAME parameters of a witnessed
+// checkpoint's query.
+const maxWitnessNames = 64
+
+// witnessQuery reads the query of GET /v1/audit/checkpoint/witnessed.
+func witnessQuery(raw string) (authority.WitnessQuery, error) {
+	var q authority.WitnessQuery
+	v, err := url.ParseQuery(raw)
+	if err != nil {
+		return q, fmt.Errorf("%w: the query string does not parse (%v)", errBadQuery, err)
+	}
+	for name, vals := range v {
+		switch name {
+		case "cosignatures":
+			n, err := strconv.Atoi(vals[0])
+			if len(vals) > 1 || err != nil || n < 1 {
+				return q, fmt.Errorf("%w: cosignatures must be given once, a positive integer", errBadQuery)
+			}
+			q.Cosignatures = n
+		case "witness":
+			if len(vals) > maxWitnessNames || slices.Contains(vals, "") {
+				return q, fmt.Errorf("%w: witness must name a witness's key, at most %d times", errBadQuery, maxWitnessNames)
+			}
+			q.Named = vals
+		default:
+			return q, fmt.Errorf("%w: unknown parameter %.64q (known: cosignatures, witness)", errBadQuery, name)
+		}
+	}
+	return q, nil
 }
 
 // writeCheckpoint answers the signed checkpoint get gives the caller.

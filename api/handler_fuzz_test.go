@@ -251,7 +251,8 @@ func FuzzAuditReads(f *testing.F) {
 		"proofs/consistency?from=0&to=1", "proofs/consistency?from=2&to=1", "proofs/consistency?from=-1&to=x", "checkpoint",
 		"entries/%00", "proofs/consistency?from=1&from=2&to=3", "entries/1?tree_size=0",
 		"search?type=svid.issued&limit=3", "search?spiffe_id=spiffe://org-a.example/agent/x&since=2026-01-01T00:00:00Z&until=2025-01-01T00:00:00Z",
-		"search?limit=-1", "search?page_token=18446744073709551615", "search?decision_id=%ff%fe"} {
+		"search?limit=-1", "search?page_token=18446744073709551615", "search?decision_id=%ff%fe",
+		"checkpoint/witnessed?cosignatures=99999999999999999999&witness=a", "checkpoint/witnessed?witness=x&witness=&cosignatures=2"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, tail string) {

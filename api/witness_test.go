@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -218,6 +219,25 @@ func TestLogSubmitsItsCheckpointsToWitnesses(t *testing.T) {
 	}
 	cp, first := witnessedCheckpoint(t, orgA, 1)
 	check(cp)
+	// The query chooses among the checkpoints kept: how many of which
+	// witnesses cosigned it.
+	for q, want := range map[string]string{
+		"?witness=org-b.example/witness&cosignatures=1": "",
+		"?cosignatures=2":                "checkpoint-not-witnessed",
+		"?witness=org-c.example/witness": "checkpoint-not-witnessed",
+		"?cosignatures=0":                "invalid-request",
+		"?cosignatures=1&cosignatures=1": "invalid-request",
+		"?witness=":                      "invalid-request",
+		"?tree_size=1":                   "invalid-request",
+		"?cosignatures=%zz":              "invalid-request",
+	} {
+		got, err := orgA.admin.GetRaw(ctxT(t), "/v1/audit/checkpoint/witnessed"+q)
+		if want == "" && err == nil {
+			check(got)
+		} else if want == "" || err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("witnessed checkpoint %s: %v, want %s", q, err, cmp.Or(want, "it"))
+		}
+	}
 
 	// The log grows: the next one is cosigned from the first (a proof).
 	orgA.joinNode()

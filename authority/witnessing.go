@@ -2,11 +2,13 @@ package authority
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,19 +65,42 @@ func (a *Authority) WitnessCosigned() map[string]uint64 {
 	return out
 }
 
-// witnessing is the log's side of the witnesses: the latest checkpoint
-// cosigned by at least one of them.
+// witnessing is the log's side of the witnesses: the checkpoints they
+// cosigned that are served.
 type witnessing struct {
 	witnesses []*logWitness
 	mu        sync.Mutex
-	cosigned  []byte // the checkpoint, its log's signature and the witnesses' cosignatures
-	// The checkpoint submitted last and, by witness, its cosignature
-	// line of it (nil: none yet) and whether it refused it (a 4xx
-	// answer: not asked again for it); only the rounds use them, one
-	// at a time.
-	cp      []byte
-	sigs    [][]byte
+	// kept are the checkpoints served, largest first: the latest one
+	// each witness cosigned in this run, with every cosignature had of
+	// it. A witness that stops cosigning leaves the checkpoint it
+	// cosigned last served, with the others' cosignatures of it: an
+	// auditor who needs the cosignatures of several has one until it
+	// cosigns again.
+	kept []*cosignedCheckpoint
+	// The checkpoint submitted last, and by witness whether it refused
+	// it (a 4xx answer: not asked again for it), and the checkpoint it
+	// cosigned last (nil: none yet); only the rounds use them, one at a
+	// time.
+	cur     *cosignedCheckpoint
 	refused []bool
+	last    []*cosignedCheckpoint
+}
+
+// cosignedCheckpoint is a checkpoint of the log with the cosignature
+// lines of it that the witnesses gave, by witness (nil: none); its sigs
+// change only under witnessing.mu.
+type cosignedCheckpoint struct {
+	cp   []byte // the signed checkpoint
+	size uint64
+	sigs [][]byte
+}
+
+// WitnessQuery chooses the witnessed checkpoint served: the largest kept
+// that at least Cosignatures (0 counts as 1) of the witnesses Named
+// (their keys' names; none: every one of audit.witnesses) cosigned.
+type WitnessQuery struct {
+	Cosignatures int
+	Named        []string
 }
 
 // errRefused is a witness's refusal of a checkpoint (a 4xx answer, but
@@ -109,22 +134,60 @@ func newWitnessing(cfg []WitnessEndpoint, a *Authority) (*witnessing, error) {
 	return w, nil
 }
 
-// WitnessedCheckpoint is the latest checkpoint a witness of
-// audit.witnesses cosigned: the signed note with the log's signature
-// and each witness's cosignature of it, or ErrNotWitnessed.
-func (a *Authority) WitnessedCheckpoint(c *Caller) ([]byte, error) {
+// WitnessedCheckpoint is the largest checkpoint kept that q's witnesses
+// cosigned: the signed note with the log's signature and the
+// cosignature of each witness that cosigned it, or ErrNotWitnessed. The
+// log keeps the latest checkpoint each witness cosigned since the
+// authority started.
+func (a *Authority) WitnessedCheckpoint(c *Caller, q WitnessQuery) ([]byte, error) {
 	if err := a.requireReader(c); err != nil {
 		return nil, err
 	}
-	if a.witnessing == nil {
+	w := a.witnessing
+	if w == nil {
 		return nil, fmt.Errorf("%w: audit.witnesses is empty", ErrNotWitnessed)
 	}
-	a.witnessing.mu.Lock()
-	defer a.witnessing.mu.Unlock()
-	if a.witnessing.cosigned == nil {
+	need := max(q.Cosignatures, 1)
+	counted := make([]bool, len(w.witnesses)) // by witness: whether q names it
+	named := 0
+	for i, lw := range w.witnesses {
+		if counted[i] = len(q.Named) == 0 || slices.Contains(q.Named, lw.verifier.Name()); counted[i] {
+			named++
+		}
+	}
+	if need > named {
+		return nil, fmt.Errorf("%w: %d cosignatures asked of %d witnesses of this log (audit.witnesses: %s)", ErrNotWitnessed, need, named, w.names())
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, k := range w.kept {
+		n := 0
+		for i, s := range k.sigs {
+			if s != nil && counted[i] {
+				n++
+			}
+		}
+		if n >= need {
+			out := bytes.Clone(k.cp)
+			for _, s := range k.sigs {
+				out = append(out, s...)
+			}
+			return out, nil
+		}
+	}
+	if len(w.kept) == 0 {
 		return nil, ErrNotWitnessed
 	}
-	return bytes.Clone(a.witnessing.cosigned), nil
+	return nil, fmt.Errorf("%w: none of the latest checkpoints each witness cosigned is cosigned by %d of those asked", ErrNotWitnessed, need)
+}
+
+// names lists the witnesses' key names.
+func (w *witnessing) names() string {
+	var names []string
+	for _, lw := range w.witnesses {
+		names = append(names, lw.verifier.Name())
+	}
+	return strings.Join(names, ", ")
 }
 
 // runWitnessing submits the log's checkpoint to its witnesses whenever
@@ -158,13 +221,16 @@ func (a *Authority) witnessRound(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	if !bytes.Equal(w.cp, cp) { // a new checkpoint: each witness is asked
-		w.cp, w.sigs, w.refused = bytes.Clone(cp), make([][]byte, len(w.witnesses)), make([]bool, len(w.witnesses))
+	if w.cur == nil || !bytes.Equal(w.cur.cp, cp) { // a new checkpoint: each witness is asked
+		w.cur, w.refused = &cosignedCheckpoint{cp: bytes.Clone(cp), size: size, sigs: make([][]byte, len(w.witnesses))}, make([]bool, len(w.witnesses))
 	}
-	sigs := w.sigs
+	if w.last == nil {
+		w.last = make([]*cosignedCheckpoint, len(w.witnesses))
+	}
+	cur, got := w.cur, make([][]byte, len(w.witnesses))
 	var wg sync.WaitGroup
 	for i, lw := range w.witnesses {
-		if sigs[i] != nil || w.refused[i] {
+		if cur.sigs[i] != nil || w.refused[i] {
 			continue // it cosigned this checkpoint, or refused it
 		}
 		wg.Go(func() {
@@ -179,23 +245,26 @@ func (a *Authority) witnessRound(ctx context.Context) {
 				lw.failing = false
 				a.log.InfoContext(ctx, "audit: a witness cosigns the log's checkpoints again", "witness", lw.verifier.Name(), "size", size)
 			}
-			sigs[i] = sig
+			got[i] = sig
 		})
 	}
 	wg.Wait()
-	cosigned := bytes.Clone(cp)
-	n := 0
-	for _, s := range sigs {
-		if s != nil {
-			cosigned = append(cosigned, s...)
-			n++
-		}
-	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if n > 0 {
-		w.cosigned = cosigned
+	for i, sig := range got {
+		if sig != nil {
+			cur.sigs[i], w.last[i] = sig, cur
+		}
 	}
+	// Kept: the latest checkpoint each witness cosigned, once each,
+	// largest first.
+	w.kept = w.kept[:0]
+	for _, k := range w.last {
+		if k != nil && !slices.Contains(w.kept, k) {
+			w.kept = append(w.kept, k)
+		}
+	}
+	slices.SortStableFunc(w.kept, func(x, y *cosignedCheckpoint) int { return cmp.Compare(y.size, x.size) })
 }
 
 // submit asks lw to cosign cp (of size), from the size it cosigned last:

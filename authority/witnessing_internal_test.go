@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -52,7 +54,7 @@ func TestWitnessAnswerMustCosignTheCheckpoint(t *testing.T) {
 			a.witnessing = &witnessing{witnesses: []*logWitness{{url: srv.URL + "/add-checkpoint", verifier: verifier, hc: srv.Client()}}}
 			a.witnessRound(t.Context())
 			cp := a.audit.Checkpoint()
-			got := a.witnessing.cosigned
+			got := served(t, a, WitnessQuery{})
 			if !c.served {
 				if got != nil {
 					t.Errorf("served %q, want nothing: the witness cosigned no checkpoint", got)
@@ -78,24 +80,9 @@ func TestWitnessThatFailedIsAskedAgain(t *testing.T) {
 	var failing atomic.Bool
 	a.witnessing = &witnessing{}
 	for i, name := range []string{"witness.example/w1", "witness.example/w2"} {
-		signer, v := testCosigner(t, name)
-		verifiers = append(verifiers, v)
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if i == 1 && failing.Load() {
-				http.Error(w, "unavailable", http.StatusServiceUnavailable)
-				return
-			}
-			body, _ := io.ReadAll(r.Body)
-			_, cp, _ := bytes.Cut(body, []byte("\n\n"))
-			text, _, _ := bytes.Cut(cp, []byte("\n\n"))
-			signed, err := note.Sign(&note.Note{Text: string(text) + "\n"}, signer)
-			if err != nil {
-				t.Error(err)
-			}
-			_, _ = w.Write(signed[len(text)+2:])
-		}))
-		defer srv.Close()
-		a.witnessing.witnesses = append(a.witnessing.witnesses, &logWitness{url: srv.URL + "/add-checkpoint", verifier: v, hc: srv.Client()})
+		lw := cosigningWitness(t, name, func() bool { return i == 1 && failing.Load() })
+		verifiers = append(verifiers, lw.verifier)
+		a.witnessing.witnesses = append(a.witnessing.witnesses, lw)
 	}
 	var refusals atomic.Int32
 	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -104,27 +91,146 @@ func TestWitnessThatFailedIsAskedAgain(t *testing.T) {
 	}))
 	defer refusing.Close()
 	a.witnessing.witnesses = append(a.witnessing.witnesses, &logWitness{url: refusing.URL + "/add-checkpoint", verifier: verifiers[0], hc: refusing.Client()})
-	cosignedBy := func() (n int) {
-		for _, v := range verifiers {
-			if _, err := note.Open(a.witnessing.cosigned, note.VerifierList(v)); err == nil {
-				n++
-			}
-		}
-		return n
-	}
 	failing.Store(true)
 	a.witnessRound(t.Context())
-	if n := cosignedBy(); n != 1 {
+	if n := cosignedBy(served(t, a, WitnessQuery{}), verifiers...); n != 1 {
 		t.Fatalf("with w2 failing: cosigned by %d, want 1", n)
 	}
 	failing.Store(false)
 	a.witnessRound(t.Context())
-	if n := cosignedBy(); n != 2 {
+	if n := cosignedBy(served(t, a, WitnessQuery{}), verifiers...); n != 2 {
 		t.Errorf("w2 back, the log the same: the served checkpoint is cosigned by %d, want 2", n)
 	}
 	if n := refusals.Load(); n != 1 {
 		t.Errorf("the witness that refused the checkpoint was asked %d times for it, want 1", n)
 	}
+}
+
+// A witness that stops cosigning leaves the latest checkpoint it
+// cosigned served, with the other witnesses' cosignatures of it: an
+// auditor who needs both witnesses (cosignatures=2, or witness=w2) is
+// served that one while the other witness cosigns the log's newer
+// checkpoints alone, and the newer one once both cosigned it.
+func TestWitnessedCheckpointOfSeveralWitnesses(t *testing.T) {
+	a, stop := runAuthority(t)
+	defer stop()
+	var failing atomic.Bool
+	a.witnessing = &witnessing{}
+	var vs []note.Verifier
+	for i, name := range []string{"witness.example/w1", "witness.example/w2"} {
+		lw := cosigningWitness(t, name, func() bool { return i == 1 && failing.Load() })
+		a.witnessing.witnesses = append(a.witnessing.witnesses, lw)
+		vs = append(vs, lw.verifier)
+	}
+	w1, w2 := vs[0], vs[1]
+	sizeOf := func(cp []byte) uint64 {
+		t.Helper()
+		size, err := checkpointSize(cp)
+		if err != nil {
+			t.Fatalf("served %q: %v", cp, err)
+		}
+		return size
+	}
+	grow := func() {
+		t.Helper()
+		if _, _, err := a.CreateJoinToken(t.Context(), adminOf(t, a), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grow()
+	a.witnessRound(t.Context())
+	first := sizeOf(served(t, a, WitnessQuery{Cosignatures: 2}))
+
+	failing.Store(true) // w2 stops cosigning; the log grows
+	grow()
+	a.witnessRound(t.Context())
+	second := sizeOf(a.audit.Checkpoint())
+	if second <= first {
+		t.Fatalf("the log did not grow: size %d, then %d", first, second)
+	}
+	for _, c := range []struct {
+		name string
+		q    WitnessQuery
+		size uint64 // 0: none served
+		by   int
+	}{
+		{"any witness", WitnessQuery{}, second, 1},
+		{"w1", WitnessQuery{Named: []string{"witness.example/w1"}}, second, 1},
+		{"both", WitnessQuery{Cosignatures: 2}, first, 2},
+		{"w2", WitnessQuery{Named: []string{"witness.example/w2"}}, first, 2},
+		{"both, named", WitnessQuery{Cosignatures: 2, Named: []string{"witness.example/w2", "witness.example/w1"}}, first, 2},
+		{"three", WitnessQuery{Cosignatures: 3}, 0, 0},
+		{"a witness the log has not", WitnessQuery{Named: []string{"witness.example/w3"}}, 0, 0},
+		{"two, one named", WitnessQuery{Cosignatures: 2, Named: []string{"witness.example/w1"}}, 0, 0},
+	} {
+		cp := served(t, a, c.q)
+		if c.size == 0 {
+			if cp != nil {
+				t.Errorf("%s: served %q, want none", c.name, cp)
+			}
+			continue
+		}
+		if got := sizeOf(cp); got != c.size || cosignedBy(cp, w1, w2) != c.by {
+			t.Errorf("%s: served size %d cosigned by %d, want size %d cosigned by %d", c.name, got, cosignedBy(cp, w1, w2), c.size, c.by)
+		}
+	}
+
+	failing.Store(false) // w2 cosigns again
+	a.witnessRound(t.Context())
+	if cp := served(t, a, WitnessQuery{Cosignatures: 2}); sizeOf(cp) != second || cosignedBy(cp, w1, w2) != 2 {
+		t.Errorf("both cosign again: served size %d cosigned by %d, want %d by 2", sizeOf(cp), cosignedBy(cp, w1, w2), second)
+	}
+	if n := len(a.witnessing.kept); n != 1 {
+		t.Errorf("%d checkpoints kept, want 1: both witnesses' latest is the same", n)
+	}
+}
+
+// served is the witnessed checkpoint q asks, as an admin reads it; nil
+// if there is none (ErrNotWitnessed).
+func served(t *testing.T, a *Authority, q WitnessQuery) []byte {
+	t.Helper()
+	cp, err := a.WitnessedCheckpoint(&Caller{ID: spiffeid.RequireFromString(a.td.IDString() + "/mandate/admin")}, q)
+	if errors.Is(err, ErrNotWitnessed) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
+
+// cosignedBy counts the witnesses of vs whose cosignature cp carries.
+func cosignedBy(cp []byte, vs ...note.Verifier) (n int) {
+	for _, v := range vs {
+		if _, err := note.Open(cp, note.VerifierList(v)); err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// cosigningWitness is a witness named name, on a test server, that
+// cosigns whatever checkpoint it is sent, but answers 503 while failing
+// says so.
+func cosigningWitness(t *testing.T, name string, failing func() bool) *logWitness {
+	t.Helper()
+	signer, v := testCosigner(t, name)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing() {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		_, cp, _ := bytes.Cut(body, []byte("\n\n"))
+		text, _, _ := bytes.Cut(cp, []byte("\n\n"))
+		signed, err := note.Sign(&note.Note{Text: string(text) + "\n"}, signer)
+		if err != nil {
+			t.Error(err)
+		}
+		_, _ = w.Write(signed[len(text)+2:])
+	}))
+	t.Cleanup(srv.Close)
+	return &logWitness{url: srv.URL + "/add-checkpoint", verifier: v, hc: srv.Client()}
 }
 
 // An authority that stops leaves no connection open to its witnesses:

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -94,8 +95,10 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              entry that does not match. --witness KEY
                              (repeatable; --witnesses N of them, default
                              all) verifies instead the latest checkpoint
-                             the log's witnesses cosigned (audit.witnesses),
-                             and requires their cosignatures: a log that
+                             N of those witnesses cosigned (of those the
+                             log keeps for its audit.witnesses: the
+                             latest each cosigned), and requires their
+                             cosignatures: a log that
                              showed this auditor a fork could not have had
                              it cosigned (it may be older than the one
                              remembered: it must be proven consistent with
@@ -331,11 +334,18 @@ func vkeyPublic(vkey string) []byte {
 	return b[1:]
 }
 
-// fetchWitnessed fetches the latest checkpoint the log's witnesses
-// cosigned, verifies the log's signature and that at least f.quorum of
-// f.witnesses cosigned it, and returns them.
+// fetchWitnessed fetches the latest checkpoint that f.quorum of the
+// log's witnesses named by f.witnesses cosigned, verifies the log's
+// signature and their cosignatures, and returns them.
 func fetchWitnessed(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier) ([]byte, *log.Checkpoint, []string, error) {
-	raw, err := c.GetRaw(ctx, "/v1/audit/checkpoint/witnessed")
+	q := url.Values{"cosignatures": {strconv.Itoa(f.quorum)}}
+	for _, wv := range f.witnesses {
+		q.Add("witness", wv.Name())
+	}
+	raw, err := c.GetRaw(ctx, "/v1/audit/checkpoint/witnessed?"+q.Encode())
+	if p := (*client.Problem)(nil); errors.As(err, &p) && p.Name() == "checkpoint-not-witnessed" {
+		return nil, nil, nil, fmt.Errorf("the log serves no checkpoint cosigned by %d of the %d witnesses given (--witnesses; %s): %w", f.quorum, len(f.witnesses), shown(strings.Join(names(f.witnesses), ", ")), err)
+	}
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -354,6 +364,15 @@ func fetchWitnessed(ctx context.Context, f *auditFlags, c *client.Client, v note
 			cp.Size, len(by), len(f.witnesses), shown(strings.Join(by, ", ")), f.quorum)
 	}
 	return raw, cp, by, nil
+}
+
+// names lists the names of vs.
+func names(vs []note.Verifier) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.Name())
+	}
+	return out
 }
 
 // fetchCheckpoint fetches the latest checkpoint and verifies it.

@@ -92,11 +92,16 @@ audit:
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One of two witnesses given (--witnesses 1): the log's.
+	out, err = cli(t, urlA, dirA, "audit", "verify", "--witness", witnessKey, "--witness", otherKey, "--witnesses", "1", "--state", filepath.Join(dirA, "audit.state"))
+	if err != nil || !strings.Contains(out, "cosigned by 1 of 2 witnesses (org-b.example/witness)") {
+		t.Errorf("audit verify with one of two witnesses: %v\n%s", err, out)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--witness", witnessKey, "--witness", otherKey}, "cosigned by 1 of the 2 witnesses given"},
+		{[]string{"--witness", witnessKey, "--witness", otherKey}, "no checkpoint cosigned by 2 of the 2 witnesses given"},
 		{[]string{"--witness", witnessKey, "--witnesses", "2"}, "--witnesses 2"},
 		{[]string{"--witness", witnessKey, "--witness", witnessKey}, "given twice"},
 		// The same key under another name: one witness, not two.
