@@ -136,8 +136,13 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 		return nil, fmt.Errorf("%w: %.100q", ErrUnknownLog, origin)
 	}
 	n, err := note.Open(msg, note.VerifierList(v))
-	if err != nil {
+	var unverified *note.UnverifiedNoteError
+	var invalid *note.InvalidSignatureError
+	switch {
+	case errors.As(err, &unverified) || errors.As(err, &invalid):
 		return nil, fmt.Errorf("%w (%.100q)", ErrNotSigned, origin)
+	case err != nil: // no signed note: no signature lines after an empty line, a control character
+		return nil, fmt.Errorf("%w: the checkpoint is not a signed note (%v)", ErrMalformed, err)
 	}
 	size, root, err := parseCheckpoint(n.Text)
 	if err != nil {

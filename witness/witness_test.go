@@ -1,6 +1,7 @@
 package witness_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -184,7 +185,9 @@ func TestAddCheckpoint(t *testing.T) {
 		}(), witness.ErrInconsistent},
 		{"an unknown log", newTestLog(t, "org-b.example/audit", 2).request(0), witness.ErrUnknownLog},
 		{"signed by another key of the same name", newTestLog(t, "org-a.example/audit", 12).request(9), witness.ErrNotSigned},
-		{"unsigned", body(9, nil, []byte("org-a.example/audit\n9\n"+base64.StdEncoding.EncodeToString(l.tree.HashAt(9))+"\n")), witness.ErrNotSigned},
+		{"no signature lines", body(9, nil, []byte("org-a.example/audit\n9\n"+base64.StdEncoding.EncodeToString(l.tree.HashAt(9))+"\n")), witness.ErrMalformed},
+		{"a control character in the note", body(9, nil, bytes.Replace(l.checkpoint(10, nil), []byte("\n10\n"), []byte("\n10\r\n"), 1)), witness.ErrMalformed},
+		{"its signature of another text", body(9, nil, bytes.Replace(l.checkpoint(10, nil), []byte("\n10\n"), []byte("\n11\n"), 1)), witness.ErrNotSigned},
 		{"an old size past the checkpoint's", body(11, nil, l.checkpoint(10, nil)), witness.ErrMalformed},
 		{"an old size with a leading zero", append([]byte("old 09"), l.request(9)[5:]...), witness.ErrMalformed},
 		{"a signed old size", append([]byte("old +9"), l.request(9)[5:]...), witness.ErrMalformed},
