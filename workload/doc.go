@@ -8,12 +8,15 @@
 //   - a caller is identified by what the kernel says of the process on
 //     the other end of the socket (its user and group ids, SO_PEERCRED,
 //     read when it connects, and the names of those ids at each call),
-//     and by its executable (path, SHA-256 digest) and supplementary
-//     groups, read from /proc when it connects and checked to be of the
-//     process that connected (a pidfd, SO_PEERPIDFD; else its start
-//     time), never by anything it sends (a digest, which a user's own
-//     file system could answer falsely, only beside a user, group or
-//     path selector); it gets the identities of the entries all of
+//     and by its executable (path, SHA-256 digest), supplementary
+//     groups and cgroup (its path, systemd unit, container, pod), read
+//     from /proc when it connects and checked to be of the process that
+//     connected (a pidfd, SO_PEERPIDFD; else its start time), never by
+//     anything it sends (a digest, which a user's own file system could
+//     answer falsely, only beside a user, group or path selector; a
+//     container or a pod, which a user's own cgroups could be named
+//     for, only beside a user or group selector); it gets the
+//     identities of the entries all of
 //     whose selectors it matches, and nothing when it
 //     matches none (PermissionDenied); what cannot be found out of it
 //     matches no selector, and is said in the log, not to it; an

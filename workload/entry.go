@@ -37,13 +37,26 @@ type Caller struct {
 //     the file it runs (absolute, in clean form, with no symbolic link
 //     in it, as /proc/PID/exe gives it);
 //   - "sha256": the SHA-256 digest of the executable the process runs
-//     (64 hex digits, written lowercase).
+//     (64 hex digits, written lowercase);
+//   - "cgroup": the path of the process's cgroup v2, absolute and in
+//     clean form, as /proc/PID/cgroup gives it
+//     ("/system.slice/nginx.service");
+//   - "systemd_unit": the systemd unit (a service or a scope) whose
+//     cgroup holds the process: the first component of its cgroup past
+//     the slices ("nginx.service"; a user's own units are all in
+//     "user@UID.service");
+//   - "container_id": the ID of the container whose cgroup holds the
+//     process (64 hex digits, written lowercase), as Docker, containerd,
+//     CRI-O and Podman name their cgroups;
+//   - "pod_uid": the UID of the Kubernetes pod whose cgroup holds the
+//     process, as the kubelet names its cgroups.
 //
 // A script's executable is its interpreter: its path and digest pick
 // every script that interpreter runs.
 //
-// What a process runs and its supplementary groups are read from /proc
-// when it connects, and checked to be of the process that connected.
+// What a process runs, its supplementary groups and its cgroup are read
+// from /proc when it connects, and checked to be of the process that
+// connected.
 type Selector struct {
 	Kind  string
 	Value string
@@ -72,10 +85,14 @@ var selectorKinds = map[string]selectorKind{
 	"path":                {check: checkPath, cost: 1},
 	"supplementary_group": {check: checkName, cost: 2, repeats: true},
 	"sha256":              {check: checkDigest, cost: 3},
+	"cgroup":              {check: checkPath, cost: 1},
+	"systemd_unit":        {check: checkUnit, cost: 1},
+	"container_id":        {check: checkDigest, cost: 1},
+	"pod_uid":             {check: checkPodUID, cost: 1},
 }
 
 // selectorKindNames are the kinds, in the order errors list them.
-const selectorKindNames = "uid, gid, user, group, supplementary_gid, supplementary_group, path, sha256"
+const selectorKindNames = "uid, gid, user, group, supplementary_gid, supplementary_group, path, sha256, cgroup, systemd_unit, container_id, pod_uid"
 
 // Bounds of an entry.
 const (
@@ -113,7 +130,30 @@ func checkPath(v string) (string, error) {
 
 func checkDigest(v string) (string, error) {
 	if b, err := hex.DecodeString(v); err != nil || len(b) != sha256.Size {
-		return "", errors.New("not a SHA-256 digest, 64 hex digits")
+		return "", errors.New("not 64 hex digits")
+	}
+	return strings.ToLower(v), nil
+}
+
+// checkUnit refuses what is no systemd service or scope name: a
+// service's or a scope's suffix, and only the characters systemd
+// allows in a unit name.
+func checkUnit(v string) (string, error) {
+	base, ok := strings.CutSuffix(v, ".service")
+	if !ok {
+		base, ok = strings.CutSuffix(v, ".scope")
+	}
+	if !ok || base == "" || len(v) > maxNameBytes || strings.ContainsFunc(base, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(":-_.@\\", r))
+	}) {
+		return "", errors.New("not a systemd service or scope name (NAME.service, NAME.scope)")
+	}
+	return v, nil
+}
+
+func checkPodUID(v string) (string, error) {
+	if !isUUID(v) {
+		return "", errors.New("not a pod UID (8-4-4-4-12 hex digits)")
 	}
 	return strings.ToLower(v), nil
 }
@@ -168,7 +208,7 @@ func ParseEntry(s string) (Entry, error) {
 		}
 		e.Selectors = append(e.Selectors, sel)
 	}
-	if err := checkDigestBound(e.Selectors); err != nil {
+	if err := checkBound(e.Selectors); err != nil {
 		return Entry{}, fmt.Errorf("%w %q: %v", ErrEntry, s, err)
 	}
 	sid, err := spiffeid.FromString(id)
@@ -182,26 +222,31 @@ func ParseEntry(s string) (Entry, error) {
 	return e, nil
 }
 
-// checkDigestBound refuses a sha256 selector with nothing beside it
-// that binds it to the user or the file: a uid, gid, user, group or
-// path. Its digest alone is of what the file system answers the
-// digest's reading, and any user who may mount one (FUSE, directly or
-// under an overlay, in a user namespace of its own) can answer it a
-// trusted program's bytes while its process runs others. A path is the
-// file at that path on this host, which only who may write there
-// replaces.
-func checkDigestBound(sels []Selector) error {
-	digest, bound := false, false
+// checkBound refuses a selector with nothing beside it that binds it to
+// the user (or, for a digest, the file):
+//   - a sha256 selector without a uid, gid, user, group or path. Its
+//     digest alone is of what the file system answers the digest's
+//     reading, and any user who may mount one (FUSE, directly or under
+//     an overlay, in a user namespace of its own) can answer it a
+//     trusted program's bytes while its process runs others. A path is
+//     the file at that path on this host, which only who may write
+//     there replaces.
+//   - a container_id or pod_uid selector without a uid, gid, user or
+//     group. They are read from the names of the cgroups a process is
+//     in, and systemd delegates a subtree of cgroups to each user's
+//     manager (user@UID.service), where that user names its cgroups as
+//     it likes: a container's or a pod's too.
+func checkBound(sels []Selector) error {
+	has := map[string]bool{}
 	for _, s := range sels {
-		switch s.Kind {
-		case "sha256":
-			digest = true
-		case "uid", "gid", "user", "group", "path":
-			bound = true
-		}
+		has[s.Kind] = true
 	}
-	if digest && !bound {
+	byIDs := has["uid"] || has["gid"] || has["user"] || has["group"]
+	switch {
+	case has["sha256"] && !byIDs && !has["path"]:
 		return errors.New("a sha256 selector needs a uid, gid, user, group or path beside it: any user who may mount a file system of its own could answer the digest's reading a trusted program's bytes")
+	case (has["container_id"] || has["pod_uid"]) && !byIDs:
+		return errors.New("a container_id or pod_uid selector needs a uid, gid, user or group beside it: a user to whom systemd delegates cgroups names them as it likes, a container's or a pod's too")
 	}
 	return nil
 }

@@ -98,6 +98,20 @@ func (a *attestation) matches(s Selector) (bool, error) {
 		}
 		n, err := strconv.ParseUint(g.Gid, 10, 32)
 		return err == nil && slices.Contains(p.groups, uint32(n)), nil
+	case "cgroup", "systemd_unit", "container_id", "pod_uid":
+		if p.cgroupErr != nil {
+			return false, p.cgroupErr
+		}
+		got := p.cgroup
+		switch s.Kind {
+		case "systemd_unit":
+			got = systemdUnit(p.cgroup)
+		case "container_id":
+			got = containerID(p.cgroup)
+		case "pod_uid":
+			got = podUID(p.cgroup)
+		}
+		return got != "" && got == s.Value, nil
 	case "path":
 		if p.pathErr != nil {
 			return false, p.pathErr

@@ -14,7 +14,7 @@ import (
 )
 
 // readProcess reads what need asks of the process pid that opened c
-// (its executable, its supplementary groups) from /proc, and checks it
+// (its executable, its supplementary groups, its cgroup) from /proc, and checks it
 // read that process and not another given its pid since (a pid is
 // reused once its process has exited): with a pidfd of the process
 // that connected (SO_PEERPIDFD, Linux 6.5 and later), which must still
@@ -155,6 +155,13 @@ func readProc(pid int32, need procNeeds) *process {
 		if err != nil {
 			return &process{err: fmt.Errorf("the caller's groups: %w", err)}
 		}
+	}
+	if need.cgroup {
+		b, err := os.ReadFile(dir + "/cgroup")
+		if err != nil {
+			return &process{err: fmt.Errorf("the caller's cgroup: %w", err)}
+		}
+		p.cgroup, p.cgroupErr = unifiedCgroup(b)
 	}
 	if !need.exe {
 		return p

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -86,6 +87,59 @@ func TestWorkloadAPISelectsByExecutable(t *testing.T) {
 		}
 		if err != nil || len(svids) != 1 || svids[0].ID.String() != "spiffe://example.org/agent/planner" {
 			t.Errorf("entries %q: FetchX509SVIDs = %v, %v; want the planner's", entries, svids, err)
+		}
+	}
+}
+
+// The cgroup selectors pick the callers in that cgroup, read from the
+// kernel when they connect: the test process itself, its own cgroup (and
+// the unit, container and pod its name says, when it says one); another
+// cgroup, unit, container or pod picks nothing.
+func TestWorkloadAPISelectsByCgroup(t *testing.T) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := unifiedCgroup(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := strconv.Itoa(os.Getuid())
+	const planner = "=spiffe://example.org/agent/planner"
+	other := strings.Repeat("0", 64)
+	selected := []string{"cgroup:" + own + planner, "uid:" + uid + ",cgroup:" + own + planner}
+	refused := []string{
+		"cgroup:" + path.Join(own, "other") + planner,
+		"systemd_unit:mandate-test-other.service" + planner,
+		"uid:" + uid + ",container_id:" + other + planner,
+		"uid:" + uid + ",pod_uid:00000000-0000-0000-0000-000000000000" + planner,
+		"uid:" + strconv.Itoa(os.Getuid()+1) + ",cgroup:" + own + planner,
+	}
+	if own != "/" {
+		refused = append(refused, "cgroup:"+path.Dir(own)+planner)
+	}
+	if u := systemdUnit(own); u != "" {
+		selected = append(selected, "systemd_unit:"+u+planner)
+	}
+	if c := containerID(own); c != "" && c != other {
+		selected = append(selected, "uid:"+uid+",container_id:"+c+planner)
+	}
+	if p := podUID(own); p != "" {
+		selected = append(selected, "uid:"+uid+",pod_uid:"+p+planner)
+	}
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	ctx := ctxFor(t)
+	for _, e := range append(selected, refused...) {
+		addr := serve(t, is, entry(t, e))
+		svids, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr(addr))
+		if slices.Contains(refused, e) {
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("entry %q (this process's cgroup is %s): FetchX509SVIDs = %v, %v; want PermissionDenied", e, own, svids, err)
+			}
+			continue
+		}
+		if err != nil || len(svids) != 1 || svids[0].ID.String() != "spiffe://example.org/agent/planner" {
+			t.Errorf("entry %q (this process's cgroup is %s): FetchX509SVIDs = %v, %v; want the planner's", e, own, svids, err)
 		}
 	}
 }
@@ -405,6 +459,10 @@ func TestNeedsOfTheEntriesACallerMayMatch(t *testing.T) {
 		{"a name is not settled", []string{"user:alice,path:/opt/a"}, Caller{UID: 2000}, procNeeds{exe: true}},
 		{"of the entries that may match", []string{"uid:1000,sha256:" + sum, "uid:2000,path:/opt/b"}, Caller{UID: 2000}, procNeeds{exe: true}},
 		{"ids only", []string{"uid:2000"}, Caller{UID: 2000}, procNeeds{}},
+		{"a cgroup", []string{"cgroup:/system.slice/a.service"}, Caller{UID: 2000}, procNeeds{cgroup: true}},
+		{"a unit", []string{"systemd_unit:a.service"}, Caller{UID: 2000}, procNeeds{cgroup: true}},
+		{"a container of its uid", []string{"uid:2000,container_id:" + sum, "uid:1000,pod_uid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"}, Caller{UID: 2000}, procNeeds{cgroup: true}},
+		{"a pod of another uid", []string{"uid:1000,pod_uid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"}, Caller{UID: 2000}, procNeeds{}},
 	} {
 		var entries []Entry
 		for _, s := range tc.entries {

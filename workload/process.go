@@ -30,6 +30,10 @@ type process struct {
 	key     fileKey
 	// groups are its supplementary group ids.
 	groups []uint32
+	// cgroup is its cgroup v2 path, "" when it has none this process
+	// can name (cgroupErr says why).
+	cgroup    string
+	cgroupErr error
 }
 
 func (p *process) close() {
@@ -39,10 +43,11 @@ func (p *process) close() {
 }
 
 // procNeeds is what the entries' selectors ask of a caller's process:
-// its executable's path, its contents, its supplementary groups.
-type procNeeds struct{ exe, file, groups bool }
+// its executable's path, its contents, its supplementary groups, its
+// cgroup.
+type procNeeds struct{ exe, file, groups, cgroup bool }
 
-func (n procNeeds) any() bool { return n.exe || n.file || n.groups }
+func (n procNeeds) any() bool { return n.exe || n.file || n.groups || n.cgroup }
 
 // needsOf is what the selectors of entries ask of the process of the
 // caller who: only those of the entries that its ids do not rule out
@@ -62,6 +67,8 @@ func needsOf(entries []Entry, who Caller) procNeeds {
 				n.exe, n.file = true, true
 			case "supplementary_gid", "supplementary_group":
 				n.groups = true
+			case "cgroup", "systemd_unit", "container_id", "pod_uid":
+				n.cgroup = true
 			}
 		}
 	}

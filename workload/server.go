@@ -184,7 +184,7 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 				return nil, fmt.Errorf("%w %s: the selector %s is not as ParseEntry reads it", ErrEntry, e, sel)
 			}
 		}
-		if err := checkDigestBound(e.Selectors); err != nil {
+		if err := checkBound(e.Selectors); err != nil {
 			return nil, fmt.Errorf("%w %s: %v", ErrEntry, e, err)
 		}
 		if err := checkAgentID(e.ID); err != nil {

@@ -569,6 +569,29 @@ func TestParseEntry(t *testing.T) {
 		{"path:/" + strings.Repeat("a", 4096) + "=spiffe://example.org/agent/a", ""},
 		{"uid:1,sha256:abc=spiffe://example.org/agent/a", ""},
 		{"uid:1,sha256:" + strings.Repeat("ag", 32) + "=spiffe://example.org/agent/a", ""},
+		// Cgroups: a path, a unit, a container, a pod.
+		{"cgroup:/system.slice/nginx.service=spiffe://example.org/agent/a", "cgroup:/system.slice/nginx.service=spiffe://example.org/agent/a"},
+		{"cgroup:/=spiffe://example.org/agent/a", "cgroup:/=spiffe://example.org/agent/a"},
+		{"cgroup:system.slice=spiffe://example.org/agent/a", ""},
+		{"cgroup:/system.slice/=spiffe://example.org/agent/a", ""},
+		{"systemd_unit:nginx.service=spiffe://example.org/agent/a", "systemd_unit:nginx.service=spiffe://example.org/agent/a"},
+		{"systemd_unit:session-2.scope=spiffe://example.org/agent/a", "systemd_unit:session-2.scope=spiffe://example.org/agent/a"},
+		{`systemd_unit:user@1000.service=spiffe://example.org/agent/a`, `systemd_unit:user@1000.service=spiffe://example.org/agent/a`},
+		{"systemd_unit:system.slice=spiffe://example.org/agent/a", ""},
+		{"systemd_unit:.service=spiffe://example.org/agent/a", ""},
+		{"systemd_unit:a b.service=spiffe://example.org/agent/a", ""},
+		{"systemd_unit:a/b.service=spiffe://example.org/agent/a", ""},
+		{"uid:0,container_id:" + strings.Repeat("AB", 32) + "=spiffe://example.org/agent/a", "uid:0,container_id:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a"},
+		{"group:docker,pod_uid:0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0=spiffe://example.org/agent/a", "group:docker,pod_uid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0=spiffe://example.org/agent/a"},
+		// A user names the cgroups systemd delegates to it as it likes:
+		// a container's or a pod's name alone is not bound to anyone.
+		{"container_id:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", ""},
+		{"path:/usr/bin/agent,container_id:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", ""},
+		{"cgroup:/system.slice/docker.service,pod_uid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0=spiffe://example.org/agent/a", ""},
+		{"uid:0,container_id:" + strings.Repeat("ab", 6) + "=spiffe://example.org/agent/a", ""},
+		{"uid:0,pod_uid:0f1e2d3c4b5a697887 96a5b4c3d2e1f0=spiffe://example.org/agent/a", ""},
+		{"uid:0,pod_uid:0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0=spiffe://example.org/agent/a", ""},
+		{"cgroup:/a,cgroup:/b=spiffe://example.org/agent/a", ""},
 	} {
 		e, err := ParseEntry(tc.in)
 		if tc.want == "" {
@@ -586,6 +609,7 @@ func TestParseEntry(t *testing.T) {
 		{Selectors: []Selector{{Kind: "uid", Value: "x"}}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
 		{Selectors: []Selector{{Kind: "pid", Value: "1"}}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
 		{Selectors: []Selector{{Kind: "sha256", Value: strings.Repeat("ab", 32)}}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
+		{Selectors: []Selector{{Kind: "container_id", Value: strings.Repeat("ab", 32)}}, ID: spiffeid.RequireFromString("spiffe://example.org/agent/a")},
 	} {
 		if _, err := New([]Entry{bad}, &issuer{}, slog.New(slog.DiscardHandler)); !errors.Is(err, ErrEntry) {
 			t.Errorf("New with the entry %v = %v, want ErrEntry", bad, err)
