@@ -16,7 +16,8 @@
 # verified by OpenSSL.
 #
 # Needs Go 1.26 and gcc (cgo: the race detector and the TPM simulator),
-# OpenSSL's headers (the simulator links libcrypto), and for the interop
+# OpenSSL's headers (the simulator links libcrypto), SoftHSM (softhsm2:
+# the PKCS#11 token the CA's keys are tested in), and for the interop
 # checks tpm2-tools, swtpm, jq, xxd, openssl, curl, python3-jwcrypto,
 # and Node.js 20.18 or later with npm. What is missing of the Debian
 # packages is installed with apt-get when the script runs as root;
@@ -28,7 +29,7 @@ cd "$(dirname "$0")"
 
 missing=()
 [ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
-for tool in tpm2_createek:tpm2-tools swtpm:swtpm jq:jq xxd:xxd openssl:openssl curl:curl; do
+for tool in tpm2_createek:tpm2-tools swtpm:swtpm jq:jq xxd:xxd openssl:openssl curl:curl softhsm2-util:softhsm2; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
 done
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import jwcrypto' 2>/dev/null || missing+=(python3-jwcrypto)

@@ -132,7 +132,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.KeyType == "" {
 		cfg.KeyType = DefaultKeyType
 	}
-	if _, err := cfg.KeyType.curve(); err != nil {
+	if _, err := cfg.KeyType.Curve(); err != nil {
 		return cfg, fmt.Errorf("%w: key type %q (want %q or %q)", ErrInvalidConfig, cfg.KeyType, KeyTypeECP256, KeyTypeECP384)
 	}
 	durations := []struct {

@@ -72,7 +72,7 @@ func (m *DiskKeyManager) GenerateKey(ctx context.Context, id string, kt KeyType)
 	if err := ValidateKeyID(id); err != nil {
 		return nil, err
 	}
-	curve, err := kt.curve()
+	curve, err := kt.Curve()
 	if err != nil {
 		return nil, err
 	}
@@ -109,10 +109,7 @@ func (m *DiskKeyManager) GenerateKey(ctx context.Context, id string, kt KeyType)
 // GetKey implements KeyManager. It refuses key files that group or others
 // can access.
 func (m *DiskKeyManager) GetKey(ctx context.Context, id string) (crypto.Signer, error) {
-	if err := ValidateKeyID(id); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := CheckKeyRequest(ctx, id); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
@@ -131,10 +128,7 @@ func (m *DiskKeyManager) GetKey(ctx context.Context, id string) (crypto.Signer, 
 // DeleteKey implements KeyManager. The removal is durable (the directory
 // is fsynced) before it returns.
 func (m *DiskKeyManager) DeleteKey(ctx context.Context, id string) error {
-	if err := ValidateKeyID(id); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := CheckKeyRequest(ctx, id); err != nil {
 		return err
 	}
 	m.mu.Lock()

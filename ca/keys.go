@@ -52,7 +52,8 @@ const (
 	maxKeyID   = 128
 )
 
-func (kt KeyType) curve() (elliptic.Curve, error) {
+// Curve is the elliptic curve of a key of type kt.
+func (kt KeyType) Curve() (elliptic.Curve, error) {
 	switch kt {
 	case KeyTypeECP256:
 		return elliptic.P256(), nil
@@ -61,6 +62,15 @@ func (kt KeyType) curve() (elliptic.Curve, error) {
 	default:
 		return nil, fmt.Errorf("ca: unknown key type %q (want %q or %q)", kt, KeyTypeECP256, KeyTypeECP384)
 	}
+}
+
+// CheckKeyRequest refuses a KeyManager call for id when id is not a key
+// id (ValidateKeyID), or ctx is done.
+func CheckKeyRequest(ctx context.Context, id string) error {
+	if err := ValidateKeyID(id); err != nil {
+		return err
+	}
+	return ctx.Err()
 }
 
 // ValidateKeyID reports whether id is acceptable as a KeyManager key id:

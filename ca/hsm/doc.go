@@ -1,0 +1,17 @@
+// Package hsm keeps the CA's private keys in a PKCS#11 token (a hardware
+// security module, or any PKCS#11 module: SoftHSM, a TPM's PKCS#11
+// module, a cloud HSM's client library), as a ca.KeyManager.
+//
+// It guarantees:
+//   - a key is made in the token (C_GenerateKeyPair) as a token object,
+//     sensitive and not extractable: its private part never leaves the
+//     token, and every signature is the token's (C_Sign);
+//   - a key is found again by its KeyManager id, the object's CKA_ID and
+//     CKA_LABEL, after a restart; making a key under an id the token
+//     already holds is refused, and so is deleting or getting one it does
+//     not hold (ca.ErrKeyNotFound);
+//   - the token's user PIN is read from a file only this user may read,
+//     and appears in no error and no log;
+//   - it is built with cgo only (the module is a C library loaded at run
+//     time); without cgo, Open says so.
+package hsm

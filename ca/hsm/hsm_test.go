@@ -1,0 +1,168 @@
+package hsm_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/ca/hsm"
+	"mandate.dev/mandate/ca/hsm/hsmtest"
+)
+
+// A key made in the token signs, is found again by its id once the
+// token is opened anew (as after a restart), is made only once, and is
+// gone once deleted.
+func TestKeysInTheToken(t *testing.T) {
+	cfg := hsmtest.Token(t, "mandate")
+	ctx := context.Background()
+	m, err := hsm.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("a certificate"))
+	for _, tc := range []struct {
+		id    string
+		kt    ca.KeyType
+		curve elliptic.Curve
+	}{{"x509-0a1b", ca.KeyTypeECP256, elliptic.P256()}, {"jwt-2c3d", ca.KeyTypeECP384, elliptic.P384()}} {
+		s, err := m.GenerateKey(ctx, tc.id, tc.kt)
+		if err != nil {
+			t.Fatalf("GenerateKey(%s): %v", tc.id, err)
+		}
+		pub, ok := s.Public().(*ecdsa.PublicKey)
+		if !ok || pub.Curve != tc.curve {
+			t.Fatalf("GenerateKey(%s, %s): a %T key", tc.id, tc.kt, s.Public())
+		}
+		sig, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
+		if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
+			t.Errorf("%s's signature does not verify: %v", tc.id, err)
+		}
+		if _, err := m.GenerateKey(ctx, tc.id, tc.kt); err == nil {
+			t.Errorf("GenerateKey(%s) again: made a second key of one id", tc.id)
+		}
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	m, err = hsm.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.GetKey(ctx, "x509-0a1b")
+	if err != nil {
+		t.Fatalf("GetKey after the token was opened anew: %v", err)
+	}
+	sig, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), digest[:], sig) {
+		t.Errorf("the key found again does not sign: %v", err)
+	}
+	if err := m.DeleteKey(ctx, "x509-0a1b"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"x509-0a1b", "x509-ffff"} {
+		if _, err := m.GetKey(ctx, id); !errors.Is(err, ca.ErrKeyNotFound) {
+			t.Errorf("GetKey(%s) of no key = %v, want ErrKeyNotFound", id, err)
+		}
+		if err := m.DeleteKey(ctx, id); !errors.Is(err, ca.ErrKeyNotFound) {
+			t.Errorf("DeleteKey(%s) of no key = %v, want ErrKeyNotFound", id, err)
+		}
+	}
+	if _, err := m.GetKey(ctx, "jwt-2c3d"); err != nil {
+		t.Errorf("the other key went with the deleted one: %v", err)
+	}
+	if _, err := m.GetKey(ctx, "../x"); err == nil {
+		t.Error("GetKey took an id KeyManager ids may not be")
+	}
+}
+
+// A token that cannot be opened is said so, without the PIN; a
+// configuration that names no module, token or PIN is refused before.
+func TestOpenRefuses(t *testing.T) {
+	cfg := hsmtest.Token(t, "mandate")
+	for _, tc := range []struct {
+		name string
+		cfg  hsm.Config
+	}{
+		{"a wrong PIN", hsm.Config{Module: cfg.Module, TokenLabel: cfg.TokenLabel, PIN: "0000-wrong"}},
+		{"no such token", hsm.Config{Module: cfg.Module, TokenLabel: "other", PIN: cfg.PIN}},
+		{"no such module", hsm.Config{Module: "/nonexistent/libpkcs11.so", TokenLabel: cfg.TokenLabel, PIN: cfg.PIN}},
+		{"a relative module", hsm.Config{Module: "libsofthsm2.so", TokenLabel: cfg.TokenLabel, PIN: cfg.PIN}},
+		{"no token", hsm.Config{Module: cfg.Module, PIN: cfg.PIN}},
+		{"no PIN", hsm.Config{Module: cfg.Module, TokenLabel: cfg.TokenLabel}},
+	} {
+		m, err := hsm.Open(tc.cfg)
+		if err == nil {
+			m.Close()
+			t.Errorf("%s: opened", tc.name)
+			continue
+		}
+		if tc.cfg.PIN != "" && strings.Contains(err.Error(), tc.cfg.PIN) {
+			t.Errorf("%s: the error shows the PIN: %v", tc.name, err)
+		}
+	}
+}
+
+// A key made in the token never leaves it: asked for its private value
+// (CKA_VALUE) through the PKCS#11 module itself, the token refuses, and
+// says it is sensitive and not extractable.
+func TestPrivateKeyStaysInTheToken(t *testing.T) {
+	cfg := hsmtest.Token(t, "mandate")
+	m, err := hsm.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.GenerateKey(context.Background(), "x509-0a1b", ca.KeyTypeECP256); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil { // the module is unloaded: opened again below
+		t.Fatal(err)
+	}
+
+	p := pkcs11.New(cfg.Module)
+	if p == nil {
+		t.Fatal("the module does not load")
+	}
+	if err := p.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Destroy()
+	defer p.Finalize()
+	slots, err := p.GetSlotList(true)
+	if err != nil || len(slots) == 0 {
+		t.Fatalf("slots: %v, %v", slots, err)
+	}
+	sh, err := p.OpenSession(slots[0], pkcs11.CKF_SERIAL_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.CloseSession(sh)
+	if err := p.Login(sh, pkcs11.CKU_USER, cfg.PIN); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.FindObjectsInit(sh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_ID, []byte("x509-0a1b"))}); err != nil {
+		t.Fatal(err)
+	}
+	objs, _, err := p.FindObjects(sh, 2)
+	p.FindObjectsFinal(sh)
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("private keys of the id: %v, %v", objs, err)
+	}
+	if v, err := p.GetAttributeValue(sh, objs[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}); err == nil && len(v) > 0 && len(v[0].Value) > 0 {
+		t.Error("the token gave out the private key's value")
+	}
+	attrs, err := p.GetAttributeValue(sh, objs[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil)})
+	if err != nil || len(attrs) != 3 || attrs[0].Value[0] != 1 || attrs[1].Value[0] != 0 || attrs[2].Value[0] != 1 {
+		t.Errorf("the private key is not sensitive, not extractable and a token object: %v, %v", attrs, err)
+	}
+}
