@@ -20,6 +20,7 @@ import (
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/ca/federation"
+	"mandate.dev/mandate/ca/hsm"
 	"mandate.dev/mandate/credfile"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/store"
@@ -92,7 +93,8 @@ type Authority struct {
 	// names it, and the mark is removed once that entry is durable.
 	restoredFrom *restoreMark
 
-	caKeys *ca.DiskKeyManager
+	caKeys *ca.DiskKeyManager // the CA's keys in <data dir>/keys; nil when they are in a token
+	hsm    *hsm.KeyManager    // ca.pkcs11's token, the CA's keys in it; nil: none
 
 	refusedMu sync.Mutex      // guards refused
 	refused   map[string]bool // join tokens whose refusal is recorded
@@ -113,7 +115,7 @@ type Options struct {
 
 // New opens (or creates) the authority's state under cfg.DataDir. cfg must
 // have defaults set and be valid.
-func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
+func New(ctx context.Context, cfg Config, opts Options) (_ *Authority, err error) {
 	a := &Authority{cfg: cfg, log: opts.Logger, now: opts.Now, pending: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
 	a.remote.slots.all = make(chan struct{}, maxRemoteFetches)
 	a.remote.life, a.remote.end = context.WithCancel(context.Background())
@@ -159,6 +161,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*Authority, error) {
 			return nil, fmt.Errorf("authority: ca.upstream_cert_file %s: its last certificate, published in the bundle as the trust anchor, names %.80q, not this trust domain (%s): clients and federated peers refuse a bundle whose authority names another trust domain; use an upstream root that names no SPIFFE ID, or one of this trust domain",
 				cfg.CA.UpstreamCertFile, other, a.td.IDString())
 		}
+	}
+	if cfg.CA.PKCS11.Module != "" {
+		if a.hsm, err = openHSM(cfg.CA.PKCS11); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				_ = a.hsm.Close()
+			}
+		}()
 	}
 	// The data directory holds keys: only this user's (a directory
 	// others may write to would let them replace one).
@@ -414,7 +426,13 @@ func (a *Authority) maintain(ctx context.Context) error {
 // Call it after Run has returned.
 func (a *Authority) Close() error {
 	a.remote.end()
-	return a.store.Close()
+	err := a.store.Close()
+	if a.hsm != nil {
+		if herr := a.hsm.Close(); herr != nil && err == nil {
+			err = fmt.Errorf("authority: close the token of ca.pkcs11: %w", herr)
+		}
+	}
+	return err
 }
 
 // caJournal keeps the CA's state document in the store. Once the

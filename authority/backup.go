@@ -160,10 +160,13 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		}
 		b.Files = append(b.Files, f)
 		// The keys the copied state needs, not every file of keys/ (the
-		// keys of authorities gone are no use to a restore).
+		// keys of authorities gone are no use to a restore); none when
+		// they are in a token (ca.pkcs11), which keeps them.
 		var srcs []string
 		for _, id := range keyIDs {
-			srcs = append(srcs, a.caKeys.Path(id))
+			if a.caKeys != nil {
+				srcs = append(srcs, a.caKeys.Path(id))
+			}
 		}
 		auditKey, auditVKey := AuditPaths(a.cfg.DataDir)
 		srcs = append(srcs, auditKey, auditVKey)

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/ca/hsm"
 	"mandate.dev/mandate/credfile"
 )
 
@@ -19,11 +21,14 @@ func caKeyDir(dataDir string) string { return filepath.Join(dataDir, "keys") }
 // openCA opens the CA with its keys in <data dir>/keys and its state in
 // the store, creating both on first start.
 func (a *Authority) openCA(ctx context.Context) error {
-	km, err := ca.NewDiskKeyManager(caKeyDir(a.cfg.DataDir))
-	if err != nil {
-		return err
+	var km ca.KeyManager = a.hsm
+	if a.hsm == nil {
+		disk, err := ca.NewDiskKeyManager(caKeyDir(a.cfg.DataDir))
+		if err != nil {
+			return err
+		}
+		a.caKeys, km = disk, disk
 	}
-	a.caKeys = km
 	cc := a.cfg.CA
 	cfg := ca.Config{
 		TrustDomain: a.td,
@@ -54,15 +59,38 @@ func (a *Authority) openCA(ctx context.Context) error {
 				"last_subject", last.Subject.String(), "last_issuer", last.Issuer.String())
 		}
 	}
+	var err error
 	if a.ca, err = ca.New(ctx, cfg); err != nil {
-		if errors.Is(err, ca.ErrKeyNotFound) {
+		switch {
+		case errors.Is(err, ca.ErrKeyNotFound) && a.hsm != nil:
+			// A key the stored CA state names is not in the token.
+			return fmt.Errorf("authority: %w: is ca.pkcs11 the token the CA's keys were made in? (keys made in %s stay there: ca.pkcs11 is for a new data directory)", err, caKeyDir(a.cfg.DataDir))
+		case errors.Is(err, ca.ErrKeyNotFound):
 			// A key the stored CA state names is gone: never replaced
 			// silently (SVIDs and tokens it signed would stop verifying).
-			return fmt.Errorf("authority: %w: restore the CA's keys (%s) from a backup", err, caKeyDir(a.cfg.DataDir))
+			return fmt.Errorf("authority: %w: restore the CA's keys (%s) from a backup, or, if they were made in a PKCS#11 token, configure it (ca.pkcs11)", err, caKeyDir(a.cfg.DataDir))
 		}
 		return fmt.Errorf("authority: %w", err)
 	}
 	return nil
+}
+
+// openHSM logs in to the token of ca.pkcs11, with the PIN of its
+// pin_file (only this user's).
+func openHSM(p PKCS11Config) (*hsm.KeyManager, error) {
+	b, err := credfile.ReadPrivate(p.PINFile)
+	if err != nil {
+		return nil, fmt.Errorf("authority: ca.pkcs11.pin_file: %w", err)
+	}
+	pin := strings.TrimRight(string(b), "\r\n")
+	if pin == "" || strings.ContainsAny(pin, "\r\n") {
+		return nil, fmt.Errorf("authority: ca.pkcs11.pin_file %s: want the token's user PIN, on one line", p.PINFile)
+	}
+	m, err := hsm.Open(hsm.Config{Module: p.Module, TokenLabel: p.TokenLabel, PIN: pin})
+	if err != nil {
+		return nil, fmt.Errorf("authority: ca.pkcs11: %w", err)
+	}
+	return m, nil
 }
 
 // selfSigned reports whether c is a root: issued by itself, and signed

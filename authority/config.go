@@ -209,6 +209,22 @@ type CAConfig struct {
 	// key). When set, Mandate's CA is an intermediate under it.
 	UpstreamCertFile string `yaml:"upstream_cert_file"`
 	UpstreamKeyFile  string `yaml:"upstream_key_file"`
+	// PKCS11, when its module is set, keeps the CA's and the JWT keys in
+	// a PKCS#11 token (an HSM) instead of <data dir>/keys.
+	PKCS11 PKCS11Config `yaml:"pkcs11"`
+}
+
+// PKCS11Config names the PKCS#11 token the CA's keys are made and kept
+// in, and how to log in to it.
+type PKCS11Config struct {
+	// Module is the absolute path of the PKCS#11 module (a shared
+	// library): /usr/lib/softhsm/libsofthsm2.so for SoftHSM on Debian.
+	Module string `yaml:"module"`
+	// TokenLabel is the label of the token.
+	TokenLabel string `yaml:"token_label"`
+	// PINFile holds the token's user PIN (mode 0600, this user's; one
+	// line).
+	PINFile string `yaml:"pin_file"`
 }
 
 // FederationConfig configures federation with other trust domains.
@@ -813,6 +829,14 @@ func (c *CAConfig) validate() error {
 	}
 	if (c.UpstreamCertFile == "") != (c.UpstreamKeyFile == "") {
 		return errors.New("ca: upstream_cert_file and upstream_key_file must be set together")
+	}
+	if p := c.PKCS11; p != (PKCS11Config{}) {
+		switch {
+		case p.Module == "" || p.TokenLabel == "" || p.PINFile == "":
+			return errors.New("ca.pkcs11: module, token_label and pin_file must be set together")
+		case !filepath.IsAbs(p.Module):
+			return fmt.Errorf("ca.pkcs11.module %q: must be an absolute path (a module found through the library search path could be another)", p.Module)
+		}
 	}
 	return nil
 }

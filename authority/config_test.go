@@ -109,6 +109,15 @@ func TestConfigValidate(t *testing.T) {
 		{"svid outlives half the ca", func(c *authority.Config) { c.CA.X509SVIDTTL = authority.Duration(20 * time.Hour) }, "ca.x509_svid_ttl"},
 		{"jwt svid outlives half the key", func(c *authority.Config) { c.CA.JWTSVIDTTL = authority.Duration(13 * time.Hour) }, "ca.jwt_svid_ttl"},
 		{"upstream cert without key", func(c *authority.Config) { c.CA.UpstreamCertFile = "ca.pem" }, "upstream"},
+		{"a PKCS#11 module without its PIN", func(c *authority.Config) {
+			c.CA.PKCS11 = authority.PKCS11Config{Module: "/usr/lib/softhsm/libsofthsm2.so", TokenLabel: "mandate"}
+		}, "ca.pkcs11"},
+		{"a PKCS#11 token without its module", func(c *authority.Config) {
+			c.CA.PKCS11 = authority.PKCS11Config{TokenLabel: "mandate", PINFile: "/etc/mandate/pin"}
+		}, "ca.pkcs11"},
+		{"a PKCS#11 module by its name", func(c *authority.Config) {
+			c.CA.PKCS11 = authority.PKCS11Config{Module: "libsofthsm2.so", TokenLabel: "mandate", PINFile: "/etc/mandate/pin"}
+		}, "absolute"},
 		{"web listen without cert", func(c *authority.Config) { c.Federation.WebListen = "127.0.0.1:8444" }, "web_listen"},
 		{"federation twice", func(c *authority.Config) {
 			f := authority.FederatedTrustDomain{TrustDomain: "org-b.example", BundleEndpointURL: "https://b/v1/bundle"}

@@ -23,6 +23,9 @@ type KeyManager struct {
 	// cache holds the signers found.
 	mu    sync.Mutex
 	cache map[string]crypto.Signer
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ ca.KeyManager = (*KeyManager)(nil)
@@ -42,8 +45,11 @@ func Open(cfg Config) (*KeyManager, error) {
 }
 
 // Close logs out of the token and unloads the module (once no other
-// KeyManager of this process uses it).
-func (m *KeyManager) Close() error { return m.p11.Close() }
+// KeyManager of this process uses it). Closing again does nothing.
+func (m *KeyManager) Close() error {
+	m.closeOnce.Do(func() { m.closeErr = m.p11.Close() })
+	return m.closeErr
+}
 
 // GenerateKey implements ca.KeyManager: an ECDSA key made in the token.
 func (m *KeyManager) GenerateKey(ctx context.Context, id string, kt ca.KeyType) (crypto.Signer, error) {

@@ -53,6 +53,9 @@ func TestKeysInTheToken(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.Close(); err != nil { // as an authority stopped twice
+		t.Fatalf("closed again: %v", err)
+	}
 
 	m, err = hsm.Open(cfg)
 	if err != nil {

@@ -45,6 +45,10 @@ given an empty value, null or 0):
     jwt_svid_ttl: 5m                # default JWT-SVID lifetime (at most jwt_key_ttl/2 and 720h)
     upstream_cert_file: ""          # PEM chain of an existing CA (signing cert first, its root last)
     upstream_key_file: ""           # its PEM private key (0600, this user's); SVIDs then chain to it
+    pkcs11:                         # make and keep the CA's and JWT keys in a PKCS#11 token (an HSM), not in <data_dir>/keys (cgo builds; for a new data dir)
+      module: ""                    #   the module's absolute path, e.g. /usr/lib/softhsm/libsofthsm2.so
+      token_label: ""               #   the token's label
+      pin_file: ""                  #   its user PIN, one line (0600, this user's)
   federation:
     bundle_refresh_hint: 5m         # spiffe_refresh_hint of this authority's bundle
     web_roots_file: ""              # PEM roots for https_web peers (default: system roots)
@@ -456,10 +460,15 @@ func printNextSteps(w io.Writer, a *authority.Authority, addr string) {
 	bundle := server + " --bundle " + p.Bundle
 	agent := "spiffe://" + a.TrustDomain().String() + "/agent/hello"
 	_, vkey := authority.AuditPaths(cfg.DataDir)
+	caKeys := filepath.Join(cfg.DataDir, "keys")
+	if p11 := cfg.CA.PKCS11; p11.Module != "" {
+		caKeys = fmt.Sprintf("in the PKCS#11 token %q of %s (ca.pkcs11)", p11.TokenLabel, p11.Module)
+	}
 	fmt.Fprintf(w, `Mandate authority for trust domain %s is serving on https://%s
   admin credential: %s (key %s)
   trust bundle:     %s
   audit log key:    %s (%s)
+  CA keys:          %s
 
 Next steps (in another terminal, from this directory, with ./mandate built by
 go build -o mandate ./cmd/mandate from the source tree):
@@ -469,5 +478,5 @@ go build -o mandate ./cmd/mandate from the source tree):
   ./mandate svid x509 --spiffe-id %s%s
   ./mandate svid jwt --creds mandate-agent --audience example%s
   ./mandate bundle show%s
-`, a.TrustDomain(), addr, p.Cert, p.Key, p.Bundle, a.AuditVerifierKey(), vkey, admin, bundle, agent, admin, agent, server, server, bundle)
+`, a.TrustDomain(), addr, p.Cert, p.Key, p.Bundle, a.AuditVerifierKey(), vkey, caKeys, admin, bundle, agent, admin, agent, server, server, bundle)
 }

@@ -1,0 +1,164 @@
+package authority
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"mandate.dev/mandate/ca"
+	"mandate.dev/mandate/ca/hsm"
+	"mandate.dev/mandate/ca/hsm/hsmtest"
+)
+
+// With ca.pkcs11, the CA's and the JWT keys are made in the token and
+// nowhere else: what the authority signs verifies with its bundle (an
+// X509-SVID, a JWT-SVID, as go-spiffe checks them), every key the CA
+// uses is in the token, none is in <data dir>/keys, and a restart finds
+// them there. Started without the token, the authority refuses to
+// start, and says to configure it, rather than make new keys.
+func TestCAKeysInAPKCS11Token(t *testing.T) {
+	token := hsmtest.Token(t, "mandate-ca")
+	pinFile := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(pinFile, []byte(token.PIN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	withToken := func(c *Config) {
+		c.DataDir = dataDir
+		c.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
+	}
+	a, stop := runAuthorityWith(t, Options{}, withToken)
+	if a.caKeys != nil || a.hsm == nil {
+		t.Fatal("the CA's keys are not in the token")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := a.ca.MintX509SVID(t.Context(), ca.X509Params{ID: spiffeid.RequireFromString("spiffe://org-a.example/agent/x"), PublicKey: key.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, a); err != nil {
+		t.Errorf("an X509-SVID does not verify with the bundle: %v", err)
+	}
+	tok, _, err := a.ca.SignJWT(t.Context(), "JWT", map[string]any{"sub": "spiffe://org-a.example/agent/x", "aud": []string{"https://api.example"}, "exp": time.Now().Add(time.Minute).Unix()}, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(tok, a, []string{"https://api.example"}); err != nil {
+		t.Errorf("a token the JWT key signed does not verify with the bundle: %v", err)
+	}
+	var ids []string
+	if err := a.ca.Still(func(keyIDs []string) error { ids = keyIDs; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	other, err := hsm.Open(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if len(ids) < 2 {
+		t.Fatalf("the CA uses %d keys, want an X.509 and a JWT key at least", len(ids))
+	}
+	for _, id := range ids {
+		if _, err := other.GetKey(t.Context(), id); err != nil {
+			t.Errorf("the CA's key %s is not in the token: %v", id, err)
+		}
+	}
+	if ents, err := os.ReadDir(caKeyDir(dataDir)); err == nil && len(ents) > 0 || err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s holds %d files (%v), want no key on disk", caKeyDir(dataDir), len(ents), err)
+	}
+	bundle := a.Bundle().X509Authorities()
+	stop()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	a, stop = runAuthorityWith(t, Options{}, withToken)
+	if got := a.Bundle().X509Authorities(); len(got) != len(bundle) || !got[0].Equal(bundle[0]) {
+		t.Error("restarted, the authority has another X.509 authority: its keys were not found in the token")
+	}
+	stop()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := Config{TrustDomain: "org-a.example", DataDir: dataDir, Listen: "127.0.0.1:0"}
+	cfg.SetDefaults()
+	if b, err := New(context.Background(), cfg, Options{}); err == nil || !errors.Is(err, ca.ErrKeyNotFound) || !strings.Contains(err.Error(), "ca.pkcs11") {
+		if b != nil {
+			b.Close()
+		}
+		t.Errorf("started without the token that holds its keys: %v, want a refusal naming ca.pkcs11", err)
+	}
+
+	// An authority whose keys are in <data dir>/keys keeps them there.
+	onDisk := t.TempDir()
+	a, stop = runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = onDisk })
+	stop()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = onDisk
+	cfg.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
+	if b, err := New(context.Background(), cfg, Options{}); err == nil || !errors.Is(err, ca.ErrKeyNotFound) || !strings.Contains(err.Error(), "keys") {
+		if b != nil {
+			b.Close()
+		}
+		t.Errorf("started with a token, its keys in %s: %v, want a refusal", caKeyDir(onDisk), err)
+	}
+}
+
+// A PIN file others may read, or with no PIN, stops the authority before
+// it creates anything; so does a wrong PIN, said without the PIN.
+func TestPKCS11PINFile(t *testing.T) {
+	token := hsmtest.Token(t, "mandate-ca")
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, pin string
+		mode      os.FileMode
+		want      string
+	}{
+		{"readable by others", token.PIN, 0o644, "pin_file"},
+		{"empty", "\n", 0o600, "one line"},
+		{"two lines", token.PIN + "\n" + token.PIN + "\n", 0o600, "one line"},
+		{"a wrong PIN", "0000-wrong\n", 0o600, "ca.pkcs11"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pinFile := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+			if err := os.WriteFile(pinFile, []byte(tc.pin), tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(pinFile, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			cfg := Config{TrustDomain: "org-a.example", DataDir: filepath.Join(dir, "data-"+strings.ReplaceAll(tc.name, " ", "-")), Listen: "127.0.0.1:0"}
+			cfg.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
+			cfg.SetDefaults()
+			a, err := New(context.Background(), cfg, Options{})
+			if err == nil {
+				a.Close()
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "0000-wrong") || strings.Contains(err.Error(), token.PIN) {
+				t.Errorf("New = %v, want an error saying %q, without the PIN", err, tc.want)
+			}
+			if _, err := os.Stat(cfg.DataDir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the data directory was made (%v) though the token could not be opened", err)
+			}
+		})
+	}
+}
