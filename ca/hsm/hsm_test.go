@@ -169,3 +169,40 @@ func TestPrivateKeyStaysInTheToken(t *testing.T) {
 		t.Errorf("the private key is not sensitive, not extractable and a token object: %v, %v", attrs, err)
 	}
 }
+
+// BenchmarkSign measures one ES256 signature by a key in the token
+// (SoftHSM here: a hardware token is slower) beside one by a key in
+// memory, as ca.DiskKeyManager's: what ca.pkcs11 costs each X509-SVID,
+// JWT-SVID and delegation token.
+func BenchmarkSign(b *testing.B) {
+	cfg := hsmtest.Token(b, "mandate")
+	m, err := hsm.Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	inToken, err := m.GenerateKey(context.Background(), "jwt-bench", ca.KeyTypeECP256)
+	if err != nil {
+		b.Fatal(err)
+	}
+	inMemory, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("a token"))
+	for _, s := range []struct {
+		name   string
+		signer crypto.Signer
+	}{{"token", inToken}, {"memory", inMemory}} {
+		b.Run(s.name, func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := s.signer.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
