@@ -112,8 +112,13 @@ func TestWitnessThatFailedIsAskedAgain(t *testing.T) {
 // served that one while the other witness cosigns the log's newer
 // checkpoints alone, and the newer one once both cosigned it.
 func TestWitnessedCheckpointOfSeveralWitnesses(t *testing.T) {
-	a, stop := runAuthority(t)
-	defer stop()
+	a := witnessingAuthority(t)
+	// The audit log takes entries, but no round of Run's runs beside
+	// the test's.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.audit.Run(ctx) }()
+	defer func() { cancel(); <-done }()
 	var failing atomic.Bool
 	a.witnessing = &witnessing{}
 	var vs []note.Verifier
