@@ -12,17 +12,28 @@ import (
 // namespace has a path that climbs out of it ("/../x"), which names no
 // cgroup the reader's selectors can name.
 func unifiedCgroup(b []byte) (string, error) {
+	var cg string
+	found := false
 	for line := range strings.Lines(string(b)) {
 		p, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "0::")
 		if !ok {
 			continue
 		}
-		if !strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "/.." || strings.HasPrefix(p, "/../") {
-			return "", errors.New("the caller's cgroup is outside this process's cgroup namespace")
+		// One line only: a kernel that let a cgroup v1 name hold a
+		// newline (renamed, before Linux refused it) could show a line
+		// of the name's choosing.
+		if found {
+			return "", errors.New("the caller's /proc/PID/cgroup has more than one cgroup v2 line")
 		}
-		return p, nil
+		found, cg = true, p
 	}
-	return "", errors.New("the caller has no cgroup v2 path (a host with cgroup v1 alone)")
+	if !found {
+		return "", errors.New("the caller has no cgroup v2 path (a host with cgroup v1 alone)")
+	}
+	if !strings.HasPrefix(cg, "/") || path.Clean(cg) != cg || cg == "/.." || strings.HasPrefix(cg, "/../") {
+		return "", errors.New("the caller's cgroup is outside this process's cgroup namespace")
+	}
+	return cg, nil
 }
 
 // systemdUnit is the systemd unit whose cgroup holds a process in the
@@ -32,14 +43,16 @@ func unifiedCgroup(b []byte) (string, error) {
 // there is none: a process at the root, or in a cgroup that systemd did
 // not make. Only root (and systemd) makes the cgroups of that level: a
 // user whose manager systemd delegates a subtree to makes cgroups below
-// its user@UID.service only.
+// its user@UID.service only. systemd names a unit's cgroup after the
+// unit, but with a '_' before a name the kernel could take for its own
+// ("_io.service" for io.service): the unit's name is without it.
 func systemdUnit(cg string) string {
 	for c := range strings.SplitSeq(strings.TrimPrefix(cg, "/"), "/") {
 		switch {
 		case strings.HasSuffix(c, ".slice"):
 			continue
 		case strings.HasSuffix(c, ".service") || strings.HasSuffix(c, ".scope"):
-			return c
+			return strings.TrimPrefix(c, "_")
 		}
 		return ""
 	}
@@ -51,14 +64,25 @@ func systemdUnit(cg string) string {
 // a component of its own or between '-', ':' and '.' in one
 // ("/system.slice/docker-<id>.scope", "/docker/<id>",
 // ".../cri-containerd-<id>.scope", ".../crio-<id>.scope",
-// ".../libpod-<id>.scope", ".../kubepods-pod<uid>.slice:cri-containerd:<id>"),
-// the last in cg; a runtime's monitor beside a container ("conmon") is
-// not in it. "" when there is none.
+// ".../libpod-<id>.scope", ".../libpod-payload-<id>",
+// ".../kubepods-pod<uid>.slice:cri-containerd:<id>"), the first in cg:
+// a container whose cgroups it may write (systemd's in a container, or a
+// runtime nested in it) makes cgroups below its own, named as it likes,
+// another container's too, and its processes are still in it. A
+// runtime's monitor beside a container ("conmon") is not in it, nor is a
+// Podman pod's cgroup (a bare ID below "libpod_parent", with the cgroupfs
+// driver) a container's. "" when there is none.
 func containerID(cg string) string {
+	id, _ := containerAt(cg)
+	return id
+}
+
+// containerAt is containerID's ID and the index of the component of cg
+// (split at '/') that holds it; -1 when there is none.
+func containerAt(cg string) (string, int) {
 	comps := strings.Split(cg, "/")
-	for i := len(comps) - 1; i >= 0; i-- {
-		c := comps[i]
-		if strings.Contains(c, "conmon") {
+	for i, c := range comps {
+		if strings.Contains(c, "conmon") || (i > 0 && comps[i-1] == "libpod_parent" && len(c) == 64 && isHex(c)) {
 			continue
 		}
 		var found string
@@ -68,18 +92,25 @@ func containerID(cg string) string {
 			}
 		}
 		if found != "" {
-			return found
+			return found, i
 		}
 	}
-	return ""
+	return "", -1
 }
 
 // podUID is the UID of the Kubernetes pod whose cgroup holds a process
 // in the cgroup cg, as the kubelet names its cgroups: "pod<uid>" (the
 // cgroupfs driver), "kubepods-<qos>-pod<uid>.slice" with '_' for each
-// '-' of the UID (the systemd driver). "" when there is none.
+// '-' of the UID (the systemd driver). The kubelet makes a pod's cgroup
+// above its containers': a component past the first that names a
+// container (containerAt) is one a container made, and names no pod.
+// "" when there is none.
 func podUID(cg string) string {
-	for c := range strings.SplitSeq(cg, "/") {
+	comps := strings.Split(cg, "/")
+	if _, i := containerAt(cg); i >= 0 {
+		comps = comps[:i+1]
+	}
+	for _, c := range comps {
 		c, _, _ = strings.Cut(c, ":") // containerd's "<slice>:<runtime>:<id>"
 		c = strings.TrimSuffix(c, ".slice")
 		i := strings.LastIndex(c, "pod")

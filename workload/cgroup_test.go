@@ -9,6 +9,7 @@ func TestCgroupNames(t *testing.T) {
 		id         = "4e9c1e0d2b7f4a6e8c3d5b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f10"
 		pod        = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 		podSystemd = "0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0"
+		other      = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
 	)
 	for _, tc := range []struct {
 		cgroup, unit, container, pod string
@@ -32,6 +33,20 @@ func TestCgroupNames(t *testing.T) {
 		{"/kubepods.slice/kubepods-pod" + podSystemd + ".slice/crio-" + id + ".scope", "crio-" + id + ".scope", id, pod},
 		{"/kubepods/burstable/pod" + pod + "/" + id, "", id, pod},
 		{"/system.slice/containerd.service/kubepods-burstable-pod" + podSystemd + ".slice:cri-containerd:" + id, "containerd.service", id, pod},
+		// Podman under a systemd unit (Quadlet's --cgroups=split), and a
+		// Podman pod with the cgroupfs driver, whose cgroup is its bare ID.
+		{"/system.slice/web.service/libpod-payload-" + id, "web.service", id, ""},
+		{"/libpod_parent/" + other + "/libpod-" + id, "", id, ""},
+		// systemd writes '_' before a unit's name the kernel could take
+		// for its own (io.service).
+		{"/system.slice/_io.service", "io.service", "", ""},
+		// A container that may write its cgroups (systemd in it, a
+		// runtime nested in it) names those below its own as it likes:
+		// its processes are still in it, and in no pod it names.
+		{"/machine.slice/libpod-" + id + ".scope/docker-" + other + ".scope", "libpod-" + id + ".scope", id, ""},
+		{"/system.slice/docker-" + id + ".scope/docker/" + other, "docker-" + id + ".scope", id, ""},
+		{"/system.slice/docker-" + id + ".scope/kubepods/besteffort/pod" + pod + "/" + other, "docker-" + id + ".scope", id, ""},
+		{"/kubepods/besteffort/pod" + pod + "/" + id + "/pod" + pod[:35] + "1/" + other, "", id, pod},
 		// Look-alikes.
 		{"/docker/" + id[:63], "", "", ""},
 		{"/docker/" + id + "0", "", "", ""},
@@ -64,6 +79,10 @@ func TestUnifiedCgroup(t *testing.T) {
 		{"0::/..\n", ""},
 		{"0::\n", ""},
 		{"0::x\n", ""},
+		// Two cgroup v2 lines: one in a cgroup v1 name (which a kernel
+		// before Linux refused a newline in a renamed one could show).
+		{"1:name=systemd:/user.slice/x\n0::/system.slice/nginx.service\n0::/user.slice/user-1000.slice/session-1.scope\n", ""},
+		{"0::/system.slice/a.service\n0::/system.slice/a.service\n", ""},
 		{"", ""},
 	} {
 		got, err := unifiedCgroup([]byte(tc.in))

@@ -43,13 +43,15 @@ type Caller struct {
 //     ("/system.slice/nginx.service");
 //   - "systemd_unit": the systemd unit (a service or a scope) whose
 //     cgroup holds the process: the first component of its cgroup past
-//     the slices ("nginx.service"; a user's own units are all in
+//     the slices, without the '_' systemd may write before it
+//     ("nginx.service"; a user's own units are all in
 //     "user@UID.service");
 //   - "container_id": the ID of the container whose cgroup holds the
 //     process (64 hex digits, written lowercase), as Docker, containerd,
-//     CRI-O and Podman name their cgroups;
+//     CRI-O and Podman name their cgroups: the first in its cgroup's
+//     path, not one a container named a cgroup below its own after;
 //   - "pod_uid": the UID of the Kubernetes pod whose cgroup holds the
-//     process, as the kubelet names its cgroups.
+//     process, as the kubelet names its cgroups, above the container's.
 //
 // A script's executable is its interpreter: its path and digest pick
 // every script that interpreter runs.
