@@ -71,11 +71,13 @@ type witnessing struct {
 	witnesses []*logWitness
 	mu        sync.Mutex
 	// kept are the checkpoints served, largest first: the latest one
-	// each witness cosigned in this run, with every cosignature had of
-	// it. A witness that stops cosigning leaves the checkpoint it
-	// cosigned last served, with the others' cosignatures of it: an
-	// auditor who needs the cosignatures of several has one until it
-	// cosigns again.
+	// each witness cosigned in this run, and each other one whose
+	// witnesses no larger one kept was cosigned by all of (at most
+	// len(witnesses) of those), with every cosignature had of each. A
+	// witness that stops cosigning leaves the checkpoint it cosigned
+	// last served, with the others' cosignatures of it: an auditor who
+	// needs the cosignatures of several has one until it cosigns again,
+	// and, when two witnesses fail in turn, the last they both cosigned.
 	kept []*cosignedCheckpoint
 	// The checkpoint submitted last, and by witness whether it refused
 	// it (a 4xx answer: not asked again for it), and the checkpoint it
@@ -256,15 +258,46 @@ func (a *Authority) witnessRound(ctx context.Context) {
 			cur.sigs[i], w.last[i] = sig, cur
 		}
 	}
-	// Kept: the latest checkpoint each witness cosigned, once each,
-	// largest first.
-	w.kept = w.kept[:0]
-	for _, k := range w.last {
-		if k != nil && !slices.Contains(w.kept, k) {
-			w.kept = append(w.kept, k)
+	w.kept = keep(append(slices.Clone(w.kept), w.last...), w.last)
+}
+
+// keep is what of cands (checkpoints, some repeated, some nil) is kept,
+// largest first: each cosigned checkpoint whose cosigners no larger one
+// kept has all of (any query it answers, that one answers with a larger
+// checkpoint), those of latest always, the others no more than
+// len(latest).
+func keep(cands, latest []*cosignedCheckpoint) []*cosignedCheckpoint {
+	cands = slices.DeleteFunc(cands, func(k *cosignedCheckpoint) bool { return k == nil })
+	slices.SortStableFunc(cands, func(x, y *cosignedCheckpoint) int { return cmp.Compare(y.size, x.size) })
+	var kept []*cosignedCheckpoint
+	others := 0
+	for _, k := range cands {
+		if slices.Contains(kept, k) || !slices.ContainsFunc(k.sigs, func(s []byte) bool { return s != nil }) {
+			continue
+		}
+		if slices.ContainsFunc(kept, func(l *cosignedCheckpoint) bool { return cosignedByAllOf(l, k) }) {
+			continue
+		}
+		if !slices.Contains(latest, k) {
+			if others == len(latest) {
+				continue
+			}
+			others++
+		}
+		kept = append(kept, k)
+	}
+	return kept
+}
+
+// cosignedByAllOf reports whether l has the cosignature of every witness
+// that cosigned k.
+func cosignedByAllOf(l, k *cosignedCheckpoint) bool {
+	for i, s := range k.sigs {
+		if s != nil && l.sigs[i] == nil {
+			return false
 		}
 	}
-	slices.SortStableFunc(w.kept, func(x, y *cosignedCheckpoint) int { return cmp.Compare(y.size, x.size) })
+	return true
 }
 
 // submit asks lw to cosign cp (of size), from the size it cosigned last:

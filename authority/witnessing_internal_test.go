@@ -113,12 +113,7 @@ func TestWitnessThatFailedIsAskedAgain(t *testing.T) {
 // checkpoints alone, and the newer one once both cosigned it.
 func TestWitnessedCheckpointOfSeveralWitnesses(t *testing.T) {
 	a := witnessingAuthority(t)
-	// The audit log takes entries, but no round of Run's runs beside
-	// the test's.
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = a.audit.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runAuditLog(t, a)
 	var failing atomic.Bool
 	a.witnessing = &witnessing{}
 	var vs []note.Verifier
@@ -188,6 +183,81 @@ func TestWitnessedCheckpointOfSeveralWitnesses(t *testing.T) {
 	if n := len(a.witnessing.kept); n != 1 {
 		t.Errorf("%d checkpoints kept, want 1: both witnesses' latest is the same", n)
 	}
+}
+
+// Two witnesses that fail in turn, each while the log grows, cosign no
+// checkpoint together after the last they both did: that one stays
+// served to an auditor who needs both, beside the latest each cosigned
+// alone; the log keeps no more than twice as many checkpoints as it
+// has witnesses.
+func TestWitnessedCheckpointOfWitnessesFailingInTurn(t *testing.T) {
+	a := witnessingAuthority(t)
+	runAuditLog(t, a)
+	var failing [2]atomic.Bool
+	a.witnessing = &witnessing{}
+	var vs []note.Verifier
+	for i, name := range []string{"witness.example/w1", "witness.example/w2"} {
+		lw := cosigningWitness(t, name, failing[i].Load)
+		a.witnessing.witnesses = append(a.witnessing.witnesses, lw)
+		vs = append(vs, lw.verifier)
+	}
+	round := func(down int) uint64 { // the log grows; witness down (-1: none) fails
+		t.Helper()
+		if _, _, err := a.CreateJoinToken(t.Context(), adminOf(t, a), 0); err != nil {
+			t.Fatal(err)
+		}
+		for i := range failing {
+			failing[i].Store(i == down)
+		}
+		a.witnessRound(t.Context())
+		size, err := checkpointSize(a.audit.Checkpoint())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return size
+	}
+	both := round(-1)
+	byW1 := round(1)
+	byW2 := round(0)
+	for _, c := range []struct {
+		name string
+		q    WitnessQuery
+		size uint64
+		by   int
+	}{
+		{"both", WitnessQuery{Cosignatures: 2}, both, 2},
+		{"w1", WitnessQuery{Named: []string{"witness.example/w1"}}, byW1, 1},
+		{"w2", WitnessQuery{Named: []string{"witness.example/w2"}}, byW2, 1},
+		{"any", WitnessQuery{}, byW2, 1},
+	} {
+		cp := served(t, a, c.q)
+		if cp == nil {
+			t.Errorf("%s: none served, want size %d", c.name, c.size)
+			continue
+		}
+		if size, err := checkpointSize(cp); err != nil || size != c.size || cosignedBy(cp, vs...) != c.by {
+			t.Errorf("%s: served size %d (%v) cosigned by %d, want size %d cosigned by %d", c.name, size, err, cosignedBy(cp, vs...), c.size, c.by)
+		}
+	}
+	for i := range 6 {
+		round(i % 2)
+	}
+	if n := len(a.witnessing.kept); n > 2*len(a.witnessing.witnesses) {
+		t.Errorf("%d checkpoints kept, more than twice the witnesses", n)
+	}
+	if size, _ := checkpointSize(served(t, a, WitnessQuery{Cosignatures: 2})); size != both {
+		t.Errorf("both, after more rounds in turn: served size %d, want %d", size, both)
+	}
+}
+
+// runAuditLog runs a's audit log, which then takes entries, until the
+// test ends: none of Run's witness rounds runs beside the test's.
+func runAuditLog(t *testing.T, a *Authority) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.audit.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 // served is the witnessed checkpoint q asks, as an admin reads it; nil

@@ -97,7 +97,8 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              all) verifies instead the latest checkpoint
                              N of those witnesses cosigned (of those the
                              log keeps for its audit.witnesses: the
-                             latest each cosigned), and requires their
+                             latest each cosigned, and older ones others
+                             cosigned together), and requires their
                              cosignatures: a log that
                              showed this auditor a fork could not have had
                              it cosigned (it may be older than the one
