@@ -7,9 +7,10 @@ import (
 
 // Config names a PKCS#11 token and how to log in to it.
 type Config struct {
-	// Module is the path of the PKCS#11 module (a shared library), as
-	// its vendor installs it: /usr/lib/softhsm/libsofthsm2.so for
-	// SoftHSM on Debian.
+	// Module is the absolute path of the PKCS#11 module (a shared
+	// library), as its vendor installs it: /usr/lib/softhsm/libsofthsm2.so
+	// for SoftHSM on Debian. It runs in this process: one that another
+	// user could have replaced is refused (ErrModuleNotTrusted).
 	Module string
 	// TokenLabel is the label of the token (CKA_LABEL of its slot's
 	// token, as softhsm2-util --init-token --label sets it).
@@ -27,5 +28,5 @@ func (c Config) check() error {
 	case c.PIN == "":
 		return errors.New("hsm: the token's user PIN is required")
 	}
-	return nil
+	return checkModule(c.Module)
 }

@@ -12,6 +12,10 @@
 //     not hold (ca.ErrKeyNotFound);
 //   - the token's user PIN is read from a file only this user may read,
 //     and appears in no error and no log;
+//   - the module, which runs in this process, is loaded only if no user
+//     but root and this one could have replaced it: neither it, nor a
+//     directory on its path, nor the file a link leads to, may be
+//     written by group or others (ErrModuleNotTrusted);
 //   - it is built with cgo only (the module is a C library loaded at run
 //     time); without cgo, Open says so.
 package hsm

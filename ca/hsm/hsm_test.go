@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -113,6 +115,79 @@ func TestOpenRefuses(t *testing.T) {
 		if tc.cfg.PIN != "" && strings.Contains(err.Error(), tc.cfg.PIN) {
 			t.Errorf("%s: the error shows the PIN: %v", tc.name, err)
 		}
+	}
+}
+
+// A module that another user could have replaced (it runs in the
+// authority's process, with the PIN and every signature) is refused
+// before it is loaded: one group or others may write to, or in a
+// directory they may write to, or a link to such a file; a copy only
+// this user may change opens.
+func TestOpenRefusesAModuleOthersCouldReplace(t *testing.T) {
+	cfg := hsmtest.Token(t, "mandate")
+	lib, err := os.ReadFile(hsmtest.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	install := func(t *testing.T, dirMode, mode os.FileMode) string {
+		t.Helper()
+		d, err := os.MkdirTemp(dir, "lib")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(d, "libsofthsm2.so")
+		if err := os.WriteFile(path, lib, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, dirMode); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, tc := range []struct {
+		name   string
+		module func(t *testing.T) string
+		ok     bool
+	}{
+		{"this user's only", func(t *testing.T) string { return install(t, 0o755, 0o755) }, true},
+		{"in a sticky directory others may write to", func(t *testing.T) string { return install(t, 0o777|os.ModeSticky, 0o755) }, true},
+		{"a link to this user's only", func(t *testing.T) string {
+			link := filepath.Join(t.TempDir(), "libpkcs11.so")
+			if err := os.Symlink(install(t, 0o755, 0o755), link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}, true},
+		{"writable by group", func(t *testing.T) string { return install(t, 0o755, 0o775) }, false},
+		{"writable by others", func(t *testing.T) string { return install(t, 0o755, 0o757) }, false},
+		{"in a directory others may write to", func(t *testing.T) string { return install(t, 0o777, 0o755) }, false},
+		{"a link to one in a directory others may write to", func(t *testing.T) string {
+			link := filepath.Join(t.TempDir(), "libpkcs11.so")
+			if err := os.Symlink(install(t, 0o777, 0o755), link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}, false},
+		{"a directory", func(t *testing.T) string { return t.TempDir() }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := hsm.Open(hsm.Config{Module: tc.module(t), TokenLabel: cfg.TokenLabel, PIN: cfg.PIN})
+			if err == nil {
+				m.Close()
+			}
+			switch {
+			case tc.ok && err != nil:
+				t.Errorf("Open = %v, want the token opened", err)
+			case !tc.ok && err == nil:
+				t.Error("opened")
+			case !tc.ok && strings.Contains(tc.name, "writ") && !errors.Is(err, hsm.ErrModuleNotTrusted):
+				t.Errorf("Open = %v, want ErrModuleNotTrusted", err)
+			}
+		})
 	}
 }
 

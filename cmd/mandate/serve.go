@@ -46,7 +46,7 @@ given an empty value, null or 0):
     upstream_cert_file: ""          # PEM chain of an existing CA (signing cert first, its root last)
     upstream_key_file: ""           # its PEM private key (0600, this user's); SVIDs then chain to it
     pkcs11:                         # make and keep the CA's and JWT keys in a PKCS#11 token (an HSM), not in <data_dir>/keys (cgo builds; for a new data dir)
-      module: ""                    #   the module's absolute path, e.g. /usr/lib/softhsm/libsofthsm2.so
+      module: ""                    #   the module's absolute path, e.g. /usr/lib/softhsm/libsofthsm2.so (root's or this user's, with its directories: none others may write to)
       token_label: ""               #   the token's label
       pin_file: ""                  #   its user PIN, one line (0600, this user's)
   federation:
