@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,5 +161,77 @@ func TestPKCS11PINFile(t *testing.T) {
 				t.Errorf("the data directory was made (%v) though the token could not be opened", err)
 			}
 		})
+	}
+}
+
+// A backup of an authority whose keys are in a token holds none of
+// them: it restores while the token still holds the keys its state
+// names. Once the CA has rotated on, and the keys of the authorities
+// that were active at the backup have expired and been deleted from the
+// token, a start on the restored backup refuses (rather than make new
+// keys), and says why: the keys of a backup that old are gone.
+func TestPKCS11RestoreOfABackupOlderThanItsKeys(t *testing.T) {
+	token := hsmtest.Token(t, "mandate-ca")
+	pinFile := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(pinFile, []byte(token.PIN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	withToken := func(c *Config) {
+		c.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
+		c.CA.CATTL, c.CA.JWTKeyTTL, c.CA.X509SVIDTTL = Duration(time.Hour), Duration(time.Hour), Duration(20*time.Minute)
+	}
+	a, stop := runAuthorityWith(t, Options{Now: clock}, withToken)
+	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := func() Config {
+		dir := t.TempDir()
+		err := filepath.WalkDir(b.Dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(b.Dir, path)
+			if d.IsDir() {
+				return os.MkdirAll(filepath.Join(dir, rel), 0o700)
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dir, rel), data, 0o600)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{TrustDomain: "org-a.example", DataDir: dir, Listen: "127.0.0.1:0"}
+		withToken(&cfg)
+		cfg.SetDefaults()
+		return cfg
+	}
+	// Three hours on: the authorities of the backup expired, and their
+	// keys were deleted from the token.
+	for range 18 {
+		mu.Lock()
+		now = now.Add(10 * time.Minute)
+		mu.Unlock()
+		if _, err := a.ca.Rotate(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(context.Background(), restore(), Options{Now: clock})
+	if err == nil {
+		r.Close()
+		t.Fatal("a backup whose keys are gone from the token started")
+	}
+	if !errors.Is(err, ca.ErrKeyNotFound) || !strings.Contains(err.Error(), "backup") {
+		t.Errorf("New on a backup older than its keys = %v, want ErrKeyNotFound, saying a backup's keys are deleted from the token once they expire", err)
 	}
 }
