@@ -16,6 +16,10 @@
 //     but root and this one could have replaced it: neither it, nor a
 //     directory on its path, nor the file a link leads to, may be
 //     written by group or others (ErrModuleNotTrusted);
+//   - a token that forgets this process (restarted, its connection made
+//     again: its sessions and the login gone) is logged in to anew by
+//     the next signature or key made, which is then made once more;
+//     a key found again after that must be the key it was;
 //   - it is built with cgo only (the module is a C library loaded at run
 //     time); without cgo, Open says so.
 package hsm

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"errors"
 	"os"
 	"path/filepath"
@@ -279,5 +280,63 @@ func BenchmarkSign(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// A token that forgets this process (its sessions closed, its login
+// gone: an HSM restarted, a network HSM's connection made again) is
+// logged in to anew by the next signature, which is made: the keys the
+// CA holds go on signing, and new ones are made, without a restart.
+func TestSignaturesOutliveATokenReset(t *testing.T) {
+	cfg := hsmtest.Token(t, "mandate")
+	ctx := context.Background()
+	m, err := hsm.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	made, err := m.GenerateKey(ctx, "x509-0a1b", ca.KeyTypeECP384)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, err := m.GetKey(ctx, "x509-0a1b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// reset closes every session of the token in this process, as the
+	// token does when it restarts: the login goes with them.
+	reset := func() {
+		t.Helper()
+		p := pkcs11.New(cfg.Module) // the module this process loaded
+		if err := p.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+			t.Fatal(err)
+		}
+		slots, err := p.GetSlotList(true)
+		if err != nil || len(slots) == 0 {
+			t.Fatalf("slots: %v, %v", slots, err)
+		}
+		if err := p.CloseAllSessions(slots[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	digest := sha512.Sum384([]byte("a certificate"))
+	for round := range 2 {
+		reset()
+		for _, s := range []crypto.Signer{made, found} {
+			sig, err := s.Sign(rand.Reader, digest[:], crypto.SHA384)
+			if err != nil || !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), digest[:], sig) {
+				t.Errorf("round %d: after the token forgot this process, the signature = %v", round, err)
+			}
+		}
+	}
+	reset()
+	if _, err := m.GenerateKey(ctx, "jwt-2c3d", ca.KeyTypeECP256); err != nil {
+		t.Errorf("after the token forgot this process, GenerateKey = %v", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := made.Sign(rand.Reader, digest[:], crypto.SHA384); err == nil {
+		t.Error("a key signed after its KeyManager was closed")
 	}
 }
