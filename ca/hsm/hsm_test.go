@@ -173,6 +173,23 @@ func TestOpenRefusesAModuleOthersCouldReplace(t *testing.T) {
 			}
 			return link
 		}, false},
+		{"a link to a link in a directory others may write to", func(t *testing.T) string {
+			d, err := os.MkdirTemp(dir, "links")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hop, link := filepath.Join(d, "hop.so"), filepath.Join(t.TempDir(), "libpkcs11.so")
+			if err := os.Symlink(install(t, 0o755, 0o755), hop); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(hop, link); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(d, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}, false},
 		{"a directory", func(t *testing.T) string { return t.TempDir() }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

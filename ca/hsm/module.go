@@ -18,8 +18,8 @@ var ErrModuleNotTrusted = errors.New("hsm: the PKCS#11 module could be replaced 
 
 // checkModule refuses a module (an absolute path) that is not a regular
 // file, or that another user could have replaced (ErrModuleNotTrusted):
-// the path as given, each directory above it, and, when it is a
-// symbolic link, the file it resolves to and each directory above that.
+// the file it resolves to, each directory above it, and each directory
+// above the path as given and above every symbolic link on the way.
 func checkModule(path string) error {
 	path = filepath.Clean(path)
 	real, err := filepath.EvalSymlinks(path)
@@ -36,8 +36,36 @@ func checkModule(path string) error {
 	if err := checkReplaceable(real, fi); err != nil {
 		return err
 	}
+	// Every link on the way, and the directories each is in: one who
+	// may write to such a directory may point its link elsewhere.
+	hops := []string{path}
+	for p := path; ; {
+		li, err := os.Lstat(p)
+		if err != nil {
+			return fmt.Errorf("hsm: the PKCS#11 module: %w", err)
+		}
+		if li.Mode()&fs.ModeSymlink == 0 {
+			break
+		}
+		if len(hops) > 40 {
+			return fmt.Errorf("hsm: the PKCS#11 module %s: too many links", path)
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			return fmt.Errorf("hsm: the PKCS#11 module: %w", err)
+		}
+		if !filepath.IsAbs(target) {
+			dir, err := filepath.EvalSymlinks(filepath.Dir(p))
+			if err != nil {
+				return fmt.Errorf("hsm: the PKCS#11 module: %w", err)
+			}
+			target = filepath.Join(dir, target)
+		}
+		p = filepath.Clean(target)
+		hops = append(hops, p)
+	}
 	seen := map[string]bool{}
-	for _, p := range []string{path, real} {
+	for _, p := range append(hops, real) {
 		for d := filepath.Dir(p); !seen[d]; d = filepath.Dir(d) {
 			seen[d] = true
 			di, err := os.Lstat(d)
@@ -45,9 +73,8 @@ func checkModule(path string) error {
 				return fmt.Errorf("hsm: the PKCS#11 module's directory: %w", err)
 			}
 			if di.Mode()&fs.ModeSymlink != 0 {
-				// A link on the path: the file it leads to is checked
-				// (real) with its own directories; the link's own
-				// directory is checked as the loop goes up.
+				// A link on the path: the directory it leads to is
+				// checked as one of real's.
 				continue
 			}
 			if err := checkReplaceable(d, di); err != nil {
