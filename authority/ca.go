@@ -63,10 +63,11 @@ func (a *Authority) openCA(ctx context.Context) error {
 	if a.ca, err = ca.New(ctx, cfg); err != nil {
 		switch {
 		case errors.Is(err, ca.ErrKeyNotFound) && a.hsm != nil:
-			// A key the stored CA state names is not in the token: made
-			// elsewhere, or deleted from it once its authority expired
-			// (a backup's state outlives the keys it names).
-			return fmt.Errorf("authority: %w: is ca.pkcs11 the token the CA's keys were made in? (keys made in %s stay there: ca.pkcs11 is for a new data directory) If this data directory is a restored backup: a key is deleted from the token once its authority has expired, so a backup restores only until the X.509 CA and JWT key active when it was made expire (within ca.ca_ttl and ca.jwt_key_ttl of it); restore a more recent one", err, caKeyDir(a.cfg.DataDir))
+			// A key of a valid authority the stored CA state names is not
+			// in the token: made elsewhere, or deleted from it after a
+			// backup that is restored here. (One of an authority that has
+			// expired is replaced: see ca.New.)
+			return fmt.Errorf("authority: %w: is ca.pkcs11 the token the CA's keys were made in? (keys made in %s stay there: ca.pkcs11 is for a new data directory) If this data directory is a restored backup: the key of an authority still valid was deleted from the token after the backup was made (its authority revoked); restore a more recent backup", err, caKeyDir(a.cfg.DataDir))
 		case errors.Is(err, ca.ErrKeyNotFound):
 			// A key the stored CA state names is gone: never replaced
 			// silently (SVIDs and tokens it signed would stop verifying).

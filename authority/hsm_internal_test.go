@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -165,11 +166,11 @@ func TestPKCS11PINFile(t *testing.T) {
 }
 
 // A backup of an authority whose keys are in a token holds none of
-// them: it restores while the token still holds the keys its state
-// names. Once the CA has rotated on, and the keys of the authorities
-// that were active at the backup have expired and been deleted from the
-// token, a start on the restored backup refuses (rather than make new
-// keys), and says why: the keys of a backup that old are gone.
+// them. Once the CA has rotated on, and the keys of the authorities that
+// were active at the backup have expired and been deleted from the
+// token, a start on the restored backup replaces those authorities, as
+// the rotation would have, rather than refuse: what the new ones sign
+// verifies with the bundle.
 func TestPKCS11RestoreOfABackupOlderThanItsKeys(t *testing.T) {
 	token := hsmtest.Token(t, "mandate-ca")
 	pinFile := filepath.Join(t.TempDir(), "pin")
@@ -188,6 +189,7 @@ func TestPKCS11RestoreOfABackupOlderThanItsKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	atBackup := a.Bundle().X509Authorities()
 	restore := func() Config {
 		dir := t.TempDir()
 		err := filepath.WalkDir(b.Dir, func(path string, d fs.DirEntry, err error) error {
@@ -227,11 +229,23 @@ func TestPKCS11RestoreOfABackupOlderThanItsKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := New(context.Background(), restore(), Options{Now: clock})
-	if err == nil {
-		r.Close()
-		t.Fatal("a backup whose keys are gone from the token started")
+	if err != nil {
+		t.Fatalf("New on a backup whose expired authorities' keys are gone from the token: %v", err)
 	}
-	if !errors.Is(err, ca.ErrKeyNotFound) || !strings.Contains(err.Error(), "backup") {
-		t.Errorf("New on a backup older than its keys = %v, want ErrKeyNotFound, saying a backup's keys are deleted from the token once they expire", err)
+	defer r.Close()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := r.ca.MintX509SVID(t.Context(), ca.X509Params{ID: spiffeid.RequireFromString("spiffe://org-a.example/agent/x"), PublicKey: key.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, chains, err := x509svid.Verify(svid.Certificates, r, x509svid.WithTime(clock()))
+	if err != nil {
+		t.Fatalf("an X509-SVID of the restored authority does not verify with its bundle: %v", err)
+	}
+	if root := chains[0][len(chains[0])-1]; slices.ContainsFunc(atBackup, root.Equal) {
+		t.Error("the restored authority signs with an authority of the backup, which has expired")
 	}
 }

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -111,6 +112,17 @@ func (c *CA) load(ctx context.Context) (*caState, error) {
 		signer, err := c.km.GetKey(ctx, a.keyID)
 		if err == nil && !publicKeyEqual(signer.Public(), a.publicKey) {
 			err = fmt.Errorf("ca: key %q does not match its authority's public key", a.keyID)
+		}
+		// An active authority that has expired signs nothing any more,
+		// and the rotation replaces it: its key may be gone (deleted once
+		// it expired, and this state restored from a backup made
+		// before). One still valid is never replaced silently: what it
+		// signed would stop verifying.
+		if errors.Is(err, ErrKeyNotFound) && a.state == StateActive && !c.now().Before(a.notAfter) {
+			c.log.Warn("ca: the key of the active authority, which has expired, is gone (deleted once it expired; is this state restored from a backup?): it is replaced",
+				"kind", a.kind, "id", a.id, "key_id", a.keyID, "not_after", a.notAfter)
+			st.auths[i] = a.withState(StateOld)
+			continue
 		}
 		if err != nil && a.state == StateActive {
 			return nil, fmt.Errorf("ca: load active %s authority %s: %w", a.kind, a.id, err)

@@ -308,3 +308,45 @@ func TestRestartsKeepEverySVIDVerifiable(t *testing.T) {
 		t.Errorf("%d restarts, want 14", restarts)
 	}
 }
+
+// The key of an active authority that has expired may be gone: deleted
+// once it expired, the state then restored from a backup made before
+// (with ca.pkcs11 a backup holds no keys). Such an authority signs
+// nothing any more: a start replaces it, and what the new one signs
+// verifies, where one whose active authority is still valid and whose
+// key is gone is refused (TestRestartFailures).
+func TestRestartExpiredActiveKeyMissing(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock(testStart)
+	env := newEnv(t, rotationConfig(clk))
+	c := env.newCA(t)
+	var active ca.AuthorityInfo
+	for _, a := range c.Status() {
+		if a.Kind == ca.KindX509 && a.State == ca.StateActive {
+			active = a
+		}
+	}
+	if err := os.Remove(filepath.Join(env.keyDir, active.KeyID+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	km, _ := ca.NewDiskKeyManager(env.keyDir)
+	cfg := env.cfg
+	cfg.KeyManager = km
+	clk.Add(2 * time.Hour) // past the active authority's life (1h)
+	c2, err := ca.New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("New with the expired active authority's key gone: %v", err)
+	}
+	for _, a := range c2.Status() {
+		if a.Kind == ca.KindX509 && a.State == ca.StateActive && a.ID == active.ID {
+			t.Fatal("the expired authority whose key is gone is still active")
+		}
+	}
+	svid, err := c2.MintX509SVID(ctx, ca.X509Params{ID: testID, PublicKey: ecKey(t, elliptic.P256()).Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, c2.Bundle(), x509svid.WithTime(clk.Now())); err != nil {
+		t.Errorf("an SVID of the new authority does not verify: %v", err)
+	}
+}
