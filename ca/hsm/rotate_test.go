@@ -145,7 +145,7 @@ func TestCARotatesWithKeysInTheToken(t *testing.T) {
 				if err != nil {
 					t.Fatalf("step %d: MintJWTSVID: %v", step, err)
 				}
-				jws, err := jose.ParseSigned(jwt.Token, []jose.SignatureAlgorithm{tc.alg})
+				jws, err := jose.ParseSignedCompact(jwt.Token, []jose.SignatureAlgorithm{tc.alg})
 				if err != nil {
 					t.Fatalf("step %d: the JWT-SVID: %v", step, err)
 				}
