@@ -99,6 +99,13 @@ func loadSigner(path, name string) (note.Signer, string, string, error) {
 
 // parseSignerKey returns the signer of an Ed25519 note signer key and the
 // matching verifier key. Errors never contain the key.
+// VerifierKey is the note verifier key of the Ed25519 note signer key
+// skey (secret: it never appears in the error).
+func VerifierKey(skey string) (string, error) {
+	_, vkey, err := parseSignerKey(skey)
+	return vkey, err
+}
+
 func parseSignerKey(skey string) (note.Signer, string, error) {
 	s, err := note.NewSigner(skey)
 	if err != nil {

@@ -3,7 +3,6 @@ package witness
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/store"
 )
 
@@ -102,19 +102,9 @@ func (w *Witness) Name() string { return w.signer.Name() }
 // cosignerVKey is the cosignature/v1 verifier key of the Ed25519 note
 // signer key skey.
 func cosignerVKey(skey string) (string, error) {
-	s, err := note.NewSigner(skey)
+	vkey, err := audit.VerifierKey(skey)
 	if err != nil {
 		return "", errors.New("witness: not an Ed25519 note signer key")
-	}
-	parts := strings.SplitN(skey, "+", 5)
-	seed, err := base64.StdEncoding.DecodeString(parts[4])
-	if err != nil || len(seed) != 33 || seed[0] != 1 {
-		return "", errors.New("witness: not an Ed25519 note signer key")
-	}
-	pub := ed25519.NewKeyFromSeed(seed[1:]).Public().(ed25519.PublicKey)
-	vkey, err := note.NewEd25519VerifierKey(s.Name(), pub)
-	if err != nil {
-		return "", err
 	}
 	return fnote.VKeyToCosignatureV1(vkey)
 }
