@@ -183,37 +183,32 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if c != nil {
 			ctx = context.WithValue(ctx, callerKey{}, c)
 		}
+		// Who may call is checked before the body is asked for (a 100
+		// Continue) or waited for, and before the audit log's next
+		// commit may wait for the request: a caller without the role
+		// gets its 401 or 403 at once, one over its http.rate_limit its
+		// 429. A path or method that names no endpoint (a pattern
+		// without a method: its 404 or 405) reads no body either.
+		endpoint := true
+		if mux, ok := next.(router); ok {
+			_, pattern := mux.Handler(r)
+			if check := s.roleCheck(pattern); check != nil {
+				if err := check(c, r); err != nil {
+					routed.Pattern = pattern
+					s.writeRefusal(sw, r, err)
+					return
+				}
+			}
+			if rateLimited(pattern) && !s.takeLimit(sw, r, c, pattern) {
+				routed.Pattern = pattern
+				return
+			}
+			endpoint = strings.Contains(pattern, " ")
+		}
 		// The body is read before the work's time starts: a client slow
 		// to send it is bounded by http.read_timeout, and does not make
 		// its own request fail as the server's fault (503 timeout).
 		if hasBody {
-			// Who may call is checked before the body is asked for (a
-			// 100 Continue) or waited for: a caller without the role
-			// gets its 401 or 403 at once, one over its http.rate_limit
-			// its 429. A path or method that names
-			// no endpoint (a pattern without a method: its 404 or 405)
-			// reads no body either.
-			endpoint := true
-			if mux, ok := next.(router); ok {
-				_, pattern := mux.Handler(r)
-				if check := s.roleCheck(pattern); check != nil {
-					if err := check(c, r); err != nil {
-						routed.Pattern = pattern
-						s.writeRefusal(sw, r, err)
-						return
-					}
-				}
-				// So is a caller over its rate limit (the gate's
-				// check, made here first: the gate takes no more).
-				if rateLimited(pattern) {
-					if !s.takeLimit(sw, r, c, pattern) {
-						routed.Pattern = pattern
-						return
-					}
-					ctx = context.WithValue(ctx, limitTakenKey{}, true)
-				}
-				endpoint = strings.Contains(pattern, " ")
-			}
 			if endpoint {
 				r.Body = readBody(r.Body, min(r.ContentLength, s.bodyLimit(r), maxBodyPresize))
 			}

@@ -208,11 +208,6 @@ func rateLimited(pattern string) bool {
 	return method == http.MethodPost || method == http.MethodGet && isDataPath(path)
 }
 
-// limitTakenKey marks the context of a request the middleware took from
-// its caller's rate limit before reading its body: the gate takes it
-// no more.
-type limitTakenKey struct{}
-
 // takeLimit takes r, caller c's request for pattern, from the caller's
 // rate limit; over it, it answers 429 and returns false.
 func (s *Server) takeLimit(w http.ResponseWriter, r *http.Request, c *authority.Caller, pattern string) bool {

@@ -24,7 +24,7 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	mux := http.NewServeMux()
 	allowed := map[string][]string{} // path → its methods, for the 405's Allow
 	handle := func(pattern string, h http.HandlerFunc) {
-		mux.HandleFunc(pattern, s.gate(pattern, h))
+		mux.HandleFunc(pattern, h)
 		method, path, _ := strings.Cut(pattern, " ")
 		if _, ok := allowed[path]; !ok {
 			mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { methodNotAllowed(w, r, allowed[path]) })
@@ -178,36 +178,6 @@ func (s *Server) bundleHandler() (http.Handler, error) {
 		}
 		h.ServeHTTP(w, r)
 	}), nil
-}
-
-// gate checks who calls pattern before h reads the request: an anonymous
-// caller of an endpoint that needs a role gets 401, a caller without the
-// role 403, whatever it sent (and learns nothing of the endpoint's
-// validation). The middleware checks this before it reads the body; the
-// flows check again; this only answers first.
-//
-// Then, for an endpoint that records, it takes the request from the
-// caller's rate limit (rateLimit): over it, the answer is 429
-// rate-limited, before the body is read.
-func (s *Server) gate(pattern string, h http.HandlerFunc) http.HandlerFunc {
-	check := s.roleCheck(pattern)
-	limited := rateLimited(pattern)
-	if check == nil && !limited {
-		return h
-	}
-	return func(w http.ResponseWriter, r *http.Request) {
-		c := callerOf(r)
-		if check != nil {
-			if err := check(c, r); err != nil {
-				s.writeRefusal(w, r, err)
-				return
-			}
-		}
-		if limited && r.Context().Value(limitTakenKey{}) == nil && !s.takeLimit(w, r, c, pattern) {
-			return
-		}
-		h(w, r)
-	}
 }
 
 // writeRefusal answers a caller refused by a roleCheck: in OPA's shape on
