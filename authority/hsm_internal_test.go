@@ -31,11 +31,7 @@ import (
 // them there. Started without the token, the authority refuses to
 // start, and says to configure it, rather than make new keys.
 func TestCAKeysInAPKCS11Token(t *testing.T) {
-	token := hsmtest.Token(t, "mandate-ca")
-	pinFile := filepath.Join(t.TempDir(), "pin")
-	if err := os.WriteFile(pinFile, []byte(token.PIN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	token, pinFile := tokenWithPINFile(t)
 	dataDir := t.TempDir()
 	withToken := func(c *Config) {
 		c.DataDir = dataDir
@@ -172,11 +168,7 @@ func TestPKCS11PINFile(t *testing.T) {
 // the rotation would have, rather than refuse: what the new ones sign
 // verifies with the bundle.
 func TestPKCS11RestoreOfABackupOlderThanItsKeys(t *testing.T) {
-	token := hsmtest.Token(t, "mandate-ca")
-	pinFile := filepath.Join(t.TempDir(), "pin")
-	if err := os.WriteFile(pinFile, []byte(token.PIN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	token, pinFile := tokenWithPINFile(t)
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -248,4 +240,16 @@ func TestPKCS11RestoreOfABackupOlderThanItsKeys(t *testing.T) {
 	if root := chains[0][len(chains[0])-1]; slices.ContainsFunc(atBackup, root.Equal) {
 		t.Error("the restored authority signs with an authority of the backup, which has expired")
 	}
+}
+
+// tokenWithPINFile is a SoftHSM token for ca.pkcs11, and a file holding
+// its PIN (0600).
+func tokenWithPINFile(t *testing.T) (hsm.Config, string) {
+	t.Helper()
+	token := hsmtest.Token(t, "mandate-ca")
+	pinFile := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(pinFile, []byte(token.PIN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return token, pinFile
 }

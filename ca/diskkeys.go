@@ -69,14 +69,11 @@ func (m *DiskKeyManager) Dir() string { return m.dir }
 
 // GenerateKey implements KeyManager.
 func (m *DiskKeyManager) GenerateKey(ctx context.Context, id string, kt KeyType) (crypto.Signer, error) {
-	if err := ValidateKeyID(id); err != nil {
+	if err := CheckKeyRequest(ctx, id); err != nil {
 		return nil, err
 	}
 	curve, err := kt.Curve()
 	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()

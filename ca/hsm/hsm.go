@@ -201,14 +201,11 @@ func (m *KeyManager) current(id string) (crypto11.Signer, uint64, error) {
 
 // GenerateKey implements ca.KeyManager: an ECDSA key made in the token.
 func (m *KeyManager) GenerateKey(ctx context.Context, id string, kt ca.KeyType) (crypto.Signer, error) {
-	if err := ca.ValidateKeyID(id); err != nil {
+	if err := ca.CheckKeyRequest(ctx, id); err != nil {
 		return nil, err
 	}
 	curve, err := kt.Curve()
 	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s, gen, err := m.generate(id, curve)
