@@ -144,53 +144,67 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	if old == 0 && len(hashes) > 0 {
 		return nil, fmt.Errorf("%w: a consistency proof from size 0", ErrMalformed)
 	}
-	var cosig []byte
-	err = w.st.Update(ctx, func(tx store.Tx) error {
-		var lastSize uint64
-		var lastRoot []byte // nil: it never cosigned a checkpoint of this log
-		switch b, err := tx.Get(bucket, []byte(origin)); {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return err
-		case len(b) != 8+32:
-			return fmt.Errorf("witness: stored state of %.100q is damaged", origin)
-		default:
-			lastSize, lastRoot = binary.BigEndian.Uint64(b), b[8:]
-		}
-		if old != lastSize {
-			return &SizeConflict{Size: lastSize}
-		}
-		switch {
-		case old == size:
-			// At size 0 too, once one was cosigned: an empty tree
-			// has one root.
-			if lastRoot != nil && !bytes.Equal(lastRoot, root) {
-				return fmt.Errorf("%w (size %d)", ErrRootMismatch, size)
-			}
-			if len(hashes) > 0 { // the proof between equal sizes is empty
-				return fmt.Errorf("%w (a proof of %d hashes)", ErrProofNotEmpty, len(hashes))
-			}
-		case old > 0:
-			if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old, size, hashes, lastRoot, root); err != nil {
-				return fmt.Errorf("%w from size %d to %d", ErrInconsistent, old, size)
-			}
-		}
-		if old != size || lastRoot == nil {
-			if err := tx.Put(bucket, []byte(origin), append(binary.BigEndian.AppendUint64(nil, size), root...)); err != nil {
+	// The check alone reads: a checkpoint cosigned before (a log asking
+	// again, its answer lost) changes nothing, and is answered without a
+	// write, even while the store cannot write. One that moves the state
+	// is checked again in the write, which another may have made since.
+	var put bool
+	err = w.st.View(ctx, func(tx store.Tx) (err error) {
+		put, err = w.check(tx, string(origin), old, size, hashes, root)
+		return err
+	})
+	if err == nil && put {
+		err = w.st.Update(ctx, func(tx store.Tx) error {
+			if put, err := w.check(tx, string(origin), old, size, hashes, root); err != nil || !put {
 				return err
 			}
-		}
-		signed, err := note.Sign(&note.Note{Text: n.Text}, w.signer)
-		if err != nil {
-			return fmt.Errorf("witness: cosign: %w", err)
-		}
-		cosig = signed[len(n.Text)+1:] // after the blank line: its signature line
-		return nil
-	})
+			return tx.Put(bucket, []byte(origin), append(binary.BigEndian.AppendUint64(nil, size), root...))
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
-	return cosig, nil
+	signed, err := note.Sign(&note.Note{Text: n.Text}, w.signer)
+	if err != nil {
+		return nil, fmt.Errorf("witness: cosign: %w", err)
+	}
+	return signed[len(n.Text)+1:], nil // after the blank line: its signature line
+}
+
+// check is whether the witness, in the state tx reads, cosigns the
+// checkpoint of origin at size with root, asked from size old with the
+// consistency proof hashes; put is whether that moves its state.
+func (w *Witness) check(tx store.Tx, origin string, old, size uint64, hashes [][]byte, root []byte) (put bool, err error) {
+	var lastSize uint64
+	var lastRoot []byte // nil: it never cosigned a checkpoint of this log
+	switch b, err := tx.Get(bucket, []byte(origin)); {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return false, err
+	case len(b) != 8+32:
+		return false, fmt.Errorf("witness: stored state of %.100q is damaged", origin)
+	default:
+		lastSize, lastRoot = binary.BigEndian.Uint64(b), b[8:]
+	}
+	if old != lastSize {
+		return false, &SizeConflict{Size: lastSize}
+	}
+	switch {
+	case old == size:
+		// At size 0 too, once one was cosigned: an empty tree has one
+		// root.
+		if lastRoot != nil && !bytes.Equal(lastRoot, root) {
+			return false, fmt.Errorf("%w (size %d)", ErrRootMismatch, size)
+		}
+		if len(hashes) > 0 { // the proof between equal sizes is empty
+			return false, fmt.Errorf("%w (a proof of %d hashes)", ErrProofNotEmpty, len(hashes))
+		}
+	case old > 0:
+		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old, size, hashes, lastRoot, root); err != nil {
+			return false, fmt.Errorf("%w from size %d to %d", ErrInconsistent, old, size)
+		}
+	}
+	return old != size || lastRoot == nil, nil
 }
 
 // Request is the add-checkpoint body that asks for checkpoint (a signed
@@ -228,8 +242,8 @@ func parseRequest(body []byte) (old uint64, hashes [][]byte, msg []byte, err err
 		if len(hashes) == MaxProofLines {
 			return 0, nil, nil, fmt.Errorf("%w: more than %d consistency proof lines", ErrMalformed, MaxProofLines)
 		}
-		h, err := base64.StdEncoding.DecodeString(string(line))
-		if err != nil || len(h) != 32 {
+		h, ok := decodeHash(string(line))
+		if !ok {
 			return 0, nil, nil, fmt.Errorf("%w: a consistency proof line is not a base64 SHA-256 hash", ErrMalformed)
 		}
 		hashes = append(hashes, h)
@@ -247,7 +261,8 @@ func parseCheckpoint(text string) (size uint64, root []byte, err error) {
 	if size, err = parseSize([]byte(lines[1])); err != nil {
 		return 0, nil, fmt.Errorf("%w: checkpoint size: %v", ErrMalformed, err)
 	}
-	if root, err = base64.StdEncoding.DecodeString(lines[2]); err != nil || len(root) != 32 {
+	var ok bool
+	if root, ok = decodeHash(lines[2]); !ok {
 		return 0, nil, fmt.Errorf("%w: the checkpoint's root hash is not a base64 SHA-256 hash", ErrMalformed)
 	}
 	// Extension lines, if any, are not empty (c2sp.org/tlog-checkpoint):
@@ -256,6 +271,18 @@ func parseCheckpoint(text string) (size uint64, root []byte, err error) {
 		return 0, nil, fmt.Errorf("%w: the checkpoint has an empty extension line", ErrMalformed)
 	}
 	return size, root, nil
+}
+
+// decodeHash reads a SHA-256 hash in canonical standard base64, as
+// Request writes it: a text that decodes to 32 bytes but is written
+// otherwise (bits set past the hash's end, or a CR that Go's decoder
+// skips) is none.
+func decodeHash(s string) ([]byte, bool) {
+	h, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(h) != 32 || base64.StdEncoding.EncodeToString(h) != s {
+		return nil, false
+	}
+	return h, true
 }
 
 // parseSize reads a tree size in canonical decimal: no sign, no leading

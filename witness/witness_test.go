@@ -194,6 +194,23 @@ func TestAddCheckpoint(t *testing.T) {
 		{"no old line", l.checkpoint(10, nil), witness.ErrMalformed},
 		{"no empty line", []byte("old 9\n"), witness.ErrMalformed},
 		{"a proof line that is no hash", append([]byte("old 9\nnot base64!\n\n"), l.checkpoint(10, nil)...), witness.ErrMalformed},
+		{"a proof line in base64 not canonical", func() []byte {
+			p, _ := l.tree.ConsistencyProof(9, 10)
+			return fmt.Appendf(nil, "old 9\n%s\n\n%s", nonCanonical(p[0]), l.checkpoint(10, nil))
+		}(), witness.ErrMalformed},
+		{"a proof line with a CR in it", func() []byte {
+			p, _ := l.tree.ConsistencyProof(9, 10)
+			enc := base64.StdEncoding.EncodeToString(p[0])
+			return fmt.Appendf(nil, "old 9\n%s\r%s\n\n%s", enc[:10], enc[10:], l.checkpoint(10, nil))
+		}(), witness.ErrMalformed},
+		{"a root in base64 not canonical", func() []byte {
+			p, _ := l.tree.ConsistencyProof(9, 10)
+			cp, err := note.Sign(&note.Note{Text: fmt.Sprintf("%s\n10\n%s\n", l.origin, nonCanonical(l.tree.HashAt(10)))}, l.signer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return body(9, p, cp)
+		}(), witness.ErrMalformed},
 		{"a proof line of 31 bytes", body(9, [][]byte{make([]byte, 31)}, l.checkpoint(10, nil)), witness.ErrMalformed},
 		{"64 proof lines", body(9, slices.Repeat([][]byte{make([]byte, 32)}, 64), l.checkpoint(10, nil)), witness.ErrMalformed},
 		{"a proof from 0", body(0, [][]byte{make([]byte, 32)}, other.checkpoint(3, nil)), witness.ErrMalformed},
@@ -236,6 +253,50 @@ func TestAddCheckpoint(t *testing.T) {
 	w = newWitness(t, openStore(t, path), skey, l.vkey)
 	if _, err := w.AddCheckpoint(ctx, l.request(5)); !errors.As(err, &conflict) || conflict.Size != 10 {
 		t.Errorf("after a reopen: %v, want a size conflict naming 10", err)
+	}
+}
+
+// nonCanonical is h in standard base64 with a padding bit set: Go's
+// lenient decoder reads it as h.
+func nonCanonical(h []byte) string {
+	enc := []byte(base64.StdEncoding.EncodeToString(h))
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	last := strings.LastIndexFunc(string(enc), func(r rune) bool { return r != '=' })
+	enc[last] = alphabet[strings.IndexByte(alphabet, enc[last])^1]
+	if b, err := base64.StdEncoding.DecodeString(string(enc)); err != nil || !bytes.Equal(b, h) {
+		panic("nonCanonical: not the same hash")
+	}
+	return string(enc)
+}
+
+// unwritable is a store whose writes fail, as on a full disk.
+type unwritable struct{ store.Store }
+
+func (unwritable) Update(context.Context, func(store.Tx) error) error {
+	return fmt.Errorf("disk full: %w", store.ErrUnwritable)
+}
+
+// A log that asks again for a checkpoint the witness cosigned (its
+// answer lost) is answered from what the witness holds, without a write:
+// while the witness's store cannot write, too. A checkpoint that moves
+// the state is not cosigned then.
+func TestAddCheckpointAgainWithoutAWrite(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t, filepath.Join(t.TempDir(), "w.db"))
+	skey := witnessKey(t)
+	l := newTestLog(t, "org-a.example/audit", 5)
+	if _, err := newWitness(t, st, skey, l.vkey).AddCheckpoint(ctx, l.request(0)); err != nil {
+		t.Fatal(err)
+	}
+	w := newWitness(t, unwritable{st}, skey, l.vkey)
+	cosig, err := w.AddCheckpoint(ctx, l.request(5))
+	if err != nil {
+		t.Fatalf("the checkpoint cosigned, asked again: %v", err)
+	}
+	checkCosigned(t, w, l.checkpoint(5, nil), cosig)
+	l.grow(1)
+	if _, err := w.AddCheckpoint(ctx, l.request(5)); !errors.Is(err, store.ErrUnwritable) {
+		t.Errorf("a new checkpoint with the store unwritable: %v, want the store's error", err)
 	}
 }
 
