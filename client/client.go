@@ -62,6 +62,12 @@ type Problem struct {
 	RetryAfter time.Duration `json:"-"`
 }
 
+// RetryDelay is p's RetryAfter: how long the authority asked not to be
+// asked again, 0 for no such wish. Code that waits before retrying a
+// call may ask an error for it through this method alone, without
+// importing this package.
+func (p *Problem) RetryDelay() time.Duration { return p.RetryAfter }
+
 // Error says what the authority answered (its code, when it has one,
 // in place of its type), each line of each field as
 // Printable shows it (an authority is not trusted to send plain text;

@@ -67,7 +67,7 @@ func TestProblemRetryAfter(t *testing.T) {
 		})
 		_, err := c.GetRaw(context.Background(), "/v1/bundle")
 		var p *client.Problem
-		if !errors.As(err, &p) || p.Name() != "rate-limited" || p.RetryAfter != want {
+		if !errors.As(err, &p) || p.Name() != "rate-limited" || p.RetryAfter != want || p.RetryDelay() != want {
 			t.Errorf("Retry-After %q: GetRaw = %#v, want a rate-limited problem with RetryAfter %v", header, err, want)
 		}
 	}

@@ -40,6 +40,9 @@ import (
 )
 
 // Issuer obtains credentials from the authority (the node's client).
+// An error with a RetryDelay() time.Duration method (the client's
+// problems) that answers more than the server's own back-off is waited
+// for before the call is made again (an HTTP Retry-After).
 type Issuer interface {
 	// X509SVID is a new X509-SVID of id, with a key made for it, and the
 	// trust bundles the authority answered with (its own and those it
@@ -403,7 +406,7 @@ func (s *Server) keepSync(ctx context.Context) error {
 		if errors.Is(err, ErrNodeRefused) {
 			return err // Serve ends with it
 		}
-		wait := retry
+		wait := retryWait(err, retry)
 		if err == nil {
 			s.synced(sync, ask, failing)
 			wait, retry, failing = s.syncWait(sync.Bundles), retryFloor, false
@@ -613,13 +616,26 @@ func (s *Server) setBundles(bundles []*spiffebundle.Bundle, ask uint64) {
 	}
 }
 
+// retryWait is how long to wait before calling again after a call
+// failed with err: retry, or longer when the authority's answer asked
+// not to be called again sooner (an HTTP Retry-After: err has a
+// RetryDelay method, as the client's errors do).
+func retryWait(err error, retry time.Duration) time.Duration {
+	var busy interface{ RetryDelay() time.Duration }
+	if errors.As(err, &busy) {
+		return max(retry, busy.RetryDelay())
+	}
+	return retry
+}
+
 // failure notes that id's X509-SVID could not be obtained, drops the
 // one held if it has expired, and says how long to wait before asking
-// again: retry, or less if the one held expires sooner.
+// again: retry (or what the authority asked, retryWait), or less if the
+// one held expires sooner.
 func (s *Server) failure(id spiffeid.ID, err error, retry time.Duration) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	wait := retry
+	wait := retryWait(err, retry)
 	if h := s.svids[id]; h != nil {
 		left := h.svid.Certificates[0].NotAfter.Sub(s.now())
 		if left <= 0 {

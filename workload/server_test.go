@@ -1388,3 +1388,57 @@ func TestWorkloadAPIServesTheJWTSVIDsObtained(t *testing.T) {
 		})
 	}
 }
+
+// busy is an authority's refusal that asks to be left alone for after,
+// as a client.Problem with a Retry-After does.
+type busy struct{ after time.Duration }
+
+func (b busy) Error() string             { return "429 rate-limited" }
+func (b busy) RetryDelay() time.Duration { return b.after }
+
+// A call the authority refused asking not to be called again for a
+// while (Retry-After) is made again no sooner, unless the X509-SVID held
+// expires before: then at its expiry, as after any failure. The
+// server's own back-off stands when it is the longer.
+func TestFailedCallsWaitAsTheAuthorityAsks(t *testing.T) {
+	id := spiffeid.RequireFromString("spiffe://example.org/agent/planner")
+	is := &issuer{authority: newAuthority(t, "example.org", 5*time.Minute)}
+	s, err := New([]Entry{me(t, id.String())}, is, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped := errors.Join(errors.New("renew"), busy{10 * time.Minute})
+	for _, c := range []struct {
+		name  string
+		err   error
+		retry time.Duration
+		want  time.Duration
+	}{
+		{"a plain failure", errors.New("connection refused"), 2 * time.Second, 2 * time.Second},
+		{"a Retry-After", wrapped, 2 * time.Second, 10 * time.Minute},
+		{"a Retry-After shorter than the back-off", busy{time.Second}, 8 * time.Second, 8 * time.Second},
+	} {
+		if got := s.failure(id, c.err, c.retry); got != c.want {
+			t.Errorf("%s: wait %s, want %s", c.name, got, c.want)
+		}
+		if got := retryWait(c.err, c.retry); got != c.want {
+			t.Errorf("%s: the sync waits %s, want %s", c.name, got, c.want)
+		}
+	}
+
+	// An X509-SVID held that expires in 5 minutes: asked again then.
+	svid, bundles, err := is.X509SVID(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := hold(svid, id, bundles, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.update(id, h, bundles, s.ask()); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.failure(id, wrapped, 2*time.Second); got > 5*time.Minute || got < 4*time.Minute {
+		t.Errorf("with an X509-SVID held for 5 more minutes: wait %s, want its expiry", got)
+	}
+}

@@ -391,7 +391,8 @@ func renewJoinNode(ctx context.Context, cf *clientFlags, out string, stderr io.W
 			return expiredJoinNode(id, out, chain[0].NotAfter, err)
 		case err != nil:
 			notify.held(id.String())
-			wait = renewalRetryWait(time.Until(chain[0].NotAfter))
+			left := time.Until(chain[0].NotAfter)
+			wait = heedRetryAfter(err, renewalRetryWait(left), left/2)
 			fmt.Fprintf(stderr, "%s renewal failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)
 		default:
 			notify.held(id.String())
@@ -546,6 +547,19 @@ func renewalWait(ans *client.SVIDAnswer) time.Duration {
 // once, over and over).
 func renewalRetryWait(left time.Duration) time.Duration {
 	return max(time.Second, jittered(min(30*time.Second, left/4)))
+}
+
+// heedRetryAfter is wait, or the time the authority asked not to be
+// asked again for, when its refusal err said so (Retry-After: a 429
+// rate-limited), and that is longer; but no longer than limit: half of
+// what is left of the node's credential, so that it is renewed still
+// before it expires.
+func heedRetryAfter(err error, wait, limit time.Duration) time.Duration {
+	var p *client.Problem
+	if errors.As(err, &p) {
+		return max(wait, min(p.RetryAfter, limit))
+	}
+	return wait
 }
 
 // jittered is d less a random part of at most a fifth of it: nodes

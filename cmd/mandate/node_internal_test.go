@@ -7,6 +7,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"math/big"
 	"net/url"
 	"os"
@@ -350,4 +352,30 @@ func TestReusedClientFollowsTheCredential(t *testing.T) {
 	write(time.Now().Add(-time.Minute)) // expired: dial says so each time
 	get(3)
 	get(4)
+}
+
+// A renewal or attestation the authority refused asking to be left
+// alone for a while (429 with Retry-After) is tried again no sooner,
+// but while half of what is left of the credential remains: it must
+// not expire for the wait.
+func TestHeedRetryAfter(t *testing.T) {
+	busy := func(after time.Duration) error {
+		return fmt.Errorf("renew: %w", &client.Problem{Type: "https://mandate.dev/problems/rate-limited", Status: 429, RetryAfter: after})
+	}
+	for _, c := range []struct {
+		name        string
+		err         error
+		wait, limit time.Duration
+		want        time.Duration
+	}{
+		{"no Retry-After", busy(0), 20 * time.Second, time.Hour, 20 * time.Second},
+		{"a Retry-After longer than the wait", busy(5 * time.Minute), 20 * time.Second, time.Hour, 5 * time.Minute},
+		{"a Retry-After shorter than the wait", busy(time.Second), 20 * time.Second, time.Hour, 20 * time.Second},
+		{"a Retry-After past half the credential's life left", busy(time.Hour), 20 * time.Second, 10 * time.Minute, 10 * time.Minute},
+		{"no problem answered", errors.New("connection refused"), 20 * time.Second, time.Hour, 20 * time.Second},
+	} {
+		if got := heedRetryAfter(c.err, c.wait, c.limit); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
 }

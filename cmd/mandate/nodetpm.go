@@ -249,6 +249,9 @@ func attestLoop(ctx context.Context, dev *tpmdevice.Device, cf *clientFlags, out
 			notify.held(ans.SPIFFEID)
 		} else if chain, ok := tpmCredential(out); ok && chain[0].URIs[0].Path == own.path {
 			notify.held(chain[0].URIs[0].String())
+			wait = heedRetryAfter(err, wait, time.Until(chain[0].NotAfter)/2)
+		} else {
+			wait = heedRetryAfter(err, wait, 24*time.Hour) // no credential to lose
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "%s attestation failed (retrying in %s): %v\n", time.Now().UTC().Format(time.RFC3339), wait.Round(time.Second), err)
