@@ -19,7 +19,11 @@
 //   - a token that forgets this process (restarted, its connection made
 //     again: its sessions and the login gone) is logged in to anew by
 //     the next signature or key made, which is then made once more;
-//     a key found again after that must be the key it was;
+//     a key found again after that must be the key it was; a token that
+//     cannot be logged in to anew is tried again after a pause, 1 s
+//     doubling up to 30 s (what needs it meanwhile fails at once), and
+//     one that refuses the PIN is not tried again: a wrong PIN counts
+//     towards the token locking it;
 //   - it is built with cgo only (the module is a C library loaded at run
 //     time); without cgo, Open says so.
 package hsm

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
@@ -26,17 +27,42 @@ import (
 // then a signature that fails so logs in to the token anew and is made
 // again, once, rather than every signature failing until the authority
 // restarts.
+//
+// A token that cannot be opened anew is not tried again at once: the
+// signatures fail at once, saying why, for 1 s after the first failed
+// try, then twice as long after each, up to 30 s, so that a token down
+// (or a network HSM unreachable) does not have every signature wait
+// for a login in turn. A token that refuses the PIN is not tried again
+// at all: each wrong PIN counts towards the token locking it.
 type KeyManager struct {
 	cfg crypto11.Config
-	// mu guards p11, gen and cache, and serializes the making and
-	// deleting of keys, so that a key's existence check and its making
-	// are one step within the process.
+	// mu guards what follows, and serializes the making and deleting of
+	// keys, so that a key's existence check and its making are one step
+	// within the process.
 	mu     sync.Mutex
 	p11    *crypto11.Context
 	gen    uint64                     // how many times the token was opened anew
 	cache  map[string]crypto11.Signer // the key pairs found in p11, by id
 	closed bool
+	// down is why the token could not be opened anew (nil: it was, or
+	// never had to be), and until when it is not tried again (the zero
+	// time: never, the PIN refused); pause is the wait after the latest
+	// failed try.
+	down  error
+	until time.Time
+	pause time.Duration
+	// open opens the token and logs in (crypto11.Configure); now is the
+	// time.
+	open func(*crypto11.Config) (*crypto11.Context, error)
+	now  func() time.Time
 }
+
+// The waits before the token, once it could not be opened anew, is
+// tried again: the first, and the longest.
+const (
+	firstPause = time.Second
+	maxPause   = 30 * time.Second
+)
 
 var _ ca.KeyManager = (*KeyManager)(nil)
 
@@ -46,7 +72,12 @@ func Open(cfg Config) (*KeyManager, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	m := &KeyManager{cfg: crypto11.Config{Path: cfg.Module, TokenLabel: cfg.TokenLabel, Pin: cfg.PIN}, cache: map[string]crypto11.Signer{}}
+	m := &KeyManager{
+		cfg:   crypto11.Config{Path: cfg.Module, TokenLabel: cfg.TokenLabel, Pin: cfg.PIN},
+		cache: map[string]crypto11.Signer{},
+		open:  crypto11.Configure,
+		now:   time.Now,
+	}
 	p11, err := m.configure()
 	if err != nil {
 		return nil, err
@@ -58,7 +89,7 @@ func Open(cfg Config) (*KeyManager, error) {
 // configure opens the token and logs in.
 func (m *KeyManager) configure() (*crypto11.Context, error) {
 	cfg := m.cfg // Configure sets its defaults in the Config it is given
-	p11, err := crypto11.Configure(&cfg)
+	p11, err := m.open(&cfg)
 	if err != nil {
 		// crypto11's errors name the module and the token, never the PIN.
 		return nil, fmt.Errorf("hsm: open the token %q of %s: %w", m.cfg.TokenLabel, m.cfg.Path, err)
@@ -104,9 +135,26 @@ func forgotten(err error) bool {
 	return false
 }
 
+// pinRefused reports whether err is the token's refusing the PIN: a
+// wrong one, or one it locked or lets expire.
+func pinRefused(err error) bool {
+	var p11err pkcs11.Error
+	if !errors.As(err, &p11err) {
+		return false
+	}
+	switch p11err {
+	case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE,
+		pkcs11.CKR_PIN_LOCKED, pkcs11.CKR_PIN_EXPIRED:
+		return true
+	}
+	return false
+}
+
 // reopen logs in to the token anew, unless it was done since gen (by
 // another signature that failed the same way); the handles found before
-// are forgotten.
+// are forgotten. After a failed try, the token is not tried again for a
+// while (KeyManager), nor ever once it refused the PIN: the error says
+// so.
 func (m *KeyManager) reopen(gen uint64) error {
 	m.mu.Lock()
 	if m.closed {
@@ -117,14 +165,32 @@ func (m *KeyManager) reopen(gen uint64) error {
 		m.mu.Unlock()
 		return nil
 	}
+	now := m.now()
+	switch {
+	case m.down != nil && m.until.IsZero():
+		m.mu.Unlock()
+		return m.down
+	case m.down != nil && now.Before(m.until):
+		err := fmt.Errorf("%w (not tried again before %s)", m.down, m.until.UTC().Format(time.RFC3339))
+		m.mu.Unlock()
+		return err
+	}
 	p11, err := m.configure()
 	if err != nil {
+		if pinRefused(err) {
+			m.down, m.until = fmt.Errorf("%w; it is not logged in to again, lest it lock the PIN: restart the authority with the right PIN in ca.pkcs11.pin_file", err), time.Time{}
+		} else {
+			m.pause = min(max(2*m.pause, firstPause), maxPause)
+			m.down, m.until = err, now.Add(m.pause)
+		}
+		err = m.down
 		m.mu.Unlock()
 		return err
 	}
 	old := m.p11
 	m.p11, m.cache = p11, map[string]crypto11.Signer{}
 	m.gen++
+	m.down, m.pause = nil, 0
 	m.mu.Unlock()
 	// Closed once the new one holds the module, which stays loaded;
 	// outside the lock: Close waits for the signatures under way.

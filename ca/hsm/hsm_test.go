@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
 
 	"mandate.dev/mandate/ca"
@@ -213,14 +215,7 @@ func TestOpenRefusesAModuleOthersCouldReplace(t *testing.T) {
 // (CKA_VALUE) through the PKCS#11 module itself, the token refuses, and
 // says it is sensitive and not extractable.
 func TestPrivateKeyStaysInTheToken(t *testing.T) {
-	cfg := hsmtest.Token(t, "mandate")
-	m, err := hsm.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.GenerateKey(context.Background(), "x509-0a1b", ca.KeyTypeECP256); err != nil {
-		t.Fatal(err)
-	}
+	cfg, m, _ := tokenWithKey(t)
 	if err := m.Close(); err != nil { // the module is unloaded: opened again below
 		t.Fatal(err)
 	}
@@ -320,22 +315,7 @@ func TestSignaturesOutliveATokenReset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// reset closes every session of the token in this process, as the
-	// token does when it restarts: the login goes with them.
-	reset := func() {
-		t.Helper()
-		p := pkcs11.New(cfg.Module) // the module this process loaded
-		if err := p.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
-			t.Fatal(err)
-		}
-		slots, err := p.GetSlotList(true)
-		if err != nil || len(slots) == 0 {
-			t.Fatalf("slots: %v, %v", slots, err)
-		}
-		if err := p.CloseAllSessions(slots[0]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	reset := func() { resetToken(t, cfg) }
 	digest := sha512.Sum384([]byte("a certificate"))
 	for round := range 2 {
 		reset()
@@ -356,4 +336,168 @@ func TestSignaturesOutliveATokenReset(t *testing.T) {
 	if _, err := made.Sign(rand.Reader, digest[:], crypto.SHA384); err == nil {
 		t.Error("a key signed after its KeyManager was closed")
 	}
+}
+
+// module is the PKCS#11 module cfg names as this process loaded it, and
+// the slot of its token.
+func module(t *testing.T, cfg hsm.Config) (*pkcs11.Ctx, uint) {
+	t.Helper()
+	p := pkcs11.New(cfg.Module) // the module this process loaded
+	if err := p.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		t.Fatal(err)
+	}
+	slots, err := p.GetSlotList(true)
+	if err != nil || len(slots) == 0 {
+		t.Fatalf("slots: %v, %v", slots, err)
+	}
+	return p, slots[0]
+}
+
+// resetToken closes every session of the token in this process, as the
+// token does when it restarts: the login goes with them.
+func resetToken(t *testing.T, cfg hsm.Config) {
+	t.Helper()
+	p, slot := module(t, cfg)
+	if err := p.CloseAllSessions(slot); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setPIN changes the token's user PIN from old to pin, logged in with
+// old if login, and resets the token (resetToken).
+func setPIN(t *testing.T, cfg hsm.Config, old, pin string, login bool) {
+	t.Helper()
+	p, slot := module(t, cfg)
+	sess, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if login {
+		if err := p.Login(sess, pkcs11.CKU_USER, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.SetPIN(sess, old, pin); err != nil {
+		t.Fatal(err)
+	}
+	resetToken(t, cfg)
+}
+
+// A token that refuses the PIN when it is logged in to anew (the PIN
+// changed meanwhile) is not logged in to again: each wrong PIN counts
+// towards the token locking it. The signatures fail, saying so without
+// the PIN, even once the PIN is the configured one again, until a
+// restart.
+func TestAPINRefusedIsNotTriedAgain(t *testing.T) {
+	cfg, m, k := tokenWithKey(t)
+	digest := sha256.Sum256([]byte("a certificate"))
+	now := time.Now()
+	hsm.SetOpen(m, crypto11.Configure, func() time.Time { return now })
+	setPIN(t, cfg, cfg.PIN, "0000-new", false) // logged in already, by m
+
+	_, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if !errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)) || !strings.Contains(err.Error(), "pin_file") || strings.Contains(err.Error(), cfg.PIN) {
+		t.Fatalf("a signature once the token refuses the PIN: %v, want the refusal, what to do, not the PIN", err)
+	}
+	setPIN(t, cfg, "0000-new", cfg.PIN, true)
+	now = now.Add(time.Hour) // past any pause
+	if _, err := k.Sign(rand.Reader, digest[:], crypto.SHA256); !errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)) {
+		t.Errorf("a signature after the PIN was refused: %v, want the refusal again, the token not logged in to", err)
+	}
+	m2, err := hsm.Open(cfg)
+	if err != nil {
+		t.Fatalf("the token opened anew, as after a restart: %v", err)
+	}
+	defer m2.Close()
+	k2, err := m2.GetKey(context.Background(), "x509-0a1b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k2.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+		t.Errorf("a signature after a restart: %v", err)
+	}
+}
+
+// A token that cannot be opened anew (down, or unreachable) is not tried
+// again for 1 s, then 2, 4… up to 30 s: meanwhile the signatures fail at
+// once, saying why and until when. Once it opens, the signatures go on,
+// and the next outage starts at 1 s again.
+func TestATokenDownIsTriedAgainAfterAPause(t *testing.T) {
+	cfg, m, k := tokenWithKey(t)
+	digest := sha256.Sum256([]byte("a certificate"))
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	tries := 0
+	down := true
+	hsm.SetOpen(m, func(c *crypto11.Config) (*crypto11.Context, error) {
+		tries++
+		if down {
+			return nil, errors.New("connection refused")
+		}
+		return crypto11.Configure(c)
+	}, func() time.Time { return now })
+
+	sign := func() error {
+		_, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
+		return err
+	}
+	resetToken(t, cfg)
+	// At each step: the time passed since the last, and the tries made
+	// in all once a signature failed then.
+	for i, step := range []struct {
+		after time.Duration
+		tries int
+	}{
+		{0, 1},                       // tried: the pause is 1 s
+		{0, 1},                       // within it
+		{999 * time.Millisecond, 1},  // within it
+		{time.Millisecond, 2},        // tried: the pause is 2 s
+		{1500 * time.Millisecond, 2}, // within it
+		{500 * time.Millisecond, 3},  // tried: 4 s
+		{4 * time.Second, 4},         // 8 s
+		{8 * time.Second, 5},         // 16 s
+		{16 * time.Second, 6},        // 30 s, the longest
+		{30 * time.Second, 7},        // 30 s again
+		{29 * time.Second, 7},
+	} {
+		now = now.Add(step.after)
+		err := sign()
+		if err == nil || !strings.Contains(err.Error(), "connection refused") || tries != step.tries {
+			t.Fatalf("step %d: %v after %d tries to open the token, want the token's error after %d", i, err, tries, step.tries)
+		}
+		if strings.Count(err.Error(), "connection refused") != 1 {
+			t.Errorf("step %d: %v, want the cause said once", i, err)
+		}
+	}
+	down = false
+	now = now.Add(time.Second)
+	if err := sign(); err != nil || tries != 8 {
+		t.Fatalf("the token up again: %v after %d tries, want a signature after 8", err, tries)
+	}
+	// Another outage waits 1 s first again.
+	down = true
+	resetToken(t, cfg)
+	if err := sign(); err == nil || tries != 9 {
+		t.Fatalf("another outage: %v after %d tries, want a failure after 9", err, tries)
+	}
+	now = now.Add(time.Second)
+	if err := sign(); err == nil || tries != 10 {
+		t.Errorf("another outage, 1 s later: %v after %d tries, want a new try (10)", err, tries)
+	}
+}
+
+// tokenWithKey is a token opened, closed at the test's end, and a P-256
+// key x509-0a1b made in it.
+func tokenWithKey(t *testing.T) (hsm.Config, *hsm.KeyManager, crypto.Signer) {
+	t.Helper()
+	cfg := hsmtest.Token(t, "mandate")
+	m, err := hsm.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	k, err := m.GenerateKey(context.Background(), "x509-0a1b", ca.KeyTypeECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, m, k
 }
