@@ -18,7 +18,9 @@
 //     written by group or others (ErrModuleNotTrusted);
 //   - a token that forgets this process (restarted, its connection made
 //     again: its sessions and the login gone) is logged in to anew by
-//     the next signature or key made, which is then made once more;
+//     the next signature, key made, key looked up or key deleted, which
+//     is then made once more (a token that forgot the login hides its
+//     private keys: a key not found is looked for again, logged in anew);
 //     a key found again after that must be the key it was; a token that
 //     cannot be logged in to anew is tried again after a pause, 1 s
 //     doubling up to 30 s (what needs it meanwhile fails at once), and

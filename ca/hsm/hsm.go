@@ -329,11 +329,33 @@ func (m *KeyManager) GetKey(ctx context.Context, id string) (crypto.Signer, erro
 	if err := ca.CheckKeyRequest(ctx, id); err != nil {
 		return nil, err
 	}
-	k, _, err := m.current(id)
+	k, gen, err := m.current(id)
+	if err != nil {
+		if err = m.lookAgain(err, gen); err == nil {
+			k, _, err = m.current(id)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	return &signer{m: m, id: id, public: k.Public()}, nil
+}
+
+// lookAgain is nil when a lookup or a deletion that failed with err, in
+// the token opened anew gen times, is to be made once more, the token
+// logged in to anew: when the token forgot this process, or found no
+// key, as a token does that forgot this process's login (it then hides
+// the private keys, and says nothing else). Otherwise it is the error
+// to answer: err, or, when the token could not be logged in to anew,
+// why (not the key's absence, which is not known then).
+func (m *KeyManager) lookAgain(err error, gen uint64) error {
+	if !errors.Is(err, ca.ErrKeyNotFound) && !forgotten(err) {
+		return err
+	}
+	if rerr := m.reopen(gen); rerr != nil {
+		return fmt.Errorf("hsm: the token %q, logged in to anew to look for the key again: %w", m.cfg.TokenLabel, rerr)
+	}
+	return nil
 }
 
 // DeleteKey implements ca.KeyManager: the key pair is destroyed in the
@@ -342,20 +364,32 @@ func (m *KeyManager) DeleteKey(ctx context.Context, id string) error {
 	if err := ca.CheckKeyRequest(ctx, id); err != nil {
 		return err
 	}
+	gen, err := m.delete(id)
+	if err != nil {
+		if err = m.lookAgain(err, gen); err == nil {
+			_, err = m.delete(id)
+		}
+	}
+	return err
+}
+
+// delete destroys the key pair id in the token opened now, whose
+// generation it says.
+func (m *KeyManager) delete(id string) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return errClosed
+		return m.gen, errClosed
 	}
 	s, err := m.find(id)
 	if err != nil {
-		return err
+		return m.gen, err
 	}
 	delete(m.cache, id)
 	if err := s.Delete(); err != nil {
-		return fmt.Errorf("hsm: delete key %s in the token %q: %w", id, m.cfg.TokenLabel, err)
+		return m.gen, fmt.Errorf("hsm: delete key %s in the token %q: %w", id, m.cfg.TokenLabel, err)
 	}
-	return nil
+	return m.gen, nil
 }
 
 // find is the key pair id in the token, or ca.ErrKeyNotFound. m.mu is

@@ -501,3 +501,40 @@ func tokenWithKey(t *testing.T) (hsm.Config, *hsm.KeyManager, crypto.Signer) {
 	}
 	return cfg, m, k
 }
+
+// After the token forgot this process (its login gone, which hides the
+// private keys), a key looked up or deleted before any signature logged
+// in again is still found: the token is logged in to anew, and the key
+// looked for again. A key deleted so is gone from the token.
+func TestKeysFoundAfterATokenReset(t *testing.T) {
+	cfg, m, _ := tokenWithKey(t)
+	ctx := context.Background()
+	if _, err := m.GenerateKey(ctx, "jwt-2c3d", ca.KeyTypeECP256); err != nil {
+		t.Fatal(err)
+	}
+	other, err := hsm.Open(cfg) // as after a restart: no key found yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	resetToken(t, cfg)
+	k, err := other.GetKey(ctx, "x509-0a1b")
+	if err != nil {
+		t.Fatalf("GetKey after a reset: %v", err)
+	}
+	digest := sha256.Sum256([]byte("a certificate"))
+	if sig, err := k.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil || !ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), digest[:], sig) {
+		t.Errorf("the key found after a reset signs: %v", err)
+	}
+	resetToken(t, cfg)
+	if err := m.DeleteKey(ctx, "jwt-2c3d"); err != nil {
+		t.Fatalf("DeleteKey after a reset: %v", err)
+	}
+	if _, err := other.GetKey(ctx, "jwt-2c3d"); !errors.Is(err, ca.ErrKeyNotFound) {
+		t.Errorf("the key deleted after a reset: GetKey = %v, want ErrKeyNotFound", err)
+	}
+	if _, err := m.GetKey(ctx, "none-such"); !errors.Is(err, ca.ErrKeyNotFound) {
+		t.Errorf("GetKey of no key = %v, want ErrKeyNotFound", err)
+	}
+}
