@@ -160,13 +160,19 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		}
 		b.Files = append(b.Files, f)
 		// The keys the copied state needs, not every file of keys/ (the
-		// keys of authorities gone are no use to a restore); none when
-		// they are in a token (ca.pkcs11), which keeps them.
+		// keys of authorities gone are no use to a restore); none of
+		// those in a token (ca.pkcs11), which keeps them: with one, the
+		// files of keys/ left from before it are the only ones.
 		var srcs []string
 		for _, id := range keyIDs {
-			if a.caKeys != nil {
-				srcs = append(srcs, a.caKeys.Path(id))
+			if a.caKeys == nil {
+				continue
 			}
+			path := a.caKeys.Path(id)
+			if _, err := os.Lstat(path); a.hsm != nil && errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			srcs = append(srcs, path)
 		}
 		auditKey, auditVKey := AuditPaths(a.cfg.DataDir)
 		srcs = append(srcs, auditKey, auditVKey)

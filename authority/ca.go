@@ -3,9 +3,11 @@ package authority
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,16 +20,28 @@ import (
 // caKeyDir is the directory of the CA's keys in dataDir.
 func caKeyDir(dataDir string) string { return filepath.Join(dataDir, "keys") }
 
-// openCA opens the CA with its keys in <data dir>/keys and its state in
-// the store, creating both on first start.
+// openCA opens the CA with its keys in <data dir>/keys, or in the token
+// of ca.pkcs11, and its state in the store, creating both on first
+// start. With a token, the keys an authority made in keys/ before it
+// had one are used from there until their authorities are gone
+// (keysIntoToken).
 func (a *Authority) openCA(ctx context.Context) error {
 	var km ca.KeyManager = a.hsm
-	if a.hsm == nil {
+	switch _, err := os.Lstat(caKeyDir(a.cfg.DataDir)); {
+	case a.hsm == nil:
 		disk, err := ca.NewDiskKeyManager(caKeyDir(a.cfg.DataDir))
 		if err != nil {
 			return err
 		}
 		a.caKeys, km = disk, disk
+	case err == nil:
+		disk, err := ca.NewDiskKeyManager(caKeyDir(a.cfg.DataDir))
+		if err != nil {
+			return err
+		}
+		a.caKeys, km = disk, keysIntoToken{disk: disk, token: a.hsm}
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("authority: %w", err)
 	}
 	cc := a.cfg.CA
 	cfg := ca.Config{
@@ -63,11 +77,11 @@ func (a *Authority) openCA(ctx context.Context) error {
 	if a.ca, err = ca.New(ctx, cfg); err != nil {
 		switch {
 		case errors.Is(err, ca.ErrKeyNotFound) && a.hsm != nil:
-			// A key of a valid authority the stored CA state names is not
-			// in the token: made elsewhere, or deleted from it after a
-			// backup that is restored here. (One of an authority that has
-			// expired is replaced: see ca.New.)
-			return fmt.Errorf("authority: %w: is ca.pkcs11 the token the CA's keys were made in? (keys made in %s stay there: ca.pkcs11 is for a new data directory) If this data directory is a restored backup: the key of an authority still valid was deleted from the token after the backup was made (its authority revoked); restore a more recent backup", err, caKeyDir(a.cfg.DataDir))
+			// A key of a valid authority the stored CA state names is
+			// neither in the token nor in keys/: made in another token, or
+			// deleted from it after a backup that is restored here. (One of
+			// an authority that has expired is replaced: see ca.New.)
+			return fmt.Errorf("authority: %w, in the token nor in %s: is ca.pkcs11 the token the CA's keys were made in? If this data directory is a restored backup: the key of an authority still valid was deleted from the token after the backup was made (its authority revoked); restore a more recent backup", err, caKeyDir(a.cfg.DataDir))
 		case errors.Is(err, ca.ErrKeyNotFound):
 			// A key the stored CA state names is gone: never replaced
 			// silently (SVIDs and tokens it signed would stop verifying).
@@ -75,7 +89,61 @@ func (a *Authority) openCA(ctx context.Context) error {
 		}
 		return fmt.Errorf("authority: %w", err)
 	}
+	if n := a.CAKeysOnDisk(); a.hsm != nil && n > 0 {
+		a.log.Warn("ca.pkcs11: keys the CA made before it had a token are still in its keys directory, and sign until their authorities are replaced (on schedule, or sooner: mandate admin ca rotate); each is deleted from there once its authority is gone. New keys are made in the token",
+			"keys_on_disk", n, "dir", caKeyDir(a.cfg.DataDir))
+	}
 	return nil
+}
+
+// CAKeysOnDisk is how many of the keys the CA uses now are files in
+// <data dir>/keys: all of them without ca.pkcs11; with it, those made
+// before the authority had a token, until their authorities are gone.
+func (a *Authority) CAKeysOnDisk() int {
+	if a.caKeys == nil {
+		return 0
+	}
+	n := 0
+	_ = a.ca.Still(func(keyIDs []string) error {
+		for _, id := range keyIDs {
+			if _, err := os.Lstat(a.caKeys.Path(id)); err == nil {
+				n++
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// keysIntoToken is the CA's key manager of an authority that kept its
+// keys in keys/ and has a token now (ca.pkcs11): new keys are made in
+// the token; a key is looked for, and deleted, in keys/ first, then in
+// the token. The keys of keys/ so sign until their authorities are
+// replaced, and are deleted with them: no key is moved, and none ever
+// leaves the token.
+type keysIntoToken struct {
+	disk  *ca.DiskKeyManager
+	token ca.KeyManager
+}
+
+func (k keysIntoToken) GenerateKey(ctx context.Context, id string, kt ca.KeyType) (crypto.Signer, error) {
+	return k.token.GenerateKey(ctx, id, kt)
+}
+
+func (k keysIntoToken) GetKey(ctx context.Context, id string) (crypto.Signer, error) {
+	s, err := k.disk.GetKey(ctx, id)
+	if errors.Is(err, ca.ErrKeyNotFound) {
+		return k.token.GetKey(ctx, id)
+	}
+	return s, err
+}
+
+func (k keysIntoToken) DeleteKey(ctx context.Context, id string) error {
+	err := k.disk.DeleteKey(ctx, id)
+	if errors.Is(err, ca.ErrKeyNotFound) {
+		return k.token.DeleteKey(ctx, id)
+	}
+	return err
 }
 
 // openHSM logs in to the token of ca.pkcs11, with the PIN of its

@@ -6,7 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,15 +43,7 @@ func TestCAKeysInAPKCS11Token(t *testing.T) {
 	if a.caKeys != nil || a.hsm == nil {
 		t.Fatal("the CA's keys are not in the token")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svid, err := a.ca.MintX509SVID(t.Context(), ca.X509Params{ID: spiffeid.RequireFromString("spiffe://org-a.example/agent/x"), PublicKey: key.Public()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := x509svid.Verify(svid.Certificates, a); err != nil {
+	if _, _, err := x509svid.Verify(mintX509SVID(t, a).Certificates, a); err != nil {
 		t.Errorf("an X509-SVID does not verify with the bundle: %v", err)
 	}
 	tok, _, err := a.ca.SignJWT(t.Context(), "JWT", map[string]any{"sub": "spiffe://org-a.example/agent/x", "aud": []string{"https://api.example"}, "exp": time.Now().Add(time.Minute).Unix()}, time.Now().Add(time.Minute))
@@ -102,21 +96,93 @@ func TestCAKeysInAPKCS11Token(t *testing.T) {
 		}
 		t.Errorf("started without the token that holds its keys: %v, want a refusal naming ca.pkcs11", err)
 	}
+}
 
-	// An authority whose keys are in <data dir>/keys keeps them there.
-	onDisk := t.TempDir()
-	a, stop = runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = onDisk })
+// An authority that kept its keys in <data dir>/keys and is given a
+// token (ca.pkcs11) goes on with the same CA: what it signed before
+// verifies, its keys of keys/ sign until their authorities are
+// replaced, and each new key is made in the token. Once the authorities
+// of keys/ are gone, so are their files, and every key the CA uses is
+// in the token. A backup meanwhile holds the files still used, and no
+// key of the token.
+func TestCAKeysMoveIntoAPKCS11Token(t *testing.T) {
+	token, pinFile := tokenWithPINFile(t)
+	dataDir := t.TempDir()
+	clock := &stepClock{now: time.Now()}
+	short := func(c *Config) {
+		c.DataDir = dataDir
+		c.CA.CATTL, c.CA.JWTKeyTTL, c.CA.X509SVIDTTL = Duration(time.Hour), Duration(time.Hour), Duration(20*time.Minute)
+	}
+	withToken := func(c *Config) {
+		short(c)
+		c.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
+	}
+	keyIDs := func(a *Authority) []string {
+		var ids []string
+		if err := a.ca.Still(func(keyIDs []string) error { ids = keyIDs; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+
+	a, stop := runAuthorityWith(t, Options{Now: clock.Now}, short)
+	before := mintX509SVID(t, a)
+	onDisk := len(keyIDs(a))
 	stop()
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	cfg.DataDir = onDisk
-	cfg.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
-	if b, err := New(context.Background(), cfg, Options{}); err == nil || !errors.Is(err, ca.ErrKeyNotFound) || !strings.Contains(err.Error(), "keys") {
-		if b != nil {
-			b.Close()
+
+	var log lockedBuffer
+	a, stop = runAuthorityWith(t, Options{Now: clock.Now, Logger: slog.New(slog.NewTextHandler(&log, nil))}, withToken)
+	defer func() { stop(); a.Close() }()
+	if got := a.CAKeysOnDisk(); got != onDisk || onDisk < 2 {
+		t.Fatalf("with a token, %d of the CA's keys on disk, want the %d made there", got, onDisk)
+	}
+	if !strings.Contains(log.String(), "level=WARN") || !strings.Contains(log.String(), fmt.Sprintf("keys_on_disk=%d", onDisk)) {
+		t.Errorf("the start did not warn of the keys on disk:\n%s", log.String())
+	}
+	if _, _, err := x509svid.Verify(before.Certificates, a); err != nil {
+		t.Errorf("an X509-SVID issued before the token does not verify: %v", err)
+	}
+	if _, _, err := x509svid.Verify(mintX509SVID(t, a).Certificates, a); err != nil {
+		t.Errorf("an X509-SVID issued with the token does not verify: %v", err)
+	}
+	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
+	if err != nil {
+		t.Fatalf("a backup with keys on disk and in the token: %v", err)
+	}
+	inBackup := 0
+	for _, f := range b.Files {
+		if strings.HasPrefix(filepath.ToSlash(f.Path), "keys/") {
+			inBackup++
 		}
-		t.Errorf("started with a token, its keys in %s: %v, want a refusal", caKeyDir(onDisk), err)
+	}
+	if inBackup != onDisk {
+		t.Errorf("the backup holds %d key files, want the %d the CA uses", inBackup, onDisk)
+	}
+
+	// Three hours on: the authorities of keys/ expired, replaced by
+	// ones whose keys are in the token.
+	rotateThrough(t, a, clock, 18, 10*time.Minute)
+	if got := a.CAKeysOnDisk(); got != 0 {
+		t.Errorf("three hours on, %d of the CA's keys are on disk, want none", got)
+	}
+	if ents, err := os.ReadDir(caKeyDir(dataDir)); err != nil || len(ents) != 0 {
+		t.Errorf("%s holds %d files (%v), want the keys of authorities gone deleted", caKeyDir(dataDir), len(ents), err)
+	}
+	other, err := hsm.Open(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for _, id := range keyIDs(a) {
+		if _, err := other.GetKey(t.Context(), id); err != nil {
+			t.Errorf("the CA's key %s is not in the token: %v", id, err)
+		}
+	}
+	if _, _, err := x509svid.Verify(mintX509SVID(t, a).Certificates, a, x509svid.WithTime(clock.Now())); err != nil {
+		t.Errorf("an X509-SVID issued by the token's key does not verify: %v", err)
 	}
 }
 
@@ -169,14 +235,12 @@ func TestPKCS11PINFile(t *testing.T) {
 // verifies with the bundle.
 func TestPKCS11RestoreOfABackupOlderThanItsKeys(t *testing.T) {
 	token, pinFile := tokenWithPINFile(t)
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	clock := &stepClock{now: time.Now()}
 	withToken := func(c *Config) {
 		c.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
 		c.CA.CATTL, c.CA.JWTKeyTTL, c.CA.X509SVIDTTL = Duration(time.Hour), Duration(time.Hour), Duration(20*time.Minute)
 	}
-	a, stop := runAuthorityWith(t, Options{Now: clock}, withToken)
+	a, stop := runAuthorityWith(t, Options{Now: clock.Now}, withToken)
 	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
 	if err != nil {
 		t.Fatal(err)
@@ -208,32 +272,17 @@ func TestPKCS11RestoreOfABackupOlderThanItsKeys(t *testing.T) {
 	}
 	// Three hours on: the authorities of the backup expired, and their
 	// keys were deleted from the token.
-	for range 18 {
-		mu.Lock()
-		now = now.Add(10 * time.Minute)
-		mu.Unlock()
-		if _, err := a.ca.Rotate(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	rotateThrough(t, a, clock, 18, 10*time.Minute)
 	stop()
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(context.Background(), restore(), Options{Now: clock})
+	r, err := New(context.Background(), restore(), Options{Now: clock.Now})
 	if err != nil {
 		t.Fatalf("New on a backup whose expired authorities' keys are gone from the token: %v", err)
 	}
 	defer r.Close()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svid, err := r.ca.MintX509SVID(t.Context(), ca.X509Params{ID: spiffeid.RequireFromString("spiffe://org-a.example/agent/x"), PublicKey: key.Public()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, chains, err := x509svid.Verify(svid.Certificates, r, x509svid.WithTime(clock()))
+	_, chains, err := x509svid.Verify(mintX509SVID(t, r).Certificates, r, x509svid.WithTime(clock.Now()))
 	if err != nil {
 		t.Fatalf("an X509-SVID of the restored authority does not verify with its bundle: %v", err)
 	}
@@ -252,4 +301,44 @@ func tokenWithPINFile(t *testing.T) (hsm.Config, string) {
 		t.Fatal(err)
 	}
 	return token, pinFile
+}
+
+// mintX509SVID is an X509-SVID of an agent, signed by a's active X.509 CA.
+func mintX509SVID(t *testing.T, a *Authority) *ca.X509SVID {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := a.ca.MintX509SVID(t.Context(), ca.X509Params{ID: spiffeid.RequireFromString("spiffe://org-a.example/agent/x"), PublicKey: key.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svid
+}
+
+// stepClock is a clock a test moves on.
+type stepClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// rotateThrough moves clock on n times by step, a's CA rotating at each
+// as its schedule would have it.
+func rotateThrough(t *testing.T, a *Authority, clock *stepClock, n int, step time.Duration) {
+	t.Helper()
+	for range n {
+		clock.mu.Lock()
+		clock.now = clock.now.Add(step)
+		clock.mu.Unlock()
+		if _, err := a.ca.Rotate(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

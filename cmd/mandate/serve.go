@@ -45,7 +45,7 @@ given an empty value, null or 0):
     jwt_svid_ttl: 5m                # default JWT-SVID lifetime (at most jwt_key_ttl/2 and 720h)
     upstream_cert_file: ""          # PEM chain of an existing CA (signing cert first, its root last)
     upstream_key_file: ""           # its PEM private key (0600, this user's); SVIDs then chain to it
-    pkcs11:                         # make and keep the CA's and JWT keys in a PKCS#11 token (an HSM), not in <data_dir>/keys (cgo builds; for a new data dir)
+    pkcs11:                         # make and keep the CA's and JWT keys in a PKCS#11 token (an HSM), not in <data_dir>/keys (cgo builds; keys made in keys/ before sign from there until replaced)
       module: ""                    #   the module's absolute path, e.g. /usr/lib/softhsm/libsofthsm2.so (root's or this user's, with its directories: none others may write to)
       token_label: ""               #   the token's label
       pin_file: ""                  #   its user PIN, one line (0600, this user's)
@@ -462,7 +462,11 @@ func printNextSteps(w io.Writer, a *authority.Authority, addr string) {
 	_, vkey := authority.AuditPaths(cfg.DataDir)
 	caKeys := filepath.Join(cfg.DataDir, "keys")
 	if p11 := cfg.CA.PKCS11; p11.Module != "" {
-		caKeys = fmt.Sprintf("in the PKCS#11 token %q of %s (ca.pkcs11)", p11.TokenLabel, p11.Module)
+		onDisk := ""
+		if n := a.CAKeysOnDisk(); n > 0 {
+			onDisk = fmt.Sprintf("; %d made before it still in %s, until their authorities are replaced", n, caKeys)
+		}
+		caKeys = fmt.Sprintf("in the PKCS#11 token %q of %s (ca.pkcs11)%s", p11.TokenLabel, p11.Module, onDisk)
 	}
 	fmt.Fprintf(w, `Mandate authority for trust domain %s is serving on https://%s
   admin credential: %s (key %s)
