@@ -138,13 +138,20 @@ func (a *Authority) JoinNode(ctx context.Context, secret string, csrPEM []byte) 
 				if _, err := attest.ConsumeJoinToken(tx, secret, a.td, a.now(), digest); err != nil {
 					return err
 				}
+				// A token's node is new: one of its id already joined
+				// (another token drew the same id) is never replaced,
+				// nor its ban lifted, by the holder of this one (and
+				// this token is left unused: the change is not made).
+				switch _, err := registry.GetNode(tx, nodeID.String()); {
+				case err == nil:
+					return fmt.Errorf("%w: node %s joined already, with another token of this id: ask for a new token", attest.ErrTokenUsed, nodeID)
+				case !errors.Is(err, registry.ErrNotFound):
+					return err
+				}
 				rec := &registry.Node{
 					SPIFFEID: nodeID.String(), AttestationMethod: attest.MethodJoinToken, Level: registry.LevelToken,
 					Selectors:  []string{"attestation:" + attest.MethodJoinToken, "level:" + registry.LevelToken},
 					AttestedAt: now, SVIDSerial: svid.SerialNumber.Text(16), SVIDExpiresAt: svid.ExpiresAt,
-				}
-				if old, err := registry.GetNode(tx, nodeID.String()); err == nil { // joined again with its token
-					rec.NewestSVIDAt = old.NewestSVID()
 				}
 				rec.IssuedSVIDAt(now)
 				return registry.PutNode(tx, rec)

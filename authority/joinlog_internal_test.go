@@ -10,6 +10,8 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/logtest"
+	"mandate.dev/mandate/registry"
+	"mandate.dev/mandate/store"
 )
 
 // lockedBuffer is a log sink safe for the authority's goroutines.
@@ -75,5 +77,50 @@ func TestJoinTokenExpiringBeforeTheCommitIsRefused(t *testing.T) {
 				t.Fatalf("JoinNode with its token expired before its commit = %v, want %v", err, want)
 			}
 		})
+	}
+}
+
+// A join token whose id is that of a node already joined (two tokens
+// drew the same 64-bit id) is refused: its holder gets no SVID of the
+// other host's node (banned or not), whose record stays as it was.
+func TestJoinTokenOfAnExistingNodeIsRefused(t *testing.T) {
+	a, _ := runAuthority(t)
+	ctx := t.Context()
+	secret, rec, err := a.CreateJoinToken(ctx, adminOf(t, a), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := a.JoinNode(ctx, secret, newCSR(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeID := svid.ID.String()
+	if _, err := a.BanNode(ctx, adminOf(t, a), nodeID, "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	other, twin, err := attest.NewJoinToken(a.now(), time.Hour, rec.CreatedBy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twin.ID = rec.ID
+	if err := a.store.Update(ctx, func(tx store.Tx) error { return attest.PutJoinToken(tx, other, twin) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.JoinNode(ctx, other, newCSR(t)); !errors.Is(err, attest.ErrTokenUsed) {
+		t.Fatalf("join with a token of the id of node %s = %v, %v; want %v", nodeID, got, err, attest.ErrTokenUsed)
+	}
+	var n *registry.Node
+	if err := a.store.View(ctx, func(tx store.Tx) (err error) { n, err = registry.GetNode(tx, nodeID); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !n.Banned || n.SVIDSerial != svid.SerialNumber.Text(16) {
+		t.Fatalf("node %s after the refused join: banned %v, serial %s; want banned, serial %s", nodeID, n.Banned, n.SVIDSerial, svid.SerialNumber.Text(16))
+	}
+	// The token is left unused (refused, not consumed).
+	if err := a.store.View(ctx, func(tx store.Tx) error {
+		_, err := attest.PeekJoinToken(tx, other, a.td, a.now())
+		return err
+	}); err != nil {
+		t.Fatalf("the refused token: %v, want unused", err)
 	}
 }
