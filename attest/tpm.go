@@ -80,7 +80,7 @@ type TPMConfig struct {
 	Profiles []PCRProfile
 	Allowed  []string
 	// ChallengeTTL bounds the time to answer a challenge (default
-	// DefaultChallengeTTL).
+	// DefaultChallengeTTL), at most MaxChallengeTTL.
 	ChallengeTTL time.Duration
 	// SessionKey (SessionKeySize bytes) seals the challenges' state into
 	// their session ids. Without one, a random key is drawn: sessions
@@ -109,6 +109,11 @@ func NewTPMVerifier(cfg TPMConfig) (*TPMVerifier, error) {
 	v := &TPMVerifier{allow: map[string]bool{}, ttl: cfg.ChallengeTTL, sealer: sessionSealer{key: cfg.SessionKey}}
 	if v.ttl == 0 {
 		v.ttl = DefaultChallengeTTL
+	}
+	if v.ttl < 0 || v.ttl > MaxChallengeTTL {
+		// VoidTPMChallenges keeps its mark as long as a challenge can
+		// live: a longer-lived one would outlive it.
+		return nil, fmt.Errorf("attest: challenge TTL %s: must be between 0 (the default, %s) and %s", v.ttl, DefaultChallengeTTL, MaxChallengeTTL)
 	}
 	if v.sealer.key == nil {
 		v.sealer.key = make([]byte, SessionKeySize)

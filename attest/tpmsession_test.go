@@ -268,3 +268,26 @@ func other47(id string) string {
 	}
 	return "0"
 }
+
+// A verifier's challenges live at most MaxChallengeTTL, the time the mark
+// of VoidTPMChallenges assumes: one living longer would outlive the mark
+// voiding it (a quote kept back from before an eviction would admit the
+// node again). A longer or negative TTL is refused, not taken.
+func TestChallengeTTLIsBounded(t *testing.T) {
+	for _, tc := range []struct {
+		ttl time.Duration
+		ok  bool
+	}{
+		{0, true}, // DefaultChallengeTTL
+		{time.Second, true},
+		{attest.MaxChallengeTTL, true},
+		{attest.MaxChallengeTTL + time.Nanosecond, false},
+		{24 * time.Hour, false},
+		{-time.Minute, false},
+	} {
+		_, err := attest.NewTPMVerifier(attest.TPMConfig{ChallengeTTL: tc.ttl})
+		if (err == nil) != tc.ok {
+			t.Errorf("NewTPMVerifier with ChallengeTTL %s: %v, want accepted %v", tc.ttl, err, tc.ok)
+		}
+	}
+}
