@@ -119,10 +119,13 @@ func (a *Authority) TPMChallenge(ctx context.Context, c *Caller, ekPublic, ekCer
 		return nil, err
 	}
 	// A banned node, or one whose ID is revoked, gets no challenge: none
-	// is made for it.
+	// is made for it, nor for one whose record does not read.
 	err = a.store.View(ctx, func(tx store.Tx) error {
-		if n, err := registry.GetNode(tx, nodeID.String()); err == nil && n.Banned {
+		switch n, err := registry.GetNode(tx, nodeID.String()); {
+		case err == nil && n.Banned:
 			return fmt.Errorf("%w: %s", registry.ErrBanned, nodeID)
+		case err != nil && !errors.Is(err, registry.ErrNotFound):
+			return fmt.Errorf("authority: read node %s: %w", nodeID, err)
 		}
 		return notRevoked(tx, nodeID.String())
 	})

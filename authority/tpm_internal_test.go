@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"mandate.dev/mandate/attest"
+	"mandate.dev/mandate/attest/tpmdevice"
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
@@ -182,5 +183,46 @@ func TestDriftRefusalOfANodeEvictedMeanwhile(t *testing.T) {
 	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "node.attestation_refused", SPIFFEID: nodeID.String(), Limit: 10})
 	if err != nil || len(got) != 1 || strings.Contains(string(got[0].Entry), "node_marked") {
 		t.Fatalf("refusal entries %d (%v), want one, without node_marked", len(got), err)
+	}
+}
+
+// A TPM challenge is made only for a node known not to be banned: when
+// its record cannot be read, none is (fail closed), as its admission
+// would refuse it.
+func TestTPMChallengeOfAnUnreadableNodeIsRefused(t *testing.T) {
+	tpm, err := tpmdevice.OpenSimulator(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tpm.Close() })
+	dev, err := tpmdevice.Open(tpm, tpmdevice.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	ek, err := attest.ParseTPM2BPublic("ek", dev.EKPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := runAuthorityWith(t, Options{}, func(c *Config) {
+		c.Attestation.TPM.EKAllowlist = []string{ek.SHA256Hex()}
+		c.Attestation.TPM.PCRProfiles = map[string]PCRProfileConfig{"any": {SHA256: map[string]string{"7": strings.Repeat("00", 32)}}}
+		c.Attestation.TPM.AllowedProfiles = []string{"any"}
+	})
+	ctx := t.Context()
+	if _, err := a.TPMChallenge(ctx, nil, dev.EKPublic(), nil, dev.AKPublic()); err != nil {
+		t.Fatalf("challenge of a node never seen: %v", err)
+	}
+	nodeID, err := attest.NodeID(a.td, ek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.store.Update(ctx, func(tx store.Tx) error {
+		return tx.Put(registry.BucketNodes, []byte(nodeID.String()), []byte("{not a node"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := a.TPMChallenge(ctx, nil, dev.EKPublic(), nil, dev.AKPublic()); err == nil {
+		t.Fatalf("challenge %s made for node %s, whose record does not read", ch.SessionID, nodeID)
 	}
 }
