@@ -1675,6 +1675,33 @@ func TestHopNotBoundToAnSVIDOfABannedNodeTheDelegateeMayNotRunOn(t *testing.T) {
 	}
 }
 
+// A hop is bound to an X509-SVID of its delegatee (of this trust domain)
+// only when that SVID names the node it was issued on, as every agent
+// SVID this authority issues does: one that names none (made by another
+// CA the bundle's root vouches for, here the upstream CA itself) is
+// refused, on the API and the token endpoint, rather than bound with no
+// node checked against the delegatee's registration.
+func TestHopNotBoundToAnSVIDNamingNoNode(t *testing.T) {
+	up := newTestCA(t, "Org A Root CA")
+	certFile, keyFile := up.files(t)
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.CA.UpstreamCertFile, c.CA.UpstreamKeyFile = certFile, keyFile
+	})
+	a := e.agentWithScopes("a", "calendar:read")
+	b := e.agentWithScopes("b")
+	e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice", bind: true})
+	chain, key := up.leaf(t, b.id.String(), time.Now().Add(time.Hour))
+	elsewhere := identity{id: b.id, chain: chain, key: key}
+	req := delegateReq{delegatee: elsewhere, scopes: []string{"calendar:read"}, principal: "alice", bind: true}
+	if _, p := e.delegate(a, req); p == nil || problemName(p) != "invalid-request" || !strings.Contains(p.Detail, "names no host node") {
+		t.Errorf("POST /v1/delegations bound to an SVID of the delegatee that names no node = %+v, want invalid-request", p)
+	}
+	form := url.Values{"delegatee_x509_svid": {string(credfile.EncodeCertsPEM(chain))}}
+	if status, ans := e.exchangeRoot(a, b, form); status != http.StatusBadRequest || ans["error"] != "invalid_target" {
+		t.Errorf("POST /v1/token bound to an SVID of the delegatee that names no node = %d %v, want 400 invalid_target", status, ans)
+	}
+}
+
 // A delegator signs its hop with an SVID of the node it delegates from:
 // one signed with its SVID on another of its nodes is refused (the hop
 // records the node it was delegated from, and revoking that node must

@@ -277,10 +277,16 @@ func (a *Authority) delegate(ctx context.Context, c *Caller, req DelegateRequest
 			exp = leaf.NotAfter
 		}
 		if delegatee.TrustDomain() == a.td {
-			if host, err := HostNode(leaf); err == nil {
-				boundHost = host
-				delegateeHosts = []string{host.String()}
+			// Every agent SVID this authority issues names the node it
+			// was issued on: one that names none (another CA's, that the
+			// bundle's root vouches for) has no node to check against
+			// the delegatee's registration, and binds no hop.
+			host, err := HostNode(leaf)
+			if err != nil {
+				return nil, delegateeError{fmt.Sprintf("delegatee_x509_svid names no host node: it is not an X509-SVID this authority issued to %s on a node", delegatee)}
 			}
+			boundHost = host
+			delegateeHosts = []string{host.String()}
 		}
 	}
 	// The token says whole seconds (exp); so do the record and the answer.
