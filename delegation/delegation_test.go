@@ -690,6 +690,8 @@ func TestIssueRefusesMalformedClaims(t *testing.T) {
 		"a principal with a newline":   func(c *delegation.Claims) { c.Subject = "alice\nbob" },
 		"a jti with a slash":           func(c *delegation.Claims) { c.ID = "d1/x" },
 		"a scope twice":                func(c *delegation.Claims) { c.Scope = "a b a" },
+		"two spaces between scopes":    func(c *delegation.Claims) { c.Scope = "a  b" },
+		"a space before the scopes":    func(c *delegation.Claims) { c.Scope = " a b" },
 		"a jti too long":               func(c *delegation.Claims) { c.ID = strings.Repeat("a", delegation.MaxIDLen+1) },
 		"iss without its scheme":       func(c *delegation.Claims) { c.Issuer = "org-a.example" },
 		"iss with a path":              func(c *delegation.Claims) { c.Issuer = "spiffe://org-a.example/x" },
@@ -1150,5 +1152,20 @@ func TestCheckStatementSignedByHandsOutItsOwnCertificate(t *testing.T) {
 			t.Fatalf("check %d: another certificate", i)
 		}
 		cert.PublicKey, cert.URIs = w.b.key.Public(), nil
+	}
+}
+
+// A scope claim is split at its spaces (U+0020) only, as an OAuth
+// library splits it: a no-break space is part of a scope, never a second
+// scope that another reader of the same token would not see.
+func TestScopesSplitAtSpacesOnly(t *testing.T) {
+	w := newWorld(t)
+	tok, _ := hop(t, w.orgA, w.a, w.b, nil, nil, nil, func(c *delegation.Claims) { c.Scope = "calendar:read\u00a0payments:write mail:send" })
+	chain, err := delegation.Verify(tok, w.set, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := chain[0].Scopes(), []string{"calendar:read\u00a0payments:write", "mail:send"}; !slices.Equal(got, want) {
+		t.Errorf("scopes %q, want %q", got, want)
 	}
 }

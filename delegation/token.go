@@ -119,8 +119,12 @@ func (a *Actor) clone() *Actor {
 	return &Actor{Subject: a.Subject, Actor: a.Actor.clone()}
 }
 
-// Scopes are the claims' scopes.
-func (c *Claims) Scopes() []string { return strings.Fields(c.Scope) }
+// Scopes are the claims' scopes: the scope claim split at its spaces
+// (U+0020), as RFC 6749 §3.3 separates scope tokens and as an OAuth
+// library reads them; any other space is part of a scope.
+func (c *Claims) Scopes() []string {
+	return strings.FieldsFunc(c.Scope, func(r rune) bool { return r == ' ' })
+}
 
 // Statement is what a delegator signs for a hop: who delegates what to
 // whom, for whom, below which parent, and (optionally) until when at
@@ -274,6 +278,9 @@ func (c *Claims) wellFormed() error {
 		return fmt.Errorf("%w: no scope", ErrMalformed)
 	case hasDuplicate(c.Scopes()):
 		return fmt.Errorf("%w: a scope twice", ErrMalformed)
+	case strings.Join(c.Scopes(), " ") != c.Scope:
+		// One spelling of a set of scopes: the issuer's.
+		return fmt.Errorf("%w: the scopes are not separated by one space each", ErrMalformed)
 	case c.Act == nil || c.Act.Subject != c.Hop.Delegatee:
 		return fmt.Errorf("%w: act.sub must be the delegatee", ErrMalformed)
 	case c.Act.Actor == nil || c.Act.Actor.Subject != c.Hop.Delegator:
