@@ -106,13 +106,27 @@ func (a *Authority) CAKeysOnDisk() int {
 	n := 0
 	_ = a.ca.Still(func(keyIDs []string) error {
 		for _, id := range keyIDs {
-			if _, err := os.Lstat(a.caKeys.Path(id)); err == nil {
+			if a.keyStore(id) == "keys_dir" {
 				n++
 			}
 		}
 		return nil
 	})
 	return n
+}
+
+// keyStore is where the CA's key keyID is: "keys_dir" (<data dir>/keys)
+// or "pkcs11" (the token of ca.pkcs11).
+func (a *Authority) keyStore(keyID string) string {
+	if a.hsm == nil {
+		return "keys_dir"
+	}
+	if a.caKeys != nil {
+		if _, err := os.Lstat(a.caKeys.Path(keyID)); err == nil {
+			return "keys_dir"
+		}
+	}
+	return "pkcs11"
 }
 
 // keysIntoToken is the CA's key manager of an authority that kept its

@@ -75,6 +75,7 @@ func (a *Authority) RotateCA(ctx context.Context, c *Caller, r CARotation) (*CAR
 	if info.State == ca.StateActive {
 		at = a.now().Truncate(time.Second)
 	}
+	info.KeyStore = a.keyStore(info.KeyID)
 	return &CARotated{Authority: info.AuthorityInfo, ActivatesAt: at.UTC()}, nil
 }
 

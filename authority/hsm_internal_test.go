@@ -73,6 +73,9 @@ func TestCAKeysInAPKCS11Token(t *testing.T) {
 	if ents, err := os.ReadDir(caKeyDir(dataDir)); err == nil && len(ents) > 0 || err != nil && !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("%s holds %d files (%v), want no key on disk", caKeyDir(dataDir), len(ents), err)
 	}
+	if got := caKeyStores(t, a); got["pkcs11"] != len(ids) || len(got) != 1 {
+		t.Errorf("the CA's status says its keys are in %v, want all %d in pkcs11", got, len(ids))
+	}
 	bundle := a.Bundle().X509Authorities()
 	stop()
 	if err := a.Close(); err != nil {
@@ -139,6 +142,9 @@ func TestCAKeysMoveIntoAPKCS11Token(t *testing.T) {
 	if got := a.CAKeysOnDisk(); got != onDisk || onDisk < 2 {
 		t.Fatalf("with a token, %d of the CA's keys on disk, want the %d made there", got, onDisk)
 	}
+	if got := caKeyStores(t, a); got["keys_dir"] != onDisk || len(got) != 1 {
+		t.Errorf("the CA's status says its keys are in %v, want %d in keys_dir", got, onDisk)
+	}
 	if !strings.Contains(log.String(), "level=WARN") || !strings.Contains(log.String(), fmt.Sprintf("keys_on_disk=%d", onDisk)) {
 		t.Errorf("the start did not warn of the keys on disk:\n%s", log.String())
 	}
@@ -167,6 +173,9 @@ func TestCAKeysMoveIntoAPKCS11Token(t *testing.T) {
 	rotateThrough(t, a, clock, 18, 10*time.Minute)
 	if got := a.CAKeysOnDisk(); got != 0 {
 		t.Errorf("three hours on, %d of the CA's keys are on disk, want none", got)
+	}
+	if got := caKeyStores(t, a); got["pkcs11"] < 2 || len(got) != 1 {
+		t.Errorf("three hours on, the CA's status says its keys are in %v, want all in pkcs11", got)
 	}
 	if ents, err := os.ReadDir(caKeyDir(dataDir)); err != nil || len(ents) != 0 {
 		t.Errorf("%s holds %d files (%v), want the keys of authorities gone deleted", caKeyDir(dataDir), len(ents), err)
@@ -341,4 +350,19 @@ func rotateThrough(t *testing.T, a *Authority, clock *stepClock, n int, step tim
 			t.Fatal(err)
 		}
 	}
+}
+
+// caKeyStores counts the CA's authorities by where their keys are, as
+// the CA's status (GET /v1/admin/ca) says.
+func caKeyStores(t *testing.T, a *Authority) map[string]int {
+	t.Helper()
+	st, err := a.CAStatus(adminOf(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, info := range st.(map[string]any)["authorities"].([]ca.AuthorityInfo) {
+		n[info.KeyStore]++
+	}
+	return n
 }

@@ -66,5 +66,9 @@ func (a *Authority) CAStatus(c *Caller) (any, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
-	return map[string]any{"trust_domain": a.td.String(), "authorities": a.ca.Status()}, nil
+	infos := a.ca.Status()
+	for i := range infos {
+		infos[i].KeyStore = a.keyStore(infos[i].KeyID)
+	}
+	return map[string]any{"trust_domain": a.td.String(), "authorities": infos}, nil
 }

@@ -51,6 +51,9 @@ type AuthorityInfo struct {
 	NotAfter  time.Time `json:"not_after"`
 	// KeyID is the KeyManager id of the private key.
 	KeyID string `json:"key_id"`
+	// KeyStore is where that key is, when the key manager's user says
+	// (the authority: "keys_dir" or "pkcs11"); the CA leaves it empty.
+	KeyStore string `json:"key_store,omitempty"`
 	// Upstream is true for X.509 CAs signed by the configured upstream.
 	Upstream bool `json:"upstream,omitempty"`
 	// ActivatesAt is when a prepared authority takes over ahead of its
