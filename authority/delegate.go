@@ -27,7 +27,7 @@ import (
 // Delegation lifetimes.
 const (
 	DefaultDelegationTTL = 10 * time.Minute
-	MaxDelegationTTL     = 24 * time.Hour
+	MaxDelegationTTL     = delegation.MaxLifetime
 	maxScopes            = 64
 	maxTextLen           = 256
 	// maxRecordedRevoked bounds the ids a delegation.revoked entry lists.

@@ -283,6 +283,19 @@ func TestVerifyRefuses(t *testing.T) {
 			}
 			return tok
 		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrChain},
+		// With an SVID key long expired (the delegator's signature is
+		// checked at iat) and its issuer's key, a hop back-dated to
+		// when it was valid and living on to today.
+		{"a life over a day", func() string {
+			_, c := hop(t, w.orgA, w.a, w.b, []string{"calendar:read"}, nil, nil)
+			c.IssuedAt -= 3600
+			c.Expiry = c.IssuedAt + 86400 + 3600
+			tok, _, err := w.orgA.SignJWT(context.Background(), delegation.JWTType, c, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}, delegation.VerifyOptions{AnyHolder: true}, delegation.ErrMalformed},
 		{"a JWT-SVID-typed token", func() string {
 			_, c := hop(t, w.orgB, w.b, w.c, []string{"calendar:read"}, parentOf(t1, c1), c1)
 			tok, _, err := w.orgB.SignJWT(context.Background(), "JWT", c, time.Time{})
@@ -686,6 +699,8 @@ func TestIssueRefusesMalformedClaims(t *testing.T) {
 		"depth without parent":         func(c *delegation.Claims) { c.Hop.Depth = 2 },
 		"no scope":                     func(c *delegation.Claims) { c.Scope = " " },
 		"exp before iat":               func(c *delegation.Claims) { c.Expiry = c.IssuedAt - 1 },
+		"a life over a day":            func(c *delegation.Claims) { c.Expiry = c.IssuedAt + 86401 },
+		"an iat far in the past":       func(c *delegation.Claims) { c.IssuedAt = math.MinInt64 },
 		"a SPIFFE ID as principal":     func(c *delegation.Claims) { c.Subject = "Spiffe://org-a.example/agent/admin" },
 		"a principal with a newline":   func(c *delegation.Claims) { c.Subject = "alice\nbob" },
 		"a jti with a slash":           func(c *delegation.Claims) { c.ID = "d1/x" },

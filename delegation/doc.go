@@ -21,7 +21,9 @@
 //     delegator's trust domain bundle (its x5c's intermediates taking part
 //     only once proven from that bundle down, see ca/presented), and whose
 //     key usage includes digitalSignature: an issuer alone cannot invent a
-//     delegation.
+//     delegation. The SVID is checked at the hop's iat, and a hop lives
+//     at most MaxLifetime (a day) from its iat to its exp: an SVID key
+//     that leaked long after its SVID expired signs no hop valid now.
 //   - Each hop continues its parent, which it carries: same principal,
 //     depth + 1, the parent given to this hop's delegator, scopes a subset
 //     of the parent's, an expiry not beyond the parent's, and the RFC 8693

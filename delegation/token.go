@@ -27,6 +27,11 @@ const (
 	MaxTokenSize = 32 << 10
 	// MaxDepth bounds a chain.
 	MaxDepth = 8
+	// MaxLifetime bounds a hop's life, from its iat to its exp. The
+	// delegator's signature is checked at iat: without a bound, the
+	// key of an SVID long expired, with its issuer's key, would sign a
+	// hop valid today; with it, only hops that expired a day after it.
+	MaxLifetime = 24 * time.Hour
 )
 
 // TokenType is a delegation token's RFC 8693 token type
@@ -291,6 +296,8 @@ func (c *Claims) wellFormed() error {
 		return fmt.Errorf("%w: a root hop has depth 1 and no parent, and only a root hop", ErrMalformed)
 	case c.Expiry <= c.IssuedAt:
 		return fmt.Errorf("%w: exp must be after iat", ErrMalformed)
+	case c.Expiry > c.IssuedAt+int64(MaxLifetime/time.Second): // wraps only to refuse
+		return fmt.Errorf("%w: exp is more than %s after iat", ErrMalformed, MaxLifetime)
 	case c.Expiry > MaxNotAfter || c.NotBefore > MaxNotAfter:
 		// Beyond, time.Unix wraps: an nbf of 2^63-1 would read as the
 		// year 0, a hop valid now.
