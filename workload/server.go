@@ -42,7 +42,8 @@ import (
 // Issuer obtains credentials from the authority (the node's client).
 // An error with a RetryDelay() time.Duration method (the client's
 // problems) that answers more than the server's own back-off is waited
-// for before the call is made again (an HTTP Retry-After).
+// for before the call is made again (an HTTP Retry-After); for an
+// X509-SVID, only up to half of what is left of the one held.
 type Issuer interface {
 	// X509SVID is a new X509-SVID of id, with a key made for it, and the
 	// trust bundles the authority answered with (its own and those it
@@ -630,8 +631,9 @@ func retryWait(err error, retry time.Duration) time.Duration {
 
 // failure notes that id's X509-SVID could not be obtained, drops the
 // one held if it has expired, and says how long to wait before asking
-// again: retry (or what the authority asked, retryWait), or less if the
-// one held expires sooner.
+// again: retry, or what the authority asked (retryWait) up to half of
+// what is left of the one held (so that it is renewed before it
+// lapses), and less if the one held expires sooner.
 func (s *Server) failure(id spiffeid.ID, err error, retry time.Duration) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -642,7 +644,7 @@ func (s *Server) failure(id spiffeid.ID, err error, retry time.Duration) time.Du
 			delete(s.svids, id)
 			s.signal()
 		} else {
-			wait = min(wait, max(left, retryFloor))
+			wait = min(max(retry, min(wait, left/2)), max(left, retryFloor))
 		}
 	}
 	s.failed[id] = err

@@ -1426,7 +1426,8 @@ func TestFailedCallsWaitAsTheAuthorityAsks(t *testing.T) {
 		}
 	}
 
-	// An X509-SVID held that expires in 5 minutes: asked again then.
+	// An X509-SVID held that expires in 5 minutes: asked again within
+	// half of that, so that it is renewed before it lapses.
 	svid, bundles, err := is.X509SVID(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
@@ -1438,7 +1439,11 @@ func TestFailedCallsWaitAsTheAuthorityAsks(t *testing.T) {
 	if err := s.update(id, h, bundles, s.ask()); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.failure(id, wrapped, 2*time.Second); got > 5*time.Minute || got < 4*time.Minute {
-		t.Errorf("with an X509-SVID held for 5 more minutes: wait %s, want its expiry", got)
+	if got := s.failure(id, wrapped, 2*time.Second); got > 5*time.Minute/2 || got < 2*time.Minute {
+		t.Errorf("with an X509-SVID held for 5 more minutes: wait %s, want half of that", got)
+	}
+	// The server's own back-off is not shortened by the cap.
+	if got := s.failure(id, busy{time.Second}, 8*time.Second); got != 8*time.Second {
+		t.Errorf("a short Retry-After, an X509-SVID held for 5 more minutes: wait %s, want the back-off, 8s", got)
 	}
 }
