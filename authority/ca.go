@@ -90,7 +90,7 @@ func (a *Authority) openCA(ctx context.Context) error {
 		return fmt.Errorf("authority: %w", err)
 	}
 	if n := a.CAKeysOnDisk(); a.hsm != nil && n > 0 {
-		a.log.Warn("ca.pkcs11: keys the CA made before it had a token are still in its keys directory, and sign until their authorities are replaced (on schedule, or sooner: mandate admin ca rotate); each is deleted from there once its authority is gone. New keys are made in the token",
+		a.log.Warn("ca.pkcs11: keys the CA made before it had a token are still in its keys directory, and sign until their authorities are replaced (on schedule, or sooner: mandate admin ca rotate, after revoking a prepared authority whose key is there, which a rotation would activate); each is deleted from there once its authority is gone. New keys are made in the token",
 			"keys_on_disk", n, "dir", caKeyDir(a.cfg.DataDir))
 	}
 	return nil
