@@ -47,15 +47,18 @@ func (a *Authority) openCA(ctx context.Context) error {
 	cfg := ca.Config{
 		TrustDomain: a.td,
 		KeyManager:  km,
-		Journal:     caJournal{a},
-		KeyType:     ca.KeyType(cc.KeyType),
-		CATTL:       cc.CATTL.D(),
-		JWTKeyTTL:   cc.JWTKeyTTL.D(),
-		X509SVIDTTL: cc.X509SVIDTTL.D(),
-		JWTSVIDTTL:  cc.JWTSVIDTTL.D(),
-		RefreshHint: a.cfg.Federation.BundleRefreshHint.D(),
-		Now:         a.now,
-		Logger:      a.log.With("component", "ca"),
+		// A token keeps its keys apart from the data directory, and
+		// backups hold none of them.
+		KeysNotRestored: a.hsm != nil,
+		Journal:         caJournal{a},
+		KeyType:         ca.KeyType(cc.KeyType),
+		CATTL:           cc.CATTL.D(),
+		JWTKeyTTL:       cc.JWTKeyTTL.D(),
+		X509SVIDTTL:     cc.X509SVIDTTL.D(),
+		JWTSVIDTTL:      cc.JWTSVIDTTL.D(),
+		RefreshHint:     a.cfg.Federation.BundleRefreshHint.D(),
+		Now:             a.now,
+		Logger:          a.log.With("component", "ca"),
 	}
 	if cfg.Upstream = a.upstream; cfg.Upstream != nil {
 		// An X.509 CA never outlives the upstream CA that signs it: said

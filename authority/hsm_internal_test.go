@@ -366,3 +366,60 @@ func caKeyStores(t *testing.T, a *Authority) map[string]int {
 	}
 	return n
 }
+
+// An authority whose keys are in a token (all of them, or those made
+// since it was given one), started without it (ca.pkcs11 left out) after
+// its authorities expired, is refused as one whose authorities are valid
+// is: it does not take the keys missing for keys deleted once they
+// expired, nor replace its CA with keys made on disk.
+func TestPKCS11TokenLeftOutAfterTheAuthoritiesExpired(t *testing.T) {
+	for _, movedIn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("moved in %v", movedIn), func(t *testing.T) {
+			token, pinFile := tokenWithPINFile(t)
+			dataDir := t.TempDir()
+			clock := &stepClock{now: time.Now()}
+			short := func(c *Config) {
+				c.DataDir = dataDir
+				c.CA.CATTL, c.CA.JWTKeyTTL, c.CA.X509SVIDTTL = Duration(time.Hour), Duration(time.Hour), Duration(20*time.Minute)
+			}
+			withToken := func(c *Config) {
+				short(c)
+				c.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
+			}
+			if movedIn {
+				a, stop := runAuthorityWith(t, Options{Now: clock.Now}, short)
+				stop()
+				if err := a.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, stop := runAuthorityWith(t, Options{Now: clock.Now}, withToken)
+			rotateThrough(t, a, clock, 9, 10*time.Minute) // the active authorities' keys in the token
+			if got := caKeyStores(t, a); got["pkcs11"] == 0 {
+				t.Fatalf("no key in the token: %v", got)
+			}
+			stop()
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			clock.mu.Lock()
+			clock.now = clock.now.Add(3 * time.Hour)
+			clock.mu.Unlock()
+
+			cfg := Config{TrustDomain: "org-a.example", Listen: "127.0.0.1:0"}
+			short(&cfg)
+			cfg.SetDefaults()
+			if b, err := New(context.Background(), cfg, Options{Now: clock.Now}); !errors.Is(err, ca.ErrKeyNotFound) || !strings.Contains(err.Error(), "ca.pkcs11") {
+				if b != nil {
+					b.Close()
+				}
+				t.Errorf("started without the token that holds its keys, its authorities expired: %v, want a refusal naming ca.pkcs11", err)
+			}
+			a, stop = runAuthorityWith(t, Options{Now: clock.Now}, withToken)
+			defer func() { stop(); a.Close() }()
+			if got := caKeyStores(t, a); got["keys_dir"] != 0 {
+				t.Errorf("started again with the token: keys in %v, want none on disk", got)
+			}
+		})
+	}
+}

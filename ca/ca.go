@@ -114,11 +114,13 @@ func (c *CA) load(ctx context.Context) (*caState, error) {
 			err = fmt.Errorf("ca: key %q does not match its authority's public key", a.keyID)
 		}
 		// An active authority that has expired signs nothing any more,
-		// and the rotation replaces it: its key may be gone (deleted once
-		// it expired, and this state restored from a backup made
-		// before). One still valid is never replaced silently: what it
-		// signed would stop verifying.
-		if errors.Is(err, ErrKeyNotFound) && a.state == StateActive && !c.now().Before(a.notAfter) {
+		// and the rotation replaces it: with keys that backups do not
+		// hold, its key may be gone (deleted once it expired, and this
+		// state restored from a backup made before). One still valid is
+		// never replaced silently: what it signed would stop verifying;
+		// nor one whose key would have been restored with the state: its
+		// key is lost, or elsewhere (a token left out).
+		if errors.Is(err, ErrKeyNotFound) && c.cfg.KeysNotRestored && a.state == StateActive && !c.now().Before(a.notAfter) {
 			c.log.Warn("ca: the key of the active authority, which has expired, is gone (deleted once it expired; is this state restored from a backup?): it is replaced",
 				"kind", a.kind, "id", a.id, "key_id", a.keyID, "not_after", a.notAfter)
 			st.auths[i] = a.withState(StateOld)

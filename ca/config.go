@@ -46,6 +46,14 @@ type Config struct {
 	// RotationInterval is how often Run calls Rotate; default 10s.
 	RotationInterval time.Duration
 
+	// KeysNotRestored says that a backup of the CA's state holds none of
+	// its keys (a token keeps them, and deletes a key once the CA prunes
+	// its authority): a restored state's active authority that has
+	// expired since, whose key is gone, is then replaced at New, as the
+	// rotation would have replaced it. Otherwise (keys restored with the
+	// state) a key gone is a key lost, and New refuses.
+	KeysNotRestored bool
+
 	// Upstream, when set, signs our X.509 CAs, which become intermediates;
 	// the bundle then carries the upstream root instead of our CAs. It is
 	// fixed for the life of the CA value: restart to change it (the next

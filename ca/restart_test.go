@@ -310,11 +310,13 @@ func TestRestartsKeepEverySVIDVerifiable(t *testing.T) {
 }
 
 // The key of an active authority that has expired may be gone: deleted
-// once it expired, the state then restored from a backup made before
-// (with ca.pkcs11 a backup holds no keys). Such an authority signs
-// nothing any more: a start replaces it, and what the new one signs
-// verifies, where one whose active authority is still valid and whose
-// key is gone is refused (TestRestartFailures).
+// once it expired, the state then restored from a backup made before,
+// when backups hold no keys (a token keeps them: KeysNotRestored). Such
+// an authority signs nothing any more: a start replaces it, and what the
+// new one signs verifies, where one whose active authority is still
+// valid and whose key is gone is refused (TestRestartFailures). Where
+// backups hold the keys, a key gone is lost (or in a token left out),
+// and the start is refused.
 func TestRestartExpiredActiveKeyMissing(t *testing.T) {
 	ctx := context.Background()
 	clk := newFakeClock(testStart)
@@ -333,6 +335,10 @@ func TestRestartExpiredActiveKeyMissing(t *testing.T) {
 	cfg := env.cfg
 	cfg.KeyManager = km
 	clk.Add(2 * time.Hour) // past the active authority's life (1h)
+	if _, err := ca.New(ctx, cfg); !errors.Is(err, ca.ErrKeyNotFound) {
+		t.Fatalf("New with the expired active authority's key gone from keys that backups hold: %v, want ErrKeyNotFound", err)
+	}
+	cfg.KeysNotRestored = true
 	c2, err := ca.New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("New with the expired active authority's key gone: %v", err)
