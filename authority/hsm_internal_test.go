@@ -109,17 +109,9 @@ func TestCAKeysInAPKCS11Token(t *testing.T) {
 // in the token. A backup meanwhile holds the files still used, and no
 // key of the token.
 func TestCAKeysMoveIntoAPKCS11Token(t *testing.T) {
-	token, pinFile := tokenWithPINFile(t)
 	dataDir := t.TempDir()
 	clock := &stepClock{now: time.Now()}
-	short := func(c *Config) {
-		c.DataDir = dataDir
-		c.CA.CATTL, c.CA.JWTKeyTTL, c.CA.X509SVIDTTL = Duration(time.Hour), Duration(time.Hour), Duration(20*time.Minute)
-	}
-	withToken := func(c *Config) {
-		short(c)
-		c.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
-	}
+	token, short, withToken := shortLivedCA(t, dataDir)
 	keyIDs := func(a *Authority) []string {
 		var ids []string
 		if err := a.ca.Still(func(keyIDs []string) error { ids = keyIDs; return nil }); err != nil {
@@ -375,17 +367,9 @@ func caKeyStores(t *testing.T, a *Authority) map[string]int {
 func TestPKCS11TokenLeftOutAfterTheAuthoritiesExpired(t *testing.T) {
 	for _, movedIn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("moved in %v", movedIn), func(t *testing.T) {
-			token, pinFile := tokenWithPINFile(t)
 			dataDir := t.TempDir()
 			clock := &stepClock{now: time.Now()}
-			short := func(c *Config) {
-				c.DataDir = dataDir
-				c.CA.CATTL, c.CA.JWTKeyTTL, c.CA.X509SVIDTTL = Duration(time.Hour), Duration(time.Hour), Duration(20*time.Minute)
-			}
-			withToken := func(c *Config) {
-				short(c)
-				c.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
-			}
+			_, short, withToken := shortLivedCA(t, dataDir)
 			if movedIn {
 				a, stop := runAuthorityWith(t, Options{Now: clock.Now}, short)
 				stop()
@@ -422,4 +406,20 @@ func TestPKCS11TokenLeftOutAfterTheAuthoritiesExpired(t *testing.T) {
 			}
 		})
 	}
+}
+
+// shortLivedCA configures an authority in dataDir whose X.509 CAs and JWT
+// keys live an hour (short), and the same with its keys in a new token
+// (withToken), and that token.
+func shortLivedCA(t *testing.T, dataDir string) (token hsm.Config, short, withToken func(*Config)) {
+	token, pinFile := tokenWithPINFile(t)
+	short = func(c *Config) {
+		c.DataDir = dataDir
+		c.CA.CATTL, c.CA.JWTKeyTTL, c.CA.X509SVIDTTL = Duration(time.Hour), Duration(time.Hour), Duration(20*time.Minute)
+	}
+	withToken = func(c *Config) {
+		short(c)
+		c.CA.PKCS11 = PKCS11Config{Module: token.Module, TokenLabel: token.TokenLabel, PINFile: pinFile}
+	}
+	return token, short, withToken
 }
