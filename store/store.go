@@ -15,7 +15,13 @@ var ErrReadOnly = errors.New("store: read-only transaction")
 // whose changes fn made could not be written to stable storage: a full
 // disk, a read-only file system, a file that lost its write permission,
 // an I/O error. The Update is not acknowledged; the store stays usable,
-// and a later Update succeeds once the cause is gone.
+// and a later Update succeeds once the cause is gone. Its writes are not
+// known to be undone, though: one whose sync failed may be seen by later
+// transactions, and be made durable by a later Update (bbolt shows a
+// commit's meta page before its sync, and keeps it when the sync fails).
+// A caller reads the state again rather than assume either; and an
+// answer that rests on a state being durable is given from an Update,
+// whose own commit makes what it read durable, not from a View.
 var ErrUnwritable = errors.New("store: the data file could not be written")
 
 // ErrStopScan may be returned by a Scan callback to end the scan early;

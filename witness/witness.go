@@ -144,23 +144,17 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	if old == 0 && len(hashes) > 0 {
 		return nil, fmt.Errorf("%w: a consistency proof from size 0", ErrMalformed)
 	}
-	// The check alone reads: a checkpoint cosigned before (a log asking
-	// again, its answer lost) changes nothing, and is answered without a
-	// write, even while the store cannot write. One that moves the state
-	// is checked again in the write, which another may have made since.
-	var put bool
-	err = w.st.View(ctx, func(tx store.Tx) (err error) {
-		put, err = w.check(tx, string(origin), old, size, hashes, root)
-		return err
+	// Checked and stored in one write, even when nothing changes (a log
+	// asking again for the checkpoint cosigned last, its answer lost):
+	// the store may show a state before it is durable (while another
+	// request's commit syncs, or after that sync failed), and the
+	// write's own commit makes what it read durable before the answer.
+	err = w.st.Update(ctx, func(tx store.Tx) error {
+		if put, err := w.check(tx, string(origin), old, size, hashes, root); err != nil || !put {
+			return err
+		}
+		return tx.Put(bucket, []byte(origin), append(binary.BigEndian.AppendUint64(nil, size), root...))
 	})
-	if err == nil && put {
-		err = w.st.Update(ctx, func(tx store.Tx) error {
-			if put, err := w.check(tx, string(origin), old, size, hashes, root); err != nil || !put {
-				return err
-			}
-			return tx.Put(bucket, []byte(origin), append(binary.BigEndian.AppendUint64(nil, size), root...))
-		})
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -269,37 +269,6 @@ func nonCanonical(h []byte) string {
 	return string(enc)
 }
 
-// unwritable is a store whose writes fail, as on a full disk.
-type unwritable struct{ store.Store }
-
-func (unwritable) Update(context.Context, func(store.Tx) error) error {
-	return fmt.Errorf("disk full: %w", store.ErrUnwritable)
-}
-
-// A log that asks again for a checkpoint the witness cosigned (its
-// answer lost) is answered from what the witness holds, without a write:
-// while the witness's store cannot write, too. A checkpoint that moves
-// the state is not cosigned then.
-func TestAddCheckpointAgainWithoutAWrite(t *testing.T) {
-	ctx := context.Background()
-	st := openStore(t, filepath.Join(t.TempDir(), "w.db"))
-	skey := witnessKey(t)
-	l := newTestLog(t, "org-a.example/audit", 5)
-	if _, err := newWitness(t, st, skey, l.vkey).AddCheckpoint(ctx, l.request(0)); err != nil {
-		t.Fatal(err)
-	}
-	w := newWitness(t, unwritable{st}, skey, l.vkey)
-	cosig, err := w.AddCheckpoint(ctx, l.request(5))
-	if err != nil {
-		t.Fatalf("the checkpoint cosigned, asked again: %v", err)
-	}
-	checkCosigned(t, w, l.checkpoint(5, nil), cosig)
-	l.grow(1)
-	if _, err := w.AddCheckpoint(ctx, l.request(5)); !errors.Is(err, store.ErrUnwritable) {
-		t.Errorf("a new checkpoint with the store unwritable: %v, want the store's error", err)
-	}
-}
-
 // Requests racing from the same old size: exactly one is cosigned, the
 // others are told the new size (the check and the update are one
 // transaction).
