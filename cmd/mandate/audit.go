@@ -857,6 +857,9 @@ func auditCheckProof(_ context.Context, _ *auditFlags, _ *client.Client, v note.
 	if err := p.verify(v); err != nil {
 		return err
 	}
+	if err := p.isAuditEntry(); err != nil {
+		return err
+	}
 	// The entry as JSON, with what a terminal would act on (a C1 control,
 	// a bidirectional override) escaped: a proof file is anyone's text.
 	fmt.Fprintf(w, "entry %d is in the log of size %d (inclusion proof and checkpoint signature verified)\n%s\n", p.index, p.cp.Size, printableJSON(p.entry))
@@ -867,6 +870,9 @@ func auditCheckProof(_ context.Context, _ *auditFlags, _ *client.Client, v note.
 // Proven is not plain: a log may have logged any text, and its fields
 // are printed as shown says.
 func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
+	if err := p.isAuditEntry(); err != nil {
+		return err
+	}
 	if asJSON {
 		// The logged bytes as they are, once they are JSON on one line
 		// in UTF-8 (as every entry a log encodes is): a log's bytes that
@@ -907,6 +913,19 @@ func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 			}
 			fmt.Fprintf(w, "    %s: %s\n", k, printableJSON(b))
 		}
+	}
+	return nil
+}
+
+// isAuditEntry refuses an entry whose bytes are not an audit entry as a
+// log encodes them (audit.Decode: one encoding of each entry). Bytes
+// that are JSON may still read one way here and another elsewhere (a key
+// given twice, a key that differs only in case): printed, they would say
+// one thing of an entry that search, chain or another reader takes for
+// another.
+func (p *provenEntry) isAuditEntry() error {
+	if _, err := audit.Decode(p.entry); err != nil {
+		return fmt.Errorf("entry %d is proven in the log, but is not an audit entry as a log encodes them (%w): not printed (audit prove %d writes its bytes)", p.index, err, p.index)
 	}
 	return nil
 }
@@ -972,6 +991,9 @@ func auditTail(ctx context.Context, f *auditFlags, c *client.Client, v note.Veri
 		}
 		if p.cp.Size < cp.Size {
 			return fmt.Errorf("entry %d proven against a checkpoint of size %d, older than the one just fetched (%d)", i, p.cp.Size, cp.Size)
+		}
+		if err := p.isAuditEntry(); err != nil {
+			return err
 		}
 		seen(p.cp, p.checkpoint)
 		proven = append(proven, p)

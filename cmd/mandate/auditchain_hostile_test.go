@@ -901,14 +901,16 @@ func TestPrintChainBlankAccountableFields(t *testing.T) {
 }
 
 // audit show, tail and search print a proven entry's fields: a log that
-// logged an actor with a line break cannot print an entry of its own.
+// logged a subject with a line break cannot print an entry of its own.
 func TestPrintEntryQuotesLoggedText(t *testing.T) {
 	var out bytes.Buffer
-	p := &provenEntry{index: 4, entry: []byte(`{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"x","actor":"system\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1","subject":"s\u001b[8m","details":{"note":"pay \u202egnp.exe\u200b \ud83d\ude00"}}`)}
+	p := &provenEntry{index: 4, entry: mustEncodeEntry(t, audit.Entry{Time: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), Type: "x", Actor: audit.ActorSystem,
+		Subject: "s\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1\x1b[8m",
+		Details: json.RawMessage(`{"note":"pay \u202egnp.exe\u200b \ud83d\ude00"}`)})}
 	if err := printEntry(&out, p, false); err != nil {
 		t.Fatal(err)
 	}
-	want := `#4 2025-01-01T00:00:00.000000000Z x actor="system\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1" subject="s\x1b[8m"` + "\n" +
+	want := `#4 2025-01-01T00:00:00.000000000Z x actor=system subject="s\n#5 2025-01-02T00:00:00.000000000Z delegation.revoked actor=spiffe://org-a.example/admin subject=d1\x1b[8m"` + "\n" +
 		`    details: {"note":"pay \u202egnp.exe\u200b 😀"}` + "\n"
 	if out.String() != want {
 		t.Errorf("printed\n%q\nwant\n%q", out.String(), want)
@@ -1459,5 +1461,53 @@ func TestVerifyRemembersBeforeSayingSo(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(state); string(got) != large.checkpoint("") {
 		t.Errorf("remembered %q, want the checkpoint", got)
+	}
+}
+
+// An entry is printed only when its proven bytes are an audit entry as a
+// log encodes them (audit.Decode): bytes that are JSON but read one way
+// here and another elsewhere (a key twice, a key in another case, an
+// actor that is no SPIFFE ID) are refused by audit show (as text or
+// JSON), tail and check-proof, as search and chain refuse them, nothing
+// printed.
+func TestShowTailCheckProofRefuseEntriesNotInTheLogsEncoding(t *testing.T) {
+	s, v := keys(t)
+	const head = `{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"x","actor":"system"`
+	ctx := context.Background()
+	for _, tc := range []struct{ name, entry string }{
+		{"a key twice", head + `,"subject":"spiffe://org-a.example/agent/a","subject":"spiffe://org-a.example/agent/b"}`},
+		{"a type twice", head + `,"type":"delegation.revoked"}`},
+		{"a key in another case", head + `,"Subject":"spiffe://org-a.example/agent/b"}`},
+		{"a details key twice", head + `,"details":{"reason":"a","reason":"b"}}`},
+		{"an actor with a line break", `{"v":1,"time":"2025-01-01T00:00:00.000000000Z","type":"x","actor":"system\n#5 x"}`},
+		{"another version", `{"v":2,"time":"2025-01-01T00:00:00.000000000Z","type":"x","actor":"system"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newRlog(t, s, "org-a.example/audit")
+			l.add([]byte(tc.entry))
+			c := fakeAuthority(t, func() any { return nil }, l.proven)
+			pr := l.proven(0)
+			p := &provenEntry{index: 0, entry: pr["entry_b64"].([]byte), proof: pr["inclusion_proof"].([][]byte), checkpoint: []byte(pr["checkpoint"].(string))}
+			file := filepath.Join(t.TempDir(), "e.tlog-proof")
+			if err := os.WriteFile(file, p.marshalProof(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range []struct {
+				cmd string
+				run func(w io.Writer) error
+			}{
+				{"show", func(w io.Writer) error { return auditShow(ctx, &auditFlags{}, c, v, []string{"0"}, w) }},
+				{"show --json", func(w io.Writer) error { return auditShow(ctx, &auditFlags{asJSON: true}, c, v, []string{"0"}, w) }},
+				{"tail", func(w io.Writer) error { return auditTail(ctx, &auditFlags{n: 1}, c, v, nil, w) }},
+				{"tail --json", func(w io.Writer) error { return auditTail(ctx, &auditFlags{n: 1, asJSON: true}, c, v, nil, w) }},
+				{"check-proof", func(w io.Writer) error { return auditCheckProof(ctx, &auditFlags{}, nil, v, []string{file}, w) }},
+			} {
+				var out bytes.Buffer
+				err := r.run(&out)
+				if err == nil || strings.Contains(out.String(), "#0") || strings.Contains(out.String(), `"v"`) {
+					t.Errorf("%s = %v, printed %q; want an error and no entry printed", r.cmd, err, out.String())
+				}
+			}
+		})
 	}
 }
