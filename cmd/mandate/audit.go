@@ -409,6 +409,20 @@ func openCheckpoint(raw []byte, v note.Verifier) (*log.Checkpoint, error) {
 	if _, err := cp.Unmarshal([]byte(n.Text)); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
+	// One spelling of each tree (C2SP tlog-checkpoint): the size in
+	// decimal without leading zeroes, the root a SHA-256 hash in
+	// standard base64, the empty tree's root for no entries. A root no
+	// tree has proves nothing, and two spellings of one size would be two
+	// checkpoints of one tree.
+	lines := strings.SplitN(n.Text, "\n", 4)
+	switch {
+	case lines[1] != strconv.FormatUint(cp.Size, 10):
+		return nil, fmt.Errorf("checkpoint: its size %s is not in canonical form (decimal, no leading zeroes)", strconv.Quote(lines[1]))
+	case len(cp.Hash) != sha256.Size || lines[2] != base64.StdEncoding.EncodeToString(cp.Hash):
+		return nil, fmt.Errorf("checkpoint: its root %s is not a SHA-256 hash in standard base64", strconv.Quote(lines[2]))
+	case cp.Size == 0 && !bytes.Equal(cp.Hash, rfc6962.DefaultHasher.EmptyRoot()):
+		return nil, errors.New("checkpoint: a tree of no entries with another root than the empty tree's")
+	}
 	// The key names the log it signs for (its origin): a key that signed
 	// for several logs does not make one's checkpoint another's.
 	if cp.Origin != v.Name() {

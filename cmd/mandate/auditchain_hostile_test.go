@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -1507,6 +1508,59 @@ func TestShowTailCheckProofRefuseEntriesNotInTheLogsEncoding(t *testing.T) {
 				if err == nil || strings.Contains(out.String(), "#0") || strings.Contains(out.String(), `"v"`) {
 					t.Errorf("%s = %v, printed %q; want an error and no entry printed", r.cmd, err, out.String())
 				}
+			}
+		})
+	}
+}
+
+// A checkpoint is read as C2SP tlog-checkpoint writes it, signature or
+// not: its size in decimal without leading zeroes, its root a SHA-256
+// hash in standard base64, and the tree of no entries with the empty
+// tree's root. audit verify remembers no other, and says none verified:
+// a root no tree has, or one of two spellings of a size, is no
+// checkpoint of the log's history.
+func TestVerifyRefusesCheckpointsNoTreeHas(t *testing.T) {
+	s, v := keys(t)
+	root := bytes.Repeat([]byte{7}, 32)
+	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+	// A 32-byte root ends in one "=" after a character with two bits to
+	// spare: set one, and it decodes to the same root.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	loose := []byte(b64(root))
+	loose[len(loose)-2] = alphabet[strings.IndexByte(alphabet, loose[len(loose)-2])|1]
+	if d, err := base64.StdEncoding.DecodeString(string(loose)); err != nil || !bytes.Equal(d, root) {
+		t.Fatalf("%s decodes to %x, %v", loose, d, err)
+	}
+	for _, tc := range []struct {
+		name, text string
+		ok         bool
+	}{
+		{"a checkpoint", "org-a.example/audit\n7\n" + b64(root) + "\n", true},
+		{"the empty tree", "org-a.example/audit\n0\n" + b64(rfc6962.DefaultHasher.EmptyRoot()) + "\n", true},
+		{"a size with a leading zero", "org-a.example/audit\n07\n" + b64(root) + "\n", false},
+		{"a size with a sign", "org-a.example/audit\n+7\n" + b64(root) + "\n", false},
+		{"a root of 31 bytes", "org-a.example/audit\n7\n" + b64(root[:31]) + "\n", false},
+		{"a root of 33 bytes", "org-a.example/audit\n7\n" + b64(append(root, 1)) + "\n", false},
+		{"no root", "org-a.example/audit\n7\n\n", false},
+		{"a root not in standard base64", "org-a.example/audit\n7\n" + base64.RawStdEncoding.EncodeToString(root) + "\n", false},
+		{"a root with bits set past the hash", "org-a.example/audit\n7\n" + string(loose) + "\n", false},
+		{"the empty tree with another root", "org-a.example/audit\n0\n" + b64(root) + "\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			signed, err := note.Sign(&note.Note{Text: tc.text}, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := openCheckpoint(signed, v); (err == nil) != tc.ok {
+				t.Errorf("openCheckpoint = %v, want ok %v", err, tc.ok)
+			}
+			c := fakeAuthority(t, func() any { return nil }, func(uint64) map[string]any { return map[string]any{"checkpoint": string(signed)} })
+			state := filepath.Join(t.TempDir(), "mandate-audit.state")
+			var out bytes.Buffer
+			err = auditVerify(context.Background(), &auditFlags{state: state}, c, v, nil, &out)
+			_, statErr := os.Stat(state)
+			if (err == nil) != tc.ok || (statErr == nil) != tc.ok {
+				t.Errorf("audit verify = %v, printed %q, remembered %v; want ok %v", err, out.String(), statErr == nil, tc.ok)
 			}
 		})
 	}
