@@ -59,7 +59,8 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              after what it printed as it found it)
   prove INDEX [--out FILE]   write the entry's offline proof (C2SP tlog-proof:
                              the entry in "extra", its inclusion proof and the
-                             signed checkpoint)
+                             checkpoint with the log's signature only; one
+                             whose text is not printable is refused)
   check-proof FILE           verify an offline proof (no server needed) and
                              print its entry
   chain ID [--verify] [--peer TD=https://HOST:PORT,ROOTS.pem,LOG.vkey ...]
@@ -844,6 +845,9 @@ func auditProve(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	if err != nil {
 		return err
 	}
+	if p.checkpoint, err = logSignedOnly(p.checkpoint, v); err != nil {
+		return err
+	}
 	if f.out != "" {
 		if err := credfile.WriteFileAtomic(f.out, p.marshalProof(), 0o644); err != nil {
 			return err
@@ -853,6 +857,27 @@ func auditProve(ctx context.Context, f *auditFlags, c *client.Client, v note.Ver
 	}
 	_, err = w.Write(p.marshalProof())
 	return err
+}
+
+// logSignedOnly is the signed checkpoint raw (verified with v) with the
+// signature lines of v's key only: those of other keys (whose names are
+// anyone's, a terminal control or a bidirectional override among them)
+// vouch for nothing a proof is checked with, and are not written. A
+// checkpoint whose text is not printable lines is refused: a Mandate
+// log writes none.
+func logSignedOnly(raw []byte, v note.Verifier) ([]byte, error) {
+	n, err := note.Open(raw, note.VerifierList(v))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint signature does not verify: %w", err)
+	}
+	if strings.IndexFunc(n.Text, func(r rune) bool { return r != '\n' && !strconv.IsPrint(r) }) >= 0 {
+		return nil, fmt.Errorf("the log's checkpoint holds text that is not printable (%s): no proof written", strconv.Quote(n.Text))
+	}
+	out := []byte(n.Text + "\n")
+	for _, sig := range n.Sigs {
+		out = fmt.Appendf(out, "— %s %s\n", sig.Name, sig.Base64)
+	}
+	return out, nil
 }
 
 func auditCheckProof(_ context.Context, _ *auditFlags, _ *client.Client, v note.Verifier, args []string, w io.Writer) error {

@@ -1565,3 +1565,74 @@ func TestVerifyRefusesCheckpointsNoTreeHas(t *testing.T) {
 		})
 	}
 }
+
+// audit prove writes the proof (to standard output, without --out) with
+// the checkpoint as the log signed it and the log's signature only: a
+// signature line of another key, whose name is anyone's (a C1 control,
+// a bidirectional override, which a note may hold), is not written, and
+// the proof still verifies.
+func TestProveWritesTheLogsSignatureOnly(t *testing.T) {
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	l.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(1000, 0), Type: "x", Actor: audit.ActorSystem, Subject: "s"}))
+	skey, _, err := note.GenerateKey(rand.Reader, "w\u009b2J\u202eevil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fakeAuthority(t, func() any { return nil }, func(i uint64) map[string]any {
+		p := l.proven(i)
+		n, err := note.Open([]byte(p["checkpoint"].(string)), note.VerifierList(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed, err := note.Sign(&note.Note{Text: n.Text}, other, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p["checkpoint"] = string(signed)
+		return p
+	})
+	var out bytes.Buffer
+	if err := auditProve(context.Background(), &auditFlags{}, c, v, []string{"0"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String(), "\u009b\u202e") || strings.Contains(out.String(), "evil") {
+		t.Errorf("audit prove wrote %q, with another key's signature line", out.String())
+	}
+	file := filepath.Join(t.TempDir(), "e.tlog-proof")
+	if err := os.WriteFile(file, out.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := auditCheckProof(context.Background(), &auditFlags{}, nil, v, []string{file}, io.Discard); err != nil {
+		t.Errorf("the proof written does not verify: %v", err)
+	}
+}
+
+// A checkpoint whose text (an extension line the log signed) is not
+// printable is no proof audit prove writes: a Mandate log writes none.
+func TestProveRefusesACheckpointNotPrintable(t *testing.T) {
+	s, v := keys(t)
+	l := newRlog(t, s, "org-a.example/audit")
+	l.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(1000, 0), Type: "x", Actor: audit.ActorSystem, Subject: "s"}))
+	c := fakeAuthority(t, func() any { return nil }, func(i uint64) map[string]any {
+		p := l.proven(i)
+		n, err := note.Open([]byte(p["checkpoint"].(string)), note.VerifierList(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed, err := note.Sign(&note.Note{Text: n.Text + "ext \u009b2J\u202e\n"}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p["checkpoint"] = string(signed)
+		return p
+	})
+	var out bytes.Buffer
+	if err := auditProve(context.Background(), &auditFlags{}, c, v, []string{"0"}, &out); err == nil || out.Len() > 0 {
+		t.Errorf("audit prove = %v, wrote %q; want an error and nothing written", err, out.String())
+	}
+}
