@@ -1083,7 +1083,7 @@ func auditSearch(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	printed := 0
 	views := newLogViews()
 	seen := views.of(v, c)
-	if err := searchProven(ctx, c, v, q, func(p *provenEntry) error {
+	if err := searchProven(ctx, c, v, q, seen, func(p *provenEntry) error {
 		e, err := audit.Decode(p.entry)
 		if err != nil {
 			return fmt.Errorf("%w: the log's search found entry %d, which is not an audit entry: %v", errSearchOrder, p.index, err)
@@ -1125,8 +1125,11 @@ var errSearchOrder = errors.New("audit search refused")
 // signed with v says it; a log's search moves on at least one entry a
 // page), so it cannot keep the search going round or on forever. The
 // tokens are remembered by their SHA-256: a log that gives pages of
-// megabytes of token cannot make the auditor hold them all.
-func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q client.AuditQuery, fn func(*provenEntry) error) error {
+// megabytes of token cannot make the auditor hold them all. The
+// checkpoint asked for its size is one the log showed, given to seen
+// (when not nil) as those of the hits are to be, for the caller to prove
+// them one history.
+func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q client.AuditQuery, seen seenFunc, fn func(*provenEntry) error) error {
 	var last *uint64
 	tokens := map[[sha256.Size]byte]bool{} // given since the last hit
 	var empty, size uint64                 // pages in a row without a hit; the log's size, once asked
@@ -1158,9 +1161,12 @@ func searchProven(ctx context.Context, c *client.Client, v note.Verifier, q clie
 			empty = 0
 		} else if empty++; empty > size {
 			// Ask how large the log is now (it may have grown).
-			_, cp, err := fetchCheckpoint(ctx, c, v)
+			raw, cp, err := fetchCheckpoint(ctx, c, v)
 			if err != nil {
 				return err
+			}
+			if seen != nil {
+				seen(cp, raw)
 			}
 			if size = cp.Size; empty > size {
 				return fmt.Errorf("%w: the log's search gave %d pages in a row without a hit, more than the %d entries of the log", errSearchOrder, empty, size)

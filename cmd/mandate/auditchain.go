@@ -846,7 +846,7 @@ func findHopRevocation(ctx context.Context, hops []chainHop, k int, acc logAcces
 		} else {
 			q.DelegationID = asked
 		}
-		err := searchProven(ctx, acc.c, acc.v, q, func(p *provenEntry) error {
+		err := searchProven(ctx, acc.c, acc.v, q, seen, func(p *provenEntry) error {
 			if n++; n > maxRevocationEntries {
 				return fmt.Errorf("more than %d delegation.revoked entries", maxRevocationEntries)
 			}

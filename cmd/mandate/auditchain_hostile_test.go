@@ -790,7 +790,7 @@ func TestAuditSearchHostileLog(t *testing.T) {
 				return tc.pages[q.Get("page_token")]
 			})
 			var found []uint64
-			err := searchProven(context.Background(), c, v, client.AuditQuery{Type: "other.event"}, func(p *provenEntry) error {
+			err := searchProven(context.Background(), c, v, client.AuditQuery{Type: "other.event"}, nil, func(p *provenEntry) error {
 				found = append(found, p.index)
 				return nil
 			})
@@ -1347,7 +1347,7 @@ func TestAuditSearchHoldsNoPageTokens(t *testing.T) {
 		json.NewEncoder(w).Encode(page)
 	})
 	c := fakeServer(t, mux)
-	if err := searchProven(context.Background(), c, v, client.AuditQuery{Type: "other.event"}, func(*provenEntry) error { return nil }); err != nil {
+	if err := searchProven(context.Background(), c, v, client.AuditQuery{Type: "other.event"}, nil, func(*provenEntry) error { return nil }); err != nil {
 		t.Fatalf("search = %v", err)
 	}
 	if calls != pages {
@@ -1634,5 +1634,51 @@ func TestProveRefusesACheckpointNotPrintable(t *testing.T) {
 	var out bytes.Buffer
 	if err := auditProve(context.Background(), &auditFlags{}, c, v, []string{"0"}, &out); err == nil || out.Len() > 0 {
 		t.Errorf("audit prove = %v, wrote %q; want an error and nothing written", err, out.String())
+	}
+}
+
+// The signed checkpoint audit search asks for, to bound its pages
+// without a hit by the log's size, is one the log showed: it must be
+// one history with the one this auditor remembers, as the checkpoints
+// of the hits must. A log that signs another history's (a larger size,
+// to keep the search going) fails the search as a fork.
+func TestAuditSearchHoldsTheSizeItAskedToOneHistory(t *testing.T) {
+	s, v := keys(t)
+	honest, forked := newRlog(t, s, "org-a.example/audit"), newRlog(t, s, "org-a.example/audit")
+	for j := range 5 {
+		if j < 3 {
+			honest.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(int64(1000+j), 0), Type: "x", Actor: audit.ActorSystem, Subject: fmt.Sprint("h", j)}))
+		}
+		forked.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(int64(1000+j), 0), Type: "x", Actor: audit.ActorSystem, Subject: fmt.Sprint("f", j)}))
+	}
+	state := filepath.Join(t.TempDir(), "mandate-audit.state")
+	if err := os.WriteFile(state, []byte(honest.checkpoint("")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pages := 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/audit/checkpoint", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, forked.checkpoint("")) })
+	mux.HandleFunc("GET /v1/audit/proofs/consistency", func(w http.ResponseWriter, r *http.Request) {
+		from, _ := strconv.ParseUint(r.URL.Query().Get("from"), 10, 64)
+		to, _ := strconv.ParseUint(r.URL.Query().Get("to"), 10, 64)
+		p, err := forked.tree.ConsistencyProof(from, to)
+		if err != nil {
+			t.Error(err)
+		}
+		json.NewEncoder(w).Encode(map[string]any{"from": from, "to": to, "proof": p})
+	})
+	mux.HandleFunc("GET /v1/audit/search", func(w http.ResponseWriter, r *http.Request) {
+		page := map[string]any{"entries": []any{}}
+		if pages++; pages < 4 {
+			page["next_page_token"] = fmt.Sprint("t", pages)
+		}
+		json.NewEncoder(w).Encode(page)
+	})
+	c := fakeServer(t, mux)
+	f := &auditFlags{state: state}
+	f.q.typ = "x"
+	var out bytes.Buffer
+	if err := auditSearch(context.Background(), f, c, v, nil, &out); !errors.Is(err, errFork) {
+		t.Errorf("audit search = %v, printed %q; want a fork", err, out.String())
 	}
 }
