@@ -100,7 +100,8 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              log keeps for its audit.witnesses: the
                              latest each cosigned, and older ones others
                              cosigned together), and requires their
-                             cosignatures: a log that
+                             cosignatures, printing when each witness
+                             cosigned it: a log that
                              showed this auditor a fork could not have had
                              it cosigned (it may be older than the one
                              remembered: it must be proven consistent with
@@ -123,9 +124,10 @@ type auditFlags struct {
 	witnessKeys          stringList // verify: witnesses' cosignature/v1 keys (or files)
 	quorum               int        // verify: cosignatures needed (0: every witness given)
 	witnesses            []note.Verifier
-	witnessPubs          [][]byte // their public keys
-	logKey               string   // the log's verifier key (--vkey's)
-	cosignedBy           []string // verify: the witnesses that cosigned the checkpoint verified
+	witnessPubs          [][]byte    // their public keys
+	logKey               string      // the log's verifier key (--vkey's)
+	cosignedBy           []string    // verify: the witnesses that cosigned the checkpoint verified
+	cosignedAt           []time.Time // verify: when each of them cosigned it (the time it signed)
 	n                    int
 	q                    struct {
 		spiffeID, typ, since, until, decision, delegation string
@@ -338,7 +340,9 @@ func vkeyPublic(vkey string) []byte {
 
 // fetchWitnessed fetches the latest checkpoint that f.quorum of the
 // log's witnesses named by f.witnesses cosigned, verifies the log's
-// signature and their cosignatures, and returns them.
+// signature and their cosignatures, and returns them, with the names of
+// the witnesses that cosigned it and when each did (the timestamp its
+// cosignature signed, f.cosignedAt).
 func fetchWitnessed(ctx context.Context, f *auditFlags, c *client.Client, v note.Verifier) ([]byte, *log.Checkpoint, []string, error) {
 	q := url.Values{"cosignatures": {strconv.Itoa(f.quorum)}}
 	for _, wv := range f.witnesses {
@@ -356,10 +360,17 @@ func fetchWitnessed(ctx context.Context, f *auditFlags, c *client.Client, v note
 		return nil, nil, nil, err
 	}
 	var by []string
+	f.cosignedAt = nil
 	for _, wv := range f.witnesses {
-		if _, err := note.Open(raw, note.VerifierList(wv)); err == nil {
-			by = append(by, wv.Name())
+		n, err := note.Open(raw, note.VerifierList(wv))
+		if err != nil {
+			continue
 		}
+		at, err := fnote.CoSigV1Timestamp(n.Sigs[0])
+		if err != nil {
+			continue
+		}
+		by, f.cosignedAt = append(by, wv.Name()), append(f.cosignedAt, at)
 	}
 	if len(by) < f.quorum {
 		return nil, nil, nil, fmt.Errorf("the witnessed checkpoint (size %d) is cosigned by %d of the %d witnesses given (%s), fewer than the %d asked (--witnesses)",
@@ -476,6 +487,12 @@ func auditVerify(ctx context.Context, f *auditFlags, c *client.Client, v note.Ve
 	}
 	if len(f.witnesses) > 0 {
 		fmt.Fprintf(w, "checkpoint size %d is cosigned by %d of %d witnesses (%s)\n", cp.Size, len(f.cosignedBy), len(f.witnesses), shown(strings.Join(f.cosignedBy, ", ")))
+		// The log chooses which cosigned checkpoint it serves: how old
+		// each cosignature is tells one it kept serving from one it
+		// should long have replaced.
+		for i, name := range f.cosignedBy {
+			fmt.Fprintf(w, "  %s cosigned it at %s\n", shown(name), f.cosignedAt[i].UTC().Format(time.RFC3339))
+		}
 	}
 	if f.full {
 		if err := verifyFull(ctx, c, cp); err != nil {

@@ -6,7 +6,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,8 @@ import (
 
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
+
+	"mandate.dev/mandate/audit"
 )
 
 // audit verify --witness verifies the latest checkpoint the log's
@@ -145,5 +149,54 @@ func TestAuditVerifyRefusesTheLogsKeyAsAWitness(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "the log's own key") {
 			t.Errorf("audit verify --witness %s (the log's key): %v, want a refusal naming the log's own key", k, err)
 		}
+	}
+}
+
+// audit verify --witness says when each witness counted made its
+// cosignature (the timestamp it signed, C2SP tlog-cosignature): the
+// log chooses which cosigned checkpoint it serves, and one it has kept
+// serving since long ago (a log that withholds the newer ones its
+// witnesses cosigned) shows as that old.
+func TestAuditVerifyWithWitnessesSaysWhenTheyCosigned(t *testing.T) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, "org-a.example/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := note.NewSigner(skey)
+	v, _ := note.NewVerifier(vkey)
+	l := newRlog(t, s, "org-a.example/audit")
+	l.add(mustEncodeEntry(t, audit.Entry{Time: time.Unix(1000, 0), Type: "x", Actor: audit.ActorSystem, Subject: "s"}))
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wkey := "org-b.example/witness+00000000+" + base64.StdEncoding.EncodeToString(append([]byte{0x04}, pub...))
+	wv, err := fnote.NewVerifierForCosignatureV1(wkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := []byte(l.checkpoint(""))
+	n, err := note.Open(signed, note.VerifierList(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const at = 1700000000 // 2023-11-14T22:13:20Z
+	sig := binary.BigEndian.AppendUint32(nil, wv.KeyHash())
+	sig = binary.BigEndian.AppendUint64(sig, at)
+	sig = append(sig, ed25519.Sign(priv, fmt.Appendf(nil, "cosignature/v1\ntime %d\n%s", at, n.Text))...)
+	cosigned := fmt.Appendf(signed, "— %s %s\n", wv.Name(), base64.StdEncoding.EncodeToString(sig))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/audit/checkpoint/witnessed", func(w http.ResponseWriter, r *http.Request) { w.Write(cosigned) })
+	c := fakeServer(t, mux)
+	f := &auditFlags{state: filepath.Join(t.TempDir(), "mandate-audit.state"), witnessKeys: stringList{wkey}, logKey: vkey}
+	if err := loadWitnesses(f); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := auditVerify(context.Background(), f, c, v, nil, &out); err != nil {
+		t.Fatalf("audit verify --witness: %v\n%s", err, out.String())
+	}
+	if want := "org-b.example/witness cosigned it at 2023-11-14T22:13:20Z"; !strings.Contains(out.String(), want) {
+		t.Errorf("audit verify --witness printed\n%s\nwant it to say %q", out.String(), want)
 	}
 }
