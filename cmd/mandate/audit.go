@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -166,9 +167,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	switch {
 	case on("tail", "search"):
-		fs.BoolVar(&f.asJSON, "json", false, "print each entry as one line of JSON, as the log holds it (JSON Lines)")
+		fs.BoolVar(&f.asJSON, "json", false, "print each entry as one line of JSON, as the log holds it (JSON Lines; an entry holding a control character is refused)")
 	case on("show"):
-		fs.BoolVar(&f.asJSON, "json", false, "print the entry as JSON, as the log holds it")
+		fs.BoolVar(&f.asJSON, "json", false, "print the entry as JSON, as the log holds it (refused if it holds a control character)")
 	case on("chain"):
 		fs.BoolVar(&f.asJSON, "json", false, "print the chain as one JSON document")
 	}
@@ -937,6 +938,13 @@ func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 		// which encoding/json takes inside a string).
 		if !utf8.Valid(p.entry) || !json.Valid(p.entry) || bytes.IndexFunc(p.entry, func(r rune) bool { return r < 0x20 }) >= 0 {
 			return fmt.Errorf("entry %d is not JSON on one line in UTF-8, as a log's entries are: not printed", p.index)
+		}
+		// A log's encoding escapes the ASCII controls, not the C1 ones
+		// (U+0080 to U+009F, and DEL), which it writes as they were
+		// logged: U+009B is CSI to a terminal that reads C1 controls in
+		// UTF-8. Printed without --json, they are escaped.
+		if bytes.IndexFunc(p.entry, unicode.IsControl) >= 0 {
+			return fmt.Errorf("entry %d holds a control character, which a terminal may act on: not printed as JSON (printed without --json, it is escaped)", p.index)
 		}
 		_, err := fmt.Fprintf(w, "%s\n", p.entry)
 		return err

@@ -1682,3 +1682,43 @@ func TestAuditSearchHoldsTheSizeItAskedToOneHistory(t *testing.T) {
 		t.Errorf("audit search = %v, printed %q; want a fork", err, out.String())
 	}
 }
+
+// audit show and tail --json print the logged bytes as they are only
+// when they hold no terminal control: a log's encoding escapes the
+// ASCII ones, but writes a C1 control (U+0080 to U+009F: U+009B is CSI
+// to a terminal reading C1 controls in UTF-8) as it was given, as any
+// party whose words are logged (a reason, a name) may give it. Such an
+// entry is refused as JSON, and printed escaped without --json.
+func TestShowTailJSONRefuseC1Controls(t *testing.T) {
+	s, v := keys(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		e    audit.Entry
+	}{
+		{"a CSI in the subject", audit.Entry{Time: time.Unix(1000, 0), Type: "x", Actor: audit.ActorSystem, Subject: "a\u009b2Jb"}},
+		{"a next line in the details", audit.Entry{Time: time.Unix(1000, 0), Type: "x", Actor: audit.ActorSystem, Subject: "s", Details: json.RawMessage(`{"reason":"a\u0085b"}`)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newRlog(t, s, "org-a.example/audit")
+			l.add(mustEncodeEntry(t, tc.e))
+			c := fakeAuthority(t, func() any { return nil }, l.proven)
+			for _, r := range []struct {
+				cmd string
+				run func(w io.Writer) error
+			}{
+				{"show --json", func(w io.Writer) error { return auditShow(ctx, &auditFlags{asJSON: true}, c, v, []string{"0"}, w) }},
+				{"tail --json", func(w io.Writer) error { return auditTail(ctx, &auditFlags{n: 1, asJSON: true}, c, v, nil, w) }},
+			} {
+				var out bytes.Buffer
+				if err := r.run(&out); err == nil || out.Len() > 0 {
+					t.Errorf("%s = %v, printed %q; want an error and nothing printed", r.cmd, err, out.String())
+				}
+			}
+			var out bytes.Buffer
+			if err := auditShow(ctx, &auditFlags{}, c, v, []string{"0"}, &out); err != nil || strings.ContainsAny(out.String(), "\u009b\u0085") {
+				t.Errorf("show = %v, printed %q; want it printed, the control escaped", err, out.String())
+			}
+		})
+	}
+}
