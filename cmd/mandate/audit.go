@@ -83,7 +83,7 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              the delegation.revoked entry that proves it
                              (found by each log's search: its absence is
                              not proven)
-  verify [--full] [--witness KEY ...] [--witnesses N]
+  verify [--full] [--witness KEY ...] [--witnesses N] [--witness-max-age D]
                              check the checkpoint's signature and that it is
                              consistent with the last one this auditor saw
                              (kept in --state; and the one chain keeps in
@@ -102,7 +102,8 @@ Commands (mTLS as an auditor or admin: --creds DIR, default <data-dir>/admin):
                              latest each cosigned, and older ones others
                              cosigned together), and requires their
                              cosignatures, printing when each witness
-                             cosigned it: a log that
+                             cosigned it (--witness-max-age D: only those
+                             made within D count): a log that
                              showed this auditor a fork could not have had
                              it cosigned (it may be older than the one
                              remembered: it must be proven consistent with
@@ -122,8 +123,9 @@ type auditFlags struct {
 	asJSON, full, verify bool
 	serialOnly           bool
 	peers                stringList
-	witnessKeys          stringList // verify: witnesses' cosignature/v1 keys (or files)
-	quorum               int        // verify: cosignatures needed (0: every witness given)
+	witnessKeys          stringList    // verify: witnesses' cosignature/v1 keys (or files)
+	quorum               int           // verify: cosignatures needed (0: every witness given)
+	witnessMaxAge        time.Duration // verify: a cosignature older than this counts for nothing (0: any age)
 	witnesses            []note.Verifier
 	witnessPubs          [][]byte    // their public keys
 	logKey               string      // the log's verifier key (--vkey's)
@@ -164,6 +166,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&f.full, "full", false, "also download every entry (256 to a request, in the log's entry bundles), recompute the root and name the first entry that does not match")
 		fs.Var(&f.witnessKeys, "witness", "a witness's cosignature/v1 verifier key, or a file holding it (a Mandate witness's audit/witness.vkey): verify the latest checkpoint the witnesses cosigned (GET /v1/audit/checkpoint/witnessed) instead of the latest, and require their cosignatures (repeatable)")
 		fs.IntVar(&f.quorum, "witnesses", 0, "how many of the --witness keys must have cosigned (0: all of them)")
+		fs.DurationVar(&f.witnessMaxAge, "witness-max-age", 0, "with --witness: count only cosignatures made within this long before now (by the time each signs), so that a log that stopped having its checkpoints witnessed, or keeps serving an old witnessed one, fails (0: any age)")
 	}
 	switch {
 	case on("tail", "search"):
@@ -322,6 +325,9 @@ func loadWitnesses(f *auditFlags) error {
 	if f.quorum == 0 {
 		f.quorum = len(f.witnesses)
 	}
+	if f.witnessMaxAge < 0 || f.witnessMaxAge > 0 && len(f.witnesses) == 0 {
+		return usagef("--witness-max-age %s: a duration above 0, with --witness", f.witnessMaxAge)
+	}
 	return nil
 }
 
@@ -360,7 +366,7 @@ func fetchWitnessed(ctx context.Context, f *auditFlags, c *client.Client, v note
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var by []string
+	var by, stale []string
 	f.cosignedAt = nil
 	for _, wv := range f.witnesses {
 		n, err := note.Open(raw, note.VerifierList(wv))
@@ -371,11 +377,19 @@ func fetchWitnessed(ctx context.Context, f *auditFlags, c *client.Client, v note
 		if err != nil {
 			continue
 		}
+		if f.witnessMaxAge > 0 && time.Since(at) > f.witnessMaxAge {
+			stale = append(stale, fmt.Sprintf("%s at %s", wv.Name(), at.UTC().Format(time.RFC3339)))
+			continue
+		}
 		by, f.cosignedAt = append(by, wv.Name()), append(f.cosignedAt, at)
 	}
 	if len(by) < f.quorum {
-		return nil, nil, nil, fmt.Errorf("the witnessed checkpoint (size %d) is cosigned by %d of the %d witnesses given (%s), fewer than the %d asked (--witnesses)",
-			cp.Size, len(by), len(f.witnesses), shown(strings.Join(by, ", ")), f.quorum)
+		old := ""
+		if len(stale) > 0 {
+			old = fmt.Sprintf("; older than --witness-max-age %s: %s", f.witnessMaxAge, strings.Join(stale, ", "))
+		}
+		return nil, nil, nil, fmt.Errorf("the witnessed checkpoint (size %d) is cosigned by %d of the %d witnesses given (%s), fewer than the %d asked (--witnesses)%s",
+			cp.Size, len(by), len(f.witnesses), shown(strings.Join(by, ", ")), f.quorum, shown(old))
 	}
 	return raw, cp, by, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -198,5 +199,27 @@ func TestAuditVerifyWithWitnessesSaysWhenTheyCosigned(t *testing.T) {
 	}
 	if want := "org-b.example/witness cosigned it at 2023-11-14T22:13:20Z"; !strings.Contains(out.String(), want) {
 		t.Errorf("audit verify --witness printed\n%s\nwant it to say %q", out.String(), want)
+	}
+
+	// --witness-max-age: a cosignature older than it counts for nothing.
+	for _, c2 := range []struct {
+		maxAge time.Duration
+		ok     bool
+	}{{time.Hour, false}, {time.Since(time.Unix(at, 0)) + time.Hour, true}} {
+		f := &auditFlags{state: filepath.Join(t.TempDir(), "mandate-audit.state"), witnessKeys: stringList{wkey}, logKey: vkey, witnessMaxAge: c2.maxAge}
+		if err := loadWitnesses(f); err != nil {
+			t.Fatal(err)
+		}
+		err := auditVerify(context.Background(), f, c, v, nil, io.Discard)
+		switch {
+		case c2.ok && err != nil:
+			t.Errorf("--witness-max-age %s, the cosignature younger: %v", c2.maxAge, err)
+		case !c2.ok && (err == nil || !strings.Contains(err.Error(), "older than --witness-max-age 1h0m0s: org-b.example/witness at 2023-11-14T22:13:20Z")):
+			t.Errorf("--witness-max-age %s, the cosignature older: %v, want a refusal naming it", c2.maxAge, err)
+		}
+	}
+	f = &auditFlags{witnessMaxAge: time.Hour}
+	if err := loadWitnesses(f); err == nil {
+		t.Error("--witness-max-age without --witness was taken")
 	}
 }
