@@ -84,7 +84,7 @@ func (a *Authority) openCA(ctx context.Context) error {
 			// neither in the token nor in keys/: made in another token, or
 			// deleted from it after a backup that is restored here. (One of
 			// an authority that has expired is replaced: see ca.New.)
-			return fmt.Errorf("authority: %w, in the token nor in %s: is ca.pkcs11 the token the CA's keys were made in? If this data directory is a restored backup: the key of an authority still valid was deleted from the token after the backup was made (its authority revoked); restore a more recent backup", err, caKeyDir(a.cfg.DataDir))
+			return fmt.Errorf("authority: %w (looked for in the token, and in %s): is ca.pkcs11 the token the CA's keys were made in? If this data directory is a restored backup: the key of an authority still valid was deleted from the token after the backup was made (its authority revoked); restore a more recent backup", err, caKeyDir(a.cfg.DataDir))
 		case errors.Is(err, ca.ErrKeyNotFound):
 			// A key the stored CA state names is gone: never replaced
 			// silently (SVIDs and tokens it signed would stop verifying).
