@@ -32,6 +32,11 @@ var ErrNotWitnessed = errors.New("authority: no checkpoint cosigned by a witness
 const (
 	witnessPoll    = 2 * time.Second
 	witnessTimeout = 10 * time.Second
+	// witnessRefresh is how old a witness's cosignature of the latest
+	// checkpoint may grow before it is asked again for the same one (a
+	// fresh timestamp): a log that logs nothing for a while still has
+	// cosignatures an auditor's --witness-max-age takes.
+	witnessRefresh = 10 * time.Minute
 	// maxWitnessAnswer bounds a witness's answer: a few signature lines.
 	maxWitnessAnswer = 16 << 10
 )
@@ -95,6 +100,7 @@ type cosignedCheckpoint struct {
 	cp   []byte // the signed checkpoint
 	size uint64
 	sigs [][]byte
+	at   []time.Time // when each of sigs was had (only the rounds use them)
 }
 
 // WitnessQuery chooses the witnessed checkpoint served: the largest kept
@@ -224,16 +230,16 @@ func (a *Authority) witnessRound(ctx context.Context) {
 		return
 	}
 	if w.cur == nil || !bytes.Equal(w.cur.cp, cp) { // a new checkpoint: each witness is asked
-		w.cur, w.refused = &cosignedCheckpoint{cp: bytes.Clone(cp), size: size, sigs: make([][]byte, len(w.witnesses))}, make([]bool, len(w.witnesses))
+		w.cur, w.refused = &cosignedCheckpoint{cp: bytes.Clone(cp), size: size, sigs: make([][]byte, len(w.witnesses)), at: make([]time.Time, len(w.witnesses))}, make([]bool, len(w.witnesses))
 	}
 	if w.last == nil {
 		w.last = make([]*cosignedCheckpoint, len(w.witnesses))
 	}
-	cur, got := w.cur, make([][]byte, len(w.witnesses))
+	cur, got, now := w.cur, make([][]byte, len(w.witnesses)), a.now()
 	var wg sync.WaitGroup
 	for i, lw := range w.witnesses {
-		if cur.sigs[i] != nil || w.refused[i] {
-			continue // it cosigned this checkpoint, or refused it
+		if cur.sigs[i] != nil && now.Sub(cur.at[i]) < witnessRefresh || w.refused[i] {
+			continue // it cosigned this checkpoint lately, or refused it
 		}
 		wg.Go(func() {
 			sig, err := a.submit(ctx, lw, cp, size)
@@ -255,7 +261,7 @@ func (a *Authority) witnessRound(ctx context.Context) {
 	defer w.mu.Unlock()
 	for i, sig := range got {
 		if sig != nil {
-			cur.sigs[i], w.last[i] = sig, cur
+			cur.sigs[i], cur.at[i], w.last[i] = sig, now, cur
 		}
 	}
 	w.kept = keep(append(slices.Clone(w.kept), w.last...), w.last)

@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	fnote "github.com/transparency-dev/formats/note"
@@ -379,4 +380,37 @@ func testCosigner(t *testing.T, name string) (*fnote.Signer, note.Verifier) {
 		t.Fatal(err)
 	}
 	return signer, v
+}
+
+// A log that logs nothing for a while asks its witnesses again for the
+// checkpoint they cosigned, once their cosignature is witnessRefresh
+// old: an auditor's --witness-max-age finds a fresh one. Not sooner.
+func TestWitnessesAskedAgainForAnUnchangedCheckpoint(t *testing.T) {
+	a := witnessingAuthority(t)
+	clock := &stepClock{now: time.Now()}
+	a.now = clock.Now // before anything runs
+	var asked atomic.Int32
+	lw := cosigningWitness(t, "witness.example/w1", func() bool { asked.Add(1); return false })
+	a.witnessing = &witnessing{witnesses: []*logWitness{lw}}
+	for i, step := range []struct {
+		after time.Duration
+		asked int32
+	}{
+		{0, 1},
+		{0, 1},
+		{witnessRefresh - time.Second, 1},
+		{time.Second, 2},
+		{time.Minute, 2},
+	} {
+		clock.mu.Lock()
+		clock.now = clock.now.Add(step.after)
+		clock.mu.Unlock()
+		a.witnessRound(t.Context())
+		if got := asked.Load(); got != step.asked {
+			t.Errorf("step %d: the witness was asked %d times, want %d", i, got, step.asked)
+		}
+	}
+	if cosignedBy(served(t, a, WitnessQuery{}), lw.verifier) != 1 {
+		t.Error("the checkpoint served is not cosigned")
+	}
 }

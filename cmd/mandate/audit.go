@@ -166,7 +166,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&f.full, "full", false, "also download every entry (256 to a request, in the log's entry bundles), recompute the root and name the first entry that does not match")
 		fs.Var(&f.witnessKeys, "witness", "a witness's cosignature/v1 verifier key, or a file holding it (a Mandate witness's audit/witness.vkey): verify the latest checkpoint the witnesses cosigned (GET /v1/audit/checkpoint/witnessed) instead of the latest, and require their cosignatures (repeatable)")
 		fs.IntVar(&f.quorum, "witnesses", 0, "how many of the --witness keys must have cosigned (0: all of them)")
-		fs.DurationVar(&f.witnessMaxAge, "witness-max-age", 0, "with --witness: count only cosignatures made within this long before now (by the time each signs), so that a log that stopped having its checkpoints witnessed, or keeps serving an old witnessed one, fails; a log is witnessed as it grows, so one that logged nothing for longer fails too (0: any age)")
+		fs.DurationVar(&f.witnessMaxAge, "witness-max-age", 0, "with --witness: count only cosignatures made within this long before now (by the time each signs), so that a log that stopped having its checkpoints witnessed, or keeps serving an old witnessed one, fails; a Mandate log has its checkpoint cosigned again every 10 minutes while it does not grow, so give more than that (0: any age)")
 	}
 	switch {
 	case on("tail", "search"):
