@@ -66,9 +66,15 @@ func (a *Authority) CAStatus(c *Caller) (any, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
-	infos := a.ca.Status()
-	for i := range infos {
-		infos[i].KeyStore = a.keyStore(infos[i].KeyID)
-	}
+	var infos []ca.AuthorityInfo
+	// Read while no rotation runs: the key files looked at are those of
+	// the authorities listed.
+	_ = a.ca.Still(func([]string) error {
+		infos = a.ca.Status()
+		for i := range infos {
+			infos[i].KeyStore = a.keyStore(infos[i].KeyID)
+		}
+		return nil
+	})
 	return map[string]any{"trust_domain": a.td.String(), "authorities": infos}, nil
 }
