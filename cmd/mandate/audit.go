@@ -170,9 +170,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	switch {
 	case on("tail", "search"):
-		fs.BoolVar(&f.asJSON, "json", false, "print each entry as one line of JSON, as the log holds it (JSON Lines; an entry holding a control character is refused)")
+		fs.BoolVar(&f.asJSON, "json", false, "print each entry as one line of JSON, as the log holds it (JSON Lines; C1 controls and DEL written as \\u escapes)")
 	case on("show"):
-		fs.BoolVar(&f.asJSON, "json", false, "print the entry as JSON, as the log holds it (refused if it holds a control character)")
+		fs.BoolVar(&f.asJSON, "json", false, "print the entry as JSON, as the log holds it (C1 controls and DEL written as \\u escapes)")
 	case on("chain"):
 		fs.BoolVar(&f.asJSON, "json", false, "print the chain as one JSON document")
 	}
@@ -955,12 +955,10 @@ func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 		}
 		// A log's encoding escapes the ASCII controls, not the C1 ones
 		// (U+0080 to U+009F, and DEL), which it writes as they were
-		// logged: U+009B is CSI to a terminal that reads C1 controls in
-		// UTF-8. Printed without --json, they are escaped.
-		if bytes.IndexFunc(p.entry, unicode.IsControl) >= 0 {
-			return fmt.Errorf("entry %d holds a control character, which a terminal may act on: not printed as JSON (printed without --json, it is escaped)", p.index)
-		}
-		_, err := fmt.Fprintf(w, "%s\n", p.entry)
+		// logged (any party's words may hold them: a decision's input):
+		// U+009B is CSI to a terminal that reads C1 controls in UTF-8.
+		// They can only be in strings, where \u00XX is the same JSON.
+		_, err := fmt.Fprintf(w, "%s\n", escapeC1(p.entry))
 		return err
 	}
 	// Each field as the log holds it: numbers as written (1e400, a
@@ -993,6 +991,24 @@ func printEntry(w io.Writer, p *provenEntry, asJSON bool) error {
 		}
 	}
 	return nil
+}
+
+// escapeC1 is the JSON b with each C1 control and DEL written as a
+// \u escape: the same JSON value, which no terminal acts on. b is
+// returned as is when it holds none.
+func escapeC1(b []byte) []byte {
+	if bytes.IndexFunc(b, unicode.IsControl) < 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b)+32)
+	for _, r := range string(b) {
+		if unicode.IsControl(r) {
+			out = fmt.Appendf(out, `\u%04x`, r)
+			continue
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	return out
 }
 
 // isAuditEntry refuses an entry whose bytes are not an audit entry as a

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -1683,13 +1684,14 @@ func TestAuditSearchHoldsTheSizeItAskedToOneHistory(t *testing.T) {
 	}
 }
 
-// audit show and tail --json print the logged bytes as they are only
-// when they hold no terminal control: a log's encoding escapes the
-// ASCII ones, but writes a C1 control (U+0080 to U+009F: U+009B is CSI
-// to a terminal reading C1 controls in UTF-8) as it was given, as any
-// party whose words are logged (a reason, a name) may give it. Such an
-// entry is refused as JSON, and printed escaped without --json.
-func TestShowTailJSONRefuseC1Controls(t *testing.T) {
+// audit show and tail --json print the logged bytes as they are, but a
+// terminal control: a log's encoding escapes the ASCII ones, but writes
+// a C1 control (U+0080 to U+009F: U+009B is CSI to a terminal reading
+// C1 controls in UTF-8) as it was given, as any party whose words are
+// logged (a reason, a name, a decision's input) may give it. It is
+// printed as its \u escape, the same JSON value: an export of the log
+// (tail --json) does not stop at it. Without --json, it is escaped too.
+func TestShowTailJSONEscapeC1Controls(t *testing.T) {
 	s, v := keys(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -1710,9 +1712,21 @@ func TestShowTailJSONRefuseC1Controls(t *testing.T) {
 				{"show --json", func(w io.Writer) error { return auditShow(ctx, &auditFlags{asJSON: true}, c, v, []string{"0"}, w) }},
 				{"tail --json", func(w io.Writer) error { return auditTail(ctx, &auditFlags{n: 1, asJSON: true}, c, v, nil, w) }},
 			} {
+				// Printed, the control as its \u escape: the same JSON.
 				var out bytes.Buffer
-				if err := r.run(&out); err == nil || out.Len() > 0 {
-					t.Errorf("%s = %v, printed %q; want an error and nothing printed", r.cmd, err, out.String())
+				if err := r.run(&out); err != nil || strings.ContainsAny(out.String(), "\u009b\u0085") {
+					t.Errorf("%s = %v, printed %q; want it printed, the control escaped", r.cmd, err, out.String())
+					continue
+				}
+				var got, want any
+				if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+					t.Fatalf("%s printed %q: %v", r.cmd, out.String(), err)
+				}
+				if err := json.Unmarshal(l.entries[0], &want); err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("%s printed %q, which is not the JSON of the entry logged, %q", r.cmd, out.String(), l.entries[0])
 				}
 			}
 			var out bytes.Buffer
