@@ -1040,8 +1040,11 @@ func TestRenewalWaitFollowsTheWallClock(t *testing.T) {
 	read := make(chan struct{})
 	var once sync.Once
 	s.now = func() time.Time {
+		// Read before it says it was read: the skew set once it says so
+		// is not in the first reading (the wait's end).
+		now := time.Now().Add(time.Duration(skew.Load()))
 		once.Do(func() { close(read) })
-		return time.Now().Add(time.Duration(skew.Load()))
+		return now
 	}
 	s.wallPoll = 10 * time.Millisecond
 	done := make(chan bool, 1)
