@@ -12,6 +12,7 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/attest/tpmdevice"
+	"mandate.dev/mandate/attest/tpmtest"
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
@@ -190,16 +191,7 @@ func TestDriftRefusalOfANodeEvictedMeanwhile(t *testing.T) {
 // its record cannot be read, none is (fail closed), as its admission
 // would refuse it.
 func TestTPMChallengeOfAnUnreadableNodeIsRefused(t *testing.T) {
-	tpm, err := tpmdevice.OpenSimulator(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tpm.Close() })
-	dev, err := tpmdevice.Open(tpm, tpmdevice.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
+	dev := tpmtest.Device(t, 3, tpmdevice.Options{})
 	ek, err := attest.ParseTPM2BPublic("ek", dev.EKPublic())
 	if err != nil {
 		t.Fatal(err)

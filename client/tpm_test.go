@@ -12,6 +12,7 @@ import (
 
 	"mandate.dev/mandate/attest"
 	"mandate.dev/mandate/attest/tpmdevice"
+	"mandate.dev/mandate/attest/tpmtest"
 )
 
 // An authority's challenge naming PCRs no TPM has (a negative index, one
@@ -19,16 +20,7 @@ import (
 // device is asked anything: the node reports it, it neither panics nor
 // allocates a selection sized by the index, nor reads one PCR per entry.
 func TestAttestTPMRefusesAHostilePCRSelection(t *testing.T) {
-	tpm, err := tpmdevice.OpenSimulator(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tpm.Close() })
-	dev, err := tpmdevice.Open(tpm, tpmdevice.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
+	dev := tpmtest.Device(t, 1, tpmdevice.Options{})
 	ek, err := attest.ParseTPM2BPublic("ek", dev.EKPublic())
 	if err != nil {
 		t.Fatal(err)
