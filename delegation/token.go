@@ -276,14 +276,15 @@ func Thumbprint(cert *x509.Certificate) string {
 
 // wellFormed checks what a token's claims must say of themselves.
 func (c *Claims) wellFormed() error {
+	scopes := c.Scopes()
 	switch {
 	case c.ID == "" || c.Subject == "" || c.Issuer == "":
 		return fmt.Errorf("%w: jti, sub and iss are required", ErrMalformed)
-	case len(c.Scopes()) == 0:
+	case len(scopes) == 0:
 		return fmt.Errorf("%w: no scope", ErrMalformed)
-	case hasDuplicate(c.Scopes()):
+	case hasDuplicate(scopes):
 		return fmt.Errorf("%w: a scope twice", ErrMalformed)
-	case strings.Join(c.Scopes(), " ") != c.Scope:
+	case strings.Join(scopes, " ") != c.Scope:
 		// One spelling of a set of scopes: the issuer's.
 		return fmt.Errorf("%w: the scopes are not separated by one space each", ErrMalformed)
 	case c.Act == nil || c.Act.Subject != c.Hop.Delegatee:
