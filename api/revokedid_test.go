@@ -72,4 +72,13 @@ func TestRevokedIDGetsNoSVID(t *testing.T) {
 	_, jcsr, _ := client.NewKeyAndCSR()
 	_, err = e.client(nil, nil).Join(ctx, tok.Token, jcsr)
 	isRevoked("a join with a token whose node ID is revoked", err)
+
+	// An ID revoked is not registered: the registration would be
+	// refused every SVID.
+	const never = "spiffe://org-a.example/agent/never"
+	if _, err := e.admin.RevokeSPIFFEID(ctx, never, "leaked before it was registered"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.admin.CreateAgent(ctx, &client.Agent{SPIFFEID: never, Selectors: []string{"level:token"}})
+	isRevoked("a registration of a revoked ID", err)
 }

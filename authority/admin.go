@@ -35,13 +35,33 @@ func (a *Authority) CreateAgent(ctx context.Context, c *Caller, ag *registry.Age
 		return nil, err
 	}
 	// Stored in the commit that logs it: both or neither.
-	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error { return registry.CreateAgent(tx, ag) })
+	_, err := a.recordWith(ctx, ev, func(tx store.Tx) error {
+		if err := registrable(tx, ag.SPIFFEID); err != nil {
+			return err
+		}
+		return registry.CreateAgent(tx, ag)
+	})
 	a.agentChanged(ag.SPIFFEID)
 	if err != nil {
 		return nil, err
 	}
 	a.log.InfoContext(ctx, "agent registered", "id", ag.ID, "spiffe_id", ag.SPIFFEID, "by", c.ID.String())
 	return ag, nil
+}
+
+// registrable refuses, with ErrIDRevoked, a SPIFFE ID revoked here as
+// the one a registration takes: a revocation is for ever, and such a
+// registration would be refused every SVID. (One revoked after it was
+// registered stays, and may be changed as it stands.)
+func registrable(tx store.Tx, spiffeID string) error {
+	revoked, err := delegation.IDRevoked(tx, spiffeID)
+	if err != nil {
+		return fmt.Errorf("authority: look up the revocation of %s: %w", spiffeID, err)
+	}
+	if revoked {
+		return fmt.Errorf("%w: %s was revoked (for ever: mandate admin revoke list), and cannot be registered again; register the agent under a new ID", ErrIDRevoked, spiffeID)
+	}
+	return nil
 }
 
 // IfMatch is HTTP's If-Match (RFC 9110 §13.1.1) on a registration,
@@ -159,6 +179,11 @@ func (a *Authority) UpdateAgent(ctx context.Context, c *Caller, id string, ag *r
 		was = old.SPIFFEID
 		for _, m := range cond {
 			if err := m.check(old); err != nil {
+				return err
+			}
+		}
+		if ag.SPIFFEID != old.SPIFFEID {
+			if err := registrable(tx, ag.SPIFFEID); err != nil {
 				return err
 			}
 		}

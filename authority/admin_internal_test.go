@@ -946,3 +946,50 @@ func TestPruneLapsedNodesIsNotHeldByABannedRecord(t *testing.T) {
 		t.Fatalf("listed after a prune 2h after the start: %v; want only the banned node (the lapsed one pruned, not held off by the banned record's 30-day SVID)", got)
 	}
 }
+
+// A SPIFFE ID revoked is never given to a registration: one created
+// under it, or changed to it, would be refused every SVID for ever. The
+// refusal stores and logs nothing; a registration whose own ID was
+// revoked after it was made may still be changed (its accountability,
+// say) as it stands.
+func TestRegistrationOfARevokedIDIsRefused(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	node := putNode(t, a, "0123456789abcdef")
+	revoked, kept := a.td.IDString()+"/agent/revoked", a.td.IDString()+"/agent/kept"
+	if _, err := a.Revoke(ctx, admin, "", revoked, "compromised"); err != nil {
+		t.Fatal(err)
+	}
+	registered := entriesOf(t, a, "agent.registered")
+	if _, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: revoked, NodeIDs: []string{node}}); !errors.Is(err, ErrIDRevoked) {
+		t.Errorf("CreateAgent(a revoked ID) = %v, want ErrIDRevoked", err)
+	}
+	if got := entriesOf(t, a, "agent.registered"); got != registered {
+		t.Errorf("agent.registered entries = %d after the refusal, want %d", got, registered)
+	}
+	reg, err := a.CreateAgent(ctx, admin, &registry.Agent{SPIFFEID: kept, NodeIDs: []string{node}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	updated := entriesOf(t, a, "agent.updated")
+	if _, err := a.UpdateAgent(ctx, admin, reg.ID, &registry.Agent{SPIFFEID: revoked, NodeIDs: []string{node}}); !errors.Is(err, ErrIDRevoked) {
+		t.Errorf("UpdateAgent(to a revoked ID) = %v, want ErrIDRevoked", err)
+	}
+	if got, err := a.GetAgent(ctx, admin, reg.ID); err != nil || got.SPIFFEID != kept {
+		t.Errorf("registration after the refused update = %+v, %v; want it under %s still", got, err, kept)
+	}
+	if got := entriesOf(t, a, "agent.updated"); got != updated {
+		t.Errorf("agent.updated entries = %d after the refusal, want %d", got, updated)
+	}
+	list, _, err := a.ListAgents(ctx, admin, Page{})
+	if err != nil || len(list) != 1 || list[0].SPIFFEID != kept {
+		t.Errorf("ListAgents() = %v, %v; want only %s", list, err, kept)
+	}
+	// Revoked after it was made: it may still be changed as it stands.
+	if _, err := a.Revoke(ctx, admin, "", kept, "retired"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.UpdateAgent(ctx, admin, reg.ID, &registry.Agent{SPIFFEID: kept, NodeIDs: []string{node}, Accountability: registry.Accountability{Operator: "ops"}}); err != nil {
+		t.Errorf("UpdateAgent(its own revoked ID, kept) = %v, want it changed", err)
+	}
+}
