@@ -181,7 +181,7 @@ func (s *Server) evictNode(w http.ResponseWriter, r *http.Request) {
 // onNode answers an admin's action on the node named by the path, whose
 // body (req) is optional, with the node record do returns.
 func (s *Server) onNode(w http.ResponseWriter, r *http.Request, req any, do func(id string) (*registry.Node, error)) {
-	if r.ContentLength != 0 {
+	if !emptyBody(r) {
 		if err := decodeJSON(r, req); err != nil {
 			writeError(w, r, s.log, err)
 			return
@@ -221,6 +221,19 @@ func (s *Server) deleteFederation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// emptyBody reports whether r's body holds no bytes, however it was
+// framed: a Content-Length of 0, or chunked with no chunk (as a client
+// sends a body of unknown length that turns out empty). A body whose
+// read failed (over the limit, cut short) is not empty: reading it says
+// why.
+func emptyBody(r *http.Request) bool {
+	if r.ContentLength == 0 {
+		return true
+	}
+	rb, ok := r.Body.(*readBodyCloser)
+	return ok && rb.Len() == 0 && rb.err == nil
 }
 
 // pathID returns a path parameter, unescaped: a node ID is sent as one

@@ -447,3 +447,45 @@ func TestJSONAnswersSayTheirLength(t *testing.T) {
 		t.Errorf("HEAD says %d bytes, GET sends %d", lengths[1], lengths[0])
 	}
 }
+
+// The body of a ban or an eviction is optional: one that holds no bytes
+// is taken as absent however it is framed (a Content-Length of 0, or
+// chunked with no chunk), with or without a Content-Type.
+func TestNodeActionEmptyBodyIsNoBody(t *testing.T) {
+	e := start(t, "org-a.example")
+	node := e.joinNode()
+	c := e.adminRaw()
+	path := e.url + "/v1/admin/nodes/" + url.PathEscape(node.id.String())
+	for _, tc := range []struct {
+		name, action, contentType string
+		chunked                   bool
+	}{
+		{"ban, Content-Length 0", "ban", "", false},
+		{"ban, chunked, empty", "ban", "", true},
+		{"ban, chunked, empty, JSON", "ban", "application/json", true},
+		{"evict, chunked, empty, JSON", "evict", "application/json", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader = http.NoBody
+			if tc.chunked {
+				body = struct{ io.Reader }{strings.NewReader("")} // length unknown: sent chunked
+			}
+			req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, path+"/"+tc.action, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.contentType != "" {
+				req.Header.Set("Content-Type", tc.contentType)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK && !(tc.action == "evict" && resp.StatusCode == http.StatusConflict && strings.Contains(string(b), "node-ban-stands")) {
+				t.Errorf("POST %s with an empty body = %d %s; want it taken as no body", tc.action, resp.StatusCode, b)
+			}
+		})
+	}
+}
