@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,4 +82,32 @@ func TestRevokedIDGetsNoSVID(t *testing.T) {
 	}
 	_, err = e.admin.CreateAgent(ctx, &client.Agent{SPIFFEID: never, Selectors: []string{"level:token"}})
 	isRevoked("a registration of a revoked ID", err)
+}
+
+// A spiffe_id to revoke that is no SPIFFE ID (a join token pasted in
+// place of the node ID its token names, say) is refused without being
+// repeated: it may be a secret. One that is a SPIFFE ID, but not one
+// that can be revoked, is named.
+func TestRevokeNoSPIFFEIDIsNotRepeated(t *testing.T) {
+	e := start(t, "org-a.example")
+	ctx := ctxT(t)
+	tok, err := e.admin.CreateJoinToken(ctx, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ id, shown string }{
+		{tok.Token, ""},
+		{" " + tok.Token, ""},
+		{"spiffe://org-a.example/node/join/FFFF", "spiffe://org-a.example/node/join/FFFF"},
+		{"spiffe://org-a.example/agent/%41", "spiffe://org-a.example/agent/%41"},
+	} {
+		_, err := e.admin.RevokeSPIFFEID(ctx, tc.id, "leaked")
+		var p *client.Problem
+		if !errors.As(err, &p) || p.Name() != "invalid-request" || strings.Contains(err.Error(), tok.Token) || !strings.Contains(err.Error(), tc.shown) {
+			t.Errorf("RevokeSPIFFEID(%.12q…) = %v; want 400 invalid-request naming %q, never the token", tc.id, err, tc.shown)
+		}
+	}
+	if got, err := e.admin.ListRevokedIDs(ctx); err != nil || len(got) != 0 {
+		t.Errorf("ListRevokedIDs() = %v, %v; want none", got, err)
+	}
 }

@@ -1090,6 +1090,11 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 			return nil, fmt.Errorf("%w: spiffe_id is at most %d bytes", ErrInvalidRequest, registry.MaxSPIFFEIDLen)
 		}
 		id, err := spiffeid.FromString(spiffeID)
+		if err != nil && !strings.HasPrefix(spiffeID, "spiffe://") {
+			// Not repeated: what was given in place of an ID may be a
+			// secret (a join token, in place of the node ID it names).
+			return nil, fmt.Errorf("%w: spiffe_id is not a SPIFFE ID (its scheme is not spiffe://: spiffe://<trust domain>/<path>), and is not repeated: it may be a secret; to keep a join token's node from joining, revoke the node_id its join-token create answer named, or withdraw the token by its id", ErrInvalidRequest)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, spiffeID, err)
 		}
