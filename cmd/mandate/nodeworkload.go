@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -250,13 +251,11 @@ func (n *nodeIssuer) X509SVID(ctx context.Context, id spiffeid.ID) (*x509svid.SV
 	if err != nil {
 		return nil, nil, fmt.Errorf("the answer's X509-SVID: %w", err)
 	}
-	byTD, err := ans.ParseBundles()
+	// Served as the trust bundles until the next answer, as a sync's
+	// are: read as those are.
+	bundles, err := readBundles(id.TrustDomain(), ans.Bundles)
 	if err != nil {
-		return nil, nil, err
-	}
-	bundles := make([]*spiffebundle.Bundle, 0, len(byTD))
-	for _, b := range byTD {
-		bundles = append(bundles, b)
+		return nil, nil, fmt.Errorf("the X509-SVID's answer: %w", err)
 	}
 	return &x509svid.SVID{ID: got, Certificates: certs, PrivateKey: key}, bundles, nil
 }
@@ -320,9 +319,7 @@ func (n *nodeIssuer) Sync(ctx context.Context, ids []spiffeid.ID) (*workload.Syn
 }
 
 // syncOf reads the authority's answer to a sync of a node of trust
-// domain td: each bundle read as a peer's is (no authority, or an X.509
-// authority of another trust domain, is refused, and the refresh hint
-// is bounded), and td's among them.
+// domain td: its refusals, and its bundles (readBundles).
 func syncOf(td spiffeid.TrustDomain, ans *client.NodeSync) (*workload.Sync, error) {
 	out := &workload.Sync{Refused: map[spiffeid.ID]error{}}
 	for _, r := range ans.Refused {
@@ -332,22 +329,37 @@ func syncOf(td spiffeid.TrustDomain, ans *client.NodeSync) (*workload.Sync, erro
 		}
 		out.Refused[id] = &r.Problem
 	}
-	for name, doc := range ans.Bundles {
+	var err error
+	if out.Bundles, err = readBundles(td, ans.Bundles); err != nil {
+		return nil, fmt.Errorf("the sync's answer: %w", err)
+	}
+	return out, nil
+}
+
+// readBundles reads the bundles of an answer of the authority to a node
+// of trust domain td, a sync's or an X509-SVID's, which the Workload API
+// serves as the trust bundles: each read as a peer's is (no authority,
+// or an X.509 authority of another trust domain, is refused; a key that
+// is not a public one, with its private part say, is left out; the
+// refresh hint is bounded), and td's among them.
+func readBundles(td spiffeid.TrustDomain, docs map[string]json.RawMessage) ([]*spiffebundle.Bundle, error) {
+	var out []*spiffebundle.Bundle
+	for name, doc := range docs {
 		btd, err := spiffeid.TrustDomainFromString(name)
 		if err != nil {
-			return nil, fmt.Errorf("the sync's answer: %w", err)
+			return nil, err
 		}
-		if slices.ContainsFunc(out.Bundles, func(b *spiffebundle.Bundle) bool { return b.TrustDomain() == btd }) {
-			return nil, fmt.Errorf("the sync's answer names trust domain %s twice", btd)
+		if slices.ContainsFunc(out, func(b *spiffebundle.Bundle) bool { return b.TrustDomain() == btd }) {
+			return nil, fmt.Errorf("trust domain %s is named twice", btd)
 		}
 		b, _, err := federation.ParseBundle(btd, doc)
 		if err != nil {
-			return nil, fmt.Errorf("the sync's answer: the bundle of %s: %w", btd, err)
+			return nil, fmt.Errorf("the bundle of %s: %w", btd, err)
 		}
-		out.Bundles = append(out.Bundles, b)
+		out = append(out, b)
 	}
-	if !slices.ContainsFunc(out.Bundles, func(b *spiffebundle.Bundle) bool { return b.TrustDomain() == td }) {
-		return nil, fmt.Errorf("the sync's answer carries no bundle of %s", td)
+	if !slices.ContainsFunc(out, func(b *spiffebundle.Bundle) bool { return b.TrustDomain() == td }) {
+		return nil, fmt.Errorf("no bundle of %s", td)
 	}
 	return out, nil
 }

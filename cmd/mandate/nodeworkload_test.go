@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
@@ -480,6 +483,87 @@ func TestNodeIssuerSyncRefusesWhatIsNotTheAuthoritysBundle(t *testing.T) {
 			}
 			if hint, ok := sync.Bundles[0].RefreshHint(); !ok || hint < time.Hour {
 				t.Errorf("the bundle's refresh hint = %v, %v; want at least an hour", hint, ok)
+			}
+		})
+	}
+}
+
+// The Workload API's issuer reads the bundles an X509-SVID's answer
+// carries as it reads a sync's (they are served as the trust bundles
+// alike, until the next answer): an X.509 authority of another trust
+// domain in this one's bundle is refused (the workloads would trust that
+// trust domain's CA for this one's IDs), and a key with its private part
+// is left out (it would be handed to every workload).
+func TestNodeIssuerX509SVIDReadsItsBundlesAsASyncsAre(t *testing.T) {
+	ca := newOrgACA(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tdB, _ := url.Parse("spiffe://org-b.example")
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(3), URIs: []*url.URL{tdB}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := x509.ParseCertificate(der)
+	own := x509BundleJSON(t, ca.cert)
+	jwtKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	raw, _ := jwtKey.PublicKey.Bytes()
+	d := make([]byte, 32)
+	jwtKey.D.FillBytes(d)
+	b64 := base64.RawURLEncoding.EncodeToString
+	withPrivate := `{"keys":[{"use":"jwt-svid","kty":"EC","crv":"P-256","kid":"k1","x":"` + b64(raw[1:33]) + `","y":"` + b64(raw[33:]) + `","d":"` + b64(d) + `"}]}`
+	agent := spiffeid.RequireFromString(tdA + "/agent/planner")
+	for name, tc := range map[string]struct {
+		bundles string
+		want    string // in the error; none: served, with no private key in any bundle
+	}{
+		"another trust domain's CA": {bundles: `{"org-a.example": {"keys":[` + strings.TrimSuffix(strings.TrimPrefix(own, `{"keys":[`), "]}") + `,` + strings.TrimSuffix(strings.TrimPrefix(x509BundleJSON(t, other), `{"keys":[`), "]}") + `]}}`, want: "another trust domain"},
+		"a private JWT key":         {bundles: `{"org-a.example": ` + own + `, "org-b.example": ` + strings.TrimSuffix(x509BundleJSON(t, other), "]}") + `,` + strings.TrimPrefix(withPrivate, `{"keys":[`) + `}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			addr := ca.serve(t, func(w http.ResponseWriter, r *http.Request) {
+				var req struct{ SPIFFEID, CSR string }
+				if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				blk, _ := pem.Decode([]byte(req.CSR))
+				csr, err := x509.ParseCertificateRequest(blk.Bytes)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				u, _ := url.Parse(agent.String())
+				leaf := &x509.Certificate{SerialNumber: big.NewInt(4), URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature,
+					NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
+				der, err := x509.CreateCertificate(rand.Reader, leaf, ca.cert, csr.PublicKey, ca.key)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
+				svid, _ := json.Marshal(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"spiffe_id": "` + agent.String() + `", "x509_svid": ` + string(svid) + `, "expires_at": "` + leaf.NotAfter.UTC().Format(time.RFC3339) + `", "bundles": ` + tc.bundles + `}`))
+			})
+			is := &nodeIssuer{dial: func() (*client.Client, error) {
+				return client.New(client.Config{Server: addr, Bundle: []*x509.Certificate{ca.cert}})
+			}}
+			svid, bundles, err := is.X509SVID(t.Context(), agent)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("X509SVID = %v, %v; want an error saying %q", svid, err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("X509SVID = %v", err)
+			}
+			for _, b := range bundles {
+				for kid, k := range b.JWTAuthorities() {
+					if _, private := k.(crypto.Signer); private {
+						t.Errorf("the bundle of %s holds the private key %s", b.TrustDomain(), kid)
+					}
+				}
 			}
 		})
 	}
