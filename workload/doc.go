@@ -52,8 +52,11 @@
 //     of its life has passed; callers asking for it at once share one
 //     request; it is validated (go-spiffe) before it is served;
 //   - requests are bounded (a message is at most 64 KiB, its headers
-//     8 KiB), and so are connections (256 per user id, 4,096 in all)
-//     and requests for JWT-SVIDs under way (4 per user id); a socket
+//     8 KiB), and so are connections (256 per user id, 4,096 in all),
+//     calls whose requests are being received, held until whole and
+//     before their caller is checked (128 per user id, 1,024 in all;
+//     ResourceExhausted over either), and requests for JWT-SVIDs under
+//     way (4 per user id); a socket
 //     directory others may write to without the sticky bit, or that a
 //     user other than root and this one owns, is refused;
 //     a failure to obtain credentials is said to the caller

@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -149,6 +150,11 @@ type Server struct {
 	// resyncing is the sync asked for by a JWT-SVID's check under way.
 	resyncing *resyncCall
 	conns     *connLimit
+	// receiving bound the calls whose requests are being received, by
+	// caller's uid (admitCall).
+	receiving *slots
+	// receivingSaid is when admitCall last said it refused a call.
+	receivingSaid time.Time
 	// uncheckedSaid is when unchecked last said something.
 	uncheckedSaid time.Time
 	// stopping is closed when Serve ends: streams end with it.
@@ -199,7 +205,8 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 		entries: slices.Clone(entries), issuer: is, log: log, now: time.Now, wallPoll: time.Minute,
 		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{}, refused: map[spiffeid.ID]uint64{}, kick: map[spiffeid.ID]chan struct{}{},
 		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
-		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: newSlots(maxConns*maxJWTCallsPerUID, maxJWTCallsPerUID), conns: newConnLimit(maxConnsPerUID, maxConns, log), stopping: make(chan struct{}),
+		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: newSlots(maxConns*maxJWTCallsPerUID, maxJWTCallsPerUID), conns: newConnLimit(maxConnsPerUID, maxConns, log),
+		receiving: newSlots(maxReceiving, maxReceivingPerUID), stopping: make(chan struct{}),
 	}
 	for _, e := range s.entries {
 		s.checks = append(s.checks, byCost(e.Selectors))
@@ -287,6 +294,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		grpc.MaxHeaderListSize(maxHeaderBytes),
 		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.ConnectionTimeout(10*time.Second),
+		grpc.InTapHandle(s.admitCall),
 	)
 	pb.RegisterSpiffeWorkloadAPIServer(g, s)
 	var wg sync.WaitGroup
@@ -664,6 +672,11 @@ func (s *Server) signal() {
 // entitled checks a call's security header and is the identities its
 // caller may have.
 func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
+	// The call's request has been received whole: its place among those
+	// being received is free (admitCall).
+	if received, ok := ctx.Value(receivedKey{}).(func()); ok {
+		received()
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if !slices.Contains(md.Get("workload.spiffe.io"), "true") {
 		return nil, status.Error(codes.InvalidArgument, "security header missing from request")
@@ -692,6 +705,63 @@ func (s *Server) entitled(ctx context.Context) ([]spiffeid.ID, error) {
 		return nil, status.Errorf(codes.PermissionDenied, "no identity issued: no entry selects this caller (uid %d, gid %d)", who.UID, who.GID)
 	}
 	return ids, nil
+}
+
+// Bounds of the calls whose requests are being received at once. A
+// request arrives a frame at a time, and what has arrived (up to
+// maxMessageBytes, and as much again of a second message, which a call
+// of this API may not have) is held until it is whole, for as long as
+// its caller takes to send the rest, and before the caller is checked
+// against the entries: any local process may hold so much of the
+// node's memory for each call it leaves unfinished. One user id's
+// callers hold at most maxReceivingPerUID of them (more than one
+// connection's maxStreams): the calls of others are still received.
+const (
+	maxReceivingPerUID = 128
+	maxReceiving       = 1024
+)
+
+// receivedKey is the context key of a call's release of its place among
+// the calls being received (admitCall).
+type receivedKey struct{}
+
+// ended is a context that has ended: a slot taken with it is one free at
+// once, or none.
+var ended = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// admitCall admits a call at its headers, before its request is
+// received (gRPC's InTapHandle; ctx is the call's), while its caller's
+// user id has fewer than maxReceivingPerUID calls being received, and
+// all callers fewer than maxReceiving; else the call is refused
+// (ResourceExhausted). The call holds its place until its request has
+// been received (entitled, which every call begins with) or it ends.
+func (s *Server) admitCall(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	who, ok := callerOfCall(ctx)
+	if !ok {
+		return ctx, status.Error(codes.PermissionDenied, "the caller could not be identified")
+	}
+	release, err := s.receiving.take(ended, who.UID)
+	if err != nil {
+		s.mu.Lock()
+		now := time.Now()
+		say := now.Sub(s.receivingSaid) >= time.Minute
+		if say {
+			s.receivingSaid = now
+		}
+		s.mu.Unlock()
+		if say {
+			s.log.Warn("workload API: call refused, too many requests being received at once (said once a minute)", "uid", who.UID, "pid", who.PID, "max", maxReceiving, "max_per_uid", maxReceivingPerUID)
+		}
+		return ctx, status.Errorf(codes.ResourceExhausted, "too many requests of user id %d being received at once", who.UID)
+	}
+	var once sync.Once
+	free := func() { once.Do(release) }
+	stop := context.AfterFunc(ctx, free)
+	return context.WithValue(ctx, receivedKey{}, func() { stop(); free() }), nil
 }
 
 // unchecked says in the log, once a minute at most, that entry e's

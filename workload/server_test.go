@@ -1028,6 +1028,81 @@ func TestWorkloadAPIBoundsConnections(t *testing.T) {
 	}
 }
 
+// A call's request is held as it arrives, before its caller is checked
+// against the entries, for as long as the caller takes to send the rest
+// of it: the calls of one user id whose requests are being received at
+// once are bounded (maxReceivingPerUID), those over the bound refused
+// (ResourceExhausted), whoever the caller. A call whose request has
+// been received, or that ended, holds no place.
+func TestWorkloadAPIBoundsRequestsBeingReceived(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	addr := serve(t, is, entry(t, "uid:"+strconv.Itoa(os.Getuid()+1)+"=spiffe://example.org/agent/someone-else"))
+	ctx := ctxFor(t)
+	withHeader := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+	call := func(conn *grpc.ClientConn) error {
+		_, err := pb.NewSpiffeWorkloadAPIClient(conn).ValidateJWTSVID(withHeader, &pb.ValidateJWTSVIDRequest{Audience: "x", Svid: "not.a.token"})
+		return err
+	}
+	// Calls received whole do not add up.
+	conn := rawConn(t, addr)
+	for range 2 * maxReceivingPerUID {
+		if err := call(conn); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("ValidateJWTSVID of a caller no entry selects = %v; want PermissionDenied", err)
+		}
+	}
+	// Calls whose request never ends (no half-close), on connections of
+	// their own, each of which then makes a call whole: the one made once
+	// maxReceivingPerUID are held is refused.
+	stalled, stopStalling := context.WithCancel(withHeader)
+	perConn := maxStreams - 1
+	for held := 0; ; {
+		conn := rawConn(t, addr)
+		for range perConn {
+			cs, err := conn.NewStream(stalled, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/SpiffeWorkloadAPI/FetchX509Bundles")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cs.SendMsg(&pb.X509BundlesRequest{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		held += perConn
+		err := call(conn)
+		if held < maxReceivingPerUID {
+			if status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("a call with %d requests being received = %v; want PermissionDenied", held, err)
+			}
+			continue
+		}
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("a call with %d requests being received = %v; want ResourceExhausted", held, err)
+		}
+		break
+	}
+	stopStalling()
+	for {
+		// The calls ended are counted once the server has read their end.
+		err := call(conn)
+		if status.Code(err) == codes.PermissionDenied {
+			break
+		}
+		if status.Code(err) != codes.ResourceExhausted || ctx.Err() != nil {
+			t.Fatalf("a call once the others ended = %v; want PermissionDenied", err)
+		}
+	}
+}
+
+// rawConn is a gRPC connection to the Workload API at addr.
+func rawConn(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // A renewal's wait follows the wall clock: after a suspend of the host
 // (which Go's timers do not count) it ends once the wall clock has
 // passed its end, not that much later.
