@@ -58,7 +58,8 @@
 //     ResourceExhausted over either), and requests for JWT-SVIDs under
 //     way (4 per user id); a socket
 //     directory others may write to without the sticky bit, or that a
-//     user other than root and this one owns, is refused;
+//     user other than root and this one owns, or below such a one, is
+//     refused;
 //     a failure to obtain credentials is said to the caller
 //     (Unavailable) and in the log, and fails closed: nothing stale or
 //     unverified is served.

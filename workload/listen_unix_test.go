@@ -5,6 +5,7 @@ package workload
 import (
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,6 +52,49 @@ func TestSocketDirectory(t *testing.T) {
 			err := checkSocketDir("dir", tc.dir)
 			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 				t.Errorf("checkSocketDir = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// The directories above the socket's are ones no other user may change
+// either, as the path is given and as its links lead: who may rename
+// one may put a directory of their own in its place, with a socket of
+// theirs in it, which the workloads would then connect to.
+func TestListenRefusesADirectoryOthersMayReplace(t *testing.T) {
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open")
+	safe := filepath.Join(dir, "safe")
+	for _, d := range []string{open, filepath.Join(open, "sub"), safe, filepath.Join(safe, "sub")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(open, "sub"), filepath.Join(safe, "to-open")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(safe, "sub"), filepath.Join(open, "to-safe")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, dir string
+		ok        bool
+	}{
+		{"below no such directory", filepath.Join(safe, "sub"), true},
+		{"below one others may write to", filepath.Join(open, "sub"), false},
+		{"a link to below one others may write to", filepath.Join(safe, "to-open"), false},
+		{"a link in one others may write to", filepath.Join(open, "to-safe"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := Listen(filepath.Join(tc.dir, "api.sock"))
+			if ln != nil {
+				ln.Close()
+			}
+			if tc.ok && err != nil || !tc.ok && (err == nil || !strings.Contains(err.Error(), "without the sticky bit")) {
+				t.Errorf("Listen = %v; want ok %v", err, tc.ok)
 			}
 		})
 	}

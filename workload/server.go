@@ -225,7 +225,9 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 // Listen opens the Unix socket at path that any local process may
 // connect to (what each gets is decided by its entries). A socket left
 // there by a process that stopped is replaced; one another process
-// listens on, or a file that is not a socket, is refused.
+// listens on, or a file that is not a socket, is refused, and so is a
+// directory another user could change, or one below such a directory
+// (checkSocketDir, checkAboveSocketDir).
 func Listen(path string) (net.Listener, error) {
 	// The socket is made, then its mode set by its path: in a directory
 	// others may write to without the sticky bit, or another user owns,
@@ -240,6 +242,9 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("workload: the socket's directory: %w", err)
 	}
 	if err := checkSocketDir(dir, fi); err != nil {
+		return nil, err
+	}
+	if err := checkAboveSocketDir(dir); err != nil {
 		return nil, err
 	}
 	if fi, err := os.Lstat(path); err == nil {
@@ -280,6 +285,38 @@ func checkSocketDir(dir string, fi fs.FileInfo) error {
 		return fmt.Errorf("workload: %s may be written by other users (mode %v, without the sticky bit), who could replace the socket: put it in a directory only its owner writes, such as /run/mandate", dir, fi.Mode().Perm())
 	case known && uid != 0 && uid != os.Geteuid():
 		return fmt.Errorf("workload: %s is owned by user %d, neither root nor this user (%d), who could replace the socket: put it in a directory of this user's or root's, such as /run/mandate", dir, uid, os.Geteuid())
+	}
+	return nil
+}
+
+// checkAboveSocketDir refuses, as checkSocketDir does, a directory
+// above the socket's directory dir: each one on its path as given (what
+// the workloads' own path to the socket goes through, where a link may
+// be), and each one above where that path leads. Who may rename one may
+// put a directory of their own in its place, with a socket of theirs
+// in it: the workloads would then connect to it.
+func checkAboveSocketDir(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("workload: the socket's directory: %w", err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return fmt.Errorf("workload: the socket's directory: %w", err)
+	}
+	for _, p := range []string{abs, real} {
+		for d := filepath.Dir(p); ; d = filepath.Dir(d) {
+			fi, err := os.Stat(d)
+			if err != nil {
+				return fmt.Errorf("workload: a directory above the socket's: %w", err)
+			}
+			if err := checkSocketDir(d, fi); err != nil {
+				return fmt.Errorf("%w (a directory above the socket's)", err)
+			}
+			if d == filepath.Dir(d) {
+				break
+			}
+		}
 	}
 	return nil
 }
