@@ -50,7 +50,9 @@
 //   - a JWT-SVID is minted by the authority (whose policy and audit log
 //     see it) and reused for the same identity and audience until half
 //     of its life has passed; callers asking for it at once share one
-//     request; it is validated (go-spiffe) before it is served;
+//     request; it is validated (go-spiffe) before it is served; once
+//     the authority answers one with a Retry-After (its rate limit is
+//     the node's), none is asked for until then (a minute at most);
 //   - requests are bounded (a message is at most 64 KiB, its headers
 //     8 KiB), and so are connections (256 per user id, 4,096 in all),
 //     calls whose requests are being received, held until whole and

@@ -147,6 +147,9 @@ type Server struct {
 	// (maxJWTCallsPerUID; in all, no more than so many for each of the
 	// connections there may be).
 	jwtSlots *slots
+	// jwtWait is when the authority, having answered a JWT-SVID's
+	// request with a Retry-After, may be asked for one again.
+	jwtWait time.Time
 	// resyncing is the sync asked for by a JWT-SVID's check under way.
 	resyncing *resyncCall
 	conns     *connLimit
@@ -1053,6 +1056,13 @@ func (s *Server) jwt(ctx context.Context, uid uint32, id spiffeid.ID, audience [
 			return h.token, nil
 		}
 		c := s.jwtCalls[key]
+		if c == nil && s.now().Before(s.jwtWait) {
+			// The authority asked not to be asked again before then:
+			// its limit is the node's, which renewals and syncs share.
+			until := s.jwtWait
+			s.mu.Unlock()
+			return "", fmt.Errorf("the authority asked the node to wait until %s before asking for another JWT-SVID", until.UTC().Format(time.RFC3339))
+		}
 		if c == nil {
 			c = &jwtCall{done: make(chan struct{})}
 			s.jwtCalls[key] = c
@@ -1214,6 +1224,12 @@ func (s *Server) obtainJWT(ctx context.Context, uid uint32, key string, c *jwtCa
 	defer close(c.done)
 	if err != nil {
 		c.err, c.gone = err, ctx.Err() != nil
+		// Asked to wait (429, Retry-After): no JWT-SVID is asked for
+		// until then, a minute at most, so that callers asking for one
+		// audience after another do not keep the node over its limit.
+		if wait := min(retryWait(err, 0), retryCeiling); wait > 0 && now.Add(wait).After(s.jwtWait) {
+			s.jwtWait = now.Add(wait)
+		}
 		return
 	}
 	kid := jwtKeyID(tok)

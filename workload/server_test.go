@@ -1474,6 +1474,52 @@ type busy struct{ after time.Duration }
 func (b busy) Error() string             { return "429 rate-limited" }
 func (b busy) RetryDelay() time.Duration { return b.after }
 
+// busyJWT answers the JWT-SVID calls made while busy is set with a
+// refusal that asks to be left alone for a minute (429, Retry-After), and
+// counts them.
+type busyJWT struct {
+	*issuer
+	busy  atomic.Bool
+	calls atomic.Int32
+}
+
+func (b *busyJWT) JWTSVID(ctx context.Context, id spiffeid.ID, audience []string) (string, time.Time, error) {
+	b.calls.Add(1)
+	if b.busy.Load() {
+		return "", time.Time{}, busy{time.Minute}
+	}
+	return b.issuer.JWTSVID(ctx, id, audience)
+}
+
+// Once the authority answers a JWT-SVID's request asking the node to
+// wait (429, Retry-After: its rate limit is the node's, which its
+// renewals and syncs share), the node asks it for none until then: a
+// caller asking for JWT-SVIDs of one audience after another would
+// otherwise keep the node's requests over the limit, and its X509-SVIDs
+// from being renewed. The callers are answered Unavailable meanwhile.
+func TestJWTSVIDsWaitAsTheAuthorityAsks(t *testing.T) {
+	is := &busyJWT{issuer: &issuer{authority: newAuthority(t, "example.org", time.Hour)}}
+	is.busy.Store(true)
+	var skew atomic.Int64
+	addr := serveWith(t, is, func(s *Server) {
+		s.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	}, me(t, "spiffe://example.org/agent/planner"))
+	ctx := ctxFor(t)
+	for _, aud := range []string{"a", "b", "c"} {
+		if _, err := workloadapi.FetchJWTSVID(ctx, jwtsvidParams(aud), workloadapi.WithAddr(addr)); status.Code(err) != codes.Unavailable {
+			t.Fatalf("FetchJWTSVID for %s = %v; want Unavailable", aud, err)
+		}
+	}
+	if n := is.calls.Load(); n != 1 {
+		t.Errorf("the authority was asked %d times within its Retry-After; want once", n)
+	}
+	is.busy.Store(false)
+	skew.Store(int64(time.Minute + time.Second))
+	if _, err := workloadapi.FetchJWTSVID(ctx, jwtsvidParams("d"), workloadapi.WithAddr(addr)); err != nil {
+		t.Errorf("FetchJWTSVID once the Retry-After has passed = %v", err)
+	}
+}
+
 // A call the authority refused asking not to be called again for a
 // while (Retry-After) is made again no sooner, unless the X509-SVID held
 // expires before: then at its expiry, as after any failure. The
