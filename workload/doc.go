@@ -12,8 +12,10 @@
 //     groups and cgroup (its path, systemd unit, container, pod), read
 //     from /proc when it connects and checked to be of the process that
 //     connected (a pidfd, SO_PEERPIDFD; else its start time), never by
-//     anything it sends (a digest, which a user's own file system could
-//     answer falsely, only beside a user, group or path selector; a
+//     anything it sends (a path or a digest, which any process could
+//     be read as by running that program once it has connected, having
+//     handed its connection to one of its own, only beside a user or
+//     group selector; a
 //     container or a pod, which a user's own cgroups could be named
 //     for, only beside a user or group selector); it gets the
 //     identities of the entries all of

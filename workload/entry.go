@@ -225,14 +225,17 @@ func ParseEntry(s string) (Entry, error) {
 }
 
 // checkBound refuses a selector with nothing beside it that binds it to
-// the user (or, for a digest, the file):
-//   - a sha256 selector without a uid, gid, user, group or path. Its
-//     digest alone is of what the file system answers the digest's
-//     reading, and any user who may mount one (FUSE, directly or under
-//     an overlay, in a user namespace of its own) can answer it a
-//     trusted program's bytes while its process runs others. A path is
-//     the file at that path on this host, which only who may write
-//     there replaces.
+// the user:
+//   - a path or sha256 selector without a uid, gid, user or group. What
+//     a process runs is read once it has connected, and any local
+//     process may connect, hand its connection to a process of its own
+//     (fork, or a socket's message), then run the program at that path
+//     (exec): it is read as that program, while its own code uses the
+//     connection. A digest alone is also of what the file system
+//     answers the digest's reading, and any user who may mount one
+//     (FUSE, directly or under an overlay, in a user namespace of its
+//     own) can answer it a trusted program's bytes while its process
+//     runs others.
 //   - a container_id or pod_uid selector without a uid, gid, user or
 //     group. They are read from the names of the cgroups a process is
 //     in, and systemd delegates a subtree of cgroups to each user's
@@ -245,8 +248,8 @@ func checkBound(sels []Selector) error {
 	}
 	byIDs := has["uid"] || has["gid"] || has["user"] || has["group"]
 	switch {
-	case has["sha256"] && !byIDs && !has["path"]:
-		return errors.New("a sha256 selector needs a uid, gid, user, group or path beside it: any user who may mount a file system of its own could answer the digest's reading a trusted program's bytes")
+	case (has["path"] || has["sha256"]) && !byIDs:
+		return errors.New("a path or sha256 selector needs a uid, gid, user or group beside it: any local process may connect, hand its connection to a process of its own, then run the program at that path (exec), and any user who may mount a file system of its own could answer the digest's reading a trusted program's bytes")
 	case (has["container_id"] || has["pod_uid"]) && !byIDs:
 		return errors.New("a container_id or pod_uid selector needs a uid, gid, user or group beside it: a user to whom systemd delegates cgroups names them as it likes, a container's or a pod's too")
 	}

@@ -25,6 +25,7 @@ func FuzzParseEntry(f *testing.F) {
 		"user:\xff=spiffe://example.org/agent/a",
 		"uid:1000,path:/opt/agents/planner=spiffe://example.org/agent/planner",
 		"path:/opt/a=b/../c,sha256:" + strings.Repeat("0F", 32) + "=spiffe://example.org/agent/a",
+		"gid:3,path:/opt/a=b/../c,sha256:" + strings.Repeat("0F", 32) + "=spiffe://example.org/agent/a",
 		"supplementary_gid:1,supplementary_gid:2,supplementary_group:wheel=spiffe://example.org/agent/a",
 		"cgroup:/system.slice/nginx.service,systemd_unit:nginx.service=spiffe://example.org/agent/a",
 		"uid:0,container_id:" + strings.Repeat("aB", 32) + ",pod_uid:0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0=spiffe://example.org/agent/a",

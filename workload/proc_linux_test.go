@@ -50,25 +50,25 @@ func TestWorkloadAPISelectsByExecutable(t *testing.T) {
 		t.Fatal(err)
 	}
 	selected := [][]string{
-		{"path:" + exe + planner},
+		{"uid:" + uid + ",path:" + exe + planner},
 		{"uid:" + uid + ",sha256:" + mine + planner},
 		{"unix:uid:" + uid + ",unix:path:" + exe + ",unix:sha256:" + strings.ToUpper(mine) + planner},
 	}
 	refused := [][]string{
-		{"path:" + filepath.Join(filepath.Dir(exe), "other") + planner},
-		{"path:" + filepath.Dir(exe) + planner},
-		{"path:" + link + planner},
+		{"uid:" + uid + ",path:" + filepath.Join(filepath.Dir(exe), "other") + planner},
+		{"uid:" + uid + ",path:" + filepath.Dir(exe) + planner},
+		{"uid:" + uid + ",path:" + link + planner},
 		{"uid:" + uid + ",sha256:" + hex.EncodeToString(other[:]) + planner},
 		{"uid:" + strconv.Itoa(os.Getuid()+1) + ",path:" + exe + planner},
-		{"path:" + exe + ",sha256:" + hex.EncodeToString(other[:]) + planner},
-		{"path:" + exe + ",supplementary_gid:4000000000" + planner},
+		{"uid:" + uid + ",path:" + exe + ",sha256:" + hex.EncodeToString(other[:]) + planner},
+		{"uid:" + uid + ",path:" + exe + ",supplementary_gid:4000000000" + planner},
 	}
 	groups, err := os.Getgroups()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, g := range groups {
-		selected = append(selected, []string{"path:" + exe + ",supplementary_gid:" + strconv.Itoa(g) + planner})
+		selected = append(selected, []string{"uid:" + uid + ",path:" + exe + ",supplementary_gid:" + strconv.Itoa(g) + planner})
 	}
 	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
 	ctx := ctxFor(t)

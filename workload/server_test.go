@@ -553,9 +553,15 @@ func TestParseEntry(t *testing.T) {
 		{gids(16) + "=spiffe://example.org/agent/a", gids(16) + "=spiffe://example.org/agent/a"},
 		{gids(17) + "=spiffe://example.org/agent/a", ""},
 		{"uid:1000,path:/opt/agents/planner=spiffe://example.org/agent/planner", "uid:1000,path:/opt/agents/planner=spiffe://example.org/agent/planner"},
-		{"path:/opt/a=b/planner=spiffe://example.org/agent/a", "path:/opt/a=b/planner=spiffe://example.org/agent/a"},
+		{"gid:5,path:/opt/a=b/planner=spiffe://example.org/agent/a", "gid:5,path:/opt/a=b/planner=spiffe://example.org/agent/a"},
+		// Any local process may connect, then run the program at the path
+		// (exec), having handed its connection to one of its own: a path
+		// alone is bound to no one.
+		{"path:/opt/a=b/planner=spiffe://example.org/agent/a", ""},
 		{"uid:1,sha256:" + strings.Repeat("AB", 32) + "=spiffe://example.org/agent/a", "uid:1,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a"},
-		{"path:/opt/a,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", "path:/opt/a,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a"},
+		{"user:alice,path:/opt/a,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", "user:alice,path:/opt/a,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a"},
+		{"path:/opt/a,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", ""},
+		{"supplementary_gid:1,path:/opt/a=spiffe://example.org/agent/a", ""},
 		{"sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", ""}, // nothing binds it: refused
 		{"supplementary_gid:1,sha256:" + strings.Repeat("ab", 32) + "=spiffe://example.org/agent/a", ""},
 		{"supplementary_gid:10,supplementary_gid:20,supplementary_group:agents=spiffe://example.org/agent/a", "supplementary_gid:10,supplementary_gid:20,supplementary_group:agents=spiffe://example.org/agent/a"},
