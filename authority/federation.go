@@ -3,6 +3,7 @@ package authority
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -292,6 +293,7 @@ func (a *Authority) withAnchors(ev event, b *spiffebundle.Bundle) event {
 	if a.recordable(ev, ErrFederation) != nil {
 		delete(details, "x509_authorities")
 		delete(details, "jwt_authorities")
+		delete(details, "wit_authorities")
 		details["digest_only"] = true
 	}
 	return ev
@@ -321,38 +323,50 @@ func (a *Authority) federationAnchors() []map[string]any {
 // bundleAnchors names what a bundle trusts, as the audit log records it:
 // x509_authorities, the SHA-256 of each X.509 authority's DER, sorted;
 // jwt_authorities, each JWT key's kid and RFC 7638 thumbprint, sorted by
-// kid; their counts; and anchors_sha256, the SHA-256 of
+// kid; wit_authorities, the same of its WIT-SVID keys (use "wit-svid"),
+// when it has any; their counts; and anchors_sha256, the SHA-256 of
 // {"x509_authorities":[…],"jwt_authorities":[…]} encoded as here (no
-// whitespace), which names the same trust anchors the same way whatever
+// whitespace), with ,"wit_authorities":[…] before the closing brace when
+// there are WIT-SVID keys (so a bundle without them has the digest it
+// always had), which names the same trust anchors the same way whatever
 // the bundle's key order, sequence number or refresh hint.
 func bundleAnchors(b *spiffebundle.Bundle) map[string]any {
 	type jwtKey struct {
 		KID        string `json:"kid"`
 		Thumbprint string `json:"jwk_thumbprint"`
 	}
+	keys := func(m map[string]crypto.PublicKey) []jwtKey {
+		out := []jwtKey{}
+		for kid, pub := range m {
+			tp, err := ca.JWKThumbprint(pub)
+			if err != nil {
+				tp = "" // a key go-jose cannot describe: named by its kid only
+			}
+			out = append(out, jwtKey{KID: kid, Thumbprint: tp})
+		}
+		slices.SortFunc(out, func(x, y jwtKey) int { return strings.Compare(x.KID, y.KID) })
+		return out
+	}
 	anchors := struct {
 		X509 []string `json:"x509_authorities"`
 		JWT  []jwtKey `json:"jwt_authorities"`
-	}{X509: []string{}, JWT: []jwtKey{}}
+		WIT  []jwtKey `json:"wit_authorities,omitempty"`
+	}{X509: []string{}, JWT: keys(b.JWTAuthorities()), WIT: keys(b.WITAuthorities())}
 	for _, c := range b.X509Authorities() {
 		s := sha256.Sum256(c.Raw)
 		anchors.X509 = append(anchors.X509, hex.EncodeToString(s[:]))
 	}
 	slices.Sort(anchors.X509)
-	for kid, pub := range b.JWTAuthorities() {
-		tp, err := ca.JWKThumbprint(pub)
-		if err != nil {
-			tp = "" // a key go-jose cannot describe: named by its kid only
-		}
-		anchors.JWT = append(anchors.JWT, jwtKey{KID: kid, Thumbprint: tp})
-	}
-	slices.SortFunc(anchors.JWT, func(x, y jwtKey) int { return strings.Compare(x.KID, y.KID) })
 	doc, _ := json.Marshal(anchors) // strings and slices: cannot fail
 	sum := sha256.Sum256(doc)
-	return map[string]any{
+	out := map[string]any{
 		"anchors_sha256": hex.EncodeToString(sum[:]), "x509_authorities": anchors.X509, "jwt_authorities": anchors.JWT,
 		"x509_authority_count": len(anchors.X509), "jwt_authority_count": len(anchors.JWT),
 	}
+	if len(anchors.WIT) > 0 {
+		out["wit_authorities"], out["wit_authority_count"] = anchors.WIT, len(anchors.WIT)
+	}
+	return out
 }
 
 func putRecord(tx store.Tx, bucket, key string, v any) error {

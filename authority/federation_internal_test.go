@@ -118,3 +118,53 @@ func TestFederationAddFailingWhileItsFetchStores(t *testing.T) {
 		t.Errorf("federations stored: %v (%v), want none", feds, err)
 	}
 }
+
+// A peer's bundle that changes only its WIT-SVID keys (use "wit-svid",
+// which are kept and handed out with the other bundles) has other trust
+// anchors: it is logged as federation.bundle_updated, naming the keys,
+// and its anchors digest differs from the bundle's without them.
+func TestFederatedBundleWITKeysAreAnchors(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	td := spiffeid.RequireTrustDomainFromString("org-b.example")
+	held := peerBundle(t, td)
+	doc, err := held.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AddFederation(ctx, admin, &Federation{TrustDomain: td.Name(), BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc}); err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withWIT := held.Clone()
+	if err := withWIT.AddWITAuthority("wit-1", key.Public()); err != nil {
+		t.Fatal(err)
+	}
+	if bundleAnchors(withWIT)["anchors_sha256"] == bundleAnchors(held)["anchors_sha256"] {
+		t.Error("a bundle with a WIT-SVID key more has the same anchors_sha256")
+	}
+	before := entriesOf(t, a, "federation.bundle_updated")
+	if err := a.saveFederatedBundle(ctx, td, withWIT); err != nil {
+		t.Fatalf("saveFederatedBundle = %v", err)
+	}
+	got, _, err := a.SearchAudit(ctx, admin, audit.Query{Type: "federation.bundle_updated", Limit: 10})
+	if err != nil || len(got) != before+1 {
+		t.Fatalf("federation.bundle_updated entries: %d, %v; want %d: the new WIT-SVID key is trusted unlogged", len(got), err, before+1)
+	}
+	e, err := audit.Decode(got[len(got)-1].Entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		WIT []struct {
+			KID string `json:"kid"`
+		} `json:"wit_authorities"`
+		Count int `json:"wit_authority_count"`
+	}
+	if err := e.ReadDetails(&d); err != nil || len(d.WIT) != 1 || d.WIT[0].KID != "wit-1" || d.Count != 1 {
+		t.Errorf("federation.bundle_updated details %s (%v), want the WIT-SVID key named", e.Details, err)
+	}
+}
