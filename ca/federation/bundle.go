@@ -52,8 +52,9 @@ type bundleDocument struct {
 //     (§4.1.3, §4.2.1), that cannot be read as a key of its type (an
 //     unsupported curve, say Ed448), or that is not a public key (a
 //     symmetric "oct" key, or one with its private part: a bundle holds
-//     public keys, and it is handed on to every workload) is ignored,
-//     never kept nor encoded again; the returned list says
+//     public keys, and it is handed on to every workload), or, for an
+//     x509-svid key, whose certificate is not a CA certificate, is
+//     ignored, never kept nor encoded again; the returned list says
 //     which, and why (the first ten, each cut to a bounded length; a
 //     last line counts the others);
 //   - spiffe_refresh_hint is read within [0, MaxRefreshHint];
@@ -175,6 +176,13 @@ func ignoredKey(raw json.RawMessage) string {
 		// authority of a bundle, and not to be handed on to every
 		// workload with the bundles.
 		return named + ": not a public key"
+	}
+	if use, _ := head.Use.(string); use == "x509-svid" && len(k.Certificates) == 1 &&
+		(!k.Certificates[0].BasicConstraintsValid || !k.Certificates[0].IsCA) {
+		// An X.509 authority signs the trust domain's certificates; a
+		// leaf (an endpoint's own certificate, exported by mistake) is
+		// none, and in a root pool a chain of just itself verifies.
+		return named + ": not a CA certificate (basic constraints CA:TRUE)"
 	}
 	if pub, ok := k.Key.(*rsa.PublicKey); ok && pub.N.BitLen() < minRSABits {
 		// Forgeable with the means of a well-funded attacker: no anchor

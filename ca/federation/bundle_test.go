@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // A bundle is encoded with its keys member always present, "keys": []
@@ -117,6 +119,53 @@ func TestParseBundleRefusesAnotherTrustDomainsAuthority(t *testing.T) {
 			}
 			if tc.refused && !strings.Contains(err.Error(), "spiffe://org-c.example") {
 				t.Errorf("ParseBundle() = %v, want the other trust domain named", err)
+			}
+		})
+	}
+}
+
+// An X.509 authority is a CA certificate: one that is not (an endpoint's
+// or a workload's own certificate, exported as the bundle by mistake)
+// is ignored, as keys that cannot serve as authorities are, and said
+// why, rather than taken as a root that a chain of just that
+// certificate verifies against.
+func TestParseBundleIgnoresAuthorityThatIsNotACA(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	leaf := caB.serverCert(t, spiffeid.RequireFromPath(tdB, "/mandate/server")).Leaf
+	noConstraints := *caB.cert
+	noConstraints.IsCA, noConstraints.BasicConstraintsValid = false, false
+	der, err := x509.CreateCertificate(rand.Reader, &noConstraints, &noConstraints, caB.key.Public(), caB.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unconstrained, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cert *x509.Certificate
+	}{
+		{"a leaf certificate", leaf},
+		{"a certificate without basic constraints", unconstrained},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := bundleOf(tdB, 1, 0, caB)
+			b.AddX509Authority(tc.cert)
+			got, ignored, err := ParseBundle(tdB, marshal(t, b))
+			if err != nil {
+				t.Fatalf("ParseBundle() = %v", err)
+			}
+			if !got.Equal(bundleOf(tdB, 1, 0, caB)) {
+				t.Errorf("ParseBundle() kept %d X.509 authorities, want only the CA", len(got.X509Authorities()))
+			}
+			if len(ignored) != 1 || !strings.Contains(ignored[0], "not a CA certificate") {
+				t.Errorf("ignored = %q, want the certificate said not to be a CA", ignored)
+			}
+			only := bundleOf(tdB, 1, 0)
+			only.AddX509Authority(tc.cert)
+			if _, _, err := ParseBundle(tdB, marshal(t, only)); !errors.Is(err, ErrNoAuthorities) || !strings.Contains(err.Error(), "not a CA certificate") {
+				t.Errorf("ParseBundle() of it alone = %v, want ErrNoAuthorities saying why", err)
 			}
 		})
 	}
