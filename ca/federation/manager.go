@@ -586,10 +586,11 @@ func (m *Manager) refresh(ctx context.Context, e *entry, onlyIfDue bool) error {
 	return nil
 }
 
-// sameAuthorities reports whether a and b hold the same X.509 and JWT
-// authorities, whatever their sequence numbers and refresh hints.
+// sameAuthorities reports whether a and b hold the same X.509, JWT and
+// WIT authorities, whatever their sequence numbers and refresh hints.
 func sameAuthorities(a, b *spiffebundle.Bundle) bool {
-	return a.X509Bundle().Equal(b.X509Bundle()) && a.JWTBundle().Equal(b.JWTBundle())
+	return a.X509Bundle().Equal(b.X509Bundle()) && a.JWTBundle().Equal(b.JWTBundle()) &&
+		a.WITBundle().Equal(b.WITBundle())
 }
 
 // checkFetched refuses bundles that would wipe out trust in the peer,

@@ -849,3 +849,28 @@ func TestSequenceNotIncreasedWarned(t *testing.T) {
 		})
 	}
 }
+
+// A bundle whose WIT-SVID keys changed under the held bundle's sequence
+// number changed its authorities: it is warned about as any other.
+func TestSequenceNotIncreasedForWITKeysWarned(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	served := bundleOf(tdB, 5, -1, caB)
+	if err := served.AddWITAuthority("wit-1", newKey(t).Public()); err != nil {
+		t.Fatal(err)
+	}
+	p := startPeer(t, tdB, served, caB.serverCert(t, endpointB))
+	logs := &logBuffer{}
+	cfg := fastConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	m := NewManager(cfg)
+	mustSet(t, m, spiffeRel(p), bundleOf(tdB, 5, -1, caB))
+	if err := m.Refresh(context.Background(), tdB); err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	if got := mustBundle(t, m, tdB); len(got.WITAuthorities()) != 1 {
+		t.Fatal("the peer's changed bundle was not accepted")
+	}
+	if s := logs.String(); !strings.Contains(s, "without a new sequence number") {
+		t.Fatalf("no warning logged:\n%s", s)
+	}
+}
