@@ -169,7 +169,7 @@ func ignoredKey(raw json.RawMessage) string {
 	}
 	var k jose.JSONWebKey
 	if err := json.Unmarshal(raw, &k); err != nil {
-		return named + ": " + boundedError{err}.Error()
+		return named + ": " + boundedError{err: err}.Error()
 	}
 	if !k.IsPublic() {
 		// A symmetric key, or a key pair with its private part: no

@@ -81,7 +81,10 @@
 //     one is refused ("exceeds n bytes") without being read further, and is
 //     never buffered whole. Response headers are limited to 64 KiB.
 //   - Errors never quote the response body; the text of a bundle parse
-//     error, which may quote parts of the document, is cut to 256 bytes.
+//     error, which may quote parts of the document, is cut to 256 bytes,
+//     and that of a connection, TLS or HTTP error (Go's HTTP client
+//     quotes a malformed status line, certificate errors name what the
+//     peer's certificate holds) to 1 KiB.
 //   - Every fetch uses a fresh connection and TLS handshake (no keep-alive,
 //     no session resumption), closed before the fetch returns, so each
 //     https_spiffe fetch is authenticated against the bundles held at that

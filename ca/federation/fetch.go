@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -29,6 +30,13 @@ const (
 	// maxCauseText bounds the text of a bundle parse error taken into our
 	// error: parse errors may quote pieces of the peer's document.
 	maxCauseText = 256
+	// maxTransportText bounds the text of a connection, TLS or HTTP error
+	// taken into our error: Go's HTTP client quotes a malformed status
+	// line or header of the peer's (up to maxResponseHeaderBytes), and
+	// certificate errors name what the peer's certificate holds. It is
+	// larger than maxCauseText so that an unexpected endpoint ID and the
+	// one expected (each up to 2048 bytes, usually far less) are said.
+	maxTransportText = 1024
 )
 
 // fetch retrieves rel's bundle from its endpoint with the profile's
@@ -86,7 +94,12 @@ func (m *Manager) fetch(ctx context.Context, rel Relationship) (*spiffebundle.Bu
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("federation: fetching bundle of %q from %s: %w", td, url, err)
+		// The URL is said once; what the peer sent is cut.
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("federation: fetching bundle of %q from %s: %w", td, url, boundedError{err: err, limit: maxTransportText})
 	}
 	// Closing without draining is fine: the connection is not reused.
 	defer resp.Body.Close()
@@ -113,7 +126,7 @@ func (m *Manager) fetch(ctx context.Context, rel Relationship) (*spiffebundle.Bu
 	}
 	b, ignored, err := ParseBundle(td, body)
 	if err != nil {
-		return nil, fmt.Errorf("federation: parsing bundle of %q from %s: %w", td, url, boundedError{err})
+		return nil, fmt.Errorf("federation: parsing bundle of %q from %s: %w", td, url, boundedError{err: err})
 	}
 	if len(ignored) > 0 {
 		m.cfg.Logger.Warn("federation: fetched bundle has keys of unknown type or use, or unreadable ones; ignoring them",
@@ -138,12 +151,20 @@ func authorizeEndpoint(want spiffeid.ID) tlsconfig.Authorizer {
 }
 
 // boundedError wraps an error whose text may quote peer-supplied data
-// (e.g. a JSON or JWK parse error) and cuts that text to maxCauseText
-// bytes, so a hostile document cannot flood logs and Status.LastError.
-// errors.Is and errors.As still see the wrapped error.
-type boundedError struct{ err error }
+// (e.g. a JSON or JWK parse error) and cuts that text to limit bytes
+// (maxCauseText if 0), so a hostile peer cannot flood logs and
+// Status.LastError. errors.Is and errors.As still see the wrapped error.
+type boundedError struct {
+	err   error
+	limit int
+}
 
-func (e boundedError) Error() string { return cut(e.err.Error(), maxCauseText) }
+func (e boundedError) Error() string {
+	if e.limit == 0 {
+		return cut(e.err.Error(), maxCauseText)
+	}
+	return cut(e.err.Error(), e.limit)
+}
 
 // cut is s cut to at most n bytes, and marked as cut when it was.
 func cut(s string, n int) string {

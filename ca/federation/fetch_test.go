@@ -355,11 +355,11 @@ func TestFetchParseErrorIsBounded(t *testing.T) {
 func TestBoundedError(t *testing.T) {
 	sentinel := errors.New("sentinel")
 	short := fmt.Errorf("short: %w", sentinel)
-	if got := (boundedError{short}).Error(); got != short.Error() {
+	if got := (boundedError{err: short}).Error(); got != short.Error() {
 		t.Fatalf("short error changed: %q", got)
 	}
 	long := fmt.Errorf("%s: %w", strings.Repeat("é", maxCauseText), sentinel) // 2-byte runes
-	b := boundedError{long}
+	b := boundedError{err: long}
 	got := b.Error()
 	if !utf8.ValidString(got) || !strings.HasSuffix(got, "... (truncated)") || len(got) > maxCauseText+len("... (truncated)") {
 		t.Fatalf("bounded text = %q", got)
@@ -494,4 +494,42 @@ func jwkOf(t *testing.T, key any, kid string) string {
 		t.Fatal(err)
 	}
 	return string(doc)
+}
+
+// A peer whose answer is not HTTP at all (a status line of tens of
+// kilobytes, which Go's HTTP client quotes in its error) does not flood
+// the error, Status.LastError and the log: the peer's text in the cause
+// is cut, and the error still says what went wrong.
+func TestFetchTransportErrorIsBounded(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{caB.serverCert(t, endpointB)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	long := strings.Repeat("Z", 60<<10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = c.Read(make([]byte, 4096))
+				_, _ = io.WriteString(c, "HTTP/1.1 2"+long+"\r\n\r\n")
+			}()
+		}
+	}()
+	m, updated := newRecordingManager(t, fastConfig())
+	initial := bundleOf(tdB, 1, -1, caB)
+	rel := Relationship{TrustDomain: tdB, BundleEndpointURL: "https://" + ln.Addr().String() + "/bundle", Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: endpointB}
+	mustSet(t, m, rel, initial)
+	err = expectRefused(t, m, initial, updated, []string{"malformed HTTP status code", "(truncated)"}, []string{long[:maxTransportText+1], `Get "`})
+	if len(err.Error()) > 2*maxTransportText {
+		t.Errorf("error is %d bytes long", len(err.Error()))
+	}
+	if s := mustStatus(t, m, tdB).LastError; len(s) > 2*maxTransportText {
+		t.Errorf("Status.LastError is %d bytes long", len(s))
+	}
 }
