@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
@@ -54,7 +55,9 @@ type bundleDocument struct {
 //     symmetric "oct" key, or one with its private part: a bundle holds
 //     public keys, and it is handed on to every workload), or, for an
 //     x509-svid key, whose certificate is not a CA certificate, is
-//     ignored, never kept nor encoded again; the returned list says
+//     ignored, and so are JWT-SVID (or WIT-SVID) keys whose kid names
+//     more than one key of their use; they are never kept nor encoded
+//     again; the returned list says
 //     which, and why (the first ten, each cut to a bounded length; a
 //     last line counts the others);
 //   - spiffe_refresh_hint is read within [0, MaxRefreshHint];
@@ -82,15 +85,19 @@ func ParseBundle(td spiffeid.TrustDomain, doc []byte) (*spiffebundle.Bundle, []s
 		return nil, nil, errors.New("federation: bundle has no keys member")
 	}
 	total := len(*d.Keys)
+	why := make([]string, total)
+	for i, raw := range *d.Keys {
+		why[i] = ignoredKey(raw)
+	}
+	sharedKids(*d.Keys, why)
 	kept := make([]json.RawMessage, 0, total)
 	var ignored []string
 	for i, raw := range *d.Keys {
-		why := ignoredKey(raw)
 		switch {
-		case why == "":
+		case why[i] == "":
 			kept = append(kept, raw)
 		case len(ignored) < maxIgnoredListed:
-			ignored = append(ignored, fmt.Sprintf("key %d: %s", i, why))
+			ignored = append(ignored, fmt.Sprintf("key %d: %s", i, why[i]))
 		}
 	}
 	d.Keys = &kept
@@ -190,6 +197,51 @@ func ignoredKey(raw json.RawMessage) string {
 		return fmt.Sprintf("%s: an RSA key of %d bits (at least %d are required)", named, pub.N.BitLen(), minRSABits)
 	}
 	return ""
+}
+
+// sharedKids sets why[i] for the JWT-SVID and WIT-SVID keys not yet
+// ignored (why[i] == "") whose kid another key of the same use has, with
+// another public key: which of them signs what the kid names is unknown
+// (go-spiffe would keep the last, silently), so none is trusted. The same
+// key given twice is one key.
+func sharedKids(keys []json.RawMessage, why []string) {
+	type useKid struct{ use, kid string }
+	type key struct {
+		i   int
+		pub crypto.PublicKey
+	}
+	groups := map[useKid][]key{}
+	var order []useKid
+	for i, raw := range keys {
+		if why[i] != "" {
+			continue
+		}
+		var k jose.JSONWebKey
+		if err := json.Unmarshal(raw, &k); err != nil || (k.Use != "jwt-svid" && k.Use != "wit-svid") || k.KeyID == "" {
+			continue // no kid: go-spiffe refuses the bundle
+		}
+		uk := useKid{k.Use, k.KeyID}
+		if _, ok := groups[uk]; !ok {
+			order = append(order, uk)
+		}
+		groups[uk] = append(groups[uk], key{i, k.Key})
+	}
+	for _, uk := range order {
+		g := groups[uk]
+		first, ok := g[0].pub.(interface{ Equal(crypto.PublicKey) bool })
+		shared := !ok && len(g) > 1
+		for _, k := range g[1:] {
+			if ok && !first.Equal(k.pub) {
+				shared = true
+			}
+		}
+		if !shared {
+			continue
+		}
+		for _, k := range g {
+			why[k.i] = fmt.Sprintf("(use %s): kid %s names more than one key", boundedValue(uk.use), boundedValue(uk.kid))
+		}
+	}
 }
 
 // minRSABits is the least size of an RSA key a peer's bundle is trusted

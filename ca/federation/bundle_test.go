@@ -2,6 +2,7 @@ package federation
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -166,6 +168,70 @@ func TestParseBundleIgnoresAuthorityThatIsNotACA(t *testing.T) {
 			only.AddX509Authority(tc.cert)
 			if _, _, err := ParseBundle(tdB, marshal(t, only)); !errors.Is(err, ErrNoAuthorities) || !strings.Contains(err.Error(), "not a CA certificate") {
 				t.Errorf("ParseBundle() of it alone = %v, want ErrNoAuthorities saying why", err)
+			}
+		})
+	}
+}
+
+// Two keys of one use under the same kid leave it unknown which key
+// signs what that kid names: go-spiffe would keep whichever came last,
+// silently. Both are ignored, and said why; the same key given twice is
+// one key.
+func TestParseBundleIgnoresKeysSharingAKid(t *testing.T) {
+	caB := newTestCA(t, tdB)
+	k1, k2, k3 := newKey(t).Public(), newKey(t).Public(), newKey(t).Public()
+	jwk := func(use, kid string, pub any) string {
+		doc, err := json.Marshal(jose.JSONWebKey{Key: pub, KeyID: kid, Use: use})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(doc)
+	}
+	root := string(marshal(t, bundleOf(tdB, 0, -1, caB)))
+	root = root[strings.Index(root, "[")+1 : strings.LastIndex(root, "]")]
+	for _, tc := range []struct {
+		name        string
+		keys        []string
+		wantJWT     map[string]any
+		wantWIT     map[string]any
+		wantIgnored int
+	}{
+		{"two keys under one kid", []string{jwk("jwt-svid", "a", k1), jwk("jwt-svid", "a", k2), jwk("jwt-svid", "b", k3)},
+			map[string]any{"b": k3}, nil, 2},
+		{"the same key twice", []string{jwk("jwt-svid", "a", k1), jwk("jwt-svid", "a", k1)},
+			map[string]any{"a": k1}, nil, 0},
+		{"one kid in two uses", []string{jwk("jwt-svid", "a", k1), jwk("wit-svid", "a", k2)},
+			map[string]any{"a": k1}, map[string]any{"a": k2}, 0},
+		{"two WIT keys under one kid", []string{jwk("wit-svid", "a", k1), jwk("wit-svid", "a", k2), jwk("jwt-svid", "a", k3)},
+			map[string]any{"a": k3}, nil, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := `{"keys":[` + root + "," + strings.Join(tc.keys, ",") + `]}`
+			b, ignored, err := ParseBundle(tdB, []byte(doc))
+			if err != nil {
+				t.Fatalf("ParseBundle() = %v", err)
+			}
+			same := func(got map[string]crypto.PublicKey, want map[string]any) bool {
+				if len(got) != len(want) {
+					return false
+				}
+				for kid, pub := range want {
+					if k, ok := got[kid]; !ok || !k.(interface{ Equal(crypto.PublicKey) bool }).Equal(pub) {
+						return false
+					}
+				}
+				return true
+			}
+			if !same(b.JWTAuthorities(), tc.wantJWT) || !same(b.WITAuthorities(), tc.wantWIT) {
+				t.Errorf("ParseBundle() kept JWT keys %v and WIT keys %v, want %v and %v", b.JWTAuthorities(), b.WITAuthorities(), tc.wantJWT, tc.wantWIT)
+			}
+			if len(ignored) != tc.wantIgnored {
+				t.Errorf("ignored = %q, want %d keys", ignored, tc.wantIgnored)
+			}
+			for _, why := range ignored {
+				if !strings.Contains(why, `kid "a" names more than one key`) {
+					t.Errorf("ignored %q, want the shared kid named", why)
+				}
 			}
 		})
 	}

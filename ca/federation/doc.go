@@ -29,8 +29,8 @@
 //     ParseBundle: keys of an unknown type or use, or that cannot be read
 //     as keys of their type, are ignored (SPIFFE Trust Domain and Bundle
 //     §4.1.3) and logged, as are private or symmetric keys, RSA keys under
-//     2048 bits and X.509 authorities that are not CA certificates; the
-//     others are taken.
+//     2048 bits, X.509 authorities that are not CA certificates and JWT
+//     keys sharing their kid with another key; the others are taken.
 //   - A bundle becomes visible only after Config.OnUpdate (if set) returned
 //     nil for it; otherwise the previous bundle stays. OnUpdate is only
 //     called when the content changed.
