@@ -450,7 +450,16 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 	// A fetch of the new relationship stores its bundle wholly before
 	// the record is replaced, or wholly after: one before is seen below.
 	a.fedStoreMu.Lock()
-	if _, err := a.swapFederationRecord(context.WithoutCancel(ctx), f.TrustDomain, f, ev); err != nil {
+	// Checked again now that no fetch can store meanwhile: a bundle
+	// fetched and stored since the check above was checked without this
+	// one, and together they may not fit.
+	if b != nil {
+		err = a.bundlesFit(rel.TrustDomain, f.Bundle)
+	}
+	if err == nil {
+		_, err = a.swapFederationRecord(context.WithoutCancel(ctx), f.TrustDomain, f, ev)
+	}
+	if err != nil {
 		// Putting the manager back waits for a fetch of the relationship
 		// not stored, which may be waiting for fedStoreMu to store what
 		// it fetched: it is refused instead (saveFederatedBundle).
@@ -464,6 +473,9 @@ func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event)
 		a.fedStoreMu.Lock()
 		a.fedPutBack = spiffeid.TrustDomain{}
 		a.fedStoreMu.Unlock()
+		// A rebuild since Set (a fetch stored, the CA changed) took the
+		// bundle not stored into those handed out: it is taken out.
+		a.refreshBundles()
 		return nil, err
 	}
 	defer a.fedStoreMu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,5 +167,76 @@ func TestFederatedBundleWITKeysAreAnchors(t *testing.T) {
 	}
 	if err := e.ReadDetails(&d); err != nil || len(d.WIT) != 1 || d.WIT[0].KID != "wit-1" || d.Count != 1 {
 		t.Errorf("federation.bundle_updated details %s (%v), want the WIT-SVID key named", e.Details, err)
+	}
+}
+
+// A relationship added while a peer's fetched bundle is being stored
+// cannot take the bundles handed out past maxBundlesBytes together with
+// it: each was checked against the bundles without the other, so the
+// add checks again once no fetch can store meanwhile.
+func TestFederationAddedWhileAFetchStoresStaysWithinTheAnswer(t *testing.T) {
+	a := startAuthority(t)
+	ctx, admin := t.Context(), adminOf(t, a)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certs []*x509.Certificate
+	for i := range 1400 {
+		tpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 1)), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		certs = append(certs, c)
+	}
+	bundleOf := func(td string, n int) *spiffebundle.Bundle {
+		b := spiffebundle.New(spiffeid.RequireTrustDomainFromString(td))
+		b.SetX509Authorities(certs[:n])
+		return b
+	}
+	add := func(td string, n int) error {
+		doc, err := bundleOf(td, n).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.AddFederation(ctx, admin, &Federation{TrustDomain: td, BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc})
+		return err
+	}
+	// Two bundles of about 0.95 MiB, and a small one: room for one more
+	// large bundle, not two.
+	for _, b := range []struct {
+		td string
+		n  int
+	}{{"org-b.example", 1400}, {"org-c.example", 1400}, {"org-e.example", 1}} {
+		if err := add(b.td, b.n); err != nil {
+			t.Fatalf("AddFederation(%s) = %v", b.td, err)
+		}
+	}
+	// org-e's fetched bundle grows to 0.95 MiB; while it is being
+	// stored, org-d is added with as much.
+	added := make(chan error, 1)
+	var once sync.Once
+	t.Cleanup(func() { committingEntry = nil })
+	committingEntry = func(e audit.Entry) error {
+		if e.Type == "federation.bundle_updated" {
+			once.Do(func() {
+				go func() { added <- add("org-d.example", 1400) }()
+				for !waitingOnMutexIn("mandate.dev/mandate/authority.(*Authority).addFederation") {
+					time.Sleep(time.Millisecond)
+				}
+			})
+		}
+		return nil
+	}
+	fetchErr := a.saveFederatedBundle(ctx, spiffeid.RequireTrustDomainFromString("org-e.example"), bundleOf("org-e.example", 1400))
+	addErr := <-added
+	if fetchErr == nil && addErr == nil {
+		t.Errorf("both the fetched bundle and the relationship added were taken")
+	}
+	if got := len(a.bundles.Load().json); got > maxBundlesBytes {
+		t.Errorf("bundles handed out: %d bytes, past %d", got, maxBundlesBytes)
 	}
 }
