@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -81,7 +82,13 @@ func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*Status
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrStatusUnreachable, u.Host, err)
+		// The URL is said once, and what the issuer's server sent (Go's
+		// client quotes a malformed status line or header whole) is cut.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%w: %s: %s", ErrStatusUnreachable, u.Host, cutText(err.Error(), maxTransportText))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -135,6 +142,25 @@ func statusAnswerOf(body []byte, id string) (*StatusAnswer, error) {
 // maxQuoted bounds what an error quotes of an issuer's answer (an id, a
 // status): the error reaches public status answers and refusals.
 const maxQuoted = 64
+
+// maxTransportText bounds what an error says of a failed connection,
+// TLS handshake or HTTP exchange with an issuer's server: larger than
+// maxQuoted, so that a certificate's unexpected ID is said (IDs are
+// short in practice), and small enough for the public answers the
+// error reaches.
+const maxTransportText = 400
+
+// cutText is s cut to at most n bytes (on a rune boundary), marked as
+// cut when it was.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "... (cut)"
+}
 
 // quotedCut is s as a Go string literal, cut to its first maxQuoted
 // bytes (and marked as cut) when longer.

@@ -164,9 +164,24 @@ func TestFetchStatusErrorsAreBounded(t *testing.T) {
 		{"an unknown status", `{"id":"hop1","status":"` + long + `","log_index":1,"leaf_hash":"00"}`},
 		{"a member of the wrong type", `{"id":"hop1","status":"active","log_index":"` + long + `"}`},
 		{"not JSON", `{"id":"hop1",` + long},
+		// Go's HTTP client quotes a malformed status line whole.
+		{"a malformed status line", "HTTP/1.1 " + strings.Repeat("A", 12<<10) + "\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := fetch(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, tc.answer) })
+			_, err := fetch(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(tc.answer, "HTTP/") {
+					conn, bw, err := w.(http.Hijacker).Hijack()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer conn.Close()
+					bw.WriteString(tc.answer)
+					bw.Flush()
+					return
+				}
+				io.WriteString(w, tc.answer)
+			})
 			if !errors.Is(err, delegation.ErrStatusUnknown) {
 				t.Fatalf("FetchStatus = %v, want ErrStatusUnknown", err)
 			}
