@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -254,9 +255,16 @@ func Listen(path string) (net.Listener, error) {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("workload: %s exists and is not a socket: give another --workload-api path", path)
 		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		// Stale only when no process listens on it (connection refused):
+		// a server too busy to queue another connection, or one this
+		// process may not reach, is in use.
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
 			_ = c.Close()
 			return nil, fmt.Errorf("workload: %s is in use by another process", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("workload: %s may be in use by another process (connecting to it: %w): stop that process, or remove the socket if none uses it", path, err)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("workload: remove the stale socket: %w", err)
