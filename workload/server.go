@@ -794,14 +794,7 @@ func (s *Server) admitCall(ctx context.Context, _ *tap.Info) (context.Context, e
 	}
 	release, err := s.receiving.take(ended, who.UID)
 	if err != nil {
-		s.mu.Lock()
-		now := time.Now()
-		say := now.Sub(s.receivingSaid) >= time.Minute
-		if say {
-			s.receivingSaid = now
-		}
-		s.mu.Unlock()
-		if say {
+		if s.onceAMinute(&s.receivingSaid) {
 			s.log.Warn("workload API: call refused, too many requests being received at once (said once a minute)", "uid", who.UID, "pid", who.PID, "max", maxReceiving, "max_per_uid", maxReceivingPerUID)
 		}
 		return ctx, status.Errorf(codes.ResourceExhausted, "too many requests of user id %d being received at once", who.UID)
@@ -815,16 +808,23 @@ func (s *Server) admitCall(ctx context.Context, _ *tap.Info) (context.Context, e
 // unchecked says in the log, once a minute at most, that entry e's
 // selectors could not be checked for caller who, and why.
 func (s *Server) unchecked(e Entry, who Caller, err error) {
-	s.mu.Lock()
-	now := time.Now()
-	say := now.Sub(s.uncheckedSaid) >= time.Minute
-	if say {
-		s.uncheckedSaid = now
-	}
-	s.mu.Unlock()
-	if say {
+	if s.onceAMinute(&s.uncheckedSaid) {
 		s.log.Warn("workload API: an entry's selector could not be checked, and does not select the caller (said once a minute)", "entry", e.String(), "pid", who.PID, "uid", who.UID, "err", err)
 	}
+}
+
+// onceAMinute reports whether something last said at *said (under
+// s.mu) may be said again now, a minute or more later, and if so
+// records now as when it was.
+func (s *Server) onceAMinute(said *time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if now.Sub(*said) < time.Minute {
+		return false
+	}
+	*said = now
+	return true
 }
 
 // callerOfCall is the caller of a call, as its connection's handshake
