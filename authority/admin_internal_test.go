@@ -466,32 +466,8 @@ func TestBundleUpdateTooLargeToListIsLoggedByDigest(t *testing.T) {
 // handed out stay within maxBundlesBytes.
 func TestFederatedBundlesStayWithinTheAnswer(t *testing.T) {
 	a := startAuthority(t)
-	ctx, admin := t.Context(), adminOf(t, a)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	var certs []*x509.Certificate
-	for i := range 1400 {
-		tpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 1)), IsCA: true, BasicConstraintsValid: true,
-			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		certs = append(certs, c)
-	}
-	bundleOf := func(td string, n int) *spiffebundle.Bundle {
-		b := spiffebundle.New(spiffeid.RequireTrustDomainFromString(td))
-		b.SetX509Authorities(certs[:n])
-		return b
-	}
-	add := func(td string, n int) error {
-		doc, err := bundleOf(td, n).Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = a.AddFederation(ctx, admin, &Federation{TrustDomain: td, BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc})
-		return err
-	}
+	ctx := t.Context()
+	bundleOf, add := largeBundles(t, a, 1400)
 	for _, td := range []string{"org-b.example", "org-c.example", "org-d.example"} {
 		if err := add(td, 1400); err != nil { // about 0.95 MiB each
 			t.Fatalf("AddFederation(%s) = %v", td, err)

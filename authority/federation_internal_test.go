@@ -48,6 +48,44 @@ func peerBundle(t *testing.T, td spiffeid.TrustDomain) *spiffebundle.Bundle {
 	return b
 }
 
+// largeBundles gives, for a test of the bounds of the bundles handed
+// out, bundleOf: a bundle of td holding the first n (up to max) of max
+// CA certificates (about 700 bytes each in a bundle), and add: the
+// federation with td added to a with such a bundle, by an admin.
+func largeBundles(t *testing.T, a *Authority, max int) (bundleOf func(td string, n int) *spiffebundle.Bundle, add func(td string, n int) error) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certs []*x509.Certificate
+	for i := range max {
+		tpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 1)), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		certs = append(certs, c)
+	}
+	admin := adminOf(t, a)
+	bundleOf = func(td string, n int) *spiffebundle.Bundle {
+		b := spiffebundle.New(spiffeid.RequireTrustDomainFromString(td))
+		b.SetX509Authorities(certs[:n])
+		return b
+	}
+	add = func(td string, n int) error {
+		doc, err := bundleOf(td, n).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.AddFederation(t.Context(), admin, &Federation{TrustDomain: td, BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc})
+		return err
+	}
+	return bundleOf, add
+}
+
 // waitingOnMutexIn reports whether a goroutine waits for a mutex in the
 // function fn (a name as stack traces print it).
 func waitingOnMutexIn(fn string) bool {
@@ -176,35 +214,8 @@ func TestFederatedBundleWITKeysAreAnchors(t *testing.T) {
 // add checks again once no fetch can store meanwhile.
 func TestFederationAddedWhileAFetchStoresStaysWithinTheAnswer(t *testing.T) {
 	a := startAuthority(t)
-	ctx, admin := t.Context(), adminOf(t, a)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var certs []*x509.Certificate
-	for i := range 1400 {
-		tpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 1)), IsCA: true, BasicConstraintsValid: true,
-			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		certs = append(certs, c)
-	}
-	bundleOf := func(td string, n int) *spiffebundle.Bundle {
-		b := spiffebundle.New(spiffeid.RequireTrustDomainFromString(td))
-		b.SetX509Authorities(certs[:n])
-		return b
-	}
-	add := func(td string, n int) error {
-		doc, err := bundleOf(td, n).Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = a.AddFederation(ctx, admin, &Federation{TrustDomain: td, BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc})
-		return err
-	}
+	ctx := t.Context()
+	bundleOf, add := largeBundles(t, a, 1400)
 	// Two bundles of about 0.95 MiB, and a small one: room for one more
 	// large bundle, not two.
 	for _, b := range []struct {
