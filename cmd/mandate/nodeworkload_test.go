@@ -383,6 +383,25 @@ func TestNodeRunGoesOnWithItsLogGone(t *testing.T) {
 	}
 }
 
+// orgBCACert is a self-signed CA certificate of org-b.example: an X.509
+// authority of another trust domain than org-a.example's.
+func orgBCACert(t *testing.T) *x509.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tdB, _ := url.Parse("spiffe://org-b.example")
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(3), URIs: []*url.URL{tdB}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return other
+}
+
 // The Workload API's issuer syncs with the authority with the node's
 // credential: which agents it may serve (one not hosted here refused,
 // with the problem its SVIDs would get), and the bundles as the
@@ -444,15 +463,7 @@ func TestNodeIssuerSync(t *testing.T) {
 // second) as the largest one.
 func TestNodeIssuerSyncRefusesWhatIsNotTheAuthoritysBundle(t *testing.T) {
 	ca := newOrgACA(t)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tdB, _ := url.Parse("spiffe://org-b.example")
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(3), URIs: []*url.URL{tdB}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, _ := x509.ParseCertificate(der)
+	other := orgBCACert(t)
 	own := x509BundleJSON(t, ca.cert)
 	for name, tc := range map[string]struct {
 		bundles string
@@ -496,15 +507,7 @@ func TestNodeIssuerSyncRefusesWhatIsNotTheAuthoritysBundle(t *testing.T) {
 // is left out (it would be handed to every workload).
 func TestNodeIssuerX509SVIDReadsItsBundlesAsASyncsAre(t *testing.T) {
 	ca := newOrgACA(t)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tdB, _ := url.Parse("spiffe://org-b.example")
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(3), URIs: []*url.URL{tdB}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, _ := x509.ParseCertificate(der)
+	other := orgBCACert(t)
 	own := x509BundleJSON(t, ca.cert)
 	jwtKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	raw, _ := jwtKey.PublicKey.Bytes()
