@@ -576,10 +576,7 @@ func TestLowerSequenceAcceptedWithWarning(t *testing.T) {
 	caB := newTestCA(t, tdB)
 	served := bundleOf(tdB, 3, -1, caB)
 	p := startPeer(t, tdB, served, caB.serverCert(t, endpointB))
-	logs := &logBuffer{}
-	cfg := fastConfig()
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	m := NewManager(cfg)
+	m, logs := loggingManager()
 	mustSet(t, m, spiffeRel(p), bundleOf(tdB, 5, -1, caB))
 	if err := m.Refresh(context.Background(), tdB); err != nil {
 		t.Fatalf("Refresh: %v", err)
@@ -789,10 +786,7 @@ func TestBackoffNeverExceedsRefreshInterval(t *testing.T) {
 func TestSequenceKeptForHintOnlyNotWarned(t *testing.T) {
 	caB := newTestCA(t, tdB)
 	p := startPeer(t, tdB, bundleOf(tdB, 1, 10*time.Second, caB), caB.serverCert(t, endpointB))
-	logs := &logBuffer{}
-	cfg := fastConfig()
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	m := NewManager(cfg)
+	m, logs := loggingManager()
 	mustSet(t, m, spiffeRel(p), bundleOf(tdB, 1, -1, caB))
 	if err := m.Refresh(context.Background(), tdB); err != nil {
 		t.Fatalf("Refresh: %v", err)
@@ -825,10 +819,7 @@ func TestSequenceNotIncreasedWarned(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rotated := newTestCA(t, tdB)
 			p := startPeer(t, tdB, bundleOf(tdB, tt.served, -1, caB, rotated), caB.serverCert(t, endpointB))
-			logs := &logBuffer{}
-			cfg := fastConfig()
-			cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-			m := NewManager(cfg)
+			m, logs := loggingManager()
 			mustSet(t, m, spiffeRel(p), bundleOf(tdB, tt.held, -1, caB))
 			if err := m.Refresh(context.Background(), tdB); err != nil {
 				t.Fatalf("Refresh: %v", err)
@@ -859,10 +850,7 @@ func TestSequenceNotIncreasedForWITKeysWarned(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPeer(t, tdB, served, caB.serverCert(t, endpointB))
-	logs := &logBuffer{}
-	cfg := fastConfig()
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	m := NewManager(cfg)
+	m, logs := loggingManager()
 	mustSet(t, m, spiffeRel(p), bundleOf(tdB, 5, -1, caB))
 	if err := m.Refresh(context.Background(), tdB); err != nil {
 		t.Fatalf("Refresh: %v", err)

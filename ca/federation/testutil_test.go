@@ -253,3 +253,12 @@ func fastConfig() Config {
 
 // logBuffer is a concurrency-safe log sink.
 type logBuffer = logtest.Buffer
+
+// loggingManager is a manager of fastConfig whose log is written, as
+// text, to the buffer it returns.
+func loggingManager() (*Manager, *logBuffer) {
+	logs := &logBuffer{}
+	cfg := fastConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	return NewManager(cfg), logs
+}
