@@ -152,7 +152,9 @@ func (s *scratch) marshalClaims(claims any) ([]byte, error) {
 
 // MintJWTSVID issues a JWT-SVID signed by the active JWT key (ES256 for
 // P-256 keys, ES384 for P-384) with header kid and typ "JWT" and claims
-// sub, aud, exp and iat; exp = min(now+TTL, key expiry).
+// sub, aud, exp and iat; exp = min(now+TTL, key expiry). A token signed
+// by a key revoked while it was made (replaced, then revoked) is not
+// returned: it is signed again by the active key.
 func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -167,6 +169,19 @@ func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 	if err != nil {
 		return nil, err
 	}
+	for range maxSignAttempts {
+		svid, err := c.mintJWT(p, ttl)
+		if !errors.Is(err, errRevokedWhileSigning) {
+			return svid, err
+		}
+	}
+	return nil, fmt.Errorf("ca: jwt-svid not issued: %w, %d times", errRevokedWhileSigning, maxSignAttempts)
+}
+
+// mintJWT signs the JWT-SVID of p with the active JWT key of the
+// moment; errRevokedWhileSigning when that key was revoked (replaced,
+// then revoked) before the token was made.
+func (c *CA) mintJWT(p JWTParams, ttl time.Duration) (*JWTSVID, error) {
 	// The time first, then the view: an authority read after the time
 	// is at least as new as the time, so a rotation in between cannot
 	// make a current authority look expired.
@@ -193,6 +208,9 @@ func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 	if err != nil {
 		return nil, err
 	}
+	if v := c.view.Load(); v.jwt != iss && !v.published(iss.kid) {
+		return nil, errRevokedWhileSigning
+	}
 	return &JWTSVID{Token: token, ID: p.ID, Audience: aud, ExpiresAt: time.Unix(exp, 0).UTC(), KeyID: iss.kid}, nil
 }
 
@@ -211,10 +229,23 @@ func (c *CA) X509CANotAfter() time.Time { return c.view.Load().x509.notAfter }
 // must marshal to a JSON object that carries an "exp" not after
 // expiresAt, and expiresAt must be in the future and not beyond the
 // active key's expiry; otherwise the error wraps ErrInvalidParams.
+//
+// Like MintJWTSVID, it signs again with the active key what a key
+// revoked while it signed (replaced, then revoked) signed.
 func (c *CA) SignJWT(ctx context.Context, typ string, claims any, expiresAt time.Time) (token string, kid string, err error) {
 	if err := ctx.Err(); err != nil {
 		return "", "", err
 	}
+	for range maxSignAttempts {
+		token, kid, err = c.signJWT(typ, claims, expiresAt)
+		if !errors.Is(err, errRevokedWhileSigning) {
+			return token, kid, err
+		}
+	}
+	return "", "", fmt.Errorf("ca: jwt not signed: %w, %d times", errRevokedWhileSigning, maxSignAttempts)
+}
+
+func (c *CA) signJWT(typ string, claims any, expiresAt time.Time) (token string, kid string, err error) {
 	// The time first, then the view: an authority read after the time
 	// is at least as new as the time, so a rotation in between cannot
 	// make a current authority look expired.
@@ -241,6 +272,9 @@ func (c *CA) SignJWT(ctx context.Context, typ string, claims any, expiresAt time
 	token, err = iss.signAs(sc, typ, payload)
 	if err != nil {
 		return "", "", err
+	}
+	if v := c.view.Load(); v.jwt != iss && !v.published(iss.kid) {
+		return "", "", errRevokedWhileSigning
 	}
 	return token, iss.kid, nil
 }

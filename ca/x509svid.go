@@ -99,7 +99,9 @@ func newX509Issuer(a *authority, subject pkix.Name) (*x509Issuer, error) {
 // Refusals wrap ErrInvalidParams, ErrUnsupportedKey or ErrWeakKey;
 // ErrAuthorityExpired and ErrAuthorityNotYetValid say the clock reads
 // past the active CA's life, or so far before it that the SVID would
-// never be valid.
+// never be valid. An SVID signed by a CA revoked while it was made
+// (replaced, then revoked) is not returned: it is made again by the
+// active CA.
 func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -118,6 +120,20 @@ func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) 
 	if err := checkSANs(p.DNSNames, p.IPAddresses); err != nil {
 		return nil, err
 	}
+	for range maxSignAttempts {
+		svid, err := c.mintX509(p, ttl, usage)
+		if !errors.Is(err, errRevokedWhileSigning) {
+			return svid, err
+		}
+	}
+	return nil, fmt.Errorf("ca: x509-svid not issued: %w, %d times", errRevokedWhileSigning, maxSignAttempts)
+}
+
+// mintX509 signs the X509-SVID of p with the active X.509 CA of the
+// moment; errRevokedWhileSigning when that CA was revoked (replaced,
+// then revoked) before the SVID was made: one it signed is not handed
+// out, as it would verify with no bundle.
+func (c *CA) mintX509(p X509Params, ttl time.Duration, usage x509.KeyUsage) (*X509SVID, error) {
 	// The time first, then the view: an authority read after the time
 	// is at least as new as the time, so a rotation in between cannot
 	// make a current authority look expired.
@@ -183,6 +199,10 @@ func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) 
 			return nil, fmt.Errorf("%w: the upstream CA does not allow these names: %v", ErrInvalidParams, err)
 		}
 	}
+	// Still active (no search), or replaced meanwhile and not revoked.
+	if v := c.view.Load(); v.x509 != iss && !v.published(iss.id) {
+		return nil, errRevokedWhileSigning
+	}
 	certs := make([]*x509.Certificate, 0, 1+len(iss.chain))
 	certs = append(append(certs, leaf), iss.chain...)
 	return &X509SVID{ID: p.ID, Certificates: certs, ExpiresAt: leaf.NotAfter, SerialNumber: leaf.SerialNumber}, nil
@@ -192,6 +212,18 @@ func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) 
 // It deliberately skips signature verification: CreateCertificate already
 // verified the signature over exactly these bytes with the issuer's public
 // key, and the issuer's own chain was checked when it was created.
+// maxSignAttempts bounds how often a mint signs again, the authority that
+// signed having been revoked meanwhile.
+const maxSignAttempts = 3
+
+var errRevokedWhileSigning = errors.New("ca: the authority was revoked while it signed")
+
+// published reports whether the authority id is in v's state (and so
+// in its bundle): active, prepared, or replaced and not revoked.
+func (v *view) published(id string) bool {
+	return slices.ContainsFunc(v.infos, func(a AuthorityInfo) bool { return a.ID == id })
+}
+
 func checkIssued(leaf *x509.Certificate, p X509Params, usage x509.KeyUsage, caNotAfter time.Time) error {
 	switch {
 	case len(leaf.URIs) != 1 || leaf.URIs[0].String() != p.ID.String():
