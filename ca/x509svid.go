@@ -208,14 +208,12 @@ func (c *CA) mintX509(p X509Params, ttl time.Duration, usage x509.KeyUsage) (*X5
 	return &X509SVID{ID: p.ID, Certificates: certs, ExpiresAt: leaf.NotAfter, SerialNumber: leaf.SerialNumber}, nil
 }
 
-// checkIssued re-checks the SPIFFE properties of what was actually encoded.
-// It deliberately skips signature verification: CreateCertificate already
-// verified the signature over exactly these bytes with the issuer's public
-// key, and the issuer's own chain was checked when it was created.
 // maxSignAttempts bounds how often a mint signs again, the authority that
 // signed having been revoked meanwhile.
 const maxSignAttempts = 3
 
+// errRevokedWhileSigning: the authority that signed was revoked
+// (replaced, then revoked) before what it signed was returned.
 var errRevokedWhileSigning = errors.New("ca: the authority was revoked while it signed")
 
 // published reports whether the authority id is in v's state (and so
@@ -224,6 +222,10 @@ func (v *view) published(id string) bool {
 	return slices.ContainsFunc(v.infos, func(a AuthorityInfo) bool { return a.ID == id })
 }
 
+// checkIssued re-checks the SPIFFE properties of what was actually encoded.
+// It deliberately skips signature verification: CreateCertificate already
+// verified the signature over exactly these bytes with the issuer's public
+// key, and the issuer's own chain was checked when it was created.
 func checkIssued(leaf *x509.Certificate, p X509Params, usage x509.KeyUsage, caNotAfter time.Time) error {
 	switch {
 	case len(leaf.URIs) != 1 || leaf.URIs[0].String() != p.ID.String():
