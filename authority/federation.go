@@ -138,6 +138,13 @@ func (a *Authority) openFederation(ctx context.Context) error {
 		if err == nil {
 			err = a.fed.Set(rel, b)
 		}
+		if err == nil && len(f.Bundle) > 0 {
+			// The rules for a peer's keys may have changed since the
+			// bundle was stored: what they now leave out is said.
+			if _, ignored, _ := federation.ParseBundle(rel.TrustDomain, f.Bundle); len(ignored) > 0 {
+				a.log.Warn("stored federated bundle has keys of unknown type or use, or unreadable ones; they are left out", "trust_domain", f.TrustDomain, "ignored", ignored)
+			}
+		}
 		if err != nil { // one bad record must not keep the authority down
 			a.unloaded.Store(f.TrustDomain, fmt.Sprintf("stored relationship not loaded at start: %v; add it again to replace it", err))
 			a.log.Error("stored federation relationship not loaded; fix it with mandate admin federation add", "trust_domain", f.TrustDomain, "err", err)

@@ -5,7 +5,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +26,8 @@ import (
 
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/credfile"
+	"mandate.dev/mandate/logtest"
+	"mandate.dev/mandate/store"
 )
 
 // peerBundle is a bundle of td with one X.509 authority of its own.
@@ -249,5 +254,69 @@ func TestFederationAddedWhileAFetchStoresStaysWithinTheAnswer(t *testing.T) {
 	}
 	if got := len(a.bundles.Load().json); got > maxBundlesBytes {
 		t.Errorf("bundles handed out: %d bytes, past %d", got, maxBundlesBytes)
+	}
+}
+
+// A stored peer bundle holding keys the bundle rules leave out (here an
+// X.509 authority that is no CA certificate, stored before the rule) is
+// loaded at start without them, and the start says so: the operator
+// sees that the peer's trust changed, and why.
+func TestStoredBundleKeysLeftOutAreSaidAtStart(t *testing.T) {
+	dir := t.TempDir()
+	inDir := func(c *Config) { c.DataDir = dir }
+	a, stop := runAuthorityWith(t, Options{}, inDir)
+	td := spiffeid.RequireTrustDomainFromString("org-b.example")
+	doc, err := peerBundle(t, td).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AddFederation(t.Context(), adminOf(t, a), &Federation{TrustDomain: td.Name(), BundleEndpointURL: "https://127.0.0.1:1/bundle", Bundle: doc}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	// A leaf certificate among the stored bundle's keys.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(td.ID().String() + "/endpoint")
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), URIs: []*url.URL{u}, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, &x509.Certificate{SerialNumber: big.NewInt(9)}, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.store.Update(t.Context(), func(tx store.Tx) error {
+		v, err := tx.Get(bucketFederations, []byte(td.Name()))
+		if err != nil {
+			return err
+		}
+		f := new(Federation)
+		if err := decodeRecord(v, f); err != nil {
+			return err
+		}
+		var b map[string]any
+		if err := json.Unmarshal(f.Bundle, &b); err != nil {
+			return err
+		}
+		b["keys"] = append(b["keys"].([]any), map[string]any{"kty": "EC", "crv": "P-256", "use": "x509-svid",
+			"x": base64.RawURLEncoding.EncodeToString(key.X.FillBytes(make([]byte, 32))), "y": base64.RawURLEncoding.EncodeToString(key.Y.FillBytes(make([]byte, 32))),
+			"x5c": []string{base64.StdEncoding.EncodeToString(leafDER)}})
+		if f.Bundle, err = json.Marshal(b); err != nil {
+			return err
+		}
+		return putRecord(tx, bucketFederations, td.Name(), f)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+
+	var logs logtest.Buffer
+	b, _ := runAuthorityWith(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, inDir)
+	rel, held, had := b.currentRelationship(td)
+	if !had || rel.TrustDomain != td || len(held.X509Authorities()) != 1 {
+		t.Fatalf("the stored relationship at start: %v %v", had, held)
+	}
+	if s := logs.String(); !strings.Contains(s, "level=WARN") || !strings.Contains(s, "not a CA certificate") || !strings.Contains(s, td.Name()) {
+		t.Errorf("the start did not say which stored keys it left out:\n%s", s)
 	}
 }
