@@ -289,5 +289,6 @@ func acceptsGzip(r *http.Request) bool {
 // it with the key obtained out of band (printed at start, log.vkey).
 func (s *Server) auditVerifierKey(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff") // as every other answer
 	_, _ = w.Write([]byte(s.a.AuditVerifierKey() + "\n"))
 }

@@ -465,6 +465,9 @@ func TestTlogTilesReadPath(t *testing.T) {
 	if onDisk, _ := os.ReadFile(vkeyPath); string(served) != string(onDisk) || !strings.HasPrefix(string(served), "org-a.example/audit+") {
 		t.Errorf("GET /v1/audit/verifier-key = %q, want log.vkey's %q", served, onDisk)
 	}
+	if h := vk.Header.Get("X-Content-Type-Options"); h != "nosniff" { // the key's name is the configured origin, any printable text
+		t.Errorf("GET /v1/audit/verifier-key: X-Content-Type-Options %q, want nosniff", h)
+	}
 
 	private := start(t, "org-b.example")
 	if err := private.client(nil, nil).Do(ctxT(t), "GET", "/checkpoint", nil, nil); problemName(err) != "unauthenticated" {
