@@ -154,7 +154,8 @@ func (s *scratch) marshalClaims(claims any) ([]byte, error) {
 // P-256 keys, ES384 for P-384) with header kid and typ "JWT" and claims
 // sub, aud, exp and iat; exp = min(now+TTL, key expiry). A token signed
 // by a key revoked while it was made (replaced, then revoked) is not
-// returned: it is signed again by the active key.
+// returned, nor the failure of a key revoked (and destroyed) before it
+// signed: it is signed again by the active key.
 func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -206,9 +207,14 @@ func (c *CA) mintJWT(p JWTParams, ttl time.Duration) (*JWTSVID, error) {
 	}
 	token, err := iss.signAs(sc, "JWT", payload)
 	if err != nil {
+		if c.view.Load().revoked(iss.kid) {
+			// Its key destroyed with it (an HSM's, say): the active key
+			// signs instead.
+			return nil, errRevokedWhileSigning
+		}
 		return nil, err
 	}
-	if v := c.view.Load(); v.jwt != iss && !v.published(iss.kid) {
+	if v := c.view.Load(); v.jwt != iss && v.revoked(iss.kid) {
 		return nil, errRevokedWhileSigning
 	}
 	return &JWTSVID{Token: token, ID: p.ID, Audience: aud, ExpiresAt: time.Unix(exp, 0).UTC(), KeyID: iss.kid}, nil
@@ -271,9 +277,12 @@ func (c *CA) signJWT(typ string, claims any, expiresAt time.Time) (token string,
 	}
 	token, err = iss.signAs(sc, typ, payload)
 	if err != nil {
+		if c.view.Load().revoked(iss.kid) {
+			return "", "", errRevokedWhileSigning
+		}
 		return "", "", err
 	}
-	if v := c.view.Load(); v.jwt != iss && !v.published(iss.kid) {
+	if v := c.view.Load(); v.jwt != iss && v.revoked(iss.kid) {
 		return "", "", errRevokedWhileSigning
 	}
 	return token, iss.kid, nil

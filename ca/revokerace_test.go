@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/elliptic"
+	"errors"
 	"io"
 	"sync"
 	"testing"
@@ -16,13 +17,27 @@ import (
 )
 
 // gatedKeys hands out signers that, once armed, stop in their next Sign
-// until released: a signature under way while the state changes.
+// until released: a signature under way while the state changes. With
+// destroys, a signer whose key has been deleted fails, as one of an HSM
+// whose key object was destroyed does.
 type gatedKeys struct {
 	ca.KeyManager
+	destroys bool
 	mu       sync.Mutex
 	armed    bool
 	entered  chan struct{}
 	released chan struct{}
+	deleted  map[string]bool
+}
+
+func (g *gatedKeys) DeleteKey(ctx context.Context, id string) error {
+	g.mu.Lock()
+	if g.deleted == nil {
+		g.deleted = map[string]bool{}
+	}
+	g.deleted[id] = true
+	g.mu.Unlock()
+	return g.KeyManager.DeleteKey(ctx, id)
 }
 
 func (g *gatedKeys) arm() {
@@ -31,24 +46,27 @@ func (g *gatedKeys) arm() {
 	g.armed, g.entered, g.released = true, make(chan struct{}), make(chan struct{})
 }
 
-func (g *gatedKeys) wrap(s crypto.Signer, err error) (crypto.Signer, error) {
+func (g *gatedKeys) wrap(id string, s crypto.Signer, err error) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return gatedSigner{s, g}, nil
+	return gatedSigner{s, g, id}, nil
 }
 
 func (g *gatedKeys) GenerateKey(ctx context.Context, id string, kt ca.KeyType) (crypto.Signer, error) {
-	return g.wrap(g.KeyManager.GenerateKey(ctx, id, kt))
+	s, err := g.KeyManager.GenerateKey(ctx, id, kt)
+	return g.wrap(id, s, err)
 }
 
 func (g *gatedKeys) GetKey(ctx context.Context, id string) (crypto.Signer, error) {
-	return g.wrap(g.KeyManager.GetKey(ctx, id))
+	s, err := g.KeyManager.GetKey(ctx, id)
+	return g.wrap(id, s, err)
 }
 
 type gatedSigner struct {
 	crypto.Signer
-	g *gatedKeys
+	g  *gatedKeys
+	id string
 }
 
 func (s gatedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
@@ -61,23 +79,41 @@ func (s gatedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([
 		close(entered)
 		<-released
 	}
+	s.g.mu.Lock()
+	destroyed := s.g.destroys && s.g.deleted[s.id]
+	s.g.mu.Unlock()
+	if destroyed {
+		return nil, errors.New("the key object no longer exists")
+	}
 	return s.Signer.Sign(r, digest, opts)
 }
 
 // An authority revoked while an SVID it signs is being made (replaced,
 // then revoked by an admin) does not hand that SVID out: it would verify
 // with no bundle, and it is signed by a key its owner has disowned.
-// What is handed out verifies with the bundle of the moment.
+// What is handed out verifies with the bundle of the moment, also when
+// the revoked authority's key, destroyed with it, can no longer sign.
 func TestMintDuringRevocation(t *testing.T) {
-	for _, what := range []string{"x509-svid", "jwt-svid", "signed jwt"} {
+	for _, tc := range []struct {
+		what     string
+		destroys bool
+	}{
+		{"x509-svid", false}, {"jwt-svid", false}, {"signed jwt", false},
+		{"x509-svid", true}, {"jwt-svid", true}, {"signed jwt", true},
+	} {
+		what := tc.what
 		kind := ca.KindJWT
 		if what == "x509-svid" {
 			kind = ca.KindX509
 		}
-		t.Run(what, func(t *testing.T) {
+		name := what
+		if tc.destroys {
+			name += ", its key destroyed"
+		}
+		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			clk := newFakeClock(testStart)
-			gk := &gatedKeys{}
+			gk := &gatedKeys{destroys: tc.destroys}
 			env := newEnv(t, rotationConfig(clk))
 			gk.KeyManager = env.cfg.KeyManager
 			env.cfg.KeyManager = gk

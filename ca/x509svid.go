@@ -100,8 +100,9 @@ func newX509Issuer(a *authority, subject pkix.Name) (*x509Issuer, error) {
 // ErrAuthorityExpired and ErrAuthorityNotYetValid say the clock reads
 // past the active CA's life, or so far before it that the SVID would
 // never be valid. An SVID signed by a CA revoked while it was made
-// (replaced, then revoked) is not returned: it is made again by the
-// active CA.
+// (replaced, then revoked) is not returned, nor the failure of a CA
+// revoked (and its key destroyed) before it signed: it is made again by
+// the active CA.
 func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -182,6 +183,11 @@ func (c *CA) mintX509(p X509Params, ttl time.Duration, usage x509.KeyUsage) (*X5
 	// CA's public key, so the signature needs no second check below.
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss.cert, p.PublicKey, iss.signer)
 	if err != nil {
+		if c.view.Load().revoked(iss.id) {
+			// Its key destroyed with it (an HSM's, say): the active CA
+			// signs instead.
+			return nil, errRevokedWhileSigning
+		}
 		return nil, fmt.Errorf("ca: sign x509-svid: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(der)
@@ -200,7 +206,7 @@ func (c *CA) mintX509(p X509Params, ttl time.Duration, usage x509.KeyUsage) (*X5
 		}
 	}
 	// Still active (no search), or replaced meanwhile and not revoked.
-	if v := c.view.Load(); v.x509 != iss && !v.published(iss.id) {
+	if v := c.view.Load(); v.x509 != iss && v.revoked(iss.id) {
 		return nil, errRevokedWhileSigning
 	}
 	certs := make([]*x509.Certificate, 0, 1+len(iss.chain))
@@ -216,10 +222,11 @@ const maxSignAttempts = 3
 // (replaced, then revoked) before what it signed was returned.
 var errRevokedWhileSigning = errors.New("ca: the authority was revoked while it signed")
 
-// published reports whether the authority id is in v's state (and so
-// in its bundle): active, prepared, or replaced and not revoked.
-func (v *view) published(id string) bool {
-	return slices.ContainsFunc(v.infos, func(a AuthorityInfo) bool { return a.ID == id })
+// revoked reports whether the authority id is no longer in v's state
+// (nor so in its bundle): neither active, prepared, nor replaced and not
+// revoked.
+func (v *view) revoked(id string) bool {
+	return !slices.ContainsFunc(v.infos, func(a AuthorityInfo) bool { return a.ID == id })
 }
 
 // checkIssued re-checks the SPIFFE properties of what was actually encoded.
