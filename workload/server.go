@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -256,14 +257,17 @@ func Listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("workload: %s exists and is not a socket: give another --workload-api path", path)
 		}
 		// Stale only when no process listens on it (connection refused):
-		// a server too busy to queue another connection, or one this
-		// process may not reach, is in use.
+		// on Linux, a server too busy to queue another connection
+		// answers EAGAIN, and one this process may not reach EACCES,
+		// and either is in use. (Other systems refuse a busy server's
+		// connection too, or say "refused" in their own codes: there,
+		// any failure is taken for a stale socket.)
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
 			_ = c.Close()
 			return nil, fmt.Errorf("workload: %s is in use by another process", path)
 		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
+		if runtime.GOOS == "linux" && !errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("workload: %s may be in use by another process (connecting to it: %w): stop that process, or remove the socket if none uses it", path, err)
 		}
 		if err := os.Remove(path); err != nil {
