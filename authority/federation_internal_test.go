@@ -285,6 +285,10 @@ func TestStoredBundleKeysLeftOutAreSaidAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	point, err := key.PublicKey.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := a.store.Update(t.Context(), func(tx store.Tx) error {
 		v, err := tx.Get(bucketFederations, []byte(td.Name()))
 		if err != nil {
@@ -299,7 +303,7 @@ func TestStoredBundleKeysLeftOutAreSaidAtStart(t *testing.T) {
 			return err
 		}
 		b["keys"] = append(b["keys"].([]any), map[string]any{"kty": "EC", "crv": "P-256", "use": "x509-svid",
-			"x": base64.RawURLEncoding.EncodeToString(key.X.FillBytes(make([]byte, 32))), "y": base64.RawURLEncoding.EncodeToString(key.Y.FillBytes(make([]byte, 32))),
+			"x": base64.RawURLEncoding.EncodeToString(point[1:33]), "y": base64.RawURLEncoding.EncodeToString(point[33:]),
 			"x5c": []string{base64.StdEncoding.EncodeToString(leafDER)}})
 		if f.Bundle, err = json.Marshal(b); err != nil {
 			return err

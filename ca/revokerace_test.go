@@ -165,7 +165,7 @@ func TestMintDuringRevocation(t *testing.T) {
 					t.Errorf("the JWT-SVID handed out does not verify with the bundle: %v", err)
 				}
 			default:
-				tok, err := jose.ParseSigned(r.token, []jose.SignatureAlgorithm{jose.ES256})
+				tok, err := jose.ParseSignedCompact(r.token, []jose.SignatureAlgorithm{jose.ES256})
 				if err != nil {
 					t.Fatal(err)
 				}

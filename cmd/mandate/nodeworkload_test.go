@@ -511,8 +511,7 @@ func TestNodeIssuerX509SVIDReadsItsBundlesAsASyncsAre(t *testing.T) {
 	own := x509BundleJSON(t, ca.cert)
 	jwtKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	raw, _ := jwtKey.PublicKey.Bytes()
-	d := make([]byte, 32)
-	jwtKey.D.FillBytes(d)
+	d, _ := jwtKey.Bytes()
 	b64 := base64.RawURLEncoding.EncodeToString
 	withPrivate := `{"keys":[{"use":"jwt-svid","kty":"EC","crv":"P-256","kid":"k1","x":"` + b64(raw[1:33]) + `","y":"` + b64(raw[33:]) + `","d":"` + b64(d) + `"}]}`
 	agent := spiffeid.RequireFromString(tdA + "/agent/planner")
