@@ -86,10 +86,11 @@ func ParseBundle(td spiffeid.TrustDomain, doc []byte) (*spiffebundle.Bundle, []s
 	}
 	total := len(*d.Keys)
 	why := make([]string, total)
+	parsed := make([]*jose.JSONWebKey, total)
 	for i, raw := range *d.Keys {
-		why[i] = ignoredKey(raw)
+		why[i], parsed[i] = ignoredKey(raw)
 	}
-	sharedKids(*d.Keys, why)
+	sharedKids(parsed, why)
 	kept := make([]json.RawMessage, 0, total)
 	var ignored []string
 	for i, raw := range *d.Keys {
@@ -161,50 +162,51 @@ func OtherTrustDomain(td spiffeid.TrustDomain, c *x509.Certificate) (string, boo
 	return "", false
 }
 
-// ignoredKey says why the JWK raw is to be ignored, or "" if it is not.
-func ignoredKey(raw json.RawMessage) string {
+// ignoredKey says why the JWK raw is to be ignored, or "" if it is not;
+// and the key read, when it was (nil if it could not be).
+func ignoredKey(raw json.RawMessage) (string, *jose.JSONWebKey) {
 	var head struct {
 		Kty any `json:"kty"`
 		Use any `json:"use"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return "not a JSON object"
+		return "not a JSON object", nil
 	}
 	named := fmt.Sprintf("(kty %s, use %s)", boundedValue(head.Kty), boundedValue(head.Use))
 	if use, _ := head.Use.(string); !knownUses[use] {
-		return named + ": unknown use"
+		return named + ": unknown use", nil
 	}
-	var k jose.JSONWebKey
-	if err := json.Unmarshal(raw, &k); err != nil {
-		return named + ": " + boundedError{err: err}.Error()
+	k := new(jose.JSONWebKey)
+	if err := json.Unmarshal(raw, k); err != nil {
+		return named + ": " + boundedError{err: err}.Error(), nil
 	}
 	if !k.IsPublic() {
 		// A symmetric key, or a key pair with its private part: no
 		// authority of a bundle, and not to be handed on to every
 		// workload with the bundles.
-		return named + ": not a public key"
+		return named + ": not a public key", k
 	}
 	if use, _ := head.Use.(string); use == "x509-svid" && len(k.Certificates) == 1 &&
 		(!k.Certificates[0].BasicConstraintsValid || !k.Certificates[0].IsCA) {
 		// An X.509 authority signs the trust domain's certificates; a
 		// leaf (an endpoint's own certificate, exported by mistake) is
 		// none, and in a root pool a chain of just itself verifies.
-		return named + ": not a CA certificate (basic constraints CA:TRUE)"
+		return named + ": not a CA certificate (basic constraints CA:TRUE)", k
 	}
 	if pub, ok := k.Key.(*rsa.PublicKey); ok && pub.N.BitLen() < minRSABits {
 		// Forgeable with the means of a well-funded attacker: no anchor
 		// of this trust domain's trust in another.
-		return fmt.Sprintf("%s: an RSA key of %d bits (at least %d are required)", named, pub.N.BitLen(), minRSABits)
+		return fmt.Sprintf("%s: an RSA key of %d bits (at least %d are required)", named, pub.N.BitLen(), minRSABits), k
 	}
-	return ""
+	return "", k
 }
 
 // sharedKids sets why[i] for the JWT-SVID and WIT-SVID keys not yet
-// ignored (why[i] == "") whose kid another key of the same use has, with
-// another public key: which of them signs what the kid names is unknown
-// (go-spiffe would keep the last, silently), so none is trusted. The same
-// key given twice is one key.
-func sharedKids(keys []json.RawMessage, why []string) {
+// ignored (why[i] == "", keys[i] read by ignoredKey) whose kid another
+// key of the same use has, with another public key: which of them signs
+// what the kid names is unknown (go-spiffe would keep the last,
+// silently), so none is trusted. The same key given twice is one key.
+func sharedKids(keys []*jose.JSONWebKey, why []string) {
 	type useKid struct{ use, kid string }
 	type key struct {
 		i   int
@@ -212,12 +214,8 @@ func sharedKids(keys []json.RawMessage, why []string) {
 	}
 	groups := map[useKid][]key{}
 	var order []useKid
-	for i, raw := range keys {
-		if why[i] != "" {
-			continue
-		}
-		var k jose.JSONWebKey
-		if err := json.Unmarshal(raw, &k); err != nil || (k.Use != "jwt-svid" && k.Use != "wit-svid") || k.KeyID == "" {
+	for i, k := range keys {
+		if why[i] != "" || (k.Use != "jwt-svid" && k.Use != "wit-svid") || k.KeyID == "" {
 			continue // no kid: go-spiffe refuses the bundle
 		}
 		uk := useKid{k.Use, k.KeyID}
