@@ -899,7 +899,7 @@ func (c *Config) checkFederations() error {
 				return fmt.Errorf("federation.trust_domains: %w", err)
 			}
 		}
-		rel, b, err := f.relationship()
+		rel, b, _, err := f.relationship()
 		if err != nil {
 			return fmt.Errorf("federation.trust_domains: %q: %w", t.TrustDomain, err)
 		}

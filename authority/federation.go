@@ -76,15 +76,17 @@ func federationRefusal(err error) error {
 	return fmt.Errorf("%w: %s", ErrFederation, strings.TrimPrefix(s, "federation: "))
 }
 
-func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bundle, error) {
+// relationship reads f: its relationship, its bundle (nil if none), and
+// what the bundle rules left out of that bundle (ParseBundle).
+func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bundle, []string, error) {
 	if len(strings.TrimPrefix(f.TrustDomain, "spiffe://")) > registry.MaxTrustDomainLen || len(f.EndpointSPIFFEID) > registry.MaxSPIFFEIDLen ||
 		len(f.BundleEndpointURL) > maxBundleEndpointURL {
-		return federation.Relationship{}, nil, fmt.Errorf("%w: a trust domain is at most %d bytes, a SPIFFE ID %d, a bundle endpoint URL %d",
+		return federation.Relationship{}, nil, nil, fmt.Errorf("%w: a trust domain is at most %d bytes, a SPIFFE ID %d, a bundle endpoint URL %d",
 			ErrFederation, registry.MaxTrustDomainLen, registry.MaxSPIFFEIDLen, maxBundleEndpointURL)
 	}
 	td, err := trustDomainOf(f.TrustDomain)
 	if err != nil {
-		return federation.Relationship{}, nil, fmt.Errorf("%w: trust_domain %q: %v", ErrFederation, f.TrustDomain, err)
+		return federation.Relationship{}, nil, nil, fmt.Errorf("%w: trust_domain %q: %v", ErrFederation, f.TrustDomain, err)
 	}
 	f.TrustDomain = td.Name() // one spelling: "spiffe://x" and "x" are one relationship
 	if string(f.Bundle) == "null" {
@@ -99,19 +101,20 @@ func (f *Federation) relationship() (federation.Relationship, *spiffebundle.Bund
 	}
 	if f.EndpointSPIFFEID != "" {
 		if rel.EndpointSPIFFEID, err = spiffeid.FromString(f.EndpointSPIFFEID); err != nil {
-			return rel, nil, fmt.Errorf("%w: endpoint_spiffe_id %q: %v", ErrFederation, f.EndpointSPIFFEID, err)
+			return rel, nil, nil, fmt.Errorf("%w: endpoint_spiffe_id %q: %v", ErrFederation, f.EndpointSPIFFEID, err)
 		}
 	}
 	if err := rel.Validate(); err != nil {
-		return rel, nil, federationRefusal(err)
+		return rel, nil, nil, federationRefusal(err)
 	}
 	var b *spiffebundle.Bundle
+	var ignored []string
 	if len(f.Bundle) > 0 {
-		if b, _, err = federation.ParseBundle(td, f.Bundle); err != nil {
-			return rel, nil, federationRefusal(err)
+		if b, ignored, err = federation.ParseBundle(td, f.Bundle); err != nil {
+			return rel, nil, nil, federationRefusal(err)
 		}
 	}
-	return rel, b, nil
+	return rel, b, ignored, nil
 }
 
 func (a *Authority) openFederation(ctx context.Context) error {
@@ -134,16 +137,14 @@ func (a *Authority) openFederation(ctx context.Context) error {
 		return err
 	}
 	for _, f := range stored {
-		rel, b, err := f.relationship()
+		rel, b, ignored, err := f.relationship()
 		if err == nil {
 			err = a.fed.Set(rel, b)
 		}
-		if err == nil && len(f.Bundle) > 0 {
+		if err == nil && len(ignored) > 0 {
 			// The rules for a peer's keys may have changed since the
 			// bundle was stored: what they now leave out is said.
-			if _, ignored, _ := federation.ParseBundle(rel.TrustDomain, f.Bundle); len(ignored) > 0 {
-				a.log.Warn("stored federated bundle has keys of unknown type or use, or unreadable ones; they are left out", "trust_domain", f.TrustDomain, "ignored", ignored)
-			}
+			a.log.Warn("stored federated bundle has keys of unknown type or use, or unreadable ones; they are left out", "trust_domain", f.TrustDomain, "ignored", ignored)
 		}
 		if err != nil { // one bad record must not keep the authority down
 			a.unloaded.Store(f.TrustDomain, fmt.Sprintf("stored relationship not loaded at start: %v; add it again to replace it", err))
@@ -395,7 +396,7 @@ func (a *Authority) AddFederation(ctx context.Context, c *Caller, f *Federation)
 	defer a.changeMu.Unlock()
 	// Checked as it will be logged: normalised (its trust domain without
 	// spiffe://, its profile and endpoint ID defaulted).
-	if _, _, err := f.relationship(); err != nil {
+	if _, _, _, err := f.relationship(); err != nil {
 		return nil, err
 	}
 	ev := federationAdded(c, f)
@@ -421,7 +422,7 @@ func federationAdded(c *Caller, f *Federation) event {
 // addFederation adds or replaces relationship f; with ev, its record is
 // stored in the commit that logs ev.
 func (a *Authority) addFederation(ctx context.Context, f *Federation, ev *event) (*Federation, error) {
-	rel, b, err := f.relationship()
+	rel, b, _, err := f.relationship()
 	if err != nil {
 		return nil, err
 	}
