@@ -170,13 +170,7 @@ func (c *CA) MintJWTSVID(ctx context.Context, p JWTParams) (*JWTSVID, error) {
 	if err != nil {
 		return nil, err
 	}
-	for range maxSignAttempts {
-		svid, err := c.mintJWT(p, ttl)
-		if !errors.Is(err, errRevokedWhileSigning) {
-			return svid, err
-		}
-	}
-	return nil, fmt.Errorf("ca: jwt-svid not issued: %w, %d times", errRevokedWhileSigning, maxSignAttempts)
+	return signAgain("jwt-svid not issued", func() (*JWTSVID, error) { return c.mintJWT(p, ttl) })
 }
 
 // mintJWT signs the JWT-SVID of p with the active JWT key of the
@@ -205,17 +199,9 @@ func (c *CA) mintJWT(p JWTParams, ttl time.Duration) (*JWTSVID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: encode jwt claims: %w", err)
 	}
-	token, err := iss.signAs(sc, "JWT", payload)
+	token, err := c.signLive(iss, sc, "JWT", payload)
 	if err != nil {
-		if c.view.Load().revoked(iss.kid) {
-			// Its key destroyed with it (an HSM's, say): the active key
-			// signs instead.
-			return nil, errRevokedWhileSigning
-		}
 		return nil, err
-	}
-	if v := c.view.Load(); v.jwt != iss && v.revoked(iss.kid) {
-		return nil, errRevokedWhileSigning
 	}
 	return &JWTSVID{Token: token, ID: p.ID, Audience: aud, ExpiresAt: time.Unix(exp, 0).UTC(), KeyID: iss.kid}, nil
 }
@@ -242,13 +228,12 @@ func (c *CA) SignJWT(ctx context.Context, typ string, claims any, expiresAt time
 	if err := ctx.Err(); err != nil {
 		return "", "", err
 	}
-	for range maxSignAttempts {
-		token, kid, err = c.signJWT(typ, claims, expiresAt)
-		if !errors.Is(err, errRevokedWhileSigning) {
-			return token, kid, err
-		}
-	}
-	return "", "", fmt.Errorf("ca: jwt not signed: %w, %d times", errRevokedWhileSigning, maxSignAttempts)
+	type signed struct{ token, kid string }
+	out, err := signAgain("jwt not signed", func() (signed, error) {
+		token, kid, err := c.signJWT(typ, claims, expiresAt)
+		return signed{token, kid}, err
+	})
+	return out.token, out.kid, err
 }
 
 func (c *CA) signJWT(typ string, claims any, expiresAt time.Time) (token string, kid string, err error) {
@@ -275,17 +260,23 @@ func (c *CA) signJWT(typ string, claims any, expiresAt time.Time) (token string,
 	if typ == "" {
 		return "", "", fmt.Errorf("%w: a typ is required", ErrInvalidParams)
 	}
-	token, err = iss.signAs(sc, typ, payload)
-	if err != nil {
-		if c.view.Load().revoked(iss.kid) {
-			return "", "", errRevokedWhileSigning
-		}
+	if token, err = c.signLive(iss, sc, typ, payload); err != nil {
 		return "", "", err
 	}
-	if v := c.view.Load(); v.jwt != iss && v.revoked(iss.kid) {
-		return "", "", errRevokedWhileSigning
-	}
 	return token, iss.kid, nil
+}
+
+// signLive signs payload with iss, the active JWT key when the caller
+// read it; errRevokedWhileSigning when iss was revoked (replaced, then
+// revoked) meanwhile: what it signed is not handed out, and a failure
+// of its key, destroyed with it (an HSM's, say), is not the caller's.
+// The active key signs instead. A key still active is not looked up.
+func (c *CA) signLive(iss *jwtIssuer, sc *scratch, typ string, payload []byte) (string, error) {
+	token, err := iss.signAs(sc, typ, payload)
+	if v := c.view.Load(); (err != nil || v.jwt != iss) && v.revoked(iss.kid) {
+		return "", errRevokedWhileSigning
+	}
+	return token, err
 }
 
 // checkExp requires a JSON object payload with a numeric exp claim that is

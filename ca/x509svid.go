@@ -121,13 +121,7 @@ func (c *CA) MintX509SVID(ctx context.Context, p X509Params) (*X509SVID, error) 
 	if err := checkSANs(p.DNSNames, p.IPAddresses); err != nil {
 		return nil, err
 	}
-	for range maxSignAttempts {
-		svid, err := c.mintX509(p, ttl, usage)
-		if !errors.Is(err, errRevokedWhileSigning) {
-			return svid, err
-		}
-	}
-	return nil, fmt.Errorf("ca: x509-svid not issued: %w, %d times", errRevokedWhileSigning, maxSignAttempts)
+	return signAgain("x509-svid not issued", func() (*X509SVID, error) { return c.mintX509(p, ttl, usage) })
 }
 
 // mintX509 signs the X509-SVID of p with the active X.509 CA of the
@@ -221,6 +215,20 @@ const maxSignAttempts = 3
 // errRevokedWhileSigning: the authority that signed was revoked
 // (replaced, then revoked) before what it signed was returned.
 var errRevokedWhileSigning = errors.New("ca: the authority was revoked while it signed")
+
+// signAgain is what sign makes, made again while the authority that
+// signed it was revoked meanwhile (errRevokedWhileSigning), at most
+// maxSignAttempts times; what says what failed then.
+func signAgain[T any](what string, sign func() (T, error)) (T, error) {
+	for range maxSignAttempts {
+		v, err := sign()
+		if !errors.Is(err, errRevokedWhileSigning) {
+			return v, err
+		}
+	}
+	var none T
+	return none, fmt.Errorf("ca: %s: %w, %d times", what, errRevokedWhileSigning, maxSignAttempts)
+}
 
 // revoked reports whether the authority id is no longer in v's state
 // (nor so in its bundle): neither active, prepared, nor replaced and not
