@@ -579,7 +579,11 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 		// log says why, once for a run of failed commits, not once per
 		// request. OPA's 500 all the same, naming no file of the server.
 		s.log.DebugContext(r.Context(), "decision not recorded", "path", r.URL.Path, "err", err)
-		writeOPAError(w, http.StatusInternalServerError, opaInternal, "the decision could not be recorded: the authority's data file could not be written (a full disk?); try again later")
+		msg := "the decision could not be recorded: the authority's data file could not be written (a full disk?); try again later"
+		if errors.Is(err, store.ErrNotDurable) {
+			msg = "the decision could not be recorded: a write to the authority's data file could not be confirmed on its disk, and it does nothing more with the file until it is restarted"
+		}
+		writeOPAError(w, http.StatusInternalServerError, opaInternal, msg)
 	default:
 		s.log.ErrorContext(r.Context(), "decision failed", "path", r.URL.Path, "err", err)
 		writeOPAError(w, http.StatusInternalServerError, opaInternal, "the server failed to answer; the error is in its log")

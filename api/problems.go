@@ -158,6 +158,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 			// The error names the server's files and the system's
 			// error: the server log says them (once, see audit.Log.Run).
 			p.Detail = "its data file could not be written (a full disk?): the request was not done; try again later"
+			if errors.Is(err, store.ErrNotDurable) {
+				p.Detail = "a write to its data file could not be confirmed on its disk: it does nothing more with the file until it is restarted"
+			}
 		}
 		var denial *authority.PolicyDenial
 		if errors.As(err, &denial) {

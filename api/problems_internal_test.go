@@ -32,17 +32,23 @@ func TestWriteErrorLogs(t *testing.T) {
 		level     string // "": nothing logged
 		logHolds  []string
 		answerNot string
+		answerHas string
 	}{
 		{"banned node", fmt.Errorf("renew: %w: spiffe://org-a.example/node/n1", registry.ErrBanned), 403, "WARN",
-			[]string{`msg="refused: banned node"`, "caller=spiffe://org-a.example/node/n1", "path=/v1/node/renew"}, ""},
+			[]string{`msg="refused: banned node"`, "caller=spiffe://org-a.example/node/n1", "path=/v1/node/renew"}, "", ""},
 		{"server fault", errors.New("disk on fire at /secret/place"), 500, "ERROR",
-			[]string{`msg="internal error"`, "disk on fire"}, "disk on fire"},
-		{"an ordinary refusal", fmt.Errorf("renew: %w", authority.ErrNodeUnknown), 0, "", nil, ""},
+			[]string{`msg="internal error"`, "disk on fire"}, "disk on fire", ""},
+		{"an ordinary refusal", fmt.Errorf("renew: %w", authority.ErrNodeUnknown), 0, "", nil, "", ""},
 		// A full disk: a temporary refusal, its cause logged once where
 		// it is met (the audit log's commit), not for every request; the
 		// answer names no file of the server's.
 		{"data file unwritable", fmt.Errorf("authority: audit svid.issued: audit: append: store/bolt: update: %w: write /secret/mandate.db: no space left on device", store.ErrUnwritable),
-			503, "", nil, "/secret/mandate.db"},
+			503, "", nil, "/secret/mandate.db", "try again later"},
+		// A commit whose sync failed: the authority does nothing more
+		// with its data file until restarted, and says so rather than
+		// "try again later".
+		{"data file not durable", fmt.Errorf("authority: audit svid.issued: audit: append: store/bolt: update: %w: %w (sync /secret/mandate.db: input/output error)", store.ErrUnwritable, store.ErrNotDurable),
+			503, "", nil, "/secret/mandate.db", "until it is restarted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logged bytes.Buffer
@@ -60,6 +66,9 @@ func TestWriteErrorLogs(t *testing.T) {
 			}
 			if tc.answerNot != "" && strings.Contains(w.Body.String(), tc.answerNot) {
 				t.Errorf("answer %q carries the server's error text", w.Body)
+			}
+			if !strings.Contains(w.Body.String(), tc.answerHas) {
+				t.Errorf("answer %q lacks %q", w.Body, tc.answerHas)
 			}
 			if tc.level == "" {
 				if logged.Len() != 0 {
@@ -113,16 +122,25 @@ func TestDelegationOutcomesCounted(t *testing.T) {
 // server's file, and is not logged as an error for every request: the
 // audit log says the cause once for a run of failed commits.
 func TestDataDecisionNotRecordedOnAFullDisk(t *testing.T) {
-	var logged bytes.Buffer
-	s := &Server{log: slog.New(slog.NewTextHandler(&logged, nil)), metrics: newMetrics()}
-	r := httptest.NewRequest("POST", "/v1/data/authz/allow", nil)
-	w := httptest.NewRecorder()
-	s.writeDataError(w, r, fmt.Errorf("authority: audit policy.decision: audit: append: store/bolt: update: %w: write /secret/mandate.db: no space left on device", store.ErrUnwritable))
-	var ans struct{ Code, Message string }
-	if err := json.Unmarshal(w.Body.Bytes(), &ans); err != nil || w.Code != 500 || ans.Code != "internal_error" || !strings.Contains(ans.Message, "could not be recorded") {
-		t.Fatalf("answer %d %s (%v), want OPA's 500 internal_error saying the decision could not be recorded", w.Code, w.Body, err)
-	}
-	if strings.Contains(w.Body.String(), "/secret") || logged.Len() != 0 {
-		t.Fatalf("answer %s, log %q: want neither the server's file in the answer nor a line logged", w.Body, logged.String())
+	for _, tc := range []struct {
+		err  error
+		says string
+	}{
+		{fmt.Errorf("authority: audit policy.decision: audit: append: store/bolt: update: %w: write /secret/mandate.db: no space left on device", store.ErrUnwritable), "try again later"},
+		// A commit whose sync failed: nothing more until a restart.
+		{fmt.Errorf("authority: audit policy.decision: audit: append: store/bolt: update: %w: %w (sync /secret/mandate.db: input/output error)", store.ErrUnwritable, store.ErrNotDurable), "until it is restarted"},
+	} {
+		var logged bytes.Buffer
+		s := &Server{log: slog.New(slog.NewTextHandler(&logged, nil)), metrics: newMetrics()}
+		r := httptest.NewRequest("POST", "/v1/data/authz/allow", nil)
+		w := httptest.NewRecorder()
+		s.writeDataError(w, r, tc.err)
+		var ans struct{ Code, Message string }
+		if err := json.Unmarshal(w.Body.Bytes(), &ans); err != nil || w.Code != 500 || ans.Code != "internal_error" || !strings.Contains(ans.Message, "could not be recorded") || !strings.Contains(ans.Message, tc.says) {
+			t.Fatalf("answer %d %s (%v), want OPA's 500 internal_error saying the decision could not be recorded, and %q", w.Code, w.Body, err, tc.says)
+		}
+		if strings.Contains(w.Body.String(), "/secret") || logged.Len() != 0 {
+			t.Fatalf("answer %s, log %q: want neither the server's file in the answer nor a line logged", w.Body, logged.String())
+		}
 	}
 }

@@ -104,23 +104,27 @@ func (s *Server) routes() (*http.ServeMux, error) {
 	return mux, nil
 }
 
-// healthz answers 200 while the authority can serve, and 503 while the
-// audit log cannot record (see health) or an active signing key has
-// expired.
+// healthz answers 200 while the authority can serve, and 503 while its
+// data file is no longer used, the audit log cannot record (see health)
+// or an active signing key has expired.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	x509CA, jwtKey := s.a.SigningExpiry()
-	code, body := health(s.a.TrustDomain().String(), s.a.AuditStats(), signingKeys{x509CA: x509CA, jwtKey: jwtKey}, time.Now())
+	code, body := health(s.a.TrustDomain().String(), s.a.StoreStopped(), s.a.AuditStats(), signingKeys{x509CA: x509CA, jwtKey: jwtKey}, time.Now())
 	writeJSON(w, code, body)
 }
 
 // signingKeys are when the active X.509 CA and JWT key expire.
 type signingKeys struct{ x509CA, jwtKey time.Time }
 
-// health is the answer of /healthz for the audit log's stats and the
-// active signing keys at now.
-func health(td string, st audit.Stats, keys signingKeys, now time.Time) (int, map[string]string) {
+// health is the answer of /healthz for the data file's state (stopped:
+// no longer used until a restart), the audit log's stats and the active
+// signing keys at now.
+func health(td string, stopped error, st audit.Stats, keys signingKeys, now time.Time) (int, map[string]string) {
 	failing := func(reason string) (int, map[string]string) {
 		return http.StatusServiceUnavailable, map[string]string{"status": "failing", "trust_domain": td, "reason": reason}
+	}
+	if stopped != nil {
+		return failing("the data file is no longer read or written since a failure (a damaged page, or a write whose sync failed): nothing can be served from it until the server is restarted; the server log says why")
 	}
 	if at := st.FailedAt; !at.IsZero() && now.Sub(at) < healthFailureWindow {
 		return failing("the audit log's latest commit failed (" + at.UTC().Format(time.RFC3339) + "): nothing can be recorded; the server log says why")

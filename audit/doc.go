@@ -190,7 +190,10 @@
 //     is the newest: a restored older copy of the whole store opens. Only a
 //     checkpoint remembered elsewhere (an auditor's, a witness's) exposes it.
 //   - After a commit the store reported as failed, the sequencer trusts what
-//     the store reads back (the batch is either there or not).
+//     the store reads back (the batch is either there or not). The bbolt
+//     store reads nothing back after a commit whose sync failed
+//     (store.ErrNotDurable): the log then appends nothing more, and
+//     publishes no checkpoint over that batch, until it is opened again.
 //   - One signer key for the log's life: Open refuses a stored checkpoint
 //     that Config.Verifier does not verify. Key rotation is not supported yet.
 //

@@ -299,6 +299,16 @@ func (a *Authority) Logger() *slog.Logger { return a.log }
 // AuditStats are the audit log's counters since the authority started.
 func (a *Authority) AuditStats() audit.Stats { return a.audit.Stats() }
 
+// StoreStopped returns why the data file is no longer read or written (a
+// damaged page, or a commit whose sync failed: store.ErrNotDurable),
+// until the authority is restarted; nil while it is in use.
+func (a *Authority) StoreStopped() error {
+	if s, ok := a.store.(interface{ Stopped() error }); ok {
+		return s.Stopped()
+	}
+	return nil
+}
+
 // SigningExpiry is when the active X.509 CA and the active JWT key
 // expire: rotation replaces each well before (at five sixths of its
 // life, its successor published from half); one past it means no SVID

@@ -14,15 +14,23 @@ var ErrReadOnly = errors.New("store: read-only transaction")
 // ErrUnwritable is matched (with errors.Is) by the error of an Update
 // whose changes fn made could not be written to stable storage: a full
 // disk, a read-only file system, a file that lost its write permission,
-// an I/O error. The Update is not acknowledged; the store stays usable,
-// and a later Update succeeds once the cause is gone. Its writes are not
-// known to be undone, though: one whose sync failed may be seen by later
-// transactions, and be made durable by a later Update (bbolt shows a
-// commit's meta page before its sync, and keeps it when the sync fails).
-// A caller reads the state again rather than assume either; and an
-// answer that rests on a state being durable is given from an Update,
-// whose own commit makes what it read durable, not from a View.
+// an I/O error. The Update is not acknowledged. When nothing of it reached
+// the file, the store stays usable, and a later Update succeeds once the
+// cause is gone. When its commit reached the file but the file system
+// failed to confirm it (its sync), what the store would show from then
+// on may not be on the disk: the error matches ErrNotDurable too, and so
+// does every later View and Update of that store.
 var ErrUnwritable = errors.New("store: the data file could not be written")
+
+// ErrNotDurable is matched (with errors.Is), beside ErrUnwritable, by the
+// error of an Update whose commit reached the data file but whose sync
+// failed, and by every later View and Update of the same store: the file
+// shows that commit, which a crash may undo (after a failed sync, a file
+// system may drop the pages it could not write, and a later sync does
+// not report it again). The store refuses to read or write until it is
+// opened again, rather than hand out, or build on, a state the disk may
+// not hold. A caller reads the state again once it is reopened.
+var ErrNotDurable = errors.New("store: a commit's sync failed, so the data file may show what the disk does not hold; every transaction is refused until the data file is opened again (check the disk, then restart)")
 
 // ErrStopScan may be returned by a Scan callback to end the scan early;
 // Scan then returns nil.

@@ -77,6 +77,10 @@ type Store struct {
 	// then hold its write lock for good (a rollback that met the page
 	// again), so every later transaction fails at once rather than wait.
 	damaged atomic.Bool
+	// notDurable is set once a commit reached the file but its sync
+	// failed (store.ErrNotDurable): every later transaction fails at
+	// once, as bbolt shows that commit from then on.
+	notDurable atomic.Bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -285,7 +289,8 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 }
 
 // Update runs fn in a read-write transaction and fsyncs the commit before
-// returning nil; see store.Store. fn runs exactly once unless ctx is done
+// returning nil; see store.Store. A commit that reached the file but
+// whose sync failed stops the store (store.ErrNotDurable, see Stopped). fn runs exactly once unless ctx is done
 // first, either before Update starts or while it waits for another Update to
 // finish.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
@@ -300,8 +305,8 @@ func (s *Store) transact(ctx context.Context, op string, begin func(func(*bbolt.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if s.damaged.Load() {
-		return fmt.Errorf("%w (met by an earlier transaction)", ErrDamaged)
+	if err := s.Stopped(); err != nil {
+		return err
 	}
 	defer func() {
 		if errors.Is(err, ErrDamaged) {
@@ -312,15 +317,60 @@ func (s *Store) transact(ctx context.Context, op string, begin func(func(*bbolt.
 	defer damaged(op, &err)
 	var fnErr error
 	ran := false
+	txid := 0
 	err = begin(func(btx *bbolt.Tx) error {
 		if fnErr = ctx.Err(); fnErr != nil {
 			return fnErr
 		}
+		txid = btx.ID()
 		fnErr = run(btx, fn)
 		ran = true
 		return fnErr
 	})
+	if op == "update" && ran && fnErr == nil {
+		if err == nil {
+			err = syncFault()
+		}
+		if err != nil && s.shows(txid) {
+			// bbolt writes the meta page, then syncs: the meta page is
+			// in the file (and in the memory map every transaction
+			// reads) whatever the sync said, and bbolt goes on from it.
+			s.notDurable.Store(true)
+			return fmt.Errorf("store/bolt: %s: %w: %w (%w)", op, store.ErrUnwritable, store.ErrNotDurable, err)
+		}
+	}
 	return txResult(op, err, fnErr, ran)
+}
+
+// Stopped returns the error every transaction now fails with at once (a
+// damaged page met, or a commit whose sync failed: store.ErrNotDurable),
+// or nil while the store is in use. Only opening the file again ends it.
+func (s *Store) Stopped() error {
+	switch {
+	case s.damaged.Load():
+		return fmt.Errorf("%w (met by an earlier transaction)", ErrDamaged)
+	case s.notDurable.Load():
+		return fmt.Errorf("store/bolt: %w: %w", store.ErrUnwritable, store.ErrNotDurable)
+	}
+	return nil
+}
+
+// syncFault is called after an Update's commit succeeded, and its error
+// taken for the commit's (a variable for tests: a commit that reached the
+// file, whose sync failed).
+var syncFault = func() error { return nil }
+
+// shows reports whether the store now shows the write transaction txid
+// as committed, or cannot tell.
+func (s *Store) shows(txid int) bool {
+	cur := 0
+	if err := s.db.View(func(btx *bbolt.Tx) error {
+		cur = btx.ID()
+		return nil
+	}); err != nil {
+		return true
+	}
+	return cur >= txid
 }
 
 // Backup writes a copy of the whole data file to w as of one read
