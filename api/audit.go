@@ -222,6 +222,18 @@ func parseQuery(v url.Values) (audit.Query, error) {
 // tiles serves the C2SP tlog-tiles read path: /checkpoint and /tile/....
 func (s *Server) tiles(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/")
+	if strings.HasPrefix(path, "tile/entries/") {
+		// An entry bundle waits its turn (maxEntryBundleReads), within
+		// the request's time: at its end, 503 timeout.
+		select {
+		case s.entryReads <- struct{}{}:
+			defer func() { <-s.entryReads }()
+		case <-r.Context().Done():
+			w.Header().Set("Cache-Control", "no-store")
+			writeError(w, r, s.log, fmt.Errorf("api: entry bundle: waiting for others to be sent: %w", r.Context().Err()))
+			return
+		}
+	}
 	b, err := s.a.AuditTile(r.Context(), callerOf(r), path)
 	if err != nil {
 		// Not kept by a cache: a tile beyond the log today is served

@@ -21,6 +21,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"mandate.dev/mandate/api"
+	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 )
@@ -510,5 +512,50 @@ func TestClientOfAnotherAuthoritysServer(t *testing.T) {
 	}
 	if err := c.Do(ctxT(t), http.MethodGet, "/v1/bundle", nil, &doc); err == nil || !strings.Contains(err.Error(), "nothing listens at "+closed) {
 		t.Errorf("GET from a closed port = %v, want it said that nothing listens there", err)
+	}
+}
+
+// Entry bundles are built whole in memory and held until their reader
+// has taken them: at most a few are read and sent at once, anyone's with
+// audit.public_read_path. One beyond them waits its turn, within its
+// request's time (then 503 timeout, which no cache may keep); hash tiles
+// and the checkpoint do not wait.
+func TestEntryBundleReadsWaitTheirTurn(t *testing.T) {
+	e := start(t, "org-a.example", func(c *authority.Config) { c.Audit.PublicReadPath = true })
+	e.joinNode()
+	srv, ln := e.serveWithWorkTime(200 * time.Millisecond)
+	url := "https://" + ln.Addr().String()
+	public := e.rawClient(nil, nil)
+	get := func(path string) (int, string, []byte) {
+		t.Helper()
+		resp, err := public.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Cache-Control"), body
+	}
+	_, _, cp := get("/checkpoint")
+	size := e.auditCheckpointFrom(string(cp)).Size
+	bundle := fmt.Sprintf("/tile/entries/000.p/%d", size)
+	hashes := fmt.Sprintf("/tile/0/000.p/%d", size)
+
+	release := api.HoldEntryBundleReads(srv)
+	code, cc, body := get(bundle)
+	var p api.Problem
+	if err := json.Unmarshal(body, &p); err != nil || code != 503 || p.Type != api.ProblemBase+"timeout" || cc != "no-store" {
+		t.Errorf("GET %s while every turn is taken = %d %.300s (Cache-Control %q), want 503 timeout, no-store", bundle, code, body, cc)
+	}
+	for _, path := range []string{hashes, "/checkpoint"} {
+		if code, _, body := get(path); code != 200 {
+			t.Errorf("GET %s while every entry bundle turn is taken = %d %s, want 200", path, code, body)
+		}
+	}
+	release()
+	if code, _, body := get(bundle); code != 200 {
+		t.Errorf("GET %s once turns are free = %d %s, want 200", bundle, code, body)
+	} else if _, err := audit.ParseEntryBundle(body, int(size)); err != nil {
+		t.Errorf("GET %s once turns are free: %v", bundle, err)
 	}
 }

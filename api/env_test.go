@@ -234,3 +234,24 @@ func (e *env) fetchBundle() *spiffebundle.Bundle {
 	}
 	return b
 }
+
+// serveWithWorkTime serves e's authority with a second API server, whose
+// requests' work may take work, on a listener of its own, until the test
+// ends.
+func (e *env) serveWithWorkTime(work time.Duration) (*api.Server, net.Listener) {
+	e.t.Helper()
+	srv, err := api.New(e.a)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	api.SetWorkTime(srv, work)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	e.t.Cleanup(func() { cancel(); <-served })
+	return srv, ln
+}

@@ -15,6 +15,19 @@ import (
 // read (requestTimeout in production), before s serves.
 func SetWorkTime(s *Server, d time.Duration) { s.workTime = d }
 
+// HoldEntryBundleReads takes every turn to read an entry bundle of s
+// until the returned function gives them back.
+func HoldEntryBundleReads(s *Server) (release func()) {
+	for range cap(s.entryReads) {
+		s.entryReads <- struct{}{}
+	}
+	return func() {
+		for range cap(s.entryReads) {
+			<-s.entryReads
+		}
+	}
+}
+
 // CountChainVerifications counts the client certificate chains every
 // server verifies until t ends. Call it before any server starts: its
 // cleanup must come after theirs.

@@ -3,7 +3,6 @@ package api_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -28,7 +27,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"mandate.dev/mandate/api"
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 	"mandate.dev/mandate/credfile"
@@ -286,20 +284,8 @@ func TestSlowBodyLeavesTheWorkItsTime(t *testing.T) {
 		c.HTTP.ReadTimeout, c.HTTP.WriteTimeout = authority.Duration(time.Minute), authority.Duration(2*time.Second)
 	})
 	// A server of e's authority whose requests' work may take 2 s.
-	srv, err := api.New(e.a)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const work = 2 * time.Second
-	api.SetWorkTime(srv, work)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-served })
+	_, ln := e.serveWithWorkTime(work)
 
 	tok, err := e.admin.CreateJoinToken(ctxT(t), time.Minute)
 	if err != nil {

@@ -55,12 +55,23 @@ type Server struct {
 	// again sooner, it is answered without minting (or logging) again.
 	certErr   error
 	certErrAt time.Time
+
+	// entryReads holds a token for each entry bundle being read and
+	// sent (at most maxEntryBundleReads at once).
+	entryReads chan struct{}
 }
+
+// maxEntryBundleReads bounds the entry bundles read and sent at once: a
+// bundle is built whole in memory (up to 256 entries of 64 KiB each,
+// 16 MiB) and held until its reader has taken it, so that many readers,
+// slow ones or anyone's with audit.public_read_path, cannot make the
+// server hold more than 8 of them (128 MiB at most, usually far less).
+const maxEntryBundleReads = 8
 
 // New builds the API server for a.
 func New(a *authority.Authority) (*Server, error) {
 	s := &Server{a: a, log: a.Logger().With("component", "api"), maxBody: a.Config().HTTP.MaxBodyBytes, workTime: requestTimeout,
-		writeTime: a.Config().HTTP.WriteTimeout.D()}
+		writeTime: a.Config().HTTP.WriteTimeout.D(), entryReads: make(chan struct{}, maxEntryBundleReads)}
 	s.metrics = newMetrics()
 	s.metrics.reg.MustRegister(auditCounters(a.AuditStats)...)
 	s.metrics.reg.MustRegister(signingKeyGauges(a.SigningExpiry)...)
