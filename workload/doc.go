@@ -59,8 +59,9 @@
 //     8 KiB), and so are connections (256 per user id, 4,096 in all),
 //     calls whose requests are being received, held until whole and
 //     before their caller is checked (128 per user id, 1,024 in all;
-//     ResourceExhausted over either), and requests for JWT-SVIDs under
-//     way (4 per user id); a socket
+//     ResourceExhausted over either), streams open (1,024 per user id,
+//     8,192 in all; ResourceExhausted over either), and requests for
+//     JWT-SVIDs under way (4 per user id); a socket
 //     directory others may write to without the sticky bit, or that a
 //     user other than root and this one owns, or below such a one, is
 //     refused;

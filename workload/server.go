@@ -160,6 +160,10 @@ type Server struct {
 	receiving *slots
 	// receivingSaid is when admitCall last said it refused a call.
 	receivingSaid time.Time
+	// streams bound the streams open, by caller's uid (watch), and
+	// streamsSaid is when one was last said to be refused.
+	streams     *slots
+	streamsSaid time.Time
 	// uncheckedSaid is when unchecked last said something.
 	uncheckedSaid time.Time
 	// stopping is closed when Serve ends: streams end with it.
@@ -211,7 +215,7 @@ func New(entries []Entry, is Issuer, log *slog.Logger) (*Server, error) {
 		svids: map[spiffeid.ID]*held{}, failed: map[spiffeid.ID]error{}, refused: map[spiffeid.ID]uint64{}, kick: map[spiffeid.ID]chan struct{}{},
 		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, changed: make(chan struct{}),
 		jwts: map[string]heldJWT{}, jwtCalls: map[string]*jwtCall{}, jwtSlots: newSlots(maxConns*maxJWTCallsPerUID, maxJWTCallsPerUID), conns: newConnLimit(maxConnsPerUID, maxConns, log),
-		receiving: newSlots(maxReceiving, maxReceivingPerUID), stopping: make(chan struct{}),
+		receiving: newSlots(maxReceiving, maxReceivingPerUID), streams: newSlots(maxOpenStreams, maxOpenStreamsPerUID), stopping: make(chan struct{}),
 	}
 	for _, e := range s.entries {
 		s.checks = append(s.checks, byCost(e.Selectors))
@@ -773,6 +777,19 @@ const (
 	maxReceiving       = 1024
 )
 
+// Bounds of the streams open at once (FetchX509SVID, FetchX509Bundles,
+// FetchJWTBundles), each of which holds its last answer (an SVID's with
+// its key and the bundles) and a goroutine for as long as its caller
+// keeps it: without them, the callers of one user id could hold as many
+// as its connections carry (maxConnsPerUID × maxStreams). One user id's
+// callers hold at most maxOpenStreamsPerUID (far more than a host's
+// MaxIdentities need, each process holding a few), so that others' are
+// still served.
+const (
+	maxOpenStreamsPerUID = 1024
+	maxOpenStreams       = 8192
+)
+
 // receivedKey is the context key of a call's release of its place among
 // the calls being received (admitCall).
 type receivedKey struct{}
@@ -872,8 +889,22 @@ func (s *Server) unavailable(ids []spiffeid.ID) error {
 
 // watch sends what answer builds, at once and at every change of what
 // it builds, until the call or the server ends. answer returns nil while
-// there is nothing to send yet.
+// there is nothing to send yet. A stream beyond the bounds of those
+// open (maxOpenStreamsPerUID, maxOpenStreams) is refused at once
+// (ResourceExhausted).
 func watch[T proto.Message](s *Server, ctx context.Context, send func(T) error, answer func() (T, error)) error {
+	who, ok := callerOfCall(ctx)
+	if !ok {
+		return status.Error(codes.PermissionDenied, "the caller could not be identified")
+	}
+	release, err := s.streams.take(ended, who.UID)
+	if err != nil {
+		if s.onceAMinute(&s.streamsSaid) {
+			s.log.Warn("workload API: stream refused, too many open at once (said once a minute)", "uid", who.UID, "pid", who.PID, "max", maxOpenStreams, "max_per_uid", maxOpenStreamsPerUID)
+		}
+		return status.Errorf(codes.ResourceExhausted, "too many streams of user id %d open at once", who.UID)
+	}
+	defer release()
 	var last T
 	var sent bool
 	for {

@@ -1579,3 +1579,55 @@ func TestFailedCallsWaitAsTheAuthorityAsks(t *testing.T) {
 		t.Errorf("a short Retry-After, an X509-SVID held for 5 more minutes: wait %s, want the back-off, 8s", got)
 	}
 }
+
+// The streams one user id's callers hold open are bounded: each holds
+// its last answer and a goroutine for as long as its caller keeps it.
+// One more is refused (ResourceExhausted), and admitted again once one
+// of them ends.
+func TestWorkloadAPIBoundsStreamsPerUID(t *testing.T) {
+	is := &issuer{authority: newAuthority(t, "example.org", time.Hour)}
+	addr := serve(t, is, me(t, "spiffe://example.org/agent/planner"))
+	ctx := metadata.AppendToOutgoingContext(ctxFor(t), "workload.spiffe.io", "true")
+	open := func(ctx context.Context, c pb.SpiffeWorkloadAPIClient) error {
+		st, err := c.FetchX509Bundles(ctx, &pb.X509BundlesRequest{})
+		if err != nil {
+			return err
+		}
+		_, err = st.Recv()
+		return err
+	}
+	var c pb.SpiffeWorkloadAPIClient
+	var held []context.CancelFunc
+	defer func() {
+		for _, cancel := range held {
+			cancel()
+		}
+	}()
+	for i := range maxOpenStreamsPerUID {
+		if i%(maxStreams-1) == 0 {
+			c = pb.NewSpiffeWorkloadAPIClient(rawConn(t, addr))
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		held = append(held, cancel)
+		if err := open(sctx, c); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	c = pb.NewSpiffeWorkloadAPIClient(rawConn(t, addr))
+	if err := open(ctx, c); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("stream %d of one user id = %v; want ResourceExhausted", maxOpenStreamsPerUID+1, err)
+	}
+	held[0]()
+	for {
+		// The stream ended is counted once the server has seen its end.
+		sctx, cancel := context.WithCancel(ctx)
+		err := open(sctx, c)
+		cancel()
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.ResourceExhausted || ctx.Err() != nil {
+			t.Fatalf("a stream once another ended = %v; want it served", err)
+		}
+	}
+}
