@@ -281,14 +281,14 @@ func writeProblem(w http.ResponseWriter, p Problem) {
 
 func notFound(w http.ResponseWriter, r *http.Request) {
 	writeProblem(w, Problem{Type: ProblemBase + "not-found", Title: "Not found", Status: http.StatusNotFound,
-		Detail: "no such endpoint: " + r.Method + " " + r.URL.Path})
+		Detail: "no such endpoint: " + echo(r.Method) + " " + echo(r.URL.Path)})
 }
 
 // methodNotAllowed answers a method the path does not serve (RFC 9110
 // §15.5.6: with Allow), in OPA's shape under /v1/data.
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
 	w.Header().Set("Allow", strings.Join(allow, ", "))
-	detail := "method " + r.Method + " is not allowed on " + r.URL.Path
+	detail := "method " + echo(r.Method) + " is not allowed on " + echo(r.URL.Path)
 	if isDataPath(r.URL.Path) {
 		writeOPAError(w, http.StatusMethodNotAllowed, opaInvalidOperation, detail)
 		return
