@@ -62,7 +62,9 @@ func Verify(certs []*x509.Certificate, source x509bundle.Source, opts ...x509svi
 // proven returns the CA certificates of inter, each once, that are
 // signed by one of roots or by a certificate of inter already proven,
 // leaving out those that are roots. A certificate is checked at most
-// once against each proven one whose subject is its issuer.
+// once against each proven one whose subject is its issuer, and at most
+// maxSignatureChecks signatures are checked in all: the intermediates
+// not proven by then are left out.
 func proven(inter, roots []*x509.Certificate) []*x509.Certificate {
 	parents := append([]*x509.Certificate(nil), roots...)
 	type candidate struct {
@@ -82,18 +84,31 @@ func proven(inter, roots []*x509.Certificate) []*x509.Certificate {
 		}
 	}
 	var out []*x509.Certificate
+	budget := maxSignatureChecks
 	for progress := true; progress; {
 		progress = false
 		for i := 0; i < len(pending); i++ {
 			c := pending[i]
 			n := len(parents)
-			for _, p := range parents[c.tried:n] {
-				if bytes.Equal(c.cert.RawIssuer, p.RawSubject) && signedBy(c.cert, p) {
-					out, parents = append(out, c.cert), append(parents, c.cert)
-					pending = append(pending[:i], pending[i+1:]...)
-					i--
-					progress = true
-					break
+			// The parents its authority key id names first, as
+			// x509.Verify takes them: among authorities of one name,
+			// the right one is found with one check.
+		search:
+			for _, byKeyID := range []bool{true, false} {
+				for _, p := range parents[c.tried:n] {
+					if !bytes.Equal(c.cert.RawIssuer, p.RawSubject) || namesKey(c.cert, p) != byKeyID {
+						continue
+					}
+					if signedBy(c.cert, p, &budget) {
+						out, parents = append(out, c.cert), append(parents, c.cert)
+						pending = append(pending[:i], pending[i+1:]...)
+						i--
+						progress = true
+						break search
+					}
+					if budget == 0 {
+						return out
+					}
 				}
 			}
 			c.tried = n
@@ -102,11 +117,25 @@ func proven(inter, roots []*x509.Certificate) []*x509.Certificate {
 	return out
 }
 
+// maxSignatureChecks bounds the signatures proven checks for one chain
+// (those it found good before, and remembers, aside): x509.Verify's own
+// bound on a path search. The keys are the bundle's, but the presenter
+// chooses how many of its intermediates name one authority, and a
+// bundle may hold many authorities of one name (a peer's is up to 1 MiB
+// of them): without it, every intermediate would be checked against
+// every one of them.
+const maxSignatureChecks = 100
+
+// namesKey reports whether c's authority key id names parent's key.
+func namesKey(c, parent *x509.Certificate) bool {
+	return len(c.AuthorityKeyId) > 0 && bytes.Equal(c.AuthorityKeyId, parent.SubjectKeyId)
+}
+
 // signedBy reports whether parent's key signed c, as x509.Verify checks
 // it (CheckSignatureFrom). A signature found good is remembered: the
 // intermediates of the chains presented to an authority are few, and
 // the same in each chain.
-func signedBy(c, parent *x509.Certificate) bool {
+func signedBy(c, parent *x509.Certificate, budget *int) bool {
 	k := pair{sha256.Sum256(c.Raw), sha256.Sum256(parent.Raw)}
 	good.Lock()
 	ok := good.m[k]
@@ -114,7 +143,11 @@ func signedBy(c, parent *x509.Certificate) bool {
 	if ok {
 		return true
 	}
-	if c.CheckSignatureFrom(parent) != nil {
+	if *budget <= 0 {
+		return false
+	}
+	*budget--
+	if checkSignature(c, parent) != nil {
 		return false
 	}
 	good.Lock()
@@ -125,6 +158,10 @@ func signedBy(c, parent *x509.Certificate) bool {
 	good.m[k] = true
 	return true
 }
+
+// checkSignature is CheckSignatureFrom; tests replace it to count the
+// signatures checked.
+var checkSignature = (*x509.Certificate).CheckSignatureFrom
 
 type pair struct{ cert, parent [32]byte }
 

@@ -296,3 +296,75 @@ func TestPeerAuthorityCannotVouchForAnotherTrustDomain(t *testing.T) {
 		})
 	}
 }
+
+// countChecks counts the signatures Verify checks until t ends.
+func countChecks(t *testing.T) *int {
+	n := new(int)
+	orig := checkSignature
+	checkSignature = func(c, parent *x509.Certificate) error {
+		*n++
+		return orig(c, parent)
+	}
+	t.Cleanup(func() { checkSignature = orig })
+	return n
+}
+
+// A bundle holding many authorities of one name (a federated peer's
+// bundle is up to 1 MiB of them) does not make each of a presenter's
+// intermediates naming that authority cost a signature check with each
+// of their keys: Verify checks at most maxSignatureChecks signatures,
+// as x509.Verify does in its path search, and refuses the chain. A
+// chain that the bundle does vouch for verifies with a check for each
+// of its intermediates, the authority its key id names found first.
+func TestManyAuthoritiesOfOneNameCostBoundedChecks(t *testing.T) {
+	var roots []*issuer
+	for range 150 {
+		roots = append(roots, mint(t, "root", true, nil, nil, "spiffe://org-a.example"))
+	}
+	var certs []*x509.Certificate
+	for _, r := range roots {
+		certs = append(certs, r.cert)
+	}
+	bundle := x509bundle.FromX509Authorities(td, certs)
+
+	// Seven CAs naming the authorities' name as their issuer, signed
+	// with a key of the presenter's.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootNamed := *roots[0].cert
+	rootNamed.PublicKey = &key.PublicKey
+	first := mint(t, "junk", true, &issuer{cert: &rootNamed, key: key}, key, "spiffe://org-a.example")
+	junk := []*x509.Certificate{leafOf(t, first), first.cert}
+	for range 6 {
+		junk = append(junk, mint(t, "junk", true, &issuer{cert: &rootNamed, key: key}, key, "spiffe://org-a.example").cert)
+	}
+	// A chain under the last of them.
+	inter := mint(t, "int", true, roots[len(roots)-1], nil, "spiffe://org-a.example")
+	good := []*x509.Certificate{leafOf(t, inter), inter.cert}
+
+	for _, tc := range []struct {
+		name      string
+		certs     []*x509.Certificate
+		ok        bool
+		maxChecks int
+	}{
+		{"intermediates naming the authorities, signed by the presenter", junk, false, maxSignatureChecks},
+		{"an intermediate under one of the authorities", good, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checks := countChecks(t)
+			_, _, err := Verify(tc.certs, bundle)
+			if (err == nil) != tc.ok {
+				t.Fatalf("Verify = %v, want ok=%v", err, tc.ok)
+			}
+			if _, _, wantErr := x509svid.Verify(tc.certs, bundle); (wantErr == nil) != tc.ok {
+				t.Fatalf("x509svid.Verify = %v, want ok=%v", wantErr, tc.ok)
+			}
+			if *checks > tc.maxChecks {
+				t.Errorf("Verify checked %d signatures before its path search, want at most %d", *checks, tc.maxChecks)
+			}
+		})
+	}
+}
