@@ -13,5 +13,7 @@
 //   - The client identity is the X509-SVID verified during the TLS
 //     handshake against this trust domain's bundle; no request is served
 //     on a certificate that has expired since the handshake.
-//   - Handlers recover from panics and answer 500 without details.
+//   - Handlers recover from panics and answer 500 without details; one
+//     whose answer had begun has its connection cut instead, so that
+//     what was sent is not taken for the whole answer.
 package api

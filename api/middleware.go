@@ -121,11 +121,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 		routed := r // the request the mux sees; it records the matched pattern there
 		defer func() {
-			if p := recover(); p != nil {
+			p := recover()
+			begun := sw.status != 0 // the answer's status, and maybe part of it, written
+			if p != nil {
 				// With where it happened: the panic's value alone seldom
 				// says (a nil map, an index out of range).
 				s.log.ErrorContext(r.Context(), "panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				if sw.status == 0 {
+				if !begun {
 					detail := "the server failed to answer; the error is in its log, with request_id=" + id
 					if isDataPath(r.URL.Path) {
 						writeOPAError(sw, http.StatusInternalServerError, opaInternal, detail)
@@ -142,6 +144,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				route = ""
 			}
 			s.metrics.observe(route, sw.status, time.Since(start))
+			if p != nil && begun {
+				// The answer begun cannot be finished, nor turned into a
+				// 500: the connection is cut (net/http's abort), so that
+				// the client sees it fail rather than take what was sent
+				// as the whole answer.
+				panic(http.ErrAbortHandler)
+			}
 		}()
 		// A path not in clean form names no endpoint: a 404 here, not
 		// the mux's redirect to a cleaned path (text/html, and for any

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -62,3 +63,33 @@ func TestPanicIsAnsweredAndLoggedWithItsStack(t *testing.T) {
 func panickingHandler(http.ResponseWriter, *http.Request) {
 	panic("a handler's bug")
 }
+
+// A handler that panics once its answer has begun (its status and part
+// of its body sent) has the connection cut: its client sees the answer
+// fail, not a shorter one that it would take as whole (and a cache might
+// keep). The panic is logged all the same.
+func TestPanicAfterTheAnswerBeganCutsIt(t *testing.T) {
+	var out bytes.Buffer
+	s := &Server{log: slog.New(LogHandler(slog.NewTextHandler(&out, nil))), metrics: newMetrics(), maxBody: 1 << 10, workTime: requestTimeout}
+	h := s.middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(bytes.Repeat([]byte("x"), 64<<10)) // more than net/http buffers: sent
+		panicMidAnswer()
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/tile/0/000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("read an answer of %d bytes, whole, from a handler that panicked in the middle of it", len(b))
+	}
+	if log := out.String(); !strings.Contains(log, "panic in handler") || !strings.Contains(log, "panicMidAnswer") {
+		t.Fatalf("logged:\n%s\nwant the panic, with the function it happened in", log)
+	}
+}
+
+func panicMidAnswer() { panic("a handler's bug, mid-answer") }
