@@ -11,8 +11,10 @@
 //   - Request bodies are bounded, JSON bodies must be application/json,
 //     a single object, and unknown fields are refused.
 //   - The client identity is the X509-SVID verified during the TLS
-//     handshake against this trust domain's bundle; no request is served
-//     on a certificate that has expired since the handshake.
+//     handshake against the bundle of the trust domain it names (this
+//     one's, or a federated one's); no request is served on a
+//     certificate that has expired since the handshake, nor on a chain
+//     that no longer verifies once the bundles changed.
 //   - Handlers recover from panics and answer 500 without details; one
 //     whose answer had begun has its connection cut instead, so that
 //     what was sent is not taken for the whole answer.
