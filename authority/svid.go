@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -209,15 +210,24 @@ func checkAudience(aud []string) error {
 	return nil
 }
 
+// parseID reads a spiffe_id a caller sent. One that is refused is
+// repeated only when it looks like an ID (spiffe://…) and is within an
+// ID's bound: what was sent in place of one may be a secret, and is
+// the caller's to know.
 func parseID(s string) (spiffeid.ID, error) {
 	if s == "" {
 		return spiffeid.ID{}, fmt.Errorf("%w: spiffe_id is required", ErrInvalidRequest)
 	}
 	id, err := spiffeid.FromString(s)
-	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, s, err)
+	switch {
+	case err == nil:
+		return id, nil
+	case !strings.HasPrefix(s, "spiffe://"):
+		return spiffeid.ID{}, fmt.Errorf("%w: spiffe_id is not a SPIFFE ID (its scheme is not spiffe://: spiffe://<trust domain>/<path>), and is not repeated: it may be a secret", ErrInvalidRequest)
+	case len(s) > registry.MaxSPIFFEIDLen:
+		return spiffeid.ID{}, fmt.Errorf("%w: spiffe_id is at most %d bytes", ErrInvalidRequest, registry.MaxSPIFFEIDLen)
 	}
-	return id, nil
+	return spiffeid.ID{}, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, s, err)
 }
 
 // authorizeAgent checks that caller c may obtain credentials for agent id
