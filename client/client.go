@@ -142,7 +142,9 @@ func (p *Problem) Name() string { return p.Type[strings.LastIndex(p.Type, "/")+1
 
 // Config says whom to talk to and as whom.
 type Config struct {
-	// Server is the base URL (default DefaultServer).
+	// Server is the base URL, https://HOST[:PORT] (default
+	// DefaultServer); one with a user name or password, a query or a
+	// fragment is refused.
 	Server string
 	// TrustDomain of the authority. Default: that of SVID, else the URI SAN
 	// of the first bundle root.
@@ -206,8 +208,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Server == "" {
 		cfg.Server = DefaultServer
 	}
-	if u, err := url.Parse(cfg.Server); err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("client: the server %q is not an https:// URL (as https://127.0.0.1:8443)", cfg.Server)
+	if err := checkServer(cfg.Server); err != nil {
+		return nil, err
 	}
 	if len(cfg.Bundle) == 0 {
 		return nil, errors.New("client: a trust bundle is required to authenticate the server")
@@ -259,6 +261,32 @@ func New(cfg Config) (*Client, error) {
 	}
 	return &Client{base: strings.TrimRight(cfg.Server, "/"), td: td, http: hc, tls: tlsCfg, timeout: cfg.Timeout,
 		bundleFrom: cfg.BundleFrom, svidFrom: cfg.SVIDFrom, mtls: len(cfg.SVID) > 0}, nil
+}
+
+// checkServer refuses a server URL the client would misuse: one that
+// is not https://HOST[:PORT][/PATH]. A user name or password would be
+// sent as Basic credentials and shown in errors (the authority
+// authenticates callers by their X509-SVID alone); a query or a
+// fragment would come before every API path appended to it. Errors
+// never show a password.
+func checkServer(server string) error {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		shown := strconv.Quote(server)
+		if err == nil {
+			shown = strconv.Quote(u.Redacted())
+		} else if strings.Contains(server, "@") {
+			shown = "given" // it may hold a password
+		}
+		return fmt.Errorf("client: the server %s is not an https:// URL (as https://127.0.0.1:8443)", shown)
+	}
+	switch {
+	case u.User != nil:
+		return fmt.Errorf("client: the server %q holds a user name or password: the authority authenticates callers by their X509-SVID alone; give https://HOST:PORT", u.Redacted())
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(server, "#"):
+		return fmt.Errorf("client: the server %q has a query or fragment: give the authority's address alone, as https://HOST:PORT", u.Redacted())
+	}
+	return nil
 }
 
 func trustDomain(cfg Config) (spiffeid.TrustDomain, error) {

@@ -348,3 +348,31 @@ func TestUndecodableAnswersAnswerNil(t *testing.T) {
 		}
 	}
 }
+
+// A server URL the client would misuse is refused when the client is
+// made, and never echoed with a password: a user name and password
+// (which net/http would send as Basic credentials, and errors would
+// show, though the authority authenticates callers by their X509-SVID
+// alone), a query or a fragment (which the API's paths would be
+// appended to, every call then going to another path).
+func TestNewRefusesAServerURLItWouldMisuse(t *testing.T) {
+	p := newTestPKI(t, "org-a.example")
+	for _, tc := range []struct{ server, want string }{
+		{"https://ops:hunter2@127.0.0.1:8443", "user name or password"},
+		{"https://ops@127.0.0.1:8443", "user name or password"},
+		{"https://ops:hunter2@127.0.0.1:port", "is not an https:// URL"},
+		{"https://127.0.0.1:8443?x=1", "query or fragment"},
+		{"https://127.0.0.1:8443/?", "query or fragment"},
+		{"https://127.0.0.1:8443#top", "query or fragment"},
+	} {
+		_, err := client.New(client.Config{Server: tc.server, Bundle: []*x509.Certificate{p.root}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("New with server %s: %v, want an error saying %q, without the password", tc.server, err, tc.want)
+		}
+	}
+	for _, server := range []string{"https://127.0.0.1:8443", "https://127.0.0.1:8443/", "https://mandate.example/authority"} {
+		if _, err := client.New(client.Config{Server: server, Bundle: []*x509.Certificate{p.root}}); err != nil {
+			t.Errorf("New with server %s: %v", server, err)
+		}
+	}
+}
