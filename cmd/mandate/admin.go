@@ -109,14 +109,14 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) < 2 {
 		fmt.Fprint(stderr, adminUsage)
 		if len(args) == 1 && !slices.ContainsFunc(slices.Collect(maps.Keys(cmds)), func(c string) bool { return strings.HasPrefix(c, args[0]+" ") }) {
-			return usagef("admin: unknown command %q", args[0])
+			return unknownCommand("admin", args[0])
 		}
 		return usagef("admin: missing command")
 	}
 	cmd, ok := cmds[args[0]+" "+args[1]]
 	if !ok {
 		fmt.Fprint(stderr, adminUsage)
-		return usagef("admin: unknown command %q", args[0]+" "+args[1])
+		return unknownCommand("admin", args[0], args[1])
 	}
 	adminFlags = adminFlagValues{}
 	name := args[0] + " " + args[1]

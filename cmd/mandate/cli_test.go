@@ -1157,6 +1157,16 @@ func TestArgumentLikeASecretIsNotShown(t *testing.T) {
 		{[]string{"admin", "join-token", "withdraw", "---" + secret}, ""},
 		{[]string{"admin", "join-token", "withdraw", "--trust-domian"}, "trust-domian"},
 		{[]string{"admin", "node", "list", "extra"}, `"extra"`},
+		// Given where a command's name goes (a leaked token pasted after
+		// join-token, to withdraw it, without withdraw and its id).
+		{[]string{"admin", "join-token", secret}, "join-token"},
+		{[]string{"admin", secret}, ""},
+		{[]string{"node", secret}, ""},
+		{[]string{"delegate", secret}, ""},
+		{[]string{"policy", secret}, ""},
+		{[]string{secret}, ""},
+		{[]string{"node", "jion"}, `"jion"`},
+		{[]string{"admin", "join-token", "widthraw"}, `"join-token widthraw"`},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(t.Context(), tc.args, &out, &errOut)

@@ -52,7 +52,7 @@ func runDelegate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return delegateVerify(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, delegateUsage)
-	return usagef("delegate: unknown command %q", args[0])
+	return unknownCommand("delegate", args[0])
 }
 
 func delegateRequest(ctx context.Context, args []string, stdout, stderr io.Writer) error {

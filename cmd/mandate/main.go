@@ -170,7 +170,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprint(stderr, usage)
-		return usagef("unknown command %q", args[0])
+		return unknownCommand("", args[0])
 	}
 	if args[0] == "serve" {
 		// What serve prints is its banner: a stdout gone does not
@@ -381,6 +381,24 @@ func (d *durationFlag) Set(s string) error {
 		}
 	}
 	return err
+}
+
+// unknownCommand is the refusal of an unknown command name given after
+// group ("" for the top level): the name quoted, or, when it looks like
+// a secret (looksLikeSecret: a token pasted where a command's name
+// goes), said by its length only, as errors end up in logs.
+func unknownCommand(group string, name ...string) error {
+	shown := make([]string, len(name))
+	for i, n := range name {
+		shown[i] = n
+		if looksLikeSecret(n) {
+			shown[i] = fmt.Sprintf("<an argument of %d characters, not shown: it may be a secret, such as a join token>", len(n))
+		}
+	}
+	if group != "" {
+		group += ": "
+	}
+	return usagef("%sunknown command %q", group, strings.Join(shown, " "))
 }
 
 // noArgs refuses arguments to a command that takes none.

@@ -79,7 +79,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nodePCRs(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, nodeUsage)
-	return usagef("node: unknown command %q", args[0])
+	return unknownCommand("node", args[0])
 }
 
 func nodeJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -38,7 +38,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return policyRemote(ctx, args[0], args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, policyUsage)
-	return usagef("policy: unknown command %q", args[0])
+	return unknownCommand("policy", args[0])
 }
 
 func policyTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
