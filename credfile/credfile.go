@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -203,17 +205,37 @@ func RemoveTemps(dir string) error {
 var syncDir = SyncDir
 
 // SyncDir fsyncs a directory, making renames and removals in it durable.
+// Where directories cannot be synced (fsync answers EINVAL or "not
+// supported": some FUSE and network file systems; Windows, which
+// refuses to flush a directory handle) there is nothing more to make
+// durable, and it returns nil: the files in it are synced by
+// themselves, and a write is not failed once it is in place.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
+	err = fsyncDir(d)
+	if cannotSyncDir(err) {
+		err = nil
+	}
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
+
+// cannotSyncDir reports whether err, a directory's fsync error, says
+// that directories cannot be synced there (rather than that the sync
+// failed).
+func cannotSyncDir(err error) bool {
+	return errors.Is(err, syscall.EINVAL) || errors.Is(err, errors.ErrUnsupported) ||
+		runtime.GOOS == "windows" && errors.Is(err, fs.ErrPermission) // FlushFileBuffers on a directory handle opened for reading
+}
+
+// fsyncDir syncs the open directory d; tests replace it to fail as a
+// file system may.
+var fsyncDir = (*os.File).Sync
 
 // Paths are the three files of a credential in one directory.
 type Paths struct{ Cert, Key, Bundle string }

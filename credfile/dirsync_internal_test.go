@@ -2,10 +2,13 @@ package credfile
 
 import (
 	"crypto/x509"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -75,5 +78,45 @@ func TestWriteInNewDirectoryIsDurable(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Dir(p.Cert)); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("credential directory: %v, %v; want mode 0700", fi, err)
+	}
+}
+
+// TestWriteWhereDirectoriesCannotBeSynced: a file system that cannot
+// sync a directory (fsync answers EINVAL, or ENOTSUP: some FUSE and
+// network file systems; Windows refuses a directory handle alike) has
+// nothing more to make durable: a credential is written there, not
+// refused after its files were renamed into place. A sync that fails
+// otherwise (EIO) still fails the write.
+func TestWriteWhereDirectoriesCannotBeSynced(t *testing.T) {
+	cert, key := testPair(t)
+	for _, tc := range []struct {
+		errno syscall.Errno
+		fails bool
+	}{
+		{syscall.EINVAL, false},
+		{syscall.ENOTSUP, false},
+		{syscall.EIO, true},
+	} {
+		t.Run(tc.errno.Error(), func(t *testing.T) {
+			old := fsyncDir
+			fsyncDir = func(d *os.File) error {
+				return &fs.PathError{Op: "sync", Path: d.Name(), Err: tc.errno}
+			}
+			t.Cleanup(func() { fsyncDir = old })
+			p := In(filepath.Join(t.TempDir(), "creds"))
+			err := Write(p, []*x509.Certificate{cert}, key, []*x509.Certificate{cert})
+			if tc.fails {
+				if !errors.Is(err, tc.errno) {
+					t.Errorf("Write with directory syncs failing with %v: %v, want that error", tc.errno, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Write where directories cannot be synced (%v): %v", tc.errno, err)
+			}
+			if _, _, _, err := Load(p); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }

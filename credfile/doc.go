@@ -3,8 +3,8 @@
 // mode 0600, and a PEM bundle of trust roots.
 //
 // Guarantees: every write is atomic (temporary file, fsync, rename, fsync of
-// the directory), so a crash leaves either the old or the new file, never a
-// torn one, and the temporary files a crash leaves are removed by the next
+// the directory where the file system syncs directories), so a crash
+// leaves either the old or the new file, never a torn one, and the temporary files a crash leaves are removed by the next
 // write; a credential Load would refuse (a key that is not the
 // certificate's, no certificate, no bundle) is never written; Load during
 // a renewal by another process returns the old pair or the new one; a
