@@ -416,10 +416,16 @@ func loadKeyFor(p Paths, leaf *x509.Certificate) (key crypto.Signer, inKeyFile b
 	if KeyMatches(key, leaf) {
 		return key, true, nil
 	}
-	if pb, err := ReadPrivate(p.prevKey()); err == nil {
+	pb, err := ReadPrivate(p.prevKey())
+	switch {
+	case err == nil:
 		if prev, err := ParseKeyPEM(pb); err == nil && KeyMatches(prev, leaf) {
 			return prev, false, nil
 		}
+	case errors.Is(err, ErrNotPrivate):
+		// The certificate's key may be this one: refused for what it
+		// is, with what to do, not taken for a key that does not match.
+		return nil, false, err
 	}
 	return nil, false, fmt.Errorf("credfile: %s %w in %s (fetch the credential again)", p.Key, errKeyMismatch, p.Cert)
 }

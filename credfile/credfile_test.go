@@ -651,8 +651,14 @@ func TestPrevKeyMustBePrivate(t *testing.T) {
 	if err := credfile.WriteFileAtomic(p.Key, nb, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := credfile.Load(p); err == nil {
+	_, _, _, err = credfile.Load(p)
+	if err == nil {
 		t.Fatal("a key others may read was used")
+	}
+	// Refused for what it is, not as a key file that does not match:
+	// the pair is whole, its key is readable by others.
+	if !errors.Is(err, credfile.ErrNotPrivate) || !strings.Contains(err.Error(), p.Key+".prev") {
+		t.Errorf("Load: %v, want it refused as %s.prev not private to this user", err, p.Key)
 	}
 }
 
