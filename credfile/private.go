@@ -3,6 +3,7 @@ package credfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,8 +23,13 @@ var ErrLocked = errors.New("credfile: locked by another run")
 // user; Windows modes say nothing of it and are not checked). A key
 // another user could read is no longer secret, and one another user
 // could have written is not this one's: both are refused
-// (ErrNotPrivate), with what to do about it.
+// (ErrNotPrivate), with what to do about it. What is read is the file
+// checked, through the descriptor opened to check it: a file put in its
+// place meanwhile (a pipe among them) is never read.
 func ReadPrivate(path string) ([]byte, error) {
+	// Checked by its path first: a special file is refused without
+	// being opened, and another user's is said to be theirs (not that
+	// it cannot be opened).
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -34,8 +40,29 @@ func ReadPrivate(path string) ([]byte, error) {
 	if err := CheckPrivate(path, fi); err != nil {
 		return nil, err
 	}
-	return os.ReadFile(path)
+	f, err := openNoWait(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrNotPrivate, path)
+	}
+	if err := CheckPrivate(path, fi); err != nil {
+		return nil, err
+	}
+	if privateChecked != nil {
+		privateChecked(path)
+	}
+	return io.ReadAll(f)
 }
+
+// privateChecked, when set (tests), is called by ReadPrivate between its
+// check of the file at path and its reading.
+var privateChecked func(path string)
 
 // PrivateDir creates dir (0700) if needed, with its missing parents, and
 // makes each directory it creates durable (its parent fsynced), so that

@@ -17,3 +17,9 @@ func ownedHere(path string, fi fs.FileInfo) error {
 	}
 	return fmt.Errorf("%w: %s is owned by user %d, not this user (%d)", ErrNotPrivate, path, st.Uid, os.Geteuid())
 }
+
+// openNoWait opens path for reading without waiting for a writer, should
+// it be a named pipe put there once it was checked.
+func openNoWait(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+}
