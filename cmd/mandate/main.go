@@ -347,7 +347,7 @@ const tokenInAFile = "put it in a file and give that file"
 // has neither a dot nor a slash, as a join token shorter than a real one
 // would. hint says what to do then.
 func readTokenFile(what, path, hint string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := readAtMost(path, maxTokenFile)
 	var pe *fs.PathError
 	mayBeToken := looksLikeSecret(path) || errors.Is(err, fs.ErrNotExist) && !strings.ContainsAny(path, "./")
 	if err != nil && errors.As(err, &pe) && mayBeToken {
@@ -355,6 +355,30 @@ func readTokenFile(what, path, hint string) ([]byte, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return b, nil
+}
+
+// maxTokenFile bounds what a token file may hold: a join token is a few
+// dozen bytes, a parent delegation token (which carries those above
+// it) some kilobytes.
+const maxTokenFile = 1 << 20
+
+// readAtMost reads the file at path, which must hold at most max bytes:
+// a larger one (a device that never ends, /dev/zero) is refused once
+// max+1 have been read.
+func readAtMost(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("it holds more than %d bytes: is it the right file?", max)
 	}
 	return b, nil
 }
