@@ -534,7 +534,7 @@ func (s *Server) writeDataError(w http.ResponseWriter, r *http.Request, err erro
 			msg = plainText(err.Error())
 		}
 		writeOPAError(w, http.StatusUnauthorized, opaUnauthorized, msg)
-	case errors.Is(err, authority.ErrForbidden):
+	case errors.Is(err, authority.ErrForbidden), errors.Is(err, authority.ErrIDRevoked):
 		writeOPAError(w, http.StatusForbidden, opaUnauthorized, plainText(err.Error()))
 	case errors.Is(err, policy.ErrBadPath), errors.Is(err, authority.ErrInvalidRequest):
 		writeOPAError(w, http.StatusBadRequest, opaInvalidParameter, plainText(err.Error()))

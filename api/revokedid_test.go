@@ -2,12 +2,14 @@ package api_test
 
 import (
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/client"
 )
 
@@ -109,5 +111,52 @@ func TestRevokeNoSPIFFEIDIsNotRepeated(t *testing.T) {
 	}
 	if got, err := e.admin.ListRevokedIDs(ctx); err != nil || len(got) != 0 {
 		t.Errorf("ListRevokedIDs() = %v, %v; want none", got, err)
+	}
+}
+
+// A caller whose SPIFFE ID is revoked is given nothing more, though its
+// SVID lasts until it expires: a decision caller decides no more (the
+// Data API in OPA's shape, AuthZEN as problem+json), a metrics reader
+// reads no more.
+func TestRevokedCallerIsGivenNothingMore(t *testing.T) {
+	const platform = "spiffe://org-a.example/agent/platform"
+	e := start(t, "org-a.example", func(c *authority.Config) {
+		c.Policy.DecisionCallers = []string{platform}
+		c.HTTP.MetricsReaders = []string{platform}
+	})
+	ctx := ctxT(t)
+	p := e.agentWithScopes("platform")
+	pc := e.client(p.chain, p.key)
+	metrics := func() int {
+		resp, err := e.rawClient(p.chain, p.key).Get(e.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	eval := &client.Evaluation{Subject: &client.AuthZENEntity{Type: "agent", ID: platform}, Action: &client.AuthZENAction{Name: "read"}, Resource: &client.AuthZENEntity{Type: "doc", ID: "1"}}
+	if _, err := pc.QueryData(ctx, "mandate/trust_domain", nil); err != nil {
+		t.Fatalf("QueryData before the revocation = %v", err)
+	}
+	if _, err := pc.Evaluate(ctx, eval); err != nil {
+		t.Fatalf("Evaluate before the revocation = %v", err)
+	}
+	if code := metrics(); code != http.StatusOK {
+		t.Fatalf("GET /metrics before the revocation = %d", code)
+	}
+	if _, err := e.admin.RevokeSPIFFEID(ctx, platform, "compromised"); err != nil {
+		t.Fatal(err)
+	}
+	var oe *client.Problem
+	if _, err := pc.QueryData(ctx, "mandate/trust_domain", nil); !errors.As(err, &oe) || oe.Status != http.StatusForbidden || oe.Code != "unauthorized" || !strings.Contains(oe.Detail, "revoked") {
+		t.Errorf("QueryData of the revoked caller = %v; want OPA's 403 unauthorized saying it is revoked", err)
+	}
+	var pr *client.Problem
+	if _, err := pc.Evaluate(ctx, eval); !errors.As(err, &pr) || pr.Name() != "spiffe-id-revoked" {
+		t.Errorf("Evaluate of the revoked caller = %v; want 403 spiffe-id-revoked", err)
+	}
+	if code := metrics(); code != http.StatusForbidden {
+		t.Errorf("GET /metrics of the revoked caller = %d, want 403", code)
 	}
 }

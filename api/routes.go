@@ -149,7 +149,7 @@ const healthFailureWindow = time.Minute
 // lists SPIFFE IDs, only to them and to admins over mTLS.
 func (s *Server) metricsHandler(h http.Handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := s.a.MayReadMetrics(callerOf(r)); err != nil {
+		if err := s.a.MayReadMetrics(r.Context(), callerOf(r)); err != nil {
 			writeError(w, r, s.log, err)
 			return
 		}
@@ -214,10 +214,10 @@ func (s *Server) roleCheck(pattern string) func(*authority.Caller, *http.Request
 		}
 	case strings.HasPrefix(path, "/access/v1/"):
 		// An admin or a decision caller (allowed the AuthZEN document).
-		return func(c *authority.Caller, _ *http.Request) error { return s.a.MayEvaluateAccess(c) }
+		return func(c *authority.Caller, r *http.Request) error { return s.a.MayEvaluateAccess(r.Context(), c) }
 	case isDataPath(path):
 		// An admin or a decision caller, allowed the document asked.
-		return func(c *authority.Caller, r *http.Request) error { return s.a.MayQueryData(c, dataPath(r)) }
+		return func(c *authority.Caller, r *http.Request) error { return s.a.MayQueryData(r.Context(), c, dataPath(r)) }
 	}
 	return nil
 }

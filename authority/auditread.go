@@ -33,7 +33,7 @@ func (a *Authority) requireReader(c *Caller) error {
 
 // MayReadMetrics checks that c may read /metrics: anyone, unless
 // http.metrics_readers lists who may (besides admins).
-func (a *Authority) MayReadMetrics(c *Caller) error {
+func (a *Authority) MayReadMetrics(ctx context.Context, c *Caller) error {
 	readers := a.cfg.HTTP.MetricsReaders
 	if len(readers) == 0 {
 		return nil
@@ -44,7 +44,7 @@ func (a *Authority) MayReadMetrics(c *Caller) error {
 	if a.RoleOf(c.ID) != RoleAdmin && !slices.Contains(readers, c.ID.String()) {
 		return fmt.Errorf("%w: %s may not read the metrics (http.metrics_readers lists who may)", ErrForbidden, c.ID)
 	}
-	return nil
+	return a.callerNotRevoked(ctx, c)
 }
 
 // AuditCheckpoint is the latest signed checkpoint (a C2SP tlog-checkpoint

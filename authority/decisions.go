@@ -17,6 +17,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"mandate.dev/mandate/policy"
+	"mandate.dev/mandate/store"
 )
 
 // DataQuery is one request of the OPA Data API.
@@ -50,8 +51,8 @@ type DataAnswer struct {
 // ask anything but the registry's raw documents (data.mandate.agents and
 // .nodes, and the documents holding them: data and data.mandate), which
 // only an explicit prefix opens.
-func (a *Authority) mayDecide(c *Caller, segs []string) error {
-	if err := a.mayAsk(c); err != nil {
+func (a *Authority) mayDecide(ctx context.Context, c *Caller, segs []string) error {
+	if err := a.mayAsk(ctx, c); err != nil {
 		return err
 	}
 	id := c.ID.String()
@@ -75,26 +76,38 @@ func (a *Authority) mayDecide(c *Caller, segs []string) error {
 }
 
 // mayAsk checks that c may ask the decision API at all (an admin or a
-// decision caller), whatever it asks: checked before anything of the
-// request is read, so that others learn nothing of its validation.
-func (a *Authority) mayAsk(c *Caller) error {
+// decision caller whose ID is not revoked), whatever it asks: checked
+// before anything of the request is read, so that others learn nothing
+// of its validation.
+func (a *Authority) mayAsk(ctx context.Context, c *Caller) error {
 	if c == nil || c.ID.IsZero() {
 		return ErrUnauthenticated
 	}
 	if id := c.ID.String(); a.RoleOf(c.ID) != RoleAdmin && !a.decisionCallers[id] {
 		return fmt.Errorf("%w: %s is not a decision caller (policy.decision_callers)", ErrForbidden, id)
 	}
-	return nil
+	return a.callerNotRevoked(ctx, c)
+}
+
+// callerNotRevoked refuses, with ErrIDRevoked, a caller whose ID (an
+// agent's or a node's of this trust domain, the IDs a revocation takes)
+// is revoked: its SVIDs, issued before, last until they expire, but it
+// is given nothing more here, decisions and metrics included.
+func (a *Authority) callerNotRevoked(ctx context.Context, c *Caller) error {
+	if r := a.RoleOf(c.ID); r != RoleAgent && r != RoleNode {
+		return nil
+	}
+	return a.store.View(ctx, func(tx store.Tx) error { return notRevoked(tx, c.ID.String()) })
 }
 
 // MayEvaluateAccess says whether c may ask the AuthZEN API: checked
 // before a request's body is read.
-func (a *Authority) MayEvaluateAccess(c *Caller) error {
+func (a *Authority) MayEvaluateAccess(ctx context.Context, c *Caller) error {
 	segs, err := policy.PathSegments(a.cfg.Policy.AuthZENPath)
 	if err != nil {
 		return err
 	}
-	return a.mayDecide(c, segs)
+	return a.mayDecide(ctx, c, segs)
 }
 
 // registryDocument reports whether segs is, or holds, data.mandate.agents
@@ -115,15 +128,15 @@ func registryDocument(segs []string) bool {
 // MayQueryData says whether c may ask the Data API for the document at
 // path: checked before a request's body is read, so that only callers
 // allowed to ask make the server decode anything.
-func (a *Authority) MayQueryData(c *Caller, path string) error {
-	if err := a.mayAsk(c); err != nil {
+func (a *Authority) MayQueryData(ctx context.Context, c *Caller, path string) error {
+	if err := a.mayAsk(ctx, c); err != nil {
 		return err
 	}
 	segs, err := policy.PathSegments(path)
 	if err != nil {
 		return err
 	}
-	return a.mayDecide(c, segs)
+	return a.mayDecide(ctx, c, segs)
 }
 
 // QueryData evaluates a Data API request for caller c and records the
@@ -137,7 +150,7 @@ func (a *Authority) QueryData(ctx context.Context, c *Caller, q DataQuery) (*Dat
 		return nil, err
 	}
 	path := policy.CanonicalPath(segs)
-	if err := a.mayDecide(c, segs); err != nil {
+	if err := a.mayDecide(ctx, c, segs); err != nil {
 		return nil, err
 	}
 	var input ast.Value
@@ -408,7 +421,7 @@ func (a *Authority) EvaluateAccess(ctx context.Context, c *Caller, reqs []Access
 	if err != nil {
 		return nil, err
 	}
-	if err := a.mayDecide(c, segs); err != nil {
+	if err := a.mayDecide(ctx, c, segs); err != nil {
 		return nil, err
 	}
 	out := make([]AccessDecision, len(reqs))
