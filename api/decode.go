@@ -15,11 +15,12 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	json "github.com/go-json-experiment/json/v1"
+
+	"mandate.dev/mandate/echo"
 )
 
 var (
@@ -112,7 +113,7 @@ func jsonError(err error) error {
 	case errors.As(err, &syn):
 		return fmt.Errorf("%w: %s", errBadJSON, syntaxDetail(syn))
 	case errors.As(err, &sem) && errors.Is(sem.Err, jsonv2.ErrUnknownName):
-		return fmt.Errorf("%w %s", errUnknownField, quoteEcho(sem.JSONPointer.LastToken()))
+		return fmt.Errorf("%w %s", errUnknownField, echo.Quote(sem.JSONPointer.LastToken(), maxEcho))
 	case errors.As(err, &sem):
 		return fmt.Errorf("%w: %s", errBadJSON, semanticDetail(sem))
 	}
@@ -124,7 +125,7 @@ func memberOf(ptr jsontext.Pointer) string {
 	if ptr == "" {
 		return "the body"
 	}
-	return "member " + quoteEcho(string(ptr))
+	return "member " + echo.Quote(string(ptr), maxEcho)
 }
 
 // maxEcho bounds what a refusal's detail repeats of the request (a
@@ -132,36 +133,6 @@ func memberOf(ptr jsontext.Pointer) string {
 // path): enough to tell which it is, where the request's limits alone
 // would let a detail repeat the whole of a body or of the headers.
 const maxEcho = 256
-
-// echo is s, part of a request a refusal repeats, cut to its first
-// maxEcho bytes (at a character's start) and then "…".
-func echo(s string) string {
-	if len(s) <= maxEcho {
-		return s
-	}
-	return cutEcho(s) + "…"
-}
-
-// quoteEcho is echo's s quoted as Go quotes it, "…" after the quote.
-func quoteEcho(s string) string {
-	if len(s) <= maxEcho {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(cutEcho(s)) + "…"
-}
-
-// cutEcho is the first maxEcho bytes of s (len(s) > maxEcho), fewer so
-// as not to cut a UTF-8 sequence in two.
-func cutEcho(s string) string {
-	i := maxEcho
-	for j := i; j > maxEcho-utf8.UTFMax; j-- {
-		if utf8.RuneStart(s[j]) {
-			i = j
-			break
-		}
-	}
-	return s[:i]
-}
 
 // syntaxDetail says where a body stops being well-formed JSON.
 func syntaxDetail(e *jsontext.SyntacticError) string {
@@ -198,7 +169,7 @@ func semanticDetail(e *jsonv2.SemanticError) string {
 	case '0':
 		got = "a JSON number"
 		if len(e.JSONValue) > 0 {
-			got = "the number " + echo(string(e.JSONValue))
+			got = "the number " + echo.Cut(string(e.JSONValue), maxEcho)
 		}
 	case '[':
 		got = "a JSON array"
@@ -287,12 +258,12 @@ func intRange(t reflect.Type) (lo int64, hi uint64, ok bool) {
 func checkContentType(got, want string) error {
 	mt, params, err := mime.ParseMediaType(got)
 	if err != nil || mt != want {
-		return fmt.Errorf("%w: Content-Type must be %s, got %s", errContentType, want, quoteEcho(got))
+		return fmt.Errorf("%w: Content-Type must be %s, got %s", errContentType, want, echo.Quote(got, maxEcho))
 	}
 	// "utf8" is a common spelling of it, as WHATWG's Encoding Standard
 	// takes it.
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
-		return fmt.Errorf("%w: a %s body is UTF-8, and the Content-Type says charset %s", errContentType, want, quoteEcho(cs))
+		return fmt.Errorf("%w: a %s body is UTF-8, and the Content-Type says charset %s", errContentType, want, echo.Quote(cs, maxEcho))
 	}
 	return nil
 }

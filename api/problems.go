@@ -13,6 +13,7 @@ import (
 	"mandate.dev/mandate/authority"
 	"mandate.dev/mandate/ca"
 	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/echo"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
@@ -281,14 +282,14 @@ func writeProblem(w http.ResponseWriter, p Problem) {
 
 func notFound(w http.ResponseWriter, r *http.Request) {
 	writeProblem(w, Problem{Type: ProblemBase + "not-found", Title: "Not found", Status: http.StatusNotFound,
-		Detail: "no such endpoint: " + echo(r.Method) + " " + echo(r.URL.Path)})
+		Detail: "no such endpoint: " + echo.Cut(r.Method, maxEcho) + " " + echo.Cut(r.URL.Path, maxEcho)})
 }
 
 // methodNotAllowed answers a method the path does not serve (RFC 9110
 // §15.5.6: with Allow), in OPA's shape under /v1/data.
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
 	w.Header().Set("Allow", strings.Join(allow, ", "))
-	detail := "method " + echo(r.Method) + " is not allowed on " + echo(r.URL.Path)
+	detail := "method " + echo.Cut(r.Method, maxEcho) + " is not allowed on " + echo.Cut(r.URL.Path, maxEcho)
 	if isDataPath(r.URL.Path) {
 		writeOPAError(w, http.StatusMethodNotAllowed, opaInvalidOperation, detail)
 		return

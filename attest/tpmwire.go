@@ -14,9 +14,10 @@ import (
 	"fmt"
 	"hash"
 	"math/big"
-	"strconv"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"mandate.dev/mandate/echo"
 )
 
 // Wire limits: no TPM structure Mandate accepts is larger.
@@ -222,12 +223,7 @@ const maxQuoted = 16
 
 // QuotedCut is s as a Go string literal, cut to its first maxQuoted bytes
 // (and marked as cut) when longer.
-func QuotedCut(s string) string {
-	if len(s) <= maxQuoted {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(s[:maxQuoted]) + "... (cut)"
-}
+func QuotedCut(s string) string { return echo.Quote(s, maxQuoted) }
 
 // pcrIndexes lists the PCRs a TPMS_PCR_SELECTION bitmap selects, in
 // ascending order.

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -19,6 +18,7 @@ import (
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/ca/presented"
 	"mandate.dev/mandate/delegation"
+	"mandate.dev/mandate/echo"
 	"mandate.dev/mandate/policy"
 	"mandate.dev/mandate/registry"
 	"mandate.dev/mandate/store"
@@ -685,15 +685,7 @@ const (
 
 // clipTo is clip at max bytes.
 func clipTo(s string, max int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return echo.Cut(strings.ToValidUTF8(s, "\uFFFD"), max)
 }
 
 func joinScopes(s []string) string {

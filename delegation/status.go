@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -19,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"mandate.dev/mandate/ca/presented"
+	"mandate.dev/mandate/echo"
 )
 
 // ErrStatusUnknown is returned when an issuer could not tell a hop's
@@ -88,7 +88,7 @@ func FetchStatus(ctx context.Context, hc *http.Client, base, id string) (*Status
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("%w: %s: %s", ErrStatusUnreachable, u.Host, cutText(err.Error(), maxTransportText))
+		return nil, fmt.Errorf("%w: %s: %s", ErrStatusUnreachable, u.Host, echo.Cut(err.Error(), maxTransportText))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -129,9 +129,9 @@ func statusAnswerOf(body []byte, id string) (*StatusAnswer, error) {
 	}
 	switch {
 	case out.ID != id:
-		return nil, fmt.Errorf("an answer for %s", quotedCut(out.ID))
+		return nil, fmt.Errorf("an answer for %s", echo.Quote(out.ID, maxQuoted))
 	case out.Status != StatusActive && out.Status != StatusRevoked && out.Status != StatusExpired:
-		return nil, fmt.Errorf("status %s", quotedCut(out.Status))
+		return nil, fmt.Errorf("status %s", echo.Quote(out.Status, maxQuoted))
 	}
 	if !IsPlainText(out.Reason) {
 		out.Reason = strconv.QuoteToASCII(out.Reason)
@@ -149,24 +149,3 @@ const maxQuoted = 64
 // short in practice), and small enough for the public answers the
 // error reaches.
 const maxTransportText = 400
-
-// cutText is s cut to at most n bytes (on a rune boundary), marked as
-// cut when it was.
-func cutText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "... (cut)"
-}
-
-// quotedCut is s as a Go string literal, cut to its first maxQuoted
-// bytes (and marked as cut) when longer.
-func quotedCut(s string) string {
-	if len(s) <= maxQuoted {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(s[:maxQuoted]) + "... (cut)"
-}

@@ -13,6 +13,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/echo"
 )
 
 // MaxRefreshHint is the largest spiffe_refresh_hint read from a peer's
@@ -250,7 +252,7 @@ const minRSABits = 2048
 // bytes.
 func boundedValue(v any) string {
 	s, _ := json.Marshal(v) // a value json.Unmarshal made: cannot fail
-	return cut(string(s), 40)
+	return echo.Cut(string(s), 40)
 }
 
 // MarshalBundle encodes b as go-spiffe does, except that a bundle without

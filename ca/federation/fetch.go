@@ -10,13 +10,13 @@ import (
 	"net"
 	"net/http"
 	neturl "net/url"
-	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"mandate.dev/mandate/ca/presented"
+	"mandate.dev/mandate/echo"
 )
 
 // DefaultMaxBundleBytes is the default Config.MaxBundleBytes: 1 MiB, far
@@ -161,20 +161,9 @@ type boundedError struct {
 
 func (e boundedError) Error() string {
 	if e.limit == 0 {
-		return cut(e.err.Error(), maxCauseText)
+		return echo.Cut(e.err.Error(), maxCauseText)
 	}
-	return cut(e.err.Error(), e.limit)
-}
-
-// cut is s cut to at most n bytes, and marked as cut when it was.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) { // do not cut a rune in two
-		n--
-	}
-	return s[:n] + "... (truncated)"
+	return echo.Cut(e.err.Error(), e.limit)
 }
 
 func (e boundedError) Unwrap() error { return e.err }

@@ -27,6 +27,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"mandate.dev/mandate/echo"
 )
 
 // endpoint is a bundle endpoint with a custom handler, over real TLS on
@@ -341,7 +343,7 @@ func TestFetchParseErrorIsBounded(t *testing.T) {
 	m, updated := newRecordingManager(t, fastConfig())
 	initial := bundleOf(tdB, 1, -1, caB)
 	mustSet(t, m, e.rel(), initial)
-	err := expectRefused(t, m, initial, updated, []string{"parsing bundle", "(truncated)"}, []string{long[:maxCauseText+1]})
+	err := expectRefused(t, m, initial, updated, []string{"parsing bundle", echo.Mark}, []string{long[:maxCauseText+1]})
 	t.Log(err)
 	if len(err.Error()) > 1024 {
 		t.Fatalf("error is %d bytes long", len(err.Error()))
@@ -361,7 +363,7 @@ func TestBoundedError(t *testing.T) {
 	long := fmt.Errorf("%s: %w", strings.Repeat("é", maxCauseText), sentinel) // 2-byte runes
 	b := boundedError{err: long}
 	got := b.Error()
-	if !utf8.ValidString(got) || !strings.HasSuffix(got, "... (truncated)") || len(got) > maxCauseText+len("... (truncated)") {
+	if !utf8.ValidString(got) || !strings.HasSuffix(got, echo.Mark) || len(got) > maxCauseText+len(echo.Mark) {
 		t.Fatalf("bounded text = %q", got)
 	}
 	if !errors.Is(b, sentinel) || !errors.Is(fmt.Errorf("x: %w", b), sentinel) {
@@ -525,7 +527,7 @@ func TestFetchTransportErrorIsBounded(t *testing.T) {
 	initial := bundleOf(tdB, 1, -1, caB)
 	rel := Relationship{TrustDomain: tdB, BundleEndpointURL: "https://" + ln.Addr().String() + "/bundle", Profile: ProfileHTTPSSPIFFE, EndpointSPIFFEID: endpointB}
 	mustSet(t, m, rel, initial)
-	err = expectRefused(t, m, initial, updated, []string{"malformed HTTP status code", "(truncated)"}, []string{long[:maxTransportText+1], `Get "`})
+	err = expectRefused(t, m, initial, updated, []string{"malformed HTTP status code", echo.Mark}, []string{long[:maxTransportText+1], `Get "`})
 	if len(err.Error()) > 2*maxTransportText {
 		t.Errorf("error is %d bytes long", len(err.Error()))
 	}
