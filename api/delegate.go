@@ -95,6 +95,9 @@ func delegationAnswerOf(ans *authority.DelegateAnswer) delegationAnswer {
 
 // delegationStatus is GET /v1/delegations/{id}/status (public).
 func (s *Server) delegationStatus(w http.ResponseWriter, r *http.Request) {
+	// No cache between here and a verifier keeps an answer: an "active"
+	// kept would outlive a revocation.
+	w.Header().Set("Cache-Control", "no-store")
 	rec, status, err := s.a.DelegationStatus(r.Context(), r.PathValue("id"))
 	if err != nil {
 		writeError(w, r, s.log, err)
