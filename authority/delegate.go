@@ -1262,13 +1262,22 @@ func revokedHost(tx store.Tx, rec *delegation.Record) (string, error) {
 }
 
 // revokedInTx says what of a hop about to be recorded is revoked here: a
-// hop above it issued here, its delegator, its delegator's host, its
-// delegatee, or a party above ("" when nothing is).
+// hop above it issued here, or issued elsewhere and said revoked by its
+// issuer (kept by keepPeerRevocation), its delegator, its delegator's
+// host, its delegatee, or a party above ("" when nothing is).
 func revokedInTx(tx store.Tx, self string, rec *delegation.Record) (string, error) {
 	parties := append([]string{rec.Delegator, rec.Delegatee, rec.DelegatorHost}, rec.DelegateeHosts...)
 	for _, an := range rec.Ancestors {
 		parties = append(parties, an.Delegator, an.Delegatee)
 		if an.Issuer != self {
+			// Its issuer's revocation, learned after the flow asked it
+			// (by a status request for another hop below it).
+			switch _, err := tx.Get(bucketPeerRevocations, peerRevocationKey(hopRef{Issuer: an.Issuer, ID: an.ID})); {
+			case err == nil:
+				return "the hop " + an.ID + " of " + an.Issuer + " above it was revoked", nil
+			case !errors.Is(err, store.ErrNotFound):
+				return "", fmt.Errorf("what %s said of the hop %s above it: %v", an.Issuer, an.ID, err)
+			}
 			continue
 		}
 		// A hop above issued here has its record here (the flow refuses

@@ -23,7 +23,9 @@ import (
 // is being issued (after the flow checked the chain, before the hop's
 // record exists) cannot cascade to the record; the record is written
 // revoked instead, whatever was revoked: a hop above issued here, the
-// delegator, its host, the delegatee, or a party above.
+// delegator, its host, the delegatee, or a party above; and so is one
+// below another authority's hop that its issuer said was revoked
+// meanwhile.
 func TestRecordBornRevoked(t *testing.T) {
 	const self = "spiffe://org-a.example"
 	st := bolttest.Open(t)
@@ -84,6 +86,14 @@ func TestRecordBornRevoked(t *testing.T) {
 			put(root) // unrevoked again (revoking a party revokes the root too)
 		})
 	}
+	// Another authority's hop above, that its issuer said was revoked
+	// (kept by keepPeerRevocation) after the flow asked it.
+	mid := peerRevocationKey(hopRef{Issuer: "spiffe://org-b.example", ID: "mid"})
+	revoke(func(tx store.Tx) error { return tx.Put(bucketPeerRevocations, mid, []byte(`{}`)) })
+	if w := why(); !strings.Contains(w, "mid of spiffe://org-b.example above it was revoked") {
+		t.Fatalf("below a hop its issuer said was revoked: %q", w)
+	}
+	revoke(func(tx store.Tx) error { return tx.Delete(bucketPeerRevocations, mid) })
 	revoke(func(tx store.Tx) error {
 		_, _, err := delegation.Revoke(tx, "root", "admin", "test", now)
 		return err
