@@ -357,3 +357,56 @@ func TestRevokeIDExpiryBoundary(t *testing.T) {
 		}
 	}
 }
+
+// countingTx counts the keys a scan of bucket yields.
+type countingTx struct {
+	store.Tx
+	bucket string
+	keys   int
+}
+
+func (c *countingTx) Scan(bucket string, prefix, start []byte, fn func(k, v []byte) error) error {
+	return c.Tx.Scan(bucket, prefix, start, func(k, v []byte) error {
+		if bucket == c.bucket {
+			c.keys++
+		}
+		return fn(k, v)
+	})
+}
+
+// TestRevokeIDReadBound: revoking a party with more live hops than a
+// revocation reads reads at most that many of them from the party
+// index (not every one, into memory, before the bound applies), and
+// says that more are left.
+func TestRevokeIDReadBound(t *testing.T) {
+	const self = "spiffe://org-a.example"
+	defer func(n int) { maxRevokeRead = n }(maxRevokeRead)
+	maxRevokeRead = 3
+	st := bolttest.Open(t)
+	indexParties(t, st)
+	now := time.Now()
+	if err := st.Update(t.Context(), func(tx store.Tx) error {
+		for i := range 10 {
+			if err := Put(tx, &Record{ID: fmt.Sprintf("h%d", i), Issuer: self, Delegator: self + "/agent/m", Delegatee: self + "/agent/w",
+				ExpiresAt: now.Add(time.Hour)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.View(t.Context(), func(tx store.Tx) error {
+		ctx := &countingTx{Tx: tx, bucket: BucketParties}
+		ids, more, err := RevokeIDPreview(ctx, self+"/agent/w", now)
+		if err != nil || len(ids) != 3 || !more {
+			t.Errorf("RevokeIDPreview = %v, more %v, %v; want 3 ids, more", ids, more, err)
+		}
+		if ctx.keys > maxRevokeRead+1 { // one past it, to know more are left
+			t.Errorf("read %d keys of the party index, more than the bound, %d", ctx.keys, maxRevokeRead)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -407,18 +407,24 @@ func RevokeIDPreview(tx store.Tx, spiffeID string, now time.Time) (ids []string,
 // here that spiffeID is a party of: its delegator, delegatee or the
 // delegator's host, or the delegator or delegatee of a hop above it.
 // Those expired before the second of now are not read: BucketParties
-// yields a party's hops from there on.
+// yields a party's hops from there on, and at most maxRevokeRead of them
+// (the hops left are revoked all the same: the ID is).
 func revokeIDWalk(tx store.Tx, spiffeID string, now time.Time, revoke func(*Record) error) ([]string, bool, error) {
 	indexed, err := PartiesIndexed(tx)
 	if err != nil {
 		return nil, false, err
 	}
 	var direct []string
+	cut := false // more live hops than a revocation reads
 	if indexed && strings.IndexByte(spiffeID, 0) < 0 {
 		prefix := append([]byte(spiffeID), 0)
 		err = tx.Scan(BucketParties, prefix, partyKey(spiffeID, now, ""), func(k, _ []byte) error {
 			if len(k) <= len(prefix)+8 {
 				return fmt.Errorf("delegation: party index key %q is too short", k)
+			}
+			if len(direct) == maxRevokeRead {
+				cut = true
+				return store.ErrStopScan
 			}
 			direct = append(direct, string(k[len(prefix)+8:]))
 			return nil
@@ -435,7 +441,8 @@ func revokeIDWalk(tx store.Tx, spiffeID string, now time.Time, revoke func(*Reco
 	if err != nil {
 		return nil, false, err
 	}
-	return revokeWalk(tx, direct, now, revoke)
+	ids, more, err := revokeWalk(tx, direct, now, revoke)
+	return ids, more || cut, err
 }
 
 // hasParty reports whether id is one of r's parties.
