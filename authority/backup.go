@@ -399,10 +399,12 @@ func (a *Authority) settleBackups(ctx context.Context, root string) {
 }
 
 // settleBackupsAtStart settles the data directory's backups/ (see
-// settleBackups), if it exists and only this user may change it.
+// settleBackups), if it exists and only this user may change it. A
+// backups/ that links to a directory elsewhere (another volume) is
+// settled there, as MakeBackup writes there.
 func (a *Authority) settleBackupsAtStart(ctx context.Context) {
 	root := filepath.Join(a.cfg.DataDir, BackupDirName)
-	fi, err := os.Lstat(root)
+	fi, err := os.Stat(root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}

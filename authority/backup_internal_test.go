@@ -337,6 +337,32 @@ func TestBackupCutShortSettledAtStart(t *testing.T) {
 	}
 }
 
+// A backups/ that is a link to a directory elsewhere (another volume)
+// is where backups are made, and what a crash left there is settled at
+// start as in a backups/ of the data directory's own.
+func TestBackupsLinkedElsewhereSettledAtStart(t *testing.T) {
+	elsewhere := filepath.Join(t.TempDir(), "backups")
+	unrecorded := filepath.Join(elsewhere, partialBackupPrefix+"20261127T000000.000000000Z")
+	if err := os.MkdirAll(filepath.Join(unrecorded, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	if err := os.Symlink(elsewhere, filepath.Join(dataDir, BackupDirName)); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = dataDir })
+	if _, err := os.Stat(unrecorded); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a partial backup no entry records, in a backups/ linked elsewhere, after a start: %v; want it removed", err)
+	}
+	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, filepath.Base(b.Dir), "mandate.db")); err != nil {
+		t.Fatalf("the backup is not in the directory backups/ links to: %v", err)
+	}
+}
+
 // The first start on a data directory made of a backup says so: its
 // authority.started entry names the backup (what the authority did after
 // it is undone, and auditors holding a later checkpoint find the log
