@@ -379,6 +379,13 @@ func LoadConfigFile(path string) (*Config, error) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err == nil {
+		// A file of no settings (empty, comments only, or null) is no
+		// configuration: a template that rendered to nothing, a file cut
+		// short, would start an authority of the development trust
+		// domain in ./mandate-data, as a key given no value would.
+		if doc.Kind == 0 || doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 && doc.Content[0].Tag == "!!null" {
+			return nil, fmt.Errorf("config %s holds no settings (it is empty, or comments only): started from it, the authority would be one of the development trust domain %s; give its settings (trust_domain: ...), or leave --config out to start with the defaults", path, DefaultTrustDomain)
+		}
 		for _, k := range noEmptyValue {
 			if err := checkGiven(&doc, k.path, nil, 0, k.number); err != nil {
 				return nil, fmt.Errorf("config %s: %w", path, err)

@@ -273,7 +273,14 @@ func TestLoadConfigFile(t *testing.T) {
 	tests := []struct {
 		name, yaml, wantErr string
 	}{
-		{"empty file", "", ""},
+		// A file of no settings is refused, not taken for the defaults
+		// (the development trust domain): a template that rendered to
+		// nothing, a file cut short.
+		{"empty file", "", "holds no settings"},
+		{"comments only", "# trust_domain: org-a.example\n\n", "holds no settings"},
+		{"null", "~\n", "holds no settings"},
+		{"a separator only", "---\n", "holds no settings"},
+		{"an empty mapping", "{}\n", ""},
 		{"keys", "trust_domain: org-a.example\nca:\n  x509_svid_ttl: 30m\n", ""},
 		{"unknown key", "trust_domian: org-a.example\n", "trust_domian"},
 		{"bad duration", "ca:\n  ca_ttl: forever\n", "not a duration"},
