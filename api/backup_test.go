@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,8 +87,28 @@ func TestBackupRestores(t *testing.T) {
 		t.Errorf("a backup asked with a directory = %v, want unknown-field", err)
 	}
 
-	// The backup as a data directory: the authority starts from it.
-	r := start(t, "org-a.example", func(c *authority.Config) { c.DataDir = b.Dir })
+	// A copy of the backup as a data directory (as a restore makes it:
+	// a start on the backup in its place is refused): the authority
+	// starts from it.
+	restoredDir := filepath.Join(t.TempDir(), "restored")
+	err := filepath.WalkDir(b.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(b.Dir, path)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(restoredDir, rel), 0o700)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(restoredDir, rel), data, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, "org-a.example", func(c *authority.Config) { c.DataDir = restoredDir })
 	if !slices.EqualFunc(r.bundle, e.bundle, func(x, y *x509.Certificate) bool { return x.Equal(y) }) {
 		t.Fatal("the restored authority's X.509 roots differ from the original's")
 	}

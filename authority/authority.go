@@ -172,6 +172,9 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Authority, err error
 			}
 		}()
 	}
+	if err := checkNotABackup(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	// The data directory holds keys: only this user's (a directory
 	// others may write to would let them replace one).
 	if err := credfile.PrivateDir(cfg.DataDir); err != nil {

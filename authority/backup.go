@@ -529,6 +529,42 @@ func (a *Authority) backedUpTreeSize(ctx context.Context, path string) (uint64, 
 	return size, nil
 }
 
+// checkNotABackup refuses a data directory that is a backup where it
+// was made, <data dir>/backups/<name> of a data directory: an authority
+// started on it would change the backup (no longer the state it was
+// made of) and, the store's lock being the data file's, could run beside
+// the authority it is a backup of, with the same CA and audit log keys,
+// forking the log. A backup is restored by starting on a copy of it.
+func checkNotABackup(dataDir string) error {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return fmt.Errorf("authority: data dir: %w", err)
+	}
+	// The path as given (through a backups/ that links elsewhere), and
+	// the directory it leads to.
+	dirs := []string{dir}
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil && resolved != dir {
+		dirs = append(dirs, resolved)
+	}
+	home := ""
+	for _, dir := range dirs {
+		backups := filepath.Dir(dir)
+		if filepath.Base(backups) != BackupDirName {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(filepath.Dir(backups), "mandate.db")); err == nil {
+			home = filepath.Dir(backups)
+			break
+		}
+	}
+	if home == "" {
+		return nil
+	}
+	return fmt.Errorf("authority: the data directory %s is a backup, in the %s/ of the data directory %s: started on it, the authority would change the backup, and could run beside the authority of %s with the same keys, forking its audit log. "+
+		"To restore it, stop the authority of %s and start one on a copy: cp -a %s/. restored/ && mandate serve --data-dir restored",
+		dataDir, BackupDirName, home, home, home, dataDir)
+}
+
 // restoreMarkName is the file of a backup that says which backup it is
 // (restoreMark). A data directory made of the backup holds it until the
 // authority's first start there has recorded that it started from it;

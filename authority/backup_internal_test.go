@@ -361,6 +361,77 @@ func TestBackupsLinkedElsewhereSettledAtStart(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(elsewhere, filepath.Base(b.Dir), "mandate.db")); err != nil {
 		t.Fatalf("the backup is not in the directory backups/ links to: %v", err)
 	}
+	// A start on it in place, through the link, is refused as one on a
+	// backup in backups/ (TestStartOnABackupInPlaceIsRefused).
+	cfg := a.cfg
+	cfg.DataDir = b.Dir
+	if r, err := New(t.Context(), cfg, Options{}); err == nil || !strings.Contains(err.Error(), "cp -a") {
+		if err == nil {
+			r.Close()
+		}
+		t.Fatalf("New on the backup %s, through backups/ linked elsewhere = %v, want it refused", b.Dir, err)
+	}
+}
+
+// A start on a backup where it was made, in a data directory's
+// backups/, is refused before it changes anything: it would change the
+// backup (no longer the state it was made of), and run a second
+// authority with the same keys beside the first (the store's lock is
+// the data file's, the backup's another), forking its audit log. A copy
+// is restored.
+func TestStartOnABackupInPlaceIsRefused(t *testing.T) {
+	a, _ := runAuthority(t)
+	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadDir(b.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := a.cfg
+	cfg.DataDir = b.Dir
+	if r, err := New(t.Context(), cfg, Options{}); err == nil || !strings.Contains(err.Error(), "cp -a") {
+		if err == nil {
+			r.Close()
+		}
+		t.Fatalf("New on the backup %s = %v, want it refused, saying to start on a copy", b.Dir, err)
+	}
+	after, err := os.ReadDir(b.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(names(before), names(after)) {
+		t.Fatalf("the backup holds %v after a start refused, want %v as made", names(after), names(before))
+	}
+	// Its copy elsewhere starts.
+	restored := filepath.Join(t.TempDir(), "restored")
+	err = filepath.WalkDir(b.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(b.Dir, path)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(restored, rel), 0o700)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(restored, rel), data, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = restored })
+}
+
+func names(entries []fs.DirEntry) []string {
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
 }
 
 // The first start on a data directory made of a backup says so: its
