@@ -63,7 +63,7 @@ type backupStore interface {
 // mandate.db as of one read transaction, the CA's keys that the copied
 // CA state needs (keys/: those of its active and prepared authorities)
 // and the audit log's keys (audit/log.key, audit/log.vkey; and the
-// witness's, audit/witness.key and witness.vkey, when it is one), made while
+// witness's, audit/witness.key and witness.vkey, when it has one), made while
 // no CA rotation runs, so that the keys are those the copied state names,
 // and its mark (restoreMarkName), with which the first start on a data
 // directory made of it says so.
@@ -176,9 +176,15 @@ func (a *Authority) MakeBackup(ctx context.Context, c *Caller) (*Backup, error) 
 		}
 		auditKey, auditVKey := AuditPaths(a.cfg.DataDir)
 		srcs = append(srcs, auditKey, auditVKey)
-		if a.witness != nil {
-			witnessKey, witnessVKey := WitnessPaths(a.cfg.DataDir)
-			srcs = append(srcs, witnessKey, witnessVKey)
+		// The witness's, whenever it has one: also while
+		// audit.witness.logs is empty, for a restore that has the
+		// authority witness again to cosign with the key the logs
+		// it witnessed know.
+		witnessKey, witnessVKey := WitnessPaths(a.cfg.DataDir)
+		for _, path := range []string{witnessKey, witnessVKey} {
+			if _, err := os.Lstat(path); a.witness != nil || err == nil {
+				srcs = append(srcs, path)
+			}
 		}
 		for _, src := range srcs {
 			rel, err := filepath.Rel(a.cfg.DataDir, src)

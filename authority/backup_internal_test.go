@@ -2,6 +2,7 @@ package authority
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -13,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"mandate.dev/mandate/audit"
 	"mandate.dev/mandate/store"
@@ -370,6 +373,38 @@ func TestBackupsLinkedElsewhereSettledAtStart(t *testing.T) {
 			r.Close()
 		}
 		t.Fatalf("New on the backup %s, through backups/ linked elsewhere = %v, want it refused", b.Dir, err)
+	}
+}
+
+// The witness's key is backed up whenever the data directory holds it,
+// also while audit.witness.logs is empty: a restore that has the
+// authority witness again would otherwise make a new key without a
+// word, whose cosignatures the logs it witnessed refuse.
+func TestBackupKeepsTheWitnessKey(t *testing.T) {
+	_, vkey, err := note.GenerateKey(rand.Reader, "org-b.example/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, stop := runAuthorityWith(t, Options{}, func(c *Config) { c.Audit.Witness.Logs = []string{vkey} })
+	stop()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := runAuthorityWith(t, Options{}, func(c *Config) { c.DataDir = w.cfg.DataDir })
+	b, err := a.MakeBackup(t.Context(), adminOf(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	witnessKey, witnessVKey := WitnessPaths(a.cfg.DataDir)
+	for _, path := range []string{witnessKey, witnessVKey} {
+		rel, _ := filepath.Rel(a.cfg.DataDir, path)
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(filepath.Join(b.Dir, rel)); err != nil || string(got) != string(want) {
+			t.Errorf("the backup's %s: %v; want the data directory's", rel, err)
+		}
 	}
 }
 
