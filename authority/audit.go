@@ -145,6 +145,13 @@ func (a *Authority) openAudit(ctx context.Context) error {
 	}
 	a.audit, err = audit.Open(ctx, audit.Config{Store: a.store, Origin: origin, Signer: signer, Verifier: verifier,
 		Index: a.indexEntry, Logger: a.log.With("component", "audit"), GroupWait: a.cfg.Audit.groupCommitWait()})
+	if errors.Is(err, audit.ErrCorrupt) {
+		// Most often not a damaged file but a restore that mixed two
+		// states: a data file and a log key of different data
+		// directories or backups.
+		return fmt.Errorf("authority: %w: %s and %s are not as one authority wrote them, a data file or log key of another data directory or backup (restore mandate.db and audit/ together, with keys/, from one backup), or a damaged file (restore it from a backup)",
+			err, filepath.Join(a.cfg.DataDir, "mandate.db"), keyFile)
+	}
 	if err != nil {
 		return fmt.Errorf("authority: %w", err)
 	}

@@ -189,3 +189,43 @@ func TestDataDirInUseIsRefusedWithWhatToDo(t *testing.T) {
 		}
 	}
 }
+
+// A data file and an audit signing key of different data directories
+// (a restore that took mandate.db from one backup and audit/ from
+// another, or from the data directory it was copied over) are refused
+// saying so, and what to do, not only that the stored log is
+// inconsistent, as a damaged file would be.
+func TestDataDirOfMixedStoreAndLogKeyIsRefusedWithWhatToDo(t *testing.T) {
+	ctx := context.Background()
+	dirs := make([]Config, 2)
+	for i := range dirs {
+		dirs[i] = Config{TrustDomain: "org-a.example", DataDir: t.TempDir(), Listen: "127.0.0.1:0"}
+		dirs[i].SetDefaults()
+		a, err := New(ctx, dirs[i], Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, _ := AuditPaths(dirs[1].DataDir)
+	key, err := os.ReadFile(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, _ := AuditPaths(dirs[0].DataDir)
+	if err := os.WriteFile(mine, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(ctx, dirs[0], Options{})
+	if err == nil {
+		a.Close()
+		t.Fatal("an authority started on a data file with another data directory's audit signing key")
+	}
+	for _, want := range []string{"does not verify with key", "mandate.db and audit/", "from one backup"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("New with another data directory's audit key: %v, want it to say %q", err, want)
+		}
+	}
+}
