@@ -24,8 +24,10 @@ var ErrUnwritable = errors.New("store: the data file could not be written")
 
 // ErrNotDurable is matched (with errors.Is), beside ErrUnwritable, by the
 // error of an Update whose commit reached the data file but whose sync
-// failed, and by every later View and Update of the same store: the file
-// shows that commit, which a crash may undo (after a failed sync, a file
+// failed, and by every later View and Update of the same store, and of
+// those under way then (an Update waiting for its turn is not run on top
+// of that commit; a read still under way once the failure is known
+// fails): the file shows that commit, which a crash may undo (after a failed sync, a file
 // system may drop the pages it could not write, and a later sync does
 // not report it again). The store refuses to read or write until it is
 // opened again, rather than hand out, or build on, a state the disk may

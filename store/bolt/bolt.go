@@ -81,6 +81,12 @@ type Store struct {
 	// failed (store.ErrNotDurable): every later transaction fails at
 	// once, as bbolt shows that commit from then on.
 	notDurable atomic.Bool
+	// updating holds a token while an Update runs, from before bbolt's
+	// write lock is taken until its commit is known durable or
+	// notDurable is set: bbolt releases its lock before an Update can
+	// tell whether its sync failed, and another Update taking it then
+	// would build on that commit, and be acknowledged.
+	updating chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -122,7 +128,7 @@ func Open(path string, opts Options) (st *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("store/bolt: open %s: %w", path, err)
 	}
-	st = &Store{db: db}
+	st = &Store{db: db, updating: make(chan struct{}, 1)}
 	if opts.Check {
 		if err := st.check(); err != nil {
 			db.Close()
@@ -308,6 +314,21 @@ func (s *Store) transact(ctx context.Context, op string, begin func(func(*bbolt.
 	if err := s.Stopped(); err != nil {
 		return err
 	}
+	txStarting(op)
+	if op == "update" {
+		// One Update at a time, as bbolt runs them, but until its
+		// outcome is known: one that waited for an Update whose sync
+		// failed is refused, not run on top of that commit.
+		select {
+		case s.updating <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer func() { <-s.updating }()
+		if err := s.Stopped(); err != nil {
+			return err
+		}
+	}
 	defer func() {
 		if errors.Is(err, ErrDamaged) {
 			s.damaged.Store(true)
@@ -339,8 +360,17 @@ func (s *Store) transact(ctx context.Context, op string, begin func(func(*bbolt.
 			return fmt.Errorf("store/bolt: %s: %w: %w (%w)", op, store.ErrUnwritable, store.ErrNotDurable, err)
 		}
 	}
+	if op != "update" && err == nil && fnErr == nil && s.notDurable.Load() {
+		// A read that overlapped an Update whose sync failed may have
+		// read that commit: what it read is not given out.
+		return s.Stopped()
+	}
 	return txResult(op, err, fnErr, ran)
 }
+
+// txStarting is called by every transaction once it has passed the
+// check of Stopped, before it waits for its turn (a variable for tests).
+var txStarting = func(op string) {}
 
 // Stopped returns the error every transaction now fails with at once (a
 // damaged page met, or a commit whose sync failed: store.ErrNotDurable),

@@ -82,3 +82,70 @@ func TestCommitWhoseSyncFailedStopsTheStore(t *testing.T) {
 		t.Errorf("Update after reopening = %v, want nil", err)
 	}
 }
+
+// Transactions under way when a commit's sync fails do not go on from
+// that commit: an Update that was waiting for its turn is refused
+// (though bbolt releases its write lock before the failed sync is
+// known), and a View or Backup that may have read that commit fails
+// rather than give out what it read.
+func TestTransactionsUnderWayWhenASyncFails(t *testing.T) {
+	ctx := context.Background()
+	defer func() { syncFault = func() error { return nil }; txStarting = func(string) {} }()
+	type result struct {
+		err error
+		ran bool
+	}
+	for _, op := range []string{"update", "view", "backup"} {
+		t.Run(op, func(t *testing.T) {
+			s, _ := openTemp(t)
+			if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", []byte("a"), []byte("v")) }); err != nil {
+				t.Fatal(err)
+			}
+			other := make(chan result, 1)
+			passed, proceed := make(chan struct{}), make(chan struct{})
+			syncFault = func() error {
+				syncFault = func() error { return nil }
+				// Another transaction passes the check of the store before
+				// the failed sync is known; an Update goes on at once, a
+				// read once the failing Update has returned.
+				txStarting = func(string) {
+					close(passed)
+					if op != "update" {
+						<-proceed
+					}
+				}
+				go func() {
+					var r result
+					switch op {
+					case "update":
+						r.err = s.Update(ctx, func(tx store.Tx) error {
+							r.ran = true
+							return tx.Put("b", []byte("c"), []byte("v"))
+						})
+					case "view":
+						r.err = s.View(ctx, func(tx store.Tx) error {
+							r.ran = true
+							_, err := tx.Get("b", []byte("b"))
+							return err
+						})
+					case "backup":
+						_, r.err = s.Backup(ctx, io.Discard)
+					}
+					other <- r
+				}()
+				<-passed
+				txStarting = func(string) {}
+				return errors.New("input/output error")
+			}
+			err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", []byte("b"), []byte("v")) })
+			if !errors.Is(err, store.ErrNotDurable) {
+				t.Fatalf("Update whose sync failed = %v, want store.ErrNotDurable", err)
+			}
+			close(proceed)
+			r := <-other
+			if !errors.Is(r.err, store.ErrNotDurable) || op == "update" && r.ran {
+				t.Errorf("%s under way when a sync failed = %v (its function ran: %v), want store.ErrNotDurable", op, r.err, r.ran)
+			}
+		})
+	}
+}
