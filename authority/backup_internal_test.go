@@ -589,3 +589,44 @@ func TestRestoreIsRecorded(t *testing.T) {
 		t.Fatalf("the live data directory's %s: %v, want none", restoreMarkName, err)
 	}
 }
+
+// An admin asking for the CA's status while a backup copies the data
+// file is answered at once, not once the copy (minutes, for a large
+// store) is over: the copy here lasts until the answer has come (it
+// never came before, the test then ending at its deadline).
+func TestCAStatusAnsweredDuringABackup(t *testing.T) {
+	a, _ := runAuthority(t)
+	admin := adminOf(t, a)
+	copying, release := make(chan struct{}), make(chan struct{})
+	defer func() { backupCopying = nil }()
+	backupCopying = func(abort context.Context) {
+		close(copying)
+		select {
+		case <-release:
+		case <-abort.Done():
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.MakeBackup(t.Context(), admin)
+		done <- err
+	}()
+	<-copying
+	answered := make(chan error, 1)
+	go func() {
+		_, err := a.CAStatus(admin)
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Errorf("CAStatus during a backup = %v", err)
+		}
+	case err := <-done:
+		t.Fatalf("the backup ended (%v) before it was let go", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("MakeBackup = %v", err)
+	}
+}

@@ -66,15 +66,13 @@ func (a *Authority) CAStatus(c *Caller) (any, error) {
 	if err := a.require(c, RoleAdmin); err != nil {
 		return nil, err
 	}
-	var infos []ca.AuthorityInfo
-	// Read while no rotation runs: the key files looked at are those of
-	// the authorities listed.
-	_ = a.ca.Still(func([]string) error {
-		infos = a.ca.Status()
-		for i := range infos {
-			infos[i].KeyStore = a.keyStore(infos[i].KeyID)
-		}
-		return nil
-	})
+	// Not under the CA's lock (ca.Still), which a backup holds while it
+	// copies the data file: a rotation that prunes an authority as it is
+	// listed may have it shown in the token (pkcs11) when its key was in
+	// keys/, until asked again.
+	infos := a.ca.Status()
+	for i := range infos {
+		infos[i].KeyStore = a.keyStore(infos[i].KeyID)
+	}
 	return map[string]any{"trust_domain": a.td.String(), "authorities": infos}, nil
 }
