@@ -55,6 +55,12 @@ func (a *Authority) mayDecide(ctx context.Context, c *Caller, segs []string) err
 	if err := a.mayAsk(ctx, c); err != nil {
 		return err
 	}
+	return a.mayAskFor(c, segs)
+}
+
+// mayAskFor is mayDecide once c is known to be one that may ask
+// (mayAsk): whether it may ask about segs.
+func (a *Authority) mayAskFor(c *Caller, segs []string) error {
 	id := c.ID.String()
 	if a.RoleOf(c.ID) == RoleAdmin {
 		return nil
@@ -136,7 +142,7 @@ func (a *Authority) MayQueryData(ctx context.Context, c *Caller, path string) er
 	if err != nil {
 		return err
 	}
-	return a.mayDecide(ctx, c, segs)
+	return a.mayAskFor(c, segs)
 }
 
 // QueryData evaluates a Data API request for caller c and records the
