@@ -249,7 +249,10 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	tr := &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConns: cfg.MaxConns, MaxIdleConnsPerHost: cfg.MaxConns,
+	// Through the proxy HTTPS_PROXY names, if any (NO_PROXY, and
+	// loopback addresses, go direct), as Go's and gRPC's clients go: TLS
+	// runs end to end inside the proxy's tunnel.
+	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tlsCfg, MaxIdleConns: cfg.MaxConns, MaxIdleConnsPerHost: cfg.MaxConns,
 		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ForceAttemptHTTP2: false,
 		MaxResponseHeaderBytes: maxAnswerHeaders}
 	hc := &http.Client{
