@@ -56,11 +56,7 @@ unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then
   echo "gofmt needed on:"; echo "$unformatted"; exit 1
 fi
-# With the race detector, as the tests are built: vet compiles every
-# package it checks the dependencies of, and so compiled they are the
-# tests' too (with an empty build cache, the tests' compile is minutes
-# shorter).
-go vet -race ./...
+go vet ./...
 # The libraries and the mandate command build for macOS and Windows too
 # (an auditor verifies a chain from any machine): each package imported
 # must have files for them. Compiling for them takes minutes with an empty
