@@ -73,6 +73,19 @@ type delegateReq struct {
 }
 
 // mustDelegate is delegate for a hop that must be issued.
+// rootHop is the id of a root hop (alice's calendar:read) that an agent
+// of e delegated to another, and that other agent, its delegatee.
+func (e *env) rootHop() (delegatee identity, id string) {
+	e.t.Helper()
+	a, b := e.agentWithScopes("a", "calendar:read"), e.agentWithScopes("b")
+	tok := e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
+	chain, err := delegation.Verify(tok, e.a, delegation.VerifyOptions{AnyHolder: true})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return b, chain[0].ID
+}
+
 func (e *env) mustDelegate(from identity, r delegateReq) string {
 	e.t.Helper()
 	tok, p := e.delegate(from, r)
@@ -2164,13 +2177,8 @@ func TestRevokedIDReachesTheHopsOfItsRevoker(t *testing.T) {
 // in the hop's status and in the list of revoked SPIFFE IDs.
 func TestRevokingAgain(t *testing.T) {
 	e := start(t, "org-a.example")
-	a, b := e.agentWithScopes("a", "calendar:read"), e.agentWithScopes("b")
-	tok := e.mustDelegate(a, delegateReq{delegatee: b, scopes: []string{"calendar:read"}, principal: "alice"})
-	chain, err := delegation.Verify(tok, e.a, delegation.VerifyOptions{AnyHolder: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct{ field, value string }{{"delegation_id", chain[0].ID}, {"spiffe_id", b.id.String()}} {
+	b, hop := e.rootHop()
+	for _, tc := range []struct{ field, value string }{{"delegation_id", hop}, {"spiffe_id", b.id.String()}} {
 		for i, reason := range []string{"first", "second"} {
 			var out struct{ Revoked []string }
 			if err := e.admin.Do(ctxT(t), http.MethodPost, "/v1/admin/revocations", map[string]string{tc.field: tc.value, "reason": reason}, &out); err != nil {
@@ -2182,7 +2190,7 @@ func TestRevokingAgain(t *testing.T) {
 		}
 	}
 	var st map[string]any
-	if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+chain[0].ID+"/status", nil, &st); err != nil || st["status"] != "revoked" || st["reason"] != "first" {
+	if err := e.client(nil, nil).Do(ctxT(t), http.MethodGet, "/v1/delegations/"+hop+"/status", nil, &st); err != nil || st["status"] != "revoked" || st["reason"] != "first" {
 		t.Errorf("status after revoking again: %v %v, want revoked for the first reason", st, err)
 	}
 	var list struct {
