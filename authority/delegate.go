@@ -1081,14 +1081,14 @@ func (a *Authority) Revoke(ctx context.Context, c *Caller, delegationID, spiffeI
 		if len(spiffeID) > registry.MaxSPIFFEIDLen {
 			return nil, fmt.Errorf("%w: spiffe_id is at most %d bytes", ErrInvalidRequest, registry.MaxSPIFFEIDLen)
 		}
-		id, err := spiffeid.FromString(spiffeID)
+		id, err := parseID(spiffeID)
 		if err != nil && !strings.HasPrefix(spiffeID, "spiffe://") {
-			// Not repeated: what was given in place of an ID may be a
-			// secret (a join token, in place of the node ID it names).
-			return nil, fmt.Errorf("%w: spiffe_id is not a SPIFFE ID (its scheme is not spiffe://: spiffe://<trust domain>/<path>), and is not repeated: it may be a secret; to keep a join token's node from joining, revoke the node_id its join-token create answer named, or withdraw the token by its id", ErrInvalidRequest)
+			// Not repeated (parseID): what was given in place of an ID
+			// may be a join token, in place of the node ID it names.
+			return nil, fmt.Errorf("%w; to keep a join token's node from joining, revoke the node_id its join-token create answer named, or withdraw the token by its id", err)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: spiffe_id %q: %v", ErrInvalidRequest, spiffeID, err)
+			return nil, err
 		}
 		// A revocation is for ever: one of an ID that no hop can name as
 		// a party would be kept and listed, and answered as made, while
